@@ -1,0 +1,36 @@
+//! Tessera IR: the typed graph every other crate works on.
+//!
+//! * [`DType`] and static [`Shape`]s,
+//! * a closed [`Op`] enum with one attribute struct per op ([`op`]),
+//! * [`Graph`]: tensors and nodes behind our own ids ([`TensorId`], [`NodeId`]),
+//! * [`Weight`]: metadata plus a lazy reference to the bytes (never read by the compiler),
+//! * [`Tensor`]: a host tensor used by constant folding and the CPU executors,
+//! * [`Layout`]: how a tensor is laid out over the devices of a mesh,
+//! * [`plan`]: the partitioned plan format written by `tessera compile`.
+#![warn(missing_docs)]
+
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod infer;
+pub mod layout;
+pub mod op;
+pub mod plan;
+pub mod tensor;
+pub mod weight;
+
+pub use dtype::DType;
+pub use error::IrError;
+pub use graph::{Graph, Node, NodeId, TensorId, TensorInfo, TensorKind};
+pub use layout::Layout;
+pub use op::Op;
+pub use tensor::{Tensor, TensorData};
+pub use weight::{Weight, WeightData};
+
+/// A static shape: one extent per axis.
+pub type Shape = Vec<usize>;
+
+/// Number of elements of a shape (1 for a scalar).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}

@@ -1,0 +1,377 @@
+//! The closed set of ops of the IR, one attribute struct per op.
+//!
+//! These are the ops left after import: every shape-computing subgraph has been folded, so
+//! ops whose ONNX form takes shape/axes tensors (Reshape, Expand, Slice, Split, ReduceMean, ...)
+//! carry them here as static attributes with all axes normalised to be non-negative.
+//! Squeeze, Unsqueeze and Flatten import as [`Op::Reshape`]; Dropout and Identity as
+//! [`UnaryOp::Identity`].
+use crate::DType;
+use serde::{Deserialize, Serialize};
+
+/// An IR op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// numpy-style matmul with broadcasting of batch dims (inputs: A, B).
+    MatMul(MatMulAttrs),
+    /// Gemm: alpha·op(A)·op(B) + beta·C (inputs: A, B, optional C).
+    Gemm(GemmAttrs),
+    /// Einsum in a matmul-like form (inputs: operands).
+    Einsum(EinsumAttrs),
+    /// Broadcasting elementwise binary op (inputs: A, B).
+    Binary(BinaryAttrs),
+    /// Elementwise unary op (input: X).
+    Unary(UnaryAttrs),
+    /// GELU (input: X).
+    Gelu(GeluAttrs),
+    /// Clip to [min, max] (input: X).
+    Clip(ClipAttrs),
+    /// Softmax / LogSoftmax over one axis (input: X).
+    Softmax(SoftmaxAttrs),
+    /// LayerNormalization over axes `axis..rank` (inputs: X, Scale, optional Bias).
+    LayerNorm(NormAttrs),
+    /// RMSNormalization over axes `axis..rank` (inputs: X, Scale).
+    RmsNorm(NormAttrs),
+    /// Reduction over axes (input: X).
+    Reduce(ReduceAttrs),
+    /// Reshape to a static shape (input: X). Also Squeeze/Unsqueeze/Flatten.
+    Reshape(ReshapeAttrs),
+    /// Transpose (input: X).
+    Transpose(TransposeAttrs),
+    /// Concat along an axis (inputs: X...).
+    Concat(AxisAttrs),
+    /// Split into pieces of given sizes along an axis (input: X; one output per piece).
+    Split(SplitAttrs),
+    /// Static strided slice (input: X).
+    Slice(SliceAttrs),
+    /// Gather along an axis (inputs: Data, Indices).
+    Gather(AxisAttrs),
+    /// GatherND (inputs: Data, Indices).
+    GatherNd(GatherNdAttrs),
+    /// Broadcast to a static shape (input: X).
+    Expand(ExpandAttrs),
+    /// Select (inputs: Cond, X, Y).
+    Where,
+    /// Type conversion (input: X).
+    Cast(CastAttrs),
+    /// Upper/lower triangle of the last two axes (input: X).
+    Trilu(TriluAttrs),
+    /// Cumulative sum along an axis (input: X).
+    CumSum(CumSumAttrs),
+}
+
+/// MatMul has no attributes; the struct exists so every op has one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatMulAttrs {}
+
+/// Gemm attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GemmAttrs {
+    /// Scale of A·B.
+    pub alpha: f32,
+    /// Scale of C.
+    pub beta: f32,
+    /// Transpose A.
+    pub trans_a: bool,
+    /// Transpose B.
+    pub trans_b: bool,
+}
+
+/// Einsum equation, e.g. `"bhid,bhjd->bhij"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EinsumAttrs {
+    /// The equation, whitespace removed, with an explicit `->` output.
+    pub equation: String,
+}
+
+/// Binary elementwise kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryOp {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a * b
+    Mul,
+    /// a / b (integer division truncates, as ONNX)
+    Div,
+    /// a ^ b
+    Pow,
+    /// max(a, b)
+    Max,
+    /// min(a, b)
+    Min,
+    /// a % b with `fmod` semantics chosen by attribute
+    Mod {
+        /// C fmod (sign of dividend) when true, Python mod (sign of divisor) otherwise.
+        fmod: bool,
+    },
+    /// a == b (bool output)
+    Equal,
+    /// a < b
+    Less,
+    /// a <= b
+    LessOrEqual,
+    /// a > b
+    Greater,
+    /// a >= b
+    GreaterOrEqual,
+    /// logical and
+    And,
+    /// logical or
+    Or,
+    /// logical xor
+    Xor,
+}
+
+/// Binary op attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryAttrs {
+    /// Which op.
+    pub kind: BinaryOp,
+}
+
+/// Unary elementwise kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnaryOp {
+    /// x (Identity, Dropout at inference)
+    Identity,
+    /// -x
+    Neg,
+    /// |x|
+    Abs,
+    /// sqrt(x)
+    Sqrt,
+    /// 1/x
+    Reciprocal,
+    /// e^x
+    Exp,
+    /// ln x
+    Log,
+    /// erf(x)
+    Erf,
+    /// tanh(x)
+    Tanh,
+    /// 1/(1+e^-x)
+    Sigmoid,
+    /// max(x, 0)
+    Relu,
+    /// logical not
+    Not,
+    /// isnan(x) (bool output)
+    IsNaN,
+    /// floor(x)
+    Floor,
+    /// ceil(x)
+    Ceil,
+    /// round half to even
+    Round,
+    /// sin(x)
+    Sin,
+    /// cos(x)
+    Cos,
+    /// sign(x)
+    Sign,
+    /// ln(1+e^x)
+    Softplus,
+    /// x·sigmoid(x)
+    Silu,
+}
+
+/// Unary op attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnaryAttrs {
+    /// Which op.
+    pub kind: UnaryOp,
+}
+
+/// GELU attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeluAttrs {
+    /// Tanh approximation instead of exact erf.
+    pub tanh_approximation: bool,
+}
+
+/// Clip bounds (absent = unbounded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipAttrs {
+    /// Lower bound.
+    pub min: Option<f32>,
+    /// Upper bound.
+    pub max: Option<f32>,
+}
+
+/// Softmax attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftmaxAttrs {
+    /// Axis (non-negative).
+    pub axis: usize,
+    /// LogSoftmax instead of Softmax.
+    pub log: bool,
+}
+
+/// LayerNorm / RMSNorm attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormAttrs {
+    /// First normalised axis (non-negative); normalises `axis..rank`.
+    pub axis: usize,
+    /// Epsilon added to the variance.
+    pub epsilon: f32,
+}
+
+/// Reduction kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReduceKind {
+    /// Sum.
+    Sum,
+    /// Mean.
+    Mean,
+    /// Max.
+    Max,
+    /// Min.
+    Min,
+    /// Product.
+    Prod,
+    /// Sum of squares.
+    SumSquare,
+    /// sqrt(sum of squares).
+    L2,
+}
+
+/// Reduction attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReduceAttrs {
+    /// Which reduction.
+    pub kind: ReduceKind,
+    /// Reduced axes, sorted, non-negative (all axes when the ONNX node gave none).
+    pub axes: Vec<usize>,
+    /// Keep reduced axes as size 1.
+    pub keepdims: bool,
+}
+
+/// Reshape target (fully static, no 0 or -1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReshapeAttrs {
+    /// Output shape.
+    pub shape: Vec<usize>,
+}
+
+/// Transpose permutation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransposeAttrs {
+    /// Output axis i is input axis perm[i].
+    pub perm: Vec<usize>,
+}
+
+/// A single non-negative axis (Concat, Gather).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AxisAttrs {
+    /// Axis.
+    pub axis: usize,
+}
+
+/// Split attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitAttrs {
+    /// Axis.
+    pub axis: usize,
+    /// Size of each output along the axis (sums to the input extent).
+    pub sizes: Vec<usize>,
+}
+
+/// Static slice, one entry per sliced axis, already clamped to the input extent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliceAttrs {
+    /// Sliced axes (non-negative, distinct).
+    pub axes: Vec<usize>,
+    /// Start index per axis (clamped, as in ONNX).
+    pub starts: Vec<i64>,
+    /// End index per axis (clamped; may be -1 for a negative step running to the front).
+    pub ends: Vec<i64>,
+    /// Step per axis (non-zero).
+    pub steps: Vec<i64>,
+}
+
+/// GatherND attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatherNdAttrs {
+    /// Number of leading batch dims.
+    pub batch_dims: usize,
+}
+
+/// Expand target (the broadcast result shape, static).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpandAttrs {
+    /// Output shape.
+    pub shape: Vec<usize>,
+}
+
+/// Cast target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CastAttrs {
+    /// Output dtype.
+    pub to: DType,
+}
+
+/// Trilu attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriluAttrs {
+    /// Keep the upper triangle (else lower).
+    pub upper: bool,
+    /// Diagonal offset.
+    pub k: i64,
+}
+
+/// CumSum attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CumSumAttrs {
+    /// Axis (non-negative).
+    pub axis: usize,
+    /// Exclude the current element.
+    pub exclusive: bool,
+    /// Sum from the end.
+    pub reverse: bool,
+}
+
+impl Op {
+    /// A short name for reports and DOT labels (e.g. `MatMul`, `Add`, `Reshape`).
+    pub fn name(&self) -> String {
+        match self {
+            Op::MatMul(_) => "MatMul".into(),
+            Op::Gemm(_) => "Gemm".into(),
+            Op::Einsum(_) => "Einsum".into(),
+            Op::Binary(a) => format!("{:?}", a.kind).split(' ').next().unwrap_or("Binary").into(),
+            Op::Unary(a) => format!("{:?}", a.kind),
+            Op::Gelu(_) => "Gelu".into(),
+            Op::Clip(_) => "Clip".into(),
+            Op::Softmax(a) => if a.log { "LogSoftmax" } else { "Softmax" }.into(),
+            Op::LayerNorm(_) => "LayerNorm".into(),
+            Op::RmsNorm(_) => "RmsNorm".into(),
+            Op::Reduce(a) => format!("Reduce{:?}", a.kind),
+            Op::Reshape(_) => "Reshape".into(),
+            Op::Transpose(_) => "Transpose".into(),
+            Op::Concat(_) => "Concat".into(),
+            Op::Split(_) => "Split".into(),
+            Op::Slice(_) => "Slice".into(),
+            Op::Gather(_) => "Gather".into(),
+            Op::GatherNd(_) => "GatherND".into(),
+            Op::Expand(_) => "Expand".into(),
+            Op::Where => "Where".into(),
+            Op::Cast(_) => "Cast".into(),
+            Op::Trilu(_) => "Trilu".into(),
+            Op::CumSum(_) => "CumSum".into(),
+        }
+    }
+
+    /// Is this an elementwise op whose output element i depends only on input elements at
+    /// the same (broadcast) position?
+    pub fn is_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Binary(_) | Op::Unary(_) | Op::Gelu(_) | Op::Clip(_) | Op::Where | Op::Cast(_)
+        )
+    }
+}

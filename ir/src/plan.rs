@@ -1,0 +1,363 @@
+//! The partitioned plan: what `tessera compile` writes and `tessera-run` executes.
+//!
+//! A plan is versioned JSON ([`FORMAT_VERSION`]). It carries the logical graph (weights by
+//! reference, never their bytes), the layout chosen for every logical tensor, one op list per
+//! rank over rank-local values, the collectives, per-rank estimates and search statistics.
+//! Timings are deliberately not part of the plan, so that the same input gives a
+//! byte-identical plan; `tessera compile` writes them beside it (see [`Timings`]).
+use crate::{DType, Graph, Layout, NodeId, Op, TensorId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Current plan format version. Readers refuse plans with a newer version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The source model a plan was compiled from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceModel {
+    /// Path of the ONNX file as given to the compiler (absolute or relative to the plan's
+    /// directory).
+    pub path: String,
+    /// sha256 of the ONNX file, lowercase hex.
+    pub sha256: String,
+}
+
+/// The device mesh. `shape` is `[N]` for 1-D tensor parallelism; `[D, T]` (data × tensor)
+/// is reserved for 2-D meshes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mesh {
+    /// Extent of each mesh axis.
+    pub shape: Vec<usize>,
+    /// Name of each mesh axis (`"tp"`, `"dp"`).
+    pub axes: Vec<String>,
+}
+
+impl Mesh {
+    /// A 1-D tensor-parallel mesh of `n` devices.
+    pub fn tp(n: usize) -> Mesh {
+        Mesh { shape: vec![n], axes: vec!["tp".into()] }
+    }
+
+    /// Total number of devices.
+    pub fn devices(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Alpha-beta communication cost model plus a compute rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    /// Preset name (`nvlink`, `pcie`, `ethernet`, `cpu`) or `custom`.
+    pub name: String,
+    /// Per-collective latency in seconds.
+    pub alpha_s: f64,
+    /// Link bandwidth in bytes per second.
+    pub beta_bytes_per_s: f64,
+    /// Per-device compute rate in FLOP/s.
+    pub flops_per_s: f64,
+}
+
+/// Objective and budget the search ran under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    /// `memory` (default: fit the per-device budget, then least communication) or `latency`.
+    pub kind: String,
+    /// Per-device parameter budget in bytes, when one applies.
+    pub memory_per_device: Option<u64>,
+    /// User pins: tensor name → layout.
+    pub pins: BTreeMap<String, Layout>,
+}
+
+/// Id of a rank-local value of a plan (index into [`Plan::values`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ValueId(pub u32);
+
+impl ValueId {
+    /// As a vector index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A rank-local value: a logical tensor held in some layout. Shapes are the same on every
+/// rank (splits are even).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanValue {
+    /// The logical tensor it holds (a piece of).
+    pub tensor: TensorId,
+    /// Its layout.
+    pub layout: Layout,
+    /// Local shape on each rank.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub dtype: DType,
+}
+
+/// A contiguous range of one axis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AxisSlice {
+    /// Axis.
+    pub axis: usize,
+    /// First index.
+    pub start: usize,
+    /// One past the last index.
+    pub end: usize,
+}
+
+/// Collective kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectiveKind {
+    /// Partial → Replicated.
+    AllReduce,
+    /// Split(axis) → Replicated.
+    AllGather,
+    /// Partial → Split(axis).
+    ReduceScatter,
+    /// Split(a) → Split(b).
+    AllToAll,
+    /// Root's Replicated → everyone.
+    Broadcast,
+}
+
+impl CollectiveKind {
+    /// snake_case name as used in JSON reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectiveKind::AllReduce => "all_reduce",
+            CollectiveKind::AllGather => "all_gather",
+            CollectiveKind::ReduceScatter => "reduce_scatter",
+            CollectiveKind::AllToAll => "all_to_all",
+            CollectiveKind::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Materialise a weight, or this rank's slice of it (no inputs).
+    LoadWeight {
+        /// The weight tensor of the logical graph.
+        tensor: TensorId,
+        /// This rank's slice, or None for the whole weight.
+        slice: Option<AxisSlice>,
+    },
+    /// Bind a graph input, or this rank's slice of it (no inputs).
+    Input {
+        /// The input tensor of the logical graph.
+        tensor: TensorId,
+        /// This rank's slice, or None for the whole input.
+        slice: Option<AxisSlice>,
+    },
+    /// Run an op locally. The op's attributes are rank-local (e.g. Reshape targets use
+    /// local extents).
+    Compute {
+        /// The logical node this computes (a local form of).
+        node: NodeId,
+        /// The local op.
+        op: Op,
+    },
+    /// Vocab-parallel gather: this rank holds rows `[offset, offset + rows)` of the table
+    /// along axis 0; indices outside give zeros. Output is Partial. Inputs: table, indices.
+    ShardedGather {
+        /// The logical Gather node.
+        node: NodeId,
+        /// First row held by this rank.
+        offset: usize,
+        /// Rows held.
+        rows: usize,
+    },
+    /// Replicated → Split: keep this rank's chunk (free, no communication).
+    LocalSlice {
+        /// This rank's range.
+        slice: AxisSlice,
+    },
+    /// Divide a replicated value by N so it can join a Partial sum (one input).
+    ScaleToPartial {
+        /// Number of devices.
+        n: usize,
+    },
+    /// A collective over `group`.
+    Collective {
+        /// Which collective.
+        collective: CollectiveKind,
+        /// Split axis of the input (all-to-all, all-gather) or output (reduce-scatter).
+        axis: Option<usize>,
+        /// Output split axis of an all-to-all.
+        to_axis: Option<usize>,
+        /// Participating ranks.
+        group: Vec<usize>,
+        /// Logical size in bytes of the tensor moved.
+        bytes: u64,
+    },
+}
+
+/// One step of a rank's program.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Input values.
+    pub inputs: Vec<ValueId>,
+    /// Output values.
+    pub outputs: Vec<ValueId>,
+    /// Repeated-block index of the node this step belongs to, when layers were found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u32>,
+}
+
+/// The program of one rank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankProgram {
+    /// Rank index.
+    pub rank: usize,
+    /// Steps in execution order.
+    pub steps: Vec<Step>,
+}
+
+/// One collective of the plan (same on every rank).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectiveInfo {
+    /// Which collective.
+    pub kind: CollectiveKind,
+    /// Logical tensor moved.
+    pub tensor: TensorId,
+    /// Its name.
+    pub tensor_name: String,
+    /// Logical size in bytes.
+    pub bytes: u64,
+    /// Participating ranks.
+    pub group: Vec<usize>,
+    /// Layer index, when layers were found.
+    pub layer: Option<u32>,
+}
+
+/// A weight split across ranks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightShard {
+    /// The weight tensor.
+    pub tensor: TensorId,
+    /// Initializer name.
+    pub name: String,
+    /// Split axis.
+    pub axis: usize,
+    /// Range held by each rank, by rank.
+    pub ranges: Vec<(usize, usize)>,
+}
+
+/// Estimated resources of one rank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankEstimate {
+    /// Rank.
+    pub rank: usize,
+    /// Bytes of weights held.
+    pub param_bytes: u64,
+    /// Peak bytes of live activations (buffers freed at last use).
+    pub peak_activation_bytes: u64,
+    /// Floating-point operations.
+    pub flops: u64,
+    /// Bytes sent by this rank (ring volumes).
+    pub comm_bytes: u64,
+}
+
+/// Repeated blocks found in the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// Number of repeated blocks.
+    pub count: usize,
+    /// Nodes in each block.
+    pub nodes_per_layer: usize,
+    /// Layer index of each logical node (None outside the blocks), by node.
+    pub node_layer: Vec<Option<u32>>,
+}
+
+/// Statistics of the e-graph search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchStats {
+    /// E-classes at the end of saturation.
+    pub eclasses: usize,
+    /// E-nodes at the end of saturation.
+    pub enodes: usize,
+    /// Runner iterations.
+    pub iterations: usize,
+    /// Why the runner stopped (`saturated`, `iteration_limit`, `node_limit`, `time_limit`).
+    pub stop_reason: String,
+    /// Runner limits: iterations, nodes.
+    pub limits: BTreeMap<String, u64>,
+    /// Extractor used.
+    pub extractor: String,
+    /// Cost of the chosen plan (model seconds).
+    pub cost: f64,
+    /// Proven lower bound on the cost.
+    pub lower_bound: f64,
+    /// Relative gap (cost − bound) / cost; 0 when optimal.
+    pub gap: f64,
+}
+
+/// Totals of the plan, for reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Collective count and bytes by kind.
+    pub collectives: BTreeMap<String, (u64, u64)>,
+    /// The 1-D tensor-parallel lower bound on communicated bytes (see the compiler docs).
+    pub lower_bound_bytes: u64,
+    /// How many MatMul-like nodes were column-split, row-split, replicated, other.
+    pub matmul_choices: BTreeMap<String, u64>,
+    /// Notes from the search (e.g. why a dim could not be split).
+    pub notes: Vec<String>,
+}
+
+/// A partitioned plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Plan format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Source model.
+    pub source: SourceModel,
+    /// Static input shapes used.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// Device mesh.
+    pub mesh: Mesh,
+    /// Cost model.
+    pub cost_model: CostModel,
+    /// Objective and budget.
+    pub objective: Objective,
+    /// The logical graph (weights by reference).
+    pub graph: Graph,
+    /// Layout chosen for each logical tensor, by tensor id (None for tensors not computed).
+    pub layouts: Vec<Option<Layout>>,
+    /// Rank-local values.
+    pub values: Vec<PlanValue>,
+    /// Plan outputs (Replicated values), in graph output order.
+    pub outputs: Vec<ValueId>,
+    /// One program per rank.
+    pub ranks: Vec<RankProgram>,
+    /// All collectives, in program order.
+    pub collectives: Vec<CollectiveInfo>,
+    /// Split weights.
+    pub weight_shards: Vec<WeightShard>,
+    /// Estimates per rank.
+    pub estimates: Vec<RankEstimate>,
+    /// Repeated blocks, if found.
+    pub layers: Option<LayerInfo>,
+    /// Search statistics.
+    pub search: SearchStats,
+    /// Totals for reports.
+    pub summary: PlanSummary,
+}
+
+/// Wall-clock timings of a compile, written beside the plan as `<plan>.timings.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Whole compile, import included, in milliseconds.
+    pub compile_ms: f64,
+    /// Import (parse, fold, infer), in milliseconds.
+    pub import_ms: f64,
+    /// E-graph saturation, in milliseconds.
+    pub saturate_ms: f64,
+    /// Extraction, in milliseconds.
+    pub extract_ms: f64,
+}

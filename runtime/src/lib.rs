@@ -1,0 +1,5 @@
+//! Tessera runtime: CPU kernels, the reference executor, plan execution over N devices
+//! with collectives, and the CUDA backend.
+#![warn(missing_docs)]
+
+pub mod kernels;
