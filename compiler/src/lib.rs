@@ -4,3 +4,4 @@
 
 pub mod onnx;
 pub mod partition;
+pub mod report;
