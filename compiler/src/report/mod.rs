@@ -3,6 +3,7 @@
 //! * [`graph_dot`]: the logical graph as DOT (op and output shape on each node),
 //! * [`plan_dot`]: one rank's program of a plan as DOT, collectives as distinct nodes,
 //!   edges labelled with local shape and layout, repeated layers collapsed,
+//! * [`model_summary`]: what `tessera inspect MODEL.onnx` prints,
 //! * [`summary`]: the numbers `tessera inspect PLAN.json` prints (and its `--json` object),
 //! * [`graphviz`]: rendering DOT to SVG through Graphviz's `dot` binary.
 //!
@@ -13,6 +14,7 @@ pub mod format;
 pub mod graph_dot;
 pub mod graphviz;
 mod layer_view;
+pub mod model_summary;
 pub mod plan_dot;
 pub mod summary;
 mod summary_text;
@@ -21,7 +23,8 @@ mod summary_text;
 mod fixtures;
 
 pub use graph_dot::graph_to_dot;
-pub use graphviz::render_svg;
+pub use graphviz::{graphviz_available, render_svg};
+pub use model_summary::model_summary_text;
 pub use plan_dot::{plan_to_dot, LayerRange, PlanDotOptions};
 pub use summary::PlanReport;
 
