@@ -1,0 +1,111 @@
+//! Bad input to the `tessera` binary: one-line errors naming the culprit, non-zero exit,
+//! never a panic.
+use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use protobuf::Message;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `tessera ARGS`; returns (exit code, stdout, stderr).
+fn tessera(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera");
+    let code = out.status.code().expect("tessera exited normally, not by a signal");
+    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts a failure with exactly one non-empty stderr line containing every `needle`.
+fn assert_one_line_error(args: &[&str], needles: &[&str]) {
+    let (code, _, err) = tessera(args);
+    assert_ne!(code, 0, "tessera {args:?} should fail; stderr: {err}");
+    assert!(!err.contains("panicked"), "tessera {args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "tessera {args:?}: expected one error line, got {lines:?}");
+    for n in needles {
+        assert!(lines[0].contains(n), "tessera {args:?}: '{}' does not mention '{n}'", lines[0]);
+    }
+}
+
+/// Writes an ONNX model with one node of an op type no importer supports.
+fn write_unknown_op_model(path: &Path) {
+    let mut node = NodeProto::new();
+    node.name = "mystery_node".into();
+    node.op_type = "FrobnicateTensor".into();
+    node.input.push("x".into());
+    node.output.push("y".into());
+    let mut graph = GraphProto::new();
+    graph.name = "g".into();
+    graph.node.push(node);
+    for (name, list) in [("x", &mut graph.input), ("y", &mut graph.output)] {
+        let mut vi = ValueInfoProto::new();
+        vi.name = name.into();
+        list.push(vi);
+    }
+    let mut opset = OperatorSetIdProto::new();
+    opset.version = 18;
+    let mut model = ModelProto::new();
+    model.ir_version = 8;
+    model.opset_import.push(opset);
+    model.graph = protobuf::MessageField::some(graph);
+    std::fs::write(path, model.write_to_bytes().expect("encode model")).expect("write model");
+}
+
+#[test]
+fn plan_that_is_not_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("broken.json");
+    std::fs::write(&plan, "{ this is not json").unwrap();
+    let p = plan.to_str().unwrap();
+    assert_one_line_error(&["inspect", p], &["broken.json", "not a Tessera plan"]);
+    assert_one_line_error(&["inspect", p, "--json"], &["broken.json", "not a Tessera plan"]);
+    assert_one_line_error(&["dot", p], &["broken.json", "not a Tessera plan"]);
+}
+
+#[test]
+fn json_that_is_not_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("other.json");
+    std::fs::write(&plan, r#"{"format_version": 1, "hello": "world"}"#).unwrap();
+    assert_one_line_error(&["inspect", plan.to_str().unwrap()], &["other.json", "not a valid Tessera plan"]);
+    std::fs::write(&plan, r#"{"format_version": 99}"#).unwrap();
+    assert_one_line_error(&["dot", plan.to_str().unwrap()], &["other.json", "version 99"]);
+}
+
+#[test]
+fn missing_model() {
+    for cmd in ["inspect", "dot", "compile"] {
+        let mut args = vec![cmd, "no/such/model.onnx"];
+        if cmd == "compile" {
+            args.extend(["--devices", "2", "-o", "plan.json"]);
+        }
+        assert_one_line_error(&args, &["no/such/model.onnx"]);
+    }
+}
+
+#[test]
+fn model_with_an_unknown_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mystery.onnx");
+    write_unknown_op_model(&model);
+    let m = model.to_str().unwrap();
+    assert_one_line_error(&["inspect", m], &["mystery.onnx", "FrobnicateTensor", "mystery_node"]);
+    assert_one_line_error(&["dot", m], &["FrobnicateTensor"]);
+    let plan = dir.path().join("plan.json");
+    assert_one_line_error(&["compile", m, "--devices", "2", "-o", plan.to_str().unwrap()], &["FrobnicateTensor"]);
+    assert!(!plan.exists(), "no plan is written for a model that does not import");
+}
+
+#[test]
+fn file_that_is_not_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("garbage.onnx");
+    std::fs::write(&model, b"\xff\xfe not protobuf at all \x00\x01").unwrap();
+    assert_one_line_error(&["inspect", model.to_str().unwrap()], &["garbage.onnx"]);
+}
+
+#[test]
+fn bad_shape_spec_and_bad_options() {
+    let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/mlp.onnx");
+    assert_one_line_error(&["inspect", mlp, "--shape", "x=4xfour"], &["four"]);
+    assert_one_line_error(&["inspect", mlp, "--shape", "nosuch=4x64"], &["nosuch"]);
+    assert_one_line_error(&["dot", mlp, "--format", "png"], &["png"]);
+    assert_one_line_error(&["dot", mlp, "--shape", "x=4x64", "--rank", "1"], &["--rank", "mlp.onnx"]);
+}
