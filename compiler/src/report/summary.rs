@@ -183,6 +183,47 @@ impl PlanReport {
         }
     }
 
+    /// How many collectives of `kind` (`"all_reduce"`, ...) each layer has, in one line that
+    /// stays short for deep models: `2 in each of 96 layers + 1 outside layers`, or a list
+    /// (`layer 0: 2, layer 1: 3`) when layers differ.
+    pub fn per_layer_line(&self, kind: &str) -> String {
+        let count_of = |l: &LayerCollectives| l.by_kind.get(kind).map_or(0, |t| t.count);
+        let outside: u64 = self
+            .per_layer
+            .iter()
+            .filter(|l| l.layer.is_none())
+            .map(count_of)
+            .sum();
+        let layers = self.layers.unwrap_or(0);
+        let mut counts = vec![0u64; layers];
+        for l in &self.per_layer {
+            if let Some(c) = l.layer.and_then(|i| counts.get_mut(i as usize)) {
+                *c += count_of(l);
+            }
+        }
+        let mut parts = Vec::new();
+        match counts.first() {
+            None => {}
+            Some(&first) if counts.iter().all(|&c| c == first) => {
+                parts.push(format!("{first} in each of {layers} layers"));
+            }
+            Some(_) => parts.push(
+                counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("layer {i}: {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        }
+        if layers == 0 {
+            parts.push(format!("{outside} (no repeated layers found)"));
+        } else {
+            parts.push(format!("{outside} outside layers"));
+        }
+        parts.join(" + ")
+    }
+
     /// The report as a human-readable table (what `tessera inspect PLAN.json` prints).
     pub fn to_text(&self) -> String {
         super::summary_text::render(self)
@@ -273,6 +314,27 @@ mod tests {
         assert_eq!(r.per_rank[1].param_bytes, 3 * 64 * 256 * 4);
         assert_eq!(r.search.extract_ms, None);
         assert_eq!(r.compile_ms, None);
+    }
+
+    #[test]
+    fn per_layer_line_stays_short_for_uniform_layers() {
+        let r = PlanReport::new(&mlp_stack_plan(96, 2), None);
+        assert_eq!(
+            r.per_layer_line("all_reduce"),
+            "1 in each of 96 layers + 0 outside layers"
+        );
+        let r = PlanReport::new(&mlp_stack_plan(1, 2), None);
+        assert_eq!(
+            r.per_layer_line("all_reduce"),
+            "1 (no repeated layers found)"
+        );
+        let mut plan = mlp_stack_plan(2, 2);
+        plan.collectives[1].layer = None;
+        let r = PlanReport::new(&plan, None);
+        assert_eq!(
+            r.per_layer_line("all_reduce"),
+            "layer 0: 1, layer 1: 0 + 1 outside layers"
+        );
     }
 
     #[test]
