@@ -102,7 +102,8 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
             .ok_or_else(|| ReportError::InconsistentPlan(format!("value {} does not exist", v.0)))
     };
 
-    let title = format!("{} — rank {} of {}", plan.source.path, opts.rank, devices);
+    let model = std::path::Path::new(&plan.source.path).file_name().map_or_else(|| plan.source.path.clone(), |f| f.to_string_lossy().into_owned());
+    let title = format!("{model} — rank {} of {devices}", opts.rank);
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(s, "digraph \"plan\" {{");
