@@ -20,18 +20,29 @@ pub fn classify(path: &Path) -> Result<Artifact> {
     if !path.exists() {
         bail!("'{}' does not exist", path.display());
     }
-    let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    Ok(if is_onnx { Artifact::Model(path.to_path_buf()) } else { Artifact::Plan(path.to_path_buf()) })
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    Ok(if is_onnx {
+        Artifact::Model(path.to_path_buf())
+    } else {
+        Artifact::Plan(path.to_path_buf())
+    })
 }
 
 /// Reads and checks a plan file.
 pub fn load_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan '{}'", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("'{}' is not a Tessera plan: not JSON ({e})", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read plan '{}'", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("'{}' is not a Tessera plan: not JSON ({e})", path.display())
+    })?;
     let version = value.get("format_version").and_then(|v| v.as_u64());
     match version {
-        None => bail!("'{}' is not a Tessera plan: no format_version field", path.display()),
+        None => bail!(
+            "'{}' is not a Tessera plan: no format_version field",
+            path.display()
+        ),
         Some(v) if v > u64::from(FORMAT_VERSION) => bail!(
             "'{}' has plan format version {v}; this tessera reads up to version {FORMAT_VERSION}",
             path.display()
@@ -54,8 +65,15 @@ pub fn load_plan(path: &Path) -> Result<Plan> {
 /// The timings sidecar of a plan: `dir/NAME.timings.json` for `dir/NAME.json`.
 pub fn timings_path(plan: &Path) -> PathBuf {
     let is_json = plan.extension().is_some_and(|e| e == "json");
-    let stem = if is_json { plan.file_stem() } else { plan.file_name() };
-    let name = format!("{}.timings.json", stem.map(|s| s.to_string_lossy()).unwrap_or_default());
+    let stem = if is_json {
+        plan.file_stem()
+    } else {
+        plan.file_name()
+    };
+    let name = format!(
+        "{}.timings.json",
+        stem.map(|s| s.to_string_lossy()).unwrap_or_default()
+    );
     plan.with_file_name(name)
 }
 
@@ -76,7 +94,11 @@ pub fn load_timings(plan: &Path) -> Option<Timings> {
 /// Joins repeated/comma-separated `--shape` values into import options.
 pub fn import_options(shapes: &[String]) -> Result<ImportOptions> {
     let spec = shapes.join(",");
-    let input_shapes = if spec.trim().is_empty() { Default::default() } else { parse_shape_spec(&spec)? };
+    let input_shapes = if spec.trim().is_empty() {
+        Default::default()
+    } else {
+        parse_shape_spec(&spec)?
+    };
     Ok(ImportOptions { input_shapes })
 }
 
@@ -89,18 +111,27 @@ pub fn import(path: &Path, shapes: &[String]) -> Result<ImportedModel> {
 /// Writes `text` to `out` (a file) or to stdout. A closed stdout (`| head`) is not an error.
 pub fn emit(text: &str, out: Option<&Path>) -> Result<()> {
     if let Some(path) = out {
-        return std::fs::write(path, text).with_context(|| format!("cannot write '{}'", path.display()));
+        return std::fs::write(path, text)
+            .with_context(|| format!("cannot write '{}'", path.display()));
     }
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
         _ => Ok(()),
     }
 }
 
 /// Display name of a file for headings: its file name, or the path as given.
 pub fn display_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
 }
 
 #[cfg(test)]
@@ -109,7 +140,13 @@ mod tests {
 
     #[test]
     fn timings_sit_beside_the_plan() {
-        assert_eq!(timings_path(Path::new("out/plan.json")), Path::new("out/plan.timings.json"));
-        assert_eq!(timings_path(Path::new("plan")), Path::new("plan.timings.json"));
+        assert_eq!(
+            timings_path(Path::new("out/plan.json")),
+            Path::new("out/plan.timings.json")
+        );
+        assert_eq!(
+            timings_path(Path::new("plan")),
+            Path::new("plan.timings.json")
+        );
     }
 }

@@ -1,12 +1,329 @@
-//! `tessera compile MODEL.onnx --devices N -o PLAN.json`.
-use anyhow::Result;
-use clap::Args;
+//! `tessera compile MODEL.onnx --devices N -o PLAN.json`: import → partition → write the
+//! plan (pretty, deterministic JSON) and its timings sidecar, then print a summary.
+use super::common::{classify, display_name, import, timings_path, Artifact};
+use super::source::source_model;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tessera_compiler::cost;
+use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
+use tessera_compiler::report::format::human_bytes;
+use tessera_compiler::report::PlanReport;
+use tessera_ir::plan::{Plan, Timings};
+use tessera_ir::Layout;
+
+/// What the search optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Objective {
+    /// Fit the per-device parameter budget, then least communication.
+    Memory,
+    /// Least modelled time, no budget.
+    Latency,
+}
 
 /// Arguments of `tessera compile`.
 #[derive(Debug, Args)]
-pub struct CompileArgs {}
+pub struct CompileArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Number of devices (1-D tensor parallelism).
+    #[arg(long, short = 'n', value_name = "N")]
+    devices: Option<usize>,
+    /// Device mesh `DxT` (data × tensor); only `1xT` (or `T`) is supported for now.
+    #[arg(long, value_name = "DxT")]
+    mesh: Option<String>,
+    /// Static input shapes, e.g. `input_ids=1x128,mask=1x128` (repeatable).
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// Cost model: a preset (nvlink, pcie, ethernet, cpu) or a TOML file.
+    #[arg(long, value_name = "PRESET|FILE.toml")]
+    cost_model: Option<String>,
+    /// Objective of the search.
+    #[arg(long, value_enum, default_value = "memory")]
+    objective: Objective,
+    /// Per-device parameter budget: bytes, or with a unit (`512MiB`, `16GiB`, `2GB`).
+    #[arg(long, value_name = "BYTES")]
+    memory_per_device: Option<String>,
+    /// Pin a tensor's layout: `TENSOR=R`, `TENSOR=S(axis)` or `TENSOR=P` (repeatable).
+    #[arg(long = "pin", value_name = "TENSOR=LAYOUT")]
+    pins: Vec<String>,
+    /// Where to write the plan (the timings go beside it as NAME.timings.json).
+    #[arg(short, long, value_name = "PLAN.json")]
+    output: PathBuf,
+}
 
 /// Runs `tessera compile`.
-pub fn run(_args: CompileArgs) -> Result<()> {
-    anyhow::bail!("compile needs the partitioner")
+pub fn run(args: CompileArgs) -> Result<()> {
+    let start = Instant::now();
+    let model_path = match classify(&args.model)? {
+        Artifact::Model(p) => p,
+        Artifact::Plan(p) => bail!(
+            "'{}' is not an ONNX model (expected a .onnx file)",
+            p.display()
+        ),
+    };
+    let devices = resolve_devices(args.devices, args.mesh.as_deref())?;
+    let mut opts = PartitionOptions::new(devices);
+    if let Some(spec) = &args.cost_model {
+        opts.cost_model = cost_model(spec)?;
+    }
+    opts.objective = match args.objective {
+        Objective::Memory => ObjectiveKind::Memory,
+        Objective::Latency => ObjectiveKind::Latency,
+    };
+    opts.memory_per_device = args
+        .memory_per_device
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()?;
+    opts.pins = parse_pins(&args.pins)?;
+    let plan_dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !plan_dir.is_dir() {
+        bail!(
+            "cannot write plan '{}': directory '{}' does not exist",
+            args.output.display(),
+            plan_dir.display()
+        );
+    }
+
+    let import_start = Instant::now();
+    let model = import(&model_path, &args.shapes)?;
+    let import_ms = ms(import_start);
+    let partitioned = partition(&model.graph, &opts)
+        .with_context(|| format!("partitioning '{}'", model_path.display()))?;
+    let mut plan = partitioned.plan;
+    plan.source = source_model(&model_path, &args.output)?;
+
+    let mut text = serde_json::to_string_pretty(&plan).context("serialising the plan")?;
+    text.push('\n');
+    std::fs::write(&args.output, text)
+        .with_context(|| format!("cannot write plan '{}'", args.output.display()))?;
+    let timings = Timings {
+        compile_ms: ms(start),
+        import_ms,
+        saturate_ms: partitioned.timings.saturate_ms,
+        extract_ms: partitioned.timings.extract_ms,
+    };
+    let sidecar = timings_path(&args.output);
+    let mut tjson = serde_json::to_string_pretty(&timings).context("serialising the timings")?;
+    tjson.push('\n');
+    std::fs::write(&sidecar, tjson)
+        .with_context(|| format!("cannot write timings '{}'", sidecar.display()))?;
+
+    print!(
+        "{}",
+        summary(
+            &model_path,
+            &args.output,
+            &sidecar,
+            &plan,
+            &timings,
+            model.graph.weight_bytes() as u64
+        )
+    );
+    Ok(())
+}
+
+/// The device count from `--devices` and/or `--mesh`.
+fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> {
+    let from_mesh = match mesh {
+        None => None,
+        Some(spec) => {
+            let dims: Vec<usize> = spec
+                .split(['x', 'X'])
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("--mesh '{spec}': expected DxT or T, e.g. 1x4"))?;
+            match dims.as_slice() {
+                [t] | [1, t] => Some(*t),
+                [d, _] if *d > 1 => bail!("--mesh {spec}: 2-D meshes are not supported yet (use --mesh 1xT or --devices T)"),
+                _ => bail!("--mesh '{spec}': expected DxT or T, e.g. 1x4"),
+            }
+        }
+    };
+    let n = match (devices, from_mesh) {
+        (Some(n), Some(t)) if n != t => bail!(
+            "--devices {n} does not match --mesh {} ({t} devices)",
+            mesh.unwrap_or("")
+        ),
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => bail!("the number of devices is missing: give --devices N (or --mesh 1xN)"),
+    };
+    if n == 0 {
+        bail!("--devices 0: need at least one device");
+    }
+    Ok(n)
+}
+
+/// A preset name or a TOML file.
+fn cost_model(spec: &str) -> Result<tessera_ir::plan::CostModel> {
+    let looks_like_file =
+        spec.ends_with(".toml") || spec.contains('/') || Path::new(spec).is_file();
+    Ok(if looks_like_file {
+        cost::load_cost_model_toml(Path::new(spec))?
+    } else {
+        cost::preset(spec)?
+    })
+}
+
+/// `TENSOR=LAYOUT` pins.
+fn parse_pins(pins: &[String]) -> Result<BTreeMap<String, Layout>> {
+    let mut out = BTreeMap::new();
+    for p in pins {
+        let (name, layout) = p.rsplit_once('=').with_context(|| {
+            format!("--pin '{p}': expected TENSOR=R, TENSOR=S(axis) or TENSOR=P")
+        })?;
+        let layout: Layout = layout
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--pin '{p}': {e}"))?;
+        if out.insert(name.trim().to_string(), layout).is_some() {
+            bail!("--pin: tensor '{}' is pinned twice", name.trim());
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes with an optional unit: `1000`, `512MiB`, `16GiB`, `2GB`, `64k`.
+fn parse_bytes(spec: &str) -> Result<u64> {
+    let s = spec.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--memory-per-device '{spec}': expected bytes, e.g. 16GiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024f64.powi(2),
+        "gib" => 1024f64.powi(3),
+        "tib" => 1024f64.powi(4),
+        other => bail!("--memory-per-device '{spec}': unknown unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"),
+    };
+    Ok((value * scale).round() as u64)
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// What `compile` prints.
+fn summary(
+    model: &Path,
+    plan_path: &Path,
+    sidecar: &Path,
+    plan: &Plan,
+    t: &Timings,
+    model_bytes: u64,
+) -> String {
+    let r = PlanReport::new(plan, Some(t));
+    let mut lines = vec![format!(
+        "compiled {} for {} devices in {:.1} ms (import {:.1} ms, saturation {:.1} ms, extraction {:.1} ms)",
+        display_name(model),
+        r.devices,
+        t.compile_ms,
+        t.import_ms,
+        t.saturate_ms,
+        t.extract_ms
+    )];
+    lines.push(format!(
+        "  plan {} (timings {})",
+        plan_path.display(),
+        sidecar.display()
+    ));
+    lines.push(format!(
+        "  all-reduces per layer: {}",
+        r.per_layer_line("all_reduce")
+    ));
+    let others: Vec<String> = r
+        .totals
+        .iter()
+        .filter(|(k, t)| k.as_str() != "all_reduce" && t.count > 0)
+        .map(|(k, t)| format!("{} {k}", t.count))
+        .collect();
+    if !others.is_empty() {
+        lines.push(format!("  other collectives: {}", others.join(", ")));
+    }
+    let ratio = if r.lower_bound_bytes > 0 {
+        format!(
+            " ({:.2}× the bound)",
+            r.total_bytes as f64 / r.lower_bound_bytes as f64
+        )
+    } else {
+        String::new()
+    };
+    lines.push(format!(
+        "  communication: {} moved, lower bound {}{ratio}",
+        human_bytes(r.total_bytes),
+        human_bytes(r.lower_bound_bytes)
+    ));
+    let per_rank: Vec<String> = r
+        .per_rank
+        .iter()
+        .map(|p| format!("rank {} {}", p.rank, human_bytes(p.param_bytes)))
+        .collect();
+    lines.push(format!(
+        "  parameters per device: {} (whole model {})",
+        per_rank.join(", "),
+        human_bytes(model_bytes)
+    ));
+    lines.push(format!(
+        "  search: {} e-classes, {} e-nodes, {} iterations ({}), gap {:.2}%",
+        r.search.eclasses,
+        r.search.enodes,
+        r.search.iterations,
+        r.search.stop_reason,
+        r.search.gap * 100.0
+    ));
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meshes_and_device_counts() {
+        assert_eq!(resolve_devices(Some(4), None).unwrap(), 4);
+        assert_eq!(resolve_devices(None, Some("1x8")).unwrap(), 8);
+        assert_eq!(resolve_devices(Some(8), Some("8")).unwrap(), 8);
+        let e = resolve_devices(Some(8), Some("2x4"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2-D meshes are not supported yet"), "{e}");
+        assert!(resolve_devices(Some(2), Some("1x4")).is_err());
+        assert!(resolve_devices(None, None).is_err());
+        assert!(resolve_devices(Some(0), None).is_err());
+    }
+
+    #[test]
+    fn byte_sizes_with_units() {
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn pins_parse_layouts() {
+        let p = parse_pins(&["h=S(1)".into(), "y=R".into()]).unwrap();
+        assert_eq!(p["h"], Layout::Split(1));
+        assert_eq!(p["y"], Layout::Replicated);
+        assert!(parse_pins(&["h=Q".into()]).is_err());
+        assert!(parse_pins(&["h".into()]).is_err());
+    }
 }

@@ -41,18 +41,31 @@ pub fn run(args: DotArgs) -> Result<()> {
     let dot = match classify(&args.file)? {
         Artifact::Model(path) => {
             if args.rank.is_some() || args.layers.is_some() {
-                bail!("--rank and --layers are for plans; '{}' is an ONNX model", path.display());
+                bail!(
+                    "--rank and --layers are for plans; '{}' is an ONNX model",
+                    path.display()
+                );
             }
             let model = import(&path, &args.shapes)?;
             graph_to_dot(&model.graph, &display_name(&path))
         }
         Artifact::Plan(path) => {
             if !args.shapes.is_empty() {
-                bail!("--shape is for ONNX models; the shapes of plan '{}' are fixed", path.display());
+                bail!(
+                    "--shape is for ONNX models; the shapes of plan '{}' are fixed",
+                    path.display()
+                );
             }
-            let expand = args.layers.as_deref().map(str::parse::<LayerRange>).transpose()?;
+            let expand = args
+                .layers
+                .as_deref()
+                .map(str::parse::<LayerRange>)
+                .transpose()?;
             let plan = load_plan(&path)?;
-            let opts = PlanDotOptions { rank: args.rank.unwrap_or(0), expand };
+            let opts = PlanDotOptions {
+                rank: args.rank.unwrap_or(0),
+                expand,
+            };
             plan_to_dot(&plan, &opts).map_err(|e| anyhow::anyhow!("'{}': {e}", path.display()))?
         }
     };

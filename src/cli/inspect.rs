@@ -26,11 +26,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 bail!("--json is for plans; '{}' is an ONNX model", path.display());
             }
             let model = import(&path, &args.shapes)?;
-            emit(&model_summary_text(&display_name(&path), &model.graph, &model.report), None)
+            emit(
+                &model_summary_text(&display_name(&path), &model.graph, &model.report),
+                None,
+            )
         }
         Artifact::Plan(path) => {
             if !args.shapes.is_empty() {
-                bail!("--shape is for ONNX models; the shapes of plan '{}' are fixed", path.display());
+                bail!(
+                    "--shape is for ONNX models; the shapes of plan '{}' are fixed",
+                    path.display()
+                );
             }
             let plan = load_plan(&path)?;
             let report = PlanReport::new(&plan, load_timings(&path).as_ref());

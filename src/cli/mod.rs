@@ -3,6 +3,7 @@ mod common;
 mod compile;
 mod dot;
 mod inspect;
+mod source;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,14 +39,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// An error with its causes, on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").lines().map(str::trim).collect::<Vec<_>>().join(" ")
+    format!("{e:#}")
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Prints a clap error: help and version in full, usage errors as one line.
 pub fn report_clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // Printing help can only fail on a closed stdout; nothing useful is left to do.
             let _ = e.print();
             if e.use_stderr() {
@@ -56,7 +63,10 @@ pub fn report_clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             eprintln!("{} (see tessera --help)", first.trim());
             ExitCode::from(2)
         }
