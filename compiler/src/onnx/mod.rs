@@ -36,6 +36,9 @@ pub const MAX_OPSET: i64 = 23;
 /// Initializers with at most this many elements are decoded so that nodes reading them can
 /// be folded; larger ones stay file references only.
 pub const FOLD_MAX_ELEMS: usize = 1 << 16;
+/// A step whose inputs are all constant is folded only when its outputs have at most this
+/// many elements (shape arithmetic is tiny; bigger results are computed at run time).
+pub const FOLD_MAX_OUTPUT_ELEMS: usize = 1 << 13;
 
 /// Import options.
 #[derive(Debug, Clone, Default)]

@@ -3,11 +3,11 @@
 //! is evaluated with [`tessera_runtime::kernels::eval`] and becomes a constant, any other step
 //! becomes a graph node whose output types come from [`tessera_ir::infer::infer`].
 use super::ops::{self, InputView, Lowered, NodeCx, Ref, Step};
-use super::ImportError;
+use super::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
 use onnx_protobuf::NodeProto;
 use std::collections::HashMap;
 use std::rc::Rc;
-use tessera_ir::{DType, Graph, IrError, Tensor, TensorId, TensorKind, Weight, WeightData};
+use tessera_ir::{numel, DType, Graph, IrError, Tensor, TensorId, TensorKind, Weight, WeightData};
 
 /// A value (ONNX tensor name) as known during the walk.
 #[derive(Clone)]
