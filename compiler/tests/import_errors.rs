@@ -3,10 +3,18 @@ mod import_util;
 
 use import_util::*;
 use std::collections::BTreeMap;
-use tessera_compiler::onnx::{import_bytes, import_model, parse_shape_spec, ImportError, ImportOptions};
+use tessera_compiler::onnx::{
+    import_bytes, import_model, parse_shape_spec, ImportError, ImportOptions,
+};
 
 fn opts(spec: &str) -> ImportOptions {
-    ImportOptions { input_shapes: if spec.is_empty() { BTreeMap::new() } else { parse_shape_spec(spec).unwrap() } }
+    ImportOptions {
+        input_shapes: if spec.is_empty() {
+            BTreeMap::new()
+        } else {
+            parse_shape_spec(spec).unwrap()
+        },
+    }
 }
 
 /// x[batch, 3] · W[3, 4] + b, softmax.
@@ -51,10 +59,16 @@ fn truncated_file_on_disk() {
     let bytes = small_model().bytes();
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let s = one_line(&import_model(&path, &opts("x=2x3")).unwrap_err());
-    assert!(s.contains("trunc.onnx") && s.contains("not a valid ONNX model"), "{s}");
+    assert!(
+        s.contains("trunc.onnx") && s.contains("not a valid ONNX model"),
+        "{s}"
+    );
     let missing = dir.path().join("missing.onnx");
     let s = one_line(&import_model(&missing, &opts("")).unwrap_err());
-    assert!(s.contains("missing.onnx") && s.contains("cannot read"), "{s}");
+    assert!(
+        s.contains("missing.onnx") && s.contains("cannot read"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -71,7 +85,10 @@ fn random_bytes_are_not_onnx() {
         .collect();
     let e = import_bytes(&bytes, "noise.bin", &opts("")).unwrap_err();
     let s = one_line(&e);
-    assert!(matches!(e, ImportError::Parse { .. }) && s.contains("noise.bin"), "{s}");
+    assert!(
+        matches!(e, ImportError::Parse { .. }) && s.contains("noise.bin"),
+        "{s}"
+    );
     let e = import_bytes(b"hello, this is text", "hello.txt", &opts("")).unwrap_err();
     assert!(matches!(e, ImportError::Parse { .. }), "{e}");
     let e = import_bytes(b"", "empty.onnx", &opts("")).unwrap_err();
@@ -83,7 +100,10 @@ fn missing_shape_for_dynamic_dim() {
     let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("")).unwrap_err();
     let s = one_line(&e);
     assert!(matches!(e, ImportError::DynamicDim { dim: 0, .. }), "{s}");
-    assert!(s.contains("'x'") && s.contains("batch") && s.contains("--shape x="), "{s}");
+    assert!(
+        s.contains("'x'") && s.contains("batch") && s.contains("--shape x="),
+        "{s}"
+    );
 }
 
 #[test]
@@ -91,18 +111,32 @@ fn wrong_rank_and_wrong_fixed_dim() {
     let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("x=2x3x1")).unwrap_err();
     let s = one_line(&e);
     assert!(matches!(e, ImportError::InputShapeMismatch { .. }), "{s}");
-    assert!(s.contains("[2, 3, 1]") && s.contains("[batch, 3]") && s.contains("rank 3 vs 2"), "{s}");
+    assert!(
+        s.contains("[2, 3, 1]") && s.contains("[batch, 3]") && s.contains("rank 3 vs 2"),
+        "{s}"
+    );
     let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("x=2x5")).unwrap_err();
     let s = one_line(&e);
-    assert!(s.contains("dim 1 is fixed to 3") && s.contains("[2, 5]"), "{s}");
+    assert!(
+        s.contains("dim 1 is fixed to 3") && s.contains("[2, 5]"),
+        "{s}"
+    );
 }
 
 #[test]
 fn unknown_input_name() {
-    let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("x=2x3,token_type_ids=1x128")).unwrap_err();
+    let e = import_bytes(
+        &small_model().bytes(),
+        "m.onnx",
+        &opts("x=2x3,token_type_ids=1x128"),
+    )
+    .unwrap_err();
     let s = one_line(&e);
     assert!(matches!(e, ImportError::UnknownInput { .. }), "{s}");
-    assert!(s.contains("token_type_ids") && s.contains("inputs: x"), "{s}");
+    assert!(
+        s.contains("token_type_ids") && s.contains("inputs: x"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -117,17 +151,32 @@ fn all_unsupported_ops_in_one_error() {
         .output("y");
     let e = import_bytes(&b.bytes(), "u.onnx", &opts("")).unwrap_err();
     let s = one_line(&e);
-    let ImportError::Unsupported { ops, .. } = &e else { panic!("expected Unsupported, got {s}") };
+    let ImportError::Unsupported { ops, .. } = &e else {
+        panic!("expected Unsupported, got {s}")
+    };
     assert_eq!(ops.len(), 2, "{s}");
-    assert_eq!((ops[0].op_type.as_str(), ops[0].opset, ops[0].node.as_str()), ("Hardmax", 17, "Hardmax_1"));
-    assert_eq!((ops[1].domain.as_str(), ops[1].op_type.as_str()), ("com.microsoft", "FusedGemm"));
-    assert!(s.contains("2 unsupported op(s)") && s.contains("Hardmax") && s.contains("com.microsoft v1"), "{s}");
+    assert_eq!(
+        (ops[0].op_type.as_str(), ops[0].opset, ops[0].node.as_str()),
+        ("Hardmax", 17, "Hardmax_1")
+    );
+    assert_eq!(
+        (ops[1].domain.as_str(), ops[1].op_type.as_str()),
+        ("com.microsoft", "FusedGemm")
+    );
+    assert!(
+        s.contains("2 unsupported op(s)")
+            && s.contains("Hardmax")
+            && s.contains("com.microsoft v1"),
+        "{s}"
+    );
 }
 
 #[test]
 fn old_opset_is_unsupported() {
     let mut b = ModelBuilder::new(11);
-    b.input("x", FLOAT, &[D::N(2)]).node("Relu", &["x"], &["y"], vec![]).output("y");
+    b.input("x", FLOAT, &[D::N(2)])
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
     let s = one_line(&import_bytes(&b.bytes(), "old.onnx", &opts("")).unwrap_err());
     assert!(s.contains("Relu (ai.onnx v11"), "{s}");
 }
@@ -142,7 +191,13 @@ fn matmul_shape_mismatch_names_node_and_shapes() {
     let e = import_bytes(&b.bytes(), "mm.onnx", &opts("")).unwrap_err();
     let s = one_line(&e);
     assert!(matches!(e, ImportError::Node { .. }), "{s}");
-    assert!(s.contains("MatMul_0") && s.contains("(MatMul)") && s.contains("[2, 3]") && s.contains("[4, 5]"), "{s}");
+    assert!(
+        s.contains("MatMul_0")
+            && s.contains("(MatMul)")
+            && s.contains("[2, 3]")
+            && s.contains("[4, 5]"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -154,7 +209,10 @@ fn range_of_runtime_values() {
         .node("Range", &["zero", "n", "one"], &["r"], vec![])
         .output("r");
     let s = one_line(&import_bytes(&b.bytes(), "r.onnx", &opts("")).unwrap_err());
-    assert_eq!(s, "node 'Range_2' (Range): output shape depends on runtime values");
+    assert_eq!(
+        s,
+        "node 'Range_2' (Range): output shape depends on runtime values"
+    );
 }
 
 #[test]
@@ -165,7 +223,10 @@ fn reshape_target_from_runtime_values() {
         .node("Reshape", &["x", "s"], &["y"], vec![])
         .output("y");
     let s = one_line(&import_bytes(&b.bytes(), "r.onnx", &opts("")).unwrap_err());
-    assert!(s.contains("(Reshape)") && s.contains("'s'") && s.contains("runtime values"), "{s}");
+    assert!(
+        s.contains("(Reshape)") && s.contains("'s'") && s.contains("runtime values"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -187,5 +248,8 @@ fn unsupported_optional_output_is_reported_when_used() {
         .node("Relu", &["mean"], &["z"], vec![])
         .output("z");
     let s = one_line(&import_bytes(&b.bytes(), "ln.onnx", &opts("")).unwrap_err());
-    assert!(s.contains("Relu_1") && s.contains("'mean'") && s.contains("output 1"), "{s}");
+    assert!(
+        s.contains("Relu_1") && s.contains("'mean'") && s.contains("output 1"),
+        "{s}"
+    );
 }

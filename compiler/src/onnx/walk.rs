@@ -278,6 +278,10 @@ impl Walker {
             let konsts: Option<Vec<&Tensor>> =
                 slots.iter().map(|s| get(s).konst.as_deref()).collect();
             let mut indices = Vec::new();
+            // Large results of constant inputs (an embedding row gathered for constant ids,
+            // an expanded constant) stay nodes, so plans do not carry big inline tensors.
+            let out_elems: usize = inferred.iter().map(|(_, s)| numel(s)).sum();
+            let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
             if let Some(konsts) = konsts {
                 let results = tessera_runtime::kernels::eval(&step.op, &konsts)
                     .map_err(|e| err(format!("constant folding failed: {e}")))?;

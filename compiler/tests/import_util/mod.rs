@@ -4,8 +4,8 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
 use onnx_protobuf::type_proto::{Tensor as TypeTensor, Value as TypeValue};
 use onnx_protobuf::{
-    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, Message, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 /// ONNX element type codes.
@@ -58,7 +58,10 @@ impl ModelBuilder {
         o.domain = String::new();
         o.version = opset;
         model.opset_import.push(o);
-        ModelBuilder { model, graph: GraphProto::new() }
+        ModelBuilder {
+            model,
+            graph: GraphProto::new(),
+        }
     }
 
     pub fn opset(&mut self, domain: &str, version: i64) -> &mut Self {
@@ -101,7 +104,13 @@ impl ModelBuilder {
         self
     }
 
-    pub fn node(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> &mut Self {
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> &mut Self {
         self.node_in("", op, inputs, outputs, attrs)
     }
 
@@ -126,7 +135,12 @@ impl ModelBuilder {
 
     /// A Constant node holding an i64 tensor.
     pub fn const_i64(&mut self, out: &str, dims: &[i64], data: &[i64]) -> &mut Self {
-        self.node("Constant", &[], &[out], vec![attr_tensor("value", tensor_i64("", dims, data))])
+        self.node(
+            "Constant",
+            &[],
+            &[out],
+            vec![attr_tensor("value", tensor_i64("", dims, data))],
+        )
     }
 
     pub fn bytes(&self) -> Vec<u8> {
