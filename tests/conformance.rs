@@ -515,7 +515,53 @@ fn write_doc(
             );
         }
     }
+    update_ops_table(root, per_op);
     let path = root.join("docs/conformance.md");
     std::fs::create_dir_all(root.join("docs")).expect("create docs/");
     std::fs::write(&path, s).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Fills the conformance column (the last cell) of the op table in `docs/ops.md`.
+fn update_ops_table(root: &Path, per_op: &BTreeMap<String, OpCounts>) {
+    let path = root.join("docs/ops.md");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split('|').collect();
+        // A table row "| Op | opsets | ... | conformance |" splits into ["", Op, ..., cell, ""].
+        let op = cells.get(1).map(|c| c.trim()).unwrap_or("");
+        let is_row = cells.len() >= 4
+            && line.starts_with('|')
+            && !op.is_empty()
+            && !op.starts_with('-')
+            && op != "ONNX op";
+        if !is_row {
+            out += line;
+            out.push('\n');
+            continue;
+        }
+        let summary = match per_op.get(op) {
+            Some(c) if c.pass + c.known + c.fail > 0 => {
+                let mut v = vec![format!("{} pass", c.pass)];
+                if c.known > 0 {
+                    v.push(format!("{} known", c.known));
+                }
+                if c.fail > 0 {
+                    v.push(format!("{} fail", c.fail));
+                }
+                v.join(", ")
+            }
+            Some(_) => "cases skipped (opset/dtype)".to_string(),
+            None => "no cases".to_string(),
+        };
+        let n = cells.len();
+        let mut new_cells: Vec<String> = cells[..n - 2].iter().map(|c| c.to_string()).collect();
+        new_cells.push(format!(" {summary} "));
+        new_cells.push(String::new());
+        out += &new_cells.join("|");
+        out.push('\n');
+    }
+    std::fs::write(&path, out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
