@@ -3,3 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod kernels;
+#[cfg(feature = "cuda")]
+pub mod cuda;
