@@ -15,7 +15,10 @@ fn opening_without_a_driver_is_an_error_not_a_panic() {
         (Some(why), Err(e)) => {
             println!("no CUDA here: {why}");
             let msg = e.to_string();
-            assert!(msg.contains("CUDA") || msg.contains("lib"), "unclear error: {msg}");
+            assert!(
+                msg.contains("CUDA") || msg.contains("lib"),
+                "unclear error: {msg}"
+            );
         }
         (None, Ok(_)) => println!("CUDA present: executor opened"),
         (Some(why), Ok(_)) => panic!("probe says unavailable ({why}) but the executor opened"),
@@ -25,11 +28,27 @@ fn opening_without_a_driver_is_an_error_not_a_panic() {
 
 #[test]
 fn bad_rank_setups_are_refused_before_touching_cuda() {
-    let e = CudaExecutor::new(2, 2, CommSpec::Single { device: 0 }).err().unwrap().to_string();
+    let e = CudaExecutor::new(2, 2, CommSpec::Single { device: 0 })
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("rank 2 is not below world size 2"), "{e}");
-    let e = CudaExecutor::new(0, 2, CommSpec::Single { device: 0 }).err().unwrap().to_string();
+    let e = CudaExecutor::new(0, 2, CommSpec::Single { device: 0 })
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("needs NCCL"), "{e}");
-    let e = CudaExecutor::new(0, 2, CommSpec::Nccl { device: 0, id: vec![0; 5] }).err().unwrap().to_string();
+    let e = CudaExecutor::new(
+        0,
+        2,
+        CommSpec::Nccl {
+            device: 0,
+            id: vec![0; 5],
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("5 bytes"), "{e}");
 }
 
@@ -38,12 +57,19 @@ fn test_plan_splits_weights_evenly() {
     let (plan, weights, _, want) = common::mlp_plan(4);
     assert_eq!(plan.ranks.len(), 4);
     assert_eq!(want.len(), 32);
-    assert!(want.iter().any(|v| v.abs() > 1e-3), "reference output is all zeros");
+    assert!(
+        want.iter().any(|v| v.abs() > 1e-3),
+        "reference output is all zeros"
+    );
     let w1 = &weights["w1"];
     let mut covered = 0;
     for p in &plan.ranks {
         for s in &p.steps {
-            if let tessera_ir::plan::StepKind::LoadWeight { tensor, slice: Some(sl) } = &s.kind {
+            if let tessera_ir::plan::StepKind::LoadWeight {
+                tensor,
+                slice: Some(sl),
+            } = &s.kind
+            {
                 if plan.graph.weights[tensor].name == "w1" {
                     covered += sl.end - sl.start;
                 }
@@ -51,6 +77,10 @@ fn test_plan_splits_weights_evenly() {
         }
     }
     assert_eq!(covered, w1.shape[1]);
-    let collectives = plan.ranks[0].steps.iter().filter(|s| matches!(s.kind, tessera_ir::plan::StepKind::Collective { .. })).count();
+    let collectives = plan.ranks[0]
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, tessera_ir::plan::StepKind::Collective { .. }))
+        .count();
     assert_eq!(collectives, 1);
 }

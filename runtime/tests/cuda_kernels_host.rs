@@ -54,14 +54,41 @@ static bool close(const float* a, const float* b, int n, float tol) {
 
 /// C initializer of a StridedMeta.
 fn strided(m: &StridedMeta) -> String {
-    let arr = |a: &[i64]| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
-    format!("StridedMeta{{{}, {}, {{{}}}, {{{}}}, {{{}}}, {}, {}}}", m.ndim, m.n, arr(&m.shape), arr(&m.in_stride), arr(&m.out_stride), m.in_offset, m.out_offset)
+    let arr = |a: &[i64]| {
+        a.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "StridedMeta{{{}, {}, {{{}}}, {{{}}}, {{{}}}, {}, {}}}",
+        m.ndim,
+        m.n,
+        arr(&m.shape),
+        arr(&m.in_stride),
+        arr(&m.out_stride),
+        m.in_offset,
+        m.out_offset
+    )
 }
 
 /// C initializer of a BcastMeta.
 fn bcast(m: &BcastMeta) -> String {
-    let arr = |a: &[i64]| a.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
-    format!("BcastMeta{{{}, {}, {{{}}}, {{{{{}}}, {{{}}}, {{{}}}}}}}", m.ndim, m.n, arr(&m.shape), arr(&m.stride[0]), arr(&m.stride[1]), arr(&m.stride[2]))
+    let arr = |a: &[i64]| {
+        a.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "BcastMeta{{{}, {}, {{{}}}, {{{{{}}}, {{{}}}, {{{}}}}}}}",
+        m.ndim,
+        m.n,
+        arr(&m.shape),
+        arr(&m.stride[0]),
+        arr(&m.stride[1]),
+        arr(&m.stride[2])
+    )
 }
 
 fn driver() -> String {
@@ -249,13 +276,28 @@ fn kernels_compute_the_right_values_on_the_cpu() {
     let cpp = dir.path().join("kernels_host.cpp");
     std::fs::write(&cpp, &src).unwrap();
     let exe = dir.path().join("kernels_host");
-    let out = Command::new(&cxx).args(["-std=c++20", "-O1", "-pthread", "-Wall", "-Wno-unused-function", "-o"]).arg(&exe).arg(&cpp).output().unwrap();
+    let out = Command::new(&cxx)
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-pthread",
+            "-Wall",
+            "-Wno-unused-function",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(&cpp)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && stderr.contains("barrier") && stderr.contains("No such file") {
         println!("skipping: {cxx} has no C++20 <barrier>");
         return;
     }
-    assert!(out.status.success(), "kernel sources do not compile as C++:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "kernel sources do not compile as C++:\n{stderr}"
+    );
     let run = Command::new(&exe).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");

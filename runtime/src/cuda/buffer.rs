@@ -87,7 +87,11 @@ pub struct DeviceTensor {
 impl DeviceTensor {
     /// Wraps fresh storage.
     pub fn new(dtype: DType, shape: Vec<usize>, data: DeviceData) -> DeviceTensor {
-        DeviceTensor { dtype, shape, data: Arc::new(data) }
+        DeviceTensor {
+            dtype,
+            shape,
+            data: Arc::new(data),
+        }
     }
 
     /// A zero tensor.
@@ -129,22 +133,38 @@ impl DeviceTensor {
         let n = self.numel();
         let s = &lane.stream;
         let data = match &*self.data {
-            DeviceData::F32(b) => TensorData::F32(if n == 0 { vec![] } else { s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)? }),
-            DeviceData::I64(b) => TensorData::I64(if n == 0 { vec![] } else { s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)? }),
+            DeviceData::F32(b) => TensorData::F32(if n == 0 {
+                vec![]
+            } else {
+                s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
+            }),
+            DeviceData::I64(b) => TensorData::I64(if n == 0 {
+                vec![]
+            } else {
+                s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
+            }),
             DeviceData::Bool(b) => {
-                let v: Vec<u8> = if n == 0 { vec![] } else { s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)? };
+                let v: Vec<u8> = if n == 0 {
+                    vec![]
+                } else {
+                    s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
+                };
                 TensorData::Bool(v.into_iter().map(|x| x != 0).collect())
             }
         };
         lane.synchronize()?;
-        Tensor::new(self.dtype, self.shape.clone(), data).map_err(|e| CudaError::Plan(e.to_string()))
+        Tensor::new(self.dtype, self.shape.clone(), data)
+            .map_err(|e| CudaError::Plan(e.to_string()))
     }
 
     /// The f32 buffer, or an error naming `what`.
     pub fn f32(&self, what: &str) -> Result<&CudaSlice<f32>, CudaError> {
         match &*self.data {
             DeviceData::F32(b) => Ok(b),
-            _ => Err(CudaError::Unsupported(format!("{what}: expected a float tensor, got {}", self.dtype))),
+            _ => Err(CudaError::Unsupported(format!(
+                "{what}: expected a float tensor, got {}",
+                self.dtype
+            ))),
         }
     }
 }

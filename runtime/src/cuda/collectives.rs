@@ -35,16 +35,22 @@ pub struct CollectiveCall {
 impl CollectiveCall {
     /// The axis, or an error naming the collective.
     pub fn need_axis(&self) -> Result<usize, CudaError> {
-        self.axis.ok_or_else(|| CudaError::Plan(format!("{} without an axis", self.kind.as_str())))
+        self.axis
+            .ok_or_else(|| CudaError::Plan(format!("{} without an axis", self.kind.as_str())))
     }
     /// The all-to-all output axis.
     pub fn need_to_axis(&self) -> Result<usize, CudaError> {
-        self.to_axis.ok_or_else(|| CudaError::Plan("all_to_all without to_axis".into()))
+        self.to_axis
+            .ok_or_else(|| CudaError::Plan("all_to_all without to_axis".into()))
     }
 }
 
 /// Shape with `shape[axis]` split into `[parts, shape[axis] / parts]`.
-pub fn split_axis_shape(shape: &[usize], axis: usize, parts: usize) -> Result<Vec<usize>, CudaError> {
+pub fn split_axis_shape(
+    shape: &[usize],
+    axis: usize,
+    parts: usize,
+) -> Result<Vec<usize>, CudaError> {
     match shape.get(axis) {
         Some(&e) if parts > 0 && e % parts == 0 => {
             let mut s = shape.to_vec();
@@ -52,7 +58,9 @@ pub fn split_axis_shape(shape: &[usize], axis: usize, parts: usize) -> Result<Ve
             s.insert(axis, parts);
             Ok(s)
         }
-        _ => Err(CudaError::Plan(format!("axis {axis} of {shape:?} does not split into {parts} parts"))),
+        _ => Err(CudaError::Plan(format!(
+            "axis {axis} of {shape:?} does not split into {parts} parts"
+        ))),
     }
 }
 
@@ -67,7 +75,11 @@ pub fn merge_axis_shape(shape: &[usize], axis: usize) -> Vec<usize> {
 }
 
 fn reshaped(x: &DeviceTensor, shape: Vec<usize>) -> DeviceTensor {
-    DeviceTensor { dtype: x.dtype, shape, data: x.data.clone() }
+    DeviceTensor {
+        dtype: x.dtype,
+        shape,
+        data: x.data.clone(),
+    }
 }
 
 /// The NCCL call moving one flat buffer.
@@ -82,10 +94,18 @@ enum Wire {
 }
 
 /// Performs `call` on this rank's `x` through `comm` (whose stream is `lane`'s).
-pub fn nccl_collective(lane: &Lane, comm: &Comm, call: &CollectiveCall, x: &DeviceTensor) -> Result<DeviceTensor, CudaError> {
+pub fn nccl_collective(
+    lane: &Lane,
+    comm: &Comm,
+    call: &CollectiveCall,
+    x: &DeviceTensor,
+) -> Result<DeviceTensor, CudaError> {
     let world = comm.world_size();
     if call.group.len() != world || call.group.iter().enumerate().any(|(i, r)| i != *r) {
-        return Err(CudaError::Unsupported(format!("collective over group {:?}; only the full group 0..{world} is supported", call.group)));
+        return Err(CudaError::Unsupported(format!(
+            "collective over group {:?}; only the full group 0..{world} is supported",
+            call.group
+        )));
     }
     match call.kind {
         CollectiveKind::AllReduce => {
@@ -93,7 +113,13 @@ pub fn nccl_collective(lane: &Lane, comm: &Comm, call: &CollectiveCall, x: &Devi
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::Broadcast => {
-            let out = wire(lane, comm, Wire::Broadcast(call.group[0] as i32), x, x.numel())?;
+            let out = wire(
+                lane,
+                comm,
+                Wire::Broadcast(call.group[0] as i32),
+                x,
+                x.numel(),
+            )?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::AllGather => {
@@ -116,8 +142,18 @@ pub fn nccl_collective(lane: &Lane, comm: &Comm, call: &CollectiveCall, x: &Devi
             let (axis, to_axis) = (call.need_axis()?, call.need_to_axis()?);
             let viewed = reshaped(x, split_axis_shape(&x.shape, to_axis, world)?);
             let front = ops::move_axis(lane, &viewed, to_axis, 0)?;
-            let out = wire(lane, comm, Wire::Exchange(x.numel() / world), &front, x.numel())?;
-            unstack(lane, DeviceTensor::new(x.dtype, front.shape.clone(), out), axis)
+            let out = wire(
+                lane,
+                comm,
+                Wire::Exchange(x.numel() / world),
+                &front,
+                x.numel(),
+            )?;
+            unstack(
+                lane,
+                DeviceTensor::new(x.dtype, front.shape.clone(), out),
+                axis,
+            )
         }
     }
 }
@@ -131,7 +167,13 @@ fn unstack(lane: &Lane, stacked: DeviceTensor, axis: usize) -> Result<DeviceTens
 
 /// Allocates an `n`-element output of `x`'s class and runs the NCCL call on the typed
 /// buffers (skipped when nothing moves).
-fn wire(lane: &Lane, comm: &Comm, w: Wire, x: &DeviceTensor, n: usize) -> Result<DeviceData, CudaError> {
+fn wire(
+    lane: &Lane,
+    comm: &Comm,
+    w: Wire,
+    x: &DeviceTensor,
+    n: usize,
+) -> Result<DeviceData, CudaError> {
     let m = x.numel();
     match &*x.data {
         DeviceData::F32(s) => Ok(DeviceData::F32(wire_typed(lane, comm, w, s, m, n)?)),
@@ -140,17 +182,33 @@ fn wire(lane: &Lane, comm: &Comm, w: Wire, x: &DeviceTensor, n: usize) -> Result
     }
 }
 
-fn wire_typed<T: NcclType + DeviceRepr + ValidAsZeroBits>(lane: &Lane, comm: &Comm, w: Wire, send: &CudaSlice<T>, m: usize, n: usize) -> Result<CudaSlice<T>, CudaError> {
-    let mut recv = lane.stream.alloc_zeros::<T>(n.max(1)).map_err(CudaError::driver)?;
+fn wire_typed<T: NcclType + DeviceRepr + ValidAsZeroBits>(
+    lane: &Lane,
+    comm: &Comm,
+    w: Wire,
+    send: &CudaSlice<T>,
+    m: usize,
+    n: usize,
+) -> Result<CudaSlice<T>, CudaError> {
+    let mut recv = lane
+        .stream
+        .alloc_zeros::<T>(n.max(1))
+        .map_err(CudaError::driver)?;
     if m == 0 || n == 0 {
         return Ok(recv);
     }
     let src = send.slice(0..m);
     let res = match w {
-        Wire::AllReduce => comm.all_reduce(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum).map(|_| ()),
-        Wire::Broadcast(root) => comm.broadcast(Some(&src), &mut recv.slice_mut(0..n), root).map(|_| ()),
+        Wire::AllReduce => comm
+            .all_reduce(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum)
+            .map(|_| ()),
+        Wire::Broadcast(root) => comm
+            .broadcast(Some(&src), &mut recv.slice_mut(0..n), root)
+            .map(|_| ()),
         Wire::AllGather => comm.all_gather(&src, &mut recv.slice_mut(0..n)).map(|_| ()),
-        Wire::ReduceScatter => comm.reduce_scatter(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum).map(|_| ()),
+        Wire::ReduceScatter => comm
+            .reduce_scatter(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum)
+            .map(|_| ()),
         Wire::Exchange(chunk) => exchange(comm, send, &mut recv, chunk),
     };
     res.map_err(CudaError::nccl)?;
@@ -158,10 +216,20 @@ fn wire_typed<T: NcclType + DeviceRepr + ValidAsZeroBits>(lane: &Lane, comm: &Co
 }
 
 /// Grouped send/recv: chunk r of `send` goes to rank r; chunk r of `recv` comes from r.
-fn exchange<T: NcclType>(comm: &Comm, send: &CudaSlice<T>, recv: &mut CudaSlice<T>, chunk: usize) -> Result<(), cudarc::nccl::result::NcclError> {
+fn exchange<T: NcclType>(
+    comm: &Comm,
+    send: &CudaSlice<T>,
+    recv: &mut CudaSlice<T>,
+    chunk: usize,
+) -> Result<(), cudarc::nccl::result::NcclError> {
     let world = comm.world_size();
-    let sends: Vec<_> = (0..world).map(|r| send.slice(r * chunk..(r + 1) * chunk)).collect();
-    let recvs: Vec<_> = recv.slice_mut(0..world * chunk).chunks_exact_mut(chunk).collect();
+    let sends: Vec<_> = (0..world)
+        .map(|r| send.slice(r * chunk..(r + 1) * chunk))
+        .collect();
+    let recvs: Vec<_> = recv
+        .slice_mut(0..world * chunk)
+        .chunks_exact_mut(chunk)
+        .collect();
     let mut group = comm.group();
     for (r, (s, d)) in sends.into_iter().zip(recvs).enumerate() {
         group.send(s, r as i32)?;
@@ -177,7 +245,10 @@ mod tests {
 
     #[test]
     fn axis_split_and_merge_shapes() {
-        assert_eq!(split_axis_shape(&[2, 8, 3], 1, 4).unwrap(), vec![2, 4, 2, 3]);
+        assert_eq!(
+            split_axis_shape(&[2, 8, 3], 1, 4).unwrap(),
+            vec![2, 4, 2, 3]
+        );
         assert!(split_axis_shape(&[2, 6], 1, 4).is_err());
         assert_eq!(merge_axis_shape(&[2, 4, 2, 3], 1), vec![2, 8, 3]);
         assert_eq!(merge_axis_shape(&[5], 0), vec![5]);
@@ -189,19 +260,33 @@ mod tests {
         use crate::cuda::meta::{apply_strided, StridedMeta};
         let world = 2;
         // Two ranks hold [2, 3] pieces of a [2, 6] tensor split on axis 1.
-        let pieces: Vec<Vec<i32>> = (0..world).map(|r| (0..6).map(|i| 100 * r as i32 + i).collect()).collect();
+        let pieces: Vec<Vec<i32>> = (0..world)
+            .map(|r| (0..6).map(|i| 100 * r as i32 + i).collect())
+            .collect();
         let stacked: Vec<i32> = pieces.concat(); // NCCL all-gather: [world, 2, 3]
-        // move axis 0 to 1: [2, world, 3], then merge -> [2, 6]
+                                                 // move axis 0 to 1: [2, world, 3], then merge -> [2, 6]
         let perm = [1, 0, 2];
         let mut out = vec![0; 12];
-        apply_strided(&StridedMeta::permute(&[world, 2, 3], &perm).unwrap(), &stacked, &mut out);
-        let want: Vec<i32> = (0..2).flat_map(|row| (0..world).flat_map(move |r| (0..3).map(move |c| 100 * r as i32 + row * 3 + c))).collect();
+        apply_strided(
+            &StridedMeta::permute(&[world, 2, 3], &perm).unwrap(),
+            &stacked,
+            &mut out,
+        );
+        let want: Vec<i32> = (0..2)
+            .flat_map(|row| {
+                (0..world).flat_map(move |r| (0..3).map(move |c| 100 * r as i32 + row * 3 + c))
+            })
+            .collect();
         assert_eq!(out, want);
         // Reduce-scatter prep: full [2, 6] viewed as [2, world, 3], world axis to front
         // gives contiguous per-rank chunks [world, 2, 3].
         let full: Vec<i32> = (0..12).collect();
         let mut front = vec![0; 12];
-        apply_strided(&StridedMeta::permute(&[2, world, 3], &[1, 0, 2]).unwrap(), &full, &mut front);
+        apply_strided(
+            &StridedMeta::permute(&[2, world, 3], &[1, 0, 2]).unwrap(),
+            &full,
+            &mut front,
+        );
         assert_eq!(&front[..6], &[0, 1, 2, 6, 7, 8]);
         assert_eq!(&front[6..], &[3, 4, 5, 9, 10, 11]);
     }

@@ -24,17 +24,29 @@ fn compile_cached(file: &'static str, source: String, cc: (i32, i32)) -> Result<
     if let Some(p) = ptx_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Ok(p);
     }
-    let opts = CompileOptions { options: nvrtc_options(cc.0, cc.1), name: Some(file.to_string()), ..Default::default() };
+    let opts = CompileOptions {
+        options: nvrtc_options(cc.0, cc.1),
+        name: Some(file.to_string()),
+        ..Default::default()
+    };
     let compiled = guarded(
         || cudarc::nvrtc::compile_ptx_with_opts(source, opts),
-        |m| CudaError::MissingLibrary { lib: "nvrtc".into(), msg: m },
+        |m| CudaError::MissingLibrary {
+            lib: "nvrtc".into(),
+            msg: m,
+        },
     )?;
     let ptx = compiled.map_err(|e| {
         let msg = match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                log.to_string_lossy().into_owned()
+            }
             other => format!("{other:?}"),
         };
-        CudaError::Compile { source_name: file.to_string(), msg }
+        CudaError::Compile {
+            source_name: file.to_string(),
+            msg,
+        }
     })?;
     if let Ok(mut c) = ptx_cache().lock() {
         c.insert(key, ptx.clone());
@@ -54,16 +66,23 @@ impl Gpu {
         let count = driver_device_count()?;
         compute_libraries()?;
         if ordinal >= count {
-            return Err(CudaError::Driver(format!("device {ordinal} requested but only {count} CUDA device(s) visible")));
+            return Err(CudaError::Driver(format!(
+                "device {ordinal} requested but only {count} CUDA device(s) visible"
+            )));
         }
-        let ctx = guarded(|| CudaContext::new(ordinal), CudaError::NoDriver)?.map_err(CudaError::driver)?;
+        let ctx = guarded(|| CudaContext::new(ordinal), CudaError::NoDriver)?
+            .map_err(CudaError::driver)?;
         let cc = ctx.compute_capability().map_err(CudaError::driver)?;
         let mut functions = HashMap::new();
         for m in MODULES {
             let ptx = compile_cached(m.file, m.full_source(), cc)?;
-            let module = ctx.load_module(ptx).map_err(|e| CudaError::Driver(format!("loading {}: {e}", m.file)))?;
+            let module = ctx
+                .load_module(ptx)
+                .map_err(|e| CudaError::Driver(format!("loading {}: {e}", m.file)))?;
             for f in m.functions {
-                let func = module.load_function(f).map_err(|e| CudaError::Driver(format!("kernel {f} of {}: {e}", m.file)))?;
+                let func = module
+                    .load_function(f)
+                    .map_err(|e| CudaError::Driver(format!("kernel {f} of {}: {e}", m.file)))?;
                 functions.insert(*f, func);
             }
         }
@@ -77,15 +96,27 @@ impl Gpu {
 
     /// A loaded kernel by name.
     pub fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
-        self.functions.get(name).ok_or_else(|| CudaError::Unsupported(format!("kernel '{name}' is not loaded")))
+        self.functions
+            .get(name)
+            .ok_or_else(|| CudaError::Unsupported(format!("kernel '{name}' is not loaded")))
     }
 
     /// A new lane (stream + cuBLAS handle) on this device.
     pub fn lane(self: &Arc<Self>) -> Result<Lane, CudaError> {
         let stream = self.ctx.new_stream().map_err(CudaError::driver)?;
-        let blas = guarded(|| CudaBlas::new(stream.clone()), |m| CudaError::MissingLibrary { lib: "cublas".into(), msg: m })?
-            .map_err(CudaError::blas)?;
-        Ok(Lane { gpu: self.clone(), stream, blas })
+        let blas = guarded(
+            || CudaBlas::new(stream.clone()),
+            |m| CudaError::MissingLibrary {
+                lib: "cublas".into(),
+                msg: m,
+            },
+        )?
+        .map_err(CudaError::blas)?;
+        Ok(Lane {
+            gpu: self.clone(),
+            stream,
+            blas,
+        })
     }
 }
 

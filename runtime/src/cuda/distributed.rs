@@ -35,24 +35,61 @@ impl RankSession {
             )));
         }
         if env.world_size == 1 {
-            let executor = CudaExecutor::new(0, 1, CommSpec::Single { device: env.local_rank })?;
-            return Ok(RankSession { env, executor, watchdog: None });
+            let executor = CudaExecutor::new(
+                0,
+                1,
+                CommSpec::Single {
+                    device: env.local_rank,
+                },
+            )?;
+            return Ok(RankSession {
+                env,
+                executor,
+                watchdog: None,
+            });
         }
         nccl_library()?;
         let (id, watchdog) = if env.rank == 0 {
             let server = RendezvousServer::bind(&format!("0.0.0.0:{}", env.master_port))?;
             let id = new_nccl_id()?;
-            let wd = server.serve(&id, env.world_size, env.rendezvous_timeout, exit_on_peer_loss())?;
+            let wd = server.serve(
+                &id,
+                env.world_size,
+                env.rendezvous_timeout,
+                exit_on_peer_loss(),
+            )?;
             (id, wd)
         } else {
-            fetch(&env.master_endpoint(), env.rank, env.world_size, env.rendezvous_timeout, exit_on_peer_loss())?
+            fetch(
+                &env.master_endpoint(),
+                env.rank,
+                env.world_size,
+                env.rendezvous_timeout,
+                exit_on_peer_loss(),
+            )?
         };
-        let executor = CudaExecutor::new(env.rank, env.world_size, CommSpec::Nccl { device: env.local_rank, id })?;
-        Ok(RankSession { env, executor, watchdog: Some(watchdog) })
+        let executor = CudaExecutor::new(
+            env.rank,
+            env.world_size,
+            CommSpec::Nccl {
+                device: env.local_rank,
+                id,
+            },
+        )?;
+        Ok(RankSession {
+            env,
+            executor,
+            watchdog: Some(watchdog),
+        })
     }
 
     /// Runs this rank's program; every rank returns the (replicated) plan outputs.
-    pub fn run(&mut self, plan: &Plan, weights: &dyn WeightSource, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, CudaError> {
+    pub fn run(
+        &mut self,
+        plan: &Plan,
+        weights: &dyn WeightSource,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, CudaError> {
         self.executor.run(plan, weights, inputs)
     }
 

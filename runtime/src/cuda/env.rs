@@ -49,15 +49,22 @@ impl DistEnv {
     /// `LOCAL_RANK` defaults to `RANK`, `MASTER_ADDR` to `127.0.0.1`, `MASTER_PORT` to
     /// 29500; `RANK` and `WORLD_SIZE` are required.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<DistEnv, CudaError> {
-        let rank = parse_usize(&lookup, ENV_RANK)?
-            .ok_or_else(|| env_err(ENV_RANK, "not set (run under `tessera-run --nproc N` or set it)"))?;
+        let rank = parse_usize(&lookup, ENV_RANK)?.ok_or_else(|| {
+            env_err(
+                ENV_RANK,
+                "not set (run under `tessera-run --nproc N` or set it)",
+            )
+        })?;
         let world_size = parse_usize(&lookup, ENV_WORLD_SIZE)?
             .ok_or_else(|| env_err(ENV_WORLD_SIZE, "not set"))?;
         if world_size == 0 {
             return Err(env_err(ENV_WORLD_SIZE, "must be at least 1"));
         }
         if rank >= world_size {
-            return Err(env_err(ENV_RANK, &format!("{rank} is not below WORLD_SIZE={world_size}")));
+            return Err(env_err(
+                ENV_RANK,
+                &format!("{rank} is not below WORLD_SIZE={world_size}"),
+            ));
         }
         let local_rank = parse_usize(&lookup, ENV_LOCAL_RANK)?.unwrap_or(rank);
         let master_addr = lookup(ENV_MASTER_ADDR).unwrap_or_else(|| "127.0.0.1".to_string());
@@ -71,7 +78,12 @@ impl DistEnv {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| env_err(ENV_MASTER_PORT, &format!("'{s}' is not a TCP port (1-65535)")))?,
+                .ok_or_else(|| {
+                    env_err(
+                        ENV_MASTER_PORT,
+                        &format!("'{s}' is not a TCP port (1-65535)"),
+                    )
+                })?,
         };
         let rendezvous_timeout = match lookup(ENV_RENDEZVOUS_TIMEOUT) {
             None => DEFAULT_RENDEZVOUS_TIMEOUT,
@@ -81,9 +93,21 @@ impl DistEnv {
                 .ok()
                 .filter(|t| t.is_finite() && *t > 0.0)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| env_err(ENV_RENDEZVOUS_TIMEOUT, &format!("'{s}' is not a positive number of seconds")))?,
+                .ok_or_else(|| {
+                    env_err(
+                        ENV_RENDEZVOUS_TIMEOUT,
+                        &format!("'{s}' is not a positive number of seconds"),
+                    )
+                })?,
         };
-        Ok(DistEnv { rank, world_size, local_rank, master_addr: master_addr.trim().to_string(), master_port, rendezvous_timeout })
+        Ok(DistEnv {
+            rank,
+            world_size,
+            local_rank,
+            master_addr: master_addr.trim().to_string(),
+            master_port,
+            rendezvous_timeout,
+        })
     }
 
     /// `MASTER_ADDR:MASTER_PORT`.
@@ -99,12 +123,18 @@ impl DistEnv {
             (ENV_LOCAL_RANK.into(), self.local_rank.to_string()),
             (ENV_MASTER_ADDR.into(), self.master_addr.clone()),
             (ENV_MASTER_PORT.into(), self.master_port.to_string()),
-            (ENV_RENDEZVOUS_TIMEOUT.into(), self.rendezvous_timeout.as_secs_f64().to_string()),
+            (
+                ENV_RENDEZVOUS_TIMEOUT.into(),
+                self.rendezvous_timeout.as_secs_f64().to_string(),
+            ),
         ]
     }
 }
 
-fn parse_usize(lookup: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Option<usize>, CudaError> {
+fn parse_usize(
+    lookup: &impl Fn(&str) -> Option<String>,
+    var: &str,
+) -> Result<Option<usize>, CudaError> {
     match lookup(var) {
         None => Ok(None),
         Some(s) => s
@@ -116,7 +146,10 @@ fn parse_usize(lookup: &impl Fn(&str) -> Option<String>, var: &str) -> Result<Op
 }
 
 fn env_err(var: &str, msg: &str) -> CudaError {
-    CudaError::Env { var: var.into(), msg: msg.into() }
+    CudaError::Env {
+        var: var.into(),
+        msg: msg.into(),
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +158,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
@@ -140,11 +176,17 @@ mod tests {
             ("TESSERA_RENDEZVOUS_TIMEOUT_S", "2.5"),
         ]))
         .unwrap();
-        assert_eq!((e.rank, e.world_size, e.local_rank, e.master_port), (3, 8, 1, 29611));
+        assert_eq!(
+            (e.rank, e.world_size, e.local_rank, e.master_port),
+            (3, 8, 1, 29611)
+        );
         assert_eq!(e.master_endpoint(), "10.0.0.7:29611");
         assert_eq!(e.rendezvous_timeout, Duration::from_millis(2500));
         let back = DistEnv::from_lookup(lookup(
-            &e.to_vars().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+            &e.to_vars()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
         ))
         .unwrap();
         assert_eq!(back, e);
@@ -153,18 +195,33 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let e = DistEnv::from_lookup(lookup(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap();
-        assert_eq!((e.local_rank, e.master_addr.as_str(), e.master_port), (0, "127.0.0.1", 29500));
-        let err = DistEnv::from_lookup(lookup(&[("WORLD_SIZE", "2")])).unwrap_err().to_string();
-        assert!(err.contains("RANK") && err.contains("not set"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "2"), ("WORLD_SIZE", "2")])).unwrap_err().to_string();
-        assert!(err.contains("not below WORLD_SIZE=2"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "x"), ("WORLD_SIZE", "2")])).unwrap_err().to_string();
-        assert!(err.contains("'x'"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "70000")]))
+        assert_eq!(
+            (e.local_rank, e.master_addr.as_str(), e.master_port),
+            (0, "127.0.0.1", 29500)
+        );
+        let err = DistEnv::from_lookup(lookup(&[("WORLD_SIZE", "2")]))
             .unwrap_err()
             .to_string();
+        assert!(err.contains("RANK") && err.contains("not set"), "{err}");
+        let err = DistEnv::from_lookup(lookup(&[("RANK", "2"), ("WORLD_SIZE", "2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not below WORLD_SIZE=2"), "{err}");
+        let err = DistEnv::from_lookup(lookup(&[("RANK", "x"), ("WORLD_SIZE", "2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'x'"), "{err}");
+        let err = DistEnv::from_lookup(lookup(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_PORT", "70000"),
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("MASTER_PORT"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "0"), ("WORLD_SIZE", "0")])).unwrap_err().to_string();
+        let err = DistEnv::from_lookup(lookup(&[("RANK", "0"), ("WORLD_SIZE", "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at least 1"), "{err}");
     }
 }

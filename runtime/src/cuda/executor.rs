@@ -30,13 +30,20 @@ pub enum CommSpec {
 /// Creates a fresh NCCL unique id (rank 0) and returns its bytes.
 pub fn new_nccl_id() -> Result<Vec<u8>, CudaError> {
     nccl_library()?;
-    let id = guarded(Id::new, |m| CudaError::MissingLibrary { lib: "nccl".into(), msg: m })?.map_err(CudaError::nccl)?;
+    let id = guarded(Id::new, |m| CudaError::MissingLibrary {
+        lib: "nccl".into(),
+        msg: m,
+    })?
+    .map_err(CudaError::nccl)?;
     Ok(id.internal().iter().map(|c| *c as u8).collect())
 }
 
 fn id_from_bytes(bytes: &[u8]) -> Result<Id, CudaError> {
     if bytes.len() != 128 {
-        return Err(CudaError::Nccl(format!("NCCL unique id has {} bytes, expected 128", bytes.len())));
+        return Err(CudaError::Nccl(format!(
+            "NCCL unique id has {} bytes, expected 128",
+            bytes.len()
+        )));
     }
     let mut internal = [0 as std::ffi::c_char; 128];
     for (d, s) in internal.iter_mut().zip(bytes) {
@@ -58,12 +65,16 @@ impl CudaExecutor {
     /// ranks joined).
     pub fn new(rank: usize, world: usize, comm: CommSpec) -> Result<CudaExecutor, CudaError> {
         if rank >= world {
-            return Err(CudaError::Plan(format!("rank {rank} is not below world size {world}")));
+            return Err(CudaError::Plan(format!(
+                "rank {rank} is not below world size {world}"
+            )));
         }
         let (device, id) = match comm {
             CommSpec::Single { device } => {
                 if world != 1 {
-                    return Err(CudaError::Plan(format!("world size {world} needs NCCL (CommSpec::Nccl) or virtual ranks")));
+                    return Err(CudaError::Plan(format!(
+                        "world size {world} needs NCCL (CommSpec::Nccl) or virtual ranks"
+                    )));
                 }
                 (device, None)
             }
@@ -75,12 +86,23 @@ impl CudaExecutor {
             Some(id) => {
                 nccl_library()?;
                 let stream = lane.stream.clone();
-                let c = guarded(move || Comm::from_rank(stream, rank, world, id), |m| CudaError::MissingLibrary { lib: "nccl".into(), msg: m })?
-                    .map_err(CudaError::nccl)?;
+                let c = guarded(
+                    move || Comm::from_rank(stream, rank, world, id),
+                    |m| CudaError::MissingLibrary {
+                        lib: "nccl".into(),
+                        msg: m,
+                    },
+                )?
+                .map_err(CudaError::nccl)?;
                 Some(c)
             }
         };
-        Ok(CudaExecutor { rank, world, lane, comm })
+        Ok(CudaExecutor {
+            rank,
+            world,
+            lane,
+            comm,
+        })
     }
 
     /// This rank.
@@ -90,14 +112,34 @@ impl CudaExecutor {
 
     /// Runs this rank's program and returns the plan outputs (replicated: every rank
     /// returns the same values).
-    pub fn run(&mut self, plan: &Plan, weights: &dyn WeightSource, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, CudaError> {
+    pub fn run(
+        &mut self,
+        plan: &Plan,
+        weights: &dyn WeightSource,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, CudaError> {
         let mut run = RankRun::new(plan, self.rank, self.world)?;
         while let Some(step) = run.run_until_collective(&self.lane, weights, inputs)? {
-            let StepKind::Collective { collective, axis, to_axis, group, .. } = &step.kind else {
+            let StepKind::Collective {
+                collective,
+                axis,
+                to_axis,
+                group,
+                ..
+            } = &step.kind
+            else {
                 return Err(CudaError::Plan("expected a collective step".into()));
             };
-            let call = CollectiveCall { kind: *collective, axis: *axis, to_axis: *to_axis, group: group.clone() };
-            let input = step.inputs.first().ok_or_else(|| CudaError::Plan("collective without input".into()))?;
+            let call = CollectiveCall {
+                kind: *collective,
+                axis: *axis,
+                to_axis: *to_axis,
+                group: group.clone(),
+            };
+            let input = step
+                .inputs
+                .first()
+                .ok_or_else(|| CudaError::Plan("collective without input".into()))?;
             let x = run.value(*input)?.clone();
             let out = match &self.comm {
                 Some(comm) => nccl_collective(&self.lane, comm, &call, &x),

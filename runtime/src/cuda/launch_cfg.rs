@@ -9,8 +9,14 @@ pub const MAX_GRID: u32 = 65_535;
 /// Grid-stride launch over `n` elements: 256 threads per block, enough blocks to cover
 /// `n` up to [`MAX_GRID`], at least one block.
 pub fn elementwise(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(ELEMENTWISE_BLOCK as usize).clamp(1, MAX_GRID as usize) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (ELEMENTWISE_BLOCK, 1, 1), shared_mem_bytes: 0 }
+    let blocks = n
+        .div_ceil(ELEMENTWISE_BLOCK as usize)
+        .clamp(1, MAX_GRID as usize) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (ELEMENTWISE_BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One block per row (grid-stride over rows), with a power-of-two block between 32 and
@@ -18,7 +24,11 @@ pub fn elementwise(n: usize) -> LaunchConfig {
 pub fn rows(rows: usize, len: usize) -> LaunchConfig {
     let threads = len.clamp(32, 1024).next_power_of_two() as u32;
     let blocks = rows.clamp(1, MAX_GRID as usize) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 #[cfg(test)]

@@ -51,10 +51,15 @@ impl LaunchSpec {
     /// The environment of each rank process of this machine, by local rank.
     pub fn child_envs(&self) -> Result<Vec<DistEnv>, CudaError> {
         if self.nproc_per_node == 0 || self.nnodes == 0 {
-            return Err(CudaError::Launch("nproc and nnodes must be at least 1".into()));
+            return Err(CudaError::Launch(
+                "nproc and nnodes must be at least 1".into(),
+            ));
         }
         if self.node_rank >= self.nnodes {
-            return Err(CudaError::Launch(format!("node_rank {} is not below nnodes {}", self.node_rank, self.nnodes)));
+            return Err(CudaError::Launch(format!(
+                "node_rank {} is not below nnodes {}",
+                self.node_rank, self.nnodes
+            )));
         }
         let world_size = self.nproc_per_node * self.nnodes;
         Ok((0..self.nproc_per_node)
@@ -72,12 +77,15 @@ impl LaunchSpec {
 
 /// True in a process started by the launcher.
 pub fn is_launched_child() -> bool {
-    std::env::var(ENV_LAUNCHED_CHILD).map(|v| v == "1").unwrap_or(false)
+    std::env::var(ENV_LAUNCHED_CHILD)
+        .map(|v| v == "1")
+        .unwrap_or(false)
 }
 
 /// Re-executes the current program (same arguments) once per local rank and waits.
 pub fn launch_self(spec: &LaunchSpec) -> Result<(), CudaError> {
-    let exe = std::env::current_exe().map_err(|e| CudaError::Launch(format!("cannot find the current executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CudaError::Launch(format!("cannot find the current executable: {e}")))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     launch(&exe, &args, spec)
 }
@@ -97,7 +105,11 @@ pub fn launch(program: &Path, args: &[OsString], spec: &LaunchSpec) -> Result<()
             Ok(child) => children.push((env.rank, child)),
             Err(e) => {
                 kill_all(&mut children);
-                return Err(CudaError::Launch(format!("cannot start rank {} ({}): {e}", env.rank, program.display())));
+                return Err(CudaError::Launch(format!(
+                    "cannot start rank {} ({}): {e}",
+                    env.rank,
+                    program.display()
+                )));
             }
         }
     }
@@ -130,7 +142,9 @@ fn watch(mut children: Vec<(usize, Child)>) -> Result<(), CudaError> {
                 Err(e) => {
                     let rank = *rank;
                     kill_all(&mut children);
-                    return Err(CudaError::Launch(format!("cannot wait for rank {rank}: {e}")));
+                    return Err(CudaError::Launch(format!(
+                        "cannot wait for rank {rank}: {e}"
+                    )));
                 }
             }
         }
@@ -175,13 +189,30 @@ mod tests {
 
     #[test]
     fn child_envs_cover_two_nodes() {
-        let spec = LaunchSpec { nproc_per_node: 4, nnodes: 2, node_rank: 1, master_addr: "node0".into(), master_port: 1234, rendezvous_timeout: Duration::from_secs(9) };
+        let spec = LaunchSpec {
+            nproc_per_node: 4,
+            nnodes: 2,
+            node_rank: 1,
+            master_addr: "node0".into(),
+            master_port: 1234,
+            rendezvous_timeout: Duration::from_secs(9),
+        };
         let envs = spec.child_envs().unwrap();
-        let ranks: Vec<_> = envs.iter().map(|e| (e.rank, e.local_rank, e.world_size)).collect();
+        let ranks: Vec<_> = envs
+            .iter()
+            .map(|e| (e.rank, e.local_rank, e.world_size))
+            .collect();
         assert_eq!(ranks, vec![(4, 0, 8), (5, 1, 8), (6, 2, 8), (7, 3, 8)]);
         assert!(envs.iter().all(|e| e.master_endpoint() == "node0:1234"));
-        let bad = LaunchSpec { node_rank: 2, ..spec };
-        assert!(bad.child_envs().unwrap_err().to_string().contains("node_rank 2"));
+        let bad = LaunchSpec {
+            node_rank: 2,
+            ..spec
+        };
+        assert!(bad
+            .child_envs()
+            .unwrap_err()
+            .to_string()
+            .contains("node_rank 2"));
     }
 
     #[cfg(unix)]
@@ -192,7 +223,10 @@ mod tests {
             "echo \"$RANK $WORLD_SIZE $LOCAL_RANK $MASTER_ADDR $MASTER_PORT ${ENV_LAUNCHED_CHILD}\" > '{}'/rank$RANK",
             dir.path().display()
         );
-        let spec = LaunchSpec { master_port: 29777, ..LaunchSpec::single_node(3) };
+        let spec = LaunchSpec {
+            master_port: 29777,
+            ..LaunchSpec::single_node(3)
+        };
         launch(Path::new("sh"), &["-c".into(), script.into()], &spec).unwrap();
         for r in 0..3 {
             let got = std::fs::read_to_string(dir.path().join(format!("rank{r}"))).unwrap();
@@ -206,16 +240,33 @@ mod tests {
         // Rank 1 fails at once; ranks 0 and 2 would sleep for a minute.
         let script = "if [ \"$RANK\" = 1 ]; then exit 7; fi; sleep 60";
         let t0 = Instant::now();
-        let err = launch(Path::new("sh"), &["-c".into(), script.into()], &LaunchSpec::single_node(3))
-            .unwrap_err()
-            .to_string();
+        let err = launch(
+            Path::new("sh"),
+            &["-c".into(), script.into()],
+            &LaunchSpec::single_node(3),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("rank 1 exited with status 7"), "{err}");
-        assert!(t0.elapsed() < Duration::from_secs(30), "siblings were not killed: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "siblings were not killed: {:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]
     fn missing_program_is_a_clear_error() {
-        let err = launch(Path::new("/nonexistent/tessera-x"), &[], &LaunchSpec::single_node(2)).unwrap_err().to_string();
-        assert!(err.contains("cannot start rank 0") && err.contains("/nonexistent/tessera-x"), "{err}");
+        let err = launch(
+            Path::new("/nonexistent/tessera-x"),
+            &[],
+            &LaunchSpec::single_node(2),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cannot start rank 0") && err.contains("/nonexistent/tessera-x"),
+            "{err}"
+        );
     }
 }

@@ -51,7 +51,10 @@ unsafe impl cudarc::driver::DeviceRepr for StridedMeta {}
 unsafe impl cudarc::driver::DeviceRepr for BcastMeta {}
 
 fn too_many(shape: &[usize]) -> CudaError {
-    CudaError::Unsupported(format!("tensor of rank {} (shape {shape:?}); kernels handle at most {MAX_DIMS} axes", shape.len()))
+    CudaError::Unsupported(format!(
+        "tensor of rank {} (shape {shape:?}); kernels handle at most {MAX_DIMS} axes",
+        shape.len()
+    ))
 }
 
 fn pad(v: &[i64]) -> [i64; MAX_DIMS] {
@@ -76,13 +79,23 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, CudaError
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let x = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             match (x, y) {
                 _ if x == y => Ok(x),
                 (1, _) => Ok(y),
                 (_, 1) => Ok(x),
-                _ => Err(CudaError::Plan(format!("shapes {a:?} and {b:?} do not broadcast"))),
+                _ => Err(CudaError::Plan(format!(
+                    "shapes {a:?} and {b:?} do not broadcast"
+                ))),
             }
         })
         .collect()
@@ -91,7 +104,9 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, CudaError
 /// Strides reading `input` (right-aligned, size-1 axes broadcast) over `out` shape.
 pub fn broadcast_strides(input: &[usize], out: &[usize]) -> Result<Vec<i64>, CudaError> {
     if input.len() > out.len() {
-        return Err(CudaError::Plan(format!("shape {input:?} does not broadcast to {out:?}")));
+        return Err(CudaError::Plan(format!(
+            "shape {input:?} does not broadcast to {out:?}"
+        )));
     }
     let cs = contiguous_strides(input);
     let lead = out.len() - input.len();
@@ -106,7 +121,9 @@ pub fn broadcast_strides(input: &[usize], out: &[usize]) -> Result<Vec<i64>, Cud
             } else if e == 1 {
                 Ok(0)
             } else {
-                Err(CudaError::Plan(format!("shape {input:?} does not broadcast to {out:?}")))
+                Err(CudaError::Plan(format!(
+                    "shape {input:?} does not broadcast to {out:?}"
+                )))
             }
         })
         .collect()
@@ -123,13 +140,24 @@ impl BcastMeta {
             stride[k] = pad(&broadcast_strides(s, out)?);
         }
         let shape: Vec<i64> = out.iter().map(|&e| e as i64).collect();
-        Ok(BcastMeta { ndim: out.len() as i64, n: out.iter().product::<usize>() as i64, shape: pad(&shape), stride })
+        Ok(BcastMeta {
+            ndim: out.len() as i64,
+            n: out.iter().product::<usize>() as i64,
+            shape: pad(&shape),
+            stride,
+        })
     }
 }
 
 impl StridedMeta {
     /// A copy over `shape` with the given strides and offsets.
-    pub fn new(shape: &[usize], in_stride: &[i64], in_offset: i64, out_stride: &[i64], out_offset: i64) -> Result<StridedMeta, CudaError> {
+    pub fn new(
+        shape: &[usize],
+        in_stride: &[i64],
+        in_offset: i64,
+        out_stride: &[i64],
+        out_offset: i64,
+    ) -> Result<StridedMeta, CudaError> {
         if shape.len() > MAX_DIMS {
             return Err(too_many(shape));
         }
@@ -152,23 +180,45 @@ impl StridedMeta {
             p.sort_unstable();
             p != (0..in_shape.len()).collect::<Vec<_>>()
         } {
-            return Err(CudaError::Plan(format!("perm {perm:?} is not a permutation of the axes of {in_shape:?}")));
+            return Err(CudaError::Plan(format!(
+                "perm {perm:?} is not a permutation of the axes of {in_shape:?}"
+            )));
         }
         let cs = contiguous_strides(in_shape);
         let out_shape: Vec<usize> = perm.iter().map(|&p| in_shape[p]).collect();
         let in_stride: Vec<i64> = perm.iter().map(|&p| cs[p]).collect();
-        StridedMeta::new(&out_shape, &in_stride, 0, &contiguous_strides(&out_shape), 0)
+        StridedMeta::new(
+            &out_shape,
+            &in_stride,
+            0,
+            &contiguous_strides(&out_shape),
+            0,
+        )
     }
 
     /// Broadcast `in_shape` to `out_shape` (Expand); output contiguous.
     pub fn expand(in_shape: &[usize], out_shape: &[usize]) -> Result<StridedMeta, CudaError> {
-        StridedMeta::new(out_shape, &broadcast_strides(in_shape, out_shape)?, 0, &contiguous_strides(out_shape), 0)
+        StridedMeta::new(
+            out_shape,
+            &broadcast_strides(in_shape, out_shape)?,
+            0,
+            &contiguous_strides(out_shape),
+            0,
+        )
     }
 
     /// Static strided slice; returns the meta and the output shape.
-    pub fn slice(in_shape: &[usize], axes: &[usize], starts: &[i64], ends: &[i64], steps: &[i64]) -> Result<(StridedMeta, Vec<usize>), CudaError> {
+    pub fn slice(
+        in_shape: &[usize],
+        axes: &[usize],
+        starts: &[i64],
+        ends: &[i64],
+        steps: &[i64],
+    ) -> Result<(StridedMeta, Vec<usize>), CudaError> {
         if axes.len() != starts.len() || axes.len() != ends.len() || axes.len() != steps.len() {
-            return Err(CudaError::Plan("slice: axes/starts/ends/steps lengths differ".into()));
+            return Err(CudaError::Plan(
+                "slice: axes/starts/ends/steps lengths differ".into(),
+            ));
         }
         let cs = contiguous_strides(in_shape);
         let mut out_shape = in_shape.to_vec();
@@ -176,16 +226,24 @@ impl StridedMeta {
         let mut offset = 0i64;
         for (i, &ax) in axes.iter().enumerate() {
             if ax >= in_shape.len() {
-                return Err(CudaError::Plan(format!("slice axis {ax} out of range for shape {in_shape:?}")));
+                return Err(CudaError::Plan(format!(
+                    "slice axis {ax} out of range for shape {in_shape:?}"
+                )));
             }
             let (st, en, step) = (starts[i], ends[i], steps[i]);
             if step == 0 {
                 return Err(CudaError::Plan("slice step 0".into()));
             }
-            let len = if step > 0 { (en - st + step - 1).div_euclid(step) } else { (st - en + (-step) - 1).div_euclid(-step) };
+            let len = if step > 0 {
+                (en - st + step - 1).div_euclid(step)
+            } else {
+                (st - en + (-step) - 1).div_euclid(-step)
+            };
             let len = len.max(0) as usize;
             if len > 0 && (st < 0 || st as usize >= in_shape[ax]) {
-                return Err(CudaError::Plan(format!("slice start {st} out of range for axis {ax} of {in_shape:?}")));
+                return Err(CudaError::Plan(format!(
+                    "slice start {st} out of range for axis {ax} of {in_shape:?}"
+                )));
             }
             out_shape[ax] = len;
             in_stride[ax] = cs[ax] * step;
@@ -193,21 +251,49 @@ impl StridedMeta {
                 offset += st * cs[ax];
             }
         }
-        let m = StridedMeta::new(&out_shape, &in_stride, offset, &contiguous_strides(&out_shape), 0)?;
+        let m = StridedMeta::new(
+            &out_shape,
+            &in_stride,
+            offset,
+            &contiguous_strides(&out_shape),
+            0,
+        )?;
         Ok((m, out_shape))
     }
 
     /// Copies a contiguous `piece` into `out_shape` at `offset` along `axis` (Concat).
-    pub fn place(piece: &[usize], out_shape: &[usize], axis: usize, offset: usize) -> Result<StridedMeta, CudaError> {
+    pub fn place(
+        piece: &[usize],
+        out_shape: &[usize],
+        axis: usize,
+        offset: usize,
+    ) -> Result<StridedMeta, CudaError> {
         let os = contiguous_strides(out_shape);
-        StridedMeta::new(piece, &contiguous_strides(piece), 0, &os, offset as i64 * os[axis])
+        StridedMeta::new(
+            piece,
+            &contiguous_strides(piece),
+            0,
+            &os,
+            offset as i64 * os[axis],
+        )
     }
 
     /// Copies the `[offset, offset + piece[axis])` range along `axis` of a contiguous
     /// `in_shape` tensor into a contiguous `piece` (Split, LocalSlice).
-    pub fn take(in_shape: &[usize], piece: &[usize], axis: usize, offset: usize) -> Result<StridedMeta, CudaError> {
+    pub fn take(
+        in_shape: &[usize],
+        piece: &[usize],
+        axis: usize,
+        offset: usize,
+    ) -> Result<StridedMeta, CudaError> {
         let is = contiguous_strides(in_shape);
-        StridedMeta::new(piece, &is, offset as i64 * is[axis], &contiguous_strides(piece), 0)
+        StridedMeta::new(
+            piece,
+            &is,
+            offset as i64 * is[axis],
+            &contiguous_strides(piece),
+            0,
+        )
     }
 }
 
@@ -239,7 +325,9 @@ mod tests {
     #[test]
     fn permute_matches_a_hand_transpose() {
         // x[a][b][c] = 100a + 10b + c with shape [2,3,4]; perm [2,0,1] -> y[c][a][b].
-        let x: Vec<i32> = (0..24).map(|i| 100 * (i / 12) + 10 * ((i / 4) % 3) + i % 4).collect();
+        let x: Vec<i32> = (0..24)
+            .map(|i| 100 * (i / 12) + 10 * ((i / 4) % 3) + i % 4)
+            .collect();
         let m = StridedMeta::permute(&[2, 3, 4], &[2, 0, 1]).unwrap();
         let y = run(&m, &x, 24);
         for c in 0..4 {
@@ -255,7 +343,7 @@ mod tests {
     #[test]
     fn slice_with_negative_step_and_offsets() {
         let x: Vec<i32> = (0..20).collect(); // [4,5]
-        // rows 1..4 step 2 -> rows 1,3; cols 4 down to 0 exclusive-of(-1) step -2 -> 4,2,0
+                                             // rows 1..4 step 2 -> rows 1,3; cols 4 down to 0 exclusive-of(-1) step -2 -> 4,2,0
         let (m, shape) = StridedMeta::slice(&[4, 5], &[0, 1], &[1, 4], &[4, -1], &[2, -2]).unwrap();
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(run(&m, &x, 6), vec![9, 7, 5, 19, 17, 15]);
@@ -266,7 +354,10 @@ mod tests {
     #[test]
     fn expand_and_broadcast() {
         let m = StridedMeta::expand(&[3, 1], &[2, 3, 2]).unwrap();
-        assert_eq!(run(&m, &[7, 8, 9], 12), vec![7, 7, 8, 8, 9, 9, 7, 7, 8, 8, 9, 9]);
+        assert_eq!(
+            run(&m, &[7, 8, 9], 12),
+            vec![7, 7, 8, 8, 9, 9, 7, 7, 8, 8, 9, 9]
+        );
         assert_eq!(broadcast_shape(&[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
         assert!(broadcast_shape(&[2, 3], &[4]).is_err());
         let b = BcastMeta::new(&[2, 3, 4], &[&[2, 1, 4], &[3, 1], &[]]).unwrap();
@@ -274,7 +365,10 @@ mod tests {
         assert_eq!(&b.stride[1][..3], &[0, 1, 0]);
         assert_eq!(&b.stride[2][..3], &[0, 0, 0]);
         assert_eq!((b.ndim, b.n), (3, 24));
-        assert!(BcastMeta::new(&[1; 9], &[&[1]]).unwrap_err().to_string().contains("at most 8"));
+        assert!(BcastMeta::new(&[1; 9], &[&[1]])
+            .unwrap_err()
+            .to_string()
+            .contains("at most 8"));
     }
 
     #[test]
@@ -283,11 +377,25 @@ mod tests {
         let a = [1, 2];
         let b = [3, 4, 5, 6];
         let mut out = vec![0; 6];
-        apply_strided(&StridedMeta::place(&[2, 1], &[2, 3], 1, 0).unwrap(), &a, &mut out);
-        apply_strided(&StridedMeta::place(&[2, 2], &[2, 3], 1, 1).unwrap(), &b, &mut out);
+        apply_strided(
+            &StridedMeta::place(&[2, 1], &[2, 3], 1, 0).unwrap(),
+            &a,
+            &mut out,
+        );
+        apply_strided(
+            &StridedMeta::place(&[2, 2], &[2, 3], 1, 1).unwrap(),
+            &b,
+            &mut out,
+        );
         assert_eq!(out, vec![1, 3, 4, 2, 5, 6]);
-        assert_eq!(run(&StridedMeta::take(&[2, 3], &[2, 2], 1, 1).unwrap(), &out, 4), b.to_vec());
-        assert_eq!(run(&StridedMeta::take(&[2, 3], &[2, 1], 1, 0).unwrap(), &out, 2), a.to_vec());
+        assert_eq!(
+            run(&StridedMeta::take(&[2, 3], &[2, 2], 1, 1).unwrap(), &out, 4),
+            b.to_vec()
+        );
+        assert_eq!(
+            run(&StridedMeta::take(&[2, 3], &[2, 1], 1, 0).unwrap(), &out, 2),
+            a.to_vec()
+        );
     }
 
     #[test]

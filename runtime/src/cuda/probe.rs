@@ -30,13 +30,19 @@ pub fn driver_device_count() -> Result<usize, CudaError> {
     // and drops the handle; it has no other side effect.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(CudaError::NoDriver(
-            "libcuda could not be opened; is the NVIDIA driver installed and on LD_LIBRARY_PATH?".into(),
+            "libcuda could not be opened; is the NVIDIA driver installed and on LD_LIBRARY_PATH?"
+                .into(),
         ));
     }
-    let count = guarded(cudarc::driver::CudaContext::device_count, CudaError::NoDriver)?
-        .map_err(|e| CudaError::NoDriver(e.to_string()))?;
+    let count = guarded(
+        cudarc::driver::CudaContext::device_count,
+        CudaError::NoDriver,
+    )?
+    .map_err(|e| CudaError::NoDriver(e.to_string()))?;
     if count <= 0 {
-        return Err(CudaError::NoDriver("the driver reports no CUDA device".into()));
+        return Err(CudaError::NoDriver(
+            "the driver reports no CUDA device".into(),
+        ));
     }
     Ok(count as usize)
 }
@@ -69,7 +75,9 @@ pub fn nccl_library() -> Result<(), CudaError> {
 fn missing(lib: &str) -> CudaError {
     CudaError::MissingLibrary {
         lib: lib.into(),
-        msg: format!("lib{lib} could not be opened; add the CUDA toolkit's lib directory to LD_LIBRARY_PATH"),
+        msg: format!(
+            "lib{lib} could not be opened; add the CUDA toolkit's lib directory to LD_LIBRARY_PATH"
+        ),
     }
 }
 

@@ -48,33 +48,53 @@ pub struct RendezvousServer {
 impl RendezvousServer {
     /// Binds the rendezvous port. `addr` is `host:port`; port 0 picks a free port (tests).
     pub fn bind(addr: &str) -> Result<RendezvousServer, CudaError> {
-        let listener = TcpListener::bind(addr).map_err(|e| rv_err(addr, &format!("cannot listen: {e}")))?;
-        Ok(RendezvousServer { listener, addr: addr.to_string() })
+        let listener =
+            TcpListener::bind(addr).map_err(|e| rv_err(addr, &format!("cannot listen: {e}")))?;
+        Ok(RendezvousServer {
+            listener,
+            addr: addr.to_string(),
+        })
     }
 
     /// The bound address (with the actual port).
     pub fn local_addr(&self) -> Result<SocketAddr, CudaError> {
-        self.listener.local_addr().map_err(|e| rv_err(&self.addr, &e.to_string()))
+        self.listener
+            .local_addr()
+            .map_err(|e| rv_err(&self.addr, &e.to_string()))
     }
 
     /// Waits until ranks `1..world` have all joined (or `timeout` passes), then sends
     /// `payload` to each. Returns the watchdog over the open connections.
-    pub fn serve(self, payload: &[u8], world: usize, timeout: Duration, on_abort: AbortFn) -> Result<Watchdog, CudaError> {
+    pub fn serve(
+        self,
+        payload: &[u8],
+        world: usize,
+        timeout: Duration,
+        on_abort: AbortFn,
+    ) -> Result<Watchdog, CudaError> {
         let deadline = Instant::now() + timeout;
         let addr = self.addr.clone();
-        self.listener.set_nonblocking(true).map_err(|e| rv_err(&addr, &e.to_string()))?;
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| rv_err(&addr, &e.to_string()))?;
         let mut joined: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
         let mut count = 0usize;
         while count + 1 < world {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    stream.set_nonblocking(false).map_err(|e| rv_err(&addr, &e.to_string()))?;
+                    stream
+                        .set_nonblocking(false)
+                        .map_err(|e| rv_err(&addr, &e.to_string()))?;
                     let remaining = deadline.saturating_duration_since(Instant::now()).max(POLL);
-                    stream.set_read_timeout(Some(remaining)).map_err(|e| rv_err(&addr, &e.to_string()))?;
+                    stream
+                        .set_read_timeout(Some(remaining))
+                        .map_err(|e| rv_err(&addr, &e.to_string()))?;
                     match read_hello(&mut stream) {
                         Ok((rank, w)) => {
                             let problem = if w as usize != world {
-                                Some(format!("rank {rank} says WORLD_SIZE={w} but rank 0 has {world}"))
+                                Some(format!(
+                                    "rank {rank} says WORLD_SIZE={w} but rank 0 has {world}"
+                                ))
                             } else if rank == 0 || rank as usize >= world {
                                 Some(format!("rank {rank} is out of range 1..{world}"))
                             } else if joined[rank as usize].is_some() {
@@ -89,16 +109,24 @@ impl RendezvousServer {
                             joined[rank as usize] = Some(stream);
                             count += 1;
                         }
-                        Err(e) => eprintln!("tessera: rendezvous at {addr}: ignoring connection from {peer}: {e}"),
+                        Err(e) => eprintln!(
+                            "tessera: rendezvous at {addr}: ignoring connection from {peer}: {e}"
+                        ),
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
-                        let missing: Vec<String> =
-                            (1..world).filter(|r| joined[*r].is_none()).map(|r| r.to_string()).collect();
+                        let missing: Vec<String> = (1..world)
+                            .filter(|r| joined[*r].is_none())
+                            .map(|r| r.to_string())
+                            .collect();
                         return Err(rv_err(
                             &addr,
-                            &format!("timed out after {:.1}s waiting for rank(s) {}", timeout.as_secs_f64(), missing.join(", ")),
+                            &format!(
+                                "timed out after {:.1}s waiting for rank(s) {}",
+                                timeout.as_secs_f64(),
+                                missing.join(", ")
+                            ),
                         ));
                     }
                     thread::sleep(POLL);
@@ -109,7 +137,8 @@ impl RendezvousServer {
         let mut peers = Vec::new();
         for (rank, s) in joined.into_iter().enumerate() {
             if let Some(mut s) = s {
-                write_frame(&mut s, OK, payload).map_err(|e| rv_err(&addr, &format!("sending the id to rank {rank}: {e}")))?;
+                write_frame(&mut s, OK, payload)
+                    .map_err(|e| rv_err(&addr, &format!("sending the id to rank {rank}: {e}")))?;
                 peers.push((rank, s));
             }
         }
@@ -119,7 +148,13 @@ impl RendezvousServer {
 
 /// A rank `> 0`'s side: connects to rank 0 (retrying until `timeout`), announces itself
 /// and waits for the payload. Returns it with the watchdog over the connection.
-pub fn fetch(addr: &str, rank: usize, world: usize, timeout: Duration, on_abort: AbortFn) -> Result<(Vec<u8>, Watchdog), CudaError> {
+pub fn fetch(
+    addr: &str,
+    rank: usize,
+    world: usize,
+    timeout: Duration,
+    on_abort: AbortFn,
+) -> Result<(Vec<u8>, Watchdog), CudaError> {
     let deadline = Instant::now() + timeout;
     let mut last_err = String::from("no attempt");
     let mut stream = loop {
@@ -148,25 +183,51 @@ pub fn fetch(addr: &str, rank: usize, world: usize, timeout: Duration, on_abort:
     stream.set_read_timeout(Some(remaining)).map_err(io)?;
     let (tag, body) = read_frame(&mut stream).map_err(|e| {
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-            rv_err(addr, &format!("rank {rank}: timed out after {:.1}s waiting for all ranks to join", timeout.as_secs_f64()))
+            rv_err(
+                addr,
+                &format!(
+                    "rank {rank}: timed out after {:.1}s waiting for all ranks to join",
+                    timeout.as_secs_f64()
+                ),
+            )
         } else {
-            rv_err(addr, &format!("rank {rank}: connection to rank 0 failed: {e}"))
+            rv_err(
+                addr,
+                &format!("rank {rank}: connection to rank 0 failed: {e}"),
+            )
         }
     })?;
     if &tag == ERR {
-        return Err(rv_err(addr, &format!("rank 0 refused rank {rank}: {}", String::from_utf8_lossy(&body))));
+        return Err(rv_err(
+            addr,
+            &format!(
+                "rank 0 refused rank {rank}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        ));
     }
     if &tag != OK {
-        return Err(rv_err(addr, &format!("rank {rank}: unexpected reply {:?}", String::from_utf8_lossy(&tag))));
+        return Err(rv_err(
+            addr,
+            &format!(
+                "rank {rank}: unexpected reply {:?}",
+                String::from_utf8_lossy(&tag)
+            ),
+        ));
     }
     Ok((body, Watchdog::start(rank, vec![(0, stream)], on_abort)))
 }
 
 fn connect_once(addr: &str, deadline: Instant) -> Result<TcpStream, String> {
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| format!("cannot resolve: {e}"))?.collect();
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
     let mut last = String::from("no address");
     for a in addrs {
-        let budget = deadline.saturating_duration_since(Instant::now()).clamp(POLL, Duration::from_secs(2));
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(POLL, Duration::from_secs(2));
         match TcpStream::connect_timeout(&a, budget) {
             Ok(s) => return Ok(s),
             Err(e) => last = e.to_string(),
@@ -179,11 +240,17 @@ fn read_hello(s: &mut TcpStream) -> std::io::Result<(u32, u32)> {
     let mut buf = [0u8; 16];
     s.read_exact(&mut buf)?;
     if &buf[0..4] != HELLO {
-        return Err(std::io::Error::new(ErrorKind::InvalidData, "not a tessera rendezvous hello"));
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            "not a tessera rendezvous hello",
+        ));
     }
     let word = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
     if word(4) != VERSION {
-        return Err(std::io::Error::new(ErrorKind::InvalidData, format!("protocol version {} (expected {VERSION})", word(4))));
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("protocol version {} (expected {VERSION})", word(4)),
+        ));
     }
     Ok((word(8), word(12)))
 }
@@ -201,7 +268,10 @@ fn read_frame(s: &mut TcpStream) -> std::io::Result<([u8; 4], Vec<u8>)> {
     s.read_exact(&mut head)?;
     let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
     if len > 1 << 20 {
-        return Err(std::io::Error::new(ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body)?;
@@ -209,7 +279,10 @@ fn read_frame(s: &mut TcpStream) -> std::io::Result<([u8; 4], Vec<u8>)> {
 }
 
 fn rv_err(addr: &str, msg: &str) -> CudaError {
-    CudaError::Rendezvous { addr: addr.to_string(), msg: msg.to_string() }
+    CudaError::Rendezvous {
+        addr: addr.to_string(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Watches the rendezvous connections while the ranks run (see the module docs).
@@ -229,7 +302,12 @@ impl Watchdog {
                 continue;
             };
             let _ = reader.set_read_timeout(None);
-            let (peer, finished, peers_done, on_abort) = (*peer, finished.clone(), peers_done.clone(), on_abort.clone());
+            let (peer, finished, peers_done, on_abort) = (
+                *peer,
+                finished.clone(),
+                peers_done.clone(),
+                on_abort.clone(),
+            );
             thread::spawn(move || {
                 let mut byte = [0u8; 1];
                 let saw_done = matches!(reader.read(&mut byte), Ok(1) if byte[0] == DONE);
@@ -240,7 +318,12 @@ impl Watchdog {
                 }
             });
         }
-        Watchdog { rank, peers, finished, peers_done }
+        Watchdog {
+            rank,
+            peers,
+            finished,
+            peers_done,
+        }
     }
 
     /// This rank finished normally: tell the peers. Rank 0 then waits (up to `timeout`)
@@ -290,7 +373,10 @@ mod tests {
     fn recorder() -> (AbortFn, mpsc::Receiver<String>) {
         let (tx, rx) = mpsc::channel();
         let tx = std::sync::Mutex::new(tx);
-        (Arc::new(move |m: String| drop(tx.lock().map(|t| t.send(m)))), rx)
+        (
+            Arc::new(move |m: String| drop(tx.lock().map(|t| t.send(m)))),
+            rx,
+        )
     }
 
     #[test]
@@ -305,7 +391,9 @@ mod tests {
                 thread::spawn(move || fetch(&addr, r, 3, Duration::from_secs(10), abort).unwrap())
             })
             .collect();
-        let wd0 = server.serve(&id, 3, Duration::from_secs(10), abort).unwrap();
+        let wd0 = server
+            .serve(&id, 3, Duration::from_secs(10), abort)
+            .unwrap();
         let got: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
         for (bytes, _) in &got {
             assert_eq!(bytes, &id);
@@ -321,7 +409,11 @@ mod tests {
     #[test]
     fn client_retries_until_the_master_comes() {
         // Find a free port, release it, start the client first, then the server.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let (abort, _rx) = recorder();
         let a2 = abort.clone();
@@ -329,17 +421,31 @@ mod tests {
         let client = thread::spawn(move || fetch(&a, 1, 2, Duration::from_secs(10), a2));
         thread::sleep(Duration::from_millis(300));
         let server = RendezvousServer::bind(&addr).unwrap();
-        let _wd0 = server.serve(b"late-id", 2, Duration::from_secs(10), abort).unwrap();
+        let _wd0 = server
+            .serve(b"late-id", 2, Duration::from_secs(10), abort)
+            .unwrap();
         let (bytes, _wd) = client.join().unwrap().unwrap();
         assert_eq!(bytes, b"late-id");
     }
 
     #[test]
     fn client_times_out_when_the_master_never_comes() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let (abort, _rx) = recorder();
         let t0 = Instant::now();
-        let err = fetch(&format!("127.0.0.1:{port}"), 1, 2, Duration::from_millis(400), abort).err().unwrap();
+        let err = fetch(
+            &format!("127.0.0.1:{port}"),
+            1,
+            2,
+            Duration::from_millis(400),
+            abort,
+        )
+        .err()
+        .unwrap();
         let msg = err.to_string();
         assert!(msg.contains("timed out") && msg.contains("rank 1"), "{msg}");
         assert!(t0.elapsed() < Duration::from_secs(5));
@@ -353,7 +459,11 @@ mod tests {
         let a = abort.clone();
         // Rank 1 comes, rank 2 never does: both sides must give up, not hang.
         let client = thread::spawn(move || fetch(&addr, 1, 3, Duration::from_millis(800), a));
-        let err = server.serve(b"id", 3, Duration::from_millis(500), abort).err().unwrap().to_string();
+        let err = server
+            .serve(b"id", 3, Duration::from_millis(500), abort)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("waiting for rank(s) 2"), "{err}");
         let cerr = client.join().unwrap().err().unwrap().to_string();
         assert!(cerr.contains("rank 1"), "{cerr}");
@@ -366,10 +476,17 @@ mod tests {
         let (abort, _rx) = recorder();
         let a = abort.clone();
         let client = thread::spawn(move || fetch(&addr, 1, 4, Duration::from_secs(5), a));
-        let err = server.serve(b"id", 2, Duration::from_secs(5), abort).err().unwrap().to_string();
+        let err = server
+            .serve(b"id", 2, Duration::from_secs(5), abort)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("WORLD_SIZE=4"), "{err}");
         let cerr = client.join().unwrap().err().unwrap().to_string();
-        assert!(cerr.contains("refused") && cerr.contains("WORLD_SIZE=4"), "{cerr}");
+        assert!(
+            cerr.contains("refused") && cerr.contains("WORLD_SIZE=4"),
+            "{cerr}"
+        );
     }
 
     #[test]
@@ -379,7 +496,9 @@ mod tests {
         let (abort, aborts) = recorder();
         let a = abort.clone();
         let client = thread::spawn(move || fetch(&addr, 1, 2, Duration::from_secs(5), a).unwrap());
-        let wd0 = server.serve(b"id", 2, Duration::from_secs(5), abort).unwrap();
+        let wd0 = server
+            .serve(b"id", 2, Duration::from_secs(5), abort)
+            .unwrap();
         let (_, wd1) = client.join().unwrap();
         drop(wd1); // rank 1 "dies": its socket closes without the DONE byte
         let msg = aborts.recv_timeout(Duration::from_secs(5)).unwrap();

@@ -30,9 +30,30 @@ pub const ELEMENTWISE: KernelModule = KernelModule {
     file: "elementwise.cu",
     source: include_str!("../../kernels/elementwise.cu"),
     functions: &[
-        "binary_f32", "binary_i64", "compare_f32", "compare_i64", "logical_u8", "unary_f32", "unary_i64", "not_u8",
-        "isnan_f32", "gelu_f32", "clip_f32", "scale_f32", "add_f32", "add_i64", "where_b1", "where_b4", "where_b8",
-        "cast_f32_i64", "cast_i64_f32", "cast_f32_u8", "cast_u8_f32", "cast_i64_u8", "cast_u8_i64", "wrap_i64",
+        "binary_f32",
+        "binary_i64",
+        "compare_f32",
+        "compare_i64",
+        "logical_u8",
+        "unary_f32",
+        "unary_i64",
+        "not_u8",
+        "isnan_f32",
+        "gelu_f32",
+        "clip_f32",
+        "scale_f32",
+        "add_f32",
+        "add_i64",
+        "where_b1",
+        "where_b4",
+        "where_b8",
+        "cast_f32_i64",
+        "cast_i64_f32",
+        "cast_f32_u8",
+        "cast_u8_f32",
+        "cast_i64_u8",
+        "cast_u8_i64",
+        "wrap_i64",
         "round_f32",
     ],
 };
@@ -56,8 +77,15 @@ pub const MOVEMENT: KernelModule = KernelModule {
     file: "movement.cu",
     source: include_str!("../../kernels/movement.cu"),
     functions: &[
-        "strided_copy_b1", "strided_copy_b4", "strided_copy_b8", "gather_b1", "gather_b4", "gather_b8", "trilu_b1",
-        "trilu_b4", "trilu_b8",
+        "strided_copy_b1",
+        "strided_copy_b4",
+        "strided_copy_b8",
+        "gather_b1",
+        "gather_b4",
+        "gather_b8",
+        "trilu_b1",
+        "trilu_b4",
+        "trilu_b8",
     ],
 };
 
@@ -90,11 +118,24 @@ mod tests {
                 // Direct definitions, or instantiations of a defining macro such as
                 // `TS_WHERE(where_b4, ...)` / `TS_CAST(cast_f32_i64, ...)`.
                 let direct = text.matches(&format!("__global__ void {f}(")).count();
-                let via_macro = text.lines().filter(|l| l.starts_with("TS_") && l.contains(&format!("({f},"))).count();
-                assert_eq!(direct + via_macro, 1, "{}: kernel {f} defined {} times", m.file, direct + via_macro);
+                let via_macro = text
+                    .lines()
+                    .filter(|l| l.starts_with("TS_") && l.contains(&format!("({f},")))
+                    .count();
+                assert_eq!(
+                    direct + via_macro,
+                    1,
+                    "{}: kernel {f} defined {} times",
+                    m.file,
+                    direct + via_macro
+                );
                 total += 1;
             }
-            assert!(text.contains("struct StridedMeta") && text.contains("ts_block_reduce"), "{}: header missing", m.file);
+            assert!(
+                text.contains("struct StridedMeta") && text.contains("ts_block_reduce"),
+                "{}: header missing",
+                m.file
+            );
         }
         assert_eq!(total, 39);
     }
@@ -102,7 +143,11 @@ mod tests {
     #[test]
     fn kernels_use_no_includes() {
         for m in MODULES {
-            assert!(!m.full_source().contains("#include"), "{} includes a header NVRTC may not find", m.file);
+            assert!(
+                !m.full_source().contains("#include"),
+                "{} includes a header NVRTC may not find",
+                m.file
+            );
         }
     }
 

@@ -37,9 +37,16 @@ impl VirtualRanks {
     }
 
     /// Runs every rank's program; returns each rank's outputs, by rank.
-    pub fn run(&self, plan: &Plan, weights: &dyn WeightSource, inputs: &BTreeMap<String, Tensor>) -> Result<Vec<Vec<Tensor>>, CudaError> {
+    pub fn run(
+        &self,
+        plan: &Plan,
+        weights: &dyn WeightSource,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<Vec<Tensor>>, CudaError> {
         let world = self.world();
-        let mut runs: Vec<RankRun> = (0..world).map(|r| RankRun::new(plan, r, world)).collect::<Result<_, _>>()?;
+        let mut runs: Vec<RankRun> = (0..world)
+            .map(|r| RankRun::new(plan, r, world))
+            .collect::<Result<_, _>>()?;
         loop {
             let mut pending = Vec::with_capacity(world);
             for (run, lane) in runs.iter_mut().zip(&self.lanes) {
@@ -51,13 +58,33 @@ impl VirtualRanks {
             let mut calls = Vec::with_capacity(world);
             for (r, p) in pending.iter().enumerate() {
                 let Some(step) = p else {
-                    return Err(CudaError::Plan(format!("rank {r} finished while other ranks wait in a collective")));
+                    return Err(CudaError::Plan(format!(
+                        "rank {r} finished while other ranks wait in a collective"
+                    )));
                 };
-                let StepKind::Collective { collective, axis, to_axis, group, .. } = &step.kind else {
+                let StepKind::Collective {
+                    collective,
+                    axis,
+                    to_axis,
+                    group,
+                    ..
+                } = &step.kind
+                else {
                     return Err(CudaError::Plan("expected a collective step".into()));
                 };
-                let input = *step.inputs.first().ok_or_else(|| CudaError::Plan("collective without input".into()))?;
-                calls.push((CollectiveCall { kind: *collective, axis: *axis, to_axis: *to_axis, group: group.clone() }, input));
+                let input = *step
+                    .inputs
+                    .first()
+                    .ok_or_else(|| CudaError::Plan("collective without input".into()))?;
+                calls.push((
+                    CollectiveCall {
+                        kind: *collective,
+                        axis: *axis,
+                        to_axis: *to_axis,
+                        group: group.clone(),
+                    },
+                    input,
+                ));
             }
             if let Some((r, _)) = calls.iter().enumerate().find(|(_, c)| c.0 != calls[0].0) {
                 return Err(CudaError::Plan(format!(
@@ -65,23 +92,34 @@ impl VirtualRanks {
                     calls[0].0, calls[r].0
                 )));
             }
-            let xs: Vec<DeviceTensor> = calls.iter().zip(&runs).map(|((_, v), run)| run.value(*v).cloned()).collect::<Result<_, _>>()?;
+            let xs: Vec<DeviceTensor> = calls
+                .iter()
+                .zip(&runs)
+                .map(|((_, v), run)| run.value(*v).cloned())
+                .collect::<Result<_, _>>()?;
             for lane in &self.lanes {
                 lane.synchronize()?;
             }
-            let outs = virtual_collective(&self.lanes[0], &calls[0].0, &xs).map_err(|e| runs[0].collective_err(e))?;
+            let outs = virtual_collective(&self.lanes[0], &calls[0].0, &xs)
+                .map_err(|e| runs[0].collective_err(e))?;
             self.lanes[0].synchronize()?;
             for (run, out) in runs.iter_mut().zip(outs) {
                 run.finish_collective(out)?;
             }
         }
-        runs.iter().zip(&self.lanes).map(|(run, lane)| run.outputs(lane)).collect()
+        runs.iter()
+            .zip(&self.lanes)
+            .map(|(run, lane)| run.outputs(lane))
+            .collect()
     }
 }
 
 /// Sums the tensors left to right (rank order).
 fn ordered_sum(lane: &Lane, xs: &[DeviceTensor]) -> Result<DeviceTensor, CudaError> {
-    let mut acc = xs.first().cloned().ok_or_else(|| CudaError::Plan("collective over no ranks".into()))?;
+    let mut acc = xs
+        .first()
+        .cloned()
+        .ok_or_else(|| CudaError::Plan("collective over no ranks".into()))?;
     for x in &xs[1..] {
         acc = ops::add_same_shape(lane, &acc, x)?;
     }
@@ -89,20 +127,39 @@ fn ordered_sum(lane: &Lane, xs: &[DeviceTensor]) -> Result<DeviceTensor, CudaErr
 }
 
 /// Chunk `r` of `world` along `axis`.
-fn chunk(lane: &Lane, x: &DeviceTensor, axis: usize, r: usize, world: usize) -> Result<DeviceTensor, CudaError> {
-    let e = *x.shape.get(axis).ok_or_else(|| CudaError::Plan(format!("axis {axis} out of range for {:?}", x.shape)))?;
+fn chunk(
+    lane: &Lane,
+    x: &DeviceTensor,
+    axis: usize,
+    r: usize,
+    world: usize,
+) -> Result<DeviceTensor, CudaError> {
+    let e = *x
+        .shape
+        .get(axis)
+        .ok_or_else(|| CudaError::Plan(format!("axis {axis} out of range for {:?}", x.shape)))?;
     if e % world != 0 {
-        return Err(CudaError::Plan(format!("axis {axis} of {:?} does not split into {world} parts", x.shape)));
+        return Err(CudaError::Plan(format!(
+            "axis {axis} of {:?} does not split into {world} parts",
+            x.shape
+        )));
     }
     let c = e / world;
     ops::local_slice(lane, x, axis, r * c, (r + 1) * c)
 }
 
 /// The results of a collective for every rank, computed in device memory on `lane`.
-pub fn virtual_collective(lane: &Lane, call: &CollectiveCall, xs: &[DeviceTensor]) -> Result<Vec<DeviceTensor>, CudaError> {
+pub fn virtual_collective(
+    lane: &Lane,
+    call: &CollectiveCall,
+    xs: &[DeviceTensor],
+) -> Result<Vec<DeviceTensor>, CudaError> {
     let world = xs.len();
     if call.group.len() != world || call.group.iter().enumerate().any(|(i, r)| i != *r) {
-        return Err(CudaError::Unsupported(format!("collective over group {:?}; only the full group 0..{world} is supported", call.group)));
+        return Err(CudaError::Unsupported(format!(
+            "collective over group {:?}; only the full group 0..{world} is supported",
+            call.group
+        )));
     }
     match call.kind {
         CollectiveKind::AllReduce => {
@@ -118,13 +175,18 @@ pub fn virtual_collective(lane: &Lane, call: &CollectiveCall, xs: &[DeviceTensor
         CollectiveKind::ReduceScatter => {
             let sum = ordered_sum(lane, xs)?;
             let axis = call.need_axis()?;
-            (0..world).map(|r| chunk(lane, &sum, axis, r, world)).collect()
+            (0..world)
+                .map(|r| chunk(lane, &sum, axis, r, world))
+                .collect()
         }
         CollectiveKind::AllToAll => {
             let (axis, to_axis) = (call.need_axis()?, call.need_to_axis()?);
             (0..world)
                 .map(|r| {
-                    let parts: Vec<DeviceTensor> = xs.iter().map(|x| chunk(lane, x, to_axis, r, world)).collect::<Result<_, _>>()?;
+                    let parts: Vec<DeviceTensor> = xs
+                        .iter()
+                        .map(|x| chunk(lane, x, to_axis, r, world))
+                        .collect::<Result<_, _>>()?;
                     let refs: Vec<&DeviceTensor> = parts.iter().collect();
                     ops::concat(lane, &refs, axis)
                 })

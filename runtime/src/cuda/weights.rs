@@ -54,7 +54,10 @@ fn maybe_slice(t: &Tensor, slice: Option<&AxisSlice>) -> Result<Tensor, CudaErro
 /// `[s.start, s.end)` of axis `s.axis` of a host tensor.
 pub fn host_slice(t: &Tensor, s: &AxisSlice) -> Result<Tensor, CudaError> {
     if s.axis >= t.shape.len() || s.start > s.end || s.end > t.shape[s.axis] {
-        return Err(CudaError::Plan(format!("slice {}..{} of axis {} of shape {:?}", s.start, s.end, s.axis, t.shape)));
+        return Err(CudaError::Plan(format!(
+            "slice {}..{} of axis {} of shape {:?}",
+            s.start, s.end, s.axis, t.shape
+        )));
     }
     let outer: usize = t.shape[..s.axis].iter().product();
     let extent = t.shape[s.axis];
@@ -84,20 +87,72 @@ mod tests {
     #[test]
     fn slices_the_middle_axis() {
         let t = Tensor::f32(vec![2, 3, 2], (0..12).map(|i| i as f32).collect());
-        let s = host_slice(&t, &AxisSlice { axis: 1, start: 1, end: 3 }).unwrap();
+        let s = host_slice(
+            &t,
+            &AxisSlice {
+                axis: 1,
+                start: 1,
+                end: 3,
+            },
+        )
+        .unwrap();
         assert_eq!(s.shape, vec![2, 2, 2]);
         assert_eq!(s.as_f32().unwrap(), &[2., 3., 4., 5., 8., 9., 10., 11.]);
-        assert!(host_slice(&t, &AxisSlice { axis: 1, start: 2, end: 4 }).is_err());
+        assert!(host_slice(
+            &t,
+            &AxisSlice {
+                axis: 1,
+                start: 2,
+                end: 4
+            }
+        )
+        .is_err());
     }
 
     #[test]
     fn inline_and_named_sources() {
-        let inline = Weight { name: "w".into(), dtype: DType::I64, shape: vec![4], data: WeightData::Inline { tensor: Tensor::i64(vec![4], vec![1, 2, 3, 4]) } };
-        let got = InlineWeights.load_weight(&inline, Some(&AxisSlice { axis: 0, start: 2, end: 4 })).unwrap();
+        let inline = Weight {
+            name: "w".into(),
+            dtype: DType::I64,
+            shape: vec![4],
+            data: WeightData::Inline {
+                tensor: Tensor::i64(vec![4], vec![1, 2, 3, 4]),
+            },
+        };
+        let got = InlineWeights
+            .load_weight(
+                &inline,
+                Some(&AxisSlice {
+                    axis: 0,
+                    start: 2,
+                    end: 4,
+                }),
+            )
+            .unwrap();
         assert_eq!(got.as_i64().unwrap(), &[3, 4]);
-        let file = Weight { name: "big".into(), dtype: DType::F32, shape: vec![2], data: WeightData::File { path: "m.onnx".into(), offset: 0, length: 8 } };
-        assert!(InlineWeights.load_weight(&file, None).unwrap_err().to_string().contains("'big'"));
-        let named = NamedWeights([("big".to_string(), Tensor::f32(vec![2], vec![5.0, 6.0]))].into_iter().collect());
-        assert_eq!(named.load_weight(&file, None).unwrap().as_f32().unwrap(), &[5.0, 6.0]);
+        let file = Weight {
+            name: "big".into(),
+            dtype: DType::F32,
+            shape: vec![2],
+            data: WeightData::File {
+                path: "m.onnx".into(),
+                offset: 0,
+                length: 8,
+            },
+        };
+        assert!(InlineWeights
+            .load_weight(&file, None)
+            .unwrap_err()
+            .to_string()
+            .contains("'big'"));
+        let named = NamedWeights(
+            [("big".to_string(), Tensor::f32(vec![2], vec![5.0, 6.0]))]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(
+            named.load_weight(&file, None).unwrap().as_f32().unwrap(),
+            &[5.0, 6.0]
+        );
     }
 }

@@ -96,7 +96,11 @@ mod tests {
     /// checked against the C text.
     fn case_line(src: &str, func: &str, code: i32) -> String {
         let body = src.split(func).nth(1).unwrap();
-        body.lines().find(|l| l.trim_start().starts_with(&format!("case {code}:"))).unwrap().trim().to_string()
+        body.lines()
+            .find(|l| l.trim_start().starts_with(&format!("case {code}:")))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     #[test]
@@ -110,16 +114,32 @@ mod tests {
             (UnaryOp::Relu, "x > 0.0f ? x : 0.0f"),
         ];
         for (op, text) in expect {
-            let line = case_line(src, "ts_unary_f32(int op, float x)", unary_float(op).unwrap());
+            let line = case_line(
+                src,
+                "ts_unary_f32(int op, float x)",
+                unary_float(op).unwrap(),
+            );
             assert!(line.contains(text), "{op:?}: {line}");
         }
-        let bin = [(BinaryOp::Sub, "a - b"), (BinaryOp::Pow, "powf(a, b)"), (BinaryOp::Mod { fmod: true }, "fmodf(a, b)")];
+        let bin = [
+            (BinaryOp::Sub, "a - b"),
+            (BinaryOp::Pow, "powf(a, b)"),
+            (BinaryOp::Mod { fmod: true }, "fmodf(a, b)"),
+        ];
         for (op, text) in bin {
-            let line = case_line(src, "ts_binary_f32(int op, float a, float b)", arithmetic(op).unwrap());
+            let line = case_line(
+                src,
+                "ts_binary_f32(int op, float a, float b)",
+                arithmetic(op).unwrap(),
+            );
             assert!(line.contains(text), "{op:?}: {line}");
         }
-        assert!(case_line(src, "ts_compare(int op, double a, double b)", comparison(BinaryOp::LessOrEqual).unwrap())
-            .contains("a <= b"));
+        assert!(case_line(
+            src,
+            "ts_compare(int op, double a, double b)",
+            comparison(BinaryOp::LessOrEqual).unwrap()
+        )
+        .contains("a <= b"));
         assert_eq!(arithmetic(BinaryOp::Less), None);
         assert_eq!(unary_int(UnaryOp::Exp), None);
         assert_eq!(unary_int(UnaryOp::Sign), Some(16));
@@ -127,7 +147,15 @@ mod tests {
 
     #[test]
     fn reduce_codes_are_distinct() {
-        let kinds = [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::Prod, ReduceKind::SumSquare, ReduceKind::L2];
+        let kinds = [
+            ReduceKind::Sum,
+            ReduceKind::Mean,
+            ReduceKind::Max,
+            ReduceKind::Min,
+            ReduceKind::Prod,
+            ReduceKind::SumSquare,
+            ReduceKind::L2,
+        ];
         let mut codes: Vec<i32> = kinds.iter().map(|k| reduce(*k)).collect();
         codes.dedup();
         assert_eq!(codes, (0..7).collect::<Vec<_>>());

@@ -7,9 +7,17 @@ use super::super::CudaError;
 use tessera_ir::Op;
 
 /// Evaluates `op` on the host.
-pub fn on_host(lane: &Lane, op: &Op, inputs: &[&DeviceTensor]) -> Result<Vec<DeviceTensor>, CudaError> {
-    let host: Vec<_> = inputs.iter().map(|t| t.download(lane)).collect::<Result<_, _>>()?;
+pub fn on_host(
+    lane: &Lane,
+    op: &Op,
+    inputs: &[&DeviceTensor],
+) -> Result<Vec<DeviceTensor>, CudaError> {
+    let host: Vec<_> = inputs
+        .iter()
+        .map(|t| t.download(lane))
+        .collect::<Result<_, _>>()?;
     let refs: Vec<_> = host.iter().collect();
-    let outs = crate::kernels::eval(op, &refs).map_err(|e| CudaError::Unsupported(format!("host fallback for {}: {e}", op.name())))?;
+    let outs = crate::kernels::eval(op, &refs)
+        .map_err(|e| CudaError::Unsupported(format!("host fallback for {}: {e}", op.name())))?;
     outs.iter().map(|t| DeviceTensor::upload(lane, t)).collect()
 }

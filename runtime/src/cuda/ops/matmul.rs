@@ -16,7 +16,8 @@ use tessera_ir::op::GemmAttrs;
 
 /// Checked conversion of a dimension to cuBLAS's `int`.
 fn dim(v: usize, what: &str) -> Result<c_int, CudaError> {
-    c_int::try_from(v).map_err(|_| CudaError::Unsupported(format!("{what} = {v} exceeds cuBLAS's int range")))
+    c_int::try_from(v)
+        .map_err(|_| CudaError::Unsupported(format!("{what} = {v} exceeds cuBLAS's int range")))
 }
 
 /// Column-major parameters of one row-major product (see the module docs).
@@ -79,19 +80,42 @@ fn config(p: RowMajorGemm, alpha: f32, beta: f32) -> Result<GemmConfig<f32>, Cud
 }
 
 /// numpy matmul with batch broadcasting (f32; `None` for other types → host fallback).
-pub fn matmul(lane: &Lane, a: &DeviceTensor, b: &DeviceTensor) -> Result<Option<DeviceTensor>, CudaError> {
-    if !matches!((&*a.data, &*b.data), (DeviceData::F32(_), DeviceData::F32(_))) {
+pub fn matmul(
+    lane: &Lane,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+) -> Result<Option<DeviceTensor>, CudaError> {
+    if !matches!(
+        (&*a.data, &*b.data),
+        (DeviceData::F32(_), DeviceData::F32(_))
+    ) {
         return Ok(None);
     }
     if a.shape.is_empty() || b.shape.is_empty() {
         return Err(CudaError::Plan("MatMul of a scalar".into()));
     }
-    let a_shape = if a.shape.len() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
-    let b_shape = if b.shape.len() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
+    let a_shape = if a.shape.len() == 1 {
+        vec![1, a.shape[0]]
+    } else {
+        a.shape.clone()
+    };
+    let b_shape = if b.shape.len() == 1 {
+        vec![b.shape[0], 1]
+    } else {
+        b.shape.clone()
+    };
     let (ra, rb) = (a_shape.len(), b_shape.len());
-    let (m, k, k2, n) = (a_shape[ra - 2], a_shape[ra - 1], b_shape[rb - 2], b_shape[rb - 1]);
+    let (m, k, k2, n) = (
+        a_shape[ra - 2],
+        a_shape[ra - 1],
+        b_shape[rb - 2],
+        b_shape[rb - 1],
+    );
     if k != k2 {
-        return Err(CudaError::Plan(format!("MatMul of {:?} and {:?}: inner dims {k} and {k2} differ", a.shape, b.shape)));
+        return Err(CudaError::Plan(format!(
+            "MatMul of {:?} and {:?}: inner dims {k} and {k2} differ",
+            a.shape, b.shape
+        )));
     }
     let batch = broadcast_shape(&a_shape[..ra - 2], &b_shape[..rb - 2])?;
     let nb: usize = batch.iter().product();
@@ -102,7 +126,10 @@ pub fn matmul(lane: &Lane, a: &DeviceTensor, b: &DeviceTensor) -> Result<Option<
     if b.shape.len() > 1 {
         out_shape.push(n);
     }
-    let mut out = lane.stream.alloc_zeros::<f32>((nb * m * n).max(1)).map_err(CudaError::driver)?;
+    let mut out = lane
+        .stream
+        .alloc_zeros::<f32>((nb * m * n).max(1))
+        .map_err(CudaError::driver)?;
     if nb * m * n * k > 0 {
         let (a_full, sa) = batch_operand(lane, a, &a_shape, &batch)?;
         let (b_full, sb) = batch_operand(lane, b, &b_shape, &batch)?;
@@ -122,14 +149,24 @@ pub fn matmul(lane: &Lane, a: &DeviceTensor, b: &DeviceTensor) -> Result<Option<
             };
             // SAFETY: each operand holds either one matrix (stride 0) or nb matrices at
             // its stride, and C holds nb·m·n elements, so every batch entry is in bounds.
-            unsafe { lane.blas.gemm_strided_batched(cfg, bv, av, &mut out) }.map_err(CudaError::blas)?;
+            unsafe { lane.blas.gemm_strided_batched(cfg, bv, av, &mut out) }
+                .map_err(CudaError::blas)?;
         }
     }
-    Ok(Some(DeviceTensor::new(a.dtype, out_shape, DeviceData::F32(out))))
+    Ok(Some(DeviceTensor::new(
+        a.dtype,
+        out_shape,
+        DeviceData::F32(out),
+    )))
 }
 
 /// The operand as a buffer of `batch` matrices and its batch stride (0 when shared).
-fn batch_operand(lane: &Lane, t: &DeviceTensor, shape: &[usize], batch: &[usize]) -> Result<(DeviceTensor, usize), CudaError> {
+fn batch_operand(
+    lane: &Lane,
+    t: &DeviceTensor,
+    shape: &[usize],
+    batch: &[usize],
+) -> Result<(DeviceTensor, usize), CudaError> {
     let r = shape.len();
     let mat = shape[r - 2] * shape[r - 1];
     let own: usize = shape[..r - 2].iter().product();
@@ -147,15 +184,37 @@ fn batch_operand(lane: &Lane, t: &DeviceTensor, shape: &[usize], batch: &[usize]
 }
 
 /// ONNX Gemm: alpha·op(A)·op(B) + beta·C, C broadcast to [M, N].
-pub fn gemm(lane: &Lane, attrs: &GemmAttrs, a: &DeviceTensor, b: &DeviceTensor, c: Option<&DeviceTensor>) -> Result<Option<DeviceTensor>, CudaError> {
-    let (DeviceData::F32(av), DeviceData::F32(bv)) = (&*a.data, &*b.data) else { return Ok(None) };
+pub fn gemm(
+    lane: &Lane,
+    attrs: &GemmAttrs,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+    c: Option<&DeviceTensor>,
+) -> Result<Option<DeviceTensor>, CudaError> {
+    let (DeviceData::F32(av), DeviceData::F32(bv)) = (&*a.data, &*b.data) else {
+        return Ok(None);
+    };
     if a.shape.len() != 2 || b.shape.len() != 2 {
-        return Err(CudaError::Plan(format!("Gemm needs 2-D operands, got {:?} and {:?}", a.shape, b.shape)));
+        return Err(CudaError::Plan(format!(
+            "Gemm needs 2-D operands, got {:?} and {:?}",
+            a.shape, b.shape
+        )));
     }
-    let (m, k) = if attrs.trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let (k2, n) = if attrs.trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (m, k) = if attrs.trans_a {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (k2, n) = if attrs.trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     if k != k2 {
-        return Err(CudaError::Plan(format!("Gemm of {:?} and {:?}: inner dims {k} and {k2} differ", a.shape, b.shape)));
+        return Err(CudaError::Plan(format!(
+            "Gemm of {:?} and {:?}: inner dims {k} and {k2} differ",
+            a.shape, b.shape
+        )));
     }
     let shape = vec![m, n];
     let (mut out, beta) = match c {
@@ -163,21 +222,43 @@ pub fn gemm(lane: &Lane, attrs: &GemmAttrs, a: &DeviceTensor, b: &DeviceTensor, 
             if !matches!(&*c.data, DeviceData::F32(_)) {
                 return Ok(None);
             }
-            let filled = copy_to_new(lane, c, &StridedMeta::expand(&c.shape, &shape)?, shape.clone())?;
+            let filled = copy_to_new(
+                lane,
+                c,
+                &StridedMeta::expand(&c.shape, &shape)?,
+                shape.clone(),
+            )?;
             match std::sync::Arc::try_unwrap(filled.data) {
                 Ok(DeviceData::F32(buf)) => (buf, attrs.beta),
-                _ => return Err(CudaError::Plan("Gemm: C could not be materialised as f32".into())),
+                _ => {
+                    return Err(CudaError::Plan(
+                        "Gemm: C could not be materialised as f32".into(),
+                    ))
+                }
             }
         }
-        _ => (lane.stream.alloc_zeros::<f32>((m * n).max(1)).map_err(CudaError::driver)?, 0.0),
+        _ => (
+            lane.stream
+                .alloc_zeros::<f32>((m * n).max(1))
+                .map_err(CudaError::driver)?,
+            0.0,
+        ),
     };
     if m * n > 0 && k > 0 {
-        let cfg = config(row_major_gemm(m, n, k, attrs.trans_a, attrs.trans_b), attrs.alpha, beta)?;
+        let cfg = config(
+            row_major_gemm(m, n, k, attrs.trans_a, attrs.trans_b),
+            attrs.alpha,
+            beta,
+        )?;
         // SAFETY: A, B and C hold m·k, k·n and m·n f32 elements, matching the leading
         // dimensions computed by row_major_gemm for these transposition flags.
         unsafe { lane.blas.gemm(cfg, bv, av, &mut out) }.map_err(CudaError::blas)?;
     }
-    Ok(Some(DeviceTensor::new(a.dtype, shape, DeviceData::F32(out))))
+    Ok(Some(DeviceTensor::new(
+        a.dtype,
+        shape,
+        DeviceData::F32(out),
+    )))
 }
 
 #[cfg(test)]
@@ -186,7 +267,19 @@ mod tests {
 
     /// Column-major reference sgemm on host slices, to check the row-major mapping.
     #[allow(clippy::too_many_arguments)]
-    fn sgemm_cm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], ldc: usize) {
+    fn sgemm_cm(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
         for j in 0..n {
             for i in 0..m {
                 let mut s = 0.0;
@@ -218,7 +311,19 @@ mod tests {
             let p = row_major_gemm(m, n, k, ta, tb);
             let (sa, sb) = (if ta { &at } else { &a }, if tb { &bt } else { &b });
             let mut c = vec![0f32; m * n];
-            sgemm_cm(p.trans_first, p.trans_second, p.m, p.n, p.k, sb, p.ld_first, sa, p.ld_second, &mut c, p.ldc);
+            sgemm_cm(
+                p.trans_first,
+                p.trans_second,
+                p.m,
+                p.n,
+                p.k,
+                sb,
+                p.ld_first,
+                sa,
+                p.ld_second,
+                &mut c,
+                p.ldc,
+            );
             assert_eq!(c, want, "trans_a={ta} trans_b={tb}");
         }
     }

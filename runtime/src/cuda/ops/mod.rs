@@ -38,18 +38,36 @@ pub(crate) use launch;
 pub type OutSpec = (DType, Vec<usize>);
 
 /// Runs a strided copy from `src` into `dst` (same class).
-pub(crate) fn strided_copy(lane: &Lane, meta: &StridedMeta, src: &DeviceData, dst: &mut DeviceData) -> Result<(), CudaError> {
+pub(crate) fn strided_copy(
+    lane: &Lane,
+    meta: &StridedMeta,
+    src: &DeviceData,
+    dst: &mut DeviceData,
+) -> Result<(), CudaError> {
     let cfg = super::launch_cfg::elementwise(meta.n as usize);
     match (src, dst) {
-        (DeviceData::F32(s), DeviceData::F32(d)) => launch!(lane, "strided_copy_b4", cfg, meta, s, d),
-        (DeviceData::I64(s), DeviceData::I64(d)) => launch!(lane, "strided_copy_b8", cfg, meta, s, d),
-        (DeviceData::Bool(s), DeviceData::Bool(d)) => launch!(lane, "strided_copy_b1", cfg, meta, s, d),
-        _ => Err(CudaError::Plan("strided copy between different element types".into())),
+        (DeviceData::F32(s), DeviceData::F32(d)) => {
+            launch!(lane, "strided_copy_b4", cfg, meta, s, d)
+        }
+        (DeviceData::I64(s), DeviceData::I64(d)) => {
+            launch!(lane, "strided_copy_b8", cfg, meta, s, d)
+        }
+        (DeviceData::Bool(s), DeviceData::Bool(d)) => {
+            launch!(lane, "strided_copy_b1", cfg, meta, s, d)
+        }
+        _ => Err(CudaError::Plan(
+            "strided copy between different element types".into(),
+        )),
     }
 }
 
 /// A new contiguous tensor of `shape` filled by one strided copy from `src`.
-pub(crate) fn copy_to_new(lane: &Lane, src: &DeviceTensor, meta: &StridedMeta, shape: Vec<usize>) -> Result<DeviceTensor, CudaError> {
+pub(crate) fn copy_to_new(
+    lane: &Lane,
+    src: &DeviceTensor,
+    meta: &StridedMeta,
+    shape: Vec<usize>,
+) -> Result<DeviceTensor, CudaError> {
     let mut out = DeviceData::zeros(lane, src.class(), tessera_ir::numel(&shape))?;
     strided_copy(lane, meta, &src.data, &mut out)?;
     Ok(DeviceTensor::new(src.dtype, shape, out))
@@ -57,10 +75,19 @@ pub(crate) fn copy_to_new(lane: &Lane, src: &DeviceTensor, meta: &StridedMeta, s
 
 /// Runs `op` on device inputs. `outs` are the outputs the plan expects; results are
 /// checked against them.
-pub fn run_op(lane: &Lane, op: &Op, inputs: &[&DeviceTensor], outs: &[OutSpec]) -> Result<Vec<DeviceTensor>, CudaError> {
+pub fn run_op(
+    lane: &Lane,
+    op: &Op,
+    inputs: &[&DeviceTensor],
+    outs: &[OutSpec],
+) -> Result<Vec<DeviceTensor>, CudaError> {
     let want = |n: usize| -> Result<(), CudaError> {
         if inputs.len() < n {
-            Err(CudaError::Plan(format!("{} needs {n} input(s), got {}", op.name(), inputs.len())))
+            Err(CudaError::Plan(format!(
+                "{} needs {n} input(s), got {}",
+                op.name(),
+                inputs.len()
+            )))
         } else {
             Ok(())
         }
@@ -76,7 +103,8 @@ pub fn run_op(lane: &Lane, op: &Op, inputs: &[&DeviceTensor], outs: &[OutSpec]) 
         }
         Op::Binary(a) => {
             want(2)?;
-            elementwise::binary(lane, a.kind, inputs[0], inputs[1], out_dtype(outs))?.map(|t| vec![t])
+            elementwise::binary(lane, a.kind, inputs[0], inputs[1], out_dtype(outs))?
+                .map(|t| vec![t])
         }
         Op::Unary(a) => {
             want(1)?;
@@ -104,7 +132,15 @@ pub fn run_op(lane: &Lane, op: &Op, inputs: &[&DeviceTensor], outs: &[OutSpec]) 
         }
         Op::LayerNorm(a) => {
             want(2)?;
-            norm::layer_norm(lane, inputs[0], inputs[1], inputs.get(2).copied(), a.axis, a.epsilon)?.map(|t| vec![t])
+            norm::layer_norm(
+                lane,
+                inputs[0],
+                inputs[1],
+                inputs.get(2).copied(),
+                a.axis,
+                a.epsilon,
+            )?
+            .map(|t| vec![t])
         }
         Op::RmsNorm(a) => {
             want(2)?;
@@ -162,13 +198,26 @@ pub fn run_op(lane: &Lane, op: &Op, inputs: &[&DeviceTensor], outs: &[OutSpec]) 
 
 /// Vocabulary-parallel gather along axis 0: rows `[offset, offset + rows)` of a
 /// `full_rows`-row table are held here; other indices give zeros.
-pub fn sharded_gather(lane: &Lane, table: &DeviceTensor, indices: &DeviceTensor, offset: usize, rows: usize, full_rows: usize) -> Result<DeviceTensor, CudaError> {
+pub fn sharded_gather(
+    lane: &Lane,
+    table: &DeviceTensor,
+    indices: &DeviceTensor,
+    offset: usize,
+    rows: usize,
+    full_rows: usize,
+) -> Result<DeviceTensor, CudaError> {
     movement::gather(lane, table, indices, 0, Some((offset, rows, full_rows)))?
         .ok_or_else(|| CudaError::Unsupported("sharded gather needs integer indices".into()))
 }
 
 /// Keeps this rank's range `[start, end)` of `axis` (Replicated → Split).
-pub fn local_slice(lane: &Lane, x: &DeviceTensor, axis: usize, start: usize, end: usize) -> Result<DeviceTensor, CudaError> {
+pub fn local_slice(
+    lane: &Lane,
+    x: &DeviceTensor,
+    axis: usize,
+    start: usize,
+    end: usize,
+) -> Result<DeviceTensor, CudaError> {
     movement::take_range(lane, x, axis, start, end)
 }
 
@@ -178,17 +227,30 @@ pub fn scale(lane: &Lane, x: &DeviceTensor, s: f32) -> Result<DeviceTensor, Cuda
 }
 
 /// Elementwise sum of two tensors of the same shape (virtual-rank reductions).
-pub fn add_same_shape(lane: &Lane, a: &DeviceTensor, b: &DeviceTensor) -> Result<DeviceTensor, CudaError> {
+pub fn add_same_shape(
+    lane: &Lane,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+) -> Result<DeviceTensor, CudaError> {
     elementwise::add_same_shape(lane, a, b)
 }
 
 /// Moves axis `from` of a contiguous tensor to position `to` (collectives' layout moves).
-pub fn move_axis(lane: &Lane, x: &DeviceTensor, from: usize, to: usize) -> Result<DeviceTensor, CudaError> {
+pub fn move_axis(
+    lane: &Lane,
+    x: &DeviceTensor,
+    from: usize,
+    to: usize,
+) -> Result<DeviceTensor, CudaError> {
     movement::move_axis(lane, x, from, to)
 }
 
 /// Concatenates tensors along `axis`.
-pub fn concat(lane: &Lane, parts: &[&DeviceTensor], axis: usize) -> Result<DeviceTensor, CudaError> {
+pub fn concat(
+    lane: &Lane,
+    parts: &[&DeviceTensor],
+    axis: usize,
+) -> Result<DeviceTensor, CudaError> {
     movement::concat(lane, parts, axis)
 }
 
@@ -198,7 +260,12 @@ fn out_dtype(outs: &[OutSpec]) -> Option<DType> {
 
 fn check_outputs(op: &Op, got: &[DeviceTensor], outs: &[OutSpec]) -> Result<(), CudaError> {
     if got.len() != outs.len() {
-        return Err(CudaError::Plan(format!("{} produced {} outputs, the plan expects {}", op.name(), got.len(), outs.len())));
+        return Err(CudaError::Plan(format!(
+            "{} produced {} outputs, the plan expects {}",
+            op.name(),
+            got.len(),
+            outs.len()
+        )));
     }
     for (i, (t, (dtype, shape))) in got.iter().zip(outs).enumerate() {
         if &t.shape != shape || Class::of(t.dtype) != Class::of(*dtype) {
