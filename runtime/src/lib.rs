@@ -6,6 +6,6 @@ pub mod reference;
 pub mod weights;
 pub use error::RuntimeError;
 
-pub mod kernels;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod kernels;

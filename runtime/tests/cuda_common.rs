@@ -1,4 +1,5 @@
-//! Helpers shared by the CUDA integration tests (included with `mod`, not a test itself).
+//! Helpers shared by the CUDA integration tests (included with `#[path]` by cuda_cpu.rs and
+//! cuda_gpu.rs; as its own test target it only checks the reference erf).
 #![cfg(feature = "cuda")]
 #![allow(dead_code)]
 use std::collections::BTreeMap;

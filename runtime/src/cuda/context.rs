@@ -12,9 +12,12 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Process-wide PTX cache: (kernel file, compute capability) → PTX.
-fn ptx_cache() -> &'static Mutex<HashMap<(&'static str, i32, i32), Ptx>> {
-    static CACHE: OnceLock<Mutex<HashMap<(&'static str, i32, i32), Ptx>>> = OnceLock::new();
+/// Compiled PTX by (kernel file, compute capability major, minor).
+type PtxCache = Mutex<HashMap<(&'static str, i32, i32), Ptx>>;
+
+/// Process-wide PTX cache.
+fn ptx_cache() -> &'static PtxCache {
+    static CACHE: OnceLock<PtxCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 

@@ -85,3 +85,10 @@ impl CudaError {
         CudaError::Nccl(format!("{e:?}"))
     }
 }
+
+impl From<CudaError> for crate::RuntimeError {
+    /// CUDA failures surface as plan-execution errors of the runtime.
+    fn from(e: CudaError) -> Self {
+        crate::RuntimeError::Plan(format!("cuda: {e}"))
+    }
+}

@@ -1,9 +1,9 @@
 //! Where the CUDA executor gets host weights from, and host-side slicing.
 //!
-//! [`WeightSource`] is deliberately small so that the runtime's mmap-backed `WeightStore`
-//! (which slices while reading) can implement it with one call to its `load`; until then,
-//! [`InlineWeights`] (plans whose weights are all inline) and [`NamedWeights`] (a map from
-//! initializer name to tensor) serve tests and tools.
+//! [`WeightSource`] is implemented by the runtime's mmap-backed
+//! [`crate::weights::WeightStore`] (which slices while reading), by [`InlineWeights`]
+//! (plans whose weights are all inline) and by [`NamedWeights`] (a map from initializer
+//! name to tensor, for tests and tools).
 use super::CudaError;
 use std::collections::BTreeMap;
 use tessera_ir::plan::AxisSlice;
@@ -41,6 +41,14 @@ impl WeightSource for NamedWeights {
             Some(t) => maybe_slice(t, slice),
             None => InlineWeights.load_weight(weight, slice),
         }
+    }
+}
+
+impl WeightSource for crate::weights::WeightStore {
+    /// Reads (mmap) only the requested slice, converting f16/bf16 to f32.
+    fn load_weight(&self, weight: &Weight, slice: Option<&AxisSlice>) -> Result<Tensor, CudaError> {
+        self.load(weight, slice)
+            .map_err(|e| CudaError::Plan(e.to_string()))
     }
 }
 
