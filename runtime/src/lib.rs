@@ -6,4 +6,6 @@ pub mod reference;
 pub mod weights;
 pub use error::RuntimeError;
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kernels;
