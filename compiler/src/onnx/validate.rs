@@ -16,7 +16,8 @@ pub(crate) fn validate(graph: &mut Graph, file: &str) -> Result<usize, ImportErr
             .iter()
             .map(|&t| (graph.tensor(t).dtype, graph.tensor(t).shape.as_slice()))
             .collect();
-        let outs = infer_node(&node.name, &node.op, &ins, node.outputs.len()).map_err(|e| invalid(e.to_string()))?;
+        let outs = infer_node(&node.name, &node.op, &ins, node.outputs.len())
+            .map_err(|e| invalid(e.to_string()))?;
         let recorded: Vec<_> = node
             .outputs
             .iter()

@@ -100,7 +100,9 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
         return Err(ImportError::UnsupportedFeature {
             node: cx.name.into(),
             op: cx.node.op_type.clone(),
-            msg: format!("{dtype} Range with stash_type=0 (half-precision accumulation) is not supported"),
+            msg: format!(
+                "{dtype} Range with stash_type=0 (half-precision accumulation) is not supported"
+            ),
         });
     }
     let data = match (&vals[0].data, &vals[1].data, &vals[2].data) {

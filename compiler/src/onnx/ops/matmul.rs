@@ -107,7 +107,9 @@ pub(crate) fn explicit_equation(eq: &str, ranks: &[usize]) -> Result<String, Str
         let mut seen = Vec::new();
         for c in t.chars() {
             if seen.contains(&c) {
-                return Err(format!("label '{c}' repeated within one operand ({DIAGONAL})"));
+                return Err(format!(
+                    "label '{c}' repeated within one operand ({DIAGONAL})"
+                ));
             }
             seen.push(c);
         }

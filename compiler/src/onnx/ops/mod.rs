@@ -59,12 +59,7 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
 
 /// An entry supported for opsets `since..=until` only.
 #[allow(dead_code)] // kept for ops whose newer schema versions change semantics
-const fn entry_until(
-    op_type: &'static str,
-    since: i64,
-    until: i64,
-    convert: Converter,
-) -> OpEntry {
+const fn entry_until(op_type: &'static str, since: i64, until: i64, convert: Converter) -> OpEntry {
     OpEntry {
         op_type,
         since,
