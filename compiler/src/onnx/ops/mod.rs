@@ -47,23 +47,13 @@ pub(crate) struct OpEntry {
     pub convert: Converter,
 }
 
-/// An entry supported from `since` up to [`MAX_OPSET`](super::MAX_OPSET).
+/// An entry supported from `since` up to [`MAX_OPSET`](super::MAX_OPSET) (an op whose newer
+/// schema changes semantics is written as an `OpEntry` literal with its own `until`).
 const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry {
     OpEntry {
         op_type,
         since,
         until: super::MAX_OPSET,
-        convert,
-    }
-}
-
-/// An entry supported for opsets `since..=until` only.
-#[allow(dead_code)] // kept for ops whose newer schema versions change semantics
-const fn entry_until(op_type: &'static str, since: i64, until: i64, convert: Converter) -> OpEntry {
-    OpEntry {
-        op_type,
-        since,
-        until,
         convert,
     }
 }
