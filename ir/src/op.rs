@@ -344,11 +344,7 @@ impl Op {
             Op::MatMul(_) => "MatMul".into(),
             Op::Gemm(_) => "Gemm".into(),
             Op::Einsum(_) => "Einsum".into(),
-            Op::Binary(a) => format!("{:?}", a.kind)
-                .split(' ')
-                .next()
-                .unwrap_or("Binary")
-                .into(),
+            Op::Binary(a) => format!("{:?}", a.kind).split(' ').next().unwrap_or("Binary").into(),
             Op::Unary(a) => format!("{:?}", a.kind),
             Op::Gelu(_) => "Gelu".into(),
             Op::Clip(_) => "Clip".into(),
