@@ -28,7 +28,8 @@ pub enum Op {
     Clip(ClipAttrs),
     /// Softmax / LogSoftmax over one axis (input: X).
     Softmax(SoftmaxAttrs),
-    /// LayerNormalization over axes `axis..rank` (inputs: X, Scale, optional Bias).
+    /// LayerNormalization over axes `axis..rank` (inputs: X, Scale, optional Bias; outputs:
+    /// Y, or Y, Mean and InvStdDev).
     LayerNorm(NormAttrs),
     /// RMSNormalization over axes `axis..rank` (inputs: X, Scale).
     RmsNorm(NormAttrs),
