@@ -44,7 +44,7 @@ fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchSta
         iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
         stop_reason: worst.to_string(),
         limits,
-        extractor: "ilp(microlp)".into(),
+        extractor: "frontier-dp".into(),
         cost,
         lower_bound,
         gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 { (cost - lower_bound) / cost } else { 0.0 },

@@ -4,6 +4,7 @@
 //! See `docs/partitioner.md` for the language, the rule table, the cost model, the exact
 //! extraction, the layer detection and the lower bound.
 pub mod budget;
+pub mod dp;
 pub mod egraph;
 pub mod extract;
 pub mod form;

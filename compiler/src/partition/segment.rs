@@ -4,7 +4,8 @@ use super::egraph::{
     add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph, DistNode, Key, RuleApplier,
     RuleSearcher, Source,
 };
-use super::extract::{check, flatten, ExtractError, Extractor, IlpExtractor};
+use super::dp::DpExtractor;
+use super::extract::{check, flatten, ExtractError, Extractor};
 use super::form::{tensor_bytes, LocalForm};
 use super::rules::{local_forms, RuleCx, RULES};
 use crate::cost::{collective_seconds, compute_seconds};
@@ -234,7 +235,7 @@ pub fn solve(
     };
     let flat = flatten(&eg, &roots, |n| node_cost(cx, &eg, model, mode, n), allow, seg.budget)?;
     let t2 = t0.elapsed();
-    let ex = IlpExtractor.extract(&flat)?;
+    let ex = DpExtractor.extract(&flat)?;
     if std::env::var("TESSERA_PROBE").is_ok() { eprintln!("build {:?} flatten {:?} ilp {:?} mode {:?} classes {}", t1, t2 - t1, t0.elapsed() - t2, mode, flat.classes.len()); }
     check(&flat, &ex)?;
     let mut sel = Selection::default();
