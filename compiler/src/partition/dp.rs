@@ -58,7 +58,13 @@ fn outcomes(p: &FlatProblem, demand: &BTreeSet<usize>) -> Vec<Outcome> {
     out
 }
 
-fn enumerate(p: &FlatProblem, t: TensorId, mut todo: Vec<usize>, picks: &mut BTreeMap<usize, usize>, out: &mut Vec<Outcome>) {
+fn enumerate(
+    p: &FlatProblem,
+    t: TensorId,
+    mut todo: Vec<usize>,
+    picks: &mut BTreeMap<usize, usize>,
+    out: &mut Vec<Outcome>,
+) {
     while let Some(&c) = todo.last() {
         if picks.contains_key(&c) {
             todo.pop();
@@ -68,7 +74,10 @@ fn enumerate(p: &FlatProblem, t: TensorId, mut todo: Vec<usize>, picks: &mut BTr
     }
     let Some(c) = todo.pop() else {
         // Complete: check one produced layout for computed tensors, collect.
-        let computes = picks.iter().filter(|(&c, &n)| p.classes[c].nodes[n].computes).count();
+        let computes = picks
+            .iter()
+            .filter(|(&c, &n)| p.classes[c].nodes[n].computes)
+            .count();
         if computes > 1 {
             return;
         }
@@ -83,14 +92,22 @@ fn enumerate(p: &FlatProblem, t: TensorId, mut todo: Vec<usize>, picks: &mut BTr
                 }
             }
         }
-        out.push(Outcome { cost, mem, picks: picks.iter().map(|(a, b)| (*a, *b)).collect(), demands });
+        out.push(Outcome {
+            cost,
+            mem,
+            picks: picks.iter().map(|(a, b)| (*a, *b)).collect(),
+            demands,
+        });
         return;
     };
     for (ni, node) in p.classes[c].nodes.iter().enumerate() {
         picks.insert(c, ni);
         let mut next = todo.clone();
         for &k in &node.children {
-            if tensor_of(&p.classes[k].key) == t && !matches!(p.classes[k].key, Key::View(..)) && !picks.contains_key(&k) {
+            if tensor_of(&p.classes[k].key) == t
+                && !matches!(p.classes[k].key, Key::View(..))
+                && !picks.contains_key(&k)
+            {
                 next.push(k);
             }
         }
@@ -112,19 +129,28 @@ fn consumers_first(p: &FlatProblem) -> Vec<TensorId> {
         for n in &c.nodes {
             for &k in &n.children {
                 let t = tensor_of(&p.classes[k].key);
-                if t != u && !matches!(p.classes[k].key, Key::View(..)) && readers.entry(t).or_default().insert(u) {
+                if t != u
+                    && !matches!(p.classes[k].key, Key::View(..))
+                    && readers.entry(t).or_default().insert(u)
+                {
                     *indeg.entry(u).or_default() += 1;
                 }
             }
         }
     }
     // Kahn's algorithm, smallest id first for determinism.
-    let mut ready: BTreeSet<TensorId> = indeg.iter().filter(|(_, d)| **d == 0).map(|(t, _)| *t).collect();
+    let mut ready: BTreeSet<TensorId> = indeg
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(t, _)| *t)
+        .collect();
     let mut order = Vec::with_capacity(indeg.len());
     while let Some(t) = ready.pop_first() {
         order.push(t);
         for u in readers.get(&t).into_iter().flatten() {
-            let d = indeg.get_mut(u).expect("every reader has an in-degree entry");
+            let d = indeg
+                .get_mut(u)
+                .expect("every reader has an in-degree entry");
             *d -= 1;
             if *d == 0 {
                 ready.insert(*u);
@@ -143,7 +169,10 @@ fn insert(front: &mut Vec<Partial>, cand: Partial, budgeted: bool) {
         }
         return;
     }
-    if front.iter().any(|f| f.cost <= cand.cost && f.mem <= cand.mem) {
+    if front
+        .iter()
+        .any(|f| f.cost <= cand.cost && f.mem <= cand.mem)
+    {
         return;
     }
     front.retain(|f| !(cand.cost <= f.cost && cand.mem <= f.mem));
@@ -160,10 +189,19 @@ impl Extractor for DpExtractor {
         let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
         let mut init = Frontier::new();
         for &r in &p.roots {
-            init.entry(tensor_of(&p.classes[r].key)).or_default().insert(r);
+            init.entry(tensor_of(&p.classes[r].key))
+                .or_default()
+                .insert(r);
         }
         let mut states: BTreeMap<Frontier, Vec<Partial>> = BTreeMap::new();
-        states.insert(init, vec![Partial { cost: 0.0, mem: 0.0, chosen: None }]);
+        states.insert(
+            init,
+            vec![Partial {
+                cost: 0.0,
+                mem: 0.0,
+                chosen: None,
+            }],
+        );
         let mut cache: BTreeMap<BTreeSet<usize>, Rc<Vec<Outcome>>> = BTreeMap::new();
         for t in order {
             let mut next: BTreeMap<Frontier, Vec<Partial>> = BTreeMap::new();
@@ -175,7 +213,10 @@ impl Extractor for DpExtractor {
                     }
                     continue;
                 };
-                let outs = cache.entry(demand.clone()).or_insert_with(|| Rc::new(outcomes(p, &demand))).clone();
+                let outs = cache
+                    .entry(demand.clone())
+                    .or_insert_with(|| Rc::new(outcomes(p, &demand)))
+                    .clone();
                 for o in outs.iter() {
                     let mut nf = fr.clone();
                     let mut view_mem = 0.0;
@@ -186,7 +227,9 @@ impl Extractor for DpExtractor {
                             view_mem += p.classes[k].nodes[0].mem;
                             view_picks.push((k, 0));
                         } else {
-                            nf.entry(tensor_of(&p.classes[k].key)).or_default().insert(k);
+                            nf.entry(tensor_of(&p.classes[k].key))
+                                .or_default()
+                                .insert(k);
                         }
                     }
                     let e = next.entry(nf).or_default();
@@ -199,7 +242,15 @@ impl Extractor for DpExtractor {
                         for &item in o.picks.iter().chain(&view_picks) {
                             chosen = Some(Rc::new(Chain { item, next: chosen }));
                         }
-                        insert(e, Partial { cost: pt.cost + o.cost, mem, chosen }, budgeted);
+                        insert(
+                            e,
+                            Partial {
+                                cost: pt.cost + o.cost,
+                                mem,
+                                chosen,
+                            },
+                            budgeted,
+                        );
                     }
                 }
             }
@@ -219,7 +270,11 @@ impl Extractor for DpExtractor {
             cur = c.next.clone();
         }
         let cost = total_cost(p, &choice);
-        Ok(Extraction { choice, cost, lower_bound: cost })
+        Ok(Extraction {
+            choice,
+            cost,
+            lower_bound: cost,
+        })
     }
 }
 
