@@ -57,7 +57,7 @@ fn reshape(cx: &NodeCx) -> Result<Lowered, ImportError> {
     }
     if let Some(i) = infer_at {
         let known = numel(&out);
-        if known == 0 || numel(x) % known != 0 {
+        if known == 0 || !numel(x).is_multiple_of(known) {
             return Err(cx.err(format!("cannot reshape {x:?} to {target:?}")));
         }
         out[i] = numel(x) / known;
