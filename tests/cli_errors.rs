@@ -7,20 +7,41 @@ use std::process::Command;
 
 /// Runs `tessera ARGS`; returns (exit code, stdout, stderr).
 fn tessera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera");
-    let code = out.status.code().expect("tessera exited normally, not by a signal");
-    (code, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera");
+    let code = out
+        .status
+        .code()
+        .expect("tessera exited normally, not by a signal");
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Asserts a failure with exactly one non-empty stderr line containing every `needle`.
 fn assert_one_line_error(args: &[&str], needles: &[&str]) {
     let (code, _, err) = tessera(args);
     assert_ne!(code, 0, "tessera {args:?} should fail; stderr: {err}");
-    assert!(!err.contains("panicked"), "tessera {args:?} panicked: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "tessera {args:?} panicked: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "tessera {args:?}: expected one error line, got {lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "tessera {args:?}: expected one error line, got {lines:?}"
+    );
     for n in needles {
-        assert!(lines[0].contains(n), "tessera {args:?}: '{}' does not mention '{n}'", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "tessera {args:?}: '{}' does not mention '{n}'",
+            lines[0]
+        );
     }
 }
 
@@ -55,7 +76,10 @@ fn plan_that_is_not_json() {
     std::fs::write(&plan, "{ this is not json").unwrap();
     let p = plan.to_str().unwrap();
     assert_one_line_error(&["inspect", p], &["broken.json", "not a Tessera plan"]);
-    assert_one_line_error(&["inspect", p, "--json"], &["broken.json", "not a Tessera plan"]);
+    assert_one_line_error(
+        &["inspect", p, "--json"],
+        &["broken.json", "not a Tessera plan"],
+    );
     assert_one_line_error(&["dot", p], &["broken.json", "not a Tessera plan"]);
 }
 
@@ -64,9 +88,15 @@ fn json_that_is_not_a_plan() {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("other.json");
     std::fs::write(&plan, r#"{"format_version": 1, "hello": "world"}"#).unwrap();
-    assert_one_line_error(&["inspect", plan.to_str().unwrap()], &["other.json", "not a valid Tessera plan"]);
+    assert_one_line_error(
+        &["inspect", plan.to_str().unwrap()],
+        &["other.json", "not a valid Tessera plan"],
+    );
     std::fs::write(&plan, r#"{"format_version": 99}"#).unwrap();
-    assert_one_line_error(&["dot", plan.to_str().unwrap()], &["other.json", "version 99"]);
+    assert_one_line_error(
+        &["dot", plan.to_str().unwrap()],
+        &["other.json", "version 99"],
+    );
 }
 
 #[test]
@@ -86,11 +116,20 @@ fn model_with_an_unknown_op() {
     let model = dir.path().join("mystery.onnx");
     write_unknown_op_model(&model);
     let m = model.to_str().unwrap();
-    assert_one_line_error(&["inspect", m], &["mystery.onnx", "FrobnicateTensor", "mystery_node"]);
+    assert_one_line_error(
+        &["inspect", m],
+        &["mystery.onnx", "FrobnicateTensor", "mystery_node"],
+    );
     assert_one_line_error(&["dot", m], &["FrobnicateTensor"]);
     let plan = dir.path().join("plan.json");
-    assert_one_line_error(&["compile", m, "--devices", "2", "-o", plan.to_str().unwrap()], &["FrobnicateTensor"]);
-    assert!(!plan.exists(), "no plan is written for a model that does not import");
+    assert_one_line_error(
+        &["compile", m, "--devices", "2", "-o", plan.to_str().unwrap()],
+        &["FrobnicateTensor"],
+    );
+    assert!(
+        !plan.exists(),
+        "no plan is written for a model that does not import"
+    );
 }
 
 #[test]
@@ -107,5 +146,8 @@ fn bad_shape_spec_and_bad_options() {
     assert_one_line_error(&["inspect", mlp, "--shape", "x=4xfour"], &["four"]);
     assert_one_line_error(&["inspect", mlp, "--shape", "nosuch=4x64"], &["nosuch"]);
     assert_one_line_error(&["dot", mlp, "--format", "png"], &["png"]);
-    assert_one_line_error(&["dot", mlp, "--shape", "x=4x64", "--rank", "1"], &["--rank", "mlp.onnx"]);
+    assert_one_line_error(
+        &["dot", mlp, "--shape", "x=4x64", "--rank", "1"],
+        &["--rank", "mlp.onnx"],
+    );
 }

@@ -102,7 +102,12 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
             .ok_or_else(|| ReportError::InconsistentPlan(format!("value {} does not exist", v.0)))
     };
 
-    let model = std::path::Path::new(&plan.source.path).file_name().map_or_else(|| plan.source.path.clone(), |f| f.to_string_lossy().into_owned());
+    let model = std::path::Path::new(&plan.source.path)
+        .file_name()
+        .map_or_else(
+            || plan.source.path.clone(),
+            |f| f.to_string_lossy().into_owned(),
+        );
     let title = format!("{model} — rank {} of {devices}", opts.rank);
     let mut s = String::new();
     // Writing to a String cannot fail.
@@ -120,11 +125,32 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
 
     // Nodes outside clusters first, then one subgraph per cluster.
     let mut cluster_nodes: Vec<String> = vec![String::new(); view.clusters.len()];
+    let scalar = scalar_weight_steps(plan, steps);
     for (i, step) in steps.iter().enumerate() {
-        if !view.visible[i] {
+        if !view.visible[i] || scalar[i] {
             continue;
         }
-        let line = step_node(plan, i, step)?;
+        let consts: Vec<String> = step
+            .inputs
+            .iter()
+            .filter_map(|v| view.producer.get(v))
+            .filter(|&&p| scalar[p])
+            .filter_map(|&p| match &steps[p].kind {
+                StepKind::LoadWeight { tensor, .. } => plan
+                    .graph
+                    .tensors
+                    .get(tensor.index())
+                    .map(|t| t.name.clone()),
+                _ => None,
+            })
+            .collect();
+        // Scalar constants are listed on their reader instead of drawn as nodes.
+        let extra = if consts.is_empty() {
+            String::new()
+        } else {
+            format!("\n+ {}", consts.join(", "))
+        };
+        let line = step_node(plan, i, step, &extra)?;
         match view.cluster_of[i] {
             Some(c) => cluster_nodes[c].push_str(&format!("  {line}\n")),
             None => {
@@ -152,7 +178,11 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
         if !view.visible[i] {
             continue;
         }
-        for v in &step.inputs {
+        for v in step
+            .inputs
+            .iter()
+            .filter(|v| view.producer.get(v).is_none_or(|&p| !scalar[p]))
+        {
             let &p = view.producer.get(v).ok_or_else(|| {
                 ReportError::InconsistentPlan(format!(
                     "rank {}: value {} is read but never produced",
@@ -221,6 +251,24 @@ fn drawn_source(
     Some((q, prefix, ", style=dashed"))
 }
 
+/// Per step: is it the load of a whole scalar weight (drawn on its readers' labels)?
+fn scalar_weight_steps(plan: &Plan, steps: &[Step]) -> Vec<bool> {
+    steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::LoadWeight {
+                tensor,
+                slice: None,
+            } => plan
+                .graph
+                .tensors
+                .get(tensor.index())
+                .is_some_and(|t| tessera_ir::numel(&t.shape) == 1),
+            _ => false,
+        })
+        .collect()
+}
+
 /// Edge colour of a layout.
 fn layout_colour(layout: Layout) -> &'static str {
     match layout {
@@ -241,8 +289,8 @@ fn collective_colour(kind: CollectiveKind) -> &'static str {
     }
 }
 
-/// The DOT node statement of step `i`.
-fn step_node(plan: &Plan, i: usize, step: &Step) -> Result<String, ReportError> {
+/// The DOT node statement of step `i`; `extra` is appended to its label.
+fn step_node(plan: &Plan, i: usize, step: &Step, extra: &str) -> Result<String, ReportError> {
     let tensor_name = |t: tessera_ir::TensorId| {
         plan.graph
             .tensors
@@ -365,7 +413,11 @@ fn step_node(plan: &Plan, i: usize, step: &Step) -> Result<String, ReportError> 
             )
         }
     };
-    Ok(format!("s{i} [label=\"{}\", {attrs}];", dot_escape(&label)))
+    Ok(format!(
+        "s{i} [label=\"{}{}\", {attrs}];",
+        dot_escape(&label),
+        dot_escape(extra)
+    ))
 }
 
 #[cfg(test)]
