@@ -2,4 +2,7 @@
 //! with collectives, and the CUDA backend.
 #![warn(missing_docs)]
 
+pub mod collectives;
+pub mod device;
 pub mod kernels;
+pub mod npy;

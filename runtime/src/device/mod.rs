@@ -1,0 +1,2 @@
+//! Devices and backends that execute plans.
+pub mod shm;
