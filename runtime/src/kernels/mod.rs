@@ -1,6 +1,26 @@
 //! CPU kernels, shared by constant folding, the reference executor and the CPU devices.
-use tessera_ir::{Op, Tensor};
+//!
+//! One file per op family; [`eval`] dispatches on the [`Op`] variant. Floats compute in f32
+//! (f16/bf16 values were widened on load), integers in i64 (wrapped to the logical dtype's
+//! width where an op can overflow it), booleans as bool.
+use tessera_ir::{DType, Op, Tensor, TensorData};
 use thiserror::Error;
+
+mod binary;
+mod cast;
+mod cumsum;
+mod einsum;
+mod gather;
+pub mod index;
+mod matmul;
+mod movement;
+mod norm;
+mod reduce;
+mod softmax;
+mod trilu;
+mod unary;
+
+pub use cast::cast_tensor;
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).
 #[derive(Debug, Error)]
@@ -12,8 +32,213 @@ pub struct KernelError {
     pub msg: String,
 }
 
+/// Result type of the per-family kernels: a message that [`eval`] prefixes with the op name.
+pub(crate) type KResult<T> = Result<T, String>;
+
 /// Evaluates `op` on host tensors and returns its outputs.
+///
+/// Every op returns one output except [`Op::Split`] (one per piece) and [`Op::LayerNorm`]
+/// (Y, Mean, InvStdDev, as ONNX; callers that bind only Y ignore the rest).
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
-    let _ = inputs;
-    Err(KernelError { op: op.name(), msg: "not implemented yet".into() })
+    eval_inner(op, inputs).map_err(|msg| KernelError { op: op.name(), msg })
+}
+
+fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
+    let one = |t: KResult<Tensor>| t.map(|t| vec![t]);
+    match op {
+        Op::MatMul(_) => {
+            arity(inputs, 2, 2)?;
+            one(matmul::matmul(inputs[0], inputs[1]))
+        }
+        Op::Gemm(a) => {
+            arity(inputs, 2, 3)?;
+            one(matmul::gemm(
+                a,
+                inputs[0],
+                inputs[1],
+                inputs.get(2).copied(),
+            ))
+        }
+        Op::Einsum(a) => {
+            arity(inputs, 1, usize::MAX)?;
+            one(einsum::einsum(&a.equation, inputs))
+        }
+        Op::Binary(a) => {
+            arity(inputs, 2, 2)?;
+            one(binary::binary(a.kind, inputs[0], inputs[1]))
+        }
+        Op::Where => {
+            arity(inputs, 3, 3)?;
+            one(binary::where_select(inputs[0], inputs[1], inputs[2]))
+        }
+        Op::Unary(a) => {
+            arity(inputs, 1, 1)?;
+            one(unary::unary(a.kind, inputs[0]))
+        }
+        Op::Gelu(a) => {
+            arity(inputs, 1, 1)?;
+            one(unary::gelu(a.tanh_approximation, inputs[0]))
+        }
+        Op::Clip(a) => {
+            arity(inputs, 1, 1)?;
+            one(unary::clip(a.min, a.max, inputs[0]))
+        }
+        Op::Cast(a) => {
+            arity(inputs, 1, 1)?;
+            Ok(vec![cast_tensor(inputs[0], a.to)])
+        }
+        Op::Softmax(a) => {
+            arity(inputs, 1, 1)?;
+            one(softmax::softmax(a.axis, a.log, inputs[0]))
+        }
+        Op::LayerNorm(a) => {
+            arity(inputs, 2, 3)?;
+            norm::layer_norm(a, inputs[0], inputs[1], inputs.get(2).copied())
+        }
+        Op::RmsNorm(a) => {
+            arity(inputs, 2, 2)?;
+            one(norm::rms_norm(a, inputs[0], inputs[1]))
+        }
+        Op::Reduce(a) => {
+            arity(inputs, 1, 1)?;
+            one(reduce::reduce(a, inputs[0]))
+        }
+        Op::Reshape(a) => {
+            arity(inputs, 1, 1)?;
+            one(movement::reshape(&a.shape, inputs[0]))
+        }
+        Op::Transpose(a) => {
+            arity(inputs, 1, 1)?;
+            one(movement::transpose(&a.perm, inputs[0]))
+        }
+        Op::Concat(a) => {
+            arity(inputs, 1, usize::MAX)?;
+            one(movement::concat(a.axis, inputs))
+        }
+        Op::Split(a) => {
+            arity(inputs, 1, 1)?;
+            movement::split(a.axis, &a.sizes, inputs[0])
+        }
+        Op::Slice(a) => {
+            arity(inputs, 1, 1)?;
+            one(movement::slice(a, inputs[0]))
+        }
+        Op::Expand(a) => {
+            arity(inputs, 1, 1)?;
+            one(movement::expand(&a.shape, inputs[0]))
+        }
+        Op::Gather(a) => {
+            arity(inputs, 2, 2)?;
+            one(gather::gather(a.axis, inputs[0], inputs[1]))
+        }
+        Op::GatherNd(a) => {
+            arity(inputs, 2, 2)?;
+            one(gather::gather_nd(a.batch_dims, inputs[0], inputs[1]))
+        }
+        Op::Trilu(a) => {
+            arity(inputs, 1, 1)?;
+            one(trilu::trilu(a.upper, a.k, inputs[0]))
+        }
+        Op::CumSum(a) => {
+            arity(inputs, 1, 1)?;
+            one(cumsum::cumsum(a, inputs[0]))
+        }
+    }
+}
+
+fn arity(inputs: &[&Tensor], min: usize, max: usize) -> KResult<()> {
+    if inputs.len() < min || inputs.len() > max {
+        let want = if min == max {
+            format!("{min}")
+        } else if max == usize::MAX {
+            format!("at least {min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(format!("expected {want} inputs, got {}", inputs.len()));
+    }
+    Ok(())
+}
+
+/// Applies a generic expression to whichever storage a [`TensorData`] has, producing a
+/// [`TensorData`] of the same class: `map_storage!(data, v => f(v))`.
+macro_rules! map_storage {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            tessera_ir::TensorData::F32($v) => tessera_ir::TensorData::F32($body),
+            tessera_ir::TensorData::I64($v) => tessera_ir::TensorData::I64($body),
+            tessera_ir::TensorData::Bool($v) => tessera_ir::TensorData::Bool($body),
+        }
+    };
+}
+pub(crate) use map_storage;
+
+/// Builds a tensor whose storage class matches `dtype` by construction.
+pub(crate) fn make(dtype: DType, shape: Vec<usize>, data: TensorData) -> KResult<Tensor> {
+    Tensor::new(dtype, shape, data).map_err(|e| e.to_string())
+}
+
+/// Gathers `data[idx[i]]` for every i (indices are in range by construction of the caller).
+pub(crate) fn take<T: Copy>(data: &[T], idx: &[usize]) -> Vec<T> {
+    idx.iter().map(|&i| data[i]).collect()
+}
+
+/// Wraps an integer to the range of an integer dtype (two's complement, as numpy).
+pub(crate) fn wrap_int(dtype: DType, v: i64) -> i64 {
+    match dtype {
+        DType::I32 => v as i32 as i64,
+        DType::I16 => v as i16 as i64,
+        DType::I8 => v as i8 as i64,
+        DType::U8 => v as u8 as i64,
+        _ => v,
+    }
+}
+
+/// Describes a tensor's type for error messages, e.g. `f32[2, 3]`.
+pub(crate) fn describe(t: &Tensor) -> String {
+    format!("{}{:?}", t.dtype, t.shape)
+}
+
+/// An element type of [`TensorData`] storage, for kernels generic over the storage class.
+pub(crate) trait Elem: Copy + Default + PartialEq + std::fmt::Debug {
+    /// The elements, when `data` has this storage class.
+    fn slice(data: &TensorData) -> Option<&[Self]>;
+    /// Wraps elements into storage.
+    fn wrap(v: Vec<Self>) -> TensorData;
+}
+
+impl Elem for f32 {
+    fn slice(data: &TensorData) -> Option<&[f32]> {
+        match data {
+            TensorData::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<f32>) -> TensorData {
+        TensorData::F32(v)
+    }
+}
+
+impl Elem for i64 {
+    fn slice(data: &TensorData) -> Option<&[i64]> {
+        match data {
+            TensorData::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<i64>) -> TensorData {
+        TensorData::I64(v)
+    }
+}
+
+impl Elem for bool {
+    fn slice(data: &TensorData) -> Option<&[bool]> {
+        match data {
+            TensorData::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<bool>) -> TensorData {
+        TensorData::Bool(v)
+    }
 }

@@ -1,0 +1,356 @@
+//! Broadcasting elementwise binary ops (arithmetic, comparisons, logic) and Where.
+use super::index::{broadcast_offsets, broadcast_shapes};
+use super::{describe, make, map_storage, wrap_int, KResult};
+use tessera_ir::op::BinaryOp;
+use tessera_ir::{DType, Tensor, TensorData};
+
+/// Applies `f` elementwise to `a` and `b` broadcast (numpy) to `out_shape`.
+fn zip_broadcast<T: Copy, U>(
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> U,
+) -> Vec<U> {
+    let n: usize = out_shape.iter().product();
+    if a.len() == n && b.len() == n && a_shape == b_shape {
+        return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+    }
+    if a.len() == n && b.len() == 1 {
+        let y = b[0];
+        return a.iter().map(|&x| f(x, y)).collect();
+    }
+    if b.len() == n && a.len() == 1 {
+        let x = a[0];
+        return b.iter().map(|&y| f(x, y)).collect();
+    }
+    // Both shapes broadcast to out_shape by construction of the caller.
+    let ia = broadcast_offsets(a_shape, out_shape).unwrap_or_default();
+    let ib = broadcast_offsets(b_shape, out_shape).unwrap_or_default();
+    ia.iter().zip(&ib).map(|(&i, &j)| f(a[i], b[j])).collect()
+}
+
+fn is_comparison(kind: BinaryOp) -> bool {
+    matches!(
+        kind,
+        BinaryOp::Equal
+            | BinaryOp::Less
+            | BinaryOp::LessOrEqual
+            | BinaryOp::Greater
+            | BinaryOp::GreaterOrEqual
+    )
+}
+
+fn compare<T: PartialOrd>(kind: BinaryOp, x: T, y: T) -> bool {
+    match kind {
+        BinaryOp::Equal => x == y,
+        BinaryOp::Less => x < y,
+        BinaryOp::LessOrEqual => x <= y,
+        BinaryOp::Greater => x > y,
+        _ => x >= y,
+    }
+}
+
+/// Python-style modulo (result takes the sign of the divisor).
+fn py_mod_f32(x: f32, y: f32) -> f32 {
+    let r = x % y;
+    if r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+        r + y
+    } else {
+        r
+    }
+}
+
+fn py_mod_i64(x: i64, y: i64) -> i64 {
+    let r = x.wrapping_rem(y);
+    if r != 0 && ((r < 0) != (y < 0)) {
+        r + y
+    } else {
+        r
+    }
+}
+
+fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
+    Ok(match kind {
+        BinaryOp::Add => |x, y| x + y,
+        BinaryOp::Sub => |x, y| x - y,
+        BinaryOp::Mul => |x, y| x * y,
+        BinaryOp::Div => |x, y| x / y,
+        BinaryOp::Pow => f32::powf,
+        BinaryOp::Max => |x, y| {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.max(y)
+            }
+        },
+        BinaryOp::Min => |x, y| {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.min(y)
+            }
+        },
+        BinaryOp::Mod { fmod: true } => |x, y| x % y,
+        BinaryOp::Mod { fmod: false } => py_mod_f32,
+        other => return Err(format!("{other:?} is not defined on floats")),
+    })
+}
+
+fn int_pow(x: i64, y: i64) -> i64 {
+    if y >= 0 {
+        x.wrapping_pow(y.min(u32::MAX as i64) as u32)
+    } else {
+        match x {
+            1 => 1,
+            -1 if y % 2 == 0 => 1,
+            -1 => -1,
+            _ => 0,
+        }
+    }
+}
+
+fn int_op(kind: BinaryOp) -> KResult<fn(i64, i64) -> i64> {
+    Ok(match kind {
+        BinaryOp::Add => i64::wrapping_add,
+        BinaryOp::Sub => i64::wrapping_sub,
+        BinaryOp::Mul => i64::wrapping_mul,
+        BinaryOp::Div => i64::wrapping_div,
+        BinaryOp::Pow => int_pow,
+        BinaryOp::Max => |x, y| x.max(y),
+        BinaryOp::Min => |x, y| x.min(y),
+        BinaryOp::Mod { fmod: true } => i64::wrapping_rem,
+        BinaryOp::Mod { fmod: false } => py_mod_i64,
+        other => return Err(format!("{other:?} is not defined on integers")),
+    })
+}
+
+fn bool_op(kind: BinaryOp) -> KResult<fn(bool, bool) -> bool> {
+    Ok(match kind {
+        BinaryOp::And => |x, y| x && y,
+        BinaryOp::Or => |x, y| x || y,
+        BinaryOp::Xor => |x, y| x ^ y,
+        BinaryOp::Equal => |x, y| x == y,
+        other => return Err(format!("{other:?} is not defined on booleans")),
+    })
+}
+
+/// Evaluates a broadcasting binary op.
+pub(crate) fn binary(kind: BinaryOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> {
+    let out_shape = broadcast_shapes(&a.shape, &b.shape)
+        .ok_or_else(|| format!("cannot broadcast {} with {}", describe(a), describe(b)))?;
+    let so_owned = out_shape.clone();
+    let (sa, sb, so) = (&a.shape[..], &b.shape[..], &so_owned[..]);
+    let cmp = is_comparison(kind);
+    match (&a.data, &b.data) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            if cmp {
+                let v = zip_broadcast(x, sa, y, sb, so, |p, q| compare(kind, p, q));
+                make(DType::Bool, out_shape, TensorData::Bool(v))
+            } else {
+                let f = float_op(kind)?;
+                make(
+                    a.dtype,
+                    out_shape,
+                    TensorData::F32(zip_broadcast(x, sa, y, sb, so, f)),
+                )
+            }
+        }
+        (TensorData::I64(x), TensorData::I64(y)) => {
+            if cmp {
+                let v = zip_broadcast(x, sa, y, sb, so, |p, q| compare(kind, p, q));
+                return make(DType::Bool, out_shape, TensorData::Bool(v));
+            }
+            if matches!(kind, BinaryOp::Div | BinaryOp::Mod { .. }) && y.contains(&0) {
+                return Err("integer division by zero".into());
+            }
+            let f = int_op(kind)?;
+            let dt = a.dtype;
+            let v = zip_broadcast(x, sa, y, sb, so, |p, q| wrap_int(dt, f(p, q)));
+            make(dt, out_shape, TensorData::I64(v))
+        }
+        (TensorData::Bool(x), TensorData::Bool(y)) => {
+            let f = bool_op(kind)?;
+            make(
+                DType::Bool,
+                out_shape,
+                TensorData::Bool(zip_broadcast(x, sa, y, sb, so, f)),
+            )
+        }
+        // Pow allows a different exponent type (ONNX T1).
+        (TensorData::F32(x), TensorData::I64(y)) if kind == BinaryOp::Pow => {
+            let yf: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+            make(
+                a.dtype,
+                out_shape,
+                TensorData::F32(zip_broadcast(x, sa, &yf, sb, so, f32::powf)),
+            )
+        }
+        (TensorData::I64(x), TensorData::F32(y)) if kind == BinaryOp::Pow => {
+            let dt = a.dtype;
+            let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+            let yf: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+            let v = zip_broadcast(&xf, sa, &yf, sb, so, |p, q| wrap_int(dt, p.powf(q) as i64));
+            make(dt, out_shape, TensorData::I64(v))
+        }
+        _ => Err(format!(
+            "operand types differ: {} and {}",
+            describe(a),
+            describe(b)
+        )),
+    }
+}
+
+/// `cond ? x : y` with three-way numpy broadcasting.
+pub(crate) fn where_select(cond: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Tensor> {
+    let c = cond
+        .as_bool()
+        .ok_or_else(|| format!("condition must be bool, got {}", describe(cond)))?;
+    let s1 = broadcast_shapes(&cond.shape, &x.shape);
+    let out_shape = s1
+        .and_then(|s| broadcast_shapes(&s, &y.shape))
+        .ok_or_else(|| {
+            format!(
+                "cannot broadcast {}, {} and {}",
+                describe(cond),
+                describe(x),
+                describe(y)
+            )
+        })?;
+    // All three broadcast to out_shape by construction.
+    let ic = broadcast_offsets(&cond.shape, &out_shape).unwrap_or_default();
+    let ix = broadcast_offsets(&x.shape, &out_shape).unwrap_or_default();
+    let iy = broadcast_offsets(&y.shape, &out_shape).unwrap_or_default();
+    macro_rules! select {
+        ($xv:expr, $yv:expr) => {
+            ic.iter()
+                .zip(ix.iter().zip(&iy))
+                .map(|(&k, (&i, &j))| if c[k] { $xv[i] } else { $yv[j] })
+                .collect()
+        };
+    }
+    let data = match (&x.data, &y.data) {
+        (TensorData::F32(a), TensorData::F32(b)) => TensorData::F32(select!(a, b)),
+        (TensorData::I64(a), TensorData::I64(b)) => TensorData::I64(select!(a, b)),
+        (TensorData::Bool(a), TensorData::Bool(b)) => TensorData::Bool(select!(a, b)),
+        _ => {
+            return Err(format!(
+                "branch types differ: {} and {}",
+                describe(x),
+                describe(y)
+            ))
+        }
+    };
+    make(x.dtype, out_shape, data)
+}
+
+/// Broadcasts a tensor to `out_shape` (used by Expand and by kernels with broadcast operands).
+pub(crate) fn broadcast_to(t: &Tensor, out_shape: &[usize]) -> KResult<Tensor> {
+    if t.shape == out_shape {
+        return Ok(t.clone());
+    }
+    let idx = broadcast_offsets(&t.shape, out_shape)
+        .ok_or_else(|| format!("cannot broadcast {} to {:?}", describe(t), out_shape))?;
+    make(
+        t.dtype,
+        out_shape.to_vec(),
+        map_storage!(&t.data, v => super::take(v, &idx)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_broadcasts_row_and_column() {
+        let a = Tensor::f32(vec![2, 1], vec![1.0, 2.0]);
+        let b = Tensor::f32(vec![3], vec![10.0, 20.0, 30.0]);
+        let c = binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(c.shape, vec![2, 3]);
+        assert_eq!(c.as_f32().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    }
+
+    #[test]
+    fn integer_div_truncates_and_mod_follows_sign_rules() {
+        let a = Tensor::i64(vec![4], vec![7, -7, 7, -7]);
+        let b = Tensor::i64(vec![4], vec![2, 2, -2, -2]);
+        let d = binary(BinaryOp::Div, &a, &b).unwrap();
+        assert_eq!(d.as_i64().unwrap(), &[3, -3, -3, 3]);
+        let m = binary(BinaryOp::Mod { fmod: false }, &a, &b).unwrap();
+        assert_eq!(m.as_i64().unwrap(), &[1, 1, -1, -1]);
+        let f = binary(BinaryOp::Mod { fmod: true }, &a, &b).unwrap();
+        assert_eq!(f.as_i64().unwrap(), &[1, -1, 1, -1]);
+        assert!(binary(BinaryOp::Div, &a, &Tensor::i64(vec![], vec![0])).is_err());
+    }
+
+    #[test]
+    fn int32_add_wraps() {
+        let mut a = Tensor::i64(vec![1], vec![i32::MAX as i64]);
+        a.dtype = DType::I32;
+        let mut b = Tensor::i64(vec![1], vec![1]);
+        b.dtype = DType::I32;
+        let c = binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(c.as_i64().unwrap(), &[i32::MIN as i64]);
+        assert_eq!(c.dtype, DType::I32);
+    }
+
+    #[test]
+    fn comparisons_and_logic_give_bools() {
+        let a = Tensor::f32(vec![3], vec![1.0, 2.0, 3.0]);
+        let b = Tensor::f32(vec![], vec![2.0]);
+        assert_eq!(
+            binary(BinaryOp::Less, &a, &b).unwrap().as_bool().unwrap(),
+            &[true, false, false]
+        );
+        assert_eq!(
+            binary(BinaryOp::GreaterOrEqual, &a, &b)
+                .unwrap()
+                .as_bool()
+                .unwrap(),
+            &[false, true, true]
+        );
+        let p = Tensor::bool(vec![2], vec![true, false]);
+        let q = Tensor::bool(vec![2], vec![true, true]);
+        assert_eq!(
+            binary(BinaryOp::Xor, &p, &q).unwrap().as_bool().unwrap(),
+            &[false, true]
+        );
+        assert!(binary(BinaryOp::And, &a, &b).is_err());
+    }
+
+    #[test]
+    fn max_propagates_nan_and_pow_mixes_types() {
+        let a = Tensor::f32(vec![2], vec![f32::NAN, 1.0]);
+        let b = Tensor::f32(vec![2], vec![0.0, 5.0]);
+        let m = binary(BinaryOp::Max, &a, &b).unwrap();
+        assert!(m.as_f32().unwrap()[0].is_nan());
+        assert_eq!(m.as_f32().unwrap()[1], 5.0);
+        let p = binary(
+            BinaryOp::Pow,
+            &Tensor::f32(vec![2], vec![2.0, 3.0]),
+            &Tensor::i64(vec![], vec![3]),
+        )
+        .unwrap();
+        assert_eq!(p.as_f32().unwrap(), &[8.0, 27.0]);
+    }
+
+    #[test]
+    fn incompatible_shapes_are_an_error() {
+        let a = Tensor::f32(vec![2], vec![0.0; 2]);
+        let b = Tensor::f32(vec![3], vec![0.0; 3]);
+        let e = binary(BinaryOp::Add, &a, &b).unwrap_err();
+        assert!(e.contains("f32[2]") && e.contains("f32[3]"), "{e}");
+    }
+
+    #[test]
+    fn where_broadcasts_three_ways() {
+        let c = Tensor::bool(vec![2, 1], vec![true, false]);
+        let x = Tensor::i64(vec![3], vec![1, 2, 3]);
+        let y = Tensor::i64(vec![], vec![0]);
+        let w = where_select(&c, &x, &y).unwrap();
+        assert_eq!(w.shape, vec![2, 3]);
+        assert_eq!(w.as_i64().unwrap(), &[1, 2, 3, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,360 @@
+//! MatMul (numpy semantics, batched with broadcasting) and Gemm, through the `gemm` crate.
+//!
+//! Floats multiply in f32; integers in f64 (exact below 2^53) and round back.
+use super::index::{broadcast_offsets, broadcast_shapes};
+use super::{describe, make, wrap_int, KResult};
+use tessera_ir::op::GemmAttrs;
+use tessera_ir::{DType, Tensor, TensorData};
+
+/// A row/column-strided matrix view: element (i, j) is at `data[off + i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatView<'a, T> {
+    pub data: &'a [T],
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<T> MatView<'_, T> {
+    /// True when every element of a `rows × cols` matrix lies inside `data`.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || self.off + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m×n] (row-major, row stride n, at dst_off) = scale·A·B + (accumulate ? dst : 0)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: 'static + Copy + From<f32>>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    dst_off: usize,
+    a: MatView<'_, T>,
+    b: MatView<'_, T>,
+    scale: T,
+    accumulate: bool,
+) -> KResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if !a.fits(m, k) || !b.fits(k, n) || dst_off + m * n > dst.len() {
+        return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[dst_off..dst_off + m * n]
+                .iter_mut()
+                .for_each(|d| *d = T::from(0.0));
+        }
+        return Ok(());
+    }
+    // SAFETY: `fits` checked above that every element (i, l) of A (i < m, l < k) and (l, j) of
+    // B (l < k, j < n) lies within its slice, and dst[dst_off .. dst_off + m·n] is in bounds
+    // and exclusively borrowed; all strides are non-negative. T is f32 or f64 (the only
+    // instantiations in this module), both supported by `gemm::gemm`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dst_off),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            T::from(1.0),
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
+/// Batched row-major matmul of `a [.., m, k]` and `b [.., k, n]` with broadcast batch shapes
+/// (already validated). Returns the output elements.
+#[allow(clippy::too_many_arguments)]
+fn batched<T: 'static + Copy + From<f32>>(
+    a: &[T],
+    a_batch: &[usize],
+    b: &[T],
+    b_batch: &[usize],
+    out_batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> KResult<Vec<T>> {
+    let nb: usize = out_batch.iter().product();
+    let mut out = vec![T::from(0.0); nb * m * n];
+    let b_count: usize = b_batch.iter().product();
+    let a_count: usize = a_batch.iter().product();
+    if b_count == 1 && a_count == nb {
+        // B shared by every batch: one (nb·m) × k by k × n product.
+        let av = MatView {
+            data: a,
+            off: 0,
+            rs: k,
+            cs: 1,
+        };
+        let bv = MatView {
+            data: b,
+            off: 0,
+            rs: n,
+            cs: 1,
+        };
+        gemm_into(nb * m, n, k, &mut out, 0, av, bv, T::from(1.0), false)?;
+        return Ok(out);
+    }
+    let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    for (bi, (&oa, &ob)) in ia.iter().zip(&ib).enumerate() {
+        let av = MatView {
+            data: a,
+            off: oa * m * k,
+            rs: k,
+            cs: 1,
+        };
+        let bv = MatView {
+            data: b,
+            off: ob * k * n,
+            rs: n,
+            cs: 1,
+        };
+        gemm_into(m, n, k, &mut out, bi * m * n, av, bv, T::from(1.0), false)?;
+    }
+    Ok(out)
+}
+
+/// numpy `matmul`: 1-D operands are promoted (and the added axis removed), batch axes
+/// broadcast.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
+    let bad = || format!("cannot multiply {} by {}", describe(a), describe(b));
+    if a.shape.is_empty() || b.shape.is_empty() {
+        return Err(bad());
+    }
+    let a2: Vec<usize> = if a.shape.len() == 1 {
+        vec![1, a.shape[0]]
+    } else {
+        a.shape.clone()
+    };
+    let b2: Vec<usize> = if b.shape.len() == 1 {
+        vec![b.shape[0], 1]
+    } else {
+        b.shape.clone()
+    };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(bad());
+    }
+    let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+    let out_batch = broadcast_shapes(ab, bb).ok_or_else(bad)?;
+    let mut out_shape = out_batch.clone();
+    if a.shape.len() > 1 {
+        out_shape.push(m);
+    }
+    if b.shape.len() > 1 {
+        out_shape.push(n);
+    }
+    match (&a.data, &b.data) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            let v = batched(x, ab, y, bb, &out_batch, m, k, n)?;
+            make(a.dtype, out_shape, TensorData::F32(v))
+        }
+        (TensorData::I64(x), TensorData::I64(y)) => {
+            let xf: Vec<f64> = x.iter().map(|&e| e as f64).collect();
+            let yf: Vec<f64> = y.iter().map(|&e| e as f64).collect();
+            let v = batched(&xf, ab, &yf, bb, &out_batch, m, k, n)?;
+            let dt = a.dtype;
+            make(
+                dt,
+                out_shape,
+                TensorData::I64(
+                    v.into_iter()
+                        .map(|e| wrap_int(dt, e.round() as i64))
+                        .collect(),
+                ),
+            )
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Gemm: `alpha·op(A)·op(B) + beta·C`, C broadcast to `[M, N]`.
+pub(crate) fn gemm(
+    attrs: &GemmAttrs,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+) -> KResult<Tensor> {
+    let bad = || format!("cannot apply Gemm to {} and {}", describe(a), describe(b));
+    if a.shape.len() != 2 || b.shape.len() != 2 {
+        return Err(bad());
+    }
+    let (m, k) = if attrs.trans_a {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (k2, n) = if attrs.trans_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
+    if k != k2 {
+        return Err(bad());
+    }
+    // Start from beta·C broadcast to [M, N] (or zeros).
+    let c_full: Option<Vec<f64>> = match c {
+        Some(c) if attrs.beta != 0.0 => {
+            let idx = broadcast_offsets(&c.shape, &[m, n])
+                .ok_or_else(|| format!("C {} does not broadcast to [{m}, {n}]", describe(c)))?;
+            let cv = c.to_f64_vec();
+            Some(idx.iter().map(|&i| cv[i] * attrs.beta as f64).collect())
+        }
+        _ => None,
+    };
+    let (a_rs, a_cs) = if attrs.trans_a { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if attrs.trans_b { (1, k) } else { (n, 1) };
+    let acc = c_full.is_some();
+    match (&a.data, &b.data) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            let mut out: Vec<f32> = match c_full {
+                Some(v) => v.into_iter().map(|e| e as f32).collect(),
+                None => vec![0.0; m * n],
+            };
+            let av = MatView {
+                data: x,
+                off: 0,
+                rs: a_rs,
+                cs: a_cs,
+            };
+            let bv = MatView {
+                data: y,
+                off: 0,
+                rs: b_rs,
+                cs: b_cs,
+            };
+            gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha, acc)?;
+            make(a.dtype, vec![m, n], TensorData::F32(out))
+        }
+        (TensorData::I64(_), TensorData::I64(_)) => {
+            let (xf, yf) = (a.to_f64_vec(), b.to_f64_vec());
+            let mut out = c_full.unwrap_or_else(|| vec![0.0; m * n]);
+            let av = MatView {
+                data: &xf,
+                off: 0,
+                rs: a_rs,
+                cs: a_cs,
+            };
+            let bv = MatView {
+                data: &yf,
+                off: 0,
+                rs: b_rs,
+                cs: b_cs,
+            };
+            gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha as f64, acc)?;
+            let dt = if a.dtype.is_int() {
+                a.dtype
+            } else {
+                DType::I64
+            };
+            make(
+                dt,
+                vec![m, n],
+                TensorData::I64(
+                    out.into_iter()
+                        .map(|e| wrap_int(dt, e.round() as i64))
+                        .collect(),
+                ),
+            )
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_2d_and_vector_forms() {
+        let a = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let b = Tensor::f32(vec![3, 2], vec![7.0, 8.0, 9.0, 10.0, 11.0, 12.0]);
+        let c = matmul(&a, &b).unwrap();
+        assert_eq!(c.shape, vec![2, 2]);
+        assert_eq!(c.as_f32().unwrap(), &[58.0, 64.0, 139.0, 154.0]);
+        let v = Tensor::f32(vec![3], vec![1.0, 0.0, -1.0]);
+        let av = matmul(&a, &v).unwrap();
+        assert_eq!(
+            (av.shape.clone(), av.as_f32().unwrap().to_vec()),
+            (vec![2], vec![-2.0, -2.0])
+        );
+        let va = matmul(&Tensor::f32(vec![2], vec![1.0, 1.0]), &a).unwrap();
+        assert_eq!(
+            (va.shape.clone(), va.as_f32().unwrap().to_vec()),
+            (vec![3], vec![5.0, 7.0, 9.0])
+        );
+        assert!(matmul(&a, &a).is_err());
+    }
+
+    #[test]
+    fn matmul_broadcast_batches() {
+        // A [2,1,2,2] (two batches), B [3,2,2] (three batches) → [2,3,2,2].
+        let a = Tensor::f32(
+            vec![2, 1, 2, 2],
+            vec![1.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 2.0],
+        );
+        let b = Tensor::f32(vec![3, 2, 2], (0..12).map(|x| x as f32).collect());
+        let c = matmul(&a, &b).unwrap();
+        assert_eq!(c.shape, vec![2, 3, 2, 2]);
+        let v = c.as_f32().unwrap();
+        assert_eq!(&v[..12], b.as_f32().unwrap());
+        let doubled: Vec<f32> = b.as_f32().unwrap().iter().map(|x| 2.0 * x).collect();
+        assert_eq!(&v[12..], &doubled[..]);
+    }
+
+    #[test]
+    fn matmul_batched_by_shared_matrix_and_ints() {
+        let a = Tensor::i64(vec![2, 1, 2], vec![1, 2, 3, 4]);
+        let b = Tensor::i64(vec![2, 2], vec![1, 1, 0, 1]);
+        let c = matmul(&a, &b).unwrap();
+        assert_eq!(c.shape, vec![2, 1, 2]);
+        assert_eq!(c.as_i64().unwrap(), &[1, 3, 3, 7]);
+    }
+
+    #[test]
+    fn gemm_transposes_alpha_beta_and_broadcast_c() {
+        // A^T where A is stored [3,2]; B^T where B is stored [2,3].
+        let a = Tensor::f32(vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let b = Tensor::f32(vec![2, 3], vec![7.0, 9.0, 11.0, 8.0, 10.0, 12.0]);
+        let c = Tensor::f32(vec![2], vec![1.0, -1.0]);
+        let attrs = GemmAttrs {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: true,
+            trans_b: true,
+        };
+        let y = gemm(&attrs, &a, &b, Some(&c)).unwrap();
+        // 0.5·[[58,64],[139,154]] + 2·[1,-1]
+        assert_eq!(y.as_f32().unwrap(), &[31.0, 30.0, 71.5, 75.0]);
+        let plain = GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        };
+        assert!(gemm(&plain, &a, &b, None).is_ok());
+        assert!(gemm(&plain, &a, &a, None).is_err());
+    }
+}

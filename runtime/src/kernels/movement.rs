@@ -1,0 +1,266 @@
+//! Data-movement ops: Reshape, Transpose, Concat, Split, Slice, Expand.
+use super::binary::broadcast_to;
+use super::index::{broadcast_shapes, strided_offsets, strides};
+use super::{describe, make, map_storage, take, Elem, KResult};
+use tessera_ir::op::SliceAttrs;
+use tessera_ir::{Tensor, TensorData};
+
+/// Reshape to a static shape with the same element count.
+pub(crate) fn reshape(shape: &[usize], x: &Tensor) -> KResult<Tensor> {
+    let n: usize = shape.iter().product();
+    if n != x.numel() {
+        return Err(format!("cannot reshape {} to {:?}", describe(x), shape));
+    }
+    make(x.dtype, shape.to_vec(), x.data.clone())
+}
+
+/// Transpose: output axis i is input axis `perm[i]`.
+pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
+    let rank = x.shape.len();
+    let mut seen = vec![false; rank];
+    if perm.len() != rank
+        || perm
+            .iter()
+            .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(format!(
+            "perm {perm:?} is not a permutation of the axes of {}",
+            describe(x)
+        ));
+    }
+    let in_strides = strides(&x.shape);
+    let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let s: Vec<isize> = perm.iter().map(|&p| in_strides[p] as isize).collect();
+    let idx = strided_offsets(&out_shape, &s, 0);
+    make(
+        x.dtype,
+        out_shape,
+        map_storage!(&x.data, v => take(v, &idx)),
+    )
+}
+
+fn concat_typed<T: Elem>(
+    axis: usize,
+    inputs: &[&Tensor],
+    outer: usize,
+    out_len: usize,
+) -> KResult<TensorData> {
+    let mut parts = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        let v =
+            T::slice(&t.data).ok_or_else(|| format!("operand types differ ({})", describe(t)))?;
+        let block: usize = t.shape[axis..].iter().product();
+        parts.push((v, block));
+    }
+    let mut out = Vec::with_capacity(out_len);
+    for o in 0..outer {
+        for (v, block) in &parts {
+            out.extend_from_slice(&v[o * block..(o + 1) * block]);
+        }
+    }
+    Ok(T::wrap(out))
+}
+
+/// Concatenation along `axis`.
+pub(crate) fn concat(axis: usize, inputs: &[&Tensor]) -> KResult<Tensor> {
+    let first = inputs[0];
+    let rank = first.shape.len();
+    if axis >= rank {
+        return Err(format!("axis {axis} out of range for {}", describe(first)));
+    }
+    let mut out_shape = first.shape.clone();
+    out_shape[axis] = 0;
+    for t in inputs {
+        let same_rest =
+            t.shape.len() == rank && (0..rank).all(|d| d == axis || t.shape[d] == first.shape[d]);
+        if !same_rest {
+            return Err(format!(
+                "cannot concatenate {} with {} along axis {axis}",
+                describe(first),
+                describe(t)
+            ));
+        }
+        out_shape[axis] += t.shape[axis];
+    }
+    let outer: usize = first.shape[..axis].iter().product();
+    let n: usize = out_shape.iter().product();
+    let data = match &first.data {
+        TensorData::F32(_) => concat_typed::<f32>(axis, inputs, outer, n)?,
+        TensorData::I64(_) => concat_typed::<i64>(axis, inputs, outer, n)?,
+        TensorData::Bool(_) => concat_typed::<bool>(axis, inputs, outer, n)?,
+    };
+    make(first.dtype, out_shape, data)
+}
+
+/// Split along `axis` into pieces of the given sizes.
+pub(crate) fn split(axis: usize, sizes: &[usize], x: &Tensor) -> KResult<Vec<Tensor>> {
+    if axis >= x.shape.len() || sizes.iter().sum::<usize>() != x.shape[axis] {
+        return Err(format!(
+            "cannot split {} into {sizes:?} along axis {axis}",
+            describe(x)
+        ));
+    }
+    let s: Vec<isize> = strides(&x.shape).into_iter().map(|v| v as isize).collect();
+    let mut start = 0usize;
+    let mut outs = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let mut shape = x.shape.clone();
+        shape[axis] = size;
+        let idx = strided_offsets(&shape, &s, start as isize * s[axis]);
+        outs.push(make(
+            x.dtype,
+            shape,
+            map_storage!(&x.data, v => take(v, &idx)),
+        )?);
+        start += size;
+    }
+    Ok(outs)
+}
+
+/// Number of elements selected by `start:end:step` (start/end already clamped).
+fn slice_len(start: i64, end: i64, step: i64) -> usize {
+    if step > 0 && end > start {
+        ((end - start + step - 1) / step) as usize
+    } else if step < 0 && start > end {
+        ((start - end + (-step) - 1) / (-step)) as usize
+    } else {
+        0
+    }
+}
+
+/// Static strided slice; steps may be negative.
+pub(crate) fn slice(a: &SliceAttrs, x: &Tensor) -> KResult<Tensor> {
+    let n = a.axes.len();
+    if a.starts.len() != n || a.ends.len() != n || a.steps.len() != n {
+        return Err("axes, starts, ends and steps differ in length".into());
+    }
+    let in_strides = strides(&x.shape);
+    let mut shape = x.shape.clone();
+    let mut s: Vec<isize> = in_strides.iter().map(|&v| v as isize).collect();
+    let mut base = 0isize;
+    for i in 0..n {
+        let (axis, step) = (a.axes[i], a.steps[i]);
+        if axis >= x.shape.len() || step == 0 {
+            return Err(format!(
+                "bad slice axis {axis} / step {step} for {}",
+                describe(x)
+            ));
+        }
+        let dim = x.shape[axis] as i64;
+        // Clamp as ONNX does (the importer normally did already).
+        let norm = |v: i64| if v < 0 { v + dim } else { v };
+        let (start, end) = if step > 0 {
+            (
+                norm(a.starts[i]).clamp(0, dim),
+                norm(a.ends[i]).clamp(0, dim),
+            )
+        } else {
+            let e = if a.ends[i] == -1 && a.starts[i] >= 0 {
+                -1
+            } else {
+                norm(a.ends[i]).clamp(-1, dim - 1)
+            };
+            (norm(a.starts[i]).clamp(0, dim - 1), e)
+        };
+        let count = slice_len(start, end, step);
+        shape[axis] = count;
+        if count > 0 {
+            base += start as isize * in_strides[axis] as isize;
+        }
+        s[axis] = in_strides[axis] as isize * step as isize;
+    }
+    let idx = strided_offsets(&shape, &s, base);
+    make(x.dtype, shape, map_storage!(&x.data, v => take(v, &idx)))
+}
+
+/// Broadcast to `shape` (numpy rules, as ONNX Expand).
+pub(crate) fn expand(shape: &[usize], x: &Tensor) -> KResult<Tensor> {
+    let out = broadcast_shapes(&x.shape, shape)
+        .ok_or_else(|| format!("cannot expand {} to {:?}", describe(x), shape))?;
+    broadcast_to(x, &out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iota(shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product::<usize>() as i64;
+        Tensor::i64(shape, (0..n).collect())
+    }
+
+    #[test]
+    fn transpose_3d() {
+        let t = transpose(&[2, 0, 1], &iota(vec![2, 3, 2])).unwrap();
+        assert_eq!(t.shape, vec![2, 2, 3]);
+        // out[k,i,j] = in[i,j,k] = 6i + 2j + k
+        assert_eq!(t.as_i64().unwrap(), &[0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]);
+        assert!(transpose(&[0, 0, 1], &iota(vec![2, 3, 2])).is_err());
+    }
+
+    #[test]
+    fn concat_middle_axis() {
+        let a = iota(vec![2, 1, 2]);
+        let b = Tensor::i64(vec![2, 2, 2], vec![10, 11, 12, 13, 14, 15, 16, 17]);
+        let c = concat(1, &[&a, &b]).unwrap();
+        assert_eq!(c.shape, vec![2, 3, 2]);
+        assert_eq!(
+            c.as_i64().unwrap(),
+            &[0, 1, 10, 11, 12, 13, 2, 3, 14, 15, 16, 17]
+        );
+        assert!(concat(0, &[&a, &b]).is_err());
+    }
+
+    #[test]
+    fn split_uneven() {
+        let parts = split(1, &[1, 2], &iota(vec![2, 3])).unwrap();
+        assert_eq!(parts[0].as_i64().unwrap(), &[0, 3]);
+        assert_eq!(parts[1].shape, vec![2, 2]);
+        assert_eq!(parts[1].as_i64().unwrap(), &[1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn slice_positive_and_negative_steps() {
+        let x = iota(vec![3, 4]);
+        let a = SliceAttrs {
+            axes: vec![1],
+            starts: vec![1],
+            ends: vec![4],
+            steps: vec![2],
+        };
+        assert_eq!(
+            slice(&a, &x).unwrap().as_i64().unwrap(),
+            &[1, 3, 5, 7, 9, 11]
+        );
+        // Reverse both axes: x[::-1, ::-1]; end -1 means "through index 0".
+        let r = SliceAttrs {
+            axes: vec![0, 1],
+            starts: vec![2, 3],
+            ends: vec![-1, -1],
+            steps: vec![-1, -2],
+        };
+        let y = slice(&r, &x).unwrap();
+        assert_eq!(y.shape, vec![3, 2]);
+        assert_eq!(y.as_i64().unwrap(), &[11, 9, 7, 5, 3, 1]);
+        let empty = SliceAttrs {
+            axes: vec![0],
+            starts: vec![2],
+            ends: vec![1],
+            steps: vec![1],
+        };
+        assert_eq!(slice(&empty, &x).unwrap().shape, vec![0, 4]);
+    }
+
+    #[test]
+    fn expand_and_reshape() {
+        let x = Tensor::f32(vec![3, 1], vec![1.0, 2.0, 3.0]);
+        let e = expand(&[2, 3, 2], &x).unwrap();
+        assert_eq!(e.shape, vec![2, 3, 2]);
+        assert_eq!(
+            e.as_f32().unwrap(),
+            &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+        );
+        assert_eq!(reshape(&[1, 3], &x).unwrap().shape, vec![1, 3]);
+        assert!(reshape(&[4], &x).is_err());
+    }
+}

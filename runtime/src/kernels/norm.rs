@@ -1,0 +1,171 @@
+//! LayerNormalization and RMSNormalization over axes `axis..rank` (f32, two-pass).
+use super::binary::broadcast_to;
+use super::{describe, make, KResult};
+use tessera_ir::op::NormAttrs;
+use tessera_ir::{Tensor, TensorData};
+
+/// Splits `x` into `outer` rows of `inner` normalised elements and broadcasts `param` to a row.
+fn rows_and_param(
+    axis: usize,
+    x: &Tensor,
+    param: &Tensor,
+    what: &str,
+) -> KResult<(usize, usize, Vec<f32>)> {
+    if axis >= x.shape.len() {
+        return Err(format!("axis {axis} out of range for {}", describe(x)));
+    }
+    let norm_shape = &x.shape[axis..];
+    let p = broadcast_to(param, norm_shape).map_err(|_| {
+        format!(
+            "{what} {} does not broadcast to {:?}",
+            describe(param),
+            norm_shape
+        )
+    })?;
+    let pv = p
+        .as_f32()
+        .ok_or_else(|| format!("{what} must be float, got {}", describe(param)))?
+        .to_vec();
+    let inner: usize = norm_shape.iter().product();
+    let outer: usize = x.shape[..axis].iter().product();
+    Ok((outer, inner, pv))
+}
+
+/// LayerNorm: returns Y, Mean and InvStdDev (the latter two of shape `x.shape[..axis]`
+/// followed by ones, as ONNX).
+pub(crate) fn layer_norm(
+    a: &NormAttrs,
+    x: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+) -> KResult<Vec<Tensor>> {
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
+    let (outer, inner, s) = rows_and_param(a.axis, x, scale, "scale")?;
+    let b = match bias {
+        Some(b) => Some(rows_and_param(a.axis, x, b, "bias")?.2),
+        None => None,
+    };
+    let mut y = vec![0f32; v.len()];
+    let mut means = vec![0f32; outer];
+    let mut inv_stds = vec![0f32; outer];
+    for r in 0..outer {
+        let row = &v[r * inner..(r + 1) * inner];
+        let mean = row.iter().sum::<f32>() / inner as f32;
+        let var = row.iter().map(|&e| (e - mean) * (e - mean)).sum::<f32>() / inner as f32;
+        let inv = 1.0 / (var + a.epsilon).sqrt();
+        let dst = &mut y[r * inner..(r + 1) * inner];
+        for (j, (d, &e)) in dst.iter_mut().zip(row).enumerate() {
+            *d = (e - mean) * inv * s[j] + b.as_ref().map_or(0.0, |b| b[j]);
+        }
+        means[r] = mean;
+        inv_stds[r] = inv;
+    }
+    let mut stat_shape = x.shape[..a.axis].to_vec();
+    stat_shape.resize(x.shape.len(), 1);
+    Ok(vec![
+        make(x.dtype, x.shape.clone(), TensorData::F32(y))?,
+        make(
+            tessera_ir::DType::F32,
+            stat_shape.clone(),
+            TensorData::F32(means),
+        )?,
+        make(
+            tessera_ir::DType::F32,
+            stat_shape,
+            TensorData::F32(inv_stds),
+        )?,
+    ])
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + ε) · scale`.
+pub(crate) fn rms_norm(a: &NormAttrs, x: &Tensor, scale: &Tensor) -> KResult<Tensor> {
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
+    let (outer, inner, s) = rows_and_param(a.axis, x, scale, "scale")?;
+    let mut y = vec![0f32; v.len()];
+    for r in 0..outer {
+        let row = &v[r * inner..(r + 1) * inner];
+        let ms = row.iter().map(|&e| e * e).sum::<f32>() / inner as f32;
+        let inv = 1.0 / (ms + a.epsilon).sqrt();
+        for (j, (d, &e)) in y[r * inner..(r + 1) * inner]
+            .iter_mut()
+            .zip(row)
+            .enumerate()
+        {
+            *d = e * inv * s[j];
+        }
+    }
+    make(x.dtype, x.shape.clone(), TensorData::F32(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_rows_with_scale_and_bias() {
+        let x = Tensor::f32(vec![2, 2], vec![1.0, 3.0, 0.0, 0.0]);
+        let s = Tensor::f32(vec![2], vec![2.0, 1.0]);
+        let b = Tensor::f32(vec![2], vec![0.5, -0.5]);
+        let out = layer_norm(
+            &NormAttrs {
+                axis: 1,
+                epsilon: 0.0,
+            },
+            &x,
+            &s,
+            Some(&b),
+        )
+        .unwrap();
+        // Row 0: mean 2, var 1 → normalised [-1, 1] → [-2+0.5, 1-0.5].
+        assert_eq!(&out[0].as_f32().unwrap()[..2], &[-1.5, 0.5]);
+        assert_eq!(out[1].shape, vec![2, 1]);
+        assert_eq!(out[1].as_f32().unwrap(), &[2.0, 0.0]);
+        assert_eq!(out[2].as_f32().unwrap()[0], 1.0);
+        // Row 1 is constant: with epsilon 0 it divides 0 by 0.
+        assert!(out[0].as_f32().unwrap()[2].is_nan());
+    }
+
+    #[test]
+    fn layer_norm_epsilon_and_multi_axis() {
+        let x = Tensor::f32(vec![1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let s = Tensor::f32(vec![], vec![1.0]);
+        let out = layer_norm(
+            &NormAttrs {
+                axis: 1,
+                epsilon: 1e-5,
+            },
+            &x,
+            &s,
+            None,
+        )
+        .unwrap();
+        // mean 2.5, var 1.25 → (x-2.5)/sqrt(1.25+1e-5)
+        let d = (1.25f32 + 1e-5).sqrt();
+        let want = [-1.5 / d, -0.5 / d, 0.5 / d, 1.5 / d];
+        for (a, b) in out[0].as_f32().unwrap().iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rms_norm_rows() {
+        let x = Tensor::f32(vec![1, 2], vec![3.0, 4.0]);
+        let s = Tensor::f32(vec![2], vec![1.0, 2.0]);
+        let y = rms_norm(
+            &NormAttrs {
+                axis: 1,
+                epsilon: 0.0,
+            },
+            &x,
+            &s,
+        )
+        .unwrap();
+        // rms = sqrt(12.5)
+        let r = 12.5f32.sqrt();
+        assert_eq!(y.as_f32().unwrap(), &[3.0 / r, 8.0 / r]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Reductions over a set of axes (Sum, Mean, Max, Min, Prod, SumSquare, L2), with keepdims.
+//!
+//! Floats accumulate in f64 and round once; an empty reduction gives the identity of the
+//! op (0, 1, -inf, +inf; NaN for a mean).
+use super::index::{strided_offsets, strides};
+use super::{describe, make, wrap_int, KResult};
+use tessera_ir::op::{ReduceAttrs, ReduceKind};
+use tessera_ir::{Tensor, TensorData};
+
+/// Output shapes of a reduction: (keepdims shape, final shape).
+fn reduced_shapes(shape: &[usize], axes: &[usize], keepdims: bool) -> (Vec<usize>, Vec<usize>) {
+    let kept: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+        .collect();
+    let fin = if keepdims {
+        kept.clone()
+    } else {
+        shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !axes.contains(d))
+            .map(|(_, &n)| n)
+            .collect()
+    };
+    (kept, fin)
+}
+
+/// For each input element, the offset of the output element it reduces into.
+fn output_offsets(shape: &[usize], kept: &[usize], axes: &[usize]) -> Vec<usize> {
+    let ks = strides(kept);
+    let s: Vec<isize> = (0..shape.len())
+        .map(|d| if axes.contains(&d) { 0 } else { ks[d] as isize })
+        .collect();
+    strided_offsets(shape, &s, 0)
+}
+
+fn reduce_f32(kind: ReduceKind, v: &[f32], dst: &[usize], n_out: usize, count: usize) -> Vec<f32> {
+    let init = match kind {
+        ReduceKind::Max => f64::NEG_INFINITY,
+        ReduceKind::Min => f64::INFINITY,
+        ReduceKind::Prod => 1.0,
+        _ => 0.0,
+    };
+    let mut acc = vec![init; n_out];
+    for (&x, &o) in v.iter().zip(dst) {
+        let x = x as f64;
+        let a = &mut acc[o];
+        *a = match kind {
+            ReduceKind::Sum | ReduceKind::Mean => *a + x,
+            ReduceKind::Prod => *a * x,
+            ReduceKind::SumSquare | ReduceKind::L2 => *a + x * x,
+            ReduceKind::Max if x.is_nan() || a.is_nan() => f64::NAN,
+            ReduceKind::Min if x.is_nan() || a.is_nan() => f64::NAN,
+            ReduceKind::Max => a.max(x),
+            ReduceKind::Min => a.min(x),
+        };
+    }
+    acc.into_iter()
+        .map(|a| match kind {
+            ReduceKind::Mean => (a / count as f64) as f32,
+            ReduceKind::L2 => a.sqrt() as f32,
+            _ => a as f32,
+        })
+        .collect()
+}
+
+fn reduce_i64(kind: ReduceKind, v: &[i64], dst: &[usize], n_out: usize, count: usize) -> Vec<i64> {
+    let init = match kind {
+        ReduceKind::Max => i64::MIN,
+        ReduceKind::Min => i64::MAX,
+        ReduceKind::Prod => 1,
+        _ => 0,
+    };
+    let mut acc = vec![init; n_out];
+    for (&x, &o) in v.iter().zip(dst) {
+        let a = &mut acc[o];
+        *a = match kind {
+            ReduceKind::Sum | ReduceKind::Mean => a.wrapping_add(x),
+            ReduceKind::Prod => a.wrapping_mul(x),
+            ReduceKind::SumSquare | ReduceKind::L2 => a.wrapping_add(x.wrapping_mul(x)),
+            ReduceKind::Max => (*a).max(x),
+            ReduceKind::Min => (*a).min(x),
+        };
+    }
+    acc.into_iter()
+        .map(|a| match kind {
+            ReduceKind::Mean if count > 0 => a / count as i64,
+            ReduceKind::L2 => (a as f64).sqrt() as i64,
+            _ => a,
+        })
+        .collect()
+}
+
+/// Evaluates a reduction.
+pub(crate) fn reduce(a: &ReduceAttrs, x: &Tensor) -> KResult<Tensor> {
+    if let Some(&bad) = a.axes.iter().find(|&&d| d >= x.shape.len()) {
+        return Err(format!("axis {bad} out of range for {}", describe(x)));
+    }
+    let (kept, out_shape) = reduced_shapes(&x.shape, &a.axes, a.keepdims);
+    let n_out: usize = kept.iter().product();
+    let count: usize = a.axes.iter().map(|&d| x.shape[d]).product();
+    let dst = output_offsets(&x.shape, &kept, &a.axes);
+    let data = match &x.data {
+        TensorData::F32(v) => TensorData::F32(reduce_f32(a.kind, v, &dst, n_out, count)),
+        TensorData::I64(v) => {
+            let r = reduce_i64(a.kind, v, &dst, n_out, count);
+            TensorData::I64(r.into_iter().map(|e| wrap_int(x.dtype, e)).collect())
+        }
+        TensorData::Bool(v) if matches!(a.kind, ReduceKind::Max | ReduceKind::Min) => {
+            let any = a.kind == ReduceKind::Max;
+            let mut acc = vec![!any; n_out];
+            for (&b, &o) in v.iter().zip(&dst) {
+                acc[o] = if any { acc[o] || b } else { acc[o] && b };
+            }
+            TensorData::Bool(acc)
+        }
+        TensorData::Bool(_) => return Err(format!("{:?} is not defined on booleans", a.kind)),
+    };
+    make(x.dtype, out_shape, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(kind: ReduceKind, axes: Vec<usize>, keepdims: bool) -> ReduceAttrs {
+        ReduceAttrs {
+            kind,
+            axes,
+            keepdims,
+        }
+    }
+
+    #[test]
+    fn sum_and_mean_over_axes() {
+        let x = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let s = reduce(&attrs(ReduceKind::Sum, vec![1], false), &x).unwrap();
+        assert_eq!(
+            (s.shape.clone(), s.as_f32().unwrap().to_vec()),
+            (vec![2], vec![6.0, 15.0])
+        );
+        let m = reduce(&attrs(ReduceKind::Mean, vec![0], true), &x).unwrap();
+        assert_eq!(
+            (m.shape.clone(), m.as_f32().unwrap().to_vec()),
+            (vec![1, 3], vec![2.5, 3.5, 4.5])
+        );
+        let all = reduce(&attrs(ReduceKind::Sum, vec![0, 1], false), &x).unwrap();
+        assert_eq!(
+            (all.shape.clone(), all.as_f32().unwrap().to_vec()),
+            (vec![], vec![21.0])
+        );
+    }
+
+    #[test]
+    fn max_min_prod_l2() {
+        let x = Tensor::f32(vec![2, 2], vec![3.0, -4.0, 0.5, 2.0]);
+        let r = |k| {
+            reduce(&attrs(k, vec![1], false), &x)
+                .unwrap()
+                .as_f32()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(r(ReduceKind::Max), vec![3.0, 2.0]);
+        assert_eq!(r(ReduceKind::Min), vec![-4.0, 0.5]);
+        assert_eq!(r(ReduceKind::Prod), vec![-12.0, 1.0]);
+        assert_eq!(r(ReduceKind::L2), vec![5.0, (4.25f64).sqrt() as f32]);
+        assert_eq!(r(ReduceKind::SumSquare), vec![25.0, 4.25]);
+    }
+
+    #[test]
+    fn empty_axes_is_identity_and_empty_set_gives_identity_element() {
+        let x = Tensor::i64(vec![2], vec![7, -1]);
+        let r = reduce(&attrs(ReduceKind::Sum, vec![], false), &x).unwrap();
+        assert_eq!(r.as_i64().unwrap(), &[7, -1]);
+        let e = Tensor::f32(vec![2, 0], vec![]);
+        let m = reduce(&attrs(ReduceKind::Max, vec![1], true), &e).unwrap();
+        assert_eq!(m.shape, vec![2, 1]);
+        assert_eq!(m.as_f32().unwrap(), &[f32::NEG_INFINITY; 2]);
+        let p = reduce(&attrs(ReduceKind::Prod, vec![1], false), &e).unwrap();
+        assert_eq!(p.as_f32().unwrap(), &[1.0; 2]);
+    }
+
+    #[test]
+    fn integer_mean_truncates() {
+        let x = Tensor::i64(vec![3], vec![1, 2, 2]);
+        let m = reduce(&attrs(ReduceKind::Mean, vec![0], false), &x).unwrap();
+        assert_eq!(m.as_i64().unwrap(), &[1]);
+        assert!(reduce(&attrs(ReduceKind::Sum, vec![1], false), &x).is_err());
+    }
+}

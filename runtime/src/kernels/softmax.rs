@@ -1,0 +1,83 @@
+//! Softmax and LogSoftmax over one axis (max-subtracted, f32 accumulation).
+use super::{describe, make, KResult};
+use tessera_ir::{Tensor, TensorData};
+
+/// Softmax (or LogSoftmax when `log`) of `x` along `axis`.
+pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
+    if axis >= x.shape.len() {
+        return Err(format!("axis {axis} out of range for {}", describe(x)));
+    }
+    let outer: usize = x.shape[..axis].iter().product();
+    let n = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let mut out = vec![0f32; v.len()];
+    let mut row = vec![0f32; n];
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * n * inner + i;
+            for (j, r) in row.iter_mut().enumerate() {
+                *r = v[base + j * inner];
+            }
+            softmax_row(&mut row, log);
+            for (j, r) in row.iter().enumerate() {
+                out[base + j * inner] = *r;
+            }
+        }
+    }
+    make(x.dtype, x.shape.clone(), TensorData::F32(out))
+}
+
+/// In-place softmax / log-softmax of one contiguous row.
+pub fn softmax_row(row: &mut [f32], log: bool) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for r in row.iter_mut() {
+        *r -= max;
+        sum += r.exp();
+    }
+    if log {
+        let ls = sum.ln();
+        row.iter_mut().for_each(|r| *r -= ls);
+    } else {
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|r| *r = r.exp() * inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_last_axis_is_stable() {
+        let x = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0]);
+        let y = softmax(1, false, &x).unwrap();
+        let v = y.as_f32().unwrap();
+        // softmax([1,2,3]) = [0.09003057, 0.24472847, 0.66524096]
+        for (a, b) in v[..3]
+            .iter()
+            .zip([0.090_030_57, 0.244_728_47, 0.665_240_96])
+        {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        for a in &v[3..] {
+            assert!((a - 1.0 / 3.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_middle_axis_and_log() {
+        // [1,2,2]: softmax over axis 1 pairs (x[0,0,j], x[0,1,j]).
+        let x = Tensor::f32(vec![1, 2, 2], vec![0.0, 1.0, 0.0, 3.0]);
+        let y = softmax(1, false, &x).unwrap();
+        let v = y.as_f32().unwrap();
+        assert!((v[0] - 0.5).abs() < 1e-7 && (v[2] - 0.5).abs() < 1e-7);
+        // e^1/(e^1+e^3) = 0.11920292
+        assert!((v[1] - 0.119_202_92).abs() < 1e-6 && (v[3] - 0.880_797_1).abs() < 1e-6);
+        let l = softmax(1, true, &x).unwrap();
+        assert!((l.as_f32().unwrap()[1] - 0.119_202_92f32.ln()).abs() < 1e-5);
+    }
+}

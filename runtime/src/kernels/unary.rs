@@ -1,0 +1,269 @@
+//! Elementwise unary ops, GELU and Clip.
+use super::{describe, make, KResult};
+use tessera_ir::op::UnaryOp;
+use tessera_ir::{DType, Tensor, TensorData};
+
+fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
+    Ok(match kind {
+        UnaryOp::Identity => |x| x,
+        UnaryOp::Neg => |x| -x,
+        UnaryOp::Abs => f32::abs,
+        UnaryOp::Sqrt => f32::sqrt,
+        UnaryOp::Reciprocal => |x| 1.0 / x,
+        UnaryOp::Exp => f32::exp,
+        UnaryOp::Log => f32::ln,
+        UnaryOp::Erf => libm::erff,
+        UnaryOp::Tanh => f32::tanh,
+        UnaryOp::Sigmoid => sigmoid,
+        UnaryOp::Relu => |x| {
+            if x > 0.0 {
+                x
+            } else if x.is_nan() {
+                x
+            } else {
+                0.0
+            }
+        },
+        UnaryOp::Floor => f32::floor,
+        UnaryOp::Ceil => f32::ceil,
+        UnaryOp::Round => f32::round_ties_even,
+        UnaryOp::Sin => f32::sin,
+        UnaryOp::Cos => f32::cos,
+        UnaryOp::Sign => |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        },
+        // log(1 + e^x) without overflow for large x.
+        UnaryOp::Softplus => |x| {
+            if x > 0.0 {
+                x + (-x).exp().ln_1p()
+            } else {
+                x.exp().ln_1p()
+            }
+        },
+        UnaryOp::Silu => |x| x * sigmoid(x),
+        UnaryOp::Not | UnaryOp::IsNaN => {
+            return Err(format!("{kind:?} has no float-to-float form"))
+        }
+    })
+}
+
+/// Numerically stable logistic function.
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+fn int_fn(kind: UnaryOp) -> KResult<fn(i64) -> i64> {
+    Ok(match kind {
+        UnaryOp::Identity | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => |x| x,
+        UnaryOp::Neg => i64::wrapping_neg,
+        UnaryOp::Abs => i64::wrapping_abs,
+        UnaryOp::Relu => |x| x.max(0),
+        UnaryOp::Sign => i64::signum,
+        other => return Err(format!("{other:?} is not defined on integers")),
+    })
+}
+
+/// Evaluates an elementwise unary op.
+pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
+    let shape = x.shape.clone();
+    match (&x.data, kind) {
+        (TensorData::F32(v), UnaryOp::IsNaN) => make(
+            DType::Bool,
+            shape,
+            TensorData::Bool(v.iter().map(|a| a.is_nan()).collect()),
+        ),
+        (TensorData::F32(v), k) => {
+            let f = float_fn(k)?;
+            make(
+                x.dtype,
+                shape,
+                TensorData::F32(v.iter().map(|&a| f(a)).collect()),
+            )
+        }
+        (TensorData::I64(v), UnaryOp::IsNaN) => {
+            make(DType::Bool, shape, TensorData::Bool(vec![false; v.len()]))
+        }
+        (TensorData::I64(v), k) => {
+            let f = int_fn(k)?;
+            let dt = x.dtype;
+            make(
+                dt,
+                shape,
+                TensorData::I64(v.iter().map(|&a| super::wrap_int(dt, f(a))).collect()),
+            )
+        }
+        (TensorData::Bool(v), UnaryOp::Not) => make(
+            DType::Bool,
+            shape,
+            TensorData::Bool(v.iter().map(|a| !a).collect()),
+        ),
+        (TensorData::Bool(v), UnaryOp::Identity) => {
+            make(DType::Bool, shape, TensorData::Bool(v.clone()))
+        }
+        (TensorData::Bool(_), k) => Err(format!(
+            "{k:?} is not defined on booleans ({})",
+            describe(x)
+        )),
+    }
+}
+
+/// GELU: exact `0.5·x·(1 + erf(x/√2))`, or the tanh approximation
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
+    let out: Vec<f32> = if tanh_approximation {
+        let c = (2.0f32 / std::f32::consts::PI).sqrt();
+        v.iter()
+            .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
+            .collect()
+    } else {
+        v.iter()
+            .map(|&a| 0.5 * a * (1.0 + libm::erff(a * std::f32::consts::FRAC_1_SQRT_2)))
+            .collect()
+    };
+    make(x.dtype, x.shape.clone(), TensorData::F32(out))
+}
+
+/// Clamps to `[min, max]` (absent bound = unbounded); NaN passes through.
+pub(crate) fn clip(min: Option<f32>, max: Option<f32>, x: &Tensor) -> KResult<Tensor> {
+    let data = match &x.data {
+        TensorData::F32(v) => {
+            let lo = min.unwrap_or(f32::NEG_INFINITY);
+            let hi = max.unwrap_or(f32::INFINITY);
+            TensorData::F32(
+                v.iter()
+                    .map(|&a| {
+                        if a < lo {
+                            lo
+                        } else if a > hi {
+                            hi
+                        } else {
+                            a
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        TensorData::I64(v) => {
+            let lo = min.map_or(i64::MIN, |m| m as i64);
+            let hi = max.map_or(i64::MAX, |m| m as i64);
+            TensorData::I64(
+                v.iter()
+                    .map(|&a| {
+                        if a < lo {
+                            lo
+                        } else if a > hi {
+                            hi
+                        } else {
+                            a
+                        }
+                    })
+                    .collect(),
+            )
+        }
+        TensorData::Bool(_) => return Err(format!("expects a numeric input, got {}", describe(x))),
+    };
+    make(x.dtype, x.shape.clone(), data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: UnaryOp, v: Vec<f32>) -> Vec<f32> {
+        let n = v.len();
+        unary(kind, &Tensor::f32(vec![n], v))
+            .unwrap()
+            .as_f32()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn float_unaries() {
+        assert_eq!(
+            run(UnaryOp::Round, vec![0.5, 1.5, 2.5, -0.5, -1.6]),
+            vec![0.0, 2.0, 2.0, -0.0, -2.0]
+        );
+        assert_eq!(
+            run(UnaryOp::Relu, vec![-1.0, 0.0, 3.0]),
+            vec![0.0, 0.0, 3.0]
+        );
+        assert_eq!(
+            run(UnaryOp::Sign, vec![-2.0, 0.0, 7.0]),
+            vec![-1.0, 0.0, 1.0]
+        );
+        let s = run(UnaryOp::Sigmoid, vec![0.0, -100.0, 100.0]);
+        assert!(
+            s[0] == 0.5 && s[1] >= 0.0 && s[1] < 1e-40 && s[2] == 1.0,
+            "{s:?}"
+        );
+        // erf(1) = 0.8427007929497149
+        assert!((run(UnaryOp::Erf, vec![1.0])[0] - 0.842_700_8).abs() < 1e-6);
+        // softplus(100) must not overflow.
+        assert!((run(UnaryOp::Softplus, vec![100.0, 0.0])[0] - 100.0).abs() < 1e-4);
+        assert!((run(UnaryOp::Softplus, vec![0.0])[0] - std::f32::consts::LN_2).abs() < 1e-7);
+    }
+
+    #[test]
+    fn int_and_bool_unaries() {
+        let x = Tensor::i64(vec![3], vec![-3, 0, 4]);
+        assert_eq!(
+            unary(UnaryOp::Abs, &x).unwrap().as_i64().unwrap(),
+            &[3, 0, 4]
+        );
+        assert_eq!(
+            unary(UnaryOp::Neg, &x).unwrap().as_i64().unwrap(),
+            &[3, 0, -4]
+        );
+        assert!(unary(UnaryOp::Exp, &x).is_err());
+        let b = Tensor::bool(vec![2], vec![true, false]);
+        assert_eq!(
+            unary(UnaryOp::Not, &b).unwrap().as_bool().unwrap(),
+            &[false, true]
+        );
+        let n = Tensor::f32(vec![2], vec![f32::NAN, 1.0]);
+        assert_eq!(
+            unary(UnaryOp::IsNaN, &n).unwrap().as_bool().unwrap(),
+            &[true, false]
+        );
+    }
+
+    #[test]
+    fn gelu_exact_and_tanh() {
+        let x = Tensor::f32(vec![3], vec![-1.0, 0.0, 1.0]);
+        let e = gelu(false, &x).unwrap();
+        // 0.5 * 1 * (1 + erf(1/sqrt 2)) = 0.8413447460685429
+        let v = e.as_f32().unwrap();
+        assert!(
+            (v[2] - 0.841_344_75).abs() < 1e-6 && (v[0] + 0.158_655_25).abs() < 1e-6 && v[1] == 0.0
+        );
+        let t = gelu(true, &x).unwrap();
+        // tanh form at 1: 0.5 * (1 + tanh(0.7978845608 * 1.044715)) = 0.8411919906
+        assert!((t.as_f32().unwrap()[2] - 0.841_192).abs() < 1e-6);
+    }
+
+    #[test]
+    fn clip_bounds() {
+        let x = Tensor::f32(vec![4], vec![-5.0, 0.5, 5.0, f32::NAN]);
+        let c = clip(Some(-1.0), Some(1.0), &x).unwrap();
+        let v = c.as_f32().unwrap();
+        assert_eq!(&v[..3], &[-1.0, 0.5, 1.0]);
+        assert!(v[3].is_nan());
+        let y = clip(None, Some(2.0), &Tensor::i64(vec![2], vec![1, 9])).unwrap();
+        assert_eq!(y.as_i64().unwrap(), &[1, 2]);
+    }
+}
