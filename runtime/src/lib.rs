@@ -1,6 +1,10 @@
 //! Tessera runtime: CPU kernels, the reference executor, plan execution over N devices
 //! with collectives, and the CUDA backend.
 #![warn(missing_docs)]
+pub mod error;
+pub mod reference;
+pub mod weights;
+pub use error::RuntimeError;
 
 pub mod collectives;
 pub mod device;

@@ -1,0 +1,423 @@
+//! Weight loading: files are memory-mapped lazily (one map per file, shared) and decoded from
+//! little-endian bytes into host tensors, reading only the requested slice.
+use crate::kernels::eval;
+use crate::RuntimeError;
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tessera_ir::op::{Op, SliceAttrs};
+use tessera_ir::plan::AxisSlice;
+use tessera_ir::{DType, Tensor, TensorData, Weight, WeightData};
+
+/// Bytes of one mapped file (an empty file has no map).
+enum Mapped {
+    Map(Mmap),
+    Empty,
+}
+
+impl Mapped {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Mapped::Map(m) => m,
+            Mapped::Empty => &[],
+        }
+    }
+}
+
+/// Resolves and decodes weights of one model. Thread-safe: devices share one store.
+pub struct WeightStore {
+    dir: PathBuf,
+    maps: Mutex<HashMap<PathBuf, Arc<Mapped>>>,
+}
+
+impl std::fmt::Debug for WeightStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeightStore {
+    /// A store for the model at `model_path` (a file, whose directory anchors relative weight
+    /// paths, or a directory). Files are mapped on first use.
+    pub fn open(model_path: &Path) -> Result<WeightStore, RuntimeError> {
+        let meta = std::fs::metadata(model_path).map_err(|e| RuntimeError::Io {
+            path: model_path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let dir = if meta.is_dir() {
+            model_path.to_path_buf()
+        } else {
+            model_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        Ok(WeightStore {
+            dir,
+            maps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A store that resolves relative paths against `dir` without checking anything up
+    /// front (for graphs whose weights are all inline).
+    pub fn with_dir(dir: impl Into<PathBuf>) -> WeightStore {
+        WeightStore {
+            dir: dir.into(),
+            maps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory relative weight paths are resolved against.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of files mapped so far.
+    pub fn mapped_files(&self) -> usize {
+        self.maps.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn map(&self, w: &Weight, path: &Path) -> Result<Arc<Mapped>, RuntimeError> {
+        let err = |msg: String| RuntimeError::Weight {
+            name: w.name.clone(),
+            path: path.display().to_string(),
+            msg,
+        };
+        let mut maps = self
+            .maps
+            .lock()
+            .map_err(|_| err("weight cache lock poisoned".into()))?;
+        if let Some(m) = maps.get(path) {
+            return Ok(m.clone());
+        }
+        let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let len = file
+            .metadata()
+            .map_err(|e| err(format!("cannot stat: {e}")))?
+            .len();
+        let mapped = if len == 0 {
+            Mapped::Empty
+        } else {
+            // SAFETY: the map is read-only and private to this process; model and weight
+            // files are not modified while a run reads them (a concurrent truncation would
+            // be a caller error the OS reports as SIGBUS, as with any mmap reader).
+            Mapped::Map(unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map: {e}")))?)
+        };
+        let m = Arc::new(mapped);
+        maps.insert(path.to_path_buf(), m.clone());
+        Ok(m)
+    }
+
+    /// Loads a weight (or only `slice` of it) as a host tensor. Floats widen to f32,
+    /// integers to i64; the logical dtype is kept.
+    pub fn load(&self, w: &Weight, slice: Option<&AxisSlice>) -> Result<Tensor, RuntimeError> {
+        let (path, offset, length) = match &w.data {
+            WeightData::Inline { tensor } => return inline_slice(w, tensor, slice),
+            WeightData::File {
+                path,
+                offset,
+                length,
+            } => (path, *offset, *length),
+        };
+        let full = self.resolve(path);
+        let err = |msg: String| RuntimeError::Weight {
+            name: w.name.clone(),
+            path: full.display().to_string(),
+            msg,
+        };
+        let es = w.dtype.size_bytes();
+        let numel: usize = w.shape.iter().product();
+        if length != (numel * es) as u64 {
+            return Err(err(format!(
+                "length {length} bytes does not match {}{:?} ({} bytes)",
+                w.dtype,
+                w.shape,
+                numel * es
+            )));
+        }
+        let map = self.map(w, &full)?;
+        let bytes = map.bytes();
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= bytes.len() as u64);
+        let Some(end) = end else {
+            return Err(err(format!(
+                "bytes {offset}..{} are past the end of the file ({} bytes)",
+                offset + length,
+                bytes.len()
+            )));
+        };
+        let data = &bytes[offset as usize..end as usize];
+        let Some(s) = slice else {
+            return Tensor::new(w.dtype, w.shape.clone(), decode(w.dtype, data))
+                .map_err(|e| err(e.to_string()));
+        };
+        let (outer, dim, inner) = slice_geometry(w, s).map_err(err)?;
+        let row = dim * inner * es;
+        let mut chunks = Vec::with_capacity(outer);
+        for o in 0..outer {
+            let a = o * row + s.start * inner * es;
+            let b = o * row + s.end * inner * es;
+            chunks.push(decode(w.dtype, &data[a..b]));
+        }
+        let mut shape = w.shape.clone();
+        shape[s.axis] = s.end - s.start;
+        Tensor::new(w.dtype, shape, concat_data(w.dtype, chunks)).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Checks a slice against a weight's shape and returns (outer, extent, inner) around its axis.
+fn slice_geometry(w: &Weight, s: &AxisSlice) -> Result<(usize, usize, usize), String> {
+    if s.axis >= w.shape.len() || s.start > s.end || s.end > w.shape[s.axis] {
+        return Err(format!(
+            "slice axis {} [{}..{}) out of range for shape {:?}",
+            s.axis, s.start, s.end, w.shape
+        ));
+    }
+    let outer = w.shape[..s.axis].iter().product();
+    let inner = w.shape[s.axis + 1..].iter().product();
+    Ok((outer, w.shape[s.axis], inner))
+}
+
+fn inline_slice(w: &Weight, t: &Tensor, slice: Option<&AxisSlice>) -> Result<Tensor, RuntimeError> {
+    let err = |msg: String| RuntimeError::Weight {
+        name: w.name.clone(),
+        path: "inline".into(),
+        msg,
+    };
+    let Some(s) = slice else { return Ok(t.clone()) };
+    slice_geometry(w, s).map_err(err)?;
+    let op = Op::Slice(SliceAttrs {
+        axes: vec![s.axis],
+        starts: vec![s.start as i64],
+        ends: vec![s.end as i64],
+        steps: vec![1],
+    });
+    let mut out = eval(&op, &[t]).map_err(|e| err(e.to_string()))?;
+    out.pop()
+        .ok_or_else(|| err("slice produced no output".into()))
+}
+
+fn concat_data(dtype: DType, chunks: Vec<TensorData>) -> TensorData {
+    let mut acc = decode(dtype, &[]);
+    for c in chunks {
+        match (&mut acc, c) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend(b),
+            // decode() gives one storage class per dtype, so chunks always match.
+            _ => {}
+        }
+    }
+    acc
+}
+
+/// Decodes little-endian bytes of `dtype` (a whole number of elements) into host storage.
+pub fn decode(dtype: DType, bytes: &[u8]) -> TensorData {
+    fn le<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+        // chunks_exact yields slices of exactly N bytes, so the conversion cannot fail.
+        bytes
+            .chunks_exact(N)
+            .map(|c| <[u8; N]>::try_from(c).unwrap_or([0; N]))
+    }
+    match dtype {
+        DType::F32 => TensorData::F32(le::<4>(bytes).map(f32::from_le_bytes).collect()),
+        DType::F16 => TensorData::F32(
+            le::<2>(bytes)
+                .map(|b| half::f16::from_le_bytes(b).to_f32())
+                .collect(),
+        ),
+        DType::BF16 => TensorData::F32(
+            le::<2>(bytes)
+                .map(|b| half::bf16::from_le_bytes(b).to_f32())
+                .collect(),
+        ),
+        DType::F64 => TensorData::F32(
+            le::<8>(bytes)
+                .map(|b| f64::from_le_bytes(b) as f32)
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(le::<8>(bytes).map(i64::from_le_bytes).collect()),
+        DType::I32 => TensorData::I64(
+            le::<4>(bytes)
+                .map(|b| i32::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        DType::I16 => TensorData::I64(
+            le::<2>(bytes)
+                .map(|b| i16::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        DType::I8 => TensorData::I64(bytes.iter().map(|&b| b as i8 as i64).collect()),
+        DType::U8 => TensorData::I64(bytes.iter().map(|&b| b as i64).collect()),
+        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_weight(name: &str, dtype: DType, shape: Vec<usize>, path: &str, offset: u64) -> Weight {
+        let length = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
+        Weight {
+            name: name.into(),
+            dtype,
+            shape,
+            data: WeightData::File {
+                path: path.into(),
+                offset,
+                length,
+            },
+        }
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) {
+        let mut f = File::create(dir.join(name)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn loads_whole_and_sliced_f32_from_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0xAAu8; 3]; // 3 junk bytes before the tensor
+        for i in 0..12 {
+            bytes.extend((i as f32).to_le_bytes());
+        }
+        write(dir.path(), "w.bin", &bytes);
+        write(dir.path(), "model.onnx", b"");
+        let store = WeightStore::open(&dir.path().join("model.onnx")).unwrap();
+        let w = file_weight("w", DType::F32, vec![3, 4], "w.bin", 3);
+        let t = store.load(&w, None).unwrap();
+        assert_eq!(
+            t.as_f32().unwrap(),
+            &(0..12).map(|i| i as f32).collect::<Vec<_>>()[..]
+        );
+        // Columns 1..3 of each row.
+        let s = store
+            .load(
+                &w,
+                Some(&AxisSlice {
+                    axis: 1,
+                    start: 1,
+                    end: 3,
+                }),
+            )
+            .unwrap();
+        assert_eq!(s.shape, vec![3, 2]);
+        assert_eq!(s.as_f32().unwrap(), &[1.0, 2.0, 5.0, 6.0, 9.0, 10.0]);
+        let r = store
+            .load(
+                &w,
+                Some(&AxisSlice {
+                    axis: 0,
+                    start: 2,
+                    end: 3,
+                }),
+            )
+            .unwrap();
+        assert_eq!(r.as_f32().unwrap(), &[8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(store.mapped_files(), 1);
+    }
+
+    #[test]
+    fn decodes_every_dtype() {
+        let h = half::f16::from_f32(1.5).to_le_bytes();
+        assert_eq!(decode(DType::F16, &h), TensorData::F32(vec![1.5]));
+        let b = half::bf16::from_f32(-2.0).to_le_bytes();
+        assert_eq!(decode(DType::BF16, &b), TensorData::F32(vec![-2.0]));
+        assert_eq!(
+            decode(DType::F64, &0.25f64.to_le_bytes()),
+            TensorData::F32(vec![0.25])
+        );
+        assert_eq!(
+            decode(DType::I64, &(-5i64).to_le_bytes()),
+            TensorData::I64(vec![-5])
+        );
+        assert_eq!(
+            decode(DType::I32, &(-7i32).to_le_bytes()),
+            TensorData::I64(vec![-7])
+        );
+        assert_eq!(decode(DType::I8, &[0xFF]), TensorData::I64(vec![-1]));
+        assert_eq!(decode(DType::U8, &[0xFF]), TensorData::I64(vec![255]));
+        assert_eq!(
+            decode(DType::Bool, &[0, 2]),
+            TensorData::Bool(vec![false, true])
+        );
+    }
+
+    #[test]
+    fn errors_name_weight_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "small.bin", &[0u8; 8]);
+        let store = WeightStore::with_dir(dir.path());
+        let missing = file_weight("emb", DType::F32, vec![2], "nope.bin", 0);
+        let e = store.load(&missing, None).unwrap_err().to_string();
+        assert!(
+            e.contains("emb") && e.contains("nope.bin") && e.contains("cannot open"),
+            "{e}"
+        );
+        let past = file_weight("big", DType::F32, vec![4], "small.bin", 0);
+        let e = store.load(&past, None).unwrap_err().to_string();
+        assert!(e.contains("big") && e.contains("past the end"), "{e}");
+        let mut bad_len = file_weight("odd", DType::F32, vec![2], "small.bin", 0);
+        bad_len.data = WeightData::File {
+            path: "small.bin".into(),
+            offset: 0,
+            length: 7,
+        };
+        let e = store.load(&bad_len, None).unwrap_err().to_string();
+        assert!(e.contains("odd") && e.contains("does not match"), "{e}");
+        let ok = file_weight("ok", DType::F32, vec![2], "small.bin", 0);
+        let e = store
+            .load(
+                &ok,
+                Some(&AxisSlice {
+                    axis: 0,
+                    start: 1,
+                    end: 3,
+                }),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
+    fn inline_weights_and_slices() {
+        let t = Tensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
+        let w = Weight {
+            name: "c".into(),
+            dtype: DType::I64,
+            shape: vec![2, 3],
+            data: WeightData::Inline { tensor: t.clone() },
+        };
+        let store = WeightStore::with_dir(".");
+        assert_eq!(store.load(&w, None).unwrap(), t);
+        let s = store
+            .load(
+                &w,
+                Some(&AxisSlice {
+                    axis: 1,
+                    start: 2,
+                    end: 3,
+                }),
+            )
+            .unwrap();
+        assert_eq!(s.as_i64().unwrap(), &[2, 5]);
+    }
+}
