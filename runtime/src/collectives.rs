@@ -189,15 +189,6 @@ fn chunk(
     Ok((member * c, (member + 1) * c))
 }
 
-/// Bytes a tensor occupies in host memory (its storage, not its logical dtype).
-pub fn storage_bytes(t: &Tensor) -> usize {
-    match &t.data {
-        TensorData::F32(v) => v.len() * 4,
-        TensorData::I64(v) => v.len() * 8,
-        TensorData::Bool(v) => v.len(),
-    }
-}
-
 /// Rows `[start, end)` of `t` along `axis`, copied.
 pub fn slice_axis(t: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor, String> {
     let d = *t

@@ -8,5 +8,6 @@ pub use error::RuntimeError;
 
 pub mod collectives;
 pub mod device;
+pub mod exec;
 pub mod kernels;
 pub mod npy;
