@@ -29,7 +29,8 @@ fn with_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(30)).expect("run_plan hung")
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("run_plan hung")
 }
 
 #[test]
@@ -43,8 +44,14 @@ fn a_failing_rank_stops_every_rank() {
             *op = Op::Reshape(ReshapeAttrs { shape: vec![7] });
         }
         let msg = with_timeout(move || run_err(&plan, &inputs));
-        assert!(msg.contains("rank 1 step 1") && msg.contains("Reshape") && msg.contains("'relu'"), "n={n}: {msg}");
-        assert!(!msg.contains("aborted"), "the root cause must win over peers' aborts: {msg}");
+        assert!(
+            msg.contains("rank 1 step 1") && msg.contains("Reshape") && msg.contains("'relu'"),
+            "n={n}: {msg}"
+        );
+        assert!(
+            !msg.contains("aborted"),
+            "the root cause must win over peers' aborts: {msg}"
+        );
     }
 }
 
@@ -63,22 +70,34 @@ fn a_rank_failing_after_the_last_collective_is_reported() {
 fn input_errors_name_the_input() {
     let (plan, inputs) = mlp_plan(2);
     let msg = run_err(&plan, &BTreeMap::new());
-    assert!(msg.contains("input 'x'") && msg.contains("missing") && msg.contains("[2, 4, 8]"), "{msg}");
+    assert!(
+        msg.contains("input 'x'") && msg.contains("missing") && msg.contains("[2, 4, 8]"),
+        "{msg}"
+    );
 
     let mut extra = inputs.clone();
     extra.insert("y".into(), Tensor::f32(vec![1], vec![0.0]));
     let msg = run_err(&plan, &extra);
-    assert!(msg.contains("input 'y'") && msg.contains("not an input"), "{msg}");
+    assert!(
+        msg.contains("input 'y'") && msg.contains("not an input"),
+        "{msg}"
+    );
 
     let mut wrong_shape = BTreeMap::new();
     wrong_shape.insert("x".to_string(), Tensor::f32(vec![2, 4, 9], vec![0.0; 72]));
     let msg = run_err(&plan, &wrong_shape);
-    assert!(msg.contains("input 'x'") && msg.contains("expected f32[2, 4, 8], got f32[2, 4, 9]"), "{msg}");
+    assert!(
+        msg.contains("input 'x'") && msg.contains("expected f32[2, 4, 8], got f32[2, 4, 9]"),
+        "{msg}"
+    );
 
     let mut wrong_dtype = BTreeMap::new();
     wrong_dtype.insert("x".to_string(), Tensor::i64(vec![2, 4, 8], vec![0; 64]));
     let msg = run_err(&plan, &wrong_dtype);
-    assert!(msg.contains("input 'x'") && msg.contains("got i64[2, 4, 8]"), "{msg}");
+    assert!(
+        msg.contains("input 'x'") && msg.contains("got i64[2, 4, 8]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -88,7 +107,10 @@ fn out_of_range_ids_are_rejected() {
     let mut p = plan.clone();
     p.ranks[0].steps[2].inputs[0] = ValueId(999);
     let msg = run_err(&p, &inputs);
-    assert!(msg.contains("rank 0 step 2") && msg.contains("value 999 out of range"), "{msg}");
+    assert!(
+        msg.contains("rank 0 step 2") && msg.contains("value 999 out of range"),
+        "{msg}"
+    );
 
     let mut p = plan.clone();
     p.values[0].tensor = TensorId(77);
@@ -100,7 +122,10 @@ fn out_of_range_ids_are_rejected() {
         node.0 = 42;
     }
     let msg = run_err(&p, &inputs);
-    assert!(msg.contains("rank 1 step 3") && msg.contains("compute node 42 out of range"), "{msg}");
+    assert!(
+        msg.contains("rank 1 step 3") && msg.contains("compute node 42 out of range"),
+        "{msg}"
+    );
 
     let mut p = plan.clone();
     p.graph.outputs[0] = TensorId(500);
@@ -121,7 +146,10 @@ fn structural_errors_are_rejected_before_running() {
     let mut p = plan.clone();
     p.ranks[1].steps.swap(0, 2);
     let msg = run_err(&p, &inputs);
-    assert!(msg.contains("rank 1 step 0") && msg.contains("before it is defined"), "{msg}");
+    assert!(
+        msg.contains("rank 1 step 0") && msg.contains("before it is defined"),
+        "{msg}"
+    );
 
     // Ranks that disagree on the collectives would hang: refuse them.
     let mut p = plan.clone();
@@ -145,11 +173,16 @@ fn structural_errors_are_rejected_before_running() {
     // A step whose output shape differs from the plan's value.
     let mut p = plan.clone();
     if let StepKind::Compute { op, .. } = &mut p.ranks[0].steps[3].kind {
-        *op = Op::Unary(UnaryAttrs { kind: UnaryOp::Relu });
+        *op = Op::Unary(UnaryAttrs {
+            kind: UnaryOp::Relu,
+        });
     }
     p.values[p.ranks[0].steps[3].outputs[0].index()].shape = vec![1];
     let msg = run_err(&p, &inputs);
-    assert!(msg.contains("shape [2, 4, 12], the plan expects [1]"), "{msg}");
+    assert!(
+        msg.contains("shape [2, 4, 12], the plan expects [1]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -157,7 +190,10 @@ fn newer_format_version_is_refused() {
     let (mut plan, inputs) = mlp_plan(1);
     plan.format_version = FORMAT_VERSION + 1;
     let msg = run_err(&plan, &inputs);
-    assert!(msg.contains(&format!("format_version {}", FORMAT_VERSION + 1)), "{msg}");
+    assert!(
+        msg.contains(&format!("format_version {}", FORMAT_VERSION + 1)),
+        "{msg}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.json");
@@ -177,14 +213,22 @@ fn corrupt_plan_json_names_file_line_and_column() {
 
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let msg = load_plan(&path).unwrap_err().to_string();
-    assert!(msg.contains("plan.json") && msg.contains("line") && msg.contains("column"), "{msg}");
+    assert!(
+        msg.contains("plan.json") && msg.contains("line") && msg.contains("column"),
+        "{msg}"
+    );
 
     // Valid JSON that is not a plan.
     std::fs::write(&path, "{\"format_version\": 1, \"source\": 3}").unwrap();
     let msg = load_plan(&path).unwrap_err().to_string();
-    assert!(msg.contains("plan.json") && msg.contains("not a valid plan") && msg.contains("line 1"), "{msg}");
+    assert!(
+        msg.contains("plan.json") && msg.contains("not a valid plan") && msg.contains("line 1"),
+        "{msg}"
+    );
 
-    let msg = load_plan(&dir.path().join("nope.json")).unwrap_err().to_string();
+    let msg = load_plan(&dir.path().join("nope.json"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("nope.json"), "{msg}");
 }
 
@@ -197,31 +241,50 @@ fn source_model_is_located_and_verified() {
     let (mut plan, _) = mlp_plan(1);
     plan.source.path = "model.onnx".into();
     assert_eq!(resolve_source(&plan, &plan_path, None), model);
-    assert_eq!(resolve_source(&plan, &plan_path, Some(Path::new("/x/m.onnx"))), Path::new("/x/m.onnx"));
+    assert_eq!(
+        resolve_source(&plan, &plan_path, Some(Path::new("/x/m.onnx"))),
+        Path::new("/x/m.onnx")
+    );
 
     // sha256("pretend onnx bytes"), computed independently with sha256sum.
     let actual = sha256_file(&model).unwrap();
-    assert_eq!(actual, "feef0153f4e2ba5a37e4cba5667d33d2cdb8abb81236183a3e10bd38a0d01e90");
+    assert_eq!(
+        actual,
+        "feef0153f4e2ba5a37e4cba5667d33d2cdb8abb81236183a3e10bd38a0d01e90"
+    );
     verify_source(&model, &actual).unwrap();
 
     let wrong = "0".repeat(64);
     let msg = verify_source(&model, &wrong).unwrap_err().to_string();
-    assert!(msg.contains("model.onnx") && msg.contains(&wrong) && msg.contains(&actual), "{msg}");
+    assert!(
+        msg.contains("model.onnx") && msg.contains(&wrong) && msg.contains(&actual),
+        "{msg}"
+    );
 
     let missing = dir.path().join("gone.onnx");
     let msg = verify_source(&missing, &actual).unwrap_err().to_string();
-    assert!(msg.contains("gone.onnx") && msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains("gone.onnx") && msg.contains("not found"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn cuda_backend_without_feature_says_how_to_get_it() {
     let (plan, inputs) = mlp_plan(1);
     let store = WeightStore::with_dir(".");
-    let opts = RunOptions { backend: DeviceKind::Cuda };
+    let opts = RunOptions {
+        backend: DeviceKind::Cuda,
+    };
     let res = run_plan(&plan, &store, &inputs, &opts);
     if cfg!(feature = "cuda") {
         return;
     }
-    let msg = res.err().expect("cuda without the feature must fail").to_string();
-    assert!(msg.contains("CUDA backend not compiled in: rebuild with --features cuda"), "{msg}");
+    let msg = res
+        .expect_err("cuda without the feature must fail")
+        .to_string();
+    assert!(
+        msg.contains("CUDA backend not compiled in: rebuild with --features cuda"),
+        "{msg}"
+    );
 }

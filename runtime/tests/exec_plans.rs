@@ -12,7 +12,8 @@ const NS: [usize; 5] = [1, 2, 3, 4, 6];
 
 fn run(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> (Vec<Tensor>, RunStats) {
     let store = WeightStore::with_dir(".");
-    run_plan(plan, &store, inputs, &RunOptions::default()).unwrap_or_else(|e| panic!("run_plan: {e}"))
+    run_plan(plan, &store, inputs, &RunOptions::default())
+        .unwrap_or_else(|e| panic!("run_plan: {e}"))
 }
 
 fn check_against_reference(name: &str, build: fn(usize) -> (Plan, BTreeMap<String, Tensor>)) {
@@ -64,7 +65,13 @@ fn runs_are_bitwise_deterministic() {
             let (a, _) = run(&plan, &inputs);
             let (b, _) = run(&plan, &inputs);
             for (x, y) in a.iter().zip(&b) {
-                let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let bits = |t: &Tensor| {
+                    t.as_f32()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                };
                 assert_eq!(bits(x), bits(y), "n={n}");
             }
         }
@@ -79,7 +86,12 @@ fn each_rank_holds_only_its_weight_slice() {
         let (plan, inputs) = mlp_plan(n);
         let (_, stats) = run(&plan, &inputs);
         for st in &stats.ranks {
-            assert_eq!(st.weight_bytes, (total / n) as u64, "n={n} rank {}", st.rank);
+            assert_eq!(
+                st.weight_bytes,
+                (total / n) as u64,
+                "n={n} rank {}",
+                st.rank
+            );
             // One all-reduce of the 2×4×8 f32 output.
             assert_eq!(st.collective_bytes, 2 * 4 * 8 * 4);
         }

@@ -21,10 +21,17 @@ impl Backend for CpuBackend {
 
     fn create_devices(&self, n: usize) -> Result<Vec<CpuDevice>, DeviceError> {
         if n == 0 {
-            return Err(DeviceError::Backend("a run needs at least one device".into()));
+            return Err(DeviceError::Backend(
+                "a run needs at least one device".into(),
+            ));
         }
         let world = ShmWorld::new(n);
-        Ok((0..n).map(|rank| CpuDevice { rank, world: world.clone() }).collect())
+        Ok((0..n)
+            .map(|rank| CpuDevice {
+                rank,
+                world: world.clone(),
+            })
+            .collect())
     }
 }
 
@@ -79,20 +86,33 @@ impl Device for CpuDevice {
     }
 
     fn local_slice(&mut self, x: &Tensor, slice: &AxisSlice) -> Result<Tensor, DeviceError> {
-        slice_axis(x, slice.axis, slice.start, slice.end).map_err(|m| DeviceError::Backend(format!("local slice: {m}")))
+        slice_axis(x, slice.axis, slice.start, slice.end)
+            .map_err(|m| DeviceError::Backend(format!("local slice: {m}")))
     }
 
     fn scale_to_partial(&mut self, x: &Tensor, n: usize) -> Result<Tensor, DeviceError> {
         match &x.data {
             TensorData::F32(v) => {
                 let d = n as f32;
-                Ok(Tensor { dtype: x.dtype, shape: x.shape.clone(), data: TensorData::F32(v.iter().map(|e| e / d).collect()) })
+                Ok(Tensor {
+                    dtype: x.dtype,
+                    shape: x.shape.clone(),
+                    data: TensorData::F32(v.iter().map(|e| e / d).collect()),
+                })
             }
-            _ => Err(DeviceError::Backend(format!("scale to partial: {} tensors cannot be divided", x.dtype))),
+            _ => Err(DeviceError::Backend(format!(
+                "scale to partial: {} tensors cannot be divided",
+                x.dtype
+            ))),
         }
     }
 
-    fn collective(&mut self, group: &[usize], spec: &CollectiveSpec, x: &Tensor) -> Result<Tensor, DeviceError> {
+    fn collective(
+        &mut self,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        x: &Tensor,
+    ) -> Result<Tensor, DeviceError> {
         Ok(self.world.collective(self.rank, group, spec, x.clone())?)
     }
 
@@ -109,11 +129,17 @@ pub fn sharded_gather(
     rows: usize,
     vocab: usize,
 ) -> Result<Tensor, String> {
-    let idx = indices
-        .as_i64()
-        .ok_or_else(|| format!("sharded gather: indices must be integers, got {}", indices.dtype))?;
+    let idx = indices.as_i64().ok_or_else(|| {
+        format!(
+            "sharded gather: indices must be integers, got {}",
+            indices.dtype
+        )
+    })?;
     if table.shape.first() != Some(&rows) {
-        return Err(format!("sharded gather: table shape {:?} does not hold {rows} rows", table.shape));
+        return Err(format!(
+            "sharded gather: table shape {:?} does not hold {rows} rows",
+            table.shape
+        ));
     }
     let row: usize = table.shape[1..].iter().product();
     let mut shape = indices.shape.clone();
@@ -121,7 +147,9 @@ pub fn sharded_gather(
     let local = |i: i64| -> Result<Option<usize>, String> {
         let g = if i < 0 { i + vocab as i64 } else { i };
         if g < 0 || g >= vocab as i64 {
-            return Err(format!("sharded gather: index {i} out of range for {vocab} rows"));
+            return Err(format!(
+                "sharded gather: index {i} out of range for {vocab} rows"
+            ));
         }
         let g = g as usize;
         Ok((g >= offset && g < offset + rows).then(|| g - offset))
@@ -146,7 +174,11 @@ pub fn sharded_gather(
         TensorData::I64(v) => TensorData::I64(go(v, idx, row, &local)?),
         TensorData::Bool(v) => TensorData::Bool(go(v, idx, row, &local)?),
     };
-    Ok(Tensor { dtype: table.dtype, shape, data })
+    Ok(Tensor {
+        dtype: table.dtype,
+        shape,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -160,7 +192,10 @@ mod tests {
         let idx = Tensor::i64(vec![2, 2], vec![0, 2, 3, -3]);
         let out = sharded_gather(&table, &idx, 2, 2, 6).unwrap();
         assert_eq!(out.shape, vec![2, 2, 2]);
-        assert_eq!(out.as_f32().unwrap(), &[0.0, 0.0, 20.0, 21.0, 30.0, 31.0, 30.0, 31.0]);
+        assert_eq!(
+            out.as_f32().unwrap(),
+            &[0.0, 0.0, 20.0, 21.0, 30.0, 31.0, 30.0, 31.0]
+        );
         let e = sharded_gather(&table, &Tensor::i64(vec![1], vec![6]), 2, 2, 6).unwrap_err();
         assert!(e.contains("index 6 out of range"), "{e}");
     }

@@ -83,7 +83,12 @@ impl Device for NoDevice {
         match *self {}
     }
 
-    fn collective(&mut self, _group: &[usize], _spec: &CollectiveSpec, _x: &Tensor) -> Result<Tensor, DeviceError> {
+    fn collective(
+        &mut self,
+        _group: &[usize],
+        _spec: &CollectiveSpec,
+        _x: &Tensor,
+    ) -> Result<Tensor, DeviceError> {
         match *self {}
     }
 

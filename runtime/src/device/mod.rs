@@ -81,7 +81,10 @@ pub enum DeviceError {
 impl DeviceError {
     /// True when this error only reports that another rank failed first.
     pub fn is_abort(&self) -> bool {
-        matches!(self, DeviceError::Collective(CollectiveError::Aborted { .. }))
+        matches!(
+            self,
+            DeviceError::Collective(CollectiveError::Aborted { .. })
+        )
     }
 }
 
@@ -115,7 +118,11 @@ pub trait Device: Send {
     fn shape<'b>(&self, b: &'b Self::Buffer) -> &'b [usize];
 
     /// Runs an op (semantics of [`crate::kernels::eval`]).
-    fn compute(&mut self, op: &Op, inputs: &[&Self::Buffer]) -> Result<Vec<Self::Buffer>, DeviceError>;
+    fn compute(
+        &mut self,
+        op: &Op,
+        inputs: &[&Self::Buffer],
+    ) -> Result<Vec<Self::Buffer>, DeviceError>;
 
     /// Vocab-parallel gather along axis 0: this rank holds rows `[offset, offset + rows)` of a
     /// table of `vocab` rows; indices (negative ones count from `vocab`) outside that range give
@@ -130,10 +137,15 @@ pub trait Device: Send {
     ) -> Result<Self::Buffer, DeviceError>;
 
     /// Copies range `slice` of one axis (Replicated → Split, no communication).
-    fn local_slice(&mut self, x: &Self::Buffer, slice: &AxisSlice) -> Result<Self::Buffer, DeviceError>;
+    fn local_slice(
+        &mut self,
+        x: &Self::Buffer,
+        slice: &AxisSlice,
+    ) -> Result<Self::Buffer, DeviceError>;
 
     /// Divides a float buffer by `n` (Replicated → one addend of a Partial sum).
-    fn scale_to_partial(&mut self, x: &Self::Buffer, n: usize) -> Result<Self::Buffer, DeviceError>;
+    fn scale_to_partial(&mut self, x: &Self::Buffer, n: usize)
+        -> Result<Self::Buffer, DeviceError>;
 
     /// Runs one collective over `group` (global ranks in member order; this rank is one of
     /// them) and returns this rank's output.

@@ -30,15 +30,29 @@ pub struct OutputDiff {
 }
 
 /// Compares `got` with `want` (same order), naming them with `names`.
-pub fn compare_outputs(names: &[String], got: &[Tensor], want: &[Tensor], tolerance: f64) -> Vec<OutputDiff> {
+pub fn compare_outputs(
+    names: &[String],
+    got: &[Tensor],
+    want: &[Tensor],
+    tolerance: f64,
+) -> Vec<OutputDiff> {
     names
         .iter()
         .zip(got.iter().zip(want))
         .map(|(name, (a, b))| {
             let (max_abs, max_rel) = diff(a, b);
             let exact = !b.dtype.is_float();
-            let ok = if exact { max_abs == 0.0 } else { max_rel <= tolerance };
-            OutputDiff { name: name.clone(), max_abs, max_rel, ok }
+            let ok = if exact {
+                max_abs == 0.0
+            } else {
+                max_rel <= tolerance
+            };
+            OutputDiff {
+                name: name.clone(),
+                max_abs,
+                max_rel,
+                ok,
+            }
         })
         .collect()
 }
@@ -53,7 +67,11 @@ fn diff(a: &Tensor, b: &Tensor) -> (f64, f64) {
     for (x, y) in av.iter().zip(&bv) {
         let d = (x - y).abs();
         // NaN in either side counts as an infinite error.
-        max_abs = if d.is_nan() { f64::INFINITY } else { max_abs.max(d) };
+        max_abs = if d.is_nan() {
+            f64::INFINITY
+        } else {
+            max_abs.max(d)
+        };
         scale = scale.max(y.abs());
     }
     (max_abs, max_abs / scale.max(ABS_FLOOR))
@@ -67,13 +85,18 @@ mod tests {
     fn measures_normwise_relative_error() {
         let want = Tensor::f32(vec![3], vec![2.0, -4.0, 0.0]);
         let got = Tensor::f32(vec![3], vec![2.0, -4.0, 4e-5]);
-        let d = compare_outputs(&["y".into()], &[got.clone()], &[want.clone()], 1e-5);
+        let d = compare_outputs(
+            &["y".into()],
+            std::slice::from_ref(&got),
+            std::slice::from_ref(&want),
+            1e-5,
+        );
         assert!((d[0].max_abs - 4e-5).abs() < 1e-9);
         assert!((d[0].max_rel - 1e-5).abs() < 1e-9);
-        let d = compare_outputs(&["y".into()], &[got], &[want.clone()], 5e-6);
+        let d = compare_outputs(&["y".into()], &[got], std::slice::from_ref(&want), 5e-6);
         assert!(!d[0].ok);
         let nan = Tensor::f32(vec![3], vec![f32::NAN, 0.0, 0.0]);
-        assert!(!compare_outputs(&["y".into()], &[nan], &[want.clone()], 1.0)[0].ok);
+        assert!(!compare_outputs(&["y".into()], &[nan], std::slice::from_ref(&want), 1.0)[0].ok);
         let short = Tensor::f32(vec![2], vec![2.0, -4.0]);
         assert!(!compare_outputs(&["y".into()], &[short], &[want], 1.0)[0].ok);
         let i = Tensor::i64(vec![1], vec![3]);

@@ -8,7 +8,10 @@ use tessera_ir::plan::{Plan, FORMAT_VERSION};
 /// Reads and parses a plan file. A newer `format_version` is refused before the rest of the
 /// plan is interpreted; JSON errors name the file and serde's line and column.
 pub fn load_plan(path: &Path) -> Result<Plan, ExecError> {
-    let file_err = |msg: String| ExecError::PlanFile { path: path.to_path_buf(), msg };
+    let file_err = |msg: String| ExecError::PlanFile {
+        path: path.to_path_buf(),
+        msg,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
     // Look at the version first: a newer plan may not parse with this runtime's types.
     let version = serde_json::from_str::<serde_json::Value>(&text)
@@ -17,7 +20,10 @@ pub fn load_plan(path: &Path) -> Result<Plan, ExecError> {
         .and_then(|v| v.as_u64());
     if let Some(v) = version {
         if v > FORMAT_VERSION as u64 {
-            return Err(ExecError::FormatVersion { found: v.min(u32::MAX as u64) as u32, supported: FORMAT_VERSION });
+            return Err(ExecError::FormatVersion {
+                found: v.min(u32::MAX as u64) as u32,
+                supported: FORMAT_VERSION,
+            });
         }
     }
     serde_json::from_str(&text).map_err(|e| file_err(format!("not a valid plan: {e}")))
@@ -39,7 +45,10 @@ pub fn resolve_source(plan: &Plan, plan_path: &Path, override_path: Option<&Path
 
 /// sha256 of a file, lowercase hex, read in chunks (the file is never held whole).
 pub fn sha256_file(path: &Path) -> Result<String, ExecError> {
-    let missing = |e: std::io::Error| ExecError::SourceMissing { path: path.to_path_buf(), msg: e.to_string() };
+    let missing = |e: std::io::Error| ExecError::SourceMissing {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
     let mut f = std::fs::File::open(path).map_err(missing)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -57,14 +66,21 @@ pub fn sha256_file(path: &Path) -> Result<String, ExecError> {
 /// An empty `expected` (a plan built in memory) skips the hash check.
 pub fn verify_source(path: &Path, expected: &str) -> Result<(), ExecError> {
     if !path.is_file() {
-        return Err(ExecError::SourceMissing { path: path.to_path_buf(), msg: "no such file".into() });
+        return Err(ExecError::SourceMissing {
+            path: path.to_path_buf(),
+            msg: "no such file".into(),
+        });
     }
     if expected.is_empty() {
         return Ok(());
     }
     let actual = sha256_file(path)?;
     if !actual.eq_ignore_ascii_case(expected) {
-        return Err(ExecError::ShaMismatch { path: path.to_path_buf(), expected: expected.to_string(), actual });
+        return Err(ExecError::ShaMismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        });
     }
     Ok(())
 }

@@ -131,7 +131,12 @@ pub fn run_on<B: Backend>(
                 store,
                 inputs,
                 rank,
-                keep: plan.outputs.iter().copied().filter(|v| providers.get(v) == Some(&rank)).collect(),
+                keep: plan
+                    .outputs
+                    .iter()
+                    .copied()
+                    .filter(|v| providers.get(v) == Some(&rank))
+                    .collect(),
             };
             let failures = &failures;
             let h = std::thread::Builder::new()
@@ -146,18 +151,27 @@ pub fn run_on<B: Backend>(
             .map(|(rank, h)| match h {
                 // rank_thread catches panics, so a join error is not expected.
                 Ok(h) => h.join().unwrap_or_else(|_| {
-                    let err = ExecError::Panic { rank, msg: "thread panicked".into() };
+                    let err = ExecError::Panic {
+                        rank,
+                        msg: "thread panicked".into(),
+                    };
                     Err((usize::MAX, RankFailure { err, abort: false }))
                 }),
                 Err(e) => {
-                    let err = ExecError::Panic { rank, msg: format!("cannot spawn thread: {e}") };
+                    let err = ExecError::Panic {
+                        rank,
+                        msg: format!("cannot spawn thread: {e}"),
+                    };
                     Err((usize::MAX, RankFailure { err, abort: false }))
                 }
             })
             .collect()
     });
     let mut values: BTreeMap<ValueId, Tensor> = BTreeMap::new();
-    let mut stats = RunStats { backend: backend.kind().to_string(), ..RunStats::default() };
+    let mut stats = RunStats {
+        backend: backend.kind().to_string(),
+        ..RunStats::default()
+    };
     let mut failed: Vec<(bool, usize, RankFailure)> = Vec::new();
     for r in results {
         match r {
@@ -169,17 +183,28 @@ pub fn run_on<B: Backend>(
         }
     }
     // The root cause: the earliest failure that is not a mere "a peer failed" report.
-    if let Some((_, _, f)) = failed.into_iter().min_by_key(|(abort, order, _)| (*abort, *order)) {
+    if let Some((_, _, f)) = failed
+        .into_iter()
+        .min_by_key(|(abort, order, _)| (*abort, *order))
+    {
         return Err(f.err);
     }
     let outputs = plan
         .outputs
         .iter()
-        .map(|v| values.get(v).cloned().ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0))))
+        .map(|v| {
+            values
+                .get(v)
+                .cloned()
+                .ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0)))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok((outputs, stats))
 }
+
+/// What a rank hands back: its kept output values and its statistics.
+type RankOutput = (Vec<(ValueId, Tensor)>, RankStats);
 
 /// Runs one rank, catching panics; on failure stamps the failure with its order and wakes
 /// the peers (after stamping, so a peer's "aborted" failure always comes later).
@@ -187,7 +212,7 @@ fn rank_thread<D: Device>(
     mut dev: D,
     job: RankJob<'_>,
     failures: &AtomicUsize,
-) -> Result<(Vec<(ValueId, Tensor)>, RankStats), (usize, RankFailure)> {
+) -> Result<RankOutput, (usize, RankFailure)> {
     let rank = job.rank;
     let res = catch_unwind(AssertUnwindSafe(|| run_rank(&mut dev, &job))).unwrap_or_else(|p| {
         let msg = p
@@ -195,7 +220,10 @@ fn rank_thread<D: Device>(
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(RankFailure { err: ExecError::Panic { rank, msg }, abort: false })
+        Err(RankFailure {
+            err: ExecError::Panic { rank, msg },
+            abort: false,
+        })
     });
     res.map_err(|f| {
         let order = failures.fetch_add(1, Ordering::SeqCst);
@@ -208,7 +236,11 @@ fn rank_thread<D: Device>(
 fn output_providers(plan: &Plan) -> BTreeMap<ValueId, usize> {
     let mut p = BTreeMap::new();
     for v in &plan.outputs {
-        if let Some(r) = plan.ranks.iter().position(|prog| prog.steps.iter().any(|s| s.outputs.contains(v))) {
+        if let Some(r) = plan
+            .ranks
+            .iter()
+            .position(|prog| prog.steps.iter().any(|s| s.outputs.contains(v)))
+        {
             p.insert(*v, r);
         }
     }

@@ -66,12 +66,20 @@ pub(crate) fn run_rank<D: Device>(
         keep[v.index()] = true;
     }
     let start = Instant::now();
-    let mut stats = RankStats { rank, ..RankStats::default() };
+    let mut stats = RankStats {
+        rank,
+        ..RankStats::default()
+    };
     let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
     let mut live = 0usize;
     for (s, step) in steps.iter().enumerate() {
         let fail = |msg: String, abort: bool| RankFailure {
-            err: ExecError::Step { rank, step: s, what: describe(plan, &step.kind), msg },
+            err: ExecError::Step {
+                rank,
+                step: s,
+                what: describe(plan, &step.kind),
+                msg,
+            },
             abort,
         };
         let dev_fail = |e: DeviceError| fail(e.to_string(), e.is_abort());
@@ -81,7 +89,11 @@ pub(crate) fn run_rank<D: Device>(
             let ins: Vec<&D::Buffer> = step
                 .inputs
                 .iter()
-                .map(|v| bufs[v.index()].as_ref().ok_or_else(|| fail(format!("value {} is not live", v.0), false)))
+                .map(|v| {
+                    bufs[v.index()]
+                        .as_ref()
+                        .ok_or_else(|| fail(format!("value {} is not live", v.0), false))
+                })
                 .collect::<Result<_, _>>()?;
             run_step(dev, job, step, &ins, &mut stats).map_err(|e| match e {
                 StepError::Device(d) => dev_fail(d),
@@ -89,13 +101,25 @@ pub(crate) fn run_rank<D: Device>(
             })?
         };
         if outs.len() != step.outputs.len() {
-            return Err(fail(format!("produced {} outputs, the plan expects {}", outs.len(), step.outputs.len()), false));
+            return Err(fail(
+                format!(
+                    "produced {} outputs, the plan expects {}",
+                    outs.len(),
+                    step.outputs.len()
+                ),
+                false,
+            ));
         }
         for (v, b) in step.outputs.iter().zip(outs) {
             let want = &plan.values[v.index()].shape;
             if dev.shape(&b) != want.as_slice() {
                 return Err(fail(
-                    format!("value {} has shape {:?}, the plan expects {:?}", v.0, dev.shape(&b), want),
+                    format!(
+                        "value {} has shape {:?}, the plan expects {:?}",
+                        v.0,
+                        dev.shape(&b),
+                        want
+                    ),
                     false,
                 ));
             }
@@ -125,7 +149,10 @@ pub(crate) fn run_rank<D: Device>(
             abort: false,
         })?;
         let t = dev.download(b).map_err(|e| RankFailure {
-            err: ExecError::InvalidPlan(format!("rank {rank}: downloading output value {}: {e}", v.0)),
+            err: ExecError::InvalidPlan(format!(
+                "rank {rank}: downloading output value {}: {e}",
+                v.0
+            )),
             abort: e.is_abort(),
         })?;
         kept.push((*v, t));
@@ -157,8 +184,14 @@ fn run_step<D: Device>(
     Ok(match &step.kind {
         StepKind::LoadWeight { tensor, slice } => {
             // Validation checked that the tensor is a weight.
-            let w = g.weights.get(tensor).ok_or_else(|| StepError::Other("not a weight".into()))?;
-            let t = job.store.load(w, slice.as_ref()).map_err(|e| StepError::Other(e.to_string()))?;
+            let w = g
+                .weights
+                .get(tensor)
+                .ok_or_else(|| StepError::Other("not a weight".into()))?;
+            let t = job
+                .store
+                .load(w, slice.as_ref())
+                .map_err(|e| StepError::Other(e.to_string()))?;
             let b = dev.upload(t)?;
             stats.weight_bytes += dev.bytes(&b) as u64;
             vec![b]
@@ -166,7 +199,10 @@ fn run_step<D: Device>(
         StepKind::Input { tensor, slice } => {
             let name = &g.tensor(*tensor).name;
             // validate_inputs checked that every model input is present.
-            let x = job.inputs.get(name).ok_or_else(|| StepError::Other(format!("input '{name}' not bound")))?;
+            let x = job
+                .inputs
+                .get(name)
+                .ok_or_else(|| StepError::Other(format!("input '{name}' not bound")))?;
             let t = match slice {
                 Some(sl) => slice_axis(x, sl.axis, sl.start, sl.end).map_err(StepError::Other)?,
                 None => x.clone(),
@@ -176,13 +212,28 @@ fn run_step<D: Device>(
         StepKind::Compute { op, .. } => dev.compute(op, ins)?,
         StepKind::ShardedGather { node, offset, rows } => {
             // Validation checked that the node is a two-input Gather.
-            let vocab = g.tensor(g.node(*node).inputs[0]).shape.first().copied().unwrap_or(0);
+            let vocab = g
+                .tensor(g.node(*node).inputs[0])
+                .shape
+                .first()
+                .copied()
+                .unwrap_or(0);
             vec![dev.sharded_gather(ins[0], ins[1], *offset, *rows, vocab)?]
         }
         StepKind::LocalSlice { slice } => vec![dev.local_slice(ins[0], slice)?],
         StepKind::ScaleToPartial { n } => vec![dev.scale_to_partial(ins[0], *n)?],
-        StepKind::Collective { collective, axis, to_axis, group, bytes } => {
-            let spec = CollectiveSpec { kind: *collective, axis: *axis, to_axis: *to_axis };
+        StepKind::Collective {
+            collective,
+            axis,
+            to_axis,
+            group,
+            bytes,
+        } => {
+            let spec = CollectiveSpec {
+                kind: *collective,
+                axis: *axis,
+                to_axis: *to_axis,
+            };
             let out = dev.collective(group, &spec, ins[0])?;
             stats.collectives += 1;
             stats.collective_bytes += *bytes;

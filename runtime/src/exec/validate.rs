@@ -14,7 +14,10 @@ fn bad(msg: String) -> ExecError {
 /// collectives in the same order (otherwise a run would hang).
 pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
     if plan.format_version > FORMAT_VERSION {
-        return Err(ExecError::FormatVersion { found: plan.format_version, supported: FORMAT_VERSION });
+        return Err(ExecError::FormatVersion {
+            found: plan.format_version,
+            supported: FORMAT_VERSION,
+        });
     }
     validate_graph_ids(plan)?;
     let n = plan.ranks.len();
@@ -22,13 +25,20 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
         return Err(bad("the plan has no ranks".into()));
     }
     if plan.mesh.devices() != n {
-        return Err(bad(format!("mesh {:?} has {} devices but the plan has {n} rank programs", plan.mesh.shape, plan.mesh.devices())));
+        return Err(bad(format!(
+            "mesh {:?} has {} devices but the plan has {n} rank programs",
+            plan.mesh.shape,
+            plan.mesh.devices()
+        )));
     }
     let n_values = plan.values.len();
     let n_tensors = plan.graph.tensors.len();
     for (i, v) in plan.values.iter().enumerate() {
         if v.tensor.index() >= n_tensors {
-            return Err(bad(format!("value {i} refers to tensor {} but the graph has {n_tensors} tensors", v.tensor.0)));
+            return Err(bad(format!(
+                "value {i} refers to tensor {} but the graph has {n_tensors} tensors",
+                v.tensor.0
+            )));
         }
     }
     if plan.outputs.len() != plan.graph.outputs.len() {
@@ -41,20 +51,30 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
     let mut defined_anywhere = vec![false; n_values];
     for (r, prog) in plan.ranks.iter().enumerate() {
         if prog.rank != r {
-            return Err(bad(format!("rank program {r} is labelled rank {}", prog.rank)));
+            return Err(bad(format!(
+                "rank program {r} is labelled rank {}",
+                prog.rank
+            )));
         }
         let mut defined = vec![false; n_values];
         for (s, step) in prog.steps.iter().enumerate() {
             let at = |msg: String| bad(format!("rank {r} step {s}: {msg}"));
             for v in step.inputs.iter().chain(&step.outputs) {
                 if v.index() >= n_values {
-                    return Err(at(format!("value {} out of range ({n_values} values)", v.0)));
+                    return Err(at(format!(
+                        "value {} out of range ({n_values} values)",
+                        v.0
+                    )));
                 }
             }
-            check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len()).map_err(at)?;
+            check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len())
+                .map_err(at)?;
             for v in &step.inputs {
                 if !defined[v.index()] {
-                    return Err(at(format!("reads value {} before it is defined on this rank", v.0)));
+                    return Err(at(format!(
+                        "reads value {} before it is defined on this rank",
+                        v.0
+                    )));
                 }
             }
             for v in &step.outputs {
@@ -77,7 +97,11 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
 fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
     let g = &plan.graph;
     let n = g.tensors.len();
-    let out_of_range = |what: &str, id: u32| bad(format!("{what} refers to tensor {id} but the graph has {n} tensors"));
+    let out_of_range = |what: &str, id: u32| {
+        bad(format!(
+            "{what} refers to tensor {id} but the graph has {n} tensors"
+        ))
+    };
     for t in g.inputs.iter().chain(&g.outputs).chain(g.weights.keys()) {
         if t.index() >= n {
             return Err(out_of_range("a graph input/output/weight", t.0));
@@ -93,11 +117,19 @@ fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
     g.validate().map_err(|e| bad(e.to_string()))
 }
 
-fn check_step_kind(plan: &Plan, rank: usize, kind: &StepKind, n_in: usize, n_out: usize) -> Result<(), String> {
+fn check_step_kind(
+    plan: &Plan,
+    rank: usize,
+    kind: &StepKind,
+    n_in: usize,
+    n_out: usize,
+) -> Result<(), String> {
     let g = &plan.graph;
     let arity = |want_in: usize, want_out: usize, what: &str| {
         if n_in != want_in || n_out != want_out {
-            Err(format!("{what} takes {want_in} input(s) and {want_out} output(s), got {n_in} and {n_out}"))
+            Err(format!(
+                "{what} takes {want_in} input(s) and {want_out} output(s), got {n_in} and {n_out}"
+            ))
         } else {
             Ok(())
         }
@@ -105,19 +137,29 @@ fn check_step_kind(plan: &Plan, rank: usize, kind: &StepKind, n_in: usize, n_out
     match kind {
         StepKind::LoadWeight { tensor, .. } => {
             if !g.weights.contains_key(tensor) {
-                return Err(format!("load_weight of tensor {} which is not a weight", tensor.0));
+                return Err(format!(
+                    "load_weight of tensor {} which is not a weight",
+                    tensor.0
+                ));
             }
             arity(0, 1, "load_weight")
         }
         StepKind::Input { tensor, .. } => {
             if !g.inputs.contains(tensor) {
-                return Err(format!("input step for tensor {} which is not a graph input", tensor.0));
+                return Err(format!(
+                    "input step for tensor {} which is not a graph input",
+                    tensor.0
+                ));
             }
             arity(0, 1, "input")
         }
         StepKind::Compute { node, .. } => {
             if node.index() >= g.nodes.len() {
-                return Err(format!("compute node {} out of range ({} nodes)", node.0, g.nodes.len()));
+                return Err(format!(
+                    "compute node {} out of range ({} nodes)",
+                    node.0,
+                    g.nodes.len()
+                ));
             }
             if n_out == 0 {
                 return Err("compute step without outputs".into());
@@ -125,12 +167,18 @@ fn check_step_kind(plan: &Plan, rank: usize, kind: &StepKind, n_in: usize, n_out
             Ok(())
         }
         StepKind::ShardedGather { node, .. } => {
-            let nd = g
-                .nodes
-                .get(node.index())
-                .ok_or_else(|| format!("sharded_gather node {} out of range ({} nodes)", node.0, g.nodes.len()))?;
+            let nd = g.nodes.get(node.index()).ok_or_else(|| {
+                format!(
+                    "sharded_gather node {} out of range ({} nodes)",
+                    node.0,
+                    g.nodes.len()
+                )
+            })?;
             if !matches!(nd.op, Op::Gather(ref a) if a.axis == 0) || nd.inputs.len() != 2 {
-                return Err(format!("sharded_gather of node '{}' which is not a Gather along axis 0", nd.name));
+                return Err(format!(
+                    "sharded_gather of node '{}' which is not a Gather along axis 0",
+                    nd.name
+                ));
             }
             arity(2, 1, "sharded_gather")
         }
@@ -145,10 +193,14 @@ fn check_step_kind(plan: &Plan, rank: usize, kind: &StepKind, n_in: usize, n_out
             let n = plan.ranks.len();
             let distinct: BTreeSet<_> = group.iter().collect();
             if group.is_empty() || distinct.len() != group.len() || group.iter().any(|&m| m >= n) {
-                return Err(format!("collective group {group:?} is not a set of ranks below {n}"));
+                return Err(format!(
+                    "collective group {group:?} is not a set of ranks below {n}"
+                ));
             }
             if !group.contains(&rank) {
-                return Err(format!("collective group {group:?} does not contain rank {rank}"));
+                return Err(format!(
+                    "collective group {group:?} does not contain rank {rank}"
+                ));
             }
             arity(1, 1, "collective")
         }
@@ -161,9 +213,19 @@ fn validate_collective_order(plan: &Plan) -> Result<(), ExecError> {
     let mut seqs: BTreeMap<&[usize], BTreeMap<usize, Vec<Call>>> = BTreeMap::new();
     for prog in &plan.ranks {
         for step in &prog.steps {
-            if let StepKind::Collective { collective, axis, to_axis, group, .. } = &step.kind {
+            if let StepKind::Collective {
+                collective,
+                axis,
+                to_axis,
+                group,
+                ..
+            } = &step.kind
+            {
                 let per_rank = seqs.entry(group.as_slice()).or_default();
-                per_rank.entry(prog.rank).or_default().push((collective.as_str(), *axis, *to_axis));
+                per_rank
+                    .entry(prog.rank)
+                    .or_default()
+                    .push((collective.as_str(), *axis, *to_axis));
             }
         }
     }
@@ -173,7 +235,11 @@ fn validate_collective_order(plan: &Plan) -> Result<(), ExecError> {
         for &m in group {
             let seq = per_rank.get(&m).unwrap_or(&empty);
             if seq != first {
-                let at = seq.iter().zip(first).position(|(a, b)| a != b).unwrap_or(seq.len().min(first.len()));
+                let at = seq
+                    .iter()
+                    .zip(first)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(seq.len().min(first.len()));
                 return Err(bad(format!(
                     "ranks {} and {m} of group {group:?} disagree at collective #{at} ({} vs {} collectives in all): the run would hang",
                     group[0],
@@ -189,12 +255,19 @@ fn validate_collective_order(plan: &Plan) -> Result<(), ExecError> {
 /// Checks that `inputs` are exactly the model's inputs, with the right dtype and shape.
 pub fn validate_inputs(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Result<(), ExecError> {
     let g = &plan.graph;
-    let names: Vec<&str> = g.inputs.iter().map(|t| g.tensor(*t).name.as_str()).collect();
+    let names: Vec<&str> = g
+        .inputs
+        .iter()
+        .map(|t| g.tensor(*t).name.as_str())
+        .collect();
     for name in inputs.keys() {
         if !names.contains(&name.as_str()) {
             return Err(ExecError::Input {
                 name: name.clone(),
-                msg: format!("not an input of the model (its inputs are: {})", names.join(", ")),
+                msg: format!(
+                    "not an input of the model (its inputs are: {})",
+                    names.join(", ")
+                ),
             });
         }
     }
@@ -209,7 +282,10 @@ pub fn validate_inputs(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Result
         if x.dtype != info.dtype || x.shape != info.shape {
             return Err(ExecError::Input {
                 name: info.name.clone(),
-                msg: format!("expected {}{:?}, got {}{:?}", info.dtype, info.shape, x.dtype, x.shape),
+                msg: format!(
+                    "expected {}{:?}, got {}{:?}",
+                    info.dtype, info.shape, x.dtype, x.shape
+                ),
             });
         }
     }

@@ -1,9 +1,13 @@
 //! Hand-built plans for the executor tests.
 #![allow(dead_code)]
 use std::collections::BTreeMap;
-use tessera_ir::op::{AxisAttrs, BinaryAttrs, BinaryOp, GeluAttrs, MatMulAttrs, UnaryAttrs, UnaryOp};
+use tessera_ir::op::{
+    AxisAttrs, BinaryAttrs, BinaryOp, GeluAttrs, MatMulAttrs, UnaryAttrs, UnaryOp,
+};
 use tessera_ir::plan::*;
-use tessera_ir::{DType, Graph, Layout, NodeId, Op, Tensor, TensorId, TensorKind, Weight, WeightData};
+use tessera_ir::{
+    DType, Graph, Layout, NodeId, Op, Tensor, TensorId, TensorKind, Weight, WeightData,
+};
 use tessera_runtime::reference::run_graph;
 use tessera_runtime::weights::WeightStore;
 
@@ -13,7 +17,9 @@ pub fn rand_f32(shape: &[usize], seed: u64) -> Tensor {
     let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
     let v = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 23) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -21,10 +27,22 @@ pub fn rand_f32(shape: &[usize], seed: u64) -> Tensor {
 }
 
 pub fn inline_weight(g: &mut Graph, name: &str, t: Tensor) -> TensorId {
-    g.add_weight(Weight { name: name.into(), dtype: t.dtype, shape: t.shape.clone(), data: WeightData::Inline { tensor: t } })
+    g.add_weight(Weight {
+        name: name.into(),
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        data: WeightData::Inline { tensor: t },
+    })
 }
 
-pub fn node(g: &mut Graph, name: &str, op: Op, inputs: Vec<TensorId>, shape: Vec<usize>, dtype: DType) -> (NodeId, TensorId) {
+pub fn node(
+    g: &mut Graph,
+    name: &str,
+    op: Op,
+    inputs: Vec<TensorId>,
+    shape: Vec<usize>,
+    dtype: DType,
+) -> (NodeId, TensorId) {
     let out = g.add_tensor(format!("{name}_out"), dtype, shape, TensorKind::Activation);
     (g.add_node(name, op, inputs, vec![out]), out)
 }
@@ -38,16 +56,33 @@ impl PlanBuilder {
     pub fn new(graph: Graph, n: usize) -> PlanBuilder {
         let plan = Plan {
             format_version: FORMAT_VERSION,
-            source: SourceModel { path: "inline".into(), sha256: String::new() },
+            source: SourceModel {
+                path: "inline".into(),
+                sha256: String::new(),
+            },
             input_shapes: BTreeMap::new(),
             mesh: Mesh::tp(n),
-            cost_model: CostModel { name: "cpu".into(), alpha_s: 1e-6, beta_bytes_per_s: 1e10, flops_per_s: 1e10 },
-            objective: Objective { kind: "memory".into(), memory_per_device: None, pins: BTreeMap::new() },
+            cost_model: CostModel {
+                name: "cpu".into(),
+                alpha_s: 1e-6,
+                beta_bytes_per_s: 1e10,
+                flops_per_s: 1e10,
+            },
+            objective: Objective {
+                kind: "memory".into(),
+                memory_per_device: None,
+                pins: BTreeMap::new(),
+            },
             layouts: vec![None; graph.tensors.len()],
             graph,
             values: vec![],
             outputs: vec![],
-            ranks: (0..n).map(|rank| RankProgram { rank, steps: vec![] }).collect(),
+            ranks: (0..n)
+                .map(|rank| RankProgram {
+                    rank,
+                    steps: vec![],
+                })
+                .collect(),
             collectives: vec![],
             weight_shards: vec![],
             estimates: vec![],
@@ -80,8 +115,15 @@ impl PlanBuilder {
     /// A value of logical tensor `t` in `layout` (local shape derived from the layout).
     pub fn value(&mut self, t: TensorId, layout: Layout) -> ValueId {
         let info = self.plan.graph.tensor(t).clone();
-        let shape = layout.local_shape(&info.shape, self.n()).expect("divisible split");
-        self.plan.values.push(PlanValue { tensor: t, layout, shape, dtype: info.dtype });
+        let shape = layout
+            .local_shape(&info.shape, self.n())
+            .expect("divisible split");
+        self.plan.values.push(PlanValue {
+            tensor: t,
+            layout,
+            shape,
+            dtype: info.dtype,
+        });
         self.plan.layouts[t.index()] = Some(layout);
         ValueId(self.plan.values.len() as u32 - 1)
     }
@@ -89,21 +131,46 @@ impl PlanBuilder {
     /// Appends a step to every rank, built from the rank index.
     pub fn step(&mut self, f: impl Fn(usize) -> StepKind, inputs: &[ValueId], outputs: &[ValueId]) {
         for r in 0..self.n() {
-            self.plan.ranks[r].steps.push(Step { kind: f(r), inputs: inputs.to_vec(), outputs: outputs.to_vec(), layer: None });
+            self.plan.ranks[r].steps.push(Step {
+                kind: f(r),
+                inputs: inputs.to_vec(),
+                outputs: outputs.to_vec(),
+                layer: None,
+            });
         }
     }
 
     pub fn compute(&mut self, node: NodeId, inputs: &[ValueId], out: ValueId) {
         let op = self.plan.graph.node(node).op.clone();
-        self.step(|_| StepKind::Compute { node, op: op.clone() }, inputs, &[out]);
+        self.step(
+            |_| StepKind::Compute {
+                node,
+                op: op.clone(),
+            },
+            inputs,
+            &[out],
+        );
     }
 
-    pub fn collective(&mut self, kind: CollectiveKind, axis: Option<usize>, to_axis: Option<usize>, x: ValueId, out: ValueId) {
+    pub fn collective(
+        &mut self,
+        kind: CollectiveKind,
+        axis: Option<usize>,
+        to_axis: Option<usize>,
+        x: ValueId,
+        out: ValueId,
+    ) {
         let n = self.n();
         let t = self.plan.values[x.index()].tensor;
         let bytes = (self.plan.graph.tensor(t).shape.iter().product::<usize>() * 4) as u64;
         self.step(
-            |_| StepKind::Collective { collective: kind, axis, to_axis, group: (0..n).collect(), bytes },
+            |_| StepKind::Collective {
+                collective: kind,
+                axis,
+                to_axis,
+                group: (0..n).collect(),
+                bytes,
+            },
             &[x],
             &[out],
         );
@@ -119,7 +186,11 @@ impl PlanBuilder {
 
     /// Chunk `r` of `d` split `n` ways, as an AxisSlice.
     pub fn chunk(axis: usize, d: usize, n: usize, r: usize) -> AxisSlice {
-        AxisSlice { axis, start: r * d / n, end: (r + 1) * d / n }
+        AxisSlice {
+            axis,
+            start: r * d / n,
+            end: (r + 1) * d / n,
+        }
     }
 }
 
@@ -131,9 +202,32 @@ pub fn mlp_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let x = g.add_input("x", DType::F32, vec![2, 4, d]);
     let w1 = inline_weight(&mut g, "w1", rand_f32(&[d, h], 1));
     let w2 = inline_weight(&mut g, "w2", rand_f32(&[h, d], 2));
-    let (n1, t_h) = node(&mut g, "fc1", Op::MatMul(MatMulAttrs {}), vec![x, w1], vec![2, 4, h], DType::F32);
-    let (n2, t_g) = node(&mut g, "gelu", Op::Gelu(GeluAttrs { tanh_approximation: false }), vec![t_h], vec![2, 4, h], DType::F32);
-    let (n3, t_y) = node(&mut g, "fc2", Op::MatMul(MatMulAttrs {}), vec![t_g, w2], vec![2, 4, d], DType::F32);
+    let (n1, t_h) = node(
+        &mut g,
+        "fc1",
+        Op::MatMul(MatMulAttrs {}),
+        vec![x, w1],
+        vec![2, 4, h],
+        DType::F32,
+    );
+    let (n2, t_g) = node(
+        &mut g,
+        "gelu",
+        Op::Gelu(GeluAttrs {
+            tanh_approximation: false,
+        }),
+        vec![t_h],
+        vec![2, 4, h],
+        DType::F32,
+    );
+    let (n3, t_y) = node(
+        &mut g,
+        "fc2",
+        Op::MatMul(MatMulAttrs {}),
+        vec![t_g, w2],
+        vec![2, 4, d],
+        DType::F32,
+    );
     g.outputs.push(t_y);
     let mut b = PlanBuilder::new(g, n);
     let vx = b.value(x, Layout::Replicated);
@@ -143,11 +237,32 @@ pub fn mlp_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vw2 = b.value(w2, Layout::Split(0));
     let vyp = b.value(t_y, Layout::Partial);
     let vy = b.value(t_y, Layout::Replicated);
-    b.step(|_| StepKind::Input { tensor: x, slice: None }, &[], &[vx]);
-    b.step(|r| StepKind::LoadWeight { tensor: w1, slice: Some(PlanBuilder::chunk(1, h, n, r)) }, &[], &[vw1]);
+    b.step(
+        |_| StepKind::Input {
+            tensor: x,
+            slice: None,
+        },
+        &[],
+        &[vx],
+    );
+    b.step(
+        |r| StepKind::LoadWeight {
+            tensor: w1,
+            slice: Some(PlanBuilder::chunk(1, h, n, r)),
+        },
+        &[],
+        &[vw1],
+    );
     b.compute(n1, &[vx, vw1], vh);
     b.compute(n2, &[vh], vg);
-    b.step(|r| StepKind::LoadWeight { tensor: w2, slice: Some(PlanBuilder::chunk(0, h, n, r)) }, &[], &[vw2]);
+    b.step(
+        |r| StepKind::LoadWeight {
+            tensor: w2,
+            slice: Some(PlanBuilder::chunk(0, h, n, r)),
+        },
+        &[],
+        &[vw2],
+    );
     b.compute(n3, &[vg, vw2], vyp);
     b.collective(CollectiveKind::AllReduce, None, None, vyp, vy);
     b.plan.outputs.push(vy);
@@ -164,10 +279,33 @@ pub fn layouts_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let x = g.add_input("x", DType::F32, vec![2, e, e]);
     let w = inline_weight(&mut g, "w", rand_f32(&[e, e], 5));
     let unary = |kind| Op::Unary(UnaryAttrs { kind });
-    let (n_relu, r1) = node(&mut g, "relu", unary(UnaryOp::Relu), vec![x], vec![2, e, e], DType::F32);
-    let (n_tanh, t) = node(&mut g, "tanh", unary(UnaryOp::Tanh), vec![r1], vec![2, e, e], DType::F32);
-    let (n_mm, m) = node(&mut g, "mm", Op::MatMul(MatMulAttrs {}), vec![t, w], vec![2, e, e], DType::F32);
-    let add = Op::Binary(BinaryAttrs { kind: BinaryOp::Add });
+    let (n_relu, r1) = node(
+        &mut g,
+        "relu",
+        unary(UnaryOp::Relu),
+        vec![x],
+        vec![2, e, e],
+        DType::F32,
+    );
+    let (n_tanh, t) = node(
+        &mut g,
+        "tanh",
+        unary(UnaryOp::Tanh),
+        vec![r1],
+        vec![2, e, e],
+        DType::F32,
+    );
+    let (n_mm, m) = node(
+        &mut g,
+        "mm",
+        Op::MatMul(MatMulAttrs {}),
+        vec![t, w],
+        vec![2, e, e],
+        DType::F32,
+    );
+    let add = Op::Binary(BinaryAttrs {
+        kind: BinaryOp::Add,
+    });
     let (n_add, s) = node(&mut g, "add", add, vec![m, x], vec![2, e, e], DType::F32);
     g.outputs.push(s);
     let mut b = PlanBuilder::new(g, n);
@@ -184,15 +322,42 @@ pub fn layouts_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vsp = b.value(s, Layout::Partial);
     let vs1 = b.value(s, Layout::Split(1));
     let vsr = b.value(s, Layout::Replicated);
-    b.step(|r| StepKind::Input { tensor: x, slice: Some(PlanBuilder::chunk(1, e, n, r)) }, &[], &[vx1]);
+    b.step(
+        |r| StepKind::Input {
+            tensor: x,
+            slice: Some(PlanBuilder::chunk(1, e, n, r)),
+        },
+        &[],
+        &[vx1],
+    );
     b.compute(n_relu, &[vx1], vr1);
     b.collective(CollectiveKind::AllToAll, Some(1), Some(2), vr1, vr2);
     b.compute(n_tanh, &[vr2], vt2);
     b.collective(CollectiveKind::AllGather, Some(2), None, vt2, vtr);
-    b.step(|r| StepKind::LocalSlice { slice: PlanBuilder::chunk(2, e, n, r) }, &[vtr], &[vt2b]);
-    b.step(|r| StepKind::LoadWeight { tensor: w, slice: Some(PlanBuilder::chunk(0, e, n, r)) }, &[], &[vw]);
+    b.step(
+        |r| StepKind::LocalSlice {
+            slice: PlanBuilder::chunk(2, e, n, r),
+        },
+        &[vtr],
+        &[vt2b],
+    );
+    b.step(
+        |r| StepKind::LoadWeight {
+            tensor: w,
+            slice: Some(PlanBuilder::chunk(0, e, n, r)),
+        },
+        &[],
+        &[vw],
+    );
     b.compute(n_mm, &[vt2b, vw], vmp);
-    b.step(|_| StepKind::Input { tensor: x, slice: None }, &[], &[vxr]);
+    b.step(
+        |_| StepKind::Input {
+            tensor: x,
+            slice: None,
+        },
+        &[],
+        &[vxr],
+    );
     b.step(|_| StepKind::ScaleToPartial { n }, &[vxr], &[vxp]);
     b.compute(n_add, &[vmp, vxp], vsp);
     b.collective(CollectiveKind::ReduceScatter, Some(1), None, vsp, vs1);
@@ -210,7 +375,14 @@ pub fn embedding_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let mut g = Graph::new();
     let ids = g.add_input("ids", DType::I64, vec![2, 5]);
     let table = inline_weight(&mut g, "table", rand_f32(&[vocab, dim], 9));
-    let (n_g, e) = node(&mut g, "embed", Op::Gather(AxisAttrs { axis: 0 }), vec![table, ids], vec![2, 5, dim], DType::F32);
+    let (n_g, e) = node(
+        &mut g,
+        "embed",
+        Op::Gather(AxisAttrs { axis: 0 }),
+        vec![table, ids],
+        vec![2, 5, dim],
+        DType::F32,
+    );
     g.outputs.push(e);
     let mut b = PlanBuilder::new(g, n);
     let vt = b.value(table, Layout::Split(0));
@@ -218,15 +390,40 @@ pub fn embedding_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vep = b.value(e, Layout::Partial);
     let ver = b.value(e, Layout::Replicated);
     let veb = b.value(e, Layout::Replicated);
-    b.step(|r| StepKind::LoadWeight { tensor: table, slice: Some(PlanBuilder::chunk(0, vocab, n, r)) }, &[], &[vt]);
-    b.step(|_| StepKind::Input { tensor: ids, slice: None }, &[], &[vi]);
+    b.step(
+        |r| StepKind::LoadWeight {
+            tensor: table,
+            slice: Some(PlanBuilder::chunk(0, vocab, n, r)),
+        },
+        &[],
+        &[vt],
+    );
+    b.step(
+        |_| StepKind::Input {
+            tensor: ids,
+            slice: None,
+        },
+        &[],
+        &[vi],
+    );
     let rows = vocab / n;
-    b.step(|r| StepKind::ShardedGather { node: n_g, offset: r * rows, rows }, &[vt, vi], &[vep]);
+    b.step(
+        |r| StepKind::ShardedGather {
+            node: n_g,
+            offset: r * rows,
+            rows,
+        },
+        &[vt, vi],
+        &[vep],
+    );
     b.collective(CollectiveKind::AllReduce, None, None, vep, ver);
     b.collective(CollectiveKind::Broadcast, None, None, ver, veb);
     b.plan.outputs.push(veb);
     let mut inputs = BTreeMap::new();
-    inputs.insert("ids".to_string(), Tensor::i64(vec![2, 5], vec![0, 11, 5, -1, 3, 6, 7, -12, 2, 9]));
+    inputs.insert(
+        "ids".to_string(),
+        Tensor::i64(vec![2, 5], vec![0, 11, 5, -1, 3, 6, 7, -12, 2, 9]),
+    );
     (b.plan, inputs)
 }
 
@@ -240,7 +437,11 @@ pub fn reference(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Vec<Tensor> 
 pub fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.shape, want.shape);
     let (a, b) = (got.to_f64_vec(), want.to_f64_vec());
-    let max_abs = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let max_abs = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     max_abs / scale.max(1e-6)
 }
