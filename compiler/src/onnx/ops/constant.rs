@@ -1,0 +1,155 @@
+//! Constants, shape queries, casts and identities.
+//!
+//! * Constant: <https://onnx.ai/onnx/operators/onnx__Constant.html> (13..=23; value,
+//!   value_float(s), value_int(s))
+//! * ConstantOfShape: <https://onnx.ai/onnx/operators/onnx__ConstantOfShape.html> (13..=23;
+//!   the shape must be constant)
+//! * Range: <https://onnx.ai/onnx/operators/onnx__Range.html> (13..=23; inputs must be
+//!   constant)
+//! * Shape: <https://onnx.ai/onnx/operators/onnx__Shape.html> (13..=23, start/end from 15) and
+//!   Size: <https://onnx.ai/onnx/operators/onnx__Size.html> — constants from static shapes
+//! * Identity, Dropout (inference: identity; the mask output is unsupported)
+//! * Cast: <https://onnx.ai/onnx/operators/onnx__Cast.html>, CastLike (15..=23)
+use super::elementwise::unary;
+use super::{entry, Lowered, NodeCx, OpEntry};
+use crate::onnx::tensor_proto::decode;
+use crate::onnx::ImportError;
+use tessera_ir::op::{CastAttrs, UnaryOp};
+use tessera_ir::{DType, Op, Tensor, TensorData};
+
+pub(super) const OPS: &[OpEntry] = &[
+    entry("Constant", 13, constant),
+    entry("ConstantOfShape", 9, constant_of_shape),
+    entry("Range", 11, range),
+    entry("Shape", 1, shape),
+    entry("Size", 1, size),
+    entry("Identity", 1, |_| unary(UnaryOp::Identity)),
+    entry("Dropout", 1, |_| unary(UnaryOp::Identity)),
+    entry("Cast", 1, cast),
+    entry("CastLike", 15, cast_like),
+];
+
+fn constant(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let t = if let Some(t) = cx.attr_tensor("value") {
+        decode(t, cx.name)?
+    } else if let Some(a) = cx.attr("value_float") {
+        Tensor::f32(vec![], vec![a.f])
+    } else if let Some(a) = cx.attr("value_floats") {
+        Tensor::f32(vec![a.floats.len()], a.floats.clone())
+    } else if let Some(a) = cx.attr("value_int") {
+        Tensor::i64(vec![], vec![a.i])
+    } else if let Some(a) = cx.attr("value_ints") {
+        Tensor::i64(vec![a.ints.len()], a.ints.clone())
+    } else {
+        return Err(
+            cx.err("unsupported Constant form (needs value, value_float(s) or value_int(s))")
+        );
+    };
+    Ok(Lowered::Consts(vec![t]))
+}
+
+fn dims(cx: &NodeCx, v: &[i64]) -> Result<Vec<usize>, ImportError> {
+    v.iter()
+        .map(|&d| usize::try_from(d).map_err(|_| cx.err(format!("negative dim in {v:?}"))))
+        .collect()
+}
+
+fn constant_of_shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let shape = match cx.input(0)?.konst {
+        Some(t) => dims(cx, &t.to_i64_vec())?,
+        None => return Err(cx.err("output shape depends on runtime values")),
+    };
+    let value = match cx.attr_tensor("value") {
+        Some(t) => decode(t, cx.name)?,
+        None => Tensor::f32(vec![1], vec![0.0]),
+    };
+    if value.numel() != 1 {
+        return Err(cx.err(format!(
+            "value must have one element, got shape {:?}",
+            value.shape
+        )));
+    }
+    let n: usize = shape.iter().product();
+    let data = match &value.data {
+        TensorData::F32(v) => TensorData::F32(vec![v[0]; n]),
+        TensorData::I64(v) => TensorData::I64(vec![v[0]; n]),
+        TensorData::Bool(v) => TensorData::Bool(vec![v[0]; n]),
+    };
+    Ok(Lowered::Consts(vec![Tensor {
+        dtype: value.dtype,
+        shape,
+        data,
+    }]))
+}
+
+fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let mut vals = Vec::new();
+    for i in 0..3 {
+        match cx.input(i)?.konst {
+            Some(t) if t.numel() == 1 => vals.push(t),
+            Some(t) => {
+                return Err(cx.err(format!(
+                    "input {i} must be a scalar, got shape {:?}",
+                    t.shape
+                )))
+            }
+            None => return Err(cx.err("output shape depends on runtime values")),
+        }
+    }
+    let dtype = vals[0].dtype;
+    let data = match (&vals[0].data, &vals[1].data, &vals[2].data) {
+        (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0 {
+                return Err(cx.err("delta is 0"));
+            }
+            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+            TensorData::I64((0..n as i64).map(|i| s + i * d).collect())
+        }
+        (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0.0 {
+                return Err(cx.err("delta is 0"));
+            }
+            let n = ((l - s) / d).ceil().max(0.0) as usize;
+            TensorData::F32((0..n).map(|i| s + i as f32 * d).collect())
+        }
+        _ => return Err(cx.err("start, limit and delta must share a numeric dtype")),
+    };
+    let n = data.len();
+    Ok(Lowered::Consts(vec![Tensor {
+        dtype,
+        shape: vec![n],
+        data,
+    }]))
+}
+
+fn shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let x = cx.input(0)?.shape;
+    let r = x.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(cx.attr_int("start", 0));
+    let end = clamp(cx.attr_int("end", r)).max(start);
+    let v: Vec<i64> = x[start..end].iter().map(|&d| d as i64).collect();
+    Ok(Lowered::Consts(vec![Tensor::i64(vec![v.len()], v)]))
+}
+
+fn size(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let n = cx.input(0)?.shape.iter().product::<usize>();
+    Ok(Lowered::Consts(vec![Tensor::i64(vec![], vec![n as i64])]))
+}
+
+fn cast_to(to: DType) -> Result<Lowered, ImportError> {
+    Ok(Lowered::op(Op::Cast(CastAttrs { to }), &[0]))
+}
+
+fn cast(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let code = cx.attr_int("to", 0);
+    let to = DType::from_onnx_code(code as i32)
+        .ok_or_else(|| cx.err(format!("unsupported target type {code}")))?;
+    cast_to(to)
+}
+
+fn cast_like(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    cast_to(cx.input(1)?.dtype)
+}

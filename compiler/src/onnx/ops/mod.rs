@@ -1,0 +1,253 @@
+//! ONNX op converters: one op family per file, a registry table mapping `op_type` to a
+//! converter function, and the [`NodeCx`] view of a node that converters read.
+//!
+//! A converter turns one ONNX node (whose inputs are typed, statically shaped and possibly
+//! constant) into [`Lowered`]: a short chain of IR ops (usually one) or constant outputs.
+//! The walker then folds, infers and emits what the converter returned.
+mod activation;
+mod constant;
+mod elementwise;
+mod gather;
+mod logic;
+mod matmul;
+mod misc;
+mod normalization;
+mod reduce;
+mod shape_ops;
+
+use super::ImportError;
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use tessera_ir::{DType, Op, Tensor};
+
+/// Converts one node.
+pub(crate) type Converter = fn(&NodeCx) -> Result<Lowered, ImportError>;
+
+/// A registry entry: the ONNX op type, the first opset of the default domain in which it
+/// exists in the form we convert, and its converter.
+#[derive(Clone, Copy)]
+pub(crate) struct OpEntry {
+    /// ONNX op type.
+    pub op_type: &'static str,
+    /// First opset version (of the default domain) supported.
+    pub since: i64,
+    /// Converter.
+    pub convert: Converter,
+}
+
+const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry {
+    OpEntry {
+        op_type,
+        since,
+        convert,
+    }
+}
+
+/// Every family's table.
+const FAMILIES: &[&[OpEntry]] = &[
+    activation::OPS,
+    constant::OPS,
+    elementwise::OPS,
+    gather::OPS,
+    logic::OPS,
+    matmul::OPS,
+    misc::OPS,
+    normalization::OPS,
+    reduce::OPS,
+    shape_ops::OPS,
+];
+
+/// The registry, by op type.
+fn registry() -> &'static HashMap<&'static str, OpEntry> {
+    static REG: OnceLock<HashMap<&'static str, OpEntry>> = OnceLock::new();
+    REG.get_or_init(|| {
+        FAMILIES
+            .iter()
+            .flat_map(|f| f.iter())
+            .map(|e| (e.op_type, *e))
+            .collect()
+    })
+}
+
+/// The converter for `op_type` at default-domain `opset`, if supported.
+pub(crate) fn lookup(op_type: &str, opset: i64) -> Option<Converter> {
+    registry()
+        .get(op_type)
+        .filter(|e| opset >= e.since)
+        .map(|e| e.convert)
+}
+
+/// All supported op types with their first supported opset, sorted by name.
+pub fn supported_ops() -> Vec<(&'static str, i64)> {
+    let mut v: Vec<_> = registry()
+        .values()
+        .map(|e| (e.op_type, e.since.max(super::MIN_OPSET)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// What a converter produced.
+pub(crate) enum Lowered {
+    /// IR ops to emit in order; the outputs of the last step are the node's outputs.
+    Steps(Vec<Step>),
+    /// The node's outputs are these constants (Shape, Constant, Range, ...).
+    Consts(Vec<Tensor>),
+}
+
+/// One IR op of a lowering.
+pub(crate) struct Step {
+    /// The op.
+    pub op: Op,
+    /// Its inputs.
+    pub inputs: Vec<Ref>,
+}
+
+/// An input of a [`Step`].
+pub(crate) enum Ref {
+    /// Input `i` of the ONNX node.
+    In(usize),
+    /// Output `k` of step `j` of the same lowering.
+    Prev(usize, usize),
+    /// A constant made by the converter.
+    Const(Tensor),
+}
+
+impl Lowered {
+    /// One op applied to the given node inputs.
+    pub fn op(op: Op, inputs: &[usize]) -> Lowered {
+        Lowered::Steps(vec![Step {
+            op,
+            inputs: inputs.iter().map(|&i| Ref::In(i)).collect(),
+        }])
+    }
+}
+
+/// A typed input of a node, with its value when it is a constant.
+pub(crate) struct InputView<'a> {
+    /// Value name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: DType,
+    /// Static shape.
+    pub shape: &'a [usize],
+    /// The value, when known at import time.
+    pub konst: Option<&'a Tensor>,
+}
+
+/// What a converter sees of a node.
+pub(crate) struct NodeCx<'a> {
+    /// The ONNX node.
+    pub node: &'a NodeProto,
+    /// Its name (generated when the model has none).
+    pub name: &'a str,
+    /// Default-domain opset of the model.
+    pub opset: i64,
+    /// Inputs; `None` for an omitted optional input (empty name).
+    pub inputs: Vec<Option<InputView<'a>>>,
+}
+
+impl<'a> NodeCx<'a> {
+    /// An error about this node.
+    pub fn err(&self, msg: impl Into<String>) -> ImportError {
+        ImportError::node(self.name, &self.node.op_type, msg)
+    }
+
+    /// Number of inputs given (including omitted ones before the last given).
+    pub fn n_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// A required input.
+    pub fn input(&self, i: usize) -> Result<&InputView<'a>, ImportError> {
+        self.opt_input(i)
+            .ok_or_else(|| self.err(format!("missing required input {i}")))
+    }
+
+    /// An optional input.
+    pub fn opt_input(&self, i: usize) -> Option<&InputView<'a>> {
+        self.inputs.get(i).and_then(|x| x.as_ref())
+    }
+
+    /// Rank of a required input.
+    pub fn rank(&self, i: usize) -> Result<usize, ImportError> {
+        Ok(self.input(i)?.shape.len())
+    }
+
+    /// The value of an input that must be known at import time.
+    pub fn const_input(&self, i: usize) -> Result<&'a Tensor, ImportError> {
+        let v = self.input(i)?;
+        v.konst.ok_or_else(|| {
+            self.err(format!(
+                "input {i} ('{}') must be a constant but depends on runtime values",
+                v.name
+            ))
+        })
+    }
+
+    /// An optional constant input as integers.
+    pub fn opt_const_ints(&self, i: usize) -> Result<Option<Vec<i64>>, ImportError> {
+        match self.opt_input(i) {
+            None => Ok(None),
+            Some(_) => Ok(Some(self.const_input(i)?.to_i64_vec())),
+        }
+    }
+
+    /// An attribute by name.
+    pub fn attr(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    /// An int attribute, or `default`.
+    pub fn attr_int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).map_or(default, |a| a.i)
+    }
+
+    /// A float attribute, or `default`.
+    pub fn attr_float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).map_or(default, |a| a.f)
+    }
+
+    /// An ints attribute.
+    pub fn attr_ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.attr(name).map(|a| a.ints.clone())
+    }
+
+    /// A string attribute.
+    pub fn attr_str(&self, name: &str) -> Option<String> {
+        self.attr(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+
+    /// A tensor attribute.
+    pub fn attr_tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.attr(name)
+            .filter(|a| a.type_.enum_value() == Ok(AttributeType::TENSOR))
+            .and_then(|a| a.t.as_ref())
+    }
+
+    /// Normalises a possibly negative axis for a tensor of rank `rank`.
+    pub fn axis(&self, axis: i64, rank: usize) -> Result<usize, ImportError> {
+        let r = rank as i64;
+        let a = if axis < 0 { axis + r } else { axis };
+        if a < 0 || a >= r {
+            return Err(self.err(format!("axis {axis} out of range for rank {rank}")));
+        }
+        Ok(a as usize)
+    }
+
+    /// Normalises a list of axes; sorted and deduplicated.
+    pub fn axes(&self, axes: &[i64], rank: usize) -> Result<Vec<usize>, ImportError> {
+        let mut v = axes
+            .iter()
+            .map(|&a| self.axis(a, rank))
+            .collect::<Result<Vec<_>, _>>()?;
+        v.sort_unstable();
+        if v.windows(2).any(|w| w[0] == w[1]) {
+            return Err(self.err(format!("repeated axis in {axes:?}")));
+        }
+        Ok(v)
+    }
+}

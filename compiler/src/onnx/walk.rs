@@ -1,0 +1,368 @@
+//! Phase 2, `fold` + `infer`: one topological walk over the ONNX nodes. For each node the
+//! registered converter produces IR ops (or constants); a step whose inputs are all constants
+//! is evaluated with [`tessera_runtime::kernels::eval`] and becomes a constant, any other step
+//! becomes a graph node whose output types come from [`tessera_ir::infer::infer`].
+use super::ops::{self, InputView, Lowered, NodeCx, Ref, Step};
+use super::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
+use onnx_protobuf::NodeProto;
+use std::collections::HashMap;
+use std::rc::Rc;
+use tessera_ir::{numel, DType, Graph, IrError, Tensor, TensorId, TensorKind, Weight, WeightData};
+
+/// A value (ONNX tensor name) as known during the walk.
+#[derive(Clone)]
+struct Value {
+    /// Tensor name for the graph.
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// The value when known at import time.
+    konst: Option<Rc<Tensor>>,
+    /// The initializer it came from (materialised as this weight rather than inline).
+    source: Option<Weight>,
+    /// Its graph tensor, once materialised.
+    id: Option<TensorId>,
+    /// Why the value cannot be used (an unsupported optional output).
+    missing: Option<String>,
+}
+
+impl Value {
+    fn constant(name: String, t: Tensor) -> Value {
+        Value {
+            name,
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            konst: Some(Rc::new(t)),
+            source: None,
+            id: None,
+            missing: None,
+        }
+    }
+}
+
+/// Gives `v` a graph tensor: constants become weights (file-backed for initializers,
+/// inline for folded values) the first time a graph node reads them.
+fn materialize(graph: &mut Graph, v: &mut Value) -> Result<TensorId, ImportError> {
+    if let Some(id) = v.id {
+        return Ok(id);
+    }
+    let weight = match (&v.source, &v.konst) {
+        (Some(w), _) => w.clone(),
+        (None, Some(t)) => Weight {
+            name: v.name.clone(),
+            dtype: v.dtype,
+            shape: v.shape.clone(),
+            data: WeightData::Inline {
+                tensor: (**t).clone(),
+            },
+        },
+        (None, None) => {
+            return Err(ImportError::tensor(
+                &v.name,
+                "has neither a producer nor a value",
+            ))
+        }
+    };
+    let id = graph.add_weight(weight);
+    v.id = Some(id);
+    Ok(id)
+}
+
+/// Where a step input lives.
+enum Slot {
+    Named(String),
+    Local(usize),
+}
+
+/// The walk state.
+pub(crate) struct Walker {
+    opset: i64,
+    /// The graph being built.
+    pub graph: Graph,
+    values: HashMap<String, Value>,
+    /// ONNX nodes whose outputs all became constants.
+    pub folded: usize,
+}
+
+impl Walker {
+    /// A walker for a model whose default-domain opset is `opset`.
+    pub fn new(opset: i64) -> Walker {
+        Walker {
+            opset,
+            graph: Graph::new(),
+            values: HashMap::new(),
+            folded: 0,
+        }
+    }
+
+    /// Declares a graph input.
+    pub fn add_input(&mut self, name: &str, dtype: DType, shape: Vec<usize>) {
+        let id = self.graph.add_input(name, dtype, shape.clone());
+        let v = Value {
+            name: name.into(),
+            dtype,
+            shape,
+            konst: None,
+            source: None,
+            id: Some(id),
+            missing: None,
+        };
+        self.values.insert(name.into(), v);
+    }
+
+    /// Declares an initializer; `konst` is its decoded value when small enough to fold.
+    pub fn add_initializer(&mut self, weight: Weight, konst: Option<Tensor>) {
+        let v = Value {
+            name: weight.name.clone(),
+            dtype: weight.dtype,
+            shape: weight.shape.clone(),
+            konst: konst.map(Rc::new),
+            source: Some(weight),
+            id: None,
+            missing: None,
+        };
+        self.values.insert(v.name.clone(), v);
+    }
+
+    /// Converts, folds and infers one node.
+    pub fn run_node(&mut self, index: usize, node: &NodeProto) -> Result<(), ImportError> {
+        let name = if node.name.is_empty() {
+            format!("{}_{index}", node.op_type)
+        } else {
+            node.name.clone()
+        };
+        let op_type = node.op_type.as_str();
+        let convert = ops::lookup(op_type, self.opset)
+            .ok_or_else(|| ImportError::node(&name, op_type, "unsupported op"))?;
+        let mut views = Vec::with_capacity(node.input.len());
+        for input in &node.input {
+            if input.is_empty() {
+                views.push(None);
+                continue;
+            }
+            let v = self.value(&name, op_type, input)?;
+            views.push(Some(InputView {
+                name: input,
+                dtype: v.dtype,
+                shape: &v.shape,
+                konst: v.konst.as_deref(),
+            }));
+        }
+        let cx = NodeCx {
+            node,
+            name: &name,
+            opset: self.opset,
+            inputs: views,
+        };
+        let lowered = convert(&cx)?;
+        let outputs: Vec<Value> = match lowered {
+            Lowered::Consts(ts) => {
+                self.folded += 1;
+                ts.into_iter()
+                    .enumerate()
+                    .map(|(k, t)| Value::constant(output_name(node, &name, k), t))
+                    .collect()
+            }
+            Lowered::Steps(steps) => self.emit_steps(&name, node, steps)?,
+        };
+        for (k, out) in node.output.iter().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let v = match outputs.get(k) {
+                Some(v) => v.clone(),
+                None => Value {
+                    name: out.clone(),
+                    dtype: DType::F32,
+                    shape: vec![],
+                    konst: None,
+                    source: None,
+                    id: None,
+                    missing: Some(format!(
+                        "output {k} of node '{name}' ({op_type}), which is not supported"
+                    )),
+                },
+            };
+            self.values.insert(out.clone(), v);
+        }
+        Ok(())
+    }
+
+    fn value(&self, node: &str, op: &str, input: &str) -> Result<&Value, ImportError> {
+        let v = self.values.get(input).ok_or_else(|| {
+            ImportError::node(
+                node,
+                op,
+                format!("input '{input}' is not produced before this node"),
+            )
+        })?;
+        if let Some(why) = &v.missing {
+            return Err(ImportError::node(
+                node,
+                op,
+                format!("reads '{input}', {why}"),
+            ));
+        }
+        Ok(v)
+    }
+
+    fn emit_steps(
+        &mut self,
+        name: &str,
+        node: &NodeProto,
+        steps: Vec<Step>,
+    ) -> Result<Vec<Value>, ImportError> {
+        let op_type = node.op_type.as_str();
+        let err = |msg: String| ImportError::node(name, op_type, msg);
+        let mut locals: Vec<Value> = Vec::new();
+        let mut step_outs: Vec<Vec<usize>> = Vec::new();
+        let mut all_folded = true;
+        let n_steps = steps.len();
+        for (j, step) in steps.into_iter().enumerate() {
+            let step_name = if n_steps == 1 {
+                name.to_string()
+            } else {
+                format!("{name}/{j}")
+            };
+            let mut slots = Vec::with_capacity(step.inputs.len());
+            for (n, r) in step.inputs.into_iter().enumerate() {
+                slots.push(match r {
+                    Ref::In(i) => match node.input.get(i).filter(|s| !s.is_empty()) {
+                        Some(s) => {
+                            self.value(name, op_type, s)?;
+                            Slot::Named(s.clone())
+                        }
+                        None => return Err(err(format!("missing required input {i}"))),
+                    },
+                    Ref::Prev(a, k) => Slot::Local(
+                        *step_outs
+                            .get(a)
+                            .and_then(|o| o.get(k))
+                            .ok_or_else(|| err("bad lowering".into()))?,
+                    ),
+                    Ref::Const(t) => {
+                        locals.push(Value::constant(format!("{step_name}/const{n}"), t));
+                        Slot::Local(locals.len() - 1)
+                    }
+                });
+            }
+            let get = |s: &Slot| -> &Value {
+                match s {
+                    Slot::Named(n) => &self.values[n],
+                    Slot::Local(i) => &locals[*i],
+                }
+            };
+            let typed: Vec<(DType, &[usize])> = slots
+                .iter()
+                .map(|s| (get(s).dtype, get(s).shape.as_slice()))
+                .collect();
+            let inferred =
+                tessera_ir::infer::infer(&step_name, &step.op, &typed).map_err(|e| match e {
+                    IrError::Shape { op, msg, .. } => err(if op == op_type {
+                        msg
+                    } else {
+                        format!("{op}: {msg}")
+                    }),
+                    other => err(other.to_string()),
+                })?;
+            let last = j + 1 == n_steps;
+            let out_names: Vec<String> = (0..inferred.len())
+                .map(|k| {
+                    if last {
+                        output_name(node, name, k)
+                    } else {
+                        format!("{step_name}:{k}")
+                    }
+                })
+                .collect();
+            let konsts: Option<Vec<&Tensor>> =
+                slots.iter().map(|s| get(s).konst.as_deref()).collect();
+            let mut indices = Vec::new();
+            // Large results of constant inputs (an embedding row gathered for constant ids,
+            // an expanded constant) stay nodes, so plans do not carry big inline tensors.
+            let out_elems: usize = inferred.iter().map(|(_, s)| numel(s)).sum();
+            let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
+            if let Some(konsts) = konsts {
+                let results = tessera_runtime::kernels::eval(&step.op, &konsts)
+                    .map_err(|e| err(format!("constant folding failed: {e}")))?;
+                if results.len() != inferred.len() {
+                    return Err(err(format!(
+                        "folding gave {} outputs, expected {}",
+                        results.len(),
+                        inferred.len()
+                    )));
+                }
+                for ((t, (d, s)), n) in results.into_iter().zip(&inferred).zip(out_names) {
+                    if t.dtype != *d || t.shape != *s {
+                        return Err(err(format!(
+                            "folding gave {} {:?}, shape inference expects {d} {s:?}",
+                            t.dtype, t.shape
+                        )));
+                    }
+                    locals.push(Value::constant(n, t));
+                    indices.push(locals.len() - 1);
+                }
+            } else {
+                all_folded = false;
+                let mut in_ids = Vec::with_capacity(slots.len());
+                for s in &slots {
+                    let v = match s {
+                        Slot::Named(n) => self
+                            .values
+                            .get_mut(n)
+                            .ok_or_else(|| err(format!("unknown input '{n}'")))?,
+                        Slot::Local(i) => &mut locals[*i],
+                    };
+                    in_ids.push(materialize(&mut self.graph, v)?);
+                }
+                let mut out_ids = Vec::new();
+                for ((d, s), n) in inferred.into_iter().zip(out_names) {
+                    let id = self
+                        .graph
+                        .add_tensor(n.clone(), d, s.clone(), TensorKind::Activation);
+                    out_ids.push(id);
+                    locals.push(Value {
+                        name: n,
+                        dtype: d,
+                        shape: s,
+                        konst: None,
+                        source: None,
+                        id: Some(id),
+                        missing: None,
+                    });
+                    indices.push(locals.len() - 1);
+                }
+                self.graph.add_node(step_name, step.op, in_ids, out_ids);
+            }
+            step_outs.push(indices);
+        }
+        if all_folded {
+            self.folded += 1;
+        }
+        let last = step_outs.pop().unwrap_or_default();
+        Ok(last.into_iter().map(|i| locals[i].clone()).collect())
+    }
+
+    /// Marks the graph outputs (materialising constant outputs as weights).
+    pub fn set_outputs(&mut self, names: &[String]) -> Result<(), ImportError> {
+        for n in names {
+            let v = self
+                .values
+                .get_mut(n)
+                .ok_or_else(|| ImportError::tensor(n, "graph output is never produced"))?;
+            if let Some(why) = &v.missing {
+                return Err(ImportError::tensor(n, format!("graph output is {why}")));
+            }
+            let id = materialize(&mut self.graph, v)?;
+            self.graph.outputs.push(id);
+        }
+        Ok(())
+    }
+}
+
+fn output_name(node: &NodeProto, name: &str, k: usize) -> String {
+    match node.output.get(k) {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => format!("{name}:{k}"),
+    }
+}

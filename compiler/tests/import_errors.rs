@@ -1,0 +1,255 @@
+//! Every import error case: each must fail, with a one-line message naming the culprit.
+mod import_util;
+
+use import_util::*;
+use std::collections::BTreeMap;
+use tessera_compiler::onnx::{
+    import_bytes, import_model, parse_shape_spec, ImportError, ImportOptions,
+};
+
+fn opts(spec: &str) -> ImportOptions {
+    ImportOptions {
+        input_shapes: if spec.is_empty() {
+            BTreeMap::new()
+        } else {
+            parse_shape_spec(spec).unwrap()
+        },
+    }
+}
+
+/// x[batch, 3] · W[3, 4] + b, softmax.
+fn small_model() -> ModelBuilder {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::S("batch"), D::N(3)])
+        .init_f32_raw("W", &[3, 4], &[0.5; 12])
+        .init_f32_raw("b", &[4], &[0.1; 4])
+        .node("MatMul", &["x", "W"], &["h"], vec![])
+        .node("Add", &["h", "b"], &["y"], vec![])
+        .output("y");
+    b
+}
+
+fn one_line(e: &ImportError) -> String {
+    let s = e.to_string();
+    assert!(!s.contains('\n'), "error is not one line: {s}");
+    s
+}
+
+#[test]
+fn the_small_model_imports() {
+    let m = import_bytes(&small_model().bytes(), "small.onnx", &opts("x=2x3")).unwrap();
+    assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![2, 4]);
+}
+
+#[test]
+fn truncated_file_is_a_parse_error_naming_the_file() {
+    let bytes = small_model().bytes();
+    for cut in [bytes.len() / 2, bytes.len() - 3, 1] {
+        let e = import_bytes(&bytes[..cut], "cut.onnx", &opts("x=2x3")).unwrap_err();
+        let s = one_line(&e);
+        assert!(matches!(e, ImportError::Parse { .. }), "cut at {cut}: {s}");
+        assert!(s.contains("cut.onnx"), "{s}");
+    }
+}
+
+#[test]
+fn truncated_file_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trunc.onnx");
+    let bytes = small_model().bytes();
+    std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let s = one_line(&import_model(&path, &opts("x=2x3")).unwrap_err());
+    assert!(
+        s.contains("trunc.onnx") && s.contains("not a valid ONNX model"),
+        "{s}"
+    );
+    let missing = dir.path().join("missing.onnx");
+    let s = one_line(&import_model(&missing, &opts("")).unwrap_err());
+    assert!(
+        s.contains("missing.onnx") && s.contains("cannot read"),
+        "{s}"
+    );
+}
+
+#[test]
+fn random_bytes_are_not_onnx() {
+    // A fixed pseudo-random byte stream (xorshift), so the test is deterministic.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let e = import_bytes(&bytes, "noise.bin", &opts("")).unwrap_err();
+    let s = one_line(&e);
+    assert!(
+        matches!(e, ImportError::Parse { .. }) && s.contains("noise.bin"),
+        "{s}"
+    );
+    let e = import_bytes(b"hello, this is text", "hello.txt", &opts("")).unwrap_err();
+    assert!(matches!(e, ImportError::Parse { .. }), "{e}");
+    let e = import_bytes(b"", "empty.onnx", &opts("")).unwrap_err();
+    assert!(one_line(&e).contains("empty"), "{e}");
+}
+
+#[test]
+fn missing_shape_for_dynamic_dim() {
+    let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("")).unwrap_err();
+    let s = one_line(&e);
+    assert!(matches!(e, ImportError::DynamicDim { dim: 0, .. }), "{s}");
+    assert!(
+        s.contains("'x'") && s.contains("batch") && s.contains("--shape x="),
+        "{s}"
+    );
+}
+
+#[test]
+fn wrong_rank_and_wrong_fixed_dim() {
+    let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("x=2x3x1")).unwrap_err();
+    let s = one_line(&e);
+    assert!(matches!(e, ImportError::InputShapeMismatch { .. }), "{s}");
+    assert!(
+        s.contains("[2, 3, 1]") && s.contains("[batch, 3]") && s.contains("rank 3 vs 2"),
+        "{s}"
+    );
+    let e = import_bytes(&small_model().bytes(), "m.onnx", &opts("x=2x5")).unwrap_err();
+    let s = one_line(&e);
+    assert!(
+        s.contains("dim 1 is fixed to 3") && s.contains("[2, 5]"),
+        "{s}"
+    );
+}
+
+#[test]
+fn unknown_input_name() {
+    let e = import_bytes(
+        &small_model().bytes(),
+        "m.onnx",
+        &opts("x=2x3,token_type_ids=1x128"),
+    )
+    .unwrap_err();
+    let s = one_line(&e);
+    assert!(matches!(e, ImportError::UnknownInput { .. }), "{s}");
+    assert!(
+        s.contains("token_type_ids") && s.contains("inputs: x"),
+        "{s}"
+    );
+}
+
+#[test]
+fn all_unsupported_ops_in_one_error() {
+    let mut b = ModelBuilder::new(17);
+    b.opset("com.microsoft", 1)
+        .input("x", FLOAT, &[D::N(2)])
+        .node("Relu", &["x"], &["a"], vec![])
+        .node("Hardmax", &["a"], &["b"], vec![])
+        .node_in("com.microsoft", "FusedGemm", &["b", "b"], &["c"], vec![])
+        .node("Relu", &["c"], &["y"], vec![])
+        .output("y");
+    let e = import_bytes(&b.bytes(), "u.onnx", &opts("")).unwrap_err();
+    let s = one_line(&e);
+    let ImportError::Unsupported { ops, .. } = &e else {
+        panic!("expected Unsupported, got {s}")
+    };
+    assert_eq!(ops.len(), 2, "{s}");
+    assert_eq!(
+        (ops[0].op_type.as_str(), ops[0].opset, ops[0].node.as_str()),
+        ("Hardmax", 17, "Hardmax_1")
+    );
+    assert_eq!(
+        (ops[1].domain.as_str(), ops[1].op_type.as_str()),
+        ("com.microsoft", "FusedGemm")
+    );
+    assert!(
+        s.contains("2 unsupported op(s)")
+            && s.contains("Hardmax")
+            && s.contains("com.microsoft v1"),
+        "{s}"
+    );
+}
+
+#[test]
+fn old_opset_is_unsupported() {
+    let mut b = ModelBuilder::new(11);
+    b.input("x", FLOAT, &[D::N(2)])
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
+    let s = one_line(&import_bytes(&b.bytes(), "old.onnx", &opts("")).unwrap_err());
+    assert!(s.contains("Relu (ai.onnx v11"), "{s}");
+}
+
+#[test]
+fn matmul_shape_mismatch_names_node_and_shapes() {
+    let mut b = ModelBuilder::new(17);
+    b.input("a", FLOAT, &[D::N(2), D::N(3)])
+        .input("b", FLOAT, &[D::N(4), D::N(5)])
+        .node("MatMul", &["a", "b"], &["y"], vec![])
+        .output("y");
+    let e = import_bytes(&b.bytes(), "mm.onnx", &opts("")).unwrap_err();
+    let s = one_line(&e);
+    assert!(matches!(e, ImportError::Node { .. }), "{s}");
+    assert!(
+        s.contains("MatMul_0")
+            && s.contains("(MatMul)")
+            && s.contains("[2, 3]")
+            && s.contains("[4, 5]"),
+        "{s}"
+    );
+}
+
+#[test]
+fn range_of_runtime_values() {
+    let mut b = ModelBuilder::new(17);
+    b.input("n", INT64, &[])
+        .const_i64("zero", &[], &[0])
+        .const_i64("one", &[], &[1])
+        .node("Range", &["zero", "n", "one"], &["r"], vec![])
+        .output("r");
+    let s = one_line(&import_bytes(&b.bytes(), "r.onnx", &opts("")).unwrap_err());
+    assert_eq!(
+        s,
+        "node 'Range_2' (Range): output shape depends on runtime values"
+    );
+}
+
+#[test]
+fn reshape_target_from_runtime_values() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::N(6)])
+        .input("s", INT64, &[D::N(2)])
+        .node("Reshape", &["x", "s"], &["y"], vec![])
+        .output("y");
+    let s = one_line(&import_bytes(&b.bytes(), "r.onnx", &opts("")).unwrap_err());
+    assert!(
+        s.contains("(Reshape)") && s.contains("'s'") && s.contains("runtime values"),
+        "{s}"
+    );
+}
+
+#[test]
+fn shape_spec_errors() {
+    assert_eq!(parse_shape_spec("a=1x128, b=2").unwrap()["b"], vec![2]);
+    assert_eq!(parse_shape_spec("s=").unwrap()["s"], Vec::<usize>::new());
+    for bad in ["a", "a=1xq", "a=1,a=2", "=3", ""] {
+        let e = parse_shape_spec(bad).unwrap_err();
+        assert!(matches!(e, ImportError::ShapeSpec { .. }), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn unsupported_optional_output_is_reported_when_used() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::N(2), D::N(4)])
+        .init_f32_raw("g", &[4], &[1.0; 4])
+        .node("LayerNormalization", &["x", "g"], &["y", "mean"], vec![])
+        .node("Relu", &["mean"], &["z"], vec![])
+        .output("z");
+    let s = one_line(&import_bytes(&b.bytes(), "ln.onnx", &opts("")).unwrap_err());
+    assert!(
+        s.contains("Relu_1") && s.contains("'mean'") && s.contains("output 1"),
+        "{s}"
+    );
+}
