@@ -2,5 +2,6 @@
 //! e-graph partitioner and its cost model, and DOT rendering.
 #![warn(missing_docs)]
 
+pub mod cost;
 pub mod onnx;
 pub mod partition;

@@ -1,1 +1,216 @@
-//! E-graph partitioner.
+//! E-graph partitioner: chooses a layout for every tensor and a local form for every op so
+//! that the per-rank programs compute the original function at minimal modelled cost.
+//!
+//! See `docs/partitioner.md` for the language, the rule table, the cost model, the exact
+//! extraction, the layer detection and the lower bound.
+pub mod budget;
+pub mod egraph;
+pub mod extract;
+pub mod form;
+pub mod layers;
+pub mod lower;
+pub mod rules;
+pub mod segment;
+pub mod summary;
+
+use segment::{CostMode, Selection};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tessera_ir::plan::{CostModel, Mesh, Objective, Plan, SearchStats, SourceModel, Timings, FORMAT_VERSION};
+use tessera_ir::{Graph, Layout, TensorId, TensorKind};
+
+/// What the search optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ObjectiveKind {
+    /// Fit each rank's parameters in the budget, then minimise cost.
+    #[default]
+    Memory,
+    /// Minimise cost, no budget.
+    Latency,
+}
+
+/// Options of [`partition`].
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    /// Number of devices of the 1-D mesh.
+    pub devices: usize,
+    /// Cost model.
+    pub cost_model: CostModel,
+    /// Objective.
+    pub objective: ObjectiveKind,
+    /// Per-rank parameter budget in bytes, replacing the default (memory objective).
+    pub memory_per_device: Option<u64>,
+    /// Pinned layouts by tensor name.
+    pub pins: BTreeMap<String, Layout>,
+}
+
+impl PartitionOptions {
+    /// Defaults: memory objective, `cpu` cost model, no pins.
+    pub fn new(devices: usize) -> Self {
+        PartitionOptions {
+            devices,
+            cost_model: crate::cost::cpu(),
+            objective: ObjectiveKind::Memory,
+            memory_per_device: None,
+            pins: BTreeMap::new(),
+        }
+    }
+}
+
+/// A partitioned graph: the plan and how long the search took.
+#[derive(Debug, Clone)]
+pub struct Partitioned {
+    /// The plan (source path/sha left empty for the CLI to fill in).
+    pub plan: Plan,
+    /// Timings (import_ms left 0).
+    pub timings: Timings,
+}
+
+/// Partitioning failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// The device count is not usable.
+    #[error("invalid device count {0}: need at least 1")]
+    Devices(usize),
+    /// The graph is malformed.
+    #[error("invalid graph: {0}")]
+    Graph(String),
+    /// A pin names no tensor.
+    #[error("--pin: no tensor named '{0}'")]
+    UnknownPin(String),
+    /// A pin cannot be honoured.
+    #[error("--pin {tensor}={layout}: {reason}")]
+    ImpossiblePin {
+        /// Tensor name.
+        tensor: String,
+        /// Layout asked.
+        layout: Layout,
+        /// Why.
+        reason: String,
+    },
+    /// No plan satisfies the constraints.
+    #[error("no valid plan: {0}")]
+    Infeasible(String),
+    /// An internal invariant failed.
+    #[error("internal partitioner error: {0}")]
+    Internal(String),
+}
+
+/// Resolves pins to tensor ids, checking that each is possible in principle.
+fn resolve_pins(g: &Graph, n: usize, pins: &BTreeMap<String, Layout>) -> Result<BTreeMap<TensorId, Layout>, PartitionError> {
+    let mut out = BTreeMap::new();
+    for (name, &layout) in pins {
+        let t = g.tensor_by_name(name).ok_or_else(|| PartitionError::UnknownPin(name.clone()))?;
+        let info = g.tensor(t);
+        let bad = |reason: String| PartitionError::ImpossiblePin { tensor: name.clone(), layout, reason };
+        if layout.local_shape(&info.shape, n).is_none() {
+            return Err(bad(format!("shape {:?} does not split over {n} devices that way", info.shape)));
+        }
+        match (info.kind, layout) {
+            (TensorKind::Input, l) if l != Layout::Replicated => {
+                return Err(bad("graph inputs are fed replicated (slicing them is free)".into()))
+            }
+            (TensorKind::Weight, Layout::Partial) => return Err(bad("weights cannot be pinned Partial".into())),
+            _ => {}
+        }
+        if n == 1 && layout != Layout::Replicated {
+            return Err(bad("one device: everything is replicated".into()));
+        }
+        out.insert(t, layout);
+    }
+    Ok(out)
+}
+
+/// Partitions `graph` over `opts.devices` devices.
+pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, PartitionError> {
+    let start = Instant::now();
+    let n = opts.devices;
+    if n == 0 {
+        return Err(PartitionError::Devices(n));
+    }
+    graph.validate().map_err(|e| PartitionError::Graph(e.to_string()))?;
+    let pins = resolve_pins(graph, n, &opts.pins)?;
+    let cx = rules::RuleCx::new(graph, n);
+    let budgets = budget::Budgets::new(graph, n, opts);
+    let layer_info = if pins.is_empty() { layers::detect(graph) } else { None };
+    let t0 = Instant::now();
+    let solved = layers::solve_graph(&cx, layer_info.as_ref(), &budgets, &opts.cost_model, CostMode::Model, &pins)
+        .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let bytes_solved =
+        layers::solve_graph(&cx, layer_info.as_ref(), &budgets, &opts.cost_model, CostMode::Bytes, &pins)
+            .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let extract_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let node_layer = layer_info.as_ref().map(|l| l.info.node_layer.clone()).unwrap_or_else(|| vec![None; graph.nodes.len()]);
+    let lowered = lower::lower(graph, n, &solved.sel, &node_layer).map_err(PartitionError::Internal)?;
+    let lower_bound_bytes = bytes_solved.cost.round() as u64;
+    let plan = assemble(graph, opts, &pins, lowered, &solved, lower_bound_bytes, layer_info.map(|l| l.info));
+    let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    let timings = Timings { compile_ms, import_ms: 0.0, saturate_ms: solved.saturate_ms, extract_ms: extract_ms - solved.saturate_ms };
+    Ok(Partitioned { plan, timings })
+}
+
+fn with_pin_context(e: PartitionError, pins: &BTreeMap<String, Layout>) -> PartitionError {
+    match e {
+        PartitionError::Infeasible(m) if !pins.is_empty() => {
+            let names: Vec<String> = pins.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            PartitionError::Infeasible(format!("{m} (with pins {})", names.join(", ")))
+        }
+        e => e,
+    }
+}
+
+/// The whole-graph result of the search.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// Chosen program.
+    pub sel: Selection,
+    /// Its cost.
+    pub cost: f64,
+    /// Proven lower bound.
+    pub lower_bound: f64,
+    /// Search statistics (summed over the solved segments).
+    pub stats: SearchStats,
+    /// Milliseconds spent saturating.
+    pub saturate_ms: f64,
+}
+
+fn assemble(
+    graph: &Graph,
+    opts: &PartitionOptions,
+    pins: &BTreeMap<TensorId, Layout>,
+    lowered: lower::Lowered,
+    solved: &Solved,
+    lower_bound_bytes: u64,
+    layers: Option<tessera_ir::plan::LayerInfo>,
+) -> Plan {
+    let n = opts.devices;
+    let estimates = summary::estimates(graph, n, &lowered);
+    let summary = summary::summarize(graph, n, &lowered, &solved.sel, lower_bound_bytes);
+    let _ = pins;
+    Plan {
+        format_version: FORMAT_VERSION,
+        source: SourceModel { path: String::new(), sha256: String::new() },
+        input_shapes: graph.inputs.iter().map(|t| (graph.tensor(*t).name.clone(), graph.tensor(*t).shape.clone())).collect(),
+        mesh: Mesh::tp(n),
+        cost_model: opts.cost_model.clone(),
+        objective: Objective {
+            kind: match opts.objective {
+                ObjectiveKind::Memory => "memory".into(),
+                ObjectiveKind::Latency => "latency".into(),
+            },
+            memory_per_device: budget::Budgets::new(graph, n, opts).total.map(|b| b as u64),
+            pins: opts.pins.clone(),
+        },
+        graph: graph.clone(),
+        layouts: lowered.layouts.clone(),
+        values: lowered.values.clone(),
+        outputs: lowered.outputs.clone(),
+        ranks: lowered.ranks.clone(),
+        collectives: lowered.collectives.clone(),
+        weight_shards: lowered.weight_shards.clone(),
+        estimates,
+        layers,
+        search: solved.stats.clone(),
+        summary,
+    }
+}

@@ -1,0 +1,70 @@
+//! The per-rank parameter budget of the `memory` objective.
+//!
+//! Default budget = Σ over *large* weights of their smallest even share (bytes / N when some
+//! axis divides by N, else the whole weight) + slack, where slack = the bytes of every other
+//! weight (norm scales, biases, masks, small tables). Large weights are the `B` operand of
+//! a MatMul/Gemm and Gather tables over [`SMALL_TABLE_BYTES`]. When all large weights
+//! divide, this is exactly `total/N + slack` with slack = bytes of the small weights.
+//! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
+//! their default budgets.
+use super::{ObjectiveKind, PartitionOptions};
+use std::collections::BTreeSet;
+use tessera_ir::{Graph, NodeId, Op, TensorId};
+
+/// Gather tables up to this size count as small (slack).
+pub const SMALL_TABLE_BYTES: usize = 2 << 20;
+
+/// Budgets of the whole graph and of its segments.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    /// Whole-graph per-rank budget in bytes (None under `latency`).
+    pub total: Option<f64>,
+    shares: Vec<f64>,
+    scale: f64,
+}
+
+/// The large weights of `g` (MatMul/Gemm `B` operands, large Gather tables).
+pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
+    let mut big = BTreeSet::new();
+    for nd in &g.nodes {
+        let cand = match &nd.op {
+            Op::MatMul(_) | Op::Gemm(_) => nd.inputs.get(1),
+            Op::Gather(_) => nd.inputs.first().filter(|t| g.weights.get(t).is_some_and(|w| w.size_bytes() > SMALL_TABLE_BYTES)),
+            _ => None,
+        };
+        if let Some(t) = cand.filter(|t| g.weights.contains_key(t)) {
+            big.insert(*t);
+        }
+    }
+    big
+}
+
+impl Budgets {
+    /// Budgets for `opts`.
+    pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
+        let big = large_weights(g);
+        let mut shares = vec![0.0; g.tensors.len()];
+        for (t, w) in &g.weights {
+            let bytes = w.size_bytes() as f64;
+            let divisible = w.shape.iter().any(|&d| d > 1 && d % n == 0);
+            shares[t.index()] = if big.contains(t) && divisible { bytes / n as f64 } else { bytes };
+        }
+        let default: f64 = shares.iter().sum();
+        let (total, scale) = match (opts.objective, opts.memory_per_device) {
+            (ObjectiveKind::Latency, _) => (None, 1.0),
+            (ObjectiveKind::Memory, None) => (Some(default), 1.0),
+            (ObjectiveKind::Memory, Some(b)) => (Some(b as f64), if default > 0.0 { b as f64 / default } else { 1.0 }),
+        };
+        Budgets { total, shares, scale }
+    }
+
+    /// Budget of a segment made of `nodes`: its weights' default shares, scaled.
+    pub fn for_nodes(&self, g: &Graph, nodes: &[NodeId]) -> Option<f64> {
+        self.total?;
+        let mut ws = BTreeSet::new();
+        for &nid in nodes {
+            ws.extend(g.node(nid).inputs.iter().filter(|t| g.weights.contains_key(t)).copied());
+        }
+        Some(ws.iter().map(|t| self.shares[t.index()]).sum::<f64>() * self.scale)
+    }
+}

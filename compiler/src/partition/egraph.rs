@@ -1,0 +1,326 @@
+//! The layered e-graph of distributed programs.
+//!
+//! Every e-class is one of
+//! * `Prod(t, L)`: tensor `t` *produced* in layout `L` — e-nodes are the local forms of the
+//!   rule table that compute it (or a leaf: weight load, graph input, segment boundary);
+//! * `Avail(t, L)`: `t` *available* in layout `L` — e-nodes are conversions: `Use` of
+//!   `Prod(t, L)`, a collective from some `Prod(t, L')`, or a free local slice / scale of
+//!   `Avail(t, R)`;
+//! * `View(w, section, L)`: a section of a weight (fused-projection rewrite), a leaf.
+//!
+//! Compute e-nodes read only `Avail` classes of their inputs (earlier tensors); `Avail`
+//! classes read only `Prod` classes of the same tensor or `Avail(t, R)`, which itself reads
+//! only `Prod` classes. So the e-graph is acyclic by construction and the extraction needs
+//! no cycle constraints. Two classes are only ever merged when they have the same key.
+//!
+//! The seed term is the all-replicated program; one egg rewrite per row of the rule table
+//! adds the row's local forms to the `Prod` classes, and a conversion rewrite wires every
+//! `Prod(t, L')` to every `Avail(t, L)` by the cheapest direct collective.
+use super::form::{LocalForm, Operand};
+use egg::{Analysis, Applier, DidMerge, EGraph, Id, Language, PatternAst, SearchMatches, Searcher, Subst, Symbol, Var};
+use std::collections::BTreeMap;
+use tessera_ir::plan::CollectiveKind;
+use tessera_ir::{Layout, TensorId};
+
+/// The key of an e-class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// Produced in a layout.
+    Prod(TensorId, Layout),
+    /// Available in a layout.
+    Avail(TensorId, Layout),
+    /// A weight section in a layout.
+    View(TensorId, (usize, usize, usize), Layout),
+}
+
+/// A layout conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Conv {
+    /// No-op: the produced value is used as is.
+    Use,
+    /// A collective.
+    Collective(CollectiveKind),
+    /// Replicated → Split, free.
+    LocalSlice,
+    /// Replicated → Partial (x/N on every rank).
+    Scale,
+}
+
+/// An e-node of the distributed-program language.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DistNode {
+    /// A weight loaded in a layout (leaf of `Prod(w, L)`).
+    Load(TensorId, Layout),
+    /// A weight section loaded in a layout (leaf of `View`).
+    LoadView(TensorId, (usize, usize, usize), Layout),
+    /// A graph input bound replicated (leaf of `Prod(t, R)`).
+    Input(TensorId),
+    /// A tensor produced outside the segment in a layout (leaf).
+    Boundary(TensorId, Layout),
+    /// Local form `form` (index into the segment's form list) over its operand classes.
+    Compute(u32, Vec<Id>),
+    /// Conversion of `t` to a layout, from one class.
+    Convert(TensorId, Conv, Layout, [Id; 1]),
+}
+
+impl Language for DistNode {
+    type Discriminant = DistNode;
+    fn discriminant(&self) -> DistNode {
+        let mut d = self.clone();
+        d.update_children(|_| Id::from(0usize));
+        d
+    }
+    fn matches(&self, other: &Self) -> bool {
+        self.discriminant() == other.discriminant()
+    }
+    fn children(&self) -> &[Id] {
+        match self {
+            DistNode::Compute(_, c) => c,
+            DistNode::Convert(_, _, _, c) => c,
+            _ => &[],
+        }
+    }
+    fn children_mut(&mut self) -> &mut [Id] {
+        match self {
+            DistNode::Compute(_, c) => c,
+            DistNode::Convert(_, _, _, c) => c,
+            _ => &mut [],
+        }
+    }
+}
+
+/// Where a tensor read by the segment comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Computed inside the segment.
+    Computed,
+    /// A weight.
+    Weight,
+    /// A graph input.
+    Input,
+    /// Produced before the segment, in this layout.
+    Boundary(Layout),
+}
+
+/// Analysis: class keys, plus the segment's forms and the key → class map.
+pub struct DistAnalysis {
+    /// All local forms of the segment.
+    pub forms: Vec<LocalForm>,
+    /// Forms by (tensor, rule name).
+    pub forms_of: BTreeMap<TensorId, Vec<u32>>,
+    /// Source of every tensor the segment touches.
+    pub sources: BTreeMap<TensorId, Source>,
+    /// Weight layouts that are valid (divisible), per weight.
+    pub weight_layouts: BTreeMap<TensorId, Vec<Layout>>,
+    /// Class of each key.
+    pub classes: BTreeMap<Key, Id>,
+}
+
+impl Analysis<DistNode> for DistAnalysis {
+    type Data = Key;
+    fn make(egraph: &mut EGraph<DistNode, Self>, enode: &DistNode) -> Key {
+        match enode {
+            DistNode::Load(t, l) => Key::Prod(*t, *l),
+            DistNode::LoadView(t, s, l) => Key::View(*t, *s, *l),
+            DistNode::Input(t) => Key::Prod(*t, Layout::Replicated),
+            DistNode::Boundary(t, l) => Key::Prod(*t, *l),
+            DistNode::Compute(f, _) => {
+                let f = &egraph.analysis.forms[*f as usize];
+                Key::Prod(f.tensor, f.out)
+            }
+            DistNode::Convert(t, _, l, _) => Key::Avail(*t, *l),
+        }
+    }
+    fn merge(&mut self, a: &mut Key, b: Key) -> DidMerge {
+        // Only classes of equal keys are ever merged (see the module docs).
+        debug_assert_eq!(*a, b);
+        DidMerge(false, false)
+    }
+}
+
+/// The e-graph type.
+pub type DistEGraph = EGraph<DistNode, DistAnalysis>;
+
+/// Adds `node` to the class of `key`, creating the class when new. Returns the class.
+fn add_to(eg: &mut DistEGraph, key: Key, node: DistNode) -> Id {
+    let id = eg.add(node);
+    match eg.analysis.classes.get(&key).copied() {
+        Some(c) => {
+            eg.union(c, id);
+            eg.find(c)
+        }
+        None => {
+            eg.analysis.classes.insert(key, id);
+            id
+        }
+    }
+}
+
+/// Direct conversion from a produced layout to a wanted one, if one exists.
+pub fn direct_conversion(from: Layout, to: Layout) -> Option<Conv> {
+    use Layout::*;
+    match (from, to) {
+        (a, b) if a == b => Some(Conv::Use),
+        (Partial, Replicated) => Some(Conv::Collective(CollectiveKind::AllReduce)),
+        (Split(_), Replicated) => Some(Conv::Collective(CollectiveKind::AllGather)),
+        (Partial, Split(_)) => Some(Conv::Collective(CollectiveKind::ReduceScatter)),
+        (Split(_), Split(_)) => Some(Conv::Collective(CollectiveKind::AllToAll)),
+        _ => None,
+    }
+}
+
+/// The class `Prod(t, L)` for a leaf source, created on demand.
+fn ensure_leaf(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Option<Id> {
+    if let Some(c) = eg.analysis.classes.get(&Key::Prod(t, l)) {
+        return Some(eg.find(*c));
+    }
+    let node = match eg.analysis.sources.get(&t)? {
+        Source::Weight if eg.analysis.weight_layouts.get(&t)?.contains(&l) => DistNode::Load(t, l),
+        Source::Input if l == Layout::Replicated => DistNode::Input(t),
+        _ => return None,
+    };
+    Some(add_to(eg, Key::Prod(t, l), node))
+}
+
+/// The class `Avail(t, L)`, created (by some valid route) when new.
+pub fn ensure_avail(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Id {
+    if let Some(c) = eg.analysis.classes.get(&Key::Avail(t, l)) {
+        return eg.find(*c);
+    }
+    // Direct from a produced class (a weight can be loaded straight in l).
+    ensure_leaf(eg, t, l);
+    ensure_leaf(eg, t, Layout::Replicated);
+    let prods: Vec<(Layout, Id)> = eg
+        .analysis
+        .classes
+        .range(Key::Prod(t, Layout::Replicated)..=Key::Prod(t, Layout::Partial))
+        .map(|(k, v)| match k {
+            Key::Prod(_, pl) => (*pl, *v),
+            _ => unreachable!("range over Prod keys of one tensor"),
+        })
+        .collect();
+    if let Some((from, c)) = prods.iter().find(|(from, _)| direct_conversion(*from, l).is_some()) {
+        // Unwrap: the find above checked it is Some.
+        let conv = direct_conversion(*from, l).unwrap();
+        return add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [*c]));
+    }
+    // Via Avail(t, R): every produced layout reaches R directly.
+    let r = ensure_avail(eg, t, Layout::Replicated);
+    let conv = if l == Layout::Partial { Conv::Scale } else { Conv::LocalSlice };
+    add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [r]))
+}
+
+/// Adds the e-node of form `f` (its operands' classes created on demand).
+pub fn add_form(eg: &mut DistEGraph, f: u32) -> Id {
+    let form = eg.analysis.forms[f as usize].clone();
+    let children = form
+        .inputs
+        .iter()
+        .map(|o| match o {
+            Operand::Tensor { t, layout } => ensure_avail(eg, *t, *layout),
+            Operand::View { t, section, layout } => {
+                add_to(eg, Key::View(*t, *section, *layout), DistNode::LoadView(*t, *section, *layout))
+            }
+        })
+        .collect();
+    add_to(eg, Key::Prod(form.tensor, form.out), DistNode::Compute(f, children))
+}
+
+fn one_match(eclass: Id) -> SearchMatches<'static, DistNode> {
+    SearchMatches { eclass, substs: vec![Subst::with_capacity(0)], ast: None }
+}
+
+/// Searcher of a rule-table row: classes `Prod(t, R)` of computed tensors with forms of
+/// the row.
+pub struct RuleSearcher(pub &'static str);
+
+impl Searcher<DistNode, DistAnalysis> for RuleSearcher {
+    fn search_eclass_with_limit(&self, eg: &DistEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, DistNode>> {
+        let Key::Prod(t, Layout::Replicated) = eg[eclass].data else { return None };
+        let fs = eg.analysis.forms_of.get(&t)?;
+        (limit > 0 && fs.iter().any(|&f| eg.analysis.forms[f as usize].rule == self.0)).then(|| one_match(eclass))
+    }
+    fn vars(&self) -> Vec<Var> {
+        vec![]
+    }
+}
+
+/// Applier of a rule-table row: adds the row's forms of the matched tensor.
+pub struct RuleApplier(pub &'static str);
+
+impl Applier<DistNode, DistAnalysis> for RuleApplier {
+    fn apply_one(
+        &self,
+        eg: &mut DistEGraph,
+        eclass: Id,
+        _: &Subst,
+        _: Option<&PatternAst<DistNode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let Key::Prod(t, _) = eg[eclass].data else { return vec![] };
+        let fs: Vec<u32> = eg.analysis.forms_of.get(&t).cloned().unwrap_or_default();
+        let before = eg.total_size();
+        let mut changed = Vec::new();
+        for f in fs {
+            if eg.analysis.forms[f as usize].rule == self.0 {
+                changed.push(add_form(eg, f));
+            }
+        }
+        if eg.total_size() == before {
+            changed.clear();
+        }
+        changed
+    }
+}
+
+/// Searcher of the conversion rewrite: every `Avail` class.
+pub struct AvailSearcher;
+
+impl Searcher<DistNode, DistAnalysis> for AvailSearcher {
+    fn search_eclass_with_limit(&self, eg: &DistEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, DistNode>> {
+        matches!(eg[eclass].data, Key::Avail(..)).then_some(()).filter(|_| limit > 0).map(|_| one_match(eclass))
+    }
+    fn vars(&self) -> Vec<Var> {
+        vec![]
+    }
+}
+
+/// Applier of the conversion rewrite: `Avail(t, L)` ⇐ every direct conversion from every
+/// `Prod(t, L')`, and ⇐ local slice / scale of `Avail(t, R)`.
+pub struct ConvertApplier;
+
+impl Applier<DistNode, DistAnalysis> for ConvertApplier {
+    fn apply_one(
+        &self,
+        eg: &mut DistEGraph,
+        eclass: Id,
+        _: &Subst,
+        _: Option<&PatternAst<DistNode>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let Key::Avail(t, l) = eg[eclass].data else { return vec![] };
+        let before = eg.total_size();
+        ensure_leaf(eg, t, l);
+        let prods: Vec<(Layout, Id)> = eg
+            .analysis
+            .classes
+            .range(Key::Prod(t, Layout::Replicated)..=Key::Prod(t, Layout::Partial))
+            .filter_map(|(k, v)| if let Key::Prod(_, pl) = k { Some((*pl, *v)) } else { None })
+            .collect();
+        for (from, c) in prods {
+            if let Some(conv) = direct_conversion(from, l) {
+                add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [c]));
+            }
+        }
+        if l != Layout::Replicated {
+            let r = ensure_avail(eg, t, Layout::Replicated);
+            let conv = if l == Layout::Partial { Conv::Scale } else { Conv::LocalSlice };
+            add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [r]));
+        }
+        if eg.total_size() == before {
+            vec![]
+        } else {
+            vec![eg.find(eclass)]
+        }
+    }
+}

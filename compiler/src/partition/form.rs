@@ -1,0 +1,100 @@
+//! Local forms: one way an op can run on the ranks of a 1-D mesh.
+use tessera_ir::plan::AxisSlice;
+use tessera_ir::{Graph, Layout, NodeId, TensorId};
+
+/// An operand a local form reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operand {
+    /// A logical tensor in a layout.
+    Tensor {
+        /// The tensor.
+        t: TensorId,
+        /// Its layout.
+        layout: Layout,
+    },
+    /// A contiguous section of a weight (from the fused-projection rewrite), held in
+    /// `layout`: Replicated (the whole section) or Split along the section's axis.
+    View {
+        /// The weight.
+        t: TensorId,
+        /// The section.
+        section: (usize, usize, usize),
+        /// Its layout.
+        layout: Layout,
+    },
+}
+
+impl Operand {
+    /// The layout of the operand.
+    pub fn layout(&self) -> Layout {
+        match self {
+            Operand::Tensor { layout, .. } | Operand::View { layout, .. } => *layout,
+        }
+    }
+
+    /// The section as an [`AxisSlice`], for views.
+    pub fn section(&self) -> Option<AxisSlice> {
+        match self {
+            Operand::View { section: (axis, start, end), .. } => {
+                Some(AxisSlice { axis: *axis, start: *start, end: *end })
+            }
+            Operand::Tensor { .. } => None,
+        }
+    }
+}
+
+/// How a local form is lowered to plan steps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lowering {
+    /// The node's op with rank-local attributes (Split outputs lower to a Slice each).
+    Op,
+    /// Vocab-parallel gather on a table split along axis 0 (output Partial).
+    ShardedGather,
+    /// `X · W[:, section] (+ b[section])`: the `matmul` node (and the bias `add` node) run
+    /// on weight sections, replacing a Split/Slice of the fused projection.
+    FusedSection {
+        /// The fused MatMul node.
+        matmul: NodeId,
+        /// The bias Add node, when the projection has a bias.
+        add: Option<NodeId>,
+    },
+}
+
+/// One local form of (one output of) a node: input layouts → output layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalForm {
+    /// Name of the rule of the table that produced it.
+    pub rule: &'static str,
+    /// The node.
+    pub node: NodeId,
+    /// Which output of the node this form produces.
+    pub out_index: usize,
+    /// The produced tensor.
+    pub tensor: TensorId,
+    /// Operands read.
+    pub inputs: Vec<Operand>,
+    /// Output layout.
+    pub out: Layout,
+    /// FLOPs per rank.
+    pub flops: u64,
+    /// How it lowers.
+    pub lowering: Lowering,
+}
+
+/// Bytes of a tensor (logical).
+pub fn tensor_bytes(g: &Graph, t: TensorId) -> u64 {
+    let info = g.tensor(t);
+    (tessera_ir::numel(&info.shape) * info.dtype.size_bytes()) as u64
+}
+
+/// Local shape of an operand, or None when the layout does not divide.
+pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usize>> {
+    match op {
+        Operand::Tensor { t, layout } => layout.local_shape(&g.tensor(*t).shape, n),
+        Operand::View { t, section: (axis, start, end), layout } => {
+            let mut s = g.tensor(*t).shape.clone();
+            *s.get_mut(*axis)? = end - start;
+            layout.local_shape(&s, n)
+        }
+    }
+}

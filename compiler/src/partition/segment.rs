@@ -1,0 +1,254 @@
+//! Solving one segment of the graph: build the e-graph, saturate, extract, read back a
+//! [`Selection`].
+use super::egraph::{
+    add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph, DistNode, Key, RuleApplier,
+    RuleSearcher, Source,
+};
+use super::extract::{check, flatten, ExtractError, Extractor, IlpExtractor};
+use super::form::{tensor_bytes, LocalForm};
+use super::rules::{local_forms, RuleCx, RULES};
+use crate::cost::{collective_seconds, compute_seconds};
+use egg::{Rewrite, Runner, SimpleScheduler, StopReason};
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_ir::plan::CostModel;
+use tessera_ir::{numel, Layout, NodeId, TensorId, TensorKind};
+
+/// What the objective counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostMode {
+    /// Model seconds: collectives (α + ring bytes/β) plus compute.
+    Model,
+    /// Logical bytes of collectives only (for `lower_bound_bytes`).
+    Bytes,
+}
+
+/// A part of the graph solved on its own.
+#[derive(Debug, Clone)]
+pub struct SegmentSpec {
+    /// Its nodes, in topological order.
+    pub nodes: Vec<NodeId>,
+    /// Activations produced before the segment, with their produced layout.
+    pub boundary: BTreeMap<TensorId, Layout>,
+    /// Required classes: `Avail(t, R)` for graph outputs, `Prod(t, L)` for a boundary out.
+    pub roots: Vec<Key>,
+    /// Per-rank parameter budget.
+    pub budget: Option<f64>,
+}
+
+/// The chosen program of a segment (or of the whole graph), in graph terms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection {
+    /// Form producing each computed tensor.
+    pub prod: BTreeMap<TensorId, LocalForm>,
+    /// For each (tensor, layout) made available: the conversion and the class it reads.
+    pub avail: BTreeMap<(TensorId, Layout), (Conv, Key)>,
+}
+
+/// Runner statistics of one segment.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// E-classes.
+    pub eclasses: usize,
+    /// E-nodes.
+    pub enodes: usize,
+    /// Iterations.
+    pub iterations: usize,
+    /// Stop reason.
+    pub stop_reason: String,
+}
+
+/// A solved segment.
+#[derive(Debug, Clone)]
+pub struct SegmentSolution {
+    /// The choice.
+    pub sel: Selection,
+    /// Its cost.
+    pub cost: f64,
+    /// Proven lower bound.
+    pub lower_bound: f64,
+    /// Runner statistics.
+    pub stats: RunStats,
+}
+
+/// Runner limits.
+pub const ITER_LIMIT: usize = 30;
+/// Runner node limit.
+pub const NODE_LIMIT: usize = 500_000;
+/// Runner time limit in seconds.
+pub const TIME_LIMIT_S: u64 = 20;
+
+/// Builds and saturates the e-graph of a segment. Returns the e-graph and the stats.
+pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
+    let g = cx.g;
+    let mut an = DistAnalysis {
+        forms: Vec::new(),
+        forms_of: BTreeMap::new(),
+        sources: BTreeMap::new(),
+        weight_layouts: BTreeMap::new(),
+        classes: BTreeMap::new(),
+    };
+    let inside: BTreeSet<NodeId> = seg.nodes.iter().copied().collect();
+    for &nid in &seg.nodes {
+        let nd = g.node(nid);
+        for &i in &nd.inputs {
+            let src = match g.tensor(i).kind {
+                TensorKind::Weight => Source::Weight,
+                TensorKind::Input => Source::Input,
+                TensorKind::Activation => match cx.producers[i.index()] {
+                    Some(p) if inside.contains(&p) => Source::Computed,
+                    _ => Source::Boundary(seg.boundary.get(&i).copied().unwrap_or(Layout::Replicated)),
+                },
+            };
+            an.sources.insert(i, src);
+            if src == Source::Weight {
+                let shape = &g.tensor(i).shape;
+                let mut ls = vec![Layout::Replicated];
+                if cx.n > 1 {
+                    ls.extend((0..shape.len()).filter(|&a| shape[a] > 1 && shape[a] % cx.n == 0).map(Layout::Split));
+                }
+                an.weight_layouts.insert(i, ls);
+            }
+        }
+        for (k, &o) in nd.outputs.iter().enumerate() {
+            an.sources.insert(o, Source::Computed);
+            for f in local_forms(cx, nid, k) {
+                an.forms_of.entry(o).or_default().push(an.forms.len() as u32);
+                an.forms.push(f);
+            }
+        }
+    }
+    let mut eg = DistEGraph::new(an);
+    let boundary: Vec<(TensorId, Layout)> = eg
+        .analysis
+        .sources
+        .iter()
+        .filter_map(|(t, s)| if let Source::Boundary(l) = s { Some((*t, *l)) } else { None })
+        .collect();
+    for (t, l) in boundary {
+        let id = eg.add(DistNode::Boundary(t, l));
+        eg.analysis.classes.insert(Key::Prod(t, l), id);
+    }
+    // Seed: the all-replicated program (the first form of every output is `replicated`).
+    for &nid in &seg.nodes {
+        for &o in &g.node(nid).outputs {
+            let first = eg.analysis.forms_of[&o][0];
+            add_form(&mut eg, first);
+        }
+    }
+    for r in &seg.roots {
+        if let Key::Avail(t, l) = r {
+            ensure_avail(&mut eg, *t, *l);
+        }
+    }
+    eg.rebuild();
+    let mut rewrites: Vec<Rewrite<DistNode, DistAnalysis>> = RULES[1..]
+        .iter()
+        .map(|r| Rewrite::new(r.name, RuleSearcher(r.name), RuleApplier(r.name)))
+        .collect::<Result<_, _>>()
+        .expect("custom searchers bind no variables, so construction cannot fail");
+    rewrites.push(Rewrite::new("convert", AvailSearcher, ConvertApplier).expect("binds no variables"));
+    let empty = DistAnalysis {
+        forms: vec![],
+        forms_of: BTreeMap::new(),
+        sources: BTreeMap::new(),
+        weight_layouts: BTreeMap::new(),
+        classes: BTreeMap::new(),
+    };
+    let runner: Runner<DistNode, DistAnalysis, ()> = Runner::new(empty)
+        .with_egraph(eg)
+        .with_scheduler(SimpleScheduler)
+        .with_iter_limit(ITER_LIMIT)
+        .with_node_limit(NODE_LIMIT)
+        .with_time_limit(std::time::Duration::from_secs(TIME_LIMIT_S))
+        .run(&rewrites);
+    let stop_reason = match &runner.stop_reason {
+        Some(StopReason::Saturated) => "saturated".to_string(),
+        Some(StopReason::IterationLimit(_)) => "iteration_limit".into(),
+        Some(StopReason::NodeLimit(_)) => "node_limit".into(),
+        Some(StopReason::TimeLimit(_)) => "time_limit".into(),
+        Some(StopReason::Other(s)) => s.clone(),
+        None => "unknown".into(),
+    };
+    let stats = RunStats {
+        eclasses: runner.egraph.number_of_classes(),
+        enodes: runner.egraph.total_number_of_nodes(),
+        iterations: runner.iterations.len(),
+        stop_reason,
+    };
+    (runner.egraph, stats)
+}
+
+/// Cost (model seconds or bytes) and per-rank parameter bytes of an e-node.
+pub fn node_cost(cx: &RuleCx, eg: &DistEGraph, model: &CostModel, mode: CostMode, n: &DistNode) -> (f64, f64) {
+    let g = cx.g;
+    let elem = |t: TensorId| g.tensor(t).dtype.size_bytes() as f64;
+    match n {
+        DistNode::Compute(f, _) => {
+            let flops = eg.analysis.forms[*f as usize].flops;
+            (if mode == CostMode::Model { compute_seconds(model, flops) } else { 0.0 }, 0.0)
+        }
+        DistNode::Convert(t, conv, _, _) => match (conv, mode) {
+            (Conv::Collective(k), CostMode::Model) => (collective_seconds(model, *k, tensor_bytes(g, *t), cx.n), 0.0),
+            (Conv::Collective(_), CostMode::Bytes) => (tensor_bytes(g, *t) as f64, 0.0),
+            (Conv::Scale, CostMode::Model) => (compute_seconds(model, numel(&g.tensor(*t).shape) as u64), 0.0),
+            _ => (0.0, 0.0),
+        },
+        DistNode::Load(t, l) => {
+            let s = l.local_shape(&g.tensor(*t).shape, cx.n).unwrap_or_default();
+            (0.0, numel(&s) as f64 * elem(*t))
+        }
+        DistNode::LoadView(t, (axis, a, b), l) => {
+            let mut s = g.tensor(*t).shape.clone();
+            s[*axis] = b - a;
+            let s = l.local_shape(&s, cx.n).unwrap_or_default();
+            (0.0, numel(&s) as f64 * elem(*t))
+        }
+        DistNode::Input(_) | DistNode::Boundary(..) => (0.0, 0.0),
+    }
+}
+
+/// Solves a segment with the exact extractor.
+pub fn solve(
+    cx: &RuleCx,
+    seg: &SegmentSpec,
+    model: &CostModel,
+    mode: CostMode,
+    pins: &BTreeMap<TensorId, Layout>,
+) -> Result<SegmentSolution, ExtractError> {
+    let t0 = std::time::Instant::now();
+    let (eg, stats) = build(cx, seg);
+    let t1 = t0.elapsed();
+    let roots: Vec<egg::Id> = seg
+        .roots
+        .iter()
+        .map(|k| {
+            eg.analysis.classes.get(k).map(|c| eg.find(*c)).ok_or_else(|| {
+                ExtractError::Infeasible(format!(" (no rule produces {k:?})"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let allow = |key: &Key, n: &DistNode| match (key, pins.is_empty()) {
+        (_, true) => true,
+        (Key::Prod(t, l), false) => pins.get(t).is_none_or(|p| p == l) || matches!(n, DistNode::Boundary(..)),
+        _ => true,
+    };
+    let flat = flatten(&eg, &roots, |n| node_cost(cx, &eg, model, mode, n), allow, seg.budget)?;
+    let t2 = t0.elapsed();
+    let ex = IlpExtractor.extract(&flat)?;
+    if std::env::var("TESSERA_PROBE").is_ok() { eprintln!("build {:?} flatten {:?} ilp {:?} mode {:?} classes {}", t1, t2 - t1, t0.elapsed() - t2, mode, flat.classes.len()); }
+    check(&flat, &ex)?;
+    let mut sel = Selection::default();
+    for (&c, &ni) in &ex.choice {
+        match &flat.classes[c].nodes[ni].node {
+            DistNode::Compute(f, _) => {
+                let form = eg.analysis.forms[*f as usize].clone();
+                sel.prod.insert(form.tensor, form);
+            }
+            DistNode::Convert(t, conv, l, [child]) => {
+                sel.avail.insert((*t, *l), (*conv, eg[eg.find(*child)].data));
+            }
+            _ => {}
+        }
+    }
+    Ok(SegmentSolution { sel, cost: ex.cost, lower_bound: ex.lower_bound, stats })
+}

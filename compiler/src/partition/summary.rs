@@ -1,0 +1,131 @@
+//! Per-rank estimates and the plan summary (collectives, matmul choices, notes).
+use super::form::Lowering;
+use super::lower::Lowered;
+use super::segment::Selection;
+use crate::cost::ring_bytes;
+use std::collections::BTreeMap;
+use tessera_ir::plan::{PlanSummary, RankEstimate, StepKind};
+use tessera_ir::{numel, Graph, Layout, Op};
+
+/// Estimates per rank (every rank holds the same local shapes).
+pub fn estimates(_g: &Graph, n: usize, lw: &Lowered) -> Vec<RankEstimate> {
+    let comm: f64 = lw.collectives.iter().map(|c| ring_bytes(c.kind, c.bytes, n)).sum();
+    let peak = peak_activation_bytes(lw);
+    (0..n)
+        .map(|rank| RankEstimate {
+            rank,
+            param_bytes: lw.param_bytes,
+            peak_activation_bytes: peak,
+            flops: lw.flops,
+            comm_bytes: comm.round() as u64,
+        })
+        .collect()
+}
+
+/// Peak bytes of live non-weight values of rank 0, freeing each value after its last use
+/// (plan outputs live to the end).
+fn peak_activation_bytes(lw: &Lowered) -> u64 {
+    let Some(prog) = lw.ranks.first() else { return 0 };
+    let size = |v: usize| {
+        let pv = &lw.values[v];
+        (numel(&pv.shape) * pv.dtype.size_bytes()) as u64
+    };
+    let mut weight = vec![false; lw.values.len()];
+    let mut last = vec![usize::MAX; lw.values.len()];
+    for (i, s) in prog.steps.iter().enumerate() {
+        if matches!(s.kind, StepKind::LoadWeight { .. }) {
+            s.outputs.iter().for_each(|v| weight[v.index()] = true);
+        }
+        s.inputs.iter().for_each(|v| last[v.index()] = i);
+    }
+    for v in &lw.outputs {
+        last[v.index()] = prog.steps.len();
+    }
+    let (mut live, mut peak) = (0u64, 0u64);
+    for (i, s) in prog.steps.iter().enumerate() {
+        let outs: Vec<usize> = s.outputs.iter().map(|v| v.index()).filter(|&v| !weight[v]).collect();
+        live += outs.iter().map(|&v| size(v)).sum::<u64>();
+        peak = peak.max(live);
+        let mut ins: Vec<usize> = s.inputs.iter().map(|v| v.index()).filter(|&v| !weight[v] && last[v] == i).collect();
+        ins.sort_unstable();
+        ins.dedup();
+        live -= ins.iter().map(|&v| size(v)).sum::<u64>();
+        live -= outs.iter().filter(|&&v| last[v] == usize::MAX).map(|&v| size(v)).sum::<u64>();
+    }
+    peak
+}
+
+/// The plan summary.
+pub fn summarize(g: &Graph, n: usize, lw: &Lowered, sel: &Selection, lower_bound_bytes: u64) -> PlanSummary {
+    let mut collectives: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for c in &lw.collectives {
+        let e = collectives.entry(c.kind.as_str().to_string()).or_default();
+        e.0 += 1;
+        e.1 += c.bytes;
+    }
+    let mut matmul_choices: BTreeMap<String, u64> = BTreeMap::new();
+    let mut fused: BTreeMap<tessera_ir::NodeId, ()> = BTreeMap::new();
+    for f in sel.prod.values() {
+        if let Lowering::FusedSection { matmul, .. } = f.lowering {
+            fused.insert(matmul, ());
+        }
+    }
+    for (i, nd) in g.nodes.iter().enumerate() {
+        if !matches!(nd.op, Op::MatMul(_) | Op::Gemm(_)) {
+            continue;
+        }
+        let kind = match sel.prod.get(&nd.outputs[0]).map(|f| f.rule) {
+            _ if fused.contains_key(&tessera_ir::NodeId(i as u32)) => "column",
+            Some("matmul-column") => "column",
+            Some("matmul-row") => "row",
+            Some("replicated") => "replicated",
+            Some(_) => "other",
+            None => "other",
+        };
+        *matmul_choices.entry(kind.to_string()).or_default() += 1;
+    }
+    PlanSummary { collectives, lower_bound_bytes, matmul_choices, notes: notes(g, n, sel) }
+}
+
+/// Notes explaining choices the shapes forced.
+fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
+    let mut out = Vec::new();
+    if n == 1 {
+        out.push("one device: every tensor is replicated and there are no collectives".into());
+        return out;
+    }
+    for nd in &g.nodes {
+        if let Op::Reshape(r) = &nd.op {
+            let ins = &g.tensor(nd.inputs[0]).shape;
+            let outs = &r.shape;
+            // [.., H*D] -> [.., H, D]: a head split of the last axis.
+            if outs.len() == ins.len() + 1 && outs[..ins.len() - 1] == ins[..ins.len() - 1] {
+                let heads = outs[outs.len() - 2];
+                if heads > 1 && heads % n != 0 {
+                    out.push(format!(
+                        "Reshape '{}': {heads} heads do not divide over {n} devices, so attention heads cannot be split (the attention runs on another axis or replicated)",
+                        nd.name
+                    ));
+                }
+            }
+        }
+    }
+    for f in sel.prod.values() {
+        if f.lowering == Lowering::ShardedGather {
+            let table = g.node(f.node).inputs[0];
+            out.push(format!(
+                "embedding table '{}' is split by vocabulary (vocab-parallel gather, one extra all-reduce) to meet the budget",
+                g.tensor(table).name
+            ));
+        }
+    }
+    for (t, w) in &g.weights {
+        if super::budget::large_weights(g).contains(t) && !w.shape.iter().any(|&d| d > 1 && d % n == 0) {
+            out.push(format!("weight '{}' {:?} has no axis divisible by {n}: it stays replicated", w.name, w.shape));
+        }
+    }
+    let _ = Layout::Replicated;
+    out.sort();
+    out.dedup();
+    out
+}
