@@ -49,6 +49,10 @@ struct Args {
     /// Source model to load weights from (default: the plan's source path, relative to the plan).
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
+    /// Benchmark: run the plan this many more times after the first run and print the
+    /// latency (min / median / mean of the repeats; each run loads its weight slices).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    repeat: usize,
 }
 
 fn main() {
@@ -101,6 +105,23 @@ fn run(args: &Args) -> Result<bool> {
     }
     if args.stats {
         print_stats(&stats);
+    }
+    if args.repeat > 0 {
+        let mut ms = Vec::with_capacity(args.repeat);
+        for _ in 0..args.repeat {
+            let t0 = Instant::now();
+            run_plan(&plan, &store, &inputs, &opts)?;
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        println!(
+            "latency over {} runs: min {:.3} ms, median {:.3} ms, mean {:.3} ms",
+            ms.len(),
+            ms[0],
+            ms[ms.len() / 2],
+            mean
+        );
     }
     if !args.check {
         return Ok(true);
