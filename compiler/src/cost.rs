@@ -7,8 +7,8 @@
 //!
 //! Presets: `nvlink`, `pcie`, `ethernet`, `cpu`; a custom mesh loads from TOML
 //! ([`load_cost_model_toml`]).
-pub use tessera_ir::plan::CostModel;
 use tessera_ir::plan::CollectiveKind;
+pub use tessera_ir::plan::CostModel;
 use tessera_ir::{numel, Op};
 
 /// Errors loading a cost model.
@@ -37,22 +37,42 @@ pub enum CostError {
 
 /// NVLink-class GPUs: 5 µs latency, 150 GB/s, 100 TFLOP/s.
 pub fn nvlink() -> CostModel {
-    CostModel { name: "nvlink".into(), alpha_s: 5e-6, beta_bytes_per_s: 150e9, flops_per_s: 100e12 }
+    CostModel {
+        name: "nvlink".into(),
+        alpha_s: 5e-6,
+        beta_bytes_per_s: 150e9,
+        flops_per_s: 100e12,
+    }
 }
 
 /// PCIe-connected GPUs: 10 µs latency, 16 GB/s, 50 TFLOP/s.
 pub fn pcie() -> CostModel {
-    CostModel { name: "pcie".into(), alpha_s: 10e-6, beta_bytes_per_s: 16e9, flops_per_s: 50e12 }
+    CostModel {
+        name: "pcie".into(),
+        alpha_s: 10e-6,
+        beta_bytes_per_s: 16e9,
+        flops_per_s: 50e12,
+    }
 }
 
 /// Hosts over ethernet: 50 µs latency, 1.25 GB/s (10 GbE), 1 TFLOP/s.
 pub fn ethernet() -> CostModel {
-    CostModel { name: "ethernet".into(), alpha_s: 50e-6, beta_bytes_per_s: 1.25e9, flops_per_s: 1e12 }
+    CostModel {
+        name: "ethernet".into(),
+        alpha_s: 50e-6,
+        beta_bytes_per_s: 1.25e9,
+        flops_per_s: 1e12,
+    }
 }
 
 /// CPU threads sharing memory: 2 µs latency, 10 GB/s, 50 GFLOP/s per device.
 pub fn cpu() -> CostModel {
-    CostModel { name: "cpu".into(), alpha_s: 2e-6, beta_bytes_per_s: 10e9, flops_per_s: 50e9 }
+    CostModel {
+        name: "cpu".into(),
+        alpha_s: 2e-6,
+        beta_bytes_per_s: 10e9,
+        flops_per_s: 50e9,
+    }
 }
 
 /// A preset by name.
@@ -69,12 +89,22 @@ pub fn preset(name: &str) -> Result<CostModel, CostError> {
 /// Parses a cost model from TOML text: either `preset = "pcie"` (optionally overriding
 /// fields) or all of `alpha_s`, `beta_bytes_per_s`, `flops_per_s` (and an optional `name`).
 pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostError> {
-    let invalid = |msg: String| CostError::Invalid { path: path.into(), msg };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+    let invalid = |msg: String| CostError::Invalid {
+        path: path.into(),
+        msg,
+    };
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
     let mut model = match table.get("preset") {
         Some(toml::Value::String(p)) => preset(p)?,
         Some(_) => return Err(invalid("'preset' must be a string".into())),
-        None => CostModel { name: "custom".into(), alpha_s: f64::NAN, beta_bytes_per_s: f64::NAN, flops_per_s: f64::NAN },
+        None => CostModel {
+            name: "custom".into(),
+            alpha_s: f64::NAN,
+            beta_bytes_per_s: f64::NAN,
+            flops_per_s: f64::NAN,
+        },
     };
     for (key, value) in &table {
         let num = || match value {
@@ -85,7 +115,10 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
         match key.as_str() {
             "preset" => {}
             "name" => {
-                model.name = value.as_str().ok_or_else(|| invalid("'name' must be a string".into()))?.to_string()
+                model.name = value
+                    .as_str()
+                    .ok_or_else(|| invalid("'name' must be a string".into()))?
+                    .to_string()
             }
             "alpha_s" => model.alpha_s = num()?,
             "beta_bytes_per_s" => model.beta_bytes_per_s = num()?,
@@ -93,13 +126,19 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             other => return Err(invalid(format!("unknown field '{other}'"))),
         }
     }
-    for (field, v) in
-        [("alpha_s", model.alpha_s), ("beta_bytes_per_s", model.beta_bytes_per_s), ("flops_per_s", model.flops_per_s)]
-    {
+    for (field, v) in [
+        ("alpha_s", model.alpha_s),
+        ("beta_bytes_per_s", model.beta_bytes_per_s),
+        ("flops_per_s", model.flops_per_s),
+    ] {
         if v.is_nan() {
             return Err(invalid(format!("missing field '{field}'")));
         }
-        let ok = if field == "alpha_s" { v >= 0.0 } else { v > 0.0 };
+        let ok = if field == "alpha_s" {
+            v >= 0.0
+        } else {
+            v > 0.0
+        };
         if !ok || !v.is_finite() {
             return Err(invalid(format!("field '{field}' = {v} is out of range")));
         }
@@ -110,7 +149,10 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
 /// Loads a cost model from a TOML file (see [`parse_cost_model_toml`]).
 pub fn load_cost_model_toml(path: &std::path::Path) -> Result<CostModel, CostError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| CostError::Read { path: p.clone(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| CostError::Read {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
     parse_cost_model_toml(&text, &p)
 }
 
@@ -119,7 +161,9 @@ pub fn ring_bytes(kind: CollectiveKind, bytes: u64, n: usize) -> f64 {
     let (b, n) = (bytes as f64, n as f64);
     match kind {
         CollectiveKind::AllReduce => 2.0 * (n - 1.0) / n * b,
-        CollectiveKind::AllGather | CollectiveKind::ReduceScatter | CollectiveKind::Broadcast => (n - 1.0) / n * b,
+        CollectiveKind::AllGather | CollectiveKind::ReduceScatter | CollectiveKind::Broadcast => {
+            (n - 1.0) / n * b
+        }
         CollectiveKind::AllToAll => (n - 1.0) / (n * n) * b,
     }
 }
@@ -149,10 +193,19 @@ pub fn op_flops(op: &Op, inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
         }
         Op::Gemm(g) => {
             let a = inputs.first().copied().unwrap_or(&[]);
-            let k = if g.trans_a { a.first() } else { a.last() }.copied().unwrap_or(1) as u64;
+            let k = if g.trans_a { a.first() } else { a.last() }
+                .copied()
+                .unwrap_or(1) as u64;
             2 * out * k
         }
-        Op::Einsum(_) => 2 * out * inputs.iter().map(|s| s.last().copied().unwrap_or(1) as u64).max().unwrap_or(1),
+        Op::Einsum(_) => {
+            2 * out
+                * inputs
+                    .iter()
+                    .map(|s| s.last().copied().unwrap_or(1) as u64)
+                    .max()
+                    .unwrap_or(1)
+        }
         Op::Binary(_) | Op::Unary(_) | Op::Clip(_) | Op::Where | Op::CumSum(_) => out,
         Op::Gelu(_) | Op::LayerNorm(_) => 8 * out,
         Op::Softmax(_) | Op::RmsNorm(_) => 5 * out,
@@ -180,12 +233,24 @@ mod tests {
         assert_eq!(m.name, "pcie");
         assert_eq!(m.alpha_s, 1e-5);
         assert_eq!(m.beta_bytes_per_s, 16e9);
-        let c = parse_cost_model_toml("alpha_s = 0.0\nbeta_bytes_per_s = 1e9\nflops_per_s = 1e12", "y").unwrap();
+        let c = parse_cost_model_toml(
+            "alpha_s = 0.0\nbeta_bytes_per_s = 1e9\nflops_per_s = 1e12",
+            "y",
+        )
+        .unwrap();
         assert_eq!(c.name, "custom");
-        let e = parse_cost_model_toml("alpha_s = 0.0", "z.toml").unwrap_err().to_string();
-        assert!(e.contains("z.toml") && e.contains("beta_bytes_per_s"), "{e}");
+        let e = parse_cost_model_toml("alpha_s = 0.0", "z.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("z.toml") && e.contains("beta_bytes_per_s"),
+            "{e}"
+        );
         assert!(parse_cost_model_toml("preset = \"foo\"", "p").is_err());
-        assert!(parse_cost_model_toml("bogus = 1", "p").unwrap_err().to_string().contains("bogus"));
+        assert!(parse_cost_model_toml("bogus = 1", "p")
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
     }
 
     #[test]

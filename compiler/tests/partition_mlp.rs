@@ -17,7 +17,11 @@ fn mlp_one_all_reduce() {
             assert_eq!(p.summary.matmul_choices.get("row"), Some(&1));
             // fc1 [H,4H] split by columns, fc2 [4H,H] by rows; biases: fc1's split, fc2's replicated.
             let big = (2 * h * 4 * h * 4) as u64;
-            assert!(p.estimates[0].param_bytes <= big / n as u64 + ((4 * h + h) * 4) as u64, "{:?}", p.estimates);
+            assert!(
+                p.estimates[0].param_bytes <= big / n as u64 + ((4 * h + h) * 4) as u64,
+                "{:?}",
+                p.estimates
+            );
             assert_eq!(p.ranks.len(), n);
             assert_eq!(p.search.gap, 0.0);
         }

@@ -90,14 +90,30 @@ impl Graph {
     }
 
     /// Adds a tensor and returns its id.
-    pub fn add_tensor(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>, kind: TensorKind) -> TensorId {
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+        kind: TensorKind,
+    ) -> TensorId {
         let id = TensorId(self.tensors.len() as u32);
-        self.tensors.push(TensorInfo { name: name.into(), dtype, shape, kind });
+        self.tensors.push(TensorInfo {
+            name: name.into(),
+            dtype,
+            shape,
+            kind,
+        });
         id
     }
 
     /// Adds a graph input.
-    pub fn add_input(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>) -> TensorId {
+    pub fn add_input(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        shape: Vec<usize>,
+    ) -> TensorId {
         let id = self.add_tensor(name, dtype, shape, TensorKind::Input);
         self.inputs.push(id);
         id
@@ -105,16 +121,32 @@ impl Graph {
 
     /// Adds a weight.
     pub fn add_weight(&mut self, weight: Weight) -> TensorId {
-        let id = self.add_tensor(weight.name.clone(), weight.dtype, weight.shape.clone(), TensorKind::Weight);
+        let id = self.add_tensor(
+            weight.name.clone(),
+            weight.dtype,
+            weight.shape.clone(),
+            TensorKind::Weight,
+        );
         self.weights.insert(id, weight);
         id
     }
 
     /// Appends a node whose outputs were already added as tensors. Nodes must be appended
     /// in topological order.
-    pub fn add_node(&mut self, name: impl Into<String>, op: Op, inputs: Vec<TensorId>, outputs: Vec<TensorId>) -> NodeId {
+    pub fn add_node(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<TensorId>,
+        outputs: Vec<TensorId>,
+    ) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
-        self.nodes.push(Node { name: name.into(), op, inputs, outputs });
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs,
+        });
         id
     }
 
@@ -159,7 +191,10 @@ impl Graph {
 
     /// Finds a tensor by name.
     pub fn tensor_by_name(&self, name: &str) -> Option<TensorId> {
-        self.tensors.iter().position(|t| t.name == name).map(|i| TensorId(i as u32))
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
     }
 
     /// Total bytes of all weights.
@@ -185,9 +220,15 @@ impl Graph {
     pub fn toposort(&mut self) -> Result<(), IrError> {
         let (g, _) = self.dependency_graph();
         let order = petgraph::algo::toposort(&g, None).map_err(|c| {
-            IrError::Invalid(format!("cycle through node '{}'", self.nodes[g[c.node_id()].index()].name))
+            IrError::Invalid(format!(
+                "cycle through node '{}'",
+                self.nodes[g[c.node_id()].index()].name
+            ))
         })?;
-        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
+            .into_iter()
+            .map(Some)
+            .collect();
         for ix in order {
             // Each index appears exactly once in a toposort, so the slot is still full.
             if let Some(n) = old[g[ix].index()].take() {
@@ -219,7 +260,12 @@ impl Graph {
         }
         let before = self.nodes.len();
         let nodes = std::mem::take(&mut self.nodes);
-        self.nodes = nodes.into_iter().zip(live).filter(|(_, l)| *l).map(|(n, _)| n).collect();
+        self.nodes = nodes
+            .into_iter()
+            .zip(live)
+            .filter(|(_, l)| *l)
+            .map(|(n, _)| n)
+            .collect();
         let mut used = vec![false; self.tensors.len()];
         for n in &self.nodes {
             for t in &n.inputs {
@@ -247,17 +293,24 @@ impl Graph {
         for n in &self.nodes {
             for t in &n.inputs {
                 if t.index() >= n_t || !defined[t.index()] {
-                    return Err(IrError::Invalid(format!("node '{}' reads a tensor before it is produced", n.name)));
+                    return Err(IrError::Invalid(format!(
+                        "node '{}' reads a tensor before it is produced",
+                        n.name
+                    )));
                 }
             }
             for t in &n.outputs {
                 if t.index() >= n_t {
-                    return Err(IrError::Invalid(format!("node '{}' has an output id out of range", n.name)));
+                    return Err(IrError::Invalid(format!(
+                        "node '{}' has an output id out of range",
+                        n.name
+                    )));
                 }
                 if defined[t.index()] {
                     return Err(IrError::Invalid(format!(
                         "tensor '{}' is produced twice (node '{}')",
-                        self.tensors[t.index()].name, n.name
+                        self.tensors[t.index()].name,
+                        n.name
                     )));
                 }
                 defined[t.index()] = true;
@@ -265,7 +318,10 @@ impl Graph {
         }
         for t in &self.outputs {
             if !defined[t.index()] {
-                return Err(IrError::Invalid(format!("output '{}' is never produced", self.tensors[t.index()].name)));
+                return Err(IrError::Invalid(format!(
+                    "output '{}' is never produced",
+                    self.tensors[t.index()].name
+                )));
             }
         }
         Ok(())

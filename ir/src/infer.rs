@@ -19,7 +19,9 @@ pub type TypedShape = (DType, Vec<usize>);
 
 /// Infers output dtypes and shapes of `op` from its inputs' dtypes and shapes.
 ///
-/// `node` names the node in errors.
+/// Returns every output the op can produce, optional ones included: [`Op::LayerNorm`] gives
+/// Y, Mean and InvStdDev (a node may bind only Y; see [`infer_node`]). `node` names the node
+/// in errors.
 pub fn infer(
     node: &str,
     op: &Op,
@@ -32,9 +34,16 @@ pub fn infer(
         Op::Einsum(a) => cx.einsum(&a.equation).map(|o| vec![o]),
         Op::Binary(a) => cx.binary(a.kind).map(|o| vec![o]),
         Op::Unary(a) => cx.unary(a.kind).map(|o| vec![o]),
-        Op::Gelu(_) | Op::Clip(_) => {
+        Op::Gelu(_) => {
             cx.arity(1, 1)?;
             cx.float_input(0)?;
+            Ok(vec![cx.input(0)])
+        }
+        Op::Clip(_) => {
+            cx.arity(1, 1)?;
+            if cx.inputs[0].0 == DType::Bool {
+                return Err(cx.err("input 0 must be numeric, got bool"));
+            }
             Ok(vec![cx.input(0)])
         }
         Op::Softmax(a) => {
@@ -43,7 +52,14 @@ pub fn infer(
             cx.axis_in_range(a.axis, cx.inputs[0].1.len())?;
             Ok(vec![cx.input(0)])
         }
-        Op::LayerNorm(a) => cx.norm(a.axis, 3).map(|o| vec![o]),
+        Op::LayerNorm(a) => {
+            let y = cx.norm(a.axis, 3)?;
+            // Mean and InvStdDev: X's shape with the normalised axes set to 1, in the
+            // stash type (f32).
+            let mut stat = y.1.clone();
+            stat[a.axis..].fill(1);
+            Ok(vec![y, (DType::F32, stat.clone()), (DType::F32, stat)])
+        }
         Op::RmsNorm(a) => cx.norm(a.axis, 2).map(|o| vec![o]),
         Op::Reduce(a) => cx.reduce(&a.axes, a.keepdims).map(|o| vec![o]),
         Op::Reshape(a) => cx.reshape(&a.shape).map(|o| vec![o]),
@@ -75,6 +91,43 @@ pub fn infer(
             Ok(vec![cx.input(0)])
         }
     }
+}
+
+/// How many outputs a node of `op` must bind when `produced` is the number [`infer`] gives:
+/// all of them, except [`Op::LayerNorm`] whose Mean and InvStdDev are optional (a node binds
+/// 1 or 3 outputs).
+pub fn required_outputs(op: &Op, produced: usize) -> usize {
+    match op {
+        Op::LayerNorm(_) => 1,
+        _ => produced,
+    }
+}
+
+/// Infers the outputs of a node of `op` that binds `n_outputs` outputs: the first
+/// `n_outputs` of [`infer`], after checking that a node may bind that many (see
+/// [`required_outputs`]).
+pub fn infer_node(
+    node: &str,
+    op: &Op,
+    inputs: &[(DType, &[usize])],
+    n_outputs: usize,
+) -> Result<Vec<TypedShape>, IrError> {
+    let mut all = infer(node, op, inputs)?;
+    let required = required_outputs(op, all.len());
+    if n_outputs != all.len() && n_outputs != required {
+        let allowed = if required == all.len() {
+            format!("{required}")
+        } else {
+            format!("{required} or {}", all.len())
+        };
+        return Err(IrError::Shape {
+            node: node.into(),
+            op: op.name(),
+            msg: format!("binds {n_outputs} outputs, expected {allowed}"),
+        });
+    }
+    all.truncate(n_outputs);
+    Ok(all)
 }
 
 /// numpy broadcasting of two shapes; `None` when they are incompatible.

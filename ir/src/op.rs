@@ -28,7 +28,8 @@ pub enum Op {
     Clip(ClipAttrs),
     /// Softmax / LogSoftmax over one axis (input: X).
     Softmax(SoftmaxAttrs),
-    /// LayerNormalization over axes `axis..rank` (inputs: X, Scale, optional Bias).
+    /// LayerNormalization over axes `axis..rank` (inputs: X, Scale, optional Bias; outputs:
+    /// Y, or Y, Mean and InvStdDev).
     LayerNorm(NormAttrs),
     /// RMSNormalization over axes `axis..rank` (inputs: X, Scale).
     RmsNorm(NormAttrs),
@@ -343,7 +344,11 @@ impl Op {
             Op::MatMul(_) => "MatMul".into(),
             Op::Gemm(_) => "Gemm".into(),
             Op::Einsum(_) => "Einsum".into(),
-            Op::Binary(a) => format!("{:?}", a.kind).split(' ').next().unwrap_or("Binary").into(),
+            Op::Binary(a) => format!("{:?}", a.kind)
+                .split(' ')
+                .next()
+                .unwrap_or("Binary")
+                .into(),
             Op::Unary(a) => format!("{:?}", a.kind),
             Op::Gelu(_) => "Gelu".into(),
             Op::Clip(_) => "Clip".into(),

@@ -35,7 +35,10 @@ pub struct Mesh {
 impl Mesh {
     /// A 1-D tensor-parallel mesh of `n` devices.
     pub fn tp(n: usize) -> Mesh {
-        Mesh { shape: vec![n], axes: vec!["tp".into()] }
+        Mesh {
+            shape: vec![n],
+            axes: vec!["tp".into()],
+        }
     }
 
     /// Total number of devices.

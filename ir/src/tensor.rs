@@ -66,19 +66,31 @@ impl Tensor {
     /// An f32 tensor.
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
         assert_eq!(numel(&shape), v.len(), "Tensor::f32: element count");
-        Tensor { dtype: DType::F32, shape, data: TensorData::F32(v) }
+        Tensor {
+            dtype: DType::F32,
+            shape,
+            data: TensorData::F32(v),
+        }
     }
 
     /// An i64 tensor.
     pub fn i64(shape: Vec<usize>, v: Vec<i64>) -> Tensor {
         assert_eq!(numel(&shape), v.len(), "Tensor::i64: element count");
-        Tensor { dtype: DType::I64, shape, data: TensorData::I64(v) }
+        Tensor {
+            dtype: DType::I64,
+            shape,
+            data: TensorData::I64(v),
+        }
     }
 
     /// A bool tensor.
     pub fn bool(shape: Vec<usize>, v: Vec<bool>) -> Tensor {
         assert_eq!(numel(&shape), v.len(), "Tensor::bool: element count");
-        Tensor { dtype: DType::Bool, shape, data: TensorData::Bool(v) }
+        Tensor {
+            dtype: DType::Bool,
+            shape,
+            data: TensorData::Bool(v),
+        }
     }
 
     /// Number of elements.

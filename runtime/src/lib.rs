@@ -9,5 +9,7 @@ pub use error::RuntimeError;
 pub mod collectives;
 pub mod device;
 pub mod exec;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kernels;
 pub mod npy;

@@ -113,6 +113,17 @@ pub enum ImportError {
         /// What is wrong (shapes included).
         msg: String,
     },
+    /// A node uses a feature of a supported op that Tessera does not implement (e.g. Dropout
+    /// in training mode).
+    #[error("node '{node}' ({op}): {msg}")]
+    UnsupportedFeature {
+        /// Node name.
+        node: String,
+        /// ONNX op type.
+        op: String,
+        /// What is unsupported.
+        msg: String,
+    },
     /// A tensor (initializer, constant, graph input/output) is malformed or missing.
     #[error("tensor '{name}': {msg}")]
     Tensor {

@@ -31,8 +31,11 @@ use tessera_ir::{numel, Graph, WeightData};
 
 /// Lowest supported default-domain opset.
 pub const MIN_OPSET: i64 = 13;
-/// Highest supported default-domain opset.
-pub const MAX_OPSET: i64 = 23;
+/// Highest default-domain opset any op is accepted at: the latest opset of onnx 1.23.2,
+/// against whose schema history the registry was checked. Opsets 13..=23 are supported for
+/// every op; above 23 an op is accepted up to its registry entry's `until` (see
+/// [`ops::supported_ops`]).
+pub const MAX_OPSET: i64 = 28;
 /// Initializers with at most this many elements are decoded so that nodes reading them can
 /// be folded; larger ones stay file references only.
 pub const FOLD_MAX_ELEMS: usize = 1 << 16;
@@ -96,7 +99,15 @@ pub fn import_bytes(
         msg: format!("locating raw_data failed: {e}"),
     })?;
 
-    let mut walker = walk::Walker::new(opset);
+    let used: HashSet<String> = graph_proto
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .chain(graph_proto.output.iter().map(|o| &o.name))
+        .filter(|n| !n.is_empty())
+        .cloned()
+        .collect();
+    let mut walker = walk::Walker::new(opset, used);
     let mut initializer_names = HashSet::new();
     for t in &graph_proto.initializer {
         let weight = tensor_proto::initializer_weight(t, file_name, spans.get(&t.name).copied())?;

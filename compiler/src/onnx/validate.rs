@@ -1,7 +1,7 @@
 //! Phase 3, `validate`: structural checks ([`Graph::validate`]), a re-check that every
 //! recorded tensor type agrees with shape inference, and dead-node removal.
 use super::ImportError;
-use tessera_ir::{infer::infer, DType, Graph};
+use tessera_ir::{infer::infer_node, DType, Graph};
 
 /// Validates `graph` and removes nodes no output depends on; returns the number removed.
 pub(crate) fn validate(graph: &mut Graph, file: &str) -> Result<usize, ImportError> {
@@ -16,7 +16,8 @@ pub(crate) fn validate(graph: &mut Graph, file: &str) -> Result<usize, ImportErr
             .iter()
             .map(|&t| (graph.tensor(t).dtype, graph.tensor(t).shape.as_slice()))
             .collect();
-        let outs = infer(&node.name, &node.op, &ins).map_err(|e| invalid(e.to_string()))?;
+        let outs = infer_node(&node.name, &node.op, &ins, node.outputs.len())
+            .map_err(|e| invalid(e.to_string()))?;
         let recorded: Vec<_> = node
             .outputs
             .iter()

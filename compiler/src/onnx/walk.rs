@@ -5,8 +5,9 @@
 use super::ops::{self, InputView, Lowered, NodeCx, Ref, Step};
 use super::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
 use onnx_protobuf::NodeProto;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use tessera_ir::infer::{infer, required_outputs};
 use tessera_ir::{numel, DType, Graph, IrError, Tensor, TensorId, TensorKind, Weight, WeightData};
 
 /// A value (ONNX tensor name) as known during the walk.
@@ -80,17 +81,22 @@ pub(crate) struct Walker {
     /// The graph being built.
     pub graph: Graph,
     values: HashMap<String, Value>,
+    /// Value names read by some node or listed as graph outputs.
+    used: HashSet<String>,
     /// ONNX nodes whose outputs all became constants.
     pub folded: usize,
 }
 
 impl Walker {
-    /// A walker for a model whose default-domain opset is `opset`.
-    pub fn new(opset: i64) -> Walker {
+    /// A walker for a model whose default-domain opset is `opset`; `used` holds the value
+    /// names that some node reads or that are graph outputs (optional node outputs outside
+    /// it are not bound).
+    pub fn new(opset: i64, used: HashSet<String>) -> Walker {
         Walker {
             opset,
             graph: Graph::new(),
             values: HashMap::new(),
+            used,
             folded: 0,
         }
     }
@@ -153,6 +159,7 @@ impl Walker {
             name: &name,
             opset: self.opset,
             inputs: views,
+            used: &self.used,
         };
         let lowered = convert(&cx)?;
         let outputs: Vec<Value> = match lowered {
@@ -163,7 +170,10 @@ impl Walker {
                     .map(|(k, t)| Value::constant(output_name(node, &name, k), t))
                     .collect()
             }
-            Lowered::Steps(steps) => self.emit_steps(&name, node, steps)?,
+            Lowered::Steps(steps) => self.emit_steps(&name, node, steps, None)?,
+            Lowered::Picked { steps, outputs } => {
+                self.emit_steps(&name, node, steps, Some(&outputs))?
+            }
         };
         for (k, out) in node.output.iter().enumerate() {
             if out.is_empty() {
@@ -206,11 +216,23 @@ impl Walker {
         Ok(v)
     }
 
+    /// Number of leading outputs of `node` that must be bound: up to its last output that is
+    /// read or is a graph output.
+    fn outputs_needed(&self, node: &NodeProto) -> usize {
+        node.output
+            .iter()
+            .rposition(|o| !o.is_empty() && self.used.contains(o))
+            .map_or(0, |k| k + 1)
+    }
+
+    /// Emits (or folds) `steps`. The node's outputs are those of the last step, or, with
+    /// `picked`, output `k` of step `j` for each `(j, k)`.
     fn emit_steps(
         &mut self,
         name: &str,
         node: &NodeProto,
         steps: Vec<Step>,
+        picked: Option<&[(usize, usize)]>,
     ) -> Result<Vec<Value>, ImportError> {
         let op_type = node.op_type.as_str();
         let err = |msg: String| ImportError::node(name, op_type, msg);
@@ -256,22 +278,34 @@ impl Walker {
                 .iter()
                 .map(|s| (get(s).dtype, get(s).shape.as_slice()))
                 .collect();
-            let inferred =
-                tessera_ir::infer::infer(&step_name, &step.op, &typed).map_err(|e| match e {
-                    IrError::Shape { op, msg, .. } => err(if op == op_type {
-                        msg
-                    } else {
-                        format!("{op}: {msg}")
-                    }),
-                    other => err(other.to_string()),
-                })?;
-            let last = j + 1 == n_steps;
+            let ir_err = |e: IrError| match e {
+                IrError::Shape { op, msg, .. } => err(if op == op_type {
+                    msg
+                } else {
+                    format!("{op}: {msg}")
+                }),
+                other => err(other.to_string()),
+            };
+            let mut inferred = infer(&step_name, &step.op, &typed).map_err(ir_err)?;
+            let last = j + 1 == n_steps && picked.is_none();
+            if last {
+                // Optional outputs nobody reads (LayerNorm's Mean / InvStdDev) are not bound.
+                let required = required_outputs(&step.op, inferred.len());
+                if self.outputs_needed(node) <= required {
+                    inferred.truncate(required);
+                }
+            }
             let out_names: Vec<String> = (0..inferred.len())
                 .map(|k| {
-                    if last {
-                        output_name(node, name, k)
-                    } else {
-                        format!("{step_name}:{k}")
+                    // A step output that is output `o` of the node takes the node output's name.
+                    let node_out = match picked {
+                        None if last => Some(k),
+                        None => None,
+                        Some(p) => p.iter().position(|&(a, b)| (a, b) == (j, k)),
+                    };
+                    match node_out {
+                        Some(o) => output_name(node, name, o),
+                        None => format!("{step_name}:{k}"),
                     }
                 })
                 .collect();
@@ -283,8 +317,14 @@ impl Walker {
             let out_elems: usize = inferred.iter().map(|(_, s)| numel(s)).sum();
             let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
             if let Some(konsts) = konsts {
-                let results = tessera_runtime::kernels::eval(&step.op, &konsts)
+                let mut results = tessera_runtime::kernels::eval(&step.op, &konsts)
                     .map_err(|e| err(format!("constant folding failed: {e}")))?;
+                // Optional outputs that are not bound are dropped.
+                if results.len() > inferred.len()
+                    && required_outputs(&step.op, results.len()) <= inferred.len()
+                {
+                    results.truncate(inferred.len());
+                }
                 if results.len() != inferred.len() {
                     return Err(err(format!(
                         "folding gave {} outputs, expected {}",
@@ -339,8 +379,20 @@ impl Walker {
         if all_folded {
             self.folded += 1;
         }
-        let last = step_outs.pop().unwrap_or_default();
-        Ok(last.into_iter().map(|i| locals[i].clone()).collect())
+        let outs: Vec<usize> = match picked {
+            None => step_outs.pop().unwrap_or_default(),
+            Some(p) => p
+                .iter()
+                .map(|&(a, k)| {
+                    step_outs
+                        .get(a)
+                        .and_then(|o| o.get(k))
+                        .copied()
+                        .ok_or_else(|| err(format!("bad lowering: no output {k} of step {a}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(outs.into_iter().map(|i| locals[i].clone()).collect())
     }
 
     /// Marks the graph outputs (materialising constant outputs as weights).

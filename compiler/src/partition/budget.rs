@@ -29,7 +29,11 @@ pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
     for nd in &g.nodes {
         let cand = match &nd.op {
             Op::MatMul(_) | Op::Gemm(_) => nd.inputs.get(1),
-            Op::Gather(_) => nd.inputs.first().filter(|t| g.weights.get(t).is_some_and(|w| w.size_bytes() > SMALL_TABLE_BYTES)),
+            Op::Gather(_) => nd.inputs.first().filter(|t| {
+                g.weights
+                    .get(t)
+                    .is_some_and(|w| w.size_bytes() > SMALL_TABLE_BYTES)
+            }),
             _ => None,
         };
         if let Some(t) = cand.filter(|t| g.weights.contains_key(t)) {
@@ -47,15 +51,30 @@ impl Budgets {
         for (t, w) in &g.weights {
             let bytes = w.size_bytes() as f64;
             let divisible = w.shape.iter().any(|&d| d > 1 && d % n == 0);
-            shares[t.index()] = if big.contains(t) && divisible { bytes / n as f64 } else { bytes };
+            shares[t.index()] = if big.contains(t) && divisible {
+                bytes / n as f64
+            } else {
+                bytes
+            };
         }
         let default: f64 = shares.iter().sum();
         let (total, scale) = match (opts.objective, opts.memory_per_device) {
             (ObjectiveKind::Latency, _) => (None, 1.0),
             (ObjectiveKind::Memory, None) => (Some(default), 1.0),
-            (ObjectiveKind::Memory, Some(b)) => (Some(b as f64), if default > 0.0 { b as f64 / default } else { 1.0 }),
+            (ObjectiveKind::Memory, Some(b)) => (
+                Some(b as f64),
+                if default > 0.0 {
+                    b as f64 / default
+                } else {
+                    1.0
+                },
+            ),
         };
-        Budgets { total, shares, scale }
+        Budgets {
+            total,
+            shares,
+            scale,
+        }
     }
 
     /// Budget of a segment made of `nodes`: its weights' default shares, scaled.
@@ -63,7 +82,13 @@ impl Budgets {
         self.total?;
         let mut ws = BTreeSet::new();
         for &nid in nodes {
-            ws.extend(g.node(nid).inputs.iter().filter(|t| g.weights.contains_key(t)).copied());
+            ws.extend(
+                g.node(nid)
+                    .inputs
+                    .iter()
+                    .filter(|t| g.weights.contains_key(t))
+                    .copied(),
+            );
         }
         Some(ws.iter().map(|t| self.shares[t.index()]).sum::<f64>() * self.scale)
     }

@@ -17,7 +17,10 @@
 //! adds the row's local forms to the `Prod` classes, and a conversion rewrite wires every
 //! `Prod(t, L')` to every `Avail(t, L)` by the cheapest direct collective.
 use super::form::{LocalForm, Operand};
-use egg::{Analysis, Applier, DidMerge, EGraph, Id, Language, PatternAst, SearchMatches, Searcher, Subst, Symbol, Var};
+use egg::{
+    Analysis, Applier, DidMerge, EGraph, Id, Language, PatternAst, SearchMatches, Searcher, Subst,
+    Symbol, Var,
+};
 use std::collections::BTreeMap;
 use tessera_ir::plan::CollectiveKind;
 use tessera_ir::{Layout, TensorId};
@@ -199,14 +202,21 @@ pub fn ensure_avail(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Id {
             _ => unreachable!("range over Prod keys of one tensor"),
         })
         .collect();
-    if let Some((from, c)) = prods.iter().find(|(from, _)| direct_conversion(*from, l).is_some()) {
+    if let Some((from, c)) = prods
+        .iter()
+        .find(|(from, _)| direct_conversion(*from, l).is_some())
+    {
         // Unwrap: the find above checked it is Some.
         let conv = direct_conversion(*from, l).unwrap();
         return add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [*c]));
     }
     // Via Avail(t, R): every produced layout reaches R directly.
     let r = ensure_avail(eg, t, Layout::Replicated);
-    let conv = if l == Layout::Partial { Conv::Scale } else { Conv::LocalSlice };
+    let conv = if l == Layout::Partial {
+        Conv::Scale
+    } else {
+        Conv::LocalSlice
+    };
     add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [r]))
 }
 
@@ -218,16 +228,26 @@ pub fn add_form(eg: &mut DistEGraph, f: u32) -> Id {
         .iter()
         .map(|o| match o {
             Operand::Tensor { t, layout } => ensure_avail(eg, *t, *layout),
-            Operand::View { t, section, layout } => {
-                add_to(eg, Key::View(*t, *section, *layout), DistNode::LoadView(*t, *section, *layout))
-            }
+            Operand::View { t, section, layout } => add_to(
+                eg,
+                Key::View(*t, *section, *layout),
+                DistNode::LoadView(*t, *section, *layout),
+            ),
         })
         .collect();
-    add_to(eg, Key::Prod(form.tensor, form.out), DistNode::Compute(f, children))
+    add_to(
+        eg,
+        Key::Prod(form.tensor, form.out),
+        DistNode::Compute(f, children),
+    )
 }
 
 fn one_match(eclass: Id) -> SearchMatches<'static, DistNode> {
-    SearchMatches { eclass, substs: vec![Subst::with_capacity(0)], ast: None }
+    SearchMatches {
+        eclass,
+        substs: vec![Subst::with_capacity(0)],
+        ast: None,
+    }
 }
 
 /// Searcher of a rule-table row: classes `Prod(t, R)` of computed tensors with forms of
@@ -235,10 +255,21 @@ fn one_match(eclass: Id) -> SearchMatches<'static, DistNode> {
 pub struct RuleSearcher(pub &'static str);
 
 impl Searcher<DistNode, DistAnalysis> for RuleSearcher {
-    fn search_eclass_with_limit(&self, eg: &DistEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, DistNode>> {
-        let Key::Prod(t, Layout::Replicated) = eg[eclass].data else { return None };
+    fn search_eclass_with_limit(
+        &self,
+        eg: &DistEGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, DistNode>> {
+        let Key::Prod(t, Layout::Replicated) = eg[eclass].data else {
+            return None;
+        };
         let fs = eg.analysis.forms_of.get(&t)?;
-        (limit > 0 && fs.iter().any(|&f| eg.analysis.forms[f as usize].rule == self.0)).then(|| one_match(eclass))
+        (limit > 0
+            && fs
+                .iter()
+                .any(|&f| eg.analysis.forms[f as usize].rule == self.0))
+        .then(|| one_match(eclass))
     }
     fn vars(&self) -> Vec<Var> {
         vec![]
@@ -257,7 +288,9 @@ impl Applier<DistNode, DistAnalysis> for RuleApplier {
         _: Option<&PatternAst<DistNode>>,
         _: Symbol,
     ) -> Vec<Id> {
-        let Key::Prod(t, _) = eg[eclass].data else { return vec![] };
+        let Key::Prod(t, _) = eg[eclass].data else {
+            return vec![];
+        };
         let fs: Vec<u32> = eg.analysis.forms_of.get(&t).cloned().unwrap_or_default();
         let before = eg.total_size();
         let mut changed = Vec::new();
@@ -277,8 +310,16 @@ impl Applier<DistNode, DistAnalysis> for RuleApplier {
 pub struct AvailSearcher;
 
 impl Searcher<DistNode, DistAnalysis> for AvailSearcher {
-    fn search_eclass_with_limit(&self, eg: &DistEGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, DistNode>> {
-        matches!(eg[eclass].data, Key::Avail(..)).then_some(()).filter(|_| limit > 0).map(|_| one_match(eclass))
+    fn search_eclass_with_limit(
+        &self,
+        eg: &DistEGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, DistNode>> {
+        matches!(eg[eclass].data, Key::Avail(..))
+            .then_some(())
+            .filter(|_| limit > 0)
+            .map(|_| one_match(eclass))
     }
     fn vars(&self) -> Vec<Var> {
         vec![]
@@ -298,14 +339,22 @@ impl Applier<DistNode, DistAnalysis> for ConvertApplier {
         _: Option<&PatternAst<DistNode>>,
         _: Symbol,
     ) -> Vec<Id> {
-        let Key::Avail(t, l) = eg[eclass].data else { return vec![] };
+        let Key::Avail(t, l) = eg[eclass].data else {
+            return vec![];
+        };
         let before = eg.total_size();
         ensure_leaf(eg, t, l);
         let prods: Vec<(Layout, Id)> = eg
             .analysis
             .classes
             .range(Key::Prod(t, Layout::Replicated)..=Key::Prod(t, Layout::Partial))
-            .filter_map(|(k, v)| if let Key::Prod(_, pl) = k { Some((*pl, *v)) } else { None })
+            .filter_map(|(k, v)| {
+                if let Key::Prod(_, pl) = k {
+                    Some((*pl, *v))
+                } else {
+                    None
+                }
+            })
             .collect();
         for (from, c) in prods {
             if let Some(conv) = direct_conversion(from, l) {
@@ -314,7 +363,11 @@ impl Applier<DistNode, DistAnalysis> for ConvertApplier {
         }
         if l != Layout::Replicated {
             let r = ensure_avail(eg, t, Layout::Replicated);
-            let conv = if l == Layout::Partial { Conv::Scale } else { Conv::LocalSlice };
+            let conv = if l == Layout::Partial {
+                Conv::Scale
+            } else {
+                Conv::LocalSlice
+            };
             add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [r]));
         }
         if eg.total_size() == before {

@@ -98,7 +98,12 @@ pub fn flatten(
         }
         match state.get(&c) {
             Some(2) => continue,
-            Some(_) => return Err(ExtractError::Invalid(format!("cycle through class {:?}", eg[c].data))),
+            Some(_) => {
+                return Err(ExtractError::Invalid(format!(
+                    "cycle through class {:?}",
+                    eg[c].data
+                )))
+            }
             None => {}
         }
         state.insert(c, 1);
@@ -124,11 +129,21 @@ pub fn flatten(
             if !allow(&key, n) {
                 continue;
             }
-            let kids: Option<BTreeSet<usize>> = n.children().iter().map(|k| index.get(&eg.find(*k)).copied()).collect();
+            let kids: Option<BTreeSet<usize>> = n
+                .children()
+                .iter()
+                .map(|k| index.get(&eg.find(*k)).copied())
+                .collect();
             let Some(kids) = kids else { continue };
             let (cst, mem) = cost(n);
             let computes = matches!(n, DistNode::Compute(..));
-            nodes.push(FlatNode { node: n.clone(), children: kids.into_iter().collect(), cost: cst, mem, computes });
+            nodes.push(FlatNode {
+                node: n.clone(),
+                children: kids.into_iter().collect(),
+                cost: cst,
+                mem,
+                computes,
+            });
         }
         if !nodes.is_empty() {
             index.insert(c, classes.len());
@@ -139,11 +154,18 @@ pub fn flatten(
         .iter()
         .map(|r| {
             index.get(&eg.find(*r)).copied().ok_or_else(|| {
-                ExtractError::Infeasible(format!(" (nothing can produce {:?})", eg[eg.find(*r)].data))
+                ExtractError::Infeasible(format!(
+                    " (nothing can produce {:?})",
+                    eg[eg.find(*r)].data
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(FlatProblem { classes, roots, budget })
+    Ok(FlatProblem {
+        classes,
+        roots,
+        budget,
+    })
 }
 
 /// Exact extraction by a 0/1 integer program (microlp branch-and-bound).
@@ -163,8 +185,16 @@ impl Extractor for IlpExtractor {
     }
     fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
         let mut lp = Problem::new(OptimizationDirection::Minimize);
-        let vars: Vec<Vec<microlp::Variable>> =
-            p.classes.iter().map(|c| c.nodes.iter().map(|n| if std::env::var("TESSERA_LP").is_ok() { lp.add_var(n.cost * SCALE, (0.0, 1.0)) } else { lp.add_binary_var(n.cost * SCALE) }).collect()).collect();
+        let vars: Vec<Vec<microlp::Variable>> = p
+            .classes
+            .iter()
+            .map(|c| {
+                c.nodes
+                    .iter()
+                    .map(|n| lp.add_binary_var(n.cost * SCALE))
+                    .collect()
+            })
+            .collect();
         let class_sum = |c: usize| vars[c].iter().map(|v| (*v, 1.0)).collect::<Vec<_>>();
         for (ci, c) in p.classes.iter().enumerate() {
             if c.nodes.len() > 1 {
@@ -181,7 +211,8 @@ impl Extractor for IlpExtractor {
         for &r in &p.roots {
             lp.add_constraint(class_sum(r), ComparisonOp::Eq, 1.0);
         }
-        let mut per_tensor: BTreeMap<tessera_ir::TensorId, Vec<(microlp::Variable, f64)>> = BTreeMap::new();
+        let mut per_tensor: BTreeMap<tessera_ir::TensorId, Vec<(microlp::Variable, f64)>> =
+            BTreeMap::new();
         for (ci, c) in p.classes.iter().enumerate() {
             if let Key::Prod(t, _) = c.key {
                 for (ni, n) in c.nodes.iter().enumerate() {
@@ -213,7 +244,6 @@ impl Extractor for IlpExtractor {
             microlp::Error::Infeasible => ExtractError::Infeasible(String::new()),
             other => ExtractError::Solver(other.to_string()),
         })?;
-        if std::env::var("TESSERA_PROBE").is_ok() { let frac = vars.iter().flatten().filter(|v| { let x = *sol.var_value(**v); x > 1e-6 && x < 1.0 - 1e-6 }).count(); eprintln!("fractional {frac} obj {}", sol.objective()); }
         let mut choice = BTreeMap::new();
         for (ci, vs) in vars.iter().enumerate() {
             for (ni, v) in vs.iter().enumerate() {
@@ -223,7 +253,11 @@ impl Extractor for IlpExtractor {
             }
         }
         let cost = total_cost(p, &choice);
-        Ok(Extraction { choice, cost, lower_bound: cost.min(sol.objective() / SCALE) })
+        Ok(Extraction {
+            choice,
+            cost,
+            lower_bound: cost.min(sol.objective() / SCALE),
+        })
     }
 }
 
@@ -242,7 +276,12 @@ impl Extractor for GreedyExtractor {
                 .nodes
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (n.cost + n.children.iter().map(|&k| best[k].0).sum::<f64>(), i))
+                .map(|(i, n)| {
+                    (
+                        n.cost + n.children.iter().map(|&k| best[k].0).sum::<f64>(),
+                        i,
+                    )
+                })
                 .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
             best.push(b);
         }
@@ -254,13 +293,20 @@ impl Extractor for GreedyExtractor {
             }
         }
         let cost = total_cost(p, &choice);
-        Ok(Extraction { choice, cost, lower_bound: 0.0 })
+        Ok(Extraction {
+            choice,
+            cost,
+            lower_bound: 0.0,
+        })
     }
 }
 
 /// Cost of a choice, each chosen node once.
 pub fn total_cost(p: &FlatProblem, choice: &BTreeMap<usize, usize>) -> f64 {
-    choice.iter().map(|(&c, &n)| p.classes[c].nodes[n].cost).sum()
+    choice
+        .iter()
+        .map(|(&c, &n)| p.classes[c].nodes[n].cost)
+        .sum()
 }
 
 /// Checks an extraction: every root chosen, every chosen node's children chosen, no cycle,
@@ -278,11 +324,17 @@ pub fn check(p: &FlatProblem, x: &Extraction) -> Result<(), ExtractError> {
         let node = &p.classes[c].nodes[n];
         for &k in &node.children {
             if !x.choice.contains_key(&k) {
-                return bad(format!("child {:?} of {:?} not chosen", p.classes[k].key, p.classes[c].key));
+                return bad(format!(
+                    "child {:?} of {:?} not chosen",
+                    p.classes[k].key, p.classes[c].key
+                ));
             }
             // Classes are ordered children first, so a chosen edge must point backwards.
             if k >= c {
-                return bad(format!("cycle: {:?} reads {:?}", p.classes[c].key, p.classes[k].key));
+                return bad(format!(
+                    "cycle: {:?} reads {:?}",
+                    p.classes[c].key, p.classes[k].key
+                ));
             }
         }
         if let (Key::Prod(t, _), true) = (p.classes[c].key, node.computes) {

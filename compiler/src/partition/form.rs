@@ -35,9 +35,14 @@ impl Operand {
     /// The section as an [`AxisSlice`], for views.
     pub fn section(&self) -> Option<AxisSlice> {
         match self {
-            Operand::View { section: (axis, start, end), .. } => {
-                Some(AxisSlice { axis: *axis, start: *start, end: *end })
-            }
+            Operand::View {
+                section: (axis, start, end),
+                ..
+            } => Some(AxisSlice {
+                axis: *axis,
+                start: *start,
+                end: *end,
+            }),
             Operand::Tensor { .. } => None,
         }
     }
@@ -91,7 +96,11 @@ pub fn tensor_bytes(g: &Graph, t: TensorId) -> u64 {
 pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usize>> {
     match op {
         Operand::Tensor { t, layout } => layout.local_shape(&g.tensor(*t).shape, n),
-        Operand::View { t, section: (axis, start, end), layout } => {
+        Operand::View {
+            t,
+            section: (axis, start, end),
+            layout,
+        } => {
             let mut s = g.tensor(*t).shape.clone();
             *s.get_mut(*axis)? = end - start;
             layout.local_shape(&s, n)

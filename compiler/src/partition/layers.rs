@@ -25,7 +25,10 @@ pub fn detect(_g: &Graph) -> Option<Layers> {
 fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionError {
     match e {
         ExtractError::Infeasible(m) => PartitionError::Infeasible(match budget {
-            Some(b) => format!("{what}: no plan fits the per-rank parameter budget of {} bytes{m}", b.round()),
+            Some(b) => format!(
+                "{what}: no plan fits the per-rank parameter budget of {} bytes{m}",
+                b.round()
+            ),
             None => format!("{what}{m}"),
         }),
         other => PartitionError::Internal(format!("{what}: {other}")),
@@ -37,17 +40,25 @@ fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchSta
     limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
     limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
     limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols.iter().map(|s| s.stats.stop_reason.as_str()).find(|r| *r != "saturated").unwrap_or("saturated");
+    let worst = sols
+        .iter()
+        .map(|s| s.stats.stop_reason.as_str())
+        .find(|r| *r != "saturated")
+        .unwrap_or("saturated");
     SearchStats {
         eclasses: sols.iter().map(|s| s.stats.eclasses).sum(),
         enodes: sols.iter().map(|s| s.stats.enodes).sum(),
         iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
         stop_reason: worst.to_string(),
         limits,
-        extractor: "ilp(microlp)".into(),
+        extractor: "frontier-dp".into(),
         cost,
         lower_bound,
-        gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 { (cost - lower_bound) / cost } else { 0.0 },
+        gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 {
+            (cost - lower_bound) / cost
+        } else {
+            0.0
+        },
     }
 }
 
@@ -67,11 +78,22 @@ pub fn solve_graph(
     let spec = SegmentSpec {
         nodes,
         boundary: BTreeMap::new(),
-        roots: g.outputs.iter().map(|t| Key::Avail(*t, Layout::Replicated)).collect(),
+        roots: g
+            .outputs
+            .iter()
+            .map(|t| Key::Avail(*t, Layout::Replicated))
+            .collect(),
         budget: budgets.total,
     };
-    let sol = solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
+    let sol =
+        solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
     let stats = stats_of(&[&sol], sol.cost, sol.lower_bound);
     let _: &Selection = &sol.sel;
-    Ok(Solved { sel: sol.sel, cost: sol.cost, lower_bound: sol.lower_bound, stats, saturate_ms: t0.elapsed().as_secs_f64() * 0.0 })
+    Ok(Solved {
+        sel: sol.sel,
+        cost: sol.cost,
+        lower_bound: sol.lower_bound,
+        stats,
+        saturate_ms: t0.elapsed().as_secs_f64() * 0.0,
+    })
 }

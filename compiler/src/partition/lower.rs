@@ -5,7 +5,8 @@ use super::segment::Selection;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::op::{BinaryAttrs, BinaryOp, ExpandAttrs, MatMulAttrs, ReshapeAttrs, SliceAttrs};
 use tessera_ir::plan::{
-    AxisSlice, CollectiveInfo, CollectiveKind, PlanValue, RankProgram, Step, StepKind, ValueId, WeightShard,
+    AxisSlice, CollectiveInfo, CollectiveKind, PlanValue, RankProgram, Step, StepKind, ValueId,
+    WeightShard,
 };
 use tessera_ir::{Graph, Layout, Op, TensorId, TensorKind};
 
@@ -46,13 +47,22 @@ struct Lowerer<'a> {
 /// This rank's chunk of `extent` split N ways.
 fn chunk(axis: usize, extent: usize, n: usize, r: usize) -> AxisSlice {
     let c = extent / n;
-    AxisSlice { axis, start: r * c, end: (r + 1) * c }
+    AxisSlice {
+        axis,
+        start: r * c,
+        end: (r + 1) * c,
+    }
 }
 
 impl Lowerer<'_> {
     fn value(&mut self, t: TensorId, layout: Layout, shape: Vec<usize>) -> ValueId {
         let id = ValueId(self.out.values.len() as u32);
-        self.out.values.push(PlanValue { tensor: t, layout, shape, dtype: self.g.tensor(t).dtype });
+        self.out.values.push(PlanValue {
+            tensor: t,
+            layout,
+            shape,
+            dtype: self.g.tensor(t).dtype,
+        });
         id
     }
 
@@ -60,9 +70,20 @@ impl Lowerer<'_> {
         self.producers[t.index()].and_then(|p| self.node_layer.get(p.index()).copied().flatten())
     }
 
-    fn emit(&mut self, kind: impl Fn(usize) -> StepKind, inputs: Vec<ValueId>, outputs: Vec<ValueId>, layer: Option<u32>) {
+    fn emit(
+        &mut self,
+        kind: impl Fn(usize) -> StepKind,
+        inputs: Vec<ValueId>,
+        outputs: Vec<ValueId>,
+        layer: Option<u32>,
+    ) {
         for r in 0..self.n {
-            self.out.ranks[r].steps.push(Step { kind: kind(r), inputs: inputs.clone(), outputs: outputs.clone(), layer });
+            self.out.ranks[r].steps.push(Step {
+                kind: kind(r),
+                inputs: inputs.clone(),
+                outputs: outputs.clone(),
+                layer,
+            });
         }
     }
 
@@ -71,13 +92,21 @@ impl Lowerer<'_> {
             .ok_or_else(|| format!("tensor '{}' cannot be laid out {l}", self.g.tensor(t).name))
     }
 
-    fn load(&mut self, t: TensorId, l: Layout, section: Option<AxisSlice>) -> Result<ValueId, String> {
+    fn load(
+        &mut self,
+        t: TensorId,
+        l: Layout,
+        section: Option<AxisSlice>,
+    ) -> Result<ValueId, String> {
         let mut shape = self.g.tensor(t).shape.clone();
         if let Some(s) = &section {
             shape[s.axis] = s.end - s.start;
         }
-        let local = l.local_shape(&shape, self.n).ok_or_else(|| format!("weight '{}' cannot be {l}", self.g.tensor(t).name))?;
-        self.out.param_bytes += (tessera_ir::numel(&local) * self.g.tensor(t).dtype.size_bytes()) as u64;
+        let local = l
+            .local_shape(&shape, self.n)
+            .ok_or_else(|| format!("weight '{}' cannot be {l}", self.g.tensor(t).name))?;
+        self.out.param_bytes +=
+            (tessera_ir::numel(&local) * self.g.tensor(t).dtype.size_bytes()) as u64;
         let v = self.value(t, l, local);
         let n = self.n;
         let sec = section.clone();
@@ -86,12 +115,18 @@ impl Lowerer<'_> {
             (Layout::Split(a), None) => Some(chunk(a, full[a], n, r)),
             (Layout::Split(a), Some(s)) => {
                 let c = chunk(a, s.end - s.start, n, r);
-                Some(AxisSlice { axis: a, start: s.start + c.start, end: s.start + c.end })
+                Some(AxisSlice {
+                    axis: a,
+                    start: s.start + c.start,
+                    end: s.start + c.end,
+                })
             }
             (_, s) => s.clone(),
         };
         if let Layout::Split(a) = l {
-            let ranges = (0..n).map(|r| slice_of(r).map(|s| (s.start, s.end)).unwrap_or((0, 0))).collect::<Vec<_>>();
+            let ranges = (0..n)
+                .map(|r| slice_of(r).map(|s| (s.start, s.end)).unwrap_or((0, 0)))
+                .collect::<Vec<_>>();
             let e = self.shards.entry((t, a)).or_insert_with(|| WeightShard {
                 tensor: t,
                 name: self.g.tensor(t).name.clone(),
@@ -102,7 +137,15 @@ impl Lowerer<'_> {
                 e.ranges = ranges;
             }
         }
-        self.emit(|r| StepKind::LoadWeight { tensor: t, slice: slice_of(r) }, vec![], vec![v], None);
+        self.emit(
+            |r| StepKind::LoadWeight {
+                tensor: t,
+                slice: slice_of(r),
+            },
+            vec![],
+            vec![v],
+            None,
+        );
         Ok(v)
     }
 
@@ -114,10 +157,23 @@ impl Lowerer<'_> {
             TensorKind::Weight => self.load(t, l, None)?,
             TensorKind::Input if l == Layout::Replicated => {
                 let v = self.value(t, l, self.g.tensor(t).shape.clone());
-                self.emit(|_| StepKind::Input { tensor: t, slice: None }, vec![], vec![v], None);
+                self.emit(
+                    |_| StepKind::Input {
+                        tensor: t,
+                        slice: None,
+                    },
+                    vec![],
+                    vec![v],
+                    None,
+                );
                 v
             }
-            _ => return Err(format!("tensor '{}' used before it is produced in {l}", self.g.tensor(t).name)),
+            _ => {
+                return Err(format!(
+                    "tensor '{}' used before it is produced in {l}",
+                    self.g.tensor(t).name
+                ))
+            }
         };
         self.prod_val.insert((t, l), v);
         Ok(v)
@@ -128,7 +184,11 @@ impl Lowerer<'_> {
             return Ok(*v);
         }
         let name = self.g.tensor(t).name.clone();
-        let (conv, from) = *self.sel.avail.get(&(t, l)).ok_or_else(|| format!("no conversion of '{name}' to {l} chosen"))?;
+        let (conv, from) = *self
+            .sel
+            .avail
+            .get(&(t, l))
+            .ok_or_else(|| format!("no conversion of '{name}' to {l} chosen"))?;
         let layer = self.layer(t);
         let v = match (conv, from) {
             (Conv::Use, _) => self.prod(t, l)?,
@@ -136,7 +196,13 @@ impl Lowerer<'_> {
                 let src = self.prod(t, fl)?;
                 let v = self.value(t, l, self.local(t, l)?);
                 let bytes = tensor_bytes(self.g, t);
-                let axis_of = |x: Layout| if let Layout::Split(a) = x { Some(a) } else { None };
+                let axis_of = |x: Layout| {
+                    if let Layout::Split(a) = x {
+                        Some(a)
+                    } else {
+                        None
+                    }
+                };
                 let (axis, to_axis) = match kind {
                     CollectiveKind::AllToAll => (axis_of(fl), axis_of(l)),
                     CollectiveKind::ReduceScatter => (axis_of(l), None),
@@ -145,20 +211,42 @@ impl Lowerer<'_> {
                 let group: Vec<usize> = (0..self.n).collect();
                 let gr = group.clone();
                 self.emit(
-                    move |_| StepKind::Collective { collective: kind, axis, to_axis, group: gr.clone(), bytes },
+                    move |_| StepKind::Collective {
+                        collective: kind,
+                        axis,
+                        to_axis,
+                        group: gr.clone(),
+                        bytes,
+                    },
                     vec![src],
                     vec![v],
                     layer,
                 );
-                self.out.collectives.push(CollectiveInfo { kind, tensor: t, tensor_name: name, bytes, group, layer });
+                self.out.collectives.push(CollectiveInfo {
+                    kind,
+                    tensor: t,
+                    tensor_name: name,
+                    bytes,
+                    group,
+                    layer,
+                });
                 v
             }
             (Conv::LocalSlice, _) => {
                 let src = self.avail(t, Layout::Replicated)?;
                 let v = self.value(t, l, self.local(t, l)?);
-                let (Layout::Split(a), n) = (l, self.n) else { return Err(format!("local slice of '{name}' to {l}")) };
+                let (Layout::Split(a), n) = (l, self.n) else {
+                    return Err(format!("local slice of '{name}' to {l}"));
+                };
                 let extent = self.g.tensor(t).shape[a];
-                self.emit(|r| StepKind::LocalSlice { slice: chunk(a, extent, n, r) }, vec![src], vec![v], layer);
+                self.emit(
+                    |r| StepKind::LocalSlice {
+                        slice: chunk(a, extent, n, r),
+                    },
+                    vec![src],
+                    vec![v],
+                    layer,
+                );
                 v
             }
             (Conv::Scale, _) => {
@@ -166,7 +254,12 @@ impl Lowerer<'_> {
                 let v = self.value(t, l, self.local(t, l)?);
                 self.out.flops += tessera_ir::numel(&self.g.tensor(t).shape) as u64;
                 let n = self.n;
-                self.emit(|_| StepKind::ScaleToPartial { n }, vec![src], vec![v], layer);
+                self.emit(
+                    |_| StepKind::ScaleToPartial { n },
+                    vec![src],
+                    vec![v],
+                    layer,
+                );
                 v
             }
             (c, k) => return Err(format!("conversion {c:?} of '{name}' from {k:?}")),
@@ -190,7 +283,11 @@ impl Lowerer<'_> {
     }
 
     fn compute(&mut self, f: &LocalForm) -> Result<(), String> {
-        let ins = f.inputs.iter().map(|o| self.operand(o)).collect::<Result<Vec<_>, _>>()?;
+        let ins = f
+            .inputs
+            .iter()
+            .map(|o| self.operand(o))
+            .collect::<Result<Vec<_>, _>>()?;
         let out_shape = self.local(f.tensor, f.out)?;
         let layer = self.node_layer.get(f.node.index()).copied().flatten();
         let nd = self.g.node(f.node);
@@ -213,28 +310,60 @@ impl Lowerer<'_> {
                     other => other.clone(),
                 };
                 let node = f.node;
-                self.emit(|_| StepKind::Compute { node, op: op.clone() }, ins, vec![v], layer);
+                self.emit(
+                    |_| StepKind::Compute {
+                        node,
+                        op: op.clone(),
+                    },
+                    ins,
+                    vec![v],
+                    layer,
+                );
             }
             Lowering::ShardedGather => {
                 let rows = self.g.tensor(nd.inputs[0]).shape[0] / self.n;
                 let node = f.node;
-                self.emit(|r| StepKind::ShardedGather { node, offset: r * rows, rows }, ins, vec![v], layer);
+                self.emit(
+                    |r| StepKind::ShardedGather {
+                        node,
+                        offset: r * rows,
+                        rows,
+                    },
+                    ins,
+                    vec![v],
+                    layer,
+                );
             }
             Lowering::FusedSection { matmul, add } => {
                 let (mm, node_add) = (*matmul, *add);
                 let target = match node_add {
-                    Some(_) => self.value(f.tensor, f.out, self.out.values[v.index()].shape.clone()),
+                    Some(_) => {
+                        self.value(f.tensor, f.out, self.out.values[v.index()].shape.clone())
+                    }
                     None => v,
                 };
                 self.emit(
-                    |_| StepKind::Compute { node: mm, op: Op::MatMul(MatMulAttrs {}) },
+                    |_| StepKind::Compute {
+                        node: mm,
+                        op: Op::MatMul(MatMulAttrs {}),
+                    },
                     ins[..2].to_vec(),
                     vec![target],
                     layer,
                 );
                 if let Some(a) = node_add {
-                    let op = Op::Binary(BinaryAttrs { kind: BinaryOp::Add });
-                    self.emit(|_| StepKind::Compute { node: a, op: op.clone() }, vec![target, ins[2]], vec![v], layer);
+                    let op = Op::Binary(BinaryAttrs {
+                        kind: BinaryOp::Add,
+                    });
+                    self.emit(
+                        |_| StepKind::Compute {
+                            node: a,
+                            op: op.clone(),
+                        },
+                        vec![target, ins[2]],
+                        vec![v],
+                        layer,
+                    );
                 }
             }
         }
@@ -247,7 +376,8 @@ impl Lowerer<'_> {
 fn needed(g: &Graph, sel: &Selection) -> BTreeSet<TensorId> {
     let mut need = BTreeSet::new();
     let mut seen_avail = BTreeSet::new();
-    let mut stack: Vec<(TensorId, Layout)> = g.outputs.iter().map(|t| (*t, Layout::Replicated)).collect();
+    let mut stack: Vec<(TensorId, Layout)> =
+        g.outputs.iter().map(|t| (*t, Layout::Replicated)).collect();
     while let Some((t, l)) = stack.pop() {
         if !seen_avail.insert((t, l)) {
             continue;
@@ -275,14 +405,27 @@ fn needed(g: &Graph, sel: &Selection) -> BTreeSet<TensorId> {
 }
 
 /// Lowers a whole-graph selection.
-pub fn lower(g: &Graph, n: usize, sel: &Selection, node_layer: &[Option<u32>]) -> Result<Lowered, String> {
+pub fn lower(
+    g: &Graph,
+    n: usize,
+    sel: &Selection,
+    node_layer: &[Option<u32>],
+) -> Result<Lowered, String> {
     let mut lw = Lowerer {
         g,
         n,
         sel,
         node_layer,
         producers: g.producers(),
-        out: Lowered { ranks: (0..n).map(|rank| RankProgram { rank, steps: vec![] }).collect(), ..Default::default() },
+        out: Lowered {
+            ranks: (0..n)
+                .map(|rank| RankProgram {
+                    rank,
+                    steps: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        },
         prod_val: BTreeMap::new(),
         avail_val: BTreeMap::new(),
         view_val: BTreeMap::new(),

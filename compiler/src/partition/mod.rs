@@ -4,6 +4,7 @@
 //! See `docs/partitioner.md` for the language, the rule table, the cost model, the exact
 //! extraction, the layer detection and the lower bound.
 pub mod budget;
+pub mod dp;
 pub mod egraph;
 pub mod extract;
 pub mod form;
@@ -16,7 +17,9 @@ pub mod summary;
 use segment::{CostMode, Selection};
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tessera_ir::plan::{CostModel, Mesh, Objective, Plan, SearchStats, SourceModel, Timings, FORMAT_VERSION};
+use tessera_ir::plan::{
+    CostModel, Mesh, Objective, Plan, SearchStats, SourceModel, Timings, FORMAT_VERSION,
+};
 use tessera_ir::{Graph, Layout, TensorId, TensorKind};
 
 /// What the search optimises.
@@ -97,20 +100,37 @@ pub enum PartitionError {
 }
 
 /// Resolves pins to tensor ids, checking that each is possible in principle.
-fn resolve_pins(g: &Graph, n: usize, pins: &BTreeMap<String, Layout>) -> Result<BTreeMap<TensorId, Layout>, PartitionError> {
+fn resolve_pins(
+    g: &Graph,
+    n: usize,
+    pins: &BTreeMap<String, Layout>,
+) -> Result<BTreeMap<TensorId, Layout>, PartitionError> {
     let mut out = BTreeMap::new();
     for (name, &layout) in pins {
-        let t = g.tensor_by_name(name).ok_or_else(|| PartitionError::UnknownPin(name.clone()))?;
+        let t = g
+            .tensor_by_name(name)
+            .ok_or_else(|| PartitionError::UnknownPin(name.clone()))?;
         let info = g.tensor(t);
-        let bad = |reason: String| PartitionError::ImpossiblePin { tensor: name.clone(), layout, reason };
+        let bad = |reason: String| PartitionError::ImpossiblePin {
+            tensor: name.clone(),
+            layout,
+            reason,
+        };
         if layout.local_shape(&info.shape, n).is_none() {
-            return Err(bad(format!("shape {:?} does not split over {n} devices that way", info.shape)));
+            return Err(bad(format!(
+                "shape {:?} does not split over {n} devices that way",
+                info.shape
+            )));
         }
         match (info.kind, layout) {
             (TensorKind::Input, l) if l != Layout::Replicated => {
-                return Err(bad("graph inputs are fed replicated (slicing them is free)".into()))
+                return Err(bad(
+                    "graph inputs are fed replicated (slicing them is free)".into(),
+                ))
             }
-            (TensorKind::Weight, Layout::Partial) => return Err(bad("weights cannot be pinned Partial".into())),
+            (TensorKind::Weight, Layout::Partial) => {
+                return Err(bad("weights cannot be pinned Partial".into()))
+            }
             _ => {}
         }
         if n == 1 && layout != Layout::Replicated {
@@ -128,24 +148,60 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     if n == 0 {
         return Err(PartitionError::Devices(n));
     }
-    graph.validate().map_err(|e| PartitionError::Graph(e.to_string()))?;
+    graph
+        .validate()
+        .map_err(|e| PartitionError::Graph(e.to_string()))?;
     let pins = resolve_pins(graph, n, &opts.pins)?;
     let cx = rules::RuleCx::new(graph, n);
     let budgets = budget::Budgets::new(graph, n, opts);
-    let layer_info = if pins.is_empty() { layers::detect(graph) } else { None };
+    let layer_info = if pins.is_empty() {
+        layers::detect(graph)
+    } else {
+        None
+    };
     let t0 = Instant::now();
-    let solved = layers::solve_graph(&cx, layer_info.as_ref(), &budgets, &opts.cost_model, CostMode::Model, &pins)
-        .map_err(|e| with_pin_context(e, &opts.pins))?;
-    let bytes_solved =
-        layers::solve_graph(&cx, layer_info.as_ref(), &budgets, &opts.cost_model, CostMode::Bytes, &pins)
-            .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let solved = layers::solve_graph(
+        &cx,
+        layer_info.as_ref(),
+        &budgets,
+        &opts.cost_model,
+        CostMode::Model,
+        &pins,
+    )
+    .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let bytes_solved = layers::solve_graph(
+        &cx,
+        layer_info.as_ref(),
+        &budgets,
+        &opts.cost_model,
+        CostMode::Bytes,
+        &pins,
+    )
+    .map_err(|e| with_pin_context(e, &opts.pins))?;
     let extract_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let node_layer = layer_info.as_ref().map(|l| l.info.node_layer.clone()).unwrap_or_else(|| vec![None; graph.nodes.len()]);
-    let lowered = lower::lower(graph, n, &solved.sel, &node_layer).map_err(PartitionError::Internal)?;
+    let node_layer = layer_info
+        .as_ref()
+        .map(|l| l.info.node_layer.clone())
+        .unwrap_or_else(|| vec![None; graph.nodes.len()]);
+    let lowered =
+        lower::lower(graph, n, &solved.sel, &node_layer).map_err(PartitionError::Internal)?;
     let lower_bound_bytes = bytes_solved.cost.round() as u64;
-    let plan = assemble(graph, opts, &pins, lowered, &solved, lower_bound_bytes, layer_info.map(|l| l.info));
+    let plan = assemble(
+        graph,
+        opts,
+        &pins,
+        lowered,
+        &solved,
+        lower_bound_bytes,
+        layer_info.map(|l| l.info),
+    );
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-    let timings = Timings { compile_ms, import_ms: 0.0, saturate_ms: solved.saturate_ms, extract_ms: extract_ms - solved.saturate_ms };
+    let timings = Timings {
+        compile_ms,
+        import_ms: 0.0,
+        saturate_ms: solved.saturate_ms,
+        extract_ms: extract_ms - solved.saturate_ms,
+    };
     Ok(Partitioned { plan, timings })
 }
 
@@ -189,8 +245,20 @@ fn assemble(
     let _ = pins;
     Plan {
         format_version: FORMAT_VERSION,
-        source: SourceModel { path: String::new(), sha256: String::new() },
-        input_shapes: graph.inputs.iter().map(|t| (graph.tensor(*t).name.clone(), graph.tensor(*t).shape.clone())).collect(),
+        source: SourceModel {
+            path: String::new(),
+            sha256: String::new(),
+        },
+        input_shapes: graph
+            .inputs
+            .iter()
+            .map(|t| {
+                (
+                    graph.tensor(*t).name.clone(),
+                    graph.tensor(*t).shape.clone(),
+                )
+            })
+            .collect(),
         mesh: Mesh::tp(n),
         cost_model: opts.cost_model.clone(),
         objective: Objective {

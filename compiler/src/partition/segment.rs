@@ -1,10 +1,11 @@
 //! Solving one segment of the graph: build the e-graph, saturate, extract, read back a
 //! [`Selection`].
+use super::dp::DpExtractor;
 use super::egraph::{
-    add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph, DistNode, Key, RuleApplier,
-    RuleSearcher, Source,
+    add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph,
+    DistNode, Key, RuleApplier, RuleSearcher, Source,
 };
-use super::extract::{check, flatten, ExtractError, Extractor, IlpExtractor};
+use super::extract::{check, flatten, ExtractError, Extractor};
 use super::form::{tensor_bytes, LocalForm};
 use super::rules::{local_forms, RuleCx, RULES};
 use crate::cost::{collective_seconds, compute_seconds};
@@ -96,7 +97,9 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
                 TensorKind::Input => Source::Input,
                 TensorKind::Activation => match cx.producers[i.index()] {
                     Some(p) if inside.contains(&p) => Source::Computed,
-                    _ => Source::Boundary(seg.boundary.get(&i).copied().unwrap_or(Layout::Replicated)),
+                    _ => Source::Boundary(
+                        seg.boundary.get(&i).copied().unwrap_or(Layout::Replicated),
+                    ),
                 },
             };
             an.sources.insert(i, src);
@@ -104,7 +107,11 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
                 let shape = &g.tensor(i).shape;
                 let mut ls = vec![Layout::Replicated];
                 if cx.n > 1 {
-                    ls.extend((0..shape.len()).filter(|&a| shape[a] > 1 && shape[a] % cx.n == 0).map(Layout::Split));
+                    ls.extend(
+                        (0..shape.len())
+                            .filter(|&a| shape[a] > 1 && shape[a].is_multiple_of(cx.n))
+                            .map(Layout::Split),
+                    );
                 }
                 an.weight_layouts.insert(i, ls);
             }
@@ -112,7 +119,10 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         for (k, &o) in nd.outputs.iter().enumerate() {
             an.sources.insert(o, Source::Computed);
             for f in local_forms(cx, nid, k) {
-                an.forms_of.entry(o).or_default().push(an.forms.len() as u32);
+                an.forms_of
+                    .entry(o)
+                    .or_default()
+                    .push(an.forms.len() as u32);
                 an.forms.push(f);
             }
         }
@@ -122,7 +132,13 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         .analysis
         .sources
         .iter()
-        .filter_map(|(t, s)| if let Source::Boundary(l) = s { Some((*t, *l)) } else { None })
+        .filter_map(|(t, s)| {
+            if let Source::Boundary(l) = s {
+                Some((*t, *l))
+            } else {
+                None
+            }
+        })
         .collect();
     for (t, l) in boundary {
         let id = eg.add(DistNode::Boundary(t, l));
@@ -146,7 +162,8 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         .map(|r| Rewrite::new(r.name, RuleSearcher(r.name), RuleApplier(r.name)))
         .collect::<Result<_, _>>()
         .expect("custom searchers bind no variables, so construction cannot fail");
-    rewrites.push(Rewrite::new("convert", AvailSearcher, ConvertApplier).expect("binds no variables"));
+    rewrites
+        .push(Rewrite::new("convert", AvailSearcher, ConvertApplier).expect("binds no variables"));
     let empty = DistAnalysis {
         forms: vec![],
         forms_of: BTreeMap::new(),
@@ -179,18 +196,37 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
 }
 
 /// Cost (model seconds or bytes) and per-rank parameter bytes of an e-node.
-pub fn node_cost(cx: &RuleCx, eg: &DistEGraph, model: &CostModel, mode: CostMode, n: &DistNode) -> (f64, f64) {
+pub fn node_cost(
+    cx: &RuleCx,
+    eg: &DistEGraph,
+    model: &CostModel,
+    mode: CostMode,
+    n: &DistNode,
+) -> (f64, f64) {
     let g = cx.g;
     let elem = |t: TensorId| g.tensor(t).dtype.size_bytes() as f64;
     match n {
         DistNode::Compute(f, _) => {
             let flops = eg.analysis.forms[*f as usize].flops;
-            (if mode == CostMode::Model { compute_seconds(model, flops) } else { 0.0 }, 0.0)
+            (
+                if mode == CostMode::Model {
+                    compute_seconds(model, flops)
+                } else {
+                    0.0
+                },
+                0.0,
+            )
         }
         DistNode::Convert(t, conv, _, _) => match (conv, mode) {
-            (Conv::Collective(k), CostMode::Model) => (collective_seconds(model, *k, tensor_bytes(g, *t), cx.n), 0.0),
+            (Conv::Collective(k), CostMode::Model) => (
+                collective_seconds(model, *k, tensor_bytes(g, *t), cx.n),
+                0.0,
+            ),
             (Conv::Collective(_), CostMode::Bytes) => (tensor_bytes(g, *t) as f64, 0.0),
-            (Conv::Scale, CostMode::Model) => (compute_seconds(model, numel(&g.tensor(*t).shape) as u64), 0.0),
+            (Conv::Scale, CostMode::Model) => (
+                compute_seconds(model, numel(&g.tensor(*t).shape) as u64),
+                0.0,
+            ),
             _ => (0.0, 0.0),
         },
         DistNode::Load(t, l) => {
@@ -215,27 +251,33 @@ pub fn solve(
     mode: CostMode,
     pins: &BTreeMap<TensorId, Layout>,
 ) -> Result<SegmentSolution, ExtractError> {
-    let t0 = std::time::Instant::now();
     let (eg, stats) = build(cx, seg);
-    let t1 = t0.elapsed();
     let roots: Vec<egg::Id> = seg
         .roots
         .iter()
         .map(|k| {
-            eg.analysis.classes.get(k).map(|c| eg.find(*c)).ok_or_else(|| {
-                ExtractError::Infeasible(format!(" (no rule produces {k:?})"))
-            })
+            eg.analysis
+                .classes
+                .get(k)
+                .map(|c| eg.find(*c))
+                .ok_or_else(|| ExtractError::Infeasible(format!(" (no rule produces {k:?})")))
         })
         .collect::<Result<_, _>>()?;
     let allow = |key: &Key, n: &DistNode| match (key, pins.is_empty()) {
         (_, true) => true,
-        (Key::Prod(t, l), false) => pins.get(t).is_none_or(|p| p == l) || matches!(n, DistNode::Boundary(..)),
+        (Key::Prod(t, l), false) => {
+            pins.get(t).is_none_or(|p| p == l) || matches!(n, DistNode::Boundary(..))
+        }
         _ => true,
     };
-    let flat = flatten(&eg, &roots, |n| node_cost(cx, &eg, model, mode, n), allow, seg.budget)?;
-    let t2 = t0.elapsed();
-    let ex = IlpExtractor.extract(&flat)?;
-    if std::env::var("TESSERA_PROBE").is_ok() { eprintln!("build {:?} flatten {:?} ilp {:?} mode {:?} classes {}", t1, t2 - t1, t0.elapsed() - t2, mode, flat.classes.len()); }
+    let flat = flatten(
+        &eg,
+        &roots,
+        |n| node_cost(cx, &eg, model, mode, n),
+        allow,
+        seg.budget,
+    )?;
+    let ex = DpExtractor.extract(&flat)?;
     check(&flat, &ex)?;
     let mut sel = Selection::default();
     for (&c, &ni) in &ex.choice {
@@ -245,10 +287,16 @@ pub fn solve(
                 sel.prod.insert(form.tensor, form);
             }
             DistNode::Convert(t, conv, l, [child]) => {
-                sel.avail.insert((*t, *l), (*conv, eg[eg.find(*child)].data));
+                sel.avail
+                    .insert((*t, *l), (*conv, eg[eg.find(*child)].data));
             }
             _ => {}
         }
     }
-    Ok(SegmentSolution { sel, cost: ex.cost, lower_bound: ex.lower_bound, stats })
+    Ok(SegmentSolution {
+        sel,
+        cost: ex.cost,
+        lower_bound: ex.lower_bound,
+        stats,
+    })
 }

@@ -9,7 +9,11 @@ use tessera_ir::{numel, Graph, Layout, Op};
 
 /// Estimates per rank (every rank holds the same local shapes).
 pub fn estimates(_g: &Graph, n: usize, lw: &Lowered) -> Vec<RankEstimate> {
-    let comm: f64 = lw.collectives.iter().map(|c| ring_bytes(c.kind, c.bytes, n)).sum();
+    let comm: f64 = lw
+        .collectives
+        .iter()
+        .map(|c| ring_bytes(c.kind, c.bytes, n))
+        .sum();
     let peak = peak_activation_bytes(lw);
     (0..n)
         .map(|rank| RankEstimate {
@@ -25,7 +29,9 @@ pub fn estimates(_g: &Graph, n: usize, lw: &Lowered) -> Vec<RankEstimate> {
 /// Peak bytes of live non-weight values of rank 0, freeing each value after its last use
 /// (plan outputs live to the end).
 fn peak_activation_bytes(lw: &Lowered) -> u64 {
-    let Some(prog) = lw.ranks.first() else { return 0 };
+    let Some(prog) = lw.ranks.first() else {
+        return 0;
+    };
     let size = |v: usize| {
         let pv = &lw.values[v];
         (numel(&pv.shape) * pv.dtype.size_bytes()) as u64
@@ -43,20 +49,40 @@ fn peak_activation_bytes(lw: &Lowered) -> u64 {
     }
     let (mut live, mut peak) = (0u64, 0u64);
     for (i, s) in prog.steps.iter().enumerate() {
-        let outs: Vec<usize> = s.outputs.iter().map(|v| v.index()).filter(|&v| !weight[v]).collect();
+        let outs: Vec<usize> = s
+            .outputs
+            .iter()
+            .map(|v| v.index())
+            .filter(|&v| !weight[v])
+            .collect();
         live += outs.iter().map(|&v| size(v)).sum::<u64>();
         peak = peak.max(live);
-        let mut ins: Vec<usize> = s.inputs.iter().map(|v| v.index()).filter(|&v| !weight[v] && last[v] == i).collect();
+        let mut ins: Vec<usize> = s
+            .inputs
+            .iter()
+            .map(|v| v.index())
+            .filter(|&v| !weight[v] && last[v] == i)
+            .collect();
         ins.sort_unstable();
         ins.dedup();
         live -= ins.iter().map(|&v| size(v)).sum::<u64>();
-        live -= outs.iter().filter(|&&v| last[v] == usize::MAX).map(|&v| size(v)).sum::<u64>();
+        live -= outs
+            .iter()
+            .filter(|&&v| last[v] == usize::MAX)
+            .map(|&v| size(v))
+            .sum::<u64>();
     }
     peak
 }
 
 /// The plan summary.
-pub fn summarize(g: &Graph, n: usize, lw: &Lowered, sel: &Selection, lower_bound_bytes: u64) -> PlanSummary {
+pub fn summarize(
+    g: &Graph,
+    n: usize,
+    lw: &Lowered,
+    sel: &Selection,
+    lower_bound_bytes: u64,
+) -> PlanSummary {
     let mut collectives: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for c in &lw.collectives {
         let e = collectives.entry(c.kind.as_str().to_string()).or_default();
@@ -84,7 +110,12 @@ pub fn summarize(g: &Graph, n: usize, lw: &Lowered, sel: &Selection, lower_bound
         };
         *matmul_choices.entry(kind.to_string()).or_default() += 1;
     }
-    PlanSummary { collectives, lower_bound_bytes, matmul_choices, notes: notes(g, n, sel) }
+    PlanSummary {
+        collectives,
+        lower_bound_bytes,
+        matmul_choices,
+        notes: notes(g, n, sel),
+    }
 }
 
 /// Notes explaining choices the shapes forced.
@@ -120,8 +151,13 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
         }
     }
     for (t, w) in &g.weights {
-        if super::budget::large_weights(g).contains(t) && !w.shape.iter().any(|&d| d > 1 && d % n == 0) {
-            out.push(format!("weight '{}' {:?} has no axis divisible by {n}: it stays replicated", w.name, w.shape));
+        if super::budget::large_weights(g).contains(t)
+            && !w.shape.iter().any(|&d| d > 1 && d % n == 0)
+        {
+            out.push(format!(
+                "weight '{}' {:?} has no axis divisible by {n}: it stays replicated",
+                w.name, w.shape
+            ));
         }
     }
     let _ = Layout::Replicated;

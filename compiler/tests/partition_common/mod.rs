@@ -13,7 +13,11 @@ pub struct B {
 
 impl B {
     pub fn new() -> Self {
-        B { g: Graph::new(), offset: 0, k: 0 }
+        B {
+            g: Graph::new(),
+            offset: 0,
+            k: 0,
+        }
     }
     pub fn input(&mut self, name: &str, dt: DType, shape: &[usize]) -> TensorId {
         self.g.add_input(name, dt, shape.to_vec())
@@ -24,21 +28,30 @@ impl B {
             name: name.into(),
             dtype: DType::F32,
             shape: shape.to_vec(),
-            data: WeightData::File { path: "w.bin".into(), offset: self.offset, length },
+            data: WeightData::File {
+                path: "w.bin".into(),
+                offset: self.offset,
+                length,
+            },
         };
         self.offset += length;
         self.g.add_weight(w)
     }
     pub fn ops(&mut self, op: Op, inputs: &[TensorId]) -> Vec<TensorId> {
-        let ins: Vec<(DType, &[usize])> =
-            inputs.iter().map(|t| (self.g.tensor(*t).dtype, self.g.tensor(*t).shape.as_slice())).collect();
+        let ins: Vec<(DType, &[usize])> = inputs
+            .iter()
+            .map(|t| (self.g.tensor(*t).dtype, self.g.tensor(*t).shape.as_slice()))
+            .collect();
         self.k += 1;
         let name = format!("{}_{}", op.name(), self.k);
         let outs = tessera_ir::infer::infer(&name, &op, &ins).unwrap_or_else(|e| panic!("{e}"));
         let ids: Vec<TensorId> = outs
             .into_iter()
             .enumerate()
-            .map(|(i, (dt, s))| self.g.add_tensor(format!("{name}:{i}"), dt, s, TensorKind::Activation))
+            .map(|(i, (dt, s))| {
+                self.g
+                    .add_tensor(format!("{name}:{i}"), dt, s, TensorKind::Activation)
+            })
             .collect();
         self.g.add_node(name, op, inputs.to_vec(), ids.clone());
         ids
@@ -57,7 +70,9 @@ impl B {
             name: name.into(),
             dtype: DType::F32,
             shape: vec![],
-            data: WeightData::Inline { tensor: tessera_ir::Tensor::f32(vec![], vec![0.5]) },
+            data: WeightData::Inline {
+                tensor: tessera_ir::Tensor::f32(vec![], vec![0.5]),
+            },
         };
         self.g.add_weight(w)
     }
@@ -65,7 +80,14 @@ impl B {
         self.op(Op::MatMul(MatMulAttrs {}), &[a, b])
     }
     /// x·W + b with W [in, out].
-    pub fn linear(&mut self, name: &str, x: TensorId, din: usize, dout: usize, bias: bool) -> TensorId {
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: TensorId,
+        din: usize,
+        dout: usize,
+        bias: bool,
+    ) -> TensorId {
         let w = self.weight(&format!("{name}.weight"), &[din, dout]);
         let y = self.matmul(x, w);
         if bias {
@@ -79,12 +101,24 @@ impl B {
         let s = self.weight(&format!("{name}.weight"), &[h]);
         let b = self.weight(&format!("{name}.bias"), &[h]);
         let axis = self.g.tensor(x).shape.len() - 1;
-        self.op(Op::LayerNorm(NormAttrs { axis, epsilon: 1e-5 }), &[x, s, b])
+        self.op(
+            Op::LayerNorm(NormAttrs {
+                axis,
+                epsilon: 1e-5,
+            }),
+            &[x, s, b],
+        )
     }
     pub fn rmsnorm(&mut self, name: &str, x: TensorId, h: usize) -> TensorId {
         let s = self.weight(&format!("{name}.weight"), &[h]);
         let axis = self.g.tensor(x).shape.len() - 1;
-        self.op(Op::RmsNorm(NormAttrs { axis, epsilon: 1e-5 }), &[x, s])
+        self.op(
+            Op::RmsNorm(NormAttrs {
+                axis,
+                epsilon: 1e-5,
+            }),
+            &[x, s],
+        )
     }
     /// Erf-based GELU: x·0.5·(1+erf(x/√2)).
     pub fn erf_gelu(&mut self, x: TensorId) -> TensorId {
@@ -98,10 +132,20 @@ impl B {
         self.bin(BinaryOp::Mul, m, half)
     }
     pub fn reshape(&mut self, x: TensorId, shape: &[usize]) -> TensorId {
-        self.op(Op::Reshape(ReshapeAttrs { shape: shape.to_vec() }), &[x])
+        self.op(
+            Op::Reshape(ReshapeAttrs {
+                shape: shape.to_vec(),
+            }),
+            &[x],
+        )
     }
     pub fn transpose(&mut self, x: TensorId, perm: &[usize]) -> TensorId {
-        self.op(Op::Transpose(TransposeAttrs { perm: perm.to_vec() }), &[x])
+        self.op(
+            Op::Transpose(TransposeAttrs {
+                perm: perm.to_vec(),
+            }),
+            &[x],
+        )
     }
     pub fn softmax(&mut self, x: TensorId) -> TensorId {
         let axis = self.g.tensor(x).shape.len() - 1;
@@ -117,7 +161,16 @@ pub fn mlp(bsz: usize, s: usize, h: usize, erf: bool) -> Graph {
     let mut b = B::new();
     let x = b.input("x", DType::F32, &[bsz, s, h]);
     let y = b.linear("fc1", x, h, 4 * h, true);
-    let a = if erf { b.erf_gelu(y) } else { b.op(Op::Gelu(GeluAttrs { tanh_approximation: false }), &[y]) };
+    let a = if erf {
+        b.erf_gelu(y)
+    } else {
+        b.op(
+            Op::Gelu(GeluAttrs {
+                tanh_approximation: false,
+            }),
+            &[y],
+        )
+    };
     let z = b.linear("fc2", a, 4 * h, h, true);
     b.output(z);
     b.g
@@ -136,7 +189,13 @@ pub fn gpt(layers: usize, bsz: usize, s: usize, h: usize, heads: usize) -> Graph
         let p = format!("h.{l}");
         let n1 = b.layernorm(&format!("{p}.ln_1"), x, h);
         let qkv = b.linear(&format!("{p}.attn.c_attn"), n1, h, 3 * h, true);
-        let parts = b.ops(Op::Split(SplitAttrs { axis: 2, sizes: vec![h, h, h] }), &[qkv]);
+        let parts = b.ops(
+            Op::Split(SplitAttrs {
+                axis: 2,
+                sizes: vec![h, h, h],
+            }),
+            &[qkv],
+        );
         let heads_of = |b: &mut B, t: TensorId, perm: &[usize]| {
             let r = b.reshape(t, &[bsz, s, heads, d]);
             b.transpose(r, perm)
@@ -155,7 +214,12 @@ pub fn gpt(layers: usize, bsz: usize, s: usize, h: usize, heads: usize) -> Graph
         let x1 = b.bin(BinaryOp::Add, x, o);
         let n2 = b.layernorm(&format!("{p}.ln_2"), x1, h);
         let f = b.linear(&format!("{p}.mlp.c_fc"), n2, h, 4 * h, true);
-        let f = b.op(Op::Gelu(GeluAttrs { tanh_approximation: true }), &[f]);
+        let f = b.op(
+            Op::Gelu(GeluAttrs {
+                tanh_approximation: true,
+            }),
+            &[f],
+        );
         let f = b.linear(&format!("{p}.mlp.c_proj"), f, 4 * h, h, true);
         x = b.bin(BinaryOp::Add, x1, f);
     }

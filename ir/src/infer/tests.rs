@@ -1,7 +1,7 @@
 //! Unit tests of shape inference.
 use super::*;
 use crate::op::*;
-use DType::{Bool, F32, I64};
+use DType::{Bool, BF16, F32, I64};
 
 fn one(op: Op, inputs: &[(DType, &[usize])]) -> Result<TypedShape, IrError> {
     let mut v = infer("n", &op, inputs)?;
@@ -160,11 +160,36 @@ fn reductions_and_norms() {
         axis: 2,
         epsilon: 1e-5,
     });
+    let ln_in: &[(DType, &[usize])] = &[(F32, &[1, 4, 8]), (F32, &[8]), (F32, &[8])];
     assert_eq!(
-        shape(ln.clone(), &[(F32, &[1, 4, 8]), (F32, &[8]), (F32, &[8])]),
-        vec![1, 4, 8]
+        infer("n", &ln, ln_in).unwrap(),
+        vec![
+            (F32, vec![1, 4, 8]),
+            (F32, vec![1, 4, 1]),
+            (F32, vec![1, 4, 1])
+        ]
     );
-    assert!(err(ln, &[(F32, &[1, 4, 8]), (F32, &[4])]).contains("[4]"));
+    assert_eq!(
+        infer_node("n", &ln, ln_in, 1).unwrap(),
+        vec![(F32, vec![1, 4, 8])]
+    );
+    assert_eq!(infer_node("n", &ln, ln_in, 3).unwrap().len(), 3);
+    assert!(infer_node("n", &ln, ln_in, 2)
+        .unwrap_err()
+        .to_string()
+        .contains("binds 2 outputs, expected 1 or 3"));
+    // Normalising from axis 0 reduces everything: the statistics have shape [1, 1, 1].
+    let ln0 = Op::LayerNorm(NormAttrs {
+        axis: 0,
+        epsilon: 1e-5,
+    });
+    let outs = infer("n", &ln0, &[(BF16, &[2, 3, 4]), (BF16, &[2, 3, 4])]).unwrap();
+    assert_eq!(outs[0], (BF16, vec![2, 3, 4]));
+    assert_eq!(outs[2], (F32, vec![1, 1, 1]));
+    assert!(infer("n", &ln, &[(F32, &[1, 4, 8]), (F32, &[4])])
+        .unwrap_err()
+        .to_string()
+        .contains("[4]"));
     let sm = Op::Softmax(SoftmaxAttrs {
         axis: 3,
         log: false,

@@ -52,10 +52,13 @@ fn compare<T: PartialOrd>(kind: BinaryOp, x: T, y: T) -> bool {
     }
 }
 
-/// Python-style modulo (result takes the sign of the divisor).
+/// Python-style modulo (result takes the sign of the divisor, zero included, as ONNX
+/// Mod-28 spells out).
 fn py_mod_f32(x: f32, y: f32) -> f32 {
     let r = x % y;
-    if r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+    if r == 0.0 {
+        0f32.copysign(y)
+    } else if (r < 0.0) != (y < 0.0) {
         r + y
     } else {
         r
@@ -283,6 +286,21 @@ mod tests {
         let f = binary(BinaryOp::Mod { fmod: true }, &a, &b).unwrap();
         assert_eq!(f.as_i64().unwrap(), &[1, -1, 1, -1]);
         assert!(binary(BinaryOp::Div, &a, &Tensor::i64(vec![], vec![0])).is_err());
+    }
+
+    #[test]
+    fn float_mod_follows_onnx_mod_28_special_cases() {
+        let inf = f32::INFINITY;
+        let a = Tensor::f32(vec![6], vec![-0.0, 0.0, 5.0, -5.0, inf, 3.0]);
+        let b = Tensor::f32(vec![6], vec![3.0, -3.0, inf, inf, 2.0, 0.0]);
+        let m = binary(BinaryOp::Mod { fmod: false }, &a, &b).unwrap();
+        let v = m.as_f32().unwrap();
+        // ±0 takes the divisor's sign.
+        assert!(v[0] == 0.0 && v[0].is_sign_positive());
+        assert!(v[1] == 0.0 && v[1].is_sign_negative());
+        // Infinite divisor: x when signs agree, else the divisor.
+        assert_eq!(&v[2..4], &[5.0, inf]);
+        assert!(v[4].is_nan() && v[5].is_nan());
     }
 
     #[test]

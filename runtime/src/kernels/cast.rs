@@ -90,7 +90,7 @@ mod tests {
         let h = cast_tensor(&x, DType::F16);
         assert_eq!(h.as_f32().unwrap()[0], 1.0);
         assert!(h.as_f32().unwrap()[1].is_infinite());
-        let b = cast_tensor(&Tensor::f32(vec![1], vec![1.00390625]), DType::BF16);
+        let b = cast_tensor(&Tensor::f32(vec![1], vec![1.0 + 1.0 / 256.0]), DType::BF16);
         // 1 + 2^-8 is a tie between 1 and 1 + 2^-7 in bf16; round-to-even gives 1.
         assert_eq!(b.as_f32().unwrap(), &[1.0]);
         assert_eq!(b.dtype, DType::BF16);

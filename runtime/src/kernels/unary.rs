@@ -15,15 +15,7 @@ fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
         UnaryOp::Erf => libm::erff,
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Sigmoid => sigmoid,
-        UnaryOp::Relu => |x| {
-            if x > 0.0 {
-                x
-            } else if x.is_nan() {
-                x
-            } else {
-                0.0
-            }
-        },
+        UnaryOp::Relu => |x| if x > 0.0 || x.is_nan() { x } else { 0.0 },
         UnaryOp::Floor => f32::floor,
         UnaryOp::Ceil => f32::ceil,
         UnaryOp::Round => f32::round_ties_even,
@@ -137,42 +129,32 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
+/// `min(x, hi)` that lets NaN through.
+fn hi_then<T: PartialOrd>(x: T, hi: T) -> T {
+    if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
 /// Clamps to `[min, max]` (absent bound = unbounded); NaN passes through.
 pub(crate) fn clip(min: Option<f32>, max: Option<f32>, x: &Tensor) -> KResult<Tensor> {
     let data = match &x.data {
         TensorData::F32(v) => {
             let lo = min.unwrap_or(f32::NEG_INFINITY);
             let hi = max.unwrap_or(f32::INFINITY);
+            // numpy order: raise to lo first, then cap at hi (so min > max gives max).
             TensorData::F32(
                 v.iter()
-                    .map(|&a| {
-                        if a < lo {
-                            lo
-                        } else if a > hi {
-                            hi
-                        } else {
-                            a
-                        }
-                    })
+                    .map(|&a| hi_then(if a < lo { lo } else { a }, hi))
                     .collect(),
             )
         }
         TensorData::I64(v) => {
             let lo = min.map_or(i64::MIN, |m| m as i64);
             let hi = max.map_or(i64::MAX, |m| m as i64);
-            TensorData::I64(
-                v.iter()
-                    .map(|&a| {
-                        if a < lo {
-                            lo
-                        } else if a > hi {
-                            hi
-                        } else {
-                            a
-                        }
-                    })
-                    .collect(),
-            )
+            TensorData::I64(v.iter().map(|&a| hi_then(a.max(lo), hi)).collect())
         }
         TensorData::Bool(_) => return Err(format!("expects a numeric input, got {}", describe(x))),
     };
@@ -249,7 +231,7 @@ mod tests {
         // 0.5 * 1 * (1 + erf(1/sqrt 2)) = 0.8413447460685429
         let v = e.as_f32().unwrap();
         assert!(
-            (v[2] - 0.841_344_75).abs() < 1e-6 && (v[0] + 0.158_655_25).abs() < 1e-6 && v[1] == 0.0
+            (v[2] - 0.841_344_7).abs() < 1e-6 && (v[0] + 0.158_655_3).abs() < 1e-6 && v[1] == 0.0
         );
         let t = gelu(true, &x).unwrap();
         // tanh form at 1: 0.5 * (1 + tanh(0.7978845608 * 1.044715)) = 0.8411919906
@@ -263,6 +245,9 @@ mod tests {
         let v = c.as_f32().unwrap();
         assert_eq!(&v[..3], &[-1.0, 0.5, 1.0]);
         assert!(v[3].is_nan());
+        // min > max: every element becomes max (numpy / ONNX).
+        let inv = clip(Some(2.0), Some(1.0), &Tensor::f32(vec![2], vec![0.0, 5.0])).unwrap();
+        assert_eq!(inv.as_f32().unwrap(), &[1.0, 1.0]);
         let y = clip(None, Some(2.0), &Tensor::i64(vec![2], vec![1, 9])).unwrap();
         assert_eq!(y.as_i64().unwrap(), &[1, 2]);
     }

@@ -4,7 +4,7 @@
 //!   (opsets 13..=23)
 //! * Gelu: <https://onnx.ai/onnx/operators/onnx__Gelu.html> (20..=23, `approximate` none/tanh)
 //! * Clip: <https://onnx.ai/onnx/operators/onnx__Clip.html> (13..=23; min/max inputs must be
-//!   constants)
+//!   constants; float and integer inputs, integer bounds within ±2^24)
 use super::elementwise::unary;
 use super::{entry, Lowered, NodeCx, OpEntry};
 use crate::onnx::ImportError;
@@ -34,12 +34,19 @@ fn gelu(cx: &NodeCx) -> Result<Lowered, ImportError> {
 }
 
 fn clip(cx: &NodeCx) -> Result<Lowered, ImportError> {
+    let integer = cx.input(0)?.dtype.is_int();
     let bound = |i: usize| -> Result<Option<f32>, ImportError> {
         match cx.opt_input(i) {
             None => Ok(None),
             Some(_) => {
                 let t = cx.const_input(i)?;
                 match t.to_f64_vec().as_slice() {
+                    // Integer inputs are clipped in i64 with the bound read back from f32:
+                    // exact only for |v| <= 2^24.
+                    [v] if integer && f64::from(*v as f32) != *v => Err(cx.err(format!(
+                        "input {i}: integer bound {v} is not exactly representable as f32 \
+                         (|bound| must be <= 2^24)"
+                    ))),
                     [v] => Ok(Some(*v as f32)),
                     _ => Err(cx.err(format!(
                         "input {i} must be a scalar, got shape {:?}",

@@ -8,7 +8,7 @@
 //!   constant)
 //! * Shape: <https://onnx.ai/onnx/operators/onnx__Shape.html> (13..=23, start/end from 15) and
 //!   Size: <https://onnx.ai/onnx/operators/onnx__Size.html> — constants from static shapes
-//! * Identity, Dropout (inference: identity; the mask output is unsupported)
+//! * Identity
 //! * Cast: <https://onnx.ai/onnx/operators/onnx__Cast.html>, CastLike (15..=23)
 use super::elementwise::unary;
 use super::{entry, Lowered, NodeCx, OpEntry};
@@ -24,7 +24,6 @@ pub(super) const OPS: &[OpEntry] = &[
     entry("Shape", 1, shape),
     entry("Size", 1, size),
     entry("Identity", 1, |_| unary(UnaryOp::Identity)),
-    entry("Dropout", 1, |_| unary(UnaryOp::Identity)),
     entry("Cast", 1, cast),
     entry("CastLike", 15, cast_like),
 ];
@@ -55,10 +54,8 @@ fn dims(cx: &NodeCx, v: &[i64]) -> Result<Vec<usize>, ImportError> {
 }
 
 fn constant_of_shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
-    let shape = match cx.input(0)?.konst {
-        Some(t) => dims(cx, &t.to_i64_vec())?,
-        None => return Err(cx.err("output shape depends on runtime values")),
-    };
+    // The output shape is the value of input 0: it must be known at import time.
+    let shape = dims(cx, &cx.const_input(0)?.to_i64_vec())?;
     let value = match cx.attr_tensor("value") {
         Some(t) => decode(t, cx.name)?,
         None => Tensor::f32(vec![1], vec![0.0]),
@@ -85,18 +82,29 @@ fn constant_of_shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
 fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let mut vals = Vec::new();
     for i in 0..3 {
-        match cx.input(i)?.konst {
-            Some(t) if t.numel() == 1 => vals.push(t),
-            Some(t) => {
+        // The output length depends on all three inputs: they must be known at import time.
+        match cx.const_input(i)? {
+            t if t.numel() == 1 => vals.push(t),
+            t => {
                 return Err(cx.err(format!(
                     "input {i} must be a scalar, got shape {:?}",
                     t.shape
                 )))
             }
-            None => return Err(cx.err("output shape depends on runtime values")),
         }
     }
     let dtype = vals[0].dtype;
+    // Range-27 `stash_type` = 0 accumulates half-precision ranges in their own type; Tessera
+    // computes them in f32 (stash_type = 1, the default).
+    if matches!(dtype, DType::F16 | DType::BF16) && cx.attr_int("stash_type", 1) == 0 {
+        return Err(ImportError::UnsupportedFeature {
+            node: cx.name.into(),
+            op: cx.node.op_type.clone(),
+            msg: format!(
+                "{dtype} Range with stash_type=0 (half-precision accumulation) is not supported"
+            ),
+        });
+    }
     let data = match (&vals[0].data, &vals[1].data, &vals[2].data) {
         (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
             let (s, l, d) = (s[0], l[0], d[0]);

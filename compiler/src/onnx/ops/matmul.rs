@@ -33,6 +33,9 @@ fn gemm(cx: &NodeCx) -> Result<Lowered, ImportError> {
     }
 }
 
+/// Why an equation with a repeated label inside one operand is rejected.
+const DIAGONAL: &str = "Einsum diagonals are not supported";
+
 fn einsum(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let eq = cx
         .attr_str("equation")
@@ -40,8 +43,18 @@ fn einsum(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let ranks = (0..cx.n_inputs())
         .map(|i| cx.rank(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let equation =
-        explicit_equation(&eq, &ranks).map_err(|m| cx.err(format!("equation '{eq}': {m}")))?;
+    let equation = explicit_equation(&eq, &ranks).map_err(|m| {
+        let msg = format!("equation '{eq}': {m}");
+        if m.contains(DIAGONAL) {
+            ImportError::UnsupportedFeature {
+                node: cx.name.into(),
+                op: cx.node.op_type.clone(),
+                msg,
+            }
+        } else {
+            cx.err(msg)
+        }
+    })?;
     let all: Vec<usize> = (0..cx.n_inputs()).collect();
     Ok(Lowered::op(Op::Einsum(EinsumAttrs { equation }), &all))
 }
@@ -95,7 +108,7 @@ pub(crate) fn explicit_equation(eq: &str, ranks: &[usize]) -> Result<String, Str
         for c in t.chars() {
             if seen.contains(&c) {
                 return Err(format!(
-                    "label '{c}' repeated within one operand (diagonals are not supported)"
+                    "label '{c}' repeated within one operand ({DIAGONAL})"
                 ));
             }
             seen.push(c);

@@ -6,6 +6,7 @@
 //! The walker then folds, infers and emits what the converter returned.
 mod activation;
 mod constant;
+mod dropout;
 mod elementwise;
 mod gather;
 mod logic;
@@ -18,29 +19,41 @@ mod shape_ops;
 use super::ImportError;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use tessera_ir::{DType, Op, Tensor};
 
 /// Converts one node.
 pub(crate) type Converter = fn(&NodeCx) -> Result<Lowered, ImportError>;
 
-/// A registry entry: the ONNX op type, the first opset of the default domain in which it
-/// exists in the form we convert, and its converter.
+/// A registry entry: the ONNX op type, the range of default-domain opsets in which the op
+/// has the form we convert, and its converter.
+///
+/// `until` comes from onnx's schema history (`onnx.defs.get_all_schemas_with_history()`, onnx
+/// 1.23.2, whose latest opset is [`MAX_OPSET`](super::MAX_OPSET)): it is the last opset
+/// before a schema version whose semantics the converter does not implement, or
+/// `MAX_OPSET` when every newer version only adds element types Tessera does not support
+/// (float8e8m0, int2/uint2, float6, ...) or changes nothing the converter relies on. The
+/// families' tables list each op's versions after 23 and what changed.
 #[derive(Clone, Copy)]
 pub(crate) struct OpEntry {
     /// ONNX op type.
     pub op_type: &'static str,
     /// First opset version (of the default domain) supported.
     pub since: i64,
+    /// Last opset version supported.
+    pub until: i64,
     /// Converter.
     pub convert: Converter,
 }
 
+/// An entry supported from `since` up to [`MAX_OPSET`](super::MAX_OPSET) (an op whose newer
+/// schema changes semantics is written as an `OpEntry` literal with its own `until`).
 const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry {
     OpEntry {
         op_type,
         since,
+        until: super::MAX_OPSET,
         convert,
     }
 }
@@ -49,6 +62,7 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
 const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
     constant::OPS,
+    dropout::OPS,
     elementwise::OPS,
     gather::OPS,
     logic::OPS,
@@ -75,15 +89,23 @@ fn registry() -> &'static HashMap<&'static str, OpEntry> {
 pub(crate) fn lookup(op_type: &str, opset: i64) -> Option<Converter> {
     registry()
         .get(op_type)
-        .filter(|e| opset >= e.since)
+        .filter(|e| (e.since..=e.until).contains(&opset))
         .map(|e| e.convert)
 }
 
-/// All supported op types with their first supported opset, sorted by name.
-pub fn supported_ops() -> Vec<(&'static str, i64)> {
+/// All supported op types with their supported default-domain opset range
+/// `(op, first, last)` (within [`MIN_OPSET`](super::MIN_OPSET)..=
+/// [`MAX_OPSET`](super::MAX_OPSET)), sorted by name.
+pub fn supported_ops() -> Vec<(&'static str, i64, i64)> {
     let mut v: Vec<_> = registry()
         .values()
-        .map(|e| (e.op_type, e.since.max(super::MIN_OPSET)))
+        .map(|e| {
+            (
+                e.op_type,
+                e.since.max(super::MIN_OPSET),
+                e.until.min(super::MAX_OPSET),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -95,6 +117,14 @@ pub(crate) enum Lowered {
     Steps(Vec<Step>),
     /// The node's outputs are these constants (Shape, Constant, Range, ...).
     Consts(Vec<Tensor>),
+    /// IR ops to emit in order; node output `i` is output `outputs[i].1` of step
+    /// `outputs[i].0` (for lowerings whose outputs come from different steps).
+    Picked {
+        /// The steps.
+        steps: Vec<Step>,
+        /// (step, output) of each node output.
+        outputs: Vec<(usize, usize)>,
+    },
 }
 
 /// One IR op of a lowering.
@@ -147,6 +177,8 @@ pub(crate) struct NodeCx<'a> {
     pub opset: i64,
     /// Inputs; `None` for an omitted optional input (empty name).
     pub inputs: Vec<Option<InputView<'a>>>,
+    /// Value names read by some node or listed as graph outputs.
+    pub used: &'a HashSet<String>,
 }
 
 impl<'a> NodeCx<'a> {
@@ -164,6 +196,14 @@ impl<'a> NodeCx<'a> {
     pub fn input(&self, i: usize) -> Result<&InputView<'a>, ImportError> {
         self.opt_input(i)
             .ok_or_else(|| self.err(format!("missing required input {i}")))
+    }
+
+    /// True when output `k` of the node is named and read by some node or is a graph output.
+    pub fn output_used(&self, k: usize) -> bool {
+        self.node
+            .output
+            .get(k)
+            .is_some_and(|o| !o.is_empty() && self.used.contains(o))
     }
 
     /// An optional input.

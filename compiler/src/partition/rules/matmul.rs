@@ -19,18 +19,36 @@ fn mm(cx: &RuleCx, node: NodeId) -> Option<(TensorId, TensorId, TensorId, usize,
 }
 
 pub(super) fn column(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, _, rb, ro)) = mm(cx, node) else { return vec![] };
-    vec![(vec![t(a, Layout::Replicated), t(b, Layout::Split(rb - 1))], Layout::Split(ro - 1), Lowering::Op)]
+    let Some((a, b, _, _, rb, ro)) = mm(cx, node) else {
+        return vec![];
+    };
+    vec![(
+        vec![t(a, Layout::Replicated), t(b, Layout::Split(rb - 1))],
+        Layout::Split(ro - 1),
+        Lowering::Op,
+    )]
 }
 
 pub(super) fn row(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, ra, rb, _)) = mm(cx, node) else { return vec![] };
-    vec![(vec![t(a, Layout::Split(ra - 1)), t(b, Layout::Split(rb - 2))], Layout::Partial, Lowering::Op)]
+    let Some((a, b, _, ra, rb, _)) = mm(cx, node) else {
+        return vec![];
+    };
+    vec![(
+        vec![t(a, Layout::Split(ra - 1)), t(b, Layout::Split(rb - 2))],
+        Layout::Partial,
+        Lowering::Op,
+    )]
 }
 
 pub(super) fn lhs_rows(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, ra, _, ro)) = mm(cx, node) else { return vec![] };
-    vec![(vec![t(a, Layout::Split(ra - 2)), t(b, Layout::Replicated)], Layout::Split(ro - 2), Lowering::Op)]
+    let Some((a, b, _, ra, _, ro)) = mm(cx, node) else {
+        return vec![];
+    };
+    vec![(
+        vec![t(a, Layout::Split(ra - 2)), t(b, Layout::Replicated)],
+        Layout::Split(ro - 2),
+        Lowering::Op,
+    )]
 }
 
 /// Layout of an operand of rank `r` aligned right to an output of rank `ro`, for a split of
@@ -49,10 +67,12 @@ pub(crate) fn aligned(shape: &[usize], ro: usize, o: usize) -> Layout {
 }
 
 pub(super) fn batch(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, o, _, _, ro)) = mm(cx, node) else { return vec![] };
+    let Some((a, b, o, _, _, ro)) = mm(cx, node) else {
+        return vec![];
+    };
     let out = cx.shape(o);
     (0..ro - 2)
-        .filter(|&ax| out[ax] % cx.n == 0 && out[ax] > 1)
+        .filter(|&ax| out[ax].is_multiple_of(cx.n) && out[ax] > 1)
         .map(|ax| {
             let la = aligned(&cx.shape(a)[..cx.shape(a).len() - 2], ro - 2, ax);
             let lb = aligned(&cx.shape(b)[..cx.shape(b).len() - 2], ro - 2, ax);
@@ -68,23 +88,40 @@ pub(super) fn partial(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     }
     let (a, b) = (nd.inputs[0], nd.inputs[1]);
     vec![
-        (vec![t(a, Layout::Partial), t(b, Layout::Replicated)], Layout::Partial, Lowering::Op),
-        (vec![t(a, Layout::Replicated), t(b, Layout::Partial)], Layout::Partial, Lowering::Op),
+        (
+            vec![t(a, Layout::Partial), t(b, Layout::Replicated)],
+            Layout::Partial,
+            Lowering::Op,
+        ),
+        (
+            vec![t(a, Layout::Replicated), t(b, Layout::Partial)],
+            Layout::Partial,
+            Lowering::Op,
+        ),
     ]
 }
 
+/// (X, W, bias, matmul node, add node) of a projection.
+type Projection = (TensorId, TensorId, Option<TensorId>, NodeId, Option<NodeId>);
+
 /// Matches `Y = X·W (+ b)` with `W` a 2-D weight and `b` a 1-D weight: (X, W, b, matmul, add).
-fn projection(cx: &RuleCx, y: TensorId) -> Option<(TensorId, TensorId, Option<TensorId>, NodeId, Option<NodeId>)> {
+fn projection(cx: &RuleCx, y: TensorId) -> Option<Projection> {
     let p = cx.producers[y.index()]?;
     let nd = cx.g.node(p);
     match &nd.op {
         Op::MatMul(_) => {
             let (x, w) = (nd.inputs[0], nd.inputs[1]);
-            (cx.is_weight(w) && cx.shape(w).len() == 2 && !cx.is_weight(x)).then_some((x, w, None, p, None))
+            (cx.is_weight(w) && cx.shape(w).len() == 2 && !cx.is_weight(x))
+                .then_some((x, w, None, p, None))
         }
-        Op::Binary(BinaryAttrs { kind: BinaryOp::Add }) => {
+        Op::Binary(BinaryAttrs {
+            kind: BinaryOp::Add,
+        }) => {
             for (m, b) in [(nd.inputs[0], nd.inputs[1]), (nd.inputs[1], nd.inputs[0])] {
-                if !cx.is_weight(b) || cx.shape(b).len() != 1 || cx.shape(b) != [*cx.shape(y).last()?] {
+                if !cx.is_weight(b)
+                    || cx.shape(b).len() != 1
+                    || cx.shape(b) != [*cx.shape(y).last()?]
+                {
                     continue;
                 }
                 if let Some((x, w, None, mmn, None)) = projection(cx, m) {
@@ -108,21 +145,43 @@ pub(super) fn fused_section(cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
             let start: usize = s.sizes[..out].iter().sum();
             (start, start + s.sizes[out])
         }
-        Op::Slice(s) if s.axes == [last] && s.steps == [1] && s.starts[0] >= 0 && s.ends[0] > s.starts[0] => {
-            (s.starts[0] as usize, (s.ends[0] as usize).min(cx.shape(y)[last]))
+        Op::Slice(s)
+            if s.axes == [last]
+                && s.steps == [1]
+                && s.starts[0] >= 0
+                && s.ends[0] > s.starts[0] =>
+        {
+            (
+                s.starts[0] as usize,
+                (s.ends[0] as usize).min(cx.shape(y)[last]),
+            )
         }
         _ => return vec![],
     };
-    let Some((x, w, b, mmn, add)) = projection(cx, y) else { return vec![] };
+    let Some((x, w, b, mmn, add)) = projection(cx, y) else {
+        return vec![];
+    };
     if (end - start) % cx.n != 0 || end <= start {
         return vec![];
     }
     let mut inputs = vec![
         t(x, Layout::Replicated),
-        Operand::View { t: w, section: (1, start, end), layout: Layout::Split(1) },
+        Operand::View {
+            t: w,
+            section: (1, start, end),
+            layout: Layout::Split(1),
+        },
     ];
     if let Some(b) = b {
-        inputs.push(Operand::View { t: b, section: (0, start, end), layout: Layout::Split(0) });
+        inputs.push(Operand::View {
+            t: b,
+            section: (0, start, end),
+            layout: Layout::Split(0),
+        });
     }
-    vec![(inputs, Layout::Split(last), Lowering::FusedSection { matmul: mmn, add })]
+    vec![(
+        inputs,
+        Layout::Split(last),
+        Lowering::FusedSection { matmul: mmn, add },
+    )]
 }

@@ -29,7 +29,11 @@ pub struct RuleCx<'a> {
 impl<'a> RuleCx<'a> {
     /// A context for `g` on `n` devices.
     pub fn new(g: &'a Graph, n: usize) -> Self {
-        RuleCx { g, n, producers: g.producers() }
+        RuleCx {
+            g,
+            n,
+            producers: g.producers(),
+        }
     }
     pub(crate) fn shape(&self, t: TensorId) -> &[usize] {
         &self.g.tensor(t).shape
@@ -77,7 +81,17 @@ pub const RULES: &[Rule] = &[
 
 fn replicated(cx: &RuleCx, node: NodeId, _out: usize) -> Vec<Sig> {
     let n = cx.g.node(node);
-    vec![(n.inputs.iter().map(|&t| Operand::Tensor { t, layout: Layout::Replicated }).collect(), Layout::Replicated, Lowering::Op)]
+    vec![(
+        n.inputs
+            .iter()
+            .map(|&t| Operand::Tensor {
+                t,
+                layout: Layout::Replicated,
+            })
+            .collect(),
+        Layout::Replicated,
+        Lowering::Op,
+    )]
 }
 
 pub(crate) fn t(t: TensorId, layout: Layout) -> Operand {
@@ -98,7 +112,9 @@ pub fn local_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
     let mut forms: Vec<LocalForm> = Vec::new();
     for rule in rules {
         for (inputs, out_layout, lowering) in (rule.forms)(cx, node, out) {
-            let Some(out_shape) = out_layout.local_shape(cx.shape(tensor), cx.n) else { continue };
+            let Some(out_shape) = out_layout.local_shape(cx.shape(tensor), cx.n) else {
+                continue;
+            };
             if out_layout == Layout::Partial && !is_float(cx.g, tensor) {
                 continue;
             }
@@ -126,8 +142,19 @@ pub fn local_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
                     2 * numel * k + if add.is_some() { numel } else { 0 }
                 }
             };
-            let form = LocalForm { rule: rule.name, node, out_index: out, tensor, inputs, out: out_layout, flops, lowering };
-            if !forms.iter().any(|f| f.inputs == form.inputs && f.out == form.out && f.lowering == form.lowering) {
+            let form = LocalForm {
+                rule: rule.name,
+                node,
+                out_index: out,
+                tensor,
+                inputs,
+                out: out_layout,
+                flops,
+                lowering,
+            };
+            if !forms.iter().any(|f| {
+                f.inputs == form.inputs && f.out == form.out && f.lowering == form.lowering
+            }) {
                 forms.push(form);
             }
         }

@@ -11,7 +11,11 @@ pub fn reshape_split_axis(input: &[usize], output: &[usize], a: usize, n: usize)
     let d = input[a];
     (0..output.len()).find(|&b| {
         let e = output[b];
-        if output[..b].iter().product::<usize>() != prefix || e % n != 0 || d % n != 0 || e == 0 {
+        if output[..b].iter().product::<usize>() != prefix
+            || !e.is_multiple_of(n)
+            || !d.is_multiple_of(n)
+            || e == 0
+        {
             return false;
         }
         // a is the outer factor of b: e = d · in[a+1..a+1+k]
@@ -55,9 +59,17 @@ pub(super) fn reshape(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
 
 pub(super) fn transpose(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let nd = cx.g.node(node);
-    let Op::Transpose(tr) = &nd.op else { return vec![] };
+    let Op::Transpose(tr) = &nd.op else {
+        return vec![];
+    };
     (0..tr.perm.len())
-        .map(|i| (vec![t(nd.inputs[0], Layout::Split(tr.perm[i]))], Layout::Split(i), Lowering::Op))
+        .map(|i| {
+            (
+                vec![t(nd.inputs[0], Layout::Split(tr.perm[i]))],
+                Layout::Split(i),
+                Lowering::Op,
+            )
+        })
         .collect()
 }
 
@@ -72,7 +84,13 @@ pub(super) fn slice_unsplit(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     };
     (0..rank)
         .filter(|a| !busy.contains(a))
-        .map(|a| (nd.inputs.iter().map(|&i| t(i, Layout::Split(a))).collect(), Layout::Split(a), Lowering::Op))
+        .map(|a| {
+            (
+                nd.inputs.iter().map(|&i| t(i, Layout::Split(a))).collect(),
+                Layout::Split(a),
+                Lowering::Op,
+            )
+        })
         .collect()
 }
 
@@ -80,7 +98,10 @@ pub(super) fn gather_vocab(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let nd = cx.g.node(node);
     match &nd.op {
         Op::Gather(g) if g.axis == 0 => vec![(
-            vec![t(nd.inputs[0], Layout::Split(0)), t(nd.inputs[1], Layout::Replicated)],
+            vec![
+                t(nd.inputs[0], Layout::Split(0)),
+                t(nd.inputs[1], Layout::Replicated),
+            ],
             Layout::Partial,
             Lowering::ShardedGather,
         )],
@@ -97,11 +118,19 @@ pub(super) fn gather_split(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
         .filter(|&a| a != g.axis)
         .map(|a| {
             let o = if a < g.axis { a } else { a - 1 + ir };
-            (vec![t(data, Layout::Split(a)), t(idx, Layout::Replicated)], Layout::Split(o), Lowering::Op)
+            (
+                vec![t(data, Layout::Split(a)), t(idx, Layout::Replicated)],
+                Layout::Split(o),
+                Lowering::Op,
+            )
         })
         .collect();
     v.extend((0..ir).map(|j| {
-        (vec![t(data, Layout::Replicated), t(idx, Layout::Split(j))], Layout::Split(g.axis + j), Lowering::Op)
+        (
+            vec![t(data, Layout::Replicated), t(idx, Layout::Split(j))],
+            Layout::Split(g.axis + j),
+            Lowering::Op,
+        )
     }));
     v
 }

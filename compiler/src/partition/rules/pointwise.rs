@@ -13,9 +13,13 @@ pub(super) fn split(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let out = cx.shape(nd.outputs[0]);
     let ro = out.len();
     (0..ro)
-        .filter(|&ax| out[ax] % cx.n == 0 && out[ax] > 1)
+        .filter(|&ax| out[ax].is_multiple_of(cx.n) && out[ax] > 1)
         .map(|ax| {
-            let ins = nd.inputs.iter().map(|&i| t(i, aligned(cx.shape(i), ro, ax))).collect();
+            let ins = nd
+                .inputs
+                .iter()
+                .map(|&i| t(i, aligned(cx.shape(i), ro, ax)))
+                .collect();
             (ins, Layout::Split(ax), Lowering::Op)
         })
         .collect()
@@ -23,7 +27,11 @@ pub(super) fn split(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
 
 fn all(cx: &RuleCx, node: NodeId, layout: Layout) -> Vec<Sig> {
     let nd = cx.g.node(node);
-    vec![(nd.inputs.iter().map(|&i| t(i, layout)).collect(), Layout::Partial, Lowering::Op)]
+    vec![(
+        nd.inputs.iter().map(|&i| t(i, layout)).collect(),
+        Layout::Partial,
+        Lowering::Op,
+    )]
 }
 
 pub(super) fn partial(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
@@ -32,7 +40,12 @@ pub(super) fn partial(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
         Op::Binary(b) => matches!(b.kind, BinaryOp::Add | BinaryOp::Sub),
         Op::Unary(u) => matches!(u.kind, UnaryOp::Neg | UnaryOp::Identity),
         Op::Reduce(r) => matches!(r.kind, ReduceKind::Sum | ReduceKind::Mean),
-        Op::Reshape(_) | Op::Transpose(_) | Op::Expand(_) | Op::Slice(_) | Op::Split(_) | Op::Concat(_) => true,
+        Op::Reshape(_)
+        | Op::Transpose(_)
+        | Op::Expand(_)
+        | Op::Slice(_)
+        | Op::Split(_)
+        | Op::Concat(_) => true,
         _ => false,
     };
     if linear {
@@ -47,13 +60,29 @@ pub(super) fn scale_partial(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let (p, r) = (Layout::Partial, Layout::Replicated);
     match &nd.op {
         Op::Binary(b) if b.kind == BinaryOp::Mul => vec![
-            (vec![t(nd.inputs[0], p), t(nd.inputs[1], r)], p, Lowering::Op),
-            (vec![t(nd.inputs[0], r), t(nd.inputs[1], p)], p, Lowering::Op),
+            (
+                vec![t(nd.inputs[0], p), t(nd.inputs[1], r)],
+                p,
+                Lowering::Op,
+            ),
+            (
+                vec![t(nd.inputs[0], r), t(nd.inputs[1], p)],
+                p,
+                Lowering::Op,
+            ),
         ],
         Op::Binary(b) if b.kind == BinaryOp::Div => {
-            vec![(vec![t(nd.inputs[0], p), t(nd.inputs[1], r)], p, Lowering::Op)]
+            vec![(
+                vec![t(nd.inputs[0], p), t(nd.inputs[1], r)],
+                p,
+                Lowering::Op,
+            )]
         }
-        Op::Gather(_) => vec![(vec![t(nd.inputs[0], p), t(nd.inputs[1], r)], p, Lowering::Op)],
+        Op::Gather(_) => vec![(
+            vec![t(nd.inputs[0], p), t(nd.inputs[1], r)],
+            p,
+            Lowering::Op,
+        )],
         _ => vec![],
     }
 }
@@ -70,7 +99,16 @@ pub(super) fn norm_keep_split(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
         Op::Trilu(_) => (0..rank.saturating_sub(2)).map(|a| (a, a)).collect(),
         Op::Reduce(r) => (0..rank)
             .filter(|a| !r.axes.contains(a))
-            .map(|a| (a, if r.keepdims { a } else { a - r.axes.iter().filter(|&&x| x < a).count() }))
+            .map(|a| {
+                (
+                    a,
+                    if r.keepdims {
+                        a
+                    } else {
+                        a - r.axes.iter().filter(|&&x| x < a).count()
+                    },
+                )
+            })
             .collect(),
         _ => return vec![],
     };

@@ -1,0 +1,103 @@
+//! One rank process of a multi-GPU run: environment → rendezvous → NCCL → executor.
+use super::env::DistEnv;
+use super::executor::{new_nccl_id, CommSpec, CudaExecutor};
+use super::probe::{compute_libraries, driver_device_count, nccl_library};
+use super::rendezvous::{exit_on_peer_loss, fetch, RendezvousServer, Watchdog};
+use super::weights::WeightSource;
+use super::CudaError;
+use std::collections::BTreeMap;
+use tessera_ir::plan::Plan;
+use tessera_ir::Tensor;
+
+/// A joined rank: its environment, executor and liveness watchdog.
+pub struct RankSession {
+    /// The rank's environment.
+    pub env: DistEnv,
+    executor: CudaExecutor,
+    watchdog: Option<Watchdog>,
+}
+
+impl RankSession {
+    /// Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT, checks CUDA, runs the
+    /// rendezvous (rank 0 creates the NCCL id and serves it) and joins NCCL.
+    pub fn from_env() -> Result<RankSession, CudaError> {
+        RankSession::join(DistEnv::from_env()?)
+    }
+
+    /// As [`RankSession::from_env`], with an explicit environment.
+    pub fn join(env: DistEnv) -> Result<RankSession, CudaError> {
+        let devices = driver_device_count()?;
+        compute_libraries()?;
+        if env.local_rank >= devices {
+            return Err(CudaError::Driver(format!(
+                "rank {} wants device LOCAL_RANK={} but only {devices} CUDA device(s) are visible",
+                env.rank, env.local_rank
+            )));
+        }
+        if env.world_size == 1 {
+            let executor = CudaExecutor::new(
+                0,
+                1,
+                CommSpec::Single {
+                    device: env.local_rank,
+                },
+            )?;
+            return Ok(RankSession {
+                env,
+                executor,
+                watchdog: None,
+            });
+        }
+        nccl_library()?;
+        let (id, watchdog) = if env.rank == 0 {
+            let server = RendezvousServer::bind(&format!("0.0.0.0:{}", env.master_port))?;
+            let id = new_nccl_id()?;
+            let wd = server.serve(
+                &id,
+                env.world_size,
+                env.rendezvous_timeout,
+                exit_on_peer_loss(),
+            )?;
+            (id, wd)
+        } else {
+            fetch(
+                &env.master_endpoint(),
+                env.rank,
+                env.world_size,
+                env.rendezvous_timeout,
+                exit_on_peer_loss(),
+            )?
+        };
+        let executor = CudaExecutor::new(
+            env.rank,
+            env.world_size,
+            CommSpec::Nccl {
+                device: env.local_rank,
+                id,
+            },
+        )?;
+        Ok(RankSession {
+            env,
+            executor,
+            watchdog: Some(watchdog),
+        })
+    }
+
+    /// Runs this rank's program; every rank returns the (replicated) plan outputs.
+    pub fn run(
+        &mut self,
+        plan: &Plan,
+        weights: &dyn WeightSource,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>, CudaError> {
+        self.executor.run(plan, weights, inputs)
+    }
+
+    /// Signals a normal end to the other ranks (rank 0 waits for all of them).
+    pub fn finish(mut self) -> Result<(), CudaError> {
+        match self.watchdog.take() {
+            Some(w) => w.finish(self.env.rendezvous_timeout),
+            None => Ok(()),
+        }
+    }
+}

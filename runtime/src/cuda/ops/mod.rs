@@ -1,0 +1,281 @@
+//! Running IR ops on device tensors: one file per op family, a dispatcher here, and a host
+//! fallback (download, [`crate::kernels::eval`], upload) for the ops without a kernel.
+pub mod codes;
+mod elementwise;
+mod fallback;
+mod matmul;
+mod movement;
+mod norm;
+
+use super::buffer::{Class, DeviceData, DeviceTensor};
+use super::context::Lane;
+use super::meta::StridedMeta;
+use super::CudaError;
+use tessera_ir::{DType, Op};
+
+/// Launches kernel `$name` on `$lane` with the listed arguments.
+macro_rules! launch {
+    ($lane:expr, $name:expr, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+        let name: &str = $name;
+        let func = $lane.function(name)?;
+        #[allow(unused_imports)]
+        use cudarc::driver::PushKernelArg as _;
+        let mut builder = $lane.stream.launch_builder(func);
+        $( builder.arg($arg); )*
+        // SAFETY: every call site passes the arguments in the order and with the types of
+        // the kernel's C signature in runtime/kernels/*.cu (scalars as i32/i64/f32, index
+        // metadata as the #[repr(C)] mirrors of common.cuh, buffers as CudaSlices), and
+        // sizes the output buffers to the element counts the metadata describes, so the
+        // kernel reads and writes in bounds.
+        unsafe { builder.launch($cfg) }
+            .map(|_| ())
+            .map_err(|e| CudaError::Driver(format!("kernel {name}: {e}")))
+    }};
+}
+pub(crate) use launch;
+
+/// The (dtype, shape) a step's output must have, from the plan.
+pub type OutSpec = (DType, Vec<usize>);
+
+/// Runs a strided copy from `src` into `dst` (same class).
+pub(crate) fn strided_copy(
+    lane: &Lane,
+    meta: &StridedMeta,
+    src: &DeviceData,
+    dst: &mut DeviceData,
+) -> Result<(), CudaError> {
+    let cfg = super::launch_cfg::elementwise(meta.n as usize);
+    match (src, dst) {
+        (DeviceData::F32(s), DeviceData::F32(d)) => {
+            launch!(lane, "strided_copy_b4", cfg, meta, s, d)
+        }
+        (DeviceData::I64(s), DeviceData::I64(d)) => {
+            launch!(lane, "strided_copy_b8", cfg, meta, s, d)
+        }
+        (DeviceData::Bool(s), DeviceData::Bool(d)) => {
+            launch!(lane, "strided_copy_b1", cfg, meta, s, d)
+        }
+        _ => Err(CudaError::Plan(
+            "strided copy between different element types".into(),
+        )),
+    }
+}
+
+/// A new contiguous tensor of `shape` filled by one strided copy from `src`.
+pub(crate) fn copy_to_new(
+    lane: &Lane,
+    src: &DeviceTensor,
+    meta: &StridedMeta,
+    shape: Vec<usize>,
+) -> Result<DeviceTensor, CudaError> {
+    let mut out = DeviceData::zeros(lane, src.class(), tessera_ir::numel(&shape))?;
+    strided_copy(lane, meta, &src.data, &mut out)?;
+    Ok(DeviceTensor::new(src.dtype, shape, out))
+}
+
+/// Runs `op` on device inputs. `outs` are the outputs the plan expects; results are
+/// checked against them.
+pub fn run_op(
+    lane: &Lane,
+    op: &Op,
+    inputs: &[&DeviceTensor],
+    outs: &[OutSpec],
+) -> Result<Vec<DeviceTensor>, CudaError> {
+    let want = |n: usize| -> Result<(), CudaError> {
+        if inputs.len() < n {
+            Err(CudaError::Plan(format!(
+                "{} needs {n} input(s), got {}",
+                op.name(),
+                inputs.len()
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let device: Option<Vec<DeviceTensor>> = match op {
+        Op::MatMul(_) => {
+            want(2)?;
+            matmul::matmul(lane, inputs[0], inputs[1])?.map(|t| vec![t])
+        }
+        Op::Gemm(a) => {
+            want(2)?;
+            matmul::gemm(lane, a, inputs[0], inputs[1], inputs.get(2).copied())?.map(|t| vec![t])
+        }
+        Op::Binary(a) => {
+            want(2)?;
+            elementwise::binary(lane, a.kind, inputs[0], inputs[1], out_dtype(outs))?
+                .map(|t| vec![t])
+        }
+        Op::Unary(a) => {
+            want(1)?;
+            elementwise::unary(lane, a.kind, inputs[0])?.map(|t| vec![t])
+        }
+        Op::Gelu(a) => {
+            want(1)?;
+            elementwise::gelu(lane, a.tanh_approximation, inputs[0])?.map(|t| vec![t])
+        }
+        Op::Clip(a) => {
+            want(1)?;
+            elementwise::clip(lane, a.min, a.max, inputs[0])?.map(|t| vec![t])
+        }
+        Op::Where => {
+            want(3)?;
+            elementwise::select(lane, inputs[0], inputs[1], inputs[2])?.map(|t| vec![t])
+        }
+        Op::Cast(a) => {
+            want(1)?;
+            elementwise::cast(lane, inputs[0], a.to)?.map(|t| vec![t])
+        }
+        Op::Softmax(a) => {
+            want(1)?;
+            norm::softmax(lane, inputs[0], a.axis, a.log)?.map(|t| vec![t])
+        }
+        Op::LayerNorm(a) => {
+            want(2)?;
+            norm::layer_norm(
+                lane,
+                inputs[0],
+                inputs[1],
+                inputs.get(2).copied(),
+                a.axis,
+                a.epsilon,
+            )?
+            .map(|t| vec![t])
+        }
+        Op::RmsNorm(a) => {
+            want(2)?;
+            norm::rms_norm(lane, inputs[0], inputs[1], a.axis, a.epsilon)?.map(|t| vec![t])
+        }
+        Op::Reduce(a) => {
+            want(1)?;
+            norm::reduce(lane, inputs[0], a)?.map(|t| vec![t])
+        }
+        Op::CumSum(a) => {
+            want(1)?;
+            norm::cumsum(lane, inputs[0], a)?.map(|t| vec![t])
+        }
+        Op::Reshape(a) => {
+            want(1)?;
+            Some(vec![movement::reshape(inputs[0], &a.shape)?])
+        }
+        Op::Transpose(a) => {
+            want(1)?;
+            Some(vec![movement::transpose(lane, inputs[0], &a.perm)?])
+        }
+        Op::Concat(a) => {
+            want(1)?;
+            Some(vec![movement::concat(lane, inputs, a.axis)?])
+        }
+        Op::Split(a) => {
+            want(1)?;
+            Some(movement::split(lane, inputs[0], a.axis, &a.sizes)?)
+        }
+        Op::Slice(a) => {
+            want(1)?;
+            Some(vec![movement::slice(lane, inputs[0], a)?])
+        }
+        Op::Expand(a) => {
+            want(1)?;
+            Some(vec![movement::expand(lane, inputs[0], &a.shape)?])
+        }
+        Op::Gather(a) => {
+            want(2)?;
+            movement::gather(lane, inputs[0], inputs[1], a.axis, None)?.map(|t| vec![t])
+        }
+        Op::Trilu(a) => {
+            want(1)?;
+            Some(vec![movement::trilu(lane, inputs[0], a.upper, a.k)?])
+        }
+        Op::Einsum(_) | Op::GatherNd(_) => None,
+    };
+    let results = match device {
+        Some(r) => r,
+        None => fallback::on_host(lane, op, inputs)?,
+    };
+    check_outputs(op, &results, outs)?;
+    Ok(results)
+}
+
+/// Vocabulary-parallel gather along axis 0: rows `[offset, offset + rows)` of a
+/// `full_rows`-row table are held here; other indices give zeros.
+pub fn sharded_gather(
+    lane: &Lane,
+    table: &DeviceTensor,
+    indices: &DeviceTensor,
+    offset: usize,
+    rows: usize,
+    full_rows: usize,
+) -> Result<DeviceTensor, CudaError> {
+    movement::gather(lane, table, indices, 0, Some((offset, rows, full_rows)))?
+        .ok_or_else(|| CudaError::Unsupported("sharded gather needs integer indices".into()))
+}
+
+/// Keeps this rank's range `[start, end)` of `axis` (Replicated → Split).
+pub fn local_slice(
+    lane: &Lane,
+    x: &DeviceTensor,
+    axis: usize,
+    start: usize,
+    end: usize,
+) -> Result<DeviceTensor, CudaError> {
+    movement::take_range(lane, x, axis, start, end)
+}
+
+/// Multiplies a float tensor by `s` (ScaleToPartial).
+pub fn scale(lane: &Lane, x: &DeviceTensor, s: f32) -> Result<DeviceTensor, CudaError> {
+    elementwise::scale(lane, x, s)
+}
+
+/// Elementwise sum of two tensors of the same shape (virtual-rank reductions).
+pub fn add_same_shape(
+    lane: &Lane,
+    a: &DeviceTensor,
+    b: &DeviceTensor,
+) -> Result<DeviceTensor, CudaError> {
+    elementwise::add_same_shape(lane, a, b)
+}
+
+/// Moves axis `from` of a contiguous tensor to position `to` (collectives' layout moves).
+pub fn move_axis(
+    lane: &Lane,
+    x: &DeviceTensor,
+    from: usize,
+    to: usize,
+) -> Result<DeviceTensor, CudaError> {
+    movement::move_axis(lane, x, from, to)
+}
+
+/// Concatenates tensors along `axis`.
+pub fn concat(
+    lane: &Lane,
+    parts: &[&DeviceTensor],
+    axis: usize,
+) -> Result<DeviceTensor, CudaError> {
+    movement::concat(lane, parts, axis)
+}
+
+fn out_dtype(outs: &[OutSpec]) -> Option<DType> {
+    outs.first().map(|(d, _)| *d)
+}
+
+fn check_outputs(op: &Op, got: &[DeviceTensor], outs: &[OutSpec]) -> Result<(), CudaError> {
+    if got.len() != outs.len() {
+        return Err(CudaError::Plan(format!(
+            "{} produced {} outputs, the plan expects {}",
+            op.name(),
+            got.len(),
+            outs.len()
+        )));
+    }
+    for (i, (t, (dtype, shape))) in got.iter().zip(outs).enumerate() {
+        if &t.shape != shape || Class::of(t.dtype) != Class::of(*dtype) {
+            return Err(CudaError::Plan(format!(
+                "{} output {i}: computed {} {:?}, the plan expects {dtype} {shape:?}",
+                op.name(),
+                t.dtype,
+                t.shape
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Detecting a usable CUDA installation without panicking.
+//!
+//! cudarc opens the CUDA libraries lazily (`dynamic-loading`) and panics when one is
+//! missing or lacks a symbol. Everything here checks first that the shared library can be
+//! opened, and runs the first driver calls under `catch_unwind`, so that a machine without
+//! CUDA gets a [`CudaError::NoDriver`] / [`CudaError::MissingLibrary`] instead of a panic.
+use super::CudaError;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `f`, turning a panic (cudarc's reaction to a missing library or symbol) into an
+/// error built by `wrap` from the panic message.
+pub(crate) fn guarded<T>(
+    f: impl FnOnce() -> T,
+    wrap: impl FnOnce(String) -> CudaError,
+) -> Result<T, CudaError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic while loading CUDA".to_string());
+        wrap(msg)
+    })
+}
+
+/// Checks that the CUDA driver library can be opened and initialised and returns the
+/// number of devices (at least 1).
+pub fn driver_device_count() -> Result<usize, CudaError> {
+    // SAFETY: is_culib_present only tries to dlopen the driver library by its usual names
+    // and drops the handle; it has no other side effect.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(CudaError::NoDriver(
+            "libcuda could not be opened; is the NVIDIA driver installed and on LD_LIBRARY_PATH?"
+                .into(),
+        ));
+    }
+    let count = guarded(
+        cudarc::driver::CudaContext::device_count,
+        CudaError::NoDriver,
+    )?
+    .map_err(|e| CudaError::NoDriver(e.to_string()))?;
+    if count <= 0 {
+        return Err(CudaError::NoDriver(
+            "the driver reports no CUDA device".into(),
+        ));
+    }
+    Ok(count as usize)
+}
+
+/// Checks that NVRTC and cuBLAS can be opened (needed by every executor).
+pub fn compute_libraries() -> Result<(), CudaError> {
+    // SAFETY: as above, these only try to dlopen the libraries and drop the handles.
+    let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+    if !nvrtc {
+        return Err(missing("nvrtc"));
+    }
+    // SAFETY: see above.
+    let cublas = unsafe { cudarc::cublas::sys::is_culib_present() };
+    if !cublas {
+        return Err(missing("cublas"));
+    }
+    Ok(())
+}
+
+/// Checks that NCCL can be opened (needed by multi-process runs).
+pub fn nccl_library() -> Result<(), CudaError> {
+    // SAFETY: only tries to dlopen libnccl and drops the handle.
+    if unsafe { cudarc::nccl::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(missing("nccl"))
+    }
+}
+
+fn missing(lib: &str) -> CudaError {
+    CudaError::MissingLibrary {
+        lib: lib.into(),
+        msg: format!(
+            "lib{lib} could not be opened; add the CUDA toolkit's lib directory to LD_LIBRARY_PATH"
+        ),
+    }
+}
+
+/// Why CUDA tests and tools cannot run here, or `None` when a driver, a device, NVRTC and
+/// cuBLAS are all present. Tests print `skipping: no CUDA driver found (<reason>)`.
+pub fn unavailable_reason() -> Option<String> {
+    match driver_device_count().and_then(|_| compute_libraries()) {
+        Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
