@@ -7,8 +7,10 @@
 //!
 //! * [`cpu::CpuBackend`]: host memory, ops through [`crate::kernels::eval`], collectives over
 //!   shared memory ([`shm`]).
-//! * `cuda::CudaBackend` (feature `cuda`, in `crate::cuda`): GPU buffers, NCCL collectives.
-//!   Without the feature, [`cuda`] is a stub whose `CudaBackend::new` returns
+//! * CUDA (feature `cuda`): [`crate::exec::run_plan`] hands the plan to
+//!   `crate::cuda::VirtualRanks` (every rank as a stream of GPU 0; multi-GPU runs go through
+//!   `crate::cuda::RankSession`, one process per GPU). Without the feature, `device::cuda` is a
+//!   stub whose `CudaBackend::new` returns
 //!   "CUDA backend not compiled in: rebuild with --features cuda".
 //!
 //! To add a backend, implement [`Backend`] + [`Device`]; nothing else in the executor changes.
@@ -31,8 +33,6 @@ pub mod shm;
 
 #[cfg(not(feature = "cuda"))]
 pub mod cuda;
-#[cfg(feature = "cuda")]
-pub use crate::cuda;
 
 /// Which kind of device runs a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

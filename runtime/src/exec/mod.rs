@@ -94,11 +94,44 @@ pub fn run_plan_exec(
 ) -> Result<(Vec<Tensor>, RunStats), ExecError> {
     match opts.backend {
         DeviceKind::Cpu => run_on(&CpuBackend, plan, store, inputs),
-        DeviceKind::Cuda => {
-            let backend = crate::device::cuda::CudaBackend::new()?;
-            run_on(&backend, plan, store, inputs)
-        }
+        DeviceKind::Cuda => run_cuda(plan, store, inputs),
     }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    let backend = crate::device::cuda::CudaBackend::new()?;
+    run_on(&backend, plan, store, inputs)
+}
+
+/// Runs every rank of the plan as a stream of GPU 0 (`crate::cuda::VirtualRanks`).
+#[cfg(feature = "cuda")]
+fn run_cuda(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    use crate::device::DeviceError;
+    validate::validate_plan(plan)?;
+    validate::validate_inputs(plan, inputs)?;
+    let start = Instant::now();
+    let cuda = |e: crate::cuda::CudaError| ExecError::Device(DeviceError::Backend(e.to_string()));
+    let ranks = crate::cuda::VirtualRanks::new(0, plan.ranks.len()).map_err(cuda)?;
+    let mut per_rank = ranks.run(plan, store, inputs).map_err(cuda)?;
+    if per_rank.is_empty() {
+        return Err(ExecError::InvalidPlan("no rank produced outputs".into()));
+    }
+    let outputs = per_rank.swap_remove(0);
+    let stats = RunStats {
+        backend: "cuda".into(),
+        wall_ms: start.elapsed().as_secs_f64() * 1e3,
+        ranks: Vec::new(),
+    };
+    Ok((outputs, stats))
 }
 
 /// Maps an executor error onto the crate's error type.
