@@ -6,6 +6,10 @@ pub mod reference;
 pub mod weights;
 pub use error::RuntimeError;
 
+pub mod collectives;
+pub mod device;
+pub mod exec;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod kernels;
+pub mod npy;

@@ -1,5 +1,230 @@
-//! `tessera-run`: executes a partitioned plan.
+//! `tessera-run`: executes a partitioned plan on N devices.
+//!
+//! ```text
+//! tessera-run PLAN.json --input NAME=FILE.npy ... [--output DIR] [--backend cpu|cuda]
+//!             [--check] [--tolerance 1e-5] [--stats] [--model PATH]
+//! ```
+//!
+//! Exit status: 0 on success, 1 on any error (one line on stderr), 2 on bad usage, 3 when
+//! `--check` finds an output outside the tolerance.
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tessera_ir::Tensor;
+use tessera_runtime::device::DeviceKind;
+use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
+use tessera_runtime::exec::load::{load_plan, resolve_source, verify_source};
+use tessera_runtime::exec::validate::{validate_inputs, validate_plan};
+use tessera_runtime::exec::{run_plan, RunOptions, RunStats};
+use tessera_runtime::npy::{read_npy, write_npy};
+use tessera_runtime::reference::run_graph;
+use tessera_runtime::weights::WeightStore;
+
+/// Run a Tessera plan (from `tessera compile`) on N devices.
+#[derive(Debug, Parser)]
+#[command(name = "tessera-run", version)]
+struct Args {
+    /// The plan JSON written by `tessera compile`.
+    plan: PathBuf,
+    /// A model input as NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Directory to write each output to, as <output name>.npy (created if missing).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// Backend: cpu (one thread per device) or cuda (one GPU per device; needs --features cuda).
+    #[arg(long, default_value = "cpu")]
+    backend: DeviceKind,
+    /// Also run the unpartitioned model on the reference executor and compare the outputs.
+    #[arg(long)]
+    check: bool,
+    /// Relative tolerance of --check: max|a−b| / max(max|ref|, 1e-6) per output.
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
+    tolerance: f64,
+    /// Print measured per-rank statistics (peak live bytes, time, collectives).
+    #[arg(long)]
+    stats: bool,
+    /// Source model to load weights from (default: the plan's source path, relative to the plan).
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Benchmark: run the plan this many more times after the first run and print the
+    /// latency (min / median / mean of the repeats; each run loads its weight slices).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    repeat: usize,
+}
+
 fn main() {
-    eprintln!("tessera-run: not implemented yet");
-    std::process::exit(2);
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(3),
+        Err(e) => {
+            eprintln!("tessera-run: {}", format!("{e:#}").replace('\n', " "));
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` when `--check` failed.
+fn run(args: &Args) -> Result<bool> {
+    let plan = load_plan(&args.plan)?;
+    validate_plan(&plan)?;
+    let model = resolve_source(&plan, &args.plan, args.model.as_deref());
+    // An explicit --model is trusted to be the right file only if its hash matches too.
+    verify_source(&model, &plan.source.sha256)?;
+    let store = WeightStore::open(&model)?;
+    let inputs = read_inputs(&args.inputs)?;
+    validate_inputs(&plan, &inputs)?;
+
+    let opts = RunOptions {
+        backend: args.backend,
+    };
+    let (outputs, stats) = run_plan(&plan, &store, &inputs, &opts)?;
+    let names: Vec<String> = plan
+        .graph
+        .outputs
+        .iter()
+        .map(|t| plan.graph.tensor(*t).name.clone())
+        .collect();
+    println!(
+        "ran {} on {} {} device(s) in {:.2} ms",
+        args.plan.display(),
+        plan.ranks.len(),
+        stats.backend,
+        stats.wall_ms
+    );
+    match &args.output {
+        Some(dir) => write_outputs(dir, &names, &outputs)?,
+        None => {
+            for (name, t) in names.iter().zip(&outputs) {
+                println!("  output '{name}': {}{:?}", t.dtype, t.shape);
+            }
+        }
+    }
+    if args.stats {
+        print_stats(&stats);
+    }
+    if args.repeat > 0 {
+        let mut ms = Vec::with_capacity(args.repeat);
+        for _ in 0..args.repeat {
+            let t0 = Instant::now();
+            run_plan(&plan, &store, &inputs, &opts)?;
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        println!(
+            "latency over {} runs: min {:.3} ms, median {:.3} ms, mean {:.3} ms",
+            ms.len(),
+            ms[0],
+            ms[ms.len() / 2],
+            mean
+        );
+    }
+    if !args.check {
+        return Ok(true);
+    }
+    let t0 = Instant::now();
+    let reference = run_graph(&plan.graph, &store, &inputs).context("reference run")?;
+    let ref_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let diffs = compare_outputs(&names, &outputs, &reference, args.tolerance);
+    println!("check against the unpartitioned model (reference executor, {ref_ms:.2} ms), tolerance {:e}:", args.tolerance);
+    for d in &diffs {
+        println!(
+            "  {} '{}': max abs error {:.3e}, max relative error {:.3e}",
+            if d.ok { "ok  " } else { "FAIL" },
+            d.name,
+            d.max_abs,
+            d.max_rel
+        );
+    }
+    let failed: Vec<&str> = diffs
+        .iter()
+        .filter(|d| !d.ok)
+        .map(|d| d.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("check passed: {} output(s) match", diffs.len());
+        Ok(true)
+    } else {
+        eprintln!(
+            "tessera-run: check failed for output(s): {}",
+            failed.join(", ")
+        );
+        Ok(false)
+    }
+}
+
+/// Parses `NAME=FILE.npy` arguments and reads the files.
+fn read_inputs(specs: &[String]) -> Result<BTreeMap<String, Tensor>> {
+    let mut inputs = BTreeMap::new();
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input '{spec}': expected NAME=FILE.npy"))?;
+        if name.is_empty() || file.is_empty() {
+            bail!("--input '{spec}': expected NAME=FILE.npy");
+        }
+        let t = read_npy(Path::new(file)).with_context(|| format!("input '{name}'"))?;
+        if inputs.insert(name.to_string(), t).is_some() {
+            bail!("input '{name}' given twice");
+        }
+    }
+    Ok(inputs)
+}
+
+/// A file name for an output: characters other than letters, digits, `.`, `_` and `-`
+/// become `_` (ONNX names may contain `/` or `:`).
+fn file_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+fn write_outputs(dir: &Path, names: &[String], outputs: &[Tensor]) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output directory {}", dir.display()))?;
+    for (name, t) in names.iter().zip(outputs) {
+        let path = dir.join(format!("{}.npy", file_name(name)));
+        write_npy(&path, t)?;
+        println!(
+            "  output '{name}': {}{:?} -> {}",
+            t.dtype,
+            t.shape,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_stats(stats: &RunStats) {
+    println!("per-rank statistics (measured):");
+    println!("  rank  peak_live_bytes  weight_bytes  steps  collectives  collective_bytes  sent_bytes  wall_ms");
+    for r in &stats.ranks {
+        println!(
+            "  {:>4}  {:>15}  {:>12}  {:>5}  {:>11}  {:>16}  {:>10}  {:>7.2}",
+            r.rank,
+            r.peak_live_bytes,
+            r.weight_bytes,
+            r.steps,
+            r.collectives,
+            r.collective_bytes,
+            r.sent_bytes,
+            r.wall_ms
+        );
+    }
 }

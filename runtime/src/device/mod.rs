@@ -1,0 +1,161 @@
+//! Devices and backends that execute the per-rank programs of a plan.
+//!
+//! The plan executor ([`crate::exec`]) is backend-agnostic: it validates the plan, binds
+//! inputs, loads weights (each rank only its slice), walks each rank's steps in order on one
+//! thread per rank, frees buffers after their last use and measures live bytes. What a step
+//! *does* is delegated to a [`Device`], created per rank by a [`Backend`]:
+//!
+//! * [`cpu::CpuBackend`]: host memory, ops through [`crate::kernels::eval`], collectives over
+//!   shared memory ([`shm`]).
+//! * CUDA (feature `cuda`): [`crate::exec::run_plan`] hands the plan to
+//!   `crate::cuda::VirtualRanks` (every rank as a stream of GPU 0; multi-GPU runs go through
+//!   `crate::cuda::RankSession`, one process per GPU). Without the feature, `device::cuda` is a
+//!   stub whose `CudaBackend::new` returns
+//!   "CUDA backend not compiled in: rebuild with --features cuda".
+//!
+//! To add a backend, implement [`Backend`] + [`Device`]; nothing else in the executor changes.
+//! Contract for implementors:
+//! * Every method is called from the rank's own thread, in program order.
+//! * [`Device::collective`] blocks until every member of `group` has called it with the same
+//!   [`CollectiveSpec`] and returns this rank's output; reductions must be deterministic.
+//! * When any rank fails, the executor calls [`Device::abort_peers`] on the failing rank's
+//!   device; peers blocked in (or later entering) a collective must then return an error
+//!   promptly instead of hanging.
+use crate::collectives::{CollectiveError, CollectiveSpec};
+use crate::kernels::KernelError;
+use std::fmt;
+use tessera_ir::plan::AxisSlice;
+use tessera_ir::{Op, Tensor};
+use thiserror::Error;
+
+pub mod cpu;
+pub mod shm;
+
+#[cfg(not(feature = "cuda"))]
+pub mod cuda;
+
+/// Which kind of device runs a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// Host threads, one per rank.
+    #[default]
+    Cpu,
+    /// One CUDA GPU per rank (feature `cuda`).
+    Cuda,
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        })
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" | "gpu" => Ok(DeviceKind::Cuda),
+            other => Err(format!("unknown backend '{other}' (expected cpu or cuda)")),
+        }
+    }
+}
+
+/// A device operation failed.
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    /// An op's kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A collective failed or was aborted.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    /// Anything else the backend reports (allocation, driver, transfer).
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl DeviceError {
+    /// True when this error only reports that another rank failed first.
+    pub fn is_abort(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::Collective(CollectiveError::Aborted { .. })
+        )
+    }
+}
+
+/// Creates the devices of a run.
+pub trait Backend: Sync {
+    /// The device type of this backend.
+    type Device: Device;
+
+    /// Which kind this is.
+    fn kind(&self) -> DeviceKind;
+
+    /// Creates `n` devices, one per rank (index = rank), connected for collectives.
+    fn create_devices(&self, n: usize) -> Result<Vec<Self::Device>, DeviceError>;
+}
+
+/// One rank's device: owns its buffers and executes the steps of a rank program on them.
+pub trait Device: Send {
+    /// A tensor resident on this device.
+    type Buffer: Send;
+
+    /// Copies a host tensor to the device.
+    fn upload(&mut self, t: Tensor) -> Result<Self::Buffer, DeviceError>;
+
+    /// Copies a buffer back to the host.
+    fn download(&mut self, b: &Self::Buffer) -> Result<Tensor, DeviceError>;
+
+    /// Bytes the buffer occupies on the device (for the live-memory statistics).
+    fn bytes(&self, b: &Self::Buffer) -> usize;
+
+    /// Shape of a buffer.
+    fn shape<'b>(&self, b: &'b Self::Buffer) -> &'b [usize];
+
+    /// Runs an op (semantics of [`crate::kernels::eval`]).
+    fn compute(
+        &mut self,
+        op: &Op,
+        inputs: &[&Self::Buffer],
+    ) -> Result<Vec<Self::Buffer>, DeviceError>;
+
+    /// Vocab-parallel gather along axis 0: this rank holds rows `[offset, offset + rows)` of a
+    /// table of `vocab` rows; indices (negative ones count from `vocab`) outside that range give
+    /// zero rows. Output shape: `indices.shape ++ table.shape[1..]`.
+    fn sharded_gather(
+        &mut self,
+        table: &Self::Buffer,
+        indices: &Self::Buffer,
+        offset: usize,
+        rows: usize,
+        vocab: usize,
+    ) -> Result<Self::Buffer, DeviceError>;
+
+    /// Copies range `slice` of one axis (Replicated → Split, no communication).
+    fn local_slice(
+        &mut self,
+        x: &Self::Buffer,
+        slice: &AxisSlice,
+    ) -> Result<Self::Buffer, DeviceError>;
+
+    /// Divides a float buffer by `n` (Replicated → one addend of a Partial sum).
+    fn scale_to_partial(&mut self, x: &Self::Buffer, n: usize)
+        -> Result<Self::Buffer, DeviceError>;
+
+    /// Runs one collective over `group` (global ranks in member order; this rank is one of
+    /// them) and returns this rank's output.
+    fn collective(
+        &mut self,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        x: &Self::Buffer,
+    ) -> Result<Self::Buffer, DeviceError>;
+
+    /// Called when this rank failed: wakes peers blocked in collectives so they fail too.
+    fn abort_peers(&self);
+}

@@ -1,0 +1,297 @@
+//! Shared-memory exchange for the collectives of CPU devices (one thread per rank).
+//!
+//! Every group of ranks gets one [`Exchange`]. A collective call deposits the member's
+//! input; the last member to arrive checks that everyone called the same collective, moves
+//! the inputs into a shared round and wakes the others; each member then computes its own
+//! output from the shared inputs with [`crate::collectives::compute`] (sums in member order,
+//! so results are bitwise identical run to run and across members).
+//!
+//! Waiting uses a [`Condvar`] with a timeout and an abort flag shared by every exchange of
+//! a run ([`ShmWorld::abort`]): when one rank fails, its peers stop waiting and return
+//! [`CollectiveError::Aborted`] instead of hanging (a bare `std::sync::Barrier` would).
+use crate::collectives::{compute, CollectiveError, CollectiveSpec};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tessera_ir::Tensor;
+
+/// How often a waiting member re-checks the abort flag even without a notification.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The exchanges of one run, shared by all CPU devices.
+#[derive(Debug)]
+pub struct ShmWorld {
+    size: usize,
+    aborted: AtomicBool,
+    groups: Mutex<BTreeMap<Vec<usize>, Arc<Exchange>>>,
+}
+
+impl ShmWorld {
+    /// A world of `size` ranks.
+    pub fn new(size: usize) -> Arc<ShmWorld> {
+        Arc::new(ShmWorld {
+            size,
+            aborted: AtomicBool::new(false),
+            groups: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Marks the run as failed and wakes every waiting member.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        for ex in lock(&self.groups).values() {
+            // Taking the lock orders the flag store before the waiters' re-check.
+            let _g = lock(&ex.state);
+            ex.cv.notify_all();
+        }
+    }
+
+    /// True once a rank has failed.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
+    }
+
+    fn exchange(&self, group: &[usize]) -> Arc<Exchange> {
+        lock(&self.groups)
+            .entry(group.to_vec())
+            .or_insert_with(|| {
+                Arc::new(Exchange {
+                    state: Mutex::new(State {
+                        generation: 0,
+                        deposits: vec![None; group.len()],
+                        arrived: 0,
+                        round: None,
+                        readers_left: 0,
+                    }),
+                    cv: Condvar::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// Runs one collective for `rank`, a member of `group` (ranks listed in member order).
+    /// Blocks until every member of the group has called it.
+    pub fn collective(
+        &self,
+        rank: usize,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        input: Tensor,
+    ) -> Result<Tensor, CollectiveError> {
+        let kind = spec.kind.as_str();
+        let member =
+            group
+                .iter()
+                .position(|&r| r == rank)
+                .ok_or_else(|| CollectiveError::Invalid {
+                    kind,
+                    msg: format!("rank {rank} is not in the group {group:?}"),
+                })?;
+        if self.is_aborted() {
+            return Err(CollectiveError::Aborted { kind });
+        }
+        let ex = self.exchange(group);
+        let mut st = lock(&ex.state);
+        let my_generation = st.generation;
+        st.deposits[member] = Some((spec.clone(), input));
+        st.arrived += 1;
+        if st.arrived == group.len() {
+            let deposits: Vec<(CollectiveSpec, Tensor)> = st
+                .deposits
+                .iter_mut()
+                .map(|d| d.take())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| CollectiveError::Invalid {
+                    kind,
+                    msg: "a member deposited twice in one round".into(),
+                })?;
+            let mismatch = deposits.iter().position(|(s, _)| s != &deposits[0].0);
+            let (specs, tensors): (Vec<_>, Vec<_>) = deposits.into_iter().unzip();
+            st.round = Some(match mismatch {
+                None => Ok(Arc::new(tensors)),
+                Some(m) => Err(format!(
+                    "group {group:?}: member 0 called {:?} but member {m} called {:?}",
+                    specs[0], specs[m]
+                )),
+            });
+            st.arrived = 0;
+            st.readers_left = group.len();
+            st.generation += 1;
+            ex.cv.notify_all();
+        } else {
+            while st.generation == my_generation {
+                if self.is_aborted() {
+                    return Err(CollectiveError::Aborted { kind });
+                }
+                st = match ex.cv.wait_timeout(st, POLL) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+            }
+        }
+        // `round` was set in the round this member took part in, and the next round cannot
+        // complete before this member deposits again, so it still holds this round.
+        let round = match st.round.as_ref() {
+            Some(Ok(t)) => Ok(t.clone()),
+            Some(Err(m)) => Err(m.clone()),
+            None => Err("collective round vanished".to_string()),
+        };
+        st.readers_left -= 1;
+        if st.readers_left == 0 {
+            // Everyone holds its own reference now; drop the exchange's so the inputs are
+            // freed as soon as the last member has computed its output.
+            st.round = None;
+        }
+        drop(st);
+        let inputs = round.map_err(|msg| CollectiveError::Invalid { kind, msg })?;
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        compute(spec, &refs, member)
+    }
+}
+
+#[derive(Debug)]
+struct Exchange {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+type Round = Result<Arc<Vec<Tensor>>, String>;
+
+#[derive(Debug)]
+struct State {
+    generation: u64,
+    deposits: Vec<Option<(CollectiveSpec, Tensor)>>,
+    arrived: usize,
+    round: Option<Round>,
+    readers_left: usize,
+}
+
+/// Locks a mutex, recovering from poisoning (a panicking rank aborts the run anyway).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::plan::CollectiveKind;
+
+    #[test]
+    fn threads_agree_with_the_sequential_math() {
+        for n in 1..=6 {
+            let world = ShmWorld::new(n);
+            let group: Vec<usize> = (0..n).collect();
+            let inputs: Vec<Tensor> = (0..n)
+                .map(|r| {
+                    Tensor::f32(
+                        vec![2, n],
+                        (0..2 * n).map(|i| (i * 7 + r) as f32 * 0.1).collect(),
+                    )
+                })
+                .collect();
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let specs = [
+                CollectiveSpec {
+                    kind: CollectiveKind::AllReduce,
+                    axis: None,
+                    to_axis: None,
+                },
+                CollectiveSpec {
+                    kind: CollectiveKind::ReduceScatter,
+                    axis: Some(1),
+                    to_axis: None,
+                },
+                CollectiveSpec {
+                    kind: CollectiveKind::AllGather,
+                    axis: Some(0),
+                    to_axis: None,
+                },
+                CollectiveSpec {
+                    kind: CollectiveKind::AllToAll,
+                    axis: Some(0),
+                    to_axis: Some(1),
+                },
+                CollectiveSpec {
+                    kind: CollectiveKind::Broadcast,
+                    axis: None,
+                    to_axis: None,
+                },
+            ];
+            let outs: Vec<Vec<Tensor>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..n)
+                    .map(|r| {
+                        let (world, group, inputs, specs) = (&world, &group, &inputs, &specs);
+                        s.spawn(move || {
+                            specs
+                                .iter()
+                                .map(|sp| {
+                                    world.collective(r, group, sp, inputs[r].clone()).unwrap()
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (r, per_rank) in outs.iter().enumerate() {
+                for (sp, got) in specs.iter().zip(per_rank) {
+                    assert_eq!(
+                        got,
+                        &compute(sp, &refs, r).unwrap(),
+                        "n={n} rank={r} {:?}",
+                        sp.kind
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn abort_wakes_waiting_members() {
+        let world = ShmWorld::new(3);
+        let spec = CollectiveSpec {
+            kind: CollectiveKind::AllReduce,
+            axis: None,
+            to_axis: None,
+        };
+        let res = std::thread::scope(|s| {
+            let w =
+                s.spawn(|| world.collective(0, &[0, 1, 2], &spec, Tensor::f32(vec![1], vec![1.0])));
+            std::thread::sleep(Duration::from_millis(100));
+            world.abort();
+            w.join().unwrap()
+        });
+        assert!(
+            matches!(res, Err(CollectiveError::Aborted { .. })),
+            "{res:?}"
+        );
+    }
+
+    #[test]
+    fn mismatched_collectives_fail_on_every_member() {
+        let world = ShmWorld::new(2);
+        let a = CollectiveSpec {
+            kind: CollectiveKind::AllReduce,
+            axis: None,
+            to_axis: None,
+        };
+        let b = CollectiveSpec {
+            kind: CollectiveKind::AllGather,
+            axis: Some(0),
+            to_axis: None,
+        };
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| world.collective(0, &[0, 1], &a, Tensor::f32(vec![1], vec![1.0])));
+            let hb = s.spawn(|| world.collective(1, &[0, 1], &b, Tensor::f32(vec![1], vec![1.0])));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert!(ra.unwrap_err().to_string().contains("member 1 called"));
+        assert!(rb.is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! The plan executor: runs every rank's program of a [`Plan`] on N devices and returns the
+//! plan's outputs.
+//!
+//! [`run_plan`] validates the plan ([`validate::validate_plan`]) and the inputs
+//! ([`validate::validate_inputs`]), creates one device per rank through the chosen backend
+//! ([`crate::device`]), runs each rank on its own thread (`std::thread::scope`) and collects
+//! the outputs from the first rank that computes each of them. Each rank loads only its own
+//! slices of the weights, frees each buffer after its last use, and measures the bytes it holds
+//! ([`RankStats::peak_live_bytes`]). When a rank fails, its peers are woken out of their
+//! collectives and the first real error is returned (never a hang).
+//!
+//! Loading a plan file and checking its source model live in [`load`]; comparison with the
+//! reference executor in [`check`].
+use crate::device::cpu::CpuBackend;
+use crate::device::{Backend, Device, DeviceKind};
+use crate::weights::WeightStore;
+use crate::RuntimeError;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tessera_ir::plan::{Plan, ValueId};
+use tessera_ir::Tensor;
+
+pub mod check;
+pub mod error;
+pub mod load;
+mod rank;
+pub mod validate;
+
+pub use error::ExecError;
+use rank::{run_rank, RankFailure, RankJob};
+
+/// Stack size of each rank thread (kernels may use deep stacks on large tensors).
+const RANK_STACK_BYTES: usize = 32 << 20;
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Which backend runs the devices.
+    pub backend: DeviceKind,
+}
+
+/// Measured figures of one rank.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RankStats {
+    /// Rank.
+    pub rank: usize,
+    /// Largest total size of the buffers this rank held at once (weights, activations,
+    /// collective results), measured after each step, before its dead inputs are freed.
+    pub peak_live_bytes: u64,
+    /// Bytes of weights this rank loaded (its slices only).
+    pub weight_bytes: u64,
+    /// Steps executed.
+    pub steps: usize,
+    /// Collectives executed.
+    pub collectives: usize,
+    /// Logical bytes of the tensors those collectives moved (as recorded in the plan).
+    pub collective_bytes: u64,
+    /// Bytes of this rank's own inputs to its collectives.
+    pub sent_bytes: u64,
+    /// Wall time of this rank's program, in milliseconds.
+    pub wall_ms: f64,
+}
+
+/// Measured figures of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStats {
+    /// Which backend ran it.
+    pub backend: String,
+    /// Wall time of the whole run (devices, threads, outputs), in milliseconds.
+    pub wall_ms: f64,
+    /// Per-rank figures, by rank.
+    pub ranks: Vec<RankStats>,
+}
+
+/// Runs `plan` with `inputs` (by model input name) and returns its outputs, in the graph's
+/// output order, plus measured statistics.
+pub fn run_plan(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+    opts: &RunOptions,
+) -> Result<(Vec<Tensor>, RunStats), RuntimeError> {
+    run_plan_exec(plan, store, inputs, opts).map_err(into_runtime_error)
+}
+
+/// [`run_plan`] with the executor's own error type.
+pub fn run_plan_exec(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+    opts: &RunOptions,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    match opts.backend {
+        DeviceKind::Cpu => run_on(&CpuBackend, plan, store, inputs),
+        DeviceKind::Cuda => run_cuda(plan, store, inputs),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    let backend = crate::device::cuda::CudaBackend::new()?;
+    run_on(&backend, plan, store, inputs)
+}
+
+/// Runs every rank of the plan as a stream of GPU 0 (`crate::cuda::VirtualRanks`).
+#[cfg(feature = "cuda")]
+fn run_cuda(
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    use crate::device::DeviceError;
+    validate::validate_plan(plan)?;
+    validate::validate_inputs(plan, inputs)?;
+    let start = Instant::now();
+    let cuda = |e: crate::cuda::CudaError| ExecError::Device(DeviceError::Backend(e.to_string()));
+    let ranks = crate::cuda::VirtualRanks::new(0, plan.ranks.len()).map_err(cuda)?;
+    let mut per_rank = ranks.run(plan, store, inputs).map_err(cuda)?;
+    if per_rank.is_empty() {
+        return Err(ExecError::InvalidPlan("no rank produced outputs".into()));
+    }
+    let outputs = per_rank.swap_remove(0);
+    let stats = RunStats {
+        backend: "cuda".into(),
+        wall_ms: start.elapsed().as_secs_f64() * 1e3,
+        ranks: Vec::new(),
+    };
+    Ok((outputs, stats))
+}
+
+/// Maps an executor error onto the crate's error type.
+pub fn into_runtime_error(e: ExecError) -> RuntimeError {
+    match e {
+        ExecError::Input { name, msg } => RuntimeError::Input { name, msg },
+        other => RuntimeError::Plan(other.to_string()),
+    }
+}
+
+/// Runs `plan` on the devices of `backend` (see [`run_plan`]).
+pub fn run_on<B: Backend>(
+    backend: &B,
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
+    validate::validate_plan(plan)?;
+    validate::validate_inputs(plan, inputs)?;
+    let start = Instant::now();
+    let n = plan.ranks.len();
+    let devices = backend.create_devices(n)?;
+    let providers = output_providers(plan);
+    let failures = AtomicUsize::new(0);
+    let results: Vec<Result<_, (usize, RankFailure)>> = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(n);
+        for (rank, dev) in devices.into_iter().enumerate() {
+            let job = RankJob {
+                plan,
+                store,
+                inputs,
+                rank,
+                keep: plan
+                    .outputs
+                    .iter()
+                    .copied()
+                    .filter(|v| providers.get(v) == Some(&rank))
+                    .collect(),
+            };
+            let failures = &failures;
+            let h = std::thread::Builder::new()
+                .name(format!("tessera-rank-{rank}"))
+                .stack_size(RANK_STACK_BYTES)
+                .spawn_scoped(s, move || rank_thread(dev, job, failures));
+            handles.push(h);
+        }
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| match h {
+                // rank_thread catches panics, so a join error is not expected.
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    let err = ExecError::Panic {
+                        rank,
+                        msg: "thread panicked".into(),
+                    };
+                    Err((usize::MAX, RankFailure { err, abort: false }))
+                }),
+                Err(e) => {
+                    let err = ExecError::Panic {
+                        rank,
+                        msg: format!("cannot spawn thread: {e}"),
+                    };
+                    Err((usize::MAX, RankFailure { err, abort: false }))
+                }
+            })
+            .collect()
+    });
+    let mut values: BTreeMap<ValueId, Tensor> = BTreeMap::new();
+    let mut stats = RunStats {
+        backend: backend.kind().to_string(),
+        ..RunStats::default()
+    };
+    let mut failed: Vec<(bool, usize, RankFailure)> = Vec::new();
+    for r in results {
+        match r {
+            Ok((kept, st)) => {
+                values.extend(kept);
+                stats.ranks.push(st);
+            }
+            Err((order, f)) => failed.push((f.abort, order, f)),
+        }
+    }
+    // The root cause: the earliest failure that is not a mere "a peer failed" report.
+    if let Some((_, _, f)) = failed
+        .into_iter()
+        .min_by_key(|(abort, order, _)| (*abort, *order))
+    {
+        return Err(f.err);
+    }
+    let outputs = plan
+        .outputs
+        .iter()
+        .map(|v| {
+            values
+                .get(v)
+                .cloned()
+                .ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((outputs, stats))
+}
+
+/// What a rank hands back: its kept output values and its statistics.
+type RankOutput = (Vec<(ValueId, Tensor)>, RankStats);
+
+/// Runs one rank, catching panics; on failure stamps the failure with its order and wakes
+/// the peers (after stamping, so a peer's "aborted" failure always comes later).
+fn rank_thread<D: Device>(
+    mut dev: D,
+    job: RankJob<'_>,
+    failures: &AtomicUsize,
+) -> Result<RankOutput, (usize, RankFailure)> {
+    let rank = job.rank;
+    let res = catch_unwind(AssertUnwindSafe(|| run_rank(&mut dev, &job))).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(RankFailure {
+            err: ExecError::Panic { rank, msg },
+            abort: false,
+        })
+    });
+    res.map_err(|f| {
+        let order = failures.fetch_add(1, Ordering::SeqCst);
+        dev.abort_peers();
+        (order, f)
+    })
+}
+
+/// For each plan output, the first rank whose program defines it.
+fn output_providers(plan: &Plan) -> BTreeMap<ValueId, usize> {
+    let mut p = BTreeMap::new();
+    for v in &plan.outputs {
+        if let Some(r) = plan
+            .ranks
+            .iter()
+            .position(|prog| prog.steps.iter().any(|s| s.outputs.contains(v)))
+        {
+            p.insert(*v, r);
+        }
+    }
+    p
+}

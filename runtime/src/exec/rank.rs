@@ -1,0 +1,246 @@
+//! One rank's interpreter: walks the rank's steps in order on its [`Device`], frees each
+//! buffer after its last use and measures the bytes it holds.
+use super::error::ExecError;
+use super::RankStats;
+use crate::collectives::{slice_axis, CollectiveSpec};
+use crate::device::{Device, DeviceError};
+use crate::weights::WeightStore;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
+use tessera_ir::Tensor;
+
+/// What a rank needs besides its device.
+pub(crate) struct RankJob<'a> {
+    pub plan: &'a Plan,
+    pub store: &'a WeightStore,
+    pub inputs: &'a BTreeMap<String, Tensor>,
+    pub rank: usize,
+    /// Values this rank must download at the end (plan outputs it provides).
+    pub keep: Vec<ValueId>,
+}
+
+/// A rank's failure; `abort` is true when it only reports that a peer failed first.
+pub(crate) struct RankFailure {
+    pub err: ExecError,
+    pub abort: bool,
+}
+
+/// Index of the last step reading each value (None: never read on this rank).
+fn last_uses(steps: &[Step], n_values: usize) -> Vec<Option<usize>> {
+    let mut last = vec![None; n_values];
+    for (s, step) in steps.iter().enumerate() {
+        for v in &step.inputs {
+            last[v.index()] = Some(s);
+        }
+    }
+    last
+}
+
+/// A short description of a step for error messages.
+fn describe(plan: &Plan, kind: &StepKind) -> String {
+    let g = &plan.graph;
+    match kind {
+        StepKind::LoadWeight { tensor, .. } => format!("load_weight '{}'", g.tensor(*tensor).name),
+        StepKind::Input { tensor, .. } => format!("input '{}'", g.tensor(*tensor).name),
+        StepKind::Compute { node, op } => format!("compute {} '{}'", op.name(), g.node(*node).name),
+        StepKind::ShardedGather { node, .. } => format!("sharded_gather '{}'", g.node(*node).name),
+        StepKind::LocalSlice { .. } => "local_slice".into(),
+        StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
+        StepKind::Collective { collective, .. } => collective.as_str().into(),
+    }
+}
+
+/// Runs rank `job.rank`'s program and returns the kept values (host copies) and statistics.
+pub(crate) fn run_rank<D: Device>(
+    dev: &mut D,
+    job: &RankJob<'_>,
+) -> Result<(Vec<(ValueId, Tensor)>, RankStats), RankFailure> {
+    let plan = job.plan;
+    let rank = job.rank;
+    let steps = &plan.ranks[rank].steps;
+    let n_values = plan.values.len();
+    let last = last_uses(steps, n_values);
+    let mut keep = vec![false; n_values];
+    for v in &job.keep {
+        keep[v.index()] = true;
+    }
+    let start = Instant::now();
+    let mut stats = RankStats {
+        rank,
+        ..RankStats::default()
+    };
+    let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
+    let mut live = 0usize;
+    for (s, step) in steps.iter().enumerate() {
+        let fail = |msg: String, abort: bool| RankFailure {
+            err: ExecError::Step {
+                rank,
+                step: s,
+                what: describe(plan, &step.kind),
+                msg,
+            },
+            abort,
+        };
+        let dev_fail = |e: DeviceError| fail(e.to_string(), e.is_abort());
+        let outs = {
+            // Validation guarantees every input was defined earlier on this rank and freed
+            // only after its last use, so these slots are full.
+            let ins: Vec<&D::Buffer> = step
+                .inputs
+                .iter()
+                .map(|v| {
+                    bufs[v.index()]
+                        .as_ref()
+                        .ok_or_else(|| fail(format!("value {} is not live", v.0), false))
+                })
+                .collect::<Result<_, _>>()?;
+            run_step(dev, job, step, &ins, &mut stats).map_err(|e| match e {
+                StepError::Device(d) => dev_fail(d),
+                StepError::Other(m) => fail(m, false),
+            })?
+        };
+        // Kernels may return trailing optional outputs the plan does not bind (LayerNorm's
+        // Mean and InvStdDev); they are dropped by the zip below.
+        if outs.len() < step.outputs.len() {
+            return Err(fail(
+                format!(
+                    "produced {} outputs, the plan expects {}",
+                    outs.len(),
+                    step.outputs.len()
+                ),
+                false,
+            ));
+        }
+        for (v, b) in step.outputs.iter().zip(outs) {
+            let want = &plan.values[v.index()].shape;
+            if dev.shape(&b) != want.as_slice() {
+                return Err(fail(
+                    format!(
+                        "value {} has shape {:?}, the plan expects {:?}",
+                        v.0,
+                        dev.shape(&b),
+                        want
+                    ),
+                    false,
+                ));
+            }
+            live += dev.bytes(&b);
+            bufs[v.index()] = Some(b);
+        }
+        stats.peak_live_bytes = stats.peak_live_bytes.max(live as u64);
+        // Free what this step read for the last time, and outputs nobody reads.
+        for v in step.inputs.iter().chain(&step.outputs) {
+            let i = v.index();
+            let dead = match last[i] {
+                Some(l) => l <= s,
+                None => true,
+            };
+            if dead && !keep[i] {
+                if let Some(b) = bufs[i].take() {
+                    live -= dev.bytes(&b);
+                }
+            }
+        }
+        stats.steps += 1;
+    }
+    let mut kept = Vec::with_capacity(job.keep.len());
+    for v in &job.keep {
+        let b = bufs[v.index()].as_ref().ok_or_else(|| RankFailure {
+            err: ExecError::InvalidPlan(format!("rank {rank} never computes output value {}", v.0)),
+            abort: false,
+        })?;
+        let t = dev.download(b).map_err(|e| RankFailure {
+            err: ExecError::InvalidPlan(format!(
+                "rank {rank}: downloading output value {}: {e}",
+                v.0
+            )),
+            abort: e.is_abort(),
+        })?;
+        kept.push((*v, t));
+    }
+    stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((kept, stats))
+}
+
+enum StepError {
+    Device(DeviceError),
+    Other(String),
+}
+
+impl From<DeviceError> for StepError {
+    fn from(e: DeviceError) -> Self {
+        StepError::Device(e)
+    }
+}
+
+fn run_step<D: Device>(
+    dev: &mut D,
+    job: &RankJob<'_>,
+    step: &Step,
+    ins: &[&D::Buffer],
+    stats: &mut RankStats,
+) -> Result<Vec<D::Buffer>, StepError> {
+    let plan = job.plan;
+    let g = &plan.graph;
+    Ok(match &step.kind {
+        StepKind::LoadWeight { tensor, slice } => {
+            // Validation checked that the tensor is a weight.
+            let w = g
+                .weights
+                .get(tensor)
+                .ok_or_else(|| StepError::Other("not a weight".into()))?;
+            let t = job
+                .store
+                .load(w, slice.as_ref())
+                .map_err(|e| StepError::Other(e.to_string()))?;
+            let b = dev.upload(t)?;
+            stats.weight_bytes += dev.bytes(&b) as u64;
+            vec![b]
+        }
+        StepKind::Input { tensor, slice } => {
+            let name = &g.tensor(*tensor).name;
+            // validate_inputs checked that every model input is present.
+            let x = job
+                .inputs
+                .get(name)
+                .ok_or_else(|| StepError::Other(format!("input '{name}' not bound")))?;
+            let t = match slice {
+                Some(sl) => slice_axis(x, sl.axis, sl.start, sl.end).map_err(StepError::Other)?,
+                None => x.clone(),
+            };
+            vec![dev.upload(t)?]
+        }
+        StepKind::Compute { op, .. } => dev.compute(op, ins)?,
+        StepKind::ShardedGather { node, offset, rows } => {
+            // Validation checked that the node is a two-input Gather.
+            let vocab = g
+                .tensor(g.node(*node).inputs[0])
+                .shape
+                .first()
+                .copied()
+                .unwrap_or(0);
+            vec![dev.sharded_gather(ins[0], ins[1], *offset, *rows, vocab)?]
+        }
+        StepKind::LocalSlice { slice } => vec![dev.local_slice(ins[0], slice)?],
+        StepKind::ScaleToPartial { n } => vec![dev.scale_to_partial(ins[0], *n)?],
+        StepKind::Collective {
+            collective,
+            axis,
+            to_axis,
+            group,
+            bytes,
+        } => {
+            let spec = CollectiveSpec {
+                kind: *collective,
+                axis: *axis,
+                to_axis: *to_axis,
+            };
+            let out = dev.collective(group, &spec, ins[0])?;
+            stats.collectives += 1;
+            stats.collective_bytes += *bytes;
+            stats.sent_bytes += dev.bytes(ins[0]) as u64;
+            vec![out]
+        }
+    })
+}

@@ -1,0 +1,293 @@
+//! Checks a plan and the run's inputs before anything executes, so that a malformed plan
+//! gives one clear error instead of a panic or a hang.
+use super::error::ExecError;
+use std::collections::{BTreeMap, BTreeSet};
+use tessera_ir::plan::{Plan, StepKind, FORMAT_VERSION};
+use tessera_ir::{Op, Tensor};
+
+fn bad(msg: String) -> ExecError {
+    ExecError::InvalidPlan(msg)
+}
+
+/// Checks the format version, that every id a plan uses is in range, that every rank
+/// defines each value before reading it, and that the members of every group call the same
+/// collectives in the same order (otherwise a run would hang).
+pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
+    if plan.format_version > FORMAT_VERSION {
+        return Err(ExecError::FormatVersion {
+            found: plan.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    validate_graph_ids(plan)?;
+    let n = plan.ranks.len();
+    if n == 0 {
+        return Err(bad("the plan has no ranks".into()));
+    }
+    if plan.mesh.devices() != n {
+        return Err(bad(format!(
+            "mesh {:?} has {} devices but the plan has {n} rank programs",
+            plan.mesh.shape,
+            plan.mesh.devices()
+        )));
+    }
+    let n_values = plan.values.len();
+    let n_tensors = plan.graph.tensors.len();
+    for (i, v) in plan.values.iter().enumerate() {
+        if v.tensor.index() >= n_tensors {
+            return Err(bad(format!(
+                "value {i} refers to tensor {} but the graph has {n_tensors} tensors",
+                v.tensor.0
+            )));
+        }
+    }
+    if plan.outputs.len() != plan.graph.outputs.len() {
+        return Err(bad(format!(
+            "{} plan outputs for {} graph outputs",
+            plan.outputs.len(),
+            plan.graph.outputs.len()
+        )));
+    }
+    let mut defined_anywhere = vec![false; n_values];
+    for (r, prog) in plan.ranks.iter().enumerate() {
+        if prog.rank != r {
+            return Err(bad(format!(
+                "rank program {r} is labelled rank {}",
+                prog.rank
+            )));
+        }
+        let mut defined = vec![false; n_values];
+        for (s, step) in prog.steps.iter().enumerate() {
+            let at = |msg: String| bad(format!("rank {r} step {s}: {msg}"));
+            for v in step.inputs.iter().chain(&step.outputs) {
+                if v.index() >= n_values {
+                    return Err(at(format!(
+                        "value {} out of range ({n_values} values)",
+                        v.0
+                    )));
+                }
+            }
+            check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len())
+                .map_err(at)?;
+            for v in &step.inputs {
+                if !defined[v.index()] {
+                    return Err(at(format!(
+                        "reads value {} before it is defined on this rank",
+                        v.0
+                    )));
+                }
+            }
+            for v in &step.outputs {
+                if defined[v.index()] {
+                    return Err(at(format!("defines value {} a second time", v.0)));
+                }
+                defined[v.index()] = true;
+                defined_anywhere[v.index()] = true;
+            }
+        }
+    }
+    for v in &plan.outputs {
+        if v.index() >= n_values || !defined_anywhere[v.index()] {
+            return Err(bad(format!("plan output value {} is never computed", v.0)));
+        }
+    }
+    validate_collective_order(plan)
+}
+
+fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
+    let g = &plan.graph;
+    let n = g.tensors.len();
+    let out_of_range = |what: &str, id: u32| {
+        bad(format!(
+            "{what} refers to tensor {id} but the graph has {n} tensors"
+        ))
+    };
+    for t in g.inputs.iter().chain(&g.outputs).chain(g.weights.keys()) {
+        if t.index() >= n {
+            return Err(out_of_range("a graph input/output/weight", t.0));
+        }
+    }
+    for node in &g.nodes {
+        for t in node.inputs.iter().chain(&node.outputs) {
+            if t.index() >= n {
+                return Err(out_of_range(&format!("node '{}'", node.name), t.0));
+            }
+        }
+    }
+    g.validate().map_err(|e| bad(e.to_string()))
+}
+
+fn check_step_kind(
+    plan: &Plan,
+    rank: usize,
+    kind: &StepKind,
+    n_in: usize,
+    n_out: usize,
+) -> Result<(), String> {
+    let g = &plan.graph;
+    let arity = |want_in: usize, want_out: usize, what: &str| {
+        if n_in != want_in || n_out != want_out {
+            Err(format!(
+                "{what} takes {want_in} input(s) and {want_out} output(s), got {n_in} and {n_out}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match kind {
+        StepKind::LoadWeight { tensor, .. } => {
+            if !g.weights.contains_key(tensor) {
+                return Err(format!(
+                    "load_weight of tensor {} which is not a weight",
+                    tensor.0
+                ));
+            }
+            arity(0, 1, "load_weight")
+        }
+        StepKind::Input { tensor, .. } => {
+            if !g.inputs.contains(tensor) {
+                return Err(format!(
+                    "input step for tensor {} which is not a graph input",
+                    tensor.0
+                ));
+            }
+            arity(0, 1, "input")
+        }
+        StepKind::Compute { node, .. } => {
+            if node.index() >= g.nodes.len() {
+                return Err(format!(
+                    "compute node {} out of range ({} nodes)",
+                    node.0,
+                    g.nodes.len()
+                ));
+            }
+            if n_out == 0 {
+                return Err("compute step without outputs".into());
+            }
+            Ok(())
+        }
+        StepKind::ShardedGather { node, .. } => {
+            let nd = g.nodes.get(node.index()).ok_or_else(|| {
+                format!(
+                    "sharded_gather node {} out of range ({} nodes)",
+                    node.0,
+                    g.nodes.len()
+                )
+            })?;
+            if !matches!(nd.op, Op::Gather(ref a) if a.axis == 0) || nd.inputs.len() != 2 {
+                return Err(format!(
+                    "sharded_gather of node '{}' which is not a Gather along axis 0",
+                    nd.name
+                ));
+            }
+            arity(2, 1, "sharded_gather")
+        }
+        StepKind::LocalSlice { .. } => arity(1, 1, "local_slice"),
+        StepKind::ScaleToPartial { n } => {
+            if *n == 0 {
+                return Err("scale_to_partial by 0".into());
+            }
+            arity(1, 1, "scale_to_partial")
+        }
+        StepKind::Collective { group, .. } => {
+            let n = plan.ranks.len();
+            let distinct: BTreeSet<_> = group.iter().collect();
+            if group.is_empty() || distinct.len() != group.len() || group.iter().any(|&m| m >= n) {
+                return Err(format!(
+                    "collective group {group:?} is not a set of ranks below {n}"
+                ));
+            }
+            if !group.contains(&rank) {
+                return Err(format!(
+                    "collective group {group:?} does not contain rank {rank}"
+                ));
+            }
+            arity(1, 1, "collective")
+        }
+    }
+}
+
+/// Every member of a group must issue the group's collectives in the same sequence.
+fn validate_collective_order(plan: &Plan) -> Result<(), ExecError> {
+    type Call<'a> = (&'a str, Option<usize>, Option<usize>);
+    let mut seqs: BTreeMap<&[usize], BTreeMap<usize, Vec<Call>>> = BTreeMap::new();
+    for prog in &plan.ranks {
+        for step in &prog.steps {
+            if let StepKind::Collective {
+                collective,
+                axis,
+                to_axis,
+                group,
+                ..
+            } = &step.kind
+            {
+                let per_rank = seqs.entry(group.as_slice()).or_default();
+                per_rank
+                    .entry(prog.rank)
+                    .or_default()
+                    .push((collective.as_str(), *axis, *to_axis));
+            }
+        }
+    }
+    for (group, per_rank) in seqs {
+        let empty = Vec::new();
+        let first = per_rank.get(&group[0]).unwrap_or(&empty);
+        for &m in group {
+            let seq = per_rank.get(&m).unwrap_or(&empty);
+            if seq != first {
+                let at = seq
+                    .iter()
+                    .zip(first)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(seq.len().min(first.len()));
+                return Err(bad(format!(
+                    "ranks {} and {m} of group {group:?} disagree at collective #{at} ({} vs {} collectives in all): the run would hang",
+                    group[0],
+                    first.len(),
+                    seq.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `inputs` are exactly the model's inputs, with the right dtype and shape.
+pub fn validate_inputs(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Result<(), ExecError> {
+    let g = &plan.graph;
+    let names: Vec<&str> = g
+        .inputs
+        .iter()
+        .map(|t| g.tensor(*t).name.as_str())
+        .collect();
+    for name in inputs.keys() {
+        if !names.contains(&name.as_str()) {
+            return Err(ExecError::Input {
+                name: name.clone(),
+                msg: format!(
+                    "not an input of the model (its inputs are: {})",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    for t in &g.inputs {
+        let info = g.tensor(*t);
+        let Some(x) = inputs.get(&info.name) else {
+            return Err(ExecError::Input {
+                name: info.name.clone(),
+                msg: format!("missing (expected {}{:?})", info.dtype, info.shape),
+            });
+        };
+        if x.dtype != info.dtype || x.shape != info.shape {
+            return Err(ExecError::Input {
+                name: info.name.clone(),
+                msg: format!(
+                    "expected {}{:?}, got {}{:?}",
+                    info.dtype, info.shape, x.dtype, x.shape
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The `tessera-run` binary end to end on a hand-built plan.
+mod exec_support;
+
+use exec_support::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use tessera_ir::plan::Plan;
+use tessera_runtime::exec::load::sha256_file;
+use tessera_runtime::npy::{read_npy, write_npy};
+
+fn tessera_run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera-run"))
+        .args(args)
+        .output()
+        .expect("spawn tessera-run")
+}
+
+/// Writes model.onnx (placeholder bytes; the MLP's weights are inline), plan.json and x.npy.
+fn setup(dir: &Path, n: usize) -> Plan {
+    let (mut plan, inputs) = mlp_plan(n);
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, b"weights are inline in this plan").unwrap();
+    plan.source.path = "model.onnx".into();
+    plan.source.sha256 = sha256_file(&model).unwrap();
+    std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_string_pretty(&plan).unwrap(),
+    )
+    .unwrap();
+    write_npy(&dir.join("x.npy"), &inputs["x"]).unwrap();
+    plan
+}
+
+fn stderr_line(out: &Output) -> String {
+    let s = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        s.trim_end().lines().count(),
+        1,
+        "one-line error expected, got: {s}"
+    );
+    s
+}
+
+#[test]
+fn runs_checks_and_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = setup(dir.path(), 3);
+    let d = dir.path().to_str().unwrap();
+    let out = tessera_run(&[
+        &format!("{d}/plan.json"),
+        "--input",
+        &format!("x={d}/x.npy"),
+        "--output",
+        &format!("{d}/out"),
+        "--check",
+        "--stats",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("check passed: 1 output(s) match"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("peak_live_bytes"), "{stdout}");
+    let y = read_npy(&dir.path().join("out/fc2_out.npy")).unwrap();
+    let mut inputs = std::collections::BTreeMap::new();
+    inputs.insert(
+        "x".to_string(),
+        read_npy(&dir.path().join("x.npy")).unwrap(),
+    );
+    let want = reference(&plan, &inputs);
+    assert!(rel_err(&y, &want[0]) <= 1e-5);
+}
+
+#[test]
+fn user_errors_are_one_line_with_status_1() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), 2);
+    let d = dir.path().to_str().unwrap();
+    let plan = format!("{d}/plan.json");
+    let x = format!("x={d}/x.npy");
+
+    let out = tessera_run(&[&plan, "--input", &format!("z={d}/x.npy")]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr_line(&out);
+    assert!(e.contains("input 'z'"), "{e}");
+
+    let out = tessera_run(&[&plan]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("input 'x': missing"));
+
+    let out = tessera_run(&[&plan, "--input", &format!("x={d}/nope.npy")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).contains("nope.npy"));
+
+    // Wrong source model: sha mismatch names both hashes.
+    std::fs::write(dir.path().join("other.onnx"), b"different").unwrap();
+    let out = tessera_run(&[&plan, "--input", &x, "--model", &format!("{d}/other.onnx")]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr_line(&out);
+    assert!(
+        e.contains("other.onnx") && e.contains("sha256") && e.matches("sha256 ").count() == 2,
+        "{e}"
+    );
+
+    // Missing source model.
+    std::fs::remove_file(dir.path().join("model.onnx")).unwrap();
+    let out = tessera_run(&[&plan, "--input", &x]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr_line(&out);
+    assert!(e.contains("model.onnx") && e.contains("not found"), "{e}");
+
+    // Truncated plan.
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&plan, &text[..100]).unwrap();
+    let out = tessera_run(&[&plan, "--input", &x]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr_line(&out);
+    assert!(
+        e.contains("plan.json") && e.contains("line") && e.contains("column"),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_failure_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = setup(dir.path(), 2);
+    // Drop the all-reduce: rank 0's partial sum is returned as the output, which is wrong.
+    for prog in &mut plan.ranks {
+        let last = prog.steps.pop().unwrap();
+        prog.steps.last_mut().unwrap().outputs = last.outputs.clone();
+    }
+    plan.collectives.clear();
+    let d = dir.path().to_str().unwrap();
+    std::fs::write(
+        dir.path().join("plan.json"),
+        serde_json::to_string(&plan).unwrap(),
+    )
+    .unwrap();
+    let out = tessera_run(&[
+        &format!("{d}/plan.json"),
+        "--input",
+        &format!("x={d}/x.npy"),
+        "--check",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL 'fc2_out'"));
+}

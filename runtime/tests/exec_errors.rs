@@ -1,0 +1,290 @@
+//! Every validation error names the thing at fault, and a failing rank stops the run
+//! instead of hanging it.
+mod exec_support;
+
+use exec_support::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tessera_ir::op::{ReshapeAttrs, UnaryAttrs, UnaryOp};
+use tessera_ir::plan::{CollectiveKind, Plan, StepKind, ValueId, FORMAT_VERSION};
+use tessera_ir::{Op, Tensor, TensorId};
+use tessera_runtime::device::DeviceKind;
+use tessera_runtime::exec::load::{load_plan, resolve_source, sha256_file, verify_source};
+use tessera_runtime::exec::{run_plan, RunOptions};
+use tessera_runtime::weights::WeightStore;
+
+fn run_err(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> String {
+    let store = WeightStore::with_dir(".");
+    match run_plan(plan, &store, inputs, &RunOptions::default()) {
+        Ok(_) => panic!("run_plan succeeded on a bad plan"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it takes more than 30 s (a hang).
+fn with_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("run_plan hung")
+}
+
+#[test]
+fn a_failing_rank_stops_every_rank() {
+    for n in [2, 3, 4, 6] {
+        let (mut plan, inputs) = layouts_plan(n);
+        // Rank 1's relu becomes a Reshape to an impossible shape: a kernel error on rank 1
+        // only, while the other ranks wait in the all-to-all that follows.
+        let step = &mut plan.ranks[1].steps[1];
+        if let StepKind::Compute { op, .. } = &mut step.kind {
+            *op = Op::Reshape(ReshapeAttrs { shape: vec![7] });
+        }
+        let msg = with_timeout(move || run_err(&plan, &inputs));
+        assert!(
+            msg.contains("rank 1 step 1") && msg.contains("Reshape") && msg.contains("'relu'"),
+            "n={n}: {msg}"
+        );
+        assert!(
+            !msg.contains("aborted"),
+            "the root cause must win over peers' aborts: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_rank_failing_after_the_last_collective_is_reported() {
+    let (mut plan, inputs) = mlp_plan(3);
+    // Rank 2 reads a weight slice beyond the weight's extent.
+    if let StepKind::LoadWeight { slice: Some(s), .. } = &mut plan.ranks[2].steps[1].kind {
+        s.end = 99;
+    }
+    let msg = with_timeout(move || run_err(&plan, &inputs));
+    assert!(msg.contains("rank 2 step 1") && msg.contains("w1"), "{msg}");
+}
+
+#[test]
+fn input_errors_name_the_input() {
+    let (plan, inputs) = mlp_plan(2);
+    let msg = run_err(&plan, &BTreeMap::new());
+    assert!(
+        msg.contains("input 'x'") && msg.contains("missing") && msg.contains("[2, 4, 8]"),
+        "{msg}"
+    );
+
+    let mut extra = inputs.clone();
+    extra.insert("y".into(), Tensor::f32(vec![1], vec![0.0]));
+    let msg = run_err(&plan, &extra);
+    assert!(
+        msg.contains("input 'y'") && msg.contains("not an input"),
+        "{msg}"
+    );
+
+    let mut wrong_shape = BTreeMap::new();
+    wrong_shape.insert("x".to_string(), Tensor::f32(vec![2, 4, 9], vec![0.0; 72]));
+    let msg = run_err(&plan, &wrong_shape);
+    assert!(
+        msg.contains("input 'x'") && msg.contains("expected f32[2, 4, 8], got f32[2, 4, 9]"),
+        "{msg}"
+    );
+
+    let mut wrong_dtype = BTreeMap::new();
+    wrong_dtype.insert("x".to_string(), Tensor::i64(vec![2, 4, 8], vec![0; 64]));
+    let msg = run_err(&plan, &wrong_dtype);
+    assert!(
+        msg.contains("input 'x'") && msg.contains("got i64[2, 4, 8]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn out_of_range_ids_are_rejected() {
+    let (plan, inputs) = mlp_plan(2);
+
+    let mut p = plan.clone();
+    p.ranks[0].steps[2].inputs[0] = ValueId(999);
+    let msg = run_err(&p, &inputs);
+    assert!(
+        msg.contains("rank 0 step 2") && msg.contains("value 999 out of range"),
+        "{msg}"
+    );
+
+    let mut p = plan.clone();
+    p.values[0].tensor = TensorId(77);
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("value 0 refers to tensor 77"), "{msg}");
+
+    let mut p = plan.clone();
+    if let StepKind::Compute { node, .. } = &mut p.ranks[1].steps[3].kind {
+        node.0 = 42;
+    }
+    let msg = run_err(&p, &inputs);
+    assert!(
+        msg.contains("rank 1 step 3") && msg.contains("compute node 42 out of range"),
+        "{msg}"
+    );
+
+    let mut p = plan.clone();
+    p.graph.outputs[0] = TensorId(500);
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("tensor 500"), "{msg}");
+
+    let mut p = plan.clone();
+    p.outputs[0] = ValueId(31);
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("output value 31"), "{msg}");
+}
+
+#[test]
+fn structural_errors_are_rejected_before_running() {
+    let (plan, inputs) = mlp_plan(2);
+
+    // Value read before definition.
+    let mut p = plan.clone();
+    p.ranks[1].steps.swap(0, 2);
+    let msg = run_err(&p, &inputs);
+    assert!(
+        msg.contains("rank 1 step 0") && msg.contains("before it is defined"),
+        "{msg}"
+    );
+
+    // Ranks that disagree on the collectives would hang: refuse them.
+    let mut p = plan.clone();
+    if let StepKind::Collective { collective, .. } = &mut p.ranks[1].steps[6].kind {
+        *collective = CollectiveKind::Broadcast;
+    }
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("disagree at collective #0"), "{msg}");
+
+    let mut p = plan.clone();
+    p.ranks[0].steps.pop();
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("disagree"), "{msg}");
+
+    // Mesh size and rank count must agree.
+    let mut p = plan.clone();
+    p.mesh.shape = vec![3];
+    let msg = run_err(&p, &inputs);
+    assert!(msg.contains("3 devices but the plan has 2"), "{msg}");
+
+    // A step whose output shape differs from the plan's value.
+    let mut p = plan.clone();
+    if let StepKind::Compute { op, .. } = &mut p.ranks[0].steps[3].kind {
+        *op = Op::Unary(UnaryAttrs {
+            kind: UnaryOp::Relu,
+        });
+    }
+    p.values[p.ranks[0].steps[3].outputs[0].index()].shape = vec![1];
+    let msg = run_err(&p, &inputs);
+    assert!(
+        msg.contains("shape [2, 4, 12], the plan expects [1]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn newer_format_version_is_refused() {
+    let (mut plan, inputs) = mlp_plan(1);
+    plan.format_version = FORMAT_VERSION + 1;
+    let msg = run_err(&plan, &inputs);
+    assert!(
+        msg.contains(&format!("format_version {}", FORMAT_VERSION + 1)),
+        "{msg}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.json");
+    std::fs::write(&path, serde_json::to_string(&plan).unwrap()).unwrap();
+    let msg = load_plan(&path).unwrap_err().to_string();
+    assert!(msg.contains("newer than this runtime supports"), "{msg}");
+}
+
+#[test]
+fn corrupt_plan_json_names_file_line_and_column() {
+    let (plan, _) = mlp_plan(2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    let text = serde_json::to_string_pretty(&plan).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(load_plan(&path).unwrap(), plan);
+
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    let msg = load_plan(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("plan.json") && msg.contains("line") && msg.contains("column"),
+        "{msg}"
+    );
+
+    // Valid JSON that is not a plan.
+    std::fs::write(&path, "{\"format_version\": 1, \"source\": 3}").unwrap();
+    let msg = load_plan(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("plan.json") && msg.contains("not a valid plan") && msg.contains("line 1"),
+        "{msg}"
+    );
+
+    let msg = load_plan(&dir.path().join("nope.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("nope.json"), "{msg}");
+}
+
+#[test]
+fn source_model_is_located_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::write(&model, b"pretend onnx bytes").unwrap();
+    let plan_path = dir.path().join("plan.json");
+    let (mut plan, _) = mlp_plan(1);
+    plan.source.path = "model.onnx".into();
+    assert_eq!(resolve_source(&plan, &plan_path, None), model);
+    assert_eq!(
+        resolve_source(&plan, &plan_path, Some(Path::new("/x/m.onnx"))),
+        Path::new("/x/m.onnx")
+    );
+
+    // sha256("pretend onnx bytes"), computed independently with sha256sum.
+    let actual = sha256_file(&model).unwrap();
+    assert_eq!(
+        actual,
+        "feef0153f4e2ba5a37e4cba5667d33d2cdb8abb81236183a3e10bd38a0d01e90"
+    );
+    verify_source(&model, &actual).unwrap();
+
+    let wrong = "0".repeat(64);
+    let msg = verify_source(&model, &wrong).unwrap_err().to_string();
+    assert!(
+        msg.contains("model.onnx") && msg.contains(&wrong) && msg.contains(&actual),
+        "{msg}"
+    );
+
+    let missing = dir.path().join("gone.onnx");
+    let msg = verify_source(&missing, &actual).unwrap_err().to_string();
+    assert!(
+        msg.contains("gone.onnx") && msg.contains("not found"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn cuda_backend_without_feature_says_how_to_get_it() {
+    let (plan, inputs) = mlp_plan(1);
+    let store = WeightStore::with_dir(".");
+    let opts = RunOptions {
+        backend: DeviceKind::Cuda,
+    };
+    let res = run_plan(&plan, &store, &inputs, &opts);
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let msg = res
+        .expect_err("cuda without the feature must fail")
+        .to_string();
+    assert!(
+        msg.contains("CUDA backend not compiled in: rebuild with --features cuda"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,155 @@
+//! End to end: every example model (and MiniLM, when present) is imported, partitioned for
+//! N ∈ {1, 2, 3, 4, 8} devices, run on N CPU devices from its plan (round-tripped through
+//! JSON, as `tessera-run` would read it), and compared with the unpartitioned model on the
+//! reference executor: normwise relative error ≤ 1e-5 (see `tessera_runtime::exec::check`).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tessera_compiler::onnx::{import_model, ImportOptions};
+use tessera_compiler::partition::{partition, PartitionOptions};
+use tessera_ir::plan::Plan;
+use tessera_ir::Tensor;
+use tessera_runtime::exec::check::compare_outputs;
+use tessera_runtime::exec::{run_plan, RunOptions};
+use tessera_runtime::npy::read_npy;
+use tessera_runtime::reference::run_graph;
+use tessera_runtime::weights::WeightStore;
+
+const DEVICES: [usize; 5] = [1, 2, 3, 4, 8];
+const TOLERANCE: f64 = 1e-5;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Inputs stored as `PREFIX<name>.npy` files in `dir`, by name.
+fn read_inputs(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
+    let mut inputs = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("dir entry").path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(name) = file
+            .strip_prefix(prefix)
+            .and_then(|f| f.strip_suffix(".npy"))
+        {
+            let t = read_npy(&path).unwrap_or_else(|e| panic!("{e}"));
+            inputs.insert(name.to_string(), t);
+        }
+    }
+    inputs
+}
+
+/// Imports `model`, then for each device count partitions it, runs the plan and compares it
+/// with the reference. Returns the device counts that ran.
+fn check_model(label: &str, model: &Path, inputs: &BTreeMap<String, Tensor>) -> Vec<usize> {
+    let input_shapes = inputs
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone()))
+        .collect();
+    let imported = import_model(model, &ImportOptions { input_shapes })
+        .unwrap_or_else(|e| panic!("{label}: import: {e}"));
+    let graph = &imported.graph;
+    let store = WeightStore::open(model).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let want =
+        run_graph(graph, &store, inputs).unwrap_or_else(|e| panic!("{label}: reference: {e}"));
+    let names: Vec<String> = graph
+        .outputs
+        .iter()
+        .map(|t| graph.tensor(*t).name.clone())
+        .collect();
+    let mut ran = Vec::new();
+    for n in DEVICES {
+        let t0 = std::time::Instant::now();
+        let plan = match partition(graph, &PartitionOptions::new(n)) {
+            Ok(p) => p.plan,
+            Err(e) => {
+                eprintln!("SKIP {label} on {n} devices: no valid plan ({e})");
+                continue;
+            }
+        };
+        let partition_s = t0.elapsed().as_secs_f64();
+        let json = serde_json::to_string(&plan).expect("plan serialises");
+        let plan: Plan = serde_json::from_str(&json).expect("plan deserialises");
+        let (got, stats) = run_plan(&plan, &store, inputs, &RunOptions::default())
+            .unwrap_or_else(|e| panic!("{label} on {n} devices: {e}"));
+        assert_eq!(stats.ranks.len(), n);
+        eprintln!(
+            "{label} N={n}: partitioned in {partition_s:.1} s, ran in {:.1} ms",
+            stats.wall_ms
+        );
+        for d in compare_outputs(&names, &got, &want, TOLERANCE) {
+            eprintln!(
+                "{label} N={n} output '{}': max abs {:.3e}, max rel {:.3e}, {} collectives/rank",
+                d.name, d.max_abs, d.max_rel, stats.ranks[0].collectives
+            );
+            assert!(
+                d.ok,
+                "{label} on {n} devices: output '{}' relative error {:e}",
+                d.name, d.max_rel
+            );
+        }
+        ran.push(n);
+    }
+    ran
+}
+
+#[test]
+fn example_models_run_partitioned_and_match_the_reference() {
+    let dir = root().join("examples/models");
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    models.sort();
+    assert!(!models.is_empty(), "no example models in {}", dir.display());
+    for model in models {
+        let stem = model
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let inputs = read_inputs(&dir.join(&stem), "input_");
+        assert!(!inputs.is_empty(), "{stem}: no input_*.npy files");
+        let ran = check_model(&stem, &model, &inputs);
+        assert!(
+            ran.contains(&2),
+            "{stem}: the 2-device plan must run (ran on {ran:?})"
+        );
+    }
+}
+
+#[test]
+fn minilm_runs_partitioned_and_matches_the_reference() {
+    let models = std::env::var("TESSERA_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".cache/models"));
+    let model = models.join("paraphrase-MiniLM-L3-v2.onnx");
+    let data = models.join("minilm/b1");
+    if !model.is_file() || !data.is_dir() {
+        eprintln!(
+            "SKIP minilm: {} or {} not found (run scripts/setup.sh)",
+            model.display(),
+            data.display()
+        );
+        return;
+    }
+    let inputs: BTreeMap<String, Tensor> = ["input_ids", "attention_mask"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                read_npy(&data.join(format!("{n}.npy"))).unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .collect();
+    let ran = check_model("minilm", &model, &inputs);
+    assert!(
+        ran.contains(&2),
+        "minilm: the 2-device plan must run (ran on {ran:?})"
+    );
+}
