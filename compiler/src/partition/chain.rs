@@ -120,11 +120,8 @@ pub fn solve_pieces(
     let block_nodes: Vec<NodeId> = (ly.starts[0]..ly.starts[0] + m)
         .map(|i| NodeId(i as u32))
         .collect();
-    let in_layouts = if g.tensor(x0).kind == TensorKind::Activation {
-        layouts.clone()
-    } else {
-        vec![Layout::Replicated]
-    };
+    // Block 0's input may be a graph input (only R then): the prologue vector says so.
+    let in_layouts = layouts.clone();
     let spec = SegmentSpec {
         nodes: block_nodes.clone(),
         boundary: globals.clone(),

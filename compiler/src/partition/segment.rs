@@ -142,13 +142,15 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
             }
         });
     }
+    if let Some((t, _)) = &seg.open {
+        // Even a graph input: the representative block stands for every block.
+        an.sources.insert(*t, Source::Boundary(Layout::Replicated));
+    }
     let mut eg = DistEGraph::new(an);
     if let Some((t, ls)) = &seg.open {
-        if g.tensor(*t).kind == TensorKind::Activation {
-            for &l in ls {
-                let id = eg.add(DistNode::Boundary(*t, l));
-                eg.analysis.classes.insert(Key::Prod(*t, l), id);
-            }
+        for &l in ls {
+            let id = eg.add(DistNode::Boundary(*t, l));
+            eg.analysis.classes.insert(Key::Prod(*t, l), id);
         }
     }
     let boundary: Vec<(TensorId, Layout)> = eg
