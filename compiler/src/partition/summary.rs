@@ -110,11 +110,30 @@ pub fn summarize(
         };
         *matmul_choices.entry(kind.to_string()).or_default() += 1;
     }
+    let mut notes = notes(g, n, sel);
+    let layered = lw.collectives.iter().any(|c| c.layer.is_some());
+    for c in &lw.collectives {
+        if g.outputs.contains(&c.tensor) {
+            notes.push(format!(
+                "output '{}' is computed split and gathered at the end ({}): the final projection (LM head) runs sharded",
+                c.tensor_name,
+                c.kind.as_str()
+            ));
+        } else if layered && c.layer.is_none() {
+            notes.push(format!(
+                "{} of '{}' outside the repeated layers (embedding / final norm / LM head)",
+                c.kind.as_str(),
+                c.tensor_name
+            ));
+        }
+    }
+    notes.sort();
+    notes.dedup();
     PlanSummary {
         collectives,
         lower_bound_bytes,
         matmul_choices,
-        notes: notes(g, n, sel),
+        notes,
     }
 }
 
