@@ -16,7 +16,11 @@ fn main() {
     }
     let t = std::time::Instant::now();
     let p = partition(&g, &o).unwrap_or_else(|e| panic!("{e}"));
-    println!("{layers} layers, {n} devices: {:?} {:?}", t.elapsed(), p.timings);
+    println!(
+        "{layers} layers, {n} devices: {:?} {:?}",
+        t.elapsed(),
+        p.timings
+    );
     println!("{:?}\n{:?}", p.plan.search, p.plan.summary);
     println!("params {}", p.plan.estimates[0].param_bytes);
     if std::env::var_os("PROBE_LAYOUTS").is_some() {

@@ -48,7 +48,10 @@ fn layered_solve_equals_whole_solve() {
         assert_eq!(info.nodes_per_layer, 27);
         assert!(whole.plan.layers.is_none());
         let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
-        assert!((a - b).abs() <= 1e-12 * b, "{layers} layers n={n}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 1e-12 * b,
+            "{layers} layers n={n}: {a} vs {b}"
+        );
         assert_eq!(
             lay.plan.summary.lower_bound_bytes,
             whole.plan.summary.lower_bound_bytes

@@ -280,7 +280,10 @@ fn compiler_matches_exhaustive_search() {
                     p.plan.estimates[0].param_bytes as f64 <= budget.unwrap_or(f64::INFINITY) + 0.5
                 );
                 let lc = layered.plan.search.cost;
-                assert!(lc >= opt - 1e-9 * opt.abs().max(1e-12), "seed {seed}: {lc} < {opt}");
+                assert!(
+                    lc >= opt - 1e-9 * opt.abs().max(1e-12),
+                    "seed {seed}: {lc} < {opt}"
+                );
                 if objective == ObjectiveKind::Latency {
                     assert!(
                         (lc - opt).abs() <= 1e-9 * opt.abs().max(1e-12),

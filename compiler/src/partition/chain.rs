@@ -13,17 +13,17 @@
 //! The result is exact given the per-block budget shares and replicated globals.
 use super::budget::Budgets;
 use super::egraph::Key;
+use super::extract::ExtractError;
 use super::layers::Layers;
 use super::rules::RuleCx;
-use super::extract::ExtractError;
 use super::segment::{
     solve, solve_variants, CostMode, RunStats, SegmentSolution, SegmentSpec, Selection,
     VariantSolution,
 };
 use super::{PartitionError, Solved};
 use std::collections::BTreeMap;
-use tessera_ir::plan::{CostModel, SearchStats};
 use std::time::Instant;
+use tessera_ir::plan::{CostModel, SearchStats};
 use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
 /// Layouts considered for a stream tensor.
@@ -60,8 +60,7 @@ pub struct Chain {
 
 fn outputs_in(cx: &RuleCx, nodes: &[NodeId]) -> Vec<Key> {
     let set: std::collections::BTreeSet<NodeId> = nodes.iter().copied().collect();
-    cx.g
-        .outputs
+    cx.g.outputs
         .iter()
         .filter(|t| cx.producers[t.index()].is_some_and(|p| set.contains(&p)))
         .map(|t| Key::Avail(*t, Layout::Replicated))
@@ -83,8 +82,11 @@ pub fn solve_pieces(
     let x1 = ly.streams[1];
     let xk = ly.streams[k];
     let layouts = stream_layouts(cx, x1);
-    let globals: BTreeMap<TensorId, Layout> =
-        ly.globals.iter().map(|t| (*t, Layout::Replicated)).collect();
+    let globals: BTreeMap<TensorId, Layout> = ly
+        .globals
+        .iter()
+        .map(|t| (*t, Layout::Replicated))
+        .collect();
     let mut stats = Vec::new();
     // Prologue: produce x0 in each layout, globals replicated.
     let prologue = if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
@@ -200,7 +202,8 @@ fn map_selection(sel: &Selection, map: &BTreeMap<TensorId, TensorId>, shift: u32
 }
 
 fn merge(into: &mut Selection, s: &Selection) {
-    into.prod.extend(s.prod.iter().map(|(k, v)| (*k, v.clone())));
+    into.prod
+        .extend(s.prod.iter().map(|(k, v)| (*k, v.clone())));
     into.avail.extend(s.avail.iter().map(|(k, v)| (*k, *v)));
 }
 
@@ -214,8 +217,8 @@ fn chain_dp(ch: &Chain, k: usize) -> Option<(f64, Vec<usize>)> {
         let mut nf = vec![f64::INFINITY; nl];
         let mut nb = vec![0; nl];
         for b in 0..nl {
-            for a in 0..nl {
-                let c = f[a] + cost(&ch.block[a][b]);
+            for (a, fa) in f.iter().enumerate() {
+                let c = fa + cost(&ch.block[a][b]);
                 if c < nf[b] {
                     nf[b] = c;
                     nb[b] = a;
@@ -226,8 +229,8 @@ fn chain_dp(ch: &Chain, k: usize) -> Option<(f64, Vec<usize>)> {
         back.push(nb);
     }
     let (mut best, mut arg) = (f64::INFINITY, 0);
-    for a in 0..nl {
-        let c = f[a] + cost(&ch.epilogue[a]);
+    for (a, fa) in f.iter().enumerate() {
+        let c = fa + cost(&ch.epilogue[a]);
         if c < best {
             best = c;
             arg = a;
@@ -269,9 +272,9 @@ pub fn solve_layered(
     let mut sel = Selection::default();
     if mode == CostMode::Model {
         let pick = |o: &Option<VariantSolution>| -> Result<Selection, PartitionError> {
-            o.as_ref()
-                .map(|v| v.sel.clone())
-                .ok_or_else(|| PartitionError::Internal("chain DP picked an infeasible piece".into()))
+            o.as_ref().map(|v| v.sel.clone()).ok_or_else(|| {
+                PartitionError::Internal("chain DP picked an infeasible piece".into())
+            })
         };
         merge(&mut sel, &pick(&ch.prologue[path[0]])?);
         for j in 0..k {

@@ -12,8 +12,8 @@
 //! dropped, the result is optimal: it is exact DAG-aware extraction (each class paid once).
 use super::egraph::Key;
 use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProblem};
-use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use tessera_ir::TensorId;
 
@@ -277,7 +277,10 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                 }
                 continue;
             }
-            let demand: Vec<usize> = fr[lo..hi].iter().map(|e| (e & 0xffff_ffff) as usize).collect();
+            let demand: Vec<usize> = fr[lo..hi]
+                .iter()
+                .map(|e| (e & 0xffff_ffff) as usize)
+                .collect();
             let mut rest = fr;
             rest.drain(lo..hi);
             let outs = cache
@@ -298,7 +301,9 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                         continue;
                     }
                     let cost = pt.cost + o.cost;
-                    if e.iter().any(|f| f.cost <= cost && (!budgeted || f.mem <= mem)) {
+                    if e.iter()
+                        .any(|f| f.cost <= cost && (!budgeted || f.mem <= mem))
+                    {
                         continue;
                     }
                     let mut link = pt.link;
@@ -317,7 +322,11 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
         states = next;
         if trace {
             let partials: usize = states.list.iter().map(|s| s.1.len()).sum();
-            eprintln!("dp t={} states={} partials={partials}", t.0, states.list.len());
+            eprintln!(
+                "dp t={} states={} partials={partials}",
+                t.0,
+                states.list.len()
+            );
         }
         if states.list.is_empty() {
             return Err(ExtractError::Infeasible(String::new()));
@@ -328,7 +337,10 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
         .into_iter()
         .map(|(fr, parts)| {
             let classes = fr.iter().map(|e| (e & 0xffff_ffff) as usize).collect();
-            (classes, parts.into_iter().filter(|x| x.mem <= budget).collect())
+            (
+                classes,
+                parts.into_iter().filter(|x| x.mem <= budget).collect(),
+            )
         })
         .collect();
     Ok(DpRun { finals, links })

@@ -111,13 +111,16 @@ impl Cx<'_> {
         let g = self.g;
         let n = g.nodes.len();
         let end = p0 + k * m;
-        let inside = |t: TensorId, s: usize| self.prod[t.index()].is_some_and(|p| p >= s && p < s + m);
+        let inside =
+            |t: TensorId, s: usize| self.prod[t.index()].is_some_and(|p| p >= s && p < s + m);
         // Stream output of block 0: the one tensor read after the block.
         let escapes = |s: usize| -> Vec<(usize, usize)> {
             let mut v = Vec::new();
             for pos in s..s + m {
                 for (oi, &o) in g.nodes[pos].outputs.iter().enumerate() {
-                    if self.outputs.contains(&o) || self.users[o.index()].iter().any(|&u| u >= s + m) {
+                    if self.outputs.contains(&o)
+                        || self.users[o.index()].iter().any(|&u| u >= s + m)
+                    {
                         v.push((pos - s, oi));
                     }
                 }
@@ -139,7 +142,11 @@ impl Cx<'_> {
             }
             // The previous stream is read only by this block.
             let prev = stream_out(j - 1);
-            if self.outputs.contains(&prev) || self.users[prev.index()].iter().any(|&u| u < sj || u >= sj + m) {
+            if self.outputs.contains(&prev)
+                || self.users[prev.index()]
+                    .iter()
+                    .any(|&u| u < sj || u >= sj + m)
+            {
                 return None;
             }
             let mut map: BTreeMap<TensorId, TensorId> = BTreeMap::new();
@@ -245,7 +252,10 @@ pub fn detect(g: &Graph) -> Option<Layers> {
     };
     let mut best: Option<Layers> = None;
     for (m, a, r) in candidates(&cx.sig).into_iter().take(8) {
-        if best.as_ref().is_some_and(|b| b.info.count * b.info.nodes_per_layer >= (r / m + 1) * m) {
+        if best
+            .as_ref()
+            .is_some_and(|b| b.info.count * b.info.nodes_per_layer >= (r / m + 1) * m)
+        {
             break;
         }
         for phase in 0..m {
@@ -255,16 +265,21 @@ pub fn detect(g: &Graph) -> Option<Layers> {
             while k >= 2 && tries < 3 {
                 tries += 1;
                 if let Some(l) = cx.validate(p0, m, k) {
-                    if best.as_ref().is_none_or(|b| {
-                        k * m > b.info.count * b.info.nodes_per_layer
-                    }) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| k * m > b.info.count * b.info.nodes_per_layer)
+                    {
                         best = Some(l);
                     }
                     break;
                 }
                 // Only the last block may fail (its stream output read elsewhere): drop it.
                 k -= 1;
-                if k < 2 || best.as_ref().is_some_and(|b| k * m <= b.info.count * b.info.nodes_per_layer) {
+                if k < 2
+                    || best
+                        .as_ref()
+                        .is_some_and(|b| k * m <= b.info.count * b.info.nodes_per_layer)
+                {
                     break;
                 }
             }

@@ -134,13 +134,15 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         let t = match r {
             Key::Prod(t, _) | Key::Avail(t, _) | Key::View(t, _, _) => *t,
         };
-        an.sources.entry(t).or_insert_with(|| match g.tensor(t).kind {
-            TensorKind::Input => Source::Input,
-            TensorKind::Weight => Source::Weight,
-            TensorKind::Activation => {
-                Source::Boundary(seg.boundary.get(&t).copied().unwrap_or(Layout::Replicated))
-            }
-        });
+        an.sources
+            .entry(t)
+            .or_insert_with(|| match g.tensor(t).kind {
+                TensorKind::Input => Source::Input,
+                TensorKind::Weight => Source::Weight,
+                TensorKind::Activation => {
+                    Source::Boundary(seg.boundary.get(&t).copied().unwrap_or(Layout::Replicated))
+                }
+            });
     }
     if let Some((t, _)) = &seg.open {
         // Even a graph input: the representative block stands for every block.
@@ -342,6 +344,9 @@ pub fn solve(
     })
 }
 
+/// Best (total cost, partial, picks serving the open tensor) so far.
+type Best<'a> = (f64, &'a super::dp::Partial, Vec<(usize, usize)>);
+
 /// The best program of a segment for one (open layout, root variant) pair.
 #[derive(Debug, Clone)]
 pub struct VariantSolution {
@@ -385,7 +390,7 @@ pub fn solve_variants(
             continue;
         };
         for (li, l_in) in open_ls.iter().enumerate() {
-            let mut best: Option<(f64, &super::dp::Partial, Vec<(usize, usize)>)> = None;
+            let mut best: Option<Best> = None;
             for (demand, parts) in &run.finals {
                 let Some(cheapest) = parts.iter().min_by(|a, b| a.cost.total_cmp(&b.cost)) else {
                     continue;
