@@ -257,12 +257,17 @@ fn brute_force(g: &Graph, n: usize, m: &CostModel, budget: Option<f64>) -> f64 {
 fn compiler_matches_exhaustive_search() {
     let m = cpu();
     let mut checked = 0;
+    let mut layered_cases = 0;
     for seed in 0..24u64 {
         let g = random_graph(seed);
         for n in [2, 4] {
             for objective in [ObjectiveKind::Latency, ObjectiveKind::Memory] {
                 let mut o = PartitionOptions::new(n);
                 o.objective = objective;
+                // With layer detection: never better than the optimum, equal without a
+                // budget (per-block budget shares may cost more under `memory`).
+                let layered = partition(&g, &o).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                o.detect_layers = false;
                 let p = partition(&g, &o).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
                 let budget = p.plan.objective.memory_per_device.map(|b| b as f64);
                 let opt = brute_force(&g, n, &m, budget);
@@ -274,9 +279,24 @@ fn compiler_matches_exhaustive_search() {
                 assert!(
                     p.plan.estimates[0].param_bytes as f64 <= budget.unwrap_or(f64::INFINITY) + 0.5
                 );
+                let lc = layered.plan.search.cost;
+                assert!(
+                    lc >= opt - 1e-9 * opt.abs().max(1e-12),
+                    "seed {seed}: {lc} < {opt}"
+                );
+                if objective == ObjectiveKind::Latency {
+                    assert!(
+                        (lc - opt).abs() <= 1e-9 * opt.abs().max(1e-12),
+                        "seed {seed} n {n} latency, layered: {lc} vs optimum {opt}"
+                    );
+                }
+                if layered.plan.layers.is_some() {
+                    layered_cases += 1;
+                }
                 checked += 1;
             }
         }
     }
     assert_eq!(checked, 96);
+    assert!(layered_cases > 0, "no random graph had repeated layers");
 }

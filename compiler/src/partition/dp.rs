@@ -12,6 +12,7 @@
 //! dropped, the result is optimal: it is exact DAG-aware extraction (each class paid once).
 use super::egraph::Key;
 use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProblem};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use tessera_ir::TensorId;
@@ -19,20 +20,28 @@ use tessera_ir::TensorId;
 /// The exact frontier-DP extractor.
 pub struct DpExtractor;
 
-/// Persistent list of (class, node) choices.
-struct Chain {
-    item: (usize, usize),
-    next: Option<Rc<Chain>>,
+/// One link of the persistent choice lists: (class, node) chosen after `parent`.
+#[derive(Clone, Copy)]
+struct Link {
+    parent: u32,
+    class: u32,
+    node: u32,
 }
 
-#[derive(Clone)]
-struct Partial {
-    cost: f64,
-    mem: f64,
-    chosen: Option<Rc<Chain>>,
+const NO_LINK: u32 = u32::MAX;
+
+/// A partial solution: its cost, parameter bytes and choice list (index into the links).
+#[derive(Clone, Copy, Debug)]
+pub struct Partial {
+    /// Cost so far.
+    pub cost: f64,
+    /// Parameter bytes so far.
+    pub mem: f64,
+    link: u32,
 }
 
-type Frontier = BTreeMap<TensorId, BTreeSet<usize>>;
+/// A frontier: (tensor << 32 | class) of every open demand, sorted.
+type Frontier = Vec<u64>;
 
 fn tensor_of(k: &Key) -> TensorId {
     match k {
@@ -41,21 +50,29 @@ fn tensor_of(k: &Key) -> TensorId {
 }
 
 /// One way to serve a tensor's demands.
-struct Outcome {
-    cost: f64,
-    mem: f64,
-    picks: Vec<(usize, usize)>,
-    demands: Vec<usize>,
+pub struct Outcome {
+    /// Cost of the chosen nodes.
+    pub cost: f64,
+    /// Parameter bytes of the chosen nodes and of the weight views they read.
+    pub mem: f64,
+    /// (class, node) picks, views included.
+    pub picks: Vec<(usize, usize)>,
+    /// Demands pushed on other tensors, as frontier entries.
+    demands: Vec<u64>,
 }
 
 /// Enumerates the ways to serve `demand` (classes of one tensor).
-fn outcomes(p: &FlatProblem, demand: &BTreeSet<usize>) -> Vec<Outcome> {
+pub fn outcomes(p: &FlatProblem, demand: &[usize]) -> Vec<Outcome> {
     let mut out = Vec::new();
-    let todo: Vec<usize> = demand.iter().copied().collect();
+    let todo: Vec<usize> = demand.to_vec();
     let t = tensor_of(&p.classes[todo[0]].key);
     let mut picks = BTreeMap::new();
     enumerate(p, t, todo, &mut picks, &mut out);
     out
+}
+
+fn entry(p: &FlatProblem, k: usize) -> u64 {
+    ((tensor_of(&p.classes[k].key).0 as u64) << 32) | k as u64
 }
 
 fn enumerate(
@@ -82,20 +99,27 @@ fn enumerate(
             return;
         }
         let (mut cost, mut mem, mut demands) = (0.0, 0.0, Vec::new());
+        let mut all: Vec<(usize, usize)> = picks.iter().map(|(a, b)| (*a, *b)).collect();
         for (&c, &n) in picks.iter() {
             let node = &p.classes[c].nodes[n];
             cost += node.cost;
             mem += node.mem;
             for &k in &node.children {
-                if tensor_of(&p.classes[k].key) != t || matches!(p.classes[k].key, Key::View(..)) {
-                    demands.push(k);
+                if let Key::View(..) = p.classes[k].key {
+                    // Views are leaves with a single node: pick it now.
+                    mem += p.classes[k].nodes[0].mem;
+                    all.push((k, 0));
+                } else if tensor_of(&p.classes[k].key) != t {
+                    demands.push(entry(p, k));
                 }
             }
         }
+        demands.sort_unstable();
+        demands.dedup();
         out.push(Outcome {
             cost,
             mem,
-            picks: picks.iter().map(|(a, b)| (*a, *b)).collect(),
+            picks: all,
             demands,
         });
         return;
@@ -179,114 +203,168 @@ fn insert(front: &mut Vec<Partial>, cand: Partial, budgeted: bool) {
     front.push(cand);
 }
 
+/// The states left after a DP run: frontier (demanded classes of the open tensors) →
+/// Pareto front, plus the choice lists.
+pub struct DpRun {
+    /// Final states: demanded classes (sorted) and their partial solutions.
+    pub finals: Vec<(Vec<usize>, Vec<Partial>)>,
+    links: Vec<Link>,
+}
+
+impl DpRun {
+    /// The (class → node) choice of a partial solution.
+    pub fn choice(&self, part: &Partial) -> BTreeMap<usize, usize> {
+        let mut choice = BTreeMap::new();
+        let mut cur = part.link;
+        while cur != NO_LINK {
+            let l = self.links[cur as usize];
+            choice.insert(l.class as usize, l.node as usize);
+            cur = l.parent;
+        }
+        choice
+    }
+}
+
+/// States of one DP step, in insertion order (deterministic), indexed by frontier.
+#[derive(Default)]
+struct States {
+    list: Vec<(Frontier, Vec<Partial>)>,
+    index: FxHashMap<Frontier, usize>,
+}
+
+impl States {
+    fn front(&mut self, fr: Frontier) -> &mut Vec<Partial> {
+        let i = match self.index.get(&fr) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(fr.clone(), self.list.len());
+                self.list.push((fr, Vec::new()));
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i].1
+    }
+}
+
+/// Runs the frontier DP, deciding every tensor except those in `open`; returns the final
+/// states (which demand only classes of open tensors).
+pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractError> {
+    let order = consumers_first(p);
+    let budgeted = p.budget.is_some();
+    let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
+    let mut init: Frontier = p.roots.iter().map(|&r| entry(p, r)).collect();
+    init.sort_unstable();
+    init.dedup();
+    let mut states = States::default();
+    states.front(init).push(Partial {
+        cost: 0.0,
+        mem: 0.0,
+        link: NO_LINK,
+    });
+    let mut links: Vec<Link> = Vec::new();
+    let mut cache: FxHashMap<Vec<usize>, Rc<Vec<Outcome>>> = FxHashMap::default();
+    let trace = std::env::var_os("TESSERA_DP_TRACE").is_some();
+    for t in order.into_iter().filter(|t| !open.contains(t)) {
+        let key = t.0 as u64;
+        let mut next = States::default();
+        for (fr, parts) in std::mem::take(&mut states.list) {
+            let lo = fr.partition_point(|e| (e >> 32) < key);
+            let hi = fr.partition_point(|e| (e >> 32) <= key);
+            if lo == hi {
+                let e = next.front(fr);
+                for pt in parts {
+                    insert(e, pt, budgeted);
+                }
+                continue;
+            }
+            let demand: Vec<usize> = fr[lo..hi]
+                .iter()
+                .map(|e| (e & 0xffff_ffff) as usize)
+                .collect();
+            let mut rest = fr;
+            rest.drain(lo..hi);
+            let outs = cache
+                .entry(demand)
+                .or_insert_with_key(|d| Rc::new(outcomes(p, d)))
+                .clone();
+            for o in outs.iter() {
+                let mut nf = rest.clone();
+                if !o.demands.is_empty() {
+                    nf.extend_from_slice(&o.demands);
+                    nf.sort_unstable();
+                    nf.dedup();
+                }
+                let e = next.front(nf);
+                for pt in &parts {
+                    let mem = pt.mem + o.mem;
+                    if mem > budget {
+                        continue;
+                    }
+                    let cost = pt.cost + o.cost;
+                    if e.iter()
+                        .any(|f| f.cost <= cost && (!budgeted || f.mem <= mem))
+                    {
+                        continue;
+                    }
+                    let mut link = pt.link;
+                    for &(c, n) in &o.picks {
+                        links.push(Link {
+                            parent: link,
+                            class: c as u32,
+                            node: n as u32,
+                        });
+                        link = links.len() as u32 - 1;
+                    }
+                    insert(e, Partial { cost, mem, link }, budgeted);
+                }
+            }
+        }
+        states = next;
+        if trace {
+            let partials: usize = states.list.iter().map(|s| s.1.len()).sum();
+            eprintln!(
+                "dp t={} states={} partials={partials}",
+                t.0,
+                states.list.len()
+            );
+        }
+        if states.list.is_empty() {
+            return Err(ExtractError::Infeasible(String::new()));
+        }
+    }
+    let finals = states
+        .list
+        .into_iter()
+        .map(|(fr, parts)| {
+            let classes = fr.iter().map(|e| (e & 0xffff_ffff) as usize).collect();
+            (
+                classes,
+                parts.into_iter().filter(|x| x.mem <= budget).collect(),
+            )
+        })
+        .collect();
+    Ok(DpRun { finals, links })
+}
+
 impl Extractor for DpExtractor {
     fn name(&self) -> &'static str {
         "frontier-dp"
     }
     fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let order = consumers_first(p);
-        let budgeted = p.budget.is_some();
-        let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
-        let mut init = Frontier::new();
-        for &r in &p.roots {
-            init.entry(tensor_of(&p.classes[r].key))
-                .or_default()
-                .insert(r);
-        }
-        let mut states: BTreeMap<Frontier, Vec<Partial>> = BTreeMap::new();
-        states.insert(
-            init,
-            vec![Partial {
-                cost: 0.0,
-                mem: 0.0,
-                chosen: None,
-            }],
-        );
-        let mut cache: BTreeMap<BTreeSet<usize>, Rc<Vec<Outcome>>> = BTreeMap::new();
-        for t in order {
-            let mut next: BTreeMap<Frontier, Vec<Partial>> = BTreeMap::new();
-            for (mut fr, parts) in std::mem::take(&mut states) {
-                let Some(demand) = fr.remove(&t) else {
-                    let e = next.entry(fr).or_default();
-                    for pt in parts {
-                        insert(e, pt, budgeted);
-                    }
-                    continue;
-                };
-                let outs = cache
-                    .entry(demand.clone())
-                    .or_insert_with(|| Rc::new(outcomes(p, &demand)))
-                    .clone();
-                for o in outs.iter() {
-                    let mut nf = fr.clone();
-                    let mut view_mem = 0.0;
-                    let mut view_picks = Vec::new();
-                    for &k in &o.demands {
-                        if let Key::View(..) = p.classes[k].key {
-                            // Views are leaves with a single node: pick it now.
-                            view_mem += p.classes[k].nodes[0].mem;
-                            view_picks.push((k, 0));
-                        } else {
-                            nf.entry(tensor_of(&p.classes[k].key))
-                                .or_default()
-                                .insert(k);
-                        }
-                    }
-                    let e = next.entry(nf).or_default();
-                    for pt in &parts {
-                        let mem = pt.mem + o.mem + view_mem;
-                        if mem > budget {
-                            continue;
-                        }
-                        let mut chosen = pt.chosen.clone();
-                        for &item in o.picks.iter().chain(&view_picks) {
-                            chosen = Some(Rc::new(Chain { item, next: chosen }));
-                        }
-                        insert(
-                            e,
-                            Partial {
-                                cost: pt.cost + o.cost,
-                                mem,
-                                chosen,
-                            },
-                            budgeted,
-                        );
-                    }
-                }
-            }
-            states = next;
-            if states.is_empty() {
-                return Err(ExtractError::Infeasible(String::new()));
-            }
-        }
-        let best = states
-            .remove(&Frontier::new())
-            .and_then(|f| f.into_iter().min_by(|a, b| a.cost.total_cmp(&b.cost)))
+        let dp = run(p, &BTreeSet::new())?;
+        let best = dp
+            .finals
+            .iter()
+            .filter(|(fr, _)| fr.is_empty())
+            .flat_map(|(_, f)| f.iter())
+            .min_by(|a, b| a.cost.total_cmp(&b.cost))
             .ok_or_else(|| ExtractError::Infeasible(String::new()))?;
-        let mut choice = BTreeMap::new();
-        let mut cur = best.chosen;
-        while let Some(c) = cur {
-            choice.insert(c.item.0, c.item.1);
-            cur = c.next.clone();
-        }
+        let choice = dp.choice(best);
         let cost = total_cost(p, &choice);
         Ok(Extraction {
             choice,
             cost,
             lower_bound: cost,
         })
-    }
-}
-
-impl Drop for Chain {
-    // Iterative drop: long chains would otherwise recurse once per link.
-    fn drop(&mut self) {
-        let mut next = self.next.take();
-        while let Some(rc) = next {
-            match Rc::try_unwrap(rc) {
-                Ok(mut c) => next = c.next.take(),
-                Err(_) => break,
-            }
-        }
     }
 }

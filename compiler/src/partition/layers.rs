@@ -1,99 +1,289 @@
-//! Repeated-layer detection and the exact chain DP over layers.
-use super::budget::Budgets;
-use super::egraph::Key;
-use super::extract::ExtractError;
-use super::rules::RuleCx;
-use super::segment::{solve, CostMode, SegmentSolution, SegmentSpec, Selection};
-use super::{PartitionError, Solved};
-use std::collections::BTreeMap;
-use std::time::Instant;
-use tessera_ir::plan::{CostModel, LayerInfo, SearchStats};
-use tessera_ir::{Graph, Layout, NodeId, TensorId};
+//! Repeated-layer detection.
+//!
+//! Nodes are in topological order. Every node gets a local signature (op and attributes,
+//! input kinds/shapes/dtypes, output shapes). Candidate periods `m` are the spacings of
+//! equal signatures; for each, the longest run with `sig[i] == sig[i + m]` bounds the
+//! repeated region. Every phase of the period inside the run is then validated exactly:
+//! block `j` (nodes `p0 + j·m ..`) must match block 0 node by node with the same relative
+//! wiring — an input produced inside the block comes from the same offset and output
+//! index; a weight has the same shape and dtype (weights map one to one); any other
+//! input is either the *same* tensor in every block (a global: masks, rotary tables,
+//! graph inputs) or the block's *stream input*, the single tensor that block `j − 1`
+//! hands on (the residual stream). A block may hand on nothing but its stream output,
+//! which only the next block (or, for the last block, the epilogue / graph outputs)
+//! reads. The cut between two blocks is therefore a one-tensor articulation of the node
+//! order, apart from the globals.
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use tessera_ir::plan::LayerInfo;
+use tessera_ir::{Graph, NodeId, TensorId, TensorKind};
 
 /// Repeated blocks of a graph.
 #[derive(Debug, Clone)]
 pub struct Layers {
     /// For the plan.
     pub info: LayerInfo,
+    /// Nodes before the first block.
+    pub prologue: Vec<NodeId>,
+    /// First node of each block (blocks are `nodes_per_layer` consecutive nodes).
+    pub starts: Vec<usize>,
+    /// Nodes after the last block.
+    pub epilogue: Vec<NodeId>,
+    /// Stream tensor entering each block, then the last block's stream output:
+    /// `streams[j]` enters block j, `streams[count]` leaves the last block.
+    pub streams: Vec<TensorId>,
+    /// Tensors (activations) produced before the first block and read by the blocks.
+    pub globals: BTreeSet<TensorId>,
+    /// For each block j ≥ 1, the map of block-0 tensors to block-j tensors (weights,
+    /// tensors produced in the block, the stream input); globals map to themselves.
+    pub tensor_maps: Vec<BTreeMap<TensorId, TensorId>>,
+}
+
+fn signatures(g: &Graph) -> Vec<u64> {
+    g.nodes
+        .iter()
+        .map(|nd| {
+            let mut h = DefaultHasher::new();
+            format!("{:?}", nd.op).hash(&mut h);
+            for &i in &nd.inputs {
+                let t = g.tensor(i);
+                (t.kind == TensorKind::Weight, &t.shape, t.dtype as u8).hash(&mut h);
+            }
+            for &o in &nd.outputs {
+                (&g.tensor(o).shape, g.tensor(o).dtype as u8).hash(&mut h);
+            }
+            h.finish()
+        })
+        .collect()
+}
+
+/// Candidate (period, run start, run length), best coverage first.
+fn candidates(sig: &[u64]) -> Vec<(usize, usize, usize)> {
+    let n = sig.len();
+    let mut last: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut periods = BTreeSet::new();
+    for (i, &h) in sig.iter().enumerate() {
+        if let Some(p) = last.insert(h, i) {
+            if i - p <= n / 2 {
+                periods.insert(i - p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for m in periods {
+        let (mut best, mut run, mut start) = ((0, 0), 0, 0);
+        for i in 0..n - m {
+            if sig[i] == sig[i + m] {
+                if run == 0 {
+                    start = i;
+                }
+                run += 1;
+                if run > best.1 {
+                    best = (start, run);
+                }
+            } else {
+                run = 0;
+            }
+        }
+        if best.1 >= m {
+            out.push((m, best.0, best.1));
+        }
+    }
+    // Most covered nodes first, then the shorter period.
+    out.sort_by_key(|&(m, _, r)| (std::cmp::Reverse((r / m + 1) * m), m));
+    out
+}
+
+struct Cx<'a> {
+    g: &'a Graph,
+    sig: Vec<u64>,
+    /// Position of the producer of each tensor (None: weight or graph input).
+    prod: Vec<Option<usize>>,
+    /// Positions of the consumers of each tensor.
+    users: Vec<Vec<usize>>,
+    outputs: BTreeSet<TensorId>,
+}
+
+impl Cx<'_> {
+    /// Validates `k` blocks of `m` nodes from `p0`; returns the layers on success.
+    fn validate(&self, p0: usize, m: usize, k: usize) -> Option<Layers> {
+        let g = self.g;
+        let n = g.nodes.len();
+        let end = p0 + k * m;
+        let inside =
+            |t: TensorId, s: usize| self.prod[t.index()].is_some_and(|p| p >= s && p < s + m);
+        // Stream output of block 0: the one tensor read after the block.
+        let escapes = |s: usize| -> Vec<(usize, usize)> {
+            let mut v = Vec::new();
+            for pos in s..s + m {
+                for (oi, &o) in g.nodes[pos].outputs.iter().enumerate() {
+                    if self.outputs.contains(&o)
+                        || self.users[o.index()].iter().any(|&u| u >= s + m)
+                    {
+                        v.push((pos - s, oi));
+                    }
+                }
+            }
+            v
+        };
+        let esc0 = escapes(p0);
+        let [(s_off, s_out)] = esc0[..] else {
+            return None;
+        };
+        let stream_out = |j: usize| g.nodes[p0 + j * m + s_off].outputs[s_out];
+        let mut streams = vec![TensorId(u32::MAX); k + 1];
+        let mut globals = BTreeSet::new();
+        let mut maps = Vec::with_capacity(k.saturating_sub(1));
+        for j in 1..k {
+            let sj = p0 + j * m;
+            if escapes(sj) != esc0 {
+                return None;
+            }
+            // The previous stream is read only by this block.
+            let prev = stream_out(j - 1);
+            if self.outputs.contains(&prev)
+                || self.users[prev.index()]
+                    .iter()
+                    .any(|&u| u < sj || u >= sj + m)
+            {
+                return None;
+            }
+            let mut map: BTreeMap<TensorId, TensorId> = BTreeMap::new();
+            for off in 0..m {
+                let (a, b) = (&g.nodes[p0 + off], &g.nodes[sj + off]);
+                if self.sig[p0 + off] != self.sig[sj + off] || a.op != b.op {
+                    return None;
+                }
+                for (oa, ob) in a.outputs.iter().zip(&b.outputs) {
+                    map.insert(*oa, *ob);
+                }
+                for (&ta, &tb) in a.inputs.iter().zip(&b.inputs) {
+                    let ok = match g.tensor(ta).kind {
+                        TensorKind::Weight => g.tensor(tb).kind == TensorKind::Weight,
+                        _ if inside(ta, p0) => {
+                            inside(tb, sj)
+                                && self.prod[tb.index()].map(|p| p - sj)
+                                    == self.prod[ta.index()].map(|p| p - p0)
+                        }
+                        _ if tb == prev => {
+                            if streams[0].0 == u32::MAX {
+                                streams[0] = ta;
+                            }
+                            streams[0] == ta
+                        }
+                        _ => {
+                            if ta == tb && self.prod[ta.index()].is_none_or(|p| p < p0) {
+                                globals.insert(ta);
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                    };
+                    if !ok || *map.entry(ta).or_insert(tb) != tb {
+                        return None;
+                    }
+                }
+            }
+            maps.push(map);
+        }
+        let x0 = streams[0];
+        if x0.0 == u32::MAX || globals.contains(&x0) || self.outputs.contains(&x0) {
+            return None;
+        }
+        if self.users[x0.index()].iter().any(|&u| u >= p0 + m) {
+            return None;
+        }
+        for (j, s) in streams.iter_mut().enumerate().skip(1) {
+            *s = stream_out(j - 1);
+        }
+        // Prologue tensors read after the blocks are handed on replicated, like globals.
+        for pos in 0..p0 {
+            for &o in &g.nodes[pos].outputs {
+                if o != x0 && self.users[o.index()].iter().any(|&u| u >= end) {
+                    globals.insert(o);
+                }
+            }
+        }
+        globals.retain(|t| g.tensor(*t).kind == TensorKind::Activation);
+        let mut node_layer = vec![None; n];
+        for (pos, slot) in node_layer.iter_mut().enumerate().take(end).skip(p0) {
+            *slot = Some(((pos - p0) / m) as u32);
+        }
+        Some(Layers {
+            info: LayerInfo {
+                count: k,
+                nodes_per_layer: m,
+                node_layer,
+            },
+            prologue: (0..p0).map(|i| NodeId(i as u32)).collect(),
+            starts: (0..k).map(|j| p0 + j * m).collect(),
+            epilogue: (end..n).map(|i| NodeId(i as u32)).collect(),
+            streams,
+            globals,
+            tensor_maps: maps,
+        })
+    }
 }
 
 /// Finds repeated layers (None when there are fewer than two).
-pub fn detect(_g: &Graph) -> Option<Layers> {
-    None
-}
-
-fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionError {
-    match e {
-        ExtractError::Infeasible(m) => PartitionError::Infeasible(match budget {
-            Some(b) => format!(
-                "{what}: no plan fits the per-rank parameter budget of {} bytes{m}",
-                b.round()
-            ),
-            None => format!("{what}{m}"),
-        }),
-        other => PartitionError::Internal(format!("{what}: {other}")),
+pub fn detect(g: &Graph) -> Option<Layers> {
+    let n = g.nodes.len();
+    if n < 2 {
+        return None;
     }
-}
-
-fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchStats {
-    let mut limits = BTreeMap::new();
-    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
-    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
-    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols
-        .iter()
-        .map(|s| s.stats.stop_reason.as_str())
-        .find(|r| *r != "saturated")
-        .unwrap_or("saturated");
-    SearchStats {
-        eclasses: sols.iter().map(|s| s.stats.eclasses).sum(),
-        enodes: sols.iter().map(|s| s.stats.enodes).sum(),
-        iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
-        stop_reason: worst.to_string(),
-        limits,
-        extractor: "frontier-dp".into(),
-        cost,
-        lower_bound,
-        gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 {
-            (cost - lower_bound) / cost
-        } else {
-            0.0
-        },
+    let mut prod = vec![None; g.tensors.len()];
+    let mut users = vec![Vec::new(); g.tensors.len()];
+    for (pos, nd) in g.nodes.iter().enumerate() {
+        for &o in &nd.outputs {
+            prod[o.index()] = Some(pos);
+        }
+        for &i in &nd.inputs {
+            users[i.index()].push(pos);
+        }
     }
-}
-
-/// Solves the whole graph: one segment, or prologue + layers + epilogue with a chain DP.
-pub fn solve_graph(
-    cx: &RuleCx,
-    layers: Option<&Layers>,
-    budgets: &Budgets,
-    model: &CostModel,
-    mode: CostMode,
-    pins: &BTreeMap<TensorId, Layout>,
-) -> Result<Solved, PartitionError> {
-    let g = cx.g;
-    let _ = layers;
-    let t0 = Instant::now();
-    let nodes: Vec<NodeId> = g.node_ids().collect();
-    let spec = SegmentSpec {
-        nodes,
-        boundary: BTreeMap::new(),
-        roots: g
-            .outputs
-            .iter()
-            .map(|t| Key::Avail(*t, Layout::Replicated))
-            .collect(),
-        budget: budgets.total,
+    let cx = Cx {
+        g,
+        sig: signatures(g),
+        prod,
+        users,
+        outputs: g.outputs.iter().copied().collect(),
     };
-    let sol =
-        solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
-    let stats = stats_of(&[&sol], sol.cost, sol.lower_bound);
-    let _: &Selection = &sol.sel;
-    Ok(Solved {
-        sel: sol.sel,
-        cost: sol.cost,
-        lower_bound: sol.lower_bound,
-        stats,
-        saturate_ms: t0.elapsed().as_secs_f64() * 0.0,
-    })
+    let mut best: Option<Layers> = None;
+    for (m, a, r) in candidates(&cx.sig).into_iter().take(8) {
+        if best
+            .as_ref()
+            .is_some_and(|b| b.info.count * b.info.nodes_per_layer >= (r / m + 1) * m)
+        {
+            break;
+        }
+        for phase in 0..m {
+            let p0 = a + phase;
+            let mut k = (a + r + m - p0) / m;
+            let mut tries = 0;
+            while k >= 2 && tries < 3 {
+                tries += 1;
+                if let Some(l) = cx.validate(p0, m, k) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| k * m > b.info.count * b.info.nodes_per_layer)
+                    {
+                        best = Some(l);
+                    }
+                    break;
+                }
+                // Only the last block may fail (its stream output read elsewhere): drop it.
+                k -= 1;
+                if k < 2
+                    || best
+                        .as_ref()
+                        .is_some_and(|b| k * m <= b.info.count * b.info.nodes_per_layer)
+                {
+                    break;
+                }
+            }
+        }
+    }
+    best
 }

@@ -4,6 +4,7 @@
 //! See `docs/partitioner.md` for the language, the rule table, the cost model, the exact
 //! extraction, the layer detection and the lower bound.
 pub mod budget;
+pub mod chain;
 pub mod dp;
 pub mod egraph;
 pub mod extract;
@@ -45,6 +46,9 @@ pub struct PartitionOptions {
     pub memory_per_device: Option<u64>,
     /// Pinned layouts by tensor name.
     pub pins: BTreeMap<String, Layout>,
+    /// Detect repeated layers and solve one representative block (default true); false
+    /// solves the whole graph at once (exact under the global budget, slow for deep models).
+    pub detect_layers: bool,
 }
 
 impl PartitionOptions {
@@ -56,6 +60,7 @@ impl PartitionOptions {
             objective: ObjectiveKind::Memory,
             memory_per_device: None,
             pins: BTreeMap::new(),
+            detect_layers: true,
         }
     }
 }
@@ -154,13 +159,13 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     let pins = resolve_pins(graph, n, &opts.pins)?;
     let cx = rules::RuleCx::new(graph, n);
     let budgets = budget::Budgets::new(graph, n, opts);
-    let layer_info = if pins.is_empty() {
+    let layer_info = if pins.is_empty() && opts.detect_layers {
         layers::detect(graph)
     } else {
         None
     };
     let t0 = Instant::now();
-    let solved = layers::solve_graph(
+    let solved = chain::solve_graph(
         &cx,
         layer_info.as_ref(),
         &budgets,
@@ -169,7 +174,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         &pins,
     )
     .map_err(|e| with_pin_context(e, &opts.pins))?;
-    let bytes_solved = layers::solve_graph(
+    let bytes_solved = chain::solve_graph(
         &cx,
         layer_info.as_ref(),
         &budgets,

@@ -5,7 +5,7 @@ use super::egraph::{
     add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph,
     DistNode, Key, RuleApplier, RuleSearcher, Source,
 };
-use super::extract::{check, flatten, ExtractError, Extractor};
+use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{tensor_bytes, LocalForm};
 use super::rules::{local_forms, RuleCx, RULES};
 use crate::cost::{collective_seconds, compute_seconds};
@@ -34,6 +34,9 @@ pub struct SegmentSpec {
     pub roots: Vec<Key>,
     /// Per-rank parameter budget.
     pub budget: Option<f64>,
+    /// A boundary tensor whose produced layout is left open (one of these layouts): the
+    /// residual stream entering a repeated block.
+    pub open: Option<(TensorId, Vec<Layout>)>,
 }
 
 /// The chosen program of a segment (or of the whole graph), in graph terms.
@@ -127,7 +130,31 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
             }
         }
     }
+    for r in &seg.roots {
+        let t = match r {
+            Key::Prod(t, _) | Key::Avail(t, _) | Key::View(t, _, _) => *t,
+        };
+        an.sources
+            .entry(t)
+            .or_insert_with(|| match g.tensor(t).kind {
+                TensorKind::Input => Source::Input,
+                TensorKind::Weight => Source::Weight,
+                TensorKind::Activation => {
+                    Source::Boundary(seg.boundary.get(&t).copied().unwrap_or(Layout::Replicated))
+                }
+            });
+    }
+    if let Some((t, _)) = &seg.open {
+        // Even a graph input: the representative block stands for every block.
+        an.sources.insert(*t, Source::Boundary(Layout::Replicated));
+    }
     let mut eg = DistEGraph::new(an);
+    if let Some((t, ls)) = &seg.open {
+        for &l in ls {
+            let id = eg.add(DistNode::Boundary(*t, l));
+            eg.analysis.classes.insert(Key::Prod(*t, l), id);
+        }
+    }
     let boundary: Vec<(TensorId, Layout)> = eg
         .analysis
         .sources
@@ -243,17 +270,35 @@ pub fn node_cost(
     }
 }
 
-/// Solves a segment with the exact extractor.
-pub fn solve(
+/// Reads a choice of the flattened problem back as a [`Selection`].
+fn selection_of(eg: &DistEGraph, flat: &FlatProblem, choice: &BTreeMap<usize, usize>) -> Selection {
+    let mut sel = Selection::default();
+    for (&c, &ni) in choice {
+        match &flat.classes[c].nodes[ni].node {
+            DistNode::Compute(f, _) => {
+                let form = eg.analysis.forms[*f as usize].clone();
+                sel.prod.insert(form.tensor, form);
+            }
+            DistNode::Convert(t, conv, l, [child]) => {
+                sel.avail
+                    .insert((*t, *l), (*conv, eg[eg.find(*child)].data));
+            }
+            _ => {}
+        }
+    }
+    sel
+}
+
+fn flat_problem(
     cx: &RuleCx,
-    seg: &SegmentSpec,
+    eg: &DistEGraph,
+    roots: &[Key],
     model: &CostModel,
     mode: CostMode,
     pins: &BTreeMap<TensorId, Layout>,
-) -> Result<SegmentSolution, ExtractError> {
-    let (eg, stats) = build(cx, seg);
-    let roots: Vec<egg::Id> = seg
-        .roots
+    budget: Option<f64>,
+) -> Result<FlatProblem, ExtractError> {
+    let roots: Vec<egg::Id> = roots
         .iter()
         .map(|k| {
             eg.analysis
@@ -270,33 +315,118 @@ pub fn solve(
         }
         _ => true,
     };
-    let flat = flatten(
-        &eg,
+    flatten(
+        eg,
         &roots,
-        |n| node_cost(cx, &eg, model, mode, n),
+        |n| node_cost(cx, eg, model, mode, n),
         allow,
-        seg.budget,
-    )?;
+        budget,
+    )
+}
+
+/// Solves a segment with the exact extractor.
+pub fn solve(
+    cx: &RuleCx,
+    seg: &SegmentSpec,
+    model: &CostModel,
+    mode: CostMode,
+    pins: &BTreeMap<TensorId, Layout>,
+) -> Result<SegmentSolution, ExtractError> {
+    let (eg, stats) = build(cx, seg);
+    let flat = flat_problem(cx, &eg, &seg.roots, model, mode, pins, seg.budget)?;
     let ex = DpExtractor.extract(&flat)?;
     check(&flat, &ex)?;
-    let mut sel = Selection::default();
-    for (&c, &ni) in &ex.choice {
-        match &flat.classes[c].nodes[ni].node {
-            DistNode::Compute(f, _) => {
-                let form = eg.analysis.forms[*f as usize].clone();
-                sel.prod.insert(form.tensor, form);
-            }
-            DistNode::Convert(t, conv, l, [child]) => {
-                sel.avail
-                    .insert((*t, *l), (*conv, eg[eg.find(*child)].data));
-            }
-            _ => {}
-        }
-    }
     Ok(SegmentSolution {
-        sel,
+        sel: selection_of(&eg, &flat, &ex.choice),
         cost: ex.cost,
         lower_bound: ex.lower_bound,
         stats,
     })
+}
+
+/// Best (total cost, partial, picks serving the open tensor) so far.
+type Best<'a> = (f64, &'a super::dp::Partial, Vec<(usize, usize)>);
+
+/// The best program of a segment for one (open layout, root variant) pair.
+#[derive(Debug, Clone)]
+pub struct VariantSolution {
+    /// Its cost.
+    pub cost: f64,
+    /// Its program.
+    pub sel: Selection,
+}
+
+/// Solves a segment once per root variant (roots added to `seg.roots`) and, when the
+/// segment has an open boundary tensor, once per layout of it: `out[v][i]` is the best
+/// program for variant v with the open tensor produced in `seg.open.1[i]` (one entry when
+/// there is no open tensor), None when infeasible. The e-graph is built once.
+pub fn solve_variants(
+    cx: &RuleCx,
+    seg: &SegmentSpec,
+    variants: &[Vec<Key>],
+    model: &CostModel,
+    mode: CostMode,
+) -> (Vec<Vec<Option<VariantSolution>>>, RunStats) {
+    let mut all = seg.clone();
+    all.roots.extend(variants.iter().flatten().copied());
+    let (eg, stats) = build(cx, &all);
+    let no_pins = BTreeMap::new();
+    let (open_t, open_ls) = match &seg.open {
+        Some((t, ls)) => (Some(*t), ls.clone()),
+        None => (None, vec![Layout::Replicated]),
+    };
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        let mut roots = seg.roots.clone();
+        roots.extend(v.iter().copied());
+        let mut row: Vec<Option<VariantSolution>> = vec![None; open_ls.len()];
+        let Ok(flat) = flat_problem(cx, &eg, &roots, model, mode, &no_pins, seg.budget) else {
+            out.push(row);
+            continue;
+        };
+        let open: BTreeSet<TensorId> = open_t.into_iter().collect();
+        let Ok(run) = super::dp::run(&flat, &open) else {
+            out.push(row);
+            continue;
+        };
+        for (li, l_in) in open_ls.iter().enumerate() {
+            let mut best: Option<Best> = None;
+            for (demand, parts) in &run.finals {
+                let Some(cheapest) = parts.iter().min_by(|a, b| a.cost.total_cmp(&b.cost)) else {
+                    continue;
+                };
+                // Serve the open tensor's demands from Prod(open, l_in) only.
+                let served: Vec<(f64, Vec<(usize, usize)>)> = if demand.is_empty() {
+                    vec![(0.0, vec![])]
+                } else {
+                    super::dp::outcomes(&flat, demand)
+                        .into_iter()
+                        .filter(|o| {
+                            o.picks.iter().all(|&(c, _)| match flat.classes[c].key {
+                                Key::Prod(_, l) => l == *l_in,
+                                _ => true,
+                            }) && o.mem == 0.0
+                        })
+                        .map(|o| (o.cost, o.picks))
+                        .collect()
+                };
+                for (c, picks) in served {
+                    let total = cheapest.cost + c;
+                    if best.as_ref().is_none_or(|b| total < b.0) {
+                        best = Some((total, cheapest, picks));
+                    }
+                }
+            }
+            if let Some((cost, part, picks)) = best {
+                let mut choice = run.choice(part);
+                choice.extend(picks);
+                row[li] = Some(VariantSolution {
+                    cost,
+                    sel: selection_of(&eg, &flat, &choice),
+                });
+            }
+        }
+        out.push(row);
+    }
+    (out, stats)
 }

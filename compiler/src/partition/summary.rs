@@ -110,11 +110,37 @@ pub fn summarize(
         };
         *matmul_choices.entry(kind.to_string()).or_default() += 1;
     }
+    let mut notes = notes(g, n, sel);
+    if lw
+        .collectives
+        .iter()
+        .any(|c| c.kind == tessera_ir::plan::CollectiveKind::ReduceScatter)
+    {
+        notes.push("reduce-scatter + all-gather pairs stand in for all-reduces: the ops between them (norms, residual adds) run split on the sequence axis (same ring bytes, one more latency term, less compute)".into());
+    }
+    let layered = lw.collectives.iter().any(|c| c.layer.is_some());
+    for c in &lw.collectives {
+        if g.outputs.contains(&c.tensor) {
+            notes.push(format!(
+                "output '{}' is computed split and gathered at the end ({}): the last ops (LM head, pooling) run sharded",
+                c.tensor_name,
+                c.kind.as_str()
+            ));
+        } else if layered && c.layer.is_none() {
+            notes.push(format!(
+                "{} of '{}' outside the repeated layers (embedding / final norm / LM head)",
+                c.kind.as_str(),
+                c.tensor_name
+            ));
+        }
+    }
+    notes.sort();
+    notes.dedup();
     PlanSummary {
         collectives,
         lower_bound_bytes,
         matmul_choices,
-        notes: notes(g, n, sel),
+        notes,
     }
 }
 
@@ -142,6 +168,24 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
         }
     }
     for f in sel.prod.values() {
+        let nd = g.node(f.node);
+        if let (
+            Op::Gather(_),
+            Lowering::Op,
+            Some(super::form::Operand::Tensor {
+                t,
+                layout: Layout::Split(a),
+            }),
+        ) = (&nd.op, &f.lowering, f.inputs.first())
+        {
+            if g.weights.contains_key(t) {
+                out.push(format!(
+                    "embedding table '{}' {:?} is split on axis {a} to meet the budget (its lookup output is gathered once)",
+                    g.tensor(*t).name,
+                    g.tensor(*t).shape
+                ));
+            }
+        }
         if f.lowering == Lowering::ShardedGather {
             let table = g.node(f.node).inputs[0];
             out.push(format!(
@@ -160,7 +204,6 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             ));
         }
     }
-    let _ = Layout::Replicated;
     out.sort();
     out.dedup();
     out

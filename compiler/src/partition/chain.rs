@@ -1,0 +1,402 @@
+//! Solving a graph with repeated layers: prologue, one representative block, epilogue,
+//! then an exact DP over the chain of blocks.
+//!
+//! The stream tensor `x_j` between blocks is produced in one layout `L_j` (by block j−1,
+//! or the prologue) and converted by its readers in block j. So the cost of the whole
+//! program is `P[L_0] + Σ_j C[L_{j-1}][L_j] + E[L_k]`, where `C[a][b]` is the best program
+//! of one block whose stream input is produced in `a` and whose stream output is produced
+//! in `b`, under the block's share of the parameter budget. All blocks have the same
+//! signature, so `C` is solved once (one e-graph, one frontier-DP run per output layout
+//! with the input layout left open). Layouts considered for the stream: R, P (float)
+//! and S(a) for every axis with N | extent > 1 — every layout a rule can produce. Globals
+//! read by the blocks (masks, rotary tables) are produced replicated by the prologue.
+//! The result is exact given the per-block budget shares and replicated globals.
+use super::budget::Budgets;
+use super::egraph::Key;
+use super::extract::ExtractError;
+use super::layers::Layers;
+use super::rules::RuleCx;
+use super::segment::{
+    solve, solve_variants, CostMode, RunStats, SegmentSolution, SegmentSpec, Selection,
+    VariantSolution,
+};
+use super::{PartitionError, Solved};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tessera_ir::plan::{CostModel, SearchStats};
+use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
+
+/// Layouts considered for a stream tensor.
+pub fn stream_layouts(cx: &RuleCx, t: TensorId) -> Vec<Layout> {
+    let info = cx.g.tensor(t);
+    if info.kind == TensorKind::Input || cx.n == 1 {
+        return vec![Layout::Replicated];
+    }
+    let mut v = vec![Layout::Replicated];
+    v.extend(
+        (0..info.shape.len())
+            .filter(|&a| info.shape[a] > 1 && info.shape[a].is_multiple_of(cx.n))
+            .map(Layout::Split),
+    );
+    if info.dtype.is_float() {
+        v.push(Layout::Partial);
+    }
+    v
+}
+
+/// Solved pieces of a layered graph, before assembling.
+pub struct Chain {
+    /// Prologue programs by stream layout index (None: infeasible).
+    pub prologue: Vec<Option<VariantSolution>>,
+    /// Block programs `[in][out]`.
+    pub block: Vec<Vec<Option<VariantSolution>>>,
+    /// Epilogue programs by stream layout index.
+    pub epilogue: Vec<Option<VariantSolution>>,
+    /// Stream layouts.
+    pub layouts: Vec<Layout>,
+    /// Runner statistics of the three solved segments.
+    pub stats: Vec<RunStats>,
+}
+
+fn outputs_in(cx: &RuleCx, nodes: &[NodeId]) -> Vec<Key> {
+    let set: std::collections::BTreeSet<NodeId> = nodes.iter().copied().collect();
+    cx.g.outputs
+        .iter()
+        .filter(|t| cx.producers[t.index()].is_some_and(|p| set.contains(&p)))
+        .map(|t| Key::Avail(*t, Layout::Replicated))
+        .collect()
+}
+
+/// Solves prologue, representative block and epilogue for every stream layout.
+pub fn solve_pieces(
+    cx: &RuleCx,
+    ly: &Layers,
+    budgets: &Budgets,
+    model: &CostModel,
+    mode: CostMode,
+) -> Chain {
+    let g = cx.g;
+    let m = ly.info.nodes_per_layer;
+    let k = ly.info.count;
+    let x0 = ly.streams[0];
+    let x1 = ly.streams[1];
+    let xk = ly.streams[k];
+    let layouts = stream_layouts(cx, x1);
+    let globals: BTreeMap<TensorId, Layout> = ly
+        .globals
+        .iter()
+        .map(|t| (*t, Layout::Replicated))
+        .collect();
+    let mut stats = Vec::new();
+    // Prologue: produce x0 in each layout, globals replicated.
+    let prologue = if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
+        layouts
+            .iter()
+            .map(|l| {
+                (*l == Layout::Replicated).then(|| VariantSolution {
+                    cost: 0.0,
+                    sel: Selection::default(),
+                })
+            })
+            .collect()
+    } else {
+        let mut roots: Vec<Key> = ly
+            .globals
+            .iter()
+            .map(|t| Key::Prod(*t, Layout::Replicated))
+            .collect();
+        roots.extend(outputs_in(cx, &ly.prologue));
+        let spec = SegmentSpec {
+            nodes: ly.prologue.clone(),
+            boundary: BTreeMap::new(),
+            roots,
+            budget: budgets.for_nodes(g, &ly.prologue),
+            open: None,
+        };
+        let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x0, *l)]).collect();
+        let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
+        stats.push(st);
+        sols.into_iter().map(|mut v| v.remove(0)).collect()
+    };
+    // Representative block: x0 open, x1 in each layout.
+    let block_nodes: Vec<NodeId> = (ly.starts[0]..ly.starts[0] + m)
+        .map(|i| NodeId(i as u32))
+        .collect();
+    // Block 0's input may be a graph input (only R then): the prologue vector says so.
+    let in_layouts = layouts.clone();
+    let spec = SegmentSpec {
+        nodes: block_nodes.clone(),
+        boundary: globals.clone(),
+        roots: vec![],
+        budget: budgets.for_nodes(g, &block_nodes),
+        open: Some((x0, in_layouts.clone())),
+    };
+    let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x1, *l)]).collect();
+    let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
+    stats.push(st);
+    // Transpose to [in][out] over `layouts` (inputs missing from in_layouts: None).
+    let block: Vec<Vec<Option<VariantSolution>>> = layouts
+        .iter()
+        .map(|li| {
+            let idx = in_layouts.iter().position(|l| l == li);
+            sols.iter()
+                .map(|row| idx.and_then(|i| row[i].clone()))
+                .collect()
+        })
+        .collect();
+    // Epilogue: x_k open in each layout.
+    let mut boundary = globals;
+    boundary.insert(xk, Layout::Replicated);
+    let mut roots = outputs_in(cx, &ly.epilogue);
+    if g.outputs.contains(&xk) {
+        roots.push(Key::Avail(xk, Layout::Replicated));
+    }
+    let spec = SegmentSpec {
+        nodes: ly.epilogue.clone(),
+        boundary,
+        roots,
+        budget: budgets.for_nodes(g, &ly.epilogue),
+        open: Some((xk, layouts.clone())),
+    };
+    let (mut sols, st) = solve_variants(cx, &spec, &[vec![]], model, mode);
+    stats.push(st);
+    Chain {
+        prologue,
+        block,
+        epilogue: sols.remove(0),
+        layouts,
+        stats,
+    }
+}
+
+/// Maps a block-0 selection onto block j.
+fn map_selection(sel: &Selection, map: &BTreeMap<TensorId, TensorId>, shift: u32) -> Selection {
+    use super::form::{Lowering, Operand};
+    let mt = |t: &TensorId| *map.get(t).unwrap_or(t);
+    let mn = |n: NodeId| NodeId(n.0 + shift);
+    let mk = |k: &Key| match k {
+        Key::Prod(t, l) => Key::Prod(mt(t), *l),
+        Key::Avail(t, l) => Key::Avail(mt(t), *l),
+        Key::View(t, s, l) => Key::View(mt(t), *s, *l),
+    };
+    let mut out = Selection::default();
+    for (t, f) in &sel.prod {
+        let mut f = f.clone();
+        f.node = mn(f.node);
+        f.tensor = mt(&f.tensor);
+        for o in &mut f.inputs {
+            match o {
+                Operand::Tensor { t, .. } | Operand::View { t, .. } => *t = mt(t),
+            }
+        }
+        if let Lowering::FusedSection { matmul, add } = &mut f.lowering {
+            *matmul = mn(*matmul);
+            *add = add.map(mn);
+        }
+        out.prod.insert(mt(t), f);
+    }
+    for ((t, l), (c, k)) in &sel.avail {
+        out.avail.insert((mt(t), *l), (*c, mk(k)));
+    }
+    out
+}
+
+fn merge(into: &mut Selection, s: &Selection) {
+    into.prod
+        .extend(s.prod.iter().map(|(k, v)| (*k, v.clone())));
+    into.avail.extend(s.avail.iter().map(|(k, v)| (*k, *v)));
+}
+
+/// Exact chain DP; returns the total cost and the stream layout indices `L_0 ..= L_k`.
+fn chain_dp(ch: &Chain, k: usize) -> Option<(f64, Vec<usize>)> {
+    let nl = ch.layouts.len();
+    let cost = |o: &Option<VariantSolution>| o.as_ref().map_or(f64::INFINITY, |v| v.cost);
+    let mut f: Vec<f64> = ch.prologue.iter().map(cost).collect();
+    let mut back: Vec<Vec<usize>> = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut nf = vec![f64::INFINITY; nl];
+        let mut nb = vec![0; nl];
+        for b in 0..nl {
+            for (a, fa) in f.iter().enumerate() {
+                let c = fa + cost(&ch.block[a][b]);
+                if c < nf[b] {
+                    nf[b] = c;
+                    nb[b] = a;
+                }
+            }
+        }
+        f = nf;
+        back.push(nb);
+    }
+    let (mut best, mut arg) = (f64::INFINITY, 0);
+    for (a, fa) in f.iter().enumerate() {
+        let c = fa + cost(&ch.epilogue[a]);
+        if c < best {
+            best = c;
+            arg = a;
+        }
+    }
+    if !best.is_finite() {
+        return None;
+    }
+    let mut path = vec![arg];
+    for nb in back.iter().rev() {
+        let last = *path.last().expect("path starts non-empty");
+        path.push(nb[last]);
+    }
+    path.reverse();
+    Some((best, path))
+}
+
+/// Solves a layered graph: pieces, chain DP, and (model mode) the assembled selection.
+pub fn solve_layered(
+    cx: &RuleCx,
+    ly: &Layers,
+    budgets: &Budgets,
+    model: &CostModel,
+    mode: CostMode,
+) -> Result<Solved, PartitionError> {
+    let t0 = std::time::Instant::now();
+    let ch = solve_pieces(cx, ly, budgets, model, mode);
+    let k = ly.info.count;
+    let (cost, path) = chain_dp(&ch, k).ok_or_else(|| {
+        PartitionError::Infeasible(format!(
+            "layered graph ({k} blocks of {} nodes): no plan fits the per-rank parameter budget{}",
+            ly.info.nodes_per_layer,
+            budgets
+                .total
+                .map(|b| format!(" of {} bytes", b.round()))
+                .unwrap_or_default()
+        ))
+    })?;
+    let mut sel = Selection::default();
+    if mode == CostMode::Model {
+        let pick = |o: &Option<VariantSolution>| -> Result<Selection, PartitionError> {
+            o.as_ref().map(|v| v.sel.clone()).ok_or_else(|| {
+                PartitionError::Internal("chain DP picked an infeasible piece".into())
+            })
+        };
+        merge(&mut sel, &pick(&ch.prologue[path[0]])?);
+        for j in 0..k {
+            let s = pick(&ch.block[path[j]][path[j + 1]])?;
+            if j == 0 {
+                merge(&mut sel, &s);
+            } else {
+                let shift = (ly.starts[j] - ly.starts[0]) as u32;
+                merge(&mut sel, &map_selection(&s, &ly.tensor_maps[j - 1], shift));
+            }
+        }
+        merge(&mut sel, &pick(&ch.epilogue[path[k]])?);
+    }
+    let sols: Vec<RunStats> = ch.stats.clone();
+    let mut limits = BTreeMap::new();
+    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
+    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
+    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
+    let worst = sols
+        .iter()
+        .map(|s| s.stop_reason.as_str())
+        .find(|r| *r != "saturated")
+        .unwrap_or("saturated");
+    let stats = SearchStats {
+        eclasses: sols.iter().map(|s| s.eclasses).sum(),
+        enodes: sols.iter().map(|s| s.enodes).sum(),
+        iterations: sols.iter().map(|s| s.iterations).max().unwrap_or(0),
+        stop_reason: worst.to_string(),
+        limits,
+        extractor: format!(
+            "frontier-dp per piece (prologue + 1 representative block of {} + epilogue) + chain-dp over {k} blocks x {} stream layouts",
+            ly.info.nodes_per_layer,
+            ch.layouts.len()
+        ),
+        cost,
+        lower_bound: cost,
+        gap: 0.0,
+    };
+    let _ = t0;
+    Ok(Solved {
+        sel,
+        cost,
+        lower_bound: cost,
+        stats,
+        saturate_ms: 0.0,
+    })
+}
+
+fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionError {
+    match e {
+        ExtractError::Infeasible(m) => PartitionError::Infeasible(match budget {
+            Some(b) => format!(
+                "{what}: no plan fits the per-rank parameter budget of {} bytes{m}",
+                b.round()
+            ),
+            None => format!("{what}{m}"),
+        }),
+        other => PartitionError::Internal(format!("{what}: {other}")),
+    }
+}
+
+fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchStats {
+    let mut limits = BTreeMap::new();
+    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
+    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
+    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
+    let worst = sols
+        .iter()
+        .map(|s| s.stats.stop_reason.as_str())
+        .find(|r| *r != "saturated")
+        .unwrap_or("saturated");
+    SearchStats {
+        eclasses: sols.iter().map(|s| s.stats.eclasses).sum(),
+        enodes: sols.iter().map(|s| s.stats.enodes).sum(),
+        iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
+        stop_reason: worst.to_string(),
+        limits,
+        extractor: "frontier-dp".into(),
+        cost,
+        lower_bound,
+        gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 {
+            (cost - lower_bound) / cost
+        } else {
+            0.0
+        },
+    }
+}
+
+/// Solves the whole graph: one segment, or prologue + layers + epilogue with a chain DP.
+pub fn solve_graph(
+    cx: &RuleCx,
+    layers: Option<&Layers>,
+    budgets: &Budgets,
+    model: &CostModel,
+    mode: CostMode,
+    pins: &BTreeMap<TensorId, Layout>,
+) -> Result<Solved, PartitionError> {
+    let g = cx.g;
+    if let Some(ly) = layers {
+        return solve_layered(cx, ly, budgets, model, mode);
+    }
+    let t0 = Instant::now();
+    let nodes: Vec<NodeId> = g.node_ids().collect();
+    let spec = SegmentSpec {
+        nodes,
+        boundary: BTreeMap::new(),
+        roots: g
+            .outputs
+            .iter()
+            .map(|t| Key::Avail(*t, Layout::Replicated))
+            .collect(),
+        budget: budgets.total,
+        open: None,
+    };
+    let sol =
+        solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
+    let stats = stats_of(&[&sol], sol.cost, sol.lower_bound);
+    Ok(Solved {
+        sel: sol.sel,
+        cost: sol.cost,
+        lower_bound: sol.lower_bound,
+        stats,
+        saturate_ms: t0.elapsed().as_secs_f64() * 0.0,
+    })
+}

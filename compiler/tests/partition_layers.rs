@@ -1,0 +1,103 @@
+//! Layer detection: the decomposed solve (one representative block + chain DP) gives the
+//! same plan as solving the whole graph at once.
+mod partition_common;
+use partition_common::*;
+use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
+use tessera_ir::plan::{CollectiveKind, Plan};
+
+fn strip_layers(p: &Plan) -> String {
+    let mut p = p.clone();
+    p.layers = None;
+    p.search = tessera_ir::plan::SearchStats {
+        extractor: String::new(),
+        eclasses: 0,
+        enodes: 0,
+        cost: 0.0,
+        lower_bound: 0.0,
+        ..p.search.clone()
+    };
+    for r in &mut p.ranks {
+        for s in &mut r.steps {
+            s.layer = None;
+        }
+    }
+    for c in &mut p.collectives {
+        c.layer = None;
+    }
+    serde_json::to_string(&p).unwrap()
+}
+
+#[test]
+fn layered_solve_equals_whole_solve() {
+    for (layers, n, objective) in [
+        (2, 2, ObjectiveKind::Memory),
+        (2, 4, ObjectiveKind::Memory),
+        (3, 4, ObjectiveKind::Memory),
+        (3, 8, ObjectiveKind::Memory),
+        (2, 4, ObjectiveKind::Latency),
+        (3, 2, ObjectiveKind::Latency),
+    ] {
+        let g = gpt(layers, 2, 16, 64, 8);
+        let mut o = PartitionOptions::new(n);
+        o.objective = objective;
+        let lay = partition(&g, &o).unwrap();
+        o.detect_layers = false;
+        let whole = partition(&g, &o).unwrap();
+        let info = lay.plan.layers.as_ref().expect("layers detected");
+        assert_eq!(info.count, layers);
+        assert_eq!(info.nodes_per_layer, 27);
+        assert!(whole.plan.layers.is_none());
+        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
+        assert!(
+            (a - b).abs() <= 1e-12 * b,
+            "{layers} layers n={n}: {a} vs {b}"
+        );
+        assert_eq!(
+            lay.plan.summary.lower_bound_bytes,
+            whole.plan.summary.lower_bound_bytes
+        );
+        let (sa, sb) = (strip_layers(&lay.plan), strip_layers(&whole.plan));
+        if let Some(i) = sa.bytes().zip(sb.bytes()).position(|(x, y)| x != y) {
+            panic!(
+                "{layers} layers n={n} {objective:?}: plans differ at {i}: ...{}... vs ...{}...",
+                &sa[i.saturating_sub(200)..(i + 200).min(sa.len())],
+                &sb[i.saturating_sub(200)..(i + 200).min(sb.len())]
+            );
+        }
+        assert_eq!(sa.len(), sb.len());
+        // Every collective is tagged with its layer: 2 all-reduces in each.
+        for l in 0..layers as u32 * (objective == ObjectiveKind::Memory) as u32 {
+            let c = lay
+                .plan
+                .collectives
+                .iter()
+                .filter(|c| c.layer == Some(l) && c.kind == CollectiveKind::AllReduce)
+                .count();
+            assert_eq!(c, 2, "layer {l}");
+        }
+        assert!(lay.plan.ranks[0]
+            .steps
+            .iter()
+            .any(|s| s.layer == Some(layers as u32 - 1)));
+    }
+}
+
+#[test]
+fn deep_stack_is_layered_and_deterministic() {
+    let g = gpt(24, 1, 16, 64, 8);
+    let p = run(&g, 4).plan;
+    let info = p.layers.as_ref().unwrap();
+    assert_eq!((info.count, info.nodes_per_layer), (24, 27));
+    assert_eq!(info.node_layer.iter().flatten().count(), 24 * 27);
+    assert_eq!(count(&p, CollectiveKind::AllReduce), 48);
+    assert_eq!(p.collectives.len(), 48);
+    assert_eq!(p.summary.lower_bound_bytes, 48 * 16 * 64 * 4);
+    // Search stats describe one block (+ prologue/epilogue), not 24.
+    assert!(p.search.eclasses < 1000, "{:?}", p.search);
+    assert!(p.search.extractor.contains("chain-dp over 24 blocks"));
+    let again = run(&g, 4).plan;
+    assert_eq!(
+        serde_json::to_string(&p).unwrap(),
+        serde_json::to_string(&again).unwrap()
+    );
+}
