@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-examples/models/gpt2_4l.onnx}
 N=${2:-2}
 name=$(basename "$MODEL" .onnx)
-cargo build --release -q --bin tessera --bin tessera-run
+cargo build --release -q -p tessera -p tessera-runtime --bins
 mkdir -p target/quickstart
 target/release/tessera compile "$MODEL" --devices "$N" --shape input_ids=2x16 -o "target/quickstart/$name.plan.json"
 target/release/tessera-run "target/quickstart/$name.plan.json" \

@@ -7,9 +7,9 @@ pub mod weights;
 pub use error::RuntimeError;
 
 pub mod collectives;
-pub mod device;
-pub mod exec;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
+pub mod exec;
 pub mod kernels;
 pub mod npy;

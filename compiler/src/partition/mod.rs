@@ -146,7 +146,22 @@ fn resolve_pins(
     Ok(out)
 }
 
-/// Partitions `graph` over `opts.devices` devices.
+/// Under the memory objective the order is lexicographic: within the budget, the
+/// fewest and smallest collectives first, then the least compute. Compute seconds are
+/// therefore scaled down by this factor so that they only break ties between plans with the
+/// same communication; under the latency objective compute counts in full.
+pub const MEMORY_OBJECTIVE_COMPUTE_WEIGHT: f64 = 1e-3;
+
+/// The cost model the search runs under (see [`MEMORY_OBJECTIVE_COMPUTE_WEIGHT`]).
+pub fn search_cost_model(opts: &PartitionOptions) -> CostModel {
+    let mut m = opts.cost_model.clone();
+    if opts.objective == ObjectiveKind::Memory {
+        m.flops_per_s /= MEMORY_OBJECTIVE_COMPUTE_WEIGHT;
+    }
+    m
+}
+
+/// Partitions `graph` over `opts.devices` devices (see the module docs).
 pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, PartitionError> {
     let start = Instant::now();
     let n = opts.devices;
@@ -164,12 +179,13 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     } else {
         None
     };
+    let search_model = search_cost_model(opts);
     let t0 = Instant::now();
     let solved = chain::solve_graph(
         &cx,
         layer_info.as_ref(),
         &budgets,
-        &opts.cost_model,
+        &search_model,
         CostMode::Model,
         &pins,
     )
