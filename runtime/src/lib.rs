@@ -12,4 +12,5 @@ pub mod cuda;
 pub mod device;
 pub mod exec;
 pub mod kernels;
+pub mod multiproc;
 pub mod npy;

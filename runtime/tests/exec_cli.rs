@@ -156,3 +156,52 @@ fn check_failure_exits_3() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL 'fc2_out'"));
 }
+
+#[test]
+fn one_process_per_device_needs_cuda_and_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), 2);
+    let d = dir.path().to_str().unwrap();
+    let plan = format!("{d}/plan.json");
+    let input = format!("x={d}/x.npy");
+    // --nproc on the CPU backend is a usage error.
+    let out = tessera_run(&[&plan, "--input", &input, "--nproc", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr_line(&out).contains("--backend cuda"));
+    // A device count that is not the plan's.
+    let out = tessera_run(&[
+        &plan,
+        "--input",
+        &input,
+        "--backend",
+        "cuda",
+        "--nproc",
+        "3",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr_line(&out).contains("compiled for 2 devices"));
+    // On a machine without CUDA (or a build without the feature) every rank fails with a
+    // clear reason and the launcher stops the others: non-zero exit, no hang, no panic.
+    if tessera_runtime::multiproc::role(None) == tessera_runtime::multiproc::ProcessRole::InProcess
+    {
+        let out = tessera_run(&[
+            &plan,
+            "--input",
+            &input,
+            "--backend",
+            "cuda",
+            "--nproc",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            println!("a CUDA device is present: the 2-process run succeeded");
+        } else {
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(
+                err.contains("CUDA") || err.contains("cuda"),
+                "the error names CUDA: {err}"
+            );
+        }
+    }
+}

@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! tessera-run PLAN.json --input NAME=FILE.npy ... [--output DIR] [--backend cpu|cuda]
-//!             [--check] [--tolerance 1e-5] [--stats] [--model PATH]
+//!             [--check] [--tolerance 1e-5] [--stats] [--model PATH] [--nproc N]
 //! ```
+//!
+//! With `--backend cuda --nproc N` it starts one process per GPU on this machine; with the
+//! torchrun-style variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set
+//! (one process per GPU, on any number of machines) it runs as that rank. Rank 0 writes the
+//! outputs and runs `--check`.
 //!
 //! Exit status: 0 on success, 1 on any error (one line on stderr), 2 on bad usage, 3 when
 //! `--check` finds an output outside the tolerance.
@@ -18,6 +23,7 @@ use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
 use tessera_runtime::exec::load::{load_plan, resolve_source, verify_source};
 use tessera_runtime::exec::validate::{validate_inputs, validate_plan};
 use tessera_runtime::exec::{run_plan, RunOptions, RunStats};
+use tessera_runtime::multiproc::{self, ProcessRole};
 use tessera_runtime::npy::{read_npy, write_npy};
 use tessera_runtime::reference::run_graph;
 use tessera_runtime::weights::WeightStore;
@@ -53,6 +59,10 @@ struct Args {
     /// latency (min / median / mean of the repeats; each run loads its weight slices).
     #[arg(long, default_value_t = 0, value_name = "K")]
     repeat: usize,
+    /// With --backend cuda: start one process per GPU on this machine (N must equal the
+    /// plan's device count). Without it, all ranks run as streams of GPU 0.
+    #[arg(long, value_name = "N")]
+    nproc: Option<usize>,
 }
 
 fn main() {
@@ -81,7 +91,36 @@ fn run(args: &Args) -> Result<bool> {
     let opts = RunOptions {
         backend: args.backend,
     };
-    let (outputs, stats) = run_plan(&plan, &store, &inputs, &opts)?;
+    let role = multiproc::role(args.nproc);
+    if role != ProcessRole::InProcess && args.backend != DeviceKind::Cuda {
+        bail!("--nproc and RANK/WORLD_SIZE (one process per device) need --backend cuda");
+    }
+    let (outputs, stats) = match role {
+        ProcessRole::Launcher { nproc } => {
+            if nproc != plan.ranks.len() {
+                bail!(
+                    "--nproc {nproc}: the plan was compiled for {} devices",
+                    plan.ranks.len()
+                );
+            }
+            multiproc::launch(nproc)?;
+            return Ok(true);
+        }
+        ProcessRole::Rank => {
+            let t0 = Instant::now();
+            let (rank, outputs) = multiproc::run_rank(&plan, &store, &inputs)?;
+            if rank != 0 {
+                return Ok(true);
+            }
+            let stats = RunStats {
+                backend: "cuda (one process per GPU)".into(),
+                wall_ms: t0.elapsed().as_secs_f64() * 1e3,
+                ranks: Vec::new(),
+            };
+            (outputs, stats)
+        }
+        ProcessRole::InProcess => run_plan(&plan, &store, &inputs, &opts)?,
+    };
     let names: Vec<String> = plan
         .graph
         .outputs

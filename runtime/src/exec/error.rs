@@ -65,7 +65,7 @@ pub enum ExecError {
         msg: String,
     },
     /// The backend could not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Device(#[from] DeviceError),
     /// A rank thread panicked.
     #[error("rank {rank} panicked: {msg}")]
