@@ -22,7 +22,6 @@ use super::segment::{
 };
 use super::{PartitionError, Solved};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tessera_ir::plan::{CostModel, SearchStats};
 use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
@@ -256,7 +255,6 @@ pub fn solve_layered(
     model: &CostModel,
     mode: CostMode,
 ) -> Result<Solved, PartitionError> {
-    let t0 = std::time::Instant::now();
     let ch = solve_pieces(cx, ly, budgets, model, mode);
     let k = ly.info.count;
     let (cost, path) = chain_dp(&ch, k).ok_or_else(|| {
@@ -313,13 +311,12 @@ pub fn solve_layered(
         lower_bound: cost,
         gap: 0.0,
     };
-    let _ = t0;
     Ok(Solved {
         sel,
         cost,
         lower_bound: cost,
         stats,
-        saturate_ms: 0.0,
+        saturate_ms: sols.iter().map(|s| s.saturate_ms).sum(),
     })
 }
 
@@ -376,7 +373,6 @@ pub fn solve_graph(
     if let Some(ly) = layers {
         return solve_layered(cx, ly, budgets, model, mode);
     }
-    let t0 = Instant::now();
     let nodes: Vec<NodeId> = g.node_ids().collect();
     let spec = SegmentSpec {
         nodes,
@@ -397,6 +393,6 @@ pub fn solve_graph(
         cost: sol.cost,
         lower_bound: sol.lower_bound,
         stats,
-        saturate_ms: t0.elapsed().as_secs_f64() * 0.0,
+        saturate_ms: sol.stats.saturate_ms,
     })
 }

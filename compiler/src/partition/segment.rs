@@ -59,6 +59,8 @@ pub struct RunStats {
     pub iterations: usize,
     /// Stop reason.
     pub stop_reason: String,
+    /// Wall milliseconds spent building and saturating the e-graph.
+    pub saturate_ms: f64,
 }
 
 /// A solved segment.
@@ -83,6 +85,7 @@ pub const TIME_LIMIT_S: u64 = 20;
 
 /// Builds and saturates the e-graph of a segment. Returns the e-graph and the stats.
 pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
+    let started = std::time::Instant::now();
     let g = cx.g;
     let mut an = DistAnalysis {
         forms: Vec::new(),
@@ -218,6 +221,7 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         enodes: runner.egraph.total_number_of_nodes(),
         iterations: runner.iterations.len(),
         stop_reason,
+        saturate_ms: started.elapsed().as_secs_f64() * 1e3,
     };
     (runner.egraph, stats)
 }
