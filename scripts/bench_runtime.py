@@ -10,7 +10,7 @@ Usage (one command, from the repository root):
 For each batch (B×128 real token ids from DATA/b<B>/{input_ids,attention_mask}.npy, made by
 scripts/setup.sh) and each device count N it:
   1. builds release binaries once (cargo build --release -p tessera -p tessera-runtime),
-  2. compiles a plan:  tessera compile MODEL --devices N --input-shapes ... -o PLAN,
+  2. compiles a plan:  tessera compile MODEL --devices N --shape ... -o PLAN,
   3. runs            tessera-run PLAN --input ... --check --repeat R   (one warm-up run, then R),
   4. runs onnxruntime on the same inputs with intra_op_num_threads = N (Tessera runs one thread
      per device, so both use N cores), sequential execution, one warm-up, then R runs,
@@ -85,7 +85,7 @@ def main():
             spec = ",".join(f"{n}={'x'.join(map(str, feeds[n].shape))}" for n in names)
             for n in [int(x) for x in args.devices.split(",")]:
                 plan = os.path.join(tmp, f"minilm_b{b}_n{n}.json")
-                sh([tessera, "compile", args.model, "--devices", str(n), "--input-shapes", spec, "-o", plan])
+                sh([tessera, "compile", args.model, "--devices", str(n), "--shape", spec, "-o", plan])
                 cmd = [tessera_run, plan, "--model", args.model, "--check", "--repeat", str(args.repeat)]
                 for name, f in files.items():
                     cmd += ["--input", f"{name}={f}"]
