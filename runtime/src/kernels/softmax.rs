@@ -13,6 +13,15 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
     let outer: usize = x.shape[..axis].iter().product();
     let n = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
+    if inner == 1 {
+        // Contiguous rows: work in place on the output, no scratch row.
+        let mut out = v.to_vec();
+        if n > 0 {
+            out.chunks_exact_mut(n)
+                .for_each(|row| softmax_row(row, log));
+        }
+        return make(x.dtype, x.shape.clone(), TensorData::F32(out));
+    }
     let mut out = vec![0f32; v.len()];
     let mut row = vec![0f32; n];
     for o in 0..outer {
@@ -30,20 +39,25 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
-/// In-place softmax / log-softmax of one contiguous row.
+/// In-place softmax / log-softmax of one contiguous row (each exponential computed once).
 pub fn softmax_row(row: &mut [f32], log: bool) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for r in row.iter_mut() {
-        *r -= max;
-        sum += r.exp();
-    }
     if log {
+        let mut sum = 0f32;
+        for r in row.iter_mut() {
+            *r -= max;
+            sum += r.exp();
+        }
         let ls = sum.ln();
         row.iter_mut().for_each(|r| *r -= ls);
     } else {
+        let mut sum = 0f32;
+        for r in row.iter_mut() {
+            *r = (*r - max).exp();
+            sum += *r;
+        }
         let inv = 1.0 / sum;
-        row.iter_mut().for_each(|r| *r = r.exp() * inv);
+        row.iter_mut().for_each(|r| *r *= inv);
     }
 }
 
