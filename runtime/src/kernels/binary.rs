@@ -1,5 +1,6 @@
 //! Broadcasting elementwise binary ops (arithmetic, comparisons, logic) and Where.
 use super::index::{broadcast_offsets, broadcast_shapes};
+use super::simd::vectorized;
 use super::{describe, make, map_storage, wrap_int, KResult};
 use tessera_ir::op::BinaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
@@ -54,6 +55,7 @@ fn trailing_block(a: &[usize], b: &[usize], out: &[usize]) -> (usize, usize, Inn
 /// The output is produced block by block: the trailing axes over which each operand is either
 /// contiguous or a repeated element form one tight (vectorisable) loop, and only the outer
 /// axes use index arithmetic (one offset per block).
+#[inline(always)]
 fn zip_broadcast<T: Copy, U>(
     a: &[T],
     a_shape: &[usize],
@@ -117,10 +119,10 @@ fn float_arith(
     so: &[usize],
 ) -> KResult<Vec<f32>> {
     Ok(match kind {
-        BinaryOp::Add => zip_broadcast(x, sa, y, sb, so, |p, q| p + q),
-        BinaryOp::Sub => zip_broadcast(x, sa, y, sb, so, |p, q| p - q),
-        BinaryOp::Mul => zip_broadcast(x, sa, y, sb, so, |p, q| p * q),
-        BinaryOp::Div => zip_broadcast(x, sa, y, sb, so, |p, q| p / q),
+        BinaryOp::Add => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p + q)),
+        BinaryOp::Sub => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p - q)),
+        BinaryOp::Mul => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p * q)),
+        BinaryOp::Div => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p / q)),
         other => zip_broadcast(x, sa, y, sb, so, float_op(other)?),
     })
 }

@@ -1,4 +1,5 @@
 //! Elementwise unary ops, GELU and Clip.
+use super::simd::vectorized;
 use super::{describe, make, KResult};
 use tessera_ir::op::UnaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
@@ -106,7 +107,7 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
         (TensorData::F32(v), UnaryOp::Erf) => make(
             x.dtype,
             shape,
-            TensorData::F32(v.iter().map(|&a| erf(a)).collect()),
+            TensorData::F32(vectorized(|| v.iter().map(|&a| erf(a)).collect())),
         ),
         (TensorData::F32(v), k) => {
             let f = float_fn(k)?;
@@ -149,7 +150,7 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let out: Vec<f32> = if tanh_approximation {
+    let out: Vec<f32> = vectorized(|| if tanh_approximation {
         let c = (2.0f32 / std::f32::consts::PI).sqrt();
         v.iter()
             .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
@@ -158,7 +159,7 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
         v.iter()
             .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
             .collect()
-    };
+    });
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
