@@ -28,7 +28,14 @@ impl Mapped {
 
 /// Key of a resident weight: file, byte offset, byte length, dtype, shape and slice, so two
 /// plans of the same model share entries and different weights never collide.
-type ResidentKey = (PathBuf, u64, u64, DType, Vec<usize>, Option<(usize, usize, usize)>);
+type ResidentKey = (
+    PathBuf,
+    u64,
+    u64,
+    DType,
+    Vec<usize>,
+    Option<(usize, usize, usize)>,
+);
 
 /// Resolves and decodes weights of one model. Thread-safe: devices share one store.
 pub struct WeightStore {

@@ -202,9 +202,12 @@ impl StepProfile {
 
     fn print(&self, rank: usize) {
         let mut rows: Vec<_> = self.by_kind.iter().collect();
-        rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
         let total: Duration = rows.iter().map(|r| r.1 .1).sum();
-        eprintln!("rank {rank} profile: {:.3} ms in steps", total.as_secs_f64() * 1e3);
+        eprintln!(
+            "rank {rank} profile: {:.3} ms in steps",
+            total.as_secs_f64() * 1e3
+        );
         for (k, (n, d)) in rows {
             eprintln!("  {k:<24} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
         }

@@ -42,12 +42,7 @@ fn trailing_block(a: &[usize], b: &[usize], out: &[usize]) -> (usize, usize, Inn
         len *= out[d];
         k = d;
     }
-    (
-        k,
-        len,
-        ma.unwrap_or(Inner::Full),
-        mb.unwrap_or(Inner::Full),
-    )
+    (k, len, ma.unwrap_or(Inner::Full), mb.unwrap_or(Inner::Full))
 }
 
 /// Applies `f` elementwise to `a` and `b` broadcast (numpy) to `out_shape`.

@@ -48,7 +48,11 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
     let max = simd::max(row);
     row.iter_mut().for_each(|r| *r -= max);
     if log {
-        let ls = row.iter().map(|&r| simd::exp(r)).fold(0f32, |a, e| a + e).ln();
+        let ls = row
+            .iter()
+            .map(|&r| simd::exp(r))
+            .fold(0f32, |a, e| a + e)
+            .ln();
         row.iter_mut().for_each(|r| *r -= ls);
     } else {
         row.iter_mut().for_each(|r| *r = simd::exp(*r));

@@ -57,7 +57,7 @@ pub(crate) fn erf(x: f32) -> f32 {
         -2.101_024e-6,
         -5.692_506_4e-5,
         -7.349_906_3e-4,
-        -2.954_600e-3,
+        -2.954_6e-3,
         -1.609_603_3e-2,
     ];
     const BETA: [f32; 5] = [
@@ -150,15 +150,17 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let out: Vec<f32> = vectorized(|| if tanh_approximation {
-        let c = (2.0f32 / std::f32::consts::PI).sqrt();
-        v.iter()
-            .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
-            .collect()
-    } else {
-        v.iter()
-            .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
-            .collect()
+    let out: Vec<f32> = vectorized(|| {
+        if tanh_approximation {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            v.iter()
+                .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
+                .collect()
+        } else {
+            v.iter()
+                .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
+                .collect()
+        }
     });
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
