@@ -102,7 +102,8 @@ pub(crate) fn run_rank<D: Device>(
                 StepError::Other(m) => fail(m, false),
             })?;
             if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
-                p.record(&step.kind, t0.elapsed());
+                let shape = outs.first().map(|b| dev.shape(b).to_vec());
+                p.record(&step.kind, shape, t0.elapsed());
             }
             outs
         };
@@ -173,20 +174,23 @@ pub(crate) fn run_rank<D: Device>(
 }
 
 /// Time per step kind (op name for compute steps), collected when the environment variable
-/// `TESSERA_PROFILE` is set and printed to stderr at the end of the rank's run.
+/// `TESSERA_PROFILE` is set and printed to stderr at the end of the rank's run
+/// (`TESSERA_PROFILE=shapes`: per op kind and output shape).
 struct StepProfile {
     by_kind: BTreeMap<String, (usize, Duration)>,
+    shapes: bool,
 }
 
 impl StepProfile {
     fn from_env() -> Option<StepProfile> {
-        std::env::var_os("TESSERA_PROFILE").map(|_| StepProfile {
+        std::env::var("TESSERA_PROFILE").ok().map(|v| StepProfile {
             by_kind: BTreeMap::new(),
+            shapes: v == "shapes",
         })
     }
 
-    fn record(&mut self, kind: &StepKind, d: Duration) {
-        let key = match kind {
+    fn record(&mut self, kind: &StepKind, shape: Option<Vec<usize>>, d: Duration) {
+        let mut key: String = match kind {
             StepKind::Compute { op, .. } => op.name(),
             StepKind::LoadWeight { .. } => "load_weight".into(),
             StepKind::Input { .. } => "input".into(),
@@ -195,6 +199,9 @@ impl StepProfile {
             StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
             StepKind::Collective { collective, .. } => collective.as_str().into(),
         };
+        if let (true, Some(s)) = (self.shapes, shape) {
+            key = format!("{key} {s:?}");
+        }
         let e = self.by_kind.entry(key).or_default();
         e.0 += 1;
         e.1 += d;
@@ -209,7 +216,7 @@ impl StepProfile {
             total.as_secs_f64() * 1e3
         );
         for (k, (n, d)) in rows {
-            eprintln!("  {k:<24} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
+            eprintln!("  {k:<32} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
         }
     }
 }

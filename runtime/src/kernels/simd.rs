@@ -56,12 +56,14 @@ pub(crate) fn exp(x: f32) -> f32 {
     let xc = x.clamp(-86.0, 88.722_83);
     // Round to nearest by the 1.5·2^23 trick (no rounding instruction needed on SSE2).
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (xc * LOG2E + SHIFTER) - SHIFTER;
+    let t = xc * LOG2E + SHIFTER;
+    let n = t - SHIFTER;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = P.iter().fold(0.0f32, |acc, &c| acc * r + c);
     let er = p * r * r + r + 1.0;
-    // n ∈ [-126, 128]: 2^n as two factors so n = 128 and n = -126 stay finite/normal.
-    let ni = n as i32;
+    // n ∈ [-124, 128] as an integer, read from t's mantissa bits (no float→int conversion,
+    // which does not vectorise well); 2^n as two factors so n = 128 stays finite.
+    let ni = t.to_bits() as i32 - SHIFTER.to_bits() as i32;
     let half = ni >> 1;
     let scale = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
     let y = er * scale(half) * scale(ni - half);
