@@ -26,10 +26,23 @@ impl Mapped {
     }
 }
 
+/// Key of a resident weight: file, byte offset, byte length, dtype, shape and slice, so two
+/// plans of the same model share entries and different weights never collide.
+type ResidentKey = (
+    PathBuf,
+    u64,
+    u64,
+    DType,
+    Vec<usize>,
+    Option<(usize, usize, usize)>,
+);
+
 /// Resolves and decodes weights of one model. Thread-safe: devices share one store.
 pub struct WeightStore {
     dir: PathBuf,
     maps: Mutex<HashMap<PathBuf, Arc<Mapped>>>,
+    /// Decoded file-backed weights (or slices) kept by [`WeightStore::load_resident`].
+    resident: Mutex<HashMap<ResidentKey, Arc<Tensor>>>,
 }
 
 impl std::fmt::Debug for WeightStore {
@@ -59,6 +72,7 @@ impl WeightStore {
         Ok(WeightStore {
             dir,
             maps: Mutex::new(HashMap::new()),
+            resident: Mutex::new(HashMap::new()),
         })
     }
 
@@ -68,6 +82,7 @@ impl WeightStore {
         WeightStore {
             dir: dir.into(),
             maps: Mutex::new(HashMap::new()),
+            resident: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,6 +94,51 @@ impl WeightStore {
     /// Number of files mapped so far.
     pub fn mapped_files(&self) -> usize {
         self.maps.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Number of decoded weights (or slices) held resident by [`WeightStore::load_resident`].
+    pub fn resident_count(&self) -> usize {
+        self.resident.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// [`WeightStore::load`], decoded once and kept resident: later calls for the same weight
+    /// and slice return the same shared tensor without copying (as onnxruntime keeps its
+    /// initializers). Inline weights are returned as [`WeightStore::load`] does, not kept.
+    /// The tensors live as long as the store.
+    pub fn load_resident(
+        &self,
+        w: &Weight,
+        slice: Option<&AxisSlice>,
+    ) -> Result<Arc<Tensor>, RuntimeError> {
+        let WeightData::File {
+            path,
+            offset,
+            length,
+        } = &w.data
+        else {
+            return self.load(w, slice).map(Arc::new);
+        };
+        let key: ResidentKey = (
+            self.resolve(path),
+            *offset,
+            *length,
+            w.dtype,
+            w.shape.clone(),
+            slice.map(|s| (s.axis, s.start, s.end)),
+        );
+        let poisoned = || RuntimeError::Weight {
+            name: w.name.clone(),
+            path: key.0.display().to_string(),
+            msg: "resident weight cache lock poisoned".into(),
+        };
+        if let Some(t) = self.resident.lock().map_err(|_| poisoned())?.get(&key) {
+            return Ok(t.clone());
+        }
+        // Decoded outside the lock so ranks load different weights in parallel; two ranks
+        // racing on the same weight both decode it and the first insert wins.
+        let t = Arc::new(self.load(w, slice)?);
+        let mut cache = self.resident.lock().map_err(|_| poisoned())?;
+        Ok(cache.entry(key).or_insert(t).clone())
     }
 
     fn resolve(&self, path: &str) -> PathBuf {

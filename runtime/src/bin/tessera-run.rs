@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
     /// Benchmark: run the plan this many more times after the first run and print the
-    /// latency (min / median / mean of the repeats; each run loads its weight slices).
+    /// latency (min / median / mean of the repeats; weight slices are loaded once and reused).
     #[arg(long, default_value_t = 0, value_name = "K")]
     repeat: usize,
     /// With --backend cuda: start one process per GPU on this machine (N must equal the

@@ -49,56 +49,70 @@ impl CpuDevice {
     }
 }
 
-impl Device for CpuDevice {
-    type Buffer = Tensor;
+/// A CPU buffer: a host tensor, shared (not copied) when it is a resident weight.
+pub type CpuBuffer = Arc<Tensor>;
 
-    fn upload(&mut self, t: Tensor) -> Result<Tensor, DeviceError> {
-        Ok(t)
+impl Device for CpuDevice {
+    type Buffer = CpuBuffer;
+
+    fn upload(&mut self, t: Tensor) -> Result<CpuBuffer, DeviceError> {
+        Ok(Arc::new(t))
     }
 
-    fn download(&mut self, b: &Tensor) -> Result<Tensor, DeviceError> {
-        Ok(b.clone())
+    fn upload_shared(&mut self, t: &Arc<Tensor>) -> Result<CpuBuffer, DeviceError> {
+        Ok(t.clone())
+    }
+
+    fn download(&mut self, b: &CpuBuffer) -> Result<Tensor, DeviceError> {
+        Ok(Tensor::clone(b))
     }
 
     /// Logical bytes (numel × dtype size), the measure the plan's estimates and the
     /// reference executor use.
-    fn bytes(&self, b: &Tensor) -> usize {
+    fn bytes(&self, b: &CpuBuffer) -> usize {
         b.size_bytes()
     }
 
-    fn shape<'b>(&self, b: &'b Tensor) -> &'b [usize] {
+    fn shape<'b>(&self, b: &'b CpuBuffer) -> &'b [usize] {
         &b.shape
     }
 
-    fn compute(&mut self, op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError> {
-        Ok(crate::kernels::eval(op, inputs)?)
+    fn compute(&mut self, op: &Op, inputs: &[&CpuBuffer]) -> Result<Vec<CpuBuffer>, DeviceError> {
+        let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
+        Ok(crate::kernels::eval(op, &ins)?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     fn sharded_gather(
         &mut self,
-        table: &Tensor,
-        indices: &Tensor,
+        table: &CpuBuffer,
+        indices: &CpuBuffer,
         offset: usize,
         rows: usize,
         vocab: usize,
-    ) -> Result<Tensor, DeviceError> {
-        sharded_gather(table, indices, offset, rows, vocab).map_err(DeviceError::Backend)
+    ) -> Result<CpuBuffer, DeviceError> {
+        sharded_gather(table, indices, offset, rows, vocab)
+            .map(Arc::new)
+            .map_err(DeviceError::Backend)
     }
 
-    fn local_slice(&mut self, x: &Tensor, slice: &AxisSlice) -> Result<Tensor, DeviceError> {
+    fn local_slice(&mut self, x: &CpuBuffer, slice: &AxisSlice) -> Result<CpuBuffer, DeviceError> {
         slice_axis(x, slice.axis, slice.start, slice.end)
+            .map(Arc::new)
             .map_err(|m| DeviceError::Backend(format!("local slice: {m}")))
     }
 
-    fn scale_to_partial(&mut self, x: &Tensor, n: usize) -> Result<Tensor, DeviceError> {
+    fn scale_to_partial(&mut self, x: &CpuBuffer, n: usize) -> Result<CpuBuffer, DeviceError> {
         match &x.data {
             TensorData::F32(v) => {
                 let d = n as f32;
-                Ok(Tensor {
+                Ok(Arc::new(Tensor {
                     dtype: x.dtype,
                     shape: x.shape.clone(),
                     data: TensorData::F32(v.iter().map(|e| e / d).collect()),
-                })
+                }))
             }
             _ => Err(DeviceError::Backend(format!(
                 "scale to partial: {} tensors cannot be divided",
@@ -111,9 +125,14 @@ impl Device for CpuDevice {
         &mut self,
         group: &[usize],
         spec: &CollectiveSpec,
-        x: &Tensor,
-    ) -> Result<Tensor, DeviceError> {
-        Ok(self.world.collective(self.rank, group, spec, x.clone())?)
+        x: &CpuBuffer,
+    ) -> Result<CpuBuffer, DeviceError> {
+        Ok(Arc::new(self.world.collective(
+            self.rank,
+            group,
+            spec,
+            Tensor::clone(x),
+        )?))
     }
 
     fn abort_peers(&self) {

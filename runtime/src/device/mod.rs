@@ -24,6 +24,7 @@
 use crate::collectives::{CollectiveError, CollectiveSpec};
 use crate::kernels::KernelError;
 use std::fmt;
+use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{Op, Tensor};
 use thiserror::Error;
@@ -107,6 +108,13 @@ pub trait Device: Send {
 
     /// Copies a host tensor to the device.
     fn upload(&mut self, t: Tensor) -> Result<Self::Buffer, DeviceError>;
+
+    /// Makes a weight resident in the store ([`crate::weights::WeightStore::load_resident`])
+    /// available as a buffer. The default copies it through [`Device::upload`]; devices whose
+    /// buffers live in host memory share it instead.
+    fn upload_shared(&mut self, t: &Arc<Tensor>) -> Result<Self::Buffer, DeviceError> {
+        self.upload(Tensor::clone(t))
+    }
 
     /// Copies a buffer back to the host.
     fn download(&mut self, b: &Self::Buffer) -> Result<Tensor, DeviceError>;

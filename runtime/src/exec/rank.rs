@@ -6,7 +6,7 @@ use crate::collectives::{slice_axis, CollectiveSpec};
 use crate::device::{Device, DeviceError};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
 
@@ -72,6 +72,7 @@ pub(crate) fn run_rank<D: Device>(
     };
     let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
     let mut live = 0usize;
+    let mut profile = StepProfile::from_env();
     for (s, step) in steps.iter().enumerate() {
         let fail = |msg: String, abort: bool| RankFailure {
             err: ExecError::Step {
@@ -95,10 +96,16 @@ pub(crate) fn run_rank<D: Device>(
                         .ok_or_else(|| fail(format!("value {} is not live", v.0), false))
                 })
                 .collect::<Result<_, _>>()?;
-            run_step(dev, job, step, &ins, &mut stats).map_err(|e| match e {
+            let t0 = profile.as_ref().map(|_| Instant::now());
+            let outs = run_step(dev, job, step, &ins, &mut stats).map_err(|e| match e {
                 StepError::Device(d) => dev_fail(d),
                 StepError::Other(m) => fail(m, false),
-            })?
+            })?;
+            if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
+                let shape = outs.first().map(|b| dev.shape(b).to_vec());
+                p.record(&step.kind, shape, t0.elapsed());
+            }
+            outs
         };
         // Kernels may return trailing optional outputs the plan does not bind (LayerNorm's
         // Mean and InvStdDev); they are dropped by the zip below.
@@ -160,7 +167,58 @@ pub(crate) fn run_rank<D: Device>(
         kept.push((*v, t));
     }
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    if let Some(p) = profile {
+        p.print(rank);
+    }
     Ok((kept, stats))
+}
+
+/// Time per step kind (op name for compute steps), collected when the environment variable
+/// `TESSERA_PROFILE` is set and printed to stderr at the end of the rank's run
+/// (`TESSERA_PROFILE=shapes`: per op kind and output shape).
+struct StepProfile {
+    by_kind: BTreeMap<String, (usize, Duration)>,
+    shapes: bool,
+}
+
+impl StepProfile {
+    fn from_env() -> Option<StepProfile> {
+        std::env::var("TESSERA_PROFILE").ok().map(|v| StepProfile {
+            by_kind: BTreeMap::new(),
+            shapes: v == "shapes",
+        })
+    }
+
+    fn record(&mut self, kind: &StepKind, shape: Option<Vec<usize>>, d: Duration) {
+        let mut key: String = match kind {
+            StepKind::Compute { op, .. } => op.name(),
+            StepKind::LoadWeight { .. } => "load_weight".into(),
+            StepKind::Input { .. } => "input".into(),
+            StepKind::ShardedGather { .. } => "sharded_gather".into(),
+            StepKind::LocalSlice { .. } => "local_slice".into(),
+            StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
+            StepKind::Collective { collective, .. } => collective.as_str().into(),
+        };
+        if let (true, Some(s)) = (self.shapes, shape) {
+            key = format!("{key} {s:?}");
+        }
+        let e = self.by_kind.entry(key).or_default();
+        e.0 += 1;
+        e.1 += d;
+    }
+
+    fn print(&self, rank: usize) {
+        let mut rows: Vec<_> = self.by_kind.iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
+        let total: Duration = rows.iter().map(|r| r.1 .1).sum();
+        eprintln!(
+            "rank {rank} profile: {:.3} ms in steps",
+            total.as_secs_f64() * 1e3
+        );
+        for (k, (n, d)) in rows {
+            eprintln!("  {k:<32} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
+        }
+    }
 }
 
 enum StepError {
@@ -190,11 +248,12 @@ fn run_step<D: Device>(
                 .weights
                 .get(tensor)
                 .ok_or_else(|| StepError::Other("not a weight".into()))?;
+            // Resident: decoded on the first run, shared by later runs of the same store.
             let t = job
                 .store
-                .load(w, slice.as_ref())
+                .load_resident(w, slice.as_ref())
                 .map_err(|e| StepError::Other(e.to_string()))?;
-            let b = dev.upload(t)?;
+            let b = dev.upload_shared(&t)?;
             stats.weight_bytes += dev.bytes(&b) as u64;
             vec![b]
         }

@@ -1,10 +1,56 @@
 //! Broadcasting elementwise binary ops (arithmetic, comparisons, logic) and Where.
 use super::index::{broadcast_offsets, broadcast_shapes};
+use super::simd::vectorized;
 use super::{describe, make, map_storage, wrap_int, KResult};
 use tessera_ir::op::BinaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
 
+/// How one operand is read along the trailing block of the output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inner {
+    /// Every element of the block, contiguously.
+    Full,
+    /// One element repeated over the block.
+    Repeat,
+}
+
+/// Splits `out_shape` into outer axes and a trailing block in which each operand is either
+/// read contiguously or repeats one element. Returns (axes of the block start, block length,
+/// mode of a, mode of b); shapes are padded to the output rank with leading 1s.
+fn trailing_block(a: &[usize], b: &[usize], out: &[usize]) -> (usize, usize, Inner, Inner) {
+    let mut k = out.len();
+    let mut len = 1usize;
+    let (mut ma, mut mb): (Option<Inner>, Option<Inner>) = (None, None);
+    let mode = |s: &[usize], d: usize| -> Inner {
+        let lead = out.len() - s.len();
+        if d >= lead && s[d - lead] == out[d] {
+            Inner::Full
+        } else {
+            Inner::Repeat
+        }
+    };
+    while k > 0 {
+        let d = k - 1;
+        if out[d] != 1 {
+            let (da, db) = (mode(a, d), mode(b, d));
+            if ma.is_some_and(|m| m != da) || mb.is_some_and(|m| m != db) {
+                break;
+            }
+            ma = Some(da);
+            mb = Some(db);
+        }
+        len *= out[d];
+        k = d;
+    }
+    (k, len, ma.unwrap_or(Inner::Full), mb.unwrap_or(Inner::Full))
+}
+
 /// Applies `f` elementwise to `a` and `b` broadcast (numpy) to `out_shape`.
+///
+/// The output is produced block by block: the trailing axes over which each operand is either
+/// contiguous or a repeated element form one tight (vectorisable) loop, and only the outer
+/// axes use index arithmetic (one offset per block).
+#[inline(always)]
 fn zip_broadcast<T: Copy, U>(
     a: &[T],
     a_shape: &[usize],
@@ -14,21 +60,66 @@ fn zip_broadcast<T: Copy, U>(
     f: impl Fn(T, T) -> U,
 ) -> Vec<U> {
     let n: usize = out_shape.iter().product();
+    if n == 0 {
+        return Vec::new();
+    }
     if a.len() == n && b.len() == n && a_shape == b_shape {
         return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
     }
-    if a.len() == n && b.len() == 1 {
-        let y = b[0];
-        return a.iter().map(|&x| f(x, y)).collect();
+    let (k, len, ma, mb) = trailing_block(a_shape, b_shape, out_shape);
+    // Offsets (in blocks) of each operand for every outer index; both shapes broadcast to
+    // out_shape by construction of the caller, so the trimmed shapes broadcast too.
+    let outer = &out_shape[..k];
+    let trim = |s: &[usize]| -> Vec<usize> {
+        let lead = out_shape.len() - s.len();
+        (0..k)
+            .map(|d| if d >= lead { s[d - lead] } else { 1 })
+            .collect()
+    };
+    let oa = broadcast_offsets(&trim(a_shape), outer).unwrap_or_default();
+    let ob = broadcast_offsets(&trim(b_shape), outer).unwrap_or_default();
+    let (la, lb) = (
+        if ma == Inner::Full { len } else { 1 },
+        if mb == Inner::Full { len } else { 1 },
+    );
+    let mut out = Vec::with_capacity(n);
+    for (&i, &j) in oa.iter().zip(&ob) {
+        let xa = &a[i * la..i * la + la];
+        let yb = &b[j * lb..j * lb + lb];
+        match (ma, mb) {
+            (Inner::Full, Inner::Full) => out.extend(xa.iter().zip(yb).map(|(&x, &y)| f(x, y))),
+            (Inner::Full, Inner::Repeat) => {
+                let y = yb[0];
+                out.extend(xa.iter().map(|&x| f(x, y)))
+            }
+            (Inner::Repeat, Inner::Full) => {
+                let x = xa[0];
+                out.extend(yb.iter().map(|&y| f(x, y)))
+            }
+            (Inner::Repeat, Inner::Repeat) => {
+                out.extend((0..len).map(|_| f(xa[0], yb[0])));
+            }
+        }
     }
-    if b.len() == n && a.len() == 1 {
-        let x = a[0];
-        return b.iter().map(|&y| f(x, y)).collect();
-    }
-    // Both shapes broadcast to out_shape by construction of the caller.
-    let ia = broadcast_offsets(a_shape, out_shape).unwrap_or_default();
-    let ib = broadcast_offsets(b_shape, out_shape).unwrap_or_default();
-    ia.iter().zip(&ib).map(|(&i, &j)| f(a[i], b[j])).collect()
+    out
+}
+
+/// Float arithmetic with the common ops monomorphised (inlined, vectorisable loops).
+fn float_arith(
+    kind: BinaryOp,
+    x: &[f32],
+    sa: &[usize],
+    y: &[f32],
+    sb: &[usize],
+    so: &[usize],
+) -> KResult<Vec<f32>> {
+    Ok(match kind {
+        BinaryOp::Add => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p + q)),
+        BinaryOp::Sub => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p - q)),
+        BinaryOp::Mul => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p * q)),
+        BinaryOp::Div => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p / q)),
+        other => zip_broadcast(x, sa, y, sb, so, float_op(other)?),
+    })
 }
 
 fn is_comparison(kind: BinaryOp) -> bool {
@@ -152,12 +243,8 @@ pub(crate) fn binary(kind: BinaryOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> 
                 let v = zip_broadcast(x, sa, y, sb, so, |p, q| compare(kind, p, q));
                 make(DType::Bool, out_shape, TensorData::Bool(v))
             } else {
-                let f = float_op(kind)?;
-                make(
-                    a.dtype,
-                    out_shape,
-                    TensorData::F32(zip_broadcast(x, sa, y, sb, so, f)),
-                )
+                let v = float_arith(kind, x, sa, y, sb, so)?;
+                make(a.dtype, out_shape, TensorData::F32(v))
             }
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
@@ -273,6 +360,39 @@ mod tests {
         let c = binary(BinaryOp::Add, &a, &b).unwrap();
         assert_eq!(c.shape, vec![2, 3]);
         assert_eq!(c.as_f32().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+    }
+
+    #[test]
+    fn broadcast_blocks_match_index_arithmetic() {
+        // Shapes covering full/repeat blocks on either side, middle-axis broadcasts and
+        // size-1 output axes; compared with the per-element offsets.
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[2, 3, 4], &[4]),
+            (&[2, 3, 4], &[3, 1]),
+            (&[2, 1, 4], &[1, 3, 4]),
+            (&[1, 2, 1, 4], &[1, 1, 1, 4]),
+            (&[3, 1], &[1, 1]),
+            (&[], &[2, 2]),
+            (&[2, 1, 1], &[1, 3, 2]),
+            (&[5], &[5]),
+        ];
+        for (sa, sb) in cases {
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let a = Tensor::f32(sa.to_vec(), (0..na).map(|i| i as f32).collect());
+            let b = Tensor::f32(sb.to_vec(), (0..nb).map(|i| 100.0 * i as f32).collect());
+            let out = broadcast_shapes(sa, sb).unwrap();
+            let ia = broadcast_offsets(sa, &out).unwrap();
+            let ib = broadcast_offsets(sb, &out).unwrap();
+            let want: Vec<f32> = ia
+                .iter()
+                .zip(&ib)
+                .map(|(&i, &j)| i as f32 - 100.0 * j as f32)
+                .collect();
+            let got = binary(BinaryOp::Sub, &a, &b).unwrap();
+            assert_eq!(got.shape, out, "{sa:?} - {sb:?}");
+            assert_eq!(got.as_f32().unwrap(), &want[..], "{sa:?} - {sb:?}");
+        }
     }
 
     #[test]

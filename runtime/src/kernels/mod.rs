@@ -16,6 +16,7 @@ mod matmul;
 mod movement;
 mod norm;
 mod reduce;
+mod simd;
 mod softmax;
 mod trilu;
 mod unary;

@@ -31,12 +31,31 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
     let in_strides = strides(&x.shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let s: Vec<isize> = perm.iter().map(|&p| in_strides[p] as isize).collect();
-    let idx = strided_offsets(&out_shape, &s, 0);
-    make(
-        x.dtype,
-        out_shape,
-        map_storage!(&x.data, v => take(v, &idx)),
-    )
+    let data = map_storage!(&x.data, v => permute(v, &out_shape, &s));
+    make(x.dtype, out_shape, data)
+}
+
+/// Reads `v` with input strides `s` permuted to the output axes: one offset per output row
+/// (all axes but the last), then a contiguous copy when the last axis stays innermost, else a
+/// strided loop.
+fn permute<T: Copy>(v: &[T], out_shape: &[usize], s: &[isize]) -> Vec<T> {
+    let n: usize = out_shape.iter().product();
+    let rank = out_shape.len();
+    if rank == 0 || n == 0 {
+        return v[..n].to_vec();
+    }
+    let inner = out_shape[rank - 1];
+    let step = s[rank - 1] as usize;
+    let rows = strided_offsets(&out_shape[..rank - 1], &s[..rank - 1], 0);
+    let mut out = Vec::with_capacity(n);
+    for r in rows {
+        if step == 1 {
+            out.extend_from_slice(&v[r..r + inner]);
+        } else {
+            out.extend((0..inner).map(|j| v[r + j * step]));
+        }
+    }
+    out
 }
 
 fn concat_typed<T: Elem>(

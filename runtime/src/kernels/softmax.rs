@@ -1,4 +1,5 @@
 //! Softmax and LogSoftmax over one axis (max-subtracted, f32 accumulation).
+use super::simd;
 use super::{describe, make, KResult};
 use tessera_ir::{Tensor, TensorData};
 
@@ -13,6 +14,17 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
     let outer: usize = x.shape[..axis].iter().product();
     let n = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
+    if inner == 1 {
+        // Contiguous rows: work in place on the output, no scratch row.
+        let mut out = v.to_vec();
+        if n > 0 {
+            simd::vectorized(|| {
+                out.chunks_exact_mut(n)
+                    .for_each(|row| softmax_row(row, log))
+            });
+        }
+        return make(x.dtype, x.shape.clone(), TensorData::F32(out));
+    }
     let mut out = vec![0f32; v.len()];
     let mut row = vec![0f32; n];
     for o in 0..outer {
@@ -30,20 +42,22 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
-/// In-place softmax / log-softmax of one contiguous row.
+/// In-place softmax / log-softmax of one contiguous row (each exponential computed once).
+#[inline(always)]
 pub fn softmax_row(row: &mut [f32], log: bool) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for r in row.iter_mut() {
-        *r -= max;
-        sum += r.exp();
-    }
+    let max = simd::max(row);
+    row.iter_mut().for_each(|r| *r -= max);
     if log {
-        let ls = sum.ln();
+        let ls = row
+            .iter()
+            .map(|&r| simd::exp(r))
+            .fold(0f32, |a, e| a + e)
+            .ln();
         row.iter_mut().for_each(|r| *r -= ls);
     } else {
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|r| *r = r.exp() * inv);
+        row.iter_mut().for_each(|r| *r = simd::exp(*r));
+        let inv = 1.0 / simd::sum(row);
+        row.iter_mut().for_each(|r| *r *= inv);
     }
 }
 

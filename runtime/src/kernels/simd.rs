@@ -1,0 +1,158 @@
+//! Runtime CPU-feature dispatch for the elementwise kernels, and a vectorisable `exp`.
+//!
+//! The workspace builds for baseline x86-64 (SSE2). [`vectorized`] runs a closure inside a
+//! function compiled with AVX-512F (or AVX2 + FMA) when the CPU has it, so the tight loops the
+//! closure inlines are auto-vectorised 16 (or 8) lanes wide; elsewhere it just calls it.
+//! The arithmetic is the same on every path (no fused multiply-adds are introduced), so
+//! results do not depend on the path taken.
+
+/// Runs `f`, compiled with the widest vector extension this CPU supports.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { with_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `e^x` in f32, branch-free so loops over it vectorise: range reduction `x = n·ln2 + r`
+/// (ln2 split in two parts), a degree-6 polynomial for `e^r` on |r| ≤ ln2/2 (Cephes `expf`
+/// coefficients) and the exponent `2^n` built from its bits. Relative error below 3e-7 on
+/// [-86, 88.7]; below -86 (e^-86 ≈ 4e-38, next to the subnormal range, whose arithmetic is
+/// very slow on x86) returns 0, above 88.7 returns +inf, NaN stays NaN.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ];
+    let xc = x.clamp(-86.0, 88.722_83);
+    // Round to nearest by the 1.5·2^23 trick (no rounding instruction needed on SSE2).
+    const SHIFTER: f32 = 12_582_912.0;
+    let t = xc * LOG2E + SHIFTER;
+    let n = t - SHIFTER;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = P.iter().fold(0.0f32, |acc, &c| acc * r + c);
+    let er = p * r * r + r + 1.0;
+    // n ∈ [-124, 128] as an integer, read from t's mantissa bits (no float→int conversion,
+    // which does not vectorise well); 2^n as two factors so n = 128 stays finite.
+    let ni = t.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let half = ni >> 1;
+    let scale = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
+    let y = er * scale(half) * scale(ni - half);
+    if x.is_nan() {
+        x
+    } else if x > 88.722_83 {
+        f32::INFINITY
+    } else if x < -86.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// Lanes of the split accumulators in [`sum`] and [`max`] (one AVX-512 register).
+const LANES: usize = 16;
+
+/// Sum of `v`, accumulated in [`LANES`] interleaved partial sums so the loop vectorises
+/// (a fixed order, so the result is deterministic).
+#[inline(always)]
+pub(crate) fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Largest element of `v` ignoring NaNs (−inf for an empty or all-NaN slice), as
+/// `fold(f32::NEG_INFINITY, f32::max)` but vectorisable.
+#[inline(always)]
+pub(crate) fn max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = if x > *a { x } else { *a };
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std() {
+        let (mut worst, mut at) = (0f64, 0f32);
+        for i in -85_990..=88_000 {
+            let x = i as f32 * 1e-3;
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            let e = (got - want).abs() / want;
+            if e > worst {
+                (worst, at) = (e, x);
+            }
+        }
+        assert!(worst < 3e-7, "max relative error {worst} at {at}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(-86.5), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn split_sum_and_max() {
+        let v: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
+        assert_eq!(sum(&v), v.iter().sum::<f32>());
+        assert_eq!(max(&v), 8.0);
+        assert_eq!(max(&[f32::NAN, -3.0]), -3.0);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        assert_eq!(sum(&[]), 0.0);
+    }
+
+    #[test]
+    fn vectorized_runs_the_closure() {
+        let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        let s = vectorized(|| v.iter().map(|x| x * 2.0).collect::<Vec<_>>());
+        assert_eq!(s[999], 1998.0);
+    }
+}
