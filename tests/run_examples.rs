@@ -45,7 +45,42 @@ fn read_inputs(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
 
 /// Imports `model`, then for each device count partitions it, runs the plan and compares it
 /// with the reference. Returns the device counts that ran.
-fn check_model(label: &str, model: &Path, inputs: &BTreeMap<String, Tensor>) -> Vec<usize> {
+/// onnxruntime's output for `name`, recorded as `<dir>/<prefix><sanitised name>.npy` by
+/// examples/models/generate.py and scripts/fetch_models.py.
+fn ort_output(ort: (&Path, &str), name: &str) -> Tensor {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = ort.0.join(format!("{}{safe}.npy", ort.1));
+    read_npy(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Max abs difference of two same-shape tensors.
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape, b.shape);
+    a.to_f64_vec()
+        .iter()
+        .zip(b.to_f64_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Partitions `model` for every N, runs each plan and compares with the reference executor
+/// (relative 1e-5) and, when `ort` (dir, file prefix) is given, with onnxruntime's recorded
+/// outputs (max abs 1e-4). Returns the device counts that ran.
+fn check_model(
+    label: &str,
+    model: &Path,
+    inputs: &BTreeMap<String, Tensor>,
+    ort: Option<(&Path, &str)>,
+) -> Vec<usize> {
     let input_shapes = inputs
         .iter()
         .map(|(k, t)| (k.clone(), t.shape.clone()))
@@ -92,6 +127,16 @@ fn check_model(label: &str, model: &Path, inputs: &BTreeMap<String, Tensor>) -> 
                 d.name, d.max_rel
             );
         }
+        if let Some(ort) = ort {
+            for (name, t) in names.iter().zip(&got) {
+                let diff = max_abs(t, &ort_output(ort, name));
+                eprintln!("{label} N={n} output '{name}': max abs to onnxruntime {diff:.3e}");
+                assert!(
+                    diff <= 1e-4,
+                    "{label} on {n} devices: output '{name}' differs from onnxruntime by {diff}"
+                );
+            }
+        }
         ran.push(n);
     }
     ran
@@ -115,7 +160,8 @@ fn example_models_run_partitioned_and_match_the_reference() {
             .to_string();
         let inputs = read_inputs(&dir.join(&stem), "input_");
         assert!(!inputs.is_empty(), "{stem}: no input_*.npy files");
-        let ran = check_model(&stem, &model, &inputs);
+        let ort_dir = dir.join(&stem);
+        let ran = check_model(&stem, &model, &inputs, Some((&ort_dir, "ort_output_")));
         assert!(
             ran.contains(&2),
             "{stem}: the 2-device plan must run (ran on {ran:?})"
@@ -147,7 +193,7 @@ fn minilm_runs_partitioned_and_matches_the_reference() {
             )
         })
         .collect();
-    let ran = check_model("minilm", &model, &inputs);
+    let ran = check_model("minilm", &model, &inputs, Some((&data, "ort_")));
     assert!(
         ran.contains(&2),
         "minilm: the 2-device plan must run (ran on {ran:?})"
