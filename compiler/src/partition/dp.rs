@@ -15,7 +15,7 @@ use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProble
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use tessera_ir::TensorId;
+use tessera_ir::{Layout, TensorId};
 
 /// The exact frontier-DP extractor.
 pub struct DpExtractor;
@@ -140,48 +140,81 @@ fn enumerate(
     }
 }
 
-/// Tensors in reverse topological order of the "reads" relation between their classes.
+/// Tensors in an order where each comes after every tensor that reads it (consumers
+/// first), chosen greedily to keep the DP frontier narrow: among the tensors whose readers
+/// are all decided, take the one whose decision opens the fewest new tensors (closing an
+/// open one counts −1), ties to the most recently opened, then the largest id. Any
+/// consumers-first order gives the same optimum; the order only changes how many states
+/// the DP carries (deciding a tensor right after its last reader keeps its demand set out
+/// of the product of the other open tensors').
 fn consumers_first(p: &FlatProblem) -> Vec<TensorId> {
     let mut readers: BTreeMap<TensorId, BTreeSet<TensorId>> = BTreeMap::new();
-    let mut indeg: BTreeMap<TensorId, usize> = BTreeMap::new();
+    let mut operands: BTreeMap<TensorId, BTreeSet<TensorId>> = BTreeMap::new();
     for c in &p.classes {
         if matches!(c.key, Key::View(..)) {
             continue;
         }
         let u = tensor_of(&c.key);
-        indeg.entry(u).or_default();
+        readers.entry(u).or_default();
+        let ops = operands.entry(u).or_default();
         for n in &c.nodes {
             for &k in &n.children {
                 let t = tensor_of(&p.classes[k].key);
-                if t != u
-                    && !matches!(p.classes[k].key, Key::View(..))
-                    && readers.entry(t).or_default().insert(u)
-                {
-                    *indeg.entry(u).or_default() += 1;
+                if t != u && !matches!(p.classes[k].key, Key::View(..)) {
+                    ops.insert(t);
                 }
             }
         }
     }
-    // Kahn's algorithm, smallest id first for determinism.
-    let mut ready: BTreeSet<TensorId> = indeg
+    for (u, ops) in &operands {
+        for t in ops {
+            readers.entry(*t).or_default().insert(*u);
+        }
+    }
+    let mut waiting: BTreeMap<TensorId, usize> =
+        readers.iter().map(|(t, r)| (*t, r.len())).collect();
+    // Open tensors with the step at which they were opened.
+    let mut opened: BTreeMap<TensorId, usize> = BTreeMap::new();
+    for &r in &p.roots {
+        if !matches!(p.classes[r].key, Key::View(..)) {
+            opened.entry(tensor_of(&p.classes[r].key)).or_insert(0);
+        }
+    }
+    let mut ready: BTreeSet<TensorId> = waiting
         .iter()
-        .filter(|(_, d)| **d == 0)
+        .filter(|(_, w)| **w == 0)
         .map(|(t, _)| *t)
         .collect();
-    let mut order = Vec::with_capacity(indeg.len());
-    while let Some(t) = ready.pop_first() {
+    let mut order = Vec::with_capacity(waiting.len());
+    while !ready.is_empty() {
+        let score = |t: &TensorId| {
+            let new = operands[t]
+                .iter()
+                .filter(|o| !opened.contains_key(o))
+                .count() as i64;
+            let close = i64::from(opened.contains_key(t));
+            let at = opened.get(t).copied().unwrap_or(0);
+            (new - close, std::cmp::Reverse(at), std::cmp::Reverse(*t))
+        };
+        let t = *ready
+            .iter()
+            .min_by_key(|t| score(t))
+            .expect("ready is not empty");
+        ready.remove(&t);
         order.push(t);
-        for u in readers.get(&t).into_iter().flatten() {
-            let d = indeg
-                .get_mut(u)
-                .expect("every reader has an in-degree entry");
-            *d -= 1;
-            if *d == 0 {
-                ready.insert(*u);
+        let step = order.len();
+        opened.remove(&t);
+        for o in &operands[&t] {
+            opened.entry(*o).or_insert(step);
+            let w = waiting
+                .get_mut(o)
+                .expect("every operand has a waiting count");
+            *w -= 1;
+            if *w == 0 {
+                ready.insert(*o);
             }
         }
     }
-    order.reverse();
     order
 }
 
@@ -211,7 +244,45 @@ pub struct DpRun {
     links: Vec<Link>,
 }
 
+/// The best program of a DP run: (total cost, partial, picks serving the open tensor).
+pub type Best<'a> = (f64, &'a Partial, Vec<(usize, usize)>);
+
 impl DpRun {
+    /// The cheapest program with the open tensor (if any) produced in `l_in` only: the
+    /// final states' demands on it served from `Prod(open, l_in)` with no parameter bytes.
+    /// Without an open tensor (`l_in` None) only the final state demanding nothing counts.
+    pub fn best(&self, p: &FlatProblem, l_in: Option<Layout>) -> Option<Best<'_>> {
+        let mut best: Option<Best> = None;
+        for (demand, parts) in &self.finals {
+            let Some(cheapest) = parts.iter().min_by(|a, b| a.cost.total_cmp(&b.cost)) else {
+                continue;
+            };
+            let served: Vec<(f64, Vec<(usize, usize)>)> = if demand.is_empty() {
+                vec![(0.0, vec![])]
+            } else if let Some(l_in) = l_in {
+                outcomes(p, demand)
+                    .into_iter()
+                    .filter(|o| {
+                        o.picks.iter().all(|&(c, _)| match p.classes[c].key {
+                            Key::Prod(_, l) => l == l_in,
+                            _ => true,
+                        }) && o.mem == 0.0
+                    })
+                    .map(|o| (o.cost, o.picks))
+                    .collect()
+            } else {
+                vec![]
+            };
+            for (c, picks) in served {
+                let total = cheapest.cost + c;
+                if best.as_ref().is_none_or(|b| total < b.0) {
+                    best = Some((total, cheapest, picks));
+                }
+            }
+        }
+        best
+    }
+
     /// The (class → node) choice of a partial solution.
     pub fn choice(&self, part: &Partial) -> BTreeMap<usize, usize> {
         let mut choice = BTreeMap::new();
@@ -246,9 +317,90 @@ impl States {
     }
 }
 
-/// Runs the frontier DP, deciding every tensor except those in `open`; returns the final
-/// states (which demand only classes of open tensors).
-pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractError> {
+/// States kept per step by the heuristic pass that finds the upper bound.
+const BEAM: usize = 64;
+
+/// Relative slack on the bound test, so that sums taken in another order never prune a
+/// state whose cost equals the bound.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// Runs the frontier DP, deciding every tensor except the open one (`open`: the tensor and
+/// the layouts it may be produced in); returns the final states (which demand only classes
+/// of the open tensor).
+///
+/// Branch and bound, exact: a first pass keeps only the [`BEAM`] most promising states
+/// per step and yields feasible programs, whose cost (the worst over the open layouts) is an
+/// upper bound `ub` on every optimum asked for. The exact pass then drops a partial
+/// solution when its cost plus a lower bound on any completion exceeds `ub`. The lower
+/// bound sums, over the open tensors, the cheapest way to serve their current demands with
+/// their own classes: classes belong to one tensor and are paid once, later demands only
+/// grow a tensor's demand set (serving a superset restricts to a serving of the subset, at
+/// no greater cost) and costs are non-negative. A dropped partial therefore only leads to
+/// programs dearer than `ub`, never to an optimum, and every partial it could have
+/// dominated is no better, so the optima found are those of the full DP.
+pub fn run(p: &FlatProblem, open: Option<(TensorId, &[Layout])>) -> Result<DpRun, ExtractError> {
+    let ub = match run_pass(p, open, Some(BEAM), f64::INFINITY) {
+        Ok(beam) => {
+            let ls: Vec<Option<Layout>> = match open {
+                Some((_, ls)) => ls.iter().map(|l| Some(*l)).collect(),
+                None => vec![None],
+            };
+            ls.into_iter()
+                .map(|l| beam.best(p, l).map_or(f64::INFINITY, |b| b.0))
+                .fold(0.0, f64::max)
+        }
+        Err(_) => f64::INFINITY,
+    };
+    if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+        eprintln!("dp upper bound {ub}");
+    }
+    run_pass(p, open, None, ub)
+}
+
+/// Sum over the open tensors of a frontier of the cheapest serving of their demands.
+fn lower_bound(
+    p: &FlatProblem,
+    fr: &[u64],
+    cache: &mut FxHashMap<Vec<usize>, Rc<Vec<Outcome>>>,
+    mins: &mut FxHashMap<Vec<usize>, f64>,
+) -> f64 {
+    let mut lb = 0.0;
+    let mut i = 0;
+    while i < fr.len() {
+        let t = fr[i] >> 32;
+        let j = i + fr[i..].partition_point(|e| (e >> 32) == t);
+        let demand: Vec<usize> = fr[i..j]
+            .iter()
+            .map(|e| (e & 0xffff_ffff) as usize)
+            .collect();
+        lb += match mins.get(&demand) {
+            Some(m) => *m,
+            None => {
+                let outs = cache
+                    .entry(demand.clone())
+                    .or_insert_with_key(|d| Rc::new(outcomes(p, d)))
+                    .clone();
+                let m = outs.iter().map(|o| o.cost).fold(f64::INFINITY, f64::min);
+                mins.insert(demand, m);
+                m
+            }
+        };
+        i = j;
+    }
+    lb
+}
+
+/// One pass of the DP: exact when `beam` is None (dropping only partials whose cost plus
+/// lower bound exceeds `ub`), else keeping the `beam` states of least cost plus lower bound.
+fn run_pass(
+    p: &FlatProblem,
+    open: Option<(TensorId, &[Layout])>,
+    beam: Option<usize>,
+    ub: f64,
+) -> Result<DpRun, ExtractError> {
+    let open: BTreeSet<TensorId> = open.map(|(t, _)| t).into_iter().collect();
+    let limit = ub + ub.abs() * BOUND_SLACK;
+    let mut mins: FxHashMap<Vec<usize>, f64> = FxHashMap::default();
     let order = consumers_first(p);
     let budgeted = p.budget.is_some();
     let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
@@ -294,6 +446,14 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                     nf.sort_unstable();
                     nf.dedup();
                 }
+                let lb = if limit.is_finite() {
+                    lower_bound(p, &nf, &mut cache, &mut mins)
+                } else {
+                    0.0
+                };
+                if parts.iter().all(|pt| pt.cost + o.cost + lb > limit) {
+                    continue;
+                }
                 let e = next.front(nf);
                 for pt in &parts {
                     let mem = pt.mem + o.mem;
@@ -301,6 +461,9 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                         continue;
                     }
                     let cost = pt.cost + o.cost;
+                    if cost + lb > limit {
+                        continue;
+                    }
                     if e.iter()
                         .any(|f| f.cost <= cost && (!budgeted || f.mem <= mem))
                     {
@@ -320,6 +483,29 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
             }
         }
         states = next;
+        if let Some(k) = beam {
+            if states.list.len() > k {
+                let mut keyed: Vec<(f64, usize)> = states
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (fr, parts))| {
+                        let best = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
+                        (best + lower_bound(p, fr, &mut cache, &mut mins), i)
+                    })
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let mut keep: Vec<usize> = keyed[..k].iter().map(|x| x.1).collect();
+                keep.sort_unstable();
+                let mut list = std::mem::take(&mut states.list);
+                let mut kept = Vec::with_capacity(k);
+                for i in keep.into_iter().rev() {
+                    kept.push(list.swap_remove(i));
+                }
+                kept.reverse();
+                states.list = kept;
+            }
+        }
         if trace {
             let partials: usize = states.list.iter().map(|s| s.1.len()).sum();
             eprintln!(
@@ -351,13 +537,9 @@ impl Extractor for DpExtractor {
         "frontier-dp"
     }
     fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let dp = run(p, &BTreeSet::new())?;
-        let best = dp
-            .finals
-            .iter()
-            .filter(|(fr, _)| fr.is_empty())
-            .flat_map(|(_, f)| f.iter())
-            .min_by(|a, b| a.cost.total_cmp(&b.cost))
+        let dp = run(p, None)?;
+        let (_, best, _) = dp
+            .best(p, None)
             .ok_or_else(|| ExtractError::Infeasible(String::new()))?;
         let choice = dp.choice(best);
         let cost = total_cost(p, &choice);
