@@ -339,68 +339,161 @@ const BOUND_SLACK: f64 = 1e-9;
 /// programs dearer than `ub`, never to an optimum, and every partial it could have
 /// dominated is no better, so the optima found are those of the full DP.
 pub fn run(p: &FlatProblem, open: Option<(TensorId, &[Layout])>) -> Result<DpRun, ExtractError> {
-    let ub = match run_pass(p, open, Some(BEAM), f64::INFINITY) {
-        Ok(beam) => {
-            let ls: Vec<Option<Layout>> = match open {
-                Some((_, ls)) => ls.iter().map(|l| Some(*l)).collect(),
-                None => vec![None],
-            };
-            ls.into_iter()
-                .map(|l| beam.best(p, l).map_or(f64::INFINITY, |b| b.0))
-                .fold(0.0, f64::max)
-        }
-        Err(_) => f64::INFINITY,
+    let t0 = std::time::Instant::now();
+    let ls: Vec<Option<Layout>> = match open {
+        Some((_, ls)) => ls.iter().map(|l| Some(*l)).collect(),
+        None => vec![None],
+    };
+    let bounds: Vec<(Option<Layout>, f64)> = match run_pass(p, open, Some(BEAM), &[]) {
+        Ok(beam) => ls
+            .into_iter()
+            .map(|l| (l, beam.best(p, l).map_or(f64::INFINITY, |b| b.0)))
+            .collect(),
+        Err(_) => vec![],
     };
     if std::env::var_os("TESSERA_DP_TRACE").is_some() {
-        eprintln!("dp upper bound {ub}");
+        eprintln!("dp upper bounds {bounds:?} beam {:?}", t0.elapsed());
     }
-    run_pass(p, open, None, ub)
+    let t1 = std::time::Instant::now();
+    let r = run_pass(p, open, None, &bounds);
+    if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+        eprintln!("dp exact {:?} classes {}", t1.elapsed(), p.classes.len());
+    }
+    r
 }
 
-/// Sum over the open tensors of a frontier of the cheapest serving of their demands.
+/// A lower bound on the cost of the cheapest program containing each class, counting one
+/// chain of e-nodes down to the leaves (the most expensive child at each node, so shared
+/// operands are never counted twice); classes of the open tensor count nothing (their
+/// serving is bounded apart, per open layout).
+fn chain_bounds(p: &FlatProblem, open: Option<u64>) -> Vec<f64> {
+    let mut h = vec![0.0; p.classes.len()];
+    // Children are flattened before their parents.
+    for (c, class) in p.classes.iter().enumerate() {
+        if open.is_some_and(|t| tensor_of(&class.key).0 as u64 == t) {
+            continue;
+        }
+        h[c] = class
+            .nodes
+            .iter()
+            .map(|n| n.cost + n.children.iter().map(|&k| h[k]).fold(0.0, f64::max))
+            .fold(f64::INFINITY, f64::min);
+    }
+    h
+}
+
+/// Lower bound on the cost of completing a frontier (the open tensor `skip` left out): the
+/// larger of the sum, over its tensors, of the cheapest serving of their demands with their
+/// own classes, and, for each tensor, of such a serving plus the chain bound of the classes
+/// it demands.
 fn lower_bound(
     p: &FlatProblem,
     fr: &[u64],
+    skip: Option<u64>,
+    h: &[f64],
     cache: &mut FxHashMap<Vec<usize>, Rc<Vec<Outcome>>>,
-    mins: &mut FxHashMap<Vec<usize>, f64>,
+    mins: &mut FxHashMap<Vec<usize>, (f64, f64)>,
 ) -> f64 {
-    let mut lb = 0.0;
+    let (mut own, mut chain) = (0.0, 0.0f64);
     let mut i = 0;
     while i < fr.len() {
         let t = fr[i] >> 32;
         let j = i + fr[i..].partition_point(|e| (e >> 32) == t);
+        if skip == Some(t) {
+            i = j;
+            continue;
+        }
         let demand: Vec<usize> = fr[i..j]
             .iter()
             .map(|e| (e & 0xffff_ffff) as usize)
             .collect();
-        lb += match mins.get(&demand) {
+        let (o, c) = match mins.get(&demand) {
             Some(m) => *m,
             None => {
                 let outs = cache
                     .entry(demand.clone())
                     .or_insert_with_key(|d| Rc::new(outcomes(p, d)))
                     .clone();
-                let m = outs.iter().map(|o| o.cost).fold(f64::INFINITY, f64::min);
-                mins.insert(demand, m);
-                m
+                let o = outs.iter().map(|o| o.cost).fold(f64::INFINITY, f64::min);
+                let c = outs
+                    .iter()
+                    .map(|o| {
+                        o.cost
+                            + o.demands
+                                .iter()
+                                .map(|e| h[(e & 0xffff_ffff) as usize])
+                                .fold(0.0, f64::max)
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                mins.insert(demand, (o, c));
+                (o, c)
             }
         };
+        own += o;
+        chain = chain.max(c);
         i = j;
     }
-    lb
+    own.max(chain)
 }
 
-/// One pass of the DP: exact when `beam` is None (dropping only partials whose cost plus
-/// lower bound exceeds `ub`), else keeping the `beam` states of least cost plus lower bound.
+/// The cheapest serving of the open tensor's `demand` from `Prod(open, l)` alone with no
+/// parameter bytes (what [`DpRun::best`] allows), or with anything when `l` is None.
+fn serve_bound(p: &FlatProblem, demand: &[usize], l: Option<Layout>) -> f64 {
+    if demand.is_empty() {
+        return 0.0;
+    }
+    outcomes(p, demand)
+        .iter()
+        .filter(|o| {
+            l.is_none_or(|l_in| {
+                o.mem == 0.0
+                    && o.picks.iter().all(|&(c, _)| match p.classes[c].key {
+                        Key::Prod(_, l) => l == l_in,
+                        _ => true,
+                    })
+            })
+        })
+        .map(|o| o.cost)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// One pass of the DP: exact when `beam` is None, dropping only partials that cannot reach
+/// a program within any of `bounds` ((open layout, upper bound on its optimum); no bounds:
+/// no pruning), else keeping the `beam` states of least cost plus lower bound.
 fn run_pass(
     p: &FlatProblem,
     open: Option<(TensorId, &[Layout])>,
     beam: Option<usize>,
-    ub: f64,
+    bounds: &[(Option<Layout>, f64)],
 ) -> Result<DpRun, ExtractError> {
+    let open_t = open.map(|(t, _)| t.0 as u64);
     let open: BTreeSet<TensorId> = open.map(|(t, _)| t).into_iter().collect();
-    let limit = ub + ub.abs() * BOUND_SLACK;
-    let mut mins: FxHashMap<Vec<usize>, f64> = FxHashMap::default();
+    let bounded = !bounds.is_empty() && bounds.iter().all(|b| b.1.is_finite());
+    let mut serve: FxHashMap<Vec<usize>, f64> = FxHashMap::default();
+    // The largest cost-plus-lower-bound (open tensor left out) that can still reach a
+    // program within one of the bounds, given the open tensor's demand.
+    let mut limit_of = |fr: &[u64]| -> f64 {
+        let Some(t) = open_t else {
+            return bounds[0].1 + bounds[0].1.abs() * BOUND_SLACK;
+        };
+        let lo = fr.partition_point(|e| (e >> 32) < t);
+        let hi = fr.partition_point(|e| (e >> 32) <= t);
+        let demand: Vec<usize> = fr[lo..hi]
+            .iter()
+            .map(|e| (e & 0xffff_ffff) as usize)
+            .collect();
+        if let Some(&v) = serve.get(&demand) {
+            return v;
+        }
+        let v = bounds
+            .iter()
+            .map(|&(l, ub)| ub + ub.abs() * BOUND_SLACK - serve_bound(p, &demand, l))
+            .fold(f64::NEG_INFINITY, f64::max);
+        serve.insert(demand, v);
+        v
+    };
+    let mut mins: FxHashMap<Vec<usize>, (f64, f64)> = FxHashMap::default();
+    let h = chain_bounds(p, open_t);
     let order = consumers_first(p);
     let budgeted = p.budget.is_some();
     let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
@@ -446,10 +539,13 @@ fn run_pass(
                     nf.sort_unstable();
                     nf.dedup();
                 }
-                let lb = if limit.is_finite() {
-                    lower_bound(p, &nf, &mut cache, &mut mins)
+                let (lb, limit) = if bounded {
+                    (
+                        lower_bound(p, &nf, open_t, &h, &mut cache, &mut mins),
+                        limit_of(&nf),
+                    )
                 } else {
-                    0.0
+                    (0.0, f64::INFINITY)
                 };
                 if parts.iter().all(|pt| pt.cost + o.cost + lb > limit) {
                     continue;
@@ -491,7 +587,10 @@ fn run_pass(
                     .enumerate()
                     .map(|(i, (fr, parts))| {
                         let best = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
-                        (best + lower_bound(p, fr, &mut cache, &mut mins), i)
+                        (
+                            best + lower_bound(p, fr, None, &h, &mut cache, &mut mins),
+                            i,
+                        )
                     })
                     .collect();
                 keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
