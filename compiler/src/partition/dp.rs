@@ -18,7 +18,11 @@ use std::rc::Rc;
 use tessera_ir::{Layout, TensorId};
 
 /// The exact frontier-DP extractor.
-pub struct DpExtractor;
+pub struct DpExtractor {
+    /// Only the optimal cost matters, not which of several optimal programs is returned
+    /// (see [`run`]).
+    pub value_only: bool,
+}
 
 /// One link of the persistent choice lists: (class, node) chosen after `parent`.
 #[derive(Clone, Copy)]
@@ -338,13 +342,23 @@ const BOUND_SLACK: f64 = 1e-9;
 /// no greater cost) and costs are non-negative. A dropped partial therefore only leads to
 /// programs dearer than `ub`, never to an optimum, and every partial it could have
 /// dominated is no better, so the optima found are those of the full DP.
-pub fn run(p: &FlatProblem, open: Option<(TensorId, &[Layout])>) -> Result<DpRun, ExtractError> {
+///
+/// With `value_only` (only the optimal costs are wanted, as for `lower_bound_bytes`) the
+/// exact pass also drops partials that can at best tie with the bound, and the beam's
+/// programs join the final states: the best found is then optimal, but among equally cheap
+/// programs it may be another one than the full DP's.
+pub fn run(
+    p: &FlatProblem,
+    open: Option<(TensorId, &[Layout])>,
+    value_only: bool,
+) -> Result<DpRun, ExtractError> {
     let t0 = std::time::Instant::now();
     let ls: Vec<Option<Layout>> = match open {
         Some((_, ls)) => ls.iter().map(|l| Some(*l)).collect(),
         None => vec![None],
     };
-    let bounds: Vec<(Option<Layout>, f64)> = match run_pass(p, open, Some(BEAM), &[]) {
+    let beam = run_pass(p, open, Some(BEAM), &[], false);
+    let bounds: Vec<(Option<Layout>, f64)> = match &beam {
         Ok(beam) => ls
             .into_iter()
             .map(|l| (l, beam.best(p, l).map_or(f64::INFINITY, |b| b.0)))
@@ -355,11 +369,44 @@ pub fn run(p: &FlatProblem, open: Option<(TensorId, &[Layout])>) -> Result<DpRun
         eprintln!("dp upper bounds {bounds:?} beam {:?}", t0.elapsed());
     }
     let t1 = std::time::Instant::now();
-    let r = run_pass(p, open, None, &bounds);
+    let r = run_pass(p, open, None, &bounds, value_only);
     if std::env::var_os("TESSERA_DP_TRACE").is_some() {
         eprintln!("dp exact {:?} classes {}", t1.elapsed(), p.classes.len());
     }
-    r
+    match (value_only, r, beam) {
+        (true, Ok(mut exact), Ok(beam)) => {
+            let shift = |l: u32| {
+                if l == NO_LINK {
+                    l
+                } else {
+                    l + exact.links.len() as u32
+                }
+            };
+            let links: Vec<Link> = beam
+                .links
+                .iter()
+                .map(|l| Link {
+                    parent: shift(l.parent),
+                    ..*l
+                })
+                .collect();
+            for (fr, parts) in beam.finals {
+                let parts = parts
+                    .into_iter()
+                    .map(|x| Partial {
+                        link: shift(x.link),
+                        ..x
+                    })
+                    .collect();
+                exact.finals.push((fr, parts));
+            }
+            exact.links.extend(links);
+            Ok(exact)
+        }
+        // Everything pruned: nothing beats the beam's programs.
+        (true, Err(_), Ok(beam)) => Ok(beam),
+        (_, r, _) => r,
+    }
 }
 
 /// A lower bound on the cost of the cheapest program containing each class, counting one
@@ -465,7 +512,18 @@ fn run_pass(
     open: Option<(TensorId, &[Layout])>,
     beam: Option<usize>,
     bounds: &[(Option<Layout>, f64)],
+    value_only: bool,
 ) -> Result<DpRun, ExtractError> {
+    // Value only: drop what can at best tie with a bound (within rounding: at most half a
+    // byte, as bytes objectives sum whole bytes).
+    let slack_of = |ub: f64| {
+        if value_only {
+            -(ub.abs() * BOUND_SLACK).min(0.5)
+        } else {
+            ub.abs() * BOUND_SLACK
+        }
+    };
+    let over = |x: f64, limit: f64| if value_only { x >= limit } else { x > limit };
     let open_t = open.map(|(t, _)| t.0 as u64);
     let open: BTreeSet<TensorId> = open.map(|(t, _)| t).into_iter().collect();
     let bounded = !bounds.is_empty() && bounds.iter().all(|b| b.1.is_finite());
@@ -474,7 +532,7 @@ fn run_pass(
     // program within one of the bounds, given the open tensor's demand.
     let mut limit_of = |fr: &[u64]| -> f64 {
         let Some(t) = open_t else {
-            return bounds[0].1 + bounds[0].1.abs() * BOUND_SLACK;
+            return bounds[0].1 + slack_of(bounds[0].1);
         };
         let lo = fr.partition_point(|e| (e >> 32) < t);
         let hi = fr.partition_point(|e| (e >> 32) <= t);
@@ -487,7 +545,7 @@ fn run_pass(
         }
         let v = bounds
             .iter()
-            .map(|&(l, ub)| ub + ub.abs() * BOUND_SLACK - serve_bound(p, &demand, l))
+            .map(|&(l, ub)| ub + slack_of(ub) - serve_bound(p, &demand, l))
             .fold(f64::NEG_INFINITY, f64::max);
         serve.insert(demand, v);
         v
@@ -547,7 +605,7 @@ fn run_pass(
                 } else {
                     (0.0, f64::INFINITY)
                 };
-                if parts.iter().all(|pt| pt.cost + o.cost + lb > limit) {
+                if parts.iter().all(|pt| over(pt.cost + o.cost + lb, limit)) {
                     continue;
                 }
                 let e = next.front(nf);
@@ -557,7 +615,7 @@ fn run_pass(
                         continue;
                     }
                     let cost = pt.cost + o.cost;
-                    if cost + lb > limit {
+                    if over(cost + lb, limit) {
                         continue;
                     }
                     if e.iter()
@@ -636,7 +694,7 @@ impl Extractor for DpExtractor {
         "frontier-dp"
     }
     fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let dp = run(p, None)?;
+        let dp = run(p, None, self.value_only)?;
         let (_, best, _) = dp
             .best(p, None)
             .ok_or_else(|| ExtractError::Infeasible(String::new()))?;

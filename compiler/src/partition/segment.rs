@@ -338,7 +338,10 @@ pub fn solve(
 ) -> Result<SegmentSolution, ExtractError> {
     let (eg, stats) = build(cx, seg);
     let flat = flat_problem(cx, &eg, &seg.roots, model, mode, pins, seg.budget)?;
-    let ex = DpExtractor.extract(&flat)?;
+    let ex = DpExtractor {
+        value_only: mode == CostMode::Bytes,
+    }
+    .extract(&flat)?;
     check(&flat, &ex)?;
     Ok(SegmentSolution {
         sel: selection_of(&eg, &flat, &ex.choice),
@@ -385,7 +388,11 @@ pub fn solve_variants(
             out.push(row);
             continue;
         };
-        let Ok(run) = super::dp::run(&flat, open_t.map(|t| (t, open_ls.as_slice()))) else {
+        let Ok(run) = super::dp::run(
+            &flat,
+            open_t.map(|t| (t, open_ls.as_slice())),
+            mode == CostMode::Bytes,
+        ) else {
             out.push(row);
             continue;
         };
