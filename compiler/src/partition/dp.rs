@@ -10,6 +10,8 @@
 //! keeping the Pareto front of (cost, bytes) under the budget (only the cheapest without
 //! one). Because every choice is enumerated and only dominated partial solutions are
 //! dropped, the result is optimal: it is exact DAG-aware extraction (each class paid once).
+use super::dp_bound::{chain_bounds, lower_bound, serve_bound};
+use super::dp_order::consumers_first;
 use super::egraph::Key;
 use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProblem};
 use rustc_hash::FxHashMap;
@@ -47,7 +49,8 @@ pub struct Partial {
 /// A frontier: (tensor << 32 | class) of every open demand, sorted.
 type Frontier = Vec<u64>;
 
-fn tensor_of(k: &Key) -> TensorId {
+/// The tensor of a class key.
+pub fn tensor_of(k: &Key) -> TensorId {
     match k {
         Key::Prod(t, _) | Key::Avail(t, _) | Key::View(t, _, _) => *t,
     }
@@ -62,7 +65,7 @@ pub struct Outcome {
     /// (class, node) picks, views included.
     pub picks: Vec<(usize, usize)>,
     /// Demands pushed on other tensors, as frontier entries.
-    demands: Vec<u64>,
+    pub demands: Vec<u64>,
 }
 
 /// Enumerates the ways to serve `demand` (classes of one tensor).
@@ -142,84 +145,6 @@ fn enumerate(
         enumerate(p, t, next, picks, out);
         picks.remove(&c);
     }
-}
-
-/// Tensors in an order where each comes after every tensor that reads it (consumers
-/// first), chosen greedily to keep the DP frontier narrow: among the tensors whose readers
-/// are all decided, take the one whose decision opens the fewest new tensors (closing an
-/// open one counts −1), ties to the most recently opened, then the largest id. Any
-/// consumers-first order gives the same optimum; the order only changes how many states
-/// the DP carries (deciding a tensor right after its last reader keeps its demand set out
-/// of the product of the other open tensors').
-fn consumers_first(p: &FlatProblem) -> Vec<TensorId> {
-    let mut readers: BTreeMap<TensorId, BTreeSet<TensorId>> = BTreeMap::new();
-    let mut operands: BTreeMap<TensorId, BTreeSet<TensorId>> = BTreeMap::new();
-    for c in &p.classes {
-        if matches!(c.key, Key::View(..)) {
-            continue;
-        }
-        let u = tensor_of(&c.key);
-        readers.entry(u).or_default();
-        let ops = operands.entry(u).or_default();
-        for n in &c.nodes {
-            for &k in &n.children {
-                let t = tensor_of(&p.classes[k].key);
-                if t != u && !matches!(p.classes[k].key, Key::View(..)) {
-                    ops.insert(t);
-                }
-            }
-        }
-    }
-    for (u, ops) in &operands {
-        for t in ops {
-            readers.entry(*t).or_default().insert(*u);
-        }
-    }
-    let mut waiting: BTreeMap<TensorId, usize> =
-        readers.iter().map(|(t, r)| (*t, r.len())).collect();
-    // Open tensors with the step at which they were opened.
-    let mut opened: BTreeMap<TensorId, usize> = BTreeMap::new();
-    for &r in &p.roots {
-        if !matches!(p.classes[r].key, Key::View(..)) {
-            opened.entry(tensor_of(&p.classes[r].key)).or_insert(0);
-        }
-    }
-    let mut ready: BTreeSet<TensorId> = waiting
-        .iter()
-        .filter(|(_, w)| **w == 0)
-        .map(|(t, _)| *t)
-        .collect();
-    let mut order = Vec::with_capacity(waiting.len());
-    while !ready.is_empty() {
-        let score = |t: &TensorId| {
-            let new = operands[t]
-                .iter()
-                .filter(|o| !opened.contains_key(o))
-                .count() as i64;
-            let close = i64::from(opened.contains_key(t));
-            let at = opened.get(t).copied().unwrap_or(0);
-            (new - close, std::cmp::Reverse(at), std::cmp::Reverse(*t))
-        };
-        let t = *ready
-            .iter()
-            .min_by_key(|t| score(t))
-            .expect("ready is not empty");
-        ready.remove(&t);
-        order.push(t);
-        let step = order.len();
-        opened.remove(&t);
-        for o in &operands[&t] {
-            opened.entry(*o).or_insert(step);
-            let w = waiting
-                .get_mut(o)
-                .expect("every operand has a waiting count");
-            *w -= 1;
-            if *w == 0 {
-                ready.insert(*o);
-            }
-        }
-    }
-    order
 }
 
 /// Keeps the Pareto front of (cost, mem); without a budget only the cheapest.
@@ -333,11 +258,13 @@ const BOUND_SLACK: f64 = 1e-9;
 /// of the open tensor).
 ///
 /// Branch and bound, exact: a first pass keeps only the [`BEAM`] most promising states
-/// per step and yields feasible programs, whose cost (the worst over the open layouts) is an
-/// upper bound `ub` on every optimum asked for. The exact pass then drops a partial
-/// solution when its cost plus a lower bound on any completion exceeds `ub`. The lower
-/// bound sums, over the open tensors, the cheapest way to serve their current demands with
-/// their own classes: classes belong to one tensor and are paid once, later demands only
+/// per step and yields feasible programs, whose costs (one per open layout) are upper
+/// bounds `ub_l` on the optima asked for. The exact pass then drops a partial solution
+/// when its cost plus a lower bound on any completion exceeds every `ub_l` (the open
+/// tensor's serving bounded per layout). The lower bound ([`lower_bound`]) counts, over the
+/// open tensors, the cheapest way to serve their current demands with their own classes
+/// (and a chain bound of what that serving demands upstream, never counting a shared
+/// class twice): classes belong to one tensor and are paid once, later demands only
 /// grow a tensor's demand set (serving a superset restricts to a serving of the subset, at
 /// no greater cost) and costs are non-negative. A dropped partial therefore only leads to
 /// programs dearer than `ub`, never to an optimum, and every partial it could have
@@ -407,101 +334,6 @@ pub fn run(
         (true, Err(_), Ok(beam)) => Ok(beam),
         (_, r, _) => r,
     }
-}
-
-/// A lower bound on the cost of the cheapest program containing each class, counting one
-/// chain of e-nodes down to the leaves (the most expensive child at each node, so shared
-/// operands are never counted twice); classes of the open tensor count nothing (their
-/// serving is bounded apart, per open layout).
-fn chain_bounds(p: &FlatProblem, open: Option<u64>) -> Vec<f64> {
-    let mut h = vec![0.0; p.classes.len()];
-    // Children are flattened before their parents.
-    for (c, class) in p.classes.iter().enumerate() {
-        if open.is_some_and(|t| tensor_of(&class.key).0 as u64 == t) {
-            continue;
-        }
-        h[c] = class
-            .nodes
-            .iter()
-            .map(|n| n.cost + n.children.iter().map(|&k| h[k]).fold(0.0, f64::max))
-            .fold(f64::INFINITY, f64::min);
-    }
-    h
-}
-
-/// Lower bound on the cost of completing a frontier (the open tensor `skip` left out): the
-/// larger of the sum, over its tensors, of the cheapest serving of their demands with their
-/// own classes, and, for each tensor, of such a serving plus the chain bound of the classes
-/// it demands.
-fn lower_bound(
-    p: &FlatProblem,
-    fr: &[u64],
-    skip: Option<u64>,
-    h: &[f64],
-    cache: &mut FxHashMap<Vec<usize>, Rc<Vec<Outcome>>>,
-    mins: &mut FxHashMap<Vec<usize>, (f64, f64)>,
-) -> f64 {
-    let (mut own, mut chain) = (0.0, 0.0f64);
-    let mut i = 0;
-    while i < fr.len() {
-        let t = fr[i] >> 32;
-        let j = i + fr[i..].partition_point(|e| (e >> 32) == t);
-        if skip == Some(t) {
-            i = j;
-            continue;
-        }
-        let demand: Vec<usize> = fr[i..j]
-            .iter()
-            .map(|e| (e & 0xffff_ffff) as usize)
-            .collect();
-        let (o, c) = match mins.get(&demand) {
-            Some(m) => *m,
-            None => {
-                let outs = cache
-                    .entry(demand.clone())
-                    .or_insert_with_key(|d| Rc::new(outcomes(p, d)))
-                    .clone();
-                let o = outs.iter().map(|o| o.cost).fold(f64::INFINITY, f64::min);
-                let c = outs
-                    .iter()
-                    .map(|o| {
-                        o.cost
-                            + o.demands
-                                .iter()
-                                .map(|e| h[(e & 0xffff_ffff) as usize])
-                                .fold(0.0, f64::max)
-                    })
-                    .fold(f64::INFINITY, f64::min);
-                mins.insert(demand, (o, c));
-                (o, c)
-            }
-        };
-        own += o;
-        chain = chain.max(c);
-        i = j;
-    }
-    own.max(chain)
-}
-
-/// The cheapest serving of the open tensor's `demand` from `Prod(open, l)` alone with no
-/// parameter bytes (what [`DpRun::best`] allows), or with anything when `l` is None.
-fn serve_bound(p: &FlatProblem, demand: &[usize], l: Option<Layout>) -> f64 {
-    if demand.is_empty() {
-        return 0.0;
-    }
-    outcomes(p, demand)
-        .iter()
-        .filter(|o| {
-            l.is_none_or(|l_in| {
-                o.mem == 0.0
-                    && o.picks.iter().all(|&(c, _)| match p.classes[c].key {
-                        Key::Prod(_, l) => l == l_in,
-                        _ => true,
-                    })
-            })
-        })
-        .map(|o| o.cost)
-        .fold(f64::INFINITY, f64::min)
 }
 
 /// One pass of the DP: exact when `beam` is None, dropping only partials that cannot reach
