@@ -10,15 +10,21 @@
 //! keeping the Pareto front of (cost, bytes) under the budget (only the cheapest without
 //! one). Because every choice is enumerated and only dominated partial solutions are
 //! dropped, the result is optimal: it is exact DAG-aware extraction (each class paid once).
+use super::dp_bound::{chain_bounds, lower_bound, serve_bound};
+use super::dp_order::consumers_first;
 use super::egraph::Key;
 use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProblem};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use tessera_ir::TensorId;
+use tessera_ir::{Layout, TensorId};
 
 /// The exact frontier-DP extractor.
-pub struct DpExtractor;
+pub struct DpExtractor {
+    /// Only the optimal cost matters, not which of several optimal programs is returned
+    /// (see [`run`]).
+    pub value_only: bool,
+}
 
 /// One link of the persistent choice lists: (class, node) chosen after `parent`.
 #[derive(Clone, Copy)]
@@ -43,7 +49,8 @@ pub struct Partial {
 /// A frontier: (tensor << 32 | class) of every open demand, sorted.
 type Frontier = Vec<u64>;
 
-fn tensor_of(k: &Key) -> TensorId {
+/// The tensor of a class key.
+pub fn tensor_of(k: &Key) -> TensorId {
     match k {
         Key::Prod(t, _) | Key::Avail(t, _) | Key::View(t, _, _) => *t,
     }
@@ -58,7 +65,7 @@ pub struct Outcome {
     /// (class, node) picks, views included.
     pub picks: Vec<(usize, usize)>,
     /// Demands pushed on other tensors, as frontier entries.
-    demands: Vec<u64>,
+    pub demands: Vec<u64>,
 }
 
 /// Enumerates the ways to serve `demand` (classes of one tensor).
@@ -140,51 +147,6 @@ fn enumerate(
     }
 }
 
-/// Tensors in reverse topological order of the "reads" relation between their classes.
-fn consumers_first(p: &FlatProblem) -> Vec<TensorId> {
-    let mut readers: BTreeMap<TensorId, BTreeSet<TensorId>> = BTreeMap::new();
-    let mut indeg: BTreeMap<TensorId, usize> = BTreeMap::new();
-    for c in &p.classes {
-        if matches!(c.key, Key::View(..)) {
-            continue;
-        }
-        let u = tensor_of(&c.key);
-        indeg.entry(u).or_default();
-        for n in &c.nodes {
-            for &k in &n.children {
-                let t = tensor_of(&p.classes[k].key);
-                if t != u
-                    && !matches!(p.classes[k].key, Key::View(..))
-                    && readers.entry(t).or_default().insert(u)
-                {
-                    *indeg.entry(u).or_default() += 1;
-                }
-            }
-        }
-    }
-    // Kahn's algorithm, smallest id first for determinism.
-    let mut ready: BTreeSet<TensorId> = indeg
-        .iter()
-        .filter(|(_, d)| **d == 0)
-        .map(|(t, _)| *t)
-        .collect();
-    let mut order = Vec::with_capacity(indeg.len());
-    while let Some(t) = ready.pop_first() {
-        order.push(t);
-        for u in readers.get(&t).into_iter().flatten() {
-            let d = indeg
-                .get_mut(u)
-                .expect("every reader has an in-degree entry");
-            *d -= 1;
-            if *d == 0 {
-                ready.insert(*u);
-            }
-        }
-    }
-    order.reverse();
-    order
-}
-
 /// Keeps the Pareto front of (cost, mem); without a budget only the cheapest.
 fn insert(front: &mut Vec<Partial>, cand: Partial, budgeted: bool) {
     if !budgeted {
@@ -211,7 +173,45 @@ pub struct DpRun {
     links: Vec<Link>,
 }
 
+/// The best program of a DP run: (total cost, partial, picks serving the open tensor).
+pub type Best<'a> = (f64, &'a Partial, Vec<(usize, usize)>);
+
 impl DpRun {
+    /// The cheapest program with the open tensor (if any) produced in `l_in` only: the
+    /// final states' demands on it served from `Prod(open, l_in)` with no parameter bytes.
+    /// Without an open tensor (`l_in` None) only the final state demanding nothing counts.
+    pub fn best(&self, p: &FlatProblem, l_in: Option<Layout>) -> Option<Best<'_>> {
+        let mut best: Option<Best> = None;
+        for (demand, parts) in &self.finals {
+            let Some(cheapest) = parts.iter().min_by(|a, b| a.cost.total_cmp(&b.cost)) else {
+                continue;
+            };
+            let served: Vec<(f64, Vec<(usize, usize)>)> = if demand.is_empty() {
+                vec![(0.0, vec![])]
+            } else if let Some(l_in) = l_in {
+                outcomes(p, demand)
+                    .into_iter()
+                    .filter(|o| {
+                        o.picks.iter().all(|&(c, _)| match p.classes[c].key {
+                            Key::Prod(_, l) => l == l_in,
+                            _ => true,
+                        }) && o.mem == 0.0
+                    })
+                    .map(|o| (o.cost, o.picks))
+                    .collect()
+            } else {
+                vec![]
+            };
+            for (c, picks) in served {
+                let total = cheapest.cost + c;
+                if best.as_ref().is_none_or(|b| total < b.0) {
+                    best = Some((total, cheapest, picks));
+                }
+            }
+        }
+        best
+    }
+
     /// The (class → node) choice of a partial solution.
     pub fn choice(&self, part: &Partial) -> BTreeMap<usize, usize> {
         let mut choice = BTreeMap::new();
@@ -246,9 +246,144 @@ impl States {
     }
 }
 
-/// Runs the frontier DP, deciding every tensor except those in `open`; returns the final
-/// states (which demand only classes of open tensors).
-pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractError> {
+/// States kept per step by the heuristic pass that finds the upper bound.
+const BEAM: usize = 64;
+
+/// Relative slack on the bound test, so that sums taken in another order never prune a
+/// state whose cost equals the bound.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// Runs the frontier DP, deciding every tensor except the open one (`open`: the tensor and
+/// the layouts it may be produced in); returns the final states (which demand only classes
+/// of the open tensor).
+///
+/// Branch and bound, exact: a first pass keeps only the [`BEAM`] most promising states
+/// per step and yields feasible programs, whose costs (one per open layout) are upper
+/// bounds `ub_l` on the optima asked for. The exact pass then drops a partial solution
+/// when its cost plus a lower bound on any completion exceeds every `ub_l` (the open
+/// tensor's serving bounded per layout). The lower bound ([`lower_bound`]) counts, over the
+/// open tensors, the cheapest way to serve their current demands with their own classes
+/// (and a chain bound of what that serving demands upstream, never counting a shared
+/// class twice): classes belong to one tensor and are paid once, later demands only
+/// grow a tensor's demand set (serving a superset restricts to a serving of the subset, at
+/// no greater cost) and costs are non-negative. A dropped partial therefore only leads to
+/// programs dearer than `ub`, never to an optimum, and every partial it could have
+/// dominated is no better, so the optima found are those of the full DP.
+///
+/// With `value_only` (only the optimal costs are wanted, as for `lower_bound_bytes`) the
+/// exact pass also drops partials that can at best tie with the bound, and the beam's
+/// programs join the final states: the best found is then optimal, but among equally cheap
+/// programs it may be another one than the full DP's.
+pub fn run(
+    p: &FlatProblem,
+    open: Option<(TensorId, &[Layout])>,
+    value_only: bool,
+) -> Result<DpRun, ExtractError> {
+    let t0 = std::time::Instant::now();
+    let ls: Vec<Option<Layout>> = match open {
+        Some((_, ls)) => ls.iter().map(|l| Some(*l)).collect(),
+        None => vec![None],
+    };
+    let beam = run_pass(p, open, Some(BEAM), &[], false);
+    let bounds: Vec<(Option<Layout>, f64)> = match &beam {
+        Ok(beam) => ls
+            .into_iter()
+            .map(|l| (l, beam.best(p, l).map_or(f64::INFINITY, |b| b.0)))
+            .collect(),
+        Err(_) => vec![],
+    };
+    if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+        eprintln!("dp upper bounds {bounds:?} beam {:?}", t0.elapsed());
+    }
+    let t1 = std::time::Instant::now();
+    let r = run_pass(p, open, None, &bounds, value_only);
+    if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+        eprintln!("dp exact {:?} classes {}", t1.elapsed(), p.classes.len());
+    }
+    match (value_only, r, beam) {
+        (true, Ok(mut exact), Ok(beam)) => {
+            let shift = |l: u32| {
+                if l == NO_LINK {
+                    l
+                } else {
+                    l + exact.links.len() as u32
+                }
+            };
+            let links: Vec<Link> = beam
+                .links
+                .iter()
+                .map(|l| Link {
+                    parent: shift(l.parent),
+                    ..*l
+                })
+                .collect();
+            for (fr, parts) in beam.finals {
+                let parts = parts
+                    .into_iter()
+                    .map(|x| Partial {
+                        link: shift(x.link),
+                        ..x
+                    })
+                    .collect();
+                exact.finals.push((fr, parts));
+            }
+            exact.links.extend(links);
+            Ok(exact)
+        }
+        // Everything pruned: nothing beats the beam's programs.
+        (true, Err(_), Ok(beam)) => Ok(beam),
+        (_, r, _) => r,
+    }
+}
+
+/// One pass of the DP: exact when `beam` is None, dropping only partials that cannot reach
+/// a program within any of `bounds` ((open layout, upper bound on its optimum); no bounds:
+/// no pruning), else keeping the `beam` states of least cost plus lower bound.
+fn run_pass(
+    p: &FlatProblem,
+    open: Option<(TensorId, &[Layout])>,
+    beam: Option<usize>,
+    bounds: &[(Option<Layout>, f64)],
+    value_only: bool,
+) -> Result<DpRun, ExtractError> {
+    // Value only: drop what can at best tie with a bound (within rounding: at most half a
+    // byte, as bytes objectives sum whole bytes).
+    let slack_of = |ub: f64| {
+        if value_only {
+            -(ub.abs() * BOUND_SLACK).min(0.5)
+        } else {
+            ub.abs() * BOUND_SLACK
+        }
+    };
+    let over = |x: f64, limit: f64| if value_only { x >= limit } else { x > limit };
+    let open_t = open.map(|(t, _)| t.0 as u64);
+    let open: BTreeSet<TensorId> = open.map(|(t, _)| t).into_iter().collect();
+    let bounded = !bounds.is_empty() && bounds.iter().all(|b| b.1.is_finite());
+    let mut serve: FxHashMap<Vec<usize>, f64> = FxHashMap::default();
+    // The largest cost-plus-lower-bound (open tensor left out) that can still reach a
+    // program within one of the bounds, given the open tensor's demand.
+    let mut limit_of = |fr: &[u64]| -> f64 {
+        let Some(t) = open_t else {
+            return bounds[0].1 + slack_of(bounds[0].1);
+        };
+        let lo = fr.partition_point(|e| (e >> 32) < t);
+        let hi = fr.partition_point(|e| (e >> 32) <= t);
+        let demand: Vec<usize> = fr[lo..hi]
+            .iter()
+            .map(|e| (e & 0xffff_ffff) as usize)
+            .collect();
+        if let Some(&v) = serve.get(&demand) {
+            return v;
+        }
+        let v = bounds
+            .iter()
+            .map(|&(l, ub)| ub + slack_of(ub) - serve_bound(p, &demand, l))
+            .fold(f64::NEG_INFINITY, f64::max);
+        serve.insert(demand, v);
+        v
+    };
+    let mut mins: FxHashMap<Vec<usize>, (f64, f64)> = FxHashMap::default();
+    let h = chain_bounds(p, open_t);
     let order = consumers_first(p);
     let budgeted = p.budget.is_some();
     let budget = p.budget.unwrap_or(f64::INFINITY) + 0.5;
@@ -294,6 +429,17 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                     nf.sort_unstable();
                     nf.dedup();
                 }
+                let (lb, limit) = if bounded {
+                    (
+                        lower_bound(p, &nf, open_t, &h, &mut cache, &mut mins),
+                        limit_of(&nf),
+                    )
+                } else {
+                    (0.0, f64::INFINITY)
+                };
+                if parts.iter().all(|pt| over(pt.cost + o.cost + lb, limit)) {
+                    continue;
+                }
                 let e = next.front(nf);
                 for pt in &parts {
                     let mem = pt.mem + o.mem;
@@ -301,6 +447,9 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
                         continue;
                     }
                     let cost = pt.cost + o.cost;
+                    if over(cost + lb, limit) {
+                        continue;
+                    }
                     if e.iter()
                         .any(|f| f.cost <= cost && (!budgeted || f.mem <= mem))
                     {
@@ -320,6 +469,32 @@ pub fn run(p: &FlatProblem, open: &BTreeSet<TensorId>) -> Result<DpRun, ExtractE
             }
         }
         states = next;
+        if let Some(k) = beam {
+            if states.list.len() > k {
+                let mut keyed: Vec<(f64, usize)> = states
+                    .list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (fr, parts))| {
+                        let best = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
+                        (
+                            best + lower_bound(p, fr, None, &h, &mut cache, &mut mins),
+                            i,
+                        )
+                    })
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let mut keep: Vec<usize> = keyed[..k].iter().map(|x| x.1).collect();
+                keep.sort_unstable();
+                let mut list = std::mem::take(&mut states.list);
+                let mut kept = Vec::with_capacity(k);
+                for i in keep.into_iter().rev() {
+                    kept.push(list.swap_remove(i));
+                }
+                kept.reverse();
+                states.list = kept;
+            }
+        }
         if trace {
             let partials: usize = states.list.iter().map(|s| s.1.len()).sum();
             eprintln!(
@@ -351,13 +526,9 @@ impl Extractor for DpExtractor {
         "frontier-dp"
     }
     fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let dp = run(p, &BTreeSet::new())?;
-        let best = dp
-            .finals
-            .iter()
-            .filter(|(fr, _)| fr.is_empty())
-            .flat_map(|(_, f)| f.iter())
-            .min_by(|a, b| a.cost.total_cmp(&b.cost))
+        let dp = run(p, None, self.value_only)?;
+        let (_, best, _) = dp
+            .best(p, None)
             .ok_or_else(|| ExtractError::Infeasible(String::new()))?;
         let choice = dp.choice(best);
         let cost = total_cost(p, &choice);

@@ -6,6 +6,8 @@
 pub mod budget;
 pub mod chain;
 pub mod dp;
+pub mod dp_bound;
+pub mod dp_order;
 pub mod egraph;
 pub mod extract;
 pub mod form;

@@ -338,7 +338,10 @@ pub fn solve(
 ) -> Result<SegmentSolution, ExtractError> {
     let (eg, stats) = build(cx, seg);
     let flat = flat_problem(cx, &eg, &seg.roots, model, mode, pins, seg.budget)?;
-    let ex = DpExtractor.extract(&flat)?;
+    let ex = DpExtractor {
+        value_only: mode == CostMode::Bytes,
+    }
+    .extract(&flat)?;
     check(&flat, &ex)?;
     Ok(SegmentSolution {
         sel: selection_of(&eg, &flat, &ex.choice),
@@ -347,9 +350,6 @@ pub fn solve(
         stats,
     })
 }
-
-/// Best (total cost, partial, picks serving the open tensor) so far.
-type Best<'a> = (f64, &'a super::dp::Partial, Vec<(usize, usize)>);
 
 /// The best program of a segment for one (open layout, root variant) pair.
 #[derive(Debug, Clone)]
@@ -388,39 +388,16 @@ pub fn solve_variants(
             out.push(row);
             continue;
         };
-        let open: BTreeSet<TensorId> = open_t.into_iter().collect();
-        let Ok(run) = super::dp::run(&flat, &open) else {
+        let Ok(run) = super::dp::run(
+            &flat,
+            open_t.map(|t| (t, open_ls.as_slice())),
+            mode == CostMode::Bytes,
+        ) else {
             out.push(row);
             continue;
         };
         for (li, l_in) in open_ls.iter().enumerate() {
-            let mut best: Option<Best> = None;
-            for (demand, parts) in &run.finals {
-                let Some(cheapest) = parts.iter().min_by(|a, b| a.cost.total_cmp(&b.cost)) else {
-                    continue;
-                };
-                // Serve the open tensor's demands from Prod(open, l_in) only.
-                let served: Vec<(f64, Vec<(usize, usize)>)> = if demand.is_empty() {
-                    vec![(0.0, vec![])]
-                } else {
-                    super::dp::outcomes(&flat, demand)
-                        .into_iter()
-                        .filter(|o| {
-                            o.picks.iter().all(|&(c, _)| match flat.classes[c].key {
-                                Key::Prod(_, l) => l == *l_in,
-                                _ => true,
-                            }) && o.mem == 0.0
-                        })
-                        .map(|o| (o.cost, o.picks))
-                        .collect()
-                };
-                for (c, picks) in served {
-                    let total = cheapest.cost + c;
-                    if best.as_ref().is_none_or(|b| total < b.0) {
-                        best = Some((total, cheapest, picks));
-                    }
-                }
-            }
+            let best = run.best(&flat, open_t.map(|_| *l_in));
             if let Some((cost, part, picks)) = best {
                 let mut choice = run.choice(part);
                 choice.extend(picks);
