@@ -11,10 +11,12 @@ use onnx_protobuf::{Message, ModelProto, TensorProto};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use tessera_compiler::onnx::ops::supported_ops;
-use tessera_compiler::onnx::{import_model, ImportError, ImportOptions, UnsupportedOp};
-use tessera_ir::{DType, Tensor, TensorData};
+use tessera_compiler::onnx::{
+    decode_tensor_proto, import_model, ImportError, ImportOptions, UnsupportedOp,
+};
+use tessera_ir::{DType, Tensor};
 use tessera_runtime::reference::run_graph;
-use tessera_runtime::weights::{decode, WeightStore};
+use tessera_runtime::weights::WeightStore;
 
 #[path = "conformance/doc.rs"]
 mod doc;
@@ -47,30 +49,10 @@ fn read_tensor(path: &Path) -> Result<(String, Tensor), String> {
     {
         return Err(format!("{}: not a tensor", path.display()));
     }
-    let data = if !t.raw_data.is_empty() {
-        decode(dtype, &t.raw_data)
-    } else {
-        match dtype {
-            DType::F32 => TensorData::F32(t.float_data.clone()),
-            DType::F64 => TensorData::F32(t.double_data.iter().map(|&x| x as f32).collect()),
-            DType::F16 => TensorData::F32(
-                t.int32_data
-                    .iter()
-                    .map(|&b| half::f16::from_bits(b as u16).to_f32())
-                    .collect(),
-            ),
-            DType::BF16 => TensorData::F32(
-                t.int32_data
-                    .iter()
-                    .map(|&b| half::bf16::from_bits(b as u16).to_f32())
-                    .collect(),
-            ),
-            DType::I64 => TensorData::I64(t.int64_data.clone()),
-            DType::Bool => TensorData::Bool(t.int32_data.iter().map(|&b| b != 0).collect()),
-            _ => TensorData::I64(t.int32_data.iter().map(|&b| b as i64).collect()),
-        }
-    };
-    let tensor = Tensor::new(dtype, shape, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    // The importer's own TensorProto decoding (raw_data or typed fields).
+    let tensor =
+        decode_tensor_proto(&t, &t.name).map_err(|e| format!("{}: {e}", path.display()))?;
+    debug_assert_eq!((tensor.dtype, &tensor.shape), (dtype, &shape));
     Ok((t.name.clone(), tensor))
 }
 

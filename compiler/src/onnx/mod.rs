@@ -24,6 +24,7 @@ mod walk;
 pub use error::{ImportError, UnsupportedOp};
 pub use inputs::parse_shape_spec;
 pub use report::ImportReport;
+pub use tensor_proto::decode as decode_tensor_proto;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

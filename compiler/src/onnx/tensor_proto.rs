@@ -30,8 +30,9 @@ pub(crate) fn is_external(t: &TensorProto) -> bool {
     t.data_location.enum_value() == Ok(DataLocation::EXTERNAL)
 }
 
-/// Decodes a tensor held in the model (raw_data or typed fields) into a host tensor.
-pub(crate) fn decode(t: &TensorProto, name: &str) -> Result<Tensor, ImportError> {
+/// Decodes a tensor held in the model (raw_data or typed fields) into a host tensor; `name`
+/// names it in errors. Exported as `onnx::decode_tensor_proto`.
+pub fn decode(t: &TensorProto, name: &str) -> Result<Tensor, ImportError> {
     let (dtype, shape) = dtype_and_shape(t, name)?;
     if is_external(t) {
         return Err(ImportError::tensor(
