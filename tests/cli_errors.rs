@@ -1,26 +1,11 @@
 //! Bad input to the `tessera` binary: one-line errors naming the culprit, non-zero exit,
 //! never a panic.
+mod common;
+
+use common::tessera;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use protobuf::Message;
 use std::path::Path;
-use std::process::Command;
-
-/// Runs `tessera ARGS`; returns (exit code, stdout, stderr).
-fn tessera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("run tessera");
-    let code = out
-        .status
-        .code()
-        .expect("tessera exited normally, not by a signal");
-    (
-        code,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Asserts a failure with exactly one non-empty stderr line containing every `needle`.
 fn assert_one_line_error(args: &[&str], needles: &[&str]) {

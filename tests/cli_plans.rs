@@ -1,40 +1,21 @@
 //! End to end through the `tessera` binary: compile every example model for 2 devices,
 //! then check the plan files, `inspect --json` and `dot` on them.
+mod common;
+
+use common::tessera;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The example models and the shapes they are compiled with. The LLaMA examples take the
-/// partitioner minutes in a debug build, so they are checked by the `#[ignore]`d test
-/// `llama_examples_draw_as_valid_graphviz` (`cargo test --test cli_plans -- --ignored`).
-const EXAMPLES: [(&str, &str); 3] = [
+/// The example models and the shapes they are compiled with.
+const EXAMPLES: [(&str, &str); 5] = [
     ("mlp", "x=4x64"),
     ("gpt2_1l", "input_ids=2x16"),
     ("gpt2_4l", "input_ids=2x16"),
-];
-/// The slow examples.
-const LLAMA_EXAMPLES: [(&str, &str); 2] = [
     ("llama_1l", "input_ids=2x16"),
     ("llama_4l", "input_ids=2x16"),
 ];
-
-/// Runs `tessera ARGS`; returns (exit code, stdout, stderr).
-fn tessera(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("run tessera");
-    let code = out
-        .status
-        .code()
-        .expect("tessera exited normally, not by a signal");
-    (
-        code,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Runs `tessera ARGS` and expects success; returns stdout.
 fn ok(args: &[&str]) -> String {
@@ -150,14 +131,6 @@ fn assert_examples_draw(dir: &Path, examples: &[(&str, &str)]) {
 #[test]
 fn every_example_plan_draws_as_valid_graphviz() {
     assert_examples_draw(compiled(), &EXAMPLES);
-}
-
-#[test]
-#[ignore = "the partitioner takes minutes on the LLaMA examples in a debug build"]
-fn llama_examples_draw_as_valid_graphviz() {
-    let dir = tempfile::tempdir().unwrap();
-    compile_into(dir.path(), &LLAMA_EXAMPLES);
-    assert_examples_draw(dir.path(), &LLAMA_EXAMPLES);
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! N ∈ {1, 2, 3, 4, 8} devices, run on N CPU devices from its plan (round-tripped through
 //! JSON, as `tessera-run` would read it), and compared with the unpartitioned model on the
 //! reference executor: normwise relative error ≤ 1e-5 (see `tessera_runtime::exec::check`).
+mod common;
+
+use common::{cached_model, max_abs_diff, read_npy, root, sanitize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tessera_compiler::onnx::{import_model, ImportOptions};
@@ -10,16 +13,11 @@ use tessera_ir::plan::Plan;
 use tessera_ir::Tensor;
 use tessera_runtime::exec::check::compare_outputs;
 use tessera_runtime::exec::{run_plan, RunOptions};
-use tessera_runtime::npy::read_npy;
 use tessera_runtime::reference::run_graph;
 use tessera_runtime::weights::WeightStore;
 
 const DEVICES: [usize; 5] = [1, 2, 3, 4, 8];
 const TOLERANCE: f64 = 1e-5;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Inputs stored as `PREFIX<name>.npy` files in `dir`, by name.
 fn read_inputs(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
@@ -36,7 +34,7 @@ fn read_inputs(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
             .strip_prefix(prefix)
             .and_then(|f| f.strip_suffix(".npy"))
         {
-            let t = read_npy(&path).unwrap_or_else(|e| panic!("{e}"));
+            let t = read_npy(&path);
             inputs.insert(name.to_string(), t);
         }
     }
@@ -48,28 +46,7 @@ fn read_inputs(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
 /// onnxruntime's output for `name`, recorded as `<dir>/<prefix><sanitised name>.npy` by
 /// examples/models/generate.py and scripts/fetch_models.py.
 fn ort_output(ort: (&Path, &str), name: &str) -> Tensor {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = ort.0.join(format!("{}{safe}.npy", ort.1));
-    read_npy(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Max abs difference of two same-shape tensors.
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.shape, b.shape);
-    a.to_f64_vec()
-        .iter()
-        .zip(b.to_f64_vec())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    read_npy(&ort.0.join(format!("{}{}.npy", ort.1, sanitize(name))))
 }
 
 /// Partitions `model` for every N, runs each plan and compares with the reference executor
@@ -129,7 +106,7 @@ fn check_model(
         }
         if let Some(ort) = ort {
             for (name, t) in names.iter().zip(&got) {
-                let diff = max_abs(t, &ort_output(ort, name));
+                let diff = max_abs_diff(t, &ort_output(ort, name));
                 eprintln!("{label} N={n} output '{name}': max abs to onnxruntime {diff:.3e}");
                 assert!(
                     diff <= 1e-4,
@@ -171,27 +148,18 @@ fn example_models_run_partitioned_and_match_the_reference() {
 
 #[test]
 fn minilm_runs_partitioned_and_matches_the_reference() {
-    let models = std::env::var("TESSERA_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join(".cache/models"));
-    let model = models.join("paraphrase-MiniLM-L3-v2.onnx");
-    let data = models.join("minilm/b1");
-    if !model.is_file() || !data.is_dir() {
-        eprintln!(
-            "SKIP minilm: {} or {} not found (run scripts/setup.sh)",
-            model.display(),
-            data.display()
-        );
+    let model = cached_model("paraphrase-MiniLM-L3-v2.onnx");
+    let data = model
+        .as_ref()
+        .and_then(|m| m.parent())
+        .map(|d| d.join("minilm/b1"));
+    let (Some(model), Some(data)) = (model, data.filter(|d| d.is_dir())) else {
+        eprintln!("SKIP minilm: model or its token data not fetched (run scripts/setup.sh)");
         return;
-    }
+    };
     let inputs: BTreeMap<String, Tensor> = ["input_ids", "attention_mask"]
         .iter()
-        .map(|n| {
-            (
-                n.to_string(),
-                read_npy(&data.join(format!("{n}.npy"))).unwrap_or_else(|e| panic!("{e}")),
-            )
-        })
+        .map(|n| (n.to_string(), read_npy(&data.join(format!("{n}.npy")))))
         .collect();
     let ran = check_model("minilm", &model, &inputs, Some((&data, "ort_")));
     assert!(

@@ -1,7 +1,7 @@
 //! Helpers shared by the workspace-level tests: locating test data, reading `.npy` files.
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
-use tessera_ir::{DType, Tensor};
+use tessera_ir::Tensor;
 
 /// Workspace root.
 pub fn root() -> PathBuf {
@@ -17,38 +17,26 @@ pub fn cached_model(file: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Reads an `.npy` file (f32, f64, i64, i32, bool) into a host tensor.
+/// Reads an `.npy` file with the runtime's reader (panics with the file's error in tests).
 pub fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let descr = npy.header().dtype().descr().trim_matches('\'').to_string();
-    match descr.as_str() {
-        "<f4" => Tensor::f32(shape, npy.into_vec::<f32>().unwrap()),
-        "<f8" => Tensor::f32(
-            shape,
-            npy.into_vec::<f64>()
-                .unwrap()
-                .into_iter()
-                .map(|x| x as f32)
-                .collect(),
-        ),
-        "<i8" => Tensor::i64(shape, npy.into_vec::<i64>().unwrap()),
-        "<i4" => {
-            let mut t = Tensor::i64(
-                shape,
-                npy.into_vec::<i32>()
-                    .unwrap()
-                    .into_iter()
-                    .map(i64::from)
-                    .collect(),
-            );
-            t.dtype = DType::I32;
-            t
-        }
-        "|b1" => Tensor::bool(shape, npy.into_vec::<bool>().unwrap()),
-        d => panic!("{}: unsupported npy dtype {d}", path.display()),
-    }
+    tessera_runtime::npy::read_npy(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs the `tessera` binary; returns (exit code, stdout, stderr).
+pub fn tessera(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera");
+    let code = out
+        .status
+        .code()
+        .expect("tessera exited normally, not by a signal");
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Max absolute difference between two tensors of the same shape.
