@@ -266,4 +266,10 @@ fn print_stats(stats: &RunStats) {
             r.wall_ms
         );
     }
+    for r in &stats.ranks {
+        if !r.fused.is_empty() {
+            let kinds: Vec<String> = r.fused.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+            println!("  rank {} fused kernels: {}", r.rank, kinds.join(", "));
+        }
+    }
 }

@@ -85,6 +85,19 @@ impl Device for CpuDevice {
             .collect())
     }
 
+    fn fuses(&self) -> bool {
+        true
+    }
+
+    fn compute_fused(
+        &mut self,
+        op: &crate::kernels::FusedOp,
+        inputs: &[&CpuBuffer],
+    ) -> Result<CpuBuffer, DeviceError> {
+        let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
+        Ok(Arc::new(crate::kernels::eval_fused(op, &ins)?))
+    }
+
     fn sharded_gather(
         &mut self,
         table: &CpuBuffer,

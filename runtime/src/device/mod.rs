@@ -22,7 +22,7 @@
 //!   device; peers blocked in (or later entering) a collective must then return an error
 //!   promptly instead of hanging.
 use crate::collectives::{CollectiveError, CollectiveSpec};
-use crate::kernels::KernelError;
+use crate::kernels::{FusedOp, KernelError};
 use std::fmt;
 use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
@@ -131,6 +131,25 @@ pub trait Device: Send {
         op: &Op,
         inputs: &[&Self::Buffer],
     ) -> Result<Vec<Self::Buffer>, DeviceError>;
+
+    /// True when this device runs fused op chains ([`Device::compute_fused`]); the executor
+    /// then fuses the patterns of [`crate::exec`]'s fusion pass. Default: false.
+    fn fuses(&self) -> bool {
+        false
+    }
+
+    /// Runs a fused op chain (semantics of [`crate::kernels::eval_fused`]). Only called when
+    /// [`Device::fuses`] is true; the default reports that the backend has no fused kernels.
+    fn compute_fused(
+        &mut self,
+        op: &FusedOp,
+        _inputs: &[&Self::Buffer],
+    ) -> Result<Self::Buffer, DeviceError> {
+        Err(DeviceError::Backend(format!(
+            "{}: this backend has no fused kernels",
+            op.name()
+        )))
+    }
 
     /// Vocab-parallel gather along axis 0: this rank holds rows `[offset, offset + rows)` of a
     /// table of `vocab` rows; indices (negative ones count from `vocab`) outside that range give

@@ -24,6 +24,7 @@ use tessera_ir::Tensor;
 
 pub mod check;
 pub mod error;
+mod fuse;
 pub mod load;
 mod rank;
 pub mod validate;
@@ -61,6 +62,9 @@ pub struct RankStats {
     pub sent_bytes: u64,
     /// Wall time of this rank's program, in milliseconds.
     pub wall_ms: f64,
+    /// Fused kernels run, by kind ([`crate::kernels::FusedOp::name`]); each replaced a
+    /// chain of steps (counted in `steps`).
+    pub fused: BTreeMap<&'static str, usize>,
 }
 
 /// Measured figures of a run.

@@ -1,6 +1,7 @@
 //! One rank's interpreter: walks the rank's steps in order on its [`Device`], frees each
 //! buffer after its last use and measures the bytes it holds.
 use super::error::ExecError;
+use super::fuse::{self, Item};
 use super::RankStats;
 use crate::collectives::{slice_axis, CollectiveSpec};
 use crate::device::{Device, DeviceError};
@@ -26,15 +27,23 @@ pub(crate) struct RankFailure {
     pub abort: bool,
 }
 
-/// Index of the last step reading each value (None: never read on this rank).
-fn last_uses(steps: &[Step], n_values: usize) -> Vec<Option<usize>> {
+/// Index of the last item reading each value (None: never read on this rank).
+fn last_uses(items: &[Item], steps: &[Step], n_values: usize) -> Vec<Option<usize>> {
     let mut last = vec![None; n_values];
-    for (s, step) in steps.iter().enumerate() {
-        for v in &step.inputs {
+    for (s, item) in items.iter().enumerate() {
+        for v in item_values(item, steps).0 {
             last[v.index()] = Some(s);
         }
     }
     last
+}
+
+/// The values an item reads and writes.
+fn item_values<'a>(item: &'a Item, steps: &'a [Step]) -> (&'a [ValueId], &'a [ValueId]) {
+    match item {
+        Item::Step(s) => (&steps[*s].inputs, &steps[*s].outputs),
+        Item::Fused(f) => (&f.inputs, std::slice::from_ref(&f.output)),
+    }
 }
 
 /// A short description of a step for error messages.
@@ -60,11 +69,16 @@ pub(crate) fn run_rank<D: Device>(
     let rank = job.rank;
     let steps = &plan.ranks[rank].steps;
     let n_values = plan.values.len();
-    let last = last_uses(steps, n_values);
     let mut keep = vec![false; n_values];
     for v in &job.keep {
         keep[v.index()] = true;
     }
+    let items = if dev.fuses() && fuse::enabled() {
+        fuse::fuse(plan, steps, &keep)
+    } else {
+        (0..steps.len()).map(Item::Step).collect()
+    };
+    let last = last_uses(&items, steps, n_values);
     let start = Instant::now();
     let mut stats = RankStats {
         rank,
@@ -73,12 +87,21 @@ pub(crate) fn run_rank<D: Device>(
     let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
     let mut live = 0usize;
     let mut profile = StepProfile::from_env();
-    for (s, step) in steps.iter().enumerate() {
+    for (at, item) in items.iter().enumerate() {
+        let (in_ids, out_ids) = item_values(item, steps);
+        // Errors name the plan step (a fused chain: its last step).
+        let (s, what) = match item {
+            Item::Step(s) => (*s, describe(plan, &steps[*s].kind)),
+            Item::Fused(f) => (
+                f.steps.last().copied().unwrap_or(0),
+                format!("{} of steps {:?}", f.op.name(), f.steps),
+            ),
+        };
         let fail = |msg: String, abort: bool| RankFailure {
             err: ExecError::Step {
                 rank,
                 step: s,
-                what: describe(plan, &step.kind),
+                what: what.clone(),
                 msg,
             },
             abort,
@@ -87,8 +110,7 @@ pub(crate) fn run_rank<D: Device>(
         let outs = {
             // Validation guarantees every input was defined earlier on this rank and freed
             // only after its last use, so these slots are full.
-            let ins: Vec<&D::Buffer> = step
-                .inputs
+            let ins: Vec<&D::Buffer> = in_ids
                 .iter()
                 .map(|v| {
                     bufs[v.index()]
@@ -97,29 +119,40 @@ pub(crate) fn run_rank<D: Device>(
                 })
                 .collect::<Result<_, _>>()?;
             let t0 = profile.as_ref().map(|_| Instant::now());
-            let outs = run_step(dev, job, step, &ins, &mut stats).map_err(|e| match e {
+            let outs = match item {
+                Item::Step(s) => run_step(dev, job, &steps[*s], &ins, &mut stats),
+                Item::Fused(f) => dev
+                    .compute_fused(&f.op, &ins)
+                    .map(|b| vec![b])
+                    .map_err(StepError::Device),
+            }
+            .map_err(|e| match e {
                 StepError::Device(d) => dev_fail(d),
                 StepError::Other(m) => fail(m, false),
             })?;
             if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
                 let shape = outs.first().map(|b| dev.shape(b).to_vec());
-                p.record(&step.kind, shape, t0.elapsed());
+                let key = match item {
+                    Item::Step(s) => step_key(&steps[*s].kind),
+                    Item::Fused(f) => f.op.name().to_string(),
+                };
+                p.record(key, shape, t0.elapsed());
             }
             outs
         };
         // Kernels may return trailing optional outputs the plan does not bind (LayerNorm's
         // Mean and InvStdDev); they are dropped by the zip below.
-        if outs.len() < step.outputs.len() {
+        if outs.len() < out_ids.len() {
             return Err(fail(
                 format!(
                     "produced {} outputs, the plan expects {}",
                     outs.len(),
-                    step.outputs.len()
+                    out_ids.len()
                 ),
                 false,
             ));
         }
-        for (v, b) in step.outputs.iter().zip(outs) {
+        for (v, b) in out_ids.iter().zip(outs) {
             let want = &plan.values[v.index()].shape;
             if dev.shape(&b) != want.as_slice() {
                 return Err(fail(
@@ -136,11 +169,11 @@ pub(crate) fn run_rank<D: Device>(
             bufs[v.index()] = Some(b);
         }
         stats.peak_live_bytes = stats.peak_live_bytes.max(live as u64);
-        // Free what this step read for the last time, and outputs nobody reads.
-        for v in step.inputs.iter().chain(&step.outputs) {
+        // Free what this item read for the last time, and outputs nobody reads.
+        for v in in_ids.iter().chain(out_ids) {
             let i = v.index();
             let dead = match last[i] {
-                Some(l) => l <= s,
+                Some(l) => l <= at,
                 None => true,
             };
             if dead && !keep[i] {
@@ -149,7 +182,13 @@ pub(crate) fn run_rank<D: Device>(
                 }
             }
         }
-        stats.steps += 1;
+        match item {
+            Item::Step(_) => stats.steps += 1,
+            Item::Fused(f) => {
+                stats.steps += f.steps.len();
+                *stats.fused.entry(f.op.name()).or_default() += 1;
+            }
+        }
     }
     let mut kept = Vec::with_capacity(job.keep.len());
     for v in &job.keep {
@@ -189,16 +228,7 @@ impl StepProfile {
         })
     }
 
-    fn record(&mut self, kind: &StepKind, shape: Option<Vec<usize>>, d: Duration) {
-        let mut key: String = match kind {
-            StepKind::Compute { op, .. } => op.name(),
-            StepKind::LoadWeight { .. } => "load_weight".into(),
-            StepKind::Input { .. } => "input".into(),
-            StepKind::ShardedGather { .. } => "sharded_gather".into(),
-            StepKind::LocalSlice { .. } => "local_slice".into(),
-            StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
-            StepKind::Collective { collective, .. } => collective.as_str().into(),
-        };
+    fn record(&mut self, mut key: String, shape: Option<Vec<usize>>, d: Duration) {
         if let (true, Some(s)) = (self.shapes, shape) {
             key = format!("{key} {s:?}");
         }
@@ -218,6 +248,19 @@ impl StepProfile {
         for (k, (n, d)) in rows {
             eprintln!("  {k:<32} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
         }
+    }
+}
+
+/// The profile's name for a step kind (op name for compute steps).
+fn step_key(kind: &StepKind) -> String {
+    match kind {
+        StepKind::Compute { op, .. } => op.name(),
+        StepKind::LoadWeight { .. } => "load_weight".into(),
+        StepKind::Input { .. } => "input".into(),
+        StepKind::ShardedGather { .. } => "sharded_gather".into(),
+        StepKind::LocalSlice { .. } => "local_slice".into(),
+        StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
+        StepKind::Collective { collective, .. } => collective.as_str().into(),
     }
 }
 

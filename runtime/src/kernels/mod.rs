@@ -12,6 +12,7 @@ mod blas;
 mod cast;
 mod cumsum;
 mod einsum;
+mod fused;
 mod gather;
 pub mod index;
 mod matmul;
@@ -24,6 +25,7 @@ mod trilu;
 mod unary;
 
 pub use cast::cast_tensor;
+pub use fused::{eval_fused, AttentionAttrs, FusedOp};
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).
 #[derive(Debug, Error)]

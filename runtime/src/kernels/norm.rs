@@ -1,11 +1,12 @@
 //! LayerNormalization and RMSNormalization over axes `axis..rank` (f32, two-pass).
 use super::binary::broadcast_to;
+use super::simd::{self, vectorized};
 use super::{describe, make, KResult};
 use tessera_ir::op::NormAttrs;
 use tessera_ir::{Tensor, TensorData};
 
 /// Splits `x` into `outer` rows of `inner` normalised elements and broadcasts `param` to a row.
-fn rows_and_param(
+pub(crate) fn rows_and_param(
     axis: usize,
     x: &Tensor,
     param: &Tensor,
@@ -50,17 +51,16 @@ pub(crate) fn layer_norm(
     let mut y = vec![0f32; v.len()];
     let mut means = vec![0f32; outer];
     let mut inv_stds = vec![0f32; outer];
-    for r in 0..outer {
-        let row = &v[r * inner..(r + 1) * inner];
-        let mean = row.iter().sum::<f32>() / inner as f32;
-        let var = row.iter().map(|&e| (e - mean) * (e - mean)).sum::<f32>() / inner as f32;
-        let inv = 1.0 / (var + a.epsilon).sqrt();
-        let dst = &mut y[r * inner..(r + 1) * inner];
-        for (j, (d, &e)) in dst.iter_mut().zip(row).enumerate() {
-            *d = (e - mean) * inv * s[j] + b.as_ref().map_or(0.0, |b| b[j]);
-        }
-        means[r] = mean;
-        inv_stds[r] = inv;
+    if inner > 0 {
+        vectorized(|| {
+            for (r, (row, dst)) in v
+                .chunks_exact(inner)
+                .zip(y.chunks_exact_mut(inner))
+                .enumerate()
+            {
+                (means[r], inv_stds[r]) = layer_norm_row(row, dst, &s, b.as_deref(), a.epsilon);
+            }
+        });
     }
     let mut stat_shape = x.shape[..a.axis].to_vec();
     stat_shape.resize(x.shape.len(), 1);
@@ -77,6 +77,36 @@ pub(crate) fn layer_norm(
             TensorData::F32(inv_stds),
         )?,
     ])
+}
+
+/// Normalises one row into `dst`: `(x - mean) · inv · scale + bias` with
+/// `inv = 1 / sqrt(var + ε)`; returns (mean, inv). Sums run in [`simd::sum`]'s fixed
+/// order; callers run it inside [`vectorized`].
+#[inline(always)]
+pub(crate) fn layer_norm_row(
+    row: &[f32],
+    dst: &mut [f32],
+    scale: &[f32],
+    bias: Option<&[f32]>,
+    epsilon: f32,
+) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = simd::sum(row) / n;
+    let var = simd::sum_by(row, |e| (e - mean) * (e - mean)) / n;
+    let inv = 1.0 / (var + epsilon).sqrt();
+    match bias {
+        Some(b) => {
+            for (((d, &e), &s), &b) in dst.iter_mut().zip(row).zip(scale).zip(b) {
+                *d = (e - mean) * inv * s + b;
+            }
+        }
+        None => {
+            for ((d, &e), &s) in dst.iter_mut().zip(row).zip(scale) {
+                *d = (e - mean) * inv * s;
+            }
+        }
+    }
+    (mean, inv)
 }
 
 /// RMSNorm: `x / sqrt(mean(x²) + ε) · scale`.

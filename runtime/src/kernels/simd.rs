@@ -96,6 +96,20 @@ pub(crate) fn sum(v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Sum of `f(x)` over `v`, accumulated as [`sum`] (same order for the same values).
+#[inline(always)]
+pub(crate) fn sum_by(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Largest element of `v` ignoring NaNs (−inf for an empty or all-NaN slice), as
 /// `fold(f32::NEG_INFINITY, f32::max)` but vectorisable.
 #[inline(always)]

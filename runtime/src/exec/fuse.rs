@@ -1,0 +1,474 @@
+//! Kernel fusion of one rank's program, for devices that run fused kernels
+//! ([`crate::device::Device::fuses`]; the CPU device does).
+//!
+//! Three patterns, each a chain whose intermediates are read by nothing else on the rank
+//! (one consumer, not a plan output) and whose values are exactly f32:
+//!
+//! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`) and v, then
+//!   `MatMul(Q, Kᵀ)`, `Div`/`Mul` by a one-element scale, optionally `Add` of a mask,
+//!   `Softmax` over the last axis, `MatMul(·, V)`, and when present the `Transpose` +
+//!   `Reshape` that merge the heads back ([`FusedOp::Attention`]).
+//! * **MatMul epilogue**: `MatMul`, then `Add` of a bias vector over the output columns
+//!   and/or the erf GELU chain `Div(x, c1) → Erf → Add c2 → Mul x → Mul c3`
+//!   ([`FusedOp::MatMulEpilogue`]).
+//! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
+//!   `LayerNorm` ([`FusedOp::AddLayerNorm`]).
+//!
+//! A fused item runs where the last step of its chain was; the chain's other steps vanish.
+//! The fused kernels compute the same arithmetic as the ops they replace, so `--check`
+//! (fused run vs the unfused reference executor) still compares equal values. Set
+//! `TESSERA_FUSE=0` to run every step unfused.
+use crate::kernels::{AttentionAttrs, FusedOp};
+use tessera_ir::op::{BinaryOp, UnaryOp};
+use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
+use tessera_ir::{DType, Op};
+
+/// A fused chain of steps.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Fused {
+    /// The kernel.
+    pub op: FusedOp,
+    /// Values it reads.
+    pub inputs: Vec<ValueId>,
+    /// The value it writes (the chain's last output).
+    pub output: ValueId,
+    /// The steps it replaces, in program order.
+    pub steps: Vec<usize>,
+}
+
+/// One unit of a rank's execution.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    /// A plan step, by index.
+    Step(usize),
+    /// A fused chain.
+    Fused(Fused),
+}
+
+/// True unless the environment variable `TESSERA_FUSE` is `0`.
+pub(crate) fn enabled() -> bool {
+    std::env::var("TESSERA_FUSE").map_or(true, |v| v != "0")
+}
+
+/// The program of `steps` as items: fused chains where a pattern matches, steps elsewhere.
+/// `keep[v]` marks values the rank must hold at the end (they are never fused away).
+pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool]) -> Vec<Item> {
+    let mut g = Program::new(plan, steps, keep);
+    let mut fused: Vec<Fused> = Vec::new();
+    for s in 0..steps.len() {
+        if let Some(f) = g.attention(s) {
+            g.claim(&f);
+            fused.push(f);
+        }
+    }
+    for s in 0..steps.len() {
+        if let Some(f) = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s)) {
+            g.claim(&f);
+            fused.push(f);
+        }
+    }
+    let mut at: Vec<Option<usize>> = vec![None; steps.len()];
+    for (i, f) in fused.iter().enumerate() {
+        // Steps are listed in program order; the chain ends at its last one.
+        if let Some(&last) = f.steps.last() {
+            at[last] = Some(i);
+        }
+    }
+    let mut slots: Vec<Option<Fused>> = fused.into_iter().map(Some).collect();
+    let mut items = Vec::with_capacity(steps.len());
+    for (s, slot) in at.iter().enumerate() {
+        match slot {
+            Some(i) => {
+                if let Some(f) = slots[*i].take() {
+                    items.push(Item::Fused(f));
+                }
+            }
+            None if !g.claimed[s] => items.push(Item::Step(s)),
+            None => {}
+        }
+    }
+    items
+}
+
+/// Def-use view of a rank's steps, for the matchers.
+struct Program<'a> {
+    plan: &'a Plan,
+    steps: &'a [Step],
+    keep: &'a [bool],
+    producer: Vec<Option<usize>>,
+    uses: Vec<Vec<usize>>,
+    claimed: Vec<bool>,
+}
+
+impl<'a> Program<'a> {
+    fn new(plan: &'a Plan, steps: &'a [Step], keep: &'a [bool]) -> Self {
+        let n = plan.values.len();
+        let mut producer = vec![None; n];
+        let mut uses = vec![Vec::new(); n];
+        for (s, step) in steps.iter().enumerate() {
+            for v in &step.inputs {
+                uses[v.index()].push(s);
+            }
+            for v in &step.outputs {
+                producer[v.index()] = Some(s);
+            }
+        }
+        Program {
+            plan,
+            steps,
+            keep,
+            producer,
+            uses,
+            claimed: vec![false; steps.len()],
+        }
+    }
+
+    fn claim(&mut self, f: &Fused) {
+        for &s in &f.steps {
+            self.claimed[s] = true;
+        }
+    }
+
+    fn shape(&self, v: ValueId) -> &[usize] {
+        &self.plan.values[v.index()].shape
+    }
+
+    fn is_f32(&self, v: ValueId) -> bool {
+        self.plan.values[v.index()].dtype == DType::F32
+    }
+
+    fn is_scalar(&self, v: ValueId) -> bool {
+        self.is_f32(v) && self.shape(v).iter().product::<usize>() == 1
+    }
+
+    /// The op of an unclaimed single-output compute step.
+    fn op(&self, s: usize) -> Option<&'a Op> {
+        let step = &self.steps[s];
+        match &step.kind {
+            StepKind::Compute { op, .. } if !self.claimed[s] && step.outputs.len() == 1 => Some(op),
+            _ => None,
+        }
+    }
+
+    fn ins(&self, s: usize) -> &'a [ValueId] {
+        &self.steps[s].inputs
+    }
+
+    fn out(&self, s: usize) -> ValueId {
+        self.steps[s].outputs[0]
+    }
+
+    /// The step producing `v` when `v` is an f32 intermediate read only by step `by`.
+    fn internal(&self, v: ValueId, by: usize) -> Option<usize> {
+        let i = v.index();
+        if self.keep[i] || self.uses[i].as_slice() != [by] || !self.is_f32(v) {
+            return None;
+        }
+        let p = self.producer[i]?;
+        self.op(p).map(|_| p)
+    }
+
+    /// The single reader of `v` when `v` is an intermediate (not kept, one use).
+    fn only_reader(&self, v: ValueId) -> Option<usize> {
+        let i = v.index();
+        match self.uses[i].as_slice() {
+            [r] if !self.keep[i] && self.op(*r).is_some() => Some(*r),
+            _ => None,
+        }
+    }
+
+    fn binary(&self, s: usize) -> Option<BinaryOp> {
+        match self.op(s)? {
+            Op::Binary(a) => Some(a.kind),
+            _ => None,
+        }
+    }
+
+    /// For a commutative binary step reading `x`: its other operand.
+    fn other_operand(&self, s: usize, x: ValueId) -> Option<ValueId> {
+        match self.ins(s) {
+            [a, b] if *a == x && *b != x => Some(*b),
+            [a, b] if *b == x && *a != x => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// `Transpose(perm)` of `Reshape(src → [b, s, h, d])`, both intermediates read only along
+    /// the chain ending at step `by`: returns (src, [b, s, h, d], [reshape, transpose]).
+    fn heads(
+        &self,
+        v: ValueId,
+        by: usize,
+        perm: &[usize],
+    ) -> Option<(ValueId, [usize; 4], [usize; 2])> {
+        let t = self.internal(v, by)?;
+        match self.op(t)? {
+            Op::Transpose(a) if a.perm == perm => {}
+            _ => return None,
+        }
+        let r = self.internal(self.ins(t)[0], t)?;
+        let Op::Reshape(a) = self.op(r)? else {
+            return None;
+        };
+        let [b, s, h, d] = a.shape[..] else {
+            return None;
+        };
+        let src = self.ins(r)[0];
+        self.is_f32(src).then_some((src, [b, s, h, d], [r, t]))
+    }
+
+    fn attention(&self, sm: usize) -> Option<Fused> {
+        let Op::Softmax(a) = self.op(sm)? else {
+            return None;
+        };
+        let x = self.ins(sm)[0];
+        let &[bsz, h, sq, sk] = self.shape(x) else {
+            return None;
+        };
+        if a.log || a.axis != 3 {
+            return None;
+        }
+        let mut steps = vec![sm];
+        // x = scaled + mask, or x = scaled.
+        let px = self.internal(x, sm)?;
+        let (scale_step, mask) = if self.binary(px) == Some(BinaryOp::Add) {
+            let [u, w] = self.ins(px)[..] else {
+                return None;
+            };
+            let scaled = |z: ValueId| {
+                self.internal(z, px)
+                    .filter(|&p| matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul)))
+            };
+            let (ss, m) = match (scaled(u), scaled(w)) {
+                (Some(p), _) => (p, w),
+                (None, Some(p)) => (p, u),
+                _ => return None,
+            };
+            steps.push(px);
+            (ss, Some(m))
+        } else {
+            (px, None)
+        };
+        if let Some(m) = mask {
+            let ms = self.shape(m);
+            let full = [bsz, h, sq, sk];
+            let fits = ms.len() <= 4
+                && ms
+                    .iter()
+                    .rev()
+                    .zip(full.iter().rev())
+                    .all(|(&d, &o)| d == 1 || d == o);
+            if !fits || !self.is_f32(m) {
+                return None;
+            }
+        }
+        // scaled = scores ⊘ c  (Div: scores first; Mul: either order).
+        let scale_mul = match self.binary(scale_step)? {
+            BinaryOp::Div => false,
+            BinaryOp::Mul => true,
+            _ => return None,
+        };
+        let [p, q] = self.ins(scale_step)[..] else {
+            return None;
+        };
+        let (scores, c) = if !scale_mul || self.is_scalar(q) {
+            (p, q)
+        } else {
+            (q, p)
+        };
+        if !self.is_scalar(c) || self.shape(scores) != [bsz, h, sq, sk] {
+            return None;
+        }
+        steps.push(scale_step);
+        let mm1 = self.internal(scores, scale_step)?;
+        if !matches!(self.op(mm1)?, Op::MatMul(_)) {
+            return None;
+        }
+        let (qsrc, qs, qsteps) = self.heads(self.ins(mm1)[0], mm1, &[0, 2, 1, 3])?;
+        let (ksrc, ks, ksteps) = self.heads(self.ins(mm1)[1], mm1, &[0, 2, 3, 1])?;
+        let d = qs[3];
+        if qs != [bsz, sq, h, d] || ks != [bsz, sk, h, d] {
+            return None;
+        }
+        steps.push(mm1);
+        steps.extend(qsteps.iter().chain(&ksteps));
+        // out = P · V
+        let pv = self.out(sm);
+        let mm2 = self.only_reader(pv)?;
+        if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.ins(mm2)[0] != pv {
+            return None;
+        }
+        let (vsrc, vs, vsteps) = self.heads(self.ins(mm2)[1], mm2, &[0, 2, 1, 3])?;
+        if vs != [bsz, sk, h, d] {
+            return None;
+        }
+        steps.push(mm2);
+        steps.extend(vsteps);
+        let mut output = self.out(mm2);
+        let mut out_shape = vec![bsz, h, sq, d];
+        // Merge the heads back when the chain continues with Transpose + Reshape.
+        if let Some(t) = self.only_reader(output) {
+            if let (Op::Transpose(ta), Some(r)) = (self.op(t)?, self.only_reader(self.out(t))) {
+                if let Op::Reshape(ra) = self.op(r)? {
+                    if ta.perm == [0, 2, 1, 3] && ra.shape == [bsz, sq, h * d] {
+                        steps.extend([t, r]);
+                        output = self.out(r);
+                        out_shape = ra.shape.clone();
+                    }
+                }
+            }
+        }
+        steps.sort_unstable();
+        let mut inputs = vec![qsrc, ksrc, vsrc, c];
+        inputs.extend(mask);
+        Some(Fused {
+            op: FusedOp::Attention(AttentionAttrs {
+                batch: bsz,
+                q_len: sq,
+                kv_len: sk,
+                heads: h,
+                head_dim: d,
+                scale_mul,
+                mask: mask.is_some(),
+                out_shape,
+            }),
+            inputs,
+            output,
+            steps,
+        })
+    }
+
+    fn add_layer_norm(&self, ln: usize) -> Option<Fused> {
+        let Op::LayerNorm(attrs) = self.op(ln)? else {
+            return None;
+        };
+        let ins = self.ins(ln);
+        let x = ins[0];
+        let add = self.internal(x, ln)?;
+        if self.binary(add) != Some(BinaryOp::Add) || attrs.axis + 1 != self.shape(x).len() {
+            return None;
+        }
+        let [a, b] = self.ins(add)[..] else {
+            return None;
+        };
+        if self.shape(a) != self.shape(x)
+            || self.shape(b) != self.shape(x)
+            || !self.is_f32(a)
+            || !self.is_f32(b)
+        {
+            return None;
+        }
+        if !ins[1..].iter().all(|&p| self.is_f32(p)) {
+            return None;
+        }
+        let mut inputs = vec![a, b];
+        inputs.extend_from_slice(&ins[1..]);
+        Some(Fused {
+            op: FusedOp::AddLayerNorm {
+                attrs: attrs.clone(),
+                has_bias: ins.len() == 3,
+            },
+            inputs,
+            output: self.out(ln),
+            steps: vec![add, ln],
+        })
+    }
+
+    fn matmul_epilogue(&self, mm: usize) -> Option<Fused> {
+        if !matches!(self.op(mm)?, Op::MatMul(_)) {
+            return None;
+        }
+        let ab = self.ins(mm);
+        let m = self.out(mm);
+        let shape = self.shape(m);
+        let n = *shape.last()?;
+        if !ab.iter().chain([&m]).all(|&v| self.is_f32(v)) {
+            return None;
+        }
+        let mut steps = vec![mm];
+        let mut inputs = ab.to_vec();
+        let mut x = m;
+        // + bias
+        let bias = self.only_reader(m).and_then(|ad| {
+            let bv = self.other_operand(ad, m)?;
+            let ok = self.binary(ad) == Some(BinaryOp::Add)
+                && self.shape(bv) == [n]
+                && self.is_f32(bv)
+                && self.shape(self.out(ad)) == shape;
+            ok.then_some((ad, bv))
+        });
+        if let Some((ad, bv)) = bias {
+            steps.push(ad);
+            inputs.push(bv);
+            x = self.out(ad);
+        }
+        let gelu = self.gelu_chain(x);
+        if let Some((gsteps, cs, y)) = &gelu {
+            steps.extend(gsteps);
+            inputs.extend(cs);
+            x = *y;
+        }
+        if bias.is_none() && gelu.is_none() {
+            return None;
+        }
+        steps.sort_unstable();
+        Some(Fused {
+            op: FusedOp::MatMulEpilogue {
+                bias: bias.is_some(),
+                gelu: gelu.is_some(),
+            },
+            inputs,
+            output: x,
+            steps,
+        })
+    }
+
+    /// `y = (x · (erf(x / c1) + c2)) · c3` reading `x` (read by nothing else): returns the
+    /// chain's steps, [c1, c2, c3] and y.
+    fn gelu_chain(&self, x: ValueId) -> Option<([usize; 5], [ValueId; 3], ValueId)> {
+        let i = x.index();
+        let [u0, u1] = self.uses[i][..] else {
+            return None;
+        };
+        if self.keep[i] || u0 == u1 {
+            return None;
+        }
+        let (dv, mu) = if self.binary(u0) == Some(BinaryOp::Div) {
+            (u0, u1)
+        } else {
+            (u1, u0)
+        };
+        let shape = self.shape(x);
+        let [xa, c1] = self.ins(dv)[..] else {
+            return None;
+        };
+        if self.binary(dv) != Some(BinaryOp::Div) || xa != x || !self.is_scalar(c1) {
+            return None;
+        }
+        let er = self.only_reader(self.out(dv))?;
+        match self.op(er)? {
+            Op::Unary(a) if a.kind == UnaryOp::Erf => {}
+            _ => return None,
+        }
+        let a2 = self.only_reader(self.out(er))?;
+        let c2 = self.other_operand(a2, self.out(er))?;
+        if self.binary(a2) != Some(BinaryOp::Add) || !self.is_scalar(c2) {
+            return None;
+        }
+        if self.only_reader(self.out(a2))? != mu
+            || self.binary(mu) != Some(BinaryOp::Mul)
+            || self.other_operand(mu, x)? != self.out(a2)
+        {
+            return None;
+        }
+        let m2 = self.only_reader(self.out(mu))?;
+        let c3 = self.other_operand(m2, self.out(mu))?;
+        if self.binary(m2) != Some(BinaryOp::Mul) || !self.is_scalar(c3) {
+            return None;
+        }
+        let y = self.out(m2);
+        let chain = [dv, er, a2, mu, m2];
+        let same = chain.iter().all(|&s| self.shape(self.out(s)) == shape);
+        same.then_some((chain, [c1, c2, c3], y))
+    }
+}
