@@ -114,10 +114,22 @@ fn float_arith(
     so: &[usize],
 ) -> KResult<Vec<f32>> {
     Ok(match kind {
-        BinaryOp::Add => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p + q)),
-        BinaryOp::Sub => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p - q)),
-        BinaryOp::Mul => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p * q)),
-        BinaryOp::Div => vectorized(|| zip_broadcast(x, sa, y, sb, so, |p, q| p / q)),
+        BinaryOp::Add => vectorized(
+            #[inline(always)]
+            || zip_broadcast(x, sa, y, sb, so, |p, q| p + q),
+        ),
+        BinaryOp::Sub => vectorized(
+            #[inline(always)]
+            || zip_broadcast(x, sa, y, sb, so, |p, q| p - q),
+        ),
+        BinaryOp::Mul => vectorized(
+            #[inline(always)]
+            || zip_broadcast(x, sa, y, sb, so, |p, q| p * q),
+        ),
+        BinaryOp::Div => vectorized(
+            #[inline(always)]
+            || zip_broadcast(x, sa, y, sb, so, |p, q| p / q),
+        ),
         other => zip_broadcast(x, sa, y, sb, so, float_op(other)?),
     })
 }

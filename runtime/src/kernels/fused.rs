@@ -147,18 +147,21 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
         return Err("matmul returned non-float data".into());
     };
     if n > 0 {
-        vectorized(|| {
-            for row in v.chunks_exact_mut(n) {
-                if let Some(b) = b {
-                    // Add(bias, x): the same single rounding as the unfused Add.
-                    row.iter_mut().zip(b).for_each(|(x, &c)| *x += c);
+        vectorized(
+            #[inline(always)]
+            || {
+                for row in v.chunks_exact_mut(n) {
+                    if let Some(b) = b {
+                        // Add(bias, x): the same single rounding as the unfused Add.
+                        row.iter_mut().zip(b).for_each(|(x, &c)| *x += c);
+                    }
+                    if let Some((c1, c2, c3)) = g {
+                        row.iter_mut()
+                            .for_each(|x| *x = (*x * (erf(*x / c1) + c2)) * c3);
+                    }
                 }
-                if let Some((c1, c2, c3)) = g {
-                    row.iter_mut()
-                        .for_each(|x| *x = (*x * (erf(*x / c1) + c2)) * c3);
-                }
-            }
-        });
+            },
+        );
     }
     Ok(y)
 }
@@ -185,18 +188,21 @@ fn add_layer_norm(attrs: &NormAttrs, has_bias: bool, inputs: &[&Tensor]) -> KRes
     let mut out = vec![0f32; x.len()];
     if inner > 0 {
         let mut sum = vec![0f32; inner];
-        vectorized(|| {
-            for ((dst, xr), yr) in out
-                .chunks_exact_mut(inner)
-                .zip(x.chunks_exact(inner))
-                .zip(y.chunks_exact(inner))
-            {
-                sum.iter_mut()
-                    .zip(xr.iter().zip(yr))
-                    .for_each(|(s, (p, q))| *s = p + q);
-                layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
-            }
-        });
+        vectorized(
+            #[inline(always)]
+            || {
+                for ((dst, xr), yr) in out
+                    .chunks_exact_mut(inner)
+                    .zip(x.chunks_exact(inner))
+                    .zip(y.chunks_exact(inner))
+                {
+                    sum.iter_mut()
+                        .zip(xr.iter().zip(yr))
+                        .for_each(|(s, (p, q))| *s = p + q);
+                    layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
+                }
+            },
+        );
     }
     make(a.dtype, a.shape.clone(), TensorData::F32(out))
 }
@@ -269,28 +275,31 @@ fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
                 cs: hd,
             };
             gemm_into(sq, sk, d, &mut scores, 0, qv, ktv, 1.0, false)?;
-            vectorized(|| {
-                for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                    if a.scale_mul {
-                        row.iter_mut().for_each(|s| *s *= c);
-                    } else {
-                        row.iter_mut().for_each(|s| *s /= c);
-                    }
-                    if let Some(m) = mask {
-                        let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                        if ms[3] == 1 {
-                            row.iter_mut()
-                                .zip(&m[mo..mo + sk])
-                                .for_each(|(s, &e)| *s += e);
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
+                        if a.scale_mul {
+                            row.iter_mut().for_each(|s| *s *= c);
                         } else {
-                            row.iter_mut()
-                                .enumerate()
-                                .for_each(|(j, s)| *s += m[mo + j * ms[3]]);
+                            row.iter_mut().for_each(|s| *s /= c);
                         }
+                        if let Some(m) = mask {
+                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                            if ms[3] == 1 {
+                                row.iter_mut()
+                                    .zip(&m[mo..mo + sk])
+                                    .for_each(|(s, &e)| *s += e);
+                            } else {
+                                row.iter_mut()
+                                    .enumerate()
+                                    .for_each(|(j, s)| *s += m[mo + j * ms[3]]);
+                            }
+                        }
+                        softmax_row(row, false);
                     }
-                    softmax_row(row, false);
-                }
-            });
+                },
+            );
             let pv = MatView {
                 data: &scores,
                 off: 0,

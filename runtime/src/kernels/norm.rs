@@ -52,15 +52,18 @@ pub(crate) fn layer_norm(
     let mut means = vec![0f32; outer];
     let mut inv_stds = vec![0f32; outer];
     if inner > 0 {
-        vectorized(|| {
-            for (r, (row, dst)) in v
-                .chunks_exact(inner)
-                .zip(y.chunks_exact_mut(inner))
-                .enumerate()
-            {
-                (means[r], inv_stds[r]) = layer_norm_row(row, dst, &s, b.as_deref(), a.epsilon);
-            }
-        });
+        vectorized(
+            #[inline(always)]
+            || {
+                for (r, (row, dst)) in v
+                    .chunks_exact(inner)
+                    .zip(y.chunks_exact_mut(inner))
+                    .enumerate()
+                {
+                    (means[r], inv_stds[r]) = layer_norm_row(row, dst, &s, b.as_deref(), a.epsilon);
+                }
+            },
+        );
     }
     let mut stat_shape = x.shape[..a.axis].to_vec();
     stat_shape.resize(x.shape.len(), 1);

@@ -7,6 +7,11 @@
 //! results do not depend on the path taken.
 
 /// Runs `f`, compiled with the widest vector extension this CPU supports.
+///
+/// Pass the closure with `#[inline(always)]` (`vectorized(#[inline(always)] || ...)`): a
+/// closure that LLVM does not inline into the target-feature wrapper is compiled for the
+/// baseline (SSE2) instead, which silently loses the wide vectors (measured: a 4-lane
+/// softmax inside the fused attention ran at 1.8 ns per element).
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -166,7 +171,10 @@ mod tests {
     #[test]
     fn vectorized_runs_the_closure() {
         let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-        let s = vectorized(|| v.iter().map(|x| x * 2.0).collect::<Vec<_>>());
+        let s = vectorized(
+            #[inline(always)]
+            || v.iter().map(|x| x * 2.0).collect::<Vec<_>>(),
+        );
         assert_eq!(s[999], 1998.0);
     }
 }

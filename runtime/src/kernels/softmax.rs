@@ -18,10 +18,13 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
         // Contiguous rows: work in place on the output, no scratch row.
         let mut out = v.to_vec();
         if n > 0 {
-            simd::vectorized(|| {
-                out.chunks_exact_mut(n)
-                    .for_each(|row| softmax_row(row, log))
-            });
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    out.chunks_exact_mut(n)
+                        .for_each(|row| softmax_row(row, log))
+                },
+            );
         }
         return make(x.dtype, x.shape.clone(), TensorData::F32(out));
     }

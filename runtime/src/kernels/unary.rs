@@ -107,7 +107,10 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
         (TensorData::F32(v), UnaryOp::Erf) => make(
             x.dtype,
             shape,
-            TensorData::F32(vectorized(|| v.iter().map(|&a| erf(a)).collect())),
+            TensorData::F32(vectorized(
+                #[inline(always)]
+                || v.iter().map(|&a| erf(a)).collect(),
+            )),
         ),
         (TensorData::F32(v), k) => {
             let f = float_fn(k)?;
@@ -150,18 +153,21 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let out: Vec<f32> = vectorized(|| {
-        if tanh_approximation {
-            let c = (2.0f32 / std::f32::consts::PI).sqrt();
-            v.iter()
-                .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
-                .collect()
-        } else {
-            v.iter()
-                .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
-                .collect()
-        }
-    });
+    let out: Vec<f32> = vectorized(
+        #[inline(always)]
+        || {
+            if tanh_approximation {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                v.iter()
+                    .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
+                    .collect()
+            } else {
+                v.iter()
+                    .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
+                    .collect()
+            }
+        },
+    );
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
