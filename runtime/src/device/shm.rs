@@ -11,18 +11,26 @@
 //! [`CollectiveError::Aborted`] instead of hanging (a bare `std::sync::Barrier` would).
 use crate::collectives::{compute, CollectiveError, CollectiveSpec};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tessera_ir::Tensor;
 
 /// How often a waiting member re-checks the abort flag even without a notification.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How long a waiting member spins before it sleeps on the condition variable, when every
+/// rank has a core of its own: waking a sleeping thread costs tens of microseconds, a
+/// large share of a small all-reduce (measured: 130–240 µs per 196 KB all-reduce on two
+/// ranks before spinning).
+const SPIN: Duration = Duration::from_micros(200);
+
 /// The exchanges of one run, shared by all CPU devices.
 #[derive(Debug)]
 pub struct ShmWorld {
     size: usize,
+    /// Waiters spin before sleeping (the machine has a core per rank).
+    spin: bool,
     aborted: AtomicBool,
     groups: Mutex<BTreeMap<Vec<usize>, Arc<Exchange>>>,
 }
@@ -30,8 +38,10 @@ pub struct ShmWorld {
 impl ShmWorld {
     /// A world of `size` ranks.
     pub fn new(size: usize) -> Arc<ShmWorld> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Arc::new(ShmWorld {
             size,
+            spin: size <= cores,
             aborted: AtomicBool::new(false),
             groups: Mutex::new(BTreeMap::new()),
         })
@@ -70,6 +80,7 @@ impl ShmWorld {
                         readers_left: 0,
                     }),
                     cv: Condvar::new(),
+                    generation: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -123,8 +134,20 @@ impl ShmWorld {
             st.arrived = 0;
             st.readers_left = group.len();
             st.generation += 1;
+            ex.generation.store(st.generation, Ordering::Release);
             ex.cv.notify_all();
         } else {
+            if self.spin {
+                drop(st);
+                let t0 = Instant::now();
+                while ex.generation.load(Ordering::Acquire) == my_generation
+                    && !self.is_aborted()
+                    && t0.elapsed() < SPIN
+                {
+                    std::hint::spin_loop();
+                }
+                st = lock(&ex.state);
+            }
             while st.generation == my_generation {
                 if self.is_aborted() {
                     return Err(CollectiveError::Aborted { kind });
@@ -159,6 +182,8 @@ impl ShmWorld {
 struct Exchange {
     state: Mutex<State>,
     cv: Condvar,
+    /// `state.generation`, readable without the lock (for spinning waiters).
+    generation: AtomicU64,
 }
 
 type Round = Result<Arc<Vec<Tensor>>, String>;
