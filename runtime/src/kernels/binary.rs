@@ -352,12 +352,25 @@ pub(crate) fn broadcast_to(t: &Tensor, out_shape: &[usize]) -> KResult<Tensor> {
     if t.shape == out_shape {
         return Ok(t.clone());
     }
-    let idx = broadcast_offsets(&t.shape, out_shape)
-        .ok_or_else(|| format!("cannot broadcast {} to {:?}", describe(t), out_shape))?;
+    if broadcast_shapes(&t.shape, out_shape).as_deref() != Some(out_shape) {
+        return Err(format!(
+            "cannot broadcast {} to {:?}",
+            describe(t),
+            out_shape
+        ));
+    }
+    // Zipped with a scalar, block by block (no per-element offset table).
     make(
         t.dtype,
         out_shape.to_vec(),
-        map_storage!(&t.data, v => super::take(v, &idx)),
+        map_storage!(&t.data, v => zip_broadcast(
+            v,
+            &t.shape,
+            std::slice::from_ref(&Default::default()),
+            &[],
+            out_shape,
+            |x, _| x,
+        )),
     )
 }
 

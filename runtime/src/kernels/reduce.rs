@@ -36,7 +36,38 @@ fn output_offsets(shape: &[usize], kept: &[usize], axes: &[usize]) -> Vec<usize>
     strided_offsets(shape, &s, 0)
 }
 
-fn reduce_f32(kind: ReduceKind, v: &[f32], dst: &[usize], n_out: usize, count: usize) -> Vec<f32> {
+/// For each input element, the offset of the output element it reduces into, without an
+/// offset table when the reduced axes are one contiguous run `lo..=hi` (input = outer ×
+/// reduced × inner): the same offsets, in the same order.
+fn output_offset_iter<'a>(
+    shape: &'a [usize],
+    kept: &'a [usize],
+    axes: &'a [usize],
+) -> Box<dyn Iterator<Item = usize> + 'a> {
+    let mut sorted = axes.to_vec();
+    sorted.sort_unstable();
+    let contiguous = sorted.windows(2).all(|w| w[1] == w[0] + 1);
+    match (sorted.first(), sorted.last()) {
+        (Some(&lo), Some(&hi)) if contiguous => {
+            let outer: usize = shape[..lo].iter().product();
+            let count: usize = shape[lo..=hi].iter().product();
+            let inner: usize = shape[hi + 1..].iter().product();
+            Box::new(
+                (0..outer)
+                    .flat_map(move |o| (0..count).flat_map(move |_| o * inner..(o + 1) * inner)),
+            )
+        }
+        _ => Box::new(output_offsets(shape, kept, axes).into_iter()),
+    }
+}
+
+fn reduce_f32(
+    kind: ReduceKind,
+    v: &[f32],
+    dst: impl Iterator<Item = usize>,
+    n_out: usize,
+    count: usize,
+) -> Vec<f32> {
     let init = match kind {
         ReduceKind::Max => f64::NEG_INFINITY,
         ReduceKind::Min => f64::INFINITY,
@@ -44,7 +75,7 @@ fn reduce_f32(kind: ReduceKind, v: &[f32], dst: &[usize], n_out: usize, count: u
         _ => 0.0,
     };
     let mut acc = vec![init; n_out];
-    for (&x, &o) in v.iter().zip(dst) {
+    for (&x, o) in v.iter().zip(dst) {
         let x = x as f64;
         let a = &mut acc[o];
         *a = match kind {
@@ -101,14 +132,18 @@ pub(crate) fn reduce(a: &ReduceAttrs, x: &Tensor) -> KResult<Tensor> {
     let (kept, out_shape) = reduced_shapes(&x.shape, &a.axes, a.keepdims);
     let n_out: usize = kept.iter().product();
     let count: usize = a.axes.iter().map(|&d| x.shape[d]).product();
-    let dst = output_offsets(&x.shape, &kept, &a.axes);
     let data = match &x.data {
-        TensorData::F32(v) => TensorData::F32(reduce_f32(a.kind, v, &dst, n_out, count)),
+        TensorData::F32(v) => {
+            let dst = output_offset_iter(&x.shape, &kept, &a.axes);
+            TensorData::F32(reduce_f32(a.kind, v, dst, n_out, count))
+        }
         TensorData::I64(v) => {
+            let dst = output_offsets(&x.shape, &kept, &a.axes);
             let r = reduce_i64(a.kind, v, &dst, n_out, count);
             TensorData::I64(r.into_iter().map(|e| wrap_int(x.dtype, e)).collect())
         }
         TensorData::Bool(v) if matches!(a.kind, ReduceKind::Max | ReduceKind::Min) => {
+            let dst = output_offsets(&x.shape, &kept, &a.axes);
             let any = a.kind == ReduceKind::Max;
             let mut acc = vec![!any; n_out];
             for (&b, &o) in v.iter().zip(&dst) {
@@ -151,6 +186,27 @@ mod tests {
             (all.shape.clone(), all.as_f32().unwrap().to_vec()),
             (vec![], vec![21.0])
         );
+    }
+
+    #[test]
+    fn contiguous_axes_match_the_offset_table() {
+        // [2, 3, 4, 2]: reduce the middle run 1..=2, and a non-contiguous pair {0, 2}.
+        let v: Vec<f32> = (0..48).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = Tensor::f32(vec![2, 3, 4, 2], v.clone());
+        let r = reduce(&attrs(ReduceKind::Sum, vec![2, 1], false), &x).unwrap();
+        assert_eq!(r.shape, vec![2, 2]);
+        for (o, got) in r.as_f32().unwrap().iter().enumerate() {
+            let (b, i) = (o / 2, o % 2);
+            let want: f64 = (0..12).map(|k| v[b * 24 + k * 2 + i] as f64).sum();
+            assert_eq!(*got, want as f32);
+        }
+        let r = reduce(&attrs(ReduceKind::Max, vec![0, 2], true), &x).unwrap();
+        assert_eq!(r.shape, vec![1, 3, 1, 2]);
+        let want = (0..2)
+            .flat_map(|b| (0..4).map(move |k| (b, k)))
+            .map(|(b, k)| v[b * 24 + k * 2])
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(r.as_f32().unwrap()[0], want);
     }
 
     #[test]
