@@ -144,7 +144,7 @@ impl Device for CpuDevice {
             self.rank,
             group,
             spec,
-            Tensor::clone(x),
+            Arc::clone(x),
         )?))
     }
 

@@ -93,7 +93,7 @@ impl ShmWorld {
         rank: usize,
         group: &[usize],
         spec: &CollectiveSpec,
-        input: Tensor,
+        input: Arc<Tensor>,
     ) -> Result<Tensor, CollectiveError> {
         let kind = spec.kind.as_str();
         let member =
@@ -113,7 +113,7 @@ impl ShmWorld {
         st.deposits[member] = Some((spec.clone(), input));
         st.arrived += 1;
         if st.arrived == group.len() {
-            let deposits: Vec<(CollectiveSpec, Tensor)> = st
+            let deposits: Vec<(CollectiveSpec, Arc<Tensor>)> = st
                 .deposits
                 .iter_mut()
                 .map(|d| d.take())
@@ -173,7 +173,7 @@ impl ShmWorld {
         }
         drop(st);
         let inputs = round.map_err(|msg| CollectiveError::Invalid { kind, msg })?;
-        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
         compute(spec, &refs, member)
     }
 }
@@ -186,12 +186,12 @@ struct Exchange {
     generation: AtomicU64,
 }
 
-type Round = Result<Arc<Vec<Tensor>>, String>;
+type Round = Result<Arc<Vec<Arc<Tensor>>>, String>;
 
 #[derive(Debug)]
 struct State {
     generation: u64,
-    deposits: Vec<Option<(CollectiveSpec, Tensor)>>,
+    deposits: Vec<Option<(CollectiveSpec, Arc<Tensor>)>>,
     arrived: usize,
     round: Option<Round>,
     readers_left: usize,
@@ -256,7 +256,9 @@ mod tests {
                             specs
                                 .iter()
                                 .map(|sp| {
-                                    world.collective(r, group, sp, inputs[r].clone()).unwrap()
+                                    world
+                                        .collective(r, group, sp, Arc::new(inputs[r].clone()))
+                                        .unwrap()
                                 })
                                 .collect()
                         })
@@ -286,8 +288,14 @@ mod tests {
             to_axis: None,
         };
         let res = std::thread::scope(|s| {
-            let w =
-                s.spawn(|| world.collective(0, &[0, 1, 2], &spec, Tensor::f32(vec![1], vec![1.0])));
+            let w = s.spawn(|| {
+                world.collective(
+                    0,
+                    &[0, 1, 2],
+                    &spec,
+                    Arc::new(Tensor::f32(vec![1], vec![1.0])),
+                )
+            });
             std::thread::sleep(Duration::from_millis(100));
             world.abort();
             w.join().unwrap()
@@ -312,8 +320,12 @@ mod tests {
             to_axis: None,
         };
         let (ra, rb) = std::thread::scope(|s| {
-            let ha = s.spawn(|| world.collective(0, &[0, 1], &a, Tensor::f32(vec![1], vec![1.0])));
-            let hb = s.spawn(|| world.collective(1, &[0, 1], &b, Tensor::f32(vec![1], vec![1.0])));
+            let ha = s.spawn(|| {
+                world.collective(0, &[0, 1], &a, Arc::new(Tensor::f32(vec![1], vec![1.0])))
+            });
+            let hb = s.spawn(|| {
+                world.collective(1, &[0, 1], &b, Arc::new(Tensor::f32(vec![1], vec![1.0])))
+            });
             (ha.join().unwrap(), hb.join().unwrap())
         });
         assert!(ra.unwrap_err().to_string().contains("member 1 called"));

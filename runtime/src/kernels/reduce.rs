@@ -36,38 +36,46 @@ fn output_offsets(shape: &[usize], kept: &[usize], axes: &[usize]) -> Vec<usize>
     strided_offsets(shape, &s, 0)
 }
 
-/// For each input element, the offset of the output element it reduces into, without an
-/// offset table when the reduced axes are one contiguous run `lo..=hi` (input = outer ×
-/// reduced × inner): the same offsets, in the same order.
-fn output_offset_iter<'a>(
-    shape: &'a [usize],
-    kept: &'a [usize],
-    axes: &'a [usize],
-) -> Box<dyn Iterator<Item = usize> + 'a> {
+/// `(outer, count, inner)` when the reduced axes are one contiguous run `lo..=hi` (the input
+/// is then `outer × count × inner` and output element `o·inner + i` reduces
+/// `x[(o·count + r)·inner + i]` over r).
+fn contiguous_run(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usize)> {
     let mut sorted = axes.to_vec();
     sorted.sort_unstable();
-    let contiguous = sorted.windows(2).all(|w| w[1] == w[0] + 1);
-    match (sorted.first(), sorted.last()) {
-        (Some(&lo), Some(&hi)) if contiguous => {
-            let outer: usize = shape[..lo].iter().product();
-            let count: usize = shape[lo..=hi].iter().product();
-            let inner: usize = shape[hi + 1..].iter().product();
-            Box::new(
-                (0..outer)
-                    .flat_map(move |o| (0..count).flat_map(move |_| o * inner..(o + 1) * inner)),
-            )
-        }
-        _ => Box::new(output_offsets(shape, kept, axes).into_iter()),
+    sorted.dedup();
+    let (&lo, &hi) = (sorted.first()?, sorted.last()?);
+    if hi - lo + 1 != sorted.len() {
+        return None;
+    }
+    Some((
+        shape[..lo].iter().product(),
+        shape[lo..=hi].iter().product(),
+        shape[hi + 1..].iter().product(),
+    ))
+}
+
+/// The f32 accumulation step of `kind` (in f64).
+#[inline(always)]
+fn accumulate(kind: ReduceKind, a: f64, x: f64) -> f64 {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => a + x,
+        ReduceKind::Prod => a * x,
+        ReduceKind::SumSquare | ReduceKind::L2 => a + x * x,
+        ReduceKind::Max if x.is_nan() || a.is_nan() => f64::NAN,
+        ReduceKind::Min if x.is_nan() || a.is_nan() => f64::NAN,
+        ReduceKind::Max => a.max(x),
+        ReduceKind::Min => a.min(x),
     }
 }
 
 fn reduce_f32(
     kind: ReduceKind,
     v: &[f32],
-    dst: impl Iterator<Item = usize>,
+    (shape, kept, axes): (&[usize], &[usize], &[usize]),
     n_out: usize,
     count: usize,
 ) -> Vec<f32> {
+    let run = contiguous_run(shape, axes);
     let init = match kind {
         ReduceKind::Max => f64::NEG_INFINITY,
         ReduceKind::Min => f64::INFINITY,
@@ -75,18 +83,23 @@ fn reduce_f32(
         _ => 0.0,
     };
     let mut acc = vec![init; n_out];
-    for (&x, o) in v.iter().zip(dst) {
-        let x = x as f64;
-        let a = &mut acc[o];
-        *a = match kind {
-            ReduceKind::Sum | ReduceKind::Mean => *a + x,
-            ReduceKind::Prod => *a * x,
-            ReduceKind::SumSquare | ReduceKind::L2 => *a + x * x,
-            ReduceKind::Max if x.is_nan() || a.is_nan() => f64::NAN,
-            ReduceKind::Min if x.is_nan() || a.is_nan() => f64::NAN,
-            ReduceKind::Max => a.max(x),
-            ReduceKind::Min => a.min(x),
-        };
+    match run {
+        // Same elements in the same order per output as the offset table, without it.
+        Some((_, cnt, inner)) if inner > 0 && cnt > 0 => {
+            for (a_row, x_block) in acc.chunks_exact_mut(inner).zip(v.chunks_exact(cnt * inner)) {
+                for x_row in x_block.chunks_exact(inner) {
+                    for (a, &x) in a_row.iter_mut().zip(x_row) {
+                        *a = accumulate(kind, *a, x as f64);
+                    }
+                }
+            }
+        }
+        Some(_) => {}
+        None => {
+            for (&x, &o) in v.iter().zip(&output_offsets(shape, kept, axes)) {
+                acc[o] = accumulate(kind, acc[o], x as f64);
+            }
+        }
     }
     acc.into_iter()
         .map(|a| match kind {
@@ -134,8 +147,8 @@ pub(crate) fn reduce(a: &ReduceAttrs, x: &Tensor) -> KResult<Tensor> {
     let count: usize = a.axes.iter().map(|&d| x.shape[d]).product();
     let data = match &x.data {
         TensorData::F32(v) => {
-            let dst = output_offset_iter(&x.shape, &kept, &a.axes);
-            TensorData::F32(reduce_f32(a.kind, v, dst, n_out, count))
+            let geometry = (&x.shape[..], &kept[..], &a.axes[..]);
+            TensorData::F32(reduce_f32(a.kind, v, geometry, n_out, count))
         }
         TensorData::I64(v) => {
             let dst = output_offsets(&x.shape, &kept, &a.axes);
