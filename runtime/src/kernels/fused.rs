@@ -279,21 +279,25 @@ fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
                 #[inline(always)]
                 || {
                     for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                        if a.scale_mul {
-                            row.iter_mut().for_each(|s| *s *= c);
-                        } else {
-                            row.iter_mut().for_each(|s| *s /= c);
-                        }
-                        if let Some(m) = mask {
-                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                            if ms[3] == 1 {
-                                row.iter_mut()
-                                    .zip(&m[mo..mo + sk])
-                                    .for_each(|(s, &e)| *s += e);
-                            } else {
-                                row.iter_mut()
-                                    .enumerate()
-                                    .for_each(|(j, s)| *s += m[mo + j * ms[3]]);
+                        let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                        // z = s ⊘ c (+ mask) in one pass, as the unfused Div/Mul and Add
+                        // compute it; then the plain softmax.
+                        match (mask, a.scale_mul) {
+                            (None, false) => row.iter_mut().for_each(|s| *s /= c),
+                            (None, true) => row.iter_mut().for_each(|s| *s *= c),
+                            (Some(m), false) if ms[3] == 1 => row
+                                .iter_mut()
+                                .zip(&m[mo..mo + sk])
+                                .for_each(|(s, &e)| *s = *s / c + e),
+                            (Some(m), true) if ms[3] == 1 => row
+                                .iter_mut()
+                                .zip(&m[mo..mo + sk])
+                                .for_each(|(s, &e)| *s = *s * c + e),
+                            (Some(m), mul) => {
+                                for (j, s) in row.iter_mut().enumerate() {
+                                    let z = if mul { *s * c } else { *s / c };
+                                    *s = z + m[mo + j * ms[3]];
+                                }
                             }
                         }
                         softmax_row(row, false);

@@ -84,7 +84,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// Lanes of the split accumulators in [`sum`] and [`max`] (one AVX-512 register).
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// Sum of `v`, accumulated in [`LANES`] interleaved partial sums so the loop vectorises
 /// (a fixed order, so the result is deterministic).

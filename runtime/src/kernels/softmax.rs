@@ -48,9 +48,9 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
 /// In-place softmax / log-softmax of one contiguous row (each exponential computed once).
 #[inline(always)]
 pub fn softmax_row(row: &mut [f32], log: bool) {
-    let max = simd::max(row);
-    row.iter_mut().for_each(|r| *r -= max);
     if log {
+        let max = simd::max(row);
+        row.iter_mut().for_each(|r| *r -= max);
         let ls = row
             .iter()
             .map(|&r| simd::exp(r))
@@ -58,8 +58,22 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
             .ln();
         row.iter_mut().for_each(|r| *r -= ls);
     } else {
-        row.iter_mut().for_each(|r| *r = simd::exp(*r));
-        let inv = 1.0 / simd::sum(row);
+        // Max; e^(x - max) and their sum in one pass (in simd::sum's lane order); scale.
+        let max = simd::max(row);
+        let mut acc = [0f32; simd::LANES];
+        let mut chunks = row.chunks_exact_mut(simd::LANES);
+        for chunk in &mut chunks {
+            for (a, r) in acc.iter_mut().zip(chunk) {
+                *r = simd::exp(*r - max);
+                *a += *r;
+            }
+        }
+        let mut tail = 0f32;
+        for r in chunks.into_remainder() {
+            *r = simd::exp(*r - max);
+            tail += *r;
+        }
+        let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
         row.iter_mut().for_each(|r| *r *= inv);
     }
 }
