@@ -6,7 +6,7 @@ Usage (one command, from the repository root):
     python3 scripts/bench_runtime.py [--model .cache/models/paraphrase-MiniLM-L3-v2.onnx]
                                      [--data .cache/models/minilm] [--repeat 20]
                                      [--devices 1,2] [--batches 1,8] [--markdown]
-                                     [--features openblas]
+                                     [--features FEATURES]
 
 For each batch (B×128 real token ids from DATA/b<B>/{input_ids,attention_mask}.npy, made by
 scripts/setup.sh) and each device count N it:
@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--devices", default="1,2")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--features", default="", help="cargo features of tessera-runtime, e.g. openblas")
+    ap.add_argument("--features", default="", help="cargo features of tessera-runtime to build with")
     args = ap.parse_args()
     if not os.path.isfile(args.model):
         sys.exit(f"bench_runtime: {args.model} not found (run scripts/setup.sh)")

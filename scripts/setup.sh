@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and produces the test data:
-#   - Debian: graphviz (DOT checks, SVG rendering), libopenblas-dev (the optional `openblas`
-#     feature of the runtime: f32 products through OpenBLAS)
+#   - Debian: graphviz (DOT checks, SVG rendering)
 #   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers
 #   - .cache/models: paraphrase-MiniLM-L3-v2 + real token ids + onnxruntime outputs
 #   - .cache/onnx-conformance: the official ONNX backend node test cases
@@ -11,8 +10,8 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
-if ! command -v dot >/dev/null || ! ldconfig -p | grep -q 'libopenblas\.so '; then
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz libopenblas-dev >/dev/null
+if ! command -v dot >/dev/null; then
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
 fi
 if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers; assert onnx.__version__ == '1.23.2'" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" onnxruntime numpy tokenizers

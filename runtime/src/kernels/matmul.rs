@@ -25,43 +25,11 @@ impl<T> MatView<'_, T> {
 }
 
 /// Element types the products run in (f32 for floats, f64 for integers).
-pub(crate) trait Scalar: 'static + Copy + From<f32> {
-    /// Runs the product through BLAS when one is compiled in and the strides suit it;
-    /// false to fall back to the `gemm` crate. Operands are bounds-checked by the caller.
-    #[allow(clippy::too_many_arguments)]
-    fn blas(
-        _m: usize,
-        _n: usize,
-        _k: usize,
-        _dst: &mut [Self],
-        _dst_off: usize,
-        _a: &MatView<'_, Self>,
-        _b: &MatView<'_, Self>,
-        _scale: Self,
-        _accumulate: bool,
-    ) -> bool {
-        false
-    }
-}
+pub(crate) trait Scalar: 'static + Copy + From<f32> {}
 
 impl Scalar for f64 {}
 
-impl Scalar for f32 {
-    #[cfg(feature = "openblas")]
-    fn blas(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: &mut [f32],
-        dst_off: usize,
-        a: &MatView<'_, f32>,
-        b: &MatView<'_, f32>,
-        scale: f32,
-        accumulate: bool,
-    ) -> bool {
-        super::blas::sgemm(m, n, k, dst, dst_off, a, b, scale, accumulate)
-    }
-}
+impl Scalar for f32 {}
 
 /// `dst[m×n] (row-major, row stride n, at dst_off) = scale·A·B + (accumulate ? dst : 0)`.
 #[allow(clippy::too_many_arguments)]
@@ -88,9 +56,6 @@ pub(crate) fn gemm_into<T: Scalar>(
                 .iter_mut()
                 .for_each(|d| *d = T::from(0.0));
         }
-        return Ok(());
-    }
-    if T::blas(m, n, k, dst, dst_off, &a, &b, scale, accumulate) {
         return Ok(());
     }
     // SAFETY: `fits` checked above that every element (i, l) of A (i < m, l < k) and (l, j) of

@@ -7,8 +7,6 @@ use tessera_ir::{DType, Op, Tensor, TensorData};
 use thiserror::Error;
 
 mod binary;
-#[cfg(feature = "openblas")]
-mod blas;
 mod cast;
 mod cumsum;
 mod einsum;
