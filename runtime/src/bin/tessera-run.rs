@@ -30,7 +30,13 @@ use tessera_runtime::weights::WeightStore;
 
 /// Run a Tessera plan (from `tessera compile`) on N devices.
 #[derive(Debug, Parser)]
-#[command(name = "tessera-run", version)]
+#[command(
+    name = "tessera-run",
+    version,
+    after_help = "Environment: TESSERA_FUSE=0 runs every plan step unfused on CPU devices \
+(by default attention, MatMul+bias(+GELU) and Add+LayerNorm chains run as fused kernels); \
+TESSERA_PROFILE=1 (or =shapes) prints the time per op kind (and output shape) per rank."
+)]
 struct Args {
     /// The plan JSON written by `tessera compile`.
     plan: PathBuf,
