@@ -19,6 +19,7 @@ SIZE = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELS = [
     ("mlp", "examples/models/mlp.onnx", "x=4x64"),
+    ("mlp_gemm", "examples/models/mlp_gemm.onnx", "x=8x64"),
     ("gpt2_1l", "examples/models/gpt2_1l.onnx", "input_ids=2x16"),
     ("gpt2_4l", "examples/models/gpt2_4l.onnx", "input_ids=2x16"),
     ("llama_1l", "examples/models/llama_1l.onnx", "input_ids=2x16"),

@@ -69,6 +69,43 @@ fn mlp_export_one_all_reduce() {
     }
 }
 
+/// PyTorch's `nn.Linear` on 2-D inputs exports as `Gemm(x, W[out, in], b, transB=1)`: the
+/// three Gemms of the classifier are split (column, row, row), not replicated, and the plan
+/// moves exactly its lower bound: one reduce-scatter of the [8, 128] hidden activation and
+/// one all-reduce of the [8, 10] logits.
+#[test]
+fn gemm_export_splits_every_gemm() {
+    let Some((g, _)) = import("examples/models/mlp_gemm.onnx", &[("x", &[8, 64])]) else {
+        return;
+    };
+    for n in [2, 4] {
+        let p = plan(&g, n);
+        let d = describe("mlp_gemm", n, &p);
+        println!("{d}");
+        assert_eq!(p.summary.matmul_choices.get("replicated"), None, "{d}");
+        assert_eq!(p.summary.matmul_choices.get("column"), Some(&1), "{d}");
+        assert_eq!(p.summary.matmul_choices.get("row"), Some(&2), "{d}");
+        assert_eq!(all_reduces(&p), 1, "{d}");
+        let bytes: Vec<(CollectiveKind, u64)> =
+            p.collectives.iter().map(|c| (c.kind, c.bytes)).collect();
+        assert_eq!(
+            bytes,
+            vec![
+                (CollectiveKind::ReduceScatter, 8 * 128 * 4),
+                (CollectiveKind::AllReduce, 8 * 10 * 4)
+            ],
+            "{d}"
+        );
+        // fc0 [256, 64] by its output rows, fc1 [128, 256] and fc2 [10, 128] by their input
+        // columns: every weight matrix is 1/N per rank.
+        let weights = ((256 * 64 + 128 * 256 + 10 * 128) * 4) as u64;
+        assert!(
+            p.estimates[0].param_bytes <= weights / n as u64 + ((256 + 128 + 10) * 4) as u64,
+            "{d}"
+        );
+    }
+}
+
 #[test]
 fn gpt2_exports_two_all_reduces_per_layer() {
     for (file, layers) in [("gpt2_1l", 1), ("gpt2_4l", 4)] {

@@ -6,6 +6,8 @@ Usage: python3 examples/models/generate.py [OUT_DIR]   (default: examples/models
 Writes, in the shapes PyTorch's ONNX exporter produces (dynamic batch/sequence dims and the
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains that come with them):
   mlp.onnx          Linear -> GELU(erf) -> Linear, input x[batch, 64]
+  mlp_gemm.onnx     the classifier head PyTorch exports for 2-D inputs: Gemm(transB=1) -> Relu
+                    -> Gemm(transB=1) -> Relu -> Gemm(transB=1), input x[batch, 64]
   gpt2_1l.onnx      GPT-2-style decoder, 1 layer  (LayerNorm, fused QKV MatMul + Split, causal
   gpt2_4l.onnx      GPT-2-style decoder, 4 layers  mask, GELU via Erf, residuals, tied LM head)
   llama_1l.onnx     LLaMA-style decoder, 1 layer  (RMSNorm decomposed as exporters emit it,
@@ -115,6 +117,23 @@ def mlp():
     inp = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", h])]
     out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", h])]
     return g.model(inp, out, "mlp"), {"x": rng.standard_normal((4, h)).astype(np.float32)}
+
+
+def mlp_gemm():
+    g = G()
+    dims = [64, 256, 128, 10]
+    x = "x"
+    for i, (din, dout) in enumerate(zip(dims, dims[1:])):
+        # nn.Linear on a 2-D input exports as Gemm(x, weight[out, in], bias, transB=1).
+        w = g.w(f"fc{i}.weight", (rng.standard_normal((dout, din)) / np.sqrt(din)).astype(np.float32))
+        b = g.rand(f"fc{i}.bias", (dout,), 0.1)
+        x = g.op("Gemm", [x, w, b], alpha=1.0, beta=1.0, transB=1)
+        if i + 2 < len(dims):
+            x = g.op("Relu", [x])
+    g.nodes[-1].output[0] = "logits"
+    inp = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dims[0]])]
+    out = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", dims[-1]])]
+    return g.model(inp, out, "mlp_gemm"), {"x": rng.standard_normal((8, dims[0])).astype(np.float32)}
 
 
 def causal_mask_where(g, scores, max_pos, q):
@@ -231,7 +250,8 @@ def llama(layers):
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
-    models = {"mlp": mlp(), "gpt2_1l": gpt2(1), "gpt2_4l": gpt2(4), "llama_1l": llama(1), "llama_4l": llama(4)}
+    models = {"mlp": mlp(), "gpt2_1l": gpt2(1), "gpt2_4l": gpt2(4), "llama_1l": llama(1), "llama_4l": llama(4),
+              "mlp_gemm": mlp_gemm()}
     try:
         import onnxruntime as ort
     except ImportError:

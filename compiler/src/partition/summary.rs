@@ -102,8 +102,8 @@ pub fn summarize(
         }
         let kind = match sel.prod.get(&nd.outputs[0]).map(|f| f.rule) {
             _ if fused.contains_key(&tessera_ir::NodeId(i as u32)) => "column",
-            Some("matmul-column") => "column",
-            Some("matmul-row") => "row",
+            Some("matmul-column" | "gemm-column") => "column",
+            Some("matmul-row" | "gemm-row") => "row",
             Some("replicated") => "replicated",
             Some(_) => "other",
             None => "other",
@@ -111,12 +111,13 @@ pub fn summarize(
         *matmul_choices.entry(kind.to_string()).or_default() += 1;
     }
     let mut notes = notes(g, n, sel);
-    if lw
-        .collectives
-        .iter()
-        .any(|c| c.kind == tessera_ir::plan::CollectiveKind::ReduceScatter)
-    {
-        notes.push("reduce-scatter + all-gather pairs stand in for all-reduces: the ops between them (norms, residual adds) run split on the sequence axis (same ring bytes, one more latency term, less compute)".into());
+    let has = |k: tessera_ir::plan::CollectiveKind| lw.collectives.iter().any(|c| c.kind == k);
+    if has(tessera_ir::plan::CollectiveKind::ReduceScatter) {
+        notes.push(if has(tessera_ir::plan::CollectiveKind::AllGather) {
+            "reduce-scatter + all-gather pairs stand in for all-reduces: the ops between them (norms, residual adds) run split on the sequence axis (same ring bytes, one more latency term, less compute)".into()
+        } else {
+            "a reduce-scatter hands a partial sum straight to the next row-split product, which reads it split (half an all-reduce's ring bytes)".into()
+        });
     }
     let layered = lw.collectives.iter().any(|c| c.layer.is_some());
     for c in &lw.collectives {
