@@ -15,9 +15,10 @@
 //!   `LayerNorm` ([`FusedOp::AddLayerNorm`]).
 //!
 //! A fused item runs where the last step of its chain was; the chain's other steps vanish.
-//! The fused kernels compute the same arithmetic as the ops they replace, so `--check`
-//! (fused run vs the unfused reference executor) still compares equal values. Set
-//! `TESSERA_FUSE=0` to run every step unfused.
+//! The fused kernels compute the same arithmetic as the ops they replace (bit for bit except
+//! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
+//! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
+//! unfused.
 use crate::kernels::{AttentionAttrs, FusedOp};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};

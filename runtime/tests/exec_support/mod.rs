@@ -445,3 +445,45 @@ pub fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     max_abs / scale.max(1e-6)
 }
+
+/// The whole graph on one device, every tensor replicated: inputs, weights loaded where
+/// first used, nodes in graph order, the graph outputs as plan outputs.
+pub fn single_rank_plan(graph: Graph) -> Plan {
+    let mut b = PlanBuilder::new(graph, 1);
+    let g = b.plan.graph.clone();
+    let mut value: BTreeMap<TensorId, ValueId> = BTreeMap::new();
+    for &t in &g.inputs {
+        let v = b.value(t, Layout::Replicated);
+        b.step(
+            |_| StepKind::Input {
+                tensor: t,
+                slice: None,
+            },
+            &[],
+            &[v],
+        );
+        value.insert(t, v);
+    }
+    for (i, nd) in g.nodes.iter().enumerate() {
+        for &t in &nd.inputs {
+            if g.weights.contains_key(&t) && !value.contains_key(&t) {
+                let v = b.value(t, Layout::Replicated);
+                b.step(
+                    |_| StepKind::LoadWeight {
+                        tensor: t,
+                        slice: None,
+                    },
+                    &[],
+                    &[v],
+                );
+                value.insert(t, v);
+            }
+        }
+        let ins: Vec<ValueId> = nd.inputs.iter().map(|t| value[t]).collect();
+        let out = b.value(nd.outputs[0], Layout::Replicated);
+        value.insert(nd.outputs[0], out);
+        b.compute(NodeId(i as u32), &ins, out);
+    }
+    b.plan.outputs = g.outputs.iter().map(|t| value[t]).collect();
+    b.plan
+}

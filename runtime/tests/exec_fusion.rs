@@ -1,0 +1,250 @@
+//! The CPU device's fusion pass: which chains it fuses (and which it must leave alone), and
+//! that fused results equal the reference executor's unfused ones (bit for bit for the
+//! elementwise epilogues; the attention's GEMMs read strided views, whose blocking may round
+//! differently in the last bit).
+mod exec_support;
+
+use exec_support::*;
+use std::collections::BTreeMap;
+use tessera_ir::op::*;
+use tessera_ir::{DType, Graph, Op, Tensor, TensorId};
+use tessera_runtime::exec::{run_plan, RunOptions};
+use tessera_runtime::weights::WeightStore;
+
+fn bin(kind: BinaryOp) -> Op {
+    Op::Binary(BinaryAttrs { kind })
+}
+
+fn scalar(g: &mut Graph, name: &str, v: f32) -> TensorId {
+    inline_weight(g, name, Tensor::f32(vec![], vec![v]))
+}
+
+/// Runs the graph as a one-device plan and returns the fused kernels it ran, by kind, after
+/// checking the outputs against the reference executor: equal when `exact`, else within
+/// 1e-6 relative.
+fn run_fused(
+    g: Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    exact: bool,
+) -> BTreeMap<&'static str, usize> {
+    let plan = single_rank_plan(g);
+    let want = reference(&plan, inputs);
+    let (got, stats) = run_plan(
+        &plan,
+        &WeightStore::with_dir("."),
+        inputs,
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    if exact {
+        assert_eq!(got, want, "fused run differs from the reference");
+    } else {
+        for (a, b) in got.iter().zip(&want) {
+            let err = rel_err(a, b);
+            assert!(
+                err <= 1e-6,
+                "fused run differs from the reference by {err:e}"
+            );
+        }
+    }
+    assert_eq!(stats.ranks[0].steps, plan.ranks[0].steps.len());
+    stats.ranks[0].fused.clone()
+}
+
+/// x·W + b followed by the erf GELU chain (as PyTorch exports `F.gelu`); `keep_mm` /
+/// `keep_y` also make the MatMul output / the biased value graph outputs.
+fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) {
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, vec![2, 3, 8]);
+    let w = inline_weight(&mut g, "w", rand_f32(&[8, 12], 1));
+    let b = inline_weight(&mut g, "b", rand_f32(&[12], 2));
+    let (c1, c2, c3) = (
+        scalar(&mut g, "sqrt2", std::f32::consts::SQRT_2),
+        scalar(&mut g, "one", 1.0),
+        scalar(&mut g, "half", 0.5),
+    );
+    let s = vec![2, 3, 12];
+    let (_, mm) = node(
+        &mut g,
+        "mm",
+        Op::MatMul(MatMulAttrs {}),
+        vec![x, w],
+        s.clone(),
+        DType::F32,
+    );
+    let (_, y) = node(
+        &mut g,
+        "bias",
+        bin(BinaryOp::Add),
+        vec![b, mm],
+        s.clone(),
+        DType::F32,
+    );
+    let (_, d) = node(
+        &mut g,
+        "div",
+        bin(BinaryOp::Div),
+        vec![y, c1],
+        s.clone(),
+        DType::F32,
+    );
+    let erf = Op::Unary(UnaryAttrs { kind: UnaryOp::Erf });
+    let (_, e) = node(&mut g, "erf", erf, vec![d], s.clone(), DType::F32);
+    let (_, a) = node(
+        &mut g,
+        "add1",
+        bin(BinaryOp::Add),
+        vec![e, c2],
+        s.clone(),
+        DType::F32,
+    );
+    let (_, m) = node(
+        &mut g,
+        "mul",
+        bin(BinaryOp::Mul),
+        vec![y, a],
+        s.clone(),
+        DType::F32,
+    );
+    let (_, out) = node(
+        &mut g,
+        "half",
+        bin(BinaryOp::Mul),
+        vec![m, c3],
+        s,
+        DType::F32,
+    );
+    g.outputs.push(out);
+    if keep_mm {
+        g.outputs.push(mm);
+    }
+    if keep_y {
+        g.outputs.push(y);
+    }
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, 3, 8], 3))]);
+    (g, inputs)
+}
+
+#[test]
+fn matmul_bias_gelu_fuses_into_one_kernel() {
+    let (g, inputs) = gelu_graph(false, false);
+    let fused = run_fused(g, &inputs, true);
+    assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
+}
+
+#[test]
+fn values_read_outside_the_chain_are_never_fused_away() {
+    // The MatMul output is a graph output: nothing may consume it inside a kernel.
+    let (g, inputs) = gelu_graph(true, false);
+    assert_eq!(run_fused(g, &inputs, true), BTreeMap::new());
+    // The biased value is an output: MatMul+Bias still fuses (it is that kernel's output),
+    // the GELU chain reading it stays unfused.
+    let (g, inputs) = gelu_graph(false, true);
+    assert_eq!(
+        run_fused(g, &inputs, true),
+        BTreeMap::from([("fused MatMul+Bias", 1)])
+    );
+}
+
+/// BERT-style self-attention on q, k, v inputs [B, S, H·D], with a [B, 1, 1, S] mask and
+/// the residual Add + LayerNorm after the head merge.
+#[test]
+fn attention_and_residual_layer_norm_fuse() {
+    let (bsz, s, h, d) = (2, 5, 3, 4);
+    let hd = h * d;
+    let mut g = Graph::new();
+    let q = g.add_input("q", DType::F32, vec![bsz, s, hd]);
+    let k = g.add_input("k", DType::F32, vec![bsz, s, hd]);
+    let v = g.add_input("v", DType::F32, vec![bsz, s, hd]);
+    let mask = g.add_input("mask", DType::F32, vec![bsz, 1, 1, s]);
+    let c = scalar(&mut g, "scale", (d as f32).sqrt());
+    let gamma = inline_weight(&mut g, "gamma", rand_f32(&[hd], 4));
+    let beta = inline_weight(&mut g, "beta", rand_f32(&[hd], 5));
+    let f = DType::F32;
+    let heads = |g: &mut Graph, x: TensorId, name: &str, perm: Vec<usize>| {
+        let r = Op::Reshape(ReshapeAttrs {
+            shape: vec![bsz, s, h, d],
+        });
+        let (_, r) = node(g, &format!("{name}_r"), r, vec![x], vec![bsz, s, h, d], f);
+        let shape: Vec<usize> = perm.iter().map(|&p| [bsz, s, h, d][p]).collect();
+        node(
+            g,
+            &format!("{name}_t"),
+            Op::Transpose(TransposeAttrs { perm }),
+            vec![r],
+            shape,
+            f,
+        )
+        .1
+    };
+    let q4 = heads(&mut g, q, "q", vec![0, 2, 1, 3]);
+    let kt = heads(&mut g, k, "k", vec![0, 2, 3, 1]);
+    let v4 = heads(&mut g, v, "v", vec![0, 2, 1, 3]);
+    let sc = vec![bsz, h, s, s];
+    let mm = Op::MatMul(MatMulAttrs {});
+    let (_, scores) = node(&mut g, "qk", mm.clone(), vec![q4, kt], sc.clone(), f);
+    let (_, z) = node(
+        &mut g,
+        "scale",
+        bin(BinaryOp::Div),
+        vec![scores, c],
+        sc.clone(),
+        f,
+    );
+    let (_, zm) = node(
+        &mut g,
+        "mask",
+        bin(BinaryOp::Add),
+        vec![z, mask],
+        sc.clone(),
+        f,
+    );
+    let sm = Op::Softmax(SoftmaxAttrs {
+        axis: 3,
+        log: false,
+    });
+    let (_, p) = node(&mut g, "softmax", sm, vec![zm], sc, f);
+    let (_, o) = node(&mut g, "pv", mm, vec![p, v4], vec![bsz, h, s, d], f);
+    let t = Op::Transpose(TransposeAttrs {
+        perm: vec![0, 2, 1, 3],
+    });
+    let (_, o2) = node(&mut g, "merge_t", t, vec![o], vec![bsz, s, h, d], f);
+    let r = Op::Reshape(ReshapeAttrs {
+        shape: vec![bsz, s, hd],
+    });
+    let (_, ctx) = node(&mut g, "merge_r", r, vec![o2], vec![bsz, s, hd], f);
+    let (_, res) = node(
+        &mut g,
+        "residual",
+        bin(BinaryOp::Add),
+        vec![ctx, q],
+        vec![bsz, s, hd],
+        f,
+    );
+    let ln = Op::LayerNorm(NormAttrs {
+        axis: 2,
+        epsilon: 1e-12,
+    });
+    let (_, y) = node(
+        &mut g,
+        "ln",
+        ln,
+        vec![res, gamma, beta],
+        vec![bsz, s, hd],
+        f,
+    );
+    g.outputs.push(y);
+    let mut mv = vec![0f32; bsz * s];
+    mv[s - 1] = -10000.0;
+    let inputs = BTreeMap::from([
+        ("q".to_string(), rand_f32(&[bsz, s, hd], 6)),
+        ("k".to_string(), rand_f32(&[bsz, s, hd], 7)),
+        ("v".to_string(), rand_f32(&[bsz, s, hd], 8)),
+        ("mask".to_string(), Tensor::f32(vec![bsz, 1, 1, s], mv)),
+    ]);
+    let fused = run_fused(g, &inputs, false);
+    assert_eq!(
+        fused,
+        BTreeMap::from([("fused Attention", 1), ("fused Add+LayerNorm", 1)])
+    );
+}
