@@ -484,11 +484,8 @@ mod tests {
         mv[s + 2] = -10000.0;
         let m = Tensor::f32(vec![b, 1, 1, s], mv);
         let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, &m, h);
-        for (shape, want) in [
-            (vec![b, h, s, d], &want_heads),
-            (vec![b, s, h * d], &want_merged),
-        ] {
-            let op = FusedOp::Attention(AttentionAttrs {
+        let attention = |out_shape: Vec<usize>| {
+            FusedOp::Attention(AttentionAttrs {
                 batch: b,
                 q_len: s,
                 kv_len: s,
@@ -496,8 +493,14 @@ mod tests {
                 head_dim: d,
                 scale_mul: false,
                 mask: true,
-                out_shape: shape.clone(),
-            });
+                out_shape,
+            })
+        };
+        for (shape, want) in [
+            (vec![b, h, s, d], &want_heads),
+            (vec![b, s, h * d], &want_merged),
+        ] {
+            let op = attention(shape.clone());
             let got = eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap();
             assert_eq!(got.shape, shape);
             let worst = got
@@ -511,16 +514,7 @@ mod tests {
             assert!(worst < 1e-6, "max abs difference {worst}");
         }
         // A mask that does not broadcast to the scores is an error naming the mask.
-        let op = FusedOp::Attention(AttentionAttrs {
-            batch: b,
-            q_len: s,
-            kv_len: s,
-            heads: h,
-            head_dim: d,
-            scale_mul: false,
-            mask: true,
-            out_shape: vec![b, h, s, d],
-        });
+        let op = attention(vec![b, h, s, d]);
         let bad = rand(vec![b, 1, 1, s + 1], 14);
         let err = eval_fused(&op, &[&q, &k, &v, &c, &bad]).unwrap_err();
         assert!(err.to_string().contains("mask"), "{err}");
