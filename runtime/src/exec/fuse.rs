@@ -155,6 +155,13 @@ impl<'a> Program<'a> {
         &self.steps[s].inputs
     }
 
+    /// Input `i` of step `s` (None on a malformed step, which then simply does not fuse).
+    fn input(&self, s: usize, i: usize) -> Option<ValueId> {
+        self.steps[s].inputs.get(i).copied()
+    }
+
+    /// The output of step `s`; only called on steps [`Program::op`] accepted, which have
+    /// exactly one.
     fn out(&self, s: usize) -> ValueId {
         self.steps[s].outputs[0]
     }
@@ -207,14 +214,14 @@ impl<'a> Program<'a> {
             Op::Transpose(a) if a.perm == perm => {}
             _ => return None,
         }
-        let r = self.internal(self.ins(t)[0], t)?;
+        let r = self.internal(self.input(t, 0)?, t)?;
         let Op::Reshape(a) = self.op(r)? else {
             return None;
         };
         let [b, s, h, d] = a.shape[..] else {
             return None;
         };
-        let src = self.ins(r)[0];
+        let src = self.input(r, 0)?;
         self.is_f32(src).then_some((src, [b, s, h, d], [r, t]))
     }
 
@@ -222,7 +229,7 @@ impl<'a> Program<'a> {
         let Op::Softmax(a) = self.op(sm)? else {
             return None;
         };
-        let x = self.ins(sm)[0];
+        let x = self.input(sm, 0)?;
         let &[bsz, h, sq, sk] = self.shape(x) else {
             return None;
         };
@@ -285,8 +292,8 @@ impl<'a> Program<'a> {
         if !matches!(self.op(mm1)?, Op::MatMul(_)) {
             return None;
         }
-        let (qsrc, qs, qsteps) = self.heads(self.ins(mm1)[0], mm1, &[0, 2, 1, 3])?;
-        let (ksrc, ks, ksteps) = self.heads(self.ins(mm1)[1], mm1, &[0, 2, 3, 1])?;
+        let (qsrc, qs, qsteps) = self.heads(self.input(mm1, 0)?, mm1, &[0, 2, 1, 3])?;
+        let (ksrc, ks, ksteps) = self.heads(self.input(mm1, 1)?, mm1, &[0, 2, 3, 1])?;
         let d = qs[3];
         if qs != [bsz, sq, h, d] || ks != [bsz, sk, h, d] {
             return None;
@@ -296,10 +303,10 @@ impl<'a> Program<'a> {
         // out = P · V
         let pv = self.out(sm);
         let mm2 = self.only_reader(pv)?;
-        if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.ins(mm2)[0] != pv {
+        if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.input(mm2, 0)? != pv {
             return None;
         }
-        let (vsrc, vs, vsteps) = self.heads(self.ins(mm2)[1], mm2, &[0, 2, 1, 3])?;
+        let (vsrc, vs, vsteps) = self.heads(self.input(mm2, 1)?, mm2, &[0, 2, 1, 3])?;
         if vs != [bsz, sk, h, d] {
             return None;
         }
@@ -344,7 +351,7 @@ impl<'a> Program<'a> {
             return None;
         };
         let ins = self.ins(ln);
-        let x = ins[0];
+        let x = *ins.first()?;
         let add = self.internal(x, ln)?;
         if self.binary(add) != Some(BinaryOp::Add) || attrs.axis + 1 != self.shape(x).len() {
             return None;
