@@ -139,6 +139,20 @@ fn example_models_run_partitioned_and_match_the_reference() {
         assert!(!inputs.is_empty(), "{stem}: no input_*.npy files");
         let ort_dir = dir.join(&stem);
         let ran = check_model(&stem, &model, &inputs, Some((&ort_dir, "ort_output_")));
+        // GPT-2's attention (Where causal mask, Kᵀ as two transposes) runs as one fused
+        // kernel per layer on CPU devices, on 1 and on 2 devices (4 heads per rank).
+        if let Some(layers) = stem
+            .strip_prefix("gpt2_")
+            .and_then(|l| l.trim_end_matches('l').parse().ok())
+        {
+            for (n, fused) in ran.iter().filter(|r| r.0 <= 2) {
+                assert_eq!(
+                    fused.get("fused Attention"),
+                    Some(&layers),
+                    "{stem} N={n}: {fused:?}"
+                );
+            }
+        }
         let ran: Vec<usize> = ran.into_iter().map(|r| r.0).collect();
         assert!(
             ran.contains(&2),

@@ -4,10 +4,12 @@
 //! Three patterns, each a chain whose intermediates are read by nothing else on the rank
 //! (one consumer, not a plan output) and whose values are exactly f32:
 //!
-//! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`) and v, then
-//!   `MatMul(Q, Kᵀ)`, `Div`/`Mul` by a one-element scale, optionally `Add` of a mask,
-//!   `Softmax` over the last axis, `MatMul(·, V)`, and when present the `Transpose` +
-//!   `Reshape` that merge the heads back ([`FusedOp::Attention`]).
+//! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`, in one
+//!   Transpose or as `[0,2,1,3]` then `[0,1,3,2]`) and v, then `MatMul(Q, Kᵀ)`, `Div`/`Mul`
+//!   by a one-element scale, optionally a mask (`Add` of an f32 mask, BERT; or
+//!   `Where(cond, ·, fill)`, GPT-2's causal mask), `Softmax` over the last axis,
+//!   `MatMul(·, V)`, and when present the `Transpose` + `Reshape` that merge the heads back
+//!   ([`FusedOp::Attention`]).
 //! * **MatMul epilogue**: `MatMul`, then `Add` of a bias vector over the output columns
 //!   and/or the erf GELU chain `Div(x, c1) → Erf → Add c2 → Mul x → Mul c3`
 //!   ([`FusedOp::MatMulEpilogue`]).
@@ -19,7 +21,7 @@
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
-use crate::kernels::{AttentionAttrs, FusedOp};
+use crate::kernels::{AttentionAttrs, AttentionMask, FusedOp};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
@@ -201,18 +203,32 @@ impl<'a> Program<'a> {
         }
     }
 
-    /// `Transpose(perm)` of `Reshape(src → [b, s, h, d])`, both intermediates read only along
-    /// the chain ending at step `by`: returns (src, [b, s, h, d], [reshape, transpose]).
+    /// `Transpose(perm)` of `Reshape(src → [b, s, h, d])`, the intermediates read only along
+    /// the chain ending at step `by`: returns (src, [b, s, h, d], the chain's steps). For
+    /// `perm = [0, 2, 3, 1]` (Kᵀ) the transpose may also come as `[0, 2, 1, 3]` followed by
+    /// `[0, 1, 3, 2]`, as GPT-2 exports it.
     fn heads(
         &self,
         v: ValueId,
         by: usize,
         perm: &[usize],
-    ) -> Option<(ValueId, [usize; 4], [usize; 2])> {
+    ) -> Option<(ValueId, [usize; 4], Vec<usize>)> {
         let t = self.internal(v, by)?;
-        match self.op(t)? {
-            Op::Transpose(a) if a.perm == perm => {}
-            _ => return None,
+        let Op::Transpose(a) = self.op(t)? else {
+            return None;
+        };
+        let mut steps = vec![t];
+        let mut t = t;
+        if perm == [0, 2, 3, 1] && a.perm == [0, 1, 3, 2] {
+            let t0 = self.internal(self.input(t, 0)?, t)?;
+            match self.op(t0)? {
+                Op::Transpose(a0) if a0.perm == [0, 2, 1, 3] => {}
+                _ => return None,
+            }
+            steps.push(t0);
+            t = t0;
+        } else if a.perm != perm {
+            return None;
         }
         let r = self.internal(self.input(t, 0)?, t)?;
         let Op::Reshape(a) = self.op(r)? else {
@@ -222,7 +238,8 @@ impl<'a> Program<'a> {
             return None;
         };
         let src = self.input(r, 0)?;
-        self.is_f32(src).then_some((src, [b, s, h, d], [r, t]))
+        steps.push(r);
+        self.is_f32(src).then_some((src, [b, s, h, d], steps))
     }
 
     fn attention(&self, sm: usize) -> Option<Fused> {
@@ -237,39 +254,52 @@ impl<'a> Program<'a> {
             return None;
         }
         let mut steps = vec![sm];
-        // x = scaled + mask, or x = scaled.
+        // x = scaled + mask, Where(cond, scaled, fill), or scaled.
         let px = self.internal(x, sm)?;
-        let (scale_step, mask) = if self.binary(px) == Some(BinaryOp::Add) {
-            let [u, w] = self.ins(px)[..] else {
-                return None;
-            };
-            let scaled = |z: ValueId| {
-                self.internal(z, px)
-                    .filter(|&p| matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul)))
-            };
-            let (ss, m) = match (scaled(u), scaled(w)) {
-                (Some(p), _) => (p, w),
-                (None, Some(p)) => (p, u),
-                _ => return None,
-            };
-            steps.push(px);
-            (ss, Some(m))
-        } else {
-            (px, None)
+        let scaled = |z: ValueId| {
+            self.internal(z, px)
+                .filter(|&p| matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul)))
         };
-        if let Some(m) = mask {
+        let full = [bsz, h, sq, sk];
+        let fits = |m: ValueId| {
             let ms = self.shape(m);
-            let full = [bsz, h, sq, sk];
-            let fits = ms.len() <= 4
+            ms.len() <= 4
                 && ms
                     .iter()
                     .rev()
                     .zip(full.iter().rev())
-                    .all(|(&d, &o)| d == 1 || d == o);
-            if !fits || !self.is_f32(m) {
-                return None;
+                    .all(|(&d, &o)| d == 1 || d == o)
+        };
+        let (scale_step, mask, mask_inputs) = match self.op(px)? {
+            Op::Binary(b) if b.kind == BinaryOp::Add => {
+                let [u, w] = self.ins(px)[..] else {
+                    return None;
+                };
+                let (ss, m) = match (scaled(u), scaled(w)) {
+                    (Some(p), _) => (p, w),
+                    (None, Some(p)) => (p, u),
+                    _ => return None,
+                };
+                if !fits(m) || !self.is_f32(m) {
+                    return None;
+                }
+                steps.push(px);
+                (ss, AttentionMask::Add, vec![m])
             }
-        }
+            Op::Where => {
+                let [cond, z, fill] = self.ins(px)[..] else {
+                    return None;
+                };
+                let ss = scaled(z)?;
+                let is_bool = self.plan.values[cond.index()].dtype == DType::Bool;
+                if !is_bool || !fits(cond) || !self.is_scalar(fill) {
+                    return None;
+                }
+                steps.push(px);
+                (ss, AttentionMask::Select, vec![cond, fill])
+            }
+            _ => (px, AttentionMask::None, vec![]),
+        };
         // scaled = scores ⊘ c  (Div: scores first; Mul: either order).
         let scale_mul = match self.binary(scale_step)? {
             BinaryOp::Div => false,
@@ -328,7 +358,7 @@ impl<'a> Program<'a> {
         }
         steps.sort_unstable();
         let mut inputs = vec![qsrc, ksrc, vsrc, c];
-        inputs.extend(mask);
+        inputs.extend(mask_inputs);
         Some(Fused {
             op: FusedOp::Attention(AttentionAttrs {
                 batch: bsz,
@@ -337,7 +367,7 @@ impl<'a> Program<'a> {
                 heads: h,
                 head_dim: d,
                 scale_mul,
-                mask: mask.is_some(),
+                mask,
                 out_shape,
             }),
             inputs,

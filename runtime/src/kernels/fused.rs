@@ -38,9 +38,9 @@ pub enum FusedOp {
         /// The LayerNorm has a bias input.
         has_bias: bool,
     },
-    /// Multi-head scaled dot-product attention (inputs q, k, v, c, mask when `mask`), as
-    /// `Softmax(Q·Kᵀ ⊘ c + mask) · V` with `⊘` division (or multiplication when
-    /// `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
+    /// Multi-head scaled dot-product attention (inputs q, k, v, c, then the mask's inputs,
+    /// see [`AttentionMask`]), as `Softmax(mask(Q·Kᵀ ⊘ c)) · V` with `⊘` division (or
+    /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
     /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
     Attention(AttentionAttrs),
 }
@@ -60,11 +60,23 @@ pub struct AttentionAttrs {
     pub head_dim: usize,
     /// The scores are multiplied by `c` instead of divided.
     pub scale_mul: bool,
-    /// A mask (broadcastable to `[B, H, Sq, Sk]`) is added to the scaled scores.
-    pub mask: bool,
+    /// How the scaled scores are masked.
+    pub mask: AttentionMask,
     /// Output shape: `[B, H, Sq, D]`, or `[B, Sq, H·D]` (heads merged back) when the chain
     /// ended in Transpose + Reshape.
     pub out_shape: Vec<usize>,
+}
+
+/// The mask of a fused attention; its tensors broadcast to `[B, H, Sq, Sk]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionMask {
+    /// No mask.
+    None,
+    /// `z + mask` (one more input: the f32 mask; BERT's padding mask).
+    Add,
+    /// `Where(cond, z, fill)` (two more inputs: the bool condition and a one-element f32
+    /// fill; GPT-2's causal mask).
+    Select,
 }
 
 impl FusedOp {
@@ -209,6 +221,14 @@ fn add_layer_norm(attrs: &NormAttrs, has_bias: bool, inputs: &[&Tensor]) -> KRes
     make(a.dtype, a.shape.clone(), TensorData::F32(out))
 }
 
+/// A resolved attention mask: data and strides over `[B, H, Sq, Sk]`.
+#[derive(Clone, Copy)]
+enum Mask<'a> {
+    None,
+    Add(&'a [f32], [usize; 4]),
+    Select(&'a [bool], [usize; 4], f32),
+}
+
 /// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules).
 fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
     let bad = || format!("mask {} does not broadcast to {full:?}", describe(mask));
@@ -231,7 +251,12 @@ fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
 }
 
 fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
-    expect_inputs(inputs, 4 + a.mask as usize)?;
+    let extra = match a.mask {
+        AttentionMask::None => 0,
+        AttentionMask::Add => 1,
+        AttentionMask::Select => 2,
+    };
+    expect_inputs(inputs, 4 + extra)?;
     let (bsz, sq, sk, h, d) = (a.batch, a.q_len, a.kv_len, a.heads, a.head_dim);
     let hd = h * d;
     let (q, k, v) = (
@@ -248,11 +273,17 @@ fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
         ));
     }
     let c = scalar(inputs[3], "scale")?;
-    let (mask, ms) = if a.mask {
-        let m = inputs[4];
-        (Some(f32s(m, "mask")?), mask_strides(m, [bsz, h, sq, sk])?)
-    } else {
-        (None, [0; 4])
+    let full = [bsz, h, sq, sk];
+    let mask = match a.mask {
+        AttentionMask::None => Mask::None,
+        AttentionMask::Add => Mask::Add(f32s(inputs[4], "mask")?, mask_strides(inputs[4], full)?),
+        AttentionMask::Select => {
+            let cond = inputs[4].as_bool().ok_or_else(|| {
+                format!("mask condition must be bool, got {}", describe(inputs[4]))
+            })?;
+            let fill = scalar(inputs[5], "mask fill")?;
+            Mask::Select(cond, mask_strides(inputs[4], full)?, fill)
+        }
     };
     let merged = a.out_shape.len() == 3;
     let mut out = vec![0f32; bsz * h * sq * d];
@@ -281,24 +312,31 @@ fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
                 #[inline(always)]
                 || {
                     for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                        let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                        // z = s ⊘ c (+ mask) in one pass, as the unfused Div/Mul and Add
-                        // compute it; then the plain softmax.
-                        match (mask, a.scale_mul) {
-                            (None, false) => row.iter_mut().for_each(|s| *s /= c),
-                            (None, true) => row.iter_mut().for_each(|s| *s *= c),
-                            (Some(m), false) if ms[3] == 1 => row
-                                .iter_mut()
-                                .zip(&m[mo..mo + sk])
-                                .for_each(|(s, &e)| *s = *s / c + e),
-                            (Some(m), true) if ms[3] == 1 => row
-                                .iter_mut()
-                                .zip(&m[mo..mo + sk])
-                                .for_each(|(s, &e)| *s = *s * c + e),
-                            (Some(m), mul) => {
+                        // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
+                        // Add/Where compute it; then the plain softmax.
+                        let scale = |s: f32| if a.scale_mul { s * c } else { s / c };
+                        match mask {
+                            Mask::None => row.iter_mut().for_each(|s| *s = scale(*s)),
+                            Mask::Add(m, ms) => {
+                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                                if ms[3] == 1 {
+                                    row.iter_mut()
+                                        .zip(&m[mo..mo + sk])
+                                        .for_each(|(s, &e)| *s = scale(*s) + e);
+                                } else {
+                                    for (j, s) in row.iter_mut().enumerate() {
+                                        *s = scale(*s) + m[mo + j * ms[3]];
+                                    }
+                                }
+                            }
+                            Mask::Select(cond, ms, fill) => {
+                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
                                 for (j, s) in row.iter_mut().enumerate() {
-                                    let z = if mul { *s * c } else { *s / c };
-                                    *s = z + m[mo + j * ms[3]];
+                                    *s = if cond[mo + j * ms[3]] {
+                                        scale(*s)
+                                    } else {
+                                        fill
+                                    };
                                 }
                             }
                         }
@@ -425,12 +463,13 @@ mod tests {
     }
 
     /// The unfused attention chain, as exported from PyTorch (BERT-style).
+    /// `mask` maps the scaled scores to the masked ones.
     fn attention_chain(
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         c: &Tensor,
-        m: &Tensor,
+        mask: impl Fn(&Tensor) -> Tensor,
         h: usize,
     ) -> (Tensor, Tensor) {
         let (b, s, hd) = (q.shape[0], q.shape[1], q.shape[2]);
@@ -447,7 +486,7 @@ mod tests {
         let kt = heads(k, vec![0, 2, 3, 1]);
         let v4 = heads(v, vec![0, 2, 1, 3]);
         let sc = run(Op::MatMul(MatMulAttrs {}), &[&q4, &kt]);
-        let z = bin(BinaryOp::Add, &bin(BinaryOp::Div, &sc, c), m);
+        let z = mask(&bin(BinaryOp::Div, &sc, c));
         let p = run(
             Op::Softmax(SoftmaxAttrs {
                 axis: 3,
@@ -483,7 +522,8 @@ mod tests {
         mv[s - 1] = -10000.0;
         mv[s + 2] = -10000.0;
         let m = Tensor::f32(vec![b, 1, 1, s], mv);
-        let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, &m, h);
+        let add_mask = |z: &Tensor| bin(BinaryOp::Add, z, &m);
+        let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, add_mask, h);
         let attention = |out_shape: Vec<usize>| {
             FusedOp::Attention(AttentionAttrs {
                 batch: b,
@@ -492,7 +532,7 @@ mod tests {
                 heads: h,
                 head_dim: d,
                 scale_mul: false,
-                mask: true,
+                mask: AttentionMask::Add,
                 out_shape,
             })
         };
@@ -518,5 +558,44 @@ mod tests {
         let bad = rand(vec![b, 1, 1, s + 1], 14);
         let err = eval_fused(&op, &[&q, &k, &v, &c, &bad]).unwrap_err();
         assert!(err.to_string().contains("mask"), "{err}");
+    }
+
+    #[test]
+    fn causal_where_mask_attention_equals_the_unfused_chain() {
+        let (b, s, h, d) = (1, 6, 2, 4);
+        let q = rand(vec![b, s, h * d], 21);
+        let k = rand(vec![b, s, h * d], 22);
+        let v = rand(vec![b, s, h * d], 23);
+        let c = Tensor::f32(vec![], vec![2.0]);
+        // GPT-2: Where(tril [1, 1, S, S], scores, f32::MIN).
+        let tril: Vec<bool> = (0..s * s).map(|e| e % s <= e / s).collect();
+        let cond = Tensor::new(DType::Bool, vec![1, 1, s, s], TensorData::Bool(tril)).unwrap();
+        let fill = Tensor::f32(vec![], vec![f32::MIN]);
+        let select = |z: &Tensor| run(Op::Where, &[&cond, z, &fill]);
+        let (want, _) = attention_chain(&q, &k, &v, &c, select, h);
+        let op = FusedOp::Attention(AttentionAttrs {
+            batch: b,
+            q_len: s,
+            kv_len: s,
+            heads: h,
+            head_dim: d,
+            scale_mul: false,
+            mask: AttentionMask::Select,
+            out_shape: vec![b, h, s, d],
+        });
+        let got = eval_fused(&op, &[&q, &k, &v, &c, &cond, &fill]).unwrap();
+        let worst = got
+            .as_f32()
+            .unwrap()
+            .iter()
+            .zip(want.as_f32().unwrap())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "max abs difference {worst}");
+        // The first query sees only the first key: its output row is v's first row.
+        assert_eq!(&got.as_f32().unwrap()[..d], &v.as_f32().unwrap()[..d]);
+        // A non-bool condition is refused by name.
+        let err = eval_fused(&op, &[&q, &k, &v, &c, &fill, &fill]).unwrap_err();
+        assert!(err.to_string().contains("condition"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ mod trilu;
 mod unary;
 
 pub use cast::cast_tensor;
-pub use fused::{eval_fused, AttentionAttrs, FusedOp};
+pub use fused::{eval_fused, AttentionAttrs, AttentionMask, FusedOp};
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).
 #[derive(Debug, Error)]
