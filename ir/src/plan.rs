@@ -278,7 +278,7 @@ pub struct LayerInfo {
 }
 
 /// Statistics of the e-graph search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SearchStats {
     /// E-classes at the end of saturation.
     pub eclasses: usize,
@@ -301,7 +301,7 @@ pub struct SearchStats {
 }
 
 /// Totals of the plan, for reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlanSummary {
     /// Collective count and bytes by kind.
     pub collectives: BTreeMap<String, (u64, u64)>,

@@ -226,22 +226,11 @@ pub fn mlp_plan(world: usize) -> (Plan, BTreeMap<String, Tensor>, Tensor, Vec<f3
         estimates: vec![],
         layers: None,
         search: SearchStats {
-            eclasses: 0,
-            enodes: 0,
-            iterations: 0,
             stop_reason: "saturated".into(),
-            limits: BTreeMap::new(),
             extractor: "test".into(),
-            cost: 0.0,
-            lower_bound: 0.0,
-            gap: 0.0,
+            ..SearchStats::default()
         },
-        summary: PlanSummary {
-            collectives: BTreeMap::new(),
-            lower_bound_bytes: 0,
-            matmul_choices: BTreeMap::new(),
-            notes: vec![],
-        },
+        summary: PlanSummary::default(),
     };
     let hidden: Vec<f32> = matmul_host(&x, &w1, m, d, h)
         .into_iter()

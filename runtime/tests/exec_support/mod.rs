@@ -88,22 +88,11 @@ impl PlanBuilder {
             estimates: vec![],
             layers: None,
             search: SearchStats {
-                eclasses: 0,
-                enodes: 0,
-                iterations: 0,
                 stop_reason: "saturated".into(),
-                limits: BTreeMap::new(),
                 extractor: "none".into(),
-                cost: 0.0,
-                lower_bound: 0.0,
-                gap: 0.0,
+                ..SearchStats::default()
             },
-            summary: PlanSummary {
-                collectives: BTreeMap::new(),
-                lower_bound_bytes: 0,
-                matmul_choices: BTreeMap::new(),
-                notes: vec![],
-            },
+            summary: PlanSummary::default(),
         };
         PlanBuilder { plan }
     }
