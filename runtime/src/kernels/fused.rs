@@ -393,6 +393,15 @@ mod tests {
         Tensor::f32(shape, v)
     }
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn run(op: Op, ins: &[&Tensor]) -> Tensor {
         eval(&op, ins).unwrap().remove(0)
     }
@@ -543,13 +552,7 @@ mod tests {
             let op = attention(shape.clone());
             let got = eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap();
             assert_eq!(got.shape, shape);
-            let worst = got
-                .as_f32()
-                .unwrap()
-                .iter()
-                .zip(want.as_f32().unwrap())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
+            let worst = max_abs_diff(&got, want);
             // Same arithmetic; only the GEMM's operand strides differ.
             assert!(worst < 1e-6, "max abs difference {worst}");
         }
@@ -584,13 +587,7 @@ mod tests {
             out_shape: vec![b, h, s, d],
         });
         let got = eval_fused(&op, &[&q, &k, &v, &c, &cond, &fill]).unwrap();
-        let worst = got
-            .as_f32()
-            .unwrap()
-            .iter()
-            .zip(want.as_f32().unwrap())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&got, &want);
         assert!(worst < 1e-6, "max abs difference {worst}");
         // The first query sees only the first key: its output row is v's first row.
         assert_eq!(&got.as_f32().unwrap()[..d], &v.as_f32().unwrap()[..d]);
