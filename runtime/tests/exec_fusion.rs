@@ -19,14 +19,14 @@ fn scalar(g: &mut Graph, name: &str, v: f32) -> TensorId {
     inline_weight(g, name, Tensor::f32(vec![], vec![v]))
 }
 
-/// Runs the graph as a one-device plan and returns the fused kernels it ran, by kind, after
-/// checking the outputs against the reference executor: equal when `exact`, else within
-/// 1e-6 relative.
-fn run_fused(
+/// Runs the graph as a one-device plan and returns the fused kernels it ran, by kind, and
+/// the plan steps they replaced, after checking the outputs against the reference executor:
+/// equal when `exact`, else within 1e-6 relative.
+fn run_fused_steps(
     g: Graph,
     inputs: &BTreeMap<String, Tensor>,
     exact: bool,
-) -> BTreeMap<&'static str, usize> {
+) -> (BTreeMap<&'static str, usize>, usize) {
     let plan = single_rank_plan(g);
     let want = reference(&plan, inputs);
     let (got, stats) = run_plan(
@@ -48,7 +48,16 @@ fn run_fused(
         }
     }
     assert_eq!(stats.ranks[0].steps, plan.ranks[0].steps.len());
-    stats.ranks[0].fused.clone()
+    (stats.ranks[0].fused.clone(), stats.ranks[0].fused_steps)
+}
+
+/// [`run_fused_steps`]'s kernels.
+fn run_fused(
+    g: Graph,
+    inputs: &BTreeMap<String, Tensor>,
+    exact: bool,
+) -> BTreeMap<&'static str, usize> {
+    run_fused_steps(g, inputs, exact).0
 }
 
 /// x·W + b followed by the erf GELU chain (as PyTorch exports `F.gelu`); `keep_mm` /
@@ -128,8 +137,9 @@ fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) 
 #[test]
 fn matmul_bias_gelu_fuses_into_one_kernel() {
     let (g, inputs) = gelu_graph(false, false);
-    let fused = run_fused(g, &inputs, true);
+    let (fused, steps) = run_fused_steps(g, &inputs, true);
     assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
+    assert_eq!(steps, 7, "MatMul, bias Add and the five GELU ops");
 }
 
 #[test]
@@ -242,9 +252,56 @@ fn attention_and_residual_layer_norm_fuse() {
         ("v".to_string(), rand_f32(&[bsz, s, hd], 8)),
         ("mask".to_string(), Tensor::f32(vec![bsz, 1, 1, s], mv)),
     ]);
-    let fused = run_fused(g, &inputs, false);
+    let (fused, steps) = run_fused_steps(g, &inputs, false);
     assert_eq!(
         fused,
         BTreeMap::from([("fused Attention", 1), ("fused Add+LayerNorm", 1)])
     );
+    // Attention: 3 × (Reshape + Transpose), QKᵀ, Div, mask Add, Softmax, ·V, Transpose +
+    // Reshape (13); then the residual Add and the LayerNorm: every compute step.
+    assert_eq!(steps, 15);
+}
+
+/// After a row-parallel layer's all-reduce: `LayerNorm((y + bias) + residual)` is one kernel,
+/// bitwise equal to the three unfused ops.
+#[test]
+fn bias_residual_layer_norm_fuse() {
+    let (bsz, s, h) = (2, 3, 16);
+    let f = DType::F32;
+    let mut g = Graph::new();
+    let y = g.add_input("y", f, vec![bsz, s, h]);
+    let r = g.add_input("r", f, vec![bsz, s, h]);
+    let c = inline_weight(&mut g, "c", rand_f32(&[h], 1));
+    let gamma = inline_weight(&mut g, "gamma", rand_f32(&[h], 2));
+    let beta = inline_weight(&mut g, "beta", rand_f32(&[h], 3));
+    let shape = vec![bsz, s, h];
+    let (_, t) = node(
+        &mut g,
+        "bias",
+        bin(BinaryOp::Add),
+        vec![c, y],
+        shape.clone(),
+        f,
+    );
+    let (_, u) = node(
+        &mut g,
+        "residual",
+        bin(BinaryOp::Add),
+        vec![r, t],
+        shape.clone(),
+        f,
+    );
+    let ln = Op::LayerNorm(NormAttrs {
+        axis: 2,
+        epsilon: 1e-5,
+    });
+    let (_, out) = node(&mut g, "ln", ln, vec![u, gamma, beta], shape, f);
+    g.outputs.push(out);
+    let inputs = BTreeMap::from([
+        ("y".to_string(), rand_f32(&[bsz, s, h], 4)),
+        ("r".to_string(), rand_f32(&[bsz, s, h], 5)),
+    ]);
+    let (fused, steps) = run_fused_steps(g, &inputs, true);
+    assert_eq!(fused, BTreeMap::from([("fused Add+LayerNorm", 1)]));
+    assert_eq!(steps, 3, "the bias Add, the residual Add and the LayerNorm");
 }

@@ -14,7 +14,8 @@
 //!   and/or the erf GELU chain `Div(x, c1) → Erf → Add c2 → Mul x → Mul c3`
 //!   ([`FusedOp::MatMulEpilogue`]).
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
-//!   `LayerNorm` ([`FusedOp::AddLayerNorm`]).
+//!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
+//!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
 //!
 //! A fused item runs where the last step of its chain was; the chain's other steps vanish.
 //! The fused kernels compute the same arithmetic as the ops they replace (bit for bit except
@@ -399,16 +400,42 @@ impl<'a> Program<'a> {
         if !ins[1..].iter().all(|&p| self.is_f32(p)) {
             return None;
         }
-        let mut inputs = vec![a, b];
+        let mut steps = vec![add, ln];
+        // One addend may itself be `y + c` with c a bias vector (added after an all-reduce).
+        let n = *self.shape(x).last()?;
+        let pre_bias = [(a, b), (b, a)].into_iter().find_map(|(t, r)| {
+            let p = self.internal(t, add)?;
+            if self.binary(p) != Some(BinaryOp::Add) {
+                return None;
+            }
+            let [u, w] = self.ins(p)[..] else {
+                return None;
+            };
+            let vector = |v: ValueId| self.shape(v) == [n] && self.is_f32(v);
+            let full = |v: ValueId| self.shape(v) == self.shape(x) && self.is_f32(v);
+            match (vector(u), vector(w)) {
+                (false, true) if full(u) => Some((p, u, w, r)),
+                (true, false) if full(w) => Some((p, w, u, r)),
+                _ => None,
+            }
+        });
+        let mut inputs = match pre_bias {
+            Some((p, y, c, r)) => {
+                steps.insert(0, p);
+                vec![y, c, r]
+            }
+            None => vec![a, b],
+        };
         inputs.extend_from_slice(&ins[1..]);
         Some(Fused {
             op: FusedOp::AddLayerNorm {
                 attrs: attrs.clone(),
                 has_bias: ins.len() == 3,
+                pre_bias: pre_bias.is_some(),
             },
             inputs,
             output: self.out(ln),
-            steps: vec![add, ln],
+            steps,
         })
     }
 

@@ -65,6 +65,8 @@ pub struct RankStats {
     /// Fused kernels run, by kind ([`crate::kernels::FusedOp::name`]); each replaced a
     /// chain of steps (counted in `steps`).
     pub fused: BTreeMap<&'static str, usize>,
+    /// Plan steps those fused kernels replaced.
+    pub fused_steps: usize,
 }
 
 /// Measured figures of a run.

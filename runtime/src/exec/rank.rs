@@ -187,6 +187,7 @@ pub(crate) fn run_rank<D: Device>(
             Item::Step(_) => stats.steps += 1,
             Item::Fused(f) => {
                 stats.steps += f.steps.len();
+                stats.fused_steps += f.steps.len();
                 *stats.fused.entry(f.op.name()).or_default() += 1;
             }
         }

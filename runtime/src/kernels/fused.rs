@@ -31,12 +31,17 @@ pub enum FusedOp {
         /// The GELU chain follows.
         gelu: bool,
     },
-    /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`).
+    /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
+    /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
+    /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
+    /// the residual.
     AddLayerNorm {
         /// The LayerNorm's attributes.
         attrs: NormAttrs,
         /// The LayerNorm has a bias input.
         has_bias: bool,
+        /// A bias vector is added to `a` first.
+        pre_bias: bool,
     },
     /// Multi-head scaled dot-product attention (inputs q, k, v, c, then the mask's inputs,
     /// see [`AttentionMask`]), as `Softmax(mask(Q·Kᵀ ⊘ c)) · V` with `⊘` division (or
@@ -95,7 +100,11 @@ impl FusedOp {
 pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelError> {
     let r = match op {
         FusedOp::MatMulEpilogue { bias, gelu } => matmul_epilogue(*bias, *gelu, inputs),
-        FusedOp::AddLayerNorm { attrs, has_bias } => add_layer_norm(attrs, *has_bias, inputs),
+        FusedOp::AddLayerNorm {
+            attrs,
+            has_bias,
+            pre_bias,
+        } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
     };
     r.map_err(|msg| KernelError {
@@ -180,10 +189,30 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
     Ok(y)
 }
 
-fn add_layer_norm(attrs: &NormAttrs, has_bias: bool, inputs: &[&Tensor]) -> KResult<Tensor> {
-    expect_inputs(inputs, 3 + has_bias as usize)?;
+fn add_layer_norm(
+    attrs: &NormAttrs,
+    has_bias: bool,
+    pre_bias: bool,
+    inputs: &[&Tensor],
+) -> KResult<Tensor> {
+    expect_inputs(inputs, 3 + has_bias as usize + pre_bias as usize)?;
+    let (c, inputs) = match pre_bias {
+        true => (Some(inputs[1]), [&inputs[..1], &inputs[2..]].concat()),
+        false => (None, inputs.to_vec()),
+    };
     let (a, b) = (inputs[0], inputs[1]);
     let (x, y) = (f32s(a, "a")?, f32s(b, "b")?);
+    let n = a.shape.last().copied().unwrap_or(1);
+    let c = match c {
+        Some(c) if c.shape != [n] => {
+            return Err(format!(
+                "bias {} is not a vector of {n} columns",
+                describe(c)
+            ))
+        }
+        Some(c) => Some(f32s(c, "bias")?),
+        None => None,
+    };
     if a.shape != b.shape {
         return Err(format!("cannot add {} and {}", describe(a), describe(b)));
     }
@@ -210,9 +239,18 @@ fn add_layer_norm(attrs: &NormAttrs, has_bias: bool, inputs: &[&Tensor]) -> KRes
                     .zip(x.chunks_exact(inner))
                     .zip(y.chunks_exact(inner))
                 {
-                    sum.iter_mut()
-                        .zip(xr.iter().zip(yr))
-                        .for_each(|(s, (p, q))| *s = p + q);
+                    match c {
+                        // (a + c) + b: the unfused Adds' order (each commutative).
+                        Some(c) => sum
+                            .iter_mut()
+                            .zip(xr.iter().zip(c))
+                            .zip(yr)
+                            .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
+                        None => sum
+                            .iter_mut()
+                            .zip(xr.iter().zip(yr))
+                            .for_each(|(s, (p, q))| *s = p + q),
+                    }
                     layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
                 }
             },
@@ -464,10 +502,28 @@ mod tests {
             &[&bin(BinaryOp::Add, &a, &b), &s, &bias],
         );
         let op = FusedOp::AddLayerNorm {
-            attrs,
+            attrs: attrs.clone(),
             has_bias: true,
+            pre_bias: false,
         };
         let got = eval_fused(&op, &[&a, &b, &s, &bias]).unwrap();
+        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
+        // LayerNorm((y + c) + r): a row-parallel layer's bias after its all-reduce.
+        let c = rand(vec![16], 9);
+        let want = run(
+            Op::LayerNorm(attrs.clone()),
+            &[
+                &bin(BinaryOp::Add, &bin(BinaryOp::Add, &c, &a), &b),
+                &s,
+                &bias,
+            ],
+        );
+        let op = FusedOp::AddLayerNorm {
+            attrs,
+            has_bias: true,
+            pre_bias: true,
+        };
+        let got = eval_fused(&op, &[&a, &c, &b, &s, &bias]).unwrap();
         assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
     }
 
