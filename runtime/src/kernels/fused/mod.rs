@@ -10,14 +10,17 @@
 //! per head instead of a `[B, H, Sq, Sk]` tensor, the heads are read from and written to
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
-use super::matmul::{gemm_into, matmul, MatView};
+use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
 use super::simd::vectorized;
-use super::softmax::softmax_row;
 use super::unary::erf;
 use super::{describe, make, KResult, KernelError};
+use attention::attention;
 use tessera_ir::op::NormAttrs;
 use tessera_ir::{DType, Tensor, TensorData};
+
+mod attention;
+pub use attention::{AttentionAttrs, AttentionMask};
 
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
@@ -48,40 +51,6 @@ pub enum FusedOp {
     /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
     /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
     Attention(AttentionAttrs),
-}
-
-/// Shape of a fused attention.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttentionAttrs {
-    /// Batch B.
-    pub batch: usize,
-    /// Query length Sq.
-    pub q_len: usize,
-    /// Key/value length Sk.
-    pub kv_len: usize,
-    /// Heads H.
-    pub heads: usize,
-    /// Head size D.
-    pub head_dim: usize,
-    /// The scores are multiplied by `c` instead of divided.
-    pub scale_mul: bool,
-    /// How the scaled scores are masked.
-    pub mask: AttentionMask,
-    /// Output shape: `[B, H, Sq, D]`, or `[B, Sq, H·D]` (heads merged back) when the chain
-    /// ended in Transpose + Reshape.
-    pub out_shape: Vec<usize>,
-}
-
-/// The mask of a fused attention; its tensors broadcast to `[B, H, Sq, Sk]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionMask {
-    /// No mask.
-    None,
-    /// `z + mask` (one more input: the f32 mask; BERT's padding mask).
-    Add,
-    /// `Where(cond, z, fill)` (two more inputs: the bool condition and a one-element f32
-    /// fill; GPT-2's causal mask).
-    Select,
 }
 
 impl FusedOp {
@@ -259,165 +228,15 @@ fn add_layer_norm(
     make(a.dtype, a.shape.clone(), TensorData::F32(out))
 }
 
-/// A resolved attention mask: data and strides over `[B, H, Sq, Sk]`.
-#[derive(Clone, Copy)]
-enum Mask<'a> {
-    None,
-    Add(&'a [f32], [usize; 4]),
-    Select(&'a [bool], [usize; 4], f32),
-}
-
-/// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules).
-fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
-    let bad = || format!("mask {} does not broadcast to {full:?}", describe(mask));
-    if mask.shape.len() > 4 {
-        return Err(bad());
-    }
-    let lead = 4 - mask.shape.len();
-    let mut strides = [0usize; 4];
-    let mut step = 1usize;
-    for (i, &d) in mask.shape.iter().enumerate().rev() {
-        let o = full[lead + i];
-        if d == o && d != 1 {
-            strides[lead + i] = step;
-        } else if d != 1 {
-            return Err(bad());
-        }
-        step *= d;
-    }
-    Ok(strides)
-}
-
-fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
-    let extra = match a.mask {
-        AttentionMask::None => 0,
-        AttentionMask::Add => 1,
-        AttentionMask::Select => 2,
-    };
-    expect_inputs(inputs, 4 + extra)?;
-    let (bsz, sq, sk, h, d) = (a.batch, a.q_len, a.kv_len, a.heads, a.head_dim);
-    let hd = h * d;
-    let (q, k, v) = (
-        f32s(inputs[0], "q")?,
-        f32s(inputs[1], "k")?,
-        f32s(inputs[2], "v")?,
-    );
-    if q.len() != bsz * sq * hd || k.len() != bsz * sk * hd || v.len() != bsz * sk * hd {
-        return Err(format!(
-            "q {}, k {}, v {} do not hold [B={bsz}, S, H={h}, D={d}] with Sq={sq}, Sk={sk}",
-            describe(inputs[0]),
-            describe(inputs[1]),
-            describe(inputs[2])
-        ));
-    }
-    let c = scalar(inputs[3], "scale")?;
-    let full = [bsz, h, sq, sk];
-    let mask = match a.mask {
-        AttentionMask::None => Mask::None,
-        AttentionMask::Add => Mask::Add(f32s(inputs[4], "mask")?, mask_strides(inputs[4], full)?),
-        AttentionMask::Select => {
-            let cond = inputs[4].as_bool().ok_or_else(|| {
-                format!("mask condition must be bool, got {}", describe(inputs[4]))
-            })?;
-            let fill = scalar(inputs[5], "mask fill")?;
-            Mask::Select(cond, mask_strides(inputs[4], full)?, fill)
-        }
-    };
-    let merged = a.out_shape.len() == 3;
-    let mut out = vec![0f32; bsz * h * sq * d];
-    let mut scores = vec![0f32; sq * sk];
-    let mut ctx = vec![0f32; sq * d];
-    for b in 0..bsz {
-        for hh in 0..h {
-            let base_q = b * sq * hd + hh * d;
-            let base_kv = b * sk * hd + hh * d;
-            // scores = Q_bh · K_bhᵀ: Q rows are tokens (stride H·D); Kᵀ element (e, j) is
-            // k[b, j, hh, e].
-            let qv = MatView {
-                data: q,
-                off: base_q,
-                rs: hd,
-                cs: 1,
-            };
-            let ktv = MatView {
-                data: k,
-                off: base_kv,
-                rs: 1,
-                cs: hd,
-            };
-            gemm_into(sq, sk, d, &mut scores, 0, qv, ktv, 1.0, false)?;
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                        // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
-                        // Add/Where compute it; then the plain softmax.
-                        let scale = |s: f32| if a.scale_mul { s * c } else { s / c };
-                        match mask {
-                            Mask::None => row.iter_mut().for_each(|s| *s = scale(*s)),
-                            Mask::Add(m, ms) => {
-                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                                if ms[3] == 1 {
-                                    row.iter_mut()
-                                        .zip(&m[mo..mo + sk])
-                                        .for_each(|(s, &e)| *s = scale(*s) + e);
-                                } else {
-                                    for (j, s) in row.iter_mut().enumerate() {
-                                        *s = scale(*s) + m[mo + j * ms[3]];
-                                    }
-                                }
-                            }
-                            Mask::Select(cond, ms, fill) => {
-                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                                for (j, s) in row.iter_mut().enumerate() {
-                                    *s = if cond[mo + j * ms[3]] {
-                                        scale(*s)
-                                    } else {
-                                        fill
-                                    };
-                                }
-                            }
-                        }
-                        softmax_row(row, false);
-                    }
-                },
-            );
-            let pv = MatView {
-                data: &scores,
-                off: 0,
-                rs: sk,
-                cs: 1,
-            };
-            let vv = MatView {
-                data: v,
-                off: base_kv,
-                rs: hd,
-                cs: 1,
-            };
-            if merged {
-                gemm_into(sq, d, sk, &mut ctx, 0, pv, vv, 1.0, false)?;
-                for (i, r) in ctx.chunks_exact(d).enumerate() {
-                    let o = b * sq * hd + i * hd + hh * d;
-                    out[o..o + d].copy_from_slice(r);
-                }
-            } else {
-                let o = (b * h + hh) * sq * d;
-                gemm_into(sq, d, sk, &mut out, o, pv, vv, 1.0, false)?;
-            }
-        }
-    }
-    make(DType::F32, a.out_shape.clone(), TensorData::F32(out))
-}
-
+/// Helpers shared by the fused kernels' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod testing {
     use crate::kernels::eval;
-    use tessera_ir::op::*;
-    use tessera_ir::Op;
+    use tessera_ir::op::{BinaryAttrs, BinaryOp};
+    use tessera_ir::{Op, Tensor};
 
     /// Deterministic pseudo-random f32 tensor.
-    fn rand(shape: Vec<usize>, seed: u64) -> Tensor {
+    pub(super) fn rand(shape: Vec<usize>, seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let v = (0..n)
@@ -431,7 +250,7 @@ mod tests {
         Tensor::f32(shape, v)
     }
 
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -440,13 +259,21 @@ mod tests {
             .fold(0f32, f32::max)
     }
 
-    fn run(op: Op, ins: &[&Tensor]) -> Tensor {
+    pub(super) fn run(op: Op, ins: &[&Tensor]) -> Tensor {
         eval(&op, ins).unwrap().remove(0)
     }
 
-    fn bin(kind: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
+    pub(super) fn bin(kind: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
         run(Op::Binary(BinaryAttrs { kind }), &[a, b])
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use tessera_ir::op::*;
+    use tessera_ir::Op;
 
     #[test]
     fn matmul_bias_gelu_equals_the_unfused_chain_bitwise() {
@@ -525,130 +352,5 @@ mod tests {
         };
         let got = eval_fused(&op, &[&a, &c, &b, &s, &bias]).unwrap();
         assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
-    }
-
-    /// The unfused attention chain, as exported from PyTorch (BERT-style).
-    /// `mask` maps the scaled scores to the masked ones.
-    fn attention_chain(
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        c: &Tensor,
-        mask: impl Fn(&Tensor) -> Tensor,
-        h: usize,
-    ) -> (Tensor, Tensor) {
-        let (b, s, hd) = (q.shape[0], q.shape[1], q.shape[2]);
-        let heads = |t: &Tensor, perm: Vec<usize>| {
-            let r = run(
-                Op::Reshape(ReshapeAttrs {
-                    shape: vec![b, s, h, hd / h],
-                }),
-                &[t],
-            );
-            run(Op::Transpose(TransposeAttrs { perm }), &[&r])
-        };
-        let q4 = heads(q, vec![0, 2, 1, 3]);
-        let kt = heads(k, vec![0, 2, 3, 1]);
-        let v4 = heads(v, vec![0, 2, 1, 3]);
-        let sc = run(Op::MatMul(MatMulAttrs {}), &[&q4, &kt]);
-        let z = mask(&bin(BinaryOp::Div, &sc, c));
-        let p = run(
-            Op::Softmax(SoftmaxAttrs {
-                axis: 3,
-                log: false,
-            }),
-            &[&z],
-        );
-        let o = run(Op::MatMul(MatMulAttrs {}), &[&p, &v4]);
-        let o2 = run(
-            Op::Transpose(TransposeAttrs {
-                perm: vec![0, 2, 1, 3],
-            }),
-            &[&o],
-        );
-        let merged = run(
-            Op::Reshape(ReshapeAttrs {
-                shape: vec![b, s, hd],
-            }),
-            &[&o2],
-        );
-        (o, merged)
-    }
-
-    #[test]
-    fn attention_equals_the_unfused_chain() {
-        let (b, s, h, d) = (2, 7, 3, 4);
-        let q = rand(vec![b, s, h * d], 11);
-        let k = rand(vec![b, s, h * d], 12);
-        let v = rand(vec![b, s, h * d], 13);
-        let c = Tensor::f32(vec![], vec![2.0]);
-        // A padding mask [B, 1, 1, S]: large negative on the masked keys.
-        let mut mv = vec![0f32; b * s];
-        mv[s - 1] = -10000.0;
-        mv[s + 2] = -10000.0;
-        let m = Tensor::f32(vec![b, 1, 1, s], mv);
-        let add_mask = |z: &Tensor| bin(BinaryOp::Add, z, &m);
-        let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, add_mask, h);
-        let attention = |out_shape: Vec<usize>| {
-            FusedOp::Attention(AttentionAttrs {
-                batch: b,
-                q_len: s,
-                kv_len: s,
-                heads: h,
-                head_dim: d,
-                scale_mul: false,
-                mask: AttentionMask::Add,
-                out_shape,
-            })
-        };
-        for (shape, want) in [
-            (vec![b, h, s, d], &want_heads),
-            (vec![b, s, h * d], &want_merged),
-        ] {
-            let op = attention(shape.clone());
-            let got = eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap();
-            assert_eq!(got.shape, shape);
-            let worst = max_abs_diff(&got, want);
-            // Same arithmetic; only the GEMM's operand strides differ.
-            assert!(worst < 1e-6, "max abs difference {worst}");
-        }
-        // A mask that does not broadcast to the scores is an error naming the mask.
-        let op = attention(vec![b, h, s, d]);
-        let bad = rand(vec![b, 1, 1, s + 1], 14);
-        let err = eval_fused(&op, &[&q, &k, &v, &c, &bad]).unwrap_err();
-        assert!(err.to_string().contains("mask"), "{err}");
-    }
-
-    #[test]
-    fn causal_where_mask_attention_equals_the_unfused_chain() {
-        let (b, s, h, d) = (1, 6, 2, 4);
-        let q = rand(vec![b, s, h * d], 21);
-        let k = rand(vec![b, s, h * d], 22);
-        let v = rand(vec![b, s, h * d], 23);
-        let c = Tensor::f32(vec![], vec![2.0]);
-        // GPT-2: Where(tril [1, 1, S, S], scores, f32::MIN).
-        let tril: Vec<bool> = (0..s * s).map(|e| e % s <= e / s).collect();
-        let cond = Tensor::new(DType::Bool, vec![1, 1, s, s], TensorData::Bool(tril)).unwrap();
-        let fill = Tensor::f32(vec![], vec![f32::MIN]);
-        let select = |z: &Tensor| run(Op::Where, &[&cond, z, &fill]);
-        let (want, _) = attention_chain(&q, &k, &v, &c, select, h);
-        let op = FusedOp::Attention(AttentionAttrs {
-            batch: b,
-            q_len: s,
-            kv_len: s,
-            heads: h,
-            head_dim: d,
-            scale_mul: false,
-            mask: AttentionMask::Select,
-            out_shape: vec![b, h, s, d],
-        });
-        let got = eval_fused(&op, &[&q, &k, &v, &c, &cond, &fill]).unwrap();
-        let worst = max_abs_diff(&got, &want);
-        assert!(worst < 1e-6, "max abs difference {worst}");
-        // The first query sees only the first key: its output row is v's first row.
-        assert_eq!(&got.as_f32().unwrap()[..d], &v.as_f32().unwrap()[..d]);
-        // A non-bool condition is refused by name.
-        let err = eval_fused(&op, &[&q, &k, &v, &c, &fill, &fill]).unwrap_err();
-        assert!(err.to_string().contains("condition"), "{err}");
     }
 }
