@@ -43,7 +43,7 @@ struct Args {
     /// A model input as NAME=FILE.npy (repeat for each input).
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
-    /// Directory to write each output to, as <output name>.npy (created if missing).
+    /// Directory to write each output to, as `<output name>.npy` (created if missing).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: Option<PathBuf>,
     /// Backend: cpu (one thread per device) or cuda (one GPU per device; needs --features cuda).

@@ -1,6 +1,6 @@
 //! Shared-memory exchange for the collectives of CPU devices (one thread per rank).
 //!
-//! Every group of ranks gets one [`Exchange`]. A collective call deposits the member's
+//! Every group of ranks gets one `Exchange`. A collective call deposits the member's
 //! input; the last member to arrive checks that everyone called the same collective, moves
 //! the inputs into a shared round and wakes the others; each member then computes its own
 //! output from the shared inputs with [`crate::collectives::compute`] (sums in member order,
