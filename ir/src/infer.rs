@@ -1,4 +1,4 @@
-//! Shape and dtype inference for every [`Op`](crate::Op).
+//! Shape and dtype inference for every [`Op`].
 //!
 //! Used by the importer (every imported node), the partitioner (local shapes) and the
 //! runtime (input checks). Errors name the node and the op and give the offending shapes.

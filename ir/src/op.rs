@@ -263,7 +263,7 @@ pub struct ReshapeAttrs {
 /// Transpose permutation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransposeAttrs {
-    /// Output axis i is input axis perm[i].
+    /// Output axis i is input axis `perm[i]`.
     pub perm: Vec<usize>,
 }
 

@@ -81,7 +81,7 @@ pub fn lower_bound(
 }
 
 /// The cheapest serving of the open tensor's `demand` from `Prod(open, l)` alone with no
-/// parameter bytes (what [`DpRun::best`] allows), or with anything when `l` is None.
+/// parameter bytes (what [`DpRun::best`](super::dp::DpRun::best) allows), or with anything when `l` is None.
 pub fn serve_bound(p: &FlatProblem, demand: &[usize], l: Option<Layout>) -> f64 {
     if demand.is_empty() {
         return 0.0;
