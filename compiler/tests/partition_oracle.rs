@@ -260,7 +260,11 @@ fn compiler_matches_exhaustive_search() {
     for seed in 0..24u64 {
         let g = random_graph(seed);
         for n in [2, 4] {
-            for objective in [ObjectiveKind::Latency, ObjectiveKind::Memory] {
+            for objective in [
+                ObjectiveKind::Latency,
+                ObjectiveKind::Memory,
+                ObjectiveKind::Time,
+            ] {
                 let mut o = PartitionOptions::new(n);
                 o.objective = objective;
                 // With layer detection: never better than the optimum, equal without a
@@ -298,6 +302,6 @@ fn compiler_matches_exhaustive_search() {
             }
         }
     }
-    assert_eq!(checked, 96);
+    assert_eq!(checked, 144);
     assert!(layered_cases > 0, "no random graph had repeated layers");
 }

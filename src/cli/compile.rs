@@ -19,6 +19,9 @@ use tessera_ir::Layout;
 enum Objective {
     /// Fit the per-device parameter budget, then least communication.
     Memory,
+    /// Fit the per-device parameter budget, then least modelled time (communication +
+    /// compute; suits CPU devices, where replicated compute is dear).
+    Time,
     /// Least modelled time, no budget.
     Latency,
 }
@@ -71,6 +74,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
     opts.objective = match args.objective {
         Objective::Memory => ObjectiveKind::Memory,
+        Objective::Time => ObjectiveKind::Time,
         Objective::Latency => ObjectiveKind::Latency,
     };
     opts.memory_per_device = args

@@ -1,4 +1,4 @@
-//! The per-rank parameter budget of the `memory` objective.
+//! The per-rank parameter budget of the `memory` and `time` objectives.
 //!
 //! Default budget = Σ over *large* weights of their smallest even share (bytes / N when some
 //! axis divides by N, else the whole weight) + slack, where slack = the bytes of every other
@@ -60,8 +60,8 @@ impl Budgets {
         let default: f64 = shares.iter().sum();
         let (total, scale) = match (opts.objective, opts.memory_per_device) {
             (ObjectiveKind::Latency, _) => (None, 1.0),
-            (ObjectiveKind::Memory, None) => (Some(default), 1.0),
-            (ObjectiveKind::Memory, Some(b)) => (
+            (ObjectiveKind::Memory | ObjectiveKind::Time, None) => (Some(default), 1.0),
+            (ObjectiveKind::Memory | ObjectiveKind::Time, Some(b)) => (
                 Some(b as f64),
                 if default > 0.0 {
                     b as f64 / default

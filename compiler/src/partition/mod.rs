@@ -28,10 +28,14 @@ use tessera_ir::{Graph, Layout, TensorId, TensorKind};
 /// What the search optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ObjectiveKind {
-    /// Fit each rank's parameters in the budget, then minimise cost.
+    /// Fit each rank's parameters in the budget, then minimise communication (compute only
+    /// breaks ties, see [`MEMORY_OBJECTIVE_COMPUTE_WEIGHT`]).
     #[default]
     Memory,
-    /// Minimise cost, no budget.
+    /// Fit each rank's parameters in the budget, then minimise modelled time
+    /// (communication + compute): replicated compute counts in full, e.g. on CPU devices.
+    Time,
+    /// Minimise modelled time, no budget.
     Latency,
 }
 
@@ -151,7 +155,7 @@ fn resolve_pins(
 /// Under the memory objective the order is lexicographic: within the budget, the
 /// fewest and smallest collectives first, then the least compute. Compute seconds are
 /// therefore scaled down by this factor so that they only break ties between plans with the
-/// same communication; under the latency objective compute counts in full.
+/// same communication; under the time and latency objectives compute counts in full.
 pub const MEMORY_OBJECTIVE_COMPUTE_WEIGHT: f64 = 1e-3;
 
 /// The cost model the search runs under (see [`MEMORY_OBJECTIVE_COMPUTE_WEIGHT`]).
@@ -287,6 +291,7 @@ fn assemble(
         objective: Objective {
             kind: match opts.objective {
                 ObjectiveKind::Memory => "memory".into(),
+                ObjectiveKind::Time => "time".into(),
                 ObjectiveKind::Latency => "latency".into(),
             },
             memory_per_device: budget::Budgets::new(graph, n, opts).total.map(|b| b as u64),
