@@ -20,6 +20,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODELS = [
     ("mlp", "examples/models/mlp.onnx", "x=4x64"),
     ("mlp_gemm", "examples/models/mlp_gemm.onnx", "x=8x64"),
+    ("sdpa_2l", "examples/models/sdpa_2l.onnx", "x=2x16x64"),
     ("gpt2_1l", "examples/models/gpt2_1l.onnx", "input_ids=2x16"),
     ("gpt2_4l", "examples/models/gpt2_4l.onnx", "input_ids=2x16"),
     ("llama_1l", "examples/models/llama_1l.onnx", "input_ids=2x16"),

@@ -181,7 +181,8 @@ pub fn compute_seconds(model: &CostModel, flops: u64) -> f64 {
 /// Estimated FLOPs of `op` on the given (local) input and output shapes.
 ///
 /// MatMul/Gemm count 2·M·N·K; elementwise ops one per output element (GELU 8, Softmax 5,
-/// LayerNorm 8, RMSNorm 5 per element); reductions one per input element; pure data
+/// LayerNorm 8, RMSNorm 5 per element; Attention its two products plus a softmax on the
+/// scores, from the scores' shape); reductions one per input element; pure data
 /// movement (Reshape, Transpose, Slice, Split, Concat, Gather, Expand, Cast, Trilu) zero.
 pub fn op_flops(op: &Op, inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
     let out = outputs.first().map(|s| numel(s) as u64).unwrap_or(0);
@@ -205,6 +206,17 @@ pub fn op_flops(op: &Op, inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
                     .map(|s| s.last().copied().unwrap_or(1) as u64)
                     .max()
                     .unwrap_or(1)
+        }
+        Op::Attention(_) => {
+            // Q·Kᵀ and P·V: 2·(Sq·T·D) each per head, T from qk_matmul_output [B, H, Sq, T].
+            let qk_shape = outputs.get(3).copied().unwrap_or(&[]);
+            let qk = numel(qk_shape) as u64;
+            let q = inputs.first().copied().unwrap_or(&[]);
+            let last = q.last().copied().unwrap_or(1) as u64;
+            // 3-D Q is [B, S, H·D]: divide by the heads (axis 1 of the scores).
+            let heads = qk_shape.get(1).copied().unwrap_or(1).max(1) as u64;
+            let d = if q.len() == 3 { last / heads } else { last };
+            4 * qk * d + 5 * qk
         }
         Op::Binary(_) | Op::Unary(_) | Op::Clip(_) | Op::Where | Op::CumSum(_) => out,
         Op::Gelu(_) | Op::LayerNorm(_) => 8 * out,

@@ -106,6 +106,27 @@ fn gemm_export_splits_every_gemm() {
     }
 }
 
+/// Attention as the ONNX Attention op (opset 23, 4-D, causal, 8 query / 4 key-value heads):
+/// the heads split like the decomposed form's, 2 all-reduces of B·S·H per layer.
+#[test]
+fn onnx_attention_op_two_all_reduces_per_layer() {
+    let Some((g, _)) = import("examples/models/sdpa_2l.onnx", &[("x", &[2, 16, 64])]) else {
+        return;
+    };
+    for n in [2, 4] {
+        let p = plan(&g, n);
+        let d = describe("sdpa_2l", n, &p);
+        println!("{d}");
+        assert_eq!(p.collectives.len(), 4, "{d}");
+        assert_eq!(all_reduces(&p), 4, "{d}");
+        assert!(
+            p.collectives.iter().all(|c| c.bytes == 2 * 16 * 64 * 4),
+            "{d}"
+        );
+        assert_eq!(p.layers.as_ref().map(|l| l.count), Some(2), "{d}");
+    }
+}
+
 #[test]
 fn gpt2_exports_two_all_reduces_per_layer() {
     for (file, layers) in [("gpt2_1l", 1), ("gpt2_4l", 4)] {

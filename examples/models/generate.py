@@ -6,6 +6,9 @@ Usage: python3 examples/models/generate.py [OUT_DIR]   (default: examples/models
 Writes, in the shapes PyTorch's ONNX exporter produces (dynamic batch/sequence dims and the
 Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains that come with them):
   mlp.onnx          Linear -> GELU(erf) -> Linear, input x[batch, 64]
+  sdpa_2l.onnx      2 pre-LN decoder blocks whose attention is the ONNX Attention op (opset
+                    23, 4-D, is_causal, grouped-query: 8 query / 4 key-value heads), as
+                    torch.onnx exports scaled_dot_product_attention at opset 23
   mlp_gemm.onnx     the classifier head PyTorch exports for 2-D inputs: Gemm(transB=1) -> Relu
                     -> Gemm(transB=1) -> Relu -> Gemm(transB=1), input x[batch, 64]
   gpt2_1l.onnx      GPT-2-style decoder, 1 layer  (LayerNorm, fused QKV MatMul + Split, causal
@@ -97,11 +100,11 @@ class G:
         tgt = self.op("Concat", [self.dim(like, 0), self.dim(like, 1), self.c([hidden])], axis=0)
         return self.op("Reshape", [t, tgt])
 
-    def model(self, inputs, outputs, name):
+    def model(self, inputs, outputs, name, opset=OPSET):
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tessera-examples")
-        m.ir_version = 8
+        m.ir_version = 8 if opset <= 18 else 10
         onnx.checker.check_model(m)
         return m
 
@@ -134,6 +137,31 @@ def mlp_gemm():
     inp = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", dims[0]])]
     out = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", dims[-1]])]
     return g.model(inp, out, "mlp_gemm"), {"x": rng.standard_normal((8, dims[0])).astype(np.float32)}
+
+
+def sdpa(layers):
+    g = G()
+    h, nh, nkv, ffn = 64, 8, 4, 128
+    hd = h // nh
+    x = "x"
+    for l in range(layers):
+        p = f"layers.{l}"
+        a = g.layernorm(x, h, f"{p}.ln_1")
+        q = g.heads(g.linear(a, g.rand(f"{p}.q.weight", (h, nh * hd))), nh, hd)
+        k = g.heads(g.linear(a, g.rand(f"{p}.k.weight", (h, nkv * hd))), nkv, hd)
+        v = g.heads(g.linear(a, g.rand(f"{p}.v.weight", (h, nkv * hd))), nkv, hd)
+        o = g.op("Attention", [q, k, v], is_causal=1)
+        o = g.linear(g.merge_heads(o, h, a), g.rand(f"{p}.o.weight", (h, h)))
+        x = g.op("Add", [x, o])
+        m = g.layernorm(x, h, f"{p}.ln_2")
+        m = g.gelu_erf(g.linear(m, g.rand(f"{p}.fc1.weight", (h, ffn)), g.rand(f"{p}.fc1.bias", (ffn,), 0.1)))
+        m = g.linear(m, g.rand(f"{p}.fc2.weight", (ffn, h)), g.rand(f"{p}.fc2.bias", (h,), 0.1))
+        x = g.op("Add", [x, m])
+    g.nodes[-1].output[0] = "y"
+    inp = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", h])]
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", h])]
+    feeds = {"x": rng.standard_normal((2, 16, h)).astype(np.float32)}
+    return g.model(inp, out, f"sdpa_{layers}l", opset=23), feeds
 
 
 def causal_mask_where(g, scores, max_pos, q):
@@ -251,7 +279,7 @@ def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     os.makedirs(out_dir, exist_ok=True)
     models = {"mlp": mlp(), "gpt2_1l": gpt2(1), "gpt2_4l": gpt2(4), "llama_1l": llama(1), "llama_4l": llama(4),
-              "mlp_gemm": mlp_gemm()}
+              "mlp_gemm": mlp_gemm(), "sdpa_2l": sdpa(2)}
     try:
         import onnxruntime as ort
     except ImportError:

@@ -5,6 +5,7 @@
 //!
 //! The rules follow ONNX (numpy broadcasting for elementwise ops and `Where`, numpy matmul
 //! for `MatMul`, ...) applied to the post-fold attributes of [`crate::op`].
+mod attention;
 mod shape_ops;
 #[cfg(test)]
 mod tests;
@@ -85,6 +86,7 @@ pub fn infer(
             }
             Ok(vec![cx.input(0)])
         }
+        Op::Attention(a) => cx.attention(a),
         Op::CumSum(a) => {
             cx.arity(1, 1)?;
             cx.axis_in_range(a.axis, cx.inputs[0].1.len())?;
@@ -98,7 +100,7 @@ pub fn infer(
 /// 1 or 3 outputs).
 pub fn required_outputs(op: &Op, produced: usize) -> usize {
     match op {
-        Op::LayerNorm(_) => 1,
+        Op::LayerNorm(_) | Op::Attention(_) => 1,
         _ => produced,
     }
 }

@@ -59,6 +59,10 @@ pub enum Op {
     Trilu(TriluAttrs),
     /// Cumulative sum along an axis (input: X).
     CumSum(CumSumAttrs),
+    /// ONNX Attention (opsets 23–25): inputs Q, K, V, then the optional ones the attributes
+    /// say are present (attn_mask, past_key + past_value, nonpad_kv_seqlen); outputs Y,
+    /// present_key, present_value, qk_matmul_output (only Y is required).
+    Attention(AttentionAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -337,6 +341,34 @@ pub struct CumSumAttrs {
     pub reverse: bool,
 }
 
+/// ONNX Attention attributes, plus which optional inputs the node has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttentionAttrs {
+    /// Causal mask, aligned to the end of the past (bottom-right).
+    pub is_causal: bool,
+    /// Query heads of 3-D inputs (None for 4-D inputs).
+    pub q_num_heads: Option<usize>,
+    /// Key/value heads of 3-D inputs (None for 4-D inputs).
+    pub kv_num_heads: Option<usize>,
+    /// What the fourth output holds: 0 Q·Kᵀ (after softcap), 1 the same, 2 with the mask
+    /// added, 3 after softmax.
+    pub qk_matmul_output_mode: u8,
+    /// Scale of Q·Kᵀ (default 1/√head_size).
+    pub scale: Option<f32>,
+    /// `softcap · tanh(x / softcap)` on the scores when > 0.
+    pub softcap: f32,
+    /// Sliding window: keys at most this far before the query (-1: unbounded).
+    pub left_window: i64,
+    /// Sliding window: keys at most this far after the query (-1: unbounded).
+    pub right_window: i64,
+    /// Input attn_mask is present.
+    pub has_mask: bool,
+    /// Inputs past_key and past_value are present.
+    pub has_past: bool,
+    /// Input nonpad_kv_seqlen is present.
+    pub has_nonpad: bool,
+}
+
 impl Op {
     /// A short name for reports and DOT labels (e.g. `MatMul`, `Add`, `Reshape`).
     pub fn name(&self) -> String {
@@ -368,6 +400,7 @@ impl Op {
             Op::Cast(_) => "Cast".into(),
             Op::Trilu(_) => "Trilu".into(),
             Op::CumSum(_) => "CumSum".into(),
+            Op::Attention(_) => "Attention".into(),
         }
     }
 

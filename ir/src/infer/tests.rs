@@ -293,3 +293,74 @@ fn gathers() {
     );
     assert!(one(gn(0), &[(F32, &[2, 3]), (I64, &[5, 3])]).is_err());
 }
+
+fn attention(q_heads: Option<usize>, kv_heads: Option<usize>, has_past: bool) -> Op {
+    Op::Attention(AttentionAttrs {
+        is_causal: true,
+        q_num_heads: q_heads,
+        kv_num_heads: kv_heads,
+        qk_matmul_output_mode: 0,
+        scale: None,
+        softcap: 0.0,
+        left_window: -1,
+        right_window: -1,
+        has_mask: false,
+        has_past,
+        has_nonpad: false,
+    })
+}
+
+#[test]
+fn attention_outputs_and_errors() {
+    // 4-D grouped-query with a past of 5: Y, present K/V over 5 + 7 keys, scores.
+    let q: &[usize] = &[2, 8, 7, 16];
+    let kv: &[usize] = &[2, 4, 7, 16];
+    let past: &[usize] = &[2, 4, 5, 16];
+    let out = infer(
+        "n",
+        &attention(None, None, true),
+        &[(F32, q), (F32, kv), (F32, kv), (F32, past), (F32, past)],
+    )
+    .unwrap();
+    let shapes: Vec<Vec<usize>> = out.into_iter().map(|o| o.1).collect();
+    assert_eq!(
+        shapes,
+        vec![
+            vec![2, 8, 7, 16],
+            vec![2, 4, 12, 16],
+            vec![2, 4, 12, 16],
+            vec![2, 8, 7, 12]
+        ]
+    );
+    // 3-D: heads from the attributes; Y keeps the 3-D layout.
+    let y = infer(
+        "n",
+        &attention(Some(4), Some(2), false),
+        &[(F32, &[1, 6, 32]), (F32, &[1, 9, 16]), (F32, &[1, 9, 16])],
+    )
+    .unwrap();
+    assert_eq!(y[0].1, vec![1, 6, 32]);
+    assert_eq!(y[3].1, vec![1, 4, 6, 9]);
+    let e = infer(
+        "n",
+        &attention(None, None, false),
+        &[(F32, &[1, 6, 32]), (F32, &[1, 9, 16]), (F32, &[1, 9, 16])],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("q_num_heads"), "{e}");
+    // 6 query heads cannot share 4 key/value heads.
+    let e = infer(
+        "n",
+        &attention(None, None, false),
+        &[
+            (F32, &[1, 6, 3, 8]),
+            (F32, &[1, 4, 3, 8]),
+            (F32, &[1, 4, 3, 8]),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("[1, 6, 3, 8]"), "{e}");
+    assert_eq!(required_outputs(&attention(None, None, false), 4), 1);
+}

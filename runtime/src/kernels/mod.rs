@@ -6,6 +6,7 @@
 use tessera_ir::{DType, Op, Tensor, TensorData};
 use thiserror::Error;
 
+mod attention;
 mod binary;
 mod cast;
 mod cumsum;
@@ -61,6 +62,11 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
                 inputs[1],
                 inputs.get(2).copied(),
             ))
+        }
+        Op::Attention(a) => {
+            let n = 3 + a.has_mask as usize + 2 * a.has_past as usize + a.has_nonpad as usize;
+            arity(inputs, n, n)?;
+            attention::attention(a, inputs)
         }
         Op::Einsum(a) => {
             arity(inputs, 1, usize::MAX)?;

@@ -5,6 +5,7 @@
 //! constant) into [`Lowered`]: a short chain of IR ops (usually one) or constant outputs.
 //! The walker then folds, infers and emits what the converter returned.
 mod activation;
+mod attention;
 mod constant;
 mod dropout;
 mod elementwise;
@@ -61,6 +62,7 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
 /// Every family's table.
 const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
+    attention::OPS,
     constant::OPS,
     dropout::OPS,
     elementwise::OPS,

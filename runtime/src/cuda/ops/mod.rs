@@ -186,12 +186,18 @@ pub fn run_op(
             want(1)?;
             Some(vec![movement::trilu(lane, inputs[0], a.upper, a.k)?])
         }
-        Op::Einsum(_) | Op::GatherNd(_) => None,
+        Op::Einsum(_) | Op::GatherNd(_) | Op::Attention(_) => None,
     };
-    let results = match device {
+    let mut results = match device {
         Some(r) => r,
         None => fallback::on_host(lane, op, inputs)?,
     };
+    // Trailing optional outputs the plan does not bind (Attention's present_* / qk output).
+    if results.len() > outs.len()
+        && tessera_ir::infer::required_outputs(op, results.len()) <= outs.len()
+    {
+        results.truncate(outs.len());
+    }
     check_outputs(op, &results, outs)?;
     Ok(results)
 }

@@ -1,0 +1,306 @@
+//! ONNX Attention (opsets 23–25), following the operator's reference implementation
+//! (`onnx/reference/ops/op_attention.py`): 3-D inputs split into heads, the past cache
+//! prepended to K and V, an additive bias built from the mask (bool: false → −∞; shorter
+//! than the keys: padded with −∞), the bottom-right causal frontier, the sliding window and
+//! `nonpad_kv_seqlen`; Q and K each scaled by √scale, softcap, softmax with fully masked
+//! rows giving 0, grouped-query heads sharing K/V heads. f32 arithmetic.
+use super::matmul::{gemm_into, MatView};
+use super::{describe, make, KResult};
+use tessera_ir::op::AttentionAttrs;
+use tessera_ir::{Tensor, TensorData};
+
+/// A `[B, H, S, D]` f32 array.
+struct Heads {
+    v: Vec<f32>,
+    h: usize,
+    s: usize,
+    d: usize,
+}
+
+impl Heads {
+    fn at(&self, b: usize, h: usize) -> &[f32] {
+        let n = self.s * self.d;
+        &self.v[(b * self.h + h) * n..(b * self.h + h + 1) * n]
+    }
+}
+
+fn floats<'a>(t: &'a Tensor, what: &str) -> KResult<&'a [f32]> {
+    t.as_f32()
+        .ok_or_else(|| format!("{what} must be float, got {}", describe(t)))
+}
+
+/// `t` as `[B, H, S, D]`: 4-D as is, 3-D `[B, S, H·D]` split into `heads` heads.
+fn heads(t: &Tensor, heads: Option<usize>, what: &str) -> KResult<Heads> {
+    let v = floats(t, what)?;
+    match t.shape[..] {
+        [_, h, s, d] => Ok(Heads {
+            v: v.to_vec(),
+            h,
+            s,
+            d,
+        }),
+        [b, s, hid] => {
+            let h = heads.filter(|&h| h > 0 && hid % h == 0).ok_or_else(|| {
+                format!("{what} {} does not split into {heads:?} heads", describe(t))
+            })?;
+            let d = hid / h;
+            let mut out = vec![0f32; v.len()];
+            for bi in 0..b {
+                for si in 0..s {
+                    for hi in 0..h {
+                        let src = (bi * s + si) * hid + hi * d;
+                        let dst = ((bi * h + hi) * s + si) * d;
+                        out[dst..dst + d].copy_from_slice(&v[src..src + d]);
+                    }
+                }
+            }
+            Ok(Heads { v: out, h, s, d })
+        }
+        _ => Err(format!("{what} must be 3-D or 4-D, got {}", describe(t))),
+    }
+}
+
+/// `past` then `cur` along the sequence axis.
+fn concat_seq(past: &Heads, cur: &Heads, batch: usize) -> Heads {
+    let s = past.s + cur.s;
+    let mut v = Vec::with_capacity(batch * cur.h * s * cur.d);
+    for b in 0..batch {
+        for h in 0..cur.h {
+            v.extend_from_slice(past.at(b, h));
+            v.extend_from_slice(cur.at(b, h));
+        }
+    }
+    Heads {
+        v,
+        h: cur.h,
+        s,
+        d: cur.d,
+    }
+}
+
+/// The mask as additive f32 values, right-aligned to `[B, H, Sq, T]` (strides; 0 on
+/// broadcast axes) with its last axis padded to T by −∞.
+struct Bias {
+    v: Vec<f32>,
+    strides: [usize; 4],
+    width: usize,
+}
+
+impl Bias {
+    fn get(&self, b: usize, h: usize, i: usize, j: usize) -> f32 {
+        if j >= self.width {
+            return f32::NEG_INFINITY;
+        }
+        let s = self.strides;
+        self.v[b * s[0] + h * s[1] + i * s[2] + j * s[3]]
+    }
+}
+
+fn mask_bias(m: &Tensor, full: [usize; 4]) -> KResult<Bias> {
+    let v: Vec<f32> = match &m.data {
+        TensorData::Bool(b) => b
+            .iter()
+            .map(|&x| if x { 0.0 } else { f32::NEG_INFINITY })
+            .collect(),
+        TensorData::F32(f) => f.clone(),
+        TensorData::I64(_) => {
+            return Err(format!(
+                "attn_mask must be float or bool, got {}",
+                describe(m)
+            ))
+        }
+    };
+    let r = m.shape.len();
+    let bad = || format!("attn_mask {} does not broadcast to {full:?}", describe(m));
+    if r == 0 || r > 4 || m.shape[r - 1] > full[3] {
+        return Err(bad());
+    }
+    let mut strides = [0usize; 4];
+    let mut step = 1;
+    for (k, &d) in m.shape.iter().enumerate().rev() {
+        let ax = 4 - r + k;
+        let o = if ax == 3 { m.shape[r - 1] } else { full[ax] };
+        if d == o && d != 1 {
+            strides[ax] = step;
+        } else if d != 1 {
+            return Err(bad());
+        }
+        step *= d;
+    }
+    Ok(Bias {
+        v,
+        strides,
+        width: m.shape[r - 1],
+    })
+}
+
+/// Evaluates Attention; returns Y, present_key, present_value, qk_matmul_output.
+pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
+    let (q_in, k_in, v_in) = (inputs[0], inputs[1], inputs[2]);
+    let three_d = q_in.shape.len() == 3;
+    let q = heads(q_in, a.q_num_heads, "Q")?;
+    let mut k = heads(k_in, a.kv_num_heads, "K")?;
+    let mut v = heads(v_in, a.kv_num_heads, "V")?;
+    let batch = q_in.shape[0];
+    let mut next = 3;
+    let mask = a.has_mask.then(|| inputs[next]);
+    next += a.has_mask as usize;
+    let mut past_len = 0;
+    if a.has_past {
+        let pk = heads(inputs[next], None, "past_key")?;
+        let pv = heads(inputs[next + 1], None, "past_value")?;
+        past_len = pk.s;
+        k = concat_seq(&pk, &k, batch);
+        v = concat_seq(&pv, &v, batch);
+        next += 2;
+    }
+    let nonpad: Option<Vec<i64>> = a.has_nonpad.then(|| inputs[next].to_i64_vec());
+    let (hq, sq, dq) = (q.h, q.s, q.d);
+    let (hkv, t) = (k.h, k.s);
+    if hkv == 0 || hq % hkv != 0 || k.d != dq || v.h != hkv || v.s != t {
+        return Err(format!(
+            "Q [{hq} heads, {dq}], K [{hkv} heads, {} keys, {}], V [{} heads, {} keys] do not fit",
+            t, k.d, v.h, v.s
+        ));
+    }
+    let reps = hq / hkv;
+    let dv = v.d;
+    let full = [batch, hq, sq, t];
+    let bias_mask = mask.map(|m| mask_bias(m, full)).transpose()?;
+    if let Some(np) = &nonpad {
+        if np.len() != batch {
+            return Err(format!(
+                "nonpad_kv_seqlen has {} entries for batch {batch}",
+                np.len()
+            ));
+        }
+    }
+    // √scale, computed in f64 and rounded once, as the reference.
+    let scale = a.scale.map_or(1.0 / (dq as f64).sqrt(), |s| s as f64);
+    let s = scale.sqrt() as f32;
+    let qs: Vec<f32> = q.v.iter().map(|x| x * s).collect();
+    let ks: Vec<f32> = k.v.iter().map(|x| x * s).collect();
+    let mut y = vec![0f32; batch * hq * sq * dv];
+    let mut qk_out = vec![0f32; batch * hq * sq * t];
+    let mut scores = vec![0f32; sq * t];
+    let mut probs = vec![0f32; sq * t];
+    for b in 0..batch {
+        // Offset of the causal frontier / window: past length, or nonpad − Sq per batch.
+        let offset = match (&nonpad, a.has_past) {
+            (Some(np), false) => np[b] - sq as i64,
+            _ => past_len as i64,
+        };
+        for h in 0..hq {
+            let kv = h / reps;
+            let qv = MatView {
+                data: &qs,
+                off: (b * hq + h) * sq * dq,
+                rs: dq,
+                cs: 1,
+            };
+            let kt = MatView {
+                data: &ks,
+                off: (b * hkv + kv) * t * dq,
+                rs: 1,
+                cs: dq,
+            };
+            gemm_into(sq, t, dq, &mut scores, 0, qv, kt, 1.0, false)?;
+            if a.softcap > 0.0 {
+                scores
+                    .iter_mut()
+                    .for_each(|x| *x = (*x / a.softcap).tanh() * a.softcap);
+            }
+            for i in 0..sq {
+                let row = &scores[i * t..(i + 1) * t];
+                let prow = &mut probs[i * t..(i + 1) * t];
+                let mut all_masked = true;
+                for (j, (p, &x)) in prow.iter_mut().zip(row).enumerate() {
+                    let mut bias = bias_mask.as_ref().map_or(0.0, |m| m.get(b, h, i, j));
+                    if a.is_causal && j as i64 > i as i64 + offset {
+                        bias += f32::NEG_INFINITY;
+                    }
+                    let diff = i as i64 + offset - j as i64;
+                    if (a.left_window >= 0 && diff > a.left_window)
+                        || (a.right_window >= 0 && -diff > a.right_window)
+                    {
+                        bias += f32::NEG_INFINITY;
+                    }
+                    if nonpad.as_ref().is_some_and(|np| j as i64 >= np[b]) {
+                        bias += f32::NEG_INFINITY;
+                    }
+                    all_masked &= bias == f32::NEG_INFINITY;
+                    *p = x + bias;
+                }
+                let o = ((b * hq + h) * sq + i) * t;
+                if a.qk_matmul_output_mode == 2 {
+                    qk_out[o..o + t].copy_from_slice(prow);
+                } else if a.qk_matmul_output_mode != 3 {
+                    qk_out[o..o + t].copy_from_slice(row);
+                }
+                if all_masked {
+                    prow.fill(0.0);
+                } else {
+                    softmax_guarded(prow);
+                }
+                if a.qk_matmul_output_mode == 3 {
+                    qk_out[o..o + t].copy_from_slice(prow);
+                }
+            }
+            let pv = MatView {
+                data: &probs,
+                off: 0,
+                rs: t,
+                cs: 1,
+            };
+            let vv = MatView {
+                data: &v.v,
+                off: (b * hkv + kv) * t * dv,
+                rs: dv,
+                cs: 1,
+            };
+            gemm_into(
+                sq,
+                dv,
+                t,
+                &mut y,
+                (b * hq + h) * sq * dv,
+                pv,
+                vv,
+                1.0,
+                false,
+            )?;
+        }
+    }
+    let y = if three_d {
+        let mut m = vec![0f32; y.len()];
+        for b in 0..batch {
+            for h in 0..hq {
+                for i in 0..sq {
+                    let src = ((b * hq + h) * sq + i) * dv;
+                    let dst = (b * sq + i) * hq * dv + h * dv;
+                    m[dst..dst + dv].copy_from_slice(&y[src..src + dv]);
+                }
+            }
+        }
+        make(q_in.dtype, vec![batch, sq, hq * dv], TensorData::F32(m))?
+    } else {
+        make(q_in.dtype, vec![batch, hq, sq, dv], TensorData::F32(y))?
+    };
+    Ok(vec![
+        y,
+        make(k_in.dtype, vec![batch, hkv, t, dq], TensorData::F32(k.v))?,
+        make(v_in.dtype, vec![batch, hkv, t, dv], TensorData::F32(v.v))?,
+        make(q_in.dtype, vec![batch, hq, sq, t], TensorData::F32(qk_out))?,
+    ])
+}
+
+/// The reference's softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
+/// divides by 1.
+fn softmax_guarded(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
+    row.iter_mut().for_each(|x| *x = (*x - shift).exp());
+    let sum: f32 = row.iter().sum();
+    let sum = if sum == 0.0 { 1.0 } else { sum };
+    row.iter_mut().for_each(|x| *x /= sum);
+}
