@@ -22,7 +22,7 @@
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
-use crate::kernels::{AttentionAttrs, AttentionMask, FusedOp};
+use crate::kernels::{AttentionMask, AttentionShape, FusedOp};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
@@ -361,7 +361,7 @@ impl<'a> Program<'a> {
         let mut inputs = vec![qsrc, ksrc, vsrc, c];
         inputs.extend(mask_inputs);
         Some(Fused {
-            op: FusedOp::Attention(AttentionAttrs {
+            op: FusedOp::Attention(AttentionShape {
                 batch: bsz,
                 q_len: sq,
                 kv_len: sk,

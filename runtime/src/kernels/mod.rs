@@ -24,7 +24,7 @@ mod trilu;
 mod unary;
 
 pub use cast::cast_tensor;
-pub use fused::{eval_fused, AttentionAttrs, AttentionMask, FusedOp};
+pub use fused::{eval_fused, AttentionMask, AttentionShape, FusedOp};
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).
 #[derive(Debug, Error)]

@@ -10,7 +10,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 
 /// Shape of a fused attention.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AttentionAttrs {
+pub struct AttentionShape {
     /// Batch B.
     pub batch: usize,
     /// Query length Sq.
@@ -71,7 +71,7 @@ fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
     Ok(strides)
 }
 
-pub(super) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
+pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tensor> {
     let extra = match a.mask {
         AttentionMask::None => 0,
         AttentionMask::Add => 1,
@@ -263,7 +263,7 @@ mod tests {
         let add_mask = |z: &Tensor| bin(BinaryOp::Add, z, &m);
         let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, add_mask, h);
         let attention = |out_shape: Vec<usize>| {
-            FusedOp::Attention(AttentionAttrs {
+            FusedOp::Attention(AttentionShape {
                 batch: b,
                 q_len: s,
                 kv_len: s,
@@ -305,7 +305,7 @@ mod tests {
         let fill = Tensor::f32(vec![], vec![f32::MIN]);
         let select = |z: &Tensor| run(Op::Where, &[&cond, z, &fill]);
         let (want, _) = attention_chain(&q, &k, &v, &c, select, h);
-        let op = FusedOp::Attention(AttentionAttrs {
+        let op = FusedOp::Attention(AttentionShape {
             batch: b,
             q_len: s,
             kv_len: s,

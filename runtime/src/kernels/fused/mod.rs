@@ -20,7 +20,7 @@ use tessera_ir::op::NormAttrs;
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
-pub use attention::{AttentionAttrs, AttentionMask};
+pub use attention::{AttentionMask, AttentionShape};
 
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,7 @@ pub enum FusedOp {
     /// see [`AttentionMask`]), as `Softmax(mask(Q·Kᵀ ⊘ c)) · V` with `⊘` division (or
     /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
     /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
-    Attention(AttentionAttrs),
+    Attention(AttentionShape),
 }
 
 impl FusedOp {
