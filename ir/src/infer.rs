@@ -100,7 +100,7 @@ pub fn infer(
 /// 1 or 3 outputs).
 pub fn required_outputs(op: &Op, produced: usize) -> usize {
     match op {
-        Op::LayerNorm(_) | Op::Attention(_) => 1,
+        Op::LayerNorm(_) => 1,
         _ => produced,
     }
 }

@@ -60,8 +60,9 @@ pub enum Op {
     /// Cumulative sum along an axis (input: X).
     CumSum(CumSumAttrs),
     /// ONNX Attention (opsets 23–25): inputs Q, K, V, then the optional ones the attributes
-    /// say are present (attn_mask, past_key + past_value, nonpad_kv_seqlen); outputs Y,
-    /// present_key, present_value, qk_matmul_output (only Y is required).
+    /// say are present (attn_mask, past_key + past_value, nonpad_kv_seqlen); one output: Y,
+    /// or the `qk_matmul_output` matrix when `qk_output`. (The importer builds
+    /// `present_key` / `present_value` as Concat of the past and the new heads.)
     Attention(AttentionAttrs),
 }
 
@@ -367,6 +368,8 @@ pub struct AttentionAttrs {
     pub has_past: bool,
     /// Input nonpad_kv_seqlen is present.
     pub has_nonpad: bool,
+    /// The output is `qk_matmul_output` (per `qk_matmul_output_mode`) instead of Y.
+    pub qk_output: bool,
 }
 
 impl Op {

@@ -15,7 +15,7 @@ struct Heads {
 }
 
 impl Cx<'_> {
-    /// Outputs Y, present_key, present_value, qk_matmul_output.
+    /// The output: Y, or `qk_matmul_output` `[B, q heads, Sq, past + Sk]` when `qk_output`.
     pub(crate) fn attention(&self, a: &AttentionAttrs) -> Result<Vec<TypedShape>, IrError> {
         let n = 3 + a.has_mask as usize + 2 * a.has_past as usize + a.has_nonpad as usize;
         self.arity(n, n)?;
@@ -62,12 +62,11 @@ impl Cx<'_> {
         } else {
             vec![h.batch, h.hq, h.sq, h.dv]
         };
-        Ok(vec![
-            (dt, y),
-            (self.inputs[1].0, vec![h.batch, h.hkv, total, h.dk]),
-            (self.inputs[2].0, vec![h.batch, h.hkv, total, h.dv]),
-            (dt, vec![h.batch, h.hq, h.sq, total]),
-        ])
+        Ok(vec![if a.qk_output {
+            (dt, vec![h.batch, h.hq, h.sq, total])
+        } else {
+            (dt, y)
+        }])
     }
 
     fn attention_heads(&self, a: &AttentionAttrs) -> Result<Heads, IrError> {

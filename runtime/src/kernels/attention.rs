@@ -134,8 +134,8 @@ fn mask_bias(m: &Tensor, full: [usize; 4]) -> KResult<Bias> {
     })
 }
 
-/// Evaluates Attention; returns Y, present_key, present_value, qk_matmul_output.
-pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
+/// Evaluates Attention; returns Y, or `qk_matmul_output` when `a.qk_output`.
+pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
     let (q_in, k_in, v_in) = (inputs[0], inputs[1], inputs[2]);
     let three_d = q_in.shape.len() == 3;
     let q = heads(q_in, a.q_num_heads, "Q")?;
@@ -271,7 +271,10 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Vec<T
             )?;
         }
     }
-    let y = if three_d {
+    if a.qk_output {
+        return make(q_in.dtype, vec![batch, hq, sq, t], TensorData::F32(qk_out));
+    }
+    if three_d {
         let mut m = vec![0f32; y.len()];
         for b in 0..batch {
             for h in 0..hq {
@@ -282,16 +285,10 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Vec<T
                 }
             }
         }
-        make(q_in.dtype, vec![batch, sq, hq * dv], TensorData::F32(m))?
+        make(q_in.dtype, vec![batch, sq, hq * dv], TensorData::F32(m))
     } else {
-        make(q_in.dtype, vec![batch, hq, sq, dv], TensorData::F32(y))?
-    };
-    Ok(vec![
-        y,
-        make(k_in.dtype, vec![batch, hkv, t, dq], TensorData::F32(k.v))?,
-        make(v_in.dtype, vec![batch, hkv, t, dv], TensorData::F32(v.v))?,
-        make(q_in.dtype, vec![batch, hq, sq, t], TensorData::F32(qk_out))?,
-    ])
+        make(q_in.dtype, vec![batch, hq, sq, dv], TensorData::F32(y))
+    }
 }
 
 /// The reference's softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum

@@ -66,7 +66,7 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::Attention(a) => {
             let n = 3 + a.has_mask as usize + 2 * a.has_past as usize + a.has_nonpad as usize;
             arity(inputs, n, n)?;
-            attention::attention(a, inputs)
+            one(attention::attention(a, inputs))
         }
         Op::Einsum(a) => {
             arity(inputs, 1, usize::MAX)?;
