@@ -1,7 +1,8 @@
 //! The ONNX Attention op partitioned by heads: official backend cases with a KV cache
 //! (past_key/past_value in, present_key/present_value out, grouped-query heads, the
-//! qk_matmul_output) compiled for 1 and 3 devices, run on CPU devices and compared with the
-//! cases' expected outputs (computed by onnx's reference implementation).
+//! qk_matmul_output, 4-D and 3-D inputs) compiled for 1 and 3 devices, run on CPU devices
+//! and compared with the cases' expected outputs (computed by onnx's reference
+//! implementation).
 mod common;
 
 use common::{max_abs_diff, root};
@@ -25,10 +26,14 @@ fn pb(path: &std::path::Path) -> (String, Tensor) {
 fn kv_cache_attention_cases_split_by_heads() {
     let dir = root().join(".cache/onnx-conformance/node");
     let cases = [
-        // (case, query heads per rank on 3 devices; None: 3-D, which stays replicated)
-        ("test_attention_4d_gqa_with_past_and_present", Some(3)),
-        ("test_attention_4d_with_past_and_present_qk_matmul", Some(1)),
-        ("test_attention_3d_gqa_with_past_and_present", None),
+        // (case, rank-local Q shape on 3 devices: whole heads per rank)
+        ("test_attention_4d_gqa_with_past_and_present", [2, 3, 4, 8]),
+        (
+            "test_attention_4d_with_past_and_present_qk_matmul",
+            [2, 1, 4, 8],
+        ),
+        // 3-D [B, S, 9 heads × 8], q_num_heads 9 / kv_num_heads 3 → 3 / 1 per rank.
+        ("test_attention_3d_gqa_with_past_and_present", [2, 4, 24, 0]),
     ];
     if !dir.is_dir() {
         eprintln!(
@@ -37,7 +42,8 @@ fn kv_cache_attention_cases_split_by_heads() {
         );
         return;
     }
-    for (case, local_heads) in cases {
+    for (case, local_q) in cases {
+        let local_q: Vec<usize> = local_q.into_iter().filter(|&d| d > 0).collect();
         let d = dir.join(case);
         let model = d.join("model.onnx");
         let m = ModelProto::parse_from_bytes(&std::fs::read(&model).unwrap()).unwrap();
@@ -71,10 +77,18 @@ fn kv_cache_attention_cases_split_by_heads() {
             // graph's, replicated); pinning its outputs split on the head axis, as the
             // projections around it make them in a model, asks for the head split.
             let mut opts = PartitionOptions::new(n);
-            if n > 1 && local_heads.is_some() {
+            if n > 1 {
                 for o in &m.graph.output {
+                    // The head axis: 2 of a 3-D Y [B, S, heads·D], else 1.
+                    let rank = imported
+                        .graph
+                        .tensors
+                        .iter()
+                        .find(|t| t.name == o.name)
+                        .map_or(4, |t| t.shape.len());
+                    let axis = if rank == 3 { 2 } else { 1 };
                     opts.pins
-                        .insert(o.name.clone(), tessera_ir::Layout::Split(1));
+                        .insert(o.name.clone(), tessera_ir::Layout::Split(axis));
                 }
             }
             let plan = partition(&imported.graph, &opts)
@@ -82,16 +96,18 @@ fn kv_cache_attention_cases_split_by_heads() {
                 .plan;
             if n == 3 {
                 // The Attention step's Q holds this rank's heads only.
-                let q_heads = plan.ranks[0].steps.iter().find_map(|s| match &s.kind {
+                let q = plan.ranks[0].steps.iter().find_map(|s| match &s.kind {
                     StepKind::Compute {
                         op: Op::Attention(a),
                         ..
-                    } if !a.qk_output => Some(plan.values[s.inputs[0].index()].shape[1]),
+                    } if !a.qk_output => Some(plan.values[s.inputs[0].index()].shape.clone()),
                     _ => None,
                 });
-                if let Some(h) = local_heads {
-                    assert_eq!(q_heads, Some(h), "{case}: attention not split by heads");
-                }
+                assert_eq!(
+                    q,
+                    Some(local_q.clone()),
+                    "{case}: attention not split by heads"
+                );
             }
             let (got, _) = run_plan(&plan, &store, &inputs, &RunOptions::default())
                 .unwrap_or_else(|e| panic!("{case} on {n}: {e}"));

@@ -3,7 +3,9 @@ use super::egraph::{Conv, Key};
 use super::form::{tensor_bytes, LocalForm, Lowering, Operand};
 use super::segment::Selection;
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::op::{BinaryAttrs, BinaryOp, ExpandAttrs, MatMulAttrs, ReshapeAttrs, SliceAttrs};
+use tessera_ir::op::{
+    AttentionAttrs, BinaryAttrs, BinaryOp, ExpandAttrs, MatMulAttrs, ReshapeAttrs, SliceAttrs,
+};
 use tessera_ir::plan::{
     AxisSlice, CollectiveInfo, CollectiveKind, PlanValue, RankProgram, Step, StepKind, ValueId,
     WeightShard,
@@ -305,6 +307,17 @@ impl Lowerer<'_> {
                             starts: vec![start as i64],
                             ends: vec![(start + s.sizes[f.out_index]) as i64],
                             steps: vec![1],
+                        })
+                    }
+                    // 3-D attention split by heads: each rank's head counts.
+                    Op::Attention(a)
+                        if a.q_num_heads.is_some()
+                            && f.inputs.first().map(|o| o.layout()) == Some(Layout::Split(2)) =>
+                    {
+                        Op::Attention(AttentionAttrs {
+                            q_num_heads: a.q_num_heads.map(|h| h / self.n),
+                            kv_num_heads: a.kv_num_heads.map(|h| h / self.n),
+                            ..a.clone()
                         })
                     }
                     other => other.clone(),

@@ -1,9 +1,9 @@
-//! ONNX Attention on 4-D inputs `[B, heads, S, D]`: split by heads. Every head is
-//! independent, so Q, K, V (and the past cache) split on axis 1 give each rank whole heads
-//! and every output split on axis 1; a mask follows on its head axis (R where it
-//! broadcasts). Grouped-query heads stay consistent because N divides both head counts:
-//! local query head h reads local K/V head h / (Hq / Hkv), as globally. 3-D inputs carry
-//! head counts as attributes and stay replicated.
+//! ONNX Attention split by heads. Every head is independent, so Q, K, V split on their head
+//! axis (4-D `[B, heads, S, D]`: axis 1; 3-D `[B, S, heads·D]`: axis 2, whole heads per rank
+//! when N divides both head counts, the lowering dividing the head-count attributes by N) and
+//! the past cache on axis 1 give each rank whole heads; Y splits like Q, the qk matrix on
+//! axis 1; a mask follows on its head axis (R where it broadcasts). Grouped-query heads stay
+//! consistent: local query head h reads local K/V head h / (Hq / Hkv), as globally.
 use super::matmul::aligned;
 use super::{t, RuleCx, Sig};
 use crate::partition::form::Lowering;
@@ -14,13 +14,18 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let Op::Attention(a) = &nd.op else {
         return vec![];
     };
-    if cx.shape(nd.inputs[0]).len() != 4 || a.has_nonpad {
+    let axis = match (cx.shape(nd.inputs[0]).len(), a.q_num_heads, a.kv_num_heads) {
+        (4, _, _) => 1,
+        (3, Some(hq), Some(hkv)) if hq % cx.n == 0 && hkv % cx.n == 0 => 2,
+        _ => return vec![],
+    };
+    if a.has_nonpad {
         return vec![];
     }
     let mut inputs = vec![
-        t(nd.inputs[0], Layout::Split(1)),
-        t(nd.inputs[1], Layout::Split(1)),
-        t(nd.inputs[2], Layout::Split(1)),
+        t(nd.inputs[0], Layout::Split(axis)),
+        t(nd.inputs[1], Layout::Split(axis)),
+        t(nd.inputs[2], Layout::Split(axis)),
     ];
     let mut next = 3;
     if a.has_mask {
@@ -32,5 +37,6 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
         inputs.push(t(nd.inputs[next], Layout::Split(1)));
         inputs.push(t(nd.inputs[next + 1], Layout::Split(1)));
     }
-    vec![(inputs, Layout::Split(1), Lowering::Op)]
+    let out = if a.qk_output { 1 } else { axis };
+    vec![(inputs, Layout::Split(out), Lowering::Op)]
 }

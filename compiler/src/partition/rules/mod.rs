@@ -72,7 +72,7 @@ pub const RULES: &[Rule] = &[
     Rule { name: "gemm-column", ops: "Gemm", inputs: "A: R, B: S(N axis), C: S(1) | R if broadcast", output: "S(1)", condition: "N | N-extent", forms: gemm::column },
     Rule { name: "gemm-row", ops: "Gemm", inputs: "A: S(K axis), B: S(K axis), C: P", output: "P", condition: "N | K", forms: gemm::row },
     Rule { name: "gemm-lhs-rows", ops: "Gemm", inputs: "A: S(M axis), B: R, C: S(0) | R if broadcast", output: "S(0)", condition: "N | M", forms: gemm::lhs_rows },
-    Rule { name: "attention-heads", ops: "Attention (4-D)", inputs: "Q, K, V, past: S(1); mask: S on its head axis | R if broadcast", output: "S(1) (every output)", condition: "N | q heads and N | kv heads", forms: attention::heads },
+    Rule { name: "attention-heads", ops: "Attention", inputs: "Q, K, V: S(head axis: 1 for 4-D, 2 for 3-D); past: S(1); mask: S on its head axis | R if broadcast", output: "Y like Q; qk matrix S(1)", condition: "N | q heads and N | kv heads", forms: attention::heads },
     Rule { name: "fused-section", ops: "Split/Slice of X·W (+b) on the last axis", inputs: "X: R, W[:, sec]: S(1), b[sec]: S(0)", output: "S(last)", condition: "W, b weights; N | section width (a weight slice of a slice is one contiguous range per rank)", forms: matmul::fused_section },
     Rule { name: "elementwise-split", ops: "Binary, Unary, Gelu, Clip, Where, Cast, Expand", inputs: "S(a'), or R where the operand broadcasts (extent 1 / missing) on a", output: "S(a)", condition: "N | out extent on a", forms: pointwise::split },
     Rule { name: "linear-partial", ops: "Add/Sub, Neg/Identity, Reshape, Transpose, Expand, Slice, Split, Concat, ReduceSum/Mean", inputs: "all P", output: "P", condition: "float", forms: pointwise::partial },
