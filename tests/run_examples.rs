@@ -153,6 +153,21 @@ fn example_models_run_partitioned_and_match_the_reference() {
                 );
             }
         }
+        // LLaMA's decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) runs
+        // as one kernel: 2 per layer + the final norm.
+        if let Some(layers) = stem
+            .strip_prefix("llama_")
+            .and_then(|l| l.trim_end_matches('l').parse::<usize>().ok())
+        {
+            for (n, fused) in ran.iter().filter(|r| r.0 <= 2) {
+                let want = 2 * layers + 1;
+                assert_eq!(
+                    fused.get("fused RMSNorm"),
+                    Some(&want),
+                    "{stem} N={n}: {fused:?}"
+                );
+            }
+        }
         let ran: Vec<usize> = ran.into_iter().map(|r| r.0).collect();
         assert!(
             ran.contains(&2),

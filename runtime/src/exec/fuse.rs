@@ -13,6 +13,8 @@
 //! * **MatMul epilogue**: `MatMul`, then `Add` of a bias vector over the output columns
 //!   and/or the erf GELU chain `Div(x, c1) → Erf → Add c2 → Mul x → Mul c3`
 //!   ([`FusedOp::MatMulEpilogue`]).
+//! * **Decomposed RMSNorm** (LLaMA exports): `Pow(x, p)`, `ReduceMean` over the last axis
+//!   (keepdims), `Add ε`, `Sqrt`, `Reciprocal`, `Mul x`, `Mul w` ([`FusedOp::RmsNormChain`]).
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
@@ -23,7 +25,7 @@
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
 use crate::kernels::{AttentionMask, AttentionShape, FusedOp};
-use tessera_ir::op::{BinaryOp, UnaryOp};
+use tessera_ir::op::{BinaryOp, ReduceKind, UnaryOp};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
 
@@ -66,7 +68,11 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool]) -> Vec<Item> {
         }
     }
     for s in 0..steps.len() {
-        if let Some(f) = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s)) {
+        let found = g
+            .add_layer_norm(s)
+            .or_else(|| g.matmul_epilogue(s))
+            .or_else(|| g.rms_norm_chain(s));
+        if let Some(f) = found {
             g.claim(&f);
             fused.push(f);
         }
@@ -485,6 +491,55 @@ impl<'a> Program<'a> {
             inputs,
             output: x,
             steps,
+        })
+    }
+
+    /// The decomposed RMSNorm anchored at its `Pow(x, p)` step.
+    fn rms_norm_chain(&self, pw: usize) -> Option<Fused> {
+        if self.binary(pw) != Some(BinaryOp::Pow) {
+            return None;
+        }
+        let [x, p] = self.ins(pw)[..] else {
+            return None;
+        };
+        let shape = self.shape(x);
+        let last = shape.len().checked_sub(1)?;
+        let n = shape[last];
+        // x is an input of the fused kernel: other readers (the residual Add) do not matter.
+        if !self.is_f32(x) || !self.is_scalar(p) {
+            return None;
+        }
+        let rm = self.only_reader(self.out(pw))?;
+        match self.op(rm)? {
+            Op::Reduce(a) if a.kind == ReduceKind::Mean && a.axes == [last] && a.keepdims => {}
+            _ => return None,
+        }
+        let ad = self.only_reader(self.out(rm))?;
+        let eps = self.other_operand(ad, self.out(rm))?;
+        if self.binary(ad) != Some(BinaryOp::Add) || !self.is_scalar(eps) {
+            return None;
+        }
+        let sq = self.only_reader(self.out(ad))?;
+        let rc = self.only_reader(self.out(sq))?;
+        let unary = |s: usize, k: UnaryOp| matches!(self.op(s), Some(Op::Unary(a)) if a.kind == k);
+        if !unary(sq, UnaryOp::Sqrt) || !unary(rc, UnaryOp::Reciprocal) {
+            return None;
+        }
+        let mx = self.only_reader(self.out(rc))?;
+        if self.binary(mx) != Some(BinaryOp::Mul) || self.other_operand(mx, self.out(rc))? != x {
+            return None;
+        }
+        let mw = self.only_reader(self.out(mx))?;
+        let w = self.other_operand(mw, self.out(mx))?;
+        if self.binary(mw) != Some(BinaryOp::Mul) || self.shape(w) != [n] || !self.is_f32(w) {
+            return None;
+        }
+        let out = self.out(mw);
+        (self.shape(out) == shape).then(|| Fused {
+            op: FusedOp::RmsNormChain,
+            inputs: vec![x, p, eps, w],
+            output: out,
+            steps: vec![pw, rm, ad, sq, rc, mx, mw],
         })
     }
 

@@ -34,6 +34,10 @@ pub enum FusedOp {
         /// The GELU chain follows.
         gelu: bool,
     },
+    /// RMSNorm as exporters decompose it, over the last axis:
+    /// `w · (x · 1/√(mean(x^p) + ε))` (inputs x, p, ε, w; p and ε one element each, w one
+    /// value per column).
+    RmsNormChain,
     /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
     /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
     /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
@@ -60,6 +64,7 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { gelu: true, .. } => "fused MatMul+Bias+Gelu",
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
+            FusedOp::RmsNormChain => "fused RMSNorm",
             FusedOp::Attention(_) => "fused Attention",
         }
     }
@@ -75,6 +80,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
+        FusedOp::RmsNormChain => rms_norm_chain(inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -156,6 +162,38 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
         );
     }
     Ok(y)
+}
+
+/// The decomposed RMSNorm, op by op as the unfused kernels compute it: `powf`, the mean
+/// accumulated in f64 and rounded once (ReduceMean), `+ ε`, `sqrt`, `1 / ·`, `x · r`, `w · y`.
+fn rms_norm_chain(inputs: &[&Tensor]) -> KResult<Tensor> {
+    expect_inputs(inputs, 4)?;
+    let x_t = inputs[0];
+    let x = f32s(x_t, "x")?;
+    let (p, eps) = (
+        scalar(inputs[1], "exponent")?,
+        scalar(inputs[2], "epsilon")?,
+    );
+    let w = f32s(inputs[3], "weight")?;
+    let n = x_t.shape.last().copied().unwrap_or(1);
+    if inputs[3].shape != [n] {
+        return Err(format!(
+            "weight {} is not a vector of {n} columns",
+            describe(inputs[3])
+        ));
+    }
+    let mut out = vec![0f32; x.len()];
+    if n > 0 {
+        for (dst, row) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+            let sum: f64 = row.iter().fold(0.0, |a, &e| a + e.powf(p) as f64);
+            let mean = (sum / n as f64) as f32;
+            let r = 1.0 / (mean + eps).sqrt();
+            dst.iter_mut()
+                .zip(row.iter().zip(w))
+                .for_each(|(d, (&e, &g))| *d = g * (e * r));
+        }
+    }
+    make(x_t.dtype, x_t.shape.clone(), TensorData::F32(out))
 }
 
 fn add_layer_norm(
@@ -312,6 +350,32 @@ mod tests {
         // A bias that is not one value per output column is refused, not broadcast wrongly.
         let err = eval_fused(&only_bias, &[&a, &w, &rand(vec![5, 12], 4)]).unwrap_err();
         assert!(err.to_string().contains("bias"), "{err}");
+    }
+
+    #[test]
+    fn rms_norm_chain_equals_the_decomposed_ops_bitwise() {
+        let x = rand(vec![3, 5, 16], 31);
+        let w = rand(vec![16], 32);
+        let (p, eps) = (
+            Tensor::f32(vec![], vec![2.0]),
+            Tensor::f32(vec![], vec![1e-6]),
+        );
+        let unary = |kind, t: &Tensor| run(Op::Unary(UnaryAttrs { kind }), &[t]);
+        let mean = run(
+            Op::Reduce(ReduceAttrs {
+                kind: ReduceKind::Mean,
+                axes: vec![2],
+                keepdims: true,
+            }),
+            &[&bin(BinaryOp::Pow, &x, &p)],
+        );
+        let r = unary(
+            UnaryOp::Reciprocal,
+            &unary(UnaryOp::Sqrt, &bin(BinaryOp::Add, &mean, &eps)),
+        );
+        let want = bin(BinaryOp::Mul, &w, &bin(BinaryOp::Mul, &x, &r));
+        let got = eval_fused(&FusedOp::RmsNormChain, &[&x, &p, &eps, &w]).unwrap();
+        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
     }
 
     #[test]
