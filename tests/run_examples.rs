@@ -139,33 +139,24 @@ fn example_models_run_partitioned_and_match_the_reference() {
         assert!(!inputs.is_empty(), "{stem}: no input_*.npy files");
         let ort_dir = dir.join(&stem);
         let ran = check_model(&stem, &model, &inputs, Some((&ort_dir, "ort_output_")));
-        // GPT-2's attention (Where causal mask, Kᵀ as two transposes) runs as one fused
-        // kernel per layer on CPU devices, on 1 and on 2 devices (4 heads per rank).
-        if let Some(layers) = stem
-            .strip_prefix("gpt2_")
-            .and_then(|l| l.trim_end_matches('l').parse().ok())
-        {
+        // Fused kernels the CPU devices must run, on 1 and on 2 devices: GPT-2's attention
+        // (Where causal mask, Kᵀ as two transposes; 4 heads per rank) once per layer;
+        // LLaMA's decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul)
+        // twice per layer + the final norm.
+        let expected = [
+            ("gpt2_", "fused Attention", 1, 0),
+            ("llama_", "fused RMSNorm", 2, 1),
+        ];
+        for (prefix, kernel, per_layer, extra) in expected {
+            let Some(layers) = stem
+                .strip_prefix(prefix)
+                .and_then(|l| l.trim_end_matches('l').parse::<usize>().ok())
+            else {
+                continue;
+            };
             for (n, fused) in ran.iter().filter(|r| r.0 <= 2) {
-                assert_eq!(
-                    fused.get("fused Attention"),
-                    Some(&layers),
-                    "{stem} N={n}: {fused:?}"
-                );
-            }
-        }
-        // LLaMA's decomposed RMSNorm (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) runs
-        // as one kernel: 2 per layer + the final norm.
-        if let Some(layers) = stem
-            .strip_prefix("llama_")
-            .and_then(|l| l.trim_end_matches('l').parse::<usize>().ok())
-        {
-            for (n, fused) in ran.iter().filter(|r| r.0 <= 2) {
-                let want = 2 * layers + 1;
-                assert_eq!(
-                    fused.get("fused RMSNorm"),
-                    Some(&want),
-                    "{stem} N={n}: {fused:?}"
-                );
+                let want = per_layer * layers + extra;
+                assert_eq!(fused.get(kernel), Some(&want), "{stem} N={n}: {fused:?}");
             }
         }
         let ran: Vec<usize> = ran.into_iter().map(|r| r.0).collect();

@@ -4,6 +4,7 @@
 //! than the keys: padded with −∞), the bottom-right causal frontier, the sliding window and
 //! `nonpad_kv_seqlen`; Q and K each scaled by √scale, softcap, softmax with fully masked
 //! rows giving 0, grouped-query heads sharing K/V heads. f32 arithmetic.
+use super::index::broadcast_strides4;
 use super::matmul::{gemm_into, MatView};
 use super::{describe, make, KResult};
 use tessera_ir::op::AttentionAttrs;
@@ -112,21 +113,12 @@ fn mask_bias(m: &Tensor, full: [usize; 4]) -> KResult<Bias> {
     };
     let r = m.shape.len();
     let bad = || format!("attn_mask {} does not broadcast to {full:?}", describe(m));
-    if r == 0 || r > 4 || m.shape[r - 1] > full[3] {
+    if r == 0 || m.shape[r - 1] > full[3] {
         return Err(bad());
     }
-    let mut strides = [0usize; 4];
-    let mut step = 1;
-    for (k, &d) in m.shape.iter().enumerate().rev() {
-        let ax = 4 - r + k;
-        let o = if ax == 3 { m.shape[r - 1] } else { full[ax] };
-        if d == o && d != 1 {
-            strides[ax] = step;
-        } else if d != 1 {
-            return Err(bad());
-        }
-        step *= d;
-    }
+    // Its last axis may be shorter than the keys (padded by −∞ in `get`).
+    let strides = broadcast_strides4(&m.shape, [full[0], full[1], full[2], m.shape[r - 1]])
+        .ok_or_else(bad)?;
     Ok(Bias {
         v,
         strides,

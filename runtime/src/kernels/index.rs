@@ -55,6 +55,14 @@ pub fn broadcast_strides(in_shape: &[usize], out_shape: &[usize]) -> Option<Vec<
     Some(s)
 }
 
+/// [`broadcast_strides`] of a tensor of rank ≤ 4 read as the 4-D `out_shape` (the masks of
+/// attention kernels, over `[B, H, Sq, Sk]`).
+pub(crate) fn broadcast_strides4(in_shape: &[usize], out_shape: [usize; 4]) -> Option<[usize; 4]> {
+    let s = broadcast_strides(in_shape, &out_shape)?;
+    // Strides of a broadcast read are non-negative (0 on broadcast axes).
+    Some([s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize])
+}
+
 /// For every element of `shape` in row-major order, the offset `base + Σ idx[d]·strides[d]`.
 ///
 /// Offsets must be non-negative for every index (the caller guarantees it, e.g. a negative

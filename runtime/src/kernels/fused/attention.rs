@@ -2,6 +2,7 @@
 //! head, `Q·Kᵀ` into one `Sq × Sk` scratch through strided views of q and k, scale and mask
 //! in one pass, the plain softmax, then `·V` written straight into the output layout.
 use super::{expect_inputs, f32s, scalar};
+use crate::kernels::index::broadcast_strides4;
 use crate::kernels::matmul::{gemm_into, MatView};
 use crate::kernels::simd::vectorized;
 use crate::kernels::softmax::softmax_row;
@@ -52,23 +53,8 @@ enum Mask<'a> {
 
 /// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules).
 fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
-    let bad = || format!("mask {} does not broadcast to {full:?}", describe(mask));
-    if mask.shape.len() > 4 {
-        return Err(bad());
-    }
-    let lead = 4 - mask.shape.len();
-    let mut strides = [0usize; 4];
-    let mut step = 1usize;
-    for (i, &d) in mask.shape.iter().enumerate().rev() {
-        let o = full[lead + i];
-        if d == o && d != 1 {
-            strides[lead + i] = step;
-        } else if d != 1 {
-            return Err(bad());
-        }
-        step *= d;
-    }
-    Ok(strides)
+    broadcast_strides4(&mask.shape, full)
+        .ok_or_else(|| format!("mask {} does not broadcast to {full:?}", describe(mask)))
 }
 
 pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tensor> {
