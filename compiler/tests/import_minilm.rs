@@ -100,7 +100,7 @@ fn minilm_imports_fully_static() {
     );
 }
 
-/// Evaluates `g` node by node with `tessera_runtime::kernels::eval`, reading file-backed
+/// Evaluates `g` node by node with `tessera_kernels::eval`, reading file-backed
 /// weights from the model bytes. Inputs: ids (k·37 mod 1000) + 100, mask 1 for the first 100.
 fn run(g: &Graph, bytes: &[u8]) -> Vec<Tensor> {
     let mut vals: HashMap<u32, Tensor> = HashMap::new();
@@ -146,8 +146,7 @@ fn run(g: &Graph, bytes: &[u8]) -> Vec<Tensor> {
     }
     for n in &g.nodes {
         let ins: Vec<&Tensor> = n.inputs.iter().map(|t| &vals[&t.0]).collect();
-        let outs = tessera_runtime::kernels::eval(&n.op, &ins)
-            .unwrap_or_else(|e| panic!("{}: {e}", n.name));
+        let outs = tessera_kernels::eval(&n.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", n.name));
         for (o, t) in n.outputs.iter().zip(outs) {
             vals.insert(o.0, t);
         }

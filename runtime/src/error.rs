@@ -1,5 +1,5 @@
 //! Runtime errors: one-line messages naming the file, weight, tensor or node involved.
-use crate::kernels::KernelError;
+use tessera_kernels::KernelError;
 use thiserror::Error;
 
 /// Errors raised while loading weights or executing a graph or plan.

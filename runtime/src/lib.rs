@@ -1,4 +1,4 @@
-//! Tessera runtime: CPU kernels, the reference executor, plan execution over N devices
+//! Tessera runtime: the reference executor, plan execution over N devices
 //! with collectives, and the CUDA backend.
 #![warn(missing_docs)]
 pub mod error;
@@ -11,6 +11,5 @@ pub mod collectives;
 pub mod cuda;
 pub mod device;
 pub mod exec;
-pub mod kernels;
 pub mod multiproc;
 pub mod npy;

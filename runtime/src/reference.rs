@@ -2,11 +2,11 @@
 //!
 //! It is the ground truth the partitioned plans are compared against. Every buffer is freed
 //! right after its last reader, so peak memory stays close to the true working set.
-use crate::kernels::eval;
 use crate::weights::WeightStore;
 use crate::RuntimeError;
 use std::collections::BTreeMap;
 use tessera_ir::{DType, Graph, Tensor, TensorData, TensorId};
+use tessera_kernels::eval;
 
 /// Statistics of one reference run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! Weight loading: files are memory-mapped lazily (one map per file, shared) and decoded from
 //! little-endian bytes into host tensors, reading only the requested slice.
-use crate::kernels::eval;
 use crate::RuntimeError;
 use memmap2::Mmap;
 use std::collections::HashMap;
@@ -10,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tessera_ir::op::{Op, SliceAttrs};
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{DType, Tensor, TensorData, Weight, WeightData};
+use tessera_kernels::eval;
 
 /// Bytes of one mapped file (an empty file has no map).
 enum Mapped {

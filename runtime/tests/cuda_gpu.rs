@@ -19,7 +19,7 @@ fn check_op(op: Op, inputs: Vec<Tensor>, tol: f32) {
     let gpu = Gpu::open(0).expect("open GPU 0");
     let lane = gpu.lane().expect("lane");
     let refs: Vec<&Tensor> = inputs.iter().collect();
-    let want = tessera_runtime::kernels::eval(&op, &refs).expect("CPU reference");
+    let want = tessera_kernels::eval(&op, &refs).expect("CPU reference");
     let dev: Vec<DeviceTensor> = inputs
         .iter()
         .map(|t| DeviceTensor::upload(&lane, t).unwrap())

@@ -1,6 +1,6 @@
 //! Phase 2, `fold` + `infer`: one topological walk over the ONNX nodes. For each node the
 //! registered converter produces IR ops (or constants); a step whose inputs are all constants
-//! is evaluated with [`tessera_runtime::kernels::eval`] and becomes a constant, any other step
+//! is evaluated with [`tessera_kernels::eval`] and becomes a constant, any other step
 //! becomes a graph node whose output types come from [`tessera_ir::infer::infer`].
 use super::ops::{self, InputView, Lowered, NodeCx, Ref, Step};
 use super::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
@@ -317,7 +317,7 @@ impl Walker {
             let out_elems: usize = inferred.iter().map(|(_, s)| numel(s)).sum();
             let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
             if let Some(konsts) = konsts {
-                let mut results = tessera_runtime::kernels::eval(&step.op, &konsts)
+                let mut results = tessera_kernels::eval(&step.op, &konsts)
                     .map_err(|e| err(format!("constant folding failed: {e}")))?;
                 // Optional outputs that are not bound are dropped.
                 if results.len() > inferred.len()

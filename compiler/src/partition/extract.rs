@@ -1,11 +1,9 @@
 //! Extraction: choose one e-node per needed e-class, DAG-aware (a shared class is paid once).
 //!
-//! [`IlpExtractor`] is exact: a 0/1 program over e-nodes solved by microlp's
-//! branch-and-bound. [`GreedyExtractor`] picks the cheapest tree per class bottom-up (no
-//! sharing, no budget); it is only a fallback. [`check`] verifies any extraction.
+//! [`flatten`] turns the reachable part of an e-graph into a [`FlatProblem`]; the exact
+//! extractor is the frontier DP (`super::dp::DpExtractor`); [`check`] verifies any extraction.
 use super::egraph::{DistEGraph, DistNode, Key};
 use egg::{Id, Language};
-use microlp::{ComparisonOp, OptimizationDirection, Problem};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One e-node of the flattened problem.
@@ -61,9 +59,6 @@ pub enum ExtractError {
     /// No selection satisfies the constraints (budget, pins).
     #[error("no plan satisfies the constraints{0}")]
     Infeasible(String),
-    /// The solver failed.
-    #[error("solver failed: {0}")]
-    Solver(String),
     /// An extraction broke an invariant.
     #[error("invalid extraction: {0}")]
     Invalid(String),
@@ -166,139 +161,6 @@ pub fn flatten(
         roots,
         budget,
     })
-}
-
-/// Exact extraction by a 0/1 integer program (microlp branch-and-bound).
-///
-/// Variables: x_n ∈ {0,1} per e-node. Constraints: Σ x over a root class = 1; Σ x over a
-/// class ≤ 1; x_n ≤ Σ x over each child class of n; Σ over all Compute nodes of one tensor
-/// ≤ 1 (one produced layout per tensor); Σ mem_n·x_n ≤ budget. Objective: Σ cost_n·x_n,
-/// so a shared class is paid once.
-pub struct IlpExtractor;
-
-/// Objective scale: model seconds → microseconds, to keep the simplex well conditioned.
-const SCALE: f64 = 1e6;
-
-impl Extractor for IlpExtractor {
-    fn name(&self) -> &'static str {
-        "ilp(microlp)"
-    }
-    fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let mut lp = Problem::new(OptimizationDirection::Minimize);
-        let vars: Vec<Vec<microlp::Variable>> = p
-            .classes
-            .iter()
-            .map(|c| {
-                c.nodes
-                    .iter()
-                    .map(|n| lp.add_binary_var(n.cost * SCALE))
-                    .collect()
-            })
-            .collect();
-        let class_sum = |c: usize| vars[c].iter().map(|v| (*v, 1.0)).collect::<Vec<_>>();
-        for (ci, c) in p.classes.iter().enumerate() {
-            if c.nodes.len() > 1 {
-                lp.add_constraint(class_sum(ci), ComparisonOp::Le, 1.0);
-            }
-            for (ni, n) in c.nodes.iter().enumerate() {
-                for &k in &n.children {
-                    let mut e = vec![(vars[ci][ni], 1.0)];
-                    e.extend(vars[k].iter().map(|v| (*v, -1.0)));
-                    lp.add_constraint(e, ComparisonOp::Le, 0.0);
-                }
-            }
-        }
-        for &r in &p.roots {
-            lp.add_constraint(class_sum(r), ComparisonOp::Eq, 1.0);
-        }
-        let mut per_tensor: BTreeMap<tessera_ir::TensorId, Vec<(microlp::Variable, f64)>> =
-            BTreeMap::new();
-        for (ci, c) in p.classes.iter().enumerate() {
-            if let Key::Prod(t, _) = c.key {
-                for (ni, n) in c.nodes.iter().enumerate() {
-                    if n.computes {
-                        per_tensor.entry(t).or_default().push((vars[ci][ni], 1.0));
-                    }
-                }
-            }
-        }
-        for e in per_tensor.into_values() {
-            if e.len() > 1 {
-                lp.add_constraint(e, ComparisonOp::Le, 1.0);
-            }
-        }
-        if let Some(b) = p.budget {
-            let mut e = Vec::new();
-            for (ci, c) in p.classes.iter().enumerate() {
-                for (ni, n) in c.nodes.iter().enumerate() {
-                    if n.mem > 0.0 {
-                        e.push((vars[ci][ni], n.mem / 1e6));
-                    }
-                }
-            }
-            if !e.is_empty() {
-                lp.add_constraint(e, ComparisonOp::Le, b / 1e6 + 1e-7);
-            }
-        }
-        let sol = lp.solve().map_err(|e| match e {
-            microlp::Error::Infeasible => ExtractError::Infeasible(String::new()),
-            other => ExtractError::Solver(other.to_string()),
-        })?;
-        let mut choice = BTreeMap::new();
-        for (ci, vs) in vars.iter().enumerate() {
-            for (ni, v) in vs.iter().enumerate() {
-                if *sol.var_value(*v) > 0.5 {
-                    choice.insert(ci, ni);
-                }
-            }
-        }
-        let cost = total_cost(p, &choice);
-        Ok(Extraction {
-            choice,
-            cost,
-            lower_bound: cost.min(sol.objective() / SCALE),
-        })
-    }
-}
-
-/// Greedy bottom-up tree extraction: per class the node minimising its cost plus its
-/// children's tree costs. Ignores sharing, the budget and the one-layout rule.
-pub struct GreedyExtractor;
-
-impl Extractor for GreedyExtractor {
-    fn name(&self) -> &'static str {
-        "greedy-tree"
-    }
-    fn extract(&self, p: &FlatProblem) -> Result<Extraction, ExtractError> {
-        let mut best: Vec<(f64, usize)> = Vec::with_capacity(p.classes.len());
-        for c in &p.classes {
-            let b = c
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    (
-                        n.cost + n.children.iter().map(|&k| best[k].0).sum::<f64>(),
-                        i,
-                    )
-                })
-                .fold((f64::INFINITY, 0), |a, b| if b.0 < a.0 { b } else { a });
-            best.push(b);
-        }
-        let mut choice = BTreeMap::new();
-        let mut stack: Vec<usize> = p.roots.clone();
-        while let Some(c) = stack.pop() {
-            if choice.insert(c, best[c].1).is_none() {
-                stack.extend(p.classes[c].nodes[best[c].1].children.iter().copied());
-            }
-        }
-        let cost = total_cost(p, &choice);
-        Ok(Extraction {
-            choice,
-            cost,
-            lower_bound: 0.0,
-        })
-    }
 }
 
 /// Cost of a choice, each chosen node once.

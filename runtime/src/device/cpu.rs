@@ -1,5 +1,5 @@
 //! CPU devices: one host thread per rank, buffers are host [`Tensor`]s, ops run through
-//! [`crate::kernels::eval`] (the same code as the reference executor) and collectives go
+//! [`tessera_kernels::eval`] (the same code as the reference executor) and collectives go
 //! through a shared-memory exchange ([`ShmWorld`]).
 use super::shm::ShmWorld;
 use super::{Backend, Device, DeviceError, DeviceKind};
@@ -79,7 +79,7 @@ impl Device for CpuDevice {
 
     fn compute(&mut self, op: &Op, inputs: &[&CpuBuffer]) -> Result<Vec<CpuBuffer>, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
-        Ok(crate::kernels::eval(op, &ins)?
+        Ok(tessera_kernels::eval(op, &ins)?
             .into_iter()
             .map(Arc::new)
             .collect())
@@ -91,11 +91,11 @@ impl Device for CpuDevice {
 
     fn compute_fused(
         &mut self,
-        op: &crate::kernels::FusedOp,
+        op: &tessera_kernels::FusedOp,
         inputs: &[&CpuBuffer],
     ) -> Result<CpuBuffer, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
-        Ok(Arc::new(crate::kernels::eval_fused(op, &ins)?))
+        Ok(Arc::new(tessera_kernels::eval_fused(op, &ins)?))
     }
 
     fn sharded_gather(

@@ -5,7 +5,7 @@
 //! thread per rank, frees buffers after their last use and measures live bytes. What a step
 //! *does* is delegated to a [`Device`], created per rank by a [`Backend`]:
 //!
-//! * [`cpu::CpuBackend`]: host memory, ops through [`crate::kernels::eval`], collectives over
+//! * [`cpu::CpuBackend`]: host memory, ops through [`tessera_kernels::eval`], collectives over
 //!   shared memory ([`shm`]).
 //! * CUDA (feature `cuda`): [`crate::exec::run_plan`] hands the plan to
 //!   `crate::cuda::VirtualRanks` (every rank as a stream of GPU 0; multi-GPU runs go through
@@ -22,11 +22,11 @@
 //!   device; peers blocked in (or later entering) a collective must then return an error
 //!   promptly instead of hanging.
 use crate::collectives::{CollectiveError, CollectiveSpec};
-use crate::kernels::{FusedOp, KernelError};
 use std::fmt;
 use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{Op, Tensor};
+use tessera_kernels::{FusedOp, KernelError};
 use thiserror::Error;
 
 pub mod cpu;
@@ -125,7 +125,7 @@ pub trait Device: Send {
     /// Shape of a buffer.
     fn shape<'b>(&self, b: &'b Self::Buffer) -> &'b [usize];
 
-    /// Runs an op (semantics of [`crate::kernels::eval`]).
+    /// Runs an op (semantics of [`tessera_kernels::eval`]).
     fn compute(
         &mut self,
         op: &Op,
@@ -138,7 +138,7 @@ pub trait Device: Send {
         false
     }
 
-    /// Runs a fused op chain (semantics of [`crate::kernels::eval_fused`]). Only called when
+    /// Runs a fused op chain (semantics of [`tessera_kernels::eval_fused`]). Only called when
     /// [`Device::fuses`] is true; the default reports that the backend has no fused kernels.
     fn compute_fused(
         &mut self,

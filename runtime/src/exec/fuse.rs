@@ -24,10 +24,10 @@
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
-use crate::kernels::{AttentionMask, AttentionShape, FusedOp};
 use tessera_ir::op::{BinaryOp, ReduceKind, UnaryOp};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
+use tessera_kernels::{AttentionMask, AttentionShape, FusedOp};
 
 /// A fused chain of steps.
 #[derive(Debug, Clone, PartialEq)]

@@ -62,7 +62,7 @@ pub struct RankStats {
     pub sent_bytes: u64,
     /// Wall time of this rank's program, in milliseconds.
     pub wall_ms: f64,
-    /// Fused kernels run, by kind ([`crate::kernels::FusedOp::name`]); each replaced a
+    /// Fused kernels run, by kind ([`tessera_kernels::FusedOp::name`]); each replaced a
     /// chain of steps (counted in `steps`).
     pub fused: BTreeMap<&'static str, usize>,
     /// Plan steps those fused kernels replaced.

@@ -1,6 +1,6 @@
 //! Host fallback for ops without a CUDA kernel (Einsum, GatherND, integer variants of
 //! some float kernels): download the inputs, evaluate with the CPU kernels
-//! ([`crate::kernels::eval`], the single source of op semantics), upload the outputs.
+//! ([`tessera_kernels::eval`], the single source of op semantics), upload the outputs.
 use super::super::buffer::DeviceTensor;
 use super::super::context::Lane;
 use super::super::CudaError;
@@ -17,7 +17,7 @@ pub fn on_host(
         .map(|t| t.download(lane))
         .collect::<Result<_, _>>()?;
     let refs: Vec<_> = host.iter().collect();
-    let outs = crate::kernels::eval(op, &refs)
+    let outs = tessera_kernels::eval(op, &refs)
         .map_err(|e| CudaError::Unsupported(format!("host fallback for {}: {e}", op.name())))?;
     outs.iter().map(|t| DeviceTensor::upload(lane, t)).collect()
 }

@@ -1,5 +1,5 @@
 //! Running IR ops on device tensors: one file per op family, a dispatcher here, and a host
-//! fallback (download, [`crate::kernels::eval`], upload) for the ops without a kernel.
+//! fallback (download, [`tessera_kernels::eval`], upload) for the ops without a kernel.
 pub mod codes;
 mod elementwise;
 mod fallback;

@@ -2,11 +2,11 @@
 //! head, `Q·Kᵀ` into one `Sq × Sk` scratch through strided views of q and k, scale and mask
 //! in one pass, the plain softmax, then `·V` written straight into the output layout.
 use super::{expect_inputs, f32s, scalar};
-use crate::kernels::index::broadcast_strides4;
-use crate::kernels::matmul::{gemm_into, MatView};
-use crate::kernels::simd::vectorized;
-use crate::kernels::softmax::softmax_row;
-use crate::kernels::{describe, make, KResult};
+use crate::index::broadcast_strides4;
+use crate::matmul::{gemm_into, MatView};
+use crate::simd::vectorized;
+use crate::softmax::softmax_row;
+use crate::{describe, make, KResult};
 use tessera_ir::{DType, Tensor, TensorData};
 
 /// Shape of a fused attention.

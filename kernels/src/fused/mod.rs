@@ -269,7 +269,7 @@ fn add_layer_norm(
 /// Helpers shared by the fused kernels' tests.
 #[cfg(test)]
 mod testing {
-    use crate::kernels::eval;
+    use crate::eval;
     use tessera_ir::op::{BinaryAttrs, BinaryOp};
     use tessera_ir::{Op, Tensor};
 

@@ -3,6 +3,7 @@
 //! One file per op family; [`eval`] dispatches on the [`Op`] variant. Floats compute in f32
 //! (f16/bf16 values were widened on load), integers in i64 (wrapped to the logical dtype's
 //! width where an op can overflow it), booleans as bool.
+#![warn(missing_docs)]
 use tessera_ir::{DType, Op, Tensor, TensorData};
 use thiserror::Error;
 
