@@ -200,16 +200,12 @@ pub fn gemm(
             a.shape, b.shape
         )));
     }
-    let (m, k) = if attrs.trans_a {
-        (a.shape[1], a.shape[0])
-    } else {
-        (a.shape[0], a.shape[1])
-    };
-    let (k2, n) = if attrs.trans_b {
-        (b.shape[1], b.shape[0])
-    } else {
-        (b.shape[0], b.shape[1])
-    };
+    // (rows, cols) of op(X) for a 2-D X.
+    let op_dims = |s: &[usize], t: bool| if t { (s[1], s[0]) } else { (s[0], s[1]) };
+    let ((m, k), (k2, n)) = (
+        op_dims(&a.shape, attrs.trans_a),
+        op_dims(&b.shape, attrs.trans_b),
+    );
     if k != k2 {
         return Err(CudaError::Plan(format!(
             "Gemm of {:?} and {:?}: inner dims {k} and {k2} differ",
