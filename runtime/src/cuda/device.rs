@@ -10,7 +10,7 @@ use super::collectives::nccl_collective;
 use super::comm::{id_from_bytes, join_nccl, CommSpec, NcclComm};
 use super::context::{Gpu, Lane};
 use super::ops;
-use super::virtual_ranks::LaneExchange;
+use super::virtual_ranks::{lane_collective, LaneExchange};
 use super::CudaError;
 use crate::collectives::CollectiveSpec;
 use crate::device::{Backend, Device, DeviceError, DeviceKind, OutSpec};
@@ -43,12 +43,9 @@ impl Backend for CudaBackend {
         DeviceKind::Cuda
     }
 
+    /// Opens the GPU (NVRTC-compiling the kernels once per process) and gives each of the
+    /// `n` ranks a lane of it; validated plans have at least one rank.
     fn create_devices(&self, n: usize) -> Result<Vec<CudaDevice>, DeviceError> {
-        if n == 0 {
-            return Err(DeviceError::Backend(
-                "a run needs at least one device".into(),
-            ));
-        }
         let gpu = Gpu::open(self.ordinal)?;
         let exchange = Arc::new(LaneExchange::new(n));
         (0..n)
@@ -207,7 +204,7 @@ impl Device for CudaDevice {
                 super::collectives::check_full_group(group, 1)?;
                 Ok(x.clone())
             }
-            Peers::Lanes(ex) => ex.collective(self.rank, &self.lane, group, spec, x),
+            Peers::Lanes(ex) => lane_collective(ex, self.rank, &self.lane, group, spec, x),
             Peers::Nccl(comm) => Ok(nccl_collective(&self.lane, &comm.0, group, spec, x)?),
         }
     }

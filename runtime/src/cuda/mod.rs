@@ -22,6 +22,7 @@ mod device;
 pub mod distributed;
 pub mod env;
 mod error;
+pub mod exchange;
 pub mod launch_cfg;
 pub mod launcher;
 pub mod meta;

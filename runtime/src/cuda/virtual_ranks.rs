@@ -1,11 +1,12 @@
 //! Virtual ranks: N ranks of a plan as N lanes (streams) of one GPU, for running partitioned
 //! plans on a single-GPU machine (NCCL refuses two ranks on one device).
 //!
-//! Each rank thread owns its lane. A collective meets in a [`LaneExchange`]: every member
-//! first waits for its own lane (so its input is complete), deposits its input and waits;
-//! the last member to arrive computes every member's output in device memory on its own
-//! lane with the copy and add kernels, in a fixed order (all-reduce sums rank 0 + rank 1 +
-//! ... left to right), waits for that lane, and publishes the outputs.
+//! Each rank thread owns its lane. A collective meets in a [`LaneExchange`]
+//! ([`lane_collective`]): every member first waits for its own lane (so its input is
+//! complete), deposits its input and waits; the last member to arrive computes every
+//! member's output in device memory on its own lane with the copy and add kernels, in a fixed
+//! order (all-reduce sums rank 0 + rank 1 + ... left to right), waits for that lane, and
+//! publishes the outputs.
 //!
 //! Buffer lifetime across streams: every buffer handed from one lane to another is complete
 //! (its producer's lane was synchronized) before the other lane sees it, and cudarc's event
@@ -17,160 +18,40 @@
 use super::buffer::DeviceTensor;
 use super::collectives::{check_full_group, need_axis, need_to_axis};
 use super::context::Lane;
+use super::exchange::Exchange;
 use super::meta::StridedMeta;
 use super::ops;
 use super::CudaError;
-use crate::collectives::{CollectiveError, CollectiveSpec};
+use crate::collectives::CollectiveSpec;
 use crate::device::DeviceError;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 use tessera_ir::plan::CollectiveKind;
 
-/// How often a waiting member re-checks the abort flag even without a notification.
-const POLL: Duration = Duration::from_millis(50);
-
 /// The meeting point of the virtual ranks' collectives (one per run, shared by its devices).
-#[derive(Default)]
-pub struct LaneExchange {
-    world: usize,
-    aborted: AtomicBool,
-    state: Mutex<Round>,
-    cv: Condvar,
-}
+pub type LaneExchange = Exchange<DeviceTensor>;
 
-/// One collective round: deposits until everyone arrived, then outputs until everyone took
-/// theirs.
-#[derive(Default)]
-struct Round {
-    generation: u64,
-    deposits: Vec<Option<(CollectiveSpec, DeviceTensor)>>,
-    arrived: usize,
-    outputs: Option<Result<Vec<DeviceTensor>, String>>,
-    taken: usize,
-}
-
-impl LaneExchange {
-    /// An exchange for `world` ranks.
-    pub fn new(world: usize) -> LaneExchange {
-        LaneExchange {
-            world,
-            state: Mutex::new(Round {
-                deposits: vec![None; world],
-                ..Round::default()
-            }),
-            ..LaneExchange::default()
-        }
-    }
-
-    /// Marks the run as failed and wakes every waiting member.
-    pub fn abort(&self) {
-        self.aborted.store(true, Ordering::SeqCst);
-        // Taking the lock orders the flag store before the waiters' re-check.
-        let _g = self.lock();
-        self.cv.notify_all();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Round> {
-        // A poisoned lock means a member panicked while holding it; the round state is only
-        // replaced whole, so it stays consistent and the run is aborted anyway.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits while `busy` holds, failing as soon as the run is aborted.
-    fn wait_while<'a>(
-        &self,
-        mut st: MutexGuard<'a, Round>,
-        kind: &'static str,
-        busy: impl Fn(&Round) -> bool,
-    ) -> Result<MutexGuard<'a, Round>, DeviceError> {
-        loop {
-            if self.aborted.load(Ordering::SeqCst) {
-                return Err(CollectiveError::Aborted { kind }.into());
-            }
-            if !busy(&st) {
-                return Ok(st);
-            }
-            st = self
-                .cv
-                .wait_timeout(st, POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Runs `spec` over `group` for `rank`, whose input `x` lives on `lane`; blocks until
-    /// every rank of the world called it and returns this rank's output.
-    pub fn collective(
-        &self,
-        rank: usize,
-        lane: &Lane,
-        group: &[usize],
-        spec: &CollectiveSpec,
-        x: &DeviceTensor,
-    ) -> Result<DeviceTensor, DeviceError> {
-        let kind = spec.kind.as_str();
-        check_full_group(group, self.world)?;
-        lane.synchronize()?;
-        let st = self.lock();
-        // A member may arrive while the previous round's outputs are still being taken.
-        let mut st = self.wait_while(st, kind, |r| r.outputs.is_some())?;
-        st.deposits[rank] = Some((spec.clone(), x.clone()));
-        st.arrived += 1;
-        if st.arrived == self.world {
-            let deposits: Vec<_> = st.deposits.iter_mut().filter_map(Option::take).collect();
-            st.outputs = Some(
-                self.compute(lane, group, deposits)
-                    .map_err(|e| e.to_string()),
-            );
-            st.arrived = 0;
-            st.taken = 0;
-            st.generation += 1;
-            self.cv.notify_all();
-        } else {
-            let gen = st.generation;
-            st = self.wait_while(st, kind, |r| r.generation == gen)?;
-        }
-        let out = match &st.outputs {
-            Some(Ok(outs)) => outs
-                .get(rank)
-                .cloned()
-                .ok_or_else(|| DeviceError::Backend(format!("{kind}: no output for rank {rank}"))),
-            Some(Err(m)) => Err(DeviceError::Backend(m.clone())),
-            None => Err(DeviceError::Backend(format!("{kind}: round lost"))),
+/// Runs `spec` over `group` for `rank`, whose input `x` lives on `lane`; blocks until every
+/// rank of the exchange called it and returns this rank's output.
+pub fn lane_collective(
+    ex: &LaneExchange,
+    rank: usize,
+    lane: &Lane,
+    group: &[usize],
+    spec: &CollectiveSpec,
+    x: &DeviceTensor,
+) -> Result<DeviceTensor, DeviceError> {
+    check_full_group(group, ex.world())?;
+    // The input must be complete before another lane reads it.
+    lane.synchronize()?;
+    ex.meet(rank, spec, x.clone(), |xs| {
+        let run = || -> Result<Vec<DeviceTensor>, CudaError> {
+            let outs = virtual_collective(lane, group, spec, &xs)?;
+            // The outputs must be complete before other lanes read them (and the inputs'
+            // reads done before their owners free them).
+            lane.synchronize()?;
+            Ok(outs)
         };
-        st.taken += 1;
-        if st.taken == self.world {
-            st.outputs = None;
-            self.cv.notify_all();
-        }
-        out
-    }
-
-    /// The leader's part: checks that every member called the same collective, computes
-    /// all outputs on `lane` and waits for them (the inputs are dropped after that wait).
-    fn compute(
-        &self,
-        lane: &Lane,
-        group: &[usize],
-        deposits: Vec<(CollectiveSpec, DeviceTensor)>,
-    ) -> Result<Vec<DeviceTensor>, CudaError> {
-        if deposits.len() != self.world {
-            return Err(CudaError::Plan(
-                "a rank deposited twice in one round".into(),
-            ));
-        }
-        let (specs, xs): (Vec<_>, Vec<_>) = deposits.into_iter().unzip();
-        if let Some(r) = specs.iter().position(|s| s != &specs[0]) {
-            return Err(CudaError::Plan(format!(
-                "ranks disagree on the next collective: rank 0 {:?}, rank {r} {:?}",
-                specs[0], specs[r]
-            )));
-        }
-        let outs = virtual_collective(lane, group, &specs[0], &xs)?;
-        lane.synchronize()?;
-        Ok(outs)
-    }
+        run().map_err(|e| e.to_string())
+    })
 }
 
 /// Sums the tensors left to right (rank order).

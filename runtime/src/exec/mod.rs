@@ -7,7 +7,9 @@
 //! the outputs from the first rank that computes each of them. Each rank loads only its own
 //! slices of the weights, frees each buffer after its last use, and measures the bytes it holds
 //! ([`RankStats::peak_live_bytes`]). When a rank fails, its peers are woken out of their
-//! collectives and the first real error is returned (never a hang).
+//! collectives and the first real error is returned (never a hang). [`run_one_rank`] runs a
+//! single rank on a given device whose peers live in other processes (one process per GPU);
+//! both go through the same rank interpreter (`rank.rs`), whatever the backend.
 //!
 //! Loading a plan file and checking its source model live in [`load`]; comparison with the
 //! reference executor in [`check`].

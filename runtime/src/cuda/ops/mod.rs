@@ -24,9 +24,11 @@ macro_rules! launch {
         $( builder.arg($arg); )*
         // SAFETY: every call site passes the arguments in the order and with the types of
         // the kernel's C signature in runtime/kernels/*.cu (scalars as i32/i64/f32, index
-        // metadata as the #[repr(C)] mirrors of common.cuh, buffers as CudaSlices), and
-        // sizes the output buffers to the element counts the metadata describes, so the
-        // kernel reads and writes in bounds.
+        // metadata as the #[repr(C)] mirrors of common.cuh, buffers as CudaSlices or as
+        // buffer::Arg/ArgMut of a kernel picked by the buffers' storage class, so the
+        // element type is the one the kernel declares), and sizes the output buffers to the
+        // element counts the metadata describes (launch_new! allocates exactly `n`
+        // elements), so the kernel reads and writes in bounds.
         unsafe { builder.launch($cfg) }
             .map(|_| ())
             .map_err(|e| CudaError::Driver(format!("kernel {name}: {e}")))

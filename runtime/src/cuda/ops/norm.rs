@@ -84,6 +84,20 @@ fn norm_rows(
     Ok(Some((rows, len)))
 }
 
+/// Launches row-normalisation kernel `$name`, whose C signature is `(rows, len, eps, x,
+/// scale, extra.., out)`, over `$x` seen as `$shape = (rows, len)`.
+macro_rules! row_norm {
+    ($lane:expr, $name:expr, $x:expr, $scale:expr, $shape:expr, $eps:expr $(, $extra:expr)*) => {{
+        let (rows, len): (usize, usize) = $shape;
+        let (r, l, eps): (i64, i64, f32) = (rows as i64, len as i64, $eps);
+        let cfg = launch_cfg::rows(rows, len);
+        let (v, s) = ($x.arg(), $scale.arg());
+        let n = $x.numel();
+        let out = launch_new!($lane, Class::F32, n, $name, cfg, &r, &l, &eps, v, s $(, $extra)*);
+        Ok(Some($x.same_shape($x.dtype, out)))
+    }};
+}
+
 /// LayerNorm over `axis..rank`.
 pub fn layer_norm(
     lane: &Lane,
@@ -95,29 +109,12 @@ pub fn layer_norm(
 ) -> Result<Option<DeviceTensor>, CudaError> {
     let mut params = vec![scale];
     params.extend(bias);
-    let Some((rows, len)) = norm_rows(x, axis, &params, "LayerNorm")? else {
+    let Some(rows) = norm_rows(x, axis, &params, "LayerNorm")? else {
         return Ok(None);
     };
     // Without a bias the kernel is told so and reads the scale in its place.
-    let (r, l, has_bias) = (rows as i64, len as i64, bias.is_some() as i32);
-    let b = bias.unwrap_or(scale).arg();
-    let cfg = launch_cfg::rows(rows, len);
-    let (v, s) = (x.arg(), scale.arg());
-    let out = launch_new!(
-        lane,
-        Class::F32,
-        x.numel(),
-        "layernorm_f32",
-        cfg,
-        &r,
-        &l,
-        &eps,
-        v,
-        s,
-        b,
-        &has_bias
-    );
-    Ok(Some(x.same_shape(x.dtype, out)))
+    let (b, has_bias) = (bias.unwrap_or(scale).arg(), bias.is_some() as i32);
+    row_norm!(lane, "layernorm_f32", x, scale, rows, eps, b, &has_bias)
 }
 
 /// RMSNorm over `axis..rank`.
@@ -128,25 +125,10 @@ pub fn rms_norm(
     axis: usize,
     eps: f32,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let Some((rows, len)) = norm_rows(x, axis, &[scale], "RMSNorm")? else {
+    let Some(rows) = norm_rows(x, axis, &[scale], "RMSNorm")? else {
         return Ok(None);
     };
-    let (r, l) = (rows as i64, len as i64);
-    let cfg = launch_cfg::rows(rows, len);
-    let (v, s) = (x.arg(), scale.arg());
-    let out = launch_new!(
-        lane,
-        Class::F32,
-        x.numel(),
-        "rmsnorm_f32",
-        cfg,
-        &r,
-        &l,
-        &eps,
-        v,
-        s
-    );
-    Ok(Some(x.same_shape(x.dtype, out)))
+    row_norm!(lane, "rmsnorm_f32", x, scale, rows, eps)
 }
 
 /// The permutation putting kept axes first and reduced axes last, the row count, row
