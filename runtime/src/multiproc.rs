@@ -52,7 +52,10 @@ pub fn run_rank(
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
 ) -> Result<(usize, Vec<Tensor>), ExecError> {
+    // Checked before the rendezvous too, so that bad inputs fail every rank the same way
+    // instead of one rank dropping out of the NCCL group.
     crate::exec::validate::validate_plan(plan)?;
+    crate::exec::validate::validate_inputs(plan, inputs)?;
     let mut session = crate::cuda::RankSession::from_env().map_err(backend_error)?;
     if session.env.world_size != plan.ranks.len() {
         return Err(ExecError::InvalidPlan(format!(
