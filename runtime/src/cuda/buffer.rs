@@ -67,31 +67,28 @@ pub struct Arg<'a>(pub &'a DeviceData);
 /// A device buffer passed to a kernel that writes it (see [`Arg`]).
 pub struct ArgMut<'a>(pub &'a mut DeviceData);
 
-// SAFETY: delegates to cudarc's own impl for `&CudaSlice<T>`, so the pushed pointer is the
-// slice's device pointer (which lives for 'b, as long as the borrowed slice) and cudarc's
-// stream-synchronisation events are recorded as for a typed slice.
-unsafe impl<'a, 'b: 'a> PushKernelArg<Arg<'b>> for LaunchArgs<'a> {
-    #[inline(always)]
-    fn arg(&mut self, arg: Arg<'b>) -> &mut Self {
-        match arg.0 {
-            DeviceData::F32(s) => self.arg(s),
-            DeviceData::I64(s) => self.arg(s),
-            DeviceData::Bool(s) => self.arg(s),
+/// Implements cudarc's kernel-argument trait for a buffer wrapper by delegating to the
+/// typed slice inside (`&CudaSlice<T>` for [`Arg`], `&mut CudaSlice<T>` for [`ArgMut`]).
+macro_rules! push_any_class {
+    ($wrapper:ident) => {
+        // SAFETY: delegates to cudarc's own impl for the typed slice, so the pushed pointer
+        // is the slice's device pointer (which lives for 'b, as long as the borrowed slice)
+        // and cudarc's stream-synchronisation events are waited for and recorded as for a
+        // typed slice.
+        unsafe impl<'a, 'b: 'a> PushKernelArg<$wrapper<'b>> for LaunchArgs<'a> {
+            #[inline(always)]
+            fn arg(&mut self, arg: $wrapper<'b>) -> &mut Self {
+                match arg.0 {
+                    DeviceData::F32(s) => self.arg(s),
+                    DeviceData::I64(s) => self.arg(s),
+                    DeviceData::Bool(s) => self.arg(s),
+                }
+            }
         }
-    }
+    };
 }
-
-// SAFETY: as for `Arg`, delegating to cudarc's impl for `&mut CudaSlice<T>`.
-unsafe impl<'a, 'b: 'a> PushKernelArg<ArgMut<'b>> for LaunchArgs<'a> {
-    #[inline(always)]
-    fn arg(&mut self, arg: ArgMut<'b>) -> &mut Self {
-        match arg.0 {
-            DeviceData::F32(s) => self.arg(s),
-            DeviceData::I64(s) => self.arg(s),
-            DeviceData::Bool(s) => self.arg(s),
-        }
-    }
-}
+push_any_class!(Arg);
+push_any_class!(ArgMut);
 
 /// Device storage. Buffers hold at least one element (CUDA refuses empty allocations);
 /// the logical element count is the tensor's shape product.
