@@ -290,16 +290,20 @@ mod tests {
     }
 
     #[test]
-    fn row_major_mapping_matches_a_direct_product() {
+    fn row_major_mapping_matches_the_cpu_kernels_product() {
         let (m, n, k) = (2usize, 3usize, 4usize);
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 - 3.0).collect(); // row-major [M,K]
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32) * 0.5).collect(); // row-major [K,N]
-        let mut want = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                want[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
+                                                                          // The CPU kernels' product (exact here: small integers and halves).
+        let (ta_, tb_) = (
+            tessera_ir::Tensor::f32(vec![m, k], a.clone()),
+            tessera_ir::Tensor::f32(vec![k, n], b.clone()),
+        );
+        let op = tessera_ir::Op::MatMul(tessera_ir::op::MatMulAttrs {});
+        let want = tessera_kernels::eval(&op, &[&ta_, &tb_]).unwrap()[0]
+            .as_f32()
+            .unwrap()
+            .to_vec();
         // Transposed storage variants of the same operands.
         let at: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect(); // [K,M]
         let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect(); // [N,K]
