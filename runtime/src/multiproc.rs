@@ -43,14 +43,17 @@ pub fn launch(nproc: usize) -> Result<(), ExecError> {
         .map_err(backend_error)
 }
 
-/// Runs this process's rank of `plan` (rank and world from the environment) and returns its
-/// rank index and the (replicated) outputs.
+/// Runs this process's rank of `plan` (rank and world from the environment) through the
+/// executor's rank interpreter and returns its rank index and the plan outputs, all of which
+/// this rank must compute (replicated outputs; rank 0 writes them).
 #[cfg(feature = "cuda")]
 pub fn run_rank(
     plan: &Plan,
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
 ) -> Result<(usize, Vec<Tensor>), ExecError> {
+    // Checked before the rendezvous too, so that bad inputs fail every rank the same way
+    // instead of one rank dropping out of the NCCL group.
     crate::exec::validate::validate_plan(plan)?;
     crate::exec::validate::validate_inputs(plan, inputs)?;
     let mut session = crate::cuda::RankSession::from_env().map_err(backend_error)?;
@@ -62,8 +65,17 @@ pub fn run_rank(
         )));
     }
     let rank = session.env.rank;
-    let outputs = session.run(plan, store, inputs).map_err(backend_error)?;
+    let (outputs, _stats) = session.run(plan, store, inputs)?;
     session.finish().map_err(backend_error)?;
+    let outputs = outputs
+        .into_iter()
+        .zip(&plan.outputs)
+        .map(|(t, v)| {
+            t.ok_or_else(|| {
+                ExecError::InvalidPlan(format!("rank {rank} never computes output value {}", v.0))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok((rank, outputs))
 }
 

@@ -2,17 +2,39 @@
 //! NVRTC or cuBLAS is present, which is the case on the machines this was written on:
 //! these tests are unverified on a GPU until run on one.
 #![cfg(feature = "cuda")]
-#[path = "cuda_common.rs"]
-mod common;
+#[path = "exec_support/mod.rs"]
+mod exec_support;
 
-use common::{max_abs_diff, mlp_plan, skip_reason, values};
+use exec_support::{embedding_plan, layouts_plan, mlp_plan, rand_f32, reference, rel_err};
 use std::collections::BTreeMap;
 use tessera_ir::op::*;
+use tessera_ir::plan::Plan;
 use tessera_ir::{DType, Op, Tensor};
 use tessera_runtime::cuda::buffer::DeviceTensor;
 use tessera_runtime::cuda::context::Gpu;
 use tessera_runtime::cuda::ops::run_op;
-use tessera_runtime::cuda::{CommSpec, CudaExecutor, NamedWeights, VirtualRanks};
+use tessera_runtime::cuda::{CommSpec, CudaDevice};
+use tessera_runtime::device::{DeviceKind, OutSpec};
+use tessera_runtime::exec::{run_one_rank, run_plan, RunOptions};
+use tessera_runtime::weights::WeightStore;
+
+/// Returns why the GPU tests must be skipped here, printing the standard line.
+fn skip_reason() -> Option<String> {
+    let r = tessera_runtime::cuda::probe::unavailable_reason();
+    if let Some(why) = &r {
+        println!("skipping: no CUDA driver found ({why})");
+    }
+    r
+}
+
+/// Largest absolute difference.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
 
 /// Runs `op` on the GPU and on the CPU kernels and compares.
 fn check_op(op: Op, inputs: Vec<Tensor>, tol: f32) {
@@ -25,7 +47,13 @@ fn check_op(op: Op, inputs: Vec<Tensor>, tol: f32) {
         .map(|t| DeviceTensor::upload(&lane, t).unwrap())
         .collect();
     let dev_refs: Vec<&DeviceTensor> = dev.iter().collect();
-    let outs: Vec<_> = want.iter().map(|t| (t.dtype, t.shape.clone())).collect();
+    let outs: Vec<OutSpec> = want
+        .iter()
+        .map(|t| OutSpec {
+            dtype: t.dtype,
+            shape: &t.shape,
+        })
+        .collect();
     let got = run_op(&lane, &op, &dev_refs, &outs).unwrap_or_else(|e| panic!("{}: {e}", op.name()));
     for (g, w) in got.iter().zip(&want) {
         let g = g.download(&lane).unwrap();
@@ -40,8 +68,7 @@ fn check_op(op: Op, inputs: Vec<Tensor>, tol: f32) {
 }
 
 fn f32t(shape: Vec<usize>, seed: u64) -> Tensor {
-    let n = shape.iter().product();
-    Tensor::f32(shape, values(n, seed))
+    rand_f32(&shape, seed)
 }
 
 #[test]
@@ -186,34 +213,49 @@ fn ops_match_the_cpu_kernels() {
 }
 
 #[test]
-fn single_rank_executor_runs_an_unsplit_plan() {
+fn a_single_rank_device_runs_an_unsplit_plan() {
     if skip_reason().is_some() {
         return;
     }
-    let (plan, weights, x, want) = mlp_plan(1);
-    let mut ex = CudaExecutor::new(0, 1, CommSpec::Single { device: 0 }).unwrap();
-    let inputs: BTreeMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
-    let out = ex.run(&plan, &NamedWeights(weights), &inputs).unwrap();
-    let d = max_abs_diff(out[0].as_f32().unwrap(), &want);
-    assert!(d < 1e-4, "max diff {d}");
+    let (plan, inputs) = mlp_plan(1);
+    let want = reference(&plan, &inputs);
+    let dev = CudaDevice::open(0, 1, CommSpec::Single { device: 0 }).unwrap();
+    let store = WeightStore::with_dir(".");
+    let (out, stats) = run_one_rank(dev, &plan, &store, &inputs, 0).unwrap();
+    let out = out[0].as_ref().expect("rank 0 computes the output");
+    let err = rel_err(out, &want[0]);
+    assert!(err < 1e-5, "relative error {err}");
+    assert_eq!(stats.collectives, 1);
+}
+
+/// Runs a plan on 2 and 4 virtual ranks and compares with the reference executor.
+fn check_virtual_ranks(name: &str, build: fn(usize) -> (Plan, BTreeMap<String, Tensor>)) {
+    let opts = RunOptions {
+        backend: DeviceKind::Cuda,
+    };
+    for world in [2, 4] {
+        let (plan, inputs) = build(world);
+        let want = reference(&plan, &inputs);
+        let store = WeightStore::with_dir(".");
+        let (outs, stats) = run_plan(&plan, &store, &inputs, &opts).unwrap();
+        for (g, w) in outs.iter().zip(&want) {
+            let err = rel_err(g, w);
+            assert!(err < 1e-5, "{name} on {world} ranks: relative error {err}");
+        }
+        assert_eq!(stats.backend, "cuda");
+        assert_eq!(stats.ranks.len(), world, "{name}: per-rank statistics");
+        assert!(stats.ranks.iter().all(|r| r.peak_live_bytes > 0));
+    }
 }
 
 #[test]
-fn virtual_ranks_match_the_host_reference() {
+fn virtual_ranks_match_the_reference_executor() {
     if skip_reason().is_some() {
         return;
     }
-    for world in [2, 4] {
-        let (plan, weights, x, want) = mlp_plan(world);
-        let vr = VirtualRanks::new(0, world).unwrap();
-        let inputs: BTreeMap<String, Tensor> = [("x".to_string(), x)].into_iter().collect();
-        let outs = vr
-            .run(&plan, &NamedWeights(weights.clone()), &inputs)
-            .unwrap();
-        assert_eq!(outs.len(), world);
-        for (r, o) in outs.iter().enumerate() {
-            let d = max_abs_diff(o[0].as_f32().unwrap(), &want);
-            assert!(d < 1e-4, "world {world}, rank {r}: max diff {d}");
-        }
-    }
+    check_virtual_ranks("mlp", mlp_plan);
+    // Input slices, all-to-all, all-gather, LocalSlice, ScaleToPartial, reduce-scatter.
+    check_virtual_ranks("layouts", layouts_plan);
+    // Vocabulary-parallel gather and its all-reduce.
+    check_virtual_ranks("embedding", embedding_plan);
 }

@@ -52,14 +52,16 @@ static bool close(const float* a, const float* b, int n, float tol) {
 }
 "#;
 
+/// The elements of a C array initializer.
+fn arr(a: &[i64]) -> String {
+    a.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// C initializer of a StridedMeta.
 fn strided(m: &StridedMeta) -> String {
-    let arr = |a: &[i64]| {
-        a.iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     format!(
         "StridedMeta{{{}, {}, {{{}}}, {{{}}}, {{{}}}, {}, {}}}",
         m.ndim,
@@ -74,12 +76,6 @@ fn strided(m: &StridedMeta) -> String {
 
 /// C initializer of a BcastMeta.
 fn bcast(m: &BcastMeta) -> String {
-    let arr = |a: &[i64]| {
-        a.iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     format!(
         "BcastMeta{{{}, {}, {{{}}}, {{{{{}}}, {{{}}}, {{{}}}}}}}",
         m.ndim,

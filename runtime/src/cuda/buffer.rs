@@ -2,7 +2,7 @@
 //! storage classes as host [`Tensor`]s, so f16/bf16 compute in f32 as on the CPU).
 use super::context::Lane;
 use super::CudaError;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, LaunchArgs, PushKernelArg};
 use std::sync::Arc;
 use tessera_ir::{numel, DType, Tensor, TensorData};
 
@@ -37,7 +37,58 @@ impl Class {
             Class::Bool => 1,
         }
     }
+
+    /// The element type's suffix in kernel names (`unary_f32`, `cast_i64_u8`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Class::F32 => "f32",
+            Class::I64 => "i64",
+            Class::Bool => "u8",
+        }
+    }
+
+    /// The name of kernel family `base` for this element type (`base_f32`, ...).
+    pub fn kernel(self, base: &str) -> String {
+        format!("{base}_{}", self.suffix())
+    }
+
+    /// The name of data-movement kernel family `base` for this element size (`base_b4`,
+    /// ...: those kernels only copy elements, so one kernel serves a size).
+    pub fn copy_kernel(self, base: &str) -> String {
+        format!("{base}_b{}", self.size())
+    }
 }
+
+/// A device buffer passed to a kernel that reads it, whatever its element type: callers
+/// pick the kernel by the buffer's [`Class`] ([`Class::kernel`]), so the element type the
+/// kernel's C signature declares is the buffer's.
+pub struct Arg<'a>(pub &'a DeviceData);
+
+/// A device buffer passed to a kernel that writes it (see [`Arg`]).
+pub struct ArgMut<'a>(pub &'a mut DeviceData);
+
+/// Implements cudarc's kernel-argument trait for a buffer wrapper by delegating to the
+/// typed slice inside (`&CudaSlice<T>` for [`Arg`], `&mut CudaSlice<T>` for [`ArgMut`]).
+macro_rules! push_any_class {
+    ($wrapper:ident) => {
+        // SAFETY: delegates to cudarc's own impl for the typed slice, so the pushed pointer
+        // is the slice's device pointer (which lives for 'b, as long as the borrowed slice)
+        // and cudarc's stream-synchronisation events are waited for and recorded as for a
+        // typed slice.
+        unsafe impl<'a, 'b: 'a> PushKernelArg<$wrapper<'b>> for LaunchArgs<'a> {
+            #[inline(always)]
+            fn arg(&mut self, arg: $wrapper<'b>) -> &mut Self {
+                match arg.0 {
+                    DeviceData::F32(s) => self.arg(s),
+                    DeviceData::I64(s) => self.arg(s),
+                    DeviceData::Bool(s) => self.arg(s),
+                }
+            }
+        }
+    };
+}
+push_any_class!(Arg);
+push_any_class!(ArgMut);
 
 /// Device storage. Buffers hold at least one element (CUDA refuses empty allocations);
 /// the logical element count is the tensor's shape product.
@@ -60,6 +111,11 @@ impl DeviceData {
             Class::I64 => DeviceData::I64(s.alloc_zeros::<i64>(n).map_err(CudaError::driver)?),
             Class::Bool => DeviceData::Bool(s.alloc_zeros::<u8>(n).map_err(CudaError::driver)?),
         })
+    }
+
+    /// As a kernel argument the kernel reads.
+    pub fn arg(&self) -> Arg<'_> {
+        Arg(self)
     }
 
     /// Its class.
@@ -110,6 +166,16 @@ impl DeviceTensor {
         self.data.class()
     }
 
+    /// Its storage as a kernel argument the kernel reads.
+    pub fn arg(&self) -> Arg<'_> {
+        Arg(&self.data)
+    }
+
+    /// A tensor of this one's shape holding `data` (an elementwise op's output).
+    pub fn same_shape(&self, dtype: DType, data: DeviceData) -> DeviceTensor {
+        DeviceTensor::new(dtype, self.shape.clone(), data)
+    }
+
     /// Copies a host tensor to the device.
     pub fn upload(lane: &Lane, t: &Tensor) -> Result<DeviceTensor, CudaError> {
         let s = &lane.stream;
@@ -130,26 +196,24 @@ impl DeviceTensor {
 
     /// Copies the tensor back to the host (waits for the lane).
     pub fn download(&self, lane: &Lane) -> Result<Tensor, CudaError> {
+        fn host<T: cudarc::driver::DeviceRepr>(
+            lane: &Lane,
+            b: &CudaSlice<T>,
+            n: usize,
+        ) -> Result<Vec<T>, CudaError> {
+            if n == 0 {
+                return Ok(vec![]);
+            }
+            lane.stream
+                .clone_dtoh(&b.slice(0..n))
+                .map_err(CudaError::driver)
+        }
         let n = self.numel();
-        let s = &lane.stream;
         let data = match &*self.data {
-            DeviceData::F32(b) => TensorData::F32(if n == 0 {
-                vec![]
-            } else {
-                s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
-            }),
-            DeviceData::I64(b) => TensorData::I64(if n == 0 {
-                vec![]
-            } else {
-                s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
-            }),
+            DeviceData::F32(b) => TensorData::F32(host(lane, b, n)?),
+            DeviceData::I64(b) => TensorData::I64(host(lane, b, n)?),
             DeviceData::Bool(b) => {
-                let v: Vec<u8> = if n == 0 {
-                    vec![]
-                } else {
-                    s.clone_dtoh(&b.slice(0..n)).map_err(CudaError::driver)?
-                };
-                TensorData::Bool(v.into_iter().map(|x| x != 0).collect())
+                TensorData::Bool(host(lane, b, n)?.into_iter().map(|x| x != 0).collect())
             }
         };
         lane.synchronize()?;

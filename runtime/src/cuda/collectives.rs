@@ -15,34 +15,31 @@ use super::buffer::{DeviceData, DeviceTensor};
 use super::context::Lane;
 use super::ops;
 use super::CudaError;
+use crate::collectives::CollectiveSpec;
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use cudarc::nccl::{Comm, NcclType, ReduceOp};
 use tessera_ir::plan::CollectiveKind;
 
-/// One collective to perform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CollectiveCall {
-    /// Which collective.
-    pub kind: CollectiveKind,
-    /// Input split axis (all-gather, all-to-all) or output split axis (reduce-scatter).
-    pub axis: Option<usize>,
-    /// Output split axis of an all-to-all.
-    pub to_axis: Option<usize>,
-    /// Participating ranks.
-    pub group: Vec<usize>,
+/// The split axis of `spec`, or an error naming the collective.
+pub fn need_axis(spec: &CollectiveSpec) -> Result<usize, CudaError> {
+    spec.axis
+        .ok_or_else(|| CudaError::Plan(format!("{} without an axis", spec.kind.as_str())))
 }
 
-impl CollectiveCall {
-    /// The axis, or an error naming the collective.
-    pub fn need_axis(&self) -> Result<usize, CudaError> {
-        self.axis
-            .ok_or_else(|| CudaError::Plan(format!("{} without an axis", self.kind.as_str())))
+/// The output split axis of an all-to-all.
+pub fn need_to_axis(spec: &CollectiveSpec) -> Result<usize, CudaError> {
+    spec.to_axis
+        .ok_or_else(|| CudaError::Plan("all_to_all without to_axis".into()))
+}
+
+/// Refuses any group but the full one, `0..world` in order (1-D tensor parallelism).
+pub fn check_full_group(group: &[usize], world: usize) -> Result<(), CudaError> {
+    if group.len() != world || group.iter().enumerate().any(|(i, r)| i != *r) {
+        return Err(CudaError::Unsupported(format!(
+            "collective over group {group:?}; only the full group 0..{world} is supported"
+        )));
     }
-    /// The all-to-all output axis.
-    pub fn need_to_axis(&self) -> Result<usize, CudaError> {
-        self.to_axis
-            .ok_or_else(|| CudaError::Plan("all_to_all without to_axis".into()))
-    }
+    Ok(())
 }
 
 /// Shape with `shape[axis]` split into `[parts, shape[axis] / parts]`.
@@ -93,55 +90,45 @@ enum Wire {
     Exchange(usize),
 }
 
-/// Performs `call` on this rank's `x` through `comm` (whose stream is `lane`'s).
+/// Performs `spec` over `group` on this rank's `x` through `comm` (whose stream is `lane`'s).
 pub fn nccl_collective(
     lane: &Lane,
     comm: &Comm,
-    call: &CollectiveCall,
+    group: &[usize],
+    spec: &CollectiveSpec,
     x: &DeviceTensor,
 ) -> Result<DeviceTensor, CudaError> {
     let world = comm.world_size();
-    if call.group.len() != world || call.group.iter().enumerate().any(|(i, r)| i != *r) {
-        return Err(CudaError::Unsupported(format!(
-            "collective over group {:?}; only the full group 0..{world} is supported",
-            call.group
-        )));
-    }
-    match call.kind {
+    check_full_group(group, world)?;
+    match spec.kind {
         CollectiveKind::AllReduce => {
             let out = wire(lane, comm, Wire::AllReduce, x, x.numel())?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::Broadcast => {
-            let out = wire(
-                lane,
-                comm,
-                Wire::Broadcast(call.group[0] as i32),
-                x,
-                x.numel(),
-            )?;
+            let out = wire(lane, comm, Wire::Broadcast(group[0] as i32), x, x.numel())?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::AllGather => {
-            let axis = call.need_axis()?;
+            let axis = need_axis(spec)?;
             let out = wire(lane, comm, Wire::AllGather, x, x.numel() * world)?;
             let mut stacked = vec![world];
             stacked.extend_from_slice(&x.shape);
             unstack(lane, DeviceTensor::new(x.dtype, stacked, out), axis)
         }
         CollectiveKind::ReduceScatter => {
-            let axis = call.need_axis()?;
+            let axis = need_axis(spec)?;
             let viewed = reshaped(x, split_axis_shape(&x.shape, axis, world)?);
-            let front = ops::move_axis(lane, &viewed, axis, 0)?;
+            let front = ops::movement::move_axis(lane, &viewed, axis, 0)?;
             let mut local = x.shape.clone();
             local[axis] /= world;
             let out = wire(lane, comm, Wire::ReduceScatter, &front, x.numel() / world)?;
             Ok(DeviceTensor::new(x.dtype, local, out))
         }
         CollectiveKind::AllToAll => {
-            let (axis, to_axis) = (call.need_axis()?, call.need_to_axis()?);
+            let (axis, to_axis) = (need_axis(spec)?, need_to_axis(spec)?);
             let viewed = reshaped(x, split_axis_shape(&x.shape, to_axis, world)?);
-            let front = ops::move_axis(lane, &viewed, to_axis, 0)?;
+            let front = ops::movement::move_axis(lane, &viewed, to_axis, 0)?;
             let out = wire(
                 lane,
                 comm,
@@ -160,7 +147,7 @@ pub fn nccl_collective(
 
 /// `[world, ...local]` → concatenation of the pieces along `axis` of `local`.
 fn unstack(lane: &Lane, stacked: DeviceTensor, axis: usize) -> Result<DeviceTensor, CudaError> {
-    let moved = ops::move_axis(lane, &stacked, 0, axis)?;
+    let moved = ops::movement::move_axis(lane, &stacked, 0, axis)?;
     let shape = merge_axis_shape(&moved.shape, axis);
     Ok(reshaped(&moved, shape))
 }

@@ -1,19 +1,21 @@
-//! One rank process of a multi-GPU run: environment → rendezvous → NCCL → executor.
+//! One rank process of a multi-GPU run: environment → rendezvous → NCCL → the executor's
+//! rank interpreter ([`crate::exec::run_one_rank`]) on this rank's [`CudaDevice`].
+use super::comm::{new_nccl_id, CommSpec};
 use super::env::DistEnv;
-use super::executor::{new_nccl_id, CommSpec, CudaExecutor};
 use super::probe::{compute_libraries, driver_device_count, nccl_library};
 use super::rendezvous::{exit_on_peer_loss, fetch, RendezvousServer, Watchdog};
-use super::weights::WeightSource;
-use super::CudaError;
+use super::{CudaDevice, CudaError};
+use crate::exec::{ExecError, RankStats};
+use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use tessera_ir::plan::Plan;
 use tessera_ir::Tensor;
 
-/// A joined rank: its environment, executor and liveness watchdog.
+/// A joined rank: its environment, device and liveness watchdog.
 pub struct RankSession {
     /// The rank's environment.
     pub env: DistEnv,
-    executor: CudaExecutor,
+    device: Option<CudaDevice>,
     watchdog: Option<Watchdog>,
 }
 
@@ -35,7 +37,7 @@ impl RankSession {
             )));
         }
         if env.world_size == 1 {
-            let executor = CudaExecutor::new(
+            let device = CudaDevice::open(
                 0,
                 1,
                 CommSpec::Single {
@@ -44,7 +46,7 @@ impl RankSession {
             )?;
             return Ok(RankSession {
                 env,
-                executor,
+                device: Some(device),
                 watchdog: None,
             });
         }
@@ -68,7 +70,7 @@ impl RankSession {
                 exit_on_peer_loss(),
             )?
         };
-        let executor = CudaExecutor::new(
+        let device = CudaDevice::open(
             env.rank,
             env.world_size,
             CommSpec::Nccl {
@@ -78,19 +80,23 @@ impl RankSession {
         )?;
         Ok(RankSession {
             env,
-            executor,
+            device: Some(device),
             watchdog: Some(watchdog),
         })
     }
 
-    /// Runs this rank's program; every rank returns the (replicated) plan outputs.
+    /// Runs this rank's program (once per session) and returns the plan outputs it computes
+    /// (`None` for those only other ranks compute; see [`crate::exec::run_one_rank`]).
     pub fn run(
         &mut self,
         plan: &Plan,
-        weights: &dyn WeightSource,
+        store: &WeightStore,
         inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<Vec<Tensor>, CudaError> {
-        self.executor.run(plan, weights, inputs)
+    ) -> Result<(Vec<Option<Tensor>>, RankStats), ExecError> {
+        let device = self.device.take().ok_or_else(|| {
+            ExecError::InvalidPlan(format!("rank {}: the session already ran", self.env.rank))
+        })?;
+        crate::exec::run_one_rank(device, plan, store, inputs, self.env.rank)
     }
 
     /// Signals a normal end to the other ranks (rank 0 waits for all of them).

@@ -199,29 +199,21 @@ mod tests {
             (e.local_rank, e.master_addr.as_str(), e.master_port),
             (0, "127.0.0.1", 29500)
         );
-        let err = DistEnv::from_lookup(lookup(&[("WORLD_SIZE", "2")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("RANK") && err.contains("not set"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "2"), ("WORLD_SIZE", "2")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not below WORLD_SIZE=2"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "x"), ("WORLD_SIZE", "2")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("'x'"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[
-            ("RANK", "0"),
-            ("WORLD_SIZE", "2"),
-            ("MASTER_PORT", "70000"),
-        ]))
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("MASTER_PORT"), "{err}");
-        let err = DistEnv::from_lookup(lookup(&[("RANK", "0"), ("WORLD_SIZE", "0")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("at least 1"), "{err}");
+        let refused = |vars: &[(&str, &str)], says: &[&str]| {
+            let err = DistEnv::from_lookup(lookup(vars)).unwrap_err().to_string();
+            assert!(says.iter().all(|s| err.contains(s)), "{err}");
+        };
+        refused(&[("WORLD_SIZE", "2")], &["RANK", "not set"]);
+        refused(
+            &[("RANK", "2"), ("WORLD_SIZE", "2")],
+            &["not below WORLD_SIZE=2"],
+        );
+        refused(&[("RANK", "x"), ("WORLD_SIZE", "2")], &["'x'"]);
+        let port = ("MASTER_PORT", "70000");
+        refused(
+            &[("RANK", "0"), ("WORLD_SIZE", "2"), port],
+            &["MASTER_PORT"],
+        );
+        refused(&[("RANK", "0"), ("WORLD_SIZE", "0")], &["at least 1"]);
     }
 }

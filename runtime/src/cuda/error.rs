@@ -92,3 +92,10 @@ impl From<CudaError> for crate::RuntimeError {
         crate::RuntimeError::Plan(format!("cuda: {e}"))
     }
 }
+
+impl From<CudaError> for crate::device::DeviceError {
+    /// CUDA failures inside a device operation are backend errors.
+    fn from(e: CudaError) -> Self {
+        crate::device::DeviceError::Backend(e.to_string())
+    }
+}

@@ -74,31 +74,10 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<i64> {
     s
 }
 
-/// numpy broadcast of two shapes.
+/// numpy broadcast of two shapes (the CPU kernels' rule, [`tessera_kernels::index`]).
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, CudaError> {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let x = if i + a.len() >= n {
-                a[i + a.len() - n]
-            } else {
-                1
-            };
-            let y = if i + b.len() >= n {
-                b[i + b.len() - n]
-            } else {
-                1
-            };
-            match (x, y) {
-                _ if x == y => Ok(x),
-                (1, _) => Ok(y),
-                (_, 1) => Ok(x),
-                _ => Err(CudaError::Plan(format!(
-                    "shapes {a:?} and {b:?} do not broadcast"
-                ))),
-            }
-        })
-        .collect()
+    tessera_kernels::index::broadcast_shapes(a, b)
+        .ok_or_else(|| CudaError::Plan(format!("shapes {a:?} and {b:?} do not broadcast")))
 }
 
 /// Strides reading `input` (right-aligned, size-1 axes broadcast) over `out` shape.
@@ -268,14 +247,7 @@ impl StridedMeta {
         axis: usize,
         offset: usize,
     ) -> Result<StridedMeta, CudaError> {
-        let os = contiguous_strides(out_shape);
-        StridedMeta::new(
-            piece,
-            &contiguous_strides(piece),
-            0,
-            &os,
-            offset as i64 * os[axis],
-        )
+        StridedMeta::window(piece, out_shape, axis, offset, true)
     }
 
     /// Copies the `[offset, offset + piece[axis])` range along `axis` of a contiguous
@@ -286,14 +258,25 @@ impl StridedMeta {
         axis: usize,
         offset: usize,
     ) -> Result<StridedMeta, CudaError> {
-        let is = contiguous_strides(in_shape);
-        StridedMeta::new(
-            piece,
-            &is,
-            offset as i64 * is[axis],
-            &contiguous_strides(piece),
-            0,
-        )
+        StridedMeta::window(piece, in_shape, axis, offset, false)
+    }
+
+    /// A copy between a contiguous `piece` and the window at `offset` along `axis` of a
+    /// contiguous `whole`: into the window when `into`, out of it otherwise.
+    fn window(
+        piece: &[usize],
+        whole: &[usize],
+        axis: usize,
+        offset: usize,
+        into: bool,
+    ) -> Result<StridedMeta, CudaError> {
+        let (ps, ws) = (contiguous_strides(piece), contiguous_strides(whole));
+        let at = offset as i64 * ws[axis];
+        if into {
+            StridedMeta::new(piece, &ps, 0, &ws, at)
+        } else {
+            StridedMeta::new(piece, &ws, at, &ps, 0)
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! CUDA backend (feature `cuda`): cuBLAS matmuls, NVRTC-compiled kernels, NCCL
 //! collectives, one process per GPU.
 //!
-//! * [`CudaExecutor`] runs one rank's program of a plan with device buffers (same step
-//!   semantics as the CPU executor); [`VirtualRanks`] runs all ranks of a plan as streams
-//!   of one GPU (single-GPU testing of partitioned plans).
+//! * [`CudaDevice`] implements [`crate::device::Device`], so the plan executor's rank
+//!   interpreter ([`crate::exec`]) runs CUDA ranks as it runs CPU ranks; [`CudaBackend`] runs
+//!   all ranks of a plan as lanes (streams) of one GPU, collectives in device memory
+//!   ([`virtual_ranks`]); a rank process has one device whose collectives go through NCCL.
 //! * [`launcher`] spawns one process per GPU with torchrun-style variables ([`env`]);
 //!   [`rendezvous`] hands rank 0's NCCL id to the others over TCP and then watches the
 //!   connections so that a dead rank stops the rest; [`RankSession`] puts it together.
@@ -15,24 +16,24 @@
 //! unverified on a GPU (see docs/gpu.md).
 pub mod buffer;
 pub mod collectives;
+pub mod comm;
 pub mod context;
+mod device;
 pub mod distributed;
 pub mod env;
 mod error;
-pub mod executor;
+pub mod exchange;
 pub mod launch_cfg;
 pub mod launcher;
 pub mod meta;
 pub mod ops;
 pub mod probe;
-pub mod program;
 pub mod rendezvous;
 pub mod source;
 pub mod virtual_ranks;
-pub mod weights;
 
+pub use comm::CommSpec;
+pub use device::{CudaBackend, CudaDevice};
 pub use distributed::RankSession;
 pub use error::CudaError;
-pub use executor::{CommSpec, CudaExecutor};
-pub use virtual_ranks::VirtualRanks;
-pub use weights::{InlineWeights, NamedWeights, WeightSource};
+pub use virtual_ranks::LaneExchange;

@@ -451,38 +451,40 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(5));
     }
 
-    #[test]
-    fn master_times_out_naming_the_missing_rank() {
+    /// Rank 1, told world size `client_world` (waiting `client_wait`), meets a master
+    /// expecting `server_world` ranks (waiting `server_wait`); both must fail, not hang.
+    /// Returns the master's and rank 1's errors.
+    fn both_fail(
+        client_world: usize,
+        client_wait: Duration,
+        server_world: usize,
+        server_wait: Duration,
+    ) -> (String, String) {
         let server = RendezvousServer::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap().to_string();
         let (abort, _rx) = recorder();
         let a = abort.clone();
-        // Rank 1 comes, rank 2 never does: both sides must give up, not hang.
-        let client = thread::spawn(move || fetch(&addr, 1, 3, Duration::from_millis(800), a));
-        let err = server
-            .serve(b"id", 3, Duration::from_millis(500), abort)
-            .err()
-            .unwrap()
-            .to_string();
+        let client = thread::spawn(move || fetch(&addr, 1, client_world, client_wait, a));
+        let err = server.serve(b"id", server_world, server_wait, abort);
+        let cerr = client.join().unwrap();
+        (
+            err.err().expect("the master succeeded").to_string(),
+            cerr.err().expect("rank 1 succeeded").to_string(),
+        )
+    }
+
+    #[test]
+    fn master_times_out_naming_the_missing_rank() {
+        // Rank 1 comes, rank 2 never does.
+        let (err, cerr) = both_fail(3, Duration::from_millis(800), 3, Duration::from_millis(500));
         assert!(err.contains("waiting for rank(s) 2"), "{err}");
-        let cerr = client.join().unwrap().err().unwrap().to_string();
         assert!(cerr.contains("rank 1"), "{cerr}");
     }
 
     #[test]
     fn world_size_mismatch_is_refused() {
-        let server = RendezvousServer::bind("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        let (abort, _rx) = recorder();
-        let a = abort.clone();
-        let client = thread::spawn(move || fetch(&addr, 1, 4, Duration::from_secs(5), a));
-        let err = server
-            .serve(b"id", 2, Duration::from_secs(5), abort)
-            .err()
-            .unwrap()
-            .to_string();
+        let (err, cerr) = both_fail(4, Duration::from_secs(5), 2, Duration::from_secs(5));
         assert!(err.contains("WORLD_SIZE=4"), "{err}");
-        let cerr = client.join().unwrap().err().unwrap().to_string();
         assert!(
             cerr.contains("refused") && cerr.contains("WORLD_SIZE=4"),
             "{cerr}"

@@ -18,6 +18,19 @@ pub struct KernelModule {
     pub functions: &'static [&'static str],
 }
 
+/// Declares a kernel module: its file under `runtime/kernels/` (embedded with
+/// `include_str!`) and the kernels it defines.
+macro_rules! kernel_module {
+    ($(#[$doc:meta])* $name:ident, $file:literal, [$($f:literal),* $(,)?]) => {
+        $(#[$doc])*
+        pub const $name: KernelModule = KernelModule {
+            file: $file,
+            source: include_str!(concat!("../../kernels/", $file)),
+            functions: &[$($f),*],
+        };
+    };
+}
+
 impl KernelModule {
     /// The full text handed to NVRTC: the common header, then the module.
     pub fn full_source(&self) -> String {
@@ -25,11 +38,9 @@ impl KernelModule {
     }
 }
 
+kernel_module!(
 /// Elementwise kernels.
-pub const ELEMENTWISE: KernelModule = KernelModule {
-    file: "elementwise.cu",
-    source: include_str!("../../kernels/elementwise.cu"),
-    functions: &[
+ELEMENTWISE, "elementwise.cu", [
         "binary_f32",
         "binary_i64",
         "compare_f32",
@@ -55,28 +66,22 @@ pub const ELEMENTWISE: KernelModule = KernelModule {
         "cast_u8_i64",
         "wrap_i64",
         "round_f32",
-    ],
-};
+    ]
+);
 
+kernel_module!(
 /// Softmax, LayerNorm, RMSNorm.
-pub const NORM: KernelModule = KernelModule {
-    file: "norm.cu",
-    source: include_str!("../../kernels/norm.cu"),
-    functions: &["softmax_f32", "layernorm_f32", "rmsnorm_f32"],
-};
+NORM, "norm.cu", ["softmax_f32", "layernorm_f32", "rmsnorm_f32"]
+);
 
+kernel_module!(
 /// Reductions and CumSum.
-pub const REDUCE: KernelModule = KernelModule {
-    file: "reduce.cu",
-    source: include_str!("../../kernels/reduce.cu"),
-    functions: &["reduce_rows_f32", "cumsum_f32"],
-};
+REDUCE, "reduce.cu", ["reduce_rows_f32", "cumsum_f32"]
+);
 
+kernel_module!(
 /// Strided copies, Gather, Trilu.
-pub const MOVEMENT: KernelModule = KernelModule {
-    file: "movement.cu",
-    source: include_str!("../../kernels/movement.cu"),
-    functions: &[
+MOVEMENT, "movement.cu", [
         "strided_copy_b1",
         "strided_copy_b4",
         "strided_copy_b8",
@@ -86,8 +91,8 @@ pub const MOVEMENT: KernelModule = KernelModule {
         "trilu_b1",
         "trilu_b4",
         "trilu_b8",
-    ],
-};
+    ]
+);
 
 /// All modules, in load order.
 pub const MODULES: [KernelModule; 4] = [ELEMENTWISE, NORM, REDUCE, MOVEMENT];

@@ -1,117 +1,57 @@
-//! Virtual ranks: N ranks of a plan as N streams of one GPU, for testing partitioned
+//! Virtual ranks: N ranks of a plan as N lanes (streams) of one GPU, for running partitioned
 //! plans on a single-GPU machine (NCCL refuses two ranks on one device).
 //!
-//! Every rank runs on its own [`Lane`] up to its next collective; the collective is then
-//! done in device memory with the copy and add kernels, in a fixed order (all-reduce sums
-//! rank 0 + rank 1 + ... left to right), and its results handed back to each rank.
+//! Each rank thread owns its lane. A collective meets in a [`LaneExchange`]
+//! ([`lane_collective`]): every member first waits for its own lane (so its input is
+//! complete), deposits its input and waits; the last member to arrive computes every
+//! member's output in device memory on its own lane with the copy and add kernels, in a fixed
+//! order (all-reduce sums rank 0 + rank 1 + ... left to right), waits for that lane, and
+//! publishes the outputs.
+//!
+//! Buffer lifetime across streams: every buffer handed from one lane to another is complete
+//! (its producer's lane was synchronized) before the other lane sees it, and cudarc's event
+//! tracking (on by default once a context has several streams) makes a buffer's drop wait,
+//! on its owning stream, for the last read recorded on it before freeing it. A buffer keeps
+//! only its *last* read event, so no output is shared between ranks: replicated results
+//! (all-reduce, all-gather, broadcast) are copied once per rank, and after the round each
+//! buffer is read by one rank's lane only.
 use super::buffer::DeviceTensor;
-use super::collectives::CollectiveCall;
-use super::context::{Gpu, Lane};
+use super::collectives::{check_full_group, need_axis, need_to_axis};
+use super::context::Lane;
+use super::exchange::Exchange;
+use super::meta::StridedMeta;
 use super::ops;
-use super::program::RankRun;
-use super::weights::WeightSource;
 use super::CudaError;
-use std::collections::BTreeMap;
-use tessera_ir::plan::{CollectiveKind, Plan, StepKind};
-use tessera_ir::Tensor;
+use crate::collectives::CollectiveSpec;
+use crate::device::DeviceError;
+use tessera_ir::plan::CollectiveKind;
 
-/// N virtual ranks on one device.
-pub struct VirtualRanks {
-    lanes: Vec<Lane>,
-}
+/// The meeting point of the virtual ranks' collectives (one per run, shared by its devices).
+pub type LaneExchange = Exchange<DeviceTensor>;
 
-impl VirtualRanks {
-    /// Opens `device` and creates one lane per rank.
-    pub fn new(device: usize, world: usize) -> Result<VirtualRanks, CudaError> {
-        if world == 0 {
-            return Err(CudaError::Plan("virtual ranks: world size 0".into()));
-        }
-        let gpu = Gpu::open(device)?;
-        let lanes = (0..world).map(|_| gpu.lane()).collect::<Result<_, _>>()?;
-        Ok(VirtualRanks { lanes })
-    }
-
-    /// Number of ranks.
-    pub fn world(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Runs every rank's program; returns each rank's outputs, by rank.
-    pub fn run(
-        &self,
-        plan: &Plan,
-        weights: &dyn WeightSource,
-        inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<Vec<Vec<Tensor>>, CudaError> {
-        let world = self.world();
-        let mut runs: Vec<RankRun> = (0..world)
-            .map(|r| RankRun::new(plan, r, world))
-            .collect::<Result<_, _>>()?;
-        loop {
-            let mut pending = Vec::with_capacity(world);
-            for (run, lane) in runs.iter_mut().zip(&self.lanes) {
-                pending.push(run.run_until_collective(lane, weights, inputs)?);
-            }
-            if pending.iter().all(|p| p.is_none()) {
-                break;
-            }
-            let mut calls = Vec::with_capacity(world);
-            for (r, p) in pending.iter().enumerate() {
-                let Some(step) = p else {
-                    return Err(CudaError::Plan(format!(
-                        "rank {r} finished while other ranks wait in a collective"
-                    )));
-                };
-                let StepKind::Collective {
-                    collective,
-                    axis,
-                    to_axis,
-                    group,
-                    ..
-                } = &step.kind
-                else {
-                    return Err(CudaError::Plan("expected a collective step".into()));
-                };
-                let input = *step
-                    .inputs
-                    .first()
-                    .ok_or_else(|| CudaError::Plan("collective without input".into()))?;
-                calls.push((
-                    CollectiveCall {
-                        kind: *collective,
-                        axis: *axis,
-                        to_axis: *to_axis,
-                        group: group.clone(),
-                    },
-                    input,
-                ));
-            }
-            if let Some((r, _)) = calls.iter().enumerate().find(|(_, c)| c.0 != calls[0].0) {
-                return Err(CudaError::Plan(format!(
-                    "ranks disagree on the next collective: rank 0 {:?}, rank {r} {:?}",
-                    calls[0].0, calls[r].0
-                )));
-            }
-            let xs: Vec<DeviceTensor> = calls
-                .iter()
-                .zip(&runs)
-                .map(|((_, v), run)| run.value(*v).cloned())
-                .collect::<Result<_, _>>()?;
-            for lane in &self.lanes {
-                lane.synchronize()?;
-            }
-            let outs = virtual_collective(&self.lanes[0], &calls[0].0, &xs)
-                .map_err(|e| runs[0].collective_err(e))?;
-            self.lanes[0].synchronize()?;
-            for (run, out) in runs.iter_mut().zip(outs) {
-                run.finish_collective(out)?;
-            }
-        }
-        runs.iter()
-            .zip(&self.lanes)
-            .map(|(run, lane)| run.outputs(lane))
-            .collect()
-    }
+/// Runs `spec` over `group` for `rank`, whose input `x` lives on `lane`; blocks until every
+/// rank of the exchange called it and returns this rank's output.
+pub fn lane_collective(
+    ex: &LaneExchange,
+    rank: usize,
+    lane: &Lane,
+    group: &[usize],
+    spec: &CollectiveSpec,
+    x: &DeviceTensor,
+) -> Result<DeviceTensor, DeviceError> {
+    check_full_group(group, ex.world())?;
+    // The input must be complete before another lane reads it.
+    lane.synchronize()?;
+    ex.meet(rank, spec, x.clone(), |xs| {
+        let run = || -> Result<Vec<DeviceTensor>, CudaError> {
+            let outs = virtual_collective(lane, group, spec, &xs)?;
+            // The outputs must be complete before other lanes read them (and the inputs'
+            // reads done before their owners free them).
+            lane.synchronize()?;
+            Ok(outs)
+        };
+        run().map_err(|e| e.to_string())
+    })
 }
 
 /// Sums the tensors left to right (rank order).
@@ -121,7 +61,7 @@ fn ordered_sum(lane: &Lane, xs: &[DeviceTensor]) -> Result<DeviceTensor, CudaErr
         .cloned()
         .ok_or_else(|| CudaError::Plan("collective over no ranks".into()))?;
     for x in &xs[1..] {
-        acc = ops::add_same_shape(lane, &acc, x)?;
+        acc = ops::elementwise::add_same_shape(lane, &acc, x)?;
     }
     Ok(acc)
 }
@@ -145,42 +85,45 @@ fn chunk(
         )));
     }
     let c = e / world;
-    ops::local_slice(lane, x, axis, r * c, (r + 1) * c)
+    ops::movement::take_range(lane, x, axis, r * c, (r + 1) * c)
 }
 
-/// The results of a collective for every rank, computed in device memory on `lane`.
+/// `world` copies of `x`, one per rank (see the module notes on buffer lifetime).
+fn replicate(lane: &Lane, x: &DeviceTensor, world: usize) -> Result<Vec<DeviceTensor>, CudaError> {
+    let identity: Vec<usize> = (0..x.shape.len()).collect();
+    let meta = StridedMeta::permute(&x.shape, &identity)?;
+    (0..world)
+        .map(|_| ops::copy_to_new(lane, x, &meta, x.shape.clone()))
+        .collect()
+}
+
+/// The outputs of a collective for every rank (`xs`: every rank's input, by rank), computed
+/// in device memory on `lane`.
 pub fn virtual_collective(
     lane: &Lane,
-    call: &CollectiveCall,
+    group: &[usize],
+    spec: &CollectiveSpec,
     xs: &[DeviceTensor],
 ) -> Result<Vec<DeviceTensor>, CudaError> {
     let world = xs.len();
-    if call.group.len() != world || call.group.iter().enumerate().any(|(i, r)| i != *r) {
-        return Err(CudaError::Unsupported(format!(
-            "collective over group {:?}; only the full group 0..{world} is supported",
-            call.group
-        )));
-    }
-    match call.kind {
-        CollectiveKind::AllReduce => {
-            let sum = ordered_sum(lane, xs)?;
-            Ok(vec![sum; world])
-        }
-        CollectiveKind::Broadcast => Ok(vec![xs[call.group[0]].clone(); world]),
+    check_full_group(group, world)?;
+    match spec.kind {
+        CollectiveKind::AllReduce => replicate(lane, &ordered_sum(lane, xs)?, world),
+        CollectiveKind::Broadcast => replicate(lane, &xs[group[0]], world),
         CollectiveKind::AllGather => {
             let refs: Vec<&DeviceTensor> = xs.iter().collect();
-            let all = ops::concat(lane, &refs, call.need_axis()?)?;
-            Ok(vec![all; world])
+            let all = ops::movement::concat(lane, &refs, need_axis(spec)?)?;
+            replicate(lane, &all, world)
         }
         CollectiveKind::ReduceScatter => {
             let sum = ordered_sum(lane, xs)?;
-            let axis = call.need_axis()?;
+            let axis = need_axis(spec)?;
             (0..world)
                 .map(|r| chunk(lane, &sum, axis, r, world))
                 .collect()
         }
         CollectiveKind::AllToAll => {
-            let (axis, to_axis) = (call.need_axis()?, call.need_to_axis()?);
+            let (axis, to_axis) = (need_axis(spec)?, need_to_axis(spec)?);
             (0..world)
                 .map(|r| {
                     let parts: Vec<DeviceTensor> = xs
@@ -188,7 +131,7 @@ pub fn virtual_collective(
                         .map(|x| chunk(lane, x, to_axis, r, world))
                         .collect::<Result<_, _>>()?;
                     let refs: Vec<&DeviceTensor> = parts.iter().collect();
-                    ops::concat(lane, &refs, axis)
+                    ops::movement::concat(lane, &refs, axis)
                 })
                 .collect()
         }

@@ -2,7 +2,7 @@
 //! [`tessera_kernels::eval`] (the same code as the reference executor) and collectives go
 //! through a shared-memory exchange ([`ShmWorld`]).
 use super::shm::ShmWorld;
-use super::{Backend, Device, DeviceError, DeviceKind};
+use super::{Backend, Device, DeviceError, DeviceKind, OutSpec};
 use crate::collectives::{slice_axis, CollectiveSpec};
 use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
@@ -77,7 +77,12 @@ impl Device for CpuDevice {
         &b.shape
     }
 
-    fn compute(&mut self, op: &Op, inputs: &[&CpuBuffer]) -> Result<Vec<CpuBuffer>, DeviceError> {
+    fn compute(
+        &mut self,
+        op: &Op,
+        inputs: &[&CpuBuffer],
+        _outs: &[OutSpec<'_>],
+    ) -> Result<Vec<CpuBuffer>, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
         Ok(tessera_kernels::eval(op, &ins)?
             .into_iter()

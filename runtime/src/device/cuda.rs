@@ -1,10 +1,10 @@
 //! Stand-in for the CUDA backend when the crate is built without the `cuda` feature.
 //!
 //! [`CudaBackend::new`] always fails with [`NOT_COMPILED`], so `--backend cuda` gives a clear
-//! one-line error instead of a missing symbol. With `--features cuda`, `device::cuda` is the
-//! real backend in `crate::cuda`, which provides the same `CudaBackend::new()` and implements
-//! [`Backend`].
-use super::{Backend, Device, DeviceError, DeviceKind};
+//! one-line error instead of a missing symbol. With `--features cuda`, `device::cuda`
+//! re-exports the real backend of `crate::cuda`, which provides the same `CudaBackend::new()`
+//! and implements [`Backend`].
+use super::{Backend, Device, DeviceError, DeviceKind, OutSpec};
 use crate::collectives::CollectiveSpec;
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{Op, Tensor};
@@ -60,7 +60,12 @@ impl Device for NoDevice {
         match *self {}
     }
 
-    fn compute(&mut self, _op: &Op, _inputs: &[&Tensor]) -> Result<Vec<Tensor>, DeviceError> {
+    fn compute(
+        &mut self,
+        _op: &Op,
+        _inputs: &[&Tensor],
+        _outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Tensor>, DeviceError> {
         match *self {}
     }
 

@@ -7,11 +7,11 @@
 //!
 //! * [`cpu::CpuBackend`]: host memory, ops through [`tessera_kernels::eval`], collectives over
 //!   shared memory ([`shm`]).
-//! * CUDA (feature `cuda`): [`crate::exec::run_plan`] hands the plan to
-//!   `crate::cuda::VirtualRanks` (every rank as a stream of GPU 0; multi-GPU runs go through
-//!   `crate::cuda::RankSession`, one process per GPU). Without the feature, `device::cuda` is a
-//!   stub whose `CudaBackend::new` returns
-//!   "CUDA backend not compiled in: rebuild with --features cuda".
+//! * [`cuda::CudaBackend`] (feature `cuda`): every rank a stream ("lane") of GPU 0, collectives
+//!   in device memory; multi-GPU runs give each process one `crate::cuda::CudaDevice` with an
+//!   NCCL communicator (`crate::cuda::RankSession`) and run its rank with
+//!   [`crate::exec::run_one_rank`]. Without the feature, `device::cuda` is a stub whose
+//!   `CudaBackend::new` returns "CUDA backend not compiled in: rebuild with --features cuda".
 //!
 //! To add a backend, implement [`Backend`] + [`Device`]; nothing else in the executor changes.
 //! Contract for implementors:
@@ -25,7 +25,7 @@ use crate::collectives::{CollectiveError, CollectiveSpec};
 use std::fmt;
 use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
-use tessera_ir::{Op, Tensor};
+use tessera_ir::{DType, Op, Tensor};
 use tessera_kernels::{FusedOp, KernelError};
 use thiserror::Error;
 
@@ -34,6 +34,21 @@ pub mod shm;
 
 #[cfg(not(feature = "cuda"))]
 pub mod cuda;
+
+/// The CUDA backend (feature `cuda`): [`crate::cuda::CudaBackend`] and its devices.
+#[cfg(feature = "cuda")]
+pub mod cuda {
+    pub use crate::cuda::{CudaBackend, CudaDevice};
+}
+
+/// The dtype and shape the plan gives one output of a compute step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutSpec<'a> {
+    /// Logical dtype.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: &'a [usize],
+}
 
 /// Which kind of device runs a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,11 +140,14 @@ pub trait Device: Send {
     /// Shape of a buffer.
     fn shape<'b>(&self, b: &'b Self::Buffer) -> &'b [usize];
 
-    /// Runs an op (semantics of [`tessera_kernels::eval`]).
+    /// Runs an op (semantics of [`tessera_kernels::eval`]). `outs` are the outputs the plan
+    /// binds (devices that allocate outputs up front size them from it); the executor checks
+    /// the shapes of the results either way, and extra trailing results are dropped.
     fn compute(
         &mut self,
         op: &Op,
         inputs: &[&Self::Buffer],
+        outs: &[OutSpec<'_>],
     ) -> Result<Vec<Self::Buffer>, DeviceError>;
 
     /// True when this device runs fused op chains ([`Device::compute_fused`]); the executor

@@ -7,7 +7,9 @@
 //! the outputs from the first rank that computes each of them. Each rank loads only its own
 //! slices of the weights, frees each buffer after its last use, and measures the bytes it holds
 //! ([`RankStats::peak_live_bytes`]). When a rank fails, its peers are woken out of their
-//! collectives and the first real error is returned (never a hang).
+//! collectives and the first real error is returned (never a hang). [`run_one_rank`] runs a
+//! single rank on a given device whose peers live in other processes (one process per GPU);
+//! both go through the same rank interpreter (`rank.rs`), whatever the backend.
 //!
 //! Loading a plan file and checking its source model live in [`load`]; comparison with the
 //! reference executor in [`check`].
@@ -104,7 +106,8 @@ pub fn run_plan_exec(
     }
 }
 
-#[cfg(not(feature = "cuda"))]
+/// Runs every rank of the plan as a lane (stream) of GPU 0 ([`crate::device::cuda`]; without
+/// the `cuda` feature its stub reports that the backend is not compiled in).
 fn run_cuda(
     plan: &Plan,
     store: &WeightStore,
@@ -112,32 +115,6 @@ fn run_cuda(
 ) -> Result<(Vec<Tensor>, RunStats), ExecError> {
     let backend = crate::device::cuda::CudaBackend::new()?;
     run_on(&backend, plan, store, inputs)
-}
-
-/// Runs every rank of the plan as a stream of GPU 0 (`crate::cuda::VirtualRanks`).
-#[cfg(feature = "cuda")]
-fn run_cuda(
-    plan: &Plan,
-    store: &WeightStore,
-    inputs: &BTreeMap<String, Tensor>,
-) -> Result<(Vec<Tensor>, RunStats), ExecError> {
-    use crate::device::DeviceError;
-    validate::validate_plan(plan)?;
-    validate::validate_inputs(plan, inputs)?;
-    let start = Instant::now();
-    let cuda = |e: crate::cuda::CudaError| ExecError::Device(DeviceError::Backend(e.to_string()));
-    let ranks = crate::cuda::VirtualRanks::new(0, plan.ranks.len()).map_err(cuda)?;
-    let mut per_rank = ranks.run(plan, store, inputs).map_err(cuda)?;
-    if per_rank.is_empty() {
-        return Err(ExecError::InvalidPlan("no rank produced outputs".into()));
-    }
-    let outputs = per_rank.swap_remove(0);
-    let stats = RunStats {
-        backend: "cuda".into(),
-        wall_ms: start.elapsed().as_secs_f64() * 1e3,
-        ranks: Vec::new(),
-    };
-    Ok((outputs, stats))
 }
 
 /// Maps an executor error onto the crate's error type.
@@ -240,6 +217,50 @@ pub fn run_on<B: Backend>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((outputs, stats))
+}
+
+/// Runs rank `rank` of `plan` alone on `dev`, whose peers run in other processes (one
+/// process per GPU; `dev` reaches them through its collectives), and returns every plan
+/// output this rank computes (downloaded, in the plan's output order; `None` for outputs
+/// only other ranks compute) with the rank's statistics. On failure `dev`'s peers are told
+/// ([`Device::abort_peers`]).
+pub fn run_one_rank<D: Device>(
+    dev: D,
+    plan: &Plan,
+    store: &WeightStore,
+    inputs: &BTreeMap<String, Tensor>,
+    rank: usize,
+) -> Result<(Vec<Option<Tensor>>, RankStats), ExecError> {
+    validate::validate_plan(plan)?;
+    validate::validate_inputs(plan, inputs)?;
+    if rank >= plan.ranks.len() {
+        return Err(ExecError::InvalidPlan(format!(
+            "rank {rank} is not below the plan's {} ranks",
+            plan.ranks.len()
+        )));
+    }
+    let defined: std::collections::BTreeSet<ValueId> = plan.ranks[rank]
+        .steps
+        .iter()
+        .flat_map(|s| s.outputs.iter().copied())
+        .collect();
+    let job = RankJob {
+        plan,
+        store,
+        inputs,
+        rank,
+        keep: plan
+            .outputs
+            .iter()
+            .copied()
+            .filter(|v| defined.contains(v))
+            .collect(),
+    };
+    let failures = AtomicUsize::new(0);
+    let (kept, stats) = rank_thread(dev, job, &failures).map_err(|(_, f)| f.err)?;
+    let kept: BTreeMap<ValueId, Tensor> = kept.into_iter().collect();
+    let outputs = plan.outputs.iter().map(|v| kept.get(v).cloned()).collect();
     Ok((outputs, stats))
 }
 

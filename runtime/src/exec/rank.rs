@@ -4,7 +4,7 @@ use super::error::ExecError;
 use super::fuse::{self, Item};
 use super::RankStats;
 use crate::collectives::{slice_axis, CollectiveSpec};
-use crate::device::{Device, DeviceError};
+use crate::device::{Device, DeviceError, OutSpec};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -315,7 +315,21 @@ fn run_step<D: Device>(
             };
             vec![dev.upload(t)?]
         }
-        StepKind::Compute { op, .. } => dev.compute(op, ins)?,
+        StepKind::Compute { op, .. } => {
+            // Validation checked that every value id is in range.
+            let outs: Vec<OutSpec<'_>> = step
+                .outputs
+                .iter()
+                .map(|v| {
+                    let pv = &plan.values[v.index()];
+                    OutSpec {
+                        dtype: pv.dtype,
+                        shape: &pv.shape,
+                    }
+                })
+                .collect();
+            dev.compute(op, ins, &outs)?
+        }
         StepKind::ShardedGather { node, offset, rows } => {
             // Validation checked that the node is a two-input Gather.
             let vocab = g

@@ -113,26 +113,23 @@ mod tests {
             (UnaryOp::Silu, "x / (1.0f + expf(-x))"),
             (UnaryOp::Relu, "x > 0.0f ? x : 0.0f"),
         ];
-        for (op, text) in expect {
-            let line = case_line(
-                src,
-                "ts_unary_f32(int op, float x)",
-                unary_float(op).unwrap(),
-            );
-            assert!(line.contains(text), "{op:?}: {line}");
-        }
         let bin = [
             (BinaryOp::Sub, "a - b"),
             (BinaryOp::Pow, "powf(a, b)"),
             (BinaryOp::Mod { fmod: true }, "fmodf(a, b)"),
         ];
-        for (op, text) in bin {
-            let line = case_line(
-                src,
-                "ts_binary_f32(int op, float a, float b)",
-                arithmetic(op).unwrap(),
+        let unary_fn = "ts_unary_f32(int op, float x)";
+        let binary_fn = "ts_binary_f32(int op, float a, float b)";
+        let cases = expect
+            .iter()
+            .map(|(op, text)| (format!("{op:?}"), unary_fn, unary_float(*op), *text))
+            .chain(
+                bin.iter()
+                    .map(|(op, text)| (format!("{op:?}"), binary_fn, arithmetic(*op), *text)),
             );
-            assert!(line.contains(text), "{op:?}: {line}");
+        for (op, function, code, text) in cases {
+            let line = case_line(src, function, code.unwrap());
+            assert!(line.contains(text), "{op}: {line}");
         }
         assert!(case_line(
             src,

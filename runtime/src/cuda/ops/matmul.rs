@@ -200,16 +200,12 @@ pub fn gemm(
             a.shape, b.shape
         )));
     }
-    let (m, k) = if attrs.trans_a {
-        (a.shape[1], a.shape[0])
-    } else {
-        (a.shape[0], a.shape[1])
-    };
-    let (k2, n) = if attrs.trans_b {
-        (b.shape[1], b.shape[0])
-    } else {
-        (b.shape[0], b.shape[1])
-    };
+    // (rows, cols) of op(X) for a 2-D X.
+    let op_dims = |s: &[usize], t: bool| if t { (s[1], s[0]) } else { (s[0], s[1]) };
+    let ((m, k), (k2, n)) = (
+        op_dims(&a.shape, attrs.trans_a),
+        op_dims(&b.shape, attrs.trans_b),
+    );
     if k != k2 {
         return Err(CudaError::Plan(format!(
             "Gemm of {:?} and {:?}: inner dims {k} and {k2} differ",
@@ -294,16 +290,20 @@ mod tests {
     }
 
     #[test]
-    fn row_major_mapping_matches_a_direct_product() {
+    fn row_major_mapping_matches_the_cpu_kernels_product() {
         let (m, n, k) = (2usize, 3usize, 4usize);
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 - 3.0).collect(); // row-major [M,K]
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32) * 0.5).collect(); // row-major [K,N]
-        let mut want = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                want[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
+                                                                          // The CPU kernels' product (exact here: small integers and halves).
+        let (ta_, tb_) = (
+            tessera_ir::Tensor::f32(vec![m, k], a.clone()),
+            tessera_ir::Tensor::f32(vec![k, n], b.clone()),
+        );
+        let op = tessera_ir::Op::MatMul(tessera_ir::op::MatMulAttrs {});
+        let want = tessera_kernels::eval(&op, &[&ta_, &tb_]).unwrap()[0]
+            .as_f32()
+            .unwrap()
+            .to_vec();
         // Transposed storage variants of the same operands.
         let at: Vec<f32> = (0..k * m).map(|idx| a[(idx % m) * k + idx / m]).collect(); // [K,M]
         let bt: Vec<f32> = (0..n * k).map(|idx| b[(idx % k) * n + idx / k]).collect(); // [N,K]

@@ -1,13 +1,13 @@
 //! Running IR ops on device tensors: one file per op family, a dispatcher here, and a host
 //! fallback (download, [`tessera_kernels::eval`], upload) for the ops without a kernel.
 pub mod codes;
-mod elementwise;
+pub(crate) mod elementwise;
 mod fallback;
 mod matmul;
-mod movement;
+pub(crate) mod movement;
 mod norm;
 
-use super::buffer::{Class, DeviceData, DeviceTensor};
+use super::buffer::{ArgMut, Class, DeviceData, DeviceTensor};
 use super::context::Lane;
 use super::meta::StridedMeta;
 use super::CudaError;
@@ -24,9 +24,11 @@ macro_rules! launch {
         $( builder.arg($arg); )*
         // SAFETY: every call site passes the arguments in the order and with the types of
         // the kernel's C signature in runtime/kernels/*.cu (scalars as i32/i64/f32, index
-        // metadata as the #[repr(C)] mirrors of common.cuh, buffers as CudaSlices), and
-        // sizes the output buffers to the element counts the metadata describes, so the
-        // kernel reads and writes in bounds.
+        // metadata as the #[repr(C)] mirrors of common.cuh, buffers as CudaSlices or as
+        // buffer::Arg/ArgMut of a kernel picked by the buffers' storage class, so the
+        // element type is the one the kernel declares), and sizes the output buffers to the
+        // element counts the metadata describes (launch_new! allocates exactly `n`
+        // elements), so the kernel reads and writes in bounds.
         unsafe { builder.launch($cfg) }
             .map(|_| ())
             .map_err(|e| CudaError::Driver(format!("kernel {name}: {e}")))
@@ -34,8 +36,18 @@ macro_rules! launch {
 }
 pub(crate) use launch;
 
-/// The (dtype, shape) a step's output must have, from the plan.
-pub type OutSpec = (DType, Vec<usize>);
+/// Allocates an `$n`-element output of class `$class`, launches kernel `$name` with
+/// `$cfg`, the listed arguments and then the output, and evaluates to the output storage.
+macro_rules! launch_new {
+    ($lane:expr, $class:expr, $n:expr, $name:expr, $cfg:expr $(, $arg:expr)* $(,)?) => {{
+        let mut out = $crate::cuda::buffer::DeviceData::zeros($lane, $class, $n)?;
+        launch!($lane, $name, $cfg $(, $arg)*, $crate::cuda::buffer::ArgMut(&mut out))?;
+        out
+    }};
+}
+pub(crate) use launch_new;
+
+pub use crate::device::OutSpec;
 
 /// Runs a strided copy from `src` into `dst` (same class).
 pub(crate) fn strided_copy(
@@ -44,21 +56,14 @@ pub(crate) fn strided_copy(
     src: &DeviceData,
     dst: &mut DeviceData,
 ) -> Result<(), CudaError> {
-    let cfg = super::launch_cfg::elementwise(meta.n as usize);
-    match (src, dst) {
-        (DeviceData::F32(s), DeviceData::F32(d)) => {
-            launch!(lane, "strided_copy_b4", cfg, meta, s, d)
-        }
-        (DeviceData::I64(s), DeviceData::I64(d)) => {
-            launch!(lane, "strided_copy_b8", cfg, meta, s, d)
-        }
-        (DeviceData::Bool(s), DeviceData::Bool(d)) => {
-            launch!(lane, "strided_copy_b1", cfg, meta, s, d)
-        }
-        _ => Err(CudaError::Plan(
+    if src.class() != dst.class() {
+        return Err(CudaError::Plan(
             "strided copy between different element types".into(),
-        )),
+        ));
     }
+    let cfg = super::launch_cfg::elementwise(meta.n as usize);
+    let name = src.class().copy_kernel("strided_copy");
+    launch!(lane, &name, cfg, meta, src.arg(), ArgMut(dst))
 }
 
 /// A new contiguous tensor of `shape` filled by one strided copy from `src`.
@@ -79,7 +84,7 @@ pub fn run_op(
     lane: &Lane,
     op: &Op,
     inputs: &[&DeviceTensor],
-    outs: &[OutSpec],
+    outs: &[OutSpec<'_>],
 ) -> Result<Vec<DeviceTensor>, CudaError> {
     let want = |n: usize| -> Result<(), CudaError> {
         if inputs.len() < n {
@@ -216,55 +221,11 @@ pub fn sharded_gather(
         .ok_or_else(|| CudaError::Unsupported("sharded gather needs integer indices".into()))
 }
 
-/// Keeps this rank's range `[start, end)` of `axis` (Replicated → Split).
-pub fn local_slice(
-    lane: &Lane,
-    x: &DeviceTensor,
-    axis: usize,
-    start: usize,
-    end: usize,
-) -> Result<DeviceTensor, CudaError> {
-    movement::take_range(lane, x, axis, start, end)
+fn out_dtype(outs: &[OutSpec<'_>]) -> Option<DType> {
+    outs.first().map(|o| o.dtype)
 }
 
-/// Multiplies a float tensor by `s` (ScaleToPartial).
-pub fn scale(lane: &Lane, x: &DeviceTensor, s: f32) -> Result<DeviceTensor, CudaError> {
-    elementwise::scale(lane, x, s)
-}
-
-/// Elementwise sum of two tensors of the same shape (virtual-rank reductions).
-pub fn add_same_shape(
-    lane: &Lane,
-    a: &DeviceTensor,
-    b: &DeviceTensor,
-) -> Result<DeviceTensor, CudaError> {
-    elementwise::add_same_shape(lane, a, b)
-}
-
-/// Moves axis `from` of a contiguous tensor to position `to` (collectives' layout moves).
-pub fn move_axis(
-    lane: &Lane,
-    x: &DeviceTensor,
-    from: usize,
-    to: usize,
-) -> Result<DeviceTensor, CudaError> {
-    movement::move_axis(lane, x, from, to)
-}
-
-/// Concatenates tensors along `axis`.
-pub fn concat(
-    lane: &Lane,
-    parts: &[&DeviceTensor],
-    axis: usize,
-) -> Result<DeviceTensor, CudaError> {
-    movement::concat(lane, parts, axis)
-}
-
-fn out_dtype(outs: &[OutSpec]) -> Option<DType> {
-    outs.first().map(|(d, _)| *d)
-}
-
-fn check_outputs(op: &Op, got: &[DeviceTensor], outs: &[OutSpec]) -> Result<(), CudaError> {
+fn check_outputs(op: &Op, got: &[DeviceTensor], outs: &[OutSpec<'_>]) -> Result<(), CudaError> {
     if got.len() != outs.len() {
         return Err(CudaError::Plan(format!(
             "{} produced {} outputs, the plan expects {}",
@@ -273,8 +234,8 @@ fn check_outputs(op: &Op, got: &[DeviceTensor], outs: &[OutSpec]) -> Result<(), 
             outs.len()
         )));
     }
-    for (i, (t, (dtype, shape))) in got.iter().zip(outs).enumerate() {
-        if &t.shape != shape || Class::of(t.dtype) != Class::of(*dtype) {
+    for (i, (t, OutSpec { dtype, shape })) in got.iter().zip(outs).enumerate() {
+        if t.shape != *shape || Class::of(t.dtype) != Class::of(*dtype) {
             return Err(CudaError::Plan(format!(
                 "{} output {i}: computed {} {:?}, the plan expects {dtype} {shape:?}",
                 op.name(),

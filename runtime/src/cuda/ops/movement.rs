@@ -1,12 +1,12 @@
 //! Data movement on the device: Reshape (free), Transpose, Concat, Split, Slice, Expand,
 //! Gather (plain and vocabulary-sharded), Trilu, and the range/axis moves used by the
 //! executor and the collectives. All by element size, so every dtype works.
-use super::super::buffer::{DeviceData, DeviceTensor};
+use super::super::buffer::{Class, DeviceData, DeviceTensor};
 use super::super::context::Lane;
 use super::super::launch_cfg;
 use super::super::meta::StridedMeta;
 use super::super::CudaError;
-use super::{copy_to_new, launch, strided_copy};
+use super::{copy_to_new, launch, launch_new, strided_copy};
 use tessera_ir::numel;
 use tessera_ir::op::SliceAttrs;
 
@@ -167,9 +167,9 @@ pub fn gather(
     axis: usize,
     sharded: Option<(usize, usize, usize)>,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let DeviceData::I64(idx) = &*indices.data else {
+    if indices.class() != Class::I64 {
         return Ok(None);
-    };
+    }
     if axis >= data.shape.len() {
         return Err(CudaError::Plan(format!(
             "Gather axis {axis} out of range for shape {:?}",
@@ -204,52 +204,23 @@ pub fn gather(
         wrap as i64,
         offset as i64,
     );
-    let mut out = DeviceData::zeros(lane, data.class(), n)?;
-    match (&*data.data, &mut out) {
-        (DeviceData::F32(d), DeviceData::F32(o)) => launch!(
-            lane,
-            "gather_b4",
-            cfg,
-            &ou,
-            &he,
-            &inn,
-            &ni,
-            &wr,
-            &of,
-            idx,
-            d,
-            o
-        )?,
-        (DeviceData::I64(d), DeviceData::I64(o)) => launch!(
-            lane,
-            "gather_b8",
-            cfg,
-            &ou,
-            &he,
-            &inn,
-            &ni,
-            &wr,
-            &of,
-            idx,
-            d,
-            o
-        )?,
-        (DeviceData::Bool(d), DeviceData::Bool(o)) => launch!(
-            lane,
-            "gather_b1",
-            cfg,
-            &ou,
-            &he,
-            &inn,
-            &ni,
-            &wr,
-            &of,
-            idx,
-            d,
-            o
-        )?,
-        _ => return Err(CudaError::Plan("gather: output storage mismatch".into())),
-    }
+    let name = data.class().copy_kernel("gather");
+    let (idx, d) = (indices.arg(), data.arg());
+    let out = launch_new!(
+        lane,
+        data.class(),
+        n,
+        &name,
+        cfg,
+        &ou,
+        &he,
+        &inn,
+        &ni,
+        &wr,
+        &of,
+        idx,
+        d
+    );
     Ok(Some(DeviceTensor::new(data.dtype, shape, out)))
 }
 
@@ -275,18 +246,19 @@ pub fn trilu(
         x.shape[r - 1] as i64,
         upper as i32,
     );
-    let mut out = DeviceData::zeros(lane, x.class(), n)?;
-    match (&*x.data, &mut out) {
-        (DeviceData::F32(d), DeviceData::F32(o)) => {
-            launch!(lane, "trilu_b4", cfg, &n64, &rows, &cols, &k, &up, d, o)?
-        }
-        (DeviceData::I64(d), DeviceData::I64(o)) => {
-            launch!(lane, "trilu_b8", cfg, &n64, &rows, &cols, &k, &up, d, o)?
-        }
-        (DeviceData::Bool(d), DeviceData::Bool(o)) => {
-            launch!(lane, "trilu_b1", cfg, &n64, &rows, &cols, &k, &up, d, o)?
-        }
-        _ => return Err(CudaError::Plan("trilu: output storage mismatch".into())),
-    }
-    Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
+    let name = x.class().copy_kernel("trilu");
+    let out = launch_new!(
+        lane,
+        x.class(),
+        n,
+        &name,
+        cfg,
+        &n64,
+        &rows,
+        &cols,
+        &k,
+        &up,
+        x.arg()
+    );
+    Ok(x.same_shape(x.dtype, out))
 }

@@ -1,11 +1,11 @@
 //! Row-wise ops: Softmax / LogSoftmax, LayerNorm, RMSNorm, reductions, CumSum (f32;
 //! `None` for other types → host fallback).
-use super::super::buffer::{DeviceData, DeviceTensor};
+use super::super::buffer::{Class, DeviceTensor};
 use super::super::context::Lane;
 use super::super::launch_cfg;
 use super::super::meta::StridedMeta;
 use super::super::CudaError;
-use super::{codes, copy_to_new, launch};
+use super::{codes, copy_to_new, launch, launch_new};
 use tessera_ir::op::{CumSumAttrs, ReduceAttrs};
 
 /// `(outer, len, inner)` of `shape` around `axis`.
@@ -29,41 +29,41 @@ pub fn softmax(
     axis: usize,
     log: bool,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let DeviceData::F32(v) = &*x.data else {
+    if x.class() != Class::F32 {
         return Ok(None);
-    };
+    }
     let (outer, len, inner) = split_at_axis(&x.shape, axis)?;
-    let mut o = lane
-        .stream
-        .alloc_zeros::<f32>(x.numel().max(1))
-        .map_err(CudaError::driver)?;
+    let cfg = launch_cfg::rows(outer * inner, len);
     let (mode, ou, le, inn) = (log as i32, outer as i64, len as i64, inner as i64);
-    launch!(
+    let out = launch_new!(
         lane,
+        Class::F32,
+        x.numel(),
         "softmax_f32",
-        launch_cfg::rows(outer * inner, len),
+        cfg,
         &mode,
         &ou,
         &le,
         &inn,
-        v,
-        &mut o
-    )?;
-    Ok(Some(DeviceTensor::new(
-        x.dtype,
-        x.shape.clone(),
-        DeviceData::F32(o),
-    )))
+        x.arg()
+    );
+    Ok(Some(x.same_shape(x.dtype, out)))
 }
 
 /// Rows and row length of a normalisation over `axis..rank`, checking the scale (and
-/// bias) cover one row.
+/// bias) cover one row; `None` unless `x` and the parameters are float tensors.
 fn norm_rows(
     x: &DeviceTensor,
     axis: usize,
     params: &[&DeviceTensor],
     op: &str,
-) -> Result<(usize, usize), CudaError> {
+) -> Result<Option<(usize, usize)>, CudaError> {
+    if std::iter::once(x)
+        .chain(params.iter().copied())
+        .any(|t| t.class() != Class::F32)
+    {
+        return Ok(None);
+    }
     if axis > x.shape.len() {
         return Err(CudaError::Plan(format!(
             "{op}: axis {axis} out of range for shape {:?}",
@@ -81,7 +81,21 @@ fn norm_rows(
             )));
         }
     }
-    Ok((rows, len))
+    Ok(Some((rows, len)))
+}
+
+/// Launches row-normalisation kernel `$name`, whose C signature is `(rows, len, eps, x,
+/// scale, extra.., out)`, over `$x` seen as `$shape = (rows, len)`.
+macro_rules! row_norm {
+    ($lane:expr, $name:expr, $x:expr, $scale:expr, $shape:expr, $eps:expr $(, $extra:expr)*) => {{
+        let (rows, len): (usize, usize) = $shape;
+        let (r, l, eps): (i64, i64, f32) = (rows as i64, len as i64, $eps);
+        let cfg = launch_cfg::rows(rows, len);
+        let (v, s) = ($x.arg(), $scale.arg());
+        let n = $x.numel();
+        let out = launch_new!($lane, Class::F32, n, $name, cfg, &r, &l, &eps, v, s $(, $extra)*);
+        Ok(Some($x.same_shape($x.dtype, out)))
+    }};
 }
 
 /// LayerNorm over `axis..rank`.
@@ -93,40 +107,14 @@ pub fn layer_norm(
     axis: usize,
     eps: f32,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let (DeviceData::F32(v), DeviceData::F32(s)) = (&*x.data, &*scale.data) else {
-        return Ok(None);
-    };
     let mut params = vec![scale];
     params.extend(bias);
-    let (rows, len) = norm_rows(x, axis, &params, "LayerNorm")?;
-    let b = match bias.map(|b| &*b.data) {
-        None => s,
-        Some(DeviceData::F32(b)) => b,
-        Some(_) => return Ok(None),
+    let Some(rows) = norm_rows(x, axis, &params, "LayerNorm")? else {
+        return Ok(None);
     };
-    let mut o = lane
-        .stream
-        .alloc_zeros::<f32>(x.numel().max(1))
-        .map_err(CudaError::driver)?;
-    let (r, l, has_bias) = (rows as i64, len as i64, bias.is_some() as i32);
-    launch!(
-        lane,
-        "layernorm_f32",
-        launch_cfg::rows(rows, len),
-        &r,
-        &l,
-        &eps,
-        v,
-        s,
-        b,
-        &has_bias,
-        &mut o
-    )?;
-    Ok(Some(DeviceTensor::new(
-        x.dtype,
-        x.shape.clone(),
-        DeviceData::F32(o),
-    )))
+    // Without a bias the kernel is told so and reads the scale in its place.
+    let (b, has_bias) = (bias.unwrap_or(scale).arg(), bias.is_some() as i32);
+    row_norm!(lane, "layernorm_f32", x, scale, rows, eps, b, &has_bias)
 }
 
 /// RMSNorm over `axis..rank`.
@@ -137,31 +125,10 @@ pub fn rms_norm(
     axis: usize,
     eps: f32,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let (DeviceData::F32(v), DeviceData::F32(s)) = (&*x.data, &*scale.data) else {
+    let Some(rows) = norm_rows(x, axis, &[scale], "RMSNorm")? else {
         return Ok(None);
     };
-    let (rows, len) = norm_rows(x, axis, &[scale], "RMSNorm")?;
-    let mut o = lane
-        .stream
-        .alloc_zeros::<f32>(x.numel().max(1))
-        .map_err(CudaError::driver)?;
-    let (r, l) = (rows as i64, len as i64);
-    launch!(
-        lane,
-        "rmsnorm_f32",
-        launch_cfg::rows(rows, len),
-        &r,
-        &l,
-        &eps,
-        v,
-        s,
-        &mut o
-    )?;
-    Ok(Some(DeviceTensor::new(
-        x.dtype,
-        x.shape.clone(),
-        DeviceData::F32(o),
-    )))
+    row_norm!(lane, "rmsnorm_f32", x, scale, rows, eps)
 }
 
 /// The permutation putting kept axes first and reduced axes last, the row count, row
@@ -205,7 +172,7 @@ pub fn reduce(
     x: &DeviceTensor,
     attrs: &ReduceAttrs,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    if !matches!(&*x.data, DeviceData::F32(_)) {
+    if x.class() != Class::F32 {
         return Ok(None);
     }
     let (perm, rows, len, out_shape) = reduce_plan(&x.shape, &attrs.axes, attrs.keepdims)?;
@@ -216,27 +183,20 @@ pub fn reduce(
         let shape = perm.iter().map(|&p| x.shape[p]).collect();
         copy_to_new(lane, x, &meta, shape)?
     };
-    let v = moved.f32("Reduce")?;
-    let mut o = lane
-        .stream
-        .alloc_zeros::<f32>(rows.max(1))
-        .map_err(CudaError::driver)?;
     let (kind, r, l) = (codes::reduce(attrs.kind), rows as i64, len as i64);
-    launch!(
+    let cfg = launch_cfg::rows(rows, len);
+    let out = launch_new!(
         lane,
+        Class::F32,
+        rows,
         "reduce_rows_f32",
-        launch_cfg::rows(rows, len),
+        cfg,
         &kind,
         &r,
         &l,
-        v,
-        &mut o
-    )?;
-    Ok(Some(DeviceTensor::new(
-        x.dtype,
-        out_shape,
-        DeviceData::F32(o),
-    )))
+        moved.arg()
+    );
+    Ok(Some(DeviceTensor::new(x.dtype, out_shape, out)))
 }
 
 /// Cumulative sum along `attrs.axis`.
@@ -245,38 +205,27 @@ pub fn cumsum(
     x: &DeviceTensor,
     attrs: &CumSumAttrs,
 ) -> Result<Option<DeviceTensor>, CudaError> {
-    let DeviceData::F32(v) = &*x.data else {
+    if x.class() != Class::F32 {
         return Ok(None);
-    };
+    }
     let (outer, len, inner) = split_at_axis(&x.shape, attrs.axis)?;
-    let mut o = lane
-        .stream
-        .alloc_zeros::<f32>(x.numel().max(1))
-        .map_err(CudaError::driver)?;
-    let (ou, le, inn, ex, rev) = (
-        outer as i64,
-        len as i64,
-        inner as i64,
-        attrs.exclusive as i32,
-        attrs.reverse as i32,
-    );
-    launch!(
+    let (ou, le, inn) = (outer as i64, len as i64, inner as i64);
+    let (ex, rev) = (attrs.exclusive as i32, attrs.reverse as i32);
+    let cfg = launch_cfg::elementwise(outer * inner);
+    let out = launch_new!(
         lane,
+        Class::F32,
+        x.numel(),
         "cumsum_f32",
-        launch_cfg::elementwise(outer * inner),
+        cfg,
         &ou,
         &le,
         &inn,
         &ex,
         &rev,
-        v,
-        &mut o
-    )?;
-    Ok(Some(DeviceTensor::new(
-        x.dtype,
-        x.shape.clone(),
-        DeviceData::F32(o),
-    )))
+        x.arg()
+    );
+    Ok(Some(x.same_shape(x.dtype, out)))
 }
 
 #[cfg(test)]

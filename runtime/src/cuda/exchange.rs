@@ -1,0 +1,238 @@
+//! The meeting point of in-process ranks' collectives, independent of where the data lives
+//! (the virtual ranks of [`super::virtual_ranks`] exchange device tensors through it; the
+//! tests below exchange integers).
+//!
+//! Every member deposits its input and waits; the last member to arrive checks that all
+//! called the same collective, runs the leader function on the inputs (in rank order) and
+//! publishes one output per rank; each member takes its own. A member that arrives for the
+//! next collective while the previous round's outputs are still being taken waits for them.
+//! Waiting re-checks an abort flag ([`Exchange::abort`]) so that a failed rank never leaves
+//! its peers hanging.
+use crate::collectives::{CollectiveError, CollectiveSpec};
+use crate::device::DeviceError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How often a waiting member re-checks the abort flag even without a notification.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A rendezvous of `world` rank threads, one collective round at a time.
+pub struct Exchange<T> {
+    world: usize,
+    aborted: AtomicBool,
+    state: Mutex<Round<T>>,
+    cv: Condvar,
+}
+
+/// One round: deposits until everyone arrived, then outputs until everyone took theirs.
+struct Round<T> {
+    generation: u64,
+    deposits: Vec<Option<(CollectiveSpec, T)>>,
+    arrived: usize,
+    outputs: Option<Result<Vec<T>, String>>,
+    taken: usize,
+}
+
+impl<T: Clone> Exchange<T> {
+    /// An exchange for `world` ranks.
+    pub fn new(world: usize) -> Exchange<T> {
+        Exchange {
+            world,
+            aborted: AtomicBool::new(false),
+            state: Mutex::new(Round {
+                generation: 0,
+                deposits: vec![None; world],
+                arrived: 0,
+                outputs: None,
+                taken: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// Marks the run as failed and wakes every waiting member.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        // Taking the lock orders the flag store before the waiters' re-check.
+        let _g = self.lock();
+        self.cv.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Round<T>> {
+        // A poisoned lock means a member panicked while holding it; the round's fields are
+        // only updated together under the lock, and the run is being aborted anyway.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits while `busy` holds, failing as soon as the run is aborted.
+    fn wait_while<'a>(
+        &self,
+        mut st: MutexGuard<'a, Round<T>>,
+        kind: &'static str,
+        busy: impl Fn(&Round<T>) -> bool,
+    ) -> Result<MutexGuard<'a, Round<T>>, DeviceError> {
+        loop {
+            if self.aborted.load(Ordering::SeqCst) {
+                return Err(CollectiveError::Aborted { kind }.into());
+            }
+            if !busy(&st) {
+                return Ok(st);
+            }
+            st = self
+                .cv
+                .wait_timeout(st, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Rank `rank` joins collective `spec` with input `x` and blocks until every rank has;
+    /// the last to arrive runs `leader` on all inputs (by rank), which returns one output
+    /// per rank. Returns this rank's output, the leader's error, or an abort.
+    pub fn meet(
+        &self,
+        rank: usize,
+        spec: &CollectiveSpec,
+        x: T,
+        leader: impl FnOnce(Vec<T>) -> Result<Vec<T>, String>,
+    ) -> Result<T, DeviceError> {
+        let kind = spec.kind.as_str();
+        if rank >= self.world {
+            return Err(DeviceError::Backend(format!(
+                "{kind}: rank {rank} is not below world size {}",
+                self.world
+            )));
+        }
+        let st = self.lock();
+        let mut st = self.wait_while(st, kind, |r| r.outputs.is_some())?;
+        if st.deposits[rank].is_some() {
+            return Err(DeviceError::Backend(format!(
+                "{kind}: rank {rank} joined one round twice"
+            )));
+        }
+        st.deposits[rank] = Some((spec.clone(), x));
+        st.arrived += 1;
+        if st.arrived == self.world {
+            let (specs, xs): (Vec<_>, Vec<_>) =
+                st.deposits.iter_mut().filter_map(Option::take).unzip();
+            let outputs = match specs.iter().position(|s| s != &specs[0]) {
+                Some(r) => Err(format!(
+                    "ranks disagree on the collective: rank 0 called {:?}, rank {r} {:?}",
+                    specs[0], specs[r]
+                )),
+                None => leader(xs).and_then(|o| {
+                    if o.len() == self.world {
+                        Ok(o)
+                    } else {
+                        Err(format!(
+                            "{kind}: {} outputs for {} ranks",
+                            o.len(),
+                            self.world
+                        ))
+                    }
+                }),
+            };
+            st.outputs = Some(outputs);
+            st.arrived = 0;
+            st.taken = 0;
+            st.generation += 1;
+            self.cv.notify_all();
+        } else {
+            let gen = st.generation;
+            st = self.wait_while(st, kind, |r| r.generation == gen)?;
+        }
+        let out = match &st.outputs {
+            Some(Ok(outs)) => Ok(outs[rank].clone()),
+            Some(Err(m)) => Err(DeviceError::Backend(m.clone())),
+            None => Err(DeviceError::Backend(format!("{kind}: round lost"))),
+        };
+        st.taken += 1;
+        if st.taken == self.world {
+            st.outputs = None;
+            self.cv.notify_all();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+    use tessera_ir::plan::CollectiveKind;
+
+    fn spec(kind: CollectiveKind) -> CollectiveSpec {
+        CollectiveSpec {
+            kind,
+            axis: None,
+            to_axis: None,
+        }
+    }
+
+    /// Every rank gets the rank-order sum; outputs of one round never leak into the next.
+    fn sums(ex: &Exchange<i64>, rank: usize, rounds: i64) -> Vec<i64> {
+        let s = spec(CollectiveKind::AllReduce);
+        (0..rounds)
+            .map(|round| {
+                let x = 10 * round + rank as i64;
+                let sum = |xs: Vec<i64>| Ok(vec![xs.iter().sum(); xs.len()]);
+                ex.meet(rank, &s, x, sum).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranks_meet_round_after_round() {
+        let ex = Arc::new(Exchange::new(3));
+        let handles: Vec<_> = (0..3)
+            .map(|r| {
+                let ex = ex.clone();
+                thread::spawn(move || sums(&ex, r, 50))
+            })
+            .collect();
+        let want: Vec<i64> = (0..50).map(|round| 30 * round + 3).collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn mismatched_collectives_fail_every_rank() {
+        let ex = Arc::new(Exchange::new(2));
+        let e2 = ex.clone();
+        let other = thread::spawn(move || {
+            e2.meet(1, &spec(CollectiveKind::Broadcast), 0, Ok)
+                .unwrap_err()
+                .to_string()
+        });
+        let mine = ex
+            .meet(0, &spec(CollectiveKind::AllReduce), 0, Ok)
+            .unwrap_err()
+            .to_string();
+        assert!(mine.contains("disagree"), "{mine}");
+        assert_eq!(other.join().unwrap(), mine);
+    }
+
+    #[test]
+    fn abort_wakes_a_waiting_rank() {
+        let ex = Arc::new(Exchange::<i64>::new(2));
+        let e2 = ex.clone();
+        let waiting = thread::spawn(move || {
+            e2.meet(0, &spec(CollectiveKind::AllReduce), 1, Ok)
+                .unwrap_err()
+        });
+        thread::sleep(Duration::from_millis(100));
+        ex.abort();
+        let err = waiting.join().unwrap();
+        assert!(err.is_abort(), "{err}");
+        let late = ex.meet(1, &spec(CollectiveKind::AllReduce), 1, Ok);
+        assert!(late.unwrap_err().is_abort());
+    }
+}
