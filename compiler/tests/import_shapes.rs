@@ -418,11 +418,19 @@ fn logic_casts_and_norms() {
     );
 }
 
-#[test]
-fn constants_fold_through_range_and_constant_of_shape() {
-    let mut b = ModelBuilder::new(17);
-    b.input("x", FLOAT, &[D::N(2), D::N(5)])
-        .node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
+/// `y = x + Cast(Range(zero, n, one))` with the constants zero = 0, n = 5, one = 1.
+fn add_range_sum(b: &mut ModelBuilder) -> &mut ModelBuilder {
+    b.const_i64("zero", &[], &[0])
+        .const_i64("n", &[], &[5])
+        .const_i64("one", &[], &[1])
+        .node("Range", &["zero", "n", "one"], &["r"], vec![])
+        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
+        .node("Add", &["x", "rf"], &["y"], vec![])
+}
+
+/// `pos = CumSum(ConstantOfShape(Shape(x, start = -1), 1), zero)`: the positions 1..=last dim.
+fn add_positions(b: &mut ModelBuilder) -> &mut ModelBuilder {
+    b.node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
         .node(
             "ConstantOfShape",
             &["s"],
@@ -430,12 +438,14 @@ fn constants_fold_through_range_and_constant_of_shape() {
             vec![attr_tensor("value", tensor_i64("", &[1], &[1]))],
         )
         .node("CumSum", &["ones", "zero"], &["pos"], vec![])
-        .const_i64("zero", &[], &[0])
-        .const_i64("n", &[], &[5])
-        .const_i64("one", &[], &[1])
-        .node("Range", &["zero", "n", "one"], &["r"], vec![])
-        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
-        .node("Add", &["x", "rf"], &["y"], vec![])
+}
+
+#[test]
+fn constants_fold_through_range_and_constant_of_shape() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::N(2), D::N(5)]);
+    add_positions(&mut b);
+    add_range_sum(&mut b)
         .node("Trilu", &["x"], &["tri"], vec![attr_int("upper", 0)])
         .node("Clip", &["x", "", "rf_max"], &["clip"], vec![])
         .initializer({
@@ -458,21 +468,9 @@ fn constants_fold_through_range_and_constant_of_shape() {
 
     let mut b = ModelBuilder::new(17);
     b.input("x", FLOAT, &[D::N(2), D::N(5)])
-        .init_f32_raw("hi", &[], &[6.0])
-        .const_i64("zero", &[], &[0])
-        .const_i64("n", &[], &[5])
-        .const_i64("one", &[], &[1])
-        .node("Range", &["zero", "n", "one"], &["r"], vec![])
-        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
-        .node("Add", &["x", "rf"], &["y"], vec![])
-        .node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
-        .node(
-            "ConstantOfShape",
-            &["s"],
-            &["ones"],
-            vec![attr_tensor("value", tensor_i64("", &[1], &[1]))],
-        )
-        .node("CumSum", &["ones", "zero"], &["pos"], vec![])
+        .init_f32_raw("hi", &[], &[6.0]);
+    add_range_sum(&mut b);
+    add_positions(&mut b)
         .node("Trilu", &["x"], &["tri"], vec![attr_int("upper", 0)])
         .node("Clip", &["x", "", "hi"], &["clip"], vec![])
         .output("y")
