@@ -53,7 +53,7 @@ fn pytorch_shape_chain_folds_into_static_reshape() {
     b.input("x", FLOAT, &[D::S("batch"), D::N(3), D::N(4)])
         .node("Shape", &["x"], &["s"], vec![])
         .const_i64("zero", &[], &[0])
-        .node("Gather", &["s", "zero"], &["b"], vec![attr_int("axis", 0)])
+        .gather("s", "zero", "b", 0)
         .const_i64("ax0", &[1], &[0])
         .node("Unsqueeze", &["b", "ax0"], &["b1"], vec![])
         .const_i64("minus1", &[1], &[-1])
@@ -99,7 +99,7 @@ fn raw_data_initializers_reference_file_bytes() {
         .init_f32_raw("W", &[3, 4], &w)
         .init_i64("idx", &[2], &[1, 0])
         .node("MatMul", &["x", "W"], &["h"], vec![])
-        .node("Gather", &["h", "idx"], &["y"], vec![attr_int("axis", 0)])
+        .gather("h", "idx", "y", 0)
         .output("y");
     let bytes = b.bytes();
     let m = import_bytes(&bytes, "model.onnx", &ImportOptions::default()).unwrap();
@@ -284,7 +284,7 @@ fn split_slice_concat_gather() {
             &["cat"],
             vec![attr_int("axis", -2)],
         )
-        .node("Gather", &["x", "ids"], &["ga"], vec![attr_int("axis", 0)])
+        .gather("x", "ids", "ga", 0)
         .node("GatherND", &["x", "ids"], &["gnd"], vec![]);
     for o in ["p0", "p1", "p2", "q0", "q1", "sl", "cat", "ga", "gnd"] {
         b.output(o);
@@ -418,11 +418,19 @@ fn logic_casts_and_norms() {
     );
 }
 
-#[test]
-fn constants_fold_through_range_and_constant_of_shape() {
-    let mut b = ModelBuilder::new(17);
-    b.input("x", FLOAT, &[D::N(2), D::N(5)])
-        .node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
+/// `y = x + Cast(Range(zero, n, one))` with the constants zero = 0, n = 5, one = 1.
+fn add_range_sum(b: &mut ModelBuilder) -> &mut ModelBuilder {
+    b.const_i64("zero", &[], &[0])
+        .const_i64("n", &[], &[5])
+        .const_i64("one", &[], &[1])
+        .node("Range", &["zero", "n", "one"], &["r"], vec![])
+        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
+        .node("Add", &["x", "rf"], &["y"], vec![])
+}
+
+/// `pos = CumSum(ConstantOfShape(Shape(x, start = -1), 1), zero)`: the positions 1..=last dim.
+fn add_positions(b: &mut ModelBuilder) -> &mut ModelBuilder {
+    b.node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
         .node(
             "ConstantOfShape",
             &["s"],
@@ -430,12 +438,14 @@ fn constants_fold_through_range_and_constant_of_shape() {
             vec![attr_tensor("value", tensor_i64("", &[1], &[1]))],
         )
         .node("CumSum", &["ones", "zero"], &["pos"], vec![])
-        .const_i64("zero", &[], &[0])
-        .const_i64("n", &[], &[5])
-        .const_i64("one", &[], &[1])
-        .node("Range", &["zero", "n", "one"], &["r"], vec![])
-        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
-        .node("Add", &["x", "rf"], &["y"], vec![])
+}
+
+#[test]
+fn constants_fold_through_range_and_constant_of_shape() {
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::N(2), D::N(5)]);
+    add_positions(&mut b);
+    add_range_sum(&mut b)
         .node("Trilu", &["x"], &["tri"], vec![attr_int("upper", 0)])
         .node("Clip", &["x", "", "rf_max"], &["clip"], vec![])
         .initializer({
@@ -458,21 +468,9 @@ fn constants_fold_through_range_and_constant_of_shape() {
 
     let mut b = ModelBuilder::new(17);
     b.input("x", FLOAT, &[D::N(2), D::N(5)])
-        .init_f32_raw("hi", &[], &[6.0])
-        .const_i64("zero", &[], &[0])
-        .const_i64("n", &[], &[5])
-        .const_i64("one", &[], &[1])
-        .node("Range", &["zero", "n", "one"], &["r"], vec![])
-        .node("Cast", &["r"], &["rf"], vec![attr_int("to", 1)])
-        .node("Add", &["x", "rf"], &["y"], vec![])
-        .node("Shape", &["x"], &["s"], vec![attr_int("start", -1)])
-        .node(
-            "ConstantOfShape",
-            &["s"],
-            &["ones"],
-            vec![attr_tensor("value", tensor_i64("", &[1], &[1]))],
-        )
-        .node("CumSum", &["ones", "zero"], &["pos"], vec![])
+        .init_f32_raw("hi", &[], &[6.0]);
+    add_range_sum(&mut b);
+    add_positions(&mut b)
         .node("Trilu", &["x"], &["tri"], vec![attr_int("upper", 0)])
         .node("Clip", &["x", "", "hi"], &["clip"], vec![])
         .output("y")
@@ -514,18 +512,8 @@ fn big_results_of_constants_stay_nodes() {
         .init_f32_raw("table", &[2, 5000], &table)
         .const_i64("ids", &[1], &[1])
         .const_i64("ids2", &[2], &[1, 0])
-        .node(
-            "Gather",
-            &["table", "ids"],
-            &["row"],
-            vec![attr_int("axis", 0)],
-        )
-        .node(
-            "Gather",
-            &["table", "ids2"],
-            &["rows"],
-            vec![attr_int("axis", 0)],
-        )
+        .gather("table", "ids", "row", 0)
+        .gather("table", "ids2", "rows", 0)
         .node("Add", &["x", "row"], &["y"], vec![])
         .node("Add", &["x", "rows"], &["z"], vec![])
         .output("y")

@@ -127,9 +127,14 @@ fn onnx_attention_op_two_all_reduces_per_layer() {
     }
 }
 
-#[test]
-fn gpt2_exports_two_all_reduces_per_layer() {
-    for (file, layers) in [("gpt2_1l", 1), ("gpt2_4l", 4)] {
+/// Imports each `examples/models/{file}.onnx` export (input_ids [2, 16]; returns early when
+/// the file is missing), plans it for 2, 4 and 8 devices, prints each plan's description and
+/// runs `check(graph, plan, layers, devices, description)` on it.
+fn check_export_plans(
+    exports: &[(&str, usize)],
+    check: impl Fn(&Graph, &Plan, usize, usize, &str),
+) {
+    for &(file, layers) in exports {
         let Some((g, _)) = import(
             &format!("examples/models/{file}.onnx"),
             &[("input_ids", &[2, 16])],
@@ -140,9 +145,16 @@ fn gpt2_exports_two_all_reduces_per_layer() {
             let p = plan(&g, n);
             let d = describe(file, n, &p);
             println!("{d}");
-            check_two_per_layer(&g, &p, layers, &d);
+            check(&g, &p, layers, n, &d);
         }
     }
+}
+
+#[test]
+fn gpt2_exports_two_all_reduces_per_layer() {
+    check_export_plans(&[("gpt2_1l", 1), ("gpt2_4l", 4)], |g, p, layers, _, d| {
+        check_two_per_layer(g, p, layers, d)
+    });
 }
 
 /// 2 reductions (all-reduce, or reduce-scatter when the next consumer runs split) per
@@ -212,25 +224,14 @@ fn check_two_per_layer(g: &Graph, p: &Plan, layers: usize, d: &str) {
 
 #[test]
 fn llama_exports() {
-    for (file, layers) in [("llama_1l", 1), ("llama_4l", 4)] {
-        let Some((g, _)) = import(
-            &format!("examples/models/{file}.onnx"),
-            &[("input_ids", &[2, 16])],
-        ) else {
-            return;
-        };
-        for n in [2, 4, 8] {
-            let p = plan(&g, n);
-            let d = describe(file, n, &p);
-            println!("{d}");
-            if n <= 4 {
-                check_two_per_layer(&g, &p, layers, &d);
-            } else {
-                // 4 kv heads on 8 devices: the best valid plan, with a note.
-                assert!(p.summary.notes.iter().any(|s| s.contains("4 heads")), "{d}");
-            }
+    check_export_plans(&[("llama_1l", 1), ("llama_4l", 4)], |g, p, layers, n, d| {
+        if n <= 4 {
+            check_two_per_layer(g, p, layers, d);
+        } else {
+            // 4 kv heads on 8 devices: the best valid plan, with a note.
+            assert!(p.summary.notes.iter().any(|s| s.contains("4 heads")), "{d}");
         }
-    }
+    });
 }
 
 #[test]

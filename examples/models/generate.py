@@ -95,6 +95,10 @@ class G:
         r = self.op("Reshape", [x, tgt])
         return self.op("Transpose", [r], perm=[0, 2, 1, 3])
 
+    def head_proj(self, x, weight, hidden, n_heads, head_dim):
+        """x @ the new weight `weight` [hidden, n_heads*head_dim], split into heads."""
+        return self.heads(self.linear(x, self.rand(weight, (hidden, n_heads * head_dim))), n_heads, head_dim)
+
     def merge_heads(self, x, hidden, like):
         t = self.op("Transpose", [x], perm=[0, 2, 1, 3])
         tgt = self.op("Concat", [self.dim(like, 0), self.dim(like, 1), self.c([hidden])], axis=0)
@@ -143,13 +147,12 @@ def sdpa(layers):
     g = G()
     h, nh, nkv, ffn = 64, 8, 4, 128
     hd = h // nh
+    qkv_heads = (("q", nh), ("k", nkv), ("v", nkv))
     x = "x"
     for l in range(layers):
         p = f"layers.{l}"
         a = g.layernorm(x, h, f"{p}.ln_1")
-        q = g.heads(g.linear(a, g.rand(f"{p}.q.weight", (h, nh * hd))), nh, hd)
-        k = g.heads(g.linear(a, g.rand(f"{p}.k.weight", (h, nkv * hd))), nkv, hd)
-        v = g.heads(g.linear(a, g.rand(f"{p}.v.weight", (h, nkv * hd))), nkv, hd)
+        q, k, v = [g.head_proj(a, f"{p}.{n}.weight", h, heads, hd) for n, heads in qkv_heads]
         o = g.op("Attention", [q, k, v], is_causal=1)
         o = g.linear(g.merge_heads(o, h, a), g.rand(f"{p}.o.weight", (h, h)))
         x = g.op("Add", [x, o])
@@ -219,6 +222,7 @@ def llama(layers):
     g = G()
     h, nh, nkv, vocab, max_pos, ffn = 64, 8, 4, 512, 64, 176
     hd = h // nh
+    qkv_heads = (("q", nh), ("k", nkv), ("v", nkv))
     ids = "input_ids"
     emb = g.rand("embed_tokens.weight", (vocab, h), 0.5)
     inv = 1.0 / (10000 ** (np.arange(0, hd, 2) / hd))
@@ -239,9 +243,7 @@ def llama(layers):
     for l in range(layers):
         p = f"layers.{l}"
         a = g.rmsnorm(x, h, f"{p}.input_layernorm")
-        q = g.heads(g.linear(a, g.rand(f"{p}.self_attn.q_proj.weight", (h, nh * hd))), nh, hd)
-        k = g.heads(g.linear(a, g.rand(f"{p}.self_attn.k_proj.weight", (h, nkv * hd))), nkv, hd)
-        v = g.heads(g.linear(a, g.rand(f"{p}.self_attn.v_proj.weight", (h, nkv * hd))), nkv, hd)
+        q, k, v = [g.head_proj(a, f"{p}.self_attn.{n}_proj.weight", h, heads, hd) for n, heads in qkv_heads]
         q = g.op("Add", [g.op("Mul", [q, cos]), g.op("Mul", [rotate_half(g, q, hd), sin])])
         k = g.op("Add", [g.op("Mul", [k, cos]), g.op("Mul", [rotate_half(g, k, hd), sin])])
         rep = nh // nkv

@@ -7,9 +7,11 @@
 //! * [`Tensor`]: a host tensor used by constant folding and the CPU executors,
 //! * [`Layout`]: how a tensor is laid out over the devices of a mesh,
 //! * [`plan`]: the partitioned plan format written by `tessera compile`.
+//! * [`einsum`]: the split of an einsum equation into its terms (import and kernels).
 #![warn(missing_docs)]
 
 pub mod dtype;
+pub mod einsum;
 pub mod error;
 pub mod graph;
 pub mod infer;

@@ -184,18 +184,8 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
         };
         for h in 0..hq {
             let kv = h / reps;
-            let qv = MatView {
-                data: &qs,
-                off: (b * hq + h) * sq * dq,
-                rs: dq,
-                cs: 1,
-            };
-            let kt = MatView {
-                data: &ks,
-                off: (b * hkv + kv) * t * dq,
-                rs: 1,
-                cs: dq,
-            };
+            let qv = MatView::row_major(&qs, (b * hq + h) * sq * dq, dq);
+            let kt = MatView::col_major(&ks, (b * hkv + kv) * t * dq, dq);
             gemm_into(sq, t, dq, &mut scores, 0, qv, kt, 1.0, false)?;
             if a.softcap > 0.0 {
                 scores
@@ -238,18 +228,8 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
                     qk_out[o..o + t].copy_from_slice(prow);
                 }
             }
-            let pv = MatView {
-                data: &probs,
-                off: 0,
-                rs: t,
-                cs: 1,
-            };
-            let vv = MatView {
-                data: &v.v,
-                off: (b * hkv + kv) * t * dv,
-                rs: dv,
-                cs: 1,
-            };
+            let pv = MatView::row_major(&probs, 0, t);
+            let vv = MatView::row_major(&v.v, (b * hkv + kv) * t * dv, dv);
             gemm_into(
                 sq,
                 dv,

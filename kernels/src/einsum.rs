@@ -6,6 +6,7 @@ use super::matmul::matmul;
 use super::movement::{reshape, transpose};
 use super::reduce::reduce;
 use super::{describe, make, map_storage, take, KResult};
+use tessera_ir::einsum::{split_terms, EquationTerms};
 use tessera_ir::op::{ReduceAttrs, ReduceKind};
 use tessera_ir::Tensor;
 
@@ -20,19 +21,15 @@ const ELLIPSIS_BASE: u32 = 0x100;
 
 /// Parses the equation into per-operand label lists and the output labels.
 fn parse(equation: &str, ranks: &[usize]) -> KResult<(Vec<Vec<char>>, Vec<char>)> {
-    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
-    let (lhs, rhs) = match eq.split_once("->") {
-        Some((l, r)) => (l.to_string(), Some(r.to_string())),
-        None => (eq.clone(), None),
-    };
-    let terms: Vec<&str> = lhs.split(',').collect();
-    if terms.len() != ranks.len() {
-        return Err(format!(
-            "equation '{equation}' has {} operands, got {}",
-            terms.len(),
+    let EquationTerms {
+        inputs: terms,
+        output: rhs,
+    } = split_terms(equation, ranks.len()).map_err(|n| {
+        format!(
+            "equation '{equation}' has {n} operands, got {}",
             ranks.len()
-        ));
-    }
+        )
+    })?;
     let letters = |t: &str| t.replace("...", "").chars().count();
     let n_ell = terms
         .iter()

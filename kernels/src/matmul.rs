@@ -15,7 +15,23 @@ pub(crate) struct MatView<'a, T> {
     pub cs: usize,
 }
 
-impl<T> MatView<'_, T> {
+impl<'a, T> MatView<'a, T> {
+    /// A view with element (i, j) at `data[off + i·rs + j·cs]`.
+    pub fn new(data: &'a [T], off: usize, rs: usize, cs: usize) -> Self {
+        Self { data, off, rs, cs }
+    }
+
+    /// A row-major matrix at `off`: rows `rs` apart, columns adjacent.
+    pub fn row_major(data: &'a [T], off: usize, rs: usize) -> Self {
+        Self::new(data, off, rs, 1)
+    }
+
+    /// A column-major matrix at `off` (the transpose of a row-major one): columns `cs`
+    /// apart, rows adjacent.
+    pub fn col_major(data: &'a [T], off: usize, cs: usize) -> Self {
+        Self::new(data, off, 1, cs)
+    }
+
     /// True when every element of a `rows × cols` matrix lies inside `data`.
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0
@@ -107,36 +123,16 @@ fn batched<T: Scalar>(
     let a_count: usize = a_batch.iter().product();
     if b_count == 1 && a_count == nb {
         // B shared by every batch: one (nb·m) × k by k × n product.
-        let av = MatView {
-            data: a,
-            off: 0,
-            rs: k,
-            cs: 1,
-        };
-        let bv = MatView {
-            data: b,
-            off: 0,
-            rs: n,
-            cs: 1,
-        };
+        let av = MatView::row_major(a, 0, k);
+        let bv = MatView::row_major(b, 0, n);
         gemm_into(nb * m, n, k, &mut out, 0, av, bv, T::from(1.0), false)?;
         return Ok(out);
     }
     let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
     let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
     for (bi, (&oa, &ob)) in ia.iter().zip(&ib).enumerate() {
-        let av = MatView {
-            data: a,
-            off: oa * m * k,
-            rs: k,
-            cs: 1,
-        };
-        let bv = MatView {
-            data: b,
-            off: ob * k * n,
-            rs: n,
-            cs: 1,
-        };
+        let av = MatView::row_major(a, oa * m * k, k);
+        let bv = MatView::row_major(b, ob * k * n, n);
         gemm_into(m, n, k, &mut out, bi * m * n, av, bv, T::from(1.0), false)?;
     }
     Ok(out)
@@ -240,36 +236,16 @@ pub(crate) fn gemm(
                 Some(v) => v.into_iter().map(|e| e as f32).collect(),
                 None => vec![0.0; m * n],
             };
-            let av = MatView {
-                data: x,
-                off: 0,
-                rs: a_rs,
-                cs: a_cs,
-            };
-            let bv = MatView {
-                data: y,
-                off: 0,
-                rs: b_rs,
-                cs: b_cs,
-            };
+            let av = MatView::new(x, 0, a_rs, a_cs);
+            let bv = MatView::new(y, 0, b_rs, b_cs);
             gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha, acc)?;
             make(a.dtype, vec![m, n], TensorData::F32(out))
         }
         (TensorData::I64(_), TensorData::I64(_)) => {
             let (xf, yf) = (a.to_f64_vec(), b.to_f64_vec());
             let mut out = c_full.unwrap_or_else(|| vec![0.0; m * n]);
-            let av = MatView {
-                data: &xf,
-                off: 0,
-                rs: a_rs,
-                cs: a_cs,
-            };
-            let bv = MatView {
-                data: &yf,
-                off: 0,
-                rs: b_rs,
-                cs: b_cs,
-            };
+            let av = MatView::new(&xf, 0, a_rs, a_cs);
+            let bv = MatView::new(&yf, 0, b_rs, b_cs);
             gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha as f64, acc)?;
             let dt = if a.dtype.is_int() {
                 a.dtype

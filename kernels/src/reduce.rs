@@ -68,6 +68,17 @@ fn accumulate(kind: ReduceKind, a: f64, x: f64) -> f64 {
     }
 }
 
+/// The value a reduction starts from, picked from `[lowest, highest, one, zero]`: the
+/// lowest value for Max, the highest for Min, one for Prod, zero for the sums.
+fn identity<T: Copy>(kind: ReduceKind, [lowest, highest, one, zero]: [T; 4]) -> T {
+    match kind {
+        ReduceKind::Max => lowest,
+        ReduceKind::Min => highest,
+        ReduceKind::Prod => one,
+        _ => zero,
+    }
+}
+
 fn reduce_f32(
     kind: ReduceKind,
     v: &[f32],
@@ -76,12 +87,7 @@ fn reduce_f32(
     count: usize,
 ) -> Vec<f32> {
     let run = contiguous_run(shape, axes);
-    let init = match kind {
-        ReduceKind::Max => f64::NEG_INFINITY,
-        ReduceKind::Min => f64::INFINITY,
-        ReduceKind::Prod => 1.0,
-        _ => 0.0,
-    };
+    let init = identity(kind, [f64::NEG_INFINITY, f64::INFINITY, 1.0, 0.0]);
     let mut acc = vec![init; n_out];
     match run {
         // Same elements in the same order per output as the offset table, without it.
@@ -111,12 +117,7 @@ fn reduce_f32(
 }
 
 fn reduce_i64(kind: ReduceKind, v: &[i64], dst: &[usize], n_out: usize, count: usize) -> Vec<i64> {
-    let init = match kind {
-        ReduceKind::Max => i64::MIN,
-        ReduceKind::Min => i64::MAX,
-        ReduceKind::Prod => 1,
-        _ => 0,
-    };
+    let init = identity(kind, [i64::MIN, i64::MAX, 1, 0]);
     let mut acc = vec![init; n_out];
     for (&x, &o) in v.iter().zip(dst) {
         let a = &mut acc[o];

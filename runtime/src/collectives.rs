@@ -99,6 +99,18 @@ fn check_same(kind: CollectiveKind, inputs: &[&Tensor]) -> Result<(), Collective
     Ok(())
 }
 
+/// Checks that the members hold the same shape and dtype, and returns `member`'s chunk
+/// `[start, end)` of `axis`.
+fn member_chunk(
+    kind: CollectiveKind,
+    inputs: &[&Tensor],
+    axis: usize,
+    member: usize,
+) -> Result<(usize, usize), CollectiveError> {
+    check_same(kind, inputs)?;
+    chunk(kind, &inputs[0].shape, axis, inputs.len(), member)
+}
+
 /// Σ over members, in member order.
 pub fn all_reduce(inputs: &[&Tensor]) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::AllReduce;
@@ -136,8 +148,7 @@ pub fn reduce_scatter(
     member: usize,
 ) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::ReduceScatter;
-    check_same(kind, inputs)?;
-    let (start, end) = chunk(kind, &inputs[0].shape, axis, inputs.len(), member)?;
+    let (start, end) = member_chunk(kind, inputs, axis, member)?;
     let mut out = slice_axis(inputs[0], axis, start, end).map_err(|m| invalid(kind, m))?;
     for t in &inputs[1..] {
         let piece = slice_axis(t, axis, start, end).map_err(|m| invalid(kind, m))?;
@@ -154,8 +165,7 @@ pub fn all_to_all(
     member: usize,
 ) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::AllToAll;
-    check_same(kind, inputs)?;
-    let (start, end) = chunk(kind, &inputs[0].shape, to_axis, inputs.len(), member)?;
+    let (start, end) = member_chunk(kind, inputs, to_axis, member)?;
     let pieces = inputs
         .iter()
         .map(|t| slice_axis(t, to_axis, start, end))

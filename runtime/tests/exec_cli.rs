@@ -31,6 +31,31 @@ fn setup(dir: &Path, n: usize) -> Plan {
     plan
 }
 
+/// A temporary folder `setup` for 2 devices, with its plan path and the `x=` input argument.
+struct TwoDeviceRun {
+    dir: tempfile::TempDir,
+    plan: String,
+    input: String,
+}
+
+/// Sets up a temporary folder for a 2-device run.
+fn two_device_run() -> TwoDeviceRun {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), 2);
+    let d = dir.path().to_str().unwrap();
+    let plan = format!("{d}/plan.json");
+    let input = format!("x={d}/x.npy");
+    TwoDeviceRun { dir, plan, input }
+}
+
+/// Runs `tessera-run` with `args`, expecting a user error: status 1 and a one-line message,
+/// which it returns.
+fn user_error(args: &[&str]) -> String {
+    let out = tessera_run(args);
+    assert_eq!(out.status.code(), Some(1));
+    stderr_line(&out)
+}
+
 fn stderr_line(out: &Output) -> String {
     let s = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(
@@ -78,30 +103,23 @@ fn runs_checks_and_writes_outputs() {
 
 #[test]
 fn user_errors_are_one_line_with_status_1() {
-    let dir = tempfile::tempdir().unwrap();
-    setup(dir.path(), 2);
+    let TwoDeviceRun {
+        dir,
+        plan,
+        input: x,
+    } = two_device_run();
     let d = dir.path().to_str().unwrap();
-    let plan = format!("{d}/plan.json");
-    let x = format!("x={d}/x.npy");
 
-    let out = tessera_run(&[&plan, "--input", &format!("z={d}/x.npy")]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = stderr_line(&out);
+    let e = user_error(&[&plan, "--input", &format!("z={d}/x.npy")]);
     assert!(e.contains("input 'z'"), "{e}");
 
-    let out = tessera_run(&[&plan]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_line(&out).contains("input 'x': missing"));
+    assert!(user_error(&[&plan]).contains("input 'x': missing"));
 
-    let out = tessera_run(&[&plan, "--input", &format!("x={d}/nope.npy")]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_line(&out).contains("nope.npy"));
+    assert!(user_error(&[&plan, "--input", &format!("x={d}/nope.npy")]).contains("nope.npy"));
 
     // Wrong source model: sha mismatch names both hashes.
     std::fs::write(dir.path().join("other.onnx"), b"different").unwrap();
-    let out = tessera_run(&[&plan, "--input", &x, "--model", &format!("{d}/other.onnx")]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = stderr_line(&out);
+    let e = user_error(&[&plan, "--input", &x, "--model", &format!("{d}/other.onnx")]);
     assert!(
         e.contains("other.onnx") && e.contains("sha256") && e.matches("sha256 ").count() == 2,
         "{e}"
@@ -109,17 +127,13 @@ fn user_errors_are_one_line_with_status_1() {
 
     // Missing source model.
     std::fs::remove_file(dir.path().join("model.onnx")).unwrap();
-    let out = tessera_run(&[&plan, "--input", &x]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = stderr_line(&out);
+    let e = user_error(&[&plan, "--input", &x]);
     assert!(e.contains("model.onnx") && e.contains("not found"), "{e}");
 
     // Truncated plan.
     let text = std::fs::read_to_string(&plan).unwrap();
     std::fs::write(&plan, &text[..100]).unwrap();
-    let out = tessera_run(&[&plan, "--input", &x]);
-    assert_eq!(out.status.code(), Some(1));
-    let e = stderr_line(&out);
+    let e = user_error(&[&plan, "--input", &x]);
     assert!(
         e.contains("plan.json") && e.contains("line") && e.contains("column"),
         "{e}"
@@ -159,40 +173,35 @@ fn check_failure_exits_3() {
 
 #[test]
 fn one_process_per_device_needs_cuda_and_names_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    setup(dir.path(), 2);
-    let d = dir.path().to_str().unwrap();
-    let plan = format!("{d}/plan.json");
-    let input = format!("x={d}/x.npy");
-    // --nproc on the CPU backend is a usage error.
-    let out = tessera_run(&[&plan, "--input", &input, "--nproc", "2"]);
-    assert!(!out.status.success());
-    assert!(stderr_line(&out).contains("--backend cuda"));
-    // A device count that is not the plan's.
-    let out = tessera_run(&[
-        &plan,
-        "--input",
-        &input,
-        "--backend",
-        "cuda",
-        "--nproc",
-        "3",
-    ]);
-    assert!(!out.status.success());
-    assert!(stderr_line(&out).contains("compiled for 2 devices"));
-    // On a machine without CUDA (or a build without the feature) every rank fails with a
-    // clear reason and the launcher stops the others: non-zero exit, no hang, no panic.
-    if tessera_runtime::multiproc::role(None) == tessera_runtime::multiproc::ProcessRole::InProcess
-    {
-        let out = tessera_run(&[
+    let TwoDeviceRun {
+        dir: _dir,
+        plan,
+        input,
+    } = two_device_run();
+    let cuda_run = |nproc: &str| {
+        tessera_run(&[
             &plan,
             "--input",
             &input,
             "--backend",
             "cuda",
             "--nproc",
-            "2",
-        ]);
+            nproc,
+        ])
+    };
+    // --nproc on the CPU backend is a usage error.
+    let out = tessera_run(&[&plan, "--input", &input, "--nproc", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr_line(&out).contains("--backend cuda"));
+    // A device count that is not the plan's.
+    let out = cuda_run("3");
+    assert!(!out.status.success());
+    assert!(stderr_line(&out).contains("compiled for 2 devices"));
+    // On a machine without CUDA (or a build without the feature) every rank fails with a
+    // clear reason and the launcher stops the others: non-zero exit, no hang, no panic.
+    if tessera_runtime::multiproc::role(None) == tessera_runtime::multiproc::ProcessRole::InProcess
+    {
+        let out = cuda_run("2");
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             println!("a CUDA device is present: the 2-process run succeeded");

@@ -63,41 +63,30 @@ fn a_rank_failing_after_the_last_collective_is_reported() {
         s.end = 99;
     }
     let msg = with_timeout(move || run_err(&plan, &inputs));
-    assert!(msg.contains("rank 2 step 1") && msg.contains("w1"), "{msg}");
+    assert_mentions(&msg, &["rank 2 step 1", "w1"]);
 }
 
 #[test]
 fn input_errors_name_the_input() {
     let (plan, inputs) = mlp_plan(2);
-    let msg = run_err(&plan, &BTreeMap::new());
-    assert!(
-        msg.contains("input 'x'") && msg.contains("missing") && msg.contains("[2, 4, 8]"),
-        "{msg}"
-    );
-
     let mut extra = inputs.clone();
     extra.insert("y".into(), Tensor::f32(vec![1], vec![0.0]));
-    let msg = run_err(&plan, &extra);
-    assert!(
-        msg.contains("input 'y'") && msg.contains("not an input"),
-        "{msg}"
-    );
-
-    let mut wrong_shape = BTreeMap::new();
-    wrong_shape.insert("x".to_string(), Tensor::f32(vec![2, 4, 9], vec![0.0; 72]));
-    let msg = run_err(&plan, &wrong_shape);
-    assert!(
-        msg.contains("input 'x'") && msg.contains("expected f32[2, 4, 8], got f32[2, 4, 9]"),
-        "{msg}"
-    );
-
-    let mut wrong_dtype = BTreeMap::new();
-    wrong_dtype.insert("x".to_string(), Tensor::i64(vec![2, 4, 8], vec![0; 64]));
-    let msg = run_err(&plan, &wrong_dtype);
-    assert!(
-        msg.contains("input 'x'") && msg.contains("got i64[2, 4, 8]"),
-        "{msg}"
-    );
+    let only_x = |t: Tensor| BTreeMap::from([("x".to_string(), t)]);
+    let cases: [(BTreeMap<String, Tensor>, &[&str]); 4] = [
+        (BTreeMap::new(), &["input 'x'", "missing", "[2, 4, 8]"]),
+        (extra, &["input 'y'", "not an input"]),
+        (
+            only_x(Tensor::f32(vec![2, 4, 9], vec![0.0; 72])),
+            &["input 'x'", "expected f32[2, 4, 8], got f32[2, 4, 9]"],
+        ),
+        (
+            only_x(Tensor::i64(vec![2, 4, 8], vec![0; 64])),
+            &["input 'x'", "got i64[2, 4, 8]"],
+        ),
+    ];
+    for (inputs, parts) in cases {
+        assert_mentions(&run_err(&plan, &inputs), parts);
+    }
 }
 
 #[test]
@@ -107,10 +96,7 @@ fn out_of_range_ids_are_rejected() {
     let mut p = plan.clone();
     p.ranks[0].steps[2].inputs[0] = ValueId(999);
     let msg = run_err(&p, &inputs);
-    assert!(
-        msg.contains("rank 0 step 2") && msg.contains("value 999 out of range"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["rank 0 step 2", "value 999 out of range"]);
 
     let mut p = plan.clone();
     p.values[0].tensor = TensorId(77);
@@ -122,10 +108,7 @@ fn out_of_range_ids_are_rejected() {
         node.0 = 42;
     }
     let msg = run_err(&p, &inputs);
-    assert!(
-        msg.contains("rank 1 step 3") && msg.contains("compute node 42 out of range"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["rank 1 step 3", "compute node 42 out of range"]);
 
     let mut p = plan.clone();
     p.graph.outputs[0] = TensorId(500);
@@ -146,10 +129,7 @@ fn structural_errors_are_rejected_before_running() {
     let mut p = plan.clone();
     p.ranks[1].steps.swap(0, 2);
     let msg = run_err(&p, &inputs);
-    assert!(
-        msg.contains("rank 1 step 0") && msg.contains("before it is defined"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["rank 1 step 0", "before it is defined"]);
 
     // Ranks that disagree on the collectives would hang: refuse them.
     let mut p = plan.clone();
@@ -213,18 +193,12 @@ fn corrupt_plan_json_names_file_line_and_column() {
 
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let msg = load_plan(&path).unwrap_err().to_string();
-    assert!(
-        msg.contains("plan.json") && msg.contains("line") && msg.contains("column"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["plan.json", "line", "column"]);
 
     // Valid JSON that is not a plan.
     std::fs::write(&path, "{\"format_version\": 1, \"source\": 3}").unwrap();
     let msg = load_plan(&path).unwrap_err().to_string();
-    assert!(
-        msg.contains("plan.json") && msg.contains("not a valid plan") && msg.contains("line 1"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["plan.json", "not a valid plan", "line 1"]);
 
     let msg = load_plan(&dir.path().join("nope.json"))
         .unwrap_err()
@@ -263,10 +237,7 @@ fn source_model_is_located_and_verified() {
 
     let missing = dir.path().join("gone.onnx");
     let msg = verify_source(&missing, &actual).unwrap_err().to_string();
-    assert!(
-        msg.contains("gone.onnx") && msg.contains("not found"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["gone.onnx", "not found"]);
 }
 
 #[test]

@@ -11,10 +11,6 @@ use tessera_ir::{DType, Graph, Op, Tensor, TensorId};
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::weights::WeightStore;
 
-fn bin(kind: BinaryOp) -> Op {
-    Op::Binary(BinaryAttrs { kind })
-}
-
 fn scalar(g: &mut Graph, name: &str, v: f32) -> TensorId {
     inline_weight(g, name, Tensor::f32(vec![], vec![v]))
 }
@@ -73,56 +69,20 @@ fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) 
         scalar(&mut g, "half", 0.5),
     );
     let s = vec![2, 3, 12];
-    let (_, mm) = node(
+    let mm = f32_node(
         &mut g,
         "mm",
         Op::MatMul(MatMulAttrs {}),
         vec![x, w],
         s.clone(),
-        DType::F32,
     );
-    let (_, y) = node(
-        &mut g,
-        "bias",
-        bin(BinaryOp::Add),
-        vec![b, mm],
-        s.clone(),
-        DType::F32,
-    );
-    let (_, d) = node(
-        &mut g,
-        "div",
-        bin(BinaryOp::Div),
-        vec![y, c1],
-        s.clone(),
-        DType::F32,
-    );
+    let y = binary_node(&mut g, "bias", BinaryOp::Add, [b, mm], s.clone());
+    let d = binary_node(&mut g, "div", BinaryOp::Div, [y, c1], s.clone());
     let erf = Op::Unary(UnaryAttrs { kind: UnaryOp::Erf });
-    let (_, e) = node(&mut g, "erf", erf, vec![d], s.clone(), DType::F32);
-    let (_, a) = node(
-        &mut g,
-        "add1",
-        bin(BinaryOp::Add),
-        vec![e, c2],
-        s.clone(),
-        DType::F32,
-    );
-    let (_, m) = node(
-        &mut g,
-        "mul",
-        bin(BinaryOp::Mul),
-        vec![y, a],
-        s.clone(),
-        DType::F32,
-    );
-    let (_, out) = node(
-        &mut g,
-        "half",
-        bin(BinaryOp::Mul),
-        vec![m, c3],
-        s,
-        DType::F32,
-    );
+    let e = f32_node(&mut g, "erf", erf, vec![d], s.clone());
+    let a = binary_node(&mut g, "add1", BinaryOp::Add, [e, c2], s.clone());
+    let m = binary_node(&mut g, "mul", BinaryOp::Mul, [y, a], s.clone());
+    let out = binary_node(&mut g, "half", BinaryOp::Mul, [m, c3], s);
     g.outputs.push(out);
     if keep_mm {
         g.outputs.push(mm);
@@ -170,79 +130,49 @@ fn attention_and_residual_layer_norm_fuse() {
     let c = scalar(&mut g, "scale", (d as f32).sqrt());
     let gamma = inline_weight(&mut g, "gamma", rand_f32(&[hd], 4));
     let beta = inline_weight(&mut g, "beta", rand_f32(&[hd], 5));
-    let f = DType::F32;
     let heads = |g: &mut Graph, x: TensorId, name: &str, perm: Vec<usize>| {
         let r = Op::Reshape(ReshapeAttrs {
             shape: vec![bsz, s, h, d],
         });
-        let (_, r) = node(g, &format!("{name}_r"), r, vec![x], vec![bsz, s, h, d], f);
+        let r = f32_node(g, &format!("{name}_r"), r, vec![x], vec![bsz, s, h, d]);
         let shape: Vec<usize> = perm.iter().map(|&p| [bsz, s, h, d][p]).collect();
-        node(
-            g,
-            &format!("{name}_t"),
-            Op::Transpose(TransposeAttrs { perm }),
-            vec![r],
-            shape,
-            f,
-        )
-        .1
+        let t = Op::Transpose(TransposeAttrs { perm });
+        f32_node(g, &format!("{name}_t"), t, vec![r], shape)
     };
     let q4 = heads(&mut g, q, "q", vec![0, 2, 1, 3]);
     let kt = heads(&mut g, k, "k", vec![0, 2, 3, 1]);
     let v4 = heads(&mut g, v, "v", vec![0, 2, 1, 3]);
     let sc = vec![bsz, h, s, s];
     let mm = Op::MatMul(MatMulAttrs {});
-    let (_, scores) = node(&mut g, "qk", mm.clone(), vec![q4, kt], sc.clone(), f);
-    let (_, z) = node(
-        &mut g,
-        "scale",
-        bin(BinaryOp::Div),
-        vec![scores, c],
-        sc.clone(),
-        f,
-    );
-    let (_, zm) = node(
-        &mut g,
-        "mask",
-        bin(BinaryOp::Add),
-        vec![z, mask],
-        sc.clone(),
-        f,
-    );
+    let scores = f32_node(&mut g, "qk", mm.clone(), vec![q4, kt], sc.clone());
+    let z = binary_node(&mut g, "scale", BinaryOp::Div, [scores, c], sc.clone());
+    let zm = binary_node(&mut g, "mask", BinaryOp::Add, [z, mask], sc.clone());
     let sm = Op::Softmax(SoftmaxAttrs {
         axis: 3,
         log: false,
     });
-    let (_, p) = node(&mut g, "softmax", sm, vec![zm], sc, f);
-    let (_, o) = node(&mut g, "pv", mm, vec![p, v4], vec![bsz, h, s, d], f);
+    let p = f32_node(&mut g, "softmax", sm, vec![zm], sc);
+    let o = f32_node(&mut g, "pv", mm, vec![p, v4], vec![bsz, h, s, d]);
     let t = Op::Transpose(TransposeAttrs {
         perm: vec![0, 2, 1, 3],
     });
-    let (_, o2) = node(&mut g, "merge_t", t, vec![o], vec![bsz, s, h, d], f);
+    let o2 = f32_node(&mut g, "merge_t", t, vec![o], vec![bsz, s, h, d]);
     let r = Op::Reshape(ReshapeAttrs {
         shape: vec![bsz, s, hd],
     });
-    let (_, ctx) = node(&mut g, "merge_r", r, vec![o2], vec![bsz, s, hd], f);
-    let (_, res) = node(
+    let ctx = f32_node(&mut g, "merge_r", r, vec![o2], vec![bsz, s, hd]);
+    let res = binary_node(
         &mut g,
         "residual",
-        bin(BinaryOp::Add),
-        vec![ctx, q],
+        BinaryOp::Add,
+        [ctx, q],
         vec![bsz, s, hd],
-        f,
     );
     let ln = Op::LayerNorm(NormAttrs {
         axis: 2,
         epsilon: 1e-12,
     });
-    let (_, y) = node(
-        &mut g,
-        "ln",
-        ln,
-        vec![res, gamma, beta],
-        vec![bsz, s, hd],
-        f,
-    );
+    let y = f32_node(&mut g, "ln", ln, vec![res, gamma, beta], vec![bsz, s, hd]);
     g.outputs.push(y);
     let mut mv = vec![0f32; bsz * s];
     mv[s - 1] = -10000.0;
@@ -275,27 +205,13 @@ fn bias_residual_layer_norm_fuse() {
     let gamma = inline_weight(&mut g, "gamma", rand_f32(&[h], 2));
     let beta = inline_weight(&mut g, "beta", rand_f32(&[h], 3));
     let shape = vec![bsz, s, h];
-    let (_, t) = node(
-        &mut g,
-        "bias",
-        bin(BinaryOp::Add),
-        vec![c, y],
-        shape.clone(),
-        f,
-    );
-    let (_, u) = node(
-        &mut g,
-        "residual",
-        bin(BinaryOp::Add),
-        vec![r, t],
-        shape.clone(),
-        f,
-    );
+    let t = binary_node(&mut g, "bias", BinaryOp::Add, [c, y], shape.clone());
+    let u = binary_node(&mut g, "residual", BinaryOp::Add, [r, t], shape.clone());
     let ln = Op::LayerNorm(NormAttrs {
         axis: 2,
         epsilon: 1e-5,
     });
-    let (_, out) = node(&mut g, "ln", ln, vec![u, gamma, beta], shape, f);
+    let out = f32_node(&mut g, "ln", ln, vec![u, gamma, beta], shape);
     g.outputs.push(out);
     let inputs = BTreeMap::from([
         ("y".to_string(), rand_f32(&[bsz, s, h], 4)),

@@ -17,8 +17,7 @@ use super::extract::ExtractError;
 use super::layers::Layers;
 use super::rules::RuleCx;
 use super::segment::{
-    solve, solve_variants, CostMode, RunStats, SegmentSolution, SegmentSpec, Selection,
-    VariantSolution,
+    solve, solve_variants, CostMode, RunStats, SegmentSpec, Selection, VariantSolution,
 };
 use super::{PartitionError, Solved};
 use std::collections::BTreeMap;
@@ -286,37 +285,18 @@ pub fn solve_layered(
         }
         merge(&mut sel, &pick(&ch.epilogue[path[k]])?);
     }
-    let sols: Vec<RunStats> = ch.stats.clone();
-    let mut limits = BTreeMap::new();
-    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
-    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
-    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols
-        .iter()
-        .map(|s| s.stop_reason.as_str())
-        .find(|r| *r != "saturated")
-        .unwrap_or("saturated");
-    let stats = SearchStats {
-        eclasses: sols.iter().map(|s| s.eclasses).sum(),
-        enodes: sols.iter().map(|s| s.enodes).sum(),
-        iterations: sols.iter().map(|s| s.iterations).max().unwrap_or(0),
-        stop_reason: worst.to_string(),
-        limits,
-        extractor: format!(
-            "frontier-dp per piece (prologue + 1 representative block of {} + epilogue) + chain-dp over {k} blocks x {} stream layouts",
-            ly.info.nodes_per_layer,
-            ch.layouts.len()
-        ),
-        cost,
-        lower_bound: cost,
-        gap: 0.0,
-    };
+    let runs: Vec<&RunStats> = ch.stats.iter().collect();
+    let extractor = format!(
+        "frontier-dp per piece (prologue + 1 representative block of {} + epilogue) + chain-dp over {k} blocks x {} stream layouts",
+        ly.info.nodes_per_layer,
+        ch.layouts.len()
+    );
     Ok(Solved {
         sel,
         cost,
         lower_bound: cost,
-        stats,
-        saturate_ms: sols.iter().map(|s| s.saturate_ms).sum(),
+        stats: search_stats(&runs, extractor, cost, cost),
+        saturate_ms: runs.iter().map(|s| s.saturate_ms).sum(),
     })
 }
 
@@ -333,23 +313,26 @@ fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionErro
     }
 }
 
-fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchStats {
+/// Plan statistics over the e-graph runs `runs`: sizes summed, the most iterations, the first
+/// stop reason other than saturation, the search limits, and the relative gap between
+/// `cost` and `lower_bound`.
+fn search_stats(runs: &[&RunStats], extractor: String, cost: f64, lower_bound: f64) -> SearchStats {
     let mut limits = BTreeMap::new();
     limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
     limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
     limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols
+    let worst = runs
         .iter()
-        .map(|s| s.stats.stop_reason.as_str())
+        .map(|s| s.stop_reason.as_str())
         .find(|r| *r != "saturated")
         .unwrap_or("saturated");
     SearchStats {
-        eclasses: sols.iter().map(|s| s.stats.eclasses).sum(),
-        enodes: sols.iter().map(|s| s.stats.enodes).sum(),
-        iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
+        eclasses: runs.iter().map(|s| s.eclasses).sum(),
+        enodes: runs.iter().map(|s| s.enodes).sum(),
+        iterations: runs.iter().map(|s| s.iterations).max().unwrap_or(0),
         stop_reason: worst.to_string(),
         limits,
-        extractor: "frontier-dp".into(),
+        extractor,
         cost,
         lower_bound,
         gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 {
@@ -387,7 +370,12 @@ pub fn solve_graph(
     };
     let sol =
         solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
-    let stats = stats_of(&[&sol], sol.cost, sol.lower_bound);
+    let stats = search_stats(
+        &[&sol.stats],
+        "frontier-dp".into(),
+        sol.cost,
+        sol.lower_bound,
+    );
     Ok(Solved {
         sel: sol.sel,
         cost: sol.cost,

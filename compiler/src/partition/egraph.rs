@@ -250,79 +250,101 @@ fn one_match(eclass: Id) -> SearchMatches<'static, DistNode> {
     }
 }
 
+/// The searcher half of a rewrite over whole e-classes: no pattern variables, one match per
+/// matched class.
+trait ClassSearch {
+    /// Whether the rewrite applies to `eclass`.
+    fn matches(&self, eg: &DistEGraph, eclass: Id) -> bool;
+}
+
+/// The applier half of a rewrite over whole e-classes.
+trait ClassApply {
+    /// Adds the class's new nodes and returns the ids to report as changed; they are reported
+    /// only when the e-graph grew.
+    fn add_nodes(&self, eg: &mut DistEGraph, eclass: Id) -> Vec<Id>;
+}
+
+/// Implements egg's `Searcher` and `Applier` for a `ClassSearch` / `ClassApply` pair.
+macro_rules! class_rewrite {
+    ($searcher:ty, $applier:ty) => {
+        impl Searcher<DistNode, DistAnalysis> for $searcher {
+            fn search_eclass_with_limit(
+                &self,
+                eg: &DistEGraph,
+                eclass: Id,
+                limit: usize,
+            ) -> Option<SearchMatches<'_, DistNode>> {
+                (limit > 0 && self.matches(eg, eclass)).then(|| one_match(eclass))
+            }
+            fn vars(&self) -> Vec<Var> {
+                vec![]
+            }
+        }
+
+        impl Applier<DistNode, DistAnalysis> for $applier {
+            fn apply_one(
+                &self,
+                eg: &mut DistEGraph,
+                eclass: Id,
+                _: &Subst,
+                _: Option<&PatternAst<DistNode>>,
+                _: Symbol,
+            ) -> Vec<Id> {
+                let before = eg.total_size();
+                let changed = self.add_nodes(eg, eclass);
+                if eg.total_size() == before {
+                    vec![]
+                } else {
+                    changed
+                }
+            }
+        }
+    };
+}
+
 /// Searcher of a rule-table row: classes `Prod(t, R)` of computed tensors with forms of
 /// the row.
 pub struct RuleSearcher(pub &'static str);
 
-impl Searcher<DistNode, DistAnalysis> for RuleSearcher {
-    fn search_eclass_with_limit(
-        &self,
-        eg: &DistEGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, DistNode>> {
+impl ClassSearch for RuleSearcher {
+    fn matches(&self, eg: &DistEGraph, eclass: Id) -> bool {
         let Key::Prod(t, Layout::Replicated) = eg[eclass].data else {
-            return None;
+            return false;
         };
-        let fs = eg.analysis.forms_of.get(&t)?;
-        (limit > 0
-            && fs
-                .iter()
-                .any(|&f| eg.analysis.forms[f as usize].rule == self.0))
-        .then(|| one_match(eclass))
-    }
-    fn vars(&self) -> Vec<Var> {
-        vec![]
+        eg.analysis.forms_of.get(&t).is_some_and(|fs| {
+            fs.iter()
+                .any(|&f| eg.analysis.forms[f as usize].rule == self.0)
+        })
     }
 }
 
 /// Applier of a rule-table row: adds the row's forms of the matched tensor.
 pub struct RuleApplier(pub &'static str);
 
-impl Applier<DistNode, DistAnalysis> for RuleApplier {
-    fn apply_one(
-        &self,
-        eg: &mut DistEGraph,
-        eclass: Id,
-        _: &Subst,
-        _: Option<&PatternAst<DistNode>>,
-        _: Symbol,
-    ) -> Vec<Id> {
+impl ClassApply for RuleApplier {
+    fn add_nodes(&self, eg: &mut DistEGraph, eclass: Id) -> Vec<Id> {
         let Key::Prod(t, _) = eg[eclass].data else {
             return vec![];
         };
         let fs: Vec<u32> = eg.analysis.forms_of.get(&t).cloned().unwrap_or_default();
-        let before = eg.total_size();
         let mut changed = Vec::new();
         for f in fs {
             if eg.analysis.forms[f as usize].rule == self.0 {
                 changed.push(add_form(eg, f));
             }
         }
-        if eg.total_size() == before {
-            changed.clear();
-        }
         changed
     }
 }
 
+class_rewrite!(RuleSearcher, RuleApplier);
+
 /// Searcher of the conversion rewrite: every `Avail` class.
 pub struct AvailSearcher;
 
-impl Searcher<DistNode, DistAnalysis> for AvailSearcher {
-    fn search_eclass_with_limit(
-        &self,
-        eg: &DistEGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, DistNode>> {
+impl ClassSearch for AvailSearcher {
+    fn matches(&self, eg: &DistEGraph, eclass: Id) -> bool {
         matches!(eg[eclass].data, Key::Avail(..))
-            .then_some(())
-            .filter(|_| limit > 0)
-            .map(|_| one_match(eclass))
-    }
-    fn vars(&self) -> Vec<Var> {
-        vec![]
     }
 }
 
@@ -330,19 +352,11 @@ impl Searcher<DistNode, DistAnalysis> for AvailSearcher {
 /// `Prod(t, L')`, and ⇐ local slice / scale of `Avail(t, R)`.
 pub struct ConvertApplier;
 
-impl Applier<DistNode, DistAnalysis> for ConvertApplier {
-    fn apply_one(
-        &self,
-        eg: &mut DistEGraph,
-        eclass: Id,
-        _: &Subst,
-        _: Option<&PatternAst<DistNode>>,
-        _: Symbol,
-    ) -> Vec<Id> {
+impl ClassApply for ConvertApplier {
+    fn add_nodes(&self, eg: &mut DistEGraph, eclass: Id) -> Vec<Id> {
         let Key::Avail(t, l) = eg[eclass].data else {
             return vec![];
         };
-        let before = eg.total_size();
         ensure_leaf(eg, t, l);
         let prods: Vec<(Layout, Id)> = eg
             .analysis
@@ -370,10 +384,8 @@ impl Applier<DistNode, DistAnalysis> for ConvertApplier {
             };
             add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [r]));
         }
-        if eg.total_size() == before {
-            vec![]
-        } else {
-            vec![eg.find(eclass)]
-        }
+        vec![eg.find(eclass)]
     }
 }
+
+class_rewrite!(AvailSearcher, ConvertApplier);

@@ -5,6 +5,13 @@ use tessera_ir::op::{BinaryAttrs, BinaryOp, GeluAttrs, MatMulAttrs};
 use tessera_ir::plan::*;
 use tessera_ir::{DType, Graph, Layout, Op, TensorId, Weight, WeightData};
 
+/// Asserts that `text` contains every one of `needles`, showing `text` when one is missing.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
 const BATCH: usize = 4;
 const MODEL: usize = 64;
 const HIDDEN: usize = 256;
@@ -132,6 +139,27 @@ impl Builder {
         v
     }
 
+    /// `x · W` with the weight `{name}.weight` of shape `w_shape` split on axis `w_split`:
+    /// a `[BATCH, w_shape[1]]` output laid out as `out`.
+    fn matmul(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        w_shape: [usize; 2],
+        w_split: usize,
+        out: Layout,
+        layer: Option<u32>,
+    ) -> ValueId {
+        let w = self.weight(
+            &format!("{name}.weight"),
+            w_shape.to_vec(),
+            Some(w_split),
+            layer,
+        );
+        let mm = Op::MatMul(MatMulAttrs {});
+        self.compute(name, mm, vec![x, w], vec![BATCH, w_shape[1]], out, layer)
+    }
+
     fn all_reduce(&mut self, input: ValueId, layer: Option<u32>) -> ValueId {
         let tensor = self.values[input.index()].tensor;
         // The logical tensor keeps the layout its producer chose (P); the reduced copy is a
@@ -181,20 +209,8 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
     });
     for l in 0..blocks {
         let layer = (blocks > 1).then_some(l as u32);
-        let w1 = b.weight(
-            &format!("blocks.{l}.fc1.weight"),
-            vec![MODEL, HIDDEN],
-            Some(1),
-            layer,
-        );
-        let a = b.compute(
-            &format!("blocks.{l}.fc1"),
-            Op::MatMul(MatMulAttrs {}),
-            vec![h, w1],
-            vec![BATCH, HIDDEN],
-            Layout::Split(1),
-            layer,
-        );
+        let fc1 = format!("blocks.{l}.fc1");
+        let a = b.matmul(&fc1, h, [MODEL, HIDDEN], 1, Layout::Split(1), layer);
         let g = b.compute(
             &format!("blocks.{l}.act"),
             Op::Gelu(GeluAttrs {
@@ -205,20 +221,8 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             Layout::Split(1),
             layer,
         );
-        let w2 = b.weight(
-            &format!("blocks.{l}.fc2.weight"),
-            vec![HIDDEN, MODEL],
-            Some(0),
-            layer,
-        );
-        let p = b.compute(
-            &format!("blocks.{l}.fc2"),
-            Op::MatMul(MatMulAttrs {}),
-            vec![g, w2],
-            vec![BATCH, MODEL],
-            Layout::Partial,
-            layer,
-        );
+        let fc2 = format!("blocks.{l}.fc2");
+        let p = b.matmul(&fc2, g, [HIDDEN, MODEL], 0, Layout::Partial, layer);
         let r = b.all_reduce(p, layer);
         let add = Op::Binary(BinaryAttrs {
             kind: BinaryOp::Add,

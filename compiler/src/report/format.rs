@@ -35,10 +35,16 @@ pub fn shape(dims: &[usize]) -> String {
     if dims.is_empty() {
         return "scalar".into();
     }
-    dims.iter()
-        .map(|d| d.to_string())
+    joined(dims, "×")
+}
+
+/// Displays each item and joins them with `sep`.
+pub fn joined<T: std::fmt::Display>(items: impl IntoIterator<Item = T>, sep: &str) -> String {
+    items
+        .into_iter()
+        .map(|item| item.to_string())
         .collect::<Vec<_>>()
-        .join("×")
+        .join(sep)
 }
 
 /// Escapes a string for use inside a double-quoted DOT string (`\n` in `s` becomes a line

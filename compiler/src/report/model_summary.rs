@@ -1,5 +1,5 @@
 //! Text summary of an imported model: what `tessera inspect MODEL.onnx` prints.
-use super::format::{human_bytes, human_count, shape};
+use super::format::{human_bytes, human_count, joined, shape};
 use crate::onnx::ImportReport;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,39 +16,31 @@ pub fn model_summary_text(name: &str, graph: &Graph, report: &ImportReport) -> S
     } else {
         report.producer.as_str()
     };
-    let opsets = report
-        .opsets
-        .iter()
-        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let opsets = joined(
+        report
+            .opsets
+            .iter()
+            .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })),
+        ", ",
+    );
     let _ = writeln!(
         s,
         "  ONNX IR v{}, opsets {opsets}, {producer}",
         report.ir_version
     );
 
-    let _ = writeln!(s, "\ninputs");
-    for t in &graph.inputs {
-        let info = graph.tensor(*t);
-        let _ = writeln!(
-            s,
-            "  {:<24} {:<6} {}",
-            info.name,
-            info.dtype.to_string(),
-            shape(&info.shape)
-        );
-    }
-    let _ = writeln!(s, "outputs");
-    for t in &graph.outputs {
-        let info = graph.tensor(*t);
-        let _ = writeln!(
-            s,
-            "  {:<24} {:<6} {}",
-            info.name,
-            info.dtype.to_string(),
-            shape(&info.shape)
-        );
+    for (heading, tensors) in [("\ninputs", &graph.inputs), ("outputs", &graph.outputs)] {
+        let _ = writeln!(s, "{heading}");
+        for t in tensors {
+            let info = graph.tensor(*t);
+            let _ = writeln!(
+                s,
+                "  {:<24} {:<6} {}",
+                info.name,
+                info.dtype.to_string(),
+                shape(&info.shape)
+            );
+        }
     }
 
     let _ = writeln!(s, "\nparameters");
@@ -115,11 +107,10 @@ fn write_histogram(s: &mut String, rows: impl Iterator<Item = (String, usize)>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::mlp_stack_plan;
+    use crate::report::fixtures::{assert_contains_all, mlp_stack_plan};
 
     #[test]
     fn summary_lists_io_params_and_histograms() {
-        let plan = mlp_stack_plan(2, 2);
         let report = ImportReport {
             ir_version: 8,
             opset: 18,
@@ -135,17 +126,16 @@ mod tests {
             parameter_bytes: 4 * 64 * 256 * 4,
             unsupported: vec![],
         };
-        let text = model_summary_text("mlp.onnx", &plan.graph, &report);
-        assert!(
-            text.contains("x                        f32    4×64"),
-            "{text}"
+        let text = model_summary_text("mlp.onnx", &mlp_stack_plan(2, 2).graph, &report);
+        assert_contains_all(
+            &text,
+            &[
+                "x                        f32    4×64",
+                "65536 elements (65.54k), 256.0 KiB in 4 tensors (4 file-backed, 0 inline constants)",
+                "14 ONNX nodes: 4 folded into constants, 10 IR nodes emitted, 0 dead removed → 10 IR nodes",
+                "  MatMul                        4\n  Shape",
+                "  Add                           2",
+            ],
         );
-        assert!(text.contains("65536 elements (65.54k), 256.0 KiB in 4 tensors (4 file-backed, 0 inline constants)"), "{text}");
-        assert!(text.contains("14 ONNX nodes: 4 folded into constants, 10 IR nodes emitted, 0 dead removed → 10 IR nodes"), "{text}");
-        assert!(
-            text.contains("  MatMul                        4\n  Shape"),
-            "{text}"
-        );
-        assert!(text.contains("  Add                           2"), "{text}");
     }
 }

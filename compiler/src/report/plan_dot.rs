@@ -423,7 +423,22 @@ fn step_node(plan: &Plan, i: usize, step: &Step, extra: &str) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::mlp_stack_plan;
+    use crate::report::fixtures::{assert_contains_all, mlp_stack_plan};
+
+    /// Draws rank `rank` of `plan` with the layers in `expand` (a layer range) expanded.
+    fn draw(plan: &Plan, rank: usize, expand: Option<&str>) -> Result<String, ReportError> {
+        let expand = expand.map(|e| e.parse().expect("test layer ranges parse"));
+        plan_to_dot(plan, &PlanDotOptions { rank, expand })
+    }
+
+    /// Draws rank 0 of a 6-block plan with the layers in `expand` expanded, and checks that
+    /// it has `all_reduces` all-reduce nodes and `clusters` layer clusters.
+    fn draw_six_blocks(expand: Option<&str>, all_reduces: usize, clusters: usize) -> String {
+        let dot = draw(&mlp_stack_plan(6, 2), 0, expand).unwrap();
+        assert_eq!(count_collectives(&dot, "all_reduce"), all_reduces, "{dot}");
+        assert_eq!(dot.matches("subgraph cluster_").count(), clusters, "{dot}");
+        dot
+    }
 
     fn count_collectives(dot: &str, kind: &str) -> usize {
         dot.matches(&format!("class=\"collective {kind}\"")).count()
@@ -449,50 +464,34 @@ mod tests {
 
     #[test]
     fn one_block_draws_one_all_reduce_and_sliced_weights() {
-        let plan = mlp_stack_plan(1, 2);
-        let dot = plan_to_dot(
-            &plan,
-            &PlanDotOptions {
-                rank: 1,
-                expand: None,
-            },
-        )
-        .unwrap();
+        let dot = draw(&mlp_stack_plan(1, 2), 1, None).unwrap();
         assert_eq!(count_collectives(&dot, "all_reduce"), 1);
-        assert!(
-            dot.contains("all_reduce\\nblocks.0.fc2_out\\n1.00 KiB"),
-            "{dot}"
+        assert_contains_all(
+            &dot,
+            &[
+                "all_reduce\\nblocks.0.fc2_out\\n1.00 KiB",
+                // Rank 1 holds the second half of fc1's columns and of fc2's rows.
+                "weight blocks.0.fc1.weight\\n64×256\\nslice axis 1 [128:256]",
+                "weight blocks.0.fc2.weight\\n256×64\\nslice axis 0 [128:256]",
+                // Edge labels carry local shape and layout.
+                "label=\"4×128 S(1)\"",
+                "label=\"4×64 P\"",
+            ],
         );
-        // Rank 1 holds the second half of fc1's columns and of fc2's rows.
-        assert!(
-            dot.contains("weight blocks.0.fc1.weight\\n64×256\\nslice axis 1 [128:256]"),
-            "{dot}"
-        );
-        assert!(
-            dot.contains("weight blocks.0.fc2.weight\\n256×64\\nslice axis 0 [128:256]"),
-            "{dot}"
-        );
-        // Edge labels carry local shape and layout.
-        assert!(dot.contains("label=\"4×128 S(1)\""), "{dot}");
-        assert!(dot.contains("label=\"4×64 P\""), "{dot}");
         assert!(!dot.contains("subgraph"), "{dot}");
         assert_edges_declared(&dot);
     }
 
     #[test]
     fn repeated_layers_collapse_into_one_cluster() {
-        let plan = mlp_stack_plan(6, 2);
-        let dot = plan_to_dot(&plan, &PlanDotOptions::default()).unwrap();
-        assert_eq!(count_collectives(&dot, "all_reduce"), 1, "{dot}");
-        assert_eq!(dot.matches("subgraph cluster_").count(), 1);
-        assert!(
-            dot.contains("layer ×6 (layers 0..6; showing layer 0)"),
-            "{dot}"
-        );
-        // The output reads the last layer's result through its layer-0 stand-in.
-        assert!(
-            dot.contains("s7 -> out0 [label=\"from layer 5: 4×64 R\", style=dashed]"),
-            "{dot}"
+        let dot = draw_six_blocks(None, 1, 1);
+        assert_contains_all(
+            &dot,
+            &[
+                "layer ×6 (layers 0..6; showing layer 0)",
+                // The output reads the last layer's result through its layer-0 stand-in.
+                "s7 -> out0 [label=\"from layer 5: 4×64 R\", style=dashed]",
+            ],
         );
         assert_eq!(
             dot.matches("from layer").count(),
@@ -504,45 +503,29 @@ mod tests {
 
     #[test]
     fn expanded_layers_are_drawn_and_linked() {
-        let plan = mlp_stack_plan(6, 2);
-        let expand = Some("2..4".parse().unwrap());
-        let dot = plan_to_dot(&plan, &PlanDotOptions { rank: 0, expand }).unwrap();
-        assert_eq!(count_collectives(&dot, "all_reduce"), 3, "{dot}");
-        assert_eq!(dot.matches("subgraph cluster_").count(), 3);
-        assert!(dot.contains("label=\"layer 2\""), "{dot}");
-        assert!(dot.contains("label=\"layer 3\""), "{dot}");
-        assert!(
-            dot.contains("layer ×4 (layers 0..2, 4..6; showing layer 0)"),
-            "{dot}"
+        let dot = draw_six_blocks(Some("2..4"), 3, 3);
+        assert_contains_all(
+            &dot,
+            &[
+                "label=\"layer 2\"",
+                "label=\"layer 3\"",
+                "layer ×4 (layers 0..2, 4..6; showing layer 0)",
+                // Layer 2 reads layer 1's output, drawn from the representative (layer 0).
+                "from layer 1: 4×64 R",
+            ],
         );
-        // Layer 2 reads layer 1's output, drawn from the representative (layer 0).
-        assert!(dot.contains("from layer 1: 4×64 R"), "{dot}");
         assert_edges_declared(&dot);
     }
 
     #[test]
     fn bad_rank_and_ranges_are_errors() {
         let plan = mlp_stack_plan(3, 2);
-        let e = plan_to_dot(
-            &plan,
-            &PlanDotOptions {
-                rank: 2,
-                expand: None,
-            },
-        )
-        .unwrap_err();
+        let e = draw(&plan, 2, None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "rank 2 is not in the plan: it has 2 ranks (0..2)"
         );
-        let e = plan_to_dot(
-            &plan,
-            &PlanDotOptions {
-                rank: 0,
-                expand: Some("1..5".parse().unwrap()),
-            },
-        )
-        .unwrap_err();
+        let e = draw(&plan, 0, Some("1..5")).unwrap_err();
         assert_eq!(
             e.to_string(),
             "layer range '1..5': the plan has layers 0..3"
@@ -561,15 +544,7 @@ mod tests {
             "4".parse::<LayerRange>().unwrap(),
             LayerRange { start: 4, end: 5 }
         );
-        let flat = mlp_stack_plan(1, 2);
-        let e = plan_to_dot(
-            &flat,
-            &PlanDotOptions {
-                rank: 0,
-                expand: Some("0..1".parse().unwrap()),
-            },
-        )
-        .unwrap_err();
+        let e = draw(&mlp_stack_plan(1, 2), 0, Some("0..1")).unwrap_err();
         assert!(e.to_string().contains("no repeated layers"));
     }
 }

@@ -3,6 +3,7 @@
 //! Everything is recomputed from the plan's own records (collectives, estimates, layouts,
 //! search statistics) so that the report and the plan cannot disagree; wall-clock timings
 //! come from the `PLAN.timings.json` sidecar when one is given.
+use super::format::joined;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tessera_ir::plan::{CollectiveKind, Plan, Step, StepKind, Timings, ValueId};
@@ -207,14 +208,13 @@ impl PlanReport {
             Some(&first) if counts.iter().all(|&c| c == first) => {
                 parts.push(format!("{first} in each of {layers} layers"));
             }
-            Some(_) => parts.push(
+            Some(_) => parts.push(joined(
                 counts
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| format!("layer {i}: {c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+                    .map(|(i, c)| format!("layer {i}: {c}")),
+                ", ",
+            )),
         }
         if layers == 0 {
             parts.push(format!("{outside} (no repeated layers found)"));

@@ -1,5 +1,5 @@
 //! Text rendering of a [`PlanReport`]: the tables `tessera inspect PLAN.json` prints.
-use super::format::{human_bytes, human_count};
+use super::format::{human_bytes, human_count, joined};
 use super::summary::PlanReport;
 use std::fmt::Write;
 
@@ -8,24 +8,14 @@ pub(crate) fn render(r: &PlanReport) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail; the results are ignored below for that reason.
     let _ = writeln!(s, "plan of {}", r.source);
-    let mesh = r
-        .mesh
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x");
+    let mesh = joined(&r.mesh, "x");
     let layers = r.layers.map_or("none found".to_string(), |n| n.to_string());
     let _ = writeln!(
         s,
         "  devices {} (mesh {mesh}), cost model {}, objective {}, {} nodes, repeated layers: {layers}",
         r.devices, r.cost_model, r.objective, r.nodes
     );
-    let steps = r
-        .steps_per_rank
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let steps = joined(&r.steps_per_rank, ", ");
     let _ = writeln!(s, "  steps per rank: {steps}");
 
     let _ = writeln!(s, "\nper rank");
@@ -86,12 +76,10 @@ pub(crate) fn render(r: &PlanReport) -> String {
             let name = l
                 .layer
                 .map_or("outside layers".to_string(), |i| format!("layer {i}"));
-            let kinds = l
-                .by_kind
-                .iter()
-                .map(|(k, t)| format!("{} {k}", t.count))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let kinds = joined(
+                l.by_kind.iter().map(|(k, t)| format!("{} {k}", t.count)),
+                ", ",
+            );
             let _ = writeln!(s, "  {name:<16}  {kinds:<40}  {:>12}", human_bytes(l.bytes));
         }
     }
@@ -146,24 +134,27 @@ pub(crate) fn render(r: &PlanReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::report::fixtures::mlp_stack_plan;
+    use crate::report::fixtures::{assert_contains_all, mlp_stack_plan};
     use crate::report::PlanReport;
 
     #[test]
     fn text_has_every_section_with_real_numbers() {
-        let plan = mlp_stack_plan(2, 2);
-        let text = PlanReport::new(&plan, None).to_text();
-        assert!(text.contains("devices 2"), "{text}");
-        assert!(text.contains("repeated layers: 2"), "{text}");
+        let text = PlanReport::new(&mlp_stack_plan(2, 2), None).to_text();
+        assert_contains_all(&text, &["devices 2", "repeated layers: 2"]);
         // 2 all-reduces of a 4×64 f32 tensor = 2 KiB.
         assert!(
             text.lines()
                 .any(|l| l.contains("all_reduce") && l.contains(" 2 ") && l.contains("2.00 KiB")),
             "{text}"
         );
-        assert!(text.contains("1.00× the lower bound"), "{text}");
-        assert!(text.contains("layer 1"), "{text}");
-        assert!(text.contains("column-split"), "{text}");
-        assert!(text.contains("unknown (no timings file)"), "{text}");
+        assert_contains_all(
+            &text,
+            &[
+                "1.00× the lower bound",
+                "layer 1",
+                "column-split",
+                "unknown (no timings file)",
+            ],
+        );
     }
 }

@@ -114,6 +114,16 @@ impl ModelBuilder {
         self.node_in("", op, inputs, outputs, attrs)
     }
 
+    /// A Gather of `indices` from `data` along `axis`, into `out`.
+    pub fn gather(&mut self, data: &str, indices: &str, out: &str, axis: i64) -> &mut Self {
+        self.node(
+            "Gather",
+            &[data, indices],
+            &[out],
+            vec![attr_int("axis", axis)],
+        )
+    }
+
     pub fn node_in(
         &mut self,
         domain: &str,

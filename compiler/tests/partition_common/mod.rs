@@ -98,27 +98,28 @@ impl B {
         }
     }
     pub fn layernorm(&mut self, name: &str, x: TensorId, h: usize) -> TensorId {
-        let s = self.weight(&format!("{name}.weight"), &[h]);
-        let b = self.weight(&format!("{name}.bias"), &[h]);
-        let axis = self.g.tensor(x).shape.len() - 1;
-        self.op(
-            Op::LayerNorm(NormAttrs {
-                axis,
-                epsilon: 1e-5,
-            }),
-            &[x, s, b],
-        )
+        self.norm(name, x, h, true)
     }
     pub fn rmsnorm(&mut self, name: &str, x: TensorId, h: usize) -> TensorId {
-        let s = self.weight(&format!("{name}.weight"), &[h]);
-        let axis = self.g.tensor(x).shape.len() - 1;
-        self.op(
-            Op::RmsNorm(NormAttrs {
-                axis,
-                epsilon: 1e-5,
-            }),
-            &[x, s],
-        )
+        self.norm(name, x, h, false)
+    }
+    /// Normalisation over the last axis with the scale `{name}.weight`: LayerNorm with the
+    /// bias `{name}.bias` when `with_bias`, RmsNorm otherwise.
+    fn norm(&mut self, name: &str, x: TensorId, h: usize, with_bias: bool) -> TensorId {
+        let mut inputs = vec![x, self.weight(&format!("{name}.weight"), &[h])];
+        if with_bias {
+            inputs.push(self.weight(&format!("{name}.bias"), &[h]));
+        }
+        let attrs = NormAttrs {
+            axis: self.g.tensor(x).shape.len() - 1,
+            epsilon: 1e-5,
+        };
+        let op = if with_bias {
+            Op::LayerNorm(attrs)
+        } else {
+            Op::RmsNorm(attrs)
+        };
+        self.op(op, &inputs)
     }
     /// Erf-based GELU: x·0.5·(1+erf(x/√2)).
     pub fn erf_gelu(&mut self, x: TensorId) -> TensorId {

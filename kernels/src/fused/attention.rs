@@ -102,18 +102,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             let base_kv = b * sk * hd + hh * d;
             // scores = Q_bh · K_bhᵀ: Q rows are tokens (stride H·D); Kᵀ element (e, j) is
             // k[b, j, hh, e].
-            let qv = MatView {
-                data: q,
-                off: base_q,
-                rs: hd,
-                cs: 1,
-            };
-            let ktv = MatView {
-                data: k,
-                off: base_kv,
-                rs: 1,
-                cs: hd,
-            };
+            let qv = MatView::row_major(q, base_q, hd);
+            let ktv = MatView::col_major(k, base_kv, hd);
             gemm_into(sq, sk, d, &mut scores, 0, qv, ktv, 1.0, false)?;
             vectorized(
                 #[inline(always)]
@@ -151,18 +141,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                     }
                 },
             );
-            let pv = MatView {
-                data: &scores,
-                off: 0,
-                rs: sk,
-                cs: 1,
-            };
-            let vv = MatView {
-                data: v,
-                off: base_kv,
-                rs: hd,
-                cs: 1,
-            };
+            let pv = MatView::row_major(&scores, 0, sk);
+            let vv = MatView::row_major(v, base_kv, hd);
             if merged {
                 gemm_into(sq, d, sk, &mut ctx, 0, pv, vv, 1.0, false)?;
                 for (i, r) in ctx.chunks_exact(d).enumerate() {
@@ -234,13 +214,39 @@ mod tests {
         (o, merged)
     }
 
+    /// Random q, k, v of shape `[b, s, h·d]` (seeds `seed`, `seed + 1`, `seed + 2`) and the
+    /// scale divisor 2 for `[b, s, h, d]`.
+    fn qkv_and_scale([b, s, h, d]: [usize; 4], seed: u64) -> [Tensor; 4] {
+        [
+            rand(vec![b, s, h * d], seed),
+            rand(vec![b, s, h * d], seed + 1),
+            rand(vec![b, s, h * d], seed + 2),
+            Tensor::f32(vec![], vec![2.0]),
+        ]
+    }
+
+    /// Self-attention over `[b, s, h, d]` that divides the scores by the scale.
+    fn attention_op(
+        [b, s, h, d]: [usize; 4],
+        mask: AttentionMask,
+        out_shape: Vec<usize>,
+    ) -> FusedOp {
+        FusedOp::Attention(AttentionShape {
+            batch: b,
+            q_len: s,
+            kv_len: s,
+            heads: h,
+            head_dim: d,
+            scale_mul: false,
+            mask,
+            out_shape,
+        })
+    }
+
     #[test]
     fn attention_equals_the_unfused_chain() {
         let (b, s, h, d) = (2, 7, 3, 4);
-        let q = rand(vec![b, s, h * d], 11);
-        let k = rand(vec![b, s, h * d], 12);
-        let v = rand(vec![b, s, h * d], 13);
-        let c = Tensor::f32(vec![], vec![2.0]);
+        let [q, k, v, c] = qkv_and_scale([b, s, h, d], 11);
         // A padding mask [B, 1, 1, S]: large negative on the masked keys.
         let mut mv = vec![0f32; b * s];
         mv[s - 1] = -10000.0;
@@ -248,18 +254,7 @@ mod tests {
         let m = Tensor::f32(vec![b, 1, 1, s], mv);
         let add_mask = |z: &Tensor| bin(BinaryOp::Add, z, &m);
         let (want_heads, want_merged) = attention_chain(&q, &k, &v, &c, add_mask, h);
-        let attention = |out_shape: Vec<usize>| {
-            FusedOp::Attention(AttentionShape {
-                batch: b,
-                q_len: s,
-                kv_len: s,
-                heads: h,
-                head_dim: d,
-                scale_mul: false,
-                mask: AttentionMask::Add,
-                out_shape,
-            })
-        };
+        let attention = |out_shape| attention_op([b, s, h, d], AttentionMask::Add, out_shape);
         for (shape, want) in [
             (vec![b, h, s, d], &want_heads),
             (vec![b, s, h * d], &want_merged),
@@ -281,26 +276,14 @@ mod tests {
     #[test]
     fn causal_where_mask_attention_equals_the_unfused_chain() {
         let (b, s, h, d) = (1, 6, 2, 4);
-        let q = rand(vec![b, s, h * d], 21);
-        let k = rand(vec![b, s, h * d], 22);
-        let v = rand(vec![b, s, h * d], 23);
-        let c = Tensor::f32(vec![], vec![2.0]);
+        let [q, k, v, c] = qkv_and_scale([b, s, h, d], 21);
         // GPT-2: Where(tril [1, 1, S, S], scores, f32::MIN).
         let tril: Vec<bool> = (0..s * s).map(|e| e % s <= e / s).collect();
         let cond = Tensor::new(DType::Bool, vec![1, 1, s, s], TensorData::Bool(tril)).unwrap();
         let fill = Tensor::f32(vec![], vec![f32::MIN]);
         let select = |z: &Tensor| run(Op::Where, &[&cond, z, &fill]);
         let (want, _) = attention_chain(&q, &k, &v, &c, select, h);
-        let op = FusedOp::Attention(AttentionShape {
-            batch: b,
-            q_len: s,
-            kv_len: s,
-            heads: h,
-            head_dim: d,
-            scale_mul: false,
-            mask: AttentionMask::Select,
-            out_shape: vec![b, h, s, d],
-        });
+        let op = attention_op([b, s, h, d], AttentionMask::Select, vec![b, h, s, d]);
         let got = eval_fused(&op, &[&q, &k, &v, &c, &cond, &fill]).unwrap();
         let worst = max_abs_diff(&got, &want);
         assert!(worst < 1e-6, "max abs difference {worst}");

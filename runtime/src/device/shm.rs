@@ -207,6 +207,15 @@ mod tests {
     use super::*;
     use tessera_ir::plan::CollectiveKind;
 
+    /// The collective `kind` over `axis` (and `to_axis` for all-to-all).
+    fn spec(kind: CollectiveKind, axis: Option<usize>, to_axis: Option<usize>) -> CollectiveSpec {
+        CollectiveSpec {
+            kind,
+            axis,
+            to_axis,
+        }
+    }
+
     #[test]
     fn threads_agree_with_the_sequential_math() {
         for n in 1..=6 {
@@ -222,31 +231,11 @@ mod tests {
                 .collect();
             let refs: Vec<&Tensor> = inputs.iter().collect();
             let specs = [
-                CollectiveSpec {
-                    kind: CollectiveKind::AllReduce,
-                    axis: None,
-                    to_axis: None,
-                },
-                CollectiveSpec {
-                    kind: CollectiveKind::ReduceScatter,
-                    axis: Some(1),
-                    to_axis: None,
-                },
-                CollectiveSpec {
-                    kind: CollectiveKind::AllGather,
-                    axis: Some(0),
-                    to_axis: None,
-                },
-                CollectiveSpec {
-                    kind: CollectiveKind::AllToAll,
-                    axis: Some(0),
-                    to_axis: Some(1),
-                },
-                CollectiveSpec {
-                    kind: CollectiveKind::Broadcast,
-                    axis: None,
-                    to_axis: None,
-                },
+                spec(CollectiveKind::AllReduce, None, None),
+                spec(CollectiveKind::ReduceScatter, Some(1), None),
+                spec(CollectiveKind::AllGather, Some(0), None),
+                spec(CollectiveKind::AllToAll, Some(0), Some(1)),
+                spec(CollectiveKind::Broadcast, None, None),
             ];
             let outs: Vec<Vec<Tensor>> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..n)
@@ -282,11 +271,7 @@ mod tests {
     #[test]
     fn abort_wakes_waiting_members() {
         let world = ShmWorld::new(3);
-        let spec = CollectiveSpec {
-            kind: CollectiveKind::AllReduce,
-            axis: None,
-            to_axis: None,
-        };
+        let spec = spec(CollectiveKind::AllReduce, None, None);
         let res = std::thread::scope(|s| {
             let w = s.spawn(|| {
                 world.collective(
@@ -309,16 +294,8 @@ mod tests {
     #[test]
     fn mismatched_collectives_fail_on_every_member() {
         let world = ShmWorld::new(2);
-        let a = CollectiveSpec {
-            kind: CollectiveKind::AllReduce,
-            axis: None,
-            to_axis: None,
-        };
-        let b = CollectiveSpec {
-            kind: CollectiveKind::AllGather,
-            axis: Some(0),
-            to_axis: None,
-        };
+        let a = spec(CollectiveKind::AllReduce, None, None);
+        let b = spec(CollectiveKind::AllGather, Some(0), None);
         let (ra, rb) = std::thread::scope(|s| {
             let ha = s.spawn(|| {
                 world.collective(0, &[0, 1], &a, Arc::new(Tensor::f32(vec![1], vec![1.0])))

@@ -117,6 +117,15 @@ fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
     g.validate().map_err(|e| bad(e.to_string()))
 }
 
+/// `Ok` when `ok`, else the error `msg()`.
+fn require(ok: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
 fn check_step_kind(
     plan: &Plan,
     rank: usize,
@@ -136,21 +145,18 @@ fn check_step_kind(
     };
     match kind {
         StepKind::LoadWeight { tensor, .. } => {
-            if !g.weights.contains_key(tensor) {
-                return Err(format!(
-                    "load_weight of tensor {} which is not a weight",
-                    tensor.0
-                ));
-            }
+            require(g.weights.contains_key(tensor), || {
+                format!("load_weight of tensor {} which is not a weight", tensor.0)
+            })?;
             arity(0, 1, "load_weight")
         }
         StepKind::Input { tensor, .. } => {
-            if !g.inputs.contains(tensor) {
-                return Err(format!(
+            require(g.inputs.contains(tensor), || {
+                format!(
                     "input step for tensor {} which is not a graph input",
                     tensor.0
-                ));
-            }
+                )
+            })?;
             arity(0, 1, "input")
         }
         StepKind::Compute { node, .. } => {

@@ -26,6 +26,13 @@ pub fn rand_f32(shape: &[usize], seed: u64) -> Tensor {
     Tensor::f32(shape.to_vec(), v)
 }
 
+/// Asserts that the message `msg` mentions every one of `parts`.
+pub fn assert_mentions(msg: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(msg.contains(part), "{part:?} not in: {msg}");
+    }
+}
+
 pub fn inline_weight(g: &mut Graph, name: &str, t: Tensor) -> TensorId {
     g.add_weight(Weight {
         name: name.into(),
@@ -45,6 +52,28 @@ pub fn node(
 ) -> (NodeId, TensorId) {
     let out = g.add_tensor(format!("{name}_out"), dtype, shape, TensorKind::Activation);
     (g.add_node(name, op, inputs, vec![out]), out)
+}
+
+/// Adds an f32 node and returns its output tensor.
+pub fn f32_node(
+    g: &mut Graph,
+    name: &str,
+    op: Op,
+    inputs: Vec<TensorId>,
+    shape: Vec<usize>,
+) -> TensorId {
+    node(g, name, op, inputs, shape, DType::F32).1
+}
+
+/// Adds the f32 binary op `kind` of `a` and `b` and returns its output tensor.
+pub fn binary_node(
+    g: &mut Graph,
+    name: &str,
+    kind: BinaryOp,
+    [a, b]: [TensorId; 2],
+    shape: Vec<usize>,
+) -> TensorId {
+    f32_node(g, name, Op::Binary(BinaryAttrs { kind }), vec![a, b], shape)
 }
 
 /// A plan skeleton around `graph` for `n` ranks; values and steps are added with the methods.
@@ -129,6 +158,31 @@ impl PlanBuilder {
         }
     }
 
+    /// Reads graph input `tensor` into `out`: whole, or on each rank its chunk of axis `axis`
+    /// of extent `dim` for `split = Some((axis, dim))`.
+    pub fn input(&mut self, tensor: TensorId, split: Option<(usize, usize)>, out: ValueId) {
+        self.source_step(split, out, |slice| StepKind::Input { tensor, slice });
+    }
+
+    /// Loads weight `tensor` into `out`: whole, or on each rank its chunk of axis `axis` of
+    /// extent `dim` for `split = Some((axis, dim))`.
+    pub fn load_weight(&mut self, tensor: TensorId, split: Option<(usize, usize)>, out: ValueId) {
+        self.source_step(split, out, |slice| StepKind::LoadWeight { tensor, slice });
+    }
+
+    /// Appends a step without inputs that writes `out`, built from each rank's chunk of
+    /// `split` (axis, extent), or from `None` when it is whole.
+    fn source_step(
+        &mut self,
+        split: Option<(usize, usize)>,
+        out: ValueId,
+        kind: impl Fn(Option<AxisSlice>) -> StepKind,
+    ) {
+        let n = self.n();
+        let slice = |r| split.map(|(axis, dim)| PlanBuilder::chunk(axis, dim, n, r));
+        self.step(|r| kind(slice(r)), &[], &[out]);
+    }
+
     pub fn compute(&mut self, node: NodeId, inputs: &[ValueId], out: ValueId) {
         let op = self.plan.graph.node(node).op.clone();
         self.step(
@@ -191,32 +245,20 @@ pub fn mlp_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let x = g.add_input("x", DType::F32, vec![2, 4, d]);
     let w1 = inline_weight(&mut g, "w1", rand_f32(&[d, h], 1));
     let w2 = inline_weight(&mut g, "w2", rand_f32(&[h, d], 2));
+    let mm = Op::MatMul(MatMulAttrs {});
+    let gelu = Op::Gelu(GeluAttrs {
+        tanh_approximation: false,
+    });
     let (n1, t_h) = node(
         &mut g,
         "fc1",
-        Op::MatMul(MatMulAttrs {}),
+        mm.clone(),
         vec![x, w1],
         vec![2, 4, h],
         DType::F32,
     );
-    let (n2, t_g) = node(
-        &mut g,
-        "gelu",
-        Op::Gelu(GeluAttrs {
-            tanh_approximation: false,
-        }),
-        vec![t_h],
-        vec![2, 4, h],
-        DType::F32,
-    );
-    let (n3, t_y) = node(
-        &mut g,
-        "fc2",
-        Op::MatMul(MatMulAttrs {}),
-        vec![t_g, w2],
-        vec![2, 4, d],
-        DType::F32,
-    );
+    let (n2, t_g) = node(&mut g, "gelu", gelu, vec![t_h], vec![2, 4, h], DType::F32);
+    let (n3, t_y) = node(&mut g, "fc2", mm, vec![t_g, w2], vec![2, 4, d], DType::F32);
     g.outputs.push(t_y);
     let mut b = PlanBuilder::new(g, n);
     let vx = b.value(x, Layout::Replicated);
@@ -226,32 +268,11 @@ pub fn mlp_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vw2 = b.value(w2, Layout::Split(0));
     let vyp = b.value(t_y, Layout::Partial);
     let vy = b.value(t_y, Layout::Replicated);
-    b.step(
-        |_| StepKind::Input {
-            tensor: x,
-            slice: None,
-        },
-        &[],
-        &[vx],
-    );
-    b.step(
-        |r| StepKind::LoadWeight {
-            tensor: w1,
-            slice: Some(PlanBuilder::chunk(1, h, n, r)),
-        },
-        &[],
-        &[vw1],
-    );
+    b.input(x, None, vx);
+    b.load_weight(w1, Some((1, h)), vw1);
     b.compute(n1, &[vx, vw1], vh);
     b.compute(n2, &[vh], vg);
-    b.step(
-        |r| StepKind::LoadWeight {
-            tensor: w2,
-            slice: Some(PlanBuilder::chunk(0, h, n, r)),
-        },
-        &[],
-        &[vw2],
-    );
+    b.load_weight(w2, Some((0, h)), vw2);
     b.compute(n3, &[vg, vw2], vyp);
     b.collective(CollectiveKind::AllReduce, None, None, vyp, vy);
     b.plan.outputs.push(vy);
@@ -268,34 +289,17 @@ pub fn layouts_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let x = g.add_input("x", DType::F32, vec![2, e, e]);
     let w = inline_weight(&mut g, "w", rand_f32(&[e, e], 5));
     let unary = |kind| Op::Unary(UnaryAttrs { kind });
-    let (n_relu, r1) = node(
-        &mut g,
-        "relu",
-        unary(UnaryOp::Relu),
-        vec![x],
-        vec![2, e, e],
-        DType::F32,
-    );
-    let (n_tanh, t) = node(
-        &mut g,
-        "tanh",
-        unary(UnaryOp::Tanh),
-        vec![r1],
-        vec![2, e, e],
-        DType::F32,
-    );
-    let (n_mm, m) = node(
-        &mut g,
-        "mm",
-        Op::MatMul(MatMulAttrs {}),
-        vec![t, w],
-        vec![2, e, e],
-        DType::F32,
-    );
+    // Every value of the chain is a [2, e, e] f32 tensor.
+    let mut chain_node = |name: &str, op: Op, inputs: Vec<TensorId>| {
+        node(&mut g, name, op, inputs, vec![2, e, e], DType::F32)
+    };
+    let (n_relu, r1) = chain_node("relu", unary(UnaryOp::Relu), vec![x]);
+    let (n_tanh, t) = chain_node("tanh", unary(UnaryOp::Tanh), vec![r1]);
+    let (n_mm, m) = chain_node("mm", Op::MatMul(MatMulAttrs {}), vec![t, w]);
     let add = Op::Binary(BinaryAttrs {
         kind: BinaryOp::Add,
     });
-    let (n_add, s) = node(&mut g, "add", add, vec![m, x], vec![2, e, e], DType::F32);
+    let (n_add, s) = chain_node("add", add, vec![m, x]);
     g.outputs.push(s);
     let mut b = PlanBuilder::new(g, n);
     let vx1 = b.value(x, Layout::Split(1));
@@ -311,14 +315,7 @@ pub fn layouts_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vsp = b.value(s, Layout::Partial);
     let vs1 = b.value(s, Layout::Split(1));
     let vsr = b.value(s, Layout::Replicated);
-    b.step(
-        |r| StepKind::Input {
-            tensor: x,
-            slice: Some(PlanBuilder::chunk(1, e, n, r)),
-        },
-        &[],
-        &[vx1],
-    );
+    b.input(x, Some((1, e)), vx1);
     b.compute(n_relu, &[vx1], vr1);
     b.collective(CollectiveKind::AllToAll, Some(1), Some(2), vr1, vr2);
     b.compute(n_tanh, &[vr2], vt2);
@@ -330,23 +327,9 @@ pub fn layouts_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
         &[vtr],
         &[vt2b],
     );
-    b.step(
-        |r| StepKind::LoadWeight {
-            tensor: w,
-            slice: Some(PlanBuilder::chunk(0, e, n, r)),
-        },
-        &[],
-        &[vw],
-    );
+    b.load_weight(w, Some((0, e)), vw);
     b.compute(n_mm, &[vt2b, vw], vmp);
-    b.step(
-        |_| StepKind::Input {
-            tensor: x,
-            slice: None,
-        },
-        &[],
-        &[vxr],
-    );
+    b.input(x, None, vxr);
     b.step(|_| StepKind::ScaleToPartial { n }, &[vxr], &[vxp]);
     b.compute(n_add, &[vmp, vxp], vsp);
     b.collective(CollectiveKind::ReduceScatter, Some(1), None, vsp, vs1);
@@ -379,22 +362,8 @@ pub fn embedding_plan(n: usize) -> (Plan, BTreeMap<String, Tensor>) {
     let vep = b.value(e, Layout::Partial);
     let ver = b.value(e, Layout::Replicated);
     let veb = b.value(e, Layout::Replicated);
-    b.step(
-        |r| StepKind::LoadWeight {
-            tensor: table,
-            slice: Some(PlanBuilder::chunk(0, vocab, n, r)),
-        },
-        &[],
-        &[vt],
-    );
-    b.step(
-        |_| StepKind::Input {
-            tensor: ids,
-            slice: None,
-        },
-        &[],
-        &[vi],
-    );
+    b.load_weight(table, Some((0, vocab)), vt);
+    b.input(ids, None, vi);
     let rows = vocab / n;
     b.step(
         |r| StepKind::ShardedGather {
@@ -443,28 +412,14 @@ pub fn single_rank_plan(graph: Graph) -> Plan {
     let mut value: BTreeMap<TensorId, ValueId> = BTreeMap::new();
     for &t in &g.inputs {
         let v = b.value(t, Layout::Replicated);
-        b.step(
-            |_| StepKind::Input {
-                tensor: t,
-                slice: None,
-            },
-            &[],
-            &[v],
-        );
+        b.input(t, None, v);
         value.insert(t, v);
     }
     for (i, nd) in g.nodes.iter().enumerate() {
         for &t in &nd.inputs {
             if g.weights.contains_key(&t) && !value.contains_key(&t) {
                 let v = b.value(t, Layout::Replicated);
-                b.step(
-                    |_| StepKind::LoadWeight {
-                        tensor: t,
-                        slice: None,
-                    },
-                    &[],
-                    &[v],
-                );
+                b.load_weight(t, None, v);
                 value.insert(t, v);
             }
         }

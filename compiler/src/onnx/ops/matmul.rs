@@ -6,6 +6,7 @@
 //!   repeated labels inside one operand, i.e. no diagonals; `...` is expanded to letters)
 use super::{entry, Lowered, NodeCx, OpEntry};
 use crate::onnx::ImportError;
+use tessera_ir::einsum::{split_terms, EquationTerms};
 use tessera_ir::op::{EinsumAttrs, GemmAttrs, MatMulAttrs};
 use tessera_ir::Op;
 
@@ -64,20 +65,17 @@ fn einsum(cx: &NodeCx) -> Result<Lowered, ImportError> {
 /// numpy broadcasting does), and an implicit output made explicit (ellipsis letters, then the
 /// labels used exactly once, in alphabetical order).
 pub(crate) fn explicit_equation(eq: &str, ranks: &[usize]) -> Result<String, String> {
-    let eq: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
-    let (lhs, rhs) = match eq.split_once("->") {
-        Some((l, r)) => (l.to_string(), Some(r.to_string())),
-        None => (eq.clone(), None),
-    };
-    let terms: Vec<&str> = lhs.split(',').collect();
-    if terms.len() != ranks.len() {
-        return Err(format!(
-            "{} operands in the equation but {} inputs",
-            terms.len(),
-            ranks.len()
-        ));
-    }
-    let used: Vec<char> = eq.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    let EquationTerms {
+        inputs: terms,
+        output: rhs,
+    } = split_terms(eq, ranks.len())
+        .map_err(|n| format!("{n} operands in the equation but {} inputs", ranks.len()))?;
+    let used: Vec<char> = terms
+        .iter()
+        .chain(&rhs)
+        .flat_map(|t| t.chars())
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect();
     let fresh: Vec<char> = ('A'..='Z')
         .chain('a'..='z')
         .filter(|c| !used.contains(c))

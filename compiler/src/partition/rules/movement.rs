@@ -19,27 +19,25 @@ pub fn reshape_split_axis(input: &[usize], output: &[usize], a: usize, n: usize)
             return false;
         }
         // a is the outer factor of b: e = d · in[a+1..a+1+k]
-        let mut acc = d;
-        let mut merges = acc == e;
-        for &x in &input[a + 1..] {
-            if merges || acc > e {
-                break;
-            }
-            acc *= x;
-            merges = acc == e;
-        }
+        let merges = reaches_product(d, &input[a + 1..], e);
         // b is the outer factor of a: d = e · out[b+1..b+1+k]
-        let mut acc = e;
-        let mut splits = acc == d;
-        for &x in &output[b + 1..] {
-            if splits || acc > d {
-                break;
-            }
-            acc *= x;
-            splits = acc == d;
-        }
+        let splits = reaches_product(e, &output[b + 1..], d);
         merges || splits
     })
+}
+
+/// Whether `start` times some prefix of `dims` (possibly empty) equals `target`.
+fn reaches_product(start: usize, dims: &[usize], target: usize) -> bool {
+    let mut acc = start;
+    let mut hit = acc == target;
+    for &x in dims {
+        if hit || acc > target {
+            break;
+        }
+        acc *= x;
+        hit = acc == target;
+    }
+    hit
 }
 
 pub(super) fn reshape(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
