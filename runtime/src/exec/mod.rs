@@ -143,18 +143,9 @@ pub fn run_on<B: Backend>(
     let results: Vec<Result<_, (usize, RankFailure)>> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for (rank, dev) in devices.into_iter().enumerate() {
-            let job = RankJob {
-                plan,
-                store,
-                inputs,
-                rank,
-                keep: plan
-                    .outputs
-                    .iter()
-                    .copied()
-                    .filter(|v| providers.get(v) == Some(&rank))
-                    .collect(),
-            };
+            let job = rank_job(plan, store, inputs, rank, |v| {
+                providers.get(v) == Some(&rank)
+            });
             let failures = &failures;
             let h = std::thread::Builder::new()
                 .name(format!("tessera-rank-{rank}"))
@@ -245,23 +236,29 @@ pub fn run_one_rank<D: Device>(
         .iter()
         .flat_map(|s| s.outputs.iter().copied())
         .collect();
-    let job = RankJob {
-        plan,
-        store,
-        inputs,
-        rank,
-        keep: plan
-            .outputs
-            .iter()
-            .copied()
-            .filter(|v| defined.contains(v))
-            .collect(),
-    };
+    let job = rank_job(plan, store, inputs, rank, |v| defined.contains(v));
     let failures = AtomicUsize::new(0);
     let (kept, stats) = rank_thread(dev, job, &failures).map_err(|(_, f)| f.err)?;
     let kept: BTreeMap<ValueId, Tensor> = kept.into_iter().collect();
     let outputs = plan.outputs.iter().map(|v| kept.get(v).cloned()).collect();
     Ok((outputs, stats))
+}
+
+/// The job of rank `rank`: its program, keeping the plan outputs `keeps` accepts.
+fn rank_job<'a>(
+    plan: &'a Plan,
+    store: &'a WeightStore,
+    inputs: &'a BTreeMap<String, Tensor>,
+    rank: usize,
+    keeps: impl Fn(&ValueId) -> bool,
+) -> RankJob<'a> {
+    RankJob {
+        plan,
+        store,
+        inputs,
+        rank,
+        keep: plan.outputs.iter().copied().filter(|v| keeps(v)).collect(),
+    }
 }
 
 /// Asks glibc's allocator (once per process) to keep freed activation buffers for reuse
