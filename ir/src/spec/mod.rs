@@ -32,7 +32,7 @@ use crate::{numel, DType, IrError, Op};
 pub use elementwise::WhereSpec;
 pub use gather::GatherSpec;
 pub use kind::{OpKind, Sample};
-pub use movement::normalize_slice;
+pub use movement::{normalize_slice, slice_len};
 pub use movement::ConcatSpec;
 pub use norm::{LayerNormSpec, RmsNormSpec};
 

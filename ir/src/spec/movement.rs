@@ -28,8 +28,8 @@ pub fn normalize_slice(start: i64, end: i64, step: i64, dim: usize) -> (i64, i64
     }
 }
 
-/// Number of elements a clamped slice `start..end` by `step` selects.
-pub(crate) fn slice_len(start: i64, end: i64, step: i64) -> usize {
+/// Number of elements a clamped slice `start..end` by `step` selects (0 when empty).
+pub fn slice_len(start: i64, end: i64, step: i64) -> usize {
     let n = if step > 0 {
         (end - start + step - 1) / step
     } else {
