@@ -32,8 +32,8 @@ use crate::{numel, DType, IrError, Op};
 pub use elementwise::WhereSpec;
 pub use gather::GatherSpec;
 pub use kind::{OpKind, Sample};
-pub use movement::{normalize_slice, slice_len};
 pub use movement::ConcatSpec;
+pub use movement::{normalize_slice, slice_len};
 pub use norm::{LayerNormSpec, RmsNormSpec};
 
 /// How many inputs a node of an op takes (outputs follow from [`OpSpec::infer`]).
