@@ -3,13 +3,14 @@
 //! * a collective costs `α + ring_bytes / β`, where the ring volume of a logical tensor of
 //!   `B` bytes on `N` devices is `2(N−1)/N·B` (all-reduce), `(N−1)/N·B` (all-gather,
 //!   reduce-scatter) and `(N−1)/N²·B` (all-to-all);
-//! * compute costs `FLOPs per rank / flops_per_s`, FLOPs from [`op_flops`] on local shapes.
+//! * compute costs `FLOPs per rank / flops_per_s`, FLOPs from [`op_flops`] on local shapes
+//!   (each op's FLOPs and bytes are stated by its spec in `tessera_ir::spec`).
 //!
 //! Presets: `nvlink`, `pcie`, `ethernet`, `cpu`; a custom mesh loads from TOML
 //! ([`load_cost_model_toml`]).
 use tessera_ir::plan::CollectiveKind;
 pub use tessera_ir::plan::CostModel;
-use tessera_ir::{numel, Op};
+use tessera_ir::{DType, Op};
 
 /// Errors loading a cost model.
 #[derive(Debug, thiserror::Error)]
@@ -178,61 +179,20 @@ pub fn compute_seconds(model: &CostModel, flops: u64) -> f64 {
     flops as f64 / model.flops_per_s
 }
 
-/// Estimated FLOPs of `op` on the given (local) input and output shapes.
+/// Estimated FLOPs of `op` on the given (local) input and output shapes: the op's spec
+/// ([`tessera_ir::spec::OpSpec::flops`], in its family file) says how.
 ///
 /// MatMul/Gemm count 2·M·N·K; elementwise ops one per output element (GELU 8, Softmax 5,
-/// LayerNorm 8, RMSNorm 5 per element; Attention its two products plus a softmax on the
-/// scores, from the scores' shape); reductions one per input element; pure data
-/// movement (Reshape, Transpose, Slice, Split, Concat, Gather, Expand, Cast, Trilu) zero.
+/// LayerNorm 8, RMSNorm 5 per element); Attention 2·B·H·Sq·T·(Dk+Dv) plus 5 per score;
+/// reductions one per input element; pure data movement zero.
 pub fn op_flops(op: &Op, inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
-    let out = outputs.first().map(|s| numel(s) as u64).unwrap_or(0);
-    let first_in = inputs.first().map(|s| numel(s) as u64).unwrap_or(0);
-    match op {
-        Op::MatMul(_) => {
-            let k = inputs.first().and_then(|a| a.last()).copied().unwrap_or(1) as u64;
-            2 * out * k
-        }
-        Op::Gemm(g) => {
-            let a = inputs.first().copied().unwrap_or(&[]);
-            let k = if g.trans_a { a.first() } else { a.last() }
-                .copied()
-                .unwrap_or(1) as u64;
-            2 * out * k
-        }
-        Op::Einsum(_) => {
-            2 * out
-                * inputs
-                    .iter()
-                    .map(|s| s.last().copied().unwrap_or(1) as u64)
-                    .max()
-                    .unwrap_or(1)
-        }
-        Op::Attention(_) => {
-            // Q·Kᵀ and P·V: 2·(Sq·T·D) each per head, T from qk_matmul_output [B, H, Sq, T].
-            let qk_shape = outputs.get(3).copied().unwrap_or(&[]);
-            let qk = numel(qk_shape) as u64;
-            let q = inputs.first().copied().unwrap_or(&[]);
-            let last = q.last().copied().unwrap_or(1) as u64;
-            // 3-D Q is [B, S, H·D]: divide by the heads (axis 1 of the scores).
-            let heads = qk_shape.get(1).copied().unwrap_or(1).max(1) as u64;
-            let d = if q.len() == 3 { last / heads } else { last };
-            4 * qk * d + 5 * qk
-        }
-        Op::Binary(_) | Op::Unary(_) | Op::Clip(_) | Op::Where | Op::CumSum(_) => out,
-        Op::Gelu(_) | Op::LayerNorm(_) => 8 * out,
-        Op::Softmax(_) | Op::RmsNorm(_) => 5 * out,
-        Op::Reduce(_) => first_in,
-        Op::Reshape(_)
-        | Op::Transpose(_)
-        | Op::Concat(_)
-        | Op::Split(_)
-        | Op::Slice(_)
-        | Op::Gather(_)
-        | Op::GatherNd(_)
-        | Op::Expand(_)
-        | Op::Cast(_)
-        | Op::Trilu(_) => 0,
-    }
+    op.spec().flops(inputs, outputs)
+}
+
+/// Estimated bytes `op` reads and writes on the given (local) inputs and outputs, for
+/// memory-bound ops ([`tessera_ir::spec::OpSpec::bytes`]).
+pub fn op_bytes(op: &Op, inputs: &[(DType, &[usize])], outputs: &[(DType, &[usize])]) -> u64 {
+    op.spec().bytes(inputs, outputs)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! * [`Weight`]: metadata plus a lazy reference to the bytes (never read by the compiler),
 //! * [`Tensor`]: a host tensor used by constant folding and the CPU executors,
 //! * [`Layout`]: how a tensor is laid out over the devices of a mesh,
+//! * [`spec`]: one spec per op family (arity, inference, FLOPs and bytes, partitioning),
 //! * [`plan`]: the partitioned plan format written by `tessera compile`.
 //! * [`einsum`]: the split of an einsum equation into its terms (import and kernels).
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod infer;
 pub mod layout;
 pub mod op;
 pub mod plan;
+pub mod spec;
 pub mod tensor;
 pub mod weight;
 

@@ -372,47 +372,23 @@ pub struct AttentionAttrs {
     pub qk_output: bool,
 }
 
-impl Op {
-    /// A short name for reports and DOT labels (e.g. `MatMul`, `Add`, `Reshape`).
-    pub fn name(&self) -> String {
-        match self {
-            Op::MatMul(_) => "MatMul".into(),
-            Op::Gemm(_) => "Gemm".into(),
-            Op::Einsum(_) => "Einsum".into(),
-            Op::Binary(a) => format!("{:?}", a.kind)
-                .split(' ')
-                .next()
-                .unwrap_or("Binary")
-                .into(),
-            Op::Unary(a) => format!("{:?}", a.kind),
-            Op::Gelu(_) => "Gelu".into(),
-            Op::Clip(_) => "Clip".into(),
-            Op::Softmax(a) => if a.log { "LogSoftmax" } else { "Softmax" }.into(),
-            Op::LayerNorm(_) => "LayerNorm".into(),
-            Op::RmsNorm(_) => "RmsNorm".into(),
-            Op::Reduce(a) => format!("Reduce{:?}", a.kind),
-            Op::Reshape(_) => "Reshape".into(),
-            Op::Transpose(_) => "Transpose".into(),
-            Op::Concat(_) => "Concat".into(),
-            Op::Split(_) => "Split".into(),
-            Op::Slice(_) => "Slice".into(),
-            Op::Gather(_) => "Gather".into(),
-            Op::GatherNd(_) => "GatherND".into(),
-            Op::Expand(_) => "Expand".into(),
-            Op::Where => "Where".into(),
-            Op::Cast(_) => "Cast".into(),
-            Op::Trilu(_) => "Trilu".into(),
-            Op::CumSum(_) => "CumSum".into(),
-            Op::Attention(_) => "Attention".into(),
+impl Default for AttentionAttrs {
+    /// The ONNX defaults: 4-D inputs, no causal mask, no window, no softcap, the default
+    /// scale, no optional inputs, output Y.
+    fn default() -> Self {
+        AttentionAttrs {
+            is_causal: false,
+            q_num_heads: None,
+            kv_num_heads: None,
+            qk_matmul_output_mode: 0,
+            scale: None,
+            softcap: 0.0,
+            left_window: -1,
+            right_window: -1,
+            has_mask: false,
+            has_past: false,
+            has_nonpad: false,
+            qk_output: false,
         }
-    }
-
-    /// Is this an elementwise op whose output element i depends only on input elements at
-    /// the same (broadcast) position?
-    pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            Op::Binary(_) | Op::Unary(_) | Op::Gelu(_) | Op::Clip(_) | Op::Where | Op::Cast(_)
-        )
     }
 }

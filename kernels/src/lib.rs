@@ -49,125 +49,40 @@ pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
 }
 
 fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
+    // The input count comes from the op's spec in ir, as for shape inference.
+    op.spec().arity().check(inputs.len())?;
     let one = |t: KResult<Tensor>| t.map(|t| vec![t]);
     match op {
-        Op::MatMul(_) => {
-            arity(inputs, 2, 2)?;
-            one(matmul::matmul(inputs[0], inputs[1]))
-        }
-        Op::Gemm(a) => {
-            arity(inputs, 2, 3)?;
-            one(matmul::gemm(
-                a,
-                inputs[0],
-                inputs[1],
-                inputs.get(2).copied(),
-            ))
-        }
-        Op::Attention(a) => {
-            let n = 3 + a.has_mask as usize + 2 * a.has_past as usize + a.has_nonpad as usize;
-            arity(inputs, n, n)?;
-            one(attention::attention(a, inputs))
-        }
-        Op::Einsum(a) => {
-            arity(inputs, 1, usize::MAX)?;
-            one(einsum::einsum(&a.equation, inputs))
-        }
-        Op::Binary(a) => {
-            arity(inputs, 2, 2)?;
-            one(binary::binary(a.kind, inputs[0], inputs[1]))
-        }
-        Op::Where => {
-            arity(inputs, 3, 3)?;
-            one(binary::where_select(inputs[0], inputs[1], inputs[2]))
-        }
-        Op::Unary(a) => {
-            arity(inputs, 1, 1)?;
-            one(unary::unary(a.kind, inputs[0]))
-        }
-        Op::Gelu(a) => {
-            arity(inputs, 1, 1)?;
-            one(unary::gelu(a.tanh_approximation, inputs[0]))
-        }
-        Op::Clip(a) => {
-            arity(inputs, 1, 1)?;
-            one(unary::clip(a.min, a.max, inputs[0]))
-        }
-        Op::Cast(a) => {
-            arity(inputs, 1, 1)?;
-            Ok(vec![cast_tensor(inputs[0], a.to)])
-        }
-        Op::Softmax(a) => {
-            arity(inputs, 1, 1)?;
-            one(softmax::softmax(a.axis, a.log, inputs[0]))
-        }
-        Op::LayerNorm(a) => {
-            arity(inputs, 2, 3)?;
-            norm::layer_norm(a, inputs[0], inputs[1], inputs.get(2).copied())
-        }
-        Op::RmsNorm(a) => {
-            arity(inputs, 2, 2)?;
-            one(norm::rms_norm(a, inputs[0], inputs[1]))
-        }
-        Op::Reduce(a) => {
-            arity(inputs, 1, 1)?;
-            one(reduce::reduce(a, inputs[0]))
-        }
-        Op::Reshape(a) => {
-            arity(inputs, 1, 1)?;
-            one(movement::reshape(&a.shape, inputs[0]))
-        }
-        Op::Transpose(a) => {
-            arity(inputs, 1, 1)?;
-            one(movement::transpose(&a.perm, inputs[0]))
-        }
-        Op::Concat(a) => {
-            arity(inputs, 1, usize::MAX)?;
-            one(movement::concat(a.axis, inputs))
-        }
-        Op::Split(a) => {
-            arity(inputs, 1, 1)?;
-            movement::split(a.axis, &a.sizes, inputs[0])
-        }
-        Op::Slice(a) => {
-            arity(inputs, 1, 1)?;
-            one(movement::slice(a, inputs[0]))
-        }
-        Op::Expand(a) => {
-            arity(inputs, 1, 1)?;
-            one(movement::expand(&a.shape, inputs[0]))
-        }
-        Op::Gather(a) => {
-            arity(inputs, 2, 2)?;
-            one(gather::gather(a.axis, inputs[0], inputs[1]))
-        }
-        Op::GatherNd(a) => {
-            arity(inputs, 2, 2)?;
-            one(gather::gather_nd(a.batch_dims, inputs[0], inputs[1]))
-        }
-        Op::Trilu(a) => {
-            arity(inputs, 1, 1)?;
-            one(trilu::trilu(a.upper, a.k, inputs[0]))
-        }
-        Op::CumSum(a) => {
-            arity(inputs, 1, 1)?;
-            one(cumsum::cumsum(a, inputs[0]))
-        }
+        Op::MatMul(_) => one(matmul::matmul(inputs[0], inputs[1])),
+        Op::Gemm(a) => one(matmul::gemm(
+            a,
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+        )),
+        Op::Attention(a) => one(attention::attention(a, inputs)),
+        Op::Einsum(a) => one(einsum::einsum(&a.equation, inputs)),
+        Op::Binary(a) => one(binary::binary(a.kind, inputs[0], inputs[1])),
+        Op::Where => one(binary::where_select(inputs[0], inputs[1], inputs[2])),
+        Op::Unary(a) => one(unary::unary(a.kind, inputs[0])),
+        Op::Gelu(a) => one(unary::gelu(a.tanh_approximation, inputs[0])),
+        Op::Clip(a) => one(unary::clip(a.min, a.max, inputs[0])),
+        Op::Cast(a) => Ok(vec![cast_tensor(inputs[0], a.to)]),
+        Op::Softmax(a) => one(softmax::softmax(a.axis, a.log, inputs[0])),
+        Op::LayerNorm(a) => norm::layer_norm(a, inputs[0], inputs[1], inputs.get(2).copied()),
+        Op::RmsNorm(a) => one(norm::rms_norm(a, inputs[0], inputs[1])),
+        Op::Reduce(a) => one(reduce::reduce(a, inputs[0])),
+        Op::Reshape(a) => one(movement::reshape(&a.shape, inputs[0])),
+        Op::Transpose(a) => one(movement::transpose(&a.perm, inputs[0])),
+        Op::Concat(a) => one(movement::concat(a.axis, inputs)),
+        Op::Split(a) => movement::split(a.axis, &a.sizes, inputs[0]),
+        Op::Slice(a) => one(movement::slice(a, inputs[0])),
+        Op::Expand(a) => one(movement::expand(&a.shape, inputs[0])),
+        Op::Gather(a) => one(gather::gather(a.axis, inputs[0], inputs[1])),
+        Op::GatherNd(a) => one(gather::gather_nd(a.batch_dims, inputs[0], inputs[1])),
+        Op::Trilu(a) => one(trilu::trilu(a.upper, a.k, inputs[0])),
+        Op::CumSum(a) => one(cumsum::cumsum(a, inputs[0])),
     }
-}
-
-fn arity(inputs: &[&Tensor], min: usize, max: usize) -> KResult<()> {
-    if inputs.len() < min || inputs.len() > max {
-        let want = if min == max {
-            format!("{min}")
-        } else if max == usize::MAX {
-            format!("at least {min}")
-        } else {
-            format!("{min} to {max}")
-        };
-        return Err(format!("expected {want} inputs, got {}", inputs.len()));
-    }
-    Ok(())
 }
 
 /// Applies a generic expression to whichever storage a [`TensorData`] has, producing a
@@ -217,38 +132,23 @@ pub(crate) trait Elem: Copy + Default + PartialEq + std::fmt::Debug {
     fn wrap(v: Vec<Self>) -> TensorData;
 }
 
-impl Elem for f32 {
-    fn slice(data: &TensorData) -> Option<&[f32]> {
-        match data {
-            TensorData::F32(v) => Some(v),
-            _ => None,
+/// Implements [`Elem`] for the element type of one [`TensorData`] storage variant.
+macro_rules! elem {
+    ($t:ty, $variant:ident) => {
+        impl Elem for $t {
+            fn slice(data: &TensorData) -> Option<&[$t]> {
+                match data {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn wrap(v: Vec<$t>) -> TensorData {
+                TensorData::$variant(v)
+            }
         }
-    }
-    fn wrap(v: Vec<f32>) -> TensorData {
-        TensorData::F32(v)
-    }
+    };
 }
 
-impl Elem for i64 {
-    fn slice(data: &TensorData) -> Option<&[i64]> {
-        match data {
-            TensorData::I64(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: Vec<i64>) -> TensorData {
-        TensorData::I64(v)
-    }
-}
-
-impl Elem for bool {
-    fn slice(data: &TensorData) -> Option<&[bool]> {
-        match data {
-            TensorData::Bool(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn wrap(v: Vec<bool>) -> TensorData {
-        TensorData::Bool(v)
-    }
-}
+elem!(f32, F32);
+elem!(i64, I64);
+elem!(bool, Bool);

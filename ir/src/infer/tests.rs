@@ -309,14 +309,8 @@ fn attention_out(
         is_causal: true,
         q_num_heads: q_heads,
         kv_num_heads: kv_heads,
-        qk_matmul_output_mode: 0,
-        scale: None,
-        softcap: 0.0,
-        left_window: -1,
-        right_window: -1,
-        has_mask: false,
         has_past,
-        has_nonpad: false,
+        ..Default::default()
     })
 }
 

@@ -13,6 +13,7 @@ mod pointwise;
 
 use super::form::{operand_local_shape, LocalForm, Lowering, Operand};
 use crate::cost::op_flops;
+use tessera_ir::spec::Partitioning;
 use tessera_ir::{Graph, Layout, NodeId, Op, TensorId};
 
 /// What a rule instance gives before validation: operands, output layout, lowering.
@@ -117,7 +118,15 @@ pub fn local_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
     let rules = if cx.n == 1 { &RULES[..1] } else { RULES };
     let mut forms: Vec<LocalForm> = Vec::new();
     for rule in rules {
-        for (inputs, out_layout, lowering) in (rule.forms)(cx, node, out) {
+        let sigs = (rule.forms)(cx, node, out);
+        debug_assert!(
+            sigs.is_empty() || declares(&nd.op, rule.name),
+            "rule '{}' fired on {} '{}', but the op's spec (tessera_ir::spec) does not name it",
+            rule.name,
+            nd.op.name(),
+            nd.name
+        );
+        for (inputs, out_layout, lowering) in sigs {
             let Some(out_shape) = out_layout.local_shape(cx.shape(tensor), cx.n) else {
                 continue;
             };
@@ -166,6 +175,14 @@ pub fn local_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
         }
     }
     forms
+}
+
+/// Does `op`'s spec name `rule` among its partitionings (the fallback `replicated` always
+/// applies)? Each op family declares its rows in `tessera_ir::spec`; a rule that fires on
+/// an op that does not declare it is drift between the two.
+fn declares(op: &Op, rule: &str) -> bool {
+    rule == "replicated"
+        || matches!(op.spec().partitioning(), Partitioning::Rules(rules) if rules.contains(&rule))
 }
 
 /// Is `op` a pure elementwise op for the split rule (Expand included)?

@@ -1,0 +1,74 @@
+//! Reductions and scans: ReduceSum/Mean/Max/Min/Prod/SumSquare/L2
+//! (<https://onnx.ai/onnx/operators/onnx__ReduceSum.html> and siblings) and CumSum
+//! (<https://onnx.ai/onnx/operators/onnx__CumSum.html>).
+//!
+//! Cost: one FLOP per input element (CumSum: per output element). Partitioning: split on an
+//! axis that is not reduced/scanned (`norm-keep-split`); ReduceSum/Mean also pass partial
+//! sums through (`linear-partial`).
+use super::{first_numel, Arity, OpSpec, Partitioning};
+use crate::infer::{InferCx, TypedShape};
+use crate::op::{CumSumAttrs, ReduceAttrs, ReduceKind};
+use crate::IrError;
+
+impl OpSpec for ReduceAttrs {
+    fn name(&self) -> String {
+        format!("Reduce{:?}", self.kind)
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        reduce(cx, &self.axes, self.keepdims).map(|o| vec![o])
+    }
+    fn flops(&self, inputs: &[&[usize]], _outputs: &[&[usize]]) -> u64 {
+        first_numel(inputs)
+    }
+    fn partitioning(&self) -> Partitioning {
+        match self.kind {
+            ReduceKind::Sum | ReduceKind::Mean => {
+                Partitioning::Rules(&["linear-partial", "norm-keep-split"])
+            }
+            _ => Partitioning::Rules(&["norm-keep-split"]),
+        }
+    }
+}
+
+impl OpSpec for CumSumAttrs {
+    fn name(&self) -> String {
+        "CumSum".into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        cx.axis_in_range(self.axis, cx.inputs[0].1.len())?;
+        Ok(vec![cx.input(0)])
+    }
+    fn flops(&self, _inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
+        first_numel(outputs)
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::Rules(&["norm-keep-split"])
+    }
+}
+
+fn reduce(cx: &InferCx, axes: &[usize], keepdims: bool) -> Result<TypedShape, IrError> {
+    let (d, x) = cx.input(0);
+    let mut seen = vec![false; x.len()];
+    for &a in axes {
+        cx.axis_in_range(a, x.len())?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(cx.err(format!("axis {a} repeated in {axes:?}")));
+        }
+    }
+    let out = x
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &e)| match (seen[i], keepdims) {
+            (false, _) => Some(e),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect();
+    Ok((d, out))
+}
