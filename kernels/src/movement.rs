@@ -3,6 +3,7 @@ use super::binary::broadcast_to;
 use super::index::{broadcast_shapes, strided_offsets, strides};
 use super::{describe, make, map_storage, take, Elem, KResult};
 use tessera_ir::op::SliceAttrs;
+use tessera_ir::spec::slice_len;
 use tessera_ir::{Tensor, TensorData};
 
 /// Reshape to a static shape with the same element count.
@@ -134,17 +135,6 @@ pub(crate) fn split(axis: usize, sizes: &[usize], x: &Tensor) -> KResult<Vec<Ten
         start += size;
     }
     Ok(outs)
-}
-
-/// Number of elements selected by `start:end:step` (start/end already clamped).
-fn slice_len(start: i64, end: i64, step: i64) -> usize {
-    if step > 0 && end > start {
-        ((end - start + step - 1) / step) as usize
-    } else if step < 0 && start > end {
-        ((start - end + (-step) - 1) / (-step)) as usize
-    } else {
-        0
-    }
 }
 
 /// Static strided slice; steps may be negative.

@@ -86,111 +86,48 @@ pub fn run_op(
     inputs: &[&DeviceTensor],
     outs: &[OutSpec<'_>],
 ) -> Result<Vec<DeviceTensor>, CudaError> {
-    let want = |n: usize| -> Result<(), CudaError> {
-        if inputs.len() < n {
-            Err(CudaError::Plan(format!(
-                "{} needs {n} input(s), got {}",
-                op.name(),
-                inputs.len()
-            )))
-        } else {
-            Ok(())
-        }
-    };
+    // One arity source (the op's spec): the arms below index up to its minimum.
+    op.spec()
+        .arity()
+        .check(inputs.len())
+        .map_err(|msg| CudaError::Plan(format!("{}: {msg}", op.name())))?;
     let device: Option<Vec<DeviceTensor>> = match op {
-        Op::MatMul(_) => {
-            want(2)?;
-            matmul::matmul(lane, inputs[0], inputs[1])?.map(|t| vec![t])
-        }
+        Op::MatMul(_) => matmul::matmul(lane, inputs[0], inputs[1])?.map(|t| vec![t]),
         Op::Gemm(a) => {
-            want(2)?;
             matmul::gemm(lane, a, inputs[0], inputs[1], inputs.get(2).copied())?.map(|t| vec![t])
         }
-        Op::Binary(a) => {
-            want(2)?;
-            elementwise::binary(lane, a.kind, inputs[0], inputs[1], out_dtype(outs))?
-                .map(|t| vec![t])
-        }
-        Op::Unary(a) => {
-            want(1)?;
-            elementwise::unary(lane, a.kind, inputs[0])?.map(|t| vec![t])
-        }
-        Op::Gelu(a) => {
-            want(1)?;
-            elementwise::gelu(lane, a.tanh_approximation, inputs[0])?.map(|t| vec![t])
-        }
-        Op::Clip(a) => {
-            want(1)?;
-            elementwise::clip(lane, a.min, a.max, inputs[0])?.map(|t| vec![t])
-        }
-        Op::Where => {
-            want(3)?;
-            elementwise::select(lane, inputs[0], inputs[1], inputs[2])?.map(|t| vec![t])
-        }
-        Op::Cast(a) => {
-            want(1)?;
-            elementwise::cast(lane, inputs[0], a.to)?.map(|t| vec![t])
-        }
-        Op::Softmax(a) => {
-            want(1)?;
-            norm::softmax(lane, inputs[0], a.axis, a.log)?.map(|t| vec![t])
-        }
-        Op::LayerNorm(a) => {
-            want(2)?;
-            norm::layer_norm(
-                lane,
-                inputs[0],
-                inputs[1],
-                inputs.get(2).copied(),
-                a.axis,
-                a.epsilon,
-            )?
-            .map(|t| vec![t])
-        }
+        Op::Binary(a) => elementwise::binary(lane, a.kind, inputs[0], inputs[1], out_dtype(outs))?
+            .map(|t| vec![t]),
+        Op::Unary(a) => elementwise::unary(lane, a.kind, inputs[0])?.map(|t| vec![t]),
+        Op::Gelu(a) => elementwise::gelu(lane, a.tanh_approximation, inputs[0])?.map(|t| vec![t]),
+        Op::Clip(a) => elementwise::clip(lane, a.min, a.max, inputs[0])?.map(|t| vec![t]),
+        Op::Where => elementwise::select(lane, inputs[0], inputs[1], inputs[2])?.map(|t| vec![t]),
+        Op::Cast(a) => elementwise::cast(lane, inputs[0], a.to)?.map(|t| vec![t]),
+        Op::Softmax(a) => norm::softmax(lane, inputs[0], a.axis, a.log)?.map(|t| vec![t]),
+        Op::LayerNorm(a) => norm::layer_norm(
+            lane,
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+            a.axis,
+            a.epsilon,
+        )?
+        .map(|t| vec![t]),
         Op::RmsNorm(a) => {
-            want(2)?;
             norm::rms_norm(lane, inputs[0], inputs[1], a.axis, a.epsilon)?.map(|t| vec![t])
         }
-        Op::Reduce(a) => {
-            want(1)?;
-            norm::reduce(lane, inputs[0], a)?.map(|t| vec![t])
-        }
-        Op::CumSum(a) => {
-            want(1)?;
-            norm::cumsum(lane, inputs[0], a)?.map(|t| vec![t])
-        }
-        Op::Reshape(a) => {
-            want(1)?;
-            Some(vec![movement::reshape(inputs[0], &a.shape)?])
-        }
-        Op::Transpose(a) => {
-            want(1)?;
-            Some(vec![movement::transpose(lane, inputs[0], &a.perm)?])
-        }
-        Op::Concat(a) => {
-            want(1)?;
-            Some(vec![movement::concat(lane, inputs, a.axis)?])
-        }
-        Op::Split(a) => {
-            want(1)?;
-            Some(movement::split(lane, inputs[0], a.axis, &a.sizes)?)
-        }
-        Op::Slice(a) => {
-            want(1)?;
-            Some(vec![movement::slice(lane, inputs[0], a)?])
-        }
-        Op::Expand(a) => {
-            want(1)?;
-            Some(vec![movement::expand(lane, inputs[0], &a.shape)?])
-        }
+        Op::Reduce(a) => norm::reduce(lane, inputs[0], a)?.map(|t| vec![t]),
+        Op::CumSum(a) => norm::cumsum(lane, inputs[0], a)?.map(|t| vec![t]),
+        Op::Reshape(a) => Some(vec![movement::reshape(inputs[0], &a.shape)?]),
+        Op::Transpose(a) => Some(vec![movement::transpose(lane, inputs[0], &a.perm)?]),
+        Op::Concat(a) => Some(vec![movement::concat(lane, inputs, a.axis)?]),
+        Op::Split(a) => Some(movement::split(lane, inputs[0], a.axis, &a.sizes)?),
+        Op::Slice(a) => Some(vec![movement::slice(lane, inputs[0], a)?]),
+        Op::Expand(a) => Some(vec![movement::expand(lane, inputs[0], &a.shape)?]),
         Op::Gather(a) => {
-            want(2)?;
             movement::gather(lane, inputs[0], inputs[1], a.axis, None)?.map(|t| vec![t])
         }
-        Op::Trilu(a) => {
-            want(1)?;
-            Some(vec![movement::trilu(lane, inputs[0], a.upper, a.k)?])
-        }
+        Op::Trilu(a) => Some(vec![movement::trilu(lane, inputs[0], a.upper, a.k)?]),
         Op::Einsum(_) | Op::GatherNd(_) | Op::Attention(_) => None,
     };
     let mut results = match device {
