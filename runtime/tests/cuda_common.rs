@@ -202,6 +202,7 @@ pub fn mlp_plan(world: usize) -> (Plan, BTreeMap<String, Tensor>, Tensor, Vec<f3
         source: SourceModel {
             path: "mlp.onnx".into(),
             sha256: String::new(),
+            weight_files: Default::default(),
         },
         input_shapes: [("x".to_string(), vec![m, d])].into_iter().collect(),
         mesh: Mesh::tp(world),
@@ -212,7 +213,7 @@ pub fn mlp_plan(world: usize) -> (Plan, BTreeMap<String, Tensor>, Tensor, Vec<f3
             flops_per_s: 1.0,
         },
         objective: Objective {
-            kind: "memory".into(),
+            kind: ObjectiveKind::Memory,
             memory_per_device: None,
             pins: BTreeMap::new(),
         },
@@ -225,11 +226,7 @@ pub fn mlp_plan(world: usize) -> (Plan, BTreeMap<String, Tensor>, Tensor, Vec<f3
         weight_shards: vec![],
         estimates: vec![],
         layers: None,
-        search: SearchStats {
-            stop_reason: "saturated".into(),
-            extractor: "test".into(),
-            ..SearchStats::default()
-        },
+        search: SearchStats::default(),
         summary: PlanSummary::default(),
     };
     let hidden: Vec<f32> = matmul_host(&x, &w1, m, d, h)

@@ -17,12 +17,12 @@ use super::extract::ExtractError;
 use super::layers::Layers;
 use super::rules::RuleCx;
 use super::segment::{
-    solve, solve_variants, CostMode, RunStats, SegmentSolution, SegmentSpec, Selection,
+    solve, solve_variants, CostMode, SaturationStats, SegmentSolution, SegmentSpec, Selection,
     VariantSolution,
 };
 use super::{PartitionError, Solved};
 use std::collections::BTreeMap;
-use tessera_ir::plan::{CostModel, SearchStats};
+use tessera_ir::plan::{CostModel, Extractor, SearchStats, StopReason};
 use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
 /// Layouts considered for a stream tensor.
@@ -54,7 +54,7 @@ pub struct Chain {
     /// Stream layouts.
     pub layouts: Vec<Layout>,
     /// Runner statistics of the three solved segments.
-    pub stats: Vec<RunStats>,
+    pub stats: Vec<SaturationStats>,
 }
 
 fn outputs_in(cx: &RuleCx, nodes: &[NodeId]) -> Vec<Key> {
@@ -286,27 +286,18 @@ pub fn solve_layered(
         }
         merge(&mut sel, &pick(&ch.epilogue[path[k]])?);
     }
-    let sols: Vec<RunStats> = ch.stats.clone();
-    let mut limits = BTreeMap::new();
-    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
-    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
-    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols
-        .iter()
-        .map(|s| s.stop_reason.as_str())
-        .find(|r| *r != "saturated")
-        .unwrap_or("saturated");
+    let sols: &[SaturationStats] = &ch.stats;
     let stats = SearchStats {
         eclasses: sols.iter().map(|s| s.eclasses).sum(),
         enodes: sols.iter().map(|s| s.enodes).sum(),
         iterations: sols.iter().map(|s| s.iterations).max().unwrap_or(0),
-        stop_reason: worst.to_string(),
-        limits,
-        extractor: format!(
-            "frontier-dp per piece (prologue + 1 representative block of {} + epilogue) + chain-dp over {k} blocks x {} stream layouts",
-            ly.info.nodes_per_layer,
-            ch.layouts.len()
-        ),
+        stop_reason: StopReason::worst(sols.iter().map(|s| &s.stop_reason)),
+        limits: super::segment::LIMITS,
+        extractor: Extractor::ChainDp {
+            nodes_per_layer: ly.info.nodes_per_layer,
+            blocks: k,
+            stream_layouts: ch.layouts.len(),
+        },
         cost,
         lower_bound: cost,
         gap: 0.0,
@@ -334,22 +325,13 @@ fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionErro
 }
 
 fn stats_of(sols: &[&SegmentSolution], cost: f64, lower_bound: f64) -> SearchStats {
-    let mut limits = BTreeMap::new();
-    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
-    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
-    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = sols
-        .iter()
-        .map(|s| s.stats.stop_reason.as_str())
-        .find(|r| *r != "saturated")
-        .unwrap_or("saturated");
     SearchStats {
         eclasses: sols.iter().map(|s| s.stats.eclasses).sum(),
         enodes: sols.iter().map(|s| s.stats.enodes).sum(),
         iterations: sols.iter().map(|s| s.stats.iterations).max().unwrap_or(0),
-        stop_reason: worst.to_string(),
-        limits,
-        extractor: "frontier-dp".into(),
+        stop_reason: StopReason::worst(sols.iter().map(|s| &s.stats.stop_reason)),
+        limits: super::segment::LIMITS,
+        extractor: Extractor::FrontierDp,
         cost,
         lower_bound,
         gap: if cost > 0.0 && (cost - lower_bound) / cost > 1e-9 {
