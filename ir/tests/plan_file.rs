@@ -50,11 +50,7 @@ fn plan() -> Plan {
     g.outputs.push(y);
     Plan {
         format_version: FORMAT_VERSION,
-        source: SourceModel {
-            path: String::new(),
-            sha256: String::new(),
-            weight_files: BTreeMap::new(),
-        },
+        source: SourceModel::default(),
         input_shapes: BTreeMap::from([("x".to_string(), vec![4])]),
         mesh: Mesh::tp(1),
         cost_model: CostModel {

@@ -262,11 +262,7 @@ fn assemble(
     let _ = pins;
     Plan {
         format_version: FORMAT_VERSION,
-        source: SourceModel {
-            path: String::new(),
-            sha256: String::new(),
-            weight_files: BTreeMap::new(),
-        },
+        source: SourceModel::default(),
         input_shapes: graph
             .inputs
             .iter()

@@ -101,6 +101,15 @@ impl Probe {
     }
 }
 
+/// Serializer methods that look at nothing (no float inside).
+macro_rules! ignore {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, _: $ty) -> Result<(), Stop> {
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for &'a mut Probe {
     type Ok = ();
     type Error = Stop;
@@ -112,47 +121,26 @@ impl<'a> ser::Serializer for &'a mut Probe {
     type SerializeStruct = Compound<'a>;
     type SerializeStructVariant = Compound<'a>;
 
-    fn serialize_bool(self, _: bool) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i8(self, _: i8) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i16(self, _: i16) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i32(self, _: i32) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_i64(self, _: i64) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u8(self, _: u8) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u16(self, _: u16) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u32(self, _: u32) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_u64(self, _: u64) -> Result<(), Stop> {
-        Ok(())
-    }
+    ignore!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_char: char,
+        serialize_str: &str,
+        serialize_bytes: &[u8],
+        serialize_unit_struct: &'static str
+    );
     fn serialize_f32(self, v: f32) -> Result<(), Stop> {
         self.float(f64::from(v))
     }
     fn serialize_f64(self, v: f64) -> Result<(), Stop> {
         self.float(v)
-    }
-    fn serialize_char(self, _: char) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_str(self, _: &str) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Stop> {
-        Ok(())
     }
     fn serialize_none(self) -> Result<(), Stop> {
         Ok(())
@@ -161,9 +149,6 @@ impl<'a> ser::Serializer for &'a mut Probe {
         v.serialize(self)
     }
     fn serialize_unit(self) -> Result<(), Stop> {
-        Ok(())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Stop> {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Stop> {
@@ -220,49 +205,50 @@ impl<'a> ser::Serializer for &'a mut Probe {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
+/// Sequence-like compounds: each element is `[index]` in the path.
+macro_rules! seq_like {
+    ($($tr:ident :: $method:ident),*) => {$(
+        impl ser::$tr for Compound<'_> {
+            type Ok = ();
+            type Error = Stop;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
+                self.element(v)
+            }
+            fn end(self) -> Result<(), Stop> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
+seq_like!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+/// Struct-like compounds: each field is `.name` in the path.
+macro_rules! struct_like {
+    ($($tr:ident),*) => {$(
+        impl ser::$tr for Compound<'_> {
+            type Ok = ();
+            type Error = Stop;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), Stop> {
+                self.probe.nested(format!(".{key}"), v)
+            }
+            fn end(self) -> Result<(), Stop> {
+                self.finish()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
-}
+struct_like!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -274,36 +260,6 @@ impl ser::SerializeMap for Compound<'_> {
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Stop> {
         let segment = format!("[{}]", std::mem::take(&mut self.key));
         self.probe.nested(segment, v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Stop> {
-        self.probe.nested(format!(".{key}"), v)
-    }
-    fn end(self) -> Result<(), Stop> {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), Stop> {
-        self.probe.nested(format!(".{key}"), v)
     }
     fn end(self) -> Result<(), Stop> {
         self.finish()

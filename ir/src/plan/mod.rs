@@ -24,8 +24,9 @@ pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats,
 /// values; non-finite floats of inline tensors encoded as strings.
 pub const FORMAT_VERSION: u32 = 2;
 
-/// The source model a plan was compiled from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The source model a plan was compiled from. The default (nothing recorded, as in a plan
+/// fresh from the partitioner) fails [`Plan::verify`] until [`SourceModel::record`] fills it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceModel {
     /// Path of the ONNX file as given to the compiler (absolute or relative to the plan's
     /// directory).
