@@ -289,6 +289,16 @@ fn a_plan_never_overwrites_its_inputs() {
     );
     assert_eq!(std::fs::read(&model).unwrap(), [7u8; 24]);
 
+    // Nor through a symbolic link to it.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&model, &link).unwrap();
+        let msg = p.write(&link).unwrap_err().to_string();
+        assert!(msg.contains("source model"), "{msg}");
+        assert_eq!(std::fs::read(&model).unwrap(), [7u8; 24]);
+    }
+
     let weights = dir.path().join("w.bin");
     p.source = SourceModel::record(&model, &weights, &p.graph).unwrap();
     let msg = p.write(&weights).unwrap_err().to_string();

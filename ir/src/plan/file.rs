@@ -206,8 +206,12 @@ fn relative_path(target: &Path, base: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
-/// A path made absolute through its directory, for comparing files that may not exist yet.
+/// A path made absolute for comparing files: canonical when it exists (symbolic links
+/// resolved, so a link to the model counts as the model), else through its directory.
 fn canonical_file(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
     let name = path.file_name()?;
     Some(dir_of(path).canonicalize().ok()?.join(name))
 }
