@@ -439,3 +439,36 @@ fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_and_descend() {
+        let rel = |t: &str, b: &str| relative_path(Path::new(t), Path::new(b));
+        assert_eq!(
+            rel("/a/b/model.onnx", "/a/b").as_deref(),
+            Some(Path::new("model.onnx"))
+        );
+        assert_eq!(
+            rel("/a/b/model.onnx", "/a/c/d").as_deref(),
+            Some(Path::new("../../b/model.onnx"))
+        );
+        assert_eq!(
+            rel("/m.onnx", "/x").as_deref(),
+            Some(Path::new("../m.onnx"))
+        );
+    }
+
+    #[test]
+    fn weight_paths_resolve_under_the_model_directory() {
+        assert_eq!(under(Path::new("/m"), "w.bin"), Path::new("/m/w.bin"));
+        assert_eq!(
+            under(Path::new("/m"), "/abs/w.bin"),
+            Path::new("/abs/w.bin")
+        );
+        assert_eq!(dir_of(Path::new("plan.json")), Path::new("."));
+        assert_eq!(dir_of(Path::new("out/plan.json")), Path::new("out"));
+    }
+}
