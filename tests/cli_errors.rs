@@ -72,10 +72,18 @@ fn plan_that_is_not_json() {
 fn json_that_is_not_a_plan() {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("other.json");
-    std::fs::write(&plan, r#"{"format_version": 1, "hello": "world"}"#).unwrap();
+    let current = tessera_ir::plan::FORMAT_VERSION;
+    let text = format!(r#"{{"format_version": {current}, "hello": "world"}}"#);
+    std::fs::write(&plan, text).unwrap();
     assert_one_line_error(
         &["inspect", plan.to_str().unwrap()],
         &["other.json", "not a valid Tessera plan"],
+    );
+    // Version 1 plans recorded no weight-file hashes: refused, with what to do.
+    std::fs::write(&plan, r#"{"format_version": 1, "hello": "world"}"#).unwrap();
+    assert_one_line_error(
+        &["inspect", plan.to_str().unwrap()],
+        &["other.json", "format_version 1", "recompile"],
     );
     std::fs::write(&plan, r#"{"format_version": 99}"#).unwrap();
     assert_one_line_error(

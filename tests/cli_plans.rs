@@ -67,6 +67,13 @@ fn plan_path(name: &str) -> String {
         .to_string()
 }
 
+/// The compiled plan of example `name`: its path and its JSON.
+fn plan_json(name: &str) -> (String, Value) {
+    let path = plan_path(name);
+    let plan = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path, plan)
+}
+
 /// Is Graphviz's `dot` installed?
 fn graphviz() -> bool {
     Command::new("dot")
@@ -152,9 +159,7 @@ fn mlp_plan_has_exactly_one_all_reduce_node() {
 #[test]
 fn collective_nodes_match_the_plan_on_every_rank() {
     for (name, _) in EXAMPLES {
-        let plan_file = plan_path(name);
-        let plan: Value =
-            serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+        let (plan_file, plan) = plan_json(name);
         let report: Value = serde_json::from_str(&ok(&["inspect", &plan_file, "--json"])).unwrap();
         let expand = match report["layers"].as_u64() {
             Some(n) => format!("0..{n}"),
@@ -179,9 +184,7 @@ fn collective_nodes_match_the_plan_on_every_rank() {
 #[test]
 fn inspect_json_has_every_key_with_the_right_types() {
     for (name, _) in EXAMPLES {
-        let plan_file = plan_path(name);
-        let plan: Value =
-            serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+        let (plan_file, plan) = plan_json(name);
         let out = ok(&["inspect", &plan_file, "--json"]);
         let r: Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("{name}: inspect --json is not one JSON object: {e}"));
@@ -304,7 +307,34 @@ fn compile_is_deterministic_and_records_the_source() {
         model.canonicalize().unwrap(),
         "source.path {src} is relative to the plan's directory"
     );
-    assert_eq!(plan["source"]["sha256"].as_str().unwrap().len(), 64);
+    let sha = plan["source"]["sha256"].as_str().unwrap();
+    assert_eq!(sha.len(), 64);
+    // The weights are read from the model itself: its hash is recorded for them too.
+    assert_eq!(
+        plan["source"]["weight_files"],
+        serde_json::json!({ "gpt2_1l.onnx": sha })
+    );
+}
+
+#[test]
+fn compile_refuses_to_overwrite_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(model_path("mlp"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+    let (code, _, err) = tessera(&["compile", m, "--devices", "2", "--shape", "x=4x64", "-o", m]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write plan") && err.contains("m.onnx") && err.contains("source model"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the model was overwritten"
+    );
 }
 
 #[test]

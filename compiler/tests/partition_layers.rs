@@ -9,7 +9,7 @@ fn strip_layers(p: &Plan) -> String {
     let mut p = p.clone();
     p.layers = None;
     p.search = tessera_ir::plan::SearchStats {
-        extractor: String::new(),
+        extractor: Default::default(),
         eclasses: 0,
         enodes: 0,
         cost: 0.0,
@@ -94,7 +94,11 @@ fn deep_stack_is_layered_and_deterministic() {
     assert_eq!(p.summary.lower_bound_bytes, 48 * 16 * 64 * 4);
     // Search stats describe one block (+ prologue/epilogue), not 24.
     assert!(p.search.eclasses < 1000, "{:?}", p.search);
-    assert!(p.search.extractor.contains("chain-dp over 24 blocks"));
+    assert!(p
+        .search
+        .extractor
+        .to_string()
+        .contains("chain-dp over 24 blocks"));
     let again = run(&g, 4).plan;
     assert_eq!(
         serde_json::to_string(&p).unwrap(),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod graph;
 pub mod infer;
 pub mod layout;
+mod nonfinite;
 pub mod op;
 pub mod plan;
 pub mod spec;

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 /// Element storage of a host tensor. Floats compute as f32, integers as i64.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TensorData {
-    /// Float elements (f32/f16/bf16/f64 dtypes).
-    F32(Vec<f32>),
+    /// Float elements (f32/f16/bf16/f64 dtypes). In JSON, NaN and ±infinity are the
+    /// strings `"NaN"`, `"inf"`, `"-inf"` (JSON numbers cannot hold them).
+    F32(#[serde(with = "crate::nonfinite")] Vec<f32>),
     /// Integer elements (i64/i32/i16/i8/u8 dtypes).
     I64(Vec<i64>),
     /// Boolean elements.

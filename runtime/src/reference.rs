@@ -10,7 +10,7 @@ use tessera_kernels::eval;
 
 /// Statistics of one reference run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunStats {
+pub struct ReferenceStats {
     /// Largest total size (logical dtype bytes) of live tensors at any point.
     pub peak_bytes: usize,
     /// Number of nodes executed.
@@ -115,12 +115,12 @@ impl Values {
     }
 }
 
-/// [`run_graph`] that also reports [`RunStats`].
+/// [`run_graph`] that also reports [`ReferenceStats`].
 pub fn run_graph_with_stats(
     graph: &Graph,
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
-) -> Result<(Vec<Tensor>, RunStats), RuntimeError> {
+) -> Result<(Vec<Tensor>, ReferenceStats), RuntimeError> {
     let last = last_uses(graph);
     let mut vals = Values {
         slots: vec![None; graph.tensors.len()],
@@ -208,7 +208,7 @@ pub fn run_graph_with_stats(
         })?;
         outs.push(t);
     }
-    let stats = RunStats {
+    let stats = ReferenceStats {
         peak_bytes: vals.peak,
         nodes_run: graph.nodes.len(),
     };

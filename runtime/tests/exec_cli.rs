@@ -4,8 +4,7 @@ mod exec_support;
 use exec_support::*;
 use std::path::Path;
 use std::process::{Command, Output};
-use tessera_ir::plan::Plan;
-use tessera_runtime::exec::load::sha256_file;
+use tessera_ir::plan::{sha256_file, Plan};
 use tessera_runtime::npy::{read_npy, write_npy};
 
 fn tessera_run(args: &[&str]) -> Output {

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 use tessera_ir::op::{ReshapeAttrs, UnaryAttrs, UnaryOp};
-use tessera_ir::plan::{CollectiveKind, Plan, StepKind, ValueId, FORMAT_VERSION};
+use tessera_ir::plan::{sha256_file, CollectiveKind, Plan, StepKind, ValueId, FORMAT_VERSION};
 use tessera_ir::{Op, Tensor, TensorId};
 use tessera_runtime::device::DeviceKind;
-use tessera_runtime::exec::load::{load_plan, resolve_source, sha256_file, verify_source};
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::weights::WeightStore;
 
@@ -178,8 +177,11 @@ fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("future.json");
     std::fs::write(&path, serde_json::to_string(&plan).unwrap()).unwrap();
-    let msg = load_plan(&path).unwrap_err().to_string();
-    assert!(msg.contains("newer than this runtime supports"), "{msg}");
+    let msg = Plan::read(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("future.json") && msg.contains("newer than this Tessera supports"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -189,18 +191,19 @@ fn corrupt_plan_json_names_file_line_and_column() {
     let path = dir.path().join("plan.json");
     let text = serde_json::to_string_pretty(&plan).unwrap();
     std::fs::write(&path, &text).unwrap();
-    assert_eq!(load_plan(&path).unwrap(), plan);
+    assert_eq!(Plan::read(&path).unwrap(), plan);
 
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    let msg = load_plan(&path).unwrap_err().to_string();
+    let msg = Plan::read(&path).unwrap_err().to_string();
     assert_mentions(&msg, &["plan.json", "line", "column"]);
 
     // Valid JSON that is not a plan.
-    std::fs::write(&path, "{\"format_version\": 1, \"source\": 3}").unwrap();
-    let msg = load_plan(&path).unwrap_err().to_string();
-    assert_mentions(&msg, &["plan.json", "not a valid plan", "line 1"]);
+    let not_a_plan = format!("{{\"format_version\": {FORMAT_VERSION}, \"source\": 3}}");
+    std::fs::write(&path, not_a_plan).unwrap();
+    let msg = Plan::read(&path).unwrap_err().to_string();
+    assert_mentions(&msg, &["plan.json", "not a valid Tessera plan", "line 1"]);
 
-    let msg = load_plan(&dir.path().join("nope.json"))
+    let msg = Plan::read(&dir.path().join("nope.json"))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("nope.json"), "{msg}");
@@ -214,9 +217,9 @@ fn source_model_is_located_and_verified() {
     let plan_path = dir.path().join("plan.json");
     let (mut plan, _) = mlp_plan(1);
     plan.source.path = "model.onnx".into();
-    assert_eq!(resolve_source(&plan, &plan_path, None), model);
+    assert_eq!(plan.resolve_source(&plan_path, None), model);
     assert_eq!(
-        resolve_source(&plan, &plan_path, Some(Path::new("/x/m.onnx"))),
+        plan.resolve_source(&plan_path, Some(Path::new("/x/m.onnx"))),
         Path::new("/x/m.onnx")
     );
 
@@ -226,17 +229,22 @@ fn source_model_is_located_and_verified() {
         actual,
         "feef0153f4e2ba5a37e4cba5667d33d2cdb8abb81236183a3e10bd38a0d01e90"
     );
-    verify_source(&model, &actual).unwrap();
+    plan.source.sha256 = actual.clone();
+    assert_eq!(plan.verify(&plan_path, None).unwrap(), model);
 
     let wrong = "0".repeat(64);
-    let msg = verify_source(&model, &wrong).unwrap_err().to_string();
+    plan.source.sha256 = wrong.clone();
+    let msg = plan.verify(&plan_path, None).unwrap_err().to_string();
     assert!(
         msg.contains("model.onnx") && msg.contains(&wrong) && msg.contains(&actual),
         "{msg}"
     );
 
     let missing = dir.path().join("gone.onnx");
-    let msg = verify_source(&missing, &actual).unwrap_err().to_string();
+    let msg = plan
+        .verify(&plan_path, Some(&missing))
+        .unwrap_err()
+        .to_string();
     assert_mentions(&msg, &["gone.onnx", "not found"]);
 }
 

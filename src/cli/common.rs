@@ -1,10 +1,10 @@
-//! Helpers shared by the subcommands: telling models from plans, loading plans and their
-//! timings sidecar, importing models with `--shape`, writing output.
+//! Helpers shared by the subcommands: telling models from plans, loading the timings sidecar
+//! of a plan (plans themselves are read by `tessera_ir::plan::Plan::read`), importing models with `--shape`, writing output.
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tessera_compiler::onnx::{import_model, parse_shape_spec, ImportOptions, ImportedModel};
-use tessera_ir::plan::{Plan, Timings, FORMAT_VERSION};
+use tessera_ir::plan::Timings;
 
 /// What a positional file argument is.
 pub enum Artifact {
@@ -28,38 +28,6 @@ pub fn classify(path: &Path) -> Result<Artifact> {
     } else {
         Artifact::Plan(path.to_path_buf())
     })
-}
-
-/// Reads and checks a plan file.
-pub fn load_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read plan '{}'", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("'{}' is not a Tessera plan: not JSON ({e})", path.display())
-    })?;
-    let version = value.get("format_version").and_then(|v| v.as_u64());
-    match version {
-        None => bail!(
-            "'{}' is not a Tessera plan: no format_version field",
-            path.display()
-        ),
-        Some(v) if v > u64::from(FORMAT_VERSION) => bail!(
-            "'{}' has plan format version {v}; this tessera reads up to version {FORMAT_VERSION}",
-            path.display()
-        ),
-        Some(_) => {}
-    }
-    let plan: Plan = serde_json::from_value(value)
-        .map_err(|e| anyhow::anyhow!("'{}' is not a valid Tessera plan: {e}", path.display()))?;
-    if plan.ranks.len() != plan.mesh.devices() {
-        bail!(
-            "'{}' is inconsistent: mesh has {} devices but {} rank programs",
-            path.display(),
-            plan.mesh.devices(),
-            plan.ranks.len()
-        );
-    }
-    Ok(plan)
 }
 
 /// The timings sidecar of a plan: `dir/NAME.timings.json` for `dir/NAME.json`.

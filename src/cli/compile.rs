@@ -1,9 +1,9 @@
 //! `tessera compile MODEL.onnx --devices N -o PLAN.json`: import → partition → write the
 //! plan (pretty, deterministic JSON) and its timings sidecar, then print a summary.
 use super::common::{classify, display_name, import, timings_path, Artifact};
-use super::source::source_model;
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,19 +11,15 @@ use tessera_compiler::cost;
 use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
 use tessera_compiler::report::format::human_bytes;
 use tessera_compiler::report::PlanReport;
-use tessera_ir::plan::{Plan, Timings};
+use tessera_ir::plan::{Plan, SourceModel, Timings};
 use tessera_ir::Layout;
 
-/// What the search optimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Objective {
-    /// Fit the per-device parameter budget, then least communication.
-    Memory,
-    /// Fit the per-device parameter budget, then least modelled time (communication +
-    /// compute; suits CPU devices, where replicated compute is dear).
-    Time,
-    /// Least modelled time, no budget.
-    Latency,
+/// `--objective`: the spellings of [`ObjectiveKind`], listed with their help.
+fn objective_parser() -> impl TypedValueParser<Value = ObjectiveKind> {
+    PossibleValuesParser::new(
+        ObjectiveKind::ALL.map(|k| PossibleValue::new(k.as_str()).help(k.help())),
+    )
+    .try_map(|s| s.parse::<ObjectiveKind>())
 }
 
 /// Arguments of `tessera compile`.
@@ -44,8 +40,8 @@ pub struct CompileArgs {
     #[arg(long, value_name = "PRESET|FILE.toml")]
     cost_model: Option<String>,
     /// Objective of the search.
-    #[arg(long, value_enum, default_value = "memory")]
-    objective: Objective,
+    #[arg(long, default_value = "memory", value_parser = objective_parser())]
+    objective: ObjectiveKind,
     /// Per-device parameter budget: bytes, or with a unit (`512MiB`, `16GiB`, `2GB`).
     #[arg(long, value_name = "BYTES")]
     memory_per_device: Option<String>,
@@ -72,11 +68,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if let Some(spec) = &args.cost_model {
         opts.cost_model = cost_model(spec)?;
     }
-    opts.objective = match args.objective {
-        Objective::Memory => ObjectiveKind::Memory,
-        Objective::Time => ObjectiveKind::Time,
-        Objective::Latency => ObjectiveKind::Latency,
-    };
+    opts.objective = args.objective;
     opts.memory_per_device = args
         .memory_per_device
         .as_deref()
@@ -102,12 +94,8 @@ pub fn run(args: CompileArgs) -> Result<()> {
     let partitioned = partition(&model.graph, &opts)
         .with_context(|| format!("partitioning '{}'", model_path.display()))?;
     let mut plan = partitioned.plan;
-    plan.source = source_model(&model_path, &args.output)?;
-
-    let mut text = serde_json::to_string_pretty(&plan).context("serialising the plan")?;
-    text.push('\n');
-    std::fs::write(&args.output, text)
-        .with_context(|| format!("cannot write plan '{}'", args.output.display()))?;
+    plan.source = SourceModel::record(&model_path, &args.output, &plan.graph)?;
+    plan.write(&args.output)?;
     let timings = Timings {
         compile_ms: ms(start),
         import_ms,

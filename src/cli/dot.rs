@@ -1,9 +1,10 @@
 //! `tessera dot MODEL.onnx | PLAN.json`.
-use super::common::{classify, display_name, emit, import, load_plan, Artifact};
+use super::common::{classify, display_name, emit, import, Artifact};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use tessera_compiler::report::{graph_to_dot, plan_to_dot, render_svg, LayerRange, PlanDotOptions};
+use tessera_ir::plan::Plan;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,7 +62,7 @@ pub fn run(args: DotArgs) -> Result<()> {
                 .as_deref()
                 .map(str::parse::<LayerRange>)
                 .transpose()?;
-            let plan = load_plan(&path)?;
+            let plan = Plan::read(&path)?;
             let opts = PlanDotOptions {
                 rank: args.rank.unwrap_or(0),
                 expand,

@@ -1,9 +1,10 @@
 //! `tessera inspect MODEL.onnx | PLAN.json`.
-use super::common::{classify, display_name, emit, import, load_plan, load_timings, Artifact};
+use super::common::{classify, display_name, emit, import, load_timings, Artifact};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 use tessera_compiler::report::{model_summary_text, PlanReport};
+use tessera_ir::plan::Plan;
 
 /// Arguments of `tessera inspect`.
 #[derive(Debug, Args)]
@@ -38,7 +39,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
                     path.display()
                 );
             }
-            let plan = load_plan(&path)?;
+            let plan = Plan::read(&path)?;
             let report = PlanReport::new(&plan, load_timings(&path).as_ref());
             if args.json {
                 let mut text = serde_json::to_string_pretty(&report)?;

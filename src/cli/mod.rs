@@ -3,7 +3,6 @@ mod common;
 mod compile;
 mod dot;
 mod inspect;
-mod source;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

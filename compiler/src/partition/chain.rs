@@ -17,11 +17,11 @@ use super::extract::ExtractError;
 use super::layers::Layers;
 use super::rules::RuleCx;
 use super::segment::{
-    solve, solve_variants, CostMode, RunStats, SegmentSpec, Selection, VariantSolution,
+    solve, solve_variants, CostMode, SaturationStats, SegmentSpec, Selection, VariantSolution,
 };
 use super::{PartitionError, Solved};
 use std::collections::BTreeMap;
-use tessera_ir::plan::{CostModel, SearchStats};
+use tessera_ir::plan::{CostModel, Extractor, SearchStats, StopReason};
 use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
 /// Layouts considered for a stream tensor.
@@ -53,7 +53,7 @@ pub struct Chain {
     /// Stream layouts.
     pub layouts: Vec<Layout>,
     /// Runner statistics of the three solved segments.
-    pub stats: Vec<RunStats>,
+    pub stats: Vec<SaturationStats>,
 }
 
 fn outputs_in(cx: &RuleCx, nodes: &[NodeId]) -> Vec<Key> {
@@ -285,12 +285,12 @@ pub fn solve_layered(
         }
         merge(&mut sel, &pick(&ch.epilogue[path[k]])?);
     }
-    let runs: Vec<&RunStats> = ch.stats.iter().collect();
-    let extractor = format!(
-        "frontier-dp per piece (prologue + 1 representative block of {} + epilogue) + chain-dp over {k} blocks x {} stream layouts",
-        ly.info.nodes_per_layer,
-        ch.layouts.len()
-    );
+    let runs: Vec<&SaturationStats> = ch.stats.iter().collect();
+    let extractor = Extractor::ChainDp {
+        nodes_per_layer: ly.info.nodes_per_layer,
+        blocks: k,
+        stream_layouts: ch.layouts.len(),
+    };
     Ok(Solved {
         sel,
         cost,
@@ -313,25 +313,20 @@ fn infeasible(e: ExtractError, what: &str, budget: Option<f64>) -> PartitionErro
     }
 }
 
-/// Plan statistics over the e-graph runs `runs`: sizes summed, the most iterations, the first
-/// stop reason other than saturation, the search limits, and the relative gap between
-/// `cost` and `lower_bound`.
-fn search_stats(runs: &[&RunStats], extractor: String, cost: f64, lower_bound: f64) -> SearchStats {
-    let mut limits = BTreeMap::new();
-    limits.insert("iterations".to_string(), super::segment::ITER_LIMIT as u64);
-    limits.insert("nodes".to_string(), super::segment::NODE_LIMIT as u64);
-    limits.insert("time_s".to_string(), super::segment::TIME_LIMIT_S);
-    let worst = runs
-        .iter()
-        .map(|s| s.stop_reason.as_str())
-        .find(|r| *r != "saturated")
-        .unwrap_or("saturated");
+/// Plan statistics over the e-graph runs `runs`: sizes summed, the most iterations, the worst
+/// stop reason, the search limits, and the relative gap between `cost` and `lower_bound`.
+fn search_stats(
+    runs: &[&SaturationStats],
+    extractor: Extractor,
+    cost: f64,
+    lower_bound: f64,
+) -> SearchStats {
     SearchStats {
         eclasses: runs.iter().map(|s| s.eclasses).sum(),
         enodes: runs.iter().map(|s| s.enodes).sum(),
         iterations: runs.iter().map(|s| s.iterations).max().unwrap_or(0),
-        stop_reason: worst.to_string(),
-        limits,
+        stop_reason: StopReason::worst(runs.iter().map(|s| &s.stop_reason)),
+        limits: super::segment::LIMITS,
         extractor,
         cost,
         lower_bound,
@@ -372,7 +367,7 @@ pub fn solve_graph(
         solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;
     let stats = search_stats(
         &[&sol.stats],
-        "frontier-dp".into(),
+        Extractor::FrontierDp,
         sol.cost,
         sol.lower_bound,
     );

@@ -25,19 +25,9 @@ use tessera_ir::plan::{
 };
 use tessera_ir::{Graph, Layout, TensorId, TensorKind};
 
-/// What the search optimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ObjectiveKind {
-    /// Fit each rank's parameters in the budget, then minimise communication (compute only
-    /// breaks ties, see [`MEMORY_OBJECTIVE_COMPUTE_WEIGHT`]).
-    #[default]
-    Memory,
-    /// Fit each rank's parameters in the budget, then minimise modelled time
-    /// (communication + compute): replicated compute counts in full, e.g. on CPU devices.
-    Time,
-    /// Minimise modelled time, no budget.
-    Latency,
-}
+/// What the search optimises (under [`ObjectiveKind::Memory`], compute only breaks ties,
+/// see [`MEMORY_OBJECTIVE_COMPUTE_WEIGHT`]).
+pub use tessera_ir::plan::ObjectiveKind;
 
 /// Options of [`partition`].
 #[derive(Debug, Clone)]
@@ -272,10 +262,7 @@ fn assemble(
     let _ = pins;
     Plan {
         format_version: FORMAT_VERSION,
-        source: SourceModel {
-            path: String::new(),
-            sha256: String::new(),
-        },
+        source: SourceModel::default(),
         input_shapes: graph
             .inputs
             .iter()
@@ -289,11 +276,7 @@ fn assemble(
         mesh: Mesh::tp(n),
         cost_model: opts.cost_model.clone(),
         objective: Objective {
-            kind: match opts.objective {
-                ObjectiveKind::Memory => "memory".into(),
-                ObjectiveKind::Time => "time".into(),
-                ObjectiveKind::Latency => "latency".into(),
-            },
+            kind: opts.objective,
             memory_per_device: budget::Budgets::new(graph, n, opts).total.map(|b| b as u64),
             pins: opts.pins.clone(),
         },

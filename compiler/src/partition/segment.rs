@@ -9,9 +9,9 @@ use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{tensor_bytes, LocalForm};
 use super::rules::{local_forms, RuleCx, RULES};
 use crate::cost::{collective_seconds, compute_seconds};
-use egg::{Rewrite, Runner, SimpleScheduler, StopReason};
+use egg::{Rewrite, Runner, SimpleScheduler};
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::plan::CostModel;
+use tessera_ir::plan::{CostModel, SearchLimits, StopReason};
 use tessera_ir::{numel, Layout, NodeId, TensorId, TensorKind};
 
 /// What the objective counts.
@@ -48,17 +48,18 @@ pub struct Selection {
     pub avail: BTreeMap<(TensorId, Layout), (Conv, Key)>,
 }
 
-/// Runner statistics of one segment.
-#[derive(Debug, Clone, Default)]
-pub struct RunStats {
+/// Statistics of the saturation of one segment's e-graph (summed into the plan's
+/// [`tessera_ir::plan::SearchStats`]).
+#[derive(Debug, Clone)]
+pub struct SaturationStats {
     /// E-classes.
     pub eclasses: usize,
     /// E-nodes.
     pub enodes: usize,
     /// Iterations.
     pub iterations: usize,
-    /// Stop reason.
-    pub stop_reason: String,
+    /// Why the runner stopped.
+    pub stop_reason: StopReason,
     /// Wall milliseconds spent building and saturating the e-graph.
     pub saturate_ms: f64,
 }
@@ -73,7 +74,7 @@ pub struct SegmentSolution {
     /// Proven lower bound.
     pub lower_bound: f64,
     /// Runner statistics.
-    pub stats: RunStats,
+    pub stats: SaturationStats,
 }
 
 /// Runner limits.
@@ -82,9 +83,15 @@ pub const ITER_LIMIT: usize = 30;
 pub const NODE_LIMIT: usize = 500_000;
 /// Runner time limit in seconds.
 pub const TIME_LIMIT_S: u64 = 20;
+/// The three limits, as recorded in the plan.
+pub const LIMITS: SearchLimits = SearchLimits {
+    iterations: ITER_LIMIT as u64,
+    nodes: NODE_LIMIT as u64,
+    time_s: TIME_LIMIT_S,
+};
 
 /// Builds and saturates the e-graph of a segment. Returns the e-graph and the stats.
-pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
+pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
     let started = std::time::Instant::now();
     let g = cx.g;
     let mut an = DistAnalysis {
@@ -209,14 +216,15 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, RunStats) {
         .with_time_limit(std::time::Duration::from_secs(TIME_LIMIT_S))
         .run(&rewrites);
     let stop_reason = match &runner.stop_reason {
-        Some(StopReason::Saturated) => "saturated".to_string(),
-        Some(StopReason::IterationLimit(_)) => "iteration_limit".into(),
-        Some(StopReason::NodeLimit(_)) => "node_limit".into(),
-        Some(StopReason::TimeLimit(_)) => "time_limit".into(),
-        Some(StopReason::Other(s)) => s.clone(),
-        None => "unknown".into(),
+        Some(egg::StopReason::Saturated) => StopReason::Saturated,
+        Some(egg::StopReason::IterationLimit(_)) => StopReason::IterationLimit,
+        Some(egg::StopReason::NodeLimit(_)) => StopReason::NodeLimit,
+        Some(egg::StopReason::TimeLimit(_)) => StopReason::TimeLimit,
+        Some(egg::StopReason::Other(s)) => StopReason::Other(s.clone()),
+        // `Runner::run` always sets a reason; record the impossible case rather than panic.
+        None => StopReason::Other("the runner recorded no stop reason".into()),
     };
-    let stats = RunStats {
+    let stats = SaturationStats {
         eclasses: runner.egraph.number_of_classes(),
         enodes: runner.egraph.total_number_of_nodes(),
         iterations: runner.iterations.len(),
@@ -370,7 +378,7 @@ pub fn solve_variants(
     variants: &[Vec<Key>],
     model: &CostModel,
     mode: CostMode,
-) -> (Vec<Vec<Option<VariantSolution>>>, RunStats) {
+) -> (Vec<Vec<Option<VariantSolution>>>, SaturationStats) {
     let mut all = seg.clone();
     all.roots.extend(variants.iter().flatten().copied());
     let (eg, stats) = build(cx, &all);

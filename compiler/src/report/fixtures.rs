@@ -261,6 +261,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
         source: SourceModel {
             path: "model.onnx".into(),
             sha256: "00".repeat(32),
+            weight_files: BTreeMap::from([("model.onnx".to_string(), "00".repeat(32))]),
         },
         input_shapes: BTreeMap::from([("x".to_string(), vec![BATCH, MODEL])]),
         mesh: Mesh::tp(n),
@@ -271,7 +272,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             flops_per_s: 1e14,
         },
         objective: Objective {
-            kind: "memory".into(),
+            kind: ObjectiveKind::Memory,
             memory_per_device: None,
             pins: BTreeMap::new(),
         },
@@ -296,9 +297,13 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             eclasses: 40,
             enodes: 120,
             iterations: 5,
-            stop_reason: "saturated".into(),
-            limits: BTreeMap::new(),
-            extractor: "ilp".into(),
+            stop_reason: StopReason::Saturated,
+            limits: SearchLimits {
+                iterations: 30,
+                nodes: 500_000,
+                time_s: 20,
+            },
+            extractor: Extractor::FrontierDp,
             cost: 2.0e-5,
             lower_bound: 2.0e-5,
             gap: 0.0,

@@ -185,8 +185,10 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
         {
             let &p = view.producer.get(v).ok_or_else(|| {
                 ReportError::InconsistentPlan(format!(
-                    "rank {}: value {} is read but never produced",
-                    opts.rank, v.0
+                    "rank {} step {i} ({}): value {} is read but never produced",
+                    opts.rank,
+                    plan.describe_step(step),
+                    v.0
                 ))
             })?;
             let val = value(*v)?;

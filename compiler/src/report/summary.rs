@@ -6,7 +6,10 @@
 use super::format::joined;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tessera_ir::plan::{CollectiveKind, Plan, Step, StepKind, Timings, ValueId};
+use tessera_ir::plan::{
+    CollectiveKind, Extractor, ObjectiveKind, Plan, SearchLimits, Step, StepKind, StopReason,
+    Timings, ValueId,
+};
 use tessera_ir::{Layout, Op};
 
 /// The collective kinds always present in [`PlanReport::totals`], even with a zero count.
@@ -60,13 +63,15 @@ pub struct SearchRow {
     /// Runner iterations.
     pub iterations: usize,
     /// Why the runner stopped.
-    pub stop_reason: String,
+    pub stop_reason: StopReason,
+    /// Limits of each runner.
+    pub limits: SearchLimits,
     /// Extraction time in milliseconds (from the timings sidecar), if known.
     pub extract_ms: Option<f64>,
     /// Relative gap between the chosen plan's cost and the proven lower bound.
     pub gap: f64,
     /// Extractor used.
-    pub extractor: String,
+    pub extractor: Extractor,
     /// Cost of the chosen plan (model seconds).
     pub cost: f64,
     /// Proven lower bound on the cost (model seconds).
@@ -85,7 +90,7 @@ pub struct PlanReport {
     /// Cost-model name.
     pub cost_model: String,
     /// Objective kind.
-    pub objective: String,
+    pub objective: ObjectiveKind,
     /// Number of repeated blocks found, or None.
     pub layers: Option<usize>,
     /// Logical nodes of the graph.
@@ -148,7 +153,7 @@ impl PlanReport {
             devices: plan.mesh.devices(),
             mesh: plan.mesh.shape.clone(),
             cost_model: plan.cost_model.name.clone(),
-            objective: plan.objective.kind.clone(),
+            objective: plan.objective.kind,
             layers: plan.layers.as_ref().map(|l| l.count),
             nodes: plan.graph.nodes.len(),
             steps_per_rank: plan.ranks.iter().map(|r| r.steps.len()).collect(),
@@ -171,9 +176,10 @@ impl PlanReport {
                 enodes: plan.search.enodes,
                 iterations: plan.search.iterations,
                 stop_reason: plan.search.stop_reason.clone(),
+                limits: plan.search.limits,
                 extract_ms: timings.map(|t| t.extract_ms),
                 gap: plan.search.gap,
-                extractor: plan.search.extractor.clone(),
+                extractor: plan.search.extractor,
                 cost: plan.search.cost,
                 lower_bound: plan.search.lower_bound,
             },

@@ -91,6 +91,9 @@ pub(crate) fn render(r: &PlanReport) -> String {
         "  {} e-classes, {} e-nodes, {} iterations, stopped: {}",
         q.eclasses, q.enodes, q.iterations, q.stop_reason
     );
+    if !q.stop_reason.is_saturated() {
+        let _ = writeln!(s, "  limits per segment: {}", q.limits);
+    }
     let ms = |v: Option<f64>| {
         v.map_or("unknown (no timings file)".to_string(), |v| {
             format!("{v:.1} ms")

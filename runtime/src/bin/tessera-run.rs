@@ -20,13 +20,12 @@ use std::time::Instant;
 use tessera_ir::Tensor;
 use tessera_runtime::device::DeviceKind;
 use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
-use tessera_runtime::exec::load::{load_plan, resolve_source, verify_source};
-use tessera_runtime::exec::validate::{validate_inputs, validate_plan};
+use tessera_runtime::exec::load::{open_plan, LoadedPlan};
+use tessera_runtime::exec::validate::validate_inputs;
 use tessera_runtime::exec::{run_plan, RunOptions, RunStats};
 use tessera_runtime::multiproc::{self, ProcessRole};
 use tessera_runtime::npy::{read_npy, write_npy};
 use tessera_runtime::reference::run_graph;
-use tessera_runtime::weights::WeightStore;
 
 /// Run a Tessera plan (from `tessera compile`) on N devices.
 #[derive(Debug, Parser)]
@@ -85,12 +84,8 @@ fn main() {
 
 /// Runs the command; `Ok(false)` when `--check` failed.
 fn run(args: &Args) -> Result<bool> {
-    let plan = load_plan(&args.plan)?;
-    validate_plan(&plan)?;
-    let model = resolve_source(&plan, &args.plan, args.model.as_deref());
     // An explicit --model is trusted to be the right file only if its hash matches too.
-    verify_source(&model, &plan.source.sha256)?;
-    let store = WeightStore::open(&model)?;
+    let LoadedPlan { plan, store } = open_plan(&args.plan, args.model.as_deref())?;
     let inputs = read_inputs(&args.inputs)?;
     validate_inputs(&plan, &inputs)?;
 

@@ -1,45 +1,27 @@
 //! Errors of plan loading, validation and execution.
 use crate::device::DeviceError;
-use std::path::PathBuf;
+use crate::RuntimeError;
+use tessera_ir::plan::PlanError;
 use thiserror::Error;
 
 /// Why a plan could not be loaded, validated or executed. Every message is one line and
 /// names the thing at fault (file, input, rank, step, value).
 #[derive(Debug, Error)]
 pub enum ExecError {
-    /// The plan file could not be read or parsed (serde's line/column included).
-    #[error("plan {}: {msg}", path.display())]
-    PlanFile {
-        /// Plan file.
-        path: PathBuf,
-        /// What went wrong.
-        msg: String,
-    },
-    /// The plan was written by a newer Tessera.
+    /// The plan file could not be read, or its source model or a weight file is missing or
+    /// not the one the plan was compiled from.
+    #[error(transparent)]
+    PlanFile(#[from] PlanError),
+    /// The verified source model's weights could not be opened.
+    #[error(transparent)]
+    Weights(#[from] RuntimeError),
+    /// A plan built in memory was made for a newer Tessera.
     #[error("plan format_version {found} is newer than this runtime supports ({supported}); upgrade tessera-run")]
     FormatVersion {
         /// Version in the plan.
         found: u32,
         /// Newest version this runtime reads.
         supported: u32,
-    },
-    /// The plan's source model cannot be found.
-    #[error("source model {} not found ({msg})", path.display())]
-    SourceMissing {
-        /// Resolved path.
-        path: PathBuf,
-        /// Why.
-        msg: String,
-    },
-    /// The source model is not the one the plan was compiled from.
-    #[error("source model {} has sha256 {actual} but the plan was compiled from sha256 {expected}", path.display())]
-    ShaMismatch {
-        /// Resolved path.
-        path: PathBuf,
-        /// sha256 recorded in the plan.
-        expected: String,
-        /// sha256 of the file on disk.
-        actual: String,
     },
     /// The plan is structurally invalid (ids out of range, values used before definition, ...).
     #[error("invalid plan: {0}")]

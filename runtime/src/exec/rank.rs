@@ -46,20 +46,6 @@ fn item_values<'a>(item: &'a Item, steps: &'a [Step]) -> (&'a [ValueId], &'a [Va
     }
 }
 
-/// A short description of a step for error messages.
-fn describe(plan: &Plan, kind: &StepKind) -> String {
-    let g = &plan.graph;
-    match kind {
-        StepKind::LoadWeight { tensor, .. } => format!("load_weight '{}'", g.tensor(*tensor).name),
-        StepKind::Input { tensor, .. } => format!("input '{}'", g.tensor(*tensor).name),
-        StepKind::Compute { node, op } => format!("compute {} '{}'", op.name(), g.node(*node).name),
-        StepKind::ShardedGather { node, .. } => format!("sharded_gather '{}'", g.node(*node).name),
-        StepKind::LocalSlice { .. } => "local_slice".into(),
-        StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
-        StepKind::Collective { collective, .. } => collective.as_str().into(),
-    }
-}
-
 /// Runs rank `job.rank`'s program and returns the kept values (host copies) and statistics.
 pub(crate) fn run_rank<D: Device>(
     dev: &mut D,
@@ -100,7 +86,7 @@ pub(crate) fn run_rank<D: Device>(
                 rank,
                 step: s,
                 what: match what {
-                    None => describe(plan, &steps[s].kind),
+                    None => plan.describe_step(&steps[s]),
                     Some(f) => format!("{} of steps {:?}", f.op.name(), f.steps),
                 },
                 msg,

@@ -88,6 +88,7 @@ impl PlanBuilder {
             source: SourceModel {
                 path: "inline".into(),
                 sha256: String::new(),
+                weight_files: Default::default(),
             },
             input_shapes: BTreeMap::new(),
             mesh: Mesh::tp(n),
@@ -98,7 +99,7 @@ impl PlanBuilder {
                 flops_per_s: 1e10,
             },
             objective: Objective {
-                kind: "memory".into(),
+                kind: ObjectiveKind::Memory,
                 memory_per_device: None,
                 pins: BTreeMap::new(),
             },
@@ -116,11 +117,7 @@ impl PlanBuilder {
             weight_shards: vec![],
             estimates: vec![],
             layers: None,
-            search: SearchStats {
-                stop_reason: "saturated".into(),
-                extractor: "none".into(),
-                ..SearchStats::default()
-            },
+            search: SearchStats::default(),
             summary: PlanSummary::default(),
         };
         PlanBuilder { plan }

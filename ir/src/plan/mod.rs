@@ -9,17 +9,34 @@ use crate::{DType, Graph, Layout, NodeId, Op, TensorId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Current plan format version. Readers refuse plans with a newer version.
-pub const FORMAT_VERSION: u32 = 1;
+mod file;
+mod finite;
+mod search;
 
-/// The source model a plan was compiled from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub use file::{sha256_file, FileRole, PlanError};
+pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats, StopReason};
+
+/// Current plan format version. [`Plan::read`] refuses plans with another version: newer
+/// ones need a newer Tessera, older ones (version 1 recorded no weight-file hashes) need a
+/// recompile.
+///
+/// Version 2: `source.weight_files`; search stop reason, limits and extractor as typed
+/// values; non-finite floats of inline tensors encoded as strings.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The source model a plan was compiled from. The default (nothing recorded, as in a plan
+/// fresh from the partitioner) fails [`Plan::verify`] until [`SourceModel::record`] fills it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceModel {
     /// Path of the ONNX file as given to the compiler (absolute or relative to the plan's
     /// directory).
     pub path: String,
     /// sha256 of the ONNX file, lowercase hex.
     pub sha256: String,
+    /// sha256 (lowercase hex) of every file weights are read from (the ONNX file itself for
+    /// `raw_data` initializers, external-data files), keyed by the path the weights give
+    /// (relative to the model's directory unless absolute). [`Plan::verify`] checks each.
+    pub weight_files: BTreeMap<String, String>,
 }
 
 /// The device mesh. `shape` is `[N]` for 1-D tensor parallelism; `[D, T]` (data × tensor)
@@ -58,17 +75,6 @@ pub struct CostModel {
     pub beta_bytes_per_s: f64,
     /// Per-device compute rate in FLOP/s.
     pub flops_per_s: f64,
-}
-
-/// Objective and budget the search ran under.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Objective {
-    /// `memory` (default: fit the per-device budget, then least communication) or `latency`.
-    pub kind: String,
-    /// Per-device parameter budget in bytes, when one applies.
-    pub memory_per_device: Option<u64>,
-    /// User pins: tensor name → layout.
-    pub pins: BTreeMap<String, Layout>,
 }
 
 /// Id of a rank-local value of a plan (index into [`Plan::values`]).
@@ -277,29 +283,6 @@ pub struct LayerInfo {
     pub node_layer: Vec<Option<u32>>,
 }
 
-/// Statistics of the e-graph search.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SearchStats {
-    /// E-classes at the end of saturation.
-    pub eclasses: usize,
-    /// E-nodes at the end of saturation.
-    pub enodes: usize,
-    /// Runner iterations.
-    pub iterations: usize,
-    /// Why the runner stopped (`saturated`, `iteration_limit`, `node_limit`, `time_limit`).
-    pub stop_reason: String,
-    /// Runner limits: iterations, nodes.
-    pub limits: BTreeMap<String, u64>,
-    /// Extractor used.
-    pub extractor: String,
-    /// Cost of the chosen plan (model seconds).
-    pub cost: f64,
-    /// Proven lower bound on the cost.
-    pub lower_bound: f64,
-    /// Relative gap (cost − bound) / cost; 0 when optimal.
-    pub gap: f64,
-}
-
 /// Totals of the plan, for reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlanSummary {
@@ -363,4 +346,33 @@ pub struct Timings {
     pub saturate_ms: f64,
     /// Extraction, in milliseconds.
     pub extract_ms: f64,
+}
+
+impl Plan {
+    /// A short one-line description of a step for messages, e.g. `compute MatMul 'fc1'`,
+    /// `load_weight 'fc1.weight'`, `all_reduce`. Ids out of range read as `?`, so it is safe
+    /// on a plan that was not validated.
+    pub fn describe_step(&self, step: &Step) -> String {
+        let tensor = |t: &TensorId| {
+            self.graph
+                .tensors
+                .get(t.index())
+                .map_or("?", |t| t.name.as_str())
+        };
+        let node = |n: &NodeId| {
+            self.graph
+                .nodes
+                .get(n.index())
+                .map_or("?", |n| n.name.as_str())
+        };
+        match &step.kind {
+            StepKind::LoadWeight { tensor: t, .. } => format!("load_weight '{}'", tensor(t)),
+            StepKind::Input { tensor: t, .. } => format!("input '{}'", tensor(t)),
+            StepKind::Compute { node: n, op } => format!("compute {} '{}'", op.name(), node(n)),
+            StepKind::ShardedGather { node: n, .. } => format!("sharded_gather '{}'", node(n)),
+            StepKind::LocalSlice { .. } => "local_slice".into(),
+            StepKind::ScaleToPartial { .. } => "scale_to_partial".into(),
+            StepKind::Collective { collective, .. } => collective.as_str().into(),
+        }
+    }
 }
