@@ -188,7 +188,10 @@ fn broken_files_name_the_file() {
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let msg = Plan::read(&path).unwrap_err().to_string();
     assert!(
-        msg.contains("plan.json") && msg.contains("not a Tessera plan") && msg.contains("line"),
+        msg.contains("plan.json")
+            && msg.contains("not a Tessera plan")
+            && msg.contains("line")
+            && msg.contains("column"),
         "{msg}"
     );
     std::fs::write(
@@ -276,17 +279,19 @@ fn an_empty_or_missing_sha256_fails_verify() {
     );
 }
 
+/// Asserts that writing `p` to `path` fails with a message that mentions every word.
+fn write_refused(p: &Plan, path: &Path, words: &[&str]) {
+    let msg = p.write(path).unwrap_err().to_string();
+    assert!(words.iter().all(|w| msg.contains(w)), "{msg}");
+}
+
 #[test]
 fn a_plan_never_overwrites_its_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");
     let mut p = compiled(dir.path());
     p.source = SourceModel::record(&model, &model, &p.graph).unwrap();
-    let msg = p.write(&model).unwrap_err().to_string();
-    assert!(
-        msg.contains("source model") && msg.contains("model.onnx"),
-        "{msg}"
-    );
+    write_refused(&p, &model, &["source model", "model.onnx"]);
     assert_eq!(std::fs::read(&model).unwrap(), [7u8; 24]);
 
     // Nor through a symbolic link to it.
@@ -294,18 +299,13 @@ fn a_plan_never_overwrites_its_inputs() {
     {
         let link = dir.path().join("link.json");
         std::os::unix::fs::symlink(&model, &link).unwrap();
-        let msg = p.write(&link).unwrap_err().to_string();
-        assert!(msg.contains("source model"), "{msg}");
+        write_refused(&p, &link, &["source model"]);
         assert_eq!(std::fs::read(&model).unwrap(), [7u8; 24]);
     }
 
     let weights = dir.path().join("w.bin");
     p.source = SourceModel::record(&model, &weights, &p.graph).unwrap();
-    let msg = p.write(&weights).unwrap_err().to_string();
-    assert!(
-        msg.contains("weight file") && msg.contains("w.bin"),
-        "{msg}"
-    );
+    write_refused(&p, &weights, &["weight file", "w.bin"]);
     assert_eq!(std::fs::read(&weights).unwrap(), [1u8; 32]);
 }
 

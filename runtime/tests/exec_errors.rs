@@ -185,31 +185,6 @@ fn newer_format_version_is_refused() {
 }
 
 #[test]
-fn corrupt_plan_json_names_file_line_and_column() {
-    let (plan, _) = mlp_plan(2);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plan.json");
-    let text = serde_json::to_string_pretty(&plan).unwrap();
-    std::fs::write(&path, &text).unwrap();
-    assert_eq!(Plan::read(&path).unwrap(), plan);
-
-    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    let msg = Plan::read(&path).unwrap_err().to_string();
-    assert_mentions(&msg, &["plan.json", "line", "column"]);
-
-    // Valid JSON that is not a plan.
-    let not_a_plan = format!("{{\"format_version\": {FORMAT_VERSION}, \"source\": 3}}");
-    std::fs::write(&path, not_a_plan).unwrap();
-    let msg = Plan::read(&path).unwrap_err().to_string();
-    assert_mentions(&msg, &["plan.json", "not a valid Tessera plan", "line 1"]);
-
-    let msg = Plan::read(&dir.path().join("nope.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(msg.contains("nope.json"), "{msg}");
-}
-
-#[test]
 fn source_model_is_located_and_verified() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");

@@ -82,28 +82,19 @@ pub struct RunStats {
     pub ranks: Vec<RankStats>,
 }
 
-/// Runs `plan` with `inputs` (by model input name) and returns its outputs, in the graph's
-/// output order, plus measured statistics.
+/// Runs `plan` with `inputs` (by model input name) on the backend `opts` names and returns
+/// its outputs, in the graph's output order, plus measured statistics.
 pub fn run_plan(
     plan: &Plan,
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
     opts: &RunOptions,
 ) -> Result<(Vec<Tensor>, RunStats), RuntimeError> {
-    run_plan_exec(plan, store, inputs, opts).map_err(into_runtime_error)
-}
-
-/// [`run_plan`] with the executor's own error type.
-pub fn run_plan_exec(
-    plan: &Plan,
-    store: &WeightStore,
-    inputs: &BTreeMap<String, Tensor>,
-    opts: &RunOptions,
-) -> Result<(Vec<Tensor>, RunStats), ExecError> {
     match opts.backend {
         DeviceKind::Cpu => run_on(&CpuBackend, plan, store, inputs),
         DeviceKind::Cuda => run_cuda(plan, store, inputs),
     }
+    .map_err(into_runtime_error)
 }
 
 /// Runs every rank of the plan as a lane (stream) of GPU 0 ([`crate::device::cuda`]; without
