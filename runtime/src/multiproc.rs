@@ -5,7 +5,7 @@
 //!
 //! Without the `cuda` feature both entry points fail with the stub's one-line error, so the
 //! binary needs no `cfg`.
-use crate::exec::ExecError;
+use crate::exec::{ExecError, RankStats};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use tessera_ir::plan::Plan;
@@ -44,14 +44,14 @@ pub fn launch(nproc: usize) -> Result<(), ExecError> {
 }
 
 /// Runs this process's rank of `plan` (rank and world from the environment) through the
-/// executor's rank interpreter and returns its rank index and the plan outputs, all of which
-/// this rank must compute (replicated outputs; rank 0 writes them).
+/// executor's rank interpreter and returns its rank index, the plan outputs, all of which
+/// this rank must compute (replicated outputs; rank 0 writes them), and its statistics.
 #[cfg(feature = "cuda")]
 pub fn run_rank(
     plan: &Plan,
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
-) -> Result<(usize, Vec<Tensor>), ExecError> {
+) -> Result<(usize, Vec<Tensor>, RankStats), ExecError> {
     // Checked before the rendezvous too, so that bad inputs fail every rank the same way
     // instead of one rank dropping out of the NCCL group.
     crate::exec::validate::validate_plan(plan)?;
@@ -65,7 +65,7 @@ pub fn run_rank(
         )));
     }
     let rank = session.env.rank;
-    let (outputs, _stats) = session.run(plan, store, inputs)?;
+    let (outputs, stats) = session.run(plan, store, inputs)?;
     session.finish().map_err(backend_error)?;
     let outputs = outputs
         .into_iter()
@@ -76,7 +76,7 @@ pub fn run_rank(
             })
         })
         .collect::<Result<_, _>>()?;
-    Ok((rank, outputs))
+    Ok((rank, outputs, stats))
 }
 
 #[cfg(feature = "cuda")]
@@ -96,7 +96,7 @@ pub fn run_rank(
     _plan: &Plan,
     _store: &WeightStore,
     _inputs: &BTreeMap<String, Tensor>,
-) -> Result<(usize, Vec<Tensor>), ExecError> {
+) -> Result<(usize, Vec<Tensor>, RankStats), ExecError> {
     Err(not_compiled())
 }
 

@@ -109,14 +109,15 @@ fn run(args: &Args) -> Result<bool> {
         }
         ProcessRole::Rank => {
             let t0 = Instant::now();
-            let (rank, outputs) = multiproc::run_rank(&plan, &store, &inputs)?;
+            let (rank, outputs, rank_stats) = multiproc::run_rank(&plan, &store, &inputs)?;
             if rank != 0 {
                 return Ok(true);
             }
             let stats = RunStats {
                 backend: "cuda (one process per GPU)".into(),
                 wall_ms: t0.elapsed().as_secs_f64() * 1e3,
-                ranks: Vec::new(),
+                // Each rank process measures only itself; rank 0 reports its own figures.
+                ranks: vec![rank_stats],
             };
             (outputs, stats)
         }
