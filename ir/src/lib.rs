@@ -14,6 +14,7 @@
 pub mod dtype;
 pub mod einsum;
 pub mod error;
+pub mod files;
 pub mod graph;
 pub mod infer;
 pub mod layout;

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WeightData {
     /// Little-endian raw bytes inside a file: the ONNX model itself (raw_data of an
-    /// initializer) or an external-data file. `path` is relative to the model's directory
-    /// when it is not absolute.
+    /// initializer) or an external-data file. `path` is relative to the model's folder and
+    /// confined to it (no absolute path, no `..`, no link out of the folder; see
+    /// [`crate::files::confine`]), at import and whenever the bytes are read.
     File {
         /// File path.
         path: String,

@@ -329,3 +329,112 @@ fn non_finite_floats_are_refused_naming_where() {
     assert!(msg.contains("search.gap = NaN"), "{msg}");
     assert!(!path.exists());
 }
+
+/// `plan` with weight `b` moved to `location` (a path a crafted plan may name) and its
+/// sha256 recorded as the one of `actual`, as an attacker would write it.
+fn pointing_at(mut p: Plan, location: &str, actual: &Path) -> Plan {
+    if let Some(w) = p.graph.weights.values_mut().find(|w| w.name == "b") {
+        w.data = WeightData::File {
+            path: location.into(),
+            offset: 0,
+            length: 16,
+        };
+    }
+    let sha = sha256_file(actual).unwrap();
+    p.source.weight_files.insert(location.into(), sha);
+    p
+}
+
+#[test]
+fn verify_confines_weight_paths_to_the_model_folder() {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let secret = outer.path().join("secret.bin");
+    std::fs::write(&secret, [9u8; 32]).unwrap();
+    let plan_path = dir.join("plan.json");
+    let abs = secret.display().to_string();
+    for (location, why) in [
+        (abs.as_str(), "is absolute"),
+        ("../secret.bin", "'..' component"),
+    ] {
+        let p = pointing_at(compiled(&dir), location, &secret);
+        let msg = p.verify(&plan_path, None).unwrap_err().to_string();
+        assert!(
+            msg.contains(why) && msg.contains(location) && msg.contains("model.onnx"),
+            "{msg}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&secret, dir.join("link.bin")).unwrap();
+        let p = pointing_at(compiled(&dir), "link.bin", &secret);
+        let msg = p.verify(&plan_path, None).unwrap_err().to_string();
+        assert!(
+            msg.contains("link.bin") && msg.contains("outside the model's folder"),
+            "{msg}"
+        );
+    }
+    // What verify returns is every weight file it checked, canonical.
+    let p = compiled(&dir);
+    let files = p.verify_files(&plan_path, None).unwrap();
+    assert_eq!(files.model, dir.join("model.onnx"));
+    assert_eq!(
+        files.weight_files.get("w.bin"),
+        Some(&dir.join("w.bin").canonicalize().unwrap())
+    );
+    assert_eq!(files.weight_files.len(), 2);
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within 20 s (a FIFO
+/// opened for reading blocks until a writer comes).
+#[cfg(unix)]
+fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("hung on a FIFO")
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = compiled(dir.path());
+    let plan_path = dir.path().join("plan.json");
+    std::fs::remove_file(dir.path().join("w.bin")).unwrap();
+    mkfifo(&dir.path().join("w.bin"));
+    let (pp, q) = (plan_path.clone(), p.clone());
+    let msg = within_timeout(move || q.verify(&pp, None).unwrap_err().to_string());
+    assert!(
+        msg.contains("w.bin") && msg.contains("not a regular file") && msg.contains("FIFO"),
+        "{msg}"
+    );
+    let fifo_model = dir.path().join("fifo.onnx");
+    mkfifo(&fifo_model);
+    let (pp, m) = (plan_path.clone(), fifo_model.clone());
+    let msg = within_timeout(move || p.verify(&pp, Some(&m)).unwrap_err().to_string());
+    assert!(
+        msg.contains("fifo.onnx") && msg.contains("not a regular file"),
+        "{msg}"
+    );
+    let m = fifo_model.clone();
+    let msg = within_timeout(move || sha256_file(&m).unwrap_err().to_string());
+    assert!(msg.contains("not a regular file"), "{msg}");
+    let msg = within_timeout(move || Plan::read(&fifo_model).unwrap_err().to_string());
+    assert!(msg.contains("not a regular file"), "{msg}");
+    let msg = Plan::read(dir.path()).unwrap_err().to_string();
+    assert!(msg.contains("directory"), "{msg}");
+}

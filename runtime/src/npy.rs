@@ -26,9 +26,15 @@ fn err(path: &Path, msg: impl std::fmt::Display) -> NpyError {
     }
 }
 
-/// Reads a `.npy` file into a host tensor.
+/// Reads a `.npy` file into a host tensor. Only a regular file is read: a FIFO, device,
+/// socket or directory is refused before it could block.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let file = File::open(path).map_err(|e| err(path, e))?;
+    let file = tessera_ir::files::open_regular(path).map_err(|e| match e {
+        tessera_ir::files::FileError::NotRegular { kind, .. } => {
+            err(path, format!("not a regular file (it is a {kind})"))
+        }
+        tessera_ir::files::FileError::Io { source, .. } => err(path, source),
+    })?;
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .map_err(|e| err(path, format!("not a .npy file: {e}")))?;
     if npy.order() != npyz::Order::C && npy.shape().iter().filter(|d| **d > 1).count() > 1 {

@@ -1,13 +1,18 @@
 //! Weight loading: files are memory-mapped lazily (one map per file, shared) and decoded from
 //! little-endian bytes into host tensors, reading only the requested slice.
+//!
+//! Weight paths are never trusted: a store made from a verified plan
+//! ([`WeightStore::verified`]) reads only the files `Plan::verify_files` hashed; any other
+//! store confines each path to its folder (`tessera_ir::files::confine`: relative, no `..`,
+//! no link out of the folder). Only regular files are opened (never a FIFO or a device).
 use crate::RuntimeError;
 use memmap2::Mmap;
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tessera_ir::files::{confine, open_regular};
 use tessera_ir::op::{Op, SliceAttrs};
-use tessera_ir::plan::AxisSlice;
+use tessera_ir::plan::{AxisSlice, VerifiedFiles};
 use tessera_ir::{DType, Tensor, TensorData, Weight, WeightData};
 use tessera_kernels::eval;
 
@@ -40,6 +45,10 @@ type ResidentKey = (
 /// Resolves and decodes weights of one model. Thread-safe: devices share one store.
 pub struct WeightStore {
     dir: PathBuf,
+    /// The model file, when known: the one file outside `dir` a weight may name (as a link).
+    model: Option<PathBuf>,
+    /// When made from a verified plan: each weight path → the checked file, and no other.
+    verified: Option<BTreeMap<String, PathBuf>>,
     maps: Mutex<HashMap<PathBuf, Arc<Mapped>>>,
     /// Decoded file-backed weights (or slices) kept by [`WeightStore::load_resident`].
     resident: Mutex<HashMap<ResidentKey, Arc<Tensor>>>,
@@ -54,39 +63,54 @@ impl std::fmt::Debug for WeightStore {
 }
 
 impl WeightStore {
-    /// A store for the model at `model_path` (a file, whose directory anchors relative weight
-    /// paths, or a directory). Files are mapped on first use.
+    /// A store for the model at `model_path` (a file, whose directory holds its weights, or
+    /// a directory). Weight paths are confined to that directory. Files are mapped on first
+    /// use.
     pub fn open(model_path: &Path) -> Result<WeightStore, RuntimeError> {
         let meta = std::fs::metadata(model_path).map_err(|e| RuntimeError::Io {
             path: model_path.display().to_string(),
             msg: e.to_string(),
         })?;
-        let dir = if meta.is_dir() {
-            model_path.to_path_buf()
+        let (dir, model) = if meta.is_dir() {
+            (model_path.to_path_buf(), None)
         } else {
-            model_path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
+            let dir = tessera_ir::files::dir_of(model_path).to_path_buf();
+            (dir, Some(model_path.to_path_buf()))
         };
         Ok(WeightStore {
             dir,
+            model,
+            verified: None,
             maps: Mutex::new(HashMap::new()),
             resident: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A store that resolves relative paths against `dir` without checking anything up
-    /// front (for graphs whose weights are all inline).
-    pub fn with_dir(dir: impl Into<PathBuf>) -> WeightStore {
+    /// A store that reads exactly the weight files a plan verified (see
+    /// `Plan::verify_files`): a weight path the verification did not resolve is refused.
+    pub fn verified(files: &VerifiedFiles) -> WeightStore {
         WeightStore {
-            dir: dir.into(),
+            dir: tessera_ir::files::dir_of(&files.model).to_path_buf(),
+            model: Some(files.model.clone()),
+            verified: Some(files.weight_files.clone()),
             maps: Mutex::new(HashMap::new()),
             resident: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The directory relative weight paths are resolved against.
+    /// A store that confines weight paths to `dir` without checking anything up front
+    /// (for graphs whose weights are all inline).
+    pub fn with_dir(dir: impl Into<PathBuf>) -> WeightStore {
+        WeightStore {
+            dir: dir.into(),
+            model: None,
+            verified: None,
+            maps: Mutex::new(HashMap::new()),
+            resident: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory weight paths are confined to.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -119,7 +143,7 @@ impl WeightStore {
             return self.load(w, slice).map(Arc::new);
         };
         let key: ResidentKey = (
-            self.resolve(path),
+            self.resolve(w, path)?,
             *offset,
             *length,
             w.dtype,
@@ -141,12 +165,20 @@ impl WeightStore {
         Ok(cache.entry(key).or_insert(t).clone())
     }
 
-    fn resolve(&self, path: &str) -> PathBuf {
-        let p = Path::new(path);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.dir.join(p)
+    /// The file weight `w` names with `path`: the verified file, or the path confined to
+    /// the store's folder.
+    fn resolve(&self, w: &Weight, path: &str) -> Result<PathBuf, RuntimeError> {
+        let err = |msg: String| RuntimeError::Weight {
+            name: w.name.clone(),
+            path: path.to_string(),
+            msg,
+        };
+        match &self.verified {
+            Some(files) => files.get(path).cloned().ok_or_else(|| {
+                err("not among the weight files the plan verification checked".into())
+            }),
+            None => confine(&self.dir, path, self.model.as_deref())
+                .map_err(|e| err(format!("location {e} (folder '{}')", self.dir.display()))),
         }
     }
 
@@ -163,7 +195,7 @@ impl WeightStore {
         if let Some(m) = maps.get(path) {
             return Ok(m.clone());
         }
-        let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+        let file = open_regular(path).map_err(|e| err(format!("cannot open: {e}")))?;
         let len = file
             .metadata()
             .map_err(|e| err(format!("cannot stat: {e}")))?
@@ -192,7 +224,7 @@ impl WeightStore {
                 length,
             } => (path, *offset, *length),
         };
-        let full = self.resolve(path);
+        let full = self.resolve(w, path)?;
         let err = |msg: String| RuntimeError::Weight {
             name: w.name.clone(),
             path: full.display().to_string(),
@@ -347,7 +379,7 @@ mod tests {
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) {
-        let mut f = File::create(dir.join(name)).unwrap();
+        let mut f = std::fs::File::create(dir.join(name)).unwrap();
         f.write_all(bytes).unwrap();
     }
 
@@ -428,7 +460,7 @@ mod tests {
         let missing = file_weight("emb", DType::F32, vec![2], "nope.bin", 0);
         let e = store.load(&missing, None).unwrap_err().to_string();
         assert!(
-            e.contains("emb") && e.contains("nope.bin") && e.contains("cannot open"),
+            e.contains("emb") && e.contains("nope.bin") && e.contains("cannot be resolved"),
             "{e}"
         );
         let past = file_weight("big", DType::F32, vec![4], "small.bin", 0);

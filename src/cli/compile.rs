@@ -1,6 +1,8 @@
 //! `tessera compile MODEL.onnx --devices N -o PLAN.json`: import → partition → write the
 //! plan (pretty, deterministic JSON) and its timings sidecar, then print a summary.
-use super::common::{classify, display_name, import, timings_path, Artifact};
+use super::common::{
+    classify, display_name, import, refuse_timings_over_input, write_timings, Artifact,
+};
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -95,6 +97,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
         .with_context(|| format!("partitioning '{}'", model_path.display()))?;
     let mut plan = partitioned.plan;
     plan.source = SourceModel::record(&model_path, &args.output, &plan.graph)?;
+    refuse_timings_over_input(&plan, &args.output)?;
     plan.write(&args.output)?;
     let timings = Timings {
         compile_ms: ms(start),
@@ -102,18 +105,16 @@ pub fn run(args: CompileArgs) -> Result<()> {
         saturate_ms: partitioned.timings.saturate_ms,
         extract_ms: partitioned.timings.extract_ms,
     };
-    let sidecar = timings_path(&args.output);
     let mut tjson = serde_json::to_string_pretty(&timings).context("serialising the timings")?;
     tjson.push('\n');
-    std::fs::write(&sidecar, tjson)
-        .with_context(|| format!("cannot write timings '{}'", sidecar.display()))?;
+    let sidecar = write_timings(&plan, &args.output, &tjson)?;
 
     print!(
         "{}",
         summary(
             &model_path,
             &args.output,
-            &sidecar,
+            sidecar.as_deref(),
             &plan,
             &timings,
             model.graph.weight_bytes() as u64
@@ -215,7 +216,7 @@ fn ms(t: Instant) -> f64 {
 fn summary(
     model: &Path,
     plan_path: &Path,
-    sidecar: &Path,
+    sidecar: Option<&Path>,
     plan: &Plan,
     t: &Timings,
     model_bytes: u64,
@@ -230,11 +231,13 @@ fn summary(
         t.saturate_ms,
         t.extract_ms
     )];
-    lines.push(format!(
-        "  plan {} (timings {})",
-        plan_path.display(),
-        sidecar.display()
-    ));
+    lines.push(match sidecar {
+        Some(s) => format!("  plan {} (timings {})", plan_path.display(), s.display()),
+        None => format!(
+            "  plan {} (no timings file: the plan path is not a regular file)",
+            plan_path.display()
+        ),
+    });
     lines.push(format!(
         "  all-reduces per layer: {}",
         r.per_layer_line("all_reduce")

@@ -124,6 +124,20 @@ pub enum ImportError {
         /// What is unsupported.
         msg: String,
     },
+    /// An initializer's external-data location is refused: absolute, with a `..`
+    /// component, outside the model's folder once links are resolved, missing, or not a
+    /// regular file (as onnxruntime confines external data).
+    #[error("initializer '{name}': external data location '{location}' of model '{file}' {msg}")]
+    ExternalData {
+        /// Initializer name.
+        name: String,
+        /// The `location` as the model gives it.
+        location: String,
+        /// The model file.
+        file: String,
+        /// Why it was refused.
+        msg: String,
+    },
     /// A tensor (initializer, constant, graph input/output) is malformed or missing.
     #[error("tensor '{name}': {msg}")]
     Tensor {

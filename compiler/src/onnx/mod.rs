@@ -60,25 +60,46 @@ pub struct ImportedModel {
     pub report: ImportReport,
 }
 
-/// Imports the ONNX model at `path`. File-backed weights refer to the model by its file name
-/// (relative to the model's directory).
+/// Imports the ONNX model at `path` (a regular file: a FIFO, device or directory is
+/// refused before it is opened). File-backed weights refer to the model by its file name
+/// (relative to the model's directory). External data must lie inside the model's folder:
+/// a location that is absolute, has a `..` component, leaves the folder through a link,
+/// is missing or is not a regular file is an [`ImportError::ExternalData`].
 pub fn import_model(path: &Path, opts: &ImportOptions) -> Result<ImportedModel, ImportError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
-        file: shown.clone(),
-        source,
+    let bytes = tessera_ir::files::read_regular(path).map_err(|e| match e {
+        tessera_ir::files::FileError::NotRegular { kind, .. } => ImportError::Io {
+            file: shown.clone(),
+            source: std::io::Error::other(format!("not a regular file (it is a {kind})")),
+        },
+        tessera_ir::files::FileError::Io { source, .. } => ImportError::Io {
+            file: shown.clone(),
+            source,
+        },
     })?;
     let file_name = path
         .file_name()
         .map_or(shown, |f| f.to_string_lossy().into_owned());
-    import_bytes(&bytes, &file_name, opts)
+    import(&bytes, &file_name, Some(path), opts)
 }
 
 /// Imports a model held in memory. `file_name` names it in errors and is the path recorded
-/// in [`WeightData::File`] for `raw_data` initializers.
+/// in [`WeightData::File`] for `raw_data` initializers. External-data locations must be
+/// relative without `..` (there is no folder to resolve them in: [`import_model`] checks
+/// the files too).
 pub fn import_bytes(
     bytes: &[u8],
     file_name: &str,
+    opts: &ImportOptions,
+) -> Result<ImportedModel, ImportError> {
+    import(bytes, file_name, None, opts)
+}
+
+/// [`import_bytes`] for the model at `model_path` when it is on disk.
+fn import(
+    bytes: &[u8],
+    file_name: &str,
+    model_path: Option<&Path>,
     opts: &ImportOptions,
 ) -> Result<ImportedModel, ImportError> {
     let parsed = parse::parse(bytes, file_name)?;
@@ -111,7 +132,12 @@ pub fn import_bytes(
     let mut walker = walk::Walker::new(opset, used);
     let mut initializer_names = HashSet::new();
     for t in &graph_proto.initializer {
-        let weight = tensor_proto::initializer_weight(t, file_name, spans.get(&t.name).copied())?;
+        let weight = tensor_proto::initializer_weight(
+            t,
+            file_name,
+            model_path,
+            spans.get(&t.name).copied(),
+        )?;
         let small = numel(&weight.shape) <= FOLD_MAX_ELEMS && !tensor_proto::is_external(t);
         let konst = match &weight.data {
             WeightData::Inline { tensor } => Some(tensor.clone()),

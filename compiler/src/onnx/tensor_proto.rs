@@ -4,6 +4,8 @@ use super::offsets::RawSpan;
 use super::ImportError;
 use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::TensorProto;
+use std::path::Path;
+use tessera_ir::files;
 use tessera_ir::{numel, DType, Tensor, TensorData, Weight, WeightData};
 
 /// The dtype and shape a `TensorProto` declares.
@@ -122,16 +124,25 @@ fn decode_typed(t: &TensorProto, dtype: DType) -> TensorData {
 
 /// Builds the weight for an initializer: file-backed when its bytes are `raw_data` in the
 /// model (`raw` is the span found by the wire walk) or external data, inline otherwise.
+/// `file` is the model's file name (the path `raw_data` weights record); `model`, when the
+/// model is a file on disk, is its path, to which external data is confined: its location
+/// must be relative without `..` (always checked) and resolve to a regular file inside the
+/// model's folder (checked when `model` is given).
 pub(crate) fn initializer_weight(
     t: &TensorProto,
     file: &str,
+    model: Option<&Path>,
     raw: Option<RawSpan>,
 ) -> Result<Weight, ImportError> {
     let name = t.name.as_str();
     let (dtype, shape) = dtype_and_shape(t, name)?;
     let expected = (numel(&shape) * dtype.size_bytes()) as u64;
     let data = if is_external(t) {
-        external_location(t, expected)?
+        let data = external_location(t, expected)?;
+        if let WeightData::File { path, .. } = &data {
+            confine_location(name, path, file, model)?;
+        }
+        data
     } else if !t.raw_data.is_empty() {
         let (offset, length) =
             raw.ok_or_else(|| ImportError::tensor(name, "raw_data offset not found in the file"))?;
@@ -157,6 +168,27 @@ pub(crate) fn initializer_weight(
         shape,
         data,
     })
+}
+
+/// Refuses an external-data `location` of initializer `name` that may read outside the
+/// folder of the model (`file`, at `model` when on disk); see [`initializer_weight`].
+fn confine_location(
+    name: &str,
+    location: &str,
+    file: &str,
+    model: Option<&Path>,
+) -> Result<(), ImportError> {
+    let refused = |msg: String| ImportError::ExternalData {
+        name: name.into(),
+        location: location.into(),
+        file: model.map_or_else(|| file.to_string(), |m| m.display().to_string()),
+        msg,
+    };
+    match model {
+        Some(m) => files::confine(files::dir_of(m), location, Some(m)).map(|_| ()),
+        None => files::check_location(location).map(|_| ()),
+    }
+    .map_err(|e| refused(e.to_string()))
 }
 
 fn external_location(t: &TensorProto, expected: u64) -> Result<WeightData, ImportError> {

@@ -2,8 +2,15 @@
 //! version first), [`Plan::write`] (never over its own inputs, never a silent `null`),
 //! [`Plan::verify`] (the source model and every weight file have the sha256 recorded at
 //! compile time) and [`SourceModel::record`] (what the compiler records).
+//!
+//! Every file is opened with [`open_regular`] (a FIFO, device, socket or directory is
+//! refused, never opened for reading) and every weight path is confined to the model's
+//! folder with [`confine`] (relative, no `..`, inside the folder once links are resolved),
+//! when recorded and when verified; [`Plan::verify_files`] returns the resolved weight
+//! files so a runtime reads only the files it checked.
 use super::finite::first_non_finite;
 use super::{Plan, SourceModel, FORMAT_VERSION};
+use crate::files::{confine, dir_of, open_regular, read_regular, FileError, LocationError};
 use crate::{Graph, WeightData};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -78,10 +85,12 @@ pub enum PlanError {
         /// The version this build reads.
         supported: u32,
     },
-    /// Writing the plan would overwrite one of its own inputs.
-    #[error("cannot write plan '{}': it is the plan's {role} '{}'", path.display(), input.display())]
+    /// Writing the plan (or a file beside it) would overwrite one of the plan's inputs.
+    #[error("cannot write {what} '{}': it is the plan's {role} '{}'", path.display(), input.display())]
     WouldOverwrite {
-        /// Plan file asked for.
+        /// What was to be written: `plan`, `timings`.
+        what: &'static str,
+        /// File asked for.
         path: PathBuf,
         /// Which input it is.
         role: FileRole,
@@ -126,6 +135,27 @@ pub enum PlanError {
         /// sha256 of the file on disk.
         actual: String,
     },
+    /// A file the plan reads is a FIFO, a device, a socket or a directory.
+    #[error("{role} '{}' is not a regular file (it is a {kind})", path.display())]
+    NotRegular {
+        /// Which input.
+        role: FileRole,
+        /// Resolved path.
+        path: PathBuf,
+        /// What it is instead, e.g. `FIFO`.
+        kind: &'static str,
+    },
+    /// A weight path of the plan is absolute, climbs with `..`, leaves the model's folder
+    /// once links are resolved, or does not name a regular file there.
+    #[error("weight file '{location}' of model '{}' {source}", model.display())]
+    Location {
+        /// The path as the plan gives it.
+        location: String,
+        /// The model whose folder weights are read from.
+        model: PathBuf,
+        /// Why it was refused.
+        source: LocationError,
+    },
     /// The plan records no sha256 for a file it reads, so the file cannot be trusted.
     #[error("the plan records no sha256 for {role} '{}'; recompile the model with `tessera compile`", path.display())]
     NoSha {
@@ -136,11 +166,25 @@ pub enum PlanError {
     },
 }
 
-/// sha256 of a file, lowercase hex, read in a stream (the file is never held whole).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+/// The files a verified plan reads ([`Plan::verify_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedFiles {
+    /// The source model, as located (it anchors the weight folder).
+    pub model: PathBuf,
+    /// Every weight path of the plan (as the plan gives it) with the canonical file whose
+    /// sha256 was checked.
+    pub weight_files: BTreeMap<String, PathBuf>,
+}
+
+/// sha256 of a regular file (see [`open_regular`]), lowercase hex, read in a stream (the
+/// file is never held whole).
+pub fn sha256_file(path: &Path) -> Result<String, FileError> {
+    let mut file = open_regular(path)?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
+    std::io::copy(&mut file, &mut hasher).map_err(|source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(hasher
         .finalize()
         .iter()
@@ -150,10 +194,34 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 
 /// [`sha256_file`] with the error naming the file and its role.
 fn hash(role: FileRole, path: &Path) -> Result<String, PlanError> {
-    sha256_file(path).map_err(|e| PlanError::Missing {
-        role,
-        path: path.to_path_buf(),
-        msg: e.to_string(),
+    sha256_file(path).map_err(|e| file_error(role, e))
+}
+
+/// A [`FileError`] as the plan error naming the file's role.
+fn file_error(role: FileRole, e: FileError) -> PlanError {
+    match e {
+        FileError::NotRegular { path, kind } => PlanError::NotRegular { role, path, kind },
+        FileError::Io { path, source } => PlanError::Missing {
+            role,
+            path,
+            msg: source.to_string(),
+        },
+    }
+}
+
+/// Weight `location` confined to the folder of `model` (see [`confine`]).
+fn confined(model: &Path, location: &str) -> Result<PathBuf, PlanError> {
+    confine(dir_of(model), location, Some(model)).map_err(|e| match e {
+        LocationError::Unresolved { source, .. } => PlanError::Missing {
+            role: FileRole::WeightFile,
+            path: dir_of(model).join(location),
+            msg: source.to_string(),
+        },
+        source => PlanError::Location {
+            location: location.to_string(),
+            model: model.to_path_buf(),
+            source,
+        },
     })
 }
 
@@ -176,14 +244,6 @@ fn under(dir: &Path, path: &str) -> PathBuf {
         p.to_path_buf()
     } else {
         dir.join(p)
-    }
-}
-
-/// The directory of a file path (`.` for a bare file name).
-fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
     }
 }
 
@@ -219,8 +279,8 @@ fn canonical_file(path: &Path) -> Option<PathBuf> {
 impl SourceModel {
     /// What a plan written to `plan_path` records about `model` and the weights of `graph`
     /// (imported from it): the model path relative to the plan's directory when both resolve
-    /// (else absolute), the model's sha256, and the sha256 of every weight file (relative
-    /// weight paths are under the model's directory). Each file is hashed once.
+    /// (else absolute), the model's sha256, and the sha256 of every weight file (weight
+    /// paths are confined to the model's folder, see [`confine`]). Each file is hashed once.
     pub fn record(model: &Path, plan_path: &Path, graph: &Graph) -> Result<SourceModel, PlanError> {
         let missing = |e: std::io::Error| PlanError::Missing {
             role: FileRole::SourceModel,
@@ -236,12 +296,7 @@ impl SourceModel {
         let mut by_file = HashMap::from([(model_abs.clone(), sha256.clone())]);
         let mut weight_files = BTreeMap::new();
         for w in weight_paths(graph) {
-            let file = under(dir_of(&model_abs), w);
-            let canon = file.canonicalize().map_err(|e| PlanError::Missing {
-                role: FileRole::WeightFile,
-                path: file.clone(),
-                msg: e.to_string(),
-            })?;
+            let canon = confined(&model_abs, w)?;
             let sha = match by_file.get(&canon) {
                 Some(s) => s.clone(),
                 None => hash(FileRole::WeightFile, &canon)?,
@@ -268,10 +323,17 @@ impl Plan {
     /// another version than [`FORMAT_VERSION`] is refused with a message naming the file
     /// and both versions. JSON errors carry serde's line and column.
     pub fn read(path: &Path) -> Result<Plan, PlanError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PlanError::Read {
+        let read_err = |msg: String| PlanError::Read {
             path: path.to_path_buf(),
-            msg: e.to_string(),
+            msg,
+        };
+        let bytes = read_regular(path).map_err(|e| match e {
+            FileError::NotRegular { kind, .. } => {
+                read_err(format!("not a regular file (it is a {kind})"))
+            }
+            FileError::Io { source, .. } => read_err(source.to_string()),
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| read_err(e.to_string()))?;
         let not_a_plan = |msg: String| PlanError::NotAPlan {
             path: path.to_path_buf(),
             msg,
@@ -317,14 +379,7 @@ impl Plan {
     /// bytes). Refuses to overwrite the plan's source model or a weight file, and refuses a
     /// NaN or infinite float (JSON would hold `null`), naming where it is.
     pub fn write(&self, path: &Path) -> Result<(), PlanError> {
-        if let Some(target) = canonical_file(path) {
-            for (role, input) in self.inputs(path) {
-                if canonical_file(&input).is_some_and(|c| c == target) {
-                    let path = path.to_path_buf();
-                    return Err(PlanError::WouldOverwrite { path, role, input });
-                }
-            }
-        }
+        self.refuse_input(path, path, "plan")?;
         if let Some(what) = first_non_finite(self) {
             let what = self.name_node(what);
             let path = path.to_path_buf();
@@ -337,6 +392,32 @@ impl Plan {
         let mut text = serde_json::to_string_pretty(self).map_err(|e| write_err(e.to_string()))?;
         text.push('\n');
         std::fs::write(path, text).map_err(|e| write_err(e.to_string()))
+    }
+
+    /// Refuses `target` (`what`: `plan`, `timings`…) when it is one of the files the plan
+    /// written to `plan_path` reads: its source model or a weight file (symbolic links
+    /// resolved).
+    pub fn refuse_input(
+        &self,
+        plan_path: &Path,
+        target: &Path,
+        what: &'static str,
+    ) -> Result<(), PlanError> {
+        let Some(canon) = canonical_file(target) else {
+            return Ok(());
+        };
+        for (role, input) in self.inputs(plan_path) {
+            if canonical_file(&input).is_some_and(|c| c == canon) {
+                let path = target.to_path_buf();
+                return Err(PlanError::WouldOverwrite {
+                    what,
+                    path,
+                    role,
+                    input,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `graph.nodes[i]…` as `node 'name' (Op)…`, other paths unchanged.
@@ -378,18 +459,36 @@ impl Plan {
     /// Checks that the source model (`source_override`, else the recorded path relative
     /// to `plan_path`) and every weight file exist and have the sha256 recorded in the plan.
     /// A missing or empty recorded sha256 is an error, never a skipped check. Returns the
-    /// model path, which anchors relative weight paths. Each file is hashed once.
+    /// model path, which anchors relative weight paths. Each file is hashed once. See
+    /// [`Plan::verify_files`].
     pub fn verify(
         &self,
         plan_path: &Path,
         source_override: Option<&Path>,
     ) -> Result<PathBuf, PlanError> {
+        Ok(self.verify_files(plan_path, source_override)?.model)
+    }
+
+    /// [`Plan::verify`], returning every file it checked: the model and, for each weight
+    /// path, the canonical file it resolves to inside the model's folder ([`confine`]:
+    /// relative, no `..`, no link out of the folder, a regular file). A runtime that reads
+    /// weights only through these paths reads only files whose sha256 was checked.
+    pub fn verify_files(
+        &self,
+        plan_path: &Path,
+        source_override: Option<&Path>,
+    ) -> Result<VerifiedFiles, PlanError> {
         let model = self.resolve_source(plan_path, source_override);
-        if !model.is_file() {
-            return Err(PlanError::Missing {
+        let meta = std::fs::metadata(&model).map_err(|e| PlanError::Missing {
+            role: FileRole::SourceModel,
+            path: model.clone(),
+            msg: e.to_string(),
+        })?;
+        if !meta.is_file() {
+            return Err(PlanError::NotRegular {
                 role: FileRole::SourceModel,
                 path: model,
-                msg: "no such file".into(),
+                kind: crate::files::kind_of(&meta),
             });
         }
         let mut by_file: HashMap<PathBuf, String> = HashMap::new();
@@ -399,12 +498,17 @@ impl Plan {
             &self.source.sha256,
             &mut by_file,
         )?;
+        let mut weight_files = BTreeMap::new();
         for w in weight_paths(&self.graph) {
-            let file = under(dir_of(&model), w);
+            let file = confined(&model, w)?;
             let expected = self.source.weight_files.get(w).map_or("", String::as_str);
             check(FileRole::WeightFile, &file, expected, &mut by_file)?;
+            weight_files.insert(w.to_string(), file);
         }
-        Ok(model)
+        Ok(VerifiedFiles {
+            model,
+            weight_files,
+        })
     }
 }
 
@@ -469,6 +573,7 @@ mod tests {
             Path::new("/abs/w.bin")
         );
         assert_eq!(dir_of(Path::new("plan.json")), Path::new("."));
+        // (`under` only locates inputs for the overwrite check; reading confines.)
         assert_eq!(dir_of(Path::new("out/plan.json")), Path::new("out"));
     }
 }

@@ -13,7 +13,7 @@ mod file;
 mod finite;
 mod search;
 
-pub use file::{sha256_file, FileRole, PlanError};
+pub use file::{sha256_file, FileRole, PlanError, VerifiedFiles};
 pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats, StopReason};
 
 /// Current plan format version. [`Plan::read`] refuses plans with another version: newer

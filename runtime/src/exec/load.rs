@@ -12,7 +12,7 @@ use tessera_ir::plan::Plan;
 pub struct LoadedPlan {
     /// The plan.
     pub plan: Plan,
-    /// Its weights, read from the verified source model's directory.
+    /// Its weights: only the files the verification checked.
     pub store: WeightStore,
 }
 
@@ -22,7 +22,8 @@ pub struct LoadedPlan {
 pub fn open_plan(plan_path: &Path, model: Option<&Path>) -> Result<LoadedPlan, ExecError> {
     let plan = Plan::read(plan_path)?;
     validate_plan(&plan)?;
-    let model = plan.verify(plan_path, model)?;
-    let store = WeightStore::open(&model)?;
+    let files = plan.verify_files(plan_path, model)?;
+    // The store reads only the weight files verify_files hashed.
+    let store = WeightStore::verified(&files);
     Ok(LoadedPlan { plan, store })
 }

@@ -1,0 +1,141 @@
+//! Weights are read only from the model's folder and only from regular files: a plan weight
+//! entry naming an absolute path, a `..` path or a link out of the folder is refused, a
+//! store made from a verified plan opens no file verification did not check, and a FIFO
+//! (weight file or `.npy` input) is refused instead of blocking forever.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tessera_ir::plan::VerifiedFiles;
+use tessera_ir::{DType, Weight, WeightData};
+use tessera_runtime::npy::read_npy;
+use tessera_runtime::weights::WeightStore;
+
+fn weight(path: &str) -> Weight {
+    Weight {
+        name: "emb".into(),
+        dtype: DType::F32,
+        shape: vec![2],
+        data: WeightData::File {
+            path: path.into(),
+            offset: 0,
+            length: 8,
+        },
+    }
+}
+
+/// A folder `m/` with `model.onnx` and `w.bin`, and `secret.bin` beside it.
+fn layout() -> (tempfile::TempDir, PathBuf) {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("model.onnx"), [0u8; 16]).unwrap();
+    std::fs::write(dir.join("w.bin"), [0u8; 8]).unwrap();
+    std::fs::write(outer.path().join("secret.bin"), [1u8; 8]).unwrap();
+    (outer, dir)
+}
+
+#[test]
+fn weight_paths_are_confined_to_the_model_folder() {
+    let (outer, dir) = layout();
+    let store = WeightStore::open(&dir.join("model.onnx")).unwrap();
+    assert!(store.load(&weight("w.bin"), None).is_ok());
+    let abs = outer.path().join("secret.bin").display().to_string();
+    for (location, why) in [
+        (abs.as_str(), "absolute"),
+        ("../secret.bin", "'..'"),
+        ("sub/../../secret.bin", "'..'"),
+    ] {
+        let e = store.load(&weight(location), None).unwrap_err().to_string();
+        assert!(e.contains("emb") && e.contains(why), "{e}");
+        let e = store
+            .load_resident(&weight(location), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(outer.path().join("secret.bin"), dir.join("l.bin")).unwrap();
+        let e = store.load(&weight("l.bin"), None).unwrap_err().to_string();
+        assert!(e.contains("outside the model's folder"), "{e}");
+    }
+    assert_eq!(store.mapped_files(), 1);
+}
+
+#[test]
+fn a_verified_store_opens_only_verified_files() {
+    let (_outer, dir) = layout();
+    let files = VerifiedFiles {
+        model: dir.join("model.onnx"),
+        weight_files: BTreeMap::from([("w.bin".to_string(), dir.join("w.bin"))]),
+    };
+    let store = WeightStore::verified(&files);
+    assert!(store.load(&weight("w.bin"), None).is_ok());
+    // model.onnx is in the folder, but verification did not check it as a weight file.
+    let e = store
+        .load(&weight("model.onnx"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not among the weight files"), "{e}");
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// Runs `f` on a thread; fails if it has not returned within 20 s.
+#[cfg(unix)]
+fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("hung on a FIFO")
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_not_read() {
+    let (_outer, dir) = layout();
+    mkfifo(&dir.join("pipe.bin"));
+    let d = dir.clone();
+    let e = within_timeout(move || {
+        let store = WeightStore::with_dir(&d);
+        store
+            .load(&weight("pipe.bin"), None)
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(
+        e.contains("pipe.bin") && e.contains("not a regular file"),
+        "{e}"
+    );
+    // Even a verified store re-checks the file when it opens it.
+    let files = VerifiedFiles {
+        model: dir.join("model.onnx"),
+        weight_files: BTreeMap::from([("pipe.bin".to_string(), dir.join("pipe.bin"))]),
+    };
+    let e = within_timeout(move || {
+        let store = WeightStore::verified(&files);
+        store
+            .load(&weight("pipe.bin"), None)
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(e.contains("not a regular file"), "{e}");
+    let npy = dir.join("x.npy");
+    mkfifo(&npy);
+    let e = within_timeout(move || read_npy(&npy).unwrap_err().to_string());
+    assert!(
+        e.contains("x.npy") && e.contains("not a regular file"),
+        "{e}"
+    );
+    let e = read_npy(&dir).unwrap_err().to_string();
+    assert!(e.contains("directory"), "{e}");
+}
