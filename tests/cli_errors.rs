@@ -144,3 +144,27 @@ fn bad_shape_spec_and_bad_options() {
         &["--rank", "mlp.onnx"],
     );
 }
+
+#[test]
+fn device_counts_and_shapes_over_the_caps() {
+    let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/mlp.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    let plan = plan.to_str().unwrap();
+    assert_one_line_error(
+        &["compile", mlp, "--devices", "4294967296", "-o", plan],
+        &["--devices 4294967296: over the limit of 4096 devices"],
+    );
+    assert_one_line_error(
+        &["compile", mlp, "--mesh", "1x1000000", "-o", plan],
+        &["--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices"],
+    );
+    assert_one_line_error(
+        &["inspect", mlp, "--shape", "x=99999999999x64"],
+        &["'x'", "--shape", "[99999999999, 64]", "over the cap"],
+    );
+    assert_one_line_error(
+        &["inspect", mlp, "--shape", "x=4611686018427387904x64"],
+        &["'x'", "overflows the element count"],
+    );
+}
