@@ -30,7 +30,9 @@ pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorId, TensorInfo, TensorKind};
 pub use layout::Layout;
 pub use op::Op;
-pub use size::{check_tensor_size, checked_bytes, checked_numel, SizeError, MAX_TENSOR_BYTES};
+pub use size::{
+    check_tensor_size, checked_bytes, checked_numel, SizeError, MAX_DEVICES, MAX_TENSOR_BYTES,
+};
 pub use tensor::{Tensor, TensorData};
 pub use weight::{Weight, WeightData};
 

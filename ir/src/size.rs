@@ -11,6 +11,11 @@ use thiserror::Error;
 /// refused by shape inference, constant folding, `--shape` and plan validation.
 pub const MAX_TENSOR_BYTES: usize = 1 << 34;
 
+/// The most devices a plan may span (`tessera compile --devices`, the product of `--mesh`,
+/// a plan's mesh): partitioning and running hold per-rank state, so an absurd count would
+/// exhaust memory before failing.
+pub const MAX_DEVICES: usize = 4096;
+
 /// Why a shape's size is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SizeError {

@@ -12,7 +12,7 @@ use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
 use tessera_compiler::report::format::human_bytes;
 use tessera_compiler::report::PlanReport;
 use tessera_ir::plan::{Plan, SourceModel, Timings};
-use tessera_ir::Layout;
+use tessera_ir::{Layout, MAX_DEVICES};
 
 /// `--objective`: the spellings of [`ObjectiveKind`], listed with their help.
 fn objective_parser() -> impl TypedValueParser<Value = ObjectiveKind> {
@@ -122,11 +122,8 @@ pub fn run(args: CompileArgs) -> Result<()> {
     Ok(())
 }
 
-/// The most devices a plan may span (`--devices`, the product of `--mesh`): the partitioner
-/// and the plan hold per-rank state, so an absurd count would exhaust memory before failing.
-pub const MAX_DEVICES: usize = 4096;
-
-/// The device count from `--devices` and/or `--mesh`, at most [`MAX_DEVICES`].
+/// The device count from `--devices` and/or `--mesh`, at most [`MAX_DEVICES`] (one limit,
+/// in `tessera_ir`, shared with plan validation).
 fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> {
     let from_mesh = match mesh {
         None => None,

@@ -3,13 +3,14 @@
 use super::error::ExecError;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::plan::{Plan, StepKind, FORMAT_VERSION};
-use tessera_ir::{Op, Tensor};
+use tessera_ir::{check_tensor_size, numel, DType, Op, Tensor, TensorData, MAX_DEVICES};
 
 fn bad(msg: String) -> ExecError {
     ExecError::InvalidPlan(msg)
 }
 
-/// Checks the format version, that every id a plan uses is in range, that every rank
+/// Checks the format version, that every id a plan uses is in range, that every size is
+/// within the caps and every inline tensor matches its shape, that every rank
 /// defines each value before reading it, and that the members of every group call the same
 /// collectives in the same order (otherwise a run would hang).
 pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
@@ -20,6 +21,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
         });
     }
     validate_graph_ids(plan)?;
+    validate_sizes(plan)?;
     let n = plan.ranks.len();
     if n == 0 {
         return Err(bad("the plan has no ranks".into()));
@@ -115,6 +117,68 @@ fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
         }
     }
     g.validate().map_err(|e| bad(e.to_string()))
+}
+
+/// Checks every size before anything is allocated: the mesh and the rank count against
+/// [`MAX_DEVICES`], every graph tensor and plan value against overflow and
+/// [`tessera_ir::MAX_TENSOR_BYTES`], and that every inline weight holds exactly the
+/// elements its shape needs, in storage of its dtype.
+fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
+    let g = &plan.graph;
+    let devices = plan
+        .mesh
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_DEVICES);
+    if devices.is_none() || plan.ranks.len() > MAX_DEVICES {
+        return Err(bad(format!(
+            "mesh {:?} with {} rank programs is over the limit of {MAX_DEVICES} devices",
+            plan.mesh.shape,
+            plan.ranks.len()
+        )));
+    }
+    for t in &g.tensors {
+        check_tensor_size(&t.shape, t.dtype)
+            .map_err(|e| bad(format!("tensor '{}': {e}", t.name)))?;
+    }
+    for (i, v) in plan.values.iter().enumerate() {
+        check_tensor_size(&v.shape, v.dtype).map_err(|e| {
+            bad(format!(
+                "value {i} (tensor '{}'): {e}",
+                g.tensor(v.tensor).name
+            ))
+        })?;
+    }
+    for (id, w) in &g.weights {
+        let info = g.tensor(*id);
+        let Some(t) = w.inline() else { continue };
+        let at = |msg: String| bad(format!("inline tensor '{}': {msg}", info.name));
+        if t.dtype != info.dtype || t.shape != info.shape {
+            return Err(at(format!(
+                "holds {}{:?}, the graph declares {}{:?}",
+                t.dtype, t.shape, info.dtype, info.shape
+            )));
+        }
+        // The shape is within the cap (checked above), so its count does not overflow.
+        let want = numel(&t.shape);
+        if t.data.len() != want {
+            return Err(at(format!(
+                "has {} elements, its shape {:?} needs {want}",
+                t.data.len(),
+                t.shape
+            )));
+        }
+        let class_ok = match &t.data {
+            TensorData::F32(_) => t.dtype.is_float(),
+            TensorData::I64(_) => t.dtype.is_int(),
+            TensorData::Bool(_) => t.dtype == DType::Bool,
+        };
+        if !class_ok {
+            return Err(at(format!("its data is not stored as {}", t.dtype)));
+        }
+    }
+    Ok(())
 }
 
 /// `Ok` when `ok`, else the error `msg()`.
