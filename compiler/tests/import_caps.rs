@@ -90,7 +90,10 @@ fn range_over_the_cap_or_overflowing() {
     let s = error(&range_i64(i64::MIN, i64::MAX, 1), "");
     assert_mentions(&s, &["Range_3", "overflows the element count"]);
     let s = error(&range_i64(i64::MAX, i64::MIN, -(1 << 30)), "");
-    assert_mentions(&s, &["Range_3", "[17179869184] of i64 is 137438953472 bytes"]);
+    assert_mentions(
+        &s,
+        &["Range_3", "[17179869184] of i64 is 137438953472 bytes"],
+    );
     // Small ranges still fold, with exact integer arithmetic.
     let m = import_bytes(&range_i64(10, 1, -3).bytes(), "r.onnx", &opts("")).unwrap();
     assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![3]);
@@ -148,7 +151,10 @@ fn shape_flag_over_the_cap_or_overflowing() {
         "tensor 'input_ids': --shape graph input: shape [1, 99999999999] of f32 is \
          399999999996 bytes, over the cap of 17179869184 bytes (16 GiB) per tensor"
     );
-    let s = error(&one_input(), "input_ids=4611686018427387904x4611686018427387904");
+    let s = error(
+        &one_input(),
+        "input_ids=4611686018427387904x4611686018427387904",
+    );
     assert_mentions(&s, &["tensor 'input_ids'", "overflows the element count"]);
 }
 

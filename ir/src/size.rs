@@ -87,7 +87,11 @@ mod tests {
         assert_eq!(check_tensor_size(&[4, 4], DType::F32), Ok(64));
         assert_eq!(check_tensor_size(&[1 << 32], DType::F32), Ok(1 << 34));
         let e = check_tensor_size(&[1 << 32, 2], DType::F32).unwrap_err();
-        assert!(e.to_string().contains("[4294967296, 2] of f32 is 34359738368 bytes"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("[4294967296, 2] of f32 is 34359738368 bytes"),
+            "{e}"
+        );
         let e = check_tensor_size(&[1 << 62, 4], DType::I64).unwrap_err();
         assert!(e.to_string().contains("overflows"), "{e}");
     }

@@ -143,6 +143,6 @@ impl Tensor {
 
     /// Size in bytes under the logical dtype.
     pub fn size_bytes(&self) -> usize {
-        self.numel() * self.dtype.size_bytes()
+        self.numel().saturating_mul(self.dtype.size_bytes())
     }
 }

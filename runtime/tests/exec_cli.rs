@@ -228,5 +228,9 @@ fn repeat_is_bounded() {
         );
     }
     let out = tessera_run(&[&run.plan, "--input", &run.input, "--repeat", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

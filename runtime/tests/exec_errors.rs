@@ -263,14 +263,13 @@ fn an_inline_tensor_shorter_than_its_shape_is_an_error() {
         tensor.data = tessera_ir::TensorData::F32(vec![0.5; 100]);
     }
     let msg = run_err(&plan, &inputs);
-    assert_eq!(
-        msg.lines().count(),
-        1,
-        "one-line error expected: {msg}"
-    );
+    assert_eq!(msg.lines().count(), 1, "one-line error expected: {msg}");
     assert_mentions(
         &msg,
-        &["inline tensor 'w1'", "has 100 elements, its shape [8, 24] needs 192"],
+        &[
+            "inline tensor 'w1'",
+            "has 100 elements, its shape [8, 24] needs 192",
+        ],
     );
 }
 
@@ -282,15 +281,24 @@ fn sizes_over_the_caps_are_errors_before_anything_is_allocated() {
     let x = tensor_named(&big, "x");
     big.graph.tensors[x.index()].shape = vec![1 << 53];
     let msg = run_err(&big, &inputs);
-    assert_mentions(&msg, &["tensor 'x'", "[9007199254740992] of f32", "over the cap"]);
+    assert_mentions(
+        &msg,
+        &["tensor 'x'", "[9007199254740992] of f32", "over the cap"],
+    );
     // A plan value whose element count wraps at 2^62-sized dims.
     let mut wrap = plan.clone();
     wrap.values[0].shape = vec![1 << 62, 1 << 62, 4];
     let msg = run_err(&wrap, &inputs);
-    assert_mentions(&msg, &["value 0 (tensor 'x')", "overflows the element count"]);
+    assert_mentions(
+        &msg,
+        &["value 0 (tensor 'x')", "overflows the element count"],
+    );
     // A mesh of more devices than the limit.
     let mut mesh = plan;
     mesh.mesh.shape = vec![1 << 40];
     let msg = run_err(&mesh, &inputs);
-    assert_mentions(&msg, &["mesh [1099511627776]", "over the limit of 4096 devices"]);
+    assert_mentions(
+        &msg,
+        &["mesh [1099511627776]", "over the limit of 4096 devices"],
+    );
 }

@@ -305,11 +305,21 @@ mod tests {
         assert!(resolve_devices(Some(2), Some("1x4")).is_err());
         assert!(resolve_devices(None, None).is_err());
         assert!(resolve_devices(Some(0), None).is_err());
-        assert_eq!(resolve_devices(Some(MAX_DEVICES), None).unwrap(), MAX_DEVICES);
-        let e = resolve_devices(Some(4294967296), None).unwrap_err().to_string();
+        assert_eq!(
+            resolve_devices(Some(MAX_DEVICES), None).unwrap(),
+            MAX_DEVICES
+        );
+        let e = resolve_devices(Some(4294967296), None)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "--devices 4294967296: over the limit of 4096 devices");
-        let e = resolve_devices(None, Some("1x1000000")).unwrap_err().to_string();
-        assert_eq!(e, "--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices");
+        let e = resolve_devices(None, Some("1x1000000"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices"
+        );
     }
 
     #[test]

@@ -155,8 +155,11 @@ impl OpSpec for TriluAttrs {
 
 fn reshape(cx: &InferCx, shape: &[usize]) -> Result<TypedShape, IrError> {
     let (d, x) = cx.input(0);
-    let to = checked_numel(shape)
-        .ok_or_else(|| cx.err(format!("target shape {shape:?} overflows the element count")))?;
+    let to = checked_numel(shape).ok_or_else(|| {
+        cx.err(format!(
+            "target shape {shape:?} overflows the element count"
+        ))
+    })?;
     if numel(&x) != to {
         return Err(cx.err(format!(
             "cannot reshape {x:?} ({} elements) to {shape:?} ({to} elements)",
