@@ -21,8 +21,7 @@ fn opts(spec: &str) -> ImportOptions {
 /// The one-line error importing `b` with input shapes `spec`.
 fn error(b: &ModelBuilder, spec: &str) -> String {
     let s = import_bytes(&b.bytes(), "caps.onnx", &opts(spec))
-        .err()
-        .expect("import should fail")
+        .expect_err("import should fail")
         .to_string();
     assert!(!s.contains('\n'), "error is not one line: {s}");
     s
