@@ -302,3 +302,24 @@ fn sizes_over_the_caps_are_errors_before_anything_is_allocated() {
         &["mesh [1099511627776]", "over the limit of 4096 devices"],
     );
 }
+
+#[test]
+fn a_compute_op_over_the_cap_is_refused_before_running() {
+    let (mut plan, inputs) = mlp_plan(2);
+    // Rank 0's gelu becomes an Expand to 2^53 rows (the plan's values are unchanged).
+    if let StepKind::Compute { op, .. } = &mut plan.ranks[0].steps[3].kind {
+        *op = Op::Expand(tessera_ir::op::ExpandAttrs {
+            shape: vec![1 << 53, 1, 1, 1],
+        });
+    }
+    let msg = run_err(&plan, &inputs);
+    assert_mentions(
+        &msg,
+        &[
+            "rank 0 step 3",
+            "(Expand)",
+            "[9007199254740992, 2, 4, 12] of f32",
+            "over the cap",
+        ],
+    );
+}

@@ -2,6 +2,7 @@
 //! gives one clear error instead of a panic or a hang.
 use super::error::ExecError;
 use std::collections::{BTreeMap, BTreeSet};
+use tessera_ir::infer::infer;
 use tessera_ir::plan::{Plan, StepKind, FORMAT_VERSION};
 use tessera_ir::{check_tensor_size, numel, DType, Op, Tensor, TensorData, MAX_DEVICES};
 
@@ -71,6 +72,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
             }
             check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len())
                 .map_err(at)?;
+            check_compute_sizes(plan, step).map_err(at)?;
             for v in &step.inputs {
                 if !defined[v.index()] {
                     return Err(at(format!(
@@ -176,6 +178,41 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
         };
         if !class_ok {
             return Err(at(format!("its data is not stored as {}", t.dtype)));
+        }
+    }
+    Ok(())
+}
+
+/// A compute step's op, applied to its input values, must infer outputs within the caps
+/// and equal to its output values (an Expand's or Reshape's target is in its attributes,
+/// not only in the plan values): the kernel allocates what the op says, so this is checked
+/// before anything runs.
+fn check_compute_sizes(plan: &Plan, step: &tessera_ir::plan::Step) -> Result<(), String> {
+    let StepKind::Compute { node, op } = &step.kind else {
+        return Ok(());
+    };
+    // Validation checked the value ids and the node id before this.
+    let inputs: Vec<(DType, &[usize])> = step
+        .inputs
+        .iter()
+        .map(|v| {
+            let pv = &plan.values[v.index()];
+            (pv.dtype, pv.shape.as_slice())
+        })
+        .collect();
+    let name = &plan.graph.node(*node).name;
+    let inferred = infer(name, op, &inputs).map_err(|e| e.to_string())?;
+    for (k, ((d, shape), v)) in inferred.iter().zip(&step.outputs).enumerate() {
+        let pv = &plan.values[v.index()];
+        let at = |msg: String| format!("node '{name}' ({}): output {k} {msg}", op.name());
+        if *d != pv.dtype {
+            return Err(at(format!("is {d}, the plan expects {}", pv.dtype)));
+        }
+        if *shape != pv.shape {
+            return Err(at(format!(
+                "has shape {shape:?}, the plan expects {:?}",
+                pv.shape
+            )));
         }
     }
     Ok(())
