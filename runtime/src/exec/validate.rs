@@ -146,10 +146,9 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
     }
     for (i, v) in plan.values.iter().enumerate() {
         check_tensor_size(&v.shape, v.dtype).map_err(|e| {
-            bad(format!(
-                "value {i} (tensor '{}'): {e}",
-                g.tensor(v.tensor).name
-            ))
+            // The tensor id is range-checked later: name it only when it is valid.
+            let name = g.tensors.get(v.tensor.index()).map_or("?", |t| &t.name);
+            bad(format!("value {i} (tensor '{name}'): {e}"))
         })?;
     }
     for (id, w) in &g.weights {
