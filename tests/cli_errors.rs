@@ -144,3 +144,67 @@ fn bad_shape_spec_and_bad_options() {
         &["--rank", "mlp.onnx"],
     );
 }
+
+#[test]
+fn device_counts_and_shapes_over_the_caps() {
+    let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/mlp.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    let plan = plan.to_str().unwrap();
+    assert_one_line_error(
+        &["compile", mlp, "--devices", "4294967296", "-o", plan],
+        &["--devices 4294967296: over the limit of 4096 devices"],
+    );
+    assert_one_line_error(
+        &["compile", mlp, "--mesh", "1x1000000", "-o", plan],
+        &["--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices"],
+    );
+    assert_one_line_error(
+        &["inspect", mlp, "--shape", "x=99999999999x64"],
+        &["'x'", "--shape", "[99999999999, 64]", "over the cap"],
+    );
+    assert_one_line_error(
+        &["inspect", mlp, "--shape", "x=4611686018427387904x64"],
+        &["'x'", "overflows the element count"],
+    );
+}
+
+/// Writes an ONNX model with no nodes whose only output is an initializer.
+fn write_initializer_only_model(path: &Path) {
+    let mut w = onnx_protobuf::TensorProto::new();
+    w.name = "w".into();
+    w.data_type = 1;
+    w.dims = vec![2];
+    w.raw_data = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut graph = GraphProto::new();
+    graph.name = "g".into();
+    graph.initializer.push(w);
+    let mut vi = ValueInfoProto::new();
+    vi.name = "w".into();
+    graph.output.push(vi);
+    let mut opset = OperatorSetIdProto::new();
+    opset.version = 18;
+    let mut model = ModelProto::new();
+    model.ir_version = 8;
+    model.opset_import.push(opset);
+    model.graph = Some(graph).into();
+    std::fs::write(path, model.write_to_bytes().unwrap()).unwrap();
+}
+
+#[test]
+fn model_with_no_nodes_whose_output_is_an_initializer() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("init_only.onnx");
+    write_initializer_only_model(&model);
+    let m = model.to_str().unwrap();
+    let plan = dir.path().join("plan.json");
+    let plan = plan.to_str().unwrap();
+    for args in [
+        vec!["inspect", m],
+        vec!["dot", m],
+        vec!["compile", m, "--devices", "2", "-o", plan],
+    ] {
+        let (code, _, err) = tessera(&args);
+        assert_eq!(code, 0, "tessera {args:?}: {err}");
+    }
+}

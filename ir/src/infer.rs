@@ -8,7 +8,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::{DType, IrError, Op};
+use crate::{check_tensor_size, DType, IrError, Op};
 
 pub use crate::spec::normalize_slice;
 
@@ -19,7 +19,8 @@ pub type TypedShape = (DType, Vec<usize>);
 ///
 /// Returns every output the op can produce, optional ones included: [`Op::LayerNorm`] gives
 /// Y, Mean and InvStdDev (a node may bind only Y; see [`infer_node`]). `node` names the node
-/// in errors. The rules of each op live in its family's spec ([`crate::spec`]).
+/// in errors. The rules of each op live in its family's spec ([`crate::spec`]). An output
+/// whose size overflows or exceeds [`crate::MAX_TENSOR_BYTES`] is an error.
 pub fn infer(
     node: &str,
     op: &Op,
@@ -28,7 +29,13 @@ pub fn infer(
     let cx = InferCx { node, op, inputs };
     let spec = op.spec();
     spec.arity().check(inputs.len()).map_err(|m| cx.err(m))?;
-    spec.infer(&cx)
+    let outs = spec.infer(&cx)?;
+    // No output may overflow its element count or exceed the per-tensor cap: callers
+    // allocate (fold, run) what inference returns.
+    for (k, (dtype, shape)) in outs.iter().enumerate() {
+        check_tensor_size(shape, *dtype).map_err(|e| cx.err(format!("output {k}: {e}")))?;
+    }
+    Ok(outs)
 }
 
 /// How many outputs a node of `op` must bind when `produced` is the number [`infer`] gives:

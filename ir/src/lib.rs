@@ -21,6 +21,7 @@ pub mod layout;
 mod nonfinite;
 pub mod op;
 pub mod plan;
+pub mod size;
 pub mod spec;
 pub mod tensor;
 pub mod weight;
@@ -30,13 +31,18 @@ pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorId, TensorInfo, TensorKind};
 pub use layout::Layout;
 pub use op::Op;
+pub use size::{
+    check_tensor_size, checked_bytes, checked_numel, SizeError, MAX_DEVICES, MAX_TENSOR_BYTES,
+};
 pub use tensor::{Tensor, TensorData};
 pub use weight::{Weight, WeightData};
 
 /// A static shape: one extent per axis.
 pub type Shape = Vec<usize>;
 
-/// Number of elements of a shape (1 for a scalar).
+/// Number of elements of a shape (1 for a scalar; 0 when any dim is 0). Saturates at
+/// `usize::MAX` instead of wrapping; shapes from outside (models, plans, flags) are checked
+/// with [`checked_numel`] / [`check_tensor_size`] before use.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape).unwrap_or(usize::MAX)
 }

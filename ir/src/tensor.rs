@@ -1,5 +1,5 @@
 //! Host tensors: what constant folding and the CPU executors compute on.
-use crate::{numel, DType, IrError};
+use crate::{checked_numel, numel, DType, IrError};
 use serde::{Deserialize, Serialize};
 
 /// Element storage of a host tensor. Floats compute as f32, integers as i64.
@@ -55,7 +55,7 @@ impl Tensor {
                 msg: format!("storage does not match dtype {dtype}"),
             });
         }
-        if data.len() != numel(&shape) {
+        if checked_numel(&shape) != Some(data.len()) {
             return Err(IrError::Tensor {
                 name: String::new(),
                 msg: format!("{} elements for shape {:?}", data.len(), shape),
@@ -143,6 +143,6 @@ impl Tensor {
 
     /// Size in bytes under the logical dtype.
     pub fn size_bytes(&self) -> usize {
-        self.numel() * self.dtype.size_bytes()
+        self.numel().saturating_mul(self.dtype.size_bytes())
     }
 }

@@ -213,3 +213,24 @@ fn one_process_per_device_needs_cuda_and_names_what_is_missing() {
         }
     }
 }
+
+#[test]
+fn repeat_is_bounded() {
+    let run = two_device_run();
+    for k in ["18446744073709551615", "1000001"] {
+        let out = tessera_run(&[&run.plan, "--input", &run.input, "--repeat", k]);
+        assert_eq!(out.status.code(), Some(2), "clap usage error expected");
+        let s = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            s.contains(&format!("invalid value '{k}' for '--repeat <K>'"))
+                && s.contains("is not in 0..=1000000"),
+            "{s}"
+        );
+    }
+    let out = tessera_run(&[&run.plan, "--input", &run.input, "--repeat", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -242,3 +242,84 @@ fn cuda_backend_without_feature_says_how_to_get_it() {
         "{msg}"
     );
 }
+
+/// The id of the graph tensor named `name`.
+fn tensor_named(plan: &Plan, name: &str) -> TensorId {
+    let i = plan
+        .graph
+        .tensors
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tensor '{name}'"));
+    TensorId(i as u32)
+}
+
+#[test]
+fn an_inline_tensor_shorter_than_its_shape_is_an_error() {
+    let (mut plan, inputs) = mlp_plan(2);
+    let w1 = tensor_named(&plan, "w1");
+    let w = plan.graph.weights.get_mut(&w1).expect("w1 is a weight");
+    if let tessera_ir::WeightData::Inline { tensor } = &mut w.data {
+        tensor.data = tessera_ir::TensorData::F32(vec![0.5; 100]);
+    }
+    let msg = run_err(&plan, &inputs);
+    assert_eq!(msg.lines().count(), 1, "one-line error expected: {msg}");
+    assert_mentions(
+        &msg,
+        &[
+            "inline tensor 'w1'",
+            "has 100 elements, its shape [8, 24] needs 192",
+        ],
+    );
+}
+
+#[test]
+fn sizes_over_the_caps_are_errors_before_anything_is_allocated() {
+    let (plan, inputs) = mlp_plan(2);
+    // A graph tensor expanded to 2^53 elements.
+    let mut big = plan.clone();
+    let x = tensor_named(&big, "x");
+    big.graph.tensors[x.index()].shape = vec![1 << 53];
+    let msg = run_err(&big, &inputs);
+    assert_mentions(
+        &msg,
+        &["tensor 'x'", "[9007199254740992] of f32", "over the cap"],
+    );
+    // A plan value whose element count wraps at 2^62-sized dims.
+    let mut wrap = plan.clone();
+    wrap.values[0].shape = vec![1 << 62, 1 << 62, 4];
+    let msg = run_err(&wrap, &inputs);
+    assert_mentions(
+        &msg,
+        &["value 0 (tensor 'x')", "overflows the element count"],
+    );
+    // A mesh of more devices than the limit.
+    let mut mesh = plan;
+    mesh.mesh.shape = vec![1 << 40];
+    let msg = run_err(&mesh, &inputs);
+    assert_mentions(
+        &msg,
+        &["mesh [1099511627776]", "over the limit of 4096 devices"],
+    );
+}
+
+#[test]
+fn a_compute_op_over_the_cap_is_refused_before_running() {
+    let (mut plan, inputs) = mlp_plan(2);
+    // Rank 0's gelu becomes an Expand to 2^53 rows (the plan's values are unchanged).
+    if let StepKind::Compute { op, .. } = &mut plan.ranks[0].steps[3].kind {
+        *op = Op::Expand(tessera_ir::op::ExpandAttrs {
+            shape: vec![1 << 53, 1, 1, 1],
+        });
+    }
+    let msg = run_err(&plan, &inputs);
+    assert_mentions(
+        &msg,
+        &[
+            "rank 0 step 3",
+            "(Expand)",
+            "[9007199254740992, 2, 4, 12] of f32",
+            "over the cap",
+        ],
+    );
+}

@@ -14,7 +14,7 @@ use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
 use tessera_compiler::report::format::human_bytes;
 use tessera_compiler::report::PlanReport;
 use tessera_ir::plan::{Plan, SourceModel, Timings};
-use tessera_ir::Layout;
+use tessera_ir::{Layout, MAX_DEVICES};
 
 /// `--objective`: the spellings of [`ObjectiveKind`], listed with their help.
 fn objective_parser() -> impl TypedValueParser<Value = ObjectiveKind> {
@@ -123,7 +123,8 @@ pub fn run(args: CompileArgs) -> Result<()> {
     Ok(())
 }
 
-/// The device count from `--devices` and/or `--mesh`.
+/// The device count from `--devices` and/or `--mesh`, at most [`MAX_DEVICES`] (one limit,
+/// in `tessera_ir`, shared with plan validation).
 fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> {
     let from_mesh = match mesh {
         None => None,
@@ -134,6 +135,9 @@ fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> 
                 .collect::<Result<_, _>>()
                 .map_err(|_| anyhow::anyhow!("--mesh '{spec}': expected DxT or T, e.g. 1x4"))?;
             match dims.as_slice() {
+                [t] | [1, t] if *t > MAX_DEVICES => bail!(
+                    "--mesh {spec}: {t} devices is over the limit of {MAX_DEVICES} devices"
+                ),
                 [t] | [1, t] => Some(*t),
                 [d, _] if *d > 1 => bail!("--mesh {spec}: 2-D meshes are not supported yet (use --mesh 1xT or --devices T)"),
                 _ => bail!("--mesh '{spec}': expected DxT or T, e.g. 1x4"),
@@ -150,6 +154,9 @@ fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> 
     };
     if n == 0 {
         bail!("--devices 0: need at least one device");
+    }
+    if n > MAX_DEVICES {
+        bail!("--devices {n}: over the limit of {MAX_DEVICES} devices");
     }
     Ok(n)
 }
@@ -301,6 +308,21 @@ mod tests {
         assert!(resolve_devices(Some(2), Some("1x4")).is_err());
         assert!(resolve_devices(None, None).is_err());
         assert!(resolve_devices(Some(0), None).is_err());
+        assert_eq!(
+            resolve_devices(Some(MAX_DEVICES), None).unwrap(),
+            MAX_DEVICES
+        );
+        let e = resolve_devices(Some(4294967296), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--devices 4294967296: over the limit of 4096 devices");
+        let e = resolve_devices(None, Some("1x1000000"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 use super::ImportError;
 use onnx_protobuf::ValueInfoProto;
 use std::collections::BTreeMap;
-use tessera_ir::DType;
+use tessera_ir::{check_tensor_size, DType};
 
 /// One declared dim of a model input.
 enum Dim {
@@ -42,7 +42,8 @@ fn show(dims: &Option<Vec<Dim>>) -> String {
     }
 }
 
-/// The dtype and static shape of a graph input, taking `given` (from `--shape`) into account.
+/// The dtype and static shape of a graph input, taking `given` (from `--shape`) into account;
+/// a shape over [`tessera_ir::MAX_TENSOR_BYTES`] (or overflowing) is an error naming the input.
 pub(crate) fn resolve_input(
     vi: &ValueInfoProto,
     given: Option<&Vec<usize>>,
@@ -105,6 +106,11 @@ pub(crate) fn resolve_input(
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    // Checked before any tensor of this shape exists (inference, folding, a plan, a run).
+    check_tensor_size(&shape, dtype).map_err(|e| {
+        let how = if given.is_some() { "--shape " } else { "" };
+        ImportError::tensor(name, format!("{how}graph input: {e}"))
+    })?;
     Ok((dtype, shape))
 }
 

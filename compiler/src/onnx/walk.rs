@@ -314,7 +314,10 @@ impl Walker {
             let mut indices = Vec::new();
             // Large results of constant inputs (an embedding row gathered for constant ids,
             // an expanded constant) stay nodes, so plans do not carry big inline tensors.
-            let out_elems: usize = inferred.iter().map(|(_, s)| numel(s)).sum();
+            let out_elems = inferred
+                .iter()
+                .map(|(_, s)| numel(s))
+                .fold(0, usize::saturating_add);
             let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
             if let Some(konsts) = konsts {
                 let mut results = tessera_kernels::eval(&step.op, &konsts)

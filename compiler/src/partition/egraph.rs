@@ -210,7 +210,13 @@ pub fn ensure_avail(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Id {
         let conv = direct_conversion(*from, l).unwrap();
         return add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [*c]));
     }
-    // Via Avail(t, R): every produced layout reaches R directly.
+    // Via Avail(t, R): every produced layout reaches R directly. Every source has a
+    // produced class (segment::build gives each one a Prod), so recursing for R, which every
+    // layout reaches directly, ends after one level.
+    debug_assert!(
+        l != Layout::Replicated,
+        "tensor {t:?} has no produced class to make it available replicated"
+    );
     let r = ensure_avail(eg, t, Layout::Replicated);
     let conv = if l == Layout::Partial {
         Conv::Scale

@@ -144,6 +144,14 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
         let t = match r {
             Key::Prod(t, _) | Key::Avail(t, _) | Key::View(t, _, _) => *t,
         };
+        // A weight that is a root without being read by a node of the segment (a graph
+        // output that is an initializer) is loaded replicated: without a layout it would
+        // have no produced class, and `ensure_avail` would look for one forever.
+        if g.tensor(t).kind == TensorKind::Weight {
+            an.weight_layouts
+                .entry(t)
+                .or_insert_with(|| vec![Layout::Replicated]);
+        }
         an.sources
             .entry(t)
             .or_insert_with(|| match g.tensor(t).kind {

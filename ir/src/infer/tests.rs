@@ -356,3 +356,24 @@ fn attention_outputs_and_errors() {
     .to_string();
     assert!(e.contains("[1, 6, 3, 8]"), "{e}");
 }
+
+#[test]
+fn outputs_over_the_size_cap_or_overflowing_are_errors() {
+    let ex = |s: Vec<usize>| Op::Expand(ExpandAttrs { shape: s });
+    let e = err(ex(vec![1 << 53]), &[(F32, &[1])]);
+    assert!(
+        e.contains("node 'n' (Expand): output 0: shape [9007199254740992] of f32")
+            && e.contains("over the cap"),
+        "{e}"
+    );
+    let e = err(ex(vec![1 << 62, 1 << 62]), &[(F32, &[1])]);
+    assert!(e.contains("overflows the element count"), "{e}");
+    let rs = Op::Reshape(ReshapeAttrs {
+        shape: vec![1 << 62, 1 << 62, 0],
+    });
+    assert_eq!(shape(rs, &[(F32, &[0])]), vec![1 << 62, 1 << 62, 0]);
+    let rs = Op::Reshape(ReshapeAttrs {
+        shape: vec![1 << 62, 1 << 3],
+    });
+    assert!(err(rs, &[(F32, &[4])]).contains("overflows"));
+}

@@ -131,8 +131,8 @@ pub trait OpSpec {
 pub fn tensor_bytes(tensors: &[(DType, &[usize])]) -> u64 {
     tensors
         .iter()
-        .map(|(d, s)| (numel(s) * d.size_bytes()) as u64)
-        .sum()
+        .map(|(d, s)| numel(s).saturating_mul(d.size_bytes()) as u64)
+        .fold(0, u64::saturating_add)
 }
 
 /// Elements of the first shape of a list (0 when empty).

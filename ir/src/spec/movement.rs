@@ -12,7 +12,7 @@ use crate::infer::{broadcast_shapes, InferCx, TypedShape};
 use crate::op::{
     AxisAttrs, ExpandAttrs, ReshapeAttrs, SliceAttrs, SplitAttrs, TransposeAttrs, TriluAttrs,
 };
-use crate::{numel, DType, IrError};
+use crate::{checked_numel, numel, DType, IrError};
 
 /// Normalises one ONNX Slice axis: negative `start`/`end` count from the back, then both are
 /// clamped to `[0, dim]` for a positive step and to `[0, dim-1]` / `[-1, dim-1]` for a negative
@@ -155,11 +155,15 @@ impl OpSpec for TriluAttrs {
 
 fn reshape(cx: &InferCx, shape: &[usize]) -> Result<TypedShape, IrError> {
     let (d, x) = cx.input(0);
-    if numel(&x) != numel(shape) {
+    let to = checked_numel(shape).ok_or_else(|| {
+        cx.err(format!(
+            "target shape {shape:?} overflows the element count"
+        ))
+    })?;
+    if numel(&x) != to {
         return Err(cx.err(format!(
-            "cannot reshape {x:?} ({} elements) to {shape:?} ({} elements)",
+            "cannot reshape {x:?} ({} elements) to {shape:?} ({to} elements)",
             numel(&x),
-            numel(shape)
         )));
     }
     Ok((d, shape.to_vec()))

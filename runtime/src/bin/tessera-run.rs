@@ -62,13 +62,22 @@ struct Args {
     model: Option<PathBuf>,
     /// Benchmark: run the plan this many more times after the first run and print the
     /// latency (min / median / mean of the repeats; weight slices are loaded once and reused).
-    #[arg(long, default_value_t = 0, value_name = "K")]
+    /// At most 1000000.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "K",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_REPEAT)
+    )]
     repeat: usize,
     /// With --backend cuda: start one process per GPU on this machine (N must equal the
     /// plan's device count). Without it, all ranks run as streams of GPU 0.
     #[arg(long, value_name = "N")]
     nproc: Option<usize>,
 }
+
+/// The most `--repeat` runs (their latencies are kept to sort them).
+const MAX_REPEAT: u64 = 1_000_000;
 
 fn main() {
     let args = Args::parse();

@@ -2,14 +2,16 @@
 //! gives one clear error instead of a panic or a hang.
 use super::error::ExecError;
 use std::collections::{BTreeMap, BTreeSet};
+use tessera_ir::infer::infer;
 use tessera_ir::plan::{Plan, StepKind, FORMAT_VERSION};
-use tessera_ir::{Op, Tensor};
+use tessera_ir::{check_tensor_size, numel, DType, Op, Tensor, TensorData, MAX_DEVICES};
 
 fn bad(msg: String) -> ExecError {
     ExecError::InvalidPlan(msg)
 }
 
-/// Checks the format version, that every id a plan uses is in range, that every rank
+/// Checks the format version, that every id a plan uses is in range, that every size is
+/// within the caps and every inline tensor matches its shape, that every rank
 /// defines each value before reading it, and that the members of every group call the same
 /// collectives in the same order (otherwise a run would hang).
 pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
@@ -20,6 +22,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
         });
     }
     validate_graph_ids(plan)?;
+    validate_sizes(plan)?;
     let n = plan.ranks.len();
     if n == 0 {
         return Err(bad("the plan has no ranks".into()));
@@ -69,6 +72,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
             }
             check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len())
                 .map_err(at)?;
+            check_compute_sizes(plan, step).map_err(at)?;
             for v in &step.inputs {
                 if !defined[v.index()] {
                     return Err(at(format!(
@@ -115,6 +119,102 @@ fn validate_graph_ids(plan: &Plan) -> Result<(), ExecError> {
         }
     }
     g.validate().map_err(|e| bad(e.to_string()))
+}
+
+/// Checks every size before anything is allocated: the mesh and the rank count against
+/// [`MAX_DEVICES`], every graph tensor and plan value against overflow and
+/// [`tessera_ir::MAX_TENSOR_BYTES`], and that every inline weight holds exactly the
+/// elements its shape needs, in storage of its dtype.
+fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
+    let g = &plan.graph;
+    let devices = plan
+        .mesh
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_DEVICES);
+    if devices.is_none() || plan.ranks.len() > MAX_DEVICES {
+        return Err(bad(format!(
+            "mesh {:?} with {} rank programs is over the limit of {MAX_DEVICES} devices",
+            plan.mesh.shape,
+            plan.ranks.len()
+        )));
+    }
+    for t in &g.tensors {
+        check_tensor_size(&t.shape, t.dtype)
+            .map_err(|e| bad(format!("tensor '{}': {e}", t.name)))?;
+    }
+    for (i, v) in plan.values.iter().enumerate() {
+        check_tensor_size(&v.shape, v.dtype).map_err(|e| {
+            // The tensor id is range-checked later: name it only when it is valid.
+            let name = g.tensors.get(v.tensor.index()).map_or("?", |t| &t.name);
+            bad(format!("value {i} (tensor '{name}'): {e}"))
+        })?;
+    }
+    for (id, w) in &g.weights {
+        let info = g.tensor(*id);
+        let Some(t) = w.inline() else { continue };
+        let at = |msg: String| bad(format!("inline tensor '{}': {msg}", info.name));
+        if t.dtype != info.dtype || t.shape != info.shape {
+            return Err(at(format!(
+                "holds {}{:?}, the graph declares {}{:?}",
+                t.dtype, t.shape, info.dtype, info.shape
+            )));
+        }
+        // The shape is within the cap (checked above), so its count does not overflow.
+        let want = numel(&t.shape);
+        if t.data.len() != want {
+            return Err(at(format!(
+                "has {} elements, its shape {:?} needs {want}",
+                t.data.len(),
+                t.shape
+            )));
+        }
+        let class_ok = match &t.data {
+            TensorData::F32(_) => t.dtype.is_float(),
+            TensorData::I64(_) => t.dtype.is_int(),
+            TensorData::Bool(_) => t.dtype == DType::Bool,
+        };
+        if !class_ok {
+            return Err(at(format!("its data is not stored as {}", t.dtype)));
+        }
+    }
+    Ok(())
+}
+
+/// A compute step's op, applied to its input values, must infer outputs within the caps
+/// and equal to its output values (an Expand's or Reshape's target is in its attributes,
+/// not only in the plan values): the kernel allocates what the op says, so this is checked
+/// before anything runs.
+fn check_compute_sizes(plan: &Plan, step: &tessera_ir::plan::Step) -> Result<(), String> {
+    let StepKind::Compute { node, op } = &step.kind else {
+        return Ok(());
+    };
+    // Validation checked the value ids and the node id before this.
+    let inputs: Vec<(DType, &[usize])> = step
+        .inputs
+        .iter()
+        .map(|v| {
+            let pv = &plan.values[v.index()];
+            (pv.dtype, pv.shape.as_slice())
+        })
+        .collect();
+    let name = &plan.graph.node(*node).name;
+    let inferred = infer(name, op, &inputs).map_err(|e| e.to_string())?;
+    for (k, ((d, shape), v)) in inferred.iter().zip(&step.outputs).enumerate() {
+        let pv = &plan.values[v.index()];
+        let at = |msg: String| format!("node '{name}' ({}): output {k} {msg}", op.name());
+        if *d != pv.dtype {
+            return Err(at(format!("is {d}, the plan expects {}", pv.dtype)));
+        }
+        if *shape != pv.shape {
+            return Err(at(format!(
+                "has shape {shape:?}, the plan expects {:?}",
+                pv.shape
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `Ok` when `ok`, else the error `msg()`.

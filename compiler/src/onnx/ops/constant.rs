@@ -3,19 +3,19 @@
 //! * Constant: <https://onnx.ai/onnx/operators/onnx__Constant.html> (13..=23; value,
 //!   value_float(s), value_int(s))
 //! * ConstantOfShape: <https://onnx.ai/onnx/operators/onnx__ConstantOfShape.html> (13..=23;
-//!   the shape must be constant)
+//!   the shape must be constant; results over [`FOLD_MAX_OUTPUT_ELEMS`] become an Expand)
 //! * Range: <https://onnx.ai/onnx/operators/onnx__Range.html> (13..=23; inputs must be
-//!   constant)
+//!   constant; the length is checked against [`tessera_ir::MAX_TENSOR_BYTES`])
 //! * Shape: <https://onnx.ai/onnx/operators/onnx__Shape.html> (13..=23, start/end from 15) and
 //!   Size: <https://onnx.ai/onnx/operators/onnx__Size.html> — constants from static shapes
 //! * Identity
 //! * Cast: <https://onnx.ai/onnx/operators/onnx__Cast.html>, CastLike (15..=23)
 use super::elementwise::unary;
-use super::{entry, Lowered, NodeCx, OpEntry};
+use super::{entry, Lowered, NodeCx, OpEntry, Ref, Step};
 use crate::onnx::tensor_proto::decode;
-use crate::onnx::ImportError;
-use tessera_ir::op::{CastAttrs, UnaryOp};
-use tessera_ir::{DType, Op, Tensor, TensorData};
+use crate::onnx::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
+use tessera_ir::op::{CastAttrs, ExpandAttrs, UnaryOp};
+use tessera_ir::{check_tensor_size, checked_numel, DType, Op, Tensor, TensorData};
 
 pub(super) const OPS: &[OpEntry] = &[
     entry("Constant", 13, constant),
@@ -66,7 +66,22 @@ fn constant_of_shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
             value.shape
         )));
     }
-    let n: usize = shape.iter().product();
+    // Small results are folded here; larger ones (or overflowing counts) become an Expand of
+    // the scalar value, which shape inference checks against the per-tensor cap and which
+    // runs at run time, so import never allocates them.
+    let n = match checked_numel(&shape) {
+        Some(n) if n <= FOLD_MAX_OUTPUT_ELEMS => n,
+        _ => {
+            let scalar = Tensor {
+                shape: vec![],
+                ..value
+            };
+            return Ok(Lowered::Steps(vec![Step {
+                op: Op::Expand(ExpandAttrs { shape }),
+                inputs: vec![Ref::Const(scalar)],
+            }]));
+        }
+    };
     let data = match &value.data {
         TensorData::F32(v) => TensorData::F32(vec![v[0]; n]),
         TensorData::I64(v) => TensorData::I64(vec![v[0]; n]),
@@ -111,15 +126,24 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
             if d == 0 {
                 return Err(cx.err("delta is 0"));
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-            TensorData::I64((0..n as i64).map(|i| s + i * d).collect())
+            // In i128: `l - s` and the last value cannot overflow there.
+            let (s, l, d) = (i128::from(s), i128::from(l), i128::from(d));
+            let n = if (l - s).signum() == d.signum() {
+                ((l - s).abs() + d.abs() - 1) / d.abs()
+            } else {
+                0
+            };
+            let n = range_len(cx, dtype, usize::try_from(n).unwrap_or(usize::MAX))?;
+            // Every value lies in [start, limit) (or (limit, start]), so it fits an i64.
+            TensorData::I64((0..n as i128).map(|i| (s + i * d) as i64).collect())
         }
         (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
             let (s, l, d) = (s[0], l[0], d[0]);
             if d == 0.0 {
                 return Err(cx.err("delta is 0"));
             }
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
+            // `as usize` saturates (NaN gives 0, +inf usize::MAX): the cap check refuses it.
+            let n = range_len(cx, dtype, ((l - s) / d).ceil().max(0.0) as usize)?;
             TensorData::F32((0..n).map(|i| s + i as f32 * d).collect())
         }
         _ => return Err(cx.err("start, limit and delta must share a numeric dtype")),
@@ -130,6 +154,13 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
         shape: vec![n],
         data,
     }]))
+}
+
+/// `n`, the length of a Range output, when it is within the per-tensor cap; an error naming
+/// the node and the length otherwise (checked before anything is allocated).
+fn range_len(cx: &NodeCx, dtype: DType, n: usize) -> Result<usize, ImportError> {
+    check_tensor_size(&[n], dtype).map_err(|e| cx.err(format!("output of {n} elements: {e}")))?;
+    Ok(n)
 }
 
 fn shape(cx: &NodeCx) -> Result<Lowered, ImportError> {

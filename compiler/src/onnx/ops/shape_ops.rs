@@ -174,11 +174,16 @@ fn split(cx: &NodeCx) -> Result<Lowered, ImportError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => {
-            let n = cx.attr_int("num_outputs", cx.node.output.len() as i64);
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| cx.err("bad number of outputs"))?;
+            let outputs = cx.node.output.len();
+            let n = cx.attr_int("num_outputs", outputs as i64);
+            // ONNX: num_outputs equals the node's output count; checked before the sizes are
+            // allocated (a huge num_outputs would otherwise allocate one size per output).
+            if n != outputs as i64 || n <= 0 {
+                return Err(cx.err(format!(
+                    "num_outputs {n} does not match the node's {outputs} outputs"
+                )));
+            }
+            let n = outputs;
             let chunk = x[axis].div_ceil(n);
             (0..n)
                 .map(|i| chunk.min(x[axis].saturating_sub(i * chunk)))
