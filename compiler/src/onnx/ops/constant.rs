@@ -105,31 +105,9 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
             ),
         });
     }
-    let data = match (&vals[0].data, &vals[1].data, &vals[2].data) {
-        (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
-            let (s, l, d) = (s[0], l[0], d[0]);
-            if d == 0 {
-                return Err(cx.err("delta is 0"));
-            }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-            TensorData::I64((0..n as i64).map(|i| s + i * d).collect())
-        }
-        (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
-            let (s, l, d) = (s[0], l[0], d[0]);
-            if d == 0.0 {
-                return Err(cx.err("delta is 0"));
-            }
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
-            TensorData::F32((0..n).map(|i| s + i as f32 * d).collect())
-        }
-        _ => return Err(cx.err("start, limit and delta must share a numeric dtype")),
-    };
-    let n = data.len();
-    Ok(Lowered::Consts(vec![Tensor {
-        dtype,
-        shape: vec![n],
-        data,
-    }]))
+    // The count and its limits (overflow, zero delta, non-finite values) are the kernel's.
+    let r = tessera_kernels::range(&vals[0], &vals[1], &vals[2]).map_err(|e| cx.err(e.msg))?;
+    Ok(Lowered::Consts(vec![r]))
 }
 
 fn shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
