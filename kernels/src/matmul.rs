@@ -175,22 +175,49 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
             make(a.dtype, out_shape, TensorData::F32(v))
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
-            let xf: Vec<f64> = x.iter().map(|&e| e as f64).collect();
-            let yf: Vec<f64> = y.iter().map(|&e| e as f64).collect();
-            let v = batched(&xf, ab, &yf, bb, &out_batch, m, k, n)?;
+            let v = batched_i64(x, ab, y, bb, &out_batch, m, k, n)?;
             let dt = a.dtype;
             make(
                 dt,
                 out_shape,
-                TensorData::I64(
-                    v.into_iter()
-                        .map(|e| wrap_int(dt, e.round() as i64))
-                        .collect(),
-                ),
+                TensorData::I64(v.into_iter().map(|e| wrap_int(dt, e)).collect()),
             )
         }
         _ => Err(bad()),
     }
+}
+
+/// Batched integer matmul (shapes as [`batched`]) with wrapping i64 products and sums:
+/// exact modulo 2^64, as numpy's integer matmul (an f64 product is inexact above 2^53).
+#[allow(clippy::too_many_arguments)]
+fn batched_i64(
+    a: &[i64],
+    a_batch: &[usize],
+    b: &[i64],
+    b_batch: &[usize],
+    out_batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> KResult<Vec<i64>> {
+    let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    let mut out = vec![0i64; ia.len() * m * n];
+    if m * n == 0 {
+        return Ok(out);
+    }
+    for ((&oa, &ob), o) in ia.iter().zip(&ib).zip(out.chunks_exact_mut(m * n)) {
+        let (a, b) = (&a[oa * m * k..(oa + 1) * m * k], &b[ob * k * n..(ob + 1) * k * n]);
+        for (i, row) in o.chunks_exact_mut(n).enumerate() {
+            for (l, brow) in b.chunks_exact(n).enumerate() {
+                let x = a[i * k + l];
+                row.iter_mut()
+                    .zip(brow)
+                    .for_each(|(r, &e)| *r = r.wrapping_add(x.wrapping_mul(e)));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Gemm: `alpha·op(A)·op(B) + beta·C`, C broadcast to `[M, N]`.
@@ -314,6 +341,31 @@ mod tests {
         let c = matmul(&a, &b).unwrap();
         assert_eq!(c.shape, vec![2, 1, 2]);
         assert_eq!(c.as_i64().unwrap(), &[1, 3, 3, 7]);
+    }
+
+    /// Integer products are exact and wrap modulo 2^64 (then to the dtype), as numpy: the
+    /// f64 product gave 2^53 for 2^53 + 1 and saturated instead of wrapping.
+    #[test]
+    fn integer_matmul_is_exact_and_wraps() {
+        let big = (1i64 << 53) + 1;
+        let a = Tensor::i64(vec![2, 2], vec![big, 1, i64::MAX, 1]);
+        let b = Tensor::i64(vec![2, 1], vec![1, 2]);
+        let c = matmul(&a, &b).unwrap();
+        // [2^53 + 3, i64::MAX + 2 wrapped]
+        assert_eq!(c.as_i64().unwrap(), &[big + 2, i64::MIN + 1]);
+        let mut a32 = Tensor::i64(vec![1, 2], vec![65536, 1]);
+        a32.dtype = DType::I32;
+        let mut b32 = Tensor::i64(vec![2], vec![65536, 5]);
+        b32.dtype = DType::I32;
+        // 2^32 + 5 wraps to 5 in int32.
+        assert_eq!(matmul(&a32, &b32).unwrap().as_i64().unwrap(), &[5]);
+        // Batched with broadcasting and empty inner dimension.
+        let e = matmul(
+            &Tensor::i64(vec![3, 2, 0], vec![]),
+            &Tensor::i64(vec![0, 4], vec![]),
+        )
+        .unwrap();
+        assert_eq!((e.shape.clone(), e.as_i64().unwrap()), (vec![3, 2, 4], &[0i64; 24][..]));
     }
 
     #[test]
