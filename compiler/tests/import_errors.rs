@@ -261,5 +261,8 @@ fn range_count_beyond_a_tensor_and_zero_delta() {
              18446744073709551615 elements, more than a tensor can hold",
         ],
     );
-    assert_mentions(&range(0, 4, 0), &["(Range)", "delta is 0 (start 0, limit 4, delta 0)"]);
+    assert_mentions(
+        &range(0, 4, 0),
+        &["(Range)", "delta is 0 (start 0, limit 4, delta 0)"],
+    );
 }

@@ -207,7 +207,10 @@ fn batched_i64(
         return Ok(out);
     }
     for ((&oa, &ob), o) in ia.iter().zip(&ib).zip(out.chunks_exact_mut(m * n)) {
-        let (a, b) = (&a[oa * m * k..(oa + 1) * m * k], &b[ob * k * n..(ob + 1) * k * n]);
+        let (a, b) = (
+            &a[oa * m * k..(oa + 1) * m * k],
+            &b[ob * k * n..(ob + 1) * k * n],
+        );
         for (i, row) in o.chunks_exact_mut(n).enumerate() {
             for (l, brow) in b.chunks_exact(n).enumerate() {
                 let x = a[i * k + l];
@@ -365,7 +368,10 @@ mod tests {
             &Tensor::i64(vec![0, 4], vec![]),
         )
         .unwrap();
-        assert_eq!((e.shape.clone(), e.as_i64().unwrap()), (vec![3, 2, 4], &[0i64; 24][..]));
+        assert_eq!(
+            (e.shape.clone(), e.as_i64().unwrap()),
+            (vec![3, 2, 4], &[0i64; 24][..])
+        );
     }
 
     #[test]

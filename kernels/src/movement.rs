@@ -308,13 +308,19 @@ mod tests {
         assert_eq!(sl(0, 4, i64::MAX), (vec![3, 1], vec![0, 4, 8]));
         assert_eq!(sl(1, i64::MAX, i64::MAX), (vec![3, 1], vec![1, 5, 9]));
         assert_eq!(sl(3, i64::MIN, i64::MIN + 1), (vec![3, 1], vec![3, 7, 11]));
-        assert_eq!(sl(i64::MAX, i64::MIN, i64::MIN), (vec![3, 1], vec![3, 7, 11]));
+        assert_eq!(
+            sl(i64::MAX, i64::MIN, i64::MIN),
+            (vec![3, 1], vec![3, 7, 11])
+        );
         assert_eq!(sl(i64::MIN, i64::MAX, 1), (vec![3, 4], (0..12).collect()));
         assert_eq!(
             sl(i64::MAX, i64::MIN, -1),
             (vec![3, 4], vec![3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8])
         );
-        assert_eq!(sl(i64::MIN, i64::MAX, 3), (vec![3, 2], vec![0, 3, 4, 7, 8, 11]));
+        assert_eq!(
+            sl(i64::MIN, i64::MAX, 3),
+            (vec![3, 2], vec![0, 3, 4, 7, 8, 11])
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ fn float_range(s: f32, l: f32, d: f32) -> KResult<Vec<f32>> {
     // Finite: |l - s| ≤ 2·f32::MAX and |d| ≥ the smallest subnormal keep q below 1e84.
     let q = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
     if q > MAX_ELEMENTS as f64 {
-        return Err(format!("{values} gives {q:e} elements, more than a tensor can hold"));
+        return Err(format!(
+            "{values} gives {q:e} elements, more than a tensor can hold"
+        ));
     }
     let n = q as usize;
     let mut v = alloc(n as u128, &values)?;
@@ -137,18 +139,36 @@ mod tests {
         // The dtype is start's (an i32 Range stays i32).
         let t = |v| Tensor::new(DType::I32, vec![], TensorData::I64(vec![v])).unwrap();
         let r = range(&t(-2), &t(2), &t(2)).unwrap();
-        assert_eq!((r.dtype, r.as_i64().unwrap()), (DType::I32, &[-2i64, 0][..]));
+        assert_eq!(
+            (r.dtype, r.as_i64().unwrap()),
+            (DType::I32, &[-2i64, 0][..])
+        );
     }
 
     /// Counts near the i64 limits are exact (the f64 count and `s + i·d` used to overflow or
     /// return an empty tensor).
     #[test]
     fn integer_counts_at_the_i64_limits() {
-        assert_eq!(ints(i64::MAX - 2, i64::MAX, 1).unwrap(), vec![i64::MAX - 2, i64::MAX - 1]);
-        assert_eq!(ints(i64::MAX - 5, i64::MAX, 3).unwrap(), vec![i64::MAX - 5, i64::MAX - 2]);
-        assert_eq!(ints(i64::MIN, i64::MAX, i64::MAX).unwrap(), vec![i64::MIN, -1, i64::MAX - 1]);
-        assert_eq!(ints(i64::MAX, i64::MIN, i64::MIN).unwrap(), vec![i64::MAX, -1]);
-        assert_eq!(ints(i64::MIN + 1, i64::MIN, -1).unwrap(), vec![i64::MIN + 1]);
+        assert_eq!(
+            ints(i64::MAX - 2, i64::MAX, 1).unwrap(),
+            vec![i64::MAX - 2, i64::MAX - 1]
+        );
+        assert_eq!(
+            ints(i64::MAX - 5, i64::MAX, 3).unwrap(),
+            vec![i64::MAX - 5, i64::MAX - 2]
+        );
+        assert_eq!(
+            ints(i64::MIN, i64::MAX, i64::MAX).unwrap(),
+            vec![i64::MIN, -1, i64::MAX - 1]
+        );
+        assert_eq!(
+            ints(i64::MAX, i64::MIN, i64::MIN).unwrap(),
+            vec![i64::MAX, -1]
+        );
+        assert_eq!(
+            ints(i64::MIN + 1, i64::MIN, -1).unwrap(),
+            vec![i64::MIN + 1]
+        );
         assert_eq!(ints(i64::MAX, 0, 1).unwrap(), Vec::<i64>::new());
     }
 
@@ -174,7 +194,10 @@ mod tests {
             (0.0, 1.0, f32::NAN),
         ] {
             let e = floats(s, l, d).unwrap_err();
-            assert!(e.starts_with("Range: start, limit and delta must be finite"), "{e}");
+            assert!(
+                e.starts_with("Range: start, limit and delta must be finite"),
+                "{e}"
+            );
         }
         // Counts far beyond any tensor, from a tiny delta and from a huge span.
         assert_eq!(
@@ -190,7 +213,10 @@ mod tests {
         );
         let b = Tensor::bool(vec![], vec![true]);
         let e = range(&b, &b, &b).unwrap_err().to_string();
-        assert!(e.starts_with("Range: start, limit and delta must share"), "{e}");
+        assert!(
+            e.starts_with("Range: start, limit and delta must share"),
+            "{e}"
+        );
         let v = Tensor::i64(vec![2], vec![0, 1]);
         let one = Tensor::i64(vec![], vec![1]);
         let e = range(&one, &v, &one).unwrap_err().to_string();

@@ -236,7 +236,15 @@ mod tests {
     #[test]
     fn erf_is_exactly_one_at_the_edges() {
         assert_eq!(ERF_IS_ONE.to_bits(), 0x407a_d445);
-        for x in [ERF_IS_ONE, 4.0, 7.071_068, 30.0, 1e4, f32::MAX, f32::INFINITY] {
+        for x in [
+            ERF_IS_ONE,
+            4.0,
+            7.071_068,
+            30.0,
+            1e4,
+            f32::MAX,
+            f32::INFINITY,
+        ] {
             assert_eq!(erf(x), 1.0, "erf({x})");
             assert_eq!(erf(-x), -1.0, "erf(-{x})");
             assert_eq!(libm::erf(x as f64) as f32, 1.0, "f64 erf({x})");
@@ -323,7 +331,8 @@ mod tests {
         assert_eq!(g.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
         for (&x, &y) in xs.iter().zip(g.as_f32().unwrap()) {
             let x64 = x as f64;
-            let want = (0.5 * x64 * (1.0 + libm::erf(x64 * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+            let want =
+                (0.5 * x64 * (1.0 + libm::erf(x64 * std::f64::consts::FRAC_1_SQRT_2))) as f32;
             assert_eq!(y.to_bits(), want.to_bits(), "GELU({x})");
         }
         let t = gelu(true, &x).unwrap();

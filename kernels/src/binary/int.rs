@@ -104,7 +104,9 @@ pub(super) fn int_binary(
         return Ok(v);
     }
     let f = int_op(kind)?;
-    Ok(zip_broadcast(x, sa, y, sb, so, |p, q| wrap_int(dt, f(p, q))))
+    Ok(zip_broadcast(x, sa, y, sb, so, |p, q| {
+        wrap_int(dt, f(p, q))
+    }))
 }
 
 #[cfg(test)]
@@ -132,7 +134,10 @@ mod tests {
         let a = t(I64, vec![max, min, max, min]);
         let b = t(I64, vec![1, -1, 2, min]);
         assert_eq!(bin(BinaryOp::Add, &a, &b).unwrap(), [min, max, min + 1, 0]);
-        assert_eq!(bin(BinaryOp::Sub, &a, &b).unwrap(), [max - 1, min + 1, max - 2, 0]);
+        assert_eq!(
+            bin(BinaryOp::Sub, &a, &b).unwrap(),
+            [max - 1, min + 1, max - 2, 0]
+        );
         assert_eq!(bin(BinaryOp::Mul, &a, &b).unwrap(), [max, min, -2, 0]);
         let a32 = t(I32, vec![i32::MAX as i64, i32::MIN as i64, 65536]);
         let b32 = t(I32, vec![1, -1, 65536]);
@@ -146,8 +151,19 @@ mod tests {
             [i32::MAX as i64, i32::MIN as i64, 0]
         );
         let u = t(DType::U8, vec![200, 3]);
-        assert_eq!(bin(BinaryOp::Add, &u, &t(DType::U8, vec![100, 255])).unwrap(), [44, 2]);
-        assert_eq!(bin(BinaryOp::Sub, &t(DType::U8, vec![0]), &t(DType::U8, vec![1])).unwrap(), [255]);
+        assert_eq!(
+            bin(BinaryOp::Add, &u, &t(DType::U8, vec![100, 255])).unwrap(),
+            [44, 2]
+        );
+        assert_eq!(
+            bin(
+                BinaryOp::Sub,
+                &t(DType::U8, vec![0]),
+                &t(DType::U8, vec![1])
+            )
+            .unwrap(),
+            [255]
+        );
     }
 
     #[test]
@@ -191,7 +207,10 @@ mod tests {
     #[test]
     fn pow_wraps_for_every_exponent_and_refuses_zero_to_a_negative_power() {
         let x = t(I64, vec![2, 2, 3, -1, 3, 2, -2, 1, -1, 0]);
-        let y = t(I64, vec![63, 64, 1 << 32, (1 << 40) + 1, 40, -1, -3, -7, -4, 0]);
+        let y = t(
+            I64,
+            vec![63, 64, 1 << 32, (1 << 40) + 1, 40, -1, -3, -7, -4, 0],
+        );
         // 3^(2^32) mod 2^64 (was computed as 3^(2^32 - 1)), 3^40 mod 2^64.
         let want = [
             i64::MIN,
@@ -218,35 +237,55 @@ mod tests {
     /// Unary and reduction integer ops wrap too (numpy: abs(i64::MIN) is i64::MIN).
     #[test]
     fn neg_abs_cumsum_and_reductions_wrap() {
-        let un = |kind, x: &Tensor| eval(&Op::Unary(UnaryAttrs { kind }), &[x]).unwrap()[0]
-            .as_i64()
-            .unwrap()
-            .to_vec();
+        let un = |kind, x: &Tensor| {
+            eval(&Op::Unary(UnaryAttrs { kind }), &[x]).unwrap()[0]
+                .as_i64()
+                .unwrap()
+                .to_vec()
+        };
         let m = t(I64, vec![i64::MIN, 5]);
         assert_eq!(un(UnaryOp::Abs, &m), [i64::MIN, 5]);
         assert_eq!(un(UnaryOp::Neg, &m), [i64::MIN, -5]);
-        assert_eq!(un(UnaryOp::Neg, &t(I32, vec![i32::MIN as i64])), [i32::MIN as i64]);
+        assert_eq!(
+            un(UnaryOp::Neg, &t(I32, vec![i32::MIN as i64])),
+            [i32::MIN as i64]
+        );
         let cs = |x: &Tensor| {
             let a = CumSumAttrs {
                 axis: 0,
                 exclusive: false,
                 reverse: false,
             };
-            eval(&Op::CumSum(a), &[x]).unwrap()[0].as_i64().unwrap().to_vec()
+            eval(&Op::CumSum(a), &[x]).unwrap()[0]
+                .as_i64()
+                .unwrap()
+                .to_vec()
         };
-        assert_eq!(cs(&t(I64, vec![i64::MAX, 1, 1])), [i64::MAX, i64::MIN, i64::MIN + 1]);
-        assert_eq!(cs(&t(I32, vec![i32::MAX as i64, 1])), [i32::MAX as i64, i32::MIN as i64]);
+        assert_eq!(
+            cs(&t(I64, vec![i64::MAX, 1, 1])),
+            [i64::MAX, i64::MIN, i64::MIN + 1]
+        );
+        assert_eq!(
+            cs(&t(I32, vec![i32::MAX as i64, 1])),
+            [i32::MAX as i64, i32::MIN as i64]
+        );
         let red = |kind, x: &Tensor| {
             let a = ReduceAttrs {
                 kind,
                 axes: vec![0],
                 keepdims: false,
             };
-            eval(&Op::Reduce(a), &[x]).unwrap()[0].as_i64().unwrap().to_vec()
+            eval(&Op::Reduce(a), &[x]).unwrap()[0]
+                .as_i64()
+                .unwrap()
+                .to_vec()
         };
         let big = t(I64, vec![i64::MAX, 2]);
         assert_eq!(red(ReduceKind::Sum, &big), [i64::MIN + 1]);
         assert_eq!(red(ReduceKind::Prod, &big), [-2]);
-        assert_eq!(red(ReduceKind::Sum, &t(I32, vec![i32::MAX as i64, 1])), [i32::MIN as i64]);
+        assert_eq!(
+            red(ReduceKind::Sum, &t(I32, vec![i32::MAX as i64, 1])),
+            [i32::MIN as i64]
+        );
     }
 }

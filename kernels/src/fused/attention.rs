@@ -312,7 +312,11 @@ mod tests {
             for shape in [vec![b, h, sq, d], vec![b, sq, h * d]] {
                 let got = eval_fused(&op(shape.clone()), &[&q, &kv, &kv, &c]).unwrap();
                 assert_eq!(got.shape, shape);
-                assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "Sq={sq} Sk={sk}");
+                assert_eq!(
+                    got.as_f32().unwrap(),
+                    want.as_f32().unwrap(),
+                    "Sq={sq} Sk={sk}"
+                );
             }
         }
     }

@@ -379,7 +379,13 @@ mod tests {
             gelu: true,
         };
         let got = eval_fused(&op, &[&a, &w, &c1, &c2, &c3]).unwrap();
-        let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let bits = |t: &Tensor| {
+            t.as_f32()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(bits(&got), bits(&want));
         assert_eq!(got.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
     }
