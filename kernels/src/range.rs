@@ -71,7 +71,7 @@ fn int_range(s: i64, l: i64, d: i64) -> KResult<Vec<i64>> {
     let (span, step) = (i128::from(l) - i128::from(s), i128::from(d));
     let n = if (span > 0) == (step > 0) && span != 0 {
         // Both non-zero with the same sign: ceil of a positive quotient. ≤ 2^64 - 1.
-        (span.unsigned_abs() + step.unsigned_abs() - 1) / step.unsigned_abs()
+        span.unsigned_abs().div_ceil(step.unsigned_abs())
     } else {
         0
     };

@@ -48,7 +48,7 @@ fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
 
 /// The smallest f32 whose correctly rounded erf is 1.0 (erfc(x) ≤ 2⁻²⁵ from here on):
 /// 3.919205904006958 = 0x1.f5a88ap+1.
-const ERF_IS_ONE: f32 = 3.919_205_9;
+const ERF_IS_ONE: f32 = 3.919_206;
 
 /// erf(x) as a rational function of x² on x clamped to [-4, 4] (the f32 approximation of
 /// Eigen/XLA; max abs error about 4e-7 against libm's erff, which it replaces because it is
