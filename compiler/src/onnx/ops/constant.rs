@@ -106,7 +106,7 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
         });
     }
     // The count and its limits (overflow, zero delta, non-finite values) are the kernel's.
-    let r = tessera_kernels::range(&vals[0], &vals[1], &vals[2]).map_err(|e| cx.err(e.msg))?;
+    let r = tessera_kernels::range(vals[0], vals[1], vals[2]).map_err(|e| cx.err(e.msg))?;
     Ok(Lowered::Consts(vec![r]))
 }
 
