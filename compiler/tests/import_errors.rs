@@ -240,3 +240,29 @@ fn unsupported_optional_output_is_reported_when_used() {
     let s = one_line(&import_error(&b, "r.onnx"));
     assert_mentions(&s, &["Neg_1", "'extra'", "output 1"]);
 }
+
+#[test]
+fn range_count_beyond_a_tensor_and_zero_delta() {
+    let range = |lo: i64, hi: i64, delta: i64| {
+        let mut b = ModelBuilder::new(17);
+        b.input("x", FLOAT, &[D::N(1)])
+            .const_i64("lo", &[], &[lo])
+            .const_i64("hi", &[], &[hi])
+            .const_i64("delta", &[], &[delta])
+            .node("Range", &["lo", "hi", "delta"], &["r"], vec![])
+            .output("r");
+        one_line(&import_error(&b, "r.onnx"))
+    };
+    assert_mentions(
+        &range(i64::MIN, i64::MAX, 1),
+        &[
+            "(Range)",
+            "start -9223372036854775808, limit 9223372036854775807, delta 1 gives \
+             18446744073709551615 elements, more than a tensor can hold",
+        ],
+    );
+    assert_mentions(
+        &range(0, 4, 0),
+        &["(Range)", "delta is 0 (start 0, limit 4, delta 0)"],
+    );
+}

@@ -273,3 +273,45 @@ fn softmax_guarded(row: &mut [f32]) {
     let sum = if sum == 0.0 { 1.0 } else { sum };
     row.iter_mut().for_each(|x| *x /= sum);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iota(shape: Vec<usize>) -> Tensor {
+        let n: usize = shape.iter().product();
+        Tensor::f32(shape, (0..n).map(|x| x as f32 * 0.1).collect())
+    }
+
+    /// Sq = 0 gives an empty output; T = 0 (no keys) gives zeros, as a fully masked row does
+    /// (the softmax is over nothing); neither panics, with or without the causal mask.
+    #[test]
+    fn empty_sequences_give_empty_or_zero_outputs() {
+        for is_causal in [false, true] {
+            let a = AttentionAttrs {
+                q_num_heads: Some(2),
+                kv_num_heads: Some(2),
+                is_causal,
+                ..Default::default()
+            };
+            let kv = iota(vec![1, 3, 4]);
+            let y = attention(&a, &[&iota(vec![1, 0, 4]), &kv, &kv]).unwrap();
+            assert_eq!(y.shape, vec![1, 0, 4]);
+            assert!(y.as_f32().unwrap().is_empty());
+            let none = iota(vec![1, 0, 4]);
+            let y = attention(&a, &[&iota(vec![1, 2, 4]), &none, &none]).unwrap();
+            assert_eq!(y.shape, vec![1, 2, 4]);
+            assert_eq!(y.as_f32().unwrap(), &[0.0; 8]);
+            // 4-D [B, H, S, D], both lengths 0, and the scores output [B, H, Sq, T].
+            let e4 = iota(vec![1, 2, 0, 3]);
+            let y = attention(&a, &[&e4, &e4, &e4]).unwrap();
+            assert_eq!(y.shape, vec![1, 2, 0, 3]);
+            let qk = AttentionAttrs {
+                qk_output: true,
+                ..a.clone()
+            };
+            let s = attention(&qk, &[&iota(vec![1, 2, 2, 3]), &e4, &e4]).unwrap();
+            assert_eq!(s.shape, vec![1, 2, 2, 0]);
+        }
+    }
+}

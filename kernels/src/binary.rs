@@ -5,6 +5,8 @@ use super::{describe, make, map_storage, wrap_int, KResult};
 use tessera_ir::op::BinaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
 
+mod int;
+
 /// How one operand is read along the trailing block of the output.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Inner {
@@ -168,15 +170,6 @@ fn py_mod_f32(x: f32, y: f32) -> f32 {
     }
 }
 
-fn py_mod_i64(x: i64, y: i64) -> i64 {
-    let r = x.wrapping_rem(y);
-    if r != 0 && ((r < 0) != (y < 0)) {
-        r + y
-    } else {
-        r
-    }
-}
-
 fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
     Ok(match kind {
         BinaryOp::Add => |x, y| x + y,
@@ -201,34 +194,6 @@ fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
         BinaryOp::Mod { fmod: true } => |x, y| x % y,
         BinaryOp::Mod { fmod: false } => py_mod_f32,
         other => return Err(format!("{other:?} is not defined on floats")),
-    })
-}
-
-fn int_pow(x: i64, y: i64) -> i64 {
-    if y >= 0 {
-        x.wrapping_pow(y.min(u32::MAX as i64) as u32)
-    } else {
-        match x {
-            1 => 1,
-            -1 if y % 2 == 0 => 1,
-            -1 => -1,
-            _ => 0,
-        }
-    }
-}
-
-fn int_op(kind: BinaryOp) -> KResult<fn(i64, i64) -> i64> {
-    Ok(match kind {
-        BinaryOp::Add => i64::wrapping_add,
-        BinaryOp::Sub => i64::wrapping_sub,
-        BinaryOp::Mul => i64::wrapping_mul,
-        BinaryOp::Div => i64::wrapping_div,
-        BinaryOp::Pow => int_pow,
-        BinaryOp::Max => |x, y| x.max(y),
-        BinaryOp::Min => |x, y| x.min(y),
-        BinaryOp::Mod { fmod: true } => i64::wrapping_rem,
-        BinaryOp::Mod { fmod: false } => py_mod_i64,
-        other => return Err(format!("{other:?} is not defined on integers")),
     })
 }
 
@@ -264,13 +229,8 @@ pub(crate) fn binary(kind: BinaryOp, a: &Tensor, b: &Tensor) -> KResult<Tensor> 
                 let v = zip_broadcast(x, sa, y, sb, so, |p, q| compare(kind, p, q));
                 return make(DType::Bool, out_shape, TensorData::Bool(v));
             }
-            if matches!(kind, BinaryOp::Div | BinaryOp::Mod { .. }) && y.contains(&0) {
-                return Err("integer division by zero".into());
-            }
-            let f = int_op(kind)?;
-            let dt = a.dtype;
-            let v = zip_broadcast(x, sa, y, sb, so, |p, q| wrap_int(dt, f(p, q)));
-            make(dt, out_shape, TensorData::I64(v))
+            let v = int::int_binary(kind, a.dtype, (a, x, sa), (b, y, sb), so)?;
+            make(a.dtype, out_shape, TensorData::I64(v))
         }
         (TensorData::Bool(x), TensorData::Bool(y)) => {
             let f = bool_op(kind)?;

@@ -18,6 +18,7 @@ pub mod index;
 mod matmul;
 mod movement;
 mod norm;
+mod range;
 mod reduce;
 mod simd;
 mod softmax;
@@ -26,6 +27,7 @@ mod unary;
 
 pub use cast::cast_tensor;
 pub use fused::{eval_fused, AttentionMask, AttentionShape, FusedOp};
+pub use range::range;
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).
 #[derive(Debug, Error)]

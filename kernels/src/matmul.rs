@@ -175,22 +175,52 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> KResult<Tensor> {
             make(a.dtype, out_shape, TensorData::F32(v))
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
-            let xf: Vec<f64> = x.iter().map(|&e| e as f64).collect();
-            let yf: Vec<f64> = y.iter().map(|&e| e as f64).collect();
-            let v = batched(&xf, ab, &yf, bb, &out_batch, m, k, n)?;
+            let v = batched_i64(x, ab, y, bb, &out_batch, m, k, n)?;
             let dt = a.dtype;
             make(
                 dt,
                 out_shape,
-                TensorData::I64(
-                    v.into_iter()
-                        .map(|e| wrap_int(dt, e.round() as i64))
-                        .collect(),
-                ),
+                TensorData::I64(v.into_iter().map(|e| wrap_int(dt, e)).collect()),
             )
         }
         _ => Err(bad()),
     }
+}
+
+/// Batched integer matmul (shapes as [`batched`]) with wrapping i64 products and sums:
+/// exact modulo 2^64, as numpy's integer matmul (an f64 product is inexact above 2^53).
+#[allow(clippy::too_many_arguments)]
+fn batched_i64(
+    a: &[i64],
+    a_batch: &[usize],
+    b: &[i64],
+    b_batch: &[usize],
+    out_batch: &[usize],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> KResult<Vec<i64>> {
+    let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+    let mut out = vec![0i64; ia.len() * m * n];
+    if m * n == 0 {
+        return Ok(out);
+    }
+    for ((&oa, &ob), o) in ia.iter().zip(&ib).zip(out.chunks_exact_mut(m * n)) {
+        let (a, b) = (
+            &a[oa * m * k..(oa + 1) * m * k],
+            &b[ob * k * n..(ob + 1) * k * n],
+        );
+        for (i, row) in o.chunks_exact_mut(n).enumerate() {
+            for (l, brow) in b.chunks_exact(n).enumerate() {
+                let x = a[i * k + l];
+                row.iter_mut()
+                    .zip(brow)
+                    .for_each(|(r, &e)| *r = r.wrapping_add(x.wrapping_mul(e)));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Gemm: `alpha·op(A)·op(B) + beta·C`, C broadcast to `[M, N]`.
@@ -241,25 +271,47 @@ pub(crate) fn gemm(
             gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha, acc)?;
             make(a.dtype, vec![m, n], TensorData::F32(out))
         }
-        (TensorData::I64(_), TensorData::I64(_)) => {
-            let (xf, yf) = (a.to_f64_vec(), b.to_f64_vec());
-            let mut out = c_full.unwrap_or_else(|| vec![0.0; m * n]);
-            let av = MatView::new(&xf, 0, a_rs, a_cs);
-            let bv = MatView::new(&yf, 0, b_rs, b_cs);
-            gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha as f64, acc)?;
+        (TensorData::I64(x), TensorData::I64(y)) => {
             let dt = if a.dtype.is_int() {
                 a.dtype
             } else {
                 DType::I64
             };
+            // alpha 1 and beta 0 or 1 (the integer Gemms exporters write): exact wrapping
+            // i64 arithmetic, as numpy. Other scales multiply in f64 and round.
+            let c_int = match c {
+                Some(c) if attrs.beta == 1.0 => c.as_i64().map(|cv| (c, cv)),
+                _ => None,
+            };
+            let exact = attrs.alpha == 1.0 && (c_full.is_none() || c_int.is_some());
+            let out: Vec<i64> = if exact {
+                let mut out = vec![0i64; m * n];
+                if let Some((c, cv)) = c_int {
+                    // C broadcasts to [M, N]: checked when c_full was built.
+                    let idx = broadcast_offsets(&c.shape, &[m, n]).unwrap_or_default();
+                    out.iter_mut().zip(&idx).for_each(|(o, &i)| *o = cv[i]);
+                }
+                for (i, row) in out.chunks_exact_mut(n.max(1)).enumerate().take(m) {
+                    for l in 0..k {
+                        let e = x[i * a_rs + l * a_cs];
+                        for (j, o) in row.iter_mut().enumerate() {
+                            *o = o.wrapping_add(e.wrapping_mul(y[l * b_rs + j * b_cs]));
+                        }
+                    }
+                }
+                out
+            } else {
+                let (xf, yf) = (a.to_f64_vec(), b.to_f64_vec());
+                let mut out = c_full.unwrap_or_else(|| vec![0.0; m * n]);
+                let av = MatView::new(&xf, 0, a_rs, a_cs);
+                let bv = MatView::new(&yf, 0, b_rs, b_cs);
+                gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha as f64, acc)?;
+                out.into_iter().map(|e| e.round() as i64).collect()
+            };
             make(
                 dt,
                 vec![m, n],
-                TensorData::I64(
-                    out.into_iter()
-                        .map(|e| wrap_int(dt, e.round() as i64))
-                        .collect(),
-                ),
+                TensorData::I64(out.into_iter().map(|e| wrap_int(dt, e)).collect()),
             )
         }
         _ => Err(bad()),
@@ -314,6 +366,63 @@ mod tests {
         let c = matmul(&a, &b).unwrap();
         assert_eq!(c.shape, vec![2, 1, 2]);
         assert_eq!(c.as_i64().unwrap(), &[1, 3, 3, 7]);
+    }
+
+    /// Integer Gemm with alpha 1 and beta 1 is exact and wraps like MatMul (plus C).
+    #[test]
+    fn integer_gemm_is_exact_and_wraps() {
+        let big = (1i64 << 53) + 1;
+        let a = Tensor::i64(vec![2, 2], vec![big, i64::MAX, 1, 1]);
+        let b = Tensor::i64(vec![2, 1], vec![1, 2]);
+        let c = Tensor::i64(vec![1], vec![3]);
+        // A stored transposed: op(A) = [[big, 1], [i64::MAX, 1]].
+        let attrs = GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: true,
+            trans_b: false,
+        };
+        let y = gemm(&attrs, &a, &b, Some(&c)).unwrap();
+        assert_eq!(y.as_i64().unwrap(), &[big + 5, i64::MIN + 4]);
+        let scaled = GemmAttrs {
+            alpha: 2.0,
+            ..attrs
+        };
+        let y = gemm(
+            &scaled,
+            &Tensor::i64(vec![1, 1], vec![3]),
+            &Tensor::i64(vec![1, 1], vec![4]),
+            None,
+        );
+        assert_eq!(y.unwrap().as_i64().unwrap(), &[24]);
+    }
+
+    /// Integer products are exact and wrap modulo 2^64 (then to the dtype), as numpy: the
+    /// f64 product gave 2^53 for 2^53 + 1 and saturated instead of wrapping.
+    #[test]
+    fn integer_matmul_is_exact_and_wraps() {
+        let big = (1i64 << 53) + 1;
+        let a = Tensor::i64(vec![2, 2], vec![big, 1, i64::MAX, 1]);
+        let b = Tensor::i64(vec![2, 1], vec![1, 2]);
+        let c = matmul(&a, &b).unwrap();
+        // [2^53 + 3, i64::MAX + 2 wrapped]
+        assert_eq!(c.as_i64().unwrap(), &[big + 2, i64::MIN + 1]);
+        let mut a32 = Tensor::i64(vec![1, 2], vec![65536, 1]);
+        a32.dtype = DType::I32;
+        let mut b32 = Tensor::i64(vec![2], vec![65536, 5]);
+        b32.dtype = DType::I32;
+        // 2^32 + 5 wraps to 5 in int32.
+        assert_eq!(matmul(&a32, &b32).unwrap().as_i64().unwrap(), &[5]);
+        // Batched with broadcasting and empty inner dimension.
+        let e = matmul(
+            &Tensor::i64(vec![3, 2, 0], vec![]),
+            &Tensor::i64(vec![0, 4], vec![]),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.shape.clone(), e.as_i64().unwrap()),
+            (vec![3, 2, 4], &[0i64; 24][..])
+        );
     }
 
     #[test]

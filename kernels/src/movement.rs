@@ -176,7 +176,15 @@ pub(crate) fn slice(a: &SliceAttrs, x: &Tensor) -> KResult<Tensor> {
         if count > 0 {
             base += start as isize * in_strides[axis] as isize;
         }
-        s[axis] = in_strides[axis] as isize * step as isize;
+        // One element or none: the stride is never applied (and step · stride may not fit,
+        // e.g. step i64::MAX). Otherwise (count - 1) · |step| < dim, so the product fits.
+        s[axis] = if count <= 1 {
+            0
+        } else {
+            (in_strides[axis] as isize)
+                .checked_mul(step as isize)
+                .ok_or_else(|| format!("slice step {step} overflows on axis {axis}"))?
+        };
     }
     let idx = strided_offsets(&shape, &s, base);
     make(x.dtype, shape, map_storage!(&x.data, v => take(v, &idx)))
@@ -258,6 +266,61 @@ mod tests {
             steps: vec![1],
         };
         assert_eq!(slice(&empty, &x).unwrap().shape, vec![0, 4]);
+    }
+
+    /// `slice_len` at the i64 extremes: the count is ceil((end - start) / step) without
+    /// overflow (it used to wrap and give 0 for step i64::MAX).
+    #[test]
+    fn slice_len_at_the_i64_extremes() {
+        use tessera_ir::spec::slice_len;
+        assert_eq!(slice_len(0, 10, 3), 4);
+        assert_eq!(slice_len(5, 5, 1), 0);
+        assert_eq!(slice_len(0, 10, 0), 0);
+        assert_eq!(slice_len(0, 10, i64::MAX), 1);
+        assert_eq!(slice_len(3, i64::MAX, i64::MAX), 1);
+        assert_eq!(slice_len(9, -1, i64::MIN + 1), 1);
+        assert_eq!(slice_len(9, -1, i64::MIN), 1);
+        assert_eq!(slice_len(i64::MAX, i64::MIN, i64::MIN), 2);
+        assert_eq!(slice_len(0, i64::MAX, 2), 1 << 62);
+        assert_eq!(slice_len(i64::MIN, i64::MAX, 1) as u64, u64::MAX);
+        assert_eq!(slice_len(i64::MAX, i64::MIN, -1) as u64, u64::MAX);
+        assert_eq!(slice_len(i64::MIN, i64::MAX, i64::MAX), 3);
+        assert_eq!(slice_len(i64::MAX, i64::MIN, i64::MIN + 1), 3);
+        assert_eq!(slice_len(10, 0, 1), 0);
+        assert_eq!(slice_len(0, 10, -1), 0);
+    }
+
+    /// Slices with steps i64::MAX / i64::MIN(+1) and unclamped i64 bounds give the numpy
+    /// result, not an empty tensor or an overflow.
+    #[test]
+    fn slice_with_extreme_steps_and_bounds() {
+        let x = iota(vec![3, 4]);
+        let sl = |start: i64, end: i64, step: i64| {
+            let a = SliceAttrs {
+                axes: vec![1],
+                starts: vec![start],
+                ends: vec![end],
+                steps: vec![step],
+            };
+            let y = slice(&a, &x).unwrap();
+            (y.shape.clone(), y.as_i64().unwrap().to_vec())
+        };
+        assert_eq!(sl(0, 4, i64::MAX), (vec![3, 1], vec![0, 4, 8]));
+        assert_eq!(sl(1, i64::MAX, i64::MAX), (vec![3, 1], vec![1, 5, 9]));
+        assert_eq!(sl(3, i64::MIN, i64::MIN + 1), (vec![3, 1], vec![3, 7, 11]));
+        assert_eq!(
+            sl(i64::MAX, i64::MIN, i64::MIN),
+            (vec![3, 1], vec![3, 7, 11])
+        );
+        assert_eq!(sl(i64::MIN, i64::MAX, 1), (vec![3, 4], (0..12).collect()));
+        assert_eq!(
+            sl(i64::MAX, i64::MIN, -1),
+            (vec![3, 4], vec![3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8])
+        );
+        assert_eq!(
+            sl(i64::MIN, i64::MAX, 3),
+            (vec![3, 2], vec![0, 3, 4, 7, 8, 11])
+        );
     }
 
     #[test]

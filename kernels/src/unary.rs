@@ -46,9 +46,15 @@ fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
     })
 }
 
+/// The smallest f32 whose correctly rounded erf is 1.0 (erfc(x) ≤ 2⁻²⁵ from here on):
+/// 3.919205904006958 = 0x1.f5a88ap+1.
+const ERF_IS_ONE: f32 = 3.919_206;
+
 /// erf(x) as a rational function of x² on x clamped to [-4, 4] (the f32 approximation of
 /// Eigen/XLA; max abs error about 4e-7 against libm's erff, which it replaces because it is
-/// branch-free and vectorises).
+/// branch-free and vectorises), exactly ±1 from [`ERF_IS_ONE`] on, where the correctly rounded
+/// f32 erf is ±1 (the rational function alone saturates at ±0.9999999, which left
+/// GELU(x) = x·0.5·(1 + erf(x/√2)) at about x·5e-8 instead of 0 for large negative x).
 #[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
     const ALPHA: [f32; 7] = [
@@ -71,7 +77,13 @@ pub(crate) fn erf(x: f32) -> f32 {
     let x2 = x * x;
     let p = ALPHA.iter().fold(0.0f32, |acc, &c| acc * x2 + c);
     let q = BETA.iter().fold(0.0f32, |acc, &c| acc * x2 + c);
-    x * p / q
+    let y = x * p / q;
+    // A select, not a branch: the loop still vectorises. NaN compares false and stays NaN.
+    if x.abs() >= ERF_IS_ONE {
+        1f32.copysign(x)
+    } else {
+        y
+    }
 }
 
 /// Numerically stable logistic function.
@@ -219,6 +231,30 @@ mod tests {
         assert!((erf(30.0) - 1.0).abs() < 1e-6 && (erf(-30.0) + 1.0).abs() < 1e-6);
     }
 
+    /// erf is exactly ±1 where the correctly rounded f32 erf is (f64 erf rounded to f32), and
+    /// below 1 just before; NaN stays NaN.
+    #[test]
+    fn erf_is_exactly_one_at_the_edges() {
+        assert_eq!(ERF_IS_ONE.to_bits(), 0x407a_d445);
+        for x in [
+            ERF_IS_ONE,
+            4.0,
+            7.071_068,
+            30.0,
+            1e4,
+            f32::MAX,
+            f32::INFINITY,
+        ] {
+            assert_eq!(erf(x), 1.0, "erf({x})");
+            assert_eq!(erf(-x), -1.0, "erf(-{x})");
+            assert_eq!(libm::erf(x as f64) as f32, 1.0, "f64 erf({x})");
+        }
+        let below = f32::from_bits(ERF_IS_ONE.to_bits() - 1);
+        assert_eq!(libm::erf(below as f64) as f32, 0.999_999_94);
+        assert!(erf(below) < 1.0 && erf(-below) > -1.0);
+        assert!(erf(f32::NAN).is_nan());
+    }
+
     fn run(kind: UnaryOp, v: Vec<f32>) -> Vec<f32> {
         let n = v.len();
         unary(kind, &Tensor::f32(vec![n], v))
@@ -287,6 +323,18 @@ mod tests {
         assert!(
             (v[2] - 0.841_344_7).abs() < 1e-6 && (v[0] + 0.158_655_3).abs() < 1e-6 && v[1] == 0.0
         );
+        // Large |x|: erf(x/√2) is exactly ±1, so GELU is exactly 0 (-0.0) for large negative
+        // x and x for large positive x, as the same formula in f64 rounded to f32 (numpy's
+        // reference gives the same -0.0: 1 + erf(x/√2) cannot resolve the true -7.6e-23 at -10).
+        let xs = [-10.0f32, -30.0, -1e4, 10.0, 30.0, 1e4];
+        let g = gelu(false, &Tensor::f32(vec![6], xs.to_vec())).unwrap();
+        assert_eq!(g.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
+        for (&x, &y) in xs.iter().zip(g.as_f32().unwrap()) {
+            let x64 = x as f64;
+            let want =
+                (0.5 * x64 * (1.0 + libm::erf(x64 * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+            assert_eq!(y.to_bits(), want.to_bits(), "GELU({x})");
+        }
         let t = gelu(true, &x).unwrap();
         // tanh form at 1: 0.5 * (1 + tanh(0.7978845608 * 1.044715)) = 0.8411919906
         assert!((t.as_f32().unwrap()[2] - 0.841_192).abs() < 1e-6);

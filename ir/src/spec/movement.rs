@@ -28,14 +28,21 @@ pub fn normalize_slice(start: i64, end: i64, step: i64, dim: usize) -> (i64, i64
     }
 }
 
-/// Number of elements a clamped slice `start..end` by `step` selects (0 when empty).
+/// Number of elements a clamped slice `start..end` by `step` selects (0 when empty or when
+/// `step` is 0): `ceil((end - start) / step)`, computed in i128 so that no `start`, `end`
+/// or `step` (i64::MAX, i64::MIN included) overflows.
 pub fn slice_len(start: i64, end: i64, step: i64) -> usize {
-    let n = if step > 0 {
-        (end - start + step - 1) / step
+    let (start, end, step) = (i128::from(start), i128::from(end), i128::from(step));
+    let (span, step) = if step > 0 {
+        (end - start, step)
     } else {
-        (start - end + (-step) - 1) / (-step)
+        (start - end, -step)
     };
-    n.max(0) as usize
+    if span <= 0 || step == 0 {
+        return 0;
+    }
+    // span ≤ 2^64 - 1 and step ≥ 1, so the count fits in u64; saturate where usize is narrower.
+    usize::try_from((span + step - 1) / step).unwrap_or(usize::MAX)
 }
 
 /// A data-movement spec from its name, arity, rule-table rows and inference (`|attrs, cx|

@@ -94,6 +94,11 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
     };
     let merged = a.out_shape.len() == 3;
     let mut out = vec![0f32; bsz * h * sq * d];
+    if out.is_empty() || sk == 0 {
+        // No queries: an empty output. No keys: the softmax is over nothing and the
+        // product with an empty V sums nothing, so zeros, as the unfused Softmax + MatMul.
+        return make(DType::F32, a.out_shape.clone(), TensorData::F32(out));
+    }
     let mut scores = vec![0f32; sq * sk];
     let mut ctx = vec![0f32; sq * d];
     for b in 0..bsz {
@@ -271,6 +276,49 @@ mod tests {
         let bad = rand(vec![b, 1, 1, s + 1], 14);
         let err = eval_fused(&op, &[&q, &k, &v, &c, &bad]).unwrap_err();
         assert!(err.to_string().contains("mask"), "{err}");
+    }
+
+    /// Sq = 0 gives an empty output and Sk = 0 zeros, as the unfused chain (Softmax over
+    /// an empty axis, then a MatMul with an empty inner dimension); neither panics.
+    #[test]
+    fn empty_sequences_give_empty_or_zero_outputs() {
+        let (b, h, d) = (2, 3, 4);
+        let c = Tensor::f32(vec![], vec![2.0]);
+        for (sq, sk) in [(0, 5), (5, 0), (0, 0)] {
+            let op = |out_shape| {
+                FusedOp::Attention(AttentionShape {
+                    batch: b,
+                    q_len: sq,
+                    kv_len: sk,
+                    heads: h,
+                    head_dim: d,
+                    scale_mul: false,
+                    mask: AttentionMask::None,
+                    out_shape,
+                })
+            };
+            let (q, kv) = (rand(vec![b, sq, h * d], 41), rand(vec![b, sk, h * d], 42));
+            // The unfused tail: softmax over the (possibly empty) key axis, then · V.
+            let p = run(
+                Op::Softmax(SoftmaxAttrs {
+                    axis: 3,
+                    log: false,
+                }),
+                &[&Tensor::f32(vec![b, h, sq, sk], vec![0.5; b * h * sq * sk])],
+            );
+            let v4 = Tensor::f32(vec![b, h, sk, d], vec![1.0; b * h * sk * d]);
+            let want = run(Op::MatMul(MatMulAttrs {}), &[&p, &v4]);
+            assert_eq!(want.as_f32().unwrap(), vec![0.0; b * h * sq * d]);
+            for shape in [vec![b, h, sq, d], vec![b, sq, h * d]] {
+                let got = eval_fused(&op(shape.clone()), &[&q, &kv, &kv, &c]).unwrap();
+                assert_eq!(got.shape, shape);
+                assert_eq!(
+                    got.as_f32().unwrap(),
+                    want.as_f32().unwrap(),
+                    "Sq={sq} Sk={sk}"
+                );
+            }
+        }
     }
 
     #[test]

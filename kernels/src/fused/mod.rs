@@ -352,6 +352,44 @@ mod tests {
         assert!(err.to_string().contains("bias"), "{err}");
     }
 
+    /// Large |x| through the fused epilogue: erf(x/√2) is exactly ±1, so GELU is exactly 0
+    /// for large negative x and x for large positive x, bit for bit as the unfused chain.
+    #[test]
+    fn matmul_gelu_is_exact_at_large_inputs() {
+        let xs = vec![-10.0f32, -30.0, -1e4, 10.0, 30.0, 1e4];
+        let a = Tensor::f32(vec![6, 1], xs);
+        let w = Tensor::f32(vec![1, 1], vec![1.0]);
+        let (c1, c2, c3) = (
+            Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]),
+            Tensor::f32(vec![], vec![1.0]),
+            Tensor::f32(vec![], vec![0.5]),
+        );
+        let x = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
+        let e = run(
+            Op::Unary(UnaryAttrs { kind: UnaryOp::Erf }),
+            &[&bin(BinaryOp::Div, &x, &c1)],
+        );
+        let want = bin(
+            BinaryOp::Mul,
+            &bin(BinaryOp::Mul, &x, &bin(BinaryOp::Add, &e, &c2)),
+            &c3,
+        );
+        let op = FusedOp::MatMulEpilogue {
+            bias: false,
+            gelu: true,
+        };
+        let got = eval_fused(&op, &[&a, &w, &c1, &c2, &c3]).unwrap();
+        let bits = |t: &Tensor| {
+            t.as_f32()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&got), bits(&want));
+        assert_eq!(got.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
+    }
+
     #[test]
     fn rms_norm_chain_equals_the_decomposed_ops_bitwise() {
         let x = rand(vec![3, 5, 16], 31);

@@ -15,7 +15,7 @@ use super::{entry, Lowered, NodeCx, OpEntry, Ref, Step};
 use crate::onnx::tensor_proto::decode;
 use crate::onnx::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
 use tessera_ir::op::{CastAttrs, ExpandAttrs, UnaryOp};
-use tessera_ir::{check_tensor_size, checked_numel, DType, Op, Tensor, TensorData};
+use tessera_ir::{checked_numel, DType, Op, Tensor, TensorData};
 
 pub(super) const OPS: &[OpEntry] = &[
     entry("Constant", 13, constant),
@@ -120,47 +120,9 @@ fn range(cx: &NodeCx) -> Result<Lowered, ImportError> {
             ),
         });
     }
-    let data = match (&vals[0].data, &vals[1].data, &vals[2].data) {
-        (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
-            let (s, l, d) = (s[0], l[0], d[0]);
-            if d == 0 {
-                return Err(cx.err("delta is 0"));
-            }
-            // In i128: `l - s` and the last value cannot overflow there.
-            let (s, l, d) = (i128::from(s), i128::from(l), i128::from(d));
-            let n = if (l - s).signum() == d.signum() {
-                ((l - s).abs() + d.abs() - 1) / d.abs()
-            } else {
-                0
-            };
-            let n = range_len(cx, dtype, usize::try_from(n).unwrap_or(usize::MAX))?;
-            // Every value lies in [start, limit) (or (limit, start]), so it fits an i64.
-            TensorData::I64((0..n as i128).map(|i| (s + i * d) as i64).collect())
-        }
-        (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
-            let (s, l, d) = (s[0], l[0], d[0]);
-            if d == 0.0 {
-                return Err(cx.err("delta is 0"));
-            }
-            // `as usize` saturates (NaN gives 0, +inf usize::MAX): the cap check refuses it.
-            let n = range_len(cx, dtype, ((l - s) / d).ceil().max(0.0) as usize)?;
-            TensorData::F32((0..n).map(|i| s + i as f32 * d).collect())
-        }
-        _ => return Err(cx.err("start, limit and delta must share a numeric dtype")),
-    };
-    let n = data.len();
-    Ok(Lowered::Consts(vec![Tensor {
-        dtype,
-        shape: vec![n],
-        data,
-    }]))
-}
-
-/// `n`, the length of a Range output, when it is within the per-tensor cap; an error naming
-/// the node and the length otherwise (checked before anything is allocated).
-fn range_len(cx: &NodeCx, dtype: DType, n: usize) -> Result<usize, ImportError> {
-    check_tensor_size(&[n], dtype).map_err(|e| cx.err(format!("output of {n} elements: {e}")))?;
-    Ok(n)
+    // The count and its limits (overflow, zero delta, non-finite values) are the kernel's.
+    let r = tessera_kernels::range(vals[0], vals[1], vals[2]).map_err(|e| cx.err(e.msg))?;
+    Ok(Lowered::Consts(vec![r]))
 }
 
 fn shape(cx: &NodeCx) -> Result<Lowered, ImportError> {
