@@ -75,32 +75,26 @@ pub enum LocationError {
 /// What kind of file `meta` describes, in words, for errors.
 pub fn kind_of(meta: &Metadata) -> &'static str {
     let ft = meta.file_type();
-    if ft.is_file() {
-        return "regular file";
-    }
-    if ft.is_dir() {
-        return "directory";
-    }
-    if ft.is_symlink() {
-        return "symbolic link";
-    }
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut kinds = vec![
+        (ft.is_file(), "regular file"),
+        (ft.is_dir(), "directory"),
+        (ft.is_symlink(), "symbolic link"),
+    ];
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "FIFO";
-        }
-        if ft.is_socket() {
-            return "socket";
-        }
-        if ft.is_char_device() {
-            return "character device";
-        }
-        if ft.is_block_device() {
-            return "block device";
-        }
+        kinds.extend([
+            (ft.is_fifo(), "FIFO"),
+            (ft.is_socket(), "socket"),
+            (ft.is_char_device(), "character device"),
+            (ft.is_block_device(), "block device"),
+        ]);
     }
-    "special file"
+    kinds
+        .into_iter()
+        .find_map(|(is, kind)| is.then_some(kind))
+        .unwrap_or("special file")
 }
 
 /// Opens `path` for reading only if it is a regular file (symbolic links followed). The

@@ -322,6 +322,16 @@ pub(crate) fn gemm(
 mod tests {
     use super::*;
 
+    /// Gemm attributes: `alpha·op(A)·op(B) + beta·C`, `op` transposing where asked.
+    fn gemm_attrs(alpha: f32, beta: f32, trans_a: bool, trans_b: bool) -> GemmAttrs {
+        GemmAttrs {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        }
+    }
+
     #[test]
     fn matmul_2d_and_vector_forms() {
         let a = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
@@ -376,12 +386,7 @@ mod tests {
         let b = Tensor::i64(vec![2, 1], vec![1, 2]);
         let c = Tensor::i64(vec![1], vec![3]);
         // A stored transposed: op(A) = [[big, 1], [i64::MAX, 1]].
-        let attrs = GemmAttrs {
-            alpha: 1.0,
-            beta: 1.0,
-            trans_a: true,
-            trans_b: false,
-        };
+        let attrs = gemm_attrs(1.0, 1.0, true, false);
         let y = gemm(&attrs, &a, &b, Some(&c)).unwrap();
         assert_eq!(y.as_i64().unwrap(), &[big + 5, i64::MIN + 4]);
         let scaled = GemmAttrs {
@@ -431,21 +436,11 @@ mod tests {
         let a = Tensor::f32(vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let b = Tensor::f32(vec![2, 3], vec![7.0, 9.0, 11.0, 8.0, 10.0, 12.0]);
         let c = Tensor::f32(vec![2], vec![1.0, -1.0]);
-        let attrs = GemmAttrs {
-            alpha: 0.5,
-            beta: 2.0,
-            trans_a: true,
-            trans_b: true,
-        };
+        let attrs = gemm_attrs(0.5, 2.0, true, true);
         let y = gemm(&attrs, &a, &b, Some(&c)).unwrap();
         // 0.5·[[58,64],[139,154]] + 2·[1,-1]
         assert_eq!(y.as_f32().unwrap(), &[31.0, 30.0, 71.5, 75.0]);
-        let plain = GemmAttrs {
-            alpha: 1.0,
-            beta: 1.0,
-            trans_a: false,
-            trans_b: false,
-        };
+        let plain = gemm_attrs(1.0, 1.0, false, false);
         assert!(gemm(&plain, &a, &b, None).is_ok());
         assert!(gemm(&plain, &a, &a, None).is_err());
     }

@@ -170,40 +170,34 @@ impl<'a> ser::Serializer for &'a mut Probe {
     ) -> Result<(), Stop> {
         self.nested(format!(".{variant}"), v)
     }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'a>, Stop> {
+    fn serialize_seq(self, _: Option<usize>) -> Opened<'a> {
         Ok(self.compound(None))
     }
-    fn serialize_tuple(self, _: usize) -> Result<Compound<'a>, Stop> {
+    fn serialize_tuple(self, _: usize) -> Opened<'a> {
         Ok(self.compound(None))
     }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, Stop> {
+    fn serialize_tuple_struct(self, _: Name, _: usize) -> Opened<'a> {
         Ok(self.compound(None))
     }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        _: usize,
-    ) -> Result<Compound<'a>, Stop> {
+    fn serialize_tuple_variant(self, _: Name, _: u32, variant: Name, _: usize) -> Opened<'a> {
         Ok(self.compound(Some(variant)))
     }
-    fn serialize_map(self, _: Option<usize>) -> Result<Compound<'a>, Stop> {
+    fn serialize_map(self, _: Option<usize>) -> Opened<'a> {
         Ok(self.compound(None))
     }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Compound<'a>, Stop> {
+    fn serialize_struct(self, _: Name, _: usize) -> Opened<'a> {
         Ok(self.compound(None))
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        _: usize,
-    ) -> Result<Compound<'a>, Stop> {
+    fn serialize_struct_variant(self, _: Name, _: u32, variant: Name, _: usize) -> Opened<'a> {
         Ok(self.compound(Some(variant)))
     }
 }
+
+/// A serde type, field or variant name.
+type Name = &'static str;
+
+/// What opening a compound value (sequence, tuple, map, struct) gives.
+type Opened<'a> = Result<Compound<'a>, Stop>;
 
 /// Sequence-like compounds: each element is `[index]` in the path.
 macro_rules! seq_like {

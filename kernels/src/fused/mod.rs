@@ -313,27 +313,34 @@ mod tests {
     use tessera_ir::op::*;
     use tessera_ir::Op;
 
+    /// The constants of the erf GELU chain as exported: √2, 1 and 0.5.
+    fn gelu_constants() -> [Tensor; 3] {
+        [std::f32::consts::SQRT_2, 1.0, 0.5].map(|c| Tensor::f32(vec![], vec![c]))
+    }
+
+    /// `x · (erf(x / √2) + 1) · 0.5` computed op by op, as the unfused plan runs it.
+    fn erf_gelu_chain(x: &Tensor) -> Tensor {
+        let [c1, c2, c3] = gelu_constants();
+        let e = run(
+            Op::Unary(UnaryAttrs { kind: UnaryOp::Erf }),
+            &[&bin(BinaryOp::Div, x, &c1)],
+        );
+        bin(
+            BinaryOp::Mul,
+            &bin(BinaryOp::Mul, x, &bin(BinaryOp::Add, &e, &c2)),
+            &c3,
+        )
+    }
+
     #[test]
     fn matmul_bias_gelu_equals_the_unfused_chain_bitwise() {
         let a = rand(vec![2, 5, 8], 1);
         let w = rand(vec![8, 12], 2);
         let bias = rand(vec![12], 3);
-        let (c1, c2, c3) = (
-            Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]),
-            Tensor::f32(vec![], vec![1.0]),
-            Tensor::f32(vec![], vec![0.5]),
-        );
+        let [c1, c2, c3] = gelu_constants();
         let mm = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
         let x = bin(BinaryOp::Add, &bias, &mm);
-        let e = run(
-            Op::Unary(UnaryAttrs { kind: UnaryOp::Erf }),
-            &[&bin(BinaryOp::Div, &x, &c1)],
-        );
-        let want = bin(
-            BinaryOp::Mul,
-            &bin(BinaryOp::Mul, &x, &bin(BinaryOp::Add, &e, &c2)),
-            &c3,
-        );
+        let want = erf_gelu_chain(&x);
         let op = FusedOp::MatMulEpilogue {
             bias: true,
             gelu: true,
@@ -359,21 +366,9 @@ mod tests {
         let xs = vec![-10.0f32, -30.0, -1e4, 10.0, 30.0, 1e4];
         let a = Tensor::f32(vec![6, 1], xs);
         let w = Tensor::f32(vec![1, 1], vec![1.0]);
-        let (c1, c2, c3) = (
-            Tensor::f32(vec![], vec![std::f32::consts::SQRT_2]),
-            Tensor::f32(vec![], vec![1.0]),
-            Tensor::f32(vec![], vec![0.5]),
-        );
+        let [c1, c2, c3] = gelu_constants();
         let x = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
-        let e = run(
-            Op::Unary(UnaryAttrs { kind: UnaryOp::Erf }),
-            &[&bin(BinaryOp::Div, &x, &c1)],
-        );
-        let want = bin(
-            BinaryOp::Mul,
-            &bin(BinaryOp::Mul, &x, &bin(BinaryOp::Add, &e, &c2)),
-            &c3,
-        );
+        let want = erf_gelu_chain(&x);
         let op = FusedOp::MatMulEpilogue {
             bias: false,
             gelu: true,
