@@ -283,11 +283,18 @@ mod tests {
         g
     }
 
-    #[test]
-    fn runs_a_small_mlp_and_reports_peak() {
+    /// The MLP with its weights in a temporary folder (kept alive by the returned guard)
+    /// and a store reading from it.
+    fn mlp_with_store() -> (tempfile::TempDir, Graph, WeightStore) {
         let dir = tempfile::tempdir().unwrap();
         let g = mlp(dir.path());
         let store = WeightStore::with_dir(dir.path());
+        (dir, g, store)
+    }
+
+    #[test]
+    fn runs_a_small_mlp_and_reports_peak() {
+        let (_dir, g, store) = mlp_with_store();
         let mut inputs = BTreeMap::new();
         inputs.insert(
             "x".to_string(),
@@ -306,9 +313,7 @@ mod tests {
 
     #[test]
     fn input_errors_name_the_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = mlp(dir.path());
-        let store = WeightStore::with_dir(dir.path());
+        let (_dir, g, store) = mlp_with_store();
         let mut inputs = BTreeMap::new();
         let e = run_graph(&g, &store, &inputs).unwrap_err().to_string();
         assert_eq!(e, "input 'x': missing");
