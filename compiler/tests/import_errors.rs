@@ -2,9 +2,7 @@
 mod import_util;
 
 use import_util::*;
-use tessera_compiler::onnx::{
-    import_bytes, import_model, parse_shape_spec, ImportError, ImportOptions,
-};
+use tessera_compiler::onnx::{import_bytes, import_model, parse_shape_spec, ImportError};
 
 /// x[batch, 3] · W[3, 4] + b, softmax.
 fn small_model() -> ModelBuilder {
