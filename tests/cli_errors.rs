@@ -5,7 +5,7 @@ mod common;
 use common::tessera;
 use onnx_protobuf::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 use protobuf::Message;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Asserts a failure with exactly one non-empty stderr line containing every `needle`.
 fn assert_one_line_error(args: &[&str], needles: &[&str]) {
@@ -103,11 +103,17 @@ fn missing_model() {
     }
 }
 
+/// A temporary folder holding the model `name`, written by `write`.
+fn model_in_tempdir(name: &str, write: fn(&Path)) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(name);
+    write(&model);
+    (dir, model)
+}
+
 #[test]
 fn model_with_an_unknown_op() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("mystery.onnx");
-    write_unknown_op_model(&model);
+    let (dir, model) = model_in_tempdir("mystery.onnx", write_unknown_op_model);
     let m = model.to_str().unwrap();
     assert_one_line_error(
         &["inspect", m],
@@ -193,9 +199,7 @@ fn write_initializer_only_model(path: &Path) {
 
 #[test]
 fn model_with_no_nodes_whose_output_is_an_initializer() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("init_only.onnx");
-    write_initializer_only_model(&model);
+    let (dir, model) = model_in_tempdir("init_only.onnx", write_initializer_only_model);
     let m = model.to_str().unwrap();
     let plan = dir.path().join("plan.json");
     let plan = plan.to_str().unwrap();

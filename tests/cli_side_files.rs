@@ -82,17 +82,12 @@ fn the_timings_file_never_overwrites_an_input() {
 fn a_fifo_input_is_refused_not_waited_on() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("m.onnx");
-    let ok = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (f, out) = (fifo.clone(), dir.path().join("p.json"));
-    std::thread::spawn(move || {
-        let _ = tx.send(compile(&f, &out));
-    });
-    let (code, _, err) = rx
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let out = dir.path().join("p.json");
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || done.send(compile(&fifo, &out)).ok());
+    let (code, _, err) = result
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("tessera compile hung on a FIFO model");
     assert_ne!(code, 0);

@@ -2,20 +2,7 @@
 mod import_util;
 
 use import_util::*;
-use std::collections::BTreeMap;
-use tessera_compiler::onnx::{
-    import_bytes, import_model, parse_shape_spec, ImportError, ImportOptions,
-};
-
-fn opts(spec: &str) -> ImportOptions {
-    ImportOptions {
-        input_shapes: if spec.is_empty() {
-            BTreeMap::new()
-        } else {
-            parse_shape_spec(spec).unwrap()
-        },
-    }
-}
+use tessera_compiler::onnx::{import_bytes, import_model, parse_shape_spec, ImportError};
 
 /// x[batch, 3] · W[3, 4] + b, softmax.
 fn small_model() -> ModelBuilder {
@@ -32,13 +19,6 @@ fn small_model() -> ModelBuilder {
 /// The error importing the model `b` built, as if read from `file`, with no input shapes.
 fn import_error(b: &ModelBuilder, file: &str) -> ImportError {
     import_bytes(&b.bytes(), file, &opts("")).unwrap_err()
-}
-
-/// Asserts that the message `s` mentions every one of `parts`.
-fn assert_mentions(s: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(s.contains(part), "{part:?} not in: {s}");
-    }
 }
 
 fn one_line(e: &ImportError) -> String {

@@ -4,29 +4,20 @@ mod import_util;
 use import_util::*;
 use onnx_protobuf::tensor_proto::DataLocation;
 use onnx_protobuf::{StringStringEntryProto, TensorProto};
-use tessera_compiler::onnx::{import_bytes, parse_shape_spec, ImportOptions, ImportedModel};
+use tessera_compiler::onnx::{import_bytes, ImportOptions, ImportedModel};
 use tessera_ir::op::*;
 use tessera_ir::{DType, Op, WeightData};
 
 fn import(b: &ModelBuilder, spec: &str) -> ImportedModel {
-    let input_shapes = if spec.is_empty() {
-        Default::default()
-    } else {
-        parse_shape_spec(spec).unwrap()
-    };
-    match import_bytes(&b.bytes(), "t.onnx", &ImportOptions { input_shapes }) {
+    match import_bytes(&b.bytes(), "t.onnx", &opts(spec)) {
         Ok(m) => m,
         Err(e) => panic!("import failed: {e}"),
     }
 }
 
 fn ty(m: &ImportedModel, name: &str) -> (DType, Vec<usize>) {
-    let t = m
-        .graph
-        .tensors
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no tensor {name}"));
+    let found = m.graph.tensors.iter().find(|t| t.name == name);
+    let t = found.unwrap_or_else(|| panic!("no tensor {name}"));
     (t.dtype, t.shape.clone())
 }
 

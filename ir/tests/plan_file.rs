@@ -390,12 +390,14 @@ fn verify_confines_weight_paths_to_the_model_folder() {
 /// opened for reading blocks until a writer comes).
 #[cfg(unix)]
 fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(20))
-        .expect("hung on a FIFO")
+    use std::time::{Duration, Instant};
+    let worker = std::thread::spawn(f);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !worker.is_finished() {
+        assert!(Instant::now() < deadline, "hung on a FIFO");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    worker.join().unwrap()
 }
 
 #[cfg(unix)]

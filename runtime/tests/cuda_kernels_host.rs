@@ -60,13 +60,16 @@ fn arr(a: &[i64]) -> String {
         .join(",")
 }
 
+/// The leading fields `ndim, n, {shape}` that every meta initializer starts with.
+fn head(ndim: i64, n: i64, shape: &[i64]) -> String {
+    format!("{ndim}, {n}, {{{}}}", arr(shape))
+}
+
 /// C initializer of a StridedMeta.
 fn strided(m: &StridedMeta) -> String {
     format!(
-        "StridedMeta{{{}, {}, {{{}}}, {{{}}}, {{{}}}, {}, {}}}",
-        m.ndim,
-        m.n,
-        arr(&m.shape),
+        "StridedMeta{{{}, {{{}}}, {{{}}}, {}, {}}}",
+        head(m.ndim, m.n, &m.shape),
         arr(&m.in_stride),
         arr(&m.out_stride),
         m.in_offset,
@@ -77,10 +80,8 @@ fn strided(m: &StridedMeta) -> String {
 /// C initializer of a BcastMeta.
 fn bcast(m: &BcastMeta) -> String {
     format!(
-        "BcastMeta{{{}, {}, {{{}}}, {{{{{}}}, {{{}}}, {{{}}}}}}}",
-        m.ndim,
-        m.n,
-        arr(&m.shape),
+        "BcastMeta{{{}, {{{{{}}}, {{{}}}, {{{}}}}}}}",
+        head(m.ndim, m.n, &m.shape),
         arr(&m.stride[0]),
         arr(&m.stride[1]),
         arr(&m.stride[2])

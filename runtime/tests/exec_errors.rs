@@ -178,10 +178,7 @@ fn newer_format_version_is_refused() {
     let path = dir.path().join("future.json");
     std::fs::write(&path, serde_json::to_string(&plan).unwrap()).unwrap();
     let msg = Plan::read(&path).unwrap_err().to_string();
-    assert!(
-        msg.contains("future.json") && msg.contains("newer than this Tessera supports"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["future.json", "newer than this Tessera supports"]);
 }
 
 #[test]
@@ -210,10 +207,7 @@ fn source_model_is_located_and_verified() {
     let wrong = "0".repeat(64);
     plan.source.sha256 = wrong.clone();
     let msg = plan.verify(&plan_path, None).unwrap_err().to_string();
-    assert!(
-        msg.contains("model.onnx") && msg.contains(&wrong) && msg.contains(&actual),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["model.onnx", &wrong, &actual]);
 
     let missing = dir.path().join("gone.onnx");
     let msg = plan

@@ -57,6 +57,12 @@ fn sharded_gather_matches_reference() {
     }
 }
 
+/// The bit patterns of an f32 tensor's values.
+fn bits(t: &Tensor) -> Vec<u32> {
+    let values = t.as_f32().unwrap();
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
 #[test]
 fn runs_are_bitwise_deterministic() {
     for n in NS {
@@ -65,13 +71,6 @@ fn runs_are_bitwise_deterministic() {
             let (a, _) = run(&plan, &inputs);
             let (b, _) = run(&plan, &inputs);
             for (x, y) in a.iter().zip(&b) {
-                let bits = |t: &Tensor| {
-                    t.as_f32()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect::<Vec<_>>()
-                };
                 assert_eq!(bits(x), bits(y), "n={n}");
             }
         }

@@ -80,23 +80,28 @@ fn a_verified_store_opens_only_verified_files() {
 
 #[cfg(unix)]
 fn mkfifo(path: &Path) {
-    let ok = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo {}", path.display());
+    let status = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(status.unwrap().success(), "mkfifo {}", path.display());
 }
 
 /// Runs `f` on a thread; fails if it has not returned within 20 s.
 #[cfg(unix)]
 fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(20))
-        .expect("hung on a FIFO")
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || done.send(f()).ok());
+    match result.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(value) => value,
+        Err(e) => panic!("hung on a FIFO ({e})"),
+    }
+}
+
+/// The error `store` gives loading the weight file `pipe.bin`.
+#[cfg(unix)]
+fn pipe_error(store: WeightStore) -> String {
+    store
+        .load(&weight("pipe.bin"), None)
+        .unwrap_err()
+        .to_string()
 }
 
 #[cfg(unix)]
@@ -105,13 +110,7 @@ fn fifos_are_refused_not_read() {
     let (_outer, dir) = layout();
     mkfifo(&dir.join("pipe.bin"));
     let d = dir.clone();
-    let e = within_timeout(move || {
-        let store = WeightStore::with_dir(&d);
-        store
-            .load(&weight("pipe.bin"), None)
-            .unwrap_err()
-            .to_string()
-    });
+    let e = within_timeout(move || pipe_error(WeightStore::with_dir(&d)));
     assert!(
         e.contains("pipe.bin") && e.contains("not a regular file"),
         "{e}"
@@ -121,13 +120,7 @@ fn fifos_are_refused_not_read() {
         model: dir.join("model.onnx"),
         weight_files: BTreeMap::from([("pipe.bin".to_string(), dir.join("pipe.bin"))]),
     };
-    let e = within_timeout(move || {
-        let store = WeightStore::verified(&files);
-        store
-            .load(&weight("pipe.bin"), None)
-            .unwrap_err()
-            .to_string()
-    });
+    let e = within_timeout(move || pipe_error(WeightStore::verified(&files)));
     assert!(e.contains("not a regular file"), "{e}");
     let npy = dir.join("x.npy");
     mkfifo(&npy);

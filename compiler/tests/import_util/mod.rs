@@ -205,3 +205,21 @@ pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     a.t = Some(t).into();
     a
 }
+
+/// Import options with the input shapes `spec` (`NAME=AxB,...`); none when empty.
+pub fn opts(spec: &str) -> tessera_compiler::onnx::ImportOptions {
+    tessera_compiler::onnx::ImportOptions {
+        input_shapes: if spec.is_empty() {
+            std::collections::BTreeMap::new()
+        } else {
+            tessera_compiler::onnx::parse_shape_spec(spec).unwrap()
+        },
+    }
+}
+
+/// Asserts that the message `s` mentions every one of `parts`.
+pub fn assert_mentions(s: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(s.contains(part), "{part:?} not in: {s}");
+    }
+}
