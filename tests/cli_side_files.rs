@@ -3,6 +3,9 @@
 //! (a link at the sidecar path is replaced, its target untouched) and never over one of
 //! the plan's inputs.
 mod common;
+#[cfg(unix)]
+#[path = "shared/fifo.rs"]
+mod fifo;
 
 use common::tessera;
 use std::path::{Path, PathBuf};
@@ -82,14 +85,9 @@ fn the_timings_file_never_overwrites_an_input() {
 fn a_fifo_input_is_refused_not_waited_on() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("m.onnx");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.unwrap().success());
+    fifo::mkfifo(&fifo);
     let out = dir.path().join("p.json");
-    let (done, result) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || done.send(compile(&fifo, &out)).ok());
-    let (code, _, err) = result
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("tessera compile hung on a FIFO model");
+    let (code, _, err) = fifo::within(60, "tessera compile", move || compile(&fifo, &out));
     assert_ne!(code, 0);
     assert!(
         err.contains("m.onnx") && err.contains("not a regular file"),

@@ -1,7 +1,13 @@
 //! External data is confined like onnxruntime does: the location must be relative, have
 //! no `..` component and, links resolved, name a regular file inside the model's folder;
 //! a model that is not a regular file (a FIFO) is refused instead of blocking the import.
+#[cfg(unix)]
+#[path = "../../tests/shared/fifo.rs"]
+mod fifo;
 mod import_util;
+
+#[cfg(unix)]
+use fifo::{mkfifo, within_timeout};
 
 use import_util::*;
 use onnx_protobuf::tensor_proto::DataLocation;
@@ -96,13 +102,6 @@ fn links_out_of_the_folder_fifos_and_directories_are_refused() {
     let msg = import_err(&path);
     assert!(msg.contains("outside the model's folder"), "{msg}");
 
-    let mkfifo = |p: &Path| {
-        let ok = std::process::Command::new("mkfifo")
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mkfifo {}", p.display());
-    };
     mkfifo(&dir.join("w/pipe.bin"));
     std::fs::write(&path, model("w/pipe.bin").bytes()).unwrap();
     let msg = within_timeout(move || import_err(&path));
@@ -126,16 +125,4 @@ fn links_out_of_the_folder_fifos_and_directories_are_refused() {
         msg.contains("fifo.onnx") && msg.contains("not a regular file (it is a FIFO)"),
         "{msg}"
     );
-}
-
-/// Runs `f` on a thread; fails if it has not returned within 20 s (a FIFO opened for
-/// reading blocks until a writer comes).
-#[cfg(unix)]
-fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(20))
-        .expect("hung on a FIFO")
 }

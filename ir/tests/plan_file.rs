@@ -2,6 +2,12 @@
 //! refused naming the file and the versions; verify checks the source model and every
 //! weight file against the sha256 recorded at compile time; a plan never overwrites its
 //! inputs and never turns a non-finite float into `null`.
+#[cfg(unix)]
+#[path = "../../tests/shared/fifo.rs"]
+mod fifo;
+
+#[cfg(unix)]
+use fifo::{mkfifo, within_timeout};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tessera_ir::op::{ClipAttrs, UnaryAttrs, UnaryOp};
@@ -384,30 +390,6 @@ fn verify_confines_weight_paths_to_the_model_folder() {
         Some(&dir.join("w.bin").canonicalize().unwrap())
     );
     assert_eq!(files.weight_files.len(), 2);
-}
-
-/// Runs `f` on a thread and fails the test if it has not returned within 20 s (a FIFO
-/// opened for reading blocks until a writer comes).
-#[cfg(unix)]
-fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    use std::time::{Duration, Instant};
-    let worker = std::thread::spawn(f);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !worker.is_finished() {
-        assert!(Instant::now() < deadline, "hung on a FIFO");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    worker.join().unwrap()
-}
-
-#[cfg(unix)]
-fn mkfifo(path: &Path) {
-    let ok = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo {}", path.display());
 }
 
 #[cfg(unix)]

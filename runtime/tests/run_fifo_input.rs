@@ -2,8 +2,11 @@
 //! forever on the open.
 #![cfg(unix)]
 mod exec_support;
+#[path = "../../tests/shared/fifo.rs"]
+mod fifo;
 
 use exec_support::*;
+use fifo::{mkfifo, within};
 use tessera_ir::plan::sha256_file;
 
 #[test]
@@ -17,24 +20,15 @@ fn a_fifo_input_is_refused_not_waited_on() {
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
     let fifo = dir.path().join("x.npy");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera-run"))
+    mkfifo(&fifo);
+    let out = within(60, "tessera-run", move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera-run"))
             .arg(&plan_path)
             .arg("--input")
             .arg(format!("x={}", fifo.display()))
-            .output();
-        let _ = tx.send(out);
-    });
-    let out = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("tessera-run hung on a FIFO input")
-        .unwrap();
+            .output()
+    })
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

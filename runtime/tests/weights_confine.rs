@@ -2,8 +2,14 @@
 //! entry naming an absolute path, a `..` path or a link out of the folder is refused, a
 //! store made from a verified plan opens no file verification did not check, and a FIFO
 //! (weight file or `.npy` input) is refused instead of blocking forever.
+#[cfg(unix)]
+#[path = "../../tests/shared/fifo.rs"]
+mod fifo;
+
+#[cfg(unix)]
+use fifo::{mkfifo, within_timeout};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tessera_ir::plan::VerifiedFiles;
 use tessera_ir::{DType, Weight, WeightData};
 use tessera_runtime::npy::read_npy;
@@ -76,23 +82,6 @@ fn a_verified_store_opens_only_verified_files() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not among the weight files"), "{e}");
-}
-
-#[cfg(unix)]
-fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo").arg(path).status();
-    assert!(status.unwrap().success(), "mkfifo {}", path.display());
-}
-
-/// Runs `f` on a thread; fails if it has not returned within 20 s.
-#[cfg(unix)]
-fn within_timeout<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (done, result) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || done.send(f()).ok());
-    match result.recv_timeout(std::time::Duration::from_secs(20)) {
-        Ok(value) => value,
-        Err(e) => panic!("hung on a FIFO ({e})"),
-    }
 }
 
 /// The error `store` gives loading the weight file `pipe.bin`.
