@@ -119,11 +119,12 @@ impl Graph {
         id
     }
 
-    /// Adds a weight.
+    /// Adds a weight; its tensor has the weight's logical dtype (a quantised weight's
+    /// tensor is a float).
     pub fn add_weight(&mut self, weight: Weight) -> TensorId {
         let id = self.add_tensor(
             weight.name.clone(),
-            weight.dtype,
+            weight.logical_dtype(),
             weight.shape.clone(),
             TensorKind::Weight,
         );
@@ -197,7 +198,7 @@ impl Graph {
             .map(|i| TensorId(i as u32))
     }
 
-    /// Total bytes of all weights.
+    /// Total stored bytes of all weights (scales and zero points of quantised ones included).
     pub fn weight_bytes(&self) -> usize {
         self.weights.values().map(|w| w.size_bytes()).sum()
     }
@@ -280,8 +281,12 @@ impl Graph {
     }
 
     /// Checks structural invariants: ids in range, every node input produced before use,
-    /// every tensor produced once, outputs produced.
+    /// every tensor produced once, outputs produced, quantised weights well-formed
+    /// ([`Weight::check_quant`]).
     pub fn validate(&self) -> Result<(), IrError> {
+        for w in self.weights.values() {
+            w.check_quant()?;
+        }
         let n_t = self.tensors.len();
         let mut defined = vec![false; n_t];
         for t in &self.inputs {

@@ -35,7 +35,7 @@ pub use size::{
     check_tensor_size, checked_bytes, checked_numel, SizeError, MAX_DEVICES, MAX_TENSOR_BYTES,
 };
 pub use tensor::{Tensor, TensorData};
-pub use weight::{Weight, WeightData};
+pub use weight::{Quant, Weight, WeightData};
 
 /// A static shape: one extent per axis.
 pub type Shape = Vec<usize>;

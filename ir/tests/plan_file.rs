@@ -28,6 +28,7 @@ fn plan() -> Plan {
             offset,
             length: 16,
         },
+        quant: None,
     };
     g.add_weight(file_weight("a", "model.onnx", 8));
     g.add_weight(file_weight("b", "w.bin", 0));
@@ -43,6 +44,7 @@ fn plan() -> Plan {
                 data: TensorData::F32(vec![0.0, f32::NEG_INFINITY]),
             },
         },
+        quant: None,
     });
     let y = g.add_tensor("y", DType::F32, vec![4], TensorKind::Activation);
     g.add_node(

@@ -250,6 +250,7 @@ mod tests {
                 offset: 0,
                 length: 24,
             },
+            quant: None,
         });
         let b = g.add_weight(Weight {
             name: "b".into(),
@@ -258,6 +259,7 @@ mod tests {
             data: WeightData::Inline {
                 tensor: Tensor::f32(vec![2], vec![0.5, -10.0]),
             },
+            quant: None,
         });
         let h = g.add_tensor("h", DType::F32, vec![2, 2], TensorKind::Activation);
         let z = g.add_tensor("z", DType::F32, vec![2, 2], TensorKind::Activation);

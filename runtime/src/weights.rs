@@ -375,6 +375,7 @@ mod tests {
                 offset,
                 length,
             },
+            quant: None,
         }
     }
 
@@ -497,6 +498,7 @@ mod tests {
             dtype: DType::I64,
             shape: vec![2, 3],
             data: WeightData::Inline { tensor: t.clone() },
+            quant: None,
         };
         let store = WeightStore::with_dir(".");
         assert_eq!(store.load(&w, None).unwrap(), t);

@@ -25,6 +25,7 @@ fn weight(path: &str) -> Weight {
             offset: 0,
             length: 8,
         },
+        quant: None,
     }
 }
 

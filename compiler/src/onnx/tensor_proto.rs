@@ -167,6 +167,7 @@ pub(crate) fn initializer_weight(
         dtype,
         shape,
         data,
+        quant: None,
     })
 }
 

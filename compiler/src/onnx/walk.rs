@@ -56,6 +56,7 @@ fn materialize(graph: &mut Graph, v: &mut Value) -> Result<TensorId, ImportError
             data: WeightData::Inline {
                 tensor: (**t).clone(),
             },
+            quant: None,
         },
         (None, None) => {
             return Err(ImportError::tensor(

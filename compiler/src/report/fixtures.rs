@@ -82,6 +82,7 @@ impl Builder {
                 offset: 0,
                 length,
             },
+            quant: None,
         });
         let layout = split.map_or(Layout::Replicated, Layout::Split);
         let v = self.value(t, layout);

@@ -33,6 +33,7 @@ impl B {
                 offset: self.offset,
                 length,
             },
+            quant: None,
         };
         self.offset += length;
         self.g.add_weight(w)
@@ -73,6 +74,7 @@ impl B {
             data: WeightData::Inline {
                 tensor: tessera_ir::Tensor::f32(vec![], vec![0.5]),
             },
+            quant: None,
         };
         self.g.add_weight(w)
     }

@@ -225,11 +225,13 @@ fn confined(model: &Path, location: &str) -> Result<PathBuf, PlanError> {
     })
 }
 
-/// The distinct paths weights of `graph` are read from, as the weights give them.
+/// The distinct paths weights of `graph` are read from (a quantised weight's scale and zero
+/// point included), as the weights give them.
 fn weight_paths(graph: &Graph) -> BTreeSet<&str> {
     graph
         .weights
         .values()
+        .flat_map(|w| w.parts())
         .filter_map(|w| match &w.data {
             WeightData::File { path, .. } => Some(path.as_str()),
             WeightData::Inline { .. } => None,

@@ -22,7 +22,10 @@ pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats,
 ///
 /// Version 2: `source.weight_files`; search stop reason, limits and extractor as typed
 /// values; non-finite floats of inline tensors encoded as strings.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// Version 3: quantised weights (`Weight::quant`: int8/uint8 bytes with a scale and zero
+/// point, whose files are hashed too); a version-2 runtime would ignore `quant`.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The source model a plan was compiled from. The default (nothing recorded, as in a plan
 /// fresh from the partitioner) fails [`Plan::verify`] until [`SourceModel::record`] fills it.

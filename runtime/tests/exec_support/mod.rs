@@ -39,6 +39,7 @@ pub fn inline_weight(g: &mut Graph, name: &str, t: Tensor) -> TensorId {
         dtype: t.dtype,
         shape: t.shape.clone(),
         data: WeightData::Inline { tensor: t },
+        quant: None,
     })
 }
 
