@@ -68,6 +68,7 @@ fn kv_cache_attention_cases_split_by_heads() {
             &model,
             &ImportOptions {
                 input_shapes: shapes,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{case}: {e}"));

@@ -163,6 +163,7 @@ fn run_case(case: &Path) -> Outcome {
                 .filter(|(n, _)| !bound.contains(*n))
                 .map(|(n, s)| (n.clone(), s.clone()))
                 .collect(),
+            ..Default::default()
         };
         match import_model(&model_path, &opts) {
             Ok(m) => break m,

@@ -21,7 +21,14 @@ fn check(
         .iter()
         .map(|(k, v)| (k.clone(), v.shape.clone()))
         .collect();
-    let m = import_model(model, &ImportOptions { input_shapes }).expect("import");
+    let m = import_model(
+        model,
+        &ImportOptions {
+            input_shapes,
+            ..Default::default()
+        },
+    )
+    .expect("import");
     let store = WeightStore::open(model).expect("weights");
     let outs = run_graph(&m.graph, &store, &inputs).expect("run");
     m.graph

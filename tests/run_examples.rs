@@ -62,8 +62,14 @@ fn check_model(
         .iter()
         .map(|(k, t)| (k.clone(), t.shape.clone()))
         .collect();
-    let imported = import_model(model, &ImportOptions { input_shapes })
-        .unwrap_or_else(|e| panic!("{label}: import: {e}"));
+    let imported = import_model(
+        model,
+        &ImportOptions {
+            input_shapes,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{label}: import: {e}"));
     let graph = &imported.graph;
     let store = WeightStore::open(model).unwrap_or_else(|e| panic!("{label}: {e}"));
     let want =

@@ -5,6 +5,7 @@
 // items; that is deliberate (the docs are for contributors too).
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod canon;
 pub mod cost;
 pub mod onnx;
 pub mod partition;

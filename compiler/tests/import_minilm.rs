@@ -25,7 +25,14 @@ fn minilm_imports_fully_static() {
     };
     // The model's inputs are input_ids and attention_mask (no token_type_ids).
     let input_shapes = parse_shape_spec("input_ids=1x128,attention_mask=1x128").unwrap();
-    let m = import_model(&path, &ImportOptions { input_shapes }).expect("MiniLM imports");
+    let m = import_model(
+        &path,
+        &ImportOptions {
+            input_shapes,
+            ..Default::default()
+        },
+    )
+    .expect("MiniLM imports");
     let r = &m.report;
     assert_eq!(r.onnx_nodes, 354);
     assert_eq!(r.opset, 17);
@@ -45,7 +52,13 @@ fn minilm_imports_fully_static() {
     // The 14 ONNX Reshapes and 34 Unsqueezes on runtime data all became static reshapes of
     // attention heads / masks; nothing with a dynamic target can exist in the IR.
     assert!(count(&|o| matches!(o, Op::Reshape(_))) >= 12);
-    assert_eq!(r.dead_nodes_removed + r.final_nodes, r.emitted_nodes);
+    assert_eq!(r.dead_nodes_removed + r.canon.nodes_before, r.emitted_nodes);
+    // Canonicalisation: the 3 erf-GELU chains (Div, Erf, Add, Mul, Mul) became Gelu ops;
+    // the LayerNorms were native already.
+    assert_eq!(r.final_nodes, r.canon.nodes_after);
+    assert_eq!(r.canon.nodes_before - r.canon.nodes_after, 12, "{:?}", r.canon);
+    assert_eq!(count(&|o| matches!(o, Op::Gelu(_))), 3);
+    assert_eq!(r.canon.stop_reason, "saturated");
     let out = g.tensor(g.outputs[0]);
     assert_eq!(out.shape, vec![1, 128], "output 'output' is [batch, seq]");
     let hidden = g

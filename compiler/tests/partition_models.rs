@@ -21,6 +21,7 @@ fn import(rel: &str, shapes: &[(&str, &[usize])]) -> Option<(Graph, PathBuf)> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect::<BTreeMap<_, _>>(),
+        ..Default::default()
     };
     let m = import_model(&path, &opts).unwrap_or_else(|e| panic!("{rel}: {e}"));
     Some((m.graph, path))

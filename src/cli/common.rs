@@ -139,7 +139,10 @@ pub fn import_options(shapes: &[String]) -> Result<ImportOptions> {
     } else {
         parse_shape_spec(&spec)?
     };
-    Ok(ImportOptions { input_shapes })
+    Ok(ImportOptions {
+        input_shapes,
+        ..Default::default()
+    })
 }
 
 /// Imports a model with the given `--shape` values.

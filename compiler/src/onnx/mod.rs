@@ -49,6 +49,29 @@ pub const FOLD_MAX_OUTPUT_ELEMS: usize = 1 << 13;
 pub struct ImportOptions {
     /// Static shapes for graph inputs (fixes dynamic dims), by input name.
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// The canonicalisation phase (on by default, built-in rules).
+    pub canon: CanonConfig,
+}
+
+/// Configuration of the canonicalisation phase ([`crate::canon`]).
+#[derive(Debug, Clone)]
+pub struct CanonConfig {
+    /// Run it (default true).
+    pub enabled: bool,
+    /// Rules added to the built-in table (a user's `--rules FILE`).
+    pub extra_rules: Vec<crate::canon::CanonRule>,
+    /// Saturation limits.
+    pub limits: crate::canon::CanonLimits,
+}
+
+impl Default for CanonConfig {
+    fn default() -> Self {
+        CanonConfig {
+            enabled: true,
+            extra_rules: vec![],
+            limits: crate::canon::CanonLimits::default(),
+        }
+    }
 }
 
 /// The result of an import.
@@ -176,9 +199,20 @@ fn import(
     walker.set_outputs(&outputs)?;
 
     let folded = walker.folded;
+    let consts = std::mem::take(&mut walker.consts);
     let mut graph = walker.graph;
     let emitted = graph.nodes.len();
     let dead = validate::validate(&mut graph, file_name)?;
+    let canon = if opts.canon.enabled {
+        let mut rules = crate::canon::builtin();
+        rules.extend(opts.canon.extra_rules.iter().cloned());
+        let (canonical, canon) =
+            crate::canon::canonicalize(&graph, &consts, &rules, &opts.canon.limits);
+        graph = canonical;
+        canon
+    } else {
+        crate::canon::CanonReport::default()
+    };
 
     let mut op_histogram = BTreeMap::new();
     for n in &graph_proto.node {
@@ -204,6 +238,7 @@ fn import(
         parameter_count: graph.weights.values().map(|w| numel(&w.shape)).sum(),
         parameter_bytes: graph.weight_bytes(),
         unsupported: vec![],
+        canon,
     };
     Ok(ImportedModel { graph, report })
 }

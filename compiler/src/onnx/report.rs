@@ -33,4 +33,6 @@ pub struct ImportReport {
     /// Unsupported ops (empty for a successful import; an import with any fails with
     /// [`super::ImportError::Unsupported`]).
     pub unsupported: Vec<UnsupportedOp>,
+    /// What canonicalisation did.
+    pub canon: crate::canon::CanonReport,
 }

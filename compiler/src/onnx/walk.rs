@@ -5,7 +5,7 @@
 use super::ops::{self, InputView, Lowered, NodeCx, Ref, Step};
 use super::{ImportError, FOLD_MAX_OUTPUT_ELEMS};
 use onnx_protobuf::NodeProto;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use tessera_ir::infer::{infer, required_outputs};
 use tessera_ir::{numel, DType, Graph, IrError, Tensor, TensorId, TensorKind, Weight, WeightData};
@@ -43,7 +43,11 @@ impl Value {
 
 /// Gives `v` a graph tensor: constants become weights (file-backed for initializers,
 /// inline for folded values) the first time a graph node reads them.
-fn materialize(graph: &mut Graph, v: &mut Value) -> Result<TensorId, ImportError> {
+fn materialize(
+    graph: &mut Graph,
+    consts: &mut BTreeMap<TensorId, Tensor>,
+    v: &mut Value,
+) -> Result<TensorId, ImportError> {
     if let Some(id) = v.id {
         return Ok(id);
     }
@@ -67,6 +71,9 @@ fn materialize(graph: &mut Graph, v: &mut Value) -> Result<TensorId, ImportError
     };
     let id = graph.add_weight(weight);
     v.id = Some(id);
+    if let Some(k) = &v.konst {
+        consts.insert(id, (**k).clone());
+    }
     Ok(id)
 }
 
@@ -86,6 +93,8 @@ pub(crate) struct Walker {
     used: HashSet<String>,
     /// ONNX nodes whose outputs all became constants.
     pub folded: usize,
+    /// Known values of the weights read by graph nodes (small initializers, folded values).
+    pub consts: BTreeMap<TensorId, Tensor>,
 }
 
 impl Walker {
@@ -99,6 +108,7 @@ impl Walker {
             values: HashMap::new(),
             used,
             folded: 0,
+            consts: BTreeMap::new(),
         }
     }
 
@@ -357,7 +367,7 @@ impl Walker {
                             .ok_or_else(|| err(format!("unknown input '{n}'")))?,
                         Slot::Local(i) => &mut locals[*i],
                     };
-                    in_ids.push(materialize(&mut self.graph, v)?);
+                    in_ids.push(materialize(&mut self.graph, &mut self.consts, v)?);
                 }
                 let mut out_ids = Vec::new();
                 for ((d, s), n) in inferred.into_iter().zip(out_names) {
@@ -409,7 +419,7 @@ impl Walker {
             if let Some(why) = &v.missing {
                 return Err(ImportError::tensor(n, format!("graph output is {why}")));
             }
-            let id = materialize(&mut self.graph, v)?;
+            let id = materialize(&mut self.graph, &mut self.consts, v)?;
             self.graph.outputs.push(id);
         }
         Ok(())

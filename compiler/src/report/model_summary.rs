@@ -112,6 +112,7 @@ mod tests {
     #[test]
     fn summary_lists_io_params_and_histograms() {
         let report = ImportReport {
+            canon: Default::default(),
             ir_version: 8,
             opset: 18,
             opsets: BTreeMap::from([(String::new(), 18)]),

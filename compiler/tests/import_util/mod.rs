@@ -206,14 +206,21 @@ pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     a
 }
 
-/// Import options with the input shapes `spec` (`NAME=AxB,...`); none when empty.
+/// Import options with the input shapes `spec` (`NAME=AxB,...`); none when empty. The
+/// import tests check the import phases, so canonicalisation is off (tests/canon.rs and
+/// compiler/tests/canon_*.rs test it).
 pub fn opts(spec: &str) -> tessera_compiler::onnx::ImportOptions {
     tessera_compiler::onnx::ImportOptions {
+        canon: tessera_compiler::onnx::CanonConfig {
+            enabled: false,
+            ..Default::default()
+        },
         input_shapes: if spec.is_empty() {
             std::collections::BTreeMap::new()
         } else {
             tessera_compiler::onnx::parse_shape_spec(spec).unwrap()
         },
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,587 @@
+//! Extraction and rebuilding: the cheapest spelling of every needed e-class, as an IR graph.
+//!
+//! Cost of an e-node: its own cost (1 per op; composite canonical ops count 1, so they beat
+//! their decompositions; `div` 1.9 and `pow` 1.5, so a division by a constant becomes a
+//! multiplication by its folded reciprocal while other divisions stay; `identity` 50;
+//! leaves 0, folded constants 0.25) plus its children's costs, each divided by the number
+//! of source-graph readers of the child: a shared input's cost is amortised over its
+//! readers, so the sum approximates the DAG cost (tree costs grow exponentially with depth
+//! and would drown local differences) and an input counts the same at any depth. Among
+//! equal costs the export's own e-node wins, then the smallest (name, output, children).
+use super::analysis::{node_op, CanonGraph};
+use super::guards::{zero_point_source, ZeroPointSource};
+use super::lang::{has_attr, CNode, QWEIGHT};
+use egg::Id;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tessera_ir::weight::{Quant, Weight, WeightData};
+use tessera_ir::{Graph, TensorId, TensorKind};
+
+fn own_cost(n: &CNode) -> f64 {
+    match n {
+        CNode::Leaf(_) | CNode::Attr(_) => 0.0,
+        CNode::Const(_) => 0.25,
+        CNode::Op { sym, .. } => match sym.as_str() {
+            QWEIGHT => 0.0,
+            "identity" => 50.0,
+            "div" => 1.9,
+            "pow" => 1.5,
+            _ => 1.0,
+        },
+    }
+}
+
+fn tie_key(n: &CNode) -> (String, u8, Vec<usize>) {
+    match n {
+        CNode::Op {
+            sym, out, children, ..
+        } => (
+            sym.to_string(),
+            *out,
+            children.iter().map(|c| usize::from(*c)).collect(),
+        ),
+        leaf => (leaf.to_string(), 0, vec![]),
+    }
+}
+
+/// The chosen e-node of every class. `original` holds the e-nodes of the source graph (among
+/// equals, the export's own spelling wins); `uses` how many node inputs read each class in
+/// the source graph.
+fn choose(
+    eg: &CanonGraph,
+    original: &HashSet<CNode>,
+    uses: &HashMap<Id, usize>,
+) -> HashMap<Id, CNode> {
+    use egg::Language;
+    let mut classes: Vec<Id> = eg.classes().map(|c| c.id).collect();
+    classes.sort();
+    let share = |c: Id| uses.get(&c).copied().unwrap_or(1).max(1) as f64;
+    let node_cost = |n: &CNode, cost: &HashMap<Id, f64>| {
+        own_cost(n)
+            + n.children()
+                .iter()
+                .map(|c| {
+                    let c = eg.find(*c);
+                    cost.get(&c).copied().unwrap_or(f64::INFINITY) / share(c)
+                })
+                .sum::<f64>()
+    };
+    // Bellman-Ford style relaxation to the fixpoint (costs only decrease; ids are roughly
+    // topological, so few passes are needed).
+    let mut cost: HashMap<Id, f64> = HashMap::new();
+    loop {
+        let mut changed = false;
+        for &c in &classes {
+            let best = eg[c]
+                .nodes
+                .iter()
+                .map(|n| node_cost(n, &cost))
+                .fold(f64::INFINITY, f64::min);
+            if best.is_finite() && cost.get(&c).is_none_or(|old| best < *old - 1e-9) {
+                cost.insert(c, best);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let is_original = |n: &CNode| {
+        let mut n = n.clone();
+        n.update_children(|c| eg.find(c));
+        u8::from(!original.contains(&n))
+    };
+    classes
+        .iter()
+        .filter_map(|&c| {
+            let best = eg[c]
+                .nodes
+                .iter()
+                .filter(|n| node_cost(n, &cost).is_finite())
+                .min_by(|a, b| {
+                    let (ca, cb) = (node_cost(a, &cost), node_cost(b, &cost));
+                    let near = (ca - cb).abs() <= 1e-9 * ca.abs().max(1.0);
+                    (if near {
+                        std::cmp::Ordering::Equal
+                    } else {
+                        ca.total_cmp(&cb)
+                    })
+                    .then_with(|| is_original(a).cmp(&is_original(b)))
+                    .then_with(|| tie_key(a).cmp(&tie_key(b)))
+                })?;
+            Some((c, best.clone()))
+        })
+        .collect()
+}
+
+/// Classes reachable from `roots` through chosen nodes, children first. Fails on a cycle.
+fn postorder(
+    eg: &CanonGraph,
+    chosen: &HashMap<Id, CNode>,
+    roots: &[Id],
+) -> Result<Vec<Id>, String> {
+    use egg::Language;
+    let mut order = Vec::new();
+    let mut state: HashMap<Id, bool> = HashMap::new(); // false: on the stack, true: done
+    for &root in roots {
+        let mut stack = vec![(eg.find(root), false)];
+        while let Some((c, expanded)) = stack.pop() {
+            if expanded {
+                state.insert(c, true);
+                order.push(c);
+                continue;
+            }
+            match state.get(&c) {
+                Some(true) => continue,
+                Some(false) => return Err("the extracted graph has a cycle".into()),
+                None => {}
+            }
+            state.insert(c, false);
+            stack.push((c, true));
+            let node = chosen.get(&c).ok_or("a class has no node")?;
+            for ch in node.children() {
+                let ch = eg.find(*ch);
+                match state.get(&ch) {
+                    Some(true) => {}
+                    Some(false) => return Err("the extracted graph has a cycle".into()),
+                    None => stack.push((ch, false)),
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
+struct Builder<'a> {
+    eg: &'a CanonGraph,
+    src: &'a Graph,
+    out: Graph,
+    names: HashSet<String>,
+    /// Preferred name of a class (an original tensor in it).
+    class_name: HashMap<Id, String>,
+    tensor_of: HashMap<Id, TensorId>,
+    /// Output tensors of emitted op groups.
+    groups: HashMap<(String, Vec<Id>), Vec<TensorId>>,
+    weights: HashMap<u32, TensorId>,
+}
+
+impl Builder<'_> {
+    fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn name_for(&mut self, c: Id, fallback: &str) -> String {
+        match self.class_name.get(&c).cloned() {
+            Some(n) if !self.names.contains(&n) => {
+                self.names.insert(n.clone());
+                n
+            }
+            _ => self.fresh(fallback),
+        }
+    }
+
+    fn weight(&mut self, t: u32) -> Result<TensorId, String> {
+        if let Some(&id) = self.weights.get(&t) {
+            return Ok(id);
+        }
+        let w = self
+            .src
+            .weights
+            .get(&TensorId(t))
+            .ok_or("a leaf is neither an input nor a weight")?;
+        self.names.insert(w.name.clone());
+        let id = self.out.add_weight(w.clone());
+        self.weights.insert(t, id);
+        Ok(id)
+    }
+
+    fn const_weight(&mut self, c: Id, k: u32) -> TensorId {
+        let t = self.eg.analysis.interner.consts[k as usize].clone();
+        let name = self.name_for(c, &format!("canon_const_{k}"));
+        self.out.add_weight(Weight {
+            name,
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data: WeightData::Inline { tensor: t },
+            quant: None,
+        })
+    }
+
+    /// A weight for a scale or zero-point class: a source weight or a constant, given the
+    /// weight's rank (leading 1s added).
+    fn side_weight(&mut self, c: Id, rank: usize) -> Result<Weight, String> {
+        let c = self.eg.find(c);
+        let mut w = if let Some(CNode::Leaf(t)) = self.eg[c]
+            .nodes
+            .iter()
+            .find(|n| matches!(n, CNode::Leaf(_)))
+        {
+            self.src
+                .weights
+                .get(&TensorId(*t))
+                .cloned()
+                .ok_or("scale leaf is not a weight")?
+        } else {
+            let k = self.eg[c]
+                .data
+                .konst
+                .ok_or("scale is neither a weight nor a constant")?;
+            let t = self.eg.analysis.interner.consts[k as usize].clone();
+            Weight {
+                name: format!("canon_const_{k}"),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: WeightData::Inline { tensor: t },
+                quant: None,
+            }
+        };
+        pad_rank(&mut w, rank);
+        Ok(w)
+    }
+
+    fn qweight(&mut self, c: Id, children: &[Id]) -> Result<TensorId, String> {
+        let q = match self.eg[self.eg.find(children[0])]
+            .nodes
+            .iter()
+            .find(|n| matches!(n, CNode::Leaf(_)))
+        {
+            Some(CNode::Leaf(t)) => *t,
+            _ => return Err("quantised weight without a stored weight".into()),
+        };
+        let stored = self
+            .src
+            .weights
+            .get(&TensorId(q))
+            .cloned()
+            .ok_or("quantised leaf is not a weight")?;
+        let rank = stored.shape.len();
+        let scale = self.side_weight(children[1], rank)?;
+        let zero_point = match children.get(2) {
+            None => None,
+            Some(&z) => Some(Box::new(
+                match zero_point_source(self.eg, self.eg.find(z), stored.dtype) {
+                    Some(ZeroPointSource::Weight(t)) => {
+                        let mut w = self
+                            .src
+                            .weights
+                            .get(&TensorId(t))
+                            .cloned()
+                            .ok_or("zero point is not a weight")?;
+                        pad_rank(&mut w, rank);
+                        w
+                    }
+                    Some(ZeroPointSource::Const(t)) => {
+                        let mut w = Weight {
+                            name: format!("{}_zero_point", stored.name),
+                            dtype: t.dtype,
+                            shape: t.shape.clone(),
+                            data: WeightData::Inline { tensor: t },
+                            quant: None,
+                        };
+                        pad_rank(&mut w, rank);
+                        w
+                    }
+                    None => return Err("zero point of an unsupported form".into()),
+                },
+            )),
+        };
+        let name = self.name_for(c, &stored.name);
+        let w = Weight {
+            name,
+            quant: Some(Quant {
+                dtype: scale.dtype,
+                scale: Box::new(scale),
+                zero_point,
+            }),
+            ..stored
+        };
+        Ok(self.out.add_weight(w))
+    }
+
+    fn op(
+        &mut self,
+        c: Id,
+        sym: &str,
+        out: u8,
+        children: &[Id],
+        n_out: usize,
+    ) -> Result<TensorId, String> {
+        let key = (
+            sym.to_string(),
+            children
+                .iter()
+                .map(|c| self.eg.find(*c))
+                .collect::<Vec<_>>(),
+        );
+        if let Some(outs) = self.groups.get(&key) {
+            return outs
+                .get(usize::from(out))
+                .copied()
+                .ok_or_else(|| format!("{sym}: output {out} missing"));
+        }
+        let op = node_op(self.eg, sym, children).ok_or_else(|| format!("{sym}: no attributes"))?;
+        let operands = &children[usize::from(has_attr(&op))..];
+        let inputs: Vec<TensorId> = operands
+            .iter()
+            .map(|ch| {
+                self.tensor_of
+                    .get(&self.eg.find(*ch))
+                    .copied()
+                    .ok_or("operand not built")
+            })
+            .collect::<Result<_, _>>()?;
+        let tys: Vec<(tessera_ir::DType, &[usize])> = inputs
+            .iter()
+            .map(|t| {
+                (
+                    self.out.tensor(*t).dtype,
+                    self.out.tensor(*t).shape.as_slice(),
+                )
+            })
+            .collect();
+        let all = tessera_ir::infer::infer(sym, &op, &tys).map_err(|e| e.to_string())?;
+        let n = tessera_ir::infer::required_outputs(&op, all.len())
+            .max(n_out)
+            .min(all.len());
+        let base = self.name_for(c, &format!("canon_{sym}"));
+        let mut outs = Vec::with_capacity(n);
+        for (k, (dtype, shape)) in all.into_iter().take(n).enumerate() {
+            let name = if k == usize::from(out) {
+                base.clone()
+            } else {
+                self.fresh(&format!("{base}_out{k}"))
+            };
+            outs.push(
+                self.out
+                    .add_tensor(name, dtype, shape, TensorKind::Activation),
+            );
+        }
+        let node_name = self.fresh(&format!("{base}_node"));
+        self.out.add_node(node_name, op, inputs, outs.clone());
+        let t = outs
+            .get(usize::from(out))
+            .copied()
+            .ok_or_else(|| format!("{sym}: output {out} missing"))?;
+        self.groups.insert(key, outs);
+        Ok(t)
+    }
+}
+
+/// Reorders a topological order of classes to follow the source graph: a class computed by
+/// a source node comes at that node's position, a new class right after its last operand
+/// (so globals such as masks stay where the export put them, which layer detection needs).
+fn source_order(
+    eg: &CanonGraph,
+    src: &Graph,
+    class: &[Option<Id>],
+    chosen: &HashMap<Id, CNode>,
+    order: &[Id],
+) -> Vec<Id> {
+    use egg::Language;
+    use std::cmp::Reverse;
+    let mut rank: HashMap<Id, i64> = HashMap::new();
+    for (i, n) in src.nodes.iter().enumerate() {
+        for t in &n.outputs {
+            if let Some(c) = class[t.index()] {
+                let r = rank.entry(eg.find(c)).or_insert(i as i64);
+                *r = (*r).min(i as i64);
+            }
+        }
+    }
+    let mut readers: HashMap<Id, Vec<Id>> = HashMap::new();
+    let mut pending: HashMap<Id, usize> = HashMap::new();
+    for &c in order {
+        let kids: HashSet<Id> = chosen[&c].children().iter().map(|x| eg.find(*x)).collect();
+        if kids.is_empty() {
+            // Leaves (inputs, weights, constants, attributes) are ready at once.
+            rank.insert(c, -1);
+        } else {
+            let r = kids
+                .iter()
+                .map(|k| rank.get(k).copied().unwrap_or(-1))
+                .max()
+                .unwrap_or(-1);
+            rank.entry(c).or_insert(r);
+        }
+        pending.insert(c, kids.len());
+        for k in kids {
+            readers.entry(k).or_default().push(c);
+        }
+    }
+    let pos: HashMap<Id, usize> = order.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let mut heap: std::collections::BinaryHeap<Reverse<(i64, usize, Id)>> = order
+        .iter()
+        .filter(|c| pending[c] == 0)
+        .map(|c| Reverse((rank[c], pos[c], *c)))
+        .collect();
+    let mut out = Vec::with_capacity(order.len());
+    while let Some(Reverse((_, _, c))) = heap.pop() {
+        out.push(c);
+        for r in readers.get(&c).into_iter().flatten() {
+            let p = pending.get_mut(r).map(|p| {
+                *p -= 1;
+                *p
+            });
+            if p == Some(0) {
+                heap.push(Reverse((rank[r], pos[r], *r)));
+            }
+        }
+    }
+    out
+}
+
+fn pad_rank(w: &mut Weight, rank: usize) {
+    while w.shape.len() < rank {
+        w.shape.insert(0, 1);
+    }
+    if let WeightData::Inline { tensor } = &mut w.data {
+        tensor.shape = w.shape.clone();
+    }
+}
+
+/// Rebuilds an IR graph from the cheapest spelling of the classes of `src`'s outputs.
+pub fn rebuild(
+    eg: &CanonGraph,
+    src: &Graph,
+    class: &[Option<Id>],
+    original: &[CNode],
+) -> Result<Graph, String> {
+    let original: HashSet<CNode> = original
+        .iter()
+        .map(|n| {
+            let mut n = n.clone();
+            egg::Language::update_children(&mut n, |c| eg.find(c));
+            n
+        })
+        .collect();
+    let mut uses: HashMap<Id, usize> = HashMap::new();
+    for n in &src.nodes {
+        for t in &n.inputs {
+            if let Some(c) = class[t.index()] {
+                *uses.entry(eg.find(c)).or_insert(0) += 1;
+            }
+        }
+    }
+    let chosen = choose(eg, &original, &uses);
+    let roots: Vec<Id> = src
+        .outputs
+        .iter()
+        .map(|o| {
+            class[o.index()]
+                .map(|c| eg.find(c))
+                .ok_or("output without a class")
+        })
+        .collect::<Result<_, _>>()?;
+    let order = postorder(eg, &chosen, &roots)?;
+    let order = source_order(eg, src, class, &chosen, &order);
+    // Class names: graph outputs first, then the lowest original tensor id.
+    let mut class_name: HashMap<Id, String> = HashMap::new();
+    for o in &src.outputs {
+        if let Some(c) = class[o.index()] {
+            class_name
+                .entry(eg.find(c))
+                .or_insert_with(|| src.tensor(*o).name.clone());
+        }
+    }
+    for (t, c) in class.iter().enumerate() {
+        if let Some(c) = c {
+            class_name
+                .entry(eg.find(*c))
+                .or_insert_with(|| src.tensors[t].name.clone());
+        }
+    }
+    // How many outputs each op group must bind.
+    let mut n_out: BTreeMap<(String, Vec<Id>), usize> = BTreeMap::new();
+    for c in &order {
+        if let CNode::Op {
+            sym, out, children, ..
+        } = &chosen[c]
+        {
+            let key = (
+                sym.to_string(),
+                children.iter().map(|x| eg.find(*x)).collect(),
+            );
+            let e = n_out.entry(key).or_insert(0);
+            *e = (*e).max(usize::from(*out) + 1);
+        }
+    }
+    let mut b = Builder {
+        eg,
+        src,
+        out: Graph::new(),
+        names: HashSet::new(),
+        class_name,
+        tensor_of: HashMap::new(),
+        groups: HashMap::new(),
+        weights: HashMap::new(),
+    };
+    let mut inputs = HashMap::new();
+    for &t in &src.inputs {
+        let info = src.tensor(t);
+        b.names.insert(info.name.clone());
+        inputs.insert(
+            t.0,
+            b.out
+                .add_input(info.name.clone(), info.dtype, info.shape.clone()),
+        );
+    }
+    for c in order {
+        let t = match &chosen[&c] {
+            CNode::Leaf(t) => match inputs.get(t) {
+                Some(&i) => i,
+                None => b.weight(*t)?,
+            },
+            CNode::Const(k) => b.const_weight(c, *k),
+            CNode::Attr(_) => continue,
+            CNode::Op { sym, children, .. } if sym.as_str() == QWEIGHT => b.qweight(c, children)?,
+            CNode::Op {
+                sym, out, children, ..
+            } => {
+                let key = (
+                    sym.to_string(),
+                    children.iter().map(|x| eg.find(*x)).collect::<Vec<_>>(),
+                );
+                let n = n_out.get(&key).copied().unwrap_or(1);
+                b.op(c, sym.as_str(), *out, children, n)?
+            }
+        };
+        b.tensor_of.insert(c, t);
+    }
+    // Outputs keep their names; a class that is an input, a weight or another output's
+    // tensor gets an Identity node named after the output.
+    let mut used = HashSet::new();
+    for &o in &src.outputs {
+        let want = &src.tensor(o).name;
+        let c = class[o.index()]
+            .map(|c| eg.find(c))
+            .ok_or("output without a class")?;
+        let t = *b.tensor_of.get(&c).ok_or("output not built")?;
+        let info = b.out.tensor(t).clone();
+        if &info.name == want && used.insert(t) {
+            b.out.outputs.push(t);
+            continue;
+        }
+        let name = if b.names.contains(want) {
+            b.fresh(want)
+        } else {
+            want.clone()
+        };
+        b.names.insert(name.clone());
+        let id = b
+            .out
+            .add_tensor(name.clone(), info.dtype, info.shape, TensorKind::Activation);
+        let op = tessera_ir::Op::Unary(tessera_ir::op::UnaryAttrs {
+            kind: tessera_ir::op::UnaryOp::Identity,
+        });
+        b.out
+            .add_node(format!("{name}_identity"), op, vec![t], vec![id]);
+        b.out.outputs.push(id);
+    }
+    Ok(b.out)
+}

@@ -1,0 +1,256 @@
+//! The fixed vocabulary of rule guards and right-hand-side constructors.
+//!
+//! A guard is checked on a match before its rule fires; it reads the e-class analysis
+//! (dtype, shape, constant value, parameter-ness, attributes). A constructor builds a leaf
+//! (attributes or a constant) from matched classes on the right-hand side.
+use super::analysis::{CanonGraph, Interner};
+use super::lang::CNode;
+use egg::{Id, Subst, Var};
+use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind};
+use tessera_ir::{DType, Op, Tensor, TensorData};
+
+/// A guard of the vocabulary (the names are those of the rules file).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guard {
+    /// `const(?c, v)`: every element of the constant ?c equals v (relative 1e-6).
+    Const(Var, f64),
+    /// `scalar(?c)`: ?c is a constant with one element.
+    Scalar(Var),
+    /// `param(?v)`: ?v is computed from weights and constants only.
+    Param(Var),
+    /// `float(?v)`: ?v has a float element type.
+    Float(Var),
+    /// `int_weight(?q)`: ?q is a weight of the source graph stored as int8 or uint8.
+    IntWeight(Var),
+    /// `cast_noop(?to, ?x)`: the Cast attribute ?to casts to ?x's own element type.
+    CastNoop(Var, Var),
+    /// `cast_float(?to)`: the Cast attribute ?to casts to a float type.
+    CastFloat(Var),
+    /// `trailing_mean(?axes, ?x)`: the reduction attribute ?axes is a mean over the last k
+    /// axes of ?x, keeping dims.
+    TrailingMean(Var, Var),
+    /// `norm_shape(?w, ?axes, ?x)`: ?w's shape is exactly the dims of ?x that ?axes (a
+    /// trailing reduction or a norm attribute) normalises.
+    NormShape(Var, Var, Var),
+    /// `broadcasts_to(?s, ?q)`: ?s has ?q's rank (or fewer) and broadcasts to ?q's shape.
+    BroadcastsTo(Var, Var),
+    /// `inverse_perms(?p, ?q)`: the Transpose attributes ?p and ?q undo each other.
+    InversePerms(Var, Var),
+    /// `zero_point(?z, ?q)`: ?z is a constant of integral values, or a Cast of a weight of
+    /// ?q's stored type, and broadcasts to ?q.
+    ZeroPoint(Var, Var),
+}
+
+/// Names and arities of the guards, for the parser and `tessera rules`.
+pub const GUARD_NAMES: &[(&str, usize)] = &[
+    ("const", 2),
+    ("scalar", 1),
+    ("param", 1),
+    ("float", 1),
+    ("int_weight", 1),
+    ("cast_noop", 2),
+    ("cast_float", 1),
+    ("trailing_mean", 2),
+    ("norm_shape", 3),
+    ("broadcasts_to", 2),
+    ("inverse_perms", 2),
+    ("zero_point", 2),
+];
+
+fn class(subst: &Subst, v: &Var) -> Option<Id> {
+    subst.get(*v).copied()
+}
+
+fn ty(eg: &CanonGraph, subst: &Subst, v: &Var) -> Option<(DType, Vec<usize>)> {
+    eg[class(subst, v)?].data.ty.clone()
+}
+
+fn konst<'a>(eg: &'a CanonGraph, subst: &Subst, v: &Var) -> Option<&'a Tensor> {
+    let k = eg[class(subst, v)?].data.konst?;
+    eg.analysis.interner.consts.get(k as usize)
+}
+
+/// The attribute op bound to `v`.
+pub fn attr<'a>(eg: &'a CanonGraph, subst: &Subst, v: &Var) -> Option<&'a Op> {
+    let a = eg[class(subst, v)?].data.attr?;
+    eg.analysis.interner.ops.get(a as usize)
+}
+
+/// A source-graph leaf tensor in `c`'s class.
+fn leaf_of(eg: &CanonGraph, c: Id) -> Option<u32> {
+    eg[c].nodes.iter().find_map(|n| match n {
+        CNode::Leaf(t) => Some(*t),
+        _ => None,
+    })
+}
+
+/// The first normalised axis of `x` under `a` (a trailing keepdims mean, or a norm).
+pub fn norm_axis(a: &Op, rank: usize) -> Option<usize> {
+    match a {
+        Op::Reduce(r) if r.kind == ReduceKind::Mean && r.keepdims && !r.axes.is_empty() => {
+            let first = rank.checked_sub(r.axes.len())?;
+            (r.axes.iter().copied().eq(first..rank)).then_some(first)
+        }
+        Op::LayerNorm(n) | Op::RmsNorm(n) if n.axis < rank => Some(n.axis),
+        _ => None,
+    }
+}
+
+fn all_equal(t: &Tensor, v: f64) -> bool {
+    let vals = t.to_f64_vec();
+    !vals.is_empty()
+        && vals
+            .iter()
+            .all(|x| (x - v).abs() <= 1e-6 * v.abs().max(1e-3))
+}
+
+fn is_float(d: DType) -> bool {
+    d.is_float()
+}
+
+impl Guard {
+    /// Whether the guard holds for a match.
+    pub fn check(&self, eg: &CanonGraph, subst: &Subst) -> bool {
+        self.holds(eg, subst).unwrap_or(false)
+    }
+
+    fn holds(&self, eg: &CanonGraph, s: &Subst) -> Option<bool> {
+        Some(match self {
+            Guard::Const(v, val) => all_equal(konst(eg, s, v)?, *val),
+            Guard::Scalar(v) => konst(eg, s, v)?.numel() == 1,
+            Guard::Param(v) => eg[class(s, v)?].data.param,
+            Guard::Float(v) => is_float(ty(eg, s, v)?.0),
+            Guard::IntWeight(v) => {
+                let t = leaf_of(eg, class(s, v)?)?;
+                let info = eg.analysis.leaves.get(&t)?;
+                info.weight && matches!(info.dtype, DType::I8 | DType::U8)
+            }
+            Guard::CastNoop(t, x) => match attr(eg, s, t)? {
+                Op::Cast(c) => c.to == ty(eg, s, x)?.0,
+                _ => false,
+            },
+            Guard::CastFloat(t) => matches!(attr(eg, s, t)?, Op::Cast(c) if is_float(c.to)),
+            Guard::TrailingMean(a, x) => {
+                matches!(attr(eg, s, a)?, Op::Reduce(_))
+                    && norm_axis(attr(eg, s, a)?, ty(eg, s, x)?.1.len()).is_some()
+            }
+            Guard::NormShape(w, a, x) => {
+                let xs = ty(eg, s, x)?.1;
+                let axis = norm_axis(attr(eg, s, a)?, xs.len())?;
+                ty(eg, s, w)?.1 == xs[axis..]
+            }
+            Guard::BroadcastsTo(a, b) => {
+                let (sa, sb) = (ty(eg, s, a)?.1, ty(eg, s, b)?.1);
+                sa.len() <= sb.len() && tessera_ir::infer::broadcasts_to(&sa, &sb)
+            }
+            Guard::InversePerms(p, q) => match (attr(eg, s, p)?, attr(eg, s, q)?) {
+                (Op::Transpose(p), Op::Transpose(q)) => {
+                    p.perm.len() == q.perm.len()
+                        && p.perm
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &pi)| q.perm.get(pi) == Some(&i))
+                }
+                _ => false,
+            },
+            Guard::ZeroPoint(z, q) => {
+                let (qd, qs) = {
+                    let t = leaf_of(eg, class(s, q)?)?;
+                    let i = eg.analysis.leaves.get(&t)?;
+                    (i.dtype, i.shape.clone())
+                };
+                let zs = ty(eg, s, z)?.1;
+                if zs.len() > qs.len() || !tessera_ir::infer::broadcasts_to(&zs, &qs) {
+                    return Some(false);
+                }
+                zero_point_source(eg, class(s, z)?, qd).is_some()
+            }
+        })
+    }
+}
+
+/// Where a zero point comes from: a weight of the stored type behind a Cast, or a constant.
+pub enum ZeroPointSource {
+    /// A source-graph weight (tensor id) of the stored type.
+    Weight(u32),
+    /// A constant of integral values (converted to the stored type).
+    Const(Tensor),
+}
+
+/// The zero point held by class `z` for weights stored as `stored`.
+pub fn zero_point_source(eg: &CanonGraph, z: Id, stored: DType) -> Option<ZeroPointSource> {
+    if let Some(k) = eg[z].data.konst {
+        let t = eg.analysis.interner.consts.get(k as usize)?;
+        let vals = t.to_f64_vec();
+        let (lo, hi) = if stored == DType::I8 {
+            (-128.0, 127.0)
+        } else {
+            (0.0, 255.0)
+        };
+        if vals
+            .iter()
+            .all(|v| v.fract() == 0.0 && (lo..=hi).contains(v))
+        {
+            let data = TensorData::I64(vals.iter().map(|v| *v as i64).collect());
+            return Tensor::new(stored, t.shape.clone(), data)
+                .ok()
+                .map(ZeroPointSource::Const);
+        }
+        return None;
+    }
+    eg[z].nodes.iter().find_map(|n| match n {
+        CNode::Op { sym, children, .. } if sym.as_str() == "cast" && children.len() == 2 => {
+            let t = leaf_of(eg, children[1])?;
+            let info = eg.analysis.leaves.get(&t)?;
+            (info.weight && info.dtype == stored).then_some(ZeroPointSource::Weight(t))
+        }
+        _ => None,
+    })
+}
+
+/// Builds a constructor's leaf from its (already instantiated) argument classes.
+pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> {
+    let attr_of = |eg: &CanonGraph, c: Id| -> Option<Op> {
+        let a = eg[c].data.attr?;
+        eg.analysis.interner.ops.get(a as usize).cloned()
+    };
+    match name {
+        "gelu_erf" | "gelu_tanh" => {
+            let op = Op::Gelu(GeluAttrs {
+                tanh_approximation: name == "gelu_tanh",
+            });
+            Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
+        "layer_norm_attr" | "rms_norm_attr" => {
+            let a = attr_of(eg, *args.first()?)?;
+            let eps = eg.analysis.interner.consts[eg[*args.get(1)?].data.konst? as usize]
+                .to_f64_vec()
+                .first()
+                .copied()? as f32;
+            let Op::Reduce(r) = &a else { return None };
+            let axis = *r.axes.first()?;
+            let attrs = NormAttrs { axis, epsilon: eps };
+            let op = if name == "layer_norm_attr" {
+                Op::LayerNorm(attrs)
+            } else {
+                Op::RmsNorm(attrs)
+            };
+            Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
+        "ones" | "zeros" => {
+            let a = attr_of(eg, *args.first()?)?;
+            let (dtype, shape) = eg[*args.get(1)?].data.ty.clone()?;
+            let axis = norm_axis(&a, shape.len())?;
+            let dims = shape[axis..].to_vec();
+            let n = tessera_ir::numel(&dims);
+            let v = if name == "ones" { 1.0 } else { 0.0 };
+            let t = Tensor::new(dtype, dims, TensorData::F32(vec![v; n])).ok()?;
+            intern_const(&mut eg.analysis.interner, &t).map(CNode::Const)
+        }
+        _ => None,
+    }
+}
+
+fn intern_const(i: &mut Interner, t: &Tensor) -> Option<u32> {
+    i.konst(t)
+}

@@ -1,0 +1,183 @@
+//! Canonicalisation: every export idiom of one model becomes the same canonical graph.
+//!
+//! The imported graph is encoded as a term of the language of [`lang`] in an `egg`
+//! e-graph; the rewrite rules of [`rules`] (the table `rules.canon`, plus a user's rules
+//! file) run to saturation under explicit limits, so spellings of one computation meet in
+//! one e-class (`x/8` and `x·0.125`, `Add(b, MatMul)` and `Add(MatMul, b)`, decomposed and
+//! native LayerNorm, `Cast(int8 W)·s` and a quantised weight leaf); extraction ([`build`])
+//! picks in each class the spelling with the fewest, most canonical ops and rebuilds the
+//! graph. The partitioner then sees canonical ops (LayerNorm, RMSNorm, GELU, SiLU, quantised
+//! weights), whatever the exporter wrote.
+mod analysis;
+mod build;
+pub mod guards;
+pub mod lang;
+pub mod rules;
+
+use analysis::{CanonAnalysis, CanonGraph, LeafInfo};
+use egg::{Id, Runner, StopReason};
+use lang::{has_attr, sym_name, CNode};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tessera_ir::{Graph, Tensor, TensorId};
+
+pub use rules::{builtin, parse_rules, CanonRule, RuleError};
+
+/// Limits of the saturation run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanonLimits {
+    /// Iterations.
+    pub iterations: usize,
+    /// E-nodes.
+    pub nodes: usize,
+    /// Wall time.
+    pub time: Duration,
+}
+
+impl Default for CanonLimits {
+    fn default() -> Self {
+        CanonLimits {
+            iterations: 30,
+            nodes: 300_000,
+            time: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the pass did (kept in the import report).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CanonReport {
+    /// Rules run.
+    pub rules: usize,
+    /// Saturation iterations.
+    pub iterations: usize,
+    /// Why the run stopped: `saturated`, or the limit that stopped it.
+    pub stop_reason: String,
+    /// E-nodes and e-classes at the end.
+    pub egraph_nodes: usize,
+    /// E-classes at the end.
+    pub egraph_classes: usize,
+    /// Times each rule merged something, by rule name (rules that never fired omitted).
+    pub applied: BTreeMap<String, usize>,
+    /// Graph nodes before and after.
+    pub nodes_before: usize,
+    /// Graph nodes after.
+    pub nodes_after: usize,
+    /// Ops of the canonical graph by name.
+    pub ops_after: BTreeMap<String, usize>,
+    /// Why the source graph was kept instead of the canonical one (`None`: it was not).
+    pub kept_source: Option<String>,
+}
+
+/// The encoded source graph: the e-graph, the class of every tensor, its op e-nodes.
+struct Encoded {
+    eg: CanonGraph,
+    class: Vec<Option<Id>>,
+    nodes: Vec<CNode>,
+}
+
+/// Encodes `g` in a fresh e-graph.
+fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
+    let mut an = CanonAnalysis::default();
+    for &t in g.inputs.iter().chain(g.weights.keys()) {
+        let info = g.tensor(t);
+        an.leaves.insert(
+            t.0,
+            LeafInfo {
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                weight: g.weights.contains_key(&t),
+            },
+        );
+    }
+    let mut eg = CanonGraph::new(an);
+    let mut class: Vec<Option<Id>> = vec![None; g.tensors.len()];
+    let mut nodes = Vec::new();
+    for &t in g.inputs.iter().chain(g.weights.keys()) {
+        let id = eg.add(CNode::Leaf(t.0));
+        if let Some(k) = consts.get(&t).and_then(|v| eg.analysis.interner.konst(v)) {
+            let c = eg.add(CNode::Const(k));
+            eg.union(id, c);
+        }
+        class[t.index()] = Some(id);
+    }
+    for node in &g.nodes {
+        let mut children = Vec::with_capacity(node.inputs.len() + 1);
+        if has_attr(&node.op) {
+            let a = eg.analysis.interner.op(&node.op);
+            children.push(eg.add(CNode::Attr(a)));
+        }
+        // Nodes are in topological order, so every input has its class.
+        children.extend(node.inputs.iter().filter_map(|t| class[t.index()]));
+        let sym = sym_name(&node.op);
+        for (k, out) in node.outputs.iter().enumerate() {
+            let n = CNode::op(&sym, k as u8, children.clone());
+            nodes.push(n.clone());
+            class[out.index()] = Some(eg.add(n));
+        }
+    }
+    eg.rebuild();
+    Encoded { eg, class, nodes }
+}
+
+/// Canonicalises `g` with `rules`. `consts` holds the values of small weights (the
+/// importer's folded constants) so guards can read them. Never fails: when the canonical
+/// graph cannot be built or validated, the source graph is returned with the reason in
+/// [`CanonReport::kept_source`].
+pub fn canonicalize(
+    g: &Graph,
+    consts: &BTreeMap<TensorId, Tensor>,
+    rules: &[CanonRule],
+    limits: &CanonLimits,
+) -> (Graph, CanonReport) {
+    let Encoded { eg, class, nodes } = encode(g, consts);
+    let rewrites: Vec<_> = rules.iter().map(CanonRule::rewrite).collect();
+    let runner = Runner::default()
+        .with_egraph(eg)
+        .with_iter_limit(limits.iterations)
+        .with_node_limit(limits.nodes)
+        .with_time_limit(limits.time)
+        .run(&rewrites);
+    let mut applied = BTreeMap::new();
+    for it in &runner.iterations {
+        for (name, n) in &it.applied {
+            *applied.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+    let stop_reason = match &runner.stop_reason {
+        Some(StopReason::Saturated) | None => "saturated".to_string(),
+        Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
+        Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
+        Some(StopReason::TimeLimit(s)) => format!("time limit ({s:.1} s)"),
+        Some(StopReason::Other(s)) => s.clone(),
+    };
+    let mut report = CanonReport {
+        rules: rules.len(),
+        iterations: runner.iterations.len(),
+        stop_reason,
+        egraph_nodes: runner.egraph.total_size(),
+        egraph_classes: runner.egraph.number_of_classes(),
+        applied,
+        nodes_before: g.nodes.len(),
+        ..CanonReport::default()
+    };
+    let out = build::rebuild(&runner.egraph, g, &class, &nodes).and_then(|out| {
+        out.validate()
+            .map_err(|e| format!("canonical graph invalid: {e}"))?;
+        Ok(out)
+    });
+    match out {
+        Ok(out) => {
+            report.nodes_after = out.nodes.len();
+            for n in &out.nodes {
+                *report.ops_after.entry(n.op.name()).or_insert(0) += 1;
+            }
+            (out, report)
+        }
+        Err(reason) => {
+            report.nodes_after = g.nodes.len();
+            report.kept_source = Some(reason);
+            (g.clone(), report)
+        }
+    }
+}
