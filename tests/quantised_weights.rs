@@ -56,7 +56,12 @@ fn inputs(name: &str) -> BTreeMap<String, Tensor> {
 }
 
 fn ort_output(name: &str) -> Tensor {
-    read_npy(&root().join(".cache/quant").join(name).join("ort_output_y.npy"))
+    read_npy(
+        &root()
+            .join(".cache/quant")
+            .join(name)
+            .join("ort_output_y.npy"),
+    )
 }
 
 /// Stored bytes of the first weight (int8 [64, 128], f32 scale and int8 zero point of
@@ -100,20 +105,31 @@ fn the_reference_executor_dequantises_like_onnxruntime() {
     for case in &CASES {
         let m = model(case.name);
         let x = inputs(case.name);
-        let shapes = x.iter().map(|(k, t)| (k.clone(), t.shape.clone())).collect();
-        let imported = import_model(&m, &ImportOptions { input_shapes: shapes })
-            .unwrap_or_else(|e| panic!("{}: import: {e}", case.name));
+        let shapes = x
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape.clone()))
+            .collect();
+        let imported = import_model(
+            &m,
+            &ImportOptions {
+                input_shapes: shapes,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}: import: {e}", case.name));
         let g = &imported.graph;
         // Two weights, both quantised: the int8/uint8 initializers are not loaded as such.
         assert_eq!(g.weights.len(), 2, "{}", case.name);
         let w1 = g.tensor(g.tensor_by_name("w1").expect("w1"));
-        assert_eq!((w1.dtype, w1.shape.clone()), (DType::F32, vec![D_IN, D_HID]));
+        assert_eq!(
+            (w1.dtype, w1.shape.clone()),
+            (DType::F32, vec![D_IN, D_HID])
+        );
         let (b1, b2) = stored_bytes(case);
         assert_eq!(imported.report.parameter_bytes, b1 + b2, "{}", case.name);
         assert_eq!(imported.report.parameter_count, 2 * D_IN * D_HID);
         let store = WeightStore::open(&m).unwrap();
         let got = run_graph(g, &store, &x).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let diff = max_abs_diff(&got.0[0], &ort_output(case.name));
+        let diff = max_abs_diff(&got[0], &ort_output(case.name));
         eprintln!("{}: reference vs onnxruntime max abs {diff:.3e}", case.name);
         assert!(diff <= TOLERANCE, "{}: {diff}", case.name);
     }
@@ -156,7 +172,11 @@ fn quantised_plans_split_the_weights_and_match_onnxruntime() {
                 b1 / n + (D_HID * D_IN) / n + 5
             };
             for e in &plan.estimates {
-                assert_eq!(e.param_bytes, expected_bytes as u64, "{label}: rank {}", e.rank);
+                assert_eq!(
+                    e.param_bytes, expected_bytes as u64,
+                    "{label}: rank {}",
+                    e.rank
+                );
                 let bound = 1.25 * (b1 + b2) as f64 / n as f64 + 5.0;
                 assert!((e.param_bytes as f64) <= bound, "{label}: over {bound}");
             }
@@ -167,7 +187,10 @@ fn quantised_plans_split_the_weights_and_match_onnxruntime() {
                 "{label}: {} stored weight bytes per rank, max abs to onnxruntime {diff:.3e}, {} collectives/rank",
                 expected_bytes, stats.ranks[0].collectives
             );
-            assert!(diff <= TOLERANCE, "{label}: differs from onnxruntime by {diff}");
+            assert!(
+                diff <= TOLERANCE,
+                "{label}: differs from onnxruntime by {diff}"
+            );
             let all_reduces = plan.collectives.len();
             assert_eq!(all_reduces, usize::from(n > 1), "{label}: one all-reduce");
         }
@@ -187,7 +210,10 @@ fn dequantizing_an_activation_is_a_one_line_error_naming_the_node() {
         "-o",
         plan.to_str().unwrap(),
     ]);
-    assert_ne!(code, 0, "compiling a DequantizeLinear of an input must fail");
+    assert_ne!(
+        code, 0,
+        "compiling a DequantizeLinear of an input must fail"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{err}");
     for needle in [

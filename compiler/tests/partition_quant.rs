@@ -31,7 +31,12 @@ fn two_matmuls(quantised: bool) -> (tessera_ir::Graph, TensorId) {
         let mut w = file("w1", DType::I8, vec![H, F], 0);
         w.quant = Some(Quant {
             dtype: DType::F32,
-            scale: Box::new(file("w1.scale", DType::F32, vec![H / BLOCK, F], (H * F) as u64)),
+            scale: Box::new(file(
+                "w1.scale",
+                DType::F32,
+                vec![H / BLOCK, F],
+                (H * F) as u64,
+            )),
             zero_point: None,
         });
         b.g.add_weight(w)
@@ -54,7 +59,11 @@ fn shard_axis(plan: &tessera_ir::plan::Plan, t: TensorId) -> Option<usize> {
 #[test]
 fn quantised_weight_splits_only_along_whole_blocks() {
     let (g, w1) = two_matmuls(true);
-    assert_eq!(g.tensor(w1).dtype, DType::F32, "the graph tensor is the logical float");
+    assert_eq!(
+        g.tensor(w1).dtype,
+        DType::F32,
+        "the graph tensor is the logical float"
+    );
     let stored = H * F + (H / BLOCK) * F * 4;
     assert_eq!(g.weights[&w1].size_bytes(), stored);
     // 4 devices: Megatron, w1 by rows: 16 rows each = one whole block of the scale.

@@ -28,7 +28,10 @@ fn dequantize_linear(cx: &NodeCx) -> Result<Lowered, ImportError> {
     if !matches!(x.dtype, DType::I8 | DType::U8) {
         return Err(unsupported(
             cx,
-            format!("x '{}' is {}: only int8/uint8 weights are dequantised", x.name, x.dtype),
+            format!(
+                "x '{}' is {}: only int8/uint8 weights are dequantised",
+                x.name, x.dtype
+            ),
         ));
     }
     let scale = cx.input(1)?;
