@@ -42,7 +42,7 @@ pub(super) fn load(
     let mut out = Vec::with_capacity(values.len());
     let rank = local.len();
     let inner = local.last().copied().unwrap_or(1);
-    let outer = if inner == 0 { 0 } else { values.len() / inner };
+    let outer = values.len().checked_div(inner).unwrap_or(0);
     let mut idx = vec![0usize; rank.saturating_sub(1)];
     for o in 0..outer {
         let (sb, zb) = (scale.base(&idx), zero.as_ref().map_or(0, |z| z.base(&idx)));
@@ -227,7 +227,7 @@ mod tests {
         assert_eq!(t.as_f32().unwrap(), &[0.0, 64.0, 127.5]);
         // A scale of another rank is refused, naming the weight and the scale.
         if let Some(q) = &mut w.quant {
-            q.scale = Box::new(inline("s2", Tensor::f32(vec![1, 1], vec![0.5]), DType::F32));
+            *q.scale = inline("s2", Tensor::f32(vec![1, 1], vec![0.5]), DType::F32);
         }
         let e = store.load(&w, None).unwrap_err().to_string();
         assert!(e.contains("'u'") && e.contains("'s2'"), "{e}");
