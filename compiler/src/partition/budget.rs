@@ -1,11 +1,13 @@
 //! The per-rank parameter budget of the `memory` and `time` objectives.
 //!
 //! Default budget = Σ over *large* weights of their smallest even share (bytes / N when some
-//! axis divides by N, else the whole weight; all at their stored size, so a quantised
-//! weight counts its int8 bytes plus its scale and zero-point share) + slack, where slack = the bytes of every other
-//! weight (norm scales, biases, masks, small tables). Large weights are the `B` operand of
-//! a MatMul/Gemm and Gather tables over [`SMALL_TABLE_BYTES`]. When all large weights
-//! divide, this is exactly `total/N + slack` with slack = bytes of the small weights.
+//! axis divides by N, else the whole weight) + slack, where slack = the bytes of every other
+//! weight (norm scales, biases, masks, small tables). All bytes are stored bytes: a
+//! quantised weight counts its int8 bytes plus its scale and zero point (their share when
+//! split along, whole otherwise), and splits only where [`Weight::splittable`]. Large
+//! weights are the `B` operand of a MatMul/Gemm and Gather tables over
+//! [`SMALL_TABLE_BYTES`]. When all large weights divide, this is exactly `total/N + slack`
+//! with slack = bytes of the small weights.
 //! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
 //! their default budgets.
 use super::{ObjectiveKind, PartitionOptions};

@@ -2,9 +2,8 @@
 //!
 //! * DequantizeLinear: <https://onnx.ai/onnx/operators/onnx__DequantizeLinear.html> (10, 13,
 //!   19, 21, 23; 24, 25 and 28 only add element types Tessera does not support: float8e8m0
-//!   scales, int2/uint2 and float6 values). `x` must
-//!   be an int8/uint8 initializer or constant and `x_scale` / `x_zero_point` initializers
-//!   or constants. The output is a [`Weight`] stored as `x`'s bytes with a [`Quant`] whose
+//!   scales, int2/uint2 and float6 values). `x` must be an int8/uint8 initializer or
+//!   constant and `x_scale` / `x_zero_point` initializers or constants. The output is a [`Weight`] stored as `x`'s bytes with a [`Quant`] whose
 //!   scale and zero point keep their bytes and get `x`'s rank: a scalar (per-tensor) becomes
 //!   all ones, a 1-D per-axis scale becomes 1 everywhere but `axis`, and a blocked scale
 //!   (`block_size`, opset 21+) already has `x`'s rank (extent `x_extent / block_size` on
