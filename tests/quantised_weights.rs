@@ -11,8 +11,8 @@ use common::{max_abs_diff, read_npy, root, tessera};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tessera_compiler::onnx::{import_model, ImportOptions};
-use tessera_ir::plan::Plan;
-use tessera_ir::{DType, Tensor};
+use tessera_ir::plan::{sha256_file, Plan, SourceModel};
+use tessera_ir::{DType, Tensor, WeightData};
 use tessera_runtime::exec::load::open_plan;
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::reference::run_graph;
@@ -224,4 +224,78 @@ fn dequantizing_an_activation_is_a_one_line_error_naming_the_node() {
         assert!(lines[0].contains(needle), "'{}' lacks '{needle}'", lines[0]);
     }
     assert!(!plan.exists());
+}
+
+/// Moves the bytes of `w1`'s scale out of the model into `scale_file` (beside it) and
+/// points the plan at `location` for it, recording the sha256 of every file again.
+fn move_scale(plan_path: &Path, model: &Path, scale_file: &str, location: &str) {
+    let mut plan = Plan::read(plan_path).unwrap();
+    let w1 = plan
+        .graph
+        .weights
+        .values_mut()
+        .find(|w| w.name == "w1")
+        .expect("w1");
+    let scale = &mut w1.quant.as_mut().expect("w1 is quantised").scale;
+    let WeightData::File { offset, length, .. } = scale.data.clone() else {
+        panic!("w1's scale is raw_data in the model");
+    };
+    let bytes = std::fs::read(model).unwrap();
+    let dir = model.parent().unwrap();
+    std::fs::write(
+        dir.join(scale_file),
+        &bytes[offset as usize..(offset + length) as usize],
+    )
+    .unwrap();
+    scale.data = WeightData::File {
+        path: location.into(),
+        offset: 0,
+        length,
+    };
+    if location == scale_file {
+        plan.source = SourceModel::record(model, plan_path, &plan.graph).unwrap();
+    } else {
+        // A crafted plan: the scale copied outside the folder, its sha256 recorded.
+        std::fs::copy(dir.join(scale_file), dir.join(location)).unwrap();
+        let sha = sha256_file(&dir.join(location)).unwrap();
+        plan.source.weight_files.insert(location.into(), sha);
+    }
+    plan.write(plan_path).unwrap();
+}
+
+#[test]
+fn scale_files_are_hashed_verified_and_confined() {
+    let case = &CASES[0];
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("m");
+    std::fs::create_dir(&folder).unwrap();
+    let m = folder.join("model.onnx");
+    std::fs::copy(model(case.name), &m).unwrap();
+    let plan_path = compile(&m, 2, dir.path());
+    move_scale(&plan_path, &m, "w1_scale.bin", "w1_scale.bin");
+    let loaded = open_plan(&plan_path, None).unwrap_or_else(|e| panic!("{e}"));
+    let files: Vec<&String> = loaded.plan.source.weight_files.keys().collect();
+    assert_eq!(files, ["model.onnx", "w1_scale.bin"]);
+    // The scale read from its own file gives onnxruntime's output.
+    let (got, _) = run_plan(
+        &loaded.plan,
+        &loaded.store,
+        &inputs(case.name),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    let diff = max_abs_diff(&got[0], &ort_output(case.name));
+    assert!(diff <= TOLERANCE, "{diff}");
+    // A changed scale file fails verification, naming it.
+    let scale = folder.join("w1_scale.bin");
+    let mut bytes = std::fs::read(&scale).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&scale, &bytes).unwrap();
+    let e = open_plan(&plan_path, None).unwrap_err().to_string();
+    assert!(e.contains("w1_scale.bin") && e.contains("sha256"), "{e}");
+    // A scale path leaving the model's folder is refused even with its sha256 recorded.
+    let outside = compile(&m, 2, dir.path());
+    move_scale(&outside, &m, "w1_scale.bin", "../w1_scale.bin");
+    let e = open_plan(&outside, None).unwrap_err().to_string();
+    assert!(e.contains("../w1_scale.bin") && e.contains("'..'"), "{e}");
 }
