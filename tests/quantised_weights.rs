@@ -299,3 +299,22 @@ fn scale_files_are_hashed_verified_and_confined() {
     let e = open_plan(&outside, None).unwrap_err().to_string();
     assert!(e.contains("../w1_scale.bin") && e.contains("'..'"), "{e}");
 }
+
+#[test]
+fn a_plan_with_a_misshapen_scale_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = compile(&model("quant_per_axis"), 2, dir.path());
+    let mut plan = Plan::read(&plan_path).unwrap();
+    for w in plan.graph.weights.values_mut() {
+        if let Some(q) = w.quant.as_mut().filter(|_| w.name == "w1") {
+            // The per-axis scale [1, 128] written as its ONNX shape [128]: another rank.
+            q.scale.shape = vec![D_HID];
+        }
+    }
+    plan.write(&plan_path).unwrap();
+    let e = open_plan(&plan_path, None).unwrap_err().to_string();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    for needle in ["'w1'", "'w1_scale' [128] does not fit weight [64, 128]"] {
+        assert!(e.contains(needle), "'{e}' lacks '{needle}'");
+    }
+}
