@@ -4,6 +4,8 @@
 #   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers
 #   - .cache/models: paraphrase-MiniLM-L3-v2 + real token ids + onnxruntime outputs
 #   - .cache/onnx-conformance: the official ONNX backend node test cases
+#   - .cache/quant: small int8/uint8 DequantizeLinear models + onnxruntime outputs (rewritten
+#     each time: the generator is deterministic and takes a second)
 # Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +20,4 @@ if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers; assert onnx.__vers
 fi
 python3 scripts/fetch_models.py .cache/models
 python3 scripts/gen_conformance.py .cache/onnx-conformance
+python3 scripts/gen_quant_models.py .cache/quant

@@ -16,6 +16,8 @@ use tessera_ir::plan::{AxisSlice, VerifiedFiles};
 use tessera_ir::{DType, Tensor, TensorData, Weight, WeightData};
 use tessera_kernels::eval;
 
+mod quant;
+
 /// Bytes of one mapped file (an empty file has no map).
 enum Mapped {
     Map(Mmap),
@@ -31,8 +33,9 @@ impl Mapped {
     }
 }
 
-/// Key of a resident weight: file, byte offset, byte length, dtype, shape and slice, so two
-/// plans of the same model share entries and different weights never collide.
+/// Key of a resident weight: file, byte offset, byte length, dtype, shape, slice and the
+/// quantisation parameters (as written by `Debug`, which round-trips floats), so two plans
+/// of the same model share entries and different weights never collide.
 type ResidentKey = (
     PathBuf,
     u64,
@@ -40,6 +43,7 @@ type ResidentKey = (
     DType,
     Vec<usize>,
     Option<(usize, usize, usize)>,
+    Option<String>,
 );
 
 /// Resolves and decodes weights of one model. Thread-safe: devices share one store.
@@ -149,6 +153,7 @@ impl WeightStore {
             w.dtype,
             w.shape.clone(),
             slice.map(|s| (s.axis, s.start, s.end)),
+            w.quant.as_ref().map(|q| format!("{q:?}")),
         );
         let poisoned = || RuntimeError::Weight {
             name: w.name.clone(),
@@ -214,8 +219,18 @@ impl WeightStore {
     }
 
     /// Loads a weight (or only `slice` of it) as a host tensor. Floats widen to f32,
-    /// integers to i64; the logical dtype is kept.
+    /// integers to i64; the logical dtype is kept. A quantised weight is dequantised: its
+    /// stored slice, the matching part of its scale and zero point, as a float tensor of
+    /// its logical dtype.
     pub fn load(&self, w: &Weight, slice: Option<&AxisSlice>) -> Result<Tensor, RuntimeError> {
+        match &w.quant {
+            Some(q) => quant::load(self, w, q, slice),
+            None => self.load_stored(w, slice),
+        }
+    }
+
+    /// [`WeightStore::load`] of the stored elements, ignoring any quantisation.
+    fn load_stored(&self, w: &Weight, slice: Option<&AxisSlice>) -> Result<Tensor, RuntimeError> {
         let (path, offset, length) = match &w.data {
             WeightData::Inline { tensor } => return inline_slice(w, tensor, slice),
             WeightData::File {

@@ -32,7 +32,7 @@ pub(crate) fn validate(graph: &mut Graph, file: &str) -> Result<usize, ImportErr
     }
     for (id, w) in &graph.weights {
         let t = graph.tensor(*id);
-        if t.shape != w.shape || t.dtype != w.dtype {
+        if t.shape != w.shape || t.dtype != w.logical_dtype() {
             return Err(invalid(format!(
                 "weight '{}' metadata differs from its tensor",
                 w.name

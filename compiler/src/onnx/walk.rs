@@ -163,6 +163,7 @@ impl Walker {
                 dtype: v.dtype,
                 shape: &v.shape,
                 konst: v.konst.as_deref(),
+                source: v.source.as_ref(),
             }));
         }
         let cx = NodeCx {
@@ -184,6 +185,18 @@ impl Walker {
             Lowered::Steps(steps) => self.emit_steps(&name, node, steps, None)?,
             Lowered::Picked { steps, outputs } => {
                 self.emit_steps(&name, node, steps, Some(&outputs))?
+            }
+            Lowered::Weight(mut w) => {
+                w.name = output_name(node, &name, 0);
+                vec![Value {
+                    name: w.name.clone(),
+                    dtype: w.logical_dtype(),
+                    shape: w.shape.clone(),
+                    konst: None,
+                    source: Some(w),
+                    id: None,
+                    missing: None,
+                }]
             }
         };
         for (k, out) in node.output.iter().enumerate() {

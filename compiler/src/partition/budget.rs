@@ -2,14 +2,17 @@
 //!
 //! Default budget = Σ over *large* weights of their smallest even share (bytes / N when some
 //! axis divides by N, else the whole weight) + slack, where slack = the bytes of every other
-//! weight (norm scales, biases, masks, small tables). Large weights are the `B` operand of
-//! a MatMul/Gemm and Gather tables over [`SMALL_TABLE_BYTES`]. When all large weights
-//! divide, this is exactly `total/N + slack` with slack = bytes of the small weights.
+//! weight (norm scales, biases, masks, small tables). All bytes are stored bytes: a
+//! quantised weight counts its int8 bytes plus its scale and zero point (their share when
+//! split along, whole otherwise), and splits only where [`Weight::splittable`]. Large
+//! weights are the `B` operand of a MatMul/Gemm and Gather tables over
+//! [`SMALL_TABLE_BYTES`]. When all large weights divide, this is exactly `total/N + slack`
+//! with slack = bytes of the small weights.
 //! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
 //! their default budgets.
 use super::{ObjectiveKind, PartitionOptions};
 use std::collections::BTreeSet;
-use tessera_ir::{Graph, NodeId, Op, TensorId};
+use tessera_ir::{Graph, NodeId, Op, TensorId, Weight};
 
 /// Gather tables up to this size count as small (slack).
 pub const SMALL_TABLE_BYTES: usize = 2 << 20;
@@ -43,18 +46,27 @@ pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
     big
 }
 
+/// The smallest stored share of `w` over the axes it splits evenly N ways
+/// ([`Weight::splittable`], extent over 1), or None when none does.
+pub fn split_share(w: &Weight, n: usize) -> Option<usize> {
+    (0..w.shape.len())
+        .filter(|&a| w.shape[a] > 1 && w.splittable(a, n))
+        .map(|a| w.split_bytes(a, n))
+        .min()
+}
+
 impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
         let big = large_weights(g);
         let mut shares = vec![0.0; g.tensors.len()];
         for (t, w) in &g.weights {
+            // Stored bytes: a quantised weight counts its int8 bytes, scale and zero point.
             let bytes = w.size_bytes() as f64;
-            let divisible = w.shape.iter().any(|&d| d > 1 && d % n == 0);
-            shares[t.index()] = if big.contains(t) && divisible {
-                bytes / n as f64
-            } else {
-                bytes
+            let share = split_share(w, n);
+            shares[t.index()] = match share {
+                Some(s) if big.contains(t) => s as f64,
+                _ => bytes,
             };
         }
         let default: f64 = shares.iter().sum();

@@ -92,6 +92,16 @@ pub fn tensor_bytes(g: &Graph, t: TensorId) -> u64 {
     (tessera_ir::numel(&info.shape) * info.dtype.size_bytes()) as u64
 }
 
+/// Stored bytes a rank holds for a part of shape `local` of tensor `t`: for a weight its
+/// stored size ([`tessera_ir::Weight::part_bytes`]: int8 bytes plus scale and zero-point
+/// blocks for a quantised weight), else the logical size.
+pub fn part_bytes(g: &Graph, t: TensorId, local: &[usize]) -> u64 {
+    match g.weights.get(&t) {
+        Some(w) => w.part_bytes(local) as u64,
+        None => (tessera_ir::numel(local) * g.tensor(t).dtype.size_bytes()) as u64,
+    }
+}
+
 /// Local shape of an operand, or None when the layout does not divide.
 pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usize>> {
     match op {

@@ -1,6 +1,6 @@
 //! Lowering a [`Selection`] to per-rank programs of a plan.
 use super::egraph::{Conv, Key};
-use super::form::{tensor_bytes, LocalForm, Lowering, Operand};
+use super::form::{part_bytes, tensor_bytes, LocalForm, Lowering, Operand};
 use super::segment::Selection;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::op::{
@@ -107,8 +107,7 @@ impl Lowerer<'_> {
         let local = l
             .local_shape(&shape, self.n)
             .ok_or_else(|| format!("weight '{}' cannot be {l}", self.g.tensor(t).name))?;
-        self.out.param_bytes +=
-            (tessera_ir::numel(&local) * self.g.tensor(t).dtype.size_bytes()) as u64;
+        self.out.param_bytes += part_bytes(self.g, t, &local);
         let v = self.value(t, l, local);
         let n = self.n;
         let sec = section.clone();

@@ -6,7 +6,7 @@ use super::egraph::{
     DistNode, Key, RuleApplier, RuleSearcher, Source,
 };
 use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
-use super::form::{tensor_bytes, LocalForm};
+use super::form::{part_bytes, tensor_bytes, LocalForm};
 use super::rules::{local_forms, RuleCx, RULES};
 use crate::cost::{collective_seconds, compute_seconds};
 use egg::{Rewrite, Runner, SimpleScheduler};
@@ -119,10 +119,13 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
             if src == Source::Weight {
                 let shape = &g.tensor(i).shape;
                 let mut ls = vec![Layout::Replicated];
+                // A quantised weight splits only along its scale/zero-point blocks.
+                let splittable = |a: usize| g.weights.get(&i).is_none_or(|w| w.splittable(a, cx.n));
                 if cx.n > 1 {
                     ls.extend(
                         (0..shape.len())
                             .filter(|&a| shape[a] > 1 && shape[a].is_multiple_of(cx.n))
+                            .filter(|&a| splittable(a))
                             .map(Layout::Split),
                     );
                 }
@@ -251,7 +254,6 @@ pub fn node_cost(
     n: &DistNode,
 ) -> (f64, f64) {
     let g = cx.g;
-    let elem = |t: TensorId| g.tensor(t).dtype.size_bytes() as f64;
     match n {
         DistNode::Compute(f, _) => {
             let flops = eg.analysis.forms[*f as usize].flops;
@@ -276,15 +278,16 @@ pub fn node_cost(
             ),
             _ => (0.0, 0.0),
         },
+        // Weights count at their stored size (int8 plus scales when quantised).
         DistNode::Load(t, l) => {
             let s = l.local_shape(&g.tensor(*t).shape, cx.n).unwrap_or_default();
-            (0.0, numel(&s) as f64 * elem(*t))
+            (0.0, part_bytes(g, *t, &s) as f64)
         }
         DistNode::LoadView(t, (axis, a, b), l) => {
             let mut s = g.tensor(*t).shape.clone();
             s[*axis] = b - a;
             let s = l.local_shape(&s, cx.n).unwrap_or_default();
-            (0.0, numel(&s) as f64 * elem(*t))
+            (0.0, part_bytes(g, *t, &s) as f64)
         }
         DistNode::Input(_) | DistNode::Boundary(..) => (0.0, 0.0),
     }

@@ -196,8 +196,7 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
         }
     }
     for (t, w) in &g.weights {
-        if super::budget::large_weights(g).contains(t)
-            && !w.shape.iter().any(|&d| d > 1 && d % n == 0)
+        if super::budget::large_weights(g).contains(t) && super::budget::split_share(w, n).is_none()
         {
             out.push(format!(
                 "weight '{}' {:?} has no axis divisible by {n}: it stays replicated",

@@ -153,31 +153,58 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
     }
     for (id, w) in &g.weights {
         let info = g.tensor(*id);
-        let Some(t) = w.inline() else { continue };
-        let at = |msg: String| bad(format!("inline tensor '{}': {msg}", info.name));
-        if t.dtype != info.dtype || t.shape != info.shape {
-            return Err(at(format!(
-                "holds {}{:?}, the graph declares {}{:?}",
-                t.dtype, t.shape, info.dtype, info.shape
+        if w.logical_dtype() != info.dtype || w.shape != info.shape {
+            return Err(bad(format!(
+                "weight '{}' is {}{:?}, the graph declares {}{:?}",
+                w.name,
+                w.logical_dtype(),
+                w.shape,
+                info.dtype,
+                info.shape
             )));
         }
-        // The shape is within the cap (checked above), so its count does not overflow.
-        let want = numel(&t.shape);
-        if t.data.len() != want {
-            return Err(at(format!(
-                "has {} elements, its shape {:?} needs {want}",
-                t.data.len(),
-                t.shape
-            )));
+        // A quantised weight's inline bytes (and scale, zero point) hold stored values.
+        for p in w.parts() {
+            check_inline(p, &info.name)?;
         }
-        let class_ok = match &t.data {
-            TensorData::F32(_) => t.dtype.is_float(),
-            TensorData::I64(_) => t.dtype.is_int(),
-            TensorData::Bool(_) => t.dtype == DType::Bool,
-        };
-        if !class_ok {
-            return Err(at(format!("its data is not stored as {}", t.dtype)));
-        }
+    }
+    Ok(())
+}
+
+/// An inline weight (or quantisation parameter) `w` of graph tensor `name` holds exactly
+/// the elements of its stored dtype and shape.
+fn check_inline(w: &tessera_ir::Weight, name: &str) -> Result<(), ExecError> {
+    check_tensor_size(&w.shape, w.dtype)
+        .map_err(|e| bad(format!("weight '{}' of '{name}': {e}", w.name)))?;
+    let Some(t) = w.inline() else { return Ok(()) };
+    let what = if w.name == name {
+        format!("'{name}'")
+    } else {
+        format!("'{}' of '{name}'", w.name)
+    };
+    let at = |msg: String| bad(format!("inline tensor {what}: {msg}"));
+    if t.dtype != w.dtype || t.shape != w.shape {
+        return Err(at(format!(
+            "holds {}{:?}, the weight declares {}{:?}",
+            t.dtype, t.shape, w.dtype, w.shape
+        )));
+    }
+    // The shape is within the cap (checked first), so its count does not overflow.
+    let want = numel(&t.shape);
+    if t.data.len() != want {
+        return Err(at(format!(
+            "has {} elements, its shape {:?} needs {want}",
+            t.data.len(),
+            t.shape
+        )));
+    }
+    let class_ok = match &t.data {
+        TensorData::F32(_) => t.dtype.is_float(),
+        TensorData::I64(_) => t.dtype.is_int(),
+        TensorData::Bool(_) => t.dtype == DType::Bool,
+    };
+    if !class_ok {
+        return Err(at(format!("its data is not stored as {}", t.dtype)));
     }
     Ok(())
 }

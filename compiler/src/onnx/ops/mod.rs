@@ -14,6 +14,7 @@ mod logic;
 mod matmul;
 mod misc;
 mod normalization;
+mod quantize;
 mod reduce;
 mod shape_ops;
 
@@ -22,7 +23,7 @@ use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
-use tessera_ir::{DType, Op, Tensor};
+use tessera_ir::{DType, Op, Tensor, Weight};
 
 /// Converts one node.
 pub(crate) type Converter = fn(&NodeCx) -> Result<Lowered, ImportError>;
@@ -71,6 +72,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     matmul::OPS,
     misc::OPS,
     normalization::OPS,
+    quantize::OPS,
     reduce::OPS,
     shape_ops::OPS,
 ];
@@ -127,6 +129,9 @@ pub(crate) enum Lowered {
         /// (step, output) of each node output.
         outputs: Vec<(usize, usize)>,
     },
+    /// The node's single output is this weight (a quantised initializer, DequantizeLinear);
+    /// the walker names it after the output.
+    Weight(Weight),
 }
 
 /// One IR op of a lowering.
@@ -167,6 +172,8 @@ pub(crate) struct InputView<'a> {
     pub shape: &'a [usize],
     /// The value, when known at import time.
     pub konst: Option<&'a Tensor>,
+    /// The initializer (or weight) it is, when it is one.
+    pub source: Option<&'a Weight>,
 }
 
 /// What a converter sees of a node.
