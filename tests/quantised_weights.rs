@@ -113,6 +113,7 @@ fn the_reference_executor_dequantises_like_onnxruntime() {
             &m,
             &ImportOptions {
                 input_shapes: shapes,
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("{}: import: {e}", case.name));

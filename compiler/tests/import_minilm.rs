@@ -56,7 +56,12 @@ fn minilm_imports_fully_static() {
     // Canonicalisation: the 3 erf-GELU chains (Div, Erf, Add, Mul, Mul) became Gelu ops;
     // the LayerNorms were native already.
     assert_eq!(r.final_nodes, r.canon.nodes_after);
-    assert_eq!(r.canon.nodes_before - r.canon.nodes_after, 12, "{:?}", r.canon);
+    assert_eq!(
+        r.canon.nodes_before - r.canon.nodes_after,
+        12,
+        "{:?}",
+        r.canon
+    );
     assert_eq!(count(&|o| matches!(o, Op::Gelu(_))), 3);
     assert_eq!(r.canon.stop_reason, "saturated");
     let out = g.tensor(g.outputs[0]);

@@ -156,8 +156,11 @@ struct Builder<'a> {
     src: &'a Graph,
     out: Graph,
     names: HashSet<String>,
+    node_names: HashSet<String>,
     /// Preferred name of a class (an original tensor in it).
     class_name: HashMap<Id, String>,
+    /// Name of the source node that computed a class, when one did.
+    node_name: HashMap<Id, String>,
     tensor_of: HashMap<Id, TensorId>,
     /// Output tensors of emitted op groups.
     groups: HashMap<(String, Vec<Id>), Vec<TensorId>>,
@@ -362,7 +365,17 @@ impl Builder<'_> {
                     .add_tensor(name, dtype, shape, TensorKind::Activation),
             );
         }
-        let node_name = self.fresh(&format!("{base}_node"));
+        let node_name = match self.node_name.get(&c) {
+            Some(n) if !self.node_names.contains(n) => n.clone(),
+            _ => format!("{base}_node"),
+        };
+        let mut node_name = node_name;
+        let mut k = 1;
+        while self.node_names.contains(&node_name) {
+            node_name = format!("{base}_node_{k}");
+            k += 1;
+        }
+        self.node_names.insert(node_name.clone());
         self.out.add_node(node_name, op, inputs, outs.clone());
         let t = outs
             .get(usize::from(out))
@@ -496,6 +509,14 @@ pub fn rebuild(
                 .or_insert_with(|| src.tensors[t].name.clone());
         }
     }
+    let mut node_name: HashMap<Id, String> = HashMap::new();
+    for n in &src.nodes {
+        if let Some(c) = n.outputs.first().and_then(|t| class[t.index()]) {
+            node_name
+                .entry(eg.find(c))
+                .or_insert_with(|| n.name.clone());
+        }
+    }
     // How many outputs each op group must bind.
     let mut n_out: BTreeMap<(String, Vec<Id>), usize> = BTreeMap::new();
     for c in &order {
@@ -516,6 +537,8 @@ pub fn rebuild(
         src,
         out: Graph::new(),
         names: HashSet::new(),
+        node_names: HashSet::new(),
+        node_name,
         class_name,
         tensor_of: HashMap::new(),
         groups: HashMap::new(),

@@ -26,18 +26,14 @@ pub use attention::{AttentionMask, AttentionShape};
 #[derive(Debug, Clone, PartialEq)]
 pub enum FusedOp {
     /// `MatMul(A, B)`, then `+ bias` over the last axis when `bias` (inputs A, B, bias),
-    /// then the erf GELU chain `y = (x · (erf(x / c1) + c2)) · c3` when `gelu` (three more
-    /// inputs c1, c2, c3, one element each).
+    /// then the canonical GELU op (erf form, `0.5·x·(1 + erf(x/√2))`, the same arithmetic
+    /// as the `Gelu` kernel) when `gelu`.
     MatMulEpilogue {
         /// A bias vector is added.
         bias: bool,
-        /// The GELU chain follows.
+        /// A GELU (erf form) follows.
         gelu: bool,
     },
-    /// RMSNorm as exporters decompose it, over the last axis:
-    /// `w · (x · 1/√(mean(x^p) + ε))` (inputs x, p, ε, w; p and ε one element each, w one
-    /// value per column).
-    RmsNormChain,
     /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
     /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
     /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
@@ -64,7 +60,6 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { gelu: true, .. } => "fused MatMul+Bias+Gelu",
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
-            FusedOp::RmsNormChain => "fused RMSNorm",
             FusedOp::Attention(_) => "fused Attention",
         }
     }
@@ -80,7 +75,6 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
-        FusedOp::RmsNormChain => rms_norm_chain(inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -113,7 +107,7 @@ fn expect_inputs(inputs: &[&Tensor], n: usize) -> KResult<()> {
 }
 
 fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor> {
-    expect_inputs(inputs, 2 + bias as usize + 3 * gelu as usize)?;
+    expect_inputs(inputs, 2 + bias as usize)?;
     f32s(inputs[0], "A")?;
     f32s(inputs[1], "B")?;
     let mut y = matmul(inputs[0], inputs[1])?;
@@ -130,16 +124,6 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
     } else {
         None
     };
-    let g = if gelu {
-        let at = 2 + bias as usize;
-        Some((
-            scalar(inputs[at], "c1")?,
-            scalar(inputs[at + 1], "c2")?,
-            scalar(inputs[at + 2], "c3")?,
-        ))
-    } else {
-        None
-    };
     let TensorData::F32(v) = &mut y.data else {
         // matmul of two f32 tensors returns f32 data.
         return Err("matmul returned non-float data".into());
@@ -153,47 +137,17 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
                         // Add(bias, x): the same single rounding as the unfused Add.
                         row.iter_mut().zip(b).for_each(|(x, &c)| *x += c);
                     }
-                    if let Some((c1, c2, c3)) = g {
-                        row.iter_mut()
-                            .for_each(|x| *x = (*x * (erf(*x / c1) + c2)) * c3);
+                    if gelu {
+                        // The Gelu kernel's arithmetic (kernels/src/unary.rs), bit for bit.
+                        row.iter_mut().for_each(|x| {
+                            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2))
+                        });
                     }
                 }
             },
         );
     }
     Ok(y)
-}
-
-/// The decomposed RMSNorm, op by op as the unfused kernels compute it: `powf`, the mean
-/// accumulated in f64 and rounded once (ReduceMean), `+ ε`, `sqrt`, `1 / ·`, `x · r`, `w · y`.
-fn rms_norm_chain(inputs: &[&Tensor]) -> KResult<Tensor> {
-    expect_inputs(inputs, 4)?;
-    let x_t = inputs[0];
-    let x = f32s(x_t, "x")?;
-    let (p, eps) = (
-        scalar(inputs[1], "exponent")?,
-        scalar(inputs[2], "epsilon")?,
-    );
-    let w = f32s(inputs[3], "weight")?;
-    let n = x_t.shape.last().copied().unwrap_or(1);
-    if inputs[3].shape != [n] {
-        return Err(format!(
-            "weight {} is not a vector of {n} columns",
-            describe(inputs[3])
-        ));
-    }
-    let mut out = vec![0f32; x.len()];
-    if n > 0 {
-        for (dst, row) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-            let sum: f64 = row.iter().fold(0.0, |a, &e| a + e.powf(p) as f64);
-            let mean = (sum / n as f64) as f32;
-            let r = 1.0 / (mean + eps).sqrt();
-            dst.iter_mut()
-                .zip(row.iter().zip(w))
-                .for_each(|(d, (&e, &g))| *d = g * (e * r));
-        }
-    }
-    make(x_t.dtype, x_t.shape.clone(), TensorData::F32(out))
 }
 
 fn add_layer_norm(
@@ -313,39 +267,29 @@ mod tests {
     use tessera_ir::op::*;
     use tessera_ir::Op;
 
-    /// The constants of the erf GELU chain as exported: √2, 1 and 0.5.
-    fn gelu_constants() -> [Tensor; 3] {
-        [std::f32::consts::SQRT_2, 1.0, 0.5].map(|c| Tensor::f32(vec![], vec![c]))
-    }
-
-    /// `x · (erf(x / √2) + 1) · 0.5` computed op by op, as the unfused plan runs it.
-    fn erf_gelu_chain(x: &Tensor) -> Tensor {
-        let [c1, c2, c3] = gelu_constants();
-        let e = run(
-            Op::Unary(UnaryAttrs { kind: UnaryOp::Erf }),
-            &[&bin(BinaryOp::Div, x, &c1)],
-        );
-        bin(
-            BinaryOp::Mul,
-            &bin(BinaryOp::Mul, x, &bin(BinaryOp::Add, &e, &c2)),
-            &c3,
+    /// The canonical GELU op, as the unfused plan runs it.
+    fn gelu_op(x: &Tensor) -> Tensor {
+        run(
+            Op::Gelu(GeluAttrs {
+                tanh_approximation: false,
+            }),
+            &[x],
         )
     }
 
     #[test]
-    fn matmul_bias_gelu_equals_the_unfused_chain_bitwise() {
+    fn matmul_bias_gelu_equals_the_unfused_ops_bitwise() {
         let a = rand(vec![2, 5, 8], 1);
         let w = rand(vec![8, 12], 2);
         let bias = rand(vec![12], 3);
-        let [c1, c2, c3] = gelu_constants();
         let mm = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
         let x = bin(BinaryOp::Add, &bias, &mm);
-        let want = erf_gelu_chain(&x);
+        let want = gelu_op(&x);
         let op = FusedOp::MatMulEpilogue {
             bias: true,
             gelu: true,
         };
-        let got = eval_fused(&op, &[&a, &w, &bias, &c1, &c2, &c3]).unwrap();
+        let got = eval_fused(&op, &[&a, &w, &bias]).unwrap();
         assert_eq!(got.shape, vec![2, 5, 12]);
         assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
         let only_bias = FusedOp::MatMulEpilogue {
@@ -360,20 +304,19 @@ mod tests {
     }
 
     /// Large |x| through the fused epilogue: erf(x/√2) is exactly ±1, so GELU is exactly 0
-    /// for large negative x and x for large positive x, bit for bit as the unfused chain.
+    /// for large negative x and x for large positive x, bit for bit as the Gelu op.
     #[test]
     fn matmul_gelu_is_exact_at_large_inputs() {
         let xs = vec![-10.0f32, -30.0, -1e4, 10.0, 30.0, 1e4];
         let a = Tensor::f32(vec![6, 1], xs);
         let w = Tensor::f32(vec![1, 1], vec![1.0]);
-        let [c1, c2, c3] = gelu_constants();
         let x = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
-        let want = erf_gelu_chain(&x);
+        let want = gelu_op(&x);
         let op = FusedOp::MatMulEpilogue {
             bias: false,
             gelu: true,
         };
-        let got = eval_fused(&op, &[&a, &w, &c1, &c2, &c3]).unwrap();
+        let got = eval_fused(&op, &[&a, &w]).unwrap();
         let bits = |t: &Tensor| {
             t.as_f32()
                 .unwrap()
@@ -383,32 +326,6 @@ mod tests {
         };
         assert_eq!(bits(&got), bits(&want));
         assert_eq!(got.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
-    }
-
-    #[test]
-    fn rms_norm_chain_equals_the_decomposed_ops_bitwise() {
-        let x = rand(vec![3, 5, 16], 31);
-        let w = rand(vec![16], 32);
-        let (p, eps) = (
-            Tensor::f32(vec![], vec![2.0]),
-            Tensor::f32(vec![], vec![1e-6]),
-        );
-        let unary = |kind, t: &Tensor| run(Op::Unary(UnaryAttrs { kind }), &[t]);
-        let mean = run(
-            Op::Reduce(ReduceAttrs {
-                kind: ReduceKind::Mean,
-                axes: vec![2],
-                keepdims: true,
-            }),
-            &[&bin(BinaryOp::Pow, &x, &p)],
-        );
-        let r = unary(
-            UnaryOp::Reciprocal,
-            &unary(UnaryOp::Sqrt, &bin(BinaryOp::Add, &mean, &eps)),
-        );
-        let want = bin(BinaryOp::Mul, &w, &bin(BinaryOp::Mul, &x, &r));
-        let got = eval_fused(&FusedOp::RmsNormChain, &[&x, &p, &eps, &w]).unwrap();
-        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
     }
 
     #[test]

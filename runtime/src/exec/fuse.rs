@@ -11,10 +11,11 @@
 //!   `MatMul(·, V)`, and when present the `Transpose` + `Reshape` that merge the heads back
 //!   ([`FusedOp::Attention`]).
 //! * **MatMul epilogue**: `MatMul`, then `Add` of a bias vector over the output columns
-//!   and/or the erf GELU chain `Div(x, c1) → Erf → Add c2 → Mul x → Mul c3`
-//!   ([`FusedOp::MatMulEpilogue`]).
-//! * **Decomposed RMSNorm** (LLaMA exports): `Pow(x, p)`, `ReduceMean` over the last axis
-//!   (keepdims), `Add ε`, `Sqrt`, `Reciprocal`, `Mul x`, `Mul w` ([`FusedOp::RmsNormChain`]).
+//!   and/or a `Gelu` (erf form) ([`FusedOp::MatMulEpilogue`]).
+//!
+//! The patterns key on canonical ops: the compiler's canonicalisation has already turned
+//! every export's GELU, LayerNorm and RMSNorm spelling into one op (RMSNorm needs no fusion:
+//! its kernel is one pass).
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
@@ -24,7 +25,7 @@
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
-use tessera_ir::op::{BinaryOp, ReduceKind, UnaryOp};
+use tessera_ir::op::BinaryOp;
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
 use tessera_kernels::{AttentionMask, AttentionShape, FusedOp};
@@ -68,10 +69,7 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool]) -> Vec<Item> {
         }
     }
     for s in 0..steps.len() {
-        let found = g
-            .add_layer_norm(s)
-            .or_else(|| g.matmul_epilogue(s))
-            .or_else(|| g.rms_norm_chain(s));
+        let found = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s));
         if let Some(f) = found {
             g.claim(&f);
             fused.push(f);
@@ -473,11 +471,10 @@ impl<'a> Program<'a> {
             inputs.push(bv);
             x = self.out(ad);
         }
-        let gelu = self.gelu_chain(x);
-        if let Some((gsteps, cs, y)) = &gelu {
-            steps.extend(gsteps);
-            inputs.extend(cs);
-            x = *y;
+        let gelu = self.gelu_op(x);
+        if let Some((g, y)) = gelu {
+            steps.push(g);
+            x = y;
         }
         if bias.is_none() && gelu.is_none() {
             return None;
@@ -494,101 +491,17 @@ impl<'a> Program<'a> {
         })
     }
 
-    /// The decomposed RMSNorm anchored at its `Pow(x, p)` step.
-    fn rms_norm_chain(&self, pw: usize) -> Option<Fused> {
-        if self.binary(pw) != Some(BinaryOp::Pow) {
+    /// The `Gelu` (erf form) that is the only reader of `x` (not a plan output): its step
+    /// and output.
+    fn gelu_op(&self, x: ValueId) -> Option<(usize, ValueId)> {
+        if self.keep[x.index()] {
             return None;
         }
-        let [x, p] = self.ins(pw)[..] else {
-            return None;
-        };
-        let shape = self.shape(x);
-        let last = shape.len().checked_sub(1)?;
-        let n = shape[last];
-        // x is an input of the fused kernel: other readers (the residual Add) do not matter.
-        if !self.is_f32(x) || !self.is_scalar(p) {
-            return None;
-        }
-        let rm = self.only_reader(self.out(pw))?;
-        match self.op(rm)? {
-            Op::Reduce(a) if a.kind == ReduceKind::Mean && a.axes == [last] && a.keepdims => {}
-            _ => return None,
-        }
-        let ad = self.only_reader(self.out(rm))?;
-        let eps = self.other_operand(ad, self.out(rm))?;
-        if self.binary(ad) != Some(BinaryOp::Add) || !self.is_scalar(eps) {
-            return None;
-        }
-        let sq = self.only_reader(self.out(ad))?;
-        let rc = self.only_reader(self.out(sq))?;
-        let unary = |s: usize, k: UnaryOp| matches!(self.op(s), Some(Op::Unary(a)) if a.kind == k);
-        if !unary(sq, UnaryOp::Sqrt) || !unary(rc, UnaryOp::Reciprocal) {
-            return None;
-        }
-        let mx = self.only_reader(self.out(rc))?;
-        if self.binary(mx) != Some(BinaryOp::Mul) || self.other_operand(mx, self.out(rc))? != x {
-            return None;
-        }
-        let mw = self.only_reader(self.out(mx))?;
-        let w = self.other_operand(mw, self.out(mx))?;
-        if self.binary(mw) != Some(BinaryOp::Mul) || self.shape(w) != [n] || !self.is_f32(w) {
-            return None;
-        }
-        let out = self.out(mw);
-        (self.shape(out) == shape).then(|| Fused {
-            op: FusedOp::RmsNormChain,
-            inputs: vec![x, p, eps, w],
-            output: out,
-            steps: vec![pw, rm, ad, sq, rc, mx, mw],
-        })
-    }
-
-    /// `y = (x · (erf(x / c1) + c2)) · c3` reading `x` (read by nothing else): returns the
-    /// chain's steps, [c1, c2, c3] and y.
-    fn gelu_chain(&self, x: ValueId) -> Option<([usize; 5], [ValueId; 3], ValueId)> {
-        let i = x.index();
-        let [u0, u1] = self.uses[i][..] else {
-            return None;
-        };
-        if self.keep[i] || u0 == u1 {
-            return None;
-        }
-        let (dv, mu) = if self.binary(u0) == Some(BinaryOp::Div) {
-            (u0, u1)
-        } else {
-            (u1, u0)
-        };
-        let shape = self.shape(x);
-        let [xa, c1] = self.ins(dv)[..] else {
-            return None;
-        };
-        if self.binary(dv) != Some(BinaryOp::Div) || xa != x || !self.is_scalar(c1) {
-            return None;
-        }
-        let er = self.only_reader(self.out(dv))?;
-        match self.op(er)? {
-            Op::Unary(a) if a.kind == UnaryOp::Erf => {}
-            _ => return None,
-        }
-        let a2 = self.only_reader(self.out(er))?;
-        let c2 = self.other_operand(a2, self.out(er))?;
-        if self.binary(a2) != Some(BinaryOp::Add) || !self.is_scalar(c2) {
-            return None;
-        }
-        if self.only_reader(self.out(a2))? != mu
-            || self.binary(mu) != Some(BinaryOp::Mul)
-            || self.other_operand(mu, x)? != self.out(a2)
-        {
-            return None;
-        }
-        let m2 = self.only_reader(self.out(mu))?;
-        let c3 = self.other_operand(m2, self.out(mu))?;
-        if self.binary(m2) != Some(BinaryOp::Mul) || !self.is_scalar(c3) {
-            return None;
-        }
-        let y = self.out(m2);
-        let chain = [dv, er, a2, mu, m2];
-        let same = chain.iter().all(|&s| self.shape(self.out(s)) == shape);
-        same.then_some((chain, [c1, c2, c3], y))
+        let g = self.only_reader(x)?;
+        let y = self.out(g);
+        let ok = matches!(self.op(g)?, Op::Gelu(a) if !a.tanh_approximation)
+            && self.shape(y) == self.shape(x)
+            && self.is_f32(y);
+        ok.then_some((g, y))
     }
 }
