@@ -18,3 +18,11 @@ if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers; assert onnx.__vers
 fi
 python3 scripts/fetch_models.py .cache/models
 python3 scripts/gen_conformance.py .cache/onnx-conformance
+# The export zoo (scripts/gen_zoo.py): regenerated when its generator changes (.done holds the
+# hash of the three scripts that write it).
+ZOO_HASH=$(cat scripts/gen_zoo.py scripts/zoo_idioms.py examples/models/generate.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat .cache/zoo/.done 2>/dev/null)" != "$ZOO_HASH" ]; then
+  rm -f .cache/zoo/.done
+  python3 scripts/gen_zoo.py .cache/zoo >/dev/null
+  echo "$ZOO_HASH" > .cache/zoo/.done
+fi
