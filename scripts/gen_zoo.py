@@ -26,6 +26,8 @@ Variants (same parameter values in every variant of a family; see scripts/zoo_id
              SiLU as x / (1 + exp(-x))
   gemm       linears cycle through Gemm(transB=1) on the flattened input, Add(b, MatMul) and
              MatMul(x, Transpose(W stored transposed)); the tied head as Gemm(transB=1)
+The idiom cycles (linear forms, RMSNorm forms) restart at every layer: the layers of one file
+stay identical, as an exporter writes them.
   qkv        (attention families) fused <-> separate Q/K/V, scale before QK^T, Div <-> Mul,
              additive <-> Where(boolean) mask
   int8       every MatMul weight int8 with a per-column scale: Mul(Cast(Wq), scale)
@@ -77,6 +79,7 @@ def output(z, name):
 def mlp(z):
     x = "x"
     for b in range(2):
+        z.begin_layer()
         x = z.linear_w(x, f"blocks.{b}.fc1", H, FFN["mlp"])
         x = z.linear_w(z.gelu(x), f"blocks.{b}.fc2", FFN["mlp"], H)
     output(z, "y")
@@ -126,6 +129,7 @@ def bert(z):
         mask = z.op("Unsqueeze", [z.op("Mul", [m, z.c(-10000.0, np.float32)]), z.c([1, 2])])
     for l in range(LAYERS):
         p = f"encoder.layer.{l}"
+        z.begin_layer()
         q, k, v = qkv_proj(z, x, f"{p}.attention", qkv, True, [H, H, H])
         q, k, v = (z.heads(t, NH, HD) for t in (q, k, v))
         s = attention_scores(z, q, k, scale_first=qkv, mul_scale=qkv)
@@ -173,6 +177,7 @@ def gpt2(z):
     x = z.op("Add", [z.op("Gather", [wte, ids], axis=0), z.op("Gather", [wpe, positions(z, ids)], axis=0)])
     for l in range(LAYERS):
         p = f"h.{l}"
+        z.begin_layer()
         a = z.layernorm(x, H, f"{p}.ln_1")
         q, k, v = qkv_proj(z, a, f"{p}.attn", not qkv, True, [H, H, H])
         q, k, v = (z.heads(t, NH, HD) for t in (q, k, v))
@@ -222,6 +227,7 @@ def llama(z):
 
     for l in range(LAYERS):
         p = f"layers.{l}"
+        z.begin_layer()
         a = z.rmsnorm(x, H, f"{p}.input_layernorm")
         q, k, v = qkv_proj(z, a, f"{p}.self_attn", qkv, False, [NH * HD, NKV * HD, NKV * HD])
         q, k, v = z.heads(q, NH, HD), z.heads(k, NKV, HD), z.heads(v, NKV, HD)

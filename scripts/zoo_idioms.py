@@ -48,6 +48,10 @@ class Z(G):
         super().__init__()
         self.fam, self.var, self.nlin, self.nnorm = family, variant, 0, 0
 
+    def begin_layer(self):
+        """Restarts the idiom cycles, so that every repeated layer is written alike."""
+        self.nlin, self.nnorm = 0, 0
+
     # parameters -------------------------------------------------------------------------
     def param(self, name, shape, scale=None, kind="normal"):
         return self.w(name, value(self.fam, name, shape, scale, kind))
