@@ -21,3 +21,11 @@ fi
 python3 scripts/fetch_models.py .cache/models
 python3 scripts/gen_conformance.py .cache/onnx-conformance
 python3 scripts/gen_quant_models.py .cache/quant
+# The export zoo (scripts/gen_zoo.py): regenerated when its generator changes (.done holds the
+# hash of the three scripts that write it).
+ZOO_HASH=$(cat scripts/gen_zoo.py scripts/zoo_idioms.py examples/models/generate.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat .cache/zoo/.done 2>/dev/null)" != "$ZOO_HASH" ]; then
+  rm -f .cache/zoo/.done
+  python3 scripts/gen_zoo.py .cache/zoo >/dev/null
+  echo "$ZOO_HASH" > .cache/zoo/.done
+fi
