@@ -1,8 +1,6 @@
 //! `tessera compile MODEL.onnx --devices N -o PLAN.json`: import → partition → write the
 //! plan (pretty, deterministic JSON) and its timings sidecar, then print a summary.
-use super::common::{
-    classify, display_name, import, refuse_timings_over_input, write_timings, Artifact,
-};
+use super::common::{classify, display_name, refuse_timings_over_input, write_timings, Artifact};
 use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -50,6 +48,10 @@ pub struct CompileArgs {
     /// Pin a tensor's layout: `TENSOR=R`, `TENSOR=S(axis)` or `TENSOR=P` (repeatable).
     #[arg(long = "pin", value_name = "TENSOR=LAYOUT")]
     pins: Vec<String>,
+    /// Extra canonicalisation rules (the format `tessera rules` prints), applied with the
+    /// built-in ones.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     /// Where to write the plan (the timings go beside it as NAME.timings.json).
     #[arg(short, long, value_name = "PLAN.json")]
     output: PathBuf,
@@ -91,7 +93,11 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
 
     let import_start = Instant::now();
-    let model = import(&model_path, &args.shapes)?;
+    let mut import_opts = super::common::import_options(&args.shapes)?;
+    if let Some(f) = &args.rules {
+        import_opts.canon.extra_rules = super::rules::user_rules(f)?;
+    }
+    let model = tessera_compiler::onnx::import_model(&model_path, &import_opts)?;
     let import_ms = ms(import_start);
     let partitioned = partition(&model.graph, &opts)
         .with_context(|| format!("partitioning '{}'", model_path.display()))?;
@@ -109,6 +115,7 @@ pub fn run(args: CompileArgs) -> Result<()> {
     tjson.push('\n');
     let sidecar = write_timings(&plan, &args.output, &tjson)?;
 
+    print!("{}", canon_line(&model.report.canon));
     print!(
         "{}",
         summary(
@@ -121,6 +128,34 @@ pub fn run(args: CompileArgs) -> Result<()> {
         )
     );
     Ok(())
+}
+
+/// One line on what canonicalisation did: nodes before and after, the canonical ops it
+/// found, and how saturation ended.
+fn canon_line(c: &tessera_compiler::canon::CanonReport) -> String {
+    let found: Vec<String> = c
+        .applied
+        .iter()
+        .filter(|(name, _)| !name.contains("commute") && !name.contains("assoc"))
+        .map(|(name, n)| format!("{name} ×{n}"))
+        .collect();
+    let kept = c
+        .kept_source
+        .as_ref()
+        .map(|r| format!("; kept the source graph: {r}"))
+        .unwrap_or_default();
+    format!(
+        "canonicalised: {} → {} nodes in {} iterations ({}){}{kept}\n",
+        c.nodes_before,
+        c.nodes_after,
+        c.iterations,
+        c.stop_reason,
+        if found.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", found.join(", "))
+        }
+    )
 }
 
 /// The device count from `--devices` and/or `--mesh`, at most [`MAX_DEVICES`] (one limit,

@@ -3,6 +3,7 @@ mod common;
 mod compile;
 mod dot;
 mod inspect;
+mod rules;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Draw an ONNX model's graph or one rank of a plan as DOT (or SVG).
     Dot(dot::DotArgs),
+    /// Print the canonicalisation rules (rewrite patterns with guards).
+    Rules(rules::RulesArgs),
 }
 
 /// Runs the parsed command.
@@ -33,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compile(a) => compile::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Dot(a) => dot::run(a),
+        Command::Rules(a) => rules::run(a),
     }
 }
 

@@ -7,8 +7,9 @@ use egg::{Analysis, DidMerge, EGraph, Id};
 use std::collections::HashMap;
 use tessera_ir::{DType, Op, Tensor, TensorData};
 
-/// Largest constant (elements) the pass folds or interns.
-pub const CONST_MAX: usize = 1 << 14;
+/// Largest constant (elements) the pass folds or interns: scalars and per-channel vectors
+/// (norm scales, biases), never weight matrices (8-bit weights stay quantised leaves).
+pub const CONST_MAX: usize = 1 << 12;
 
 /// Analysis data of an e-class.
 #[derive(Debug, Clone, PartialEq)]

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tessera_ir::{Graph, Tensor, TensorId};
 
-pub use rules::{builtin, parse_rules, CanonRule, RuleError};
+pub use rules::{builtin, parse_rules, rules_markdown, rules_text, CanonRule, RuleError};
 
 /// Limits of the saturation run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,7 +95,11 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
     let mut nodes = Vec::new();
     for &t in g.inputs.iter().chain(g.weights.keys()) {
         let id = eg.add(CNode::Leaf(t.0));
-        if let Some(k) = consts.get(&t).and_then(|v| eg.analysis.interner.konst(v)) {
+        // 8-bit values are stored weights, never folded (they become quantised leaves).
+        let foldable = consts
+            .get(&t)
+            .filter(|v| !matches!(v.dtype, tessera_ir::DType::I8 | tessera_ir::DType::U8));
+        if let Some(k) = foldable.and_then(|v| eg.analysis.interner.konst(v)) {
             let c = eg.add(CNode::Const(k));
             eg.union(id, c);
         }

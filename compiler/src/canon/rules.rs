@@ -305,6 +305,41 @@ impl CanonRule {
     }
 }
 
+/// The rules as a Markdown table (`tessera rules --markdown`; docs/partitioner.md holds the
+/// built-in table, checked by a test).
+pub fn rules_markdown(rules: &[CanonRule]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut out =
+        String::from("| rule | what | pattern | becomes | guards |\n|---|---|---|---|---|\n");
+    for r in rules {
+        out.push_str(&format!(
+            "| {} | {} | `{}` | `{}` | {} |\n",
+            r.name,
+            cell(&r.doc),
+            r.lhs,
+            r.rhs,
+            cell(&r.guard_text)
+        ));
+    }
+    out
+}
+
+/// The rules as plain text, one block per rule (`tessera rules`): the rules-file format.
+pub fn rules_text(rules: &[CanonRule]) -> String {
+    let mut out = String::new();
+    for r in rules {
+        out.push_str(&format!(
+            "rule {}\ndoc  {}\nlhs  {}\nrhs  {}\n",
+            r.name, r.doc, r.lhs, r.rhs
+        ));
+        if !r.guard_text.is_empty() {
+            out.push_str(&format!("if   {}\n", r.guard_text));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The built-in rules.
 pub fn builtin() -> Vec<CanonRule> {
     // The built-in file is part of the source and parsed by a test.
@@ -322,6 +357,19 @@ mod tests {
         for r in &rules {
             assert!(!r.doc.is_empty(), "{}", r.name);
         }
+    }
+
+    #[test]
+    fn printed_rules_parse_back_to_the_same_table() {
+        let rules = builtin();
+        let again = parse_rules(&rules_text(&rules), "printed").unwrap();
+        let key = |r: &CanonRule| (r.name.clone(), r.doc.clone(), r.lhs.clone(), r.rhs.clone());
+        assert_eq!(
+            rules.iter().map(key).collect::<Vec<_>>(),
+            again.iter().map(key).collect::<Vec<_>>()
+        );
+        let md = rules_markdown(&rules);
+        assert_eq!(md.lines().count(), rules.len() + 2);
     }
 
     #[test]

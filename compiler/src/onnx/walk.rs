@@ -342,7 +342,15 @@ impl Walker {
                 .iter()
                 .map(|(_, s)| numel(s))
                 .fold(0, usize::saturating_add);
-            let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS);
+            // A Cast of an 8-bit initializer to a float type is the start of a weight-only
+            // dequantisation: it stays a node so canonicalisation makes the weight a
+            // quantised leaf (stored at 1 byte per element) instead of an f32 constant.
+            let dequant = matches!(&step.op, tessera_ir::Op::Cast(c) if c.to.is_float())
+                && slots.iter().any(|s| {
+                    let v = get(s);
+                    v.source.is_some() && matches!(v.dtype, DType::I8 | DType::U8)
+                });
+            let konsts = konsts.filter(|_| out_elems <= FOLD_MAX_OUTPUT_ELEMS && !dequant);
             if let Some(konsts) = konsts {
                 let mut results = tessera_kernels::eval(&step.op, &konsts)
                     .map_err(|e| err(format!("constant folding failed: {e}")))?;

@@ -207,8 +207,8 @@ pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
 }
 
 /// Import options with the input shapes `spec` (`NAME=AxB,...`); none when empty. The
-/// import tests check the import phases, so canonicalisation is off (tests/canon.rs and
-/// compiler/tests/canon_*.rs test it).
+/// import tests check the import phases, so canonicalisation is off (tests/zoo.rs,
+/// compiler/tests/import_minilm.rs and the canon module's tests test it).
 pub fn opts(spec: &str) -> tessera_compiler::onnx::ImportOptions {
     tessera_compiler::onnx::ImportOptions {
         canon: tessera_compiler::onnx::CanonConfig {
@@ -220,7 +220,6 @@ pub fn opts(spec: &str) -> tessera_compiler::onnx::ImportOptions {
         } else {
             tessera_compiler::onnx::parse_shape_spec(spec).unwrap()
         },
-        ..Default::default()
     }
 }
 
