@@ -15,6 +15,7 @@ mod matmul;
 mod misc;
 mod normalization;
 mod reduce;
+mod rotary;
 mod shape_ops;
 
 use super::ImportError;
@@ -72,6 +73,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     misc::OPS,
     normalization::OPS,
     reduce::OPS,
+    rotary::OPS,
     shape_ops::OPS,
 ];
 
