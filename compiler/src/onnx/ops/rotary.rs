@@ -163,8 +163,8 @@ fn rotary(cx: &NodeCx) -> Result<Lowered, ImportError> {
     };
     // out = x·[cos, cos] + [x2, x1]·[−sin, sin] (halves joined as halves, or interleaved):
     // the reference's cos·x1 − sin·x2 and sin·x1 + cos·x2 to the bit (x·(−s) = −(x·s) and
-    // a + (−b) = a − b exactly), with one product per output element and the caches'
-    // rearrangement shared by every rotary node that reads them.
+    // a + (−b) = a − b exactly), with one product per output element; the caches'
+    // rearrangement is the same term for every rotary node that reads them.
     let neg_sin = c.push(Op::Unary(UnaryAttrs { kind: UnaryOp::Neg }), &[sin4]);
     let cos_full = join(&mut c, interleaved, cos4, &c4, cos4);
     let sin_full = join(&mut c, interleaved, neg_sin, &c4, sin4);
