@@ -521,3 +521,44 @@ fn run_all(cases: &[(String, PathBuf)]) -> Vec<Outcome> {
         })
         .collect()
 }
+
+/// Runs every official node case whose name starts with `prefix` (the `_expanded` function
+/// bodies included) and expects each to import, run and match; at least `at_least` cases.
+fn all_cases_pass(prefix: &str, at_least: usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = match ensure_data(root) {
+        Ok(d) => d.join("node"),
+        Err(why) => {
+            println!("SKIPPED, no test data: {why}");
+            return;
+        }
+    };
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&data)
+        .unwrap_or_else(|e| panic!("{}: {e}", data.display()))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= at_least, "{prefix}: {} cases", cases.len());
+    for case in &cases {
+        let name = case.file_name().unwrap_or_default().to_string_lossy();
+        match run_case(case) {
+            Outcome::Pass => println!("  pass {name}"),
+            Outcome::Fail(why) | Outcome::Skip(why) => panic!("{name}: {why}"),
+        }
+    }
+}
+
+/// GatherElements (added for the BERT and RoBERTa dynamo exports of `tests/real_exports.rs`).
+#[test]
+fn gather_elements_passes_its_backend_cases() {
+    all_cases_pass("test_gather_elements", 3);
+}
+
+/// RotaryEmbedding (added for the opset-23 decoder exports of `tests/real_exports.rs`): 3-D
+/// and 4-D inputs, position ids, interleaved, partial rotation.
+#[test]
+fn rotary_embedding_passes_its_backend_cases() {
+    all_cases_pass("test_rotary_embedding", 16);
+}

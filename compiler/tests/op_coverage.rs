@@ -19,6 +19,7 @@ const NO_ARITHMETIC: &[OpKind] = &[
     OpKind::Slice,
     OpKind::Gather,
     OpKind::GatherNd,
+    OpKind::GatherElements,
     OpKind::Expand,
     OpKind::Cast,
     OpKind::Trilu,

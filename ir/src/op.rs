@@ -49,6 +49,9 @@ pub enum Op {
     Gather(AxisAttrs),
     /// GatherND (inputs: Data, Indices).
     GatherNd(GatherNdAttrs),
+    /// GatherElements along an axis (inputs: Data, Indices of the same rank; the output has
+    /// the shape of Indices).
+    GatherElements(AxisAttrs),
     /// Broadcast to a static shape (input: X).
     Expand(ExpandAttrs),
     /// Select (inputs: Cond, X, Y).
@@ -272,7 +275,7 @@ pub struct TransposeAttrs {
     pub perm: Vec<usize>,
 }
 
-/// A single non-negative axis (Concat, Gather).
+/// A single non-negative axis (Concat, Gather, GatherElements).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AxisAttrs {
     /// Axis.

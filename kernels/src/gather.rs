@@ -1,4 +1,4 @@
-//! Gather and GatherND (negative indices count from the end).
+//! Gather, GatherND and GatherElements (negative indices count from the end).
 use super::index::strides;
 use super::{describe, make, Elem, KResult};
 use tessera_ir::{Tensor, TensorData};
@@ -107,6 +107,40 @@ pub(crate) fn gather_nd(batch_dims: usize, data: &Tensor, indices: &Tensor) -> K
     make(data.dtype, out_shape, out)
 }
 
+/// GatherElements along `axis`: `out[i] = data[i with coordinate axis replaced by
+/// indices[i]]`; indices have data's rank and, off the axis, extents at most data's.
+pub(crate) fn gather_elements(axis: usize, data: &Tensor, indices: &Tensor) -> KResult<Tensor> {
+    let ind = indices_of(indices)?;
+    let (ds, is) = (&data.shape, &indices.shape);
+    let fits = ds.len() == is.len()
+        && axis < ds.len()
+        && (0..ds.len()).all(|a| a == axis || is[a] <= ds[a]);
+    if !fits {
+        return Err(format!(
+            "indices {} do not fit data {} on axis {axis}",
+            describe(indices),
+            describe(data)
+        ));
+    }
+    let (dst, ist) = (strides(ds), strides(is));
+    let mut offsets = Vec::with_capacity(ind.len());
+    for (flat, &i) in ind.iter().enumerate() {
+        let mut off = 0;
+        for a in 0..is.len() {
+            let c = (flat / ist[a]) % is[a];
+            let c = if a == axis { norm_index(i, ds[a])? } else { c };
+            off += c * dst[a];
+        }
+        offsets.push(off);
+    }
+    let out = match &data.data {
+        TensorData::F32(v) => f32::wrap(super::take(v, &offsets)),
+        TensorData::I64(v) => i64::wrap(super::take(v, &offsets)),
+        TensorData::Bool(v) => bool::wrap(super::take(v, &offsets)),
+    };
+    make(data.dtype, is.clone(), out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +162,29 @@ mod tests {
         let g = gather(0, &d, &Tensor::i64(vec![], vec![2])).unwrap();
         assert_eq!(g.shape, vec![2]);
         assert_eq!(g.as_i64().unwrap(), &[4, 5]);
+    }
+
+    #[test]
+    fn gather_elements_examples_from_onnx_spec() {
+        // axis 1: data [[1,2],[3,4]], indices [[0,0],[1,0]] -> [[1,1],[4,3]]
+        let d = Tensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let g = gather_elements(1, &d, &Tensor::i64(vec![2, 2], vec![0, 0, 1, 0])).unwrap();
+        assert_eq!(g.as_f32().unwrap(), &[1.0, 1.0, 4.0, 3.0]);
+        // axis 0, fewer rows than data, a negative index: data 3x3 of 1..=9,
+        // indices [[1,2,0],[2,0,-3]] -> [[4,8,3],[7,2,3]]
+        let d = Tensor::i64(vec![3, 3], (1..=9).collect());
+        let i = Tensor::i64(vec![2, 3], vec![1, 2, 0, 2, 0, -3]);
+        let g = gather_elements(0, &d, &i).unwrap();
+        assert_eq!(g.shape, vec![2, 3]);
+        assert_eq!(g.as_i64().unwrap(), &[4, 8, 3, 7, 2, 3]);
+        let bad = Tensor::i64(vec![1, 1], vec![3]);
+        assert!(gather_elements(0, &d, &bad)
+            .unwrap_err()
+            .contains("out of range"));
+        let wide = Tensor::i64(vec![1, 4], vec![0; 4]);
+        assert!(gather_elements(0, &d, &wide)
+            .unwrap_err()
+            .contains("do not fit"));
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::Expand(a) => one(movement::expand(&a.shape, inputs[0])),
         Op::Gather(a) => one(gather::gather(a.axis, inputs[0], inputs[1])),
         Op::GatherNd(a) => one(gather::gather_nd(a.batch_dims, inputs[0], inputs[1])),
+        Op::GatherElements(a) => one(gather::gather_elements(a.axis, inputs[0], inputs[1])),
         Op::Trilu(a) => one(trilu::trilu(a.upper, a.k, inputs[0])),
         Op::CumSum(a) => one(cumsum::cumsum(a, inputs[0])),
     }

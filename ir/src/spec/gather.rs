@@ -1,10 +1,11 @@
-//! Gathers: Gather (<https://onnx.ai/onnx/operators/onnx__Gather.html>) and GatherND
-//! (<https://onnx.ai/onnx/operators/onnx__GatherND.html>).
+//! Gathers: Gather (<https://onnx.ai/onnx/operators/onnx__Gather.html>), GatherND
+//! (<https://onnx.ai/onnx/operators/onnx__GatherND.html>) and GatherElements
+//! (<https://onnx.ai/onnx/operators/onnx__GatherElements.html>).
 //!
 //! Cost: no FLOPs; bytes are the indices plus the gathered elements read and written (the
 //! table is not read whole). Partitioning: Gather splits a vocabulary table by rows
 //! (`gather-vocab`), the data or the indices on another axis (`gather-split`), or gathers
-//! from partial sums (`scale-partial`); GatherND is replicated.
+//! from partial sums (`scale-partial`); GatherND and GatherElements are replicated.
 use super::{tensor_bytes, Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
 use crate::op::{AxisAttrs, GatherNdAttrs};
@@ -69,6 +70,41 @@ impl OpSpec for GatherNdAttrs {
         let mut out = idx[..q - 1].to_vec();
         out.extend_from_slice(&data[b + k..]);
         Ok(vec![(d, out)])
+    }
+    fn flops(&self, _inputs: &[&[usize]], _outputs: &[&[usize]]) -> u64 {
+        0
+    }
+    fn bytes(&self, inputs: &[(DType, &[usize])], outputs: &[(DType, &[usize])]) -> u64 {
+        gathered_bytes(inputs, outputs)
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::ReplicatedOnly
+    }
+}
+
+/// The spec of [`crate::Op::GatherElements`]: inputs Data, Indices of the same rank; the
+/// output has the indices' shape (every extent but the axis' at most the data's, as
+/// onnxruntime and PyTorch require).
+pub struct GatherElementsSpec<'a>(pub &'a AxisAttrs);
+
+impl OpSpec for GatherElementsSpec<'_> {
+    fn name(&self) -> String {
+        "GatherElements".into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(2)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        let axis = self.0.axis;
+        let ((d, data), idx) = data_and_indices(cx)?;
+        cx.axis_in_range(axis, data.len())?;
+        let fits = |(a, (&i, &n)): (usize, (&usize, &usize))| a == axis || i <= n;
+        if idx.len() != data.len() || !idx.iter().zip(&data).enumerate().all(fits) {
+            return Err(cx.err(format!(
+                "indices {idx:?} do not fit data {data:?} on axes other than {axis}"
+            )));
+        }
+        Ok(vec![(d, idx)])
     }
     fn flops(&self, _inputs: &[&[usize]], _outputs: &[&[usize]]) -> u64 {
         0

@@ -35,8 +35,30 @@ macro_rules! op_kinds {
 }
 
 op_kinds!(
-    MatMul, Gemm, Einsum, Binary, Unary, Gelu, Clip, Softmax, LayerNorm, RmsNorm, Reduce, Reshape,
-    Transpose, Concat, Split, Slice, Gather, GatherNd, Expand, Where, Cast, Trilu, CumSum,
+    MatMul,
+    Gemm,
+    Einsum,
+    Binary,
+    Unary,
+    Gelu,
+    Clip,
+    Softmax,
+    LayerNorm,
+    RmsNorm,
+    Reduce,
+    Reshape,
+    Transpose,
+    Concat,
+    Split,
+    Slice,
+    Gather,
+    GatherNd,
+    GatherElements,
+    Expand,
+    Where,
+    Cast,
+    Trilu,
+    CumSum,
     Attention,
 );
 
@@ -62,6 +84,7 @@ impl Op {
             Op::Slice(_) => OpKind::Slice,
             Op::Gather(_) => OpKind::Gather,
             Op::GatherNd(_) => OpKind::GatherNd,
+            Op::GatherElements(_) => OpKind::GatherElements,
             Op::Expand(_) => OpKind::Expand,
             Op::Where => OpKind::Where,
             Op::Cast(_) => OpKind::Cast,
@@ -183,6 +206,10 @@ impl OpKind {
             OpKind::GatherNd => (
                 Op::GatherNd(GatherNdAttrs { batch_dims: 0 }),
                 vec![x(&[3, 4, 5]), (I64, vec![2, 2])],
+            ),
+            OpKind::GatherElements => (
+                Op::GatherElements(AxisAttrs { axis: 1 }),
+                vec![x(&[3, 4]), (I64, vec![2, 3])],
             ),
             OpKind::Expand => (
                 Op::Expand(ExpandAttrs { shape: vec![2, 3] }),

@@ -12,7 +12,7 @@
 //! | normalisation | `norm.rs` | Softmax, LayerNorm, RmsNorm |
 //! | reductions and scans | `reduce.rs` | Reduce, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
-//! | gathers | `gather.rs` | Gather, GatherND |
+//! | gathers | `gather.rs` | Gather, GatherND, GatherElements |
 //! | attention | `attention.rs` | Attention |
 //!
 //! [`OpKind`] lists every variant with a sample (op + input types) so that tests can walk
@@ -30,7 +30,7 @@ use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
 
 pub use elementwise::WhereSpec;
-pub use gather::GatherSpec;
+pub use gather::{GatherElementsSpec, GatherSpec};
 pub use kind::{OpKind, Sample};
 pub use movement::ConcatSpec;
 pub use movement::{normalize_slice, slice_len};
@@ -154,6 +154,8 @@ pub enum SpecRef<'a> {
     Concat(movement::ConcatSpec<'a>),
     /// Gather.
     Gather(gather::GatherSpec<'a>),
+    /// GatherElements.
+    GatherElements(gather::GatherElementsSpec<'a>),
 }
 
 impl<'a> std::ops::Deref for SpecRef<'a> {
@@ -166,6 +168,7 @@ impl<'a> std::ops::Deref for SpecRef<'a> {
             SpecRef::RmsNorm(s) => s,
             SpecRef::Concat(s) => s,
             SpecRef::Gather(s) => s,
+            SpecRef::GatherElements(s) => s,
         }
     }
 }
@@ -192,6 +195,7 @@ impl Op {
             Op::Slice(a) => SpecRef::Attrs(a),
             Op::Gather(a) => SpecRef::Gather(gather::GatherSpec(a)),
             Op::GatherNd(a) => SpecRef::Attrs(a),
+            Op::GatherElements(a) => SpecRef::GatherElements(gather::GatherElementsSpec(a)),
             Op::Expand(a) => SpecRef::Attrs(a),
             Op::Where => SpecRef::Attrs(&WhereSpec),
             Op::Cast(a) => SpecRef::Attrs(a),

@@ -16,6 +16,7 @@ mod misc;
 mod normalization;
 mod quantize;
 mod reduce;
+mod rotary;
 mod shape_ops;
 
 use super::ImportError;
@@ -74,6 +75,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     normalization::OPS,
     quantize::OPS,
     reduce::OPS,
+    rotary::OPS,
     shape_ops::OPS,
 ];
 

@@ -1,5 +1,5 @@
-//! Host fallback for ops without a CUDA kernel (Einsum, GatherND, integer variants of
-//! some float kernels): download the inputs, evaluate with the CPU kernels
+//! Host fallback for ops without a CUDA kernel (Einsum, GatherND, GatherElements, integer
+//! variants of some float kernels): download the inputs, evaluate with the CPU kernels
 //! ([`tessera_kernels::eval`], the single source of op semantics), upload the outputs.
 use super::super::buffer::DeviceTensor;
 use super::super::context::Lane;

@@ -1,0 +1,223 @@
+//! Real exporter output: tiny transformers models exported by torch.onnx's dynamo exporter
+//! (`scripts/export_real.py`, committed under `tests/data/real/`), each compiled through the
+//! `tessera` CLI for N = 1, 2 and 4 devices at batch 2 × seq 16, run from the plan file on N
+//! CPU devices as `tessera-run` runs it (`open_plan` verifies the model, then `run_plan`),
+//! and every output compared with onnxruntime's (max abs ≤ 1e-4). At N = 2 the plan must
+//! split MatMuls and have the expected all-reduces per layer (`tessera inspect --json`).
+mod common;
+
+use common::{max_abs_diff, read_npy, root, sanitize, tessera};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tessera_ir::Tensor;
+use tessera_runtime::exec::load::open_plan;
+use tessera_runtime::exec::{run_plan, RunOptions};
+
+const DEVICES: [usize; 3] = [1, 2, 4];
+const TOLERANCE: f64 = 1e-4;
+
+fn data_dir() -> PathBuf {
+    root().join("tests/data/real")
+}
+
+/// The `input_*.npy` files of `name`, by input name.
+fn inputs(name: &str) -> BTreeMap<String, Tensor> {
+    let dir = data_dir().join(name);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let path = e.expect("dir entry").path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        if let Some(input) = file
+            .strip_prefix("input_")
+            .and_then(|f| f.strip_suffix(".npy"))
+        {
+            out.insert(input.to_string(), read_npy(&path));
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "{name}: no input_*.npy in {}",
+        dir.display()
+    );
+    out
+}
+
+/// `--shape` values for the inputs: `input_ids=2x16`, ...
+fn shape_args(inputs: &BTreeMap<String, Tensor>) -> Vec<String> {
+    inputs
+        .iter()
+        .map(|(k, t)| {
+            let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+            format!("{k}={}", dims.join("x"))
+        })
+        .collect()
+}
+
+/// Runs `tessera ARGS`, expecting success; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = tessera(args);
+    assert_eq!(code, 0, "tessera {args:?} failed: {err}");
+    out
+}
+
+/// Compiles `name` for `n` devices into `dir` with the CLI; returns the plan's path.
+fn compile(name: &str, n: usize, shapes: &[String], dir: &Path) -> PathBuf {
+    let model = data_dir().join(format!("{name}.onnx"));
+    let plan = dir.join(format!("{name}_{n}.json"));
+    let n = n.to_string();
+    let mut args = vec![
+        "compile",
+        model.to_str().expect("utf-8 path"),
+        "--devices",
+        &n,
+        "-o",
+        plan.to_str().expect("utf-8 path"),
+    ];
+    for s in shapes {
+        args.extend(["--shape", s.as_str()]);
+    }
+    ok(&args);
+    plan
+}
+
+/// Runs the plan on CPU devices and returns the worst max-abs difference to onnxruntime
+/// over all outputs (asserting each is within [`TOLERANCE`]).
+fn run_and_compare(name: &str, n: usize, plan: &Path, inputs: &BTreeMap<String, Tensor>) -> f64 {
+    let loaded = open_plan(plan, None).unwrap_or_else(|e| panic!("{name} N={n}: {e}"));
+    let (got, stats) = run_plan(&loaded.plan, &loaded.store, inputs, &RunOptions::default())
+        .unwrap_or_else(|e| panic!("{name} N={n}: run: {e}"));
+    assert_eq!(stats.ranks.len(), n, "{name}: ranks");
+    let graph = &loaded.plan.graph;
+    assert_eq!(got.len(), graph.outputs.len(), "{name}: outputs");
+    let mut worst: f64 = 0.0;
+    for (t, out) in graph.outputs.iter().zip(&got) {
+        let out_name = &graph.tensor(*t).name;
+        let want = read_npy(
+            &data_dir()
+                .join(name)
+                .join(format!("ort_output_{}.npy", sanitize(out_name))),
+        );
+        let diff = max_abs_diff(out, &want);
+        eprintln!("{name} N={n} output '{out_name}': max abs to onnxruntime {diff:.3e}");
+        assert!(
+            diff <= TOLERANCE,
+            "{name} on {n} devices: output '{out_name}' differs from onnxruntime by {diff:e}"
+        );
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+/// Checks the N = 2 plan: some MatMul is split (column or row), and each repeated layer has
+/// `all_reduces` all-reduces (the same in every layer; `layers` layers detected).
+fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
+    let r: Value = serde_json::from_str(&ok(&["inspect", plan.to_str().unwrap(), "--json"]))
+        .unwrap_or_else(|e| panic!("{name}: inspect --json: {e}"));
+    let choices = r["matmul_choices"].as_object().expect("matmul_choices");
+    let split: u64 = ["column", "row"]
+        .iter()
+        .filter_map(|k| choices.get(*k).and_then(Value::as_u64))
+        .sum();
+    assert!(split > 0, "{name}: no split MatMul at N=2: {choices:?}");
+    let per_layer: Vec<(Option<u64>, u64)> = r["per_layer"]
+        .as_array()
+        .expect("per_layer")
+        .iter()
+        .map(|l| {
+            let count = l["by_kind"]["all_reduce"]["count"].as_u64().unwrap_or(0);
+            (l["layer"].as_u64(), count)
+        })
+        .collect();
+    eprintln!(
+        "{name} N=2: matmul choices {choices:?}, all-reduces per layer {per_layer:?}, layers {}",
+        r["layers"]
+    );
+    let in_layers: Vec<u64> = per_layer
+        .iter()
+        .filter(|(l, _)| l.is_some())
+        .map(|(_, c)| *c)
+        .collect();
+    assert_eq!(
+        r["layers"].as_u64(),
+        Some(layers),
+        "{name}: layers detected"
+    );
+    assert_eq!(
+        in_layers,
+        vec![all_reduces; layers as usize],
+        "{name}: all-reduces per layer"
+    );
+}
+
+/// Compiles, runs and compares `name` at every N, then checks its N = 2 plan.
+fn check_model(name: &str, layers: u64, all_reduces: u64) {
+    let inputs = inputs(name);
+    let shapes = shape_args(&inputs);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut worst: f64 = 0.0;
+    for n in DEVICES {
+        let plan = compile(name, n, &shapes, dir.path());
+        worst = worst.max(run_and_compare(name, n, &plan, &inputs));
+        if n == 2 {
+            check_plan(name, &plan, layers, all_reduces);
+        }
+    }
+    eprintln!("{name}: worst max abs to onnxruntime over N = 1, 2, 4: {worst:.3e}");
+}
+
+/// One test per committed export: (test, model, layers detected, all-reduces per layer at
+/// N=2). Two per layer is Megatron's count (attention out-projection and MLP down-projection
+/// row-split). GPT-2 has one (and two all-gathers): its QKV Gemm is column-split and
+/// gathered, and the attention MatMuls run replicated.
+macro_rules! real_export_tests {
+    ($($(#[$meta:meta])* $test:ident: $name:literal, $layers:literal, $all_reduces:literal;)*) => {
+        $(
+            #[test]
+            $(#[$meta])*
+            fn $test() {
+                check_model($name, $layers, $all_reduces);
+            }
+        )*
+
+        #[test]
+        fn every_committed_export_has_a_test() {
+            let tested = [$($name),*];
+            let dir = data_dir();
+            let mut found: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+                .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(String::from))
+                .collect();
+            found.sort();
+            let mut tested: Vec<String> = tested.iter().map(|s| s.to_string()).collect();
+            tested.sort();
+            assert_eq!(found, tested, "exports in {} vs tests", dir.display());
+        }
+    };
+}
+
+real_export_tests! {
+    gpt2: "gpt2", 2, 1;
+    llama: "llama", 2, 2;
+    llama_opset23: "llama_op23", 2, 2;
+    mistral: "mistral", 2, 2;
+    qwen2_opset23: "qwen2", 2, 2;
+    phi3: "phi3", 2, 2;
+    /// Partitioning GPT-NeoX (parallel residual, partial rotary) for 2 devices takes more
+    /// than 120 s today (frontier-DP extraction; the search is being reworked). One
+    /// all-reduce per layer: with the parallel residual, attention and MLP partial sums are
+    /// added before a single all-reduce.
+    #[ignore = "N=2 compile exceeds 120 s with today's extraction; run with --ignored"]
+    gpt_neox: "gpt_neox", 2, 1;
+    opt: "opt", 2, 2;
+    gemma: "gemma", 2, 2;
+    bert: "bert", 2, 2;
+    roberta: "roberta", 2, 2;
+    distilbert: "distilbert", 2, 2;
+}
