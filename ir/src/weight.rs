@@ -187,6 +187,17 @@ impl Weight {
         Ok(())
     }
 
+    /// An unquantised weight holding `tensor` in memory (its dtype and shape).
+    pub fn constant(name: impl Into<String>, tensor: Tensor) -> Weight {
+        Weight {
+            name: name.into(),
+            dtype: tensor.dtype,
+            shape: tensor.shape.clone(),
+            data: WeightData::Inline { tensor },
+            quant: None,
+        }
+    }
+
     /// The in-memory value, if this weight is inline.
     pub fn inline(&self) -> Option<&Tensor> {
         match &self.data {

@@ -167,26 +167,37 @@ struct Builder<'a> {
     weights: HashMap<u32, TensorId>,
 }
 
+/// Takes `preferred` when it is free in `taken`, else the first free of `fallback`,
+/// `fallback_1`, `fallback_2`, ...; records the name taken.
+fn claim(taken: &mut HashSet<String>, preferred: Option<&String>, fallback: &str) -> String {
+    let mut name = match preferred {
+        Some(p) if !taken.contains(p) => p.clone(),
+        _ => fallback.to_string(),
+    };
+    let mut k = 1;
+    while taken.contains(&name) {
+        name = format!("{fallback}_{k}");
+        k += 1;
+    }
+    taken.insert(name.clone());
+    name
+}
+
+/// What identifies the IR node of an op e-node: outputs of one multi-output op share it.
+fn group_key(eg: &CanonGraph, sym: &str, children: &[Id]) -> (String, Vec<Id>) {
+    (
+        sym.to_string(),
+        children.iter().map(|c| eg.find(*c)).collect(),
+    )
+}
+
 impl Builder<'_> {
     fn fresh(&mut self, base: &str) -> String {
-        let mut name = base.to_string();
-        let mut k = 1;
-        while self.names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        self.names.insert(name.clone());
-        name
+        claim(&mut self.names, None, base)
     }
 
     fn name_for(&mut self, c: Id, fallback: &str) -> String {
-        match self.class_name.get(&c).cloned() {
-            Some(n) if !self.names.contains(&n) => {
-                self.names.insert(n.clone());
-                n
-            }
-            _ => self.fresh(fallback),
-        }
+        claim(&mut self.names, self.class_name.get(&c), fallback)
     }
 
     fn weight(&mut self, t: u32) -> Result<TensorId, String> {
@@ -207,13 +218,7 @@ impl Builder<'_> {
     fn const_weight(&mut self, c: Id, k: u32) -> TensorId {
         let t = self.eg.analysis.interner.consts[k as usize].clone();
         let name = self.name_for(c, &format!("canon_const_{k}"));
-        self.out.add_weight(Weight {
-            name,
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data: WeightData::Inline { tensor: t },
-            quant: None,
-        })
+        self.out.add_weight(Weight::constant(name, t))
     }
 
     /// A weight for a scale or zero-point class: a source weight or a constant, given the
@@ -236,13 +241,7 @@ impl Builder<'_> {
                 .konst
                 .ok_or("scale is neither a weight nor a constant")?;
             let t = self.eg.analysis.interner.consts[k as usize].clone();
-            Weight {
-                name: format!("canon_const_{k}"),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                data: WeightData::Inline { tensor: t },
-                quant: None,
-            }
+            Weight::constant(format!("canon_const_{k}"), t)
         };
         pad_rank(&mut w, rank);
         Ok(w)
@@ -267,32 +266,22 @@ impl Builder<'_> {
         let scale = self.side_weight(children[1], rank)?;
         let zero_point = match children.get(2) {
             None => None,
-            Some(&z) => Some(Box::new(
-                match zero_point_source(self.eg, self.eg.find(z), stored.dtype) {
-                    Some(ZeroPointSource::Weight(t)) => {
-                        let mut w = self
-                            .src
-                            .weights
-                            .get(&TensorId(t))
-                            .cloned()
-                            .ok_or("zero point is not a weight")?;
-                        pad_rank(&mut w, rank);
-                        w
-                    }
+            Some(&z) => {
+                let mut w = match zero_point_source(self.eg, self.eg.find(z), stored.dtype) {
+                    Some(ZeroPointSource::Weight(t)) => self
+                        .src
+                        .weights
+                        .get(&TensorId(t))
+                        .cloned()
+                        .ok_or("zero point is not a weight")?,
                     Some(ZeroPointSource::Const(t)) => {
-                        let mut w = Weight {
-                            name: format!("{}_zero_point", stored.name),
-                            dtype: t.dtype,
-                            shape: t.shape.clone(),
-                            data: WeightData::Inline { tensor: t },
-                            quant: None,
-                        };
-                        pad_rank(&mut w, rank);
-                        w
+                        Weight::constant(format!("{}_zero_point", stored.name), t)
                     }
                     None => return Err("zero point of an unsupported form".into()),
-                },
-            )),
+                };
+                pad_rank(&mut w, rank);
+                Some(Box::new(w))
+            }
         };
         let name = self.name_for(c, &stored.name);
         let w = Weight {
@@ -315,13 +304,7 @@ impl Builder<'_> {
         children: &[Id],
         n_out: usize,
     ) -> Result<TensorId, String> {
-        let key = (
-            sym.to_string(),
-            children
-                .iter()
-                .map(|c| self.eg.find(*c))
-                .collect::<Vec<_>>(),
-        );
+        let key = group_key(self.eg, sym, children);
         if let Some(outs) = self.groups.get(&key) {
             return outs
                 .get(usize::from(out))
@@ -365,17 +348,11 @@ impl Builder<'_> {
                     .add_tensor(name, dtype, shape, TensorKind::Activation),
             );
         }
-        let node_name = match self.node_name.get(&c) {
-            Some(n) if !self.node_names.contains(n) => n.clone(),
-            _ => format!("{base}_node"),
-        };
-        let mut node_name = node_name;
-        let mut k = 1;
-        while self.node_names.contains(&node_name) {
-            node_name = format!("{base}_node_{k}");
-            k += 1;
-        }
-        self.node_names.insert(node_name.clone());
+        let node_name = claim(
+            &mut self.node_names,
+            self.node_name.get(&c),
+            &format!("{base}_node"),
+        );
         self.out.add_node(node_name, op, inputs, outs.clone());
         let t = outs
             .get(usize::from(out))
@@ -524,11 +501,9 @@ pub fn rebuild(
             sym, out, children, ..
         } = &chosen[c]
         {
-            let key = (
-                sym.to_string(),
-                children.iter().map(|x| eg.find(*x)).collect(),
-            );
-            let e = n_out.entry(key).or_insert(0);
+            let e = n_out
+                .entry(group_key(eg, sym.as_str(), children))
+                .or_insert(0);
             *e = (*e).max(usize::from(*out) + 1);
         }
     }
@@ -566,10 +541,7 @@ pub fn rebuild(
             CNode::Op {
                 sym, out, children, ..
             } => {
-                let key = (
-                    sym.to_string(),
-                    children.iter().map(|x| eg.find(*x)).collect::<Vec<_>>(),
-                );
+                let key = group_key(eg, sym.as_str(), children);
                 let n = n_out.get(&key).copied().unwrap_or(1);
                 b.op(c, sym.as_str(), *out, children, n)?
             }

@@ -3,7 +3,7 @@
 //! A guard is checked on a match before its rule fires; it reads the e-class analysis
 //! (dtype, shape, constant value, parameter-ness, attributes). A constructor builds a leaf
 //! (attributes or a constant) from matched classes on the right-hand side.
-use super::analysis::{CanonGraph, Interner};
+use super::analysis::CanonGraph;
 use super::lang::CNode;
 use egg::{Id, Subst, Var};
 use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind};
@@ -245,12 +245,8 @@ pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> 
             let n = tessera_ir::numel(&dims);
             let v = if name == "ones" { 1.0 } else { 0.0 };
             let t = Tensor::new(dtype, dims, TensorData::F32(vec![v; n])).ok()?;
-            intern_const(&mut eg.analysis.interner, &t).map(CNode::Const)
+            eg.analysis.interner.konst(&t).map(CNode::Const)
         }
         _ => None,
     }
-}
-
-fn intern_const(i: &mut Interner, t: &Tensor) -> Option<u32> {
-    i.konst(t)
 }

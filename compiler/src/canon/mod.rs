@@ -78,10 +78,13 @@ struct Encoded {
 
 /// Encodes `g` in a fresh e-graph.
 fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
-    let mut an = CanonAnalysis::default();
+    let mut eg = CanonGraph::new(CanonAnalysis::default());
+    let mut class: Vec<Option<Id>> = vec![None; g.tensors.len()];
+    let mut nodes = Vec::new();
     for &t in g.inputs.iter().chain(g.weights.keys()) {
         let info = g.tensor(t);
-        an.leaves.insert(
+        // The analysis reads a leaf's type when the leaf is added.
+        eg.analysis.leaves.insert(
             t.0,
             LeafInfo {
                 dtype: info.dtype,
@@ -89,11 +92,6 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
                 weight: g.weights.contains_key(&t),
             },
         );
-    }
-    let mut eg = CanonGraph::new(an);
-    let mut class: Vec<Option<Id>> = vec![None; g.tensors.len()];
-    let mut nodes = Vec::new();
-    for &t in g.inputs.iter().chain(g.weights.keys()) {
         let id = eg.add(CNode::Leaf(t.0));
         // 8-bit values are stored weights, never folded (they become quantised leaves).
         let foldable = consts

@@ -110,13 +110,7 @@ fn constant(cx: &NodeCx, i: usize, shape: Vec<usize>) -> Result<Weight, ImportEr
     let v = cx.input(i)?;
     let mut w = match (v.source, v.konst) {
         (Some(w), _) => w.clone(),
-        (None, Some(t)) => Weight {
-            name: v.name.into(),
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            data: WeightData::Inline { tensor: t.clone() },
-            quant: None,
-        },
+        (None, Some(t)) => Weight::constant(v.name, t.clone()),
         (None, None) => {
             return Err(cx.err(format!(
                 "input {i} ('{}') must be a constant (an initializer or a Constant output)",
