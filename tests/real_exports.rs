@@ -142,19 +142,6 @@ fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
         .filter(|(l, _)| l.is_some())
         .map(|(_, c)| *c)
         .collect();
-    if UNDETECTED_LAYERS.contains(&name) {
-        // Known gap: after canonicalisation the two layers are not found alike (the plan is
-        // still correct, checked above against onnxruntime): the all-reduces are counted
-        // over the whole plan instead, and the gap must still exist.
-        assert_eq!(
-            r["layers"].as_u64(),
-            None,
-            "{name}: layers found: remove the gap"
-        );
-        let total: u64 = per_layer.iter().map(|(_, c)| *c).sum();
-        assert_eq!(total, all_reduces * layers, "{name}: all-reduces");
-        return;
-    }
     assert_eq!(
         r["layers"].as_u64(),
         Some(layers),
@@ -166,10 +153,6 @@ fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
         "{name}: all-reduces per layer"
     );
 }
-
-/// Exports whose repeated layers are not detected since canonicalisation (issue 11
-/// follow-up: the opset-23 LLaMA's layers come out spelled differently).
-const UNDETECTED_LAYERS: &[&str] = &["llama_op23"];
 
 /// Compiles, runs and compares `name` at every N, then checks its N = 2 plan.
 fn check_model(name: &str, layers: u64, all_reduces: u64) {

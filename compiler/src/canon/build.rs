@@ -364,8 +364,9 @@ impl Builder<'_> {
 }
 
 /// Reorders a topological order of classes to follow the source graph: a class computed by
-/// a source node comes at that node's position, a new class right after its last operand
-/// (so globals such as masks stay where the export put them, which layer detection needs).
+/// a source node comes at that node's position, a new class or a repeated computation right
+/// after its last operand (so globals such as masks stay where the export put them and
+/// repeated computations come before the layers, which layer detection needs).
 fn source_order(
     eg: &CanonGraph,
     src: &Graph,
@@ -375,15 +376,40 @@ fn source_order(
 ) -> Vec<Id> {
     use egg::Language;
     use std::cmp::Reverse;
-    let mut rank: HashMap<Id, i64> = HashMap::new();
+    // Source position of each class: its first source node. A class that several source
+    // nodes computed as the very same op on the same operands (a computation repeated in
+    // the export, e.g. rotary cos/sin in every layer, merged by hash-consing) is placed
+    // like a new class instead, right after its operands: it is a global computed once,
+    // ahead of the layers that read it. (Classes merged by rewrites, e.g. an Identity's
+    // output with its input, keep their first position.)
+    let mut computed: HashMap<Id, Vec<(usize, Vec<Id>)>> = HashMap::new();
     for (i, n) in src.nodes.iter().enumerate() {
-        for t in &n.outputs {
-            if let Some(c) = class[t.index()] {
-                let r = rank.entry(eg.find(c)).or_insert(i as i64);
-                *r = (*r).min(i as i64);
-            }
+        let inputs: Vec<Id> = n
+            .inputs
+            .iter()
+            .filter_map(|t| class[t.index()].map(|c| eg.find(c)))
+            .collect();
+        let outs: HashSet<Id> = n
+            .outputs
+            .iter()
+            .filter_map(|t| class[t.index()].map(|c| eg.find(c)))
+            .collect();
+        for c in outs {
+            computed.entry(c).or_default().push((i, inputs.clone()));
         }
     }
+    let repeated = |by: &[(usize, Vec<Id>)]| {
+        by.iter().enumerate().any(|(k, (i, ins))| {
+            by[k + 1..]
+                .iter()
+                .any(|(j, other)| other == ins && src.nodes[*j].op == src.nodes[*i].op)
+        })
+    };
+    let mut rank: HashMap<Id, i64> = computed
+        .iter()
+        .filter(|(_, by)| !repeated(by))
+        .map(|(c, by)| (*c, by.iter().map(|(i, _)| *i as i64).min().unwrap_or(-1)))
+        .collect();
     let mut readers: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut pending: HashMap<Id, usize> = HashMap::new();
     for &c in order {
