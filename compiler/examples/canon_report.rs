@@ -33,6 +33,13 @@ fn main() {
                 "{}",
                 serde_json::to_string_pretty(&m.report.canon).unwrap_or_default()
             );
+            match tessera_compiler::partition::layers::detect(&m.graph) {
+                Some(l) => println!(
+                    "layers: {} × {} nodes",
+                    l.info.count, l.info.nodes_per_layer
+                ),
+                None => println!("layers: none found"),
+            }
             if std::env::var("CANON_NODES").is_ok() {
                 for n in &m.graph.nodes {
                     let ins: Vec<String> = n

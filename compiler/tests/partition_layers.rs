@@ -42,6 +42,9 @@ fn layered_solve_equals_whole_solve() {
         o.objective = objective;
         let lay = partition(&g, &o).unwrap();
         o.detect_layers = false;
+        // The whole-graph solve is the exact reference: no state budget.
+        o.max_states = usize::MAX;
+        o.time_limit = None;
         let whole = partition(&g, &o).unwrap();
         let info = lay.plan.layers.as_ref().expect("layers detected");
         assert_eq!(info.count, layers);

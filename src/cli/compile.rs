@@ -52,6 +52,14 @@ pub struct CompileArgs {
     /// built-in ones.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Seconds the search may take before it settles for the best plan found (its lower
+    /// bound and gap are in the plan); 0: no time limit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    time_limit: f64,
+    /// States the exact extraction keeps per step before it narrows to the most promising
+    /// ones (a deterministic search budget; higher: slower, closer to proven optimal).
+    #[arg(long, value_name = "N", default_value_t = tessera_compiler::partition::extract::DEFAULT_MAX_STATES)]
+    max_states: usize,
     /// Where to write the plan (the timings go beside it as NAME.timings.json).
     #[arg(short, long, value_name = "PLAN.json")]
     output: PathBuf,
@@ -79,6 +87,18 @@ pub fn run(args: CompileArgs) -> Result<()> {
         .map(parse_bytes)
         .transpose()?;
     opts.pins = parse_pins(&args.pins)?;
+    if !args.time_limit.is_finite() || args.time_limit < 0.0 || args.time_limit > 1e6 {
+        bail!(
+            "--time-limit {}: expected seconds between 0 and 1000000",
+            args.time_limit
+        );
+    }
+    opts.time_limit =
+        (args.time_limit > 0.0).then(|| std::time::Duration::from_secs_f64(args.time_limit));
+    if args.max_states == 0 {
+        bail!("--max-states 0: need at least 1");
+    }
+    opts.max_states = args.max_states;
     let plan_dir = args
         .output
         .parent()
@@ -99,8 +119,11 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
     let model = tessera_compiler::onnx::import_model(&model_path, &import_opts)?;
     let import_ms = ms(import_start);
+    let progress = Progress::start(start, args.time_limit);
     let partitioned = partition(&model.graph, &opts)
-        .with_context(|| format!("partitioning '{}'", model_path.display()))?;
+        .with_context(|| format!("partitioning '{}'", model_path.display()));
+    progress.stop();
+    let partitioned = partitioned?;
     let mut plan = partitioned.plan;
     plan.source = SourceModel::record(&model_path, &args.output, &plan.graph)?;
     refuse_timings_over_input(&plan, &args.output)?;
@@ -128,6 +151,60 @@ pub fn run(args: CompileArgs) -> Result<()> {
         )
     );
     Ok(())
+}
+
+/// A progress line on stderr while a compile runs past two seconds.
+struct Progress {
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(start: Instant, limit_s: f64) -> Progress {
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let (lock, cv) = &*flag;
+            let mut next = std::time::Duration::from_secs(2);
+            loop {
+                let Ok(guard) = lock.lock() else { return };
+                let wait = next.saturating_sub(start.elapsed());
+                let Ok((guard, _)) = cv.wait_timeout_while(guard, wait, |d| !*d) else {
+                    return;
+                };
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                let limit = if limit_s > 0.0 {
+                    format!(" (time limit {limit_s} s, then the best plan found)")
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "tessera compile: searching, {:.0} s{limit}",
+                    start.elapsed().as_secs_f64()
+                );
+                next += std::time::Duration::from_secs(2);
+            }
+        });
+        Progress {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        let (lock, cv) = &*self.done;
+        if let Ok(mut d) = lock.lock() {
+            *d = true;
+        }
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            // The thread only waits and prints; a panic there is not ours to propagate.
+            let _ = t.join();
+        }
+    }
 }
 
 /// One line on what canonicalisation did: nodes before and after, the canonical ops it

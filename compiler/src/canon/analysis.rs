@@ -22,6 +22,10 @@ pub struct Data {
     pub param: bool,
     /// The attribute op of an attribute leaf (index into [`Interner::ops`]).
     pub attr: Option<u32>,
+    /// A parameter with an identity of its own (a float weight of more than one element):
+    /// its value is known, but it is not merged with other tensors of equal value (two
+    /// norm scales of one value are still two parameters, one per layer).
+    pub pinned: bool,
 }
 
 /// Interned attribute ops and constants (leaves refer to them by index).
@@ -81,6 +85,8 @@ pub struct LeafInfo {
     pub shape: Vec<usize>,
     /// A weight (else a graph input).
     pub weight: bool,
+    /// Its value, for a pinned weight (see [`Data::pinned`]).
+    pub konst: Option<u32>,
 }
 
 /// The canonicalisation analysis.
@@ -166,6 +172,7 @@ impl Analysis<CNode> for CanonAnalysis {
                 konst: None,
                 param: true,
                 attr: Some(*i),
+                pinned: false,
             },
             CNode::Const(k) => {
                 let t = &eg.analysis.interner.consts[*k as usize];
@@ -174,15 +181,17 @@ impl Analysis<CNode> for CanonAnalysis {
                     konst: Some(*k),
                     param: true,
                     attr: None,
+                    pinned: false,
                 }
             }
             CNode::Leaf(t) => {
                 let info = eg.analysis.leaves.get(t);
                 Data {
                     ty: info.map(|i| (i.dtype, i.shape.clone())),
-                    konst: None,
+                    konst: info.and_then(|i| i.konst),
                     param: info.is_some_and(|i| i.weight),
                     attr: None,
+                    pinned: info.is_some_and(|i| i.konst.is_some()),
                 }
             }
             CNode::Op { children, .. } => {
@@ -194,6 +203,7 @@ impl Analysis<CNode> for CanonAnalysis {
                     konst,
                     param,
                     attr: None,
+                    pinned: false,
                 }
             }
         }
@@ -217,14 +227,19 @@ impl Analysis<CNode> for CanonAnalysis {
             a.attr = b.attr;
             changed_a = true;
         }
+        if !a.pinned && b.pinned {
+            a.pinned = true;
+            changed_a = true;
+        }
         let changed_b = (b.ty.is_none() && a.ty.is_some())
             || (b.konst.is_none() && a.konst.is_some())
-            || (!b.param && a.param);
+            || (!b.param && a.param)
+            || (!b.pinned && a.pinned);
         DidMerge(changed_a, changed_b)
     }
 
     fn modify(eg: &mut CanonGraph, id: Id) {
-        if let Some(k) = eg[id].data.konst {
+        if let (Some(k), false) = (eg[id].data.konst, eg[id].data.pinned) {
             let leaf = eg.add(CNode::Const(k));
             eg.union(id, leaf);
         }

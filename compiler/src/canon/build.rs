@@ -46,16 +46,26 @@ fn tie_key(n: &CNode) -> (String, u8, Vec<usize>) {
 /// The chosen e-node of every class. `original` holds the e-nodes of the source graph (among
 /// equals, the export's own spelling wins); `uses` how many node inputs read each class in
 /// the source graph.
+/// E-nodes in `banned` (children canonical) are never chosen.
 fn choose(
     eg: &CanonGraph,
     original: &HashSet<CNode>,
     uses: &HashMap<Id, usize>,
+    banned: &HashSet<CNode>,
 ) -> HashMap<Id, CNode> {
     use egg::Language;
     let mut classes: Vec<Id> = eg.classes().map(|c| c.id).collect();
     classes.sort();
     let share = |c: Id| uses.get(&c).copied().unwrap_or(1).max(1) as f64;
+    let canonical = |n: &CNode| {
+        let mut n = n.clone();
+        n.update_children(|c| eg.find(c));
+        n
+    };
     let node_cost = |n: &CNode, cost: &HashMap<Id, f64>| {
+        if !banned.is_empty() && banned.contains(&canonical(n)) {
+            return f64::INFINITY;
+        }
         own_cost(n)
             + n.children()
                 .iter()
@@ -85,11 +95,7 @@ fn choose(
             break;
         }
     }
-    let is_original = |n: &CNode| {
-        let mut n = n.clone();
-        n.update_children(|c| eg.find(c));
-        u8::from(!original.contains(&n))
-    };
+    let is_original = |n: &CNode| u8::from(!original.contains(&canonical(n)));
     classes
         .iter()
         .filter_map(|&c| {
@@ -113,12 +119,16 @@ fn choose(
         .collect()
 }
 
+/// Why [`postorder`] failed.
+enum Order {
+    /// The chosen nodes close a cycle through these classes.
+    Cycle(Vec<Id>),
+    /// A reachable class has no chosen node.
+    Missing,
+}
+
 /// Classes reachable from `roots` through chosen nodes, children first. Fails on a cycle.
-fn postorder(
-    eg: &CanonGraph,
-    chosen: &HashMap<Id, CNode>,
-    roots: &[Id],
-) -> Result<Vec<Id>, String> {
+fn postorder(eg: &CanonGraph, chosen: &HashMap<Id, CNode>, roots: &[Id]) -> Result<Vec<Id>, Order> {
     use egg::Language;
     let mut order = Vec::new();
     let mut state: HashMap<Id, bool> = HashMap::new(); // false: on the stack, true: done
@@ -132,23 +142,67 @@ fn postorder(
             }
             match state.get(&c) {
                 Some(true) => continue,
-                Some(false) => return Err("the extracted graph has a cycle".into()),
+                // Still open: this visit closes a cycle.
+                Some(false) => return Err(Order::Cycle(open_path(&stack, c))),
                 None => {}
             }
             state.insert(c, false);
             stack.push((c, true));
-            let node = chosen.get(&c).ok_or("a class has no node")?;
+            let node = chosen.get(&c).ok_or(Order::Missing)?;
             for ch in node.children() {
                 let ch = eg.find(*ch);
                 match state.get(&ch) {
                     Some(true) => {}
-                    Some(false) => return Err("the extracted graph has a cycle".into()),
+                    Some(false) => return Err(Order::Cycle(open_path(&stack, ch))),
                     None => stack.push((ch, false)),
                 }
             }
         }
     }
     Ok(order)
+}
+
+/// The open classes of a DFS stack from `from` to the top: a cycle's classes.
+fn open_path(stack: &[(Id, bool)], from: Id) -> Vec<Id> {
+    let open: Vec<Id> = stack.iter().filter(|e| e.1).map(|e| e.0).collect();
+    let start = open.iter().position(|&c| c == from).unwrap_or(0);
+    open[start..].to_vec()
+}
+
+/// The chosen nodes and the classes reachable from `roots`, children first, with no cycle:
+/// the cheapest choice ([`choose`]), and while it closes a cycle, one chosen node of the
+/// cycle banned (a rule-made node before an export's own one) and the choice redone. The
+/// amortised cost lets a node cost less than a child, so cycles can be cheapest.
+fn acyclic_choice(
+    eg: &CanonGraph,
+    original: &HashSet<CNode>,
+    uses: &HashMap<Id, usize>,
+    roots: &[Id],
+) -> Result<(HashMap<Id, CNode>, Vec<Id>), String> {
+    use egg::Language;
+    let mut banned: HashSet<CNode> = HashSet::new();
+    // Each round bans one more e-node, so this ends; the bound keeps it fast.
+    for _ in 0..256 {
+        let chosen = choose(eg, original, uses, &banned);
+        match postorder(eg, &chosen, roots) {
+            Ok(order) => return Ok((chosen, order)),
+            Err(Order::Missing) => return Err("a class has no acyclic spelling".into()),
+            Err(Order::Cycle(cycle)) => {
+                let canonical = |c: &Id| {
+                    let mut n = chosen[c].clone();
+                    n.update_children(|x| eg.find(x));
+                    n
+                };
+                let victim = cycle
+                    .iter()
+                    .find(|c| !original.contains(&canonical(c)))
+                    .or_else(|| cycle.iter().find(|c| eg[**c].nodes.len() > 1))
+                    .ok_or("the extracted graph has a cycle")?;
+                banned.insert(canonical(victim));
+            }
+        }
+    }
+    Err("the extracted graph has a cycle (256 e-nodes banned)".into())
 }
 
 struct Builder<'a> {
@@ -484,7 +538,6 @@ pub fn rebuild(
             }
         }
     }
-    let chosen = choose(eg, &original, &uses);
     let roots: Vec<Id> = src
         .outputs
         .iter()
@@ -494,7 +547,7 @@ pub fn rebuild(
                 .ok_or("output without a class")
         })
         .collect::<Result<_, _>>()?;
-    let order = postorder(eg, &chosen, &roots)?;
+    let (chosen, order) = acyclic_choice(eg, &original, &uses, &roots)?;
     let order = source_order(eg, src, class, &chosen, &order);
     // Class names: graph outputs first, then the lowest original tensor id.
     let mut class_name: HashMap<Id, String> = HashMap::new();

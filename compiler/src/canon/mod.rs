@@ -83,6 +83,14 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
     let mut nodes = Vec::new();
     for &t in g.inputs.iter().chain(g.weights.keys()) {
         let info = g.tensor(t);
+        // 8-bit values are stored weights, never folded (they become quantised leaves).
+        let foldable = consts
+            .get(&t)
+            .filter(|v| !matches!(v.dtype, tessera_ir::DType::I8 | tessera_ir::DType::U8));
+        let konst = foldable.and_then(|v| eg.analysis.interner.konst(v));
+        // Float parameters of more than one element keep their identity (see
+        // `Data::pinned`); scalars and integer constants meet equal values.
+        let pinned = konst.is_some() && info.dtype.is_float() && tessera_ir::numel(&info.shape) > 1;
         // The analysis reads a leaf's type when the leaf is added.
         eg.analysis.leaves.insert(
             t.0,
@@ -90,14 +98,11 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
                 dtype: info.dtype,
                 shape: info.shape.clone(),
                 weight: g.weights.contains_key(&t),
+                konst: konst.filter(|_| pinned),
             },
         );
         let id = eg.add(CNode::Leaf(t.0));
-        // 8-bit values are stored weights, never folded (they become quantised leaves).
-        let foldable = consts
-            .get(&t)
-            .filter(|v| !matches!(v.dtype, tessera_ir::DType::I8 | tessera_ir::DType::U8));
-        if let Some(k) = foldable.and_then(|v| eg.analysis.interner.konst(v)) {
+        if let (Some(k), false) = (konst, pinned) {
             let c = eg.add(CNode::Const(k));
             eg.union(id, c);
         }

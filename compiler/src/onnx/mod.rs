@@ -12,6 +12,7 @@
 //! copied. External-data initializers reference their file; typed-field initializers and
 //! folded constants are inline.
 mod error;
+mod hoist;
 mod inputs;
 mod offsets;
 pub mod ops;
@@ -213,6 +214,7 @@ fn import(
     } else {
         crate::canon::CanonReport::default()
     };
+    hoist::hoist_invariants(&mut graph);
 
     let mut op_histogram = BTreeMap::new();
     for n in &graph_proto.node {

@@ -93,6 +93,7 @@ pub fn solve_pieces(
             .map(|l| {
                 (*l == Layout::Replicated).then(|| VariantSolution {
                     cost: 0.0,
+                    lower: 0.0,
                     sel: Selection::default(),
                 })
             })
@@ -205,10 +206,14 @@ fn merge(into: &mut Selection, s: &Selection) {
     into.avail.extend(s.avail.iter().map(|(k, v)| (*k, *v)));
 }
 
-/// Exact chain DP; returns the total cost and the stream layout indices `L_0 ..= L_k`.
-fn chain_dp(ch: &Chain, k: usize) -> Option<(f64, Vec<usize>)> {
+/// Exact chain DP over the pieces' costs (`lower`: over their lower bounds); returns the
+/// total and the stream layout indices `L_0 ..= L_k`.
+fn chain_dp(ch: &Chain, k: usize, lower: bool) -> Option<(f64, Vec<usize>)> {
     let nl = ch.layouts.len();
-    let cost = |o: &Option<VariantSolution>| o.as_ref().map_or(f64::INFINITY, |v| v.cost);
+    let cost = |o: &Option<VariantSolution>| {
+        o.as_ref()
+            .map_or(f64::INFINITY, |v| if lower { v.lower } else { v.cost })
+    };
     let mut f: Vec<f64> = ch.prologue.iter().map(cost).collect();
     let mut back: Vec<Vec<usize>> = Vec::with_capacity(k);
     for _ in 0..k {
@@ -256,7 +261,9 @@ pub fn solve_layered(
 ) -> Result<Solved, PartitionError> {
     let ch = solve_pieces(cx, ly, budgets, model, mode);
     let k = ly.info.count;
-    let (cost, path) = chain_dp(&ch, k).ok_or_else(|| {
+    // Each piece's bound is at most its cost, so the chain over bounds bounds the optimum.
+    let lower_bound = chain_dp(&ch, k, true).map_or(f64::INFINITY, |b| b.0);
+    let (cost, path) = chain_dp(&ch, k, false).ok_or_else(|| {
         PartitionError::Infeasible(format!(
             "layered graph ({k} blocks of {} nodes): no plan fits the per-rank parameter budget{}",
             ly.info.nodes_per_layer,
@@ -294,8 +301,8 @@ pub fn solve_layered(
     Ok(Solved {
         sel,
         cost,
-        lower_bound: cost,
-        stats: search_stats(&runs, extractor, cost, cost),
+        lower_bound: lower_bound.min(cost),
+        stats: search_stats(&runs, extractor, cost, lower_bound.min(cost)),
         saturate_ms: runs.iter().map(|s| s.saturate_ms).sum(),
     })
 }

@@ -171,6 +171,9 @@ pub struct DpRun {
     /// Final states: demanded classes (sorted) and their partial solutions.
     pub finals: Vec<(Vec<usize>, Vec<Partial>)>,
     links: Vec<Link>,
+    /// The least cost plus lower bound of any state the limits dropped (infinite when the run
+    /// was exact): no program through a dropped state costs less.
+    pub dropped: f64,
 }
 
 /// The best program of a DP run: (total cost, partial, picks serving the open tensor).
@@ -210,6 +213,12 @@ impl DpRun {
             }
         }
         best
+    }
+
+    /// A proven lower bound on the optimum whose best found program costs `best` (None:
+    /// none found): `best` itself when the run was exact.
+    pub fn lower(&self, best: Option<f64>) -> f64 {
+        best.unwrap_or(f64::INFINITY).min(self.dropped)
     }
 
     /// The (class → node) choice of a partial solution.
@@ -274,6 +283,12 @@ const BOUND_SLACK: f64 = 1e-9;
 /// exact pass also drops partials that can at best tie with the bound, and the beam's
 /// programs join the final states: the best found is then optimal, but among equally cheap
 /// programs it may be another one than the full DP's.
+///
+/// Limits ([`super::extract::ExtractLimits`]): when a step leaves more states than the state
+/// budget (or any state once the deadline has passed, then down to the beam width), the
+/// exact pass keeps the most promising ones (least cost plus lower bound) and records the
+/// least cost plus lower bound it dropped ([`DpRun::dropped`]); the beam's programs join the
+/// final states, and the result is the best program found with a proven lower bound.
 pub fn run(
     p: &FlatProblem,
     open: Option<(TensorId, &[Layout])>,
@@ -301,7 +316,7 @@ pub fn run(
         eprintln!("dp exact {:?} classes {}", t1.elapsed(), p.classes.len());
     }
     match (value_only, r, beam) {
-        (true, Ok(mut exact), Ok(beam)) => {
+        (_, Ok(mut exact), Ok(beam)) if value_only || exact.dropped.is_finite() => {
             let shift = |l: u32| {
                 if l == NO_LINK {
                     l
@@ -399,6 +414,7 @@ fn run_pass(
     let mut links: Vec<Link> = Vec::new();
     let mut cache: FxHashMap<Vec<usize>, Rc<Vec<Outcome>>> = FxHashMap::default();
     let trace = std::env::var_os("TESSERA_DP_TRACE").is_some();
+    let mut dropped = f64::INFINITY;
     for t in order.into_iter().filter(|t| !open.contains(t)) {
         let key = t.0 as u64;
         let mut next = States::default();
@@ -469,31 +485,45 @@ fn run_pass(
             }
         }
         states = next;
-        if let Some(k) = beam {
-            if states.list.len() > k {
-                let mut keyed: Vec<(f64, usize)> = states
-                    .list
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (fr, parts))| {
-                        let best = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
-                        (
-                            best + lower_bound(p, fr, None, &h, &mut cache, &mut mins),
-                            i,
-                        )
-                    })
-                    .collect();
-                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                let mut keep: Vec<usize> = keyed[..k].iter().map(|x| x.1).collect();
-                keep.sort_unstable();
-                let mut list = std::mem::take(&mut states.list);
-                let mut kept = Vec::with_capacity(k);
-                for i in keep.into_iter().rev() {
-                    kept.push(list.swap_remove(i));
-                }
-                kept.reverse();
-                states.list = kept;
+        // The beam pass keeps BEAM states; the exact pass keeps all up to the state budget,
+        // then the most promising (past the deadline, only BEAM of them).
+        let (cap, lb_open) = match beam {
+            Some(k) => (k, None),
+            None if p
+                .limits
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() > d) =>
+            {
+                (BEAM, open_t)
             }
+            None => (p.limits.max_states, open_t),
+        };
+        if states.list.len() > cap {
+            let mut keyed: Vec<(f64, usize)> = states
+                .list
+                .iter()
+                .enumerate()
+                .map(|(i, (fr, parts))| {
+                    let best = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
+                    (
+                        best + lower_bound(p, fr, lb_open, &h, &mut cache, &mut mins),
+                        i,
+                    )
+                })
+                .collect();
+            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if beam.is_none() {
+                dropped = keyed[cap..].iter().map(|x| x.0).fold(dropped, f64::min);
+            }
+            let mut keep: Vec<usize> = keyed[..cap].iter().map(|x| x.1).collect();
+            keep.sort_unstable();
+            let mut list = std::mem::take(&mut states.list);
+            let mut kept = Vec::with_capacity(cap);
+            for i in keep.into_iter().rev() {
+                kept.push(list.swap_remove(i));
+            }
+            kept.reverse();
+            states.list = kept;
         }
         if trace {
             let partials: usize = states.list.iter().map(|s| s.1.len()).sum();
@@ -504,6 +534,14 @@ fn run_pass(
             );
         }
         if states.list.is_empty() {
+            if dropped.is_finite() {
+                // Everything left was pruned by the bounds; the beam's programs remain.
+                return Ok(DpRun {
+                    finals: vec![],
+                    links,
+                    dropped,
+                });
+            }
             return Err(ExtractError::Infeasible(String::new()));
         }
     }
@@ -518,7 +556,11 @@ fn run_pass(
             )
         })
         .collect();
-    Ok(DpRun { finals, links })
+    Ok(DpRun {
+        finals,
+        links,
+        dropped,
+    })
 }
 
 impl Extractor for DpExtractor {
@@ -535,7 +577,7 @@ impl Extractor for DpExtractor {
         Ok(Extraction {
             choice,
             cost,
-            lower_bound: cost,
+            lower_bound: dp.lower(Some(cost)),
         })
     }
 }

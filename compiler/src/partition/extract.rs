@@ -40,6 +40,31 @@ pub struct FlatProblem {
     pub roots: Vec<usize>,
     /// Per-rank parameter budget in bytes.
     pub budget: Option<f64>,
+    /// How far the exact extractor may go before it settles for the best program found.
+    pub limits: ExtractLimits,
+}
+
+/// Limits of the exact extraction: past them the frontier DP keeps only the most promising
+/// states (so the result is the best program found, with a computed lower bound and gap).
+#[derive(Debug, Clone, Copy)]
+pub struct ExtractLimits {
+    /// Most DP states kept after any step (a deterministic state budget).
+    pub max_states: usize,
+    /// Past this instant every DP step keeps only a narrow beam of states.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Default state budget of one DP run: about half a second of extraction on the largest
+/// blocks measured (docs/partitioner.md, "Limits").
+pub const DEFAULT_MAX_STATES: usize = 2_000;
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        ExtractLimits {
+            max_states: DEFAULT_MAX_STATES,
+            deadline: None,
+        }
+    }
 }
 
 /// An extraction: the chosen node of each chosen class.
@@ -160,6 +185,7 @@ pub fn flatten(
         classes,
         roots,
         budget,
+        limits: ExtractLimits::default(),
     })
 }
 

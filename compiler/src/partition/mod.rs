@@ -45,6 +45,12 @@ pub struct PartitionOptions {
     /// Detect repeated layers and solve one representative block (default true); false
     /// solves the whole graph at once (exact under the global budget, slow for deep models).
     pub detect_layers: bool,
+    /// Time the search may take before it settles for the best plan found (with its lower
+    /// bound and gap in the plan); None: only the state budget limits it.
+    pub time_limit: Option<std::time::Duration>,
+    /// States the exact extraction keeps per step before it narrows to the most promising
+    /// ones ([`extract::DEFAULT_MAX_STATES`] by default).
+    pub max_states: usize,
 }
 
 impl PartitionOptions {
@@ -57,9 +63,14 @@ impl PartitionOptions {
             memory_per_device: None,
             pins: BTreeMap::new(),
             detect_layers: true,
+            time_limit: Some(DEFAULT_TIME_LIMIT),
+            max_states: extract::DEFAULT_MAX_STATES,
         }
     }
 }
+
+/// Default of [`PartitionOptions::time_limit`].
+pub const DEFAULT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A partitioned graph: the plan and how long the search took.
 #[derive(Debug, Clone)]
@@ -168,7 +179,12 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .validate()
         .map_err(|e| PartitionError::Graph(e.to_string()))?;
     let pins = resolve_pins(graph, n, &opts.pins)?;
-    let cx = rules::RuleCx::new(graph, n);
+    let mut cx = rules::RuleCx::new(graph, n);
+    cx.limits = extract::ExtractLimits {
+        max_states: opts.max_states.max(1),
+        // The bytes pass runs after the model pass: each gets half the time.
+        deadline: opts.time_limit.map(|l| start + l / 2),
+    };
     let budgets = budget::Budgets::new(graph, n, opts);
     let layer_info = if pins.is_empty() && opts.detect_layers {
         layers::detect(graph)
@@ -186,6 +202,9 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         &pins,
     )
     .map_err(|e| with_pin_context(e, &opts.pins))?;
+    if let Some(l) = opts.time_limit {
+        cx.limits.deadline = Some(start + l);
+    }
     let bytes_solved = chain::solve_graph(
         &cx,
         layer_info.as_ref(),
@@ -202,7 +221,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .unwrap_or_else(|| vec![None; graph.nodes.len()]);
     let lowered =
         lower::lower(graph, n, &solved.sel, &node_layer).map_err(PartitionError::Internal)?;
-    let lower_bound_bytes = bytes_solved.cost.round() as u64;
+    let lower_bound_bytes = bytes_solved.lower_bound.round() as u64;
     let plan = assemble(
         graph,
         opts,

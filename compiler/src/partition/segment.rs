@@ -338,13 +338,15 @@ fn flat_problem(
         }
         _ => true,
     };
-    flatten(
+    let mut flat = flatten(
         eg,
         &roots,
         |n| node_cost(cx, eg, model, mode, n),
         allow,
         budget,
-    )
+    )?;
+    flat.limits = cx.limits;
+    Ok(flat)
 }
 
 /// Solves a segment with the exact extractor.
@@ -373,8 +375,10 @@ pub fn solve(
 /// The best program of a segment for one (open layout, root variant) pair.
 #[derive(Debug, Clone)]
 pub struct VariantSolution {
-    /// Its cost.
+    /// Its cost (infinite when the limited search found none, see `lower`).
     pub cost: f64,
+    /// A proven lower bound on the best cost (equal to `cost` when the search was exact).
+    pub lower: f64,
     /// Its program.
     pub sel: Selection,
 }
@@ -422,9 +426,27 @@ pub fn solve_variants(
                 choice.extend(picks);
                 row[li] = Some(VariantSolution {
                     cost,
+                    lower: run.lower(Some(cost)),
                     sel: selection_of(&eg, &flat, &choice),
                 });
+            } else if run.dropped.is_finite() {
+                // None found within the limits, but one may exist: keep the bound.
+                row[li] = Some(VariantSolution {
+                    cost: f64::INFINITY,
+                    lower: run.dropped,
+                    sel: Selection::default(),
+                });
             }
+        }
+        if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+            let costs: Vec<(f64, f64)> = row
+                .iter()
+                .map(|v| {
+                    v.as_ref()
+                        .map_or((f64::NAN, f64::NAN), |v| (v.cost, v.lower))
+                })
+                .collect();
+            eprintln!("variant (cost, lower) by open layout: {costs:?}");
         }
         out.push(row);
     }

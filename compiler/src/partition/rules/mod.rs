@@ -27,6 +27,8 @@ pub struct RuleCx<'a> {
     pub n: usize,
     /// Producer of each tensor.
     pub producers: Vec<Option<NodeId>>,
+    /// Limits of the extractions run in this context.
+    pub limits: crate::partition::extract::ExtractLimits,
 }
 
 impl<'a> RuleCx<'a> {
@@ -36,6 +38,7 @@ impl<'a> RuleCx<'a> {
             g,
             n,
             producers: g.producers(),
+            limits: Default::default(),
         }
     }
     pub(crate) fn shape(&self, t: TensorId) -> &[usize] {

@@ -1,0 +1,124 @@
+//! Import phase `hoist`: computations that do not depend on the model's activations (masks
+//! and positions derived from the graph inputs) are moved ahead of the first node that does.
+//!
+//! Exporters often build such a value inside the first layer and reuse it in the later ones
+//! (the dynamo exporter's causal mask `Where` is computed where the first attention needs
+//! it). Then the layers differ in shape — the first computes the mask, the others read it —
+//! and repeated-layer detection cannot see them as copies. Any topological order computes the
+//! same function, so the phase only permutes nodes: a stable topological order in which
+//! *invariant* nodes go first whenever they are ready.
+//!
+//! A node depends on the activations when it reads a weight matrix (a MatMul or Gemm operand
+//! or a Gather table of rank ≥ 2: the layers' parameters) or a value computed from one.
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use tessera_ir::{Graph, Op, TensorKind};
+
+/// Does `node` read a weight matrix directly?
+fn reads_parameters(g: &Graph, node: &tessera_ir::Node) -> bool {
+    let weight_matrix = |i: usize| {
+        node.inputs.get(i).is_some_and(|t| {
+            g.tensor(*t).kind == TensorKind::Weight && g.tensor(*t).shape.len() >= 2
+        })
+    };
+    match node.op {
+        Op::MatMul(_) | Op::Gemm(_) => weight_matrix(0) || weight_matrix(1),
+        Op::Gather(_) => weight_matrix(0),
+        _ => false,
+    }
+}
+
+/// Reorders `g.nodes` so that invariant nodes come as early as they can (see the module
+/// docs); returns how many nodes changed position.
+pub fn hoist_invariants(g: &mut Graph) -> usize {
+    let n = g.nodes.len();
+    let producers = g.producers();
+    let mut varying = vec![false; n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        varying[i] = reads_parameters(g, node)
+            || node
+                .inputs
+                .iter()
+                .any(|t| producers[t.index()].is_some_and(|p| varying[p.index()]));
+    }
+    let mut pending = vec![0usize; n];
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for t in &node.inputs {
+            if let Some(p) = producers[t.index()] {
+                pending[i] += 1;
+                readers[p.index()].push(i);
+            }
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<(bool, usize)>> = (0..n)
+        .filter(|&i| pending[i] == 0)
+        .map(|i| Reverse((varying[i], i)))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse((_, i))) = heap.pop() {
+        order.push(i);
+        for &r in &readers[i] {
+            pending[r] -= 1;
+            if pending[r] == 0 {
+                heap.push(Reverse((varying[r], r)));
+            }
+        }
+    }
+    // Every node is reached: the graph is acyclic and its nodes were in topological order.
+    debug_assert_eq!(order.len(), n);
+    if order.len() != n {
+        return 0;
+    }
+    let moved = order.iter().enumerate().filter(|(k, i)| k != *i).count();
+    if moved > 0 {
+        let mut old: Vec<Option<tessera_ir::Node>> =
+            std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
+        // Each index appears once in `order`, so every take finds its node.
+        g.nodes = order.iter().filter_map(|&i| old[i].take()).collect();
+    }
+    moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ir::op::{BinaryAttrs, BinaryOp, MatMulAttrs, UnaryAttrs, UnaryOp};
+    use tessera_ir::{DType, Tensor, Weight};
+
+    #[test]
+    fn a_mask_built_in_the_first_layer_moves_ahead_of_it() {
+        let mut g = Graph::new();
+        let x = g.add_tensor("x", DType::F32, vec![2, 4], TensorKind::Input);
+        let m = g.add_tensor("m", DType::F32, vec![2, 4], TensorKind::Input);
+        let w = g.add_tensor("w", DType::F32, vec![4, 4], TensorKind::Weight);
+        g.weights.insert(
+            w,
+            Weight::constant("w", Tensor::f32(vec![4, 4], vec![0.0; 16])),
+        );
+        let y = g.add_tensor("y", DType::F32, vec![2, 4], TensorKind::Activation);
+        let mask = g.add_tensor("mask", DType::F32, vec![2, 4], TensorKind::Activation);
+        let z = g.add_tensor("z", DType::F32, vec![2, 4], TensorKind::Activation);
+        g.add_node("mm", Op::MatMul(MatMulAttrs {}), vec![x, w], vec![y]);
+        g.add_node(
+            "neg",
+            Op::Unary(UnaryAttrs { kind: UnaryOp::Neg }),
+            vec![m],
+            vec![mask],
+        );
+        g.add_node(
+            "add",
+            Op::Binary(BinaryAttrs {
+                kind: BinaryOp::Add,
+            }),
+            vec![y, mask],
+            vec![z],
+        );
+        g.outputs = vec![z];
+        g.inputs = vec![x, m];
+        assert_eq!(hoist_invariants(&mut g), 2);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["neg", "mm", "add"]);
+        assert_eq!(hoist_invariants(&mut g), 0);
+    }
+}
