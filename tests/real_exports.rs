@@ -209,11 +209,8 @@ real_export_tests! {
     mistral: "mistral", 2, 2;
     qwen2_opset23: "qwen2", 2, 2;
     phi3: "phi3", 2, 2;
-    /// Partitioning GPT-NeoX (parallel residual, partial rotary) for 2 devices takes more
-    /// than 120 s today (frontier-DP extraction; the search is being reworked). One
-    /// all-reduce per layer: with the parallel residual, attention and MLP partial sums are
-    /// added before a single all-reduce.
-    #[ignore = "N=2 compile exceeds 120 s with today's extraction; run with --ignored"]
+    /// GPT-NeoX (parallel residual, partial rotary): one all-reduce per layer, as the
+    /// attention and MLP partial sums are added before a single all-reduce.
     gpt_neox: "gpt_neox", 2, 1;
     opt: "opt", 2, 2;
     gemma: "gemma", 2, 2;
