@@ -5,8 +5,8 @@
 //! weight (norm scales, biases, masks, small tables). All bytes are stored bytes: a
 //! quantised weight counts its int8 bytes plus its scale and zero point (their share when
 //! split along, whole otherwise), and splits only where [`Weight::splittable`]. Large
-//! weights are the `B` operand of a MatMul/Gemm and Gather tables over
-//! [`SMALL_TABLE_BYTES`]. When all large weights divide, this is exactly `total/N + slack`
+//! weights are the `B` operand of a MatMul/Gemm, the vocabulary table and Gather tables over
+//! [`SMALL_TABLE_BYTES`] (see [`large_weights`]). When all large weights divide, this is exactly `total/N + slack`
 //! with slack = bytes of the small weights.
 //! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
 //! their default budgets.
@@ -26,16 +26,29 @@ pub struct Budgets {
     scale: f64,
 }
 
-/// The large weights of `g` (MatMul/Gemm `B` operands, large Gather tables).
+/// The large weights of `g`: MatMul/Gemm `B` operands, and Gather tables that are the
+/// vocabulary (the most rows of any gathered table, as Megatron's vocab-parallel embedding)
+/// or over [`SMALL_TABLE_BYTES`]. Other tables (positions, token types, rotary caches) are
+/// slack.
 pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
+    let tables = || {
+        g.nodes
+            .iter()
+            .filter(|nd| matches!(nd.op, Op::Gather(_)))
+            .filter_map(|nd| nd.inputs.first())
+            .filter_map(|t| g.weights.get(t).map(|w| (*t, w)))
+            .filter(|(_, w)| w.shape.len() >= 2)
+    };
+    let vocab_rows = tables().map(|(_, w)| w.shape[0]).max().unwrap_or(0);
     let mut big = BTreeSet::new();
     for nd in &g.nodes {
         let cand = match &nd.op {
             Op::MatMul(_) | Op::Gemm(_) => nd.inputs.get(1),
             Op::Gather(_) => nd.inputs.first().filter(|t| {
-                g.weights
-                    .get(t)
-                    .is_some_and(|w| w.size_bytes() > SMALL_TABLE_BYTES)
+                g.weights.get(t).is_some_and(|w| {
+                    w.size_bytes() > SMALL_TABLE_BYTES
+                        || (w.shape.len() >= 2 && w.shape[0] == vocab_rows)
+                })
             }),
             _ => None,
         };
