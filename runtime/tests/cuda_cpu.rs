@@ -62,6 +62,15 @@ fn bad_rank_setups_are_refused_before_touching_cuda() {
     let e = refused(0, 2, CommSpec::Single { device: 0 });
     assert!(e.contains("needs NCCL"), "{e}");
     let id = vec![0; 5];
-    let e = refused(0, 2, CommSpec::Nccl { device: 0, id });
+    let timeouts = Default::default();
+    let e = refused(
+        0,
+        2,
+        CommSpec::Nccl {
+            device: 0,
+            id,
+            timeouts,
+        },
+    );
     assert!(e.contains("5 bytes"), "{e}");
 }

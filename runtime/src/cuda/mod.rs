@@ -17,6 +17,7 @@
 pub mod buffer;
 pub mod collectives;
 pub mod comm;
+pub mod compile;
 pub mod context;
 mod device;
 pub mod distributed;
@@ -25,12 +26,15 @@ mod error;
 pub mod exchange;
 pub mod launch_cfg;
 pub mod launcher;
+pub mod libs;
 pub mod meta;
+pub mod nccl;
 pub mod ops;
 pub mod probe;
 pub mod rendezvous;
 pub mod source;
 pub mod virtual_ranks;
+pub mod watchdog;
 
 pub use comm::CommSpec;
 pub use device::{CudaBackend, CudaDevice};
