@@ -30,7 +30,9 @@ struct Round<T> {
     generation: u64,
     deposits: Vec<Option<(CollectiveSpec, T)>>,
     arrived: usize,
-    outputs: Option<Result<Vec<T>, String>>,
+    /// Each rank's output, moved out (not cloned) when the rank takes it, so the rank
+    /// holds the only handle to it.
+    outputs: Option<Result<Vec<Option<T>>, String>>,
     taken: usize,
 }
 
@@ -138,7 +140,7 @@ impl<T: Clone> Exchange<T> {
                     }
                 }),
             };
-            st.outputs = Some(outputs);
+            st.outputs = Some(outputs.map(|o| o.into_iter().map(Some).collect()));
             st.arrived = 0;
             st.taken = 0;
             st.generation += 1;
@@ -147,8 +149,11 @@ impl<T: Clone> Exchange<T> {
             let gen = st.generation;
             st = self.wait_while(st, kind, |r| r.generation == gen)?;
         }
-        let out = match &st.outputs {
-            Some(Ok(outs)) => Ok(outs[rank].clone()),
+        let out = match &mut st.outputs {
+            Some(Ok(outs)) => outs
+                .get_mut(rank)
+                .and_then(Option::take)
+                .ok_or_else(|| DeviceError::Backend(format!("{kind}: output taken twice"))),
             Some(Err(m)) => Err(DeviceError::Backend(m.clone())),
             None => Err(DeviceError::Backend(format!("{kind}: round lost"))),
         };
@@ -234,5 +239,37 @@ mod tests {
         assert!(err.is_abort(), "{err}");
         let late = ex.meet(1, &spec(CollectiveKind::AllReduce), 1, Ok);
         assert!(late.unwrap_err().is_abort());
+    }
+
+    /// Each rank receives the only handle to its output (moved out, never cloned), at 3, 4
+    /// and 8 ranks: what lets the virtual ranks free each output on its own rank's terms.
+    #[test]
+    fn outputs_are_moved_to_their_rank() {
+        for world in [3usize, 4, 8] {
+            let ex = Arc::new(Exchange::<Arc<usize>>::new(world));
+            let handles: Vec<_> = (0..world)
+                .map(|r| {
+                    let ex = ex.clone();
+                    thread::spawn(move || {
+                        (0..20)
+                            .map(|round| {
+                                let per_rank = |xs: Vec<Arc<usize>>| {
+                                    Ok((0..xs.len()).map(|i| Arc::new(round * 100 + i)).collect())
+                                };
+                                let s = spec(CollectiveKind::AllReduce);
+                                let out = ex.meet(r, &s, Arc::new(r), per_rank).unwrap();
+                                (Arc::strong_count(&out), *out == round * 100 + r)
+                            })
+                            .all(|(count, right)| count == 1 && right)
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert!(
+                    h.join().unwrap(),
+                    "world {world}: an output was shared or wrong"
+                );
+            }
+        }
     }
 }
