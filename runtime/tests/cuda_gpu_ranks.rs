@@ -21,7 +21,14 @@ use tessera_runtime::device::OutSpec;
 
 /// Elements per rank: large enough that the adds below take a while on the GPU.
 const N: usize = 1 << 18;
-const ROUNDS: usize = 12;
+/// Rounds per collective (`TESSERA_RANKS_ROUNDS` lowers it for a run under
+/// compute-sanitizer, which is much slower).
+fn rounds() -> usize {
+    std::env::var("TESSERA_RANKS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12)
+}
 
 fn skip_reason() -> Option<String> {
     let r = tessera_runtime::cuda::probe::unavailable_reason();
@@ -61,7 +68,7 @@ fn expected(kind: CollectiveKind, world: usize, round: usize, i: usize) -> f32 {
 fn rank_thread(ex: Arc<LaneExchange>, lane: Lane, rank: usize, world: usize) {
     let group: Vec<usize> = (0..world).collect();
     let reads = (rank + 1) * 3;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         for kind in [
             CollectiveKind::AllReduce,
             CollectiveKind::Broadcast,

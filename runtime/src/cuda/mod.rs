@@ -37,6 +37,9 @@ pub mod virtual_ranks;
 pub mod watchdog;
 
 pub use comm::CommSpec;
+/// The cudarc crate this backend is built on (for tools and GPU tests that call cuBLAS or
+/// the driver directly, e.g. the GEMM timing of `scripts/gpu_check.sh`).
+pub use cudarc;
 pub use device::{CudaBackend, CudaDevice};
 pub use distributed::RankSession;
 pub use error::CudaError;
