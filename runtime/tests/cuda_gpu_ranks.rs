@@ -33,7 +33,7 @@ fn rounds() -> usize {
 fn skip_reason() -> Option<String> {
     let r = tessera_runtime::cuda::probe::unavailable_reason();
     if let Some(why) = &r {
-        println!("skipping: no CUDA driver found ({why})");
+        println!("skipping: {why}");
     }
     r
 }
