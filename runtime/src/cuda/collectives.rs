@@ -21,7 +21,7 @@ use super::comm::{NcclComm, NcclTimeouts};
 use super::context::Lane;
 use super::nccl::{Comm, NcclType};
 use super::ops;
-use super::watchdog::{wait_for, Pending};
+use super::watchdog::{wait_for, Deadman, Pending};
 use super::CudaError;
 use crate::collectives::CollectiveSpec;
 use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
@@ -105,18 +105,26 @@ pub fn nccl_collective(
     spec: &CollectiveSpec,
     x: &DeviceTensor,
 ) -> Result<DeviceTensor, CudaError> {
-    let (comm, timeouts) = (&mut nc.comm, nc.timeouts);
+    let (comm, timeouts, deadman) = (&mut nc.comm, nc.timeouts, &nc.deadman);
     let world = comm.world_size();
     check_full_group(group, world)?;
     match spec.kind {
         CollectiveKind::AllReduce => {
-            let out = wire(lane, comm, timeouts, spec, Wire::AllReduce, x, x.numel())?;
+            let out = wire(
+                lane,
+                (comm, deadman),
+                timeouts,
+                spec,
+                Wire::AllReduce,
+                x,
+                x.numel(),
+            )?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::Broadcast => {
             let out = wire(
                 lane,
-                comm,
+                (comm, deadman),
                 timeouts,
                 spec,
                 Wire::Broadcast(group[0] as i32),
@@ -129,7 +137,7 @@ pub fn nccl_collective(
             let axis = need_axis(spec)?;
             let out = wire(
                 lane,
-                comm,
+                (comm, deadman),
                 timeouts,
                 spec,
                 Wire::AllGather,
@@ -148,7 +156,7 @@ pub fn nccl_collective(
             local[axis] /= world;
             let out = wire(
                 lane,
-                comm,
+                (comm, deadman),
                 timeouts,
                 spec,
                 Wire::ReduceScatter,
@@ -163,7 +171,7 @@ pub fn nccl_collective(
             let front = ops::movement::move_axis(lane, &viewed, to_axis, 0)?;
             let out = wire(
                 lane,
-                comm,
+                (comm, deadman),
                 timeouts,
                 spec,
                 Wire::Exchange(x.numel() / world),
@@ -191,7 +199,7 @@ fn unstack(lane: &Lane, stacked: DeviceTensor, axis: usize) -> Result<DeviceTens
 #[allow(clippy::too_many_arguments)]
 fn wire(
     lane: &Lane,
-    comm: &mut Comm,
+    (comm, deadman): (&mut Comm, &Deadman),
     timeouts: NcclTimeouts,
     spec: &CollectiveSpec,
     w: Wire,
@@ -199,11 +207,18 @@ fn wire(
     n: usize,
 ) -> Result<DeviceData, CudaError> {
     let m = x.numel();
+    // Enqueueing may block inside NCCL (a group end waiting for a peer's connection), where
+    // no poll can run: the deadman ends the process if it does not return.
+    let armed = deadman.arm(
+        &format!("enqueueing {} (TESSERA_NCCL_TIMEOUT_S)", spec.kind.as_str()),
+        timeouts.collective,
+    );
     let out = match &*x.data {
         DeviceData::F32(s) => DeviceData::F32(wire_typed(lane, comm, w, s, NcclType::F32, m, n)?),
         DeviceData::I64(s) => DeviceData::I64(wire_typed(lane, comm, w, s, NcclType::I64, m, n)?),
         DeviceData::Bool(s) => DeviceData::Bool(wire_typed(lane, comm, w, s, NcclType::U8, m, n)?),
     };
+    drop(armed);
     if m > 0 && n > 0 {
         let event = lane.stream.record_event(None).map_err(CudaError::driver)?;
         let mut pending = Enqueued { event, comm };

@@ -11,8 +11,10 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default bound on one collective (torch's NCCL watchdog default is 10 minutes).
 pub const DEFAULT_COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Exit status of a rank process whose NCCL initialisation timed out.
-pub const EXIT_INIT_TIMEOUT: i32 = 4;
+/// Exit status of a rank process in which an NCCL call (the join, or the enqueue of a
+/// collective, e.g. a `ncclGroupEnd` waiting for a peer's connection) did not return in
+/// time.
+pub const EXIT_NCCL_STUCK: i32 = 4;
 
 /// Time limits of an NCCL rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +74,22 @@ pub fn id_from_bytes(bytes: &[u8]) -> Result<UniqueId, CudaError> {
     Ok(id)
 }
 
-/// An NCCL communicator with the stream its collectives run on and its time limits.
+/// An NCCL communicator with its time limits and the watcher of its blocking calls.
 pub struct NcclComm {
     /// The communicator.
     pub comm: Comm,
     /// Time limits.
     pub timeouts: NcclTimeouts,
+    /// Watches calls into NCCL that may block (the join, each enqueue): one that does not
+    /// return within its limit ends the process ([`EXIT_NCCL_STUCK`]).
+    pub deadman: Deadman,
 }
 
 /// Joins the NCCL communicator of `world` ranks as `rank` on `stream`'s device (blocks
 /// until every rank joined). A [`Deadman`] bounds the join: past `timeouts.init` the
-/// process prints which rank and call timed out and exits with [`EXIT_INIT_TIMEOUT`]
+/// process prints which rank and call timed out and exits with [`EXIT_NCCL_STUCK`]
 /// (`ncclCommInitRank` cannot be interrupted, and the communicator to abort does not exist
-/// yet).
+/// yet). The same deadman then watches the enqueue of each collective.
 pub fn join_nccl(
     stream: &Arc<CudaStream>,
     rank: usize,
@@ -97,7 +102,7 @@ pub fn join_nccl(
         .context()
         .bind_to_thread()
         .map_err(CudaError::driver)?;
-    let deadman = Deadman::start(rank, exit_process(EXIT_INIT_TIMEOUT));
+    let deadman = Deadman::start(rank, exit_process(EXIT_NCCL_STUCK));
     let comm = {
         let _armed = deadman.arm(
             &format!("NCCL init (ncclCommInitRank, {world} ranks; TESSERA_NCCL_INIT_TIMEOUT_S)"),
@@ -105,5 +110,9 @@ pub fn join_nccl(
         );
         Comm::init(id, rank, world)?
     };
-    Ok(NcclComm { comm, timeouts })
+    Ok(NcclComm {
+        comm,
+        timeouts,
+        deadman,
+    })
 }

@@ -23,11 +23,16 @@ use tessera_ir::{Op, Tensor};
 /// library, an `unwrap` on a driver error in its safe layer) into an error naming `what`,
 /// so that a rank fails with a message (and its peers are woken) instead of unwinding
 /// through the executor.
-fn boundary<T>(what: &str, f: impl FnOnce() -> Result<T, CudaError>) -> Result<T, DeviceError> {
-    let r = guarded(f, |m| {
+fn boundary<T, E: Into<DeviceError>>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, DeviceError> {
+    match guarded(f, |m| {
         CudaError::Driver(format!("{what}: panic inside cudarc: {m}"))
-    })?;
-    Ok(r?)
+    }) {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The in-process CUDA backend: every rank a lane of one GPU.
@@ -182,9 +187,9 @@ impl Device for CudaDevice {
         rows: usize,
         vocab: usize,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::sharded_gather(
-            &self.lane, table, indices, offset, rows, vocab,
-        )?)
+        boundary("sharded gather", || {
+            ops::sharded_gather(&self.lane, table, indices, offset, rows, vocab)
+        })
     }
 
     fn local_slice(
@@ -192,13 +197,9 @@ impl Device for CudaDevice {
         x: &DeviceTensor,
         slice: &AxisSlice,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::movement::take_range(
-            &self.lane,
-            x,
-            slice.axis,
-            slice.start,
-            slice.end,
-        )?)
+        boundary("local slice", || {
+            ops::movement::take_range(&self.lane, x, slice.axis, slice.start, slice.end)
+        })
     }
 
     fn scale_to_partial(
@@ -206,7 +207,9 @@ impl Device for CudaDevice {
         x: &DeviceTensor,
         n: usize,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::elementwise::scale(&self.lane, x, 1.0 / n as f32)?)
+        boundary("scale to partial", || {
+            ops::elementwise::scale(&self.lane, x, 1.0 / n as f32)
+        })
     }
 
     fn collective(
@@ -221,7 +224,9 @@ impl Device for CudaDevice {
                 super::collectives::check_full_group(group, 1)?;
                 Ok(x.clone())
             }
-            Peers::Lanes(ex) => lane_collective(ex, rank, lane, group, spec, x),
+            Peers::Lanes(ex) => boundary(spec.kind.as_str(), || {
+                lane_collective(ex, rank, lane, group, spec, x)
+            }),
             Peers::Nccl(comm) => boundary(spec.kind.as_str(), || {
                 nccl_collective(lane, comm, group, spec, x)
             }),
