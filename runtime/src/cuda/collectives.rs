@@ -220,7 +220,11 @@ fn wire(
     };
     drop(armed);
     if m > 0 && n > 0 {
-        let event = lane.stream.record_event(None).map_err(CudaError::driver)?;
+        let no_timing = cudarc::driver::sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+        let event = lane
+            .stream
+            .record_event(Some(no_timing))
+            .map_err(CudaError::driver)?;
         let mut pending = Enqueued { event, comm };
         wait_for(
             pending.comm.rank(),

@@ -353,3 +353,21 @@ impl Drop for Comm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without NCCL the API is an error naming the file looked for and where, not a panic
+    /// (on a machine with NCCL this checks nothing).
+    #[test]
+    fn missing_nccl_is_an_error_listing_the_search() {
+        if let Err(e) = NcclApi::get() {
+            let e = e.to_string();
+            assert!(
+                e.contains("CUDA library 'nccl'") && e.contains("libnccl.so.2"),
+                "{e}"
+            );
+        }
+    }
+}

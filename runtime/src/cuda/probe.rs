@@ -76,3 +76,27 @@ pub fn unavailable_reason() -> Option<String> {
         Err(e) => Some(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where cudarc's own names do not find NVRTC and the search finds nothing either, the
+    /// error lists what was looked for instead of cudarc's panic.
+    #[test]
+    fn missing_compute_libraries_are_an_error_listing_the_search() {
+        // SAFETY: only tries to dlopen NVRTC by cudarc's names.
+        let cudarc_finds = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        let search = crate::cuda::libs::LibSearch::from_process();
+        if cudarc_finds || search.find(CudaLib::Nvrtc).is_ok() {
+            return; // NVRTC is installed here
+        }
+        let e = compute_libraries().expect_err("no NVRTC").to_string();
+        assert!(
+            e.contains("CUDA library 'nvrtc'")
+                && e.contains("libnvrtc.so.12")
+                && e.contains("TESSERA_NVRTC_LIB"),
+            "{e}"
+        );
+    }
+}
