@@ -64,7 +64,8 @@ impl Backend for CudaBackend {
     /// `n` ranks a lane of it; validated plans have at least one rank.
     fn create_devices(&self, n: usize) -> Result<Vec<CudaDevice>, DeviceError> {
         let gpu = Gpu::open(self.ordinal)?;
-        let exchange = Arc::new(LaneExchange::new(n));
+        let timeout = super::env::collective_timeout_from_env()?;
+        let exchange = Arc::new(LaneExchange::with_timeout(n, timeout));
         (0..n)
             .map(|rank| {
                 Ok(CudaDevice {

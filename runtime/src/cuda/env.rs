@@ -105,18 +105,7 @@ impl DistEnv {
         let local_world_size = parse_usize(&lookup, ENV_LOCAL_WORLD_SIZE)?;
         let master_port = master_port(&lookup)?;
         let secs = |var: &str, default: Duration| -> Result<Duration, CudaError> {
-            match lookup(var) {
-                None => Ok(default),
-                Some(s) => s
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        env_err(var, &format!("'{s}' is not a positive number of seconds"))
-                    }),
-            }
+            lookup(var).map_or(Ok(default), |s| parse_secs(var, &s))
         };
         let defaults = NcclTimeouts::default();
         Ok(DistEnv {
@@ -167,6 +156,25 @@ impl DistEnv {
         )
         .collect()
     }
+}
+
+/// The collective timeout of this process (`TESSERA_NCCL_TIMEOUT_S`, also used by virtual
+/// ranks), or the default.
+pub fn collective_timeout_from_env() -> Result<Duration, CudaError> {
+    match std::env::var(ENV_NCCL_TIMEOUT) {
+        Err(_) => Ok(NcclTimeouts::default().collective),
+        Ok(s) => parse_secs(ENV_NCCL_TIMEOUT, &s),
+    }
+}
+
+/// A positive, finite number of seconds in variable `var`.
+fn parse_secs(var: &str, s: &str) -> Result<Duration, CudaError> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t > 0.0 && *t < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| env_err(var, &format!("'{s}' is not a positive number of seconds")))
 }
 
 /// `MASTER_PORT`, or [`DEFAULT_MASTER_PORT`] when unset.
