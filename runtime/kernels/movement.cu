@@ -15,21 +15,30 @@ TS_STRIDED_COPY(strided_copy_b4, unsigned int)
 TS_STRIDED_COPY(strided_copy_b8, unsigned long long)
 
 // out[o, j, k] = data[o, idx[j] (wrapped by wrap_len if negative) - row_offset, k], or 0
-// when that row is outside [0, rows_held). data is [outer, rows_held, inner].
+// when that row is outside [0, rows_held) (another shard's row). data is
+// [outer, rows_held, inner]. An index outside [-wrap_len, wrap_len) is an error, as on the
+// CPU: it sets *bad (every writer stores 1) and gives 0; the host checks the flag after
+// the kernel.
 #define TS_GATHER(NAME, T)                                                              \
     extern "C" __global__ void NAME(long long outer, long long rows_held, long long inner, \
                                     long long nidx, long long wrap_len,                 \
                                     long long row_offset, const long long* idx,         \
-                                    const T* data, T* out) {                            \
+                                    const T* data, unsigned int* bad, T* out) {         \
         TS_FOR_EACH(i, outer * nidx * inner) {                                          \
             long long k = i % inner;                                                    \
             long long j = (i / inner) % nidx;                                           \
             long long o = i / (inner * nidx);                                           \
             long long r = idx[j];                                                       \
-            if (r < 0) r += wrap_len;                                                   \
-            r -= row_offset;                                                            \
-            out[i] = (r < 0 || r >= rows_held) ? (T)0                                   \
-                                               : data[(o * rows_held + r) * inner + k]; \
+            if (r < -wrap_len || r >= wrap_len) {                                       \
+                *bad = 1u;                                                              \
+                out[i] = (T)0;                                                          \
+            } else {                                                                    \
+                if (r < 0) r += wrap_len;                                               \
+                r -= row_offset;                                                        \
+                out[i] = (r < 0 || r >= rows_held)                                      \
+                             ? (T)0                                                     \
+                             : data[(o * rows_held + r) * inner + k];                   \
+            }                                                                           \
         }                                                                               \
     }
 TS_GATHER(gather_b1, unsigned char)

@@ -39,8 +39,9 @@ pub fn role(nproc: Option<usize>) -> ProcessRole {
 /// (after stopping the others) as soon as one rank fails.
 #[cfg(feature = "cuda")]
 pub fn launch(nproc: usize) -> Result<(), ExecError> {
-    crate::cuda::launcher::launch_self(&crate::cuda::launcher::LaunchSpec::single_node(nproc))
-        .map_err(backend_error)
+    use crate::cuda::launcher::{launch_self, LaunchSpec};
+    let spec = LaunchSpec::single_node_from_env(nproc).map_err(backend_error)?;
+    launch_self(&spec).map_err(backend_error)
 }
 
 /// Runs this process's rank of `plan` (rank and world from the environment) through the

@@ -62,6 +62,54 @@ fn bad_rank_setups_are_refused_before_touching_cuda() {
     let e = refused(0, 2, CommSpec::Single { device: 0 });
     assert!(e.contains("needs NCCL"), "{e}");
     let id = vec![0; 5];
-    let e = refused(0, 2, CommSpec::Nccl { device: 0, id });
+    let timeouts = Default::default();
+    let e = refused(
+        0,
+        2,
+        CommSpec::Nccl {
+            device: 0,
+            id,
+            timeouts,
+        },
+    );
     assert!(e.contains("5 bytes"), "{e}");
+}
+
+/// Set in the child process of [`a_stuck_call_ends_the_process_with_exit_status_4`].
+const STUCK_CHILD: &str = "TESSERA_TEST_STUCK_CHILD";
+
+/// The deadman ends a process whose main thread is stuck in a call that never returns (as
+/// in `ncclCommInitRank` waiting for a rank that never comes): the test re-runs itself as
+/// a child whose main thread blocks forever; the watcher thread prints the reason and
+/// `_exit`s with status 4.
+#[test]
+fn a_stuck_call_ends_the_process_with_exit_status_4() {
+    use std::time::{Duration, Instant};
+    use tessera_runtime::cuda::comm::EXIT_NCCL_STUCK;
+    use tessera_runtime::cuda::watchdog::{exit_process, Deadman};
+    if std::env::var_os(STUCK_CHILD).is_some() {
+        let dm = Deadman::start(7, exit_process(EXIT_NCCL_STUCK));
+        let _armed = dm.arm("simulated NCCL init", Duration::from_millis(150));
+        loop {
+            std::thread::park(); // the stuck call: never returns
+        }
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let t0 = Instant::now();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "a_stuck_call_ends_the_process_with_exit_status_4",
+            "--nocapture",
+        ])
+        .env(STUCK_CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_NCCL_STUCK), "{stderr}");
+    assert!(
+        stderr.contains("rank 7: simulated NCCL init did not return within 0.1 s"),
+        "{stderr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
 }

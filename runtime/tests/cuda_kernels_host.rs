@@ -201,14 +201,23 @@ int main() {{
     }}
     {{ // gather: negative index wraps; sharded: rows [2,4) of a 6-row table
         float t[12]; for (int i = 0; i < 12; ++i) t[i] = (float)i; // [6,2]
-        long long idx[3] = {{5, -6, 3}}; float o[6];
-        ts_launch(1, 32, [&] {{ gather_b4(1, 6, 2, 3, 6, 0, idx, (const unsigned*)t, (unsigned*)o); }});
+        long long idx[3] = {{5, -6, 3}}; float o[6]; unsigned bad = 0;
+        ts_launch(1, 32, [&] {{ gather_b4(1, 6, 2, 3, 6, 0, idx, (const unsigned*)t, &bad, (unsigned*)o); }});
         float want[6] = {{10, 11, 0, 1, 6, 7}};
-        bool good = close(o, want, 6, 0);
-        long long sidx[3] = {{2, 5, -3}}; // -3 -> row 3
-        ts_launch(1, 32, [&] {{ gather_b4(1, 2, 2, 3, 6, 2, sidx, (const unsigned*)(t + 4), (unsigned*)o); }});
+        bool good = close(o, want, 6, 0) && bad == 0;
+        long long sidx[3] = {{2, 5, -3}}; // -3 -> row 3; 5 is another shard's row, not an error
+        ts_launch(1, 32, [&] {{ gather_b4(1, 2, 2, 3, 6, 2, sidx, (const unsigned*)(t + 4), &bad, (unsigned*)o); }});
         float swant[6] = {{4, 5, 0, 0, 6, 7}};
-        check("gather_b4 plain/sharded", good && close(o, swant, 6, 0));
+        check("gather_b4 plain/sharded", good && close(o, swant, 6, 0) && bad == 0);
+    }}
+    {{ // gather: an index outside [-len, len) raises the flag (the CPU path errors)
+        float t[12]; for (int i = 0; i < 12; ++i) t[i] = (float)i;
+        long long hi[2] = {{1, 6}}, lo[2] = {{-7, 0}}, sh[1] = {{6}}; float o[4];
+        unsigned b1 = 0, b2 = 0, b3 = 0;
+        ts_launch(1, 32, [&] {{ gather_b4(1, 6, 2, 2, 6, 0, hi, (const unsigned*)t, &b1, (unsigned*)o); }});
+        ts_launch(1, 32, [&] {{ gather_b4(1, 6, 2, 2, 6, 0, lo, (const unsigned*)t, &b2, (unsigned*)o); }});
+        ts_launch(1, 32, [&] {{ gather_b4(1, 2, 2, 1, 6, 2, sh, (const unsigned*)(t + 4), &b3, (unsigned*)o); }});
+        check("gather_b4 out-of-range flag", b1 == 1 && b2 == 1 && b3 == 1);
     }}
     {{ // trilu upper k=1 of 3x3
         float x[9], o[9]; for (int i = 0; i < 9; ++i) x[i] = (float)(i + 1);
@@ -299,5 +308,5 @@ fn kernels_compute_the_right_values_on_the_cpu() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
     assert!(run.status.success(), "kernel checks failed:\n{stdout}");
-    assert!(stdout.contains("15 ok, 0 failed"), "{stdout}");
+    assert!(stdout.contains("16 ok, 0 failed"), "{stdout}");
 }

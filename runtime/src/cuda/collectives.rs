@@ -11,13 +11,20 @@
 //! * broadcast from the group's first rank.
 //!
 //! Groups must span all ranks (1-D tensor parallelism); other groups are refused.
+//!
+//! Every NCCL call is followed by a bounded wait ([`super::watchdog::wait_for`]): an event
+//! recorded after it is polled together with the communicator's asynchronous error, and
+//! past [`NcclTimeouts::collective`] the communicator is aborted and the collective fails
+//! with an error naming the rank and the collective.
 use super::buffer::{DeviceData, DeviceTensor};
+use super::comm::{NcclComm, NcclTimeouts};
 use super::context::Lane;
+use super::nccl::{Comm, NcclType};
 use super::ops;
+use super::watchdog::{wait_for, Deadman, Pending};
 use super::CudaError;
 use crate::collectives::CollectiveSpec;
-use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
-use cudarc::nccl::{Comm, NcclType, ReduceOp};
+use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 use tessera_ir::plan::CollectiveKind;
 
 /// The split axis of `spec`, or an error naming the collective.
@@ -90,28 +97,53 @@ enum Wire {
     Exchange(usize),
 }
 
-/// Performs `spec` over `group` on this rank's `x` through `comm` (whose stream is `lane`'s).
+/// Performs `spec` over `group` on this rank's `x` through `nc` (on `lane`'s stream).
 pub fn nccl_collective(
     lane: &Lane,
-    comm: &Comm,
+    nc: &mut NcclComm,
     group: &[usize],
     spec: &CollectiveSpec,
     x: &DeviceTensor,
 ) -> Result<DeviceTensor, CudaError> {
+    let (comm, timeouts, deadman) = (&mut nc.comm, nc.timeouts, &nc.deadman);
     let world = comm.world_size();
     check_full_group(group, world)?;
     match spec.kind {
         CollectiveKind::AllReduce => {
-            let out = wire(lane, comm, Wire::AllReduce, x, x.numel())?;
+            let out = wire(
+                lane,
+                (comm, deadman),
+                timeouts,
+                spec,
+                Wire::AllReduce,
+                x,
+                x.numel(),
+            )?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::Broadcast => {
-            let out = wire(lane, comm, Wire::Broadcast(group[0] as i32), x, x.numel())?;
+            let out = wire(
+                lane,
+                (comm, deadman),
+                timeouts,
+                spec,
+                Wire::Broadcast(group[0] as i32),
+                x,
+                x.numel(),
+            )?;
             Ok(DeviceTensor::new(x.dtype, x.shape.clone(), out))
         }
         CollectiveKind::AllGather => {
             let axis = need_axis(spec)?;
-            let out = wire(lane, comm, Wire::AllGather, x, x.numel() * world)?;
+            let out = wire(
+                lane,
+                (comm, deadman),
+                timeouts,
+                spec,
+                Wire::AllGather,
+                x,
+                x.numel() * world,
+            )?;
             let mut stacked = vec![world];
             stacked.extend_from_slice(&x.shape);
             unstack(lane, DeviceTensor::new(x.dtype, stacked, out), axis)
@@ -122,7 +154,15 @@ pub fn nccl_collective(
             let front = ops::movement::move_axis(lane, &viewed, axis, 0)?;
             let mut local = x.shape.clone();
             local[axis] /= world;
-            let out = wire(lane, comm, Wire::ReduceScatter, &front, x.numel() / world)?;
+            let out = wire(
+                lane,
+                (comm, deadman),
+                timeouts,
+                spec,
+                Wire::ReduceScatter,
+                &front,
+                x.numel() / world,
+            )?;
             Ok(DeviceTensor::new(x.dtype, local, out))
         }
         CollectiveKind::AllToAll => {
@@ -131,7 +171,9 @@ pub fn nccl_collective(
             let front = ops::movement::move_axis(lane, &viewed, to_axis, 0)?;
             let out = wire(
                 lane,
-                comm,
+                (comm, deadman),
+                timeouts,
+                spec,
                 Wire::Exchange(x.numel() / world),
                 &front,
                 x.numel(),
@@ -152,28 +194,72 @@ fn unstack(lane: &Lane, stacked: DeviceTensor, axis: usize) -> Result<DeviceTens
     Ok(reshaped(&moved, shape))
 }
 
-/// Allocates an `n`-element output of `x`'s class and runs the NCCL call on the typed
-/// buffers (skipped when nothing moves).
+/// Allocates an `n`-element output of `x`'s class, runs the NCCL call on the buffers
+/// (skipped when nothing moves) and waits for it within the collective timeout.
+#[allow(clippy::too_many_arguments)]
 fn wire(
     lane: &Lane,
-    comm: &Comm,
+    (comm, deadman): (&mut Comm, &Deadman),
+    timeouts: NcclTimeouts,
+    spec: &CollectiveSpec,
     w: Wire,
     x: &DeviceTensor,
     n: usize,
 ) -> Result<DeviceData, CudaError> {
     let m = x.numel();
-    match &*x.data {
-        DeviceData::F32(s) => Ok(DeviceData::F32(wire_typed(lane, comm, w, s, m, n)?)),
-        DeviceData::I64(s) => Ok(DeviceData::I64(wire_typed(lane, comm, w, s, m, n)?)),
-        DeviceData::Bool(s) => Ok(DeviceData::Bool(wire_typed(lane, comm, w, s, m, n)?)),
+    // Enqueueing may block inside NCCL (a group end waiting for a peer's connection), where
+    // no poll can run: the deadman ends the process if it does not return.
+    let armed = deadman.arm(
+        &format!("enqueueing {} (TESSERA_NCCL_TIMEOUT_S)", spec.kind.as_str()),
+        timeouts.collective,
+    );
+    let out = match &*x.data {
+        DeviceData::F32(s) => DeviceData::F32(wire_typed(lane, comm, w, s, NcclType::F32, m, n)?),
+        DeviceData::I64(s) => DeviceData::I64(wire_typed(lane, comm, w, s, NcclType::I64, m, n)?),
+        DeviceData::Bool(s) => DeviceData::Bool(wire_typed(lane, comm, w, s, NcclType::U8, m, n)?),
+    };
+    drop(armed);
+    if m > 0 && n > 0 {
+        let no_timing = cudarc::driver::sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+        let event = lane
+            .stream
+            .record_event(Some(no_timing))
+            .map_err(CudaError::driver)?;
+        let mut pending = Enqueued { event, comm };
+        wait_for(
+            pending.comm.rank(),
+            spec.kind.as_str(),
+            timeouts.collective,
+            &mut pending,
+        )?;
+    }
+    Ok(out)
+}
+
+/// An enqueued NCCL call: complete when the event recorded after it is.
+struct Enqueued<'a> {
+    event: CudaEvent,
+    comm: &'a mut Comm,
+}
+
+impl Pending for Enqueued<'_> {
+    fn poll(&mut self) -> Result<bool, String> {
+        self.event.try_is_complete().map_err(|e| e.to_string())
+    }
+    fn async_error(&mut self) -> Option<String> {
+        self.comm.async_error()
+    }
+    fn abort(&mut self) {
+        self.comm.abort();
     }
 }
 
-fn wire_typed<T: NcclType + DeviceRepr + ValidAsZeroBits>(
+fn wire_typed<T: DeviceRepr + ValidAsZeroBits>(
     lane: &Lane,
-    comm: &Comm,
+    comm: &mut Comm,
     w: Wire,
     send: &CudaSlice<T>,
+    ty: NcclType,
     m: usize,
     n: usize,
 ) -> Result<CudaSlice<T>, CudaError> {
@@ -184,46 +270,30 @@ fn wire_typed<T: NcclType + DeviceRepr + ValidAsZeroBits>(
     if m == 0 || n == 0 {
         return Ok(recv);
     }
-    let src = send.slice(0..m);
-    let res = match w {
-        Wire::AllReduce => comm
-            .all_reduce(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum)
-            .map(|_| ()),
-        Wire::Broadcast(root) => comm
-            .broadcast(Some(&src), &mut recv.slice_mut(0..n), root)
-            .map(|_| ()),
-        Wire::AllGather => comm.all_gather(&src, &mut recv.slice_mut(0..n)).map(|_| ()),
-        Wire::ReduceScatter => comm
-            .reduce_scatter(&src, &mut recv.slice_mut(0..n), &ReduceOp::Sum)
-            .map(|_| ()),
-        Wire::Exchange(chunk) => exchange(comm, send, &mut recv, chunk),
-    };
-    res.map_err(CudaError::nccl)?;
+    let stream = &lane.stream;
+    let raw = stream.cu_stream() as *mut std::ffi::c_void;
+    // The guards record cudarc's read/write events on this stream when they drop (after the
+    // call is enqueued), so the buffers' frees wait for NCCL.
+    let (src, _read) = send.device_ptr(stream);
+    let (dst, _write) = recv.device_ptr_mut(stream);
+    // SAFETY: `send` holds at least `m` elements and `recv` `n` (allocated above); per call:
+    // all-reduce/broadcast move m = n elements, all-gather m per rank into n = m·world,
+    // reduce-scatter n = m/world per rank, all-to-all world chunks of `chunk` elements with
+    // chunk·world = m = n. Both buffers outlive the stream's work (their frees are ordered
+    // after it by the events above, and the caller waits for completion).
+    unsafe {
+        match w {
+            Wire::AllReduce => comm.all_reduce(src, dst, n, ty, raw),
+            Wire::Broadcast(root) => comm.broadcast(src, dst, n, ty, root as usize, raw),
+            Wire::AllGather => comm.all_gather(src, dst, m, ty, raw),
+            Wire::ReduceScatter => comm.reduce_scatter(src, dst, n, ty, raw),
+            Wire::Exchange(chunk) => {
+                comm.all_to_all(src, dst, chunk, ty, std::mem::size_of::<T>(), raw)
+            }
+        }
+    }?;
+    drop((_read, _write));
     Ok(recv)
-}
-
-/// Grouped send/recv: chunk r of `send` goes to rank r; chunk r of `recv` comes from r.
-fn exchange<T: NcclType>(
-    comm: &Comm,
-    send: &CudaSlice<T>,
-    recv: &mut CudaSlice<T>,
-    chunk: usize,
-) -> Result<(), cudarc::nccl::result::NcclError> {
-    let world = comm.world_size();
-    let sends: Vec<_> = (0..world)
-        .map(|r| send.slice(r * chunk..(r + 1) * chunk))
-        .collect();
-    let recvs: Vec<_> = recv
-        .slice_mut(0..world * chunk)
-        .chunks_exact_mut(chunk)
-        .collect();
-    let mut group = comm.group();
-    for (r, (s, d)) in sends.into_iter().zip(recvs).enumerate() {
-        group.send(s, r as i32)?;
-        group.recv(d, r as i32)?;
-    }
-    drop(group);
-    Ok(())
 }
 
 #[cfg(test)]

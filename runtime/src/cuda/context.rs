@@ -1,66 +1,24 @@
 //! A GPU (driver context + loaded kernels) and per-rank lanes (stream + cuBLAS handle).
 //!
-//! PTX is compiled with NVRTC once per process and architecture (a process-wide cache);
-//! modules are loaded once per [`Gpu`]. Several lanes may share one `Gpu`: the virtual
+//! Kernels are compiled by NVRTC for the device's architecture (CUBIN for `sm_XY`, see
+//! [`super::compile`]) once per process and target; modules are loaded once per [`Gpu`]. Several lanes may share one `Gpu`: the virtual
 //! ranks of [`super::virtual_ranks`] are lanes of the same device.
+use super::compile::{choose_target, image, toolchain, Target};
 use super::probe::{compute_libraries, driver_device_count, guarded};
-use super::source::{nvrtc_options, MODULES};
+use super::source::MODULES;
 use super::CudaError;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
-use cudarc::nvrtc::{CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// Compiled PTX by (kernel file, compute capability major, minor).
-type PtxCache = Mutex<HashMap<(&'static str, i32, i32), Ptx>>;
-
-/// Process-wide PTX cache.
-fn ptx_cache() -> &'static PtxCache {
-    static CACHE: OnceLock<PtxCache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Compiles (or fetches from the cache) one kernel module for `cc`.
-fn compile_cached(file: &'static str, source: String, cc: (i32, i32)) -> Result<Ptx, CudaError> {
-    let key = (file, cc.0, cc.1);
-    if let Some(p) = ptx_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(p);
-    }
-    let opts = CompileOptions {
-        options: nvrtc_options(cc.0, cc.1),
-        name: Some(file.to_string()),
-        ..Default::default()
-    };
-    let compiled = guarded(
-        || cudarc::nvrtc::compile_ptx_with_opts(source, opts),
-        |m| CudaError::MissingLibrary {
-            lib: "nvrtc".into(),
-            msg: m,
-        },
-    )?;
-    let ptx = compiled.map_err(|e| {
-        let msg = match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                log.to_string_lossy().into_owned()
-            }
-            other => format!("{other:?}"),
-        };
-        CudaError::Compile {
-            source_name: file.to_string(),
-            msg,
-        }
-    })?;
-    if let Ok(mut c) = ptx_cache().lock() {
-        c.insert(key, ptx.clone());
-    }
-    Ok(ptx)
-}
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
 
 /// One CUDA device: its context and every Tessera kernel, loaded.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     functions: HashMap<&'static str, CudaFunction>,
+    target: Target,
 }
 
 impl Gpu {
@@ -76,12 +34,23 @@ impl Gpu {
         let ctx = guarded(|| CudaContext::new(ordinal), CudaError::NoDriver)?
             .map_err(CudaError::driver)?;
         let cc = ctx.compute_capability().map_err(CudaError::driver)?;
+        let tc = toolchain()?;
+        let target = choose_target(cc, &tc).map_err(CudaError::Driver)?;
         let mut functions = HashMap::new();
         for m in MODULES {
-            let ptx = compile_cached(m.file, m.full_source(), cc)?;
+            let img = image(m.file, &m.full_source(), target)?;
             let module = ctx
-                .load_module(ptx)
-                .map_err(|e| CudaError::Driver(format!("loading {}: {e}", m.file)))?;
+                .load_module(Ptx::from_binary(img.to_vec()))
+                .map_err(|e| {
+                    CudaError::Driver(format!(
+                        "loading {} ({}, NVRTC {}.{}, driver {}): {e}",
+                        m.file,
+                        target.arch_flag(),
+                        tc.nvrtc.0,
+                        tc.nvrtc.1,
+                        tc.driver
+                    ))
+                })?;
             for f in m.functions {
                 let func = module
                     .load_function(f)
@@ -89,7 +58,16 @@ impl Gpu {
                 functions.insert(*f, func);
             }
         }
-        Ok(Arc::new(Gpu { ctx, functions }))
+        Ok(Arc::new(Gpu {
+            ctx,
+            functions,
+            target,
+        }))
+    }
+
+    /// What the kernels were compiled to (`sm_90` machine code, or PTX).
+    pub fn target(&self) -> Target {
+        self.target
     }
 
     /// The driver context.
@@ -118,7 +96,7 @@ impl Gpu {
         Ok(Lane {
             gpu: self.clone(),
             stream,
-            blas,
+            blas: ManuallyDrop::new(blas),
         })
     }
 }
@@ -129,8 +107,19 @@ pub struct Lane {
     pub gpu: Arc<Gpu>,
     /// The stream every kernel of this rank runs on.
     pub stream: Arc<CudaStream>,
-    /// cuBLAS handle on `stream`.
-    pub blas: CudaBlas,
+    /// cuBLAS handle on `stream` (dropped in [`Lane`]'s drop under `catch_unwind`:
+    /// cudarc's `CudaBlas` unwraps the result of `cublasDestroy`).
+    pub blas: ManuallyDrop<CudaBlas>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // SAFETY: `blas` is taken exactly once, here, and never used afterwards.
+        let blas = unsafe { ManuallyDrop::take(&mut self.blas) };
+        if let Err(e) = guarded(move || drop(blas), CudaError::Blas) {
+            eprintln!("tessera: destroying a cuBLAS handle failed: {e}");
+        }
+    }
 }
 
 impl Lane {

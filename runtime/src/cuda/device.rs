@@ -10,6 +10,7 @@ use super::collectives::nccl_collective;
 use super::comm::{id_from_bytes, join_nccl, CommSpec, NcclComm};
 use super::context::{Gpu, Lane};
 use super::ops;
+use super::probe::guarded;
 use super::virtual_ranks::{lane_collective, LaneExchange};
 use super::CudaError;
 use crate::collectives::CollectiveSpec;
@@ -17,6 +18,22 @@ use crate::device::{Backend, Device, DeviceError, DeviceKind, OutSpec};
 use std::sync::Arc;
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{Op, Tensor};
+
+/// Runs one device operation, turning a panic inside cudarc (a missing symbol in an older
+/// library, an `unwrap` on a driver error in its safe layer) into an error naming `what`,
+/// so that a rank fails with a message (and its peers are woken) instead of unwinding
+/// through the executor.
+fn boundary<T, E: Into<DeviceError>>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, DeviceError> {
+    match guarded(f, |m| {
+        CudaError::Driver(format!("{what}: panic inside cudarc: {m}"))
+    }) {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// The in-process CUDA backend: every rank a lane of one GPU.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,7 +64,8 @@ impl Backend for CudaBackend {
     /// `n` ranks a lane of it; validated plans have at least one rank.
     fn create_devices(&self, n: usize) -> Result<Vec<CudaDevice>, DeviceError> {
         let gpu = Gpu::open(self.ordinal)?;
-        let exchange = Arc::new(LaneExchange::new(n));
+        let timeout = super::env::collective_timeout_from_env()?;
+        let exchange = Arc::new(LaneExchange::with_timeout(n, timeout));
         (0..n)
             .map(|rank| {
                 Ok(CudaDevice {
@@ -100,10 +118,14 @@ impl CudaDevice {
                     peers: Peers::None,
                 })
             }
-            CommSpec::Nccl { device, id } => {
+            CommSpec::Nccl {
+                device,
+                id,
+                timeouts,
+            } => {
                 let id = id_from_bytes(&id)?;
                 let lane = Gpu::open(device)?.lane()?;
-                let comm = join_nccl(lane.stream.clone(), rank, world, id)?;
+                let comm = join_nccl(&lane.stream, rank, world, &id, timeouts)?;
                 Ok(CudaDevice {
                     rank,
                     lane,
@@ -128,15 +150,15 @@ impl Device for CudaDevice {
     type Buffer = DeviceTensor;
 
     fn upload(&mut self, t: Tensor) -> Result<DeviceTensor, DeviceError> {
-        Ok(DeviceTensor::upload(&self.lane, &t)?)
+        boundary("upload", || DeviceTensor::upload(&self.lane, &t))
     }
 
     fn upload_shared(&mut self, t: &Arc<Tensor>) -> Result<DeviceTensor, DeviceError> {
-        Ok(DeviceTensor::upload(&self.lane, t)?)
+        boundary("upload", || DeviceTensor::upload(&self.lane, t))
     }
 
     fn download(&mut self, b: &DeviceTensor) -> Result<Tensor, DeviceError> {
-        Ok(b.download(&self.lane)?)
+        boundary("download", || b.download(&self.lane))
     }
 
     /// Logical bytes (numel × dtype size), the measure the CPU device and the plan's
@@ -155,7 +177,7 @@ impl Device for CudaDevice {
         inputs: &[&DeviceTensor],
         outs: &[OutSpec<'_>],
     ) -> Result<Vec<DeviceTensor>, DeviceError> {
-        Ok(ops::run_op(&self.lane, op, inputs, outs)?)
+        boundary(&op.name(), || ops::run_op(&self.lane, op, inputs, outs))
     }
 
     fn sharded_gather(
@@ -166,9 +188,9 @@ impl Device for CudaDevice {
         rows: usize,
         vocab: usize,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::sharded_gather(
-            &self.lane, table, indices, offset, rows, vocab,
-        )?)
+        boundary("sharded gather", || {
+            ops::sharded_gather(&self.lane, table, indices, offset, rows, vocab)
+        })
     }
 
     fn local_slice(
@@ -176,13 +198,9 @@ impl Device for CudaDevice {
         x: &DeviceTensor,
         slice: &AxisSlice,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::movement::take_range(
-            &self.lane,
-            x,
-            slice.axis,
-            slice.start,
-            slice.end,
-        )?)
+        boundary("local slice", || {
+            ops::movement::take_range(&self.lane, x, slice.axis, slice.start, slice.end)
+        })
     }
 
     fn scale_to_partial(
@@ -190,7 +208,9 @@ impl Device for CudaDevice {
         x: &DeviceTensor,
         n: usize,
     ) -> Result<DeviceTensor, DeviceError> {
-        Ok(ops::elementwise::scale(&self.lane, x, 1.0 / n as f32)?)
+        boundary("scale to partial", || {
+            ops::elementwise::scale(&self.lane, x, 1.0 / n as f32)
+        })
     }
 
     fn collective(
@@ -199,13 +219,18 @@ impl Device for CudaDevice {
         spec: &CollectiveSpec,
         x: &DeviceTensor,
     ) -> Result<DeviceTensor, DeviceError> {
-        match &self.peers {
+        let (rank, lane) = (self.rank, &self.lane);
+        match &mut self.peers {
             Peers::None => {
                 super::collectives::check_full_group(group, 1)?;
                 Ok(x.clone())
             }
-            Peers::Lanes(ex) => lane_collective(ex, self.rank, &self.lane, group, spec, x),
-            Peers::Nccl(comm) => Ok(nccl_collective(&self.lane, &comm.0, group, spec, x)?),
+            Peers::Lanes(ex) => boundary(spec.kind.as_str(), || {
+                lane_collective(ex, rank, lane, group, spec, x)
+            }),
+            Peers::Nccl(comm) => boundary(spec.kind.as_str(), || {
+                nccl_collective(lane, comm, group, spec, x)
+            }),
         }
     }
 

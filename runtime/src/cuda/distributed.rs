@@ -1,7 +1,7 @@
 //! One rank process of a multi-GPU run: environment → rendezvous → NCCL → the executor's
 //! rank interpreter ([`crate::exec::run_one_rank`]) on this rank's [`CudaDevice`].
 use super::comm::{new_nccl_id, CommSpec};
-use super::env::DistEnv;
+use super::env::{device_ordinal, DistEnv};
 use super::probe::{compute_libraries, driver_device_count, nccl_library};
 use super::rendezvous::{exit_on_peer_loss, fetch, RendezvousServer, Watchdog};
 use super::{CudaDevice, CudaError};
@@ -30,20 +30,9 @@ impl RankSession {
     pub fn join(env: DistEnv) -> Result<RankSession, CudaError> {
         let devices = driver_device_count()?;
         compute_libraries()?;
-        if env.local_rank >= devices {
-            return Err(CudaError::Driver(format!(
-                "rank {} wants device LOCAL_RANK={} but only {devices} CUDA device(s) are visible",
-                env.rank, env.local_rank
-            )));
-        }
+        let device = device_ordinal(env.rank, env.local_rank, devices)?;
         if env.world_size == 1 {
-            let device = CudaDevice::open(
-                0,
-                1,
-                CommSpec::Single {
-                    device: env.local_rank,
-                },
-            )?;
+            let device = CudaDevice::open(0, 1, CommSpec::Single { device })?;
             return Ok(RankSession {
                 env,
                 device: Some(device),
@@ -74,8 +63,9 @@ impl RankSession {
             env.rank,
             env.world_size,
             CommSpec::Nccl {
-                device: env.local_rank,
+                device,
                 id,
+                timeouts: env.nccl,
             },
         )?;
         Ok(RankSession {

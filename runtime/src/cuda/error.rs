@@ -32,6 +32,16 @@ pub enum CudaError {
     /// An NCCL call failed.
     #[error("NCCL: {0}")]
     Nccl(String),
+    /// A collective failed, timed out or saw an asynchronous error on one rank.
+    #[error("rank {rank}, collective {what}: {msg}")]
+    Collective {
+        /// The rank that saw it.
+        rank: usize,
+        /// The collective (`all_reduce`, ...).
+        what: String,
+        /// What happened.
+        msg: String,
+    },
     /// An op or step the CUDA backend does not support.
     #[error("cuda backend: {0}")]
     Unsupported(String),
@@ -79,10 +89,6 @@ impl CudaError {
     /// Wraps any displayable cuBLAS error.
     pub(crate) fn blas(e: impl std::fmt::Display) -> CudaError {
         CudaError::Blas(e.to_string())
-    }
-    /// Wraps any debug-printable NCCL error.
-    pub(crate) fn nccl(e: impl std::fmt::Debug) -> CudaError {
-        CudaError::Nccl(format!("{e:?}"))
     }
 }
 

@@ -7,19 +7,25 @@
 //! publishes one output per rank; each member takes its own. A member that arrives for the
 //! next collective while the previous round's outputs are still being taken waits for them.
 //! Waiting re-checks an abort flag ([`Exchange::abort`]) so that a failed rank never leaves
-//! its peers hanging.
+//! its peers hanging, and is bounded ([`Exchange::with_timeout`]): a rank that stalls
+//! without failing (or calls nothing) makes the waiting ranks fail after the timeout with
+//! an error naming them, the collective and the ranks that never arrived.
 use crate::collectives::{CollectiveError, CollectiveSpec};
 use crate::device::DeviceError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a waiting member re-checks the abort flag even without a notification.
 const POLL: Duration = Duration::from_millis(50);
 
+/// Default bound on one collective's wait (as for NCCL collectives).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A rendezvous of `world` rank threads, one collective round at a time.
 pub struct Exchange<T> {
     world: usize,
+    timeout: Duration,
     aborted: AtomicBool,
     state: Mutex<Round<T>>,
     cv: Condvar,
@@ -30,15 +36,23 @@ struct Round<T> {
     generation: u64,
     deposits: Vec<Option<(CollectiveSpec, T)>>,
     arrived: usize,
-    outputs: Option<Result<Vec<T>, String>>,
+    /// Each rank's output, moved out (not cloned) when the rank takes it, so the rank
+    /// holds the only handle to it.
+    outputs: Option<Result<Vec<Option<T>>, String>>,
     taken: usize,
 }
 
 impl<T: Clone> Exchange<T> {
-    /// An exchange for `world` ranks.
+    /// An exchange for `world` ranks whose waits are bounded by [`DEFAULT_TIMEOUT`].
     pub fn new(world: usize) -> Exchange<T> {
+        Exchange::with_timeout(world, DEFAULT_TIMEOUT)
+    }
+
+    /// An exchange for `world` ranks whose waits fail after `timeout`.
+    pub fn with_timeout(world: usize, timeout: Duration) -> Exchange<T> {
         Exchange {
             world,
+            timeout,
             aborted: AtomicBool::new(false),
             state: Mutex::new(Round {
                 generation: 0,
@@ -70,13 +84,16 @@ impl<T: Clone> Exchange<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits while `busy` holds, failing as soon as the run is aborted.
+    /// Waits while `busy` holds, failing as soon as the run is aborted, or after the timeout
+    /// (which aborts the run, so that every other waiting rank fails too).
     fn wait_while<'a>(
         &self,
         mut st: MutexGuard<'a, Round<T>>,
+        rank: usize,
         kind: &'static str,
         busy: impl Fn(&Round<T>) -> bool,
     ) -> Result<MutexGuard<'a, Round<T>>, DeviceError> {
+        let start = Instant::now();
         loop {
             if self.aborted.load(Ordering::SeqCst) {
                 return Err(CollectiveError::Aborted { kind }.into());
@@ -84,9 +101,26 @@ impl<T: Clone> Exchange<T> {
             if !busy(&st) {
                 return Ok(st);
             }
+            if start.elapsed() >= self.timeout {
+                let who = if st.outputs.is_some() {
+                    "the previous round's outputs were not all taken".to_string()
+                } else {
+                    let missing: Vec<usize> = (0..self.world)
+                        .filter(|r| st.deposits[*r].is_none())
+                        .collect();
+                    format!("ranks {missing:?} never arrived")
+                };
+                self.aborted.store(true, Ordering::SeqCst);
+                self.cv.notify_all();
+                return Err(DeviceError::Backend(format!(
+                    "rank {rank}, collective {kind}: did not complete within {:.1} s; {who} \
+                     (stalled or calling something else; TESSERA_NCCL_TIMEOUT_S sets the limit)",
+                    self.timeout.as_secs_f64()
+                )));
+            }
             st = self
                 .cv
-                .wait_timeout(st, POLL)
+                .wait_timeout(st, POLL.min(self.timeout))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -110,7 +144,7 @@ impl<T: Clone> Exchange<T> {
             )));
         }
         let st = self.lock();
-        let mut st = self.wait_while(st, kind, |r| r.outputs.is_some())?;
+        let mut st = self.wait_while(st, rank, kind, |r| r.outputs.is_some())?;
         if st.deposits[rank].is_some() {
             return Err(DeviceError::Backend(format!(
                 "{kind}: rank {rank} joined one round twice"
@@ -138,17 +172,20 @@ impl<T: Clone> Exchange<T> {
                     }
                 }),
             };
-            st.outputs = Some(outputs);
+            st.outputs = Some(outputs.map(|o| o.into_iter().map(Some).collect()));
             st.arrived = 0;
             st.taken = 0;
             st.generation += 1;
             self.cv.notify_all();
         } else {
             let gen = st.generation;
-            st = self.wait_while(st, kind, |r| r.generation == gen)?;
+            st = self.wait_while(st, rank, kind, |r| r.generation == gen)?;
         }
-        let out = match &st.outputs {
-            Some(Ok(outs)) => Ok(outs[rank].clone()),
+        let out = match &mut st.outputs {
+            Some(Ok(outs)) => outs
+                .get_mut(rank)
+                .and_then(Option::take)
+                .ok_or_else(|| DeviceError::Backend(format!("{kind}: output taken twice"))),
             Some(Err(m)) => Err(DeviceError::Backend(m.clone())),
             None => Err(DeviceError::Backend(format!("{kind}: round lost"))),
         };
@@ -234,5 +271,66 @@ mod tests {
         assert!(err.is_abort(), "{err}");
         let late = ex.meet(1, &spec(CollectiveKind::AllReduce), 1, Ok);
         assert!(late.unwrap_err().is_abort());
+    }
+
+    /// Each rank receives the only handle to its output (moved out, never cloned), at 3, 4
+    /// and 8 ranks: what lets the virtual ranks free each output on its own rank's terms.
+    #[test]
+    fn outputs_are_moved_to_their_rank() {
+        for world in [3usize, 4, 8] {
+            let ex = Arc::new(Exchange::<Arc<usize>>::new(world));
+            let handles: Vec<_> = (0..world)
+                .map(|r| {
+                    let ex = ex.clone();
+                    thread::spawn(move || {
+                        (0..20)
+                            .map(|round| {
+                                let per_rank = |xs: Vec<Arc<usize>>| {
+                                    Ok((0..xs.len()).map(|i| Arc::new(round * 100 + i)).collect())
+                                };
+                                let s = spec(CollectiveKind::AllReduce);
+                                let out = ex.meet(r, &s, Arc::new(r), per_rank).unwrap();
+                                (Arc::strong_count(&out), *out == round * 100 + r)
+                            })
+                            .all(|(count, right)| count == 1 && right)
+                    })
+                })
+                .collect();
+            for h in handles {
+                assert!(
+                    h.join().unwrap(),
+                    "world {world}: an output was shared or wrong"
+                );
+            }
+        }
+    }
+
+    /// A rank that never calls the collective (stalled, alive) makes the others fail after
+    /// the timeout, naming themselves, the collective and the missing rank.
+    #[test]
+    fn a_stalled_rank_times_the_others_out() {
+        let ex = Arc::new(Exchange::<i64>::with_timeout(3, Duration::from_millis(200)));
+        let t0 = std::time::Instant::now();
+        let waiting: Vec<_> = (0..2)
+            .map(|r| {
+                let ex = ex.clone();
+                thread::spawn(move || {
+                    ex.meet(r, &spec(CollectiveKind::AllReduce), 1, Ok)
+                        .unwrap_err()
+                        .to_string()
+                })
+            })
+            .collect();
+        let errs: Vec<String> = waiting.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        // One rank times out; the other may instead see the abort it triggered.
+        let timed_out: Vec<&String> = errs.iter().filter(|e| e.contains("within 0.2 s")).collect();
+        assert!(!timed_out.is_empty(), "{errs:?}");
+        for e in timed_out {
+            assert!(
+                e.contains("all_reduce") && e.contains("[2]") && e.contains("rank "),
+                "{e}"
+            );
+        }
     }
 }

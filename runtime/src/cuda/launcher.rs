@@ -7,7 +7,8 @@
 //! `node_rank * nproc_per_node + local_rank`) and the same master address and port.
 //! When one rank exits with a failure, the launcher kills its siblings and reports which
 //! rank failed and how; it never waits forever on a dead rank.
-use super::env::{DistEnv, DEFAULT_RENDEZVOUS_TIMEOUT};
+use super::comm::NcclTimeouts;
+use super::env::{DistEnv, DEFAULT_MASTER_PORT, DEFAULT_RENDEZVOUS_TIMEOUT};
 use super::CudaError;
 use std::ffi::OsString;
 use std::path::Path;
@@ -33,6 +34,8 @@ pub struct LaunchSpec {
     pub master_port: u16,
     /// Rendezvous timeout given to the ranks.
     pub rendezvous_timeout: Duration,
+    /// NCCL time limits given to the ranks.
+    pub nccl: NcclTimeouts,
 }
 
 impl LaunchSpec {
@@ -43,9 +46,37 @@ impl LaunchSpec {
             nnodes: 1,
             node_rank: 0,
             master_addr: "127.0.0.1".into(),
-            master_port: 29500,
+            master_port: DEFAULT_MASTER_PORT,
             rendezvous_timeout: DEFAULT_RENDEZVOUS_TIMEOUT,
+            nccl: NcclTimeouts::default(),
         }
+    }
+
+    /// `nproc` ranks on this machine, honouring `MASTER_PORT` and the timeout variables
+    /// (`TESSERA_RENDEZVOUS_TIMEOUT_S`, `TESSERA_NCCL_INIT_TIMEOUT_S`,
+    /// `TESSERA_NCCL_TIMEOUT_S`) read through `lookup`.
+    pub fn single_node_from(
+        nproc: usize,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<LaunchSpec, CudaError> {
+        // Parse the shared variables as a rank-0 environment of a one-machine world.
+        let probe = DistEnv::from_lookup(|k| match k {
+            "RANK" | "LOCAL_RANK" => Some("0".into()),
+            "WORLD_SIZE" => Some("1".into()),
+            "MASTER_ADDR" => None,
+            other => lookup(other),
+        })?;
+        Ok(LaunchSpec {
+            master_port: probe.master_port,
+            rendezvous_timeout: probe.rendezvous_timeout,
+            nccl: probe.nccl,
+            ..LaunchSpec::single_node(nproc)
+        })
+    }
+
+    /// [`LaunchSpec::single_node_from`] the process environment.
+    pub fn single_node_from_env(nproc: usize) -> Result<LaunchSpec, CudaError> {
+        LaunchSpec::single_node_from(nproc, |k| std::env::var(k).ok())
     }
 
     /// The environment of each rank process of this machine, by local rank.
@@ -67,9 +98,11 @@ impl LaunchSpec {
                 rank: self.node_rank * self.nproc_per_node + local_rank,
                 world_size,
                 local_rank,
+                local_world_size: Some(self.nproc_per_node),
                 master_addr: self.master_addr.clone(),
                 master_port: self.master_port,
                 rendezvous_timeout: self.rendezvous_timeout,
+                nccl: self.nccl,
             })
             .collect())
     }
@@ -196,6 +229,7 @@ mod tests {
             master_addr: "node0".into(),
             master_port: 1234,
             rendezvous_timeout: Duration::from_secs(9),
+            nccl: NcclTimeouts::default(),
         };
         let envs = spec.child_envs().unwrap();
         let ranks: Vec<_> = envs
@@ -268,5 +302,27 @@ mod tests {
             err.contains("cannot start rank 0") && err.contains("/nonexistent/tessera-x"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn single_node_honours_master_port() {
+        let vars = |k: &str| match k {
+            "MASTER_PORT" => Some("31234".to_string()),
+            "TESSERA_NCCL_TIMEOUT_S" => Some("45".to_string()),
+            _ => None,
+        };
+        let spec = LaunchSpec::single_node_from(2, vars).expect("spec");
+        assert_eq!(spec.master_port, 31234);
+        assert_eq!(spec.nccl.collective, Duration::from_secs(45));
+        let envs = spec.child_envs().expect("envs");
+        assert!(envs.iter().all(|e| e.master_port == 31234));
+        assert_eq!(envs[1].local_world_size, Some(2));
+        let dflt = LaunchSpec::single_node_from(2, |_| None).expect("default");
+        assert_eq!(dflt.master_port, 29500);
+        let bad = LaunchSpec::single_node_from(2, |k| (k == "MASTER_PORT").then(|| "x".into()));
+        assert!(bad
+            .expect_err("bad port")
+            .to_string()
+            .contains("MASTER_PORT"));
     }
 }

@@ -63,6 +63,26 @@ fn pad(v: &[i64]) -> [i64; MAX_DIMS] {
     a
 }
 
+/// Clamps one Slice axis exactly as the CPU kernel does (`tessera_kernels`' Slice), so a
+/// plan whose bounds the importer did not clamp slices the same on both backends: negative
+/// bounds count from the back, then `[0, dim]` for a positive step, `[0, dim-1]` /
+/// `[-1, dim-1]` for a negative one (an `end` of -1 with a non-negative `start` is the
+/// importer's "before index 0" and stays -1).
+pub fn clamp_slice(start: i64, end: i64, step: i64, dim: usize) -> (i64, i64) {
+    let dim = i64::try_from(dim).unwrap_or(i64::MAX);
+    let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    if step > 0 {
+        (norm(start).clamp(0, dim), norm(end).clamp(0, dim))
+    } else {
+        let e = if end == -1 && start >= 0 {
+            -1
+        } else {
+            norm(end).clamp(-1, dim - 1)
+        };
+        (norm(start).clamp(0, (dim - 1).max(0)), e)
+    }
+}
+
 /// Row-major strides of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<i64> {
     let mut s = vec![0i64; shape.len()];
@@ -209,23 +229,22 @@ impl StridedMeta {
                     "slice axis {ax} out of range for shape {in_shape:?}"
                 )));
             }
-            let (st, en, step) = (starts[i], ends[i], steps[i]);
+            let step = steps[i];
             if step == 0 {
                 return Err(CudaError::Plan("slice step 0".into()));
             }
-            let len = if step > 0 {
-                (en - st + step - 1).div_euclid(step)
-            } else {
-                (st - en + (-step) - 1).div_euclid(-step)
-            };
-            let len = len.max(0) as usize;
-            if len > 0 && (st < 0 || st as usize >= in_shape[ax]) {
-                return Err(CudaError::Plan(format!(
-                    "slice start {st} out of range for axis {ax} of {in_shape:?}"
-                )));
-            }
+            let (st, en) = clamp_slice(starts[i], ends[i], step, in_shape[ax]);
+            let len = tessera_ir::spec::slice_len(st, en, step);
             out_shape[ax] = len;
-            in_stride[ax] = cs[ax] * step;
+            // One element or none: the stride is never applied (and step · stride may not
+            // fit in i64, e.g. step i64::MAX). Otherwise (len - 1)·|step| < dim, so it fits.
+            in_stride[ax] = if len <= 1 {
+                0
+            } else {
+                cs[ax].checked_mul(step).ok_or_else(|| {
+                    CudaError::Plan(format!("slice step {step} overflows for {in_shape:?}"))
+                })?
+            };
             if len > 0 {
                 offset += st * cs[ax];
             }
@@ -332,6 +351,50 @@ mod tests {
         assert_eq!(run(&m, &x, 6), vec![9, 7, 5, 19, 17, 15]);
         let (_, empty) = StridedMeta::slice(&[4, 5], &[1], &[3], &[3], &[1]).unwrap();
         assert_eq!(empty, vec![4, 0]);
+    }
+
+    /// Unclamped bounds (as a plan not produced by the importer may hold) give the CPU
+    /// kernel's result, replayed on the host with the kernel's index formula.
+    #[test]
+    fn slice_clamps_like_the_cpu_kernel() {
+        use tessera_ir::op::SliceAttrs;
+        use tessera_ir::{DType, Op, Tensor, TensorData};
+        let shape = [4usize, 5];
+        let x: Vec<i32> = (0..20).collect();
+        let cases: [(i64, i64, i64); 9] = [
+            (-100, 100, 1),
+            (2, i64::MAX, 1),
+            (-2, -1, 1),
+            (100, -100, -1),
+            (i64::MAX, i64::MIN, -2),
+            (3, 1, 1),
+            (-1, -100, -3),
+            (0, -1, -1),
+            (1, 5, i64::MAX),
+        ];
+        for (st, en, step) in cases {
+            let (m, out) = StridedMeta::slice(&shape, &[1], &[st], &[en], &[step]).unwrap();
+            let t = Tensor::new(
+                DType::I64,
+                shape.to_vec(),
+                TensorData::I64(x.iter().map(|&v| v as i64).collect()),
+            )
+            .unwrap();
+            let op = Op::Slice(SliceAttrs {
+                axes: vec![1],
+                starts: vec![st],
+                ends: vec![en],
+                steps: vec![step],
+            });
+            let cpu = tessera_kernels::eval(&op, &[&t]).unwrap().remove(0);
+            assert_eq!(cpu.shape, out, "shape of slice ({st}, {en}, {step})");
+            let got = run(&m, &x, out.iter().product());
+            let want: Vec<i32> = match &cpu.data {
+                TensorData::I64(v) => v.iter().map(|&v| v as i32).collect(),
+                _ => unreachable!("an i64 slice stays i64"),
+            };
+            assert_eq!(got, want, "slice ({st}, {en}, {step})");
+        }
     }
 
     #[test]

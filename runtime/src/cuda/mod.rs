@@ -17,6 +17,7 @@
 pub mod buffer;
 pub mod collectives;
 pub mod comm;
+pub mod compile;
 pub mod context;
 mod device;
 pub mod distributed;
@@ -25,14 +26,20 @@ mod error;
 pub mod exchange;
 pub mod launch_cfg;
 pub mod launcher;
+pub mod libs;
 pub mod meta;
+pub mod nccl;
 pub mod ops;
 pub mod probe;
 pub mod rendezvous;
 pub mod source;
 pub mod virtual_ranks;
+pub mod watchdog;
 
 pub use comm::CommSpec;
+/// The cudarc crate this backend is built on (for tools and GPU tests that call cuBLAS or
+/// the driver directly, e.g. the GEMM timing of `scripts/gpu_check.sh`).
+pub use cudarc;
 pub use device::{CudaBackend, CudaDevice};
 pub use distributed::RankSession;
 pub use error::CudaError;

@@ -4,6 +4,7 @@
 //! missing or lacks a symbol. Everything here checks first that the shared library can be
 //! opened, and runs the first driver calls under `catch_unwind`, so that a machine without
 //! CUDA gets a [`CudaError::NoDriver`] / [`CudaError::MissingLibrary`] instead of a panic.
+use super::libs::{prepare_for_cudarc, CudaLib};
 use super::CudaError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -47,38 +48,24 @@ pub fn driver_device_count() -> Result<usize, CudaError> {
     Ok(count as usize)
 }
 
-/// Checks that NVRTC and cuBLAS can be opened (needed by every executor).
+/// Makes NVRTC and cuBLAS loadable (needed by every executor): found where they are
+/// installed and preloaded when cudarc's own lookup would miss them (see [`super::libs`]).
 pub fn compute_libraries() -> Result<(), CudaError> {
-    // SAFETY: as above, these only try to dlopen the libraries and drop the handles.
-    let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
-    if !nvrtc {
-        return Err(missing("nvrtc"));
-    }
-    // SAFETY: see above.
-    let cublas = unsafe { cudarc::cublas::sys::is_culib_present() };
-    if !cublas {
-        return Err(missing("cublas"));
-    }
-    Ok(())
+    // SAFETY: is_culib_present only tries to dlopen the library by cudarc's names and drops
+    // the handle; it has no other side effect.
+    prepare_for_cudarc(CudaLib::Nvrtc, || unsafe {
+        cudarc::nvrtc::sys::is_culib_present()
+    })?;
+    // SAFETY: as above.
+    prepare_for_cudarc(CudaLib::Cublas, || unsafe {
+        cudarc::cublas::sys::is_culib_present()
+    })
 }
 
-/// Checks that NCCL can be opened (needed by multi-process runs).
+/// Checks that NCCL can be found and opened (needed by multi-process runs). NCCL is called
+/// through [`super::nccl`], which resolves it from the library found here.
 pub fn nccl_library() -> Result<(), CudaError> {
-    // SAFETY: only tries to dlopen libnccl and drops the handle.
-    if unsafe { cudarc::nccl::sys::is_culib_present() } {
-        Ok(())
-    } else {
-        Err(missing("nccl"))
-    }
-}
-
-fn missing(lib: &str) -> CudaError {
-    CudaError::MissingLibrary {
-        lib: lib.into(),
-        msg: format!(
-            "lib{lib} could not be opened; add the CUDA toolkit's lib directory to LD_LIBRARY_PATH"
-        ),
-    }
+    super::nccl::NcclApi::get().map(|_| ())
 }
 
 /// Why CUDA tests and tools cannot run here, or `None` when a driver, a device, NVRTC and
@@ -87,5 +74,29 @@ pub fn unavailable_reason() -> Option<String> {
     match driver_device_count().and_then(|_| compute_libraries()) {
         Ok(()) => None,
         Err(e) => Some(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where cudarc's own names do not find NVRTC and the search finds nothing either, the
+    /// error lists what was looked for instead of cudarc's panic.
+    #[test]
+    fn missing_compute_libraries_are_an_error_listing_the_search() {
+        // SAFETY: only tries to dlopen NVRTC by cudarc's names.
+        let cudarc_finds = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+        let search = crate::cuda::libs::LibSearch::from_process();
+        if cudarc_finds || search.find(CudaLib::Nvrtc).is_ok() {
+            return; // NVRTC is installed here
+        }
+        let e = compute_libraries().expect_err("no NVRTC").to_string();
+        assert!(
+            e.contains("CUDA library 'nvrtc'")
+                && e.contains("libnvrtc.so.12")
+                && e.contains("TESSERA_NVRTC_LIB"),
+            "{e}"
+        );
     }
 }

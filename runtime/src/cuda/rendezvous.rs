@@ -31,11 +31,16 @@ const POLL: Duration = Duration::from_millis(20);
 /// What to do when a peer disappears: receives a one-line message.
 pub type AbortFn = Arc<dyn Fn(String) + Send + Sync>;
 
-/// The default abort: print the message and exit the process with status 3.
+/// The default abort: print the message and end the process with status 3 through
+/// `libc::_exit`. It runs on a watcher thread while the main thread may be inside CUDA or
+/// NCCL; `process::exit` would run exit handlers and library teardown concurrently with
+/// that (which can hang), `_exit` ends the process at once.
 pub fn exit_on_peer_loss() -> AbortFn {
     Arc::new(|msg: String| {
         eprintln!("tessera: {msg}; aborting this rank");
-        std::process::exit(3);
+        // SAFETY: _exit ends the process immediately without running handlers; it is
+        // async-signal-safe and valid from any thread.
+        unsafe { libc::_exit(3) }
     })
 }
 

@@ -97,19 +97,6 @@ MOVEMENT, "movement.cu", [
 /// All modules, in load order.
 pub const MODULES: [KernelModule; 4] = [ELEMENTWISE, NORM, REDUCE, MOVEMENT];
 
-/// NVRTC options for a device of compute capability `major.minor`: compile for exactly
-/// that virtual architecture, keep IEEE division/sqrt (results must match the CPU
-/// reference), no fast math.
-pub fn nvrtc_options(major: i32, minor: i32) -> Vec<String> {
-    vec![
-        format!("--gpu-architecture=compute_{major}{minor}"),
-        "--std=c++14".to_string(),
-        "--prec-div=true".to_string(),
-        "--prec-sqrt=true".to_string(),
-        "--fmad=false".to_string(),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,13 +141,5 @@ mod tests {
                 m.file
             );
         }
-    }
-
-    #[test]
-    fn nvrtc_options_name_the_architecture() {
-        let o = nvrtc_options(9, 0);
-        assert_eq!(o[0], "--gpu-architecture=compute_90");
-        assert!(o.contains(&"--fmad=false".to_string()));
-        assert_eq!(nvrtc_options(8, 6)[0], "--gpu-architecture=compute_86");
     }
 }

@@ -12,9 +12,14 @@
 //! (its producer's lane was synchronized) before the other lane sees it, and cudarc's event
 //! tracking (on by default once a context has several streams) makes a buffer's drop wait,
 //! on its owning stream, for the last read recorded on it before freeing it. A buffer keeps
-//! only its *last* read event, so no output is shared between ranks: replicated results
-//! (all-reduce, all-gather, broadcast) are copied once per rank, and after the round each
-//! buffer is read by one rank's lane only.
+//! only its *last* read event, so a result shared by several ranks would be unsafe with 3
+//! or more ranks: rank 1's drop would wait only for (say) rank 2's last read while rank 3's
+//! stream may still read memory returned to the pool. Hence no output is shared: replicated
+//! results (all-reduce, all-gather, broadcast) are copied once per rank, so after the round
+//! each output is read by one rank's lane only, and [`lane_collective`] checks that no
+//! output's storage is held anywhere else. The inputs are read by the last member's lane,
+//! which is synchronized before anyone continues, so no read of them is pending either.
+//! `tests/cuda_gpu_ranks.rs` exercises this at 3, 4 and 8 ranks (GPU only).
 use super::buffer::DeviceTensor;
 use super::collectives::{check_full_group, need_axis, need_to_axis};
 use super::context::Lane;
@@ -42,7 +47,7 @@ pub fn lane_collective(
     check_full_group(group, ex.world())?;
     // The input must be complete before another lane reads it.
     lane.synchronize()?;
-    ex.meet(rank, spec, x.clone(), |xs| {
+    let out = ex.meet(rank, spec, x.clone(), |xs| {
         let run = || -> Result<Vec<DeviceTensor>, CudaError> {
             let outs = virtual_collective(lane, group, spec, &xs)?;
             // The outputs must be complete before other lanes read them (and the inputs'
@@ -51,7 +56,15 @@ pub fn lane_collective(
             Ok(outs)
         };
         run().map_err(|e| e.to_string())
-    })
+    })?;
+    // The ownership rule of the module notes: this rank's output is its own buffer.
+    if std::sync::Arc::strong_count(&out.data) != 1 {
+        return Err(DeviceError::Backend(format!(
+            "rank {rank}: the {} result shares its device buffer with another rank",
+            spec.kind.as_str()
+        )));
+    }
+    Ok(out)
 }
 
 /// Sums the tensors left to right (rank order).

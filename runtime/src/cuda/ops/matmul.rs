@@ -240,15 +240,22 @@ pub fn gemm(
             0.0,
         ),
     };
-    if m * n > 0 && k > 0 {
-        let cfg = config(
-            row_major_gemm(m, n, k, attrs.trans_a, attrs.trans_b),
-            attrs.alpha,
-            beta,
-        )?;
-        // SAFETY: A, B and C hold m·k, k·n and m·n f32 elements, matching the leading
-        // dimensions computed by row_major_gemm for these transposition flags.
-        unsafe { lane.blas.gemm(cfg, bv, av, &mut out) }.map_err(CudaError::blas)?;
+    match gemm_work(m, n, k, beta) {
+        GemmWork::Done => {}
+        GemmWork::ScaleC(beta) => {
+            let c = DeviceTensor::new(a.dtype, shape, DeviceData::F32(out));
+            return super::elementwise::scale(lane, &c, beta).map(Some);
+        }
+        GemmWork::Blas => {
+            let cfg = config(
+                row_major_gemm(m, n, k, attrs.trans_a, attrs.trans_b),
+                attrs.alpha,
+                beta,
+            )?;
+            // SAFETY: A, B and C hold m·k, k·n and m·n f32 elements, matching the leading
+            // dimensions computed by row_major_gemm for these transposition flags.
+            unsafe { lane.blas.gemm(cfg, bv, av, &mut out) }.map_err(CudaError::blas)?;
+        }
     }
     Ok(Some(DeviceTensor::new(
         a.dtype,
@@ -257,9 +264,69 @@ pub fn gemm(
     )))
 }
 
+/// What remains of a Gemm once the output holds C broadcast to `[m, n]` (or zeros, with
+/// `beta` 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GemmWork {
+    /// Nothing: an empty output, or K = 0 with beta 1 or without C.
+    Done,
+    /// K = 0: alpha·A·B is zero, the result is beta·C (as on the CPU).
+    ScaleC(f32),
+    /// A cuBLAS sgemm with this beta.
+    Blas,
+}
+
+fn gemm_work(m: usize, n: usize, k: usize, beta: f32) -> GemmWork {
+    if m * n == 0 {
+        GemmWork::Done
+    } else if k == 0 {
+        if beta == 0.0 || beta == 1.0 {
+            GemmWork::Done
+        } else {
+            GemmWork::ScaleC(beta)
+        }
+    } else {
+        GemmWork::Blas
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_with_k_0_still_applies_beta_to_c() {
+        assert_eq!(gemm_work(2, 3, 0, 0.5), GemmWork::ScaleC(0.5));
+        assert_eq!(gemm_work(2, 3, 0, 1.0), GemmWork::Done);
+        // beta 0: the output was allocated as zeros (C is not read).
+        assert_eq!(gemm_work(2, 3, 0, 0.0), GemmWork::Done);
+        assert_eq!(gemm_work(0, 3, 4, 2.0), GemmWork::Done);
+        assert_eq!(gemm_work(2, 3, 4, 2.0), GemmWork::Blas);
+        // The CPU reference gives beta·C for K = 0.
+        use tessera_ir::op::GemmAttrs;
+        use tessera_ir::{DType, Op, Tensor, TensorData};
+        let t = |shape: Vec<usize>, v: Vec<f32>| {
+            Tensor::new(DType::F32, shape, TensorData::F32(v)).expect("tensor")
+        };
+        let (a, b, c) = (
+            t(vec![2, 0], vec![]),
+            t(vec![0, 3], vec![]),
+            t(vec![3], vec![1.0, 2.0, 3.0]),
+        );
+        let op = Op::Gemm(GemmAttrs {
+            alpha: 1.0,
+            beta: 0.5,
+            trans_a: false,
+            trans_b: false,
+        });
+        let cpu = tessera_kernels::eval(&op, &[&a, &b, &c])
+            .expect("cpu")
+            .remove(0);
+        assert_eq!(
+            cpu.data,
+            TensorData::F32(vec![0.5, 1.0, 1.5, 0.5, 1.0, 1.5])
+        );
+    }
 
     /// Column-major reference sgemm on host slices, to check the row-major mapping.
     #[allow(clippy::too_many_arguments)]

@@ -205,6 +205,10 @@ pub fn gather(
         offset as i64,
     );
     let name = data.class().copy_kernel("gather");
+    let mut bad = lane
+        .stream
+        .alloc_zeros::<u32>(1)
+        .map_err(CudaError::driver)?;
     let (idx, d) = (indices.arg(), data.arg());
     let out = launch_new!(
         lane,
@@ -219,9 +223,31 @@ pub fn gather(
         &wr,
         &of,
         idx,
-        d
+        d,
+        &mut bad
     );
+    // The CPU path refuses an out-of-range index; the kernel flags it (one flag download,
+    // which waits for the lane).
+    let flag = lane.stream.clone_dtoh(&bad).map_err(CudaError::driver)?;
+    lane.synchronize()?;
+    if flag.first().copied().unwrap_or(0) != 0 {
+        let host = indices.download(lane)?;
+        let first = match &host.data {
+            tessera_ir::TensorData::I64(v) => first_out_of_range(v, wrap),
+            _ => None,
+        };
+        return Err(CudaError::Plan(match first {
+            Some(i) => format!("Gather: index {i} out of range for extent {wrap}"),
+            None => format!("Gather: an index is out of range for extent {wrap}"),
+        }));
+    }
     Ok(Some(DeviceTensor::new(data.dtype, shape, out)))
+}
+
+/// The first index outside `[-len, len)` (the range the CPU Gather accepts).
+pub fn first_out_of_range(idx: &[i64], len: usize) -> Option<i64> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    idx.iter().copied().find(|&i| i < -len || i >= len)
 }
 
 /// Trilu over the last two axes.
@@ -261,4 +287,18 @@ pub fn trilu(
         x.arg()
     );
     Ok(x.same_shape(x.dtype, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_out_of_range;
+
+    #[test]
+    fn out_of_range_gather_indices_match_the_cpu_rule() {
+        assert_eq!(first_out_of_range(&[0, 5, -6, -1], 6), None);
+        assert_eq!(first_out_of_range(&[0, 6, 9], 6), Some(6));
+        assert_eq!(first_out_of_range(&[-7], 6), Some(-7));
+        assert_eq!(first_out_of_range(&[i64::MIN], 6), Some(i64::MIN));
+        assert_eq!(first_out_of_range(&[0], 0), Some(0));
+    }
 }
