@@ -8,8 +8,12 @@
 //! same function, so the phase only permutes nodes: a stable topological order in which
 //! *invariant* nodes go first whenever they are ready.
 //!
-//! A node depends on the activations when it reads a weight matrix (a MatMul or Gemm operand
-//! or a Gather table of rank ≥ 2: the layers' parameters) or a value computed from one.
+//! A node is *invariant* when it reads no weight matrix (a MatMul or Gemm operand or a Gather
+//! table of rank ≥ 2: the layers' parameters) and no value computed from one. An invariant
+//! node is hoisted when its value is shared: read by two or more other nodes that are not
+//! invariant, or an operand of a hoisted node. A per-layer buffer (GPT-2's causal-mask
+//! `attn.bias` of every layer, sliced where its layer reads it) is read once and stays in its
+//! layer.
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use tessera_ir::{Graph, Op, TensorKind};
@@ -51,6 +55,15 @@ pub fn hoist_invariants(g: &mut Graph) -> usize {
             }
         }
     }
+    // Hoisted: invariant and shared (readers come later in the order, so one reverse pass).
+    let mut hoisted = vec![false; n];
+    for i in (0..n).rev() {
+        let varying_readers = readers[i].iter().filter(|&&r| varying[r]).count();
+        hoisted[i] =
+            !varying[i] && (varying_readers >= 2 || readers[i].iter().any(|&r| hoisted[r]));
+    }
+    // The priority below puts hoisted nodes first; every other node keeps its place.
+    let varying: Vec<bool> = hoisted.iter().map(|h| !h).collect();
     let mut heap: BinaryHeap<Reverse<(bool, usize)>> = (0..n)
         .filter(|&i| pending[i] == 0)
         .map(|i| Reverse((varying[i], i)))
@@ -86,8 +99,14 @@ mod tests {
     use tessera_ir::op::{BinaryAttrs, BinaryOp, MatMulAttrs, UnaryAttrs, UnaryOp};
     use tessera_ir::{DType, Tensor, Weight};
 
-    #[test]
-    fn a_mask_built_in_the_first_layer_moves_ahead_of_it() {
+    fn add() -> Op {
+        Op::Binary(BinaryAttrs {
+            kind: BinaryOp::Add,
+        })
+    }
+
+    /// x·w, then `reads` additions of neg(m) (computed after the MatMul, as in the export).
+    fn graph(reads: usize) -> Graph {
         let mut g = Graph::new();
         let x = g.add_tensor("x", DType::F32, vec![2, 4], TensorKind::Input);
         let m = g.add_tensor("m", DType::F32, vec![2, 4], TensorKind::Input);
@@ -96,9 +115,8 @@ mod tests {
             w,
             Weight::constant("w", Tensor::f32(vec![4, 4], vec![0.0; 16])),
         );
-        let y = g.add_tensor("y", DType::F32, vec![2, 4], TensorKind::Activation);
+        let mut y = g.add_tensor("y", DType::F32, vec![2, 4], TensorKind::Activation);
         let mask = g.add_tensor("mask", DType::F32, vec![2, 4], TensorKind::Activation);
-        let z = g.add_tensor("z", DType::F32, vec![2, 4], TensorKind::Activation);
         g.add_node("mm", Op::MatMul(MatMulAttrs {}), vec![x, w], vec![y]);
         g.add_node(
             "neg",
@@ -106,19 +124,35 @@ mod tests {
             vec![m],
             vec![mask],
         );
-        g.add_node(
-            "add",
-            Op::Binary(BinaryAttrs {
-                kind: BinaryOp::Add,
-            }),
-            vec![y, mask],
-            vec![z],
-        );
-        g.outputs = vec![z];
+        for k in 0..reads {
+            let z = g.add_tensor(
+                format!("z{k}"),
+                DType::F32,
+                vec![2, 4],
+                TensorKind::Activation,
+            );
+            g.add_node(format!("add{k}"), add(), vec![y, mask], vec![z]);
+            y = z;
+        }
+        g.outputs = vec![y];
         g.inputs = vec![x, m];
+        g
+    }
+
+    #[test]
+    fn a_mask_built_in_the_first_layer_and_read_by_two_moves_ahead() {
+        let mut g = graph(2);
         assert_eq!(hoist_invariants(&mut g), 2);
         let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(names, ["neg", "mm", "add"]);
+        assert_eq!(names, ["neg", "mm", "add0", "add1"]);
         assert_eq!(hoist_invariants(&mut g), 0);
+    }
+
+    #[test]
+    fn a_value_read_once_stays_where_it_is() {
+        let mut g = graph(1);
+        assert_eq!(hoist_invariants(&mut g), 0);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["mm", "neg", "add0"]);
     }
 }

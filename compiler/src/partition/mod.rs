@@ -182,8 +182,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     let mut cx = rules::RuleCx::new(graph, n);
     cx.limits = extract::ExtractLimits {
         max_states: opts.max_states.max(1),
-        // The bytes pass runs after the model pass: each gets half the time.
-        deadline: opts.time_limit.map(|l| start + l / 2),
+        deadline: None,
     };
     let budgets = budget::Budgets::new(graph, n, opts);
     let layer_info = if pins.is_empty() && opts.detect_layers {
@@ -191,38 +190,40 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     } else {
         None
     };
-    let search_model = search_cost_model(opts);
     let t0 = Instant::now();
-    let solved = chain::solve_graph(
-        &cx,
-        layer_info.as_ref(),
-        &budgets,
-        &search_model,
-        CostMode::Model,
-        &pins,
-    )
-    .map_err(|e| with_pin_context(e, &opts.pins))?;
-    if let Some(l) = opts.time_limit {
-        cx.limits.deadline = Some(start + l);
-    }
-    let bytes_solved = chain::solve_graph(
-        &cx,
-        layer_info.as_ref(),
-        &budgets,
-        &opts.cost_model,
-        CostMode::Bytes,
-        &pins,
-    )
-    .map_err(|e| with_pin_context(e, &opts.pins))?;
-    let extract_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let node_layer = layer_info
+    let tags = layer_info
         .as_ref()
         .map(|l| l.info.node_layer.clone())
         .unwrap_or_else(|| vec![None; graph.nodes.len()]);
-    let lowered =
-        lower::lower(graph, n, &solved.sel, &node_layer).map_err(PartitionError::Internal)?;
+    let (mut solved, mut bytes_solved, mut lowered) = search(
+        &mut cx,
+        opts,
+        &pins,
+        &budgets,
+        layer_info.as_ref(),
+        &tags,
+        start,
+    )?;
+    let mut fallback_note = None;
+    if let (Some(_), Some(total)) = (&layer_info, budgets.total) {
+        // Pieces solved apart may hold one shared weight (a tied embedding / LM head) in two
+        // layouts, and the plan then holds both: solve the graph whole instead.
+        if lowered.param_bytes as f64 > total + 0.5 {
+            fallback_note = Some(format!(
+                "the layered solve held {} parameter bytes per rank, over the budget of {} (a \
+                 weight shared by the prologue, the layers or the epilogue in two layouts): \
+                 solved as one graph instead",
+                lowered.param_bytes,
+                total.round()
+            ));
+            // The layers stay recorded (steps and collectives keep their layer tags).
+            (solved, bytes_solved, lowered) =
+                search(&mut cx, opts, &pins, &budgets, None, &tags, start)?;
+        }
+    }
+    let extract_ms = t0.elapsed().as_secs_f64() * 1e3;
     let lower_bound_bytes = bytes_solved.lower_bound.round() as u64;
-    let plan = assemble(
+    let mut plan = assemble(
         graph,
         opts,
         &pins,
@@ -231,6 +232,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         lower_bound_bytes,
         layer_info.map(|l| l.info),
     );
+    plan.summary.notes.extend(fallback_note);
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let timings = Timings {
         compile_ms,
@@ -239,6 +241,44 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         extract_ms: extract_ms - solved.saturate_ms,
     };
     Ok(Partitioned { plan, timings })
+}
+
+/// The model-cost and bytes solves of `graph` (layered when `layer_info` is given) and the
+/// lowered model-cost plan, its steps tagged with `tags` (the layer of each node).
+fn search(
+    cx: &mut rules::RuleCx,
+    opts: &PartitionOptions,
+    pins: &BTreeMap<TensorId, Layout>,
+    budgets: &budget::Budgets,
+    layer_info: Option<&layers::Layers>,
+    tags: &[Option<u32>],
+    start: Instant,
+) -> Result<(Solved, Solved, lower::Lowered), PartitionError> {
+    let search_model = search_cost_model(opts);
+    // The bytes pass runs after the model pass: the model pass gets half the time.
+    cx.limits.deadline = opts.time_limit.map(|l| start + l / 2);
+    let solved = chain::solve_graph(
+        cx,
+        layer_info,
+        budgets,
+        &search_model,
+        CostMode::Model,
+        pins,
+    )
+    .map_err(|e| with_pin_context(e, &opts.pins))?;
+    cx.limits.deadline = opts.time_limit.map(|l| start + l);
+    let bytes_solved = chain::solve_graph(
+        cx,
+        layer_info,
+        budgets,
+        &opts.cost_model,
+        CostMode::Bytes,
+        pins,
+    )
+    .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let lowered =
+        lower::lower(cx.g, opts.devices, &solved.sel, tags).map_err(PartitionError::Internal)?;
+    Ok((solved, bytes_solved, lowered))
 }
 
 fn with_pin_context(e: PartitionError, pins: &BTreeMap<String, Layout>) -> PartitionError {

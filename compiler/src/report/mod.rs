@@ -5,6 +5,7 @@
 //!   edges labelled with local shape and layout, repeated layers collapsed,
 //! * [`model_summary`]: what `tessera inspect MODEL.onnx` prints,
 //! * [`summary`]: the numbers `tessera inspect PLAN.json` prints (and its `--json` object),
+//! * [`megatron`]: the collectives of a Megatron-style hand plan, the yardstick of `inspect`,
 //! * [`graphviz`]: rendering DOT to SVG through Graphviz's `dot` binary.
 //!
 //! Everything here is pure library code over [`tessera_ir`] types; the CLI only parses
@@ -14,6 +15,7 @@ pub mod format;
 pub mod graph_dot;
 pub mod graphviz;
 mod layer_view;
+pub mod megatron;
 pub mod model_summary;
 pub mod plan_dot;
 pub mod summary;

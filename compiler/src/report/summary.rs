@@ -119,6 +119,9 @@ pub struct PlanReport {
     pub op_choices: BTreeMap<String, BTreeMap<String, u64>>,
     /// Notes from the search.
     pub notes: Vec<String>,
+    /// What a Megatron-style hand plan of the same model would communicate (with at least
+    /// 2 repeated layers found).
+    pub megatron: Option<super::megatron::MegatronReference>,
 }
 
 impl PlanReport {
@@ -187,6 +190,7 @@ impl PlanReport {
             matmul_choices: plan.summary.matmul_choices.clone(),
             op_choices: op_choices(plan),
             notes: plan.summary.notes.clone(),
+            megatron: super::megatron::megatron_reference(plan),
         }
     }
 

@@ -69,6 +69,25 @@ pub(crate) fn render(r: &PlanReport) -> String {
         "  lower bound {} → {ratio}",
         human_bytes(r.lower_bound_bytes)
     );
+    if let Some(m) = &r.megatron {
+        let ratio = if m.ring_bytes_per_rank > 0 {
+            format!(
+                " ({:.2}×)",
+                m.plan_ring_bytes_per_rank as f64 / m.ring_bytes_per_rank as f64
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "  Megatron-style plan: {} all_reduce + {} all_gather, {}; ring bytes per rank: this plan {}, Megatron {}{ratio}",
+            m.all_reduces,
+            m.all_gathers,
+            human_bytes(m.logical_bytes),
+            human_bytes(m.plan_ring_bytes_per_rank),
+            human_bytes(m.ring_bytes_per_rank)
+        );
+    }
 
     if !r.per_layer.is_empty() {
         let _ = writeln!(s, "\ncollectives per layer");

@@ -1,0 +1,138 @@
+//! The communication of a Megatron-style hand plan for the same model, as the yardstick
+//! `tessera inspect` compares a plan with.
+//!
+//! Megatron-LM splits every attention block and every MLP into a column-parallel then a
+//! row-parallel projection, so each residual branch ends in one all-reduce of the stream:
+//! 2 per transformer layer (counted as the residual additions of layer 1, whose chain starts
+//! at the stream tensor layer 0 hands on). A vocabulary-parallel embedding adds one all-reduce of its output, and a
+//! column-parallel LM head one all-gather of the logits. The reference is derived from the
+//! plan's own graph: the layers found by the search, the stream tensor handed from layer 0 to
+//! layer 1, the vocabulary table (the gathered weight with the most rows) and a graph output
+//! whose last axis is the vocabulary. Ring bytes per rank: `2(N−1)/N` of an all-reduce's
+//! tensor, `(N−1)/N` of an all-gather's.
+use serde::Serialize;
+use std::collections::BTreeSet;
+use tessera_ir::plan::Plan;
+use tessera_ir::{Op, TensorKind};
+
+/// The Megatron-style reference of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MegatronReference {
+    /// All-reduces: one per residual branch of each layer, plus 1 for a vocabulary-parallel
+    /// embedding.
+    pub all_reduces: u64,
+    /// All-gathers: 1 for the logits of a vocabulary-sized output, else 0.
+    pub all_gathers: u64,
+    /// Sum of the logical sizes of the tensors these collectives move.
+    pub logical_bytes: u64,
+    /// Bytes each rank sends on a ring.
+    pub ring_bytes_per_rank: u64,
+    /// Bytes each rank of the plan sends (the largest over ranks), for comparison.
+    pub plan_ring_bytes_per_rank: u64,
+}
+
+fn bytes_of(plan: &Plan, t: tessera_ir::TensorId) -> u64 {
+    let info = plan.graph.tensor(t);
+    (tessera_ir::numel(&info.shape) * info.dtype.size_bytes()) as u64
+}
+
+/// The reference of `plan`, when the search found at least 2 repeated layers (None
+/// otherwise: without them there is no stream to count on).
+pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
+    let layers = plan.layers.as_ref()?;
+    let g = &plan.graph;
+    let n = plan.mesh.devices() as u64;
+    let in_layer = |node: usize, l: u32| layers.node_layer.get(node).copied().flatten() == Some(l);
+    let producers = g.producers();
+    // The stream: produced in layer 0, read in layer 1 (the largest such tensor).
+    let mut handed: BTreeSet<tessera_ir::TensorId> = BTreeSet::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        if !in_layer(i, 1) {
+            continue;
+        }
+        for t in &node.inputs {
+            if producers[t.index()].is_some_and(|p| in_layer(p.index(), 0)) {
+                handed.insert(*t);
+            }
+        }
+    }
+    let stream = handed.into_iter().max_by_key(|t| bytes_of(plan, *t))?;
+    let stream_bytes = bytes_of(plan, stream);
+    // Residual branches of layer 1: additions onto the chain that starts at the stream.
+    let mut chain: BTreeSet<tessera_ir::TensorId> = BTreeSet::from([stream]);
+    let mut branches = 0u64;
+    for (i, node) in g.nodes.iter().enumerate() {
+        let is_add = matches!(&node.op, Op::Binary(b) if b.kind == tessera_ir::op::BinaryOp::Add);
+        if in_layer(i, 1)
+            && is_add
+            && node.inputs.iter().any(|t| chain.contains(t))
+            && g.tensor(node.outputs[0]).shape == g.tensor(stream).shape
+        {
+            chain.insert(node.outputs[0]);
+            branches += 1;
+        }
+    }
+    let per_layer = if branches == 0 { 2 } else { branches };
+    // The vocabulary table and its gather, outside the layers.
+    let table_rows = |t: &tessera_ir::TensorId| {
+        let info = g.tensor(*t);
+        (info.kind == TensorKind::Weight && info.shape.len() >= 2).then(|| info.shape[0])
+    };
+    let vocab = g
+        .nodes
+        .iter()
+        .filter(|nd| matches!(nd.op, Op::Gather(_)))
+        .filter_map(|nd| nd.inputs.first().and_then(table_rows))
+        .max();
+    let embedding: u64 = g
+        .nodes
+        .iter()
+        .filter(|nd| matches!(nd.op, Op::Gather(_)))
+        .filter(|nd| vocab.is_some() && nd.inputs.first().and_then(table_rows) == vocab)
+        .map(|nd| bytes_of(plan, nd.outputs[0]))
+        .max()
+        .unwrap_or(0);
+    let logits: u64 = g
+        .outputs
+        .iter()
+        .filter(|t| vocab.is_some() && g.tensor(**t).shape.last().copied() == vocab)
+        .map(|t| bytes_of(plan, *t))
+        .max()
+        .unwrap_or(0);
+    let all_reduce_bytes = per_layer * layers.count as u64 * stream_bytes + embedding;
+    let ring = |bytes: u64, phases: u64| phases * (n - 1) * bytes / n.max(1);
+    Some(MegatronReference {
+        all_reduces: per_layer * layers.count as u64 + u64::from(embedding > 0),
+        all_gathers: u64::from(logits > 0),
+        logical_bytes: all_reduce_bytes + logits,
+        ring_bytes_per_rank: ring(all_reduce_bytes, 2) + ring(logits, 1),
+        plan_ring_bytes_per_rank: plan
+            .estimates
+            .iter()
+            .map(|e| e.comm_bytes)
+            .max()
+            .unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_mlp_stack_needs_one_all_reduce_per_block() {
+        use crate::report::fixtures::mlp_stack_plan;
+        assert_eq!(megatron_reference(&mlp_stack_plan(1, 2)), None);
+        let plan = mlp_stack_plan(3, 4);
+        let r = megatron_reference(&plan).expect("3 layers");
+        let stream = r.logical_bytes / 3;
+        assert_eq!(r.all_reduces, 3);
+        assert_eq!(r.all_gathers, 0);
+        // 3 all-reduces of the stream, 2 (N-1)/N of each sent per rank.
+        assert_eq!(r.ring_bytes_per_rank, 3 * 2 * 3 * stream / 4);
+        assert_eq!(
+            r.logical_bytes,
+            plan.collectives.iter().map(|c| c.bytes).sum::<u64>()
+        );
+    }
+}
