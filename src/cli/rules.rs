@@ -1,4 +1,5 @@
-//! `tessera rules`: print the canonicalisation rule table (built-in, plus a user's file).
+//! `tessera rules`: print the canonicalisation rule table (built-in, plus a user's file), or
+//! with `--distribution` the partitioner's distribution rule table.
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,10 @@ pub struct RulesArgs {
     /// Print a Markdown table instead of the rules-file format.
     #[arg(long)]
     markdown: bool,
+    /// Print the distribution rules (how each op may run on N devices, the partitioner's
+    /// table) instead of the canonicalisation rules.
+    #[arg(long, conflicts_with = "rules")]
+    distribution: bool,
 }
 
 /// The built-in rules plus those of `file`.
@@ -46,6 +51,16 @@ pub fn user_rules(f: &Path) -> Result<Vec<CanonRule>> {
 
 /// Runs `tessera rules`.
 pub fn run(args: RulesArgs) -> Result<()> {
+    if args.distribution {
+        use tessera_compiler::partition::rules::dsl;
+        let table = dsl::table();
+        if args.markdown {
+            print!("{}", dsl::table_markdown(table));
+        } else {
+            print!("{}", dsl::table_text(table));
+        }
+        return Ok(());
+    }
     let rules = load_rules(args.rules.as_ref())?;
     if args.markdown {
         print!("{}", rules_markdown(&rules));

@@ -7,7 +7,7 @@ use super::egraph::{
 };
 use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{part_bytes, tensor_bytes, LocalForm};
-use super::rules::{local_forms, RuleCx, RULES};
+use super::rules::{local_forms, rule_names, RuleCx};
 use crate::cost::{collective_seconds, compute_seconds};
 use egg::{Rewrite, Runner, SimpleScheduler};
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,9 +205,9 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
         }
     }
     eg.rebuild();
-    let mut rewrites: Vec<Rewrite<DistNode, DistAnalysis>> = RULES[1..]
+    let mut rewrites: Vec<Rewrite<DistNode, DistAnalysis>> = rule_names()[1..]
         .iter()
-        .map(|r| Rewrite::new(r.name, RuleSearcher(r.name), RuleApplier(r.name)))
+        .map(|r| Rewrite::new(*r, RuleSearcher(r), RuleApplier(r)))
         .collect::<Result<_, _>>()
         .expect("custom searchers bind no variables, so construction cannot fail");
     rewrites

@@ -1,55 +1,12 @@
-//! MatMul rules: column-, row-, lhs-row-, batch-parallel, partial operands, and the
-//! fused-projection section rewrite (Split/Slice pushed through X·W + b).
+//! The fused-projection section rewrite (Split/Slice pushed through X·W + b), the built-in
+//! generator of the `fused-section` rule, and the broadcast alignment the table's
+//! `aligned` layouts use.
 use super::{t, RuleCx, Sig};
 use crate::partition::form::{Lowering, Operand};
 use tessera_ir::op::BinaryOp;
 use tessera_ir::{Layout, NodeId, Op, TensorId};
 
 use tessera_ir::op::BinaryAttrs;
-
-/// (A, B, out) tensors and ranks of a MatMul with both operands of rank ≥ 2.
-fn mm(cx: &RuleCx, node: NodeId) -> Option<(TensorId, TensorId, TensorId, usize, usize, usize)> {
-    let nd = cx.g.node(node);
-    if !matches!(nd.op, Op::MatMul(_)) {
-        return None;
-    }
-    let (a, b, o) = (nd.inputs[0], nd.inputs[1], nd.outputs[0]);
-    let (ra, rb, ro) = (cx.shape(a).len(), cx.shape(b).len(), cx.shape(o).len());
-    (ra >= 2 && rb >= 2).then_some((a, b, o, ra, rb, ro))
-}
-
-pub(super) fn column(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, _, rb, ro)) = mm(cx, node) else {
-        return vec![];
-    };
-    vec![(
-        vec![t(a, Layout::Replicated), t(b, Layout::Split(rb - 1))],
-        Layout::Split(ro - 1),
-        Lowering::Op,
-    )]
-}
-
-pub(super) fn row(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, ra, rb, _)) = mm(cx, node) else {
-        return vec![];
-    };
-    vec![(
-        vec![t(a, Layout::Split(ra - 1)), t(b, Layout::Split(rb - 2))],
-        Layout::Partial,
-        Lowering::Op,
-    )]
-}
-
-pub(super) fn lhs_rows(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, _, ra, _, ro)) = mm(cx, node) else {
-        return vec![];
-    };
-    vec![(
-        vec![t(a, Layout::Split(ra - 2)), t(b, Layout::Replicated)],
-        Layout::Split(ro - 2),
-        Lowering::Op,
-    )]
-}
 
 /// Layout of an operand of rank `r` aligned right to an output of rank `ro`, for a split of
 /// output axis `o`: R where the operand lacks the axis or broadcasts it (extent 1).
@@ -64,41 +21,6 @@ pub(crate) fn aligned(shape: &[usize], ro: usize, o: usize) -> Layout {
     } else {
         Layout::Split(ax)
     }
-}
-
-pub(super) fn batch(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let Some((a, b, o, _, _, ro)) = mm(cx, node) else {
-        return vec![];
-    };
-    let out = cx.shape(o);
-    (0..ro - 2)
-        .filter(|&ax| out[ax].is_multiple_of(cx.n) && out[ax] > 1)
-        .map(|ax| {
-            let la = aligned(&cx.shape(a)[..cx.shape(a).len() - 2], ro - 2, ax);
-            let lb = aligned(&cx.shape(b)[..cx.shape(b).len() - 2], ro - 2, ax);
-            (vec![t(a, la), t(b, lb)], Layout::Split(ax), Lowering::Op)
-        })
-        .collect()
-}
-
-pub(super) fn partial(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
-    let nd = cx.g.node(node);
-    if !matches!(nd.op, Op::MatMul(_)) {
-        return vec![];
-    }
-    let (a, b) = (nd.inputs[0], nd.inputs[1]);
-    vec![
-        (
-            vec![t(a, Layout::Partial), t(b, Layout::Replicated)],
-            Layout::Partial,
-            Lowering::Op,
-        ),
-        (
-            vec![t(a, Layout::Replicated), t(b, Layout::Partial)],
-            Layout::Partial,
-            Lowering::Op,
-        ),
-    ]
 }
 
 /// (X, W, bias, matmul node, add node) of a projection.
