@@ -105,12 +105,31 @@ pub enum Source {
     Boundary(Layout),
 }
 
+/// The graph a segment's rewrites instantiate rules over (shared, so that rewrites, which
+/// the runner keeps for its whole run, may hold it).
+#[derive(Clone)]
+pub struct RuleSource {
+    /// The graph.
+    pub graph: std::sync::Arc<tessera_ir::Graph>,
+    /// Producer of each tensor.
+    pub producers: std::sync::Arc<Vec<Option<tessera_ir::NodeId>>>,
+    /// Devices.
+    pub n: usize,
+    /// Tensors computed inside the segment.
+    pub computed: std::collections::BTreeSet<TensorId>,
+}
+
 /// Analysis: class keys, plus the segment's forms and the key → class map.
 pub struct DistAnalysis {
-    /// All local forms of the segment.
+    /// All local forms of the segment made so far (the seed's, then what the rules' rewrites
+    /// instantiate while the runner runs).
     pub forms: Vec<LocalForm>,
-    /// Forms by (tensor, rule name).
+    /// Forms by tensor.
     pub forms_of: BTreeMap<TensorId, Vec<u32>>,
+    /// What the rules' rewrites need to instantiate rules: the graph, its producers, N.
+    pub rule_source: Option<RuleSource>,
+    /// (rule name, tensor) pairs already instantiated.
+    pub applied: std::collections::BTreeSet<(&'static str, TensorId)>,
     /// Source of every tensor the segment touches.
     pub sources: BTreeMap<TensorId, Source>,
     /// Weight layouts that are valid (divisible), per weight.
@@ -308,8 +327,18 @@ macro_rules! class_rewrite {
     };
 }
 
-/// Searcher of a rule-table row: classes `Prod(t, R)` of computed tensors with forms of
-/// the row.
+/// The node computing `t` in the segment and the output index, when `t` is computed there.
+fn producer_of(src: &RuleSource, t: TensorId) -> Option<(tessera_ir::NodeId, usize)> {
+    if !src.computed.contains(&t) {
+        return None;
+    }
+    let p = src.producers.get(t.index()).copied().flatten()?;
+    let out = src.graph.node(p).outputs.iter().position(|o| *o == t)?;
+    Some((p, out))
+}
+
+/// Searcher of the rules of one name: classes `Prod(t, R)` of tensors computed in the segment
+/// whose op a rule of that name can apply to (its lhs head), not instantiated yet.
 pub struct RuleSearcher(pub &'static str);
 
 impl ClassSearch for RuleSearcher {
@@ -317,14 +346,20 @@ impl ClassSearch for RuleSearcher {
         let Key::Prod(t, Layout::Replicated) = eg[eclass].data else {
             return false;
         };
-        eg.analysis.forms_of.get(&t).is_some_and(|fs| {
-            fs.iter()
-                .any(|&f| eg.analysis.forms[f as usize].rule == self.0)
-        })
+        let Some(src) = &eg.analysis.rule_source else {
+            return false;
+        };
+        if eg.analysis.applied.contains(&(self.0, t)) {
+            return false;
+        }
+        producer_of(src, t)
+            .is_some_and(|(p, _)| super::rules::rule_may_match(self.0, src.graph.node(p)))
     }
 }
 
-/// Applier of a rule-table row: adds the row's forms of the matched tensor.
+/// Applier of the rules of one name: instantiates them for the matched tensor's node (the
+/// table's patterns, [`super::rules::dsl`]) and adds each new local form's e-node; a form
+/// another rule already gave is not added twice.
 pub struct RuleApplier(pub &'static str);
 
 impl ClassApply for RuleApplier {
@@ -332,12 +367,37 @@ impl ClassApply for RuleApplier {
         let Key::Prod(t, _) = eg[eclass].data else {
             return vec![];
         };
-        let fs: Vec<u32> = eg.analysis.forms_of.get(&t).cloned().unwrap_or_default();
+        if !eg.analysis.applied.insert((self.0, t)) {
+            return vec![];
+        }
+        let Some(src) = eg.analysis.rule_source.clone() else {
+            return vec![];
+        };
+        let Some((node, out)) = producer_of(&src, t) else {
+            return vec![];
+        };
+        let cx = super::rules::RuleCx {
+            g: &src.graph,
+            n: src.n,
+            producers: src.producers.clone(),
+            limits: Default::default(),
+            shared: src.graph.clone(),
+        };
         let mut changed = Vec::new();
-        for f in fs {
-            if eg.analysis.forms[f as usize].rule == self.0 {
-                changed.push(add_form(eg, f));
+        for form in super::rules::forms_of_rule(&cx, self.0, node, out) {
+            let known = eg.analysis.forms_of.get(&t).is_some_and(|fs| {
+                fs.iter().any(|&f| {
+                    let k = &eg.analysis.forms[f as usize];
+                    k.inputs == form.inputs && k.out == form.out && k.lowering == form.lowering
+                })
+            });
+            if known {
+                continue;
             }
+            let f = eg.analysis.forms.len() as u32;
+            eg.analysis.forms_of.entry(t).or_default().push(f);
+            eg.analysis.forms.push(form);
+            changed.push(add_form(eg, f));
         }
         changed
     }

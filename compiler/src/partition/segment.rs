@@ -3,11 +3,11 @@
 use super::dp::DpExtractor;
 use super::egraph::{
     add_form, ensure_avail, AvailSearcher, Conv, ConvertApplier, DistAnalysis, DistEGraph,
-    DistNode, Key, RuleApplier, RuleSearcher, Source,
+    DistNode, Key, RuleApplier, RuleSearcher, RuleSource, Source,
 };
 use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{part_bytes, tensor_bytes, LocalForm};
-use super::rules::{local_forms, rule_names, RuleCx};
+use super::rules::{rule_names, seed_forms, RuleCx};
 use crate::cost::{collective_seconds, compute_seconds};
 use egg::{Rewrite, Runner, SimpleScheduler};
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,6 +97,17 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
     let mut an = DistAnalysis {
         forms: Vec::new(),
         forms_of: BTreeMap::new(),
+        rule_source: Some(RuleSource {
+            graph: cx.shared.clone(),
+            producers: cx.producers.clone(),
+            n: cx.n,
+            computed: seg
+                .nodes
+                .iter()
+                .flat_map(|n| g.node(*n).outputs.iter().copied())
+                .collect(),
+        }),
+        applied: BTreeSet::new(),
         sources: BTreeMap::new(),
         weight_layouts: BTreeMap::new(),
         classes: BTreeMap::new(),
@@ -134,7 +145,8 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
         }
         for (k, &o) in nd.outputs.iter().enumerate() {
             an.sources.insert(o, Source::Computed);
-            for f in local_forms(cx, nid, k) {
+            // The seed: the replicated form (the rules' forms come from the rewrites).
+            for f in seed_forms(cx, nid, k) {
                 an.forms_of
                     .entry(o)
                     .or_default()
@@ -215,6 +227,8 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
     let empty = DistAnalysis {
         forms: vec![],
         forms_of: BTreeMap::new(),
+        rule_source: None,
+        applied: BTreeSet::new(),
         sources: BTreeMap::new(),
         weight_layouts: BTreeMap::new(),
         classes: BTreeMap::new(),

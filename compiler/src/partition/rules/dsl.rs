@@ -433,6 +433,15 @@ impl Env<'_> {
     }
 }
 
+/// Whether `rule` can apply to an op (its lhs head names the op's class; a built-in
+/// generator is always tried).
+pub fn may_match(rule: &DistRule, op: &Op) -> bool {
+    match &rule.body {
+        Body::Builtin(_) => true,
+        Body::Pattern { head, .. } => head_matches(head, op),
+    }
+}
+
 /// The forms `rule` gives output `out` of `node`.
 pub fn instantiate(rule: &DistRule, cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
     let nd = cx.g.node(node);

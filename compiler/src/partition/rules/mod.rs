@@ -18,6 +18,37 @@ use tessera_ir::{Graph, Layout, NodeId, Op, TensorId};
 /// What a rule instance gives before validation: operands, output layout, lowering.
 pub(crate) type Sig = (Vec<Operand>, Layout, Lowering);
 
+/// The seed's form of output `out` of `node`: everything replicated.
+pub fn seed_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
+    checked_forms(
+        cx,
+        node,
+        out,
+        std::iter::once(("replicated", replicated(cx, node, out))),
+    )
+}
+
+/// The forms the rules named `name` give output `out` of `node` (checked and costed, seed
+/// excluded): what the runner's rewrite of that name adds.
+pub fn forms_of_rule(cx: &RuleCx, name: &str, node: NodeId, out: usize) -> Vec<LocalForm> {
+    if cx.n == 1 {
+        return vec![];
+    }
+    let by_rule = dsl::table()
+        .iter()
+        .filter(|r| r.name == name)
+        .map(|r| (r.name.as_str(), dsl::instantiate(r, cx, node, out)));
+    checked_forms(cx, node, out, by_rule)
+}
+
+/// Whether any rule named `name` can apply to `node`'s op (its lhs head names the op's class,
+/// or it is a built-in generator): the runner's search.
+pub fn rule_may_match(name: &str, node: &tessera_ir::Node) -> bool {
+    dsl::table()
+        .iter()
+        .any(|r| r.name == name && dsl::may_match(r, &node.op))
+}
+
 /// The names of the distribution rules, in table order, each once (the seed `replicated`
 /// first).
 pub fn rule_names() -> Vec<&'static str> {
@@ -37,9 +68,12 @@ pub struct RuleCx<'a> {
     /// Devices.
     pub n: usize,
     /// Producer of each tensor.
-    pub producers: Vec<Option<NodeId>>,
+    pub producers: std::sync::Arc<Vec<Option<NodeId>>>,
     /// Limits of the extractions run in this context.
     pub limits: crate::partition::extract::ExtractLimits,
+    /// The graph, shared with the e-graph analyses whose rewrites instantiate the rules
+    /// while the runner runs.
+    pub shared: std::sync::Arc<Graph>,
 }
 
 impl<'a> RuleCx<'a> {
@@ -48,8 +82,9 @@ impl<'a> RuleCx<'a> {
         RuleCx {
             g,
             n,
-            producers: g.producers(),
+            producers: std::sync::Arc::new(g.producers()),
             limits: Default::default(),
+            shared: std::sync::Arc::new(g.clone()),
         }
     }
     pub(crate) fn shape(&self, t: TensorId) -> &[usize] {
