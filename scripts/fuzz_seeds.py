@@ -5,7 +5,8 @@ fuzz/models/mlp_graph.onnx from the examples and the ONNX conformance cache.
 ONNX seeds are the example graphs with every initializer over 256 bytes turned into
 external data ("w.bin", never read by `import_bytes`), so each seed is a few KB, plus a
 spread of small conformance node models (.cache/onnx-conformance/node) when present.
-The plan seed is `tessera compile` of the MLP example (run `cargo build` first).
+The plan seed is `tessera compile` of the MLP example (run `cargo build` first); the
+plan_fields target embeds it.
 Usage: python3 scripts/fuzz_seeds.py
 """
 import os
@@ -74,8 +75,13 @@ def main():
 
     tessera = os.path.join(ROOT, "target", "debug", "tessera")
     with tempfile.TemporaryDirectory() as tmp:
+        # Compiled beside a copy of the model, so the plan records it as "mlp.onnx" (the
+        # plan_fields target writes the model under that name).
+        model = os.path.join(tmp, "mlp.onnx")
+        with open(model, "wb") as out:
+            out.write(open(os.path.join(MODELS, "mlp.onnx"), "rb").read())
         plan = os.path.join(tmp, "plan.json")
-        subprocess.run([tessera, "compile", os.path.join(MODELS, "mlp.onnx"), "--devices", "2",
+        subprocess.run([tessera, "compile", model, "--devices", "2",
                         "--shape", "x=2x64", "-o", plan], check=True)
         write("plan_load", "mlp_tp2.json", open(plan, "rb").read())
         # Weights as a file next to the fuzz target's fixed model, so verify_files runs deep.
