@@ -437,3 +437,16 @@ fn fifos_are_refused_not_opened() {
     let msg = Plan::read(dir.path()).unwrap_err().to_string();
     assert!(msg.contains("directory"), "{msg}");
 }
+
+/// Found by the plan_fields fuzz target: a mesh whose device count overflows a usize
+/// panicked computing it; it is an inconsistent plan.
+#[test]
+fn a_mesh_whose_device_count_overflows_is_refused() {
+    let mut v = serde_json::to_value(plan()).unwrap();
+    v["mesh"]["shape"] = serde_json::json!([1u64 << 33, 1u64 << 33]);
+    let bytes = serde_json::to_vec(&v).unwrap();
+    let msg = Plan::from_bytes(&bytes, Path::new("crafted.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("crafted.json") && msg.contains("inconsistent"), "{msg}");
+}
