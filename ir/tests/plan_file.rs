@@ -448,5 +448,8 @@ fn a_mesh_whose_device_count_overflows_is_refused() {
     let msg = Plan::from_bytes(&bytes, Path::new("crafted.json"))
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("crafted.json") && msg.contains("inconsistent"), "{msg}");
+    assert!(
+        msg.contains("crafted.json") && msg.contains("inconsistent"),
+        "{msg}"
+    );
 }

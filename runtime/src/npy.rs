@@ -249,7 +249,7 @@ mod tests {
     /// A `.npy` stream: magic, version 1, the header padded as NumPy pads it, then `body`.
     fn npy_v1(header: &str, body: &[u8]) -> Vec<u8> {
         let mut h = header.to_string();
-        while (10 + h.len() + 1) % 64 != 0 {
+        while !(10 + h.len() + 1).is_multiple_of(64) {
             h.push(' ');
         }
         h.push('\n');
