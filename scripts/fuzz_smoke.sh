@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every cargo-fuzz target in fuzz/ and runs each for FUZZ_SECONDS (default 60) from
-# its committed seed corpus (issue 13). A crash (panic, abort, leak of > FUZZ_RSS_MB of
+# its committed seed corpus (issue 13). A crash (panic, abort, use of more than FUZZ_RSS_MB of
 # memory, an input slower than FUZZ_TIMEOUT seconds) fails the script; libFuzzer writes the
 # input to fuzz/artifacts/<target>/. Needs the nightly toolchain; installs cargo-fuzz when
 # missing; skips (exit 0) with a message when nightly is absent.
