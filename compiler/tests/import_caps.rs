@@ -153,3 +153,31 @@ fn graph_with_no_nodes_whose_output_is_an_initializer() {
         Err(e) => assert!(!e.to_string().contains('\n'), "{e}"),
     }
 }
+
+/// Found by the `onnx_import` fuzz target: an initializer whose dims overflow a usize when
+/// multiplied (by each other or by the element size) panicked computing its byte length.
+#[test]
+fn initializer_dims_that_overflow_or_exceed_the_cap() {
+    for (dims, raw) in [
+        (vec![1i64 << 62, 8], true),
+        (vec![1 << 31, 1 << 31], true),
+        (vec![1 << 40, 1 << 20], false),
+    ] {
+        let mut t = onnx_protobuf::TensorProto::new();
+        t.name = "W".into();
+        t.data_type = FLOAT;
+        t.dims = dims.clone();
+        if raw {
+            t.raw_data = vec![0; 16];
+        } else {
+            t.float_data = vec![0.0; 4];
+        }
+        let mut b = ModelBuilder::new(17);
+        b.input("x", FLOAT, &[D::N(2)])
+            .initializer(t)
+            .node("Add", &["x", "W"], &["y"], vec![])
+            .output("y");
+        let s = error(&b, "");
+        assert!(s.starts_with("tensor 'W': "), "{dims:?}: {s}");
+    }
+}

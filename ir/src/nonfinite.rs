@@ -1,6 +1,7 @@
-//! Serde for float vectors that may hold NaN or ±infinity: finite elements are JSON
-//! numbers as usual, the others the strings `"NaN"`, `"inf"` and `"-inf"` (serde_json would
-//! otherwise write `null` and fail to read it back).
+//! Serde for floats that may be NaN or ±infinity: finite values are JSON numbers as usual,
+//! the others the strings `"NaN"`, `"inf"` and `"-inf"` (serde_json would otherwise write
+//! `null` and fail to read it back). The module functions handle `Vec<f32>` (tensor
+//! elements); [`one`] and [`option`] handle single op attributes (`f32`, `Option<f32>`).
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserializer, Serializer};
@@ -10,17 +11,60 @@ use std::fmt;
 pub(crate) fn serialize<S: Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(v.len()))?;
     for x in v {
-        if x.is_finite() {
-            seq.serialize_element(x)?;
-        } else if x.is_nan() {
-            seq.serialize_element("NaN")?;
-        } else if *x > 0.0 {
-            seq.serialize_element("inf")?;
-        } else {
-            seq.serialize_element("-inf")?;
-        }
+        seq.serialize_element(&Out(*x))?;
     }
     seq.end()
+}
+
+/// One float as written: a number when finite, else one of the three strings.
+struct Out(f32);
+
+impl serde::Serialize for Out {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let x = self.0;
+        if x.is_finite() {
+            s.serialize_f32(x)
+        } else if x.is_nan() {
+            s.serialize_str("NaN")
+        } else if x > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+}
+
+/// A single `f32` attribute (`#[serde(with = "crate::nonfinite::one")]`).
+pub(crate) mod one {
+    use super::{Elem, Out};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serialises `v`, a string when it is not finite.
+    pub(crate) fn serialize<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+        Out(*v).serialize(s)
+    }
+
+    /// Reads what [`serialize`] writes.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(Elem::deserialize(d)?.0)
+    }
+}
+
+/// An `Option<f32>` attribute (`#[serde(with = "crate::nonfinite::option")]`): `null` is
+/// None.
+pub(crate) mod option {
+    use super::{Elem, Out};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serialises `v`, a string when it is not finite.
+    pub(crate) fn serialize<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(Out).serialize(s)
+    }
+
+    /// Reads what [`serialize`] writes.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+        Ok(Option::<Elem>::deserialize(d)?.map(|e| e.0))
+    }
 }
 
 /// Reads what [`serialize`] writes (plain numbers too).

@@ -77,8 +77,10 @@ pub struct MatMulAttrs {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GemmAttrs {
     /// Scale of A·B.
+    #[serde(with = "crate::nonfinite::one")]
     pub alpha: f32,
     /// Scale of C.
+    #[serde(with = "crate::nonfinite::one")]
     pub beta: f32,
     /// Transpose A.
     pub trans_a: bool,
@@ -207,8 +209,10 @@ pub struct GeluAttrs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClipAttrs {
     /// Lower bound.
+    #[serde(default, with = "crate::nonfinite::option")]
     pub min: Option<f32>,
     /// Upper bound.
+    #[serde(default, with = "crate::nonfinite::option")]
     pub max: Option<f32>,
 }
 
@@ -227,6 +231,7 @@ pub struct NormAttrs {
     /// First normalised axis (non-negative); normalises `axis..rank`.
     pub axis: usize,
     /// Epsilon added to the variance.
+    #[serde(with = "crate::nonfinite::one")]
     pub epsilon: f32,
 }
 
@@ -358,8 +363,10 @@ pub struct AttentionAttrs {
     /// added, 3 after softmax.
     pub qk_matmul_output_mode: u8,
     /// Scale of Q·Kᵀ (default 1/√head_size).
+    #[serde(default, with = "crate::nonfinite::option")]
     pub scale: Option<f32>,
     /// `softcap · tanh(x / softcap)` on the scores when > 0.
+    #[serde(with = "crate::nonfinite::one")]
     pub softcap: f32,
     /// Sliding window: keys at most this far before the query (-1: unbounded).
     pub left_window: i64,

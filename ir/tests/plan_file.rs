@@ -318,19 +318,32 @@ fn a_plan_never_overwrites_its_inputs() {
 }
 
 #[test]
-fn non_finite_floats_are_refused_naming_where() {
+fn non_finite_op_attributes_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
     let mut p = plan();
     p.graph.nodes[0].op = Op::Clip(ClipAttrs {
         min: Some(f32::NEG_INFINITY),
-        max: None,
+        max: Some(f32::NAN),
     });
-    let msg = p.write(&path).unwrap_err().to_string();
+    p.write(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
     assert!(
-        msg.contains("plan.json") && msg.contains("node 'relu' (Clip).op.min = -inf"),
-        "{msg}"
+        text.contains("\"-inf\"") && text.contains("\"NaN\""),
+        "{text}"
     );
+    let back = Plan::read(&path).unwrap();
+    let Op::Clip(c) = &back.graph.nodes[0].op else {
+        panic!("not a Clip: {:?}", back.graph.nodes[0].op)
+    };
+    assert_eq!(c.min, Some(f32::NEG_INFINITY));
+    assert!(c.max.is_some_and(f32::is_nan));
+}
+
+#[test]
+fn non_finite_search_stats_are_refused_naming_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
     let mut p = plan();
     p.search.gap = f64::NAN;
     let msg = p.write(&path).unwrap_err().to_string();
@@ -423,4 +436,20 @@ fn fifos_are_refused_not_opened() {
     assert!(msg.contains("not a regular file"), "{msg}");
     let msg = Plan::read(dir.path()).unwrap_err().to_string();
     assert!(msg.contains("directory"), "{msg}");
+}
+
+/// Found by the plan_fields fuzz target: a mesh whose device count overflows a usize
+/// panicked computing it; it is an inconsistent plan.
+#[test]
+fn a_mesh_whose_device_count_overflows_is_refused() {
+    let mut v = serde_json::to_value(plan()).unwrap();
+    v["mesh"]["shape"] = serde_json::json!([1u64 << 33, 1u64 << 33]);
+    let bytes = serde_json::to_vec(&v).unwrap();
+    let msg = Plan::from_bytes(&bytes, Path::new("crafted.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("crafted.json") && msg.contains("inconsistent"),
+        "{msg}"
+    );
 }

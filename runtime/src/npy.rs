@@ -4,7 +4,7 @@
 //! as f32, integers as i64 (see [`tessera_ir::Tensor`]); the logical dtype is kept. Write: the
 //! tensor's logical dtype (bf16, which NumPy lacks, is written as f32). C order only.
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use tessera_ir::{DType, Tensor, TensorData};
 use thiserror::Error;
@@ -35,7 +35,15 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
         }
         tessera_ir::files::FileError::Io { source, .. } => err(path, source),
     })?;
-    let npy = npyz::NpyFile::new(BufReader::new(file))
+    read_npy_from(BufReader::new(file), path)
+}
+
+/// Reads `.npy` bytes from `reader` as [`read_npy`] does (`path` names the source in
+/// errors; nothing is opened).
+pub fn read_npy_from<R: Read>(mut reader: R, path: &Path) -> Result<Tensor, NpyError> {
+    let head =
+        read_header(&mut reader).map_err(|msg| err(path, format!("not a .npy file: {msg}")))?;
+    let npy = npyz::NpyFile::new(std::io::Cursor::new(head).chain(reader))
         .map_err(|e| err(path, format!("not a .npy file: {e}")))?;
     if npy.order() != npyz::Order::C && npy.shape().iter().filter(|d| **d > 1).count() > 1 {
         return Err(err(
@@ -87,6 +95,69 @@ pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
         _ => return Err(err(path, format!("unsupported dtype {ts}"))),
     };
     Tensor::new(dtype, shape, data).map_err(|e| err(path, e))
+}
+
+/// The longest header read, as NumPy's own `max_header_size` (a header of a plain array is
+/// about 120 bytes).
+pub const MAX_HEADER_BYTES: usize = 10_000;
+
+/// Deepest nesting of brackets accepted in a header (a plain array's has 2).
+const MAX_HEADER_NESTING: usize = 4;
+
+/// Reads the magic string, version, header length and header of a `.npy` stream and returns
+/// those bytes, checked before `npyz` parses them: a header longer than
+/// [`MAX_HEADER_BYTES`] (a 4 GiB length would be allocated) or nested deeper than a plain
+/// array's (`npyz`'s parser takes exponential time on `{{{{…`) is refused.
+fn read_header<R: Read>(reader: &mut R) -> Result<Vec<u8>, String> {
+    let mut head = vec![0u8; 8];
+    reader
+        .read_exact(&mut head)
+        .map_err(|e| format!("reading the magic string: {e}"))?;
+    if &head[..6] != b"\x93NUMPY" {
+        return Err("no \\x93NUMPY magic string".into());
+    }
+    let len = match head[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b).map_err(|e| e.to_string())?;
+            head.extend_from_slice(&b);
+            usize::from(u16::from_le_bytes(b))
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            reader.read_exact(&mut b).map_err(|e| e.to_string())?;
+            head.extend_from_slice(&b);
+            usize::try_from(u32::from_le_bytes(b)).unwrap_or(usize::MAX)
+        }
+        v => return Err(format!("unsupported format version {v}")),
+    };
+    if len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header of {len} bytes (more than {MAX_HEADER_BYTES})"
+        ));
+    }
+    let start = head.len();
+    head.resize(start + len, 0);
+    reader
+        .read_exact(&mut head[start..])
+        .map_err(|e| format!("reading the {len}-byte header: {e}"))?;
+    // Brackets inside strings count too: a plain array's strings hold none.
+    let mut depth = 0usize;
+    for &c in &head[start..] {
+        match c {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_HEADER_NESTING {
+                    return Err(format!(
+                        "header nested more than {MAX_HEADER_NESTING} brackets deep"
+                    ));
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(head)
 }
 
 fn ints<T: Into<i64>>(v: Vec<T>) -> TensorData {
@@ -173,5 +244,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.npy"), "{e}");
+    }
+
+    /// A `.npy` stream: magic, version 1, the header padded as NumPy pads it, then `body`.
+    fn npy_v1(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut h = header.to_string();
+        while !(10 + h.len() + 1).is_multiple_of(64) {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Found by the `npy_read` fuzz target: a header of nested braces took npyz's parser
+    /// minutes (exponential); a version-2 header length of 4 GiB would be allocated.
+    #[test]
+    fn pathological_headers_are_refused_at_once() {
+        let p = Path::new("fuzz.npy");
+        let ok = npy_v1(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+            &[0, 0, 128, 63, 0, 0, 0, 64],
+        );
+        assert_eq!(
+            read_npy_from(&ok[..], p).unwrap(),
+            Tensor::f32(vec![2], vec![1.0, 2.0])
+        );
+        let nested = format!(
+            "{{'descr': {}'<f4'{}, 'fortran_order': False, 'shape': (2,), }}",
+            "{".repeat(200),
+            "}".repeat(200)
+        );
+        let start = std::time::Instant::now();
+        let e = read_npy_from(&npy_v1(&nested, &[0; 8])[..], p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuzz.npy") && e.contains("nested"), "{e}");
+        assert!(start.elapsed().as_secs() < 1);
+        let mut huge = b"\x93NUMPY\x02\x00".to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        let e = read_npy_from(&huge[..], p).unwrap_err().to_string();
+        assert!(e.contains("header of 4294967295 bytes"), "{e}");
     }
 }

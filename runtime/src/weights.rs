@@ -246,13 +246,12 @@ impl WeightStore {
             msg,
         };
         let es = w.dtype.size_bytes();
-        let numel: usize = w.shape.iter().product();
-        if length != (numel * es) as u64 {
+        let expected = tessera_ir::checked_bytes(&w.shape, w.dtype)
+            .ok_or_else(|| err(format!("{}{:?} overflows a size", w.dtype, w.shape)))?;
+        if length != expected as u64 {
             return Err(err(format!(
-                "length {length} bytes does not match {}{:?} ({} bytes)",
-                w.dtype,
-                w.shape,
-                numel * es
+                "length {length} bytes does not match {}{:?} ({expected} bytes)",
+                w.dtype, w.shape,
             )));
         }
         let map = self.map(w, &full)?;
@@ -261,9 +260,9 @@ impl WeightStore {
             .checked_add(length)
             .filter(|&e| e <= bytes.len() as u64);
         let Some(end) = end else {
+            // Found by the plan_fields fuzz target: `offset + length` itself may overflow.
             return Err(err(format!(
-                "bytes {offset}..{} are past the end of the file ({} bytes)",
-                offset + length,
+                "bytes {offset}..{offset}+{length} are past the end of the file ({} bytes)",
                 bytes.len()
             )));
         };

@@ -122,3 +122,24 @@ fn fifos_are_refused_not_read() {
     let e = read_npy(&dir).unwrap_err().to_string();
     assert!(e.contains("directory"), "{e}");
 }
+
+/// Found by the plan_fields fuzz target: a weight whose `offset + length` overflows a u64
+/// panicked while its error message was being written; a shape whose size overflows is
+/// refused too.
+#[test]
+fn overflowing_offsets_and_shapes_are_errors() {
+    let (_outer, dir) = layout();
+    let store = WeightStore::with_dir(&dir);
+    let mut w = weight("w.bin");
+    w.data = WeightData::File {
+        path: "w.bin".into(),
+        offset: u64::MAX - 3,
+        length: 8,
+    };
+    let msg = store.load(&w, None).unwrap_err().to_string();
+    assert!(msg.contains("past the end of the file"), "{msg}");
+    let mut w = weight("w.bin");
+    w.shape = vec![1 << 62, 8];
+    let msg = store.load(&w, None).unwrap_err().to_string();
+    assert!(msg.contains("overflows"), "{msg}");
+}

@@ -29,7 +29,7 @@ pub struct DotArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "dot")]
     format: Format,
-    /// Repeated layers to draw expanded, e.g. `0..2` (the rest collapse into one cluster).
+    /// Repeated layers to draw expanded, e.g. `0..2` (the rest collapse, one cluster per distinct layer plan).
     #[arg(long, value_name = "A..B")]
     layers: Option<String>,
     /// Static input shapes for a model, e.g. `input_ids=1x128` (repeatable).

@@ -8,7 +8,8 @@ use std::path::Path;
 use tessera_ir::files;
 use tessera_ir::{numel, DType, Tensor, TensorData, Weight, WeightData};
 
-/// The dtype and shape a `TensorProto` declares.
+/// The dtype and shape a `TensorProto` declares; a negative dim or a size that overflows or
+/// exceeds [`tessera_ir::MAX_TENSOR_BYTES`] is an error naming the tensor.
 pub(crate) fn dtype_and_shape(
     t: &TensorProto,
     name: &str,
@@ -24,6 +25,9 @@ pub(crate) fn dtype_and_shape(
                 .map_err(|_| ImportError::tensor(name, format!("negative dim in {:?}", t.dims)))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Checked before any size is computed from the dims (they may overflow a usize).
+    tessera_ir::check_tensor_size(&shape, dtype)
+        .map_err(|e| ImportError::tensor(name, e.to_string()))?;
     Ok((dtype, shape))
 }
 

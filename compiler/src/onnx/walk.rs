@@ -151,6 +151,7 @@ impl Walker {
         let op_type = node.op_type.as_str();
         let convert = ops::lookup(op_type, self.opset)
             .ok_or_else(|| ImportError::node(&name, op_type, "unsupported op"))?;
+        ops::check_attributes(node, &name, self.opset)?;
         let mut views = Vec::with_capacity(node.input.len());
         for input in &node.input {
             if input.is_empty() {

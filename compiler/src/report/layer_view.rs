@@ -1,11 +1,14 @@
 //! Which steps of a rank's program a drawing shows, when repeated layers collapse.
 //!
-//! Layers the user expands are drawn one cluster each. All other layers collapse into one
-//! cluster that shows the first of them (the representative) with a repeat count; steps of
-//! the other collapsed layers are hidden, and a value they produce is drawn as coming from
-//! the representative's step at the same position in its layer.
+//! Layers the user expands are drawn one cluster each. The other layers are grouped by their
+//! program (the same steps, ops and collectives, ignoring which tensors they touch): each
+//! group collapses into one cluster that shows its first layer (the representative) with a
+//! repeat count, so a layer whose plan differs (an extra collective, say) is drawn apart and
+//! every collective of the plan appears. Steps of the other layers of a group are hidden, and
+//! a value they produce is drawn as coming from the representative's step at the same
+//! position in its layer.
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::plan::{Step, ValueId};
+use tessera_ir::plan::{Step, StepKind, ValueId};
 
 /// A drawn cluster of steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,12 +68,34 @@ impl LayerView {
         }
         let mut layers: BTreeSet<u32> = steps.iter().filter_map(|s| s.layer).collect();
         layers.extend(0..layer_count as u32);
-        let collapsed: Vec<u32> = layers
-            .iter()
-            .copied()
-            .filter(|l| !expanded.contains(l))
-            .collect();
-        let representative = collapsed.first().copied();
+        // Steps of each layer, in program order, to group layers and find stand-ins.
+        let mut by_layer: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            if let Some(l) = s.layer {
+                by_layer.entry(l).or_default().push(i);
+            }
+        }
+        // Collapsed layers grouped by program, in order of their first layer.
+        let mut groups: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
+        for l in layers.iter().copied().filter(|l| !expanded.contains(l)) {
+            let program: Vec<String> = by_layer
+                .get(&l)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|&i| step_signature(&steps[i].kind))
+                .collect();
+            match groups.iter_mut().find(|(p, _)| *p == program) {
+                Some((_, members)) => members.push(l),
+                None => groups.push((program, vec![l])),
+            }
+        }
+        // The representative (first layer) of each collapsed layer's group.
+        let mut representative: BTreeMap<u32, u32> = BTreeMap::new();
+        for (_, members) in &groups {
+            for &l in members {
+                representative.insert(l, members[0]);
+            }
+        }
         let mut clusters: Vec<Cluster> = layers
             .iter()
             .filter(|l| expanded.contains(l))
@@ -79,12 +104,10 @@ impl LayerView {
                 stands_for: vec![l],
             })
             .collect();
-        if let Some(rep) = representative {
-            clusters.push(Cluster {
-                layer: rep,
-                stands_for: collapsed.clone(),
-            });
-        }
+        clusters.extend(groups.into_iter().map(|(_, members)| Cluster {
+            layer: members[0],
+            stands_for: members,
+        }));
         clusters.sort_by_key(|c| c.layer);
         let cluster_index: BTreeMap<u32, usize> = clusters
             .iter()
@@ -92,13 +115,6 @@ impl LayerView {
             .map(|(i, c)| (c.layer, i))
             .collect();
 
-        // Steps of each layer, in program order, to find stand-ins by position.
-        let mut by_layer: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for (i, s) in steps.iter().enumerate() {
-            if let Some(l) = s.layer {
-                by_layer.entry(l).or_default().push(i);
-            }
-        }
         let mut visible = vec![true; steps.len()];
         let mut cluster_of = vec![None; steps.len()];
         let mut stand_in = vec![None; steps.len()];
@@ -109,7 +125,7 @@ impl LayerView {
                 }
                 continue;
             }
-            let rep_steps = representative.and_then(|r| by_layer.get(&r));
+            let rep_steps = representative.get(l).and_then(|r| by_layer.get(r));
             for (pos, &i) in idxs.iter().enumerate() {
                 visible[i] = false;
                 stand_in[i] = rep_steps.and_then(|r| r.get(pos).copied());
@@ -144,6 +160,18 @@ impl LayerView {
             stand_in,
             producer,
         }
+    }
+}
+
+/// What a step does, without the tensors and nodes it touches: equal for the steps at the
+/// same position of two layers with the same plan.
+fn step_signature(kind: &StepKind) -> String {
+    match kind {
+        StepKind::LoadWeight { slice, .. } => format!("weight {slice:?}"),
+        StepKind::Input { slice, .. } => format!("input {slice:?}"),
+        StepKind::Compute { op, .. } => format!("compute {op:?}"),
+        StepKind::ShardedGather { offset, rows, .. } => format!("gather {offset} {rows}"),
+        other => format!("{other:?}"),
     }
 }
 

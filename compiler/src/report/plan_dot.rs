@@ -3,7 +3,8 @@
 //! Steps are nodes; each edge is a rank-local value labelled with its local shape and layout
 //! and coloured by layout (R grey, S(axis) green, P orange). Collectives are octagons with
 //! their kind and bytes, weights are cylinders marked with the slice this rank loads.
-//! Repeated layers collapse into one cluster with a repeat count (see [`PlanDotOptions`]).
+//! Repeated layers with the same plan collapse into one cluster with a repeat count; a
+//! layer whose plan differs is drawn apart (see [`PlanDotOptions`]).
 //! Every collective node carries `class="collective <kind>"`, a stable marker for tools.
 use super::format::{dot_escape, human_bytes, shape};
 use super::layer_view::LayerView;
@@ -60,7 +61,7 @@ impl std::str::FromStr for LayerRange {
 pub struct PlanDotOptions {
     /// Rank whose program is drawn.
     pub rank: usize,
-    /// Layers drawn expanded; all others collapse into one cluster.
+    /// Layers drawn expanded; the others collapse into one cluster per distinct layer plan.
     pub expand: Option<LayerRange>,
 }
 
@@ -500,6 +501,29 @@ mod tests {
             1,
             "hidden→hidden edges are not drawn: {dot}"
         );
+        assert_edges_declared(&dot);
+    }
+
+    #[test]
+    fn a_layer_whose_plan_differs_is_drawn_apart() {
+        // Layer 2 reduce-scatters where the others all-reduce: the collapsed drawing must
+        // still show every kind of collective the plan has.
+        let mut plan = mlp_stack_plan(4, 2);
+        for program in &mut plan.ranks {
+            for step in program.steps.iter_mut().filter(|s| s.layer == Some(2)) {
+                if let StepKind::Collective { collective, .. } = &mut step.kind {
+                    *collective = CollectiveKind::ReduceScatter;
+                }
+            }
+        }
+        let dot = draw(&plan, 0, None).unwrap();
+        assert_eq!(count_collectives(&dot, "all_reduce"), 1, "{dot}");
+        assert_eq!(count_collectives(&dot, "reduce_scatter"), 1, "{dot}");
+        assert_contains_all(
+            &dot,
+            &["layer ×3 (layers 0..2, 3; showing layer 0)", "layer 2"],
+        );
+        assert_eq!(dot.matches("subgraph cluster_").count(), 2, "{dot}");
         assert_edges_declared(&dot);
     }
 

@@ -97,12 +97,14 @@ pub enum PlanError {
         /// The input, as the plan locates it.
         input: PathBuf,
     },
-    /// A float of the plan is NaN or infinite, which JSON cannot hold.
+    /// A float of the plan outside tensors and op attributes (a cost or search statistic)
+    /// is NaN or infinite, which JSON cannot hold (tensor elements and op attributes are
+    /// written as the strings `"NaN"`, `"inf"`, `"-inf"`).
     #[error("cannot write plan '{}': {what} is not a finite number, which JSON cannot hold", path.display())]
     NonFinite {
         /// Plan file.
         path: PathBuf,
-        /// Where in the plan, e.g. `graph.nodes[3].op.Clip.min = inf`.
+        /// Where in the plan, e.g. `search.gap = NaN`.
         what: String,
     },
     /// The plan could not be serialised or written.
@@ -335,13 +337,23 @@ impl Plan {
             }
             FileError::Io { source, .. } => read_err(source.to_string()),
         })?;
-        let text = String::from_utf8(bytes).map_err(|e| read_err(e.to_string()))?;
+        Plan::from_bytes(&bytes, path)
+    }
+
+    /// Parses the bytes of a plan file as [`Plan::read`] does after reading them (`path`
+    /// names the file in errors; nothing is opened).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Plan, PlanError> {
+        let read_err = |msg: String| PlanError::Read {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| read_err(e.to_string()))?;
         let not_a_plan = |msg: String| PlanError::NotAPlan {
             path: path.to_path_buf(),
             msg,
         };
         let probe: VersionProbe =
-            serde_json::from_str(&text).map_err(|e| not_a_plan(format!("not JSON ({e})")))?;
+            serde_json::from_str(text).map_err(|e| not_a_plan(format!("not JSON ({e})")))?;
         let found = probe
             .format_version
             .ok_or_else(|| not_a_plan("no format_version field".into()))?;
@@ -366,7 +378,7 @@ impl Plan {
             path: path.to_path_buf(),
             msg,
         };
-        let plan: Plan = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let plan: Plan = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if plan.ranks.len() != plan.mesh.devices() {
             return Err(invalid(format!(
                 "inconsistent: mesh has {} devices but {} rank programs",
@@ -379,7 +391,8 @@ impl Plan {
 
     /// Writes the plan as pretty JSON (one trailing newline; the same plan gives the same
     /// bytes). Refuses to overwrite the plan's source model or a weight file, and refuses a
-    /// NaN or infinite float (JSON would hold `null`), naming where it is.
+    /// NaN or infinite statistic (JSON would hold `null`), naming where it is; NaN and
+    /// infinite constants and op attributes round-trip as strings.
     pub fn write(&self, path: &Path) -> Result<(), PlanError> {
         self.refuse_input(path, path, "plan")?;
         if let Some(what) = first_non_finite(self) {

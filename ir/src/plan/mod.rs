@@ -61,9 +61,13 @@ impl Mesh {
         }
     }
 
-    /// Total number of devices.
+    /// Total number of devices; `usize::MAX` when the product overflows (a crafted plan), which
+    /// no rank count or device cap matches.
     pub fn devices(&self) -> usize {
-        self.shape.iter().product()
+        self.shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 }
 

@@ -6,6 +6,8 @@
 //! The walker then folds, infers and emits what the converter returned.
 mod activation;
 mod attention;
+mod attr_table;
+mod attrs;
 mod constant;
 mod dropout;
 mod elementwise;
@@ -20,6 +22,7 @@ mod rotary;
 mod shape_ops;
 
 use super::ImportError;
+pub(crate) use attrs::check_attributes;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::{AttributeProto, NodeProto, TensorProto};
 use std::collections::{HashMap, HashSet};
