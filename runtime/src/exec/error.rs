@@ -34,6 +34,26 @@ pub enum ExecError {
         /// What is wrong.
         msg: String,
     },
+    /// The plan needs more memory than the cap ([`super::memory`]).
+    #[error(
+        "the plan needs {needed} bytes on its {ranks} devices at their peaks (rank {rank} peaks at {peak} bytes at step {step}, allocating tensor '{tensor}'), over the cap of {cap} bytes (set TESSERA_MAX_PLANNED_BYTES to change it; default: this machine's memory)"
+    )]
+    PlannedMemory {
+        /// Bytes needed, all ranks together.
+        needed: u64,
+        /// The cap.
+        cap: u64,
+        /// Number of ranks.
+        ranks: usize,
+        /// The rank with the largest peak.
+        rank: usize,
+        /// Its peak bytes.
+        peak: u64,
+        /// The step at its peak.
+        step: usize,
+        /// The largest tensor that step allocates.
+        tensor: String,
+    },
     /// A step failed on a rank.
     #[error("rank {rank} step {step} ({what}): {msg}")]
     Step {

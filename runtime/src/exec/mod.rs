@@ -28,6 +28,7 @@ pub mod check;
 pub mod error;
 mod fuse;
 pub mod load;
+pub mod memory;
 mod rank;
 pub mod validate;
 
@@ -91,7 +92,9 @@ pub fn run_plan(
     opts: &RunOptions,
 ) -> Result<(Vec<Tensor>, RunStats), RuntimeError> {
     match opts.backend {
-        DeviceKind::Cpu => run_on(&CpuBackend, plan, store, inputs),
+        DeviceKind::Cpu => validate::validate_plan(plan)
+            .and_then(|_| memory::check_planned_memory(plan, memory::host_cap()?))
+            .and_then(|_| run_on(&CpuBackend, plan, store, inputs)),
         DeviceKind::Cuda => run_cuda(plan, store, inputs),
     }
     .map_err(into_runtime_error)
