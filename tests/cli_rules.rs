@@ -90,3 +90,43 @@ fn bad_rule_files_are_refused_in_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn distribution_rules_print_and_a_bad_user_file_is_refused_in_one_line() {
+    let (code, out, err) = tessera(&["rules", "--distribution"]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "matmul-column",
+        "matmul-row",
+        "elementwise-split",
+        "gather-vocab",
+    ] {
+        assert!(
+            out.contains(&format!("rule {name}\n")),
+            "{name} missing:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("rhs  (S -1 (matmul (R ?a) (S -1 ?b)))\n"),
+        "{out}"
+    );
+    let f = tmp("bad.dist", "rule mine\ndoc  x\nlhs  (matmul ?a ?b\n");
+    let plan = std::env::temp_dir().join(format!("tessera-dist-{}.json", std::process::id()));
+    let model = root().join("examples/models/mlp.onnx");
+    let (code, _, err) = tessera(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--shape",
+        "x=4x64",
+        "--dist-rules",
+        f.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("bad.dist:3: "), "{err}");
+    assert!(!plan.exists());
+}

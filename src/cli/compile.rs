@@ -52,6 +52,10 @@ pub struct CompileArgs {
     /// built-in ones.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Extra distribution rules (the format `tessera rules --distribution` prints): more ways
+    /// an op may run on N devices, applied with the built-in table.
+    #[arg(long, value_name = "FILE")]
+    dist_rules: Option<PathBuf>,
     /// Seconds the search may take before it settles for the best plan found (its lower
     /// bound and gap are in the plan); 0: no time limit.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
@@ -95,6 +99,17 @@ pub fn run(args: CompileArgs) -> Result<()> {
     }
     opts.time_limit =
         (args.time_limit > 0.0).then(|| std::time::Duration::from_secs_f64(args.time_limit));
+    if let Some(f) = &args.dist_rules {
+        let bytes = tessera_ir::files::read_regular(f)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("reading rules file {}", f.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("rules file {} is not UTF-8", f.display()))?;
+        opts.dist_rules = tessera_compiler::partition::rules::dsl::parse_user_rules(
+            &text,
+            &f.display().to_string(),
+        )?;
+    }
     if args.max_states == 0 {
         bail!("--max-states 0: need at least 1");
     }

@@ -117,6 +117,8 @@ pub struct RuleSource {
     pub n: usize,
     /// Tensors computed inside the segment.
     pub computed: std::collections::BTreeSet<TensorId>,
+    /// A user's distribution rules.
+    pub user_rules: std::sync::Arc<Vec<super::rules::dsl::DistRule>>,
 }
 
 /// Analysis: class keys, plus the segment's forms and the key → class map.
@@ -352,8 +354,9 @@ impl ClassSearch for RuleSearcher {
         if eg.analysis.applied.contains(&(self.0, t)) {
             return false;
         }
-        producer_of(src, t)
-            .is_some_and(|(p, _)| super::rules::rule_may_match(self.0, src.graph.node(p)))
+        producer_of(src, t).is_some_and(|(p, _)| {
+            super::rules::rule_may_match(&src.user_rules, self.0, src.graph.node(p))
+        })
     }
 }
 
@@ -382,6 +385,7 @@ impl ClassApply for RuleApplier {
             producers: src.producers.clone(),
             limits: Default::default(),
             shared: src.graph.clone(),
+            user_rules: src.user_rules.clone(),
         };
         let mut changed = Vec::new();
         for form in super::rules::forms_of_rule(&cx, self.0, node, out) {

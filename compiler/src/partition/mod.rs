@@ -51,6 +51,9 @@ pub struct PartitionOptions {
     /// States the exact extraction keeps per step before it narrows to the most promising
     /// ones ([`extract::DEFAULT_MAX_STATES`] by default).
     pub max_states: usize,
+    /// A user's distribution rules ([`rules::dsl::parse_user_rules`]), applied after the
+    /// built-in table.
+    pub dist_rules: Vec<rules::dsl::DistRule>,
 }
 
 impl PartitionOptions {
@@ -65,6 +68,7 @@ impl PartitionOptions {
             detect_layers: true,
             time_limit: Some(DEFAULT_TIME_LIMIT),
             max_states: extract::DEFAULT_MAX_STATES,
+            dist_rules: Vec::new(),
         }
     }
 }
@@ -180,6 +184,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .map_err(|e| PartitionError::Graph(e.to_string()))?;
     let pins = resolve_pins(graph, n, &opts.pins)?;
     let mut cx = rules::RuleCx::new(graph, n);
+    cx.user_rules = std::sync::Arc::new(opts.dist_rules.clone());
     cx.limits = extract::ExtractLimits {
         max_states: opts.max_states.max(1),
         deadline: None,

@@ -7,7 +7,7 @@ use super::egraph::{
 };
 use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{part_bytes, tensor_bytes, LocalForm};
-use super::rules::{rule_names, seed_forms, RuleCx};
+use super::rules::{rule_names_with, seed_forms, RuleCx};
 use crate::cost::{collective_seconds, compute_seconds};
 use egg::{Rewrite, Runner, SimpleScheduler};
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,6 +106,7 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
                 .iter()
                 .flat_map(|n| g.node(*n).outputs.iter().copied())
                 .collect(),
+            user_rules: cx.user_rules.clone(),
         }),
         applied: BTreeSet::new(),
         sources: BTreeMap::new(),
@@ -217,7 +218,7 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
         }
     }
     eg.rebuild();
-    let mut rewrites: Vec<Rewrite<DistNode, DistAnalysis>> = rule_names()[1..]
+    let mut rewrites: Vec<Rewrite<DistNode, DistAnalysis>> = rule_names_with(&cx.user_rules)[1..]
         .iter()
         .map(|r| Rewrite::new(*r, RuleSearcher(r), RuleApplier(r)))
         .collect::<Result<_, _>>()

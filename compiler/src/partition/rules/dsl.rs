@@ -22,7 +22,7 @@ pub const TABLE: &str = include_str!("table.dist");
 #[derive(Debug, Clone)]
 pub struct DistRule {
     /// Name (recorded in each local form; several rows may share one).
-    pub name: String,
+    pub name: &'static str,
     /// One line on what it does.
     pub doc: String,
     /// The lhs pattern, as written.
@@ -51,24 +51,83 @@ enum Body {
 
 /// A malformed rule table (line and message).
 #[derive(Debug, thiserror::Error)]
-#[error("table.dist:{line}: {msg}")]
+#[error("{file}:{line}: {msg}")]
 pub struct TableError {
+    file: String,
     line: usize,
     msg: String,
 }
 
-fn sexp(text: &str, line: usize) -> Result<Sexp, TableError> {
-    symbolic_expressions::parser::parse_str(text).map_err(|e| TableError {
-        line,
-        msg: format!("'{text}': {e}"),
-    })
+fn sexp(text: &str) -> Result<Sexp, String> {
+    symbolic_expressions::parser::parse_str(text).map_err(|e| format!("'{text}': {e}"))
 }
 
 /// The (line, key, value) fields of one rule block.
 type Fields = Vec<(usize, String, String)>;
 
-/// Parses a rules table.
+impl DistRule {
+    /// The rule's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Interns a rule name for the life of the process (names are recorded in every local form
+/// as `&'static str`; a process reads its rule files once).
+fn intern(name: String) -> &'static str {
+    static NAMES: OnceLock<std::sync::Mutex<Vec<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    let mut guard = match names.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(n) = guard.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    guard.push(leaked);
+    leaked
+}
+
+/// Parses the built-in rules table.
 pub fn parse_table(text: &str) -> Result<Vec<DistRule>, TableError> {
+    parse_table_file(text, "table.dist")
+}
+
+/// Parses a user's rules file (`file` names it in errors). Names of built-in rules are
+/// refused: a user's rules add forms, they do not replace the table's.
+pub fn parse_user_rules(text: &str, file: &str) -> Result<Vec<DistRule>, TableError> {
+    let rules = parse_table_file(text, file)?;
+    if let Some(r) = rules
+        .iter()
+        .find(|r| r.name == "replicated" || table().iter().any(|b| b.name == r.name))
+    {
+        return Err(TableError {
+            file: file.to_string(),
+            line: 0,
+            msg: format!("rule '{}' is a built-in rule (choose another name)", r.name),
+        });
+    }
+    if let Some(r) = rules.iter().find(|r| matches!(r.body, Body::Builtin(_))) {
+        return Err(TableError {
+            file: file.to_string(),
+            line: 0,
+            msg: format!(
+                "rule '{}': built-in generators are not available to rule files",
+                r.name
+            ),
+        });
+    }
+    Ok(rules)
+}
+
+/// Parses a rules table read from `file`.
+fn parse_table_file(text: &str, file: &str) -> Result<Vec<DistRule>, TableError> {
+    let err = |line: usize, msg: String| TableError {
+        file: file.to_string(),
+        line,
+        msg,
+    };
     let mut rules: Vec<DistRule> = Vec::new();
     let mut cur: Option<(usize, Fields)> = None;
     let mut blocks = Vec::new();
@@ -84,10 +143,7 @@ pub fn parse_table(text: &str) -> Result<Vec<DistRule>, TableError> {
         } else if let Some((_, b)) = cur.as_mut() {
             b.push((i + 1, key.into(), rest.trim().into()));
         } else {
-            return Err(TableError {
-                line: i + 1,
-                msg: format!("'{key}' outside a rule"),
-            });
+            return Err(err(i + 1, format!("'{key}' outside a rule")));
         }
     }
     blocks.extend(cur);
@@ -99,15 +155,9 @@ pub fn parse_table(text: &str) -> Result<Vec<DistRule>, TableError> {
         let body = if let Some((_, b)) = one("builtin") {
             Body::Builtin(b)
         } else {
-            let (ll, lhs) = one("lhs").ok_or(TableError {
-                line: start,
-                msg: format!("rule '{name}' has no lhs"),
-            })?;
-            let Sexp::List(items) = sexp(&lhs, ll)? else {
-                return Err(TableError {
-                    line: ll,
-                    msg: "the lhs must be (op ?operands...)".into(),
-                });
+            let (ll, lhs) = one("lhs").ok_or(err(start, format!("rule '{name}' has no lhs")))?;
+            let Sexp::List(items) = sexp(&lhs).map_err(|e| err(ll, e))? else {
+                return Err(err(ll, "the lhs must be (op ?operands...)".into()));
             };
             let head = items.first().map(|s| s.to_string()).unwrap_or_default();
             let mut vars = Vec::new();
@@ -121,20 +171,22 @@ pub fn parse_table(text: &str) -> Result<Vec<DistRule>, TableError> {
             }
             let for_var = match one("for") {
                 Some((fl, f)) => {
-                    let (var, set) = f.split_once(" in ").ok_or(TableError {
-                        line: fl,
-                        msg: "expected 'for ?k in SET'".into(),
-                    })?;
-                    Some((var.trim().to_string(), sexp(set.trim(), fl)?))
+                    let (var, set) = f
+                        .split_once(" in ")
+                        .ok_or(err(fl, "expected 'for ?k in SET'".into()))?;
+                    Some((
+                        var.trim().to_string(),
+                        sexp(set.trim()).map_err(|e| err(fl, e))?,
+                    ))
                 }
                 None => None,
             };
             let rhs = get("rhs")
                 .iter()
-                .map(|f| sexp(&f.2, f.0))
+                .map(|f| sexp(&f.2).map_err(|e| err(f.0, e)))
                 .collect::<Result<Vec<_>, _>>()?;
             let guards = match one("if") {
-                Some((gl, g)) => match sexp(&format!("({g})"), gl)? {
+                Some((gl, g)) => match sexp(&format!("({g})")).map_err(|e| err(gl, e))? {
                     Sexp::List(gs) => gs,
                     other => vec![other],
                 },
@@ -149,8 +201,11 @@ pub fn parse_table(text: &str) -> Result<Vec<DistRule>, TableError> {
                 guards,
             }
         };
+        if name.is_empty() {
+            return Err(err(start, "a rule without a name".into()));
+        }
         rules.push(DistRule {
-            name,
+            name: intern(name),
             doc,
             lhs: one("lhs").map(|f| f.1).unwrap_or_default(),
             for_clause: one("for").map(|f| f.1).unwrap_or_default(),
@@ -189,6 +244,9 @@ fn head_matches(head: &str, op: &Op) -> bool {
         "slice" => matches!(op, Op::Slice(_)),
         "concat" => matches!(op, Op::Concat(_)),
         "elementwise" => super::elementwise_like(op),
+        // Any other head names one op by its name in the canonical language (`gelu`,
+        // `layer_norm`, `where`, ...).
+        other if other == crate::canon::lang::sym_name(op) => true,
         "linear" => match op {
             Op::Binary(b) => matches!(b.kind, BinaryOp::Add | BinaryOp::Sub),
             Op::Unary(u) => matches!(u.kind, UnaryOp::Neg | UnaryOp::Identity),

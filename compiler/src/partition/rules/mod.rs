@@ -28,37 +28,44 @@ pub fn seed_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
     )
 }
 
+/// The rules in force: the built-in table, then a user's (see [`RuleCx::user_rules`]).
+pub fn all_rules(user: &[dsl::DistRule]) -> impl Iterator<Item = &dsl::DistRule> {
+    dsl::table().iter().chain(user)
+}
+
 /// The forms the rules named `name` give output `out` of `node` (checked and costed, seed
 /// excluded): what the runner's rewrite of that name adds.
 pub fn forms_of_rule(cx: &RuleCx, name: &str, node: NodeId, out: usize) -> Vec<LocalForm> {
     if cx.n == 1 {
         return vec![];
     }
-    let by_rule = dsl::table()
-        .iter()
+    let by_rule = all_rules(&cx.user_rules)
         .filter(|r| r.name == name)
-        .map(|r| (r.name.as_str(), dsl::instantiate(r, cx, node, out)));
+        .map(|r| (r.name(), dsl::instantiate(r, cx, node, out)));
     checked_forms(cx, node, out, by_rule)
 }
 
 /// Whether any rule named `name` can apply to `node`'s op (its lhs head names the op's class,
 /// or it is a built-in generator): the runner's search.
-pub fn rule_may_match(name: &str, node: &tessera_ir::Node) -> bool {
-    dsl::table()
-        .iter()
-        .any(|r| r.name == name && dsl::may_match(r, &node.op))
+pub fn rule_may_match(user: &[dsl::DistRule], name: &str, node: &tessera_ir::Node) -> bool {
+    all_rules(user).any(|r| r.name == name && dsl::may_match(r, &node.op))
 }
 
-/// The names of the distribution rules, in table order, each once (the seed `replicated`
-/// first).
-pub fn rule_names() -> Vec<&'static str> {
+/// The names of the distribution rules, in table order (a user's after the built-in ones),
+/// each once (the seed `replicated` first).
+pub fn rule_names_with(user: &[dsl::DistRule]) -> Vec<&'static str> {
     let mut names = vec!["replicated"];
-    for r in dsl::table() {
-        if !names.contains(&r.name.as_str()) {
-            names.push(r.name.as_str());
+    for r in all_rules(user) {
+        if !names.contains(&r.name()) {
+            names.push(r.name());
         }
     }
     names
+}
+
+/// The names of the built-in distribution rules (see [`rule_names_with`]).
+pub fn rule_names() -> Vec<&'static str> {
+    rule_names_with(&[])
 }
 
 /// Context of rule instantiation.
@@ -74,6 +81,9 @@ pub struct RuleCx<'a> {
     /// The graph, shared with the e-graph analyses whose rewrites instantiate the rules
     /// while the runner runs.
     pub shared: std::sync::Arc<Graph>,
+    /// A user's distribution rules (`tessera compile --dist-rules FILE`), applied after the
+    /// built-in table.
+    pub user_rules: std::sync::Arc<Vec<dsl::DistRule>>,
 }
 
 impl<'a> RuleCx<'a> {
@@ -85,6 +95,7 @@ impl<'a> RuleCx<'a> {
             producers: std::sync::Arc::new(g.producers()),
             limits: Default::default(),
             shared: std::sync::Arc::new(g.clone()),
+            user_rules: Default::default(),
         }
     }
     pub(crate) fn shape(&self, t: TensorId) -> &[usize] {
@@ -127,7 +138,7 @@ pub fn local_forms(cx: &RuleCx, node: NodeId, out: usize) -> Vec<LocalForm> {
     let table = dsl::table()
         .iter()
         .filter(|_| cx.n > 1)
-        .map(|r| (r.name.as_str(), dsl::instantiate(r, cx, node, out)));
+        .map(|r| (r.name(), dsl::instantiate(r, cx, node, out)));
     checked_forms(cx, node, out, seed.chain(table))
 }
 
@@ -143,8 +154,10 @@ fn checked_forms(
     let tensor = nd.outputs[out];
     let mut forms: Vec<LocalForm> = Vec::new();
     for (rule_name, sigs) in by_rule {
+        // A user's rules are theirs: only the built-in table must agree with the op specs.
+        let builtin = rule_name == "replicated" || dsl::table().iter().any(|r| r.name == rule_name);
         debug_assert!(
-            sigs.is_empty() || declares(&nd.op, rule_name),
+            sigs.is_empty() || !builtin || declares(&nd.op, rule_name),
             "rule '{}' fired on {} '{}', but the op's spec (tessera_ir::spec) does not name it",
             rule_name,
             nd.op.name(),
