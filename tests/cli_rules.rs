@@ -12,6 +12,27 @@ fn tmp(name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
+/// `tessera compile` of the MLP example for 2 devices with `flag FILE` (a rules option).
+fn compile_mlp(
+    flag: &str,
+    file: &std::path::Path,
+    plan: &std::path::Path,
+) -> (i32, String, String) {
+    let model = root().join("examples/models/mlp.onnx");
+    tessera(&[
+        "compile",
+        model.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--shape",
+        "x=4x64",
+        flag,
+        file.to_str().unwrap(),
+        "-o",
+        plan.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn rules_prints_the_builtin_table_in_the_rules_file_format() {
     let (code, out, err) = tessera(&["rules"]);
@@ -48,19 +69,7 @@ fn a_user_rule_fires_during_compile() {
         "rule test-gelu-as-relu\ndoc a test rule\nlhs (gelu ?a ?x)\nrhs (relu ?x)\n",
     );
     let plan = std::env::temp_dir().join(format!("tessera-rules-{}.json", std::process::id()));
-    let model = root().join("examples/models/mlp.onnx");
-    let (code, out, err) = tessera(&[
-        "compile",
-        model.to_str().unwrap(),
-        "--devices",
-        "2",
-        "--shape",
-        "x=4x64",
-        "--rules",
-        f.to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ]);
+    let (code, out, err) = compile_mlp("--rules", &f, &plan);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("gelu-erf ×1"), "{out}");
     assert!(out.contains("test-gelu-as-relu ×1"), "{out}");
@@ -112,19 +121,7 @@ fn distribution_rules_print_and_a_bad_user_file_is_refused_in_one_line() {
     );
     let f = tmp("bad.dist", "rule mine\ndoc  x\nlhs  (matmul ?a ?b\n");
     let plan = std::env::temp_dir().join(format!("tessera-dist-{}.json", std::process::id()));
-    let model = root().join("examples/models/mlp.onnx");
-    let (code, _, err) = tessera(&[
-        "compile",
-        model.to_str().unwrap(),
-        "--devices",
-        "2",
-        "--shape",
-        "x=4x64",
-        "--dist-rules",
-        f.to_str().unwrap(),
-        "-o",
-        plan.to_str().unwrap(),
-    ]);
+    let (code, _, err) = compile_mlp("--dist-rules", &f, &plan);
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("bad.dist:3: "), "{err}");
