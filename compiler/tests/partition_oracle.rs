@@ -60,14 +60,25 @@ fn random_graph(seed: u64) -> Graph {
                     b.bin(BinaryOp::Add, cur, o)
                 }
             }
-            _ => {
-                if r.next(2) == 0 {
-                    b.un(UnaryOp::Relu, cur)
-                } else {
+            _ => match r.next(6) {
+                0 => b.un(UnaryOp::Relu, cur),
+                1 => {
                     let s = b.scalar(&format!("s{ops}"));
                     b.bin(BinaryOp::Mul, cur, s)
                 }
-            }
+                2 => b.softmax(cur),
+                3 => b.layernorm(&format!("ln{ops}"), cur, d),
+                // Reshape to [8, d] through [8·d/4, 4] and back (splits must survive or
+                // be converted), or transpose twice: the shapes stay [8, d] for what follows.
+                4 => {
+                    let flat = b.reshape(cur, &[8 * d / 4, 4]);
+                    b.reshape(flat, &[8, d])
+                }
+                _ => {
+                    let t = b.transpose(cur, &[1, 0]);
+                    b.transpose(t, &[1, 0])
+                }
+            },
         };
         acts.push(t);
         ops += 1;
@@ -280,6 +291,20 @@ fn compiler_matches_exhaustive_search() {
                 assert!(
                     (got - opt).abs() <= 1e-9 * opt.abs().max(1e-12),
                     "seed {seed} n {n} {objective:?}: compiler {got} vs optimum {opt}"
+                );
+                // The emitted plan itself (its collectives and its per-rank FLOPs), not the
+                // solver's report, costs the optimum.
+                let m = search_cost_model(&o);
+                let emitted: f64 = p
+                    .plan
+                    .collectives
+                    .iter()
+                    .map(|c| collective_seconds(&m, c.kind, c.bytes, n))
+                    .sum::<f64>()
+                    + compute_seconds(&m, p.plan.estimates[0].flops);
+                assert!(
+                    (emitted - opt).abs() <= 1e-9 * opt.abs().max(1e-12),
+                    "seed {seed} n {n} {objective:?}: emitted plan {emitted} vs optimum {opt}"
                 );
                 assert!(
                     p.plan.estimates[0].param_bytes as f64 <= budget.unwrap_or(f64::INFINITY) + 0.5
