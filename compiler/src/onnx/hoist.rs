@@ -62,11 +62,10 @@ pub fn hoist_invariants(g: &mut Graph) -> usize {
         hoisted[i] =
             !varying[i] && (varying_readers >= 2 || readers[i].iter().any(|&r| hoisted[r]));
     }
-    // The priority below puts hoisted nodes first; every other node keeps its place.
-    let varying: Vec<bool> = hoisted.iter().map(|h| !h).collect();
+    // Ready nodes run hoisted first, then in source order: every other node keeps its place.
     let mut heap: BinaryHeap<Reverse<(bool, usize)>> = (0..n)
         .filter(|&i| pending[i] == 0)
-        .map(|i| Reverse((varying[i], i)))
+        .map(|i| Reverse((!hoisted[i], i)))
         .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse((_, i))) = heap.pop() {
@@ -74,7 +73,7 @@ pub fn hoist_invariants(g: &mut Graph) -> usize {
         for &r in &readers[i] {
             pending[r] -= 1;
             if pending[r] == 0 {
-                heap.push(Reverse((varying[r], r)));
+                heap.push(Reverse((!hoisted[r], r)));
             }
         }
     }

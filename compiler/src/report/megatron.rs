@@ -100,7 +100,13 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
         .max()
         .unwrap_or(0);
     let all_reduce_bytes = per_layer * layers.count as u64 * stream_bytes + embedding;
-    let ring = |bytes: u64, phases: u64| phases * (n - 1) * bytes / n.max(1);
+    // A read plan is untrusted: a zero-device mesh must not underflow.
+    let ring = |bytes: u64, phases: u64| {
+        phases
+            .saturating_mul(n.saturating_sub(1))
+            .saturating_mul(bytes)
+            / n.max(1)
+    };
     Some(MegatronReference {
         all_reduces: per_layer * layers.count as u64 + u64::from(embedding > 0),
         all_gathers: u64::from(logits > 0),
