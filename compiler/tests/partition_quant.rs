@@ -18,6 +18,7 @@ fn two_matmuls(quantised: bool) -> (tessera_ir::Graph, TensorId) {
     let a = b.matmul(x, w0);
     let w1 = if quantised {
         let file = |name: &str, dtype: DType, shape: Vec<usize>, offset| Weight {
+            perm: None,
             name: name.into(),
             dtype,
             data: WeightData::File {

@@ -282,10 +282,12 @@ impl Graph {
 
     /// Checks structural invariants: ids in range, every node input produced before use,
     /// every tensor produced once, outputs produced, quantised weights well-formed
-    /// ([`Weight::check_quant`]).
+    /// ([`Weight::check_quant`]), transposed weights' `perm` a permutation
+    /// ([`Weight::stored_view`]).
     pub fn validate(&self) -> Result<(), IrError> {
         for w in self.weights.values() {
             w.check_quant()?;
+            w.stored_view()?;
         }
         let n_t = self.tensors.len();
         let mut defined = vec![false; n_t];

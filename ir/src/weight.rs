@@ -58,6 +58,14 @@ pub struct Weight {
     /// Quantisation parameters, when the stored bytes are quantised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quant: Option<Quant>,
+    /// Stored transposed: the bytes hold a tensor whose axis `perm[i]` is this weight's
+    /// axis `i` (the weight is `Transpose(stored, perm)`, as ONNX's Transpose). A canonical
+    /// Linear over a weight the export stored `[out, in]` (Gemm with `transB`, or MatMul of
+    /// a Transpose) reads it this way: the transpose happens once, when a rank's slice is
+    /// loaded, and never runs in the plan. A quantised weight's scale and zero point carry
+    /// the same `perm`. `None`: stored as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perm: Option<Vec<usize>>,
 }
 
 impl Weight {
@@ -190,12 +198,50 @@ impl Weight {
     /// An unquantised weight holding `tensor` in memory (its dtype and shape).
     pub fn constant(name: impl Into<String>, tensor: Tensor) -> Weight {
         Weight {
+            perm: None,
             name: name.into(),
             dtype: tensor.dtype,
             shape: tensor.shape.clone(),
             data: WeightData::Inline { tensor },
             quant: None,
         }
+    }
+
+    /// The weight as its bytes are stored: the shape before [`Weight::perm`] (and the
+    /// same for its quantisation parameters), with no `perm`. Itself when not transposed.
+    /// Fails when `perm` is not a permutation of the weight's axes or a quantisation
+    /// parameter's `perm` differs from the weight's.
+    pub fn stored_view(&self) -> Result<Weight, IrError> {
+        let Some(perm) = &self.perm else {
+            return Ok(self.clone());
+        };
+        let err = |msg: String| IrError::Tensor {
+            name: self.name.clone(),
+            msg,
+        };
+        let stored = unpermute(&self.shape, perm).ok_or_else(|| {
+            err(format!(
+                "perm {perm:?} is not a permutation of the axes of {:?}",
+                self.shape
+            ))
+        })?;
+        let mut view = Weight {
+            shape: stored,
+            perm: None,
+            ..self.clone()
+        };
+        if let Some(q) = &mut view.quant {
+            for p in std::iter::once(&mut q.scale).chain(q.zero_point.as_mut()) {
+                if p.perm.as_ref() != Some(perm) {
+                    return Err(err(format!(
+                        "quantisation parameter '{}' is not transposed like its weight ({perm:?})",
+                        p.name
+                    )));
+                }
+                **p = p.stored_view()?;
+            }
+        }
+        Ok(view)
     }
 
     /// The in-memory value, if this weight is inline.
@@ -205,6 +251,23 @@ impl Weight {
             WeightData::File { .. } => None,
         }
     }
+}
+
+/// The shape `s` such that `Transpose(s, perm)` has shape `shape`; `None` when `perm` is
+/// not a permutation of `shape`'s axes.
+fn unpermute(shape: &[usize], perm: &[usize]) -> Option<Vec<usize>> {
+    if perm.len() != shape.len() {
+        return None;
+    }
+    let mut stored = vec![None; shape.len()];
+    for (&dim, &p) in shape.iter().zip(perm) {
+        let slot = stored.get_mut(p)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(dim);
+    }
+    stored.into_iter().collect()
 }
 
 impl Quant {
@@ -221,6 +284,7 @@ mod tests {
     fn file(name: &str, dtype: DType, shape: Vec<usize>, offset: u64) -> Weight {
         let length = (crate::numel(&shape) * dtype.size_bytes()) as u64;
         Weight {
+            perm: None,
             name: name.into(),
             dtype,
             shape,
@@ -258,6 +322,37 @@ mod tests {
         assert_eq!(w.split_bytes(1, 4), 64 * 32 + 32 * 4 + 32);
         assert!(!w.splittable(1, 3), "3 does not divide 128");
         assert!(!w.splittable(2, 2), "no axis 2");
+    }
+
+    #[test]
+    fn stored_view_undoes_perm_and_checks_it() {
+        let mut w = quantised(vec![1, 128]);
+        assert_eq!(w.stored_view().unwrap(), w, "no perm: itself");
+        // Logical [128, 64] stored [64, 128]; the scale [1, 128] is logically [128, 1].
+        w.shape = vec![128, 64];
+        w.perm = Some(vec![1, 0]);
+        let q = w.quant.as_mut().unwrap();
+        for p in [&mut q.scale, q.zero_point.as_mut().unwrap()] {
+            p.shape = vec![128, 1];
+            p.perm = Some(vec![1, 0]);
+        }
+        let v = w.stored_view().unwrap();
+        assert_eq!((v.shape.clone(), v.perm.clone()), (vec![64, 128], None));
+        assert_eq!(v.quant.as_ref().unwrap().scale.shape, vec![1, 128]);
+        assert!(v.check_quant().is_ok() && w.check_quant().is_ok());
+        let mut unlike = w.clone();
+        unlike.quant.as_mut().unwrap().scale.perm = None;
+        let e = unlike.stored_view().unwrap_err().to_string();
+        assert!(e.contains("not transposed like its weight"), "{e}");
+        for bad in [vec![0, 0], vec![1], vec![0, 2]] {
+            let b = Weight {
+                perm: Some(bad),
+                quant: None,
+                ..w.clone()
+            };
+            let e = b.stored_view().unwrap_err().to_string();
+            assert!(e.contains("not a permutation"), "{e}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn plan() -> Plan {
     let mut g = Graph::new();
     let x = g.add_input("x", DType::F32, vec![4]);
     let file_weight = |name: &str, path: &str, offset| Weight {
+        perm: None,
         name: name.into(),
         dtype: DType::F32,
         shape: vec![4],
@@ -34,6 +35,7 @@ fn plan() -> Plan {
     g.add_weight(file_weight("b", "w.bin", 0));
     g.add_weight(file_weight("c", "w.bin", 16));
     g.add_weight(Weight {
+        perm: None,
         name: "mask".into(),
         dtype: DType::F32,
         shape: vec![2],

@@ -242,6 +242,7 @@ mod tests {
         let mut g = Graph::new();
         let x = g.add_input("x", DType::F32, vec![2, 3]);
         let wt = g.add_weight(Weight {
+            perm: None,
             name: "W".into(),
             dtype: DType::F32,
             shape: vec![3, 2],
@@ -253,6 +254,7 @@ mod tests {
             quant: None,
         });
         let b = g.add_weight(Weight {
+            perm: None,
             name: "b".into(),
             dtype: DType::F32,
             shape: vec![2],

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tessera_ir::files::{confine, open_regular};
-use tessera_ir::op::{Op, SliceAttrs};
+use tessera_ir::op::{Op, SliceAttrs, TransposeAttrs};
 use tessera_ir::plan::{AxisSlice, VerifiedFiles};
 use tessera_ir::{DType, Tensor, TensorData, Weight, WeightData};
 use tessera_kernels::eval;
@@ -222,11 +222,54 @@ impl WeightStore {
     /// integers to i64; the logical dtype is kept. A quantised weight is dequantised: its
     /// stored slice, the matching part of its scale and zero point, as a float tensor of
     /// its logical dtype.
+    /// A weight stored transposed ([`Weight::perm`]) is read as stored (the slice on the
+    /// stored axis the logical one came from) and transposed after.
     pub fn load(&self, w: &Weight, slice: Option<&AxisSlice>) -> Result<Tensor, RuntimeError> {
+        if let Some(perm) = &w.perm {
+            return self.load_transposed(w, perm, slice);
+        }
         match &w.quant {
             Some(q) => quant::load(self, w, q, slice),
             None => self.load_stored(w, slice),
         }
+    }
+
+    /// [`WeightStore::load`] of a weight stored transposed by `perm`.
+    fn load_transposed(
+        &self,
+        w: &Weight,
+        perm: &[usize],
+        slice: Option<&AxisSlice>,
+    ) -> Result<Tensor, RuntimeError> {
+        let err = |msg: String| RuntimeError::Weight {
+            name: w.name.clone(),
+            path: match &w.data {
+                WeightData::File { path, .. } => path.clone(),
+                WeightData::Inline { .. } => "inline".into(),
+            },
+            msg,
+        };
+        let stored = w.stored_view().map_err(|e| err(e.to_string()))?;
+        let stored_slice = match slice {
+            None => None,
+            Some(s) => Some(AxisSlice {
+                axis: *perm.get(s.axis).ok_or_else(|| {
+                    err(format!(
+                        "slice axis {} out of range for {:?}",
+                        s.axis, w.shape
+                    ))
+                })?,
+                start: s.start,
+                end: s.end,
+            }),
+        };
+        let t = self.load(&stored, stored_slice.as_ref())?;
+        let op = Op::Transpose(TransposeAttrs {
+            perm: perm.to_vec(),
+        });
+        let mut out = eval(&op, &[&t]).map_err(|e| err(e.to_string()))?;
+        out.pop()
+            .ok_or_else(|| err("transpose produced no output".into()))
     }
 
     /// [`WeightStore::load`] of the stored elements, ignoring any quantisation.
@@ -381,6 +424,7 @@ mod tests {
     fn file_weight(name: &str, dtype: DType, shape: Vec<usize>, path: &str, offset: u64) -> Weight {
         let length = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
         Weight {
+            perm: None,
             name: name.into(),
             dtype,
             shape,
@@ -508,6 +552,7 @@ mod tests {
     fn inline_weights_and_slices() {
         let t = Tensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
         let w = Weight {
+            perm: None,
             name: "c".into(),
             dtype: DType::I64,
             shape: vec![2, 3],
@@ -527,5 +572,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s.as_i64().unwrap(), &[2, 5]);
+    }
+
+    #[test]
+    fn transposed_weights_load_whole_and_sliced_on_the_logical_axis() {
+        // Stored [2, 3] = [[0, 1, 2], [3, 4, 5]]; logical [3, 2] = its transpose.
+        let stored = Tensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
+        let w = Weight {
+            name: "wt".into(),
+            dtype: DType::I64,
+            shape: vec![3, 2],
+            data: WeightData::Inline { tensor: stored },
+            quant: None,
+            perm: Some(vec![1, 0]),
+        };
+        let store = WeightStore::with_dir(".");
+        let whole = store.load(&w, None).unwrap();
+        assert_eq!(whole.shape, vec![3, 2]);
+        assert_eq!(whole.as_i64().unwrap(), &[0, 3, 1, 4, 2, 5]);
+        let rows = |axis, start, end| {
+            store
+                .load(&w, Some(&AxisSlice { axis, start, end }))
+                .unwrap()
+        };
+        let r = rows(0, 1, 3);
+        assert_eq!(
+            (r.shape.clone(), r.as_i64().unwrap()),
+            (vec![2, 2], &[1, 4, 2, 5][..])
+        );
+        let c = rows(1, 1, 2);
+        assert_eq!(
+            (c.shape.clone(), c.as_i64().unwrap()),
+            (vec![3, 1], &[3, 4, 5][..])
+        );
+        let bad = Weight {
+            perm: Some(vec![0, 0]),
+            ..w
+        };
+        let e = store.load(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("wt") && e.contains("not a permutation"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ use tessera_runtime::weights::WeightStore;
 
 fn weight(path: &str) -> Weight {
     Weight {
+        perm: None,
         name: "emb".into(),
         dtype: DType::F32,
         shape: vec![2],

@@ -2,7 +2,7 @@
 //! folding with the CPU kernels) and whether a value is a parameter (computed from weights
 //! and constants only). Guards read it; constants are added to their class as leaves, so
 //! `x / 8` and `x · 0.125` meet.
-use super::lang::{attr_free_op, has_attr, CNode, QWEIGHT};
+use super::lang::{attr_free_op, has_attr, CNode, QWEIGHT, TWEIGHT};
 use egg::{Analysis, DidMerge, EGraph, Id};
 use std::collections::HashMap;
 use tessera_ir::{DType, Op, Tensor, TensorData};
@@ -87,6 +87,8 @@ pub struct LeafInfo {
     pub weight: bool,
     /// Its value, for a pinned weight (see [`Data::pinned`]).
     pub konst: Option<u32>,
+    /// Inputs of source-graph nodes that read it.
+    pub readers: usize,
 }
 
 /// The canonicalisation analysis.
@@ -126,6 +128,11 @@ pub fn infer_node(eg: &CanonGraph, node: &CNode) -> Option<(DType, Vec<usize>)> 
         return Some((dtype, shape));
     }
     let op = node_op(eg, sym, children)?;
+    // A transposed weight has the type of the Transpose it replaces.
+    let sym = if sym == TWEIGHT { "transpose" } else { sym };
+    if sym == "transpose" && !matches!(op, Op::Transpose(_)) {
+        return None;
+    }
     let operands = &children[usize::from(has_attr(&op))..];
     let tys: Option<Vec<(DType, Vec<usize>)>> =
         operands.iter().map(|c| eg[*c].data.ty.clone()).collect();
@@ -143,7 +150,7 @@ fn fold(eg: &mut CanonGraph, node: &CNode, ty: &(DType, Vec<usize>)) -> Option<u
     else {
         return None;
     };
-    if sym.as_str() == QWEIGHT || tessera_ir::numel(&ty.1) > CONST_MAX {
+    if [QWEIGHT, TWEIGHT].contains(&sym.as_str()) || tessera_ir::numel(&ty.1) > CONST_MAX {
         return None;
     }
     let op = node_op(eg, sym.as_str(), children)?;

@@ -10,7 +10,7 @@
 //! equal costs the export's own e-node wins, then the smallest (name, output, children).
 use super::analysis::{node_op, CanonGraph};
 use super::guards::{zero_point_source, ZeroPointSource};
-use super::lang::{has_attr, CNode, QWEIGHT};
+use super::lang::{has_attr, CNode, QWEIGHT, TWEIGHT};
 use egg::Id;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tessera_ir::weight::{Quant, Weight, WeightData};
@@ -21,7 +21,7 @@ fn own_cost(n: &CNode) -> f64 {
         CNode::Leaf(_) | CNode::Attr(_) => 0.0,
         CNode::Const(_) => 0.25,
         CNode::Op { sym, .. } => match sym.as_str() {
-            QWEIGHT => 0.0,
+            QWEIGHT | TWEIGHT => 0.0,
             "identity" => 50.0,
             "div" => 1.9,
             "pow" => 1.5,
@@ -302,6 +302,64 @@ impl Builder<'_> {
     }
 
     fn qweight(&mut self, c: Id, children: &[Id]) -> Result<TensorId, String> {
+        let w = self.qweight_value(c, children)?;
+        Ok(self.out.add_weight(w))
+    }
+
+    /// The weight of a `(tweight ?perm ?w)` class: ?w (a source weight or a quantised
+    /// weight leaf) with its shape permuted and `perm` set (on its scale and zero point too).
+    fn tweight(&mut self, c: Id, children: &[Id]) -> Result<TensorId, String> {
+        let [p, inner] = children else {
+            return Err("tweight takes a perm and a weight".into());
+        };
+        let perm = match node_op(self.eg, "transpose", std::slice::from_ref(p)) {
+            Some(tessera_ir::Op::Transpose(t)) => t.perm,
+            _ => return Err("tweight without a Transpose attribute".into()),
+        };
+        let inner = self.eg.find(*inner);
+        let nodes = &self.eg[inner].nodes;
+        let mut w = if let Some(CNode::Op { children, .. }) = nodes
+            .iter()
+            .find(|n| matches!(n, CNode::Op { sym, .. } if sym.as_str() == QWEIGHT))
+        {
+            let children = children.clone();
+            self.qweight_value(inner, &children)?
+        } else if let Some(CNode::Leaf(t)) = nodes.iter().find(|n| matches!(n, CNode::Leaf(_))) {
+            self.src
+                .weights
+                .get(&TensorId(*t))
+                .cloned()
+                .ok_or("transposed leaf is not a weight")?
+        } else {
+            return Err("tweight of neither a weight nor a quantised weight".into());
+        };
+        let transpose = |w: &mut Weight| -> Result<(), String> {
+            if w.perm.is_some() || perm.len() != w.shape.len() {
+                return Err(format!(
+                    "weight '{}' cannot be transposed by {perm:?}",
+                    w.name
+                ));
+            }
+            w.shape = perm
+                .iter()
+                .map(|&a| w.shape.get(a).copied().ok_or("perm out of range"))
+                .collect::<Result<_, _>>()?;
+            w.perm = Some(perm.clone());
+            Ok(())
+        };
+        transpose(&mut w)?;
+        if let Some(q) = &mut w.quant {
+            transpose(&mut q.scale)?;
+            if let Some(z) = &mut q.zero_point {
+                transpose(z)?;
+            }
+        }
+        w.name = self.name_for(c, &w.name);
+        Ok(self.out.add_weight(w))
+    }
+
+    /// The weight of a `qweight` class (not yet added to the graph).
+    fn qweight_value(&mut self, c: Id, children: &[Id]) -> Result<Weight, String> {
         let q = match self.eg[self.eg.find(children[0])]
             .nodes
             .iter()
@@ -338,7 +396,7 @@ impl Builder<'_> {
             }
         };
         let name = self.name_for(c, &stored.name);
-        let w = Weight {
+        Ok(Weight {
             name,
             quant: Some(Quant {
                 dtype: scale.dtype,
@@ -346,8 +404,7 @@ impl Builder<'_> {
                 zero_point,
             }),
             ..stored
-        };
-        Ok(self.out.add_weight(w))
+        })
     }
 
     fn op(
@@ -608,7 +665,33 @@ pub fn rebuild(
                 .add_input(info.name.clone(), info.dtype, info.shape.clone()),
         );
     }
+    // Classes read only as the operand of a transposed weight (or only by such classes: the
+    // stored int8 weight of a transposed quantised one) are never built: the transposed
+    // weight carries their bytes. `order` is children first, so readers come later.
+    let mut readers: HashMap<Id, Vec<Id>> = HashMap::new();
+    for c in &order {
+        if let CNode::Op { children, .. } = &chosen[c] {
+            for ch in children {
+                readers.entry(eg.find(*ch)).or_default().push(*c);
+            }
+        }
+    }
+    let mut skipped: HashSet<Id> = HashSet::new();
+    for c in order.iter().rev() {
+        let by_tweight_only = readers.get(c).is_some_and(|rs| {
+            rs.iter().all(|r| {
+                skipped.contains(r)
+                    || matches!(&chosen[r], CNode::Op { sym, .. } if sym.as_str() == TWEIGHT)
+            })
+        });
+        if by_tweight_only && !roots.contains(c) {
+            skipped.insert(*c);
+        }
+    }
     for c in order {
+        if skipped.contains(&c) {
+            continue;
+        }
         let t = match &chosen[&c] {
             CNode::Leaf(t) => match inputs.get(t) {
                 Some(&i) => i,
@@ -617,6 +700,7 @@ pub fn rebuild(
             CNode::Const(k) => b.const_weight(c, *k),
             CNode::Attr(_) => continue,
             CNode::Op { sym, children, .. } if sym.as_str() == QWEIGHT => b.qweight(c, children)?,
+            CNode::Op { sym, children, .. } if sym.as_str() == TWEIGHT => b.tweight(c, children)?,
             CNode::Op {
                 sym, out, children, ..
             } => {

@@ -4,9 +4,9 @@
 //! (dtype, shape, constant value, parameter-ness, attributes). A constructor builds a leaf
 //! (attributes or a constant) from matched classes on the right-hand side.
 use super::analysis::CanonGraph;
-use super::lang::CNode;
+use super::lang::{CNode, QWEIGHT};
 use egg::{Id, Subst, Var};
-use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind};
+use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind, TransposeAttrs};
 use tessera_ir::{DType, Op, Tensor, TensorData};
 
 /// A guard of the vocabulary (the names are those of the rules file).
@@ -39,6 +39,21 @@ pub enum Guard {
     /// `zero_point(?z, ?q)`: ?z is a constant of integral values, or a Cast of a weight of
     /// ?q's stored type, and broadcasts to ?q.
     ZeroPoint(Var, Var),
+    /// `plain_gemm(?g)`: the Gemm attribute ?g has alpha = beta = 1 and no transposes.
+    PlainGemm(Var),
+    /// `gemm_trans_b(?g)`: the Gemm attribute ?g has alpha = beta = 1 and transposes B only.
+    GemmTransB(Var),
+    /// `stored_weight(?w)`: ?w is a weight of the source graph (or a quantised weight leaf
+    /// over one) that exactly one node input reads, so it can be stored another way.
+    StoredWeight(Var),
+    /// `contracts(?x, ?w)`: ?w is a matrix and ?x's last dim is ?w's first (x·w contracts
+    /// x's last axis).
+    Contracts(Var, Var),
+    /// `same_last_dim(?a, ?b)`: ?a and ?b have rank ≥ 1 and the same last dim (a row-major
+    /// reshape between them keeps the last axis).
+    SameLastDim(Var, Var),
+    /// `last_axis_vector(?b)`: every dim of ?b but the last is 1 (a bias over the last axis).
+    LastAxisVector(Var),
 }
 
 /// Names and arities of the guards, for the parser and `tessera rules`.
@@ -55,6 +70,12 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("broadcasts_to", 2),
     ("inverse_perms", 2),
     ("zero_point", 2),
+    ("plain_gemm", 1),
+    ("gemm_trans_b", 1),
+    ("stored_weight", 1),
+    ("contracts", 2),
+    ("same_last_dim", 2),
+    ("last_axis_vector", 1),
 ];
 
 fn class(subst: &Subst, v: &Var) -> Option<Id> {
@@ -153,6 +174,34 @@ impl Guard {
                 }
                 _ => false,
             },
+            Guard::PlainGemm(g) => matches!(attr(eg, s, g)?,
+                Op::Gemm(a) if a.alpha == 1.0 && a.beta == 1.0 && !a.trans_a && !a.trans_b),
+            Guard::GemmTransB(g) => matches!(attr(eg, s, g)?,
+                Op::Gemm(a) if a.alpha == 1.0 && a.beta == 1.0 && !a.trans_a && a.trans_b),
+            Guard::StoredWeight(w) => {
+                let c = eg.find(class(s, w)?);
+                let q = eg[c].nodes.iter().find_map(|n| match n {
+                    CNode::Op { sym, children, .. } if sym.as_str() == QWEIGHT => {
+                        children.first().copied()
+                    }
+                    _ => None,
+                });
+                let t = leaf_of(eg, q.unwrap_or(c))?;
+                let info = eg.analysis.leaves.get(&t)?;
+                info.weight && info.readers == 1
+            }
+            Guard::Contracts(x, w) => {
+                let (sx, sw) = (ty(eg, s, x)?.1, ty(eg, s, w)?.1);
+                sw.len() == 2 && sx.last() == sw.first()
+            }
+            Guard::SameLastDim(a, b) => {
+                let (sa, sb) = (ty(eg, s, a)?.1, ty(eg, s, b)?.1);
+                sa.last().is_some() && sa.last() == sb.last()
+            }
+            Guard::LastAxisVector(b) => {
+                let sb = ty(eg, s, b)?.1;
+                sb.iter().rev().skip(1).all(|&d| d == 1)
+            }
             Guard::ZeroPoint(z, q) => {
                 let (qd, qs) = {
                     let t = leaf_of(eg, class(s, q)?)?;
@@ -215,6 +264,10 @@ pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> 
         eg.analysis.interner.ops.get(a as usize).cloned()
     };
     match name {
+        "transpose_2d" => {
+            let op = Op::Transpose(TransposeAttrs { perm: vec![1, 0] });
+            Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
         "gelu_erf" | "gelu_tanh" => {
             let op = Op::Gelu(GeluAttrs {
                 tanh_approximation: name == "gelu_tanh",

@@ -7,7 +7,8 @@
 //! their first child, so patterns name it like any operand: `(transpose ?perm ?x)`,
 //! `(reduce_mean ?axes ?x)`. Leaves: attributes, constants (values known to the compiler)
 //! and graph tensors (inputs and weights). `qweight` is the canonical quantised-weight
-//! leaf: `(qweight ?q ?scale)` or `(qweight ?q ?scale ?zero_point)`.
+//! leaf: `(qweight ?q ?scale)` or `(qweight ?q ?scale ?zero_point)`; `tweight` the
+//! transposed-weight leaf `(tweight ?perm ?w)`.
 use egg::{FromOp, Id, Language, Symbol};
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +18,11 @@ use tessera_ir::Op;
 
 /// The symbol of the canonical quantised-weight leaf.
 pub const QWEIGHT: &str = "qweight";
+
+/// The symbol of the canonical transposed-weight leaf: `(tweight ?perm ?w)` is weight ?w
+/// (a stored weight or a `qweight`) read through Transpose ?perm when its slices load
+/// ([`tessera_ir::Weight::perm`]); no Transpose runs in the plan.
+pub const TWEIGHT: &str = "tweight";
 
 /// An e-node of the canonicalisation language.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -215,8 +221,9 @@ const ATTR_OPS: &[&str] = &[
 /// appear in the e-graph): `gelu_erf`, `gelu_tanh` (GELU attributes), `layer_norm_attr ?axes
 /// ?eps` and `rms_norm_attr ?axes ?eps` (norm attributes from a reduction's axes and an
 /// epsilon constant), `ones ?axes ?x` and `zeros ?axes ?x` (constants of the normalised
-/// shape).
+/// shape), `transpose_2d` (the Transpose attribute that swaps the two axes of a matrix).
 pub const CONSTRUCTORS: &[&str] = &[
+    "transpose_2d",
     "gelu_erf",
     "gelu_tanh",
     "layer_norm_attr",
@@ -225,9 +232,10 @@ pub const CONSTRUCTORS: &[&str] = &[
     "zeros",
 ];
 
-/// Whether `sym` names an op of the language, `qweight` or a constructor.
+/// Whether `sym` names an op of the language, `qweight`, `tweight` or a constructor.
 pub fn known_sym(sym: &str) -> bool {
     sym == QWEIGHT
+        || sym == TWEIGHT
         || attr_free_ops().contains_key(sym)
         || ATTR_OPS.contains(&sym)
         || CONSTRUCTORS.contains(&sym)

@@ -81,6 +81,12 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
     let mut eg = CanonGraph::new(CanonAnalysis::default());
     let mut class: Vec<Option<Id>> = vec![None; g.tensors.len()];
     let mut nodes = Vec::new();
+    let mut readers = vec![0usize; g.tensors.len()];
+    for n in &g.nodes {
+        for t in &n.inputs {
+            readers[t.index()] += 1;
+        }
+    }
     for &t in g.inputs.iter().chain(g.weights.keys()) {
         let info = g.tensor(t);
         // 8-bit values are stored weights, never folded (they become quantised leaves).
@@ -99,6 +105,7 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
                 shape: info.shape.clone(),
                 weight: g.weights.contains_key(&t),
                 konst: konst.filter(|_| pinned),
+                readers: readers[t.index()],
             },
         );
         let id = eg.add(CNode::Leaf(t.0));

@@ -98,6 +98,12 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         "norm_shape" => Guard::NormShape(var(0)?, var(1)?, var(2)?),
         "broadcasts_to" => Guard::BroadcastsTo(var(0)?, var(1)?),
         "inverse_perms" => Guard::InversePerms(var(0)?, var(1)?),
+        "plain_gemm" => Guard::PlainGemm(var(0)?),
+        "gemm_trans_b" => Guard::GemmTransB(var(0)?),
+        "stored_weight" => Guard::StoredWeight(var(0)?),
+        "contracts" => Guard::Contracts(var(0)?, var(1)?),
+        "same_last_dim" => Guard::SameLastDim(var(0)?, var(1)?),
+        "last_axis_vector" => Guard::LastAxisVector(var(0)?),
         // The arity table above lists exactly the names matched here.
         _ => Guard::ZeroPoint(var(0)?, var(1)?),
     })
@@ -110,8 +116,14 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::Param(v)
         | Guard::Float(v)
         | Guard::IntWeight(v)
-        | Guard::CastFloat(v) => vec![*v],
+        | Guard::CastFloat(v)
+        | Guard::PlainGemm(v)
+        | Guard::GemmTransB(v)
+        | Guard::StoredWeight(v)
+        | Guard::LastAxisVector(v) => vec![*v],
         Guard::CastNoop(a, b)
+        | Guard::SameLastDim(a, b)
+        | Guard::Contracts(a, b)
         | Guard::TrailingMean(a, b)
         | Guard::BroadcastsTo(a, b)
         | Guard::InversePerms(a, b)

@@ -167,6 +167,7 @@ pub(crate) fn initializer_weight(
         }
     };
     Ok(Weight {
+        perm: None,
         name: name.into(),
         dtype,
         shape,

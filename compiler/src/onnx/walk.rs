@@ -61,6 +61,7 @@ fn materialize(
                 tensor: (**t).clone(),
             },
             quant: None,
+            perm: None,
         },
         (None, None) => {
             return Err(ImportError::tensor(

@@ -74,6 +74,7 @@ impl Builder {
     ) -> ValueId {
         let length = (tessera_ir::numel(&shape) * 4) as u64;
         let t = self.graph.add_weight(Weight {
+            perm: None,
             name: name.into(),
             dtype: DType::F32,
             shape: shape.clone(),

@@ -25,6 +25,7 @@ impl B {
     pub fn weight(&mut self, name: &str, shape: &[usize]) -> TensorId {
         let length = (shape.iter().product::<usize>() * 4) as u64;
         let w = Weight {
+            perm: None,
             name: name.into(),
             dtype: DType::F32,
             shape: shape.to_vec(),
@@ -68,6 +69,7 @@ impl B {
     }
     pub fn scalar(&mut self, name: &str) -> TensorId {
         let w = Weight {
+            perm: None,
             name: name.into(),
             dtype: DType::F32,
             shape: vec![],

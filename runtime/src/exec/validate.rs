@@ -163,8 +163,12 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
                 info.shape
             )));
         }
-        // A quantised weight's inline bytes (and scale, zero point) hold stored values.
-        for p in w.parts() {
+        // A quantised weight's inline bytes (and scale, zero point) hold stored values, in
+        // the stored (untransposed) shape.
+        let stored = w
+            .stored_view()
+            .map_err(|e| bad(format!("weight of '{}': {e}", info.name)))?;
+        for p in stored.parts() {
             check_inline(p, &info.name)?;
         }
     }

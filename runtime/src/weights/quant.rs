@@ -136,6 +136,7 @@ mod tests {
 
     fn inline(name: &str, t: Tensor, dtype: DType) -> Weight {
         Weight {
+            perm: None,
             name: name.into(),
             dtype,
             shape: t.shape.clone(),
