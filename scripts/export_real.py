@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Export tiny transformers architectures with the torch dynamo ONNX exporter.
 
-Usage: python3 scripts/export_real.py [OUT_DIR]     (default: tests/data/real)
+Usage: python3 scripts/export_real.py [OUT_DIR [NAME...]]     (default: tests/data/real, all)
+       EXPORT_LAYERS=32 python3 scripts/export_real.py /tmp/real32 llama   (a 32-layer export)
 
 For each architecture, a tiny config (hidden 64, 2 layers, 4 attention heads, 2 key-value
 heads where the architecture has grouped-query attention, intermediate 128, vocab 256, max
@@ -26,7 +27,9 @@ import onnx
 import torch
 import transformers as tf
 
-H, LAYERS, HEADS, KV_HEADS, FFN, VOCAB, POS = 64, 2, 4, 2, 128, 256, 128
+H, HEADS, KV_HEADS, FFN, VOCAB, POS = 64, 4, 2, 128, 256, 128
+# EXPORT_LAYERS=32 exports deep variants for compile-time measurements (the committed files have 2).
+LAYERS = int(os.environ.get("EXPORT_LAYERS", "2"))
 BATCH, SEQ = 2, 16
 
 COMMON = dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
