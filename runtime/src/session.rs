@@ -42,6 +42,38 @@ pub type Inputs = BTreeMap<String, Tensor>;
 /// How often a waiting [`Session::run_interruptible`] asks whether to cancel.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long a worker waiting for its next run, or a caller waiting for the ranks' replies,
+/// polls its channel (yielding the core between polls) before it sleeps, when the machine
+/// has a core for every rank (the rule of the CPU collectives' spinning): waking a sleeping thread costs tens of
+/// microseconds, as much as a small model's whole run (docs/benchmarks.md).
+const SPIN: Duration = Duration::from_micros(200);
+
+/// [`SPIN`] when the machine has a core per rank, else no polling.
+fn spin_for(ranks: usize) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ranks <= cores {
+        SPIN
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Polls `rx` for up to `spin`, yielding between polls; `None` when nothing came.
+fn spin_recv<T>(rx: &Receiver<T>, spin: Duration) -> Option<T> {
+    if spin.is_zero() {
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() >= spin => return None,
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+}
+
 /// Stack size of each rank worker (as for [`crate::exec::run_plan`]'s rank threads).
 const WORKER_STACK_BYTES: usize = 32 << 20;
 
@@ -254,6 +286,8 @@ struct Pool<B: Backend> {
     handles: Vec<JoinHandle<()>>,
     /// The devices' collectives were aborted by a failed run: recreate them first.
     broken: bool,
+    /// How long the caller polls for replies before it sleeps (see [`SPIN`]).
+    spin: Duration,
 }
 
 impl<B> Pool<B>
@@ -268,6 +302,7 @@ where
         let devices = backend.create_devices(n)?;
         let providers = output_providers(&plan);
         let (reply_tx, replies) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel::<()>();
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for (rank, dev) in devices.into_iter().enumerate() {
@@ -280,6 +315,7 @@ where
             let (tx, rx) = mpsc::channel();
             let worker = Worker {
                 rank,
+                spin: spin_for(n),
                 plan: plan.clone(),
                 store: store.clone(),
                 keep,
@@ -288,7 +324,10 @@ where
             let h = std::thread::Builder::new()
                 .name(format!("tessera-rank-{rank}"))
                 .stack_size(WORKER_STACK_BYTES)
-                .spawn(move || worker.serve(dev, rx))
+                .spawn({
+                    let ready = ready_tx.clone();
+                    move || worker.serve(dev, rx, ready)
+                })
                 .map_err(|e| ExecError::Panic {
                     rank,
                     msg: format!("cannot spawn thread: {e}"),
@@ -296,12 +335,21 @@ where
             senders.push(tx);
             handles.push(h);
         }
+        drop(ready_tx);
+        // Every worker has named itself and prepared its program before the session is
+        // handed out (a worker that died early closes its end and is reported at a run).
+        for _ in 0..n {
+            if ready.recv().is_err() {
+                break;
+            }
+        }
         Ok(Pool {
             backend,
             senders,
             replies,
             handles,
             broken: false,
+            spin: spin_for(n),
         })
     }
 
@@ -338,7 +386,11 @@ where
         let mut results: Vec<Option<RankResult>> = (0..n).map(|_| None).collect();
         let mut got = 0;
         while got < n {
-            match self.replies.recv_timeout(POLL) {
+            let reply = match spin_recv(&self.replies, self.spin) {
+                Some(r) => Ok(r),
+                None => self.replies.recv_timeout(POLL),
+            };
+            match reply {
                 Ok((rank, r)) => {
                     results[rank] = Some(r);
                     got += 1;
@@ -401,6 +453,7 @@ impl<B: Backend> Drop for Pool<B> {
 /// One rank's worker: owns its device, runs its prepared program for each run.
 struct Worker {
     rank: usize,
+    spin: Duration,
     plan: Arc<Plan>,
     store: Arc<WeightStore>,
     keep: Vec<ValueId>,
@@ -408,13 +461,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn serve<D: Device>(self, mut dev: D, rx: Receiver<Msg<D>>) {
+    fn serve<D: Device>(self, mut dev: D, rx: Receiver<Msg<D>>, ready: Sender<()>) {
         let empty = Inputs::new();
         let prepared = rank_job(&self.plan, &self.store, &empty, self.rank, |v| {
             self.keep.contains(v)
         });
         let program = RankProgram::prepare(&prepared, dev.fuses());
-        while let Ok(msg) = rx.recv() {
+        // The session may be waiting for this; if it is gone, the loop below ends at once.
+        let _ = ready.send(());
+        drop(ready);
+        loop {
+            let Some(msg) = spin_recv(&rx, self.spin).or_else(|| rx.recv().ok()) else {
+                return;
+            };
             let run = match msg {
                 Msg::Reset(d) => {
                     dev = d;
