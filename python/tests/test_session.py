@@ -217,3 +217,20 @@ def test_ctrl_c_stops_a_run_and_the_session_stays_usable():
     a = sess.run(None, {"input_ids": ids})[0]
     b = sess.run(None, {"input_ids": ids})[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_cuda_backend_runs_or_says_why_not():
+    x = recorded_input("mlp", "x")
+    try:
+        sess = tessera.InferenceSession(
+            str(MODELS / "mlp.onnx"), devices=2, shapes={"x": list(x.shape)}, backend="cuda"
+        )
+    except tessera.TesseraError as e:
+        # A wheel built without the cuda feature (the default) says so in one line.
+        assert str(e) == "CUDA backend not compiled in: rebuild with --features cuda"
+        return
+    try:
+        (y,) = sess.run(None, {"x": x})
+    except tessera.TesseraError as e:
+        pytest.skip(f"cuda build without a usable GPU: {e}")
+    assert_close(y, np.load(MODELS / "mlp" / "ort_output_y.npy"), "cuda session")
