@@ -271,8 +271,14 @@ enum Msg<D> {
     Reset(D),
 }
 
+/// A worker's reply: the run's id, the rank, its result.
+type Reply = (u64, usize, RankResult);
+
 /// What every worker of one run shares.
 struct RunMsg {
+    /// Which run of the pool this is: replies carry it, so a reply left over from a run
+    /// abandoned when a worker died is never taken for one of a later run.
+    id: u64,
     inputs: Arc<Inputs>,
     cancel: AtomicBool,
     failures: AtomicUsize,
@@ -282,7 +288,9 @@ struct RunMsg {
 struct Pool<B: Backend> {
     backend: B,
     senders: Vec<Sender<Msg<B::Device>>>,
-    replies: Receiver<(usize, RankResult)>,
+    replies: Receiver<Reply>,
+    /// Runs started so far.
+    runs: u64,
     handles: Vec<JoinHandle<()>>,
     /// The devices' collectives were aborted by a failed run: recreate them first.
     broken: bool,
@@ -350,6 +358,7 @@ where
             handles,
             broken: false,
             spin: spin_for(n),
+            runs: 0,
         })
     }
 
@@ -372,7 +381,9 @@ where
         }
         let start = Instant::now();
         let n = self.senders.len();
+        self.runs += 1;
         let msg = Arc::new(RunMsg {
+            id: self.runs,
             inputs,
             cancel: AtomicBool::new(false),
             failures: AtomicUsize::new(0),
@@ -391,7 +402,8 @@ where
                 None => self.replies.recv_timeout(POLL),
             };
             match reply {
-                Ok((rank, r)) => {
+                Ok((id, _, _)) if id != msg.id => {}
+                Ok((_, rank, r)) => {
                     results[rank] = Some(r);
                     got += 1;
                 }
@@ -457,7 +469,7 @@ struct Worker {
     plan: Arc<Plan>,
     store: Arc<WeightStore>,
     keep: Vec<ValueId>,
-    replies: Sender<(usize, RankResult)>,
+    replies: Sender<Reply>,
 }
 
 impl Worker {
@@ -486,9 +498,10 @@ impl Worker {
             });
             job.cancel = Some(&run.cancel);
             let r = rank_thread(&mut dev, &job, Some(&program), &run.failures);
+            let id = run.id;
             drop(job);
             drop(run);
-            if self.replies.send((self.rank, r)).is_err() {
+            if self.replies.send((id, self.rank, r)).is_err() {
                 return;
             }
         }
