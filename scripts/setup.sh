@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and produces the test data:
 #   - Debian: graphviz (DOT checks, SVG rendering)
-#   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers
+#   - Debian: python3-dev when libpython's shared library is missing (the python/ crate links
+#     it under cargo test; the wheel itself does not)
+#   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers; maturin
+#     and pytest (the Python package and its tests)
 #   - .cache/models: paraphrase-MiniLM-L3-v2 + real token ids + onnxruntime outputs
 #   - .cache/onnx-conformance: the official ONNX backend node test cases
 #   - .cache/quant: small int8/uint8 DequantizeLinear models + onnxruntime outputs (rewritten
@@ -15,8 +18,12 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 if ! command -v dot >/dev/null; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
 fi
-if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers; assert onnx.__version__ == '1.23.2'" 2>/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" onnxruntime numpy tokenizers
+LIBPYTHON=$(python3 -c "import sysconfig as s, os; print(os.path.join(s.get_config_var('LIBDIR') or '', s.get_config_var('LDLIBRARY') or ''))")
+if [ ! -f "$LIBPYTHON" ] && command -v apt-get >/dev/null; then
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev >/dev/null
+fi
+if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers, maturin, pytest; assert onnx.__version__ == '1.23.2'" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" onnxruntime numpy tokenizers "maturin>=1.7,<2" pytest
 fi
 python3 scripts/fetch_models.py .cache/models
 python3 scripts/gen_conformance.py .cache/onnx-conformance

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The test command: prepares data (scripts/setup.sh), then runs every test of the workspace,
 # the CUDA feature included (GPU tests skip with a printed reason when no GPU is present).
-# The conformance harness prints its pass/fail/skip counts.
+# The conformance harness prints its pass/fail/skip counts. Then the Python package: built
+# and installed from this tree (`pip install .`, maturin; the dev profile, which reuses
+# cargo test's build, instead of a release build) and its pytest suite (python/tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --workspace --features tessera-runtime/cuda -- --nocapture
+python3 -m pip install -q --disable-pip-version-check --no-build-isolation \
+  --config-settings=build-args="--profile dev" .
+(cd python/tests && python3 -m pytest -q)

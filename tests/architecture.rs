@@ -25,4 +25,14 @@ fn compiler_and_runtime_stand_side_by_side() {
     assert_eq!(tessera_deps("kernels"), ["tessera-ir"]);
     assert_eq!(tessera_deps("compiler"), ["tessera-ir", "tessera-kernels"]);
     assert_eq!(tessera_deps("runtime"), ["tessera-ir", "tessera-kernels"]);
+    // The Python package sits on top, beside the CLI: it compiles (root crate) and runs.
+    assert_eq!(
+        tessera_deps("python"),
+        [
+            "tessera",
+            "tessera-compiler",
+            "tessera-ir",
+            "tessera-runtime"
+        ]
+    );
 }

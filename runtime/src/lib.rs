@@ -13,3 +13,4 @@ pub mod device;
 pub mod exec;
 pub mod multiproc;
 pub mod npy;
+pub mod session;

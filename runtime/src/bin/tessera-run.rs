@@ -16,16 +16,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use tessera_ir::Tensor;
 use tessera_runtime::device::DeviceKind;
 use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
 use tessera_runtime::exec::load::{open_plan, LoadedPlan};
 use tessera_runtime::exec::validate::validate_inputs;
-use tessera_runtime::exec::{run_plan, RunOptions, RunStats};
+use tessera_runtime::exec::RunStats;
 use tessera_runtime::multiproc::{self, ProcessRole};
 use tessera_runtime::npy::{read_npy, write_npy};
 use tessera_runtime::reference::run_graph;
+use tessera_runtime::session::{Session, SessionOptions};
 
 /// Run a Tessera plan (from `tessera compile`) on N devices.
 #[derive(Debug, Parser)]
@@ -91,6 +93,17 @@ fn main() {
     }
 }
 
+/// The plan, weights and inputs of the run: held by a resident session (in-process runs),
+/// or directly (one rank of a one-process-per-GPU run).
+enum Loaded {
+    Resident(Session, Arc<BTreeMap<String, Tensor>>),
+    Direct(
+        Box<tessera_ir::plan::Plan>,
+        tessera_runtime::weights::WeightStore,
+        BTreeMap<String, Tensor>,
+    ),
+}
+
 /// Runs the command; `Ok(false)` when `--check` failed.
 fn run(args: &Args) -> Result<bool> {
     // An explicit --model is trusted to be the right file only if its hash matches too.
@@ -98,14 +111,11 @@ fn run(args: &Args) -> Result<bool> {
     let inputs = read_inputs(&args.inputs)?;
     validate_inputs(&plan, &inputs)?;
 
-    let opts = RunOptions {
-        backend: args.backend,
-    };
     let role = multiproc::role(args.nproc);
     if role != ProcessRole::InProcess && args.backend != DeviceKind::Cuda {
         bail!("--nproc and RANK/WORLD_SIZE (one process per device) need --backend cuda");
     }
-    let (outputs, stats) = match role {
+    let (outputs, stats, loaded) = match role {
         ProcessRole::Launcher { nproc } => {
             if nproc != plan.ranks.len() {
                 bail!(
@@ -128,9 +138,26 @@ fn run(args: &Args) -> Result<bool> {
                 // Each rank process measures only itself; rank 0 reports its own figures.
                 ranks: vec![rank_stats],
             };
-            (outputs, stats)
+            (
+                outputs,
+                stats,
+                Loaded::Direct(Box::new(plan), store, inputs),
+            )
         }
-        ProcessRole::InProcess => run_plan(&plan, &store, &inputs, &opts)?,
+        ProcessRole::InProcess => {
+            // One resident session serves the run, the --repeat runs and the --check.
+            let opts = SessionOptions {
+                backend: args.backend,
+            };
+            let session = Session::new(plan, store, &opts)?;
+            let inputs = Arc::new(inputs);
+            let (outputs, stats) = session.run_shared(inputs.clone())?;
+            (outputs, stats, Loaded::Resident(session, inputs))
+        }
+    };
+    let (plan, store, inputs) = match &loaded {
+        Loaded::Resident(s, inputs) => (s.plan(), s.store(), &**inputs),
+        Loaded::Direct(plan, store, inputs) => (&**plan, store, inputs),
     };
     let names: Vec<String> = plan
         .graph
@@ -157,10 +184,13 @@ fn run(args: &Args) -> Result<bool> {
         print_stats(&stats);
     }
     if args.repeat > 0 {
+        let Loaded::Resident(session, shared) = &loaded else {
+            bail!("--repeat runs in one process (not with --nproc or RANK/WORLD_SIZE)");
+        };
         let mut ms = Vec::with_capacity(args.repeat);
         for _ in 0..args.repeat {
             let t0 = Instant::now();
-            run_plan(&plan, &store, &inputs, &opts)?;
+            session.run_shared(shared.clone())?;
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         ms.sort_by(f64::total_cmp);
@@ -177,7 +207,7 @@ fn run(args: &Args) -> Result<bool> {
         return Ok(true);
     }
     let t0 = Instant::now();
-    let reference = run_graph(&plan.graph, &store, &inputs).context("reference run")?;
+    let reference = run_graph(&plan.graph, store, inputs).context("reference run")?;
     let ref_ms = t0.elapsed().as_secs_f64() * 1e3;
     let diffs = compare_outputs(&names, &outputs, &reference, args.tolerance);
     println!("check against the unpartitioned model (reference executor, {ref_ms:.2} ms), tolerance {:e}:", args.tolerance);

@@ -69,6 +69,9 @@ pub enum ExecError {
     /// The backend could not start.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The run was stopped before it finished (a session's caller cancelled it, e.g. Ctrl-C).
+    #[error("run cancelled")]
+    Cancelled,
     /// A rank thread panicked.
     #[error("rank {rank} panicked: {msg}")]
     Panic {

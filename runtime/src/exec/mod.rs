@@ -33,7 +33,8 @@ mod rank;
 pub mod validate;
 
 pub use error::ExecError;
-use rank::{run_rank, RankFailure, RankJob};
+pub(crate) use rank::RankProgram;
+use rank::{run_prepared, run_rank, RankFailure, RankJob};
 
 /// Stack size of each rank thread (kernels may use deep stacks on large tensors).
 const RANK_STACK_BYTES: usize = 32 << 20;
@@ -134,7 +135,7 @@ pub fn run_on<B: Backend>(
     let devices = backend.create_devices(n)?;
     let providers = output_providers(plan);
     let failures = AtomicUsize::new(0);
-    let results: Vec<Result<_, (usize, RankFailure)>> = std::thread::scope(|s| {
+    let results: Vec<RankResult> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for (rank, dev) in devices.into_iter().enumerate() {
             let job = rank_job(plan, store, inputs, rank, |v| {
@@ -144,7 +145,10 @@ pub fn run_on<B: Backend>(
             let h = std::thread::Builder::new()
                 .name(format!("tessera-rank-{rank}"))
                 .stack_size(RANK_STACK_BYTES)
-                .spawn_scoped(s, move || rank_thread(dev, job, failures));
+                .spawn_scoped(s, move || {
+                    let mut dev = dev;
+                    rank_thread(&mut dev, &job, None, failures)
+                });
             handles.push(h);
         }
         handles
@@ -169,9 +173,25 @@ pub fn run_on<B: Backend>(
             })
             .collect()
     });
+    merge_ranks(plan, backend.kind().to_string(), results, start)
+}
+
+/// What one rank of a run hands back: its kept outputs and statistics, or its failure
+/// stamped with the order in which ranks failed.
+pub(crate) type RankResult = Result<RankOutput, (usize, RankFailure)>;
+
+/// Gathers the ranks' results of one run (in rank order) into the plan's outputs and the
+/// run's statistics, or the root failure: the earliest that is not a mere "a peer failed"
+/// report.
+pub(crate) fn merge_ranks(
+    plan: &Plan,
+    backend: String,
+    results: Vec<RankResult>,
+    start: Instant,
+) -> Result<(Vec<Tensor>, RunStats), ExecError> {
     let mut values: BTreeMap<ValueId, Tensor> = BTreeMap::new();
     let mut stats = RunStats {
-        backend: backend.kind().to_string(),
+        backend,
         ..RunStats::default()
     };
     let mut failed: Vec<(bool, usize, RankFailure)> = Vec::new();
@@ -184,7 +204,6 @@ pub fn run_on<B: Backend>(
             Err((order, f)) => failed.push((f.abort, order, f)),
         }
     }
-    // The root cause: the earliest failure that is not a mere "a peer failed" report.
     if let Some((_, _, f)) = failed
         .into_iter()
         .min_by_key(|(abort, order, _)| (*abort, *order))
@@ -194,11 +213,15 @@ pub fn run_on<B: Backend>(
     let outputs = plan
         .outputs
         .iter()
-        .map(|v| {
-            values
-                .get(v)
-                .cloned()
-                .ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0)))
+        .enumerate()
+        .map(|(i, v)| {
+            // Moved out, unless a later output names the same value.
+            let t = if plan.outputs[i + 1..].contains(v) {
+                values.get(v).cloned()
+            } else {
+                values.remove(v)
+            };
+            t.ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -232,14 +255,15 @@ pub fn run_one_rank<D: Device>(
         .collect();
     let job = rank_job(plan, store, inputs, rank, |v| defined.contains(v));
     let failures = AtomicUsize::new(0);
-    let (kept, stats) = rank_thread(dev, job, &failures).map_err(|(_, f)| f.err)?;
+    let mut dev = dev;
+    let (kept, stats) = rank_thread(&mut dev, &job, None, &failures).map_err(|(_, f)| f.err)?;
     let kept: BTreeMap<ValueId, Tensor> = kept.into_iter().collect();
     let outputs = plan.outputs.iter().map(|v| kept.get(v).cloned()).collect();
     Ok((outputs, stats))
 }
 
 /// The job of rank `rank`: its program, keeping the plan outputs `keeps` accepts.
-fn rank_job<'a>(
+pub(crate) fn rank_job<'a>(
     plan: &'a Plan,
     store: &'a WeightStore,
     inputs: &'a BTreeMap<String, Tensor>,
@@ -252,6 +276,7 @@ fn rank_job<'a>(
         inputs,
         rank,
         keep: plan.outputs.iter().copied().filter(|v| keeps(v)).collect(),
+        cancel: None,
     }
 }
 
@@ -260,7 +285,7 @@ fn rank_job<'a>(
 /// `mmap`s) and the heap is not trimmed below 1 GiB of free space. Without this, every
 /// large activation of a run is a fresh mapping whose pages fault in again (a third of the
 /// time of MiniLM's elementwise ops at batch 8). No effect on other C libraries.
-fn keep_freed_memory() {
+pub(crate) fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::sync::Once;
@@ -285,15 +310,21 @@ fn keep_freed_memory() {
 /// What a rank hands back: its kept output values and its statistics.
 type RankOutput = (Vec<(ValueId, Tensor)>, RankStats);
 
-/// Runs one rank, catching panics; on failure stamps the failure with its order and wakes
-/// the peers (after stamping, so a peer's "aborted" failure always comes later).
-fn rank_thread<D: Device>(
-    mut dev: D,
-    job: RankJob<'_>,
+/// Runs one rank (its `program` when prepared, else preparing it), catching panics; on
+/// failure stamps the failure with its order and wakes the peers (after stamping, so a
+/// peer's "aborted" failure always comes later).
+pub(crate) fn rank_thread<D: Device>(
+    dev: &mut D,
+    job: &RankJob<'_>,
+    program: Option<&RankProgram>,
     failures: &AtomicUsize,
-) -> Result<RankOutput, (usize, RankFailure)> {
+) -> RankResult {
     let rank = job.rank;
-    let res = catch_unwind(AssertUnwindSafe(|| run_rank(&mut dev, &job))).unwrap_or_else(|p| {
+    let res = catch_unwind(AssertUnwindSafe(|| match program {
+        Some(p) => run_prepared(dev, job, p),
+        None => run_rank(dev, job),
+    }))
+    .unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -312,7 +343,7 @@ fn rank_thread<D: Device>(
 }
 
 /// For each plan output, the first rank whose program defines it.
-fn output_providers(plan: &Plan) -> BTreeMap<ValueId, usize> {
+pub(crate) fn output_providers(plan: &Plan) -> BTreeMap<ValueId, usize> {
     let mut p = BTreeMap::new();
     for v in &plan.outputs {
         if let Some(r) = plan

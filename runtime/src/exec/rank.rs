@@ -7,6 +7,7 @@ use crate::collectives::{slice_axis, CollectiveSpec};
 use crate::device::{Device, DeviceError, OutSpec};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
@@ -19,6 +20,38 @@ pub(crate) struct RankJob<'a> {
     pub rank: usize,
     /// Values this rank must download at the end (plan outputs it provides).
     pub keep: Vec<ValueId>,
+    /// Set by another thread to stop the run between steps ([`ExecError::Cancelled`]).
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// A rank's program made ready to run, once per plan and rank: the steps after the fusion
+/// pass, the last reader of each value and which values the rank keeps. A resident session
+/// ([`crate::session`]) prepares it once and runs it many times.
+pub(crate) struct RankProgram {
+    items: Vec<Item>,
+    last: Vec<Option<usize>>,
+    keep: Vec<bool>,
+}
+
+impl RankProgram {
+    /// Prepares rank `job.rank`'s program for a device that fuses (`fuses`) or not.
+    pub fn prepare(job: &RankJob<'_>, fuses: bool) -> RankProgram {
+        let plan = job.plan;
+        let steps = &plan.ranks[job.rank].steps;
+        let n_values = plan.values.len();
+        let mut keep = vec![false; n_values];
+        for v in &job.keep {
+            keep[v.index()] = true;
+        }
+        // The pass takes ~30 µs on MiniLM (195 steps); sessions prepare it once.
+        let items = if fuses && fuse::enabled() {
+            fuse::fuse(plan, steps, &keep)
+        } else {
+            (0..steps.len()).map(Item::Step).collect()
+        };
+        let last = last_uses(&items, steps, n_values);
+        RankProgram { items, last, keep }
+    }
 }
 
 /// A rank's failure; `abort` is true when it only reports that a peer failed first.
@@ -51,21 +84,22 @@ pub(crate) fn run_rank<D: Device>(
     dev: &mut D,
     job: &RankJob<'_>,
 ) -> Result<(Vec<(ValueId, Tensor)>, RankStats), RankFailure> {
+    let program = RankProgram::prepare(job, dev.fuses());
+    run_prepared(dev, job, &program)
+}
+
+/// Runs a prepared rank program (see [`RankProgram::prepare`]; `job` must be the one it was
+/// prepared from, up to its inputs and cancel flag).
+pub(crate) fn run_prepared<D: Device>(
+    dev: &mut D,
+    job: &RankJob<'_>,
+    program: &RankProgram,
+) -> Result<(Vec<(ValueId, Tensor)>, RankStats), RankFailure> {
     let plan = job.plan;
     let rank = job.rank;
     let steps = &plan.ranks[rank].steps;
     let n_values = plan.values.len();
-    let mut keep = vec![false; n_values];
-    for v in &job.keep {
-        keep[v.index()] = true;
-    }
-    // The pass takes ~30 µs on MiniLM (195 steps), so it runs per run instead of being cached.
-    let items = if dev.fuses() && fuse::enabled() {
-        fuse::fuse(plan, steps, &keep)
-    } else {
-        (0..steps.len()).map(Item::Step).collect()
-    };
-    let last = last_uses(&items, steps, n_values);
+    let (items, last, keep) = (&program.items, &program.last, &program.keep);
     let start = Instant::now();
     let mut stats = RankStats {
         rank,
@@ -75,6 +109,12 @@ pub(crate) fn run_rank<D: Device>(
     let mut live = 0usize;
     let mut profile = StepProfile::from_env();
     for (at, item) in items.iter().enumerate() {
+        if job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(RankFailure {
+                err: ExecError::Cancelled,
+                abort: false,
+            });
+        }
         let (in_ids, out_ids) = item_values(item, steps);
         // Errors name the plan step (a fused chain: its last step), described only on failure.
         let (s, what) = match item {
