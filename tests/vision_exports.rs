@@ -20,8 +20,9 @@ use tessera_runtime::exec::{run_plan, RunOptions};
 const DEVICES: [usize; 3] = [1, 2, 4];
 const RELATIVE_TOLERANCE: f64 = 1e-4;
 
-/// Compiles `dir/name.onnx` for every N, runs each plan and compares with onnxruntime.
-fn check_model(dir: &Path, name: &str) {
+/// Compiles `dir/name.onnx` for every N, runs each plan and compares with onnxruntime;
+/// returns the N = 2 plan's `tessera inspect --json` report.
+fn check_model(dir: &Path, name: &str) -> serde_json::Value {
     let refs = dir.join(name);
     let x = read_npy(&refs.join("input_x.npy"));
     let want = read_npy(&refs.join("ort_output_logits.npy"));
@@ -44,6 +45,7 @@ fn check_model(dir: &Path, name: &str) {
     );
     let model = dir.join(format!("{name}.onnx"));
     let tmp = tempfile::tempdir().expect("temp dir");
+    let mut report = serde_json::Value::Null;
     for n in DEVICES {
         let plan = tmp.path().join(format!("{name}_{n}.json"));
         let (code, _, err) = tessera(&[
@@ -57,6 +59,11 @@ fn check_model(dir: &Path, name: &str) {
             plan.to_str().expect("utf-8 path"),
         ]);
         assert_eq!(code, 0, "{name} N={n}: compile failed: {err}");
+        if n == 2 {
+            let (code, out, err) = tessera(&["inspect", plan.to_str().expect("utf-8"), "--json"]);
+            assert_eq!(code, 0, "{name}: inspect failed: {err}");
+            report = serde_json::from_str(&out).expect("inspect --json");
+        }
         let loaded = open_plan(&plan, None).unwrap_or_else(|e| panic!("{name} N={n}: {e}"));
         let inputs = [("x".to_string(), x.clone())].into_iter().collect();
         let (got, stats) = run_plan(&loaded.plan, &loaded.store, &inputs, &RunOptions::default())
@@ -71,6 +78,7 @@ fn check_model(dir: &Path, name: &str) {
             "{name} on {n} devices differs from onnxruntime: relative {rel:e}"
         );
     }
+    report
 }
 
 fn committed() -> PathBuf {
@@ -109,7 +117,25 @@ fn tiny_mobilenet_v3_block() {
 #[test]
 fn torchvision_resnet18() {
     if let Some(dir) = cached("resnet18") {
-        check_model(&dir, "resnet18");
+        // At N = 2 (batch 2) the search splits every Conv, pooling and residual by batch
+        // (`conv-batch`), then gathers the pooled features once for the column-split
+        // classifier and once more for the logits: two all-gathers, nothing else.
+        let r = check_model(&dir, "resnet18");
+        eprintln!("resnet18 N=2: {} / {}", r["op_choices"], r["totals"]);
+        assert_eq!(
+            r["op_choices"]["Conv"],
+            serde_json::json!({"S(0),R,R -> S(0)": 20}),
+            "resnet18: Conv layouts at N=2"
+        );
+        assert_eq!(
+            r["op_choices"]["MaxPool"],
+            serde_json::json!({"S(0) -> S(0)": 1})
+        );
+        let totals = &r["totals"];
+        assert_eq!(totals["all_gather"]["count"], 2, "resnet18: {totals}");
+        for kind in ["all_reduce", "all_to_all", "reduce_scatter"] {
+            assert_eq!(totals[kind]["count"], 0, "resnet18: {totals}");
+        }
     }
 }
 

@@ -4,7 +4,11 @@
 //! axes `2..` of an `[N, C, D1..]` input, with explicit pads (begins, then ends).
 //!
 //! Cost: Conv 2 FLOPs per multiply-add (`2 · |Y| · C/group · K`), ConvTranspose the same
-//! per input element, pooling one per window element. Partitioning: replicated only.
+//! per input element, pooling one per window element. Partitioning: Conv and ConvTranspose
+//! by batch (`conv-batch`: X and Y split on axis 0, W and B replicated); pooling keeps a
+//! batch or channel split (`pool-keep-split`). (Channel splits of Conv, column- and row-like,
+//! are not in the table yet: with them the frontier DP's per-frontier cost/memory fronts grow
+//! without bound on MobileNet/EfficientNet graphs.)
 use super::{Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
 use crate::op::{ConvAttrs, ConvTransposeAttrs, PoolAttrs, PoolKind};
@@ -155,7 +159,7 @@ impl OpSpec for ConvAttrs {
         2 * per_out * outputs.first().map_or(0, |s| numel(s) as u64)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::ReplicatedOnly
+        Partitioning::Rules(&["conv-batch"])
     }
 }
 
@@ -215,7 +219,7 @@ impl OpSpec for ConvTransposeAttrs {
         2 * per_in * numel(x) as u64
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::ReplicatedOnly
+        Partitioning::Rules(&["conv-batch"])
     }
 }
 
@@ -278,6 +282,6 @@ impl OpSpec for PoolAttrs {
         numel(&self.kernel) as u64 * outputs.first().map_or(0, |s| numel(s) as u64)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::ReplicatedOnly
+        Partitioning::Rules(&["pool-keep-split"])
     }
 }
