@@ -81,8 +81,8 @@ impl WindowAttrs {
         }
         for (i, &extent) in input.iter().enumerate() {
             let out = extent.div_ceil(self.strides[i]);
-            let span = (self.kernel[i] - 1) * self.dilations[i] + 1;
-            let total = ((out - 1) * self.strides[i] + span).saturating_sub(extent);
+            let span = self.kernel[i].saturating_sub(1) * self.dilations[i] + 1;
+            let total = (out.saturating_sub(1) * self.strides[i] + span).saturating_sub(extent);
             let small = total / 2;
             let (b, e) = if self.auto_pad == "SAME_UPPER" {
                 (small, total - small)
@@ -137,6 +137,11 @@ fn conv(cx: &NodeCx) -> Result<Lowered, ImportError> {
 
 fn conv_transpose(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let (spatial, input, kernel) = conv_shapes(cx)?;
+    if input.contains(&0) || kernel.contains(&0) {
+        return Err(cx.err(format!(
+            "empty spatial extents: input {input:?}, kernel {kernel:?}"
+        )));
+    }
     let w = window_attrs(cx, spatial, Some(kernel))?;
     let mut output_padding = list(cx, "output_padding", spatial, 0)?.unwrap_or(vec![0; spatial]);
     let output_shape = match cx.attr_ints("output_shape") {
