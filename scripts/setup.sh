@@ -9,6 +9,8 @@
 #   - .cache/onnx-conformance: the official ONNX backend node test cases
 #   - .cache/quant: small int8/uint8 DequantizeLinear models + onnxruntime outputs (rewritten
 #     each time: the generator is deterministic and takes a second)
+#   - .cache/vision: torchvision classifiers exported with random weights + onnxruntime outputs
+#     (only where torch and torchvision are installed)
 # Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +37,14 @@ if [ "$(cat .cache/zoo/.done 2>/dev/null)" != "$ZOO_HASH" ]; then
   rm -f .cache/zoo/.done
   python3 scripts/gen_zoo.py .cache/zoo >/dev/null
   echo "$ZOO_HASH" > .cache/zoo/.done
+fi
+# torchvision exports for tests/vision_exports.rs (scripts/export_vision.py large): only where
+# torch and torchvision are installed (the tests print SKIP otherwise); regenerated when the
+# script changes.
+VISION_HASH=$(sha256sum scripts/export_vision.py | cut -d' ' -f1)
+if python3 -c "import torch, torchvision, onnxscript" 2>/dev/null \
+   && [ "$(cat .cache/vision/.done 2>/dev/null)" != "$VISION_HASH" ]; then
+  rm -f .cache/vision/.done
+  python3 scripts/export_vision.py large .cache/vision >/dev/null 2>&1
+  echo "$VISION_HASH" > .cache/vision/.done
 fi

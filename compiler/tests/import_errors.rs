@@ -246,3 +246,47 @@ fn range_count_beyond_a_tensor_and_zero_delta() {
         &["(Range)", "delta is 0 (start 0, limit 4, delta 0)"],
     );
 }
+
+/// Vision ops with inconsistent shapes or attributes: one-line errors naming node and op.
+#[test]
+fn vision_op_errors_name_the_node() {
+    let conv = |w: &[i64], attrs: Vec<onnx_protobuf::AttributeProto>| {
+        let mut b = ModelBuilder::new(18);
+        let n: i64 = w.iter().product();
+        b.input("x", FLOAT, &[D::N(1), D::N(4), D::N(5), D::N(5)])
+            .init_f32_raw("w", w, &vec![0.5; n as usize])
+            .node("Conv", &["x", "w"], &["y"], attrs)
+            .output("y");
+        one_line(&import_error(&b, "conv.onnx"))
+    };
+    let s = conv(&[2, 2, 3, 3], vec![attr_int("group", 3)]);
+    assert_mentions(&s, &["Conv", "group 3"]);
+    let s = conv(&[2, 4, 7, 7], vec![]);
+    assert_mentions(&s, &["Conv", "does not fit input"]);
+    let s = conv(&[2, 4, 3, 3], vec![attr_ints("strides", &[1])]);
+    assert_mentions(&s, &["Conv", "strides"]);
+    let mut b = ModelBuilder::new(18);
+    b.input("x", FLOAT, &[D::N(1), D::N(4), D::N(5), D::N(5)])
+        .node(
+            "MaxPool",
+            &["x"],
+            &["y", "i"],
+            vec![attr_ints("kernel_shape", &[2, 2])],
+        )
+        .output("y")
+        .output("i");
+    let s = one_line(&import_error(&b, "pool.onnx"));
+    assert_mentions(&s, &["MaxPool", "Indices"]);
+    let mut b = ModelBuilder::new(18);
+    b.input("x", FLOAT, &[D::N(1), D::N(4), D::N(5), D::N(5)])
+        .init_f32_raw("s", &[4], &[1.0; 4])
+        .node(
+            "BatchNormalization",
+            &["x", "s", "s", "s", "s"],
+            &["y"],
+            vec![attr_int("training_mode", 1)],
+        )
+        .output("y");
+    let s = one_line(&import_error(&b, "bn.onnx"));
+    assert_mentions(&s, &["BatchNormalization", "training_mode"]);
+}

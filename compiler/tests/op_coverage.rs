@@ -23,6 +23,7 @@ const NO_ARITHMETIC: &[OpKind] = &[
     OpKind::Expand,
     OpKind::Cast,
     OpKind::Trilu,
+    OpKind::Pad,
 ];
 
 /// A deterministic pseudo-random tensor: floats in [-1, 1), integers in 0..2 (valid indices

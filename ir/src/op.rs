@@ -67,6 +67,17 @@ pub enum Op {
     /// or the `qk_matmul_output` matrix when `qk_output`. (The importer builds
     /// `present_key` / `present_value` as Concat of the past and the new heads.)
     Attention(AttentionAttrs),
+    /// Convolution (inputs: X `[N, C, D1..]`, W `[M, C/group, K1..]`, optional B `[M]`).
+    Conv(ConvAttrs),
+    /// Transposed convolution (inputs: X `[N, C, D1..]`, W `[C, M/group, K1..]`, optional
+    /// B `[M]`).
+    ConvTranspose(ConvTransposeAttrs),
+    /// Max or average pooling over the spatial axes `2..` (input: X `[N, C, D1..]`).
+    Pool(PoolAttrs),
+    /// Pad every axis (input: X).
+    Pad(PadAttrs),
+    /// `max(0, min(1, alpha·x + beta))`, times x for HardSwish (input: X).
+    HardSigmoid(HardSigmoidAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -401,4 +412,96 @@ impl Default for AttentionAttrs {
             qk_output: false,
         }
     }
+}
+
+/// Convolution attributes, with every spatial list of the same length (the number of spatial
+/// axes) and `auto_pad` already resolved into explicit pads at import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvAttrs {
+    /// Stride per spatial axis (>= 1).
+    pub strides: Vec<usize>,
+    /// Dilation per spatial axis (>= 1).
+    pub dilations: Vec<usize>,
+    /// Padding: the begins of every spatial axis, then the ends.
+    pub pads: Vec<usize>,
+    /// Number of channel groups (C and M are multiples of it).
+    pub group: usize,
+}
+
+/// Transposed convolution attributes (`output_shape` / `auto_pad` resolved into pads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvTransposeAttrs {
+    /// Strides, dilations, pads (cropped from the full output) and group, as [`ConvAttrs`].
+    pub conv: ConvAttrs,
+    /// Extra elements added at the end of each spatial axis of the output.
+    pub output_padding: Vec<usize>,
+}
+
+/// Pooling kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    /// MaxPool.
+    Max,
+    /// AveragePool.
+    Average,
+}
+
+/// Pooling attributes (one entry per spatial axis; pads begins then ends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolAttrs {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// Window extent per spatial axis.
+    pub kernel: Vec<usize>,
+    /// Stride per spatial axis (>= 1).
+    pub strides: Vec<usize>,
+    /// Dilation per spatial axis (>= 1).
+    pub dilations: Vec<usize>,
+    /// Padding: the begins of every spatial axis, then the ends.
+    pub pads: Vec<usize>,
+    /// Round the output extent up (a last window that starts inside the input or the begin
+    /// padding is kept).
+    pub ceil_mode: bool,
+    /// Average: padding elements count in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// Pad modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge.
+    Reflect,
+    /// Repeat the edge.
+    Edge,
+    /// Wrap around.
+    Wrap,
+}
+
+/// Pad attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PadAttrs {
+    /// Elements added (negative: removed) at the begin of every axis, then at the end.
+    pub pads: Vec<i64>,
+    /// How new elements are filled.
+    pub mode: PadMode,
+    /// The fill value of constant mode.
+    #[serde(with = "crate::nonfinite::one")]
+    pub value: f32,
+}
+
+/// HardSigmoid / HardSwish attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HardSigmoidAttrs {
+    /// Slope.
+    #[serde(with = "crate::nonfinite::one")]
+    pub alpha: f32,
+    /// Offset.
+    #[serde(with = "crate::nonfinite::one")]
+    pub beta: f32,
+    /// Multiply by the input (HardSwish).
+    pub swish: bool,
 }

@@ -10,6 +10,7 @@ use thiserror::Error;
 mod attention;
 mod binary;
 mod cast;
+mod conv;
 mod cumsum;
 mod einsum;
 mod fused;
@@ -18,12 +19,15 @@ pub mod index;
 mod matmul;
 mod movement;
 mod norm;
+mod pad;
+mod pool;
 mod range;
 mod reduce;
 mod simd;
 mod softmax;
 mod trilu;
 mod unary;
+mod window;
 
 pub use cast::cast_tensor;
 pub use fused::{eval_fused, AttentionMask, AttentionShape, FusedOp};
@@ -85,6 +89,16 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::GatherElements(a) => one(gather::gather_elements(a.axis, inputs[0], inputs[1])),
         Op::Trilu(a) => one(trilu::trilu(a.upper, a.k, inputs[0])),
         Op::CumSum(a) => one(cumsum::cumsum(a, inputs[0])),
+        Op::Conv(a) => one(conv::conv(a, inputs[0], inputs[1], inputs.get(2).copied())),
+        Op::ConvTranspose(a) => one(conv::conv_transpose(
+            a,
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+        )),
+        Op::Pool(a) => one(pool::pool(a, inputs[0])),
+        Op::Pad(a) => one(pad::pad(a, inputs[0])),
+        Op::HardSigmoid(a) => one(unary::hard_sigmoid(a.alpha, a.beta, a.swish, inputs[0])),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Elementwise unary ops, GELU and Clip.
+//! Elementwise unary ops, GELU, Clip and HardSigmoid / HardSwish.
 use super::simd::vectorized;
 use super::{describe, make, KResult};
 use tessera_ir::op::UnaryOp;
@@ -177,6 +177,25 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
                 v.iter()
                     .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
                     .collect()
+            }
+        },
+    );
+    make(x.dtype, x.shape.clone(), TensorData::F32(out))
+}
+
+/// HardSigmoid `max(0, min(1, alpha·x + beta))`, times x when `swish` (HardSwish).
+pub(crate) fn hard_sigmoid(alpha: f32, beta: f32, swish: bool, x: &Tensor) -> KResult<Tensor> {
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
+    let out: Vec<f32> = vectorized(
+        #[inline(always)]
+        || {
+            let hs = |a: f32| (alpha * a + beta).clamp(0.0, 1.0);
+            if swish {
+                v.iter().map(|&a| a * hs(a)).collect()
+            } else {
+                v.iter().map(|&a| hs(a)).collect()
             }
         },
     );

@@ -1,5 +1,5 @@
 //! Elementwise ops: Binary (Add, Mul, Less, And, ...), Unary (Exp, Relu, Not, ...), Gelu,
-//! Clip, Where, Cast. ONNX: <https://onnx.ai/onnx/operators/> (numpy broadcasting,
+//! Clip, Where, Cast, HardSigmoid / HardSwish. ONNX: <https://onnx.ai/onnx/operators/> (numpy broadcasting,
 //! <https://onnx.ai/onnx/repo-docs/Broadcasting.html>).
 //!
 //! Cost: one FLOP per output element (GELU 8; Cast none, it converts). Partitioning: every one splits on
@@ -7,7 +7,9 @@
 //! through (`linear-partial`), Mul/Div scale them (`scale-partial`).
 use super::{first_numel, Arity, OpSpec, Partitioning};
 use crate::infer::{broadcast_shapes, InferCx, TypedShape};
-use crate::op::{BinaryAttrs, BinaryOp, CastAttrs, ClipAttrs, GeluAttrs, UnaryAttrs, UnaryOp};
+use crate::op::{
+    BinaryAttrs, BinaryOp, CastAttrs, ClipAttrs, GeluAttrs, HardSigmoidAttrs, UnaryAttrs, UnaryOp,
+};
 use crate::{DType, IrError};
 
 /// FLOPs (`$per` per output element), partitioning and elementwise-ness of an elementwise op.
@@ -200,6 +202,25 @@ fn unary(cx: &InferCx, kind: UnaryOp) -> Result<TypedShape, IrError> {
             Ok((d, s))
         }
     }
+}
+
+impl OpSpec for HardSigmoidAttrs {
+    fn name(&self) -> String {
+        if self.swish {
+            "HardSwish"
+        } else {
+            "HardSigmoid"
+        }
+        .into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        cx.float_input(0)?;
+        Ok(vec![cx.input(0)])
+    }
+    pointwise!(3, |_s| SPLIT);
 }
 
 fn where_(cx: &InferCx) -> Result<TypedShape, IrError> {

@@ -60,6 +60,11 @@ op_kinds!(
     Trilu,
     CumSum,
     Attention,
+    Conv,
+    ConvTranspose,
+    Pool,
+    Pad,
+    HardSigmoid,
 );
 
 impl Op {
@@ -91,6 +96,11 @@ impl Op {
             Op::Trilu(_) => OpKind::Trilu,
             Op::CumSum(_) => OpKind::CumSum,
             Op::Attention(_) => OpKind::Attention,
+            Op::Conv(_) => OpKind::Conv,
+            Op::ConvTranspose(_) => OpKind::ConvTranspose,
+            Op::Pool(_) => OpKind::Pool,
+            Op::Pad(_) => OpKind::Pad,
+            Op::HardSigmoid(_) => OpKind::HardSigmoid,
         }
     }
 }
@@ -243,6 +253,55 @@ impl OpKind {
                     x(&[2, 2, 2, 8]),
                     x(&[2, 2, 2, 8]),
                 ],
+            ),
+            OpKind::Conv => (
+                Op::Conv(ConvAttrs {
+                    strides: vec![2, 1],
+                    dilations: vec![1, 2],
+                    pads: vec![1, 0, 1, 2],
+                    group: 2,
+                }),
+                vec![x(&[2, 4, 5, 6]), x(&[6, 2, 3, 2]), x(&[6])],
+            ),
+            OpKind::ConvTranspose => (
+                Op::ConvTranspose(ConvTransposeAttrs {
+                    conv: ConvAttrs {
+                        strides: vec![2, 1],
+                        dilations: vec![1, 2],
+                        pads: vec![1, 0, 0, 1],
+                        group: 2,
+                    },
+                    output_padding: vec![1, 0],
+                }),
+                vec![x(&[2, 4, 3, 4]), x(&[4, 3, 3, 2]), x(&[6])],
+            ),
+            OpKind::Pool => (
+                Op::Pool(PoolAttrs {
+                    kind: PoolKind::Average,
+                    kernel: vec![3, 2],
+                    strides: vec![2, 2],
+                    dilations: vec![1, 1],
+                    pads: vec![1, 0, 1, 1],
+                    ceil_mode: true,
+                    count_include_pad: false,
+                }),
+                vec![x(&[2, 3, 6, 5])],
+            ),
+            OpKind::Pad => (
+                Op::Pad(PadAttrs {
+                    pads: vec![0, 1, 2, 0, 2, -1],
+                    mode: PadMode::Reflect,
+                    value: 0.0,
+                }),
+                vec![x(&[2, 4, 5])],
+            ),
+            OpKind::HardSigmoid => (
+                Op::HardSigmoid(HardSigmoidAttrs {
+                    alpha: 1.0 / 6.0,
+                    beta: 0.5,
+                    swish: true,
+                }),
+                vec![x(&[2, 3])],
             ),
         };
         Sample { op, inputs }

@@ -8,27 +8,32 @@
 //! | family | file | ops |
 //! |---|---|---|
 //! | products | `matmul.rs` | MatMul, Gemm, Einsum |
-//! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast |
+//! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast, HardSigmoid |
 //! | normalisation | `norm.rs` | Softmax, LayerNorm, RmsNorm |
 //! | reductions and scans | `reduce.rs` | Reduce, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
 //! | gathers | `gather.rs` | Gather, GatherND, GatherElements |
 //! | attention | `attention.rs` | Attention |
+//! | convolution and pooling | `conv.rs` | Conv, ConvTranspose, Pool |
+//! | padding | `pad.rs` | Pad |
 //!
 //! [`OpKind`] lists every variant with a sample (op + input types) so that tests can walk
 //! all ops; a new [`Op`] variant does not compile until it has a spec, a kind and a sample.
 mod attention;
+mod conv;
 mod elementwise;
 mod gather;
 mod kind;
 mod matmul;
 mod movement;
 mod norm;
+mod pad;
 mod reduce;
 
 use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
 
+pub use conv::{transpose_out_extent, window_out_extent};
 pub use elementwise::WhereSpec;
 pub use gather::{GatherElementsSpec, GatherSpec};
 pub use kind::{OpKind, Sample};
@@ -202,6 +207,11 @@ impl Op {
             Op::Trilu(a) => SpecRef::Attrs(a),
             Op::CumSum(a) => SpecRef::Attrs(a),
             Op::Attention(a) => SpecRef::Attrs(a),
+            Op::Conv(a) => SpecRef::Attrs(a),
+            Op::ConvTranspose(a) => SpecRef::Attrs(a),
+            Op::Pool(a) => SpecRef::Attrs(a),
+            Op::Pad(a) => SpecRef::Attrs(a),
+            Op::HardSigmoid(a) => SpecRef::Attrs(a),
         }
     }
 

@@ -5,10 +5,12 @@
 //! * Gelu: <https://onnx.ai/onnx/operators/onnx__Gelu.html> (20..=23, `approximate` none/tanh)
 //! * Clip: <https://onnx.ai/onnx/operators/onnx__Clip.html> (13..=23; min/max inputs must be
 //!   constants; float and integer inputs, integer bounds within ±2^24)
+//! * HardSigmoid: <https://onnx.ai/onnx/operators/onnx__HardSigmoid.html> (6..=28) and
+//!   HardSwish: <https://onnx.ai/onnx/operators/onnx__HardSwish.html> (14..=28)
 use super::elementwise::unary;
 use super::{entry, Lowered, NodeCx, OpEntry};
 use crate::onnx::ImportError;
-use tessera_ir::op::{ClipAttrs, GeluAttrs, UnaryOp};
+use tessera_ir::op::{ClipAttrs, GeluAttrs, HardSigmoidAttrs, UnaryOp};
 use tessera_ir::Op;
 
 pub(super) const OPS: &[OpEntry] = &[
@@ -19,7 +21,22 @@ pub(super) const OPS: &[OpEntry] = &[
     entry("Softplus", 1, |_| unary(UnaryOp::Softplus)),
     entry("Gelu", 20, gelu),
     entry("Clip", 11, clip),
+    entry("HardSigmoid", 6, |cx| {
+        hard_sigmoid(
+            cx.attr_float("alpha", 0.2),
+            cx.attr_float("beta", 0.5),
+            false,
+        )
+    }),
+    entry("HardSwish", 14, |_| hard_sigmoid(1.0 / 6.0, 0.5, true)),
 ];
+
+fn hard_sigmoid(alpha: f32, beta: f32, swish: bool) -> Result<Lowered, ImportError> {
+    Ok(Lowered::op(
+        Op::HardSigmoid(HardSigmoidAttrs { alpha, beta, swish }),
+        &[0],
+    ))
+}
 
 fn gelu(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let tanh_approximation = match cx.attr_str("approximate").as_deref() {

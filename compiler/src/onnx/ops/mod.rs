@@ -8,7 +8,9 @@ mod activation;
 mod attention;
 mod attr_table;
 mod attrs;
+mod channel_norm;
 mod constant;
+mod conv;
 mod dropout;
 mod elementwise;
 mod gather;
@@ -16,6 +18,8 @@ mod logic;
 mod matmul;
 mod misc;
 mod normalization;
+mod pad;
+mod pool;
 mod quantize;
 mod reduce;
 mod rotary;
@@ -68,7 +72,9 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
 const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
     attention::OPS,
+    channel_norm::OPS,
     constant::OPS,
+    conv::OPS,
     dropout::OPS,
     elementwise::OPS,
     gather::OPS,
@@ -76,6 +82,8 @@ const FAMILIES: &[&[OpEntry]] = &[
     matmul::OPS,
     misc::OPS,
     normalization::OPS,
+    pad::OPS,
+    pool::OPS,
     quantize::OPS,
     reduce::OPS,
     rotary::OPS,

@@ -237,6 +237,7 @@ fn head_matches(head: &str, op: &Op) -> bool {
         "cumsum" => matches!(op, Op::CumSum(_)),
         "norm" => matches!(op, Op::LayerNorm(_) | Op::RmsNorm(_)),
         "trilu" => matches!(op, Op::Trilu(_)),
+        "pool" => matches!(op, Op::Pool(_)),
         "reduce" => matches!(op, Op::Reduce(_)),
         "reshape" => matches!(op, Op::Reshape(_)),
         "transpose" => matches!(op, Op::Transpose(_)),

@@ -128,7 +128,15 @@ pub fn run_op(
             movement::gather(lane, inputs[0], inputs[1], a.axis, None)?.map(|t| vec![t])
         }
         Op::Trilu(a) => Some(vec![movement::trilu(lane, inputs[0], a.upper, a.k)?]),
-        Op::Einsum(_) | Op::GatherNd(_) | Op::GatherElements(_) | Op::Attention(_) => None,
+        Op::Einsum(_)
+        | Op::GatherNd(_)
+        | Op::GatherElements(_)
+        | Op::Attention(_)
+        | Op::Conv(_)
+        | Op::ConvTranspose(_)
+        | Op::Pool(_)
+        | Op::Pad(_)
+        | Op::HardSigmoid(_) => None,
     };
     let mut results = match device {
         Some(r) => r,

@@ -1,0 +1,302 @@
+//! Conv and ConvTranspose in f32: im2col (one column matrix per image and group) and one
+//! GEMM through the `gemm` crate per image and group; a 1×1 convolution without stride or
+//! padding multiplies the input directly; a depthwise convolution (one input channel per
+//! group) accumulates kernel taps straight into the output. ConvTranspose is one GEMM
+//! (Wᵀ·X) and a col2im scatter-add.
+use super::matmul::{gemm_into, MatView};
+use super::simd::vectorized;
+use super::window::Window;
+use super::{describe, make, KResult};
+use tessera_ir::op::{ConvAttrs, ConvTransposeAttrs};
+use tessera_ir::spec::{transpose_out_extent, window_out_extent};
+use tessera_ir::{Tensor, TensorData};
+
+/// The f32 elements of a float operand.
+fn floats<'a>(t: &'a Tensor, what: &str) -> KResult<&'a [f32]> {
+    t.as_f32()
+        .ok_or_else(|| format!("{what} must be float, got {}", describe(t)))
+}
+
+/// Checks X and W ranks and the attribute lengths; returns the spatial axis count.
+fn spatial_of(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> KResult<usize> {
+    let r = x.shape.len();
+    if r < 3 || w.shape.len() != r {
+        return Err(format!(
+            "X {} and W {} must share a rank >= 3",
+            describe(x),
+            describe(w)
+        ));
+    }
+    let s = r - 2;
+    if a.strides.len() != s || a.dilations.len() != s || a.pads.len() != 2 * s || a.group == 0 {
+        return Err(format!("attributes do not fit {s} spatial axes: {a:?}"));
+    }
+    Ok(s)
+}
+
+/// Writes the bias (or zeros) into every output plane.
+fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
+    if let Some(b) = bias {
+        for (chunk, i) in out.chunks_exact_mut(plane).zip(0..) {
+            chunk.fill(b[i % m]);
+        }
+    }
+}
+
+/// Convolution.
+pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> KResult<Tensor> {
+    let s = spatial_of(a, x, w)?;
+    let (xs, ws) = (&x.shape, &w.shape);
+    let (n, c, m, g) = (xs[0], xs[1], ws[0], a.group);
+    if c % g != 0 || m % g != 0 || ws[1] * g != c {
+        return Err(format!("X {xs:?} and W {ws:?} do not fit group {g}"));
+    }
+    let (cg, mg) = (c / g, m / g);
+    let mut out_sp = Vec::with_capacity(s);
+    for i in 0..s {
+        let pads = (a.pads[i], a.pads[s + i]);
+        out_sp.push(
+            window_out_extent(
+                xs[2 + i],
+                ws[2 + i],
+                a.strides[i],
+                a.dilations[i],
+                pads,
+                false,
+            )
+            .ok_or_else(|| format!("kernel {ws:?} does not fit input {xs:?}"))?,
+        );
+    }
+    let win = Window {
+        drive: out_sp.clone(),
+        other: xs[2..].to_vec(),
+        kernel: ws[2..].to_vec(),
+        strides: a.strides.clone(),
+        dilations: a.dilations.clone(),
+        pads: a.pads[..s].to_vec(),
+    };
+    let (xv, wv) = (floats(x, "X")?, floats(w, "W")?);
+    let bias = match b {
+        Some(b) if b.shape != [m] => return Err(format!("bias {} must be [{m}]", describe(b))),
+        Some(b) => Some(floats(b, "B")?),
+        None => None,
+    };
+    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
+    let mut out = vec![0f32; n * m * p_out];
+    init_planes(&mut out, bias, m, p_out);
+    let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
+    if cg == 1 {
+        depthwise(&win, &kidx, xv, wv, &mut out, n * c, mg, p_in);
+    } else {
+        let pointwise =
+            kl == 1 && a.strides.iter().all(|&v| v == 1) && a.pads.iter().all(|&v| v == 0);
+        let mut col = if pointwise {
+            Vec::new()
+        } else {
+            vec![0f32; cg * kl * p_out]
+        };
+        for img in 0..n {
+            for gi in 0..g {
+                let x_off = (img * c + gi * cg) * p_in;
+                let bmat = if pointwise {
+                    MatView::row_major(xv, x_off, p_out)
+                } else {
+                    im2col(&win, &kidx, &xv[x_off..x_off + cg * p_in], &mut col, cg);
+                    MatView::row_major(&col, 0, p_out)
+                };
+                let amat = MatView::row_major(wv, gi * mg * cg * kl, cg * kl);
+                let dst = (img * m + gi * mg) * p_out;
+                gemm_into(
+                    mg,
+                    p_out,
+                    cg * kl,
+                    &mut out,
+                    dst,
+                    amat,
+                    bmat,
+                    1.0,
+                    bias.is_some(),
+                )?;
+            }
+        }
+    }
+    let mut shape = vec![n, m];
+    shape.extend(out_sp);
+    make(x.dtype, shape, TensorData::F32(out))
+}
+
+/// Fills `col` (`[cg·K, P_out]`, row-major) from `cg` input planes.
+fn im2col(win: &Window, kidx: &[Vec<usize>], x: &[f32], col: &mut [f32], cg: usize) {
+    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), kidx.len());
+    let l = win.drive.len() - 1;
+    let (stride, row_len) = (win.strides[l], win.drive[l]);
+    vectorized(
+        #[inline(always)]
+        || {
+            for ci in 0..cg {
+                let plane = &x[ci * p_in..(ci + 1) * p_in];
+                for (kp, ki) in kidx.iter().enumerate() {
+                    let dst = &mut col[(ci * kl + kp) * p_out..(ci * kl + kp + 1) * p_out];
+                    let (lo, hi, a0) = win.inner_range(ki[l]);
+                    win.rows(ki, |row, src| {
+                        let d = &mut dst[row..row + row_len];
+                        match src {
+                            Some(o) if lo < hi => {
+                                d[..lo].fill(0.0);
+                                let src = &plane[o + a0..];
+                                if stride == 1 {
+                                    d[lo..hi].copy_from_slice(&src[..hi - lo]);
+                                } else {
+                                    for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                                        *v = src[j * stride];
+                                    }
+                                }
+                                d[hi..].fill(0.0);
+                            }
+                            _ => d.fill(0.0),
+                        }
+                    });
+                }
+            }
+        },
+    );
+}
+
+/// Depthwise-style convolution (one input channel per group): every output plane adds
+/// each kernel tap times the shifted input plane. `planes` is N·C.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    win: &Window,
+    kidx: &[Vec<usize>],
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    planes: usize,
+    mg: usize,
+    p_in: usize,
+) {
+    let (p_out, kl) = (win.drive_plane(), kidx.len());
+    let l = win.drive.len() - 1;
+    let stride = win.strides[l];
+    vectorized(
+        #[inline(always)]
+        || {
+            for pi in 0..planes {
+                let src_plane = &x[pi * p_in..(pi + 1) * p_in];
+                // Input plane pi = (image, channel c); its outputs are channels c·mg..
+                for j in 0..mg {
+                    let oc = pi * mg + j;
+                    let dst = &mut out[oc * p_out..(oc + 1) * p_out];
+                    // W has M = C·mg rows of K taps; this output channel's row is oc mod M.
+                    let wrow = &w[(oc % (w.len() / kl)) * kl..][..kl];
+                    for (kp, ki) in kidx.iter().enumerate() {
+                        let wk = wrow[kp];
+                        let (lo, hi, a0) = win.inner_range(ki[l]);
+                        if lo >= hi {
+                            continue;
+                        }
+                        win.rows(ki, |row, src| {
+                            if let Some(o) = src {
+                                let s = &src_plane[o + a0..];
+                                let d = &mut dst[row + lo..row + hi];
+                                if stride == 1 {
+                                    for (dv, sv) in d.iter_mut().zip(s) {
+                                        *dv += wk * sv;
+                                    }
+                                } else {
+                                    for (j, dv) in d.iter_mut().enumerate() {
+                                        *dv += wk * s[j * stride];
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Transposed convolution.
+pub(crate) fn conv_transpose(
+    a: &ConvTransposeAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> KResult<Tensor> {
+    let cv = &a.conv;
+    let s = spatial_of(cv, x, w)?;
+    let (xs, ws) = (&x.shape, &w.shape);
+    let (n, c, g) = (xs[0], xs[1], cv.group);
+    if c % g != 0 || ws[0] != c || a.output_padding.len() != s {
+        return Err(format!("X {xs:?} and W {ws:?} do not fit group {g}"));
+    }
+    let (cg, mg) = (c / g, ws[1]);
+    let m = mg * g;
+    let mut out_sp = Vec::with_capacity(s);
+    for i in 0..s {
+        let pads = (cv.pads[i], cv.pads[s + i]);
+        let (k, st, d, op) = (
+            ws[2 + i],
+            cv.strides[i],
+            cv.dilations[i],
+            a.output_padding[i],
+        );
+        out_sp.push(
+            transpose_out_extent(xs[2 + i], k, st, d, pads, op)
+                .ok_or_else(|| format!("pads {:?} leave no output of {xs:?}", cv.pads))?,
+        );
+    }
+    // Driven by the input: output position a = i·stride + k·dilation − pad.
+    let win = Window {
+        drive: xs[2..].to_vec(),
+        other: out_sp.clone(),
+        kernel: ws[2..].to_vec(),
+        strides: cv.strides.clone(),
+        dilations: cv.dilations.clone(),
+        pads: cv.pads[..s].to_vec(),
+    };
+    let (xv, wv) = (floats(x, "X")?, floats(w, "W")?);
+    let bias = match b {
+        Some(b) if b.shape != [m] => return Err(format!("bias {} must be [{m}]", describe(b))),
+        Some(b) => Some(floats(b, "B")?),
+        None => None,
+    };
+    let (p_in, p_out, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
+    let mut out = vec![0f32; n * m * p_out];
+    init_planes(&mut out, bias, m, p_out);
+    let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
+    let l = s - 1;
+    let stride = cv.strides[l];
+    let mut col = vec![0f32; mg * kl * p_in];
+    for img in 0..n {
+        for gi in 0..g {
+            // col [mg·K, P_in] = W_gᵀ [mg·K, cg] · X_g [cg, P_in].
+            let wt = MatView::new(wv, gi * cg * mg * kl, 1, mg * kl);
+            let xm = MatView::row_major(xv, (img * c + gi * cg) * p_in, p_in);
+            gemm_into(mg * kl, p_in, cg, &mut col, 0, wt, xm, 1.0, false)?;
+            for j in 0..mg {
+                let oc = img * m + gi * mg + j;
+                let dst = &mut out[oc * p_out..(oc + 1) * p_out];
+                for (kp, ki) in kidx.iter().enumerate() {
+                    let src = &col[(j * kl + kp) * p_in..(j * kl + kp + 1) * p_in];
+                    let (lo, hi, a0) = win.inner_range(ki[l]);
+                    if lo >= hi {
+                        continue;
+                    }
+                    win.rows(ki, |row, other| {
+                        if let Some(o) = other {
+                            let d = &mut dst[o + a0..];
+                            for (i, sv) in src[row + lo..row + hi].iter().enumerate() {
+                                d[i * stride] += sv;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+    let mut shape = vec![n, m];
+    shape.extend(out_sp);
+    make(x.dtype, shape, TensorData::F32(out))
+}

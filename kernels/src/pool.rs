@@ -1,0 +1,169 @@
+//! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`,
+//! walking each input plane once per kernel tap, one output row at a time.
+use super::simd::vectorized;
+use super::window::Window;
+use super::{describe, make, KResult};
+use tessera_ir::op::{PoolAttrs, PoolKind};
+use tessera_ir::spec::window_out_extent;
+use tessera_ir::{Tensor, TensorData};
+
+/// Pooling.
+pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
+    let xs = &x.shape;
+    if xs.len() < 3 {
+        return Err(format!("X {} must be [N, C, D1..]", describe(x)));
+    }
+    let s = xs.len() - 2;
+    if a.kernel.len() != s
+        || a.strides.len() != s
+        || a.dilations.len() != s
+        || a.pads.len() != 2 * s
+    {
+        return Err(format!("attributes do not fit {s} spatial axes: {a:?}"));
+    }
+    let mut out_sp = Vec::with_capacity(s);
+    for i in 0..s {
+        let pads = (a.pads[i], a.pads[s + i]);
+        let (k, st, d) = (a.kernel[i], a.strides[i], a.dilations[i]);
+        out_sp.push(
+            window_out_extent(xs[2 + i], k, st, d, pads, a.ceil_mode)
+                .ok_or_else(|| format!("kernel {:?} does not fit input {xs:?}", a.kernel))?,
+        );
+    }
+    let win = Window {
+        drive: out_sp.clone(),
+        other: xs[2..].to_vec(),
+        kernel: a.kernel.clone(),
+        strides: a.strides.clone(),
+        dilations: a.dilations.clone(),
+        pads: a.pads[..s].to_vec(),
+    };
+    let planes = xs[0] * xs[1];
+    let data = match (a.kind, &x.data) {
+        (PoolKind::Max, TensorData::F32(v)) => {
+            TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY))
+        }
+        (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
+        (PoolKind::Average, TensorData::F32(v)) => {
+            let sums = sum_pool(&win, v, planes);
+            let counts = counts(a, &win);
+            let p = win.drive_plane();
+            TensorData::F32(
+                sums.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v / counts[i % p])
+                    .collect(),
+            )
+        }
+        _ => return Err(format!("unsupported input {}", describe(x))),
+    };
+    let mut shape = xs[..2].to_vec();
+    shape.extend(out_sp);
+    make(x.dtype, shape, data)
+}
+
+/// Applies `f(dst_row_slice, src, stride)` for every valid run of every kernel tap.
+fn taps<T: Copy>(
+    win: &Window,
+    x: &[T],
+    planes: usize,
+    init: T,
+    f: impl Fn(&mut [T], &[T], usize),
+) -> Vec<T> {
+    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
+    let l = win.drive.len() - 1;
+    let stride = win.strides[l];
+    let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
+    let mut out = vec![init; planes * p_out];
+    for pi in 0..planes {
+        let src_plane = &x[pi * p_in..(pi + 1) * p_in];
+        let dst = &mut out[pi * p_out..(pi + 1) * p_out];
+        for ki in &kidx {
+            let (lo, hi, a0) = win.inner_range(ki[l]);
+            if lo >= hi {
+                continue;
+            }
+            win.rows(ki, |row, src| {
+                if let Some(o) = src {
+                    f(&mut dst[row + lo..row + hi], &src_plane[o + a0..], stride);
+                }
+            });
+        }
+    }
+    out
+}
+
+fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: T) -> Vec<T> {
+    vectorized(
+        #[inline(always)]
+        || {
+            taps(win, x, planes, lowest, |d, s, stride| {
+                for (j, dv) in d.iter_mut().enumerate() {
+                    let v = s[j * stride];
+                    if v > *dv {
+                        *dv = v;
+                    }
+                }
+            })
+        },
+    )
+}
+
+fn sum_pool(win: &Window, x: &[f32], planes: usize) -> Vec<f32> {
+    vectorized(
+        #[inline(always)]
+        || {
+            taps(win, x, planes, 0.0, |d, s, stride| {
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv += s[j * stride];
+                }
+            })
+        },
+    )
+}
+
+/// The divisor of every output position: the window elements inside the input, or with
+/// `count_include_pad` inside the padded input (a ceil-mode window is cut at the end
+/// padding, as onnxruntime does).
+fn counts(a: &PoolAttrs, win: &Window) -> Vec<f32> {
+    let s = win.drive.len();
+    // Per axis: how many taps of each output position fall in range.
+    let per_axis: Vec<Vec<usize>> = (0..s)
+        .map(|i| {
+            let (lo_pad, hi_pad) = (a.pads[i], a.pads[s + i]);
+            (0..win.drive[i])
+                .map(|o| {
+                    (0..win.kernel[i])
+                        .filter(|&k| {
+                            let p = o * win.strides[i] + k * win.dilations[i];
+                            if a.count_include_pad {
+                                p < win.other[i] + lo_pad + hi_pad
+                            } else {
+                                p >= lo_pad && p - lo_pad < win.other[i]
+                            }
+                        })
+                        .count()
+                })
+                .collect()
+        })
+        .collect();
+    let p = win.drive_plane();
+    let mut out = Vec::with_capacity(p);
+    let mut idx = vec![0usize; s];
+    for _ in 0..p {
+        out.push(
+            idx.iter()
+                .zip(&per_axis)
+                .map(|(&o, c)| c[o])
+                .product::<usize>() as f32,
+        );
+        for ax in (0..s).rev() {
+            idx[ax] += 1;
+            if idx[ax] < win.drive[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    out
+}

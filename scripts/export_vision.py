@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Export small vision models with the torch dynamo ONNX exporter, with onnxruntime outputs.
+
+Usage: python3 scripts/export_vision.py small OUT_DIR   (committed: tests/data/vision)
+       python3 scripts/export_vision.py large OUT_DIR   (torchvision; .cache/vision, by setup.sh)
+
+`small`: hand-made CNNs of a few KB, committed for CI (no torchvision needed):
+  small_cnn     Conv, BatchNormalization, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm
+                (exported with optimize=False, so BatchNormalization stays an op)
+  small_cnn_opt the same model with the exporter's optimiser (BatchNorm folded into Conv)
+  tiny_mbv3     a MobileNet-V3-style net: depthwise Conv, HardSwish, squeeze-excite with
+                HardSigmoid, AveragePool, ConvTranspose, Pad (reflect)
+`large`: torchvision resnet18, mobilenet_v3_small, efficientnet_b0, a small VisionTransformer
+  (these weigh 10-45 MB, so they are generated, not committed).
+Every model gets random weights (fixed seed; BatchNorm statistics and affine parameters
+randomised too, so no layer is an identity and outputs are not degenerate), eval mode, batch 2.
+Writes, as scripts/export_real.py does:
+  OUT_DIR/NAME.onnx (+ NAME.onnx.data for large models)
+  OUT_DIR/NAME/input_<input>.npy, OUT_DIR/NAME/ort_output_<output>.npy
+Needs: torch, onnxscript, onnx, onnxruntime, numpy (and torchvision for `large`).
+"""
+import os
+import sys
+import warnings
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BATCH = 2
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.b1(self.c1(x))), 2)
+        x = F.relu(self.b2(self.c2(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class TinyMBV3(nn.Module):
+    """Stem, an inverted residual with depthwise conv and squeeze-excite, an upsampling
+    ConvTranspose, reflect padding, average pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 5, padding=2, groups=16)
+        self.se1, self.se2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.project = nn.Conv2d(16, 8, 1)
+        self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.conv = nn.Conv2d(6, 12, 3, dilation=2)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = F.hardswish(self.bn0(self.stem(x)))
+        y = F.hardswish(self.dw(F.hardswish(self.expand(x))))
+        s = F.hardsigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))))
+        x = x + self.project(y * s)
+        x = self.up(x)
+        x = self.conv(F.pad(x, (2, 2, 2, 2), mode="reflect"))
+        x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            elif isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in = m.weight[0].numel() if isinstance(m, (nn.Linear, nn.Conv2d)) else m.weight.shape[0]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model.eval()
+
+
+def models(kind):
+    """(name, constructor, input side, exporter optimisation)."""
+    if kind == "small":
+        return [("small_cnn", SmallCNN, 32, False), ("small_cnn_opt", SmallCNN, 32, True),
+                ("tiny_mbv3", TinyMBV3, 32, True)]
+    import torchvision.models as tvm
+    from torchvision.models.vision_transformer import VisionTransformer
+    return [
+        ("resnet18", tvm.resnet18, 64, True),
+        ("mobilenet_v3_small", tvm.mobilenet_v3_small, 64, True),
+        ("efficientnet_b0", tvm.efficientnet_b0, 64, True),
+        ("vit_small", lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                hidden_dim=32, mlp_dim=64, num_classes=10), 32, True),
+    ]
+
+
+def export(name, ctor, side, optimize, out_dir, seed, large):
+    torch.manual_seed(seed)
+    model = randomize(ctor(), seed)
+    if name == "vit_small":
+        with torch.no_grad():  # torchvision zero-initialises the ViT head
+            model.heads.head.weight.normal_(0, 0.2)
+    x = np.random.default_rng(seed).standard_normal((BATCH, 3, side, side)).astype(np.float32)
+    path = os.path.join(out_dir, f"{name}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (torch.from_numpy(x),), dynamo=True, optimize=optimize,
+                                 input_names=["x"], output_names=["logits"], verbose=False)
+    prog.save(path, external_data=large)
+    m = onnx.load(path, load_external_data=False)
+    # Stack traces and module names on every node mean nothing to a runtime: drop them.
+    for n in m.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    if not large:
+        onnx.save(m, path)
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ref_dir = os.path.join(out_dir, name)
+    os.makedirs(ref_dir, exist_ok=True)
+    np.save(os.path.join(ref_dir, "input_x.npy"), x)
+    (out,) = sess.run(None, {"x": x})
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.save(os.path.join(ref_dir, "ort_output_logits.npy"), out)
+    ops = sorted({n.op_type for n in m.graph.node})
+    print(f"{path}: {len(m.graph.node)} nodes, {os.path.getsize(path)} bytes, |logits| max "
+          f"{np.abs(out).max():.3g}, onnxruntime vs torch max abs {np.abs(out - want).max():.2e}; ops: {' '.join(ops)}")
+
+
+def main():
+    kind, out_dir = sys.argv[1], sys.argv[2]
+    os.makedirs(out_dir, exist_ok=True)
+    for i, (name, ctor, side, optimize) in enumerate(models(kind)):
+        export(name, ctor, side, optimize, out_dir, 20261202 + i, kind == "large")
+
+
+if __name__ == "__main__":
+    main()
