@@ -248,14 +248,14 @@ def main():
     if a.ort:
         ort_worker(*a.ort)
         return 0
-    from campaign_lib import new_cases, original
+    from campaign_lib import new_cases, new_files, original
 
     bins = {b: a.bin_dir / b for b in ("tessera", "tessera-run")}
     missing = [str(p) for p in bins.values() if not p.exists()]
     if missing:
         print(f"campaign: missing {', '.join(missing)}; run cargo build -p tessera -p tessera-runtime --bins", file=sys.stderr)
         return 2
-    cases = [c for c in original.CASES + new_cases.CASES if a.k in c.name and not (a.quick and c.slow)]
+    cases = [c for c in original.CASES + new_cases.CASES + new_files.CASES if a.k in c.name and not (a.quick and c.slow)]
     root = Path(tempfile.mkdtemp(prefix="tessera-campaign-")) if a.keep is None else a.keep
     root.mkdir(parents=True, exist_ok=True)
     rows = []

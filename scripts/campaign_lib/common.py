@@ -4,7 +4,6 @@ edited plans."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,13 +203,3 @@ def outputs_contain(outdir: Path, marker: np.ndarray) -> bool:
         if a.dtype.kind == "f" and np.isin(a.astype(np.float32), marker).any():
             return True
     return False
-
-
-def tree_snapshot(folder: Path) -> dict:
-    """Every path under FOLDER with its bytes (small test folders only)."""
-    snap = {}
-    for dirpath, dirs, files in os.walk(folder):
-        for n in dirs + files:
-            p = Path(dirpath) / n
-            snap[str(p)] = p.read_bytes() if p.is_file() and not p.is_symlink() else os.readlink(p) if p.is_symlink() else None
-    return snap

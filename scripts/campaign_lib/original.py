@@ -14,7 +14,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from .common import (Case, Spec, const, f32, folded, model, outputs_contain, outside_marker,
-                     tree_snapshot, unary, vi)
+                     unary, vi)
 
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
