@@ -1,7 +1,7 @@
 //! The timings sidecar of `tessera compile -o PLAN`: written only when PLAN is a regular
 //! file (`-o /dev/null` writes no `/dev/null.timings.json`), never through a symbolic link
 //! (a link at the sidecar path is replaced, its target untouched) and never over one of
-//! the plan's inputs.
+//! the plan's inputs; and `tessera dot -o` never overwrites what it draws.
 mod common;
 #[cfg(unix)]
 #[path = "shared/fifo.rs"]
@@ -93,4 +93,41 @@ fn a_fifo_input_is_refused_not_waited_on() {
         err.contains("m.onnx") && err.contains("not a regular file"),
         "{err}"
     );
+}
+
+/// `tessera dot FILE -o OUT` never replaces what it draws: the model, the plan, or the
+/// plan's model (found by scripts/campaign.py: each was overwritten with DOT text).
+#[test]
+fn dot_never_overwrites_what_it_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.onnx");
+    std::fs::copy(mlp(), &model).unwrap();
+    let plan = dir.path().join("plan.json");
+    let (code, _, err) = compile(&model, &plan);
+    assert_eq!(code, 0, "{err}");
+    let before = [&model, &plan].map(|p| std::fs::read(p).unwrap());
+    let (m, p) = (model.to_str().unwrap(), plan.to_str().unwrap());
+    for (args, needle) in [
+        (
+            vec!["dot", m, "--shape", "x=4x64", "-o", m],
+            "it is the model being drawn",
+        ),
+        (vec!["dot", p, "-o", p], "it is the plan being drawn"),
+        (vec!["dot", p, "-o", m], "it is the plan's source model"),
+    ] {
+        let (code, _, err) = tessera(&args);
+        assert_eq!(code, 1, "tessera {args:?} should fail: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("cannot write") && err.contains(needle),
+            "{err}"
+        );
+    }
+    assert_eq!([&model, &plan].map(|p| std::fs::read(p).unwrap()), before);
+    let out = dir.path().join("plan.dot");
+    let (code, _, err) = tessera(&["dot", p, "-o", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .starts_with("digraph"));
 }

@@ -290,3 +290,47 @@ fn vision_op_errors_name_the_node() {
     let s = one_line(&import_error(&b, "bn.onnx"));
     assert_mentions(&s, &["BatchNormalization", "training_mode"]);
 }
+
+/// ONNX names each value once (the graph is in SSA form; onnxruntime refuses a second
+/// definition). Found by scripts/campaign.py: a second node writing `t` was accepted and
+/// silently replaced the first node's value for every later reader.
+#[test]
+fn a_value_defined_twice_is_an_error_naming_it() {
+    let x = [D::N(4)];
+    let mut twice = ModelBuilder::new(17);
+    twice
+        .input("x", FLOAT, &x)
+        .node("Relu", &["x"], &["t"], vec![])
+        .node("Neg", &["x"], &["t"], vec![])
+        .node("Abs", &["t"], &["y"], vec![])
+        .output("y");
+    let s = one_line(&import_error(&twice, "m.onnx"));
+    assert_mentions(&s, &["'Neg_1'", "output 't' is already defined"]);
+
+    let mut over_input = ModelBuilder::new(17);
+    over_input
+        .input("x", FLOAT, &x)
+        .node("Relu", &["x"], &["x"], vec![])
+        .output("x");
+    let s = one_line(&import_error(&over_input, "m.onnx"));
+    assert_mentions(&s, &["'Relu_0'", "output 'x' is already defined"]);
+
+    let mut two_inits = ModelBuilder::new(17);
+    two_inits
+        .input("x", FLOAT, &x)
+        .init_f32_raw("w", &[4], &[1.0; 4])
+        .init_f32_raw("w", &[4], &[5.0; 4])
+        .node("Add", &["x", "w"], &["y"], vec![])
+        .output("y");
+    let s = one_line(&import_error(&two_inits, "m.onnx"));
+    assert_mentions(&s, &["'w'", "two initializers"]);
+
+    let mut two_inputs = ModelBuilder::new(17);
+    two_inputs
+        .input("x", FLOAT, &x)
+        .input("x", FLOAT, &[D::N(3)])
+        .node("Add", &["x", "x"], &["y"], vec![])
+        .output("y");
+    let s = one_line(&import_error(&two_inputs, "m.onnx"));
+    assert_mentions(&s, &["'x'", "two graph inputs"]);
+}

@@ -8,7 +8,9 @@
 //!   a plan's weight entry names) the way onnxruntime does: it must be relative, have no
 //!   `..` component, and after symbolic links are resolved stay inside the model's folder.
 //!   The model file itself (the home of `raw_data` initializers) is always allowed, even
-//!   when it is a link to a file elsewhere.
+//!   when it is a link to a file elsewhere;
+//! * [`create_regular`] creates a file to write (an output `.npy`) without following a
+//!   symbolic link and without blocking on a FIFO.
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -124,6 +126,36 @@ pub fn open_regular(path: &Path) -> Result<File, FileError> {
     }
     let file = opts.open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok(file)
+}
+
+/// Creates `path` for writing, or truncates it, only if it is absent or a regular file: a
+/// symbolic link is refused, never written through (on unix the open itself does not
+/// follow a final link, so a link swapped in between is refused too), and a FIFO or
+/// device is refused before it could block (the open is non-blocking on unix). The
+/// error for such a path says what it is.
+pub fn create_regular(path: &Path) -> std::io::Result<File> {
+    let not_regular = |meta: &Metadata| {
+        std::io::Error::other(format!("not a regular file (it is a {})", kind_of(meta)))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(not_regular(&meta)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(not_regular(&meta));
     }

@@ -3,7 +3,6 @@
 //! Read: f32, f16, f64, bf16-free float types; i64, i32, i16, i8, u8; bool. Floats are held
 //! as f32, integers as i64 (see [`tessera_ir::Tensor`]); the logical dtype is kept. Write: the
 //! tensor's logical dtype (bf16, which NumPy lacks, is written as f32). C order only.
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use tessera_ir::{DType, Tensor, TensorData};
@@ -167,7 +166,8 @@ fn ints<T: Into<i64>>(v: Vec<T>) -> TensorData {
 /// Writes a host tensor as a `.npy` file in its logical dtype.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let shape: Vec<u64> = t.shape.iter().map(|d| *d as u64).collect();
-    let file = File::create(path).map_err(|e| err(path, e))?;
+    // Never through a symbolic link (out/y.npy linked to a file elsewhere) nor into a FIFO.
+    let file = tessera_ir::files::create_regular(path).map_err(|e| err(path, e))?;
     let w = BufWriter::new(file);
     let res = match (&t.data, t.dtype) {
         (TensorData::F32(v), DType::F16) => {

@@ -2,9 +2,11 @@
 use super::common::{classify, display_name, emit, import, Artifact};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tessera_compiler::report::{graph_to_dot, plan_to_dot, render_svg, LayerRange, PlanDotOptions};
+use tessera_ir::files::dir_of;
 use tessera_ir::plan::Plan;
+use tessera_ir::{Graph, WeightData};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +50,9 @@ pub fn run(args: DotArgs) -> Result<()> {
                 );
             }
             let model = import(&path, &args.shapes)?;
+            if let Some(out) = &args.output {
+                refuse_model_input(out, &path, &model.graph)?;
+            }
             graph_to_dot(&model.graph, &display_name(&path))
         }
         Artifact::Plan(path) => {
@@ -63,6 +68,15 @@ pub fn run(args: DotArgs) -> Result<()> {
                 .map(str::parse::<LayerRange>)
                 .transpose()?;
             let plan = Plan::read(&path)?;
+            if let Some(out) = &args.output {
+                if same_file(out, &path) {
+                    bail!(
+                        "cannot write '{}': it is the plan being drawn",
+                        out.display()
+                    );
+                }
+                plan.refuse_input(&path, out, "DOT output")?;
+            }
             let opts = PlanDotOptions {
                 rank: args.rank.unwrap_or(0),
                 expand,
@@ -75,4 +89,34 @@ pub fn run(args: DotArgs) -> Result<()> {
         Format::Svg => render_svg(&dot)?,
     };
     emit(&text, args.output.as_deref())
+}
+
+/// Whether `a` and `b` are one existing file (links resolved).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Refuses an output that is the model being drawn or one of its weight files.
+fn refuse_model_input(out: &Path, model: &Path, graph: &Graph) -> Result<()> {
+    if same_file(out, model) {
+        bail!(
+            "cannot write '{}': it is the model being drawn",
+            out.display()
+        );
+    }
+    for w in graph.weights.values() {
+        if let WeightData::File { path, .. } = &w.data {
+            if same_file(out, &dir_of(model).join(path)) {
+                bail!(
+                    "cannot write '{}': it is the weight file of initializer '{}'",
+                    out.display(),
+                    w.name
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -168,7 +168,12 @@ fn import(
             WeightData::File { .. } if small => Some(tensor_proto::decode(t, &t.name)?),
             WeightData::File { .. } => None,
         };
-        initializer_names.insert(t.name.clone());
+        if !initializer_names.insert(t.name.clone()) {
+            return Err(ImportError::tensor(
+                &t.name,
+                "two initializers have this name (ONNX names each value once)",
+            ));
+        }
         walker.add_initializer(weight, konst);
     }
     let graph_inputs: Vec<_> = graph_proto
@@ -189,7 +194,14 @@ fn import(
             });
         }
     }
+    let mut input_names = HashSet::new();
     for vi in &graph_inputs {
+        if !input_names.insert(&vi.name) {
+            return Err(ImportError::tensor(
+                &vi.name,
+                "two graph inputs have this name (ONNX names each value once)",
+            ));
+        }
         let (dtype, shape) = inputs::resolve_input(vi, opts.input_shapes.get(&vi.name))?;
         walker.add_input(&vi.name, dtype, shape);
     }

@@ -205,6 +205,16 @@ impl Walker {
             if out.is_empty() {
                 continue;
             }
+            if self.values.contains_key(out) {
+                return Err(ImportError::node(
+                    &name,
+                    op_type,
+                    format!(
+                        "output '{out}' is already defined (by a graph input, an initializer \
+                         or an earlier output); ONNX names each value once"
+                    ),
+                ));
+            }
             let v = match outputs.get(k) {
                 Some(v) => v.clone(),
                 None => Value {

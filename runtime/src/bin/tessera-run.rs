@@ -82,7 +82,10 @@ struct Args {
 const MAX_REPEAT: u64 = 1_000_000;
 
 fn main() {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => usage_error(e),
+    };
     match run(&args) {
         Ok(true) => {}
         Ok(false) => std::process::exit(3),
@@ -104,6 +107,27 @@ enum Loaded {
     ),
 }
 
+/// Help and version as clap prints them; a usage error as one line, exit status 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let first = first.trim().trim_start_matches("error: ");
+    eprintln!("tessera-run: {first} (see tessera-run --help)");
+    std::process::exit(2);
+}
+
 /// Runs the command; `Ok(false)` when `--check` failed.
 fn run(args: &Args) -> Result<bool> {
     // An explicit --model is trusted to be the right file only if its hash matches too.
@@ -114,6 +138,19 @@ fn run(args: &Args) -> Result<bool> {
     let role = multiproc::role(args.nproc);
     if role != ProcessRole::InProcess && args.backend != DeviceKind::Cuda {
         bail!("--nproc and RANK/WORLD_SIZE (one process per device) need --backend cuda");
+    }
+    let names: Vec<String> = plan
+        .graph
+        .outputs
+        .iter()
+        .map(|t| plan.graph.tensor(*t).name.clone())
+        .collect();
+    let out_paths = match &args.output {
+        Some(dir) => output_paths(dir, &names),
+        None => Vec::new(),
+    };
+    for path in &out_paths {
+        plan.refuse_input(&args.plan, path, "output")?;
     }
     let (outputs, stats, loaded) = match role {
         ProcessRole::Launcher { nproc } => {
@@ -159,12 +196,6 @@ fn run(args: &Args) -> Result<bool> {
         Loaded::Resident(s, inputs) => (s.plan(), s.store(), &**inputs),
         Loaded::Direct(plan, store, inputs) => (&**plan, store, inputs),
     };
-    let names: Vec<String> = plan
-        .graph
-        .outputs
-        .iter()
-        .map(|t| plan.graph.tensor(*t).name.clone())
-        .collect();
     println!(
         "ran {} on {} {} device(s) in {:.2} ms",
         args.plan.display(),
@@ -173,7 +204,7 @@ fn run(args: &Args) -> Result<bool> {
         stats.wall_ms
     );
     match &args.output {
-        Some(dir) => write_outputs(dir, &names, &outputs)?,
+        Some(dir) => write_outputs(dir, &names, &out_paths, &outputs)?,
         None => {
             for (name, t) in names.iter().zip(&outputs) {
                 println!("  output '{name}': {}{:?}", t.dtype, t.shape);
@@ -275,12 +306,35 @@ fn file_name(name: &str) -> String {
     }
 }
 
-fn write_outputs(dir: &Path, names: &[String], outputs: &[Tensor]) -> Result<()> {
+/// The file in `dir` of each output: `<file_name>.npy`, or `<file_name>_2.npy`, `_3`…
+/// when an earlier output already took that name (`a/b` and `a:b` are both `a_b`).
+fn output_paths(dir: &Path, names: &[String]) -> Vec<PathBuf> {
+    let mut taken = std::collections::HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let base = file_name(name);
+            let mut stem = base.clone();
+            let mut k = 1;
+            while !taken.insert(stem.clone()) {
+                k += 1;
+                stem = format!("{base}_{k}");
+            }
+            dir.join(format!("{stem}.npy"))
+        })
+        .collect()
+}
+
+fn write_outputs(
+    dir: &Path,
+    names: &[String],
+    paths: &[PathBuf],
+    outputs: &[Tensor],
+) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    for (name, t) in names.iter().zip(outputs) {
-        let path = dir.join(format!("{}.npy", file_name(name)));
-        write_npy(&path, t)?;
+    for ((name, path), t) in names.iter().zip(paths).zip(outputs) {
+        write_npy(path, t)?;
         println!(
             "  output '{name}': {}{:?} -> {}",
             t.dtype,

@@ -36,7 +36,7 @@ pub enum ExecError {
     },
     /// The plan needs more memory than the cap ([`super::memory`]).
     #[error(
-        "the plan needs {needed} bytes on its {ranks} devices at their peaks (rank {rank} peaks at {peak} bytes at step {step}, allocating tensor '{tensor}'), over the cap of {cap} bytes (set TESSERA_MAX_PLANNED_BYTES to change it; default: this machine's memory)"
+        "the plan needs {needed} bytes on its {ranks} devices at their peaks (rank {rank} peaks at {peak} bytes at step {step}, allocating tensor '{tensor}'), over the cap of {cap} bytes (set TESSERA_MAX_PLANNED_BYTES to change it; default: this machine's memory, or a lower ulimit -v or cgroup limit)"
     )]
     PlannedMemory {
         /// Bytes needed, all ranks together.

@@ -4,7 +4,8 @@
 //! freed after its last reader, weights and plan outputs live to the end. The peak of every
 //! rank is summed (CPU devices run as threads of one process, all at once) and compared with
 //! the cap: `TESSERA_MAX_PLANNED_BYTES` when set, else this machine's memory
-//! (`MemTotal` of `/proc/meminfo`), else no cap. A plan over it is refused with one line that
+//! (`MemTotal` of `/proc/meminfo`) or less under an address-space limit (`ulimit -v`) or a
+//! cgroup memory limit, else no cap. A plan over it is refused with one line that
 //! names the rank, the step and the tensor where the largest rank peaks, instead of the
 //! process being killed half-way through a run.
 use super::error::ExecError;
@@ -105,20 +106,56 @@ pub fn rank_peak(plan: &Plan, rank: usize) -> Peak {
     peak
 }
 
-/// The cap: [`ENV_CAP`] when set (an error when it is not a number), else the machine's
-/// memory, else none.
+/// The cap: [`ENV_CAP`] when set (an error when it is not a number), else the least of
+/// the machine's memory, this process's address-space limit (`ulimit -v`) and its cgroup's
+/// `memory.max`, else none. Without the last two a run under such a limit would pass the
+/// check and then abort on an allocation the limit refuses.
 pub fn host_cap() -> Result<Option<u64>, ExecError> {
     if let Ok(s) = std::env::var(ENV_CAP) {
         return s.trim().parse().map(Some).map_err(|_| {
             ExecError::InvalidPlan(format!("{ENV_CAP}={s}: expected a number of bytes"))
         });
     }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    Ok(meminfo
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cgroup = cgroup_dir(&read("/proc/self/cgroup"))
+        .map(|d| read(&format!("/sys/fs/cgroup{d}/memory.max")))
+        .unwrap_or_default();
+    Ok([
+        mem_total(&read("/proc/meminfo")),
+        address_space_limit(&read("/proc/self/limits")),
+        cgroup_memory_max(&cgroup),
+    ]
+    .into_iter()
+    .flatten()
+    .min())
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb.saturating_mul(1024)))
+        .map(|kb| kb.saturating_mul(1024))
+}
+
+/// The soft `Max address space` of a `/proc/self/limits` text, in bytes (`unlimited`: none).
+fn address_space_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max address space"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+}
+
+/// The cgroup v2 folder (`0::/PATH`) of a `/proc/self/cgroup` text.
+fn cgroup_dir(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// A cgroup v2 `memory.max` text in bytes (`max`: none).
+fn cgroup_memory_max(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
 }
 
 /// Refuses a plan whose ranks together need more than `cap` bytes at their peaks.
@@ -159,4 +196,31 @@ pub fn check_planned_memory(plan: &Plan, cap: Option<u64>) -> Result<(), ExecErr
         step: worst.step,
         tensor: tensor.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_reads_meminfo_ulimit_and_cgroup_texts() {
+        assert_eq!(
+            mem_total("MemFree: 5 kB\nMemTotal:       24000 kB\n"),
+            Some(24000 * 1024)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max stack size            8388608              unlimited            bytes\n\
+                      Max address space         4294967296           unlimited            bytes\n";
+        assert_eq!(address_space_limit(limits), Some(4294967296));
+        let unlimited =
+            "Max address space         unlimited            unlimited            bytes\n";
+        assert_eq!(address_space_limit(unlimited), None);
+        assert_eq!(
+            cgroup_dir("0::/user.slice/a.scope\n"),
+            Some("/user.slice/a.scope")
+        );
+        assert_eq!(cgroup_dir("12:memory:/docker/x\n"), None);
+        assert_eq!(cgroup_memory_max("1073741824\n"), Some(1 << 30));
+        assert_eq!(cgroup_memory_max("max\n"), None);
+    }
 }
