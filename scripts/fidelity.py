@@ -46,11 +46,15 @@ def spearman(a, b):
 
 def tensor_names(plan_path):
     """Names of the MLP hidden activations (the A operand of each down projection: a MatMul
-    whose weight B is [I, H] with I > H) and the attention contexts (the output of a MatMul
+    whose weight B is [I, H] with I >= 2H, the only MatMul reading that A) and the attention contexts (the output of a MatMul
     whose A operand is a Softmax output), found by op pattern in the plan's graph."""
     g = json.load(open(plan_path))["graph"]
     tensors, weights = g["tensors"], g["weights"]
     producer = {o: nd["op"]["op"] for nd in g["nodes"] for o in nd["outputs"]}
+    mm_uses = {}
+    for nd in g["nodes"]:
+        if nd["op"]["op"] == "mat_mul":
+            mm_uses[nd["inputs"][0]] = mm_uses.get(nd["inputs"][0], 0) + 1
     mlp_hidden, attn_ctx = [], []
     for nd in g["nodes"]:
         if nd["op"]["op"] != "mat_mul":
@@ -58,7 +62,7 @@ def tensor_names(plan_path):
         a, w = nd["inputs"][0], nd["inputs"][1]
         if str(w) in weights:
             shp = tensors[w]["shape"]
-            if len(shp) == 2 and shp[0] > shp[1]:
+            if len(shp) == 2 and shp[0] >= 2 * shp[1] and mm_uses[a] == 1:
                 mlp_hidden.append(tensors[a]["name"])
         if producer.get(a) == "softmax":
             attn_ctx.append(tensors[nd["outputs"][0]]["name"])
