@@ -75,6 +75,10 @@ fn compile(name: &str, n: usize, shapes: &[String], dir: &Path) -> PathBuf {
         model.to_str().expect("utf-8 path"),
         "--devices",
         &n,
+        // check_plan counts Megatron's all-reduces per layer, a communication property: the
+        // memory objective's (the default time objective may trade collectives for compute).
+        "--objective",
+        "memory",
         "-o",
         plan.to_str().expect("utf-8 path"),
     ];

@@ -9,7 +9,7 @@
 //! Presets: `nvlink`, `pcie`, `ethernet`, `cpu`; a custom mesh loads from TOML
 //! ([`load_cost_model_toml`]).
 use tessera_ir::plan::CollectiveKind;
-pub use tessera_ir::plan::CostModel;
+pub use tessera_ir::plan::{Calibration, CostModel, GemmClass, LinkFit};
 use tessera_ir::{DType, Op};
 
 /// Errors loading a cost model.
@@ -37,42 +37,61 @@ pub enum CostError {
 }
 
 /// NVLink-class GPUs: 5 µs latency, 150 GB/s, 100 TFLOP/s.
+///
+/// Sources: NVIDIA A100 datasheet (2021): NVLink 3 at 600 GB/s total per GPU, 312 TFLOP/s
+/// BF16 dense tensor-core peak; nccl-tests `all_reduce_perf` on a DGX A100 reports a bus
+/// bandwidth of about 230 GB/s for large messages and a few µs for small ones. The preset
+/// takes 150 GB/s (large but not asymptotic messages), 5 µs, and a third of the BF16 peak
+/// (the utilisation of a tensor-parallel layer's GEMMs at moderate sizes).
 pub fn nvlink() -> CostModel {
     CostModel {
         name: "nvlink".into(),
         alpha_s: 5e-6,
         beta_bytes_per_s: 150e9,
         flops_per_s: 100e12,
+        calibration: Calibration::default(),
     }
 }
 
 /// PCIe-connected GPUs: 10 µs latency, 16 GB/s, 50 TFLOP/s.
+///
+/// Sources: PCI-SIG PCIe 4.0 x16 at 32 GB/s per direction (nccl-tests over PCIe without
+/// NVLink report 12-20 GB/s bus bandwidth for all-reduce, about half of it); NVIDIA A10 / L4
+/// class datasheets: 125 / 121 TFLOP/s FP16 dense tensor peak, of which the preset takes
+/// about 40 %.
 pub fn pcie() -> CostModel {
     CostModel {
         name: "pcie".into(),
         alpha_s: 10e-6,
         beta_bytes_per_s: 16e9,
         flops_per_s: 50e12,
+        calibration: Calibration::default(),
     }
 }
 
 /// Hosts over ethernet: 50 µs latency, 1.25 GB/s (10 GbE), 1 TFLOP/s.
+///
+/// Sources: IEEE 802.3ae 10 GbE line rate (10 Gbit/s = 1.25 GB/s); tens of µs of TCP
+/// round-trip latency; 1 TFLOP/s is a multi-core server CPU's FP32 AVX-512 rate.
 pub fn ethernet() -> CostModel {
     CostModel {
         name: "ethernet".into(),
         alpha_s: 50e-6,
         beta_bytes_per_s: 1.25e9,
         flops_per_s: 1e12,
+        calibration: Calibration::default(),
     }
 }
 
-/// CPU threads sharing memory: 2 µs latency, 10 GB/s, 50 GFLOP/s per device.
+/// CPU threads sharing memory: 2 µs latency, 10 GB/s, 50 GFLOP/s per device. `tessera
+/// calibrate --backend cpu` measures the machine instead.
 pub fn cpu() -> CostModel {
     CostModel {
         name: "cpu".into(),
         alpha_s: 2e-6,
         beta_bytes_per_s: 10e9,
         flops_per_s: 50e9,
+        calibration: Calibration::default(),
     }
 }
 
@@ -89,6 +108,11 @@ pub fn preset(name: &str) -> Result<CostModel, CostError> {
 
 /// Parses a cost model from TOML text: either `preset = "pcie"` (optionally overriding
 /// fields) or all of `alpha_s`, `beta_bytes_per_s`, `flops_per_s` (and an optional `name`).
+/// Optional measured fields (what `tessera calibrate` writes): `mem_bytes_per_s`,
+/// `op_overhead_s`, a table `[collectives.KIND]` of `alpha_s` and `beta_bytes_per_s` per
+/// collective kind (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`,
+/// `broadcast`), and a table `[gemm_flops_per_s]` keyed by GEMM class (`skinny`, `small`,
+/// `medium`, `large`). Errors name the file and the field.
 pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostError> {
     let invalid = |msg: String| CostError::Invalid {
         path: path.into(),
@@ -105,25 +129,80 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             alpha_s: f64::NAN,
             beta_bytes_per_s: f64::NAN,
             flops_per_s: f64::NAN,
+            calibration: Calibration::default(),
         },
     };
-    for (key, value) in &table {
-        let num = || match value {
-            toml::Value::Float(f) => Ok(*f),
-            toml::Value::Integer(i) => Ok(*i as f64),
-            _ => Err(invalid(format!("'{key}' must be a number"))),
+    let num = |key: &str, value: &toml::Value, zero_ok: bool| -> Result<f64, CostError> {
+        let v = match value {
+            toml::Value::Float(f) => *f,
+            toml::Value::Integer(i) => *i as f64,
+            _ => return Err(invalid(format!("field '{key}' must be a number"))),
         };
+        let ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+        if !ok || !v.is_finite() {
+            return Err(invalid(format!("field '{key}' = {v} is out of range")));
+        }
+        Ok(v)
+    };
+    let sub = |key: &str, value: &toml::Value| -> Result<toml::Table, CostError> {
+        value
+            .as_table()
+            .cloned()
+            .ok_or_else(|| invalid(format!("field '{key}' must be a table")))
+    };
+    for (key, value) in &table {
         match key.as_str() {
             "preset" => {}
             "name" => {
                 model.name = value
                     .as_str()
-                    .ok_or_else(|| invalid("'name' must be a string".into()))?
+                    .ok_or_else(|| invalid("field 'name' must be a string".into()))?
                     .to_string()
             }
-            "alpha_s" => model.alpha_s = num()?,
-            "beta_bytes_per_s" => model.beta_bytes_per_s = num()?,
-            "flops_per_s" => model.flops_per_s = num()?,
+            "alpha_s" => model.alpha_s = num(key, value, true)?,
+            "beta_bytes_per_s" => model.beta_bytes_per_s = num(key, value, false)?,
+            "flops_per_s" => model.flops_per_s = num(key, value, false)?,
+            "mem_bytes_per_s" => model.calibration.mem_bytes_per_s = Some(num(key, value, false)?),
+            "op_overhead_s" => model.calibration.op_overhead_s = num(key, value, true)?,
+            "collectives" => {
+                for (kind, fit) in sub(key, value)? {
+                    let k = collective_kind(&kind).ok_or_else(|| {
+                        invalid(format!("unknown collective 'collectives.{kind}'"))
+                    })?;
+                    let fit = sub(&format!("collectives.{kind}"), &fit)?;
+                    let field = |f: &str, zero_ok: bool| {
+                        let name = format!("collectives.{kind}.{f}");
+                        fit.get(f)
+                            .ok_or_else(|| invalid(format!("missing field '{name}'")))
+                            .and_then(|v| num(&name, v, zero_ok))
+                    };
+                    if let Some(extra) = fit
+                        .keys()
+                        .find(|f| *f != "alpha_s" && *f != "beta_bytes_per_s")
+                    {
+                        return Err(invalid(format!(
+                            "unknown field 'collectives.{kind}.{extra}'"
+                        )));
+                    }
+                    let lf = LinkFit {
+                        alpha_s: field("alpha_s", true)?,
+                        beta_bytes_per_s: field("beta_bytes_per_s", false)?,
+                    };
+                    model.calibration.collectives.insert(k, lf);
+                }
+            }
+            "gemm_flops_per_s" => {
+                for (class, rate) in sub(key, value)? {
+                    let c = GemmClass::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == class)
+                        .ok_or_else(|| {
+                            invalid(format!("unknown GEMM class 'gemm_flops_per_s.{class}' (expected skinny, small, medium or large)"))
+                        })?;
+                    let v = num(&format!("gemm_flops_per_s.{class}"), &rate, false)?;
+                    model.calibration.gemm_flops_per_s.insert(c, v);
+                }
+            }
             other => return Err(invalid(format!("unknown field '{other}'"))),
         }
     }
@@ -135,16 +214,52 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
         if v.is_nan() {
             return Err(invalid(format!("missing field '{field}'")));
         }
-        let ok = if field == "alpha_s" {
-            v >= 0.0
-        } else {
-            v > 0.0
-        };
-        if !ok || !v.is_finite() {
-            return Err(invalid(format!("field '{field}' = {v} is out of range")));
-        }
     }
     Ok(model)
+}
+
+fn collective_kind(name: &str) -> Option<CollectiveKind> {
+    [
+        CollectiveKind::AllReduce,
+        CollectiveKind::AllGather,
+        CollectiveKind::ReduceScatter,
+        CollectiveKind::AllToAll,
+        CollectiveKind::Broadcast,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == name)
+}
+
+/// Writes a cost model as TOML that [`parse_cost_model_toml`] reads back to the same model.
+pub fn cost_model_toml(model: &CostModel) -> String {
+    let mut out = String::new();
+    let name = toml::Value::String(model.name.clone());
+    out += &format!("name = {name}\n");
+    out += &format!("alpha_s = {:e}\n", model.alpha_s);
+    out += &format!("beta_bytes_per_s = {:e}\n", model.beta_bytes_per_s);
+    out += &format!("flops_per_s = {:e}\n", model.flops_per_s);
+    let c = &model.calibration;
+    if let Some(m) = c.mem_bytes_per_s {
+        out += &format!("mem_bytes_per_s = {m:e}\n");
+    }
+    if c.op_overhead_s != 0.0 {
+        out += &format!("op_overhead_s = {:e}\n", c.op_overhead_s);
+    }
+    if !c.gemm_flops_per_s.is_empty() {
+        out += "\n[gemm_flops_per_s]\n";
+        for (k, v) in &c.gemm_flops_per_s {
+            out += &format!("{} = {v:e}\n", k.as_str());
+        }
+    }
+    for (k, f) in &c.collectives {
+        out += &format!(
+            "\n[collectives.{}]\nalpha_s = {:e}\nbeta_bytes_per_s = {:e}\n",
+            k.as_str(),
+            f.alpha_s,
+            f.beta_bytes_per_s
+        );
+    }
+    out
 }
 
 /// Loads a cost model from a TOML file (see [`parse_cost_model_toml`]).
@@ -170,13 +285,44 @@ pub fn ring_bytes(kind: CollectiveKind, bytes: u64, n: usize) -> f64 {
 }
 
 /// Model seconds of one collective over a logical tensor of `bytes` on `n` devices.
+/// A calibrated kind uses its own measured latency and bandwidth.
 pub fn collective_seconds(model: &CostModel, kind: CollectiveKind, bytes: u64, n: usize) -> f64 {
-    model.alpha_s + ring_bytes(kind, bytes, n) / model.beta_bytes_per_s
+    let (alpha, beta) = match model.calibration.collectives.get(&kind) {
+        Some(f) => (f.alpha_s, f.beta_bytes_per_s),
+        None => (model.alpha_s, model.beta_bytes_per_s),
+    };
+    alpha + ring_bytes(kind, bytes, n) / beta
 }
 
 /// Model seconds of `flops` floating-point operations on one rank.
 pub fn compute_seconds(model: &CostModel, flops: u64) -> f64 {
     flops as f64 / model.flops_per_s
+}
+
+/// What one op does on one rank, for [`op_seconds`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpWork {
+    /// FLOPs.
+    pub flops: u64,
+    /// Bytes read and written.
+    pub bytes: u64,
+    /// The GEMM's `(M, N, K)` (batch folded into M) when the op is a matrix product.
+    pub gemm: Option<(usize, usize, usize)>,
+}
+
+/// Model seconds of one op on one rank: the op overhead plus the larger of its compute
+/// time (FLOPs at the rate of its GEMM class, or `flops_per_s`) and its memory time (bytes at
+/// `mem_bytes_per_s`, when calibrated) — a roofline: an op is bound by one or the other.
+/// Uncalibrated models reduce to `FLOPs / flops_per_s`.
+pub fn op_seconds(model: &CostModel, w: OpWork) -> f64 {
+    let c = &model.calibration;
+    let rate = w
+        .gemm
+        .and_then(|(m, n, k)| c.gemm_flops_per_s.get(&GemmClass::of(m, n, k)).copied())
+        .unwrap_or(model.flops_per_s);
+    let compute = w.flops as f64 / rate;
+    let memory = c.mem_bytes_per_s.map_or(0.0, |bw| w.bytes as f64 / bw);
+    c.op_overhead_s + compute.max(memory)
 }
 
 /// Estimated FLOPs of `op` on the given (local) input and output shapes: the op's spec
@@ -223,6 +369,74 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn calibrated_profile_round_trips_and_errors_name_the_field() {
+        let text = "name = \"lab\"\nalpha_s = 1e-5\nbeta_bytes_per_s = 2e9\nflops_per_s = 3e10\n\
+                    mem_bytes_per_s = 8e9\nop_overhead_s = 4e-7\n[gemm_flops_per_s]\nlarge = 5e10\n\
+                    [collectives.all_gather]\nalpha_s = 7e-6\nbeta_bytes_per_s = 3e9\n";
+        let m = parse_cost_model_toml(text, "lab.toml").unwrap();
+        assert_eq!(m.calibration.mem_bytes_per_s, Some(8e9));
+        assert_eq!(m.calibration.gemm_flops_per_s[&GemmClass::Large], 5e10);
+        let back = parse_cost_model_toml(&cost_model_toml(&m), "again.toml").unwrap();
+        assert_eq!(back, m);
+        // The all-gather uses its own fit, the all-reduce the base numbers.
+        let ag = collective_seconds(&m, CollectiveKind::AllGather, 1000, 2);
+        assert!((ag - (7e-6 + 500.0 / 3e9)).abs() < 1e-15);
+        let ar = collective_seconds(&m, CollectiveKind::AllReduce, 1000, 2);
+        assert!((ar - (1e-5 + 1000.0 / 2e9)).abs() < 1e-15);
+        // Roofline: a large GEMM at its class rate; an elementwise op at memory bandwidth.
+        let g = OpWork {
+            flops: 2 * 512 * 512 * 1024,
+            bytes: 0,
+            gemm: Some((512, 512, 1024)),
+        };
+        assert!((op_seconds(&m, g) - (4e-7 + g.flops as f64 / 5e10)).abs() < 1e-15);
+        let e = OpWork {
+            flops: 1000,
+            bytes: 8e6 as u64,
+            gemm: None,
+        };
+        assert!((op_seconds(&m, e) - (4e-7 + 1e-3)).abs() < 1e-15);
+        for (bad, field) in [
+            (
+                "[collectives.all_gather]\nalpha_s = 1e-6",
+                "collectives.all_gather.beta_bytes_per_s",
+            ),
+            (
+                "[collectives.all_gather]\nalpha_s = \"x\"\nbeta_bytes_per_s = 1",
+                "collectives.all_gather.alpha_s",
+            ),
+            (
+                "[collectives.gossip]\nalpha_s = 1\nbeta_bytes_per_s = 1",
+                "collectives.gossip",
+            ),
+            ("[gemm_flops_per_s]\nhuge = 1e9", "gemm_flops_per_s.huge"),
+            ("[gemm_flops_per_s]\nlarge = -1", "gemm_flops_per_s.large"),
+            ("mem_bytes_per_s = 0", "mem_bytes_per_s"),
+        ] {
+            let e = parse_cost_model_toml(&format!("preset = \"cpu\"\n{bad}"), "p.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("p.toml") && e.contains(field), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn old_three_number_files_load_unchanged() {
+        let m = parse_cost_model_toml(
+            "name = \"old\"\nalpha_s = 2e-6\nbeta_bytes_per_s = 1e10\nflops_per_s = 5e10\n",
+            "old.toml",
+        )
+        .unwrap();
+        assert!(m.calibration.is_empty());
+        let w = OpWork {
+            flops: 1_000_000,
+            bytes: 1 << 30,
+            gemm: Some((100, 100, 50)),
+        };
+        assert_eq!(op_seconds(&m, w), compute_seconds(&m, 1_000_000));
     }
 
     #[test]

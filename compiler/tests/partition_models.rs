@@ -27,8 +27,13 @@ fn import(rel: &str, shapes: &[(&str, &[usize])]) -> Option<(Graph, PathBuf)> {
     Some((m.graph, path))
 }
 
+/// The plan under the `memory` objective: these tests check the communication structure
+/// (Megatron's collectives), which is what that objective minimises; the default `time`
+/// objective may trade collectives for replicated compute where the cost model says so.
 fn plan(g: &Graph, n: usize) -> Plan {
-    let p = partition(g, &PartitionOptions::new(n))
+    let mut opts = PartitionOptions::new(n);
+    opts.objective = tessera_ir::plan::ObjectiveKind::Memory;
+    let p = partition(g, &opts)
         .unwrap_or_else(|e| panic!("partition on {n}: {e}"))
         .plan;
     assert!(p.estimates[0].param_bytes as f64 <= p.objective.memory_per_device.unwrap() as f64);

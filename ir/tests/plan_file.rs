@@ -68,6 +68,7 @@ fn plan() -> Plan {
             alpha_s: 1e-6,
             beta_bytes_per_s: 1e10,
             flops_per_s: 1e11,
+            calibration: Default::default(),
         },
         objective: Objective {
             kind: ObjectiveKind::Time,

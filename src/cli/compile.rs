@@ -40,7 +40,7 @@ pub struct CompileArgs {
     #[arg(long, value_name = "PRESET|FILE.toml")]
     cost_model: Option<String>,
     /// Objective of the search.
-    #[arg(long, default_value = "memory", value_parser = objective_parser())]
+    #[arg(long, default_value = "time", value_parser = objective_parser())]
     objective: ObjectiveKind,
     /// Per-device parameter budget: bytes, or with a unit (`512MiB`, `16GiB`, `2GB`).
     #[arg(long, value_name = "BYTES")]

@@ -1,4 +1,5 @@
 //! Command-line interface: argument definitions and one module per subcommand.
+mod calibrate;
 mod common;
 mod compile;
 mod dot;
@@ -28,6 +29,9 @@ enum Command {
     Dot(dot::DotArgs),
     /// Print the canonicalisation rules (rewrite patterns with guards).
     Rules(rules::RulesArgs),
+    /// Measure the devices' collectives, GEMMs and memory-bound ops and write a cost-model
+    /// profile (TOML) for `compile --cost-model FILE`.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// Runs the parsed command.
@@ -37,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Dot(a) => dot::run(a),
         Command::Rules(a) => rules::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Local forms: one way an op can run on the ranks of a 1-D mesh.
+use crate::cost::OpWork;
 use tessera_ir::plan::AxisSlice;
-use tessera_ir::{Graph, Layout, NodeId, TensorId};
+use tessera_ir::{Graph, Layout, NodeId, Op, TensorId};
 
 /// An operand a local form reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,5 +116,48 @@ pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usiz
             *s.get_mut(*axis)? = end - start;
             layout.local_shape(&s, n)
         }
+    }
+}
+
+/// What a form does on one rank, for the cost model: its FLOPs, the bytes of its local
+/// operands and output, and for a matrix product its `(M, N, K)` (N the output's last axis,
+/// M the rest of the output, K from the FLOPs `2·M·N·K`).
+pub fn form_work(g: &Graph, n: usize, f: &LocalForm) -> OpWork {
+    let size = |t: TensorId| g.tensor(t).dtype.size_bytes();
+    let mut bytes = 0usize;
+    for o in &f.inputs {
+        let (Operand::Tensor { t, .. } | Operand::View { t, .. }) = o;
+        if let Some(s) = operand_local_shape(g, o, n) {
+            bytes += tessera_ir::numel(&s) * size(*t);
+        }
+    }
+    let out = f
+        .out
+        .local_shape(&g.tensor(f.tensor).shape, n)
+        .unwrap_or_default();
+    let out_numel = tessera_ir::numel(&out);
+    bytes += out_numel * size(f.tensor);
+    let is_gemm = matches!(f.lowering, Lowering::FusedSection { .. })
+        || matches!(g.node(f.node).op, Op::MatMul(_) | Op::Gemm(_));
+    let gemm = (is_gemm && out_numel > 0 && f.flops > 0).then(|| {
+        let cols = out.last().copied().unwrap_or(1).max(1);
+        let k = (f.flops / (2 * out_numel as u64)).max(1) as usize;
+        (out_numel / cols, cols, k)
+    });
+    OpWork {
+        flops: f.flops,
+        bytes: bytes as u64,
+        gemm,
+    }
+}
+
+/// What converting a replicated tensor `t` to one addend of a partial sum costs on one rank:
+/// one division per element, read and written once.
+pub fn scale_work(g: &Graph, t: TensorId) -> OpWork {
+    let numel = tessera_ir::numel(&g.tensor(t).shape) as u64;
+    OpWork {
+        flops: numel,
+        bytes: 2 * tensor_bytes(g, t),
+        gemm: None,
     }
 }

@@ -27,6 +27,8 @@ pub struct Lowered {
     pub weight_shards: Vec<WeightShard>,
     /// FLOPs per rank.
     pub flops: u64,
+    /// What each compute step and scale conversion does, for the modelled time.
+    pub work: Vec<crate::cost::OpWork>,
     /// Per-rank parameter bytes.
     pub param_bytes: u64,
     /// Layout per tensor.
@@ -254,6 +256,7 @@ impl Lowerer<'_> {
                 let src = self.avail(t, Layout::Replicated)?;
                 let v = self.value(t, l, self.local(t, l)?);
                 self.out.flops += tessera_ir::numel(&self.g.tensor(t).shape) as u64;
+                self.out.work.push(super::form::scale_work(self.g, t));
                 let n = self.n;
                 self.emit(
                     |_| StepKind::ScaleToPartial { n },
@@ -294,6 +297,9 @@ impl Lowerer<'_> {
         let nd = self.g.node(f.node);
         let v = self.value(f.tensor, f.out, out_shape.clone());
         self.out.flops += f.flops;
+        self.out
+            .work
+            .push(super::form::form_work(self.g, self.n, f));
         match &f.lowering {
             Lowering::Op => {
                 let op = match &nd.op {

@@ -57,12 +57,13 @@ pub struct PartitionOptions {
 }
 
 impl PartitionOptions {
-    /// Defaults: memory objective, `cpu` cost model, no pins.
+    /// Defaults: time objective (modelled communication + compute within the memory
+    /// budget), `cpu` cost model, no pins.
     pub fn new(devices: usize) -> Self {
         PartitionOptions {
             devices,
             cost_model: crate::cost::cpu(),
-            objective: ObjectiveKind::Memory,
+            objective: ObjectiveKind::Time,
             memory_per_device: None,
             pins: BTreeMap::new(),
             detect_layers: true,
@@ -171,7 +172,12 @@ pub const MEMORY_OBJECTIVE_COMPUTE_WEIGHT: f64 = 1e-3;
 pub fn search_cost_model(opts: &PartitionOptions) -> CostModel {
     let mut m = opts.cost_model.clone();
     if opts.objective == ObjectiveKind::Memory {
-        m.flops_per_s /= MEMORY_OBJECTIVE_COMPUTE_WEIGHT;
+        let w = MEMORY_OBJECTIVE_COMPUTE_WEIGHT;
+        m.flops_per_s /= w;
+        let c = &mut m.calibration;
+        c.gemm_flops_per_s.values_mut().for_each(|r| *r /= w);
+        c.mem_bytes_per_s = c.mem_bytes_per_s.map(|b| b / w);
+        c.op_overhead_s *= w;
     }
     m
 }
@@ -341,7 +347,7 @@ fn assemble(
     layers: Option<tessera_ir::plan::LayerInfo>,
 ) -> Plan {
     let n = opts.devices;
-    let estimates = summary::estimates(graph, n, &lowered);
+    let estimates = summary::estimates(graph, n, &lowered, &opts.cost_model);
     let summary = summary::summarize(graph, n, &lowered, &solved.sel, lower_bound_bytes);
     let _ = pins;
     Plan {

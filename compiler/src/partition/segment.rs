@@ -8,11 +8,11 @@ use super::egraph::{
 use super::extract::{check, flatten, ExtractError, Extractor, FlatProblem};
 use super::form::{part_bytes, tensor_bytes, LocalForm};
 use super::rules::{rule_names_with, seed_forms, RuleCx};
-use crate::cost::{collective_seconds, compute_seconds};
+use crate::cost::{collective_seconds, op_seconds};
 use egg::{Rewrite, Runner, SimpleScheduler};
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::plan::{CostModel, SearchLimits, StopReason};
-use tessera_ir::{numel, Layout, NodeId, TensorId, TensorKind};
+use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
 /// What the objective counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,27 +270,26 @@ pub fn node_cost(
 ) -> (f64, f64) {
     let g = cx.g;
     match n {
-        DistNode::Compute(f, _) => {
-            let flops = eg.analysis.forms[*f as usize].flops;
-            (
-                if mode == CostMode::Model {
-                    compute_seconds(model, flops)
-                } else {
-                    0.0
-                },
-                0.0,
-            )
-        }
+        DistNode::Compute(f, _) => (
+            if mode == CostMode::Model {
+                op_seconds(
+                    model,
+                    super::form::form_work(g, cx.n, &eg.analysis.forms[*f as usize]),
+                )
+            } else {
+                0.0
+            },
+            0.0,
+        ),
         DistNode::Convert(t, conv, _, _) => match (conv, mode) {
             (Conv::Collective(k), CostMode::Model) => (
                 collective_seconds(model, *k, tensor_bytes(g, *t), cx.n),
                 0.0,
             ),
             (Conv::Collective(_), CostMode::Bytes) => (tensor_bytes(g, *t) as f64, 0.0),
-            (Conv::Scale, CostMode::Model) => (
-                compute_seconds(model, numel(&g.tensor(*t).shape) as u64),
-                0.0,
-            ),
+            (Conv::Scale, CostMode::Model) => {
+                (op_seconds(model, super::form::scale_work(g, *t)), 0.0)
+            }
             _ => (0.0, 0.0),
         },
         // Weights count at their stored size (int8 plus scales when quantised).

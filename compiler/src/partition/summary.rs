@@ -2,13 +2,20 @@
 use super::form::Lowering;
 use super::lower::Lowered;
 use super::segment::Selection;
-use crate::cost::ring_bytes;
+use crate::cost::{collective_seconds, op_seconds, ring_bytes, CostModel};
 use std::collections::BTreeMap;
 use tessera_ir::plan::{PlanSummary, RankEstimate, StepKind};
 use tessera_ir::{numel, Graph, Layout, Op};
 
 /// Estimates per rank (every rank holds the same local shapes).
-pub fn estimates(_g: &Graph, n: usize, lw: &Lowered) -> Vec<RankEstimate> {
+/// `model_s` is the modelled time under `model` (the plan's cost model, not the search's
+/// weighted one): every op's [`op_seconds`] plus every collective's [`collective_seconds`].
+pub fn estimates(_g: &Graph, n: usize, lw: &Lowered, model: &CostModel) -> Vec<RankEstimate> {
+    let model_s = lw.work.iter().map(|w| op_seconds(model, *w)).sum::<f64>()
+        + lw.collectives
+            .iter()
+            .map(|c| collective_seconds(model, c.kind, c.bytes, n))
+            .sum::<f64>();
     let comm: f64 = lw
         .collectives
         .iter()
@@ -22,6 +29,7 @@ pub fn estimates(_g: &Graph, n: usize, lw: &Lowered) -> Vec<RankEstimate> {
             peak_activation_bytes: peak,
             flops: lw.flops,
             comm_bytes: comm.round() as u64,
+            model_s,
         })
         .collect()
 }

@@ -249,6 +249,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             peak_activation_bytes: (BATCH * (MODEL + HIDDEN / n) * 4) as u64 + rank as u64,
             flops: per_block_flops * blocks as u64,
             comm_bytes: 0,
+            model_s: 0.0,
         })
         .collect();
     let total_bytes: u64 = b.collectives.iter().map(|c| c.bytes).sum();
@@ -272,6 +273,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             alpha_s: 1e-5,
             beta_bytes_per_s: 1e11,
             flops_per_s: 1e14,
+            calibration: Default::default(),
         },
         objective: Objective {
             kind: ObjectiveKind::Memory,

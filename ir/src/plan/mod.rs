@@ -80,8 +80,94 @@ pub struct CostModel {
     pub alpha_s: f64,
     /// Link bandwidth in bytes per second.
     pub beta_bytes_per_s: f64,
-    /// Per-device compute rate in FLOP/s.
+    /// Per-device compute rate in FLOP/s (GEMMs of a class without a measured rate, and
+    /// every other op's FLOPs).
     pub flops_per_s: f64,
+    /// Measured refinements (`tessera calibrate`); empty in presets and old files.
+    #[serde(default, skip_serializing_if = "Calibration::is_empty")]
+    pub calibration: Calibration,
+}
+
+/// A measured latency and bandwidth: `alpha_s + ring_bytes / beta_bytes_per_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinkFit {
+    /// Latency in seconds.
+    pub alpha_s: f64,
+    /// Bandwidth in ring bytes per second.
+    pub beta_bytes_per_s: f64,
+}
+
+/// Shape classes of a GEMM `M×K · K×N` (batch folded into M), by which calibrated
+/// throughput is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GemmClass {
+    /// `min(M, N, K) <= 16` (matrix-vector-like).
+    Skinny,
+    /// `M·N·K < 2^21`.
+    Small,
+    /// `2^21 <= M·N·K < 2^27`.
+    Medium,
+    /// `M·N·K >= 2^27`.
+    Large,
+}
+
+impl GemmClass {
+    /// Every class, in table order.
+    pub const ALL: [GemmClass; 4] = [
+        GemmClass::Skinny,
+        GemmClass::Small,
+        GemmClass::Medium,
+        GemmClass::Large,
+    ];
+
+    /// The class of a GEMM of sizes `m`, `n`, `k`.
+    pub fn of(m: usize, n: usize, k: usize) -> GemmClass {
+        let mnk = (m as u128) * (n as u128) * (k as u128);
+        if m.min(n).min(k) <= 16 {
+            GemmClass::Skinny
+        } else if mnk < 1 << 21 {
+            GemmClass::Small
+        } else if mnk < 1 << 27 {
+            GemmClass::Medium
+        } else {
+            GemmClass::Large
+        }
+    }
+
+    /// snake_case name, as in profiles.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GemmClass::Skinny => "skinny",
+            GemmClass::Small => "small",
+            GemmClass::Medium => "medium",
+            GemmClass::Large => "large",
+        }
+    }
+}
+
+/// Measured refinements of a [`CostModel`]; what is absent falls back to the base numbers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Latency and bandwidth per collective kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collectives: BTreeMap<CollectiveKind, LinkFit>,
+    /// GEMM throughput (FLOP/s) per shape class.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gemm_flops_per_s: BTreeMap<GemmClass, f64>,
+    /// Bandwidth (bytes read + written per second) of memory-bound ops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_bytes_per_s: Option<f64>,
+    /// Fixed cost of launching one op, in seconds.
+    #[serde(default)]
+    pub op_overhead_s: f64,
+}
+
+impl Calibration {
+    /// True when nothing was measured.
+    pub fn is_empty(&self) -> bool {
+        self == &Calibration::default()
+    }
 }
 
 /// Id of a rank-local value of a plan (index into [`Plan::values`]).
@@ -277,6 +363,10 @@ pub struct RankEstimate {
     pub flops: u64,
     /// Bytes sent by this rank (ring volumes).
     pub comm_bytes: u64,
+    /// Modelled seconds of this rank's program under the plan's cost model (compute plus
+    /// collectives); 0 in plans written before it was recorded.
+    #[serde(default)]
+    pub model_s: f64,
 }
 
 /// Repeated blocks found in the graph.

@@ -99,6 +99,7 @@ impl PlanBuilder {
                 alpha_s: 1e-6,
                 beta_bytes_per_s: 1e10,
                 flops_per_s: 1e10,
+                calibration: Default::default(),
             },
             objective: Objective {
                 kind: ObjectiveKind::Memory,
