@@ -243,10 +243,7 @@ impl WeightStore {
     ) -> Result<Tensor, RuntimeError> {
         let err = |msg: String| RuntimeError::Weight {
             name: w.name.clone(),
-            path: match &w.data {
-                WeightData::File { path, .. } => path.clone(),
-                WeightData::Inline { .. } => "inline".into(),
-            },
+            path: quant::location(w).into(),
             msg,
         };
         let stored = w.stored_view().map_err(|e| err(e.to_string()))?;

@@ -66,7 +66,7 @@ pub(super) fn load(
 }
 
 /// `path` of a file-backed weight, `inline` otherwise (for error messages).
-fn location(w: &Weight) -> &str {
+pub(super) fn location(w: &Weight) -> &str {
     match &w.data {
         WeightData::File { path, .. } => path,
         WeightData::Inline { .. } => "inline",
