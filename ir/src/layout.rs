@@ -7,7 +7,8 @@ pub enum Layout {
     /// Every device holds the whole tensor.
     #[serde(rename = "R")]
     Replicated,
-    /// Device `r` holds the `r`-th of N equal chunks along the axis.
+    /// Device `r` holds the `r`-th of N chunks along the axis: equal chunks when they
+    /// divide, else the ragged chunks of [`split_bounds`] (the plan records each rank's shape).
     #[serde(rename = "S")]
     Split(usize),
     /// Every device holds a full-shape addend; the logical tensor is their sum.
@@ -32,6 +33,32 @@ impl Layout {
             }
         }
     }
+}
+
+/// The ranges `[start, end)` of `extent` that `n` ranks hold when it is split in blocks of
+/// `grain` elements: equal chunks when the block count divides by `n`, else balanced ragged
+/// chunks whose first ranks hold one block more (12 heads on 8 ranks: 2,2,2,2,1,1,1,1).
+/// `None` when `grain` does not divide `extent` or some rank would get no block.
+pub fn split_bounds(extent: usize, grain: usize, n: usize) -> Option<Vec<(usize, usize)>> {
+    if n == 0 || grain == 0 || !extent.is_multiple_of(grain) {
+        return None;
+    }
+    let blocks = extent / grain;
+    if blocks < n {
+        return None;
+    }
+    let (base, extra) = (blocks / n, blocks % n);
+    let mut start = 0;
+    Some(
+        (0..n)
+            .map(|r| {
+                let len = (base + usize::from(r < extra)) * grain;
+                let range = (start, start + len);
+                start += len;
+                range
+            })
+            .collect(),
+    )
 }
 
 impl std::fmt::Display for Layout {
@@ -63,5 +90,32 @@ impl std::str::FromStr for Layout {
                     .map_err(|_| format!("layout '{s}': axis '{inner}' is not a number"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_bounds;
+
+    #[test]
+    fn even_and_ragged_bounds() {
+        assert_eq!(
+            split_bounds(8, 1, 4),
+            Some(vec![(0, 2), (2, 4), (4, 6), (6, 8)])
+        );
+        // 12 heads of 64 on 8 ranks: 2,2,2,2,1,1,1,1 heads.
+        let b = split_bounds(768, 64, 8).unwrap();
+        let lens: Vec<usize> = b.iter().map(|(s, e)| e - s).collect();
+        assert_eq!(lens, [128, 128, 128, 128, 64, 64, 64, 64]);
+        assert_eq!(b.last(), Some(&(704, 768)));
+        // 1024 on 3 ranks by elements.
+        assert_eq!(
+            split_bounds(1024, 1, 3),
+            Some(vec![(0, 342), (342, 683), (683, 1024)])
+        );
+        // Fewer blocks than ranks, a grain that does not divide, no ranks.
+        assert_eq!(split_bounds(256, 64, 8), None);
+        assert_eq!(split_bounds(100, 64, 2), None);
+        assert_eq!(split_bounds(8, 1, 0), None);
     }
 }

@@ -29,7 +29,7 @@ pub mod weight;
 pub use dtype::DType;
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, TensorId, TensorInfo, TensorKind};
-pub use layout::Layout;
+pub use layout::{split_bounds, Layout};
 pub use op::Op;
 pub use size::{
     check_tensor_size, checked_bytes, checked_numel, SizeError, MAX_DEVICES, MAX_TENSOR_BYTES,

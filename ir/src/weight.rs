@@ -98,12 +98,31 @@ impl Weight {
         if n == 0 || !extent.is_multiple_of(n) {
             return false;
         }
-        self.quant.iter().flat_map(Quant::params).all(|p| {
-            // A part covers whole blocks iff the parameter's extent is 1 or a multiple of n.
-            p.shape
-                .get(axis)
-                .is_some_and(|&e| e == 1 || e.is_multiple_of(n))
-        })
+        let c = extent / n;
+        let bounds: Vec<(usize, usize)> = (0..n).map(|r| (r * c, (r + 1) * c)).collect();
+        self.splittable_at(axis, &bounds)
+    }
+
+    /// Whether parts `[start, end)` of `axis` (one per rank, ragged or not) each cover whole
+    /// scale/zero-point blocks (always true when not quantised).
+    pub fn splittable_at(&self, axis: usize, bounds: &[(usize, usize)]) -> bool {
+        let Some(&extent) = self.shape.get(axis) else {
+            return false;
+        };
+        self.quant
+            .iter()
+            .flat_map(Quant::params)
+            .all(|p| match p.shape.get(axis) {
+                Some(1) => true,
+                // Blocks of extent / e elements: every boundary on a block edge.
+                Some(&e) if e > 0 && extent % e == 0 => {
+                    let block = extent / e;
+                    bounds
+                        .iter()
+                        .all(|&(s, t)| s % block == 0 && t % block == 0)
+                }
+                _ => false,
+            })
     }
 
     /// Stored bytes of one rank's part when split on `axis` into `n` (scale and zero-point

@@ -45,6 +45,9 @@ pub struct CollectiveSpec {
     pub axis: Option<usize>,
     /// Output split axis of an all-to-all.
     pub to_axis: Option<usize>,
+    /// Each member's extent of the split axis for a ragged split (all-gather's input axis,
+    /// reduce-scatter's output axis, all-to-all's `to_axis`); empty for equal chunks.
+    pub counts: Vec<usize>,
 }
 
 fn invalid(kind: CollectiveKind, msg: impl Into<String>) -> CollectiveError {
@@ -72,12 +75,14 @@ pub fn compute(
     match kind {
         CollectiveKind::AllReduce => all_reduce(inputs),
         CollectiveKind::AllGather => all_gather(inputs, need_axis()?),
-        CollectiveKind::ReduceScatter => reduce_scatter(inputs, need_axis()?, member),
+        CollectiveKind::ReduceScatter => {
+            reduce_scatter_counts(inputs, need_axis()?, member, &spec.counts)
+        }
         CollectiveKind::AllToAll => {
             let to = spec
                 .to_axis
                 .ok_or_else(|| invalid(kind, "no to_axis given"))?;
-            all_to_all(inputs, need_axis()?, to, member)
+            all_to_all_counts(inputs, need_axis()?, to, member, &spec.counts)
         }
         CollectiveKind::Broadcast => Ok(inputs[0].clone()),
     }
@@ -99,16 +104,60 @@ fn check_same(kind: CollectiveKind, inputs: &[&Tensor]) -> Result<(), Collective
     Ok(())
 }
 
-/// Checks that the members hold the same shape and dtype, and returns `member`'s chunk
-/// `[start, end)` of `axis`.
-fn member_chunk(
+/// Checks that the members hold the same shape and dtype except along `free` (a ragged
+/// split axis members may hold different extents of).
+fn check_same_but(
     kind: CollectiveKind,
     inputs: &[&Tensor],
+    free: usize,
+) -> Result<(), CollectiveError> {
+    let first = inputs[0];
+    let strip = |s: &[usize]| -> Vec<usize> {
+        s.iter()
+            .enumerate()
+            .filter(|(a, _)| *a != free)
+            .map(|(_, d)| *d)
+            .collect()
+    };
+    for (r, t) in inputs.iter().enumerate().skip(1) {
+        if t.shape.len() != first.shape.len()
+            || strip(&t.shape) != strip(&first.shape)
+            || t.dtype != first.dtype
+        {
+            return Err(invalid(
+                kind,
+                format!(
+                    "member {r} holds {}{:?} but member 0 holds {}{:?}",
+                    t.dtype, t.shape, first.dtype, first.shape
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `member`'s chunk `[start, end)` of `axis` of `shape`: from `counts` (one extent per
+/// member, summing to the axis) when given, else one of equal chunks.
+fn counted_chunk(
+    kind: CollectiveKind,
+    shape: &[usize],
     axis: usize,
+    n: usize,
     member: usize,
+    counts: &[usize],
 ) -> Result<(usize, usize), CollectiveError> {
-    check_same(kind, inputs)?;
-    chunk(kind, &inputs[0].shape, axis, inputs.len(), member)
+    if counts.is_empty() {
+        return chunk(kind, shape, axis, n, member);
+    }
+    let d = shape.get(axis).copied();
+    if counts.len() != n || Some(counts.iter().sum::<usize>()) != d {
+        return Err(invalid(
+            kind,
+            format!("counts {counts:?} do not split axis {axis} of {shape:?} over {n} members"),
+        ));
+    }
+    let start: usize = counts[..member].iter().sum();
+    Ok((start, start + counts[member]))
 }
 
 /// Σ over members, in member order.
@@ -134,10 +183,10 @@ fn add_into(kind: CollectiveKind, acc: &mut Tensor, t: &Tensor) -> Result<(), Co
     Ok(())
 }
 
-/// Concatenation of the members' chunks along `axis`.
+/// Concatenation of the members' chunks along `axis` (of equal or ragged extents).
 pub fn all_gather(inputs: &[&Tensor], axis: usize) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::AllGather;
-    check_same(kind, inputs)?;
+    check_same_but(kind, inputs, axis)?;
     concat_axis(inputs, axis).map_err(|m| invalid(kind, m))
 }
 
@@ -147,8 +196,20 @@ pub fn reduce_scatter(
     axis: usize,
     member: usize,
 ) -> Result<Tensor, CollectiveError> {
+    reduce_scatter_counts(inputs, axis, member, &[])
+}
+
+/// [`reduce_scatter`] with each member's extent given (`counts`, empty: equal chunks).
+pub fn reduce_scatter_counts(
+    inputs: &[&Tensor],
+    axis: usize,
+    member: usize,
+    counts: &[usize],
+) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::ReduceScatter;
-    let (start, end) = member_chunk(kind, inputs, axis, member)?;
+    check_same(kind, inputs)?;
+    let n = inputs.len();
+    let (start, end) = counted_chunk(kind, &inputs[0].shape, axis, n, member, counts)?;
     let mut out = slice_axis(inputs[0], axis, start, end).map_err(|m| invalid(kind, m))?;
     for t in &inputs[1..] {
         let piece = slice_axis(t, axis, start, end).map_err(|m| invalid(kind, m))?;
@@ -164,8 +225,22 @@ pub fn all_to_all(
     to_axis: usize,
     member: usize,
 ) -> Result<Tensor, CollectiveError> {
+    all_to_all_counts(inputs, axis, to_axis, member, &[])
+}
+
+/// [`all_to_all`] with each member's extent of `to_axis` given (`counts`, empty: equal
+/// chunks); members may hold ragged extents of `axis`.
+pub fn all_to_all_counts(
+    inputs: &[&Tensor],
+    axis: usize,
+    to_axis: usize,
+    member: usize,
+    counts: &[usize],
+) -> Result<Tensor, CollectiveError> {
     let kind = CollectiveKind::AllToAll;
-    let (start, end) = member_chunk(kind, inputs, to_axis, member)?;
+    check_same_but(kind, inputs, axis)?;
+    let n = inputs.len();
+    let (start, end) = counted_chunk(kind, &inputs[0].shape, to_axis, n, member, counts)?;
     let pieces = inputs
         .iter()
         .map(|t| slice_axis(t, to_axis, start, end))
@@ -371,6 +446,7 @@ mod tests {
                         kind: CollectiveKind::AllGather,
                         axis: Some(axis),
                         to_axis: None,
+                        counts: vec![],
                     };
                     assert_eq!(
                         compute(&spec, &refs, member).unwrap(),
@@ -434,6 +510,7 @@ mod tests {
                 kind: CollectiveKind::Broadcast,
                 axis: None,
                 to_axis: None,
+                counts: vec![],
             };
             for member in 0..n {
                 assert_eq!(compute(&spec, &refs, member).unwrap(), parts[0]);

@@ -81,6 +81,7 @@ fn rank_thread(ex: Arc<LaneExchange>, lane: Lane, rank: usize, world: usize) {
                 kind,
                 axis: (kind == CollectiveKind::AllGather).then_some(0),
                 to_axis: None,
+                counts: vec![],
             };
             let y = lane_collective(&ex, rank, &lane, &group, &spec, &x)
                 .unwrap_or_else(|e| panic!("rank {rank}, {}: {e}", kind.as_str()));

@@ -69,6 +69,7 @@ fn one_rank_nccl_runs_every_collective() {
         kind,
         axis,
         to_axis,
+        counts: vec![],
     };
     for s in [
         spec(CollectiveKind::AllReduce, None, None),

@@ -10,6 +10,7 @@
 //! with slack = bytes of the small weights.
 //! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
 //! their default budgets.
+use super::ragged::Grains;
 use super::{ObjectiveKind, PartitionOptions};
 use std::collections::BTreeSet;
 use tessera_ir::{Graph, NodeId, Op, TensorId, Weight};
@@ -59,12 +60,19 @@ pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
     big
 }
 
-/// The smallest stored share of `w` over the axes it splits evenly N ways
-/// ([`Weight::splittable`], extent over 1), or None when none does.
-pub fn split_share(w: &Weight, n: usize) -> Option<usize> {
+/// The smallest stored share (the largest rank's part) of `w` over the axes it splits N
+/// ways, evenly or ragged ([`Grains::bounds`], whole quantisation blocks, extent over 1),
+/// or None when none does.
+pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
     (0..w.shape.len())
-        .filter(|&a| w.shape[a] > 1 && w.splittable(a, n))
-        .map(|a| w.split_bytes(a, n))
+        .filter(|&a| w.shape[a] > 1)
+        .filter_map(|a| {
+            let b = grains.bounds(w.shape[a], n)?;
+            w.splittable_at(a, &b).then_some(())?;
+            let mut local = w.shape.clone();
+            local[a] = b[0].1 - b[0].0;
+            Some(w.part_bytes(&local))
+        })
         .min()
 }
 
@@ -72,11 +80,12 @@ impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
         let big = large_weights(g);
+        let grains = Grains::of(g);
         let mut shares = vec![0.0; g.tensors.len()];
         for (t, w) in &g.weights {
             // Stored bytes: a quantised weight counts its int8 bytes, scale and zero point.
             let bytes = w.size_bytes() as f64;
-            let share = split_share(w, n);
+            let share = split_share(w, n, &grains);
             shares[t.index()] = match share {
                 Some(s) if big.contains(t) => s as f64,
                 _ => bytes,

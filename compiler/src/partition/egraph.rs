@@ -115,6 +115,8 @@ pub struct RuleSource {
     pub producers: std::sync::Arc<Vec<Option<tessera_ir::NodeId>>>,
     /// Devices.
     pub n: usize,
+    /// The grain of each axis extent, for ragged splits.
+    pub grains: std::sync::Arc<super::ragged::Grains>,
     /// Tensors computed inside the segment.
     pub computed: std::collections::BTreeSet<TensorId>,
     /// A user's distribution rules.
@@ -386,6 +388,7 @@ impl ClassApply for RuleApplier {
             limits: Default::default(),
             shared: src.graph.clone(),
             user_rules: src.user_rules.clone(),
+            grains: src.grains.clone(),
         };
         let mut changed = Vec::new();
         for form in super::rules::forms_of_rule(&cx, self.0, node, out) {

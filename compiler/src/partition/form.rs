@@ -1,4 +1,5 @@
 //! Local forms: one way an op can run on the ranks of a 1-D mesh.
+use super::ragged::Grains;
 use crate::cost::OpWork;
 use tessera_ir::plan::AxisSlice;
 use tessera_ir::{Graph, Layout, NodeId, Op, TensorId};
@@ -103,10 +104,16 @@ pub fn part_bytes(g: &Graph, t: TensorId, local: &[usize]) -> u64 {
     }
 }
 
-/// Local shape of an operand, or None when the layout does not divide.
-pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usize>> {
+/// Local shape of an operand (the largest rank's, see [`Grains::local`]), or None when the
+/// layout does not split it.
+pub fn operand_local_shape(
+    g: &Graph,
+    grains: &Grains,
+    op: &Operand,
+    n: usize,
+) -> Option<Vec<usize>> {
     match op {
-        Operand::Tensor { t, layout } => layout.local_shape(&g.tensor(*t).shape, n),
+        Operand::Tensor { t, layout } => grains.local(*layout, &g.tensor(*t).shape, n),
         Operand::View {
             t,
             section: (axis, start, end),
@@ -114,7 +121,7 @@ pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usiz
         } => {
             let mut s = g.tensor(*t).shape.clone();
             *s.get_mut(*axis)? = end - start;
-            layout.local_shape(&s, n)
+            grains.local(*layout, &s, n)
         }
     }
 }
@@ -122,18 +129,17 @@ pub fn operand_local_shape(g: &Graph, op: &Operand, n: usize) -> Option<Vec<usiz
 /// What a form does on one rank, for the cost model: its FLOPs, the bytes of its local
 /// operands and output, and for a matrix product its `(M, N, K)` (N the output's last axis,
 /// M the rest of the output, K from the FLOPs `2·M·N·K`).
-pub fn form_work(g: &Graph, n: usize, f: &LocalForm) -> OpWork {
+pub fn form_work(g: &Graph, grains: &Grains, n: usize, f: &LocalForm) -> OpWork {
     let size = |t: TensorId| g.tensor(t).dtype.size_bytes();
     let mut bytes = 0usize;
     for o in &f.inputs {
         let (Operand::Tensor { t, .. } | Operand::View { t, .. }) = o;
-        if let Some(s) = operand_local_shape(g, o, n) {
+        if let Some(s) = operand_local_shape(g, grains, o, n) {
             bytes += tessera_ir::numel(&s) * size(*t);
         }
     }
-    let out = f
-        .out
-        .local_shape(&g.tensor(f.tensor).shape, n)
+    let out = grains
+        .local(f.out, &g.tensor(f.tensor).shape, n)
         .unwrap_or_default();
     let out_numel = tessera_ir::numel(&out);
     bytes += out_numel * size(f.tensor);

@@ -1,11 +1,10 @@
 //! Lowering a [`Selection`] to per-rank programs of a plan.
 use super::egraph::{Conv, Key};
 use super::form::{part_bytes, tensor_bytes, LocalForm, Lowering, Operand};
+use super::ragged::{local_op, Grains};
 use super::segment::Selection;
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::op::{
-    AttentionAttrs, BinaryAttrs, BinaryOp, ExpandAttrs, MatMulAttrs, ReshapeAttrs, SliceAttrs,
-};
+use tessera_ir::op::{BinaryAttrs, BinaryOp, MatMulAttrs};
 use tessera_ir::plan::{
     AxisSlice, CollectiveInfo, CollectiveKind, PlanValue, RankProgram, Step, StepKind, ValueId,
     WeightShard,
@@ -38,6 +37,7 @@ pub struct Lowered {
 struct Lowerer<'a> {
     g: &'a Graph,
     n: usize,
+    grains: Grains,
     sel: &'a Selection,
     node_layer: &'a [Option<u32>],
     producers: Vec<Option<tessera_ir::NodeId>>,
@@ -48,26 +48,52 @@ struct Lowerer<'a> {
     shards: BTreeMap<(TensorId, usize), WeightShard>,
 }
 
-/// This rank's chunk of `extent` split N ways.
-fn chunk(axis: usize, extent: usize, n: usize, r: usize) -> AxisSlice {
-    let c = extent / n;
-    AxisSlice {
-        axis,
-        start: r * c,
-        end: (r + 1) * c,
-    }
-}
-
 impl Lowerer<'_> {
-    fn value(&mut self, t: TensorId, layout: Layout, shape: Vec<usize>) -> ValueId {
+    /// The chunks of `extent` over the ranks (ragged where it does not divide).
+    fn bounds(&self, extent: usize) -> Result<Vec<(usize, usize)>, String> {
+        self.grains
+            .bounds(extent, self.n)
+            .ok_or_else(|| format!("an axis of {extent} does not split over {} ranks", self.n))
+    }
+
+    /// Rank `r`'s chunk of `extent` along `axis`.
+    fn chunk(&self, axis: usize, extent: usize, r: usize) -> Result<AxisSlice, String> {
+        let (start, end) = self.bounds(extent)?[r];
+        Ok(AxisSlice { axis, start, end })
+    }
+
+    /// A new value of `t` in `layout`, `full` its logical shape (a section's for a view).
+    fn value(&mut self, t: TensorId, layout: Layout, full: &[usize]) -> Result<ValueId, String> {
+        let ranks = (0..self.n)
+            .map(|r| self.grains.rank_local(layout, full, self.n, r))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                format!(
+                    "tensor '{}' cannot be laid out {layout}",
+                    self.g.tensor(t).name
+                )
+            })?;
+        let shape = ranks.first().cloned().unwrap_or_else(|| full.to_vec());
+        let rank_shapes = if ranks.iter().all(|s| *s == shape) {
+            vec![]
+        } else {
+            ranks
+        };
         let id = ValueId(self.out.values.len() as u32);
         self.out.values.push(PlanValue {
             tensor: t,
             layout,
             shape,
             dtype: self.g.tensor(t).dtype,
+            rank_shapes,
         });
-        id
+        Ok(id)
+    }
+
+    /// A new value of `t` in `layout` (its logical shape).
+    fn tensor_value(&mut self, t: TensorId, layout: Layout) -> Result<ValueId, String> {
+        let full = self.g.tensor(t).shape.clone();
+        self.value(t, layout, &full)
     }
 
     fn layer(&self, t: TensorId) -> Option<u32> {
@@ -91,11 +117,6 @@ impl Lowerer<'_> {
         }
     }
 
-    fn local(&self, t: TensorId, l: Layout) -> Result<Vec<usize>, String> {
-        l.local_shape(&self.g.tensor(t).shape, self.n)
-            .ok_or_else(|| format!("tensor '{}' cannot be laid out {l}", self.g.tensor(t).name))
-    }
-
     fn load(
         &mut self,
         t: TensorId,
@@ -106,22 +127,25 @@ impl Lowerer<'_> {
         if let Some(s) = &section {
             shape[s.axis] = s.end - s.start;
         }
-        let local = l
-            .local_shape(&shape, self.n)
+        let local = self
+            .grains
+            .local(l, &shape, self.n)
             .ok_or_else(|| format!("weight '{}' cannot be {l}", self.g.tensor(t).name))?;
         self.out.param_bytes += part_bytes(self.g, t, &local);
-        let v = self.value(t, l, local);
+        let v = self.value(t, l, &shape)?;
         let n = self.n;
         let sec = section.clone();
-        let full = shape.clone();
+        let bounds = match l {
+            Layout::Split(a) => self.bounds(shape[a])?,
+            _ => vec![],
+        };
         let slice_of = move |r: usize| match (l, &sec) {
-            (Layout::Split(a), None) => Some(chunk(a, full[a], n, r)),
-            (Layout::Split(a), Some(s)) => {
-                let c = chunk(a, s.end - s.start, n, r);
+            (Layout::Split(a), s) => {
+                let base = s.as_ref().map_or(0, |s| s.start);
                 Some(AxisSlice {
                     axis: a,
-                    start: s.start + c.start,
-                    end: s.start + c.end,
+                    start: base + bounds[r].0,
+                    end: base + bounds[r].1,
                 })
             }
             (_, s) => s.clone(),
@@ -159,7 +183,7 @@ impl Lowerer<'_> {
         let v = match self.g.tensor(t).kind {
             TensorKind::Weight => self.load(t, l, None)?,
             TensorKind::Input if l == Layout::Replicated => {
-                let v = self.value(t, l, self.g.tensor(t).shape.clone());
+                let v = self.tensor_value(t, l)?;
                 self.emit(
                     |_| StepKind::Input {
                         tensor: t,
@@ -197,7 +221,7 @@ impl Lowerer<'_> {
             (Conv::Use, _) => self.prod(t, l)?,
             (Conv::Collective(kind), Key::Prod(_, fl)) => {
                 let src = self.prod(t, fl)?;
-                let v = self.value(t, l, self.local(t, l)?);
+                let v = self.tensor_value(t, l)?;
                 let bytes = tensor_bytes(self.g, t);
                 let axis_of = |x: Layout| {
                     if let Layout::Split(a) = x {
@@ -211,6 +235,27 @@ impl Lowerer<'_> {
                     CollectiveKind::ReduceScatter => (axis_of(l), None),
                     _ => (axis_of(fl), None),
                 };
+                // Each member's extent of a ragged split: the output's (reduce-scatter,
+                // all-to-all) or the input's (all-gather).
+                let ragged_split = match kind {
+                    CollectiveKind::AllGather => fl,
+                    _ => l,
+                };
+                let counts = match (kind, ragged_split) {
+                    (
+                        CollectiveKind::AllGather
+                        | CollectiveKind::ReduceScatter
+                        | CollectiveKind::AllToAll,
+                        Layout::Split(a),
+                    ) if self
+                        .grains
+                        .is_ragged(ragged_split, &self.g.tensor(t).shape, self.n) =>
+                    {
+                        let b = self.bounds(self.g.tensor(t).shape[a])?;
+                        b.iter().map(|(s, e)| e - s).collect()
+                    }
+                    _ => vec![],
+                };
                 let group: Vec<usize> = (0..self.n).collect();
                 let gr = group.clone();
                 self.emit(
@@ -220,6 +265,7 @@ impl Lowerer<'_> {
                         to_axis,
                         group: gr.clone(),
                         bytes,
+                        counts: counts.clone(),
                     },
                     vec![src],
                     vec![v],
@@ -237,14 +283,17 @@ impl Lowerer<'_> {
             }
             (Conv::LocalSlice, _) => {
                 let src = self.avail(t, Layout::Replicated)?;
-                let v = self.value(t, l, self.local(t, l)?);
-                let (Layout::Split(a), n) = (l, self.n) else {
+                let v = self.tensor_value(t, l)?;
+                let Layout::Split(a) = l else {
                     return Err(format!("local slice of '{name}' to {l}"));
                 };
                 let extent = self.g.tensor(t).shape[a];
+                let slices = (0..self.n)
+                    .map(|r| self.chunk(a, extent, r))
+                    .collect::<Result<Vec<_>, _>>()?;
                 self.emit(
                     |r| StepKind::LocalSlice {
-                        slice: chunk(a, extent, n, r),
+                        slice: slices[r].clone(),
                     },
                     vec![src],
                     vec![v],
@@ -254,7 +303,7 @@ impl Lowerer<'_> {
             }
             (Conv::Scale, _) => {
                 let src = self.avail(t, Layout::Replicated)?;
-                let v = self.value(t, l, self.local(t, l)?);
+                let v = self.tensor_value(t, l)?;
                 self.out.flops += tessera_ir::numel(&self.g.tensor(t).shape) as u64;
                 self.out.work.push(super::form::scale_work(self.g, t));
                 let n = self.n;
@@ -292,46 +341,40 @@ impl Lowerer<'_> {
             .iter()
             .map(|o| self.operand(o))
             .collect::<Result<Vec<_>, _>>()?;
-        let out_shape = self.local(f.tensor, f.out)?;
         let layer = self.node_layer.get(f.node.index()).copied().flatten();
         let nd = self.g.node(f.node);
-        let v = self.value(f.tensor, f.out, out_shape.clone());
+        let v = self.tensor_value(f.tensor, f.out)?;
         self.out.flops += f.flops;
         self.out
             .work
-            .push(super::form::form_work(self.g, self.n, f));
+            .push(super::form::form_work(self.g, &self.grains, self.n, f));
         match &f.lowering {
             Lowering::Op => {
-                let op = match &nd.op {
-                    Op::Reshape(_) => Op::Reshape(ReshapeAttrs { shape: out_shape }),
-                    Op::Expand(_) => Op::Expand(ExpandAttrs { shape: out_shape }),
-                    Op::Split(s) => {
-                        let start: usize = s.sizes[..f.out_index].iter().sum();
-                        Op::Slice(SliceAttrs {
-                            axes: vec![s.axis],
-                            starts: vec![start as i64],
-                            ends: vec![(start + s.sizes[f.out_index]) as i64],
-                            steps: vec![1],
-                        })
-                    }
-                    // 3-D attention split by heads: each rank's head counts.
-                    Op::Attention(a)
-                        if a.q_num_heads.is_some()
-                            && f.inputs.first().map(|o| o.layout()) == Some(Layout::Split(2)) =>
-                    {
-                        Op::Attention(AttentionAttrs {
-                            q_num_heads: a.q_num_heads.map(|h| h / self.n),
-                            kv_num_heads: a.kv_num_heads.map(|h| h / self.n),
-                            ..a.clone()
-                        })
-                    }
-                    other => other.clone(),
-                };
+                // Each rank's op: local Reshape/Expand targets and head counts.
+                let in_full: Vec<&[usize]> = ins
+                    .iter()
+                    .map(|v| {
+                        self.g
+                            .tensor(self.out.values[v.index()].tensor)
+                            .shape
+                            .as_slice()
+                    })
+                    .collect();
+                let ops = (0..self.n)
+                    .map(|r| {
+                        let out = self.out.values[v.index()].shape_on(r);
+                        let locals: Vec<Vec<usize>> = ins
+                            .iter()
+                            .map(|i| self.out.values[i.index()].shape_on(r).to_vec())
+                            .collect();
+                        local_op(nd, f.out_index, out, &in_full, &locals)
+                    })
+                    .collect::<Vec<_>>();
                 let node = f.node;
                 self.emit(
-                    |_| StepKind::Compute {
+                    |r| StepKind::Compute {
                         node,
-                        op: op.clone(),
+                        op: ops[r].clone(),
                     },
                     ins,
                     vec![v],
@@ -339,13 +382,13 @@ impl Lowerer<'_> {
                 );
             }
             Lowering::ShardedGather => {
-                let rows = self.g.tensor(nd.inputs[0]).shape[0] / self.n;
+                let b = self.bounds(self.g.tensor(nd.inputs[0]).shape[0])?;
                 let node = f.node;
                 self.emit(
                     |r| StepKind::ShardedGather {
                         node,
-                        offset: r * rows,
-                        rows,
+                        offset: b[r].0,
+                        rows: b[r].1 - b[r].0,
                     },
                     ins,
                     vec![v],
@@ -355,9 +398,7 @@ impl Lowerer<'_> {
             Lowering::FusedSection { matmul, add } => {
                 let (mm, node_add) = (*matmul, *add);
                 let target = match node_add {
-                    Some(_) => {
-                        self.value(f.tensor, f.out, self.out.values[v.index()].shape.clone())
-                    }
+                    Some(_) => self.tensor_value(f.tensor, f.out)?,
                     None => v,
                 };
                 self.emit(
@@ -432,6 +473,7 @@ pub fn lower(
     let mut lw = Lowerer {
         g,
         n,
+        grains: Grains::of(g),
         sel,
         node_layer,
         producers: g.producers(),

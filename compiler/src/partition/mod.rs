@@ -13,6 +13,7 @@ pub mod extract;
 pub mod form;
 pub mod layers;
 pub mod lower;
+pub mod ragged;
 pub mod rules;
 pub mod segment;
 pub mod summary;
@@ -127,6 +128,7 @@ fn resolve_pins(
     pins: &BTreeMap<String, Layout>,
 ) -> Result<BTreeMap<TensorId, Layout>, PartitionError> {
     let mut out = BTreeMap::new();
+    let grains = ragged::Grains::of(g);
     for (name, &layout) in pins {
         let t = g
             .tensor_by_name(name)
@@ -137,7 +139,7 @@ fn resolve_pins(
             layout,
             reason,
         };
-        if layout.local_shape(&info.shape, n).is_none() {
+        if grains.local(layout, &info.shape, n).is_none() {
             return Err(bad(format!(
                 "shape {:?} does not split over {n} devices that way",
                 info.shape

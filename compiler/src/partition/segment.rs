@@ -101,6 +101,7 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
             graph: cx.shared.clone(),
             producers: cx.producers.clone(),
             n: cx.n,
+            grains: cx.grains.clone(),
             computed: seg
                 .nodes
                 .iter()
@@ -132,12 +133,16 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
                 let shape = &g.tensor(i).shape;
                 let mut ls = vec![Layout::Replicated];
                 // A quantised weight splits only along its scale/zero-point blocks.
-                let splittable = |a: usize| g.weights.get(&i).is_none_or(|w| w.splittable(a, cx.n));
+                let splittable = |a: usize| {
+                    let Some(b) = cx.grains.bounds(shape[a], cx.n) else {
+                        return false;
+                    };
+                    g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
+                };
                 if cx.n > 1 {
                     ls.extend(
                         (0..shape.len())
-                            .filter(|&a| shape[a] > 1 && shape[a].is_multiple_of(cx.n))
-                            .filter(|&a| splittable(a))
+                            .filter(|&a| shape[a] > 1 && splittable(a))
                             .map(Layout::Split),
                     );
                 }
@@ -274,7 +279,7 @@ pub fn node_cost(
             if mode == CostMode::Model {
                 op_seconds(
                     model,
-                    super::form::form_work(g, cx.n, &eg.analysis.forms[*f as usize]),
+                    super::form::form_work(g, &cx.grains, cx.n, &eg.analysis.forms[*f as usize]),
                 )
             } else {
                 0.0
@@ -294,13 +299,16 @@ pub fn node_cost(
         },
         // Weights count at their stored size (int8 plus scales when quantised).
         DistNode::Load(t, l) => {
-            let s = l.local_shape(&g.tensor(*t).shape, cx.n).unwrap_or_default();
+            let s = cx
+                .grains
+                .local(*l, &g.tensor(*t).shape, cx.n)
+                .unwrap_or_default();
             (0.0, part_bytes(g, *t, &s) as f64)
         }
         DistNode::LoadView(t, (axis, a, b), l) => {
             let mut s = g.tensor(*t).shape.clone();
             s[*axis] = b - a;
-            let s = l.local_shape(&s, cx.n).unwrap_or_default();
+            let s = cx.grains.local(*l, &s, cx.n).unwrap_or_default();
             (0.0, part_bytes(g, *t, &s) as f64)
         }
         DistNode::Input(_) | DistNode::Boundary(..) => (0.0, 0.0),

@@ -203,11 +203,14 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             ));
         }
     }
+    let (large, grains) = (
+        super::budget::large_weights(g),
+        super::ragged::Grains::of(g),
+    );
     for (t, w) in &g.weights {
-        if super::budget::large_weights(g).contains(t) && super::budget::split_share(w, n).is_none()
-        {
+        if large.contains(t) && super::budget::split_share(w, n, &grains).is_none() {
             out.push(format!(
-                "weight '{}' {:?} has no axis divisible by {n}: it stays replicated",
+                "weight '{}' {:?} has no axis that splits over {n} devices: it stays replicated",
                 w.name, w.shape
             ));
         }

@@ -44,6 +44,7 @@ impl Builder {
             layout,
             shape,
             dtype,
+            rank_shapes: vec![],
         });
         ValueId(self.values.len() as u32 - 1)
     }
@@ -185,6 +186,7 @@ impl Builder {
             to_axis: None,
             group: group.clone(),
             bytes,
+            counts: vec![],
         });
         v
     }

@@ -386,6 +386,7 @@ fn step_node(plan: &Plan, i: usize, step: &Step, extra: &str) -> Result<String, 
             to_axis,
             group,
             bytes,
+            counts,
         } => {
             let moved = step
                 .inputs
@@ -405,6 +406,9 @@ fn step_node(plan: &Plan, i: usize, step: &Step, extra: &str) -> Result<String, 
             }
             if group.len() != plan.ranks.len() {
                 let _ = write!(label, "\ngroup {group:?}");
+            }
+            if !counts.is_empty() {
+                let _ = write!(label, "\nragged {counts:?}");
             }
             (
                 label,

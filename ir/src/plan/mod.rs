@@ -25,7 +25,11 @@ pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats,
 ///
 /// Version 3: quantised weights (`Weight::quant`: int8/uint8 bytes with a scale and zero
 /// point, whose files are hashed too); a version-2 runtime would ignore `quant`.
-pub const FORMAT_VERSION: u32 = 3;
+///
+/// Version 4: ragged splits — [`PlanValue::rank_shapes`] (per-rank shapes where a split axis
+/// does not divide evenly) and per-member extents of collectives (`counts`); a version-3
+/// runtime would assume equal chunks.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The source model a plan was compiled from. The default (nothing recorded, as in a plan
 /// fresh from the partitioner) fails [`Plan::verify`] until [`SourceModel::record`] fills it.
@@ -181,18 +185,29 @@ impl ValueId {
     }
 }
 
-/// A rank-local value: a logical tensor held in some layout. Shapes are the same on every
-/// rank (splits are even).
+/// A rank-local value: a logical tensor held in some layout. Its local shape is `shape` on
+/// every rank, unless a ragged split (an axis that does not divide into equal chunks, see
+/// [`crate::split_bounds`]) gives each rank its own: then `rank_shapes[r]` is rank `r`'s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanValue {
     /// The logical tensor it holds (a piece of).
     pub tensor: TensorId,
     /// Its layout.
     pub layout: Layout,
-    /// Local shape on each rank.
+    /// Local shape on each rank (rank 0's, the largest, when `rank_shapes` is set).
     pub shape: Vec<usize>,
     /// Element type.
     pub dtype: DType,
+    /// Per-rank local shapes of a ragged split; empty when every rank holds `shape`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rank_shapes: Vec<Vec<usize>>,
+}
+
+impl PlanValue {
+    /// The local shape on `rank`.
+    pub fn shape_on(&self, rank: usize) -> &[usize] {
+        self.rank_shapes.get(rank).unwrap_or(&self.shape)
+    }
 }
 
 /// A contiguous range of one axis.
@@ -293,6 +308,11 @@ pub enum StepKind {
         group: Vec<usize>,
         /// Logical size in bytes of the tensor moved.
         bytes: u64,
+        /// For a ragged split: each member's extent of the split axis (all-gather's input
+        /// `axis`, reduce-scatter's output `axis`, all-to-all's `to_axis`); empty for equal
+        /// chunks.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        counts: Vec<usize>,
     },
 }
 

@@ -108,6 +108,14 @@ pub fn nccl_collective(
     let (comm, timeouts, deadman) = (&mut nc.comm, nc.timeouts, &nc.deadman);
     let world = comm.world_size();
     check_full_group(group, world)?;
+    if !spec.counts.is_empty() {
+        return Err(CudaError::Plan(format!(
+            "{} of a ragged split ({:?} per rank) is not supported on the CUDA backend yet; \
+             compile for a device count that divides the split axes, or run on CPU devices",
+            spec.kind.as_str(),
+            spec.counts
+        )));
+    }
     match spec.kind {
         CollectiveKind::AllReduce => {
             let out = wire(

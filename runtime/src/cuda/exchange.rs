@@ -210,6 +210,7 @@ mod tests {
             kind,
             axis: None,
             to_axis: None,
+            counts: vec![],
         }
     }
 

@@ -213,6 +213,7 @@ mod tests {
             kind,
             axis,
             to_axis,
+            counts: vec![],
         }
     }
 

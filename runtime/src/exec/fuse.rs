@@ -59,8 +59,9 @@ pub(crate) fn enabled() -> bool {
 
 /// The program of `steps` as items: fused chains where a pattern matches, steps elsewhere.
 /// `keep[v]` marks values the rank must hold at the end (they are never fused away).
-pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool]) -> Vec<Item> {
-    let mut g = Program::new(plan, steps, keep);
+/// `rank` picks the value shapes of that rank (they differ under a ragged split).
+pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> Vec<Item> {
+    let mut g = Program::new(plan, steps, keep, rank);
     let mut fused: Vec<Fused> = Vec::new();
     for s in 0..steps.len() {
         if let Some(f) = g.attention(s) {
@@ -101,6 +102,7 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool]) -> Vec<Item> {
 /// Def-use view of a rank's steps, for the matchers.
 struct Program<'a> {
     plan: &'a Plan,
+    rank: usize,
     steps: &'a [Step],
     keep: &'a [bool],
     producer: Vec<Option<usize>>,
@@ -109,7 +111,7 @@ struct Program<'a> {
 }
 
 impl<'a> Program<'a> {
-    fn new(plan: &'a Plan, steps: &'a [Step], keep: &'a [bool]) -> Self {
+    fn new(plan: &'a Plan, steps: &'a [Step], keep: &'a [bool], rank: usize) -> Self {
         let n = plan.values.len();
         let mut producer = vec![None; n];
         let mut uses = vec![Vec::new(); n];
@@ -123,6 +125,7 @@ impl<'a> Program<'a> {
         }
         Program {
             plan,
+            rank,
             steps,
             keep,
             producer,
@@ -138,7 +141,7 @@ impl<'a> Program<'a> {
     }
 
     fn shape(&self, v: ValueId) -> &[usize] {
-        &self.plan.values[v.index()].shape
+        self.plan.values[v.index()].shape_on(self.rank)
     }
 
     fn is_f32(&self, v: ValueId) -> bool {

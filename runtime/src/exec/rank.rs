@@ -45,7 +45,7 @@ impl RankProgram {
         }
         // The pass takes ~30 µs on MiniLM (195 steps); sessions prepare it once.
         let items = if fuses && fuse::enabled() {
-            fuse::fuse(plan, steps, &keep)
+            fuse::fuse(plan, steps, &keep, job.rank)
         } else {
             (0..steps.len()).map(Item::Step).collect()
         };
@@ -180,8 +180,8 @@ pub(crate) fn run_prepared<D: Device>(
             ));
         }
         for (v, b) in out_ids.iter().zip(outs) {
-            let want = &plan.values[v.index()].shape;
-            if dev.shape(&b) != want.as_slice() {
+            let want = plan.values[v.index()].shape_on(rank);
+            if dev.shape(&b) != want {
                 return Err(fail(
                     format!(
                         "value {} has shape {:?}, the plan expects {:?}",
@@ -350,7 +350,7 @@ fn run_step<D: Device>(
                     let pv = &plan.values[v.index()];
                     OutSpec {
                         dtype: pv.dtype,
-                        shape: &pv.shape,
+                        shape: pv.shape_on(job.rank),
                     }
                 })
                 .collect();
@@ -374,11 +374,13 @@ fn run_step<D: Device>(
             to_axis,
             group,
             bytes,
+            counts,
         } => {
             let spec = CollectiveSpec {
                 kind: *collective,
                 axis: *axis,
                 to_axis: *to_axis,
+                counts: counts.clone(),
             };
             let out = dev.collective(group, &spec, ins[0])?;
             stats.collectives += 1;

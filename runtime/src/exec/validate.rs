@@ -72,7 +72,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
             }
             check_step_kind(plan, r, &step.kind, step.inputs.len(), step.outputs.len())
                 .map_err(at)?;
-            check_compute_sizes(plan, step).map_err(at)?;
+            check_compute_sizes(plan, step, r).map_err(at)?;
             for v in &step.inputs {
                 if !defined[v.index()] {
                     return Err(at(format!(
@@ -145,11 +145,20 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
             .map_err(|e| bad(format!("tensor '{}': {e}", t.name)))?;
     }
     for (i, v) in plan.values.iter().enumerate() {
-        check_tensor_size(&v.shape, v.dtype).map_err(|e| {
-            // The tensor id is range-checked later: name it only when it is valid.
-            let name = g.tensors.get(v.tensor.index()).map_or("?", |t| &t.name);
-            bad(format!("value {i} (tensor '{name}'): {e}"))
-        })?;
+        // The tensor id is range-checked later: name it only when it is valid.
+        let name = || g.tensors.get(v.tensor.index()).map_or("?", |t| &t.name);
+        if !v.rank_shapes.is_empty() && v.rank_shapes.len() != plan.ranks.len() {
+            return Err(bad(format!(
+                "value {i} (tensor '{}') has {} per-rank shapes for {} ranks",
+                name(),
+                v.rank_shapes.len(),
+                plan.ranks.len()
+            )));
+        }
+        for s in std::iter::once(&v.shape).chain(&v.rank_shapes) {
+            check_tensor_size(s, v.dtype)
+                .map_err(|e| bad(format!("value {i} (tensor '{}'): {e}", name())))?;
+        }
     }
     for (id, w) in &g.weights {
         let info = g.tensor(*id);
@@ -217,7 +226,11 @@ fn check_inline(w: &tessera_ir::Weight, name: &str) -> Result<(), ExecError> {
 /// and equal to its output values (an Expand's or Reshape's target is in its attributes,
 /// not only in the plan values): the kernel allocates what the op says, so this is checked
 /// before anything runs.
-fn check_compute_sizes(plan: &Plan, step: &tessera_ir::plan::Step) -> Result<(), String> {
+fn check_compute_sizes(
+    plan: &Plan,
+    step: &tessera_ir::plan::Step,
+    rank: usize,
+) -> Result<(), String> {
     let StepKind::Compute { node, op } = &step.kind else {
         return Ok(());
     };
@@ -227,7 +240,7 @@ fn check_compute_sizes(plan: &Plan, step: &tessera_ir::plan::Step) -> Result<(),
         .iter()
         .map(|v| {
             let pv = &plan.values[v.index()];
-            (pv.dtype, pv.shape.as_slice())
+            (pv.dtype, pv.shape_on(rank))
         })
         .collect();
     let name = &plan.graph.node(*node).name;
@@ -238,10 +251,10 @@ fn check_compute_sizes(plan: &Plan, step: &tessera_ir::plan::Step) -> Result<(),
         if *d != pv.dtype {
             return Err(at(format!("is {d}, the plan expects {}", pv.dtype)));
         }
-        if *shape != pv.shape {
+        if shape.as_slice() != pv.shape_on(rank) {
             return Err(at(format!(
                 "has shape {shape:?}, the plan expects {:?}",
-                pv.shape
+                pv.shape_on(rank)
             )));
         }
     }
@@ -326,8 +339,14 @@ fn check_step_kind(
             }
             arity(1, 1, "scale_to_partial")
         }
-        StepKind::Collective { group, .. } => {
+        StepKind::Collective { group, counts, .. } => {
             let n = plan.ranks.len();
+            if !counts.is_empty() && counts.len() != group.len() {
+                return Err(format!(
+                    "collective over {group:?} gives {} per-member counts",
+                    counts.len()
+                ));
+            }
             let distinct: BTreeSet<_> = group.iter().collect();
             if group.is_empty() || distinct.len() != group.len() || group.iter().any(|&m| m >= n) {
                 return Err(format!(

@@ -141,6 +141,7 @@ impl PlanBuilder {
             layout,
             shape,
             dtype: info.dtype,
+            rank_shapes: vec![],
         });
         self.plan.layouts[t.index()] = Some(layout);
         ValueId(self.plan.values.len() as u32 - 1)
@@ -213,6 +214,7 @@ impl PlanBuilder {
                 to_axis,
                 group: (0..n).collect(),
                 bytes,
+                counts: vec![],
             },
             &[x],
             &[out],

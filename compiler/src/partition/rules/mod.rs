@@ -84,6 +84,8 @@ pub struct RuleCx<'a> {
     /// A user's distribution rules (`tessera compile --dist-rules FILE`), applied after the
     /// built-in table.
     pub user_rules: std::sync::Arc<Vec<dsl::DistRule>>,
+    /// The grain of each axis extent, for ragged splits.
+    pub grains: std::sync::Arc<crate::partition::ragged::Grains>,
 }
 
 impl<'a> RuleCx<'a> {
@@ -96,6 +98,7 @@ impl<'a> RuleCx<'a> {
             limits: Default::default(),
             shared: std::sync::Arc::new(g.clone()),
             user_rules: Default::default(),
+            grains: std::sync::Arc::new(crate::partition::ragged::Grains::of(g)),
         }
     }
     pub(crate) fn shape(&self, t: TensorId) -> &[usize] {
@@ -164,7 +167,7 @@ fn checked_forms(
             nd.name
         );
         for (inputs, out_layout, lowering) in sigs {
-            let Some(out_shape) = out_layout.local_shape(cx.shape(tensor), cx.n) else {
+            let Some(out_shape) = cx.grains.local(out_layout, cx.shape(tensor), cx.n) else {
                 continue;
             };
             if out_layout == Layout::Partial && !is_float(cx.g, tensor) {
@@ -174,7 +177,7 @@ fn checked_forms(
             let mut ok = true;
             for o in &inputs {
                 let partial_int = matches!(o, Operand::Tensor { t, layout: Layout::Partial } if !is_float(cx.g, *t));
-                match operand_local_shape(cx.g, o, cx.n) {
+                match operand_local_shape(cx.g, &cx.grains, o, cx.n) {
                     Some(s) if !partial_int => shapes.push(s),
                     _ => ok = false,
                 }
@@ -204,6 +207,9 @@ fn checked_forms(
                 flops,
                 lowering,
             };
+            if !crate::partition::ragged::consistent(cx.g, &cx.grains, cx.n, &form) {
+                continue;
+            }
             if !forms.iter().any(|f| {
                 f.inputs == form.inputs && f.out == form.out && f.lowering == form.lowering
             }) {

@@ -1,0 +1,290 @@
+//! Ragged splits: a split axis that does not divide into N equal chunks.
+//!
+//! An axis of extent `d` split over N ranks is cut in blocks of a *grain* of elements
+//! ([`tessera_ir::split_bounds`]): equal chunks when the blocks divide by N, else balanced
+//! chunks whose first ranks hold one block more (12 heads on 8 ranks: 2,2,2,2,1,1,1,1 heads).
+//! The grain of an extent is chosen once per graph ([`Grains::of`]): a Reshape that cuts an
+//! axis of extent `d` into `[h, e]` (heads of `e` elements) gives `d` the grain `e`, so its
+//! chunks stay whole heads. Keying the grain by the extent makes every two axes a rule ties
+//! together (they always have equal extents) agree on their chunks; a form that ties axes of
+//! different extents (a Reshape) is kept only if its rank-local op gives every rank the
+//! output shape the layout says ([`consistent`]), so chunks of the two sides line up.
+use super::form::{LocalForm, Lowering, Operand};
+use std::collections::HashMap;
+use tessera_ir::op::{AttentionAttrs, ExpandAttrs, ReshapeAttrs, SliceAttrs};
+use tessera_ir::{split_bounds, Graph, Layout, Node, Op};
+
+/// The grain of each axis extent of one graph (1 where nothing asks for more).
+#[derive(Debug, Clone, Default)]
+pub struct Grains(HashMap<usize, usize>);
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl Grains {
+    /// Grains asked for by the Reshapes (an axis cut into heads, or heads merged into an
+    /// axis) and the 3-D Attention ops (hidden = heads × head size) of `g`.
+    pub fn of(g: &Graph) -> Grains {
+        let mut grains = Grains::default();
+        for nd in &g.nodes {
+            match &nd.op {
+                Op::Reshape(_) => {
+                    let (Some(&i), Some(&o)) = (nd.inputs.first(), nd.outputs.first()) else {
+                        continue;
+                    };
+                    grains.reshape(&g.tensor(i).shape, &g.tensor(o).shape);
+                }
+                Op::Attention(a) => {
+                    let heads = [(0, a.q_num_heads), (1, a.kv_num_heads), (2, a.kv_num_heads)];
+                    for (k, h) in heads {
+                        let (Some(h), Some(&t)) = (h, nd.inputs.get(k)) else {
+                            continue;
+                        };
+                        let s = &g.tensor(t).shape;
+                        if s.len() == 3 && h > 0 && s[2].is_multiple_of(h) {
+                            grains.ask(s[2], s[2] / h);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        grains
+    }
+
+    /// `extent` asks to be cut in whole blocks of `grain`.
+    fn ask(&mut self, extent: usize, grain: usize) {
+        if grain <= 1 || extent == 0 || !extent.is_multiple_of(grain) {
+            return;
+        }
+        let e = self.0.entry(extent).or_insert(1);
+        let lcm = *e / gcd(*e, grain) * grain;
+        if extent.is_multiple_of(lcm) {
+            *e = lcm;
+        }
+    }
+
+    /// The groups of axes a reshape maps onto each other (equal element counts), ones left
+    /// out: an input axis cut into several gives its extent the grain of the trailing part;
+    /// several merged into one output axis give the merged extent the trailing input part.
+    fn reshape(&mut self, input: &[usize], output: &[usize]) {
+        let a: Vec<usize> = input.iter().copied().filter(|&d| d != 1).collect();
+        let b: Vec<usize> = output.iter().copied().filter(|&d| d != 1).collect();
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            let (i0, j0) = (i, j);
+            let (mut pa, mut pb) = (a[i], b[j]);
+            while pa != pb {
+                if pa < pb {
+                    i += 1;
+                    let Some(&x) = a.get(i) else { return };
+                    pa *= x;
+                } else {
+                    j += 1;
+                    let Some(&x) = b.get(j) else { return };
+                    pb *= x;
+                }
+            }
+            if i == i0 && j > j0 {
+                self.ask(a[i0], a[i0] / b[j0]);
+            } else if j == j0 && i > i0 {
+                self.ask(b[j0], b[j0] / a[i0]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+
+    /// The chunks of an axis of `extent` over `n` ranks: in blocks of the extent's grain
+    /// when that gives every rank a block, else by elements; `None` when `extent < n`.
+    pub fn bounds(&self, extent: usize, n: usize) -> Option<Vec<(usize, usize)>> {
+        let grain = self.0.get(&extent).copied().unwrap_or(1);
+        split_bounds(extent, grain, n).or_else(|| split_bounds(extent, 1, n))
+    }
+
+    /// Rank `r`'s local shape of a tensor of logical `shape` in `layout`.
+    pub fn rank_local(
+        &self,
+        layout: Layout,
+        shape: &[usize],
+        n: usize,
+        r: usize,
+    ) -> Option<Vec<usize>> {
+        match layout {
+            Layout::Replicated | Layout::Partial => Some(shape.to_vec()),
+            Layout::Split(a) => {
+                let (s, e) = *self.bounds(*shape.get(a)?, n)?.get(r)?;
+                let mut local = shape.to_vec();
+                local[a] = e - s;
+                Some(local)
+            }
+        }
+    }
+
+    /// The largest local shape (rank 0's), what costs and memory count.
+    pub fn local(&self, layout: Layout, shape: &[usize], n: usize) -> Option<Vec<usize>> {
+        self.rank_local(layout, shape, n, 0)
+    }
+
+    /// Whether the ranks' chunks of `shape` in `layout` differ in size.
+    pub fn is_ragged(&self, layout: Layout, shape: &[usize], n: usize) -> bool {
+        match layout {
+            Layout::Split(a) => shape
+                .get(a)
+                .and_then(|&d| self.bounds(d, n))
+                .is_some_and(|b| b.iter().any(|(s, e)| e - s != b[0].1 - b[0].0)),
+            _ => false,
+        }
+    }
+}
+
+/// The rank-local op of a form of `nd` (output `out_index`), given the rank's output shape
+/// and the logical and local shapes of the inputs: Reshape and Expand take their local
+/// target, a Split output becomes a Slice, a 3-D Attention its local head counts.
+pub fn local_op(
+    nd: &Node,
+    out_index: usize,
+    out_local: &[usize],
+    in_full: &[&[usize]],
+    in_local: &[Vec<usize>],
+) -> Op {
+    match &nd.op {
+        Op::Reshape(_) => Op::Reshape(ReshapeAttrs {
+            shape: out_local.to_vec(),
+        }),
+        Op::Expand(_) => Op::Expand(ExpandAttrs {
+            shape: out_local.to_vec(),
+        }),
+        Op::Split(s) => {
+            let start: usize = s.sizes[..out_index].iter().sum();
+            Op::Slice(SliceAttrs {
+                axes: vec![s.axis],
+                starts: vec![start as i64],
+                ends: vec![(start + s.sizes[out_index]) as i64],
+                steps: vec![1],
+            })
+        }
+        // 3-D attention split by heads: each rank's head counts.
+        Op::Attention(a) if a.q_num_heads.is_some() => {
+            let heads = |h: Option<usize>, k: usize| {
+                let (full, local) = (in_full.get(k)?, in_local.get(k)?);
+                match (full.get(2), local.get(2)) {
+                    (Some(&f), Some(&l)) if f > 0 => h.map(|h| h * l / f),
+                    _ => h,
+                }
+            };
+            Op::Attention(AttentionAttrs {
+                q_num_heads: heads(a.q_num_heads, 0),
+                kv_num_heads: heads(a.kv_num_heads, 1),
+                ..a.clone()
+            })
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether a form with a ragged layout computes, on every rank, the chunk its output layout
+/// names: the rank-local op, inferred on the rank's operand shapes, must give the rank's
+/// output shape. Forms without a ragged layout are consistent by construction.
+pub fn consistent(g: &Graph, grains: &Grains, n: usize, f: &LocalForm) -> bool {
+    let shape_of = |o: &Operand| -> Vec<usize> {
+        match o {
+            Operand::Tensor { t, .. } => g.tensor(*t).shape.clone(),
+            Operand::View {
+                t,
+                section: (axis, start, end),
+                ..
+            } => {
+                let mut s = g.tensor(*t).shape.clone();
+                if let Some(d) = s.get_mut(*axis) {
+                    *d = end - start;
+                }
+                s
+            }
+        }
+    };
+    let full: Vec<Vec<usize>> = f.inputs.iter().map(shape_of).collect();
+    let out_full = &g.tensor(f.tensor).shape;
+    let ragged = grains.is_ragged(f.out, out_full, n)
+        || f.inputs
+            .iter()
+            .zip(&full)
+            .any(|(o, s)| grains.is_ragged(o.layout(), s, n));
+    if !ragged {
+        return true;
+    }
+    let nd = g.node(f.node);
+    let full_refs: Vec<&[usize]> = full.iter().map(|s| s.as_slice()).collect();
+    (0..n).all(|r| {
+        let Some(out) = grains.rank_local(f.out, out_full, n, r) else {
+            return false;
+        };
+        let Some(locals) = f
+            .inputs
+            .iter()
+            .zip(&full)
+            .map(|(o, s)| grains.rank_local(o.layout(), s, n, r))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        let typed = |k: usize| {
+            let (Operand::Tensor { t, .. } | Operand::View { t, .. }) = &f.inputs[k];
+            (g.tensor(*t).dtype, locals[k].as_slice())
+        };
+        let (op, args, index) = match &f.lowering {
+            Lowering::Op => (
+                local_op(nd, f.out_index, &out, &full_refs, &locals),
+                (0..locals.len()).map(typed).collect::<Vec<_>>(),
+                f.out_index,
+            ),
+            Lowering::FusedSection { .. } if locals.len() >= 2 => (
+                Op::MatMul(tessera_ir::op::MatMulAttrs {}),
+                vec![typed(0), typed(1)],
+                0,
+            ),
+            // The sharded gather's table rows come from the same bounds as its offsets.
+            _ => return true,
+        };
+        let idx = if matches!(nd.op, Op::Split(_)) {
+            0
+        } else {
+            index
+        };
+        tessera_ir::infer::infer(&nd.name, &op, &args)
+            .ok()
+            .and_then(|outs| outs.into_iter().nth(idx))
+            .is_some_and(|(_, s)| s == out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Grains;
+
+    #[test]
+    fn reshape_into_heads_sets_the_grain() {
+        let mut g = Grains::default();
+        g.reshape(&[2, 16, 768], &[2, 16, 12, 64]);
+        g.reshape(&[2, 12, 16, 64], &[2, 12, 16, 64]);
+        g.reshape(&[2, 16, 12, 64], &[2, 16, 768]);
+        let lens = |d: usize, n: usize| -> Vec<usize> {
+            g.bounds(d, n).unwrap().iter().map(|(s, e)| e - s).collect()
+        };
+        assert_eq!(lens(768, 8), [128, 128, 128, 128, 64, 64, 64, 64]);
+        assert_eq!(lens(768, 4), [192; 4]);
+        // No grain for other extents: ragged by elements.
+        assert_eq!(lens(1000, 3), [334, 333, 333]);
+        // Fewer heads than ranks: by elements again.
+        let mut k = Grains::default();
+        k.reshape(&[2, 16, 256], &[2, 16, 4, 64]);
+        assert_eq!(lens(256, 8).len(), 8);
+        assert_eq!(k.bounds(256, 8).unwrap()[0], (0, 32));
+        assert_eq!(k.bounds(256, 3).unwrap()[0], (0, 128));
+    }
+}
