@@ -104,7 +104,12 @@ fn check_model(
                 (m, v + b)
             }
         });
-        let most = plan.estimates.iter().map(|e| e.param_bytes).max().unwrap_or(0);
+        let most = plan
+            .estimates
+            .iter()
+            .map(|e| e.param_bytes)
+            .max()
+            .unwrap_or(0);
         let bound = PARAMS_PER_RANK * matrices as f64 / n as f64 + vectors as f64;
         eprintln!(
             "{label} N={n}: params per rank {most} B, {:.2}/N of the matrices",

@@ -33,7 +33,7 @@ pub fn stream_layouts(cx: &RuleCx, t: TensorId) -> Vec<Layout> {
     let mut v = vec![Layout::Replicated];
     v.extend(
         (0..info.shape.len())
-            .filter(|&a| info.shape[a] > 1 && info.shape[a].is_multiple_of(cx.n))
+            .filter(|&a| info.shape[a] > 1 && cx.grains.bounds(info.shape[a], cx.n).is_some())
             .map(Layout::Split),
     );
     if info.dtype.is_float() {

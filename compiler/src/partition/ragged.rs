@@ -14,9 +14,11 @@ use std::collections::HashMap;
 use tessera_ir::op::{AttentionAttrs, ExpandAttrs, ReshapeAttrs, SliceAttrs};
 use tessera_ir::{split_bounds, Graph, Layout, Node, Op};
 
-/// The grain of each axis extent of one graph (1 where nothing asks for more).
+/// The grain of each axis extent of one graph (1 where nothing asks for more), and the
+/// head grain it falls back to when the first gives some rank no block (grouped-query heads
+/// in groups of 2 over 5 ranks: whole heads instead).
 #[derive(Debug, Clone, Default)]
-pub struct Grains(HashMap<usize, usize>);
+pub struct Grains(HashMap<usize, usize>, HashMap<usize, usize>);
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
@@ -27,34 +29,78 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 impl Grains {
-    /// Grains asked for by the Reshapes (an axis cut into heads, or heads merged into an
-    /// axis) and the 3-D Attention ops (hidden = heads × head size) of `g`.
+    /// Grains asked for by the Reshapes of `g` (an axis of extent `d` cut into `[h, e]`
+    /// heads, or heads merged back: `d` is cut in whole heads, `e` times the grain of `h`)
+    /// and its Attention ops (3-D: hidden = heads × head size; grouped-query: the query heads
+    /// in groups of `q / kv`, so each rank's query heads read its own key-value heads). The
+    /// reshape links are followed to a fixpoint, so a group grain on the heads axis reaches
+    /// the hidden axis the heads were cut from.
     pub fn of(g: &Graph) -> Grains {
         let mut grains = Grains::default();
+        // (d, h, e): extent d = h heads × e, from a Reshape.
+        let mut links: Vec<(usize, usize, usize)> = Vec::new();
         for nd in &g.nodes {
             match &nd.op {
                 Op::Reshape(_) => {
                     let (Some(&i), Some(&o)) = (nd.inputs.first(), nd.outputs.first()) else {
                         continue;
                     };
-                    grains.reshape(&g.tensor(i).shape, &g.tensor(o).shape);
+                    reshape_links(&g.tensor(i).shape, &g.tensor(o).shape, &mut links);
                 }
                 Op::Attention(a) => {
-                    let heads = [(0, a.q_num_heads), (1, a.kv_num_heads), (2, a.kv_num_heads)];
-                    for (k, h) in heads {
-                        let (Some(h), Some(&t)) = (h, nd.inputs.get(k)) else {
-                            continue;
-                        };
-                        let s = &g.tensor(t).shape;
-                        if s.len() == 3 && h > 0 && s[2].is_multiple_of(h) {
-                            grains.ask(s[2], s[2] / h);
-                        }
+                    let shape = |k: usize| nd.inputs.get(k).map(|t| &g.tensor(*t).shape);
+                    let (Some(q), Some(k)) = (shape(0), shape(1)) else {
+                        continue;
+                    };
+                    let (hq, hkv) = match (q.len(), a.q_num_heads, a.kv_num_heads) {
+                        (4, _, _) => (q[1], k[1]),
+                        (3, Some(hq), Some(hkv)) => (hq, hkv),
+                        _ => continue,
+                    };
+                    if hkv == 0 || hq == 0 || !hq.is_multiple_of(hkv) {
+                        continue;
+                    }
+                    if q.len() == 4 {
+                        grains.ask(hq, hq / hkv);
+                    } else if q[2].is_multiple_of(hq) && k[2].is_multiple_of(hkv) {
+                        // Whole heads of the hidden axis; query heads in groups of q/kv.
+                        grains.ask(q[2], q[2] / hq * (hq / hkv));
+                        grains.ask(k[2], k[2] / hkv);
                     }
                 }
                 _ => {}
             }
         }
+        for &(d, _, e) in &links {
+            grains.ask(d, e);
+        }
+        // Whole heads, before the query-group grains are propagated.
+        let mut heads = Grains::default();
+        for &(d, _, e) in &links {
+            heads.ask(d, e);
+        }
+        grains.1 = heads.0;
+        // Follow the links both ways until nothing changes (a few passes: chains are short).
+        for _ in 0..8 {
+            let before = grains.0.clone();
+            for &(d, h, e) in &links {
+                let gh = grains.grain(h);
+                grains.ask(d, e * gh);
+                let gd = grains.grain(d);
+                if gd.is_multiple_of(e) {
+                    grains.ask(h, gd / e);
+                }
+            }
+            if grains.0 == before {
+                break;
+            }
+        }
         grains
+    }
+
+    /// The grain of `extent` (1 when nothing asked).
+    fn grain(&self, extent: usize) -> usize {
+        self.0.get(&extent).copied().unwrap_or(1)
     }
 
     /// `extent` asks to be cut in whole blocks of `grain`.
@@ -69,42 +115,22 @@ impl Grains {
         }
     }
 
-    /// The groups of axes a reshape maps onto each other (equal element counts), ones left
-    /// out: an input axis cut into several gives its extent the grain of the trailing part;
-    /// several merged into one output axis give the merged extent the trailing input part.
+    #[cfg(test)]
     fn reshape(&mut self, input: &[usize], output: &[usize]) {
-        let a: Vec<usize> = input.iter().copied().filter(|&d| d != 1).collect();
-        let b: Vec<usize> = output.iter().copied().filter(|&d| d != 1).collect();
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() && j < b.len() {
-            let (i0, j0) = (i, j);
-            let (mut pa, mut pb) = (a[i], b[j]);
-            while pa != pb {
-                if pa < pb {
-                    i += 1;
-                    let Some(&x) = a.get(i) else { return };
-                    pa *= x;
-                } else {
-                    j += 1;
-                    let Some(&x) = b.get(j) else { return };
-                    pb *= x;
-                }
-            }
-            if i == i0 && j > j0 {
-                self.ask(a[i0], a[i0] / b[j0]);
-            } else if j == j0 && i > i0 {
-                self.ask(b[j0], b[j0] / a[i0]);
-            }
-            i += 1;
-            j += 1;
+        let mut links = Vec::new();
+        reshape_links(input, output, &mut links);
+        for (d, _, e) in links {
+            self.ask(d, e);
         }
     }
 
     /// The chunks of an axis of `extent` over `n` ranks: in blocks of the extent's grain
     /// when that gives every rank a block, else by elements; `None` when `extent < n`.
     pub fn bounds(&self, extent: usize, n: usize) -> Option<Vec<(usize, usize)>> {
-        let grain = self.0.get(&extent).copied().unwrap_or(1);
-        split_bounds(extent, grain, n).or_else(|| split_bounds(extent, 1, n))
+        let head = self.1.get(&extent).copied().unwrap_or(1);
+        split_bounds(extent, self.grain(extent), n)
+            .or_else(|| split_bounds(extent, head, n))
+            .or_else(|| split_bounds(extent, 1, n))
     }
 
     /// Rank `r`'s local shape of a tensor of logical `shape` in `layout`.
@@ -140,6 +166,37 @@ impl Grains {
                 .is_some_and(|b| b.iter().any(|(s, e)| e - s != b[0].1 - b[0].0)),
             _ => false,
         }
+    }
+}
+
+/// The axes a reshape maps onto each other (equal element counts, ones left out): an input
+/// axis `d` cut into several output axes `[h, ..]` gives the link `(d, h, d / h)`; several
+/// input axes `[h, ..]` merged into one output axis `d` give the same link.
+fn reshape_links(input: &[usize], output: &[usize], links: &mut Vec<(usize, usize, usize)>) {
+    let a: Vec<usize> = input.iter().copied().filter(|&d| d != 1).collect();
+    let b: Vec<usize> = output.iter().copied().filter(|&d| d != 1).collect();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (i0, j0) = (i, j);
+        let (mut pa, mut pb) = (a[i], b[j]);
+        while pa != pb {
+            if pa < pb {
+                i += 1;
+                let Some(&x) = a.get(i) else { return };
+                pa *= x;
+            } else {
+                j += 1;
+                let Some(&x) = b.get(j) else { return };
+                pb *= x;
+            }
+        }
+        if i == i0 && j > j0 {
+            links.push((a[i0], b[j0], a[i0] / b[j0]));
+        } else if j == j0 && i > i0 {
+            links.push((b[j0], a[i0], b[j0] / a[i0]));
+        }
+        i += 1;
+        j += 1;
     }
 }
 
@@ -251,6 +308,33 @@ pub fn consistent(g: &Graph, grains: &Grains, n: usize, f: &LocalForm) -> bool {
             // The sharded gather's table rows come from the same bounds as its offsets.
             _ => return true,
         };
+        // Grouped-query attention: every rank keeps the q/kv head ratio, so its query heads
+        // read its own key-value heads (a shape check alone would accept 3 q / 1 kv heads on
+        // a rank whose query heads belong to two key-value heads).
+        if let (Op::Attention(full), Op::Attention(local)) = (&nd.op, &op) {
+            let heads = |a: &tessera_ir::op::AttentionAttrs, q: &[usize], k: &[usize]| match (
+                q.len(),
+                a.q_num_heads,
+                a.kv_num_heads,
+            ) {
+                (4, _, _) if k.len() == 4 => Some((q[1], k[1])),
+                (3, Some(hq), Some(hkv)) => Some((hq, hkv)),
+                _ => None,
+            };
+            let (Some(fq), Some(fk), Some(lq), Some(lk)) = (
+                full_refs.first(),
+                full_refs.get(1),
+                locals.first(),
+                locals.get(1),
+            ) else {
+                return false;
+            };
+            if let (Some((q, kv)), Some((lq, lkv))) = (heads(full, fq, fk), heads(local, lq, lk)) {
+                if lq * kv != lkv * q {
+                    return false;
+                }
+            }
+        }
         let idx = if matches!(nd.op, Op::Split(_)) {
             0
         } else {
@@ -286,5 +370,36 @@ mod tests {
         assert_eq!(lens(256, 8).len(), 8);
         assert_eq!(k.bounds(256, 8).unwrap()[0], (0, 32));
         assert_eq!(k.bounds(256, 3).unwrap()[0], (0, 128));
+    }
+
+    #[test]
+    fn grouped_query_heads_split_by_groups() {
+        // 8 query heads of 16 (hidden 128), 4 key-value heads repeated by Expand + Reshape.
+        let mut links = Vec::new();
+        super::reshape_links(&[2, 16, 128], &[2, 16, 8, 16], &mut links);
+        super::reshape_links(&[2, 4, 2, 16, 16], &[2, 8, 16, 16], &mut links);
+        let mut g = Grains::default();
+        for &(d, _, e) in &links {
+            g.ask(d, e);
+        }
+        g.1 = g.0.clone();
+        for _ in 0..3 {
+            for &(d, h, e) in &links {
+                let gh = g.grain(h);
+                g.ask(d, e * gh);
+            }
+        }
+        let heads = |d: usize, n: usize, unit: usize| -> Vec<usize> {
+            g.bounds(d, n)
+                .unwrap()
+                .iter()
+                .map(|(s, e)| (e - s) / unit)
+                .collect()
+        };
+        // 3 ranks: query heads 4,2,2 follow the key-value heads 2,1,1.
+        assert_eq!(heads(128, 3, 16), [4, 2, 2]);
+        assert_eq!(heads(8, 3, 1), [4, 2, 2]);
+        // 5 ranks: fewer groups than ranks, so whole heads 2,2,2,1,1.
+        assert_eq!(heads(128, 5, 16), [2, 2, 2, 1, 1]);
     }
 }

@@ -167,10 +167,17 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             // [.., H*D] -> [.., H, D]: a head split of the last axis.
             if outs.len() == ins.len() + 1 && outs[..ins.len() - 1] == ins[..ins.len() - 1] {
                 let heads = outs[outs.len() - 2];
-                if heads > 1 && heads % n != 0 {
+                if heads > 1 && heads < n {
                     out.push(format!(
-                        "Reshape '{}': {heads} heads do not divide over {n} devices, so attention heads cannot be split (the attention runs on another axis or replicated)",
+                        "Reshape '{}': {heads} heads are fewer than {n} devices, so attention heads cannot be split (the attention runs on another axis or replicated)",
                         nd.name
+                    ));
+                } else if heads > 1 && heads % n != 0 {
+                    out.push(format!(
+                        "Reshape '{}': {heads} heads do not divide over {n} devices: a head split is ragged ({} or {} heads per device)",
+                        nd.name,
+                        heads / n + 1,
+                        heads / n
                     ));
                 }
             }

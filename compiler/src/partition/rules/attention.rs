@@ -16,7 +16,8 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     };
     let axis = match (cx.shape(nd.inputs[0]).len(), a.q_num_heads, a.kv_num_heads) {
         (4, _, _) => 1,
-        (3, Some(hq), Some(hkv)) if hq % cx.n == 0 && hkv % cx.n == 0 => 2,
+        // Ragged head counts are checked per rank (ragged::consistent keeps the q/kv ratio).
+        (3, Some(hq), Some(hkv)) if hq >= cx.n && hkv >= cx.n => 2,
         _ => return vec![],
     };
     if a.has_nonpad {

@@ -83,7 +83,7 @@ pub(super) fn fused_section(cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
     let Some((x, w, b, mmn, add)) = projection(cx, y) else {
         return vec![];
     };
-    if (end - start) % cx.n != 0 || end <= start {
+    if end <= start || cx.grains.bounds(end - start, cx.n).is_none() {
         return vec![];
     }
     let mut inputs = vec![

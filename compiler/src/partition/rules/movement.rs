@@ -2,17 +2,14 @@
 
 /// Output axis a split of input axis `a` survives to through a reshape, if any: the leading
 /// element counts agree and either `a` merges into the outer factor of output axis b, or
-/// output axis b is the outer factor of `a`, with N | out[b].
+/// output axis b is the outer factor of `a`, both at least N (a ragged split is then
+/// checked rank by rank, see `partition::ragged::consistent`).
 pub fn reshape_split_axis(input: &[usize], output: &[usize], a: usize, n: usize) -> Option<usize> {
     let prefix: usize = input[..a].iter().product();
     let d = input[a];
     (0..output.len()).find(|&b| {
         let e = output[b];
-        if output[..b].iter().product::<usize>() != prefix
-            || !e.is_multiple_of(n)
-            || !d.is_multiple_of(n)
-            || e == 0
-        {
+        if output[..b].iter().product::<usize>() != prefix || e < n || d < n || e == 0 {
             return false;
         }
         // a is the outer factor of b: e = d · in[a+1..a+1+k]
