@@ -76,6 +76,12 @@ pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
         .min()
 }
 
+/// Slack on the share of a weight whose split is ragged (N divides none of its axes): its
+/// largest element-wise chunk is what [`split_share`] counts, but the plan that splits it
+/// along whole heads (a fused QKV projection's sections, 3,3,2 heads of 8 at N = 3) holds up
+/// to a head more per section; without slack the budget would forbid the head split.
+pub const RAGGED_SLACK: f64 = 0.125;
+
 impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
@@ -87,6 +93,10 @@ impl Budgets {
             let bytes = w.size_bytes() as f64;
             let share = split_share(w, n, &grains);
             shares[t.index()] = match share {
+                // Ragged: the largest chunk times N exceeds the whole.
+                Some(s) if big.contains(t) && (s * n) as f64 > bytes => {
+                    (s as f64 * (1.0 + RAGGED_SLACK)).min(bytes)
+                }
                 Some(s) if big.contains(t) => s as f64,
                 _ => bytes,
             };
