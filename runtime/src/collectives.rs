@@ -413,6 +413,62 @@ mod tests {
         out
     }
 
+    /// Ragged chunks (3 members over an axis of 8: 3, 3, 2): all-gather concatenates them,
+    /// reduce-scatter and all-to-all cut by the counts; the same specs as the runtime calls.
+    #[test]
+    fn ragged_collectives_follow_the_counts() {
+        let counts = vec![3, 3, 2];
+        let starts = [0, 3, 6];
+        let full = logical(&[2, 8], 11);
+        let chunk = |t: &Tensor, m: usize| slice_axis(t, 1, starts[m], starts[m] + counts[m]);
+        let parts: Vec<Tensor> = (0..3).map(|m| chunk(&full, m).unwrap()).collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let gather = CollectiveSpec {
+            kind: CollectiveKind::AllGather,
+            axis: Some(1),
+            to_axis: None,
+            counts: counts.clone(),
+        };
+        for m in 0..3 {
+            assert_eq!(compute(&gather, &refs, m).unwrap(), full);
+        }
+        // Reduce-scatter of three addends: member m gets its chunk of the sum.
+        let addends: Vec<Tensor> = (0..3).map(|r| logical(&[2, 8], 20 + r)).collect();
+        let arefs: Vec<&Tensor> = addends.iter().collect();
+        let sum = all_reduce(&arefs).unwrap();
+        let scatter = CollectiveSpec {
+            kind: CollectiveKind::ReduceScatter,
+            axis: Some(1),
+            to_axis: None,
+            counts: counts.clone(),
+        };
+        for m in 0..3 {
+            let got = compute(&scatter, &arefs, m).unwrap();
+            assert_eq!(got, chunk(&sum, m).unwrap(), "member {m}");
+        }
+        // All-to-all from a ragged split of axis 1 to a ragged split of axis 0 (extent 8).
+        let full = logical(&[8, 8], 5);
+        let parts: Vec<Tensor> = (0..3).map(|m| chunk(&full, m).unwrap()).collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let a2a = CollectiveSpec {
+            kind: CollectiveKind::AllToAll,
+            axis: Some(1),
+            to_axis: Some(0),
+            counts: counts.clone(),
+        };
+        for m in 0..3 {
+            let got = compute(&a2a, &refs, m).unwrap();
+            let want = slice_axis(&full, 0, starts[m], starts[m] + counts[m]).unwrap();
+            assert_eq!(got, want, "member {m}");
+        }
+        // Counts that do not cover the axis are refused.
+        let bad = CollectiveSpec {
+            counts: vec![3, 3, 3],
+            ..scatter
+        };
+        assert!(compute(&bad, &arefs, 0).is_err());
+    }
+
     #[test]
     fn all_reduce_sums_in_member_order() {
         for n in 1..=6 {

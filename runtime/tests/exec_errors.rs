@@ -165,6 +165,16 @@ fn structural_errors_are_rejected_before_running() {
 }
 
 #[test]
+fn ragged_value_shapes_must_cover_every_rank() {
+    let (mut plan, inputs) = mlp_plan(2);
+    // Per-rank shapes for 3 ranks in a 2-rank plan.
+    let v = &mut plan.values[0];
+    v.rank_shapes = vec![v.shape.clone(); 3];
+    let msg = run_err(&plan, &inputs);
+    assert!(msg.contains("3 per-rank shapes for 2 ranks"), "{msg}");
+}
+
+#[test]
 fn newer_format_version_is_refused() {
     let (mut plan, inputs) = mlp_plan(1);
     plan.format_version = FORMAT_VERSION + 1;
