@@ -293,3 +293,73 @@ fn plans_with_inconsistent_meshes_are_refused_on_read() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inspect_and_dot_show_the_groups() {
+    let dir = scratch("show");
+    let model = root().join("examples/models/gpt2_1l.onnx");
+    let path = dir.join("gpt2_2x2.json");
+    let plan = compile(
+        &model,
+        &[
+            "--mesh",
+            "2x2",
+            "--shape",
+            "input_ids=4x16",
+            "--cost-model",
+            "nvlink",
+        ],
+        &path,
+    );
+    let p = path.to_str().expect("utf-8 path");
+    let (code, text, err) = tessera(&["inspect", p]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "devices 4 (mesh 2x2)",
+        "data axis: 2 groups of 2 devices",
+        "inputs: input_ids split on axis 0",
+        "outputs gathered along axis 0",
+        // nvlink's preset: InfiniBand HDR between the machines of the groups.
+        "across groups: 0 collectives, 0 B moved (links across groups: 10.0 µs",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    let (code, json, err) = tessera(&["inspect", p, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["data_axis"]["collectives"], 0);
+    assert_eq!(v["data_axis"]["bytes"], 0);
+    assert_eq!(v["data_axis"]["inter_group_beta_bytes_per_s"], 20e9);
+    let groups = v["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[1]["ranks"], serde_json::json!([2, 3]));
+    // Both groups hold, compute and communicate the same.
+    for key in [
+        "collectives",
+        "collective_bytes",
+        "max_param_bytes",
+        "flops",
+    ] {
+        assert_eq!(groups[0][key], groups[1][key], "{key}");
+    }
+    let per_group = plan.ranks[0]
+        .steps
+        .iter()
+        .filter(|s| matches!(s.kind, StepKind::Collective { .. }))
+        .count();
+    assert_eq!(groups[0]["collectives"], per_group);
+    let (code, dot, err) = tessera(&["dot", p, "--rank", "3"]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "member 1 of data group 1 (ranks 2,3); mesh 2x2",
+        "subgraph cluster_group0",
+        "subgraph cluster_group1",
+        "data group 1: axis 0 [2:4] of 4",
+        "group [2, 3]",
+        "gathered along axis 0 over 2 groups",
+    ] {
+        assert!(dot.contains(needle), "{needle}: {dot}");
+    }
+    assert!(!dot.contains("group [0, 1]"), "{dot}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -173,3 +173,87 @@ pub(crate) fn render(groups: &[GroupRow], data: Option<&DataAxisRow>) -> String 
     }
     s
 }
+
+/// `tessera dot`: the title's note on where rank `rank` sits in a `[D, T]` mesh (empty on a
+/// 1-D mesh).
+pub(crate) fn dot_title_note(plan: &Plan, rank: usize) -> String {
+    let Some(_) = &plan.data else {
+        return String::new();
+    };
+    let m = &plan.mesh;
+    let g = m.group_of(rank);
+    let ranks = m.groups().get(g).map_or(String::new(), |r| joined(r, ","));
+    format!(
+        ", member {} of data group {g} (ranks {ranks}); mesh {}x{}",
+        rank % m.group_size().max(1),
+        m.data_groups(),
+        m.group_size()
+    )
+}
+
+/// `tessera dot`: one cluster per data group listing its ranks, the drawn rank filled (empty
+/// on a 1-D mesh).
+pub(crate) fn dot_mesh_clusters(plan: &Plan, rank: usize) -> String {
+    let mut s = String::new();
+    if plan.data.is_none() {
+        return s;
+    }
+    let _ = writeln!(s, "  subgraph cluster_mesh {{");
+    let _ = writeln!(
+        s,
+        "    graph [label=\"data groups (no collective across them)\", style=dashed, color=\"#868e96\"];"
+    );
+    for (g, ranks) in plan.mesh.groups().iter().enumerate() {
+        let _ = writeln!(s, "    subgraph cluster_group{g} {{");
+        let _ = writeln!(
+            s,
+            "      graph [label=\"data group {g}\", style=filled, fillcolor=\"#f1f3f5\", color=\"#868e96\"];"
+        );
+        for r in ranks {
+            let fill = if *r == rank { "#ffd43b" } else { "#ffffff" };
+            let _ = writeln!(
+                s,
+                "      mesh_r{r} [label=\"rank {r}\", shape=box, style=filled, fillcolor=\"{fill}\", class=\"mesh\"];"
+            );
+        }
+        let _ = writeln!(s, "    }}");
+    }
+    let _ = writeln!(s, "  }}");
+    s
+}
+
+/// `tessera dot`: the data axis' part of an input step's label on rank `rank` (its group's
+/// rows of the batch) or of output `k`'s label (gathered along its batch axis); empty on a
+/// 1-D mesh.
+pub(crate) fn dot_step_note(plan: &Plan, rank: usize, step: &tessera_ir::plan::Step) -> String {
+    let (Some(data), StepKind::Input { tensor, .. }) = (&plan.data, &step.kind) else {
+        return String::new();
+    };
+    let Some(info) = plan.graph.tensors.get(tensor.index()) else {
+        return String::new();
+    };
+    match data.inputs.get(&info.name).copied().flatten() {
+        Some(a) => {
+            let b = info.shape.get(a).copied().unwrap_or(0);
+            let g = plan.mesh.group_of(rank);
+            format!(
+                "\ndata group {g}: axis {a} [{}:{}] of {}",
+                g * b,
+                (g + 1) * b,
+                b * plan.mesh.data_groups()
+            )
+        }
+        None => "\nwhole to every data group".into(),
+    }
+}
+
+/// `tessera dot`: how output `k` gathers over the data groups (empty on a 1-D mesh).
+pub(crate) fn dot_output_note(plan: &Plan, k: usize) -> String {
+    match plan.data.as_ref().and_then(|d| d.outputs.get(k)) {
+        Some(a) => format!(
+            "\nthis group's slice; gathered along axis {a} over {} groups",
+            plan.mesh.data_groups()
+        ),
+        None => String::new(),
+    }
+}
