@@ -363,3 +363,41 @@ fn inspect_and_dot_show_the_groups() {
     assert!(!dot.contains("group [0, 1]"), "{dot}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_resident_session_runs_a_mesh_plan_on_the_whole_batch() {
+    use tessera_runtime::session::{Session, SessionOptions};
+    let dir = scratch("session");
+    let model = root().join("examples/models/mlp_gemm.onnx");
+    let data = root().join("tests/data/mesh/mlp_gemm");
+    let path = dir.join("mlp_gemm_4x2.json");
+    compile(&model, &["--mesh", "4x2", "--shape", "x=8x64"], &path);
+    let session =
+        Session::open(&path, None, &SessionOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(session.devices(), 8);
+    // The session declares the whole batch, as the caller feeds it.
+    assert_eq!(session.inputs()[0].shape, vec![8, 64]);
+    assert_eq!(session.outputs()[0].shape, vec![8, 10]);
+    let inputs = inputs(&data);
+    let want = read_npy(&data.join("ort_output_logits.npy"));
+    for run in 0..2 {
+        let got = session
+            .run(&inputs)
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let diff = max_abs_diff(&got[0], &want);
+        assert!(diff <= ORT_TOLERANCE, "run {run}: {diff}");
+    }
+    // One group's batch is not the session's input.
+    let mut half = inputs.clone();
+    let x = &inputs["x"];
+    half.insert(
+        "x".into(),
+        Tensor::f32(
+            vec![2, 64],
+            x.to_f64_vec()[..128].iter().map(|v| *v as f32).collect(),
+        ),
+    );
+    let e = session.run(&half).unwrap_err().to_string();
+    assert!(e.contains("expected f32[8, 64], got f32[2, 64]"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
