@@ -2,7 +2,8 @@
 //! is compiled with the `tessera` CLI for `--mesh 2x2`, `2x4` and `4x2` at batch 8, run from
 //! its plan on D×T CPU devices as `tessera-run` runs it (`open_plan`, then `run_plan`), and
 //! compared with onnxruntime's outputs on the same batch (tests/data/mesh, recorded by
-//! scripts/gen_mesh_refs.py; max abs ≤ 1e-4). Each plan must be the `1xT` plan of batch 8 / D
+//! scripts/gen_mesh_refs.py; max abs ≤ 1e-4), as is the reference executor's run per group
+//! that `tessera-run --check` compares with. Each plan must be the `1xT` plan of batch 8 / D
 //! repeated over the D groups: the same collectives per rank, every collective inside its
 //! group, none across the data axis. Then the errors: a batch that does not divide, a mesh
 //! over the device limit, and plans whose mesh is inconsistent (a read plan is untrusted).
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use tessera_compiler::report::PlanReport;
 use tessera_ir::plan::{Plan, StepKind};
 use tessera_ir::Tensor;
+use tessera_runtime::exec::data::reference_outputs;
 use tessera_runtime::exec::load::open_plan;
 use tessera_runtime::exec::{run_plan, RunOptions};
 
@@ -138,7 +140,21 @@ fn check_model(label: &str, model: &Path, data: &Path) -> usize {
         let (got, stats) = run_plan(&loaded.plan, &loaded.store, &inputs, &RunOptions::default())
             .unwrap_or_else(|e| panic!("{label} {mesh}: {e}"));
         assert_eq!(stats.ranks.len(), d * t);
+        // What tessera-run --check compares with: the reference executor on each group's
+        // slice of the batch, gathered.
+        let reference = reference_outputs(&loaded.plan, &loaded.store, &inputs)
+            .unwrap_or_else(|e| panic!("{label} {mesh}: reference: {e}"));
         let g = &plan.graph;
+        for (o, (out, r)) in g.outputs.iter().zip(got.iter().zip(&reference)) {
+            let name = &g.tensor(*o).name;
+            let want = read_npy(&data.join(format!("ort_output_{}.npy", sanitize(name))));
+            let diff = max_abs_diff(r, &want);
+            assert!(
+                diff <= ORT_TOLERANCE,
+                "{label} --mesh {mesh}: the reference's '{name}' differs from onnxruntime by {diff}"
+            );
+            assert_eq!(out.shape, r.shape);
+        }
         for (o, out) in g.outputs.iter().zip(&got) {
             let name = &g.tensor(*o).name;
             let want = read_npy(&data.join(format!("ort_output_{}.npy", sanitize(name))));
