@@ -417,3 +417,29 @@ fn a_resident_session_runs_a_mesh_plan_on_the_whole_batch() {
     assert!(e.contains("expected f32[8, 64], got f32[2, 64]"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_library_compiles_for_a_mesh_in_memory() {
+    use tessera::{compile as compile_model, CompileOptions};
+    use tessera_runtime::session::SessionOptions;
+    let model = root().join("examples/models/sdpa_2l.onnx");
+    let data = root().join("tests/data/mesh/sdpa_2l");
+    let inputs = inputs(&data);
+    let mut opts = CompileOptions::new(2);
+    opts.data_groups = 4;
+    opts.shapes = BTreeMap::from([("x".to_string(), vec![8, 8, 64])]);
+    let compiled = compile_model(&model, &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(compiled.plan().mesh.shape, vec![4, 2]);
+    let session = compiled
+        .session(&SessionOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = session.run(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let diff = max_abs_diff(&got[0], &read_npy(&data.join("ort_output_y.npy")));
+    assert!(diff <= ORT_TOLERANCE, "{diff}");
+    opts.shapes = BTreeMap::from([("x".to_string(), vec![6, 8, 64])]);
+    let e = compile_model(&model, &opts).unwrap_err().to_string();
+    assert!(e.contains("input 'x' has batch 6 on axis 0"), "{e}");
+    opts.data_groups = 4096;
+    let e = compile_model(&model, &opts).unwrap_err().to_string();
+    assert!(e.contains("at most 4096 devices in all"), "{e}");
+}

@@ -138,7 +138,13 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if let Some(f) = &args.rules {
         import_opts.canon.extra_rules = super::rules::user_rules(f)?;
     }
-    let imported = super::mesh::import_for_mesh(&model_path, &import_opts, mesh, &batch_axes)?;
+    let imported = tessera_compiler::partition::mesh::import_for_mesh(
+        &model_path,
+        &import_opts,
+        mesh.d,
+        mesh.t,
+        &batch_axes,
+    )?;
     let model = imported.model;
     let import_ms = ms(import_start);
     let progress = Progress::start(start, args.time_limit);

@@ -1,12 +1,7 @@
-//! `tessera compile --mesh DxT`: the device count and mesh from `--devices` / `--mesh`, and,
-//! for D > 1 data groups, the import of the model at one group's batch
-//! (`tessera_compiler::partition::mesh`).
+//! `tessera compile --mesh DxT`: the mesh from `--devices` / `--mesh` and the batch axes
+//! from `--batch-axis` (the import and the split are `tessera_compiler::partition::mesh`'s).
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-use std::path::Path;
-use tessera_compiler::onnx::{import_model, ImportOptions, ImportedModel};
-use tessera_compiler::partition::mesh::{group_shapes, output_batch_axes};
-use tessera_ir::plan::DataSplit;
 use tessera_ir::MAX_DEVICES;
 
 /// The mesh `tessera compile` partitions for: `d` data groups of `t` devices.
@@ -87,50 +82,6 @@ pub fn parse_batch_axes(specs: &[String]) -> Result<BTreeMap<String, Option<usiz
         }
     }
     Ok(out)
-}
-
-/// A model imported for a `[d, t]` mesh: the graph of one data group, the whole batch's
-/// input shapes and how inputs split and outputs gather (None when `d` is 1).
-pub struct MeshImport {
-    /// The model at one group's batch.
-    pub model: ImportedModel,
-    /// The data split and the whole batch's input shapes, for D > 1.
-    pub data: Option<(DataSplit, BTreeMap<String, Vec<usize>>)>,
-}
-
-/// Imports `path` for `mesh`: as given when D is 1; otherwise at the whole batch (for the
-/// input shapes and the outputs' batch axes) and again at one group's batch.
-pub fn import_for_mesh(
-    path: &Path,
-    opts: &ImportOptions,
-    mesh: MeshSpec,
-    batch_axes: &BTreeMap<String, Option<usize>>,
-) -> Result<MeshImport> {
-    if mesh.d == 1 {
-        if !batch_axes.is_empty() {
-            bail!("--batch-axis needs a data axis: --mesh DxT with D > 1");
-        }
-        return Ok(MeshImport {
-            model: import_model(path, opts)?,
-            data: None,
-        });
-    }
-    let whole = import_model(path, opts)?;
-    let g = &whole.graph;
-    let whole_shapes: BTreeMap<String, Vec<usize>> = g
-        .inputs
-        .iter()
-        .map(|t| (g.tensor(*t).name.clone(), g.tensor(*t).shape.clone()))
-        .collect();
-    let (inputs, shapes) = group_shapes(&whole_shapes, batch_axes, mesh.d, mesh.t)?;
-    let mut group_opts = opts.clone();
-    group_opts.input_shapes = shapes;
-    let model = import_model(path, &group_opts)?;
-    let outputs = output_batch_axes(&whole.graph, &model.graph, mesh.d)?;
-    Ok(MeshImport {
-        model,
-        data: Some((DataSplit { inputs, outputs }, whole_shapes)),
-    })
 }
 
 #[cfg(test)]

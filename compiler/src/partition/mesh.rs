@@ -9,7 +9,9 @@
 //! program, whose collectives are over the ranks of group `g` only: the data axis adds no
 //! collective, and moves no byte beyond the inputs' slices in and the outputs' slices out.
 use super::PartitionError;
+use crate::onnx::{import_model, ImportOptions, ImportedModel};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tessera_ir::plan::{DataSplit, Mesh, Plan, StepKind};
 use tessera_ir::Graph;
 
@@ -42,6 +44,12 @@ pub enum MeshError {
         /// Why it is refused.
         why: String,
     },
+    /// The model could not be imported (at the whole batch or at one group's).
+    #[error(transparent)]
+    Import(#[from] crate::onnx::ImportError),
+    /// A batch axis was given without a data axis.
+    #[error("--batch-axis needs a data axis: --mesh DxT with D > 1")]
+    BatchAxisWithoutData,
     /// An output has no axis the groups' outputs could be concatenated along.
     #[error("output '{output}' has shape {whole:?} for the whole batch and {group:?} for one of {d} data groups: no single batch axis to gather the groups' outputs along, so the model does not split over a data axis")]
     NoOutputBatch {
@@ -144,6 +152,52 @@ pub fn output_batch_axes(whole: &Graph, group: &Graph, d: usize) -> Result<Vec<u
         }
     }
     Ok(axes)
+}
+
+/// A model imported for a `[d, t]` mesh: the graph of one data group, and for D > 1 how
+/// inputs split and outputs gather with the whole batch's input shapes.
+pub struct MeshImport {
+    /// The model at one group's batch (as given when D is 1).
+    pub model: ImportedModel,
+    /// The data split and the whole batch's input shapes, for D > 1.
+    pub data: Option<(DataSplit, BTreeMap<String, Vec<usize>>)>,
+}
+
+/// Imports `path` for `d` data groups of `t` devices: as `opts` gives it when `d` is 1;
+/// otherwise at the whole batch (`opts`' shapes: the input shapes and the outputs' batch
+/// axes) and again at one group's batch ([`group_shapes`] with `batch_axes`).
+pub fn import_for_mesh(
+    path: &Path,
+    opts: &ImportOptions,
+    d: usize,
+    t: usize,
+    batch_axes: &BTreeMap<String, Option<usize>>,
+) -> Result<MeshImport, MeshError> {
+    if d <= 1 {
+        if !batch_axes.is_empty() {
+            return Err(MeshError::BatchAxisWithoutData);
+        }
+        return Ok(MeshImport {
+            model: import_model(path, opts)?,
+            data: None,
+        });
+    }
+    let whole = import_model(path, opts)?;
+    let g = &whole.graph;
+    let whole_shapes: BTreeMap<String, Vec<usize>> = g
+        .inputs
+        .iter()
+        .map(|t| (g.tensor(*t).name.clone(), g.tensor(*t).shape.clone()))
+        .collect();
+    let (inputs, shapes) = group_shapes(&whole_shapes, batch_axes, d, t)?;
+    let mut group_opts = opts.clone();
+    group_opts.input_shapes = shapes;
+    let model = import_model(path, &group_opts)?;
+    let outputs = output_batch_axes(&whole.graph, &model.graph, d)?;
+    Ok(MeshImport {
+        model,
+        data: Some((DataSplit { inputs, outputs }, whole_shapes)),
+    })
 }
 
 /// Repeats the T-device `plan` (of one group's graph) over `d` data groups: rank programs,
