@@ -252,7 +252,7 @@ fn plans_with_inconsistent_meshes_are_refused_on_read() {
     let text = std::fs::read_to_string(&path).expect("plan");
     let base: serde_json::Value = serde_json::from_str(&text).expect("json");
     type Edit = fn(&mut serde_json::Value);
-    let edits: [(&str, Edit, &str); 7] = [
+    let edits: [(&str, Edit, &str); 8] = [
         (
             "axes",
             |v| v["mesh"]["axes"] = serde_json::json!(["tp", "dp"]),
@@ -292,6 +292,15 @@ fn plans_with_inconsistent_meshes_are_refused_on_read() {
             "output axis",
             |v| v["data"]["outputs"] = serde_json::json!([5]),
             "has no batch axis 5",
+        ),
+        (
+            "groups run different programs",
+            |v| {
+                let steps = v["ranks"][3]["steps"].as_array_mut().expect("steps");
+                let last = steps.pop().expect("a step");
+                steps.insert(0, last);
+            },
+            "rank 3 of data group 1 does not run rank 1's program",
         ),
         (
             "unknown input",

@@ -108,8 +108,8 @@ impl Plan {
     /// Checks the mesh against the rest of a plan read from a file (untrusted): the axes, one
     /// rank program per device, a [`DataSplit`] exactly when the mesh is 2-D that names every
     /// graph input and output with an axis in range, whole-batch input shapes that are the
-    /// group's shapes times D along the batch axis, and every collective inside one data
-    /// group (the data axis has none).
+    /// group's shapes times D along the batch axis, every collective inside one data group
+    /// (the data axis has none), and every group running group 0's programs.
     pub fn check_mesh(&self) -> Result<(), String> {
         if self.ranks.len() != self.mesh.devices() {
             return Err(format!(
@@ -198,6 +198,31 @@ impl Plan {
                         ));
                     }
                 }
+            }
+        }
+        self.check_groups_alike()
+    }
+
+    /// Every data group runs group 0's programs on its own ranks: rank `g·T + t`'s steps are
+    /// rank `t`'s, with collective groups shifted by `g·T` (the reports count one group's
+    /// collectives, and NCCL ranks split their sub-communicators at the same steps).
+    fn check_groups_alike(&self) -> Result<(), String> {
+        let t = self.mesh.group_size();
+        for (r, prog) in self.ranks.iter().enumerate().skip(t) {
+            let (g, base) = (r / t, &self.ranks[r % t]);
+            let alike = prog.steps.len() == base.steps.len()
+                && prog.steps.iter().zip(&base.steps).all(|(a, b)| {
+                    let mut b = b.clone();
+                    if let StepKind::Collective { group, .. } = &mut b.kind {
+                        group.iter_mut().for_each(|m| *m += g * t);
+                    }
+                    *a == b
+                });
+            if !alike {
+                return Err(format!(
+                    "rank {r} of data group {g} does not run rank {}'s program (every data group runs the same plan)",
+                    r % t
+                ));
             }
         }
         Ok(())
