@@ -142,6 +142,7 @@ pub fn run_on<B: Backend>(
     let results: Vec<RankResult> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for (rank, dev) in devices.into_iter().enumerate() {
+            // Validation: rank < D·T, so its group is below D, the number of input sets.
             let inputs = groups
                 .as_ref()
                 .map_or(inputs, |g| &g[plan.mesh.group_of(rank)]);
@@ -280,6 +281,7 @@ pub fn run_one_rank<D: Device>(
         .flat_map(|s| s.outputs.iter().copied())
         .collect();
     let groups = data::split_inputs(plan, inputs)?;
+    // rank < D·T (checked above), so its group is below D, the number of input sets.
     let inputs = groups
         .as_ref()
         .map_or(inputs, |g| &g[plan.mesh.group_of(rank)]);
