@@ -5,11 +5,12 @@ Usage (one command, from the repository root):
 
     python3 scripts/bench_runtime.py [--model .cache/models/paraphrase-MiniLM-L3-v2.onnx]
                                      [--data .cache/models/minilm] [--repeat 20]
-                                     [--devices 1,2] [--batches 1,8] [--markdown]
+                                     [--devices 1,2,2x1] [--batches 1,8] [--markdown]
                                      [--features FEATURES]
 
 For each batch (B×128 real token ids from DATA/b<B>/{input_ids,attention_mask}.npy, made by
-scripts/setup.sh) and each device count N it:
+scripts/setup.sh) and each device count N (or data x tensor mesh DxT: N = D*T devices, the
+batch split over D groups, `tessera compile --mesh DxT`) it:
   1. builds release binaries once (cargo build --release -p tessera -p tessera-runtime),
   2. compiles a plan:  tessera compile MODEL --devices N --shape ... -o PLAN,
   3. runs            tessera-run PLAN --input ... --check --repeat R   (one warm-up run, then R),
@@ -88,9 +89,15 @@ def main():
             files = {n: os.path.join(data, f"{n}.npy") for n in names}
             feeds = {n: np.load(f) for n, f in files.items()}
             spec = ",".join(f"{n}={'x'.join(map(str, feeds[n].shape))}" for n in names)
-            for n in [int(x) for x in args.devices.split(",")]:
-                plan = os.path.join(tmp, f"minilm_b{b}_n{n}.json")
-                sh([tessera, "compile", args.model, "--devices", str(n), "--shape", spec, "-o", plan])
+            for dev in args.devices.split(","):
+                # N devices, or a data x tensor mesh DxT (D*T devices, batch split over D).
+                if "x" in dev:
+                    d, t = (int(v) for v in dev.split("x"))
+                    n, flag = d * t, ["--mesh", dev]
+                else:
+                    n, flag = int(dev), ["--devices", dev]
+                plan = os.path.join(tmp, f"minilm_b{b}_n{dev}.json")
+                sh([tessera, "compile", args.model] + flag + ["--shape", spec, "-o", plan])
                 cmd = [tessera_run, plan, "--model", args.model, "--check", "--repeat", str(args.repeat)]
                 for name, f in files.items():
                     cmd += ["--input", f"{name}={f}"]
@@ -100,7 +107,7 @@ def main():
                     sys.exit(f"bench_runtime: unexpected tessera-run output:\n{out}")
                 t_min, t_med = float(m.group(1)), float(m.group(2))
                 o_min, o_med = ort_latency(args.model, feeds, n, args.repeat)
-                rows.append((f"{b}x128", n, t_min, t_med, o_min, o_med))
+                rows.append((f"{b}x128", dev if "x" in dev else n, t_min, t_med, o_min, o_med))
 
     if args.markdown:
         print("| input | devices (= ORT threads) | Tessera min ms | Tessera median ms | ORT min ms | ORT median ms |")

@@ -9,8 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera_compiler::onnx::{import_model, ImportError, ImportOptions};
-use tessera_compiler::partition::{partition, ObjectiveKind, PartitionError, PartitionOptions};
+use tessera_compiler::onnx::{ImportError, ImportOptions};
+use tessera_compiler::partition::{
+    mesh, partition, ObjectiveKind, PartitionError, PartitionOptions,
+};
 use tessera_compiler::report::plan_dot::{plan_to_dot, PlanDotOptions};
 use tessera_compiler::report::{PlanReport, ReportError};
 use tessera_ir::plan::{Plan, PlanError, SourceModel};
@@ -53,8 +55,13 @@ pub enum ApiError {
 /// Options of [`compile`] (the options of `tessera compile` a program needs most).
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
-    /// Number of devices (1-D tensor parallelism).
+    /// Number of devices: of each data group when `data_groups` > 1 (`--mesh DxT`'s T).
     pub devices: usize,
+    /// Data groups (`--mesh DxT`'s D; 1: plain tensor parallelism): the batch in `shapes`
+    /// splits over them, each running the `devices`-device plan of its slice.
+    pub data_groups: usize,
+    /// Batch axis of an input, by name (None: every group gets it whole); default axis 0.
+    pub batch_axes: BTreeMap<String, Option<usize>>,
     /// Static input shapes (fix dynamic dimensions), by input name.
     pub shapes: BTreeMap<String, Vec<usize>>,
     /// Objective of the search.
@@ -69,6 +76,8 @@ impl CompileOptions {
     pub fn new(devices: usize) -> CompileOptions {
         CompileOptions {
             devices,
+            data_groups: 1,
+            batch_axes: BTreeMap::new(),
             shapes: BTreeMap::new(),
             objective: ObjectiveKind::default(),
             time_limit: Some(Duration::from_secs(10)),
@@ -85,7 +94,8 @@ pub struct CompiledPlan {
     anchor: PathBuf,
 }
 
-/// Imports and partitions the ONNX model at `model` for `opts.devices` devices, in memory.
+/// Imports and partitions the ONNX model at `model` for `opts.devices` devices (in each of
+/// `opts.data_groups` data groups), in memory.
 /// The plan records the model's path and the sha256 of the model and its weight files, as
 /// `tessera compile` does, so a session verifies them before it reads a weight.
 pub fn compile(model: &Path, opts: &CompileOptions) -> Result<CompiledPlan, ApiError> {
@@ -95,11 +105,26 @@ pub fn compile(model: &Path, opts: &CompileOptions) -> Result<CompiledPlan, ApiE
             opts.devices
         )));
     }
+    let d = opts.data_groups;
+    if d == 0 || d.checked_mul(opts.devices).is_none_or(|n| n > MAX_DEVICES) {
+        return Err(ApiError::Options(format!(
+            "data_groups={d} × devices={}: expected at least 1 group and at most {MAX_DEVICES} devices in all",
+            opts.devices
+        )));
+    }
     let import_opts = ImportOptions {
         input_shapes: opts.shapes.clone(),
         ..Default::default()
     };
-    let imported = import_model(model, &import_opts)?;
+    let mesh::MeshImport {
+        model: imported,
+        data,
+    } = mesh::import_for_mesh(model, &import_opts, d, opts.devices, &opts.batch_axes).map_err(
+        |e| match e {
+            mesh::MeshError::Import(e) => ApiError::Import(e),
+            e => ApiError::Options(e.to_string()),
+        },
+    )?;
     let mut popts = PartitionOptions::new(opts.devices);
     popts.objective = opts.objective;
     popts.time_limit = opts.time_limit;
@@ -108,6 +133,14 @@ pub fn compile(model: &Path, opts: &CompileOptions) -> Result<CompiledPlan, ApiE
         source,
     })?;
     let mut plan = partitioned.plan;
+    if let Some((split, whole_shapes)) = data {
+        plan = mesh::over_data_axis(plan, d, split, whole_shapes).map_err(|source| {
+            ApiError::Partition {
+                model: model.display().to_string(),
+                source,
+            }
+        })?;
+    }
     let name = model
         .file_name()
         .map_or_else(|| "model".into(), |f| f.to_string_lossy().into_owned());

@@ -358,12 +358,17 @@ fn plan_errors_are_one_line() {
         "compile",
         model.to_str().unwrap(),
         "--mesh",
-        "2x4",
+        "4x2",
         "--shape",
-        "x=4x64",
+        "x=6x64",
         "-o",
         "/tmp/never.json",
     ]);
     assert_ne!(code, 0);
-    assert!(err.contains("2-D meshes are not supported yet"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("input 'x' has batch 6 on axis 0")
+            && err.contains("does not divide over 4 data groups"),
+        "{err}"
+    );
 }

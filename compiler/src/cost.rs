@@ -8,6 +8,12 @@
 //!
 //! Presets: `nvlink`, `pcie`, `ethernet`, `cpu`; a custom mesh loads from TOML
 //! ([`load_cost_model_toml`]).
+//!
+//! On a 2-D `[D, T]` mesh the links inside a data group (`alpha_s`, `beta_bytes_per_s`) and
+//! the links across groups ([`CostModel::inter_group`], [`inter_group_link`]) are told
+//! apart: a collective over ranks of several groups would cost
+//! [`collective_seconds_across_groups`]. The forward pass of a data × tensor plan has none
+//! (its collectives stay inside each group), which `tessera inspect` reports.
 use tessera_ir::plan::CollectiveKind;
 pub use tessera_ir::plan::{Calibration, CostModel, GemmClass, LinkFit};
 use tessera_ir::{DType, Op};
@@ -50,8 +56,20 @@ pub fn nvlink() -> CostModel {
         beta_bytes_per_s: 150e9,
         flops_per_s: 100e12,
         calibration: Calibration::default(),
+        inter_group: Some(INFINIBAND_HDR),
     }
 }
+
+/// The links between machines of NVLink-class GPUs (the `nvlink` preset's data-group links):
+/// 10 µs latency, 20 GB/s.
+///
+/// Sources: NVIDIA DGX A100 user guide: one 200 Gb/s HDR InfiniBand adapter (ConnectX-6) per
+/// GPU, 25 GB/s line rate; nccl-tests across nodes report about 20 GB/s of bus bandwidth per
+/// GPU for large all-reduces and about 10 µs for small ones.
+pub const INFINIBAND_HDR: LinkFit = LinkFit {
+    alpha_s: 10e-6,
+    beta_bytes_per_s: 20e9,
+};
 
 /// PCIe-connected GPUs: 10 µs latency, 16 GB/s, 50 TFLOP/s.
 ///
@@ -66,6 +84,7 @@ pub fn pcie() -> CostModel {
         beta_bytes_per_s: 16e9,
         flops_per_s: 50e12,
         calibration: Calibration::default(),
+        inter_group: None,
     }
 }
 
@@ -80,6 +99,7 @@ pub fn ethernet() -> CostModel {
         beta_bytes_per_s: 1.25e9,
         flops_per_s: 1e12,
         calibration: Calibration::default(),
+        inter_group: None,
     }
 }
 
@@ -92,6 +112,7 @@ pub fn cpu() -> CostModel {
         beta_bytes_per_s: 10e9,
         flops_per_s: 50e9,
         calibration: Calibration::default(),
+        inter_group: None,
     }
 }
 
@@ -112,7 +133,8 @@ pub fn preset(name: &str) -> Result<CostModel, CostError> {
 /// `op_overhead_s`, a table `[collectives.KIND]` of `alpha_s` and `beta_bytes_per_s` per
 /// collective kind (`all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`,
 /// `broadcast`), and a table `[gemm_flops_per_s]` keyed by GEMM class (`skinny`, `small`,
-/// `medium`, `large`). Errors name the file and the field.
+/// `medium`, `large`), and a table `[inter_group]` of `alpha_s` and `beta_bytes_per_s`: the
+/// links between the data groups of a 2-D mesh. Errors name the file and the field.
 pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostError> {
     let invalid = |msg: String| CostError::Invalid {
         path: path.into(),
@@ -130,6 +152,7 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             beta_bytes_per_s: f64::NAN,
             flops_per_s: f64::NAN,
             calibration: Calibration::default(),
+            inter_group: None,
         },
     };
     let num = |key: &str, value: &toml::Value, zero_ok: bool| -> Result<f64, CostError> {
@@ -164,6 +187,25 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             "flops_per_s" => model.flops_per_s = num(key, value, false)?,
             "mem_bytes_per_s" => model.calibration.mem_bytes_per_s = Some(num(key, value, false)?),
             "op_overhead_s" => model.calibration.op_overhead_s = num(key, value, true)?,
+            "inter_group" => {
+                let fit = sub(key, value)?;
+                let field = |f: &str, zero_ok: bool| {
+                    let name = format!("inter_group.{f}");
+                    fit.get(f)
+                        .ok_or_else(|| invalid(format!("missing field '{name}'")))
+                        .and_then(|v| num(&name, v, zero_ok))
+                };
+                if let Some(extra) = fit
+                    .keys()
+                    .find(|f| *f != "alpha_s" && *f != "beta_bytes_per_s")
+                {
+                    return Err(invalid(format!("unknown field 'inter_group.{extra}'")));
+                }
+                model.inter_group = Some(LinkFit {
+                    alpha_s: field("alpha_s", true)?,
+                    beta_bytes_per_s: field("beta_bytes_per_s", false)?,
+                });
+            }
             "collectives" => {
                 for (kind, fit) in sub(key, value)? {
                     let k = collective_kind(&kind).ok_or_else(|| {
@@ -259,6 +301,12 @@ pub fn cost_model_toml(model: &CostModel) -> String {
             f.beta_bytes_per_s
         );
     }
+    if let Some(f) = &model.inter_group {
+        out += &format!(
+            "\n[inter_group]\nalpha_s = {:e}\nbeta_bytes_per_s = {:e}\n",
+            f.alpha_s, f.beta_bytes_per_s
+        );
+    }
     out
 }
 
@@ -292,6 +340,27 @@ pub fn collective_seconds(model: &CostModel, kind: CollectiveKind, bytes: u64, n
         None => (model.alpha_s, model.beta_bytes_per_s),
     };
     alpha + ring_bytes(kind, bytes, n) / beta
+}
+
+/// The links between data groups: [`CostModel::inter_group`], or the links inside a group
+/// when the model does not tell them apart.
+pub fn inter_group_link(model: &CostModel) -> LinkFit {
+    model.inter_group.unwrap_or(LinkFit {
+        alpha_s: model.alpha_s,
+        beta_bytes_per_s: model.beta_bytes_per_s,
+    })
+}
+
+/// Model seconds of one collective whose `n` members span several data groups: the ring
+/// runs at the speed of its slowest hop, the link across groups.
+pub fn collective_seconds_across_groups(
+    model: &CostModel,
+    kind: CollectiveKind,
+    bytes: u64,
+    n: usize,
+) -> f64 {
+    let l = inter_group_link(model);
+    l.alpha_s + ring_bytes(kind, bytes, n) / l.beta_bytes_per_s
 }
 
 /// Model seconds of `flops` floating-point operations on one rank.
@@ -437,6 +506,38 @@ mod tests {
             gemm: Some((100, 100, 50)),
         };
         assert_eq!(op_seconds(&m, w), compute_seconds(&m, 1_000_000));
+    }
+
+    #[test]
+    fn links_across_data_groups_are_their_own() {
+        // A profile that tells the group's links from the links across groups round-trips,
+        // and a collective across groups runs at the slower link.
+        let text = "preset = \"cpu\"\n[inter_group]\nalpha_s = 5e-5\nbeta_bytes_per_s = 1e9\n";
+        let m = parse_cost_model_toml(text, "two.toml").unwrap();
+        let l = inter_group_link(&m);
+        assert_eq!((l.alpha_s, l.beta_bytes_per_s), (5e-5, 1e9));
+        let back = parse_cost_model_toml(&cost_model_toml(&m), "again.toml").unwrap();
+        assert_eq!(back, m);
+        let inside = collective_seconds(&m, CollectiveKind::AllReduce, 1000, 2);
+        let across = collective_seconds_across_groups(&m, CollectiveKind::AllReduce, 1000, 2);
+        assert!((inside - (2e-6 + 1000.0 / 10e9)).abs() < 1e-15);
+        assert!((across - (5e-5 + 1000.0 / 1e9)).abs() < 1e-15);
+        // Without the table both are the same links; nvlink's preset has the network's.
+        let c = inter_group_link(&cpu());
+        assert_eq!((c.alpha_s, c.beta_bytes_per_s), (2e-6, 10e9));
+        assert_eq!(nvlink().inter_group, Some(INFINIBAND_HDR));
+        for bad in [
+            "[inter_group]\nalpha_s = 1e-6",
+            "[inter_group]\nalpha_s = 1\nbeta_bytes_per_s = 1\nhops = 2",
+        ] {
+            let e = parse_cost_model_toml(&format!("preset = \"cpu\"\n{bad}"), "p.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("p.toml") && e.contains("inter_group."),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

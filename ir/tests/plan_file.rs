@@ -63,12 +63,14 @@ fn plan() -> Plan {
         source: SourceModel::default(),
         input_shapes: BTreeMap::from([("x".to_string(), vec![4])]),
         mesh: Mesh::tp(1),
+        data: None,
         cost_model: CostModel {
             name: "cpu".into(),
             alpha_s: 1e-6,
             beta_bytes_per_s: 1e10,
             flops_per_s: 1e11,
             calibration: Default::default(),
+            inter_group: None,
         },
         objective: Objective {
             kind: ObjectiveKind::Time,

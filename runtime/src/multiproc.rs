@@ -57,6 +57,14 @@ pub fn run_rank(
     // instead of one rank dropping out of the NCCL group.
     crate::exec::validate::validate_plan(plan)?;
     crate::exec::validate::validate_inputs(plan, inputs)?;
+    if plan.data.is_some() {
+        // Each rank would hold only its data group's slice of the outputs, and rank 0 writes
+        // them: gathering the groups' slices across processes is not done yet.
+        return Err(ExecError::InvalidPlan(format!(
+            "a plan with a data axis (mesh {:?}) runs in one process; one process per GPU runs 1-D plans",
+            plan.mesh.shape
+        )));
+    }
     let mut session = crate::cuda::RankSession::from_env().map_err(backend_error)?;
     if session.env.world_size != plan.ranks.len() {
         return Err(ExecError::InvalidPlan(format!(

@@ -22,11 +22,10 @@ use crate::device::cpu::CpuBackend;
 use crate::device::{Backend, Device, DeviceKind};
 use crate::exec::load::{open_plan, LoadedPlan};
 use crate::exec::{
-    keep_freed_memory, memory, merge_ranks, output_providers, rank_job, rank_thread, run_on,
+    data, keep_freed_memory, memory, merge_ranks, output_providers, rank_job, rank_thread, run_on,
     validate, ExecError, RankProgram, RankResult, RunStats,
 };
 use crate::weights::WeightStore;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -36,8 +35,7 @@ use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, StepKind, ValueId};
 use tessera_ir::{DType, Tensor};
 
-/// The inputs of one run, by model input name.
-pub type Inputs = BTreeMap<String, Tensor>;
+pub use crate::exec::data::Inputs;
 
 /// How often a waiting [`Session::run_interruptible`] asks whether to cancel.
 const POLL: Duration = Duration::from_millis(20);
@@ -143,20 +141,23 @@ impl Session {
         opts: &SessionOptions,
     ) -> Result<Session, ExecError> {
         validate::validate_plan(&plan)?;
-        let io = |ids: &[tessera_ir::TensorId]| -> Vec<IoInfo> {
+        // Shapes of the whole batch (on a `[D, T]` mesh, D groups' slices).
+        let io = |ids: &[tessera_ir::TensorId], shape: &dyn Fn(usize) -> Vec<usize>| {
             ids.iter()
-                .map(|t| {
+                .enumerate()
+                .map(|(i, t)| {
                     let info = plan.graph.tensor(*t);
                     IoInfo {
                         name: info.name.clone(),
                         dtype: info.dtype,
-                        shape: info.shape.clone(),
+                        shape: shape(i),
                     }
                 })
-                .collect()
+                .collect::<Vec<IoInfo>>()
         };
-        let inputs = io(&plan.graph.inputs);
-        let outputs = io(&plan.graph.outputs);
+        let g = &plan.graph;
+        let inputs = io(&g.inputs, &|i| data::whole_input_shape(&plan, g.inputs[i]));
+        let outputs = io(&g.outputs, &|i| data::whole_output_shape(&plan, i));
         let plan = Arc::new(plan);
         let store = Arc::new(store);
         let engine = match opts.backend {
@@ -279,7 +280,8 @@ struct RunMsg {
     /// Which run of the pool this is: replies carry it, so a reply left over from a run
     /// abandoned when a worker died is never taken for one of a later run.
     id: u64,
-    inputs: Arc<Inputs>,
+    /// The inputs of each data group (one group on a 1-D mesh).
+    inputs: Vec<Arc<Inputs>>,
     cancel: AtomicBool,
     failures: AtomicUsize,
 }
@@ -318,7 +320,7 @@ where
                 .outputs
                 .iter()
                 .copied()
-                .filter(|v| providers.get(v) == Some(&rank))
+                .filter(|v| providers.get(v).is_some_and(|p| p.contains(&rank)))
                 .collect();
             let (tx, rx) = mpsc::channel();
             let worker = Worker {
@@ -382,6 +384,10 @@ where
         let start = Instant::now();
         let n = self.senders.len();
         self.runs += 1;
+        let inputs = match data::split_inputs(plan, &inputs)? {
+            Some(groups) => groups.into_iter().map(Arc::new).collect(),
+            None => vec![inputs],
+        };
         let msg = Arc::new(RunMsg {
             id: self.runs,
             inputs,
@@ -493,7 +499,11 @@ impl Worker {
                 }
                 Msg::Run(run) => run,
             };
-            let mut job = rank_job(&self.plan, &self.store, &run.inputs, self.rank, |v| {
+            let group = self.plan.mesh.group_of(self.rank);
+            let Some(inputs) = run.inputs.get(group).or(run.inputs.first()) else {
+                return;
+            };
+            let mut job = rank_job(&self.plan, &self.store, inputs, self.rank, |v| {
                 self.keep.contains(v)
             });
             job.cancel = Some(&run.cancel);

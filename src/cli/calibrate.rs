@@ -163,6 +163,7 @@ fn calibrate_cpu(n: usize, quick: bool) -> Result<CostModel> {
         beta_bytes_per_s: base.beta_bytes_per_s,
         flops_per_s: cal.gemm_flops_per_s[&GemmClass::Medium],
         calibration: cal,
+        inter_group: None,
     })
 }
 

@@ -12,7 +12,7 @@ use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
 use tessera_compiler::report::format::human_bytes;
 use tessera_compiler::report::PlanReport;
 use tessera_ir::plan::{Plan, SourceModel, Timings};
-use tessera_ir::{Layout, MAX_DEVICES};
+use tessera_ir::Layout;
 
 /// `--objective`: the spellings of [`ObjectiveKind`], listed with their help.
 fn objective_parser() -> impl TypedValueParser<Value = ObjectiveKind> {
@@ -30,9 +30,14 @@ pub struct CompileArgs {
     /// Number of devices (1-D tensor parallelism).
     #[arg(long, short = 'n', value_name = "N")]
     devices: Option<usize>,
-    /// Device mesh `DxT` (data × tensor); only `1xT` (or `T`) is supported for now.
+    /// Device mesh `DxT`: D data groups of T devices (`T` alone: `1xT`). The batch splits
+    /// over the D groups; each group runs the T-device plan of its slice of the batch.
     #[arg(long, value_name = "DxT")]
     mesh: Option<String>,
+    /// Batch axis of an input for a data axis (`--mesh DxT`, D > 1): `NAME=AXIS`, or
+    /// `NAME=none` for an input every group gets whole (repeatable; default: axis 0).
+    #[arg(long = "batch-axis", value_name = "NAME=AXIS|none")]
+    batch_axes: Vec<String>,
     /// Static input shapes, e.g. `input_ids=1x128,mask=1x128` (repeatable).
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     shapes: Vec<String>,
@@ -79,8 +84,9 @@ pub fn run(args: CompileArgs) -> Result<()> {
             p.display()
         ),
     };
-    let devices = resolve_devices(args.devices, args.mesh.as_deref())?;
-    let mut opts = PartitionOptions::new(devices);
+    let mesh = super::mesh::resolve_mesh(args.devices, args.mesh.as_deref())?;
+    let batch_axes = super::mesh::parse_batch_axes(&args.batch_axes)?;
+    let mut opts = PartitionOptions::new(mesh.t);
     if let Some(spec) = &args.cost_model {
         opts.cost_model = cost_model(spec)?;
     }
@@ -132,7 +138,14 @@ pub fn run(args: CompileArgs) -> Result<()> {
     if let Some(f) = &args.rules {
         import_opts.canon.extra_rules = super::rules::user_rules(f)?;
     }
-    let model = tessera_compiler::onnx::import_model(&model_path, &import_opts)?;
+    let imported = tessera_compiler::partition::mesh::import_for_mesh(
+        &model_path,
+        &import_opts,
+        mesh.d,
+        mesh.t,
+        &batch_axes,
+    )?;
+    let model = imported.model;
     let import_ms = ms(import_start);
     let progress = Progress::start(start, args.time_limit);
     let partitioned = partition(&model.graph, &opts)
@@ -140,6 +153,10 @@ pub fn run(args: CompileArgs) -> Result<()> {
     progress.stop();
     let partitioned = partitioned?;
     let mut plan = partitioned.plan;
+    if let Some((split, whole_shapes)) = imported.data {
+        plan =
+            tessera_compiler::partition::mesh::over_data_axis(plan, mesh.d, split, whole_shapes)?;
+    }
     plan.source = SourceModel::record(&model_path, &args.output, &plan.graph)?;
     refuse_timings_over_input(&plan, &args.output)?;
     plan.write(&args.output)?;
@@ -250,44 +267,6 @@ fn canon_line(c: &tessera_compiler::canon::CanonReport) -> String {
     )
 }
 
-/// The device count from `--devices` and/or `--mesh`, at most [`MAX_DEVICES`] (one limit,
-/// in `tessera_ir`, shared with plan validation).
-fn resolve_devices(devices: Option<usize>, mesh: Option<&str>) -> Result<usize> {
-    let from_mesh = match mesh {
-        None => None,
-        Some(spec) => {
-            let dims: Vec<usize> = spec
-                .split(['x', 'X'])
-                .map(|d| d.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("--mesh '{spec}': expected DxT or T, e.g. 1x4"))?;
-            match dims.as_slice() {
-                [t] | [1, t] if *t > MAX_DEVICES => bail!(
-                    "--mesh {spec}: {t} devices is over the limit of {MAX_DEVICES} devices"
-                ),
-                [t] | [1, t] => Some(*t),
-                [d, _] if *d > 1 => bail!("--mesh {spec}: 2-D meshes are not supported yet (use --mesh 1xT or --devices T)"),
-                _ => bail!("--mesh '{spec}': expected DxT or T, e.g. 1x4"),
-            }
-        }
-    };
-    let n = match (devices, from_mesh) {
-        (Some(n), Some(t)) if n != t => bail!(
-            "--devices {n} does not match --mesh {} ({t} devices)",
-            mesh.unwrap_or("")
-        ),
-        (Some(n), _) | (None, Some(n)) => n,
-        (None, None) => bail!("the number of devices is missing: give --devices N (or --mesh 1xN)"),
-    };
-    if n == 0 {
-        bail!("--devices 0: need at least one device");
-    }
-    if n > MAX_DEVICES {
-        bail!("--devices {n}: over the limit of {MAX_DEVICES} devices");
-    }
-    Ok(n)
-}
-
 /// A preset name or a TOML file.
 fn cost_model(spec: &str) -> Result<tessera_ir::plan::CostModel> {
     let looks_like_file =
@@ -357,9 +336,13 @@ fn summary(
 ) -> String {
     let r = PlanReport::new(plan, Some(t));
     let mut lines = vec![format!(
-        "compiled {} for {} devices in {:.1} ms (import {:.1} ms, saturation {:.1} ms, extraction {:.1} ms)",
+        "compiled {} for {} devices{} in {:.1} ms (import {:.1} ms, saturation {:.1} ms, extraction {:.1} ms)",
         display_name(model),
         r.devices,
+        match r.mesh.as_slice() {
+            [d, t] => format!(" (mesh {d}x{t}: {d} data groups of {t}; collectives below are per group)"),
+            _ => String::new(),
+        },
         t.compile_ms,
         t.import_ms,
         t.saturate_ms,
@@ -422,35 +405,6 @@ fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meshes_and_device_counts() {
-        assert_eq!(resolve_devices(Some(4), None).unwrap(), 4);
-        assert_eq!(resolve_devices(None, Some("1x8")).unwrap(), 8);
-        assert_eq!(resolve_devices(Some(8), Some("8")).unwrap(), 8);
-        let e = resolve_devices(Some(8), Some("2x4"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("2-D meshes are not supported yet"), "{e}");
-        assert!(resolve_devices(Some(2), Some("1x4")).is_err());
-        assert!(resolve_devices(None, None).is_err());
-        assert!(resolve_devices(Some(0), None).is_err());
-        assert_eq!(
-            resolve_devices(Some(MAX_DEVICES), None).unwrap(),
-            MAX_DEVICES
-        );
-        let e = resolve_devices(Some(4294967296), None)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "--devices 4294967296: over the limit of 4096 devices");
-        let e = resolve_devices(None, Some("1x1000000"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "--mesh 1x1000000: 1000000 devices is over the limit of 4096 devices"
-        );
-    }
 
     #[test]
     fn byte_sizes_with_units() {

@@ -4,6 +4,7 @@ mod common;
 mod compile;
 mod dot;
 mod inspect;
+mod mesh;
 mod rules;
 
 use clap::{Parser, Subcommand};

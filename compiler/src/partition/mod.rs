@@ -13,6 +13,7 @@ pub mod extract;
 pub mod form;
 pub mod layers;
 pub mod lower;
+pub mod mesh;
 pub mod ragged;
 pub mod rules;
 pub mod segment;
@@ -366,6 +367,7 @@ fn assemble(
             })
             .collect(),
         mesh: Mesh::tp(n),
+        data: None,
         cost_model: opts.cost_model.clone(),
         objective: Objective {
             kind: opts.objective,

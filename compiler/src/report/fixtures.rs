@@ -270,12 +270,14 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
         },
         input_shapes: BTreeMap::from([("x".to_string(), vec![BATCH, MODEL])]),
         mesh: Mesh::tp(n),
+        data: None,
         cost_model: CostModel {
             name: "nvlink".into(),
             alpha_s: 1e-5,
             beta_bytes_per_s: 1e11,
             flops_per_s: 1e14,
             calibration: Default::default(),
+            inter_group: None,
         },
         objective: Objective {
             kind: ObjectiveKind::Memory,

@@ -41,7 +41,8 @@ fn bytes_of(plan: &Plan, t: tessera_ir::TensorId) -> u64 {
 pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
     let layers = plan.layers.as_ref()?;
     let g = &plan.graph;
-    let n = plan.mesh.devices() as u64;
+    // Tensor parallelism runs inside one data group.
+    let n = plan.mesh.group_size() as u64;
     let in_layer = |node: usize, l: u32| layers.node_layer.get(node).copied().flatten() == Some(l);
     let producers = g.producers();
     // The stream: produced in layer 0, read in layer 1 (the largest such tensor).

@@ -5,6 +5,7 @@
 //!   edges labelled with local shape and layout, repeated layers collapsed,
 //! * [`model_summary`]: what `tessera inspect MODEL.onnx` prints,
 //! * [`summary`]: the numbers `tessera inspect PLAN.json` prints (and its `--json` object),
+//! * [`mesh`]: the data groups of a 2-D mesh and what crosses the data axis,
 //! * [`megatron`]: the collectives of a Megatron-style hand plan, the yardstick of `inspect`,
 //! * [`graphviz`]: rendering DOT to SVG through Graphviz's `dot` binary.
 //!
@@ -16,6 +17,7 @@ pub mod graph_dot;
 pub mod graphviz;
 mod layer_view;
 pub mod megatron;
+pub mod mesh;
 pub mod model_summary;
 pub mod plan_dot;
 pub mod summary;

@@ -109,7 +109,11 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
             || plan.source.path.clone(),
             |f| f.to_string_lossy().into_owned(),
         );
-    let title = format!("{model} — rank {} of {devices}", opts.rank);
+    let title = format!(
+        "{model} — rank {} of {devices}{}",
+        opts.rank,
+        super::mesh::dot_title_note(plan, opts.rank)
+    );
     let mut s = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(s, "digraph \"plan\" {{");
@@ -151,6 +155,7 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
         } else {
             format!("\n+ {}", consts.join(", "))
         };
+        let extra = extra + &super::mesh::dot_step_note(plan, opts.rank, step);
         let line = step_node(plan, i, step, &extra)?;
         match view.cluster_of[i] {
             Some(c) => cluster_nodes[c].push_str(&format!("  {line}\n")),
@@ -159,6 +164,7 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
             }
         }
     }
+    s += &super::mesh::dot_mesh_clusters(plan, opts.rank);
     for (c, cluster) in view.clusters.iter().enumerate() {
         let _ = writeln!(s, "  subgraph cluster_layer{} {{", cluster.layer);
         let (style, fill) = if cluster.stands_for.len() > 1 {
@@ -213,7 +219,12 @@ pub fn plan_to_dot(plan: &Plan, opts: &PlanDotOptions) -> Result<String, ReportE
             .tensors
             .get(val.tensor.index())
             .map_or("?", |t| t.name.as_str());
-        let label = format!("output {name}\n{} {}", shape(&val.shape), val.dtype);
+        let label = format!(
+            "output {name}\n{} {}{}",
+            shape(&val.shape),
+            val.dtype,
+            super::mesh::dot_output_note(plan, k)
+        );
         let _ = writeln!(
             s,
             "  out{k} [label=\"{}\", shape=house, style=filled, fillcolor=\"#ffe8cc\", class=\"output\"];",

@@ -87,6 +87,10 @@ pub struct PlanReport {
     pub devices: usize,
     /// Mesh extents.
     pub mesh: Vec<usize>,
+    /// The data groups (one on a 1-D mesh): ranks, collectives, memory and FLOPs of each.
+    pub groups: Vec<super::mesh::GroupRow>,
+    /// What the data axis of a `[D, T]` mesh splits and moves (None on a 1-D mesh).
+    pub data_axis: Option<super::mesh::DataAxisRow>,
     /// Cost-model name.
     pub cost_model: String,
     /// Objective kind.
@@ -97,7 +101,8 @@ pub struct PlanReport {
     pub nodes: usize,
     /// Steps of each rank's program, by rank.
     pub steps_per_rank: Vec<usize>,
-    /// Count and bytes by collective kind; always has `all_reduce`, `all_gather`,
+    /// Count and bytes by collective kind, of one data group (all ranks on a 1-D mesh);
+    /// always has `all_reduce`, `all_gather`,
     /// `reduce_scatter` and `all_to_all` (and `broadcast` when the plan has some).
     pub totals: BTreeMap<String, CollectiveTotal>,
     /// Bytes of all collectives together.
@@ -133,7 +138,11 @@ impl PlanReport {
             .collect();
         let mut by_layer: BTreeMap<Option<u32>, BTreeMap<String, CollectiveTotal>> =
             BTreeMap::new();
-        for c in &plan.collectives {
+        // One data group's collectives: every group runs the same on its own ranks.
+        let in_group_0 = |c: &&tessera_ir::plan::CollectiveInfo| {
+            c.group.iter().all(|&m| plan.mesh.group_of(m) == 0)
+        };
+        for c in plan.collectives.iter().filter(in_group_0) {
             for map in [&mut totals, by_layer.entry(c.layer).or_default()] {
                 let t = map.entry(c.kind.as_str().to_string()).or_default();
                 t.count += 1;
@@ -155,6 +164,8 @@ impl PlanReport {
             source: plan.source.path.clone(),
             devices: plan.mesh.devices(),
             mesh: plan.mesh.shape.clone(),
+            groups: super::mesh::group_rows(plan),
+            data_axis: super::mesh::data_axis(plan),
             cost_model: plan.cost_model.name.clone(),
             objective: plan.objective.kind,
             layers: plan.layers.as_ref().map(|l| l.count),

@@ -35,6 +35,8 @@ pub(crate) fn render(r: &PlanReport) -> String {
         );
     }
 
+    s += &super::mesh::render(&r.groups, r.data_axis.as_ref());
+
     let _ = writeln!(s, "\ncollectives");
     let _ = writeln!(s, "  {:<16}  {:>6}  {:>12}", "kind", "count", "bytes");
     for (kind, t) in &r.totals {

@@ -379,13 +379,7 @@ impl Plan {
             msg,
         };
         let plan: Plan = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if plan.ranks.len() != plan.mesh.devices() {
-            return Err(invalid(format!(
-                "inconsistent: mesh has {} devices but {} rank programs",
-                plan.mesh.devices(),
-                plan.ranks.len()
-            )));
-        }
+        plan.check_mesh().map_err(invalid)?;
         Ok(plan)
     }
 

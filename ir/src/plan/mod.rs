@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 
 mod file;
 mod finite;
+mod mesh;
 mod search;
 
 pub use file::{sha256_file, FileRole, PlanError, VerifiedFiles};
+pub use mesh::{DataSplit, Mesh};
 pub use search::{Extractor, Objective, ObjectiveKind, SearchLimits, SearchStats, StopReason};
 
 /// Current plan format version. [`Plan::read`] refuses plans with another version: newer
@@ -46,35 +48,6 @@ pub struct SourceModel {
     pub weight_files: BTreeMap<String, String>,
 }
 
-/// The device mesh. `shape` is `[N]` for 1-D tensor parallelism; `[D, T]` (data × tensor)
-/// is reserved for 2-D meshes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Mesh {
-    /// Extent of each mesh axis.
-    pub shape: Vec<usize>,
-    /// Name of each mesh axis (`"tp"`, `"dp"`).
-    pub axes: Vec<String>,
-}
-
-impl Mesh {
-    /// A 1-D tensor-parallel mesh of `n` devices.
-    pub fn tp(n: usize) -> Mesh {
-        Mesh {
-            shape: vec![n],
-            axes: vec!["tp".into()],
-        }
-    }
-
-    /// Total number of devices; `usize::MAX` when the product overflows (a crafted plan), which
-    /// no rank count or device cap matches.
-    pub fn devices(&self) -> usize {
-        self.shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .unwrap_or(usize::MAX)
-    }
-}
-
 /// Alpha-beta communication cost model plus a compute rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostModel {
@@ -90,6 +63,11 @@ pub struct CostModel {
     /// Measured refinements (`tessera calibrate`); empty in presets and old files.
     #[serde(default, skip_serializing_if = "Calibration::is_empty")]
     pub calibration: Calibration,
+    /// Latency and bandwidth of the links between the data groups of a 2-D mesh (the
+    /// network between machines), where `alpha_s` / `beta_bytes_per_s` are the links inside
+    /// a group (NVLink inside a machine); None: the same links everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_group: Option<LinkFit>,
 }
 
 /// A measured latency and bandwidth: `alpha_s + ring_bytes / beta_bytes_per_s`.
@@ -420,10 +398,15 @@ pub struct Plan {
     pub format_version: u32,
     /// Source model.
     pub source: SourceModel,
-    /// Static input shapes used.
+    /// Static input shapes used (of the whole batch, on a 2-D mesh).
     pub input_shapes: BTreeMap<String, Vec<usize>>,
     /// Device mesh.
     pub mesh: Mesh,
+    /// How the inputs split over the data groups of a `[D, T]` mesh and the outputs gather
+    /// (None on a 1-D mesh). Then [`Plan::input_shapes`] are the whole batch's shapes and
+    /// [`Plan::graph`] is one group's graph, at batch B / D.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSplit>,
     /// Cost model.
     pub cost_model: CostModel,
     /// Objective and budget.

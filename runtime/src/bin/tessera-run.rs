@@ -21,12 +21,12 @@ use std::time::Instant;
 use tessera_ir::Tensor;
 use tessera_runtime::device::DeviceKind;
 use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
+use tessera_runtime::exec::data::reference_outputs;
 use tessera_runtime::exec::load::{open_plan, LoadedPlan};
 use tessera_runtime::exec::validate::validate_inputs;
 use tessera_runtime::exec::RunStats;
 use tessera_runtime::multiproc::{self, ProcessRole};
 use tessera_runtime::npy::{read_npy, write_npy};
-use tessera_runtime::reference::run_graph;
 use tessera_runtime::session::{Session, SessionOptions};
 
 /// Run a Tessera plan (from `tessera compile`) on N devices.
@@ -139,6 +139,13 @@ fn run(args: &Args) -> Result<bool> {
     if role != ProcessRole::InProcess && args.backend != DeviceKind::Cuda {
         bail!("--nproc and RANK/WORLD_SIZE (one process per device) need --backend cuda");
     }
+    if role != ProcessRole::InProcess && plan.data.is_some() {
+        bail!(
+            "plan '{}' has a data axis (mesh {}): one process per device runs 1-D plans only; run it in one process (CPU devices, or --backend cuda on one GPU)",
+            args.plan.display(),
+            plan.mesh.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+        );
+    }
     let names: Vec<String> = plan
         .graph
         .outputs
@@ -238,7 +245,7 @@ fn run(args: &Args) -> Result<bool> {
         return Ok(true);
     }
     let t0 = Instant::now();
-    let reference = run_graph(&plan.graph, store, inputs).context("reference run")?;
+    let reference = reference_outputs(plan, store, inputs).context("reference run")?;
     let ref_ms = t0.elapsed().as_secs_f64() * 1e3;
     let diffs = compare_outputs(&names, &outputs, &reference, args.tolerance);
     println!("check against the unpartitioned model (reference executor, {ref_ms:.2} ms), tolerance {:e}:", args.tolerance);

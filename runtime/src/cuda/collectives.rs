@@ -10,7 +10,9 @@
 //!   moved to `axis` and merged, as for all-gather;
 //! * broadcast from the group's first rank.
 //!
-//! Groups must span all ranks (1-D tensor parallelism); other groups are refused.
+//! A group that spans all ranks uses the world's communicator; any other group (a data
+//! group of a `[D, T]` mesh) uses its own sub-communicator ([`NcclComm::group_comm`],
+//! `ncclCommSplit`), in which the group's members are ranks `0..group.len()`.
 //!
 //! Every NCCL call is followed by a bounded wait ([`super::watchdog::wait_for`]): an event
 //! recorded after it is polled together with the communicator's asynchronous error, and
@@ -39,7 +41,7 @@ pub fn need_to_axis(spec: &CollectiveSpec) -> Result<usize, CudaError> {
         .ok_or_else(|| CudaError::Plan("all_to_all without to_axis".into()))
 }
 
-/// Refuses any group but the full one, `0..world` in order (1-D tensor parallelism).
+/// Refuses any group but the full one, `0..world` in order (a single-rank device's check).
 pub fn check_full_group(group: &[usize], world: usize) -> Result<(), CudaError> {
     if group.len() != world || group.iter().enumerate().any(|(i, r)| i != *r) {
         return Err(CudaError::Unsupported(format!(
@@ -105,9 +107,21 @@ pub fn nccl_collective(
     spec: &CollectiveSpec,
     x: &DeviceTensor,
 ) -> Result<DeviceTensor, CudaError> {
-    let (comm, timeouts, deadman) = (&mut nc.comm, nc.timeouts, &nc.deadman);
+    let timeouts = nc.timeouts;
+    // The world's communicator, or the group's own (a data group of a `[D, T]` mesh).
+    nc.group_comm(group)?;
+    let NcclComm {
+        comm: world_comm,
+        deadman,
+        subgroups,
+        ..
+    } = nc;
+    let deadman = &*deadman;
+    let comm = match subgroups.iter_mut().find(|(g, _)| g == group) {
+        Some((_, c)) => c,
+        None => world_comm,
+    };
     let world = comm.world_size();
-    check_full_group(group, world)?;
     if !spec.counts.is_empty() {
         return Err(CudaError::Plan(format!(
             "{} of a ragged split ({:?} per rank) is not supported on the CUDA backend yet; \
@@ -135,7 +149,8 @@ pub fn nccl_collective(
                 (comm, deadman),
                 timeouts,
                 spec,
-                Wire::Broadcast(group[0] as i32),
+                // From member 0 of the group (rank 0 of its communicator).
+                Wire::Broadcast(0),
                 x,
                 x.numel(),
             )?;

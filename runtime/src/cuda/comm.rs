@@ -83,6 +83,51 @@ pub struct NcclComm {
     /// Watches calls into NCCL that may block (the join, each enqueue): one that does not
     /// return within its limit ends the process ([`EXIT_NCCL_STUCK`]).
     pub deadman: Deadman,
+    /// Sub-communicators of the groups of ranks smaller than the world (each data group of
+    /// a `[D, T]` mesh), made by [`NcclComm::group_comm`] on a group's first collective.
+    pub subgroups: Vec<(Vec<usize>, Comm)>,
+}
+
+impl NcclComm {
+    /// The communicator of `group` (global ranks in member order): the world's when it is
+    /// `0..world`, else the group's sub-communicator, split off the world's on first use
+    /// (`ncclCommSplit`, colour: the group's first rank, key: the member index). The split
+    /// is collective over the world: every rank must reach its groups' first collectives in
+    /// the same order, as the ranks of a data × tensor plan do (every group runs the same
+    /// program); a rank that never comes is bounded by the init timeout, like the join.
+    pub fn group_comm(&mut self, group: &[usize]) -> Result<&mut Comm, CudaError> {
+        let world = self.comm.world_size();
+        if group.len() == world && group.iter().enumerate().all(|(i, r)| i == *r) {
+            return Ok(&mut self.comm);
+        }
+        let rank = self.comm.rank();
+        let member = group
+            .iter()
+            .position(|&m| m == rank)
+            .ok_or_else(|| CudaError::Plan(format!("rank {rank} is not in the group {group:?}")))?;
+        if group.iter().any(|&m| m >= world) {
+            return Err(CudaError::Plan(format!(
+                "group {group:?} is not a set of ranks below {world}"
+            )));
+        }
+        let at = match self.subgroups.iter().position(|(g, _)| g == group) {
+            Some(i) => i,
+            None => {
+                let sub = {
+                    let _armed = self.deadman.arm(
+                        &format!(
+                            "NCCL split of group {group:?} (ncclCommSplit; TESSERA_NCCL_INIT_TIMEOUT_S)"
+                        ),
+                        self.timeouts.init,
+                    );
+                    self.comm.split(group[0], member, group.len())?
+                };
+                self.subgroups.push((group.to_vec(), sub));
+                self.subgroups.len() - 1
+            }
+        };
+        Ok(&mut self.subgroups[at].1)
+    }
 }
 
 /// Joins the NCCL communicator of `world` ranks as `rank` on `stream`'s device (blocks
@@ -114,5 +159,6 @@ pub fn join_nccl(
         comm,
         timeouts,
         deadman,
+        subgroups: Vec::new(),
     })
 }

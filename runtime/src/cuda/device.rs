@@ -2,7 +2,7 @@
 //! CUDA ranks exactly as it runs CPU ranks.
 //!
 //! * [`CudaBackend`] creates the devices of one process: N lanes (streams) of one GPU whose
-//!   collectives meet in device memory ([`LaneExchange`]).
+//!   collectives meet in device memory, one exchange per group of ranks ([`LaneGroups`]).
 //! * [`CudaDevice::open`] creates the single device of a rank process (one process per GPU),
 //!   its collectives going through NCCL ([`CommSpec`]).
 use super::buffer::DeviceTensor;
@@ -11,7 +11,7 @@ use super::comm::{id_from_bytes, join_nccl, CommSpec, NcclComm};
 use super::context::{Gpu, Lane};
 use super::ops;
 use super::probe::guarded;
-use super::virtual_ranks::{lane_collective, LaneExchange};
+use super::virtual_ranks::{lane_collective, LaneGroups};
 use super::CudaError;
 use crate::collectives::CollectiveSpec;
 use crate::device::{Backend, Device, DeviceError, DeviceKind, OutSpec};
@@ -65,13 +65,13 @@ impl Backend for CudaBackend {
     fn create_devices(&self, n: usize) -> Result<Vec<CudaDevice>, DeviceError> {
         let gpu = Gpu::open(self.ordinal)?;
         let timeout = super::env::collective_timeout_from_env()?;
-        let exchange = Arc::new(LaneExchange::with_timeout(n, timeout));
+        let groups = Arc::new(LaneGroups::new(timeout));
         (0..n)
             .map(|rank| {
                 Ok(CudaDevice {
                     rank,
                     lane: gpu.lane()?,
-                    peers: Peers::Lanes(exchange.clone()),
+                    peers: Peers::Lanes(groups.clone()),
                 })
             })
             .collect()
@@ -82,8 +82,8 @@ impl Backend for CudaBackend {
 enum Peers {
     /// World size 1.
     None,
-    /// Virtual ranks: lanes of the same GPU in this process.
-    Lanes(Arc<LaneExchange>),
+    /// Virtual ranks: lanes of the same GPU in this process (one exchange per group).
+    Lanes(Arc<LaneGroups>),
     /// One process per GPU.
     Nccl(NcclComm),
 }
@@ -225,8 +225,8 @@ impl Device for CudaDevice {
                 super::collectives::check_full_group(group, 1)?;
                 Ok(x.clone())
             }
-            Peers::Lanes(ex) => boundary(spec.kind.as_str(), || {
-                lane_collective(ex, rank, lane, group, spec, x)
+            Peers::Lanes(groups) => boundary(spec.kind.as_str(), || {
+                lane_collective(&groups.exchange(group), rank, lane, group, spec, x)
             }),
             Peers::Nccl(comm) => boundary(spec.kind.as_str(), || {
                 nccl_collective(lane, comm, group, spec, x)
@@ -238,8 +238,8 @@ impl Device for CudaDevice {
     /// exits, and the rendezvous watchdog of every other rank stops it when the connection
     /// drops (see [`super::rendezvous`]).
     fn abort_peers(&self) {
-        if let Peers::Lanes(ex) = &self.peers {
-            ex.abort();
+        if let Peers::Lanes(groups) = &self.peers {
+            groups.abort();
         }
     }
 }

@@ -12,8 +12,9 @@
 //! an error naming them, the collective and the ranks that never arrived.
 use crate::collectives::{CollectiveError, CollectiveSpec};
 use crate::device::DeviceError;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How often a waiting member re-checks the abort flag even without a notification.
@@ -198,6 +199,50 @@ impl<T: Clone> Exchange<T> {
     }
 }
 
+/// One [`Exchange`] per group of ranks (the whole world on a 1-D mesh; each data group's
+/// ranks on a `[D, T]` mesh), made on a group's first collective and shared by its members.
+pub struct ExchangeGroups<T> {
+    timeout: Duration,
+    aborted: AtomicBool,
+    groups: Mutex<BTreeMap<Vec<usize>, Arc<Exchange<T>>>>,
+}
+
+impl<T: Clone> ExchangeGroups<T> {
+    /// No group yet; each group's waits fail after `timeout`.
+    pub fn new(timeout: Duration) -> ExchangeGroups<T> {
+        ExchangeGroups {
+            timeout,
+            aborted: AtomicBool::new(false),
+            groups: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The exchange of `group` (ranks in member order), made on first use; one made after
+    /// [`ExchangeGroups::abort`] starts aborted.
+    pub fn exchange(&self, group: &[usize]) -> Arc<Exchange<T>> {
+        let mut map = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(group.to_vec())
+            .or_insert_with(|| {
+                let ex = Arc::new(Exchange::with_timeout(group.len(), self.timeout));
+                // Read under the lock that abort() also takes: no group escapes an abort.
+                if self.aborted.load(Ordering::SeqCst) {
+                    ex.abort();
+                }
+                ex
+            })
+            .clone()
+    }
+
+    /// Wakes every member of every group with an abort (a rank failed).
+    pub fn abort(&self) {
+        let map = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        self.aborted.store(true, Ordering::SeqCst);
+        for ex in map.values() {
+            ex.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +284,37 @@ mod tests {
         for h in handles {
             assert_eq!(h.join().unwrap(), want);
         }
+    }
+
+    #[test]
+    fn each_group_meets_apart_and_an_abort_reaches_every_group() {
+        let groups: ExchangeGroups<i64> = ExchangeGroups::new(DEFAULT_TIMEOUT);
+        let (a, b) = (groups.exchange(&[0, 1]), groups.exchange(&[2, 3]));
+        assert!(Arc::ptr_eq(&a, &groups.exchange(&[0, 1])));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!((a.world(), b.world()), (2, 2));
+        // Two groups of 2 sum their own members' inputs, concurrently.
+        let handles: Vec<_> = [(0usize, 0usize), (0, 1), (1, 0), (1, 1)]
+            .into_iter()
+            .map(|(g, m)| {
+                let ex = if g == 0 { a.clone() } else { b.clone() };
+                thread::spawn(move || {
+                    let s = spec(CollectiveKind::AllReduce);
+                    let x = 10 * g as i64 + m as i64;
+                    ex.meet(m, &s, x, |xs| Ok(vec![xs.iter().sum(); xs.len()]))
+                        .unwrap()
+                })
+            })
+            .collect();
+        let got: Vec<i64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(got, vec![1, 1, 21, 21]);
+        groups.abort();
+        // A group made after the abort starts aborted: its first member does not wait.
+        let late = groups.exchange(&[4, 5]);
+        let e = late
+            .meet(0, &spec(CollectiveKind::AllReduce), 1, Ok)
+            .unwrap_err();
+        assert!(e.is_abort(), "{e}");
     }
 
     #[test]

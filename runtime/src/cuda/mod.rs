@@ -43,4 +43,4 @@ pub use cudarc;
 pub use device::{CudaBackend, CudaDevice};
 pub use distributed::RankSession;
 pub use error::CudaError;
-pub use virtual_ranks::LaneExchange;
+pub use virtual_ranks::{LaneExchange, LaneGroups};

@@ -50,6 +50,8 @@ type FnGather = unsafe extern "C" fn(u64, u64, usize, c_int, RawComm, RawStream)
 type FnP2p = unsafe extern "C" fn(u64, usize, c_int, c_int, RawComm, RawStream) -> c_int;
 type FnGroup = unsafe extern "C" fn() -> c_int;
 type FnErrStr = unsafe extern "C" fn(c_int) -> *const c_char;
+/// `ncclCommSplit(comm, color, key, &newcomm, config)` (NCCL 2.18 and later).
+type FnSplit = unsafe extern "C" fn(RawComm, c_int, c_int, *mut RawComm, *mut c_void) -> c_int;
 
 /// The NCCL entry points used, resolved once per process.
 pub struct NcclApi {
@@ -67,6 +69,8 @@ pub struct NcclApi {
     group_start: FnGroup,
     group_end: FnGroup,
     get_error_string: FnErrStr,
+    /// Absent from NCCL before 2.18: then subgroup collectives fail with a clear error.
+    comm_split: Option<FnSplit>,
 }
 
 /// Resolves one symbol as a function pointer of type `F`.
@@ -99,6 +103,7 @@ impl NcclApi {
             group_start: sym(l, "ncclGroupStart")?,
             group_end: sym(l, "ncclGroupEnd")?,
             get_error_string: sym(l, "ncclGetErrorString")?,
+            comm_split: sym(l, "ncclCommSplit").ok(),
         })
     }
 
@@ -176,6 +181,40 @@ impl Comm {
             api,
             rank,
             world,
+            aborted: false,
+        })
+    }
+
+    /// Splits this communicator (`ncclCommSplit`, collective over all its ranks: each calls
+    /// it once, in the same order): the ranks that pass the same `color` form a new
+    /// communicator, ordered by `key`, of `size` ranks (this one at `key`). The caller bounds
+    /// the wait as for [`Comm::init`].
+    pub fn split(&self, color: usize, key: usize, size: usize) -> Result<Comm, CudaError> {
+        let raw = self.live("ncclCommSplit")?;
+        let split = self.api.comm_split.ok_or_else(|| {
+            CudaError::Unsupported(
+                "a collective over a subgroup of ranks (a data × tensor mesh) needs ncclCommSplit, NCCL 2.18 or later".into(),
+            )
+        })?;
+        let int = |v: usize, what: &str| {
+            c_int::try_from(v).map_err(|_| CudaError::Nccl(format!("ncclCommSplit {what} {v}")))
+        };
+        let (c, k) = (int(color, "color")?, int(key, "key")?);
+        let mut sub: RawComm = std::ptr::null_mut();
+        // SAFETY: `raw` is live; `sub` is writable; a null config asks for the parent's.
+        let r = unsafe { split(raw, c, k, &mut sub, std::ptr::null_mut()) };
+        self.api.check(
+            &format!(
+                "ncclCommSplit (rank {} of {}, color {color})",
+                self.rank, self.world
+            ),
+            r,
+        )?;
+        Ok(Comm {
+            raw: sub,
+            api: self.api,
+            rank: key,
+            world: size,
             aborted: false,
         })
     }

@@ -1,6 +1,9 @@
 //! Virtual ranks: N ranks of a plan as N lanes (streams) of one GPU, for running partitioned
 //! plans on a single-GPU machine (NCCL refuses two ranks on one device).
 //!
+//! Each group of ranks has its own exchange ([`LaneGroups`]): on a `[D, T]` mesh every data
+//! group's collectives meet among its T lanes only, as the CPU devices' do.
+//!
 //! Each rank thread owns its lane. A collective meets in a [`LaneExchange`]
 //! ([`lane_collective`]): every member first waits for its own lane (so its input is
 //! complete), deposits its input and waits; the last member to arrive computes every
@@ -21,9 +24,9 @@
 //! which is synchronized before anyone continues, so no read of them is pending either.
 //! `tests/cuda_gpu_ranks.rs` exercises this at 3, 4 and 8 ranks (GPU only).
 use super::buffer::DeviceTensor;
-use super::collectives::{check_full_group, need_axis, need_to_axis};
+use super::collectives::{need_axis, need_to_axis};
 use super::context::Lane;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ExchangeGroups};
 use super::meta::StridedMeta;
 use super::ops;
 use super::CudaError;
@@ -31,11 +34,16 @@ use crate::collectives::CollectiveSpec;
 use crate::device::DeviceError;
 use tessera_ir::plan::CollectiveKind;
 
-/// The meeting point of the virtual ranks' collectives (one per run, shared by its devices).
+/// The meeting point of one group's collectives among virtual ranks.
 pub type LaneExchange = Exchange<DeviceTensor>;
 
+/// The meeting points of a run's virtual ranks, one [`LaneExchange`] per group of ranks
+/// (the whole world on a 1-D mesh; each data group's ranks on a `[D, T]` mesh).
+pub type LaneGroups = ExchangeGroups<DeviceTensor>;
+
 /// Runs `spec` over `group` for `rank`, whose input `x` lives on `lane`; blocks until every
-/// rank of the exchange called it and returns this rank's output.
+/// member of `group` called it on `ex` (the group's exchange, of `group.len()` members)
+/// and returns this rank's output.
 pub fn lane_collective(
     ex: &LaneExchange,
     rank: usize,
@@ -44,10 +52,18 @@ pub fn lane_collective(
     spec: &CollectiveSpec,
     x: &DeviceTensor,
 ) -> Result<DeviceTensor, DeviceError> {
-    check_full_group(group, ex.world())?;
+    let member = group.iter().position(|&m| m == rank).ok_or_else(|| {
+        DeviceError::Backend(format!("rank {rank} is not in the group {group:?}"))
+    })?;
+    if group.len() != ex.world() {
+        return Err(DeviceError::Backend(format!(
+            "collective over {group:?} met in an exchange of {} ranks",
+            ex.world()
+        )));
+    }
     // The input must be complete before another lane reads it.
     lane.synchronize()?;
-    let out = ex.meet(rank, spec, x.clone(), |xs| {
+    let out = ex.meet(member, spec, x.clone(), |xs| {
         let run = || -> Result<Vec<DeviceTensor>, CudaError> {
             let outs = virtual_collective(lane, group, spec, &xs)?;
             // The outputs must be complete before other lanes read them (and the inputs'
@@ -110,8 +126,8 @@ fn replicate(lane: &Lane, x: &DeviceTensor, world: usize) -> Result<Vec<DeviceTe
         .collect()
 }
 
-/// The outputs of a collective for every rank (`xs`: every rank's input, by rank), computed
-/// in device memory on `lane`.
+/// The outputs of a collective for every member of `group` (`xs`: every member's input, in
+/// member order), computed in device memory on `lane`.
 pub fn virtual_collective(
     lane: &Lane,
     group: &[usize],
@@ -119,10 +135,14 @@ pub fn virtual_collective(
     xs: &[DeviceTensor],
 ) -> Result<Vec<DeviceTensor>, CudaError> {
     let world = xs.len();
-    check_full_group(group, world)?;
+    if group.len() != world || world == 0 {
+        return Err(CudaError::Plan(format!(
+            "collective over {group:?} with {world} inputs"
+        )));
+    }
     match spec.kind {
         CollectiveKind::AllReduce => replicate(lane, &ordered_sum(lane, xs)?, world),
-        CollectiveKind::Broadcast => replicate(lane, &xs[group[0]], world),
+        CollectiveKind::Broadcast => replicate(lane, &xs[0], world),
         CollectiveKind::AllGather => {
             let refs: Vec<&DeviceTensor> = xs.iter().collect();
             let all = ops::movement::concat(lane, &refs, need_axis(spec)?)?;

@@ -4,7 +4,9 @@
 //! [`run_plan`] validates the plan ([`validate::validate_plan`]) and the inputs
 //! ([`validate::validate_inputs`]), creates one device per rank through the chosen backend
 //! ([`crate::device`]), runs each rank on its own thread (`std::thread::scope`) and collects
-//! the outputs from the first rank that computes each of them. Each rank loads only its own
+//! the outputs from the first rank that computes each of them. On a `[D, T]` mesh each data
+//! group's ranks get their slice of the batch and the groups' outputs are concatenated
+//! ([`data`]). Each rank loads only its own
 //! slices of the weights, frees each buffer after its last use, and measures the bytes it holds
 //! ([`RankStats::peak_live_bytes`]). When a rank fails, its peers are woken out of their
 //! collectives and the first real error is returned (never a hang). [`run_one_rank`] runs a
@@ -25,6 +27,7 @@ use tessera_ir::plan::{Plan, ValueId};
 use tessera_ir::Tensor;
 
 pub mod check;
+pub mod data;
 pub mod error;
 mod fuse;
 pub mod load;
@@ -134,12 +137,17 @@ pub fn run_on<B: Backend>(
     let n = plan.ranks.len();
     let devices = backend.create_devices(n)?;
     let providers = output_providers(plan);
+    let groups = data::split_inputs(plan, inputs)?;
     let failures = AtomicUsize::new(0);
     let results: Vec<RankResult> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(n);
         for (rank, dev) in devices.into_iter().enumerate() {
+            // Validation: rank < D·T, so its group is below D, the number of input sets.
+            let inputs = groups
+                .as_ref()
+                .map_or(inputs, |g| &g[plan.mesh.group_of(rank)]);
             let job = rank_job(plan, store, inputs, rank, |v| {
-                providers.get(v) == Some(&rank)
+                providers.get(v).is_some_and(|p| p.contains(&rank))
             });
             let failures = &failures;
             let h = std::thread::Builder::new()
@@ -189,7 +197,8 @@ pub(crate) fn merge_ranks(
     results: Vec<RankResult>,
     start: Instant,
 ) -> Result<(Vec<Tensor>, RunStats), ExecError> {
-    let mut values: BTreeMap<ValueId, Tensor> = BTreeMap::new();
+    // The kept values of each data group (one group on a 1-D mesh).
+    let mut values: Vec<BTreeMap<ValueId, Tensor>> = vec![BTreeMap::new(); plan.mesh.data_groups()];
     let mut stats = RunStats {
         backend,
         ..RunStats::default()
@@ -198,7 +207,13 @@ pub(crate) fn merge_ranks(
     for r in results {
         match r {
             Ok((kept, st)) => {
-                values.extend(kept);
+                let g = plan.mesh.group_of(st.rank);
+                values
+                    .get_mut(g)
+                    .ok_or_else(|| {
+                        ExecError::InvalidPlan(format!("rank {} is in no data group", st.rank))
+                    })?
+                    .extend(kept);
                 stats.ranks.push(st);
             }
             Err((order, f)) => failed.push((f.abort, order, f)),
@@ -210,20 +225,31 @@ pub(crate) fn merge_ranks(
     {
         return Err(f.err);
     }
-    let outputs = plan
-        .outputs
-        .iter()
+    let per_group = values
+        .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            // Moved out, unless a later output names the same value.
-            let t = if plan.outputs[i + 1..].contains(v) {
-                values.get(v).cloned()
-            } else {
-                values.remove(v)
-            };
-            t.ok_or_else(|| ExecError::InvalidPlan(format!("output value {} missing", v.0)))
+        .map(|(g, mut values)| {
+            plan.outputs
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    // Moved out, unless a later output names the same value.
+                    let t = if plan.outputs[i + 1..].contains(v) {
+                        values.get(v).cloned()
+                    } else {
+                        values.remove(v)
+                    };
+                    t.ok_or_else(|| {
+                        ExecError::InvalidPlan(format!(
+                            "output value {} missing from data group {g}",
+                            v.0
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let outputs = data::gather_outputs(plan, per_group)?;
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok((outputs, stats))
 }
@@ -231,7 +257,8 @@ pub(crate) fn merge_ranks(
 /// Runs rank `rank` of `plan` alone on `dev`, whose peers run in other processes (one
 /// process per GPU; `dev` reaches them through its collectives), and returns every plan
 /// output this rank computes (downloaded, in the plan's output order; `None` for outputs
-/// only other ranks compute) with the rank's statistics. On failure `dev`'s peers are told
+/// only other ranks compute; on a `[D, T]` mesh, its data group's slice of the batch) with
+/// the rank's statistics. On failure `dev`'s peers are told
 /// ([`Device::abort_peers`]).
 pub fn run_one_rank<D: Device>(
     dev: D,
@@ -253,6 +280,11 @@ pub fn run_one_rank<D: Device>(
         .iter()
         .flat_map(|s| s.outputs.iter().copied())
         .collect();
+    let groups = data::split_inputs(plan, inputs)?;
+    // rank < D·T (checked above), so its group is below D, the number of input sets.
+    let inputs = groups
+        .as_ref()
+        .map_or(inputs, |g| &g[plan.mesh.group_of(rank)]);
     let job = rank_job(plan, store, inputs, rank, |v| defined.contains(v));
     let failures = AtomicUsize::new(0);
     let mut dev = dev;
@@ -342,16 +374,18 @@ pub(crate) fn rank_thread<D: Device>(
     })
 }
 
-/// For each plan output, the first rank whose program defines it.
-pub(crate) fn output_providers(plan: &Plan) -> BTreeMap<ValueId, usize> {
-    let mut p = BTreeMap::new();
+/// For each plan output, the first rank of each data group whose program defines it.
+pub(crate) fn output_providers(plan: &Plan) -> BTreeMap<ValueId, Vec<usize>> {
+    let mut p: BTreeMap<ValueId, Vec<usize>> = BTreeMap::new();
     for v in &plan.outputs {
-        if let Some(r) = plan
-            .ranks
-            .iter()
-            .position(|prog| prog.steps.iter().any(|s| s.outputs.contains(v)))
-        {
-            p.insert(*v, r);
+        for group in plan.mesh.groups() {
+            if let Some(&r) = group.iter().find(|&&r| {
+                plan.ranks
+                    .get(r)
+                    .is_some_and(|prog| prog.steps.iter().any(|s| s.outputs.contains(v)))
+            }) {
+                p.entry(*v).or_default().push(r);
+            }
         }
     }
     p

@@ -34,6 +34,7 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
             plan.mesh.devices()
         )));
     }
+    plan.check_mesh().map_err(bad)?;
     let n_values = plan.values.len();
     let n_tensors = plan.graph.tensors.len();
     for (i, v) in plan.values.iter().enumerate() {
@@ -435,12 +436,14 @@ pub fn validate_inputs(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Result
                 msg: format!("missing (expected {}{:?})", info.dtype, info.shape),
             });
         };
-        if x.dtype != info.dtype || x.shape != info.shape {
+        // The whole batch's shape (a `[D, T]` mesh slices it for its data groups).
+        let shape = super::data::whole_input_shape(plan, *t);
+        if x.dtype != info.dtype || x.shape != shape {
             return Err(ExecError::Input {
                 name: info.name.clone(),
                 msg: format!(
                     "expected {}{:?}, got {}{:?}",
-                    info.dtype, info.shape, x.dtype, x.shape
+                    info.dtype, shape, x.dtype, x.shape
                 ),
             });
         }

@@ -94,12 +94,14 @@ impl PlanBuilder {
             },
             input_shapes: BTreeMap::new(),
             mesh: Mesh::tp(n),
+            data: None,
             cost_model: CostModel {
                 name: "cpu".into(),
                 alpha_s: 1e-6,
                 beta_bytes_per_s: 1e10,
                 flops_per_s: 1e10,
                 calibration: Default::default(),
+                inter_group: None,
             },
             objective: Objective {
                 kind: ObjectiveKind::Memory,
