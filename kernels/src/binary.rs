@@ -170,7 +170,7 @@ fn py_mod_f32(x: f32, y: f32) -> f32 {
     }
 }
 
-fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
+pub(crate) fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
     Ok(match kind {
         BinaryOp::Add => |x, y| x + y,
         BinaryOp::Sub => |x, y| x - y,

@@ -47,6 +47,19 @@ impl Scalar for f64 {}
 
 impl Scalar for f32 {}
 
+/// The `gemm` crate's parallelism: every thread of the rayon pool this call runs in (a CPU
+/// device with several threads runs its large products inside its pool), else one thread.
+/// The crate splits the output into blocks, never the inner dimension, so the result does
+/// not depend on the thread count.
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_thread_index() {
+        Some(_) if rayon::current_num_threads() > 1 => {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        }
+        _ => gemm::Parallelism::None,
+    }
+}
+
 /// `dst[m×n] (row-major, row stride n, at dst_off) = scale·A·B + (accumulate ? dst : 0)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into<T: Scalar>(
@@ -98,7 +111,7 @@ pub(crate) fn gemm_into<T: Scalar>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(),
         );
     }
     Ok(())

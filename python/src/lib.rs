@@ -214,7 +214,10 @@ impl InferenceSession {
         let backend: DeviceKind = backend
             .parse()
             .map_err(|e: String| InvalidArgument::new_err(format!("backend: {e}")))?;
-        let opts = SessionOptions { backend };
+        let opts = SessionOptions {
+            backend,
+            ..SessionOptions::default()
+        };
         let plan: CompiledPlan = if let Ok(p) = model_or_plan.downcast::<Plan>() {
             let p = p.borrow();
             check_devices(devices, &p.inner, "the plan")?;
