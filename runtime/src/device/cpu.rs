@@ -147,9 +147,9 @@ fn op_is_big(op: &Op, inputs: &[&Tensor]) -> bool {
 fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
     use tessera_kernels::FusedOp;
     match op {
-        // Its per-head products are too small for the `gemm` crate's threads (measured
-        // slower inside the pool); it stays on the device's thread.
-        FusedOp::Attention(_) => false,
+        // q [B, Sq, H·D] against Sk keys: B·Sq·H·D·Sk multiply-adds per product; the
+        // kernel splits heads between the threads.
+        FusedOp::Attention(a) => inputs[0].numel() * a.kv_len >= POOL_MIN_MACS,
         FusedOp::MatMulEpilogue { .. } => {
             inputs.len() >= 2 && product_macs(&inputs[0].shape, &inputs[1].shape) >= POOL_MIN_MACS
         }
