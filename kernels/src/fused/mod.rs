@@ -22,6 +22,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 mod attention;
 mod elementwise;
 pub use attention::{AttentionMask, AttentionShape};
+pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 
 /// A fused op chain (inputs in the order listed per variant).
