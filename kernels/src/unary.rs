@@ -116,7 +116,28 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
             TensorData::Bool(v.iter().map(|a| a.is_nan()).collect()),
         ),
         (TensorData::F32(v), UnaryOp::Erf) => make(x.dtype, shape, map_wide(v, erf)),
-        // The branch-free transcendental functions, monomorphised so their loops vectorise.
+        // The cheap arithmetic kinds and the branch-free transcendental functions,
+        // monomorphised so their loops vectorise (the generic arm calls a function pointer
+        // per element: 1.3 ns per element for Neg).
+        (TensorData::F32(v), UnaryOp::Neg) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| -a,
+            ),
+        ),
+        (TensorData::F32(v), UnaryOp::Sqrt) => make(x.dtype, shape, map_wide(v, f32::sqrt)),
+        (TensorData::F32(v), UnaryOp::Reciprocal) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| 1.0 / a,
+            ),
+        ),
         (TensorData::F32(v), UnaryOp::Exp) => make(x.dtype, shape, map_wide(v, simd::exp)),
         (TensorData::F32(v), UnaryOp::Tanh) => make(x.dtype, shape, map_wide(v, simd::tanh)),
         (TensorData::F32(v), UnaryOp::Sigmoid) => make(x.dtype, shape, map_wide(v, simd::sigmoid)),
