@@ -129,6 +129,16 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
             ),
         ),
         (TensorData::F32(v), UnaryOp::Sqrt) => make(x.dtype, shape, map_wide(v, f32::sqrt)),
+        (TensorData::F32(v), UnaryOp::Abs) => make(x.dtype, shape, map_wide(v, f32::abs)),
+        (TensorData::F32(v), UnaryOp::Relu) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| if a > 0.0 || a.is_nan() { a } else { 0.0 },
+            ),
+        ),
         (TensorData::F32(v), UnaryOp::Reciprocal) => make(
             x.dtype,
             shape,
