@@ -48,7 +48,7 @@ struct Args {
     /// Directory to write each output to, as `<output name>.npy` (created if missing).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: Option<PathBuf>,
-    /// Backend: cpu (one thread per device) or cuda (one GPU per device; needs --features cuda).
+    /// Backend: cpu (--threads-per-device threads per device) or cuda (one GPU per device; needs --features cuda).
     #[arg(long, default_value = "cpu")]
     backend: DeviceKind,
     /// Also run the unpartitioned model on the reference executor and compare the outputs.
