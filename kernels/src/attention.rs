@@ -6,6 +6,7 @@
 //! rows giving 0, grouped-query heads sharing K/V heads. f32 arithmetic.
 use super::index::broadcast_strides4;
 use super::matmul::{gemm_into, MatView};
+use super::simd;
 use super::{describe, make, KResult};
 use tessera_ir::op::AttentionAttrs;
 use tessera_ir::{Tensor, TensorData};
@@ -173,7 +174,12 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
     let qs: Vec<f32> = q.v.iter().map(|x| x * s).collect();
     let ks: Vec<f32> = k.v.iter().map(|x| x * s).collect();
     let mut y = vec![0f32; batch * hq * sq * dv];
-    let mut qk_out = vec![0f32; batch * hq * sq * t];
+    // The optional second output is only materialised when it is asked for.
+    let mut qk_out = if a.qk_output {
+        vec![0f32; batch * hq * sq * t]
+    } else {
+        Vec::new()
+    };
     let mut scores = vec![0f32; sq * t];
     let mut probs = vec![0f32; sq * t];
     for b in 0..batch {
@@ -192,42 +198,49 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
                     .iter_mut()
                     .for_each(|x| *x = (*x / a.softcap).tanh() * a.softcap);
             }
-            for i in 0..sq {
-                let row = &scores[i * t..(i + 1) * t];
-                let prow = &mut probs[i * t..(i + 1) * t];
-                let mut all_masked = true;
-                for (j, (p, &x)) in prow.iter_mut().zip(row).enumerate() {
-                    let mut bias = bias_mask.as_ref().map_or(0.0, |m| m.get(b, h, i, j));
-                    if a.is_causal && j as i64 > i as i64 + offset {
-                        bias += f32::NEG_INFINITY;
+            // Rows in a loop compiled for the widest vector extension (the softmax's exp,
+            // max and sum vectorise).
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    for i in 0..sq {
+                        let row = &scores[i * t..(i + 1) * t];
+                        let prow = &mut probs[i * t..(i + 1) * t];
+                        let mut all_masked = true;
+                        for (j, (p, &x)) in prow.iter_mut().zip(row).enumerate() {
+                            let mut bias = bias_mask.as_ref().map_or(0.0, |m| m.get(b, h, i, j));
+                            if a.is_causal && j as i64 > i as i64 + offset {
+                                bias += f32::NEG_INFINITY;
+                            }
+                            let diff = i as i64 + offset - j as i64;
+                            if (a.left_window >= 0 && diff > a.left_window)
+                                || (a.right_window >= 0 && -diff > a.right_window)
+                            {
+                                bias += f32::NEG_INFINITY;
+                            }
+                            if nonpad.as_ref().is_some_and(|np| j as i64 >= np[b]) {
+                                bias += f32::NEG_INFINITY;
+                            }
+                            all_masked &= bias == f32::NEG_INFINITY;
+                            *p = x + bias;
+                        }
+                        let o = ((b * hq + h) * sq + i) * t;
+                        if a.qk_output && a.qk_matmul_output_mode == 2 {
+                            qk_out[o..o + t].copy_from_slice(prow);
+                        } else if a.qk_output && a.qk_matmul_output_mode != 3 {
+                            qk_out[o..o + t].copy_from_slice(row);
+                        }
+                        if all_masked {
+                            prow.fill(0.0);
+                        } else {
+                            softmax_guarded(prow);
+                        }
+                        if a.qk_output && a.qk_matmul_output_mode == 3 {
+                            qk_out[o..o + t].copy_from_slice(prow);
+                        }
                     }
-                    let diff = i as i64 + offset - j as i64;
-                    if (a.left_window >= 0 && diff > a.left_window)
-                        || (a.right_window >= 0 && -diff > a.right_window)
-                    {
-                        bias += f32::NEG_INFINITY;
-                    }
-                    if nonpad.as_ref().is_some_and(|np| j as i64 >= np[b]) {
-                        bias += f32::NEG_INFINITY;
-                    }
-                    all_masked &= bias == f32::NEG_INFINITY;
-                    *p = x + bias;
-                }
-                let o = ((b * hq + h) * sq + i) * t;
-                if a.qk_matmul_output_mode == 2 {
-                    qk_out[o..o + t].copy_from_slice(prow);
-                } else if a.qk_matmul_output_mode != 3 {
-                    qk_out[o..o + t].copy_from_slice(row);
-                }
-                if all_masked {
-                    prow.fill(0.0);
-                } else {
-                    softmax_guarded(prow);
-                }
-                if a.qk_matmul_output_mode == 3 {
-                    qk_out[o..o + t].copy_from_slice(prow);
-                }
-            }
+                },
+            );
             let pv = MatView::row_major(&probs, 0, t);
             let vv = MatView::row_major(&v.v, (b * hkv + kv) * t * dv, dv);
             gemm_into(
@@ -264,12 +277,13 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
 }
 
 /// The reference's softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
-/// divides by 1.
+/// divides by 1 (the vectorisable [`simd::exp`], max and split sum).
+#[inline(always)]
 fn softmax_guarded(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = simd::max(row);
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    row.iter_mut().for_each(|x| *x = (*x - shift).exp());
-    let sum: f32 = row.iter().sum();
+    row.iter_mut().for_each(|x| *x = simd::exp(*x - shift));
+    let sum: f32 = simd::sum(row);
     let sum = if sum == 0.0 { 1.0 } else { sum };
     row.iter_mut().for_each(|x| *x /= sum);
 }

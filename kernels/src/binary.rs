@@ -170,7 +170,7 @@ fn py_mod_f32(x: f32, y: f32) -> f32 {
     }
 }
 
-fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
+pub(crate) fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
     Ok(match kind {
         BinaryOp::Add => |x, y| x + y,
         BinaryOp::Sub => |x, y| x - y,
@@ -280,6 +280,26 @@ pub(crate) fn where_select(cond: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Ten
                 describe(y)
             )
         })?;
+    if let (TensorData::F32(_), TensorData::F32(_)) = (&x.data, &y.data) {
+        if x.dtype == DType::F32 && y.dtype == DType::F32 {
+            // Blocked broadcasting, no per-element offset tables: the fused elementwise
+            // program of this one select.
+            use crate::fused::{ElementwiseProgram, EwInstr};
+            let p = ElementwiseProgram {
+                out_shape,
+                instrs: vec![
+                    EwInstr::Load(1),
+                    EwInstr::Load(2),
+                    EwInstr::Where {
+                        cond: 0,
+                        a: 0,
+                        b: 1,
+                    },
+                ],
+            };
+            return crate::fused::elementwise(&p, &[cond, x, y]);
+        }
+    }
     // All three broadcast to out_shape by construction.
     let ic = broadcast_offsets(&cond.shape, &out_shape).unwrap_or_default();
     let ix = broadcast_offsets(&x.shape, &out_shape).unwrap_or_default();
@@ -475,5 +495,14 @@ mod tests {
         let w = where_select(&c, &x, &y).unwrap();
         assert_eq!(w.shape, vec![2, 3]);
         assert_eq!(w.as_i64().unwrap(), &[1, 2, 3, 0, 0, 0]);
+        // f32 branches go through the blocked (program) path: the same selection.
+        let xf = Tensor::f32(vec![3], vec![1.0, 2.0, 3.0]);
+        let yf = Tensor::f32(vec![2, 1, 1], vec![-1.0, -2.0]);
+        let w = where_select(&c, &xf, &yf).unwrap();
+        assert_eq!(w.shape, vec![2, 2, 3]);
+        let want = [
+            1.0, 2.0, 3.0, -1.0, -1.0, -1.0, 1.0, 2.0, 3.0, -2.0, -2.0, -2.0,
+        ];
+        assert_eq!(w.as_f32().unwrap(), &want);
     }
 }

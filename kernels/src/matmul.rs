@@ -47,6 +47,23 @@ impl Scalar for f64 {}
 
 impl Scalar for f32 {}
 
+/// Products below this many multiply-adds run on one thread (a fused attention's per-head
+/// products, which it already runs in parallel over heads).
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// The `gemm` crate's parallelism: every thread of the rayon pool this call runs in (a CPU
+/// device with several threads runs its large products inside its pool), else one thread.
+/// The crate splits the output into blocks, never the inner dimension, so the result does
+/// not depend on the thread count.
+fn parallelism(macs: usize) -> gemm::Parallelism {
+    match rayon::current_thread_index() {
+        Some(_) if rayon::current_num_threads() > 1 && macs >= PARALLEL_MIN_MACS => {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        }
+        _ => gemm::Parallelism::None,
+    }
+}
+
 /// `dst[m×n] (row-major, row stride n, at dst_off) = scale·A·B + (accumulate ? dst : 0)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into<T: Scalar>(
@@ -98,7 +115,7 @@ pub(crate) fn gemm_into<T: Scalar>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(m * n * k),
         );
     }
     Ok(())
@@ -223,6 +240,12 @@ fn batched_i64(
     Ok(out)
 }
 
+/// True when a tensor of `shape` is one row of `n` values (`[n]`, `[1, n]`), broadcast over
+/// every row of an `[M, n]` output.
+fn is_row_vector(shape: &[usize], n: usize) -> bool {
+    matches!(shape, [k] | [1, k] if *k == n)
+}
+
 /// Gemm: `alpha·op(A)·op(B) + beta·C`, C broadcast to `[M, N]`.
 pub(crate) fn gemm(
     attrs: &GemmAttrs,
@@ -247,9 +270,12 @@ pub(crate) fn gemm(
     if k != k2 {
         return Err(bad());
     }
-    // Start from beta·C broadcast to [M, N] (or zeros).
+    // Start from beta·C broadcast to [M, N] (or zeros); an f32 bias row is broadcast below
+    // without the offset table.
+    let fast_f32 =
+        matches!((&a.data, c), (TensorData::F32(_), Some(c)) if is_row_vector(&c.shape, n));
     let c_full: Option<Vec<f64>> = match c {
-        Some(c) if attrs.beta != 0.0 => {
+        Some(c) if attrs.beta != 0.0 && !fast_f32 => {
             let idx = broadcast_offsets(&c.shape, &[m, n])
                 .ok_or_else(|| format!("C {} does not broadcast to [{m}, {n}]", describe(c)))?;
             let cv = c.to_f64_vec();
@@ -259,12 +285,25 @@ pub(crate) fn gemm(
     };
     let (a_rs, a_cs) = if attrs.trans_a { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if attrs.trans_b { (1, k) } else { (n, 1) };
-    let acc = c_full.is_some();
+    let acc = c.is_some() && attrs.beta != 0.0;
     match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
-            let mut out: Vec<f32> = match c_full {
-                Some(v) => v.into_iter().map(|e| e as f32).collect(),
-                None => vec![0.0; m * n],
+            let mut out: Vec<f32> = match (c, c_full) {
+                (Some(c), _) if acc && is_row_vector(&c.shape, n) => {
+                    // A bias over the columns: beta·C once, then one row copy per output
+                    // row (the general path's arithmetic, without its offset table).
+                    let beta = attrs.beta as f64;
+                    let row: Vec<f32> = c
+                        .to_f64_vec()
+                        .into_iter()
+                        .map(|e| (e * beta) as f32)
+                        .collect();
+                    let mut out = Vec::with_capacity(m * n);
+                    (0..m).for_each(|_| out.extend_from_slice(&row));
+                    out
+                }
+                (_, Some(v)) => v.into_iter().map(|e| e as f32).collect(),
+                (_, None) => vec![0.0; m * n],
             };
             let av = MatView::new(x, 0, a_rs, a_cs);
             let bv = MatView::new(y, 0, b_rs, b_cs);
@@ -440,6 +479,16 @@ mod tests {
         let y = gemm(&attrs, &a, &b, Some(&c)).unwrap();
         // 0.5·[[58,64],[139,154]] + 2·[1,-1]
         assert_eq!(y.as_f32().unwrap(), &[31.0, 30.0, 71.5, 75.0]);
+        // The same C as a [1, N] row, a full [M, N] matrix and an [M, 1] column.
+        let row = Tensor::f32(vec![1, 2], vec![1.0, -1.0]);
+        let full = Tensor::f32(vec![2, 2], vec![1.0, -1.0, 1.0, -1.0]);
+        for c in [&row, &full] {
+            let y = gemm(&attrs, &a, &b, Some(c)).unwrap();
+            assert_eq!(y.as_f32().unwrap(), &[31.0, 30.0, 71.5, 75.0]);
+        }
+        let col = Tensor::f32(vec![2, 1], vec![1.0, -1.0]);
+        let y = gemm(&attrs, &a, &b, Some(&col)).unwrap();
+        assert_eq!(y.as_f32().unwrap(), &[31.0, 34.0, 67.5, 75.0]);
         let plain = gemm_attrs(1.0, 1.0, false, false);
         assert!(gemm(&plain, &a, &b, None).is_ok());
         assert!(gemm(&plain, &a, &a, None).is_err());

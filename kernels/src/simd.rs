@@ -83,6 +83,41 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
+/// `tanh(x)` in f32, branch-free so loops over it vectorise: the rational approximation of
+/// Eigen (odd degree-13 numerator, even degree-6 denominator on x clamped to ±7.905, where
+/// the f32 tanh is ±1 to within an ulp); `x` itself below 4e-4 in magnitude (where tanh(x)
+/// rounds to x). Max abs error about 4e-7 against the f64 tanh; NaN stays NaN. Replaces
+/// libm's `tanhf`, a call per element (measured 60 ns per element inside GELU's tanh form).
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    const ALPHA: [f32; 7] = [
+        -2.760_768_5e-16,
+        2.000_188e-13,
+        -8.604_672e-11,
+        5.122_297e-8,
+        1.485_722_4e-5,
+        6.372_619_3e-4,
+        4.893_524_6e-3,
+    ];
+    const BETA: [f32; 4] = [1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3];
+    let xc = x.clamp(-7.905_311, 7.905_311);
+    let x2 = xc * xc;
+    let p = ALPHA.iter().fold(0.0f32, |acc, &c| acc * x2 + c) * xc;
+    let q = BETA.iter().fold(0.0f32, |acc, &c| acc * x2 + c);
+    if x.abs() < 4e-4 || x.is_nan() {
+        x
+    } else {
+        p / q
+    }
+}
+
+/// The logistic function `1 / (1 + e^-x)` with [`exp`] (relative error below 4e-7; exactly 0
+/// below x = -88.7 and 1 above 86), branch-free so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
 /// Lanes of the split accumulators in [`sum`] and [`max`] (one AVX-512 register).
 pub(crate) const LANES: usize = 16;
 
@@ -156,6 +191,26 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn tanh_and_sigmoid_match_std() {
+        let (mut worst_t, mut worst_s) = (0f64, 0f64);
+        for i in -120_000..=120_000 {
+            let x = i as f32 * 1e-4;
+            let xd = x as f64;
+            worst_t = worst_t.max((tanh(x) as f64 - xd.tanh()).abs());
+            let s = 1.0 / (1.0 + (-xd).exp());
+            worst_s = worst_s.max((sigmoid(x) as f64 - s).abs() / s);
+        }
+        assert!(worst_t < 5e-7, "tanh: max abs error {worst_t}");
+        assert!(worst_s < 5e-7, "sigmoid: max relative error {worst_s}");
+        for x in [1e-5f32, -3e-4, 0.0] {
+            assert_eq!(tanh(x), x);
+        }
+        assert_eq!((tanh(20.0), tanh(-1e30)), (1.0, -1.0));
+        assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
+        assert_eq!((sigmoid(-100.0), sigmoid(100.0)), (0.0, 1.0));
     }
 
     #[test]

@@ -1,21 +1,21 @@
 //! Elementwise unary ops, GELU, Clip and HardSigmoid / HardSwish.
-use super::simd::vectorized;
+use super::simd::{self, vectorized};
 use super::{describe, make, KResult};
 use tessera_ir::op::UnaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
 
-fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
+pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
     Ok(match kind {
         UnaryOp::Identity => |x| x,
         UnaryOp::Neg => |x| -x,
         UnaryOp::Abs => f32::abs,
         UnaryOp::Sqrt => f32::sqrt,
         UnaryOp::Reciprocal => |x| 1.0 / x,
-        UnaryOp::Exp => f32::exp,
+        UnaryOp::Exp => simd::exp,
         UnaryOp::Log => f32::ln,
         UnaryOp::Erf => erf,
-        UnaryOp::Tanh => f32::tanh,
-        UnaryOp::Sigmoid => sigmoid,
+        UnaryOp::Tanh => simd::tanh,
+        UnaryOp::Sigmoid => simd::sigmoid,
         UnaryOp::Relu => |x| if x > 0.0 || x.is_nan() { x } else { 0.0 },
         UnaryOp::Floor => f32::floor,
         UnaryOp::Ceil => f32::ceil,
@@ -39,7 +39,7 @@ fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
                 x.exp().ln_1p()
             }
         },
-        UnaryOp::Silu => |x| x * sigmoid(x),
+        UnaryOp::Silu => |x| x * simd::sigmoid(x),
         UnaryOp::Not | UnaryOp::IsNaN => {
             return Err(format!("{kind:?} has no float-to-float form"))
         }
@@ -86,16 +86,6 @@ pub(crate) fn erf(x: f32) -> f32 {
     }
 }
 
-/// Numerically stable logistic function.
-fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
 fn int_fn(kind: UnaryOp) -> KResult<fn(i64) -> i64> {
     Ok(match kind {
         UnaryOp::Identity | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => |x| x,
@@ -107,6 +97,15 @@ fn int_fn(kind: UnaryOp) -> KResult<fn(i64) -> i64> {
     })
 }
 
+/// `f` over `v` in a loop compiled for the widest vector extension ([`vectorized`]).
+#[inline(always)]
+fn map_wide(v: &[f32], f: impl Fn(f32) -> f32) -> TensorData {
+    TensorData::F32(vectorized(
+        #[inline(always)]
+        || v.iter().map(|&a| f(a)).collect(),
+    ))
+}
+
 /// Evaluates an elementwise unary op.
 pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
     let shape = x.shape.clone();
@@ -116,13 +115,50 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
             shape,
             TensorData::Bool(v.iter().map(|a| a.is_nan()).collect()),
         ),
-        (TensorData::F32(v), UnaryOp::Erf) => make(
+        (TensorData::F32(v), UnaryOp::Erf) => make(x.dtype, shape, map_wide(v, erf)),
+        // The cheap arithmetic kinds and the branch-free transcendental functions,
+        // monomorphised so their loops vectorise (the generic arm calls a function pointer
+        // per element: 1.3 ns per element for Neg).
+        (TensorData::F32(v), UnaryOp::Neg) => make(
             x.dtype,
             shape,
-            TensorData::F32(vectorized(
+            map_wide(
+                v,
                 #[inline(always)]
-                || v.iter().map(|&a| erf(a)).collect(),
-            )),
+                |a| -a,
+            ),
+        ),
+        (TensorData::F32(v), UnaryOp::Sqrt) => make(x.dtype, shape, map_wide(v, f32::sqrt)),
+        (TensorData::F32(v), UnaryOp::Abs) => make(x.dtype, shape, map_wide(v, f32::abs)),
+        (TensorData::F32(v), UnaryOp::Relu) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| if a > 0.0 || a.is_nan() { a } else { 0.0 },
+            ),
+        ),
+        (TensorData::F32(v), UnaryOp::Reciprocal) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| 1.0 / a,
+            ),
+        ),
+        (TensorData::F32(v), UnaryOp::Exp) => make(x.dtype, shape, map_wide(v, simd::exp)),
+        (TensorData::F32(v), UnaryOp::Tanh) => make(x.dtype, shape, map_wide(v, simd::tanh)),
+        (TensorData::F32(v), UnaryOp::Sigmoid) => make(x.dtype, shape, map_wide(v, simd::sigmoid)),
+        (TensorData::F32(v), UnaryOp::Silu) => make(
+            x.dtype,
+            shape,
+            map_wide(
+                v,
+                #[inline(always)]
+                |a| a * simd::sigmoid(a),
+            ),
         ),
         (TensorData::F32(v), k) => {
             let f = float_fn(k)?;
@@ -171,7 +207,7 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
             if tanh_approximation {
                 let c = (2.0f32 / std::f32::consts::PI).sqrt();
                 v.iter()
-                    .map(|&a| 0.5 * a * (1.0 + (c * (a + 0.044715 * a * a * a)).tanh()))
+                    .map(|&a| 0.5 * a * (1.0 + simd::tanh(c * (a + 0.044715 * a * a * a))))
                     .collect()
             } else {
                 v.iter()
@@ -203,7 +239,7 @@ pub(crate) fn hard_sigmoid(alpha: f32, beta: f32, swish: bool, x: &Tensor) -> KR
 }
 
 /// `min(x, hi)` that lets NaN through.
-fn hi_then<T: PartialOrd>(x: T, hi: T) -> T {
+pub(crate) fn hi_then<T: PartialOrd>(x: T, hi: T) -> T {
     if x > hi {
         hi
     } else {

@@ -198,10 +198,12 @@ struct InferenceSession {
 impl InferenceSession {
     /// `model_or_plan`: a path to an ONNX model (compiled here for `devices` devices, default
     /// 1, with `shapes`, `objective` and `time_limit` as in `tessera.compile`), a path to a
-    /// plan file (`devices`, if given, must match it), or a `Plan`. `backend`: "cpu" (one
-    /// resident thread per device) or "cuda".
+    /// plan file (`devices`, if given, must match it), or a `Plan`. `backend`: "cpu" (resident
+    /// threads per device) or "cuda". `threads_per_device` (CPU): threads each device
+    /// computes with (default: the machine's cores divided by the devices, at least 1).
     #[new]
-    #[pyo3(signature = (model_or_plan, devices = None, shapes = None, objective = "memory", backend = "cpu", time_limit = Some(10.0)))]
+    #[pyo3(signature = (model_or_plan, devices = None, shapes = None, objective = "memory", backend = "cpu", time_limit = Some(10.0), threads_per_device = None))]
+    #[allow(clippy::too_many_arguments)] // onnxruntime-style keyword arguments
     fn new(
         py: Python<'_>,
         model_or_plan: &Bound<'_, PyAny>,
@@ -210,11 +212,20 @@ impl InferenceSession {
         objective: &str,
         backend: &str,
         time_limit: Option<f64>,
+        threads_per_device: Option<usize>,
     ) -> PyResult<InferenceSession> {
+        if threads_per_device == Some(0) {
+            return Err(InvalidArgument::new_err(
+                "threads_per_device: must be at least 1",
+            ));
+        }
         let backend: DeviceKind = backend
             .parse()
             .map_err(|e: String| InvalidArgument::new_err(format!("backend: {e}")))?;
-        let opts = SessionOptions { backend };
+        let opts = SessionOptions {
+            backend,
+            threads_per_device: threads_per_device.unwrap_or(0),
+        };
         let plan: CompiledPlan = if let Ok(p) = model_or_plan.downcast::<Plan>() {
             let p = p.borrow();
             check_devices(devices, &p.inner, "the plan")?;

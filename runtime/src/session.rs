@@ -80,6 +80,9 @@ const WORKER_STACK_BYTES: usize = 32 << 20;
 pub struct SessionOptions {
     /// Which backend runs the ranks.
     pub backend: DeviceKind,
+    /// CPU backend: threads each device owns (0: the machine's cores divided by the
+    /// devices, at least 1; see [`CpuBackend::new`]).
+    pub threads_per_device: usize,
 }
 
 /// A model input or output as the plan declares it (onnxruntime's `NodeArg`).
@@ -164,7 +167,11 @@ impl Session {
             DeviceKind::Cpu => {
                 memory::check_planned_memory(&plan, memory::host_cap()?)?;
                 preload_weights(&plan, &store)?;
-                Engine::Cpu(Pool::start(CpuBackend, plan.clone(), store.clone())?)
+                Engine::Cpu(Pool::start(
+                    CpuBackend::new(opts.threads_per_device),
+                    plan.clone(),
+                    store.clone(),
+                )?)
             }
             DeviceKind::Cuda => {
                 // Fails here, not at the first run, when the backend is not compiled in.

@@ -196,7 +196,8 @@ where
     P: Fn(&mut CpuDevice) -> Result<S, String> + Sync,
     F: Fn(&mut CpuDevice, &S) -> Result<(), String> + Sync,
 {
-    let devices = CpuBackend
+    // One thread per device: the cost model's figures are per core.
+    let devices = CpuBackend::new(1)
         .create_devices(n)
         .map_err(|e| anyhow::anyhow!("cannot create {n} CPU devices: {e}"))?;
     let per_rank: Vec<Result<Vec<f64>, String>> = std::thread::scope(|s| {

@@ -99,64 +99,109 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         // product with an empty V sums nothing, so zeros, as the unfused Softmax + MatMul.
         return make(DType::F32, a.out_shape.clone(), TensorData::F32(out));
     }
+    // One head: the scaled, masked softmax of Q·Kᵀ into `scores`, then P·V into `ctx`
+    // ([Sq, D] rows) or, for the unmerged layout, straight into `out` at `direct`.
+    let head = |b: usize,
+                hh: usize,
+                scores: &mut [f32],
+                ctx: &mut [f32],
+                direct: Option<&mut [f32]>|
+     -> KResult<()> {
+        let base_q = b * sq * hd + hh * d;
+        let base_kv = b * sk * hd + hh * d;
+        // scores = Q_bh · K_bhᵀ: Q rows are tokens (stride H·D); Kᵀ element (e, j) is
+        // k[b, j, hh, e].
+        let qv = MatView::row_major(q, base_q, hd);
+        let ktv = MatView::col_major(k, base_kv, hd);
+        gemm_into(sq, sk, d, scores, 0, qv, ktv, 1.0, false)?;
+        vectorized(
+            #[inline(always)]
+            || {
+                for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
+                    // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
+                    // Add/Where compute it; then the plain softmax.
+                    let scale = |s: f32| if a.scale_mul { s * c } else { s / c };
+                    match mask {
+                        Mask::None => row.iter_mut().for_each(|s| *s = scale(*s)),
+                        Mask::Add(m, ms) => {
+                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                            if ms[3] == 1 {
+                                row.iter_mut()
+                                    .zip(&m[mo..mo + sk])
+                                    .for_each(|(s, &e)| *s = scale(*s) + e);
+                            } else {
+                                for (j, s) in row.iter_mut().enumerate() {
+                                    *s = scale(*s) + m[mo + j * ms[3]];
+                                }
+                            }
+                        }
+                        Mask::Select(cond, ms, fill) => {
+                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                            for (j, s) in row.iter_mut().enumerate() {
+                                *s = if cond[mo + j * ms[3]] {
+                                    scale(*s)
+                                } else {
+                                    fill
+                                };
+                            }
+                        }
+                    }
+                    softmax_row(row, false);
+                }
+            },
+        );
+        let pv = MatView::row_major(scores, 0, sk);
+        let vv = MatView::row_major(v, base_kv, hd);
+        match direct {
+            Some(dst) => gemm_into(sq, d, sk, dst, 0, pv, vv, 1.0, false),
+            None => gemm_into(sq, d, sk, ctx, 0, pv, vv, 1.0, false),
+        }
+    };
+    let threads = match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    };
+    if threads > 1 && bsz * h > 1 {
+        // Inside a device's pool: heads in parallel, each into its own [Sq, D] block
+        // (the same arithmetic per head), then placed in the output layout.
+        use rayon::prelude::*;
+        let ctxs: Vec<Vec<f32>> = (0..bsz * h)
+            .into_par_iter()
+            .map_init(
+                || vec![0f32; sq * sk],
+                |scores, i| {
+                    let mut ctx = vec![0f32; sq * d];
+                    head(i / h, i % h, scores, &mut ctx, None).map(|_| ctx)
+                },
+            )
+            .collect::<KResult<_>>()?;
+        for (i, ctx) in ctxs.iter().enumerate() {
+            let (b, hh) = (i / h, i % h);
+            if merged {
+                for (r, row) in ctx.chunks_exact(d).enumerate() {
+                    let o = b * sq * hd + r * hd + hh * d;
+                    out[o..o + d].copy_from_slice(row);
+                }
+            } else {
+                let o = (b * h + hh) * sq * d;
+                out[o..o + sq * d].copy_from_slice(ctx);
+            }
+        }
+        return make(DType::F32, a.out_shape.clone(), TensorData::F32(out));
+    }
     let mut scores = vec![0f32; sq * sk];
     let mut ctx = vec![0f32; sq * d];
     for b in 0..bsz {
         for hh in 0..h {
-            let base_q = b * sq * hd + hh * d;
-            let base_kv = b * sk * hd + hh * d;
-            // scores = Q_bh · K_bhᵀ: Q rows are tokens (stride H·D); Kᵀ element (e, j) is
-            // k[b, j, hh, e].
-            let qv = MatView::row_major(q, base_q, hd);
-            let ktv = MatView::col_major(k, base_kv, hd);
-            gemm_into(sq, sk, d, &mut scores, 0, qv, ktv, 1.0, false)?;
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                        // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
-                        // Add/Where compute it; then the plain softmax.
-                        let scale = |s: f32| if a.scale_mul { s * c } else { s / c };
-                        match mask {
-                            Mask::None => row.iter_mut().for_each(|s| *s = scale(*s)),
-                            Mask::Add(m, ms) => {
-                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                                if ms[3] == 1 {
-                                    row.iter_mut()
-                                        .zip(&m[mo..mo + sk])
-                                        .for_each(|(s, &e)| *s = scale(*s) + e);
-                                } else {
-                                    for (j, s) in row.iter_mut().enumerate() {
-                                        *s = scale(*s) + m[mo + j * ms[3]];
-                                    }
-                                }
-                            }
-                            Mask::Select(cond, ms, fill) => {
-                                let mo = b * ms[0] + hh * ms[1] + i * ms[2];
-                                for (j, s) in row.iter_mut().enumerate() {
-                                    *s = if cond[mo + j * ms[3]] {
-                                        scale(*s)
-                                    } else {
-                                        fill
-                                    };
-                                }
-                            }
-                        }
-                        softmax_row(row, false);
-                    }
-                },
-            );
-            let pv = MatView::row_major(&scores, 0, sk);
-            let vv = MatView::row_major(v, base_kv, hd);
             if merged {
-                gemm_into(sq, d, sk, &mut ctx, 0, pv, vv, 1.0, false)?;
+                head(b, hh, &mut scores, &mut ctx, None)?;
                 for (i, r) in ctx.chunks_exact(d).enumerate() {
                     let o = b * sq * hd + i * hd + hh * d;
                     out[o..o + d].copy_from_slice(r);
                 }
             } else {
                 let o = (b * h + hh) * sq * d;
-                gemm_into(sq, d, sk, &mut out, o, pv, vv, 1.0, false)?;
+                head(b, hh, &mut scores, &mut ctx, Some(&mut out[o..o + sq * d]))?;
             }
         }
     }
@@ -270,6 +315,13 @@ mod tests {
             let worst = max_abs_diff(&got, want);
             // Same arithmetic; only the GEMM's operand strides differ.
             assert!(worst < 1e-6, "max abs difference {worst}");
+            // Inside a device's pool the heads run in parallel: the same bits.
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let par = pool.install(|| eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap());
+            assert_eq!(par, got);
         }
         // A mask that does not broadcast to the scores is an error naming the mask.
         let op = attention(vec![b, h, s, d]);

@@ -20,7 +20,10 @@ use tessera_ir::op::NormAttrs;
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
+mod elementwise;
 pub use attention::{AttentionMask, AttentionShape};
+pub(crate) use elementwise::elementwise;
+pub use elementwise::{ElementwiseProgram, EwInstr};
 
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +54,9 @@ pub enum FusedOp {
     /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
     /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
     Attention(AttentionShape),
+    /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
+    /// `LoadCast` and `Where` instructions index them).
+    Elementwise(ElementwiseProgram),
 }
 
 impl FusedOp {
@@ -61,6 +67,7 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
+            FusedOp::Elementwise(_) => "fused Elementwise",
         }
     }
 }
@@ -75,6 +82,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
+        FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),

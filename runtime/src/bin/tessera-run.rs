@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_ir::Tensor;
+use tessera_runtime::device::cpu::CpuBackend;
 use tessera_runtime::device::DeviceKind;
 use tessera_runtime::exec::check::{compare_outputs, DEFAULT_TOLERANCE};
 use tessera_runtime::exec::data::reference_outputs;
@@ -35,7 +36,7 @@ use tessera_runtime::session::{Session, SessionOptions};
     name = "tessera-run",
     version,
     after_help = "Environment: TESSERA_FUSE=0 runs every plan step unfused on CPU devices \
-(by default attention, MatMul+bias(+GELU) and Add+LayerNorm chains run as fused kernels); \
+(by default attention, MatMul+bias(+GELU), Add+LayerNorm and elementwise chains run as fused kernels); \
 TESSERA_PROFILE=1 (or =shapes) prints the time per op kind (and output shape) per rank."
 )]
 struct Args {
@@ -47,7 +48,7 @@ struct Args {
     /// Directory to write each output to, as `<output name>.npy` (created if missing).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: Option<PathBuf>,
-    /// Backend: cpu (one thread per device) or cuda (one GPU per device; needs --features cuda).
+    /// Backend: cpu (--threads-per-device threads per device) or cuda (one GPU per device; needs --features cuda).
     #[arg(long, default_value = "cpu")]
     backend: DeviceKind,
     /// Also run the unpartitioned model on the reference executor and compare the outputs.
@@ -76,7 +77,18 @@ struct Args {
     /// plan's device count). Without it, all ranks run as streams of GPU 0.
     #[arg(long, value_name = "N")]
     nproc: Option<usize>,
+    /// CPU backend: threads each device computes with (default: the machine's cores divided
+    /// by the plan's devices, at least 1). Large products and fused kernels split over them.
+    #[arg(
+        long,
+        value_name = "K",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+    )]
+    threads_per_device: Option<usize>,
 }
+
+/// The most `--threads-per-device`.
+const MAX_THREADS: u64 = 4096;
 
 /// The most `--repeat` runs (their latencies are kept to sort them).
 const MAX_REPEAT: u64 = 1_000_000;
@@ -192,6 +204,7 @@ fn run(args: &Args) -> Result<bool> {
             // One resident session serves the run, the --repeat runs and the --check.
             let opts = SessionOptions {
                 backend: args.backend,
+                threads_per_device: args.threads_per_device.unwrap_or(0),
             };
             let session = Session::new(plan, store, &opts)?;
             let inputs = Arc::new(inputs);
@@ -203,8 +216,15 @@ fn run(args: &Args) -> Result<bool> {
         Loaded::Resident(s, inputs) => (s.plan(), s.store(), &**inputs),
         Loaded::Direct(plan, store, inputs) => (&**plan, store, inputs),
     };
+    let threads = match args.backend {
+        DeviceKind::Cpu => format!(
+            ", {} thread(s) per device",
+            CpuBackend::new(args.threads_per_device.unwrap_or(0)).threads_for(plan.ranks.len())
+        ),
+        DeviceKind::Cuda => String::new(),
+    };
     println!(
-        "ran {} on {} {} device(s) in {:.2} ms",
+        "ran {} on {} {} device(s){threads} in {:.2} ms",
         args.plan.display(),
         plan.ranks.len(),
         stats.backend,

@@ -19,12 +19,17 @@
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
+//! * **Elementwise trees** (after the three above): any tree of elementwise and broadcasting
+//!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
+//!   `fuse/elementwise.rs`).
 //!
 //! A fused item runs where the last step of its chain was; the chain's other steps vanish.
 //! The fused kernels compute the same arithmetic as the ops they replace (bit for bit except
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
+mod elementwise;
+
 use tessera_ir::op::BinaryOp;
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
@@ -72,6 +77,13 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
     for s in 0..steps.len() {
         let found = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s));
         if let Some(f) = found {
+            g.claim(&f);
+            fused.push(f);
+        }
+    }
+    // Elementwise trees last, from the end of the program, so each starts at its root.
+    for s in (0..steps.len()).rev() {
+        if let Some(f) = g.elementwise(s) {
             g.claim(&f);
             fused.push(f);
         }

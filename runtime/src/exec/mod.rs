@@ -98,7 +98,7 @@ pub fn run_plan(
     match opts.backend {
         DeviceKind::Cpu => validate::validate_plan(plan)
             .and_then(|_| memory::check_planned_memory(plan, memory::host_cap()?))
-            .and_then(|_| run_on(&CpuBackend, plan, store, inputs)),
+            .and_then(|_| run_on(&CpuBackend::default(), plan, store, inputs)),
         DeviceKind::Cuda => run_cuda(plan, store, inputs),
     }
     .map_err(into_runtime_error)

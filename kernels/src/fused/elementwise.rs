@@ -1,0 +1,587 @@
+//! A fused tree of elementwise ops: a small register program evaluated chunk by chunk over
+//! the output, so the tree's intermediates never exist as tensors.
+//!
+//! Every instruction computes one op of the tree on a chunk of at most [`CHUNK`] output
+//! elements into its own register (a slice of a per-thread scratch buffer); inputs are read
+//! broadcast to the output shape (numpy rules), a block of trailing axes at a time, as the
+//! binary kernels read them. Each instruction uses the scalar function of the kernel it
+//! replaces (`unary::float_fn`, `binary::float_op`, `erf`, the GELU and Clip formulas), so
+//! the program's result equals the unfused ops' bit for bit. When the call runs inside a
+//! device's thread pool, blocks of rows are split between its threads.
+use super::{describe, make, KResult};
+use crate::binary::float_op;
+use crate::index::broadcast_offsets;
+use crate::simd::vectorized;
+use crate::unary::{erf, float_fn, hi_then};
+use tessera_ir::op::{BinaryOp, UnaryOp};
+use tessera_ir::{DType, Tensor, TensorData};
+
+/// Elements per register: small enough that a program's registers stay in L1/L2.
+const CHUNK: usize = 512;
+
+/// Blocks below this many output elements are not split between threads.
+const PAR_MIN_ELEMENTS: usize = 1 << 15;
+
+/// One instruction; operands name earlier instructions (registers) or inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EwInstr {
+    /// Input `i` (f32), broadcast to the output shape.
+    Load(usize),
+    /// Input `i` (bool or integer) converted to f32 as Cast converts it (true = 1).
+    LoadCast(usize),
+    /// A float unary op (not `Not`/`IsNaN`).
+    Unary(UnaryOp, usize),
+    /// GELU (tanh approximation when `tanh`).
+    Gelu {
+        /// The tanh approximation.
+        tanh: bool,
+        /// Operand register.
+        x: usize,
+    },
+    /// Clip to `[min, max]` (absent bound = unbounded).
+    Clip {
+        /// Lower bound.
+        min: Option<f32>,
+        /// Upper bound.
+        max: Option<f32>,
+        /// Operand register.
+        x: usize,
+    },
+    /// HardSigmoid `max(0, min(1, alpha·x + beta))`, times x when `swish`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+        /// HardSwish.
+        swish: bool,
+        /// Operand register.
+        x: usize,
+    },
+    /// A float arithmetic binary op (not a comparison or logic op).
+    Binary(BinaryOp, usize, usize),
+    /// `cond ? a : b` with `cond` the bool input `cond`.
+    Where {
+        /// Input index of the condition.
+        cond: usize,
+        /// Register chosen where the condition holds.
+        a: usize,
+        /// Register chosen elsewhere.
+        b: usize,
+    },
+}
+
+/// A fused elementwise tree: instructions in evaluation order, the last one the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElementwiseProgram {
+    /// Shape of the result (every input broadcasts to it).
+    pub out_shape: Vec<usize>,
+    /// The instructions; register `i` holds instruction `i`'s value.
+    pub instrs: Vec<EwInstr>,
+}
+
+/// How an input is read along the trailing block of the output.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Inner {
+    /// Every element of the block, contiguously.
+    Full,
+    /// One element repeated over the block.
+    Repeat,
+}
+
+/// Splits the output into outer axes and a trailing block over which every input is either
+/// contiguous or one repeated element: (first block axis, block length, mode per input).
+fn trailing_block(shapes: &[&[usize]], out: &[usize]) -> (usize, usize, Vec<Inner>) {
+    let mut k = out.len();
+    let mut len = 1usize;
+    let mut modes: Vec<Option<Inner>> = vec![None; shapes.len()];
+    let mode = |s: &[usize], d: usize| -> Inner {
+        let lead = out.len() - s.len();
+        if d >= lead && s[d - lead] == out[d] {
+            Inner::Full
+        } else {
+            Inner::Repeat
+        }
+    };
+    while k > 0 {
+        let d = k - 1;
+        if out[d] != 1 {
+            let now: Vec<Inner> = shapes.iter().map(|s| mode(s, d)).collect();
+            if modes
+                .iter()
+                .zip(&now)
+                .any(|(m, n)| m.is_some_and(|m| m != *n))
+            {
+                break;
+            }
+            modes = now.into_iter().map(Some).collect();
+        }
+        len *= out[d];
+        k = d;
+    }
+    let modes = modes
+        .into_iter()
+        .map(|m| m.unwrap_or(Inner::Full))
+        .collect();
+    (k, len, modes)
+}
+
+/// An input as the program reads it.
+enum Src<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    Bool(&'a [bool]),
+}
+
+/// Evaluates the program on its inputs.
+pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult<Tensor> {
+    let out_shape = &p.out_shape;
+    let n: usize = out_shape.iter().product();
+    // Check every operand before any work: registers name earlier instructions, inputs
+    // exist, have the storage their instruction reads and broadcast to the output.
+    let mut need: Vec<Option<&str>> = vec![None; inputs.len()];
+    for (i, ins) in p.instrs.iter().enumerate() {
+        let regs: &[usize] = match ins {
+            EwInstr::Load(j) | EwInstr::LoadCast(j) => {
+                let want = if matches!(ins, EwInstr::Load(_)) {
+                    "f32"
+                } else {
+                    "int"
+                };
+                *need.get_mut(*j).ok_or(format!("input {j} missing"))? = Some(want);
+                &[]
+            }
+            EwInstr::Unary(_, x)
+            | EwInstr::Gelu { x, .. }
+            | EwInstr::Clip { x, .. }
+            | EwInstr::HardSigmoid { x, .. } => std::slice::from_ref(x),
+            EwInstr::Binary(_, a, b) => &[*a, *b],
+            EwInstr::Where { cond, a, b } => {
+                *need.get_mut(*cond).ok_or(format!("input {cond} missing"))? = Some("bool");
+                &[*a, *b]
+            }
+        };
+        if regs.iter().any(|&r| r >= i) {
+            return Err(format!("instruction {i} reads a later register"));
+        }
+        if let EwInstr::Unary(k, _) = ins {
+            float_fn(*k)?;
+        }
+        if let EwInstr::Binary(k, _, _) = ins {
+            float_op(*k)?;
+        }
+    }
+    if p.instrs.is_empty() {
+        return Err("empty program".into());
+    }
+    let mut srcs = Vec::with_capacity(inputs.len());
+    for (t, want) in inputs.iter().zip(&need) {
+        let fits = t.shape.len() <= out_shape.len()
+            && t.shape
+                .iter()
+                .rev()
+                .zip(out_shape.iter().rev())
+                .all(|(&d, &o)| d == 1 || d == o);
+        if !fits {
+            return Err(format!(
+                "input {} does not broadcast to {out_shape:?}",
+                describe(t)
+            ));
+        }
+        srcs.push(match (&t.data, *want) {
+            (TensorData::F32(v), Some("f32")) if t.dtype == DType::F32 => Src::F32(v),
+            (TensorData::I64(v), Some("int")) => Src::I64(v),
+            (TensorData::Bool(v), Some("int" | "bool")) => Src::Bool(v),
+            (_, None) => Src::F32(&[]),
+            _ => return Err(format!("input {} has the wrong type", describe(t))),
+        });
+    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let (k, len, modes) = trailing_block(&shapes, out_shape);
+    let mut out = vec![0f32; n];
+    if n == 0 {
+        return make(DType::F32, out_shape.clone(), TensorData::F32(out));
+    }
+    let outer = &out_shape[..k];
+    let offsets: Vec<Vec<usize>> = shapes
+        .iter()
+        .map(|s| {
+            let lead = out_shape.len() - s.len();
+            let trimmed: Vec<usize> = (0..k)
+                .map(|d| if d >= lead { s[d - lead] } else { 1 })
+                .collect();
+            // Broadcasts by the check above.
+            broadcast_offsets(&trimmed, outer).unwrap_or_default()
+        })
+        .collect();
+    let run = Runner {
+        p,
+        srcs: &srcs,
+        modes: &modes,
+        offsets: &offsets,
+        len,
+    };
+    let threads = match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    };
+    let blocks = n / len;
+    if threads > 1 && n >= PAR_MIN_ELEMENTS && blocks >= threads {
+        use rayon::prelude::*;
+        let per = blocks.div_ceil(threads * 4).max(1);
+        out.par_chunks_mut(per * len)
+            .enumerate()
+            .for_each(|(t, dst)| run.blocks(t * per, dst));
+    } else {
+        run.blocks(0, &mut out);
+    }
+    make(DType::F32, out_shape.clone(), TensorData::F32(out))
+}
+
+/// Evaluates blocks of the output.
+struct Runner<'a> {
+    p: &'a ElementwiseProgram,
+    srcs: &'a [Src<'a>],
+    modes: &'a [Inner],
+    offsets: &'a [Vec<usize>],
+    len: usize,
+}
+
+impl Runner<'_> {
+    /// Fills `dst`, whole blocks starting at block `first`.
+    fn blocks(&self, first: usize, dst: &mut [f32]) {
+        let nregs = self.p.instrs.len();
+        let mut regs = vec![0f32; nregs * CHUNK];
+        let mut cond = vec![false; CHUNK];
+        vectorized(
+            #[inline(always)]
+            || {
+                for (bi, block) in dst.chunks_mut(self.len).enumerate() {
+                    let o = first + bi;
+                    let mut start = 0;
+                    for piece in block.chunks_mut(CHUNK) {
+                        self.chunk(o, start, piece, &mut regs, &mut cond);
+                        start += piece.len();
+                    }
+                }
+            },
+        );
+    }
+
+    /// Evaluates elements `[start, start + dst.len())` of block `o` into `dst`.
+    #[inline(always)]
+    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], regs: &mut [f32], cond: &mut [bool]) {
+        let m = dst.len();
+        let len = self.len;
+        // Element e of this chunk of input j: its block offset, then within the block.
+        let at = |j: usize, e: usize| -> usize {
+            let base = self.offsets[j][o];
+            match self.modes[j] {
+                Inner::Full => base * len + start + e,
+                Inner::Repeat => base,
+            }
+        };
+        for (i, ins) in self.p.instrs.iter().enumerate() {
+            let (done, rest) = regs.split_at_mut(i * CHUNK);
+            let r = &mut rest[..m];
+            let reg = |x: usize| &done[x * CHUNK..x * CHUNK + m];
+            match *ins {
+                EwInstr::Load(j) => match (&self.srcs[j], self.modes[j]) {
+                    (Src::F32(v), Inner::Full) => r.copy_from_slice(&v[at(j, 0)..at(j, 0) + m]),
+                    (Src::F32(v), Inner::Repeat) => r.fill(v[at(j, 0)]),
+                    _ => {}
+                },
+                EwInstr::LoadCast(j) => match &self.srcs[j] {
+                    Src::I64(v) => r
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(e, x)| *x = v[at(j, e)] as f32),
+                    Src::Bool(v) => r
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(e, x)| *x = v[at(j, e)] as u8 as f32),
+                    Src::F32(_) => {}
+                },
+                EwInstr::Unary(kind, x) => {
+                    let a = reg(x);
+                    match kind {
+                        UnaryOp::Identity => r.copy_from_slice(a),
+                        UnaryOp::Neg => r.iter_mut().zip(a).for_each(|(y, &v)| *y = -v),
+                        UnaryOp::Sqrt => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.sqrt()),
+                        UnaryOp::Reciprocal => r.iter_mut().zip(a).for_each(|(y, &v)| *y = 1.0 / v),
+                        UnaryOp::Erf => r.iter_mut().zip(a).for_each(|(y, &v)| *y = erf(v)),
+                        UnaryOp::Exp => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = crate::simd::exp(v)),
+                        UnaryOp::Tanh => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = crate::simd::tanh(v)),
+                        UnaryOp::Sigmoid => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = crate::simd::sigmoid(v)),
+                        UnaryOp::Silu => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = v * crate::simd::sigmoid(v)),
+                        other => {
+                            // Checked before the loop: every program kind has a float form.
+                            if let Ok(f) = float_fn(other) {
+                                r.iter_mut().zip(a).for_each(|(y, &v)| *y = f(v));
+                            }
+                        }
+                    }
+                }
+                EwInstr::Gelu { tanh, x } => {
+                    let a = reg(x);
+                    if tanh {
+                        let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                        r.iter_mut().zip(a).for_each(|(y, &v)| {
+                            *y = 0.5 * v * (1.0 + crate::simd::tanh(c * (v + 0.044715 * v * v * v)))
+                        });
+                    } else {
+                        r.iter_mut().zip(a).for_each(|(y, &v)| {
+                            *y = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+                        });
+                    }
+                }
+                EwInstr::Clip { min, max, x } => {
+                    let (lo, hi) = (
+                        min.unwrap_or(f32::NEG_INFINITY),
+                        max.unwrap_or(f32::INFINITY),
+                    );
+                    r.iter_mut()
+                        .zip(reg(x))
+                        .for_each(|(y, &v)| *y = hi_then(if v < lo { lo } else { v }, hi));
+                }
+                EwInstr::HardSigmoid {
+                    alpha,
+                    beta,
+                    swish,
+                    x,
+                } => {
+                    let hs = |v: f32| (alpha * v + beta).clamp(0.0, 1.0);
+                    r.iter_mut()
+                        .zip(reg(x))
+                        .for_each(|(y, &v)| *y = if swish { v * hs(v) } else { hs(v) });
+                }
+                EwInstr::Binary(kind, a, b) => {
+                    let (a, b) = (reg(a), reg(b));
+                    let zip = r.iter_mut().zip(a.iter().zip(b));
+                    match kind {
+                        BinaryOp::Add => zip.for_each(|(y, (&p, &q))| *y = p + q),
+                        BinaryOp::Sub => zip.for_each(|(y, (&p, &q))| *y = p - q),
+                        BinaryOp::Mul => zip.for_each(|(y, (&p, &q))| *y = p * q),
+                        BinaryOp::Div => zip.for_each(|(y, (&p, &q))| *y = p / q),
+                        other => {
+                            // Checked before the loop: every program kind has a float form.
+                            if let Ok(f) = float_op(other) {
+                                zip.for_each(|(y, (&p, &q))| *y = f(p, q));
+                            }
+                        }
+                    }
+                }
+                EwInstr::Where { cond: j, a, b } => {
+                    if let Src::Bool(v) = &self.srcs[j] {
+                        let c = &mut cond[..m];
+                        match self.modes[j] {
+                            Inner::Full => c.copy_from_slice(&v[at(j, 0)..at(j, 0) + m]),
+                            Inner::Repeat => c.fill(v[at(j, 0)]),
+                        }
+                        let (a, b) = (reg(a), reg(b));
+                        r.iter_mut()
+                            .zip(c.iter().zip(a.iter().zip(b)))
+                            .for_each(|(y, (&c, (&p, &q)))| *y = if c { p } else { q });
+                    }
+                }
+            }
+        }
+        dst.copy_from_slice(&regs[(self.p.instrs.len() - 1) * CHUNK..][..m]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{eval_fused, FusedOp};
+    use super::*;
+    use crate::eval;
+    use tessera_ir::op::*;
+    use tessera_ir::Op;
+
+    fn unary(kind: UnaryOp, x: &Tensor) -> Tensor {
+        run(Op::Unary(UnaryAttrs { kind }), &[x])
+    }
+
+    fn fused(out_shape: &[usize], instrs: Vec<EwInstr>, ins: &[&Tensor]) -> Tensor {
+        let op = FusedOp::Elementwise(ElementwiseProgram {
+            out_shape: out_shape.to_vec(),
+            instrs,
+        });
+        eval_fused(&op, ins).unwrap()
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// `tanh-GELU(x·w + b) / sqrt(y)`-style tree over broadcast operands, with a 1037-element
+    /// trailing block (two full chunks and an odd tail) and a middle-axis broadcast, equals
+    /// the unfused ops bit for bit.
+    #[test]
+    fn broadcasting_tree_equals_the_unfused_ops_bitwise() {
+        use EwInstr::*;
+        for (xs, ws, bs) in [
+            (vec![2, 3, 1037], vec![1037], vec![3, 1]),
+            (vec![2, 3, 5], vec![2, 1, 5], vec![]),
+            (vec![4, 1], vec![1, 7], vec![4, 7]),
+        ] {
+            let x = rand(xs, 1);
+            let w = rand(ws, 2);
+            let b = rand(bs, 3);
+            let y = unary(UnaryOp::Abs, &rand(vec![1], 4));
+            let xw = bin(BinaryOp::Mul, &x, &w);
+            let z = bin(BinaryOp::Add, &xw, &b);
+            let g = run(
+                Op::Gelu(GeluAttrs {
+                    tanh_approximation: true,
+                }),
+                &[&z],
+            );
+            let s = unary(UnaryOp::Sqrt, &y);
+            let p = bin(BinaryOp::Pow, &g, &Tensor::f32(vec![], vec![2.0]));
+            let want = bin(BinaryOp::Div, &p, &s);
+            let two = Tensor::f32(vec![], vec![2.0]);
+            let prog = vec![
+                Load(0),
+                Load(1),
+                Binary(BinaryOp::Mul, 0, 1),
+                Load(2),
+                Binary(BinaryOp::Add, 2, 3),
+                Gelu { tanh: true, x: 4 },
+                Load(4),
+                Binary(BinaryOp::Pow, 5, 6),
+                Load(3),
+                Unary(UnaryOp::Sqrt, 8),
+                Binary(BinaryOp::Div, 7, 9),
+            ];
+            let got = fused(&want.shape, prog, &[&x, &w, &b, &y, &two]);
+            assert_eq!(got.shape, want.shape);
+            assert_eq!(bits(&got), bits(&want));
+        }
+    }
+
+    /// `Where(cond, Cast(mask)·x, -x)` with a broadcast condition, a bool and an int64 leaf
+    /// cast to f32 (as Cast converts them), SiLU, Exp, Tanh, Clip and HardSwish.
+    #[test]
+    fn where_cast_and_unary_kinds_equal_the_unfused_ops_bitwise() {
+        use EwInstr::*;
+        let x = rand(vec![3, 4, 129], 5);
+        let cond = Tensor::bool(vec![4, 1], vec![true, false, false, true]);
+        let mask = Tensor::i64(vec![3, 1, 129], (0..387).map(|i| i % 3).collect());
+        let flag = Tensor::bool(vec![129], (0..129).map(|i| i % 2 == 0).collect());
+        let cast = |t: &Tensor| crate::cast_tensor(t, DType::F32);
+        let mx = bin(BinaryOp::Mul, &cast(&mask), &x);
+        let neg = unary(UnaryOp::Neg, &x);
+        let w = run(Op::Where, &[&cond, &mx, &neg]);
+        let silu = unary(UnaryOp::Silu, &w);
+        let e = unary(UnaryOp::Exp, &unary(UnaryOp::Tanh, &silu));
+        let c = run(
+            Op::Clip(ClipAttrs {
+                min: Some(0.5),
+                max: None,
+            }),
+            &[&e],
+        );
+        let hs = run(
+            Op::HardSigmoid(HardSigmoidAttrs {
+                alpha: 0.2,
+                beta: 0.5,
+                swish: true,
+            }),
+            &[&c],
+        );
+        let want = bin(BinaryOp::Sub, &hs, &cast(&flag));
+        let prog = vec![
+            LoadCast(1),
+            Load(0),
+            Binary(BinaryOp::Mul, 0, 1),
+            Unary(UnaryOp::Neg, 1),
+            Where {
+                cond: 2,
+                a: 2,
+                b: 3,
+            },
+            Unary(UnaryOp::Silu, 4),
+            Unary(UnaryOp::Tanh, 5),
+            Unary(UnaryOp::Exp, 6),
+            Clip {
+                min: Some(0.5),
+                max: None,
+                x: 7,
+            },
+            HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+                swish: true,
+                x: 8,
+            },
+            LoadCast(3),
+            Binary(BinaryOp::Sub, 9, 10),
+        ];
+        let got = fused(&want.shape, prog, &[&x, &mask, &cond, &flag]);
+        assert_eq!(bits(&got), bits(&want));
+    }
+
+    /// Inside a thread pool the rows are split between threads; the result is the same.
+    #[test]
+    fn split_between_threads_gives_the_same_result() {
+        use EwInstr::*;
+        let x = rand(vec![64, 1000], 7);
+        let b = rand(vec![1000], 8);
+        let prog = vec![
+            Load(0),
+            Load(1),
+            Binary(BinaryOp::Add, 0, 1),
+            Gelu { tanh: false, x: 2 },
+        ];
+        let want = fused(&[64, 1000], prog.clone(), &[&x, &b]);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let got = pool.install(|| fused(&[64, 1000], prog, &[&x, &b]));
+        assert_eq!(bits(&got), bits(&want));
+        let gelu = run(
+            Op::Gelu(GeluAttrs {
+                tanh_approximation: false,
+            }),
+            &[&bin(BinaryOp::Add, &x, &b)],
+        );
+        assert_eq!(bits(&got), bits(&gelu));
+    }
+
+    #[test]
+    fn bad_programs_and_inputs_are_errors() {
+        use EwInstr::*;
+        let x = rand(vec![2, 3], 9);
+        let op = |instrs: Vec<EwInstr>| {
+            FusedOp::Elementwise(ElementwiseProgram {
+                out_shape: vec![2, 3],
+                instrs,
+            })
+        };
+        let later = eval_fused(&op(vec![Unary(UnaryOp::Neg, 1), Load(0)]), &[&x]);
+        assert!(later.unwrap_err().to_string().contains("later register"));
+        let wide = rand(vec![4, 3], 10);
+        let e = eval_fused(&op(vec![Load(0)]), &[&wide]).unwrap_err();
+        assert!(e.to_string().contains("does not broadcast"), "{e}");
+        let e = eval_fused(&op(vec![LoadCast(0)]), &[&x]).unwrap_err();
+        assert!(e.to_string().contains("wrong type"), "{e}");
+        let e = eval_fused(&op(vec![Load(0), Unary(UnaryOp::Not, 0)]), &[&x]).unwrap_err();
+        assert!(e.to_string().contains("Not"), "{e}");
+        assert!(eval(&Op::Where, &[&x, &x, &x]).is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! Generic elementwise fusion: a tree of elementwise ops whose intermediates are read once
+//! becomes one [`FusedOp::Elementwise`] program, whatever the ops are (keyed on the op
+//! kinds, not on an export's idiom: a GELU or SiLU spelled out, a rotary's multiply-adds,
+//! a mask built with Cast and Where, a residual chain).
+//!
+//! Fusable ops (each f32 in and out, exactly: half types round on every op, which the
+//! program does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, arithmetic
+//! binary ops (Add, Sub, Mul, Div, Pow, Max, Min, Mod) with numpy broadcasting, Where (its
+//! condition read as a bool input), Cast to f32 (of an f32 value: nothing to do; of a bool or
+//! integer value: the value is read as an input and converted as Cast converts it).
+use super::{Fused, Program};
+use std::collections::HashMap;
+use tessera_ir::op::{BinaryOp, UnaryOp};
+use tessera_ir::plan::ValueId;
+use tessera_ir::{DType, Op};
+use tessera_kernels::{ElementwiseProgram, EwInstr, FusedOp};
+
+/// An instruction of the tree with its operands still to be emitted.
+enum Node {
+    /// A one-operand op (operand: input 0).
+    Unary(fn(usize) -> EwInstr),
+    Binary(BinaryOp),
+    Where,
+    /// Cast of an f32 value to f32: its operand's register.
+    Alias,
+    /// Cast of a bool or integer value to f32.
+    CastLeaf,
+}
+
+/// The tree being built.
+struct Tree {
+    instrs: Vec<EwInstr>,
+    inputs: Vec<ValueId>,
+    /// Input index of each leaf value, per way of reading it (0 f32, 1 cast, 2 condition).
+    leaf: HashMap<(ValueId, u8), usize>,
+    steps: Vec<usize>,
+}
+
+impl Tree {
+    fn input(&mut self, v: ValueId, how: u8) -> usize {
+        let n = self.inputs.len();
+        *self.leaf.entry((v, how)).or_insert_with(|| {
+            self.inputs.push(v);
+            n
+        })
+    }
+
+    fn push(&mut self, i: EwInstr) -> usize {
+        self.instrs.push(i);
+        self.instrs.len() - 1
+    }
+}
+
+impl Program<'_> {
+    fn is_exact_f32(&self, v: ValueId) -> bool {
+        self.plan.values[v.index()].dtype == DType::F32
+    }
+
+    fn dtype(&self, v: ValueId) -> DType {
+        self.plan.values[v.index()].dtype
+    }
+
+    /// How step `s` joins an elementwise tree, if it can.
+    fn ew_node(&self, s: usize) -> Option<Node> {
+        let op = self.op(s)?;
+        if !self.is_exact_f32(self.out(s)) {
+            return None;
+        }
+        let ins = self.ins(s);
+        let f32_in = |i: usize| ins.get(i).is_some_and(|&v| self.is_exact_f32(v));
+        let node = match op {
+            Op::Unary(a) => {
+                if matches!(a.kind, UnaryOp::Not | UnaryOp::IsNaN) || !f32_in(0) {
+                    return None;
+                }
+                // A non-capturing closure per kind (fn pointers cannot capture).
+                macro_rules! un {
+                    ($($k:ident),*) => {
+                        match a.kind {
+                            $(UnaryOp::$k => Node::Unary(|x| EwInstr::Unary(UnaryOp::$k, x)),)*
+                            _ => return None,
+                        }
+                    };
+                }
+                un!(
+                    Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Log, Erf, Tanh, Sigmoid, Relu,
+                    Floor, Ceil, Round, Sin, Cos, Sign, Softplus, Silu
+                )
+            }
+            Op::Gelu(a) if f32_in(0) => match a.tanh_approximation {
+                true => Node::Unary(|x| EwInstr::Gelu { tanh: true, x }),
+                false => Node::Unary(|x| EwInstr::Gelu { tanh: false, x }),
+            },
+            Op::Binary(a) => {
+                let arith = matches!(
+                    a.kind,
+                    BinaryOp::Add
+                        | BinaryOp::Sub
+                        | BinaryOp::Mul
+                        | BinaryOp::Div
+                        | BinaryOp::Pow
+                        | BinaryOp::Max
+                        | BinaryOp::Min
+                        | BinaryOp::Mod { .. }
+                );
+                let exponent_ok = f32_in(1) || a.kind == BinaryOp::Pow && self.int_like(ins[1]);
+                if !arith || !f32_in(0) || !exponent_ok || ins.len() != 2 {
+                    return None;
+                }
+                Node::Binary(a.kind)
+            }
+            Op::Where if ins.len() == 3 && self.dtype(ins[0]) == DType::Bool => {
+                if !f32_in(1) || !f32_in(2) {
+                    return None;
+                }
+                Node::Where
+            }
+            Op::Cast(a) if a.to == DType::F32 && ins.len() == 1 => {
+                if f32_in(0) {
+                    Node::Alias
+                } else if self.int_like(ins[0]) {
+                    Node::CastLeaf
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        };
+        Some(node)
+    }
+
+    /// Bool or integer (stored as bool or i64).
+    fn int_like(&self, v: ValueId) -> bool {
+        let d = self.dtype(v);
+        d == DType::Bool || d.is_int()
+    }
+
+    /// Emits value `v`, read by step `by`: the tree of its producer when that step fuses and
+    /// `v` is read by nothing else, else an f32 input. None when `v` cannot be read.
+    fn ew_value(&self, t: &mut Tree, v: ValueId, by: usize) -> Option<usize> {
+        if let Some(p) = self.internal(v, by) {
+            if self.is_exact_f32(v) {
+                if let Some(node) = self.ew_node(p) {
+                    return self.ew_step(t, p, node);
+                }
+            }
+        }
+        if !self.is_exact_f32(v) {
+            return None;
+        }
+        let i = t.input(v, 0);
+        Some(t.push(EwInstr::Load(i)))
+    }
+
+    /// Emits step `s` (whose node is `node`) and its operands; returns its register.
+    fn ew_step(&self, t: &mut Tree, s: usize, node: Node) -> Option<usize> {
+        t.steps.push(s);
+        let ins = self.ins(s);
+        let reg = match node {
+            Node::Unary(make) => {
+                let x = self.ew_value(t, ins[0], s)?;
+                t.push(make(x))
+            }
+            Node::Binary(kind) => {
+                let a = self.ew_value(t, ins[0], s)?;
+                let b = if self.is_exact_f32(ins[1]) {
+                    self.ew_value(t, ins[1], s)?
+                } else {
+                    // Pow's integer exponent.
+                    let i = t.input(ins[1], 1);
+                    t.push(EwInstr::LoadCast(i))
+                };
+                t.push(EwInstr::Binary(kind, a, b))
+            }
+            Node::Where => {
+                let cond = t.input(ins[0], 2);
+                let a = self.ew_value(t, ins[1], s)?;
+                let b = self.ew_value(t, ins[2], s)?;
+                t.push(EwInstr::Where { cond, a, b })
+            }
+            Node::Alias => self.ew_value(t, ins[0], s)?,
+            Node::CastLeaf => {
+                let i = t.input(ins[0], 1);
+                t.push(EwInstr::LoadCast(i))
+            }
+        };
+        Some(reg)
+    }
+
+    /// The elementwise tree rooted at step `root`, when it has at least two steps.
+    pub(super) fn elementwise(&self, root: usize) -> Option<Fused> {
+        let node = self.ew_node(root)?;
+        let mut t = Tree {
+            instrs: Vec::new(),
+            inputs: Vec::new(),
+            leaf: HashMap::new(),
+            steps: Vec::new(),
+        };
+        let reg = self.ew_step(&mut t, root, node)?;
+        if t.steps.len() < 2 {
+            return None;
+        }
+        if reg + 1 != t.instrs.len() {
+            // The root aliased an earlier register (a Cast to f32 at the root).
+            let x = reg;
+            t.instrs.push(EwInstr::Unary(UnaryOp::Identity, x));
+        }
+        t.steps.sort_unstable();
+        Some(Fused {
+            op: FusedOp::Elementwise(ElementwiseProgram {
+                out_shape: self.shape(self.out(root)).to_vec(),
+                instrs: t.instrs,
+            }),
+            inputs: t.inputs,
+            output: self.out(root),
+            steps: t.steps,
+        })
+    }
+}
