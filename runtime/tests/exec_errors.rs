@@ -171,7 +171,10 @@ fn ragged_value_shapes_must_cover_every_rank() {
     let v = &mut plan.values[0];
     v.rank_shapes = vec![v.shape.clone(); 3];
     let msg = run_err(&plan, &inputs);
-    assert!(msg.contains("3 per-rank shapes for 2 ranks"), "{msg}");
+    assert!(
+        msg.contains("3 per-rank shapes for 2 tensor-parallel ranks"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -176,15 +176,20 @@ pub struct PlanValue {
     pub shape: Vec<usize>,
     /// Element type.
     pub dtype: DType,
-    /// Per-rank local shapes of a ragged split; empty when every rank holds `shape`.
+    /// Per-rank local shapes of a ragged split, one per rank of the tensor-parallel axis
+    /// (every data group of a `[D, T]` mesh runs the same T programs); empty when every rank
+    /// holds `shape`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rank_shapes: Vec<Vec<usize>>,
 }
 
 impl PlanValue {
-    /// The local shape on `rank`.
+    /// The local shape on `rank` (of the whole mesh: rank `g·T + t` holds rank `t`'s).
     pub fn shape_on(&self, rank: usize) -> &[usize] {
-        self.rank_shapes.get(rank).unwrap_or(&self.shape)
+        match self.rank_shapes.len() {
+            0 => &self.shape,
+            t => &self.rank_shapes[rank % t],
+        }
     }
 }
 

@@ -148,12 +148,13 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
     for (i, v) in plan.values.iter().enumerate() {
         // The tensor id is range-checked later: name it only when it is valid.
         let name = || g.tensors.get(v.tensor.index()).map_or("?", |t| &t.name);
-        if !v.rank_shapes.is_empty() && v.rank_shapes.len() != plan.ranks.len() {
+        // One shape per rank of the tensor-parallel axis (the mesh's last).
+        let tp = plan.mesh.shape.last().copied().unwrap_or(0);
+        if !v.rank_shapes.is_empty() && v.rank_shapes.len() != tp {
             return Err(bad(format!(
-                "value {i} (tensor '{}') has {} per-rank shapes for {} ranks",
+                "value {i} (tensor '{}') has {} per-rank shapes for {tp} tensor-parallel ranks",
                 name(),
                 v.rank_shapes.len(),
-                plan.ranks.len()
             )));
         }
         for s in std::iter::once(&v.shape).chain(&v.rank_shapes) {
