@@ -65,6 +65,7 @@ op_kinds!(
     Pool,
     Pad,
     HardSigmoid,
+    Resize,
 );
 
 impl Op {
@@ -101,6 +102,7 @@ impl Op {
             Op::Pool(_) => OpKind::Pool,
             Op::Pad(_) => OpKind::Pad,
             Op::HardSigmoid(_) => OpKind::HardSigmoid,
+            Op::Resize(_) => OpKind::Resize,
         }
     }
 }
@@ -302,6 +304,22 @@ impl OpKind {
                     swish: true,
                 }),
                 vec![x(&[2, 3])],
+            ),
+            OpKind::Resize => (
+                Op::Resize(ResizeAttrs {
+                    mode: ResizeMode::Linear,
+                    coord: ResizeCoord::HalfPixel,
+                    nearest: ResizeNearest::RoundPreferFloor,
+                    cubic_a: -0.75,
+                    exclude_outside: false,
+                    antialias: false,
+                    extrapolation_value: 0.0,
+                    axes: vec![2, 3],
+                    sizes: vec![6, 3],
+                    scales: vec![2.0, 0.75],
+                    roi: vec![],
+                }),
+                vec![x(&[2, 3, 3, 4])],
             ),
         };
         Sample { op, inputs }
