@@ -7,6 +7,7 @@ pub mod budget;
 pub mod chain;
 pub mod dp;
 pub mod dp_bound;
+pub mod dp_front;
 pub mod dp_order;
 pub mod egraph;
 pub mod extract;
