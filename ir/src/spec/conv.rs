@@ -159,7 +159,7 @@ impl OpSpec for ConvAttrs {
         2 * per_out * outputs.first().map_or(0, |s| numel(s) as u64)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::Rules(&["conv-batch"])
+        Partitioning::Rules(&["conv-batch", "conv-column", "conv-row"])
     }
 }
 
