@@ -18,6 +18,7 @@ fn conv(b: &mut B, name: &str, x: TensorId, c: usize, m: usize, k: usize) -> Ten
             dilations: vec![1, 1],
             pads: vec![p, p, p, p],
             group: 1,
+            depthwise: false,
         }),
         &[x, w, bias],
     )
@@ -94,4 +95,55 @@ fn activations_dominate_batch_split() {
     ] {
         assert_eq!(count(&p, kind), 0, "{:?}", p.collectives);
     }
+}
+
+#[test]
+fn depthwise_conv_keeps_a_channel_split() {
+    // A MobileNet block at batch 1: 1×1 expansion (256→512), ReLU, 3×3 depthwise over 512
+    // channels, 1×1 projection (512→256). Expansion by output channels, the depthwise Conv
+    // on each rank's own channels (`conv-depthwise`), projection by input channels: one
+    // all-reduce, as Megatron's MLP.
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, &[1, 256, 8, 8]);
+    let y = conv(&mut b, "expand", x, 256, 512, 1);
+    let y = b.op(
+        Op::Unary(UnaryAttrs {
+            kind: UnaryOp::Relu,
+        }),
+        &[y],
+    );
+    let w = b.weight("dw.weight", &[512, 1, 3, 3]);
+    let y = b.op(
+        Op::Conv(ConvAttrs {
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            group: 512,
+            depthwise: true,
+        }),
+        &[y, w],
+    );
+    let z = conv(&mut b, "project", y, 512, 256, 1);
+    b.output(z);
+    let p = run(&b.g, 2).plan;
+    assert_eq!(
+        conv_choices(&p),
+        serde_json::json!({
+            "R,S(0),S(0) -> S(1)": 1,
+            "S(1),S(0) -> S(1)": 1,
+            "S(1),S(1),P -> P": 1
+        }),
+    );
+    assert_eq!(
+        count(&p, CollectiveKind::AllReduce),
+        1,
+        "{:?}",
+        p.collectives
+    );
+    assert_eq!(p.collectives.len(), 1, "{:?}", p.collectives);
+    let notes = &p.summary.notes;
+    let why = "(conv-depthwise): each rank convolves its own channels, 9.0 KB of parameters per \
+               rank instead of 18.0 KB, X and Y split on channels, nothing moved; batch 1 does \
+               not divide over 2 ranks";
+    assert!(notes.iter().any(|n| n.contains(why)), "{notes:#?}");
 }

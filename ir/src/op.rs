@@ -428,6 +428,10 @@ pub struct ConvAttrs {
     pub pads: Vec<usize>,
     /// Number of channel groups (C and M are multiples of it).
     pub group: usize,
+    /// Depthwise: one group per input channel whatever the channel count (`group` is then
+    /// C of the whole tensor), so that a rank holding C/N channels convolves them alone.
+    #[serde(default)]
+    pub depthwise: bool,
 }
 
 /// Transposed convolution attributes (`output_shape` / `auto_pad` resolved into pads).

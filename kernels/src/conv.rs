@@ -47,7 +47,7 @@ fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
 pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> KResult<Tensor> {
     let s = spatial_of(a, x, w)?;
     let (xs, ws) = (&x.shape, &w.shape);
-    let (n, c, m, g) = (xs[0], xs[1], ws[0], a.group);
+    let (n, c, m, g) = (xs[0], xs[1], ws[0], a.groups(xs[1]));
     if c % g != 0 || m % g != 0 || ws[1] * g != c {
         return Err(format!("X {xs:?} and W {ws:?} do not fit group {g}"));
     }

@@ -40,6 +40,15 @@ pub fn conv_notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
         let params: usize = nd.inputs[1..].iter().map(|&t| size(g, t)).sum();
         let (xb, yb) = (size(g, x), size(g, y));
         let shape = &g.tensor(w).shape;
+        let batch = g.tensor(x).shape[0];
+        // Why a channel split rather than the batch split.
+        let over_batch = if !batch.is_multiple_of(n) {
+            format!("batch {batch} does not divide over {n} ranks")
+        } else if params > xb + yb {
+            "the weights outweigh the activations".to_string()
+        } else {
+            "cheaper than a batch split under the cost model".to_string()
+        };
         let why = match f.rule {
             "conv-batch" => format!(
                 "split by batch (conv-batch): X and Y stay split ({} + {} over {n} ranks), \
@@ -51,16 +60,21 @@ pub fn conv_notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             ),
             "conv-column" => format!(
                 "split by output channels (conv-column): {} of parameters per rank instead \
-                 of {}, X read replicated ({}), Y split on channels; the weights outweigh \
-                 the activations",
+                 of {}, X read replicated ({}), Y split on channels; {over_batch}",
                 bytes(params / n),
                 bytes(params),
                 bytes(xb)
             ),
+            "conv-depthwise" => format!(
+                "depthwise, split by channels (conv-depthwise): each rank convolves its own \
+                 channels, {} of parameters per rank instead of {}, X and Y split on \
+                 channels, nothing moved; {over_batch}",
+                bytes(params / n),
+                bytes(params)
+            ),
             "conv-row" => format!(
                 "split by input channels (conv-row): {} of parameters per rank instead of \
-                 {}, X read split on channels, Y a partial sum ({} to reduce); the weights \
-                 outweigh the activations",
+                 {}, X read split on channels, Y a partial sum ({} to reduce); {over_batch}",
                 bytes(params / n),
                 bytes(params),
                 bytes(yb)
