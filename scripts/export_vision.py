@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Export small vision models with the torch dynamo ONNX exporter, with onnxruntime outputs.
 
-Usage: python3 scripts/export_vision.py small OUT_DIR   (committed: tests/data/vision)
-       python3 scripts/export_vision.py large OUT_DIR   (torchvision; .cache/vision, by setup.sh)
+Usage: python3 scripts/export_vision.py small OUT_DIR [NAME...]  (committed: tests/data/vision)
+       python3 scripts/export_vision.py large OUT_DIR [NAME...]  (torchvision; .cache/vision, by setup.sh)
+(NAME...: export only these models of the set.)
 
 `small`: hand-made CNNs of a few KB, committed for CI (no torchvision needed):
   small_cnn     Conv, BatchNormalization, Relu, MaxPool, GlobalAveragePool, Flatten, Gemm
@@ -10,8 +11,12 @@ Usage: python3 scripts/export_vision.py small OUT_DIR   (committed: tests/data/v
   small_cnn_opt the same model with the exporter's optimiser (BatchNorm folded into Conv)
   tiny_mbv3     a MobileNet-V3-style net: depthwise Conv, HardSwish, squeeze-excite with
                 HardSigmoid, AveragePool, ConvTranspose, Pad (reflect)
-`large`: torchvision resnet18, mobilenet_v3_small, efficientnet_b0, a small VisionTransformer
-  (these weigh 10-45 MB, so they are generated, not committed).
+  tiny_unet     a U-Net: two encoder levels (MaxPool), a bilinear Resize and a ConvTranspose
+                on the way up, skip connections concatenated, a nearest-upsampled side output
+`large`: torchvision resnet18, mobilenet_v3_small, efficientnet_b0, a small VisionTransformer,
+  a reduced ConvNeXt (2 stages of widths 16 and 32, one block each: 7x7 depthwise Conv,
+  LayerNorm over channels, Linear + GELU, layer scale) (the torchvision ones weigh 10-45 MB, so
+  they are generated, not committed).
 Every model gets random weights (fixed seed; BatchNorm statistics and affine parameters
 randomised too, so no layer is an identity and outputs are not degenerate), eval mode, batch 2.
 Writes, as scripts/export_real.py does:
@@ -71,6 +76,38 @@ class TinyMBV3(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class TinyUNet(nn.Module):
+    """Encoder 32 -> 16 -> 8 pixels, decoder back up with a bilinear Resize (half_pixel) and a
+    ConvTranspose, skip connections by Concat, and a side output upsampled x4 (nearest)."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1a, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.e1b = nn.Conv2d(8, 8, 3, padding=1)
+        self.e2, self.bn2 = nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.mid = nn.Conv2d(16, 32, 3, padding=1)
+        self.up2 = nn.Conv2d(32, 16, 1)
+        self.d2 = nn.Conv2d(32, 16, 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.d1 = nn.Conv2d(16, 8, 3, padding=1)
+        self.head, self.side = nn.Conv2d(8, 3, 1), nn.Conv2d(32, 3, 1)
+
+    def forward(self, x):
+        s1 = F.relu(self.e1b(F.relu(self.bn1(self.e1a(x)))))
+        s2 = F.relu(self.bn2(self.e2(F.max_pool2d(s1, 2))))
+        m = F.relu(self.mid(F.max_pool2d(s2, 2)))
+        u = self.up2(F.interpolate(m, scale_factor=2, mode="bilinear", align_corners=False))
+        d = F.relu(self.d2(torch.cat([u, s2], 1)))
+        d = F.relu(self.d1(torch.cat([self.up1(d), s1], 1)))
+        return self.head(d) + F.interpolate(self.side(m), scale_factor=4, mode="nearest")
+
+
+def convnext_mini():
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    cfg = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]
+    return ConvNeXt(cfg, stochastic_depth_prob=0.0, layer_scale=0.5, num_classes=10)
+
+
 def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -95,7 +132,7 @@ def models(kind):
     """(name, constructor, input side, exporter optimisation)."""
     if kind == "small":
         return [("small_cnn", SmallCNN, 32, False), ("small_cnn_opt", SmallCNN, 32, True),
-                ("tiny_mbv3", TinyMBV3, 32, True)]
+                ("tiny_mbv3", TinyMBV3, 32, True), ("tiny_unet", TinyUNet, 32, True)]
     import torchvision.models as tvm
     from torchvision.models.vision_transformer import VisionTransformer
     return [
@@ -104,6 +141,7 @@ def models(kind):
         ("efficientnet_b0", tvm.efficientnet_b0, 64, True),
         ("vit_small", lambda: VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                 hidden_dim=32, mlp_dim=64, num_classes=10), 32, True),
+        ("convnext_mini", convnext_mini, 32, True),
     ]
 
 
@@ -142,9 +180,11 @@ def export(name, ctor, side, optimize, out_dir, seed, large):
 
 
 def main():
-    kind, out_dir = sys.argv[1], sys.argv[2]
+    kind, out_dir, only = sys.argv[1], sys.argv[2], sys.argv[3:]
     os.makedirs(out_dir, exist_ok=True)
     for i, (name, ctor, side, optimize) in enumerate(models(kind)):
+        if only and name not in only:
+            continue
         export(name, ctor, side, optimize, out_dir, 20261202 + i, kind == "large")
 
 

@@ -78,6 +78,8 @@ pub enum Op {
     Pad(PadAttrs),
     /// `max(0, min(1, alpha·x + beta))`, times x for HardSwish (input: X).
     HardSigmoid(HardSigmoidAttrs),
+    /// Resize by interpolation (nearest, N-linear or cubic) of some axes (input: X).
+    Resize(ResizeAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -426,6 +428,10 @@ pub struct ConvAttrs {
     pub pads: Vec<usize>,
     /// Number of channel groups (C and M are multiples of it).
     pub group: usize,
+    /// Depthwise: one group per input channel whatever the channel count (`group` is then
+    /// C of the whole tensor), so that a rank holding C/N channels convolves them alone.
+    #[serde(default)]
+    pub depthwise: bool,
 }
 
 /// Transposed convolution attributes (`output_shape` / `auto_pad` resolved into pads).
@@ -504,4 +510,82 @@ pub struct HardSigmoidAttrs {
     pub beta: f32,
     /// Multiply by the input (HardSwish).
     pub swish: bool,
+}
+
+/// Resize interpolation modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// The nearest input element (rounded as [`ResizeAttrs::nearest`] says).
+    Nearest,
+    /// Linear along each resized axis (bilinear, trilinear, ...).
+    Linear,
+    /// Cubic convolution along each resized axis (coefficient [`ResizeAttrs::cubic_a`]).
+    Cubic,
+}
+
+/// How an output coordinate maps to an input coordinate (ONNX
+/// `coordinate_transformation_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeCoord {
+    /// `(x + 0.5) / scale - 0.5`.
+    HalfPixel,
+    /// Half pixel, with the implicit region centred on the output.
+    HalfPixelSymmetric,
+    /// Half pixel, but 0 when the output extent is 1.
+    PytorchHalfPixel,
+    /// `x · (in - 1) / (out - 1)`.
+    AlignCorners,
+    /// `x / scale`.
+    Asymmetric,
+    /// Crop the region [`ResizeAttrs::roi`], then align corners; outside: the extrapolation
+    /// value.
+    TfCropAndResize,
+}
+
+/// How a nearest-mode coordinate rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeNearest {
+    /// Round, halves down.
+    RoundPreferFloor,
+    /// Round, halves up.
+    RoundPreferCeil,
+    /// Down.
+    Floor,
+    /// Up.
+    Ceil,
+}
+
+/// Resize attributes, with the scales / sizes inputs resolved at import: every entry of
+/// `axes`, `sizes` and `scales` describes one resized axis; other axes pass through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResizeAttrs {
+    /// Interpolation.
+    pub mode: ResizeMode,
+    /// Coordinate transformation.
+    pub coord: ResizeCoord,
+    /// Rounding of nearest mode.
+    pub nearest: ResizeNearest,
+    /// Cubic coefficient `A`.
+    #[serde(with = "crate::nonfinite::one")]
+    pub cubic_a: f32,
+    /// Input elements outside the tensor get weight 0 (the others are renormalised).
+    pub exclude_outside: bool,
+    /// Linear and cubic filters widen by 1 / scale when downsampling.
+    pub antialias: bool,
+    /// The value of outputs whose source lies outside the region (`tf_crop_and_resize`).
+    #[serde(with = "crate::nonfinite::one")]
+    pub extrapolation_value: f32,
+    /// The resized axes, ascending.
+    pub axes: Vec<usize>,
+    /// Output extent of each resized axis.
+    pub sizes: Vec<usize>,
+    /// Scale (output over input extent, as the coordinate transformation uses it) of each
+    /// resized axis.
+    pub scales: Vec<f64>,
+    /// `tf_crop_and_resize`: the region of each resized axis, starts then ends, as
+    /// fractions of the input extent; empty for other modes.
+    pub roi: Vec<f64>,
 }

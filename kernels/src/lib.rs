@@ -23,6 +23,7 @@ mod pad;
 mod pool;
 mod range;
 mod reduce;
+mod resize;
 mod simd;
 mod softmax;
 mod trilu;
@@ -99,6 +100,7 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::Pool(a) => one(pool::pool(a, inputs[0])),
         Op::Pad(a) => one(pad::pad(a, inputs[0])),
         Op::HardSigmoid(a) => one(unary::hard_sigmoid(a.alpha, a.beta, a.swish, inputs[0])),
+        Op::Resize(a) => one(resize::resize(a, inputs[0])),
     }
 }
 

@@ -11,6 +11,7 @@
 //! one). Because every choice is enumerated and only dominated partial solutions are
 //! dropped, the result is optimal: it is exact DAG-aware extraction (each class paid once).
 use super::dp_bound::{chain_bounds, lower_bound, serve_bound};
+use super::dp_front::{insert, truncate, FRONT_CAP};
 use super::dp_order::consumers_first;
 use super::egraph::Key;
 use super::extract::{total_cost, ExtractError, Extraction, Extractor, FlatProblem};
@@ -34,7 +35,7 @@ struct Link {
     node: u32,
 }
 
-const NO_LINK: u32 = u32::MAX;
+pub(super) const NO_LINK: u32 = u32::MAX;
 
 /// A partial solution: its cost, parameter bytes and choice list (index into the links).
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +44,7 @@ pub struct Partial {
     pub cost: f64,
     /// Parameter bytes so far.
     pub mem: f64,
-    link: u32,
+    pub(super) link: u32,
 }
 
 /// A frontier: (tensor << 32 | class) of every open demand, sorted.
@@ -147,24 +148,6 @@ fn enumerate(
     }
 }
 
-/// Keeps the Pareto front of (cost, mem); without a budget only the cheapest.
-fn insert(front: &mut Vec<Partial>, cand: Partial, budgeted: bool) {
-    if !budgeted {
-        if front.first().is_none_or(|f| cand.cost < f.cost) {
-            *front = vec![cand];
-        }
-        return;
-    }
-    if front
-        .iter()
-        .any(|f| f.cost <= cand.cost && f.mem <= cand.mem)
-    {
-        return;
-    }
-    front.retain(|f| !(cand.cost <= f.cost && cand.mem <= f.mem));
-    front.push(cand);
-}
-
 /// The states left after a DP run: frontier (demanded classes of the open tensors) →
 /// Pareto front, plus the choice lists.
 pub struct DpRun {
@@ -243,15 +226,20 @@ struct States {
 
 impl States {
     fn front(&mut self, fr: Frontier) -> &mut Vec<Partial> {
-        let i = match self.index.get(&fr) {
+        let i = self.slot(fr);
+        &mut self.list[i].1
+    }
+
+    /// The index of the state of frontier `fr` (added empty when new).
+    fn slot(&mut self, fr: Frontier) -> usize {
+        match self.index.get(&fr) {
             Some(&i) => i,
             None => {
                 self.index.insert(fr.clone(), self.list.len());
                 self.list.push((fr, Vec::new()));
                 self.list.len() - 1
             }
-        };
-        &mut self.list[i].1
+        }
     }
 }
 
@@ -415,10 +403,23 @@ fn run_pass(
     let mut cache: FxHashMap<Vec<usize>, Rc<Vec<Outcome>>> = FxHashMap::default();
     let trace = std::env::var_os("TESSERA_DP_TRACE").is_some();
     let mut dropped = f64::INFINITY;
+    let past_deadline = || {
+        p.limits
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() > d)
+    };
     for t in order.into_iter().filter(|t| !open.contains(t)) {
         let key = t.0 as u64;
         let mut next = States::default();
-        for (fr, parts) in std::mem::take(&mut states.list) {
+        for (done, (fr, parts)) in std::mem::take(&mut states.list).into_iter().enumerate() {
+            // Past the deadline the exact pass decides at most the beam's width of states
+            // per step; each one left is dropped with its least cost plus lower bound.
+            if beam.is_none() && done >= BEAM && past_deadline() {
+                let least = parts.iter().map(|x| x.cost).fold(f64::INFINITY, f64::min);
+                let lb = lower_bound(p, &fr, open_t, &h, &mut cache, &mut mins);
+                dropped = dropped.min(least + lb);
+                continue;
+            }
             let lo = fr.partition_point(|e| (e >> 32) < key);
             let hi = fr.partition_point(|e| (e >> 32) <= key);
             if lo == hi {
@@ -456,8 +457,9 @@ fn run_pass(
                 if parts.iter().all(|pt| over(pt.cost + o.cost + lb, limit)) {
                     continue;
                 }
-                let e = next.front(nf);
+                let slot = next.slot(nf);
                 for pt in &parts {
+                    let e = &mut next.list[slot].1;
                     let mem = pt.mem + o.mem;
                     if mem > budget {
                         continue;
@@ -481,21 +483,30 @@ fn run_pass(
                         link = links.len() as u32 - 1;
                     }
                     insert(e, Partial { cost, mem, link }, budgeted);
+                    if e.len() > 2 * FRONT_CAP {
+                        let least = truncate(e);
+                        if beam.is_none() {
+                            let fr = &next.list[slot].0;
+                            let lb = lower_bound(p, fr, open_t, &h, &mut cache, &mut mins);
+                            dropped = dropped.min(least + lb);
+                        }
+                    }
                 }
             }
         }
         states = next;
+        for (fr, parts) in &mut states.list {
+            let least = truncate(parts);
+            if least.is_finite() && beam.is_none() {
+                dropped =
+                    dropped.min(least + lower_bound(p, fr, open_t, &h, &mut cache, &mut mins));
+            }
+        }
         // The beam pass keeps BEAM states; the exact pass keeps all up to the state budget,
         // then the most promising (past the deadline, only BEAM of them).
         let (cap, lb_open) = match beam {
             Some(k) => (k, None),
-            None if p
-                .limits
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() > d) =>
-            {
-                (BEAM, open_t)
-            }
+            None if past_deadline() => (BEAM, open_t),
             None => (p.limits.max_states, open_t),
         };
         if states.list.len() > cap {

@@ -5,8 +5,10 @@
 //! extraction, the layer detection and the lower bound.
 pub mod budget;
 pub mod chain;
+pub mod conv_notes;
 pub mod dp;
 pub mod dp_bound;
+pub mod dp_front;
 pub mod dp_order;
 pub mod egraph;
 pub mod extract;

@@ -222,6 +222,7 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             ));
         }
     }
+    out.extend(super::conv_notes::conv_notes(g, n, sel));
     out.sort();
     out.dedup();
     out

@@ -112,6 +112,17 @@ fn check_bias(cx: &InferCx, m: usize) -> Result<(), IrError> {
     Ok(())
 }
 
+impl ConvAttrs {
+    /// The groups a Conv over `c` input channels runs: `c` when depthwise, else `group`.
+    pub fn groups(&self, c: usize) -> usize {
+        if self.depthwise {
+            c
+        } else {
+            self.group
+        }
+    }
+}
+
 impl OpSpec for ConvAttrs {
     fn name(&self) -> String {
         "Conv".into()
@@ -123,7 +134,7 @@ impl OpSpec for ConvAttrs {
         let spatial = conv_inputs(cx)?;
         check_lists(cx, spatial, &self.strides, &self.dilations, &self.pads)?;
         let (x, w) = (cx.inputs[0].1, cx.inputs[1].1);
-        let g = self.group;
+        let g = self.groups(x[1]);
         if g == 0 || x[1] % g != 0 || w[0] % g != 0 || w[1] * g != x[1] {
             return Err(cx.err(format!(
                 "X {x:?} and W {w:?} do not fit group {g} (W[1]·group must be C, M a multiple of group)"
@@ -159,7 +170,7 @@ impl OpSpec for ConvAttrs {
         2 * per_out * outputs.first().map_or(0, |s| numel(s) as u64)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::Rules(&["conv-batch"])
+        Partitioning::Rules(&["conv-batch", "conv-column", "conv-row", "conv-depthwise"])
     }
 }
 

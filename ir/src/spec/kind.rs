@@ -65,6 +65,7 @@ op_kinds!(
     Pool,
     Pad,
     HardSigmoid,
+    Resize,
 );
 
 impl Op {
@@ -101,6 +102,7 @@ impl Op {
             Op::Pool(_) => OpKind::Pool,
             Op::Pad(_) => OpKind::Pad,
             Op::HardSigmoid(_) => OpKind::HardSigmoid,
+            Op::Resize(_) => OpKind::Resize,
         }
     }
 }
@@ -260,6 +262,7 @@ impl OpKind {
                     dilations: vec![1, 2],
                     pads: vec![1, 0, 1, 2],
                     group: 2,
+                    depthwise: false,
                 }),
                 vec![x(&[2, 4, 5, 6]), x(&[6, 2, 3, 2]), x(&[6])],
             ),
@@ -270,6 +273,7 @@ impl OpKind {
                         dilations: vec![1, 2],
                         pads: vec![1, 0, 0, 1],
                         group: 2,
+                        depthwise: false,
                     },
                     output_padding: vec![1, 0],
                 }),
@@ -302,6 +306,22 @@ impl OpKind {
                     swish: true,
                 }),
                 vec![x(&[2, 3])],
+            ),
+            OpKind::Resize => (
+                Op::Resize(ResizeAttrs {
+                    mode: ResizeMode::Linear,
+                    coord: ResizeCoord::HalfPixel,
+                    nearest: ResizeNearest::RoundPreferFloor,
+                    cubic_a: -0.75,
+                    exclude_outside: false,
+                    antialias: false,
+                    extrapolation_value: 0.0,
+                    axes: vec![2, 3],
+                    sizes: vec![6, 3],
+                    scales: vec![2.0, 0.75],
+                    roi: vec![],
+                }),
+                vec![x(&[2, 3, 3, 4])],
             ),
         };
         Sample { op, inputs }

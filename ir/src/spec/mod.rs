@@ -16,6 +16,7 @@
 //! | attention | `attention.rs` | Attention |
 //! | convolution and pooling | `conv.rs` | Conv, ConvTranspose, Pool |
 //! | padding | `pad.rs` | Pad |
+//! | resizing | `resize.rs` | Resize |
 //!
 //! [`OpKind`] lists every variant with a sample (op + input types) so that tests can walk
 //! all ops; a new [`Op`] variant does not compile until it has a spec, a kind and a sample.
@@ -29,6 +30,7 @@ mod movement;
 mod norm;
 mod pad;
 mod reduce;
+mod resize;
 
 use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
@@ -211,6 +213,7 @@ impl Op {
             Op::ConvTranspose(a) => SpecRef::Attrs(a),
             Op::Pool(a) => SpecRef::Attrs(a),
             Op::Pad(a) => SpecRef::Attrs(a),
+            Op::Resize(a) => SpecRef::Attrs(a),
             Op::HardSigmoid(a) => SpecRef::Attrs(a),
         }
     }

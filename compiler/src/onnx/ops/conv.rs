@@ -126,11 +126,14 @@ fn conv(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let (spatial, input, kernel) = conv_shapes(cx)?;
     let mut w = window_attrs(cx, spatial, Some(kernel))?;
     w.resolve_same(&input);
+    let g = group(cx)?;
     let attrs = ConvAttrs {
         strides: w.strides,
         dilations: w.dilations,
         pads: w.pads,
-        group: group(cx)?,
+        group: g,
+        // One input channel per group: a channel split keeps the Conv depthwise.
+        depthwise: g > 1 && g == cx.input(0)?.shape[1] && cx.input(1)?.shape[1] == 1,
     };
     Ok(Lowered::op(Op::Conv(attrs), &inputs(cx)))
 }
@@ -191,6 +194,7 @@ fn conv_transpose(cx: &NodeCx) -> Result<Lowered, ImportError> {
             dilations: w.dilations,
             pads,
             group: group(cx)?,
+            depthwise: false,
         },
         output_padding,
     };

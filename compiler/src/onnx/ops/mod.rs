@@ -22,6 +22,7 @@ mod pad;
 mod pool;
 mod quantize;
 mod reduce;
+mod resize;
 mod rotary;
 mod shape_ops;
 
@@ -86,6 +87,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     pool::OPS,
     quantize::OPS,
     reduce::OPS,
+    resize::OPS,
     rotary::OPS,
     shape_ops::OPS,
 ];

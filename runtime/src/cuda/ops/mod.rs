@@ -136,7 +136,8 @@ pub fn run_op(
         | Op::ConvTranspose(_)
         | Op::Pool(_)
         | Op::Pad(_)
-        | Op::HardSigmoid(_) => None,
+        | Op::HardSigmoid(_)
+        | Op::Resize(_) => None,
     };
     let mut results = match device {
         Some(r) => r,
