@@ -71,14 +71,7 @@ fn zoo_models_split_ragged_and_match_onnxruntime() {
         .unwrap_or_else(|e| panic!("{variant}: import: {e}"));
         let graph = &imported.graph;
         let store = WeightStore::open(&model).unwrap_or_else(|e| panic!("{variant}: {e}"));
-        let (matrices, vectors) = graph.weights.values().fold((0u64, 0u64), |(m, v), w| {
-            let b = w.size_bytes() as u64;
-            if w.shape.iter().filter(|&&d| d > 1).count() > 1 {
-                (m + b, v)
-            } else {
-                (m, v + b)
-            }
-        });
+        let (matrices, vectors) = common::matrix_and_vector_bytes(graph);
         let want = npys(&dir, "ort_output_");
         for n in DEVICES {
             let plan = match partition(graph, &PartitionOptions::new(n)) {

@@ -96,14 +96,7 @@ fn check_model(
         };
         let partition_s = t0.elapsed().as_secs_f64();
         // Parameters per rank: at most 1.25/N of the matrices, vectors aside.
-        let (matrices, vectors) = graph.weights.values().fold((0u64, 0u64), |(m, v), w| {
-            let b = w.size_bytes() as u64;
-            if w.shape.iter().filter(|&&d| d > 1).count() > 1 {
-                (m + b, v)
-            } else {
-                (m, v + b)
-            }
-        });
+        let (matrices, vectors) = common::matrix_and_vector_bytes(graph);
         let most = plan
             .estimates
             .iter()

@@ -88,20 +88,10 @@ pub fn compute(
     }
 }
 
+/// Checks that the members hold the same shape and dtype.
 fn check_same(kind: CollectiveKind, inputs: &[&Tensor]) -> Result<(), CollectiveError> {
-    let first = inputs[0];
-    for (r, t) in inputs.iter().enumerate().skip(1) {
-        if t.shape != first.shape || t.dtype != first.dtype {
-            return Err(invalid(
-                kind,
-                format!(
-                    "member {r} holds {}{:?} but member 0 holds {}{:?}",
-                    t.dtype, t.shape, first.dtype, first.shape
-                ),
-            ));
-        }
-    }
-    Ok(())
+    // No axis is free: every extent must agree.
+    check_same_but(kind, inputs, usize::MAX)
 }
 
 /// Checks that the members hold the same shape and dtype except along `free` (a ragged

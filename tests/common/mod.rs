@@ -61,3 +61,16 @@ pub fn sanitize(name: &str) -> String {
         })
         .collect()
 }
+
+/// Stored bytes of a graph's weight matrices and tables (two or more axes over 1) and of its
+/// vectors (norm scales, biases), which a plan may keep replicated.
+pub fn matrix_and_vector_bytes(graph: &tessera_ir::Graph) -> (u64, u64) {
+    graph.weights.values().fold((0u64, 0u64), |(m, v), w| {
+        let b = w.size_bytes() as u64;
+        if w.shape.iter().filter(|&&d| d > 1).count() > 1 {
+            (m + b, v)
+        } else {
+            (m, v + b)
+        }
+    })
+}
