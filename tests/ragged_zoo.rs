@@ -81,12 +81,7 @@ fn zoo_models_split_ragged_and_match_onnxruntime() {
                     continue;
                 }
             };
-            let most = plan
-                .estimates
-                .iter()
-                .map(|e| e.param_bytes)
-                .max()
-                .unwrap_or(0);
+            let most = common::max_param_bytes(&plan);
             let share = most.saturating_sub(vectors) as f64 * n as f64 / matrices.max(1) as f64;
             let ragged = plan
                 .values

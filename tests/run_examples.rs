@@ -97,12 +97,7 @@ fn check_model(
         let partition_s = t0.elapsed().as_secs_f64();
         // Parameters per rank: at most 1.25/N of the matrices, vectors aside.
         let (matrices, vectors) = common::matrix_and_vector_bytes(graph);
-        let most = plan
-            .estimates
-            .iter()
-            .map(|e| e.param_bytes)
-            .max()
-            .unwrap_or(0);
+        let most = common::max_param_bytes(&plan);
         let bound = PARAMS_PER_RANK * matrices as f64 / n as f64 + vectors as f64;
         eprintln!(
             "{label} N={n}: params per rank {most} B, {:.2}/N of the matrices",

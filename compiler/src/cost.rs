@@ -173,6 +173,26 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             .cloned()
             .ok_or_else(|| invalid(format!("field '{key}' must be a table")))
     };
+    // A latency/bandwidth table `[prefix]`: exactly `alpha_s` and `beta_bytes_per_s`.
+    let link_fit = |prefix: &str, value: &toml::Value| -> Result<LinkFit, CostError> {
+        let fit = sub(prefix, value)?;
+        let field = |f: &str, zero_ok: bool| {
+            let name = format!("{prefix}.{f}");
+            fit.get(f)
+                .ok_or_else(|| invalid(format!("missing field '{name}'")))
+                .and_then(|v| num(&name, v, zero_ok))
+        };
+        if let Some(extra) = fit
+            .keys()
+            .find(|f| *f != "alpha_s" && *f != "beta_bytes_per_s")
+        {
+            return Err(invalid(format!("unknown field '{prefix}.{extra}'")));
+        }
+        Ok(LinkFit {
+            alpha_s: field("alpha_s", true)?,
+            beta_bytes_per_s: field("beta_bytes_per_s", false)?,
+        })
+    };
     for (key, value) in &table {
         match key.as_str() {
             "preset" => {}
@@ -187,49 +207,13 @@ pub fn parse_cost_model_toml(text: &str, path: &str) -> Result<CostModel, CostEr
             "flops_per_s" => model.flops_per_s = num(key, value, false)?,
             "mem_bytes_per_s" => model.calibration.mem_bytes_per_s = Some(num(key, value, false)?),
             "op_overhead_s" => model.calibration.op_overhead_s = num(key, value, true)?,
-            "inter_group" => {
-                let fit = sub(key, value)?;
-                let field = |f: &str, zero_ok: bool| {
-                    let name = format!("inter_group.{f}");
-                    fit.get(f)
-                        .ok_or_else(|| invalid(format!("missing field '{name}'")))
-                        .and_then(|v| num(&name, v, zero_ok))
-                };
-                if let Some(extra) = fit
-                    .keys()
-                    .find(|f| *f != "alpha_s" && *f != "beta_bytes_per_s")
-                {
-                    return Err(invalid(format!("unknown field 'inter_group.{extra}'")));
-                }
-                model.inter_group = Some(LinkFit {
-                    alpha_s: field("alpha_s", true)?,
-                    beta_bytes_per_s: field("beta_bytes_per_s", false)?,
-                });
-            }
+            "inter_group" => model.inter_group = Some(link_fit(key, value)?),
             "collectives" => {
                 for (kind, fit) in sub(key, value)? {
                     let k = collective_kind(&kind).ok_or_else(|| {
                         invalid(format!("unknown collective 'collectives.{kind}'"))
                     })?;
-                    let fit = sub(&format!("collectives.{kind}"), &fit)?;
-                    let field = |f: &str, zero_ok: bool| {
-                        let name = format!("collectives.{kind}.{f}");
-                        fit.get(f)
-                            .ok_or_else(|| invalid(format!("missing field '{name}'")))
-                            .and_then(|v| num(&name, v, zero_ok))
-                    };
-                    if let Some(extra) = fit
-                        .keys()
-                        .find(|f| *f != "alpha_s" && *f != "beta_bytes_per_s")
-                    {
-                        return Err(invalid(format!(
-                            "unknown field 'collectives.{kind}.{extra}'"
-                        )));
-                    }
-                    let lf = LinkFit {
-                        alpha_s: field("alpha_s", true)?,
-                        beta_bytes_per_s: field("beta_bytes_per_s", false)?,
-                    };
+                    let lf = link_fit(&format!("collectives.{kind}"), &fit)?;
                     model.calibration.collectives.insert(k, lf);
                 }
             }

@@ -74,3 +74,12 @@ pub fn matrix_and_vector_bytes(graph: &tessera_ir::Graph) -> (u64, u64) {
         }
     })
 }
+
+/// The largest parameter bytes any rank of `plan` holds.
+pub fn max_param_bytes(plan: &tessera_ir::plan::Plan) -> u64 {
+    plan.estimates
+        .iter()
+        .map(|e| e.param_bytes)
+        .max()
+        .unwrap_or(0)
+}
