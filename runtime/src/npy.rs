@@ -156,7 +156,40 @@ fn read_header<R: Read>(reader: &mut R) -> Result<Vec<u8>, String> {
             _ => {}
         }
     }
+    check_shape_product(&head[start..])?;
     Ok(head)
+}
+
+/// Refuses a header whose `'shape'` multiplies out past `u64` (`npyz` would overflow computing
+/// the element count). A header without a readable shape is left to `npyz` to reject.
+fn check_shape_product(header: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(header);
+    let Some(at) = text.find("'shape'") else {
+        return Ok(());
+    };
+    let rest = &text[at..];
+    let (Some(open), Some(close)) = (rest.find('('), rest.find(')')) else {
+        return Ok(());
+    };
+    if close < open {
+        return Ok(());
+    }
+    let mut count: u64 = 1;
+    for dim in rest[open + 1..close].split(',').map(str::trim) {
+        if dim.is_empty() {
+            continue;
+        }
+        let Ok(d) = dim.parse::<u64>() else {
+            return Err(format!("shape dimension {dim:?} is not a size"));
+        };
+        count = count.checked_mul(d).ok_or_else(|| {
+            format!(
+                "shape ({}) has more than 2^64 elements",
+                &rest[open + 1..close]
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn ints<T: Into<i64>>(v: Vec<T>) -> TensorData {
@@ -288,5 +321,25 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         let e = read_npy_from(&huge[..], p).unwrap_err().to_string();
         assert!(e.contains("header of 4294967295 bytes"), "{e}");
+    }
+
+    /// Found by the `npy_read` fuzz target: a shape whose element count overflows `u64`
+    /// made `npyz` overflow (a panic in checked builds, a wrong length otherwise).
+    #[test]
+    fn shapes_past_u64_are_refused() {
+        let p = Path::new("fuzz.npy");
+        let bytes = npy_v1(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (0000000000000008643000000000, 86430000000, 3), }",
+            &[0; 8],
+        );
+        let e = read_npy_from(&bytes[..], p).unwrap_err().to_string();
+        assert!(e.contains("fuzz.npy") && e.contains("2^64"), "{e}");
+        // A large but representable shape with no data behind it is a clean read error.
+        let bytes = npy_v1(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (4000000000, 4000000000), }",
+            &[0; 8],
+        );
+        let e = read_npy_from(&bytes[..], p).unwrap_err().to_string();
+        assert!(e.contains("fuzz.npy"), "{e}");
     }
 }
