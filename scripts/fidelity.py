@@ -2,7 +2,7 @@
 """Cost-model fidelity: predicted against measured time of candidate plans (not a test).
 
 Usage: python3 scripts/fidelity.py --profile profile.toml [--devices 2] [--repeat 5]
-       [--bin target/release] [--models gpt2__base,llama__base,bert__base]
+       [--rounds 3] [--bin target/release] [--models gpt2__base,llama__base,bert__base]
 
 For each zoo model (.cache/zoo, compiled at 8x128 as in .cache/zoo/zoo.json) it compiles
 candidate plans with the calibrated profile (`--cost-model PROFILE`): the three objectives
@@ -10,7 +10,8 @@ candidate plans with the calibrated profile (`--cost-model PROFILE`): the three 
 replicated, the MLP hidden activation split or replicated, and a Megatron-style plan (pins
 on the MLP hidden activation and the attention context, column then row splits). Each plan's
 prediction is its own `estimates[0].model_s`; each is measured with
-`tessera-run PLAN --repeat K` (the median the runtime prints). It prints per model the
+`tessera-run PLAN --repeat K` (the median the runtime prints), in R interleaved rounds
+(every candidate once per round; the candidate's time is the median of its rounds). It prints per model the
 Spearman rank correlation and how far the default plan is from the fastest measured
 candidate, and a Markdown table of every candidate.
 """
@@ -123,23 +124,34 @@ def main():
             if hidden and ctx:
                 cands.append(("Megatron-style", [a for t in hidden for a in ("--pin", f"{t}=S(2)")]
                               + [a for t in ctx for a in ("--pin", f"{t}=S(1)")]))
-            pts = []
+            compiled = []
             for label, extra in cands:
-                p = os.path.join(tmp, f"{model_name}_{len(pts)}.json")
+                p = os.path.join(tmp, f"{model_name}_{len(compiled)}.json")
                 plan = compile_plan(exe, model, shape, ARGS.profile, p, extra)
                 if plan is None:
                     continue
                 pred = plan["estimates"][0]["model_s"] * 1e3
-                meas = measure(run_exe, p, inputs)
-                pts.append((label, pred, meas, len(plan["collectives"])))
-                print(f"  {model_name} {label}: predicted {pred:.2f} ms, measured {meas:.2f} ms", file=sys.stderr)
+                compiled.append((label, p, pred, len(plan["collectives"])))
+            # Interleaved rounds: every candidate is measured once per round, so a change of
+            # machine load during the run touches all candidates alike; a candidate's time is
+            # the median of its rounds' medians.
+            times = {label: [] for label, _, _, _ in compiled}
+            for _ in range(ARGS.rounds):
+                for label, p, _, _ in compiled:
+                    times[label].append(measure(run_exe, p, inputs))
+            pts = []
+            for label, p, pred, c in compiled:
+                meas = float(np.median(times[label]))
+                pts.append((label, pred, meas, c))
+                print(f"  {model_name} {label}: predicted {pred:.2f} ms, measured {meas:.2f} ms "
+                      f"(rounds: {', '.join(f'{t:.1f}' for t in times[label])})", file=sys.stderr)
             if not pts:
                 continue
             rho = spearman([p[1] for p in pts], [p[2] for p in pts])
             fastest = min(p[2] for p in pts)
             default = pts[0][2]
             rows.append((model_name, pts, rho, default / fastest - 1.0))
-    print(f"| model | plan | collectives | predicted ms | measured ms (median of {ARGS.repeat}) |")
+    print(f"| model | plan | collectives | predicted ms | measured ms (median of {ARGS.rounds} rounds x {ARGS.repeat}) |")
     print("|---|---|---|---|---|")
     for model_name, pts, _, _ in rows:
         for label, pred, meas, c in pts:
@@ -156,6 +168,8 @@ if __name__ == "__main__":
     ap.add_argument("--profile", required=True)
     ap.add_argument("--devices", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved measurement rounds per candidate (median of rounds)")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--models", default="gpt2__base,llama__base,bert__base")
     ARGS = ap.parse_args()
