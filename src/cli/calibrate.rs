@@ -70,7 +70,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
 
 /// Measures `n` CPU devices.
 fn calibrate_cpu(n: usize, quick: bool) -> Result<CostModel> {
-    let reps = if quick { 3 } else { 9 };
+    let reps = if quick { 3 } else { 15 };
     let mut cal = Calibration::default();
     let sizes: &[usize] = if quick {
         &[1 << 8, 1 << 14]
@@ -171,16 +171,29 @@ fn fill(len: usize) -> Vec<f32> {
     (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect()
 }
 
-/// Least-squares `t = alpha + bytes / beta` over `(bytes, seconds)` points; a negative
+/// Least-squares `t = alpha + bytes / beta` over `(bytes, seconds)` points, each weighted by
+/// `1 / seconds²` (relative error): sizes span four orders of magnitude, and an unweighted
+/// fit is decided by the largest messages alone, leaving the latency to noise. A negative
 /// intercept is clamped to 0 and a non-positive slope to 1 PB/s (latency-bound).
 fn fit(points: &[(f64, f64)]) -> LinkFit {
-    let k = points.len() as f64;
-    let (sx, sy) = points
+    let w = |y: f64| if y > 0.0 { 1.0 / (y * y) } else { 0.0 };
+    let sw: f64 = points.iter().map(|&(_, y)| w(y)).sum();
+    if sw <= 0.0 {
+        return LinkFit {
+            alpha_s: 0.0,
+            beta_bytes_per_s: 1e15,
+        };
+    }
+    let mx = points.iter().map(|&(x, y)| w(y) * x).sum::<f64>() / sw;
+    let my = points.iter().map(|&(_, y)| w(y) * y).sum::<f64>() / sw;
+    let sxx: f64 = points
         .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / k, sy / k);
-    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
-    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+        .map(|&(x, y)| w(y) * (x - mx) * (x - mx))
+        .sum();
+    let sxy: f64 = points
+        .iter()
+        .map(|&(x, y)| w(y) * (x - mx) * (y - my))
+        .sum();
     let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
     let slope = if slope > 0.0 { slope } else { 1e-15 };
     LinkFit {
@@ -327,5 +340,19 @@ mod tests {
         let f = fit(&pts);
         assert!((f.alpha_s - 3e-6).abs() < 1e-12, "{f:?}");
         assert!((f.beta_bytes_per_s / 2e9 - 1.0).abs() < 1e-9, "{f:?}");
+    }
+
+    #[test]
+    fn the_latency_survives_noise_on_large_messages() {
+        // t = 5 µs + bytes / 1 GB/s with +-3 % noise on every point: an unweighted fit lets
+        // the 16 MB point's noise (0.5 ms) swamp the 5 µs intercept.
+        let pts: Vec<(f64, f64)> = [1e3, 1.6e4, 2.6e5, 1e6, 4e6, 1.6e7]
+            .iter()
+            .zip([1.03, 0.97, 1.03, 0.97, 1.03, 0.97])
+            .map(|(&b, e)| (b, (5e-6 + b / 1e9) * e))
+            .collect();
+        let f = fit(&pts);
+        assert!((f.alpha_s / 5e-6 - 1.0).abs() < 0.2, "{f:?}");
+        assert!((f.beta_bytes_per_s / 1e9 - 1.0).abs() < 0.1, "{f:?}");
     }
 }
