@@ -57,6 +57,9 @@ pub enum Lowering {
     Op,
     /// Vocab-parallel gather on a table split along axis 0 (output Partial).
     ShardedGather,
+    /// Attention with Q split by heads and K, V replicated: each rank first slices the one
+    /// key/value head its query heads read, then runs the op on its heads.
+    KvHeadSlice,
     /// `X · W[:, section] (+ b[section])`: the `matmul` node (and the bias `add` node) run
     /// on weight sections, replacing a Split/Slice of the fused projection.
     FusedSection {

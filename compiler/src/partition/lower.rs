@@ -2,9 +2,10 @@
 use super::egraph::{Conv, Key};
 use super::form::{part_bytes, tensor_bytes, LocalForm, Lowering, Operand};
 use super::ragged::{local_op, Grains};
+use super::rules::attention::{gqa_dims, kv_head_of_ranks};
 use super::segment::Selection;
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::op::{BinaryAttrs, BinaryOp, MatMulAttrs};
+use tessera_ir::op::{BinaryAttrs, BinaryOp, MatMulAttrs, SliceAttrs};
 use tessera_ir::plan::{
     AxisSlice, CollectiveInfo, CollectiveKind, PlanValue, RankProgram, Step, StepKind, ValueId,
     WeightShard,
@@ -335,6 +336,104 @@ impl Lowerer<'_> {
         }
     }
 
+    /// Attention with Q split by heads over replicated K and V ([`Lowering::KvHeadSlice`]):
+    /// each rank slices the key/value head its query heads read from K and V, then runs the
+    /// op with its local head counts.
+    fn kv_head_slice(
+        &mut self,
+        f: &LocalForm,
+        ins: &[ValueId],
+        v: ValueId,
+        layer: Option<u32>,
+    ) -> Result<(), String> {
+        let nd = self.g.node(f.node);
+        let node = f.node;
+        let q_full = self.g.tensor(nd.inputs[0]).shape.clone();
+        let dims = match &nd.op {
+            Op::Attention(a) => gqa_dims(a, &q_full, &self.g.tensor(nd.inputs[1]).shape),
+            _ => None,
+        };
+        let Some((axis, hq, hkv)) = dims else {
+            return Err(format!(
+                "node '{}' is not a grouped-query Attention",
+                nd.name
+            ));
+        };
+        let kv = kv_head_of_ranks(&self.bounds(q_full[axis])?, q_full[axis], hq, hkv).ok_or_else(
+            || {
+                format!(
+                    "node '{}': a rank's query heads read two key/value heads",
+                    nd.name
+                )
+            },
+        )?;
+        let mut local_ins = ins.to_vec();
+        for k in [1, 2] {
+            let src = ins[k];
+            let (t, dtype) = (
+                self.out.values[src.index()].tensor,
+                self.g.tensor(nd.inputs[k]).dtype,
+            );
+            let mut shape = self.g.tensor(t).shape.clone();
+            let per = shape[axis] / hkv;
+            shape[axis] = per;
+            let id = ValueId(self.out.values.len() as u32);
+            self.out.values.push(PlanValue {
+                tensor: t,
+                layout: Layout::Replicated,
+                shape,
+                dtype,
+                rank_shapes: vec![],
+            });
+            let kv = kv.clone();
+            self.emit(
+                |r| StepKind::Compute {
+                    node,
+                    op: Op::Slice(SliceAttrs {
+                        axes: vec![axis],
+                        starts: vec![(kv[r] * per) as i64],
+                        ends: vec![((kv[r] + 1) * per) as i64],
+                        steps: vec![1],
+                    }),
+                },
+                vec![src],
+                vec![id],
+                layer,
+            );
+            local_ins[k] = id;
+        }
+        let in_full: Vec<Vec<usize>> = ins
+            .iter()
+            .map(|i| {
+                self.g
+                    .tensor(self.out.values[i.index()].tensor)
+                    .shape
+                    .clone()
+            })
+            .collect();
+        let in_full: Vec<&[usize]> = in_full.iter().map(|s| s.as_slice()).collect();
+        let ops = (0..self.n)
+            .map(|r| {
+                let out = self.out.values[v.index()].shape_on(r);
+                let locals: Vec<Vec<usize>> = local_ins
+                    .iter()
+                    .map(|i| self.out.values[i.index()].shape_on(r).to_vec())
+                    .collect();
+                local_op(nd, f.out_index, out, &in_full, &locals)
+            })
+            .collect::<Vec<_>>();
+        self.emit(
+            |r| StepKind::Compute {
+                node,
+                op: ops[r].clone(),
+            },
+            local_ins,
+            vec![v],
+            layer,
+        );
+        Ok(())
+    }
+
     fn compute(&mut self, f: &LocalForm) -> Result<(), String> {
         let ins = f
             .inputs
@@ -381,6 +480,7 @@ impl Lowerer<'_> {
                     layer,
                 );
             }
+            Lowering::KvHeadSlice => self.kv_head_slice(f, &ins, v, layer)?,
             Lowering::ShardedGather => {
                 let b = self.bounds(self.g.tensor(nd.inputs[0]).shape[0])?;
                 let node = f.node;

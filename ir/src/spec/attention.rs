@@ -60,7 +60,7 @@ impl OpSpec for AttentionAttrs {
         2 * rows * (hdk + hdv) + 5 * rows * heads
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::Rules(&["attention-heads"])
+        Partitioning::Rules(&["attention-heads", "attention-kv-replicated"])
     }
 }
 

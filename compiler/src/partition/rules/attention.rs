@@ -4,9 +4,14 @@
 //! the past cache on axis 1 give each rank whole heads; Y splits like Q, the qk matrix on
 //! axis 1; a mask follows on its head axis (R where it broadcasts). Grouped-query heads stay
 //! consistent: local query head h reads local K/V head h / (Hq / Hkv), as globally.
+//!
+//! With fewer key/value heads than ranks ([`kv_replicated`]), Megatron's KV-head replication:
+//! Q still splits N ways by heads, K and V stay replicated, and each rank slices the one
+//! key/value head its query heads read (every rank's query heads must lie in one group).
 use super::matmul::aligned;
 use super::{t, RuleCx, Sig};
 use crate::partition::form::Lowering;
+use tessera_ir::op::AttentionAttrs;
 use tessera_ir::{Layout, NodeId, Op};
 
 pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
@@ -40,4 +45,100 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     }
     let out = if a.qk_output { 1 } else { axis };
     vec![(inputs, Layout::Split(out), Lowering::Op)]
+}
+
+/// `(axis, query heads, key/value heads)` of an attention node: the head axis of Q, K and V
+/// (4-D `[B, heads, S, D]`: 1; 3-D `[B, S, heads·D]`: 2).
+pub(crate) fn gqa_dims(
+    a: &AttentionAttrs,
+    q: &[usize],
+    k: &[usize],
+) -> Option<(usize, usize, usize)> {
+    match (q.len(), a.q_num_heads, a.kv_num_heads) {
+        (4, _, _) if k.len() == 4 => Some((1, q[1], k[1])),
+        (3, Some(hq), Some(hkv)) => Some((2, hq, hkv)),
+        _ => None,
+    }
+}
+
+/// For each rank holding `q_bounds[r]` of Q's head axis (`q_extent` elements, `hq` heads),
+/// the one key/value head its query heads read (`hq / hkv` query heads share one); `None`
+/// when a rank's chunk is not whole heads or spans two groups.
+pub(crate) fn kv_head_of_ranks(
+    q_bounds: &[(usize, usize)],
+    q_extent: usize,
+    hq: usize,
+    hkv: usize,
+) -> Option<Vec<usize>> {
+    if hq == 0 || hkv == 0 || !hq.is_multiple_of(hkv) || !q_extent.is_multiple_of(hq) {
+        return None;
+    }
+    let (d, group) = (q_extent / hq, hq / hkv);
+    q_bounds
+        .iter()
+        .map(|&(s, e)| {
+            if e <= s || !s.is_multiple_of(d) || !e.is_multiple_of(d) {
+                return None;
+            }
+            let (h0, h1) = (s / d, e / d);
+            (h0 / group == (h1 - 1) / group).then_some(h0 / group)
+        })
+        .collect()
+}
+
+/// Grouped-query attention on more ranks than key/value heads: Q split by heads, K and V
+/// replicated, Y split like Q; the lowering slices each rank's key/value head
+/// ([`Lowering::KvHeadSlice`]). Only where the plain head split cannot apply (fewer KV heads
+/// than ranks) and every rank's query heads read one KV head.
+pub(super) fn kv_replicated(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
+    let nd = cx.g.node(node);
+    let Op::Attention(a) = &nd.op else {
+        return vec![];
+    };
+    if a.has_nonpad || a.has_past || a.qk_output {
+        return vec![];
+    }
+    let q = cx.shape(nd.inputs[0]);
+    let Some((axis, hq, hkv)) = gqa_dims(a, q, cx.shape(nd.inputs[1])) else {
+        return vec![];
+    };
+    if hkv >= cx.n || hkv == hq {
+        return vec![];
+    }
+    let Some(bounds) = cx.grains.bounds(q[axis], cx.n) else {
+        return vec![];
+    };
+    if kv_head_of_ranks(&bounds, q[axis], hq, hkv).is_none() {
+        return vec![];
+    }
+    let mut inputs = vec![
+        t(nd.inputs[0], Layout::Split(axis)),
+        t(nd.inputs[1], Layout::Replicated),
+        t(nd.inputs[2], Layout::Replicated),
+    ];
+    if a.has_mask {
+        let m = nd.inputs[3];
+        inputs.push(t(m, aligned(cx.shape(m), 4, 1)));
+    }
+    vec![(inputs, Layout::Split(axis), Lowering::KvHeadSlice)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kv_head_of_ranks;
+
+    #[test]
+    fn ranks_read_the_kv_head_of_their_query_heads() {
+        // 8 query heads of 4 elements, 2 KV heads (groups of 4 query heads).
+        let even: Vec<(usize, usize)> = (0..4).map(|r| (8 * r, 8 * r + 8)).collect();
+        assert_eq!(kv_head_of_ranks(&even, 32, 8, 2), Some(vec![0, 0, 1, 1]));
+        // 5 ranks: 2,2,2,1,1 heads: [0,2) [2,4) [4,6) [6,7) [7,8).
+        let b = tessera_ir::split_bounds(32, 4, 5).unwrap();
+        assert_eq!(kv_head_of_ranks(&b, 32, 8, 2), Some(vec![0, 0, 1, 1, 1]));
+        // 3 ranks: 3,3,2 heads: rank 1 holds heads 3..6, two groups.
+        let b = tessera_ir::split_bounds(32, 4, 3).unwrap();
+        assert_eq!(kv_head_of_ranks(&b, 32, 8, 2), None);
+        // Half heads are refused.
+        assert_eq!(kv_head_of_ranks(&[(0, 2), (2, 32)], 32, 8, 2), None);
+    }
 }

@@ -5,7 +5,7 @@
 //! each operand's layout) and guards. [`local_forms`] instantiates them for one node; the
 //! e-graph rewrites ([`super::egraph`]) turn each instance into an e-node.
 //! `R` = replicated, `S(a)` = split on axis a, `P` = partial sum, `N` = number of devices.
-mod attention;
+pub(crate) mod attention;
 pub mod dsl;
 mod matmul;
 mod movement;
@@ -188,6 +188,23 @@ fn checked_forms(
             let flops = match &lowering {
                 Lowering::Op => {
                     let ins: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+                    op_flops(&nd.op, &ins, &[&out_shape])
+                }
+                Lowering::KvHeadSlice => {
+                    // Each rank reads one key/value head of the replicated K and V.
+                    let mut local = shapes.clone();
+                    if let (Op::Attention(a), Some(q), Some(k)) =
+                        (&nd.op, shapes.first(), shapes.get(1))
+                    {
+                        if let Some((axis, _, hkv)) = attention::gqa_dims(a, q, k) {
+                            for s in local.iter_mut().skip(1).take(2) {
+                                if let Some(d) = s.get_mut(axis) {
+                                    *d /= hkv.max(1);
+                                }
+                            }
+                        }
+                    }
+                    let ins: Vec<&[usize]> = local.iter().map(|s| s.as_slice()).collect();
                     op_flops(&nd.op, &ins, &[&out_shape])
                 }
                 Lowering::ShardedGather => 0,
