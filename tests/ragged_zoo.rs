@@ -5,12 +5,9 @@
 //! weight matrices (vectors such as norm scales may stay replicated).
 mod common;
 
-use common::{max_abs_diff, read_npy, root, sanitize};
-use std::collections::BTreeMap;
-use std::path::Path;
+use common::{max_abs_diff, npys, root, sanitize};
 use tessera_compiler::onnx::{import_model, ImportOptions};
 use tessera_compiler::partition::{partition, PartitionOptions};
-use tessera_ir::Tensor;
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::weights::WeightStore;
 
@@ -27,21 +24,6 @@ const VARIANTS: [&str; 8] = [
 ];
 const ORT_TOLERANCE: f64 = 1e-4;
 const PARAMS_PER_RANK: f64 = 1.25;
-
-fn npys(dir: &Path, prefix: &str) -> BTreeMap<String, Tensor> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = e.expect("dir entry").path();
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        if let Some(name) = file
-            .strip_prefix(prefix)
-            .and_then(|f| f.strip_suffix(".npy"))
-        {
-            out.insert(name.to_string(), read_npy(&path));
-        }
-    }
-    out
-}
 
 #[test]
 fn zoo_models_split_ragged_and_match_onnxruntime() {

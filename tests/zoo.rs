@@ -40,8 +40,6 @@ const TIED_HEAD: &str = "the tied embedding / LM head table (V*H*4 = 64 KiB) is 
      where Megatron all-reduces the vocab-parallel embedding and all-gathers the logits (2 \
      collectives, 40 KiB): at 2x16 the cpu cost model's per-collective latency makes one collective \
      cheaper, at 8 KiB more ring bytes per rank";
-const GQA_KV: &str =
-    "2 KV heads on 4 devices: K/V all-gathered, where Megatron replicates the KV heads (issue 15)";
 const QKV_PLAN: &str =
     "fused QKV + Split with 2 KV heads on 4 devices: another plan than separate Q/K/V";
 const INT8_PLAN: &str = "quantised weights are leaves split like f32 ones, but at 1 byte per \
@@ -49,12 +47,6 @@ const INT8_PLAN: &str = "quantised weights are leaves split like f32 ones, but a
 
 /// (variant, check, reason) of every check that fails today.
 const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    ("llama__base", "ring_bytes N=4", GQA_KV),
-    ("llama__swapped", "ring_bytes N=4", GQA_KV),
-    ("llama__recip", "ring_bytes N=4", GQA_KV),
-    ("llama__identity", "ring_bytes N=4", GQA_KV),
-    ("llama__decomposed", "ring_bytes N=4", GQA_KV),
-    ("llama__gemm", "ring_bytes N=4", GQA_KV),
     ("llama__qkv", "cost N=4", QKV_PLAN),
     ("llama__qkv", "collectives N=4", QKV_PLAN),
     ("llama__qkv", "ring_bytes N=4", QKV_PLAN),
@@ -63,7 +55,6 @@ const KNOWN_GAPS: &[(&str, &str, &str)] = &[
     ("llama__int8", "cost N=4", INT8_PLAN),
     ("llama__int8", "collectives N=4", INT8_PLAN),
     ("llama__int8", "ring_bytes N=4", INT8_PLAN),
-    ("llama__int8zp", "ring_bytes N=4", GQA_KV),
     ("gpt2__base", "ring_bytes N=2", TIED_HEAD),
     ("gpt2__base", "ring_bytes N=4", TIED_HEAD),
     ("gpt2__swapped", "ring_bytes N=2", TIED_HEAD),

@@ -11,6 +11,13 @@ pub enum Layout {
     /// divide, else the ragged chunks of [`split_bounds`] (the plan records each rank's shape).
     #[serde(rename = "S")]
     Split(usize),
+    /// Grouped-query key/value heads on more ranks than heads (Megatron's KV-head
+    /// replication): the axis is cut in as many equal blocks as the model has key/value
+    /// heads, and each rank holds the block its query heads read (so several ranks hold the
+    /// same block). Which block a rank holds is the compiler's to say; the plan records
+    /// every rank's shape and weight slices.
+    #[serde(rename = "B")]
+    Block(usize),
     /// Every device holds a full-shape addend; the logical tensor is their sum.
     #[serde(rename = "P")]
     Partial,
@@ -21,6 +28,8 @@ impl Layout {
     /// when the split axis is out of range or not divisible by `n`.
     pub fn local_shape(self, shape: &[usize], n: usize) -> Option<Vec<usize>> {
         match self {
+            // The block count is the model's, not N.
+            Layout::Block(_) => None,
             Layout::Replicated | Layout::Partial => Some(shape.to_vec()),
             Layout::Split(axis) => {
                 let d = *shape.get(axis)?;
@@ -66,6 +75,7 @@ impl std::fmt::Display for Layout {
         match self {
             Layout::Replicated => f.write_str("R"),
             Layout::Split(a) => write!(f, "S({a})"),
+            Layout::Block(a) => write!(f, "B({a})"),
             Layout::Partial => f.write_str("P"),
         }
     }
@@ -79,14 +89,20 @@ impl std::str::FromStr for Layout {
             "R" | "r" => Ok(Layout::Replicated),
             "P" | "p" => Ok(Layout::Partial),
             _ => {
-                let inner = t
-                    .strip_prefix("S(")
-                    .or_else(|| t.strip_prefix("s("))
-                    .and_then(|x| x.strip_suffix(')'))
-                    .ok_or_else(|| format!("layout '{s}': expected R, P or S(axis)"))?;
+                let (make, inner): (fn(usize) -> Layout, _) =
+                    if let Some(x) = t.strip_prefix("S(").or_else(|| t.strip_prefix("s(")) {
+                        (Layout::Split, x)
+                    } else if let Some(x) = t.strip_prefix("B(").or_else(|| t.strip_prefix("b(")) {
+                        (Layout::Block, x)
+                    } else {
+                        return Err(format!("layout '{s}': expected R, P, S(axis) or B(axis)"));
+                    };
+                let inner = inner
+                    .strip_suffix(')')
+                    .ok_or_else(|| format!("layout '{s}': expected R, P, S(axis) or B(axis)"))?;
                 inner
                     .parse::<usize>()
-                    .map(Layout::Split)
+                    .map(make)
                     .map_err(|_| format!("layout '{s}': axis '{inner}' is not a number"))
             }
         }

@@ -22,6 +22,23 @@ pub fn read_npy(path: &Path) -> Tensor {
     tessera_runtime::npy::read_npy(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Every `PREFIX<name>.npy` of `dir`, by name (`input_` / `ort_output_` files of a model's
+/// reference folder).
+pub fn npys(dir: &Path, prefix: &str) -> std::collections::BTreeMap<String, Tensor> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = e.expect("dir entry").path();
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if let Some(name) = file
+            .strip_prefix(prefix)
+            .and_then(|f| f.strip_suffix(".npy"))
+        {
+            out.insert(name.to_string(), read_npy(&path));
+        }
+    }
+    out
+}
+
 /// Runs the `tessera` binary; returns (exit code, stdout, stderr).
 pub fn tessera(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))

@@ -8,8 +8,9 @@
 //! weights are the `B` operand of a MatMul/Gemm, the vocabulary table and Gather tables over
 //! [`SMALL_TABLE_BYTES`] (see [`large_weights`]). When all large weights divide, this is exactly `total/N + slack`
 //! with slack = bytes of the small weights.
-//! `--memory-per-device` replaces the total; segments (layers) get shares proportional to
-//! their default budgets.
+//! The default total is capped at [`PARAM_SLACK`] / N of the large weights plus the small
+//! ones, when the smallest shares fit in that. `--memory-per-device` replaces the total;
+//! segments (layers) get shares proportional to their default budgets.
 use super::ragged::Grains;
 use super::{ObjectiveKind, PartitionOptions};
 use std::collections::BTreeSet;
@@ -25,6 +26,8 @@ pub struct Budgets {
     pub total: Option<f64>,
     shares: Vec<f64>,
     scale: f64,
+    /// The default total before the cap, when the cap lowered it.
+    uncapped: Option<f64>,
 }
 
 /// The large weights of `g`: MatMul/Gemm `B` operands, and Gather tables that are the
@@ -82,6 +85,10 @@ pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
 /// to a head more per section; without slack the budget would forbid the head split.
 pub const RAGGED_SLACK: f64 = 0.125;
 
+/// The default budget holds at most this times the large weights' bytes / N (plus the small
+/// weights), where their smallest shares fit in it.
+pub const PARAM_SLACK: f64 = 1.25;
+
 impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
@@ -101,10 +108,53 @@ impl Budgets {
                 _ => bytes,
             };
         }
+        // Key/value projections on more ranks than key/value heads: Megatron's plan holds
+        // one head's block of each (1/kv, not 1/N), and the budget allows it.
+        if let Some(kv) = grains.kv_blocks(n) {
+            for nd in &g.nodes {
+                let (Op::MatMul(_) | Op::Gemm(_), Some(&y), Some(&w)) =
+                    (&nd.op, nd.outputs.first(), nd.inputs.get(1))
+                else {
+                    continue;
+                };
+                if grains.on_kv_path(y) {
+                    if let Some(wt) = g.weights.get(&w) {
+                        let block = wt.size_bytes() as f64 / kv as f64;
+                        shares[w.index()] = shares[w.index()].max(block);
+                    }
+                }
+            }
+        }
         let default: f64 = shares.iter().sum();
+        // At most PARAM_SLACK / N of the large weights (plus the small ones) when the
+        // smallest shares fit in it: ragged head splits and key/value blocks may otherwise
+        // add up past it (8 heads on 7 ranks hold 2/8 of attention on rank 0).
+        let (mut large, mut floor) = (0.0, 0.0);
+        for (t, w) in &g.weights {
+            if big.contains(t) {
+                large += w.size_bytes() as f64;
+                floor += split_share(w, n, &grains).map_or(w.size_bytes(), |s| s) as f64;
+            }
+        }
+
+        let small: f64 = g
+            .weights
+            .iter()
+            .filter(|(t, _)| !big.contains(t))
+            .map(|(_, w)| w.size_bytes() as f64)
+            .sum();
+        let cap = PARAM_SLACK * large / n.max(1) as f64 + small;
+        let capped = if floor + small <= cap {
+            default.min(cap)
+        } else {
+            default
+        };
         let (total, scale) = match (opts.objective, opts.memory_per_device) {
             (ObjectiveKind::Latency, _) => (None, 1.0),
-            (ObjectiveKind::Memory | ObjectiveKind::Time, None) => (Some(default), 1.0),
+            (ObjectiveKind::Memory | ObjectiveKind::Time, None) => (
+                Some(capped),
+                if default > 0.0 { capped / default } else { 1.0 },
+            ),
             (ObjectiveKind::Memory | ObjectiveKind::Time, Some(b)) => (
                 Some(b as f64),
                 if default > 0.0 {
@@ -118,7 +168,20 @@ impl Budgets {
             total,
             shares,
             scale,
+            uncapped: (capped < default).then_some(default),
         }
+    }
+
+    /// The same budgets without the [`PARAM_SLACK`] cap, when the cap lowered them (the
+    /// search falls back to them when no plan fits the capped budget).
+    pub fn uncapped(&self) -> Option<Budgets> {
+        let default = self.uncapped?;
+        Some(Budgets {
+            total: Some(default),
+            shares: self.shares.clone(),
+            scale: 1.0,
+            uncapped: None,
+        })
     }
 
     /// Budget of a segment made of `nodes`: its weights' default shares, scaled.

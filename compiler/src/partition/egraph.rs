@@ -47,6 +47,9 @@ pub enum Conv {
     LocalSlice,
     /// Replicated → Partial (x/N on every rank).
     Scale,
+    /// Key/value block → Split along the same axis, free: each rank's chunk lies inside
+    /// the block it holds ([`Layout::Block`]).
+    BlockSlice,
 }
 
 /// An e-node of the distributed-program language.
@@ -191,8 +194,26 @@ pub fn direct_conversion(from: Layout, to: Layout) -> Option<Conv> {
         (Split(_), Replicated) => Some(Conv::Collective(CollectiveKind::AllGather)),
         (Partial, Split(_)) => Some(Conv::Collective(CollectiveKind::ReduceScatter)),
         (Split(_), Split(_)) => Some(Conv::Collective(CollectiveKind::AllToAll)),
+        (Block(a), Split(b)) if a == b => Some(Conv::BlockSlice),
         _ => None,
     }
+}
+
+/// [`direct_conversion`] of tensor `t`, where a block slice also needs every rank's chunk
+/// inside its block.
+fn conversion_of(eg: &DistEGraph, t: TensorId, from: Layout, to: Layout) -> Option<Conv> {
+    let conv = direct_conversion(from, to)?;
+    if conv == Conv::BlockSlice {
+        let src = eg.analysis.rule_source.as_ref()?;
+        let Layout::Block(a) = from else {
+            return None;
+        };
+        let extent = *src.graph.tensor(t).shape.get(a)?;
+        if !src.grains.block_holds_split(extent, src.n) {
+            return None;
+        }
+    }
+    Some(conv)
 }
 
 /// The class `Prod(t, L)` for a leaf source, created on demand.
@@ -225,13 +246,11 @@ pub fn ensure_avail(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Id {
             _ => unreachable!("range over Prod keys of one tensor"),
         })
         .collect();
-    if let Some((from, c)) = prods
+    if let Some((conv, c)) = prods
         .iter()
-        .find(|(from, _)| direct_conversion(*from, l).is_some())
+        .find_map(|(from, c)| conversion_of(eg, t, *from, l).map(|conv| (conv, *c)))
     {
-        // Unwrap: the find above checked it is Some.
-        let conv = direct_conversion(*from, l).unwrap();
-        return add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [*c]));
+        return add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [c]));
     }
     // Via Avail(t, R): every produced layout reaches R directly. Every source has a
     // produced class (segment::build gives each one a Prod), so recursing for R, which every
@@ -444,7 +463,7 @@ impl ClassApply for ConvertApplier {
             })
             .collect();
         for (from, c) in prods {
-            if let Some(conv) = direct_conversion(from, l) {
+            if let Some(conv) = conversion_of(eg, t, from, l) {
                 add_to(eg, Key::Avail(t, l), DistNode::Convert(t, conv, l, [c]));
             }
         }

@@ -57,6 +57,19 @@ impl Lowerer<'_> {
             .ok_or_else(|| format!("an axis of {extent} does not split over {} ranks", self.n))
     }
 
+    /// Each rank's key/value block of an axis of `extent` ([`Layout::Block`]).
+    fn block_ranges(&self, extent: usize) -> Result<Vec<(usize, usize)>, String> {
+        (0..self.n)
+            .map(|r| self.grains.block_range(extent, self.n, r))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                format!(
+                    "an axis of {extent} has no key/value blocks on {} ranks",
+                    self.n
+                )
+            })
+    }
+
     /// Rank `r`'s chunk of `extent` along `axis`.
     fn chunk(&self, axis: usize, extent: usize, r: usize) -> Result<AxisSlice, String> {
         let (start, end) = self.bounds(extent)?[r];
@@ -138,10 +151,11 @@ impl Lowerer<'_> {
         let sec = section.clone();
         let bounds = match l {
             Layout::Split(a) => self.bounds(shape[a])?,
+            Layout::Block(a) => self.block_ranges(shape[a])?,
             _ => vec![],
         };
         let slice_of = move |r: usize| match (l, &sec) {
-            (Layout::Split(a), s) => {
+            (Layout::Split(a) | Layout::Block(a), s) => {
                 let base = s.as_ref().map_or(0, |s| s.start);
                 Some(AxisSlice {
                     axis: a,
@@ -285,12 +299,62 @@ impl Lowerer<'_> {
             (Conv::LocalSlice, _) => {
                 let src = self.avail(t, Layout::Replicated)?;
                 let v = self.tensor_value(t, l)?;
-                let Layout::Split(a) = l else {
-                    return Err(format!("local slice of '{name}' to {l}"));
+                let slices = match l {
+                    Layout::Split(a) => {
+                        let extent = self.g.tensor(t).shape[a];
+                        (0..self.n)
+                            .map(|r| self.chunk(a, extent, r))
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
+                    Layout::Block(a) => self
+                        .block_ranges(self.g.tensor(t).shape[a])?
+                        .into_iter()
+                        .map(|(start, end)| AxisSlice {
+                            axis: a,
+                            start,
+                            end,
+                        })
+                        .collect(),
+                    _ => return Err(format!("local slice of '{name}' to {l}")),
                 };
+                self.emit(
+                    |r| StepKind::LocalSlice {
+                        slice: slices[r].clone(),
+                    },
+                    vec![src],
+                    vec![v],
+                    layer,
+                );
+                v
+            }
+            (Conv::BlockSlice, Key::Prod(_, fl)) => {
+                // Each rank's split chunk lies inside its key/value block.
+                let (Layout::Block(a), Layout::Split(b)) = (fl, l) else {
+                    return Err(format!("block slice of '{name}' from {fl} to {l}"));
+                };
+                if a != b {
+                    return Err(format!("block slice of '{name}' from {fl} to {l}"));
+                }
+                let src = self.prod(t, fl)?;
+                let v = self.tensor_value(t, l)?;
                 let extent = self.g.tensor(t).shape[a];
+                let blocks = self.block_ranges(extent)?;
                 let slices = (0..self.n)
-                    .map(|r| self.chunk(a, extent, r))
+                    .map(|r| {
+                        let c = self.chunk(a, extent, r)?;
+                        let base = blocks[r].0;
+                        (c.start >= base && c.end <= blocks[r].1)
+                            .then(|| AxisSlice {
+                                axis: a,
+                                start: c.start - base,
+                                end: c.end - base,
+                            })
+                            .ok_or_else(|| {
+                                format!(
+                                    "'{name}': rank {r}'s chunk lies outside its key/value block"
+                                )
+                            })
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 self.emit(
                     |r| StepKind::LocalSlice {

@@ -204,7 +204,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         max_states: opts.max_states.max(1),
         deadline: None,
     };
-    let budgets = budget::Budgets::new(graph, n, opts);
+    let mut budgets = budget::Budgets::new(graph, n, opts);
     let layer_info = if pins.is_empty() && opts.detect_layers {
         layers::detect(graph)
     } else {
@@ -215,7 +215,8 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .as_ref()
         .map(|l| l.info.node_layer.clone())
         .unwrap_or_else(|| vec![None; graph.nodes.len()]);
-    let (mut solved, mut bytes_solved, mut lowered) = search(
+    let mut fallback_notes: Vec<String> = Vec::new();
+    let first = search(
         &mut cx,
         opts,
         &pins,
@@ -223,8 +224,28 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         layer_info.as_ref(),
         &tags,
         start,
-    )?;
-    let mut fallback_note = None;
+    );
+    let (mut solved, mut bytes_solved, mut lowered) = match (first, budgets.uncapped()) {
+        // No plan fits the budget capped at PARAM_SLACK / N: the default budget instead.
+        (Err(e), Some(uncapped)) if e.to_string().contains("parameter budget") => {
+            budgets = uncapped;
+            fallback_notes.push(format!(
+                "no plan fits {} / N of the large weights per rank ({e}); solved with the \
+                 default budget",
+                budget::PARAM_SLACK
+            ));
+            search(
+                &mut cx,
+                opts,
+                &pins,
+                &budgets,
+                layer_info.as_ref(),
+                &tags,
+                start,
+            )?
+        }
+        (first, _) => first?,
+    };
     if let (Some(_), Some(total)) = (&layer_info, budgets.total) {
         // Pieces solved apart may hold one shared weight (a tied embedding / LM head) in two
         // layouts, and the plan then holds both: solve the graph whole instead — when the
@@ -234,7 +255,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         // note of how far over the budget it is.
         let over = lowered.param_bytes as f64 > total + 0.5;
         if over && graph.nodes.len() > WHOLE_SOLVE_MAX_NODES {
-            fallback_note = Some(format!(
+            fallback_notes.push(format!(
                 "the layered solve holds {} parameter bytes per rank, {:.1} % over the budget \
                  of {} (a weight shared by the prologue, the layers or the epilogue, or the \
                  budget's split between them); the graph ({} nodes) is too large to re-solve \
@@ -245,7 +266,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
                 graph.nodes.len()
             ));
         } else if over {
-            fallback_note = Some(format!(
+            fallback_notes.push(format!(
                 "the layered solve held {} parameter bytes per rank, over the budget of {} (a \
                  weight shared by the prologue, the layers or the epilogue in two layouts): \
                  solved as one graph instead",
@@ -268,7 +289,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         lower_bound_bytes,
         layer_info.map(|l| l.info),
     );
-    plan.summary.notes.extend(fallback_note);
+    plan.summary.notes.extend(fallback_notes);
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let timings = Timings {
         compile_ms,

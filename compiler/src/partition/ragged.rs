@@ -10,15 +10,25 @@
 //! different extents (a Reshape) is kept only if its rank-local op gives every rank the
 //! output shape the layout says ([`consistent`]), so chunks of the two sides line up.
 use super::form::{LocalForm, Lowering, Operand};
-use std::collections::HashMap;
+use super::rules::attention::kv_head_of_ranks;
+use std::collections::{HashMap, HashSet};
 use tessera_ir::op::{AttentionAttrs, ExpandAttrs, ReshapeAttrs, SliceAttrs};
-use tessera_ir::{split_bounds, Graph, Layout, Node, Op};
+use tessera_ir::{split_bounds, Graph, Layout, Node, Op, TensorId};
 
 /// The grain of each axis extent of one graph (1 where nothing asks for more), and the
 /// head grain it falls back to when the first gives some rank no block (grouped-query heads
 /// in groups of 2 over 5 ranks: whole heads instead).
 #[derive(Debug, Clone, Default)]
-pub struct Grains(HashMap<usize, usize>, HashMap<usize, usize>);
+pub struct Grains(
+    HashMap<usize, usize>,
+    HashMap<usize, usize>,
+    /// `(query heads, key/value heads)` of the model's grouped-query attention, when it has
+    /// one kind ([`Layout::Block`] cuts axes in that many key/value blocks).
+    Option<(usize, usize)>,
+    /// The tensors on the key/value paths: from the K and V projections to the attention
+    /// (or the grouped-query repeat) that reads them; only they are cut in blocks.
+    HashSet<TensorId>,
+);
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
@@ -39,6 +49,7 @@ impl Grains {
         let mut grains = Grains::default();
         // (d, h, e): extent d = h heads × e, from a Reshape.
         let mut links: Vec<(usize, usize, usize)> = Vec::new();
+        let (mut gqa, mut kv_ends) = gqa_repeats(g);
         for nd in &g.nodes {
             match &nd.op {
                 Op::Reshape(_) => {
@@ -60,6 +71,10 @@ impl Grains {
                     if hkv == 0 || hq == 0 || !hq.is_multiple_of(hkv) {
                         continue;
                     }
+                    if hkv < hq {
+                        gqa.push((hq, hkv));
+                        kv_ends.extend(nd.inputs.get(1..3).into_iter().flatten().copied());
+                    }
                     if q.len() == 4 {
                         grains.ask(hq, hq / hkv);
                     } else if q[2].is_multiple_of(hq) && k[2].is_multiple_of(hkv) {
@@ -80,6 +95,15 @@ impl Grains {
             heads.ask(d, e);
         }
         grains.1 = heads.0;
+        gqa.sort_unstable();
+        gqa.dedup();
+        grains.2 = match gqa.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        if grains.2.is_some() {
+            grains.3 = kv_paths(g, kv_ends);
+        }
         // Follow the links both ways until nothing changes (a few passes: chains are short).
         for _ in 0..8 {
             let before = grains.0.clone();
@@ -149,7 +173,61 @@ impl Grains {
                 local[a] = e - s;
                 Some(local)
             }
+            Layout::Block(a) => {
+                let (s, e) = self.block_range(*shape.get(a)?, n, r)?;
+                let mut local = shape.to_vec();
+                local[a] = e - s;
+                Some(local)
+            }
         }
+    }
+
+    /// For [`Layout::Block`]: the key/value head each rank's query heads read when the
+    /// query heads split over `n` ranks in whole heads; `None` without grouped-query
+    /// attention, with at least `n` key/value heads, or when a rank's query heads would
+    /// read two key/value heads.
+    pub fn block_of_ranks(&self, n: usize) -> Option<Vec<usize>> {
+        let (hq, hkv) = self.2?;
+        if hkv >= n {
+            return None;
+        }
+        kv_head_of_ranks(&split_bounds(hq, 1, n)?, hq, hq, hkv)
+    }
+
+    /// Rank `r`'s range of an axis of `extent` in [`Layout::Block`]: its key/value head's
+    /// block of `extent / kv heads` elements.
+    pub fn block_range(&self, extent: usize, n: usize, r: usize) -> Option<(usize, usize)> {
+        let (_, hkv) = self.2?;
+        if extent == 0 || !extent.is_multiple_of(hkv) {
+            return None;
+        }
+        let b = *self.block_of_ranks(n)?.get(r)?;
+        let per = extent / hkv;
+        Some((b * per, (b + 1) * per))
+    }
+
+    /// Whether a tensor in [`Layout::Block`] along an axis of `extent` holds, on every rank,
+    /// that rank's chunk of the same axis split ([`Layout::Split`]), so a local slice turns
+    /// one into the other.
+    pub fn block_holds_split(&self, extent: usize, n: usize) -> bool {
+        let Some(split) = self.bounds(extent, n) else {
+            return false;
+        };
+        split.iter().enumerate().all(|(r, &(s, e))| {
+            self.block_range(extent, n, r)
+                .is_some_and(|(bs, be)| bs <= s && e <= be)
+        })
+    }
+
+    /// Whether `t` lies on a key/value path (from a K or V projection to its attention).
+    pub fn on_kv_path(&self, t: TensorId) -> bool {
+        self.3.contains(&t)
+    }
+
+    /// The key/value head count of Block layouts, when the model has one.
+    pub fn kv_blocks(&self, n: usize) -> Option<usize> {
+        self.block_of_ranks(n)?;
+        self.2.map(|(_, kv)| kv)
     }
 
     /// The largest local shape (rank 0's), what costs and memory count.
@@ -167,6 +245,74 @@ impl Grains {
             _ => false,
         }
     }
+}
+
+/// `(query heads, key/value heads)` of every grouped-query repeat spelled as exporters do:
+/// an Expand that broadcasts an axis of 1 to `g` right after a key/value head axis of `kv`,
+/// read by a Reshape that merges the two into one axis of `kv · g` query heads.
+fn gqa_repeats(g: &Graph) -> (Vec<(usize, usize)>, Vec<TensorId>) {
+    let mut readers: HashMap<tessera_ir::TensorId, Vec<&Node>> = HashMap::new();
+    for nd in &g.nodes {
+        for &i in &nd.inputs {
+            readers.entry(i).or_default().push(nd);
+        }
+    }
+    let (mut found, mut ends) = (Vec::new(), Vec::new());
+    for nd in &g.nodes {
+        let (Op::Expand(_), Some(&i), Some(&o)) = (&nd.op, nd.inputs.first(), nd.outputs.first())
+        else {
+            continue;
+        };
+        let (x, y) = (&g.tensor(i).shape, &g.tensor(o).shape);
+        if x.len() != y.len() || y.len() < 4 {
+            continue;
+        }
+        let grown: Vec<usize> = (0..y.len()).filter(|&a| x[a] != y[a]).collect();
+        let [a] = grown.as_slice() else { continue };
+        let (a, rep) = (*a, y[*a]);
+        if a == 0 || x[a] != 1 || rep < 2 {
+            continue;
+        }
+        let kv = y[a - 1];
+        let merged = readers.get(&o).into_iter().flatten().find_map(|r| {
+            let Op::Reshape(_) = r.op else { return None };
+            r.outputs.first().copied().filter(|&t| {
+                let z = &g.tensor(t).shape;
+                z.len() + 1 == y.len() && z.get(a - 1) == Some(&(kv * rep))
+            })
+        });
+        if let Some(m) = merged.filter(|_| kv > 1) {
+            found.push((kv * rep, kv));
+            ends.push(m);
+        }
+    }
+    (found, ends)
+}
+
+/// The tensors from each of `ends` back to the projection that starts it: producers are
+/// followed through every computed operand and stop at a MatMul or Gemm (the projection).
+fn kv_paths(g: &Graph, ends: Vec<TensorId>) -> HashSet<TensorId> {
+    let producers = g.producers();
+    let mut seen = HashSet::new();
+    let mut stack = ends;
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        let Some(p) = producers.get(t.index()).copied().flatten() else {
+            continue;
+        };
+        let nd = g.node(p);
+        if matches!(nd.op, Op::MatMul(_) | Op::Gemm(_)) {
+            continue;
+        }
+        stack.extend(
+            nd.inputs
+                .iter()
+                .filter(|&&i| producers.get(i.index()).copied().flatten().is_some()),
+        );
+    }
+    seen
 }
 
 /// The axes a reshape maps onto each other (equal element counts, ones left out): an input
@@ -329,8 +475,10 @@ pub fn consistent(g: &Graph, grains: &Grains, n: usize, f: &LocalForm) -> bool {
             ) else {
                 return false;
             };
+            // Key/value blocks hold, by construction, the head each rank's queries read.
+            let kv_block = matches!(f.inputs.get(1).map(|o| o.layout()), Some(Layout::Block(_)));
             if let (Some((q, kv)), Some((lq, lkv))) = (heads(full, fq, fk), heads(local, lq, lk)) {
-                if lq * kv != lkv * q {
+                if lq * kv != lkv * q && !kv_block {
                     return false;
                 }
             }

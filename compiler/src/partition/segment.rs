@@ -145,6 +145,22 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
                             .filter(|&a| shape[a] > 1 && splittable(a))
                             .map(Layout::Split),
                     );
+                    // Key/value blocks (grouped-query heads on more ranks than KV heads).
+                    if let Some(kv) = cx.grains.kv_blocks(cx.n) {
+                        let blockable = |a: usize| {
+                            let per = shape[a] / kv;
+                            let b: Vec<(usize, usize)> =
+                                (0..kv).map(|k| (k * per, (k + 1) * per)).collect();
+                            shape[a] >= kv
+                                && shape[a].is_multiple_of(kv)
+                                && g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
+                        };
+                        ls.extend(
+                            (0..shape.len())
+                                .filter(|&a| kv > 1 && blockable(a))
+                                .map(Layout::Block),
+                        );
+                    }
                 }
                 an.weight_layouts.insert(i, ls);
             }

@@ -288,6 +288,7 @@ fn layout_colour(layout: Layout) -> &'static str {
     match layout {
         Layout::Replicated => "#495057",
         Layout::Split(_) => "#2b8a3e",
+        Layout::Block(_) => "#1971c2",
         Layout::Partial => "#d9480f",
     }
 }

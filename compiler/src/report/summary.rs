@@ -301,6 +301,7 @@ fn matmul_strategy(plan: &Plan, step: &Step) -> Option<&'static str> {
         Layout::Partial => "row-split",
         Layout::Split(a) if a + 1 == rank => "column-split",
         Layout::Split(_) => "batch-split",
+        Layout::Block(_) => "kv-block",
         Layout::Replicated => "replicated",
     })
 }

@@ -8,7 +8,10 @@
 //! * all-to-all `axis → to_axis`: the `to_axis` chunks are moved to a leading `world`
 //!   axis, exchanged with grouped `ncclSend`/`ncclRecv`, and the received leading axis is
 //!   moved to `axis` and merged, as for all-gather;
-//! * broadcast from the group's first rank.
+//! * broadcast from the group's first rank;
+//! * a ragged split (per-member `counts`): all-gather and reduce-scatter pad every member's
+//!   piece to the largest count, move equal pieces, and cut the padding off (all-to-all of a
+//!   ragged split is refused with an error).
 //!
 //! A group that spans all ranks uses the world's communicator; any other group (a data
 //! group of a `[D, T]` mesh) uses its own sub-communicator ([`NcclComm::group_comm`],
@@ -123,12 +126,30 @@ pub fn nccl_collective(
     };
     let world = comm.world_size();
     if !spec.counts.is_empty() {
-        return Err(CudaError::Plan(format!(
-            "{} of a ragged split ({:?} per rank) is not supported on the CUDA backend yet; \
-             compile for a device count that divides the split axes, or run on CPU devices",
-            spec.kind.as_str(),
-            spec.counts
-        )));
+        let axis = need_axis(spec)?;
+        if spec.counts.len() != world {
+            return Err(CudaError::Plan(format!(
+                "{} with {} per-member counts in a group of {world}",
+                spec.kind.as_str(),
+                spec.counts.len()
+            )));
+        }
+        let me = comm.rank();
+        return match spec.kind {
+            CollectiveKind::AllGather => {
+                ragged_all_gather(lane, (comm, deadman), timeouts, spec, x, axis, me)
+            }
+            CollectiveKind::ReduceScatter => {
+                ragged_reduce_scatter(lane, (comm, deadman), timeouts, spec, x, axis, me)
+            }
+            _ => Err(CudaError::Plan(format!(
+                "{} of a ragged split ({:?} per rank) is not supported on the CUDA backend \
+                 yet; compile for a device count that divides the split axes, or run on CPU \
+                 devices",
+                spec.kind.as_str(),
+                spec.counts
+            ))),
+        };
     }
     match spec.kind {
         CollectiveKind::AllReduce => {
@@ -208,6 +229,112 @@ pub fn nccl_collective(
             )
         }
     }
+}
+
+/// `x` padded with zeros along `axis` to `len` elements.
+fn pad_to(
+    lane: &Lane,
+    x: &DeviceTensor,
+    axis: usize,
+    len: usize,
+) -> Result<DeviceTensor, CudaError> {
+    let have = x.shape.get(axis).copied().unwrap_or(0);
+    if have >= len {
+        return Ok(reshaped(x, x.shape.clone()));
+    }
+    let mut pad = x.shape.clone();
+    pad[axis] = len - have;
+    let zeros = DeviceTensor::zeros(lane, x.dtype, pad)?;
+    ops::movement::concat(lane, &[x, &zeros], axis)
+}
+
+/// All-gather of a ragged split (member r holds `spec.counts[r]` elements of `axis`): every
+/// member pads its piece to the largest count, NCCL gathers the equal pieces, and the
+/// padding is cut out of the concatenation.
+fn ragged_all_gather(
+    lane: &Lane,
+    (comm, deadman): (&mut Comm, &Deadman),
+    timeouts: NcclTimeouts,
+    spec: &CollectiveSpec,
+    x: &DeviceTensor,
+    axis: usize,
+    me: usize,
+) -> Result<DeviceTensor, CudaError> {
+    let counts = &spec.counts;
+    let (world, max) = (counts.len(), counts.iter().copied().max().unwrap_or(0));
+    if x.shape.get(axis) != counts.get(me) {
+        return Err(CudaError::Plan(format!(
+            "all_gather: member {me} holds {:?} but the plan says {:?} elements of axis {axis}",
+            x.shape,
+            counts.get(me)
+        )));
+    }
+    let padded = pad_to(lane, x, axis, max)?;
+    let out = wire(
+        lane,
+        (comm, deadman),
+        timeouts,
+        spec,
+        Wire::AllGather,
+        &padded,
+        padded.numel() * world,
+    )?;
+    let mut stacked = vec![world];
+    stacked.extend_from_slice(&padded.shape);
+    let full = unstack(lane, DeviceTensor::new(x.dtype, stacked, out), axis)?;
+    let pieces = counts
+        .iter()
+        .enumerate()
+        .map(|(r, &c)| ops::movement::take_range(lane, &full, axis, r * max, r * max + c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&DeviceTensor> = pieces.iter().collect();
+    ops::movement::concat(lane, &refs, axis)
+}
+
+/// Reduce-scatter to a ragged split: the input is cut into the members' ranges, each padded
+/// to the largest count, NCCL reduce-scatters the equal chunks, and each member cuts its
+/// padding off.
+fn ragged_reduce_scatter(
+    lane: &Lane,
+    (comm, deadman): (&mut Comm, &Deadman),
+    timeouts: NcclTimeouts,
+    spec: &CollectiveSpec,
+    x: &DeviceTensor,
+    axis: usize,
+    me: usize,
+) -> Result<DeviceTensor, CudaError> {
+    let counts = &spec.counts;
+    let (world, max) = (counts.len(), counts.iter().copied().max().unwrap_or(0));
+    if x.shape.get(axis) != Some(&counts.iter().sum()) || me >= world {
+        return Err(CudaError::Plan(format!(
+            "reduce_scatter of {:?} into {counts:?} along axis {axis}",
+            x.shape
+        )));
+    }
+    let mut start = 0;
+    let mut chunks = Vec::with_capacity(world);
+    for &c in counts {
+        let piece = ops::movement::take_range(lane, x, axis, start, start + c)?;
+        chunks.push(pad_to(lane, &piece, axis, max)?);
+        start += c;
+    }
+    let refs: Vec<&DeviceTensor> = chunks.iter().collect();
+    let even = ops::movement::concat(lane, &refs, axis)?;
+    let viewed = reshaped(&even, split_axis_shape(&even.shape, axis, world)?);
+    let front = ops::movement::move_axis(lane, &viewed, axis, 0)?;
+    let mut local = even.shape.clone();
+    local[axis] = max;
+    let out = wire(
+        lane,
+        (comm, deadman),
+        timeouts,
+        spec,
+        Wire::ReduceScatter,
+        &front,
+        even.numel() / world,
+    )?;
+    let mine = DeviceTensor::new(x.dtype, local, out);
+    ops::movement::take_range(lane, &mine, axis, 0, counts[me])
 }
 
 /// `[world, ...local]` → concatenation of the pieces along `axis` of `local`.

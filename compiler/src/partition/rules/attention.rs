@@ -111,16 +111,26 @@ pub(super) fn kv_replicated(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     if kv_head_of_ranks(&bounds, q[axis], hq, hkv).is_none() {
         return vec![];
     }
-    let mut inputs = vec![
-        t(nd.inputs[0], Layout::Split(axis)),
-        t(nd.inputs[1], Layout::Replicated),
-        t(nd.inputs[2], Layout::Replicated),
-    ];
-    if a.has_mask {
+    let mask = a.has_mask.then(|| {
         let m = nd.inputs[3];
-        inputs.push(t(m, aligned(cx.shape(m), 4, 1)));
+        t(m, aligned(cx.shape(m), 4, 1))
+    });
+    // K and V replicated, each rank slicing its head; or already in key/value blocks
+    // (each rank holding exactly its head: the op runs as is on the local heads).
+    let mut forms = Vec::new();
+    for (kv_layout, lowering) in [
+        (Layout::Replicated, Lowering::KvHeadSlice),
+        (Layout::Block(axis), Lowering::Op),
+    ] {
+        let mut inputs = vec![
+            t(nd.inputs[0], Layout::Split(axis)),
+            t(nd.inputs[1], kv_layout),
+            t(nd.inputs[2], kv_layout),
+        ];
+        inputs.extend(mask.clone());
+        forms.push((inputs, Layout::Split(axis), lowering));
     }
-    vec![(inputs, Layout::Split(axis), Lowering::KvHeadSlice)]
+    forms
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! `R` = replicated, `S(a)` = split on axis a, `P` = partial sum, `N` = number of devices.
 pub(crate) mod attention;
 pub mod dsl;
+mod kv_block;
 mod matmul;
 mod movement;
 
@@ -158,7 +159,9 @@ fn checked_forms(
     let mut forms: Vec<LocalForm> = Vec::new();
     for (rule_name, sigs) in by_rule {
         // A user's rules are theirs: only the built-in table must agree with the op specs.
-        let builtin = rule_name == "replicated" || dsl::table().iter().any(|r| r.name == rule_name);
+        // `kv-block` re-instantiates the other rules: the op's own rules answer for it.
+        let builtin = rule_name == "replicated"
+            || (rule_name != "kv-block" && dsl::table().iter().any(|r| r.name == rule_name));
         debug_assert!(
             sigs.is_empty() || !builtin || declares(&nd.op, rule_name),
             "rule '{}' fired on {} '{}', but the op's spec (tessera_ir::spec) does not name it",
