@@ -40,16 +40,11 @@ const TIED_HEAD: &str = "the tied embedding / LM head table (V*H*4 = 64 KiB) is 
      where Megatron all-reduces the vocab-parallel embedding and all-gathers the logits (2 \
      collectives, 40 KiB): at 2x16 the cpu cost model's per-collective latency makes one collective \
      cheaper, at 8 KiB more ring bytes per rank";
-const QKV_PLAN: &str =
-    "fused QKV + Split with 2 KV heads on 4 devices: another plan than separate Q/K/V";
 const INT8_PLAN: &str = "quantised weights are leaves split like f32 ones, but at 1 byte per \
      element the memory budget differs, so the search picks another (equally valid) plan than base";
 
 /// (variant, check, reason) of every check that fails today.
 const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    ("llama__qkv", "cost N=4", QKV_PLAN),
-    ("llama__qkv", "collectives N=4", QKV_PLAN),
-    ("llama__qkv", "ring_bytes N=4", QKV_PLAN),
     ("llama__int8", "cost N=2", INT8_PLAN),
     ("llama__int8", "collectives N=2", INT8_PLAN),
     ("llama__int8", "cost N=4", INT8_PLAN),

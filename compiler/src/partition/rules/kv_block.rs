@@ -15,7 +15,7 @@ use crate::partition::form::{Lowering, Operand};
 use tessera_ir::{Layout, NodeId};
 
 /// Rules whose forms are not plain "split in equal chunks" forms.
-const SKIP: &[&str] = &["kv-block", "attention-kv-replicated", "fused-section"];
+const SKIP: &[&str] = &["kv-block", "attention-kv-replicated"];
 
 pub(super) fn kv_block(cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
     let out_tensor = cx.g.node(node).outputs[out];
@@ -37,13 +37,13 @@ pub(super) fn kv_block(cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
         user_rules: Default::default(),
         grains: cx.grains.clone(),
     };
-    // A split of an axis in `kv` equal chunks becomes a block; replicas stay.
-    let block = |t: tessera_ir::TensorId, l: Layout| -> Option<Layout> {
+    // A split of an axis in `kv` equal chunks becomes a block; replicas stay. `extent_of`
+    // gives the operand's extent along an axis (a weight section's own).
+    let block = |extent_of: &dyn Fn(usize) -> Option<usize>, l: Layout| -> Option<Layout> {
         match l {
             Layout::Replicated => Some(l),
             Layout::Split(a) => {
-                let shape = &cx.g.tensor(t).shape;
-                let extent = *shape.get(a)?;
+                let extent = extent_of(a)?;
                 let even = cx
                     .grains
                     .bounds(extent, kv)
@@ -53,26 +53,43 @@ pub(super) fn kv_block(cx: &RuleCx, node: NodeId, out: usize) -> Vec<Sig> {
             _ => None,
         }
     };
+    let shape_extent =
+        |t: tessera_ir::TensorId| move |a: usize| cx.g.tensor(t).shape.get(a).copied();
     let mut sigs = Vec::new();
     for rule in dsl::table().iter().filter(|r| !SKIP.contains(&r.name())) {
         for (inputs, out_layout, lowering) in dsl::instantiate(rule, &on_kv, node, out) {
-            if lowering != Lowering::Op {
+            if !matches!(lowering, Lowering::Op | Lowering::FusedSection { .. }) {
                 continue;
             }
-            let Some(out_b @ Layout::Block(_)) = block(out_tensor, out_layout) else {
+            let Some(out_b @ Layout::Block(_)) = block(&shape_extent(out_tensor), out_layout)
+            else {
                 continue;
             };
             let ins = inputs
                 .iter()
                 .map(|o| match o {
-                    Operand::Tensor { t, layout } => {
-                        block(*t, *layout).map(|l| Operand::Tensor { t: *t, layout: l })
+                    Operand::Tensor { t, layout } => block(&shape_extent(*t), *layout)
+                        .map(|l| Operand::Tensor { t: *t, layout: l }),
+                    // A weight section (a fused projection's K or V columns): its own extent.
+                    Operand::View { t, section, layout } => {
+                        let (axis, start, end) = *section;
+                        let extent = |a: usize| {
+                            if a == axis {
+                                Some(end - start)
+                            } else {
+                                cx.g.tensor(*t).shape.get(a).copied()
+                            }
+                        };
+                        block(&extent, *layout).map(|l| Operand::View {
+                            t: *t,
+                            section: *section,
+                            layout: l,
+                        })
                     }
-                    Operand::View { .. } => None,
                 })
                 .collect::<Option<Vec<_>>>();
             if let Some(ins) = ins {
-                sigs.push((ins, out_b, Lowering::Op));
+                sigs.push((ins, out_b, lowering));
             }
         }
     }
