@@ -167,7 +167,15 @@ fn notes(g: &Graph, n: usize, sel: &Selection) -> Vec<String> {
             // [.., H*D] -> [.., H, D]: a head split of the last axis.
             if outs.len() == ins.len() + 1 && outs[..ins.len() - 1] == ins[..ins.len() - 1] {
                 let heads = outs[outs.len() - 2];
-                if heads > 1 && heads < n {
+                let in_blocks = sel.prod.values().any(|f| {
+                    f.tensor == nd.outputs[0] && matches!(f.out, tessera_ir::Layout::Block(_))
+                });
+                if heads > 1 && heads < n && in_blocks {
+                    out.push(format!(
+                        "Reshape '{}': {heads} key/value heads are fewer than {n} devices: each is held in a block by the devices whose query heads read it (Megatron's KV-head replication)",
+                        nd.name
+                    ));
+                } else if heads > 1 && heads < n {
                     out.push(format!(
                         "Reshape '{}': {heads} heads are fewer than {n} devices, so attention heads cannot be split (the attention runs on another axis or replicated)",
                         nd.name
