@@ -11,6 +11,9 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+mod conv_taps;
+#[cfg(test)]
+mod conv_tests;
 mod cumsum;
 mod einsum;
 mod fused;
