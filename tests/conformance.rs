@@ -578,3 +578,10 @@ fn pool_passes_its_backend_cases() {
     all_cases_pass("test_maxpool_2d", 10);
     all_cases_pass("test_averagepool_2d", 10);
 }
+
+/// Gemm (transposes, alpha, beta, C broadcasts): a few-row A with a transposed B takes the
+/// narrow A·Bᵀ kernel (`kernels/src/matmul_narrow.rs`), the rest the `gemm` crate.
+#[test]
+fn gemm_passes_its_backend_cases() {
+    all_cases_pass("test_gemm_", 11);
+}

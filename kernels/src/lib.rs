@@ -20,6 +20,7 @@ mod fused;
 mod gather;
 pub mod index;
 mod matmul;
+mod matmul_narrow;
 mod movement;
 mod norm;
 mod pad;
