@@ -562,3 +562,26 @@ fn gather_elements_passes_its_backend_cases() {
 fn rotary_embedding_passes_its_backend_cases() {
     all_cases_pass("test_rotary_embedding", 16);
 }
+
+/// Conv (dense, padded, strided, asymmetric pads, auto_pad SAME): the direct and im2col
+/// kernels walk precomputed tap runs (`kernels/src/conv_taps.rs`).
+#[test]
+fn conv_passes_its_backend_cases() {
+    all_cases_pass("test_basic_conv_with", 2);
+    all_cases_pass("test_conv_with_", 4);
+}
+
+/// MaxPool and AveragePool (2-D: pads, strides, dilations, ceil mode, same padding) over the
+/// same tap runs.
+#[test]
+fn pool_passes_its_backend_cases() {
+    all_cases_pass("test_maxpool_2d", 10);
+    all_cases_pass("test_averagepool_2d", 10);
+}
+
+/// Gemm (transposes, alpha, beta, C broadcasts): a few-row A with a transposed B takes the
+/// narrow A·Bᵀ kernel (`kernels/src/matmul_narrow.rs`), the rest the `gemm` crate.
+#[test]
+fn gemm_passes_its_backend_cases() {
+    all_cases_pass("test_gemm_", 11);
+}

@@ -3,10 +3,12 @@
 //! padding multiplies the input directly; a depthwise convolution (one input channel per
 //! group) accumulates kernel taps straight into the output. ConvTranspose is one GEMM
 //! (Wᵀ·X) and a col2im scatter-add.
+use super::conv_taps::{axpy_runs, copy_runs, TapTable};
 use super::matmul::{gemm_into, MatView};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
+use rayon::prelude::*;
 use tessera_ir::op::{ConvAttrs, ConvTransposeAttrs};
 use tessera_ir::spec::{transpose_out_extent, window_out_extent};
 use tessera_ir::{Tensor, TensorData};
@@ -85,10 +87,11 @@ pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) ->
     let mut out = vec![0f32; n * m * p_out];
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
+    let taps = TapTable::new(&win, &kidx);
     if cg == 1 {
-        depthwise(&win, &kidx, xv, wv, &mut out, n * c, mg, p_in);
+        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in));
     } else {
-        gemm_conv(&win, &kidx, xv, wv, &mut out, (n, c, m, g), bias.is_some())?;
+        gemm_conv(&win, &taps, xv, wv, &mut out, (n, c, m, g), bias.is_some())?;
     }
     let mut shape = vec![n, m];
     shape.extend(out_sp);
@@ -106,14 +109,14 @@ const GEMM_COLUMNS: usize = 4096;
 /// unpadded Conv of one image reads X directly), added to the bias already in `out`.
 fn gemm_conv(
     win: &Window,
-    kidx: &[Vec<usize>],
+    taps: &TapTable,
     xv: &[f32],
     wv: &[f32],
     out: &mut [f32],
     (n, c, m, g): (usize, usize, usize, usize),
     bias: bool,
 ) -> KResult<()> {
-    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), kidx.len());
+    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), taps.taps());
     let (cg, mg) = (c / g, m / g);
     let pointwise = kl == 1
         && p_in == p_out
@@ -144,7 +147,7 @@ fn gemm_conv(
                                 .copy_from_slice(&plane[ci * p_in..][..p_in]);
                         }
                     } else {
-                        im2col(win, kidx, plane, &mut col, cg, ld, j * p_out);
+                        im2col(taps, plane, &mut col, (cg, p_in), ld, j * p_out);
                     }
                 }
                 MatView::row_major(&col, 0, ld)
@@ -173,45 +176,28 @@ fn gemm_conv(
 }
 
 /// Fills columns `off..off + P_out` of `col` (`[cg·K, ld]`, row-major) from `cg` input
-/// planes.
+/// planes of `p_in` elements, walking the tap table's runs (positions no run covers are
+/// zero).
 fn im2col(
-    win: &Window,
-    kidx: &[Vec<usize>],
+    taps: &TapTable,
     x: &[f32],
     col: &mut [f32],
-    cg: usize,
+    (cg, p_in): (usize, usize),
     ld: usize,
     off: usize,
 ) {
-    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), kidx.len());
-    let l = win.drive.len() - 1;
-    let (stride, row_len) = (win.strides[l], win.drive[l]);
+    let (kl, stride, p_out) = (taps.taps(), taps.stride, taps.plane);
     vectorized(
         #[inline(always)]
         || {
             for ci in 0..cg {
                 let plane = &x[ci * p_in..(ci + 1) * p_in];
-                for (kp, ki) in kidx.iter().enumerate() {
+                for kp in 0..kl {
                     let dst = &mut col[(ci * kl + kp) * ld + off..][..p_out];
-                    let (lo, hi, a0) = win.inner_range(ki[l]);
-                    win.rows(ki, |row, src| {
-                        let d = &mut dst[row..row + row_len];
-                        match src {
-                            Some(o) if lo < hi => {
-                                d[..lo].fill(0.0);
-                                let src = &plane[o + a0..];
-                                if stride == 1 {
-                                    d[lo..hi].copy_from_slice(&src[..hi - lo]);
-                                } else {
-                                    for (j, v) in d[lo..hi].iter_mut().enumerate() {
-                                        *v = src[j * stride];
-                                    }
-                                }
-                                d[hi..].fill(0.0);
-                            }
-                            _ => d.fill(0.0),
-                        }
-                    });
+                    if !taps.full(kp) {
+                        dst.fill(0.0);
+                    }
+                    copy_runs(taps.runs(kp), stride, plane, dst);
                 }
             }
         },
@@ -219,59 +205,63 @@ fn im2col(
 }
 
 /// Depthwise-style convolution (one input channel per group): every output plane adds
-/// each kernel tap times the shifted input plane. `planes` is N·C.
-#[allow(clippy::too_many_arguments)]
+/// each kernel tap times the shifted input plane, run by run from the tap table (one table
+/// for all planes, so 2×2 and 4×4 planes cost a few short loops each). `planes` is N·C;
+/// output planes are split over the device's rayon threads when it has several.
 fn depthwise(
-    win: &Window,
-    kidx: &[Vec<usize>],
+    taps: &TapTable,
     x: &[f32],
     w: &[f32],
     out: &mut [f32],
-    planes: usize,
-    mg: usize,
-    p_in: usize,
+    (planes, mg, p_in): (usize, usize, usize),
 ) {
-    let (p_out, kl) = (win.drive_plane(), kidx.len());
-    let l = win.drive.len() - 1;
-    let stride = win.strides[l];
-    vectorized(
-        #[inline(always)]
-        || {
-            for pi in 0..planes {
-                let src_plane = &x[pi * p_in..(pi + 1) * p_in];
-                // Input plane pi = (image, channel c); its outputs are channels c·mg..
-                for j in 0..mg {
-                    let oc = pi * mg + j;
-                    let dst = &mut out[oc * p_out..(oc + 1) * p_out];
-                    // W has M = C·mg rows of K taps; this output channel's row is oc mod M.
-                    let wrow = &w[(oc % (w.len() / kl)) * kl..][..kl];
-                    for (kp, ki) in kidx.iter().enumerate() {
-                        let wk = wrow[kp];
-                        let (lo, hi, a0) = win.inner_range(ki[l]);
-                        if lo >= hi {
-                            continue;
+    let (p_out, kl, stride) = (taps.plane, taps.taps(), taps.stride);
+    if p_out == 0 || kl == 0 {
+        return;
+    }
+    // W has M = C·mg rows of K taps; output channel oc's row is oc mod M.
+    let m = w.len() / kl;
+    let one = |oc: usize, dst: &mut [f32]| {
+        let src_plane = &x[(oc / mg) * p_in..][..p_in];
+        let wrow = &w[(oc % m) * kl..][..kl];
+        for (kp, &wk) in wrow.iter().enumerate() {
+            axpy_runs(taps.runs(kp), stride, wk, src_plane, dst);
+        }
+    };
+    let total = planes * mg;
+    let threads = match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    };
+    let work = total * p_out * kl;
+    if threads > 1 && work >= PARALLEL_MIN_TAPS {
+        let per = total.div_ceil(threads * 4).max(1);
+        out.par_chunks_mut(per * p_out)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
+                            one(ci * per + j, dst);
                         }
-                        win.rows(ki, |row, src| {
-                            if let Some(o) = src {
-                                let s = &src_plane[o + a0..];
-                                let d = &mut dst[row + lo..row + hi];
-                                if stride == 1 {
-                                    for (dv, sv) in d.iter_mut().zip(s) {
-                                        *dv += wk * sv;
-                                    }
-                                } else {
-                                    for (j, dv) in d.iter_mut().enumerate() {
-                                        *dv += wk * s[j * stride];
-                                    }
-                                }
-                            }
-                        });
-                    }
+                    },
+                )
+            });
+    } else {
+        vectorized(
+            #[inline(always)]
+            || {
+                for (oc, dst) in out.chunks_exact_mut(p_out).enumerate() {
+                    one(oc, dst);
                 }
-            }
-        },
-    );
+            },
+        );
+    }
 }
+
+/// Multiply-adds below which a depthwise Conv stays on one thread (splitting costs more).
+const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
 /// Transposed convolution.
 pub(crate) fn conv_transpose(

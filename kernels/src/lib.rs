@@ -11,12 +11,16 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+mod conv_taps;
+#[cfg(test)]
+mod conv_tests;
 mod cumsum;
 mod einsum;
 mod fused;
 mod gather;
 pub mod index;
 mod matmul;
+mod matmul_narrow;
 mod movement;
 mod norm;
 mod pad;

@@ -2,6 +2,7 @@
 //!
 //! Floats multiply in f32; integers in f64 (exact below 2^53) and round back.
 use super::index::{broadcast_offsets, broadcast_shapes};
+use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::{describe, make, wrap_int, KResult};
 use tessera_ir::op::GemmAttrs;
 use tessera_ir::{DType, Tensor, TensorData};
@@ -305,9 +306,13 @@ pub(crate) fn gemm(
                 (_, Some(v)) => v.into_iter().map(|e| e as f32).collect(),
                 (_, None) => vec![0.0; m * n],
             };
-            let av = MatView::new(x, 0, a_rs, a_cs);
-            let bv = MatView::new(y, 0, b_rs, b_cs);
-            gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha, acc)?;
+            if !attrs.trans_a && attrs.trans_b && m <= NARROW_ROWS {
+                a_bt((m, n, k), x, y, attrs.alpha, acc, &mut out)?;
+            } else {
+                let av = MatView::new(x, 0, a_rs, a_cs);
+                let bv = MatView::new(y, 0, b_rs, b_cs);
+                gemm_into(m, n, k, &mut out, 0, av, bv, attrs.alpha, acc)?;
+            }
             make(a.dtype, vec![m, n], TensorData::F32(out))
         }
         (TensorData::I64(x), TensorData::I64(y)) => {

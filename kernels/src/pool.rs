@@ -1,5 +1,6 @@
 //! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`,
 //! walking each input plane once per kernel tap, one output row at a time.
+use super::conv_taps::TapTable;
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -71,23 +72,18 @@ fn taps<T: Copy>(
     f: impl Fn(&mut [T], &[T], usize),
 ) -> Vec<T> {
     let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
-    let l = win.drive.len() - 1;
-    let stride = win.strides[l];
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
+    // One table of runs per tap for all planes (no per-plane row geometry).
+    let table = TapTable::new(win, &kidx);
+    let stride = table.stride;
     let mut out = vec![init; planes * p_out];
     for pi in 0..planes {
         let src_plane = &x[pi * p_in..(pi + 1) * p_in];
         let dst = &mut out[pi * p_out..(pi + 1) * p_out];
-        for ki in &kidx {
-            let (lo, hi, a0) = win.inner_range(ki[l]);
-            if lo >= hi {
-                continue;
+        for kp in 0..kl {
+            for r in table.runs(kp) {
+                f(&mut dst[r.dst..r.dst + r.len], &src_plane[r.src..], stride);
             }
-            win.rows(ki, |row, src| {
-                if let Some(o) = src {
-                    f(&mut dst[row + lo..row + hi], &src_plane[o + a0..], stride);
-                }
-            });
         }
     }
     out

@@ -1,0 +1,122 @@
+//! Tap tables for direct convolution loops: for every kernel tap, the runs of output
+//! positions that read the input plane (an output offset, the input offset of the run's
+//! first element and its length; along a run the input advances by the last axis' stride).
+//! They depend only on the window geometry, so one table serves every plane of a Conv call:
+//! the depthwise loop and im2col walk these runs instead of recomputing the row geometry
+//! (and allocating its index vectors) per plane and tap, which dominated on 2×2 and 4×4
+//! planes.
+use super::window::Window;
+
+/// One run of a tap: `len` outputs from `dst` read the input from `src` on, `stride` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// Offset of the first output of the run in the output plane.
+    pub dst: usize,
+    /// Offset of the input element the first output reads.
+    pub src: usize,
+    /// Number of outputs in the run.
+    pub len: usize,
+}
+
+/// The runs of every kernel tap of one window, stored flat.
+pub(crate) struct TapTable {
+    runs: Vec<Run>,
+    /// `runs[starts[kp]..starts[kp + 1]]` are tap `kp`'s runs.
+    starts: Vec<usize>,
+    /// Whether tap `kp`'s runs cover the whole output plane (no padding reached).
+    full: Vec<bool>,
+    /// Input step along a run (the last axis' stride).
+    pub stride: usize,
+    /// Output plane size.
+    pub plane: usize,
+}
+
+impl TapTable {
+    /// Builds the table for every tap of `win` (`kidx[kp]` is tap `kp`'s kernel index).
+    pub fn new(win: &Window, kidx: &[Vec<usize>]) -> Self {
+        let l = win.drive.len() - 1;
+        let p_out = win.drive_plane();
+        let mut runs = Vec::new();
+        let mut starts = Vec::with_capacity(kidx.len() + 1);
+        let mut full = Vec::with_capacity(kidx.len());
+        for ki in kidx {
+            starts.push(runs.len());
+            let first = runs.len();
+            let (lo, hi, a0) = win.inner_range(ki[l]);
+            if lo < hi {
+                win.rows(ki, |row, src| {
+                    if let Some(o) = src {
+                        runs.push(Run {
+                            dst: row + lo,
+                            src: o + a0,
+                            len: hi - lo,
+                        });
+                    }
+                });
+            }
+            let covered: usize = runs[first..].iter().map(|r| r.len).sum();
+            full.push(covered == p_out);
+        }
+        starts.push(runs.len());
+        TapTable {
+            runs,
+            starts,
+            full,
+            stride: win.strides[l],
+            plane: p_out,
+        }
+    }
+
+    /// Tap `kp`'s runs.
+    #[inline(always)]
+    pub fn runs(&self, kp: usize) -> &[Run] {
+        &self.runs[self.starts[kp]..self.starts[kp + 1]]
+    }
+
+    /// Whether tap `kp` reads an input element for every output position.
+    #[inline(always)]
+    pub fn full(&self, kp: usize) -> bool {
+        self.full[kp]
+    }
+
+    /// Number of taps.
+    pub fn taps(&self) -> usize {
+        self.full.len()
+    }
+}
+
+/// Adds `wk ×` the input of every run of one tap into `dst`.
+#[inline(always)]
+pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: &mut [f32]) {
+    for r in runs {
+        let d = &mut dst[r.dst..r.dst + r.len];
+        if stride == 1 {
+            let s = &src[r.src..r.src + r.len];
+            for (dv, sv) in d.iter_mut().zip(s) {
+                *dv += wk * sv;
+            }
+        } else {
+            let s = &src[r.src..];
+            for (j, dv) in d.iter_mut().enumerate() {
+                *dv += wk * s[j * stride];
+            }
+        }
+    }
+}
+
+/// Copies the input of every run of one tap into `dst` (positions outside the runs keep
+/// their value; the caller zeroes them when the tap is not full).
+#[inline(always)]
+pub(crate) fn copy_runs(runs: &[Run], stride: usize, src: &[f32], dst: &mut [f32]) {
+    for r in runs {
+        let d = &mut dst[r.dst..r.dst + r.len];
+        if stride == 1 {
+            d.copy_from_slice(&src[r.src..r.src + r.len]);
+        } else {
+            let s = &src[r.src..];
+            for (j, dv) in d.iter_mut().enumerate() {
+                *dv = s[j * stride];
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Conv kernel paths (depthwise over tap tables, im2col + GEMM, pointwise, batched images,
+//! rayon-split depthwise) against a plain direct-loop reference, on random shapes with
+//! groups, dilation, stride, padding and tiny planes.
+use super::conv::conv;
+use tessera_ir::op::ConvAttrs;
+use tessera_ir::Tensor;
+
+/// Deterministic values in [-1, 1) (64-bit LCG).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// One 2-D case: X [n, c, h, w], W [m, c/g, kh, kw], stride, dilation, pads (t, l, b, r).
+struct Case {
+    x: [usize; 4],
+    m: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    g: usize,
+    bias: bool,
+}
+
+/// Direct 2-D convolution: every output sums every tap inside the input.
+fn reference(cs: &Case, x: &[f32], w: &[f32], b: Option<&[f32]>) -> (Vec<usize>, Vec<f32>) {
+    let [n, c, h, wd] = cs.x;
+    let (cg, mg) = (c / cs.g, cs.m / cs.g);
+    let oh = (h + cs.pads[0] + cs.pads[2] - cs.dil[0] * (cs.k[0] - 1) - 1) / cs.stride[0] + 1;
+    let ow = (wd + cs.pads[1] + cs.pads[3] - cs.dil[1] * (cs.k[1] - 1) - 1) / cs.stride[1] + 1;
+    let mut out = vec![0f32; n * cs.m * oh * ow];
+    for img in 0..n {
+        for oc in 0..cs.m {
+            let gi = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b.map_or(0.0, |b| b[oc]);
+                    for ci in 0..cg {
+                        for ky in 0..cs.k[0] {
+                            for kx in 0..cs.k[1] {
+                                let iy =
+                                    (oy * cs.stride[0] + ky * cs.dil[0]) as i64 - cs.pads[0] as i64;
+                                let ix =
+                                    (ox * cs.stride[1] + kx * cs.dil[1]) as i64 - cs.pads[1] as i64;
+                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
+                                    continue;
+                                }
+                                let xi =
+                                    ((img * c + gi * cg + ci) * h + iy as usize) * wd + ix as usize;
+                                let wi = ((oc * cg + ci) * cs.k[0] + ky) * cs.k[1] + kx;
+                                acc += x[xi] * w[wi];
+                            }
+                        }
+                    }
+                    out[((img * cs.m + oc) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    (vec![n, cs.m, oh, ow], out)
+}
+
+/// Runs the kernel and the reference on one case; returns the max abs difference.
+fn max_diff(cs: &Case, seed: u64) -> f32 {
+    let [n, c, h, wd] = cs.x;
+    let xs = values(n * c * h * wd, seed);
+    let ws = values(cs.m * (c / cs.g) * cs.k[0] * cs.k[1], seed + 1);
+    let bs = values(cs.m, seed + 2);
+    let attrs = ConvAttrs {
+        strides: cs.stride.to_vec(),
+        dilations: cs.dil.to_vec(),
+        pads: vec![cs.pads[0], cs.pads[1], cs.pads[2], cs.pads[3]],
+        group: cs.g,
+        depthwise: false,
+    };
+    let xt = Tensor::f32(cs.x.to_vec(), xs.clone());
+    let wt = Tensor::f32(vec![cs.m, c / cs.g, cs.k[0], cs.k[1]], ws.clone());
+    let bt = Tensor::f32(vec![cs.m], bs.clone());
+    let got = conv(&attrs, &xt, &wt, cs.bias.then_some(&bt)).expect("valid case");
+    let (shape, want) = reference(cs, &xs, &ws, cs.bias.then_some(&bs[..]));
+    assert_eq!(got.shape, shape);
+    let gv = got.as_f32().expect("f32 output");
+    gv.iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case(
+    x: [usize; 4],
+    m: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    g: usize,
+    bias: bool,
+) -> Case {
+    Case {
+        x,
+        m,
+        k,
+        stride,
+        dil,
+        pads,
+        g,
+        bias,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // Depthwise 3×3 / 5×5 on tiny planes (MobileNet's late stages), padded, strided.
+        case(
+            [8, 24, 2, 2],
+            24,
+            [5, 5],
+            [1, 1],
+            [1, 1],
+            [2, 2, 2, 2],
+            24,
+            true,
+        ),
+        case(
+            [8, 24, 4, 4],
+            24,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            24,
+            false,
+        ),
+        case(
+            [2, 16, 7, 7],
+            16,
+            [5, 5],
+            [2, 2],
+            [1, 1],
+            [2, 2, 2, 2],
+            16,
+            true,
+        ),
+        case(
+            [2, 8, 9, 6],
+            8,
+            [3, 3],
+            [2, 1],
+            [2, 2],
+            [2, 1, 1, 2],
+            8,
+            true,
+        ),
+        case(
+            [1, 4, 1, 1],
+            4,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            4,
+            true,
+        ),
+        // Depthwise with a channel multiplier (mg = 3).
+        case(
+            [2, 4, 5, 5],
+            12,
+            [3, 3],
+            [1, 2],
+            [1, 1],
+            [1, 0, 1, 1],
+            4,
+            true,
+        ),
+        // Pointwise 1×1 (one image, batched images), tiny planes.
+        case(
+            [1, 16, 3, 5],
+            8,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            [0, 0, 0, 0],
+            1,
+            true,
+        ),
+        case(
+            [8, 24, 2, 2],
+            40,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            [0, 0, 0, 0],
+            1,
+            false,
+        ),
+        // Strided 1×1 and padded 1×1 take im2col.
+        case(
+            [2, 6, 5, 5],
+            4,
+            [1, 1],
+            [2, 2],
+            [1, 1],
+            [0, 0, 0, 0],
+            1,
+            true,
+        ),
+        case(
+            [2, 6, 3, 3],
+            4,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            [1, 0, 0, 1],
+            1,
+            true,
+        ),
+        // Dense and grouped 3×3 / 7×7 with stride, dilation, asymmetric pads.
+        case(
+            [3, 6, 8, 7],
+            10,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            true,
+        ),
+        case(
+            [2, 6, 9, 9],
+            8,
+            [3, 2],
+            [2, 1],
+            [2, 3],
+            [0, 2, 3, 1],
+            2,
+            false,
+        ),
+        case(
+            [2, 3, 12, 12],
+            4,
+            [7, 7],
+            [2, 2],
+            [1, 1],
+            [3, 3, 3, 3],
+            1,
+            true,
+        ),
+        case(
+            [8, 16, 2, 2],
+            8,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            4,
+            true,
+        ),
+    ]
+}
+
+#[test]
+fn conv_paths_match_direct_reference() {
+    for (i, cs) in cases().iter().enumerate() {
+        let d = max_diff(cs, 11 + i as u64);
+        assert!(d < 1e-4, "case {i}: max abs diff {d}");
+    }
+}
+
+#[test]
+fn depthwise_split_over_threads_matches_reference() {
+    // Large enough (2·64·16·16·9 taps) to split over the pool's threads.
+    let cs = case(
+        [2, 64, 16, 16],
+        64,
+        [3, 3],
+        [1, 1],
+        [1, 1],
+        [1, 1, 1, 1],
+        64,
+        true,
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("a 3-thread pool");
+    let d = pool.install(|| max_diff(&cs, 5));
+    assert!(d < 1e-4, "max abs diff {d}");
+}
