@@ -21,7 +21,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
 mod elementwise;
-pub use attention::{AttentionMask, AttentionShape};
+pub use attention::{AttentionMask, AttentionShape, HeadLayout};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 
