@@ -168,6 +168,16 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                                 }
                             }
                         }
+                        Mask::Select(cond, ms, fill) if ms[3] == 1 => {
+                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                            // Contiguous condition row: a branch-free select that vectorises.
+                            row.iter_mut()
+                                .zip(&cond[mo..mo + sk])
+                                .for_each(|(s, &keep)| {
+                                    let z = scale(*s);
+                                    *s = if keep { z } else { fill };
+                                });
+                        }
                         Mask::Select(cond, ms, fill) => {
                             let mo = b * ms[0] + hh * ms[1] + i * ms[2];
                             for (j, s) in row.iter_mut().enumerate() {
