@@ -1,7 +1,7 @@
 //! Kernel fusion of one rank's program, for devices that run fused kernels
 //! ([`crate::device::Device::fuses`]; the CPU device does).
 //!
-//! Three patterns, each a chain whose intermediates are read by nothing else on the rank
+//! Five patterns, each a chain whose intermediates are read by nothing else on the rank
 //! (one consumer, not a plan output) and whose values are exactly f32:
 //!
 //! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`, in one
@@ -19,7 +19,9 @@
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
-//! * **Elementwise trees** (after the three above): any tree of elementwise and broadcasting
+//! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
+//!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
+//! * **Elementwise trees** (after the four above): any tree of elementwise and broadcasting
 //!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
 //!   `fuse/elementwise.rs`).
 //!
@@ -30,6 +32,7 @@
 //! unfused.
 mod attention;
 mod elementwise;
+mod rotary;
 
 use tessera_ir::op::BinaryOp;
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
@@ -76,7 +79,10 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
         }
     }
     for s in 0..steps.len() {
-        let found = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s));
+        let found = g
+            .add_layer_norm(s)
+            .or_else(|| g.matmul_epilogue(s))
+            .or_else(|| g.rotary(s));
         if let Some(f) = found {
             g.claim(&f);
             fused.push(f);
