@@ -35,7 +35,9 @@ mod unary;
 mod window;
 
 pub use cast::cast_tensor;
-pub use fused::{eval_fused, AttentionMask, AttentionShape, ElementwiseProgram, EwInstr, FusedOp};
+pub use fused::{
+    eval_fused, AttentionMask, AttentionShape, ElementwiseProgram, EwInstr, FusedOp, HeadLayout,
+};
 pub use range::range;
 
 /// A kernel failed (bad operand types or shapes that inference should have caught).

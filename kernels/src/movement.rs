@@ -1,7 +1,7 @@
 //! Data-movement ops: Reshape, Transpose, Concat, Split, Slice, Expand.
 use super::binary::broadcast_to;
 use super::index::{broadcast_shapes, strided_offsets, strides};
-use super::{describe, make, map_storage, take, Elem, KResult};
+use super::{describe, make, map_storage, Elem, KResult};
 use tessera_ir::op::SliceAttrs;
 use tessera_ir::spec::slice_len;
 use tessera_ir::{Tensor, TensorData};
@@ -40,20 +40,31 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
 /// (all axes but the last), then a contiguous copy when the last axis stays innermost, else a
 /// strided loop.
 fn permute<T: Copy>(v: &[T], out_shape: &[usize], s: &[isize]) -> Vec<T> {
-    let n: usize = out_shape.iter().product();
-    let rank = out_shape.len();
-    if rank == 0 || n == 0 {
-        return v[..n].to_vec();
+    gather_rows(v, out_shape, s, 0)
+}
+
+/// The elements of `v` at `base + Σ iₐ·s[a]` over the indices of `shape`, in row-major
+/// order: one offset per row (all axes but the last), then a contiguous copy of the row when
+/// its stride is 1, else a strided loop (strides may be negative; every offset is in range
+/// by construction of the caller).
+fn gather_rows<T: Copy>(v: &[T], shape: &[usize], s: &[isize], base: isize) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let rank = shape.len();
+    if n == 0 {
+        return Vec::new();
     }
-    let inner = out_shape[rank - 1];
-    let step = s[rank - 1] as usize;
-    let rows = strided_offsets(&out_shape[..rank - 1], &s[..rank - 1], 0);
+    if rank == 0 {
+        return vec![v[base as usize]];
+    }
+    let inner = shape[rank - 1];
+    let step = s[rank - 1];
+    let rows = strided_offsets(&shape[..rank - 1], &s[..rank - 1], base);
     let mut out = Vec::with_capacity(n);
     for r in rows {
         if step == 1 {
             out.extend_from_slice(&v[r..r + inner]);
         } else {
-            out.extend((0..inner).map(|j| v[r + j * step]));
+            out.extend((0..inner as isize).map(|j| v[(r as isize + j * step) as usize]));
         }
     }
     out
@@ -126,11 +137,11 @@ pub(crate) fn split(axis: usize, sizes: &[usize], x: &Tensor) -> KResult<Vec<Ten
     for &size in sizes {
         let mut shape = x.shape.clone();
         shape[axis] = size;
-        let idx = strided_offsets(&shape, &s, start as isize * s[axis]);
+        let base = start as isize * s[axis];
         outs.push(make(
             x.dtype,
-            shape,
-            map_storage!(&x.data, v => take(v, &idx)),
+            shape.clone(),
+            map_storage!(&x.data, v => gather_rows(v, &shape, &s, base)),
         )?);
         start += size;
     }
@@ -186,8 +197,8 @@ pub(crate) fn slice(a: &SliceAttrs, x: &Tensor) -> KResult<Tensor> {
                 .ok_or_else(|| format!("slice step {step} overflows on axis {axis}"))?
         };
     }
-    let idx = strided_offsets(&shape, &s, base);
-    make(x.dtype, shape, map_storage!(&x.data, v => take(v, &idx)))
+    let data = map_storage!(&x.data, v => gather_rows(v, &shape, &s, base));
+    make(x.dtype, shape, data)
 }
 
 /// Broadcast to `shape` (numpy rules, as ONNX Expand).
@@ -334,5 +345,46 @@ mod tests {
         );
         assert_eq!(reshape(&[1, 3], &x).unwrap().shape, vec![1, 3]);
         assert!(reshape(&[4], &x).is_err());
+    }
+}
+
+#[cfg(test)]
+mod row_copy_tests {
+    use super::*;
+    use crate::take;
+
+    /// Slice and Split copy whole rows; the result equals the per-element offset gather
+    /// they replaced, for contiguous, strided and reversed last axes, and every dtype class.
+    #[test]
+    fn row_copies_equal_the_element_gather() {
+        let shape = vec![2, 3, 5];
+        let x = Tensor::i64(shape.clone(), (0..30).collect());
+        let s: Vec<isize> = strides(&shape).into_iter().map(|v| v as isize).collect();
+        for (axes, starts, ends, steps) in [
+            (vec![2], vec![1], vec![4], vec![1]),
+            (vec![1, 2], vec![0, 4], vec![3, i64::MIN], vec![2, -2]),
+            (vec![0, 2], vec![1, 0], vec![2, 5], vec![1, 3]),
+        ] {
+            let a = SliceAttrs {
+                axes: axes.clone(),
+                starts: starts.clone(),
+                ends,
+                steps: steps.clone(),
+            };
+            let got = slice(&a, &x).unwrap();
+            // The old path: one offset per element.
+            let mut st = s.clone();
+            let mut base = 0isize;
+            for (i, &ax) in axes.iter().enumerate() {
+                base += starts[i] as isize * s[ax];
+                st[ax] = s[ax] * steps[i] as isize;
+            }
+            let idx = strided_offsets(&got.shape, &st, base);
+            assert_eq!(got.as_i64().unwrap(), take(x.as_i64().unwrap(), &idx));
+        }
+        let f = Tensor::f32(shape.clone(), (0..30).map(|e| e as f32).collect());
+        let parts = split(2, &[2, 3], &f).unwrap();
+        let idx = strided_offsets(&[2, 3, 3], &s, 2);
+        assert_eq!(parts[1].as_f32().unwrap(), take(f.as_f32().unwrap(), &idx));
     }
 }

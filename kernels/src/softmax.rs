@@ -21,8 +21,12 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    out.chunks_exact_mut(n)
-                        .for_each(|row| softmax_row(row, log))
+                    // A `for` loop, not `for_each`: `for_each` runs through an outlined
+                    // `Iterator::fold` compiled without the AVX-512 features of this
+                    // region (measured: 3.4 ms per [8, 4, 128, 128] Softmax in real/llama).
+                    for row in out.chunks_exact_mut(n) {
+                        softmax_row(row, log);
+                    }
                 },
             );
         }

@@ -219,3 +219,102 @@ fn bias_residual_layer_norm_fuse() {
     assert_eq!(fused, BTreeMap::from([("fused Add+LayerNorm", 1)]));
     assert_eq!(steps, 3, "the bias Add, the residual Add and the LayerNorm");
 }
+
+/// Llama: q `[B, H, S, D]` and k, v `[B, Hk, S, D]` come already split into heads (the rotary
+/// embedding works on them), k and v repeated over the query-head groups by Reshape +
+/// Expand + Reshape (grouped-query attention), the scores multiplied by the scale and a
+/// causal mask added: one fused attention, matching the reference executor.
+#[test]
+fn head_major_grouped_query_attention_fuses() {
+    let (bsz, s, h, hk, d) = (2, 5, 4, 2, 3);
+    let mut g = Graph::new();
+    let q = g.add_input("q", DType::F32, vec![bsz, h, s, d]);
+    let k = g.add_input("k", DType::F32, vec![bsz, hk, s, d]);
+    let v = g.add_input("v", DType::F32, vec![bsz, hk, s, d]);
+    let mask = g.add_input("mask", DType::F32, vec![1, 1, s, s]);
+    let c = scalar(&mut g, "scale", 1.0 / (d as f32).sqrt());
+    let repeat = |g: &mut Graph, x: TensorId, name: &str| {
+        let shape = vec![bsz, hk, 1, s, d];
+        let r = Op::Reshape(ReshapeAttrs {
+            shape: shape.clone(),
+        });
+        let r = f32_node(g, &format!("{name}_r1"), r, vec![x], shape);
+        let shape = vec![bsz, hk, h / hk, s, d];
+        let e = Op::Expand(ExpandAttrs {
+            shape: shape.clone(),
+        });
+        let e = f32_node(g, &format!("{name}_e"), e, vec![r], shape);
+        let shape = vec![bsz, h, s, d];
+        let r = Op::Reshape(ReshapeAttrs {
+            shape: shape.clone(),
+        });
+        f32_node(g, &format!("{name}_r2"), r, vec![e], shape)
+    };
+    let k4 = repeat(&mut g, k, "k");
+    let v4 = repeat(&mut g, v, "v");
+    let t = Op::Transpose(TransposeAttrs {
+        perm: vec![0, 1, 3, 2],
+    });
+    let kt = f32_node(&mut g, "k_t", t, vec![k4], vec![bsz, h, d, s]);
+    let sc = vec![bsz, h, s, s];
+    let mm = Op::MatMul(MatMulAttrs {});
+    let scores = f32_node(&mut g, "qk", mm.clone(), vec![q, kt], sc.clone());
+    let z = binary_node(&mut g, "scale", BinaryOp::Mul, [scores, c], sc.clone());
+    let zm = binary_node(&mut g, "mask", BinaryOp::Add, [z, mask], sc.clone());
+    let sm = Op::Softmax(SoftmaxAttrs {
+        axis: 3,
+        log: false,
+    });
+    let p = f32_node(&mut g, "softmax", sm, vec![zm], sc);
+    let o = f32_node(&mut g, "pv", mm, vec![p, v4], vec![bsz, h, s, d]);
+    g.outputs.push(o);
+    let causal: Vec<f32> = (0..s * s)
+        .map(|e| if e % s > e / s { f32::MIN } else { 0.0 })
+        .collect();
+    let inputs = BTreeMap::from([
+        ("q".to_string(), rand_f32(&[bsz, h, s, d], 9)),
+        ("k".to_string(), rand_f32(&[bsz, hk, s, d], 10)),
+        ("v".to_string(), rand_f32(&[bsz, hk, s, d], 11)),
+        ("mask".to_string(), Tensor::f32(vec![1, 1, s, s], causal)),
+    ]);
+    let (fused, steps) = run_fused_steps(g, &inputs, false);
+    assert_eq!(fused, BTreeMap::from([("fused Attention", 1)]));
+    // 2 × (Reshape + Expand + Reshape), Kᵀ, QKᵀ, Mul, mask Add, Softmax, ·V.
+    assert_eq!(steps, 12);
+}
+
+/// Llama's rotary embedding, `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
+/// Concat, Mul, Mul, Add: one kernel, bitwise equal to the reference executor.
+#[test]
+fn rotary_embedding_fuses() {
+    let (bsz, h, s, d) = (2, 3, 5, 8);
+    let shape = vec![bsz, h, s, d];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, shape.clone());
+    let cos = inline_weight(&mut g, "cos", rand_f32(&[1, 1, s, d], 12));
+    let sin = inline_weight(&mut g, "sin", rand_f32(&[1, 1, s, d], 13));
+    let half_shape = vec![bsz, h, s, d / 2];
+    let half = |g: &mut Graph, name: &str, start: i64, end: i64| {
+        let op = Op::Slice(SliceAttrs {
+            axes: vec![3],
+            starts: vec![start],
+            ends: vec![end],
+            steps: vec![1],
+        });
+        f32_node(g, name, op, vec![x], half_shape.clone())
+    };
+    let x1 = half(&mut g, "x1", 0, d as i64 / 2);
+    let x2 = half(&mut g, "x2", d as i64 / 2, d as i64);
+    let neg = Op::Unary(UnaryAttrs { kind: UnaryOp::Neg });
+    let n = f32_node(&mut g, "neg", neg, vec![x2], half_shape.clone());
+    let cat = Op::Concat(AxisAttrs { axis: 3 });
+    let rot = f32_node(&mut g, "rot", cat, vec![n, x1], shape.clone());
+    let a = binary_node(&mut g, "xc", BinaryOp::Mul, [x, cos], shape.clone());
+    let b = binary_node(&mut g, "rs", BinaryOp::Mul, [sin, rot], shape.clone());
+    let y = binary_node(&mut g, "y", BinaryOp::Add, [b, a], shape.clone());
+    g.outputs.push(y);
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&shape, 14))]);
+    let (fused, steps) = run_fused_steps(g, &inputs, true);
+    assert_eq!(fused, BTreeMap::from([("fused Rotary", 1)]));
+    assert_eq!(steps, 7);
+}

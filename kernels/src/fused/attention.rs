@@ -18,8 +18,13 @@ pub struct AttentionShape {
     pub q_len: usize,
     /// Key/value length Sk.
     pub kv_len: usize,
-    /// Heads H.
+    /// Heads H (of q and of the output).
     pub heads: usize,
+    /// Key/value heads Hk (H is a multiple; query head `hh` reads kv head `hh / (H / Hk)`:
+    /// grouped-query attention's repeat of each kv head, `Expand` of `[B, Hk, 1, Sk, D]`).
+    pub kv_heads: usize,
+    /// Layouts of q, k and v.
+    pub layouts: [HeadLayout; 3],
     /// Head size D.
     pub head_dim: usize,
     /// The scores are multiplied by `c` instead of divided.
@@ -29,6 +34,26 @@ pub struct AttentionShape {
     /// Output shape: `[B, H, Sq, D]`, or `[B, Sq, H·D]` (heads merged back) when the chain
     /// ended in Transpose + Reshape.
     pub out_shape: Vec<usize>,
+}
+
+/// Where a fused attention's q, k or v comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// `[B, S, heads·D]`, tokens first (split into heads by the fused Reshape + Transpose).
+    TokenMajor,
+    /// `[B, heads, S, D]`, heads already split (e.g. after a rotary embedding).
+    HeadMajor,
+}
+
+impl HeadLayout {
+    /// Offset of head `hh`'s first row in batch `b` and the row stride, for a tensor of
+    /// `heads` heads of `s` rows of `d`.
+    fn head(self, b: usize, hh: usize, heads: usize, s: usize, d: usize) -> (usize, usize) {
+        match self {
+            HeadLayout::TokenMajor => (b * s * heads * d + hh * d, heads * d),
+            HeadLayout::HeadMajor => ((b * heads + hh) * s * d, d),
+        }
+    }
 }
 
 /// The mask of a fused attention; its tensors broadcast to `[B, H, Sq, Sk]`.
@@ -66,19 +91,27 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
     expect_inputs(inputs, 4 + extra)?;
     let (bsz, sq, sk, h, d) = (a.batch, a.q_len, a.kv_len, a.heads, a.head_dim);
     let hd = h * d;
+    let hk = a.kv_heads;
+    if hk == 0 || h % hk != 0 {
+        return Err(format!(
+            "{h} query heads are not a multiple of {hk} kv heads"
+        ));
+    }
+    let group = h / hk;
     let (q, k, v) = (
         f32s(inputs[0], "q")?,
         f32s(inputs[1], "k")?,
         f32s(inputs[2], "v")?,
     );
-    if q.len() != bsz * sq * hd || k.len() != bsz * sk * hd || v.len() != bsz * sk * hd {
+    if q.len() != bsz * sq * hd || k.len() != bsz * sk * hk * d || v.len() != bsz * sk * hk * d {
         return Err(format!(
-            "q {}, k {}, v {} do not hold [B={bsz}, S, H={h}, D={d}] with Sq={sq}, Sk={sk}",
+            "q {}, k {}, v {} do not hold B={bsz}, H={h} (kv {hk}), D={d} with Sq={sq}, Sk={sk}",
             describe(inputs[0]),
             describe(inputs[1]),
             describe(inputs[2])
         ));
     }
+    let [q_lay, k_lay, v_lay] = a.layouts;
     let c = scalar(inputs[3], "scale")?;
     let full = [bsz, h, sq, sk];
     let mask = match a.mask {
@@ -107,12 +140,12 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                 ctx: &mut [f32],
                 direct: Option<&mut [f32]>|
      -> KResult<()> {
-        let base_q = b * sq * hd + hh * d;
-        let base_kv = b * sk * hd + hh * d;
-        // scores = Q_bh · K_bhᵀ: Q rows are tokens (stride H·D); Kᵀ element (e, j) is
-        // k[b, j, hh, e].
-        let qv = MatView::row_major(q, base_q, hd);
-        let ktv = MatView::col_major(k, base_kv, hd);
+        let (base_q, q_rs) = q_lay.head(b, hh, h, sq, d);
+        let (base_k, k_rs) = k_lay.head(b, hh / group, hk, sk, d);
+        let (base_v, v_rs) = v_lay.head(b, hh / group, hk, sk, d);
+        // scores = Q_bh · K_bhᵀ: Q rows are tokens; Kᵀ element (e, j) is key j's e.
+        let qv = MatView::row_major(q, base_q, q_rs);
+        let ktv = MatView::col_major(k, base_k, k_rs);
         gemm_into(sq, sk, d, scores, 0, qv, ktv, 1.0, false)?;
         vectorized(
             #[inline(always)]
@@ -135,6 +168,16 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                                 }
                             }
                         }
+                        Mask::Select(cond, ms, fill) if ms[3] == 1 => {
+                            let mo = b * ms[0] + hh * ms[1] + i * ms[2];
+                            // Contiguous condition row: a branch-free select that vectorises.
+                            row.iter_mut()
+                                .zip(&cond[mo..mo + sk])
+                                .for_each(|(s, &keep)| {
+                                    let z = scale(*s);
+                                    *s = if keep { z } else { fill };
+                                });
+                        }
                         Mask::Select(cond, ms, fill) => {
                             let mo = b * ms[0] + hh * ms[1] + i * ms[2];
                             for (j, s) in row.iter_mut().enumerate() {
@@ -151,7 +194,7 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             },
         );
         let pv = MatView::row_major(scores, 0, sk);
-        let vv = MatView::row_major(v, base_kv, hd);
+        let vv = MatView::row_major(v, base_v, v_rs);
         match direct {
             Some(dst) => gemm_into(sq, d, sk, dst, 0, pv, vv, 1.0, false),
             None => gemm_into(sq, d, sk, ctx, 0, pv, vv, 1.0, false),
@@ -286,6 +329,8 @@ mod tests {
             q_len: s,
             kv_len: s,
             heads: h,
+            kv_heads: h,
+            layouts: [HeadLayout::TokenMajor; 3],
             head_dim: d,
             scale_mul: false,
             mask,
@@ -343,6 +388,8 @@ mod tests {
                     q_len: sq,
                     kv_len: sk,
                     heads: h,
+                    kv_heads: h,
+                    layouts: [HeadLayout::TokenMajor; 3],
                     head_dim: d,
                     scale_mul: false,
                     mask: AttentionMask::None,
@@ -392,5 +439,97 @@ mod tests {
         // A non-bool condition is refused by name.
         let err = eval_fused(&op, &[&q, &k, &v, &c, &fill, &fill]).unwrap_err();
         assert!(err.to_string().contains("condition"), "{err}");
+    }
+
+    /// Llama-style: q `[B, H, S, D]` and k, v `[B, Hk, S, D]` already split into heads (after
+    /// the rotary embedding), the kv heads repeated by Reshape + Expand + Reshape (GQA), the
+    /// scores multiplied by the scale and a causal additive mask.
+    #[test]
+    fn head_major_grouped_query_attention_equals_the_unfused_chain() {
+        let (b, s, h, hk, d) = (2, 6, 4, 2, 3);
+        let q = rand(vec![b, h, s, d], 31);
+        let k = rand(vec![b, hk, s, d], 32);
+        let v = rand(vec![b, hk, s, d], 33);
+        let c = Tensor::f32(vec![], vec![0.5]);
+        let causal: Vec<f32> = (0..s * s)
+            .map(|e| if e % s > e / s { f32::MIN } else { 0.0 })
+            .collect();
+        let m = Tensor::f32(vec![1, 1, s, s], causal);
+        let repeat = |t: &Tensor| {
+            let r = |t: &Tensor, shape: Vec<usize>| run(Op::Reshape(ReshapeAttrs { shape }), &[t]);
+            let e = run(
+                Op::Expand(ExpandAttrs {
+                    shape: vec![b, hk, h / hk, s, d],
+                }),
+                &[&r(t, vec![b, hk, 1, s, d])],
+            );
+            r(&e, vec![b, h, s, d])
+        };
+        let kt = run(
+            Op::Transpose(TransposeAttrs {
+                perm: vec![0, 1, 3, 2],
+            }),
+            &[&repeat(&k)],
+        );
+        let sc = run(Op::MatMul(MatMulAttrs {}), &[&q, &kt]);
+        let z = bin(BinaryOp::Add, &bin(BinaryOp::Mul, &sc, &c), &m);
+        let p = run(
+            Op::Softmax(SoftmaxAttrs {
+                axis: 3,
+                log: false,
+            }),
+            &[&z],
+        );
+        let want = run(Op::MatMul(MatMulAttrs {}), &[&p, &repeat(&v)]);
+        let merged = run(
+            Op::Reshape(ReshapeAttrs {
+                shape: vec![b, s, h * d],
+            }),
+            &[&run(
+                Op::Transpose(TransposeAttrs {
+                    perm: vec![0, 2, 1, 3],
+                }),
+                &[&want],
+            )],
+        );
+        for (out_shape, want) in [(vec![b, h, s, d], &want), (vec![b, s, h * d], &merged)] {
+            let op = FusedOp::Attention(AttentionShape {
+                batch: b,
+                q_len: s,
+                kv_len: s,
+                heads: h,
+                kv_heads: hk,
+                layouts: [HeadLayout::HeadMajor; 3],
+                head_dim: d,
+                scale_mul: true,
+                mask: AttentionMask::Add,
+                out_shape: out_shape.clone(),
+            });
+            let got = eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap();
+            assert_eq!(got.shape, out_shape);
+            let worst = max_abs_diff(&got, want);
+            assert!(worst < 1e-6, "max abs difference {worst}");
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let par = pool.install(|| eval_fused(&op, &[&q, &k, &v, &c, &m]).unwrap());
+            assert_eq!(par, got);
+        }
+        // kv heads that do not divide the query heads are refused by name.
+        let op = FusedOp::Attention(AttentionShape {
+            batch: b,
+            q_len: s,
+            kv_len: s,
+            heads: h,
+            kv_heads: 3,
+            layouts: [HeadLayout::HeadMajor; 3],
+            head_dim: d,
+            scale_mul: true,
+            mask: AttentionMask::None,
+            out_shape: vec![b, h, s, d],
+        });
+        let err = eval_fused(&op, &[&q, &k, &v, &c]).unwrap_err();
+        assert!(err.to_string().contains("kv heads"), "{err}");
     }
 }

@@ -21,7 +21,8 @@ use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
 mod elementwise;
-pub use attention::{AttentionMask, AttentionShape};
+mod rotary;
+pub use attention::{AttentionMask, AttentionShape, HeadLayout};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 
@@ -54,6 +55,10 @@ pub enum FusedOp {
     /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
     /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
     Attention(AttentionShape),
+    /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
+    /// `x`, `rotate_half(x) = concat(-x[.., h..], x[.., ..h])` (inputs x, cos, sin; cos and
+    /// sin broadcast to x with whole rows).
+    Rotary,
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
@@ -67,6 +72,7 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
+            FusedOp::Rotary => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
         }
     }
@@ -82,6 +88,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
+        FusedOp::Rotary => rotary::rotary(inputs),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
     };
     r.map_err(|msg| KernelError {

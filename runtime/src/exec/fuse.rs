@@ -1,7 +1,7 @@
 //! Kernel fusion of one rank's program, for devices that run fused kernels
 //! ([`crate::device::Device::fuses`]; the CPU device does).
 //!
-//! Three patterns, each a chain whose intermediates are read by nothing else on the rank
+//! Five patterns, each a chain whose intermediates are read by nothing else on the rank
 //! (one consumer, not a plan output) and whose values are exactly f32:
 //!
 //! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`, in one
@@ -19,7 +19,9 @@
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
-//! * **Elementwise trees** (after the three above): any tree of elementwise and broadcasting
+//! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
+//!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
+//! * **Elementwise trees** (after the four above): any tree of elementwise and broadcasting
 //!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
 //!   `fuse/elementwise.rs`).
 //!
@@ -28,12 +30,14 @@
 //! for last-bit GEMM rounding in attention), so `--check` (fused run vs the unfused
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
+mod attention;
 mod elementwise;
+mod rotary;
 
 use tessera_ir::op::BinaryOp;
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
-use tessera_kernels::{AttentionMask, AttentionShape, FusedOp};
+use tessera_kernels::FusedOp;
 
 /// A fused chain of steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +79,10 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
         }
     }
     for s in 0..steps.len() {
-        let found = g.add_layer_norm(s).or_else(|| g.matmul_epilogue(s));
+        let found = g
+            .add_layer_norm(s)
+            .or_else(|| g.matmul_epilogue(s))
+            .or_else(|| g.rotary(s));
         if let Some(f) = found {
             g.claim(&f);
             fused.push(f);
@@ -221,179 +228,6 @@ impl<'a> Program<'a> {
             [a, b] if *b == x && *a != x => Some(*a),
             _ => None,
         }
-    }
-
-    /// `Transpose(perm)` of `Reshape(src → [b, s, h, d])`, the intermediates read only along
-    /// the chain ending at step `by`: returns (src, [b, s, h, d], the chain's steps). For
-    /// `perm = [0, 2, 3, 1]` (Kᵀ) the transpose may also come as `[0, 2, 1, 3]` followed by
-    /// `[0, 1, 3, 2]`, as GPT-2 exports it.
-    fn heads(
-        &self,
-        v: ValueId,
-        by: usize,
-        perm: &[usize],
-    ) -> Option<(ValueId, [usize; 4], Vec<usize>)> {
-        let t = self.internal(v, by)?;
-        let Op::Transpose(a) = self.op(t)? else {
-            return None;
-        };
-        let mut steps = vec![t];
-        let mut t = t;
-        if perm == [0, 2, 3, 1] && a.perm == [0, 1, 3, 2] {
-            let t0 = self.internal(self.input(t, 0)?, t)?;
-            match self.op(t0)? {
-                Op::Transpose(a0) if a0.perm == [0, 2, 1, 3] => {}
-                _ => return None,
-            }
-            steps.push(t0);
-            t = t0;
-        } else if a.perm != perm {
-            return None;
-        }
-        let r = self.internal(self.input(t, 0)?, t)?;
-        let Op::Reshape(a) = self.op(r)? else {
-            return None;
-        };
-        let [b, s, h, d] = a.shape[..] else {
-            return None;
-        };
-        let src = self.input(r, 0)?;
-        steps.push(r);
-        self.is_f32(src).then_some((src, [b, s, h, d], steps))
-    }
-
-    fn attention(&self, sm: usize) -> Option<Fused> {
-        let Op::Softmax(a) = self.op(sm)? else {
-            return None;
-        };
-        let x = self.input(sm, 0)?;
-        let &[bsz, h, sq, sk] = self.shape(x) else {
-            return None;
-        };
-        if a.log || a.axis != 3 {
-            return None;
-        }
-        let mut steps = vec![sm];
-        // x = scaled + mask, Where(cond, scaled, fill), or scaled.
-        let px = self.internal(x, sm)?;
-        let scaled = |z: ValueId| {
-            self.internal(z, px)
-                .filter(|&p| matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul)))
-        };
-        let full = [bsz, h, sq, sk];
-        let fits = |m: ValueId| {
-            let ms = self.shape(m);
-            ms.len() <= 4
-                && ms
-                    .iter()
-                    .rev()
-                    .zip(full.iter().rev())
-                    .all(|(&d, &o)| d == 1 || d == o)
-        };
-        let (scale_step, mask, mask_inputs) = match self.op(px)? {
-            Op::Binary(b) if b.kind == BinaryOp::Add => {
-                let [u, w] = self.ins(px)[..] else {
-                    return None;
-                };
-                let (ss, m) = match (scaled(u), scaled(w)) {
-                    (Some(p), _) => (p, w),
-                    (None, Some(p)) => (p, u),
-                    _ => return None,
-                };
-                if !fits(m) || !self.is_f32(m) {
-                    return None;
-                }
-                steps.push(px);
-                (ss, AttentionMask::Add, vec![m])
-            }
-            Op::Where => {
-                let [cond, z, fill] = self.ins(px)[..] else {
-                    return None;
-                };
-                let ss = scaled(z)?;
-                let is_bool = self.plan.values[cond.index()].dtype == DType::Bool;
-                if !is_bool || !fits(cond) || !self.is_scalar(fill) {
-                    return None;
-                }
-                steps.push(px);
-                (ss, AttentionMask::Select, vec![cond, fill])
-            }
-            _ => (px, AttentionMask::None, vec![]),
-        };
-        // scaled = scores ⊘ c  (Div: scores first; Mul: either order).
-        let scale_mul = match self.binary(scale_step)? {
-            BinaryOp::Div => false,
-            BinaryOp::Mul => true,
-            _ => return None,
-        };
-        let [p, q] = self.ins(scale_step)[..] else {
-            return None;
-        };
-        let (scores, c) = if !scale_mul || self.is_scalar(q) {
-            (p, q)
-        } else {
-            (q, p)
-        };
-        if !self.is_scalar(c) || self.shape(scores) != [bsz, h, sq, sk] {
-            return None;
-        }
-        steps.push(scale_step);
-        let mm1 = self.internal(scores, scale_step)?;
-        if !matches!(self.op(mm1)?, Op::MatMul(_)) {
-            return None;
-        }
-        let (qsrc, qs, qsteps) = self.heads(self.input(mm1, 0)?, mm1, &[0, 2, 1, 3])?;
-        let (ksrc, ks, ksteps) = self.heads(self.input(mm1, 1)?, mm1, &[0, 2, 3, 1])?;
-        let d = qs[3];
-        if qs != [bsz, sq, h, d] || ks != [bsz, sk, h, d] {
-            return None;
-        }
-        steps.push(mm1);
-        steps.extend(qsteps.iter().chain(&ksteps));
-        // out = P · V
-        let pv = self.out(sm);
-        let mm2 = self.only_reader(pv)?;
-        if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.input(mm2, 0)? != pv {
-            return None;
-        }
-        let (vsrc, vs, vsteps) = self.heads(self.input(mm2, 1)?, mm2, &[0, 2, 1, 3])?;
-        if vs != [bsz, sk, h, d] {
-            return None;
-        }
-        steps.push(mm2);
-        steps.extend(vsteps);
-        let mut output = self.out(mm2);
-        let mut out_shape = vec![bsz, h, sq, d];
-        // Merge the heads back when the chain continues with Transpose + Reshape.
-        if let Some(t) = self.only_reader(output) {
-            if let (Op::Transpose(ta), Some(r)) = (self.op(t)?, self.only_reader(self.out(t))) {
-                if let Op::Reshape(ra) = self.op(r)? {
-                    if ta.perm == [0, 2, 1, 3] && ra.shape == [bsz, sq, h * d] {
-                        steps.extend([t, r]);
-                        output = self.out(r);
-                        out_shape = ra.shape.clone();
-                    }
-                }
-            }
-        }
-        steps.sort_unstable();
-        let mut inputs = vec![qsrc, ksrc, vsrc, c];
-        inputs.extend(mask_inputs);
-        Some(Fused {
-            op: FusedOp::Attention(AttentionShape {
-                batch: bsz,
-                q_len: sq,
-                kv_len: sk,
-                heads: h,
-                head_dim: d,
-                scale_mul,
-                mask,
-                out_shape,
-            }),
-            inputs,
-            output,
-            steps,
-        })
     }
 
     fn add_layer_norm(&self, ln: usize) -> Option<Fused> {
