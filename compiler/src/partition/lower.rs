@@ -466,16 +466,30 @@ impl Lowerer<'_> {
             );
             local_ins[k] = id;
         }
-        let in_full: Vec<Vec<usize>> = ins
+        self.emit_local_op(f, ins, local_ins, v, layer);
+        Ok(())
+    }
+
+    /// Emits each rank's op of `f` (local Reshape/Expand targets and head counts) over
+    /// `local_ins`, the values the ranks read, whose logical tensors are those of `ins`.
+    fn emit_local_op(
+        &mut self,
+        f: &LocalForm,
+        ins: &[ValueId],
+        local_ins: Vec<ValueId>,
+        v: ValueId,
+        layer: Option<u32>,
+    ) {
+        let nd = self.g.node(f.node);
+        let in_full: Vec<&[usize]> = ins
             .iter()
             .map(|i| {
                 self.g
                     .tensor(self.out.values[i.index()].tensor)
                     .shape
-                    .clone()
+                    .as_slice()
             })
             .collect();
-        let in_full: Vec<&[usize]> = in_full.iter().map(|s| s.as_slice()).collect();
         let ops = (0..self.n)
             .map(|r| {
                 let out = self.out.values[v.index()].shape_on(r);
@@ -486,6 +500,7 @@ impl Lowerer<'_> {
                 local_op(nd, f.out_index, out, &in_full, &locals)
             })
             .collect::<Vec<_>>();
+        let node = f.node;
         self.emit(
             |r| StepKind::Compute {
                 node,
@@ -495,7 +510,6 @@ impl Lowerer<'_> {
             vec![v],
             layer,
         );
-        Ok(())
     }
 
     fn compute(&mut self, f: &LocalForm) -> Result<(), String> {
@@ -512,38 +526,7 @@ impl Lowerer<'_> {
             .work
             .push(super::form::form_work(self.g, &self.grains, self.n, f));
         match &f.lowering {
-            Lowering::Op => {
-                // Each rank's op: local Reshape/Expand targets and head counts.
-                let in_full: Vec<&[usize]> = ins
-                    .iter()
-                    .map(|v| {
-                        self.g
-                            .tensor(self.out.values[v.index()].tensor)
-                            .shape
-                            .as_slice()
-                    })
-                    .collect();
-                let ops = (0..self.n)
-                    .map(|r| {
-                        let out = self.out.values[v.index()].shape_on(r);
-                        let locals: Vec<Vec<usize>> = ins
-                            .iter()
-                            .map(|i| self.out.values[i.index()].shape_on(r).to_vec())
-                            .collect();
-                        local_op(nd, f.out_index, out, &in_full, &locals)
-                    })
-                    .collect::<Vec<_>>();
-                let node = f.node;
-                self.emit(
-                    |r| StepKind::Compute {
-                        node,
-                        op: ops[r].clone(),
-                    },
-                    ins,
-                    vec![v],
-                    layer,
-                );
-            }
+            Lowering::Op => self.emit_local_op(f, &ins, ins.clone(), v, layer),
             Lowering::KvHeadSlice => self.kv_head_slice(f, &ins, v, layer)?,
             Lowering::ShardedGather => {
                 let b = self.bounds(self.g.tensor(nd.inputs[0]).shape[0])?;
