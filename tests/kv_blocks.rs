@@ -10,7 +10,7 @@
 //!   path (projection, rotary, repeat) runs in blocks and equals onnxruntime.
 mod common;
 
-use common::{max_abs_diff, npys, root, sanitize};
+use common::{npys, root};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tessera_compiler::onnx::{import_model, ImportOptions};
@@ -49,15 +49,7 @@ fn compile_and_run(model: &Path, dir: &Path, opts: &PartitionOptions) -> (Plan, 
     let store = WeightStore::open(model).unwrap_or_else(|e| panic!("{e}"));
     let (got, _) = run_plan(&plan, &store, &inputs, &RunOptions::default())
         .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
-    let want = npys(dir, "ort_output_");
-    let mut worst = 0f64;
-    for (t, value) in plan.graph.outputs.iter().zip(&got) {
-        let name = &plan.graph.tensor(*t).name;
-        let reference = want
-            .get(&sanitize(name))
-            .unwrap_or_else(|| panic!("no onnxruntime output '{name}'"));
-        worst = worst.max(max_abs_diff(value, reference));
-    }
+    let worst = common::worst_output_diff(&plan, &got, &npys(dir, "ort_output_"));
     (plan, worst)
 }
 

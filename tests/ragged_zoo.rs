@@ -5,7 +5,7 @@
 //! weight matrices (vectors such as norm scales may stay replicated).
 mod common;
 
-use common::{max_abs_diff, npys, root, sanitize};
+use common::{npys, root};
 use tessera_compiler::onnx::{import_model, ImportOptions};
 use tessera_compiler::partition::{partition, PartitionOptions};
 use tessera_runtime::exec::{run_plan, RunOptions};
@@ -72,14 +72,7 @@ fn zoo_models_split_ragged_and_match_onnxruntime() {
                 .count();
             let (got, _) = run_plan(&plan, &store, &inputs, &RunOptions::default())
                 .unwrap_or_else(|e| panic!("{variant} on {n} devices: {e}"));
-            let mut worst = 0f64;
-            for (t, value) in plan.graph.outputs.iter().zip(&got) {
-                let name = &plan.graph.tensor(*t).name;
-                let reference = want
-                    .get(&sanitize(name))
-                    .unwrap_or_else(|| panic!("{variant}: no onnxruntime output '{name}'"));
-                worst = worst.max(max_abs_diff(value, reference));
-            }
+            let worst = common::worst_output_diff(&plan, &got, &want);
             eprintln!(
                 "{variant} N={n}: params {share:.2}/N of the matrices, {ragged} ragged values, \
                  {} collectives, max abs to onnxruntime {worst:.2e}",

@@ -39,6 +39,24 @@ pub fn npys(dir: &Path, prefix: &str) -> std::collections::BTreeMap<String, Tens
     out
 }
 
+/// The largest max-abs difference between a plan's outputs `got` and the reference outputs
+/// `want` (by sanitised output name, as `ort_output_<name>.npy` files hold them).
+pub fn worst_output_diff(
+    plan: &tessera_ir::plan::Plan,
+    got: &[Tensor],
+    want: &std::collections::BTreeMap<String, Tensor>,
+) -> f64 {
+    let mut worst = 0f64;
+    for (t, value) in plan.graph.outputs.iter().zip(got) {
+        let name = &plan.graph.tensor(*t).name;
+        let reference = want
+            .get(&sanitize(name))
+            .unwrap_or_else(|| panic!("no onnxruntime output '{name}'"));
+        worst = worst.max(max_abs_diff(value, reference));
+    }
+    worst
+}
+
 /// Runs the `tessera` binary; returns (exit code, stdout, stderr).
 pub fn tessera(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))

@@ -216,15 +216,11 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .map(|l| l.info.node_layer.clone())
         .unwrap_or_else(|| vec![None; graph.nodes.len()]);
     let mut fallback_notes: Vec<String> = Vec::new();
-    let first = search(
-        &mut cx,
-        opts,
-        &pins,
-        &budgets,
-        layer_info.as_ref(),
-        &tags,
-        start,
-    );
+    // The layered (or whole, without layers) solve under a budget.
+    let solve = |cx: &mut rules::RuleCx, b: &budget::Budgets| {
+        search(cx, opts, &pins, b, layer_info.as_ref(), &tags, start)
+    };
+    let first = solve(&mut cx, &budgets);
     let (mut solved, mut bytes_solved, mut lowered) = match (first, budgets.uncapped()) {
         // No plan fits the budget capped at PARAM_SLACK / N: the default budget instead.
         (Err(e), Some(uncapped)) if e.to_string().contains("parameter budget") => {
@@ -234,15 +230,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
                  default budget",
                 budget::PARAM_SLACK
             ));
-            search(
-                &mut cx,
-                opts,
-                &pins,
-                &budgets,
-                layer_info.as_ref(),
-                &tags,
-                start,
-            )?
+            solve(&mut cx, &budgets)?
         }
         (first, _) => first?,
     };
