@@ -151,6 +151,17 @@ fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
         Some(layers),
         "{name}: layers detected"
     );
+    // The layered solve fits the budget by itself (each segment is charged its part of the
+    // weights it shares with others, a tied table is held in one layout): no whole-graph
+    // re-solve, which took 2-7 s on these exports.
+    let text = std::fs::read_to_string(plan).expect("plan file");
+    let p: Value = serde_json::from_str(&text).expect("plan JSON");
+    assert_eq!(
+        p["search"]["extractor"]["kind"].as_str(),
+        Some("chain_dp"),
+        "{name}: {}",
+        p["summary"]["notes"]
+    );
     assert_eq!(
         in_layers,
         vec![all_reduces; layers as usize],

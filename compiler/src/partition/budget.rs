@@ -10,10 +10,12 @@
 //! with slack = bytes of the small weights.
 //! The default total is capped at [`PARAM_SLACK`] / N of the large weights plus the small
 //! ones, when the smallest shares fit in that. `--memory-per-device` replaces the total;
-//! segments (layers) get shares proportional to their default budgets.
+//! segments (layers) get their small weights' bytes and a share of the rest proportional to
+//! their large weights' default shares; a weight read by several segments is charged to
+//! each in equal parts.
 use super::ragged::Grains;
 use super::{ObjectiveKind, PartitionOptions};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::{Graph, NodeId, Op, TensorId, Weight};
 
 /// Gather tables up to this size count as small (slack).
@@ -25,7 +27,11 @@ pub struct Budgets {
     /// Whole-graph per-rank budget in bytes (None under `latency`).
     pub total: Option<f64>,
     shares: Vec<f64>,
-    scale: f64,
+    /// Whether each tensor is a large weight ([`large_weights`]).
+    large: Vec<bool>,
+    /// Factors on the (large, small) weights' shares that make the segments' budgets sum
+    /// to the total ([`segment_scales`]).
+    scales: (f64, f64),
     /// The default total before the cap, when the cap lowered it.
     uncapped: Option<f64>,
 }
@@ -149,25 +155,20 @@ impl Budgets {
         } else {
             default
         };
-        let (total, scale) = match (opts.objective, opts.memory_per_device) {
-            (ObjectiveKind::Latency, _) => (None, 1.0),
-            (ObjectiveKind::Memory | ObjectiveKind::Time, None) => (
-                Some(capped),
-                if default > 0.0 { capped / default } else { 1.0 },
-            ),
-            (ObjectiveKind::Memory | ObjectiveKind::Time, Some(b)) => (
-                Some(b as f64),
-                if default > 0.0 {
-                    b as f64 / default
-                } else {
-                    1.0
-                },
-            ),
+        let total = match (opts.objective, opts.memory_per_device) {
+            (ObjectiveKind::Latency, _) => None,
+            (ObjectiveKind::Memory | ObjectiveKind::Time, None) => Some(capped),
+            (ObjectiveKind::Memory | ObjectiveKind::Time, Some(b)) => Some(b as f64),
         };
+        let large: Vec<bool> = (0..g.tensors.len())
+            .map(|i| big.contains(&TensorId(i as u32)))
+            .collect();
+        let scales = total.map_or((1.0, 1.0), |t| segment_scales(&shares, &large, t));
         Budgets {
             total,
             shares,
-            scale,
+            large,
+            scales,
             uncapped: (capped < default).then_some(default),
         }
     }
@@ -179,24 +180,85 @@ impl Budgets {
         Some(Budgets {
             total: Some(default),
             shares: self.shares.clone(),
-            scale: 1.0,
+            large: self.large.clone(),
+            scales: segment_scales(&self.shares, &self.large, default),
             uncapped: None,
         })
     }
 
-    /// Budget of a segment made of `nodes`: its weights' default shares, scaled.
-    pub fn for_nodes(&self, g: &Graph, nodes: &[NodeId]) -> Option<f64> {
+    /// Budget of a segment made of `nodes`: its weights' default shares, each times the
+    /// part of it the segment is charged (`charges`, absent: 1), scaled.
+    pub fn for_nodes(
+        &self,
+        g: &Graph,
+        nodes: &[NodeId],
+        charges: &BTreeMap<TensorId, f64>,
+    ) -> Option<f64> {
         self.total?;
-        let mut ws = BTreeSet::new();
-        for &nid in nodes {
-            ws.extend(
-                g.node(nid)
-                    .inputs
-                    .iter()
-                    .filter(|t| g.weights.contains_key(t))
-                    .copied(),
-            );
-        }
-        Some(ws.iter().map(|t| self.shares[t.index()]).sum::<f64>() * self.scale)
+        let ws = weights_read(g, nodes);
+        Some(
+            ws.iter()
+                .map(|t| {
+                    let scale = if self.large[t.index()] {
+                        self.scales.0
+                    } else {
+                        self.scales.1
+                    };
+                    self.shares[t.index()] * scale * charges.get(t).copied().unwrap_or(1.0)
+                })
+                .sum::<f64>(),
+        )
     }
+
+    /// The part of each weight that each of `segments` is charged: a weight read by `c`
+    /// of them is held once (all its readers of a repeated block pick one layout; a
+    /// prologue and an epilogue that pick two are caught after lowering), so each reader is
+    /// charged 1/c of its bytes and the segments' budgets sum to the whole budget. Weights
+    /// read by one segment are absent (charged in full).
+    pub fn shared_charges(g: &Graph, segments: &[&[NodeId]]) -> BTreeMap<TensorId, f64> {
+        let mut readers: BTreeMap<TensorId, usize> = BTreeMap::new();
+        for seg in segments {
+            for t in weights_read(g, seg) {
+                *readers.entry(t).or_default() += 1;
+            }
+        }
+        readers
+            .into_iter()
+            .filter(|(_, c)| *c > 1)
+            .map(|(t, c)| (t, 1.0 / c as f64))
+            .collect()
+    }
+}
+
+/// Factors on the large and the small weights' shares for a whole budget of `total`: the
+/// small weights (norm scales, biases, masks, small tables: replicated in any plan) keep
+/// their bytes and the large weights' shares take the rest; when `total` does not cover the
+/// small weights, both scale alike.
+fn segment_scales(shares: &[f64], large: &[bool], total: f64) -> (f64, f64) {
+    let (mut big, mut small) = (0.0, 0.0);
+    for (s, l) in shares.iter().zip(large) {
+        if *l {
+            big += s;
+        } else {
+            small += s;
+        }
+    }
+    if big > 0.0 && total >= small {
+        ((total - small) / big, 1.0)
+    } else if big + small > 0.0 {
+        let f = total / (big + small);
+        (f, f)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
+/// The weights that `nodes` read.
+fn weights_read(g: &Graph, nodes: &[NodeId]) -> BTreeSet<TensorId> {
+    nodes
+        .iter()
+        .flat_map(|&nid| g.node(nid).inputs.iter())
+        .filter(|t| g.weights.contains_key(t))
+        .copied()
+        .collect()
 }

@@ -42,14 +42,21 @@ pub fn stream_layouts(cx: &RuleCx, t: TensorId) -> Vec<Layout> {
     v
 }
 
-/// Solved pieces of a layered graph, before assembling.
-pub struct Chain {
+/// Prologue and epilogue programs for one choice of layouts of the weights they both read.
+pub struct Ends {
     /// Prologue programs by stream layout index (None: infeasible).
     pub prologue: Vec<Option<VariantSolution>>,
-    /// Block programs `[in][out]`.
-    pub block: Vec<Vec<Option<VariantSolution>>>,
     /// Epilogue programs by stream layout index.
     pub epilogue: Vec<Option<VariantSolution>>,
+}
+
+/// Solved pieces of a layered graph, before assembling.
+pub struct Chain {
+    /// Block programs `[in][out]`.
+    pub block: Vec<Vec<Option<VariantSolution>>>,
+    /// Prologue and epilogue, once per layout choice of the weights both read
+    /// ([`shared_end_choices`]).
+    pub ends: Vec<Ends>,
     /// Stream layouts.
     pub layouts: Vec<Layout>,
     /// Runner statistics of the three solved segments.
@@ -86,49 +93,30 @@ pub fn solve_pieces(
         .map(|t| (*t, Layout::Replicated))
         .collect();
     let mut stats = Vec::new();
-    // Prologue: produce x0 in each layout, globals replicated.
-    let prologue = if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
-        layouts
-            .iter()
-            .map(|l| {
-                (*l == Layout::Replicated).then(|| VariantSolution {
-                    cost: 0.0,
-                    lower: 0.0,
-                    sel: Selection::default(),
-                })
-            })
-            .collect()
-    } else {
-        let mut roots: Vec<Key> = ly
-            .globals
-            .iter()
-            .map(|t| Key::Prod(*t, Layout::Replicated))
-            .collect();
-        roots.extend(outputs_in(cx, &ly.prologue));
-        let spec = SegmentSpec {
-            nodes: ly.prologue.clone(),
-            boundary: BTreeMap::new(),
-            roots,
-            budget: budgets.for_nodes(g, &ly.prologue),
-            open: None,
-        };
-        let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x0, *l)]).collect();
-        let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
-        stats.push(st);
-        sols.into_iter().map(|mut v| v.remove(0)).collect()
-    };
-    // Representative block: x0 open, x1 in each layout.
-    let block_nodes: Vec<NodeId> = (ly.starts[0]..ly.starts[0] + m)
-        .map(|i| NodeId(i as u32))
+    // Each weight's bytes are charged to the segments that read it in equal parts.
+    let blocks: Vec<Vec<NodeId>> = (0..k)
+        .map(|j| {
+            (ly.starts[j]..ly.starts[j] + m)
+                .map(|i| NodeId(i as u32))
+                .collect()
+        })
         .collect();
+    let mut segments: Vec<&[NodeId]> = vec![&ly.prologue];
+    segments.extend(blocks.iter().map(Vec::as_slice));
+    segments.push(&ly.epilogue);
+    let charges = Budgets::shared_charges(g, &segments);
+    // Representative block: x0 open, x1 in each layout.
+    let block_nodes = blocks[0].clone();
     // Block 0's input may be a graph input (only R then): the prologue vector says so.
     let in_layouts = layouts.clone();
     let spec = SegmentSpec {
         nodes: block_nodes.clone(),
         boundary: globals.clone(),
         roots: vec![],
-        budget: budgets.for_nodes(g, &block_nodes),
+        budget: budgets.for_nodes(g, &block_nodes, &charges),
         open: Some((x0, in_layouts.clone())),
+        charges: charges.clone(),
+        fixed_weights: BTreeMap::new(),
     };
     let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x1, *l)]).collect();
     let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
@@ -143,29 +131,117 @@ pub fn solve_pieces(
                 .collect()
         })
         .collect();
-    // Epilogue: x_k open in each layout.
-    let mut boundary = globals;
-    boundary.insert(xk, Layout::Replicated);
-    let mut roots = outputs_in(cx, &ly.epilogue);
-    if g.outputs.contains(&xk) {
-        roots.push(Key::Avail(xk, Layout::Replicated));
+    // Prologue and epilogue, once per layout choice of the weights both read.
+    let mut ends = Vec::new();
+    for fixed in shared_end_choices(cx, ly) {
+        // Prologue: produce x0 in each layout, globals replicated.
+        let prologue = if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
+            layouts
+                .iter()
+                .map(|l| {
+                    (*l == Layout::Replicated).then(|| VariantSolution {
+                        cost: 0.0,
+                        lower: 0.0,
+                        sel: Selection::default(),
+                    })
+                })
+                .collect()
+        } else {
+            let mut roots: Vec<Key> = ly
+                .globals
+                .iter()
+                .map(|t| Key::Prod(*t, Layout::Replicated))
+                .collect();
+            roots.extend(outputs_in(cx, &ly.prologue));
+            let spec = SegmentSpec {
+                nodes: ly.prologue.clone(),
+                boundary: BTreeMap::new(),
+                roots,
+                budget: budgets.for_nodes(g, &ly.prologue, &charges),
+                open: None,
+                charges: charges.clone(),
+                fixed_weights: fixed.clone(),
+            };
+            let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x0, *l)]).collect();
+            let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
+            stats.push(st);
+            sols.into_iter().map(|mut v| v.remove(0)).collect()
+        };
+        // Epilogue: x_k open in each layout.
+        let mut boundary = globals.clone();
+        boundary.insert(xk, Layout::Replicated);
+        let mut roots = outputs_in(cx, &ly.epilogue);
+        if g.outputs.contains(&xk) {
+            roots.push(Key::Avail(xk, Layout::Replicated));
+        }
+        let spec = SegmentSpec {
+            nodes: ly.epilogue.clone(),
+            boundary,
+            roots,
+            budget: budgets.for_nodes(g, &ly.epilogue, &charges),
+            open: Some((xk, layouts.clone())),
+            charges: charges.clone(),
+            fixed_weights: fixed,
+        };
+        let (mut sols, st) = solve_variants(cx, &spec, &[vec![]], model, mode);
+        stats.push(st);
+        ends.push(Ends {
+            prologue,
+            epilogue: sols.remove(0),
+        });
     }
-    let spec = SegmentSpec {
-        nodes: ly.epilogue.clone(),
-        boundary,
-        roots,
-        budget: budgets.for_nodes(g, &ly.epilogue),
-        open: Some((xk, layouts.clone())),
-    };
-    let (mut sols, st) = solve_variants(cx, &spec, &[vec![]], model, mode);
-    stats.push(st);
     Chain {
-        prologue,
         block,
-        epilogue: sols.remove(0),
+        ends,
         layouts,
         stats,
     }
+}
+
+/// Weights read by both the prologue and the epilogue whose layout is enumerated: the
+/// largest [`MAX_TIED_WEIGHTS`] with a choice of layout.
+pub const MAX_TIED_WEIGHTS: usize = 2;
+
+/// The layout choices of the weights read by both the prologue and the epilogue (a tied
+/// embedding and LM head): each is held once, so both ends are solved with it fixed to
+/// one layout, once per combination (one empty choice when there are none). Solved apart,
+/// the two ends would each pick their own layout and the plan would hold the weight twice.
+pub fn shared_end_choices(cx: &RuleCx, ly: &Layers) -> Vec<BTreeMap<TensorId, Layout>> {
+    let read = |nodes: &[NodeId]| -> std::collections::BTreeSet<TensorId> {
+        nodes
+            .iter()
+            .flat_map(|&n| cx.g.node(n).inputs.iter().copied())
+            .filter(|t| cx.g.weights.contains_key(t))
+            .collect()
+    };
+    let epilogue = read(&ly.epilogue);
+    let mut tied: Vec<(TensorId, Vec<Layout>)> = read(&ly.prologue)
+        .into_iter()
+        .filter(|t| epilogue.contains(t))
+        .map(|t| {
+            // Replicated or split (a key/value block converts to nothing else).
+            let mut ls = super::segment::weight_layouts(cx, t);
+            ls.retain(|l| matches!(l, Layout::Replicated | Layout::Split(_)));
+            (t, ls)
+        })
+        .filter(|(_, ls)| ls.len() > 1)
+        .collect();
+    tied.sort_by_key(|(t, _)| std::cmp::Reverse(cx.g.weights[t].size_bytes()));
+    tied.truncate(MAX_TIED_WEIGHTS);
+    let mut choices = vec![BTreeMap::new()];
+    for (t, ls) in tied {
+        choices = choices
+            .iter()
+            .flat_map(|c| {
+                ls.iter().map(move |l| {
+                    let mut c = c.clone();
+                    c.insert(t, *l);
+                    c
+                })
+            })
+            .collect();
+    }
+    choices
 }
 
 /// Maps a block-0 selection onto block j.
@@ -206,15 +282,15 @@ fn merge(into: &mut Selection, s: &Selection) {
     into.avail.extend(s.avail.iter().map(|(k, v)| (*k, *v)));
 }
 
-/// Exact chain DP over the pieces' costs (`lower`: over their lower bounds); returns the
-/// total and the stream layout indices `L_0 ..= L_k`.
-fn chain_dp(ch: &Chain, k: usize, lower: bool) -> Option<(f64, Vec<usize>)> {
+/// Exact chain DP over the pieces' costs (`lower`: over their lower bounds) with the ends
+/// `ends`; returns the total and the stream layout indices `L_0 ..= L_k`.
+fn chain_dp(ch: &Chain, ends: &Ends, k: usize, lower: bool) -> Option<(f64, Vec<usize>)> {
     let nl = ch.layouts.len();
     let cost = |o: &Option<VariantSolution>| {
         o.as_ref()
             .map_or(f64::INFINITY, |v| if lower { v.lower } else { v.cost })
     };
-    let mut f: Vec<f64> = ch.prologue.iter().map(cost).collect();
+    let mut f: Vec<f64> = ends.prologue.iter().map(cost).collect();
     let mut back: Vec<Vec<usize>> = Vec::with_capacity(k);
     for _ in 0..k {
         let mut nf = vec![f64::INFINITY; nl];
@@ -233,7 +309,7 @@ fn chain_dp(ch: &Chain, k: usize, lower: bool) -> Option<(f64, Vec<usize>)> {
     }
     let (mut best, mut arg) = (f64::INFINITY, 0);
     for (a, fa) in f.iter().enumerate() {
-        let c = fa + cost(&ch.epilogue[a]);
+        let c = fa + cost(&ends.epilogue[a]);
         if c < best {
             best = c;
             arg = a;
@@ -251,6 +327,15 @@ fn chain_dp(ch: &Chain, k: usize, lower: bool) -> Option<(f64, Vec<usize>)> {
     Some((best, path))
 }
 
+/// The best chain over every choice of ends: (cost, ends index, path).
+fn best_chain(ch: &Chain, k: usize, lower: bool) -> Option<(f64, usize, Vec<usize>)> {
+    ch.ends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| chain_dp(ch, e, k, lower).map(|(c, p)| (c, i, p)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+}
+
 /// Solves a layered graph: pieces, chain DP, and (model mode) the assembled selection.
 pub fn solve_layered(
     cx: &RuleCx,
@@ -262,8 +347,8 @@ pub fn solve_layered(
     let ch = solve_pieces(cx, ly, budgets, model, mode);
     let k = ly.info.count;
     // Each piece's bound is at most its cost, so the chain over bounds bounds the optimum.
-    let lower_bound = chain_dp(&ch, k, true).map_or(f64::INFINITY, |b| b.0);
-    let (cost, path) = chain_dp(&ch, k, false).ok_or_else(|| {
+    let lower_bound = best_chain(&ch, k, true).map_or(f64::INFINITY, |b| b.0);
+    let (cost, end, path) = best_chain(&ch, k, false).ok_or_else(|| {
         PartitionError::Infeasible(format!(
             "layered graph ({k} blocks of {} nodes): no plan fits the per-rank parameter budget{}",
             ly.info.nodes_per_layer,
@@ -280,7 +365,7 @@ pub fn solve_layered(
                 PartitionError::Internal("chain DP picked an infeasible piece".into())
             })
         };
-        merge(&mut sel, &pick(&ch.prologue[path[0]])?);
+        merge(&mut sel, &pick(&ch.ends[end].prologue[path[0]])?);
         for j in 0..k {
             let s = pick(&ch.block[path[j]][path[j + 1]])?;
             if j == 0 {
@@ -290,7 +375,7 @@ pub fn solve_layered(
                 merge(&mut sel, &map_selection(&s, &ly.tensor_maps[j - 1], shift));
             }
         }
-        merge(&mut sel, &pick(&ch.epilogue[path[k]])?);
+        merge(&mut sel, &pick(&ch.ends[end].epilogue[path[k]])?);
     }
     let runs: Vec<&SaturationStats> = ch.stats.iter().collect();
     let extractor = Extractor::ChainDp {
@@ -369,6 +454,8 @@ pub fn solve_graph(
             .collect(),
         budget: budgets.total,
         open: None,
+        charges: BTreeMap::new(),
+        fixed_weights: BTreeMap::new(),
     };
     let sol =
         solve(cx, &spec, model, mode, pins).map_err(|e| infeasible(e, "graph", spec.budget))?;

@@ -235,8 +235,20 @@ pub fn ensure_avail(eg: &mut DistEGraph, t: TensorId, l: Layout) -> Id {
         return eg.find(*c);
     }
     // Direct from a produced class (a weight can be loaded straight in l).
-    ensure_leaf(eg, t, l);
-    ensure_leaf(eg, t, Layout::Replicated);
+    let direct = ensure_leaf(eg, t, l).is_some();
+    if ensure_leaf(eg, t, Layout::Replicated).is_none() && !direct {
+        // A weight fixed to another layout (segment::SegmentSpec::fixed_weights) is
+        // converted from that one.
+        let fixed = eg
+            .analysis
+            .weight_layouts
+            .get(&t)
+            .cloned()
+            .unwrap_or_default();
+        for wl in fixed {
+            ensure_leaf(eg, t, wl);
+        }
+    }
     let prods: Vec<(Layout, Id)> = eg
         .analysis
         .classes

@@ -28,7 +28,8 @@ pub struct Layers {
     pub prologue: Vec<NodeId>,
     /// First node of each block (blocks are `nodes_per_layer` consecutive nodes).
     pub starts: Vec<usize>,
-    /// Nodes after the last block.
+    /// Nodes after the last block, led by prologue nodes computed from weights alone and
+    /// read only by them (in topological order).
     pub epilogue: Vec<NodeId>,
     /// Stream tensor entering each block, then the last block's stream output:
     /// `streams[j]` enters block j, `streams[count]` leaves the last block.
@@ -198,8 +199,36 @@ impl Cx<'_> {
         for (j, s) in streams.iter_mut().enumerate().skip(1) {
             *s = stream_out(j - 1);
         }
-        // Prologue tensors read after the blocks are handed on replicated, like globals.
+        // Prologue nodes computed from weights alone and read only after the blocks (a tied
+        // LM head's transposed table) belong to the epilogue: handed on as globals they
+        // would be produced replicated, and the weight gathered whole for them.
+        let mut from_weights: BTreeSet<usize> = BTreeSet::new();
         for pos in 0..p0 {
+            let nd = &g.nodes[pos];
+            if !nd.inputs.is_empty()
+                && nd.inputs.iter().all(|t| {
+                    g.tensor(*t).kind == TensorKind::Weight
+                        || self.prod[t.index()].is_some_and(|q| from_weights.contains(&q))
+                })
+            {
+                from_weights.insert(pos);
+            }
+        }
+        // Backwards, so that a chain of such nodes sinks whole.
+        let mut sunk = BTreeSet::new();
+        for pos in (0..p0).rev().filter(|p| from_weights.contains(p)) {
+            let read_after = g.nodes[pos].outputs.iter().all(|o| {
+                let users = &self.users[o.index()];
+                !self.outputs.contains(o)
+                    && !users.is_empty()
+                    && users.iter().all(|&u| u >= end || sunk.contains(&u))
+            });
+            if read_after {
+                sunk.insert(pos);
+            }
+        }
+        // Prologue tensors read after the blocks are handed on replicated, like globals.
+        for pos in (0..p0).filter(|p| !sunk.contains(p)) {
             for &o in &g.nodes[pos].outputs {
                 if o != x0 && self.users[o.index()].iter().any(|&u| u >= end) {
                     globals.insert(o);
@@ -217,9 +246,17 @@ impl Cx<'_> {
                 nodes_per_layer: m,
                 node_layer,
             },
-            prologue: (0..p0).map(|i| NodeId(i as u32)).collect(),
+            prologue: (0..p0)
+                .filter(|p| !sunk.contains(p))
+                .map(|i| NodeId(i as u32))
+                .collect(),
             starts: (0..k).map(|j| p0 + j * m).collect(),
-            epilogue: (end..n).map(|i| NodeId(i as u32)).collect(),
+            epilogue: sunk
+                .iter()
+                .copied()
+                .chain(end..n)
+                .map(|i| NodeId(i as u32))
+                .collect(),
             streams,
             globals,
             tensor_maps: maps,

@@ -37,6 +37,13 @@ pub struct SegmentSpec {
     /// A boundary tensor whose produced layout is left open (one of these layouts): the
     /// residual stream entering a repeated block.
     pub open: Option<(TensorId, Vec<Layout>)>,
+    /// The part of a weight's bytes this segment is charged (absent: all of it): a weight
+    /// read by several segments of a layered graph is held once, so each reader pays its
+    /// part (see [`super::budget::Budgets::shared_charges`]).
+    pub charges: BTreeMap<TensorId, f64>,
+    /// Weights loaded in one given layout only (a weight read by the prologue and the
+    /// epilogue of a layered graph, held once).
+    pub fixed_weights: BTreeMap<TensorId, Layout>,
 }
 
 /// The chosen program of a segment (or of the whole graph), in graph terms.
@@ -130,37 +137,10 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
             };
             an.sources.insert(i, src);
             if src == Source::Weight {
-                let shape = &g.tensor(i).shape;
-                let mut ls = vec![Layout::Replicated];
-                // A quantised weight splits only along its scale/zero-point blocks.
-                let splittable = |a: usize| {
-                    let Some(b) = cx.grains.bounds(shape[a], cx.n) else {
-                        return false;
-                    };
-                    g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
-                };
-                if cx.n > 1 {
-                    ls.extend(
-                        (0..shape.len())
-                            .filter(|&a| shape[a] > 1 && splittable(a))
-                            .map(Layout::Split),
-                    );
-                    // Key/value blocks (grouped-query heads on more ranks than KV heads).
-                    if let Some(kv) = cx.grains.kv_blocks(cx.n) {
-                        let blockable = |a: usize| {
-                            let per = shape[a] / kv;
-                            let b: Vec<(usize, usize)> =
-                                (0..kv).map(|k| (k * per, (k + 1) * per)).collect();
-                            shape[a] >= kv
-                                && shape[a].is_multiple_of(kv)
-                                && g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
-                        };
-                        ls.extend(
-                            (0..shape.len())
-                                .filter(|&a| kv > 1 && blockable(a))
-                                .map(Layout::Block),
-                        );
-                    }
+                let mut ls = weight_layouts(cx, i);
+                // A weight the caller fixed (read by two segments, which must agree).
+                if let Some(l) = seg.fixed_weights.get(&i) {
+                    ls.retain(|x| x == l);
                 }
                 an.weight_layouts.insert(i, ls);
             }
@@ -281,6 +261,45 @@ pub fn build(cx: &RuleCx, seg: &SegmentSpec) -> (DistEGraph, SaturationStats) {
     (runner.egraph, stats)
 }
 
+/// The layouts weight `i` may be loaded in: replicated, split along every axis that splits
+/// N ways (a quantised weight only along its scale/zero-point blocks), and in key/value
+/// blocks where grouped-query heads are on more ranks than key/value heads.
+pub fn weight_layouts(cx: &RuleCx, i: TensorId) -> Vec<Layout> {
+    let g = cx.g;
+    let shape = &g.tensor(i).shape;
+    let mut ls = vec![Layout::Replicated];
+    // A quantised weight splits only along its scale/zero-point blocks.
+    let splittable = |a: usize| {
+        let Some(b) = cx.grains.bounds(shape[a], cx.n) else {
+            return false;
+        };
+        g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
+    };
+    if cx.n > 1 {
+        ls.extend(
+            (0..shape.len())
+                .filter(|&a| shape[a] > 1 && splittable(a))
+                .map(Layout::Split),
+        );
+        // Key/value blocks (grouped-query heads on more ranks than KV heads).
+        if let Some(kv) = cx.grains.kv_blocks(cx.n) {
+            let blockable = |a: usize| {
+                let per = shape[a] / kv;
+                let b: Vec<(usize, usize)> = (0..kv).map(|k| (k * per, (k + 1) * per)).collect();
+                shape[a] >= kv
+                    && shape[a].is_multiple_of(kv)
+                    && g.weights.get(&i).is_none_or(|w| w.splittable_at(a, &b))
+            };
+            ls.extend(
+                (0..shape.len())
+                    .filter(|&a| kv > 1 && blockable(a))
+                    .map(Layout::Block),
+            );
+        }
+    }
+    ls
+}
+
 /// Cost (model seconds or bytes) and per-rank parameter bytes of an e-node.
 pub fn node_cost(
     cx: &RuleCx,
@@ -357,7 +376,7 @@ fn flat_problem(
     model: &CostModel,
     mode: CostMode,
     pins: &BTreeMap<TensorId, Layout>,
-    budget: Option<f64>,
+    seg: &SegmentSpec,
 ) -> Result<FlatProblem, ExtractError> {
     let roots: Vec<egg::Id> = roots
         .iter()
@@ -376,12 +395,21 @@ fn flat_problem(
         }
         _ => true,
     };
+    let charge = |n: &DistNode| match n {
+        DistNode::Load(t, _) | DistNode::LoadView(t, ..) => {
+            seg.charges.get(t).copied().unwrap_or(1.0)
+        }
+        _ => 1.0,
+    };
     let mut flat = flatten(
         eg,
         &roots,
-        |n| node_cost(cx, eg, model, mode, n),
+        |n| {
+            let (cost, bytes) = node_cost(cx, eg, model, mode, n);
+            (cost, bytes * charge(n))
+        },
         allow,
-        budget,
+        seg.budget,
     )?;
     flat.limits = cx.limits;
     Ok(flat)
@@ -396,7 +424,7 @@ pub fn solve(
     pins: &BTreeMap<TensorId, Layout>,
 ) -> Result<SegmentSolution, ExtractError> {
     let (eg, stats) = build(cx, seg);
-    let flat = flat_problem(cx, &eg, &seg.roots, model, mode, pins, seg.budget)?;
+    let flat = flat_problem(cx, &eg, &seg.roots, model, mode, pins, seg)?;
     let ex = DpExtractor {
         value_only: mode == CostMode::Bytes,
     }
@@ -445,7 +473,7 @@ pub fn solve_variants(
         let mut roots = seg.roots.clone();
         roots.extend(v.iter().copied());
         let mut row: Vec<Option<VariantSolution>> = vec![None; open_ls.len()];
-        let Ok(flat) = flat_problem(cx, &eg, &roots, model, mode, &no_pins, seg.budget) else {
+        let Ok(flat) = flat_problem(cx, &eg, &roots, model, mode, &no_pins, seg) else {
             out.push(row);
             continue;
         };

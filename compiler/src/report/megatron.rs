@@ -12,7 +12,7 @@
 //! tensor, `(N−1)/N` of an all-gather's.
 use serde::Serialize;
 use std::collections::BTreeSet;
-use tessera_ir::plan::Plan;
+use tessera_ir::plan::{CollectiveKind, Plan};
 use tessera_ir::{Op, TensorKind};
 
 /// The Megatron-style reference of a plan.
@@ -101,18 +101,18 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
         .max()
         .unwrap_or(0);
     let all_reduce_bytes = per_layer * layers.count as u64 * stream_bytes + embedding;
-    // A read plan is untrusted: a zero-device mesh must not underflow.
-    let ring = |bytes: u64, phases: u64| {
-        phases
-            .saturating_mul(n.saturating_sub(1))
-            .saturating_mul(bytes)
-            / n.max(1)
-    };
+    // Per collective, summed and rounded as the plan's own estimate is (a zero-device mesh
+    // of an untrusted plan counts as one device).
+    let n = n.max(1) as usize;
+    let ring = (per_layer * layers.count as u64) as f64
+        * crate::cost::ring_bytes(CollectiveKind::AllReduce, stream_bytes, n)
+        + crate::cost::ring_bytes(CollectiveKind::AllReduce, embedding, n)
+        + crate::cost::ring_bytes(CollectiveKind::AllGather, logits, n);
     Some(MegatronReference {
         all_reduces: per_layer * layers.count as u64 + u64::from(embedding > 0),
         all_gathers: u64::from(logits > 0),
         logical_bytes: all_reduce_bytes + logits,
-        ring_bytes_per_rank: ring(all_reduce_bytes, 2) + ring(logits, 1),
+        ring_bytes_per_rank: ring.round() as u64,
         plan_ring_bytes_per_rank: plan
             .estimates
             .iter()
