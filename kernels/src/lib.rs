@@ -11,6 +11,7 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+mod conv_epilogue;
 mod conv_taps;
 #[cfg(test)]
 mod conv_tests;
@@ -35,6 +36,7 @@ mod unary;
 mod window;
 
 pub use cast::cast_tensor;
+pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionShape, ElementwiseProgram, EwInstr, FusedOp, HeadLayout,
 };

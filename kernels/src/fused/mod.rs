@@ -10,13 +10,15 @@
 //! per head instead of a `[B, H, Sq, Sk]` tensor, the heads are read from and written to
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
+use super::conv::conv_fused;
+use super::conv_epilogue::{ConvActivation, Epilogue};
 use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
 use super::simd::vectorized;
 use super::unary::erf;
 use super::{describe, make, KResult, KernelError};
 use attention::attention;
-use tessera_ir::op::NormAttrs;
+use tessera_ir::op::{ConvAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
@@ -62,6 +64,19 @@ pub enum FusedOp {
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
+    /// `Conv(X, W, B)`, then `+ R` (a tensor of the Conv output's shape) when `residual`,
+    /// then the activation when `act` (inputs X, W, B when `bias`, R when `residual`); the
+    /// epilogue runs on each block of Conv output as soon as it is final.
+    ConvEpilogue {
+        /// The Conv's attributes.
+        attrs: ConvAttrs,
+        /// The Conv has a bias input.
+        bias: bool,
+        /// A residual tensor is added.
+        residual: bool,
+        /// The activation.
+        act: Option<ConvActivation>,
+    },
 }
 
 impl FusedOp {
@@ -74,6 +89,13 @@ impl FusedOp {
             FusedOp::Attention(_) => "fused Attention",
             FusedOp::Rotary => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
+            FusedOp::ConvEpilogue {
+                residual: true,
+                act: Some(_),
+                ..
+            } => "fused Conv+Add+Act",
+            FusedOp::ConvEpilogue { residual: true, .. } => "fused Conv+Add",
+            FusedOp::ConvEpilogue { .. } => "fused Conv+Act",
         }
     }
 }
@@ -90,6 +112,12 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::Attention(a) => attention(a, inputs),
         FusedOp::Rotary => rotary::rotary(inputs),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
+        FusedOp::ConvEpilogue {
+            attrs,
+            bias,
+            residual,
+            act,
+        } => conv_epilogue(attrs, *bias, *residual, *act, inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -163,6 +191,32 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
         );
     }
     Ok(y)
+}
+
+fn conv_epilogue(
+    attrs: &ConvAttrs,
+    bias: bool,
+    residual: bool,
+    act: Option<ConvActivation>,
+    inputs: &[&Tensor],
+) -> KResult<Tensor> {
+    expect_inputs(inputs, 2 + bias as usize + residual as usize)?;
+    let (x, w) = (inputs[0], inputs[1]);
+    f32s(x, "X")?;
+    f32s(w, "W")?;
+    let b = bias.then(|| inputs[2]);
+    let r = residual.then(|| inputs[inputs.len() - 1]);
+    let residual = r.map(|r| f32s(r, "residual")).transpose()?;
+    // conv_fused checks the residual's length before reading it; its shape is checked here.
+    let y = conv_fused(attrs, x, w, b, Epilogue { residual, act })?;
+    match r {
+        Some(r) if r.shape != y.shape => Err(format!(
+            "residual {} does not have the Conv output's shape {:?}",
+            describe(r),
+            y.shape
+        )),
+        _ => Ok(y),
+    }
 }
 
 fn add_layer_norm(

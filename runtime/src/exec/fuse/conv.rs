@@ -1,0 +1,124 @@
+//! Conv epilogue fusion: a `Conv` whose output is read only by an `Add` of a same-shape
+//! tensor (a residual) and/or by an activation becomes one [`FusedOp::ConvEpilogue`], which
+//! applies them to each block of Conv output while it is in cache.
+//!
+//! Keyed on op semantics: the activation is any op computing one of
+//! [`ConvActivation`]'s functions elementwise (`Relu`, `Sigmoid`, `Silu`, `Clip`,
+//! `HardSigmoid` / `HardSwish`), and SiLU spelled out as `Mul(y, Sigmoid(y))`; the residual
+//! is either operand of an `Add` whose other operand has the Conv output's shape.
+use super::{Fused, Program};
+use tessera_ir::op::{BinaryOp, UnaryOp};
+use tessera_ir::plan::ValueId;
+use tessera_ir::Op;
+use tessera_kernels::{ConvActivation, FusedOp};
+
+impl Program<'_> {
+    /// The Conv at step `conv` with its residual add and/or activation.
+    pub(super) fn conv_epilogue(&self, conv: usize) -> Option<Fused> {
+        let Op::Conv(attrs) = self.op(conv)? else {
+            return None;
+        };
+        let ins = self.ins(conv);
+        let y = self.out(conv);
+        if !ins.iter().chain([&y]).all(|&v| self.is_f32(v)) || !(2..=3).contains(&ins.len()) {
+            return None;
+        }
+        let shape = self.shape(y);
+        let mut steps = vec![conv];
+        let mut inputs = ins.to_vec();
+        let mut x = y;
+        // + residual
+        let residual = self.only_reader(y).and_then(|ad| {
+            let r = self.other_operand(ad, y)?;
+            let ok = self.binary(ad) == Some(BinaryOp::Add)
+                && self.shape(r) == shape
+                && self.is_f32(r)
+                && self.shape(self.out(ad)) == shape
+                && self.is_f32(self.out(ad));
+            ok.then_some((ad, r))
+        });
+        if let Some((ad, r)) = residual {
+            steps.push(ad);
+            inputs.push(r);
+            x = self.out(ad);
+        }
+        let act = self.activation_of(x);
+        if let Some((act_steps, out, _)) = &act {
+            steps.extend_from_slice(act_steps);
+            x = *out;
+        }
+        if residual.is_none() && act.is_none() {
+            return None;
+        }
+        steps.sort_unstable();
+        Some(Fused {
+            op: FusedOp::ConvEpilogue {
+                attrs: attrs.clone(),
+                bias: ins.len() == 3,
+                residual: residual.is_some(),
+                act: act.map(|a| a.2),
+            },
+            inputs,
+            output: x,
+            steps,
+        })
+    }
+
+    /// The activation applied to `x` (an intermediate read only by it): its steps, output
+    /// and function.
+    fn activation_of(&self, x: ValueId) -> Option<(Vec<usize>, ValueId, ConvActivation)> {
+        if self.keep[x.index()] {
+            return None;
+        }
+        if let Some((mul, sig)) = self.silu_pair(x) {
+            let y = self.out(mul);
+            let ok = self.shape(y) == self.shape(x) && self.is_f32(y);
+            return ok.then(|| (vec![sig, mul], y, ConvActivation::Silu));
+        }
+        let a = self.only_reader(x)?;
+        let y = self.out(a);
+        if self.shape(y) != self.shape(x) || !self.is_f32(y) {
+            return None;
+        }
+        let act = match self.op(a)? {
+            Op::Unary(u) => match u.kind {
+                UnaryOp::Relu => ConvActivation::Relu,
+                UnaryOp::Sigmoid => ConvActivation::Sigmoid,
+                UnaryOp::Silu => ConvActivation::Silu,
+                _ => return None,
+            },
+            Op::Clip(c) => ConvActivation::Clip {
+                min: c.min,
+                max: c.max,
+            },
+            Op::HardSigmoid(h) => ConvActivation::HardSigmoid {
+                alpha: h.alpha,
+                beta: h.beta,
+                swish: h.swish,
+            },
+            _ => return None,
+        };
+        Some((vec![a], y, act))
+    }
+
+    /// SiLU spelled out: `x` read exactly by `Sigmoid(x)` and by `Mul(x, that)` (either
+    /// operand order), the sigmoid read only by the Mul: (Mul step, Sigmoid step).
+    fn silu_pair(&self, x: ValueId) -> Option<(usize, usize)> {
+        let readers = &self.uses[x.index()];
+        let [p, q] = readers[..] else {
+            return None;
+        };
+        for (sig, mul) in [(p, q), (q, p)] {
+            let is_sig = matches!(self.op(sig), Some(Op::Unary(u)) if u.kind == UnaryOp::Sigmoid);
+            if !is_sig || self.binary(mul) != Some(BinaryOp::Mul) {
+                continue;
+            }
+            let s = self.out(sig);
+            let exact = self.is_f32(s) && self.shape(s) == self.shape(x);
+            if exact && self.only_reader(s) == Some(mul) && self.other_operand(mul, x) == Some(s) {
+                return Some((mul, sig));
+            }
+        }
+        None
+    }
+}
