@@ -1,9 +1,11 @@
 //! Conv and ConvTranspose in f32: im2col (one column matrix per image and group) and one
 //! GEMM through the `gemm` crate per image and group; a 1×1 convolution without stride or
 //! padding multiplies the input directly; a depthwise convolution (one input channel per
-//! group) accumulates kernel taps straight into the output. ConvTranspose is one GEMM
+//! group) accumulates kernel taps straight into the output (plane by plane, or over all
+//! channels at once on small planes: `conv_depthwise.rs`). ConvTranspose is one GEMM
 //! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
 //! (residual add, activation) on each block of output as soon as it is final.
+use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable};
 use super::matmul::{gemm_into, MatView};
@@ -108,7 +110,9 @@ pub(crate) fn conv_fused(
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     let taps = TapTable::new(&win, &kidx);
-    if cg == 1 {
+    if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
+        depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
+    } else if cg == 1 {
         depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
     } else {
         gemm_conv(

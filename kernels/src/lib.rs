@@ -11,6 +11,7 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+mod conv_depthwise;
 mod conv_epilogue;
 mod conv_taps;
 #[cfg(test)]
