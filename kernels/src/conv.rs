@@ -42,9 +42,17 @@ fn spatial_of(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> KResult<usize> {
 
 /// Writes the bias (or zeros) into every output plane.
 fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
-    if let Some(b) = bias {
-        for (chunk, i) in out.chunks_exact_mut(plane).zip(0..) {
-            chunk.fill(b[i % m]);
+    if let (Some(b), true) = (bias, plane > 0 && m > 0) {
+        for image in out.chunks_exact_mut(m * plane) {
+            match plane {
+                // 1×1 planes (a squeeze-excitation block): the image is the bias vector.
+                1 => image.copy_from_slice(&b[..m]),
+                _ => {
+                    for (chunk, &v) in image.chunks_exact_mut(plane).zip(b) {
+                        chunk.fill(v);
+                    }
+                }
+            }
         }
     }
 }
