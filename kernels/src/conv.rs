@@ -8,7 +8,7 @@
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable};
-use super::matmul::{gemm_into, MatView};
+use super::matmul::{gemm_into, gemm_into_strided, MatView};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -166,6 +166,23 @@ fn gemm_conv(
         && p_in == p_out
         && win.strides.iter().all(|&v| v == 1)
         && win.pads.iter().all(|&v| v == 0);
+    if pointwise && p_out == 1 {
+        // 1×1 planes (a squeeze-excitation block): X is [n, c] and the output [n, m], so
+        // per group one GEMM over all images reads X and writes the output in place
+        // through strides, with no column matrix and no copy-out.
+        for gi in 0..g {
+            let xm = MatView::new(xv, gi * cg, 1, c);
+            let wm = MatView::row_major(wv, gi * mg * cg, cg);
+            gemm_into_strided(mg, n, cg, out, (gi * mg, 1, m), wm, xm, 1.0, bias)?;
+            if !epi.is_empty() {
+                for j in 0..n {
+                    let at = j * m + gi * mg;
+                    epi.apply(&mut out[at..at + mg], at);
+                }
+            }
+        }
+        return Ok(());
+    }
     let per = (GEMM_COLUMNS / p_out.max(1)).clamp(1, n.max(1));
     let mut col = Vec::new();
     let mut tmp = Vec::new();

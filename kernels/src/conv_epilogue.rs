@@ -219,9 +219,11 @@ mod tests {
 
     #[test]
     fn fused_epilogues_equal_the_unfused_ops_bitwise_on_every_conv_path() {
-        // Depthwise (plane by plane; channels innermost), per-image GEMM (planes over 2048
-        // columns), batched GEMM, pointwise per image, grouped GEMM.
-        let cases: [(&[usize], &[usize], ConvAttrs); 6] = [
+        // 1×1 planes (strided GEMM), depthwise (plane by plane; channels innermost),
+        // per-image GEMM (planes over 2048 columns), batched GEMM, pointwise per image,
+        // grouped GEMM.
+        let cases: [(&[usize], &[usize], ConvAttrs); 7] = [
+            (&[3, 12, 1, 1], &[20, 6, 1, 1], attrs(1, 0, 2)),
             (&[2, 6, 5, 5], &[6, 1, 3, 3], attrs(1, 1, 6)),
             (&[2, 12, 4, 4], &[12, 1, 5, 5], attrs(1, 2, 12)),
             (&[2, 3, 48, 48], &[5, 3, 3, 3], attrs(1, 1, 1)),
