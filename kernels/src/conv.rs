@@ -115,6 +115,17 @@ pub(crate) fn conv_fused(
             out.len()
         ));
     }
+    if [epi.scale, epi.shift]
+        .iter()
+        .flatten()
+        .any(|v| v.len() != m)
+    {
+        return Err(format!(
+            "a per-channel scale or shift does not have {m} values"
+        ));
+    }
+    let mut epi = epi;
+    (epi.plane, epi.channels) = (p_out, m);
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     let taps = TapTable::new(&win, &kidx);

@@ -1,12 +1,14 @@
-//! The epilogue of a fused Conv ([`crate::FusedOp::ConvEpilogue`]): a residual add and an
-//! activation applied to each block of Conv output as soon as the Conv has finished it
+//! The epilogue of a fused Conv ([`crate::FusedOp::ConvEpilogue`]): a per-channel scale
+//! and shift (an inference BatchNormalization left unfolded), a residual add and an
+//! activation, applied to each block of Conv output as soon as the Conv has finished it
 //! (one output plane of a depthwise Conv, one group's rows of a GEMM, one image's planes of
 //! a batched GEMM), while it is still in cache, instead of separate passes over the whole
 //! tensor.
 //!
 //! Every activation is the arithmetic of its unfused kernel (`unary.rs`), element for
-//! element, and the residual add is the single rounding of the unfused `Add`, so a fused
-//! Conv equals the unfused chain bit for bit.
+//! element, and the scale, shift and residual are the single roundings of the unfused
+//! `Mul` and `Add`s, so a fused Conv equals the unfused chain bit for bit. (Folding the
+//! scale into the weights would save the multiply but round differently.)
 use super::simd::{self, vectorized};
 use super::unary::hi_then;
 
@@ -37,23 +39,57 @@ pub enum ConvActivation {
     },
 }
 
-/// What runs on each finished block of Conv output: `act(y + residual)`.
+/// What runs on each finished block of Conv output:
+/// `act(((y · scale[ch]) + shift[ch]) + residual)`, each part optional (an inference
+/// BatchNormalization the exporter left unfolded is the per-channel scale and shift).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Epilogue<'a> {
+    /// One factor per output channel.
+    pub scale: Option<&'a [f32]>,
+    /// One addend per output channel.
+    pub shift: Option<&'a [f32]>,
     /// A tensor of the Conv output's shape added to it (NCHW, the same flat layout).
     pub residual: Option<&'a [f32]>,
     /// The activation.
     pub act: Option<ConvActivation>,
+    /// Output plane size and channel count (set by the Conv; they place the per-channel
+    /// parameters).
+    pub plane: usize,
+    pub channels: usize,
 }
 
 impl Epilogue<'_> {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.residual.is_none() && self.act.is_none()
+        self.scale.is_none()
+            && self.shift.is_none()
+            && self.residual.is_none()
+            && self.act.is_none()
     }
 
-    /// Applies the epilogue to `dst`, the output elements starting at flat offset `at`.
+    /// Applies the epilogue to `dst`, the output elements starting at flat offset `at`
+    /// (whole planes: `at` and `dst.len()` are multiples of the plane size).
     pub fn apply(&self, dst: &mut [f32], at: usize) {
+        if (self.scale.is_some() || self.shift.is_some()) && self.plane > 0 && self.channels > 0 {
+            let first = at / self.plane;
+            for (q, pl) in dst.chunks_mut(self.plane).enumerate() {
+                let ch = (first + q) % self.channels;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        // Mul(y, scale) then Add(·, shift): the unfused ops' roundings.
+                        if let Some(s) = self.scale {
+                            let v = s[ch];
+                            pl.iter_mut().for_each(|x| *x *= v);
+                        }
+                        if let Some(t) = self.shift {
+                            let v = t[ch];
+                            pl.iter_mut().for_each(|x| *x += v);
+                        }
+                    },
+                );
+            }
+        }
         if let Some(r) = self.residual {
             let r = &r[at..at + dst.len()];
             vectorized(
@@ -159,49 +195,61 @@ mod tests {
         t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
     }
 
-    /// Every epilogue (residual or not, each activation, HardSigmoid with and without the
-    /// swish product) on one Conv equals the unfused Conv, Add and activation ops bit for
-    /// bit.
+    /// Every epilogue (per-channel scale and/or shift or none, residual or not, each
+    /// activation, HardSigmoid with and without the swish product) on one Conv equals the
+    /// unfused Conv, Mul, Add, Add and activation ops bit for bit; returns the cases run.
     fn check(x: &[usize], w: &[usize], attrs: &ConvAttrs, seed: u64) -> usize {
         let (xt, wt, bt) = (rand(x, seed), rand(w, seed + 1), rand(&[w[0]], seed + 2));
         let y = run(Op::Conv(attrs.clone()), &[&xt, &wt, &bt]);
         let r = rand(&y.shape, seed + 3);
+        // BatchNormalization's per-channel factor and addend, [C, 1, 1] as imported.
+        let s = rand(&[w[0], 1, 1], seed + 4);
+        let t = rand(&[w[0], 1, 1], seed + 5);
         let mut acts = ACTS.to_vec();
         acts.push(Some(ConvActivation::HardSigmoid {
             alpha: 0.2,
             beta: 0.5,
             swish: false,
         }));
+        let bin = |kind| Op::Binary(BinaryAttrs { kind });
         let mut checked = 0;
-        for residual in [false, true] {
-            for &act in &acts {
-                if !residual && act.is_none() {
-                    continue;
+        for (scale, shift) in [(false, false), (true, false), (false, true), (true, true)] {
+            for residual in [false, true] {
+                for &act in &acts {
+                    if !(scale || shift || residual) && act.is_none() {
+                        continue;
+                    }
+                    let mut want = y.clone();
+                    let mut ins = vec![&xt, &wt, &bt];
+                    if scale {
+                        want = run(bin(BinaryOp::Mul), &[&want, &s]);
+                        ins.push(&s);
+                    }
+                    if shift {
+                        want = run(bin(BinaryOp::Add), &[&want, &t]);
+                        ins.push(&t);
+                    }
+                    if residual {
+                        want = run(bin(BinaryOp::Add), &[&want, &r]);
+                        ins.push(&r);
+                    }
+                    if let Some(a) = act {
+                        want = run(act_op(a), &[&want]);
+                    }
+                    let op = FusedOp::ConvEpilogue {
+                        attrs: attrs.clone(),
+                        bias: true,
+                        scale,
+                        shift,
+                        residual,
+                        act,
+                    };
+                    let got = eval_fused(&op, &ins).unwrap();
+                    assert_eq!(got.shape, want.shape);
+                    let what = (scale, shift, residual, act);
+                    assert_eq!(bits(&got), bits(&want), "{x:?} {w:?} {what:?}");
+                    checked += 1;
                 }
-                let mut want = y.clone();
-                if residual {
-                    let add = Op::Binary(BinaryAttrs {
-                        kind: BinaryOp::Add,
-                    });
-                    want = run(add, &[&want, &r]);
-                }
-                if let Some(a) = act {
-                    want = run(act_op(a), &[&want]);
-                }
-                let op = FusedOp::ConvEpilogue {
-                    attrs: attrs.clone(),
-                    bias: true,
-                    residual,
-                    act,
-                };
-                let mut ins = vec![&xt, &wt, &bt];
-                if residual {
-                    ins.push(&r);
-                }
-                let got = eval_fused(&op, &ins).unwrap();
-                assert_eq!(got.shape, want.shape);
-                assert_eq!(bits(&got), bits(&want), "{x:?} {w:?} {act:?} {residual}");
-                checked += 1;
             }
         }
         checked
@@ -232,7 +280,7 @@ mod tests {
             (&[2, 4, 7, 7], &[6, 2, 3, 3], attrs(1, 1, 2)),
         ];
         for (i, (x, w, a)) in cases.iter().enumerate() {
-            assert_eq!(check(x, w, a, 10 * i as u64), 15);
+            assert_eq!(check(x, w, a, 10 * i as u64), 63);
         }
     }
 
@@ -245,7 +293,7 @@ mod tests {
             .build()
             .unwrap();
         let n = pool.install(|| check(&[2, 32, 32, 32], &[32, 1, 3, 3], &attrs(1, 1, 32), 7));
-        assert_eq!(n, 15);
+        assert_eq!(n, 63);
     }
 
     #[test]
@@ -254,6 +302,8 @@ mod tests {
         let op = FusedOp::ConvEpilogue {
             attrs: attrs(1, 1, 1),
             bias: false,
+            scale: false,
+            shift: false,
             residual: true,
             act: None,
         };

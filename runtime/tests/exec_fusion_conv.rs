@@ -1,7 +1,8 @@
-//! The fusion pass's Conv epilogues: a Conv followed by a residual `Add` and/or an
-//! activation (Relu, Clip, HardSwish, SiLU as one op or spelled `x·Sigmoid(x)`) runs as one
-//! kernel, equal bit for bit to the reference executor's op-by-op run; a Conv whose output
-//! is read elsewhere keeps it.
+//! The fusion pass's Conv epilogues: a Conv followed by a per-channel `Mul` / `Add` (an
+//! unfolded BatchNormalization), a residual `Add` and/or an activation (Relu, Clip,
+//! HardSwish, SiLU as one op or spelled `x·Sigmoid(x)`) runs as one kernel, equal bit for
+//! bit to the reference executor's op-by-op run; a Conv whose output is read elsewhere
+//! keeps it.
 mod exec_support;
 
 use exec_support::*;
@@ -148,19 +149,56 @@ fn conv_outputs_read_elsewhere_are_not_fused_away() {
     }
 }
 
-/// A residual that broadcasts (a per-channel `[1, C, 1, 1]` addend) is not a residual: the
-/// Conv keeps its activation-free output and the Add + Relu become an elementwise tree.
+/// An addend that broadcasts is not a residual: a per-channel `[1, C, 1, 1]` one is the
+/// epilogue's shift, one over the spatial axes (`[1, 1, H, W]`) or per image (`[N, 1, 1, 1]`)
+/// is neither, so the Conv keeps its output and the Add + Relu become an elementwise tree.
 #[test]
-fn broadcast_addends_are_not_residuals() {
+fn broadcast_addends_are_shifts_or_not_fused() {
     let xs = [2, 4, 5, 5];
-    let mut g = Graph::new();
-    let x = g.add_input("x", DType::F32, xs.to_vec());
-    let c = g.add_input("c", DType::F32, vec![1, 4, 1, 1]);
-    let y = conv(&mut g, "conv", x, xs, 4, 1);
-    let s = binary_node(&mut g, "add", BinaryOp::Add, [y, c], xs.to_vec());
-    let out = unary(&mut g, "relu", UnaryOp::Relu, s, &xs);
-    g.outputs.push(out);
-    let (fused, steps) = run(g, &inputs(&[("x", &xs), ("c", &[1, 4, 1, 1])]));
-    assert_eq!(fused, BTreeMap::from([("fused Elementwise", 1)]));
-    assert_eq!(steps, 2);
+    for (cs, fused_as) in [
+        ([1, 4, 1, 1], "fused Conv+Affine+Act"),
+        ([1, 1, 5, 5], "fused Elementwise"),
+        ([2, 1, 1, 1], "fused Elementwise"),
+    ] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", DType::F32, xs.to_vec());
+        let c = g.add_input("c", DType::F32, cs.to_vec());
+        let y = conv(&mut g, "conv", x, xs, 4, 1);
+        let s = binary_node(&mut g, "add", BinaryOp::Add, [y, c], xs.to_vec());
+        let out = unary(&mut g, "relu", UnaryOp::Relu, s, &xs);
+        g.outputs.push(out);
+        let (fused, _) = run(g, &inputs(&[("x", &xs), ("c", &cs)]));
+        assert_eq!(fused, BTreeMap::from([(fused_as, 1)]), "{cs:?}");
+    }
+}
+
+/// An inference BatchNormalization as the importer lowers it (`y·s + t`, s and t `[C, 1, 1]`
+/// weights), then optionally a residual, then Relu; the factor on either side of the Mul.
+#[test]
+fn conv_batch_norm_residual_relu_fuses() {
+    for (scale_first, with_skip) in [(false, false), (true, false), (false, true)] {
+        let xs = [2, 4, 6, 6];
+        let ys = [2, 6, 6, 6];
+        let mut g = Graph::new();
+        let x = g.add_input("x", DType::F32, xs.to_vec());
+        let skip = g.add_input("skip", DType::F32, ys.to_vec());
+        let s = inline_weight(&mut g, "bn_s", rand_f32(&[6, 1, 1], 21));
+        let t = inline_weight(&mut g, "bn_t", rand_f32(&[6, 1, 1], 22));
+        let y = conv(&mut g, "conv", x, xs, 6, 1);
+        let pair = if scale_first { [s, y] } else { [y, s] };
+        let ys_ = ys.to_vec();
+        let m = binary_node(&mut g, "bn_mul", BinaryOp::Mul, pair, ys_.clone());
+        let mut z = binary_node(&mut g, "bn_add", BinaryOp::Add, [m, t], ys_.clone());
+        if with_skip {
+            z = binary_node(&mut g, "skip_add", BinaryOp::Add, [z, skip], ys_);
+        }
+        let out = unary(&mut g, "relu", UnaryOp::Relu, z, &ys);
+        g.outputs.push(out);
+        let (fused, steps) = run(g, &inputs(&[("x", &xs), ("skip", &ys)]));
+        let (name, n) = match with_skip {
+            true => ("fused Conv+Affine+Add+Act", 5),
+            false => ("fused Conv+Affine+Act", 4),
+        };
+        assert_eq!((fused, steps), (BTreeMap::from([(name, 1)]), n));
+    }
 }

@@ -64,14 +64,20 @@ pub enum FusedOp {
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
-    /// `Conv(X, W, B)`, then `+ R` (a tensor of the Conv output's shape) when `residual`,
-    /// then the activation when `act` (inputs X, W, B when `bias`, R when `residual`); the
-    /// epilogue runs on each block of Conv output as soon as it is final.
+    /// `Conv(X, W, B)`, then `· S` and `+ T` (one value per output channel, an unfolded
+    /// inference BatchNormalization) when `scale` / `shift`, then `+ R` (a tensor of the
+    /// Conv output's shape) when `residual`, then the activation when `act` (inputs X, W,
+    /// then B, S, T, R as present; S and T have the Conv output's channel count of
+    /// elements); the epilogue runs on each block of Conv output as soon as it is final.
     ConvEpilogue {
         /// The Conv's attributes.
         attrs: ConvAttrs,
         /// The Conv has a bias input.
         bias: bool,
+        /// A per-channel factor follows.
+        scale: bool,
+        /// A per-channel addend follows (after the factor).
+        shift: bool,
         /// A residual tensor is added.
         residual: bool,
         /// The activation.
@@ -90,12 +96,20 @@ impl FusedOp {
             FusedOp::Rotary => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
             FusedOp::ConvEpilogue {
-                residual: true,
-                act: Some(_),
+                scale,
+                shift,
+                residual,
+                act,
                 ..
-            } => "fused Conv+Add+Act",
-            FusedOp::ConvEpilogue { residual: true, .. } => "fused Conv+Add",
-            FusedOp::ConvEpilogue { .. } => "fused Conv+Act",
+            } => match (*scale || *shift, *residual, act.is_some()) {
+                (false, true, true) => "fused Conv+Add+Act",
+                (false, true, false) => "fused Conv+Add",
+                (false, false, _) => "fused Conv+Act",
+                (true, true, true) => "fused Conv+Affine+Add+Act",
+                (true, true, false) => "fused Conv+Affine+Add",
+                (true, false, true) => "fused Conv+Affine+Act",
+                (true, false, false) => "fused Conv+Affine",
+            },
         }
     }
 }
@@ -115,9 +129,11 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::ConvEpilogue {
             attrs,
             bias,
+            scale,
+            shift,
             residual,
             act,
-        } => conv_epilogue(attrs, *bias, *residual, *act, inputs),
+        } => conv_epilogue(attrs, [*bias, *scale, *shift, *residual], *act, inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -195,20 +211,31 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
 
 fn conv_epilogue(
     attrs: &ConvAttrs,
-    bias: bool,
-    residual: bool,
+    [bias, scale, shift, residual]: [bool; 4],
     act: Option<ConvActivation>,
     inputs: &[&Tensor],
 ) -> KResult<Tensor> {
-    expect_inputs(inputs, 2 + bias as usize + residual as usize)?;
+    let n = 2 + [bias, scale, shift, residual]
+        .iter()
+        .filter(|&&p| p)
+        .count();
+    expect_inputs(inputs, n)?;
     let (x, w) = (inputs[0], inputs[1]);
     f32s(x, "X")?;
     f32s(w, "W")?;
-    let b = bias.then(|| inputs[2]);
-    let r = residual.then(|| inputs[inputs.len() - 1]);
-    let residual = r.map(|r| f32s(r, "residual")).transpose()?;
-    // conv_fused checks the residual's length before reading it; its shape is checked here.
-    let y = conv_fused(attrs, x, w, b, Epilogue { residual, act })?;
+    let mut rest = inputs[2..].iter().copied();
+    let mut next = |present: bool| if present { rest.next() } else { None };
+    let b = next(bias);
+    let (s, t, r) = (next(scale), next(shift), next(residual));
+    let epi = Epilogue {
+        scale: s.map(|v| f32s(v, "scale")).transpose()?,
+        shift: t.map(|v| f32s(v, "shift")).transpose()?,
+        residual: r.map(|v| f32s(v, "residual")).transpose()?,
+        act,
+        ..Epilogue::default()
+    };
+    // conv_fused checks the lengths before reading; the residual's shape is checked here.
+    let y = conv_fused(attrs, x, w, b, epi)?;
     match r {
         Some(r) if r.shape != y.shape => Err(format!(
             "residual {} does not have the Conv output's shape {:?}",

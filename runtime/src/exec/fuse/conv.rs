@@ -1,11 +1,14 @@
-//! Conv epilogue fusion: a `Conv` whose output is read only by an `Add` of a same-shape
-//! tensor (a residual) and/or by an activation becomes one [`FusedOp::ConvEpilogue`], which
-//! applies them to each block of Conv output while it is in cache.
+//! Conv epilogue fusion: a `Conv` followed, each step the only reader of the one before,
+//! by a `Mul` and/or `Add` of per-channel values (an inference BatchNormalization the
+//! exporter left unfolded, as the importer lowers it), an `Add` of a same-shape tensor (a
+//! residual) and/or an activation becomes one [`FusedOp::ConvEpilogue`], which applies
+//! them to each block of Conv output while it is in cache.
 //!
 //! Keyed on op semantics: the activation is any op computing one of
 //! [`ConvActivation`]'s functions elementwise (`Relu`, `Sigmoid`, `Silu`, `Clip`,
-//! `HardSigmoid` / `HardSwish`), and SiLU spelled out as `Mul(y, Sigmoid(y))`; the residual
-//! is either operand of an `Add` whose other operand has the Conv output's shape.
+//! `HardSigmoid` / `HardSwish`), and SiLU spelled out as `Mul(y, Sigmoid(y))`; the
+//! per-channel and residual operands are either operand of their `Mul` / `Add`, recognised
+//! by shape (`[1, C, 1, ..]` aligned to the output, or the output's own shape).
 use super::{Fused, Program};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::ValueId;
@@ -27,27 +30,40 @@ impl Program<'_> {
         let mut steps = vec![conv];
         let mut inputs = ins.to_vec();
         let mut x = y;
-        // + residual
-        let residual = self.only_reader(y).and_then(|ad| {
-            let r = self.other_operand(ad, y)?;
-            let ok = self.binary(ad) == Some(BinaryOp::Add)
-                && self.shape(r) == shape
-                && self.is_f32(r)
-                && self.shape(self.out(ad)) == shape
-                && self.is_f32(self.out(ad));
-            ok.then_some((ad, r))
-        });
-        if let Some((ad, r)) = residual {
-            steps.push(ad);
-            inputs.push(r);
-            x = self.out(ad);
-        }
+        let channels = *shape.get(1)?;
+        // A per-channel operand: its shape, aligned to the output's from the right, is
+        // [1, C, 1, ..] (an inference BatchNormalization as imported: [C, 1, 1]).
+        let per_channel = |v: ValueId| {
+            let s = self.shape(v);
+            let r = shape.len();
+            let ok_rank = s.len() + 1 >= r && s.len() <= r;
+            ok_rank
+                && (0..r).all(|d| {
+                    let e = if d + s.len() >= r {
+                        s[d + s.len() - r]
+                    } else {
+                        1
+                    };
+                    e == if d == 1 { channels } else { 1 }
+                })
+        };
+        let same_shape = |v: ValueId| self.shape(v) == shape;
+        let mut part = |kind: BinaryOp, fits: &dyn Fn(ValueId) -> bool, x: &mut ValueId| {
+            let (st, v) = self.binary_reader(*x, kind, fits)?;
+            steps.push(st);
+            inputs.push(v);
+            *x = self.out(st);
+            Some(())
+        };
+        let scale = part(BinaryOp::Mul, &per_channel, &mut x).is_some();
+        let shift = part(BinaryOp::Add, &per_channel, &mut x).is_some();
+        let residual = part(BinaryOp::Add, &same_shape, &mut x).is_some();
         let act = self.activation_of(x);
         if let Some((act_steps, out, _)) = &act {
             steps.extend_from_slice(act_steps);
             x = *out;
         }
-        if residual.is_none() && act.is_none() {
+        if !(scale || shift || residual) && act.is_none() {
             return None;
         }
         steps.sort_unstable();
@@ -55,13 +71,34 @@ impl Program<'_> {
             op: FusedOp::ConvEpilogue {
                 attrs: attrs.clone(),
                 bias: ins.len() == 3,
-                residual: residual.is_some(),
+                scale,
+                shift,
+                residual,
                 act: act.map(|a| a.2),
             },
             inputs,
             output: x,
             steps,
         })
+    }
+
+    /// The binary `kind` step that is the only reader of `x` (an intermediate), with an f32
+    /// other operand that `fits` and an f32 output of `x`'s shape: (step, other operand).
+    fn binary_reader(
+        &self,
+        x: ValueId,
+        kind: BinaryOp,
+        fits: &dyn Fn(ValueId) -> bool,
+    ) -> Option<(usize, ValueId)> {
+        let st = self.only_reader(x)?;
+        let v = self.other_operand(st, x)?;
+        let out = self.out(st);
+        let ok = self.binary(st) == Some(kind)
+            && self.is_f32(v)
+            && fits(v)
+            && self.shape(out) == self.shape(x)
+            && self.is_f32(out);
+        ok.then_some((st, v))
     }
 
     /// The activation applied to `x` (an intermediate read only by it): its steps, output
