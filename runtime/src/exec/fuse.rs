@@ -19,9 +19,10 @@
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
-//! * **Conv epilogue**: `Conv`, then `Add` of a same-shape residual and/or an activation
-//!   (Relu, Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv
-//!   output as the Conv finishes it ([`FusedOp::ConvEpilogue`], `fuse/conv.rs`).
+//! * **Conv epilogue**: `Conv`, then a per-channel `Mul` and/or `Add` (an unfolded
+//!   BatchNormalization), an `Add` of a same-shape residual and/or an activation (Relu,
+//!   Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv output as
+//!   the Conv finishes it ([`FusedOp::ConvEpilogue`], `fuse/conv.rs`).
 //! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
 //!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
 //! * **Elementwise trees** (after the five above): any tree of elementwise and broadcasting
