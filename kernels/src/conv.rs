@@ -1,10 +1,14 @@
 //! Conv and ConvTranspose in f32: im2col (one column matrix per image and group) and one
 //! GEMM through the `gemm` crate per image and group; a 1×1 convolution without stride or
 //! padding multiplies the input directly; a depthwise convolution (one input channel per
-//! group) accumulates kernel taps straight into the output. ConvTranspose is one GEMM
-//! (Wᵀ·X) and a col2im scatter-add.
+//! group) accumulates kernel taps straight into the output (plane by plane, or over all
+//! channels at once on small planes: `conv_depthwise.rs`). ConvTranspose is one GEMM
+//! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
+//! (residual add, activation) on each block of output as soon as it is final.
+use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
+use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable};
-use super::matmul::{gemm_into, MatView};
+use super::matmul::{gemm_into, gemm_into_strided, MatView};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -38,15 +42,35 @@ fn spatial_of(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> KResult<usize> {
 
 /// Writes the bias (or zeros) into every output plane.
 fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
-    if let Some(b) = bias {
-        for (chunk, i) in out.chunks_exact_mut(plane).zip(0..) {
-            chunk.fill(b[i % m]);
+    if let (Some(b), true) = (bias, plane > 0 && m > 0) {
+        for image in out.chunks_exact_mut(m * plane) {
+            match plane {
+                // 1×1 planes (a squeeze-excitation block): the image is the bias vector.
+                1 => image.copy_from_slice(&b[..m]),
+                _ => {
+                    for (chunk, &v) in image.chunks_exact_mut(plane).zip(b) {
+                        chunk.fill(v);
+                    }
+                }
+            }
         }
     }
 }
 
 /// Convolution.
 pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> KResult<Tensor> {
+    conv_fused(a, x, w, b, Epilogue::default())
+}
+
+/// Convolution followed by `epi` (its residual, when present, must have the output's
+/// shape).
+pub(crate) fn conv_fused(
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    epi: Epilogue<'_>,
+) -> KResult<Tensor> {
     let s = spatial_of(a, x, w)?;
     let (xs, ws) = (&x.shape, &w.shape);
     let (n, c, m, g) = (xs[0], xs[1], ws[0], a.groups(xs[1]));
@@ -85,13 +109,41 @@ pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) ->
     };
     let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
     let mut out = vec![0f32; n * m * p_out];
+    if epi.residual.is_some_and(|r| r.len() != out.len()) {
+        return Err(format!(
+            "the residual does not have the {} elements of the output",
+            out.len()
+        ));
+    }
+    if [epi.scale, epi.shift]
+        .iter()
+        .flatten()
+        .any(|v| v.len() != m)
+    {
+        return Err(format!(
+            "a per-channel scale or shift does not have {m} values"
+        ));
+    }
+    let mut epi = epi;
+    (epi.plane, epi.channels) = (p_out, m);
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     let taps = TapTable::new(&win, &kidx);
-    if cg == 1 {
-        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in));
+    if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
+        depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
+    } else if cg == 1 {
+        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
     } else {
-        gemm_conv(&win, &taps, xv, wv, &mut out, (n, c, m, g), bias.is_some())?;
+        gemm_conv(
+            &win,
+            &taps,
+            xv,
+            wv,
+            &mut out,
+            (n, c, m, g),
+            bias.is_some(),
+            epi,
+        )?;
     }
     let mut shape = vec![n, m];
     shape.extend(out_sp);
@@ -106,7 +158,9 @@ const GEMM_COLUMNS: usize = 4096;
 
 /// Conv as GEMMs (groups with more than one input channel): per group and batch of images,
 /// `Y_g [mg, imgs·P_out] = W_g [mg, cg·K] · col [cg·K, imgs·P_out]` (a 1×1 unit-stride
-/// unpadded Conv of one image reads X directly), added to the bias already in `out`.
+/// unpadded Conv of one image reads X directly), added to the bias already in `out`; `epi`
+/// runs on each group's rows (one image) or each image's planes (a batch) once written.
+#[allow(clippy::too_many_arguments)]
 fn gemm_conv(
     win: &Window,
     taps: &TapTable,
@@ -115,6 +169,7 @@ fn gemm_conv(
     out: &mut [f32],
     (n, c, m, g): (usize, usize, usize, usize),
     bias: bool,
+    epi: Epilogue<'_>,
 ) -> KResult<()> {
     let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), taps.taps());
     let (cg, mg) = (c / g, m / g);
@@ -122,6 +177,23 @@ fn gemm_conv(
         && p_in == p_out
         && win.strides.iter().all(|&v| v == 1)
         && win.pads.iter().all(|&v| v == 0);
+    if pointwise && p_out == 1 {
+        // 1×1 planes (a squeeze-excitation block): X is [n, c] and the output [n, m], so
+        // per group one GEMM over all images reads X and writes the output in place
+        // through strides, with no column matrix and no copy-out.
+        for gi in 0..g {
+            let xm = MatView::new(xv, gi * cg, 1, c);
+            let wm = MatView::row_major(wv, gi * mg * cg, cg);
+            gemm_into_strided(mg, n, cg, out, (gi * mg, 1, m), wm, xm, 1.0, bias)?;
+            if !epi.is_empty() {
+                for j in 0..n {
+                    let at = j * m + gi * mg;
+                    epi.apply(&mut out[at..at + mg], at);
+                }
+            }
+        }
+        return Ok(());
+    }
     let per = (GEMM_COLUMNS / p_out.max(1)).clamp(1, n.max(1));
     let mut col = Vec::new();
     let mut tmp = Vec::new();
@@ -156,18 +228,25 @@ fn gemm_conv(
             if imgs == 1 {
                 let dst = (first * m + gi * mg) * p_out;
                 gemm_into(mg, p_out, cg * kl, out, dst, amat, bmat, 1.0, bias)?;
+                if !epi.is_empty() {
+                    epi.apply(&mut out[dst..dst + mg * p_out], dst);
+                }
                 continue;
             }
             gemm_into(mg, ld, cg * kl, &mut tmp, 0, amat, bmat, 1.0, false)?;
             for j in 0..imgs {
+                let at = ((first + j) * m + gi * mg) * p_out;
                 for i in 0..mg {
-                    let dst = &mut out[((first + j) * m + gi * mg + i) * p_out..][..p_out];
+                    let dst = &mut out[at + i * p_out..][..p_out];
                     let src = &tmp[i * ld + j * p_out..][..p_out];
                     if bias {
                         dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
                     } else {
                         dst.copy_from_slice(src);
                     }
+                }
+                if !epi.is_empty() {
+                    epi.apply(&mut out[at..at + mg * p_out], at);
                 }
             }
         }
@@ -207,13 +286,15 @@ fn im2col(
 /// Depthwise-style convolution (one input channel per group): every output plane adds
 /// each kernel tap times the shifted input plane, run by run from the tap table (one table
 /// for all planes, so 2×2 and 4×4 planes cost a few short loops each). `planes` is N·C;
-/// output planes are split over the device's rayon threads when it has several.
+/// output planes are split over the device's rayon threads when it has several. `epi` runs
+/// on each plane once its taps are in.
 fn depthwise(
     taps: &TapTable,
     x: &[f32],
     w: &[f32],
     out: &mut [f32],
     (planes, mg, p_in): (usize, usize, usize),
+    epi: Epilogue<'_>,
 ) {
     let (p_out, kl, stride) = (taps.plane, taps.taps(), taps.stride);
     if p_out == 0 || kl == 0 {
@@ -226,6 +307,9 @@ fn depthwise(
         let wrow = &w[(oc % m) * kl..][..kl];
         for (kp, &wk) in wrow.iter().enumerate() {
             axpy_runs(taps.runs(kp), stride, wk, src_plane, dst);
+        }
+        if !epi.is_empty() {
+            epi.apply(dst, oc * p_out);
         }
     };
     let total = planes * mg;

@@ -90,15 +90,25 @@ impl TapTable {
 pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: &mut [f32]) {
     for r in runs {
         let d = &mut dst[r.dst..r.dst + r.len];
-        if stride == 1 {
-            let s = &src[r.src..r.src + r.len];
-            for (dv, sv) in d.iter_mut().zip(s) {
-                *dv += wk * sv;
+        match stride {
+            1 => {
+                let s = &src[r.src..r.src + r.len];
+                for (dv, sv) in d.iter_mut().zip(s) {
+                    *dv += wk * sv;
+                }
             }
-        } else {
-            let s = &src[r.src..];
-            for (j, dv) in d.iter_mut().enumerate() {
-                *dv += wk * s[j * stride];
+            // A constant stride the compiler can vectorise (de-interleaving loads).
+            2 => {
+                let s = &src[r.src..][..2 * r.len - 1];
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv += wk * s[2 * j];
+                }
+            }
+            _ => {
+                let s = &src[r.src..];
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv += wk * s[j * stride];
+                }
             }
         }
     }
@@ -110,12 +120,19 @@ pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: 
 pub(crate) fn copy_runs(runs: &[Run], stride: usize, src: &[f32], dst: &mut [f32]) {
     for r in runs {
         let d = &mut dst[r.dst..r.dst + r.len];
-        if stride == 1 {
-            d.copy_from_slice(&src[r.src..r.src + r.len]);
-        } else {
-            let s = &src[r.src..];
-            for (j, dv) in d.iter_mut().enumerate() {
-                *dv = s[j * stride];
+        match stride {
+            1 => d.copy_from_slice(&src[r.src..r.src + r.len]),
+            2 => {
+                let s = &src[r.src..][..2 * r.len - 1];
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv = s[2 * j];
+                }
+            }
+            _ => {
+                let s = &src[r.src..];
+                for (j, dv) in d.iter_mut().enumerate() {
+                    *dv = s[j * stride];
+                }
             }
         }
     }

@@ -121,6 +121,9 @@ fn case(
 
 fn cases() -> Vec<Case> {
     vec![
+        // 1×1 Convs on 1×1 planes (squeeze-excitation): one strided GEMM per group.
+        case([5, 12, 1, 1], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
+        case([3, 12, 1, 1], 8, [1, 1], [1, 1], [1, 1], [0; 4], 4, false),
         // Depthwise 3×3 / 5×5 on tiny planes (MobileNet's late stages), padded, strided.
         case(
             [8, 24, 2, 2],

@@ -11,6 +11,8 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+mod conv_depthwise;
+mod conv_epilogue;
 mod conv_taps;
 #[cfg(test)]
 mod conv_tests;
@@ -35,6 +37,7 @@ mod unary;
 mod window;
 
 pub use cast::cast_tensor;
+pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionShape, ElementwiseProgram, EwInstr, FusedOp, HeadLayout,
 };

@@ -78,32 +78,55 @@ pub(crate) fn gemm_into<T: Scalar>(
     scale: T,
     accumulate: bool,
 ) -> KResult<()> {
+    gemm_into_strided(m, n, k, dst, (dst_off, n, 1), a, b, scale, accumulate)
+}
+
+/// [`gemm_into`] with element (i, j) of the product at `dst[off + i·rs + j·cs]`, for a
+/// row-major (`cs == 1`, `rs >= n`) or column-major (`rs == 1`, `cs >= m`) placement, so
+/// that no two elements share a place.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into_strided<T: Scalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    (off, rs, cs): (usize, usize, usize),
+    a: MatView<'_, T>,
+    b: MatView<'_, T>,
+    scale: T,
+    accumulate: bool,
+) -> KResult<()> {
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if !a.fits(m, k) || !b.fits(k, n) || dst_off + m * n > dst.len() {
+    let distinct = (cs == 1 && rs >= n) || (rs == 1 && cs >= m);
+    let last = off + (m - 1) * rs + (n - 1) * cs;
+    if !a.fits(m, k) || !b.fits(k, n) || !distinct || last >= dst.len() {
         return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
     }
     if k == 0 {
         if !accumulate {
-            dst[dst_off..dst_off + m * n]
-                .iter_mut()
-                .for_each(|d| *d = T::from(0.0));
+            for i in 0..m {
+                for j in 0..n {
+                    dst[off + i * rs + j * cs] = T::from(0.0);
+                }
+            }
         }
         return Ok(());
     }
     // SAFETY: `fits` checked above that every element (i, l) of A (i < m, l < k) and (l, j) of
-    // B (l < k, j < n) lies within its slice, and dst[dst_off .. dst_off + m·n] is in bounds
-    // and exclusively borrowed; all strides are non-negative. T is f32 or f64 (the only
-    // instantiations in this module), both supported by `gemm::gemm`.
+    // B (l < k, j < n) lies within its slice; every dst element (i, j) is at
+    // off + i·rs + j·cs <= `last` < dst.len(), distinct (i, j) at distinct places (`distinct`),
+    // and dst is exclusively borrowed; all strides are non-negative. T is f32 or f64 (the
+    // only instantiations in this module), both supported by `gemm::gemm`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().add(dst_off),
-            1,
-            n as isize,
+            dst.as_mut_ptr().add(off),
+            cs as isize,
+            rs as isize,
             accumulate,
             a.data.as_ptr().add(a.off),
             a.cs as isize,

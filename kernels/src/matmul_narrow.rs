@@ -29,18 +29,61 @@ pub(crate) fn a_bt(
     vectorized(
         #[inline(always)]
         || {
+            let mut put = |i: usize, j: usize, d: f32| {
+                let v = alpha * d;
+                let o = &mut out[i * n + j];
+                *o = if accumulate { *o + v } else { v };
+            };
             for j in 0..n {
                 let brow = &b[j * k..(j + 1) * k];
-                for i in 0..m {
-                    let arow = &a[i * k..(i + 1) * k];
-                    let v = alpha * dot(arow, brow);
-                    let o = &mut out[i * n + j];
-                    *o = if accumulate { *o + v } else { v };
+                let row = |i: usize| &a[i * k..(i + 1) * k];
+                // Four rows of A per load of B's row: four independent accumulators
+                // instead of one chain that waits on its own previous add.
+                let mut i = 0;
+                while i + 4 <= m {
+                    let d = dot4([row(i), row(i + 1), row(i + 2), row(i + 3)], brow);
+                    for (r, dv) in d.into_iter().enumerate() {
+                        put(i + r, j, dv);
+                    }
+                    i += 4;
+                }
+                for i in i..m {
+                    put(i, j, dot(row(i), brow));
                 }
             }
         },
     );
     Ok(())
+}
+
+/// Four [`dot`]s against one `y`, each with exactly [`dot`]'s arithmetic.
+#[inline(always)]
+fn dot4([x0, x1, x2, x3]: [&[f32]; 4], y: &[f32]) -> [f32; 4] {
+    let (mut c0, mut c1, mut c2, mut c3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let full = y.len() / LANES * LANES;
+    let chunks = y[..full]
+        .chunks_exact(LANES)
+        .zip(x0.chunks_exact(LANES))
+        .zip(x1.chunks_exact(LANES))
+        .zip(x2.chunks_exact(LANES))
+        .zip(x3.chunks_exact(LANES));
+    for ((((ys, a0), a1), a2), a3) in chunks {
+        for l in 0..LANES {
+            c0[l] += a0[l] * ys[l];
+            c1[l] += a1[l] * ys[l];
+            c2[l] += a2[l] * ys[l];
+            c3[l] += a3[l] * ys[l];
+        }
+    }
+    let fin = |c: &[f32; LANES], x: &[f32]| {
+        let mut s: f32 = c.iter().sum();
+        for (a, b) in x[full..].iter().zip(&y[full..]) {
+            s += a * b;
+        }
+        s
+    };
+    [fin(&c0, x0), fin(&c1, x1), fin(&c2, x2), fin(&c3, x3)]
 }
 
 /// Dot product with `LANES` independent partial sums (vectorised by the caller's target
@@ -90,5 +133,21 @@ mod tests {
             }
         }
         assert!(a_bt((2, 2, 2), &[0.0; 3], &[0.0; 4], 1.0, false, &mut [0.0; 4]).is_err());
+    }
+
+    /// Rows computed four at a time give the bits of rows computed alone.
+    #[test]
+    fn blocked_rows_equal_single_rows_bitwise() {
+        let (m, n, k) = (9, 5, 37);
+        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect();
+        let mut all = vec![0f32; m * n];
+        a_bt((m, n, k), &a, &b, 0.5, false, &mut all).expect("in bounds");
+        for i in 0..m {
+            let mut one = vec![0f32; n];
+            a_bt((1, n, k), &a[i * k..], &b, 0.5, false, &mut one).expect("in bounds");
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&all[i * n..(i + 1) * n]), bits(&one), "row {i}");
+        }
     }
 }

@@ -94,11 +94,23 @@ fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: 
         #[inline(always)]
         || {
             taps(win, x, planes, lowest, |d, s, stride| {
-                for (j, dv) in d.iter_mut().enumerate() {
-                    let v = s[j * stride];
-                    if v > *dv {
-                        *dv = v;
-                    }
+                // A select, not a conditional store, so the loop vectorises (a NaN input
+                // never replaces the running maximum either way); the unit and 2 strides
+                // get their own loops so the compiler sees a constant stride.
+                #[inline(always)]
+                fn keep_max<T: Copy + PartialOrd>(d: &mut T, v: T) {
+                    *d = if v > *d { v } else { *d };
+                }
+                match stride {
+                    1 => d.iter_mut().zip(s).for_each(|(dv, &v)| keep_max(dv, v)),
+                    2 => d
+                        .iter_mut()
+                        .zip(s.chunks(2))
+                        .for_each(|(dv, v)| keep_max(dv, v[0])),
+                    _ => d
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(j, dv)| keep_max(dv, s[j * stride])),
                 }
             })
         },
@@ -162,4 +174,64 @@ fn counts(a: &PoolAttrs, win: &Window) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool;
+    use tessera_ir::op::{PoolAttrs, PoolKind};
+    use tessera_ir::Tensor;
+
+    /// Direct 2-D max pool (NaN inputs are skipped, as `v > max` never holds for them).
+    fn direct(x: &[f32], [n, h, w]: [usize; 3], k: usize, s: usize, p: usize) -> Vec<f32> {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let mut out = Vec::new();
+        for pl in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f32::NEG_INFINITY;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (oy * s + ky, ox * s + kx);
+                            if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                continue;
+                            }
+                            let v = x[(pl * h + iy - p) * w + ix - p];
+                            if v > m {
+                                m = v;
+                            }
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn max_pool_matches_a_direct_loop_for_strides_1_2_3() {
+        let (h, w) = (9, 11);
+        let x: Vec<f32> = (0..2 * 3 * h * w)
+            .map(|i| match i % 17 {
+                5 => f32::NAN,
+                _ => ((i * 7919) % 101) as f32 - 50.0,
+            })
+            .collect();
+        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 1)] {
+            let a = PoolAttrs {
+                kind: PoolKind::Max,
+                kernel: vec![k; 2],
+                strides: vec![s; 2],
+                dilations: vec![1; 2],
+                pads: vec![p; 4],
+                ceil_mode: false,
+                count_include_pad: false,
+            };
+            let y = pool(&a, &Tensor::f32(vec![2, 3, h, w], x.clone())).unwrap();
+            let want = direct(&x, [6, h, w], k, s, p);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(y.as_f32().unwrap()), bits(&want), "k {k} s {s} p {p}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! Floats accumulate in f64 and round once; an empty reduction gives the identity of the
 //! op (0, 1, -inf, +inf; NaN for a mean).
 use super::index::{strided_offsets, strides};
+use super::simd::vectorized;
 use super::{describe, make, wrap_int, KResult};
 use tessera_ir::op::{ReduceAttrs, ReduceKind};
 use tessera_ir::{Tensor, TensorData};
@@ -54,6 +55,28 @@ fn contiguous_run(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usiz
     ))
 }
 
+/// Lanes of [`sum_f64`]'s partial sums.
+const SUM_LANES: usize = 8;
+
+/// Sum of a row in f64, in `SUM_LANES` partial sums (independent adds that vectorise,
+/// instead of one chain that waits on every add), then the tail.
+#[inline(always)]
+fn sum_f64(row: &[f32]) -> f64 {
+    let mut acc = [0f64; SUM_LANES];
+    let chunks = row.chunks_exact(SUM_LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x as f64;
+        }
+    }
+    let mut s: f64 = acc.iter().sum();
+    for &x in tail {
+        s += x as f64;
+    }
+    s
+}
+
 /// The f32 accumulation step of `kind` (in f64).
 #[inline(always)]
 fn accumulate(kind: ReduceKind, a: f64, x: f64) -> f64 {
@@ -90,6 +113,17 @@ fn reduce_f32(
     let init = identity(kind, [f64::NEG_INFINITY, f64::INFINITY, 1.0, 0.0]);
     let mut acc = vec![init; n_out];
     match run {
+        // Sums over trailing axes (a global average pool: one row of H·W per output).
+        Some((_, cnt, 1)) if cnt > 0 && matches!(kind, ReduceKind::Sum | ReduceKind::Mean) => {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                        *a = sum_f64(row);
+                    }
+                },
+            );
+        }
         // Same elements in the same order per output as the offset table, without it.
         Some((_, cnt, inner)) if inner > 0 && cnt > 0 => {
             for (a_row, x_block) in acc.chunks_exact_mut(inner).zip(v.chunks_exact(cnt * inner)) {
@@ -221,6 +255,30 @@ mod tests {
             .map(|(b, k)| v[b * 24 + k * 2])
             .fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(r.as_f32().unwrap()[0], want);
+    }
+
+    /// A global average pool (Mean over the trailing H, W axes) of rows longer and shorter
+    /// than the partial sums, against an f64 sum in order: equal after the one rounding.
+    #[test]
+    fn trailing_axes_mean_matches_f64_sums() {
+        for (c, hw) in [(3usize, 4usize), (5, 3), (2, 9), (4, 256), (3, 17)] {
+            let v: Vec<f32> = (0..2 * c * hw)
+                .map(|i| (i as f32 * 0.37).sin() * 100.0)
+                .collect();
+            let x = Tensor::f32(vec![2, c, hw, 1], v.clone());
+            let m = reduce(&attrs(ReduceKind::Mean, vec![2, 3], true), &x).unwrap();
+            assert_eq!(m.shape, vec![2, c, 1, 1]);
+            let s = reduce(&attrs(ReduceKind::Sum, vec![3, 2], false), &x).unwrap();
+            for (o, row) in v.chunks_exact(hw).enumerate() {
+                let want: f64 = row.iter().map(|&x| x as f64).sum();
+                assert_eq!(
+                    m.as_f32().unwrap()[o],
+                    (want / hw as f64) as f32,
+                    "{c}x{hw}"
+                );
+                assert_eq!(s.as_f32().unwrap()[o], want as f32, "{c}x{hw}");
+            }
+        }
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! per head instead of a `[B, H, Sq, Sk]` tensor, the heads are read from and written to
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
+use super::conv::conv_fused;
+use super::conv_epilogue::{ConvActivation, Epilogue};
 use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
 use super::simd::vectorized;
 use super::unary::erf;
 use super::{describe, make, KResult, KernelError};
 use attention::attention;
-use tessera_ir::op::NormAttrs;
+use tessera_ir::op::{ConvAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
@@ -62,6 +64,25 @@ pub enum FusedOp {
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
+    /// `Conv(X, W, B)`, then `· S` and `+ T` (one value per output channel, an unfolded
+    /// inference BatchNormalization) when `scale` / `shift`, then `+ R` (a tensor of the
+    /// Conv output's shape) when `residual`, then the activation when `act` (inputs X, W,
+    /// then B, S, T, R as present; S and T have the Conv output's channel count of
+    /// elements); the epilogue runs on each block of Conv output as soon as it is final.
+    ConvEpilogue {
+        /// The Conv's attributes.
+        attrs: ConvAttrs,
+        /// The Conv has a bias input.
+        bias: bool,
+        /// A per-channel factor follows.
+        scale: bool,
+        /// A per-channel addend follows (after the factor).
+        shift: bool,
+        /// A residual tensor is added.
+        residual: bool,
+        /// The activation.
+        act: Option<ConvActivation>,
+    },
 }
 
 impl FusedOp {
@@ -74,6 +95,21 @@ impl FusedOp {
             FusedOp::Attention(_) => "fused Attention",
             FusedOp::Rotary => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
+            FusedOp::ConvEpilogue {
+                scale,
+                shift,
+                residual,
+                act,
+                ..
+            } => match (*scale || *shift, *residual, act.is_some()) {
+                (false, true, true) => "fused Conv+Add+Act",
+                (false, true, false) => "fused Conv+Add",
+                (false, false, _) => "fused Conv+Act",
+                (true, true, true) => "fused Conv+Affine+Add+Act",
+                (true, true, false) => "fused Conv+Affine+Add",
+                (true, false, true) => "fused Conv+Affine+Act",
+                (true, false, false) => "fused Conv+Affine",
+            },
         }
     }
 }
@@ -90,6 +126,14 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::Attention(a) => attention(a, inputs),
         FusedOp::Rotary => rotary::rotary(inputs),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
+        FusedOp::ConvEpilogue {
+            attrs,
+            bias,
+            scale,
+            shift,
+            residual,
+            act,
+        } => conv_epilogue(attrs, [*bias, *scale, *shift, *residual], *act, inputs),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -163,6 +207,43 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
         );
     }
     Ok(y)
+}
+
+fn conv_epilogue(
+    attrs: &ConvAttrs,
+    [bias, scale, shift, residual]: [bool; 4],
+    act: Option<ConvActivation>,
+    inputs: &[&Tensor],
+) -> KResult<Tensor> {
+    let n = 2 + [bias, scale, shift, residual]
+        .iter()
+        .filter(|&&p| p)
+        .count();
+    expect_inputs(inputs, n)?;
+    let (x, w) = (inputs[0], inputs[1]);
+    f32s(x, "X")?;
+    f32s(w, "W")?;
+    let mut rest = inputs[2..].iter().copied();
+    let mut next = |present: bool| if present { rest.next() } else { None };
+    let b = next(bias);
+    let (s, t, r) = (next(scale), next(shift), next(residual));
+    let epi = Epilogue {
+        scale: s.map(|v| f32s(v, "scale")).transpose()?,
+        shift: t.map(|v| f32s(v, "shift")).transpose()?,
+        residual: r.map(|v| f32s(v, "residual")).transpose()?,
+        act,
+        ..Epilogue::default()
+    };
+    // conv_fused checks the lengths before reading; the residual's shape is checked here.
+    let y = conv_fused(attrs, x, w, b, epi)?;
+    match r {
+        Some(r) if r.shape != y.shape => Err(format!(
+            "residual {} does not have the Conv output's shape {:?}",
+            describe(r),
+            y.shape
+        )),
+        _ => Ok(y),
+    }
 }
 
 fn add_layer_norm(

@@ -36,7 +36,7 @@ use tessera_runtime::session::{Session, SessionOptions};
     name = "tessera-run",
     version,
     after_help = "Environment: TESSERA_FUSE=0 runs every plan step unfused on CPU devices \
-(by default attention, MatMul+bias(+GELU), Add+LayerNorm and elementwise chains run as fused kernels); \
+(by default attention, MatMul+bias(+GELU), Add+LayerNorm, Conv+BatchNorm/residual/activation and elementwise chains run as fused kernels); \
 TESSERA_PROFILE=1 (or =shapes) prints the time per op kind (and output shape) per rank."
 )]
 struct Args {

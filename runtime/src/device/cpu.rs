@@ -155,6 +155,12 @@ fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
         FusedOp::MatMulEpilogue { .. } => {
             inputs.len() >= 2 && product_macs(&inputs[0].shape, &inputs[1].shape) >= POOL_MIN_MACS
         }
+        // The Conv's own measure (op_is_big), so fusing never moves a Conv between threads.
+        FusedOp::ConvEpilogue { .. } => {
+            inputs.len() >= 2
+                && product_macs(&inputs[0].shape, &inputs[1].shape).max(inputs[0].numel())
+                    >= POOL_MIN_MACS
+        }
         _ => inputs.iter().map(|t| t.numel()).max().unwrap_or(0) >= POOL_MIN_ELEMENTS,
     }
 }

@@ -1,7 +1,7 @@
 //! Kernel fusion of one rank's program, for devices that run fused kernels
 //! ([`crate::device::Device::fuses`]; the CPU device does).
 //!
-//! Five patterns, each a chain whose intermediates are read by nothing else on the rank
+//! Six patterns, each a chain whose intermediates are read by nothing else on the rank
 //! (one consumer, not a plan output) and whose values are exactly f32:
 //!
 //! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`, in one
@@ -19,9 +19,13 @@
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
+//! * **Conv epilogue**: `Conv`, then a per-channel `Mul` and/or `Add` (an unfolded
+//!   BatchNormalization), an `Add` of a same-shape residual and/or an activation (Relu,
+//!   Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv output as
+//!   the Conv finishes it ([`FusedOp::ConvEpilogue`], `fuse/conv.rs`).
 //! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
 //!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
-//! * **Elementwise trees** (after the four above): any tree of elementwise and broadcasting
+//! * **Elementwise trees** (after the five above): any tree of elementwise and broadcasting
 //!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
 //!   `fuse/elementwise.rs`).
 //!
@@ -31,6 +35,7 @@
 //! reference executor) stays a tight comparison. Set `TESSERA_FUSE=0` to run every step
 //! unfused.
 mod attention;
+mod conv;
 mod elementwise;
 mod rotary;
 
@@ -82,6 +87,7 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
         let found = g
             .add_layer_norm(s)
             .or_else(|| g.matmul_epilogue(s))
+            .or_else(|| g.conv_epilogue(s))
             .or_else(|| g.rotary(s));
         if let Some(f) = found {
             g.claim(&f);

@@ -1,0 +1,316 @@
+//! The epilogue of a fused Conv ([`crate::FusedOp::ConvEpilogue`]): a per-channel scale
+//! and shift (an inference BatchNormalization left unfolded), a residual add and an
+//! activation, applied to each block of Conv output as soon as the Conv has finished it
+//! (one output plane of a depthwise Conv, one group's rows of a GEMM, one image's planes of
+//! a batched GEMM), while it is still in cache, instead of separate passes over the whole
+//! tensor.
+//!
+//! Every activation is the arithmetic of its unfused kernel (`unary.rs`), element for
+//! element, and the scale, shift and residual are the single roundings of the unfused
+//! `Mul` and `Add`s, so a fused Conv equals the unfused chain bit for bit. (Folding the
+//! scale into the weights would save the multiply but round differently.)
+use super::simd::{self, vectorized};
+use super::unary::hi_then;
+
+/// An activation that follows a Conv.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConvActivation {
+    /// `max(0, x)` (NaN passes through, as the Relu kernel).
+    Relu,
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `x · sigmoid(x)` (SiLU / swish).
+    Silu,
+    /// Clamp to `[min, max]` (absent bound = unbounded; ReLU6 is `Clip(0, 6)`).
+    Clip {
+        /// Lower bound.
+        min: Option<f32>,
+        /// Upper bound.
+        max: Option<f32>,
+    },
+    /// `max(0, min(1, alpha·x + beta))`, times x when `swish` (HardSwish).
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+        /// HardSwish.
+        swish: bool,
+    },
+}
+
+/// What runs on each finished block of Conv output:
+/// `act(((y · scale[ch]) + shift[ch]) + residual)`, each part optional (an inference
+/// BatchNormalization the exporter left unfolded is the per-channel scale and shift).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Epilogue<'a> {
+    /// One factor per output channel.
+    pub scale: Option<&'a [f32]>,
+    /// One addend per output channel.
+    pub shift: Option<&'a [f32]>,
+    /// A tensor of the Conv output's shape added to it (NCHW, the same flat layout).
+    pub residual: Option<&'a [f32]>,
+    /// The activation.
+    pub act: Option<ConvActivation>,
+    /// Output plane size and channel count (set by the Conv; they place the per-channel
+    /// parameters).
+    pub plane: usize,
+    pub channels: usize,
+}
+
+impl Epilogue<'_> {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.scale.is_none()
+            && self.shift.is_none()
+            && self.residual.is_none()
+            && self.act.is_none()
+    }
+
+    /// Applies the epilogue to `dst`, the output elements starting at flat offset `at`
+    /// (whole planes: `at` and `dst.len()` are multiples of the plane size).
+    pub fn apply(&self, dst: &mut [f32], at: usize) {
+        if (self.scale.is_some() || self.shift.is_some()) && self.plane > 0 && self.channels > 0 {
+            let first = at / self.plane;
+            for (q, pl) in dst.chunks_mut(self.plane).enumerate() {
+                let ch = (first + q) % self.channels;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        // Mul(y, scale) then Add(·, shift): the unfused ops' roundings.
+                        if let Some(s) = self.scale {
+                            let v = s[ch];
+                            pl.iter_mut().for_each(|x| *x *= v);
+                        }
+                        if let Some(t) = self.shift {
+                            let v = t[ch];
+                            pl.iter_mut().for_each(|x| *x += v);
+                        }
+                    },
+                );
+            }
+        }
+        if let Some(r) = self.residual {
+            let r = &r[at..at + dst.len()];
+            vectorized(
+                #[inline(always)]
+                || dst.iter_mut().zip(r).for_each(|(d, &v)| *d += v),
+            );
+        }
+        if let Some(act) = self.act {
+            activate(act, dst);
+        }
+    }
+}
+
+/// Applies `act` in place, with the arithmetic of the unfused kernel.
+fn activate(act: ConvActivation, dst: &mut [f32]) {
+    vectorized(
+        #[inline(always)]
+        || match act {
+            ConvActivation::Relu => dst
+                .iter_mut()
+                .for_each(|a| *a = if *a > 0.0 || a.is_nan() { *a } else { 0.0 }),
+            ConvActivation::Sigmoid => dst.iter_mut().for_each(|a| *a = simd::sigmoid(*a)),
+            ConvActivation::Silu => dst.iter_mut().for_each(|a| *a *= simd::sigmoid(*a)),
+            ConvActivation::Clip { min, max } => {
+                let lo = min.unwrap_or(f32::NEG_INFINITY);
+                let hi = max.unwrap_or(f32::INFINITY);
+                dst.iter_mut()
+                    .for_each(|a| *a = hi_then(if *a < lo { lo } else { *a }, hi));
+            }
+            ConvActivation::HardSigmoid { alpha, beta, swish } => {
+                let hs = |a: f32| (alpha * a + beta).clamp(0.0, 1.0);
+                if swish {
+                    dst.iter_mut().for_each(|a| *a *= hs(*a));
+                } else {
+                    dst.iter_mut().for_each(|a| *a = hs(*a));
+                }
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConvActivation;
+    use crate::{eval, eval_fused, FusedOp};
+    use tessera_ir::op::*;
+    use tessera_ir::{Op, Tensor};
+
+    /// Deterministic values in [-4, 4) (so Relu, Clip and HardSigmoid hit both bounds).
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let n = shape.iter().product();
+        let v = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
+            })
+            .collect();
+        Tensor::f32(shape.to_vec(), v)
+    }
+
+    fn run(op: Op, ins: &[&Tensor]) -> Tensor {
+        eval(&op, ins).unwrap().remove(0)
+    }
+
+    /// The unfused op computing `act`.
+    fn act_op(act: ConvActivation) -> Op {
+        let unary = |kind| Op::Unary(UnaryAttrs { kind });
+        match act {
+            ConvActivation::Relu => unary(UnaryOp::Relu),
+            ConvActivation::Sigmoid => unary(UnaryOp::Sigmoid),
+            ConvActivation::Silu => unary(UnaryOp::Silu),
+            ConvActivation::Clip { min, max } => Op::Clip(ClipAttrs { min, max }),
+            ConvActivation::HardSigmoid { alpha, beta, swish } => {
+                Op::HardSigmoid(HardSigmoidAttrs { alpha, beta, swish })
+            }
+        }
+    }
+
+    const ACTS: [Option<ConvActivation>; 7] = [
+        None,
+        Some(ConvActivation::Relu),
+        Some(ConvActivation::Sigmoid),
+        Some(ConvActivation::Silu),
+        Some(ConvActivation::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        }),
+        Some(ConvActivation::Clip {
+            min: None,
+            max: Some(0.5),
+        }),
+        Some(ConvActivation::HardSigmoid {
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+            swish: true,
+        }),
+    ];
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Every epilogue (per-channel scale and/or shift or none, residual or not, each
+    /// activation, HardSigmoid with and without the swish product) on one Conv equals the
+    /// unfused Conv, Mul, Add, Add and activation ops bit for bit; returns the cases run.
+    fn check(x: &[usize], w: &[usize], attrs: &ConvAttrs, seed: u64) -> usize {
+        let (xt, wt, bt) = (rand(x, seed), rand(w, seed + 1), rand(&[w[0]], seed + 2));
+        let y = run(Op::Conv(attrs.clone()), &[&xt, &wt, &bt]);
+        let r = rand(&y.shape, seed + 3);
+        // BatchNormalization's per-channel factor and addend, [C, 1, 1] as imported.
+        let s = rand(&[w[0], 1, 1], seed + 4);
+        let t = rand(&[w[0], 1, 1], seed + 5);
+        let mut acts = ACTS.to_vec();
+        acts.push(Some(ConvActivation::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+            swish: false,
+        }));
+        let bin = |kind| Op::Binary(BinaryAttrs { kind });
+        let mut checked = 0;
+        for (scale, shift) in [(false, false), (true, false), (false, true), (true, true)] {
+            for residual in [false, true] {
+                for &act in &acts {
+                    if !(scale || shift || residual) && act.is_none() {
+                        continue;
+                    }
+                    let mut want = y.clone();
+                    let mut ins = vec![&xt, &wt, &bt];
+                    if scale {
+                        want = run(bin(BinaryOp::Mul), &[&want, &s]);
+                        ins.push(&s);
+                    }
+                    if shift {
+                        want = run(bin(BinaryOp::Add), &[&want, &t]);
+                        ins.push(&t);
+                    }
+                    if residual {
+                        want = run(bin(BinaryOp::Add), &[&want, &r]);
+                        ins.push(&r);
+                    }
+                    if let Some(a) = act {
+                        want = run(act_op(a), &[&want]);
+                    }
+                    let op = FusedOp::ConvEpilogue {
+                        attrs: attrs.clone(),
+                        bias: true,
+                        scale,
+                        shift,
+                        residual,
+                        act,
+                    };
+                    let got = eval_fused(&op, &ins).unwrap();
+                    assert_eq!(got.shape, want.shape);
+                    let what = (scale, shift, residual, act);
+                    assert_eq!(bits(&got), bits(&want), "{x:?} {w:?} {what:?}");
+                    checked += 1;
+                }
+            }
+        }
+        checked
+    }
+
+    fn attrs(stride: usize, pad: usize, group: usize) -> ConvAttrs {
+        ConvAttrs {
+            strides: vec![stride; 2],
+            dilations: vec![1; 2],
+            pads: vec![pad; 4],
+            group,
+            depthwise: false,
+        }
+    }
+
+    #[test]
+    fn fused_epilogues_equal_the_unfused_ops_bitwise_on_every_conv_path() {
+        // 1×1 planes (strided GEMM), depthwise (plane by plane; channels innermost),
+        // per-image GEMM (planes over 2048 columns), batched GEMM, pointwise per image,
+        // grouped GEMM.
+        let cases: [(&[usize], &[usize], ConvAttrs); 7] = [
+            (&[3, 12, 1, 1], &[20, 6, 1, 1], attrs(1, 0, 2)),
+            (&[2, 6, 5, 5], &[6, 1, 3, 3], attrs(1, 1, 6)),
+            (&[2, 12, 4, 4], &[12, 1, 5, 5], attrs(1, 2, 12)),
+            (&[2, 3, 48, 48], &[5, 3, 3, 3], attrs(1, 1, 1)),
+            (&[3, 4, 6, 6], &[8, 4, 3, 3], attrs(2, 1, 1)),
+            (&[2, 4, 48, 48], &[6, 4, 1, 1], attrs(1, 0, 1)),
+            (&[2, 4, 7, 7], &[6, 2, 3, 3], attrs(1, 1, 2)),
+        ];
+        for (i, (x, w, a)) in cases.iter().enumerate() {
+            assert_eq!(check(x, w, a, 10 * i as u64), 63);
+        }
+    }
+
+    #[test]
+    fn depthwise_split_over_threads_applies_the_epilogue_to_every_plane() {
+        // 2·32 planes of 32×32 with 9 taps: above the depthwise loop's threshold for
+        // splitting planes over the pool's threads.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let n = pool.install(|| check(&[2, 32, 32, 32], &[32, 1, 3, 3], &attrs(1, 1, 32), 7));
+        assert_eq!(n, 63);
+    }
+
+    #[test]
+    fn a_residual_of_another_shape_is_refused() {
+        let (x, w) = (rand(&[1, 2, 4, 4], 1), rand(&[2, 2, 3, 3], 2));
+        let op = FusedOp::ConvEpilogue {
+            attrs: attrs(1, 1, 1),
+            bias: false,
+            scale: false,
+            shift: false,
+            residual: true,
+            act: None,
+        };
+        // Same element count, other shape: refused after the Conv.
+        let err = eval_fused(&op, &[&x, &w, &rand(&[1, 2, 2, 8], 3)]).unwrap_err();
+        assert!(err.to_string().contains("residual"), "{err}");
+        let err = eval_fused(&op, &[&x, &w, &rand(&[1, 2, 4, 3], 3)]).unwrap_err();
+        assert!(err.to_string().contains("residual"), "{err}");
+    }
+}
