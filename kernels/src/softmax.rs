@@ -82,6 +82,18 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
     }
 }
 
+/// ONNX Attention's reference softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
+/// divides by 1 (the vectorisable [`simd::exp`], max and split sum).
+#[inline(always)]
+pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
+    let max = simd::max(row);
+    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
+    row.iter_mut().for_each(|x| *x = simd::exp(*x - shift));
+    let sum: f32 = simd::sum(row);
+    let sum = if sum == 0.0 { 1.0 } else { sum };
+    row.iter_mut().for_each(|x| *x /= sum);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

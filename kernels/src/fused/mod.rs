@@ -22,7 +22,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 mod attention;
 mod elementwise;
 mod rotary;
-pub use attention::{AttentionMask, AttentionShape, HeadLayout};
+pub use attention::{AttentionMask, AttentionScale, AttentionShape, HeadLayout, SoftmaxRows};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 
@@ -50,10 +50,11 @@ pub enum FusedOp {
         /// A bias vector is added to `a` first.
         pre_bias: bool,
     },
-    /// Multi-head scaled dot-product attention (inputs q, k, v, c, then the mask's inputs,
-    /// see [`AttentionMask`]), as `Softmax(mask(Q·Kᵀ ⊘ c)) · V` with `⊘` division (or
-    /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
-    /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
+    /// Multi-head scaled dot-product attention, `Softmax(mask(scale(Q·Kᵀ))) · V` (inputs q,
+    /// k, v, the scale's inputs ([`AttentionScale`]), the mask's ([`AttentionMask`]), then
+    /// the NaN fill under [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as
+    /// `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
+    /// `[B, H, Sq, D]`, [`HeadLayout`]), K and V likewise from `k`, `v`.
     Attention(AttentionShape),
     /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
     /// `x`, `rotate_half(x) = concat(-x[.., h..], x[.., ..h])` (inputs x, cos, sin; cos and
