@@ -191,6 +191,14 @@ fn mask_row(row: &mut [f32], mask: Mask, mo: usize, scale: impl Fn(f32) -> f32) 
             }
             fill == f32::NEG_INFINITY && (0..sk).all(|j| !cond[mo + j * ms[3]])
         }
+        Mask::Bias(cond, ms) if ms[3] == 1 => {
+            let keep = &cond[mo..mo + sk];
+            for (s, &k) in row.iter_mut().zip(keep) {
+                let z = scale(*s);
+                *s = z + if k { 0.0 } else { f32::NEG_INFINITY };
+            }
+            !keep.contains(&true)
+        }
         Mask::Bias(cond, ms) => {
             let mut all = true;
             for (j, s) in row.iter_mut().enumerate() {
