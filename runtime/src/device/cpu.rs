@@ -206,6 +206,10 @@ impl Device for CpuDevice {
         true
     }
 
+    fn shares_host_tensors(&self) -> bool {
+        true
+    }
+
     fn compute_fused(
         &mut self,
         op: &tessera_kernels::FusedOp,
