@@ -88,10 +88,15 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
 pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
     let max = simd::max(row);
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    row.iter_mut().for_each(|x| *x = simd::exp(*x - shift));
+    // `for` loops, not `for_each` (see `softmax`: an outlined fold loses the vector features).
+    for x in row.iter_mut() {
+        *x = simd::exp(*x - shift);
+    }
     let sum: f32 = simd::sum(row);
     let sum = if sum == 0.0 { 1.0 } else { sum };
-    row.iter_mut().for_each(|x| *x /= sum);
+    for x in row.iter_mut() {
+        *x /= sum;
+    }
 }
 
 #[cfg(test)]
