@@ -7,7 +7,7 @@ use super::{expect_inputs, f32s, scalar};
 use crate::index::broadcast_strides4;
 use crate::matmul::{gemm_into, MatView};
 use crate::simd::vectorized;
-use crate::softmax::{softmax_row, softmax_row_guarded};
+use crate::softmax::{softmax_row, softmax_row_guarded, softmax_row_nan_fill};
 use crate::{describe, make, KResult};
 use tessera_ir::{DType, Tensor, TensorData};
 
@@ -354,12 +354,7 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                     let all_masked = mask_row(row, mask, off, scale);
                     match a.rows {
                         SoftmaxRows::Plain => softmax_row(row, false),
-                        SoftmaxRows::NanToFill => {
-                            softmax_row(row, false);
-                            for p in row.iter_mut() {
-                                *p = if p.is_nan() { fill } else { *p };
-                            }
-                        }
+                        SoftmaxRows::NanToFill => softmax_row_nan_fill(row, fill),
                         SoftmaxRows::Guarded if all_masked => row.fill(0.0),
                         SoftmaxRows::Guarded => softmax_row_guarded(row),
                     }
