@@ -58,8 +58,12 @@ pub enum FusedOp {
     Attention(AttentionShape),
     /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
     /// `x`, `rotate_half(x) = concat(-x[.., h..], x[.., ..h])` (inputs x, cos, sin; cos and
-    /// sin broadcast to x with whole rows).
-    Rotary,
+    /// sin broadcast to x with whole rows), or `concat(x[.., h..], x[.., ..h])` when not
+    /// `negate` (the opset-23 exports fold the sign into `sin`).
+    Rotary {
+        /// The upper half is negated.
+        negate: bool,
+    },
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
@@ -73,7 +77,7 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
-            FusedOp::Rotary => "fused Rotary",
+            FusedOp::Rotary { .. } => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
         }
     }
@@ -89,7 +93,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
-        FusedOp::Rotary => rotary::rotary(inputs),
+        FusedOp::Rotary { negate } => rotary::rotary(*negate, inputs),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
     };
     r.map_err(|msg| KernelError {
