@@ -25,7 +25,8 @@
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
 //!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
 //! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
-//!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
+//!   Concat, Mul, Mul, Add over the last axis, or without the Neg (the sign folded into
+//!   sin) ([`FusedOp::Rotary`], `fuse/rotary.rs`).
 //! * **Elementwise trees** (after the four above): any tree of elementwise and broadcasting
 //!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
 //!   `fuse/elementwise.rs`).
