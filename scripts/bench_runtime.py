@@ -32,7 +32,7 @@ onnxruntime). --markdown prints it as a Markdown table for docs/benchmarks.md.
 Both keep weights resident: Tessera decodes each rank's weight slices on the first run
 (WeightStore::load_resident) and later runs share them, so the repeats measure the steady
 state, as onnxruntime's. Set TESSERA_PROFILE=1 to have tessera-run print time per op kind
-per rank.
+per rank; set TESSERA_BIN_DIR (with --no-build) to benchmark binaries saved elsewhere.
 """
 import argparse
 import json
@@ -158,8 +158,10 @@ def main():
     feats = ["--features", ",".join(f"tessera-runtime/{f}" for f in args.features.split(",") if f)] if args.features else []
     if not args.no_build:
         sh(["cargo", "build", "--release", "-q", "-p", "tessera", "-p", "tessera-runtime"] + feats)
-    tessera = os.path.join(ROOT, "target/release/tessera")
-    tessera_run = os.path.join(ROOT, "target/release/tessera-run")
+    # TESSERA_BIN_DIR: run other release binaries (e.g. a saved "before" build) with --no-build.
+    bin_dir = os.environ.get("TESSERA_BIN_DIR", os.path.join(ROOT, "target/release"))
+    tessera = os.path.join(bin_dir, "tessera")
+    tessera_run = os.path.join(bin_dir, "tessera-run")
     cores = os.cpu_count() or 1
 
     rows = []

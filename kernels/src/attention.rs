@@ -7,6 +7,7 @@
 use super::index::broadcast_strides4;
 use super::matmul::{gemm_into, MatView};
 use super::simd;
+use super::softmax::softmax_row_guarded;
 use super::{describe, make, KResult};
 use tessera_ir::op::AttentionAttrs;
 use tessera_ir::{Tensor, TensorData};
@@ -127,6 +128,13 @@ fn mask_bias(m: &Tensor, full: [usize; 4]) -> KResult<Bias> {
     })
 }
 
+/// The factor Q and K are each multiplied by: √scale (default scale 1/√`head_dim`), computed
+/// in f64 and rounded once, as the reference.
+pub fn attention_qk_factor(a: &AttentionAttrs, head_dim: usize) -> f32 {
+    let scale = a.scale.map_or(1.0 / (head_dim as f64).sqrt(), |s| s as f64);
+    scale.sqrt() as f32
+}
+
 /// Evaluates Attention; returns Y, or `qk_matmul_output` when `a.qk_output`.
 pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tensor> {
     let (q_in, k_in, v_in) = (inputs[0], inputs[1], inputs[2]);
@@ -168,9 +176,7 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
             ));
         }
     }
-    // √scale, computed in f64 and rounded once, as the reference.
-    let scale = a.scale.map_or(1.0 / (dq as f64).sqrt(), |s| s as f64);
-    let s = scale.sqrt() as f32;
+    let s = attention_qk_factor(a, dq);
     let qs: Vec<f32> = q.v.iter().map(|x| x * s).collect();
     let ks: Vec<f32> = k.v.iter().map(|x| x * s).collect();
     let mut y = vec![0f32; batch * hq * sq * dv];
@@ -233,7 +239,7 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
                         if all_masked {
                             prow.fill(0.0);
                         } else {
-                            softmax_guarded(prow);
+                            softmax_row_guarded(prow);
                         }
                         if a.qk_output && a.qk_matmul_output_mode == 3 {
                             qk_out[o..o + t].copy_from_slice(prow);
@@ -274,18 +280,6 @@ pub(crate) fn attention(a: &AttentionAttrs, inputs: &[&Tensor]) -> KResult<Tenso
     } else {
         make(q_in.dtype, vec![batch, hq, sq, dv], TensorData::F32(y))
     }
-}
-
-/// The reference's softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
-/// divides by 1 (the vectorisable [`simd::exp`], max and split sum).
-#[inline(always)]
-fn softmax_guarded(row: &mut [f32]) {
-    let max = simd::max(row);
-    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    row.iter_mut().for_each(|x| *x = simd::exp(*x - shift));
-    let sum: f32 = simd::sum(row);
-    let sum = if sum == 0.0 { 1.0 } else { sum };
-    row.iter_mut().for_each(|x| *x /= sum);
 }
 
 #[cfg(test)]

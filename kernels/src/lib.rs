@@ -36,10 +36,12 @@ mod trilu;
 mod unary;
 mod window;
 
+pub use attention::attention_qk_factor;
 pub use cast::cast_tensor;
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
-    eval_fused, AttentionMask, AttentionShape, ElementwiseProgram, EwInstr, FusedOp, HeadLayout,
+    eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
+    FusedOp, HeadLayout, SoftmaxRows,
 };
 pub use range::range;
 

@@ -62,23 +62,57 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
             .ln();
         row.iter_mut().for_each(|r| *r -= ls);
     } else {
-        // Max; e^(x - max) and their sum in one pass (in simd::sum's lane order); scale.
-        let max = simd::max(row);
-        let mut acc = [0f32; simd::LANES];
-        let mut chunks = row.chunks_exact_mut(simd::LANES);
-        for chunk in &mut chunks {
-            for (a, r) in acc.iter_mut().zip(chunk) {
-                *r = simd::exp(*r - max);
-                *a += *r;
-            }
-        }
-        let mut tail = 0f32;
-        for r in chunks.into_remainder() {
-            *r = simd::exp(*r - max);
-            tail += *r;
-        }
-        let inv = 1.0 / (acc.iter().sum::<f32>() + tail);
+        let inv = exp_shifted(row);
         row.iter_mut().for_each(|r| *r *= inv);
+    }
+}
+
+/// The softmax's first passes over a row: its max, then `e^(x - max)` in place and their sum
+/// in one pass (in `simd::sum`'s lane order); returns `1 / sum`.
+#[inline(always)]
+fn exp_shifted(row: &mut [f32]) -> f32 {
+    let max = simd::max(row);
+    let mut acc = [0f32; simd::LANES];
+    let mut chunks = row.chunks_exact_mut(simd::LANES);
+    for chunk in &mut chunks {
+        for (a, r) in acc.iter_mut().zip(chunk) {
+            *r = simd::exp(*r - max);
+            *a += *r;
+        }
+    }
+    let mut tail = 0f32;
+    for r in chunks.into_remainder() {
+        *r = simd::exp(*r - max);
+        tail += *r;
+    }
+    1.0 / (acc.iter().sum::<f32>() + tail)
+}
+
+/// [`softmax_row`] (not log) followed by `Where(IsNaN(p), fill, p)`, the replacement done in
+/// the pass that scales by the inverse sum (the same arithmetic, one pass fewer).
+#[inline(always)]
+pub(crate) fn softmax_row_nan_fill(row: &mut [f32], fill: f32) {
+    let inv = exp_shifted(row);
+    for r in row.iter_mut() {
+        let p = *r * inv;
+        *r = if p.is_nan() { fill } else { p };
+    }
+}
+
+/// ONNX Attention's reference softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
+/// divides by 1 (the vectorisable [`simd::exp`], max and split sum).
+#[inline(always)]
+pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
+    let max = simd::max(row);
+    let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
+    // `for` loops, not `for_each` (see `softmax`: an outlined fold loses the vector features).
+    for x in row.iter_mut() {
+        *x = simd::exp(*x - shift);
+    }
+    let sum: f32 = simd::sum(row);
+    let sum = if sum == 0.0 { 1.0 } else { sum };
+    for x in row.iter_mut() {
+        *x /= sum;
     }
 }
 

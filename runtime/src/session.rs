@@ -491,7 +491,7 @@ impl Worker {
         let prepared = rank_job(&self.plan, &self.store, &empty, self.rank, |v| {
             self.keep.contains(v)
         });
-        let program = RankProgram::prepare(&prepared, dev.fuses());
+        let program = RankProgram::prepare(&prepared, dev.fuses(), dev.shares_host_tensors());
         // The session may be waiting for this; if it is gone, the loop below ends at once.
         let _ = ready.send(());
         drop(ready);

@@ -284,37 +284,48 @@ fn head_major_grouped_query_attention_fuses() {
 }
 
 /// Llama's rotary embedding, `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
-/// Concat, Mul, Mul, Add: one kernel, bitwise equal to the reference executor.
+/// Concat, Mul, Mul, Add (or without the Neg, the sign folded into `sin`, as the opset-23
+/// exports spell it): one kernel, bitwise equal to the reference executor.
 #[test]
 fn rotary_embedding_fuses() {
-    let (bsz, h, s, d) = (2, 3, 5, 8);
-    let shape = vec![bsz, h, s, d];
-    let mut g = Graph::new();
-    let x = g.add_input("x", DType::F32, shape.clone());
-    let cos = inline_weight(&mut g, "cos", rand_f32(&[1, 1, s, d], 12));
-    let sin = inline_weight(&mut g, "sin", rand_f32(&[1, 1, s, d], 13));
-    let half_shape = vec![bsz, h, s, d / 2];
-    let half = |g: &mut Graph, name: &str, start: i64, end: i64| {
-        let op = Op::Slice(SliceAttrs {
-            axes: vec![3],
-            starts: vec![start],
-            ends: vec![end],
-            steps: vec![1],
-        });
-        f32_node(g, name, op, vec![x], half_shape.clone())
-    };
-    let x1 = half(&mut g, "x1", 0, d as i64 / 2);
-    let x2 = half(&mut g, "x2", d as i64 / 2, d as i64);
-    let neg = Op::Unary(UnaryAttrs { kind: UnaryOp::Neg });
-    let n = f32_node(&mut g, "neg", neg, vec![x2], half_shape.clone());
-    let cat = Op::Concat(AxisAttrs { axis: 3 });
-    let rot = f32_node(&mut g, "rot", cat, vec![n, x1], shape.clone());
-    let a = binary_node(&mut g, "xc", BinaryOp::Mul, [x, cos], shape.clone());
-    let b = binary_node(&mut g, "rs", BinaryOp::Mul, [sin, rot], shape.clone());
-    let y = binary_node(&mut g, "y", BinaryOp::Add, [b, a], shape.clone());
-    g.outputs.push(y);
-    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&shape, 14))]);
-    let (fused, steps) = run_fused_steps(g, &inputs, true);
-    assert_eq!(fused, BTreeMap::from([("fused Rotary", 1)]));
-    assert_eq!(steps, 7);
+    for negate in [true, false] {
+        let (bsz, h, s, d) = (2, 3, 5, 8);
+        let shape = vec![bsz, h, s, d];
+        let mut g = Graph::new();
+        let x = g.add_input("x", DType::F32, shape.clone());
+        let cos = inline_weight(&mut g, "cos", rand_f32(&[1, 1, s, d], 12));
+        let sin = inline_weight(&mut g, "sin", rand_f32(&[1, 1, s, d], 13));
+        let half_shape = vec![bsz, h, s, d / 2];
+        let half = |g: &mut Graph, name: &str, start: i64, end: i64| {
+            let op = Op::Slice(SliceAttrs {
+                axes: vec![3],
+                starts: vec![start],
+                ends: vec![end],
+                steps: vec![1],
+            });
+            f32_node(g, name, op, vec![x], half_shape.clone())
+        };
+        let x1 = half(&mut g, "x1", 0, d as i64 / 2);
+        let x2 = half(&mut g, "x2", d as i64 / 2, d as i64);
+        let hi = if negate {
+            let neg = Op::Unary(UnaryAttrs { kind: UnaryOp::Neg });
+            f32_node(&mut g, "neg", neg, vec![x2], half_shape.clone())
+        } else {
+            x2
+        };
+        let cat = Op::Concat(AxisAttrs { axis: 3 });
+        let rot = f32_node(&mut g, "rot", cat, vec![hi, x1], shape.clone());
+        let a = binary_node(&mut g, "xc", BinaryOp::Mul, [x, cos], shape.clone());
+        let b = binary_node(&mut g, "rs", BinaryOp::Mul, [sin, rot], shape.clone());
+        let y = binary_node(&mut g, "y", BinaryOp::Add, [b, a], shape.clone());
+        g.outputs.push(y);
+        let inputs = BTreeMap::from([("x".to_string(), rand_f32(&shape, 14))]);
+        let (fused, steps) = run_fused_steps(g, &inputs, true);
+        assert_eq!(
+            fused,
+            BTreeMap::from([("fused Rotary", 1)]),
+            "negate {negate}"
+        );
+        assert_eq!(steps, if negate { 7 } else { 6 });
+    }
 }

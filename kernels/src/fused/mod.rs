@@ -24,7 +24,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 mod attention;
 mod elementwise;
 mod rotary;
-pub use attention::{AttentionMask, AttentionShape, HeadLayout};
+pub use attention::{AttentionMask, AttentionScale, AttentionShape, HeadLayout, SoftmaxRows};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 
@@ -52,15 +52,20 @@ pub enum FusedOp {
         /// A bias vector is added to `a` first.
         pre_bias: bool,
     },
-    /// Multi-head scaled dot-product attention (inputs q, k, v, c, then the mask's inputs,
-    /// see [`AttentionMask`]), as `Softmax(mask(Q·Kᵀ ⊘ c)) · V` with `⊘` division (or
-    /// multiplication when `scale_mul`), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front
-    /// of the sequence axis, K and V likewise from `k`, `v` (`[B, Sk, H, D]`).
+    /// Multi-head scaled dot-product attention, `Softmax(mask(scale(Q·Kᵀ))) · V` (inputs q,
+    /// k, v, the scale's inputs ([`AttentionScale`]), the mask's ([`AttentionMask`]), then
+    /// the NaN fill under [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as
+    /// `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
+    /// `[B, H, Sq, D]`, [`HeadLayout`]), K and V likewise from `k`, `v`.
     Attention(AttentionShape),
     /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
     /// `x`, `rotate_half(x) = concat(-x[.., h..], x[.., ..h])` (inputs x, cos, sin; cos and
-    /// sin broadcast to x with whole rows).
-    Rotary,
+    /// sin broadcast to x with whole rows), or `concat(x[.., h..], x[.., ..h])` when not
+    /// `negate` (the opset-23 exports fold the sign into `sin`).
+    Rotary {
+        /// The upper half is negated.
+        negate: bool,
+    },
     /// A tree of elementwise ops evaluated in one pass (inputs as the program's `Load`,
     /// `LoadCast` and `Where` instructions index them).
     Elementwise(ElementwiseProgram),
@@ -93,7 +98,7 @@ impl FusedOp {
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
-            FusedOp::Rotary => "fused Rotary",
+            FusedOp::Rotary { .. } => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
             FusedOp::ConvEpilogue {
                 scale,
@@ -124,7 +129,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             pre_bias,
         } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
         FusedOp::Attention(a) => attention(a, inputs),
-        FusedOp::Rotary => rotary::rotary(inputs),
+        FusedOp::Rotary { negate } => rotary::rotary(*negate, inputs),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
         FusedOp::ConvEpilogue {
             attrs,

@@ -212,6 +212,10 @@ impl Device for CpuDevice {
         true
     }
 
+    fn shares_host_tensors(&self) -> bool {
+        true
+    }
+
     fn compute_fused(
         &mut self,
         op: &tessera_kernels::FusedOp,

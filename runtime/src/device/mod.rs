@@ -150,6 +150,14 @@ pub trait Device: Send {
         outs: &[OutSpec<'_>],
     ) -> Result<Vec<Self::Buffer>, DeviceError>;
 
+    /// True when this device's buffers are host tensors that [`Device::upload_shared`]
+    /// shares without copying; a session then computes activation-independent steps once
+    /// and serves host copies of their outputs ([`crate::exec`]'s constant cache). Default:
+    /// false.
+    fn shares_host_tensors(&self) -> bool {
+        false
+    }
+
     /// True when this device runs fused op chains ([`Device::compute_fused`]); the executor
     /// then fuses the patterns of [`crate::exec`]'s fusion pass. Default: false.
     fn fuses(&self) -> bool {

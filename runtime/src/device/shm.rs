@@ -25,6 +25,9 @@ const POLL: Duration = Duration::from_millis(50);
 /// ranks before spinning).
 const SPIN: Duration = Duration::from_micros(200);
 
+/// The first part of [`SPIN`], spent busy-waiting without yielding the core.
+const PURE_SPIN: Duration = Duration::from_micros(20);
+
 /// The exchanges of one run, shared by all CPU devices.
 #[derive(Debug)]
 pub struct ShmWorld {
@@ -144,7 +147,13 @@ impl ShmWorld {
                     && !self.is_aborted()
                     && t0.elapsed() < SPIN
                 {
-                    std::hint::spin_loop();
+                    // Past a short busy wait, yield the core while polling: on a machine
+                    // busier than it has cores the peer may be waiting for one.
+                    if t0.elapsed() < PURE_SPIN {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
                 st = lock(&ex.state);
             }

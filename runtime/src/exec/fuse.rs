@@ -9,7 +9,12 @@
 //!   by a one-element scale, optionally a mask (`Add` of an f32 mask, BERT; or
 //!   `Where(cond, ·, fill)`, GPT-2's causal mask), `Softmax` over the last axis,
 //!   `MatMul(·, V)`, and when present the `Transpose` + `Reshape` that merge the heads back
-//!   ([`FusedOp::Attention`]).
+//!   ([`FusedOp::Attention`]). Also torch dynamo's SDPA decomposition: q and Kᵀ each
+//!   `Mul`-ed by a one-element scale before the product (Kᵀ as `Reshape [B·H, S, D]`,
+//!   `Transpose [0, 2, 1]`, `Reshape`), an additive mask, and `Where(IsNaN(p), fill, p)`
+//!   after the Softmax (the kernel replaces every NaN probability by the fill, as the
+//!   unfused ops: a query masked at every key gives zeros); and the ONNX `Attention` op
+//!   without KV cache, causal flag, window or softcap (`fuse/attention.rs`).
 //! * **MatMul epilogue**: `MatMul`, then `Add` of a bias vector over the output columns
 //!   and/or a `Gelu` (erf form) ([`FusedOp::MatMulEpilogue`]).
 //!
@@ -24,7 +29,8 @@
 //!   Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv output as
 //!   the Conv finishes it ([`FusedOp::ConvEpilogue`], `fuse/conv.rs`).
 //! * **Rotary embedding**: `x·cos + rotate_half(x)·sin` spelled as Slice, Slice, Neg,
-//!   Concat, Mul, Mul, Add over the last axis ([`FusedOp::Rotary`], `fuse/rotary.rs`).
+//!   Concat, Mul, Mul, Add over the last axis, or without the Neg (the sign folded into
+//!   sin) ([`FusedOp::Rotary`], `fuse/rotary.rs`).
 //! * **Elementwise trees** (after the five above): any tree of elementwise and broadcasting
 //!   ops whose intermediates are read once runs as one program ([`FusedOp::Elementwise`],
 //!   `fuse/elementwise.rs`).
@@ -78,7 +84,7 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
     let mut g = Program::new(plan, steps, keep, rank);
     let mut fused: Vec<Fused> = Vec::new();
     for s in 0..steps.len() {
-        if let Some(f) = g.attention(s) {
+        if let Some(f) = g.attention(s).or_else(|| g.attention_op(s)) {
             g.claim(&f);
             fused.push(f);
         }

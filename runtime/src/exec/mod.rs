@@ -27,6 +27,7 @@ use tessera_ir::plan::{Plan, ValueId};
 use tessera_ir::Tensor;
 
 pub mod check;
+mod constants;
 pub mod data;
 pub mod error;
 mod fuse;
@@ -74,6 +75,9 @@ pub struct RankStats {
     pub fused: BTreeMap<&'static str, usize>,
     /// Plan steps those fused kernels replaced.
     pub fused_steps: usize,
+    /// Activation-independent plan steps served from (or skipped thanks to) a session's
+    /// cache of constant values instead of computed (counted in `steps`).
+    pub cached_steps: usize,
 }
 
 /// Measured figures of a run.

@@ -1,5 +1,6 @@
 //! One rank's interpreter: walks the rank's steps in order on its [`Device`], frees each
 //! buffer after its last use and measures the bytes it holds.
+use super::constants::{Constants, Role};
 use super::error::ExecError;
 use super::fuse::{self, Item};
 use super::RankStats;
@@ -8,6 +9,7 @@ use crate::device::{Device, DeviceError, OutSpec};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
@@ -25,17 +27,21 @@ pub(crate) struct RankJob<'a> {
 }
 
 /// A rank's program made ready to run, once per plan and rank: the steps after the fusion
-/// pass, the last reader of each value and which values the rank keeps. A resident session
-/// ([`crate::session`]) prepares it once and runs it many times.
+/// pass, the last reader of each value, which values the rank keeps and its constant items
+/// ([`super::constants`]). A resident session ([`crate::session`]) prepares it once and runs
+/// it many times.
 pub(crate) struct RankProgram {
     items: Vec<Item>,
     last: Vec<Option<usize>>,
     keep: Vec<bool>,
+    constants: Constants,
 }
 
 impl RankProgram {
-    /// Prepares rank `job.rank`'s program for a device that fuses (`fuses`) or not.
-    pub fn prepare(job: &RankJob<'_>, fuses: bool) -> RankProgram {
+    /// Prepares rank `job.rank`'s program for a device that fuses (`fuses`) or not; with
+    /// `cache_constants` its activation-independent items are computed on the first run only
+    /// (for programs run many times on a device whose buffers are host tensors).
+    pub fn prepare(job: &RankJob<'_>, fuses: bool, cache_constants: bool) -> RankProgram {
         let plan = job.plan;
         let steps = &plan.ranks[job.rank].steps;
         let n_values = plan.values.len();
@@ -50,7 +56,13 @@ impl RankProgram {
             (0..steps.len()).map(Item::Step).collect()
         };
         let last = last_uses(&items, steps, n_values);
-        RankProgram { items, last, keep }
+        let constants = Constants::new(plan, job.rank, &items, &keep, cache_constants);
+        RankProgram {
+            items,
+            last,
+            keep,
+            constants,
+        }
     }
 }
 
@@ -84,7 +96,7 @@ pub(crate) fn run_rank<D: Device>(
     dev: &mut D,
     job: &RankJob<'_>,
 ) -> Result<(Vec<(ValueId, Tensor)>, RankStats), RankFailure> {
-    let program = RankProgram::prepare(job, dev.fuses());
+    let program = RankProgram::prepare(job, dev.fuses(), false);
     run_prepared(dev, job, &program)
 }
 
@@ -100,6 +112,7 @@ pub(crate) fn run_prepared<D: Device>(
     let steps = &plan.ranks[rank].steps;
     let n_values = plan.values.len();
     let (items, last, keep) = (&program.items, &program.last, &program.keep);
+    let constants = &program.constants;
     let start = Instant::now();
     let mut stats = RankStats {
         rank,
@@ -116,6 +129,15 @@ pub(crate) fn run_prepared<D: Device>(
             });
         }
         let (in_ids, out_ids) = item_values(item, steps);
+        let role = constants.role(at);
+        if role == Role::Skip {
+            // Only skipped or served constant items read its outputs: nothing to define;
+            // inputs whose last reader it is are freed as it would have.
+            free_dead(in_ids, at, last, keep, &mut bufs, &mut live, dev);
+            count_item(item, &mut stats);
+            stats.cached_steps += item_steps(item);
+            continue;
+        }
         // Errors name the plan step (a fused chain: its last step), described only on failure.
         let (s, what) = match item {
             Item::Step(s) => (*s, None),
@@ -137,6 +159,12 @@ pub(crate) fn run_prepared<D: Device>(
         let outs = {
             // Validation guarantees every input was defined earlier on this rank and freed
             // only after its last use, so these slots are full.
+            let served = match (role, constants.cached(at)) {
+                (Role::Serve, Some(ts)) => Some(ts),
+                _ => None,
+            };
+            // A served item reads nothing (its inputs were skipped).
+            let in_ids = if served.is_some() { &[][..] } else { in_ids };
             let ins: Vec<&D::Buffer> = in_ids
                 .iter()
                 .map(|v| {
@@ -146,9 +174,16 @@ pub(crate) fn run_prepared<D: Device>(
                 })
                 .collect::<Result<_, _>>()?;
             let t0 = profile.as_ref().map(|_| Instant::now());
-            let outs = match item {
-                Item::Step(s) => run_step(dev, job, &steps[*s], &ins, &mut stats),
-                Item::Fused(f) => dev
+            let outs = match (served, item) {
+                (Some(ts), _) => {
+                    stats.cached_steps += item_steps(item);
+                    ts.iter()
+                        .map(|t| dev.upload_shared(t))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(StepError::Device)
+                }
+                (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
+                (None, Item::Fused(f)) => dev
                     .compute_fused(&f.op, &ins)
                     .map(|b| vec![b])
                     .map_err(StepError::Device),
@@ -179,6 +214,15 @@ pub(crate) fn run_prepared<D: Device>(
                 false,
             ));
         }
+        let outs: Vec<D::Buffer> = outs.into_iter().take(out_ids.len()).collect();
+        if constants.wants(at) {
+            let host = outs
+                .iter()
+                .map(|b| dev.download(b).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(dev_fail)?;
+            constants.store(at, host);
+        }
         for (v, b) in out_ids.iter().zip(outs) {
             let want = plan.values[v.index()].shape_on(rank);
             if dev.shape(&b) != want {
@@ -197,27 +241,12 @@ pub(crate) fn run_prepared<D: Device>(
         }
         stats.peak_live_bytes = stats.peak_live_bytes.max(live as u64);
         // Free what this item read for the last time, and outputs nobody reads.
-        for v in in_ids.iter().chain(out_ids) {
-            let i = v.index();
-            let dead = match last[i] {
-                Some(l) => l <= at,
-                None => true,
-            };
-            if dead && !keep[i] {
-                if let Some(b) = bufs[i].take() {
-                    live -= dev.bytes(&b);
-                }
-            }
-        }
-        match item {
-            Item::Step(_) => stats.steps += 1,
-            Item::Fused(f) => {
-                stats.steps += f.steps.len();
-                stats.fused_steps += f.steps.len();
-                *stats.fused.entry(f.op.name()).or_default() += 1;
-            }
-        }
+        let (all_ins, _) = item_values(item, steps);
+        free_dead(all_ins, at, last, keep, &mut bufs, &mut live, dev);
+        free_dead(out_ids, at, last, keep, &mut bufs, &mut live, dev);
+        count_item(item, &mut stats);
     }
+    constants.finish_run();
     let mut kept = Vec::with_capacity(job.keep.len());
     for v in &job.keep {
         let b = bufs[v.index()].as_ref().ok_or_else(|| RankFailure {
@@ -238,6 +267,48 @@ pub(crate) fn run_prepared<D: Device>(
         p.print(rank);
     }
     Ok((kept, stats))
+}
+
+/// Frees the buffers of `ids` whose last reader is item `at` or earlier (or that nobody
+/// reads) and that the rank does not keep.
+fn free_dead<D: Device>(
+    ids: &[ValueId],
+    at: usize,
+    last: &[Option<usize>],
+    keep: &[bool],
+    bufs: &mut [Option<D::Buffer>],
+    live: &mut usize,
+    dev: &D,
+) {
+    for v in ids {
+        let i = v.index();
+        let dead = match last[i] {
+            Some(l) => l <= at,
+            None => true,
+        };
+        if dead && !keep[i] {
+            if let Some(b) = bufs[i].take() {
+                *live -= dev.bytes(&b);
+            }
+        }
+    }
+}
+
+/// The plan steps an item stands for.
+fn item_steps(item: &Item) -> usize {
+    match item {
+        Item::Step(_) => 1,
+        Item::Fused(f) => f.steps.len(),
+    }
+}
+
+/// Counts an item's steps (and its fused kernel) in the rank's statistics.
+fn count_item(item: &Item, stats: &mut RankStats) {
+    stats.steps += item_steps(item);
+    if let Item::Fused(f) = item {
+        stats.fused_steps += f.steps.len();
+        *stats.fused.entry(f.op.name()).or_default() += 1;
+    }
 }
 
 /// Time per step kind (op name for compute steps), collected when the environment variable

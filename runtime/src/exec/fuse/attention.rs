@@ -4,10 +4,13 @@
 //! rotary embedding, Llama), k and v possibly repeated over query-head groups by
 //! `Reshape [B, Hk, 1, S, D]` + `Expand` + `Reshape [B, H, S, D]` (grouped-query attention).
 use super::{Fused, Program};
-use tessera_ir::op::BinaryOp;
+use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::ValueId;
 use tessera_ir::{DType, Op};
-use tessera_kernels::{AttentionMask, AttentionShape, FusedOp, HeadLayout};
+use tessera_kernels::{
+    attention_qk_factor, AttentionMask, AttentionScale, AttentionShape, FusedOp, HeadLayout,
+    SoftmaxRows,
+};
 
 /// One of q, k, v as the fused kernel reads it.
 struct Operand {
@@ -48,7 +51,8 @@ impl Program<'_> {
     }
 
     /// Kᵀ, `[B, H, D, Sk]` at the first MatMul's input `x`: split by the chain itself, or
-    /// `Transpose [0, 1, 3, 2]` of a head-major (maybe group-repeated) K.
+    /// the transpose (`Transpose [0, 1, 3, 2]`, or dynamo's Reshape + `Transpose [0, 2, 1]`
+    /// + Reshape) of a K that [`Program::value`] reads.
     fn key(&self, x: ValueId, mm: usize, [b, h, s, d]: [usize; 4]) -> Option<Operand> {
         if let Some((src, shape, steps)) = self.heads(x, mm, &[0, 2, 3, 1]) {
             return (shape == [b, s, h, d]).then_some(Operand {
@@ -60,16 +64,32 @@ impl Program<'_> {
             });
         }
         let t = self.internal(x, mm)?;
-        match self.op(t)? {
-            Op::Transpose(a) if a.perm == [0, 1, 3, 2] => {}
+        let (src, by, mut steps) = match self.op(t)? {
+            Op::Transpose(a) if a.perm == [0, 1, 3, 2] => (self.input(t, 0)?, t, vec![t]),
+            // torch's `transpose(-2, -1)` of a 4-D K as dynamo exports it: Reshape to
+            // [B·H, S, D], Transpose [0, 2, 1], Reshape to [B, H, D, S].
+            Op::Reshape(_) if self.shape(self.out(t)) == [b, h, d, s] => {
+                let t2 = self.internal(self.input(t, 0)?, t)?;
+                match self.op(t2)? {
+                    Op::Transpose(a) if a.perm == [0, 2, 1] => {}
+                    _ => return None,
+                }
+                let r1 = self.internal(self.input(t2, 0)?, t2)?;
+                let src = self.input(r1, 0)?;
+                let ok = matches!(self.op(r1)?, Op::Reshape(_))
+                    && self.shape(self.out(r1)) == [b * h, s, d]
+                    && self.shape(src) == [b, h, s, d];
+                if !ok {
+                    return None;
+                }
+                (src, r1, vec![t, t2, r1])
+            }
             _ => return None,
-        }
-        let mut k = self.value(self.input(t, 0)?, t, [b, h, s, d])?;
-        if k.layout != HeadLayout::HeadMajor {
-            // [B, S, H, D] → Transpose [0, 2, 1, 3] → [0, 1, 3, 2] is `heads` above.
-            return None;
-        }
-        k.steps.push(t);
+        };
+        // K itself: split by its own Reshape + Transpose, head-major, or group-repeated.
+        let mut k = self.value(src, by, [b, h, s, d])?;
+        steps.append(&mut k.steps);
+        k.steps = steps;
         Some(k)
     }
 
@@ -173,6 +193,95 @@ impl Program<'_> {
         self.is_f32(src).then_some((src, [b, s, h, d], steps))
     }
 
+    /// Q or Kᵀ at input `x` of the first MatMul `mm`, maybe multiplied by a one-element
+    /// scale first (torch's SDPA decomposition): (the unscaled value, the step reading it,
+    /// the scale and its `Mul` step).
+    fn prescaled(&self, x: ValueId, mm: usize) -> (ValueId, usize, Option<(ValueId, usize)>) {
+        let found = self.internal(x, mm).and_then(|p| {
+            if self.binary(p)? != BinaryOp::Mul {
+                return None;
+            }
+            let [u, w] = self.ins(p)[..] else {
+                return None;
+            };
+            let (y, c) = if self.is_scalar(w) { (u, w) } else { (w, u) };
+            (self.is_scalar(c) && self.shape(y) == self.shape(x)).then_some((y, p, c))
+        });
+        match found {
+            Some((y, p, c)) => (y, p, Some((c, p))),
+            None => (x, mm, None),
+        }
+    }
+
+    /// `Where(IsNaN(p), fill, p)` reading the softmax output `p` (its two readers), with a
+    /// one-element f32 fill: (the Where step, the IsNaN step, fill).
+    fn nan_cleanup(&self, p: ValueId) -> Option<(usize, usize, ValueId)> {
+        let &[r1, r2] = self.uses[p.index()].as_slice() else {
+            return None;
+        };
+        if self.keep[p.index()] {
+            return None;
+        }
+        let is_nan = |s: usize| {
+            matches!(self.op(s), Some(Op::Unary(u)) if u.kind == UnaryOp::IsNaN)
+                && self.ins(s) == [p]
+        };
+        let (nan, w) = if is_nan(r1) { (r1, r2) } else { (r2, r1) };
+        if !is_nan(nan) || !matches!(self.op(w)?, Op::Where) {
+            return None;
+        }
+        let nb = self.out(nan);
+        if self.keep[nb.index()] || self.uses[nb.index()].as_slice() != [w] {
+            return None;
+        }
+        let [cond, fill, x] = self.ins(w)[..] else {
+            return None;
+        };
+        (cond == nb && x == p && self.is_scalar(fill) && self.is_f32(self.out(w)))
+            .then_some((w, nan, fill))
+    }
+
+    /// After the attention's `[B, H, Sq, D]` output `o`: an optional no-op Reshape, then
+    /// `Transpose [0, 2, 1, 3]` + a Reshape that merge the heads back (to `[B, Sq, H·D]`,
+    /// `[B·Sq, H·D]`, …). Appends the steps taken; returns (output, its shape, merged).
+    fn merge_heads(
+        &self,
+        o: ValueId,
+        full: [usize; 4],
+        steps: &mut Vec<usize>,
+    ) -> Option<(ValueId, Vec<usize>, bool)> {
+        let mut output = o;
+        let reshape = |s: usize| matches!(self.op(s), Some(Op::Reshape(_)));
+        if let Some(r) = self.only_reader(output).filter(|&r| reshape(r)) {
+            if self.shape(self.out(r)) == full {
+                steps.push(r);
+                output = self.out(r);
+            }
+        }
+        if let Some(t) = self.only_reader(output) {
+            if let (Op::Transpose(ta), Some(r)) = (self.op(t)?, self.only_reader(self.out(t))) {
+                let n: usize = full.iter().product();
+                let r_shape = self.shape(self.out(r));
+                if ta.perm == [0, 2, 1, 3] && reshape(r) && r_shape.iter().product::<usize>() == n {
+                    steps.extend([t, r]);
+                    return Some((self.out(r), r_shape.to_vec(), true));
+                }
+            }
+        }
+        Some((output, full.to_vec(), false))
+    }
+
+    /// A mask operand `m` of the scores `[B, H, Sq, Sk]`: broadcasts to them.
+    fn fits_scores(&self, m: ValueId, full: [usize; 4]) -> bool {
+        let ms = self.shape(m);
+        ms.len() <= 4
+            && ms
+                .iter()
+                .rev()
+                .zip(full.iter().rev())
+                .all(|(&d, &o)| d == 1 || d == o)
+    }
+
     pub(super) fn attention(&self, sm: usize) -> Option<Fused> {
         let Op::Softmax(a) = self.op(sm)? else {
             return None;
@@ -184,34 +293,28 @@ impl Program<'_> {
         if a.log || a.axis != 3 {
             return None;
         }
-        let mut steps = vec![sm];
-        // x = scaled + mask, Where(cond, scaled, fill), or scaled.
-        let px = self.internal(x, sm)?;
-        let scaled = |z: ValueId| {
-            self.internal(z, px)
-                .filter(|&p| matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul)))
-        };
         let full = [bsz, h, sq, sk];
-        let fits = |m: ValueId| {
-            let ms = self.shape(m);
-            ms.len() <= 4
-                && ms
-                    .iter()
-                    .rev()
-                    .zip(full.iter().rev())
-                    .all(|(&d, &o)| d == 1 || d == o)
+        let mut steps = vec![sm];
+        // x = scores + mask, Where(cond, scores, fill), or scores; the scores come from the
+        // first MatMul, maybe scaled after it.
+        let px = self.internal(x, sm)?;
+        let scores_side = |z: ValueId| {
+            self.internal(z, px).filter(|&p| {
+                matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul))
+                    || matches!(self.op(p), Some(Op::MatMul(_)))
+            })
         };
-        let (scale_step, mask, mask_inputs) = match self.op(px)? {
+        let (sc_step, mask, mut extra) = match self.op(px)? {
             Op::Binary(b) if b.kind == BinaryOp::Add => {
                 let [u, w] = self.ins(px)[..] else {
                     return None;
                 };
-                let (ss, m) = match (scaled(u), scaled(w)) {
+                let (ss, m) = match (scores_side(u), scores_side(w)) {
                     (Some(p), _) => (p, w),
                     (None, Some(p)) => (p, u),
                     _ => return None,
                 };
-                if !fits(m) || !self.is_f32(m) {
+                if !self.fits_scores(m, full) || !self.is_f32(m) {
                     return None;
                 }
                 steps.push(px);
@@ -221,9 +324,9 @@ impl Program<'_> {
                 let [cond, z, fill] = self.ins(px)[..] else {
                     return None;
                 };
-                let ss = scaled(z)?;
+                let ss = scores_side(z)?;
                 let is_bool = self.plan.values[cond.index()].dtype == DType::Bool;
-                if !is_bool || !fits(cond) || !self.is_scalar(fill) {
+                if !is_bool || !self.fits_scores(cond, full) || !self.is_scalar(fill) {
                     return None;
                 }
                 steps.push(px);
@@ -231,35 +334,62 @@ impl Program<'_> {
             }
             _ => (px, AttentionMask::None, vec![]),
         };
-        // scaled = scores ⊘ c  (Div: scores first; Mul: either order).
-        let scale_mul = match self.binary(scale_step)? {
-            BinaryOp::Div => false,
-            BinaryOp::Mul => true,
+        // scaled = scores ⊘ c  (Div: scores first; Mul: either order), or the scores.
+        let (mut scale, mut scale_inputs, mm1) = match self.op(sc_step)? {
+            Op::MatMul(_) => (AttentionScale::None, vec![], sc_step),
+            Op::Binary(bin) => {
+                let scale = match bin.kind {
+                    BinaryOp::Div => AttentionScale::Div,
+                    BinaryOp::Mul => AttentionScale::Mul,
+                    _ => return None,
+                };
+                let [p, q] = self.ins(sc_step)[..] else {
+                    return None;
+                };
+                let (scores, c) = if scale == AttentionScale::Div || self.is_scalar(q) {
+                    (p, q)
+                } else {
+                    (q, p)
+                };
+                if !self.is_scalar(c) || self.shape(scores) != full {
+                    return None;
+                }
+                steps.push(sc_step);
+                let mm1 = self.internal(scores, sc_step)?;
+                if !matches!(self.op(mm1)?, Op::MatMul(_)) {
+                    return None;
+                }
+                (scale, vec![c], mm1)
+            }
             _ => return None,
         };
-        let [p, q] = self.ins(scale_step)[..] else {
-            return None;
-        };
-        let (scores, c) = if !scale_mul || self.is_scalar(q) {
-            (p, q)
-        } else {
-            (q, p)
-        };
-        if !self.is_scalar(c) || self.shape(scores) != [bsz, h, sq, sk] {
-            return None;
+        // Q and Kᵀ each multiplied by a scale before the product (torch's SDPA).
+        let (qx, q_by, q_scale) = self.prescaled(self.input(mm1, 0)?, mm1);
+        let (kx, k_by, k_scale) = self.prescaled(self.input(mm1, 1)?, mm1);
+        match (q_scale, k_scale, scale) {
+            (None, None, _) => {}
+            (Some((cq, sq_step)), Some((ck, sk_step)), AttentionScale::None) => {
+                scale = AttentionScale::Operands;
+                scale_inputs = vec![cq, ck];
+                steps.extend([sq_step, sk_step]);
+            }
+            _ => return None,
         }
-        steps.push(scale_step);
-        let mm1 = self.internal(scores, scale_step)?;
-        if !matches!(self.op(mm1)?, Op::MatMul(_)) {
-            return None;
-        }
-        let q = self.query(self.input(mm1, 0)?, mm1, [bsz, h, sq])?;
+        let q = self.query(qx, q_by, [bsz, h, sq])?;
         let d = q.d;
-        let k = self.key(self.input(mm1, 1)?, mm1, [bsz, h, sk, d])?;
+        let k = self.key(kx, k_by, [bsz, h, sk, d])?;
         steps.push(mm1);
         steps.extend(q.steps.iter().chain(&k.steps));
-        // out = P · V
-        let pv = self.out(sm);
+        // P, or Where(IsNaN(P), fill, P) (torch's SDPA), then · V.
+        let p = self.out(sm);
+        let (pv, rows) = match self.nan_cleanup(p) {
+            Some((w, nan, fill)) => {
+                steps.extend([nan, w]);
+                extra.push(fill);
+                (self.out(w), SoftmaxRows::NanToFill)
+            }
+            None => (p, SoftmaxRows::Plain),
+        };
         let mm2 = self.only_reader(pv)?;
         if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.input(mm2, 0)? != pv {
             return None;
@@ -270,23 +400,12 @@ impl Program<'_> {
         }
         steps.push(mm2);
         steps.extend(&v.steps);
-        let mut output = self.out(mm2);
-        let mut out_shape = vec![bsz, h, sq, d];
-        // Merge the heads back when the chain continues with Transpose + Reshape.
-        if let Some(t) = self.only_reader(output) {
-            if let (Op::Transpose(ta), Some(r)) = (self.op(t)?, self.only_reader(self.out(t))) {
-                if let Op::Reshape(ra) = self.op(r)? {
-                    if ta.perm == [0, 2, 1, 3] && ra.shape == [bsz, sq, h * d] {
-                        steps.extend([t, r]);
-                        output = self.out(r);
-                        out_shape = ra.shape.clone();
-                    }
-                }
-            }
-        }
+        let (output, out_shape, merged) =
+            self.merge_heads(self.out(mm2), [bsz, h, sq, d], &mut steps)?;
         steps.sort_unstable();
-        let mut inputs = vec![q.src, k.src, v.src, c];
-        inputs.extend(mask_inputs);
+        let mut inputs = vec![q.src, k.src, v.src];
+        inputs.extend(scale_inputs);
+        inputs.extend(extra);
         Some(Fused {
             op: FusedOp::Attention(AttentionShape {
                 batch: bsz,
@@ -296,8 +415,90 @@ impl Program<'_> {
                 kv_heads: k.kv_heads,
                 layouts: [q.layout, k.layout, v.layout],
                 head_dim: d,
-                scale_mul,
+                scale,
                 mask,
+                rows,
+                merged,
+                out_shape,
+            }),
+            inputs,
+            output,
+            steps,
+        })
+    }
+
+    /// The ONNX `Attention` op (opset 23) with 4-D q, k, v, no KV cache, causal mask,
+    /// window, softcap or extra output, and a mask (if any) whose last axis covers the keys:
+    /// the fused kernel with q and k each times √scale and the reference's masked rows
+    /// (k and v read through a grouped-query repeat; the heads merged when a Transpose +
+    /// Reshape follows).
+    pub(super) fn attention_op(&self, s: usize) -> Option<Fused> {
+        let Op::Attention(a) = self.op(s)? else {
+            return None;
+        };
+        let plain = !a.is_causal
+            && !a.has_past
+            && !a.has_nonpad
+            && !a.qk_output
+            && a.softcap == 0.0
+            && a.left_window < 0
+            && a.right_window < 0;
+        if !plain || self.ins(s).len() != 3 + a.has_mask as usize {
+            return None;
+        }
+        let (qx, kx, vx) = (self.input(s, 0)?, self.input(s, 1)?, self.input(s, 2)?);
+        let (&[bsz, h, sq, d], &[b2, hk, sk, d2], &[b3, hv, sv, dv]) =
+            (self.shape(qx), self.shape(kx), self.shape(vx))
+        else {
+            return None;
+        };
+        if [b2, d2, b3, hv, sv, dv] != [bsz, d, bsz, hk, sk, d] || hk == 0 || h % hk != 0 {
+            return None;
+        }
+        let full = [bsz, h, sq, sk];
+        let (mask, mut extra) = if a.has_mask {
+            let m = self.input(s, 3)?;
+            let kind = match self.plan.values[m.index()].dtype {
+                DType::Bool => AttentionMask::Bias,
+                DType::F32 => AttentionMask::Add,
+                _ => return None,
+            };
+            // The reference pads a shorter last axis with −∞: require it whole.
+            if self.shape(m).last() != Some(&sk) || !self.fits_scores(m, full) {
+                return None;
+            }
+            (kind, vec![m])
+        } else {
+            (AttentionMask::None, vec![])
+        };
+        let q = self.query(qx, s, [bsz, h, sq])?;
+        let k = self.value(kx, s, [bsz, hk, sk, d])?;
+        let v = self.value(vx, s, [bsz, hk, sk, d])?;
+        // k, v with Hk heads natively, or repeated to H' = Hk' · G' by Reshape + Expand.
+        let kv_heads = k.kv_heads;
+        if v.kv_heads != kv_heads || h % kv_heads != 0 || q.d != d {
+            return None;
+        }
+        let mut steps = vec![s];
+        steps.extend(q.steps.iter().chain(&k.steps).chain(&v.steps));
+        let (output, out_shape, merged) =
+            self.merge_heads(self.out(s), [bsz, h, sq, d], &mut steps)?;
+        steps.sort_unstable();
+        let mut inputs = vec![q.src, k.src, v.src];
+        inputs.append(&mut extra);
+        Some(Fused {
+            op: FusedOp::Attention(AttentionShape {
+                batch: bsz,
+                q_len: sq,
+                kv_len: sk,
+                heads: h,
+                kv_heads,
+                layouts: [q.layout, k.layout, v.layout],
+                head_dim: d,
+                scale: AttentionScale::Fixed(attention_qk_factor(a, d)),
+                mask,
+                rows: SoftmaxRows::Guarded,
+                merged,
                 out_shape,
             }),
             inputs,

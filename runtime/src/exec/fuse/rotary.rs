@@ -1,6 +1,7 @@
 //! The rotary-embedding matcher of [`super::fuse`]: `Add(Mul(x, cos), Mul(Concat(Neg(Slice
 //! x[.., h..]), Slice x[.., ..h]), sin))` over the last axis (`rotate_half`, as Llama-family
-//! exports spell it) becomes one [`FusedOp::Rotary`].
+//! exports spell it; the opset-23 exports without the `Neg`, its sign folded into `sin`)
+//! becomes one [`FusedOp::Rotary`].
 use super::{Fused, Program};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::plan::ValueId;
@@ -24,7 +25,7 @@ impl Program<'_> {
             let [c0, c1] = self.ins(p2)[..] else {
                 return None;
             };
-            let (sin, (x, mut steps)) = [(c0, c1), (c1, c0)]
+            let (sin, (x, negate, mut steps)) = [(c0, c1), (c1, c0)]
                 .into_iter()
                 .find_map(|(r, s)| Some((s, self.rotate_half(r, p2)?)))?;
             let cos = self.other_operand(p1, x)?;
@@ -46,7 +47,7 @@ impl Program<'_> {
             steps.extend([add, p1, p2]);
             steps.sort_unstable();
             Some(Fused {
-                op: FusedOp::Rotary,
+                op: FusedOp::Rotary { negate },
                 inputs: vec![x, cos, sin],
                 output: self.out(add),
                 steps,
@@ -54,21 +55,24 @@ impl Program<'_> {
         })
     }
 
-    /// `Concat(Neg(Slice x[.., h..]), Slice x[.., ..h])` over the last axis at `r`, read
-    /// only by step `by`: (x, the four steps).
-    fn rotate_half(&self, r: ValueId, by: usize) -> Option<(ValueId, Vec<usize>)> {
+    /// `Concat(Neg(Slice x[.., h..]), Slice x[.., ..h])`, or the same without the `Neg`, over
+    /// the last axis at `r`, read only by step `by`: (x, whether negated, the steps).
+    fn rotate_half(&self, r: ValueId, by: usize) -> Option<(ValueId, bool, Vec<usize>)> {
         let pc = self.internal(r, by)?;
         let Op::Concat(ca) = self.op(pc)? else {
             return None;
         };
-        let [nv, s1v] = self.ins(pc)[..] else {
+        let [hv, s1v] = self.ins(pc)[..] else {
             return None;
         };
-        let pn = self.internal(nv, pc)?;
-        if !matches!(self.op(pn)?, Op::Unary(a) if a.kind == UnaryOp::Neg) {
-            return None;
-        }
-        let ps2 = self.internal(self.input(pn, 0)?, pn)?;
+        let ph = self.internal(hv, pc)?;
+        let (ps2, neg) = match self.op(ph)? {
+            Op::Unary(a) if a.kind == UnaryOp::Neg => {
+                (self.internal(self.input(ph, 0)?, ph)?, Some(ph))
+            }
+            Op::Slice(_) => (ph, None),
+            _ => return None,
+        };
         let ps1 = self.internal(s1v, pc)?;
         let x = self.input(ps1, 0)?;
         let shape = self.shape(x);
@@ -89,6 +93,8 @@ impl Program<'_> {
         };
         half(ps1, 0, d / 2)?;
         half(ps2, d / 2, d)?;
-        Some((x, vec![pc, pn, ps1, ps2]))
+        let mut steps = vec![pc, ps1, ps2];
+        steps.extend(neg);
+        Some((x, neg.is_some(), steps))
     }
 }

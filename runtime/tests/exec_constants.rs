@@ -1,0 +1,114 @@
+//! A session's constant cache: steps that read only weights (a causal mask built from
+//! constant positions, as torch dynamo exports it) run on the first run only; later runs
+//! serve their outputs and skip the rest of that subgraph. Every run must still equal the
+//! reference executor on its own inputs.
+mod exec_support;
+
+use exec_support::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tessera_ir::op::*;
+use tessera_ir::{DType, Graph, Op, Tensor, TensorData};
+use tessera_runtime::exec::{run_plan, RunOptions};
+use tessera_runtime::session::{Session, SessionOptions};
+use tessera_runtime::weights::WeightStore;
+
+const S: usize = 16;
+
+/// `Softmax(x + mask)` and `Softmax(2x + mask)` with the causal mask
+/// `Where(pos_j <= pos_i, 0, -inf)` computed from i64 position weights.
+fn masked_graph() -> Graph {
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, vec![2, S, S]);
+    let pi = inline_weight(
+        &mut g,
+        "pos_i",
+        Tensor::new(
+            DType::I64,
+            vec![1, S, 1],
+            TensorData::I64((0..S as i64).collect()),
+        )
+        .unwrap(),
+    );
+    let pj = inline_weight(
+        &mut g,
+        "pos_j",
+        Tensor::new(
+            DType::I64,
+            vec![1, 1, S],
+            TensorData::I64((0..S as i64).collect()),
+        )
+        .unwrap(),
+    );
+    let zero = inline_weight(&mut g, "zero", Tensor::f32(vec![], vec![0.0]));
+    let ninf = inline_weight(&mut g, "ninf", Tensor::f32(vec![], vec![f32::NEG_INFINITY]));
+    let two = inline_weight(&mut g, "two", Tensor::f32(vec![], vec![2.0]));
+    let le = Op::Binary(BinaryAttrs {
+        kind: BinaryOp::LessOrEqual,
+    });
+    let (_, causal) = node(
+        &mut g,
+        "causal",
+        le,
+        vec![pj, pi],
+        vec![1, S, S],
+        DType::Bool,
+    );
+    let mask = f32_node(
+        &mut g,
+        "mask",
+        Op::Where,
+        vec![causal, zero, ninf],
+        vec![1, S, S],
+    );
+    let shape = vec![2, S, S];
+    let sm = || {
+        Op::Softmax(SoftmaxAttrs {
+            axis: 2,
+            log: false,
+        })
+    };
+    let z1 = binary_node(&mut g, "z1", BinaryOp::Add, [x, mask], shape.clone());
+    let y1 = f32_node(&mut g, "y1", sm(), vec![z1], shape.clone());
+    let x2 = binary_node(&mut g, "x2", BinaryOp::Mul, [x, two], shape.clone());
+    let z2 = binary_node(&mut g, "z2", BinaryOp::Add, [x2, mask], shape.clone());
+    let y2 = f32_node(&mut g, "y2", sm(), vec![z2], shape);
+    g.outputs.extend([y1, y2]);
+    g
+}
+
+#[test]
+fn constant_steps_are_served_from_the_second_run_and_every_run_matches() {
+    let plan = single_rank_plan(masked_graph());
+    let session = Session::new(
+        plan.clone(),
+        WeightStore::with_dir("."),
+        &SessionOptions::default(),
+    )
+    .unwrap();
+    let mut cached = Vec::new();
+    for seed in 0..3 {
+        let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, S, S], 100 + seed))]);
+        let want = reference(&plan, &inputs);
+        let (got, stats) = session.run_shared(Arc::new(inputs)).unwrap();
+        // Bitwise: the served mask is the one the first run computed.
+        assert_eq!(got, want, "run {seed}");
+        assert_eq!(stats.ranks[0].steps, plan.ranks[0].steps.len());
+        cached.push(stats.ranks[0].cached_steps);
+    }
+    // First run: everything computed. Then at least the mask (served) and its comparison
+    // and position loads (skipped); the input-dependent steps always run.
+    assert_eq!(cached[0], 0);
+    assert!(cached[1] >= 2 && cached[1] == cached[2], "{cached:?}");
+    assert!(cached[1] < plan.ranks[0].steps.len() - 6, "{cached:?}");
+    // A one-shot run (no session) keeps no cache.
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, S, S], 7))]);
+    let (_, stats) = run_plan(
+        &plan,
+        &WeightStore::with_dir("."),
+        &inputs,
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(stats.ranks[0].cached_steps, 0);
+}
