@@ -254,7 +254,7 @@ fn segment_scales(shares: &[f64], large: &[bool], total: f64) -> (f64, f64) {
 }
 
 /// The weights that `nodes` read.
-fn weights_read(g: &Graph, nodes: &[NodeId]) -> BTreeSet<TensorId> {
+pub fn weights_read(g: &Graph, nodes: &[NodeId]) -> BTreeSet<TensorId> {
     nodes
         .iter()
         .flat_map(|&nid| g.node(nid).inputs.iter())

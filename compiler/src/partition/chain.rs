@@ -207,13 +207,7 @@ pub const MAX_TIED_WEIGHTS: usize = 2;
 /// one layout, once per combination (one empty choice when there are none). Solved apart,
 /// the two ends would each pick their own layout and the plan would hold the weight twice.
 pub fn shared_end_choices(cx: &RuleCx, ly: &Layers) -> Vec<BTreeMap<TensorId, Layout>> {
-    let read = |nodes: &[NodeId]| -> std::collections::BTreeSet<TensorId> {
-        nodes
-            .iter()
-            .flat_map(|&n| cx.g.node(n).inputs.iter().copied())
-            .filter(|t| cx.g.weights.contains_key(t))
-            .collect()
-    };
+    let read = |nodes: &[NodeId]| super::budget::weights_read(cx.g, nodes);
     let epilogue = read(&ly.epilogue);
     let mut tied: Vec<(TensorId, Vec<Layout>)> = read(&ly.prologue)
         .into_iter()
