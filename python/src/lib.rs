@@ -225,6 +225,8 @@ impl InferenceSession {
         let opts = SessionOptions {
             backend,
             threads_per_device: threads_per_device.unwrap_or(0),
+            // Several sessions may share this process: leave placement to the scheduler.
+            pin_threads: false,
         };
         let plan: CompiledPlan = if let Ok(p) = model_or_plan.downcast::<Plan>() {
             let p = p.borrow();

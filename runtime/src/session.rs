@@ -83,6 +83,9 @@ pub struct SessionOptions {
     /// CPU backend: threads each device owns (0: the machine's cores divided by the
     /// devices, at least 1; see [`CpuBackend::new`]).
     pub threads_per_device: usize,
+    /// CPU backend: bind each device's threads to cores of their own when the machine has
+    /// a core for every thread (see [`CpuBackend::pinned`]).
+    pub pin_threads: bool,
 }
 
 /// A model input or output as the plan declares it (onnxruntime's `NodeArg`).
@@ -168,7 +171,7 @@ impl Session {
                 memory::check_planned_memory(&plan, memory::host_cap()?)?;
                 preload_weights(&plan, &store)?;
                 Engine::Cpu(Pool::start(
-                    CpuBackend::new(opts.threads_per_device),
+                    CpuBackend::new(opts.threads_per_device).pinned(opts.pin_threads),
                     plan.clone(),
                     store.clone(),
                 )?)
@@ -487,6 +490,7 @@ struct Worker {
 
 impl Worker {
     fn serve<D: Device>(self, mut dev: D, rx: Receiver<Msg<D>>, ready: Sender<()>) {
+        dev.bind_thread();
         let empty = Inputs::new();
         let prepared = rank_job(&self.plan, &self.store, &empty, self.rank, |v| {
             self.keep.contains(v)
@@ -502,6 +506,7 @@ impl Worker {
             let run = match msg {
                 Msg::Reset(d) => {
                     dev = d;
+                    dev.bind_thread();
                     continue;
                 }
                 Msg::Run(run) => run,

@@ -1,7 +1,8 @@
 //! A CPU device with several threads (`SessionOptions::threads_per_device`) gives the same
 //! outputs, bit for bit, as one thread: products large enough for the device's pool
 //! (split over output blocks), a fused attention (split over heads) and a long elementwise
-//! program (split over rows) all run in it here.
+//! program (split over rows) all run in it here; pinning the threads to cores changes
+//! nothing either.
 mod exec_support;
 
 use exec_support::*;
@@ -94,9 +95,10 @@ fn graph() -> (Graph, BTreeMap<String, Tensor>) {
 fn several_threads_per_device_give_the_same_bits() {
     let (g, inputs) = graph();
     let plan = single_rank_plan(g);
-    let run = |threads: usize| {
+    let run = |threads: usize, pin_threads: bool| {
         let opts = SessionOptions {
             threads_per_device: threads,
+            pin_threads,
             ..SessionOptions::default()
         };
         let session = Session::new(plan.clone(), WeightStore::with_dir("."), &opts)
@@ -106,7 +108,7 @@ fn several_threads_per_device_give_the_same_bits() {
             .unwrap_or_else(|e| panic!("run: {e}"));
         (out, stats.ranks[0].fused.clone())
     };
-    let (one, fused) = run(1);
+    let (one, fused) = run(1, false);
     for kind in [
         "fused MatMul+Bias+Gelu",
         "fused Attention",
@@ -114,8 +116,12 @@ fn several_threads_per_device_give_the_same_bits() {
     ] {
         assert_eq!(fused.get(kind), Some(&1), "{kind} not run: {fused:?}");
     }
-    let (three, _) = run(3);
+    let (three, _) = run(3, false);
     assert_eq!(one, three, "3 threads per device changed the outputs");
+    // Pinned threads (on this machine's cores where there are enough, else unpinned) run
+    // the same steps.
+    let (pinned, _) = run(2, true);
+    assert_eq!(one, pinned, "pinned threads changed the outputs");
     let want = reference(&plan, &inputs);
     assert!(rel_err(&one[0], &want[0]) < 1e-5);
 }

@@ -85,6 +85,11 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
     )]
     threads_per_device: Option<usize>,
+    /// CPU backend: leave the rank threads where the scheduler puts them. By default each
+    /// device's threads are bound to cores of their own when the machine has a core for
+    /// every thread.
+    #[arg(long)]
+    no_pin: bool,
 }
 
 /// The most `--threads-per-device`.
@@ -205,6 +210,7 @@ fn run(args: &Args) -> Result<bool> {
             let opts = SessionOptions {
                 backend: args.backend,
                 threads_per_device: args.threads_per_device.unwrap_or(0),
+                pin_threads: !args.no_pin,
             };
             let session = Session::new(plan, store, &opts)?;
             let inputs = Arc::new(inputs);

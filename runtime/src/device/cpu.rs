@@ -8,6 +8,12 @@
 //! inside it, where the kernels split their work (the `gemm` crate over output blocks, the
 //! fused kernels over rows or heads). Splitting never changes a result: no reduction is
 //! divided between threads.
+//!
+//! With [`CpuBackend::pinned`], each device's threads are bound to cores of their own (device
+//! `r` with `k` threads: the `r·k`-th to `(r+1)·k − 1`-th core the process may run on) when
+//! the machine has a core for every thread; otherwise nothing is pinned. Unpinned, the
+//! scheduler may put two ranks on one core for a while, and a run that waits on a
+//! collective then takes twice as long (bimodal run times on a 2-core VM).
 use super::shm::ShmWorld;
 use super::{Backend, Device, DeviceError, DeviceKind, OutSpec};
 use crate::collectives::{slice_axis, CollectiveSpec};
@@ -20,13 +26,43 @@ use tessera_ir::{Op, Tensor, TensorData};
 pub struct CpuBackend {
     /// Threads each device owns; 0: the machine's cores divided by the devices (at least 1).
     threads_per_device: usize,
+    /// Bind each device's threads to cores of its own when there are enough.
+    pin: bool,
 }
 
 impl CpuBackend {
     /// A backend whose devices own `threads_per_device` threads each (0: the machine's
-    /// cores divided by the devices, at least 1).
+    /// cores divided by the devices, at least 1). Threads are not pinned.
     pub fn new(threads_per_device: usize) -> CpuBackend {
-        CpuBackend { threads_per_device }
+        CpuBackend {
+            threads_per_device,
+            pin: false,
+        }
+    }
+
+    /// The same backend, binding each device's threads to cores of their own (see the
+    /// module documentation) when `pin` is true.
+    pub fn pinned(self, pin: bool) -> CpuBackend {
+        CpuBackend { pin, ..self }
+    }
+
+    /// The cores of each of `devices` devices with `threads` threads each, when pinning is
+    /// on and the process may run on a core for every thread.
+    fn core_sets(&self, devices: usize, threads: usize) -> Option<Vec<Vec<core_affinity::CoreId>>> {
+        if !self.pin {
+            return None;
+        }
+        let cores = core_affinity::get_core_ids()?;
+        if cores.len() < devices.checked_mul(threads)? {
+            return None;
+        }
+        Some(
+            cores
+                .chunks(threads)
+                .take(devices)
+                .map(<[_]>::to_vec)
+                .collect(),
+        )
     }
 
     /// The threads each of `devices` devices owns.
@@ -65,14 +101,24 @@ impl Backend for CpuBackend {
         }
         let world = ShmWorld::new(n);
         let threads = self.threads_for(n);
+        let core_sets = self.core_sets(n, threads);
         (0..n)
             .map(|rank| {
+                let cores = core_sets.as_ref().map(|c| c[rank].clone());
                 let pool = match threads {
                     1 => None,
                     k => Some(
                         rayon::ThreadPoolBuilder::new()
                             .num_threads(k)
                             .thread_name(move |i| format!("tessera-cpu{rank}-{i}"))
+                            .start_handler({
+                                let cores = cores.clone();
+                                move |i| {
+                                    if let Some(c) = cores.as_ref().and_then(|c| c.get(i)) {
+                                        core_affinity::set_for_current(*c);
+                                    }
+                                }
+                            })
                             .build()
                             .map_err(|e| {
                                 DeviceError::Backend(format!(
@@ -85,6 +131,7 @@ impl Backend for CpuBackend {
                     rank,
                     world: world.clone(),
                     pool,
+                    home: cores.and_then(|c| c.first().copied()),
                 })
             })
             .collect()
@@ -98,6 +145,8 @@ pub struct CpuDevice {
     world: Arc<ShmWorld>,
     /// The device's threads when it owns more than one.
     pool: Option<rayon::ThreadPool>,
+    /// The core the rank's own thread is bound to, when the backend pins.
+    home: Option<core_affinity::CoreId>,
 }
 
 impl CpuDevice {
@@ -170,6 +219,14 @@ pub type CpuBuffer = Arc<Tensor>;
 
 impl Device for CpuDevice {
     type Buffer = CpuBuffer;
+
+    fn bind_thread(&self) {
+        if let Some(core) = self.home {
+            // A refusal (e.g. a cpuset that changed since the cores were listed) leaves the
+            // thread where the scheduler puts it: slower, never wrong.
+            core_affinity::set_for_current(core);
+        }
+    }
 
     fn upload(&mut self, t: Tensor) -> Result<CpuBuffer, DeviceError> {
         Ok(Arc::new(t))

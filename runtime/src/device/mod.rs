@@ -121,6 +121,10 @@ pub trait Device: Send {
     /// A tensor resident on this device.
     type Buffer: Send;
 
+    /// Binds the calling thread (the rank's own thread, called once when it starts) to
+    /// the device's cores, where the backend pins its threads. Default: nothing.
+    fn bind_thread(&self) {}
+
     /// Copies a host tensor to the device.
     fn upload(&mut self, t: Tensor) -> Result<Self::Buffer, DeviceError>;
 

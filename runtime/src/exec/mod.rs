@@ -356,6 +356,7 @@ pub(crate) fn rank_thread<D: Device>(
     failures: &AtomicUsize,
 ) -> RankResult {
     let rank = job.rank;
+    dev.bind_thread();
     let res = catch_unwind(AssertUnwindSafe(|| match program {
         Some(p) => run_prepared(dev, job, p),
         None => run_rank(dev, job),
