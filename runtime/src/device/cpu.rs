@@ -99,9 +99,12 @@ impl Backend for CpuBackend {
                 "a run needs at least one device".into(),
             ));
         }
-        let world = ShmWorld::new(n);
         let threads = self.threads_for(n);
         let core_sets = self.core_sets(n, threads);
+        let world = match core_sets {
+            Some(_) => ShmWorld::pinned(n),
+            None => ShmWorld::new(n),
+        };
         (0..n)
             .map(|rank| {
                 let cores = core_sets.as_ref().map(|c| c[rank].clone());

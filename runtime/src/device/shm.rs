@@ -25,26 +25,46 @@ const POLL: Duration = Duration::from_millis(50);
 /// ranks before spinning).
 const SPIN: Duration = Duration::from_micros(200);
 
-/// The first part of [`SPIN`], spent busy-waiting without yielding the core.
+/// How long a waiting member polls before it sleeps when each rank's thread is pinned to a
+/// core of its own ([`ShmWorld::pinned`]): the core has nothing else to run, and waking a
+/// pinned thread whose core has gone idle costs far more than the 200 µs above on a VM
+/// (measured on the 2-core VM, LLaMA-style 8×128 plan on 2 pinned ranks, 8 processes × 50
+/// runs each: with 200 µs, 4 of 8 processes ran at 11–12 ms instead of 3–5 ms; with 3 ms,
+/// all 8 ran at 3.1–5.0 ms).
+const PINNED_SPIN: Duration = Duration::from_millis(3);
+
+/// The first part of the spin, spent busy-waiting without yielding the core.
 const PURE_SPIN: Duration = Duration::from_micros(20);
 
 /// The exchanges of one run, shared by all CPU devices.
 #[derive(Debug)]
 pub struct ShmWorld {
     size: usize,
-    /// Waiters spin before sleeping (the machine has a core per rank).
-    spin: bool,
+    /// How long waiters poll before sleeping (zero when the machine has fewer cores than
+    /// ranks).
+    spin: Duration,
     aborted: AtomicBool,
     groups: Mutex<BTreeMap<Vec<usize>, Arc<Exchange>>>,
 }
 
 impl ShmWorld {
-    /// A world of `size` ranks.
+    /// A world of `size` ranks whose threads the OS places: waiters poll briefly before
+    /// sleeping when the machine has a core per rank, else sleep at once.
     pub fn new(size: usize) -> Arc<ShmWorld> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_spin(size, if size <= cores { SPIN } else { Duration::ZERO })
+    }
+
+    /// A world of `size` ranks each pinned to cores of its own: waiters poll longer before
+    /// sleeping (see [`PINNED_SPIN`]).
+    pub fn pinned(size: usize) -> Arc<ShmWorld> {
+        Self::with_spin(size, PINNED_SPIN)
+    }
+
+    fn with_spin(size: usize, spin: Duration) -> Arc<ShmWorld> {
         Arc::new(ShmWorld {
             size,
-            spin: size <= cores,
+            spin,
             aborted: AtomicBool::new(false),
             groups: Mutex::new(BTreeMap::new()),
         })
@@ -140,12 +160,12 @@ impl ShmWorld {
             ex.generation.store(st.generation, Ordering::Release);
             ex.cv.notify_all();
         } else {
-            if self.spin {
+            if !self.spin.is_zero() {
                 drop(st);
                 let t0 = Instant::now();
                 while ex.generation.load(Ordering::Acquire) == my_generation
                     && !self.is_aborted()
-                    && t0.elapsed() < SPIN
+                    && t0.elapsed() < self.spin
                 {
                     // Past a short busy wait, yield the core while polling: on a machine
                     // busier than it has cores the peer may be waiting for one.
@@ -228,8 +248,12 @@ mod tests {
 
     #[test]
     fn threads_agree_with_the_sequential_math() {
-        for n in 1..=6 {
-            let world = ShmWorld::new(n);
+        for (n, pinned) in (1..=6).flat_map(|n| [(n, false), (n, true)]) {
+            let world = if pinned {
+                ShmWorld::pinned(n)
+            } else {
+                ShmWorld::new(n)
+            };
             let group: Vec<usize> = (0..n).collect();
             let inputs: Vec<Tensor> = (0..n)
                 .map(|r| {
@@ -270,7 +294,7 @@ mod tests {
                     assert_eq!(
                         got,
                         &compute(sp, &refs, r).unwrap(),
-                        "n={n} rank={r} {:?}",
+                        "n={n} pinned={pinned} rank={r} {:?}",
                         sp.kind
                     );
                 }
@@ -280,7 +304,16 @@ mod tests {
 
     #[test]
     fn abort_wakes_waiting_members() {
-        let world = ShmWorld::new(3);
+        // Sleeping past the spin (100 ms) and aborting during a pinned world's 3 ms poll.
+        for (world, wait) in [
+            (ShmWorld::new(3), Duration::from_millis(100)),
+            (ShmWorld::pinned(3), Duration::from_micros(500)),
+        ] {
+            aborts_waiting_member(&world, wait);
+        }
+    }
+
+    fn aborts_waiting_member(world: &ShmWorld, wait: Duration) {
         let spec = spec(CollectiveKind::AllReduce, None, None);
         let res = std::thread::scope(|s| {
             let w = s.spawn(|| {
@@ -291,7 +324,7 @@ mod tests {
                     Arc::new(Tensor::f32(vec![1], vec![1.0])),
                 )
             });
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(wait);
             world.abort();
             w.join().unwrap()
         });
