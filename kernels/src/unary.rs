@@ -205,18 +205,27 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
         #[inline(always)]
         || {
             if tanh_approximation {
-                let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                v.iter()
-                    .map(|&a| 0.5 * a * (1.0 + simd::tanh(c * (a + 0.044715 * a * a * a))))
-                    .collect()
+                v.iter().map(|&a| gelu_tanh(a)).collect()
             } else {
-                v.iter()
-                    .map(|&a| 0.5 * a * (1.0 + erf(a * std::f32::consts::FRAC_1_SQRT_2)))
-                    .collect()
+                v.iter().map(|&a| gelu_erf(a)).collect()
             }
         },
     );
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
+}
+
+/// GELU, erf form: `0.5·x·(1 + erf(x/√2))` (the one arithmetic of the `Gelu` kernel, the
+/// MatMul epilogue and the elementwise program).
+#[inline(always)]
+pub(crate) fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU, tanh form: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (shared as [`gelu_erf`]).
+#[inline(always)]
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    let c = (2.0f32 / std::f32::consts::PI).sqrt();
+    0.5 * x * (1.0 + simd::tanh(c * (x + 0.044715 * x * x * x)))
 }
 
 /// HardSigmoid `max(0, min(1, alpha·x + beta))`, times x when `swish` (HardSwish).

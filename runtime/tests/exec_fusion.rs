@@ -56,10 +56,15 @@ fn run_fused(
     run_fused_steps(g, inputs, exact).0
 }
 
-/// x·W + b followed by the canonical GELU op (what the compiler's canonicalisation makes of
-/// every export's erf-GELU spelling); `keep_mm` / `keep_y` also make the MatMul output / the
-/// biased value graph outputs.
+/// x·W + b followed by the canonical GELU op of the erf form (what the compiler's
+/// canonicalisation makes of every export's erf-GELU spelling); `keep_mm` / `keep_y` also
+/// make the MatMul output / the biased value graph outputs.
 fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) {
+    gelu_graph_of(false, keep_mm, keep_y)
+}
+
+/// [`gelu_graph`] with the GELU's tanh form when `tanh`.
+fn gelu_graph_of(tanh: bool, keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) {
     let mut g = Graph::new();
     let x = g.add_input("x", DType::F32, vec![2, 3, 8]);
     let w = inline_weight(&mut g, "w", rand_f32(&[8, 12], 1));
@@ -74,7 +79,7 @@ fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) 
     );
     let y = binary_node(&mut g, "bias", BinaryOp::Add, [b, mm], s.clone());
     let gelu = Op::Gelu(GeluAttrs {
-        tanh_approximation: false,
+        tanh_approximation: tanh,
     });
     let out = f32_node(&mut g, "gelu", gelu, vec![y], s);
     g.outputs.push(out);
@@ -90,10 +95,13 @@ fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) 
 
 #[test]
 fn matmul_bias_gelu_fuses_into_one_kernel() {
-    let (g, inputs) = gelu_graph(false, false);
-    let (fused, steps) = run_fused_steps(g, &inputs, true);
-    assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
-    assert_eq!(steps, 3, "MatMul, bias Add and the GELU");
+    // Both GELU forms (the tanh form is GPT-2's): bitwise equal to the unfused run.
+    for tanh in [false, true] {
+        let (g, inputs) = gelu_graph_of(tanh, false, false);
+        let (fused, steps) = run_fused_steps(g, &inputs, true);
+        assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
+        assert_eq!(steps, 3, "MatMul, bias Add and the GELU");
+    }
 }
 
 #[test]

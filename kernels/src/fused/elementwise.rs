@@ -12,7 +12,7 @@ use super::{describe, make, KResult};
 use crate::binary::float_op;
 use crate::index::broadcast_offsets;
 use crate::simd::vectorized;
-use crate::unary::{erf, float_fn, hi_then};
+use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::{DType, Tensor, TensorData};
 
@@ -337,14 +337,9 @@ impl Runner<'_> {
                 EwInstr::Gelu { tanh, x } => {
                     let a = reg(x);
                     if tanh {
-                        let c = (2.0f32 / std::f32::consts::PI).sqrt();
-                        r.iter_mut().zip(a).for_each(|(y, &v)| {
-                            *y = 0.5 * v * (1.0 + crate::simd::tanh(c * (v + 0.044715 * v * v * v)))
-                        });
+                        r.iter_mut().zip(a).for_each(|(y, &v)| *y = gelu_tanh(v));
                     } else {
-                        r.iter_mut().zip(a).for_each(|(y, &v)| {
-                            *y = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
-                        });
+                        r.iter_mut().zip(a).for_each(|(y, &v)| *y = gelu_erf(v));
                     }
                 }
                 EwInstr::Clip { min, max, x } => {

@@ -15,10 +15,10 @@ use super::conv_epilogue::{ConvActivation, Epilogue};
 use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
 use super::simd::vectorized;
-use super::unary::erf;
+use super::unary::{gelu_erf, gelu_tanh};
 use super::{describe, make, KResult, KernelError};
 use attention::attention;
-use tessera_ir::op::{ConvAttrs, NormAttrs};
+use tessera_ir::op::{ConvAttrs, GeluAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
@@ -32,13 +32,13 @@ pub use elementwise::{ElementwiseProgram, EwInstr};
 #[derive(Debug, Clone, PartialEq)]
 pub enum FusedOp {
     /// `MatMul(A, B)`, then `+ bias` over the last axis when `bias` (inputs A, B, bias),
-    /// then the canonical GELU op (erf form, `0.5·x·(1 + erf(x/√2))`, the same arithmetic
-    /// as the `Gelu` kernel) when `gelu`.
+    /// then the canonical GELU op (erf or tanh form, the same arithmetic as the `Gelu`
+    /// kernel) when `gelu` is set.
     MatMulEpilogue {
         /// A bias vector is added.
         bias: bool,
-        /// A GELU (erf form) follows.
-        gelu: bool,
+        /// A GELU of this form follows.
+        gelu: Option<GeluAttrs>,
     },
     /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
     /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
@@ -94,7 +94,7 @@ impl FusedOp {
     /// Short name (profiles, error messages).
     pub fn name(&self) -> &'static str {
         match self {
-            FusedOp::MatMulEpilogue { gelu: true, .. } => "fused MatMul+Bias+Gelu",
+            FusedOp::MatMulEpilogue { gelu: Some(_), .. } => "fused MatMul+Bias+Gelu",
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
@@ -122,7 +122,9 @@ impl FusedOp {
 /// Evaluates a fused op on host tensors.
 pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelError> {
     let r = match op {
-        FusedOp::MatMulEpilogue { bias, gelu } => matmul_epilogue(*bias, *gelu, inputs),
+        FusedOp::MatMulEpilogue { bias, gelu } => {
+            matmul_epilogue(*bias, gelu.as_ref().map(|g| g.tanh_approximation), inputs)
+        }
         FusedOp::AddLayerNorm {
             attrs,
             has_bias,
@@ -170,7 +172,8 @@ fn expect_inputs(inputs: &[&Tensor], n: usize) -> KResult<()> {
     Ok(())
 }
 
-fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor> {
+/// `gelu`: `Some(tanh_approximation)` when a GELU follows.
+fn matmul_epilogue(bias: bool, gelu: Option<bool>, inputs: &[&Tensor]) -> KResult<Tensor> {
     expect_inputs(inputs, 2 + bias as usize)?;
     f32s(inputs[0], "A")?;
     f32s(inputs[1], "B")?;
@@ -201,11 +204,11 @@ fn matmul_epilogue(bias: bool, gelu: bool, inputs: &[&Tensor]) -> KResult<Tensor
                         // Add(bias, x): the same single rounding as the unfused Add.
                         row.iter_mut().zip(b).for_each(|(x, &c)| *x += c);
                     }
-                    if gelu {
-                        // The Gelu kernel's arithmetic (kernels/src/unary.rs), bit for bit.
-                        row.iter_mut().for_each(|x| {
-                            *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2))
-                        });
+                    // The Gelu kernel's arithmetic (kernels/src/unary.rs), bit for bit.
+                    match gelu {
+                        Some(true) => row.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
+                        Some(false) => row.iter_mut().for_each(|x| *x = gelu_erf(*x)),
+                        None => {}
                     }
                 }
             },
@@ -368,14 +371,16 @@ mod tests {
     use tessera_ir::op::*;
     use tessera_ir::Op;
 
-    /// The canonical GELU op, as the unfused plan runs it.
+    const ERF: GeluAttrs = GeluAttrs {
+        tanh_approximation: false,
+    };
+    const TANH: GeluAttrs = GeluAttrs {
+        tanh_approximation: true,
+    };
+
+    /// The canonical GELU op of the erf form, as the unfused plan runs it.
     fn gelu_op(x: &Tensor) -> Tensor {
-        run(
-            Op::Gelu(GeluAttrs {
-                tanh_approximation: false,
-            }),
-            &[x],
-        )
+        run(Op::Gelu(ERF), &[x])
     }
 
     #[test]
@@ -385,17 +390,19 @@ mod tests {
         let bias = rand(vec![12], 3);
         let mm = run(Op::MatMul(MatMulAttrs {}), &[&a, &w]);
         let x = bin(BinaryOp::Add, &bias, &mm);
-        let want = gelu_op(&x);
-        let op = FusedOp::MatMulEpilogue {
-            bias: true,
-            gelu: true,
-        };
-        let got = eval_fused(&op, &[&a, &w, &bias]).unwrap();
-        assert_eq!(got.shape, vec![2, 5, 12]);
-        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
+        for form in [ERF, TANH] {
+            let want = run(Op::Gelu(form.clone()), &[&x]);
+            let op = FusedOp::MatMulEpilogue {
+                bias: true,
+                gelu: Some(form.clone()),
+            };
+            let got = eval_fused(&op, &[&a, &w, &bias]).unwrap();
+            assert_eq!(got.shape, vec![2, 5, 12]);
+            assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap(), "{form:?}");
+        }
         let only_bias = FusedOp::MatMulEpilogue {
             bias: true,
-            gelu: false,
+            gelu: None,
         };
         let got = eval_fused(&only_bias, &[&a, &w, &bias]).unwrap();
         assert_eq!(got.as_f32().unwrap(), x.as_f32().unwrap());
@@ -415,7 +422,7 @@ mod tests {
         let want = gelu_op(&x);
         let op = FusedOp::MatMulEpilogue {
             bias: false,
-            gelu: true,
+            gelu: Some(ERF),
         };
         let got = eval_fused(&op, &[&a, &w]).unwrap();
         let bits = |t: &Tensor| {

@@ -45,7 +45,7 @@ mod conv;
 mod elementwise;
 mod rotary;
 
-use tessera_ir::op::BinaryOp;
+use tessera_ir::op::{BinaryOp, GeluAttrs};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
 use tessera_kernels::FusedOp;
@@ -333,7 +333,7 @@ impl<'a> Program<'a> {
             x = self.out(ad);
         }
         let gelu = self.gelu_op(x);
-        if let Some((g, y)) = gelu {
+        if let Some((g, y, _)) = gelu {
             steps.push(g);
             x = y;
         }
@@ -344,7 +344,7 @@ impl<'a> Program<'a> {
         Some(Fused {
             op: FusedOp::MatMulEpilogue {
                 bias: bias.is_some(),
-                gelu: gelu.is_some(),
+                gelu: gelu.map(|(_, _, attrs)| attrs),
             },
             inputs,
             output: x,
@@ -352,17 +352,18 @@ impl<'a> Program<'a> {
         })
     }
 
-    /// The `Gelu` (erf form) that is the only reader of `x` (not a plan output): its step
-    /// and output.
-    fn gelu_op(&self, x: ValueId) -> Option<(usize, ValueId)> {
+    /// The `Gelu` (either form) that is the only reader of `x` (not a plan output): its
+    /// step, output and attributes.
+    fn gelu_op(&self, x: ValueId) -> Option<(usize, ValueId, GeluAttrs)> {
         if self.keep[x.index()] {
             return None;
         }
         let g = self.only_reader(x)?;
         let y = self.out(g);
-        let ok = matches!(self.op(g)?, Op::Gelu(a) if !a.tanh_approximation)
-            && self.shape(y) == self.shape(x)
-            && self.is_f32(y);
-        ok.then_some((g, y))
+        let Op::Gelu(attrs) = self.op(g)? else {
+            return None;
+        };
+        let ok = self.shape(y) == self.shape(x) && self.is_f32(y);
+        ok.then_some((g, y, attrs.clone()))
     }
 }
