@@ -274,3 +274,50 @@ fn onnx_attention_op_fuses_with_grouped_kv_and_a_fully_masked_row() {
         assert!(!fused.contains_key("fused Attention"), "{fused:?}");
     }
 }
+
+/// Only q multiplied by the scale before `Q·Kᵀ` (Kᵀ by `Transpose [0, 1, 3, 2]`), a bool
+/// causal mask applied with `Where(keep, scores, fill)`, grouped-query k and v (the zoo's
+/// fused-QKV LLaMA spelling): one fused kernel, equal to the unfused chain.
+#[test]
+fn query_only_scale_with_a_where_mask_fuses() {
+    let (mut inputs, keep) = qkv_and_keep(90);
+    inputs.insert("keep".into(), Tensor::bool(vec![B, 1, S, S], keep));
+    let mut g = Graph::new();
+    let q = g.add_input("q", DType::F32, vec![B, H, S, D]);
+    let k = g.add_input("k", DType::F32, vec![B, HK, S, D]);
+    let v = g.add_input("v", DType::F32, vec![B, HK, S, D]);
+    let keep = g.add_input("keep", DType::Bool, vec![B, 1, S, S]);
+    let c = inline_weight(
+        &mut g,
+        "c",
+        Tensor::f32(vec![], vec![1.0 / (D as f32).sqrt()]),
+    );
+    let fill = inline_weight(&mut g, "fill", Tensor::f32(vec![], vec![-1e9]));
+    let k4 = repeat_kv(&mut g, "k", k);
+    let v4 = repeat_kv(&mut g, "v", v);
+    let kt = transpose(&mut g, "k_t", k4, vec![0, 1, 3, 2], vec![B, H, D, S]);
+    let qs = binary_node(&mut g, "q_scale", BinaryOp::Mul, [q, c], vec![B, H, S, D]);
+    let sc = vec![B, H, S, S];
+    let mm = Op::MatMul(MatMulAttrs {});
+    let scores = f32_node(&mut g, "qk", mm.clone(), vec![qs, kt], sc.clone());
+    let z = f32_node(
+        &mut g,
+        "mask",
+        Op::Where,
+        vec![keep, scores, fill],
+        sc.clone(),
+    );
+    let sm = Op::Softmax(SoftmaxAttrs {
+        axis: 3,
+        log: false,
+    });
+    let p = f32_node(&mut g, "softmax", sm, vec![z], sc);
+    let o = f32_node(&mut g, "pv", mm, vec![p, v4], vec![B, H, S, D]);
+    let y = merge(&mut g, o, vec![B, S, H * D]);
+    g.outputs.push(y);
+    let (fused, steps, _) = run_checked(g, &inputs);
+    assert_eq!(fused, BTreeMap::from([("fused Attention", 1)]));
+    // 2 × (Reshape + Expand + Reshape), Transpose, Mul, QKᵀ, Where, Softmax, ·V,
+    // Transpose + Reshape: 14.
+    assert_eq!(steps, 14);
+}

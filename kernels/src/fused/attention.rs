@@ -75,6 +75,9 @@ pub enum AttentionScale {
     /// `(Q·cq)·(Kᵀ·ck)`: q and Kᵀ each multiplied before the product (two inputs: cq, ck;
     /// torch's SDPA decomposition multiplies both by √scale).
     Operands,
+    /// `(Q·c)·Kᵀ`: only q multiplied before the product (one input: c; exports that scale
+    /// the query as the reference attention of the Llama paper's code does).
+    Query,
     /// `(Q·s)·(Kᵀ·s)` with `s` fixed (no input; ONNX Attention's √scale).
     Fixed(f32),
 }
@@ -83,7 +86,7 @@ impl AttentionScale {
     fn inputs(self) -> usize {
         match self {
             AttentionScale::None | AttentionScale::Fixed(_) => 0,
-            AttentionScale::Div | AttentionScale::Mul => 1,
+            AttentionScale::Div | AttentionScale::Mul | AttentionScale::Query => 1,
             AttentionScale::Operands => 2,
         }
     }
@@ -288,6 +291,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             1.0,
             Some((scalar(inputs[3], "q scale")?, scalar(inputs[4], "k scale")?)),
         ),
+        // Kᵀ times exactly 1: the same products as the unscaled Kᵀ.
+        AttentionScale::Query => (true, 1.0, Some((scalar(inputs[3], "q scale")?, 1.0))),
         AttentionScale::Fixed(s) => (true, 1.0, Some((s, s))),
     };
     let m0 = 3 + n_scale;

@@ -194,7 +194,7 @@ impl Program<'_> {
     }
 
     /// Q or Kᵀ at input `x` of the first MatMul `mm`, maybe multiplied by a one-element
-    /// scale first (torch's SDPA decomposition): (the unscaled value, the step reading it,
+    /// scale first (torch's SDPA decomposition: both; some exports: Q only): (the unscaled value, the step reading it,
     /// the scale and its `Mul` step).
     fn prescaled(&self, x: ValueId, mm: usize) -> (ValueId, usize, Option<(ValueId, usize)>) {
         let found = self.internal(x, mm).and_then(|p| {
@@ -372,6 +372,11 @@ impl Program<'_> {
                 scale = AttentionScale::Operands;
                 scale_inputs = vec![cq, ck];
                 steps.extend([sq_step, sk_step]);
+            }
+            (Some((cq, sq_step)), None, AttentionScale::None) => {
+                scale = AttentionScale::Query;
+                scale_inputs = vec![cq];
+                steps.push(sq_step);
             }
             _ => return None,
         }
