@@ -117,19 +117,23 @@ pub(crate) fn rms_norm(a: &NormAttrs, x: &Tensor, scale: &Tensor) -> KResult<Ten
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let (outer, inner, s) = rows_and_param(a.axis, x, scale, "scale")?;
+    let (_, inner, s) = rows_and_param(a.axis, x, scale, "scale")?;
     let mut y = vec![0f32; v.len()];
-    for r in 0..outer {
-        let row = &v[r * inner..(r + 1) * inner];
-        let ms = row.iter().map(|&e| e * e).sum::<f32>() / inner as f32;
-        let inv = 1.0 / (ms + a.epsilon).sqrt();
-        for (j, (d, &e)) in y[r * inner..(r + 1) * inner]
-            .iter_mut()
-            .zip(row)
-            .enumerate()
-        {
-            *d = e * inv * s[j];
-        }
+    if inner > 0 {
+        vectorized(
+            #[inline(always)]
+            || {
+                // `for` loops and split sums (`simd::sum_by`): a sequential f32 sum does not
+                // vectorise (measured 1.1 ns per element over [8, 128, 64] rows before).
+                for (yr, row) in y.chunks_exact_mut(inner).zip(v.chunks_exact(inner)) {
+                    let ms = simd::sum_by(row, |e| e * e) / inner as f32;
+                    let inv = 1.0 / (ms + a.epsilon).sqrt();
+                    for ((d, &e), &sj) in yr.iter_mut().zip(row).zip(&s) {
+                        *d = e * inv * sj;
+                    }
+                }
+            },
+        );
     }
     make(x.dtype, x.shape.clone(), TensorData::F32(y))
 }
@@ -200,5 +204,40 @@ mod tests {
         // rms = sqrt(12.5)
         let r = 12.5f32.sqrt();
         assert_eq!(y.as_f32().unwrap(), &[3.0 / r, 8.0 / r]);
+    }
+
+    /// Rows longer than a vector and with a tail (split sums), against an f64 reference.
+    #[test]
+    fn rms_norm_long_rows_match_f64() {
+        for inner in [1usize, 15, 16, 37, 100] {
+            let rows = 3;
+            let v: Vec<f32> = (0..rows * inner)
+                .map(|i| ((i * 7919) % 97) as f32 * 0.03 - 1.4)
+                .collect();
+            let sc: Vec<f32> = (0..inner).map(|j| 0.5 + j as f32 * 0.01).collect();
+            let eps = 1e-6;
+            let y = rms_norm(
+                &NormAttrs {
+                    axis: 1,
+                    epsilon: eps,
+                },
+                &Tensor::f32(vec![rows, inner], v.clone()),
+                &Tensor::f32(vec![inner], sc.clone()),
+            )
+            .unwrap();
+            for (r, yr) in y.as_f32().unwrap().chunks(inner).enumerate() {
+                let row = &v[r * inner..(r + 1) * inner];
+                let ms = row.iter().map(|&e| (e as f64).powi(2)).sum::<f64>() / inner as f64;
+                let inv = 1.0 / (ms + eps as f64).sqrt();
+                for j in 0..inner {
+                    let want = row[j] as f64 * inv * sc[j] as f64;
+                    assert!(
+                        (yr[j] as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3),
+                        "inner {inner} row {r} col {j}: {} vs {want}",
+                        yr[j]
+                    );
+                }
+            }
+        }
     }
 }
