@@ -34,19 +34,15 @@ const PARAM_SLACK: f64 = 1.25;
 /// reported by scripts/zoo_bench.py; a time limit as a check would pass or fail with the load).
 const COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-// Reasons of the known gaps (measured 2026-12-02 after canonicalisation; the test's table
-// shows the numbers).
-const INT8_PLAN: &str = "quantised weights are leaves split like f32 ones, but at 1 byte per \
-     element the memory budget differs, so the search picks another (equally valid) plan than base";
+// Reasons of the known gaps (measured 2026-12-04; the test's table shows the numbers).
+const INT8_PLAN: &str =
+    "GPT-2's tied embedding / LM head stored int8 is a quarter of the bytes, so \
+     the memory objective affords holding the table in two layouts (hidden-split for the \
+     Gather, then an all-gather where the f32 base all-reduces; vocab-split for the LM head): \
+     2.3-8.9 % cheaper, a different plan because the model holds fewer bytes";
 
 /// (variant, check, reason) of every check that fails today.
 const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    ("llama__int8", "cost N=2", INT8_PLAN),
-    ("llama__int8", "collectives N=2", INT8_PLAN),
-    ("llama__int8", "cost N=4", INT8_PLAN),
-    ("llama__int8", "collectives N=4", INT8_PLAN),
-    ("llama__int8", "ring_bytes N=4", INT8_PLAN),
-    ("llama__int8", "ring_bytes N=2", INT8_PLAN),
     ("gpt2__int8", "cost N=2", INT8_PLAN),
     ("gpt2__int8", "collectives N=2", INT8_PLAN),
     ("gpt2__int8", "cost N=4", INT8_PLAN),

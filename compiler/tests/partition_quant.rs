@@ -12,6 +12,11 @@ const BLOCK: usize = 16;
 /// `x[8, H] · w0[H, H] · w1[H, F]`, w0 f32, w1 int8 with an f32 scale per block of 16 rows
 /// and column (`[H / 16, F]`) when `quantised`, else f32.
 fn two_matmuls(quantised: bool) -> (tessera_ir::Graph, TensorId) {
+    two_matmuls_with(quantised, H / BLOCK)
+}
+
+/// [`two_matmuls`] with `scale_rows` rows of w1's scale (1: one scale per column).
+fn two_matmuls_with(quantised: bool, scale_rows: usize) -> (tessera_ir::Graph, TensorId) {
     let mut b = B::new();
     let x = b.input("x", DType::F32, &[8, H]);
     let w0 = b.weight("w0", &[H, H]);
@@ -35,7 +40,7 @@ fn two_matmuls(quantised: bool) -> (tessera_ir::Graph, TensorId) {
             scale: Box::new(file(
                 "w1.scale",
                 DType::F32,
-                vec![H / BLOCK, F],
+                vec![scale_rows, F],
                 (H * F) as u64,
             )),
             zero_point: None,
@@ -80,4 +85,22 @@ fn quantised_weight_splits_only_along_whole_blocks() {
     // The same graph in f32 splits w1 by rows on 8 devices: the block rule made the change.
     let (f, fw1) = two_matmuls(false);
     assert_eq!(shard_axis(&run(&f, 8).plan, fw1), Some(0));
+}
+
+/// The default budget allows a quantised weight its larger share: split by rows, each rank
+/// holds the whole per-column scale (split by columns, a 1/N part), and a plan may need the
+/// row split (Megatron's second projection), so the budget counts that one.
+#[test]
+fn the_budget_counts_a_row_split_quantised_weights_whole_scale() {
+    use tessera_compiler::partition::{budget::Budgets, PartitionOptions};
+    let (g, _) = two_matmuls_with(true, 1);
+    for n in [2usize, 4] {
+        let opts = PartitionOptions::new(n);
+        let total = Budgets::new(&g, n, &opts).total.expect("time objective has a budget");
+        let w0 = H * H * 4 / n;
+        let by_rows = (H / n) * F + F * 4;
+        let by_cols = H * (F / n) + (F / n) * 4;
+        assert!(by_rows > by_cols);
+        assert_eq!(total, (w0 + by_rows) as f64, "N={n}");
+    }
 }

@@ -85,6 +85,24 @@ pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
         .min()
 }
 
+/// The largest stored share of a quantised `w` over the axes it splits N ways ([`split_share`]
+/// per axis): a row-split int8 weight holds its whole per-column scale, a column-split one
+/// half of it, and a plan may need either (Megatron's plan splits half its projections by
+/// rows), so the budget allows the larger. None when no axis splits.
+pub fn quantised_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
+    w.quant.as_ref()?;
+    (0..w.shape.len())
+        .filter(|&a| w.shape[a] > 1)
+        .filter_map(|a| {
+            let b = grains.bounds(w.shape[a], n)?;
+            w.splittable_at(a, &b).then_some(())?;
+            let mut local = w.shape.clone();
+            local[a] = b[0].1 - b[0].0;
+            Some(w.part_bytes(&local))
+        })
+        .max()
+}
+
 /// Slack on the share of a weight whose split is ragged (N divides none of its axes): its
 /// largest element-wise chunk is what [`split_share`] counts, but the plan that splits it
 /// along whole heads (a fused QKV projection's sections, 3,3,2 heads of 8 at N = 3) holds up
@@ -110,7 +128,10 @@ impl Budgets {
                 Some(s) if big.contains(t) && (s * n) as f64 > bytes => {
                     (s as f64 * (1.0 + RAGGED_SLACK)).min(bytes)
                 }
-                Some(s) if big.contains(t) => s as f64,
+                // Quantised: whichever split the plan picks (scales whole on a row split).
+                Some(s) if big.contains(t) => {
+                    quantised_share(w, n, &grains).map_or(s, |q| q.max(s)) as f64
+                }
                 _ => bytes,
             };
         }
