@@ -96,7 +96,9 @@ fn the_budget_counts_a_row_split_quantised_weights_whole_scale() {
     let (g, _) = two_matmuls_with(true, 1);
     for n in [2usize, 4] {
         let opts = PartitionOptions::new(n);
-        let total = Budgets::new(&g, n, &opts).total.expect("time objective has a budget");
+        let total = Budgets::new(&g, n, &opts)
+            .total
+            .expect("time objective has a budget");
         let w0 = H * H * 4 / n;
         let by_rows = (H / n) * F + F * 4;
         let by_cols = H * (F / n) + (F / n) * 4;

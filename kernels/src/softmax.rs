@@ -105,11 +105,23 @@ pub(crate) fn softmax_row_nan_fill(row: &mut [f32], fill: f32) {
 pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
     let max = simd::max(row);
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    // `for` loops, not `for_each` (see `softmax`: an outlined fold loses the vector features).
-    for x in row.iter_mut() {
-        *x = simd::exp(*x - shift);
+    // The exponentials and their sum in one pass, summed in `simd::sum`'s lane order (the
+    // same value as summing afterwards); `for` loops, not `for_each` (see `softmax`: an
+    // outlined fold loses the vector features).
+    let mut acc = [0f32; simd::LANES];
+    let mut chunks = row.chunks_exact_mut(simd::LANES);
+    for chunk in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(chunk) {
+            *x = simd::exp(*x - shift);
+            *a += *x;
+        }
     }
-    let sum: f32 = simd::sum(row);
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = simd::exp(*x - shift);
+        tail += *x;
+    }
+    let sum = acc.iter().sum::<f32>() + tail;
     let sum = if sum == 0.0 { 1.0 } else { sum };
     for x in row.iter_mut() {
         *x /= sum;
