@@ -72,20 +72,27 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
 #[inline(always)]
 fn exp_shifted(row: &mut [f32]) -> f32 {
     let max = simd::max(row);
+    1.0 / exp_sum(row, max)
+}
+
+/// `e^(x - shift)` in place over a row and their sum, in one pass, summed in `simd::sum`'s
+/// lane order (the same value as summing afterwards).
+#[inline(always)]
+fn exp_sum(row: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0f32; simd::LANES];
     let mut chunks = row.chunks_exact_mut(simd::LANES);
     for chunk in &mut chunks {
         for (a, r) in acc.iter_mut().zip(chunk) {
-            *r = simd::exp(*r - max);
+            *r = simd::exp(*r - shift);
             *a += *r;
         }
     }
     let mut tail = 0f32;
     for r in chunks.into_remainder() {
-        *r = simd::exp(*r - max);
+        *r = simd::exp(*r - shift);
         tail += *r;
     }
-    1.0 / (acc.iter().sum::<f32>() + tail)
+    acc.iter().sum::<f32>() + tail
 }
 
 /// [`softmax_row`] (not log) followed by `Where(IsNaN(p), fill, p)`, the replacement done in
@@ -105,23 +112,7 @@ pub(crate) fn softmax_row_nan_fill(row: &mut [f32], fill: f32) {
 pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
     let max = simd::max(row);
     let shift = if max == f32::NEG_INFINITY { 0.0 } else { max };
-    // The exponentials and their sum in one pass, summed in `simd::sum`'s lane order (the
-    // same value as summing afterwards); `for` loops, not `for_each` (see `softmax`: an
-    // outlined fold loses the vector features).
-    let mut acc = [0f32; simd::LANES];
-    let mut chunks = row.chunks_exact_mut(simd::LANES);
-    for chunk in &mut chunks {
-        for (a, x) in acc.iter_mut().zip(chunk) {
-            *x = simd::exp(*x - shift);
-            *a += *x;
-        }
-    }
-    let mut tail = 0f32;
-    for x in chunks.into_remainder() {
-        *x = simd::exp(*x - shift);
-        tail += *x;
-    }
-    let sum = acc.iter().sum::<f32>() + tail;
+    let sum = exp_sum(row, shift);
     let sum = if sum == 0.0 { 1.0 } else { sum };
     for x in row.iter_mut() {
         *x /= sum;

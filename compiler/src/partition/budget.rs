@@ -69,38 +69,38 @@ pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
     big
 }
 
-/// The smallest stored share (the largest rank's part) of `w` over the axes it splits N
-/// ways, evenly or ragged ([`Grains::bounds`], whole quantisation blocks, extent over 1),
-/// or None when none does.
-pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
+/// The stored share (the largest rank's part) of `w` on each axis it splits N ways, evenly
+/// or ragged ([`Grains::bounds`], whole quantisation blocks, extent over 1).
+fn axis_shares<'a>(
+    w: &'a Weight,
+    n: usize,
+    grains: &'a Grains,
+) -> impl Iterator<Item = usize> + 'a {
     (0..w.shape.len())
         .filter(|&a| w.shape[a] > 1)
-        .filter_map(|a| {
+        .filter_map(move |a| {
             let b = grains.bounds(w.shape[a], n)?;
             w.splittable_at(a, &b).then_some(())?;
             let mut local = w.shape.clone();
             local[a] = b[0].1 - b[0].0;
             Some(w.part_bytes(&local))
         })
-        .min()
 }
 
-/// The largest stored share of a quantised `w` over the axes it splits N ways ([`split_share`]
-/// per axis): a row-split int8 weight holds its whole per-column scale, a column-split one
-/// half of it, and a plan may need either (Megatron's plan splits half its projections by
-/// rows), so the budget allows the larger. None when no axis splits.
+/// The smallest stored share of `w` over the axes it splits N ways ([`axis_shares`]), or
+/// None when none does.
+pub fn split_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
+    axis_shares(w, n, grains).min()
+}
+
+/// The largest stored share of a quantised `w` over the axes it splits N ways
+/// ([`axis_shares`]): a row-split int8 weight holds its whole per-column scale, a
+/// column-split one half of it, and a plan may need either (Megatron's plan splits half its
+/// projections by rows), so the budget allows the larger. None when not quantised or no
+/// axis splits.
 pub fn quantised_share(w: &Weight, n: usize, grains: &Grains) -> Option<usize> {
     w.quant.as_ref()?;
-    (0..w.shape.len())
-        .filter(|&a| w.shape[a] > 1)
-        .filter_map(|a| {
-            let b = grains.bounds(w.shape[a], n)?;
-            w.splittable_at(a, &b).then_some(())?;
-            let mut local = w.shape.clone();
-            local[a] = b[0].1 - b[0].0;
-            Some(w.part_bytes(&local))
-        })
-        .max()
+    axis_shares(w, n, grains).max()
 }
 
 /// Slack on the share of a weight whose split is ragged (N divides none of its axes): its
