@@ -6,6 +6,7 @@
 //! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
 //! (residual add, activation) on each block of output as soon as it is final.
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
+use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable};
 use super::matmul::{gemm_into, gemm_into_strided, MatView};
@@ -129,8 +130,18 @@ pub(crate) fn conv_fused(
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     let taps = TapTable::new(&win, &kidx);
+    let flat = FlatGeometry::new(
+        &xs[2..],
+        &win.drive,
+        &ws[2..],
+        &a.strides,
+        &a.dilations,
+        &a.pads,
+    );
     if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
         depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
+    } else if let (1, Some(geo)) = (cg, flat) {
+        depthwise_flat(&geo, xv, wv, bias, &mut out, mg, epi);
     } else if cg == 1 {
         depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
     } else {

@@ -6,11 +6,12 @@
 //! and plane on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576 planes
 //! of 4 outputs, 25 taps), which costs far more than the arithmetic.
 //!
-//! Each output element receives the bias and then the taps in ascending order, one
-//! `acc += w·x` each, exactly as in the plane-by-plane loop, so both give the same bits.
+//! Each output element receives the bias and then the taps in ascending order, one fused
+//! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all
+//! give the same bits.
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::TapTable;
-use super::simd::vectorized;
+use super::simd::{fma, vectorized};
 use rayon::prelude::*;
 
 /// Output planes at most this large take the channels-innermost path.
@@ -63,7 +64,7 @@ pub(crate) fn depthwise_channels_last(
                             let o = &mut acc[(r.dst + j) * c..][..c];
                             let i = &xt[(r.src + j * stride) * c..][..c];
                             for ((a, &wv), &xv) in o.iter_mut().zip(wk).zip(i) {
-                                *a += wv * xv;
+                                *a = fma(wv, xv, *a);
                             }
                         }
                     }

@@ -5,6 +5,7 @@
 //! the depthwise loop and im2col walk these runs instead of recomputing the row geometry
 //! (and allocating its index vectors) per plane and tap, which dominated on 2×2 and 4×4
 //! planes.
+use super::simd::fma;
 use super::window::Window;
 
 /// One run of a tap: `len` outputs from `dst` read the input from `src` on, `stride` apart.
@@ -85,7 +86,7 @@ impl TapTable {
     }
 }
 
-/// Adds `wk ×` the input of every run of one tap into `dst`.
+/// Adds `wk ×` the input of every run of one tap into `dst` (one fused multiply-add each).
 #[inline(always)]
 pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: &mut [f32]) {
     for r in runs {
@@ -94,20 +95,20 @@ pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: 
             1 => {
                 let s = &src[r.src..r.src + r.len];
                 for (dv, sv) in d.iter_mut().zip(s) {
-                    *dv += wk * sv;
+                    *dv = fma(wk, *sv, *dv);
                 }
             }
             // A constant stride the compiler can vectorise (de-interleaving loads).
             2 => {
                 let s = &src[r.src..][..2 * r.len - 1];
                 for (j, dv) in d.iter_mut().enumerate() {
-                    *dv += wk * s[2 * j];
+                    *dv = fma(wk, s[2 * j], *dv);
                 }
             }
             _ => {
                 let s = &src[r.src..];
                 for (j, dv) in d.iter_mut().enumerate() {
-                    *dv += wk * s[j * stride];
+                    *dv = fma(wk, s[j * stride], *dv);
                 }
             }
         }

@@ -12,6 +12,7 @@ mod binary;
 mod cast;
 mod conv;
 mod conv_depthwise;
+mod conv_depthwise_flat;
 mod conv_epilogue;
 mod conv_taps;
 #[cfg(test)]

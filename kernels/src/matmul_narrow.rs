@@ -26,6 +26,13 @@ pub(crate) fn a_bt(
             "narrow gemm operands out of bounds for {m}x{k}·({n}x{k})ᵀ"
         ));
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above); the operand lengths were
+        // checked above (a: m·k, b: n·k, out: m·n elements).
+        unsafe { a_bt_avx512((m, n, k), a, b, alpha, accumulate, out) };
+        return Ok(());
+    }
     vectorized(
         #[inline(always)]
         || {
@@ -54,6 +61,106 @@ pub(crate) fn a_bt(
         },
     );
     Ok(())
+}
+
+/// [`a_bt`] on AVX-512: tiles of up to 4 rows of A by 4 rows of B, whose 16 dot products
+/// are 16 vector accumulators (one fused multiply-add per 16 products; the last partial
+/// chunk of k by masked loads), so each chunk of B's rows is loaded once per 4 rows of A
+/// and each chunk of A's rows once per 4 rows of B. An output's sum runs over k in the
+/// same order whatever tile it falls in.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `a` must hold `m·k`, `b` `n·k` and `out` `m·n` elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn a_bt_avx512(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    alpha: f32,
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    let mut j = 0;
+    while j < n {
+        let nr = (n - j).min(4);
+        let mut i = 0;
+        while i < m {
+            let mr = (m - i).min(4);
+            // Edge tiles: the same arithmetic per output, by rows of A (four rows of B
+            // each, four independent accumulators) or one output at a time.
+            let mut tile = [[0f32; 4]; 4];
+            match (mr, nr) {
+                (4, 4) => tile = tile_avx512::<4, 4>(a, b, (i, j, k)),
+                (_, 4) => {
+                    for (r, row) in tile.iter_mut().enumerate().take(mr) {
+                        *row = tile_avx512::<1, 4>(a, b, (i + r, j, k))[0];
+                    }
+                }
+                _ => {
+                    for (r, row) in tile.iter_mut().enumerate().take(mr) {
+                        for (c, v) in row.iter_mut().enumerate().take(nr) {
+                            *v = tile_avx512::<1, 1>(a, b, (i + r, j + c, k))[0][0];
+                        }
+                    }
+                }
+            }
+            for (r, row) in tile.iter().enumerate().take(mr) {
+                for (c, &d) in row.iter().enumerate().take(nr) {
+                    let o = &mut out[(i + r) * n + j + c];
+                    let v = alpha * d;
+                    *o = if accumulate { *o + v } else { v };
+                }
+            }
+            i += mr;
+        }
+        j += nr;
+    }
+}
+
+/// The `MR × NR` dot products of rows `i..i + MR` of A with rows `j..j + NR` of B (all
+/// `k` long), each a sum of 16 lane sums.
+///
+/// # Safety
+/// The CPU must support AVX-512F; the rows must lie within `a` and `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile_avx512<const MR: usize, const NR: usize>(
+    a: &[f32],
+    b: &[f32],
+    (i, j, k): (usize, usize, usize),
+) -> [[f32; NR]; MR] {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_maskz_loadu_ps, _mm512_reduce_add_ps, _mm512_setzero_ps,
+    };
+    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let (pa, pb) = (a.as_ptr().add(i * k), b.as_ptr().add(j * k));
+    let mut l = 0;
+    while l < k {
+        let mask: u16 = if k - l >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << (k - l)) - 1) as u16
+        };
+        // SAFETY (caller's contract): elements l .. l + popcount(mask) of every row lie
+        // within its k elements; masked-off lanes are not read.
+        let bv: [_; NR] = std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, pb.add(c * k + l)));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_maskz_loadu_ps(mask, pa.add(r * k + l));
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = _mm512_fmadd_ps(av, bv[c], *v);
+            }
+        }
+        l += 16;
+    }
+    let mut res = [[0f32; NR]; MR];
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            res[r][c] = _mm512_reduce_add_ps(*v);
+        }
+    }
+    res
 }
 
 /// Four [`dot`]s against one `y`, each with exactly [`dot`]'s arithmetic.
@@ -111,7 +218,14 @@ mod tests {
 
     #[test]
     fn matches_plain_triple_loop() {
-        for &(m, n, k) in &[(1, 3, 5), (8, 37, 576), (16, 9, 17), (3, 1, 1)] {
+        for &(m, n, k) in &[
+            (1, 3, 5),
+            (8, 37, 576),
+            (16, 9, 17),
+            (3, 1, 1),
+            (6, 8, 33),
+            (1, 12, 40),
+        ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|v| ((v * 7 % 13) as f32 - 6.0) / 7.0)
                 .collect();

@@ -3,8 +3,10 @@
 //! The workspace builds for baseline x86-64 (SSE2). [`vectorized`] runs a closure inside a
 //! function compiled with AVX-512F (or AVX2 + FMA) when the CPU has it, so the tight loops the
 //! closure inlines are auto-vectorised 16 (or 8) lanes wide; elsewhere it just calls it.
-//! The arithmetic is the same on every path (no fused multiply-adds are introduced), so
-//! results do not depend on the path taken.
+//! The arithmetic is the same on every path, so results do not depend on the path taken:
+//! the compiler introduces no fused multiply-adds, and kernels that want one call [`fma`]
+//! (`f32::mul_add`, a single rounding everywhere: one instruction on the AVX-512 and
+//! AVX2 + FMA paths, a correctly rounded library call elsewhere).
 
 /// Runs `f`, compiled with the widest vector extension this CPU supports.
 ///
@@ -20,8 +22,9 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
             // SAFETY: the CPU supports AVX-512F (checked just above).
             return unsafe { with_avx512(f) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { with_avx2(f) };
         }
     }
@@ -29,15 +32,22 @@ pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2")]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+/// `a · b + c` with one rounding (`f32::mul_add`): a fused multiply-add instruction inside
+/// [`vectorized`] on x86-64 CPUs with AVX-512 or AVX2 + FMA, the same bits elsewhere.
+#[inline(always)]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
 }
 
 /// `e^x` in f32, branch-free so loops over it vectorise: range reduction `x = n·ln2 + r`

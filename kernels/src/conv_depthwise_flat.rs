@@ -1,0 +1,454 @@
+//! Depthwise 1-D and 2-D Conv (one input channel per group) with the accumulators in
+//! registers: each input plane is copied once into zero-padded *phase planes*, one per
+//! (row stride phase, column stride phase), so that every kernel tap reads one contiguous
+//! run of a phase plane. With the output laid out at the phase planes' row pitch, output
+//! position `o` (flat, pitch `wq`) reads `phase[o + tap offset]` for every tap, so a block
+//! of outputs is the bias plus, tap by tap, `w[tap] · phase[block + offset]`:
+//! a few vector registers that stay in place across all taps, one store per output. The
+//! plane loop in `conv.rs` instead reads and writes the whole output plane once per tap
+//! and walks a run per row and tap (4 GMAC/s on 16×16 planes, under 2 with stride 2).
+//!
+//! Columns of the pitch beyond the output's width are computed and dropped (a 3×3 Conv
+//! with padding 1 on 16×16 planes computes 18 columns per row for 16).
+//!
+//! Each output element receives its bias and then the taps in ascending order, one fused
+//! multiply-add `acc = w·x + acc` each ([`fma`]), as in the plane loop and the
+//! channels-innermost path, so all three give the same bits (a tap that falls in the
+//! padding adds `w·0`, which leaves any non-zero sum unchanged).
+use super::conv_epilogue::Epilogue;
+use super::simd::{fma, vectorized};
+use rayon::prelude::*;
+
+/// Outputs computed per block: four AVX-512 registers, whose four chains of dependent adds
+/// keep the adder busy (two chains wait on the add latency).
+const BLOCK: usize = 64;
+
+/// Outputs per block after the last whole [`BLOCK`] (the flat outputs are a multiple).
+const TAIL: usize = 16;
+
+/// Multiply-adds below which the planes stay on one thread.
+const PARALLEL_MIN_TAPS: usize = 1 << 18;
+
+/// The geometry of a depthwise Conv over one or two spatial axes (a 1-D Conv is a 2-D one
+/// of height 1).
+#[derive(Clone, Debug)]
+pub(crate) struct FlatGeometry {
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Strides (rows, columns).
+    pub strides: [usize; 2],
+    /// Dilations (rows, columns).
+    pub dilations: [usize; 2],
+    /// Begin pads (top, left).
+    pub pads: [usize; 2],
+}
+
+/// Where the phase planes and each tap's run lie in the scratch buffer.
+struct Layout {
+    /// Row pitch of the phase planes and of the flat output.
+    wq: usize,
+    /// Rows of each phase plane.
+    rq: usize,
+    /// Flat outputs computed (`output height · wq`, rounded up to [`TAIL`]).
+    flat: usize,
+    /// Elements of one phase plane in the scratch buffer (with the over-read margin).
+    size: usize,
+    /// Per tap: offset of its first element in the scratch buffer.
+    tap_offsets: Vec<usize>,
+}
+
+impl FlatGeometry {
+    /// The geometry of a Conv with `spatial` axes, or None for three or more.
+    pub fn new(
+        input: &[usize],
+        output: &[usize],
+        kernel: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        pads: &[usize],
+    ) -> Option<Self> {
+        let two = |v: &[usize], one: usize| match v.len() {
+            1 => Some([one, v[0]]),
+            2 => Some([v[0], v[1]]),
+            _ => None,
+        };
+        Some(FlatGeometry {
+            input: two(input, 1)?,
+            output: two(output, 1)?,
+            kernel: two(kernel, 1)?,
+            strides: two(strides, 1)?,
+            dilations: two(dilations, 1)?,
+            pads: two(&pads[..input.len().min(pads.len())], 0)?,
+        })
+    }
+
+    fn layout(&self) -> Layout {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.strides;
+        let [dh, dw] = self.dilations;
+        let [oh, ow] = self.output;
+        let max_rh = (kh.saturating_sub(1) * dh) / sh;
+        let max_rw = (kw.saturating_sub(1) * dw) / sw;
+        let wq = ow + max_rw;
+        let rq = oh + max_rh;
+        let flat = (oh * wq).div_ceil(TAIL) * TAIL;
+        // A block may read up to `flat − 1 + max_rh·wq + max_rw`.
+        let size = (flat + max_rh * wq + max_rw).max(rq * wq);
+        let mut tap_offsets = Vec::with_capacity(kh * kw);
+        for i in 0..kh {
+            for j in 0..kw {
+                let (ph, rh) = ((i * dh) % sh, (i * dh) / sh);
+                let (pw, rw) = ((j * dw) % sw, (j * dw) / sw);
+                tap_offsets.push((ph * sw + pw) * size + rh * wq + rw);
+            }
+        }
+        Layout {
+            wq,
+            rq,
+            flat,
+            size,
+            tap_offsets,
+        }
+    }
+
+    /// Copies one input plane into the phase planes of `scratch`. Only the places that
+    /// read the input are written: the rest (the padding, and the over-read margin) is
+    /// zero from allocation and stays so, as every plane writes the same places.
+    #[inline(always)]
+    fn fill_phases(&self, lay: &Layout, x: &[f32], scratch: &mut [f32]) {
+        let [h, w] = self.input;
+        let [sh, sw] = self.strides;
+        let [pt, pl] = self.pads;
+        for ph in 0..sh {
+            for pw in 0..sw {
+                let plane = &mut scratch[(ph * sw + pw) * lay.size..][..lay.size];
+                // Column t reads input column t·sw + pw − pl: valid for t in lo..hi.
+                let lo = pl.saturating_sub(pw).div_ceil(sw);
+                let hi = (w + pl).saturating_sub(pw).div_ceil(sw).min(lay.wq);
+                if lo >= hi {
+                    continue;
+                }
+                let c0 = lo * sw + pw - pl;
+                for r in 0..lay.rq {
+                    // Padded row r·sh + ph is input row r·sh + ph − pt.
+                    let Some(ir) = (r * sh + ph).checked_sub(pt).filter(|&v| v < h) else {
+                        continue;
+                    };
+                    let src = &x[ir * w + c0..(ir + 1) * w];
+                    let dst = &mut plane[r * lay.wq + lo..r * lay.wq + hi];
+                    if sw == 1 {
+                        copy_short(&src[..dst.len()], dst);
+                    } else if sw == 2 {
+                        deinterleave(src, dst);
+                    } else {
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = src[t * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[t] = src[2·t]` (`src` holds at least `2·dst.len() − 1` elements). The compiler
+/// keeps a stride-2 copy scalar whatever its shape, so AVX-512 CPUs take one two-register
+/// permute per 16 outputs.
+#[inline(always)]
+fn deinterleave(src: &[f32], dst: &mut [f32]) {
+    let mut t = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        t = unsafe { deinterleave_avx512(src, dst) };
+    }
+    for (j, d) in dst[t..].iter_mut().enumerate() {
+        *d = src[2 * (t + j)];
+    }
+}
+
+/// The AVX-512 part of [`deinterleave`]: returns how many outputs it wrote (whole chunks of
+/// 16); the caller copies the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::{
+        _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
+        _mm512_storeu_ps,
+    };
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut t = 0;
+    // A chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
+    while t + 16 <= dst.len() && 2 * t + 31 <= src.len() {
+        let rest = (src.len() - 2 * t - 16).min(16);
+        let mask = ((1u32 << rest) - 1) as u16;
+        // SAFETY: src[2t .. 2t + 16] is in bounds (2t + 31 <= len); the masked load reads
+        // only the `rest` elements from 2t + 16, all before src.len(); dst[t .. t + 16] is in
+        // bounds (t + 16 <= dst.len()) and exclusively borrowed.
+        unsafe {
+            let a = _mm512_loadu_ps(src.as_ptr().add(2 * t));
+            let b = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(2 * t + 16));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(t), _mm512_permutex2var_ps(a, even, b));
+        }
+        t += 16;
+    }
+    t
+}
+
+/// Depthwise Conv of `planes` output planes (`out`: `[planes, P_out]`); output plane `oc`
+/// reads input plane `oc / mg` (`x`: `[planes / mg, P_in]`) and weight row `oc mod M`
+/// (`w`: `[M, K]`), starts from `bias[oc mod M]` (or zero) and then gets `epi`.
+pub(crate) fn depthwise_flat(
+    geo: &FlatGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    mg: usize,
+    epi: Epilogue<'_>,
+) {
+    let [oh, ow] = geo.output;
+    let p_out = oh * ow;
+    let p_in = geo.input[0] * geo.input[1];
+    let kl = geo.kernel[0] * geo.kernel[1];
+    if p_out == 0 || kl == 0 || mg == 0 {
+        return;
+    }
+    let lay = geo.layout();
+    let m = w.len() / kl;
+    let phases = geo.strides[0] * geo.strides[1];
+    let run = |first: usize, chunk: &mut [f32]| {
+        let mut scratch = vec![0f32; phases * lay.size];
+        // 16 more than the blocks write: `copy_rows` may read a chunk past the last block.
+        let mut acc = vec![0f32; lay.flat + 16];
+        vectorized(
+            #[inline(always)]
+            || {
+                let mut filled = usize::MAX;
+                for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
+                    let oc = first + j;
+                    let src = oc / mg;
+                    if src != filled {
+                        geo.fill_phases(&lay, &x[src * p_in..][..p_in], &mut scratch);
+                        filled = src;
+                    }
+                    let row = oc % m;
+                    let b0 = bias.map_or(0.0, |b| b[row]);
+                    plane(&lay, &scratch, &w[row * kl..][..kl], b0, &mut acc);
+                    copy_rows(&acc, lay.wq, dst, ow);
+                }
+            },
+        );
+        if !epi.is_empty() {
+            for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
+                epi.apply(dst, (first + j) * p_out);
+            }
+        }
+    };
+    let total = out.len() / p_out;
+    let threads = match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    };
+    if threads > 1 && total * p_out * kl >= PARALLEL_MIN_TAPS {
+        let per = total.div_ceil(threads * 4).max(1);
+        out.par_chunks_mut(per * p_out)
+            .enumerate()
+            .for_each(|(ci, chunk)| run(ci * per, chunk));
+    } else {
+        run(0, out);
+    }
+}
+
+/// `dst.copy_from_slice(src)` for rows of a few dozen elements: whole chunks of 16 are
+/// register moves, where `copy_from_slice` calls `memmove` (most of the copy's time at
+/// these lengths).
+#[inline(always)]
+fn copy_short(src: &[f32], dst: &mut [f32]) {
+    const CHUNK: usize = 16;
+    let mut d = dst.chunks_exact_mut(CHUNK);
+    let mut s = src.chunks_exact(CHUNK);
+    for (dc, sc) in (&mut d).zip(&mut s) {
+        let sc: &[f32; CHUNK] = sc.try_into().expect("a CHUNK-long slice");
+        dc.copy_from_slice(sc);
+    }
+    for (dv, sv) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *dv = *sv;
+    }
+}
+
+/// Copies the `dst.len() / ow` rows of `acc` (pitch `wq`) into `dst` (pitch `ow`), 16
+/// elements at a time: a chunk that runs past its row writes into the next row, which is
+/// copied after it; only chunks that would run past the plane are copied element-wise.
+#[inline(always)]
+fn copy_rows(acc: &[f32], wq: usize, dst: &mut [f32], ow: usize) {
+    const CHUNK: usize = 16;
+    let p_out = dst.len();
+    for r in 0..p_out / ow {
+        for cb in (0..ow).step_by(CHUNK) {
+            let (at, from) = (r * ow + cb, r * wq + cb);
+            if at + CHUNK <= p_out {
+                let s: &[f32; CHUNK] = acc[from..from + CHUNK]
+                    .try_into()
+                    .expect("a CHUNK-long slice");
+                dst[at..at + CHUNK].copy_from_slice(s);
+            } else {
+                let n = (ow - cb).min(CHUNK);
+                copy_short(&acc[from..from + n], &mut dst[at..at + n]);
+            }
+        }
+    }
+}
+
+/// One output plane at pitch `wq` into `acc` (`lay.flat` elements): blocks of [`BLOCK`]
+/// outputs, then the rest in blocks of [`TAIL`].
+#[inline(always)]
+fn plane(lay: &Layout, scratch: &[f32], wrow: &[f32], bias: f32, acc: &mut [f32]) {
+    let main = lay.flat / BLOCK * BLOCK;
+    for (bi, blk) in acc[..main].chunks_exact_mut(BLOCK).enumerate() {
+        // Four separate arrays, not one of 64: LLVM keeps each in a register across the
+        // taps (one array of 64 is kept on the stack, a store and a load per tap).
+        let base = bi * BLOCK;
+        let (mut a0, mut a1, mut a2, mut a3) =
+            ([bias; TAIL], [bias; TAIL], [bias; TAIL], [bias; TAIL]);
+        for (&off, &wk) in lay.tap_offsets.iter().zip(wrow) {
+            let s = &scratch[off + base..][..BLOCK];
+            axpy(&mut a0, wk, &s[..TAIL]);
+            axpy(&mut a1, wk, &s[TAIL..2 * TAIL]);
+            axpy(&mut a2, wk, &s[2 * TAIL..3 * TAIL]);
+            axpy(&mut a3, wk, &s[3 * TAIL..]);
+        }
+        for (d, a) in blk.chunks_exact_mut(TAIL).zip([a0, a1, a2, a3]) {
+            d.copy_from_slice(&a);
+        }
+    }
+    for (bi, blk) in acc[main..lay.flat].chunks_exact_mut(TAIL).enumerate() {
+        let base = main + bi * TAIL;
+        let mut a = [bias; TAIL];
+        for (&off, &wk) in lay.tap_offsets.iter().zip(wrow) {
+            axpy(&mut a, wk, &scratch[off + base..][..TAIL]);
+        }
+        blk.copy_from_slice(&a);
+    }
+}
+
+/// `a += wk · s`, lane by lane.
+#[inline(always)]
+fn axpy(a: &mut [f32; TAIL], wk: f32, s: &[f32]) {
+    let s: &[f32; TAIL] = s.try_into().expect("a TAIL-long slice");
+    for l in 0..TAIL {
+        a[l] = fma(wk, s[l], a[l]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{depthwise_flat, FlatGeometry};
+    use crate::conv_epilogue::Epilogue;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Direct evaluation of the definition, taps in ascending order from the bias.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        geo: &FlatGeometry,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        oc: usize,
+        mg: usize,
+    ) -> Vec<f32> {
+        let ([h, wd], [oh, ow], [kh, kw]) = (geo.input, geo.output, geo.kernel);
+        let xs = &x[(oc / mg) * h * wd..][..h * wd];
+        let ws = &w[oc * kh * kw..][..kh * kw];
+        let mut out = vec![b[oc]; oh * ow];
+        for r in 0..oh {
+            for c in 0..ow {
+                let o = &mut out[r * ow + c];
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let ir =
+                            (r * geo.strides[0] + i * geo.dilations[0]) as i64 - geo.pads[0] as i64;
+                        let ic =
+                            (c * geo.strides[1] + j * geo.dilations[1]) as i64 - geo.pads[1] as i64;
+                        if ir >= 0 && ic >= 0 && (ir as usize) < h && (ic as usize) < wd {
+                            *o = ws[i * kw + j].mul_add(xs[ir as usize * wd + ic as usize], *o);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_stride_dilation_and_padding_matches_the_definition_bitwise() {
+        // (input, kernel, strides, dilations, begin pads, end pads, multiplier)
+        type Case = (
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            usize,
+        );
+        let cases: [Case; 9] = [
+            // Stride-2 rows long enough for whole 16-wide de-interleaved chunks.
+            ([5, 64], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
+            ([4, 71], [3, 3], [2, 2], [1, 1], [0, 0], [0, 2], 1),
+            ([16, 16], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1),
+            ([17, 13], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
+            ([9, 11], [5, 5], [1, 2], [1, 1], [2, 2], [2, 2], 1),
+            ([12, 12], [7, 7], [1, 1], [2, 1], [3, 0], [6, 3], 2),
+            ([1, 40], [1, 5], [1, 3], [1, 2], [0, 4], [0, 1], 1),
+            ([4, 4], [5, 5], [1, 1], [1, 1], [2, 2], [2, 2], 1),
+            ([10, 10], [3, 3], [3, 3], [1, 1], [0, 0], [0, 0], 3),
+        ];
+        for (input, kernel, strides, dilations, pb, pe, mg) in cases {
+            let out_ext = |a: usize| {
+                (input[a] + pb[a] + pe[a] - (kernel[a] - 1) * dilations[a] - 1) / strides[a] + 1
+            };
+            let output = [out_ext(0), out_ext(1)];
+            let geo = FlatGeometry {
+                input,
+                output,
+                kernel,
+                strides,
+                dilations,
+                pads: pb,
+            };
+            let (c, n) = (3, 2);
+            let p_in = input[0] * input[1];
+            let p_out = output[0] * output[1];
+            let kl = kernel[0] * kernel[1];
+            let x = values(n * c * p_in, 1);
+            let w = values(c * mg * kl, 2);
+            let b = values(c * mg, 3);
+            let mut out = vec![0f32; n * c * mg * p_out];
+            depthwise_flat(&geo, &x, &w, Some(&b), &mut out, mg, Epilogue::default());
+            for plane in 0..n * c * mg {
+                // Plane `plane` is channel `plane mod c·mg` of image `plane / c·mg`.
+                let img = plane / (c * mg);
+                let want = reference(&geo, &x[img * c * p_in..], &w, &b, plane % (c * mg), mg);
+                let got = &out[plane * p_out..][..p_out];
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(got), bits(&want), "{geo:?} plane {plane}");
+            }
+        }
+    }
+}
