@@ -1,10 +1,12 @@
 //! Depthwise Conv (one input channel per group, one output channel per input channel) over
-//! small planes, channels innermost: per image, X and the bias-initialised output are
-//! transposed to `[position, channel]`, every kernel tap's runs add `w[:, tap] × x[in, :]`
-//! into `out[o, :]` as one vector operation over all channels, and the result is transposed
-//! back. The plane-by-plane loop (`conv.rs`) walks a few runs of one or two elements per tap
-//! and plane on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576 planes
-//! of 4 outputs, 25 taps), which costs far more than the arithmetic.
+//! small planes, channels innermost: per image, X is transposed to `[position, channel]`;
+//! every output position starts from the biases and adds, tap by tap, `w[:, tap] ×
+//! x[in, :]` over all channels, 64 channels at a time in registers (two loads and one
+//! multiply-add per 16 channels and tap, one store per output); the result is transposed
+//! back. The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
+//! few runs of one or two elements per tap and plane, or on padding, than on the
+//! arithmetic on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576
+//! planes of 4 outputs, 25 taps).
 //!
 //! Each output element receives the bias and then the taps in ascending order, one fused
 //! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all
@@ -25,11 +27,60 @@ pub(crate) const MIN_CHANNELS: usize = 8;
 const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
 /// `[rows, cols]` → `[cols, rows]`.
+#[inline(always)]
 fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && rows >= 16
+        && src.len() >= rows * cols
+        && dst.len() >= rows * cols
+        && rows * cols < i32::MAX as usize
+    {
+        // SAFETY: the CPU supports AVX-512F and both slices hold rows·cols elements, which
+        // fit in an i32 (checked just above), as `transpose_avx512` requires.
+        unsafe { transpose_avx512(src, dst, rows, cols) };
+        return;
+    }
     for (r, row) in src.chunks_exact(cols).enumerate().take(rows) {
         for (c, &v) in row.iter().enumerate() {
             dst[c * rows + r] = v;
         }
+    }
+}
+
+/// [`transpose`] on AVX-512: each run of 16 outputs (one column of 16 source rows) is one
+/// gather with stride `cols` and one store, where the scalar loop stores element by element
+/// `rows` apart (half the channels-innermost Conv's time on 4×4 planes). Used from 16 rows
+/// on: below, most lanes of every gather are masked off and the scalar loop is faster.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `src` and `dst` must hold `rows·cols` elements, and
+/// `rows·cols` must fit in an `i32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_avx512(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    use std::arch::x86_64::{
+        _mm512_mask_i32gather_ps, _mm512_mask_storeu_ps, _mm512_mullo_epi32, _mm512_set1_epi32,
+        _mm512_setr_epi32, _mm512_setzero_ps,
+    };
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(cols as i32));
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = (rows - r0).min(16);
+        let mask = ((1u32 << n) - 1) as u16;
+        for c in 0..cols {
+            // SAFETY: lane j < n reads src[(r0 + j)·cols + c] and writes dst[c·rows + r0 + j],
+            // both below rows·cols; masked-off lanes touch no memory.
+            let v = _mm512_mask_i32gather_ps::<4>(
+                _mm512_setzero_ps(),
+                mask,
+                idx,
+                src.as_ptr().add(r0 * cols + c),
+            );
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(c * rows + r0), mask, v);
+        }
+        r0 += n;
     }
 }
 
@@ -49,25 +100,27 @@ pub(crate) fn depthwise_channels_last(
     }
     let mut wt = vec![0f32; kl * c];
     transpose(w, &mut wt, c, kl);
+    // Per output position, its (tap, input position) pairs in ascending tap order, as
+    // offsets into the channels-innermost weights and input.
+    let mut per_out: Vec<Vec<(usize, usize)>> = vec![Vec::new(); p_out];
+    for kp in 0..kl {
+        for r in taps.runs(kp) {
+            for j in 0..r.len {
+                per_out[r.dst + j].push((kp * c, (r.src + j * stride) * c));
+            }
+        }
+    }
     let image = |img: usize, dst: &mut [f32]| {
         let mut xt = vec![0f32; p_in * c];
         let mut acc = vec![0f32; p_out * c];
+        // `dst` holds each channel's bias (or zero) in every element of its plane.
+        let bias: Vec<f32> = (0..c).map(|ch| dst[ch * p_out]).collect();
         vectorized(
             #[inline(always)]
             || {
                 transpose(&x[img * c * p_in..][..c * p_in], &mut xt, c, p_in);
-                transpose(dst, &mut acc, c, p_out);
-                for kp in 0..kl {
-                    let wk = &wt[kp * c..][..c];
-                    for r in taps.runs(kp) {
-                        for j in 0..r.len {
-                            let o = &mut acc[(r.dst + j) * c..][..c];
-                            let i = &xt[(r.src + j * stride) * c..][..c];
-                            for ((a, &wv), &xv) in o.iter_mut().zip(wk).zip(i) {
-                                *a = fma(wv, xv, *a);
-                            }
-                        }
-                    }
+                for (o, pairs) in per_out.iter().enumerate() {
+                    position(&mut acc[o * c..][..c], &bias, pairs, &wt, &xt);
                 }
                 transpose(&acc, dst, p_out, c);
             },
@@ -88,6 +141,57 @@ pub(crate) fn depthwise_channels_last(
         for (img, dst) in out.chunks_exact_mut(c * p_out).enumerate() {
             image(img, dst);
         }
+    }
+}
+
+/// One output position over all channels: `out[ch] = bias[ch]` plus, pair by pair,
+/// `wt[w + ch] · xt[x + ch]` (fused), 64 channels at a time in four vector registers that
+/// stay in place across the taps (then 16 at a time, then one), so each tap costs two
+/// loads and one multiply-add per 16 channels and the output is stored once.
+#[inline(always)]
+fn position(out: &mut [f32], bias: &[f32], pairs: &[(usize, usize)], wt: &[f32], xt: &[f32]) {
+    const L: usize = 16;
+    let c = out.len();
+    let lanes =
+        |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
+    let mut cb = 0;
+    while cb + 4 * L <= c {
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            lanes(bias, cb),
+            lanes(bias, cb + L),
+            lanes(bias, cb + 2 * L),
+            lanes(bias, cb + 3 * L),
+        );
+        for &(wo, xo) in pairs {
+            for (a, q) in [&mut a0, &mut a1, &mut a2, &mut a3].into_iter().zip(0..4) {
+                let (wv, xv) = (lanes(wt, wo + cb + q * L), lanes(xt, xo + cb + q * L));
+                for l in 0..L {
+                    a[l] = fma(wv[l], xv[l], a[l]);
+                }
+            }
+        }
+        for (q, a) in [a0, a1, a2, a3].iter().enumerate() {
+            out[cb + q * L..cb + (q + 1) * L].copy_from_slice(a);
+        }
+        cb += 4 * L;
+    }
+    while cb + L <= c {
+        let mut a = lanes(bias, cb);
+        for &(wo, xo) in pairs {
+            let (wv, xv) = (lanes(wt, wo + cb), lanes(xt, xo + cb));
+            for l in 0..L {
+                a[l] = fma(wv[l], xv[l], a[l]);
+            }
+        }
+        out[cb..cb + L].copy_from_slice(&a);
+        cb += L;
+    }
+    for ch in cb..c {
+        let mut a = bias[ch];
+        for &(wo, xo) in pairs {
+            a = fma(wt[wo + ch], xt[xo + ch], a);
+        }
+        out[ch] = a;
     }
 }
 

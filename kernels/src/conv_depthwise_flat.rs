@@ -16,6 +16,7 @@
 //! channels-innermost path, so all three give the same bits (a tap that falls in the
 //! padding adds `w·0`, which leaves any non-zero sum unchanged).
 use super::conv_epilogue::Epilogue;
+use super::conv_taps::deinterleave;
 use super::simd::{fma, vectorized};
 use rayon::prelude::*;
 
@@ -153,50 +154,6 @@ impl FlatGeometry {
             }
         }
     }
-}
-
-/// `dst[t] = src[2·t]` (`src` holds at least `2·dst.len() − 1` elements). The compiler
-/// keeps a stride-2 copy scalar whatever its shape, so AVX-512 CPUs take one two-register
-/// permute per 16 outputs.
-#[inline(always)]
-fn deinterleave(src: &[f32], dst: &mut [f32]) {
-    let mut t = 0;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        t = unsafe { deinterleave_avx512(src, dst) };
-    }
-    for (j, d) in dst[t..].iter_mut().enumerate() {
-        *d = src[2 * (t + j)];
-    }
-}
-
-/// The AVX-512 part of [`deinterleave`]: returns how many outputs it wrote (whole chunks of
-/// 16); the caller copies the rest.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
-    use std::arch::x86_64::{
-        _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
-        _mm512_storeu_ps,
-    };
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mut t = 0;
-    // A chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
-    while t + 16 <= dst.len() && 2 * t + 31 <= src.len() {
-        let rest = (src.len() - 2 * t - 16).min(16);
-        let mask = ((1u32 << rest) - 1) as u16;
-        // SAFETY: src[2t .. 2t + 16] is in bounds (2t + 31 <= len); the masked load reads
-        // only the `rest` elements from 2t + 16, all before src.len(); dst[t .. t + 16] is in
-        // bounds (t + 16 <= dst.len()) and exclusively borrowed.
-        unsafe {
-            let a = _mm512_loadu_ps(src.as_ptr().add(2 * t));
-            let b = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(2 * t + 16));
-            _mm512_storeu_ps(dst.as_mut_ptr().add(t), _mm512_permutex2var_ps(a, even, b));
-        }
-        t += 16;
-    }
-    t
 }
 
 /// Depthwise Conv of `planes` output planes (`out`: `[planes, P_out]`); output plane `oc`

@@ -123,12 +123,7 @@ pub(crate) fn copy_runs(runs: &[Run], stride: usize, src: &[f32], dst: &mut [f32
         let d = &mut dst[r.dst..r.dst + r.len];
         match stride {
             1 => d.copy_from_slice(&src[r.src..r.src + r.len]),
-            2 => {
-                let s = &src[r.src..][..2 * r.len - 1];
-                for (j, dv) in d.iter_mut().enumerate() {
-                    *dv = s[2 * j];
-                }
-            }
+            2 => deinterleave(&src[r.src..][..2 * r.len - 1], d),
             _ => {
                 let s = &src[r.src..];
                 for (j, dv) in d.iter_mut().enumerate() {
@@ -137,4 +132,48 @@ pub(crate) fn copy_runs(runs: &[Run], stride: usize, src: &[f32], dst: &mut [f32
             }
         }
     }
+}
+
+/// `dst[t] = src[2·t]` (`src` holds at least `2·dst.len() − 1` elements). The compiler
+/// keeps a stride-2 copy scalar whatever its shape, so AVX-512 CPUs take one two-register
+/// permute per 16 outputs.
+#[inline(always)]
+pub(crate) fn deinterleave(src: &[f32], dst: &mut [f32]) {
+    let mut t = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        t = unsafe { deinterleave_avx512(src, dst) };
+    }
+    for (j, d) in dst[t..].iter_mut().enumerate() {
+        *d = src[2 * (t + j)];
+    }
+}
+
+/// The AVX-512 part of [`deinterleave`]: returns how many outputs it wrote (whole chunks of
+/// 16); the caller copies the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::{
+        _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
+        _mm512_storeu_ps,
+    };
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut t = 0;
+    // A chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
+    while t + 16 <= dst.len() && 2 * t + 31 <= src.len() {
+        let rest = (src.len() - 2 * t - 16).min(16);
+        let mask = ((1u32 << rest) - 1) as u16;
+        // SAFETY: src[2t .. 2t + 16] is in bounds (2t + 31 <= len); the masked load reads
+        // only the `rest` elements from 2t + 16, all before src.len(); dst[t .. t + 16] is in
+        // bounds (t + 16 <= dst.len()) and exclusively borrowed.
+        unsafe {
+            let a = _mm512_loadu_ps(src.as_ptr().add(2 * t));
+            let b = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(2 * t + 16));
+            _mm512_storeu_ps(dst.as_mut_ptr().add(t), _mm512_permutex2var_ps(a, even, b));
+        }
+        t += 16;
+    }
+    t
 }

@@ -175,6 +175,28 @@ fn cases() -> Vec<Case> {
             4,
             true,
         ),
+        // Stride 2 on rows of 70: whole 16-wide de-interleaved chunks in im2col (a stem
+        // Conv) and in the depthwise phase planes.
+        case(
+            [2, 3, 9, 70],
+            5,
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            true,
+        ),
+        case(
+            [2, 6, 5, 70],
+            6,
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [0, 1, 1, 0],
+            6,
+            false,
+        ),
         // Depthwise with a channel multiplier (mg = 3).
         case(
             [2, 4, 5, 5],
