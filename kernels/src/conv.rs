@@ -12,6 +12,7 @@ use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable};
 use super::matmul::{gemm_into, gemm_into_strided, MatView};
+use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -192,6 +193,18 @@ fn gemm_conv(
         && p_in == p_out
         && win.strides.iter().all(|&v| v == 1)
         && win.pads.iter().all(|&v| v == 0);
+    if pointwise && p_out == 1 && g == 1 && n <= NARROW_ROWS {
+        // 1×1 planes (a squeeze-excitation block) of a few images: X is [n, c], W [m, c]
+        // and the output [n, m] = X·Wᵀ (+ the bias already there), the narrow kernel's
+        // product, which reads each weight once without packing.
+        a_bt((n, m, c), xv, wv, 1.0, bias, out)?;
+        if !epi.is_empty() {
+            for (j, row) in out.chunks_exact_mut(m).enumerate() {
+                epi.apply(row, j * m);
+            }
+        }
+        return Ok(());
+    }
     if pointwise && p_out == 1 {
         // 1×1 planes (a squeeze-excitation block): X is [n, c] and the output [n, m], so
         // per group one GEMM over all images reads X and writes the output in place
