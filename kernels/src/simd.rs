@@ -121,11 +121,44 @@ pub(crate) fn tanh(x: f32) -> f32 {
     }
 }
 
-/// The logistic function `1 / (1 + e^-x)` with [`exp`] (relative error below 4e-7; exactly 0
-/// below x = -88.7 and 1 above 86), branch-free so loops over it vectorise.
+/// The logistic function `1 / (1 + e^-x)` (relative error below 4e-7; exactly 0 below
+/// x = -88 and 1 above 87), branch-free so loops over it vectorise.
+///
+/// `e^-x` is [`exp`]'s method with fused multiply-adds ([`fma`]) and without its special
+/// cases: the argument is clamped to [-87, 88] first, where `2^n` is one normal factor and
+/// nothing overflows, and NaN passes through the arithmetic. About 20 vector operations and
+/// the division per 16 lanes, against about 35 with [`exp`] (SiLU after every Conv of an
+/// EfficientNet spent as long in the activation as in the Conv).
 #[inline(always)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ];
+    // e^t with t = -x clamped (NaN stays NaN through clamp and the arithmetic).
+    let t = (-x).clamp(-87.0, 88.0);
+    let u = fma(t, LOG2E, SHIFTER);
+    let n = u - SHIFTER;
+    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, t));
+    let p = P.iter().fold(0.0f32, |acc, &c| fma(acc, r, c));
+    let er = fma(p, r * r, r) + 1.0;
+    // n ∈ [-126, 127]: 2^n is one normal factor.
+    let ni = u.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let e = er * f32::from_bits(((ni + 127) << 23) as u32);
+    let y = 1.0 / (1.0 + e);
+    if x < -88.0 {
+        0.0
+    } else {
+        y
+    }
 }
 
 /// Lanes of the split accumulators in [`sum`] and [`max`] (one AVX-512 register).
@@ -221,6 +254,15 @@ mod tests {
         assert_eq!((tanh(20.0), tanh(-1e30)), (1.0, -1.0));
         assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
         assert_eq!((sigmoid(-100.0), sigmoid(100.0)), (0.0, 1.0));
+        // Far tails, down to where sigmoid nears the subnormals.
+        for i in -800..=800 {
+            let x = i as f32 * 0.1;
+            let s = 1.0 / (1.0 + (-(x as f64)).exp());
+            let e = (sigmoid(x) as f64 - s).abs() / s;
+            assert!(e < 5e-7, "sigmoid({x}): relative error {e}");
+        }
+        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        assert_eq!(sigmoid(f32::INFINITY), 1.0);
     }
 
     #[test]
