@@ -49,17 +49,17 @@ pub(crate) struct FlatGeometry {
 }
 
 /// Where the phase planes and each tap's run lie in the scratch buffer.
-struct Layout {
+pub(crate) struct Layout {
     /// Row pitch of the phase planes and of the flat output.
-    wq: usize,
+    pub wq: usize,
     /// Rows of each phase plane.
-    rq: usize,
+    pub rq: usize,
     /// Flat outputs computed (`output height · wq`, rounded up to [`TAIL`]).
-    flat: usize,
+    pub flat: usize,
     /// Elements of one phase plane in the scratch buffer (with the over-read margin).
-    size: usize,
+    pub size: usize,
     /// Per tap: offset of its first element in the scratch buffer.
-    tap_offsets: Vec<usize>,
+    pub tap_offsets: Vec<usize>,
 }
 
 impl FlatGeometry {
@@ -87,7 +87,8 @@ impl FlatGeometry {
         })
     }
 
-    fn layout(&self) -> Layout {
+    /// Where the phase planes and each tap's run lie in a scratch buffer.
+    pub fn layout(&self) -> Layout {
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.strides;
         let [dh, dw] = self.dilations;
@@ -116,11 +117,12 @@ impl FlatGeometry {
         }
     }
 
-    /// Copies one input plane into the phase planes of `scratch`. Only the places that
-    /// read the input are written: the rest (the padding, and the over-read margin) is
-    /// zero from allocation and stays so, as every plane writes the same places.
+    /// Copies one input plane into the phase planes of `scratch` (`phases · lay.size`
+    /// elements). Only the places that read the input are written: the rest (the padding,
+    /// and the over-read margin) keeps the value the caller allocated it with (zero for a
+    /// Conv, −∞ for a max pool), as every plane writes the same places.
     #[inline(always)]
-    fn fill_phases(&self, lay: &Layout, x: &[f32], scratch: &mut [f32]) {
+    pub fn fill_phases(&self, lay: &Layout, x: &[f32], scratch: &mut [f32]) {
         let [h, w] = self.input;
         let [sh, sw] = self.strides;
         let [pt, pl] = self.pads;
@@ -242,7 +244,7 @@ fn copy_short(src: &[f32], dst: &mut [f32]) {
 /// elements at a time: a chunk that runs past its row writes into the next row, which is
 /// copied after it; only chunks that would run past the plane are copied element-wise.
 #[inline(always)]
-fn copy_rows(acc: &[f32], wq: usize, dst: &mut [f32], ow: usize) {
+pub(crate) fn copy_rows(acc: &[f32], wq: usize, dst: &mut [f32], ow: usize) {
     const CHUNK: usize = 16;
     let p_out = dst.len();
     for r in 0..p_out / ow {

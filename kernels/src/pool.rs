@@ -1,5 +1,6 @@
 //! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`,
 //! walking each input plane once per kernel tap, one output row at a time.
+use super::conv_depthwise_flat::{copy_rows, FlatGeometry, Layout};
 use super::conv_taps::TapTable;
 use super::simd::vectorized;
 use super::window::Window;
@@ -42,7 +43,17 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
     let planes = xs[0] * xs[1];
     let data = match (a.kind, &x.data) {
         (PoolKind::Max, TensorData::F32(v)) => {
-            TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY))
+            match FlatGeometry::new(
+                &xs[2..],
+                &win.drive,
+                &a.kernel,
+                &a.strides,
+                &a.dilations,
+                &a.pads,
+            ) {
+                Some(geo) => TensorData::F32(max_pool_flat(&geo, v, planes)),
+                None => TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY)),
+            }
         }
         (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
         (PoolKind::Average, TensorData::F32(v)) => {
@@ -115,6 +126,75 @@ fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: 
             })
         },
     )
+}
+
+/// 1-D and 2-D f32 max pool from padded stride-phase copies of each input plane (the
+/// depthwise Conv's layout, `conv_depthwise_flat.rs`, with −∞ as the padding): each block
+/// of 64 outputs keeps its running maxima in registers across all taps, where the run loop
+/// of [`max_pool`] reads and writes the output once per tap (ResNet's 3×3/2 MaxPool on
+/// `[8,64,32,32]`: 0.5 ms, onnxruntime 0.07 ms). Same taps in the same order and the same
+/// select, so the same result (a NaN input is never taken; −∞ padding never wins).
+fn max_pool_flat(geo: &FlatGeometry, x: &[f32], planes: usize) -> Vec<f32> {
+    let [oh, ow] = geo.output;
+    let (p_out, p_in) = (oh * ow, geo.input[0] * geo.input[1]);
+    let mut out = vec![f32::NEG_INFINITY; planes * p_out];
+    if p_out == 0 || geo.kernel[0] * geo.kernel[1] == 0 {
+        return out;
+    }
+    let lay = geo.layout();
+    let phases = geo.strides[0] * geo.strides[1];
+    let mut scratch = vec![f32::NEG_INFINITY; phases * lay.size];
+    // 16 more than the blocks write: `copy_rows` may read a chunk past the last block.
+    let mut acc = vec![f32::NEG_INFINITY; lay.flat + 16];
+    vectorized(
+        #[inline(always)]
+        || {
+            for (pi, dst) in out.chunks_exact_mut(p_out).enumerate() {
+                geo.fill_phases(&lay, &x[pi * p_in..][..p_in], &mut scratch);
+                max_plane(&lay, &scratch, &mut acc);
+                copy_rows(&acc, lay.wq, dst, ow);
+            }
+        },
+    );
+    out
+}
+
+/// One plane's maxima at pitch `wq` into `acc`: 64 outputs at a time in four registers,
+/// then 16 at a time.
+#[inline(always)]
+fn max_plane(lay: &Layout, scratch: &[f32], acc: &mut [f32]) {
+    const L: usize = 16;
+    #[inline(always)]
+    fn keep_max(a: &mut [f32; L], s: &[f32]) {
+        let s: &[f32; L] = s.try_into().expect("an L-long slice");
+        for l in 0..L {
+            a[l] = if s[l] > a[l] { s[l] } else { a[l] };
+        }
+    }
+    let main = lay.flat / (4 * L) * (4 * L);
+    for (bi, blk) in acc[..main].chunks_exact_mut(4 * L).enumerate() {
+        let base = bi * 4 * L;
+        let mut a = [[f32::NEG_INFINITY; L]; 4];
+        let [a0, a1, a2, a3] = &mut a;
+        for &off in &lay.tap_offsets {
+            let s = &scratch[off + base..][..4 * L];
+            keep_max(a0, &s[..L]);
+            keep_max(a1, &s[L..2 * L]);
+            keep_max(a2, &s[2 * L..3 * L]);
+            keep_max(a3, &s[3 * L..]);
+        }
+        for (d, v) in blk.chunks_exact_mut(L).zip(a) {
+            d.copy_from_slice(&v);
+        }
+    }
+    for (bi, blk) in acc[main..lay.flat].chunks_exact_mut(L).enumerate() {
+        let base = main + bi * L;
+        let mut a = [f32::NEG_INFINITY; L];
+        for &off in &lay.tap_offsets {
+            keep_max(&mut a, &scratch[off + base..][..L]);
+        }
+        blk.copy_from_slice(&a);
+    }
 }
 
 fn sum_pool(win: &Window, x: &[f32], planes: usize) -> Vec<f32> {
