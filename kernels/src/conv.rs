@@ -223,6 +223,17 @@ fn gemm_conv(
         return Ok(());
     }
     let per = (GEMM_COLUMNS / p_out.max(1)).clamp(1, n.max(1));
+    // A patch embedding (kernel = stride, no padding or dilation, 2-D): every input element
+    // lands in one column entry, copied row by row without the tap table's runs.
+    let patch = (win.kernel.len() == 2
+        && win.kernel == win.strides
+        && win.pads.iter().all(|&p| p == 0)
+        && win.dilations.iter().all(|&d| d == 1))
+    .then(|| PatchGeometry {
+        input: [win.other[0], win.other[1]],
+        output: [win.drive[0], win.drive[1]],
+        kernel: [win.kernel[0], win.kernel[1]],
+    });
     let mut col = Vec::new();
     let mut tmp = Vec::new();
     for first in (0..n).step_by(per) {
@@ -247,7 +258,10 @@ fn gemm_conv(
                                 .copy_from_slice(&plane[ci * p_in..][..p_in]);
                         }
                     } else {
-                        im2col(taps, plane, &mut col, (cg, p_in), ld, j * p_out);
+                        match &patch {
+                            Some(geo) => patch_im2col(geo, plane, &mut col, cg, ld, j * p_out),
+                            None => im2col(taps, plane, &mut col, (cg, p_in), ld, j * p_out),
+                        }
                     }
                 }
                 MatView::row_major(&col, 0, ld)
@@ -280,6 +294,35 @@ fn gemm_conv(
         }
     }
     Ok(())
+}
+
+/// The geometry of a patch-embedding Conv (kernel = stride, no padding, no dilation).
+struct PatchGeometry {
+    input: [usize; 2],
+    output: [usize; 2],
+    kernel: [usize; 2],
+}
+
+/// im2col for a patch embedding: column row `(ci, kh, kw)`, column `(oh, ow)` is input
+/// `(ci, oh·kh_ext + kh, ow·kw_ext + kw)`, so each input row `oh·kh_ext + kh` scatters its
+/// elements over the `kw_ext` column rows of `(ci, kh)` (rows and columns past the last whole
+/// patch are not read). The tap table's path walks one run of `OW` elements, `kw_ext` apart,
+/// per tap and output row: a few elements per run on ViT- and ConvNeXt-style stems.
+fn patch_im2col(geo: &PatchGeometry, x: &[f32], col: &mut [f32], cg: usize, ld: usize, off: usize) {
+    let ([h, w], [oh, ow], [kh, kw]) = (geo.input, geo.output, geo.kernel);
+    for ci in 0..cg {
+        for r in 0..oh * kh {
+            let (orow, dy) = (r / kh, r % kh);
+            let src = &x[(ci * h + r) * w..][..ow * kw];
+            let first = (ci * kh + dy) * kw;
+            for (ocol, patch) in src.chunks_exact(kw).enumerate() {
+                let at = off + orow * ow + ocol;
+                for (dx, &v) in patch.iter().enumerate() {
+                    col[(first + dx) * ld + at] = v;
+                }
+            }
+        }
+    }
 }
 
 /// Fills columns `off..off + P_out` of `col` (`[cg·K, ld]`, row-major) from `cg` input

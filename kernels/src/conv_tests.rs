@@ -197,6 +197,10 @@ fn cases() -> Vec<Case> {
             6,
             false,
         ),
+        // Patch embeddings (kernel = stride, no padding): trailing rows and columns past
+        // the last whole patch are not read; grouped too.
+        case([2, 3, 17, 18], 8, [4, 4], [4, 4], [1, 1], [0; 4], 1, true),
+        case([3, 4, 8, 6], 6, [2, 3], [2, 3], [1, 1], [0; 4], 2, false),
         // Depthwise with a channel multiplier (mg = 3).
         case(
             [2, 4, 5, 5],
