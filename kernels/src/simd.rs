@@ -121,6 +121,40 @@ pub(crate) fn tanh(x: f32) -> f32 {
     }
 }
 
+/// `e^x` for `x ≤ 0` (a softmax's shifted scores): [`exp`]'s method with fused multiply-adds
+/// ([`fma`]) and one scale factor, exactly 0 below −87.3 (so −∞, a masked score, gives 0), NaN
+/// stays NaN. About 18 vector operations per 16 lanes against about 35 for [`exp`]; relative
+/// error below 3e-7. Positive arguments are clamped to 0.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ];
+    let t = x.clamp(-87.3, 0.0);
+    let u = fma(t, LOG2E, SHIFTER);
+    let n = u - SHIFTER;
+    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, t));
+    let p = P.iter().fold(0.0f32, |acc, &c| fma(acc, r, c));
+    let er = fma(p, r * r, r) + 1.0;
+    // n ∈ [-126, 0]: 2^n is one normal factor.
+    let ni = u.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let y = er * f32::from_bits(((ni + 127) << 23) as u32);
+    if x < -87.3 {
+        0.0
+    } else {
+        y
+    }
+}
+
 /// The logistic function `1 / (1 + e^-x)` (relative error below 4e-7; exactly 0 below
 /// x = -88 and 1 above 87), branch-free so loops over it vectorise.
 ///
@@ -262,6 +296,17 @@ mod tests {
             assert!(e < 5e-7, "sigmoid({x}): relative error {e}");
         }
         assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
+        // The softmax exponential, over its whole range.
+        for i in -87_300..=0 {
+            let x = i as f32 * 1e-3;
+            let want = (x as f64).exp();
+            let e = (exp_nonpositive(x) as f64 - want).abs() / want;
+            assert!(e < 3e-7, "exp_nonpositive({x}): relative error {e}");
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
         assert_eq!(sigmoid(f32::INFINITY), 1.0);
     }
 

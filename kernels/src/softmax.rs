@@ -57,7 +57,7 @@ pub fn softmax_row(row: &mut [f32], log: bool) {
         row.iter_mut().for_each(|r| *r -= max);
         let ls = row
             .iter()
-            .map(|&r| simd::exp(r))
+            .map(|&r| simd::exp_nonpositive(r))
             .fold(0f32, |a, e| a + e)
             .ln();
         row.iter_mut().for_each(|r| *r -= ls);
@@ -83,13 +83,13 @@ fn exp_sum(row: &mut [f32], shift: f32) -> f32 {
     let mut chunks = row.chunks_exact_mut(simd::LANES);
     for chunk in &mut chunks {
         for (a, r) in acc.iter_mut().zip(chunk) {
-            *r = simd::exp(*r - shift);
+            *r = simd::exp_nonpositive(*r - shift);
             *a += *r;
         }
     }
     let mut tail = 0f32;
     for r in chunks.into_remainder() {
-        *r = simd::exp(*r - shift);
+        *r = simd::exp_nonpositive(*r - shift);
         tail += *r;
     }
     acc.iter().sum::<f32>() + tail
@@ -107,7 +107,7 @@ pub(crate) fn softmax_row_nan_fill(row: &mut [f32], fill: f32) {
 }
 
 /// ONNX Attention's reference softmax: a row whose maximum is −∞ uses 0 as its shift, a zero sum
-/// divides by 1 (the vectorisable [`simd::exp`], max and split sum).
+/// divides by 1 (the vectorisable [`simd::exp_nonpositive`], max and split sum).
 #[inline(always)]
 pub(crate) fn softmax_row_guarded(row: &mut [f32]) {
     let max = simd::max(row);
