@@ -10,7 +10,7 @@
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::{axpy_runs, copy_runs, TapTable};
+use super::conv_taps::{axpy_runs, copy_runs, TapTable, PARALLEL_MIN_TAPS};
 use super::matmul::{gemm_into, gemm_into_strided, MatView};
 use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::simd::vectorized;
@@ -384,10 +384,7 @@ fn depthwise(
         }
     };
     let total = planes * mg;
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
+    let threads = crate::pool_threads();
     let work = total * p_out * kl;
     if threads > 1 && work >= PARALLEL_MIN_TAPS {
         let per = total.div_ceil(threads * 4).max(1);
@@ -414,9 +411,6 @@ fn depthwise(
         );
     }
 }
-
-/// Multiply-adds below which a depthwise Conv stays on one thread (splitting costs more).
-const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
 /// Transposed convolution.
 pub(crate) fn conv_transpose(

@@ -12,7 +12,7 @@
 //! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all
 //! give the same bits.
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::TapTable;
+use super::conv_taps::{TapTable, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
 use rayon::prelude::*;
 
@@ -22,9 +22,6 @@ pub(crate) const SMALL_PLANE: usize = 64;
 /// Channels below which the channels-innermost vectors are too short to pay for the
 /// transposes.
 pub(crate) const MIN_CHANNELS: usize = 8;
-
-/// Multiply-adds below which the images stay on one thread.
-const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
 /// `[rows, cols]` → `[cols, rows]`.
 #[inline(always)]
@@ -129,10 +126,7 @@ pub(crate) fn depthwise_channels_last(
             epi.apply(dst, img * c * p_out);
         }
     };
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
+    let threads = crate::pool_threads();
     if threads > 1 && n > 1 && n * c * p_out * kl >= PARALLEL_MIN_TAPS {
         out.par_chunks_mut(c * p_out)
             .enumerate()
@@ -196,13 +190,14 @@ fn position(out: &mut [f32], bias: &[f32], pairs: &[(usize, usize)], wt: &[f32],
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{MIN_CHANNELS, SMALL_PLANE};
     use crate::conv::conv;
     use tessera_ir::op::ConvAttrs;
     use tessera_ir::Tensor;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (xorshift), shared by the depthwise tests.
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
             .map(|_| {

@@ -16,7 +16,7 @@
 //! channels-innermost path, so all three give the same bits (a tap that falls in the
 //! padding adds `w·0`, which leaves any non-zero sum unchanged).
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::deinterleave;
+use super::conv_taps::{deinterleave, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
 use rayon::prelude::*;
 
@@ -26,9 +26,6 @@ const BLOCK: usize = 64;
 
 /// Outputs per block after the last whole [`BLOCK`] (the flat outputs are a multiple).
 const TAIL: usize = 16;
-
-/// Multiply-adds below which the planes stay on one thread.
-const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
 /// The geometry of a depthwise Conv over one or two spatial axes (a 1-D Conv is a 2-D one
 /// of height 1).
@@ -209,10 +206,7 @@ pub(crate) fn depthwise_flat(
         }
     };
     let total = out.len() / p_out;
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
+    let threads = crate::pool_threads();
     if threads > 1 && total * p_out * kl >= PARALLEL_MIN_TAPS {
         let per = total.div_ceil(threads * 4).max(1);
         out.par_chunks_mut(per * p_out)
@@ -307,19 +301,8 @@ fn axpy(a: &mut [f32; TAIL], wk: f32, s: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::{depthwise_flat, FlatGeometry};
+    use crate::conv_depthwise::tests::values;
     use crate::conv_epilogue::Epilogue;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// Direct evaluation of the definition, taps in ascending order from the bias.
     #[allow(clippy::too_many_arguments)]

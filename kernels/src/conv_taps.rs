@@ -6,6 +6,9 @@
 //! (and allocating its index vectors) per plane and tap, which dominated on 2×2 and 4×4
 //! planes.
 use super::simd::fma;
+
+/// Multiply-adds below which a depthwise Conv stays on one thread (splitting costs more).
+pub(crate) const PARALLEL_MIN_TAPS: usize = 1 << 18;
 use super::window::Window;
 
 /// One run of a tap: `len` outputs from `dst` read the input from `src` on, `stride` apart.

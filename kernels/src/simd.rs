@@ -50,6 +50,22 @@ pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
     a.mul_add(b, c)
 }
 
+/// log2(e), and ln 2 in two parts (the high part exact in a product with any `n` in range).
+const EXP_LOG2E: f32 = std::f32::consts::LOG2_E;
+const EXP_LN2_HI: f32 = 0.693_359_4;
+const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+const EXP_SHIFTER: f32 = 12_582_912.0;
+/// Cephes `expf` coefficients of `e^r` on |r| ≤ ln2/2 (Horner order).
+const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5e-1,
+];
+
 /// `e^x` in f32, branch-free so loops over it vectorise: range reduction `x = n·ln2 + r`
 /// (ln2 split in two parts), a degree-6 polynomial for `e^r` on |r| ≤ ln2/2 (Cephes `expf`
 /// coefficients) and the exponent `2^n` built from its bits. Relative error below 3e-7 on
@@ -57,28 +73,16 @@ pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
 /// very slow on x86) returns 0, above 88.7 returns +inf, NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
-    ];
     let xc = x.clamp(-86.0, 88.722_83);
     // Round to nearest by the 1.5·2^23 trick (no rounding instruction needed on SSE2).
-    const SHIFTER: f32 = 12_582_912.0;
-    let t = xc * LOG2E + SHIFTER;
-    let n = t - SHIFTER;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = P.iter().fold(0.0f32, |acc, &c| acc * r + c);
+    let t = xc * EXP_LOG2E + EXP_SHIFTER;
+    let n = t - EXP_SHIFTER;
+    let r = xc - n * EXP_LN2_HI - n * EXP_LN2_LO;
+    let p = EXP_P.iter().fold(0.0f32, |acc, &c| acc * r + c);
     let er = p * r * r + r + 1.0;
     // n ∈ [-124, 128] as an integer, read from t's mantissa bits (no float→int conversion,
     // which does not vectorise well); 2^n as two factors so n = 128 stays finite.
-    let ni = t.to_bits() as i32 - SHIFTER.to_bits() as i32;
+    let ni = t.to_bits() as i32 - EXP_SHIFTER.to_bits() as i32;
     let half = ni >> 1;
     let scale = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
     let y = er * scale(half) * scale(ni - half);
@@ -121,33 +125,28 @@ pub(crate) fn tanh(x: f32) -> f32 {
     }
 }
 
-/// `e^x` for `x ≤ 0` (a softmax's shifted scores): [`exp`]'s method with fused multiply-adds
-/// ([`fma`]) and one scale factor, exactly 0 below −87.3 (so −∞, a masked score, gives 0), NaN
-/// stays NaN. About 18 vector operations per 16 lanes against about 35 for [`exp`]; relative
-/// error below 3e-7. Positive arguments are clamped to 0.
+/// `e^t` for `t` in [-87.3, 88] (the caller clamps; NaN passes through): [`exp`]'s range
+/// reduction and polynomial with fused multiply-adds ([`fma`]), and `2^n` as one normal
+/// factor, which this range allows. About 16 vector operations per 16 lanes, against about 35
+/// for [`exp`] with its special cases and two-factor scale.
+#[inline(always)]
+fn exp_in_range(t: f32) -> f32 {
+    let u = fma(t, EXP_LOG2E, EXP_SHIFTER);
+    let n = u - EXP_SHIFTER;
+    let r = fma(n, -EXP_LN2_LO, fma(n, -EXP_LN2_HI, t));
+    let p = EXP_P.iter().fold(0.0f32, |acc, &c| fma(acc, r, c));
+    let er = fma(p, r * r, r) + 1.0;
+    // n ∈ [-126, 127]: 2^n is one normal factor.
+    let ni = u.to_bits() as i32 - EXP_SHIFTER.to_bits() as i32;
+    er * f32::from_bits(((ni + 127) << 23) as u32)
+}
+
+/// `e^x` for `x ≤ 0` (a softmax's shifted scores) by [`exp_in_range`], exactly 0 below −87.3
+/// (so −∞, a masked score, gives 0), NaN stays NaN; relative error below 3e-7. Positive
+/// arguments are clamped to 0.
 #[inline(always)]
 pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
-    ];
-    let t = x.clamp(-87.3, 0.0);
-    let u = fma(t, LOG2E, SHIFTER);
-    let n = u - SHIFTER;
-    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, t));
-    let p = P.iter().fold(0.0f32, |acc, &c| fma(acc, r, c));
-    let er = fma(p, r * r, r) + 1.0;
-    // n ∈ [-126, 0]: 2^n is one normal factor.
-    let ni = u.to_bits() as i32 - SHIFTER.to_bits() as i32;
-    let y = er * f32::from_bits(((ni + 127) << 23) as u32);
+    let y = exp_in_range(x.clamp(-87.3, 0.0));
     if x < -87.3 {
         0.0
     } else {
@@ -156,38 +155,12 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
 }
 
 /// The logistic function `1 / (1 + e^-x)` (relative error below 4e-7; exactly 0 below
-/// x = -88 and 1 above 87), branch-free so loops over it vectorise.
-///
-/// `e^-x` is [`exp`]'s method with fused multiply-adds ([`fma`]) and without its special
-/// cases: the argument is clamped to [-87, 88] first, where `2^n` is one normal factor and
-/// nothing overflows, and NaN passes through the arithmetic. About 20 vector operations and
-/// the division per 16 lanes, against about 35 with [`exp`] (SiLU after every Conv of an
-/// EfficientNet spent as long in the activation as in the Conv).
+/// x = -88 and 1 above 87), branch-free so loops over it vectorise: `e^-x` by
+/// [`exp_in_range`] on `-x` clamped to [-87, 88] (SiLU after every Conv of an EfficientNet
+/// spent as long in the activation as in the Conv with [`exp`]).
 #[inline(always)]
 pub(crate) fn sigmoid(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0;
-    const P: [f32; 6] = [
-        1.987_569_1e-4,
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5e-1,
-    ];
-    // e^t with t = -x clamped (NaN stays NaN through clamp and the arithmetic).
-    let t = (-x).clamp(-87.0, 88.0);
-    let u = fma(t, LOG2E, SHIFTER);
-    let n = u - SHIFTER;
-    let r = fma(n, -LN2_LO, fma(n, -LN2_HI, t));
-    let p = P.iter().fold(0.0f32, |acc, &c| fma(acc, r, c));
-    let er = fma(p, r * r, r) + 1.0;
-    // n ∈ [-126, 127]: 2^n is one normal factor.
-    let ni = u.to_bits() as i32 - SHIFTER.to_bits() as i32;
-    let e = er * f32::from_bits(((ni + 127) << 23) as u32);
-    let y = 1.0 / (1.0 + e);
+    let y = 1.0 / (1.0 + exp_in_range((-x).clamp(-87.0, 88.0)));
     if x < -88.0 {
         0.0
     } else {

@@ -384,10 +384,7 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             out[o..o + sq * d].copy_from_slice(ctx);
         }
     };
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
+    let threads = crate::pool_threads();
     if threads > 1 && bsz * h > 1 {
         // Inside a device's pool: heads in parallel, each into its own [Sq, D] block
         // (the same arithmetic per head), then placed in the output layout.

@@ -221,10 +221,7 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
         offsets: &offsets,
         len,
     };
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
+    let threads = crate::pool_threads();
     let blocks = n / len;
     if threads > 1 && n >= PAR_MIN_ELEMENTS && blocks >= threads {
         use rayon::prelude::*;
