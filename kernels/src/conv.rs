@@ -133,20 +133,21 @@ pub(crate) fn conv_fused(
     init_planes(&mut out, bias, m, p_out);
     let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     let taps = TapTable::new(&win, &kidx);
-    let flat = FlatGeometry::new(
-        &xs[2..],
-        &win.drive,
-        &ws[2..],
-        &a.strides,
-        &a.dilations,
-        &a.pads,
-    );
     if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
         depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
-    } else if let (1, Some(geo)) = (cg, flat) {
-        depthwise_flat(&geo, xv, wv, bias, &mut out, mg, epi);
     } else if cg == 1 {
-        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
+        let flat = FlatGeometry::new(
+            &xs[2..],
+            &win.drive,
+            &ws[2..],
+            &a.strides,
+            &a.dilations,
+            &a.pads,
+        );
+        match flat {
+            Some(geo) => depthwise_flat(&geo, xv, wv, bias, &mut out, mg, epi),
+            None => depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi),
+        }
     } else {
         gemm_conv(
             &win,

@@ -65,7 +65,7 @@ unsafe fn transpose_avx512(src: &[f32], dst: &mut [f32], rows: usize, cols: usiz
     let mut r0 = 0;
     while r0 < rows {
         let n = (rows - r0).min(16);
-        let mask = ((1u32 << n) - 1) as u16;
+        let mask = crate::simd::lane_mask(n);
         for c in 0..cols {
             // SAFETY: lane j < n reads src[(r0 + j)·cols + c] and writes dst[c·rows + r0 + j],
             // both below rows·cols; masked-off lanes touch no memory.

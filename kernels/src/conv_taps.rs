@@ -6,10 +6,10 @@
 //! (and allocating its index vectors) per plane and tap, which dominated on 2×2 and 4×4
 //! planes.
 use super::simd::fma;
+use super::window::Window;
 
 /// Multiply-adds below which a depthwise Conv stays on one thread (splitting costs more).
 pub(crate) const PARALLEL_MIN_TAPS: usize = 1 << 18;
-use super::window::Window;
 
 /// One run of a tap: `len` outputs from `dst` read the input from `src` on, `stride` apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +158,7 @@ pub(crate) fn deinterleave(src: &[f32], dst: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
+    use super::simd::lane_mask;
     use std::arch::x86_64::{
         _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
         _mm512_storeu_ps,
@@ -166,8 +167,7 @@ fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
     let mut t = 0;
     // A chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
     while t + 16 <= dst.len() && 2 * t + 31 <= src.len() {
-        let rest = (src.len() - 2 * t - 16).min(16);
-        let mask = ((1u32 << rest) - 1) as u16;
+        let mask = lane_mask(src.len() - 2 * t - 16);
         // SAFETY: src[2t .. 2t + 16] is in bounds (2t + 31 <= len); the masked load reads
         // only the `rest` elements from 2t + 16, all before src.len(); dst[t .. t + 16] is in
         // bounds (t + 16 <= dst.len()) and exclusively borrowed.

@@ -38,15 +38,6 @@ mod unary;
 mod window;
 
 pub use attention::attention_qk_factor;
-
-/// Threads a kernel may split its work over: the size of the rayon pool it runs in (a
-/// device's threads), or 1 outside any pool.
-pub(crate) fn pool_threads() -> usize {
-    match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    }
-}
 pub use cast::cast_tensor;
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
@@ -67,6 +58,15 @@ pub struct KernelError {
 
 /// Result type of the per-family kernels: a message that [`eval`] prefixes with the op name.
 pub(crate) type KResult<T> = Result<T, String>;
+
+/// Threads a kernel may split its work over: the size of the rayon pool it runs in (a
+/// device's threads), or 1 outside any pool.
+pub(crate) fn pool_threads() -> usize {
+    match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    }
+}
 
 /// Evaluates `op` on host tensors and returns its outputs.
 ///

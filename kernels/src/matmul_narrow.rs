@@ -138,11 +138,7 @@ unsafe fn tile_avx512<const MR: usize, const NR: usize>(
     let (pa, pb) = (a.as_ptr().add(i * k), b.as_ptr().add(j * k));
     let mut l = 0;
     while l < k {
-        let mask: u16 = if k - l >= 16 {
-            u16::MAX
-        } else {
-            ((1u32 << (k - l)) - 1) as u16
-        };
+        let mask = crate::simd::lane_mask(k - l);
         // SAFETY (caller's contract): elements l .. l + popcount(mask) of every row lie
         // within its k elements; masked-off lanes are not read.
         let bv: [_; NR] = std::array::from_fn(|c| _mm512_maskz_loadu_ps(mask, pb.add(c * k + l)));

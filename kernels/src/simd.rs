@@ -43,6 +43,17 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The mask of AVX-512 lanes `0..n` (all 16 from `n = 16` on), for masked loads and stores
+/// of a partial vector.
+#[inline(always)]
+pub(crate) fn lane_mask(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
 /// `a · b + c` with one rounding (`f32::mul_add`): a fused multiply-add instruction inside
 /// [`vectorized`] on x86-64 CPUs with AVX-512 or AVX2 + FMA, the same bits elsewhere.
 #[inline(always)]
