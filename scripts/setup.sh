@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine and produces the test data:
-#   - Debian: graphviz (DOT checks, SVG rendering)
+#   - Debian: graphviz (DOT checks, SVG rendering); binutils (objdump for
+#     scripts/check_wide_loops.py)
 #   - Debian: python3-dev when libpython's shared library is missing (the python/ crate links
 #     it under cargo test; the wheel itself does not)
 #   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers; maturin
@@ -19,6 +20,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 if ! command -v dot >/dev/null; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+fi
+if ! command -v objdump >/dev/null || ! command -v readelf >/dev/null; then
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null
 fi
 LIBPYTHON=$(python3 -c "import sysconfig as s, os; print(os.path.join(s.get_config_var('LIBDIR') or '', s.get_config_var('LDLIBRARY') or ''))")
 if [ ! -f "$LIBPYTHON" ] && command -v apt-get >/dev/null; then

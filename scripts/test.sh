@@ -14,6 +14,10 @@ cargo test --workspace --features tessera-runtime/cuda -- --nocapture
 # answers wrong or escapes (see docs/reliability.md, "Campaign").
 cargo build --workspace --bins --features tessera-runtime/cuda
 python3 scripts/campaign.py
+# The release runtime's wide loops must not fall back to the baseline build (a library call
+# per FMA: 65x slower Sigmoid/Tanh/SiLU); checked on the disassembly, not timed.
+cargo build --release -p tessera-runtime --bin tessera-run
+python3 scripts/check_wide_loops.py target/release/tessera-run
 python3 -m pip install -q --disable-pip-version-check --no-build-isolation \
   --config-settings=build-args="--profile dev" .
 (cd python/tests && python3 -m pytest -q)

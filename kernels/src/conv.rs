@@ -368,22 +368,40 @@ fn depthwise(
     (planes, mg, p_in): (usize, usize, usize),
     epi: Epilogue<'_>,
 ) {
-    let (p_out, kl, stride) = (taps.plane, taps.taps(), taps.stride);
+    let (p_out, kl) = (taps.plane, taps.taps());
     if p_out == 0 || kl == 0 {
         return;
     }
     // W has M = C·mg rows of K taps; output channel oc's row is oc mod M.
     let m = w.len() / kl;
-    let one = |oc: usize, dst: &mut [f32]| {
+    // One output plane. A function with `inline(always)`, not a closure: LLVM did not
+    // inline the closure into the wide loops below, so it ran in the baseline build with a
+    // library call per FMA of a SiLU epilogue.
+    #[inline(always)]
+    fn one(
+        (taps, x, w, m, mg, p_in, epi): (
+            &TapTable,
+            &[f32],
+            &[f32],
+            usize,
+            usize,
+            usize,
+            &Epilogue<'_>,
+        ),
+        oc: usize,
+        dst: &mut [f32],
+    ) {
+        let kl = taps.taps();
         let src_plane = &x[(oc / mg) * p_in..][..p_in];
         let wrow = &w[(oc % m) * kl..][..kl];
         for (kp, &wk) in wrow.iter().enumerate() {
-            axpy_runs(taps.runs(kp), stride, wk, src_plane, dst);
+            axpy_runs(taps.runs(kp), taps.stride, wk, src_plane, dst);
         }
         if !epi.is_empty() {
-            epi.apply(dst, oc * p_out);
+            epi.apply(dst, oc * taps.plane);
         }
-    };
+    }
+    let ctx = (taps, x, w, m, mg, p_in, &epi);
     let total = planes * mg;
     let threads = crate::pool_threads();
     let work = total * p_out * kl;
@@ -396,7 +414,7 @@ fn depthwise(
                     #[inline(always)]
                     || {
                         for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
-                            one(ci * per + j, dst);
+                            one(ctx, ci * per + j, dst);
                         }
                     },
                 )
@@ -406,7 +424,7 @@ fn depthwise(
             #[inline(always)]
             || {
                 for (oc, dst) in out.chunks_exact_mut(p_out).enumerate() {
-                    one(oc, dst);
+                    one(ctx, oc, dst);
                 }
             },
         );

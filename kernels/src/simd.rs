@@ -43,6 +43,31 @@ unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `f` over every element of `v`, in a loop compiled for the widest vector extension
+/// ([`vectorized`]); pass `f` with `#[inline(always)]` when it is a closure.
+///
+/// The loop writes into a buffer allocated outside the wide function. A `collect()` inside
+/// [`vectorized`] goes through a chain of generic `from_iter`/`fold` functions that LLVM
+/// stops inlining once `f` is large (the FMA forms of sigmoid and tanh): the loop then runs
+/// in the baseline build with a library call per [`fma`] (measured: 1.5 ms instead of
+/// 0.023 ms for a Sigmoid over 65 536 values).
+#[inline(always)]
+pub(crate) fn map(v: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(v.len());
+    let dst = &mut out.spare_capacity_mut()[..v.len()];
+    vectorized(
+        #[inline(always)]
+        || {
+            for (o, &a) in dst.iter_mut().zip(v) {
+                o.write(f(a));
+            }
+        },
+    );
+    // SAFETY: the loop above initialised all `v.len()` elements of the reserved capacity.
+    unsafe { out.set_len(v.len()) };
+    out
+}
+
 /// The mask of AVX-512 lanes `0..n` (all 16 from `n = 16` on), for masked loads and stores
 /// of a partial vector.
 #[inline(always)]

@@ -1,5 +1,5 @@
 //! Elementwise unary ops, GELU, Clip and HardSigmoid / HardSwish.
-use super::simd::{self, vectorized};
+use super::simd;
 use super::{describe, make, KResult};
 use tessera_ir::op::UnaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
@@ -97,13 +97,10 @@ fn int_fn(kind: UnaryOp) -> KResult<fn(i64) -> i64> {
     })
 }
 
-/// `f` over `v` in a loop compiled for the widest vector extension ([`vectorized`]).
+/// `f` over `v` in the widest vector extension, as tensor data ([`simd::map`]).
 #[inline(always)]
 fn map_wide(v: &[f32], f: impl Fn(f32) -> f32) -> TensorData {
-    TensorData::F32(vectorized(
-        #[inline(always)]
-        || v.iter().map(|&a| f(a)).collect(),
-    ))
+    TensorData::F32(simd::map(v, f))
 }
 
 /// Evaluates an elementwise unary op.
@@ -201,16 +198,11 @@ pub(crate) fn gelu(tanh_approximation: bool, x: &Tensor) -> KResult<Tensor> {
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let out: Vec<f32> = vectorized(
-        #[inline(always)]
-        || {
-            if tanh_approximation {
-                v.iter().map(|&a| gelu_tanh(a)).collect()
-            } else {
-                v.iter().map(|&a| gelu_erf(a)).collect()
-            }
-        },
-    );
+    let out = if tanh_approximation {
+        simd::map(v, gelu_tanh)
+    } else {
+        simd::map(v, gelu_erf)
+    };
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
@@ -233,17 +225,23 @@ pub(crate) fn hard_sigmoid(alpha: f32, beta: f32, swish: bool, x: &Tensor) -> KR
     let v = x
         .as_f32()
         .ok_or_else(|| format!("expects a float input, got {}", describe(x)))?;
-    let out: Vec<f32> = vectorized(
-        #[inline(always)]
-        || {
-            let hs = |a: f32| (alpha * a + beta).clamp(0.0, 1.0);
-            if swish {
-                v.iter().map(|&a| a * hs(a)).collect()
-            } else {
-                v.iter().map(|&a| hs(a)).collect()
-            }
-        },
-    );
+    #[inline(always)]
+    fn hs(alpha: f32, beta: f32, a: f32) -> f32 {
+        (alpha * a + beta).clamp(0.0, 1.0)
+    }
+    let out = if swish {
+        simd::map(
+            v,
+            #[inline(always)]
+            |a| a * hs(alpha, beta, a),
+        )
+    } else {
+        simd::map(
+            v,
+            #[inline(always)]
+            |a| hs(alpha, beta, a),
+        )
+    };
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
