@@ -13,18 +13,24 @@ fn scan<T: Copy + std::ops::Add<Output = T> + Default>(
     let n = shape[a.axis];
     let inner: usize = shape[a.axis + 1..].iter().product();
     let mut out = vec![T::default(); v.len()];
+    // Row by row along the axis, the `inner` running sums side by side (contiguous,
+    // vectorisable; the same additions in the same order per element as one scan each).
+    let mut acc = vec![T::default(); inner];
     for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| o * n * inner + j * inner + i;
-            let mut acc = T::default();
-            for step in 0..n {
-                let j = if a.reverse { n - 1 - step } else { step };
-                if a.exclusive {
-                    out[at(j)] = acc;
-                    acc = add(acc, v[at(j)]);
-                } else {
-                    acc = add(acc, v[at(j)]);
-                    out[at(j)] = acc;
+        acc.fill(T::default());
+        for step in 0..n {
+            let j = if a.reverse { n - 1 - step } else { step };
+            let at = (o * n + j) * inner;
+            let (src, dst) = (&v[at..at + inner], &mut out[at..at + inner]);
+            if a.exclusive {
+                for ((d, s), &x) in dst.iter_mut().zip(acc.iter_mut()).zip(src) {
+                    *d = *s;
+                    *s = add(*s, x);
+                }
+            } else {
+                for ((d, s), &x) in dst.iter_mut().zip(acc.iter_mut()).zip(src) {
+                    *s = add(*s, x);
+                    *d = *s;
                 }
             }
         }

@@ -33,6 +33,7 @@ mod reduce;
 mod resize;
 mod simd;
 mod softmax;
+mod transpose2d;
 mod trilu;
 mod unary;
 mod window;

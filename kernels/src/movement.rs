@@ -1,6 +1,7 @@
 //! Data-movement ops: Reshape, Transpose, Concat, Split, Slice, Expand.
 use super::binary::broadcast_to;
 use super::index::{broadcast_shapes, strided_offsets, strides};
+use super::transpose2d;
 use super::{describe, make, map_storage, Elem, KResult};
 use tessera_ir::op::SliceAttrs;
 use tessera_ir::spec::slice_len;
@@ -31,16 +32,111 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
     }
     let in_strides = strides(&x.shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    if let (TensorData::F32(v), Some((batch, rows, cols))) =
+        (&x.data, batched_matrix(&x.shape, perm))
+    {
+        // A batch of matrix transposes ([B, S, D] → [B, D, S]; [S, B, D] → [D, S, B]):
+        // the 2-D kernel on each matrix.
+        let mut out = vec![0f32; v.len()];
+        let m = rows * cols;
+        if m > 0 {
+            for (src, dst) in v.chunks_exact(m).zip(out.chunks_exact_mut(m)).take(batch) {
+                transpose2d::transpose(src, dst, rows, cols);
+            }
+        }
+        return make(x.dtype, out_shape, TensorData::F32(out));
+    }
     let s: Vec<isize> = perm.iter().map(|&p| in_strides[p] as isize).collect();
     let data = map_storage!(&x.data, v => permute(v, &out_shape, &s));
     make(x.dtype, out_shape, data)
+}
+
+/// `(batch, rows, cols)` when transposing `shape` by `perm` is, once axes of size 1 are
+/// dropped and axes that stay adjacent are merged, a batch of `[rows, cols]` → `[cols,
+/// rows]` transposes (the merged permutation is the identity but for its last two axes,
+/// swapped).
+fn batched_matrix(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
+    // Output axes of size > 1, as input axes; then runs of consecutive input axes merged.
+    let kept: Vec<usize> = perm.iter().copied().filter(|&a| shape[a] > 1).collect();
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (first input axis, merged size)
+    let mut last: Option<usize> = None;
+    for &a in &kept {
+        match (last, groups.last_mut()) {
+            (Some(l), Some(g)) if a == l + 1 => g.1 *= shape[a],
+            _ => groups.push((a, shape[a])),
+        }
+        last = Some(a);
+    }
+    let k = groups.len();
+    if k < 2 {
+        return None;
+    }
+    // The groups in input order must be: the output's first k-2 in the same order, then
+    // the output's last group, then the output's second-to-last.
+    let mut by_input = groups.clone();
+    by_input.sort_unstable();
+    let swapped = by_input[..k - 2] == groups[..k - 2]
+        && by_input[k - 2] == groups[k - 1]
+        && by_input[k - 1] == groups[k - 2];
+    swapped.then(|| {
+        let batch = groups[..k - 2].iter().map(|g| g.1).product();
+        (batch, by_input[k - 2].1, by_input[k - 1].1)
+    })
 }
 
 /// Reads `v` with input strides `s` permuted to the output axes: one offset per output row
 /// (all axes but the last), then a contiguous copy when the last axis stays innermost, else a
 /// strided loop.
 fn permute<T: Copy>(v: &[T], out_shape: &[usize], s: &[isize]) -> Vec<T> {
+    let rank = out_shape.len();
+    // When the input's last axis is not the output's last (a matrix transpose in each
+    // batch: [B, S, D] → [B, D, S]), a per-element strided row reads one cache line per
+    // element; tiles read and write whole lines (4x faster on [8, 128, 256]).
+    if rank >= 2 && s[rank - 1] != 1 && out_shape[rank - 1] > 1 {
+        if let Some(p) = (0..rank - 1).find(|&p| s[p] == 1 && out_shape[p] > 1) {
+            return permute_tiled(v, out_shape, s, p);
+        }
+    }
     gather_rows(v, out_shape, s, 0)
+}
+
+/// Edge of the square tiles of [`permute_tiled`] (16 f32 = one 64-byte line).
+const TILE: usize = 16;
+
+/// [`permute`] when output axis `p` reads the input's contiguous axis (`s[p] == 1`) and
+/// the output's last axis does not: for every index of the other axes, a 2-D transpose of
+/// `out_shape[p] × out_shape[last]` done in `TILE × TILE` tiles.
+fn permute_tiled<T: Copy>(v: &[T], out_shape: &[usize], s: &[isize], p: usize) -> Vec<T> {
+    let rank = out_shape.len();
+    let n: usize = out_shape.iter().product();
+    if n == 0 {
+        return Vec::new();
+    }
+    let (rows, cols) = (out_shape[p], out_shape[rank - 1]);
+    let os = strides(out_shape);
+    // The other axes: p and the last one set to 1 (offset 0), in row-major order.
+    let mut outer = out_shape.to_vec();
+    outer[p] = 1;
+    outer[rank - 1] = 1;
+    let out_strides: Vec<isize> = os.iter().map(|&x| x as isize).collect();
+    let in_base = strided_offsets(&outer, s, 0);
+    let out_base = strided_offsets(&outer, &out_strides, 0);
+    let (row_out, col_in) = (os[p], s[rank - 1] as usize);
+    // Every element is written below (each output index is one (outer, row, col) triple).
+    let mut out = vec![v[0]; n];
+    for (&ib, &ob) in in_base.iter().zip(&out_base) {
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    let dst = &mut out[ob + r * row_out..][c0..(c0 + TILE).min(cols)];
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        *d = v[ib + r + (c0 + k) * col_in];
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The elements of `v` at `base + Σ iₐ·s[a]` over the indices of `shape`, in row-major
@@ -224,6 +320,64 @@ mod tests {
         // out[k,i,j] = in[i,j,k] = 6i + 2j + k
         assert_eq!(t.as_i64().unwrap(), &[0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11]);
         assert!(transpose(&[0, 0, 1], &iota(vec![2, 3, 2])).is_err());
+    }
+
+    /// Every permutation of a 4-D tensor (sizes around the tile edge): the tiled
+    /// transposes give the per-element gather's result.
+    #[test]
+    fn tiled_permutes_equal_the_gather() {
+        let shape = [3usize, 17, 2, 33];
+        let x = iota(shape.to_vec());
+        let v = x.as_i64().unwrap();
+        let st = strides(&shape);
+        let perms = [
+            [0, 1, 2, 3],
+            [0, 1, 3, 2],
+            [0, 3, 1, 2],
+            [3, 2, 1, 0],
+            [1, 3, 0, 2],
+            [2, 3, 0, 1],
+            [3, 0, 1, 2],
+            [0, 2, 3, 1],
+        ];
+        for perm in perms {
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let s: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+            let want = gather_rows(v, &out_shape, &s, 0);
+            let got = transpose(&perm, &x).unwrap();
+            assert_eq!(got.shape, out_shape);
+            assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
+            // f32: the batched matrix kernel where the merged axes allow it.
+            let xf = Tensor::f32(shape.to_vec(), v.iter().map(|&a| a as f32).collect());
+            let gf = transpose(&perm, &xf).unwrap();
+            let wf: Vec<f32> = want.iter().map(|&a| a as f32).collect();
+            assert_eq!(gf.as_f32().unwrap(), &wf[..], "f32 perm {perm:?}");
+        }
+    }
+
+    #[test]
+    fn batched_matrices_found_after_merging_axes() {
+        assert_eq!(
+            batched_matrix(&[8, 128, 256], &[0, 2, 1]),
+            Some((8, 128, 256))
+        );
+        assert_eq!(
+            batched_matrix(&[8, 128, 256], &[2, 0, 1]),
+            Some((1, 1024, 256))
+        );
+        assert_eq!(
+            batched_matrix(&[2, 4, 8, 16], &[0, 1, 3, 2]),
+            Some((8, 8, 16))
+        );
+        // Axes of size 1 anywhere do not matter.
+        assert_eq!(
+            batched_matrix(&[1, 5, 1, 7], &[2, 3, 0, 1]),
+            Some((1, 5, 7))
+        );
+        // Identity and a swap of leading axes (inner rows stay whole) are not matrices.
+        assert_eq!(batched_matrix(&[8, 128, 256], &[0, 1, 2]), None);
+        assert_eq!(batched_matrix(&[8, 128, 256], &[1, 0, 2]), None);
+        assert_eq!(batched_matrix(&[2, 3, 4], &[2, 1, 0]), None);
     }
 
     #[test]

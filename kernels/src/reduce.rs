@@ -3,7 +3,7 @@
 //! Floats accumulate in f64 and round once; an empty reduction gives the identity of the
 //! op (0, 1, -inf, +inf; NaN for a mean).
 use super::index::{strided_offsets, strides};
-use super::simd::vectorized;
+use super::simd::{self, vectorized};
 use super::{describe, make, wrap_int, KResult};
 use tessera_ir::op::{ReduceAttrs, ReduceKind};
 use tessera_ir::{Tensor, TensorData};
@@ -58,23 +58,47 @@ fn contiguous_run(shape: &[usize], axes: &[usize]) -> Option<(usize, usize, usiz
 /// Lanes of [`sum_f64`]'s partial sums.
 const SUM_LANES: usize = 8;
 
-/// Sum of a row in f64, in `SUM_LANES` partial sums (independent adds that vectorise,
-/// instead of one chain that waits on every add), then the tail.
+/// Sum of `f(x)` over a row in f64, in `SUM_LANES` partial sums (independent adds that
+/// vectorise, instead of one chain that waits on every add), then the tail.
 #[inline(always)]
-fn sum_f64(row: &[f32]) -> f64 {
+fn sum_f64(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0f64; SUM_LANES];
     let chunks = row.chunks_exact(SUM_LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x as f64;
+            *a += f(x as f64);
         }
     }
     let mut s: f64 = acc.iter().sum();
     for &x in tail {
-        s += x as f64;
+        s += f(x as f64);
     }
     s
+}
+
+/// The element of `row` that `beats` every other (`x > m`: the largest), NaN when the row
+/// holds a NaN (ONNX ReduceMax/Min), −∞/+∞ identities aside; in [`simd::LANES`] partial
+/// results that vectorise. Exact in f32, like every order of comparisons.
+#[inline(always)]
+fn extreme(row: &[f32], beats: impl Fn(f32, f32) -> bool) -> f32 {
+    let first = row.first().copied().unwrap_or(0.0);
+    let mut acc = [first; simd::LANES];
+    let chunks = row.chunks_exact(simd::LANES);
+    let tail = chunks.remainder();
+    // A NaN once in a lane stays: neither `x > NaN` nor `x < NaN` holds, and a NaN x
+    // replaces the lane.
+    let step = |m: f32, x: f32| if x.is_nan() || beats(x, m) { x } else { m };
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = step(*a, x);
+        }
+    }
+    let mut m = tail.iter().fold(first, |m, &x| step(m, x));
+    for &a in &acc {
+        m = step(m, a);
+    }
+    m
 }
 
 /// The f32 accumulation step of `kind` (in f64).
@@ -113,25 +137,85 @@ fn reduce_f32(
     let init = identity(kind, [f64::NEG_INFINITY, f64::INFINITY, 1.0, 0.0]);
     let mut acc = vec![init; n_out];
     match run {
-        // Sums over trailing axes (a global average pool: one row of H·W per output).
-        Some((_, cnt, 1)) if cnt > 0 && matches!(kind, ReduceKind::Sum | ReduceKind::Mean) => {
+        // Reductions over trailing axes (a global average pool, a row max): one row per
+        // output, each in partial accumulators that vectorise.
+        Some((_, cnt, 1)) if cnt > 0 => {
+            // One wide loop per kind (the row function inlines into each).
             vectorized(
                 #[inline(always)]
-                || {
-                    for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
-                        *a = sum_f64(row);
+                || match kind {
+                    ReduceKind::Sum | ReduceKind::Mean => {
+                        for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                            *a = sum_f64(row, |x| x);
+                        }
+                    }
+                    ReduceKind::SumSquare | ReduceKind::L2 => {
+                        for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                            *a = sum_f64(row, |x| x * x);
+                        }
+                    }
+                    ReduceKind::Max => {
+                        for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                            *a = extreme(row, |x, m| x > m) as f64;
+                        }
+                    }
+                    ReduceKind::Min => {
+                        for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                            *a = extreme(row, |x, m| x < m) as f64;
+                        }
+                    }
+                    ReduceKind::Prod => {
+                        for (a, row) in acc.iter_mut().zip(v.chunks_exact(cnt)) {
+                            *a = row.iter().fold(1.0, |a, &x| a * x as f64);
+                        }
                     }
                 },
             );
         }
-        // Same elements in the same order per output as the offset table, without it.
+        // Same elements in the same order per output as the offset table, without it: for
+        // each output row, the input rows added in turn (one wide loop per kind).
         Some((_, cnt, inner)) if inner > 0 && cnt > 0 => {
-            for (a_row, x_block) in acc.chunks_exact_mut(inner).zip(v.chunks_exact(cnt * inner)) {
-                for x_row in x_block.chunks_exact(inner) {
-                    for (a, &x) in a_row.iter_mut().zip(x_row) {
-                        *a = accumulate(kind, *a, x as f64);
-                    }
+            macro_rules! wide_blocks {
+                ($step:expr) => {
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (a_row, x_block) in
+                                acc.chunks_exact_mut(inner).zip(v.chunks_exact(cnt * inner))
+                            {
+                                for x_row in x_block.chunks_exact(inner) {
+                                    for (a, &x) in a_row.iter_mut().zip(x_row) {
+                                        *a = $step(*a, x);
+                                    }
+                                }
+                            }
+                        },
+                    )
+                };
+            }
+            match kind {
+                ReduceKind::Sum | ReduceKind::Mean => wide_blocks!(|a: f64, x: f32| a + x as f64),
+                ReduceKind::SumSquare | ReduceKind::L2 => {
+                    wide_blocks!(|a: f64, x: f32| a + (x as f64) * (x as f64))
                 }
+                // NaN once in an accumulator stays (no comparison with NaN holds).
+                ReduceKind::Max => wide_blocks!(|a: f64, x: f32| {
+                    let x = x as f64;
+                    if x.is_nan() || x > a {
+                        x
+                    } else {
+                        a
+                    }
+                }),
+                ReduceKind::Min => wide_blocks!(|a: f64, x: f32| {
+                    let x = x as f64;
+                    if x.is_nan() || x < a {
+                        x
+                    } else {
+                        a
+                    }
+                }),
+                ReduceKind::Prod => wide_blocks!(|a: f64, x: f32| a * x as f64),
             }
         }
         Some(_) => {}
@@ -234,6 +318,60 @@ mod tests {
             (all.shape.clone(), all.as_f32().unwrap().to_vec()),
             (vec![], vec![21.0])
         );
+    }
+
+    /// Every kind over trailing axes (row loops) and over a middle axis (block loops)
+    /// against a direct per-output fold in f64, NaN rows included.
+    #[test]
+    fn row_and_block_paths_match_a_direct_fold() {
+        let (a, b, c) = (3usize, 37usize, 5usize);
+        let mut v: Vec<f32> = (0..a * b * c)
+            .map(|i| (i as f32 * 0.61).sin() * 3.0)
+            .collect();
+        v[7] = f32::NAN; // row 0 of the trailing reduction; column 2 of block 0
+        let x = Tensor::f32(vec![a, b, c], v.clone());
+        let kinds = [
+            ReduceKind::Sum,
+            ReduceKind::Mean,
+            ReduceKind::Max,
+            ReduceKind::Min,
+            ReduceKind::Prod,
+            ReduceKind::SumSquare,
+            ReduceKind::L2,
+        ];
+        let fold = |kind: ReduceKind, xs: &mut dyn Iterator<Item = f32>| -> f32 {
+            let init = identity(kind, [f64::NEG_INFINITY, f64::INFINITY, 1.0, 0.0]);
+            let (mut acc, mut n) = (init, 0usize);
+            for x in xs {
+                acc = accumulate(kind, acc, x as f64);
+                n += 1;
+            }
+            match kind {
+                ReduceKind::Mean => (acc / n as f64) as f32,
+                ReduceKind::L2 => acc.sqrt() as f32,
+                _ => acc as f32,
+            }
+        };
+        let same = |got: f32, want: f32| got == want || (got.is_nan() && want.is_nan());
+        for kind in kinds {
+            // Trailing axes 1..=2: one row of b·c per output.
+            let r = reduce(&attrs(kind, vec![1, 2], false), &x).unwrap();
+            for (o, &got) in r.as_f32().unwrap().iter().enumerate() {
+                let want = fold(kind, &mut v[o * b * c..(o + 1) * b * c].iter().copied());
+                let close = (got - want).abs() <= 1e-6 * want.abs().max(1.0);
+                assert!(
+                    same(got, want) || close,
+                    "{kind:?} row {o}: {got} vs {want}"
+                );
+            }
+            // Middle axis 1: blocks of c.
+            let r = reduce(&attrs(kind, vec![1], false), &x).unwrap();
+            for (o, &got) in r.as_f32().unwrap().iter().enumerate() {
+                let (i, k) = (o / c, o % c);
+                let want = fold(kind, &mut (0..b).map(|j| v[(i * b + j) * c + k]));
+                assert!(same(got, want), "{kind:?} block {o}: {got} vs {want}");
+            }
+        }
     }
 
     #[test]

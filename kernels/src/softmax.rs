@@ -11,7 +11,6 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
     if axis >= x.shape.len() {
         return Err(format!("axis {axis} out of range for {}", describe(x)));
     }
-    let outer: usize = x.shape[..axis].iter().product();
     let n = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     if inner == 1 {
@@ -32,38 +31,84 @@ pub(crate) fn softmax(axis: usize, log: bool, x: &Tensor) -> KResult<Tensor> {
         }
         return make(x.dtype, x.shape.clone(), TensorData::F32(out));
     }
-    let mut out = vec![0f32; v.len()];
-    let mut row = vec![0f32; n];
-    for o in 0..outer {
-        for i in 0..inner {
-            let base = o * n * inner + i;
-            for (j, r) in row.iter_mut().enumerate() {
-                *r = v[base + j * inner];
+    // A middle axis: each block of n·inner holds `inner` interleaved rows; the passes run
+    // over the block row by row with the `inner` columns as vector lanes.
+    let mut out = v.to_vec();
+    if n > 0 && inner > 0 {
+        let mut max = vec![0f32; inner];
+        let mut sum = vec![0f32; inner];
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for blk in out.chunks_exact_mut(n * inner) {
+                    softmax_columns(blk, inner, log, (&mut max, &mut sum));
+                }
+            },
+        );
+    }
+    make(x.dtype, x.shape.clone(), TensorData::F32(out))
+}
+
+/// Softmax (or log-softmax) in place down the columns of `blk`, `n` rows of `inner`
+/// values: the same passes as [`softmax_row`] (max, shifted exponentials and their sum,
+/// then scale or subtract the log-sum), with the columns as vector lanes.
+#[inline(always)]
+fn softmax_columns(blk: &mut [f32], inner: usize, log: bool, (max, sum): (&mut [f32], &mut [f32])) {
+    max.fill(f32::NEG_INFINITY);
+    sum.fill(0.0);
+    for row in blk.chunks_exact(inner) {
+        for (m, &x) in max.iter_mut().zip(row) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    for row in blk.chunks_exact_mut(inner) {
+        for ((x, &m), s) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+            let t = *x - m;
+            let e = simd::exp_nonpositive(t);
+            *s += e;
+            *x = if log { t } else { e };
+        }
+    }
+    if log {
+        for s in sum.iter_mut() {
+            *s = s.ln();
+        }
+        for row in blk.chunks_exact_mut(inner) {
+            for (x, &ls) in row.iter_mut().zip(sum.iter()) {
+                *x -= ls;
             }
-            softmax_row(&mut row, log);
-            for (j, r) in row.iter().enumerate() {
-                out[base + j * inner] = *r;
+        }
+    } else {
+        for s in sum.iter_mut() {
+            *s = 1.0 / *s;
+        }
+        for row in blk.chunks_exact_mut(inner) {
+            for (x, &inv) in row.iter_mut().zip(sum.iter()) {
+                *x *= inv;
             }
         }
     }
-    make(x.dtype, x.shape.clone(), TensorData::F32(out))
 }
 
 /// In-place softmax / log-softmax of one contiguous row (each exponential computed once).
 #[inline(always)]
 pub fn softmax_row(row: &mut [f32], log: bool) {
+    // `for` loops, not `for_each`/`fold`: those may run through outlined iterator
+    // functions compiled without the wide region's features (see `softmax`).
     if log {
         let max = simd::max(row);
-        row.iter_mut().for_each(|r| *r -= max);
-        let ls = row
-            .iter()
-            .map(|&r| simd::exp_nonpositive(r))
-            .fold(0f32, |a, e| a + e)
-            .ln();
-        row.iter_mut().for_each(|r| *r -= ls);
+        for r in row.iter_mut() {
+            *r -= max;
+        }
+        let ls = simd::sum_by(row, simd::exp_nonpositive).ln();
+        for r in row.iter_mut() {
+            *r -= ls;
+        }
     } else {
         let inv = exp_shifted(row);
-        row.iter_mut().for_each(|r| *r *= inv);
+        for r in row.iter_mut() {
+            *r *= inv;
+        }
     }
 }
 
@@ -151,5 +196,40 @@ mod tests {
         assert!((v[1] - 0.119_202_92).abs() < 1e-6 && (v[3] - 0.880_797_1).abs() < 1e-6);
         let l = softmax(1, true, &x).unwrap();
         assert!((l.as_f32().unwrap()[1] - 0.119_202_92f32.ln()).abs() < 1e-5);
+    }
+
+    /// A middle axis gives, column by column, the last-axis softmax of the transposed
+    /// values (same passes; the sums differ only in order), log form and NaN included.
+    #[test]
+    fn middle_axis_equals_last_axis_of_the_transpose() {
+        let (a, n, c) = (3usize, 19usize, 21usize);
+        let mut v: Vec<f32> = (0..a * n * c)
+            .map(|i| (i as f32 * 0.37).sin() * 6.0)
+            .collect();
+        v[5] = f32::NAN; // column 5 of block 0
+        let mut t = vec![0f32; v.len()]; // [a, c, n]
+        for i in 0..a {
+            for j in 0..n {
+                for k in 0..c {
+                    t[(i * c + k) * n + j] = v[(i * n + j) * c + k];
+                }
+            }
+        }
+        for log in [false, true] {
+            let y = softmax(1, log, &Tensor::f32(vec![a, n, c], v.clone())).unwrap();
+            let z = softmax(2, log, &Tensor::f32(vec![a, c, n], t.clone())).unwrap();
+            let (y, z) = (y.as_f32().unwrap(), z.as_f32().unwrap());
+            for i in 0..a {
+                for j in 0..n {
+                    for k in 0..c {
+                        let (p, q) = (y[(i * n + j) * c + k], z[(i * c + k) * n + j]);
+                        assert!(
+                            (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-6 * q.abs().max(1.0),
+                            "log={log} [{i},{j},{k}]: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
