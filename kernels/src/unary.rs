@@ -257,13 +257,13 @@ pub(crate) fn hard_sigmoid(alpha: f32, beta: f32, swish: bool, x: &Tensor) -> KR
         simd::map(
             v,
             #[inline(always)]
-            |a| a * hs(alpha, beta, a),
+            move |a| a * hs(alpha, beta, a),
         )
     } else {
         simd::map(
             v,
             #[inline(always)]
-            |a| hs(alpha, beta, a),
+            move |a| hs(alpha, beta, a),
         )
     };
     make(x.dtype, x.shape.clone(), TensorData::F32(out))
