@@ -80,6 +80,8 @@ pub enum Op {
     HardSigmoid(HardSigmoidAttrs),
     /// Resize by interpolation (nearest, N-linear or cubic) of some axes (input: X).
     Resize(ResizeAttrs),
+    /// Index of the largest or smallest element along one axis, as i64 (input: X).
+    ArgReduce(ArgReduceAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -202,6 +204,24 @@ pub enum UnaryOp {
     Softplus,
     /// x·sigmoid(x)
     Silu,
+    /// tan(x)
+    Tan,
+    /// asin(x)
+    Asin,
+    /// acos(x)
+    Acos,
+    /// atan(x)
+    Atan,
+    /// sinh(x)
+    Sinh,
+    /// cosh(x)
+    Cosh,
+    /// asinh(x)
+    Asinh,
+    /// acosh(x)
+    Acosh,
+    /// atanh(x)
+    Atanh,
 }
 
 /// Unary op attributes.
@@ -510,6 +530,19 @@ pub struct HardSigmoidAttrs {
     pub beta: f32,
     /// Multiply by the input (HardSwish).
     pub swish: bool,
+}
+
+/// ArgMax / ArgMin attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArgReduceAttrs {
+    /// ArgMax (else ArgMin).
+    pub max: bool,
+    /// The reduced axis (non-negative).
+    pub axis: usize,
+    /// Keep the reduced axis as size 1.
+    pub keepdims: bool,
+    /// On ties, the last index holding the extreme value (else the first).
+    pub select_last_index: bool,
 }
 
 /// Resize interpolation modes.

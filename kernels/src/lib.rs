@@ -7,6 +7,7 @@
 use tessera_ir::{DType, Op, Tensor, TensorData};
 use thiserror::Error;
 
+mod arg_reduce;
 mod attention;
 mod binary;
 mod cast;
@@ -36,6 +37,7 @@ mod softmax;
 mod transpose2d;
 mod trilu;
 mod unary;
+mod unary_math;
 mod window;
 
 pub use attention::attention_qk_factor;
@@ -123,6 +125,7 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::Pad(a) => one(pad::pad(a, inputs[0])),
         Op::HardSigmoid(a) => one(unary::hard_sigmoid(a.alpha, a.beta, a.swish, inputs[0])),
         Op::Resize(a) => one(resize::resize(a, inputs[0])),
+        Op::ArgReduce(a) => one(arg_reduce::arg_reduce(a, inputs[0])),
     }
 }
 

@@ -40,6 +40,17 @@ pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
             }
         },
         UnaryOp::Silu => |x| x * simd::sigmoid(x),
+        UnaryOp::Tan
+        | UnaryOp::Asin
+        | UnaryOp::Acos
+        | UnaryOp::Atan
+        | UnaryOp::Sinh
+        | UnaryOp::Cosh
+        | UnaryOp::Asinh
+        | UnaryOp::Acosh
+        | UnaryOp::Atanh => {
+            return super::unary_math::float_fn(kind).ok_or_else(|| format!("{kind:?}: no form"))
+        }
         UnaryOp::Not | UnaryOp::IsNaN => {
             return Err(format!("{kind:?} has no float-to-float form"))
         }
@@ -182,6 +193,9 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
             ),
         ),
         (TensorData::F32(v), k) => {
+            if let Some(out) = super::unary_math::map(k, v) {
+                return make(x.dtype, shape, TensorData::F32(out));
+            }
             let f = float_fn(k)?;
             make(
                 x.dtype,

@@ -139,6 +139,15 @@ __device__ float ts_unary_f32(int op, float x) {
         case 16: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);
         case 17: return x > 20.0f ? x : log1pf(expf(x));
         case 18: return x / (1.0f + expf(-x));
+        case 19: return tanf(x);
+        case 20: return asinf(x);
+        case 21: return acosf(x);
+        case 22: return atanf(x);
+        case 23: return sinhf(x);
+        case 24: return coshf(x);
+        case 25: return asinhf(x);
+        case 26: return acoshf(x);
+        case 27: return atanhf(x);
         default: return x;
     }
 }

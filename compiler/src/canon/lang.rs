@@ -176,7 +176,8 @@ fn attr_free_ops() -> &'static HashMap<String, Op> {
         }
         for kind in [
             Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Log, Erf, Tanh, Sigmoid, Relu, Not, IsNaN,
-            Floor, Ceil, Round, Sin, Cos, Sign, Softplus, Silu,
+            Floor, Ceil, Round, Sin, Cos, Sign, Softplus, Silu, Tan, Asin, Acos, Atan, Sinh, Cosh,
+            Asinh, Acosh, Atanh,
         ] {
             let op = Op::Unary(UnaryAttrs { kind });
             m.insert(sym_name(&op), op);
@@ -215,6 +216,8 @@ const ATTR_OPS: &[&str] = &[
     "cum_sum",
     "attention",
     "mod",
+    "arg_max",
+    "arg_min",
 ];
 
 /// Names a rule's right-hand side may use to *build* a leaf from matched classes (they never

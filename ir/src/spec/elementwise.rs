@@ -194,7 +194,8 @@ fn unary(cx: &InferCx, kind: UnaryOp) -> Result<TypedShape, IrError> {
             Ok((d, s))
         }
         Sqrt | Reciprocal | Exp | Log | Erf | Tanh | Sigmoid | Relu | Floor | Ceil | Round
-        | Sin | Cos | Softplus | Silu => {
+        | Sin | Cos | Softplus | Silu | Tan | Asin | Acos | Atan | Sinh | Cosh | Asinh | Acosh
+        | Atanh => {
             if kind == Relu && d.is_int() {
                 return Ok((d, s));
             }

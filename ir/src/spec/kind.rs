@@ -66,6 +66,7 @@ op_kinds!(
     Pad,
     HardSigmoid,
     Resize,
+    ArgReduce,
 );
 
 impl Op {
@@ -103,6 +104,7 @@ impl Op {
             Op::Pad(_) => OpKind::Pad,
             Op::HardSigmoid(_) => OpKind::HardSigmoid,
             Op::Resize(_) => OpKind::Resize,
+            Op::ArgReduce(_) => OpKind::ArgReduce,
         }
     }
 }
@@ -322,6 +324,15 @@ impl OpKind {
                     roi: vec![],
                 }),
                 vec![x(&[2, 3, 3, 4])],
+            ),
+            OpKind::ArgReduce => (
+                Op::ArgReduce(ArgReduceAttrs {
+                    max: true,
+                    axis: 1,
+                    keepdims: false,
+                    select_last_index: false,
+                }),
+                vec![x(&[2, 3, 4])],
             ),
         };
         Sample { op, inputs }

@@ -1,14 +1,16 @@
 //! Reductions and scans: ReduceSum/Mean/Max/Min/Prod/SumSquare/L2
-//! (<https://onnx.ai/onnx/operators/onnx__ReduceSum.html> and siblings) and CumSum
+//! (<https://onnx.ai/onnx/operators/onnx__ReduceSum.html> and siblings), ArgMax / ArgMin
+//! (<https://onnx.ai/onnx/operators/onnx__ArgMax.html>) and CumSum
 //! (<https://onnx.ai/onnx/operators/onnx__CumSum.html>).
 //!
 //! Cost: one FLOP per input element (CumSum: per output element). Partitioning: split on an
 //! axis that is not reduced/scanned (`norm-keep-split`); ReduceSum/Mean also pass partial
-//! sums through (`linear-partial`).
+//! sums through (`linear-partial`). ArgMax / ArgMin along a split axis would need the
+//! values with the indices to combine, so they take that axis whole (replicated input).
 use super::{first_numel, Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
-use crate::op::{CumSumAttrs, ReduceAttrs, ReduceKind};
-use crate::IrError;
+use crate::op::{ArgReduceAttrs, CumSumAttrs, ReduceAttrs, ReduceKind};
+use crate::{DType, IrError};
 
 impl OpSpec for ReduceAttrs {
     fn name(&self) -> String {
@@ -30,6 +32,28 @@ impl OpSpec for ReduceAttrs {
             }
             _ => Partitioning::Rules(&["norm-keep-split"]),
         }
+    }
+}
+
+impl OpSpec for ArgReduceAttrs {
+    fn name(&self) -> String {
+        if self.max { "ArgMax" } else { "ArgMin" }.into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        if cx.inputs[0].0 == DType::Bool {
+            return Err(cx.err("input 0 must be numeric, got bool"));
+        }
+        let (_, shape) = reduce(cx, &[self.axis], self.keepdims)?;
+        Ok(vec![(DType::I64, shape)])
+    }
+    fn flops(&self, inputs: &[&[usize]], _outputs: &[&[usize]]) -> u64 {
+        first_numel(inputs)
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::Rules(&["norm-keep-split"])
     }
 }
 

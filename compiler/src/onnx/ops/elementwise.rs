@@ -8,6 +8,8 @@
 //! * Sum / Mean: <https://onnx.ai/onnx/operators/onnx__Sum.html> (13..=23, chained binary ops)
 //! * Neg, Abs, Sqrt, Reciprocal, Exp, Log, Floor, Ceil, Round, Sin, Cos, Sign:
 //!   <https://onnx.ai/onnx/operators/onnx__Sqrt.html> etc. (13..=23)
+//! * Tan, Asin, Acos, Atan (7..=28), Sinh, Cosh, Asinh, Acosh, Atanh (9..=28):
+//!   <https://onnx.ai/onnx/operators/onnx__Tan.html> etc. (version 22 only adds bfloat16)
 use super::{entry, Lowered, NodeCx, OpEntry, Ref, Step};
 use crate::onnx::ImportError;
 use tessera_ir::op::{BinaryAttrs, BinaryOp, CastAttrs, UnaryAttrs, UnaryOp};
@@ -41,6 +43,15 @@ pub(super) const OPS: &[OpEntry] = &[
     entry("Sin", 7, |_| unary(UnaryOp::Sin)),
     entry("Cos", 7, |_| unary(UnaryOp::Cos)),
     entry("Sign", 9, |_| unary(UnaryOp::Sign)),
+    entry("Tan", 7, |_| unary(UnaryOp::Tan)),
+    entry("Asin", 7, |_| unary(UnaryOp::Asin)),
+    entry("Acos", 7, |_| unary(UnaryOp::Acos)),
+    entry("Atan", 7, |_| unary(UnaryOp::Atan)),
+    entry("Sinh", 9, |_| unary(UnaryOp::Sinh)),
+    entry("Cosh", 9, |_| unary(UnaryOp::Cosh)),
+    entry("Asinh", 9, |_| unary(UnaryOp::Asinh)),
+    entry("Acosh", 9, |_| unary(UnaryOp::Acosh)),
+    entry("Atanh", 9, |_| unary(UnaryOp::Atanh)),
 ];
 
 /// A binary op.

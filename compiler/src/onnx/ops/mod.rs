@@ -5,6 +5,7 @@
 //! constant) into [`Lowered`]: a short chain of IR ops (usually one) or constant outputs.
 //! The walker then folds, infers and emits what the converter returned.
 mod activation;
+mod activation_extra;
 mod attention;
 mod attr_table;
 mod attrs;
@@ -72,6 +73,7 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
 /// Every family's table.
 const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
+    activation_extra::OPS,
     attention::OPS,
     channel_norm::OPS,
     constant::OPS,
@@ -158,6 +160,7 @@ pub(crate) struct Step {
 }
 
 /// An input of a [`Step`].
+#[derive(Clone)]
 pub(crate) enum Ref {
     /// Input `i` of the ONNX node.
     In(usize),

@@ -349,12 +349,16 @@ impl Env<'_> {
                 )
             }
             "reduced" => {
-                let Op::Reduce(r) = self.op else { return None };
+                let (axes, keepdims) = match self.op {
+                    Op::Reduce(r) => (&r.axes[..], r.keepdims),
+                    Op::ArgReduce(r) => (std::slice::from_ref(&r.axis), r.keepdims),
+                    _ => return None,
+                };
                 let k = self.axis(arg(1)?, rank)?;
-                Some(if r.keepdims {
+                Some(if keepdims {
                     k
                 } else {
-                    k - r.axes.iter().filter(|&&x| x < k).count()
+                    k - axes.iter().filter(|&&x| x < k).count()
                 })
             }
             "gather-out" => {

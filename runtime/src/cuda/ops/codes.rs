@@ -63,6 +63,15 @@ pub fn unary_float(op: UnaryOp) -> Option<i32> {
         UnaryOp::Sign => 16,
         UnaryOp::Softplus => 17,
         UnaryOp::Silu => 18,
+        UnaryOp::Tan => 19,
+        UnaryOp::Asin => 20,
+        UnaryOp::Acos => 21,
+        UnaryOp::Atan => 22,
+        UnaryOp::Sinh => 23,
+        UnaryOp::Cosh => 24,
+        UnaryOp::Asinh => 25,
+        UnaryOp::Acosh => 26,
+        UnaryOp::Atanh => 27,
         UnaryOp::Not | UnaryOp::IsNaN => return None,
     })
 }
@@ -112,6 +121,15 @@ mod tests {
             (UnaryOp::Round, "rintf(x)"),
             (UnaryOp::Silu, "x / (1.0f + expf(-x))"),
             (UnaryOp::Relu, "x > 0.0f ? x : 0.0f"),
+            (UnaryOp::Tan, "tanf(x)"),
+            (UnaryOp::Asin, "asinf(x)"),
+            (UnaryOp::Acos, "acosf(x)"),
+            (UnaryOp::Atan, "atanf(x)"),
+            (UnaryOp::Sinh, "sinhf(x)"),
+            (UnaryOp::Cosh, "coshf(x)"),
+            (UnaryOp::Asinh, "asinhf(x)"),
+            (UnaryOp::Acosh, "acoshf(x)"),
+            (UnaryOp::Atanh, "atanhf(x)"),
         ];
         let bin = [
             (BinaryOp::Sub, "a - b"),

@@ -137,7 +137,8 @@ pub fn run_op(
         | Op::Pool(_)
         | Op::Pad(_)
         | Op::HardSigmoid(_)
-        | Op::Resize(_) => None,
+        | Op::Resize(_)
+        | Op::ArgReduce(_) => None,
     };
     let mut results = match device {
         Some(r) => r,

@@ -84,7 +84,8 @@ impl Program<'_> {
                 }
                 un!(
                     Identity, Neg, Abs, Sqrt, Reciprocal, Exp, Log, Erf, Tanh, Sigmoid, Relu,
-                    Floor, Ceil, Round, Sin, Cos, Sign, Softplus, Silu
+                    Floor, Ceil, Round, Sin, Cos, Sign, Softplus, Silu, Tan, Asin, Acos, Atan,
+                    Sinh, Cosh, Asinh, Acosh, Atanh
                 )
             }
             Op::Gelu(a) if f32_in(0) => match a.tanh_approximation {

@@ -1,0 +1,174 @@
+//! Import of the activations, trigonometric ops and reductions added after the first op set:
+//! what each lowers to, and a one-line error naming the node and op for every bad input.
+mod import_util;
+
+use import_util::*;
+use tessera_compiler::onnx::{import_bytes, ImportedModel};
+use tessera_ir::op::{ArgReduceAttrs, UnaryAttrs, UnaryOp};
+use tessera_ir::{DType, Op};
+
+/// One `op` node on x (`elem`, [2, 3]) with `extra` inputs and `attrs`, at `opset`.
+fn one_node(
+    opset: i64,
+    op: &str,
+    elem: i32,
+    extra: &[(&str, &[i64])],
+    attrs: Vec<onnx_protobuf::AttributeProto>,
+) -> ModelBuilder {
+    let mut b = ModelBuilder::new(opset);
+    b.input("x", elem, &[D::N(2), D::N(3)]);
+    let mut inputs = vec!["x"];
+    for (name, dims) in extra {
+        let n: i64 = dims.iter().product();
+        b.init_f32_raw(name, dims, &vec![0.25; n as usize]);
+        inputs.push(name);
+    }
+    b.node_in("", op, &inputs, &["y"], attrs).output("y");
+    b
+}
+
+fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
+    import_bytes(&b.bytes(), "m.onnx", &opts("")).map_err(|e| {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "error is not one line: {s}");
+        s
+    })
+}
+
+fn ops(m: &ImportedModel) -> Vec<String> {
+    m.graph.nodes.iter().map(|n| n.op.name()).collect()
+}
+
+#[test]
+fn activations_lower_to_elementwise_chains() {
+    let cases: [(&str, i64, &[&str]); 8] = [
+        ("LeakyRelu", 16, &["Max", "Min", "Mul", "Add"]),
+        ("Elu", 18, &["Max", "Min", "Exp", "Sub", "Mul", "Add"]),
+        (
+            "Selu",
+            18,
+            &["Max", "Min", "Exp", "Sub", "Mul", "Add", "Mul"],
+        ),
+        // alpha = 1: no division by alpha.
+        ("Celu", 18, &["Max", "Min", "Exp", "Sub", "Mul", "Add"]),
+        ("ThresholdedRelu", 18, &["Greater", "Where"]),
+        ("Softsign", 18, &["Abs", "Add", "Div"]),
+        ("Mish", 18, &["Softplus", "Tanh", "Mul"]),
+        ("Tan", 18, &["Tan"]),
+    ];
+    for (op, opset, want) in cases {
+        let m = import(&one_node(opset, op, FLOAT, &[], vec![])).unwrap();
+        let mut got = ops(&m);
+        got.sort();
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "{op}");
+    }
+    let celu = one_node(18, "Celu", FLOAT, &[], vec![attr_float("alpha", 2.0)]);
+    assert!(ops(&import(&celu).unwrap()).contains(&"Div".to_string()));
+    let m = import(&one_node(16, "PRelu", FLOAT, &[("slope", &[3])], vec![])).unwrap();
+    assert_eq!(ops(&m).len(), 4);
+    let m = import(&one_node(18, "Acosh", FLOAT, &[], vec![])).unwrap();
+    assert_eq!(
+        m.graph.nodes[0].op,
+        Op::Unary(UnaryAttrs {
+            kind: UnaryOp::Acosh
+        })
+    );
+}
+
+#[test]
+fn arg_max_and_reductions_import() {
+    let m = import(&one_node(
+        13,
+        "ArgMin",
+        FLOAT,
+        &[],
+        vec![
+            attr_int("axis", -1),
+            attr_int("keepdims", 0),
+            attr_int("select_last_index", 1),
+        ],
+    ))
+    .unwrap();
+    let y = m.graph.outputs[0];
+    assert_eq!(m.graph.tensor(y).dtype, DType::I64);
+    assert_eq!(m.graph.tensor(y).shape, vec![2]);
+    assert_eq!(
+        m.graph.nodes[0].op,
+        Op::ArgReduce(ArgReduceAttrs {
+            max: false,
+            axis: 1,
+            keepdims: false,
+            select_last_index: true
+        })
+    );
+    // Opset 13: axes as an attribute; keepdims 0 reshapes the max before the final Add.
+    let m = import(&one_node(
+        13,
+        "ReduceLogSumExp",
+        FLOAT,
+        &[],
+        vec![attr_ints("axes", &[0]), attr_int("keepdims", 0)],
+    ))
+    .unwrap();
+    assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![3]);
+    assert!(ops(&m).contains(&"Reshape".to_string()));
+    for op in ["ReduceL1", "ReduceLogSum"] {
+        let m = import(&one_node(13, op, FLOAT, &[], vec![attr_ints("axes", &[1])])).unwrap();
+        assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![2, 1], "{op}");
+    }
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors_naming_the_node() {
+    let cases: Vec<(ModelBuilder, &[&str])> = vec![
+        (
+            one_node(16, "LeakyRelu", INT64, &[], vec![]),
+            &["LeakyRelu", "expects a float input, got i64"],
+        ),
+        (
+            one_node(18, "Celu", FLOAT, &[], vec![attr_float("alpha", 0.0)]),
+            &["Celu", "alpha must be finite and non-zero"],
+        ),
+        (
+            one_node(16, "PRelu", FLOAT, &[("slope", &[2])], vec![]),
+            &["PRelu", "does not broadcast to X's shape [2, 3]"],
+        ),
+        (
+            one_node(13, "ArgMax", FLOAT, &[], vec![attr_int("axis", 2)]),
+            &["ArgMax", "axis 2 out of range for rank 2"],
+        ),
+        (
+            one_node(13, "ArgMax", FLOAT, &[], vec![attr_float("axis", 1.0)]),
+            &["ArgMax", "attribute 'axis' has type FLOAT"],
+        ),
+        (
+            one_node(13, "ArgMax", BOOL, &[], vec![]),
+            &["ArgMax", "expects a numeric input, got bool"],
+        ),
+        (
+            one_node(
+                13,
+                "ArgMin",
+                FLOAT,
+                &[],
+                vec![attr_int("select_last_index", 2)],
+            ),
+            &["ArgMin", "select_last_index must be 0 or 1"],
+        ),
+        (
+            one_node(13, "ReduceLogSumExp", INT64, &[], vec![]),
+            &["ReduceLogSumExp", "expects a float input"],
+        ),
+        (
+            one_node(13, "Elu", FLOAT, &[], vec![attr_int("alpha", 1)]),
+            &["Elu", "attribute 'alpha' has type INT"],
+        ),
+        (one_node(13, "Atan", INT64, &[], vec![]), &["Atan", "float"]),
+    ];
+    for (b, parts) in cases {
+        let s = import(&b).expect_err(parts[0]);
+        assert_mentions(&s, parts);
+    }
+}
