@@ -2,7 +2,7 @@
 """One-op benchmark against onnxruntime: finds kernels far slower than onnxruntime's.
 
 Usage: python3 scripts/bench_ops.py [--filter SUBSTR,...] [--repeat 100] [--bin DIR]
-                                    [--shape 8x128x256] [--markdown]
+                                    [--shape 8x128x256] [--markdown] [--keep DIR]
 
 Each case is a one-node ONNX model (elementwise unary and binary ops with three broadcast
 patterns, reductions and softmax over the last, a middle and the first axis, transposes,
@@ -176,6 +176,49 @@ def cases(X):
     if want("CumSum"):
         run("CumSum_axis1", [h.make_node("CumSum", ["x", "a"], ["y"])], {"x": R(*X)},
             {"a": np.array(1, np.int64)}, ["y"])
+    # Decomposed spellings exporters emit for fused ops (the fusion passes should find
+    # them, or the elementwise fusion run them in one pass).
+    if want("Decomposed"):
+        run("Decomposed_softmax", [
+            h.make_node("ReduceMax", ["x", "ax"], ["m"], keepdims=1),
+            h.make_node("Sub", ["x", "m"], ["d"]), h.make_node("Exp", ["d"], ["e"]),
+            h.make_node("ReduceSum", ["e", "ax"], ["s"], keepdims=1),
+            h.make_node("Div", ["e", "s"], ["y"])], {"x": R(*X)}, {"ax": i64(-1)}, ["y"])
+        run("Decomposed_layernorm", [
+            h.make_node("ReduceMean", ["x", "ax"], ["m"], keepdims=1),
+            h.make_node("Sub", ["x", "m"], ["d"]), h.make_node("Pow", ["d", "two"], ["d2"]),
+            h.make_node("ReduceMean", ["d2", "ax"], ["v"], keepdims=1),
+            h.make_node("Add", ["v", "eps"], ["ve"]), h.make_node("Sqrt", ["ve"], ["sd"]),
+            h.make_node("Div", ["d", "sd"], ["n"]), h.make_node("Mul", ["n", "g"], ["ng"]),
+            h.make_node("Add", ["ng", "b"], ["y"])], {"x": R(*X)},
+            {"ax": i64(-1), "two": np.array(2.0, np.float32), "eps": np.array(1e-5, np.float32),
+             "g": R(X[-1]), "b": R(X[-1])}, ["y"])
+        c = np.float32(np.sqrt(2 / np.pi))
+        run("Decomposed_gelu_tanh", [
+            h.make_node("Pow", ["x", "three"], ["x3"]), h.make_node("Mul", ["x3", "k"], ["kx3"]),
+            h.make_node("Add", ["x", "kx3"], ["u"]), h.make_node("Mul", ["u", "c"], ["cu"]),
+            h.make_node("Tanh", ["cu"], ["t"]), h.make_node("Add", ["t", "one"], ["t1"]),
+            h.make_node("Mul", ["x", "t1"], ["xt"]), h.make_node("Mul", ["xt", "half"], ["y"])],
+            {"x": R(*X)}, {"three": np.array(3.0, np.float32), "k": np.array(0.044715, np.float32),
+                           "c": np.array(c, np.float32), "one": np.array(1.0, np.float32),
+                           "half": np.array(0.5, np.float32)}, ["y"])
+        run("Decomposed_swiglu", [
+            h.make_node("Sigmoid", ["a"], ["s"]), h.make_node("Mul", ["a", "s"], ["sa"]),
+            h.make_node("Mul", ["sa", "b"], ["y"])], {"a": R(*X), "b": R(*X)}, {}, ["y"])
+        run("Decomposed_rmsnorm", [
+            h.make_node("Pow", ["x", "two"], ["x2"]),
+            h.make_node("ReduceMean", ["x2", "ax"], ["v"], keepdims=1),
+            h.make_node("Add", ["v", "eps"], ["ve"]), h.make_node("Sqrt", ["ve"], ["sd"]),
+            h.make_node("Reciprocal", ["sd"], ["r"]), h.make_node("Mul", ["x", "r"], ["n"]),
+            h.make_node("Mul", ["n", "g"], ["y"])], {"x": R(*X)},
+            {"ax": i64(-1), "two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32),
+             "g": R(X[-1])}, ["y"])
+        run("Decomposed_logsoftmax", [
+            h.make_node("ReduceMax", ["x", "ax"], ["m"], keepdims=1),
+            h.make_node("Sub", ["x", "m"], ["d"]), h.make_node("Exp", ["d"], ["e"]),
+            h.make_node("ReduceSum", ["e", "ax"], ["s"], keepdims=1),
+            h.make_node("Log", ["s"], ["ls"]), h.make_node("Sub", ["d", "ls"], ["y"])],
+            {"x": R(*X)}, {"ax": i64(-1)}, ["y"])
     if want("MatMul"):
         run("MatMul_weight", [h.make_node("MatMul", ["x", "w"], ["y"])], {"x": R(*X)},
             {"w": R(X[-1], 4 * X[-1])}, ["y"])
@@ -191,9 +234,14 @@ def main():
     X = tuple(int(d) for d in ARGS.shape.split("x"))
     if len(X) != 3:
         sys.exit("--shape must have three dimensions (e.g. 8x128x256)")
-    with tempfile.TemporaryDirectory() as tmp:
-        ARGS.tmp = tmp
+    if ARGS.keep:
+        os.makedirs(ARGS.keep, exist_ok=True)
+        ARGS.tmp = ARGS.keep
         cases(X)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            ARGS.tmp = tmp
+            cases(X)
     done = [r for r in ROWS if r[1] is not None]
     flagged = [r for r in done if r[1] > 1.5 * r[2] and r[1] > 0.02]
     print(f"\n{len(done)} cases ({len(ROWS) - len(done)} failed to compile or run); "
@@ -214,5 +262,7 @@ if __name__ == "__main__":
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release"))
     ap.add_argument("--shape", default="8x128x256")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--keep", default="", help="write each case's model, inputs and plan "
+                    "under this folder (CASE/m.onnx, CASE/plan.json) instead of a temporary one")
     ARGS = ap.parse_args()
     main()

@@ -17,6 +17,9 @@ Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_x.npy, ort_output_*.npy} for:
   split_reductions  x[8,16,64] -> MatMul W[64,512] -> h[8,16,512]; ArgMax, ArgMin,
                ReduceLogSumExp, ReduceL1 and ReduceLogSum of |h|, all over axis 1 (a split of
                h's columns can stay through each of them)
+  decomposed_softmax  x[8,16,64] -> MatMul W[64,128] -> h[8,16,128]; Softmax over axis 2 and
+               LogSoftmax over axis 1 written out as ReduceMax, Sub, Exp, ReduceSum, Div / Log, Sub
+               (the canonical rules softmax and log-softmax make them one op each)
 Opset 18 (axes as inputs), seed 0. Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -155,6 +158,37 @@ def split_reductions(rng):
     return graph, {"x": x}
 
 
+def decomposed_softmax(rng):
+    n = helper.make_node
+    ax = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        # Softmax over the last axis.
+        n("ReduceMax", ["h", "ax2"], ["m2"], keepdims=1),
+        n("Sub", ["h", "m2"], ["d2"]),
+        n("Exp", ["d2"], ["e2"]),
+        n("ReduceSum", ["e2", "ax2"], ["s2"], keepdims=1),
+        n("Div", ["e2", "s2"], ["softmax"]),
+        # LogSoftmax over the middle axis.
+        n("ReduceMax", ["h", "ax1"], ["m1"], keepdims=1),
+        n("Sub", ["h", "m1"], ["d1"]),
+        n("Exp", ["d1"], ["e1"]),
+        n("ReduceSum", ["e1", "ax1"], ["s1"], keepdims=1),
+        n("Log", ["s1"], ["l1"]),
+        n("Sub", ["d1", "l1"], ["log_softmax"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "decomposed_softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16, 64])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [8, 16, 128])
+         for o in ("softmax", "log_softmax")],
+        [const("W", rng.standard_normal((64, 128)) / 4.0), ax("ax2", [2]), ax("ax1", [1])],
+    )
+    x = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    return graph, {"x": x}
+
+
 def save(out, name, graph, inputs):
     import onnxruntime as ort
 
@@ -182,6 +216,7 @@ def main():
     save(out, "trig", *mlp("trig", trig, rng))
     save(out, "reductions", *reductions(rng))
     save(out, "split_reductions", *split_reductions(rng))
+    save(out, "decomposed_softmax", *decomposed_softmax(rng))
 
 
 if __name__ == "__main__":

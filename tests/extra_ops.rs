@@ -1,6 +1,7 @@
 //! The activations (LeakyRelu, PRelu, Elu, Selu, Celu, ThresholdedRelu, Softsign, Mish), the
 //! trigonometric and hyperbolic ops (Tan, Asin, Acos, Atan, Sinh, Cosh, Asinh, Acosh, Atanh)
-//! and the reductions (ArgMax, ArgMin, ReduceLogSumExp, ReduceLogSum, ReduceL1) in the small
+//! the reductions (ArgMax, ArgMin, ReduceLogSumExp, ReduceLogSum, ReduceL1) and a written-out
+//! Softmax and LogSoftmax (which must become one op each) in the small
 //! models of scripts/gen_extra_ops.py, generated with onnxruntime's outputs when the test
 //! runs. Each model is compiled with the `tessera` CLI for 1 and 2 devices, run from its plan
 //! on CPU devices as `tessera-run` runs it (`open_plan`, then `run_plan`), and compared with
@@ -23,7 +24,13 @@ use tessera_runtime::exec::{run_plan, RunOptions};
 const TOLERANCE: f64 = 1e-4;
 
 /// The models the script writes.
-const MODELS: [&str; 4] = ["activations", "trig", "reductions", "split_reductions"];
+const MODELS: [&str; 5] = [
+    "activations",
+    "trig",
+    "reductions",
+    "split_reductions",
+    "decomposed_softmax",
+];
 
 /// Generates the models into `dir`; false (after saying why) when python3 or its packages
 /// are missing.
@@ -162,6 +169,28 @@ fn check_splits(model: &str, plan: &Plan) {
     }
 }
 
+/// On any device count: the written-out softmax and log-softmax are one Softmax op each
+/// (the canonical rules `softmax` and `log-softmax`), with no Exp left.
+fn check_canonical(model: &str, plan: &Plan) {
+    if model != "decomposed_softmax" {
+        return;
+    }
+    let ops: Vec<&Op> = plan.graph.nodes.iter().map(|n| &n.op).collect();
+    let mut softmax: Vec<(usize, bool)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Softmax(a) => Some((a.axis, a.log)),
+            _ => None,
+        })
+        .collect();
+    softmax.sort_unstable();
+    assert_eq!(softmax, vec![(1, true), (2, false)], "{model}: {ops:?}");
+    assert!(
+        !ops.iter().any(|op| op.name() == "Exp"),
+        "{model}: an Exp is left: {ops:?}"
+    );
+}
+
 #[test]
 fn extra_ops_match_onnxruntime_on_1_and_2_devices() {
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -173,6 +202,7 @@ fn extra_ops_match_onnxruntime_on_1_and_2_devices() {
             let label = format!("{model} N={n}");
             let plan_path = compile(tmp.path(), model, n);
             let plan = run_and_compare(&plan_path, &tmp.path().join(model), &label);
+            check_canonical(model, &plan);
             if n == 2 {
                 check_splits(model, &plan);
             }

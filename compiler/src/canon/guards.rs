@@ -6,7 +6,7 @@
 use super::analysis::CanonGraph;
 use super::lang::{CNode, QWEIGHT};
 use egg::{Id, Subst, Var};
-use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind, TransposeAttrs};
+use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind, SoftmaxAttrs, TransposeAttrs};
 use tessera_ir::{DType, Op, Tensor, TensorData};
 
 /// A guard of the vocabulary (the names are those of the rules file).
@@ -54,6 +54,9 @@ pub enum Guard {
     SameLastDim(Var, Var),
     /// `last_axis_vector(?b)`: every dim of ?b but the last is 1 (a bias over the last axis).
     LastAxisVector(Var),
+    /// `same_one_axis(?a, ?b)`: the reductions ?a and ?b both reduce exactly one axis, the
+    /// same one, keeping dims (a softmax's max and sum).
+    SameOneAxis(Var, Var),
 }
 
 /// Names and arities of the guards, for the parser and `tessera rules`.
@@ -76,6 +79,7 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("contracts", 2),
     ("same_last_dim", 2),
     ("last_axis_vector", 1),
+    ("same_one_axis", 2),
 ];
 
 fn class(subst: &Subst, v: &Var) -> Option<Id> {
@@ -202,6 +206,12 @@ impl Guard {
                 let sb = ty(eg, s, b)?.1;
                 sb.iter().rev().skip(1).all(|&d| d == 1)
             }
+            Guard::SameOneAxis(a, b) => match (attr(eg, s, a)?, attr(eg, s, b)?) {
+                (Op::Reduce(p), Op::Reduce(q)) => {
+                    p.keepdims && q.keepdims && p.axes.len() == 1 && p.axes == q.axes
+                }
+                _ => false,
+            },
             Guard::ZeroPoint(z, q) => {
                 let (qd, qs) = {
                     let t = leaf_of(eg, class(s, q)?)?;
@@ -288,6 +298,17 @@ pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> 
             } else {
                 Op::RmsNorm(attrs)
             };
+            Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
+        "softmax_attr" | "log_softmax_attr" => {
+            let Op::Reduce(r) = attr_of(eg, *args.first()?)? else {
+                return None;
+            };
+            let [axis] = r.axes[..] else { return None };
+            let op = Op::Softmax(SoftmaxAttrs {
+                axis,
+                log: name == "log_softmax_attr",
+            });
             Some(CNode::Attr(eg.analysis.interner.op(&op)))
         }
         "ones" | "zeros" => {

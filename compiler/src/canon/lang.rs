@@ -224,13 +224,17 @@ const ATTR_OPS: &[&str] = &[
 /// appear in the e-graph): `gelu_erf`, `gelu_tanh` (GELU attributes), `layer_norm_attr ?axes
 /// ?eps` and `rms_norm_attr ?axes ?eps` (norm attributes from a reduction's axes and an
 /// epsilon constant), `ones ?axes ?x` and `zeros ?axes ?x` (constants of the normalised
-/// shape), `transpose_2d` (the Transpose attribute that swaps the two axes of a matrix).
+/// shape), `transpose_2d` (the Transpose attribute that swaps the two axes of a matrix),
+/// `softmax_attr ?axes` and `log_softmax_attr ?axes` (the (Log)Softmax attribute over a
+/// one-axis reduction's axis).
 pub const CONSTRUCTORS: &[&str] = &[
     "transpose_2d",
     "gelu_erf",
     "gelu_tanh",
     "layer_norm_attr",
     "rms_norm_attr",
+    "softmax_attr",
+    "log_softmax_attr",
     "ones",
     "zeros",
 ];

@@ -103,6 +103,7 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         "stored_weight" => Guard::StoredWeight(var(0)?),
         "contracts" => Guard::Contracts(var(0)?, var(1)?),
         "same_last_dim" => Guard::SameLastDim(var(0)?, var(1)?),
+        "same_one_axis" => Guard::SameOneAxis(var(0)?, var(1)?),
         "last_axis_vector" => Guard::LastAxisVector(var(0)?),
         // The arity table above lists exactly the names matched here.
         _ => Guard::ZeroPoint(var(0)?, var(1)?),
@@ -123,6 +124,7 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::LastAxisVector(v) => vec![*v],
         Guard::CastNoop(a, b)
         | Guard::SameLastDim(a, b)
+        | Guard::SameOneAxis(a, b)
         | Guard::Contracts(a, b)
         | Guard::TrailingMean(a, b)
         | Guard::BroadcastsTo(a, b)
