@@ -199,6 +199,54 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
+/// Cephes `logf` coefficients of `ln(1 + t) − t + t²/2 = t³·P(t)` on t ∈ [√½ − 1, √2 − 1]
+/// (Horner order).
+const LN_P: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+
+/// `ln(x)` in f32, branch-free so loops over it vectorise (libm's `logf` is a call per
+/// element): `x = m·2^e` with m ∈ [√½, √2) from the bits, Cephes `logf`'s degree-8
+/// polynomial in `m − 1`, and `e·ln2` in two parts. Subnormals are scaled by 2^23 first;
+/// ln(0) = −∞, ln(+∞) = +∞, negative and NaN give NaN. Relative error below 3e-7 (plain
+/// multiplies and adds, so the baseline build computes the same bits).
+#[inline(always)]
+pub(crate) fn ln(x: f32) -> f32 {
+    let sub = x < f32::MIN_POSITIVE;
+    let xs = if sub { x * 8_388_608.0 } else { x };
+    let bits = xs.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 126 - if sub { 23 } else { 0 };
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000); // [0.5, 1)
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    let (e, t) = if small {
+        (e - 1, m + m - 1.0)
+    } else {
+        (e, m - 1.0)
+    };
+    let z = t * t;
+    let p = LN_P.iter().fold(0.0f32, |acc, &c| acc * t + c);
+    let ef = e as f32;
+    let y = p * t * z + ef * EXP_LN2_LO - 0.5 * z;
+    let r = t + y + ef * EXP_LN2_HI;
+    if x.is_nan() || x < 0.0 {
+        f32::NAN
+    } else if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x == f32::INFINITY {
+        x
+    } else {
+        r
+    }
+}
+
 /// The logistic function `1 / (1 + e^-x)` (relative error below 4e-7; exactly 0 below
 /// x = -88 and 1 above 87), branch-free so loops over it vectorise: `e^-x` by
 /// [`exp_in_range`] on `-x` clamped to [-87, 88] (SiLU after every Conv of an EfficientNet
@@ -291,6 +339,33 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_matches_f64() {
+        let mut worst = 0f64;
+        let mut x = 1e-44f32;
+        while x < 3e38 {
+            let want = (x as f64).ln();
+            let e = (ln(x) as f64 - want).abs() / want.abs().max(1e-30);
+            // Near x = 1 the result is tiny: compare with an absolute bound there.
+            let e = if want.abs() < 1e-3 {
+                (ln(x) as f64 - want).abs() / 1e-3
+            } else {
+                e
+            };
+            assert!(e < 1e-6, "ln({x}) = {} vs {want}", ln(x));
+            worst = worst.max(e);
+            // At least the next float (a product rounds back to x among subnormals).
+            x = (x * 1.000_37).max(f32::from_bits(x.to_bits() + 1));
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        for x in [0.999_99f32, 1.0, 1.000_01, 0.5, 2.0, std::f32::consts::E] {
+            assert!((ln(x) as f64 - (x as f64).ln()).abs() < 1e-7, "ln({x})");
+        }
+        assert_eq!(ln(0.0), f32::NEG_INFINITY);
+        assert_eq!(ln(f32::INFINITY), f32::INFINITY);
+        assert!(ln(-1.0).is_nan() && ln(f32::NAN).is_nan());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
         UnaryOp::Sqrt => f32::sqrt,
         UnaryOp::Reciprocal => |x| 1.0 / x,
         UnaryOp::Exp => simd::exp,
-        UnaryOp::Log => f32::ln,
+        UnaryOp::Log => simd::ln,
         UnaryOp::Erf => erf,
         UnaryOp::Tanh => simd::tanh,
         UnaryOp::Sigmoid => simd::sigmoid,
@@ -181,6 +181,7 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
             ),
         ),
         (TensorData::F32(v), UnaryOp::Exp) => make(x.dtype, shape, map_wide(v, simd::exp)),
+        (TensorData::F32(v), UnaryOp::Log) => make(x.dtype, shape, map_wide(v, simd::ln)),
         (TensorData::F32(v), UnaryOp::Tanh) => make(x.dtype, shape, map_wide(v, simd::tanh)),
         (TensorData::F32(v), UnaryOp::Sigmoid) => make(x.dtype, shape, map_wide(v, simd::sigmoid)),
         (TensorData::F32(v), UnaryOp::Silu) => make(

@@ -323,6 +323,19 @@ impl Runner<'_> {
                             .iter_mut()
                             .zip(a)
                             .for_each(|(y, &v)| *y = v * crate::simd::sigmoid(v)),
+                        // Monomorphised, as the kinds above: through `float_fn`'s pointer
+                        // these are calls per element (libm's in the baseline build).
+                        UnaryOp::Log => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = crate::simd::ln(v)),
+                        UnaryOp::Floor => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.floor()),
+                        UnaryOp::Ceil => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.ceil()),
+                        UnaryOp::Round => r
+                            .iter_mut()
+                            .zip(a)
+                            .for_each(|(y, &v)| *y = v.round_ties_even()),
+                        UnaryOp::Abs => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.abs()),
                         other => {
                             // Checked before the loop: every program kind has a float form.
                             if let Ok(f) = float_fn(other) {
