@@ -172,3 +172,106 @@ fn bad_inputs_are_one_line_errors_naming_the_node() {
         assert_mentions(&s, parts);
     }
 }
+
+/// A 4-D float input x ([1, 8, 4, 6]) into one `op` node with `attrs` (and, for Tile,
+/// `repeats` as an int64 initializer or a graph input when `None`).
+fn layout_node(
+    op: &str,
+    repeats: Option<Option<&[i64]>>,
+    attrs: Vec<onnx_protobuf::AttributeProto>,
+) -> ModelBuilder {
+    let mut b = ModelBuilder::new(18);
+    b.input("x", FLOAT, &[D::N(1), D::N(8), D::N(4), D::N(6)]);
+    let mut inputs = vec!["x"];
+    match repeats {
+        Some(Some(r)) => {
+            b.init_i64("r", &[r.len() as i64], r);
+            inputs.push("r");
+        }
+        Some(None) => {
+            b.input("r", INT64, &[D::N(4)]);
+            inputs.push("r");
+        }
+        None => {}
+    }
+    b.node_in("", op, &inputs, &["y"], attrs).output("y");
+    b
+}
+
+#[test]
+fn tile_depth_space_and_is_inf_lower_to_existing_ops() {
+    let m = import(&layout_node("Tile", Some(Some(&[2, 1, 3, 1])), vec![])).unwrap();
+    assert_eq!(ops(&m), ["Reshape", "Expand", "Reshape"]);
+    let out = m.graph.tensor(m.graph.outputs[0]);
+    assert_eq!(out.shape, vec![2, 8, 12, 6]);
+    for (mode, perm) in [("DCR", [0, 3, 4, 1, 5, 2]), ("CRD", [0, 1, 4, 2, 5, 3])] {
+        let m = import(&layout_node(
+            "DepthToSpace",
+            None,
+            vec![attr_int("blocksize", 2), attr_str("mode", mode)],
+        ))
+        .unwrap();
+        assert_eq!(ops(&m), ["Reshape", "Transpose", "Reshape"]);
+        assert!(matches!(&m.graph.nodes[1].op, Op::Transpose(t) if t.perm == perm));
+        assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![1, 2, 8, 12]);
+    }
+    let m = import(&layout_node(
+        "SpaceToDepth",
+        None,
+        vec![attr_int("blocksize", 2)],
+    ))
+    .unwrap();
+    assert_eq!(m.graph.tensor(m.graph.outputs[0]).shape, vec![1, 32, 2, 3]);
+    let m = import(&layout_node("IsInf", None, vec![])).unwrap();
+    assert_eq!(ops(&m), ["Equal", "Equal", "Or"]);
+    assert_eq!(m.graph.tensor(m.graph.outputs[0]).dtype, DType::Bool);
+}
+
+#[test]
+fn bad_layout_inputs_are_one_line_errors_naming_the_node() {
+    let cases: Vec<(ModelBuilder, &[&str])> = vec![
+        (
+            layout_node("Tile", Some(None), vec![]),
+            &["Tile", "input 1", "must be a constant"],
+        ),
+        (
+            layout_node("Tile", Some(Some(&[2, 2])), vec![]),
+            &["Tile", "one entry per axis"],
+        ),
+        (
+            layout_node("Tile", Some(Some(&[1, -1, 1, 1])), vec![]),
+            &["Tile", "non-negative"],
+        ),
+        (
+            layout_node("DepthToSpace", None, vec![attr_int("blocksize", 3)]),
+            &[
+                "DepthToSpace",
+                "8 channels do not divide into blocks of 3x3",
+            ],
+        ),
+        (
+            layout_node(
+                "DepthToSpace",
+                None,
+                vec![attr_int("blocksize", 2), attr_str("mode", "XYZ")],
+            ),
+            &["DepthToSpace", "unknown mode 'XYZ'"],
+        ),
+        (
+            layout_node("SpaceToDepth", None, vec![attr_int("blocksize", 4)]),
+            &["SpaceToDepth", "not multiples of blocksize 4"],
+        ),
+        (
+            layout_node("SpaceToDepth", None, vec![attr_int("blocksize", 0)]),
+            &["SpaceToDepth", "blocksize must be at least 1"],
+        ),
+        (
+            one_node(18, "IsInf", INT64, &[], vec![]),
+            &["IsInf", "expects a float input"],
+        ),
+    ];
+    for (b, parts) in cases {
+        let s = import(&b).expect_err(parts[0]);
+        assert_mentions(&s, parts);
+    }
+}

@@ -15,6 +15,7 @@ mod conv;
 mod dropout;
 mod elementwise;
 mod gather;
+mod layout_extra;
 mod logic;
 mod matmul;
 mod misc;
@@ -81,6 +82,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     dropout::OPS,
     elementwise::OPS,
     gather::OPS,
+    layout_extra::OPS,
     logic::OPS,
     matmul::OPS,
     misc::OPS,
