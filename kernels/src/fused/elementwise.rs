@@ -336,6 +336,13 @@ impl Runner<'_> {
                             .zip(a)
                             .for_each(|(y, &v)| *y = v.round_ties_even()),
                         UnaryOp::Abs => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.abs()),
+                        // A `for` loop: `for_each`'s `Zip::fold` was left outlined
+                        // (baseline build) around this larger body.
+                        UnaryOp::Softplus => {
+                            for (y, &v) in r.iter_mut().zip(a) {
+                                *y = crate::simd::softplus(v);
+                            }
+                        }
                         other => {
                             // Checked before the loop: every program kind has a float form.
                             if let Ok(f) = float_fn(other) {
