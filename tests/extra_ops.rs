@@ -11,8 +11,7 @@
 //! lacks onnx, numpy or onnxruntime.
 mod common;
 
-use common::{read_npy, root, sanitize, tessera};
-use std::collections::BTreeMap;
+use common::{npys, root, sanitize, tessera};
 use std::path::Path;
 use tessera_ir::layout::Layout;
 use tessera_ir::plan::Plan;
@@ -56,22 +55,6 @@ fn generate(dir: &Path) -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     true
-}
-
-/// `PREFIX<name>.npy` files of `dir`, by name.
-fn npys(dir: &Path, prefix: &str) -> BTreeMap<String, tessera_ir::Tensor> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = e.expect("dir entry").path();
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        if let Some(name) = file
-            .strip_prefix(prefix)
-            .and_then(|f| f.strip_suffix(".npy"))
-        {
-            out.insert(name.to_string(), read_npy(&path));
-        }
-    }
-    out
 }
 
 /// Compiles `model` for `n` devices; returns the plan's path.
