@@ -18,6 +18,10 @@ pub enum Guard {
     Scalar(Var),
     /// `param(?v)`: ?v is computed from weights and constants only.
     Param(Var),
+    /// `some_param(?a, ?b)`: ?a or ?b is computed from weights and constants only (a
+    /// regrouping of a product that brings a parameter to another factor; regrouping two
+    /// activations is what makes the classes of a long product grow as its subsets).
+    SomeParam(Var, Var),
     /// `float(?v)`: ?v has a float element type.
     Float(Var),
     /// `int_weight(?q)`: ?q is a weight of the source graph stored as int8 or uint8.
@@ -64,6 +68,7 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("const", 2),
     ("scalar", 1),
     ("param", 1),
+    ("some_param", 2),
     ("float", 1),
     ("int_weight", 1),
     ("cast_noop", 2),
@@ -144,6 +149,7 @@ impl Guard {
             Guard::Const(v, val) => all_equal(konst(eg, s, v)?, *val),
             Guard::Scalar(v) => konst(eg, s, v)?.numel() == 1,
             Guard::Param(v) => eg[class(s, v)?].data.param,
+            Guard::SomeParam(a, b) => eg[class(s, a)?].data.param || eg[class(s, b)?].data.param,
             Guard::Float(v) => is_float(ty(eg, s, v)?.0),
             Guard::IntWeight(v) => {
                 let t = leaf_of(eg, class(s, v)?)?;

@@ -153,6 +153,17 @@ pub fn canonicalize(
         .with_time_limit(limits.time)
         .run(&rewrites);
     let mut applied = BTreeMap::new();
+    if std::env::var_os("TESSERA_CANON_DEBUG").is_some() {
+        for (i, it) in runner.iterations.iter().enumerate() {
+            let mut top: Vec<_> = it.applied.iter().collect();
+            top.sort_by_key(|(_, n)| std::cmp::Reverse(**n));
+            top.truncate(6);
+            eprintln!(
+                "canon iter {i}: {} nodes {} classes {:?}",
+                it.egraph_nodes, it.egraph_classes, top
+            );
+        }
+    }
     for it in &runner.iterations {
         for (name, n) in &it.applied {
             *applied.entry(name.to_string()).or_insert(0) += n;

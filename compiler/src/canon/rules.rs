@@ -90,6 +90,7 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         }
         "scalar" => Guard::Scalar(var(0)?),
         "param" => Guard::Param(var(0)?),
+        "some_param" => Guard::SomeParam(var(0)?, var(1)?),
         "float" => Guard::Float(var(0)?),
         "int_weight" => Guard::IntWeight(var(0)?),
         "cast_noop" => Guard::CastNoop(var(0)?, var(1)?),
@@ -123,6 +124,7 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::StoredWeight(v)
         | Guard::LastAxisVector(v) => vec![*v],
         Guard::CastNoop(a, b)
+        | Guard::SomeParam(a, b)
         | Guard::SameLastDim(a, b)
         | Guard::SameOneAxis(a, b)
         | Guard::Contracts(a, b)
