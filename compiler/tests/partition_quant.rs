@@ -24,6 +24,7 @@ fn two_matmuls_with(quantised: bool, scale_rows: usize) -> (tessera_ir::Graph, T
     let w1 = if quantised {
         let file = |name: &str, dtype: DType, shape: Vec<usize>, offset| Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype,
             data: WeightData::File {

@@ -66,9 +66,38 @@ pub struct Weight {
     /// the same `perm`. `None`: stored as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perm: Option<Vec<usize>>,
+    /// Stored at `bits` bits per element (2 or 4; `dtype` I8 sign-extends, U8 does not),
+    /// packed from the low bits of each byte up: stored element `i` is bits
+    /// `(i·bits) mod 8 ..` of byte `i·bits / 8`, as ONNX INT4/UINT4 tensors and
+    /// onnxruntime's MatMulNBits weights store them. `None`: one element per `dtype` size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed_bits: Option<u8>,
 }
 
 impl Weight {
+    /// Bytes that `numel` stored elements take (whole bytes; packed elements share them).
+    pub fn stored_bytes(&self, numel: usize) -> usize {
+        match self.packed_bits {
+            Some(b) => numel.saturating_mul(b as usize).div_ceil(8),
+            None => numel.saturating_mul(self.dtype.size_bytes()),
+        }
+    }
+
+    /// Checks [`Weight::packed_bits`]: 2 or 4 bits of an 8-bit integer dtype.
+    pub fn check_packing(&self) -> Result<(), IrError> {
+        match self.packed_bits {
+            None => Ok(()),
+            Some(2 | 4) if matches!(self.dtype, DType::I8 | DType::U8) => Ok(()),
+            Some(b) => Err(IrError::Tensor {
+                name: self.name.clone(),
+                msg: format!(
+                    "packed at {b} bits per element as {}: only 2 or 4 bits of i8/u8",
+                    self.dtype
+                ),
+            }),
+        }
+    }
+
     /// Logical element type (`quant.dtype` if quantised, else `dtype`).
     pub fn logical_dtype(&self) -> DType {
         self.quant.as_ref().map_or(self.dtype, |q| q.dtype)
@@ -140,7 +169,7 @@ impl Weight {
     /// weight's), with the scale and zero-point blocks it touches (a part that starts on a
     /// block boundary, as even splits of a [`Weight::splittable`] axis do).
     pub fn part_bytes(&self, local: &[usize]) -> usize {
-        let stored = crate::numel(local).saturating_mul(self.dtype.size_bytes());
+        let stored = self.stored_bytes(crate::numel(local));
         let Some(q) = &self.quant else { return stored };
         q.params().fold(stored, |acc, p| {
             let shape: Vec<usize> = (0..p.shape.len())
@@ -152,7 +181,7 @@ impl Weight {
                     }
                 })
                 .collect();
-            acc.saturating_add(crate::numel(&shape).saturating_mul(p.dtype.size_bytes()))
+            acc.saturating_add(p.stored_bytes(crate::numel(&shape)))
         })
     }
 
@@ -161,6 +190,7 @@ impl Weight {
     /// dtype, each of their extents 1 or dividing the weight's, neither quantised itself.
     /// Succeeds for an unquantised weight.
     pub fn check_quant(&self) -> Result<(), IrError> {
+        self.check_packing()?;
         let Some(q) = &self.quant else { return Ok(()) };
         let err = |msg: String| IrError::Tensor {
             name: self.name.clone(),
@@ -218,6 +248,7 @@ impl Weight {
     pub fn constant(name: impl Into<String>, tensor: Tensor) -> Weight {
         Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype: tensor.dtype,
             shape: tensor.shape.clone(),
@@ -304,6 +335,7 @@ mod tests {
         let length = (crate::numel(&shape) * dtype.size_bytes()) as u64;
         Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype,
             shape,
@@ -366,6 +398,7 @@ mod tests {
         for bad in [vec![0, 0], vec![1], vec![0, 2]] {
             let b = Weight {
                 perm: Some(bad),
+                packed_bits: None,
                 quant: None,
                 ..w.clone()
             };

@@ -21,6 +21,7 @@ fn plan() -> Plan {
     let x = g.add_input("x", DType::F32, vec![4]);
     let file_weight = |name: &str, path: &str, offset| Weight {
         perm: None,
+        packed_bits: None,
         name: name.into(),
         dtype: DType::F32,
         shape: vec![4],
@@ -36,6 +37,7 @@ fn plan() -> Plan {
     g.add_weight(file_weight("c", "w.bin", 16));
     g.add_weight(Weight {
         perm: None,
+        packed_bits: None,
         name: "mask".into(),
         dtype: DType::F32,
         shape: vec![2],

@@ -243,6 +243,7 @@ mod tests {
         let x = g.add_input("x", DType::F32, vec![2, 3]);
         let wt = g.add_weight(Weight {
             perm: None,
+            packed_bits: None,
             name: "W".into(),
             dtype: DType::F32,
             shape: vec![3, 2],
@@ -255,6 +256,7 @@ mod tests {
         });
         let b = g.add_weight(Weight {
             perm: None,
+            packed_bits: None,
             name: "b".into(),
             dtype: DType::F32,
             shape: vec![2],

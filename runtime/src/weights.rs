@@ -286,7 +286,9 @@ impl WeightStore {
             msg,
         };
         let es = w.dtype.size_bytes();
+        w.check_packing().map_err(|e| err(e.to_string()))?;
         let expected = tessera_ir::checked_bytes(&w.shape, w.dtype)
+            .map(|_| w.stored_bytes(tessera_ir::numel(&w.shape)))
             .ok_or_else(|| err(format!("{}{:?} overflows a size", w.dtype, w.shape)))?;
         if length != expected as u64 {
             return Err(err(format!(
@@ -307,6 +309,19 @@ impl WeightStore {
             )));
         };
         let data = &bytes[offset as usize..end as usize];
+        if let Some(bits) = w.packed_bits {
+            // Sub-byte elements: unpacked whole, then sliced (a slice's rows need not start
+            // on a byte).
+            let values = unpack(
+                data,
+                bits,
+                w.dtype == DType::I8,
+                tessera_ir::numel(&w.shape),
+            );
+            let t = Tensor::new(w.dtype, w.shape.clone(), TensorData::I64(values))
+                .map_err(|e| err(e.to_string()))?;
+            return inline_slice(w, &t, slice);
+        }
         let Some(s) = slice else {
             return Tensor::new(w.dtype, w.shape.clone(), decode(w.dtype, data))
                 .map_err(|e| err(e.to_string()));
@@ -371,6 +386,25 @@ fn concat_data(dtype: DType, chunks: Vec<TensorData>) -> TensorData {
     acc
 }
 
+/// The first `n` elements of `bits`-bit integers packed from the low bits of each byte up
+/// (`bits` 2 or 4, which divide 8), sign-extended when `signed`.
+fn unpack(bytes: &[u8], bits: u8, signed: bool, n: usize) -> Vec<i64> {
+    let per_byte = (8 / bits) as usize;
+    let mask = (1u8 << bits) - 1;
+    let shift = 8 - bits as u32;
+    (0..n)
+        .map(|i| {
+            let v = (bytes[i / per_byte] >> ((i % per_byte) as u32 * bits as u32)) & mask;
+            if signed {
+                // The element's sign bit to bit 7, then an arithmetic shift back.
+                (((v << shift) as i8) >> shift) as i64
+            } else {
+                v as i64
+            }
+        })
+        .collect()
+}
+
 /// Decodes little-endian bytes of `dtype` (a whole number of elements) into host storage.
 pub fn decode(dtype: DType, bytes: &[u8]) -> TensorData {
     fn le<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -422,6 +456,7 @@ mod tests {
         let length = (shape.iter().product::<usize>() * dtype.size_bytes()) as u64;
         Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype,
             shape,
@@ -480,6 +515,58 @@ mod tests {
             .unwrap();
         assert_eq!(r.as_f32().unwrap(), &[8.0, 9.0, 10.0, 11.0]);
         assert_eq!(store.mapped_files(), 1);
+    }
+
+    #[test]
+    fn packed_weights_unpack_signed_and_unsigned_and_slice() {
+        // 4-bit: a 2×3 tensor packed low nibble first: values 1, -2, 7, -8, 0, 5 (int4).
+        let vals: [i64; 6] = [1, -2, 7, -8, 0, 5];
+        let nib = |v: i64| (v as u8) & 0xF;
+        let bytes: Vec<u8> = vals
+            .chunks(2)
+            .map(|p| nib(p[0]) | (nib(p[1]) << 4))
+            .collect();
+        assert_eq!(unpack(&bytes, 4, true, 6), vals);
+        let unsigned: Vec<i64> = vals.iter().map(|&v| nib(v) as i64).collect();
+        assert_eq!(unpack(&bytes, 4, false, 6), unsigned);
+        // 2-bit: 0b11_10_01_00 holds 0, 1, 2, 3 (unsigned), 0, 1, -2, -1 (signed).
+        assert_eq!(unpack(&[0b1110_0100], 2, false, 4), [0, 1, 2, 3]);
+        assert_eq!(unpack(&[0b1110_0100], 2, true, 4), [0, 1, -2, -1]);
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "w.bin", &[&[0xEE][..], &bytes].concat());
+        write(dir.path(), "model.onnx", b"");
+        let store = WeightStore::open(&dir.path().join("model.onnx")).unwrap();
+        let mut w = file_weight("w", DType::I8, vec![2, 3], "w.bin", 1);
+        w.packed_bits = Some(4);
+        let WeightData::File { length, .. } = &mut w.data else {
+            unreachable!("file_weight makes a file weight")
+        };
+        *length = 3;
+        assert_eq!(w.size_bytes(), 3, "6 4-bit values are 3 bytes");
+        assert_eq!(store.load(&w, None).unwrap().as_i64().unwrap(), &vals);
+        // Column 1 of both rows: its elements straddle bytes.
+        let col = AxisSlice {
+            axis: 1,
+            start: 1,
+            end: 2,
+        };
+        let s = store.load(&w, Some(&col)).unwrap();
+        assert_eq!(
+            (s.shape.clone(), s.as_i64().unwrap()),
+            (vec![2, 1], &[-2, 0][..])
+        );
+        // A length that does not match the packed size, and a width that cannot be packed.
+        let mut bad = w.clone();
+        if let WeightData::File { length, .. } = &mut bad.data {
+            *length = 6;
+        }
+        let e = store.load(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("length 6 bytes"), "{e}");
+        bad = w.clone();
+        bad.packed_bits = Some(3);
+        let e = store.load(&bad, None).unwrap_err().to_string();
+        assert!(e.contains("only 2 or 4 bits"), "{e}");
     }
 
     #[test]
@@ -550,6 +637,7 @@ mod tests {
         let t = Tensor::i64(vec![2, 3], vec![0, 1, 2, 3, 4, 5]);
         let w = Weight {
             perm: None,
+            packed_bits: None,
             name: "c".into(),
             dtype: DType::I64,
             shape: vec![2, 3],
@@ -582,6 +670,7 @@ mod tests {
             data: WeightData::Inline { tensor: stored },
             quant: None,
             perm: Some(vec![1, 0]),
+            packed_bits: None,
         };
         let store = WeightStore::with_dir(".");
         let whole = store.load(&w, None).unwrap();
@@ -604,6 +693,7 @@ mod tests {
         );
         let bad = Weight {
             perm: Some(vec![0, 0]),
+            packed_bits: None,
             ..w
         };
         let e = store.load(&bad, None).unwrap_err().to_string();

@@ -18,6 +18,7 @@ use tessera_runtime::weights::WeightStore;
 fn weight(path: &str) -> Weight {
     Weight {
         perm: None,
+        packed_bits: None,
         name: "emb".into(),
         dtype: DType::F32,
         shape: vec![2],

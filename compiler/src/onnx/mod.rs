@@ -153,7 +153,7 @@ fn import(
         .filter(|n| !n.is_empty())
         .cloned()
         .collect();
-    let mut walker = walk::Walker::new(opset, used);
+    let mut walker = walk::Walker::new(parsed.opsets.clone(), used);
     let mut initializer_names = HashSet::new();
     for t in &graph_proto.initializer {
         let weight = tensor_proto::initializer_weight(
@@ -266,9 +266,8 @@ fn find_unsupported(
     for (i, n) in nodes.iter().enumerate() {
         let domain = parse::canonical_domain(&n.domain);
         let opset = opsets.get(domain).copied().unwrap_or(0);
-        let ok = domain.is_empty()
-            && (MIN_OPSET..=MAX_OPSET).contains(&opset)
-            && ops::lookup(&n.op_type, opset).is_some();
+        let ok = (!domain.is_empty() || (MIN_OPSET..=MAX_OPSET).contains(&opset))
+            && ops::lookup(domain, &n.op_type, opset).is_some();
         if !ok {
             out.push(UnsupportedOp {
                 domain: n.domain.clone(),

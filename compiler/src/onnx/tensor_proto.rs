@@ -14,9 +14,11 @@ pub(crate) fn dtype_and_shape(
     t: &TensorProto,
     name: &str,
 ) -> Result<(DType, Vec<usize>), ImportError> {
-    let dtype = DType::from_onnx_code(t.data_type).ok_or_else(|| {
-        ImportError::tensor(name, format!("unsupported ONNX data type {}", t.data_type))
-    })?;
+    let dtype = DType::from_onnx_code(t.data_type)
+        .or_else(|| packed_type(t.data_type).map(|(d, _)| d))
+        .ok_or_else(|| {
+            ImportError::tensor(name, format!("unsupported ONNX data type {}", t.data_type))
+        })?;
     let shape = t
         .dims
         .iter()
@@ -29,6 +31,31 @@ pub(crate) fn dtype_and_shape(
     tessera_ir::check_tensor_size(&shape, dtype)
         .map_err(|e| ImportError::tensor(name, e.to_string()))?;
     Ok((dtype, shape))
+}
+
+/// ONNX's sub-byte integer types as (the 8-bit dtype whose values they take, bits per
+/// element): UINT4 (21) and INT4 (22), stored two per byte, low nibble first.
+pub(crate) fn packed_type(code: i32) -> Option<(DType, u8)> {
+    match code {
+        21 => Some((DType::U8, 4)),
+        22 => Some((DType::I8, 4)),
+        _ => None,
+    }
+}
+
+/// The `n` 4-bit values of `bytes` (low nibble first), sign-extended when `signed`.
+fn unpack4(bytes: impl Iterator<Item = u8>, signed: bool, n: usize) -> Vec<i64> {
+    bytes
+        .flat_map(|b| [b & 0xF, b >> 4])
+        .take(n)
+        .map(|v| {
+            if signed {
+                (((v << 4) as i8) >> 4) as i64
+            } else {
+                v as i64
+            }
+        })
+        .collect()
 }
 
 /// True when the tensor's bytes live in an external file.
@@ -47,6 +74,28 @@ pub fn decode(t: &TensorProto, name: &str) -> Result<Tensor, ImportError> {
         ));
     }
     let n = numel(&shape);
+    if let Some((_, bits)) = packed_type(t.data_type) {
+        let signed = dtype == DType::I8;
+        let bytes = if t.raw_data.is_empty() {
+            // Typed storage: int32_data holds one packed byte per element.
+            unpack4(t.int32_data.iter().map(|&x| x as u8), signed, n)
+        } else {
+            unpack4(t.raw_data.iter().copied(), signed, n)
+        };
+        let stored = if t.raw_data.is_empty() {
+            t.int32_data.len()
+        } else {
+            t.raw_data.len()
+        };
+        if stored != (n * bits as usize).div_ceil(8) {
+            return Err(ImportError::tensor(
+                name,
+                format!("{stored} bytes stored for {bits}-bit {dtype} {shape:?}"),
+            ));
+        }
+        return Tensor::new(dtype, shape, TensorData::I64(bytes))
+            .map_err(|e| ImportError::tensor(name, e.to_string()));
+    }
     let data = if !t.raw_data.is_empty() {
         decode_raw(&t.raw_data, dtype, n).ok_or_else(|| {
             ImportError::tensor(
@@ -140,7 +189,11 @@ pub(crate) fn initializer_weight(
 ) -> Result<Weight, ImportError> {
     let name = t.name.as_str();
     let (dtype, shape) = dtype_and_shape(t, name)?;
-    let expected = (numel(&shape) * dtype.size_bytes()) as u64;
+    let packed_bits = packed_type(t.data_type).map(|(_, b)| b);
+    let expected = match packed_bits {
+        Some(b) => (numel(&shape) * b as usize).div_ceil(8),
+        None => numel(&shape) * dtype.size_bytes(),
+    } as u64;
     let data = if is_external(t) {
         let data = external_location(t, expected)?;
         if let WeightData::File { path, .. } = &data {
@@ -166,8 +219,11 @@ pub(crate) fn initializer_weight(
             tensor: decode(t, name)?,
         }
     };
+    // Inline tensors hold their values unpacked; file bytes stay packed.
+    let packed_bits = packed_bits.filter(|_| matches!(data, WeightData::File { .. }));
     Ok(Weight {
         perm: None,
+        packed_bits,
         name: name.into(),
         dtype,
         shape,

@@ -62,6 +62,7 @@ fn materialize(
             },
             quant: None,
             perm: None,
+            packed_bits: None,
         },
         (None, None) => {
             return Err(ImportError::tensor(
@@ -86,7 +87,8 @@ enum Slot {
 
 /// The walk state.
 pub(crate) struct Walker {
-    opset: i64,
+    /// Opset version of each imported domain (`""`: the default domain).
+    opsets: BTreeMap<String, i64>,
     /// The graph being built.
     pub graph: Graph,
     values: HashMap<String, Value>,
@@ -99,12 +101,12 @@ pub(crate) struct Walker {
 }
 
 impl Walker {
-    /// A walker for a model whose default-domain opset is `opset`; `used` holds the value
-    /// names that some node reads or that are graph outputs (optional node outputs outside
-    /// it are not bound).
-    pub fn new(opset: i64, used: HashSet<String>) -> Walker {
+    /// A walker for a model that imports `opsets` (domain → version, `""` the default
+    /// domain); `used` holds the value names that some node reads or that are graph outputs
+    /// (optional node outputs outside it are not bound).
+    pub fn new(opsets: BTreeMap<String, i64>, used: HashSet<String>) -> Walker {
         Walker {
-            opset,
+            opsets,
             graph: Graph::new(),
             values: HashMap::new(),
             used,
@@ -150,9 +152,14 @@ impl Walker {
             node.name.clone()
         };
         let op_type = node.op_type.as_str();
-        let convert = ops::lookup(op_type, self.opset)
+        let domain = super::parse::canonical_domain(&node.domain);
+        let opset = self.opsets.get(domain).copied().unwrap_or(0);
+        let convert = ops::lookup(domain, op_type, opset)
             .ok_or_else(|| ImportError::node(&name, op_type, "unsupported op"))?;
-        ops::check_attributes(node, &name, self.opset)?;
+        if domain.is_empty() {
+            // The schema table holds the default domain's ops; a contrib op checks its own.
+            ops::check_attributes(node, &name, opset)?;
+        }
         let mut views = Vec::with_capacity(node.input.len());
         for input in &node.input {
             if input.is_empty() {
@@ -171,7 +178,7 @@ impl Walker {
         let cx = NodeCx {
             node,
             name: &name,
-            opset: self.opset,
+            opset,
             inputs: views,
             used: &self.used,
         };
@@ -300,6 +307,18 @@ impl Walker {
                     ),
                     Ref::Const(t) => {
                         locals.push(Value::constant(format!("{step_name}/const{n}"), t));
+                        Slot::Local(locals.len() - 1)
+                    }
+                    Ref::Weight(w) => {
+                        locals.push(Value {
+                            name: w.name.clone(),
+                            dtype: w.logical_dtype(),
+                            shape: w.shape.clone(),
+                            konst: None,
+                            source: Some(*w),
+                            id: None,
+                            missing: None,
+                        });
                         Slot::Local(locals.len() - 1)
                     }
                 });

@@ -207,6 +207,19 @@ impl Budgets {
         })
     }
 
+    /// The same budgets with the total times `factor` (segments scaled to it), for the last
+    /// fallback of a default budget no plan fits; `None` under `latency` (no budget).
+    pub fn relaxed(&self, factor: f64) -> Option<Budgets> {
+        let total = self.total? * factor;
+        Some(Budgets {
+            total: Some(total),
+            shares: self.shares.clone(),
+            large: self.large.clone(),
+            scales: segment_scales(&self.shares, &self.large, total),
+            uncapped: None,
+        })
+    }
+
     /// Budget of a segment made of `nodes`: its weights' default shares, each times the
     /// part of it the segment is charged (`charges`, absent: 1), scaled.
     pub fn for_nodes(

@@ -78,6 +78,11 @@ impl PartitionOptions {
     }
 }
 
+/// Factors by which a default parameter budget no plan fits is relaxed in turn (each on the
+/// previous one: 1.5×, 3×, then 6× the default, which holds a whole model at N ≤ 6 and
+/// most of one beyond).
+const RELAX_FACTORS: [f64; 3] = [1.5, 2.0, 2.0];
+
 /// A layered plan over the memory budget is re-solved as one graph only up to this many
 /// nodes (whole solves of larger graphs run past the time limit).
 pub const WHOLE_SOLVE_MAX_NODES: usize = 800;
@@ -220,20 +225,42 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     let solve = |cx: &mut rules::RuleCx, b: &budget::Budgets| {
         search(cx, opts, &pins, b, layer_info.as_ref(), &tags, start)
     };
-    let first = solve(&mut cx, &budgets);
-    let (mut solved, mut bytes_solved, mut lowered) = match (first, budgets.uncapped()) {
-        // No plan fits the budget capped at PARAM_SLACK / N: the default budget instead.
-        (Err(e), Some(uncapped)) if e.to_string().contains("parameter budget") => {
+    let over_budget = |r: &Result<_, PartitionError>| matches!(r, Err(PartitionError::Infeasible(m)) if m.contains("parameter budget"));
+    let mut result = solve(&mut cx, &budgets);
+    if over_budget(&result) {
+        if let Some(uncapped) = budgets.uncapped() {
+            // No plan fits the budget capped at PARAM_SLACK / N: the default budget instead.
+            if let Err(e) = &result {
+                fallback_notes.push(format!(
+                    "no plan fits {} / N of the large weights per rank ({e}); solved with \
+                     the default budget",
+                    budget::PARAM_SLACK
+                ));
+            }
             budgets = uncapped;
-            fallback_notes.push(format!(
-                "no plan fits {} / N of the large weights per rank ({e}); solved with the \
-                 default budget",
-                budget::PARAM_SLACK
-            ));
-            solve(&mut cx, &budgets)?
+            result = solve(&mut cx, &budgets);
         }
-        (first, _) => first?,
-    };
+    }
+    // The default budget assumes every large weight can split; where the model's ops keep
+    // some whole (a full reduction before a row-parallel MatMul, as DynamicQuantizeLinear
+    // is), the budget is relaxed step by step rather than refusing to plan. A budget the
+    // user gave (`--memory-per-device`) is never relaxed.
+    if opts.memory_per_device.is_none() {
+        for factor in RELAX_FACTORS {
+            if !over_budget(&result) {
+                break;
+            }
+            let Some(relaxed) = budgets.relaxed(factor) else {
+                break;
+            };
+            if let Err(e) = &result {
+                fallback_notes.push(format!("{e}; solved again with {factor}× that budget"));
+            }
+            budgets = relaxed;
+            result = solve(&mut cx, &budgets);
+        }
+    }
+    let (mut solved, mut bytes_solved, mut lowered) = result?;
     if let (Some(_), Some(total)) = (&layer_info, budgets.total) {
         // Pieces solved apart may hold one shared weight (a tied embedding / LM head) in two
         // layouts, and the plan then holds both: solve the graph whole instead — when the

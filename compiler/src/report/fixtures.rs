@@ -76,6 +76,7 @@ impl Builder {
         let length = (tessera_ir::numel(&shape) * 4) as u64;
         let t = self.graph.add_weight(Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype: DType::F32,
             shape: shape.clone(),

@@ -26,6 +26,7 @@ impl B {
         let length = (shape.iter().product::<usize>() * 4) as u64;
         let w = Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype: DType::F32,
             shape: shape.to_vec(),
@@ -70,6 +71,7 @@ impl B {
     pub fn scalar(&mut self, name: &str) -> TensorId {
         let w = Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype: DType::F32,
             shape: vec![],

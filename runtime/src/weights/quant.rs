@@ -137,6 +137,7 @@ mod tests {
     fn inline(name: &str, t: Tensor, dtype: DType) -> Weight {
         Weight {
             perm: None,
+            packed_bits: None,
             name: name.into(),
             dtype,
             shape: t.shape.clone(),

@@ -36,6 +36,7 @@ pub fn assert_mentions(msg: &str, parts: &[&str]) {
 pub fn inline_weight(g: &mut Graph, name: &str, t: Tensor) -> TensorId {
     g.add_weight(Weight {
         perm: None,
+        packed_bits: None,
         name: name.into(),
         dtype: t.dtype,
         shape: t.shape.clone(),

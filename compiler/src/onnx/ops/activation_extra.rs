@@ -99,6 +99,22 @@ impl Chain {
     pub(super) fn done(self) -> Lowered {
         Lowered::Steps(self.steps)
     }
+
+    /// The lowering of a node with several outputs: node output `i` is `outputs[i]`, each
+    /// a step output returned by [`Chain::push`].
+    pub(super) fn picked(self, outputs: &[Ref]) -> Result<Lowered, String> {
+        let outputs = outputs
+            .iter()
+            .map(|r| match r {
+                Ref::Prev(j, k) => Ok((*j, *k)),
+                _ => Err("a picked output must be a step's output".to_string()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Lowered::Picked {
+            steps: self.steps,
+            outputs,
+        })
+    }
 }
 
 /// A unary op.

@@ -11,6 +11,7 @@ mod attr_table;
 mod attrs;
 mod channel_norm;
 mod constant;
+mod contrib;
 mod conv;
 mod dropout;
 mod elementwise;
@@ -23,6 +24,7 @@ mod normalization;
 mod pad;
 mod pool;
 mod quantize;
+mod quantize_activation;
 mod reduce;
 mod resize;
 mod rotary;
@@ -58,7 +60,13 @@ pub(crate) struct OpEntry {
     pub until: i64,
     /// Converter.
     pub convert: Converter,
+    /// Operator domain: `""` for the default ONNX domain, `"com.microsoft"` for
+    /// onnxruntime's contrib ops. `since` and `until` are versions of this domain's opset.
+    pub domain: &'static str,
 }
+
+/// onnxruntime's contrib-op domain.
+pub(crate) const MS_DOMAIN: &str = "com.microsoft";
 
 /// An entry supported from `since` up to [`MAX_OPSET`](super::MAX_OPSET) (an op whose newer
 /// schema changes semantics is written as an `OpEntry` literal with its own `until`).
@@ -68,6 +76,18 @@ const fn entry(op_type: &'static str, since: i64, convert: Converter) -> OpEntry
         since,
         until: super::MAX_OPSET,
         convert,
+        domain: "",
+    }
+}
+
+/// An entry of onnxruntime's `com.microsoft` domain (whose only opset version is 1).
+const fn ms_entry(op_type: &'static str, convert: Converter) -> OpEntry {
+    OpEntry {
+        op_type,
+        since: 1,
+        until: 1,
+        convert,
+        domain: MS_DOMAIN,
     }
 }
 
@@ -78,6 +98,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     attention::OPS,
     channel_norm::OPS,
     constant::OPS,
+    contrib::OPS,
     conv::OPS,
     dropout::OPS,
     elementwise::OPS,
@@ -90,38 +111,41 @@ const FAMILIES: &[&[OpEntry]] = &[
     pad::OPS,
     pool::OPS,
     quantize::OPS,
+    quantize_activation::OPS,
     reduce::OPS,
     resize::OPS,
     rotary::OPS,
     shape_ops::OPS,
 ];
 
-/// The registry, by op type.
-fn registry() -> &'static HashMap<&'static str, OpEntry> {
-    static REG: OnceLock<HashMap<&'static str, OpEntry>> = OnceLock::new();
+/// The registry, by (domain, op type).
+fn registry() -> &'static HashMap<(&'static str, &'static str), OpEntry> {
+    static REG: OnceLock<HashMap<(&'static str, &'static str), OpEntry>> = OnceLock::new();
     REG.get_or_init(|| {
         FAMILIES
             .iter()
             .flat_map(|f| f.iter())
-            .map(|e| (e.op_type, *e))
+            .map(|e| ((e.domain, e.op_type), *e))
             .collect()
     })
 }
 
-/// The converter for `op_type` at default-domain `opset`, if supported.
-pub(crate) fn lookup(op_type: &str, opset: i64) -> Option<Converter> {
+/// The converter for `op_type` of `domain` (`""`: the default domain) at that domain's
+/// `opset`, if supported.
+pub(crate) fn lookup(domain: &str, op_type: &str, opset: i64) -> Option<Converter> {
     registry()
-        .get(op_type)
+        .get(&(domain, op_type))
         .filter(|e| (e.since..=e.until).contains(&opset))
         .map(|e| e.convert)
 }
 
-/// All supported op types with their supported default-domain opset range
+/// All supported default-domain op types with their supported opset range
 /// `(op, first, last)` (within [`MIN_OPSET`](super::MIN_OPSET)..=
 /// [`MAX_OPSET`](super::MAX_OPSET)), sorted by name.
 pub fn supported_ops() -> Vec<(&'static str, i64, i64)> {
     let mut v: Vec<_> = registry()
         .values()
+        .filter(|e| e.domain.is_empty())
         .map(|e| {
             (
                 e.op_type,
@@ -170,6 +194,9 @@ pub(crate) enum Ref {
     Prev(usize, usize),
     /// A constant made by the converter.
     Const(Tensor),
+    /// A weight made by the converter (a quantised weight read by an op of the lowering,
+    /// such as MatMulInteger's or MatMulNBits's), materialised under its own name.
+    Weight(Box<Weight>),
 }
 
 impl Lowered {
@@ -202,7 +229,7 @@ pub(crate) struct NodeCx<'a> {
     pub node: &'a NodeProto,
     /// Its name (generated when the model has none).
     pub name: &'a str,
-    /// Default-domain opset of the model.
+    /// Opset version of the node's domain in the model.
     pub opset: i64,
     /// Inputs; `None` for an omitted optional input (empty name).
     pub inputs: Vec<Option<InputView<'a>>>,
@@ -214,6 +241,15 @@ impl<'a> NodeCx<'a> {
     /// An error about this node.
     pub fn err(&self, msg: impl Into<String>) -> ImportError {
         ImportError::node(self.name, &self.node.op_type, msg)
+    }
+
+    /// A feature of this node's op that Tessera does not implement.
+    pub fn unsupported(&self, msg: impl Into<String>) -> ImportError {
+        ImportError::UnsupportedFeature {
+            node: self.name.into(),
+            op: self.node.op_type.clone(),
+            msg: msg.into(),
+        }
     }
 
     /// Number of inputs given (including omitted ones before the last given).

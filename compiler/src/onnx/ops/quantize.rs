@@ -9,7 +9,7 @@
 //!   (`block_size`, opset 21+) already has `x`'s rank (extent `x_extent / block_size` on
 //!   `axis`). The output dtype is the scale's, or `output_dtype` (opset 23+). The runtime
 //!   dequantises each rank's slice when it loads it. `x` computed at run time (an
-//!   activation) is refused.
+//!   activation) is lowered to elementwise ops (`quantize_activation.rs`).
 use super::{entry, InputView, Lowered, NodeCx, OpEntry};
 use crate::onnx::ImportError;
 use tessera_ir::{numel, DType, Quant, Weight, WeightData};
@@ -18,20 +18,10 @@ pub(super) const OPS: &[OpEntry] = &[entry("DequantizeLinear", 10, dequantize_li
 
 fn dequantize_linear(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let x = cx.input(0)?;
-    if x.source.is_none() && x.konst.is_none() {
-        return Err(cx.err(format!(
-            "input 0 ('{}') must be a constant int8/uint8 weight (unsupported: DequantizeLinear of an activation)",
-            x.name
-        )));
-    }
-    if !matches!(x.dtype, DType::I8 | DType::U8) {
-        return Err(unsupported(
-            cx,
-            format!(
-                "x '{}' is {}: only int8/uint8 weights are dequantised",
-                x.name, x.dtype
-            ),
-        ));
+    // An activation, or a constant of a type not stored quantised (int32 biases of QDQ
+    // models): elementwise ops, folded at import when the inputs are constants.
+    if (x.source.is_none() && x.konst.is_none()) || !matches!(x.dtype, DType::I8 | DType::U8) {
+        return super::quantize_activation::dequantize_activation(cx);
     }
     let scale = cx.input(1)?;
     let param_shape = param_shape(cx, x, scale)?;
@@ -86,13 +76,10 @@ fn param_shape(cx: &NodeCx, x: &InputView, scale: &InputView) -> Result<Vec<usiz
     }
     let b = block_size as usize;
     if !extent.is_multiple_of(b) {
-        return Err(unsupported(
-            cx,
-            format!(
-                "block_size {b} does not divide x '{}' {:?} on axis {axis} (a partial last block)",
-                x.name, x.shape
-            ),
-        ));
+        return Err(cx.unsupported(format!(
+            "block_size {b} does not divide x '{}' {:?} on axis {axis} (a partial last block)",
+            x.name, x.shape
+        )));
     }
     let mut want = x.shape.to_vec();
     want[axis] = extent / b;
@@ -106,7 +93,7 @@ fn param_shape(cx: &NodeCx, x: &InputView, scale: &InputView) -> Result<Vec<usiz
 }
 
 /// Input `i` (an initializer or a constant) as a weight of `shape` (the same elements).
-fn constant(cx: &NodeCx, i: usize, shape: Vec<usize>) -> Result<Weight, ImportError> {
+pub(super) fn constant(cx: &NodeCx, i: usize, shape: Vec<usize>) -> Result<Weight, ImportError> {
     let v = cx.input(i)?;
     let mut w = match (v.source, v.konst) {
         (Some(w), _) => w.clone(),
@@ -129,13 +116,4 @@ fn constant(cx: &NodeCx, i: usize, shape: Vec<usize>) -> Result<Weight, ImportEr
     }
     w.shape = shape;
     Ok(w)
-}
-
-/// A feature of DequantizeLinear Tessera does not implement.
-fn unsupported(cx: &NodeCx, msg: String) -> ImportError {
-    ImportError::UnsupportedFeature {
-        node: cx.name.into(),
-        op: cx.node.op_type.clone(),
-        msg,
-    }
 }

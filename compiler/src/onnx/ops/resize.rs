@@ -25,14 +25,6 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
-fn unsupported(cx: &NodeCx, msg: String) -> ImportError {
-    ImportError::UnsupportedFeature {
-        node: cx.name.into(),
-        op: cx.node.op_type.clone(),
-        msg,
-    }
-}
-
 fn resize(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let x = cx.input(0)?.shape.to_vec();
     let rank = x.len();
@@ -50,9 +42,7 @@ fn resize(cx: &NodeCx) -> Result<Lowered, ImportError> {
         Some("asymmetric") => ResizeCoord::Asymmetric,
         Some("tf_crop_and_resize") => ResizeCoord::TfCropAndResize,
         Some("tf_half_pixel_for_nn") => {
-            return Err(unsupported(
-                cx,
-                "coordinate_transformation_mode 'tf_half_pixel_for_nn' (opset 11 only) is not supported".into(),
+            return Err(cx.unsupported("coordinate_transformation_mode 'tf_half_pixel_for_nn' (opset 11 only) is not supported",
             ))
         }
         Some(other) => {
