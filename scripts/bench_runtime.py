@@ -13,7 +13,9 @@ Suites (default: all three):
           from .cache/models/minilm/b<B>/{input_ids,attention_mask}.npy (scripts/setup.sh);
   zoo     every model of the export zoo (.cache/zoo/zoo.json, scripts/gen_zoo.py: mlp, bert,
           gpt2, llama × their export idioms, int8 variants included);
-  real    the torch dynamo exports of tests/data/real (scripts/export_real.py).
+  real    the torch dynamo exports of tests/data/real (scripts/export_real.py);
+  ortq    the zoo's gpt2, bert and llama quantised by onnxruntime's own tools
+          (.cache/ortq, written by scripts/gen_ort_quant.py when missing).
 Zoo and real models get B×128 inputs made here from a fixed seed (token ids below the
 models' vocabulary of 256, an attention mask with the last 5 tokens of the second sentence
 padded, position ids 0..127, float activations for the MLPs).
@@ -125,6 +127,16 @@ def suite_models(suites, args):
             path = os.path.join(zoo, m["file"])
             names = model_inputs(path)
             out.append((f"zoo/{m['dir']}", path, lambda b, names=names: synth_inputs(names, b)))
+    if "ortq" in suites:
+        ortq = os.path.join(ROOT, ".cache/ortq")
+        if not os.path.isdir(ortq):
+            subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen_ort_quant.py"),
+                            os.path.join(ROOT, ".cache/zoo"), ortq], check=True)
+        for f in sorted(os.listdir(ortq)):
+            if f.endswith(".onnx"):
+                path = os.path.join(ortq, f)
+                names = model_inputs(path)
+                out.append((f"ortq/{f[:-5]}", path, lambda b, names=names: synth_inputs(names, b)))
     if "real" in suites:
         real = os.path.join(ROOT, "tests/data/real")
         for f in sorted(os.listdir(real)):

@@ -7,8 +7,8 @@ The kernels run their loops inside `simd::vectorized`, which calls a closure fro
 function compiled with AVX-512 (or AVX2 + FMA). Whatever LLVM does not inline into that
 function is compiled for baseline x86-64, where `f32::mul_add` is a library call (`fmaf`):
 a Sigmoid over 65 536 values then took 1.5 ms instead of 0.023 ms. This script
-disassembles the binary (objdump), finds every function that calls `fmaf` (directly or
-through its GOT slot) and fails if one of them is reachable from a `with_avx512` or
+disassembles the binary (objdump), finds every function that calls `fmaf` or one of the
+SSE4.1 roundings (`truncf`, `roundevenf`, ...; directly or through its GOT slot) and fails if one of them is reachable from a `with_avx512` or
 `with_avx2` wrapper. It names each path it finds. The baseline fallbacks (the non-AVX
 branch of `vectorized`, taken only on CPUs without AVX2) are not reached from a wrapper, so
 they do not count; the functions in ALLOWED are called from wide loops but run their own
@@ -22,6 +22,10 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+# The library calls that stand for one instruction in a wide build: FMA (`fmaf`) and the
+# SSE4.1 roundings (`truncf`, `roundevenf`, `floorf`, `ceilf`, `rintf`, `nearbyintf`).
+LIBM = {"fmaf", "truncf", "roundevenf", "floorf", "ceilf", "rintf", "nearbyintf"}
 
 # Mangled-name parts of functions called from wide loops that dispatch their own loops.
 ALLOWED = {
@@ -39,12 +43,13 @@ def main():
         sys.exit("check_wide_loops: objdump not found (Debian package binutils)")
     # The GOT slots that hold fmaf's address (PIE: R_X86_64_RELATIVE to its address).
     syms = subprocess.run(["nm", binary], capture_output=True, text=True).stdout
-    fmaf = [l.split()[0].lstrip("0") for l in syms.splitlines() if l.endswith(" fmaf")]
+    fmaf = [l.split()[0].lstrip("0") for l in syms.splitlines()
+            if l.split() and l.split()[-1] in LIBM]
     relocs = subprocess.run(["readelf", "-rW", binary], capture_output=True, text=True).stdout
     slots = set()
     for line in relocs.splitlines():
         parts = line.split()
-        if len(parts) >= 4 and "fmaf" in line:
+        if len(parts) >= 4 and any(re.search(rf"\b{n}\b", line) for n in LIBM):
             slots.add(parts[0].lstrip("0"))
         elif len(parts) >= 4 and parts[2] == "R_X86_64_RELATIVE" and parts[3].lstrip("0") in fmaf:
             slots.add(parts[0].lstrip("0"))
@@ -65,7 +70,7 @@ def main():
             continue
         m = call.search(line)
         if m:
-            if m.group(1) in ("fmaf", "fmaf@plt"):
+            if m.group(1).removesuffix("@plt") in LIBM:
                 users.add(fn)
             elif m.group(1) != fn:
                 calls[fn].add(m.group(1))
@@ -109,9 +114,11 @@ def main():
             p = path_to_user(c)
             if p:
                 bad.append([w] + p)
-    print(f"check_wide_loops: {len(wide)} wide wrappers, {len(users)} functions calling fmaf")
+    print(f"check_wide_loops: {len(wide)} wide wrappers, {len(users)} functions calling "
+          f"{'/'.join(sorted(LIBM))}")
     for p in bad:
-        print("  baseline code with library FMAs reached from a wide loop: " + " -> ".join(p))
+        print("  baseline code with library calls (FMA, rounding) reached from a wide loop: "
+              + " -> ".join(p))
     if bad:
         sys.exit(1)
 

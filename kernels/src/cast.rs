@@ -75,6 +75,37 @@ fn float_to_int(to: DType, x: f32) -> i64 {
     }
 }
 
+/// Whether [`cast_through`] handles integer dtype `to`.
+pub fn cast_through_supported(to: DType) -> bool {
+    matches!(to, DType::U8 | DType::I8 | DType::I16 | DType::I32)
+}
+
+/// `Cast(Cast(x, to), f32)` of an f32 `x` for an integer `to` ([`cast_through_supported`]):
+/// truncation toward zero, wrapped to the width, exactly as [`cast_tensor`] converts, with
+/// a branch-free fast path for values the width holds (every element of a clipped
+/// quantised activation).
+#[inline(always)]
+pub fn cast_through(to: DType, lo: f32, hi: f32, x: f32) -> f32 {
+    let t = x.trunc();
+    if t >= lo && t <= hi {
+        t
+    } else {
+        float_to_int(to, x) as f32
+    }
+}
+
+/// The range `[lo, hi]` of integer dtype `to` as f32 (exact for widths up to 24 bits; for
+/// int32 the f32 values inside ±2^31, whose truncations int32 holds).
+pub fn int_range_f32(to: DType) -> (f32, f32) {
+    match to {
+        DType::U8 => (0.0, 255.0),
+        DType::I8 => (-128.0, 127.0),
+        DType::I16 => (-32768.0, 32767.0),
+        // -2^31 is exact; the largest f32 below 2^31 is 2^31 - 128.
+        _ => (-2_147_483_648.0, 2_147_483_520.0),
+    }
+}
+
 /// Converts a tensor to dtype `to`. Never fails: every pair of supported dtypes converts.
 pub fn cast_tensor(x: &Tensor, to: DType) -> Tensor {
     let data = match (&x.data, to) {
@@ -114,6 +145,46 @@ mod tests {
         assert_eq!(y.as_i64().unwrap(), &[1, 255, 44, 255]);
         let z = cast_tensor(&x, DType::I64);
         assert_eq!(z.as_i64().unwrap(), &[1, -1, 300, -1]);
+    }
+
+    #[test]
+    fn cast_through_matches_the_two_casts() {
+        let xs = [
+            0.0,
+            0.4,
+            -0.4,
+            1.9,
+            -1.9,
+            127.5,
+            128.0,
+            -128.7,
+            255.0,
+            255.9,
+            256.0,
+            300.0,
+            -1.0,
+            65535.0,
+            40000.5,
+            -40000.5,
+            2.2e9,
+            -2.2e9,
+            3e12,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+        ];
+        for to in [DType::U8, DType::I8, DType::I16, DType::I32] {
+            assert!(cast_through_supported(to));
+            let (lo, hi) = int_range_f32(to);
+            let x = Tensor::f32(vec![xs.len()], xs.to_vec());
+            let two = cast_tensor(&cast_tensor(&x, to), DType::F32);
+            for (&v, &want) in xs.iter().zip(two.as_f32().unwrap()) {
+                let got = cast_through(to, lo, hi, v);
+                assert_eq!(got.to_bits(), want.to_bits(), "{to} {v}: {got} vs {want}");
+            }
+        }
+        assert!(!cast_through_supported(DType::I64));
     }
 
     #[test]

@@ -41,7 +41,7 @@ mod unary_math;
 mod window;
 
 pub use attention::attention_qk_factor;
-pub use cast::cast_tensor;
+pub use cast::{cast_tensor, cast_through, cast_through_supported, int_range_f32};
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,

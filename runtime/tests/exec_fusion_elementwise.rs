@@ -144,3 +144,65 @@ fn half_precision_values_are_not_fused() {
     let (fused, _) = run(g, &inputs);
     assert_eq!(fused, BTreeMap::new());
 }
+
+/// A QuantizeLinear / DequantizeLinear pair as the importer lowers it (`x / s`, Round, `+ z`,
+/// Clip to uint8's range, Cast to uint8, Cast back, `− z`, `· s`), then HardSwish: one
+/// kernel, the uint8 value never stored, equal to the op-by-op run bit for bit — with
+/// values outside the uint8 range (the Clip is on a separate path) and a second Cast
+/// through int8 of values that wrap.
+#[test]
+fn fake_quantisation_and_hard_swish_run_as_one_kernel() {
+    let s = [5, 1031];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, s.to_vec());
+    let c =
+        |g: &mut Graph, name: &str, v: f32| inline_weight(g, name, Tensor::f32(vec![], vec![v]));
+    let (scale, zero) = (c(&mut g, "s", 0.01), c(&mut g, "z", 128.0));
+    let cast = |to| Op::Cast(CastAttrs { to });
+    let q = binary_node(&mut g, "q", BinaryOp::Div, [x, scale], s.to_vec());
+    let r = unary(&mut g, "round", UnaryOp::Round, q, &s);
+    let qz = binary_node(&mut g, "qz", BinaryOp::Add, [r, zero], s.to_vec());
+    let clip = Op::Clip(ClipAttrs {
+        min: Some(0.0),
+        max: Some(255.0),
+    });
+    let cl = f32_node(&mut g, "clip", clip, vec![qz], s.to_vec());
+    let (_, u) = node(
+        &mut g,
+        "to_u8",
+        cast(DType::U8),
+        vec![cl],
+        s.to_vec(),
+        DType::U8,
+    );
+    let back = f32_node(&mut g, "to_f32", cast(DType::F32), vec![u], s.to_vec());
+    let d = binary_node(&mut g, "d", BinaryOp::Sub, [back, zero], s.to_vec());
+    let y = binary_node(&mut g, "y", BinaryOp::Mul, [d, scale], s.to_vec());
+    let hs = Op::HardSigmoid(HardSigmoidAttrs {
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+        swish: true,
+    });
+    let h = f32_node(&mut g, "hswish", hs, vec![y], s.to_vec());
+    // Unclipped: x / s spans ±300 and more, which int8 wraps.
+    let (_, w) = node(
+        &mut g,
+        "to_i8",
+        cast(DType::I8),
+        vec![q],
+        s.to_vec(),
+        DType::I8,
+    );
+    let wb = f32_node(&mut g, "i8_f32", cast(DType::F32), vec![w], s.to_vec());
+    let out = binary_node(&mut g, "out", BinaryOp::Add, [h, wb], s.to_vec());
+    g.outputs.push(out);
+    let mut xv = rand_f32(&s, 7);
+    if let tessera_ir::TensorData::F32(v) = &mut xv.data {
+        v.iter_mut().for_each(|a| *a *= 4.0);
+    }
+    let inputs = BTreeMap::from([("x".to_string(), xv)]);
+    let (fused, steps) = run(g, &inputs);
+    // `x / s` is read twice (Round and the int8 Cast): a tensor; the rest is one tree.
+    assert_eq!(fused, BTreeMap::from([("fused Elementwise", 1)]));
+    assert_eq!(steps, 11);
+}

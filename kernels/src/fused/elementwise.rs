@@ -58,6 +58,14 @@ pub enum EwInstr {
         /// Operand register.
         x: usize,
     },
+    /// `Cast(Cast(x, to), f32)` for an integer `to` ([`crate::cast_through_supported`]):
+    /// truncated toward zero and wrapped to the width, as the two Casts give it.
+    CastThrough {
+        /// The integer dtype passed through.
+        to: DType,
+        /// Operand register.
+        x: usize,
+    },
     /// A float arithmetic binary op (not a comparison or logic op).
     Binary(BinaryOp, usize, usize),
     /// `cond ? a : b` with `cond` the bool input `cond`.
@@ -154,6 +162,7 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             EwInstr::Unary(_, x)
             | EwInstr::Gelu { x, .. }
             | EwInstr::Clip { x, .. }
+            | EwInstr::CastThrough { x, .. }
             | EwInstr::HardSigmoid { x, .. } => std::slice::from_ref(x),
             EwInstr::Binary(_, a, b) => &[*a, *b],
             EwInstr::Where { cond, a, b } => {
@@ -169,6 +178,13 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
         }
         if let EwInstr::Binary(k, _, _) = ins {
             float_op(*k)?;
+        }
+        if let EwInstr::CastThrough { to, .. } = ins {
+            if !crate::cast_through_supported(*to) {
+                return Err(format!(
+                    "a Cast through {to} is not an elementwise instruction"
+                ));
+            }
         }
     }
     if p.instrs.is_empty() {
@@ -367,6 +383,23 @@ impl Runner<'_> {
                     r.iter_mut()
                         .zip(reg(x))
                         .for_each(|(y, &v)| *y = hi_then(if v < lo { lo } else { v }, hi));
+                }
+                EwInstr::CastThrough { to, x } => {
+                    // Truncation alone where the width holds every value (one vector pass,
+                    // the usual case), else the exact conversion element by element.
+                    let (lo, hi) = crate::int_range_f32(to);
+                    let a = reg(x);
+                    let mut outside = false;
+                    for (y, &v) in r.iter_mut().zip(a) {
+                        let t = v.trunc();
+                        outside |= !(t >= lo && t <= hi);
+                        *y = t;
+                    }
+                    if outside {
+                        for (y, &v) in r.iter_mut().zip(a) {
+                            *y = crate::cast_through(to, lo, hi, v);
+                        }
+                    }
                 }
                 EwInstr::HardSigmoid {
                     alpha,

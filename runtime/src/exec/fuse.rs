@@ -209,8 +209,14 @@ impl<'a> Program<'a> {
 
     /// The step producing `v` when `v` is an f32 intermediate read only by step `by`.
     fn internal(&self, v: ValueId, by: usize) -> Option<usize> {
+        self.sole_producer(v, by).filter(|_| self.is_f32(v))
+    }
+
+    /// The step producing `v` when `v`, of any dtype, is read by step `by` alone and not
+    /// kept.
+    fn sole_producer(&self, v: ValueId, by: usize) -> Option<usize> {
         let i = v.index();
-        if self.keep[i] || self.uses[i].as_slice() != [by] || !self.is_f32(v) {
+        if self.keep[i] || self.uses[i].as_slice() != [by] {
             return None;
         }
         let p = self.producer[i]?;

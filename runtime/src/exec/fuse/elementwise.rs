@@ -7,7 +7,9 @@
 //! program does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, arithmetic
 //! binary ops (Add, Sub, Mul, Div, Pow, Max, Min, Mod) with numpy broadcasting, Where (its
 //! condition read as a bool input), Cast to f32 (of an f32 value: nothing to do; of a bool or
-//! integer value: the value is read as an input and converted as Cast converts it).
+//! integer value: the value is read as an input and converted as Cast converts it; of a Cast
+//! of an f32 value to int8/uint8/int16/int32 read by nothing else: both in one instruction,
+//! the integer never stored).
 use super::{Fused, Program};
 use std::collections::HashMap;
 use tessera_ir::op::{BinaryOp, UnaryOp};
@@ -25,6 +27,14 @@ enum Node {
     Alias,
     /// Cast of a bool or integer value to f32.
     CastLeaf,
+    /// Clip to the bounds.
+    Clip(Option<f32>, Option<f32>),
+    /// HardSigmoid (alpha, beta), times x when HardSwish.
+    HardSigmoid(f32, f32, bool),
+    /// Cast to f32 of step `.1`'s Cast of an f32 value to the integer dtype `.0`, read by
+    /// nothing else: the integer is never stored (a QuantizeLinear / DequantizeLinear pair,
+    /// MatMulInteger's int32 result cast back).
+    CastThrough(DType, usize),
 }
 
 /// The tree being built.
@@ -116,9 +126,25 @@ impl Program<'_> {
                 }
                 Node::Where
             }
+            Op::Clip(c) if f32_in(0) && ins.len() == 1 => Node::Clip(c.min, c.max),
+            Op::HardSigmoid(h) if f32_in(0) => Node::HardSigmoid(h.alpha, h.beta, h.swish),
             Op::Cast(a) if a.to == DType::F32 && ins.len() == 1 => {
+                let narrowing = self
+                    .sole_producer(ins[0], s)
+                    .and_then(|p| match self.op(p)? {
+                        Op::Cast(c)
+                            if tessera_kernels::cast_through_supported(c.to)
+                                && self.ins(p).len() == 1
+                                && self.is_exact_f32(self.ins(p)[0]) =>
+                        {
+                            Some((c.to, p))
+                        }
+                        _ => None,
+                    });
                 if f32_in(0) {
                     Node::Alias
+                } else if let Some((to, p)) = narrowing {
+                    Node::CastThrough(to, p)
                 } else if self.int_like(ins[0]) {
                     Node::CastLeaf
                 } else {
@@ -183,6 +209,24 @@ impl Program<'_> {
             Node::CastLeaf => {
                 let i = t.input(ins[0], 1);
                 t.push(EwInstr::LoadCast(i))
+            }
+            Node::Clip(min, max) => {
+                let x = self.ew_value(t, ins[0], s)?;
+                t.push(EwInstr::Clip { min, max, x })
+            }
+            Node::HardSigmoid(alpha, beta, swish) => {
+                let x = self.ew_value(t, ins[0], s)?;
+                t.push(EwInstr::HardSigmoid {
+                    alpha,
+                    beta,
+                    swish,
+                    x,
+                })
+            }
+            Node::CastThrough(to, p) => {
+                t.steps.push(p);
+                let x = self.ew_value(t, self.ins(p)[0], p)?;
+                t.push(EwInstr::CastThrough { to, x })
             }
         };
         Some(reg)
