@@ -13,9 +13,10 @@ Writes into OUT_DIR (random data, fixed seed; idempotent: same bytes every run):
                        (scale and int8 zero point [4, 128]); the second weight's per-tensor scale
                        and zero point come from Constant nodes instead of initializers
   quant_activation.onnx (opset 13) DequantizeLinear of a graph input xq int8 [4, 8] (scale
-                       0.5, zero point 1): an activation, which the importer refuses
-and for each of the first two models NAME a folder NAME/ with input_x.npy and onnxruntime's
-ort_output_y.npy (the file conventions of examples/models/generate.py).
+                       0.5, zero point 1): an activation, lowered to elementwise ops
+and for each model NAME a folder NAME/ with its input (input_x.npy, or input_xq.npy: every
+8th int8 value from -128) and onnxruntime's ort_output_y.npy (the file conventions of
+examples/models/generate.py).
 Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -126,7 +127,13 @@ def main():
         print(f"{path}: {len(model.graph.node)} nodes, {os.path.getsize(path)} bytes + onnxruntime reference")
     path = os.path.join(out_dir, "quant_activation.onnx")
     onnx.save(activation_model(), path)
-    print(f"{path}: DequantizeLinear of an activation")
+    ref_dir = os.path.join(out_dir, "quant_activation")
+    os.makedirs(ref_dir, exist_ok=True)
+    xq = np.arange(-128, 128, 8, dtype=np.int8).reshape(4, 8)
+    np.save(os.path.join(ref_dir, "input_xq.npy"), xq)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.save(os.path.join(ref_dir, "ort_output_y.npy"), sess.run(None, {"xq": xq})[0])
+    print(f"{path}: DequantizeLinear of an activation + onnxruntime reference")
 
 
 if __name__ == "__main__":

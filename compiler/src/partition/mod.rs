@@ -202,6 +202,9 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     graph
         .validate()
         .map_err(|e| PartitionError::Graph(e.to_string()))?;
+    // Always (not only when detecting layers), so a plan does not depend on the solve.
+    let unshared = layers::unshare_small_constants(graph);
+    let graph = unshared.as_ref().unwrap_or(graph);
     let pins = resolve_pins(graph, n, &opts.pins)?;
     let mut cx = rules::RuleCx::new(graph, n);
     cx.user_rules = std::sync::Arc::new(opts.dist_rules.clone());

@@ -69,10 +69,14 @@ fn as_f32(c: &mut Chain, r: Ref, d: DType) -> Ref {
 /// Input `i` (a scale or zero point of `x`) as f32, shaped to broadcast against `x`: a
 /// scalar or one-element tensor as is, a 1-D tensor of `x`'s extent on `axis` reshaped to
 /// `[1, .., extent, .., 1]` (per-axis quantisation).
+///
+/// A parameter known at import becomes an f32 constant of that shape: no Cast of an 8-bit
+/// constant is left in the graph (such a Cast stays a node, as the start of a weight-only
+/// dequantisation, and one computed value read by every layer would hide the layers).
 fn param(c: &mut Chain, cx: &NodeCx, i: usize, x: &InputView) -> Result<Ref, ImportError> {
     let p = cx.input(i)?;
-    let r = if numel(p.shape) == 1 && p.shape.len() <= 1 {
-        Ref::In(i)
+    let shape = if numel(p.shape) == 1 && p.shape.len() <= 1 {
+        p.shape.to_vec()
     } else if p.shape.len() == 1 {
         let axis = cx.axis(cx.attr_int("axis", 1), x.shape.len())?;
         if p.shape[0] != x.shape[axis] {
@@ -83,12 +87,21 @@ fn param(c: &mut Chain, cx: &NodeCx, i: usize, x: &InputView) -> Result<Ref, Imp
         }
         let mut shape = vec![1; x.shape.len()];
         shape[axis] = p.shape[0];
-        c.push(Op::Reshape(ReshapeAttrs { shape }), vec![Ref::In(i)])
+        shape
     } else {
         return Err(cx.unsupported(format!(
             "'{}' {:?}: only per-tensor and per-axis parameters of an activation",
             p.name, p.shape
         )));
+    };
+    if let Some(t) = p.konst {
+        let v = t.to_f64_vec().into_iter().map(|v| v as f32).collect();
+        return Ok(Ref::Const(Tensor::f32(shape, v)));
+    }
+    let r = if shape.as_slice() == p.shape {
+        Ref::In(i)
+    } else {
+        c.push(Op::Reshape(ReshapeAttrs { shape }), vec![Ref::In(i)])
     };
     Ok(as_f32(c, r, p.dtype))
 }
