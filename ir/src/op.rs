@@ -8,6 +8,8 @@
 use crate::DType;
 use serde::{Deserialize, Serialize};
 
+pub use crate::op_more::TopKAttrs;
+
 /// An IR op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -82,6 +84,9 @@ pub enum Op {
     Resize(ResizeAttrs),
     /// Index of the largest or smallest element along one axis, as i64 (input: X).
     ArgReduce(ArgReduceAttrs),
+    /// The `k` largest or smallest elements along one axis, in order, and their indices
+    /// (input: X; outputs: Values, Indices as i64).
+    TopK(TopKAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.

@@ -218,6 +218,7 @@ const ATTR_OPS: &[&str] = &[
     "mod",
     "arg_max",
     "arg_min",
+    "top_k",
 ];
 
 /// Names a rule's right-hand side may use to *build* a leaf from matched classes (they never

@@ -67,6 +67,7 @@ op_kinds!(
     HardSigmoid,
     Resize,
     ArgReduce,
+    TopK,
 );
 
 impl Op {
@@ -105,6 +106,7 @@ impl Op {
             Op::HardSigmoid(_) => OpKind::HardSigmoid,
             Op::Resize(_) => OpKind::Resize,
             Op::ArgReduce(_) => OpKind::ArgReduce,
+            Op::TopK(_) => OpKind::TopK,
         }
     }
 }
@@ -331,6 +333,14 @@ impl OpKind {
                     axis: 1,
                     keepdims: false,
                     select_last_index: false,
+                }),
+                vec![x(&[2, 3, 4])],
+            ),
+            OpKind::TopK => (
+                Op::TopK(TopKAttrs {
+                    axis: 1,
+                    k: 2,
+                    largest: true,
                 }),
                 vec![x(&[2, 3, 4])],
             ),

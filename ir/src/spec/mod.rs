@@ -10,7 +10,7 @@
 //! | products | `matmul.rs` | MatMul, Gemm, Einsum |
 //! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast, HardSigmoid |
 //! | normalisation | `norm.rs` | Softmax, LayerNorm, RmsNorm |
-//! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, CumSum |
+//! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, TopK, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
 //! | gathers | `gather.rs` | Gather, GatherND, GatherElements |
 //! | attention | `attention.rs` | Attention |
@@ -216,6 +216,7 @@ impl Op {
             Op::Resize(a) => SpecRef::Attrs(a),
             Op::HardSigmoid(a) => SpecRef::Attrs(a),
             Op::ArgReduce(a) => SpecRef::Attrs(a),
+            Op::TopK(a) => SpecRef::Attrs(a),
         }
     }
 

@@ -27,6 +27,7 @@ mod reduce;
 mod resize;
 mod rotary;
 mod shape_ops;
+mod topk;
 
 use super::ImportError;
 pub(crate) use attrs::check_attributes;
@@ -94,6 +95,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     resize::OPS,
     rotary::OPS,
     shape_ops::OPS,
+    topk::OPS,
 ];
 
 /// The registry, by op type.

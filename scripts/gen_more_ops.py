@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Small ONNX models of the selection, scatter, one-hot, normalisation and bitwise ops added
+after the extra op set, with onnxruntime's outputs on random inputs (read by
+tests/more_ops.rs).
+
+Usage: python3 scripts/gen_more_ops.py OUT_DIR
+
+Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_*.npy, ort_output_*.npy} for:
+  topk         x[8,16,64] -> MatMul W[64,512] -> h[8,16,512]; TopK k=5 over axis 1 of h
+               (largest; a 2-device plan can keep h's column split through it) and TopK k=3
+               over the last axis of x (smallest), each with its Values and Indices (sorted:
+               with sorted=0 onnxruntime returns its own order, which ONNX leaves open)
+Opset 18, seed 0. Needs: onnx, numpy, onnxruntime.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+
+
+def const(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def topk(rng):
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        n("TopK", ["h", "k5"], ["values1", "indices1"], axis=1),
+        n("TopK", ["x", "k3"], ["values2", "indices2"], axis=-1, largest=0),
+    ]
+    outs = [
+        ("values1", TensorProto.FLOAT, [8, 5, 512]),
+        ("indices1", TensorProto.INT64, [8, 5, 512]),
+        ("values2", TensorProto.FLOAT, [8, 16, 3]),
+        ("indices2", TensorProto.INT64, [8, 16, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "topk",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16, 64])],
+        [helper.make_tensor_value_info(o, t, s) for o, t, s in outs],
+        [
+            const("W", rng.standard_normal((64, 512)) / 8.0),
+            const("k5", [5], np.int64),
+            const("k3", [3], np.int64),
+        ],
+    )
+    x = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    return graph, {"x": x}
+
+
+MODELS = {
+    "topk": topk,
+}
+
+
+def save(out, name, graph, inputs):
+    import onnxruntime as ort
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path = os.path.join(out, f"{name}.onnx")
+    onnx.save(model, path)
+    ref = os.path.join(out, name)
+    os.makedirs(ref, exist_ok=True)
+    for k, v in inputs.items():
+        np.save(os.path.join(ref, f"input_{k}.npy"), v)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for o, val in zip(sess.get_outputs(), sess.run(None, inputs)):
+        np.save(os.path.join(ref, f"ort_output_{o.name}.npy"), val)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, build in MODELS.items():
+        save(out, name, *build(rng))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+//! The ops added after the extra op set (TopK, ...) in the small
+//! models of scripts/gen_more_ops.py, generated with onnxruntime's outputs when the test runs.
+//! Each model is compiled with the `tessera` CLI for 1 and 2 devices, run from its plan on CPU
+//! devices as `tessera-run` runs it, and compared with onnxruntime: integer outputs (TopK's
+//! indices) exactly, float outputs within 1e-4 of the largest reference magnitude. On 2
+//! devices a TopK over another axis must keep the column split of the MatMul before it.
+//! Skipped (with a message) when python3 lacks onnx, numpy or onnxruntime.
+mod common;
+
+use common::generated::{compile, generate, layouts, run_and_compare};
+use tessera_ir::layout::Layout;
+use tessera_ir::plan::Plan;
+use tessera_ir::Op;
+
+/// Max |tessera − onnxruntime| over max |onnxruntime| of a float output.
+const TOLERANCE: f64 = 1e-4;
+
+/// The models the script writes.
+const MODELS: [&str; 1] = ["topk"];
+
+/// On 2 devices: TopK over axis 1 of `h[8, 16, 512]` keeps the split of axis 2 (both
+/// outputs).
+fn check_splits(model: &str, plan: &Plan) {
+    if model == "topk" {
+        let split: Vec<_> = layouts(plan)
+            .into_iter()
+            .filter(|(op, _)| matches!(op, Op::TopK(a) if a.axis == 1))
+            .collect();
+        assert_eq!(split.len(), 1, "{model}: one TopK over axis 1");
+        assert_eq!(
+            split[0].1,
+            Some(Layout::Split(2)),
+            "{model}: TopK lost the split"
+        );
+        let node = plan
+            .graph
+            .nodes
+            .iter()
+            .find(|n| matches!(&n.op, Op::TopK(a) if a.axis == 1))
+            .expect("the TopK node");
+        assert_eq!(
+            plan.layouts[node.outputs[1].index()],
+            Some(Layout::Split(2)),
+            "{model}: TopK's indices lost the split"
+        );
+    }
+}
+
+#[test]
+fn more_ops_match_onnxruntime_on_1_and_2_devices() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    if !generate("gen_more_ops.py", tmp.path()) {
+        return;
+    }
+    for model in MODELS {
+        for n in [1, 2] {
+            let label = format!("{model} N={n}");
+            let plan_path = compile(tmp.path(), model, n);
+            let plan = run_and_compare(&plan_path, &tmp.path().join(model), &label, TOLERANCE);
+            if n == 2 {
+                check_splits(model, &plan);
+            }
+        }
+    }
+}
