@@ -10,6 +10,10 @@ Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_*.npy, ort_output_*.npy} for:
                (largest; a 2-device plan can keep h's column split through it) and TopK k=3
                over the last axis of x (smallest), each with its Values and Indices (sorted:
                with sorted=0 onnxruntime returns its own order, which ONNX leaves open)
+  scatter      x[16,64] -> MatMul W[64,128] -> h[16,128]; ScatterElements of u = h[0:4]·2
+               into h at constant row indices (axis 0, reduction add; duplicates), of
+               the same into the columns of h (axis 1, reduction max), and ScatterND of 3
+               rows of h+1 into h at constant (unique) row tuples
 Opset 18, seed 0. Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -54,8 +58,48 @@ def topk(rng):
     return graph, {"x": x}
 
 
+def scatter(rng):
+    n = helper.make_node
+    rows = rng.integers(0, 16, size=(4, 128))
+    rows[1] = rows[0]  # duplicate targets: the reduction combines them
+    cols = np.stack([rng.permutation(128)[:4] for _ in range(16)])[:, :4]
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        n("Slice", ["h", "s0", "s4"], ["h4"]),
+        n("Mul", ["h4", "two"], ["u"]),
+        n("ScatterElements", ["h", "rows", "u"], ["add_rows"], axis=0, reduction="add"),
+        n("Slice", ["h", "s0", "s4", "one"], ["hc"]),
+        n("ScatterElements", ["h", "cols", "hc"], ["max_cols"], axis=1, reduction="max"),
+        n("Add", ["h4", "onef"], ["h4p"]),
+        n("Slice", ["h4p", "s0", "s3"], ["u3"]),
+        n("ScatterND", ["h", "tuples", "u3"], ["nd_rows"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scatter",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 64])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [16, 128])
+         for o in ("add_rows", "max_cols", "nd_rows")],
+        [
+            const("W", rng.standard_normal((64, 128)) / 8.0),
+            const("s0", [0], np.int64),
+            const("s3", [3], np.int64),
+            const("s4", [4], np.int64),
+            const("one", [1], np.int64),
+            const("two", 2.0),
+            const("onef", 1.0),
+            const("rows", rows, np.int64),
+            const("cols", cols, np.int64),
+            const("tuples", [[5], [-1], [0]], np.int64),
+        ],
+    )
+    x = rng.standard_normal((16, 64)).astype(np.float32)
+    return graph, {"x": x}
+
+
 MODELS = {
     "topk": topk,
+    "scatter": scatter,
 }
 
 

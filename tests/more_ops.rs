@@ -1,4 +1,4 @@
-//! The ops added after the extra op set (TopK, ...) in the small
+//! The ops added after the extra op set (TopK, ScatterElements, ScatterND, ...) in the small
 //! models of scripts/gen_more_ops.py, generated with onnxruntime's outputs when the test runs.
 //! Each model is compiled with the `tessera` CLI for 1 and 2 devices, run from its plan on CPU
 //! devices as `tessera-run` runs it, and compared with onnxruntime: integer outputs (TopK's
@@ -16,10 +16,10 @@ use tessera_ir::Op;
 const TOLERANCE: f64 = 1e-4;
 
 /// The models the script writes.
-const MODELS: [&str; 1] = ["topk"];
+const MODELS: [&str; 2] = ["topk", "scatter"];
 
 /// On 2 devices: TopK over axis 1 of `h[8, 16, 512]` keeps the split of axis 2 (both
-/// outputs).
+/// outputs); the scatters run replicated (their spec says so) and only need to be right.
 fn check_splits(model: &str, plan: &Plan) {
     if model == "topk" {
         let split: Vec<_> = layouts(plan)

@@ -6,7 +6,7 @@ mod import_util;
 use import_util::*;
 use onnx_protobuf::AttributeProto;
 use tessera_compiler::onnx::{import_bytes, ImportedModel};
-use tessera_ir::op::TopKAttrs;
+use tessera_ir::op::{ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs};
 use tessera_ir::Op;
 
 fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
@@ -39,8 +39,26 @@ fn topk(opset: i64, elem: i32, k: Option<&[i64]>, attrs: Vec<AttributeProto>) ->
     b
 }
 
+/// `op` (ScatterElements / ScatterND) of constant updates into x (`elem`, [2, 3]).
+fn scatter(opset: i64, op: &str, elem: i32, attrs: Vec<AttributeProto>) -> ModelBuilder {
+    let mut b = ModelBuilder::new(opset);
+    b.input("x", elem, &[D::N(2), D::N(3)]);
+    if op == "ScatterND" {
+        b.init_i64("idx", &[1, 1], &[1]);
+    } else {
+        b.init_i64("idx", &[1, 3], &[1, 0, 1]);
+    }
+    if elem == BOOL {
+        b.input("u", BOOL, &[D::N(1), D::N(3)]);
+    } else {
+        b.init_f32_raw("u", &[1, 3], &[1.0, 2.0, 3.0]);
+    }
+    b.node(op, &["x", "idx", "u"], &["y"], attrs).output("y");
+    b
+}
+
 #[test]
-fn topk_imports_as_one_op() {
+fn topk_and_scatters_import_as_one_op() {
     let m = import(&topk(13, FLOAT, Some(&[2]), vec![attr_int("largest", 0)])).unwrap();
     assert_eq!(
         m.graph.nodes[0].op,
@@ -59,6 +77,38 @@ fn topk_imports_as_one_op() {
         vec![attr_int("sorted", 0), attr_int("axis", 0)],
     );
     assert_eq!(ops(&import(&b).unwrap()), ["TopK"]);
+    let m = import(&scatter(
+        18,
+        "ScatterElements",
+        FLOAT,
+        vec![attr_str("reduction", "max")],
+    ))
+    .unwrap();
+    assert_eq!(
+        m.graph.nodes[0].op,
+        Op::ScatterElements(ScatterElementsAttrs {
+            axis: 0,
+            reduction: ScatterReduction::Max
+        })
+    );
+    let m = import(&scatter(
+        16,
+        "ScatterND",
+        FLOAT,
+        vec![attr_str("reduction", "mul")],
+    ))
+    .unwrap();
+    assert_eq!(
+        m.graph.nodes[0].op,
+        Op::ScatterNd(ScatterNdAttrs {
+            reduction: ScatterReduction::Mul
+        })
+    );
+    // Bool data without a reduction is a plain copy.
+    assert_eq!(
+        ops(&import(&scatter(13, "ScatterND", BOOL, vec![])).unwrap()),
+        ["ScatterND"]
+    );
 }
 
 #[test]
@@ -92,9 +142,42 @@ fn bad_inputs_are_one_line_errors_naming_the_node() {
             topk(13, FLOAT, Some(&[1]), vec![attr_int("largest", 2)]),
             &["TopK", "largest must be 0 or 1"],
         ),
+        (
+            scatter(
+                16,
+                "ScatterElements",
+                FLOAT,
+                vec![attr_str("reduction", "max")],
+            ),
+            &["ScatterElements", "unknown reduction 'max' at opset 16"],
+        ),
+        (
+            scatter(18, "ScatterND", FLOAT, vec![attr_str("reduction", "sum")]),
+            &["ScatterND", "unknown reduction 'sum'"],
+        ),
+        (
+            scatter(18, "ScatterND", BOOL, vec![attr_str("reduction", "add")]),
+            &["ScatterND", "reduction 'add' needs numbers, got bool"],
+        ),
+        (
+            scatter(18, "ScatterElements", FLOAT, vec![attr_int("axis", -3)]),
+            &["ScatterElements", "axis -3 out of range for rank 2"],
+        ),
     ];
     for (b, parts) in cases {
         let s = import(&b).expect_err(parts[0]);
         assert_mentions(&s, parts);
     }
+    // Updates of the wrong shape fail shape inference, naming the op.
+    let mut b = ModelBuilder::new(18);
+    b.input("x", FLOAT, &[D::N(2), D::N(3)]);
+    b.init_i64("idx", &[1, 3], &[1, 0, 1]);
+    b.init_f32_raw("u", &[1, 2], &[1.0, 2.0]);
+    b.node("ScatterElements", &["x", "idx", "u"], &["y"], vec![])
+        .output("y");
+    let s = import(&b).expect_err("updates shape");
+    assert_mentions(
+        &s,
+        &["ScatterElements", "must have the shape of the indices"],
+    );
 }

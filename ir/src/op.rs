@@ -8,7 +8,7 @@
 use crate::DType;
 use serde::{Deserialize, Serialize};
 
-pub use crate::op_more::TopKAttrs;
+pub use crate::op_more::{ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs};
 
 /// An IR op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +87,11 @@ pub enum Op {
     /// The `k` largest or smallest elements along one axis, in order, and their indices
     /// (input: X; outputs: Values, Indices as i64).
     TopK(TopKAttrs),
+    /// ScatterElements along an axis (inputs: Data, Indices of Data's rank, Updates of the
+    /// indices' shape; the output has the data's shape).
+    ScatterElements(ScatterElementsAttrs),
+    /// ScatterND (inputs: Data, Indices `[..., k]`, Updates `indices[..-1] ++ data[k..]`).
+    ScatterNd(ScatterNdAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.

@@ -32,6 +32,7 @@ mod pool;
 mod range;
 mod reduce;
 mod resize;
+mod scatter;
 mod simd;
 mod softmax;
 mod topk;
@@ -129,6 +130,19 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::Resize(a) => one(resize::resize(a, inputs[0])),
         Op::ArgReduce(a) => one(arg_reduce::arg_reduce(a, inputs[0])),
         Op::TopK(a) => topk::topk(a, inputs[0]),
+        Op::ScatterElements(a) => one(scatter::scatter_elements(
+            a.axis,
+            a.reduction,
+            inputs[0],
+            inputs[1],
+            inputs[2],
+        )),
+        Op::ScatterNd(a) => one(scatter::scatter_nd(
+            a.reduction,
+            inputs[0],
+            inputs[1],
+            inputs[2],
+        )),
     }
 }
 

@@ -68,6 +68,8 @@ op_kinds!(
     Resize,
     ArgReduce,
     TopK,
+    ScatterElements,
+    ScatterNd,
 );
 
 impl Op {
@@ -107,6 +109,8 @@ impl Op {
             Op::Resize(_) => OpKind::Resize,
             Op::ArgReduce(_) => OpKind::ArgReduce,
             Op::TopK(_) => OpKind::TopK,
+            Op::ScatterElements(_) => OpKind::ScatterElements,
+            Op::ScatterNd(_) => OpKind::ScatterNd,
         }
     }
 }
@@ -343,6 +347,19 @@ impl OpKind {
                     largest: true,
                 }),
                 vec![x(&[2, 3, 4])],
+            ),
+            OpKind::ScatterElements => (
+                Op::ScatterElements(ScatterElementsAttrs {
+                    axis: 1,
+                    reduction: ScatterReduction::Add,
+                }),
+                vec![x(&[3, 4]), (I64, vec![2, 3]), x(&[2, 3])],
+            ),
+            OpKind::ScatterNd => (
+                Op::ScatterNd(ScatterNdAttrs {
+                    reduction: ScatterReduction::Add,
+                }),
+                vec![x(&[3, 4]), (I64, vec![2, 1]), x(&[2, 4])],
             ),
         };
         Sample { op, inputs }

@@ -13,6 +13,7 @@
 //! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, TopK, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
 //! | gathers | `gather.rs` | Gather, GatherND, GatherElements |
+//! | scatters | `scatter.rs` | ScatterElements, ScatterND |
 //! | attention | `attention.rs` | Attention |
 //! | convolution and pooling | `conv.rs` | Conv, ConvTranspose, Pool |
 //! | padding | `pad.rs` | Pad |
@@ -31,6 +32,7 @@ mod norm;
 mod pad;
 mod reduce;
 mod resize;
+mod scatter;
 
 use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
@@ -217,6 +219,8 @@ impl Op {
             Op::HardSigmoid(a) => SpecRef::Attrs(a),
             Op::ArgReduce(a) => SpecRef::Attrs(a),
             Op::TopK(a) => SpecRef::Attrs(a),
+            Op::ScatterElements(a) => SpecRef::Attrs(a),
+            Op::ScatterNd(a) => SpecRef::Attrs(a),
         }
     }
 

@@ -26,6 +26,7 @@ mod quantize;
 mod reduce;
 mod resize;
 mod rotary;
+mod scatter;
 mod shape_ops;
 mod topk;
 
@@ -94,6 +95,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     reduce::OPS,
     resize::OPS,
     rotary::OPS,
+    scatter::OPS,
     shape_ops::OPS,
     topk::OPS,
 ];

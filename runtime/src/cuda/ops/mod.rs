@@ -139,7 +139,9 @@ pub fn run_op(
         | Op::HardSigmoid(_)
         | Op::Resize(_)
         | Op::ArgReduce(_)
-        | Op::TopK(_) => None,
+        | Op::TopK(_)
+        | Op::ScatterElements(_)
+        | Op::ScatterNd(_) => None,
     };
     let mut results = match device {
         Some(r) => r,
