@@ -14,6 +14,12 @@ Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_*.npy, ort_output_*.npy} for:
                into h at constant row indices (axis 0, reduction add; duplicates), of
                the same into the columns of h (axis 1, reduction max), and ScatterND of 3
                rows of h+1 into h at constant (unique) row tuples
+  one_hot      x[16,64] -> MatMul W[64,128] -> h[16,128]; ReduceSum over axis 0 of
+               Hardmax(h, axis 0)·h (the column maxima; a 2-device plan can keep h's column
+               split through Hardmax), OneHot of ArgMax(x, axis 1) (depth
+               64 as a float, values [0, 1]), OneHot of an int64 input ids[4,5] in -9..9
+               (negative and out-of-range indices; depth 7, axis 1, values [-1, 2]) and
+               EyeLike(x, k=3)·x
 Opset 18, seed 0. Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -97,9 +103,51 @@ def scatter(rng):
     return graph, {"x": x}
 
 
+def one_hot(rng):
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        n("Hardmax", ["h"], ["hardmax"], axis=0),
+        n("Mul", ["hardmax", "h"], ["picked"]),
+        n("ReduceSum", ["picked", "axis0"], ["column_max"], keepdims=0),
+        n("ArgMax", ["x"], ["am"], axis=1, keepdims=0),
+        n("OneHot", ["am", "depth64", "onoff"], ["one_hot_rows"]),
+        n("OneHot", ["ids", "depth7", "signs"], ["one_hot_ids"], axis=1),
+        n("EyeLike", ["x"], ["eye"], k=3),
+        n("Mul", ["eye", "x"], ["diag"]),
+    ]
+    outs = [
+        ("column_max", [128]),
+        ("one_hot_rows", [16, 64]),
+        ("one_hot_ids", [4, 7, 5]),
+        ("diag", [16, 64]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "one_hot",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 64]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, [4, 5]),
+        ],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, s) for o, s in outs],
+        [
+            const("W", rng.standard_normal((64, 128)) / 8.0),
+            const("depth64", 64.0),
+            const("axis0", [0], np.int64),
+            const("depth7", [7], np.int64),
+            const("onoff", [0.0, 1.0]),
+            const("signs", [-1.0, 2.0]),
+        ],
+    )
+    x = rng.standard_normal((16, 64)).astype(np.float32)
+    ids = rng.integers(-9, 9, size=(4, 5)).astype(np.int64)
+    return graph, {"x": x, "ids": ids}
+
+
 MODELS = {
     "topk": topk,
     "scatter": scatter,
+    "one_hot": one_hot,
 }
 
 

@@ -16,11 +16,21 @@ use tessera_ir::Op;
 const TOLERANCE: f64 = 1e-4;
 
 /// The models the script writes.
-const MODELS: [&str; 2] = ["topk", "scatter"];
+const MODELS: [&str; 3] = ["topk", "scatter", "one_hot"];
 
 /// On 2 devices: TopK over axis 1 of `h[8, 16, 512]` keeps the split of axis 2 (both
-/// outputs); the scatters run replicated (their spec says so) and only need to be right.
+/// outputs); Hardmax over axis 0 of `h[16, 128]` keeps its column split (ArgMax through the
+/// Cast of the comparison).
+/// The scatters run replicated (their spec says so) and only need to be right.
 fn check_splits(model: &str, plan: &Plan) {
+    let nodes = layouts(plan);
+    if model == "one_hot" {
+        for (op, layout) in &nodes {
+            if matches!(op, Op::ArgReduce(a) if a.axis == 0) || matches!(op, Op::Cast(_)) {
+                assert_eq!(*layout, Some(Layout::Split(1)), "{model}: {}", op.name());
+            }
+        }
+    }
     if model == "topk" {
         let split: Vec<_> = layouts(plan)
             .into_iter()

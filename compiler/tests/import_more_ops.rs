@@ -181,3 +181,116 @@ fn bad_inputs_are_one_line_errors_naming_the_node() {
         &["ScatterElements", "must have the shape of the indices"],
     );
 }
+
+/// `op` on x (FLOAT, `dims`) with constant float inputs `extra` and `attrs`, at `opset`.
+fn on_x(
+    opset: i64,
+    op: &str,
+    dims: &[i64],
+    extra: &[(&str, &[i64], &[f32])],
+    attrs: Vec<AttributeProto>,
+) -> ModelBuilder {
+    let mut b = ModelBuilder::new(opset);
+    let ds: Vec<D> = dims.iter().map(|&d| D::N(d)).collect();
+    b.input("x", FLOAT, &ds);
+    let mut inputs = vec!["x"];
+    for (name, dims, data) in extra {
+        b.init_f32_raw(name, dims, data);
+        inputs.push(name);
+    }
+    b.node(op, &inputs, &["y"], attrs).output("y");
+    b
+}
+
+/// OneHot of int64 indices [2, 3] with the given depth (a constant, or a graph input when
+/// `None`) and values.
+fn one_hot(depth: Option<&[f32]>, values: &[i64], attrs: Vec<AttributeProto>) -> ModelBuilder {
+    let mut b = ModelBuilder::new(13);
+    b.input("i", INT64, &[D::N(2), D::N(3)]);
+    match depth {
+        Some(d) => {
+            b.init_f32_raw("depth", &[d.len() as i64], d);
+        }
+        None => {
+            b.input("depth", FLOAT, &[D::N(1)]);
+        }
+    }
+    let n = values.iter().product::<i64>() as usize;
+    b.init_f32_raw("values", values, &vec![1.0; n]);
+    b.node("OneHot", &["i", "depth", "values"], &["y"], attrs)
+        .output("y");
+    b
+}
+
+#[test]
+fn one_hot_hardmax_and_eye_like_lower_or_fold() {
+    // The constant values fold: their Gathers leave no node.
+    let m = import(&one_hot(Some(&[5.0]), &[2], vec![attr_int("axis", 0)])).unwrap();
+    assert_eq!(
+        ops(&m),
+        ["Less", "Add", "Where", "Reshape", "Equal", "Where"]
+    );
+    let out = m.graph.outputs[0];
+    assert_eq!(m.graph.tensor(out).shape, vec![5, 2, 3]);
+    let m = import(&on_x(
+        13,
+        "Hardmax",
+        &[2, 3],
+        &[],
+        vec![attr_int("axis", 0)],
+    ))
+    .unwrap();
+    assert_eq!(ops(&m), ["ArgMax", "Equal", "Cast"]);
+    // EyeLike is a constant: nothing left to run but the Identity to the output.
+    let m = import(&on_x(22, "EyeLike", &[2, 3], &[], vec![attr_int("k", 1)])).unwrap();
+    assert!(
+        m.graph.nodes.iter().all(|n| n.op.name() != "EyeLike"),
+        "{:?}",
+        ops(&m)
+    );
+}
+
+#[test]
+fn bad_one_hot_inputs_are_one_line_errors() {
+    let cases: Vec<(ModelBuilder, &[&str])> = vec![
+        (
+            one_hot(None, &[2], vec![]),
+            &["OneHot", "input 1 ('depth') must be a constant"],
+        ),
+        (
+            one_hot(Some(&[0.0]), &[2], vec![]),
+            &["OneHot", "depth must be a positive integer, got 0"],
+        ),
+        (
+            one_hot(Some(&[3.0, 4.0]), &[2], vec![]),
+            &["OneHot", "depth must hold one value"],
+        ),
+        (
+            one_hot(Some(&[3.0]), &[3], vec![]),
+            &[
+                "OneHot",
+                "values must be [off_value, on_value], got shape [3]",
+            ],
+        ),
+        (
+            one_hot(Some(&[3.0]), &[2], vec![attr_int("axis", 3)]),
+            &["OneHot", "axis 3 out of range for rank 3"],
+        ),
+        (
+            on_x(13, "Hardmax", &[2, 3], &[], vec![attr_int("axis", 2)]),
+            &["Hardmax", "axis 2 out of range"],
+        ),
+        (
+            on_x(13, "EyeLike", &[2, 3, 4], &[], vec![]),
+            &["EyeLike", "expects a 2-D input, got shape [2, 3, 4]"],
+        ),
+        (
+            on_x(13, "EyeLike", &[2, 3], &[], vec![attr_int("dtype", 8)]),
+            &["EyeLike", "dtype 8 is not supported"],
+        ),
+    ];
+    for (b, parts) in cases {
+        let s = import(&b).expect_err(parts[0]);
+        assert_mentions(&s, parts);
+    }
+}

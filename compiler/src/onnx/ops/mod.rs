@@ -20,6 +20,7 @@ mod logic;
 mod matmul;
 mod misc;
 mod normalization;
+mod one_hot;
 mod pad;
 mod pool;
 mod quantize;
@@ -89,6 +90,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     matmul::OPS,
     misc::OPS,
     normalization::OPS,
+    one_hot::OPS,
     pad::OPS,
     pool::OPS,
     quantize::OPS,
