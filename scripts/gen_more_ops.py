@@ -20,6 +20,12 @@ Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_*.npy, ort_output_*.npy} for:
                64 as a float, values [0, 1]), OneHot of an int64 input ids[4,5] in -9..9
                (negative and out-of-range indices; depth 7, axis 1, values [-1, 2]) and
                EyeLike(x, k=3)·x
+  norms        x[8,16,64] -> MatMul W[64,128] -> h[8,16,128]; LpNormalization p=2 over axis 1
+               and p=1 over the last axis, MeanVarianceNormalization over axes [0, 1], Shrink (bias 0.1, lambd 0.3), LRN (size 5 on h
+               as [8,16,8,16]) and Shrink of an int64 input xi[4,6]
+  split_norms  x[8,16,64] -> MatMul W[64,512] -> h[8,16,512]; LpNormalization p=2 over axis 1
+               and MeanVarianceNormalization over axes [0, 1], each summed over axis 1 (a
+               2-device plan can keep h's column split through both)
 Opset 18, seed 0. Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -144,10 +150,63 @@ def one_hot(rng):
     return graph, {"x": x, "ids": ids}
 
 
+def norms(rng):
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        n("LpNormalization", ["h"], ["lp2"], axis=1, p=2),
+        n("LpNormalization", ["h"], ["lp1"], axis=-1, p=1),
+        n("MeanVarianceNormalization", ["h"], ["mvn"], axes=[0, 1]),
+        n("Shrink", ["h"], ["shrink"], bias=0.1, lambd=0.3),
+        n("Reshape", ["h", "nchw"], ["h4"]),
+        n("LRN", ["h4"], ["lrn"], size=5, alpha=0.01, beta=0.6, bias=2.0),
+        n("Shrink", ["xi"], ["shrink_int"], bias=2.0, lambd=1.5),
+    ]
+    outs = [(o, TensorProto.FLOAT, [8, 16, 128]) for o in ("lp2", "lp1", "mvn", "shrink")]
+    outs.append(("lrn", TensorProto.FLOAT, [8, 16, 8, 16]))
+    outs.append(("shrink_int", TensorProto.INT64, [4, 6]))
+    graph = helper.make_graph(
+        nodes,
+        "norms",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16, 64]),
+            helper.make_tensor_value_info("xi", TensorProto.INT64, [4, 6]),
+        ],
+        [helper.make_tensor_value_info(o, t, s) for o, t, s in outs],
+        [const("W", rng.standard_normal((64, 128)) / 8.0), const("nchw", [8, 16, 8, 16], np.int64)],
+    )
+    x = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    xi = rng.integers(-5, 6, size=(4, 6)).astype(np.int64)
+    return graph, {"x": x, "xi": xi}
+
+
+def split_norms(rng):
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "W"], ["h"]),
+        n("LpNormalization", ["h"], ["lp2"], axis=1, p=2),
+        n("MeanVarianceNormalization", ["h"], ["mvn"], axes=[0, 1]),
+        n("ReduceSum", ["lp2", "axis1"], ["lp2_sum"], keepdims=0),
+        n("ReduceSum", ["mvn", "axis1"], ["mvn_sum"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "split_norms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16, 64])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [8, 512])
+         for o in ("lp2_sum", "mvn_sum")],
+        [const("W", rng.standard_normal((64, 512)) / 8.0), const("axis1", [1], np.int64)],
+    )
+    x = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    return graph, {"x": x}
+
+
 MODELS = {
     "topk": topk,
     "scatter": scatter,
     "one_hot": one_hot,
+    "norms": norms,
+    "split_norms": split_norms,
 }
 
 

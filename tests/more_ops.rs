@@ -16,11 +16,12 @@ use tessera_ir::Op;
 const TOLERANCE: f64 = 1e-4;
 
 /// The models the script writes.
-const MODELS: [&str; 3] = ["topk", "scatter", "one_hot"];
+const MODELS: [&str; 5] = ["topk", "scatter", "one_hot", "norms", "split_norms"];
 
 /// On 2 devices: TopK over axis 1 of `h[8, 16, 512]` keeps the split of axis 2 (both
 /// outputs); Hardmax over axis 0 of `h[16, 128]` keeps its column split (ArgMax through the
-/// Cast of the comparison).
+/// Cast of the comparison); the reductions of LpNormalization over axis 1 and of
+/// MeanVarianceNormalization over axes 0 and 1 of `h[8, 16, 512]` keep the split of axis 2.
 /// The scatters run replicated (their spec says so) and only need to be right.
 fn check_splits(model: &str, plan: &Plan) {
     let nodes = layouts(plan);
@@ -29,6 +30,16 @@ fn check_splits(model: &str, plan: &Plan) {
             if matches!(op, Op::ArgReduce(a) if a.axis == 0) || matches!(op, Op::Cast(_)) {
                 assert_eq!(*layout, Some(Layout::Split(1)), "{model}: {}", op.name());
             }
+        }
+    }
+    if model == "split_norms" {
+        let kept: Vec<_> = nodes
+            .iter()
+            .filter(|(op, _)| matches!(op, Op::Reduce(r) if r.keepdims))
+            .collect();
+        assert_eq!(kept.len(), 3, "{model}: ReduceL2 and two ReduceMeans");
+        for (op, layout) in kept {
+            assert_eq!(*layout, Some(Layout::Split(2)), "{model}: {}", op.name());
         }
     }
     if model == "topk" {

@@ -251,7 +251,67 @@ fn one_hot_hardmax_and_eye_like_lower_or_fold() {
 }
 
 #[test]
-fn bad_one_hot_inputs_are_one_line_errors() {
+fn normalisations_lower_to_existing_ops() {
+    let cases: [(&str, i64, Vec<AttributeProto>, &[&str]); 5] = [
+        (
+            "LpNormalization",
+            13,
+            vec![],
+            &["ReduceL2", "Div", "Equal", "Where"],
+        ),
+        (
+            "LpNormalization",
+            22,
+            vec![attr_int("p", 1)],
+            &["Abs", "ReduceSum", "Div", "Equal", "Where"],
+        ),
+        (
+            "MeanVarianceNormalization",
+            13,
+            vec![],
+            &[
+                "ReduceMean",
+                "Mul",
+                "Mul",
+                "ReduceMean",
+                "Sub",
+                "Max",
+                "Sqrt",
+                "Sub",
+                "Add",
+                "Div",
+            ],
+        ),
+        (
+            "LRN",
+            13,
+            vec![attr_int("size", 3)],
+            &[
+                "Mul",
+                "Reshape",
+                "AveragePool",
+                "Reshape",
+                "Mul",
+                "Add",
+                "Pow",
+                "Div",
+            ],
+        ),
+        (
+            "Shrink",
+            13,
+            vec![],
+            &["Less", "Greater", "Add", "Sub", "Where", "Where"],
+        ),
+    ];
+    for (op, opset, attrs, want) in cases {
+        let m = import(&on_x(opset, op, &[2, 4, 3, 3], &[], attrs)).unwrap();
+        assert_eq!(ops(&m), want, "{op}");
+    }
+}
+
+#[test]
+fn bad_one_hot_and_norm_inputs_are_one_line_errors() {
     let cases: Vec<(ModelBuilder, &[&str])> = vec![
         (
             one_hot(None, &[2], vec![]),
@@ -288,9 +348,35 @@ fn bad_one_hot_inputs_are_one_line_errors() {
             on_x(13, "EyeLike", &[2, 3], &[], vec![attr_int("dtype", 8)]),
             &["EyeLike", "dtype 8 is not supported"],
         ),
+        (
+            on_x(13, "LpNormalization", &[2, 3], &[], vec![attr_int("p", 3)]),
+            &["LpNormalization", "p must be 1 or 2, got 3"],
+        ),
+        (
+            on_x(13, "LRN", &[2, 3, 4], &[], vec![attr_int("size", 0)]),
+            &["LRN", "size must be at least 1, got 0"],
+        ),
+        (
+            on_x(13, "LRN", &[3], &[], vec![attr_int("size", 1)]),
+            &["LRN", "expects [N, C, ...], got shape [3]"],
+        ),
+        (
+            on_x(13, "MeanVarianceNormalization", &[2, 3], &[], vec![]),
+            &[
+                "MeanVarianceNormalization",
+                "axis 2 out of range for rank 2",
+            ],
+        ),
     ];
     for (b, parts) in cases {
         let s = import(&b).expect_err(parts[0]);
         assert_mentions(&s, parts);
     }
+    let mut b = ModelBuilder::new(13);
+    b.input("x", BOOL, &[D::N(2)]);
+    b.node("Shrink", &["x"], &["y"], vec![]).output("y");
+    assert_mentions(
+        &import(&b).expect_err("bool Shrink"),
+        &["Shrink", "expects a numeric input, got bool"],
+    );
 }

@@ -19,6 +19,7 @@ mod layout_extra;
 mod logic;
 mod matmul;
 mod misc;
+mod norm_extra;
 mod normalization;
 mod one_hot;
 mod pad;
@@ -89,6 +90,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     logic::OPS,
     matmul::OPS,
     misc::OPS,
+    norm_extra::OPS,
     normalization::OPS,
     one_hot::OPS,
     pad::OPS,
