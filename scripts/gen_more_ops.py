@@ -26,6 +26,9 @@ Writes OUT_DIR/NAME.onnx and OUT_DIR/NAME/{input_*.npy, ort_output_*.npy} for:
   split_norms  x[8,16,64] -> MatMul W[64,512] -> h[8,16,512]; LpNormalization p=2 over axis 1
                and MeanVarianceNormalization over axes [0, 1], each summed over axis 1 (a
                2-device plan can keep h's column split through both)
+  bitwise      BitwiseAnd / Or / Xor (int32 a[8,64] with b[64] broadcast, int8 c[8,64] with
+               d[8,1]), BitwiseNot (int32, uint8) and BitShift LEFT / RIGHT of uint8 u[8,64]
+               by sh[8,64] in 0..8 (onnxruntime shifts unsigned types only)
 Opset 18, seed 0. Needs: onnx, numpy, onnxruntime.
 """
 import os
@@ -201,12 +204,48 @@ def split_norms(rng):
     return graph, {"x": x}
 
 
+def bitwise(rng):
+    n = helper.make_node
+    nodes = [
+        n("BitwiseAnd", ["a", "b"], ["and"]),
+        n("BitwiseOr", ["a", "b"], ["or"]),
+        n("BitwiseXor", ["a", "b"], ["xor"]),
+        n("BitwiseNot", ["a"], ["not"]),
+        n("BitwiseAnd", ["c", "d"], ["and8"]),
+        n("BitwiseNot", ["u"], ["not_u8"]),
+        n("BitShift", ["u", "sh"], ["left"], direction="LEFT"),
+        n("BitShift", ["u", "sh"], ["right"], direction="RIGHT"),
+    ]
+    i32, i8, u8 = TensorProto.INT32, TensorProto.INT8, TensorProto.UINT8
+    ins = [("a", i32, [8, 64]), ("b", i32, [64]), ("c", i8, [8, 64]), ("d", i8, [8, 1]),
+           ("u", u8, [8, 64]), ("sh", u8, [8, 64])]
+    outs = [("and", i32), ("or", i32), ("xor", i32), ("not", i32), ("and8", i8),
+            ("not_u8", u8), ("left", u8), ("right", u8)]
+    graph = helper.make_graph(
+        nodes,
+        "bitwise",
+        [helper.make_tensor_value_info(o, t, s) for o, t, s in ins],
+        [helper.make_tensor_value_info(o, t, [8, 64]) for o, t in outs],
+    )
+    big = np.iinfo(np.int32)
+    feeds = {
+        "a": rng.integers(big.min, big.max, size=(8, 64), dtype=np.int32),
+        "b": rng.integers(big.min, big.max, size=(64,), dtype=np.int32),
+        "c": rng.integers(-128, 128, size=(8, 64)).astype(np.int8),
+        "d": rng.integers(-128, 128, size=(8, 1)).astype(np.int8),
+        "u": rng.integers(0, 256, size=(8, 64)).astype(np.uint8),
+        "sh": rng.integers(0, 8, size=(8, 64)).astype(np.uint8),
+    }
+    return graph, feeds
+
+
 MODELS = {
     "topk": topk,
     "scatter": scatter,
     "one_hot": one_hot,
     "norms": norms,
     "split_norms": split_norms,
+    "bitwise": bitwise,
 }
 
 

@@ -1,10 +1,13 @@
-//! The ops added after the extra op set (TopK, ScatterElements, ScatterND, ...) in the small
-//! models of scripts/gen_more_ops.py, generated with onnxruntime's outputs when the test runs.
-//! Each model is compiled with the `tessera` CLI for 1 and 2 devices, run from its plan on CPU
-//! devices as `tessera-run` runs it, and compared with onnxruntime: integer outputs (TopK's
-//! indices) exactly, float outputs within 1e-4 of the largest reference magnitude. On 2
-//! devices a TopK over another axis must keep the column split of the MatMul before it.
-//! Skipped (with a message) when python3 lacks onnx, numpy or onnxruntime.
+//! The ops added after the extra op set (TopK, ScatterElements, ScatterND, OneHot, Hardmax,
+//! EyeLike, LpNormalization, MeanVarianceNormalization, Shrink, LRN, the bitwise ops and
+//! BitShift) in the small models of scripts/gen_more_ops.py, generated with onnxruntime's
+//! outputs when the test runs. Each model is compiled with the `tessera` CLI for 1 and 2
+//! devices, run from its plan on CPU devices as `tessera-run` runs it, and compared with
+//! onnxruntime: integer outputs (TopK's indices, the bitwise ops) exactly, float outputs
+//! within 1e-4 of the largest reference magnitude. On 2 devices TopK, Hardmax and the
+//! reductions of LpNormalization / MeanVarianceNormalization over other axes must keep the
+//! column split of the MatMul before them. Skipped (with a message) when python3 lacks onnx,
+//! numpy or onnxruntime.
 mod common;
 
 use common::generated::{compile, generate, layouts, run_and_compare};
@@ -16,7 +19,14 @@ use tessera_ir::Op;
 const TOLERANCE: f64 = 1e-4;
 
 /// The models the script writes.
-const MODELS: [&str; 5] = ["topk", "scatter", "one_hot", "norms", "split_norms"];
+const MODELS: [&str; 6] = [
+    "topk",
+    "scatter",
+    "one_hot",
+    "norms",
+    "split_norms",
+    "bitwise",
+];
 
 /// On 2 devices: TopK over axis 1 of `h[8, 16, 512]` keeps the split of axis 2 (both
 /// outputs); Hardmax over axis 0 of `h[16, 128]` keeps its column split (ArgMax through the

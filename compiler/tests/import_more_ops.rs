@@ -6,7 +6,9 @@ mod import_util;
 use import_util::*;
 use onnx_protobuf::AttributeProto;
 use tessera_compiler::onnx::{import_bytes, ImportedModel};
-use tessera_ir::op::{ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs};
+use tessera_ir::op::{
+    BinaryAttrs, BinaryOp, ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs,
+};
 use tessera_ir::Op;
 
 fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
@@ -378,5 +380,78 @@ fn bad_one_hot_and_norm_inputs_are_one_line_errors() {
     assert_mentions(
         &import(&b).expect_err("bool Shrink"),
         &["Shrink", "expects a numeric input, got bool"],
+    );
+}
+
+/// `op` on two inputs of `elem` [2, 3].
+fn two_inputs(opset: i64, op: &str, elem: i32, attrs: Vec<AttributeProto>) -> ModelBuilder {
+    let mut b = ModelBuilder::new(opset);
+    b.input("a", elem, &[D::N(2), D::N(3)]);
+    b.input("b", elem, &[D::N(2), D::N(3)]);
+    b.node(op, &["a", "b"], &["y"], attrs).output("y");
+    b
+}
+
+#[test]
+fn bitwise_ops_import_and_refuse_non_integers() {
+    for (op, want) in [
+        ("BitwiseAnd", "And"),
+        ("BitwiseOr", "Or"),
+        ("BitwiseXor", "Xor"),
+    ] {
+        assert_eq!(
+            ops(&import(&two_inputs(18, op, INT64, vec![])).unwrap()),
+            [want]
+        );
+    }
+    let m = import(&two_inputs(
+        13,
+        "BitShift",
+        INT64,
+        vec![attr_str("direction", "RIGHT")],
+    ))
+    .unwrap();
+    assert_eq!(
+        m.graph.nodes[0].op,
+        Op::Binary(BinaryAttrs {
+            kind: BinaryOp::BitShift { left: false }
+        })
+    );
+    let cases: Vec<(ModelBuilder, &[&str])> = vec![
+        (
+            two_inputs(18, "BitwiseAnd", FLOAT, vec![]),
+            &["BitwiseAnd", "input 0 must be an integer tensor, got f32"],
+        ),
+        (
+            two_inputs(18, "BitwiseXor", BOOL, vec![]),
+            &["BitwiseXor", "must be an integer tensor, got bool"],
+        ),
+        (
+            two_inputs(13, "BitShift", INT64, vec![attr_str("direction", "UP")]),
+            &["BitShift", "direction must be LEFT or RIGHT, got 'UP'"],
+        ),
+        (
+            two_inputs(13, "BitShift", INT64, vec![]),
+            &[
+                "BitShift",
+                "required attribute 'direction' (STRING) is missing",
+            ],
+        ),
+        // ONNX's logical ops stay bool-only although the IR ops are bitwise on integers.
+        (
+            two_inputs(13, "And", INT64, vec![]),
+            &["And", "input 0 must be bool, got i64"],
+        ),
+    ];
+    for (b, parts) in cases {
+        let s = import(&b).expect_err(parts[0]);
+        assert_mentions(&s, parts);
+    }
+    let mut b = ModelBuilder::new(18);
+    b.input("x", FLOAT, &[D::N(2)]);
+    b.node("BitwiseNot", &["x"], &["y"], vec![]).output("y");
+    assert_mentions(
+        &import(&b).expect_err("float BitwiseNot"),
+        &["BitwiseNot", "must be an integer tensor, got f32"],
     );
 }

@@ -153,12 +153,18 @@ pub enum BinaryOp {
     Greater,
     /// a >= b
     GreaterOrEqual,
-    /// logical and
+    /// logical and (bool), bitwise and (integers)
     And,
-    /// logical or
+    /// logical or (bool), bitwise or (integers)
     Or,
-    /// logical xor
+    /// logical xor (bool), bitwise xor (integers)
     Xor,
+    /// Integer shift of a by b bits: left, or arithmetic right; a shift outside
+    /// `0..width` gives 0 (-1 for a right shift of a negative a), as ONNX BitShift.
+    BitShift {
+        /// Shift left (else right).
+        left: bool,
+    },
 }
 
 /// Binary op attributes.
@@ -194,7 +200,7 @@ pub enum UnaryOp {
     Sigmoid,
     /// max(x, 0)
     Relu,
-    /// logical not
+    /// logical not (bool), bitwise not (integers)
     Not,
     /// isnan(x) (bool output)
     IsNaN,

@@ -216,6 +216,7 @@ const ATTR_OPS: &[&str] = &[
     "cum_sum",
     "attention",
     "mod",
+    "bit_shift",
     "arg_max",
     "arg_min",
     "top_k",

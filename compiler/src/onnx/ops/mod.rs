@@ -9,6 +9,7 @@ mod activation_extra;
 mod attention;
 mod attr_table;
 mod attrs;
+mod bitwise;
 mod channel_norm;
 mod constant;
 mod conv;
@@ -80,6 +81,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
     activation_extra::OPS,
     attention::OPS,
+    bitwise::OPS,
     channel_norm::OPS,
     constant::OPS,
     conv::OPS,
