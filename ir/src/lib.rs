@@ -20,6 +20,7 @@ pub mod infer;
 pub mod layout;
 mod nonfinite;
 pub mod op;
+mod op_more;
 pub mod plan;
 pub mod size;
 pub mod spec;

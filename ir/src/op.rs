@@ -8,6 +8,8 @@
 use crate::DType;
 use serde::{Deserialize, Serialize};
 
+pub use crate::op_more::{ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs};
+
 /// An IR op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -82,6 +84,14 @@ pub enum Op {
     Resize(ResizeAttrs),
     /// Index of the largest or smallest element along one axis, as i64 (input: X).
     ArgReduce(ArgReduceAttrs),
+    /// The `k` largest or smallest elements along one axis, in order, and their indices
+    /// (input: X; outputs: Values, Indices as i64).
+    TopK(TopKAttrs),
+    /// ScatterElements along an axis (inputs: Data, Indices of Data's rank, Updates of the
+    /// indices' shape; the output has the data's shape).
+    ScatterElements(ScatterElementsAttrs),
+    /// ScatterND (inputs: Data, Indices `[..., k]`, Updates `indices[..-1] ++ data[k..]`).
+    ScatterNd(ScatterNdAttrs),
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -143,12 +153,18 @@ pub enum BinaryOp {
     Greater,
     /// a >= b
     GreaterOrEqual,
-    /// logical and
+    /// logical and (bool), bitwise and (integers)
     And,
-    /// logical or
+    /// logical or (bool), bitwise or (integers)
     Or,
-    /// logical xor
+    /// logical xor (bool), bitwise xor (integers)
     Xor,
+    /// Integer shift of a by b bits: left, or arithmetic right; a shift outside
+    /// `0..width` gives 0 (-1 for a right shift of a negative a), as ONNX BitShift.
+    BitShift {
+        /// Shift left (else right).
+        left: bool,
+    },
 }
 
 /// Binary op attributes.
@@ -184,7 +200,7 @@ pub enum UnaryOp {
     Sigmoid,
     /// max(x, 0)
     Relu,
-    /// logical not
+    /// logical not (bool), bitwise not (integers)
     Not,
     /// isnan(x) (bool output)
     IsNaN,

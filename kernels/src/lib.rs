@@ -32,8 +32,10 @@ mod pool;
 mod range;
 mod reduce;
 mod resize;
+mod scatter;
 mod simd;
 mod softmax;
+mod topk;
 mod transpose2d;
 mod trilu;
 mod unary;
@@ -73,8 +75,9 @@ pub(crate) fn pool_threads() -> usize {
 
 /// Evaluates `op` on host tensors and returns its outputs.
 ///
-/// Every op returns one output except [`Op::Split`] (one per piece) and [`Op::LayerNorm`]
-/// (Y, Mean, InvStdDev, as ONNX; callers that bind only Y ignore the rest).
+/// Every op returns one output except [`Op::Split`] (one per piece), [`Op::LayerNorm`]
+/// (Y, Mean, InvStdDev, as ONNX; callers that bind only Y ignore the rest) and [`Op::TopK`]
+/// (Values, Indices).
 pub fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
     eval_inner(op, inputs).map_err(|msg| KernelError { op: op.name(), msg })
 }
@@ -126,6 +129,20 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         Op::HardSigmoid(a) => one(unary::hard_sigmoid(a.alpha, a.beta, a.swish, inputs[0])),
         Op::Resize(a) => one(resize::resize(a, inputs[0])),
         Op::ArgReduce(a) => one(arg_reduce::arg_reduce(a, inputs[0])),
+        Op::TopK(a) => topk::topk(a, inputs[0]),
+        Op::ScatterElements(a) => one(scatter::scatter_elements(
+            a.axis,
+            a.reduction,
+            inputs[0],
+            inputs[1],
+            inputs[2],
+        )),
+        Op::ScatterNd(a) => one(scatter::scatter_nd(
+            a.reduction,
+            inputs[0],
+            inputs[1],
+            inputs[2],
+        )),
     }
 }
 

@@ -97,6 +97,7 @@ fn int_fn(kind: UnaryOp) -> KResult<fn(i64) -> i64> {
         UnaryOp::Abs => i64::wrapping_abs,
         UnaryOp::Relu => |x| x.max(0),
         UnaryOp::Sign => i64::signum,
+        UnaryOp::Not => |x| !x,
         other => return Err(format!("{other:?} is not defined on integers")),
     })
 }

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use tessera_ir::Tensor;
 
+pub mod generated;
+
 /// Workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -216,8 +216,10 @@ const ATTR_OPS: &[&str] = &[
     "cum_sum",
     "attention",
     "mod",
+    "bit_shift",
     "arg_max",
     "arg_min",
+    "top_k",
 ];
 
 /// Names a rule's right-hand side may use to *build* a leaf from matched classes (they never

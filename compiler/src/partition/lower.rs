@@ -501,18 +501,49 @@ impl Lowerer<'_> {
             })
             .collect::<Vec<_>>();
         let node = f.node;
+        let outputs = self.bound_outputs(f, v);
         self.emit(
             |r| StepKind::Compute {
                 node,
                 op: ops[r].clone(),
             },
             local_ins,
-            vec![v],
+            outputs,
             layer,
         );
     }
 
+    /// The values a compute step of form `f` (whose output is `v`) binds: `v` alone, or for
+    /// a TopK every output of the node in the form's layout (its kernel computes Values and
+    /// Indices together, of one shape; a step binds the op's outputs in order). Siblings not
+    /// yet produced in that layout are registered, so the other output's form in the same
+    /// layout reuses this step instead of running the op again.
+    fn bound_outputs(&mut self, f: &LocalForm, v: ValueId) -> Vec<ValueId> {
+        let nd = self.g.node(f.node);
+        if !matches!(nd.op, Op::TopK(_)) {
+            return vec![v];
+        }
+        let mut outs = Vec::with_capacity(nd.outputs.len());
+        for (k, &t) in nd.outputs.iter().enumerate() {
+            if k == f.out_index {
+                outs.push(v);
+                continue;
+            }
+            // Same shape as `v`'s tensor, so the layout divides it as it divides `v`'s.
+            let Ok(sib) = self.tensor_value(t, f.out) else {
+                return vec![v];
+            };
+            self.prod_val.entry((t, f.out)).or_insert(sib);
+            outs.push(sib);
+        }
+        outs
+    }
+
     fn compute(&mut self, f: &LocalForm) -> Result<(), String> {
+        if self.prod_val.contains_key(&(f.tensor, f.out)) {
+            // Bound by the step of a sibling output (see `bound_outputs`).
+            return Ok(());
+        }
         let ins = f
             .inputs
             .iter()

@@ -53,8 +53,19 @@ fn comparisons_and_logic_give_bool() {
         Bool
     );
     assert!(one(bin(BinaryOp::And), &[(F32, &[2]), (F32, &[2])]).is_err());
+    // On integers the logical ops are bitwise and keep the dtype; BitShift takes integers only.
+    let xor = one(bin(BinaryOp::Xor), &[(I64, &[2]), (I64, &[1])]).unwrap();
+    assert_eq!(xor, (I64, vec![2]));
+    let shl = bin(BinaryOp::BitShift { left: true });
+    assert_eq!(
+        one(shl.clone(), &[(I64, &[2]), (I64, &[2])]).unwrap().0,
+        I64
+    );
+    assert!(one(shl.clone(), &[(F32, &[2]), (F32, &[2])]).is_err());
+    assert!(one(shl, &[(Bool, &[2]), (Bool, &[2])]).is_err());
     let not = Op::Unary(UnaryAttrs { kind: UnaryOp::Not });
     assert!(one(not.clone(), &[(F32, &[2])]).is_err());
+    assert_eq!(one(not.clone(), &[(I64, &[2])]).unwrap().0, I64);
     assert_eq!(one(not, &[(Bool, &[2])]).unwrap().0, Bool);
     let isnan = Op::Unary(UnaryAttrs {
         kind: UnaryOp::IsNaN,

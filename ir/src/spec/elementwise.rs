@@ -156,10 +156,18 @@ fn binary(cx: &InferCx, kind: BinaryOp) -> Result<TypedShape, IrError> {
     use BinaryOp::*;
     let out = match kind {
         And | Or | Xor => {
-            if d != DType::Bool {
-                return Err(cx.err(format!("logical op needs bool inputs, got {d}")));
+            if d.is_float() {
+                return Err(cx.err(format!(
+                    "logical/bitwise op needs bool or integer inputs, got {d}"
+                )));
             }
-            DType::Bool
+            d
+        }
+        BitShift { .. } => {
+            if !d.is_int() {
+                return Err(cx.err(format!("BitShift needs integer inputs, got {d}")));
+            }
+            d
         }
         Equal | Less | LessOrEqual | Greater | GreaterOrEqual => DType::Bool,
         Add | Sub | Mul | Div | Pow | Max | Min | Mod { .. } => {
@@ -177,8 +185,8 @@ fn unary(cx: &InferCx, kind: UnaryOp) -> Result<TypedShape, IrError> {
     use UnaryOp::*;
     match kind {
         Not => {
-            if d != DType::Bool {
-                return Err(cx.err(format!("Not needs a bool input, got {d}")));
+            if d.is_float() {
+                return Err(cx.err(format!("Not needs a bool or integer input, got {d}")));
             }
             Ok((d, s))
         }

@@ -67,6 +67,9 @@ op_kinds!(
     HardSigmoid,
     Resize,
     ArgReduce,
+    TopK,
+    ScatterElements,
+    ScatterNd,
 );
 
 impl Op {
@@ -105,6 +108,9 @@ impl Op {
             Op::HardSigmoid(_) => OpKind::HardSigmoid,
             Op::Resize(_) => OpKind::Resize,
             Op::ArgReduce(_) => OpKind::ArgReduce,
+            Op::TopK(_) => OpKind::TopK,
+            Op::ScatterElements(_) => OpKind::ScatterElements,
+            Op::ScatterNd(_) => OpKind::ScatterNd,
         }
     }
 }
@@ -333,6 +339,27 @@ impl OpKind {
                     select_last_index: false,
                 }),
                 vec![x(&[2, 3, 4])],
+            ),
+            OpKind::TopK => (
+                Op::TopK(TopKAttrs {
+                    axis: 1,
+                    k: 2,
+                    largest: true,
+                }),
+                vec![x(&[2, 3, 4])],
+            ),
+            OpKind::ScatterElements => (
+                Op::ScatterElements(ScatterElementsAttrs {
+                    axis: 1,
+                    reduction: ScatterReduction::Add,
+                }),
+                vec![x(&[3, 4]), (I64, vec![2, 3]), x(&[2, 3])],
+            ),
+            OpKind::ScatterNd => (
+                Op::ScatterNd(ScatterNdAttrs {
+                    reduction: ScatterReduction::Add,
+                }),
+                vec![x(&[3, 4]), (I64, vec![2, 1]), x(&[2, 4])],
             ),
         };
         Sample { op, inputs }

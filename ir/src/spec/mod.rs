@@ -10,9 +10,10 @@
 //! | products | `matmul.rs` | MatMul, Gemm, Einsum |
 //! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast, HardSigmoid |
 //! | normalisation | `norm.rs` | Softmax, LayerNorm, RmsNorm |
-//! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, CumSum |
+//! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, TopK, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
 //! | gathers | `gather.rs` | Gather, GatherND, GatherElements |
+//! | scatters | `scatter.rs` | ScatterElements, ScatterND |
 //! | attention | `attention.rs` | Attention |
 //! | convolution and pooling | `conv.rs` | Conv, ConvTranspose, Pool |
 //! | padding | `pad.rs` | Pad |
@@ -31,6 +32,7 @@ mod norm;
 mod pad;
 mod reduce;
 mod resize;
+mod scatter;
 
 use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
@@ -216,6 +218,9 @@ impl Op {
             Op::Resize(a) => SpecRef::Attrs(a),
             Op::HardSigmoid(a) => SpecRef::Attrs(a),
             Op::ArgReduce(a) => SpecRef::Attrs(a),
+            Op::TopK(a) => SpecRef::Attrs(a),
+            Op::ScatterElements(a) => SpecRef::Attrs(a),
+            Op::ScatterNd(a) => SpecRef::Attrs(a),
         }
     }
 

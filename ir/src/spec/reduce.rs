@@ -1,15 +1,18 @@
 //! Reductions and scans: ReduceSum/Mean/Max/Min/Prod/SumSquare/L2
 //! (<https://onnx.ai/onnx/operators/onnx__ReduceSum.html> and siblings), ArgMax / ArgMin
-//! (<https://onnx.ai/onnx/operators/onnx__ArgMax.html>) and CumSum
+//! (<https://onnx.ai/onnx/operators/onnx__ArgMax.html>), TopK
+//! (<https://onnx.ai/onnx/operators/onnx__TopK.html>) and CumSum
 //! (<https://onnx.ai/onnx/operators/onnx__CumSum.html>).
 //!
-//! Cost: one FLOP per input element (CumSum: per output element). Partitioning: split on an
+//! Cost: one FLOP per input element (CumSum: per output element; TopK: a comparison per
+//! input element to select, plus `k·log2 k` per lane to order the selection). Partitioning: split on an
 //! axis that is not reduced/scanned (`norm-keep-split`); ReduceSum/Mean also pass partial
 //! sums through (`linear-partial`). ArgMax / ArgMin along a split axis would need the
-//! values with the indices to combine, so they take that axis whole (replicated input).
+//! values with the indices to combine, so they take that axis whole (replicated input); TopK
+//! likewise keeps a split on every axis but its own.
 use super::{first_numel, Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
-use crate::op::{ArgReduceAttrs, CumSumAttrs, ReduceAttrs, ReduceKind};
+use crate::op::{ArgReduceAttrs, CumSumAttrs, ReduceAttrs, ReduceKind, TopKAttrs};
 use crate::{DType, IrError};
 
 impl OpSpec for ReduceAttrs {
@@ -51,6 +54,39 @@ impl OpSpec for ArgReduceAttrs {
     }
     fn flops(&self, inputs: &[&[usize]], _outputs: &[&[usize]]) -> u64 {
         first_numel(inputs)
+    }
+    fn partitioning(&self) -> Partitioning {
+        Partitioning::Rules(&["norm-keep-split"])
+    }
+}
+
+impl OpSpec for TopKAttrs {
+    fn name(&self) -> String {
+        "TopK".into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(1)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        let (d, mut shape) = cx.input(0);
+        if d == DType::Bool {
+            return Err(cx.err("input 0 must be numeric, got bool"));
+        }
+        cx.axis_in_range(self.axis, shape.len())?;
+        if self.k > shape[self.axis] {
+            return Err(cx.err(format!(
+                "k = {} exceeds extent {} of axis {} of the input {shape:?}",
+                self.k, shape[self.axis], self.axis
+            )));
+        }
+        shape[self.axis] = self.k;
+        Ok(vec![(d, shape.clone()), (DType::I64, shape)])
+    }
+    fn flops(&self, inputs: &[&[usize]], outputs: &[&[usize]]) -> u64 {
+        let k = self.k as u64;
+        let lanes = first_numel(outputs) / k.max(1);
+        let order = k * (64 - k.leading_zeros() as u64);
+        first_numel(inputs) + lanes * order
     }
     fn partitioning(&self) -> Partitioning {
         Partitioning::Rules(&["norm-keep-split"])

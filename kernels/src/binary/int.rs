@@ -56,8 +56,25 @@ fn int_op(kind: BinaryOp) -> KResult<fn(i64, i64) -> i64> {
         BinaryOp::Min => |x, y| x.min(y),
         BinaryOp::Mod { fmod: true } => i64::wrapping_rem,
         BinaryOp::Mod { fmod: false } => py_mod_i64,
+        BinaryOp::And => |x, y| x & y,
+        BinaryOp::Or => |x, y| x | y,
+        BinaryOp::Xor => |x, y| x ^ y,
         other => return Err(format!("{other:?} is not defined on integers")),
     })
+}
+
+/// ONNX BitShift on values of `dt` (held sign-extended, or zero-extended for u8): a left
+/// shift wraps to the width (bits past the top, or the sign bit, are dropped); a right shift
+/// is arithmetic (logical for u8, whose values are non-negative); a shift by a negative
+/// amount or by the width or more gives 0, or -1 for a right shift of a negative value.
+fn shift(dt: DType, left: bool) -> impl Fn(i64, i64) -> i64 {
+    let width = 8 * dt.size_bytes() as i64;
+    move |x, y| match (left, (0..width).contains(&y)) {
+        (true, true) => wrap_int(dt, x.wrapping_shl(y as u32)),
+        (false, true) => x >> y,
+        (false, false) if x < 0 => -1,
+        _ => 0,
+    }
 }
 
 /// `a ∘ b` on integer operands broadcast to `so` (shapes `sa`, `sb`), wrapped to `dt`.
@@ -102,6 +119,10 @@ pub(super) fn int_binary(
             ));
         }
         return Ok(v);
+    }
+    if let BinaryOp::BitShift { left } = kind {
+        let f = shift(dt, left);
+        return Ok(zip_broadcast(x, sa, y, sb, so, f));
     }
     let f = int_op(kind)?;
     Ok(zip_broadcast(x, sa, y, sb, so, |p, q| {
@@ -287,5 +308,60 @@ mod tests {
             red(ReduceKind::Sum, &t(I32, vec![i32::MAX as i64, 1])),
             [i32::MIN as i64]
         );
+    }
+
+    /// BitShift on every integer dtype against the native type's checked shifts (`None`
+    /// past the width: 0, or the sign fill for a right shift), over values with the sign bit
+    /// set and clear and shifts from -1 to the width + 1; bitwise And / Or / Xor / Not
+    /// against the native operators.
+    #[test]
+    fn shifts_and_bitwise_ops_match_native_integers() {
+        macro_rules! check {
+            ($dt:expr, $t:ty) => {{
+                let width = <$t>::BITS as i64;
+                let vals: Vec<i64> = [<$t>::MIN, <$t>::MAX, 0, 1, 5, <$t>::MAX / 3]
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect();
+                for y in -1..=width + 1 {
+                    let a = t($dt, vals.clone());
+                    let b = t($dt, vec![y; vals.len()]);
+                    let left = bin(BinaryOp::BitShift { left: true }, &a, &b).unwrap();
+                    let right = bin(BinaryOp::BitShift { left: false }, &a, &b).unwrap();
+                    for (k, &x) in vals.iter().enumerate() {
+                        let n = x as $t;
+                        let shl = u32::try_from(y).ok().and_then(|s| n.checked_shl(s));
+                        let shr = u32::try_from(y).ok().and_then(|s| n.checked_shr(s));
+                        let fill = if n < (0 as $t) { -1 } else { 0 };
+                        assert_eq!(left[k], shl.map_or(0, |v| v as i64), "{x} << {y}");
+                        assert_eq!(right[k], shr.map_or(fill, |v| v as i64), "{x} >> {y}");
+                    }
+                }
+                let (a, b) = (
+                    t($dt, vals.clone()),
+                    t($dt, vals.iter().rev().copied().collect()),
+                );
+                let and = bin(BinaryOp::And, &a, &b).unwrap();
+                let or = bin(BinaryOp::Or, &a, &b).unwrap();
+                let xor = bin(BinaryOp::Xor, &a, &b).unwrap();
+                let not = eval(&Op::Unary(UnaryAttrs { kind: UnaryOp::Not }), &[&a]).unwrap();
+                let not = not[0].as_i64().unwrap();
+                for k in 0..vals.len() {
+                    let (p, q) = (vals[k] as $t, vals[vals.len() - 1 - k] as $t);
+                    assert_eq!(and[k], (p & q) as i64);
+                    assert_eq!(or[k], (p | q) as i64);
+                    assert_eq!(xor[k], (p ^ q) as i64);
+                    assert_eq!(not[k], (!p) as i64);
+                }
+            }};
+        }
+        check!(DType::I8, i8);
+        check!(DType::I16, i16);
+        check!(DType::I32, i32);
+        check!(DType::I64, i64);
+        check!(DType::U8, u8);
+        // Floats have no bitwise form.
+        let f = Tensor::f32(vec![1], vec![1.0]);
+        assert!(bin(BinaryOp::BitShift { left: true }, &f, &f).is_err());
     }
 }

@@ -9,6 +9,7 @@ mod activation_extra;
 mod attention;
 mod attr_table;
 mod attrs;
+mod bitwise;
 mod channel_norm;
 mod constant;
 mod contrib;
@@ -20,7 +21,9 @@ mod layout_extra;
 mod logic;
 mod matmul;
 mod misc;
+mod norm_extra;
 mod normalization;
+mod one_hot;
 mod pad;
 mod pool;
 mod quantize;
@@ -28,7 +31,9 @@ mod quantize_activation;
 mod reduce;
 mod resize;
 mod rotary;
+mod scatter;
 mod shape_ops;
+mod topk;
 
 use super::ImportError;
 pub(crate) use attrs::check_attributes;
@@ -96,6 +101,7 @@ const FAMILIES: &[&[OpEntry]] = &[
     activation::OPS,
     activation_extra::OPS,
     attention::OPS,
+    bitwise::OPS,
     channel_norm::OPS,
     constant::OPS,
     contrib::OPS,
@@ -107,7 +113,9 @@ const FAMILIES: &[&[OpEntry]] = &[
     logic::OPS,
     matmul::OPS,
     misc::OPS,
+    norm_extra::OPS,
     normalization::OPS,
+    one_hot::OPS,
     pad::OPS,
     pool::OPS,
     quantize::OPS,
@@ -115,7 +123,9 @@ const FAMILIES: &[&[OpEntry]] = &[
     reduce::OPS,
     resize::OPS,
     rotary::OPS,
+    scatter::OPS,
     shape_ops::OPS,
+    topk::OPS,
 ];
 
 /// The registry, by (domain, op type).

@@ -138,7 +138,10 @@ pub fn run_op(
         | Op::Pad(_)
         | Op::HardSigmoid(_)
         | Op::Resize(_)
-        | Op::ArgReduce(_) => None,
+        | Op::ArgReduce(_)
+        | Op::TopK(_)
+        | Op::ScatterElements(_)
+        | Op::ScatterNd(_) => None,
     };
     let mut results = match device {
         Some(r) => r,
