@@ -86,7 +86,8 @@ pub fn cast_through_supported(to: DType) -> bool {
 /// quantised activation).
 #[inline(always)]
 pub fn cast_through(to: DType, lo: f32, hi: f32, x: f32) -> f32 {
-    let t = x.trunc();
+    // `+ 0.0` turns the −0 of a truncated (−1, 0) into the +0 the integer comes back as.
+    let t = x.trunc() + 0.0;
     if t >= lo && t <= hi {
         t
     } else {

@@ -391,7 +391,8 @@ impl Runner<'_> {
                     let a = reg(x);
                     let mut outside = false;
                     for (y, &v) in r.iter_mut().zip(a) {
-                        let t = v.trunc();
+                        // `+ 0.0`: an integer has no −0 (a truncated −0.4 comes back +0).
+                        let t = v.trunc() + 0.0;
                         outside |= !(t >= lo && t <= hi);
                         *y = t;
                     }
