@@ -3,7 +3,6 @@
 mod import_util;
 
 use import_util::*;
-use tessera_compiler::onnx::{import_bytes, ImportedModel};
 use tessera_ir::op::{ArgReduceAttrs, UnaryAttrs, UnaryOp};
 use tessera_ir::{DType, Op};
 
@@ -25,18 +24,6 @@ fn one_node(
     }
     b.node_in("", op, &inputs, &["y"], attrs).output("y");
     b
-}
-
-fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
-    import_bytes(&b.bytes(), "m.onnx", &opts("")).map_err(|e| {
-        let s = e.to_string();
-        assert!(!s.contains('\n'), "error is not one line: {s}");
-        s
-    })
-}
-
-fn ops(m: &ImportedModel) -> Vec<String> {
-    m.graph.nodes.iter().map(|n| n.op.name()).collect()
 }
 
 #[test]

@@ -5,23 +5,10 @@ mod import_util;
 
 use import_util::*;
 use onnx_protobuf::AttributeProto;
-use tessera_compiler::onnx::{import_bytes, ImportedModel};
 use tessera_ir::op::{
     BinaryAttrs, BinaryOp, ScatterElementsAttrs, ScatterNdAttrs, ScatterReduction, TopKAttrs,
 };
 use tessera_ir::Op;
-
-fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
-    import_bytes(&b.bytes(), "m.onnx", &opts("")).map_err(|e| {
-        let s = e.to_string();
-        assert!(!s.contains('\n'), "error is not one line: {s}");
-        s
-    })
-}
-
-fn ops(m: &ImportedModel) -> Vec<String> {
-    m.graph.nodes.iter().map(|n| n.op.name()).collect()
-}
 
 /// TopK on x (`elem`, [2, 3]) with k a constant (`Some`) or a graph input (`None`).
 fn topk(opset: i64, elem: i32, k: Option<&[i64]>, attrs: Vec<AttributeProto>) -> ModelBuilder {

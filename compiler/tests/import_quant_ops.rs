@@ -6,25 +6,13 @@ mod import_util;
 
 use import_util::*;
 use onnx_protobuf::TensorProto;
-use tessera_compiler::onnx::{import_bytes, ImportedModel};
+use tessera_compiler::onnx::import_bytes;
 use tessera_ir::DType;
 
 const UINT8: i32 = 2;
 const INT8: i32 = 3;
 const UINT4: i32 = 21;
 const INT4: i32 = 22;
-
-fn import(b: &ModelBuilder) -> Result<ImportedModel, String> {
-    import_bytes(&b.bytes(), "m.onnx", &opts("")).map_err(|e| {
-        let s = e.to_string();
-        assert!(!s.contains('\n'), "error is not one line: {s}");
-        s
-    })
-}
-
-fn ops(m: &ImportedModel) -> Vec<String> {
-    m.graph.nodes.iter().map(|n| n.op.name()).collect()
-}
 
 /// A raw_data initializer of ONNX element type `elem`.
 fn raw(name: &str, elem: i32, dims: &[i64], bytes: Vec<u8>) -> TensorProto {

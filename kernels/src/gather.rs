@@ -4,7 +4,7 @@ use super::{describe, make, Elem, KResult};
 use tessera_ir::{Tensor, TensorData};
 
 /// Normalises an index against an extent, or fails naming it.
-fn norm_index(i: i64, dim: usize) -> KResult<usize> {
+pub(crate) fn norm_index(i: i64, dim: usize) -> KResult<usize> {
     let j = if i < 0 { i + dim as i64 } else { i };
     if j < 0 || j >= dim as i64 {
         return Err(format!("index {i} out of range for extent {dim}"));
@@ -12,7 +12,8 @@ fn norm_index(i: i64, dim: usize) -> KResult<usize> {
     Ok(j as usize)
 }
 
-fn indices_of(t: &Tensor) -> KResult<&[i64]> {
+/// The values of an integer index tensor.
+pub(crate) fn indices_of(t: &Tensor) -> KResult<&[i64]> {
     t.as_i64()
         .ok_or_else(|| format!("indices must be integers, got {}", describe(t)))
 }
@@ -122,6 +123,24 @@ pub(crate) fn gather_elements(axis: usize, data: &Tensor, indices: &Tensor) -> K
             describe(data)
         ));
     }
+    let offsets = element_offsets(ds, is, ind, axis)?;
+    let out = match &data.data {
+        TensorData::F32(v) => f32::wrap(super::take(v, &offsets)),
+        TensorData::I64(v) => i64::wrap(super::take(v, &offsets)),
+        TensorData::Bool(v) => bool::wrap(super::take(v, &offsets)),
+    };
+    make(data.dtype, is.clone(), out)
+}
+
+/// The flat offset into data of shape `ds` of every position of indices of shape `is` (the
+/// same rank) with its coordinate on `axis` replaced by its index value (GatherElements's
+/// and ScatterElements's addressing).
+pub(crate) fn element_offsets(
+    ds: &[usize],
+    is: &[usize],
+    ind: &[i64],
+    axis: usize,
+) -> KResult<Vec<usize>> {
     let (dst, ist) = (strides(ds), strides(is));
     let mut offsets = Vec::with_capacity(ind.len());
     for (flat, &i) in ind.iter().enumerate() {
@@ -133,12 +152,7 @@ pub(crate) fn gather_elements(axis: usize, data: &Tensor, indices: &Tensor) -> K
         }
         offsets.push(off);
     }
-    let out = match &data.data {
-        TensorData::F32(v) => f32::wrap(super::take(v, &offsets)),
-        TensorData::I64(v) => i64::wrap(super::take(v, &offsets)),
-        TensorData::Bool(v) => bool::wrap(super::take(v, &offsets)),
-    };
-    make(data.dtype, is.clone(), out)
+    Ok(offsets)
 }
 
 #[cfg(test)]

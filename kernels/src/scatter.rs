@@ -5,24 +5,11 @@
 //! the ONNX reference does, so with no reduction the last of duplicate indices wins.
 //! Integer sums and products wrap to the data's dtype; max / min propagate NaN (numpy's
 //! `maximum` / `minimum`).
+use super::gather::{element_offsets, indices_of, norm_index};
 use super::index::strides;
 use super::{describe, make, wrap_int, Elem, KResult};
 use tessera_ir::op::ScatterReduction;
 use tessera_ir::{Tensor, TensorData};
-
-/// Normalises an index against an extent, or fails naming it.
-fn norm_index(i: i64, dim: usize) -> KResult<usize> {
-    let j = if i < 0 { i + dim as i64 } else { i };
-    if j < 0 || j >= dim as i64 {
-        return Err(format!("index {i} out of range for extent {dim}"));
-    }
-    Ok(j as usize)
-}
-
-fn indices_of(t: &Tensor) -> KResult<&[i64]> {
-    t.as_i64()
-        .ok_or_else(|| format!("indices must be integers, got {}", describe(t)))
-}
 
 /// ScatterElements along `axis`: `out[i with coordinate axis replaced by indices[i]] ∘=
 /// updates[i]` for every position i of the indices.
@@ -47,17 +34,7 @@ pub(crate) fn scatter_elements(
             describe(data)
         ));
     }
-    let (dst, ist) = (strides(ds), strides(is));
-    let mut offsets = Vec::with_capacity(ind.len());
-    for (flat, &i) in ind.iter().enumerate() {
-        let mut off = 0;
-        for a in 0..is.len() {
-            let c = (flat / ist[a]) % is[a];
-            let c = if a == axis { norm_index(i, ds[a])? } else { c };
-            off += c * dst[a];
-        }
-        offsets.push(off);
-    }
+    let offsets = element_offsets(ds, is, ind, axis)?;
     apply(reduction, data, updates, &offsets, 1)
 }
 

@@ -229,3 +229,18 @@ pub fn assert_mentions(s: &str, parts: &[&str]) {
         assert!(s.contains(part), "{part:?} not in: {s}");
     }
 }
+
+/// Imports the model (canonicalisation off); the error as its one line of text (asserted
+/// to be one line).
+pub fn import(b: &ModelBuilder) -> Result<tessera_compiler::onnx::ImportedModel, String> {
+    tessera_compiler::onnx::import_bytes(&b.bytes(), "m.onnx", &opts("")).map_err(|e| {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "error is not one line: {s}");
+        s
+    })
+}
+
+/// The op names of an imported graph, in node order.
+pub fn ops(m: &tessera_compiler::onnx::ImportedModel) -> Vec<String> {
+    m.graph.nodes.iter().map(|n| n.op.name()).collect()
+}
