@@ -366,7 +366,11 @@ def signal_case(sig):
 
         def custom():
             shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            # The signal's default action, whatever this process inherited: a shell that
+            # starts a job in the background without job control ignores SIGINT, and an
+            # ignored disposition survives exec.
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
             time.sleep(3.0)
             if p.poll() is not None:
                 return "WRONG", f"ended before the signal: {p.stderr.read().decode()[:160]}"
