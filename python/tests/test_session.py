@@ -4,6 +4,7 @@ messages, resident ranks reused across calls and threads, Ctrl-C, plans saved an
 import _thread
 import gc
 import pathlib
+import signal
 import threading
 
 import numpy as np
@@ -208,6 +209,10 @@ def test_ctrl_c_stops_a_run_and_the_session_stays_usable():
     shapes = {"input_ids": [64, 64]}
     sess = tessera.InferenceSession(str(MODELS / "gpt2_4l.onnx"), devices=2, shapes=shapes)
     ids = (np.arange(64 * 64, dtype=np.int64) % 50).reshape(64, 64)
+    # Python's own SIGINT handler, whatever this process inherited: under a shell that
+    # started it in the background without job control SIGINT is ignored, and
+    # interrupt_main() then does nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.05, _thread.interrupt_main)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
