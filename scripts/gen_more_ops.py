@@ -38,6 +38,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+# The same writer (model at OPSET 18, inputs, onnxruntime's outputs) as the first extra ops.
+from gen_extra_ops import save  # noqa: E402  (scripts/ is on sys.path when run)
+
 OPSET = 18
 
 
@@ -247,23 +250,6 @@ MODELS = {
     "split_norms": split_norms,
     "bitwise": bitwise,
 }
-
-
-def save(out, name, graph, inputs):
-    import onnxruntime as ort
-
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    path = os.path.join(out, f"{name}.onnx")
-    onnx.save(model, path)
-    ref = os.path.join(out, name)
-    os.makedirs(ref, exist_ok=True)
-    for k, v in inputs.items():
-        np.save(os.path.join(ref, f"input_{k}.npy"), v)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for o, val in zip(sess.get_outputs(), sess.run(None, inputs)):
-        np.save(os.path.join(ref, f"ort_output_{o.name}.npy"), val)
 
 
 def main():
