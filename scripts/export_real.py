@@ -3,6 +3,8 @@
 
 Usage: python3 scripts/export_real.py [OUT_DIR [NAME...]]     (default: tests/data/real, all)
        EXPORT_LAYERS=32 python3 scripts/export_real.py /tmp/real32 llama   (a 32-layer export)
+       python3 scripts/export_real.py --extra /tmp/sweep   (also the architectures not committed,
+                                                            for scripts/sweep_real.py)
 
 For each architecture, a tiny config (hidden 64, 2 layers, 4 attention heads, 2 key-value
 heads where the architecture has grouped-query attention, intermediate 128, vocab 256, max
@@ -59,6 +61,79 @@ def configs():
         ("distilbert", 18, "encoder", tf.DistilBertConfig,
          dict(vocab_size=VOCAB, dim=H, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN, max_position_embeddings=POS),
          tf.DistilBertModel),
+        # Falcon-7B's layout: multi-query attention (one key/value head), attention and MLP
+        # in parallel off one LayerNorm.
+        ("falcon", 18, "decoder", tf.FalconConfig,
+         dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+              new_decoder_architecture=False, multi_query=True, alibi=False, parallel_attn=True), causal),
+        # StarCoder's multi-query attention with a fused [H, H + 2·head_dim] QKV projection.
+        ("gpt_bigcode", 18, "decoder", tf.GPTBigCodeConfig,
+         dict(vocab_size=VOCAB, n_embd=H, n_layer=LAYERS, n_head=HEADS, n_inner=FFN, n_positions=POS,
+              multi_query=True), causal),
+        # ALiBi position biases instead of position embeddings (eager attention).
+        ("bloom", 18, "decoder", tf.BloomConfig, dict(vocab_size=VOCAB, hidden_size=H, n_layer=LAYERS, n_head=HEADS),
+         causal),
+        # Sliding-window and full attention layers in turn (two masks read alternately),
+        # logit soft-capping, norms before and after each branch: 4 layers, so the
+        # alternation repeats.
+        ("gemma2", 18, "decoder", tf.Gemma2Config,
+         dict(GQA, num_hidden_layers=max(LAYERS, 4), head_dim=16, sliding_window=8), causal),
+        # Relative position buckets computed by the first layer and shared by the rest:
+        # 3 layers, so two of them repeat.
+        ("t5_encoder", 18, "encoder", tf.T5Config,
+         dict(vocab_size=VOCAB, d_model=H, d_kv=16, d_ff=FFN, num_layers=max(LAYERS, 3), num_heads=HEADS),
+         tf.T5EncoderModel),
+        # Disentangled attention (content-to-position and position-to-content terms).
+        ("deberta_v2", 18, "encoder", tf.DebertaV2Config, COMMON, tf.DebertaV2Model),
+    ]
+
+
+def extra_configs():
+    """Architectures exported for the sweep (scripts/sweep_real.py), not committed."""
+    causal = tf.AutoModelForCausalLM
+    c = COMMON
+    g = GQA
+    return [
+        ("falcon_alibi", 18, "decoder", tf.FalconConfig,
+         dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+              multi_query=False, alibi=True, parallel_attn=False), causal),
+        ("gptj", 18, "decoder", tf.GPTJConfig,
+         dict(vocab_size=VOCAB, n_embd=H, n_layer=LAYERS, n_head=HEADS, n_inner=FFN, n_positions=POS,
+              rotary_dim=8), causal),
+        ("codegen", 18, "decoder", tf.CodeGenConfig,
+         dict(vocab_size=VOCAB, n_embd=H, n_layer=LAYERS, n_head=HEADS, n_inner=FFN, n_positions=POS, n_ctx=POS,
+              rotary_dim=8, pad_token_id=0, bos_token_id=0, eos_token_id=0), causal),
+        ("stablelm", 18, "decoder", tf.StableLmConfig, dict(g, partial_rotary_factor=0.25), causal),
+        ("phi", 18, "decoder", tf.PhiConfig, dict(c, partial_rotary_factor=0.5), causal),
+        ("qwen3", 18, "decoder", tf.Qwen3Config, dict(g, head_dim=16), causal),
+        ("gemma3", 18, "decoder", tf.Gemma3TextConfig, dict(g, head_dim=16, sliding_window=8), causal),
+        ("olmo", 18, "decoder", tf.OlmoConfig, g, causal),
+        ("olmo2", 18, "decoder", tf.Olmo2Config, g, causal),
+        ("granite", 18, "decoder", tf.GraniteConfig, g, causal),
+        ("cohere", 18, "decoder", tf.CohereConfig, g, causal),
+        ("starcoder2", 18, "decoder", tf.Starcoder2Config, dict(g, sliding_window=None), causal),
+        ("xglm", 18, "decoder", tf.XGLMConfig,
+         dict(vocab_size=VOCAB, d_model=H, num_layers=LAYERS, attention_heads=HEADS, ffn_dim=FFN,
+              max_position_embeddings=POS), causal),
+        ("mpt", 18, "decoder", tf.MptConfig,
+         dict(vocab_size=VOCAB, d_model=H, n_layers=LAYERS, n_heads=HEADS, expansion_ratio=2, max_seq_len=POS),
+         causal),
+        ("nemotron", 18, "decoder", tf.NemotronConfig, dict(g, head_dim=16), causal),
+        ("smollm3", 18, "decoder", tf.SmolLM3Config, dict(g, pad_token_id=0, bos_token_id=0, eos_token_id=0),
+         causal),
+        ("electra", 18, "encoder", tf.ElectraConfig, dict(c, embedding_size=32), tf.ElectraModel),
+        ("albert", 18, "encoder", tf.AlbertConfig, dict(c, embedding_size=32), tf.AlbertModel),
+        ("xlm_roberta", 18, "encoder", tf.XLMRobertaConfig, dict(c, max_position_embeddings=POS + 2),
+         tf.XLMRobertaModel),
+        ("mpnet", 18, "encoder", tf.MPNetConfig, dict(c, max_position_embeddings=POS + 2), tf.MPNetModel),
+        ("mobilebert", 18, "encoder", tf.MobileBertConfig,
+         dict(c, embedding_size=32, intra_bottleneck_size=32, true_hidden_size=32, num_feedforward_networks=2),
+         tf.MobileBertModel),
+        ("modernbert", 18, "encoder", tf.ModernBertConfig,
+         dict(c, num_hidden_layers=max(LAYERS, 3), global_attn_every_n_layers=1, pad_token_id=0, bos_token_id=0,
+              eos_token_id=0, cls_token_id=1, sep_token_id=2), tf.ModernBertModel),
+        ("ernie", 18, "encoder", tf.ErnieConfig, c, tf.ErnieModel),
+        ("squeezebert", 18, "encoder", tf.SqueezeBertConfig, dict(c, embedding_size=H), tf.SqueezeBertModel),
     ]
 
 
@@ -86,8 +161,15 @@ class Encoder(torch.nn.Module):
 
 def build(cls, kwargs, model_cls, kind):
     cfg = cls(**kwargs)
+    # Decoders with torch's SDPA where the architecture has it (eager attention otherwise).
     cfg._attn_implementation = "sdpa" if kind == "decoder" else "eager"
-    m = model_cls.from_config(cfg) if hasattr(model_cls, "from_config") else model_cls(cfg)
+    try:
+        m = model_cls.from_config(cfg) if hasattr(model_cls, "from_config") else model_cls(cfg)
+    except ValueError as e:
+        if "scaled_dot_product_attention" not in str(e):
+            raise
+        cfg._attn_implementation = "eager"
+        m = model_cls.from_config(cfg) if hasattr(model_cls, "from_config") else model_cls(cfg)
     m.eval()
     return Decoder(m) if kind == "decoder" else Encoder(m)
 
@@ -162,10 +244,14 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
 
 
 def main():
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests/data/real")
-    only = set(sys.argv[2:])
+    args = sys.argv[1:]
+    extra = "--extra" in args
+    args = [a for a in args if a != "--extra"]
+    out_dir = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "tests/data/real")
+    only = set(args[1:])
     os.makedirs(out_dir, exist_ok=True)
-    for i, spec in enumerate(configs()):
+    specs = configs() + (extra_configs() if extra else [])
+    for i, spec in enumerate(specs):
         if only and spec[0] not in only:
             continue
         try:

@@ -233,4 +233,19 @@ real_export_tests! {
     bert: "bert", 2, 2;
     roberta: "roberta", 2, 2;
     distilbert: "distilbert", 2, 2;
+    /// Falcon (multi-query attention, attention and MLP in parallel off one norm): one
+    /// all-reduce per layer, as for GPT-NeoX.
+    falcon: "falcon", 2, 1;
+    /// StarCoder-style multi-query attention, BLOOM's ALiBi biases, DeBERTa-v2's
+    /// disentangled attention: at 2×16 the memory objective keeps the small attention
+    /// projections replicated and splits the MLP (one all-reduce per layer, fewer bytes than
+    /// Megatron's two).
+    gpt_bigcode: "gpt_bigcode", 2, 1;
+    bloom: "bloom", 2, 1;
+    deberta_v2: "deberta_v2", 2, 1;
+    /// Gemma-2: sliding-window and full attention layers in turn read two masks, so the
+    /// layers repeat in two phases (one representative block solved per phase).
+    gemma2: "gemma2", 4, 2;
+    /// T5's relative position biases, computed once and read by every layer.
+    t5_encoder: "t5_encoder", 3, 2;
 }

@@ -108,3 +108,62 @@ fn deep_stack_is_layered_and_deterministic() {
         serde_json::to_string(&again).unwrap()
     );
 }
+
+#[test]
+fn alternating_masks_are_layers_in_two_phases() {
+    // Layers read two masks in turn: one block per phase is solved, and the chain over 6
+    // blocks equals the exact whole-graph solve.
+    for n in [2, 4] {
+        let g = gpt_masks(6, 2, 16, 64, 8, 2);
+        let mut o = PartitionOptions::new(n);
+        o.objective = ObjectiveKind::Memory;
+        let lay = partition(&g, &o).unwrap();
+        let info = lay.plan.layers.as_ref().expect("layers detected");
+        assert_eq!((info.count, info.nodes_per_layer), (6, 27));
+        let extractor = lay.plan.search.extractor.to_string();
+        assert!(
+            extractor.contains("2 representative blocks of 27"),
+            "{extractor}"
+        );
+        for l in 0..6 {
+            let c = lay
+                .plan
+                .collectives
+                .iter()
+                .filter(|c| c.layer == Some(l) && c.kind == CollectiveKind::AllReduce)
+                .count();
+            assert_eq!(c, 2, "n={n} layer {l}");
+        }
+        o.detect_layers = false;
+        o.max_states = usize::MAX;
+        o.time_limit = None;
+        let whole = partition(&g, &o).unwrap();
+        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
+        assert!((a - b).abs() <= 1e-12 * b, "n={n}: {a} vs {b}");
+        // The chain's bound on bytes is at least the whole solve's, and still a bound.
+        let moved: u64 = lay.plan.collectives.iter().map(|c| c.bytes).sum();
+        let (lb, wb) = (
+            lay.plan.summary.lower_bound_bytes,
+            whole.plan.summary.lower_bound_bytes,
+        );
+        assert!(wb <= lb && lb <= moved, "n={n}: {wb} <= {lb} <= {moved}");
+        let mut whole_plan = whole.plan.clone();
+        whole_plan.summary.lower_bound_bytes = lb;
+        let (sa, sb) = (strip_layers(&lay.plan), strip_layers(&whole_plan));
+        if let Some(i) = sa.bytes().zip(sb.bytes()).position(|(x, y)| x != y) {
+            panic!(
+                "n={n}: plans differ at {i}: ...{}... vs ...{}...",
+                &sa[i.saturating_sub(300)..(i + 200).min(sa.len())],
+                &sb[i.saturating_sub(300)..(i + 200).min(sb.len())]
+            );
+        }
+        assert_eq!(sa.len(), sb.len());
+    }
+    // One mask for every layer stays one phase.
+    let p = run(&gpt_masks(4, 2, 16, 64, 8, 1), 2).plan;
+    assert!(p
+        .search
+        .extractor
+        .to_string()
+        .contains("1 representative block of 27"));
+}

@@ -104,6 +104,7 @@ fn plan() -> Plan {
             extractor: Extractor::ChainDp {
                 nodes_per_layer: 7,
                 blocks: 4,
+                phases: 1,
                 stream_layouts: 2,
             },
             cost: 1.5e-3,

@@ -1,4 +1,4 @@
-//! Solving a graph with repeated layers: prologue, one representative block, epilogue,
+//! Solving a graph with repeated layers: prologue, one representative block per phase, epilogue,
 //! then an exact DP over the chain of blocks.
 //!
 //! The stream tensor `x_j` between blocks is produced in one layout `L_j` (by block j−1,
@@ -7,7 +7,8 @@
 //! of one block whose stream input is produced in `a` and whose stream output is produced
 //! in `b`, under the block's share of the parameter budget. All blocks have the same
 //! signature, so `C` is solved once (one e-graph, one frontier-DP run per output layout
-//! with the input layout left open). Layouts considered for the stream: R, P (float)
+//! with the input layout left open) — once per phase where blocks read different globals
+//! in turn ([`Layers::phases`]: block j costs `C_{j mod q}`). Layouts considered for the stream: R, P (float)
 //! and S(a) for every axis with N | extent > 1 — every layout a rule can produce. Globals
 //! read by the blocks (masks, rotary tables) are produced replicated by the prologue.
 //! The result is exact given the per-block budget shares and replicated globals.
@@ -52,8 +53,8 @@ pub struct Ends {
 
 /// Solved pieces of a layered graph, before assembling.
 pub struct Chain {
-    /// Block programs `[in][out]`.
-    pub block: Vec<Vec<Option<VariantSolution>>>,
+    /// Block programs `[phase][in][out]`.
+    pub block: Vec<Vec<Vec<Option<VariantSolution>>>>,
     /// Prologue and epilogue, once per layout choice of the weights both read
     /// ([`shared_end_choices`]).
     pub ends: Vec<Ends>,
@@ -105,32 +106,41 @@ pub fn solve_pieces(
     segments.extend(blocks.iter().map(Vec::as_slice));
     segments.push(&ly.epilogue);
     let charges = Budgets::shared_charges(g, &segments);
-    // Representative block: x0 open, x1 in each layout.
-    let block_nodes = blocks[0].clone();
-    // Block 0's input may be a graph input (only R then): the prologue vector says so.
-    let in_layouts = layouts.clone();
-    let spec = SegmentSpec {
-        nodes: block_nodes.clone(),
-        boundary: globals.clone(),
-        roots: vec![],
-        budget: budgets.for_nodes(g, &block_nodes, &charges),
-        open: Some((x0, in_layouts.clone())),
-        charges: charges.clone(),
-        fixed_weights: BTreeMap::new(),
-    };
-    let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x1, *l)]).collect();
-    let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
-    stats.push(st);
-    // Transpose to [in][out] over `layouts` (inputs missing from in_layouts: None).
-    let block: Vec<Vec<Option<VariantSolution>>> = layouts
-        .iter()
-        .map(|li| {
-            let idx = in_layouts.iter().position(|l| l == li);
-            sols.iter()
-                .map(|row| idx.and_then(|i| row[i].clone()))
-                .collect()
-        })
-        .collect();
+    // Representative blocks, one per phase: stream input open, output in each layout.
+    let mut block = Vec::with_capacity(ly.phases);
+    for (r, block_nodes) in blocks.iter().enumerate().take(ly.phases.max(1)) {
+        // Block 0's input may be a graph input (only R then): the prologue vector says so.
+        let (x_in, x_out) = (ly.streams[r], ly.streams[r + 1]);
+        let in_layouts = if r == 0 {
+            layouts.clone()
+        } else {
+            stream_layouts(cx, x_in)
+        };
+        let spec = SegmentSpec {
+            nodes: block_nodes.clone(),
+            boundary: globals.clone(),
+            roots: vec![],
+            budget: budgets.for_nodes(g, block_nodes, &charges),
+            open: Some((x_in, in_layouts.clone())),
+            charges: charges.clone(),
+            fixed_weights: BTreeMap::new(),
+        };
+        let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x_out, *l)]).collect();
+        let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
+        stats.push(st);
+        // Transpose to [in][out] over `layouts` (inputs missing from in_layouts: None).
+        block.push(
+            layouts
+                .iter()
+                .map(|li| {
+                    let idx = in_layouts.iter().position(|l| l == li);
+                    sols.iter()
+                        .map(|row| idx.and_then(|i| row[i].clone()))
+                        .collect()
+                })
+                .collect(),
+        );
+    }
     // Prologue and epilogue, once per layout choice of the weights both read.
     let mut ends = Vec::new();
     for fixed in shared_end_choices(cx, ly) {
@@ -270,6 +280,18 @@ fn map_selection(sel: &Selection, map: &BTreeMap<TensorId, TensorId>, shift: u32
     out
 }
 
+/// The map of block r's tensors to block j's (`tensor_maps` map block 0's).
+fn block_map(ly: &Layers, r: usize, j: usize) -> BTreeMap<TensorId, TensorId> {
+    let to_j = &ly.tensor_maps[j - 1];
+    if r == 0 {
+        return to_j.clone();
+    }
+    ly.tensor_maps[r - 1]
+        .iter()
+        .filter_map(|(a0, ar)| to_j.get(a0).map(|aj| (*ar, *aj)))
+        .collect()
+}
+
 fn merge(into: &mut Selection, s: &Selection) {
     into.prod
         .extend(s.prod.iter().map(|(k, v)| (*k, v.clone())));
@@ -286,12 +308,12 @@ fn chain_dp(ch: &Chain, ends: &Ends, k: usize, lower: bool) -> Option<(f64, Vec<
     };
     let mut f: Vec<f64> = ends.prologue.iter().map(cost).collect();
     let mut back: Vec<Vec<usize>> = Vec::with_capacity(k);
-    for _ in 0..k {
+    for j in 0..k {
         let mut nf = vec![f64::INFINITY; nl];
         let mut nb = vec![0; nl];
         for b in 0..nl {
             for (a, fa) in f.iter().enumerate() {
-                let c = fa + cost(&ch.block[a][b]);
+                let c = fa + cost(&ch.block[j % ch.block.len()][a][b]);
                 if c < nf[b] {
                     nf[b] = c;
                     nb[b] = a;
@@ -360,13 +382,15 @@ pub fn solve_layered(
             })
         };
         merge(&mut sel, &pick(&ch.ends[end].prologue[path[0]])?);
+        let q = ch.block.len();
         for j in 0..k {
-            let s = pick(&ch.block[path[j]][path[j + 1]])?;
-            if j == 0 {
+            let r = j % q;
+            let s = pick(&ch.block[r][path[j]][path[j + 1]])?;
+            if j == r {
                 merge(&mut sel, &s);
             } else {
-                let shift = (ly.starts[j] - ly.starts[0]) as u32;
-                merge(&mut sel, &map_selection(&s, &ly.tensor_maps[j - 1], shift));
+                let shift = (ly.starts[j] - ly.starts[r]) as u32;
+                merge(&mut sel, &map_selection(&s, &block_map(ly, r, j), shift));
             }
         }
         merge(&mut sel, &pick(&ch.ends[end].epilogue[path[k]])?);
@@ -375,6 +399,7 @@ pub fn solve_layered(
     let extractor = Extractor::ChainDp {
         nodes_per_layer: ly.info.nodes_per_layer,
         blocks: k,
+        phases: ch.block.len(),
         stream_layouts: ch.layouts.len(),
     };
     Ok(Solved {

@@ -13,6 +13,11 @@
 //! which only the next block (or, for the last block, the epilogue / graph outputs)
 //! reads. The cut between two blocks is therefore a one-tensor articulation of the node
 //! order, apart from the globals.
+//!
+//! Layers of one structure may read different globals in turn: Gemma-2 alternates a
+//! sliding-window and a full attention mask, Gemma-3 has five sliding layers to one full.
+//! Blocks then have `phases` q > 1: block j reads the globals of block `j mod q`, and the
+//! search solves one representative block per phase.
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -36,6 +41,9 @@ pub struct Layers {
     pub streams: Vec<TensorId>,
     /// Tensors (activations) produced before the first block and read by the blocks.
     pub globals: BTreeSet<TensorId>,
+    /// Blocks `j` and `j + phases` read the same globals; blocks `0 .. phases` are the
+    /// representatives (1: every block reads the same globals).
+    pub phases: usize,
     /// For each block j ≥ 1, the map of block-0 tensors to block-j tensors (weights,
     /// tensors produced in the block, the stream input); globals map to themselves.
     pub tensor_maps: Vec<BTreeMap<TensorId, TensorId>>,
@@ -107,8 +115,9 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    /// Validates `k` blocks of `m` nodes from `p0`; returns the layers on success.
-    fn validate(&self, p0: usize, m: usize, k: usize) -> Option<Layers> {
+    /// Validates `k` blocks of `m` nodes from `p0` in `q` phases; returns the layers on
+    /// success.
+    fn validate(&self, p0: usize, m: usize, k: usize, q: usize) -> Option<Layers> {
         let g = self.g;
         let n = g.nodes.len();
         let end = p0 + k * m;
@@ -135,6 +144,8 @@ impl Cx<'_> {
         let stream_out = |j: usize| g.nodes[p0 + j * m + s_off].outputs[s_out];
         let mut streams = vec![TensorId(u32::MAX); k + 1];
         let mut globals = BTreeSet::new();
+        // Per phase, block 0's global → the phase's (identity for phase 0).
+        let mut phase_globals: Vec<BTreeMap<TensorId, TensorId>> = vec![BTreeMap::new(); q];
         let mut maps = Vec::with_capacity(k.saturating_sub(1));
         for j in 1..k {
             let sj = p0 + j * m;
@@ -160,28 +171,36 @@ impl Cx<'_> {
                     map.insert(*oa, *ob);
                 }
                 for (&ta, &tb) in a.inputs.iter().zip(&b.inputs) {
-                    let ok = match g.tensor(ta).kind {
-                        TensorKind::Weight => g.tensor(tb).kind == TensorKind::Weight,
-                        _ if inside(ta, p0) => {
-                            inside(tb, sj)
-                                && self.prod[tb.index()].map(|p| p - sj)
-                                    == self.prod[ta.index()].map(|p| p - p0)
-                        }
-                        _ if tb == prev => {
-                            if streams[0].0 == u32::MAX {
-                                streams[0] = ta;
+                    let ok =
+                        match g.tensor(ta).kind {
+                            TensorKind::Weight => g.tensor(tb).kind == TensorKind::Weight,
+                            _ if inside(ta, p0) => {
+                                inside(tb, sj)
+                                    && self.prod[tb.index()].map(|p| p - sj)
+                                        == self.prod[ta.index()].map(|p| p - p0)
                             }
-                            streams[0] == ta
-                        }
-                        _ => {
-                            if ta == tb && self.prod[ta.index()].is_none_or(|p| p < p0) {
-                                globals.insert(ta);
-                                true
-                            } else {
-                                false
+                            _ if tb == prev => {
+                                if streams[0].0 == u32::MAX {
+                                    streams[0] = ta;
+                                }
+                                streams[0] == ta
                             }
-                        }
-                    };
+                            _ => {
+                                let before = |t: TensorId| {
+                                    !inside(t, sj) && self.prod[t.index()].is_none_or(|p| p < p0)
+                                };
+                                let seen = *phase_globals[j % q]
+                                    .entry(ta)
+                                    .or_insert(if j % q == 0 { ta } else { tb });
+                                if seen == tb && before(ta) && before(tb) {
+                                    globals.insert(ta);
+                                    globals.insert(tb);
+                                    true
+                                } else {
+                                    false
+                                }
+                            }
+                        };
                     if !ok || *map.entry(ta).or_insert(tb) != tb {
                         return None;
                     }
@@ -259,6 +278,7 @@ impl Cx<'_> {
                 .collect(),
             streams,
             globals,
+            phases: q,
             tensor_maps: maps,
         })
     }
@@ -304,6 +324,39 @@ pub fn unshare_small_constants(g: &Graph) -> Option<Graph> {
     Some(out)
 }
 
+/// Most phases of layers tried ([`Layers::phases`]).
+const MAX_PHASES: usize = 8;
+
+/// Nodes covered by the blocks of `b`.
+fn covered(b: &Option<Layers>) -> usize {
+    b.as_ref()
+        .map_or(0, |b| b.info.count * b.info.nodes_per_layer)
+}
+
+/// Validates every phase offset of period `m` over the run `a .. a + r + m` in `q` phases,
+/// keeping in `best` the layers that cover the most nodes (at least two blocks per phase).
+fn try_period(cx: &Cx, a: usize, r: usize, m: usize, q: usize, best: &mut Option<Layers>) {
+    for phase in 0..m {
+        let p0 = a + phase;
+        let mut k = (a + r + m - p0) / m;
+        let mut tries = 0;
+        while k >= 2 * q && tries < 3 {
+            tries += 1;
+            if let Some(l) = cx.validate(p0, m, k, q) {
+                if k * m > covered(best) {
+                    *best = Some(l);
+                }
+                break;
+            }
+            // Only the last block may fail (its stream output read elsewhere): drop it.
+            k -= 1;
+            if k * m <= covered(best) {
+                break;
+            }
+        }
+    }
+}
+
 /// Finds repeated layers (None when there are fewer than two).
 pub fn detect(g: &Graph) -> Option<Layers> {
     let n = g.nodes.len();
@@ -329,37 +382,12 @@ pub fn detect(g: &Graph) -> Option<Layers> {
     };
     let mut best: Option<Layers> = None;
     for (m, a, r) in candidates(&cx.sig).into_iter().take(8) {
-        if best
-            .as_ref()
-            .is_some_and(|b| b.info.count * b.info.nodes_per_layer >= (r / m + 1) * m)
-        {
+        if covered(&best) >= (r / m + 1) * m {
             break;
         }
-        for phase in 0..m {
-            let p0 = a + phase;
-            let mut k = (a + r + m - p0) / m;
-            let mut tries = 0;
-            while k >= 2 && tries < 3 {
-                tries += 1;
-                if let Some(l) = cx.validate(p0, m, k) {
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| k * m > b.info.count * b.info.nodes_per_layer)
-                    {
-                        best = Some(l);
-                    }
-                    break;
-                }
-                // Only the last block may fail (its stream output read elsewhere): drop it.
-                k -= 1;
-                if k < 2
-                    || best
-                        .as_ref()
-                        .is_some_and(|b| k * m <= b.info.count * b.info.nodes_per_layer)
-                {
-                    break;
-                }
-            }
+        // One phase first; more only where they cover more (a tie keeps fewer phases).
+        for q in 1..=MAX_PHASES {
+            try_period(&cx, a, r, m, q, &mut best);
         }
     }
     best

@@ -185,10 +185,32 @@ pub fn mlp(bsz: usize, s: usize, h: usize, erf: bool) -> Graph {
 
 /// GPT-2 style blocks: pre-LN, fused QKV [H,3H]+bias+Split, causal Where mask, GELU MLP.
 pub fn gpt(layers: usize, bsz: usize, s: usize, h: usize, heads: usize) -> Graph {
+    gpt_masks(layers, bsz, s, h, heads, 1)
+}
+
+/// [`gpt`] whose layer `l` reads mask input `l % masks` (Gemma-2's alternating sliding and
+/// full attention masks when `masks` is 2).
+pub fn gpt_masks(
+    layers: usize,
+    bsz: usize,
+    s: usize,
+    h: usize,
+    heads: usize,
+    masks: usize,
+) -> Graph {
     let mut b = B::new();
     let d = h / heads;
     let x0 = b.input("x", DType::F32, &[bsz, s, h]);
-    let mask = b.input("causal_mask", DType::Bool, &[1, 1, s, s]);
+    let mask_inputs: Vec<TensorId> = (0..masks)
+        .map(|i| {
+            let name = if i == 0 {
+                "causal_mask".to_string()
+            } else {
+                format!("causal_mask_{i}")
+            };
+            b.input(&name, DType::Bool, &[1, 1, s, s])
+        })
+        .collect();
     let neg = b.scalar("neg_inf");
     let scale = b.scalar("inv_sqrt_d");
     let mut x = x0;
@@ -212,7 +234,7 @@ pub fn gpt(layers: usize, bsz: usize, s: usize, h: usize, heads: usize) -> Graph
         let v = heads_of(&mut b, parts[2], &[0, 2, 1, 3]);
         let sc = b.matmul(q, k);
         let sc = b.bin(BinaryOp::Mul, sc, scale);
-        let sc = b.op(Op::Where, &[mask, sc, neg]);
+        let sc = b.op(Op::Where, &[mask_inputs[l % masks], sc, neg]);
         let pr = b.softmax(sc);
         let o = b.matmul(pr, v);
         let o = b.transpose(o, &[0, 2, 1, 3]);

@@ -162,16 +162,25 @@ pub enum Extractor {
     /// The exact frontier DP over the whole graph (or each segment); the default.
     #[default]
     FrontierDp,
-    /// Repeated blocks: the frontier DP per piece (prologue, one representative block,
-    /// epilogue), then a DP along the chain of blocks over the residual stream's layouts.
+    /// Repeated blocks: the frontier DP per piece (prologue, one representative block per
+    /// phase, epilogue), then a DP along the chain of blocks over the residual stream's
+    /// layouts.
     ChainDp {
         /// Nodes in each block.
         nodes_per_layer: usize,
         /// Blocks in the chain.
         blocks: usize,
+        /// Representative blocks: blocks that read different globals in turn (alternating
+        /// attention masks) repeat with this many phases.
+        #[serde(default = "one")]
+        phases: usize,
         /// Layouts the residual stream may take between blocks.
         stream_layouts: usize,
     },
+}
+
+fn one() -> usize {
+    1
 }
 
 impl fmt::Display for Extractor {
@@ -181,10 +190,12 @@ impl fmt::Display for Extractor {
             Extractor::ChainDp {
                 nodes_per_layer,
                 blocks,
+                phases,
                 stream_layouts,
             } => write!(
                 f,
-                "frontier-dp per piece (prologue + 1 representative block of {nodes_per_layer} + epilogue) + chain-dp over {blocks} blocks x {stream_layouts} stream layouts"
+                "frontier-dp per piece (prologue + {phases} representative block{} of {nodes_per_layer} + epilogue) + chain-dp over {blocks} blocks x {stream_layouts} stream layouts",
+                if *phases == 1 { "" } else { "s" }
             ),
         }
     }
@@ -257,10 +268,18 @@ mod tests {
         let chain = Extractor::ChainDp {
             nodes_per_layer: 9,
             blocks: 24,
+            phases: 2,
             stream_layouts: 2,
         };
+        assert!(chain.to_string().contains("2 representative blocks of 9"));
         assert!(chain.to_string().contains("chain-dp over 24 blocks x 2"));
         let json = serde_json::to_string(&chain).unwrap();
         assert_eq!(serde_json::from_str::<Extractor>(&json).unwrap(), chain);
+        // Plans written before phases read as one phase.
+        let old = r#"{"kind":"chain_dp","nodes_per_layer":9,"blocks":24,"stream_layouts":2}"#;
+        assert!(matches!(
+            serde_json::from_str::<Extractor>(old).unwrap(),
+            Extractor::ChainDp { phases: 1, .. }
+        ));
     }
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Sweep real exports: import, partition, run and compare every model of a directory.
+
+Usage: python3 scripts/sweep_real.py DIR [NAME...]
+       (DIR as written by scripts/export_real.py, e.g. `export_real.py --extra /tmp/sweep`)
+
+For each DIR/NAME.onnx with NAME/input_*.npy and NAME/ort_output_*.npy:
+  1. compiles at the inputs' shape for N = 1, 2, 4 (default objective), runs the plan with
+     tessera-run on N CPU devices and prints the largest difference to onnxruntime's outputs
+     (OK at <= 1e-4);
+  2. compiles at batch 8 x seq 128 for N = 2, 4, 8 and prints the compile time, ring bytes
+     against tessera inspect's Megatron-style plan, the search's gap, repeated layers found
+     and rank 0's parameters.
+Needs release builds of tessera and tessera-run (cargo build --release -p tessera -p tessera-runtime --bins).
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+TESSERA = os.path.join(ROOT, "target/release/tessera")
+RUN = os.path.join(ROOT, "target/release/tessera-run")
+TOLERANCE = 1e-4
+
+
+def inputs_of(d, name):
+    return {os.path.basename(p)[len("input_"):-len(".npy")]: p
+            for p in sorted(glob.glob(os.path.join(d, name, "input_*.npy")))}
+
+
+def last_line(text):
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+def compile_plan(model, n, shapes, plan):
+    args = [TESSERA, "compile", model, "--devices", str(n), "-o", plan]
+    for k, s in shapes.items():
+        args += ["--shape", f"{k}={s}"]
+    t = time.time()
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    return p, time.time() - t
+
+
+def check_accuracy(d, name, tmp):
+    ins = inputs_of(d, name)
+    shapes = {k: "x".join(map(str, np.load(p).shape)) for k, p in ins.items()}
+    for n in (1, 2, 4):
+        plan = os.path.join(tmp, f"{name}_{n}.json")
+        p, _ = compile_plan(os.path.join(d, f"{name}.onnx"), n, shapes, plan)
+        if p.returncode:
+            return f"N={n}: compile failed: {last_line(p.stderr)}"
+        out = os.path.join(tmp, f"{name}_{n}_out")
+        args = [RUN, plan, "-o", out] + sum([["-i", f"{k}={v}"] for k, v in ins.items()], [])
+        r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+        if r.returncode:
+            return f"N={n}: run failed: {last_line(r.stderr)}"
+        worst = 0.0
+        for ref in glob.glob(os.path.join(d, name, "ort_output_*.npy")):
+            want = np.load(ref)
+            got = np.load(os.path.join(out, os.path.basename(ref)[len("ort_output_"):]))
+            if got.shape != want.shape:
+                return f"N={n}: output shape {got.shape} != {want.shape}"
+            worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))
+        if worst > TOLERANCE:
+            return f"N={n}: max abs to onnxruntime {worst:.2e} (MISMATCH)"
+    return f"N=1,2,4 OK (max abs <= {TOLERANCE:g})"
+
+
+def check_plans(d, name, tmp):
+    rows = []
+    shapes = {k: "8x128" for k in inputs_of(d, name)}
+    for n in (2, 4, 8):
+        plan = os.path.join(tmp, f"{name}_8x128_{n}.json")
+        p, secs = compile_plan(os.path.join(d, f"{name}.onnx"), n, shapes, plan)
+        if p.returncode:
+            rows.append(f"N={n} compile failed: {last_line(p.stderr)}")
+            continue
+        text = subprocess.run([TESSERA, "inspect", plan], capture_output=True, text=True).stdout
+        ratio = re.search(r"Megatron [^(]*\(([\d.]+)×\)", text)
+        gap = re.search(r"gap ([\d.]+)%", text)
+        layers = re.search(r"repeated layers: (\S+)", text)
+        params = re.search(r"^\s+0\s+([\d.]+ [KMG]?i?B)", text, re.M)
+        rows.append(f"N={n} {secs:.2f} s, Megatron x{ratio.group(1) if ratio else '-'}, "
+                    f"gap {gap.group(1) if gap else '-'}%, layers {layers.group(1) if layers else '-'}, "
+                    f"rank 0 params {params.group(1) if params else '-'}")
+    return rows
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    d = sys.argv[1]
+    names = sys.argv[2:] or sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(d, "*.onnx")))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            print(f"{name}: {check_accuracy(d, name, tmp)}", flush=True)
+            for row in check_plans(d, name, tmp):
+                print(f"  8x128 {row}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
