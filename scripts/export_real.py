@@ -224,17 +224,27 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
         del v.metadata_props[:]
     onnx.save(m, path)
     import onnxruntime as ort
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref_dir = os.path.join(out_dir, name)
     os.makedirs(ref_dir, exist_ok=True)
     for k, v in feeds.items():
         np.save(os.path.join(ref_dir, f"input_{k}.npy"), v)
-    outs = sess.run(None, feeds)
     with torch.no_grad():
         want = model(*args).numpy()
-    err = float(np.abs(outs[0] - want).max())
-    for o, val in zip(sess.get_outputs(), outs):
-        np.save(os.path.join(ref_dir, f"ort_output_{o.name}.npy"), val)
+    out_name = "logits" if kind == "decoder" else "last_hidden_state"
+    try:
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        outs = sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001 - onnxruntime lacks a kernel: PyTorch is the reference
+        print(f"{name}: onnxruntime cannot run the export ({str(e).splitlines()[0][:160]}); "
+              f"torch_output_{out_name}.npy is the reference")
+        np.save(os.path.join(ref_dir, f"torch_output_{out_name}.npy"), want)
+        outs = None
+    if outs is not None:
+        err = float(np.abs(outs[0] - want).max())
+        for o, val in zip(sess.get_outputs(), outs):
+            np.save(os.path.join(ref_dir, f"ort_output_{o.name}.npy"), val)
+    else:
+        err = float("nan")
     ops = op_list(m)
     print(f"{path}: opset {opset}, {len(m.graph.node)} nodes, {os.path.getsize(path)} bytes, "
           f"onnxruntime vs torch max abs {err:.2e}")

@@ -4,7 +4,8 @@
 Usage: python3 scripts/sweep_real.py DIR [NAME...]
        (DIR as written by scripts/export_real.py, e.g. `export_real.py --extra /tmp/sweep`)
 
-For each DIR/NAME.onnx with NAME/input_*.npy and NAME/ort_output_*.npy:
+For each DIR/NAME.onnx with NAME/input_*.npy and NAME/ort_output_*.npy (onnxruntime's outputs;
+NAME/torch_output_*.npy, PyTorch's, where onnxruntime cannot run the export):
   1. compiles at the inputs' shape for N = 1, 2, 4 (default objective), runs the plan with
      tessera-run on N CPU devices and prints the largest difference to onnxruntime's outputs
      (OK at <= 1e-4);
@@ -62,15 +63,20 @@ def check_accuracy(d, name, tmp):
         if r.returncode:
             return f"N={n}: run failed: {last_line(r.stderr)}"
         worst = 0.0
-        for ref in glob.glob(os.path.join(d, name, "ort_output_*.npy")):
+        # onnxruntime's outputs; PyTorch's where onnxruntime could not run the export.
+        refs = glob.glob(os.path.join(d, name, "ort_output_*.npy")) or \
+            glob.glob(os.path.join(d, name, "torch_output_*.npy"))
+        if not refs:
+            return "no reference outputs"
+        for ref in refs:
             want = np.load(ref)
-            got = np.load(os.path.join(out, os.path.basename(ref)[len("ort_output_"):]))
+            got = np.load(os.path.join(out, os.path.basename(ref).split("_output_", 1)[1]))
             if got.shape != want.shape:
                 return f"N={n}: output shape {got.shape} != {want.shape}"
             worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))
         if worst > TOLERANCE:
-            return f"N={n}: max abs to onnxruntime {worst:.2e} (MISMATCH)"
-    return f"N=1,2,4 OK (max abs <= {TOLERANCE:g})"
+            return f"N={n}: max abs to the reference {worst:.2e} (MISMATCH)"
+    return f"N=1,2,4 OK (max abs <= {TOLERANCE:g}{', against PyTorch' if 'torch_output' in refs[0] else ''})"
 
 
 def check_plans(d, name, tmp):

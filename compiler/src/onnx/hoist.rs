@@ -9,7 +9,8 @@
 //! *invariant* nodes go first whenever they are ready.
 //!
 //! A node is *invariant* when it reads no weight matrix (a MatMul or Gemm operand or a Gather
-//! table of rank ≥ 2: the layers' parameters) and no value computed from one. An invariant
+//! table of rank ≥ 2 looked up at indices that are not constant: the layers' parameters) and
+//! no value computed from one. An invariant
 //! node is hoisted when its value is shared: read by two or more other nodes that are not
 //! invariant, or an operand of a hoisted node. A per-layer buffer (GPT-2's causal-mask
 //! `attn.bias` of every layer, sliced where its layer reads it) is read once and stays in its
@@ -27,7 +28,15 @@ fn reads_parameters(g: &Graph, node: &tessera_ir::Node) -> bool {
     };
     match node.op {
         Op::MatMul(_) | Op::Gemm(_) => weight_matrix(0) || weight_matrix(1),
-        Op::Gather(_) => weight_matrix(0),
+        // A lookup at constant indices (rotary cos/sin rows of a quantised table at the
+        // positions 0..S) is a function of the parameters alone, not a token embedding.
+        Op::Gather(_) => {
+            weight_matrix(0)
+                && !node
+                    .inputs
+                    .get(1)
+                    .is_some_and(|t| g.tensor(*t).kind == TensorKind::Weight)
+        }
         _ => false,
     }
 }
