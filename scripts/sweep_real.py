@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Sweep real exports: import, partition, run and compare every model of a directory.
 
-Usage: python3 scripts/sweep_real.py DIR [NAME...]
+Usage: python3 scripts/sweep_real.py [--devices 1,2,4] DIR [NAME...]
        (DIR as written by scripts/export_real.py, e.g. `export_real.py --extra /tmp/sweep`)
 
 For each DIR/NAME.onnx with NAME/input_*.npy and NAME/ort_output_*.npy (onnxruntime's outputs;
 NAME/torch_output_*.npy, PyTorch's, where onnxruntime cannot run the export):
-  1. compiles at the inputs' shape for N = 1, 2, 4 (default objective), runs the plan with
+  1. compiles at the inputs' shape for each N of --devices (default 1, 2, 4; default objective), runs the plan with
      tessera-run on N CPU devices and prints the largest difference to onnxruntime's outputs
      (OK at <= 1e-4);
   2. compiles at batch 8 x seq 128 for N = 2, 4, 8 and prints the compile time, ring bytes
@@ -49,10 +49,10 @@ def compile_plan(model, n, shapes, plan):
     return p, time.time() - t
 
 
-def check_accuracy(d, name, tmp):
+def check_accuracy(d, name, tmp, devices):
     ins = inputs_of(d, name)
     shapes = {k: "x".join(map(str, np.load(p).shape)) for k, p in ins.items()}
-    for n in (1, 2, 4):
+    for n in devices:
         plan = os.path.join(tmp, f"{name}_{n}.json")
         p, _ = compile_plan(os.path.join(d, f"{name}.onnx"), n, shapes, plan)
         if p.returncode:
@@ -76,7 +76,7 @@ def check_accuracy(d, name, tmp):
             worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))
         if worst > TOLERANCE:
             return f"N={n}: max abs to the reference {worst:.2e} (MISMATCH)"
-    return f"N=1,2,4 OK (max abs <= {TOLERANCE:g}{', against PyTorch' if 'torch_output' in refs[0] else ''})"
+    return f"N={','.join(map(str, devices))} OK (max abs <= {TOLERANCE:g}{', against PyTorch' if 'torch_output' in refs[0] else ''})"
 
 
 def check_plans(d, name, tmp):
@@ -100,13 +100,18 @@ def check_plans(d, name, tmp):
 
 
 def main():
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    devices = [1, 2, 4]
+    if args[:1] == ["--devices"] and len(args) >= 2:
+        devices = [int(x) for x in args[1].split(",")]
+        args = args[2:]
+    if not args:
         sys.exit(__doc__)
-    d = sys.argv[1]
-    names = sys.argv[2:] or sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(d, "*.onnx")))
+    d = args[0]
+    names = args[1:] or sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(d, "*.onnx")))
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            print(f"{name}: {check_accuracy(d, name, tmp)}", flush=True)
+            print(f"{name}: {check_accuracy(d, name, tmp, devices)}", flush=True)
             for row in check_plans(d, name, tmp):
                 print(f"  8x128 {row}", flush=True)
 
