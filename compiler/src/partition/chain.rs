@@ -107,8 +107,8 @@ pub fn solve_pieces(
     segments.push(&ly.epilogue);
     let charges = Budgets::shared_charges(g, &segments);
     // Representative blocks, one per phase: stream input open, output in each layout.
-    let mut block = Vec::with_capacity(ly.phases);
-    for (r, block_nodes) in blocks.iter().enumerate().take(ly.phases.max(1)) {
+    let solve_block = |r: usize| {
+        let block_nodes = &blocks[r];
         // Block 0's input may be a graph input (only R then): the prologue vector says so.
         let (x_in, x_out) = (ly.streams[r], ly.streams[r + 1]);
         let in_layouts = if r == 0 {
@@ -127,26 +127,22 @@ pub fn solve_pieces(
         };
         let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x_out, *l)]).collect();
         let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
-        stats.push(st);
         // Transpose to [in][out] over `layouts` (inputs missing from in_layouts: None).
-        block.push(
-            layouts
-                .iter()
-                .map(|li| {
-                    let idx = in_layouts.iter().position(|l| l == li);
-                    sols.iter()
-                        .map(|row| idx.and_then(|i| row[i].clone()))
-                        .collect()
-                })
-                .collect(),
-        );
-    }
-    // Prologue and epilogue, once per layout choice of the weights both read.
-    let mut ends = Vec::new();
-    for fixed in shared_end_choices(cx, ly) {
-        // Prologue: produce x0 in each layout, globals replicated.
-        let prologue = if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
-            layouts
+        let matrix: Vec<Vec<Option<VariantSolution>>> = layouts
+            .iter()
+            .map(|li| {
+                let idx = in_layouts.iter().position(|l| l == li);
+                sols.iter()
+                    .map(|row| idx.and_then(|i| row[i].clone()))
+                    .collect()
+            })
+            .collect();
+        (matrix, st)
+    };
+    // Prologue: produce x0 in each layout, globals replicated.
+    let solve_prologue = |fixed: &BTreeMap<TensorId, Layout>| {
+        if ly.prologue.is_empty() || g.tensor(x0).kind != TensorKind::Activation {
+            let free = layouts
                 .iter()
                 .map(|l| {
                     (*l == Layout::Replicated).then(|| VariantSolution {
@@ -155,29 +151,32 @@ pub fn solve_pieces(
                         sel: Selection::default(),
                     })
                 })
-                .collect()
-        } else {
-            let mut roots: Vec<Key> = ly
-                .globals
-                .iter()
-                .map(|t| Key::Prod(*t, Layout::Replicated))
                 .collect();
-            roots.extend(outputs_in(cx, &ly.prologue));
-            let spec = SegmentSpec {
-                nodes: ly.prologue.clone(),
-                boundary: BTreeMap::new(),
-                roots,
-                budget: budgets.for_nodes(g, &ly.prologue, &charges),
-                open: None,
-                charges: charges.clone(),
-                fixed_weights: fixed.clone(),
-            };
-            let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x0, *l)]).collect();
-            let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
-            stats.push(st);
-            sols.into_iter().map(|mut v| v.remove(0)).collect()
+            return (free, None);
+        }
+        let mut roots: Vec<Key> = ly
+            .globals
+            .iter()
+            .map(|t| Key::Prod(*t, Layout::Replicated))
+            .collect();
+        roots.extend(outputs_in(cx, &ly.prologue));
+        let spec = SegmentSpec {
+            nodes: ly.prologue.clone(),
+            boundary: BTreeMap::new(),
+            roots,
+            budget: budgets.for_nodes(g, &ly.prologue, &charges),
+            open: None,
+            charges: charges.clone(),
+            fixed_weights: fixed.clone(),
         };
-        // Epilogue: x_k open in each layout.
+        let variants: Vec<Vec<Key>> = layouts.iter().map(|l| vec![Key::Prod(x0, *l)]).collect();
+        let (sols, st) = solve_variants(cx, &spec, &variants, model, mode);
+        let sols: Vec<Option<VariantSolution>> =
+            sols.into_iter().map(|mut v| v.remove(0)).collect();
+        (sols, Some(st))
+    };
+    // Epilogue: x_k open in each layout.
+    let solve_epilogue = |fixed: &BTreeMap<TensorId, Layout>| {
         let mut boundary = globals.clone();
         boundary.insert(xk, Layout::Replicated);
         let mut roots = outputs_in(cx, &ly.epilogue);
@@ -191,14 +190,38 @@ pub fn solve_pieces(
             budget: budgets.for_nodes(g, &ly.epilogue, &charges),
             open: Some((xk, layouts.clone())),
             charges: charges.clone(),
-            fixed_weights: fixed,
+            fixed_weights: fixed.clone(),
         };
         let (mut sols, st) = solve_variants(cx, &spec, &[vec![]], model, mode);
+        (sols.remove(0), st)
+    };
+    // The pieces are independent solves: in parallel (each deterministic, collected in order).
+    use rayon::prelude::*;
+    let choices = shared_end_choices(cx, ly);
+    let (solved_blocks, solved_ends) = rayon::join(
+        || {
+            (0..ly.phases.max(1))
+                .into_par_iter()
+                .map(solve_block)
+                .collect::<Vec<_>>()
+        },
+        || {
+            choices
+                .par_iter()
+                .map(|f| rayon::join(|| solve_prologue(f), || solve_epilogue(f)))
+                .collect::<Vec<_>>()
+        },
+    );
+    let mut block = Vec::with_capacity(solved_blocks.len());
+    for (matrix, st) in solved_blocks {
+        block.push(matrix);
         stats.push(st);
-        ends.push(Ends {
-            prologue,
-            epilogue: sols.remove(0),
-        });
+    }
+    let mut ends = Vec::with_capacity(solved_ends.len());
+    for ((prologue, pst), (epilogue, est)) in solved_ends {
+        stats.extend(pst);
+        stats.push(est);
+        ends.push(Ends { prologue, epilogue });
     }
     Chain {
         block,

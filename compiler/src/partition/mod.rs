@@ -330,27 +330,37 @@ fn search(
     start: Instant,
 ) -> Result<(Solved, Solved, lower::Lowered), PartitionError> {
     let search_model = search_cost_model(opts);
-    // The bytes pass runs after the model pass: the model pass gets half the time.
-    cx.limits.deadline = opts.time_limit.map(|l| start + l / 2);
-    let solved = chain::solve_graph(
-        cx,
-        layer_info,
-        budgets,
-        &search_model,
-        CostMode::Model,
-        pins,
-    )
-    .map_err(|e| with_pin_context(e, &opts.pins))?;
+    // The model pass (the plan) and the bytes pass (its lower bound on bytes moved) are
+    // independent solves: they run side by side, each until the time limit.
     cx.limits.deadline = opts.time_limit.map(|l| start + l);
-    let bytes_solved = chain::solve_graph(
-        cx,
-        layer_info,
-        budgets,
-        &opts.cost_model,
-        CostMode::Bytes,
-        pins,
-    )
-    .map_err(|e| with_pin_context(e, &opts.pins))?;
+    let (model_cx, bytes_cx) = (cx.clone(), cx.clone());
+    let (solved, bytes_solved) = std::thread::scope(|scope| {
+        let bytes = scope.spawn(|| {
+            chain::solve_graph(
+                &bytes_cx,
+                layer_info,
+                budgets,
+                &opts.cost_model,
+                CostMode::Bytes,
+                pins,
+            )
+        });
+        let model = chain::solve_graph(
+            &model_cx,
+            layer_info,
+            budgets,
+            &search_model,
+            CostMode::Model,
+            pins,
+        );
+        // A panic in the bytes pass is a bug: surface it rather than lose it.
+        let bytes = bytes
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (model, bytes)
+    });
+    let solved = solved.map_err(|e| with_pin_context(e, &opts.pins))?;
+    let bytes_solved = bytes_solved.map_err(|e| with_pin_context(e, &opts.pins))?;
     let lowered =
         lower::lower(cx.g, opts.devices, &solved.sel, tags).map_err(PartitionError::Internal)?;
     Ok((solved, bytes_solved, lowered))

@@ -468,53 +468,56 @@ pub fn solve_variants(
         Some((t, ls)) => (Some(*t), ls.clone()),
         None => (None, vec![Layout::Replicated]),
     };
-    let mut out = Vec::with_capacity(variants.len());
-    for v in variants {
-        let mut roots = seg.roots.clone();
-        roots.extend(v.iter().copied());
-        let mut row: Vec<Option<VariantSolution>> = vec![None; open_ls.len()];
-        let Ok(flat) = flat_problem(cx, &eg, &roots, model, mode, &no_pins, seg) else {
-            out.push(row);
-            continue;
-        };
-        let Ok(run) = super::dp::run(
-            &flat,
-            open_t.map(|t| (t, open_ls.as_slice())),
-            mode == CostMode::Bytes,
-        ) else {
-            out.push(row);
-            continue;
-        };
-        for (li, l_in) in open_ls.iter().enumerate() {
-            let best = run.best(&flat, open_t.map(|_| *l_in));
-            if let Some((cost, part, picks)) = best {
-                let mut choice = run.choice(part);
-                choice.extend(picks);
-                row[li] = Some(VariantSolution {
-                    cost,
-                    lower: run.lower(Some(cost)),
-                    sel: selection_of(&eg, &flat, &choice),
-                });
-            } else if run.dropped.is_finite() {
-                // None found within the limits, but one may exist: keep the bound.
-                row[li] = Some(VariantSolution {
-                    cost: f64::INFINITY,
-                    lower: run.dropped,
-                    sel: Selection::default(),
-                });
+    // The variants are independent runs over one e-graph: solved in parallel, collected in
+    // order (each run is deterministic, so the result does not depend on the threads).
+    use rayon::prelude::*;
+    let out: Vec<Vec<Option<VariantSolution>>> = variants
+        .par_iter()
+        .map(|v| {
+            let mut roots = seg.roots.clone();
+            roots.extend(v.iter().copied());
+            let mut row: Vec<Option<VariantSolution>> = vec![None; open_ls.len()];
+            let Ok(flat) = flat_problem(cx, &eg, &roots, model, mode, &no_pins, seg) else {
+                return row;
+            };
+            let Ok(run) = super::dp::run(
+                &flat,
+                open_t.map(|t| (t, open_ls.as_slice())),
+                mode == CostMode::Bytes,
+            ) else {
+                return row;
+            };
+            for (li, l_in) in open_ls.iter().enumerate() {
+                let best = run.best(&flat, open_t.map(|_| *l_in));
+                if let Some((cost, part, picks)) = best {
+                    let mut choice = run.choice(part);
+                    choice.extend(picks);
+                    row[li] = Some(VariantSolution {
+                        cost,
+                        lower: run.lower(Some(cost)),
+                        sel: selection_of(&eg, &flat, &choice),
+                    });
+                } else if run.dropped.is_finite() {
+                    // None found within the limits, but one may exist: keep the bound.
+                    row[li] = Some(VariantSolution {
+                        cost: f64::INFINITY,
+                        lower: run.dropped,
+                        sel: Selection::default(),
+                    });
+                }
             }
-        }
-        if std::env::var_os("TESSERA_DP_TRACE").is_some() {
-            let costs: Vec<(f64, f64)> = row
-                .iter()
-                .map(|v| {
-                    v.as_ref()
-                        .map_or((f64::NAN, f64::NAN), |v| (v.cost, v.lower))
-                })
-                .collect();
-            eprintln!("variant (cost, lower) by open layout: {costs:?}");
-        }
-        out.push(row);
-    }
+            if std::env::var_os("TESSERA_DP_TRACE").is_some() {
+                let costs: Vec<(f64, f64)> = row
+                    .iter()
+                    .map(|v| {
+                        v.as_ref()
+                            .map_or((f64::NAN, f64::NAN), |v| (v.cost, v.lower))
+                    })
+                    .collect();
+                eprintln!("variant (cost, lower) by open layout: {costs:?}");
+            }
+            row
+        })
+        .collect();
     (out, stats)
 }

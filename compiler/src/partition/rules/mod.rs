@@ -70,6 +70,7 @@ pub fn rule_names() -> Vec<&'static str> {
 }
 
 /// Context of rule instantiation.
+#[derive(Clone)]
 pub struct RuleCx<'a> {
     /// The graph.
     pub g: &'a Graph,
