@@ -224,6 +224,13 @@ fn onnxruntime_quantised_models_run_equal_on_1_2_and_3_devices() {
                         held <= MAX_SHARE_AT_2 * whole,
                         "{label}: a rank holds {held} of the model's {whole} stored bytes"
                     );
+                    // Both layers are found, QDQ forms included (llama's quantised rotary
+                    // tables are looked up at constant positions and hoisted).
+                    assert_eq!(
+                        plan.layers.as_ref().map(|l| l.count),
+                        Some(2),
+                        "{label}: repeated layers"
+                    );
                 }
             }
         }

@@ -156,6 +156,70 @@ mod tests {
         assert_eq!(hoist_invariants(&mut g), 0);
     }
 
+    /// x·w, then two additions of rows of `table` looked up at `idx` (a constant when
+    /// `constant`, else a graph input), the lookup placed after the MatMul.
+    fn lookup_graph(constant: bool) -> Graph {
+        let mut g = Graph::new();
+        let x = g.add_tensor("x", DType::F32, vec![2, 4], TensorKind::Input);
+        let w = g.add_tensor("w", DType::F32, vec![4, 4], TensorKind::Weight);
+        g.weights.insert(
+            w,
+            Weight::constant("w", Tensor::f32(vec![4, 4], vec![0.0; 16])),
+        );
+        let table = g.add_tensor("table", DType::F32, vec![8, 4], TensorKind::Weight);
+        g.weights.insert(
+            table,
+            Weight::constant("table", Tensor::f32(vec![8, 4], vec![1.0; 32])),
+        );
+        let idx_kind = if constant {
+            TensorKind::Weight
+        } else {
+            TensorKind::Input
+        };
+        let idx = g.add_tensor("idx", DType::I64, vec![2], idx_kind);
+        if constant {
+            g.weights.insert(
+                idx,
+                Weight::constant("idx", Tensor::i64(vec![2], vec![0, 1])),
+            );
+        }
+        let y = g.add_tensor("y", DType::F32, vec![2, 4], TensorKind::Activation);
+        let rows = g.add_tensor("rows", DType::F32, vec![2, 4], TensorKind::Activation);
+        g.add_node("mm", Op::MatMul(MatMulAttrs {}), vec![x, w], vec![y]);
+        g.add_node(
+            "lookup",
+            Op::Gather(tessera_ir::op::AxisAttrs { axis: 0 }),
+            vec![table, idx],
+            vec![rows],
+        );
+        let mut cur = y;
+        for k in 0..2 {
+            let z = g.add_tensor(
+                format!("z{k}"),
+                DType::F32,
+                vec![2, 4],
+                TensorKind::Activation,
+            );
+            g.add_node(format!("add{k}"), add(), vec![cur, rows], vec![z]);
+            cur = z;
+        }
+        g.outputs = vec![cur];
+        g.inputs = if constant { vec![x] } else { vec![x, idx] };
+        g
+    }
+
+    #[test]
+    fn a_table_looked_up_at_constant_positions_moves_ahead_a_token_lookup_does_not() {
+        // Rotary cos/sin rows at positions 0..S: a function of the parameters alone.
+        let mut g = lookup_graph(true);
+        assert_eq!(hoist_invariants(&mut g), 2);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["lookup", "mm", "add0", "add1"]);
+        // At indices from an input it is a token embedding: it stays.
+        let mut g = lookup_graph(false);
+        assert_eq!(hoist_invariants(&mut g), 0);
+    }
+
     #[test]
     fn a_value_read_once_stays_where_it_is() {
         let mut g = graph(1);
