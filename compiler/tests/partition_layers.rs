@@ -27,6 +27,20 @@ fn strip_layers(p: &Plan) -> String {
     serde_json::to_string(&p).unwrap()
 }
 
+/// The plans are the same but for layer tags and search statistics (the first difference
+/// shown in context otherwise).
+fn assert_same_plan(a: &Plan, b: &Plan, label: &str) {
+    let (sa, sb) = (strip_layers(a), strip_layers(b));
+    if let Some(i) = sa.bytes().zip(sb.bytes()).position(|(x, y)| x != y) {
+        panic!(
+            "{label}: plans differ at {i}: ...{}... vs ...{}...",
+            &sa[i.saturating_sub(200)..(i + 200).min(sa.len())],
+            &sb[i.saturating_sub(200)..(i + 200).min(sb.len())]
+        );
+    }
+    assert_eq!(sa.len(), sb.len(), "{label}");
+}
+
 #[test]
 fn layered_solve_equals_whole_solve() {
     for (layers, n, objective) in [
@@ -59,15 +73,11 @@ fn layered_solve_equals_whole_solve() {
             lay.plan.summary.lower_bound_bytes,
             whole.plan.summary.lower_bound_bytes
         );
-        let (sa, sb) = (strip_layers(&lay.plan), strip_layers(&whole.plan));
-        if let Some(i) = sa.bytes().zip(sb.bytes()).position(|(x, y)| x != y) {
-            panic!(
-                "{layers} layers n={n} {objective:?}: plans differ at {i}: ...{}... vs ...{}...",
-                &sa[i.saturating_sub(200)..(i + 200).min(sa.len())],
-                &sb[i.saturating_sub(200)..(i + 200).min(sb.len())]
-            );
-        }
-        assert_eq!(sa.len(), sb.len());
+        assert_same_plan(
+            &lay.plan,
+            &whole.plan,
+            &format!("{layers} layers n={n} {objective:?}"),
+        );
         // Every collective is tagged with its layer: 2 all-reduces in each.
         for l in 0..layers as u32 * (objective == ObjectiveKind::Memory) as u32 {
             let c = lay
@@ -149,15 +159,7 @@ fn alternating_masks_are_layers_in_two_phases() {
         assert!(wb <= lb && lb <= moved, "n={n}: {wb} <= {lb} <= {moved}");
         let mut whole_plan = whole.plan.clone();
         whole_plan.summary.lower_bound_bytes = lb;
-        let (sa, sb) = (strip_layers(&lay.plan), strip_layers(&whole_plan));
-        if let Some(i) = sa.bytes().zip(sb.bytes()).position(|(x, y)| x != y) {
-            panic!(
-                "n={n}: plans differ at {i}: ...{}... vs ...{}...",
-                &sa[i.saturating_sub(300)..(i + 200).min(sa.len())],
-                &sb[i.saturating_sub(300)..(i + 200).min(sb.len())]
-            );
-        }
-        assert_eq!(sa.len(), sb.len());
+        assert_same_plan(&lay.plan, &whole_plan, &format!("n={n}"));
     }
     // One mask for every layer stays one phase.
     let p = run(&gpt_masks(4, 2, 16, 64, 8, 1), 2).plan;
