@@ -82,6 +82,21 @@ impl B {
         };
         self.g.add_weight(w)
     }
+    /// An inline f32 scalar constant of value `v`.
+    pub fn konst(&mut self, name: &str, v: f32) -> TensorId {
+        let w = Weight {
+            perm: None,
+            packed_bits: None,
+            name: name.into(),
+            dtype: DType::F32,
+            shape: vec![],
+            data: WeightData::Inline {
+                tensor: tessera_ir::Tensor::f32(vec![], vec![v]),
+            },
+            quant: None,
+        };
+        self.g.add_weight(w)
+    }
     pub fn matmul(&mut self, a: TensorId, b: TensorId) -> TensorId {
         self.op(Op::MatMul(MatMulAttrs {}), &[a, b])
     }
