@@ -27,6 +27,14 @@ fn strip_layers(p: &Plan) -> String {
     serde_json::to_string(&p).unwrap()
 }
 
+/// All-reduces tagged with layer `l`.
+fn all_reduces_in(p: &Plan, l: u32) -> usize {
+    p.collectives
+        .iter()
+        .filter(|c| c.layer == Some(l) && c.kind == CollectiveKind::AllReduce)
+        .count()
+}
+
 /// The plans are the same but for layer tags and search statistics (the first difference
 /// shown in context otherwise).
 fn assert_same_plan(a: &Plan, b: &Plan, label: &str) {
@@ -80,13 +88,7 @@ fn layered_solve_equals_whole_solve() {
         );
         // Every collective is tagged with its layer: 2 all-reduces in each.
         for l in 0..layers as u32 * (objective == ObjectiveKind::Memory) as u32 {
-            let c = lay
-                .plan
-                .collectives
-                .iter()
-                .filter(|c| c.layer == Some(l) && c.kind == CollectiveKind::AllReduce)
-                .count();
-            assert_eq!(c, 2, "layer {l}");
+            assert_eq!(all_reduces_in(&lay.plan, l), 2, "layer {l}");
         }
         assert!(lay.plan.ranks[0]
             .steps
@@ -136,13 +138,7 @@ fn alternating_masks_are_layers_in_two_phases() {
             "{extractor}"
         );
         for l in 0..6 {
-            let c = lay
-                .plan
-                .collectives
-                .iter()
-                .filter(|c| c.layer == Some(l) && c.kind == CollectiveKind::AllReduce)
-                .count();
-            assert_eq!(c, 2, "n={n} layer {l}");
+            assert_eq!(all_reduces_in(&lay.plan, l), 2, "n={n} layer {l}");
         }
         o.detect_layers = false;
         o.max_states = usize::MAX;

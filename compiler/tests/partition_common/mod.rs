@@ -68,19 +68,9 @@ impl B {
     pub fn un(&mut self, kind: UnaryOp, a: TensorId) -> TensorId {
         self.op(Op::Unary(UnaryAttrs { kind }), &[a])
     }
+    /// An inline f32 scalar constant 0.5.
     pub fn scalar(&mut self, name: &str) -> TensorId {
-        let w = Weight {
-            perm: None,
-            packed_bits: None,
-            name: name.into(),
-            dtype: DType::F32,
-            shape: vec![],
-            data: WeightData::Inline {
-                tensor: tessera_ir::Tensor::f32(vec![], vec![0.5]),
-            },
-            quant: None,
-        };
-        self.g.add_weight(w)
+        self.konst(name, 0.5)
     }
     /// An inline f32 scalar constant of value `v`.
     pub fn konst(&mut self, name: &str, v: f32) -> TensorId {
