@@ -109,13 +109,10 @@ pub fn solve_pieces(
     // Representative blocks, one per phase: stream input open, output in each layout.
     let solve_block = |r: usize| {
         let block_nodes = &blocks[r];
-        // Block 0's input may be a graph input (only R then): the prologue vector says so.
+        // Every stream has x1's shape, so x1's layouts serve each block's input (block 0's
+        // may be a graph input, only R then: the prologue vector says so).
         let (x_in, x_out) = (ly.streams[r], ly.streams[r + 1]);
-        let in_layouts = if r == 0 {
-            layouts.clone()
-        } else {
-            stream_layouts(cx, x_in)
-        };
+        let in_layouts = layouts.clone();
         let spec = SegmentSpec {
             nodes: block_nodes.clone(),
             boundary: globals.clone(),
