@@ -92,6 +92,14 @@ pub enum Op {
     ScatterElements(ScatterElementsAttrs),
     /// ScatterND (inputs: Data, Indices `[..., k]`, Updates `indices[..-1] ++ data[k..]`).
     ScatterNd(ScatterNdAttrs),
+    /// Linear quantisation to an integer type: `clamp(round(x / scale) + zero_point)` to the
+    /// type's range, rounding ties to even (inputs: X, Scale, ZeroPoint, both float and
+    /// broadcasting to X). The canonical form of QuantizeLinear on an activation.
+    Quantize(QuantizeAttrs),
+    /// Linear dequantisation: `(q − zero_point) · scale` (inputs: Q of an integer type,
+    /// Scale, ZeroPoint, both float and broadcasting to Q; the output has Scale's type). The
+    /// canonical form of DequantizeLinear on an activation.
+    Dequantize,
 }
 
 /// MatMul has no attributes; the struct exists so every op has one.
@@ -263,6 +271,13 @@ pub struct ClipAttrs {
     /// Upper bound.
     #[serde(default, with = "crate::nonfinite::option")]
     pub max: Option<f32>,
+}
+
+/// Quantize attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantizeAttrs {
+    /// The quantised type: uint8, int8 or int16.
+    pub to: DType,
 }
 
 /// Softmax attributes.

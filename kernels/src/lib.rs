@@ -126,6 +126,8 @@ fn eval_inner(op: &Op, inputs: &[&Tensor]) -> KResult<Vec<Tensor>> {
         )),
         Op::Pool(a) => one(pool::pool(a, inputs[0])),
         Op::Pad(a) => one(pad::pad(a, inputs[0])),
+        Op::Quantize(a) => one(fused::quantize_op(a.to, inputs)),
+        Op::Dequantize => one(fused::dequantize_op(inputs)),
         Op::HardSigmoid(a) => one(unary::hard_sigmoid(a.alpha, a.beta, a.swish, inputs[0])),
         Op::Resize(a) => one(resize::resize(a, inputs[0])),
         Op::ArgReduce(a) => one(arg_reduce::arg_reduce(a, inputs[0])),

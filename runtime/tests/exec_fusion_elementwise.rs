@@ -206,3 +206,56 @@ fn fake_quantisation_and_hard_swish_run_as_one_kernel() {
     assert_eq!(fused, BTreeMap::from([("fused Elementwise", 1)]));
     assert_eq!(steps, 11);
 }
+
+/// The canonical ops of a QuantizeLinear → DequantizeLinear pair join the tree, the uint8
+/// value never stored: with equal scale and zero point (separate constants, as the compiler
+/// gives each reader its own) as one instruction, with another scale (canonicalisation folds
+/// a following constant factor into it) as the quantisation and then the dequantisation.
+#[test]
+fn a_quantize_dequantize_pair_joins_the_tree() {
+    let s = [5, 1031];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, s.to_vec());
+    let c =
+        |g: &mut Graph, name: &str, v: f32| inline_weight(g, name, Tensor::f32(vec![], vec![v]));
+    let (s1, z1) = (c(&mut g, "s1", 0.01), c(&mut g, "z1", 128.0));
+    let (s2, z2) = (c(&mut g, "s2", 0.01), c(&mut g, "z2", 128.0));
+    let s3 = c(&mut g, "s3", 0.02);
+    let quantize = Op::Quantize(QuantizeAttrs { to: DType::U8 });
+    let (_, q1) = node(
+        &mut g,
+        "q1",
+        quantize.clone(),
+        vec![x, s1, z1],
+        s.to_vec(),
+        DType::U8,
+    );
+    let y1 = f32_node(&mut g, "dq1", Op::Dequantize, vec![q1, s2, z2], s.to_vec());
+    let hs = Op::HardSigmoid(HardSigmoidAttrs {
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+        swish: true,
+    });
+    let h = f32_node(&mut g, "hswish", hs, vec![y1], s.to_vec());
+    let (_, q2) = node(
+        &mut g,
+        "q2",
+        quantize,
+        vec![x, s1, z1],
+        s.to_vec(),
+        DType::U8,
+    );
+    let y2 = f32_node(&mut g, "dq2", Op::Dequantize, vec![q2, s3, z1], s.to_vec());
+    let out = binary_node(&mut g, "out", BinaryOp::Add, [h, y2], s.to_vec());
+    g.outputs.push(out);
+    let mut xv = rand_f32(&s, 9);
+    if let tessera_ir::TensorData::F32(v) = &mut xv.data {
+        // ±4 over a step of 0.01: most values saturate at 0 or 255.
+        v.iter_mut().for_each(|a| *a *= 4.0);
+    }
+    let inputs = BTreeMap::from([("x".to_string(), xv)]);
+    let (fused, steps) = run(g, &inputs);
+    // One tree: q1, dq1, hswish, q2, dq2, out.
+    assert_eq!(fused, BTreeMap::from([("fused Elementwise", 1)]));
+    assert_eq!(steps, 6);
+}

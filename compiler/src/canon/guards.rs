@@ -6,7 +6,10 @@
 use super::analysis::CanonGraph;
 use super::lang::{CNode, QWEIGHT};
 use egg::{Id, Subst, Var};
-use tessera_ir::op::{GeluAttrs, NormAttrs, ReduceKind, SoftmaxAttrs, TransposeAttrs};
+use tessera_ir::op::{
+    GeluAttrs, NormAttrs, QuantizeAttrs, ReduceKind, SoftmaxAttrs, TransposeAttrs,
+};
+use tessera_ir::spec::quant_range;
 use tessera_ir::{DType, Op, Tensor, TensorData};
 
 /// A guard of the vocabulary (the names are those of the rules file).
@@ -61,6 +64,15 @@ pub enum Guard {
     /// `same_one_axis(?a, ?b)`: the reductions ?a and ?b both reduce exactly one axis, the
     /// same one, keeping dims (a softmax's max and sum).
     SameOneAxis(Var, Var),
+    /// `quant_range(?c, ?u)`: the Clip attribute ?c clamps to exactly the range of the
+    /// integer type (uint8, int8, int16) that the Cast attribute ?u converts to, so that
+    /// Cast holds every clipped integer.
+    QuantRange(Var, Var),
+    /// `integral(?z)`: ?z is a constant whose every value is an integer.
+    Integral(Var),
+    /// `int_activation(?q)`: ?q is a uint8, int8 or int16 value computed from the graph's
+    /// inputs (a quantised weight is a `qweight` leaf instead).
+    IntActivation(Var),
 }
 
 /// Names and arities of the guards, for the parser and `tessera rules`.
@@ -85,6 +97,9 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("same_last_dim", 2),
     ("last_axis_vector", 1),
     ("same_one_axis", 2),
+    ("quant_range", 2),
+    ("integral", 1),
+    ("int_activation", 1),
 ];
 
 fn class(subst: &Subst, v: &Var) -> Option<Id> {
@@ -218,6 +233,20 @@ impl Guard {
                 }
                 _ => false,
             },
+            Guard::QuantRange(c, u) => match (attr(eg, s, c)?, attr(eg, s, u)?) {
+                (Op::Clip(c), Op::Cast(u)) => {
+                    let range = quant_range(u.to)?;
+                    c.min == Some(range.0 as f32) && c.max == Some(range.1 as f32)
+                }
+                _ => false,
+            },
+            Guard::IntActivation(q) => {
+                quant_range(ty(eg, s, q)?.0).is_some() && !eg[class(s, q)?].data.param
+            }
+            Guard::Integral(z) => konst(eg, s, z)?
+                .to_f64_vec()
+                .iter()
+                .all(|v| v.fract() == 0.0),
             Guard::ZeroPoint(z, q) => {
                 let (qd, qs) = {
                     let t = leaf_of(eg, class(s, q)?)?;
@@ -316,6 +345,20 @@ pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> 
                 log: name == "log_softmax_attr",
             });
             Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
+        "quantize_attr" => {
+            let Op::Cast(c) = attr_of(eg, *args.first()?)? else {
+                return None;
+            };
+            quant_range(c.to)?;
+            let op = Op::Quantize(QuantizeAttrs { to: c.to });
+            Some(CNode::Attr(eg.analysis.interner.op(&op)))
+        }
+        "zeros_like" => {
+            let (dtype, shape) = eg[*args.first()?].data.ty.clone()?;
+            let n = tessera_ir::numel(&shape);
+            let t = Tensor::new(dtype, shape, TensorData::F32(vec![0.0; n])).ok()?;
+            eg.analysis.interner.konst(&t).map(CNode::Const)
         }
         "ones" | "zeros" => {
             let a = attr_of(eg, *args.first()?)?;

@@ -154,6 +154,7 @@ fn attr_free_ops() -> &'static HashMap<String, Op> {
         let mut m = HashMap::new();
         m.insert("matmul".to_string(), Op::MatMul(MatMulAttrs {}));
         m.insert("where".to_string(), Op::Where);
+        m.insert("dequantize".to_string(), Op::Dequantize);
         for kind in [
             Add,
             Sub,
@@ -220,6 +221,7 @@ const ATTR_OPS: &[&str] = &[
     "arg_max",
     "arg_min",
     "top_k",
+    "quantize",
 ];
 
 /// Names a rule's right-hand side may use to *build* a leaf from matched classes (they never
@@ -228,7 +230,8 @@ const ATTR_OPS: &[&str] = &[
 /// epsilon constant), `ones ?axes ?x` and `zeros ?axes ?x` (constants of the normalised
 /// shape), `transpose_2d` (the Transpose attribute that swaps the two axes of a matrix),
 /// `softmax_attr ?axes` and `log_softmax_attr ?axes` (the (Log)Softmax attribute over a
-/// one-axis reduction's axis).
+/// one-axis reduction's axis), `quantize_attr ?cast` (the Quantize attribute of a Cast
+/// to a quantised type), `zeros_like ?c` (a zero constant of ?c's type and shape).
 pub const CONSTRUCTORS: &[&str] = &[
     "transpose_2d",
     "gelu_erf",
@@ -239,6 +242,8 @@ pub const CONSTRUCTORS: &[&str] = &[
     "log_softmax_attr",
     "ones",
     "zeros",
+    "quantize_attr",
+    "zeros_like",
 ];
 
 /// Whether `sym` names an op of the language, `qweight`, `tweight` or a constructor.

@@ -106,6 +106,9 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         "same_last_dim" => Guard::SameLastDim(var(0)?, var(1)?),
         "same_one_axis" => Guard::SameOneAxis(var(0)?, var(1)?),
         "last_axis_vector" => Guard::LastAxisVector(var(0)?),
+        "quant_range" => Guard::QuantRange(var(0)?, var(1)?),
+        "integral" => Guard::Integral(var(0)?),
+        "int_activation" => Guard::IntActivation(var(0)?),
         // The arity table above lists exactly the names matched here.
         _ => Guard::ZeroPoint(var(0)?, var(1)?),
     })
@@ -122,7 +125,9 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::PlainGemm(v)
         | Guard::GemmTransB(v)
         | Guard::StoredWeight(v)
-        | Guard::LastAxisVector(v) => vec![*v],
+        | Guard::LastAxisVector(v)
+        | Guard::Integral(v)
+        | Guard::IntActivation(v) => vec![*v],
         Guard::CastNoop(a, b)
         | Guard::SomeParam(a, b)
         | Guard::SameLastDim(a, b)
@@ -131,7 +136,8 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::TrailingMean(a, b)
         | Guard::BroadcastsTo(a, b)
         | Guard::InversePerms(a, b)
-        | Guard::ZeroPoint(a, b) => vec![*a, *b],
+        | Guard::ZeroPoint(a, b)
+        | Guard::QuantRange(a, b) => vec![*a, *b],
         Guard::NormShape(a, b, c) => vec![*a, *b, *c],
     }
 }

@@ -262,6 +262,26 @@ pub fn gpt_masks(
     b.g
 }
 
+/// Ops of `b`'s graph after canonicalisation with the built-in rules (inline weights given
+/// as the constants they are), by name.
+pub fn canon_ops(b: &B) -> std::collections::BTreeMap<String, usize> {
+    let consts: std::collections::BTreeMap<_, _> =
+        b.g.weights
+            .iter()
+            .filter_map(|(t, w)| match &w.data {
+                WeightData::Inline { tensor } => Some((*t, tensor.clone())),
+                _ => None,
+            })
+            .collect();
+    let (_, r) = tessera_compiler::canon::canonicalize(
+        &b.g,
+        &consts,
+        &tessera_compiler::canon::builtin(),
+        &tessera_compiler::canon::CanonLimits::default(),
+    );
+    r.ops_after
+}
+
 pub fn count(plan: &Plan, kind: CollectiveKind) -> usize {
     plan.collectives.iter().filter(|c| c.kind == kind).count()
 }

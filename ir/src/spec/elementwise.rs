@@ -1,5 +1,5 @@
 //! Elementwise ops: Binary (Add, Mul, Less, And, ...), Unary (Exp, Relu, Not, ...), Gelu,
-//! Clip, Where, Cast, HardSigmoid / HardSwish. ONNX: <https://onnx.ai/onnx/operators/> (numpy broadcasting,
+//! Clip, Where, Cast, HardSigmoid / HardSwish, Quantize, Dequantize. ONNX: <https://onnx.ai/onnx/operators/> (numpy broadcasting,
 //! <https://onnx.ai/onnx/repo-docs/Broadcasting.html>).
 //!
 //! Cost: one FLOP per output element (GELU 8; Cast none, it converts). Partitioning: every one splits on
@@ -8,7 +8,8 @@
 use super::{first_numel, Arity, OpSpec, Partitioning};
 use crate::infer::{broadcast_shapes, InferCx, TypedShape};
 use crate::op::{
-    BinaryAttrs, BinaryOp, CastAttrs, ClipAttrs, GeluAttrs, HardSigmoidAttrs, UnaryAttrs, UnaryOp,
+    BinaryAttrs, BinaryOp, CastAttrs, ClipAttrs, GeluAttrs, HardSigmoidAttrs, QuantizeAttrs,
+    UnaryAttrs, UnaryOp,
 };
 use crate::{DType, IrError};
 
@@ -230,6 +231,80 @@ impl OpSpec for HardSigmoidAttrs {
         Ok(vec![cx.input(0)])
     }
     pointwise!(3, |_s| SPLIT);
+}
+
+/// The range of a quantised integer type: uint8, int8 or int16.
+pub fn quant_range(d: DType) -> Option<(i32, i32)> {
+    match d {
+        DType::U8 => Some((0, 255)),
+        DType::I8 => Some((-128, 127)),
+        DType::I16 => Some((-32768, 32767)),
+        _ => None,
+    }
+}
+
+/// Scale and zero point (inputs 1 and 2): floats of one type that broadcast to input 0.
+fn quant_params(cx: &InferCx) -> Result<DType, IrError> {
+    cx.float_input(1)?;
+    let d = cx.same_dtype(&[1, 2])?;
+    let x = cx.inputs[0].1;
+    for i in 1..3 {
+        let p = cx.inputs[i].1;
+        if broadcast_shapes(x, p).as_deref() != Some(x) {
+            return Err(cx.err(format!("input {i} {p:?} does not broadcast to {x:?}")));
+        }
+    }
+    Ok(d)
+}
+
+/// Quantize: QuantizeLinear of an activation
+/// (<https://onnx.ai/onnx/operators/onnx__QuantizeLinear.html>, opsets 10–23, per tensor or
+/// per axis with Scale and ZeroPoint shaped to broadcast): `saturate(round(x / scale) +
+/// zero_point)`, ties to even. A NaN quantises to 0 (as a Cast of NaN to an integer).
+/// Canonicalisation finds it (rule `quantize`); the importer writes the primitive ops.
+impl OpSpec for QuantizeAttrs {
+    fn name(&self) -> String {
+        "Quantize".into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(3)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        if quant_range(self.to).is_none() {
+            return Err(cx.err(format!(
+                "quantised type {}: only uint8, int8 and int16",
+                self.to
+            )));
+        }
+        cx.float_input(0)?;
+        quant_params(cx)?;
+        Ok(vec![(self.to, cx.inputs[0].1.to_vec())])
+    }
+    pointwise!(3, |_s| SPLIT);
+}
+
+/// The spec of [`crate::Op::Dequantize`] (which has no attributes): DequantizeLinear of an
+/// activation (<https://onnx.ai/onnx/operators/onnx__DequantizeLinear.html>): `(q −
+/// zero_point) · scale`, with the output of Scale's type.
+#[derive(Debug, Clone, Copy)]
+pub struct DequantizeSpec;
+
+impl OpSpec for DequantizeSpec {
+    fn name(&self) -> String {
+        "Dequantize".into()
+    }
+    fn arity(&self) -> Arity {
+        Arity::exactly(3)
+    }
+    fn infer(&self, cx: &InferCx) -> Result<Vec<TypedShape>, IrError> {
+        let q = cx.inputs[0].0;
+        if !q.is_int() {
+            return Err(cx.err(format!("input 0 must be an integer tensor, got {q}")));
+        }
+        let d = quant_params(cx)?;
+        Ok(vec![(d, cx.inputs[0].1.to_vec())])
+    }
+    pointwise!(2, |_s| SPLIT);
 }
 
 fn where_(cx: &InferCx) -> Result<TypedShape, IrError> {

@@ -70,6 +70,8 @@ op_kinds!(
     TopK,
     ScatterElements,
     ScatterNd,
+    Quantize,
+    Dequantize,
 );
 
 impl Op {
@@ -111,6 +113,8 @@ impl Op {
             Op::TopK(_) => OpKind::TopK,
             Op::ScatterElements(_) => OpKind::ScatterElements,
             Op::ScatterNd(_) => OpKind::ScatterNd,
+            Op::Quantize(_) => OpKind::Quantize,
+            Op::Dequantize => OpKind::Dequantize,
         }
     }
 }
@@ -306,6 +310,14 @@ impl OpKind {
                     value: 0.0,
                 }),
                 vec![x(&[2, 4, 5])],
+            ),
+            OpKind::Quantize => (
+                Op::Quantize(QuantizeAttrs { to: DType::U8 }),
+                vec![x(&[2, 3]), x(&[]), x(&[])],
+            ),
+            OpKind::Dequantize => (
+                Op::Dequantize,
+                vec![(DType::U8, vec![2, 3]), x(&[3]), x(&[])],
             ),
             OpKind::HardSigmoid => (
                 Op::HardSigmoid(HardSigmoidAttrs {

@@ -8,7 +8,7 @@
 //! | family | file | ops |
 //! |---|---|---|
 //! | products | `matmul.rs` | MatMul, Gemm, Einsum |
-//! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast, HardSigmoid |
+//! | elementwise | `elementwise.rs` | Binary, Unary, Gelu, Clip, Where, Cast, HardSigmoid, Quantize, Dequantize |
 //! | normalisation | `norm.rs` | Softmax, LayerNorm, RmsNorm |
 //! | reductions and scans | `reduce.rs` | Reduce, ArgReduce, TopK, CumSum |
 //! | data movement | `movement.rs` | Reshape, Transpose, Concat, Split, Slice, Expand, Trilu |
@@ -38,7 +38,7 @@ use crate::infer::{InferCx, TypedShape};
 use crate::{numel, DType, IrError, Op};
 
 pub use conv::{transpose_out_extent, window_out_extent};
-pub use elementwise::WhereSpec;
+pub use elementwise::{quant_range, DequantizeSpec, WhereSpec};
 pub use gather::{GatherElementsSpec, GatherSpec};
 pub use kind::{OpKind, Sample};
 pub use movement::ConcatSpec;
@@ -221,6 +221,8 @@ impl Op {
             Op::TopK(a) => SpecRef::Attrs(a),
             Op::ScatterElements(a) => SpecRef::Attrs(a),
             Op::ScatterNd(a) => SpecRef::Attrs(a),
+            Op::Quantize(a) => SpecRef::Attrs(a),
+            Op::Dequantize => SpecRef::Attrs(&DequantizeSpec),
         }
     }
 

@@ -8,6 +8,7 @@
 //! replaces (`unary::float_fn`, `binary::float_op`, `erf`, the GELU and Clip formulas), so
 //! the program's result equals the unfused ops' bit for bit. When the call runs inside a
 //! device's thread pool, blocks of rows are split between its threads.
+use super::quantize::{fake_quant, quantize};
 use super::{describe, make, KResult};
 use crate::binary::float_op;
 use crate::index::broadcast_offsets;
@@ -65,6 +66,34 @@ pub enum EwInstr {
         to: DType,
         /// Operand register.
         x: usize,
+    },
+    /// [`tessera_ir::Op::Quantize`] of register `x` with scale `s` and zero point `z`, as
+    /// f32: `clamp(round(x / s) + z, lo, hi)`, ties to even, NaN to 0.
+    Quantize {
+        /// Smallest quantised value.
+        lo: f32,
+        /// Largest quantised value.
+        hi: f32,
+        /// Operand register.
+        x: usize,
+        /// Scale register.
+        s: usize,
+        /// Zero-point register.
+        z: usize,
+    },
+    /// A Quantize and the Dequantize of its result with the same scale and zero point, the
+    /// integer never stored: `(clamp(round(x / s) + z, lo, hi) − z) · s`.
+    FakeQuant {
+        /// Smallest quantised value.
+        lo: f32,
+        /// Largest quantised value.
+        hi: f32,
+        /// Operand register.
+        x: usize,
+        /// Scale register.
+        s: usize,
+        /// Zero-point register.
+        z: usize,
     },
     /// A float arithmetic binary op (not a comparison or logic op).
     Binary(BinaryOp, usize, usize),
@@ -165,6 +194,7 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             | EwInstr::CastThrough { x, .. }
             | EwInstr::HardSigmoid { x, .. } => std::slice::from_ref(x),
             EwInstr::Binary(_, a, b) => &[*a, *b],
+            EwInstr::FakeQuant { x, s, z, .. } | EwInstr::Quantize { x, s, z, .. } => &[*x, *s, *z],
             EwInstr::Where { cond, a, b } => {
                 *need.get_mut(*cond).ok_or(format!("input {cond} missing"))? = Some("bool");
                 &[*a, *b]
@@ -230,12 +260,14 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             broadcast_offsets(&trimmed, outer).unwrap_or_default()
         })
         .collect();
+    let uniform = uniform_registers(p, &modes);
     let run = Runner {
         p,
         srcs: &srcs,
         modes: &modes,
         offsets: &offsets,
         len,
+        uniform: &uniform,
     };
     let threads = crate::pool_threads();
     let blocks = n / len;
@@ -258,14 +290,67 @@ struct Runner<'a> {
     modes: &'a [Inner],
     offsets: &'a [Vec<usize>],
     len: usize,
+    /// Per register: one value over each block ([`uniform_registers`]).
+    uniform: &'a [bool],
 }
 
-impl Runner<'_> {
+/// The registers that hold one value over each block: loads of inputs repeated over the
+/// block (a scalar, a per-channel scale outside the block) and ops of such registers only.
+/// A chunk computes one element of them; an instruction that reads one beside a full
+/// register either takes it as a scalar ([`Runner::keeps_uniform`]) or has it filled first.
+fn uniform_registers(p: &ElementwiseProgram, modes: &[Inner]) -> Vec<bool> {
+    let mut u: Vec<bool> = Vec::with_capacity(p.instrs.len());
+    for ins in &p.instrs {
+        let v = match *ins {
+            EwInstr::Load(j) | EwInstr::LoadCast(j) => modes[j] == Inner::Repeat,
+            EwInstr::Where { cond, a, b } => modes[cond] == Inner::Repeat && u[a] && u[b],
+            _ => operands(ins).iter().all(|&x| u[x]),
+        };
+        u.push(v);
+    }
+    u
+}
+
+/// The registers an instruction reads.
+fn operands(ins: &EwInstr) -> Vec<usize> {
+    match *ins {
+        EwInstr::Load(_) | EwInstr::LoadCast(_) => vec![],
+        EwInstr::Unary(_, x)
+        | EwInstr::Gelu { x, .. }
+        | EwInstr::Clip { x, .. }
+        | EwInstr::CastThrough { x, .. }
+        | EwInstr::HardSigmoid { x, .. } => vec![x],
+        EwInstr::Binary(_, a, b) | EwInstr::Where { a, b, .. } => vec![a, b],
+        EwInstr::Quantize { x, s, z, .. } | EwInstr::FakeQuant { x, s, z, .. } => vec![x, s, z],
+    }
+}
+
+impl<'a> Runner<'a> {
+    /// Whether instruction `ins` (not uniform itself) reads its uniform operand `x` as a
+    /// scalar: one operand of Add/Sub/Mul/Div, or the scale and zero point of a (fake)
+    /// quantisation of a full register.
+    fn keeps_uniform(&self, ins: &EwInstr, x: usize) -> bool {
+        let u = self.uniform;
+        match *ins {
+            EwInstr::Binary(
+                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div,
+                a,
+                b,
+            ) => u[a] != u[b] && u[x],
+            EwInstr::Quantize { x: v, s, z, .. } | EwInstr::FakeQuant { x: v, s, z, .. } => {
+                !u[v] && u[s] && u[z] && x != v
+            }
+            _ => false,
+        }
+    }
+
     /// Fills `dst`, whole blocks starting at block `first`.
     fn blocks(&self, first: usize, dst: &mut [f32]) {
         let nregs = self.p.instrs.len();
         let mut regs = vec![0f32; nregs * CHUNK];
         let mut cond = vec![false; CHUNK];
+        let mut direct: Vec<Option<&'a [f32]>> = vec![None; nregs];
+        let mut filled = vec![false; nregs];
         vectorized(
             #[inline(always)]
             || {
@@ -273,7 +358,13 @@ impl Runner<'_> {
                     let o = first + bi;
                     let mut start = 0;
                     for piece in block.chunks_mut(CHUNK) {
-                        self.chunk(o, start, piece, &mut regs, &mut cond);
+                        let scratch = Scratch {
+                            regs: &mut regs,
+                            cond: &mut cond,
+                            direct: &mut direct,
+                            filled: &mut filled,
+                        };
+                        self.chunk(o, start, piece, scratch);
                         start += piece.len();
                     }
                 }
@@ -283,9 +374,18 @@ impl Runner<'_> {
 
     /// Evaluates elements `[start, start + dst.len())` of block `o` into `dst`.
     #[inline(always)]
-    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], regs: &mut [f32], cond: &mut [bool]) {
+    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], sc: Scratch<'_, 'a>) {
+        let Scratch {
+            regs,
+            cond,
+            direct,
+            filled,
+        } = sc;
         let m = dst.len();
         let len = self.len;
+        let srcs: &'a [Src<'a>] = self.srcs;
+        let last = self.p.instrs.len() - 1;
+        filled.fill(false);
         // Element e of this chunk of input j: its block offset, then within the block.
         let at = |j: usize, e: usize| -> usize {
             let base = self.offsets[j][o];
@@ -295,12 +395,43 @@ impl Runner<'_> {
             }
         };
         for (i, ins) in self.p.instrs.iter().enumerate() {
+            let uni = self.uniform[i];
+            // A uniform register computes one element; a full one reads its uniform operands
+            // as scalars or filled out to the chunk.
+            let m = if uni { 1 } else { m };
+            if !uni {
+                for x in operands(ins) {
+                    if self.uniform[x] && !filled[x] && !self.keeps_uniform(ins, x) {
+                        let c = regs[x * CHUNK];
+                        regs[x * CHUNK..x * CHUNK + m].fill(c);
+                        filled[x] = true;
+                    }
+                }
+            }
             let (done, rest) = regs.split_at_mut(i * CHUNK);
-            let r = &mut rest[..m];
-            let reg = |x: usize| &done[x * CHUNK..x * CHUNK + m];
+            // The last instruction writes the output itself.
+            let r: &mut [f32] = if i == last && !uni {
+                &mut *dst
+            } else {
+                &mut rest[..m]
+            };
+            let direct_now: &[Option<&'a [f32]>] = direct;
+            let reg = |x: usize| match direct_now[x] {
+                Some(v) => v,
+                None => &done[x * CHUNK..x * CHUNK + m],
+            };
+            // The value of uniform register `x` (its one element).
+            let scalar = |x: usize| done[x * CHUNK];
             match *ins {
-                EwInstr::Load(j) => match (&self.srcs[j], self.modes[j]) {
-                    (Src::F32(v), Inner::Full) => r.copy_from_slice(&v[at(j, 0)..at(j, 0) + m]),
+                EwInstr::Load(j) => match (&srcs[j], self.modes[j]) {
+                    (Src::F32(v), Inner::Full) => {
+                        let v: &'a [f32] = &v[at(j, 0)..at(j, 0) + m];
+                        if i == last {
+                            r.copy_from_slice(v);
+                        } else {
+                            direct[i] = Some(v);
+                        }
+                    }
                     (Src::F32(v), Inner::Repeat) => r.fill(v[at(j, 0)]),
                     _ => {}
                 },
@@ -413,6 +544,37 @@ impl Runner<'_> {
                         .zip(reg(x))
                         .for_each(|(y, &v)| *y = if swish { v * hs(v) } else { hs(v) });
                 }
+                EwInstr::Quantize { lo, hi, x, s, z } | EwInstr::FakeQuant { lo, hi, x, s, z } => {
+                    let params = match !uni && self.keeps_uniform(ins, s) {
+                        true => QuantParams::Scalar(scalar(s), scalar(z)),
+                        false => QuantParams::Full(reg(s), reg(z)),
+                    };
+                    if matches!(ins, EwInstr::FakeQuant { .. }) {
+                        quant_pass(r, reg(x), params, |v, s, z| fake_quant(v, s, z, lo, hi));
+                    } else {
+                        quant_pass(r, reg(x), params, |v, s, z| quantize(v, s, z, lo, hi));
+                    }
+                }
+                EwInstr::Binary(kind, a, b) if !uni && self.keeps_uniform(ins, b) => {
+                    let (a, q) = (reg(a), scalar(b));
+                    let it = r.iter_mut().zip(a);
+                    match kind {
+                        BinaryOp::Add => it.for_each(|(y, &p)| *y = p + q),
+                        BinaryOp::Sub => it.for_each(|(y, &p)| *y = p - q),
+                        BinaryOp::Mul => it.for_each(|(y, &p)| *y = p * q),
+                        _ => it.for_each(|(y, &p)| *y = p / q),
+                    }
+                }
+                EwInstr::Binary(kind, a, b) if !uni && self.keeps_uniform(ins, a) => {
+                    let (p, b) = (scalar(a), reg(b));
+                    let it = r.iter_mut().zip(b);
+                    match kind {
+                        BinaryOp::Add => it.for_each(|(y, &q)| *y = p + q),
+                        BinaryOp::Sub => it.for_each(|(y, &q)| *y = p - q),
+                        BinaryOp::Mul => it.for_each(|(y, &q)| *y = p * q),
+                        _ => it.for_each(|(y, &q)| *y = p / q),
+                    }
+                }
                 EwInstr::Binary(kind, a, b) => {
                     let (a, b) = (reg(a), reg(b));
                     let zip = r.iter_mut().zip(a.iter().zip(b));
@@ -444,8 +606,41 @@ impl Runner<'_> {
                 }
             }
         }
-        dst.copy_from_slice(&regs[(self.p.instrs.len() - 1) * CHUNK..][..m]);
+        if self.uniform[last] {
+            dst.fill(regs[last * CHUNK]);
+        }
     }
+}
+
+/// The scale and zero point of a (fake) quantisation: one value each, or per element.
+enum QuantParams<'r> {
+    Scalar(f32, f32),
+    Full(&'r [f32], &'r [f32]),
+}
+
+/// `r[e] = f(a[e], scale, zero point)` over the chunk.
+#[inline(always)]
+fn quant_pass(r: &mut [f32], a: &[f32], p: QuantParams<'_>, f: impl Fn(f32, f32, f32) -> f32) {
+    match p {
+        QuantParams::Scalar(s, z) => r.iter_mut().zip(a).for_each(|(y, &v)| *y = f(v, s, z)),
+        QuantParams::Full(s, z) => {
+            for (y, ((&v, &s), &z)) in r.iter_mut().zip(a.iter().zip(s).zip(z)) {
+                *y = f(v, s, z);
+            }
+        }
+    }
+}
+
+/// A thread's scratch space for [`Runner::chunk`].
+struct Scratch<'s, 'a> {
+    /// One chunk per instruction.
+    regs: &'s mut [f32],
+    /// A Where's condition.
+    cond: &'s mut [bool],
+    /// Registers that are a slice of an input (a full load is not copied).
+    direct: &'s mut [Option<&'a [f32]>],
+    /// Uniform registers filled out to the chunk in this chunk.
+    filled: &'s mut [bool],
 }
 
 #[cfg(test)]
@@ -582,6 +777,57 @@ mod tests {
     }
 
     /// Inside a thread pool the rows are split between threads; the result is the same.
+    /// Registers that hold one value per block (scalars, a per-row value outside the block):
+    /// a scalar on either side of Sub and Div, one read by Pow and Where (filled out), a
+    /// Where of a per-row condition, and a program whose result is itself one value.
+    #[test]
+    fn uniform_registers_equal_the_unfused_ops_bitwise() {
+        use EwInstr::*;
+        let x = rand(vec![3, 1029], 11);
+        let row = rand(vec![3, 1], 12);
+        let c = Tensor::f32(vec![], vec![0.75]);
+        let cond = Tensor::bool(vec![3, 1], vec![true, false, true]);
+        let e = unary(UnaryOp::Exp, &row);
+        let a = bin(BinaryOp::Sub, &e, &x);
+        let d = bin(BinaryOp::Div, &a, &c);
+        let p = bin(BinaryOp::Pow, &d, &e);
+        let w = run(Op::Where, &[&cond, &e, &p]);
+        let want = bin(BinaryOp::Mul, &w, &c);
+        let prog = vec![
+            Load(0),
+            Load(1),
+            Unary(UnaryOp::Exp, 1),
+            Binary(BinaryOp::Sub, 2, 0),
+            Load(2),
+            Binary(BinaryOp::Div, 3, 4),
+            Binary(BinaryOp::Pow, 5, 2),
+            Where {
+                cond: 3,
+                a: 2,
+                b: 6,
+            },
+            Binary(BinaryOp::Mul, 7, 4),
+        ];
+        let got = fused(&[3, 1029], prog, &[&x, &row, &c, &cond]);
+        assert_eq!(bits(&got), bits(&want));
+        // Every input repeated over the block: the result is one value per row.
+        let want = bin(BinaryOp::Add, &e, &c);
+        let prog = vec![
+            Load(0),
+            Unary(UnaryOp::Exp, 0),
+            Load(1),
+            Binary(BinaryOp::Add, 1, 2),
+        ];
+        let got = fused(&[3, 1029], prog, &[&row, &c]);
+        let want = run(
+            Op::Expand(ExpandAttrs {
+                shape: vec![3, 1029],
+            }),
+            &[&want],
+        );
+        assert_eq!(bits(&got), bits(&want));
+    }
+
     #[test]
     fn split_between_threads_gives_the_same_result() {
         use EwInstr::*;

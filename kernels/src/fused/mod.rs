@@ -23,10 +23,12 @@ use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
 mod elementwise;
+mod quantize;
 mod rotary;
 pub use attention::{AttentionMask, AttentionScale, AttentionShape, HeadLayout, SoftmaxRows};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
+pub(crate) use quantize::{dequantize_op, quantize_op};
 
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]

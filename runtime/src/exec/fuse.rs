@@ -223,6 +223,27 @@ impl<'a> Program<'a> {
         self.op(p).map(|_| p)
     }
 
+    /// Whether `a` and `b` hold the same value on this rank: the same value, or two pieces
+    /// of the same layout and shape of weights held inline with equal contents (the
+    /// compiler gives each reader of a folded constant its own tensor).
+    fn same_value(&self, a: ValueId, b: ValueId) -> bool {
+        if a == b {
+            return true;
+        }
+        let (va, vb) = (&self.plan.values[a.index()], &self.plan.values[b.index()]);
+        let inline = |t| match self.plan.graph.weights.get(&t) {
+            Some(w) if w.quant.is_none() && w.perm.is_none() => match &w.data {
+                tessera_ir::WeightData::Inline { tensor } => Some(tensor),
+                tessera_ir::WeightData::File { .. } => None,
+            },
+            _ => None,
+        };
+        va.layout == vb.layout
+            && va.shape_on(self.rank) == vb.shape_on(self.rank)
+            && va.rank_shapes == vb.rank_shapes
+            && matches!((inline(va.tensor), inline(vb.tensor)), (Some(x), Some(y)) if x == y)
+    }
+
     /// The single reader of `v` when `v` is an intermediate (not kept, one use).
     fn only_reader(&self, v: ValueId) -> Option<usize> {
         let i = v.index();

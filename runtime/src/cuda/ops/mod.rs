@@ -137,6 +137,8 @@ pub fn run_op(
         | Op::Pool(_)
         | Op::Pad(_)
         | Op::HardSigmoid(_)
+        | Op::Quantize(_)
+        | Op::Dequantize
         | Op::Resize(_)
         | Op::ArgReduce(_)
         | Op::TopK(_)

@@ -4,12 +4,13 @@
 //! a mask built with Cast and Where, a residual chain).
 //!
 //! Fusable ops (each f32 in and out, exactly: half types round on every op, which the
-//! program does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, arithmetic
+//! program does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, Dequantize, arithmetic
 //! binary ops (Add, Sub, Mul, Div, Pow, Max, Min, Mod) with numpy broadcasting, Where (its
 //! condition read as a bool input), Cast to f32 (of an f32 value: nothing to do; of a bool or
 //! integer value: the value is read as an input and converted as Cast converts it; of a Cast
 //! of an f32 value to int8/uint8/int16/int32 read by nothing else: both in one instruction,
-//! the integer never stored).
+//! the integer never stored; likewise a Dequantize of a Quantize with the same scale and
+//! zero point, as one instruction).
 use super::{Fused, Program};
 use std::collections::HashMap;
 use tessera_ir::op::{BinaryOp, UnaryOp};
@@ -31,6 +32,12 @@ enum Node {
     Clip(Option<f32>, Option<f32>),
     /// HardSigmoid (alpha, beta), times x when HardSwish.
     HardSigmoid(f32, f32, bool),
+    /// Dequantize (operands: Q, an integer read as a cast input, Scale, ZeroPoint).
+    Dequantize,
+    /// Dequantize of step `.2`'s Quantize to the range `[.0, .1]`, read by nothing else:
+    /// the integer is never stored (one instruction when the scales and zero points are
+    /// equal, else the quantisation and then the dequantisation).
+    Requantize(i32, i32, usize),
     /// Cast to f32 of step `.1`'s Cast of an f32 value to the integer dtype `.0`, read by
     /// nothing else: the integer is never stored (a QuantizeLinear / DequantizeLinear pair,
     /// MatMulInteger's int32 result cast back).
@@ -128,6 +135,25 @@ impl Program<'_> {
             }
             Op::Clip(c) if f32_in(0) && ins.len() == 1 => Node::Clip(c.min, c.max),
             Op::HardSigmoid(h) if f32_in(0) => Node::HardSigmoid(h.alpha, h.beta, h.swish),
+            Op::Dequantize if ins.len() == 3 && f32_in(1) && f32_in(2) => {
+                let pair = self
+                    .sole_producer(ins[0], s)
+                    .and_then(|p| match self.op(p)? {
+                        Op::Quantize(q)
+                            if self.ins(p).len() == 3
+                                && (0..3).all(|i| self.is_exact_f32(self.ins(p)[i])) =>
+                        {
+                            let (lo, hi) = tessera_ir::spec::quant_range(q.to)?;
+                            Some(Node::Requantize(lo, hi, p))
+                        }
+                        _ => None,
+                    });
+                match pair {
+                    Some(node) => node,
+                    None if self.int_like(ins[0]) => Node::Dequantize,
+                    None => return None,
+                }
+            }
             Op::Cast(a) if a.to == DType::F32 && ins.len() == 1 => {
                 let narrowing = self
                     .sole_producer(ins[0], s)
@@ -222,6 +248,43 @@ impl Program<'_> {
                     swish,
                     x,
                 })
+            }
+            Node::Dequantize => {
+                let i = t.input(ins[0], 1);
+                let q = t.push(EwInstr::LoadCast(i));
+                let sc = self.ew_value(t, ins[1], s)?;
+                let z = self.ew_value(t, ins[2], s)?;
+                let d = t.push(EwInstr::Binary(BinaryOp::Sub, q, z));
+                t.push(EwInstr::Binary(BinaryOp::Mul, d, sc))
+            }
+            Node::Requantize(qmin, qmax, p) => {
+                t.steps.push(p);
+                let (lo, hi) = (qmin as f32, qmax as f32);
+                let qins = self.ins(p);
+                let x = self.ew_value(t, qins[0], p)?;
+                let qs = self.ew_value(t, qins[1], p)?;
+                let qz = self.ew_value(t, qins[2], p)?;
+                if self.same_value(qins[1], ins[1]) && self.same_value(qins[2], ins[2]) {
+                    t.push(EwInstr::FakeQuant {
+                        lo,
+                        hi,
+                        x,
+                        s: qs,
+                        z: qz,
+                    })
+                } else {
+                    let q = t.push(EwInstr::Quantize {
+                        lo,
+                        hi,
+                        x,
+                        s: qs,
+                        z: qz,
+                    });
+                    let sc = self.ew_value(t, ins[1], s)?;
+                    let z = self.ew_value(t, ins[2], s)?;
+                    let d = t.push(EwInstr::Binary(BinaryOp::Sub, q, z));
+                    t.push(EwInstr::Binary(BinaryOp::Mul, d, sc))
+                }
             }
             Node::CastThrough(to, p) => {
                 t.steps.push(p);

@@ -1,0 +1,98 @@
+//! QuantizeLinear / DequantizeLinear of activations, as the importer writes them (Div,
+//! Round, Add, Clip, Cast; Cast, Sub, Mul), become the canonical Quantize and Dequantize
+//! ops: eight nodes per pair become two, and the integer value stays in the graph (a plan
+//! may move it at one byte per element).
+mod partition_common;
+
+use partition_common::{canon_ops, B};
+use std::collections::BTreeMap;
+use tessera_ir::op::*;
+use tessera_ir::{DType, Op, TensorId};
+
+/// QuantizeLinear to `to` with range `[lo, hi]` (and a zero point when given), then
+/// DequantizeLinear with the same parameters, each with its own constants (as the importer
+/// gives each node its own).
+fn qdq(b: &mut B, x: TensorId, to: DType, lo: f32, hi: f32, zp: Option<f32>) -> TensorId {
+    let s1 = b.konst("s1", 0.05);
+    let q = b.bin(BinaryOp::Div, x, s1);
+    let mut r = b.un(UnaryOp::Round, q);
+    if let Some(z) = zp {
+        let z1 = b.konst("z1", z);
+        r = b.bin(BinaryOp::Add, r, z1);
+    }
+    let c = b.op(
+        Op::Clip(ClipAttrs {
+            min: Some(lo),
+            max: Some(hi),
+        }),
+        &[r],
+    );
+    let i = b.op(Op::Cast(CastAttrs { to }), &[c]);
+    let mut f = b.op(Op::Cast(CastAttrs { to: DType::F32 }), &[i]);
+    if let Some(z) = zp {
+        let z2 = b.konst("z2", z);
+        f = b.bin(BinaryOp::Sub, f, z2);
+    }
+    let s2 = b.konst("s2", 0.05);
+    b.bin(BinaryOp::Mul, f, s2)
+}
+
+fn pair(to: DType, lo: f32, hi: f32, zp: Option<f32>) -> BTreeMap<String, usize> {
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, &[2, 8, 16]);
+    let y = qdq(&mut b, x, to, lo, hi, zp);
+    b.g.outputs.push(y);
+    canon_ops(&b)
+}
+
+fn quantize_dequantize() -> BTreeMap<String, usize> {
+    BTreeMap::from([("Quantize".to_string(), 1), ("Dequantize".to_string(), 1)])
+}
+
+#[test]
+fn a_quantize_dequantize_pair_becomes_two_canonical_ops() {
+    assert_eq!(
+        pair(DType::U8, 0.0, 255.0, Some(128.0)),
+        quantize_dequantize()
+    );
+    assert_eq!(
+        pair(DType::I8, -128.0, 127.0, Some(-3.0)),
+        quantize_dequantize()
+    );
+    assert_eq!(pair(DType::I8, -128.0, 127.0, None), quantize_dequantize());
+    assert_eq!(
+        pair(DType::I16, -32768.0, 32767.0, Some(0.0)),
+        quantize_dequantize()
+    );
+}
+
+#[test]
+fn a_clip_narrower_than_the_type_or_a_fractional_zero_point_is_not_quantize() {
+    // Clip to [0, 200] then uint8: not QuantizeLinear's saturation.
+    let ops = pair(DType::U8, 0.0, 200.0, Some(128.0));
+    assert!(!ops.contains_key("Quantize"), "{ops:?}");
+    assert!(ops.contains_key("Clip"), "{ops:?}");
+    // A zero point of 0.5 makes round(x/s) + z fractional, which the Cast truncates.
+    let ops = pair(DType::U8, 0.0, 255.0, Some(0.5));
+    assert!(!ops.contains_key("Quantize"), "{ops:?}");
+}
+
+#[test]
+fn an_int8_weight_behind_a_cast_stays_a_quantised_weight_leaf() {
+    // Cast(int8 weight) · scale is the weight-only form (a qweight leaf), not Dequantize.
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, &[2, 16]);
+    let w = b.weight("w", &[16, 8]);
+    if let Some(wt) = b.g.weights.get_mut(&w) {
+        wt.dtype = DType::I8;
+    }
+    b.g.tensors[w.index()].dtype = DType::I8;
+    let wf = b.op(Op::Cast(CastAttrs { to: DType::F32 }), &[w]);
+    let s = b.konst("s", 0.02);
+    let wd = b.bin(BinaryOp::Mul, wf, s);
+    let y = b.matmul(x, wd);
+    b.g.outputs.push(y);
+    let ops = canon_ops(&b);
+    assert!(!ops.contains_key("Dequantize"), "{ops:?}");
+    assert_eq!(ops.get("MatMul"), Some(&1), "{ops:?}");
+}
