@@ -11,8 +11,12 @@
 //! every such copy exists, later runs serve them from the copies and skip the rest of the
 //! constant subgraph, including weight loads only it reads.
 //!
+//! Weight loads a non-constant item reads are served the same way (the tensor the store
+//! holds resident, or a decoded inline constant).
+//!
 //! The copies stay resident like weights, up to [`CACHE_BYTES`] per rank (items beyond it
-//! keep running every time), and only for devices whose buffers are host tensors
+//! keep running every time; weights do not count), and only for devices whose buffers are
+//! host tensors
 //! ([`crate::device::Device::shares_host_tensors`]).
 use super::fuse::Item;
 use std::sync::{Arc, OnceLock};
@@ -121,9 +125,9 @@ impl Constants {
             let loads = matches!(item, Item::Step(s) if matches!(steps[*s].kind, StepKind::LoadWeight { .. }));
             roles[i] = match (needed, loads) {
                 (false, _) => Role::Skip,
-                // Weights are resident already: loading one is sharing it.
-                (true, true) => Role::Run,
-                (true, false) => Role::Serve,
+                // A weight is resident already; serving it skips building its store key
+                // (a path check, the quantisation formatted) on every run.
+                (true, _) => Role::Serve,
             };
         }
         if !roles.contains(&Role::Serve) {

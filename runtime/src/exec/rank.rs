@@ -177,10 +177,18 @@ pub(crate) fn run_prepared<D: Device>(
             let outs = match (served, item) {
                 (Some(ts), _) => {
                     stats.cached_steps += item_steps(item);
-                    ts.iter()
+                    let bufs = ts
+                        .iter()
                         .map(|t| dev.upload_shared(t))
                         .collect::<Result<Vec<_>, _>>()
-                        .map_err(StepError::Device)
+                        .map_err(StepError::Device);
+                    if let (Ok(b), Item::Step(s)) = (&bufs, item) {
+                        if matches!(steps[*s].kind, StepKind::LoadWeight { .. }) {
+                            stats.weight_bytes +=
+                                b.iter().map(|b| dev.bytes(b) as u64).sum::<u64>();
+                        }
+                    }
+                    bufs
                 }
                 (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
                 (None, Item::Fused(f)) => dev
