@@ -182,6 +182,14 @@ fn float_arith(
                 p.min(q)
             }
         }),
+        // A square or cube (RMSNorm's x², GELU's x³) as one vector pass; other exponents
+        // call `powf` per element.
+        BinaryOp::Pow if y.iter().all(|&e| e == 2.0) => {
+            zip_vectorized(x, sa, y, sb, so, |p, _| p * p)
+        }
+        BinaryOp::Pow if y.iter().all(|&e| e == 3.0) => {
+            zip_vectorized(x, sa, y, sb, so, |p, _| p * p * p)
+        }
         other => zip_broadcast(x, sa, y, sb, so, float_op(other)?),
     })
 }
@@ -230,13 +238,26 @@ fn py_mod_f32(x: f32, y: f32) -> f32 {
     }
 }
 
+/// `x^y` as onnxruntime's Pow computes it: `x·x` for y = 2 and `x·x·x` for y = 3 (its
+/// kernel's special cases), `powf` otherwise.
+#[inline(always)]
+pub(crate) fn pow_f32(x: f32, y: f32) -> f32 {
+    if y == 2.0 {
+        x * x
+    } else if y == 3.0 {
+        x * x * x
+    } else {
+        x.powf(y)
+    }
+}
+
 pub(crate) fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
     Ok(match kind {
         BinaryOp::Add => |x, y| x + y,
         BinaryOp::Sub => |x, y| x - y,
         BinaryOp::Mul => |x, y| x * y,
         BinaryOp::Div => |x, y| x / y,
-        BinaryOp::Pow => f32::powf,
+        BinaryOp::Pow => pow_f32,
         BinaryOp::Max => |x, y| {
             if x.is_nan() || y.is_nan() {
                 f32::NAN
@@ -422,6 +443,35 @@ pub(crate) fn broadcast_to(t: &Tensor, out_shape: &[usize]) -> KResult<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Squares and cubes are products (as onnxruntime's Pow computes them) whether the
+    /// exponent is a scalar (the vector pass) or per element (the general loop); other
+    /// exponents are `powf`.
+    #[test]
+    fn pow_squares_and_cubes_are_products() {
+        let xs: Vec<f32> = vec![1.1, -0.3, 3.7e-3, -0.0, 1e20, f32::NAN, -f32::INFINITY, 0.7];
+        let x = Tensor::f32(vec![8], xs.clone());
+        let bits =
+            |t: &Tensor| -> Vec<u32> { t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect() };
+        let want2: Vec<u32> = xs.iter().map(|&v| (v * v).to_bits()).collect();
+        let want3: Vec<u32> = xs.iter().map(|&v| (v * v * v).to_bits()).collect();
+        let two = Tensor::f32(vec![], vec![2.0]);
+        let three = Tensor::f32(vec![1], vec![3.0]);
+        assert_eq!(bits(&binary(BinaryOp::Pow, &x, &two).unwrap()), want2);
+        assert_eq!(bits(&binary(BinaryOp::Pow, &x, &three).unwrap()), want3);
+        let mixed = Tensor::f32(vec![8], vec![2.0, 3.0, 2.0, 3.0, 0.5, 2.0, 3.0, 1.5]);
+        let got = binary(BinaryOp::Pow, &x, &mixed).unwrap();
+        let want: Vec<u32> = [want2[0], want3[1], want2[2], want3[3]]
+            .into_iter()
+            .chain([
+                1e20f32.powf(0.5).to_bits(),
+                want2[5],
+                want3[6],
+                0.7f32.powf(1.5).to_bits(),
+            ])
+            .collect();
+        assert_eq!(bits(&got), want);
+    }
 
     #[test]
     fn add_broadcasts_row_and_column() {

@@ -10,7 +10,7 @@
 //! device's thread pool, blocks of rows are split between its threads.
 use super::quantize::{fake_quant, quantize};
 use super::{describe, make, KResult};
-use crate::binary::float_op;
+use crate::binary::{float_op, pow_f32};
 use crate::index::broadcast_offsets;
 use crate::simd::vectorized;
 use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then};
@@ -260,8 +260,19 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             broadcast_offsets(&trimmed, outer).unwrap_or_default()
         })
         .collect();
-    let uniform = uniform_registers(p, &modes);
+    // Short blocks are evaluated several to a chunk; values repeated over a block then
+    // differ within the chunk, so no register is uniform.
+    let group = if len < CHUNK / 2 {
+        (CHUNK / len).max(1)
+    } else {
+        1
+    };
+    let uniform = match group {
+        1 => uniform_registers(p, &modes),
+        _ => vec![false; p.instrs.len()],
+    };
     let run = Runner {
+        group,
         p,
         srcs: &srcs,
         modes: &modes,
@@ -290,8 +301,11 @@ struct Runner<'a> {
     modes: &'a [Inner],
     offsets: &'a [Vec<usize>],
     len: usize,
-    /// Per register: one value over each block ([`uniform_registers`]).
+    /// Per register: one value over each chunk ([`uniform_registers`]).
     uniform: &'a [bool],
+    /// Whole blocks per chunk: 1, or several when blocks are short (a per-row value of a
+    /// norm makes the block one row), so each instruction's dispatch covers a full chunk.
+    group: usize,
 }
 
 /// The registers that hold one value over each block: loads of inputs repeated over the
@@ -354,27 +368,81 @@ impl<'a> Runner<'a> {
         vectorized(
             #[inline(always)]
             || {
-                for (bi, block) in dst.chunks_mut(self.len).enumerate() {
-                    let o = first + bi;
-                    let mut start = 0;
-                    for piece in block.chunks_mut(CHUNK) {
-                        let scratch = Scratch {
-                            regs: &mut regs,
-                            cond: &mut cond,
-                            direct: &mut direct,
-                            filled: &mut filled,
-                        };
-                        self.chunk(o, start, piece, scratch);
-                        start += piece.len();
+                let mut scratch = Scratch {
+                    regs: &mut regs,
+                    cond: &mut cond,
+                    direct: &mut direct,
+                    filled: &mut filled,
+                };
+                if self.group > 1 {
+                    for (gi, blocks) in dst.chunks_mut(self.group * self.len).enumerate() {
+                        self.chunk(first + gi * self.group, 0, blocks, &mut scratch);
+                    }
+                } else {
+                    for (bi, block) in dst.chunks_mut(self.len).enumerate() {
+                        let mut start = 0;
+                        for piece in block.chunks_mut(CHUNK) {
+                            self.chunk(first + bi, start, piece, &mut scratch);
+                            start += piece.len();
+                        }
                     }
                 }
             },
         );
     }
 
-    /// Evaluates elements `[start, start + dst.len())` of block `o` into `dst`.
+    /// Input `j`'s elements of a chunk, converted by `f`, into `out`: elements
+    /// `[start, start + out.len())` of block `o`, or (grouped) whole blocks from `o`.
     #[inline(always)]
-    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], sc: Scratch<'_, 'a>) {
+    fn read<T: Copy, U: Copy>(
+        &self,
+        v: &[T],
+        j: usize,
+        o: usize,
+        start: usize,
+        out: &mut [U],
+        f: impl Fn(T) -> U,
+    ) {
+        let len = self.len;
+        let seg = if self.group > 1 { len } else { out.len() };
+        for (b, piece) in out.chunks_mut(seg).enumerate() {
+            let base = self.offsets[j][o + b];
+            match self.modes[j] {
+                Inner::Full => {
+                    let src = &v[base * len + start..][..piece.len()];
+                    piece.iter_mut().zip(src).for_each(|(y, &x)| *y = f(x));
+                }
+                Inner::Repeat => piece.fill(f(v[base])),
+            }
+        }
+    }
+
+    /// Input `j`'s elements of a chunk of `m` (as [`Runner::read`]) as one slice of the
+    /// input, when they are contiguous there.
+    #[inline(always)]
+    fn contiguous<'v>(
+        &self,
+        v: &'v [f32],
+        j: usize,
+        o: usize,
+        start: usize,
+        m: usize,
+    ) -> Option<&'v [f32]> {
+        if self.modes[j] != Inner::Full {
+            return None;
+        }
+        let base = self.offsets[j][o];
+        let blocks = if self.group > 1 { m / self.len } else { 1 };
+        if !(1..blocks).all(|b| self.offsets[j][o + b] == base + b) {
+            return None;
+        }
+        Some(&v[base * self.len + start..][..m])
+    }
+
+    /// Evaluates elements `[start, start + dst.len())` of block `o` into `dst`, or when
+    /// grouped, `dst.len() / len` whole blocks from block `o`.
+    #[inline(always)]
+    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], sc: &mut Scratch<'_, 'a>) {
         let Scratch {
             regs,
             cond,
@@ -382,18 +450,9 @@ impl<'a> Runner<'a> {
             filled,
         } = sc;
         let m = dst.len();
-        let len = self.len;
         let srcs: &'a [Src<'a>] = self.srcs;
         let last = self.p.instrs.len() - 1;
         filled.fill(false);
-        // Element e of this chunk of input j: its block offset, then within the block.
-        let at = |j: usize, e: usize| -> usize {
-            let base = self.offsets[j][o];
-            match self.modes[j] {
-                Inner::Full => base * len + start + e,
-                Inner::Repeat => base,
-            }
-        };
         for (i, ins) in self.p.instrs.iter().enumerate() {
             let uni = self.uniform[i];
             // A uniform register computes one element; a full one reads its uniform operands
@@ -423,27 +482,19 @@ impl<'a> Runner<'a> {
             // The value of uniform register `x` (its one element).
             let scalar = |x: usize| done[x * CHUNK];
             match *ins {
-                EwInstr::Load(j) => match (&srcs[j], self.modes[j]) {
-                    (Src::F32(v), Inner::Full) => {
-                        let v: &'a [f32] = &v[at(j, 0)..at(j, 0) + m];
-                        if i == last {
-                            r.copy_from_slice(v);
-                        } else {
-                            direct[i] = Some(v);
+                EwInstr::Load(j) => {
+                    if let Src::F32(v) = &srcs[j] {
+                        let v: &'a [f32] = v;
+                        match self.contiguous(v, j, o, start, m) {
+                            Some(s) if i != last => direct[i] = Some(s),
+                            Some(s) => r.copy_from_slice(s),
+                            None => self.read(v, j, o, start, r, |x| x),
                         }
                     }
-                    (Src::F32(v), Inner::Repeat) => r.fill(v[at(j, 0)]),
-                    _ => {}
-                },
-                EwInstr::LoadCast(j) => match &self.srcs[j] {
-                    Src::I64(v) => r
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(e, x)| *x = v[at(j, e)] as f32),
-                    Src::Bool(v) => r
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(e, x)| *x = v[at(j, e)] as u8 as f32),
+                }
+                EwInstr::LoadCast(j) => match &srcs[j] {
+                    Src::I64(v) => self.read(v, j, o, start, r, |x| x as f32),
+                    Src::Bool(v) => self.read(v, j, o, start, r, |x| x as u8 as f32),
                     Src::F32(_) => {}
                 },
                 EwInstr::Unary(kind, x) => {
@@ -583,6 +634,7 @@ impl<'a> Runner<'a> {
                         BinaryOp::Sub => zip.for_each(|(y, (&p, &q))| *y = p - q),
                         BinaryOp::Mul => zip.for_each(|(y, (&p, &q))| *y = p * q),
                         BinaryOp::Div => zip.for_each(|(y, (&p, &q))| *y = p / q),
+                        BinaryOp::Pow => zip.for_each(|(y, (&p, &q))| *y = pow_f32(p, q)),
                         other => {
                             // Checked before the loop: every program kind has a float form.
                             if let Ok(f) = float_op(other) {
@@ -594,10 +646,7 @@ impl<'a> Runner<'a> {
                 EwInstr::Where { cond: j, a, b } => {
                     if let Src::Bool(v) = &self.srcs[j] {
                         let c = &mut cond[..m];
-                        match self.modes[j] {
-                            Inner::Full => c.copy_from_slice(&v[at(j, 0)..at(j, 0) + m]),
-                            Inner::Repeat => c.fill(v[at(j, 0)]),
-                        }
+                        self.read(v, j, o, start, c, |x| x);
                         let (a, b) = (reg(a), reg(b));
                         r.iter_mut()
                             .zip(c.iter().zip(a.iter().zip(b)))
@@ -644,236 +693,5 @@ struct Scratch<'s, 'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::testing::*;
-    use super::super::{eval_fused, FusedOp};
-    use super::*;
-    use crate::eval;
-    use tessera_ir::op::*;
-    use tessera_ir::Op;
-
-    fn unary(kind: UnaryOp, x: &Tensor) -> Tensor {
-        run(Op::Unary(UnaryAttrs { kind }), &[x])
-    }
-
-    fn fused(out_shape: &[usize], instrs: Vec<EwInstr>, ins: &[&Tensor]) -> Tensor {
-        let op = FusedOp::Elementwise(ElementwiseProgram {
-            out_shape: out_shape.to_vec(),
-            instrs,
-        });
-        eval_fused(&op, ins).unwrap()
-    }
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
-    }
-
-    /// `tanh-GELU(x·w + b) / sqrt(y)`-style tree over broadcast operands, with a 1037-element
-    /// trailing block (two full chunks and an odd tail) and a middle-axis broadcast, equals
-    /// the unfused ops bit for bit.
-    #[test]
-    fn broadcasting_tree_equals_the_unfused_ops_bitwise() {
-        use EwInstr::*;
-        for (xs, ws, bs) in [
-            (vec![2, 3, 1037], vec![1037], vec![3, 1]),
-            (vec![2, 3, 5], vec![2, 1, 5], vec![]),
-            (vec![4, 1], vec![1, 7], vec![4, 7]),
-        ] {
-            let x = rand(xs, 1);
-            let w = rand(ws, 2);
-            let b = rand(bs, 3);
-            let y = unary(UnaryOp::Abs, &rand(vec![1], 4));
-            let xw = bin(BinaryOp::Mul, &x, &w);
-            let z = bin(BinaryOp::Add, &xw, &b);
-            let g = run(
-                Op::Gelu(GeluAttrs {
-                    tanh_approximation: true,
-                }),
-                &[&z],
-            );
-            let s = unary(UnaryOp::Sqrt, &y);
-            let p = bin(BinaryOp::Pow, &g, &Tensor::f32(vec![], vec![2.0]));
-            let want = bin(BinaryOp::Div, &p, &s);
-            let two = Tensor::f32(vec![], vec![2.0]);
-            let prog = vec![
-                Load(0),
-                Load(1),
-                Binary(BinaryOp::Mul, 0, 1),
-                Load(2),
-                Binary(BinaryOp::Add, 2, 3),
-                Gelu { tanh: true, x: 4 },
-                Load(4),
-                Binary(BinaryOp::Pow, 5, 6),
-                Load(3),
-                Unary(UnaryOp::Sqrt, 8),
-                Binary(BinaryOp::Div, 7, 9),
-            ];
-            let got = fused(&want.shape, prog, &[&x, &w, &b, &y, &two]);
-            assert_eq!(got.shape, want.shape);
-            assert_eq!(bits(&got), bits(&want));
-        }
-    }
-
-    /// `Where(cond, Cast(mask)·x, -x)` with a broadcast condition, a bool and an int64 leaf
-    /// cast to f32 (as Cast converts them), SiLU, Exp, Tanh, Clip and HardSwish.
-    #[test]
-    fn where_cast_and_unary_kinds_equal_the_unfused_ops_bitwise() {
-        use EwInstr::*;
-        let x = rand(vec![3, 4, 129], 5);
-        let cond = Tensor::bool(vec![4, 1], vec![true, false, false, true]);
-        let mask = Tensor::i64(vec![3, 1, 129], (0..387).map(|i| i % 3).collect());
-        let flag = Tensor::bool(vec![129], (0..129).map(|i| i % 2 == 0).collect());
-        let cast = |t: &Tensor| crate::cast_tensor(t, DType::F32);
-        let mx = bin(BinaryOp::Mul, &cast(&mask), &x);
-        let neg = unary(UnaryOp::Neg, &x);
-        let w = run(Op::Where, &[&cond, &mx, &neg]);
-        let silu = unary(UnaryOp::Silu, &w);
-        let e = unary(UnaryOp::Exp, &unary(UnaryOp::Tanh, &silu));
-        let c = run(
-            Op::Clip(ClipAttrs {
-                min: Some(0.5),
-                max: None,
-            }),
-            &[&e],
-        );
-        let hs = run(
-            Op::HardSigmoid(HardSigmoidAttrs {
-                alpha: 0.2,
-                beta: 0.5,
-                swish: true,
-            }),
-            &[&c],
-        );
-        let want = bin(BinaryOp::Sub, &hs, &cast(&flag));
-        let prog = vec![
-            LoadCast(1),
-            Load(0),
-            Binary(BinaryOp::Mul, 0, 1),
-            Unary(UnaryOp::Neg, 1),
-            Where {
-                cond: 2,
-                a: 2,
-                b: 3,
-            },
-            Unary(UnaryOp::Silu, 4),
-            Unary(UnaryOp::Tanh, 5),
-            Unary(UnaryOp::Exp, 6),
-            Clip {
-                min: Some(0.5),
-                max: None,
-                x: 7,
-            },
-            HardSigmoid {
-                alpha: 0.2,
-                beta: 0.5,
-                swish: true,
-                x: 8,
-            },
-            LoadCast(3),
-            Binary(BinaryOp::Sub, 9, 10),
-        ];
-        let got = fused(&want.shape, prog, &[&x, &mask, &cond, &flag]);
-        assert_eq!(bits(&got), bits(&want));
-    }
-
-    /// Inside a thread pool the rows are split between threads; the result is the same.
-    /// Registers that hold one value per block (scalars, a per-row value outside the block):
-    /// a scalar on either side of Sub and Div, one read by Pow and Where (filled out), a
-    /// Where of a per-row condition, and a program whose result is itself one value.
-    #[test]
-    fn uniform_registers_equal_the_unfused_ops_bitwise() {
-        use EwInstr::*;
-        let x = rand(vec![3, 1029], 11);
-        let row = rand(vec![3, 1], 12);
-        let c = Tensor::f32(vec![], vec![0.75]);
-        let cond = Tensor::bool(vec![3, 1], vec![true, false, true]);
-        let e = unary(UnaryOp::Exp, &row);
-        let a = bin(BinaryOp::Sub, &e, &x);
-        let d = bin(BinaryOp::Div, &a, &c);
-        let p = bin(BinaryOp::Pow, &d, &e);
-        let w = run(Op::Where, &[&cond, &e, &p]);
-        let want = bin(BinaryOp::Mul, &w, &c);
-        let prog = vec![
-            Load(0),
-            Load(1),
-            Unary(UnaryOp::Exp, 1),
-            Binary(BinaryOp::Sub, 2, 0),
-            Load(2),
-            Binary(BinaryOp::Div, 3, 4),
-            Binary(BinaryOp::Pow, 5, 2),
-            Where {
-                cond: 3,
-                a: 2,
-                b: 6,
-            },
-            Binary(BinaryOp::Mul, 7, 4),
-        ];
-        let got = fused(&[3, 1029], prog, &[&x, &row, &c, &cond]);
-        assert_eq!(bits(&got), bits(&want));
-        // Every input repeated over the block: the result is one value per row.
-        let want = bin(BinaryOp::Add, &e, &c);
-        let prog = vec![
-            Load(0),
-            Unary(UnaryOp::Exp, 0),
-            Load(1),
-            Binary(BinaryOp::Add, 1, 2),
-        ];
-        let got = fused(&[3, 1029], prog, &[&row, &c]);
-        let want = run(
-            Op::Expand(ExpandAttrs {
-                shape: vec![3, 1029],
-            }),
-            &[&want],
-        );
-        assert_eq!(bits(&got), bits(&want));
-    }
-
-    #[test]
-    fn split_between_threads_gives_the_same_result() {
-        use EwInstr::*;
-        let x = rand(vec![64, 1000], 7);
-        let b = rand(vec![1000], 8);
-        let prog = vec![
-            Load(0),
-            Load(1),
-            Binary(BinaryOp::Add, 0, 1),
-            Gelu { tanh: false, x: 2 },
-        ];
-        let want = fused(&[64, 1000], prog.clone(), &[&x, &b]);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        let got = pool.install(|| fused(&[64, 1000], prog, &[&x, &b]));
-        assert_eq!(bits(&got), bits(&want));
-        let gelu = run(
-            Op::Gelu(GeluAttrs {
-                tanh_approximation: false,
-            }),
-            &[&bin(BinaryOp::Add, &x, &b)],
-        );
-        assert_eq!(bits(&got), bits(&gelu));
-    }
-
-    #[test]
-    fn bad_programs_and_inputs_are_errors() {
-        use EwInstr::*;
-        let x = rand(vec![2, 3], 9);
-        let op = |instrs: Vec<EwInstr>| {
-            FusedOp::Elementwise(ElementwiseProgram {
-                out_shape: vec![2, 3],
-                instrs,
-            })
-        };
-        let later = eval_fused(&op(vec![Unary(UnaryOp::Neg, 1), Load(0)]), &[&x]);
-        assert!(later.unwrap_err().to_string().contains("later register"));
-        let wide = rand(vec![4, 3], 10);
-        let e = eval_fused(&op(vec![Load(0)]), &[&wide]).unwrap_err();
-        assert!(e.to_string().contains("does not broadcast"), "{e}");
-        let e = eval_fused(&op(vec![LoadCast(0)]), &[&x]).unwrap_err();
-        assert!(e.to_string().contains("wrong type"), "{e}");
-        let e = eval_fused(&op(vec![Load(0), Unary(UnaryOp::Not, 0)]), &[&x]).unwrap_err();
-        assert!(e.to_string().contains("Not"), "{e}");
-        assert!(eval(&Op::Where, &[&x, &x, &x]).is_err());
-    }
-}
+#[path = "elementwise_tests.rs"]
+mod tests;
