@@ -138,6 +138,13 @@ pub trait Device: Send {
     /// Copies a buffer back to the host.
     fn download(&mut self, b: &Self::Buffer) -> Result<Tensor, DeviceError>;
 
+    /// The buffer's value as a shared host tensor: a copy ([`Device::download`]), or the
+    /// buffer itself on a device whose buffers are host tensors (a cached weight or constant
+    /// then shares the tensor instead of holding a second copy).
+    fn download_shared(&mut self, b: &Self::Buffer) -> Result<Arc<Tensor>, DeviceError> {
+        self.download(b).map(Arc::new)
+    }
+
     /// Bytes the buffer occupies on the device (for the live-memory statistics).
     fn bytes(&self, b: &Self::Buffer) -> usize;
 

@@ -9,7 +9,6 @@ use crate::device::{Device, DeviceError, OutSpec};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
@@ -226,7 +225,7 @@ pub(crate) fn run_prepared<D: Device>(
         if constants.wants(at) {
             let host = outs
                 .iter()
-                .map(|b| dev.download(b).map(Arc::new))
+                .map(|b| dev.download_shared(b))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(dev_fail)?;
             constants.store(at, host);
