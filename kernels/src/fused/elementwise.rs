@@ -178,29 +178,17 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
     // exist, have the storage their instruction reads and broadcast to the output.
     let mut need: Vec<Option<&str>> = vec![None; inputs.len()];
     for (i, ins) in p.instrs.iter().enumerate() {
-        let regs: &[usize] = match ins {
-            EwInstr::Load(j) | EwInstr::LoadCast(j) => {
-                let want = if matches!(ins, EwInstr::Load(_)) {
-                    "f32"
-                } else {
-                    "int"
-                };
-                *need.get_mut(*j).ok_or(format!("input {j} missing"))? = Some(want);
-                &[]
-            }
-            EwInstr::Unary(_, x)
-            | EwInstr::Gelu { x, .. }
-            | EwInstr::Clip { x, .. }
-            | EwInstr::CastThrough { x, .. }
-            | EwInstr::HardSigmoid { x, .. } => std::slice::from_ref(x),
-            EwInstr::Binary(_, a, b) => &[*a, *b],
-            EwInstr::FakeQuant { x, s, z, .. } | EwInstr::Quantize { x, s, z, .. } => &[*x, *s, *z],
-            EwInstr::Where { cond, a, b } => {
-                *need.get_mut(*cond).ok_or(format!("input {cond} missing"))? = Some("bool");
-                &[*a, *b]
-            }
+        let read = match *ins {
+            EwInstr::Load(j) => Some((j, "f32")),
+            EwInstr::LoadCast(j) => Some((j, "int")),
+            EwInstr::Where { cond, .. } => Some((cond, "bool")),
+            _ => None,
         };
-        if regs.iter().any(|&r| r >= i) {
+        if let Some((j, want)) = read {
+            *need.get_mut(j).ok_or(format!("input {j} missing"))? = Some(want);
+        }
+        let (regs, n) = operands(ins);
+        if regs[..n].iter().any(|&r| r >= i) {
             return Err(format!("instruction {i} reads a later register"));
         }
         if let EwInstr::Unary(k, _) = ins {
@@ -318,24 +306,27 @@ fn uniform_registers(p: &ElementwiseProgram, modes: &[Inner]) -> Vec<bool> {
         let v = match *ins {
             EwInstr::Load(j) | EwInstr::LoadCast(j) => modes[j] == Inner::Repeat,
             EwInstr::Where { cond, a, b } => modes[cond] == Inner::Repeat && u[a] && u[b],
-            _ => operands(ins).iter().all(|&x| u[x]),
+            _ => {
+                let (regs, n) = operands(ins);
+                regs[..n].iter().all(|&x| u[x])
+            }
         };
         u.push(v);
     }
     u
 }
 
-/// The registers an instruction reads.
-fn operands(ins: &EwInstr) -> Vec<usize> {
+/// The registers an instruction reads: the first `n` of the array.
+fn operands(ins: &EwInstr) -> ([usize; 3], usize) {
     match *ins {
-        EwInstr::Load(_) | EwInstr::LoadCast(_) => vec![],
+        EwInstr::Load(_) | EwInstr::LoadCast(_) => ([0; 3], 0),
         EwInstr::Unary(_, x)
         | EwInstr::Gelu { x, .. }
         | EwInstr::Clip { x, .. }
         | EwInstr::CastThrough { x, .. }
-        | EwInstr::HardSigmoid { x, .. } => vec![x],
-        EwInstr::Binary(_, a, b) | EwInstr::Where { a, b, .. } => vec![a, b],
-        EwInstr::Quantize { x, s, z, .. } | EwInstr::FakeQuant { x, s, z, .. } => vec![x, s, z],
+        | EwInstr::HardSigmoid { x, .. } => ([x, 0, 0], 1),
+        EwInstr::Binary(_, a, b) | EwInstr::Where { a, b, .. } => ([a, b, 0], 2),
+        EwInstr::Quantize { x, s, z, .. } | EwInstr::FakeQuant { x, s, z, .. } => ([x, s, z], 3),
     }
 }
 
@@ -459,7 +450,8 @@ impl<'a> Runner<'a> {
             // as scalars or filled out to the chunk.
             let m = if uni { 1 } else { m };
             if !uni {
-                for x in operands(ins) {
+                let (regs_read, n) = operands(ins);
+                for &x in &regs_read[..n] {
                     if self.uniform[x] && !filled[x] && !self.keeps_uniform(ins, x) {
                         let c = regs[x * CHUNK];
                         regs[x * CHUNK..x * CHUNK + m].fill(c);
