@@ -3,14 +3,14 @@
 //! kinds, not on an export's idiom: a GELU or SiLU spelled out, a rotary's multiply-adds,
 //! a mask built with Cast and Where, a residual chain).
 //!
-//! Fusable ops (each f32 in and out, exactly: half types round on every op, which the
-//! program does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, Dequantize, arithmetic
+//! Fusable ops (each f32 in and out, exactly: half types round on every op, which the program
+//! does not model): float unary ops, GELU, Clip, HardSigmoid/HardSwish, Dequantize, arithmetic
 //! binary ops (Add, Sub, Mul, Div, Pow, Max, Min, Mod) with numpy broadcasting, Where (its
 //! condition read as a bool input), Cast to f32 (of an f32 value: nothing to do; of a bool or
-//! integer value: the value is read as an input and converted as Cast converts it; of a Cast
-//! of an f32 value to int8/uint8/int16/int32 read by nothing else: both in one instruction,
-//! the integer never stored; likewise a Dequantize of a Quantize with the same scale and
-//! zero point, as one instruction).
+//! integer value: the value is read as an input and converted as Cast converts it; of a Cast of
+//! an f32 value to int8/uint8/int16/int32 read by nothing else: both in one instruction, the
+//! integer never stored; likewise a Dequantize of a Quantize with the same scale and zero
+//! point, as one instruction).
 use super::{Fused, Program};
 use std::collections::HashMap;
 use tessera_ir::op::{BinaryOp, UnaryOp};
@@ -252,10 +252,7 @@ impl Program<'_> {
             Node::Dequantize => {
                 let i = t.input(ins[0], 1);
                 let q = t.push(EwInstr::LoadCast(i));
-                let sc = self.ew_value(t, ins[1], s)?;
-                let z = self.ew_value(t, ins[2], s)?;
-                let d = t.push(EwInstr::Binary(BinaryOp::Sub, q, z));
-                t.push(EwInstr::Binary(BinaryOp::Mul, d, sc))
+                self.dequantized(t, q, s)?
             }
             Node::Requantize(qmin, qmax, p) => {
                 t.steps.push(p);
@@ -280,10 +277,7 @@ impl Program<'_> {
                         s: qs,
                         z: qz,
                     });
-                    let sc = self.ew_value(t, ins[1], s)?;
-                    let z = self.ew_value(t, ins[2], s)?;
-                    let d = t.push(EwInstr::Binary(BinaryOp::Sub, q, z));
-                    t.push(EwInstr::Binary(BinaryOp::Mul, d, sc))
+                    self.dequantized(t, q, s)?
                 }
             }
             Node::CastThrough(to, p) => {
@@ -293,6 +287,15 @@ impl Program<'_> {
             }
         };
         Some(reg)
+    }
+
+    /// `(q − zero point) · scale` of Dequantize step `s`, `q` the register of its integers.
+    fn dequantized(&self, t: &mut Tree, q: usize, s: usize) -> Option<usize> {
+        let ins = self.ins(s);
+        let scale = self.ew_value(t, ins[1], s)?;
+        let z = self.ew_value(t, ins[2], s)?;
+        let d = t.push(EwInstr::Binary(BinaryOp::Sub, q, z));
+        Some(t.push(EwInstr::Binary(BinaryOp::Mul, d, scale)))
     }
 
     /// The elementwise tree rooted at step `root`, when it has at least two steps.
