@@ -28,6 +28,7 @@ use super::{InputView, Lowered, NodeCx, OpEntry, Ref};
 use crate::onnx::ImportError;
 use tessera_ir::op::{BinaryOp, CastAttrs, ClipAttrs, ReduceAttrs, ReduceKind, ReshapeAttrs};
 use tessera_ir::op::{MatMulAttrs, UnaryOp};
+use tessera_ir::spec::quant_range;
 use tessera_ir::{numel, DType, Op, Quant, Tensor, Weight};
 
 pub(super) const OPS: &[OpEntry] = &[
@@ -35,16 +36,6 @@ pub(super) const OPS: &[OpEntry] = &[
     super::entry("DynamicQuantizeLinear", 11, dynamic_quantize_linear),
     super::entry("MatMulInteger", 10, matmul_integer),
 ];
-
-/// The representable range of a quantised element type.
-fn qrange(d: DType) -> Option<(f64, f64)> {
-    match d {
-        DType::U8 => Some((0.0, 255.0)),
-        DType::I8 => Some((-128.0, 127.0)),
-        DType::I16 => Some((-32768.0, 32767.0)),
-        _ => None,
-    }
-}
 
 fn cast(to: DType) -> Op {
     Op::Cast(CastAttrs { to })
@@ -132,7 +123,7 @@ fn quantize_linear(cx: &NodeCx) -> Result<Lowered, ImportError> {
             d
         }
     };
-    let (lo, hi) = qrange(out)
+    let (lo, hi) = quant_range(out)
         .ok_or_else(|| cx.unsupported(format!("output type {out}: only uint8, int8 and int16")))?;
     let mut c = Chain::default();
     let xf = as_f32(&mut c, Ref::In(0), x.dtype);
@@ -143,7 +134,7 @@ fn quantize_linear(cx: &NodeCx) -> Result<Lowered, ImportError> {
         let z = param(&mut c, cx, 2, x)?;
         r = c.push(bin(BinaryOp::Add), vec![r, z]);
     }
-    let clipped = c.push(clip(lo, hi), vec![r]);
+    let clipped = c.push(clip(lo.into(), hi.into()), vec![r]);
     c.push(cast(out), vec![clipped]);
     Ok(c.done())
 }
@@ -152,7 +143,7 @@ fn quantize_linear(cx: &NodeCx) -> Result<Lowered, ImportError> {
 pub(super) fn dequantize_activation(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let x = cx.input(0)?;
     let scale = cx.input(1)?;
-    if qrange(x.dtype).is_none() && x.dtype != DType::I32 {
+    if quant_range(x.dtype).is_none() && x.dtype != DType::I32 {
         return Err(cx.unsupported(format!(
             "x '{}' is {}: only int8, uint8, int16 and int32 activations",
             x.name, x.dtype
