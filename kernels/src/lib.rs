@@ -29,6 +29,7 @@ mod movement;
 mod norm;
 mod pad;
 mod pool;
+mod qgemm;
 mod range;
 mod reduce;
 mod resize;
@@ -47,7 +48,11 @@ pub use cast::{cast_tensor, cast_through, cast_through_supported, int_range_f32}
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
-    FusedOp, HeadLayout, SoftmaxRows,
+    FusedOp, HeadLayout, QuantMatMulOp, QuantWeight, SoftmaxRows,
+};
+pub use qgemm::{
+    dequant_matmul, dequant_matmul_epilogue, int8_gemm_available, quant_matmul, ActQuant,
+    PackedQWeight,
 };
 pub use range::range;
 

@@ -4,9 +4,12 @@
 //! right after its last reader, so peak memory stays close to the true working set.
 use crate::weights::WeightStore;
 use crate::RuntimeError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tessera_ir::Op;
 use tessera_ir::{DType, Graph, Tensor, TensorData, TensorId};
 use tessera_kernels::eval;
+use tessera_kernels::PackedQWeight;
 
 /// Statistics of one reference run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,11 +82,13 @@ fn bind_inputs(
 }
 
 /// Index of the last node reading each tensor (`usize::MAX` for graph outputs: never freed).
-fn last_uses(graph: &Graph) -> Vec<usize> {
+/// The integer operand and parameters of a quantised product count as read by it.
+fn last_uses(graph: &Graph, products: &HashMap<usize, QuantProduct>) -> Vec<usize> {
     let mut last = vec![0usize; graph.tensors.len()];
     for (i, n) in graph.nodes.iter().enumerate() {
-        for t in &n.inputs {
-            last[t.index()] = i;
+        let extra = products.get(&i).map(|p| p.q.to_vec()).unwrap_or_default();
+        for t in n.inputs.iter().chain(&extra) {
+            last[t.index()] = last[t.index()].max(i);
         }
     }
     for t in &graph.outputs {
@@ -115,13 +120,97 @@ impl Values {
     }
 }
 
+/// A product of two quantised integer operands: `MatMul(Dequantize(q, sd, zd), W)` with `q`
+/// a uint8/int8 activation and `W` a quantised weight with a scale and zero point per
+/// column. Its value is the integer products summed exactly, then scaled (what onnxruntime
+/// computes for a QDQ or MatMulInteger model, and the runtime's integer GEMM), not a float
+/// product of the rounded dequantised operands.
+struct QuantProduct {
+    /// q, sd, zd.
+    q: [TensorId; 3],
+    weight: Arc<PackedQWeight>,
+}
+
+impl QuantProduct {
+    fn eval(&self, slots: &[Option<Tensor>]) -> Result<Tensor, String> {
+        let get = |t: TensorId| {
+            slots[t.index()]
+                .as_ref()
+                .ok_or_else(|| format!("tensor id {} is not live", t.0))
+        };
+        let one = |t: TensorId| -> Result<f32, String> {
+            match get(t)?.as_f32() {
+                Some([v]) => Ok(*v),
+                _ => Err(format!("tensor id {} is not one f32", t.0)),
+            }
+        };
+        let [q, sd, zd] = self.q;
+        tessera_kernels::dequant_matmul(get(q)?, one(sd)?, one(zd)?, &self.weight)
+    }
+}
+
+/// The graph's quantised products ([`QuantProduct`]), by MatMul node index.
+fn quant_products(
+    graph: &Graph,
+    store: &WeightStore,
+) -> Result<HashMap<usize, QuantProduct>, RuntimeError> {
+    let mut producer = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for t in &n.outputs {
+            producer.insert(*t, i);
+        }
+    }
+    let mut found = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let (Op::MatMul(_), [a, b]) = (&n.op, &n.inputs[..]) else {
+            continue;
+        };
+        let Some(d) = producer.get(a).map(|&d| &graph.nodes[d]) else {
+            continue;
+        };
+        let (Op::Dequantize, &[q, sd, zd]) = (&d.op, &d.inputs[..]) else {
+            continue;
+        };
+        let one_f32 = |t: TensorId| {
+            let info = graph.tensor(t);
+            info.dtype == DType::F32 && info.shape.iter().product::<usize>() == 1
+        };
+        let int8 = matches!(graph.tensor(q).dtype, DType::U8 | DType::I8);
+        let Some(w) = graph.weights.get(b) else {
+            continue;
+        };
+        if !int8 || !one_f32(sd) || !one_f32(zd) || !matches!(w.dtype, DType::U8 | DType::I8) {
+            continue;
+        }
+        if w.quant.as_ref().is_none_or(|q| q.dtype != DType::F32) {
+            continue;
+        }
+        let Some(c) = store.load_columns(w, None)? else {
+            continue;
+        };
+        let Ok(weight) = PackedQWeight::pack(c.k, c.n, &c.values, c.dtype, &c.scale, &c.zero)
+        else {
+            continue;
+        };
+        found.insert(
+            i,
+            QuantProduct {
+                q: [q, sd, zd],
+                weight: Arc::new(weight),
+            },
+        );
+    }
+    Ok(found)
+}
+
 /// [`run_graph`] that also reports [`ReferenceStats`].
 pub fn run_graph_with_stats(
     graph: &Graph,
     store: &WeightStore,
     inputs: &BTreeMap<String, Tensor>,
 ) -> Result<(Vec<Tensor>, ReferenceStats), RuntimeError> {
-    let last = last_uses(graph);
+    let products = quant_products(graph, store)?;
+    let last = last_uses(graph, &products);
     let mut vals = Values {
         slots: vec![None; graph.tensors.len()],
         live: 0,
@@ -161,10 +250,19 @@ pub fn run_graph_with_stats(
             .iter()
             .filter_map(|t| vals.slots[t.index()].as_ref())
             .collect();
-        let outs = eval(&node.op, &args).map_err(|source| RuntimeError::Kernel {
+        let kernel_err = |source| RuntimeError::Kernel {
             node: node.name.clone(),
             source,
-        })?;
+        };
+        let outs = match products.get(&i) {
+            Some(p) => vec![p.eval(&vals.slots).map_err(|msg| {
+                kernel_err(tessera_kernels::KernelError {
+                    op: "MatMul".into(),
+                    msg,
+                })
+            })?],
+            None => eval(&node.op, &args).map_err(kernel_err)?,
+        };
         if outs.len() < node.outputs.len() {
             return Err(RuntimeError::Graph(format!(
                 "node '{}' ({}) produced {} outputs, graph expects {}",

@@ -234,6 +234,82 @@ impl WeightStore {
         }
     }
 
+    /// A 2-D quantised weight (or `slice` of it) `[K, N]` as its stored integers with one
+    /// scale and zero point per column, for integer GEMMs; `None` when it is not quantised,
+    /// not 2-D, or its scale or zero point varies along K (blocked quantisation).
+    pub fn load_columns(
+        &self,
+        w: &Weight,
+        slice: Option<&AxisSlice>,
+    ) -> Result<Option<ColumnQuant>, RuntimeError> {
+        let Some(q) = &w.quant else {
+            return Ok(None);
+        };
+        if w.shape.len() != 2 {
+            return Ok(None);
+        }
+        let transposed = match w.perm.as_deref() {
+            None => false,
+            Some([1, 0]) => true,
+            Some(_) => return Ok(None),
+        };
+        let parts = if transposed {
+            let err = |msg: String| RuntimeError::Weight {
+                name: w.name.clone(),
+                path: quant::location(w).into(),
+                msg,
+            };
+            let stored = w.stored_view().map_err(|e| err(e.to_string()))?;
+            let stored_slice = slice.map(|s| AxisSlice {
+                axis: 1 - s.axis.min(1),
+                start: s.start,
+                end: s.end,
+            });
+            let q = stored.quant.as_ref().unwrap_or(q);
+            let p = quant::load_parts(self, &stored, q, stored_slice.as_ref())?;
+            let [r, c] = p.shape[..] else {
+                return Ok(None);
+            };
+            let t = |v: &[_]| {
+                (0..r * c)
+                    .map(|i| v[(i % r) * c + i / r])
+                    .collect::<Vec<_>>()
+            };
+            let ti = |v: &[i64]| {
+                (0..r * c)
+                    .map(|i| v[(i % r) * c + i / r])
+                    .collect::<Vec<_>>()
+            };
+            quant::QuantParts {
+                shape: vec![c, r],
+                values: ti(&p.values),
+                scales: t(&p.scales),
+                zeros: ti(&p.zeros),
+            }
+        } else {
+            quant::load_parts(self, w, q, slice)?
+        };
+        let [k, n] = parts.shape[..] else {
+            return Ok(None);
+        };
+        let (scale, zero) = (
+            parts.scales[..n.min(parts.scales.len())].to_vec(),
+            parts.zeros[..n.min(parts.zeros.len())].to_vec(),
+        );
+        let per_column = (0..k).all(|r| {
+            parts.scales[r * n..(r + 1) * n] == scale[..]
+                && parts.zeros[r * n..(r + 1) * n] == zero[..]
+        });
+        Ok(per_column.then_some(ColumnQuant {
+            k,
+            n,
+            dtype: w.dtype,
+            values: parts.values,
+            scale,
+            zero,
+        }))
+    }
+
     /// [`WeightStore::load`] of a weight stored transposed by `perm`.
     fn load_transposed(
         &self,
@@ -338,6 +414,23 @@ impl WeightStore {
         shape[s.axis] = s.end - s.start;
         Tensor::new(w.dtype, shape, concat_data(w.dtype, chunks)).map_err(|e| err(e.to_string()))
     }
+}
+
+/// A quantised `[K, N]` weight with one scale and zero point per column
+/// ([`WeightStore::load_columns`]).
+pub struct ColumnQuant {
+    /// Rows.
+    pub k: usize,
+    /// Columns.
+    pub n: usize,
+    /// The stored type (int8, uint8, ...).
+    pub dtype: DType,
+    /// Stored integers, `[K, N]` row-major.
+    pub values: Vec<i64>,
+    /// Per column: the scale.
+    pub scale: Vec<f32>,
+    /// Per column: the zero point (0 without one).
+    pub zero: Vec<i64>,
 }
 
 /// Checks a slice against a weight's shape and returns (outer, extent, inner) around its axis.

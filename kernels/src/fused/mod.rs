@@ -28,7 +28,42 @@ mod rotary;
 pub use attention::{AttentionMask, AttentionScale, AttentionShape, HeadLayout, SoftmaxRows};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
+#[cfg(test)]
+pub(crate) use quantize::quantize as quantize_value;
 pub(crate) use quantize::{dequantize_op, quantize_op};
+
+/// The integer GEMM of [`FusedOp::QuantMatMul`]: the packed weight and the epilogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantMatMulOp {
+    /// The activation's quantised type (uint8 or int8) when the kernel quantises a float
+    /// `x`; `None` when its input is the integer activation itself (inputs q, sd, zd, then
+    /// bias: a Quantize on another rank, its result all-gathered as bytes).
+    pub to: Option<DType>,
+    /// The weight.
+    pub weight: QuantWeight,
+    /// A bias vector is added.
+    pub bias: bool,
+    /// A GELU of this form follows.
+    pub gelu: Option<GeluAttrs>,
+}
+
+/// Where [`FusedOp::QuantMatMul`]'s weight comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuantWeight {
+    /// Packed from its stored integers when the program was prepared.
+    Packed(std::sync::Arc<crate::PackedQWeight>),
+    /// An input holding the dequantised weight `[K, N]` (gathered from the ranks that
+    /// loaded it), packed on every call from these per-column parameters
+    /// ([`crate::PackedQWeight::from_dequantised`]).
+    Dequantised {
+        /// The stored type (int8 or uint8).
+        stored: DType,
+        /// Per column: the scale.
+        scale: std::sync::Arc<[f32]>,
+        /// Per column: the zero point.
+        zero: std::sync::Arc<[i64]>,
+    },
+}
 
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +77,13 @@ pub enum FusedOp {
         /// A GELU of this form follows.
         gelu: Option<GeluAttrs>,
     },
+    /// `MatMul(Dequantize(Quantize(x, sq, zq), sd, zd), W)` with a quantised weight `W`
+    /// packed in the op, then `+ bias` and a GELU as [`FusedOp::MatMulEpilogue`] (inputs x,
+    /// sq, zq, sd, zd, then bias; the scales and zero points have one element each), as an
+    /// integer GEMM ([`crate::quant_matmul`]); or `MatMul(Dequantize(q, sd, zd), W)` of an
+    /// integer `q` (inputs q, sd, zd, then bias; [`crate::dequant_matmul_epilogue`]). A
+    /// [`QuantWeight::Dequantised`] weight is one more input, after zd.
+    QuantMatMul(QuantMatMulOp),
     /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
     /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
     /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
@@ -98,6 +140,11 @@ impl FusedOp {
         match self {
             FusedOp::MatMulEpilogue { gelu: Some(_), .. } => "fused MatMul+Bias+Gelu",
             FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
+            FusedOp::QuantMatMul(q) => match (q.bias, &q.gelu) {
+                (_, Some(_)) => "fused QuantMatMul+Bias+Gelu",
+                (true, None) => "fused QuantMatMul+Bias",
+                (false, None) => "fused QuantMatMul",
+            },
             FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
             FusedOp::Attention(_) => "fused Attention",
             FusedOp::Rotary { .. } => "fused Rotary",
@@ -127,6 +174,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::MatMulEpilogue { bias, gelu } => {
             matmul_epilogue(*bias, gelu.as_ref().map(|g| g.tanh_approximation), inputs)
         }
+        FusedOp::QuantMatMul(q) => quant_matmul_op(q, inputs),
         FusedOp::AddLayerNorm {
             attrs,
             has_bias,
@@ -172,6 +220,58 @@ fn expect_inputs(inputs: &[&Tensor], n: usize) -> KResult<()> {
         return Err(format!("expected {n} inputs, got {}", inputs.len()));
     }
     Ok(())
+}
+
+fn quant_matmul_op(q: &QuantMatMulOp, inputs: &[&Tensor]) -> KResult<Tensor> {
+    let params = if q.to.is_some() { 5 } else { 3 };
+    let from_input = matches!(q.weight, QuantWeight::Dequantised { .. });
+    expect_inputs(inputs, params + from_input as usize + q.bias as usize)?;
+    let bias = match q.bias {
+        true => Some(f32s(inputs[params + from_input as usize], "bias")?),
+        false => None,
+    };
+    let packed;
+    let weight = match &q.weight {
+        QuantWeight::Packed(w) => &**w,
+        QuantWeight::Dequantised {
+            stored,
+            scale,
+            zero,
+        } => {
+            let w = inputs[params];
+            let [k, n] = w.shape[..] else {
+                return Err(format!("weight {} is not a matrix", describe(w)));
+            };
+            packed = crate::PackedQWeight::from_dequantised(
+                k,
+                n,
+                f32s(w, "weight")?,
+                *stored,
+                scale,
+                zero,
+            )?;
+            &packed
+        }
+    };
+    let gelu = q.gelu.as_ref().map(|g| g.tanh_approximation);
+    let (sd, zd) = (inputs[params - 2], inputs[params - 1]);
+    let (sd, zd) = (
+        scalar(sd, "Dequantize scale")?,
+        scalar(zd, "Dequantize zero point")?,
+    );
+    match q.to {
+        Some(to) => {
+            let act = crate::ActQuant {
+                to,
+                sq: scalar(inputs[1], "Quantize scale")?,
+                zq: scalar(inputs[2], "Quantize zero point")?,
+                sd,
+                zd,
+            };
+            crate::quant_matmul(inputs[0], act, weight, bias, gelu)
+        }
+        None => crate::dequant_matmul_epilogue(inputs[0], sd, zd, weight, bias, gelu),
+    }
 }
 
 /// `gelu`: `Some(tanh_approximation)` when a GELU follows.

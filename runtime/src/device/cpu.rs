@@ -207,6 +207,23 @@ fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
         FusedOp::MatMulEpilogue { .. } => {
             inputs.len() >= 2 && product_macs(&inputs[0].shape, &inputs[1].shape) >= POOL_MIN_MACS
         }
+        FusedOp::QuantMatMul(q) => {
+            let rows = inputs.first().map_or(0, |x| {
+                x.shape[..x.shape.len().saturating_sub(1)]
+                    .iter()
+                    .product::<usize>()
+            });
+            let kn = match &q.weight {
+                tessera_kernels::QuantWeight::Packed(w) => w.shape().iter().product(),
+                tessera_kernels::QuantWeight::Dequantised { scale, .. } => {
+                    inputs
+                        .first()
+                        .map_or(0, |x| x.shape.last().copied().unwrap_or(0))
+                        * scale.len()
+                }
+            };
+            rows * kn >= POOL_MIN_MACS
+        }
         // The Conv's own measure (op_is_big), so fusing never moves a Conv between threads.
         FusedOp::ConvEpilogue { .. } => {
             inputs.len() >= 2

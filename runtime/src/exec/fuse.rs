@@ -43,8 +43,10 @@
 mod attention;
 mod conv;
 mod elementwise;
+mod quant_matmul;
 mod rotary;
 
+use crate::weights::WeightStore;
 use tessera_ir::op::{BinaryOp, GeluAttrs};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::{DType, Op};
@@ -63,6 +65,18 @@ pub(crate) struct Fused {
     pub steps: Vec<usize>,
 }
 
+/// The epilogue steps after a product ([`Program::epilogue`]).
+struct Epilogue {
+    /// Its steps (the bias `Add`, the GELU), in program order.
+    steps: Vec<usize>,
+    /// The bias vector added.
+    bias: Option<ValueId>,
+    /// The GELU applied.
+    gelu: Option<GeluAttrs>,
+    /// The last value (the product itself when there is no epilogue).
+    output: ValueId,
+}
+
 /// One unit of a rank's execution.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Item {
@@ -77,11 +91,25 @@ pub(crate) fn enabled() -> bool {
     std::env::var("TESSERA_FUSE").map_or(true, |v| v != "0")
 }
 
+/// True unless the environment variable `TESSERA_INT8_GEMM` is `0` (quantised products
+/// then run as float GEMMs of the dequantised operands).
+pub(crate) fn int8_enabled() -> bool {
+    std::env::var("TESSERA_INT8_GEMM").map_or(true, |v| v != "0")
+}
+
 /// The program of `steps` as items: fused chains where a pattern matches, steps elsewhere.
 /// `keep[v]` marks values the rank must hold at the end (they are never fused away).
-/// `rank` picks the value shapes of that rank (they differ under a ragged split).
-pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> Vec<Item> {
-    let mut g = Program::new(plan, steps, keep, rank);
+/// `rank` picks the value shapes of that rank (they differ under a ragged split). With a
+/// `store`, quantised weights an integer GEMM reads are loaded and packed now.
+pub(crate) fn fuse(
+    plan: &Plan,
+    steps: &[Step],
+    keep: &[bool],
+    rank: usize,
+    store: Option<&WeightStore>,
+) -> Vec<Item> {
+    let store = store.filter(|_| int8_enabled() && tessera_kernels::int8_gemm_available());
+    let mut g = Program::new(plan, steps, keep, rank, store);
     let mut fused: Vec<Fused> = Vec::new();
     for s in 0..steps.len() {
         if let Some(f) = g.attention(s).or_else(|| g.attention_op(s)) {
@@ -92,6 +120,7 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
     for s in 0..steps.len() {
         let found = g
             .add_layer_norm(s)
+            .or_else(|| g.quant_matmul(s))
             .or_else(|| g.matmul_epilogue(s))
             .or_else(|| g.conv_epilogue(s))
             .or_else(|| g.rotary(s));
@@ -127,8 +156,54 @@ pub(crate) fn fuse(plan: &Plan, steps: &[Step], keep: &[bool], rank: usize) -> V
             None => {}
         }
     }
-    items
+    drop_dead(items, steps, keep)
 }
+
+/// Removes compute and weight-load steps whose outputs nothing reads any more (a
+/// Dequantize whose every reader became an integer GEMM that quantises `x` itself), last
+/// first so their own inputs can go too. Collectives always stay: every rank takes part.
+fn drop_dead(items: Vec<Item>, steps: &[Step], keep: &[bool]) -> Vec<Item> {
+    let io = |item: &Item| -> (Vec<ValueId>, Vec<ValueId>) {
+        match item {
+            Item::Step(s) => (steps[*s].inputs.clone(), steps[*s].outputs.clone()),
+            Item::Fused(f) => (f.inputs.clone(), vec![f.output]),
+        }
+    };
+    let mut readers = vec![0usize; keep.len()];
+    for item in &items {
+        for v in io(item).0 {
+            readers[v.index()] += 1;
+        }
+    }
+    let mut alive = vec![true; items.len()];
+    for (i, item) in items.iter().enumerate().rev() {
+        let Item::Step(s) = item else { continue };
+        let droppable = matches!(
+            steps[*s].kind,
+            StepKind::Compute { .. } | StepKind::LoadWeight { .. }
+        );
+        let (ins, outs) = io(item);
+        if droppable
+            && outs
+                .iter()
+                .all(|v| !keep[v.index()] && readers[v.index()] == 0)
+        {
+            alive[i] = false;
+            for v in ins {
+                readers[v.index()] -= 1;
+            }
+        }
+    }
+    items
+        .into_iter()
+        .zip(alive)
+        .filter_map(|(item, a)| a.then_some(item))
+        .collect()
+}
+
+/// The reader recorded for a value a fused chain reads from outside its own steps (not a
+/// step index: [`Program::op`] of it is `None`).
+const OUTSIDE: usize = usize::MAX;
 
 /// Def-use view of a rank's steps, for the matchers.
 struct Program<'a> {
@@ -136,13 +211,20 @@ struct Program<'a> {
     rank: usize,
     steps: &'a [Step],
     keep: &'a [bool],
+    store: Option<&'a WeightStore>,
     producer: Vec<Option<usize>>,
     uses: Vec<Vec<usize>>,
     claimed: Vec<bool>,
 }
 
 impl<'a> Program<'a> {
-    fn new(plan: &'a Plan, steps: &'a [Step], keep: &'a [bool], rank: usize) -> Self {
+    fn new(
+        plan: &'a Plan,
+        steps: &'a [Step],
+        keep: &'a [bool],
+        rank: usize,
+        store: Option<&'a WeightStore>,
+    ) -> Self {
         let n = plan.values.len();
         let mut producer = vec![None; n];
         let mut uses = vec![Vec::new(); n];
@@ -159,15 +241,25 @@ impl<'a> Program<'a> {
             rank,
             steps,
             keep,
+            store,
             producer,
             uses,
             claimed: vec![false; steps.len()],
         }
     }
 
+    /// Marks a fused chain's steps as taken. An input the chain reads that none of its
+    /// steps read (the integer GEMM reads `x` past a shared Quantize) gains a reader outside
+    /// the program ([`OUTSIDE`]), so later patterns keep it a materialised value.
     fn claim(&mut self, f: &Fused) {
         for &s in &f.steps {
             self.claimed[s] = true;
+        }
+        for v in &f.inputs {
+            let readers = &mut self.uses[v.index()];
+            if !readers.iter().any(|r| f.steps.contains(r)) {
+                readers.push(OUTSIDE);
+            }
         }
     }
 
@@ -185,7 +277,7 @@ impl<'a> Program<'a> {
 
     /// The op of an unclaimed single-output compute step.
     fn op(&self, s: usize) -> Option<&'a Op> {
-        let step = &self.steps[s];
+        let step = self.steps.get(s)?;
         match &step.kind {
             StepKind::Compute { op, .. } if !self.claimed[s] && step.outputs.len() == 1 => Some(op),
             _ => None,
@@ -337,15 +429,40 @@ impl<'a> Program<'a> {
         }
         let ab = self.ins(mm);
         let m = self.out(mm);
-        let shape = self.shape(m);
-        let n = *shape.last()?;
         if !ab.iter().chain([&m]).all(|&v| self.is_f32(v)) {
             return None;
         }
+        let epi = self.epilogue(m)?;
+        if epi.bias.is_none() && epi.gelu.is_none() {
+            return None;
+        }
         let mut steps = vec![mm];
+        steps.extend(&epi.steps);
+        steps.sort_unstable();
         let mut inputs = ab.to_vec();
-        let mut x = m;
-        // + bias
+        inputs.extend(epi.bias);
+        Some(Fused {
+            op: FusedOp::MatMulEpilogue {
+                bias: epi.bias.is_some(),
+                gelu: epi.gelu,
+            },
+            inputs,
+            output: epi.output,
+            steps,
+        })
+    }
+
+    /// What follows a product `m` that an epilogue can apply: an `Add` of a bias vector over
+    /// its last axis, then a GELU (each optional).
+    fn epilogue(&self, m: ValueId) -> Option<Epilogue> {
+        let shape = self.shape(m);
+        let n = *shape.last()?;
+        let mut epi = Epilogue {
+            steps: Vec::new(),
+            bias: None,
+            gelu: None,
+            output: m,
+        };
         let bias = self.only_reader(m).and_then(|ad| {
             let bv = self.other_operand(ad, m)?;
             let ok = self.binary(ad) == Some(BinaryOp::Add)
@@ -355,28 +472,16 @@ impl<'a> Program<'a> {
             ok.then_some((ad, bv))
         });
         if let Some((ad, bv)) = bias {
-            steps.push(ad);
-            inputs.push(bv);
-            x = self.out(ad);
+            epi.steps.push(ad);
+            epi.bias = Some(bv);
+            epi.output = self.out(ad);
         }
-        let gelu = self.gelu_op(x);
-        if let Some((g, y, _)) = gelu {
-            steps.push(g);
-            x = y;
+        if let Some((g, y, attrs)) = self.gelu_op(epi.output) {
+            epi.steps.push(g);
+            epi.gelu = Some(attrs);
+            epi.output = y;
         }
-        if bias.is_none() && gelu.is_none() {
-            return None;
-        }
-        steps.sort_unstable();
-        Some(Fused {
-            op: FusedOp::MatMulEpilogue {
-                bias: bias.is_some(),
-                gelu: gelu.map(|(_, _, attrs)| attrs),
-            },
-            inputs,
-            output: x,
-            steps,
-        })
+        Some(epi)
     }
 
     /// The `Gelu` (either form) that is the only reader of `x` (not a plan output): its

@@ -50,7 +50,7 @@ impl RankProgram {
         }
         // The pass takes ~30 µs on MiniLM (195 steps); sessions prepare it once.
         let items = if fuses && fuse::enabled() {
-            fuse::fuse(plan, steps, &keep, job.rank)
+            fuse::fuse(plan, steps, &keep, job.rank, Some(job.store))
         } else {
             (0..steps.len()).map(Item::Step).collect()
         };

@@ -14,6 +14,42 @@ pub(super) fn load(
     q: &Quant,
     slice: Option<&AxisSlice>,
 ) -> Result<Tensor, RuntimeError> {
+    let parts = load_parts(store, w, q, slice)?;
+    let round = |x: f32| match q.dtype {
+        DType::F16 => half::f16::from_f32(x).to_f32(),
+        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        _ => x,
+    };
+    let out = (parts.values.iter().zip(&parts.scales).zip(&parts.zeros))
+        .map(|((&v, &s), &z)| round((v - z) as f32 * s))
+        .collect();
+    Tensor::new(q.dtype, parts.shape, TensorData::F32(out)).map_err(|e| RuntimeError::Weight {
+        name: w.name.clone(),
+        path: location(w).into(),
+        msg: e.to_string(),
+    })
+}
+
+/// A quantised weight's slice as stored, with each element's scale and zero point.
+pub struct QuantParts {
+    /// The slice's shape.
+    pub shape: Vec<usize>,
+    /// Stored integers, row-major.
+    pub values: Vec<i64>,
+    /// Each element's scale.
+    pub scales: Vec<f32>,
+    /// Each element's zero point (0 without one).
+    pub zeros: Vec<i64>,
+}
+
+/// Loads quantised weight `w` (or `slice` of it, as stored: no `perm`) with the scale and
+/// zero point of every element.
+pub(super) fn load_parts(
+    store: &WeightStore,
+    w: &Weight,
+    q: &Quant,
+    slice: Option<&AxisSlice>,
+) -> Result<QuantParts, RuntimeError> {
     let err = |msg: String| RuntimeError::Weight {
         name: w.name.clone(),
         path: location(w).into(),
@@ -23,35 +59,33 @@ pub(super) fn load(
     let stored = store.load_stored(w, slice)?;
     let values = stored
         .as_i64()
-        .ok_or_else(|| err(format!("stored values are not {}", w.dtype)))?;
+        .ok_or_else(|| err(format!("stored values are not {}", w.dtype)))?
+        .to_vec();
     let local = stored.shape.clone();
     let scale = Param::load(store, w, &q.scale, slice, &local)?;
     let zero = match q.zero_point.as_deref() {
         Some(z) => Some(Param::load(store, w, z, slice, &local)?),
         None => None,
     };
-    let (scales, zeros) = (
+    let (scale_values, zero_values) = (
         scale.values.to_f64_vec(),
         zero.as_ref().map(|z| z.values.to_i64_vec()),
     );
-    let round = |x: f32| match q.dtype {
-        DType::F16 => half::f16::from_f32(x).to_f32(),
-        DType::BF16 => half::bf16::from_f32(x).to_f32(),
-        _ => x,
-    };
-    let mut out = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len());
+    let mut zeros = Vec::with_capacity(values.len());
     let rank = local.len();
     let inner = local.last().copied().unwrap_or(1);
     let outer = values.len().checked_div(inner).unwrap_or(0);
     let mut idx = vec![0usize; rank.saturating_sub(1)];
-    for o in 0..outer {
+    for _ in 0..outer {
         let (sb, zb) = (scale.base(&idx), zero.as_ref().map_or(0, |z| z.base(&idx)));
         for j in 0..inner {
-            let s = scales[sb + scale.last(j)] as f32;
-            let z = zeros
-                .as_ref()
-                .map_or(0, |zs| zs[zb + zero.as_ref().map_or(0, |p| p.last(j))]);
-            out.push(round((values[o * inner + j] - z) as f32 * s));
+            scales.push(scale_values[sb + scale.last(j)] as f32);
+            zeros.push(
+                zero_values
+                    .as_ref()
+                    .map_or(0, |zs| zs[zb + zero.as_ref().map_or(0, |p| p.last(j))]),
+            );
         }
         // Next index over the leading axes (row-major odometer).
         for a in (0..idx.len()).rev() {
@@ -62,7 +96,12 @@ pub(super) fn load(
             idx[a] = 0;
         }
     }
-    Tensor::new(q.dtype, local, TensorData::F32(out)).map_err(|e| err(e.to_string()))
+    Ok(QuantParts {
+        shape: local,
+        values,
+        scales,
+        zeros,
+    })
 }
 
 /// `path` of a file-backed weight, `inline` otherwise (for error messages).

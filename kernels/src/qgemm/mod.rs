@@ -1,0 +1,419 @@
+//! Integer GEMM of a quantised activation and a quantised weight: the canonical
+//! `MatMul(Dequantize(Quantize(x, sq, zq), sd, zd), W)` with `W` an int8/uint8 weight with a
+//! scale and zero point per output column, as onnxruntime's static (QDQ) and dynamic
+//! quantisation write every Linear layer.
+//!
+//! The activation is quantised row by row into bytes (the [`Op::Quantize`] formula, bit for
+//! bit), the products of bytes are summed exactly in 32-bit integers (AVX-512 VNNI
+//! `vpdpbusd`: unsigned activation bytes times signed weight bytes, four per lane), and the
+//! zero points and scales are applied once per output:
+//!
+//! ```text
+//! a = q − zd = a_u − α      (a_u = q + 128 for int8 activations, q for uint8; α = zd + that)
+//! w = q_w − wz = w_s − β    (w_s = q_w − 128 for uint8 weights, q_w for int8; β = wz − that)
+//! Σ a·w = Σ a_u·w_s − β·Σ a_u − α·Σ w_s + K·α·β
+//! y = sd · ws · Σ a·w (+ bias, then GELU)
+//! ```
+//!
+//! The weight is packed once ([`PackedQWeight::pack`]): 16 columns by 4 rows of K per
+//! 64-byte block, the layout `vpdpbusd` reads, with each column's sum of `w_s`.
+//!
+//! [`Op::Quantize`]: tessera_ir::Op::Quantize
+use super::simd::vectorized;
+use super::unary::{gelu_erf, gelu_tanh};
+use super::KResult;
+use tessera_ir::{DType, Tensor, TensorData};
+
+/// Columns per panel (one 512-bit register of 32-bit sums).
+const LANES: usize = 16;
+
+/// A weight `[K, N]` of int8/uint8 values with one scale and zero point per column, packed
+/// for the integer GEMM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedQWeight {
+    k: usize,
+    n: usize,
+    /// Groups of 4 rows (K rounded up to 4, zero-padded).
+    groups: usize,
+    /// Panels of [`LANES`] columns (N rounded up, zero-padded).
+    panels: usize,
+    /// `w_s` bytes: panel p, group g, column j, row i at `((p·groups + g)·16 + j)·4 + i`.
+    data: Vec<i8>,
+    /// Per column (padded): `Σ_k w_s`.
+    colsum: Vec<i32>,
+    /// Per column (padded with 0): the scale.
+    scale: Vec<f32>,
+    /// Per column (padded with 0): `β = wz − (128 for uint8, 0 for int8)`.
+    beta: Vec<f32>,
+}
+
+impl PackedQWeight {
+    /// Packs `values` (`[k, n]` row-major, integers of `stored`, int8 or uint8) with per-column
+    /// `scale` and `zero` points (`n` each).
+    pub fn pack(
+        k: usize,
+        n: usize,
+        values: &[i64],
+        stored: DType,
+        scale: &[f32],
+        zero: &[i64],
+    ) -> KResult<PackedQWeight> {
+        let shift = match stored {
+            DType::I8 => 0,
+            DType::U8 => 128,
+            d => return Err(format!("integer GEMM weights are int8 or uint8, got {d}")),
+        };
+        check_sizes(k, n, values.len(), scale.len(), zero.len())?;
+        let (lo, hi) = match stored {
+            DType::I8 => (-128, 127),
+            _ => (0, 255),
+        };
+        if let Some(v) = values.iter().chain(zero).find(|v| !(lo..=hi).contains(*v)) {
+            return Err(format!("value {v} is outside {stored}"));
+        }
+        let groups = k.div_ceil(4);
+        let panels = n.div_ceil(LANES);
+        let mut data = vec![0i8; panels * groups * LANES * 4];
+        let mut colsum = vec![0i32; panels * LANES];
+        for kk in 0..k {
+            let (g, i) = (kk / 4, kk % 4);
+            for c in 0..n {
+                let (p, j) = (c / LANES, c % LANES);
+                // In range: checked above, shifted into -128..=127.
+                let w = (values[kk * n + c] - shift) as i8;
+                data[((p * groups + g) * LANES + j) * 4 + i] = w;
+                colsum[c] += w as i32;
+            }
+        }
+        // Per-column terms padded to whole panels (zero columns).
+        let mut beta: Vec<f32> = zero.iter().map(|&z| (z - shift) as f32).collect();
+        beta.resize(panels * LANES, 0.0);
+        let mut scale = scale.to_vec();
+        scale.resize(panels * LANES, 0.0);
+        Ok(PackedQWeight {
+            k,
+            n,
+            groups,
+            panels,
+            data,
+            colsum,
+            scale,
+            beta,
+        })
+    }
+
+    /// Packs a dequantised weight `w` (`[k, n]` f32, each element `(q − z) · s` of an
+    /// integer `q` of `stored` with the per-column `scale` and `zero`) by recovering `q`:
+    /// `round(w / s) + z` is exact, since `w` is `(q − z) · s` rounded once and
+    /// `|q − z| ≤ 255`. For weights a plan gathers as dequantised floats.
+    pub fn from_dequantised(
+        k: usize,
+        n: usize,
+        w: &[f32],
+        stored: DType,
+        scale: &[f32],
+        zero: &[i64],
+    ) -> KResult<PackedQWeight> {
+        check_sizes(k, n, w.len(), scale.len(), zero.len())?;
+        let values: Vec<i64> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = i % n;
+                (v / scale[c]).round_ties_even() as i64 + zero[c]
+            })
+            .collect();
+        PackedQWeight::pack(k, n, &values, stored, scale, zero)
+    }
+
+    /// `[K, N]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.k, self.n]
+    }
+
+    /// Bytes held (the packed weight and its per-column terms).
+    pub fn bytes(&self) -> usize {
+        self.data.len() + 4 * (self.colsum.len() + self.scale.len() + self.beta.len())
+    }
+}
+
+/// `[k, n]` values with `n` scales and zero points.
+fn check_sizes(k: usize, n: usize, values: usize, scales: usize, zeros: usize) -> KResult<()> {
+    if values != k * n || scales != n || zeros != n {
+        return Err(format!(
+            "weight of {values} values, {scales} scales and {zeros} zero points for [{k}, {n}]"
+        ));
+    }
+    Ok(())
+}
+
+/// True when this CPU runs the integer GEMM in hardware (AVX-512 VNNI); elsewhere it runs a
+/// portable loop that is slower than the float GEMM, so callers keep the float path.
+pub fn int8_gemm_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The activation side: `Quantize(x, sq, zq)` to `to`, then `Dequantize(·, sd, zd)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActQuant {
+    /// The quantised type (uint8 or int8).
+    pub to: DType,
+    /// Quantize's scale and zero point.
+    pub sq: f32,
+    /// Quantize's zero point (an integer value).
+    pub zq: f32,
+    /// Dequantize's scale.
+    pub sd: f32,
+    /// Dequantize's zero point.
+    pub zd: f32,
+}
+
+/// `y = Dequantize(Quantize(x)) · W (+ bias) (then GELU: `Some(tanh form)`)`, x `[..., K]`
+/// f32, y `[..., N]`.
+pub fn quant_matmul(
+    x: &Tensor,
+    act: ActQuant,
+    w: &PackedQWeight,
+    bias: Option<&[f32]>,
+    gelu: Option<bool>,
+) -> KResult<Tensor> {
+    let xs = match (&x.data, x.dtype) {
+        (TensorData::F32(v), DType::F32) => v,
+        _ => return Err(format!("X must be f32, got {}", x.dtype)),
+    };
+    if x.shape.last() != Some(&w.k) {
+        return Err(format!("X {:?} does not end in K = {}", x.shape, w.k));
+    }
+    if bias.is_some_and(|b| b.len() != w.n) {
+        return Err(format!(
+            "bias is not a vector of the {} output columns",
+            w.n
+        ));
+    }
+    let (lo, hi, offset) = match act.to {
+        DType::U8 => (0.0, 255.0, 0.0),
+        DType::I8 => (-128.0, 127.0, 128.0),
+        d => return Err(format!("activations quantised to {d}: only uint8 and int8")),
+    };
+    let m = xs.len().checked_div(w.k).unwrap_or(0);
+    let mut out = vec![0f32; m * w.n];
+    let cfg = Epi {
+        sd: act.sd,
+        alpha: act.zd + offset,
+        bias,
+        gelu,
+    };
+    let rows_per = row_block(m, w);
+    let run = |r0: usize, dst: &mut [f32]| {
+        let rows = dst.len() / w.n.max(1);
+        let mut a = vec![0u8; rows * w.groups * 4];
+        let mut rowsum = vec![0i32; rows];
+        vectorized(
+            #[inline(always)]
+            || {
+                // Plain values (read through the closure's references, the loads of the
+                // clamp bounds were vectorised as gathers).
+                let (lo, hi, offset, sq, zq) = (lo, hi, offset, act.sq, act.zq);
+                for r in 0..rows {
+                    let src = &xs[(r0 + r) * w.k..(r0 + r + 1) * w.k];
+                    let row = &mut a[r * w.groups * 4..][..w.k];
+                    for (q, &v) in row.iter_mut().zip(src) {
+                        // `quantize` spelled so that it vectorises (NaN becomes 0); in
+                        // 0..=255 once the offset shifts int8 up.
+                        let t = (v / sq).round_ties_even() + zq;
+                        let c = if t.is_nan() { 0.0 } else { t.max(lo).min(hi) } + offset;
+                        // SAFETY: c is an integer in 0..=255 (clamped, NaN replaced).
+                        *q = unsafe { c.to_int_unchecked::<i32>() } as u8;
+                    }
+                    rowsum[r] = row.iter().map(|&u| u as i32).sum();
+                }
+            },
+        );
+        gemm_rows(&a, &rowsum, rows, w, &cfg, dst);
+    };
+    if w.n > 0 && m > 0 {
+        if rows_per < m {
+            use rayon::prelude::*;
+            out.par_chunks_mut(rows_per * w.n)
+                .enumerate()
+                .for_each(|(i, dst)| run(i * rows_per, dst));
+        } else {
+            run(0, &mut out);
+        }
+    }
+    let mut shape = x.shape.clone();
+    if let Some(l) = shape.last_mut() {
+        *l = w.n;
+    }
+    Tensor::new(DType::F32, shape, TensorData::F32(out)).map_err(|e| e.to_string())
+}
+
+/// `y = Dequantize(q, sd, zd) · W` for an integer activation `q` (`[..., K]`, uint8 or
+/// int8 values): the product [`quant_matmul`] computes after its quantisation, with the
+/// same arithmetic (the reference executor's exact quantised product).
+pub fn dequant_matmul(q: &Tensor, sd: f32, zd: f32, w: &PackedQWeight) -> KResult<Tensor> {
+    dequant_matmul_epilogue(q, sd, zd, w, None, None)
+}
+
+/// [`dequant_matmul`], then `+ bias` and a GELU (`Some(tanh form)`) as [`quant_matmul`].
+pub fn dequant_matmul_epilogue(
+    q: &Tensor,
+    sd: f32,
+    zd: f32,
+    w: &PackedQWeight,
+    bias: Option<&[f32]>,
+    gelu: Option<bool>,
+) -> KResult<Tensor> {
+    if bias.is_some_and(|b| b.len() != w.n) {
+        return Err(format!(
+            "bias is not a vector of the {} output columns",
+            w.n
+        ));
+    }
+    let (TensorData::I64(qs), DType::U8 | DType::I8) = (&q.data, q.dtype) else {
+        return Err(format!("Q must be uint8 or int8, got {}", q.dtype));
+    };
+    if q.shape.last() != Some(&w.k) {
+        return Err(format!("Q {:?} does not end in K = {}", q.shape, w.k));
+    }
+    let offset = if q.dtype == DType::I8 { 128 } else { 0 };
+    let m = qs.len().checked_div(w.k).unwrap_or(0);
+    let stride = w.groups * 4;
+    let mut a = vec![0u8; m * stride];
+    let mut rowsum = vec![0i32; m];
+    for r in 0..m {
+        for (kk, &v) in qs[r * w.k..(r + 1) * w.k].iter().enumerate() {
+            let u = u8::try_from(v + offset).map_err(|_| format!("{v} is outside {}", q.dtype))?;
+            a[r * stride + kk] = u;
+            rowsum[r] += u as i32;
+        }
+    }
+    let e = Epi {
+        sd,
+        alpha: zd + offset as f32,
+        bias,
+        gelu,
+    };
+    let mut out = vec![0f32; m * w.n];
+    if m > 0 && w.n > 0 {
+        gemm_rows(&a, &rowsum, m, w, &e, &mut out);
+    }
+    let mut shape = q.shape.clone();
+    if let Some(l) = shape.last_mut() {
+        *l = w.n;
+    }
+    Tensor::new(DType::F32, shape, TensorData::F32(out)).map_err(|e| e.to_string())
+}
+
+/// Rows per parallel task: all of them on one thread or for small products.
+fn row_block(m: usize, w: &PackedQWeight) -> usize {
+    let threads = match rayon::current_thread_index() {
+        Some(_) => rayon::current_num_threads(),
+        None => 1,
+    };
+    if threads <= 1 || m * w.k * w.n < 1 << 21 {
+        return m.max(1);
+    }
+    m.div_ceil(threads).div_ceil(4).max(1) * 4
+}
+
+/// The per-output arithmetic after the integer sums.
+struct Epi<'a> {
+    sd: f32,
+    alpha: f32,
+    bias: Option<&'a [f32]>,
+    gelu: Option<bool>,
+}
+
+/// `dst[rows × n] = epilogue(a_u · w_s)` for quantised rows `a` (stride `groups·4`).
+fn gemm_rows(a: &[u8], rowsum: &[i32], rows: usize, w: &PackedQWeight, e: &Epi, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if int8_gemm_available() {
+        // SAFETY: the CPU has AVX-512F and VNNI (checked just above); `a` holds `rows` rows
+        // of `groups·4` bytes and `dst` `rows·n` floats (sized by the caller).
+        unsafe { vnni::gemm_rows(a, rowsum, rows, w, e, dst) };
+        return;
+    }
+    gemm_rows_portable(a, rowsum, rows, w, e, dst);
+}
+
+/// [`gemm_rows`] without SIMD (the same integer sums, so the same results).
+fn gemm_rows_portable(
+    a: &[u8],
+    rowsum: &[i32],
+    rows: usize,
+    w: &PackedQWeight,
+    e: &Epi,
+    dst: &mut [f32],
+) {
+    let stride = w.groups * 4;
+    let mut sums = [0i32; LANES];
+    for r in 0..rows {
+        for p in 0..w.panels {
+            sums.fill(0);
+            for g in 0..w.groups {
+                let block = &w.data[(p * w.groups + g) * LANES * 4..][..LANES * 4];
+                let av = &a[r * stride + g * 4..][..4];
+                for (j, s) in sums.iter_mut().enumerate() {
+                    for i in 0..4 {
+                        *s += av[i] as i32 * block[j * 4 + i] as i32;
+                    }
+                }
+            }
+            finish(&sums, r, rowsum[r], p, w, e, dst);
+        }
+    }
+}
+
+/// Writes one row's 16 sums of panel `p` through the epilogue.
+#[inline(always)]
+fn finish(
+    sums: &[i32; LANES],
+    r: usize,
+    rowsum: i32,
+    p: usize,
+    w: &PackedQWeight,
+    e: &Epi,
+    dst: &mut [f32],
+) {
+    let c0 = p * LANES;
+    let cols = LANES.min(w.n - c0);
+    let (kf, rs) = (w.k as f32, rowsum as f32);
+    // Whole panels of per-column terms (padded), so this loop is 16 lanes wide.
+    let beta: &[f32; LANES] = w.beta[c0..c0 + LANES].try_into().expect("padded to panels");
+    let scale: &[f32; LANES] = w.scale[c0..c0 + LANES]
+        .try_into()
+        .expect("padded to panels");
+    let colsum: &[i32; LANES] = w.colsum[c0..c0 + LANES]
+        .try_into()
+        .expect("padded to panels");
+    let mut v = [0f32; LANES];
+    let (ars, kab) = (e.alpha, kf * e.alpha);
+    for j in 0..LANES {
+        let dot = (sums[j] as f32 - beta[j] * rs) + (kab * beta[j] - ars * colsum[j] as f32);
+        v[j] = (e.sd * scale[j]) * dot;
+    }
+    if let Some(b) = e.bias {
+        v.iter_mut().zip(&b[c0..]).for_each(|(x, &c)| *x += c);
+    }
+    let out = &mut dst[r * w.n + c0..][..cols];
+    match e.gelu {
+        Some(true) => out.iter_mut().zip(&v).for_each(|(y, &x)| *y = gelu_tanh(x)),
+        Some(false) => out.iter_mut().zip(&v).for_each(|(y, &x)| *y = gelu_erf(x)),
+        None => out.copy_from_slice(&v[..cols]),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni;
+
+#[cfg(test)]
+mod tests;
