@@ -192,6 +192,46 @@ fn check_storage(plan: &Plan, label: &str, bits: u32, block: usize) -> usize {
     n
 }
 
+/// Every MatMul of a quantised weight reads a Dequantize of an 8-bit activation: the
+/// canonical quantised product the runtime's integer GEMM runs, whatever the spelling
+/// (QDQ's QuantizeLinear / DequantizeLinear pairs, or DynamicQuantizeLinear, MatMulInteger,
+/// the Cast to int32 and back and the scale product after it). Returns how many.
+fn check_quantised_products(plan: &Plan, label: &str) -> usize {
+    let g = &plan.graph;
+    let mut producer = std::collections::HashMap::new();
+    for id in g.node_ids() {
+        for t in &g.node(id).outputs {
+            producer.insert(*t, id);
+        }
+    }
+    let mut n = 0;
+    for id in g.node_ids() {
+        let node = g.node(id);
+        let (tessera_ir::Op::MatMul(_), [a, b]) = (&node.op, &node.inputs[..]) else {
+            continue;
+        };
+        if g.weights.get(b).is_none_or(|w| w.quant.is_none()) {
+            continue;
+        }
+        let d = producer.get(a).map(|&p| g.node(p));
+        let ok = d.is_some_and(|d| {
+            matches!(d.op, tessera_ir::Op::Dequantize)
+                && matches!(
+                    g.tensor(d.inputs[0]).dtype,
+                    tessera_ir::DType::U8 | tessera_ir::DType::I8
+                )
+        });
+        assert!(
+            ok,
+            "{label}: MatMul '{}' of a quantised weight reads no Dequantize",
+            node.name
+        );
+        n += 1;
+    }
+    assert!(n > 0, "{label}: no quantised product");
+    n
+}
+
 #[test]
 fn onnxruntime_quantised_models_run_equal_on_1_2_and_3_devices() {
     let Some(zoo) = zoo_dir() else {
@@ -213,6 +253,10 @@ fn onnxruntime_quantised_models_run_equal_on_1_2_and_3_devices() {
                 let plan =
                     run_and_compare(&plan_path, &tmp.path().join(&model), &label, activations);
                 let quantised = check_storage(&plan, &label, bits, block);
+                if activations && bits == 8 {
+                    let products = check_quantised_products(&plan, &label);
+                    println!("{label}: {products} quantised products");
+                }
                 let whole = plan.graph.weight_bytes() as f64;
                 let held = max_param_bytes(&plan) as f64;
                 println!(

@@ -96,3 +96,100 @@ fn an_int8_weight_behind_a_cast_stays_a_quantised_weight_leaf() {
     assert!(!ops.contains_key("Dequantize"), "{ops:?}");
     assert_eq!(ops.get("MatMul"), Some(&1), "{ops:?}");
 }
+
+/// onnxruntime's dynamic quantisation as the importer lowers it: DynamicQuantizeLinear (the
+/// range of x, a computed scale and zero point, Div/Round/Add/Clip/Cast), MatMulInteger
+/// (Cast and Sub of the zero point, a MatMul of an int8 weight stored with scale 1, the
+/// Cast to int32) and the Cast back, times the product of the two scales (`per_column`:
+/// one weight scale per column).
+fn dynamic_linear(per_column: bool) -> BTreeMap<String, usize> {
+    let (k, n) = (16, 8);
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, &[2, 4, k]);
+    let f32c = |b: &mut B, t| b.op(Op::Cast(CastAttrs { to: DType::F32 }), &[t]);
+    let reduce = |b: &mut B, kind, t| {
+        let r = ReduceAttrs {
+            kind,
+            axes: vec![0, 1, 2],
+            keepdims: false,
+        };
+        b.op(Op::Reduce(r), &[t])
+    };
+    let clip = |b: &mut B, t| {
+        let c = ClipAttrs {
+            min: Some(0.0),
+            max: Some(255.0),
+        };
+        b.op(Op::Clip(c), &[t])
+    };
+    let (hi, lo) = (
+        reduce(&mut b, ReduceKind::Max, x),
+        reduce(&mut b, ReduceKind::Min, x),
+    );
+    let zero = b.konst("zero", 0.0);
+    let (hi, lo) = (
+        b.bin(BinaryOp::Max, hi, zero),
+        b.bin(BinaryOp::Min, lo, zero),
+    );
+    let range = b.bin(BinaryOp::Sub, hi, lo);
+    let k255 = b.konst("k255", 255.0);
+    let scale = b.bin(BinaryOp::Div, range, k255);
+    let lo_q = b.bin(BinaryOp::Div, lo, scale);
+    let zp = b.un(UnaryOp::Neg, lo_q);
+    let zp = clip(&mut b, zp);
+    let zp = b.un(UnaryOp::Round, zp);
+    let q = b.bin(BinaryOp::Div, x, scale);
+    let q = b.un(UnaryOp::Round, q);
+    let q = b.bin(BinaryOp::Add, q, zp);
+    let q = clip(&mut b, q);
+    let q = b.op(Op::Cast(CastAttrs { to: DType::U8 }), &[q]);
+    let zp8 = b.op(Op::Cast(CastAttrs { to: DType::U8 }), &[zp]);
+    // MatMulInteger.
+    let (qf, zf) = (f32c(&mut b, q), f32c(&mut b, zp8));
+    let a = b.bin(BinaryOp::Sub, qf, zf);
+    let w = b.weight("w", &[k, n]);
+    let inline =
+        |name: &str, t: tessera_ir::Tensor| Box::new(tessera_ir::Weight::constant(name, t));
+    if let Some(wt) = b.g.weights.get_mut(&w) {
+        wt.dtype = DType::I8;
+        wt.quant = Some(tessera_ir::Quant {
+            dtype: DType::F32,
+            scale: inline("w_one", tessera_ir::Tensor::f32(vec![1, 1], vec![1.0])),
+            zero_point: None,
+        });
+    }
+    let y = b.matmul(a, w);
+    let y = b.op(Op::Cast(CastAttrs { to: DType::I32 }), &[y]);
+    let y = f32c(&mut b, y);
+    let ws = if per_column {
+        b.weight("ws", &[n])
+    } else {
+        b.konst("ws", 0.004)
+    };
+    let s = b.bin(BinaryOp::Mul, scale, ws);
+    let y = b.bin(BinaryOp::Mul, y, s);
+    b.g.outputs.push(y);
+    canon_ops(&b)
+}
+
+#[test]
+fn dynamic_quantisation_becomes_a_quantised_product() {
+    for per_column in [false, true] {
+        let ops = dynamic_linear(per_column);
+        // Quantize, Dequantize, and a MatMul of the weight now quantised with its own scale.
+        for op in ["Quantize", "Dequantize", "MatMul"] {
+            assert_eq!(
+                ops.get(op),
+                Some(&1),
+                "{op} (per column {per_column}): {ops:?}"
+            );
+        }
+        // Of the six Casts only the zero point's (to uint8 and back, one element) remain: no
+        // round trip through int32, and the product's scale is Dequantize's.
+        assert_eq!(
+            ops.get("Cast"),
+            Some(&2),
+            "per column {per_column}: {ops:?}"
+        );
+    }
+}

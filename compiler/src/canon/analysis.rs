@@ -89,6 +89,9 @@ pub struct LeafInfo {
     pub konst: Option<u32>,
     /// Inputs of source-graph nodes that read it.
     pub readers: usize,
+    /// A quantised weight whose scale is 1 (MatMulInteger's B): its values are its stored
+    /// integers minus its zero point.
+    pub unit_scale: bool,
 }
 
 /// The canonicalisation analysis.

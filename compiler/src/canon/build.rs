@@ -205,6 +205,43 @@ fn acyclic_choice(
     Err("the extracted graph has a cycle (256 e-nodes banned)".into())
 }
 
+/// [`acyclic_choice`] with the source graph's reader counts, then again with the reader
+/// counts of the graph it extracted (a class the rules made is read by as many chosen nodes
+/// as it really is; a source class that lost readers no longer looks shared), kept while
+/// the extracted graph's own cost (the sum of its nodes' own costs) drops, at most 3 times.
+fn refined_choice(
+    eg: &CanonGraph,
+    original: &HashSet<CNode>,
+    mut uses: HashMap<Id, usize>,
+    roots: &[Id],
+) -> Result<(HashMap<Id, CNode>, Vec<Id>), String> {
+    use egg::Language;
+    let dag_cost = |chosen: &HashMap<Id, CNode>, order: &[Id]| -> f64 {
+        order.iter().map(|c| own_cost(&chosen[c])).sum()
+    };
+    let mut best = acyclic_choice(eg, original, &uses, roots)?;
+    let mut cost = dag_cost(&best.0, &best.1);
+    for _ in 0..3 {
+        let (chosen, order) = &best;
+        let mut readers: HashMap<Id, usize> = HashMap::new();
+        for c in order {
+            for ch in chosen[c].children() {
+                *readers.entry(eg.find(*ch)).or_insert(0) += 1;
+            }
+        }
+        for c in order {
+            uses.insert(*c, readers.get(c).copied().unwrap_or(1));
+        }
+        let next = acyclic_choice(eg, original, &uses, roots)?;
+        let next_cost = dag_cost(&next.0, &next.1);
+        if next_cost >= cost - 1e-9 {
+            break;
+        }
+        (best, cost) = (next, next_cost);
+    }
+    Ok(best)
+}
+
 struct Builder<'a> {
     eg: &'a CanonGraph,
     src: &'a Graph,
@@ -377,7 +414,8 @@ impl Builder<'_> {
         let rank = stored.shape.len();
         let scale = self.side_weight(children[1], rank)?;
         let zero_point = match children.get(2) {
-            None => None,
+            // A weight already quantised with scale 1 (unit_qweight) keeps its zero point.
+            None => stored.quant.as_ref().and_then(|q| q.zero_point.clone()),
             Some(&z) => {
                 let mut w = match zero_point_source(self.eg, self.eg.find(z), stored.dtype) {
                     Some(ZeroPointSource::Weight(t)) => self
@@ -604,7 +642,7 @@ pub fn rebuild(
                 .ok_or("output without a class")
         })
         .collect::<Result<_, _>>()?;
-    let (chosen, order) = acyclic_choice(eg, &original, &uses, &roots)?;
+    let (chosen, order) = refined_choice(eg, &original, uses, &roots)?;
     let order = source_order(eg, src, class, &chosen, &order);
     // Class names: graph outputs first, then the lowest original tensor id.
     let mut class_name: HashMap<Id, String> = HashMap::new();

@@ -68,8 +68,18 @@ pub enum Guard {
     /// integer type (uint8, int8, int16) that the Cast attribute ?u converts to, so that
     /// Cast holds every clipped integer.
     QuantRange(Var, Var),
-    /// `integral(?z)`: ?z is a constant whose every value is an integer.
+    /// `integral(?z)`: every value of ?z is an integer: an integral constant, a Round, a Cast
+    /// to an integer type, a quantised weight of scale 1, or a sum, difference, product,
+    /// negation, clip to integral bounds, Cast to float or matrix product of such values.
     Integral(Var),
+    /// `one_element(?v)`: ?v has exactly one element (a constant or computed, as a dynamic
+    /// quantisation scale).
+    OneElement(Var),
+    /// `wide_int_cast(?i)`: the Cast attribute ?i converts to int32 or int64.
+    WideIntCast(Var),
+    /// `unit_qweight(?b)`: ?b is a source weight stored as int8/uint8 with scale 1
+    /// (MatMulInteger's B: its stored integers minus its zero point).
+    UnitQweight(Var),
     /// `int_activation(?q)`: ?q is a uint8, int8 or int16 value computed from the graph's
     /// inputs (a quantised weight is a `qweight` leaf instead).
     IntActivation(Var),
@@ -99,6 +109,9 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("same_one_axis", 2),
     ("quant_range", 2),
     ("integral", 1),
+    ("one_element", 1),
+    ("wide_int_cast", 1),
+    ("unit_qweight", 1),
     ("int_activation", 1),
 ];
 
@@ -243,10 +256,15 @@ impl Guard {
             Guard::IntActivation(q) => {
                 quant_range(ty(eg, s, q)?.0).is_some() && !eg[class(s, q)?].data.param
             }
-            Guard::Integral(z) => konst(eg, s, z)?
-                .to_f64_vec()
-                .iter()
-                .all(|v| v.fract() == 0.0),
+            Guard::Integral(z) => integral(eg, class(s, z)?, INTEGRAL_DEPTH),
+            Guard::OneElement(v) => tessera_ir::numel(&ty(eg, s, v)?.1) == 1,
+            Guard::WideIntCast(i) => {
+                matches!(attr(eg, s, i)?, Op::Cast(c) if matches!(c.to, DType::I32 | DType::I64))
+            }
+            Guard::UnitQweight(b) => {
+                let t = leaf_of(eg, class(s, b)?)?;
+                eg.analysis.leaves.get(&t)?.unit_scale
+            }
             Guard::ZeroPoint(z, q) => {
                 let (qd, qs) = {
                     let t = leaf_of(eg, class(s, q)?)?;
@@ -261,6 +279,56 @@ impl Guard {
             }
         })
     }
+}
+
+/// How deep [`integral`] looks through sums and products.
+const INTEGRAL_DEPTH: usize = 6;
+
+/// Whether every value of class `c` is an integer, by its constant or by what computes it
+/// (see [`Guard::Integral`]); looks `depth` ops deep.
+fn integral(eg: &CanonGraph, c: Id, depth: usize) -> bool {
+    let c = eg.find(c);
+    if let Some(k) = eg[c].data.konst {
+        if let Some(t) = eg.analysis.interner.consts.get(k as usize) {
+            return t.to_f64_vec().iter().all(|v| v.fract() == 0.0);
+        }
+    }
+    let leaf = |t: &u32| {
+        eg.analysis
+            .leaves
+            .get(t)
+            .is_some_and(|i| i.unit_scale || !i.dtype.is_float())
+    };
+    eg[c].nodes.iter().any(|n| match n {
+        CNode::Leaf(t) => leaf(t),
+        CNode::Op { sym, children, .. } => {
+            let all = |cs: &[Id]| depth > 0 && cs.iter().all(|&x| integral(eg, x, depth - 1));
+            let attr_op = || {
+                let a = eg[*children.first()?].data.attr?;
+                eg.analysis.interner.ops.get(a as usize)
+            };
+            match sym.as_str() {
+                "round" => true,
+                "add" | "sub" | "mul" | "neg" | "matmul" => all(children),
+                "cast" => match attr_op() {
+                    Some(Op::Cast(k)) if !k.to.is_float() => true,
+                    Some(Op::Cast(_)) => all(&children[1..]),
+                    _ => false,
+                },
+                "clip" => {
+                    let bounds = match attr_op() {
+                        Some(Op::Clip(k)) => [k.min, k.max]
+                            .iter()
+                            .all(|b| b.is_none_or(|v| v.fract() == 0.0)),
+                        _ => false,
+                    };
+                    bounds && all(&children[1..])
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    })
 }
 
 /// Where a zero point comes from: a weight of the stored type behind a Cast, or a constant.

@@ -76,6 +76,20 @@ struct Encoded {
     nodes: Vec<CNode>,
 }
 
+/// A quantised weight with an inline scale of ones and an integral zero point or none.
+fn unit_scale(w: &tessera_ir::Weight) -> bool {
+    let Some(q) = &w.quant else {
+        return false;
+    };
+    let inline = |p: &tessera_ir::Weight| match &p.data {
+        tessera_ir::WeightData::Inline { tensor } => Some(tensor.to_f64_vec()),
+        tessera_ir::WeightData::File { .. } => None,
+    };
+    let ones = inline(&q.scale).is_some_and(|v| v.iter().all(|&x| x == 1.0));
+    let zero = q.zero_point.as_deref().is_none_or(|z| !z.dtype.is_float());
+    ones && zero && matches!(w.dtype, tessera_ir::DType::I8 | tessera_ir::DType::U8)
+}
+
 /// Encodes `g` in a fresh e-graph.
 fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
     let mut eg = CanonGraph::new(CanonAnalysis::default());
@@ -106,6 +120,7 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
                 weight: g.weights.contains_key(&t),
                 konst: konst.filter(|_| pinned),
                 readers: readers[t.index()],
+                unit_scale: g.weights.get(&t).is_some_and(unit_scale),
             },
         );
         let id = eg.add(CNode::Leaf(t.0));

@@ -108,6 +108,9 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         "last_axis_vector" => Guard::LastAxisVector(var(0)?),
         "quant_range" => Guard::QuantRange(var(0)?, var(1)?),
         "integral" => Guard::Integral(var(0)?),
+        "one_element" => Guard::OneElement(var(0)?),
+        "wide_int_cast" => Guard::WideIntCast(var(0)?),
+        "unit_qweight" => Guard::UnitQweight(var(0)?),
         "int_activation" => Guard::IntActivation(var(0)?),
         // The arity table above lists exactly the names matched here.
         _ => Guard::ZeroPoint(var(0)?, var(1)?),
@@ -127,6 +130,9 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::StoredWeight(v)
         | Guard::LastAxisVector(v)
         | Guard::Integral(v)
+        | Guard::OneElement(v)
+        | Guard::WideIntCast(v)
+        | Guard::UnitQweight(v)
         | Guard::IntActivation(v) => vec![*v],
         Guard::CastNoop(a, b)
         | Guard::SomeParam(a, b)

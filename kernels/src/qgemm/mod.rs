@@ -336,13 +336,29 @@ struct Epi<'a> {
 /// `dst[rows × n] = epilogue(a_u · w_s)` for quantised rows `a` (stride `groups·4`).
 fn gemm_rows(a: &[u8], rowsum: &[i32], rows: usize, w: &PackedQWeight, e: &Epi, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if int8_gemm_available() {
+    let done = int8_gemm_available() && {
         // SAFETY: the CPU has AVX-512F and VNNI (checked just above); `a` holds `rows` rows
         // of `groups·4` bytes and `dst` `rows·n` floats (sized by the caller).
         unsafe { vnni::gemm_rows(a, rowsum, rows, w, e, dst) };
-        return;
+        true
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        gemm_rows_portable(a, rowsum, rows, w, e, dst);
     }
-    gemm_rows_portable(a, rowsum, rows, w, e, dst);
+    // The Gelu kernel's arithmetic (kernels/src/unary.rs), in one vectorised pass.
+    match e.gelu {
+        Some(true) => vectorized(
+            #[inline(always)]
+            || dst.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
+        ),
+        Some(false) => vectorized(
+            #[inline(always)]
+            || dst.iter_mut().for_each(|x| *x = gelu_erf(*x)),
+        ),
+        None => {}
+    }
 }
 
 /// [`gemm_rows`] without SIMD (the same integer sums, so the same results).
@@ -404,12 +420,7 @@ fn finish(
     if let Some(b) = e.bias {
         v.iter_mut().zip(&b[c0..]).for_each(|(x, &c)| *x += c);
     }
-    let out = &mut dst[r * w.n + c0..][..cols];
-    match e.gelu {
-        Some(true) => out.iter_mut().zip(&v).for_each(|(y, &x)| *y = gelu_tanh(x)),
-        Some(false) => out.iter_mut().zip(&v).for_each(|(y, &x)| *y = gelu_erf(x)),
-        None => out.copy_from_slice(&v[..cols]),
-    }
+    dst[r * w.n + c0..][..cols].copy_from_slice(&v[..cols]);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -44,12 +44,8 @@ pub(super) unsafe fn gemm_rows(
                     (_, _) => tile::<1, 1>(a, r, p, w, &mut sums),
                 }
             }
-            // Whole panels without GELU in registers; the rest column by column.
-            let whole = if e.gelu.is_none() {
-                np.min(w.n / LANES - p.min(w.n / LANES))
-            } else {
-                0
-            };
+            // Whole panels in registers; the rest column by column.
+            let whole = np.min(w.n / LANES - p.min(w.n / LANES));
             // SAFETY: AVX-512F (this function's features); rows r..r+mr and the whole
             // panels p..p+whole are inside dst.
             unsafe { finish_tile(&sums, (r, mr), (p, whole), rowsum, w, e, dst) };
@@ -108,7 +104,7 @@ unsafe fn tile<const MR: usize, const NP: usize>(
 }
 
 /// The epilogue of one tile: rows `r..r+mr`, whole panels `p..p+np` (16 columns each,
-/// all inside N), no GELU: `sd·scale·(sum − β·rowsum − α·colsum + K·α·β) + bias`.
+/// all inside N): `sd·scale·(sum − β·rowsum − α·colsum + K·α·β) + bias`.
 ///
 /// # Safety
 /// AVX-512F; the rows and whole panels are inside `dst` (`rows × n`).
