@@ -107,10 +107,12 @@ fn bits(t: &Tensor) -> Vec<u32> {
     t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
+/// Runs `plan`, checks it equals the reference bit for bit, and returns the fused kernels
+/// rank 0 ran (by kind) and the weight bytes it held.
 fn run_and_compare(
     plan: &tessera_ir::plan::Plan,
     inputs: &BTreeMap<String, Tensor>,
-) -> BTreeMap<&'static str, usize> {
+) -> (BTreeMap<&'static str, usize>, u64) {
     let want = reference(plan, inputs);
     let opts = RunOptions::default();
     let (got, stats) = run_plan(plan, &WeightStore::with_dir("."), inputs, &opts)
@@ -119,7 +121,7 @@ fn run_and_compare(
     for (a, b) in got.iter().zip(&want) {
         assert_eq!(bits(a), bits(b), "the run differs from the reference");
     }
-    stats.ranks[0].fused.clone()
+    (stats.ranks[0].fused.clone(), stats.ranks[0].weight_bytes)
 }
 
 #[test]
@@ -128,8 +130,12 @@ fn a_quantised_linear_with_bias_and_gelu_is_one_integer_gemm() {
         return;
     }
     let (g, inputs, _) = graph(false);
-    let fused = run_and_compare(&single_rank_plan(g), &inputs);
+    let (fused, weight_bytes) = run_and_compare(&single_rank_plan(g), &inputs);
     assert_eq!(fused, BTreeMap::from([("fused QuantMatMul+Bias+Gelu", 1)]));
+    // The weight is held packed: 72 rows (K rounded up to 4) by 48 columns (N rounded up
+    // to 16) of bytes and 3 per-column vectors of 48 (4,032 bytes), not 70·40 floats
+    // (11,200); the scale, zero point and bias add 4 + 4 + 160.
+    assert_eq!(weight_bytes, 4032 + 168);
 }
 
 #[test]
@@ -138,7 +144,7 @@ fn a_shared_quantize_is_read_as_integers() {
         return;
     }
     let (g, inputs, _) = graph(true);
-    let fused = run_and_compare(&single_rank_plan(g), &inputs);
+    let (fused, _) = run_and_compare(&single_rank_plan(g), &inputs);
     assert_eq!(
         fused,
         BTreeMap::from([("fused QuantMatMul+Bias+Gelu", 1), ("fused QuantMatMul", 1)])
@@ -185,6 +191,6 @@ fn a_weight_gathered_as_floats_is_packed_again() {
     let out = b.value(tensors[4], Layout::Replicated);
     b.collective(CollectiveKind::AllGather, Some(0), None, vg, out);
     b.plan.outputs.push(out);
-    let fused = run_and_compare(&b.plan, &inputs);
+    let (fused, _) = run_and_compare(&b.plan, &inputs);
     assert_eq!(fused, BTreeMap::from([("fused QuantMatMul+Bias+Gelu", 1)]));
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
+use tessera_kernels::{FusedOp, QuantWeight};
 
 /// What a rank needs besides its device.
 pub(crate) struct RankJob<'a> {
@@ -190,10 +191,17 @@ pub(crate) fn run_prepared<D: Device>(
                     bufs
                 }
                 (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
-                (None, Item::Fused(f)) => dev
-                    .compute_fused(&f.op, &ins)
-                    .map(|b| vec![b])
-                    .map_err(StepError::Device),
+                (None, Item::Fused(f)) => {
+                    // An integer GEMM holds its weight packed (its load step is gone).
+                    if let FusedOp::QuantMatMul(q) = &f.op {
+                        if let QuantWeight::Packed(w) = &q.weight {
+                            stats.weight_bytes += w.bytes() as u64;
+                        }
+                    }
+                    dev.compute_fused(&f.op, &ins)
+                        .map(|b| vec![b])
+                        .map_err(StepError::Device)
+                }
             }
             .map_err(|e| match e {
                 StepError::Device(d) => dev_fail(d),
