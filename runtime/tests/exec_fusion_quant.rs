@@ -1,6 +1,7 @@
 //! The integer GEMM of quantised products: `MatMul(Dequantize(Quantize(x)), W)` with a
-//! quantised weight `W` runs as one `QuantMatMul` (bias and GELU in its epilogue), a shared
-//! Quantize is read as integers, a weight gathered as floats is packed again, and every run
+//! quantised weight `W` runs as one `QuantMatMul` (bias and GELU in its epilogue), a
+//! Quantize shared by two products goes once both quantise `x` themselves, a weight gathered
+//! as floats is packed again, and every run
 //! equals the reference executor bit for bit (its quantised products are exact integer sums
 //! too). Skipped, with the reason printed, on CPUs without an integer GEMM.
 mod exec_support;
@@ -139,7 +140,7 @@ fn a_quantised_linear_with_bias_and_gelu_is_one_integer_gemm() {
 }
 
 #[test]
-fn a_shared_quantize_is_read_as_integers() {
+fn a_shared_quantize_goes_once_both_products_quantise_x() {
     if !available() {
         return;
     }
@@ -191,6 +192,45 @@ fn a_weight_gathered_as_floats_is_packed_again() {
     let out = b.value(tensors[4], Layout::Replicated);
     b.collective(CollectiveKind::AllGather, Some(0), None, vg, out);
     b.plan.outputs.push(out);
+    let (fused, _) = run_and_compare(&b.plan, &inputs);
+    assert_eq!(fused, BTreeMap::from([("fused QuantMatMul+Bias+Gelu", 1)]));
+}
+
+/// Two ranks quantise their rows of x and all-gather the integers: the product reads the
+/// gathered integer value (no Quantize on the rank that could give it x).
+#[test]
+fn gathered_integers_are_read_as_they_are() {
+    if !available() {
+        return;
+    }
+    let (g, inputs, weights) = graph(false);
+    let nodes: Vec<_> = g.node_ids().collect();
+    let tensors: Vec<_> = nodes.iter().map(|&n| g.node(n).outputs[0]).collect();
+    let ins: Vec<_> = nodes.iter().map(|&n| g.node(n).inputs.clone()).collect();
+    let mut b = PlanBuilder::new(g, 2);
+    let (rows, whole) = (Layout::Split(0), Layout::Replicated);
+    let vx = b.value(ins[0][0], rows);
+    b.input(ins[0][0], Some((0, 6)), vx);
+    let (vs, vz) = (b.value(ins[0][1], whole), b.value(ins[0][2], whole));
+    b.load_weight(ins[0][1], None, vs);
+    b.load_weight(ins[0][2], None, vz);
+    let vq_rows = b.value(tensors[0], rows);
+    b.compute(nodes[0], &[vx, vs, vz], vq_rows);
+    let vq = b.value(tensors[0], whole);
+    b.collective(CollectiveKind::AllGather, Some(0), None, vq_rows, vq);
+    let vd = b.value(tensors[1], whole);
+    b.compute(nodes[1], &[vq, vs, vz], vd);
+    let vw = b.value(weights[0], whole);
+    b.load_weight(weights[0], None, vw);
+    let vy = b.value(tensors[2], whole);
+    b.compute(nodes[2], &[vd, vw], vy);
+    let vbias = b.value(ins[3][1], whole);
+    b.load_weight(ins[3][1], None, vbias);
+    let vyb = b.value(tensors[3], whole);
+    b.compute(nodes[3], &[vy, vbias], vyb);
+    let vg = b.value(tensors[4], whole);
+    b.compute(nodes[4], &[vyb], vg);
+    b.plan.outputs.push(vg);
     let (fused, _) = run_and_compare(&b.plan, &inputs);
     assert_eq!(fused, BTreeMap::from([("fused QuantMatMul+Bias+Gelu", 1)]));
 }

@@ -159,9 +159,10 @@ pub(crate) fn fuse(
     drop_dead(items, steps, keep)
 }
 
-/// Removes compute and weight-load steps whose outputs nothing reads any more (a
-/// Dequantize whose every reader became an integer GEMM that quantises `x` itself), last
-/// first so their own inputs can go too. Collectives always stay: every rank takes part.
+/// Removes compute and weight-load steps and fused chains whose outputs nothing reads any
+/// more (a Quantize and Dequantize whose every reader became an integer GEMM that quantises
+/// `x` itself), last first so their own inputs can go too. Collectives always stay: every
+/// rank takes part.
 fn drop_dead(items: Vec<Item>, steps: &[Step], keep: &[bool]) -> Vec<Item> {
     let io = |item: &Item| -> (Vec<ValueId>, Vec<ValueId>) {
         match item {
@@ -177,11 +178,13 @@ fn drop_dead(items: Vec<Item>, steps: &[Step], keep: &[bool]) -> Vec<Item> {
     }
     let mut alive = vec![true; items.len()];
     for (i, item) in items.iter().enumerate().rev() {
-        let Item::Step(s) = item else { continue };
-        let droppable = matches!(
-            steps[*s].kind,
-            StepKind::Compute { .. } | StepKind::LoadWeight { .. }
-        );
+        let droppable = match item {
+            Item::Step(s) => matches!(
+                steps[*s].kind,
+                StepKind::Compute { .. } | StepKind::LoadWeight { .. }
+            ),
+            Item::Fused(_) => true,
+        };
         let (ins, outs) = io(item);
         if droppable
             && outs

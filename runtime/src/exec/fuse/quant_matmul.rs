@@ -10,9 +10,10 @@
 //! is prepared; its float load step disappears, so the rank never holds the float copy. A
 //! weight the plan all-gathers arrives as dequantised floats: its integers are recovered
 //! and packed on every call ([`QuantWeight::Dequantised`]).
-//! The Quantize and Dequantize steps vanish when the product is their only reader (the
-//! kernel quantises `x` itself); a shared Quantize keeps running and the kernel reads its
-//! integer result.
+//! The kernel quantises `x` itself whenever the Quantize runs on the rank; the Quantize and
+//! Dequantize steps vanish with the product when it is their only reader, or once every
+//! reader has fused (the fusion pass drops steps nothing reads). An integer value that
+//! arrives from another rank is read as it is.
 //! Only where the CPU has an integer GEMM ([`tessera_kernels::int8_gemm_available`]).
 use super::{Fused, Program};
 use std::sync::Arc;
@@ -68,16 +69,16 @@ impl Program<'_> {
         if !int8(q) || ![sd, zd].iter().all(|&v| self.is_scalar(v)) {
             return None;
         }
-        // The kernel quantises x itself when the Quantize and Dequantize are this product's
-        // alone; otherwise it reads the integer value (materialised for its other readers).
+        // The kernel quantises x itself when the Quantize runs on this rank (re-quantising
+        // is cheaper than reading its integers; a Quantize all of whose readers fuse so
+        // becomes dead and is dropped), else it reads the integer value (gathered from the
+        // rank that quantised it).
         let own_d = self.sole_producer(a, mm) == Some(d);
-        let quantize =
-            self.sole_producer(q, d)
-                .filter(|_| own_d)
-                .and_then(|qs| match self.op(qs) {
-                    Some(Op::Quantize(attrs)) => Some((qs, attrs.to)),
-                    _ => None,
-                });
+        let quantize = self.producer[q.index()].and_then(|qs| match self.op(qs) {
+            Some(Op::Quantize(attrs)) => Some((qs, attrs.to)),
+            _ => None,
+        });
+        let own_q = quantize.is_some_and(|(qs, _)| own_d && self.sole_producer(q, d) == Some(qs));
         let mut inputs = vec![q, sd, zd];
         if let Some((qs, _)) = quantize {
             let [x, sq, zq] = self.ins(qs)[..] else {
@@ -118,7 +119,9 @@ impl Program<'_> {
         if own_d {
             steps.push(d);
         }
-        steps.extend(quantize.map(|(qs, _)| qs));
+        if own_q {
+            steps.extend(quantize.map(|(qs, _)| qs));
+        }
         steps.extend(&epi.steps);
         steps.sort_unstable();
         inputs.extend(weight_input);
