@@ -104,8 +104,10 @@ impl PackedQWeight {
 
     /// Packs a dequantised weight `w` (`[k, n]` f32, each element `(q − z) · s` of an
     /// integer `q` of `stored` with the per-column `scale` and `zero`) by recovering `q`:
-    /// `round(w / s) + z` is exact, since `w` is `(q − z) · s` rounded once and
-    /// `|q − z| ≤ 255`. For weights a plan gathers as dequantised floats.
+    /// `round(w · (1/s)) + z` is exact, since `w` is `(q − z) · s` rounded once, the
+    /// reciprocal and the product add two more roundings, and `|q − z| ≤ 255` keeps the
+    /// error far below one half. For weights a plan gathers as dequantised floats, packed
+    /// on every call: straight into the packed layout, four rows of K at a time.
     pub fn from_dequantised(
         k: usize,
         n: usize,
@@ -115,15 +117,85 @@ impl PackedQWeight {
         zero: &[i64],
     ) -> KResult<PackedQWeight> {
         check_sizes(k, n, w.len(), scale.len(), zero.len())?;
-        let values: Vec<i64> = w
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let c = i % n;
-                (v / scale[c]).round_ties_even() as i64 + zero[c]
-            })
-            .collect();
-        PackedQWeight::pack(k, n, &values, stored, scale, zero)
+        let (shift, lo, hi) = match stored {
+            DType::I8 => (0, -128, 127),
+            DType::U8 => (128, 0, 255),
+            d => return Err(format!("integer GEMM weights are int8 or uint8, got {d}")),
+        };
+        let groups = k.div_ceil(4);
+        let panels = n.div_ceil(LANES);
+        let mut inv = vec![0f32; panels * LANES];
+        let mut offset = vec![0f32; panels * LANES];
+        for c in 0..n {
+            inv[c] = 1.0 / scale[c];
+            // The stored value's shift into int8, with the zero point: w_s = q − shift.
+            offset[c] = (zero[c] - shift) as f32;
+        }
+        let mut data = vec![0i8; panels * groups * LANES * 4];
+        let mut colsum = vec![0i32; panels * LANES];
+        let bad = vectorized(
+            #[inline(always)]
+            || {
+                // Locals, not the closure's captures: a flag behind a reference keeps the
+                // loop scalar.
+                let mut bad = false;
+                for g in 0..groups {
+                    for p in 0..panels {
+                        let block = &mut data[(p * groups + g) * LANES * 4..][..LANES * 4];
+                        let cols = LANES.min(n - p * LANES);
+                        let inv: &[f32; LANES] =
+                            (&inv[p * LANES..][..LANES]).try_into().expect("16");
+                        let off: &[f32; LANES] =
+                            (&offset[p * LANES..][..LANES]).try_into().expect("16");
+                        let sums: &mut [i32; LANES] =
+                            (&mut colsum[p * LANES..][..LANES]).try_into().expect("16");
+                        let (vlo, vhi) = ((lo - shift) as f32, (hi - shift) as f32);
+                        // Four rows of 16 columns: row i of column j is byte i of word j.
+                        let mut words = [0u32; LANES];
+                        for i in 0..4.min(k - g * 4) {
+                            let mut row = [0f32; LANES];
+                            row[..cols].copy_from_slice(&w[(g * 4 + i) * n + p * LANES..][..cols]);
+                            for j in 0..LANES {
+                                let v = (row[j] * inv[j]).round_ties_even() + off[j];
+                                bad |= !(v >= vlo && v <= vhi);
+                                // In -128..=127 unless `bad` (checked below); padded
+                                // columns give 0 (their row values are 0).
+                                let c = if v.is_nan() { 0.0 } else { v.max(vlo).min(vhi) };
+                                // SAFETY: c is a whole number in [vlo, vhi] (NaN replaced).
+                                let q = unsafe { c.to_int_unchecked::<i32>() };
+                                sums[j] += q;
+                                words[j] |= ((q as u32) & 0xff) << (8 * i);
+                            }
+                        }
+                        for (d, word) in block.chunks_exact_mut(4).zip(words) {
+                            for (b, byte) in d.iter_mut().zip(word.to_le_bytes()) {
+                                *b = byte as i8;
+                            }
+                        }
+                    }
+                }
+                bad
+            },
+        );
+        if bad {
+            return Err(format!(
+                "the weight is not its {stored} values times the scales given"
+            ));
+        }
+        let mut beta: Vec<f32> = zero.iter().map(|&z| (z - shift) as f32).collect();
+        beta.resize(panels * LANES, 0.0);
+        let mut scale = scale.to_vec();
+        scale.resize(panels * LANES, 0.0);
+        Ok(PackedQWeight {
+            k,
+            n,
+            groups,
+            panels,
+            data,
+            colsum,
+            scale,
+            beta,
+        })
     }
 
     /// `[K, N]`.
