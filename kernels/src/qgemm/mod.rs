@@ -361,12 +361,26 @@ pub fn dequant_matmul_epilogue(
     let stride = w.groups * 4;
     let mut a = vec![0u8; m * stride];
     let mut rowsum = vec![0i32; m];
-    for r in 0..m {
-        for (kk, &v) in qs[r * w.k..(r + 1) * w.k].iter().enumerate() {
-            let u = u8::try_from(v + offset).map_err(|_| format!("{v} is outside {}", q.dtype))?;
-            a[r * stride + kk] = u;
-            rowsum[r] += u as i32;
-        }
+    let k = w.k;
+    let bad = vectorized(
+        #[inline(always)]
+        || {
+            // A local flag (one behind a reference keeps the loop scalar).
+            let mut bad = false;
+            for r in 0..m {
+                let row = &mut a[r * stride..][..k];
+                for (d, &v) in row.iter_mut().zip(&qs[r * k..(r + 1) * k]) {
+                    let u = v + offset;
+                    bad |= !(0..=255).contains(&u);
+                    *d = u.clamp(0, 255) as u8;
+                }
+                rowsum[r] = row.iter().map(|&u| u as i32).sum();
+            }
+            bad
+        },
+    );
+    if bad {
+        return Err(format!("Q holds values outside {}", q.dtype));
     }
     let e = Epi {
         sd,
