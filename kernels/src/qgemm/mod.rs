@@ -58,16 +58,8 @@ impl PackedQWeight {
         scale: &[f32],
         zero: &[i64],
     ) -> KResult<PackedQWeight> {
-        let shift = match stored {
-            DType::I8 => 0,
-            DType::U8 => 128,
-            d => return Err(format!("integer GEMM weights are int8 or uint8, got {d}")),
-        };
+        let (shift, lo, hi) = stored_range(stored)?;
         check_sizes(k, n, values.len(), scale.len(), zero.len())?;
-        let (lo, hi) = match stored {
-            DType::I8 => (-128, 127),
-            _ => (0, 255),
-        };
         if let Some(v) = values.iter().chain(zero).find(|v| !(lo..=hi).contains(*v)) {
             return Err(format!("value {v} is outside {stored}"));
         }
@@ -85,21 +77,9 @@ impl PackedQWeight {
                 colsum[c] += w as i32;
             }
         }
-        // Per-column terms padded to whole panels (zero columns).
-        let mut beta: Vec<f32> = zero.iter().map(|&z| (z - shift) as f32).collect();
-        beta.resize(panels * LANES, 0.0);
-        let mut scale = scale.to_vec();
-        scale.resize(panels * LANES, 0.0);
-        Ok(PackedQWeight {
-            k,
-            n,
-            groups,
-            panels,
-            data,
-            colsum,
-            scale,
-            beta,
-        })
+        Ok(PackedQWeight::assemble(
+            k, n, data, colsum, scale, zero, shift,
+        ))
     }
 
     /// Packs a dequantised weight `w` (`[k, n]` f32, each element `(q − z) · s` of an
@@ -117,11 +97,7 @@ impl PackedQWeight {
         zero: &[i64],
     ) -> KResult<PackedQWeight> {
         check_sizes(k, n, w.len(), scale.len(), zero.len())?;
-        let (shift, lo, hi) = match stored {
-            DType::I8 => (0, -128, 127),
-            DType::U8 => (128, 0, 255),
-            d => return Err(format!("integer GEMM weights are int8 or uint8, got {d}")),
-        };
+        let (shift, lo, hi) = stored_range(stored)?;
         let groups = k.div_ceil(4);
         let panels = n.div_ceil(LANES);
         let mut inv = vec![0f32; panels * LANES];
@@ -182,20 +158,37 @@ impl PackedQWeight {
                 "the weight is not its {stored} values times the scales given"
             ));
         }
+        Ok(PackedQWeight::assemble(
+            k, n, data, colsum, scale, zero, shift,
+        ))
+    }
+
+    /// The packed weight from its packed bytes and column sums, with the per-column terms
+    /// padded to whole panels (zero columns).
+    fn assemble(
+        k: usize,
+        n: usize,
+        data: Vec<i8>,
+        colsum: Vec<i32>,
+        scale: &[f32],
+        zero: &[i64],
+        shift: i64,
+    ) -> PackedQWeight {
+        let panels = n.div_ceil(LANES);
         let mut beta: Vec<f32> = zero.iter().map(|&z| (z - shift) as f32).collect();
         beta.resize(panels * LANES, 0.0);
         let mut scale = scale.to_vec();
         scale.resize(panels * LANES, 0.0);
-        Ok(PackedQWeight {
+        PackedQWeight {
             k,
             n,
-            groups,
+            groups: k.div_ceil(4),
             panels,
             data,
             colsum,
             scale,
             beta,
-        })
+        }
     }
 
     /// `[K, N]`.
@@ -206,6 +199,15 @@ impl PackedQWeight {
     /// Bytes held (the packed weight and its per-column terms).
     pub fn bytes(&self) -> usize {
         self.data.len() + 4 * (self.colsum.len() + self.scale.len() + self.beta.len())
+    }
+}
+
+/// A stored weight type's shift into int8 (`w_s = q − shift`) and its range.
+fn stored_range(stored: DType) -> KResult<(i64, i64, i64)> {
+    match stored {
+        DType::I8 => Ok((0, -128, 127)),
+        DType::U8 => Ok((128, 0, 255)),
+        d => Err(format!("integer GEMM weights are int8 or uint8, got {d}")),
     }
 }
 
