@@ -270,21 +270,11 @@ impl WeightStore {
             let [r, c] = p.shape[..] else {
                 return Ok(None);
             };
-            let t = |v: &[_]| {
-                (0..r * c)
-                    .map(|i| v[(i % r) * c + i / r])
-                    .collect::<Vec<_>>()
-            };
-            let ti = |v: &[i64]| {
-                (0..r * c)
-                    .map(|i| v[(i % r) * c + i / r])
-                    .collect::<Vec<_>>()
-            };
             quant::QuantParts {
                 shape: vec![c, r],
-                values: ti(&p.values),
-                scales: t(&p.scales),
-                zeros: ti(&p.zeros),
+                values: transpose_rows(&p.values, r, c),
+                scales: transpose_rows(&p.scales, r, c),
+                zeros: transpose_rows(&p.zeros, r, c),
             }
         } else {
             quant::load_parts(self, w, q, slice)?
@@ -414,6 +404,11 @@ impl WeightStore {
         shape[s.axis] = s.end - s.start;
         Tensor::new(w.dtype, shape, concat_data(w.dtype, chunks)).map_err(|e| err(e.to_string()))
     }
+}
+
+/// The `[c, r]` transpose of a row-major `[r, c]` matrix.
+fn transpose_rows<T: Copy>(v: &[T], r: usize, c: usize) -> Vec<T> {
+    (0..r * c).map(|i| v[(i % r) * c + i / r]).collect()
 }
 
 /// A quantised `[K, N]` weight with one scale and zero point per column

@@ -273,4 +273,37 @@ mod tests {
         let e = store.load(&w, None).unwrap_err().to_string();
         assert!(e.contains("'u'") && e.contains("'s2'"), "{e}");
     }
+
+    #[test]
+    fn columns_of_a_weight_stored_transposed() {
+        // Stored [3, 2] (rows are the logical columns), read as [2, 3] through perm [1, 0];
+        // the scale and zero point are stored [3, 1]: one per logical column.
+        let perm = Some(vec![1, 0]);
+        let q = Tensor::i64(vec![3, 2], vec![1, 2, 3, 4, 5, 6]);
+        let mut w = inline("w", q, DType::I8);
+        let mut s = inline(
+            "s",
+            Tensor::f32(vec![3, 1], vec![0.5, 0.25, 2.0]),
+            DType::F32,
+        );
+        let mut z = inline("z", Tensor::i64(vec![3, 1], vec![0, 1, -1]), DType::I8);
+        w.shape = vec![2, 3];
+        (w.perm, s.perm, z.perm) = (perm.clone(), perm.clone(), perm);
+        (s.shape, z.shape) = (vec![1, 3], vec![1, 3]);
+        w.quant = Some(Quant {
+            dtype: DType::F32,
+            scale: Box::new(s),
+            zero_point: Some(Box::new(z)),
+        });
+        let store = WeightStore::with_dir(".");
+        let c = store.load_columns(&w, None).unwrap().expect("per-column");
+        assert_eq!((c.k, c.n), (2, 3));
+        assert_eq!(c.values, [1, 3, 5, 2, 4, 6]);
+        assert_eq!(c.scale, [0.5, 0.25, 2.0]);
+        assert_eq!(c.zero, [0, 1, -1]);
+        // The logical column 1 of the dequantised weight: (3 − 1)·0.25, (4 − 1)·0.25.
+        let t = store.load(&w, None).unwrap();
+        assert_eq!(t.as_f32().unwrap()[1], 0.5);
+        assert_eq!(t.as_f32().unwrap()[4], 0.75);
+    }
 }
