@@ -165,3 +165,37 @@ fn alternating_masks_are_layers_in_two_phases() {
         .to_string()
         .contains("1 representative block of 27"));
 }
+
+#[test]
+fn a_search_begun_past_its_deadline_plans_within_a_proven_bound() {
+    // A zero time limit: every piece starts past the deadline and runs the narrowed pass
+    // alone. Its plan still has every collective it needs, its cost is no better than the
+    // exact optimum, and its lower bound is no higher than that optimum.
+    for (layers, n) in [(3, 4), (2, 2)] {
+        let g = gpt(layers, 2, 16, 64, 8);
+        let mut o = PartitionOptions::new(n);
+        o.objective = ObjectiveKind::Memory;
+        o.time_limit = None;
+        let exact = partition(&g, &o).unwrap().plan;
+        o.time_limit = Some(std::time::Duration::ZERO);
+        let late = partition(&g, &o).unwrap().plan;
+        let (opt, cost, lower) = (exact.search.cost, late.search.cost, late.search.lower_bound);
+        assert!(
+            lower <= opt * (1.0 + 1e-9),
+            "{layers}x n={n}: bound {lower} > optimum {opt}"
+        );
+        assert!(
+            cost >= opt * (1.0 - 1e-9),
+            "{layers}x n={n}: {cost} < optimum {opt}"
+        );
+        assert!(lower <= cost, "{layers}x n={n}: {lower} > {cost}");
+        // The bytes bound holds too: no plan moves fewer bytes than the exact one's bound.
+        assert!(late.summary.lower_bound_bytes <= exact.summary.lower_bound_bytes);
+        // Every layer still reduces its two row-parallel outputs (or splits nothing).
+        let moved: u64 = late.collectives.iter().map(|c| c.bytes).sum();
+        assert!(
+            moved >= exact.summary.lower_bound_bytes,
+            "{layers}x n={n}: {moved}"
+        );
+    }
+}
