@@ -1,9 +1,9 @@
 //! Depthwise Conv (one input channel per group, one output channel per input channel) over
 //! small planes, channels innermost: per image, X is transposed to `[position, channel]`;
 //! every output position starts from the biases and adds, tap by tap, `w[:, tap] ×
-//! x[in, :]` over all channels, 64 channels at a time in registers (two loads and one
-//! multiply-add per 16 channels and tap, one store per output); the result is transposed
-//! back. The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
+//! x[in, :]` over all channels, in units of (image, 16 channels) four at a time in registers
+//! (two loads and one multiply-add per unit and tap, one store per output, four independent
+//! chains even when a Conv has 16 channels); the result is transposed back. The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
 //! few runs of one or two elements per tap and plane, or on padding, than on the
 //! arithmetic on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576
 //! planes of 4 outputs, 25 taps).
@@ -41,94 +41,146 @@ pub(crate) fn depthwise_channels_last(
     let mut wt = vec![0f32; kl * c];
     transpose(w, &mut wt, c, kl);
     // Per output position, its (tap, input position) pairs in ascending tap order, as
-    // offsets into the channels-innermost weights and input.
-    let mut per_out: Vec<Vec<(usize, usize)>> = vec![Vec::new(); p_out];
+    // offsets into the channels-innermost weights and input: position o's pairs are
+    // `pairs[starts[o]..starts[o + 1]]` (one flat table, built once per call).
+    let mut count = vec![0usize; p_out + 1];
     for kp in 0..kl {
         for r in taps.runs(kp) {
             for j in 0..r.len {
-                per_out[r.dst + j].push((kp * c, (r.src + j * stride) * c));
+                count[r.dst + j + 1] += 1;
             }
         }
     }
-    let image = |img: usize, dst: &mut [f32]| {
-        let mut xt = vec![0f32; p_in * c];
-        let mut acc = vec![0f32; p_out * c];
-        // `dst` holds each channel's bias (or zero) in every element of its plane.
-        let bias: Vec<f32> = (0..c).map(|ch| dst[ch * p_out]).collect();
+    for o in 0..p_out {
+        count[o + 1] += count[o];
+    }
+    let starts = count;
+    let mut fill = starts.clone();
+    let mut pairs = vec![(0usize, 0usize); starts[p_out]];
+    for kp in 0..kl {
+        for r in taps.runs(kp) {
+            for j in 0..r.len {
+                let o = r.dst + j;
+                pairs[fill[o]] = (kp * c, (r.src + j * stride) * c);
+                fill[o] += 1;
+            }
+        }
+    }
+    // `out` holds each channel's bias (or zero) in every element of its planes.
+    let bias: Vec<f32> = (0..c).map(|ch| out[ch * p_out]).collect();
+    // A run of images with its own scratch (transposed inputs and accumulators, all images
+    // of the run at once).
+    let images = |first: usize, dst: &mut [f32]| {
+        let imgs = dst.len() / (c * p_out);
+        let mut xt = vec![0f32; imgs * p_in * c];
+        let mut acc = vec![0f32; imgs * p_out * c];
         vectorized(
             #[inline(always)]
             || {
-                transpose(&x[img * c * p_in..][..c * p_in], &mut xt, c, p_in);
-                for (o, pairs) in per_out.iter().enumerate() {
-                    position(&mut acc[o * c..][..c], &bias, pairs, &wt, &xt);
+                for (j, xj) in xt.chunks_exact_mut(p_in * c).enumerate() {
+                    transpose(&x[(first + j) * c * p_in..][..c * p_in], xj, c, p_in);
                 }
-                transpose(&acc, dst, p_out, c);
+                let geo = Geometry {
+                    pairs: &pairs,
+                    starts: &starts,
+                    c,
+                    p_in,
+                    p_out,
+                };
+                units(&geo, imgs, &bias, &wt, &xt, &mut acc);
+                for (j, aj) in acc.chunks_exact(p_out * c).enumerate() {
+                    transpose(aj, &mut dst[j * c * p_out..][..c * p_out], p_out, c);
+                }
             },
         );
         if !epi.is_empty() {
-            epi.apply(dst, img * c * p_out);
+            for (j, img_out) in dst.chunks_exact_mut(c * p_out).enumerate() {
+                epi.apply(img_out, (first + j) * c * p_out);
+            }
         }
     };
     let threads = crate::pool_threads();
     if threads > 1 && n > 1 && n * c * p_out * kl >= PARALLEL_MIN_TAPS {
-        out.par_chunks_mut(c * p_out)
+        let per = n.div_ceil(threads);
+        out.par_chunks_mut(per * c * p_out)
             .enumerate()
-            .for_each(|(img, dst)| image(img, dst));
+            .for_each(|(i, dst)| images(i * per, dst));
     } else {
-        for (img, dst) in out.chunks_exact_mut(c * p_out).enumerate() {
-            image(img, dst);
-        }
+        images(0, out);
     }
 }
 
-/// One output position over all channels: `out[ch] = bias[ch]` plus, pair by pair,
-/// `wt[w + ch] · xt[x + ch]` (fused), 64 channels at a time in four vector registers that
-/// stay in place across the taps (then 16 at a time, then one), so each tap costs two
-/// loads and one multiply-add per 16 channels and the output is stored once.
+/// The per-call tables of [`depthwise_channels_last`]: position `o`'s (weight offset,
+/// input offset) pairs are `pairs[starts[o]..starts[o + 1]]`, in ascending tap order.
+struct Geometry<'a> {
+    pairs: &'a [(usize, usize)],
+    starts: &'a [usize],
+    c: usize,
+    p_in: usize,
+    p_out: usize,
+}
+
+/// Lanes per vector block of channels.
+const L: usize = 16;
+
+/// Accumulates every output of `imgs` images (`xt`: `[imgs, p_in, c]`, `acc`:
+/// `[imgs, p_out, c]`): `acc[o, ch] = bias[ch]` plus, pair by pair, `wt[w + ch] · xt[x + ch]`
+/// (fused). The work units are (image, block of 16 channels), taken four at a time so that
+/// four independent multiply-add chains are in flight per tap: with 16 or 32 channels (a
+/// ConvNeXt-style block) one image alone has one or two, and each tap waits for the
+/// previous one's latency. A last group of fewer than four repeats its last unit (the same
+/// values written twice). Channels past the last whole block run one at a time.
 #[inline(always)]
-fn position(out: &mut [f32], bias: &[f32], pairs: &[(usize, usize)], wt: &[f32], xt: &[f32]) {
-    const L: usize = 16;
-    let c = out.len();
+fn units(geo: &Geometry<'_>, imgs: usize, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f32]) {
+    let Geometry {
+        pairs,
+        starts,
+        c,
+        p_in,
+        p_out,
+    } = *geo;
     let lanes =
         |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
-    let mut cb = 0;
-    while cb + 4 * L <= c {
-        let (mut a0, mut a1, mut a2, mut a3) = (
-            lanes(bias, cb),
-            lanes(bias, cb + L),
-            lanes(bias, cb + 2 * L),
-            lanes(bias, cb + 3 * L),
-        );
-        for &(wo, xo) in pairs {
-            for (a, q) in [&mut a0, &mut a1, &mut a2, &mut a3].into_iter().zip(0..4) {
-                let (wv, xv) = (lanes(wt, wo + cb + q * L), lanes(xt, xo + cb + q * L));
-                for l in 0..L {
-                    a[l] = fma(wv[l], xv[l], a[l]);
+    let blocks = c / L;
+    let total = imgs * blocks;
+    for g in (0..total).step_by(4) {
+        // Unit k of the group: (input offset of its image and block, channel offset).
+        let unit = |k: usize| {
+            let v = (g + k).min(total - 1);
+            let (j, b) = (v % imgs, v / imgs);
+            (j * p_in * c + b * L, b * L, j * p_out * c + b * L)
+        };
+        let us = [unit(0), unit(1), unit(2), unit(3)];
+        for o in 0..p_out {
+            let mut a = [
+                lanes(bias, us[0].1),
+                lanes(bias, us[1].1),
+                lanes(bias, us[2].1),
+                lanes(bias, us[3].1),
+            ];
+            for &(wo, xo) in &pairs[starts[o]..starts[o + 1]] {
+                for (ak, u) in a.iter_mut().zip(&us) {
+                    let (wv, xv) = (lanes(wt, wo + u.1), lanes(xt, xo + u.0));
+                    for l in 0..L {
+                        ak[l] = fma(wv[l], xv[l], ak[l]);
+                    }
                 }
             }
-        }
-        for (q, a) in [a0, a1, a2, a3].iter().enumerate() {
-            out[cb + q * L..cb + (q + 1) * L].copy_from_slice(a);
-        }
-        cb += 4 * L;
-    }
-    while cb + L <= c {
-        let mut a = lanes(bias, cb);
-        for &(wo, xo) in pairs {
-            let (wv, xv) = (lanes(wt, wo + cb), lanes(xt, xo + cb));
-            for l in 0..L {
-                a[l] = fma(wv[l], xv[l], a[l]);
+            for (ak, u) in a.iter().zip(&us) {
+                acc[u.2 + o * c..][..L].copy_from_slice(ak);
             }
         }
-        out[cb..cb + L].copy_from_slice(&a);
-        cb += L;
     }
-    for ch in cb..c {
-        let mut a = bias[ch];
-        for &(wo, xo) in pairs {
-            a = fma(wt[wo + ch], xt[xo + ch], a);
+    for j in 0..imgs {
+        for o in 0..p_out {
+            for ch in blocks * L..c {
+                let mut v = bias[ch];
+                for &(wo, xo) in &pairs[starts[o]..starts[o + 1]] {
+                    v = fma(wt[wo + ch], xt[j * p_in * c + xo + ch], v);
+                }
+                acc[(j * p_out + o) * c + ch] = v;
+            }
         }
-        out[ch] = a;
     }
 }
 
@@ -211,6 +263,9 @@ pub(crate) mod tests {
         check(&[2, 9, 7, 6], &[5, 5], &[2, 2], &[1, 1], &[2, 2, 2, 2]);
         check(&[2, 16, 6, 6], &[3, 3], &[1, 1], &[2, 2], &[1, 2, 2, 1]);
         check(&[2, 8, 2, 2], &[5, 5], &[1, 1], &[1, 1], &[2, 2, 2, 2]);
+        // Two whole blocks of 16 and a tail of 8 over 3 images: 6 units, one group of 4
+        // and one of 2 (its last unit repeated).
+        check(&[3, 40, 4, 4], &[3, 3], &[1, 1], &[1, 1], &[1, 1, 1, 1]);
         check(&[2, 10, 9], &[3], &[2], &[1], &[0, 1]);
         check(
             &[1, 8, 3, 4, 4],
