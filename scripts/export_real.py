@@ -5,6 +5,8 @@ Usage: python3 scripts/export_real.py [OUT_DIR [NAME...]]     (default: tests/da
        EXPORT_LAYERS=32 python3 scripts/export_real.py /tmp/real32 llama   (a 32-layer export)
        python3 scripts/export_real.py --extra /tmp/sweep   (also the architectures not committed,
                                                             for scripts/sweep_real.py)
+       python3 scripts/export_real.py --more /tmp/sweep2 mixtral mamba ...   (a second sweep:
+                                                            mixtures of experts, state-space, ...)
 
 For each architecture, a tiny config (hidden 64, 2 layers, 4 attention heads, 2 key-value
 heads where the architecture has grouped-query attention, intermediate 128, vocab 256, max
@@ -137,6 +139,49 @@ def extra_configs():
     ]
 
 
+def more_configs():
+    """A second sweep (`--more`): mixtures of experts, local attention, state-space and other
+    families the first sweep does not cover."""
+    causal = tf.AutoModelForCausalLM
+    c = COMMON
+    g = GQA
+    moe = dict(g, num_local_experts=4, num_experts_per_tok=2)
+    return [
+        ("mixtral", 18, "decoder", tf.MixtralConfig, dict(moe, sliding_window=None), causal),
+        ("qwen2_moe", 18, "decoder", tf.Qwen2MoeConfig,
+         dict(g, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+              shared_expert_intermediate_size=64), causal),
+        ("olmoe", 18, "decoder", tf.OlmoeConfig, dict(g, num_experts=4, num_experts_per_tok=2), causal),
+        ("gpt_neo", 18, "decoder", tf.GPTNeoConfig,
+         dict(vocab_size=VOCAB, hidden_size=H, num_layers=LAYERS, num_heads=HEADS, intermediate_size=FFN,
+              max_position_embeddings=POS, attention_types=[[["global", "local"], LAYERS // 2]],
+              window_size=8), causal),
+        ("biogpt", 18, "decoder", tf.BioGptConfig, c, causal),
+        ("persimmon", 18, "decoder", tf.PersimmonConfig, c, causal),
+        ("glm", 18, "decoder", tf.GlmConfig, dict(g, head_dim=16), causal),
+        ("helium", 18, "decoder", tf.HeliumConfig, dict(g, head_dim=16), causal),
+        ("exaone4", 18, "decoder", tf.Exaone4Config, dict(g, head_dim=16, sliding_window=None), causal),
+        ("mamba", 18, "decoder", tf.MambaConfig,
+         dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, state_size=8, expand=2,
+              use_mambapy=False), causal),
+        ("ctrl", 18, "decoder", tf.CTRLConfig,
+         dict(vocab_size=VOCAB, n_embd=H, n_layer=LAYERS, n_head=HEADS, dff=FFN, n_positions=POS), causal),
+        ("camembert", 18, "encoder", tf.CamembertConfig, dict(c, max_position_embeddings=POS + 2),
+         tf.CamembertModel),
+        ("funnel", 18, "encoder", tf.FunnelConfig,
+         dict(vocab_size=VOCAB, d_model=H, n_head=HEADS, d_head=16, d_inner=FFN, block_sizes=[1, 1],
+              num_decoder_layers=1), tf.FunnelBaseModel),
+        ("layoutlm", 18, "encoder", tf.LayoutLMConfig, c, tf.LayoutLMModel),
+        ("nystromformer", 18, "encoder", tf.NystromformerConfig, dict(c, num_landmarks=4,
+                                                                       segment_means_seq_len=SEQ),
+         tf.NystromformerModel),
+        ("rembert", 18, "encoder", tf.RemBertConfig,
+         dict(c, input_embedding_size=32, output_embedding_size=32), tf.RemBertModel),
+        ("roformer", 18, "encoder", tf.RoFormerConfig, dict(c, embedding_size=H), tf.RoFormerModel),
+        ("convbert", 18, "encoder", tf.ConvBertConfig, dict(c, embedding_size=H), tf.ConvBertModel),
+    ]
+
+
 class Decoder(torch.nn.Module):
     """input_ids -> logits, no cache."""
 
@@ -256,11 +301,12 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
 def main():
     args = sys.argv[1:]
     extra = "--extra" in args
-    args = [a for a in args if a != "--extra"]
+    more = "--more" in args
+    args = [a for a in args if a not in ("--extra", "--more")]
     out_dir = args[0] if args else os.path.join(os.path.dirname(__file__), "..", "tests/data/real")
     only = set(args[1:])
     os.makedirs(out_dir, exist_ok=True)
-    specs = configs() + (extra_configs() if extra else [])
+    specs = configs() + (extra_configs() if extra else []) + (more_configs() if more else [])
     for i, spec in enumerate(specs):
         if only and spec[0] not in only:
             continue

@@ -3,7 +3,7 @@
 //! Cost of an e-node: its own cost (1 per op; composite canonical ops count 1, so they beat
 //! their decompositions; `div` 1.9 and `pow` 1.5, so a division by a constant becomes a
 //! multiplication by its folded reciprocal while other divisions stay; `identity` 50;
-//! leaves 0, folded constants 0.25) plus its children's costs, each divided by the number
+//! leaves 0, folded constants 0.25) plus its distinct children's costs, each divided by the number
 //! of source-graph readers of the child: a shared input's cost is amortised over its
 //! readers, so the sum approximates the DAG cost (tree costs grow exponentially with depth
 //! and would drown local differences) and an input counts the same at any depth. Among
@@ -66,13 +66,17 @@ fn choose(
         if !banned.is_empty() && banned.contains(&canonical(n)) {
             return f64::INFINITY;
         }
+        // Each distinct child once: `x · x` reads x once, as a DAG pays it (counted twice,
+        // a square's choice between `x · x` and `x ^ 2` turned on how deep x is, and the
+        // first layer of a model, reading the embedding, got another spelling than the
+        // next, so the layers no longer repeated).
+        let mut kids: Vec<Id> = n.children().iter().map(|c| eg.find(*c)).collect();
+        kids.sort_unstable();
+        kids.dedup();
         own_cost(n)
-            + n.children()
+            + kids
                 .iter()
-                .map(|c| {
-                    let c = eg.find(*c);
-                    cost.get(&c).copied().unwrap_or(f64::INFINITY) / share(c)
-                })
+                .map(|&c| cost.get(&c).copied().unwrap_or(f64::INFINITY) / share(c))
                 .sum::<f64>()
     };
     // Bellman-Ford style relaxation to the fixpoint (costs only decrease; ids are roughly

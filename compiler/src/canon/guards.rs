@@ -389,10 +389,14 @@ pub fn construct(eg: &mut CanonGraph, name: &str, args: &[Id]) -> Option<CNode> 
         }
         "layer_norm_attr" | "rms_norm_attr" => {
             let a = attr_of(eg, *args.first()?)?;
-            let eps = eg.analysis.interner.consts[eg[*args.get(1)?].data.konst? as usize]
-                .to_f64_vec()
-                .first()
-                .copied()? as f32;
+            // No epsilon argument: epsilon 0 (an export whose tiny epsilon was dropped).
+            let eps = match args.get(1) {
+                Some(e) => eg.analysis.interner.consts[eg[*e].data.konst? as usize]
+                    .to_f64_vec()
+                    .first()
+                    .copied()? as f32,
+                None => 0.0,
+            };
             let Op::Reduce(r) = &a else { return None };
             let axis = *r.axes.first()?;
             let attrs = NormAttrs { axis, epsilon: eps };

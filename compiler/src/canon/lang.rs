@@ -227,7 +227,7 @@ const ATTR_OPS: &[&str] = &[
 /// Names a rule's right-hand side may use to *build* a leaf from matched classes (they never
 /// appear in the e-graph): `gelu_erf`, `gelu_tanh` (GELU attributes), `layer_norm_attr ?axes
 /// ?eps` and `rms_norm_attr ?axes ?eps` (norm attributes from a reduction's axes and an
-/// epsilon constant), `ones ?axes ?x` and `zeros ?axes ?x` (constants of the normalised
+/// epsilon constant; without `?eps`, epsilon 0), `ones ?axes ?x` and `zeros ?axes ?x` (constants of the normalised
 /// shape), `transpose_2d` (the Transpose attribute that swaps the two axes of a matrix),
 /// `softmax_attr ?axes` and `log_softmax_attr ?axes` (the (Log)Softmax attribute over a
 /// one-axis reduction's axis), `quantize_attr ?cast` (the Quantize attribute of a Cast

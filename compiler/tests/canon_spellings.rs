@@ -1,0 +1,88 @@
+//! Spellings that real exports emit: a square is spelled the same in every layer, however
+//! deep its operand (extraction pays a child read twice by one e-node, `x · x`, once, as the
+//! DAG does); an RMSNorm whose epsilon the export dropped is still RMSNorm.
+mod partition_common;
+
+use partition_common::B;
+use std::collections::BTreeMap;
+use tessera_compiler::canon::{builtin, canonicalize, CanonLimits, CanonReport};
+use tessera_ir::op::{BinaryOp, ReduceAttrs, ReduceKind, UnaryOp};
+use tessera_ir::{DType, Graph, Op, WeightData};
+
+/// Canonicalises `b` with the folded constants' values handed to the guards, as the
+/// importer does.
+fn canon(b: &B) -> (Graph, CanonReport) {
+    let consts: BTreeMap<_, _> =
+        b.g.weights
+            .iter()
+            .filter_map(|(t, w)| match &w.data {
+                WeightData::Inline { tensor } => Some((*t, tensor.clone())),
+                _ => None,
+            })
+            .collect();
+    canonicalize(&b.g, &consts, &builtin(), &CanonLimits::default())
+}
+
+#[test]
+fn every_layer_squares_with_the_same_op() {
+    // x_{i+1} = x_i + (x_i ^ 2) · W_i for three layers: the first squares a graph input
+    // (free), the later ones a sum of everything upstream.
+    let mut b = B::new();
+    let mut x = b.input("x", DType::F32, &[2, 8]);
+    for i in 0..3 {
+        let two = b.konst(&format!("two{i}"), 2.0);
+        let sq = b.bin(BinaryOp::Pow, x, two);
+        let w = b.weight(&format!("w{i}"), &[8, 8]);
+        let y = b.matmul(sq, w);
+        x = b.bin(BinaryOp::Add, x, y);
+    }
+    b.output(x);
+    let (g, r) = canon(&b);
+    assert!(r.applied.contains_key("square"), "{r:?}");
+    // Every square is x · x: three Muls reading one tensor twice, no Pow left.
+    assert_eq!(r.ops_after.get("Pow"), None, "{r:?}");
+    let squares = g
+        .nodes
+        .iter()
+        .filter(|n| n.op.name() == "Mul" && n.inputs.len() == 2 && n.inputs[0] == n.inputs[1])
+        .count();
+    assert_eq!(squares, 3, "{r:?}");
+}
+
+#[test]
+fn rms_norm_without_epsilon_is_rms_norm_with_epsilon_zero() {
+    // Helium's export: w · (x · 1/sqrt(mean(x ^ 2))), its 1e-8 epsilon gone.
+    let mut b = B::new();
+    let x = b.input("x", DType::F32, &[2, 3, 8]);
+    let two = b.konst("two", 2.0);
+    let sq = b.bin(BinaryOp::Pow, x, two);
+    let mean = b.op(
+        Op::Reduce(ReduceAttrs {
+            kind: ReduceKind::Mean,
+            axes: vec![2],
+            keepdims: true,
+        }),
+        &[sq],
+    );
+    let root = b.un(UnaryOp::Sqrt, mean);
+    let inv = b.un(UnaryOp::Reciprocal, root);
+    let normed = b.bin(BinaryOp::Mul, x, inv);
+    let w = b.weight("w", &[8]);
+    let y = b.bin(BinaryOp::Mul, w, normed);
+    b.output(y);
+    let (g, r) = canon(&b);
+    assert_eq!(
+        r.ops_after.iter().collect::<Vec<_>>(),
+        vec![(&"RmsNorm".to_string(), &1)],
+        "{r:?}"
+    );
+    let norm = &g.nodes[0];
+    let Op::RmsNorm(a) = &norm.op else {
+        panic!("{:?}", norm.op)
+    };
+    assert_eq!((a.axis, a.epsilon), (2, 0.0));
+    assert_eq!(
+        g.weights[&norm.inputs[1]].name, "w",
+        "the scale is the weight"
+    );
+}
