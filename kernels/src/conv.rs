@@ -223,6 +223,30 @@ fn gemm_conv(
         }
         return Ok(());
     }
+    // Taps that read only padding (a dilated Conv on a plane no larger than its dilation:
+    // DeepLabV3's ASPP, dilation 12–36 on 4×4 maps, where 8 of 9 taps fall outside) add
+    // nothing: the column matrix and the weights keep the live taps only (one live tap: a
+    // strided view of W; several: a compacted copy).
+    let live: Vec<usize> = (0..kl).filter(|&kp| !taps.runs(kp).is_empty()).collect();
+    let kll = live.len();
+    if kll == 0 {
+        // Every output is its bias (already in `out`).
+        if !epi.is_empty() {
+            for (j, image) in out.chunks_exact_mut(m * p_out).enumerate() {
+                epi.apply(image, j * m * p_out);
+            }
+        }
+        return Ok(());
+    }
+    let compact: Option<Vec<f32>> = (kll < kl && kll > 1).then(|| {
+        let mut wc = Vec::with_capacity(m * cg * kll);
+        for row in wv.chunks_exact(cg * kl) {
+            for ci in 0..cg {
+                wc.extend(live.iter().map(|&kp| row[ci * kl + kp]));
+            }
+        }
+        wc
+    });
     let per = (GEMM_COLUMNS / p_out.max(1)).clamp(1, n.max(1));
     // A patch embedding (kernel = stride, no padding or dilation, 2-D): every input element
     // lands in one column entry, copied row by row without the tap table's runs.
@@ -241,7 +265,7 @@ fn gemm_conv(
         let imgs = per.min(n - first);
         let ld = imgs * p_out;
         if !(pointwise && imgs == 1) {
-            col.resize(cg * kl * ld, 0f32);
+            col.resize(cg * kll * ld, 0f32);
         }
         if imgs > 1 {
             tmp.resize(mg * ld, 0f32);
@@ -261,22 +285,27 @@ fn gemm_conv(
                     } else {
                         match &patch {
                             Some(geo) => patch_im2col(geo, plane, &mut col, cg, ld, j * p_out),
-                            None => im2col(taps, plane, &mut col, (cg, p_in), ld, j * p_out),
+                            None => im2col(taps, &live, plane, &mut col, (cg, p_in), ld, j * p_out),
                         }
                     }
                 }
                 MatView::row_major(&col, 0, ld)
             };
-            let amat = MatView::row_major(wv, gi * mg * cg * kl, cg * kl);
+            let amat = match &compact {
+                Some(wc) => MatView::row_major(wc, gi * mg * cg * kll, cg * kll),
+                // One live tap: W_g's column of that tap, kl apart.
+                None if kll < kl => MatView::new(wv, gi * mg * cg * kl + live[0], cg * kl, kl),
+                None => MatView::row_major(wv, gi * mg * cg * kl, cg * kl),
+            };
             if imgs == 1 {
                 let dst = (first * m + gi * mg) * p_out;
-                gemm_into(mg, p_out, cg * kl, out, dst, amat, bmat, 1.0, bias)?;
+                gemm_into(mg, p_out, cg * kll, out, dst, amat, bmat, 1.0, bias)?;
                 if !epi.is_empty() {
                     epi.apply(&mut out[dst..dst + mg * p_out], dst);
                 }
                 continue;
             }
-            gemm_into(mg, ld, cg * kl, &mut tmp, 0, amat, bmat, 1.0, false)?;
+            gemm_into(mg, ld, cg * kll, &mut tmp, 0, amat, bmat, 1.0, false)?;
             for j in 0..imgs {
                 let at = ((first + j) * m + gi * mg) * p_out;
                 for i in 0..mg {
@@ -326,25 +355,26 @@ fn patch_im2col(geo: &PatchGeometry, x: &[f32], col: &mut [f32], cg: usize, ld: 
     }
 }
 
-/// Fills columns `off..off + P_out` of `col` (`[cg·K, ld]`, row-major) from `cg` input
-/// planes of `p_in` elements, walking the tap table's runs (positions no run covers are
-/// zero).
+/// Fills columns `off..off + P_out` of `col` (`[cg·K', ld]`, row-major; K' the taps of
+/// `sel`, in its order) from `cg` input planes of `p_in` elements, walking the tap table's
+/// runs (positions no run covers are zero).
 fn im2col(
     taps: &TapTable,
+    sel: &[usize],
     x: &[f32],
     col: &mut [f32],
     (cg, p_in): (usize, usize),
     ld: usize,
     off: usize,
 ) {
-    let (kl, stride, p_out) = (taps.taps(), taps.stride, taps.plane);
+    let (kl, stride, p_out) = (sel.len(), taps.stride, taps.plane);
     vectorized(
         #[inline(always)]
         || {
             for ci in 0..cg {
                 let plane = &x[ci * p_in..(ci + 1) * p_in];
-                for kp in 0..kl {
-                    let dst = &mut col[(ci * kl + kp) * ld + off..][..p_out];
+                for (j, &kp) in sel.iter().enumerate() {
+                    let dst = &mut col[(ci * kl + j) * ld + off..][..p_out];
                     if !taps.full(kp) {
                         dst.fill(0.0);
                     }

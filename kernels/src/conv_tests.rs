@@ -121,6 +121,30 @@ fn case(
 
 fn cases() -> Vec<Case> {
     vec![
+        // Dilated 3×3 on planes no larger than the dilation (DeepLabV3's ASPP): only the
+        // centre tap is live (a strided view of W), then taps of one row and one column
+        // (a compacted W), and one plane where no tap reads X at all (only the bias).
+        case(
+            [2, 12, 4, 4],
+            10,
+            [3, 3],
+            [1, 1],
+            [12, 12],
+            [12; 4],
+            1,
+            true,
+        ),
+        case([2, 6, 4, 5], 8, [3, 3], [1, 1], [4, 4], [4; 4], 2, true),
+        case(
+            [1, 4, 1, 1],
+            6,
+            [1, 1],
+            [4, 4],
+            [1, 1],
+            [2, 2, 2, 2],
+            1,
+            true,
+        ),
         // 1×1 Convs on 1×1 planes (squeeze-excitation): one strided GEMM per group.
         case([5, 12, 1, 1], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
         case([3, 12, 1, 1], 8, [1, 1], [1, 1], [1, 1], [0; 4], 4, false),
