@@ -230,3 +230,39 @@ fn bad_programs_and_inputs_are_errors() {
     assert!(e.to_string().contains("Not"), "{e}");
     assert!(eval(&Op::Where, &[&x, &x, &x]).is_err());
 }
+
+/// A pre-activation BatchNorm (`relu(x·s + t)`, per-channel s and t), Sign, Max and Min,
+/// over values with NaNs and zeros of both signs, equal the unfused ops bit for bit.
+#[test]
+fn relu_sign_max_min_equal_the_unfused_ops_bitwise() {
+    use EwInstr::*;
+    let mut x = rand(vec![2, 3, 5, 7], 21);
+    if let TensorData::F32(v) = &mut x.data {
+        v[0] = f32::NAN;
+        v[1] = -0.0;
+        v[2] = 0.0;
+        v[40] = f32::NAN;
+    }
+    let s = rand(vec![3, 1, 1], 22);
+    let t = rand(vec![3, 1, 1], 23);
+    let y = rand(vec![5, 7], 24);
+    let bn = bin(BinaryOp::Add, &bin(BinaryOp::Mul, &x, &s), &t);
+    let relu = unary(UnaryOp::Relu, &bn);
+    let sign = unary(UnaryOp::Sign, &x);
+    let hi = bin(BinaryOp::Max, &relu, &y);
+    let want = bin(BinaryOp::Min, &hi, &sign);
+    let prog = vec![
+        Load(0),
+        Load(1),
+        Binary(BinaryOp::Mul, 0, 1),
+        Load(2),
+        Binary(BinaryOp::Add, 2, 3),
+        Unary(UnaryOp::Relu, 4),
+        Load(3),
+        Binary(BinaryOp::Max, 5, 6),
+        Unary(UnaryOp::Sign, 0),
+        Binary(BinaryOp::Min, 7, 8),
+    ];
+    let got = fused(&want.shape, prog, &[&x, &s, &t, &y]);
+    assert_eq!(bits(&got), bits(&want));
+}
