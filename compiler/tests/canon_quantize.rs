@@ -193,3 +193,52 @@ fn dynamic_quantisation_becomes_a_quantised_product() {
         );
     }
 }
+
+/// QDQ models quantise again after a data movement with the scale and zero point the value
+/// came with: phase 2's `requantize-*` rules move the Reshape or Transpose onto the integers
+/// and drop the second pair, so one Quantize and one Dequantize are left. With another
+/// scale the second pair stays.
+#[test]
+fn a_pair_repeated_after_a_data_movement_is_dropped() {
+    for movement in ["reshape", "transpose"] {
+        for (scale, pairs) in [(0.05, 1), (0.07, 2)] {
+            let mut b = B::new();
+            let x = b.input("x", DType::F32, &[2, 8, 16]);
+            let y = qdq(&mut b, x, DType::I8, -128.0, 127.0, Some(-3.0));
+            let moved = match movement {
+                "reshape" => b.reshape(y, &[2, 128]),
+                _ => b.transpose(y, &[0, 2, 1]),
+            };
+            // The second pair: scale 0.05 (the first pair's) or another one.
+            let s1 = b.konst("s3", scale);
+            let q = b.bin(BinaryOp::Div, moved, s1);
+            let r = b.un(UnaryOp::Round, q);
+            let z1 = b.konst("z3", -3.0);
+            let r = b.bin(BinaryOp::Add, r, z1);
+            let c = b.op(
+                Op::Clip(ClipAttrs {
+                    min: Some(-128.0),
+                    max: Some(127.0),
+                }),
+                &[r],
+            );
+            let i = b.op(Op::Cast(CastAttrs { to: DType::I8 }), &[c]);
+            let f = b.op(Op::Cast(CastAttrs { to: DType::F32 }), &[i]);
+            let z2 = b.konst("z4", -3.0);
+            let f = b.bin(BinaryOp::Sub, f, z2);
+            let s2 = b.konst("s4", scale);
+            let out = b.bin(BinaryOp::Mul, f, s2);
+            b.g.outputs.push(out);
+            let ops = canon_ops(&b);
+            let label = format!("{movement}, scale {scale}: {ops:?}");
+            assert_eq!(ops.get("Quantize"), Some(&pairs), "{label}");
+            assert_eq!(ops.get("Dequantize"), Some(&pairs), "{label}");
+            let moves = if movement == "reshape" {
+                "Reshape"
+            } else {
+                "Transpose"
+            };
+            assert_eq!(ops.get(moves), Some(&1), "{label}");
+        }
+    }
+}

@@ -83,6 +83,9 @@ pub enum Guard {
     /// `int_activation(?q)`: ?q is a uint8, int8 or int16 value computed from the graph's
     /// inputs (a quantised weight is a `qweight` leaf instead).
     IntActivation(Var),
+    /// `requantizes(?u, ?q)`: the Quantize attribute ?u converts to ?q's integer type, so
+    /// that quantising ?q's dequantised values with the same scale and zero point gives ?q.
+    Requantizes(Var, Var),
 }
 
 /// Names and arities of the guards, for the parser and `tessera rules`.
@@ -110,6 +113,7 @@ pub const GUARD_NAMES: &[(&str, usize)] = &[
     ("quant_range", 2),
     ("integral", 1),
     ("one_element", 1),
+    ("requantizes", 2),
     ("wide_int_cast", 1),
     ("unit_qweight", 1),
     ("int_activation", 1),
@@ -258,6 +262,9 @@ impl Guard {
             }
             Guard::Integral(z) => integral(eg, class(s, z)?, INTEGRAL_DEPTH),
             Guard::OneElement(v) => tessera_ir::numel(&ty(eg, s, v)?.1) == 1,
+            Guard::Requantizes(u, q) => {
+                matches!(attr(eg, s, u)?, Op::Quantize(a) if a.to == ty(eg, s, q)?.0)
+            }
             Guard::WideIntCast(i) => {
                 matches!(attr(eg, s, i)?, Op::Cast(c) if matches!(c.to, DType::I32 | DType::I64))
             }

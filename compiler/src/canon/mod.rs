@@ -153,7 +153,55 @@ fn encode(g: &Graph, consts: &BTreeMap<TensorId, Tensor>) -> Encoded {
 /// importer's folded constants) so guards can read them. Never fails: when the canonical
 /// graph cannot be built or validated, the source graph is returned with the reason in
 /// [`CanonReport::kept_source`].
+///
+/// Rules run in two phases: the phase-1 rules saturate and the canonical graph is built;
+/// then the phase-2 rules ([`CanonRule::phase`]) saturate alone on that graph. The report
+/// sums both phases (rules, iterations and applications; the e-graph size is the larger).
 pub fn canonicalize(
+    g: &Graph,
+    consts: &BTreeMap<TensorId, Tensor>,
+    rules: &[CanonRule],
+    limits: &CanonLimits,
+) -> (Graph, CanonReport) {
+    let (first, second): (Vec<CanonRule>, Vec<CanonRule>) =
+        rules.iter().cloned().partition(|r| r.phase <= 1);
+    let (out, mut report) = saturate(g, consts, &first, limits);
+    if second.is_empty() || report.kept_source.is_some() {
+        return (out, report);
+    }
+    // The canonical graph's own inline constants: its tensor ids are not the source's.
+    let consts2: BTreeMap<TensorId, Tensor> = out
+        .weights
+        .iter()
+        .filter_map(|(t, w)| match &w.data {
+            tessera_ir::WeightData::Inline { tensor } => Some((*t, tensor.clone())),
+            _ => None,
+        })
+        .collect();
+    let (out2, r2) = saturate(&out, &consts2, &second, limits);
+    report.rules += r2.rules;
+    report.iterations += r2.iterations;
+    if report.stop_reason == "saturated" {
+        report.stop_reason = r2.stop_reason;
+    }
+    report.egraph_nodes = report.egraph_nodes.max(r2.egraph_nodes);
+    report.egraph_classes = report.egraph_classes.max(r2.egraph_classes);
+    for (name, n) in r2.applied {
+        *report.applied.entry(name).or_insert(0) += n;
+    }
+    match r2.kept_source {
+        // Phase 2's graph failed: phase 1's stands, with its counts.
+        Some(r) => report.kept_source = Some(format!("phase 2 kept phase 1's graph: {r}")),
+        None => {
+            report.nodes_after = r2.nodes_after;
+            report.ops_after = r2.ops_after;
+        }
+    }
+    (out2, report)
+}
+
+/// One phase of [`canonicalize`]: saturation with `rules`, then the rebuilt graph.
+fn saturate(
     g: &Graph,
     consts: &BTreeMap<TensorId, Tensor>,
     rules: &[CanonRule],

@@ -33,6 +33,10 @@ pub struct CanonRule {
     pub rhs: String,
     /// Guards, as written.
     pub guard_text: String,
+    /// Canonicalisation phase (1 or 2): phase 2 runs alone on phase 1's canonical graph,
+    /// for rules whose matches the first phase's reassociation would multiply (the
+    /// Quantize/Dequantize pairs QDQ models put after every data movement).
+    pub phase: u8,
     lhs_pat: Pattern<CNode>,
     rhs_pat: Pattern<CNode>,
     guards: Vec<Guard>,
@@ -112,6 +116,7 @@ fn parse_guard(text: &str) -> Result<Guard, String> {
         "wide_int_cast" => Guard::WideIntCast(var(0)?),
         "unit_qweight" => Guard::UnitQweight(var(0)?),
         "int_activation" => Guard::IntActivation(var(0)?),
+        "requantizes" => Guard::Requantizes(var(0)?, var(1)?),
         // The arity table above lists exactly the names matched here.
         _ => Guard::ZeroPoint(var(0)?, var(1)?),
     })
@@ -143,7 +148,8 @@ fn guard_vars(g: &Guard) -> Vec<Var> {
         | Guard::BroadcastsTo(a, b)
         | Guard::InversePerms(a, b)
         | Guard::ZeroPoint(a, b)
-        | Guard::QuantRange(a, b) => vec![*a, *b],
+        | Guard::QuantRange(a, b)
+        | Guard::Requantizes(a, b) => vec![*a, *b],
         Guard::NormShape(a, b, c) => vec![*a, *b, *c],
     }
 }
@@ -190,10 +196,10 @@ fn build_rule(block: &[(usize, &str, &str)], file: &str) -> Result<CanonRule, Ru
     };
     let get = |key: &str| block.iter().find(|(_, k, _)| *k == key);
     for (line, key, _) in block {
-        if !["rule", "doc", "lhs", "rhs", "if"].contains(key) {
+        if !["rule", "doc", "lhs", "rhs", "if", "phase"].contains(key) {
             return Err(err(
                 *line,
-                format!("unknown key '{key}' (rule, doc, lhs, rhs, if)"),
+                format!("unknown key '{key}' (rule, doc, lhs, rhs, if, phase)"),
             ));
         }
     }
@@ -212,6 +218,19 @@ fn build_rule(block: &[(usize, &str, &str)], file: &str) -> Result<CanonRule, Ru
     let rhs_pat: Pattern<CNode> = rhs
         .parse()
         .map_err(|e| err(rl, format!("rule '{name}': rhs: {e}")))?;
+    let phase = match get("phase") {
+        None => 1,
+        Some((l, _, v)) => match *v {
+            "1" => 1,
+            "2" => 2,
+            _ => {
+                return Err(err(
+                    *l,
+                    format!("rule '{name}': phase must be 1 or 2, got '{v}'"),
+                ))
+            }
+        },
+    };
     let (gl, guard_text) =
         get("if").map_or((first, String::new()), |(l, _, v)| (*l, v.to_string()));
     let guards = guard_text
@@ -245,6 +264,7 @@ fn build_rule(block: &[(usize, &str, &str)], file: &str) -> Result<CanonRule, Ru
         lhs,
         rhs,
         guard_text,
+        phase,
         lhs_pat,
         rhs_pat,
         guards,
@@ -341,8 +361,9 @@ pub fn rules_markdown(rules: &[CanonRule]) -> String {
         String::from("| rule | what | pattern | becomes | guards |\n|---|---|---|---|---|\n");
     for r in rules {
         out.push_str(&format!(
-            "| {} | {} | `{}` | `{}` | {} |\n",
+            "| {}{} | {} | `{}` | `{}` | {} |\n",
             r.name,
+            if r.phase == 1 { "" } else { " (phase 2)" },
             cell(&r.doc),
             r.lhs,
             r.rhs,
@@ -362,6 +383,9 @@ pub fn rules_text(rules: &[CanonRule]) -> String {
         ));
         if !r.guard_text.is_empty() {
             out.push_str(&format!("if   {}\n", r.guard_text));
+        }
+        if r.phase != 1 {
+            out.push_str(&format!("phase {}\n", r.phase));
         }
         out.push('\n');
     }
@@ -391,7 +415,16 @@ mod tests {
     fn printed_rules_parse_back_to_the_same_table() {
         let rules = builtin();
         let again = parse_rules(&rules_text(&rules), "printed").unwrap();
-        let key = |r: &CanonRule| (r.name.clone(), r.doc.clone(), r.lhs.clone(), r.rhs.clone());
+        let key = |r: &CanonRule| {
+            (
+                r.name.clone(),
+                r.doc.clone(),
+                r.lhs.clone(),
+                r.rhs.clone(),
+                r.phase,
+            )
+        };
+        assert!(rules.iter().any(|r| r.phase == 2), "phase-2 rules print");
         assert_eq!(
             rules.iter().map(key).collect::<Vec<_>>(),
             again.iter().map(key).collect::<Vec<_>>()
@@ -422,5 +455,10 @@ mod tests {
         assert!(e.to_string().contains("unknown guard 'positive'"), "{e}");
         let e = parse_rules("rule a\ndoc d\nlhs ?x\nrhs (neg ?x)\n", "f").unwrap_err();
         assert!(e.to_string().contains("must be an op"), "{e}");
+        let e = parse_rules("rule a\ndoc d\nlhs (neg ?x)\nrhs ?x\nphase 3\n", "f").unwrap_err();
+        assert!(
+            e.to_string().contains("f:5") && e.to_string().contains("phase"),
+            "{e}"
+        );
     }
 }
