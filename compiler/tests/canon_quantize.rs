@@ -4,7 +4,7 @@
 //! may move it at one byte per element).
 mod partition_common;
 
-use partition_common::{canon_ops, B};
+use partition_common::{canon_ops, canon_ops_with, B};
 use std::collections::BTreeMap;
 use tessera_ir::op::*;
 use tessera_ir::{DType, Op, TensorId};
@@ -195,9 +195,10 @@ fn dynamic_quantisation_becomes_a_quantised_product() {
 }
 
 /// QDQ models quantise again after a data movement with the scale and zero point the value
-/// came with: phase 2's `requantize-*` rules move the Reshape or Transpose onto the integers
-/// and drop the second pair, so one Quantize and one Dequantize are left. With another
-/// scale the second pair stays.
+/// came with: the phase-2 rules of examples/rules/requantize.canon (a user's `--rules` file)
+/// move the Reshape or Transpose onto the integers and drop the second pair, so one Quantize
+/// and one Dequantize are left. With another scale, or without the file, the second pair
+/// stays.
 #[test]
 fn a_pair_repeated_after_a_data_movement_is_dropped() {
     for movement in ["reshape", "transpose"] {
@@ -229,7 +230,12 @@ fn a_pair_repeated_after_a_data_movement_is_dropped() {
             let s2 = b.konst("s4", scale);
             let out = b.bin(BinaryOp::Mul, f, s2);
             b.g.outputs.push(out);
-            let ops = canon_ops(&b);
+            assert_eq!(
+                canon_ops(&b).get("Quantize"),
+                Some(&2),
+                "built-in rules alone"
+            );
+            let ops = canon_ops_with(&b, &requantize_rules());
             let label = format!("{movement}, scale {scale}: {ops:?}");
             assert_eq!(ops.get("Quantize"), Some(&pairs), "{label}");
             assert_eq!(ops.get("Dequantize"), Some(&pairs), "{label}");
@@ -241,4 +247,14 @@ fn a_pair_repeated_after_a_data_movement_is_dropped() {
             assert_eq!(ops.get(moves), Some(&1), "{label}");
         }
     }
+}
+
+/// The built-in rules plus the phase-2 example file.
+fn requantize_rules() -> Vec<tessera_compiler::canon::CanonRule> {
+    let text = include_str!("../../examples/rules/requantize.canon");
+    let extra = tessera_compiler::canon::parse_rules(text, "requantize.canon").unwrap();
+    assert!(extra.iter().all(|r| r.phase == 2));
+    let mut rules = tessera_compiler::canon::builtin();
+    rules.extend(extra);
+    rules
 }

@@ -382,6 +382,7 @@ pub(crate) fn where_select(cond: &Tensor, x: &Tensor, y: &Tensor) -> KResult<Ten
                         b: 1,
                     },
                 ],
+                out_dtype: DType::F32,
             };
             return crate::fused::elementwise(&p, &[cond, x, y]);
         }

@@ -259,3 +259,58 @@ fn a_quantize_dequantize_pair_joins_the_tree() {
     assert_eq!(fused, BTreeMap::from([("fused Elementwise", 1)]));
     assert_eq!(steps, 6);
 }
+
+/// A Quantize of an elementwise tree ends the fused program (a QDQ model's activation
+/// quantised before a data movement): `Quantize(x·w + b)` to int8 and uint8 runs as one
+/// program whose result is the integer tensor, equal to the reference executor's op-by-op
+/// integers, with values pushed past both ends of the range and a NaN.
+#[test]
+fn a_quantize_ends_an_elementwise_program_with_its_integers() {
+    for to in [DType::I8, DType::U8] {
+        let s = [3usize, 1031];
+        let mut g = Graph::new();
+        let x = g.add_input("x", DType::F32, s.to_vec());
+        let w = inline_weight(&mut g, "w", rand_f32(&[1031], 2));
+        let b = inline_weight(&mut g, "b", rand_f32(&[1031], 3));
+        let scale = inline_weight(&mut g, "scale", Tensor::f32(vec![], vec![0.004]));
+        // The canonical Quantize reads its zero point as f32 (an integral value).
+        let z = if to == DType::U8 { 128.0 } else { -3.0 };
+        let zp = inline_weight(&mut g, "zp", Tensor::f32(vec![], vec![z]));
+        let xw = binary_node(&mut g, "xw", BinaryOp::Mul, [x, w], s.to_vec());
+        let y = binary_node(&mut g, "y", BinaryOp::Add, [xw, b], s.to_vec());
+        let (_, q) = node(
+            &mut g,
+            "q",
+            Op::Quantize(QuantizeAttrs { to }),
+            vec![y, scale, zp],
+            s.to_vec(),
+            to,
+        );
+        g.outputs.push(q);
+        let mut xv = rand_f32(&s, 4);
+        if let tessera_ir::TensorData::F32(v) = &mut xv.data {
+            v[0] = 50.0;
+            v[1] = -50.0;
+            v[2] = f32::NAN;
+        }
+        let inputs = BTreeMap::from([("x".to_string(), xv)]);
+        let plan = single_rank_plan(g);
+        let want = reference(&plan, &inputs);
+        let (got, stats) = run_plan(
+            &plan,
+            &WeightStore::with_dir("."),
+            &inputs,
+            &RunOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("run_plan: {e}"));
+        assert_eq!(got[0].dtype, to);
+        assert_eq!(got[0].data, want[0].data, "{to}: fused integers differ");
+        assert_eq!(
+            stats.ranks[0].fused.get("fused Elementwise"),
+            Some(&1),
+            "{to}: {:?}",
+            stats.ranks[0].fused
+        );
+        assert_eq!(stats.ranks[0].fused_steps, 3, "{to}");
+    }
+}

@@ -424,7 +424,14 @@ mod tests {
                 r.phase,
             )
         };
-        assert!(rules.iter().any(|r| r.phase == 2), "phase-2 rules print");
+        let user = parse_rules(
+            "rule a\ndoc d\nlhs (neg (neg ?x))\nrhs ?x\nphase 2\n",
+            "user",
+        )
+        .unwrap();
+        let printed = rules_text(&user);
+        assert!(printed.contains("phase 2"), "{printed}");
+        assert_eq!(parse_rules(&printed, "printed").unwrap()[0].phase, 2);
         assert_eq!(
             rules.iter().map(key).collect::<Vec<_>>(),
             again.iter().map(key).collect::<Vec<_>>()

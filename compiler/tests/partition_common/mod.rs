@@ -265,6 +265,14 @@ pub fn gpt_masks(
 /// Ops of `b`'s graph after canonicalisation with the built-in rules (inline weights given
 /// as the constants they are), by name.
 pub fn canon_ops(b: &B) -> std::collections::BTreeMap<String, usize> {
+    canon_ops_with(b, &tessera_compiler::canon::builtin())
+}
+
+/// [`canon_ops`] with `rules` instead of the built-in ones.
+pub fn canon_ops_with(
+    b: &B,
+    rules: &[tessera_compiler::canon::CanonRule],
+) -> std::collections::BTreeMap<String, usize> {
     let consts: std::collections::BTreeMap<_, _> =
         b.g.weights
             .iter()
@@ -276,7 +284,7 @@ pub fn canon_ops(b: &B) -> std::collections::BTreeMap<String, usize> {
     let (_, r) = tessera_compiler::canon::canonicalize(
         &b.g,
         &consts,
-        &tessera_compiler::canon::builtin(),
+        rules,
         &tessera_compiler::canon::CanonLimits::default(),
     );
     r.ops_after

@@ -115,6 +115,9 @@ pub struct ElementwiseProgram {
     pub out_shape: Vec<usize>,
     /// The instructions; register `i` holds instruction `i`'s value.
     pub instrs: Vec<EwInstr>,
+    /// Type of the result: f32, or the integer type (uint8, int8, int16) of a program whose
+    /// last instruction is a [`EwInstr::Quantize`] (its integers are stored as such).
+    pub out_dtype: DType,
 }
 
 /// How an input is read along the trailing block of the output.
@@ -208,6 +211,22 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
     if p.instrs.is_empty() {
         return Err("empty program".into());
     }
+    // An integer result: the last instruction quantises to exactly that type's range.
+    if p.out_dtype != DType::F32 {
+        let range = tessera_ir::spec::quant_range(p.out_dtype);
+        let ok = match (p.instrs.last(), range) {
+            (Some(EwInstr::Quantize { lo, hi, .. }), Some((a, b))) => {
+                *lo == a as f32 && *hi == b as f32
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "a program of {} results must end in a Quantize to its range",
+                p.out_dtype
+            ));
+        }
+    }
     let mut srcs = Vec::with_capacity(inputs.len());
     for (t, want) in inputs.iter().zip(&need) {
         let fits = t.shape.len() <= out_shape.len()
@@ -234,7 +253,11 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
     let (k, len, modes) = trailing_block(&shapes, out_shape);
     let mut out = vec![0f32; n];
     if n == 0 {
-        return make(DType::F32, out_shape.clone(), TensorData::F32(out));
+        let data = match p.out_dtype {
+            DType::F32 => TensorData::F32(out),
+            _ => TensorData::I64(vec![]),
+        };
+        return make(p.out_dtype, out_shape.clone(), data);
     }
     let outer = &out_shape[..k];
     let offsets: Vec<Vec<usize>> = shapes
@@ -278,6 +301,11 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             .for_each(|(t, dst)| run.blocks(t * per, dst));
     } else {
         run.blocks(0, &mut out);
+    }
+    if p.out_dtype != DType::F32 {
+        // Integral values inside the type's range (clamped, NaN made 0): exact as i64.
+        let v = out.into_iter().map(|q| q as i64).collect();
+        return make(p.out_dtype, out_shape.clone(), TensorData::I64(v));
     }
     make(DType::F32, out_shape.clone(), TensorData::F32(out))
 }

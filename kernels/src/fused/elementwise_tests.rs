@@ -14,6 +14,7 @@ fn fused(out_shape: &[usize], instrs: Vec<EwInstr>, ins: &[&Tensor]) -> Tensor {
     let op = FusedOp::Elementwise(ElementwiseProgram {
         out_shape: out_shape.to_vec(),
         instrs,
+        out_dtype: DType::F32,
     });
     eval_fused(&op, ins).unwrap()
 }
@@ -217,8 +218,44 @@ fn bad_programs_and_inputs_are_errors() {
         FusedOp::Elementwise(ElementwiseProgram {
             out_shape: vec![2, 3],
             instrs,
+            out_dtype: DType::F32,
         })
     };
+    // An integer result needs a last Quantize to exactly that type's range.
+    for (last, ok) in [
+        (Unary(UnaryOp::Neg, 0), false),
+        (
+            Quantize {
+                lo: 0.0,
+                hi: 255.0,
+                x: 0,
+                s: 0,
+                z: 0,
+            },
+            false,
+        ),
+        (
+            Quantize {
+                lo: -128.0,
+                hi: 127.0,
+                x: 0,
+                s: 0,
+                z: 0,
+            },
+            true,
+        ),
+    ] {
+        let p = FusedOp::Elementwise(ElementwiseProgram {
+            out_shape: vec![2, 3],
+            instrs: vec![Load(0), last],
+            out_dtype: DType::I8,
+        });
+        let r = eval_fused(&p, &[&x]);
+        assert_eq!(r.is_ok(), ok, "{r:?}");
+        if let Ok(t) = r {
+            assert_eq!(t.dtype, DType::I8);
+        }
+    }
     let later = eval_fused(&op(vec![Unary(UnaryOp::Neg, 1), Load(0)]), &[&x]);
     assert!(later.unwrap_err().to_string().contains("later register"));
     let wide = rand(vec![4, 3], 10);

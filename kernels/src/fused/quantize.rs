@@ -59,6 +59,7 @@ fn quant_program(shape: &[usize], lo: i32, hi: i32, dequantize: bool) -> Element
     ElementwiseProgram {
         out_shape: shape.to_vec(),
         instrs: vec![EwInstr::Load(0), EwInstr::Load(1), EwInstr::Load(2), last],
+        out_dtype: DType::F32,
     }
 }
 
@@ -76,6 +77,7 @@ pub(crate) fn dequantize_op(inputs: &[&Tensor]) -> KResult<Tensor> {
             EwInstr::Binary(BinaryOp::Sub, 0, 2),
             EwInstr::Binary(BinaryOp::Mul, 3, 1),
         ],
+        out_dtype: DType::F32,
     };
     elementwise(&p, inputs)
 }

@@ -10,7 +10,8 @@
 //! integer value: the value is read as an input and converted as Cast converts it; of a Cast of
 //! an f32 value to int8/uint8/int16/int32 read by nothing else: both in one instruction, the
 //! integer never stored; likewise a Dequantize of a Quantize with the same scale and zero
-//! point, as one instruction).
+//! point, as one instruction). A tree may end in a Quantize of an f32 value: the program's
+//! result is then the integer tensor.
 use super::{Fused, Program};
 use std::collections::HashMap;
 use tessera_ir::op::{BinaryOp, UnaryOp};
@@ -300,14 +301,39 @@ impl Program<'_> {
 
     /// The elementwise tree rooted at step `root`, when it has at least two steps.
     pub(super) fn elementwise(&self, root: usize) -> Option<Fused> {
-        let node = self.ew_node(root)?;
         let mut t = Tree {
             instrs: Vec::new(),
             inputs: Vec::new(),
             leaf: HashMap::new(),
             steps: Vec::new(),
         };
-        let reg = self.ew_step(&mut t, root, node)?;
+        // A Quantize of an f32 tree ends the program with the integer result (a QDQ model's
+        // activation quantised before a data movement).
+        let quantize_root = match self.op(root)? {
+            Op::Quantize(q) if self.ins(root).len() == 3 => {
+                let ins = self.ins(root);
+                let exact = (0..3).all(|i| self.is_exact_f32(ins[i]));
+                tessera_ir::spec::quant_range(q.to)
+                    .filter(|_| exact)
+                    .map(|r| (q.to, r))
+            }
+            _ => None,
+        };
+        let (reg, out_dtype) = match quantize_root {
+            Some((to, (lo, hi))) => {
+                t.steps.push(root);
+                let ins = self.ins(root);
+                let x = self.ew_value(&mut t, ins[0], root)?;
+                let s = self.ew_value(&mut t, ins[1], root)?;
+                let z = self.ew_value(&mut t, ins[2], root)?;
+                let (lo, hi) = (lo as f32, hi as f32);
+                (t.push(EwInstr::Quantize { lo, hi, x, s, z }), to)
+            }
+            None => {
+                let node = self.ew_node(root)?;
+                (self.ew_step(&mut t, root, node)?, DType::F32)
+            }
+        };
         if t.steps.len() < 2 {
             return None;
         }
@@ -321,6 +347,7 @@ impl Program<'_> {
             op: FusedOp::Elementwise(ElementwiseProgram {
                 out_shape: self.shape(self.out(root)).to_vec(),
                 instrs: t.instrs,
+                out_dtype,
             }),
             inputs: t.inputs,
             output: self.out(root),
