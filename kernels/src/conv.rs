@@ -285,7 +285,10 @@ fn gemm_conv(
                     } else {
                         match &patch {
                             Some(geo) => patch_im2col(geo, plane, &mut col, cg, ld, j * p_out),
-                            None => im2col(taps, &live, plane, &mut col, (cg, p_in), ld, j * p_out),
+                            None => {
+                                let sel = (kll < kl).then_some(live.as_slice());
+                                im2col(taps, sel, plane, &mut col, (cg, p_in), ld, j * p_out)
+                            }
                         }
                     }
                 }
@@ -356,24 +359,26 @@ fn patch_im2col(geo: &PatchGeometry, x: &[f32], col: &mut [f32], cg: usize, ld: 
 }
 
 /// Fills columns `off..off + P_out` of `col` (`[cg·K', ld]`, row-major; K' the taps of
-/// `sel`, in its order) from `cg` input planes of `p_in` elements, walking the tap table's
+/// `sel` in its order, or every tap when None) from `cg` input planes of `p_in` elements, walking the tap table's
 /// runs (positions no run covers are zero).
 fn im2col(
     taps: &TapTable,
-    sel: &[usize],
+    sel: Option<&[usize]>,
     x: &[f32],
     col: &mut [f32],
     (cg, p_in): (usize, usize),
     ld: usize,
     off: usize,
 ) {
-    let (kl, stride, p_out) = (sel.len(), taps.stride, taps.plane);
+    let kl = sel.map_or(taps.taps(), <[usize]>::len);
+    let (stride, p_out) = (taps.stride, taps.plane);
     vectorized(
         #[inline(always)]
         || {
             for ci in 0..cg {
                 let plane = &x[ci * p_in..(ci + 1) * p_in];
-                for (j, &kp) in sel.iter().enumerate() {
+                for j in 0..kl {
+                    let kp = sel.map_or(j, |s| s[j]);
                     let dst = &mut col[(ci * kl + j) * ld + off..][..p_out];
                     if !taps.full(kp) {
                         dst.fill(0.0);

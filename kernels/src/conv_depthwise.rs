@@ -146,8 +146,10 @@ fn units(geo: &Geometry<'_>, imgs: usize, bias: &[f32], wt: &[f32], xt: &[f32], 
     for g in (0..total).step_by(4) {
         // Unit k of the group: (input offset of its image and block, channel offset).
         let unit = |k: usize| {
+            // Image-major: a group is four blocks of one image when it has them (contiguous
+            // loads), else the blocks of consecutive images.
             let v = (g + k).min(total - 1);
-            let (j, b) = (v % imgs, v / imgs);
+            let (j, b) = (v / blocks, v % blocks);
             (j * p_in * c + b * L, b * L, j * p_out * c + b * L)
         };
         let us = [unit(0), unit(1), unit(2), unit(3)];
