@@ -12,7 +12,7 @@
 //! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all
 //! give the same bits.
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::{TapTable, PARALLEL_MIN_TAPS};
+use super::conv_taps::{position_pairs, TapTable, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
 use super::transpose2d::transpose;
 use rayon::prelude::*;
@@ -34,38 +34,14 @@ pub(crate) fn depthwise_channels_last(
     (n, c, p_in): (usize, usize, usize),
     epi: Epilogue<'_>,
 ) {
-    let (p_out, kl, stride) = (taps.plane, taps.taps(), taps.stride);
+    let (p_out, kl) = (taps.plane, taps.taps());
     if p_out == 0 || kl == 0 || c == 0 || n == 0 {
         return;
     }
     let mut wt = vec![0f32; kl * c];
     transpose(w, &mut wt, c, kl);
-    // Per output position, its (tap, input position) pairs in ascending tap order, as
-    // offsets into the channels-innermost weights and input: position o's pairs are
-    // `pairs[starts[o]..starts[o + 1]]` (one flat table, built once per call).
-    let mut count = vec![0usize; p_out + 1];
-    for kp in 0..kl {
-        for r in taps.runs(kp) {
-            for j in 0..r.len {
-                count[r.dst + j + 1] += 1;
-            }
-        }
-    }
-    for o in 0..p_out {
-        count[o + 1] += count[o];
-    }
-    let starts = count;
-    let mut fill = starts.clone();
-    let mut pairs = vec![(0usize, 0usize); starts[p_out]];
-    for kp in 0..kl {
-        for r in taps.runs(kp) {
-            for j in 0..r.len {
-                let o = r.dst + j;
-                pairs[fill[o]] = (kp * c, (r.src + j * stride) * c);
-                fill[o] += 1;
-            }
-        }
-    }
+    // Per output position, its (tap, input position) pairs in ascending tap order.
+    let (pairs, starts) = position_pairs(taps, c);
     // `out` holds each channel's bias (or zero) in every element of its planes.
     let bias: Vec<f32> = (0..c).map(|ch| out[ch * p_out]).collect();
     // A run of images with its own scratch (transposed inputs and accumulators, all images

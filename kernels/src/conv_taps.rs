@@ -89,6 +89,36 @@ impl TapTable {
     }
 }
 
+/// Per output position of `taps`, the (tap, input position) pairs it reads, in ascending tap
+/// order, as offsets into channels-innermost `[tap, c]` weights and `[position, c]` inputs:
+/// position o's pairs are `pairs[starts[o]..starts[o + 1]]` (one flat table per call).
+pub(crate) fn position_pairs(taps: &TapTable, c: usize) -> (Vec<(usize, usize)>, Vec<usize>) {
+    let (p_out, kl, stride) = (taps.plane, taps.taps(), taps.stride);
+    let mut starts = vec![0usize; p_out + 1];
+    for kp in 0..kl {
+        for r in taps.runs(kp) {
+            for j in 0..r.len {
+                starts[r.dst + j + 1] += 1;
+            }
+        }
+    }
+    for o in 0..p_out {
+        starts[o + 1] += starts[o];
+    }
+    let mut fill = starts.clone();
+    let mut pairs = vec![(0usize, 0usize); starts[p_out]];
+    for kp in 0..kl {
+        for r in taps.runs(kp) {
+            for j in 0..r.len {
+                let o = r.dst + j;
+                pairs[fill[o]] = (kp * c, (r.src + j * stride) * c);
+                fill[o] += 1;
+            }
+        }
+    }
+    (pairs, starts)
+}
+
 /// Adds `wk ×` the input of every run of one tap into `dst` (one fused multiply-add each).
 #[inline(always)]
 pub(crate) fn axpy_runs(runs: &[Run], stride: usize, wk: f32, src: &[f32], dst: &mut [f32]) {
