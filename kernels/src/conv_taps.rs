@@ -183,19 +183,26 @@ pub(crate) fn deinterleave(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// The AVX-512 part of [`deinterleave`]: returns how many outputs it wrote (whole chunks of
-/// 16); the caller copies the rest.
+/// Outputs from which the last chunk of [`deinterleave_avx512`] is masked rather than left
+/// to the scalar loop.
+#[cfg(target_arch = "x86_64")]
+const TAIL_MIN: usize = 8;
+
+/// The AVX-512 part of [`deinterleave`]: writes the outputs 16 at a time, then a last chunk
+/// of at least [`TAIL_MIN`] with masked loads and a masked store (a row of 31 inputs has phase rows of 16 and
+/// 15 outputs: the second was a scalar loop, the hottest part of a ceil-mode 3×3/2 MaxPool);
+/// returns how many outputs it wrote (the caller copies the rest).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
     use super::simd::lane_mask;
     use std::arch::x86_64::{
-        _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_setr_epi32,
-        _mm512_storeu_ps,
+        _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps,
+        _mm512_setr_epi32, _mm512_storeu_ps,
     };
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let mut t = 0;
-    // A chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
+    // A whole chunk reads src[2t .. 2t + 31] (its last output is src[2t + 30]).
     while t + 16 <= dst.len() && 2 * t + 31 <= src.len() {
         let mask = lane_mask(src.len() - 2 * t - 16);
         // SAFETY: src[2t .. 2t + 16] is in bounds (2t + 31 <= len); the masked load reads
@@ -208,5 +215,47 @@ fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
         }
         t += 16;
     }
+    // The last chunk, when long enough to pay for masks: output j reads src[2j].
+    let here = dst
+        .len()
+        .min(src.len().div_ceil(2))
+        .saturating_sub(t)
+        .min(16);
+    if here >= TAIL_MIN {
+        let avail = src.len() - 2 * t;
+        let (ma, mb) = (lane_mask(avail), lane_mask(avail.saturating_sub(16)));
+        // SAFETY: the masked loads read only src[2t + l] (lanes of `ma`, l < avail) and
+        // src[2t + 16 + l] (lanes of `mb`, l < avail − 16), all below src.len(); the masked
+        // store writes dst[t + l] for l < `here` <= dst.len() − t; dst is exclusively
+        // borrowed.
+        unsafe {
+            let a = _mm512_maskz_loadu_ps(ma, src.as_ptr().add(2 * t));
+            let b = _mm512_maskz_loadu_ps(mb, src.as_ptr().add(2 * t + 16));
+            let v = _mm512_permutex2var_ps(a, even, b);
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(t), lane_mask(here), v);
+        }
+        t += here;
+    }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deinterleave;
+
+    /// Every length (whole chunks of 16, short last chunks, an input of 2n − 1 or 2n
+    /// elements) gives the even elements.
+    #[test]
+    fn deinterleave_takes_the_even_elements_at_every_length() {
+        for n in 0usize..70 {
+            for extra in [0, 1] {
+                let len = (2 * n).saturating_sub(1) + extra;
+                let src: Vec<f32> = (0..len).map(|i| i as f32 * 1.5 - 7.0).collect();
+                let mut dst = vec![f32::NAN; n];
+                deinterleave(&src, &mut dst);
+                let want: Vec<f32> = (0..n).map(|j| src[2 * j]).collect();
+                assert_eq!(dst, want, "n {n}, src {len}");
+            }
+        }
+    }
 }
