@@ -3,24 +3,14 @@
 //! DAG does); an RMSNorm whose epsilon the export dropped is still RMSNorm.
 mod partition_common;
 
-use partition_common::B;
-use std::collections::BTreeMap;
-use tessera_compiler::canon::{builtin, canonicalize, CanonLimits, CanonReport};
+use partition_common::{canon_with, B};
+use tessera_compiler::canon::{builtin, CanonReport};
 use tessera_ir::op::{BinaryOp, ReduceAttrs, ReduceKind, UnaryOp};
-use tessera_ir::{DType, Graph, Op, WeightData};
+use tessera_ir::{DType, Graph, Op};
 
-/// Canonicalises `b` with the folded constants' values handed to the guards, as the
-/// importer does.
+/// Canonicalises `b` with the built-in rules.
 fn canon(b: &B) -> (Graph, CanonReport) {
-    let consts: BTreeMap<_, _> =
-        b.g.weights
-            .iter()
-            .filter_map(|(t, w)| match &w.data {
-                WeightData::Inline { tensor } => Some((*t, tensor.clone())),
-                _ => None,
-            })
-            .collect();
-    canonicalize(&b.g, &consts, &builtin(), &CanonLimits::default())
+    canon_with(b, &builtin())
 }
 
 #[test]

@@ -273,6 +273,15 @@ pub fn canon_ops_with(
     b: &B,
     rules: &[tessera_compiler::canon::CanonRule],
 ) -> std::collections::BTreeMap<String, usize> {
+    canon_with(b, rules).1.ops_after
+}
+
+/// `b`'s graph canonicalised with `rules`, the inline weights given as the constants they
+/// are (as the importer hands its folded constants to the guards), and the report.
+pub fn canon_with(
+    b: &B,
+    rules: &[tessera_compiler::canon::CanonRule],
+) -> (Graph, tessera_compiler::canon::CanonReport) {
     let consts: std::collections::BTreeMap<_, _> =
         b.g.weights
             .iter()
@@ -281,13 +290,12 @@ pub fn canon_ops_with(
                 _ => None,
             })
             .collect();
-    let (_, r) = tessera_compiler::canon::canonicalize(
+    tessera_compiler::canon::canonicalize(
         &b.g,
         &consts,
         rules,
         &tessera_compiler::canon::CanonLimits::default(),
-    );
-    r.ops_after
+    )
 }
 
 pub fn count(plan: &Plan, kind: CollectiveKind) -> usize {
