@@ -168,20 +168,8 @@ fn float_arith(
         BinaryOp::Div => zip_vectorized(x, sa, y, sb, so, |p, q| p / q),
         // NaN if either is NaN (ONNX Max/Min), as `float_op`; 10x faster than through its
         // function pointer.
-        BinaryOp::Max => zip_vectorized(x, sa, y, sb, so, |p, q| {
-            if p.is_nan() || q.is_nan() {
-                f32::NAN
-            } else {
-                p.max(q)
-            }
-        }),
-        BinaryOp::Min => zip_vectorized(x, sa, y, sb, so, |p, q| {
-            if p.is_nan() || q.is_nan() {
-                f32::NAN
-            } else {
-                p.min(q)
-            }
-        }),
+        BinaryOp::Max => zip_vectorized(x, sa, y, sb, so, max_f32),
+        BinaryOp::Min => zip_vectorized(x, sa, y, sb, so, min_f32),
         // A square or cube (RMSNorm's x², GELU's x³) as one vector pass; other exponents
         // call `powf` per element.
         BinaryOp::Pow if y.iter().all(|&e| e == 2.0) => {
@@ -238,6 +226,26 @@ fn py_mod_f32(x: f32, y: f32) -> f32 {
     }
 }
 
+/// Max of two floats, NaN if either is (ONNX Max).
+#[inline(always)]
+pub(crate) fn max_f32(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else {
+        x.max(y)
+    }
+}
+
+/// Min of two floats, NaN if either is (ONNX Min).
+#[inline(always)]
+pub(crate) fn min_f32(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else {
+        x.min(y)
+    }
+}
+
 /// `x^y` as onnxruntime's Pow computes it: `x·x` for y = 2 and `x·x·x` for y = 3 (its
 /// kernel's special cases), `powf` otherwise.
 #[inline(always)]
@@ -258,20 +266,8 @@ pub(crate) fn float_op(kind: BinaryOp) -> KResult<fn(f32, f32) -> f32> {
         BinaryOp::Mul => |x, y| x * y,
         BinaryOp::Div => |x, y| x / y,
         BinaryOp::Pow => pow_f32,
-        BinaryOp::Max => |x, y| {
-            if x.is_nan() || y.is_nan() {
-                f32::NAN
-            } else {
-                x.max(y)
-            }
-        },
-        BinaryOp::Min => |x, y| {
-            if x.is_nan() || y.is_nan() {
-                f32::NAN
-            } else {
-                x.min(y)
-            }
-        },
+        BinaryOp::Max => max_f32,
+        BinaryOp::Min => min_f32,
         BinaryOp::Mod { fmod: true } => |x, y| x % y,
         BinaryOp::Mod { fmod: false } => py_mod_f32,
         other => return Err(format!("{other:?} is not defined on floats")),

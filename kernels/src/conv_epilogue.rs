@@ -10,7 +10,7 @@
 //! `Mul` and `Add`s, so a fused Conv equals the unfused chain bit for bit. (Folding the
 //! scale into the weights would save the multiply but round differently.)
 use super::simd::{self, vectorized};
-use super::unary::hi_then;
+use super::unary::{hi_then, relu};
 
 /// An activation that follows a Conv.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,9 +108,7 @@ fn activate(act: ConvActivation, dst: &mut [f32]) {
     vectorized(
         #[inline(always)]
         || match act {
-            ConvActivation::Relu => dst
-                .iter_mut()
-                .for_each(|a| *a = if *a > 0.0 || a.is_nan() { *a } else { 0.0 }),
+            ConvActivation::Relu => dst.iter_mut().for_each(|a| *a = relu(*a)),
             ConvActivation::Sigmoid => dst.iter_mut().for_each(|a| *a = simd::sigmoid(*a)),
             ConvActivation::Silu => dst.iter_mut().for_each(|a| *a *= simd::sigmoid(*a)),
             ConvActivation::Clip { min, max } => {

@@ -4,6 +4,28 @@ use super::{describe, make, KResult};
 use tessera_ir::op::UnaryOp;
 use tessera_ir::{DType, Tensor, TensorData};
 
+/// ReLU of a float: a NaN stays NaN.
+#[inline(always)]
+pub(crate) fn relu(x: f32) -> f32 {
+    if x > 0.0 || x.is_nan() {
+        x
+    } else {
+        0.0
+    }
+}
+
+/// Sign of a float: ±1, and ±0 and NaN as they are.
+#[inline(always)]
+pub(crate) fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        x
+    }
+}
+
 pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
     Ok(match kind {
         UnaryOp::Identity => |x| x,
@@ -16,21 +38,13 @@ pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
         UnaryOp::Erf => erf,
         UnaryOp::Tanh => simd::tanh,
         UnaryOp::Sigmoid => simd::sigmoid,
-        UnaryOp::Relu => |x| if x > 0.0 || x.is_nan() { x } else { 0.0 },
+        UnaryOp::Relu => relu,
         UnaryOp::Floor => f32::floor,
         UnaryOp::Ceil => f32::ceil,
         UnaryOp::Round => f32::round_ties_even,
         UnaryOp::Sin => f32::sin,
         UnaryOp::Cos => f32::cos,
-        UnaryOp::Sign => |x| {
-            if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                x
-            }
-        },
+        UnaryOp::Sign => sign,
         UnaryOp::Softplus => simd::softplus,
         UnaryOp::Silu => |x| x * simd::sigmoid(x),
         UnaryOp::Tan
@@ -132,15 +146,7 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
         ),
         (TensorData::F32(v), UnaryOp::Sqrt) => make(x.dtype, shape, map_wide(v, f32::sqrt)),
         (TensorData::F32(v), UnaryOp::Abs) => make(x.dtype, shape, map_wide(v, f32::abs)),
-        (TensorData::F32(v), UnaryOp::Relu) => make(
-            x.dtype,
-            shape,
-            map_wide(
-                v,
-                #[inline(always)]
-                |a| if a > 0.0 || a.is_nan() { a } else { 0.0 },
-            ),
-        ),
+        (TensorData::F32(v), UnaryOp::Relu) => make(x.dtype, shape, map_wide(v, relu)),
         (TensorData::F32(v), UnaryOp::Reciprocal) => make(
             x.dtype,
             shape,

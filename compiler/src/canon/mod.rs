@@ -170,15 +170,7 @@ pub fn canonicalize(
         return (out, report);
     }
     // The canonical graph's own inline constants: its tensor ids are not the source's.
-    let consts2: BTreeMap<TensorId, Tensor> = out
-        .weights
-        .iter()
-        .filter_map(|(t, w)| match &w.data {
-            tessera_ir::WeightData::Inline { tensor } => Some((*t, tensor.clone())),
-            _ => None,
-        })
-        .collect();
-    let (out2, r2) = saturate(&out, &consts2, &second, limits);
+    let (out2, r2) = saturate(&out, &inline_constants(&out), &second, limits);
     report.rules += r2.rules;
     report.iterations += r2.iterations;
     if report.stop_reason == "saturated" {
@@ -198,6 +190,18 @@ pub fn canonicalize(
         }
     }
     (out2, report)
+}
+
+/// The values of `g`'s inline weights (the constants a graph carries itself), as the
+/// `consts` of [`canonicalize`].
+pub fn inline_constants(g: &Graph) -> BTreeMap<TensorId, Tensor> {
+    g.weights
+        .iter()
+        .filter_map(|(t, w)| match &w.data {
+            tessera_ir::WeightData::Inline { tensor } => Some((*t, tensor.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One phase of [`canonicalize`]: saturation with `rules`, then the rebuilt graph.

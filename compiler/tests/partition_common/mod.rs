@@ -282,17 +282,9 @@ pub fn canon_with(
     b: &B,
     rules: &[tessera_compiler::canon::CanonRule],
 ) -> (Graph, tessera_compiler::canon::CanonReport) {
-    let consts: std::collections::BTreeMap<_, _> =
-        b.g.weights
-            .iter()
-            .filter_map(|(t, w)| match &w.data {
-                WeightData::Inline { tensor } => Some((*t, tensor.clone())),
-                _ => None,
-            })
-            .collect();
     tessera_compiler::canon::canonicalize(
         &b.g,
-        &consts,
+        &tessera_compiler::canon::inline_constants(&b.g),
         rules,
         &tessera_compiler::canon::CanonLimits::default(),
     )

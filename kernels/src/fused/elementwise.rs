@@ -10,10 +10,10 @@
 //! device's thread pool, blocks of rows are split between its threads.
 use super::quantize::{fake_quant, quantize};
 use super::{describe, make, KResult};
-use crate::binary::{float_op, pow_f32};
+use crate::binary::{float_op, max_f32, min_f32, pow_f32};
 use crate::index::broadcast_offsets;
 use crate::simd::vectorized;
-use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then};
+use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then, relu, sign};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::{DType, Tensor, TensorData};
 
@@ -556,19 +556,8 @@ impl<'a> Runner<'a> {
                         UnaryOp::Abs => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.abs()),
                         // ReLU after a pre-activation BatchNorm (DenseNet: 62 per run) went
                         // through `float_fn`'s pointer at 1.6 ns per element.
-                        UnaryOp::Relu => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = if v > 0.0 || v.is_nan() { v } else { 0.0 }),
-                        UnaryOp::Sign => r.iter_mut().zip(a).for_each(|(y, &v)| {
-                            *y = if v > 0.0 {
-                                1.0
-                            } else if v < 0.0 {
-                                -1.0
-                            } else {
-                                v
-                            }
-                        }),
+                        UnaryOp::Relu => r.iter_mut().zip(a).for_each(|(y, &v)| *y = relu(v)),
+                        UnaryOp::Sign => r.iter_mut().zip(a).for_each(|(y, &v)| *y = sign(v)),
                         // A `for` loop: `for_each`'s `Zip::fold` was left outlined
                         // (baseline build) around this larger body.
                         UnaryOp::Softplus => {
@@ -670,20 +659,8 @@ impl<'a> Runner<'a> {
                         BinaryOp::Mul => zip.for_each(|(y, (&p, &q))| *y = p * q),
                         BinaryOp::Div => zip.for_each(|(y, (&p, &q))| *y = p / q),
                         BinaryOp::Pow => zip.for_each(|(y, (&p, &q))| *y = pow_f32(p, q)),
-                        BinaryOp::Max => zip.for_each(|(y, (&p, &q))| {
-                            *y = if p.is_nan() || q.is_nan() {
-                                f32::NAN
-                            } else {
-                                p.max(q)
-                            }
-                        }),
-                        BinaryOp::Min => zip.for_each(|(y, (&p, &q))| {
-                            *y = if p.is_nan() || q.is_nan() {
-                                f32::NAN
-                            } else {
-                                p.min(q)
-                            }
-                        }),
+                        BinaryOp::Max => zip.for_each(|(y, (&p, &q))| *y = max_f32(p, q)),
+                        BinaryOp::Min => zip.for_each(|(y, (&p, &q))| *y = min_f32(p, q)),
                         other => {
                             // Checked before the loop: every program kind has a float form.
                             if let Ok(f) = float_op(other) {

@@ -4,11 +4,11 @@
 //! the primitive ops the importer writes for QuantizeLinear / DequantizeLinear (Div, Round,
 //! Add, Clip, Cast; Cast, Sub, Mul) bit for bit.
 use super::elementwise::elementwise;
-use super::{make, KResult};
+use super::KResult;
 use super::{ElementwiseProgram, EwInstr};
 use crate::unary::hi_then;
 use tessera_ir::op::BinaryOp;
-use tessera_ir::{DType, Tensor, TensorData};
+use tessera_ir::{DType, Tensor};
 
 /// `clamp(round(x / s) + z, lo, hi)`, ties to even, as the unfused ops compute it (Div,
 /// Round, Add, Clip, the Cast to the integer type and back): a NaN quantises to 0, as the
@@ -38,28 +38,23 @@ pub(crate) fn quantize_op(to: DType, inputs: &[&Tensor]) -> KResult<Tensor> {
     };
     let (lo, hi) = tessera_ir::spec::quant_range(to)
         .ok_or_else(|| format!("Quantize to {to}: only uint8, int8 and int16"))?;
-    let q = elementwise(&quant_program(&x.shape, lo, hi, false), inputs)?;
-    let TensorData::F32(v) = q.data else {
-        return Err("Quantize: the program returned no floats".into());
-    };
-    // Integral values inside the type's range (clamped, NaN made 0): exact as i64.
-    let v = v.into_iter().map(|q| q as i64).collect();
-    make(to, x.shape.clone(), TensorData::I64(v))
+    // The program's result is the integer tensor (`out_dtype`).
+    elementwise(&quant_program(&x.shape, lo, hi, Some(to)), inputs)
 }
 
-/// The program `Quantize` (or `FakeQuant` when `dequantize`) of inputs X, Scale, ZeroPoint
-/// to `[lo, hi]`.
-fn quant_program(shape: &[usize], lo: i32, hi: i32, dequantize: bool) -> ElementwiseProgram {
+/// The program of inputs X, Scale, ZeroPoint to `[lo, hi]`: `Quantize` with the integer
+/// result of type `to` when given, else `FakeQuant` (the dequantised floats).
+fn quant_program(shape: &[usize], lo: i32, hi: i32, to: Option<DType>) -> ElementwiseProgram {
     let (lo, hi) = (lo as f32, hi as f32);
     let (x, s, z) = (0, 1, 2);
-    let last = match dequantize {
-        true => EwInstr::FakeQuant { lo, hi, x, s, z },
-        false => EwInstr::Quantize { lo, hi, x, s, z },
+    let last = match to {
+        None => EwInstr::FakeQuant { lo, hi, x, s, z },
+        Some(_) => EwInstr::Quantize { lo, hi, x, s, z },
     };
     ElementwiseProgram {
         out_shape: shape.to_vec(),
         instrs: vec![EwInstr::Load(0), EwInstr::Load(1), EwInstr::Load(2), last],
-        out_dtype: DType::F32,
+        out_dtype: to.unwrap_or(DType::F32),
     }
 }
 
@@ -88,7 +83,7 @@ mod tests {
     use super::*;
     use crate::eval;
     use tessera_ir::op::{CastAttrs, ClipAttrs, QuantizeAttrs, UnaryAttrs, UnaryOp};
-    use tessera_ir::Op;
+    use tessera_ir::{Op, TensorData};
 
     /// The primitive ops the importer writes for QuantizeLinear (the integer tensor).
     fn quantize_ref(x: &Tensor, s: &Tensor, z: &Tensor, to: DType) -> Tensor {
@@ -182,7 +177,7 @@ mod tests {
             assert_eq!(bits(&y), bits(&want), "Dequantize of {to}");
             // The fused pair: one instruction, the integer never stored.
             let (lo, hi) = tessera_ir::spec::quant_range(*to).unwrap();
-            let p = quant_program(&x.shape, lo, hi, true);
+            let p = quant_program(&x.shape, lo, hi, None);
             let fused = elementwise(&p, &[&x, s, z]).unwrap();
             assert_eq!(bits(&fused), bits(&want), "FakeQuant to {to}");
         }

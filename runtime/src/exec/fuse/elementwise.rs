@@ -137,18 +137,10 @@ impl Program<'_> {
             Op::Clip(c) if f32_in(0) && ins.len() == 1 => Node::Clip(c.min, c.max),
             Op::HardSigmoid(h) if f32_in(0) => Node::HardSigmoid(h.alpha, h.beta, h.swish),
             Op::Dequantize if ins.len() == 3 && f32_in(1) && f32_in(2) => {
-                let pair = self
-                    .sole_producer(ins[0], s)
-                    .and_then(|p| match self.op(p)? {
-                        Op::Quantize(q)
-                            if self.ins(p).len() == 3
-                                && (0..3).all(|i| self.is_exact_f32(self.ins(p)[i])) =>
-                        {
-                            let (lo, hi) = tessera_ir::spec::quant_range(q.to)?;
-                            Some(Node::Requantize(lo, hi, p))
-                        }
-                        _ => None,
-                    });
+                let pair = self.sole_producer(ins[0], s).and_then(|p| {
+                    let (_, (lo, hi)) = self.f32_quantize(p)?;
+                    Some(Node::Requantize(lo, hi, p))
+                });
                 match pair {
                     Some(node) => node,
                     None if self.int_like(ins[0]) => Node::Dequantize,
@@ -256,12 +248,9 @@ impl Program<'_> {
                 self.dequantized(t, q, s)?
             }
             Node::Requantize(qmin, qmax, p) => {
-                t.steps.push(p);
                 let (lo, hi) = (qmin as f32, qmax as f32);
                 let qins = self.ins(p);
-                let x = self.ew_value(t, qins[0], p)?;
-                let qs = self.ew_value(t, qins[1], p)?;
-                let qz = self.ew_value(t, qins[2], p)?;
+                let (x, qs, qz) = self.quantize_operands(t, p)?;
                 if self.same_value(qins[1], ins[1]) && self.same_value(qins[2], ins[2]) {
                     t.push(EwInstr::FakeQuant {
                         lo,
@@ -290,6 +279,30 @@ impl Program<'_> {
         Some(reg)
     }
 
+    /// When step `p` is a Quantize of f32 operands (X, Scale, ZeroPoint) to an integer type
+    /// the programs hold: that type and its range.
+    fn f32_quantize(&self, p: usize) -> Option<(DType, (i32, i32))> {
+        match self.op(p)? {
+            Op::Quantize(q)
+                if self.ins(p).len() == 3 && self.ins(p).iter().all(|&v| self.is_exact_f32(v)) =>
+            {
+                Some((q.to, tessera_ir::spec::quant_range(q.to)?))
+            }
+            _ => None,
+        }
+    }
+
+    /// Joins Quantize step `p` to the tree and emits its X, Scale and ZeroPoint registers.
+    fn quantize_operands(&self, t: &mut Tree, p: usize) -> Option<(usize, usize, usize)> {
+        t.steps.push(p);
+        let ins = self.ins(p);
+        Some((
+            self.ew_value(t, ins[0], p)?,
+            self.ew_value(t, ins[1], p)?,
+            self.ew_value(t, ins[2], p)?,
+        ))
+    }
+
     /// `(q − zero point) · scale` of Dequantize step `s`, `q` the register of its integers.
     fn dequantized(&self, t: &mut Tree, q: usize, s: usize) -> Option<usize> {
         let ins = self.ins(s);
@@ -309,23 +322,9 @@ impl Program<'_> {
         };
         // A Quantize of an f32 tree ends the program with the integer result (a QDQ model's
         // activation quantised before a data movement).
-        let quantize_root = match self.op(root)? {
-            Op::Quantize(q) if self.ins(root).len() == 3 => {
-                let ins = self.ins(root);
-                let exact = (0..3).all(|i| self.is_exact_f32(ins[i]));
-                tessera_ir::spec::quant_range(q.to)
-                    .filter(|_| exact)
-                    .map(|r| (q.to, r))
-            }
-            _ => None,
-        };
-        let (reg, out_dtype) = match quantize_root {
+        let (reg, out_dtype) = match self.f32_quantize(root) {
             Some((to, (lo, hi))) => {
-                t.steps.push(root);
-                let ins = self.ins(root);
-                let x = self.ew_value(&mut t, ins[0], root)?;
-                let s = self.ew_value(&mut t, ins[1], root)?;
-                let z = self.ew_value(&mut t, ins[2], root)?;
+                let (x, s, z) = self.quantize_operands(&mut t, root)?;
                 let (lo, hi) = (lo as f32, hi as f32);
                 (t.push(EwInstr::Quantize { lo, hi, x, s, z }), to)
             }
