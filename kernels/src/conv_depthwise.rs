@@ -3,7 +3,9 @@
 //! every output position starts from the biases and adds, tap by tap, `w[:, tap] ×
 //! x[in, :]` over all channels, in units of (image, 16 channels) four at a time in registers
 //! (two loads and one multiply-add per unit and tap, one store per output, four independent
-//! chains even when a Conv has 16 channels); the result is transposed back. The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
+//! chains even when a Conv has 16 channels); the result is transposed back. Channels are
+//! padded with zeros to a whole number of 16-lane blocks (24 channels run as two blocks,
+//! not one block and eight scalar chains). The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
 //! few runs of one or two elements per tap and plane, or on padding, than on the
 //! arithmetic on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576
 //! planes of 4 outputs, 25 taps).
@@ -14,7 +16,7 @@
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{position_pairs, TapTable, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
-use super::transpose2d::transpose;
+use super::transpose2d::transpose_pitched;
 use rayon::prelude::*;
 
 /// Output planes at most this large take the channels-innermost path.
@@ -38,34 +40,42 @@ pub(crate) fn depthwise_channels_last(
     if p_out == 0 || kl == 0 || c == 0 || n == 0 {
         return;
     }
-    let mut wt = vec![0f32; kl * c];
-    transpose(w, &mut wt, c, kl);
+    // Channels padded to whole blocks (the padding lanes stay zero and are never copied
+    // out).
+    let cp = c.next_multiple_of(L);
+    let mut wt = vec![0f32; kl * cp];
+    transpose_pitched(w, kl, &mut wt, cp, c, kl);
     // Per output position, its (tap, input position) pairs in ascending tap order.
-    let (pairs, starts) = position_pairs(taps, c);
+    let (pairs, starts) = position_pairs(taps, cp);
     // `out` holds each channel's bias (or zero) in every element of its planes.
-    let bias: Vec<f32> = (0..c).map(|ch| out[ch * p_out]).collect();
+    let mut bias = vec![0f32; cp];
+    for (ch, b) in bias.iter_mut().enumerate().take(c) {
+        *b = out[ch * p_out];
+    }
     // A run of images with its own scratch (transposed inputs and accumulators, all images
     // of the run at once).
     let images = |first: usize, dst: &mut [f32]| {
         let imgs = dst.len() / (c * p_out);
-        let mut xt = vec![0f32; imgs * p_in * c];
-        let mut acc = vec![0f32; imgs * p_out * c];
+        let mut xt = vec![0f32; imgs * p_in * cp];
+        let mut acc = vec![0f32; imgs * p_out * cp];
         vectorized(
             #[inline(always)]
             || {
-                for (j, xj) in xt.chunks_exact_mut(p_in * c).enumerate() {
-                    transpose(&x[(first + j) * c * p_in..][..c * p_in], xj, c, p_in);
+                for (j, xj) in xt.chunks_exact_mut(p_in * cp).enumerate() {
+                    let xi = &x[(first + j) * c * p_in..][..c * p_in];
+                    transpose_pitched(xi, p_in, xj, cp, c, p_in);
                 }
                 let geo = Geometry {
                     pairs: &pairs,
                     starts: &starts,
-                    c,
+                    cp,
                     p_in,
                     p_out,
                 };
                 units(&geo, imgs, &bias, &wt, &xt, &mut acc);
-                for (j, aj) in acc.chunks_exact(p_out * c).enumerate() {
-                    transpose(aj, &mut dst[j * c * p_out..][..c * p_out], p_out, c);
+                for (j, aj) in acc.chunks_exact(p_out * cp).enumerate() {
+                    let dj = &mut dst[j * c * p_out..][..c * p_out];
+                    transpose_pitched(aj, cp, dj, p_out, p_out, c);
                 }
             },
         );
@@ -87,11 +97,12 @@ pub(crate) fn depthwise_channels_last(
 }
 
 /// The per-call tables of [`depthwise_channels_last`]: position `o`'s (weight offset,
-/// input offset) pairs are `pairs[starts[o]..starts[o + 1]]`, in ascending tap order.
+/// input offset) pairs are `pairs[starts[o]..starts[o + 1]]`, in ascending tap order;
+/// `cp` is the padded channel count (a multiple of [`L`]).
 struct Geometry<'a> {
     pairs: &'a [(usize, usize)],
     starts: &'a [usize],
-    c: usize,
+    cp: usize,
     p_in: usize,
     p_out: usize,
 }
@@ -99,25 +110,25 @@ struct Geometry<'a> {
 /// Lanes per vector block of channels.
 const L: usize = 16;
 
-/// Accumulates every output of `imgs` images (`xt`: `[imgs, p_in, c]`, `acc`:
-/// `[imgs, p_out, c]`): `acc[o, ch] = bias[ch]` plus, pair by pair, `wt[w + ch] · xt[x + ch]`
+/// Accumulates every output of `imgs` images (`xt`: `[imgs, p_in, cp]`, `acc`:
+/// `[imgs, p_out, cp]`): `acc[o, ch] = bias[ch]` plus, pair by pair, `wt[w + ch] · xt[x + ch]`
 /// (fused). The work units are (image, block of 16 channels), taken four at a time so that
 /// four independent multiply-add chains are in flight per tap: with 16 or 32 channels (a
 /// ConvNeXt-style block) one image alone has one or two, and each tap waits for the
 /// previous one's latency. A last group of fewer than four repeats its last unit (the same
-/// values written twice). Channels past the last whole block run one at a time.
+/// values written twice).
 #[inline(always)]
 fn units(geo: &Geometry<'_>, imgs: usize, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f32]) {
     let Geometry {
         pairs,
         starts,
-        c,
+        cp,
         p_in,
         p_out,
     } = *geo;
     let lanes =
         |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
-    let blocks = c / L;
+    let blocks = cp / L;
     let total = imgs * blocks;
     for g in (0..total).step_by(4) {
         // Unit k of the group: (input offset of its image and block, channel offset).
@@ -126,7 +137,7 @@ fn units(geo: &Geometry<'_>, imgs: usize, bias: &[f32], wt: &[f32], xt: &[f32], 
             // loads), else the blocks of consecutive images.
             let v = (g + k).min(total - 1);
             let (j, b) = (v / blocks, v % blocks);
-            (j * p_in * c + b * L, b * L, j * p_out * c + b * L)
+            (j * p_in * cp + b * L, b * L, j * p_out * cp + b * L)
         };
         let us = [unit(0), unit(1), unit(2), unit(3)];
         for o in 0..p_out {
@@ -145,18 +156,7 @@ fn units(geo: &Geometry<'_>, imgs: usize, bias: &[f32], wt: &[f32], xt: &[f32], 
                 }
             }
             for (ak, u) in a.iter().zip(&us) {
-                acc[u.2 + o * c..][..L].copy_from_slice(ak);
-            }
-        }
-    }
-    for j in 0..imgs {
-        for o in 0..p_out {
-            for ch in blocks * L..c {
-                let mut v = bias[ch];
-                for &(wo, xo) in &pairs[starts[o]..starts[o + 1]] {
-                    v = fma(wt[wo + ch], xt[j * p_in * c + xo + ch], v);
-                }
-                acc[(j * p_out + o) * c + ch] = v;
+                acc[u.2 + o * cp..][..L].copy_from_slice(ak);
             }
         }
     }

@@ -29,6 +29,7 @@ mod movement;
 mod norm;
 mod pad;
 mod pool;
+mod pool_channels_last;
 mod qgemm;
 mod range;
 mod reduce;

@@ -2,6 +2,7 @@
 //! walking each input plane once per kernel tap, one output row at a time.
 use super::conv_depthwise_flat::{copy_rows, FlatGeometry, Layout};
 use super::conv_taps::TapTable;
+use super::pool_channels_last::{max_pool_channels_last, MIN_POOL_CHANNELS, SMALL_POOL_PLANE};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -42,6 +43,16 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
     };
     let planes = xs[0] * xs[1];
     let data = match (a.kind, &x.data) {
+        (PoolKind::Max, TensorData::F32(v))
+            if win.drive_plane() <= SMALL_POOL_PLANE && xs[1] >= MIN_POOL_CHANNELS =>
+        {
+            let kidx: Vec<Vec<usize>> = (0..win.kernel_len())
+                .map(|kp| win.kernel_index(kp))
+                .collect();
+            let table = TapTable::new(&win, &kidx);
+            let p_in = win.other_plane();
+            TensorData::F32(max_pool_channels_last(&table, v, (xs[0], xs[1], p_in)))
+        }
         (PoolKind::Max, TensorData::F32(v)) => {
             match FlatGeometry::new(
                 &xs[2..],
@@ -292,29 +303,70 @@ mod tests {
         out
     }
 
+    fn max_attrs(k: usize, s: usize, p: usize, ceil_mode: bool) -> PoolAttrs {
+        PoolAttrs {
+            kind: PoolKind::Max,
+            kernel: vec![k; 2],
+            strides: vec![s; 2],
+            dilations: vec![1; 2],
+            pads: vec![p; 4],
+            ceil_mode,
+            count_include_pad: false,
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// Every path (plane by plane with 3 channels or 99 outputs; channels innermost with 8,
+    /// 40 and 72 channels on planes of at most 64 outputs, padded to 16, 48 and 80 lanes).
     #[test]
     fn max_pool_matches_a_direct_loop_for_strides_1_2_3() {
-        let (h, w) = (9, 11);
-        let x: Vec<f32> = (0..2 * 3 * h * w)
-            .map(|i| match i % 17 {
-                5 => f32::NAN,
-                _ => ((i * 7919) % 101) as f32 - 50.0,
-            })
+        for (c, h, w) in [(3, 9, 11), (8, 5, 6), (40, 5, 6), (72, 7, 7)] {
+            let x: Vec<f32> = (0..2 * c * h * w)
+                .map(|i| match i % 17 {
+                    5 => f32::NAN,
+                    _ => ((i * 7919) % 101) as f32 - 50.0,
+                })
+                .collect();
+            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 1)] {
+                let y = pool(
+                    &max_attrs(k, s, p, false),
+                    &Tensor::f32(vec![2, c, h, w], x.clone()),
+                )
+                .unwrap();
+                let want = direct(&x, [2 * c, h, w], k, s, p);
+                assert_eq!(
+                    bits(y.as_f32().unwrap()),
+                    bits(&want),
+                    "{c}×{h}×{w}: k {k} s {s} p {p}"
+                );
+            }
+        }
+    }
+
+    /// With ceil_mode (windows past the end of the input), the channels-innermost path gives
+    /// the bits of the plane loop, which a one-channel pool takes.
+    #[test]
+    fn ceil_mode_pools_agree_between_the_paths() {
+        let (c, h, w) = (24, 8, 7);
+        let x: Vec<f32> = (0..c * h * w)
+            .map(|i| ((i * 7919) % 103) as f32 - 51.0)
             .collect();
-        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 1)] {
-            let a = PoolAttrs {
-                kind: PoolKind::Max,
-                kernel: vec![k; 2],
-                strides: vec![s; 2],
-                dilations: vec![1; 2],
-                pads: vec![p; 4],
-                ceil_mode: false,
-                count_include_pad: false,
-            };
-            let y = pool(&a, &Tensor::f32(vec![2, 3, h, w], x.clone())).unwrap();
-            let want = direct(&x, [6, h, w], k, s, p);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(y.as_f32().unwrap()), bits(&want), "k {k} s {s} p {p}");
+        for (k, s, p) in [(3, 2, 0), (3, 1, 1), (2, 2, 1)] {
+            let a = max_attrs(k, s, p, true);
+            let all = pool(&a, &Tensor::f32(vec![1, c, h, w], x.clone())).unwrap();
+            let mut per_plane = Vec::new();
+            for plane in x.chunks_exact(h * w) {
+                let y = pool(&a, &Tensor::f32(vec![1, 1, h, w], plane.to_vec())).unwrap();
+                per_plane.extend_from_slice(y.as_f32().unwrap());
+            }
+            assert_eq!(
+                bits(all.as_f32().unwrap()),
+                bits(&per_plane),
+                "k {k} s {s} p {p}"
+            );
         }
     }
 }
