@@ -11,6 +11,7 @@ use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable, PARALLEL_MIN_TAPS};
+use super::gemm_unpacked::gemm_unpacked;
 use super::matmul::{gemm_into, gemm_into_strided, MatView};
 use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::simd::vectorized;
@@ -238,14 +239,12 @@ fn gemm_conv(
         }
         return Ok(());
     }
-    let compact: Option<Vec<f32>> = (kll < kl && kll > 1).then(|| {
-        let mut wc = Vec::with_capacity(m * cg * kll);
-        for row in wv.chunks_exact(cg * kl) {
-            for ci in 0..cg {
-                wc.extend(live.iter().map(|&kp| row[ci * kl + kp]));
-            }
-        }
-        wc
+    // Several live taps: the column matrix holds those taps only and the product reads
+    // each weight row's live columns in place.
+    let live_cols: Option<Vec<u32>> = (kll < kl && kll > 1).then(|| {
+        (0..cg)
+            .flat_map(|ci| live.iter().map(move |&kp| (ci * kl + kp) as u32))
+            .collect()
     });
     let per = (GEMM_COLUMNS / p_out.max(1)).clamp(1, n.max(1));
     // A patch embedding (kernel = stride, no padding or dilation, 2-D): every input element
@@ -294,21 +293,28 @@ fn gemm_conv(
                 }
                 MatView::row_major(&col, 0, ld)
             };
-            let amat = match &compact {
-                Some(wc) => MatView::row_major(wc, gi * mg * cg * kll, cg * kll),
+            let amat = match &live_cols {
                 // One live tap: W_g's column of that tap, kl apart.
                 None if kll < kl => MatView::new(wv, gi * mg * cg * kl + live[0], cg * kl, kl),
-                None => MatView::row_major(wv, gi * mg * cg * kl, cg * kl),
+                _ => MatView::row_major(wv, gi * mg * cg * kl, cg * kl),
             };
+            let cols = live_cols.as_deref();
             if imgs == 1 {
                 let dst = (first * m + gi * mg) * p_out;
-                gemm_into(mg, p_out, cg * kll, out, dst, amat, bmat, 1.0, bias)?;
+                conv_product(
+                    (mg, p_out, cg * kll),
+                    amat,
+                    cols,
+                    bmat,
+                    &mut out[dst..],
+                    bias,
+                )?;
                 if !epi.is_empty() {
                     epi.apply(&mut out[dst..dst + mg * p_out], dst);
                 }
                 continue;
             }
-            gemm_into(mg, ld, cg * kll, &mut tmp, 0, amat, bmat, 1.0, false)?;
+            conv_product((mg, ld, cg * kll), amat, cols, bmat, &mut tmp, false)?;
             for j in 0..imgs {
                 let at = ((first + j) * m + gi * mg) * p_out;
                 for i in 0..mg {
@@ -327,6 +333,29 @@ fn gemm_conv(
         }
     }
     Ok(())
+}
+
+/// `out (+)= A·B` for an `[m, k]` weight view (its columns `a_cols` when given) and a
+/// `[k, n]` column view, `out` row-major with rows `n` apart: the unpacked kernel when both
+/// views are row-major, else the `gemm` crate (a single live tap's weights are a strided
+/// column view).
+fn conv_product(
+    (m, n, k): (usize, usize, usize),
+    a: MatView<'_, f32>,
+    a_cols: Option<&[u32]>,
+    b: MatView<'_, f32>,
+    out: &mut [f32],
+    accumulate: bool,
+) -> KResult<()> {
+    if a.cs == 1 && b.cs == 1 {
+        let (av, bv) = (
+            &a.data[a.off.min(a.data.len())..],
+            &b.data[b.off.min(b.data.len())..],
+        );
+        gemm_unpacked((m, n, k), av, a.rs, a_cols, bv, b.rs, out, n, accumulate)
+    } else {
+        gemm_into(m, n, k, out, 0, a, b, 1.0, accumulate)
+    }
 }
 
 /// The geometry of a patch-embedding Conv (kernel = stride, no padding, no dilation).

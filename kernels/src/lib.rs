@@ -22,6 +22,7 @@ mod cumsum;
 mod einsum;
 mod fused;
 mod gather;
+mod gemm_unpacked;
 pub mod index;
 mod matmul;
 mod matmul_narrow;

@@ -1,0 +1,386 @@
+//! f32 GEMM that reads both operands where they lie, without packing: `C (+)= A·B` with A
+//! `[m, k]` and B `[k, n]` row-major (any row pitch). Made for convolutions: A is the weight
+//! matrix (output channels × input channels·taps), B the column matrix im2col just wrote (or
+//! the input itself for a 1×1 Conv), C the output planes. The `gemm` crate packs both
+//! operands on every call; a Conv's weights are often larger than its columns (Inception's
+//! late blocks: `[192, 1120]` weights against 18 columns), so packing them cost more than
+//! the arithmetic, and on 3×3 Convs of 8×8 to 37×37 planes the crate reached 87–100 GFLOP/s
+//! where onnxruntime's direct kernels reach 110–120.
+//!
+//! The AVX-512 kernel copies B in panels of up to 48 columns into a contiguous buffer (B is
+//! the smaller operand: k × 48 floats per panel, once per call); for each block of 128 of
+//! the panel's rows (in the L1 cache), blocks of 8 rows of A: 24 accumulators (8 rows × 3
+//! vectors of 16 columns), per k three loads of the panel and eight broadcasts of A's
+//! column. Each output is one chain of fused multiply-adds over k in order (through C
+//! between row blocks), whatever tile it falls in and however rows are split over threads,
+//! so the result does not depend on the thread count. Elsewhere (no AVX-512) the `gemm` crate serves.
+use super::matmul::{gemm_into_strided, MatView};
+use super::KResult;
+use rayon::prelude::*;
+
+/// Rows of A per tile.
+const MR: usize = 8;
+
+/// Columns of B per panel (three 16-lane vectors).
+const NR: usize = 48;
+
+/// Rows of a panel per pass over A's row blocks (`KC · NR` floats: 24 KB).
+const KC: usize = 128;
+
+/// Rows of A from which B's panel blocks are copied into a contiguous buffer (below, the
+/// copy costs more than the L1 misses it saves: DenseNet's 32-channel 3×3 Convs).
+const PACK_MIN_ROWS: usize = 64;
+
+/// Multiply-adds below which one thread does the whole product.
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+/// `c[i·ldc + j] = Σ_l a[i·lda + col(l)] · b[l·ldb + j] + (accumulate ? c[i·ldc + j] : 0)`
+/// for `i < m`, `j < n`, on the device's rayon threads when the product is large; `col(l)`
+/// is `a_cols[l]` when given (a Conv's live taps: its column matrix holds only the taps
+/// that read the input, and the weights are read in place rather than compacted), else `l`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_unpacked(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_cols: Option<&[u32]>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> KResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let fits = |len: usize, rows: usize, ld: usize, cols: usize| {
+        rows == 0 || cols == 0 || (ld >= cols && (rows - 1) * ld + cols <= len)
+    };
+    // Columns of A read: k, or one past the largest mapped column.
+    let a_width = match a_cols {
+        Some(cols) if cols.len() != k => {
+            return Err(format!(
+                "{} column indices for a product over {k}",
+                cols.len()
+            ))
+        }
+        Some(cols) => cols.iter().map(|&v| v as usize + 1).max().unwrap_or(0),
+        None => k,
+    };
+    if !fits(a.len(), m, lda, a_width) || !fits(b.len(), k, ldb, n) || !fits(c.len(), m, ldc, n) {
+        return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && k > 0 {
+        let threads = crate::pool_threads();
+        let blocks = m.div_ceil(MR);
+        if threads > 1 && blocks > 1 && m * n * k >= PARALLEL_MIN_MACS {
+            // Whole blocks of MR rows per thread (several per thread, for balance).
+            let per = blocks.div_ceil(threads * 2).max(1) * MR;
+            let c = &mut c[..(m - 1) * ldc + n];
+            c.par_chunks_mut(per * ldc).enumerate().for_each(|(t, ct)| {
+                let rows = per.min(m - t * per);
+                // SAFETY: AVX-512F is present (checked above); rows t·per.. of A and of C
+                // lie inside `a` and `ct` (bounds checked above for all m rows), B in `b`.
+                unsafe {
+                    rows_avx512(
+                        (rows, n, k),
+                        &a[t * per * lda..],
+                        lda,
+                        a_cols,
+                        b,
+                        ldb,
+                        ct,
+                        ldc,
+                        accumulate,
+                    )
+                };
+            });
+        } else {
+            // SAFETY: AVX-512F is present (checked above); the operands' bounds were
+            // checked above.
+            unsafe { rows_avx512((m, n, k), a, lda, a_cols, b, ldb, c, ldc, accumulate) };
+        }
+        return Ok(());
+    }
+    let compact: Vec<f32>;
+    let (a, lda) = match a_cols {
+        Some(cols) => {
+            compact = (0..m)
+                .flat_map(|i| cols.iter().map(move |&v| (i, v as usize)))
+                .map(|(i, v)| a[i * lda + v])
+                .collect();
+            (compact.as_slice(), k)
+        }
+        None => (a, lda),
+    };
+    gemm_into_strided(
+        m,
+        n,
+        k,
+        c,
+        (0, ldc, 1),
+        MatView::row_major(a, 0, lda),
+        MatView::row_major(b, 0, ldb),
+        1.0,
+        accumulate,
+    )
+}
+
+/// The product on AVX-512: panels of B's columns in blocks of [`KC`] rows, each block
+/// (copied into a contiguous buffer of 24 KB, in the L1 cache, when A has at least
+/// [`PACK_MIN_ROWS`] rows) multiplied by every block of [`MR`] rows of A.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `a` must hold rows `0..m` of `k` elements `lda` apart,
+/// `b` rows `0..k` of `n` elements `ldb` apart, `c` rows `0..m` of `n` elements `ldc` apart;
+/// `a_cols`, when given, holds `k` column indices inside A's rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx512(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_cols: Option<&[u32]>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (pa, pc) = (a.as_ptr(), c.as_mut_ptr());
+    // Few row blocks read each panel block a few times only: B is then read in place.
+    let packed = m >= PACK_MIN_ROWS;
+    let mut panel = vec![0f32; if packed { KC * NR } else { 0 }];
+    for j0 in (0..n).step_by(NR) {
+        let cols = (n - j0).min(NR);
+        for k0 in (0..k).step_by(KC) {
+            let kc = (k - k0).min(KC);
+            let (bp, brs) = if packed {
+                for (l, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+                    row[..cols].copy_from_slice(&b[(k0 + l) * ldb + j0..][..cols]);
+                }
+                (panel.as_ptr(), NR)
+            } else {
+                (b.as_ptr().add(k0 * ldb + j0), ldb)
+            };
+            for i0 in (0..m).step_by(MR) {
+                // Mapped columns: A from its row start, the map from k0; else A from k0.
+                let (a_off, map) = match a_cols {
+                    Some(cols) => (0, cols.as_ptr().add(k0)),
+                    None => (k0, std::ptr::null()),
+                };
+                let geo = Tile {
+                    k: kc,
+                    a: pa.add(i0 * lda + a_off),
+                    map,
+                    lda,
+                    rows: (m - i0).min(MR),
+                    b: bp,
+                    ldb: brs,
+                    c: pc.add(i0 * ldc + j0),
+                    ldc,
+                    cols,
+                    load: accumulate || k0 > 0,
+                };
+                // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
+                // inside A and C by this function's contract, its kc rows in the
+                // panel block.
+                match (cols.div_ceil(16), a_cols.is_some()) {
+                    (3, false) => tile::<3, false>(&geo),
+                    (2, false) => tile::<2, false>(&geo),
+                    (_, false) => tile::<1, false>(&geo),
+                    (3, true) => tile::<3, true>(&geo),
+                    (2, true) => tile::<2, true>(&geo),
+                    (_, true) => tile::<1, true>(&geo),
+                }
+            }
+        }
+    }
+}
+
+/// One tile of at most [`MR`] rows and `16·NV` columns.
+#[cfg(target_arch = "x86_64")]
+struct Tile {
+    k: usize,
+    a: *const f32,
+    /// Column indices into A's rows, one per k (when `MAPPED`).
+    map: *const u32,
+    lda: usize,
+    rows: usize,
+    b: *const f32,
+    /// B's row pitch ([`NR`] in a panel block).
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    /// Start from C's values (else from zero).
+    load: bool,
+}
+
+/// `C[rows, cols] = (load ? C : 0) + A[rows, k] · B[k, cols]` for one tile (A's column for
+/// k = l is `map[l]` when `MAPPED`, else l): `NV` vectors
+/// of 16 columns (the last masked to `cols`), [`MR`] rows of accumulators (rows past `rows`
+/// repeat the last row of A and are not stored).
+///
+/// # Safety
+/// The CPU must support AVX-512F; `a + i·lda + col(l)` (i < rows, l < k), `map + l` when
+/// `MAPPED`, `b + l·ldb + j` (j < cols)
+/// (j < 16·NV) and `c + i·ldc + j` (j < cols) must be valid, and
+/// `16·(NV − 1) < cols ≤ 16·NV`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const NV: usize, const MAPPED: bool>(t: &Tile) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
+        _mm512_setzero_ps,
+    };
+    let masks: [u16; NV] =
+        std::array::from_fn(|v| crate::simd::lane_mask(t.cols.saturating_sub(16 * v)));
+    let arow: [*const f32; MR] = std::array::from_fn(|r| t.a.add(r.min(t.rows - 1) * t.lda));
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if t.load {
+        for (r, row) in acc.iter_mut().enumerate().take(t.rows) {
+            for (v, x) in row.iter_mut().enumerate() {
+                // SAFETY: lanes below `cols` of C's row r, inside C; masked-off lanes are
+                // not read.
+                *x = _mm512_maskz_loadu_ps(masks[v], t.c.add(r * t.ldc + 16 * v));
+            }
+        }
+    }
+    for l in 0..t.k {
+        // SAFETY: lanes below `cols` of B's row l lie inside B (caller's contract); masked-off
+        // lanes are not read.
+        let bp = t.b.add(l * t.ldb);
+        let bv: [_; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
+        // SAFETY: entry l of the map, inside it (caller's contract).
+        let col = if MAPPED { *t.map.add(l) as usize } else { l };
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: column `col` of row min(r, rows − 1) of A, inside A.
+            let av = _mm512_set1_ps(*arow[r].add(col));
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm512_fmadd_ps(av, bv[v], *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(t.rows) {
+        for (v, x) in row.iter().enumerate() {
+            // SAFETY: lanes below `cols` of C's row r, inside C; masked-off lanes are not
+            // written.
+            _mm512_mask_storeu_ps(t.c.add(r * t.ldc + 16 * v), masks[v], *x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gemm_unpacked;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Every edge (rows and columns past whole tiles, pitches wider than the rows, k = 0;
+    /// B read in place and, from 64 rows, in copied blocks over several blocks of k) against
+    /// a direct triple loop in f64, with and without accumulation.
+    #[test]
+    fn products_match_a_direct_loop() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (8, 48, 16),
+            (13, 50, 7),
+            (3, 17, 100),
+            (20, 97, 33),
+            (9, 5, 0),
+            (70, 50, 300),
+        ] {
+            for (pad, accumulate) in [(0, false), (3, true)] {
+                let (lda, ldb, ldc) = (k + pad, n + pad, n + 2 * pad);
+                let a = values(m * lda, 1);
+                let b = values(k.max(1) * ldb, 2);
+                let c0 = values(m * ldc, 3);
+                let mut c = c0.clone();
+                gemm_unpacked((m, n, k), &a, lda, None, &b, ldb, &mut c, ldc, accumulate).unwrap();
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let want = if j >= n {
+                            c0[i * ldc + j] as f64
+                        } else {
+                            let s: f64 = (0..k)
+                                .map(|l| a[i * lda + l] as f64 * b[l * ldb + j] as f64)
+                                .sum();
+                            s + if accumulate {
+                                c0[i * ldc + j] as f64
+                            } else {
+                                0.0
+                            }
+                        };
+                        let got = c[i * ldc + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{m}x{n}x{k} ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_split_over_threads_give_the_same_bits() {
+        let (m, n, k) = (64, 100, 400);
+        let (a, b) = (values(m * k, 4), values(k * n, 5));
+        let mut one = vec![0f32; m * n];
+        gemm_unpacked((m, n, k), &a, k, None, &b, n, &mut one, n, false).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let mut three = vec![0f32; m * n];
+        pool.install(|| {
+            gemm_unpacked((m, n, k), &a, k, None, &b, n, &mut three, n, false).unwrap()
+        });
+        assert_eq!(one, three);
+    }
+
+    /// Mapped columns of A equal the product with A's columns copied out first.
+    #[test]
+    fn mapped_columns_match_a_compacted_copy() {
+        let (m, n, lda) = (11, 40, 30);
+        let map: Vec<u32> = (0..lda as u32).filter(|v| v % 3 != 1).collect();
+        let k = map.len();
+        let (a, b) = (values(m * lda, 6), values(k * n, 7));
+        let compact: Vec<f32> = (0..m)
+            .flat_map(|i| map.iter().map(move |&v| (i, v as usize)))
+            .map(|(i, v)| a[i * lda + v])
+            .collect();
+        let mut want = vec![0f32; m * n];
+        gemm_unpacked((m, n, k), &compact, k, None, &b, n, &mut want, n, false).unwrap();
+        let mut got = vec![0f32; m * n];
+        gemm_unpacked((m, n, k), &a, lda, Some(&map), &b, n, &mut got, n, false).unwrap();
+        assert_eq!(got, want);
+        let short = &map[..k - 1];
+        assert!(gemm_unpacked((m, n, k), &a, lda, Some(short), &b, n, &mut got, n, false).is_err());
+    }
+
+    #[test]
+    fn operands_out_of_bounds_are_an_error() {
+        let mut c = vec![0f32; 4];
+        assert!(gemm_unpacked(
+            (2, 2, 3),
+            &[0.0; 5],
+            3,
+            None,
+            &[0.0; 6],
+            2,
+            &mut c,
+            2,
+            false
+        )
+        .is_err());
+    }
+}
