@@ -145,6 +145,21 @@ fn cases() -> Vec<Case> {
             1,
             true,
         ),
+        // One output position of a few images (Inception's 1×3 Convs on 1×1 maps: one
+        // live tap; a 3×3 Conv on a 1×1 map; a 3×3 window over a whole 3×3 plane): the
+        // narrow product over each image's column.
+        case(
+            [2, 20, 1, 1],
+            12,
+            [1, 3],
+            [1, 1],
+            [1, 1],
+            [0, 1, 0, 1],
+            1,
+            true,
+        ),
+        case([3, 8, 1, 1], 5, [3, 3], [1, 1], [1, 1], [1; 4], 1, false),
+        case([2, 8, 3, 3], 6, [3, 3], [2, 2], [1, 1], [0; 4], 1, true),
         // 1×1 Convs on 1×1 planes (squeeze-excitation): one strided GEMM per group.
         case([5, 12, 1, 1], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
         case([3, 12, 1, 1], 8, [1, 1], [1, 1], [1, 1], [0; 4], 4, false),

@@ -1,17 +1,15 @@
-//! f32 GEMM that reads both operands where they lie, without packing: `C (+)= A·B` with A
-//! `[m, k]` and B `[k, n]` row-major (any row pitch). Made for convolutions: A is the weight
-//! matrix (output channels × input channels·taps), B the column matrix im2col just wrote (or
-//! the input itself for a 1×1 Conv), C the output planes. The `gemm` crate packs both
-//! operands on every call; a Conv's weights are often larger than its columns (Inception's
-//! late blocks: `[192, 1120]` weights against 18 columns), so packing them cost more than
-//! the arithmetic, and on 3×3 Convs of 8×8 to 37×37 planes the crate reached 87–100 GFLOP/s
-//! where onnxruntime's direct kernels reach 110–120.
+//! f32 GEMM that reads both operands where they lie: `C (+)= A·B` with A `[m, k]` and B
+//! `[k, n]` row-major (any row pitch), A's columns optionally through a map. Made for
+//! Convs some of whose taps read only padding (Inception's 1×7 Convs on 3×3 maps, dilated
+//! Convs on small maps): the column matrix holds the live taps only and the weights are
+//! read in place through the map, where the `gemm` crate needed a compacted copy of the
+//! weights on every call (a scalar gather costing more than the taps it saved: 207 → 121 µs
+//! on Inception's `[192, 160, 1, 7]` Conv over `[2, 160, 3, 3]`). On whole-tap Convs the
+//! crate stays 3–5 % faster (102 against 105 GFLOP/s on FCN's 3×3 head) and serves them.
 //!
-//! The AVX-512 kernel copies B in panels of up to 48 columns into a contiguous buffer (B is
-//! the smaller operand: k × 48 floats per panel, once per call); for each block of 128 of
-//! the panel's rows (in the L1 cache), blocks of 8 rows of A: 24 accumulators (8 rows × 3
-//! vectors of 16 columns), per k three loads of the panel and eight broadcasts of A's
-//! column. Each output is one chain of fused multiply-adds over k in order (through C
+//! The AVX-512 kernel works on tiles of 8 rows of A by 48 columns of B: 24 accumulators
+//! (8 rows × 3 vectors of 16 columns), per k three loads of B's row and eight broadcasts of
+//! A's column, blocked over k and the columns for the caches (`rows_avx512`). Each output is one chain of fused multiply-adds over k in order (through C
 //! between row blocks), whatever tile it falls in and however rows are split over threads,
 //! so the result does not depend on the thread count. Elsewhere (no AVX-512) the `gemm` crate serves.
 use super::matmul::{gemm_into_strided, MatView};
@@ -24,8 +22,11 @@ const MR: usize = 8;
 /// Columns of B per panel (three 16-lane vectors).
 const NR: usize = 48;
 
-/// Rows of a panel per pass over A's row blocks (`KC · NR` floats: 24 KB).
+/// Rows of B per pass over A (one panel's block, `KC · NR` floats, is 24 KB: the L1 cache).
 const KC: usize = 128;
+
+/// Columns of B per pass over A (a block of `KC · NC` floats is 384 KB: the L2 cache).
+const NC: usize = 768;
 
 /// Rows of A from which B's panel blocks are copied into a contiguous buffer (below, the
 /// copy costs more than the L1 misses it saves: DenseNet's 32-channel 3×3 Convs).
@@ -127,9 +128,12 @@ pub(crate) fn gemm_unpacked(
     )
 }
 
-/// The product on AVX-512: panels of B's columns in blocks of [`KC`] rows, each block
-/// (copied into a contiguous buffer of 24 KB, in the L1 cache, when A has at least
-/// [`PACK_MIN_ROWS`] rows) multiplied by every block of [`MR`] rows of A.
+/// The product on AVX-512, blocked for the caches: per block of [`NC`] columns and [`KC`]
+/// rows of B (copied into contiguous panels of [`NR`] columns when A has at least
+/// [`PACK_MIN_ROWS`] rows, else read in place), every block of [`MR`] rows of A (its `MR ×
+/// KC` block stays in the L1 cache) against every panel. A is read once per block of
+/// columns: a Conv whose weights are tens of megabytes (FCN's 3×3 head, `[512, 18432]`)
+/// against 128 columns reads them once, where panel-major order read them once per panel.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `a` must hold rows `0..m` of `k` elements `lda` apart,
@@ -152,48 +156,58 @@ unsafe fn rows_avx512(
     let (pa, pc) = (a.as_ptr(), c.as_mut_ptr());
     // Few row blocks read each panel block a few times only: B is then read in place.
     let packed = m >= PACK_MIN_ROWS;
-    let mut panel = vec![0f32; if packed { KC * NR } else { 0 }];
-    for j0 in (0..n).step_by(NR) {
-        let cols = (n - j0).min(NR);
+    let mut block = vec![0f32; if packed { KC * NC } else { 0 }];
+    for jc in (0..n).step_by(NC) {
+        let nc = (n - jc).min(NC);
         for k0 in (0..k).step_by(KC) {
             let kc = (k - k0).min(KC);
-            let (bp, brs) = if packed {
-                for (l, row) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
-                    row[..cols].copy_from_slice(&b[(k0 + l) * ldb + j0..][..cols]);
+            if packed {
+                // Panel p of the block: kc rows of NR floats at p·KC·NR.
+                for (p, j0) in (jc..jc + nc).step_by(NR).enumerate() {
+                    let cols = (jc + nc - j0).min(NR);
+                    let panel = &mut block[p * KC * NR..][..kc * NR];
+                    for (l, row) in panel.chunks_exact_mut(NR).enumerate() {
+                        row[..cols].copy_from_slice(&b[(k0 + l) * ldb + j0..][..cols]);
+                    }
                 }
-                (panel.as_ptr(), NR)
-            } else {
-                (b.as_ptr().add(k0 * ldb + j0), ldb)
+            }
+            // Mapped columns: A from its row start, the map from k0; else A from k0.
+            let (a_off, map) = match a_cols {
+                Some(cols) => (0, cols.as_ptr().add(k0)),
+                None => (k0, std::ptr::null()),
             };
             for i0 in (0..m).step_by(MR) {
-                // Mapped columns: A from its row start, the map from k0; else A from k0.
-                let (a_off, map) = match a_cols {
-                    Some(cols) => (0, cols.as_ptr().add(k0)),
-                    None => (k0, std::ptr::null()),
-                };
-                let geo = Tile {
-                    k: kc,
-                    a: pa.add(i0 * lda + a_off),
-                    map,
-                    lda,
-                    rows: (m - i0).min(MR),
-                    b: bp,
-                    ldb: brs,
-                    c: pc.add(i0 * ldc + j0),
-                    ldc,
-                    cols,
-                    load: accumulate || k0 > 0,
-                };
-                // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
-                // inside A and C by this function's contract, its kc rows in the
-                // panel block.
-                match (cols.div_ceil(16), a_cols.is_some()) {
-                    (3, false) => tile::<3, false>(&geo),
-                    (2, false) => tile::<2, false>(&geo),
-                    (_, false) => tile::<1, false>(&geo),
-                    (3, true) => tile::<3, true>(&geo),
-                    (2, true) => tile::<2, true>(&geo),
-                    (_, true) => tile::<1, true>(&geo),
+                for (p, j0) in (jc..jc + nc).step_by(NR).enumerate() {
+                    let cols = (jc + nc - j0).min(NR);
+                    let (bp, brs) = if packed {
+                        (block.as_ptr().add(p * KC * NR), NR)
+                    } else {
+                        (b.as_ptr().add(k0 * ldb + j0), ldb)
+                    };
+                    let geo = Tile {
+                        k: kc,
+                        a: pa.add(i0 * lda + a_off),
+                        map,
+                        lda,
+                        rows: (m - i0).min(MR),
+                        b: bp,
+                        ldb: brs,
+                        c: pc.add(i0 * ldc + j0),
+                        ldc,
+                        cols,
+                        load: accumulate || k0 > 0,
+                    };
+                    // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
+                    // inside A and C by this function's contract, its kc rows in B or in
+                    // the packed block.
+                    match (cols.div_ceil(16), a_cols.is_some()) {
+                        (3, false) => tile::<3, false>(&geo),
+                        (2, false) => tile::<2, false>(&geo),
+                        (_, false) => tile::<1, false>(&geo),
+                        (3, true) => tile::<3, true>(&geo),
+                        (2, true) => tile::<2, true>(&geo),
+                        (_, true) => tile::<1, true>(&geo),
+                    }
                 }
             }
         }
@@ -285,8 +299,8 @@ mod tests {
     }
 
     /// Every edge (rows and columns past whole tiles, pitches wider than the rows, k = 0;
-    /// B read in place and, from 64 rows, in copied blocks over several blocks of k) against
-    /// a direct triple loop in f64, with and without accumulation.
+    /// B read in place and, from 64 rows, in copied blocks; several blocks of k and of
+    /// columns) against a direct triple loop in f64, with and without accumulation.
     #[test]
     fn products_match_a_direct_loop() {
         for (m, n, k) in [
@@ -297,6 +311,8 @@ mod tests {
             (20, 97, 33),
             (9, 5, 0),
             (70, 50, 300),
+            (70, 800, 140),
+            (20, 790, 10),
         ] {
             for (pad, accumulate) in [(0, false), (3, true)] {
                 let (lda, ldb, ldc) = (k + pad, n + pad, n + 2 * pad);

@@ -81,6 +81,11 @@ unsafe fn a_bt_avx512(
     accumulate: bool,
     out: &mut [f32],
 ) {
+    let mut put = |i: usize, j: usize, d: f32| {
+        let o = &mut out[i * n + j];
+        let v = alpha * d;
+        *o = if accumulate { *o + v } else { v };
+    };
     let mut j = 0;
     while j < n {
         let nr = (n - j).min(4);
@@ -92,11 +97,12 @@ unsafe fn a_bt_avx512(
             let mut tile = [[0f32; 4]; 4];
             match (mr, nr) {
                 (4, 4) => tile = tile_avx512::<4, 4>(a, b, (i, j, k)),
-                (_, 4) => {
-                    for (r, row) in tile.iter_mut().enumerate().take(mr) {
-                        *row = tile_avx512::<1, 4>(a, b, (i + r, j, k))[0];
-                    }
-                }
+                // Fewer rows of A (a classifier on a batch of 2 or 3): every row against
+                // each chunk of B's four rows while it is loaded, so B (the weights, in
+                // the L3 cache or memory) is read once, not once per row of A.
+                (3, 4) => tile[..3].copy_from_slice(&tile_avx512::<3, 4>(a, b, (i, j, k))),
+                (2, 4) => tile[..2].copy_from_slice(&tile_avx512::<2, 4>(a, b, (i, j, k))),
+                (_, 4) => tile[0] = tile_avx512::<1, 4>(a, b, (i, j, k))[0],
                 _ => {
                     for (r, row) in tile.iter_mut().enumerate().take(mr) {
                         for (c, v) in row.iter_mut().enumerate().take(nr) {
@@ -107,9 +113,7 @@ unsafe fn a_bt_avx512(
             }
             for (r, row) in tile.iter().enumerate().take(mr) {
                 for (c, &d) in row.iter().enumerate().take(nr) {
-                    let o = &mut out[(i + r) * n + j + c];
-                    let v = alpha * d;
-                    *o = if accumulate { *o + v } else { v };
+                    put(i + r, j + c, d);
                 }
             }
             i += mr;
@@ -221,6 +225,8 @@ mod tests {
             (3, 1, 1),
             (6, 8, 33),
             (1, 12, 40),
+            (2, 9, 100),
+            (3, 6, 20),
         ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|v| ((v * 7 % 13) as f32 - 6.0) / 7.0)
@@ -245,19 +251,25 @@ mod tests {
         assert!(a_bt((2, 2, 2), &[0.0; 3], &[0.0; 4], 1.0, false, &mut [0.0; 4]).is_err());
     }
 
-    /// Rows computed four at a time give the bits of rows computed alone.
+    /// Rows computed four, three or two at a time give the bits of rows computed alone.
     #[test]
     fn blocked_rows_equal_single_rows_bitwise() {
-        let (m, n, k) = (9, 5, 37);
-        let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect();
-        let mut all = vec![0f32; m * n];
-        a_bt((m, n, k), &a, &b, 0.5, false, &mut all).expect("in bounds");
-        for i in 0..m {
-            let mut one = vec![0f32; n];
-            a_bt((1, n, k), &a[i * k..], &b, 0.5, false, &mut one).expect("in bounds");
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&all[i * n..(i + 1) * n]), bits(&one), "row {i}");
+        for m in [9, 10, 7, 2, 3] {
+            let (n, k) = (5, 37);
+            let a: Vec<f32> = (0..m * k).map(|v| (v as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n * k).map(|v| (v as f32 * 0.11).cos()).collect();
+            let mut all = vec![0f32; m * n];
+            a_bt((m, n, k), &a, &b, 0.5, false, &mut all).expect("in bounds");
+            for i in 0..m {
+                let mut one = vec![0f32; n];
+                a_bt((1, n, k), &a[i * k..], &b, 0.5, false, &mut one).expect("in bounds");
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&all[i * n..(i + 1) * n]),
+                    bits(&one),
+                    "{m} rows: row {i}"
+                );
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`,
 //! walking each input plane once per kernel tap, one output row at a time.
+use super::conv_depthwise_flat::depthwise_flat;
 use super::conv_depthwise_flat::{copy_rows, FlatGeometry, Layout};
+use super::conv_epilogue::Epilogue;
 use super::conv_taps::TapTable;
-use super::pool_channels_last::{max_pool_channels_last, MIN_POOL_CHANNELS, SMALL_POOL_PLANE};
+use super::pool_channels_last::{pool_channels_last, MIN_POOL_CHANNELS, SMALL_POOL_PLANE};
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -42,17 +44,13 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
         pads: a.pads[..s].to_vec(),
     };
     let planes = xs[0] * xs[1];
+    let p_in = win.other_plane();
+    // Small output planes of several channels: all channels at once.
+    let channels_last = win.drive_plane() <= SMALL_POOL_PLANE && xs[1] >= MIN_POOL_CHANNELS;
     let data = match (a.kind, &x.data) {
-        (PoolKind::Max, TensorData::F32(v))
-            if win.drive_plane() <= SMALL_POOL_PLANE && xs[1] >= MIN_POOL_CHANNELS =>
-        {
-            let kidx: Vec<Vec<usize>> = (0..win.kernel_len())
-                .map(|kp| win.kernel_index(kp))
-                .collect();
-            let table = TapTable::new(&win, &kidx);
-            let p_in = win.other_plane();
-            TensorData::F32(max_pool_channels_last(&table, v, (xs[0], xs[1], p_in)))
-        }
+        (PoolKind::Max, TensorData::F32(v)) if channels_last => TensorData::F32(
+            pool_channels_last(&tap_table(&win), v, (xs[0], xs[1], p_in), true),
+        ),
         (PoolKind::Max, TensorData::F32(v)) => {
             match FlatGeometry::new(
                 &xs[2..],
@@ -68,7 +66,11 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
         }
         (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
         (PoolKind::Average, TensorData::F32(v)) => {
-            let sums = sum_pool(&win, v, planes);
+            let sums = if channels_last {
+                pool_channels_last(&tap_table(&win), v, (xs[0], xs[1], p_in), false)
+            } else {
+                sum_pool(&win, v, planes)
+            };
             let counts = counts(a, &win);
             let p = win.drive_plane();
             TensorData::F32(
@@ -83,6 +85,14 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
     let mut shape = xs[..2].to_vec();
     shape.extend(out_sp);
     make(x.dtype, shape, data)
+}
+
+/// The tap table of every kernel tap of `win`.
+fn tap_table(win: &Window) -> TapTable {
+    let kidx: Vec<Vec<usize>> = (0..win.kernel_len())
+        .map(|kp| win.kernel_index(kp))
+        .collect();
+    TapTable::new(win, &kidx)
 }
 
 /// Applies `f(dst_row_slice, src, stride)` for every valid run of every kernel tap.
@@ -211,7 +221,23 @@ fn max_plane(lay: &Layout, scratch: &[f32], acc: &mut [f32]) {
     }
 }
 
+/// Window sums of every plane: 1-D and 2-D windows as a depthwise Conv with unit weights
+/// (`conv_depthwise_flat.rs`: one multiply-add by 1 is the add, exactly; taps in the same
+/// order), others run by run from the tap table.
 fn sum_pool(win: &Window, x: &[f32], planes: usize) -> Vec<f32> {
+    if let Some(geo) = FlatGeometry::new(
+        &win.other,
+        &win.drive,
+        &win.kernel,
+        &win.strides,
+        &win.dilations,
+        &win.pads,
+    ) {
+        let mut out = vec![0f32; planes * win.drive_plane()];
+        let ones = vec![1f32; win.kernel_len()];
+        depthwise_flat(&geo, x, &ones, None, &mut out, 1, Epilogue::default());
+        return out;
+    }
     vectorized(
         #[inline(always)]
         || {
@@ -346,16 +372,75 @@ mod tests {
         }
     }
 
+    /// Average pools on the 2-D paths (plane by plane as a depthwise Conv with unit weights;
+    /// channels innermost on small planes of 24 channels) against a direct sum over the
+    /// window, with and without the padding in the divisor.
+    #[test]
+    fn average_pools_match_a_direct_loop() {
+        for (c, h, w) in [(3, 9, 11), (24, 5, 6), (24, 12, 12)] {
+            let x: Vec<f32> = (0..2 * c * h * w)
+                .map(|i| ((i * 7919) % 101) as f32 / 8.0 - 6.0)
+                .collect();
+            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0)] {
+                for include in [false, true] {
+                    let a = PoolAttrs {
+                        kind: PoolKind::Average,
+                        count_include_pad: include,
+                        ..max_attrs(k, s, p, false)
+                    };
+                    let y = pool(&a, &Tensor::f32(vec![2, c, h, w], x.clone())).unwrap();
+                    let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+                    let mut want = Vec::new();
+                    for plane in x.chunks_exact(h * w) {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let (mut sum, mut n) = (0f32, 0);
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                        if iy < p || ix < p || iy - p >= h || ix - p >= w {
+                                            n += usize::from(include);
+                                            continue;
+                                        }
+                                        sum += plane[(iy - p) * w + ix - p];
+                                        n += 1;
+                                    }
+                                }
+                                want.push(sum / n as f32);
+                            }
+                        }
+                    }
+                    let got = y.as_f32().unwrap();
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - e).abs() <= 1e-6 * (1.0 + e.abs()),
+                            "{c}×{h}×{w} k {k} s {s} p {p} include {include} at {i}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// With ceil_mode (windows past the end of the input), the channels-innermost path gives
-    /// the bits of the plane loop, which a one-channel pool takes.
+    /// the bits of the plane loops, which a one-channel pool takes (max and average).
     #[test]
     fn ceil_mode_pools_agree_between_the_paths() {
         let (c, h, w) = (24, 8, 7);
         let x: Vec<f32> = (0..c * h * w)
             .map(|i| ((i * 7919) % 103) as f32 - 51.0)
             .collect();
-        for (k, s, p) in [(3, 2, 0), (3, 1, 1), (2, 2, 1)] {
-            let a = max_attrs(k, s, p, true);
+        for (k, s, p, kind) in [
+            (3, 2, 0, PoolKind::Max),
+            (3, 1, 1, PoolKind::Max),
+            (2, 2, 1, PoolKind::Max),
+            (3, 2, 0, PoolKind::Average),
+            (2, 2, 1, PoolKind::Average),
+        ] {
+            let a = PoolAttrs {
+                kind,
+                ..max_attrs(k, s, p, true)
+            };
             let all = pool(&a, &Tensor::f32(vec![1, c, h, w], x.clone())).unwrap();
             let mut per_plane = Vec::new();
             for plane in x.chunks_exact(h * w) {
