@@ -160,6 +160,11 @@ fn cases() -> Vec<Case> {
         ),
         case([3, 8, 1, 1], 5, [3, 3], [1, 1], [1, 1], [1; 4], 1, false),
         case([2, 8, 3, 3], 6, [3, 3], [2, 2], [1, 1], [0; 4], 1, true),
+        // At most 16 columns (two 2×2 maps; one 3×3 map read in place): the narrow product
+        // over the transposed columns, with and without groups.
+        case([2, 12, 2, 2], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
+        case([2, 8, 2, 2], 6, [3, 3], [1, 1], [1, 1], [1; 4], 2, false),
+        case([1, 12, 3, 3], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
         // 1×1 Convs on 1×1 planes (squeeze-excitation): one strided GEMM per group.
         case([5, 12, 1, 1], 20, [1, 1], [1, 1], [1, 1], [0; 4], 1, true),
         case([3, 12, 1, 1], 8, [1, 1], [1, 1], [1, 1], [0; 4], 4, false),

@@ -46,8 +46,27 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
         }
         return make(x.dtype, out_shape, TensorData::F32(out));
     }
-    let s: Vec<isize> = perm.iter().map(|&p| in_strides[p] as isize).collect();
-    let data = map_storage!(&x.data, v => permute(v, &out_shape, &s));
+    // Output axes that are consecutive input axes move together: merged (and axes of size
+    // 1 dropped), the copy walks the longest contiguous runs (ShuffleNet's channel shuffle
+    // `[2, 24, 2, 8, 8]` by `[0, 2, 1, 3, 4]`: runs of 64, not 8). Merging adjacent output
+    // axes keeps the output's element order.
+    let mut shape_m: Vec<usize> = Vec::with_capacity(rank);
+    let mut s: Vec<isize> = Vec::with_capacity(rank);
+    let mut prev: Option<usize> = None;
+    for &a in perm.iter().filter(|&&a| x.shape[a] > 1) {
+        match (prev, shape_m.last_mut(), s.last_mut()) {
+            (Some(p), Some(n), Some(st)) if a == p + 1 => {
+                *n *= x.shape[a];
+                *st = in_strides[a] as isize;
+            }
+            _ => {
+                shape_m.push(x.shape[a]);
+                s.push(in_strides[a] as isize);
+            }
+        }
+        prev = Some(a);
+    }
+    let data = map_storage!(&x.data, v => permute(v, &shape_m, &s));
     make(x.dtype, out_shape, data)
 }
 
@@ -352,6 +371,25 @@ mod tests {
             let gf = transpose(&perm, &xf).unwrap();
             let wf: Vec<f32> = want.iter().map(|&a| a as f32).collect();
             assert_eq!(gf.as_f32().unwrap(), &wf[..], "f32 perm {perm:?}");
+        }
+        // Axes of size 1 and runs of consecutive axes merged before the copy (a channel
+        // shuffle among them): the per-element gather's result.
+        let shape = [2usize, 1, 3, 4, 5];
+        let x = iota(shape.to_vec());
+        let v = x.as_i64().unwrap();
+        let st = strides(&shape);
+        for perm in [
+            [0, 2, 1, 3, 4],
+            [1, 0, 2, 4, 3],
+            [2, 3, 4, 1, 0],
+            [4, 1, 0, 2, 3],
+        ] {
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let s: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+            let want = gather_rows(v, &out_shape, &s, 0);
+            let got = transpose(&perm, &x).unwrap();
+            assert_eq!(got.shape, out_shape);
+            assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
         }
     }
 
