@@ -47,13 +47,13 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
         return make(x.dtype, out_shape, TensorData::F32(out));
     }
     // Output axes that are consecutive input axes move together: merged (and axes of size
-    // 1 dropped), the copy walks the longest contiguous runs (ShuffleNet's channel shuffle
+    // 1 dropped; an empty axis stays, so an empty tensor stays empty), the copy walks the longest contiguous runs (ShuffleNet's channel shuffle
     // `[2, 24, 2, 8, 8]` by `[0, 2, 1, 3, 4]`: runs of 64, not 8). Merging adjacent output
     // axes keeps the output's element order.
     let mut shape_m: Vec<usize> = Vec::with_capacity(rank);
     let mut s: Vec<isize> = Vec::with_capacity(rank);
     let mut prev: Option<usize> = None;
-    for &a in perm.iter().filter(|&&a| x.shape[a] > 1) {
+    for &a in perm.iter().filter(|&&a| x.shape[a] != 1) {
         match (prev, shape_m.last_mut(), s.last_mut()) {
             (Some(p), Some(n), Some(st)) if a == p + 1 => {
                 *n *= x.shape[a];
@@ -391,6 +391,10 @@ mod tests {
             assert_eq!(got.shape, out_shape);
             assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
         }
+        // An empty axis among merged ones: the result stays empty.
+        let empty = transpose(&[0, 2, 1, 3], &iota(vec![2, 0, 3, 4])).unwrap();
+        assert_eq!(empty.shape, vec![2, 3, 0, 4]);
+        assert!(empty.as_i64().unwrap().is_empty());
     }
 
     #[test]
