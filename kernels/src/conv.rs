@@ -113,7 +113,7 @@ pub(crate) fn conv_fused(
         Some(b) => Some(floats(b, "B")?),
         None => None,
     };
-    let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
+    let (p_out, p_in) = (win.drive_plane(), win.other_plane());
     let mut out = vec![0f32; n * m * p_out];
     if epi.residual.is_some_and(|r| r.len() != out.len()) {
         return Err(format!(
@@ -133,8 +133,7 @@ pub(crate) fn conv_fused(
     let mut epi = epi;
     (epi.plane, epi.channels) = (p_out, m);
     init_planes(&mut out, bias, m, p_out);
-    let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
-    let taps = TapTable::new(&win, &kidx);
+    let taps = TapTable::new(&win);
     if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
         depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
     } else if cg == 1 {

@@ -36,14 +36,17 @@ pub(crate) struct TapTable {
 }
 
 impl TapTable {
-    /// Builds the table for every tap of `win` (`kidx[kp]` is tap `kp`'s kernel index).
-    pub fn new(win: &Window, kidx: &[Vec<usize>]) -> Self {
+    /// Builds the table for every tap of `win`, in the window's tap order.
+    pub fn new(win: &Window) -> Self {
+        let kidx: Vec<Vec<usize>> = (0..win.kernel_len())
+            .map(|kp| win.kernel_index(kp))
+            .collect();
         let l = win.drive.len() - 1;
         let p_out = win.drive_plane();
         let mut runs = Vec::new();
         let mut starts = Vec::with_capacity(kidx.len() + 1);
         let mut full = Vec::with_capacity(kidx.len());
-        for ki in kidx {
+        for ki in &kidx {
             starts.push(runs.len());
             let first = runs.len();
             let (lo, hi, a0) = win.inner_range(ki[l]);

@@ -1,5 +1,8 @@
-//! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`,
-//! walking each input plane once per kernel tap, one output row at a time.
+//! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`:
+//! f32 pools on planes of at most 64 outputs with several channels run all channels at once
+//! (`pool_channels_last.rs`); other 1-D and 2-D f32 max pools from padded stride-phase
+//! planes, f32 sums as a depthwise Conv with unit weights (`conv_depthwise_flat.rs`); the
+//! rest walk each input plane once per kernel tap, one output row at a time.
 use super::conv_depthwise_flat::depthwise_flat;
 use super::conv_depthwise_flat::{copy_rows, FlatGeometry, Layout};
 use super::conv_epilogue::Epilogue;
@@ -49,7 +52,7 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
     let channels_last = win.drive_plane() <= SMALL_POOL_PLANE && xs[1] >= MIN_POOL_CHANNELS;
     let data = match (a.kind, &x.data) {
         (PoolKind::Max, TensorData::F32(v)) if channels_last => TensorData::F32(
-            pool_channels_last(&tap_table(&win), v, (xs[0], xs[1], p_in), true),
+            pool_channels_last(&TapTable::new(&win), v, (xs[0], xs[1], p_in), true),
         ),
         (PoolKind::Max, TensorData::F32(v)) => {
             match FlatGeometry::new(
@@ -67,7 +70,7 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
         (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
         (PoolKind::Average, TensorData::F32(v)) => {
             let sums = if channels_last {
-                pool_channels_last(&tap_table(&win), v, (xs[0], xs[1], p_in), false)
+                pool_channels_last(&TapTable::new(&win), v, (xs[0], xs[1], p_in), false)
             } else {
                 sum_pool(&win, v, planes)
             };
@@ -87,14 +90,6 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
     make(x.dtype, shape, data)
 }
 
-/// The tap table of every kernel tap of `win`.
-fn tap_table(win: &Window) -> TapTable {
-    let kidx: Vec<Vec<usize>> = (0..win.kernel_len())
-        .map(|kp| win.kernel_index(kp))
-        .collect();
-    TapTable::new(win, &kidx)
-}
-
 /// Applies `f(dst_row_slice, src, stride)` for every valid run of every kernel tap.
 fn taps<T: Copy>(
     win: &Window,
@@ -104,9 +99,8 @@ fn taps<T: Copy>(
     f: impl Fn(&mut [T], &[T], usize),
 ) -> Vec<T> {
     let (p_out, p_in, kl) = (win.drive_plane(), win.other_plane(), win.kernel_len());
-    let kidx: Vec<Vec<usize>> = (0..kl).map(|kp| win.kernel_index(kp)).collect();
     // One table of runs per tap for all planes (no per-plane row geometry).
-    let table = TapTable::new(win, &kidx);
+    let table = TapTable::new(win);
     let stride = table.stride;
     let mut out = vec![init; planes * p_out];
     for pi in 0..planes {
@@ -450,7 +444,7 @@ mod tests {
             assert_eq!(
                 bits(all.as_f32().unwrap()),
                 bits(&per_plane),
-                "k {k} s {s} p {p}"
+                "{kind:?} k {k} s {s} p {p}"
             );
         }
     }
