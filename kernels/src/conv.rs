@@ -367,17 +367,7 @@ fn conv_product(
                 &a.data[a.off.min(a.data.len())..],
                 &b.data[b.off.min(b.data.len())..],
             );
-            gemm_unpacked(
-                (m, n, k),
-                av,
-                a.rs,
-                Some(cols),
-                bv,
-                b.rs,
-                out,
-                n,
-                accumulate,
-            )
+            gemm_unpacked((m, n, k), av, a.rs, cols, bv, b.rs, out, n, accumulate)
         }
         // A few columns (1×1 Convs on 2×2 maps of two images: 8): the narrow product
         // against the transposed columns reads each weight row once, contiguously, where
@@ -448,8 +438,8 @@ fn patch_im2col(geo: &PatchGeometry, x: &[f32], col: &mut [f32], cg: usize, ld: 
 }
 
 /// Fills columns `off..off + P_out` of `col` (`[cg·K', ld]`, row-major; K' the taps of
-/// `sel` in its order, or every tap when None) from `cg` input planes of `p_in` elements, walking the tap table's
-/// runs (positions no run covers are zero).
+/// `sel` in its order, or every tap when None) from `cg` input planes of `p_in` elements,
+/// walking the tap table's runs (positions no run covers are zero).
 fn im2col(
     taps: &TapTable,
     sel: Option<&[usize]>,

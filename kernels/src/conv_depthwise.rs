@@ -5,10 +5,10 @@
 //! (two loads and one multiply-add per unit and tap, one store per output, four independent
 //! chains even when a Conv has 16 channels); the result is transposed back. Channels are
 //! padded with zeros to a whole number of 16-lane blocks (24 channels run as two blocks,
-//! not one block and eight scalar chains). The plane-by-plane loops (`conv.rs`, `conv_depthwise_flat.rs`) spend more on a
-//! few runs of one or two elements per tap and plane, or on padding, than on the
-//! arithmetic on 2×2 and 4×4 planes (MobileNet-V3's late 5×5 depthwise Convs: 8·576
-//! planes of 4 outputs, 25 taps).
+//! not one block and eight scalar chains). The plane-by-plane loops (`conv.rs`,
+//! `conv_depthwise_flat.rs`) spend more on a few runs of one or two elements per tap and
+//! plane, or on padding, than on the arithmetic on 2×2 and 4×4 planes (MobileNet-V3's late
+//! 5×5 depthwise Convs: 8·576 planes of 4 outputs, 25 taps).
 //!
 //! Each output element receives the bias and then the taps in ascending order, one fused
 //! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all

@@ -192,8 +192,9 @@ pub(crate) fn deinterleave(src: &[f32], dst: &mut [f32]) {
 const TAIL_MIN: usize = 8;
 
 /// The AVX-512 part of [`deinterleave`]: writes the outputs 16 at a time, then a last chunk
-/// of at least [`TAIL_MIN`] with masked loads and a masked store (a row of 31 inputs has phase rows of 16 and
-/// 15 outputs: the second was a scalar loop, the hottest part of a ceil-mode 3×3/2 MaxPool);
+/// of at least [`TAIL_MIN`] with masked loads and a masked store (a row of 31 inputs has
+/// phase rows of 16 and 15 outputs: the second was a scalar loop, the hottest part of a
+/// ceil-mode 3×3/2 MaxPool);
 /// returns how many outputs it wrote (the caller copies the rest).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

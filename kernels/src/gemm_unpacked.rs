@@ -1,17 +1,19 @@
-//! f32 GEMM that reads both operands where they lie: `C (+)= A·B` with A `[m, k]` and B
-//! `[k, n]` row-major (any row pitch), A's columns optionally through a map. Made for
-//! Convs some of whose taps read only padding (Inception's 1×7 Convs on 3×3 maps, dilated
-//! Convs on small maps): the column matrix holds the live taps only and the weights are
-//! read in place through the map, where the `gemm` crate needed a compacted copy of the
-//! weights on every call (a scalar gather costing more than the taps it saved: 207 → 121 µs
-//! on Inception's `[192, 160, 1, 7]` Conv over `[2, 160, 3, 3]`). On whole-tap Convs the
-//! crate stays 3–5 % faster (102 against 105 GFLOP/s on FCN's 3×3 head) and serves them.
+//! f32 GEMM that reads both operands where they lie: `C (+)= A·B` with A `[m, k]` read
+//! through a column map and B `[k, n]` row-major (any row pitch). Made for Convs some of
+//! whose taps read only padding (Inception's 1×7 Convs on 3×3 maps, dilated Convs on small
+//! maps): the column matrix holds the live taps only and the weights are read in place
+//! through the map, where the `gemm` crate needed a compacted copy of the weights on every
+//! call (a scalar gather costing more than the taps it saved: 207 → 121 µs on Inception's
+//! `[192, 160, 1, 7]` Conv over `[2, 160, 3, 3]`). On whole-tap Convs the crate stays 3–5 %
+//! faster (102 against 105 GFLOP/s on FCN's 3×3 head) and serves them.
 //!
 //! The AVX-512 kernel works on tiles of 8 rows of A by 48 columns of B: 24 accumulators
 //! (8 rows × 3 vectors of 16 columns), per k three loads of B's row and eight broadcasts of
-//! A's column, blocked over k and the columns for the caches (`rows_avx512`). Each output is one chain of fused multiply-adds over k in order (through C
-//! between row blocks), whatever tile it falls in and however rows are split over threads,
-//! so the result does not depend on the thread count. Elsewhere (no AVX-512) the `gemm` crate serves.
+//! A's column, blocked over k and the columns for the caches (`rows_avx512`). Each output
+//! is one chain of fused multiply-adds over k in order (through C between row blocks),
+//! whatever tile it falls in and however rows are split over threads, so the result does
+//! not depend on the thread count. Elsewhere (no AVX-512) the `gemm` crate serves, over a
+//! compacted copy of A's mapped columns.
 use super::matmul::{gemm_into_strided, MatView};
 use super::KResult;
 use rayon::prelude::*;
@@ -35,16 +37,16 @@ const PACK_MIN_ROWS: usize = 64;
 /// Multiply-adds below which one thread does the whole product.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
-/// `c[i·ldc + j] = Σ_l a[i·lda + col(l)] · b[l·ldb + j] + (accumulate ? c[i·ldc + j] : 0)`
-/// for `i < m`, `j < n`, on the device's rayon threads when the product is large; `col(l)`
-/// is `a_cols[l]` when given (a Conv's live taps: its column matrix holds only the taps
-/// that read the input, and the weights are read in place rather than compacted), else `l`.
+/// `c[i·ldc + j] = Σ_l a[i·lda + a_cols[l]] · b[l·ldb + j] + (accumulate ? c[i·ldc + j] : 0)`
+/// for `i < m`, `j < n`, on the device's rayon threads when the product is large. `a_cols`
+/// holds a Conv's live taps: its column matrix holds only the taps that read the input, and
+/// the weights are read in place rather than compacted.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_unpacked(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     lda: usize,
-    a_cols: Option<&[u32]>,
+    a_cols: &[u32],
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
@@ -57,17 +59,14 @@ pub(crate) fn gemm_unpacked(
     let fits = |len: usize, rows: usize, ld: usize, cols: usize| {
         rows == 0 || cols == 0 || (ld >= cols && (rows - 1) * ld + cols <= len)
     };
-    // Columns of A read: k, or one past the largest mapped column.
-    let a_width = match a_cols {
-        Some(cols) if cols.len() != k => {
-            return Err(format!(
-                "{} column indices for a product over {k}",
-                cols.len()
-            ))
-        }
-        Some(cols) => cols.iter().map(|&v| v as usize + 1).max().unwrap_or(0),
-        None => k,
-    };
+    if a_cols.len() != k {
+        return Err(format!(
+            "{} column indices for a product over {k}",
+            a_cols.len()
+        ));
+    }
+    // Columns of A read: one past the largest mapped column.
+    let a_width = a_cols.iter().map(|&v| v as usize + 1).max().unwrap_or(0);
     if !fits(a.len(), m, lda, a_width) || !fits(b.len(), k, ldb, n) || !fits(c.len(), m, ldc, n) {
         return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
     }
@@ -104,24 +103,16 @@ pub(crate) fn gemm_unpacked(
         }
         return Ok(());
     }
-    let compact: Vec<f32>;
-    let (a, lda) = match a_cols {
-        Some(cols) => {
-            compact = (0..m)
-                .flat_map(|i| cols.iter().map(move |&v| (i, v as usize)))
-                .map(|(i, v)| a[i * lda + v])
-                .collect();
-            (compact.as_slice(), k)
-        }
-        None => (a, lda),
-    };
+    let compact: Vec<f32> = (0..m)
+        .flat_map(|i| a_cols.iter().map(move |&v| a[i * lda + v as usize]))
+        .collect();
     gemm_into_strided(
         m,
         n,
         k,
         c,
         (0, ldc, 1),
-        MatView::row_major(a, 0, lda),
+        MatView::row_major(&compact, 0, k),
         MatView::row_major(b, 0, ldb),
         1.0,
         accumulate,
@@ -136,9 +127,9 @@ pub(crate) fn gemm_unpacked(
 /// against 128 columns reads them once, where panel-major order read them once per panel.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `a` must hold rows `0..m` of `k` elements `lda` apart,
+/// The CPU must support AVX-512F; `a` must hold rows `0..m` `lda` apart,
 /// `b` rows `0..k` of `n` elements `ldb` apart, `c` rows `0..m` of `n` elements `ldc` apart;
-/// `a_cols`, when given, holds `k` column indices inside A's rows.
+/// `a_cols` holds `k` column indices inside A's rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +137,7 @@ unsafe fn rows_avx512(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     lda: usize,
-    a_cols: Option<&[u32]>,
+    a_cols: &[u32],
     b: &[f32],
     ldb: usize,
     c: &mut [f32],
@@ -171,11 +162,8 @@ unsafe fn rows_avx512(
                     }
                 }
             }
-            // Mapped columns: A from its row start, the map from k0; else A from k0.
-            let (a_off, map) = match a_cols {
-                Some(cols) => (0, cols.as_ptr().add(k0)),
-                None => (k0, std::ptr::null()),
-            };
+            // A from its row start, the map from k0.
+            let map = a_cols.as_ptr().add(k0);
             for i0 in (0..m).step_by(MR) {
                 for (p, j0) in (jc..jc + nc).step_by(NR).enumerate() {
                     let cols = (jc + nc - j0).min(NR);
@@ -186,7 +174,7 @@ unsafe fn rows_avx512(
                     };
                     let geo = Tile {
                         k: kc,
-                        a: pa.add(i0 * lda + a_off),
+                        a: pa.add(i0 * lda),
                         map,
                         lda,
                         rows: (m - i0).min(MR),
@@ -200,13 +188,10 @@ unsafe fn rows_avx512(
                     // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
                     // inside A and C by this function's contract, its kc rows in B or in
                     // the packed block.
-                    match (cols.div_ceil(16), a_cols.is_some()) {
-                        (3, false) => tile::<3, false>(&geo),
-                        (2, false) => tile::<2, false>(&geo),
-                        (_, false) => tile::<1, false>(&geo),
-                        (3, true) => tile::<3, true>(&geo),
-                        (2, true) => tile::<2, true>(&geo),
-                        (_, true) => tile::<1, true>(&geo),
+                    match cols.div_ceil(16) {
+                        3 => tile::<3>(&geo),
+                        2 => tile::<2>(&geo),
+                        _ => tile::<1>(&geo),
                     }
                 }
             }
@@ -219,7 +204,7 @@ unsafe fn rows_avx512(
 struct Tile {
     k: usize,
     a: *const f32,
-    /// Column indices into A's rows, one per k (when `MAPPED`).
+    /// Column indices into A's rows, one per k.
     map: *const u32,
     lda: usize,
     rows: usize,
@@ -234,19 +219,17 @@ struct Tile {
 }
 
 /// `C[rows, cols] = (load ? C : 0) + A[rows, k] · B[k, cols]` for one tile (A's column for
-/// k = l is `map[l]` when `MAPPED`, else l): `NV` vectors
-/// of 16 columns (the last masked to `cols`), [`MR`] rows of accumulators (rows past `rows`
-/// repeat the last row of A and are not stored).
+/// k = l is `map[l]`): `NV` vectors of 16 columns (the last masked to `cols`), [`MR`] rows
+/// of accumulators (rows past `rows` repeat the last row of A and are not stored).
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `a + i·lda + col(l)` (i < rows, l < k), `map + l` when
-/// `MAPPED`, `b + l·ldb + j` (j < cols)
-/// (j < 16·NV) and `c + i·ldc + j` (j < cols) must be valid, and
+/// The CPU must support AVX-512F; `map + l` and `a + i·lda + map[l]` (i < rows, l < k),
+/// `b + l·ldb + j` and `c + i·ldc + j` (j < cols) must be valid, and
 /// `16·(NV − 1) < cols ≤ 16·NV`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const NV: usize, const MAPPED: bool>(t: &Tile) {
+unsafe fn tile<const NV: usize>(t: &Tile) {
     use std::arch::x86_64::{
         _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
         _mm512_setzero_ps,
@@ -270,7 +253,7 @@ unsafe fn tile<const NV: usize, const MAPPED: bool>(t: &Tile) {
         let bp = t.b.add(l * t.ldb);
         let bv: [_; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
         // SAFETY: entry l of the map, inside it (caller's contract).
-        let col = if MAPPED { *t.map.add(l) as usize } else { l };
+        let col = *t.map.add(l) as usize;
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: column `col` of row min(r, rows − 1) of A, inside A.
             let av = _mm512_set1_ps(*arow[r].add(col));
@@ -291,6 +274,11 @@ unsafe fn tile<const NV: usize, const MAPPED: bool>(t: &Tile) {
 #[cfg(test)]
 mod tests {
     use super::gemm_unpacked;
+
+    /// The map that reads A's first k columns in order.
+    fn identity(k: usize) -> Vec<u32> {
+        (0..k as u32).collect()
+    }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
@@ -320,7 +308,8 @@ mod tests {
                 let b = values(k.max(1) * ldb, 2);
                 let c0 = values(m * ldc, 3);
                 let mut c = c0.clone();
-                gemm_unpacked((m, n, k), &a, lda, None, &b, ldb, &mut c, ldc, accumulate).unwrap();
+                let map = identity(k);
+                gemm_unpacked((m, n, k), &a, lda, &map, &b, ldb, &mut c, ldc, accumulate).unwrap();
                 for i in 0..m {
                     for j in 0..ldc {
                         let want = if j >= n {
@@ -349,16 +338,16 @@ mod tests {
     #[test]
     fn rows_split_over_threads_give_the_same_bits() {
         let (m, n, k) = (64, 100, 400);
-        let (a, b) = (values(m * k, 4), values(k * n, 5));
+        let (a, b, map) = (values(m * k, 4), values(k * n, 5), identity(k));
         let mut one = vec![0f32; m * n];
-        gemm_unpacked((m, n, k), &a, k, None, &b, n, &mut one, n, false).unwrap();
+        gemm_unpacked((m, n, k), &a, k, &map, &b, n, &mut one, n, false).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
             .build()
             .unwrap();
         let mut three = vec![0f32; m * n];
         pool.install(|| {
-            gemm_unpacked((m, n, k), &a, k, None, &b, n, &mut three, n, false).unwrap()
+            gemm_unpacked((m, n, k), &a, k, &map, &b, n, &mut three, n, false).unwrap()
         });
         assert_eq!(one, three);
     }
@@ -375,12 +364,23 @@ mod tests {
             .map(|(i, v)| a[i * lda + v])
             .collect();
         let mut want = vec![0f32; m * n];
-        gemm_unpacked((m, n, k), &compact, k, None, &b, n, &mut want, n, false).unwrap();
+        gemm_unpacked(
+            (m, n, k),
+            &compact,
+            k,
+            &identity(k),
+            &b,
+            n,
+            &mut want,
+            n,
+            false,
+        )
+        .unwrap();
         let mut got = vec![0f32; m * n];
-        gemm_unpacked((m, n, k), &a, lda, Some(&map), &b, n, &mut got, n, false).unwrap();
+        gemm_unpacked((m, n, k), &a, lda, &map, &b, n, &mut got, n, false).unwrap();
         assert_eq!(got, want);
         let short = &map[..k - 1];
-        assert!(gemm_unpacked((m, n, k), &a, lda, Some(short), &b, n, &mut got, n, false).is_err());
+        assert!(gemm_unpacked((m, n, k), &a, lda, short, &b, n, &mut got, n, false).is_err());
     }
 
     #[test]
@@ -390,7 +390,7 @@ mod tests {
             (2, 2, 3),
             &[0.0; 5],
             3,
-            None,
+            &identity(3),
             &[0.0; 6],
             2,
             &mut c,

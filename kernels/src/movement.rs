@@ -47,9 +47,10 @@ pub(crate) fn transpose(perm: &[usize], x: &Tensor) -> KResult<Tensor> {
         return make(x.dtype, out_shape, TensorData::F32(out));
     }
     // Output axes that are consecutive input axes move together: merged (and axes of size
-    // 1 dropped; an empty axis stays, so an empty tensor stays empty), the copy walks the longest contiguous runs (ShuffleNet's channel shuffle
-    // `[2, 24, 2, 8, 8]` by `[0, 2, 1, 3, 4]`: runs of 64, not 8). Merging adjacent output
-    // axes keeps the output's element order.
+    // 1 dropped; an empty axis stays, so an empty tensor stays empty), the copy walks the
+    // longest contiguous runs (ShuffleNet's channel shuffle `[2, 24, 2, 8, 8]` by
+    // `[0, 2, 1, 3, 4]`: runs of 64, not 8). Merging adjacent output axes keeps the
+    // output's element order.
     let mut shape_m: Vec<usize> = Vec::with_capacity(rank);
     let mut s: Vec<isize> = Vec::with_capacity(rank);
     let mut prev: Option<usize> = None;
@@ -341,14 +342,29 @@ mod tests {
         assert!(transpose(&[0, 0, 1], &iota(vec![2, 3, 2])).is_err());
     }
 
+    /// Transposes an iota of `shape` by `perm`, asserts the result equals the per-element
+    /// gather's, and returns that gather.
+    fn transposed_by_gather(shape: &[usize], perm: &[usize]) -> Vec<i64> {
+        let x = iota(shape.to_vec());
+        let st = strides(shape);
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let s: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+        let want = gather_rows(x.as_i64().unwrap(), &out_shape, &s, 0);
+        let got = transpose(perm, &x).unwrap();
+        assert_eq!(got.shape, out_shape);
+        assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
+        want
+    }
+
     /// Every permutation of a 4-D tensor (sizes around the tile edge): the tiled
     /// transposes give the per-element gather's result.
     #[test]
     fn tiled_permutes_equal_the_gather() {
         let shape = [3usize, 17, 2, 33];
-        let x = iota(shape.to_vec());
-        let v = x.as_i64().unwrap();
-        let st = strides(&shape);
+        let xf = Tensor::f32(
+            shape.to_vec(),
+            (0..3 * 17 * 2 * 33).map(|a| a as f32).collect(),
+        );
         let perms = [
             [0, 1, 2, 3],
             [0, 1, 3, 2],
@@ -360,36 +376,21 @@ mod tests {
             [0, 2, 3, 1],
         ];
         for perm in perms {
-            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-            let s: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
-            let want = gather_rows(v, &out_shape, &s, 0);
-            let got = transpose(&perm, &x).unwrap();
-            assert_eq!(got.shape, out_shape);
-            assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
+            let want = transposed_by_gather(&shape, &perm);
             // f32: the batched matrix kernel where the merged axes allow it.
-            let xf = Tensor::f32(shape.to_vec(), v.iter().map(|&a| a as f32).collect());
             let gf = transpose(&perm, &xf).unwrap();
             let wf: Vec<f32> = want.iter().map(|&a| a as f32).collect();
             assert_eq!(gf.as_f32().unwrap(), &wf[..], "f32 perm {perm:?}");
         }
         // Axes of size 1 and runs of consecutive axes merged before the copy (a channel
         // shuffle among them): the per-element gather's result.
-        let shape = [2usize, 1, 3, 4, 5];
-        let x = iota(shape.to_vec());
-        let v = x.as_i64().unwrap();
-        let st = strides(&shape);
         for perm in [
             [0, 2, 1, 3, 4],
             [1, 0, 2, 4, 3],
             [2, 3, 4, 1, 0],
             [4, 1, 0, 2, 3],
         ] {
-            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-            let s: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
-            let want = gather_rows(v, &out_shape, &s, 0);
-            let got = transpose(&perm, &x).unwrap();
-            assert_eq!(got.shape, out_shape);
-            assert_eq!(got.as_i64().unwrap(), &want[..], "perm {perm:?}");
+            transposed_by_gather(&[2, 1, 3, 4, 5], &perm);
         }
         // An empty axis among merged ones: the result stays empty.
         let empty = transpose(&[0, 2, 1, 3], &iota(vec![2, 0, 3, 4])).unwrap();

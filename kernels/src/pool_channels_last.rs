@@ -2,10 +2,10 @@
 //! Conv's layout, `conv_depthwise.rs`): per image, X is transposed to `[position, channel]`
 //! with the channels padded to whole 16-lane blocks; every output position starts at −∞
 //! (or 0) and takes, tap by tap in ascending order, the maximum with (or the sum of) its
-//! input rows over all channels at once; the result is transposed back. The plane-by-plane loop (`pool.rs`, `max_pool_flat`)
-//! spends more on copying each plane into padded phase planes than on the maxima when a
-//! plane has a few outputs: GoogLeNet's 3×3 pools on `[2, 832, 2, 2]` took 62 µs there,
-//! about 40 ns per plane of 4 outputs.
+//! input rows over all channels at once; the result is transposed back. The plane-by-plane
+//! loop (`pool.rs`, `max_pool_flat`) spends more on copying each plane into padded phase
+//! planes than on the maxima when a plane has a few outputs: GoogLeNet's 3×3 pools on
+//! `[2, 832, 2, 2]` took 62 µs there, about 40 ns per plane of 4 outputs.
 //!
 //! Same taps in the same order and the same select or add as the plane loops, so the same
 //! result (a NaN input is never taken by the maximum; −∞ padding never wins).
