@@ -6,9 +6,12 @@
 //! stride-phase copies of the input on 1-D and 2-D planes (`conv_depthwise_flat.rs`), and
 //! run by run from the tap table in three or more dimensions. ConvTranspose is one GEMM
 //! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
-//! (residual add, activation) on each block of output as soon as it is final.
+//! (residual add, activation) on each block of output as soon as it is final; given
+//! weights packed when the plan was loaded ([`ConvWeight::Packed`]) it runs on the direct
+//! kernel (`conv_direct.rs`).
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
+use super::conv_direct::{conv_direct, DirectGeometry, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{axpy_runs, copy_runs, TapTable, PARALLEL_MIN_TAPS};
 use super::gemm_unpacked::gemm_unpacked;
@@ -30,13 +33,12 @@ fn floats<'a>(t: &'a Tensor, what: &str) -> KResult<&'a [f32]> {
 }
 
 /// Checks X and W ranks and the attribute lengths; returns the spatial axis count.
-fn spatial_of(a: &ConvAttrs, x: &Tensor, w: &Tensor) -> KResult<usize> {
+fn spatial_of(a: &ConvAttrs, x: &Tensor, ws: &[usize]) -> KResult<usize> {
     let r = x.shape.len();
-    if r < 3 || w.shape.len() != r {
+    if r < 3 || ws.len() != r {
         return Err(format!(
-            "X {} and W {} must share a rank >= 3",
-            describe(x),
-            describe(w)
+            "X {} and W {ws:?} must share a rank >= 3",
+            describe(x)
         ));
     }
     let s = r - 2;
@@ -63,9 +65,18 @@ fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
     }
 }
 
+/// A Conv's weights: the W tensor, or W packed once for the direct kernel.
+#[derive(Clone, Copy)]
+pub(crate) enum ConvWeight<'a> {
+    /// W as a tensor.
+    Tensor(&'a Tensor),
+    /// W packed when the plan was loaded.
+    Packed(&'a PackedConvWeight),
+}
+
 /// Convolution.
 pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> KResult<Tensor> {
-    conv_fused(a, x, w, b, Epilogue::default())
+    conv_fused(a, x, ConvWeight::Tensor(w), b, Epilogue::default())
 }
 
 /// Convolution followed by `epi` (its residual, when present, must have the output's
@@ -73,12 +84,16 @@ pub(crate) fn conv(a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) ->
 pub(crate) fn conv_fused(
     a: &ConvAttrs,
     x: &Tensor,
-    w: &Tensor,
+    w: ConvWeight<'_>,
     b: Option<&Tensor>,
     epi: Epilogue<'_>,
 ) -> KResult<Tensor> {
-    let s = spatial_of(a, x, w)?;
-    let (xs, ws) = (&x.shape, &w.shape);
+    let ws = match w {
+        ConvWeight::Tensor(t) => &t.shape,
+        ConvWeight::Packed(p) => p.shape(),
+    };
+    let s = spatial_of(a, x, ws)?;
+    let xs = &x.shape;
     let (n, c, m, g) = (xs[0], xs[1], ws[0], a.groups(xs[1]));
     if c % g != 0 || m % g != 0 || ws[1] * g != c {
         return Err(format!("X {xs:?} and W {ws:?} do not fit group {g}"));
@@ -107,7 +122,7 @@ pub(crate) fn conv_fused(
         dilations: a.dilations.clone(),
         pads: a.pads[..s].to_vec(),
     };
-    let (xv, wv) = (floats(x, "X")?, floats(w, "W")?);
+    let xv = floats(x, "X")?;
     let bias = match b {
         Some(b) if b.shape != [m] => return Err(format!("bias {} must be [{m}]", describe(b))),
         Some(b) => Some(floats(b, "B")?),
@@ -132,20 +147,27 @@ pub(crate) fn conv_fused(
     }
     let mut epi = epi;
     (epi.plane, epi.channels) = (p_out, m);
+    let mut shape = vec![n, m];
+    shape.extend(&out_sp);
+    let wv = match w {
+        ConvWeight::Tensor(t) => floats(t, "W")?,
+        ConvWeight::Packed(p) => {
+            if p.group() != g {
+                return Err(format!("W was packed for group {}, not {g}", p.group()));
+            }
+            let win = FlatGeometry::of_window(&win)
+                .ok_or_else(|| format!("the direct Conv does not serve X {xs:?}"))?;
+            let geo = DirectGeometry { n, c, win };
+            conv_direct(&geo, xv, p, bias, &mut out, epi)?;
+            return make(x.dtype, shape, TensorData::F32(out));
+        }
+    };
     init_planes(&mut out, bias, m, p_out);
     let taps = TapTable::new(&win);
     if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
         depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
     } else if cg == 1 {
-        let flat = FlatGeometry::new(
-            &xs[2..],
-            &win.drive,
-            &ws[2..],
-            &a.strides,
-            &a.dilations,
-            &a.pads,
-        );
-        match flat {
+        match FlatGeometry::of_window(&win) {
             Some(geo) => depthwise_flat(&geo, xv, wv, bias, &mut out, mg, epi),
             None => depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi),
         }
@@ -161,8 +183,6 @@ pub(crate) fn conv_fused(
             epi,
         )?;
     }
-    let mut shape = vec![n, m];
-    shape.extend(out_sp);
     make(x.dtype, shape, TensorData::F32(out))
 }
 
@@ -553,7 +573,7 @@ pub(crate) fn conv_transpose(
     b: Option<&Tensor>,
 ) -> KResult<Tensor> {
     let cv = &a.conv;
-    let s = spatial_of(cv, x, w)?;
+    let s = spatial_of(cv, x, &w.shape)?;
     let (xs, ws) = (&x.shape, &w.shape);
     let (n, c, g) = (xs[0], xs[1], cv.group);
     if c % g != 0 || ws[0] != c || a.output_padding.len() != s {

@@ -18,6 +18,7 @@
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{deinterleave, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
+use super::window::Window;
 use rayon::prelude::*;
 
 /// Outputs computed per block: four AVX-512 registers, whose four chains of dependent adds
@@ -82,6 +83,18 @@ impl FlatGeometry {
             dilations: two(dilations, 1)?,
             pads: two(&pads[..input.len().min(pads.len())], 0)?,
         })
+    }
+
+    /// The geometry of a window over one or two spatial axes, or None for three or more.
+    pub fn of_window(win: &Window) -> Option<Self> {
+        FlatGeometry::new(
+            &win.other,
+            &win.drive,
+            &win.kernel,
+            &win.strides,
+            &win.dilations,
+            &win.pads,
+        )
     }
 
     /// Where the phase planes and each tap's run lie in a scratch buffer.

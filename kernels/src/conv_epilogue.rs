@@ -196,9 +196,27 @@ mod tests {
     /// Every epilogue (per-channel scale and/or shift or none, residual or not, each
     /// activation, HardSigmoid with and without the swish product) on one Conv equals the
     /// unfused Conv, Mul, Add, Add and activation ops bit for bit; returns the cases run.
-    fn check(x: &[usize], w: &[usize], attrs: &ConvAttrs, seed: u64) -> usize {
+    /// With `packed`, the Conv reads W packed for the direct kernel, fused and unfused.
+    fn check(x: &[usize], w: &[usize], attrs: &ConvAttrs, seed: u64, packed: bool) -> usize {
         let (xt, wt, bt) = (rand(x, seed), rand(w, seed + 1), rand(&[w[0]], seed + 2));
-        let y = run(Op::Conv(attrs.clone()), &[&xt, &wt, &bt]);
+        let packed = packed.then(|| {
+            let g = attrs.groups(x[1]);
+            let pw = crate::PackedConvWeight::pack(w, wt.as_f32().unwrap(), g).unwrap();
+            std::sync::Arc::new(pw)
+        });
+        let conv_op = |scale, shift, residual, act| FusedOp::ConvEpilogue {
+            attrs: attrs.clone(),
+            packed: packed.clone(),
+            bias: true,
+            scale,
+            shift,
+            residual,
+            act,
+        };
+        let y = match packed {
+            Some(_) => eval_fused(&conv_op(false, false, false, None), &[&xt, &bt]).unwrap(),
+            None => run(Op::Conv(attrs.clone()), &[&xt, &wt, &bt]),
+        };
         let r = rand(&y.shape, seed + 3);
         // BatchNormalization's per-channel factor and addend, [C, 1, 1] as imported.
         let s = rand(&[w[0], 1, 1], seed + 4);
@@ -218,7 +236,10 @@ mod tests {
                         continue;
                     }
                     let mut want = y.clone();
-                    let mut ins = vec![&xt, &wt, &bt];
+                    let mut ins = match packed {
+                        Some(_) => vec![&xt, &bt],
+                        None => vec![&xt, &wt, &bt],
+                    };
                     if scale {
                         want = run(bin(BinaryOp::Mul), &[&want, &s]);
                         ins.push(&s);
@@ -234,14 +255,7 @@ mod tests {
                     if let Some(a) = act {
                         want = run(act_op(a), &[&want]);
                     }
-                    let op = FusedOp::ConvEpilogue {
-                        attrs: attrs.clone(),
-                        bias: true,
-                        scale,
-                        shift,
-                        residual,
-                        act,
-                    };
+                    let op = conv_op(scale, shift, residual, act);
                     let got = eval_fused(&op, &ins).unwrap();
                     assert_eq!(got.shape, want.shape);
                     let what = (scale, shift, residual, act);
@@ -278,7 +292,26 @@ mod tests {
             (&[2, 4, 7, 7], &[6, 2, 3, 3], attrs(1, 1, 2)),
         ];
         for (i, (x, w, a)) in cases.iter().enumerate() {
-            assert_eq!(check(x, w, a, 10 * i as u64), 63);
+            assert_eq!(check(x, w, a, 10 * i as u64, false), 63);
+        }
+    }
+
+    #[test]
+    fn fused_epilogues_over_packed_weights_equal_the_packed_conv_then_the_ops_bitwise() {
+        if !crate::direct_available() {
+            println!("skipped: the direct Conv needs AVX-512F");
+            return;
+        }
+        // Two images of 30×30 (blocks of positions spanning images) and 70 channels (a
+        // partial second panel), strided, grouped.
+        let cases: [(&[usize], &[usize], ConvAttrs); 3] = [
+            (&[2, 8, 30, 30], &[70, 8, 3, 3], attrs(1, 1, 1)),
+            (&[2, 8, 6, 6], &[24, 8, 3, 3], attrs(2, 1, 1)),
+            (&[2, 16, 7, 7], &[40, 8, 3, 3], attrs(1, 1, 2)),
+        ];
+        for (i, (x, w, a)) in cases.iter().enumerate() {
+            assert!(crate::direct_suits(x, w, a));
+            assert_eq!(check(x, w, a, 10 * i as u64, true), 63);
         }
     }
 
@@ -290,7 +323,8 @@ mod tests {
             .num_threads(3)
             .build()
             .unwrap();
-        let n = pool.install(|| check(&[2, 32, 32, 32], &[32, 1, 3, 3], &attrs(1, 1, 32), 7));
+        let n =
+            pool.install(|| check(&[2, 32, 32, 32], &[32, 1, 3, 3], &attrs(1, 1, 32), 7, false));
         assert_eq!(n, 63);
     }
 
@@ -299,6 +333,7 @@ mod tests {
         let (x, w) = (rand(&[1, 2, 4, 4], 1), rand(&[2, 2, 3, 3], 2));
         let op = FusedOp::ConvEpilogue {
             attrs: attrs(1, 1, 1),
+            packed: None,
             bias: false,
             scale: false,
             shift: false,

@@ -19,13 +19,13 @@ use super::KResult;
 use rayon::prelude::*;
 
 /// Rows of A per tile.
-const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 
 /// Columns of B per panel (three 16-lane vectors).
-const NR: usize = 48;
+pub(crate) const NR: usize = 48;
 
 /// Rows of B per pass over A (one panel's block, `KC · NR` floats, is 24 KB: the L1 cache).
-const KC: usize = 128;
+pub(crate) const KC: usize = 128;
 
 /// Columns of B per pass over A (a block of `KC · NC` floats is 384 KB: the L2 cache).
 const NC: usize = 768;
@@ -172,18 +172,19 @@ unsafe fn rows_avx512(
                     } else {
                         (b.as_ptr().add(k0 * ldb + j0), ldb)
                     };
+                    let rows = (m - i0).min(MR);
                     let geo = Tile {
                         k: kc,
-                        a: pa.add(i0 * lda),
+                        arows: std::array::from_fn(|r| pa.add((i0 + r.min(rows - 1)) * lda)),
                         map,
-                        lda,
-                        rows: (m - i0).min(MR),
+                        rows,
                         b: bp,
                         ldb: brs,
                         c: pc.add(i0 * ldc + j0),
                         ldc,
                         cols,
                         load: accumulate || k0 > 0,
+                        prefetch: false,
                     };
                     // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
                     // inside A and C by this function's contract, its kc rows in B or in
@@ -201,21 +202,23 @@ unsafe fn rows_avx512(
 
 /// One tile of at most [`MR`] rows and `16·NV` columns.
 #[cfg(target_arch = "x86_64")]
-struct Tile {
-    k: usize,
-    a: *const f32,
+pub(crate) struct Tile {
+    pub k: usize,
+    /// The start of each of A's rows (rows past `rows` repeat the last one).
+    pub arows: [*const f32; MR],
     /// Column indices into A's rows, one per k.
-    map: *const u32,
-    lda: usize,
-    rows: usize,
-    b: *const f32,
+    pub map: *const u32,
+    pub rows: usize,
+    pub b: *const f32,
     /// B's row pitch ([`NR`] in a panel block).
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
+    pub ldb: usize,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub cols: usize,
     /// Start from C's values (else from zero).
-    load: bool,
+    pub load: bool,
+    /// Prefetch B's rows ahead (B streams from memory: a Conv of few positions).
+    pub prefetch: bool,
 }
 
 /// `C[rows, cols] = (load ? C : 0) + A[rows, k] · B[k, cols]` for one tile (A's column for
@@ -223,20 +226,19 @@ struct Tile {
 /// of accumulators (rows past `rows` repeat the last row of A and are not stored).
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `map + l` and `a + i·lda + map[l]` (i < rows, l < k),
+/// The CPU must support AVX-512F; `map + l` and `arows[i] + map[l]` (i < MR, l < k),
 /// `b + l·ldb + j` and `c + i·ldc + j` (j < cols) must be valid, and
 /// `16·(NV − 1) < cols ≤ 16·NV`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const NV: usize>(t: &Tile) {
+pub(crate) unsafe fn tile<const NV: usize>(t: &Tile) {
     use std::arch::x86_64::{
         _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
-        _mm512_setzero_ps,
+        _mm512_setzero_ps, _mm_prefetch, _MM_HINT_T0,
     };
     let masks: [u16; NV] =
         std::array::from_fn(|v| crate::simd::lane_mask(t.cols.saturating_sub(16 * v)));
-    let arow: [*const f32; MR] = std::array::from_fn(|r| t.a.add(r.min(t.rows - 1) * t.lda));
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if t.load {
         for (r, row) in acc.iter_mut().enumerate().take(t.rows) {
@@ -251,12 +253,19 @@ unsafe fn tile<const NV: usize>(t: &Tile) {
         // SAFETY: lanes below `cols` of B's row l lie inside B (caller's contract); masked-off
         // lanes are not read.
         let bp = t.b.add(l * t.ldb);
+        if t.prefetch {
+            // Eight rows ahead (a hint: no fault past the end of B).
+            let ahead = bp.wrapping_add(8 * t.ldb) as *const i8;
+            for v in 0..NV {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * v));
+            }
+        }
         let bv: [_; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], bp.add(16 * v)));
         // SAFETY: entry l of the map, inside it (caller's contract).
         let col = *t.map.add(l) as usize;
         for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: column `col` of row min(r, rows − 1) of A, inside A.
-            let av = _mm512_set1_ps(*arow[r].add(col));
+            // SAFETY: column `col` of row r of A, inside A (caller's contract).
+            let av = _mm512_set1_ps(*t.arows[r].add(col));
             for (v, x) in row.iter_mut().enumerate() {
                 *x = _mm512_fmadd_ps(av, bv[v], *x);
             }

@@ -14,6 +14,7 @@ mod cast;
 mod conv;
 mod conv_depthwise;
 mod conv_depthwise_flat;
+mod conv_direct;
 mod conv_epilogue;
 mod conv_taps;
 #[cfg(test)]
@@ -47,6 +48,7 @@ mod window;
 
 pub use attention::attention_qk_factor;
 pub use cast::{cast_tensor, cast_through, cast_through_supported, int_range_f32};
+pub use conv_direct::{direct_available, direct_suits, PackedConvWeight};
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,

@@ -54,19 +54,10 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
         (PoolKind::Max, TensorData::F32(v)) if channels_last => TensorData::F32(
             pool_channels_last(&TapTable::new(&win), v, (xs[0], xs[1], p_in), true),
         ),
-        (PoolKind::Max, TensorData::F32(v)) => {
-            match FlatGeometry::new(
-                &xs[2..],
-                &win.drive,
-                &a.kernel,
-                &a.strides,
-                &a.dilations,
-                &a.pads,
-            ) {
-                Some(geo) => TensorData::F32(max_pool_flat(&geo, v, planes)),
-                None => TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY)),
-            }
-        }
+        (PoolKind::Max, TensorData::F32(v)) => match FlatGeometry::of_window(&win) {
+            Some(geo) => TensorData::F32(max_pool_flat(&geo, v, planes)),
+            None => TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY)),
+        },
         (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
         (PoolKind::Average, TensorData::F32(v)) => {
             let sums = if channels_last {
@@ -219,14 +210,7 @@ fn max_plane(lay: &Layout, scratch: &[f32], acc: &mut [f32]) {
 /// (`conv_depthwise_flat.rs`: one multiply-add by 1 is the add, exactly; taps in the same
 /// order), others run by run from the tap table.
 fn sum_pool(win: &Window, x: &[f32], planes: usize) -> Vec<f32> {
-    if let Some(geo) = FlatGeometry::new(
-        &win.other,
-        &win.drive,
-        &win.kernel,
-        &win.strides,
-        &win.dilations,
-        &win.pads,
-    ) {
+    if let Some(geo) = FlatGeometry::of_window(win) {
         let mut out = vec![0f32; planes * win.drive_plane()];
         let ones = vec![1f32; win.kernel_len()];
         depthwise_flat(&geo, x, &ones, None, &mut out, 1, Epilogue::default());

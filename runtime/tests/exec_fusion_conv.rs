@@ -2,7 +2,9 @@
 //! unfolded BatchNormalization), a residual `Add` and/or an activation (Relu, Clip,
 //! HardSwish, SiLU as one op or spelled `x·Sigmoid(x)`) runs as one kernel, equal bit for
 //! bit to the reference executor's op-by-op run; a Conv whose output is read elsewhere
-//! keeps it.
+//! keeps it. (These run the Convs on the im2col path, `TESSERA_DIRECT_CONV=0`, whose sums
+//! the reference executor's Conv shares; the direct kernel over packed weights is tested in
+//! `exec_fusion_conv_packed.rs`.)
 mod exec_support;
 
 use exec_support::*;
@@ -15,6 +17,8 @@ use tessera_runtime::weights::WeightStore;
 /// Runs the graph as a one-device plan, checks it equals the reference executor bit for bit
 /// and returns the fused kernels it ran (by kind) and the plan steps they replaced.
 fn run(g: Graph, inputs: &BTreeMap<String, Tensor>) -> (BTreeMap<&'static str, usize>, usize) {
+    // Every test of this binary sets the same value.
+    std::env::set_var("TESSERA_DIRECT_CONV", "0");
     let plan = single_rank_plan(g);
     let want = reference(&plan, inputs);
     let (got, stats) = run_plan(

@@ -10,7 +10,7 @@
 //! per head instead of a `[B, H, Sq, Sk]` tensor, the heads are read from and written to
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
-use super::conv::conv_fused;
+use super::conv::{conv_fused, ConvWeight};
 use super::conv_epilogue::{ConvActivation, Epilogue};
 use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
@@ -118,9 +118,13 @@ pub enum FusedOp {
     /// Conv output's shape) when `residual`, then the activation when `act` (inputs X, W,
     /// then B, S, T, R as present; S and T have the Conv output's channel count of
     /// elements); the epilogue runs on each block of Conv output as soon as it is final.
+    /// With `packed`, W is not an input: the Conv reads the weights packed when the plan was
+    /// loaded (the direct kernel, whose sums round in another order than the im2col GEMM's).
     ConvEpilogue {
         /// The Conv's attributes.
         attrs: ConvAttrs,
+        /// W packed for the direct kernel (then absent from the inputs).
+        packed: Option<std::sync::Arc<crate::PackedConvWeight>>,
         /// The Conv has a bias input.
         bias: bool,
         /// A per-channel factor follows.
@@ -158,7 +162,8 @@ impl FusedOp {
             } => match (*scale || *shift, *residual, act.is_some()) {
                 (false, true, true) => "fused Conv+Add+Act",
                 (false, true, false) => "fused Conv+Add",
-                (false, false, _) => "fused Conv+Act",
+                (false, false, true) => "fused Conv+Act",
+                (false, false, false) => "packed Conv",
                 (true, true, true) => "fused Conv+Affine+Add+Act",
                 (true, true, false) => "fused Conv+Affine+Add",
                 (true, false, true) => "fused Conv+Affine+Act",
@@ -185,12 +190,19 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
         FusedOp::ConvEpilogue {
             attrs,
+            packed,
             bias,
             scale,
             shift,
             residual,
             act,
-        } => conv_epilogue(attrs, [*bias, *scale, *shift, *residual], *act, inputs),
+        } => conv_epilogue(
+            attrs,
+            packed.as_deref(),
+            [*bias, *scale, *shift, *residual],
+            *act,
+            inputs,
+        ),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -321,19 +333,28 @@ fn matmul_epilogue(bias: bool, gelu: Option<bool>, inputs: &[&Tensor]) -> KResul
 
 fn conv_epilogue(
     attrs: &ConvAttrs,
+    packed: Option<&crate::PackedConvWeight>,
     [bias, scale, shift, residual]: [bool; 4],
     act: Option<ConvActivation>,
     inputs: &[&Tensor],
 ) -> KResult<Tensor> {
-    let n = 2 + [bias, scale, shift, residual]
-        .iter()
-        .filter(|&&p| p)
-        .count();
+    let first = if packed.is_some() { 1 } else { 2 };
+    let n = first
+        + [bias, scale, shift, residual]
+            .iter()
+            .filter(|&&p| p)
+            .count();
     expect_inputs(inputs, n)?;
-    let (x, w) = (inputs[0], inputs[1]);
+    let x = inputs[0];
     f32s(x, "X")?;
-    f32s(w, "W")?;
-    let mut rest = inputs[2..].iter().copied();
+    let w = match packed {
+        Some(p) => ConvWeight::Packed(p),
+        None => {
+            f32s(inputs[1], "W")?;
+            ConvWeight::Tensor(inputs[1])
+        }
+    };
+    let mut rest = inputs[first..].iter().copied();
     let mut next = |present: bool| if present { rest.next() } else { None };
     let b = next(bias);
     let (s, t, r) = (next(scale), next(shift), next(residual));

@@ -91,6 +91,12 @@ pub(crate) fn enabled() -> bool {
     std::env::var("TESSERA_FUSE").map_or(true, |v| v != "0")
 }
 
+/// True unless the environment variable `TESSERA_DIRECT_CONV` is `0` (Convs then run as
+/// im2col and GEMMs over weights packed per call).
+pub(crate) fn direct_conv_enabled() -> bool {
+    std::env::var("TESSERA_DIRECT_CONV").map_or(true, |v| v != "0")
+}
+
 /// True unless the environment variable `TESSERA_INT8_GEMM` is `0` (quantised products
 /// then run as float GEMMs of the dequantised operands).
 pub(crate) fn int8_enabled() -> bool {
@@ -100,7 +106,8 @@ pub(crate) fn int8_enabled() -> bool {
 /// The program of `steps` as items: fused chains where a pattern matches, steps elsewhere.
 /// `keep[v]` marks values the rank must hold at the end (they are never fused away).
 /// `rank` picks the value shapes of that rank (they differ under a ragged split). With a
-/// `store`, quantised weights an integer GEMM reads are loaded and packed now.
+/// `store`, quantised weights an integer GEMM reads and the weights of Convs the direct
+/// kernel runs are loaded and packed now.
 pub(crate) fn fuse(
     plan: &Plan,
     steps: &[Step],
@@ -108,7 +115,6 @@ pub(crate) fn fuse(
     rank: usize,
     store: Option<&WeightStore>,
 ) -> Vec<Item> {
-    let store = store.filter(|_| int8_enabled() && tessera_kernels::int8_gemm_available());
     let mut g = Program::new(plan, steps, keep, rank, store);
     let mut fused: Vec<Fused> = Vec::new();
     for s in 0..steps.len() {

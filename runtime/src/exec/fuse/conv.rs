@@ -9,11 +9,18 @@
 //! `HardSigmoid` / `HardSwish`), and SiLU spelled out as `Mul(y, Sigmoid(y))`; the
 //! per-channel and residual operands are either operand of their `Mul` / `Add`, recognised
 //! by shape (`[1, C, 1, ..]` aligned to the output, or the output's own shape).
+//!
+//! A Conv the direct kernel serves ([`tessera_kernels::direct_suits`]) whose weight is
+//! loaded on the rank for it alone is fused too, epilogue or not: its weight is read from
+//! the weight store and packed now ([`PackedConvWeight`]), and the load step disappears
+//! (the rank holds the packed copy only). Set `TESSERA_DIRECT_CONV=0` to keep every Conv on
+//! im2col and the GEMM.
 use super::{Fused, Program};
-use tessera_ir::op::{BinaryOp, UnaryOp};
-use tessera_ir::plan::ValueId;
+use std::sync::Arc;
+use tessera_ir::op::{BinaryOp, ConvAttrs, UnaryOp};
+use tessera_ir::plan::{StepKind, ValueId};
 use tessera_ir::Op;
-use tessera_kernels::{ConvActivation, FusedOp};
+use tessera_kernels::{ConvActivation, FusedOp, PackedConvWeight};
 
 impl Program<'_> {
     /// The Conv at step `conv` with its residual add and/or activation.
@@ -63,13 +70,19 @@ impl Program<'_> {
             steps.extend_from_slice(act_steps);
             x = *out;
         }
-        if !(scale || shift || residual) && act.is_none() {
+        let packed = self.packed_conv_weight(conv, attrs);
+        if !(scale || shift || residual) && act.is_none() && packed.is_none() {
             return None;
+        }
+        if let Some((load, _)) = &packed {
+            steps.push(*load);
+            inputs.remove(1);
         }
         steps.sort_unstable();
         Some(Fused {
             op: FusedOp::ConvEpilogue {
                 attrs: attrs.clone(),
+                packed: packed.map(|(_, w)| w),
                 bias: ins.len() == 3,
                 scale,
                 shift,
@@ -80,6 +93,38 @@ impl Program<'_> {
             output: x,
             steps,
         })
+    }
+
+    /// The weight of the Conv at step `conv`, packed for the direct kernel, and the step
+    /// loading it: when the kernel serves the Conv and the weight is loaded on this rank
+    /// for this Conv alone.
+    fn packed_conv_weight(
+        &self,
+        conv: usize,
+        attrs: &ConvAttrs,
+    ) -> Option<(usize, Arc<PackedConvWeight>)> {
+        let store = self.store?;
+        let (x, w) = (self.input(conv, 0)?, self.input(conv, 1)?);
+        let (xs, ws) = (self.shape(x), self.shape(w));
+        if !super::direct_conv_enabled() || !tessera_kernels::direct_suits(xs, ws, attrs) {
+            return None;
+        }
+        let load = self.producer[w.index()]?;
+
+        let StepKind::LoadWeight { tensor, slice } = &self.steps[load].kind else {
+            return None;
+        };
+        if self.keep[w.index()] || self.uses[w.index()].as_slice() != [conv] || self.claimed[load] {
+            return None;
+        }
+        let weight = self.plan.graph.weights.get(tensor)?;
+        let t = store.load(weight, slice.as_ref()).ok()?;
+        if t.shape != ws {
+            return None;
+        }
+        let group = attrs.groups(*xs.get(1)?);
+        let packed = PackedConvWeight::pack(&t.shape, t.as_f32()?, group).ok()?;
+        Some((load, Arc::new(packed)))
     }
 
     /// The binary `kind` step that is the only reader of `x` (an intermediate), with an f32

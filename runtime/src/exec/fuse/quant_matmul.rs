@@ -23,6 +23,9 @@ use tessera_kernels::{FusedOp, PackedQWeight, QuantMatMulOp, QuantWeight};
 
 impl Program<'_> {
     pub(super) fn quant_matmul(&self, mm: usize) -> Option<Fused> {
+        if !(super::int8_enabled() && tessera_kernels::int8_gemm_available()) {
+            return None;
+        }
         let store = self.store?;
         if !matches!(self.op(mm)?, Op::MatMul(_)) {
             return None;

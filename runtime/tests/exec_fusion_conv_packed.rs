@@ -1,0 +1,88 @@
+//! Convs the direct kernel serves run over weights packed when the program is prepared: on
+//! 3×3 maps of two images, a 3×3 Conv with or without an epilogue becomes one fused item that also replaces its
+//! weight's load step, matching the reference executor to f32 rounding (the direct kernel
+//! sums in another order than im2col); a 1×1 Conv, a depthwise Conv and a Conv whose weight
+//! another op also reads keep the im2col path and their load steps.
+mod exec_support;
+
+use exec_support::*;
+use std::collections::BTreeMap;
+use tessera_ir::op::*;
+use tessera_ir::{DType, Graph, Op, TensorId};
+use tessera_runtime::exec::{run_plan, RunOptions};
+use tessera_runtime::weights::WeightStore;
+
+fn conv(
+    g: &mut Graph,
+    name: &str,
+    x: TensorId,
+    w: TensorId,
+    out: Vec<usize>,
+    k: usize,
+    group: usize,
+) -> TensorId {
+    let attrs = ConvAttrs {
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![k / 2; 4],
+        group,
+        depthwise: false,
+    };
+    f32_node(g, name, Op::Conv(attrs), vec![x, w], out)
+}
+
+#[test]
+fn multi_tap_convs_run_over_packed_weights() {
+    if !tessera_kernels::direct_available() {
+        println!("skipped: the direct Conv needs AVX-512F");
+        return;
+    }
+    let xs = vec![2, 8, 3, 3];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, xs.clone());
+    // Packed: a 3×3 Conv + Relu, then a bare grouped 3×3 Conv.
+    let w1 = inline_weight(&mut g, "w1", rand_f32(&[60, 8, 3, 3], 1));
+    let c1 = conv(&mut g, "c1", x, w1, vec![2, 60, 3, 3], 3, 1);
+    let r1 = f32_node(
+        &mut g,
+        "relu",
+        Op::Unary(UnaryAttrs {
+            kind: UnaryOp::Relu,
+        }),
+        vec![c1],
+        vec![2, 60, 3, 3],
+    );
+    let w2 = inline_weight(&mut g, "w2", rand_f32(&[40, 30, 3, 3], 2));
+    let c2 = conv(&mut g, "c2", r1, w2, vec![2, 40, 3, 3], 3, 2);
+    // Not packed: a 1×1 Conv, a depthwise Conv, and two Convs sharing one weight.
+    let w3 = inline_weight(&mut g, "w3", rand_f32(&[16, 40, 1, 1], 3));
+    let c3 = conv(&mut g, "c3", c2, w3, vec![2, 16, 3, 3], 1, 1);
+    let w4 = inline_weight(&mut g, "w4", rand_f32(&[16, 1, 3, 3], 4));
+    let c4 = conv(&mut g, "c4", c3, w4, vec![2, 16, 3, 3], 3, 16);
+    let w5 = inline_weight(&mut g, "w5", rand_f32(&[16, 16, 3, 3], 5));
+    let c5 = conv(&mut g, "c5", c4, w5, vec![2, 16, 3, 3], 3, 1);
+    let c6 = conv(&mut g, "c6", c5, w5, vec![2, 16, 3, 3], 3, 1);
+    g.outputs.push(c6);
+    let plan = single_rank_plan(g);
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&xs, 9))]);
+    let want = reference(&plan, &inputs);
+    let (got, stats) = run_plan(
+        &plan,
+        &WeightStore::with_dir("."),
+        &inputs,
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    let r = &stats.ranks[0];
+    assert_eq!(
+        r.fused,
+        BTreeMap::from([("fused Conv+Act", 1), ("packed Conv", 1)])
+    );
+    // Conv, Relu and the load of w1; Conv and the load of w2.
+    assert_eq!(r.fused_steps, 5);
+    let (a, b) = (got[0].as_f32().unwrap(), want[0].as_f32().unwrap());
+    assert_eq!(got[0].shape, want[0].shape);
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(err <= 1e-5 * scale, "max abs error {err} against {scale}");
+}
