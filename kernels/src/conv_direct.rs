@@ -178,6 +178,11 @@ impl PackedConvWeight {
     pub fn group(&self) -> usize {
         self.group
     }
+
+    /// Bytes held (the panels, channels padded to whole panels).
+    pub fn bytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<f32>()
+    }
 }
 
 /// The geometry of a 1-D or 2-D Conv (1-D as one row: height 1) over `n` images of `c`

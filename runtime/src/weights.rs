@@ -46,6 +46,9 @@ type ResidentKey = (
     Option<String>,
 );
 
+/// Decoded weights by [`ResidentKey`].
+type ResidentMap = HashMap<ResidentKey, Arc<Tensor>>;
+
 /// Resolves and decodes weights of one model. Thread-safe: devices share one store.
 pub struct WeightStore {
     dir: PathBuf,
@@ -55,7 +58,7 @@ pub struct WeightStore {
     verified: Option<BTreeMap<String, PathBuf>>,
     maps: Mutex<HashMap<PathBuf, Arc<Mapped>>>,
     /// Decoded file-backed weights (or slices) kept by [`WeightStore::load_resident`].
-    resident: Mutex<HashMap<ResidentKey, Arc<Tensor>>>,
+    resident: Mutex<ResidentMap>,
 }
 
 impl std::fmt::Debug for WeightStore {
@@ -138,15 +141,49 @@ impl WeightStore {
         w: &Weight,
         slice: Option<&AxisSlice>,
     ) -> Result<Arc<Tensor>, RuntimeError> {
+        let Some(key) = self.resident_key(w, slice)? else {
+            return self.load(w, slice).map(Arc::new);
+        };
+        if let Some(t) = self.resident_cache(w, &key)?.get(&key) {
+            return Ok(t.clone());
+        }
+        // Decoded outside the lock so ranks load different weights in parallel; two ranks
+        // racing on the same weight both decode it and the first insert wins.
+        let t = Arc::new(self.load(w, slice)?);
+        let mut cache = self.resident_cache(w, &key)?;
+        Ok(cache.entry(key).or_insert(t).clone())
+    }
+
+    /// Drops the resident copy of `w` (or of `slice` of it) that
+    /// [`WeightStore::load_resident`] keeps, once a rank holds the weight in another form
+    /// (a Conv's weight packed for the direct kernel): the store no longer holds it twice.
+    /// A later load decodes it again.
+    pub fn release_resident(
+        &self,
+        w: &Weight,
+        slice: Option<&AxisSlice>,
+    ) -> Result<(), RuntimeError> {
+        if let Some(key) = self.resident_key(w, slice)? {
+            self.resident_cache(w, &key)?.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// The resident cache's key of a file weight (None for an inline one, never kept).
+    fn resident_key(
+        &self,
+        w: &Weight,
+        slice: Option<&AxisSlice>,
+    ) -> Result<Option<ResidentKey>, RuntimeError> {
         let WeightData::File {
             path,
             offset,
             length,
         } = &w.data
         else {
-            return self.load(w, slice).map(Arc::new);
+            return Ok(None);
         };
-        let key: ResidentKey = (
+        Ok(Some((
             self.resolve(w, path)?,
             *offset,
             *length,
@@ -154,20 +191,20 @@ impl WeightStore {
             w.shape.clone(),
             slice.map(|s| (s.axis, s.start, s.end)),
             w.quant.as_ref().map(|q| format!("{q:?}")),
-        );
-        let poisoned = || RuntimeError::Weight {
+        )))
+    }
+
+    /// The locked resident cache (`key` names the weight in the error of a poisoned lock).
+    fn resident_cache(
+        &self,
+        w: &Weight,
+        key: &ResidentKey,
+    ) -> Result<std::sync::MutexGuard<'_, ResidentMap>, RuntimeError> {
+        self.resident.lock().map_err(|_| RuntimeError::Weight {
             name: w.name.clone(),
             path: key.0.display().to_string(),
             msg: "resident weight cache lock poisoned".into(),
-        };
-        if let Some(t) = self.resident.lock().map_err(|_| poisoned())?.get(&key) {
-            return Ok(t.clone());
-        }
-        // Decoded outside the lock so ranks load different weights in parallel; two ranks
-        // racing on the same weight both decode it and the first insert wins.
-        let t = Arc::new(self.load(w, slice)?);
-        let mut cache = self.resident.lock().map_err(|_| poisoned())?;
-        Ok(cache.entry(key).or_insert(t).clone())
+        })
     }
 
     /// The file weight `w` names with `path`: the verified file, or the path confined to

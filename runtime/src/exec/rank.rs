@@ -192,11 +192,18 @@ pub(crate) fn run_prepared<D: Device>(
                 }
                 (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
                 (None, Item::Fused(f)) => {
-                    // An integer GEMM holds its weight packed (its load step is gone).
-                    if let FusedOp::QuantMatMul(q) = &f.op {
-                        if let QuantWeight::Packed(w) = &q.weight {
-                            stats.weight_bytes += w.bytes() as u64;
+                    // An integer GEMM or a direct Conv holds its weight packed (its load step
+                    // is gone).
+                    match &f.op {
+                        FusedOp::QuantMatMul(q) => {
+                            if let QuantWeight::Packed(w) = &q.weight {
+                                stats.weight_bytes += w.bytes() as u64;
+                            }
                         }
+                        FusedOp::ConvEpilogue {
+                            packed: Some(w), ..
+                        } => stats.weight_bytes += w.bytes() as u64,
+                        _ => {}
                     }
                     dev.compute_fused(&f.op, &ins)
                         .map(|b| vec![b])

@@ -118,12 +118,16 @@ impl Program<'_> {
             return None;
         }
         let weight = self.plan.graph.weights.get(tensor)?;
-        let t = store.load(weight, slice.as_ref()).ok()?;
+        // The decoded copy the session preloaded (no second decode), released once packed:
+        // the rank holds the packed weights only.
+        let t = store.load_resident(weight, slice.as_ref()).ok()?;
         if t.shape != ws {
             return None;
         }
         let group = attrs.groups(*xs.get(1)?);
         let packed = PackedConvWeight::pack(&t.shape, t.as_f32()?, group).ok()?;
+        // A poisoned cache only keeps the float copy resident too.
+        let _ = store.release_resident(weight, slice.as_ref());
         Some((load, Arc::new(packed)))
     }
 
