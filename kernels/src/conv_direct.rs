@@ -64,6 +64,13 @@ const FEW_CHANNELS: usize = 16;
 /// planes costs as much as its few multiply-adds per output.
 const MIN_TAPS: usize = 64;
 
+/// Input channels per group from which the direct kernel serves a 1×1 Conv of at most
+/// [`FEW_POSITIONS`] positions: the `gemm` crate packs all the weights for a few columns
+/// (SqueezeNet's `[1000, 512]` classifier over 18 positions 229 → 219 µs, `[160, 960]` 73
+/// → 59, `[256, 1024]` over 16 positions 112 → 66); with fewer channels the transpose into
+/// planes costs more than the packing saves (`[960, 160]` over 18 positions 74 → 95).
+const POINTWISE_MIN_CHANNELS: usize = 256;
+
 /// Output positions per image from which the direct kernel serves any Conv: im2col's
 /// column matrix no longer stays in cache (64 channels, 3×3, on 56×56: 137 against 98
 /// GFLOP/s; 128 on 28×28: 162 against 129). On mid-size maps with deep inputs the `gemm`
@@ -74,10 +81,11 @@ const LARGE_PLANE: usize = 28 * 28;
 /// True when the direct kernel serves a Conv of X `x`, W `w` and attributes `a` on this CPU:
 /// one or two spatial axes, more than one input channel per group (depthwise Convs have
 /// their own kernels), at least 16 output channels per group (a full vector: ResNeXt's
-/// groups of 4 channels ran 31 % slower than on im2col), more than one kernel tap (a 1×1
-/// Conv multiplies X in place through the `gemm` crate, 30 % faster than the direct kernel
-/// and its transpose into planes: 106 against 76 GFLOP/s on `[256, 64]` over two 15×15
-/// maps), every tap reading the input at some output (a dilated Conv on a small map,
+/// groups of 4 channels ran 31 % slower than on im2col), more than one kernel tap unless
+/// few positions meet at least [`POINTWISE_MIN_CHANNELS`] input channels (a 1×1 Conv
+/// multiplies X in place through the `gemm` crate, 30 % faster than the direct kernel and
+/// its transpose into planes: 106 against 76 GFLOP/s on `[256, 64]` over two 15×15 maps),
+/// every tap reading the input at some output (a dilated Conv on a small map,
 /// DeepLabV3's ASPP, keeps its live taps only on the im2col path; here its padding taps
 /// would cost their full share), at least [`MIN_TAPS`] taps in all, and few positions, few
 /// input channels or a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`], [`LARGE_PLANE`]).
@@ -94,8 +102,7 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         && w[0].is_multiple_of(group)
         && w[0] / group >= 16
         && w[1] > 1
-        && w[1] * group == x[1]
-        && w[2..].iter().product::<usize>() > 1;
+        && w[1] * group == x[1];
     if !shapes {
         return false;
     }
@@ -118,9 +125,14 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         }
         plane *= out;
     }
-    let taps: usize = w[1..].iter().product();
-    taps >= MIN_TAPS
-        && (x[0] * plane <= FEW_POSITIONS || w[1] <= FEW_CHANNELS || plane >= LARGE_PLANE)
+    let (few, taps) = (
+        x[0] * plane <= FEW_POSITIONS,
+        w[1..].iter().product::<usize>(),
+    );
+    if w[2..].iter().product::<usize>() == 1 {
+        return few && w[1] >= POINTWISE_MIN_CHANNELS;
+    }
+    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || plane >= LARGE_PLANE)
 }
 
 /// A Conv's weights `[M, C/g, kernel..]` (one or two spatial axes) transposed into panels:

@@ -512,6 +512,10 @@ fn the_direct_kernel_serves_multi_tap_convs_on_small_or_large_maps_or_few_channe
         &[64, 3, 3, 3],
         &attrs(2, 1, 1, 1)
     ));
+    // A 1×1 Conv of 512 channels over 18 positions (a classifier): served; of 160: not.
+    let one = attrs(2, 1, 0, 1);
+    assert!(direct_suits(&[2, 512, 3, 3], &[1000, 512, 1, 1], &one));
+    assert!(!direct_suits(&[2, 160, 3, 3], &[960, 160, 1, 1], &one));
     // 64 channels on two 15×15 maps: im2col's columns stay in cache, not served.
     assert!(!direct_suits(
         &[2, 64, 15, 15],
