@@ -191,6 +191,22 @@ impl PackedConvWeight {
         self.group
     }
 
+    /// Output channels per group.
+    fn group_channels(&self) -> usize {
+        self.shape[0] / self.group
+    }
+
+    /// Rows of every panel: input channels per group times kernel taps.
+    fn rows(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+
+    /// Panel `p` (output channels `48·p..` of the group) of group `gi`: `rows() × 48`.
+    fn panel(&self, gi: usize, p: usize) -> &[f32] {
+        let (rows, panels) = (self.rows(), self.group_channels().div_ceil(NR));
+        &self.data[(gi * panels + p) * rows * NR..][..rows * NR]
+    }
+
     /// Bytes held (the panels, channels padded to whole panels).
     pub fn bytes(&self) -> usize {
         self.data.len() * std::mem::size_of::<f32>()
@@ -359,11 +375,8 @@ pub(crate) fn conv_direct(
         out: OutPtr(out.as_mut_ptr()),
         epi,
         block,
-        kdim,
         k_pass,
         prefetch: block <= FEW_POSITIONS,
-        mg,
-        m,
     };
     let tasks = g * blocks * ranges;
     let task = |t: usize, buf: &mut Vec<f32>| {
@@ -405,15 +418,12 @@ struct Job<'a> {
     out: OutPtr,
     epi: Epilogue<'a>,
     block: usize,
-    kdim: usize,
     /// Rows of the panels per pass over a task's panels.
     k_pass: usize,
     /// The tiles prefetch the panels (at most [`FEW_POSITIONS`]: the panels stream from
     /// memory, each row read by a few tiles; ConvNeXt's `[768, 384, 2, 2]` over 8 positions,
     /// 4.7 MB of weights, 0.69 → 0.50–0.60 ms).
     prefetch: bool,
-    mg: usize,
-    m: usize,
 }
 
 impl Job<'_> {
@@ -424,8 +434,9 @@ impl Job<'_> {
     fn run(&self, gi: usize, blk: usize, panels: std::ops::Range<usize>, buf: &mut Vec<f32>) {
         let r0 = blk * self.block;
         let rows = self.block.min(self.starts.len() - r0);
-        let oc0 = gi * self.mg + panels.start * NR;
-        let cols = (panels.end * NR).min(self.mg) - panels.start * NR;
+        let mg = self.w.group_channels();
+        let oc0 = gi * mg + panels.start * NR;
+        let cols = (panels.end * NR).min(mg) - panels.start * NR;
         let ld = panels.len() * NR;
         buf.resize(2 * rows * ld, 0.0);
         let (acc, tr) = buf.split_at_mut(rows * ld);
@@ -437,8 +448,9 @@ impl Job<'_> {
         }
         let group_off = gi * self.w.shape[1] * self.plane_in;
         #[cfg(target_arch = "x86_64")]
-        for kp in (0..self.kdim).step_by(self.k_pass) {
-            let k_end = self.kdim.min(kp + self.k_pass);
+        let kdim = self.w.rows();
+        for kp in (0..kdim).step_by(self.k_pass) {
+            let k_end = kdim.min(kp + self.k_pass);
             // Panel by panel, so that each streams in order (a Conv of few positions and
             // megabytes of weights reads them at memory speed).
             for p in panels.clone() {
@@ -462,7 +474,7 @@ impl Job<'_> {
             let run = (plane - q0).min(r0 + rows - r);
             transpose_pitched(&acc[(r - r0) * ld..], ld, tr, run, run, cols);
             for j in 0..cols {
-                let at = (img * self.m + oc0 + j) * plane + q0;
+                let at = (img * self.w.shape[0] + oc0 + j) * plane + q0;
                 // SAFETY: elements at..at + run (channel oc0 + j of image img, positions
                 // q0..q0 + run) lie inside the output and belong to this task alone.
                 let dst = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(at), run) };
@@ -489,9 +501,8 @@ impl Job<'_> {
     ) {
         use super::gemm_unpacked::{tile, Tile};
         let rr = starts.len();
-        let group_panels = self.mg.div_ceil(NR);
-        let panel = &self.w.data[(gi * group_panels + p) * self.kdim * NR..][..self.kdim * NR];
-        let pcols = NR.min(self.mg - p * NR);
+        let panel = self.w.panel(gi, p);
+        let pcols = NR.min(self.w.group_channels() - p * NR);
         let base = self.xp.as_ptr();
         // SAFETY (pointers): every window start plus every map offset lies inside the padded
         // input (its extent covers every window of every position; the map's largest offset
