@@ -1,6 +1,8 @@
 //! Times one Conv (with a ReLU epilogue) on the im2col path and on the direct kernel over
 //! weights packed once, alternating, and prints the median of each with its GFLOP/s: the
-//! measurements behind `direct_suits` (docs/benchmarks.md). One thread.
+//! measurements behind `direct_suits` (docs/benchmarks.md). One thread. A depthwise Conv
+//! (GROUP = C = M) has no direct path: the first figure is then its own kernel's
+//! (`conv_depthwise_rows.rs` or the phase-plane path), output allocation included.
 //!
 //! `cargo run --release -p tessera-kernels --example conv_paths -- N C H W M KH KW STRIDE PAD
 //! GROUP REPEATS`
@@ -52,11 +54,11 @@ fn main() -> Result<(), String> {
         residual: false,
         act: Some(ConvActivation::Relu),
     };
-    let paths = [
-        (op(None), vec![&x, &wt, &b]),
-        (op(Some(packed)), vec![&x, &b]),
-    ];
-    let mut times = [Vec::new(), Vec::new()];
+    let mut paths = vec![(op(None), vec![&x, &wt, &b])];
+    if !(group == c && group == m) {
+        paths.push((op(Some(packed)), vec![&x, &b]));
+    }
+    let mut times = vec![Vec::new(); paths.len()];
     let mut flops = 0.0;
     for _ in 0..reps {
         for (i, (op, ins)) in paths.iter().enumerate() {
@@ -71,13 +73,21 @@ fn main() -> Result<(), String> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let [im2col, direct] = times.map(|mut v| median(&mut v));
-    println!(
-        "X [{n}, {c}, {h}, {w}] W {ws:?} stride {stride} pad {pad} group {group}: im2col {im2col:.1} us \
-         ({:.0} GFLOP/s), direct {direct:.1} us ({:.0} GFLOP/s), direct_suits {}",
-        flops / im2col / 1e3,
-        flops / direct / 1e3,
-        direct_suits(&[n, c, h, w], &ws, &attrs)
-    );
+    let us: Vec<f64> = times.iter_mut().map(median).collect();
+    let what = format!("X [{n}, {c}, {h}, {w}] W {ws:?} stride {stride} pad {pad} group {group}");
+    match us[..] {
+        [im2col, direct] => println!(
+            "{what}: im2col {im2col:.1} us ({:.0} GFLOP/s), direct {direct:.1} us \
+             ({:.0} GFLOP/s), direct_suits {}",
+            flops / im2col / 1e3,
+            flops / direct / 1e3,
+            direct_suits(&[n, c, h, w], &ws, &attrs)
+        ),
+        _ => println!(
+            "{what}: depthwise {:.1} us ({:.1} GFLOP/s)",
+            us[0],
+            flops / us[0] / 1e3
+        ),
+    }
     Ok(())
 }

@@ -48,6 +48,23 @@ fn spatial_of(a: &ConvAttrs, x: &Tensor, ws: &[usize]) -> KResult<usize> {
     Ok(s)
 }
 
+/// `len` outputs (whole images of `m` planes of `plane`), each plane holding its channel's
+/// bias (zeros without one), written once (a zeroed buffer then filled wrote them twice).
+fn output_planes(len: usize, bias: Option<&[f32]>, m: usize, plane: usize) -> Vec<f32> {
+    match bias {
+        Some(b) if plane > 0 && m > 0 => {
+            let mut out = Vec::with_capacity(len);
+            for _ in 0..len / (m * plane) {
+                for &v in &b[..m] {
+                    out.resize(out.len() + plane, v);
+                }
+            }
+            out
+        }
+        _ => vec![0f32; len],
+    }
+}
+
 /// Writes the bias (or zeros) into every output plane.
 fn init_planes(out: &mut [f32], bias: Option<&[f32]>, m: usize, plane: usize) {
     if let (Some(b), true) = (bias, plane > 0 && m > 0) {
@@ -129,11 +146,10 @@ pub(crate) fn conv_fused(
         None => None,
     };
     let (p_out, p_in) = (win.drive_plane(), win.other_plane());
-    let mut out = vec![0f32; n * m * p_out];
-    if epi.residual.is_some_and(|r| r.len() != out.len()) {
+    let len = n * m * p_out;
+    if epi.residual.is_some_and(|r| r.len() != len) {
         return Err(format!(
-            "the residual does not have the {} elements of the output",
-            out.len()
+            "the residual does not have the {len} elements of the output"
         ));
     }
     if [epi.scale, epi.shift]
@@ -158,19 +174,27 @@ pub(crate) fn conv_fused(
             let win = FlatGeometry::of_window(&win)
                 .ok_or_else(|| format!("the direct Conv does not serve X {xs:?}"))?;
             let geo = DirectGeometry { n, c, win };
+            let mut out = vec![0f32; len];
             conv_direct(&geo, xv, p, bias, &mut out, epi)?;
             return make(x.dtype, shape, TensorData::F32(out));
         }
     };
-    init_planes(&mut out, bias, m, p_out);
+    let flat = FlatGeometry::of_window(&win);
+    if let (Some(geo), true) = (
+        &flat,
+        cg == 1 && (mg > 1 || p_out > SMALL_PLANE || c < MIN_CHANNELS),
+    ) {
+        // Writes every output from its own bias into memory it allocates: no planes to
+        // initialise or zero first.
+        let out = depthwise_flat(geo, xv, wv, bias, n * m, mg, epi);
+        return make(x.dtype, shape, TensorData::F32(out));
+    }
+    let mut out = output_planes(len, bias, m, p_out);
     let taps = TapTable::new(&win);
     if cg == 1 && mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
         depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
     } else if cg == 1 {
-        match FlatGeometry::of_window(&win) {
-            Some(geo) => depthwise_flat(&geo, xv, wv, bias, &mut out, mg, epi),
-            None => depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi),
-        }
+        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
     } else {
         gemm_conv(
             &win,

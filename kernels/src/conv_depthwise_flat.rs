@@ -15,11 +15,13 @@
 //! multiply-add `acc = w·x + acc` each ([`fma`]), as in the plane loop and the
 //! channels-innermost path, so all three give the same bits (a tap that falls in the
 //! padding adds `w·0`, which leaves any non-zero sum unchanged).
+use super::conv_depthwise_rows::{plane_rows, RowMasks};
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::{deinterleave, PARALLEL_MIN_TAPS};
 use super::simd::{fma, vectorized};
 use super::window::Window;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Outputs computed per block: four AVX-512 registers, whose four chains of dependent adds
 /// keep the adder busy (two chains wait on the add latency).
@@ -176,24 +178,39 @@ pub(crate) fn depthwise_flat(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    planes: usize,
     mg: usize,
     epi: Epilogue<'_>,
-) {
+) -> Vec<f32> {
     let [oh, ow] = geo.output;
     let p_out = oh * ow;
     let p_in = geo.input[0] * geo.input[1];
     let kl = geo.kernel[0] * geo.kernel[1];
     if p_out == 0 || kl == 0 || mg == 0 {
-        return;
+        // No taps: every output is its bias (no outputs when the plane is empty).
+        let m = w.len().checked_div(kl).unwrap_or(0);
+        return (0..planes * p_out)
+            .map(|i| match (bias, m) {
+                (Some(b), m) if m > 0 => b[(i / p_out) % m],
+                _ => 0.0,
+            })
+            .collect();
     }
+    let len = planes * p_out;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let lay = geo.layout();
     let m = w.len() / kl;
     let phases = geo.strides[0] * geo.strides[1];
-    let run = |first: usize, chunk: &mut [f32]| {
-        let mut scratch = vec![0f32; phases * lay.size];
-        // 16 more than the blocks write: `copy_rows` may read a chunk past the last block.
-        let mut acc = vec![0f32; lay.flat + 16];
+    // Planes read in place row by row where the CPU and the geometry allow.
+    let rows = RowMasks::new(geo);
+    let run = |first: usize, chunk: &mut [MaybeUninit<f32>]| {
+        let (scratch_len, acc_len) = match rows {
+            Some(_) => (0, 0),
+            // 16 more than the blocks write: `copy_rows` may read a chunk past the last block.
+            None => (phases * lay.size, lay.flat + 16),
+        };
+        let mut scratch = vec![0f32; scratch_len];
+        let mut acc = vec![0f32; acc_len];
         vectorized(
             #[inline(always)]
             || {
@@ -201,33 +218,50 @@ pub(crate) fn depthwise_flat(
                 for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
                     let oc = first + j;
                     let src = oc / mg;
+                    let row = oc % m;
+                    let b0 = bias.map_or(0.0, |b| b[row]);
+                    let wrow = &w[row * kl..][..kl];
+                    if let Some(masks) = &rows {
+                        let xs = &x[src * p_in..][..p_in];
+                        let dst = plane_rows(geo, masks, xs, wrow, b0, dst);
+                        if !epi.is_empty() {
+                            epi.apply(dst, oc * p_out);
+                        }
+                        continue;
+                    }
                     if src != filled {
                         geo.fill_phases(&lay, &x[src * p_in..][..p_in], &mut scratch);
                         filled = src;
                     }
-                    let row = oc % m;
-                    let b0 = bias.map_or(0.0, |b| b[row]);
-                    plane(&lay, &scratch, &w[row * kl..][..kl], b0, &mut acc);
-                    copy_rows(&acc, lay.wq, dst, ow);
+                    match kl {
+                        9 => plane_of::<9>(&lay, &scratch, wrow, b0, &mut acc),
+                        25 => plane_of::<25>(&lay, &scratch, wrow, b0, &mut acc),
+                        _ => plane(&lay, &scratch, wrow, b0, &mut acc),
+                    }
+                    let dst = copy_rows(&acc, lay.wq, dst, ow);
+                    // While the plane is in L1 (after the whole chunk it no longer is).
+                    if !epi.is_empty() {
+                        epi.apply(dst, oc * p_out);
+                    }
                 }
             },
         );
-        if !epi.is_empty() {
-            for (j, dst) in chunk.chunks_exact_mut(p_out).enumerate() {
-                epi.apply(dst, (first + j) * p_out);
-            }
-        }
     };
-    let total = out.len() / p_out;
+    let spare = &mut out.spare_capacity_mut()[..len];
     let threads = crate::pool_threads();
-    if threads > 1 && total * p_out * kl >= PARALLEL_MIN_TAPS {
-        let per = total.div_ceil(threads * 4).max(1);
-        out.par_chunks_mut(per * p_out)
+    if threads > 1 && len * kl >= PARALLEL_MIN_TAPS {
+        let per = planes.div_ceil(threads * 4).max(1);
+        spare
+            .par_chunks_mut(per * p_out)
             .enumerate()
             .for_each(|(ci, chunk)| run(ci * per, chunk));
     } else {
-        run(0, out);
+        run(0, spare);
     }
+    // SAFETY: `run` wrote every plane of the `len` reserved elements (`copy_rows` writes a
+    // whole plane, and the chunks above cover all planes).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `dst.copy_from_slice(src)` for rows of a few dozen elements: whole chunks of 16 are
@@ -247,27 +281,48 @@ fn copy_short(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Copies the `dst.len() / ow` rows of `acc` (pitch `wq`) into `dst` (pitch `ow`), 16
-/// elements at a time: a chunk that runs past its row writes into the next row, which is
-/// copied after it; only chunks that would run past the plane are copied element-wise.
+/// Copies the `dst.len() / ow` rows of `acc` (pitch `wq`) into `dst` (pitch `ow`, a whole
+/// plane, uninitialised or not), 16 elements at a time: a chunk that runs past its row
+/// writes into the next row, which is copied after it; only chunks that would run past the
+/// plane are copied element-wise. Returns the plane, now initialised.
 #[inline(always)]
-pub(crate) fn copy_rows(acc: &[f32], wq: usize, dst: &mut [f32], ow: usize) {
+pub(crate) fn copy_rows<'a>(
+    acc: &[f32],
+    wq: usize,
+    dst: &'a mut [MaybeUninit<f32>],
+    ow: usize,
+) -> &'a mut [f32] {
     const CHUNK: usize = 16;
     let p_out = dst.len();
-    for r in 0..p_out / ow {
+    let rows = p_out.checked_div(ow).unwrap_or(0);
+    assert_eq!(rows * ow, p_out, "copy_rows: a plane of whole rows");
+    for r in 0..rows {
         for cb in (0..ow).step_by(CHUNK) {
             let (at, from) = (r * ow + cb, r * wq + cb);
-            if at + CHUNK <= p_out {
+            let n = if at + CHUNK <= p_out {
+                CHUNK
+            } else {
+                (ow - cb).min(CHUNK)
+            };
+            // A copy of a known length is a vector move (element-wise writes compiled to
+            // 16 scalar moves: a quarter of a 56×56 depthwise Conv's time).
+            if n == CHUNK {
                 let s: &[f32; CHUNK] = acc[from..from + CHUNK]
                     .try_into()
                     .expect("a CHUNK-long slice");
-                dst[at..at + CHUNK].copy_from_slice(s);
+                let d: &mut [MaybeUninit<f32>; CHUNK] = (&mut dst[at..at + CHUNK])
+                    .try_into()
+                    .expect("a CHUNK-long slice");
+                d.write_copy_of_slice(s);
             } else {
-                let n = (ow - cb).min(CHUNK);
-                copy_short(&acc[from..from + n], &mut dst[at..at + n]);
+                dst[at..at + n].write_copy_of_slice(&acc[from..from + n]);
             }
         }
     }
+    // SAFETY: rows · ow == p_out, and the chunks of every row cover columns 0..ow (the last
+    // chunk of a row either ends inside the plane, or is cut at the row's end), so every
+    // element of `dst` was written above; MaybeUninit<f32> has f32's layout.
+    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), p_out) }
 }
 
 /// One output plane at pitch `wq` into `acc` (`lay.flat` elements): blocks of [`BLOCK`]
@@ -297,6 +352,49 @@ fn plane(lay: &Layout, scratch: &[f32], wrow: &[f32], bias: f32, acc: &mut [f32]
         let mut a = [bias; TAIL];
         for (&off, &wk) in lay.tap_offsets.iter().zip(wrow) {
             axpy(&mut a, wk, &scratch[off + base..][..TAIL]);
+        }
+        blk.copy_from_slice(&a);
+    }
+}
+
+/// [`plane`] for `K` taps (3×3 and 5×5 kernels): the taps' weights and offsets are
+/// loop-invariant registers across the plane's blocks, where the generic walk loads and
+/// broadcasts each tap's weight per block (about twice the instructions per FMA).
+#[inline(always)]
+fn plane_of<const K: usize>(
+    lay: &Layout,
+    scratch: &[f32],
+    wrow: &[f32],
+    bias: f32,
+    acc: &mut [f32],
+) {
+    let (Ok(wk), Ok(offs)) = (
+        <[f32; K]>::try_from(wrow),
+        <[usize; K]>::try_from(&lay.tap_offsets[..]),
+    ) else {
+        return plane(lay, scratch, wrow, bias, acc);
+    };
+    let main = lay.flat / BLOCK * BLOCK;
+    for (bi, blk) in acc[..main].chunks_exact_mut(BLOCK).enumerate() {
+        let base = bi * BLOCK;
+        let (mut a0, mut a1, mut a2, mut a3) =
+            ([bias; TAIL], [bias; TAIL], [bias; TAIL], [bias; TAIL]);
+        for t in 0..K {
+            let s = &scratch[offs[t] + base..][..BLOCK];
+            axpy(&mut a0, wk[t], &s[..TAIL]);
+            axpy(&mut a1, wk[t], &s[TAIL..2 * TAIL]);
+            axpy(&mut a2, wk[t], &s[2 * TAIL..3 * TAIL]);
+            axpy(&mut a3, wk[t], &s[3 * TAIL..]);
+        }
+        for (d, a) in blk.chunks_exact_mut(TAIL).zip([a0, a1, a2, a3]) {
+            d.copy_from_slice(&a);
+        }
+    }
+    for (bi, blk) in acc[main..lay.flat].chunks_exact_mut(TAIL).enumerate() {
+        let base = main + bi * TAIL;
+        let mut a = [bias; TAIL];
+        for t in 0..K {
+            axpy(&mut a, wk[t], &scratch[offs[t] + base..][..TAIL]);
         }
         blk.copy_from_slice(&a);
     }
@@ -362,7 +460,15 @@ mod tests {
             [usize; 2],
             usize,
         );
-        let cases: [Case; 9] = [
+        let cases: [Case; 14] = [
+            // Rows of at least 24 outputs at column stride 1: read in place row by row
+            // (`conv_depthwise_rows.rs`) where the CPU has AVX-512: groups of four blocks
+            // and a tail, masked edges, row strides and dilations, column dilation.
+            ([30, 40], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1),
+            ([12, 56], [5, 5], [2, 1], [1, 2], [2, 2], [2, 2], 2),
+            ([7, 70], [3, 3], [1, 1], [1, 1], [0, 0], [0, 0], 1),
+            ([1, 100], [1, 7], [1, 1], [1, 1], [0, 3], [0, 3], 1),
+            ([6, 20], [3, 3], [1, 1], [1, 1], [1, 3], [1, 3], 1),
             // Stride-2 rows long enough for whole 16-wide de-interleaved chunks.
             ([5, 64], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
             ([4, 71], [3, 3], [2, 2], [1, 1], [0, 0], [0, 2], 1),
@@ -394,8 +500,7 @@ mod tests {
             let x = values(n * c * p_in, 1);
             let w = values(c * mg * kl, 2);
             let b = values(c * mg, 3);
-            let mut out = vec![0f32; n * c * mg * p_out];
-            depthwise_flat(&geo, &x, &w, Some(&b), &mut out, mg, Epilogue::default());
+            let out = depthwise_flat(&geo, &x, &w, Some(&b), n * c * mg, mg, Epilogue::default());
             for plane in 0..n * c * mg {
                 // Plane `plane` is channel `plane mod c·mg` of image `plane / c·mg`.
                 let img = plane / (c * mg);

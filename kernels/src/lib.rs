@@ -14,6 +14,7 @@ mod cast;
 mod conv;
 mod conv_depthwise;
 mod conv_depthwise_flat;
+mod conv_depthwise_rows;
 mod conv_direct;
 mod conv_epilogue;
 mod conv_taps;

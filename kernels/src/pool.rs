@@ -143,10 +143,12 @@ fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: 
 fn max_pool_flat(geo: &FlatGeometry, x: &[f32], planes: usize) -> Vec<f32> {
     let [oh, ow] = geo.output;
     let (p_out, p_in) = (oh * ow, geo.input[0] * geo.input[1]);
-    let mut out = vec![f32::NEG_INFINITY; planes * p_out];
     if p_out == 0 || geo.kernel[0] * geo.kernel[1] == 0 {
-        return out;
+        return vec![f32::NEG_INFINITY; planes * p_out];
     }
+    let len = planes * p_out;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
     let lay = geo.layout();
     let phases = geo.strides[0] * geo.strides[1];
     let mut scratch = vec![f32::NEG_INFINITY; phases * lay.size];
@@ -155,13 +157,16 @@ fn max_pool_flat(geo: &FlatGeometry, x: &[f32], planes: usize) -> Vec<f32> {
     vectorized(
         #[inline(always)]
         || {
-            for (pi, dst) in out.chunks_exact_mut(p_out).enumerate() {
+            for (pi, dst) in spare.chunks_exact_mut(p_out).enumerate() {
                 geo.fill_phases(&lay, &x[pi * p_in..][..p_in], &mut scratch);
                 max_plane(&lay, &scratch, &mut acc);
                 copy_rows(&acc, lay.wq, dst, ow);
             }
         },
     );
+    // SAFETY: the loop wrote all `planes` planes of the `len` reserved elements
+    // (`copy_rows` writes a whole plane).
+    unsafe { out.set_len(len) };
     out
 }
 
@@ -211,10 +216,8 @@ fn max_plane(lay: &Layout, scratch: &[f32], acc: &mut [f32]) {
 /// order), others run by run from the tap table.
 fn sum_pool(win: &Window, x: &[f32], planes: usize) -> Vec<f32> {
     if let Some(geo) = FlatGeometry::of_window(win) {
-        let mut out = vec![0f32; planes * win.drive_plane()];
         let ones = vec![1f32; win.kernel_len()];
-        depthwise_flat(&geo, x, &ones, None, &mut out, 1, Epilogue::default());
-        return out;
+        return depthwise_flat(&geo, x, &ones, None, planes, 1, Epilogue::default());
     }
     vectorized(
         #[inline(always)]
