@@ -299,14 +299,9 @@ pub(crate) fn copy_rows<'a>(
     for r in 0..rows {
         for cb in (0..ow).step_by(CHUNK) {
             let (at, from) = (r * ow + cb, r * wq + cb);
-            let n = if at + CHUNK <= p_out {
-                CHUNK
-            } else {
-                (ow - cb).min(CHUNK)
-            };
             // A copy of a known length is a vector move (element-wise writes compiled to
             // 16 scalar moves: a quarter of a 56×56 depthwise Conv's time).
-            if n == CHUNK {
+            if at + CHUNK <= p_out {
                 let s: &[f32; CHUNK] = acc[from..from + CHUNK]
                     .try_into()
                     .expect("a CHUNK-long slice");
@@ -315,6 +310,7 @@ pub(crate) fn copy_rows<'a>(
                     .expect("a CHUNK-long slice");
                 d.write_copy_of_slice(s);
             } else {
+                let n = (ow - cb).min(CHUNK);
                 dst[at..at + n].write_copy_of_slice(&acc[from..from + n]);
             }
         }
