@@ -34,13 +34,13 @@ pub(crate) struct RowMasks {
 }
 
 impl RowMasks {
-    /// The masks for `geo`, or None when the row path does not serve it (no AVX-512, a
-    /// column stride other than 1, or rows narrower than [`MIN_ROW`]).
+    /// The masks for `geo`, or None when the row path does not serve it (no AVX-512F, as
+    /// for the direct Conv; a column stride other than 1; rows narrower than [`MIN_ROW`]).
     pub fn new(geo: &FlatGeometry) -> Option<Self> {
         let [_, w] = geo.input;
         let [_, ow] = geo.output;
         let [_, kw] = geo.kernel;
-        if geo.strides[1] != 1 || ow < MIN_ROW || !avx512() {
+        if geo.strides[1] != 1 || ow < MIN_ROW || !super::conv_direct::direct_available() {
             return None;
         }
         let blocks = ow.div_ceil(16);
@@ -66,18 +66,6 @@ impl RowMasks {
             load,
             store,
         })
-    }
-}
-
-/// Whether this CPU runs AVX-512F.
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
