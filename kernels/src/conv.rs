@@ -1,8 +1,10 @@
 //! Conv and ConvTranspose in f32: im2col (one column matrix per image and group) and one
 //! GEMM through the `gemm` crate per image and group; a 1×1 convolution without stride or
 //! padding multiplies the input directly; a depthwise convolution (one input channel per
-//! group) accumulates kernel taps straight into the output: over all channels at once on
-//! planes of at most 64 outputs (`conv_depthwise.rs`), plane by plane from padded
+//! group) accumulates kernel taps straight into the output: 16 channels at a time
+//! interleaved, with AVX-512, wherever the row path does not read 3×3 planes in place
+//! (`conv_depthwise_blocked.rs`), over all channels at once on planes of at most 64 outputs
+//! (`conv_depthwise.rs`), plane by plane from padded
 //! stride-phase copies of the input on 1-D and 2-D planes (`conv_depthwise_flat.rs`), and
 //! run by run from the tap table in three or more dimensions. ConvTranspose is one GEMM
 //! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
@@ -10,6 +12,7 @@
 //! weights packed when the plan was loaded ([`ConvWeight::Packed`]) it runs on the direct
 //! kernel (`conv_direct.rs`).
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
+use super::conv_depthwise_blocked::{blocked_suits, depthwise_blocked};
 use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_direct::{conv_direct, DirectGeometry, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
@@ -180,6 +183,13 @@ pub(crate) fn conv_fused(
         }
     };
     let flat = FlatGeometry::of_window(&win);
+    if let Some(geo) = flat
+        .as_ref()
+        .filter(|g| cg == 1 && mg == 1 && blocked_suits(g, n * m))
+    {
+        let out = depthwise_blocked(geo, xv, wv, bias, n * m, m, epi);
+        return make(x.dtype, shape, TensorData::F32(out));
+    }
     if let (Some(geo), true) = (
         &flat,
         cg == 1 && (mg > 1 || p_out > SMALL_PLANE || c < MIN_CHANNELS),

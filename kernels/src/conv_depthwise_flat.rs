@@ -196,8 +196,6 @@ pub(crate) fn depthwise_flat(
             })
             .collect();
     }
-    let len = planes * p_out;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
     let lay = geo.layout();
     let m = w.len() / kl;
     let phases = geo.strides[0] * geo.strides[1];
@@ -247,10 +245,33 @@ pub(crate) fn depthwise_flat(
             },
         );
     };
+    // SAFETY: `run` writes every element of its chunk (`copy_rows` a whole plane per plane
+    // of the chunk).
+    unsafe { fill_planes(planes, p_out, kl, 1, run) }
+}
+
+/// A new `[planes, p_out]` buffer, written by `run(first, chunk)` in chunks of whole planes
+/// (`first`: the chunk's first plane; chunks of a multiple of `unit` planes but the last),
+/// spread over the pool's threads when the Conv makes at least [`PARALLEL_MIN_TAPS`]
+/// multiply-adds (`kl` per output). No element is initialised beforehand.
+///
+/// # Safety
+/// `run` must write every element of the chunk it is given.
+pub(crate) unsafe fn fill_planes(
+    planes: usize,
+    p_out: usize,
+    kl: usize,
+    unit: usize,
+    run: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let len = planes * p_out;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     let threads = crate::pool_threads();
-    if threads > 1 && len * kl >= PARALLEL_MIN_TAPS {
-        let per = planes.div_ceil(threads * 4).max(1);
+    if p_out == 0 {
+        // Nothing to write.
+    } else if threads > 1 && len * kl >= PARALLEL_MIN_TAPS {
+        let per = planes.div_ceil(threads * 4).next_multiple_of(unit.max(1));
         spare
             .par_chunks_mut(per * p_out)
             .enumerate()
@@ -258,8 +279,8 @@ pub(crate) fn depthwise_flat(
     } else {
         run(0, spare);
     }
-    // SAFETY: `run` wrote every plane of the `len` reserved elements (`copy_rows` writes a
-    // whole plane, and the chunks above cover all planes).
+    // SAFETY: the chunks cover all `len` reserved elements, and `run` wrote each chunk
+    // (the caller's contract).
     unsafe { out.set_len(len) };
     out
 }
@@ -406,14 +427,14 @@ fn axpy(a: &mut [f32; TAIL], wk: f32, s: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{depthwise_flat, FlatGeometry};
     use crate::conv_depthwise::tests::values;
     use crate::conv_epilogue::Epilogue;
 
     /// Direct evaluation of the definition, taps in ascending order from the bias.
     #[allow(clippy::too_many_arguments)]
-    fn reference(
+    pub(crate) fn reference(
         geo: &FlatGeometry,
         x: &[f32],
         w: &[f32],
@@ -442,6 +463,29 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The geometry of a Conv over `input` with `kernel`, `strides`, `dilations`, begin pads
+    /// `pb` and end pads `pe`.
+    pub(crate) fn geometry(
+        input: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pb: [usize; 2],
+        pe: [usize; 2],
+    ) -> FlatGeometry {
+        let out_ext = |a: usize| {
+            (input[a] + pb[a] + pe[a] - (kernel[a] - 1) * dilations[a] - 1) / strides[a] + 1
+        };
+        FlatGeometry {
+            input,
+            output: [out_ext(0), out_ext(1)],
+            kernel,
+            strides,
+            dilations,
+            pads: pb,
+        }
     }
 
     #[test]
@@ -477,18 +521,8 @@ mod tests {
             ([10, 10], [3, 3], [3, 3], [1, 1], [0, 0], [0, 0], 3),
         ];
         for (input, kernel, strides, dilations, pb, pe, mg) in cases {
-            let out_ext = |a: usize| {
-                (input[a] + pb[a] + pe[a] - (kernel[a] - 1) * dilations[a] - 1) / strides[a] + 1
-            };
-            let output = [out_ext(0), out_ext(1)];
-            let geo = FlatGeometry {
-                input,
-                output,
-                kernel,
-                strides,
-                dilations,
-                pads: pb,
-            };
+            let geo = geometry(input, kernel, strides, dilations, pb, pe);
+            let output = geo.output;
             let (c, n) = (3, 2);
             let p_in = input[0] * input[1];
             let p_out = output[0] * output[1];

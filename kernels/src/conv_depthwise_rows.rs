@@ -40,7 +40,7 @@ impl RowMasks {
         let [_, w] = geo.input;
         let [_, ow] = geo.output;
         let [_, kw] = geo.kernel;
-        if geo.strides[1] != 1 || ow < MIN_ROW || !super::conv_direct::direct_available() {
+        if !rows_serve(geo) {
             return None;
         }
         let blocks = ow.div_ceil(16);
@@ -67,6 +67,12 @@ impl RowMasks {
             store,
         })
     }
+}
+
+/// True where the row path serves `geo` on this CPU: AVX-512F (as for the direct Conv), a
+/// column stride of 1 and rows of at least [`MIN_ROW`] outputs.
+pub(crate) fn rows_serve(geo: &FlatGeometry) -> bool {
+    geo.strides[1] == 1 && geo.output[1] >= MIN_ROW && super::conv_direct::direct_available()
 }
 
 /// One output plane (`dst`: `oh · ow`, every element written) of the depthwise Conv with

@@ -13,6 +13,7 @@ mod binary;
 mod cast;
 mod conv;
 mod conv_depthwise;
+mod conv_depthwise_blocked;
 mod conv_depthwise_flat;
 mod conv_depthwise_rows;
 mod conv_direct;

@@ -121,7 +121,7 @@ unsafe fn transpose_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn block16(src: *const f32, sp: usize, dst: *mut f32, dp: usize) {
+pub(crate) unsafe fn block16(src: *const f32, sp: usize, dst: *mut f32, dp: usize) {
     use std::arch::x86_64::{
         __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps, _mm512_shuffle_f32x4,
         _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd,

@@ -39,7 +39,7 @@ use tessera_runtime::session::{Session, SessionOptions};
     version,
     after_help = "Environment: TESSERA_FUSE=0 runs every plan step unfused on CPU devices \
 (by default attention, MatMul+bias(+GELU), Add+LayerNorm, Conv+BatchNorm/residual/activation and elementwise chains run as fused kernels); \
-TESSERA_PROFILE=1 (or =shapes) prints the time per op kind (and output shape) per rank."
+TESSERA_PROFILE=1 (or =shapes, =steps) prints the time per op kind (and output shape, or per\nstep in run order) per rank."
 )]
 struct Args {
     /// The plan JSON written by `tessera compile`.

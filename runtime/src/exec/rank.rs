@@ -220,7 +220,7 @@ pub(crate) fn run_prepared<D: Device>(
                     Item::Step(s) => step_key(&steps[*s].kind),
                     Item::Fused(f) => f.op.name().to_string(),
                 };
-                p.record(key, shape, t0.elapsed());
+                p.record(at, key, shape, t0.elapsed());
             }
             outs
         };
@@ -335,23 +335,30 @@ fn count_item(item: &Item, stats: &mut RankStats) {
 
 /// Time per step kind (op name for compute steps), collected when the environment variable
 /// `TESSERA_PROFILE` is set and printed to stderr at the end of the rank's run
-/// (`TESSERA_PROFILE=shapes`: per op kind and output shape).
+/// (`TESSERA_PROFILE=shapes`: per op kind and output shape; `=steps`: per item of the
+/// schedule, in run order, to set beside another runtime's per-node profile).
 struct StepProfile {
     by_kind: BTreeMap<String, (usize, Duration)>,
     shapes: bool,
+    in_order: bool,
 }
 
 impl StepProfile {
     fn from_env() -> Option<StepProfile> {
         std::env::var("TESSERA_PROFILE").ok().map(|v| StepProfile {
             by_kind: BTreeMap::new(),
-            shapes: v == "shapes",
+            shapes: v == "shapes" || v == "steps",
+            in_order: v == "steps",
         })
     }
 
-    fn record(&mut self, mut key: String, shape: Option<Vec<usize>>, d: Duration) {
+    fn record(&mut self, at: usize, mut key: String, shape: Option<Vec<usize>>, d: Duration) {
         if let (true, Some(s)) = (self.shapes, shape) {
             key = format!("{key} {s:?}");
+        }
+        if self.in_order {
+            // Zero-padded so the map's order is the schedule's.
+            key = format!("{at:05} {key}");
         }
         let e = self.by_kind.entry(key).or_default();
         e.0 += 1;
@@ -360,7 +367,9 @@ impl StepProfile {
 
     fn print(&self, rank: usize) {
         let mut rows: Vec<_> = self.by_kind.iter().collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
+        if !self.in_order {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
+        }
         let total: Duration = rows.iter().map(|r| r.1 .1).sum();
         eprintln!(
             "rank {rank} profile: {:.3} ms in steps",
