@@ -1,7 +1,8 @@
 //! Conv and ConvTranspose in f32: im2col (one column matrix per image and group) and one
 //! GEMM through the `gemm` crate per image and group; a 1×1 convolution without stride or
 //! padding multiplies the input directly; a depthwise convolution (one input channel per
-//! group) accumulates kernel taps straight into the output: 16 channels at a time
+//! group) accumulates kernel taps straight into the output (and a dense Conv with few
+//! input channels, a stem, vectorised over output columns: `conv_few_channels.rs`): 16 channels at a time
 //! interleaved, with AVX-512, wherever the row path does not read 3×3 planes in place
 //! (`conv_depthwise_blocked.rs`), over all channels at once on planes of at most 64 outputs
 //! (`conv_depthwise.rs`), plane by plane from padded
@@ -16,6 +17,7 @@ use super::conv_depthwise_blocked::{blocked_suits, depthwise_blocked};
 use super::conv_depthwise_flat::{depthwise_flat, FlatGeometry};
 use super::conv_direct::{conv_direct, DirectGeometry, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
+use super::conv_few_channels::{conv_few_channels, few_channels_suits};
 use super::conv_taps::{axpy_runs, copy_runs, TapTable, PARALLEL_MIN_TAPS};
 use super::gemm_unpacked::gemm_unpacked;
 use super::matmul::{gemm_into, gemm_into_strided, MatView};
@@ -197,6 +199,10 @@ pub(crate) fn conv_fused(
         // Writes every output from its own bias into memory it allocates: no planes to
         // initialise or zero first.
         let out = depthwise_flat(geo, xv, wv, bias, n * m, mg, epi);
+        return make(x.dtype, shape, TensorData::F32(out));
+    }
+    if let Some(geo) = flat.as_ref().filter(|geo| few_channels_suits(geo, c, m, g)) {
+        let out = conv_few_channels(geo, (n, c, m), xv, wv, bias, epi);
         return make(x.dtype, shape, TensorData::F32(out));
     }
     let mut out = output_planes(len, bias, m, p_out);

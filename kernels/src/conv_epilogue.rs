@@ -281,8 +281,9 @@ mod tests {
     fn fused_epilogues_equal_the_unfused_ops_bitwise_on_every_conv_path() {
         // 1×1 planes (strided GEMM), depthwise (plane by plane; channels innermost),
         // per-image GEMM (planes over 2048 columns), batched GEMM, pointwise per image,
-        // grouped GEMM.
-        let cases: [(&[usize], &[usize], ConvAttrs); 7] = [
+        // grouped GEMM, a 3-channel stem (the few-channel kernel where the CPU has AVX-512:
+        // blocks of channels across images, rows of 18 columns).
+        let cases: [(&[usize], &[usize], ConvAttrs); 8] = [
             (&[3, 12, 1, 1], &[20, 6, 1, 1], attrs(1, 0, 2)),
             (&[2, 6, 5, 5], &[6, 1, 3, 3], attrs(1, 1, 6)),
             (&[2, 12, 4, 4], &[12, 1, 5, 5], attrs(1, 2, 12)),
@@ -290,6 +291,7 @@ mod tests {
             (&[3, 4, 6, 6], &[8, 4, 3, 3], attrs(2, 1, 1)),
             (&[2, 4, 48, 48], &[6, 4, 1, 1], attrs(1, 0, 1)),
             (&[2, 4, 7, 7], &[6, 2, 3, 3], attrs(1, 1, 2)),
+            (&[2, 3, 20, 36], &[12, 3, 3, 3], attrs(2, 1, 1)),
         ];
         for (i, (x, w, a)) in cases.iter().enumerate() {
             assert_eq!(check(x, w, a, 10 * i as u64, false), 63);

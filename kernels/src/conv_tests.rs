@@ -600,3 +600,81 @@ fn direct_conv_over_one_axis_matches_the_im2col_path() {
         assert!(d < 1e-4, "case {i}: max abs diff {d}");
     }
 }
+
+/// Stems the few-channel kernel serves (`conv_few_channels.rs`): 3 channels at stride 2 and
+/// 1, a partial last block of output channels, blocks that cross images, rows that end in a
+/// partial vector, asymmetric padding, dilation, a 1-channel Conv; each on one thread and
+/// split over three.
+#[test]
+fn few_channel_stems_match_reference() {
+    use super::conv_depthwise_flat::FlatGeometry;
+    use super::conv_few_channels::few_channels_suits;
+    let stems = [
+        case(
+            [1, 3, 40, 36],
+            32,
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            true,
+        ),
+        case(
+            [2, 3, 20, 33],
+            12,
+            [3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1, 1, 1],
+            1,
+            true,
+        ),
+        case(
+            [3, 2, 17, 40],
+            20,
+            [5, 5],
+            [2, 2],
+            [1, 1],
+            [2, 1, 2, 3],
+            1,
+            false,
+        ),
+        case(
+            [2, 1, 16, 37],
+            8,
+            [3, 3],
+            [1, 1],
+            [2, 2],
+            [2, 2, 2, 2],
+            1,
+            true,
+        ),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("a 3-thread pool");
+    for (i, cs) in stems.iter().enumerate() {
+        let [_, c, h, wd] = cs.x;
+        let oh = (h + cs.pads[0] + cs.pads[2] - cs.dil[0] * (cs.k[0] - 1) - 1) / cs.stride[0] + 1;
+        let ow = (wd + cs.pads[1] + cs.pads[3] - cs.dil[1] * (cs.k[1] - 1) - 1) / cs.stride[1] + 1;
+        let geo = FlatGeometry {
+            input: [h, wd],
+            output: [oh, ow],
+            kernel: cs.k,
+            strides: cs.stride,
+            dilations: cs.dil,
+            pads: [cs.pads[0], cs.pads[1]],
+        };
+        if !few_channels_suits(&geo, c, cs.m, cs.g) {
+            assert!(!direct_available(), "case {i} is a stem the kernel serves");
+            eprintln!("skipped case {i}: the few-channel kernel needs AVX-512F");
+            continue;
+        }
+        let d = max_diff(cs, 40 + i as u64);
+        assert!(d < 1e-4, "case {i}: max abs diff {d}");
+        let d = pool.install(|| max_diff(cs, 40 + i as u64));
+        assert!(d < 1e-4, "case {i} on 3 threads: max abs diff {d}");
+    }
+}
