@@ -13,9 +13,9 @@
 //!
 //! The inner tile is the unpacked GEMM's (`gemm_unpacked.rs`): 8 positions by 48 output
 //! channels, per `l` three loads of the panel and eight broadcasts of input elements. Each
-//! output is one chain of fused multiply-adds over `l` in order, started from the bias,
-//! whatever block it falls in and however blocks are split over threads: the result does
-//! not depend on the thread count. AVX-512 only ([`direct_available`]); elsewhere the
+//! output is its bias plus, block by block of `KC` values of `l` in order, the block's
+//! chain of fused multiply-adds from zero, whatever block of positions it falls in and
+//! however blocks are split over threads: the result does not depend on the thread count. AVX-512 only ([`direct_available`]); elsewhere the
 //! im2col path serves.
 use super::conv_depthwise_flat::FlatGeometry;
 use super::conv_epilogue::Epilogue;
