@@ -200,7 +200,10 @@ pub(crate) fn conv_fused(
         let out = depthwise_flat(geo, xv, wv, bias, n * m, mg, epi);
         return make(x.dtype, shape, TensorData::F32(out));
     }
-    if let Some(geo) = flat.as_ref().filter(|geo| few_channels_suits(geo, c, m, g)) {
+    if let Some(geo) = flat
+        .as_ref()
+        .filter(|geo| few_channels_suits(c, m, g, geo.output[1]))
+    {
         let out = conv_few_channels(geo, (n, c, m), xv, wv, bias, epi);
         return make(x.dtype, shape, TensorData::F32(out));
     }

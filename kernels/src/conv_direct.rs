@@ -56,7 +56,8 @@ pub fn direct_available() -> bool {
 const FEW_POSITIONS: usize = 24;
 
 /// Input channels per group up to which the direct kernel serves any Conv (stems: the
-/// `[64, 3, 7, 7]` stride-2 Conv over 224×224 ran 117 against 78 GFLOP/s).
+/// `[64, 3, 7, 7]` stride-2 Conv over 224×224 ran 117 against 78 GFLOP/s on im2col); where
+/// the few-channel kernel serves such a Conv (`conv_few_channels.rs`), it does instead.
 const FEW_CHANNELS: usize = 16;
 
 /// Taps of all input channels (`C/g · K`) below which a Conv stays on im2col: VGG's
@@ -106,7 +107,7 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     if !shapes {
         return false;
     }
-    let mut plane = 1;
+    let (mut plane, mut ow) = (1, 0);
     for i in 0..s {
         let (h, k, st, d, p) = (x[2 + i], w[2 + i], a.strides[i], a.dilations[i], a.pads[i]);
         let Some(out) = window_out_extent(h, k, st, d, (p, a.pads[s + i]), false) else {
@@ -124,6 +125,12 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
             return false;
         }
         plane *= out;
+        ow = out;
+    }
+    if super::conv_few_channels::few_channels_suits(x[1], w[0], group, ow) {
+        // The few-channel kernel writes the planes directly (no transpose): faster on
+        // every such Conv measured (`conv_few_channels.rs`).
+        return false;
     }
     let (few, taps) = (
         x[0] * plane <= FEW_POSITIONS,

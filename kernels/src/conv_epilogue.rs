@@ -307,7 +307,7 @@ mod tests {
         // Two images of 30×30 (blocks of positions spanning images) and 70 channels (a
         // partial second panel), strided, grouped.
         let cases: [(&[usize], &[usize], ConvAttrs); 3] = [
-            (&[2, 8, 30, 30], &[70, 8, 3, 3], attrs(1, 1, 1)),
+            (&[2, 32, 30, 30], &[70, 32, 3, 3], attrs(1, 1, 1)),
             (&[2, 8, 6, 6], &[24, 8, 3, 3], attrs(2, 1, 1)),
             (&[2, 16, 7, 7], &[40, 8, 3, 3], attrs(1, 1, 2)),
         ];

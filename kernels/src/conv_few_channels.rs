@@ -1,16 +1,17 @@
-//! Dense Convs with few input channels (the stems of mobile nets: 3 channels, 3×3 taps at
-//! stride 2, 27 multiply-adds per output), vectorised over output columns (AVX-512): each
+//! Dense Convs with few input channels (stems: 3 channels under 3×3 taps at stride 2 in
+//! mobile nets, 7×7 in ResNets; early Convs of 8 or 16 channels), vectorised over output
+//! columns (AVX-512): each
 //! input channel is copied once into the depthwise path's zero-padded stride-phase planes
 //! (`conv_depthwise_flat.rs`), where every tap reads one contiguous run; an output row is
 //! then computed for 8 output channels at a time, two 16-column vectors per pass, each tap
 //! one load per vector and one fused multiply-add per (channel, vector) with the tap's
 //! weight broadcast from memory, and stored straight into the NCHW output planes (masked
-//! at the row's end), where the epilogue runs on the row while it is in L1.
+//! at the row's end); the epilogue runs on each plane's band of rows while it is in cache.
 //!
 //! im2col and the `gemm` crate spend most of such a Conv on the column matrix (27 rows of
 //! every output position, 1.35 MB for a 112×112 output) and on a product only 27 deep; the
 //! direct kernel (`conv_direct.rs`) transposes its `[position, channel]` result into the
-//! planes, as costly as the few multiply-adds per output.
+//! planes, which costs as much as few input channels' multiply-adds per output.
 //!
 //! Each output sums the taps in ascending (channel, row, column) order from zero, one fused
 //! multiply-add each (a tap reading padding adds `w·0`), then adds its bias.
@@ -26,27 +27,25 @@ const OC: usize = 8;
 /// 16-column vectors per pass.
 const VECS: usize = 2;
 
-/// Multiply-adds per output (input channels × taps) below which the kernel serves a dense
-/// Conv; from [`super::conv_direct`]'s `MIN_TAPS` on, the direct kernel does.
-const MAX_TAPS: usize = 64;
-
-/// Input channels up to which a 1×1 Conv takes the kernel: MobileNet-V2's `[96, 16]`
-/// expansion over 112×112 ran 525 against 607 µs on the `gemm` crate, while with 24 to 40
-/// channels the crate was 12–60 % faster (`[144, 24]` over 56×56: 219 against 249 µs).
-const POINTWISE_MAX_CHANNELS: usize = 16;
+/// Input channels up to which the kernel serves a dense Conv, whatever its kernel: against
+/// the direct kernel (`conv_direct.rs`), which transposes its `[position, channel]` result
+/// into the planes, ResNet's `[64, 3, 7, 7]` stride-2 stem over 224² ran 1488 against 2146
+/// µs, `[16, 16, 3, 3]` over 112² 761 against 1060, `[32, 8, 3, 3]` over 64² 136 against
+/// 214; from 32 channels the direct kernel is as fast or faster (`[64, 64, 3, 3]` over 56²:
+/// 2058 against 2247). Against im2col and the `gemm` crate: `[32, 3, 3, 3]` stride 2 over
+/// 224² 227 against 348 µs, `[96, 16, 1, 1]` over 112² 525 against 607 (with 24 to 40
+/// channels the crate is 12–60 % faster on 1×1 Convs).
+pub(crate) const MAX_CHANNELS: usize = 16;
 
 /// True where the kernel serves a Conv of `c` input channels, `m` output channels and
-/// `groups` groups with geometry `geo`: AVX-512F (as for the direct Conv), one group, fewer
-/// than [`MAX_TAPS`] multiply-adds per output (for a 1×1 Conv, at most
-/// [`POINTWISE_MAX_CHANNELS`] input channels), at least 8 output channels and output rows of
-/// at least 16 columns (one whole vector).
-pub(crate) fn few_channels_suits(geo: &FlatGeometry, c: usize, m: usize, groups: usize) -> bool {
-    let kl = geo.kernel[0] * geo.kernel[1];
+/// `groups` groups whose output rows are `ow` wide: AVX-512F (as for the direct Conv), one
+/// group, at most [`MAX_CHANNELS`] input channels, at least 8 output channels and rows of at
+/// least 16 columns (one whole vector).
+pub fn few_channels_suits(c: usize, m: usize, groups: usize, ow: usize) -> bool {
     groups == 1
-        && c * kl < MAX_TAPS
-        && (kl > 1 || c <= POINTWISE_MAX_CHANNELS)
+        && c <= MAX_CHANNELS
         && m >= OC
-        && geo.output[1] >= 16
+        && ow >= 16
         && super::conv_direct::direct_available()
 }
 
@@ -66,7 +65,7 @@ pub(crate) fn conv_few_channels(
     let kl = geo.kernel[0] * geo.kernel[1];
     let (p_in, p_out) = (h * wd, oh * ow);
     assert!(
-        x.len() == n * c * p_in && w.len() == m * c * kl && few_channels_suits(geo, c, m, 1),
+        x.len() == n * c * p_in && w.len() == m * c * kl && few_channels_suits(c, m, 1, ow),
         "conv_few_channels: sizes"
     );
     let lay = geo.layout();

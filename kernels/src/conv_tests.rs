@@ -490,8 +490,8 @@ fn the_direct_kernel_serves_multi_tap_convs_on_small_or_large_maps_or_few_channe
         depthwise: false,
     };
     use super::conv_direct::direct_suits;
-    // Dense 3×3 Convs on 3×3 maps of two images and on a 56×56 map, a stem, a 1-D Conv of
-    // 16 channels per group: served.
+    // Dense 3×3 Convs on 3×3 maps of two images and on a 56×56 map, a stem on a small map,
+    // a 1-D Conv of 16 channels per group: served.
     assert!(direct_suits(
         &[2, 64, 3, 3],
         &[64, 64, 3, 3],
@@ -502,9 +502,12 @@ fn the_direct_kernel_serves_multi_tap_convs_on_small_or_large_maps_or_few_channe
         &[64, 64, 3, 3],
         &attrs(2, 1, 1, 1)
     ));
+    // A stem over a 20×20 map (10-wide output rows); over 224×224 the few-channel kernel
+    // serves it (`conv_few_channels.rs`), not the direct one.
     let mut stem = attrs(2, 1, 3, 1);
     stem.strides = vec![2, 2];
-    assert!(direct_suits(&[1, 3, 224, 224], &[64, 3, 7, 7], &stem));
+    assert!(direct_suits(&[2, 3, 20, 20], &[64, 3, 7, 7], &stem));
+    assert!(!direct_suits(&[1, 3, 224, 224], &[64, 3, 7, 7], &stem));
     assert!(direct_suits(&[2, 32, 30], &[32, 16, 5], &attrs(1, 1, 2, 2)));
     // A Conv of few taps in all (VGG's stem, on a 32×32 map): not served.
     assert!(!direct_suits(
@@ -651,6 +654,32 @@ fn few_channel_stems_match_reference() {
             true,
         ),
     ];
+    let stems: Vec<Case> = stems
+        .into_iter()
+        .chain([
+            // Many taps: ResNet's 7×7 stride-2 stem, 16 channels under 7×7 taps.
+            case(
+                [1, 3, 40, 40],
+                16,
+                [7, 7],
+                [2, 2],
+                [1, 1],
+                [3, 3, 3, 3],
+                1,
+                true,
+            ),
+            case(
+                [1, 16, 20, 40],
+                24,
+                [7, 7],
+                [2, 2],
+                [1, 1],
+                [3, 3, 3, 3],
+                1,
+                true,
+            ),
+        ])
+        .collect();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(3)
         .build()
@@ -667,7 +696,7 @@ fn few_channel_stems_match_reference() {
             dilations: cs.dil,
             pads: [cs.pads[0], cs.pads[1]],
         };
-        if !few_channels_suits(&geo, c, cs.m, cs.g) {
+        if !few_channels_suits(c, cs.m, cs.g, geo.output[1]) {
             assert!(!direct_available(), "case {i} is a stem the kernel serves");
             eprintln!("skipped case {i}: the few-channel kernel needs AVX-512F");
             continue;
