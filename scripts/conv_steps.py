@@ -7,8 +7,10 @@ Usage: python3 scripts/conv_steps.py DIR NAME [--repeat 30] [--all]
 DIR holds scripts/export_vision.py exports (NAME.onnx and NAME/input_*.npy). Tessera's
 side is `TESSERA_PROFILE=steps tessera-run PLAN --repeat R --threads-per-device 1` (one
 line per scheduled step, in run order); onnxruntime's is its own profiler
-(`enable_profiling`, the `_kernel_time` events). Both sides run the Conv nodes in graph
-order, so the i-th Conv step is the i-th Conv node. A fused Conv step includes its
+(`enable_profiling`, the `_kernel_time` events). Steps are paired with Conv nodes by
+name: Tessera's steps name their graph node; onnxruntime names a fused node after its own
+name or its output (with `_nchwc` for its blocked-layout kernels), traced back through the
+ops fused into it to the Conv. A fused Conv step includes its
 epilogue (a residual Add, an activation) where onnxruntime may have fused the same ops
 (ReLU, Clip) or not (SiLU as Sigmoid and Mul): compare like with like. Prints the median
 µs of each Conv (with --all) and the totals per kind.
@@ -18,6 +20,7 @@ import collections
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -31,8 +34,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 
 
-def ort_conv_times(model, feeds, repeat, tmp):
-    """Median µs of every Conv node in onnxruntime, in graph (first-run) order."""
+def conv_of(name, graph, own=frozenset()):
+    """The Conv node an onnxruntime node name stands for: a node's own name, or the value a
+    fused node outputs (its last fused op's), traced back through that op's inputs. Where
+    two Convs meet (a residual Add fused into a Conv), the one without an event of its own
+    (`own`: every event's name) is the fused one."""
+    by_name = {n.name: n for n in graph.node}
+    producer = {o: n for n in graph.node for o in n.output}
+    node = by_name.get(name) or producer.get(name)
+    for _ in range(8):
+        if node is None or node.op_type == "Conv":
+            return node
+        ins = [producer.get(i) for i in node.input]
+        convs = [n for n in ins if n is not None and n.op_type == "Conv"]
+        convs.sort(key=lambda n: n.name in own or any(o in own for o in n.output))
+        node = convs[0] if convs else next((n for n in ins if n is not None), None)
+    return None
+
+
+def ort_conv_times(model, feeds, repeat, tmp, graph):
+    """Median µs of every Conv node in onnxruntime, by Conv node name."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.enable_profiling = True
@@ -43,21 +64,21 @@ def ort_conv_times(model, feeds, repeat, tmp):
     path = sess.end_profiling()
     with open(path) as f:
         events = json.load(f)
-    per, order = collections.defaultdict(list), []
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        if e["args"].get("op_name") != "Conv":
-            continue
-        name = e["name"][: -len("_kernel_time")]
-        if name not in per:
-            order.append(name)
-        per[name].append(e["dur"])
-    return [statistics.median(per[n]) for n in order]
+    convs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+             and e["args"].get("op_name") == "Conv"]
+    names = [e["name"][: -len("_kernel_time")] for e in convs]
+    own = frozenset(names) | frozenset(n.removesuffix("_nchwc") for n in names)
+    per = collections.defaultdict(list)
+    for e, name in zip(convs, names):
+        conv = conv_of(name, graph, own) or conv_of(name.removesuffix("_nchwc"), graph, own)
+        if conv is None:
+            sys.exit(f"conv_steps: onnxruntime's node {name} is no Conv of the model")
+        per[conv.name].append(e["dur"])
+    return {n: statistics.median(v) for n, v in per.items()}
 
 
 def tessera_conv_times(model, name, value, path, repeat, tmp):
-    """Median µs of every Conv step of Tessera's plan, in run order."""
+    """Median µs of every Conv step of Tessera's plan, by the graph node it runs."""
     plan = os.path.join(tmp, "plan.json")
     shape = "x".join(map(str, value.shape))
     subprocess.run([os.path.join(BIN, "tessera"), "compile", model, "--devices", "1",
@@ -66,17 +87,13 @@ def tessera_conv_times(model, name, value, path, repeat, tmp):
     r = subprocess.run([os.path.join(BIN, "tessera-run"), plan, "--input", f"{name}={path}",
                         "--repeat", str(repeat), "--threads-per-device", "1"],
                        env=env, capture_output=True, text=True, check=True)
-    per, order = collections.defaultdict(list), []
+    per = collections.defaultdict(list)
     for line in r.stderr.splitlines():
-        parts = line.split()
-        # "NNNNN <op> [shape] <count> <ms> ms", one block per run of the rank's profile.
-        if len(parts) < 4 or not parts[0].isdigit() or "Conv" not in line:
-            continue
-        count, ms = int(parts[-3]), float(parts[-2])
-        if parts[0] not in per:
-            order.append(parts[0])
-        per[parts[0]].append(ms / count * 1e3)
-    return [statistics.median(per[k]) for k in order]
+        # "NNNNN <op> '<node>' [shape] <count> <ms> ms", one block per run.
+        m = re.match(r"\s*(\d+) (.*Conv.*) '(.+)' \[.*\]\s+(\d+)\s+([0-9.]+) ms", line)
+        if m:
+            per[m.group(3)].append(float(m.group(5)) / int(m.group(4)) * 1e3)
+    return {n: statistics.median(v) for n, v in per.items()}
 
 
 def kind(node, weights):
@@ -111,13 +128,15 @@ def main():
     weights = {t.name: list(t.dims) for t in g.initializer}
     convs = [n for n in g.node if n.op_type == "Conv"]
     with tempfile.TemporaryDirectory() as tmp:
-        theirs = ort_conv_times(model, {name: value}, args.repeat, tmp)
+        theirs = ort_conv_times(model, {name: value}, args.repeat, tmp, g)
         ours = tessera_conv_times(model, name, value, path, args.repeat, tmp)
-    if not (len(theirs) == len(ours) == len(convs)):
-        sys.exit(f"conv_steps: {len(convs)} Conv nodes, {len(ours)} Conv steps, "
-                 f"{len(theirs)} onnxruntime Conv events: cannot pair them")
+    missing = [n.name for n in convs if n.name not in ours or n.name not in theirs]
+    if missing:
+        sys.exit(f"conv_steps: no time on one side for {len(missing)} Conv(s), e.g. "
+                 f"{missing[0]}: cannot pair them")
     totals = collections.defaultdict(lambda: [0.0, 0.0, 0])
-    for node, u, t in zip(convs, ours, theirs):
+    for node in convs:
+        u, t = ours[node.name], theirs[node.name]
         k, w = kind(node, weights)
         tot = totals[k]
         tot[0] += u

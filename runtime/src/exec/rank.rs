@@ -220,6 +220,20 @@ pub(crate) fn run_prepared<D: Device>(
                     Item::Step(s) => step_key(&steps[*s].kind),
                     Item::Fused(f) => f.op.name().to_string(),
                 };
+                // In run order, each step also names its graph node (a fused chain: its
+                // first compute step's), to pair it with another runtime's per-node profile.
+                let chain = match item {
+                    Item::Step(s) => std::slice::from_ref(s),
+                    Item::Fused(f) => &f.steps[..],
+                };
+                let node = chain
+                    .iter()
+                    .filter(|_| p.in_order)
+                    .find_map(|&s| step_node(plan, &steps[s].kind));
+                let key = match node {
+                    Some(n) => format!("{key} '{n}'"),
+                    None => key,
+                };
                 p.record(at, key, shape, t0.elapsed());
             }
             outs
@@ -378,6 +392,16 @@ impl StepProfile {
         for (k, (n, d)) in rows {
             eprintln!("  {k:<32} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
         }
+    }
+}
+
+/// The name of the graph node a compute step runs, if any.
+fn step_node<'p>(plan: &'p Plan, kind: &StepKind) -> Option<&'p str> {
+    match kind {
+        StepKind::Compute { node, .. } => {
+            plan.graph.nodes.get(node.index()).map(|n| n.name.as_str())
+        }
+        _ => None,
     }
 }
 
