@@ -35,13 +35,13 @@ const VECS: usize = 2;
 /// 2058 against 2247). Against im2col and the `gemm` crate: `[32, 3, 3, 3]` stride 2 over
 /// 224² 227 against 348 µs, `[96, 16, 1, 1]` over 112² 525 against 607 (with 24 to 40
 /// channels the crate is 12–60 % faster on 1×1 Convs).
-pub(crate) const MAX_CHANNELS: usize = 16;
+const MAX_CHANNELS: usize = 16;
 
 /// True where the kernel serves a Conv of `c` input channels, `m` output channels and
 /// `groups` groups whose output rows are `ow` wide: AVX-512F (as for the direct Conv), one
 /// group, at most [`MAX_CHANNELS`] input channels, at least 8 output channels and rows of at
 /// least 16 columns (one whole vector).
-pub fn few_channels_suits(c: usize, m: usize, groups: usize, ow: usize) -> bool {
+pub(crate) fn few_channels_suits(c: usize, m: usize, groups: usize, ow: usize) -> bool {
     groups == 1
         && c <= MAX_CHANNELS
         && m >= OC
@@ -51,7 +51,6 @@ pub fn few_channels_suits(c: usize, m: usize, groups: usize, ow: usize) -> bool 
 
 /// The Conv of geometry `geo` of `n` images (`x`: `[n, c, h·w]`, `w`: `[m, c, kh·kw]`) from
 /// `bias`, then `epi`: a new `[n, m, oh·ow]` buffer. Only where [`few_channels_suits`] holds.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_few_channels(
     geo: &FlatGeometry,
     (n, c, m): (usize, usize, usize),
