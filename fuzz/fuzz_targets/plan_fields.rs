@@ -5,9 +5,9 @@
 //! (0, -1, 2^53, u64::MAX, NaN strings, paths with `..`, shorter or emptied arrays…). The
 //! edited plan goes through `Plan::from_bytes`, the runtime's `validate_plan` and
 //! `verify_files` (against the real model, so an untouched plan verifies), and a plan that
-//! passes all three and whose values are all small (at most 1 MiB each, so that a large but
-//! valid tensor is not reported as an out-of-memory crash) is run on the CPU backend with
-//! zero inputs.
+//! passes all three and whose values and inputs are all small (at most 1 MiB each, so that
+//! a large but valid tensor is not reported as an out-of-memory crash) is run on the CPU
+//! backend with zero inputs.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -176,11 +176,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(files) = plan.verify_files(&f.plan_path, Some(&f.model)) else {
         return;
     };
-    let small = plan.values.iter().all(|val| {
-        let t = plan.graph.tensors.get(val.tensor.index());
-        t.and_then(|t| checked_bytes(&t.shape, t.dtype))
+    // The values, and the graph inputs this harness allocates (an input no value holds
+    // is not covered by the values).
+    let tensor_small = |id: usize| {
+        plan.graph
+            .tensors
+            .get(id)
+            .and_then(|t| checked_bytes(&t.shape, t.dtype))
             .is_some_and(|b| b <= RUN_MAX_BYTES)
-    });
+    };
+    let small = plan.values.iter().all(|val| tensor_small(val.tensor.index()))
+        && plan.graph.inputs.iter().all(|id| tensor_small(id.index()));
     if !small {
         return;
     }

@@ -156,10 +156,30 @@ fn structural_errors_are_rejected_before_running() {
             kind: UnaryOp::Relu,
         });
     }
-    p.values[p.ranks[0].steps[3].outputs[0].index()].shape = vec![1];
+    let out = p.ranks[0].steps[3].outputs[0].index();
+    p.values[out].shape = vec![2, 4, 24];
     let msg = run_err(&p, &inputs);
     assert!(
-        msg.contains("shape [2, 4, 12], the plan expects [1]"),
+        msg.contains("shape [2, 4, 12], the plan expects [2, 4, 24]"),
+        "{msg}"
+    );
+
+    // A value whose shape is not a piece of its tensor's under its layout.
+    p.values[out].shape = vec![1];
+    let msg = run_err(&p, &inputs);
+    assert_mentions(
+        &msg,
+        &[
+            "tensor 'gelu_out'",
+            "[1] on rank 0 is not a S(2) piece",
+            "[2, 4, 24]",
+        ],
+    );
+    let mut p = plan.clone();
+    p.values[out].shape = vec![2, 5, 12];
+    let msg = run_err(&p, &inputs);
+    assert!(
+        msg.contains("[2, 5, 12] on rank 0 is not a S(2) piece"),
         "{msg}"
     );
 }

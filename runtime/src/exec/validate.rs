@@ -3,8 +3,8 @@
 use super::error::ExecError;
 use std::collections::{BTreeMap, BTreeSet};
 use tessera_ir::infer::infer;
-use tessera_ir::plan::{Plan, StepKind, FORMAT_VERSION};
-use tessera_ir::{check_tensor_size, numel, DType, Op, Tensor, TensorData, MAX_DEVICES};
+use tessera_ir::plan::{Plan, PlanValue, StepKind, FORMAT_VERSION};
+use tessera_ir::{check_tensor_size, numel, DType, Layout, Op, Tensor, TensorData, MAX_DEVICES};
 
 fn bad(msg: String) -> ExecError {
     ExecError::InvalidPlan(msg)
@@ -44,6 +44,12 @@ pub fn validate_plan(plan: &Plan) -> Result<(), ExecError> {
                 v.tensor.0
             )));
         }
+        check_value_shape(plan, v).map_err(|e| {
+            bad(format!(
+                "value {i} (tensor '{}'): {e}",
+                plan.graph.tensor(v.tensor).name
+            ))
+        })?;
     }
     if plan.outputs.len() != plan.graph.outputs.len() {
         return Err(bad(format!(
@@ -181,6 +187,44 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
             .map_err(|e| bad(format!("weight of '{}': {e}", info.name)))?;
         for p in stored.parts() {
             check_inline(p, &info.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that every rank's local shape of `v` is a piece of its tensor's logical shape
+/// under its layout: the whole shape when replicated or partial, the same shape but for a
+/// shorter split (or block) axis otherwise. A value that claims another shape would make a
+/// step read or write a buffer of the wrong size.
+fn check_value_shape(plan: &Plan, v: &PlanValue) -> Result<(), String> {
+    let whole = &plan.graph.tensor(v.tensor).shape;
+    let cut = match v.layout {
+        Layout::Replicated | Layout::Partial => None,
+        Layout::Split(a) | Layout::Block(a) => Some(a),
+    };
+    if let Some(a) = cut.filter(|&a| a >= whole.len()) {
+        return Err(format!(
+            "layout {} names axis {a} of a {}-D tensor",
+            v.layout,
+            whole.len()
+        ));
+    }
+    let tp = plan.mesh.shape.last().copied().unwrap_or(1);
+    for r in 0..tp.max(1) {
+        let local = v.shape_on(r);
+        let fits = local.len() == whole.len()
+            && local.iter().zip(whole).enumerate().all(|(d, (&l, &w))| {
+                if Some(d) == cut {
+                    l <= w
+                } else {
+                    l == w
+                }
+            });
+        if !fits {
+            return Err(format!(
+                "local shape {local:?} on rank {r} is not a {} piece of its shape {whole:?}",
+                v.layout
+            ));
         }
     }
     Ok(())
