@@ -1,9 +1,9 @@
-//! The epilogue of a fused Conv ([`crate::FusedOp::ConvEpilogue`]): a per-channel scale
-//! and shift (an inference BatchNormalization left unfolded), a residual add and an
-//! activation, applied to each block of Conv output as soon as the Conv has finished it
-//! (one output plane of a depthwise Conv, one group's rows of a GEMM, one image's planes of
-//! a batched GEMM), while it is still in cache, instead of separate passes over the whole
-//! tensor.
+//! The epilogue of a fused Conv ([`crate::FusedOp::ConvEpilogue`]): the Conv's bias (where
+//! the product was stored without it), a per-channel scale and shift (an inference
+//! BatchNormalization left unfolded), a residual add and an activation, applied to each
+//! block of Conv output as soon as the Conv has finished it (one output plane of a
+//! depthwise Conv, one group's rows of a GEMM, one image's planes of a batched GEMM), while
+//! it is still in cache, in one pass over pieces that fit in L1.
 //!
 //! Every activation is the arithmetic of its unfused kernel (`unary.rs`), element for
 //! element, and the scale, shift and residual are the single roundings of the unfused
@@ -40,10 +40,15 @@ pub enum ConvActivation {
 }
 
 /// What runs on each finished block of Conv output:
-/// `act(((y · scale[ch]) + shift[ch]) + residual)`, each part optional (an inference
-/// BatchNormalization the exporter left unfolded is the per-channel scale and shift).
+/// `act((((y + bias[ch]) · scale[ch]) + shift[ch]) + residual)`, each part optional (an
+/// inference BatchNormalization the exporter left unfolded is the per-channel scale and
+/// shift).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Epilogue<'a> {
+    /// The Conv's own bias, one addend per output channel, added first: set by a Conv whose
+    /// product was stored without it (the output is then `(product + bias)`, rounded once,
+    /// as a product added to a stored bias).
+    pub bias: Option<&'a [f32]>,
     /// One factor per output channel.
     pub scale: Option<&'a [f32]>,
     /// One addend per output channel.
@@ -61,7 +66,8 @@ pub(crate) struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.scale.is_none()
+        self.bias.is_none()
+            && self.scale.is_none()
             && self.shift.is_none()
             && self.residual.is_none()
             && self.act.is_none()
@@ -69,64 +75,82 @@ impl Epilogue<'_> {
 
     /// Applies the epilogue to `dst`, the output elements starting at flat offset `at`
     /// (whole planes: `at` and `dst.len()` are multiples of the plane size).
+    ///
+    /// One pass: `dst` is taken in pieces of at most [`PIECE`] elements (within one plane
+    /// when there is a per-channel scale or shift), and every part of the epilogue runs on a
+    /// piece while it is in L1, rather than one pass over the whole block per part (a
+    /// residual Add then a ReLU over a 3 MB output read and wrote it twice from L3).
     pub fn apply(&self, dst: &mut [f32], at: usize) {
-        if (self.scale.is_some() || self.shift.is_some()) && self.plane > 0 && self.channels > 0 {
-            let first = at / self.plane;
-            for (q, pl) in dst.chunks_mut(self.plane).enumerate() {
-                let ch = (first + q) % self.channels;
-                vectorized(
-                    #[inline(always)]
-                    || {
+        let per_channel = (self.bias.is_some() || self.scale.is_some() || self.shift.is_some())
+            && self.plane > 0
+            && self.channels > 0;
+        vectorized(
+            #[inline(always)]
+            || {
+                let mut off = 0;
+                while off < dst.len() {
+                    let p = at + off;
+                    let mut len = (dst.len() - off).min(PIECE);
+                    if per_channel {
+                        len = len.min(self.plane - p % self.plane);
+                    }
+                    let piece = &mut dst[off..off + len];
+                    if per_channel {
                         // Mul(y, scale) then Add(·, shift): the unfused ops' roundings.
+                        let ch = (p / self.plane) % self.channels;
+                        if let Some(b) = self.bias {
+                            let v = b[ch];
+                            piece.iter_mut().for_each(|x| *x += v);
+                        }
                         if let Some(s) = self.scale {
                             let v = s[ch];
-                            pl.iter_mut().for_each(|x| *x *= v);
+                            piece.iter_mut().for_each(|x| *x *= v);
                         }
                         if let Some(t) = self.shift {
                             let v = t[ch];
-                            pl.iter_mut().for_each(|x| *x += v);
+                            piece.iter_mut().for_each(|x| *x += v);
                         }
-                    },
-                );
-            }
-        }
-        if let Some(r) = self.residual {
-            let r = &r[at..at + dst.len()];
-            vectorized(
-                #[inline(always)]
-                || dst.iter_mut().zip(r).for_each(|(d, &v)| *d += v),
-            );
-        }
-        if let Some(act) = self.act {
-            activate(act, dst);
-        }
+                    }
+                    if let Some(r) = self.residual {
+                        let r = &r[p..p + len];
+                        piece.iter_mut().zip(r).for_each(|(d, &v)| *d += v);
+                    }
+                    if let Some(act) = self.act {
+                        activate_in_place(act, piece);
+                    }
+                    off += len;
+                }
+            },
+        );
     }
 }
 
-/// Applies `act` in place, with the arithmetic of the unfused kernel.
-fn activate(act: ConvActivation, dst: &mut [f32]) {
-    vectorized(
-        #[inline(always)]
-        || match act {
-            ConvActivation::Relu => dst.iter_mut().for_each(|a| *a = relu(*a)),
-            ConvActivation::Sigmoid => dst.iter_mut().for_each(|a| *a = simd::sigmoid(*a)),
-            ConvActivation::Silu => dst.iter_mut().for_each(|a| *a *= simd::sigmoid(*a)),
-            ConvActivation::Clip { min, max } => {
-                let lo = min.unwrap_or(f32::NEG_INFINITY);
-                let hi = max.unwrap_or(f32::INFINITY);
-                dst.iter_mut()
-                    .for_each(|a| *a = hi_then(if *a < lo { lo } else { *a }, hi));
+/// Elements of one piece of an epilogue pass (8 KB: it and its residual stay in L1).
+const PIECE: usize = 2048;
+
+/// Applies `act` in place, with the arithmetic of the unfused kernel; inlined into the
+/// caller's vectorised context.
+#[inline(always)]
+fn activate_in_place(act: ConvActivation, dst: &mut [f32]) {
+    match act {
+        ConvActivation::Relu => dst.iter_mut().for_each(|a| *a = relu(*a)),
+        ConvActivation::Sigmoid => dst.iter_mut().for_each(|a| *a = simd::sigmoid(*a)),
+        ConvActivation::Silu => dst.iter_mut().for_each(|a| *a *= simd::sigmoid(*a)),
+        ConvActivation::Clip { min, max } => {
+            let lo = min.unwrap_or(f32::NEG_INFINITY);
+            let hi = max.unwrap_or(f32::INFINITY);
+            dst.iter_mut()
+                .for_each(|a| *a = hi_then(if *a < lo { lo } else { *a }, hi));
+        }
+        ConvActivation::HardSigmoid { alpha, beta, swish } => {
+            let hs = |a: f32| (alpha * a + beta).clamp(0.0, 1.0);
+            if swish {
+                dst.iter_mut().for_each(|a| *a *= hs(*a));
+            } else {
+                dst.iter_mut().for_each(|a| *a = hs(*a));
             }
-            ConvActivation::HardSigmoid { alpha, beta, swish } => {
-                let hs = |a: f32| (alpha * a + beta).clamp(0.0, 1.0);
-                if swish {
-                    dst.iter_mut().for_each(|a| *a *= hs(*a));
-                } else {
-                    dst.iter_mut().for_each(|a| *a = hs(*a));
-                }
-            }
-        },
-    );
+        }
+    }
 }
 
 #[cfg(test)]

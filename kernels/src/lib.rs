@@ -19,6 +19,7 @@ mod conv_depthwise_rows;
 mod conv_direct;
 mod conv_epilogue;
 mod conv_few_channels;
+mod conv_gemm;
 mod conv_taps;
 #[cfg(test)]
 mod conv_tests;

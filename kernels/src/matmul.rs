@@ -4,6 +4,7 @@
 use super::index::{broadcast_offsets, broadcast_shapes};
 use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::{describe, make, wrap_int, KResult};
+use std::mem::MaybeUninit;
 use tessera_ir::op::GemmAttrs;
 use tessera_ir::{DType, Tensor, TensorData};
 
@@ -117,14 +118,85 @@ pub(crate) fn gemm_into_strided<T: Scalar>(
     // SAFETY: `fits` checked above that every element (i, l) of A (i < m, l < k) and (l, j) of
     // B (l < k, j < n) lies within its slice; every dst element (i, j) is at
     // off + i·rs + j·cs <= `last` < dst.len(), distinct (i, j) at distinct places (`distinct`),
-    // and dst is exclusively borrowed; all strides are non-negative. T is f32 or f64 (the
-    // only instantiations in this module), both supported by `gemm::gemm`.
+    // and dst is exclusively borrowed; all strides are non-negative.
+    unsafe {
+        raw_gemm(
+            (m, n, k),
+            dst.as_mut_ptr().add(off),
+            (rs, cs),
+            accumulate,
+            a,
+            b,
+            scale,
+        )
+    };
+    Ok(())
+}
+
+/// `dst[m×n] (row-major, row stride n) = A·B` written into memory that need not be
+/// initialised: every element is written, none is read (a Conv output allocated for its
+/// product, whose bias comes after in the epilogue instead of being stored first and read
+/// back by the product).
+pub(crate) fn gemm_write_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    a: MatView<'_, f32>,
+    b: MatView<'_, f32>,
+) -> KResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if !a.fits(m, k) || !b.fits(k, n) || dst.len() < m * n {
+        return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
+    }
+    if k == 0 {
+        dst[..m * n].fill(MaybeUninit::new(0.0));
+        return Ok(());
+    }
+    // SAFETY: `fits` checked that every element (i, l) of A and (l, j) of B lies within its
+    // slice, and dst holds the m·n row-major elements, exclusively borrowed. With
+    // `accumulate` false the `gemm` crate stores every element of dst without reading it, so
+    // uninitialised memory is never read; MaybeUninit<f32> has f32's layout.
+    unsafe {
+        raw_gemm(
+            (m, n, k),
+            dst.as_mut_ptr().cast::<f32>(),
+            (n, 1),
+            false,
+            a,
+            b,
+            1.0,
+        )
+    };
+    Ok(())
+}
+
+/// `dst = scale·A·B (+ dst when accumulate)` through the `gemm` crate, element (i, j) of dst
+/// at `dst + i·rs + j·cs`.
+///
+/// # Safety
+/// A's and B's views must fit `m×k` and `k×n`; every (i, j) < (m, n) must address a distinct
+/// element of one allocation that the caller may write (and read when `accumulate`); T is
+/// f32 or f64 (both supported by `gemm::gemm`); k > 0.
+unsafe fn raw_gemm<T: Scalar>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    (rs, cs): (usize, usize),
+    accumulate: bool,
+    a: MatView<'_, T>,
+    b: MatView<'_, T>,
+    scale: T,
+) {
+    // SAFETY: the caller's contract above: every pointer the gemm crate forms lies in the
+    // views and dst checked by the caller.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr().add(off),
+            dst,
             cs as isize,
             rs as isize,
             accumulate,
@@ -140,9 +212,8 @@ pub(crate) fn gemm_into_strided<T: Scalar>(
             false,
             false,
             parallelism(m * n * k),
-        );
+        )
     }
-    Ok(())
 }
 
 /// Batched row-major matmul of `a [.., m, k]` and `b [.., k, n]` with broadcast batch shapes

@@ -192,38 +192,28 @@ fn validate_sizes(plan: &Plan) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Checks that every rank's local shape of `v` is a piece of its tensor's logical shape
-/// under its layout: the whole shape when replicated or partial, the same shape but for a
-/// shorter split (or block) axis otherwise. A value that claims another shape would make a
-/// step read or write a buffer of the wrong size.
+/// Checks that every rank's local shape of `v` is a piece of its tensor's logical shape:
+/// as many axes, none longer than the tensor's (a replicated value may still be a local
+/// piece: ranks that hold a slice of heads label it replicated among themselves), and
+/// that a split or block axis exists. A value that claimed more than its tensor would let a
+/// plan size buffers beyond what the graph was checked for.
 fn check_value_shape(plan: &Plan, v: &PlanValue) -> Result<(), String> {
     let whole = &plan.graph.tensor(v.tensor).shape;
-    let cut = match v.layout {
-        Layout::Replicated | Layout::Partial => None,
-        Layout::Split(a) | Layout::Block(a) => Some(a),
-    };
-    if let Some(a) = cut.filter(|&a| a >= whole.len()) {
-        return Err(format!(
-            "layout {} names axis {a} of a {}-D tensor",
-            v.layout,
-            whole.len()
-        ));
+    if let Layout::Split(a) | Layout::Block(a) = v.layout {
+        if a >= whole.len() {
+            return Err(format!(
+                "layout {} names axis {a} of a {}-D tensor",
+                v.layout,
+                whole.len()
+            ));
+        }
     }
     let tp = plan.mesh.shape.last().copied().unwrap_or(1);
     for r in 0..tp.max(1) {
         let local = v.shape_on(r);
-        let fits = local.len() == whole.len()
-            && local.iter().zip(whole).enumerate().all(|(d, (&l, &w))| {
-                if Some(d) == cut {
-                    l <= w
-                } else {
-                    l == w
-                }
-            });
-        if !fits {
+        if local.len() != whole.len() || local.iter().zip(whole).any(|(l, w)| l > w) {
             return Err(format!(
-                "local shape {local:?} on rank {r} is not a {} piece of its shape {whole:?}",
-                v.layout
+                "local shape {local:?} on rank {r} is not a piece of its shape {whole:?}"
             ));
         }
     }
