@@ -176,8 +176,11 @@ pub(crate) fn conv_fused(
             let win = FlatGeometry::of_window(&win)
                 .ok_or_else(|| format!("the direct Conv does not serve X {xs:?}"))?;
             let geo = DirectGeometry { n, c, win };
-            let mut out = vec![0f32; len];
-            conv_direct(&geo, xv, p, bias, &mut out, epi)?;
+            // Every element is written by the kernel: no zeroing first.
+            let mut out = Vec::with_capacity(len);
+            conv_direct(&geo, xv, p, bias, &mut out.spare_capacity_mut()[..len], epi)?;
+            // SAFETY: conv_direct returned Ok, so it wrote all `len` elements (its contract).
+            unsafe { out.set_len(len) };
             return make(x.dtype, shape, TensorData::F32(out));
         }
     };

@@ -23,6 +23,7 @@ use super::gemm_unpacked::{KC, MR, NR};
 use super::transpose2d::transpose_pitched;
 use super::KResult;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use tessera_ir::op::ConvAttrs;
 use tessera_ir::spec::window_out_extent;
 
@@ -271,14 +272,15 @@ fn padded_input<'a>(
     (std::borrow::Cow::Owned(xp), [hp, wp])
 }
 
-/// The Conv `geo` with weights `w` into `out` (`[n, M, plane]`, every element overwritten:
-/// the bias, when given, starts each sum), then `epi` on each block of output once final.
+/// The Conv `geo` with weights `w` into `out` (`[n, M, plane]`, uninitialised memory; when
+/// this returns Ok every element has been written and none was read before: the bias, when
+/// given, starts each sum), then `epi` on each block of output once final.
 pub(crate) fn conv_direct(
     geo: &DirectGeometry,
     x: &[f32],
     w: &PackedConvWeight,
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     epi: Epilogue<'_>,
 ) -> KResult<()> {
     let (g, m) = (w.group, w.shape[0]);
@@ -379,7 +381,7 @@ pub(crate) fn conv_direct(
         map: &map,
         starts: &starts,
         plane_in,
-        out: OutPtr(out.as_mut_ptr()),
+        out: OutPtr(out.as_mut_ptr().cast::<f32>()),
         epi,
         block,
         k_pass,
@@ -482,10 +484,16 @@ impl Job<'_> {
             transpose_pitched(&acc[(r - r0) * ld..], ld, tr, run, run, cols);
             for j in 0..cols {
                 let at = (img * self.w.shape[0] + oc0 + j) * plane + q0;
+                let src = &tr[j * run..][..run];
                 // SAFETY: elements at..at + run (channel oc0 + j of image img, positions
-                // q0..q0 + run) lie inside the output and belong to this task alone.
-                let dst = unsafe { std::slice::from_raw_parts_mut(self.out.0.add(at), run) };
-                dst.copy_from_slice(&tr[j * run..][..run]);
+                // q0..q0 + run) lie inside the output and belong to this task alone; they
+                // are written (from `src`, which does not overlap the output) before the
+                // slice over them is formed.
+                let dst = unsafe {
+                    let d = self.out.0.add(at);
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), d, run);
+                    std::slice::from_raw_parts_mut(d, run)
+                };
                 if !self.epi.is_empty() {
                     self.epi.apply(dst, at);
                 }

@@ -9,6 +9,8 @@
 //! element, and the scale, shift and residual are the single roundings of the unfused
 //! `Mul` and `Add`s, so a fused Conv equals the unfused chain bit for bit. (Folding the
 //! scale into the weights would save the multiply but round differently.)
+#[cfg(target_arch = "x86_64")]
+use super::conv_epilogue_avx512::piece_avx512;
 use super::simd::{self, vectorized};
 use super::unary::{hi_then, relu};
 
@@ -84,6 +86,15 @@ impl Epilogue<'_> {
         let per_channel = (self.bias.is_some() || self.scale.is_some() || self.shift.is_some())
             && self.plane > 0
             && self.channels > 0;
+        // With AVX-512 and no Sigmoid-based activation, each part is an explicit 16-lane
+        // pass over the piece (`conv_epilogue_avx512.rs`); left to the loop vectoriser,
+        // in-place loops over pieces of a few hundred elements ran their tails 8 lanes at a
+        // time through masks (a ReLU took as long as a 16-channel 1×1 Conv).
+        #[cfg(target_arch = "x86_64")]
+        let fused = matches!(
+            self.act,
+            None | Some(ConvActivation::Relu | ConvActivation::Clip { .. })
+        ) && std::arch::is_x86_feature_detected!("avx512f");
         vectorized(
             #[inline(always)]
             || {
@@ -95,6 +106,17 @@ impl Epilogue<'_> {
                         len = len.min(self.plane - p % self.plane);
                     }
                     let piece = &mut dst[off..off + len];
+                    #[cfg(target_arch = "x86_64")]
+                    if fused {
+                        let ch = (p / self.plane.max(1)) % self.channels.max(1);
+                        let at_ch = |v: Option<&[f32]>| v.filter(|_| per_channel).map(|v| v[ch]);
+                        let r = self.residual.map(|r| &r[p..p + len]);
+                        let k = (at_ch(self.bias), at_ch(self.scale), at_ch(self.shift));
+                        // SAFETY: `fused` holds only where the CPU has AVX-512F.
+                        unsafe { piece_avx512(piece, k, r, self.act) };
+                        off += len;
+                        continue;
+                    }
                     if per_channel {
                         // Mul(y, scale) then Add(·, shift): the unfused ops' roundings.
                         let ch = (p / self.plane) % self.channels;
@@ -298,6 +320,101 @@ mod tests {
             pads: vec![pad; 4],
             group,
             depthwise: false,
+        }
+    }
+
+    #[test]
+    fn vector_epilogue_keeps_nan_signed_zero_and_bounds_of_the_scalar_ops() {
+        use super::{hi_then, relu, Epilogue};
+        // Lengths around whole vectors (masked tails), values that tell the formulations
+        // apart: NaN, ±0, ±inf, the Clip bounds themselves.
+        let special = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            6.0,
+            -6.0,
+            0.5,
+            1e-40,
+            -1e-40,
+            3.25,
+            -2.5,
+        ];
+        // The activations the vector path runs (the others keep the scalar loops).
+        let acts = ACTS
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    None | Some(ConvActivation::Relu | ConvActivation::Clip { .. })
+                )
+            })
+            .chain([Some(ConvActivation::Clip {
+                min: Some(-0.0),
+                max: None,
+            })]);
+        let (bias, scale, shift) = ([0.0f32, -0.0], [1.5f32, -1.0], [-0.0f32, 2.0]);
+        for n in [0usize, 1, 15, 16, 17, 33, 40] {
+            let y: Vec<f32> = (0..2 * n).map(|i| special[i % special.len()]).collect();
+            let r: Vec<f32> = (0..2 * n)
+                .map(|i| special[(i * 7 + 3) % special.len()])
+                .collect();
+            for act in acts.clone() {
+                for parts in 0..16u32 {
+                    let epi = Epilogue {
+                        bias: (parts & 1 != 0).then_some(&bias[..]),
+                        scale: (parts & 2 != 0).then_some(&scale[..]),
+                        shift: (parts & 4 != 0).then_some(&shift[..]),
+                        residual: (parts & 8 != 0).then_some(&r[..]),
+                        act,
+                        plane: n,
+                        channels: 2,
+                    };
+                    let mut got = y.clone();
+                    epi.apply(&mut got, 0);
+                    let want: Vec<f32> = (0..2 * n)
+                        .map(|i| {
+                            let ch = i / n.max(1);
+                            let mut v = y[i];
+                            if let Some(b) = epi.bias {
+                                v += b[ch];
+                            }
+                            if let Some(s) = epi.scale {
+                                v *= s[ch];
+                            }
+                            if let Some(t) = epi.shift {
+                                v += t[ch];
+                            }
+                            if let Some(r) = epi.residual {
+                                v += r[i];
+                            }
+                            match act {
+                                Some(ConvActivation::Relu) => relu(v),
+                                Some(ConvActivation::Clip { min, max }) => {
+                                    let lo = min.unwrap_or(f32::NEG_INFINITY);
+                                    let hi = max.unwrap_or(f32::INFINITY);
+                                    hi_then(if v < lo { lo } else { v }, hi)
+                                }
+                                _ => v,
+                            }
+                        })
+                        .collect();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    // NaN payloads may differ between formulations; NaN-ness may not.
+                    let canon = |v: &[f32]| {
+                        v.iter()
+                            .map(|x| if x.is_nan() { f32::NAN } else { *x })
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        bits(&canon(&got)),
+                        bits(&canon(&want)),
+                        "n {n} act {act:?} parts {parts:#b}"
+                    );
+                }
+            }
         }
     }
 

@@ -16,7 +16,9 @@
 //! Each output sums the taps in ascending (channel, row, column) order from zero, one fused
 //! multiply-add each (a tap reading padding adds `w·0`), then adds its bias.
 use super::conv_depthwise_flat::{fill_planes, FlatGeometry, Layout};
-use super::conv_epilogue::Epilogue;
+use super::conv_epilogue::{ConvActivation, Epilogue};
+#[cfg(target_arch = "x86_64")]
+use super::conv_epilogue_avx512::activate_avx512;
 
 /// Output rows computed for every channel before their epilogue runs.
 const BAND: usize = 8;
@@ -91,6 +93,16 @@ pub(crate) fn conv_few_channels(
     for (i, dst) in scratch.chunks_exact_mut(plane).take(n * c).enumerate() {
         geo.fill_phases(&lay, &x[i * p_in..][..p_in], dst);
     }
+    // A ReLU or Clip alone runs on the accumulators before they are stored; any other
+    // epilogue runs on each band once stored.
+    let (act, epi) = match epi.act {
+        Some(a @ (ConvActivation::Relu | ConvActivation::Clip { .. }))
+            if epi.scale.is_none() && epi.shift.is_none() && epi.residual.is_none() =>
+        {
+            (Some(a), Epilogue { act: None, ..epi })
+        }
+        _ => (None, epi),
+    };
     let at = Rows {
         geo,
         lay: &lay,
@@ -101,6 +113,7 @@ pub(crate) fn conv_few_channels(
         wt: &wt,
         mp,
         bias: &bv,
+        act,
     };
     // SAFETY: `band` writes every element of each chunk of whole planes it is given.
     unsafe {
@@ -123,6 +136,8 @@ struct Rows<'a> {
     wt: &'a [f32],
     mp: usize,
     bias: &'a [f32],
+    /// A ReLU or Clip applied in registers before the store.
+    act: Option<ConvActivation>,
 }
 
 /// Output planes `first ..` (of all images: plane `p` is channel `p mod m` of image
@@ -260,7 +275,7 @@ unsafe fn vectors_at<const N: usize>(
     // moved 2.5× further from a float64 reference than onnxruntime's).
     for a in acc.iter_mut() {
         for (k, ak) in a.iter_mut().enumerate() {
-            *ak = _mm512_add_ps(_mm512_set1_ps(at.bias[oc0 + k]), *ak);
+            *ak = activate_avx512(at.act, _mm512_add_ps(_mm512_set1_ps(at.bias[oc0 + k]), *ak));
         }
     }
     acc
