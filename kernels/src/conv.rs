@@ -205,7 +205,7 @@ pub(crate) fn conv_fused(
         .as_ref()
         .filter(|geo| few_channels_suits(c, m, g, geo.output[1]))
     {
-        let out = conv_few_channels(geo, (n, c, m), xv, wv, bias, epi);
+        let out = conv_few_channels(&geo.pointwise_as_one_row(), (n, c, m), xv, wv, bias, epi);
         return make(x.dtype, shape, TensorData::F32(out));
     }
     let taps = TapTable::new(&win);

@@ -99,6 +99,26 @@ impl FlatGeometry {
         )
     }
 
+    /// A 1×1 Conv of unit stride without padding as one row of all its positions (the
+    /// plane's rows are contiguous and every output reads the input at its own position):
+    /// vector loops then run over the whole plane, not row by row with a partial vector at
+    /// each row's end. Any other geometry is returned as it is.
+    pub fn pointwise_as_one_row(&self) -> Self {
+        let pointwise = self.kernel == [1, 1]
+            && self.strides == [1, 1]
+            && self.pads == [0, 0]
+            && self.output == self.input;
+        match pointwise {
+            true => FlatGeometry {
+                input: [1, self.input[0] * self.input[1]],
+                output: [1, self.output[0] * self.output[1]],
+                dilations: [1, 1],
+                ..self.clone()
+            },
+            false => self.clone(),
+        }
+    }
+
     /// Where the phase planes and each tap's run lie in a scratch buffer.
     pub fn layout(&self) -> Layout {
         let [kh, kw] = self.kernel;

@@ -678,6 +678,28 @@ fn few_channel_stems_match_reference() {
                 1,
                 true,
             ),
+            // 1×1 Convs, run as one row of the whole plane: 13-wide rows (no row a whole
+            // vector), planes of two images, a plane ending mid-vector.
+            case(
+                [2, 16, 9, 17],
+                24,
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                [0, 0, 0, 0],
+                1,
+                true,
+            ),
+            case(
+                [1, 5, 7, 29],
+                9,
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                [0, 0, 0, 0],
+                1,
+                false,
+            ),
         ])
         .collect();
     let pool = rayon::ThreadPoolBuilder::new()
