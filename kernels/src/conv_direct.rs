@@ -15,8 +15,8 @@
 //! channels, per `l` three loads of the panel and eight broadcasts of input elements. Each
 //! output is its bias plus, block by block of `KC` values of `l` in order, the block's
 //! chain of fused multiply-adds from zero, whatever block of positions it falls in and
-//! however blocks are split over threads: the result does not depend on the thread count. AVX-512 only ([`direct_available`]); elsewhere the
-//! im2col path serves.
+//! however blocks are split over threads: the result does not depend on the thread count.
+//! AVX-512 only ([`direct_available`]); elsewhere the im2col path serves.
 use super::conv_depthwise_flat::FlatGeometry;
 use super::conv_epilogue::Epilogue;
 use super::gemm_unpacked::{KC, MR, NR};

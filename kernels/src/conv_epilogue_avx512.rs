@@ -5,39 +5,58 @@
 //! over pieces of a few hundred elements ran their tails 8 lanes at a time through masks.
 #![cfg(target_arch = "x86_64")]
 use super::conv_epilogue::ConvActivation;
+use std::arch::x86_64::*;
 
-/// `act` (None, ReLU or Clip) on 16 outputs, with the unfused kernels' arithmetic: ReLU
-/// keeps `x` where `x > 0` or NaN and gives +0 elsewhere; Clip replaces `x < lo` by `lo`,
-/// then `x > hi` by `hi` (NaN passes).
-///
-/// # Safety
-/// AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub(crate) unsafe fn activate_avx512(
-    act: Option<ConvActivation>,
-    x: std::arch::x86_64::__m512,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    match act {
-        Some(ConvActivation::Relu) => {
-            let keep = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(x, _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(keep, x)
+/// An activation of the vector path (none, ReLU or Clip), its bounds broadcast once, with
+/// the unfused kernels' arithmetic: ReLU keeps `x` where `x > 0` or NaN and gives +0
+/// elsewhere; Clip replaces `x < lo` by `lo`, then `x > hi` by `hi` (NaN passes; an absent
+/// bound is infinite, which no value compares beyond).
+#[derive(Clone, Copy)]
+pub(crate) enum VecAct {
+    /// No activation (or one the vector path does not run).
+    Identity,
+    /// ReLU.
+    Relu,
+    /// Clip to `[lo, hi]`, broadcast.
+    Clip(__m512, __m512),
+}
+
+impl VecAct {
+    /// The vector form of `act` (None, ReLU, Clip; anything else is the identity).
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn new(act: Option<ConvActivation>) -> Self {
+        match act {
+            Some(ConvActivation::Relu) => VecAct::Relu,
+            Some(ConvActivation::Clip { min, max }) => VecAct::Clip(
+                _mm512_set1_ps(min.unwrap_or(f32::NEG_INFINITY)),
+                _mm512_set1_ps(max.unwrap_or(f32::INFINITY)),
+            ),
+            _ => VecAct::Identity,
         }
-        Some(ConvActivation::Clip { min, max }) => {
-            let mut x = x;
-            if let Some(lo) = min {
-                let lo = _mm512_set1_ps(lo);
-                x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), lo);
+    }
+
+    /// The activation of 16 values.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn apply(self, x: __m512) -> __m512 {
+        match self {
+            VecAct::Identity => x,
+            VecAct::Relu => {
+                let keep = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(x, _mm512_setzero_ps());
+                _mm512_maskz_mov_ps(keep, x)
             }
-            if let Some(hi) = max {
-                let hi = _mm512_set1_ps(hi);
-                x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), hi);
+            VecAct::Clip(lo, hi) => {
+                let x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), lo);
+                _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), hi)
             }
-            x
         }
-        _ => x,
     }
 }
 
@@ -47,7 +66,6 @@ pub(crate) unsafe fn activate_avx512(
 ///
 /// # Safety
 /// AVX-512F; `residual`, when given, is as long as `dst`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn piece_avx512(
     dst: &mut [f32],
@@ -55,7 +73,6 @@ pub(crate) unsafe fn piece_avx512(
     residual: Option<&[f32]>,
     act: Option<ConvActivation>,
 ) {
-    use std::arch::x86_64::*;
     if let Some(b) = bias {
         let b = _mm512_set1_ps(b);
         map16(dst, None, |x, _| _mm512_add_ps(x, b));
@@ -71,20 +88,9 @@ pub(crate) unsafe fn piece_avx512(
     if residual.is_some() {
         map16(dst, residual, |x, r| _mm512_add_ps(x, r));
     }
-    match act {
-        Some(ConvActivation::Relu) => map16(dst, None, |x, _| {
-            activate_avx512(Some(ConvActivation::Relu), x)
-        }),
-        Some(ConvActivation::Clip { min, max }) => {
-            // Infinite bounds change nothing (no value compares beyond them; NaN passes).
-            let lo = _mm512_set1_ps(min.unwrap_or(f32::NEG_INFINITY));
-            let hi = _mm512_set1_ps(max.unwrap_or(f32::INFINITY));
-            map16(dst, None, |x, _| {
-                let x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lo), lo);
-                _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi), hi)
-            })
-        }
-        _ => {}
+    match VecAct::new(act) {
+        VecAct::Identity => {}
+        v => map16(dst, None, |x, _| v.apply(x)),
     }
 }
 
@@ -93,15 +99,9 @@ pub(crate) unsafe fn piece_avx512(
 ///
 /// # Safety
 /// AVX-512F; `other`, when given, is as long as `dst`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn map16(
-    dst: &mut [f32],
-    other: Option<&[f32]>,
-    f: impl Fn(std::arch::x86_64::__m512, std::arch::x86_64::__m512) -> std::arch::x86_64::__m512,
-) {
-    use std::arch::x86_64::*;
+unsafe fn map16(dst: &mut [f32], other: Option<&[f32]>, f: impl Fn(__m512, __m512) -> __m512) {
     let (n, p) = (dst.len(), dst.as_mut_ptr());
     let q = other.map_or(std::ptr::null(), |o| o.as_ptr());
     let mut i = 0;

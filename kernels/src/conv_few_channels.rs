@@ -18,7 +18,7 @@
 use super::conv_depthwise_flat::{fill_planes, FlatGeometry, Layout};
 use super::conv_epilogue::{ConvActivation, Epilogue};
 #[cfg(target_arch = "x86_64")]
-use super::conv_epilogue_avx512::activate_avx512;
+use super::conv_epilogue_avx512::VecAct;
 
 /// Output rows computed for every channel before their epilogue runs.
 const BAND: usize = 8;
@@ -273,9 +273,10 @@ unsafe fn vectors_at<const N: usize>(
     // The bias last, as the GEMM paths add the product to it: started from the bias, every
     // partial sum carried its magnitude and its rounding (a MobileNet-V3 stem's outputs
     // moved 2.5× further from a float64 reference than onnxruntime's).
+    let act = VecAct::new(at.act);
     for a in acc.iter_mut() {
         for (k, ak) in a.iter_mut().enumerate() {
-            *ak = activate_avx512(at.act, _mm512_add_ps(_mm512_set1_ps(at.bias[oc0 + k]), *ak));
+            *ak = act.apply(_mm512_add_ps(_mm512_set1_ps(at.bias[oc0 + k]), *ak));
         }
     }
     acc

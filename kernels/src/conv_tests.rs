@@ -678,8 +678,8 @@ fn few_channel_stems_match_reference() {
                 1,
                 true,
             ),
-            // 1×1 Convs, run as one row of the whole plane: 13-wide rows (no row a whole
-            // vector), planes of two images, a plane ending mid-vector.
+            // 1×1 Convs, run as one row of the whole plane: 17- and 29-wide rows (a row
+            // boundary inside a vector), planes of two images, planes ending mid-vector.
             case(
                 [2, 16, 9, 17],
                 24,
