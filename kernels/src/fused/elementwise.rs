@@ -472,6 +472,9 @@ impl<'a> Runner<'a> {
         let srcs: &'a [Src<'a>] = self.srcs;
         let last = self.p.instrs.len() - 1;
         filled.fill(false);
+        // A load read in place in one chunk may need copying in the next (an operand
+        // broadcast over an outer axis is contiguous over some runs of blocks only).
+        direct.fill(None);
         for (i, ins) in self.p.instrs.iter().enumerate() {
             let uni = self.uniform[i];
             // A uniform register computes one element; a full one reads its uniform operands

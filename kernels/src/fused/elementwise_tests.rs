@@ -303,3 +303,34 @@ fn relu_sign_max_min_equal_the_unfused_ops_bitwise() {
     let got = fused(&want.shape, prog, &[&x, &s, &t, &y]);
     assert_eq!(bits(&got), bits(&want));
 }
+
+/// Operands broadcast along different outer axes (`[1, H, S, S]` over the batch beside
+/// `[B, 1, S, S]` over the heads: T5's position bias and its mask), with blocks short enough
+/// that several are evaluated to a chunk, equal the unfused ops bit for bit.
+#[test]
+fn operands_broadcast_along_different_outer_axes() {
+    use EwInstr::*;
+    for (xs, bs, cs) in [
+        (vec![3, 5, 7], vec![1, 5, 7], vec![3, 1, 7]),
+        (vec![2, 3, 600], vec![1, 3, 600], vec![2, 1, 600]),
+        (vec![2, 4, 12, 12], vec![1, 4, 12, 12], vec![2, 1, 12, 12]),
+    ] {
+        let x = rand(xs.clone(), 1);
+        let b = rand(bs, 2);
+        let c = rand(cs, 3);
+        let want = unary(
+            UnaryOp::Relu,
+            &bin(BinaryOp::Add, &bin(BinaryOp::Add, &x, &b), &c),
+        );
+        let prog = vec![
+            Load(0),
+            Load(1),
+            Binary(BinaryOp::Add, 0, 1),
+            Load(2),
+            Binary(BinaryOp::Add, 2, 3),
+            Unary(UnaryOp::Relu, 4),
+        ];
+        let got = fused(&xs, prog, &[&x, &b, &c]);
+        assert_eq!(bits(&got), bits(&want), "{xs:?}");
+    }
+}
