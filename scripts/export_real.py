@@ -244,6 +244,21 @@ def op_list(model):
     return count
 
 
+def save_stripped(prog, path):
+    """Saves an exported program to `path` (weights embedded) without the stack trace and
+    module names the exporter records on every node (they double the file's size and mean
+    nothing to a runtime); returns the saved model."""
+    prog.save(path, external_data=False)
+    m = onnx.load(path)
+    for n in m.graph.node:
+        del n.metadata_props[:]
+        n.doc_string = ""
+    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        del v.metadata_props[:]
+    onnx.save(m, path)
+    return m
+
+
 def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
     torch.manual_seed(seed)
     model = build(cls, kwargs, model_cls, kind)
@@ -258,16 +273,7 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
                                  input_names=list(feeds), output_names=["logits" if kind == "decoder"
                                                                         else "last_hidden_state"],
                                  external_data=False, verbose=False)
-    prog.save(path, external_data=False)
-    m = onnx.load(path)
-    # The exporter records a stack trace and module names on every node; they double the
-    # file's size and mean nothing to a runtime: drop them.
-    for n in m.graph.node:
-        del n.metadata_props[:]
-        n.doc_string = ""
-    for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
-        del v.metadata_props[:]
-    onnx.save(m, path)
+    m = save_stripped(prog, path)
     import onnxruntime as ort
     ref_dir = os.path.join(out_dir, name)
     os.makedirs(ref_dir, exist_ok=True)

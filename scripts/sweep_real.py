@@ -91,8 +91,8 @@ def plan_shape(d, name, input_name):
     import onnx
     m = onnx.load(os.path.join(d, f"{name}.onnx"), load_external_data=False)
     dims = next((i.type.tensor_type.shape.dim for i in m.graph.input if i.name == input_name), [])
-    want = [8, 128]
-    return [dv.dim_value if dv.dim_value > 0 else w for dv, w in zip(dims, want)] or want
+    want = [8, 128] + [0] * max(0, len(dims) - 2)  # dims past the second: as exported
+    return [dv.dim_value if dv.dim_value > 0 else w for dv, w in zip(dims, want)] or want[:2]
 
 
 def image_model(d, name):

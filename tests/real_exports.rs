@@ -1,5 +1,6 @@
 //! Real exporter output: tiny transformers models exported by torch.onnx's dynamo exporter
-//! (`scripts/export_real.py`, committed under `tests/data/real/`), each compiled through the
+//! (`scripts/export_real.py`; the encoder-decoders `scripts/export_modal.py`; committed under
+//! `tests/data/real/`), each compiled through the
 //! `tessera` CLI for N = 1, 2 and 4 devices at batch 2 × seq 16, run from the plan file on N
 //! CPU devices as `tessera-run` runs it (`open_plan` verifies the model, then `run_plan`),
 //! and every output compared with onnxruntime's (max abs ≤ 1e-4). At N = 2 the plan must
@@ -118,8 +119,9 @@ fn run_and_compare(name: &str, n: usize, plan: &Path, inputs: &BTreeMap<String, 
 }
 
 /// Checks the N = 2 plan: some MatMul is split (column or row), and each repeated layer has
-/// `all_reduces` all-reduces (the same in every layer; `layers` layers detected).
-fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
+/// `all_reduces` all-reduces (one count: the same in every layer; else one per layer, as for
+/// an encoder's and a decoder's stacks; `layers` layers detected).
+fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: &[u64]) {
     let r: Value = serde_json::from_str(&ok(&["inspect", plan.to_str().unwrap(), "--json"]))
         .unwrap_or_else(|e| panic!("{name}: inspect --json: {e}"));
     let choices = r["matmul_choices"].as_object().expect("matmul_choices");
@@ -162,15 +164,15 @@ fn check_plan(name: &str, plan: &Path, layers: u64, all_reduces: u64) {
         "{name}: {}",
         p["summary"]["notes"]
     );
-    assert_eq!(
-        in_layers,
-        vec![all_reduces; layers as usize],
-        "{name}: all-reduces per layer"
-    );
+    let want = match all_reduces {
+        [one] => vec![*one; layers as usize],
+        each => each.to_vec(),
+    };
+    assert_eq!(in_layers, want, "{name}: all-reduces per layer");
 }
 
 /// Compiles, runs and compares `name` at every N, then checks its N = 2 plan.
-fn check_model(name: &str, layers: u64, all_reduces: u64) {
+fn check_model(name: &str, layers: u64, all_reduces: &[u64]) {
     let inputs = inputs(name);
     let shapes = shape_args(&inputs);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -191,7 +193,7 @@ fn check_model(name: &str, layers: u64, all_reduces: u64) {
 /// MatMul (+ bias) they split like every other decoder's (before the Gemm rules its plan had
 /// one all-reduce and two all-gathers per layer, 144 KiB moved at 2x16 against 112 KiB now).
 macro_rules! real_export_tests {
-    ($($(#[$meta:meta])* $test:ident: $name:literal, $layers:literal, $all_reduces:literal;)*) => {
+    ($($(#[$meta:meta])* $test:ident: $name:literal, $layers:literal, $all_reduces:expr;)*) => {
         $(
             #[test]
             $(#[$meta])*
@@ -219,33 +221,40 @@ macro_rules! real_export_tests {
 }
 
 real_export_tests! {
-    gpt2: "gpt2", 2, 2;
-    llama: "llama", 2, 2;
-    llama_opset23: "llama_op23", 2, 2;
-    mistral: "mistral", 2, 2;
-    qwen2_opset23: "qwen2", 2, 2;
-    phi3: "phi3", 2, 2;
+    gpt2: "gpt2", 2, &[2];
+    llama: "llama", 2, &[2];
+    llama_opset23: "llama_op23", 2, &[2];
+    mistral: "mistral", 2, &[2];
+    qwen2_opset23: "qwen2", 2, &[2];
+    phi3: "phi3", 2, &[2];
     /// GPT-NeoX (parallel residual, partial rotary): one all-reduce per layer, as the
     /// attention and MLP partial sums are added before a single all-reduce.
-    gpt_neox: "gpt_neox", 2, 1;
-    opt: "opt", 2, 2;
-    gemma: "gemma", 2, 2;
-    bert: "bert", 2, 2;
-    roberta: "roberta", 2, 2;
-    distilbert: "distilbert", 2, 2;
+    gpt_neox: "gpt_neox", 2, &[1];
+    opt: "opt", 2, &[2];
+    gemma: "gemma", 2, &[2];
+    bert: "bert", 2, &[2];
+    roberta: "roberta", 2, &[2];
+    distilbert: "distilbert", 2, &[2];
     /// Falcon (multi-query attention, attention and MLP in parallel off one norm): one
     /// all-reduce per layer, as for GPT-NeoX.
-    falcon: "falcon", 2, 1;
+    falcon: "falcon", 2, &[1];
     /// StarCoder-style multi-query attention, BLOOM's ALiBi biases, DeBERTa-v2's
     /// disentangled attention: at 2×16 the memory objective keeps the small attention
     /// projections replicated and splits the MLP (one all-reduce per layer, fewer bytes than
     /// Megatron's two).
-    gpt_bigcode: "gpt_bigcode", 2, 1;
-    bloom: "bloom", 2, 1;
-    deberta_v2: "deberta_v2", 2, 1;
+    gpt_bigcode: "gpt_bigcode", 2, &[1];
+    bloom: "bloom", 2, &[1];
+    deberta_v2: "deberta_v2", 2, &[1];
     /// Gemma-2: sliding-window and full attention layers in turn read two masks, so the
     /// layers repeat in two phases (one representative block solved per phase).
-    gemma2: "gemma2", 4, 2;
+    gemma2: "gemma2", 4, &[2];
     /// T5's relative position biases, computed once and read by every layer.
-    t5_encoder: "t5_encoder", 3, 2;
+    t5_encoder: "t5_encoder", 3, &[2];
+    /// Encoder-decoders (`scripts/export_modal.py tests/data/real bart t5`): the encoder's
+    /// stack nested in the decoder's prologue, 2 + 2 layers; a decoder layer's
+    /// cross-attention is a third residual branch, so a third all-reduce. T5's decoder also
+    /// caught a fused elementwise program reading a stale operand (its position bias
+    /// [1, H, S, S] beside its mask [B, 1, S, S]).
+    bart: "bart", 4, &[2, 2, 3, 3];
+    t5: "t5", 4, &[2, 2, 3, 3];
 }

@@ -19,6 +19,7 @@ pub mod mesh;
 pub mod ragged;
 pub mod rules;
 pub mod segment;
+pub mod stacks;
 pub mod summary;
 
 use segment::{CostMode, Selection};
@@ -221,7 +222,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     let t0 = Instant::now();
     let tags = layer_info
         .as_ref()
-        .map(|l| l.info.node_layer.clone())
+        .map(|l| l.plan_info().node_layer)
         .unwrap_or_else(|| vec![None; graph.nodes.len()]);
     let mut fallback_notes: Vec<String> = Vec::new();
     // The layered (or whole, without layers) solve under a budget.
@@ -305,7 +306,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         lowered,
         &solved,
         lower_bound_bytes,
-        layer_info.map(|l| l.info),
+        layer_info.map(|l| l.plan_info()),
     );
     plan.summary.notes.extend(fallback_notes);
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;

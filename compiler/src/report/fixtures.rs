@@ -289,6 +289,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
             count: blocks,
             nodes_per_layer,
             node_layer: b.node_layer.clone(),
+            stacks: Vec::new(),
         }),
         outputs: vec![h],
         ranks: b

@@ -4,7 +4,9 @@
 //! Megatron-LM splits every attention block and every MLP into a column-parallel then a
 //! row-parallel projection, so each residual branch ends in one all-reduce of the stream:
 //! 2 per transformer layer (counted as the residual additions of layer 1, whose chain starts
-//! at the stream tensor layer 0 hands on). A vocabulary-parallel embedding adds one all-reduce of its output, and a
+//! at the stream tensor layer 0 hands on; per stack where there are several, as an
+//! encoder's and a decoder's, whose layers differ: a decoder layer's cross-attention is a
+//! third branch). A vocabulary-parallel embedding adds one all-reduce of its output, and a
 //! column-parallel LM head one all-gather of the logits. The reference is derived from the
 //! plan's own graph: the layers found by the search, the stream tensor handed from layer 0 to
 //! layer 1, the vocabulary table (the gathered weight with the most rows) and a graph output
@@ -45,35 +47,46 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
     let n = plan.mesh.group_size() as u64;
     let in_layer = |node: usize, l: u32| layers.node_layer.get(node).copied().flatten() == Some(l);
     let producers = g.producers();
-    // The stream: produced in layer 0, read in layer 1 (the largest such tensor).
-    let mut handed: BTreeSet<tessera_ir::TensorId> = BTreeSet::new();
-    for (i, node) in g.nodes.iter().enumerate() {
-        if !in_layer(i, 1) {
-            continue;
-        }
-        for t in &node.inputs {
-            if producers[t.index()].is_some_and(|p| in_layer(p.index(), 0)) {
-                handed.insert(*t);
+    // Per stack (an encoder's, a decoder's): the stream, produced in its first layer and
+    // read in its second (the largest such tensor), and the residual branches of the second
+    // layer: additions onto the chain that starts at the stream. (all-reduces, bytes each)
+    let mut stacks: Vec<(u64, u64)> = Vec::new();
+    for st in layers.stack_list() {
+        let (l0, l1) = (st.first, st.first + 1);
+        let mut handed: BTreeSet<tessera_ir::TensorId> = BTreeSet::new();
+        for (i, node) in g.nodes.iter().enumerate() {
+            if !in_layer(i, l1) {
+                continue;
+            }
+            for t in &node.inputs {
+                if producers[t.index()].is_some_and(|p| in_layer(p.index(), l0)) {
+                    handed.insert(*t);
+                }
             }
         }
-    }
-    let stream = handed.into_iter().max_by_key(|t| bytes_of(plan, *t))?;
-    let stream_bytes = bytes_of(plan, stream);
-    // Residual branches of layer 1: additions onto the chain that starts at the stream.
-    let mut chain: BTreeSet<tessera_ir::TensorId> = BTreeSet::from([stream]);
-    let mut branches = 0u64;
-    for (i, node) in g.nodes.iter().enumerate() {
-        let is_add = matches!(&node.op, Op::Binary(b) if b.kind == tessera_ir::op::BinaryOp::Add);
-        if in_layer(i, 1)
-            && is_add
-            && node.inputs.iter().any(|t| chain.contains(t))
-            && g.tensor(node.outputs[0]).shape == g.tensor(stream).shape
-        {
-            chain.insert(node.outputs[0]);
-            branches += 1;
+        let Some(stream) = handed.into_iter().max_by_key(|t| bytes_of(plan, *t)) else {
+            continue;
+        };
+        let mut chain: BTreeSet<tessera_ir::TensorId> = BTreeSet::from([stream]);
+        let mut branches = 0u64;
+        for (i, node) in g.nodes.iter().enumerate() {
+            let is_add =
+                matches!(&node.op, Op::Binary(b) if b.kind == tessera_ir::op::BinaryOp::Add);
+            if in_layer(i, l1)
+                && is_add
+                && node.inputs.iter().any(|t| chain.contains(t))
+                && g.tensor(node.outputs[0]).shape == g.tensor(stream).shape
+            {
+                chain.insert(node.outputs[0]);
+                branches += 1;
+            }
         }
+        let per_layer = if branches == 0 { 2 } else { branches };
+        stacks.push((per_layer * st.count as u64, bytes_of(plan, stream)));
     }
-    let per_layer = if branches == 0 { 2 } else { branches };
+    if stacks.is_empty() {
+        return None;
+    }
     // The vocabulary table and its gather, outside the layers.
     let table_rows = |t: &tessera_ir::TensorId| {
         let info = g.tensor(*t);
@@ -100,16 +113,18 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
         .map(|t| bytes_of(plan, *t))
         .max()
         .unwrap_or(0);
-    let all_reduce_bytes = per_layer * layers.count as u64 * stream_bytes + embedding;
+    let all_reduce_bytes = stacks.iter().map(|(c, b)| c * b).sum::<u64>() + embedding;
     // Per collective, summed and rounded as the plan's own estimate is (a zero-device mesh
     // of an untrusted plan counts as one device).
     let n = n.max(1) as usize;
-    let ring = (per_layer * layers.count as u64) as f64
-        * crate::cost::ring_bytes(CollectiveKind::AllReduce, stream_bytes, n)
+    let ring = stacks
+        .iter()
+        .map(|&(c, b)| c as f64 * crate::cost::ring_bytes(CollectiveKind::AllReduce, b, n))
+        .sum::<f64>()
         + crate::cost::ring_bytes(CollectiveKind::AllReduce, embedding, n)
         + crate::cost::ring_bytes(CollectiveKind::AllGather, logits, n);
     Some(MegatronReference {
-        all_reduces: per_layer * layers.count as u64 + u64::from(embedding > 0),
+        all_reduces: stacks.iter().map(|(c, _)| c).sum::<u64>() + u64::from(embedding > 0),
         all_gathers: u64::from(logits > 0),
         logical_bytes: all_reduce_bytes + logits,
         ring_bytes_per_rank: ring.round() as u64,

@@ -375,12 +375,42 @@ pub struct RankEstimate {
 /// Repeated blocks found in the graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerInfo {
-    /// Number of repeated blocks.
+    /// Number of repeated blocks (over every stack).
     pub count: usize,
-    /// Nodes in each block.
+    /// Nodes in each block (of the last stack, where there are several).
     pub nodes_per_layer: usize,
     /// Layer index of each logical node (None outside the blocks), by node.
     pub node_layer: Vec<Option<u32>>,
+    /// The stacks of layers in graph order (an encoder's, then a decoder's), where the graph
+    /// has more than one; empty for one stack (plans written before stacks were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<LayerStack>,
+}
+
+/// One stack of repeated layers: layers `first .. first + count` of [`LayerInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerStack {
+    /// Index of its first layer.
+    pub first: u32,
+    /// Its layers.
+    pub count: usize,
+    /// Nodes in each of its blocks.
+    pub nodes_per_layer: usize,
+}
+
+impl LayerInfo {
+    /// The stacks (one covering every layer where none are recorded).
+    pub fn stack_list(&self) -> Vec<LayerStack> {
+        if self.stacks.is_empty() {
+            vec![LayerStack {
+                first: 0,
+                count: self.count,
+                nodes_per_layer: self.nodes_per_layer,
+            }]
+        } else {
+            self.stacks.clone()
+        }
+    }
 }
 
 /// Totals of the plan, for reports.
