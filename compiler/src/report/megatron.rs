@@ -52,7 +52,7 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
     // layer: additions onto the chain that starts at the stream. (all-reduces, bytes each)
     let mut stacks: Vec<(u64, u64)> = Vec::new();
     for st in layers.stack_list() {
-        let (l0, l1) = (st.first, st.first + 1);
+        let (l0, l1) = (st.first, st.first.saturating_add(1));
         let mut handed: BTreeSet<tessera_ir::TensorId> = BTreeSet::new();
         for (i, node) in g.nodes.iter().enumerate() {
             if !in_layer(i, l1) {
@@ -82,7 +82,10 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
             }
         }
         let per_layer = if branches == 0 { 2 } else { branches };
-        stacks.push((per_layer * st.count as u64, bytes_of(plan, stream)));
+        stacks.push((
+            per_layer.saturating_mul(st.count as u64),
+            bytes_of(plan, stream),
+        ));
     }
     if stacks.is_empty() {
         return None;
@@ -113,7 +116,9 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
         .map(|t| bytes_of(plan, *t))
         .max()
         .unwrap_or(0);
-    let all_reduce_bytes = stacks.iter().map(|(c, b)| c * b).sum::<u64>() + embedding;
+    let all_reduce_bytes = stacks.iter().fold(embedding, |a, (c, b)| {
+        a.saturating_add(c.saturating_mul(*b))
+    });
     // Per collective, summed and rounded as the plan's own estimate is (a zero-device mesh
     // of an untrusted plan counts as one device).
     let n = n.max(1) as usize;
@@ -124,7 +129,9 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
         + crate::cost::ring_bytes(CollectiveKind::AllReduce, embedding, n)
         + crate::cost::ring_bytes(CollectiveKind::AllGather, logits, n);
     Some(MegatronReference {
-        all_reduces: stacks.iter().map(|(c, _)| c).sum::<u64>() + u64::from(embedding > 0),
+        all_reduces: stacks
+            .iter()
+            .fold(u64::from(embedding > 0), |a, (c, _)| a.saturating_add(*c)),
         all_gathers: u64::from(logits > 0),
         logical_bytes: all_reduce_bytes + logits,
         ring_bytes_per_rank: ring.round() as u64,
@@ -155,6 +162,35 @@ mod tests {
         assert_eq!(
             r.logical_bytes,
             plan.collectives.iter().map(|c| c.bytes).sum::<u64>()
+        );
+    }
+
+    #[test]
+    fn stacks_are_counted_each_and_bad_ones_skipped() {
+        use crate::report::fixtures::mlp_stack_plan;
+        use tessera_ir::plan::LayerStack;
+        let whole = megatron_reference(&mlp_stack_plan(4, 4)).expect("4 layers");
+        // The same 4 layers recorded as two stacks of 2: the same reference, summed per stack.
+        let mut plan = mlp_stack_plan(4, 4);
+        let stack = |first, count| LayerStack {
+            first,
+            count,
+            nodes_per_layer: 1,
+        };
+        let info = plan.layers.as_mut().expect("layers");
+        info.stacks = vec![stack(0, 2), stack(2, 2)];
+        assert_eq!(megatron_reference(&plan), Some(whole.clone()));
+        // A stack naming layers the plan does not have (an untrusted plan) counts nothing;
+        // one of absurd size saturates rather than overflowing.
+        let info = plan.layers.as_mut().expect("layers");
+        info.stacks = vec![stack(0, 2), stack(u32::MAX, usize::MAX)];
+        let r = megatron_reference(&plan).expect("the first stack");
+        assert_eq!(r.all_reduces, whole.all_reduces / 2);
+        let info = plan.layers.as_mut().expect("layers");
+        info.stacks = vec![stack(0, usize::MAX)];
+        assert_eq!(
+            megatron_reference(&plan).map(|r| r.all_reduces),
+            Some(u64::MAX)
         );
     }
 }
