@@ -24,7 +24,7 @@ import onnx
 import torch
 import transformers as tf
 
-from export_real import op_list, save_stripped
+from export_real import op_list, save_stripped, write_references
 
 H, HEADS, FFN, VOCAB = 64, 4, 128, 256
 # EXPORT_LAYERS=6 exports deeper variants (compile-time measurements).
@@ -175,24 +175,9 @@ def export(name, cls, kwargs, model_cls, feeds_fn, dynamic, out_dir, seed):
                                  dynamic_shapes=(tuple(dyn[k] for k in names),), input_names=names,
                                  output_names=["output"], external_data=False, verbose=False)
     onx = save_stripped(prog, path)
-    import onnxruntime as ort
-    ref_dir = os.path.join(out_dir, name)
-    os.makedirs(ref_dir, exist_ok=True)
-    for k, v in feeds.items():
-        np.save(os.path.join(ref_dir, f"input_{k}.npy"), v)
     with torch.no_grad():
         want = model(*args).numpy()
-    try:
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        outs = sess.run(None, feeds)
-        err = float(np.abs(outs[0] - want).max())
-        for o, val in zip(sess.get_outputs(), outs):
-            np.save(os.path.join(ref_dir, f"ort_output_{o.name}.npy"), val)
-    except Exception as e:  # noqa: BLE001 - onnxruntime lacks a kernel: PyTorch is the reference
-        print(f"{name}: onnxruntime cannot run the export ({str(e).splitlines()[0][:160]}); "
-              "torch_output_output.npy is the reference")
-        np.save(os.path.join(ref_dir, "torch_output_output.npy"), want)
-        err = float("nan")
+    err = write_references(name, path, os.path.join(out_dir, name), feeds, want, "output")
     print(f"{path}: {len(onx.graph.node)} nodes, {os.path.getsize(path)} bytes, inputs "
           f"{ {k: v.shape for k, v in feeds.items()} }, onnxruntime vs torch max abs {err:.2e}")
     for (op, ver), c in sorted(op_list(onx).items()):

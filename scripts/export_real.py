@@ -259,6 +259,27 @@ def save_stripped(prog, path):
     return m
 
 
+def write_references(name, path, ref_dir, feeds, want, out_name):
+    """Writes ref_dir/input_*.npy and onnxruntime's outputs ort_output_*.npy (where
+    onnxruntime cannot run the export: PyTorch's `want` as torch_output_<out_name>.npy);
+    returns onnxruntime's max abs difference to PyTorch (NaN without it)."""
+    import onnxruntime as ort
+    os.makedirs(ref_dir, exist_ok=True)
+    for k, v in feeds.items():
+        np.save(os.path.join(ref_dir, f"input_{k}.npy"), v)
+    try:
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        outs = sess.run(None, feeds)
+    except Exception as e:  # noqa: BLE001 - onnxruntime lacks a kernel: PyTorch is the reference
+        print(f"{name}: onnxruntime cannot run the export ({str(e).splitlines()[0][:160]}); "
+              f"torch_output_{out_name}.npy is the reference")
+        np.save(os.path.join(ref_dir, f"torch_output_{out_name}.npy"), want)
+        return float("nan")
+    for o, val in zip(sess.get_outputs(), outs):
+        np.save(os.path.join(ref_dir, f"ort_output_{o.name}.npy"), val)
+    return float(np.abs(outs[0] - want).max())
+
+
 def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
     torch.manual_seed(seed)
     model = build(cls, kwargs, model_cls, kind)
@@ -274,28 +295,10 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
                                                                         else "last_hidden_state"],
                                  external_data=False, verbose=False)
     m = save_stripped(prog, path)
-    import onnxruntime as ort
-    ref_dir = os.path.join(out_dir, name)
-    os.makedirs(ref_dir, exist_ok=True)
-    for k, v in feeds.items():
-        np.save(os.path.join(ref_dir, f"input_{k}.npy"), v)
     with torch.no_grad():
         want = model(*args).numpy()
     out_name = "logits" if kind == "decoder" else "last_hidden_state"
-    try:
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        outs = sess.run(None, feeds)
-    except Exception as e:  # noqa: BLE001 - onnxruntime lacks a kernel: PyTorch is the reference
-        print(f"{name}: onnxruntime cannot run the export ({str(e).splitlines()[0][:160]}); "
-              f"torch_output_{out_name}.npy is the reference")
-        np.save(os.path.join(ref_dir, f"torch_output_{out_name}.npy"), want)
-        outs = None
-    if outs is not None:
-        err = float(np.abs(outs[0] - want).max())
-        for o, val in zip(sess.get_outputs(), outs):
-            np.save(os.path.join(ref_dir, f"ort_output_{o.name}.npy"), val)
-    else:
-        err = float("nan")
+    err = write_references(name, path, os.path.join(out_dir, name), feeds, want, out_name)
     ops = op_list(m)
     print(f"{path}: opset {opset}, {len(m.graph.node)} nodes, {os.path.getsize(path)} bytes, "
           f"onnxruntime vs torch max abs {err:.2e}")
