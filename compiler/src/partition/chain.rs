@@ -89,10 +89,6 @@ fn chain_dp(
     lower: bool,
 ) -> Option<(f64, Vec<usize>)> {
     let nl = front.len();
-    let cost = |o: &Option<VariantSolution>| {
-        o.as_ref()
-            .map_or(f64::INFINITY, |v| if lower { v.lower } else { v.cost })
-    };
     let mut f: Vec<f64> = front.to_vec();
     let mut back: Vec<Vec<usize>> = Vec::with_capacity(k);
     for j in 0..k {
@@ -100,7 +96,7 @@ fn chain_dp(
         let mut nb = vec![0; nl];
         for b in 0..nl {
             for (a, fa) in f.iter().enumerate() {
-                let c = fa + cost(&blocks[j % blocks.len()][a][b]);
+                let c = fa + value(&blocks[j % blocks.len()][a][b], lower);
                 if c < nf[b] {
                     nf[b] = c;
                     nb[b] = a;
@@ -130,13 +126,10 @@ fn chain_dp(
     Some((best, path))
 }
 
-fn costs(v: &[Option<VariantSolution>], lower: bool) -> Vec<f64> {
-    v.iter()
-        .map(|o| {
-            o.as_ref()
-                .map_or(f64::INFINITY, |s| if lower { s.lower } else { s.cost })
-        })
-        .collect()
+/// A piece's cost (`lower`: its lower bound); infinite when infeasible.
+fn value(o: &Option<VariantSolution>, lower: bool) -> f64 {
+    o.as_ref()
+        .map_or(f64::INFINITY, |s| if lower { s.lower } else { s.cost })
 }
 
 fn pick(o: &Option<VariantSolution>) -> Result<&Selection, PartitionError> {
@@ -157,17 +150,17 @@ fn through_stack(
 ) -> Result<Vec<Option<VariantSolution>>, PartitionError> {
     let k = ly.info.count;
     let columns = link.first().map_or(0, Vec::len);
+    let front_of = |lower| front.iter().map(|o| value(o, lower)).collect::<Vec<_>>();
+    let (front_cost, front_lower) = (front_of(false), front_of(true));
     let mut out = Vec::with_capacity(columns);
     for v in 0..columns {
-        let end: Vec<Option<VariantSolution>> = link.iter().map(|row| row[v].clone()).collect();
-        let best = chain_dp(
-            &st.block,
-            k,
-            &costs(front, false),
-            &costs(&end, false),
-            false,
-        );
-        let bound = chain_dp(&st.block, k, &costs(front, true), &costs(&end, true), true);
+        let end_of = |lower| {
+            link.iter()
+                .map(|row| value(&row[v], lower))
+                .collect::<Vec<_>>()
+        };
+        let best = chain_dp(&st.block, k, &front_cost, &end_of(false), false);
+        let bound = chain_dp(&st.block, k, &front_lower, &end_of(true), true);
         let Some((lower, _)) = bound else {
             out.push(None);
             continue;
@@ -186,7 +179,7 @@ fn through_stack(
                         merge(&mut sel, &map_selection(s, &block_map(ly, r, j), shift));
                     }
                 }
-                merge(&mut sel, pick(&end[path[k]])?);
+                merge(&mut sel, pick(&link[path[k]][v])?);
                 (cost, sel)
             }
             Some((cost, _)) => (cost, Selection::default()),
@@ -224,7 +217,6 @@ pub fn solve_layered(
                 with_sel,
             )?;
         }
-
         let end: Matrix = ends.epilogue.iter().map(|e| vec![e.clone()]).collect();
         let Some(Some(sol)) =
             through_stack(levels[0], &pieces.stacks[0], &front, &end, with_sel)?.pop()
