@@ -16,9 +16,9 @@ Suites (default: all three):
   real    the torch dynamo exports of tests/data/real (scripts/export_real.py);
   ortq    the zoo's gpt2, bert and llama quantised by onnxruntime's own tools
           (.cache/ortq, written by scripts/gen_ort_quant.py when missing).
-Zoo and real models get B×128 inputs made here from a fixed seed (token ids below the
-models' vocabulary of 256, an attention mask with the last 5 tokens of the second sentence
-padded, position ids 0..127, float activations for the MLPs).
+Zoo and real models get B×128 inputs made here from a fixed seed (token ids, encoder and
+decoder, below the models' vocabulary of 256, an attention mask with the last 5 tokens of
+the second sentence padded, position ids 0..127, float activations for the MLPs).
 
 For each model, batch B (input B×128) and device count N (or data x tensor mesh DxT: N = D*T
 devices, the batch split over D groups, `tessera compile --mesh DxT`) it:
@@ -79,32 +79,40 @@ VOCAB = 256  # scripts/gen_zoo.py and scripts/export_real.py
 
 
 def synth_inputs(names, b, s=128):
-    """Deterministic B×S inputs for the zoo and the real exports (see the module doc)."""
+    """Deterministic B×S inputs for the zoo and the real exports (see the module doc).
+
+    `names` maps each input to its dims after the batch as exported (None where dynamic): a
+    static sequence length (CLIP's text tower) replaces S, images take their static size."""
     rng = np.random.default_rng(1234 + b)
     feeds = {}
-    for name in names:
-        if name == "input_ids":
-            feeds[name] = rng.integers(0, VOCAB, size=(b, s), dtype=np.int64)
+    for name, dims in names.items():
+        seq = dims[0] if dims and dims[0] else s
+        if name in ("input_ids", "decoder_input_ids"):
+            feeds[name] = rng.integers(0, VOCAB, size=(b, seq), dtype=np.int64)
         elif name == "attention_mask":
-            m = np.ones((b, s), dtype=np.int64)
+            m = np.ones((b, seq), dtype=np.int64)
             if b > 1:
-                m[1, s - 5:] = 0
+                m[1, seq - 5:] = 0
             feeds[name] = m
         elif name == "position_ids":
-            feeds[name] = np.tile(np.arange(s, dtype=np.int64), (b, 1))
+            feeds[name] = np.tile(np.arange(seq, dtype=np.int64), (b, 1))
         elif name == "x":
             feeds[name] = rng.standard_normal((b, s, 64)).astype(np.float32)
+        elif name == "pixel_values" and dims and all(dims):
+            feeds[name] = rng.standard_normal((b, *dims)).astype(np.float32)
         else:
             sys.exit(f"bench_runtime: no input generator for '{name}'")
     return feeds
 
 
 def model_inputs(path):
+    """Each graph input's dims after the batch (None where dynamic)."""
     import onnx
 
     m = onnx.load(path, load_external_data=False)
     inits = {i.name for i in m.graph.initializer}
-    return [i.name for i in m.graph.input if i.name not in inits]
+    return {i.name: [d.dim_value or None for d in i.type.tensor_type.shape.dim[1:]]
+            for i in m.graph.input if i.name not in inits}
 
 
 def suite_models(suites, args):

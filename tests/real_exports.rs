@@ -257,4 +257,11 @@ real_export_tests! {
     /// [1, H, S, S] beside its mask [B, 1, S, S]).
     bart: "bart", 4, &[2, 2, 3, 3];
     t5: "t5", 4, &[2, 2, 3, 3];
+    /// CLIP's two towers (`scripts/export_modal.py tests/data/real clip`): the vision
+    /// stack nested in the text tower's prologue. The text mask is computed from the graph
+    /// inputs alone and hoisted; it was hoisted behind the patch embedding (a Conv was not
+    /// counted as reading parameters) into the vision tower's first layer, which then
+    /// differed from the second: one stack of 2 layers found, 5 s compiles at N=2. (At
+    /// 2×16 the second vision layer keeps one residual branch replicated.)
+    clip: "clip", 4, &[2, 1, 2, 2];
 }

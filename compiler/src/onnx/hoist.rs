@@ -8,8 +8,9 @@
 //! same function, so the phase only permutes nodes: a stable topological order in which
 //! *invariant* nodes go first whenever they are ready.
 //!
-//! A node is *invariant* when it reads no weight matrix (a MatMul or Gemm operand or a Gather
-//! table of rank ≥ 2 looked up at indices that are not constant: the layers' parameters) and
+//! A node is *invariant* when it reads no weight matrix (a MatMul, Gemm or Einsum operand, a
+//! convolution kernel, or a Gather table of rank ≥ 2 looked up at indices that are not
+//! constant: the layers' parameters) and
 //! no value computed from one. An invariant
 //! node is hoisted when its value is shared: read by two or more other nodes that are not
 //! invariant, or an operand of a hoisted node. A per-layer buffer (GPT-2's causal-mask
@@ -28,6 +29,10 @@ fn reads_parameters(g: &Graph, node: &tessera_ir::Node) -> bool {
     };
     match node.op {
         Op::MatMul(_) | Op::Gemm(_) => weight_matrix(0) || weight_matrix(1),
+        // A convolution's kernel: a vision tower's patch embedding is a layer's input, not
+        // an invariant (hoisted, it pulled a text tower's mask into the vision layers).
+        Op::Conv(_) | Op::ConvTranspose(_) => weight_matrix(1),
+        Op::Einsum(_) => (0..node.inputs.len()).any(weight_matrix),
         // A lookup at constant indices (rotary cos/sin rows of a quantised table at the
         // positions 0..S) is a function of the parameters alone, not a token embedding.
         Op::Gather(_) => {
@@ -226,5 +231,55 @@ mod tests {
         assert_eq!(hoist_invariants(&mut g), 0);
         let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["mm", "neg", "add0"]);
+    }
+
+    /// A patch embedding (Conv) read by two MatMuls, then a mask from the graph inputs
+    /// read by two additions (a vision tower, then a text tower's mask, as CLIP exports).
+    #[test]
+    fn a_convolution_is_a_layer_input_and_a_later_mask_moves_ahead_of_it() {
+        let mut g = Graph::new();
+        let t = |g: &mut Graph, name: &str, shape: Vec<usize>, kind| {
+            g.add_tensor(name, DType::F32, shape, kind)
+        };
+        let x = t(&mut g, "x", vec![1, 1, 2, 4], TensorKind::Input);
+        let m = t(&mut g, "m", vec![1, 1, 2, 4], TensorKind::Input);
+        let k = t(&mut g, "k", vec![1, 1, 1, 1], TensorKind::Weight);
+        let w = t(&mut g, "w", vec![4, 4], TensorKind::Weight);
+        g.weights.insert(
+            k,
+            Weight::constant("k", Tensor::f32(vec![1, 1, 1, 1], vec![1.0])),
+        );
+        g.weights.insert(
+            w,
+            Weight::constant("w", Tensor::f32(vec![4, 4], vec![0.0; 16])),
+        );
+        let conv = Op::Conv(tessera_ir::op::ConvAttrs {
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0; 4],
+            group: 1,
+            depthwise: false,
+        });
+        let act = |g: &mut Graph, name: &str| t(g, name, vec![1, 1, 2, 4], TensorKind::Activation);
+        let (c, a, b, mask) = (
+            act(&mut g, "c"),
+            act(&mut g, "a"),
+            act(&mut g, "b"),
+            act(&mut g, "mask"),
+        );
+        let (z0, z1, out) = (act(&mut g, "z0"), act(&mut g, "z1"), act(&mut g, "out"));
+        g.add_node("conv", conv, vec![x, k], vec![c]);
+        g.add_node("mm0", Op::MatMul(MatMulAttrs {}), vec![c, w], vec![a]);
+        g.add_node("mm1", Op::MatMul(MatMulAttrs {}), vec![c, w], vec![b]);
+        let neg = Op::Unary(UnaryAttrs { kind: UnaryOp::Neg });
+        g.add_node("neg", neg, vec![m], vec![mask]);
+        g.add_node("add0", add(), vec![a, mask], vec![z0]);
+        g.add_node("add1", add(), vec![b, mask], vec![z1]);
+        g.add_node("add2", add(), vec![z0, z1], vec![out]);
+        g.outputs = vec![out];
+        g.inputs = vec![x, m];
+        assert_eq!(hoist_invariants(&mut g), 4);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["neg", "conv", "mm0", "mm1", "add0", "add1", "add2"]);
     }
 }
