@@ -13,18 +13,17 @@ export_real.py does, OUT_DIR/NAME.onnx, OUT_DIR/NAME/input_<input>.npy and
 OUT_DIR/NAME/ort_output_<output>.npy (torch_output_*.npy where onnxruntime cannot run the
 export), for scripts/sweep_real.py. The model's first output is exported (the last hidden
 state, logits, or CLIP's image-text logits).
+EXPORTER=legacy exports with the TorchScript exporter instead (scripts/export_real.py).
 Needs: torch, transformers, onnxscript, onnx, onnxruntime, numpy.
 """
 import os
 import sys
-import warnings
 
 import numpy as np
 import onnx
 import torch
-import transformers as tf
 
-from export_real import op_list, save_stripped, write_references
+from export_real import export_onnx, op_list, tf, write_references
 
 H, HEADS, FFN, VOCAB = 64, 4, 128, 256
 # EXPORT_LAYERS=6 exports deeper variants (compile-time measurements).
@@ -169,14 +168,11 @@ def export(name, cls, kwargs, model_cls, feeds_fn, dynamic, out_dir, seed):
     else:
         dyn = {k: {0: batch} for k in names}
     path = os.path.join(out_dir, f"{name}.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(model, args, dynamo=True, opset_version=18,
-                                 dynamic_shapes=(tuple(dyn[k] for k in names),), input_names=names,
-                                 output_names=["output"], external_data=False, verbose=False)
-    onx = save_stripped(prog, path)
+    axes = {k: ({0: "batch"} if dynamic is not None else {0: "batch", 1: f"seq_{k}"}) for k in names}
     with torch.no_grad():
         want = model(*args).numpy()
+    onx = export_onnx(model, args, path, names, "output", 18, (tuple(dyn[k] for k in names),),
+                      axes)
     err = write_references(name, path, os.path.join(out_dir, name), feeds, want, "output")
     print(f"{path}: {len(onx.graph.node)} nodes, {os.path.getsize(path)} bytes, inputs "
           f"{ {k: v.shape for k, v in feeds.items()} }, onnxruntime vs torch max abs {err:.2e}")

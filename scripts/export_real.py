@@ -7,6 +7,10 @@ Usage: python3 scripts/export_real.py [OUT_DIR [NAME...]]     (default: tests/da
                                                             for scripts/sweep_real.py)
        python3 scripts/export_real.py --more /tmp/sweep2 mixtral mamba ...   (a second sweep:
                                                             mixtures of experts, state-space, ...)
+       EXPORTER=legacy python3 scripts/export_real.py --extra /tmp/legacy   (the TorchScript
+           exporter, dynamo=False, at opset 17: how optimum and most published ONNX files were
+           made; files NAME_ts.onnx; EXPORTER=legacy:14 for opset 14. Transformers 5's
+           decoders no longer trace: run it with transformers 4.44, docs/real_exports.md)
 
 For each architecture, a tiny config (hidden 64, 2 layers, 4 attention heads, 2 key-value
 heads where the architecture has grouped-query attention, intermediate 128, vocab 256, max
@@ -29,11 +33,32 @@ import warnings
 import numpy as np
 import onnx
 import torch
-import transformers as tf
+import transformers as _transformers
+
+
+class _Classes:
+    """transformers' classes by name; one this version lacks fails only its own export."""
+
+    def __getattr__(self, name):
+        try:
+            return getattr(_transformers, name)
+        except AttributeError:
+            def missing(*_args, **_kwargs):
+                raise RuntimeError(f"transformers {_transformers.__version__} has no {name}")
+            missing.from_config = missing
+            return missing
+
+
+tf = _Classes()
 
 H, HEADS, KV_HEADS, FFN, VOCAB, POS = 64, 4, 2, 128, 256, 128
 # EXPORT_LAYERS=32 exports deep variants for compile-time measurements (the committed files have 2).
 LAYERS = int(os.environ.get("EXPORT_LAYERS", "2"))
+# EXPORTER=legacy[:OPSET] exports with the TorchScript exporter (dynamo=False) at opset
+# min(OPSET, the model's), OPSET 17 by default: the exporter of most published ONNX models.
+_EXPORTER = os.environ.get("EXPORTER", "dynamo").split(":")
+LEGACY = _EXPORTER[0] == "legacy"
+LEGACY_OPSET = int(_EXPORTER[1]) if len(_EXPORTER) > 1 else 17
 BATCH, SEQ = 2, 16
 
 COMMON = dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
@@ -190,7 +215,9 @@ class Decoder(torch.nn.Module):
         self.m = m
 
     def forward(self, input_ids, position_ids=None):
-        return self.m(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+        # Only where given: some architectures' forward (OPT, MPT in transformers 4.x) has none.
+        pos = {} if position_ids is None else {"position_ids": position_ids}
+        return self.m(input_ids=input_ids, use_cache=False, **pos).logits
 
 
 class Encoder(torch.nn.Module):
@@ -280,6 +307,28 @@ def write_references(name, path, ref_dir, feeds, want, out_name):
     return float(np.abs(outs[0] - want).max())
 
 
+def export_onnx(model, args, path, input_names, out_name, opset, dynamic_shapes, dynamic_axes):
+    """Exports `model` on `args` to `path` (weights embedded) and returns the saved model:
+    with the dynamo exporter (`dynamic_shapes`; per-node metadata stripped) or, under
+    EXPORTER=legacy, with the TorchScript exporter (`dynamic_axes` by name, opset at most
+    LEGACY_OPSET, constants folded as optimum does). Call the model for references first:
+    the TorchScript exporter leaves it in training mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if LEGACY:
+            axes = dict(dynamic_axes, **{out_name: {0: "batch"}})
+            torch.onnx.export(model, args, path, dynamo=False,
+                              opset_version=min(opset, LEGACY_OPSET), input_names=input_names,
+                              output_names=[out_name], dynamic_axes=axes,
+                              do_constant_folding=True)
+            model.eval()
+            return onnx.load(path)
+        prog = torch.onnx.export(model, args, dynamo=True, opset_version=opset,
+                                 dynamic_shapes=dynamic_shapes, input_names=input_names,
+                                 output_names=[out_name], external_data=False, verbose=False)
+    return save_stripped(prog, path)
+
+
 def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
     torch.manual_seed(seed)
     model = build(cls, kwargs, model_cls, kind)
@@ -287,19 +336,17 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("seq", min=2, max=POS)
     dyn = {k: {0: batch, 1: seq} for k in feeds}
-    path = os.path.join(out_dir, f"{name}.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(model, args, dynamo=True, opset_version=opset, dynamic_shapes=dyn,
-                                 input_names=list(feeds), output_names=["logits" if kind == "decoder"
-                                                                        else "last_hidden_state"],
-                                 external_data=False, verbose=False)
-    m = save_stripped(prog, path)
+    # PyTorch's output first: the TorchScript exporter leaves the model in training mode.
     with torch.no_grad():
         want = model(*args).numpy()
+    name = f"{name}_ts" if LEGACY else name  # beside the dynamo export of the same model
+    path = os.path.join(out_dir, f"{name}.onnx")
     out_name = "logits" if kind == "decoder" else "last_hidden_state"
+    axes = {k: {0: "batch", 1: "seq"} for k in feeds}
+    m = export_onnx(model, args, path, list(feeds), out_name, opset, dyn, axes)
     err = write_references(name, path, os.path.join(out_dir, name), feeds, want, out_name)
     ops = op_list(m)
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
     print(f"{path}: opset {opset}, {len(m.graph.node)} nodes, {os.path.getsize(path)} bytes, "
           f"onnxruntime vs torch max abs {err:.2e}")
     for (op, ver), c in sorted(ops.items()):

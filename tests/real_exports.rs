@@ -264,4 +264,11 @@ real_export_tests! {
     /// differed from the second: one stack of 2 layers found, 5 s compiles at N=2. (At
     /// 2×16 the second vision layer keeps one residual branch replicated.)
     clip: "clip", 4, &[2, 1, 2, 2];
+    /// The TorchScript exporter (`EXPORTER=legacy scripts/export_real.py`, opset 17, with
+    /// transformers 4.44): Gemma's norms written `x · Div(1, sqrt(..)) · w` (rule `mul-one`;
+    /// before it no layers were found), and a LLaMA given position ids, whose rotary angles
+    /// are an outer product `inv_freq · positions` built inside the first layer (hoisted
+    /// now; before, no layers were found either).
+    gemma_torchscript: "gemma_ts", 2, &[2];
+    llama_torchscript: "llama_op23_ts", 2, &[2];
 }

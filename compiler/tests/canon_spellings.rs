@@ -1,6 +1,7 @@
 //! Spellings that real exports emit: a square is spelled the same in every layer, however
 //! deep its operand (extraction pays a child read twice by one e-node, `x · x`, once, as the
-//! DAG does); an RMSNorm whose epsilon the export dropped is still RMSNorm.
+//! DAG does); an RMSNorm whose epsilon the export dropped is still RMSNorm, and so is one
+//! that the TorchScript exporter writes with `Div(1, sqrt(..))`.
 mod partition_common;
 
 use partition_common::{canon_with, B};
@@ -11,6 +12,18 @@ use tessera_ir::{DType, Graph, Op};
 /// Canonicalises `b` with the built-in rules.
 fn canon(b: &B) -> (Graph, CanonReport) {
     canon_with(b, &builtin())
+}
+
+/// ReduceMean over axis 2 (the last of these `[2, 3, 8]` tests), keeping it.
+fn mean_last(b: &mut B, x: tessera_ir::TensorId) -> tessera_ir::TensorId {
+    b.op(
+        Op::Reduce(ReduceAttrs {
+            kind: ReduceKind::Mean,
+            axes: vec![2],
+            keepdims: true,
+        }),
+        &[x],
+    )
 }
 
 #[test]
@@ -46,14 +59,7 @@ fn rms_norm_without_epsilon_is_rms_norm_with_epsilon_zero() {
     let x = b.input("x", DType::F32, &[2, 3, 8]);
     let two = b.konst("two", 2.0);
     let sq = b.bin(BinaryOp::Pow, x, two);
-    let mean = b.op(
-        Op::Reduce(ReduceAttrs {
-            kind: ReduceKind::Mean,
-            axes: vec![2],
-            keepdims: true,
-        }),
-        &[sq],
-    );
+    let mean = mean_last(&mut b, sq);
     let root = b.un(UnaryOp::Sqrt, mean);
     let inv = b.un(UnaryOp::Reciprocal, root);
     let normed = b.bin(BinaryOp::Mul, x, inv);
@@ -75,4 +81,34 @@ fn rms_norm_without_epsilon_is_rms_norm_with_epsilon_zero() {
         g.weights[&norm.inputs[1]].name, "w",
         "the scale is the weight"
     );
+}
+
+#[test]
+fn rms_norm_with_its_reciprocal_written_as_a_division_of_one_is_rms_norm() {
+    // The TorchScript exporter's spelling of x · rsqrt(mean(x²) + eps) · w, four layers
+    // (Gemma, LLaMA at opset 17): Div(1, sqrt) became 1 · (1/sqrt), which no pattern read
+    // until x · 1 = x (rule `mul-one`); Gemma's norms then stayed written out and no layers
+    // were found.
+    let mut b = B::new();
+    let mut x = b.input("x", DType::F32, &[2, 3, 8]);
+    for i in 0..4 {
+        let two = b.konst(&format!("two{i}"), 2.0);
+        let sq = b.bin(BinaryOp::Pow, x, two);
+        let mean = mean_last(&mut b, sq);
+        let eps = b.konst(&format!("eps{i}"), 1e-6);
+        let var = b.bin(BinaryOp::Add, mean, eps);
+        let root = b.un(UnaryOp::Sqrt, var);
+        let one = b.konst(&format!("one{i}"), 1.0);
+        let inv = b.bin(BinaryOp::Div, one, root);
+        let normed = b.bin(BinaryOp::Mul, x, inv);
+        let w = b.weight(&format!("w{i}"), &[8]);
+        let scaled = b.bin(BinaryOp::Mul, normed, w);
+        let m = b.weight(&format!("m{i}"), &[8, 8]);
+        x = b.matmul(scaled, m);
+    }
+    b.output(x);
+    let (_, r) = canon(&b);
+    assert_eq!(r.applied.get("rms-norm"), Some(&4), "{r:?}");
+    assert_eq!(r.ops_after.get("RmsNorm"), Some(&4), "{r:?}");
+    assert_eq!(r.ops_after.get("Sqrt"), None, "{r:?}");
 }

@@ -334,3 +334,15 @@ fn a_value_defined_twice_is_an_error_naming_it() {
     let s = one_line(&import_error(&two_inputs, "m.onnx"));
     assert_mentions(&s, &["'x'", "two graph inputs"]);
 }
+
+#[test]
+fn a_cast_to_a_type_tessera_does_not_hold_names_the_type() {
+    // A traced Falcon with ALiBi casts to complex128 (onnxruntime rejects the model too).
+    let mut b = ModelBuilder::new(17);
+    b.input("x", FLOAT, &[D::N(2)])
+        .node("Cast", &["x"], &["y"], vec![attr_int("to", 15)])
+        .output("y");
+    let e = import_error(&b, "cast.onnx");
+    let s = one_line(&e);
+    assert_mentions(&s, &["Cast_0", "(Cast)", "COMPLEX128", "15"]);
+}

@@ -8,9 +8,9 @@
 //! same function, so the phase only permutes nodes: a stable topological order in which
 //! *invariant* nodes go first whenever they are ready.
 //!
-//! A node is *invariant* when it reads no weight matrix (a MatMul, Gemm or Einsum operand, a
-//! convolution kernel, or a Gather table of rank ≥ 2 looked up at indices that are not
-//! constant: the layers' parameters) and
+//! A node is *invariant* when it reads no weight matrix (a MatMul operand other than an outer
+//! product's, a Gemm or Einsum operand, a convolution kernel, or a Gather table of rank ≥ 2
+//! looked up at indices that are not constant: the layers' parameters) and
 //! no value computed from one. An invariant
 //! node is hoisted when its value is shared: read by two or more other nodes that are not
 //! invariant, or an operand of a hoisted node. A per-layer buffer (GPT-2's causal-mask
@@ -28,7 +28,17 @@ fn reads_parameters(g: &Graph, node: &tessera_ir::Node) -> bool {
         })
     };
     match node.op {
-        Op::MatMul(_) | Op::Gemm(_) => weight_matrix(0) || weight_matrix(1),
+        // An outer product (contracted extent 1) is no layer: the rotary angles
+        // inv_freq[B, F, 1] · positions[B, 1, S] of a traced export are a function of the
+        // graph inputs, computed once and read by every layer.
+        Op::MatMul(_) => {
+            let contracted = node
+                .inputs
+                .first()
+                .and_then(|t| g.tensor(*t).shape.last().copied());
+            contracted != Some(1) && (weight_matrix(0) || weight_matrix(1))
+        }
+        Op::Gemm(_) => weight_matrix(0) || weight_matrix(1),
         // A convolution's kernel: a vision tower's patch embedding is a layer's input, not
         // an invariant (hoisted, it pulled a text tower's mask into the vision layers).
         Op::Conv(_) | Op::ConvTranspose(_) => weight_matrix(1),
@@ -281,5 +291,47 @@ mod tests {
         assert_eq!(hoist_invariants(&mut g), 4);
         let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["neg", "conv", "mm0", "mm1", "add0", "add1", "add2"]);
+    }
+
+    /// x·w, then two additions of rotary angles inv_freq[2, 4, 1] · positions[2, 1, 4] (an
+    /// outer product) computed after the MatMul, as a traced LLaMA export writes them.
+    #[test]
+    fn an_outer_product_of_a_constant_and_an_input_moves_ahead() {
+        let mut g = Graph::new();
+        let x = g.add_tensor("x", DType::F32, vec![2, 4, 4], TensorKind::Input);
+        let pos = g.add_tensor("pos", DType::F32, vec![2, 1, 4], TensorKind::Input);
+        let w = g.add_tensor("w", DType::F32, vec![4, 4], TensorKind::Weight);
+        let freq = g.add_tensor("freq", DType::F32, vec![2, 4, 1], TensorKind::Weight);
+        g.weights.insert(
+            w,
+            Weight::constant("w", Tensor::f32(vec![4, 4], vec![0.0; 16])),
+        );
+        g.weights.insert(
+            freq,
+            Weight::constant("freq", Tensor::f32(vec![2, 4, 1], vec![1.0; 8])),
+        );
+        let act = |g: &mut Graph, name: &str| {
+            g.add_tensor(name, DType::F32, vec![2, 4, 4], TensorKind::Activation)
+        };
+        let (y, angles, z0, z1) = (
+            act(&mut g, "y"),
+            act(&mut g, "angles"),
+            act(&mut g, "z0"),
+            act(&mut g, "z1"),
+        );
+        g.add_node("mm", Op::MatMul(MatMulAttrs {}), vec![x, w], vec![y]);
+        g.add_node(
+            "outer",
+            Op::MatMul(MatMulAttrs {}),
+            vec![freq, pos],
+            vec![angles],
+        );
+        g.add_node("add0", add(), vec![y, angles], vec![z0]);
+        g.add_node("add1", add(), vec![z0, angles], vec![z1]);
+        g.outputs = vec![z1];
+        g.inputs = vec![x, pos];
+        assert_eq!(hoist_invariants(&mut g), 2);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["outer", "mm", "add0", "add1"]);
     }
 }

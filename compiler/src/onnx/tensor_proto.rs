@@ -17,7 +17,14 @@ pub(crate) fn dtype_and_shape(
     let dtype = DType::from_onnx_code(t.data_type)
         .or_else(|| packed_type(t.data_type).map(|(d, _)| d))
         .ok_or_else(|| {
-            ImportError::tensor(name, format!("unsupported ONNX data type {}", t.data_type))
+            ImportError::tensor(
+                name,
+                format!(
+                    "unsupported ONNX data type {} ({})",
+                    DType::onnx_code_name(t.data_type),
+                    t.data_type
+                ),
+            )
         })?;
     let shape = t
         .dims

@@ -146,8 +146,10 @@ fn cast_to(to: DType) -> Result<Lowered, ImportError> {
 
 fn cast(cx: &NodeCx) -> Result<Lowered, ImportError> {
     let code = cx.attr_int("to", 0);
-    let to = DType::from_onnx_code(code as i32)
-        .ok_or_else(|| cx.err(format!("unsupported target type {code}")))?;
+    let to = DType::from_onnx_code(code as i32).ok_or_else(|| {
+        let name = DType::onnx_code_name(code as i32);
+        cx.err(format!("unsupported target type {name} (ONNX type {code})"))
+    })?;
     cast_to(to)
 }
 
