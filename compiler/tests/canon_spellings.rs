@@ -1,7 +1,8 @@
 //! Spellings that real exports emit: a square is spelled the same in every layer, however
 //! deep its operand (extraction pays a child read twice by one e-node, `x · x`, once, as the
 //! DAG does); an RMSNorm whose epsilon the export dropped is still RMSNorm, and so is one
-//! that the TorchScript exporter writes with `Div(1, sqrt(..))`.
+//! that the TorchScript exporter writes with `Div(1, sqrt(..))`; two LayerNorms written out
+//! over one input spell the same in every layer.
 mod partition_common;
 
 use partition_common::{canon_with, B};
@@ -111,4 +112,48 @@ fn rms_norm_with_its_reciprocal_written_as_a_division_of_one_is_rms_norm() {
     assert_eq!(r.applied.get("rms-norm"), Some(&4), "{r:?}");
     assert_eq!(r.ops_after.get("RmsNorm"), Some(&4), "{r:?}");
     assert_eq!(r.ops_after.get("Sqrt"), None, "{r:?}");
+}
+
+/// LayerNorm written out at opset 14: (x − mean) / sqrt(mean((x − mean)²) + eps) · w + b.
+fn written_layernorm(b: &mut B, name: &str, x: tessera_ir::TensorId) -> tessera_ir::TensorId {
+    let mean = mean_last(b, x);
+    let d = b.bin(BinaryOp::Sub, x, mean);
+    let two = b.konst(&format!("{name}_two"), 2.0);
+    let sq = b.bin(BinaryOp::Pow, d, two);
+    let var = mean_last(b, sq);
+    let eps = b.konst(&format!("{name}_eps"), 1e-5);
+    let v = b.bin(BinaryOp::Add, var, eps);
+    let root = b.un(UnaryOp::Sqrt, v);
+    let n = b.bin(BinaryOp::Div, d, root);
+    let w = b.weight(&format!("{name}_w"), &[8]);
+    let scaled = b.bin(BinaryOp::Mul, n, w);
+    let bias = b.weight(&format!("{name}_b"), &[8]);
+    b.bin(BinaryOp::Add, scaled, bias)
+}
+
+#[test]
+fn two_written_out_layernorms_of_one_input_are_two_layernorms_in_every_layer() {
+    // GPT-NeoX's parallel residual at opset 14: x + attn(LN_a(x)) + mlp(LN_b(x)), where
+    // LN_a and LN_b normalise the same x (one e-class) with their own scale and bias. The
+    // amortised extraction spelled the first layer as two LayerNorms and the later ones as
+    // one shared normalisation scaled by Mul and Add twice (here from the third layer on),
+    // so the layers differed.
+    const LAYERS: usize = 6;
+    let mut b = B::new();
+    let mut x = b.input("x", DType::F32, &[2, 3, 8]);
+    for i in 0..LAYERS {
+        let a = written_layernorm(&mut b, &format!("a{i}"), x);
+        let m = written_layernorm(&mut b, &format!("m{i}"), x);
+        let wa = b.weight(&format!("wa{i}"), &[8, 8]);
+        let wm = b.weight(&format!("wm{i}"), &[8, 8]);
+        let (ya, ym) = (b.matmul(a, wa), b.matmul(m, wm));
+        let y = b.bin(BinaryOp::Add, ya, ym);
+        x = b.bin(BinaryOp::Add, x, y);
+    }
+    b.output(x);
+    let (_, r) = canon(&b);
+    assert_eq!(r.ops_after.get("LayerNorm"), Some(&(2 * LAYERS)), "{r:?}");
+    assert_eq!(r.ops_after.get("Mul"), None, "{r:?}");
+    // Per layer: 2 LayerNorms, 2 MatMuls, 2 Adds.
+    assert_eq!(r.ops_after.values().sum::<usize>(), 6 * LAYERS, "{r:?}");
 }

@@ -10,6 +10,7 @@
 //! weights), whatever the exporter wrote.
 mod analysis;
 mod build;
+mod choice;
 pub mod guards;
 pub mod lang;
 pub mod rules;
