@@ -9,8 +9,9 @@ Usage: python3 scripts/export_real.py [OUT_DIR [NAME...]]     (default: tests/da
                                                             mixtures of experts, state-space, ...)
        EXPORTER=legacy python3 scripts/export_real.py --extra /tmp/legacy   (the TorchScript
            exporter, dynamo=False, at opset 17: how optimum and most published ONNX files were
-           made; files NAME_ts.onnx; EXPORTER=legacy:14 for opset 14. Transformers 5's
-           decoders no longer trace: run it with transformers 4.44, docs/real_exports.md)
+           made; files NAME_ts.onnx; EXPORTER=legacy:14 for opset 14, NAME_ts14.onnx.
+           Transformers 5's decoders no longer trace: run it with transformers 4.44,
+           docs/real_exports.md)
 
 For each architecture, a tiny config (hidden 64, 2 layers, 4 attention heads, 2 key-value
 heads where the architecture has grouped-query attention, intermediate 128, vocab 256, max
@@ -339,7 +340,8 @@ def export(name, opset, kind, cls, kwargs, model_cls, out_dir, seed):
     # PyTorch's output first: the TorchScript exporter leaves the model in training mode.
     with torch.no_grad():
         want = model(*args).numpy()
-    name = f"{name}_ts" if LEGACY else name  # beside the dynamo export of the same model
+    if LEGACY:  # beside the dynamo export of the same model; the opset named unless 17
+        name = f"{name}_ts" if LEGACY_OPSET == 17 else f"{name}_ts{LEGACY_OPSET}"
     path = os.path.join(out_dir, f"{name}.onnx")
     out_name = "logits" if kind == "decoder" else "last_hidden_state"
     axes = {k: {0: "batch", 1: "seq"} for k in feeds}

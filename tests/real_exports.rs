@@ -271,4 +271,8 @@ real_export_tests! {
     /// now; before, no layers were found either).
     gemma_torchscript: "gemma_ts", 2, &[2];
     llama_torchscript: "llama_op23_ts", 2, &[2];
+    /// GPT-NeoX traced at opset 14 (`EXPORTER=legacy:14`): its two LayerNorms of one input
+    /// written out, which extraction spelled one way in the first layer and another in the
+    /// second until the DAG-cost pass (docs/partitioner.md, "Extraction").
+    gpt_neox_torchscript_opset14: "gpt_neox_ts14", 2, &[1];
 }
