@@ -265,7 +265,7 @@ real_export_tests! {
     /// 2×16 the second vision layer keeps one residual branch replicated.)
     clip: "clip", 4, &[2, 1, 2, 2];
     /// The TorchScript exporter (`EXPORTER=legacy scripts/export_real.py`, opset 17, with
-    /// transformers 4.44): Gemma's norms written `x · Div(1, sqrt(..)) · w` (rule `mul-one`;
+    /// transformers 4.44): Gemma's norms written `x · Div(1, sqrt(..)) · w` (rule `one-over`;
     /// before it no layers were found), and a LLaMA given position ids, whose rotary angles
     /// are an outer product `inv_freq · positions` built inside the first layer (hoisted
     /// now; before, no layers were found either).

@@ -88,8 +88,8 @@ fn rms_norm_without_epsilon_is_rms_norm_with_epsilon_zero() {
 fn rms_norm_with_its_reciprocal_written_as_a_division_of_one_is_rms_norm() {
     // The TorchScript exporter's spelling of x · rsqrt(mean(x²) + eps) · w, four layers
     // (Gemma, LLaMA at opset 17): Div(1, sqrt) became 1 · (1/sqrt), which no pattern read
-    // until x · 1 = x (rule `mul-one`); Gemma's norms then stayed written out and no layers
-    // were found.
+    // until Div(1, b) = 1/b (rule `one-over`); Gemma's norms stayed written out and no
+    // layers were found.
     let mut b = B::new();
     let mut x = b.input("x", DType::F32, &[2, 3, 8]);
     for i in 0..4 {
