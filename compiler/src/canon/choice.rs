@@ -288,9 +288,12 @@ fn improve_dag(
                     continue;
                 }
                 chosen.insert(c, alt.clone());
-                match postorder(eg, &chosen, roots) {
-                    Ok(next) if dag_cost(&chosen, &next) < cost - 1e-9 => {
-                        cost = dag_cost(&chosen, &next);
+                let trial = postorder(eg, &chosen, roots)
+                    .ok()
+                    .map(|next| (dag_cost(&chosen, &next), next));
+                match trial {
+                    Some((next_cost, next)) if next_cost < cost - 1e-9 => {
+                        cost = next_cost;
                         reach = next.iter().copied().collect();
                         order = next;
                         changed = true;
