@@ -43,6 +43,15 @@ fn tie_key(n: &CNode) -> (String, u8, Vec<usize>) {
     }
 }
 
+/// The canonical classes `n` reads, each once, sorted.
+fn distinct_children(eg: &CanonGraph, n: &CNode) -> Vec<Id> {
+    use egg::Language;
+    let mut kids: Vec<Id> = n.children().iter().map(|c| eg.find(*c)).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    kids
+}
+
 /// The chosen e-node of every class. `original` holds the e-nodes of the source graph (among
 /// equals, the export's own spelling wins); `uses` how many node inputs read each class in
 /// the source graph.
@@ -70,11 +79,8 @@ fn choose(
         // a square's choice between `x · x` and `x ^ 2` turned on how deep x is, and the
         // first layer of a model, reading the embedding, got another spelling than the
         // next, so the layers no longer repeated).
-        let mut kids: Vec<Id> = n.children().iter().map(|c| eg.find(*c)).collect();
-        kids.sort_unstable();
-        kids.dedup();
         own_cost(n)
-            + kids
+            + distinct_children(eg, n)
                 .iter()
                 .map(|&c| cost.get(&c).copied().unwrap_or(f64::INFINITY) / share(c))
                 .sum::<f64>()
@@ -266,15 +272,9 @@ fn improve_dag(
     best: (HashMap<Id, CNode>, Vec<Id>),
     roots: &[Id],
 ) -> (HashMap<Id, CNode>, Vec<Id>) {
-    use egg::Language;
     let (mut chosen, mut order) = best;
     let mut cost = dag_cost(&chosen, &order);
-    let kids = |n: &CNode| -> Vec<Id> {
-        let mut k: Vec<Id> = n.children().iter().map(|c| eg.find(*c)).collect();
-        k.sort_unstable();
-        k.dedup();
-        k
-    };
+    let kids = |n: &CNode| distinct_children(eg, n);
     for _ in 0..DAG_PASSES {
         let mut changed = false;
         let mut reach: HashSet<Id> = order.iter().copied().collect();
