@@ -139,6 +139,28 @@ fn file_that_is_not_onnx() {
     assert_one_line_error(&["inspect", model.to_str().unwrap()], &["garbage.onnx"]);
 }
 
+/// Deeply nested protobuf groups (RUSTSEC-2024-0437: protobuf 3.4 skips them by recursion
+/// and overflowed the stack, aborting the process) get a one-line error naming the offset.
+#[test]
+fn deeply_nested_protobuf_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("groups.onnx");
+    std::fs::write(&model, vec![0x0b; 2_000_000]).unwrap();
+    let m = model.to_str().unwrap();
+    assert_one_line_error(
+        &["inspect", m],
+        &["groups.onnx", "nested more than 32", "byte 33"],
+    );
+    // The same inside a node of a graph, behind a valid header.
+    let mut node = vec![0x0a, 0x80, 0x01];
+    node.extend([0x0b; 64]);
+    node.extend([0x0c; 64]);
+    let mut bytes = vec![0x08, 0x08, 0x3a, 0x83, 0x01];
+    bytes.extend(node);
+    std::fs::write(&model, bytes).unwrap();
+    assert_one_line_error(&["inspect", m], &["groups.onnx", "NodeProto"]);
+}
+
 #[test]
 fn bad_shape_spec_and_bad_options() {
     let mlp = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/mlp.onnx");

@@ -37,6 +37,13 @@ def empty_model(ctx):
     return Spec(steps=[ctx.compile_cmd(ctx.p("e.onnx"))], expect="refuse", names=("e.onnx",))
 
 
+def nested_groups_model(ctx):
+    # 2,000,000 protobuf start-group tags: protobuf 3.4 (RUSTSEC-2024-0437) skipped them by
+    # recursion and overflowed the stack.
+    ctx.p("g.onnx").write_bytes(b"\x0b" * 2_000_000)
+    return Spec(steps=[ctx.compile_cmd(ctx.p("g.onnx"))], expect="refuse", names=("g.onnx",))
+
+
 def truncated_plan(ctx):
     _, plan_path, _ = ctx.compiled_plan()
     text = plan_path.read_text()
@@ -137,6 +144,7 @@ CASES = [
     Case("model_is_directory", N, "the model path is a folder", dir_as_model),
     Case("model_dangling_symlink", N, "the model is a dangling link", dangling_model),
     Case("model_truncated", N, "half of mlp.onnx", truncated_model),
+    Case("model_nested_groups", N, "2 MB of nested protobuf groups", nested_groups_model),
     Case("model_empty_file", N, "a 0-byte model", empty_model),
     Case("non_utf8_paths", N, "model, plan and output paths with bytes 0xff 0xfe", non_utf8_path),
     Case("external_data_offset_beyond_file", N, "external data offset 2^40 in an 8-byte file", ext_beyond_file),

@@ -21,6 +21,7 @@ mod report;
 mod tensor_proto;
 mod validate;
 mod walk;
+mod wire_guard;
 
 pub use error::{ImportError, UnsupportedOp};
 pub use inputs::parse_shape_spec;

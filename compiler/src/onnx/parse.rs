@@ -21,6 +21,8 @@ pub(crate) fn parse(bytes: &[u8], file: &str) -> Result<ParsedModel, ImportError
     if bytes.is_empty() {
         return Err(bad("the file is empty".into()));
     }
+    super::wire_guard::check_model(bytes)
+        .map_err(|e| bad(format!("not a well-formed ONNX protobuf: {e}")))?;
     let model = ModelProto::parse_from_bytes(bytes).map_err(|e| {
         bad(format!(
             "protobuf decoding failed ({e}); the file may be truncated"
