@@ -4,7 +4,8 @@
 #     scripts/check_wide_loops.py)
 #   - Debian: python3-dev when libpython's shared library is missing (the python/ crate links
 #     it under cargo test; the wheel itself does not)
-#   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, numpy, tokenizers; maturin
+#   - PyPI: onnx==1.23.2 (conformance generators), onnxruntime, onnx-ir (onnxruntime's
+#     MatMulNBits quantizer imports it), numpy, tokenizers; maturin
 #     and pytest (the Python package and its tests)
 #   - .cache/models: paraphrase-MiniLM-L3-v2 + real token ids + onnxruntime outputs
 #   - .cache/onnx-conformance: the official ONNX backend node test cases
@@ -28,8 +29,8 @@ LIBPYTHON=$(python3 -c "import sysconfig as s, os; print(os.path.join(s.get_conf
 if [ ! -f "$LIBPYTHON" ] && command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev >/dev/null
 fi
-if ! python3 -c "import onnx, onnxruntime, numpy, tokenizers, maturin, pytest; assert onnx.__version__ == '1.23.2'" 2>/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" onnxruntime numpy tokenizers "maturin>=1.7,<2" pytest
+if ! python3 -c "import onnx, onnxruntime, onnx_ir, numpy, tokenizers, maturin, pytest; assert onnx.__version__ == '1.23.2'" 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check "onnx==1.23.2" onnxruntime onnx-ir numpy tokenizers "maturin>=1.7,<2" pytest
 fi
 python3 scripts/fetch_models.py .cache/models
 python3 scripts/gen_conformance.py .cache/onnx-conformance
