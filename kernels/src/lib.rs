@@ -57,7 +57,7 @@ pub use conv_direct::{direct_available, direct_suits, PackedConvWeight};
 pub use conv_epilogue::ConvActivation;
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
-    FusedOp, HeadLayout, QuantMatMulOp, QuantWeight, SoftmaxRows,
+    FusedOp, HeadLayout, QuantMatMulOp, QuantWeight, ScoreTerm, SoftmaxRows,
 };
 pub use qgemm::{
     dequant_matmul, dequant_matmul_epilogue, int8_gemm_available, quant_matmul, ActQuant,

@@ -321,3 +321,59 @@ fn query_only_scale_with_a_where_mask_fuses() {
     // Transpose + Reshape: 14.
     assert_eq!(steps, 14);
 }
+
+/// Elementwise steps between the scores and the Softmax beyond one mask: Gemma-2's
+/// soft-capping (`· c`, then `⊘ cap`, Tanh, `· cap`), T5's position bias `[1, H, S, S]` and
+/// then its padding mask, and a `Where(hide, fill, z)` with the scores in the else-branch
+/// (DeBERTa's spelling): one fused kernel, equal to the unfused chain.
+#[test]
+fn softcapping_bias_and_else_branch_masks_fuse() {
+    let (mut inputs, keep) = qkv_and_keep(95);
+    let hide: Vec<bool> = keep.iter().map(|k| !k).collect();
+    inputs.insert("hide".into(), Tensor::bool(vec![B, 1, S, S], hide));
+    let mut g = Graph::new();
+    let q = g.add_input("q", DType::F32, vec![B, H, S, D]);
+    let k = g.add_input("k", DType::F32, vec![B, HK, S, D]);
+    let v = g.add_input("v", DType::F32, vec![B, HK, S, D]);
+    let hide = g.add_input("hide", DType::Bool, vec![B, 1, S, S]);
+    let scalar =
+        |g: &mut Graph, name: &str, x: f32| inline_weight(g, name, Tensor::f32(vec![], vec![x]));
+    let c = scalar(&mut g, "c", 1.0 / (D as f32).sqrt());
+    let cap = scalar(&mut g, "cap", 0.8);
+    let fill = scalar(&mut g, "fill", -1e9);
+    let bias_values = (0..H * S * S).map(|i| (i % 7) as f32 * 0.1).collect();
+    let bias = inline_weight(&mut g, "bias", Tensor::f32(vec![1, H, S, S], bias_values));
+    let pad_values = (0..B * S)
+        .map(|i| if i % 4 == 3 { -1e4 } else { 0.0 })
+        .collect();
+    let pad = inline_weight(&mut g, "pad", Tensor::f32(vec![B, 1, 1, S], pad_values));
+    let k4 = repeat_kv(&mut g, "k", k);
+    let v4 = repeat_kv(&mut g, "v", v);
+    let kt = transpose(&mut g, "k_t", k4, vec![0, 1, 3, 2], vec![B, H, D, S]);
+    let sc = vec![B, H, S, S];
+    let mm = Op::MatMul(MatMulAttrs {});
+    let scores = f32_node(&mut g, "qk", mm.clone(), vec![q, kt], sc.clone());
+    let mut z = binary_node(&mut g, "scale", BinaryOp::Mul, [scores, c], sc.clone());
+    z = binary_node(&mut g, "cap_div", BinaryOp::Div, [z, cap], sc.clone());
+    let tanh = Op::Unary(UnaryAttrs {
+        kind: UnaryOp::Tanh,
+    });
+    z = f32_node(&mut g, "tanh", tanh, vec![z], sc.clone());
+    z = binary_node(&mut g, "cap_mul", BinaryOp::Mul, [cap, z], sc.clone());
+    z = binary_node(&mut g, "bias", BinaryOp::Add, [z, bias], sc.clone());
+    z = binary_node(&mut g, "pad", BinaryOp::Add, [pad, z], sc.clone());
+    z = f32_node(&mut g, "hide", Op::Where, vec![hide, fill, z], sc.clone());
+    let sm = Op::Softmax(SoftmaxAttrs {
+        axis: 3,
+        log: false,
+    });
+    let p = f32_node(&mut g, "softmax", sm, vec![z], sc);
+    let o = f32_node(&mut g, "pv", mm, vec![p, v4], vec![B, H, S, D]);
+    let y = merge(&mut g, o, vec![B, S, H * D]);
+    g.outputs.push(y);
+    let (fused, steps, _) = run_checked(g, &inputs);
+    assert_eq!(fused, BTreeMap::from([("fused Attention", 1)]));
+    // 2 × (Reshape + Expand + Reshape), Transpose, QKᵀ, 7 score steps, Softmax, ·V,
+    // Transpose + Reshape: 19.
+    assert_eq!(steps, 19);
+}

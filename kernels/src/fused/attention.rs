@@ -33,6 +33,11 @@ pub struct AttentionShape {
     pub scale: AttentionScale,
     /// How the scaled scores are masked.
     pub mask: AttentionMask,
+    /// Elementwise steps on the masked scores before the softmax, in order (their inputs
+    /// follow the mask's): Gemma-2's soft-capping `tanh(z ⊘ c) · c`, a second additive
+    /// term (T5's position bias, then its padding mask), a `Where` with the scores in its
+    /// else-branch.
+    pub terms: Vec<ScoreTerm>,
     /// What the softmax does with masked rows.
     pub rows: SoftmaxRows,
     /// The output is `[B, Sq, H, D]` in memory (heads merged back by the chain's Transpose
@@ -114,6 +119,111 @@ impl AttentionMask {
             AttentionMask::Add | AttentionMask::Bias => 1,
             AttentionMask::Select => 2,
         }
+    }
+}
+
+/// One elementwise step of [`AttentionShape::terms`], as the unfused op computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreTerm {
+    /// `z + t` (one input: f32, broadcasting to `[B, H, Sq, Sk]`).
+    Add,
+    /// `Where(cond, z, fill)` (two inputs: the bool condition, broadcasting, and a
+    /// one-element f32 fill).
+    Select,
+    /// `Where(cond, fill, z)` (the same two inputs).
+    SelectElse,
+    /// `z · c` (one input: the one-element c).
+    Mul,
+    /// `z ⊘ c` (one input: the one-element c).
+    Div,
+    /// `tanh(z)` (no input; the `Tanh` kernel's function).
+    Tanh,
+}
+
+impl ScoreTerm {
+    /// Inputs this step reads.
+    pub fn inputs(self) -> usize {
+        match self {
+            ScoreTerm::Tanh => 0,
+            ScoreTerm::Add | ScoreTerm::Mul | ScoreTerm::Div => 1,
+            ScoreTerm::Select | ScoreTerm::SelectElse => 2,
+        }
+    }
+}
+
+/// A resolved [`ScoreTerm`]: data and strides over `[B, H, Sq, Sk]`.
+#[derive(Clone, Copy)]
+enum Term<'a> {
+    Add(&'a [f32], [usize; 4]),
+    /// Condition, strides, fill, and whether the scores are the else-branch.
+    Select(&'a [bool], [usize; 4], f32, bool),
+    Mul(f32),
+    Div(f32),
+    Tanh,
+}
+
+/// Resolves `terms` from `inputs` (starting at `at`); returns them and the inputs read.
+fn resolve_terms<'a>(
+    terms: &[ScoreTerm],
+    inputs: &[&'a Tensor],
+    mut at: usize,
+    full: [usize; 4],
+) -> KResult<(Vec<Term<'a>>, usize)> {
+    let start = at;
+    let mut out = Vec::with_capacity(terms.len());
+    for &t in terms {
+        let input = |i: usize| -> KResult<&'a Tensor> {
+            inputs
+                .get(at + i)
+                .copied()
+                .ok_or_else(|| format!("score term {t:?} is missing input {i}"))
+        };
+        out.push(match t {
+            ScoreTerm::Add => {
+                let m = input(0)?;
+                Term::Add(f32s(m, "score term")?, mask_strides(m, full)?)
+            }
+            ScoreTerm::Select | ScoreTerm::SelectElse => {
+                let cond = input(0)?;
+                let fill = scalar(input(1)?, "score term fill")?;
+                let strides = mask_strides(cond, full)?;
+                let c = bools(cond, "score term condition")?;
+                Term::Select(c, strides, fill, t == ScoreTerm::SelectElse)
+            }
+            ScoreTerm::Mul => Term::Mul(scalar(input(0)?, "score term factor")?),
+            ScoreTerm::Div => Term::Div(scalar(input(0)?, "score term divisor")?),
+            ScoreTerm::Tanh => Term::Tanh,
+        });
+        at += t.inputs();
+    }
+    Ok((out, at - start))
+}
+
+/// Applies one resolved term to a row of scores; `mo` maps strides to the row's offset.
+#[inline(always)]
+fn term_row(row: &mut [f32], t: Term, mo: impl Fn([usize; 4]) -> usize) {
+    match t {
+        Term::Add(m, ms) if ms[3] == 1 => {
+            let (o, n) = (mo(ms), row.len());
+            row.iter_mut().zip(&m[o..o + n]).for_each(|(s, &e)| *s += e);
+        }
+        Term::Add(m, ms) => {
+            let o = mo(ms);
+            row.iter_mut()
+                .enumerate()
+                .for_each(|(j, s)| *s += m[o + j * ms[3]]);
+        }
+        Term::Select(cond, ms, fill, scores_else) => {
+            let o = mo(ms);
+            for (j, s) in row.iter_mut().enumerate() {
+                if cond[o + j * ms[3]] == scores_else {
+                    *s = fill;
+                }
+            }
+        }
+        Term::Mul(c) => row.iter_mut().for_each(|s| *s *= c),
+        Term::Div(c) => row.iter_mut().for_each(|s| *s /= c),
+        Term::Tanh => row.iter_mut().for_each(|s| *s = crate::simd::tanh(*s)),
     }
 }
 
@@ -250,8 +360,9 @@ fn scaled_rows(dst: &mut [f32], src: &[f32], base: usize, rs: usize, d: usize, c
 pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tensor> {
     let n_scale = a.scale.inputs();
     let n_mask = a.mask.inputs();
+    let n_terms: usize = a.terms.iter().map(|t| t.inputs()).sum();
     let nan_fill = a.rows == SoftmaxRows::NanToFill;
-    expect_inputs(inputs, 3 + n_scale + n_mask + nan_fill as usize)?;
+    expect_inputs(inputs, 3 + n_scale + n_mask + n_terms + nan_fill as usize)?;
     let (bsz, sq, sk, h, d) = (a.batch, a.q_len, a.kv_len, a.heads, a.head_dim);
     let hd = h * d;
     let hk = a.kv_heads;
@@ -310,8 +421,9 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             Mask::Bias(cond, mask_strides(inputs[m0], full)?)
         }
     };
+    let (terms, _) = resolve_terms(&a.terms, inputs, m0 + n_mask, full)?;
     let fill = if nan_fill {
-        scalar(inputs[m0 + n_mask], "NaN fill")?
+        scalar(inputs[m0 + n_mask + n_terms], "NaN fill")?
     } else {
         0.0
     };
@@ -357,6 +469,9 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                         Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) => mo(ms),
                     };
                     let all_masked = mask_row(row, mask, off, scale);
+                    for &t in &terms {
+                        term_row(row, t, mo);
+                    }
                     match a.rows {
                         SoftmaxRows::Plain => softmax_row(row, false),
                         SoftmaxRows::NanToFill => softmax_row_nan_fill(row, fill),

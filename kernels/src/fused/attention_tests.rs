@@ -77,6 +77,7 @@ fn attention_op([b, s, h, d]: [usize; 4], mask: AttentionMask, out_shape: Vec<us
         head_dim: d,
         scale: AttentionScale::Div,
         mask,
+        terms: vec![],
         rows: SoftmaxRows::Plain,
         merged: out_shape.len() == 3,
         out_shape,
@@ -138,6 +139,7 @@ fn empty_sequences_give_empty_or_zero_outputs() {
                 head_dim: d,
                 scale: AttentionScale::Div,
                 mask: AttentionMask::None,
+                terms: vec![],
                 rows: SoftmaxRows::Plain,
                 merged: out_shape.len() == 3,
                 out_shape,
@@ -250,6 +252,7 @@ fn head_major_grouped_query_attention_equals_the_unfused_chain() {
             head_dim: d,
             scale: AttentionScale::Mul,
             mask: AttentionMask::Add,
+            terms: vec![],
             rows: SoftmaxRows::Plain,
             merged: out_shape.len() == 3,
             out_shape: out_shape.clone(),
@@ -276,6 +279,7 @@ fn head_major_grouped_query_attention_equals_the_unfused_chain() {
         head_dim: d,
         scale: AttentionScale::Mul,
         mask: AttentionMask::None,
+        terms: vec![],
         rows: SoftmaxRows::Plain,
         merged: false,
         out_shape: vec![b, h, s, d],
@@ -371,6 +375,7 @@ fn sdpa_decomposition_with_a_fully_masked_row_equals_the_unfused_chain() {
             head_dim: d,
             scale: AttentionScale::Operands,
             mask: AttentionMask::Add,
+            terms: vec![],
             rows,
             merged: out_shape.len() != 4,
             out_shape,
@@ -468,6 +473,7 @@ fn onnx_attention_op_equals_the_fused_kernel() {
             head_dim: d,
             scale: AttentionScale::Fixed(crate::attention_qk_factor(&attrs, d)),
             mask: mask_kind,
+            terms: vec![],
             rows: SoftmaxRows::Guarded,
             merged: false,
             out_shape: vec![b, h, s, d],
@@ -483,4 +489,50 @@ fn onnx_attention_op_equals_the_fused_kernel() {
             assert_eq!(&gv[o..o + d], &[0.0; 6]);
         }
     }
+}
+
+/// Score terms after the mask (Gemma-2's soft-capping, T5's second additive term, a
+/// `Where` with the scores in its else-branch) give the unfused chain's bits.
+#[test]
+fn score_terms_equal_the_unfused_chain() {
+    let (b, s, h, d) = (2, 6, 3, 4);
+    let [q, k, v, c] = qkv_and_scale([b, s, h, d], 31);
+    let m = rand(vec![b, 1, 1, s], 34);
+    let cap = Tensor::f32(vec![], vec![0.7]);
+    let bias = rand(vec![1, h, s, s], 35);
+    let cond = Tensor::bool(
+        vec![b, 1, s, s],
+        (0..b * s * s).map(|i| i % 5 == 1).collect(),
+    );
+    let fill = Tensor::f32(vec![], vec![-1e4]);
+    let tanh = |z: &Tensor| {
+        run(
+            Op::Unary(UnaryAttrs {
+                kind: UnaryOp::Tanh,
+            }),
+            &[z],
+        )
+    };
+    let chain = |z: &Tensor| {
+        let z = bin(BinaryOp::Add, z, &m);
+        let z = bin(BinaryOp::Mul, &tanh(&bin(BinaryOp::Div, &z, &cap)), &cap);
+        let z = bin(BinaryOp::Add, &bias, &z);
+        run(Op::Where, &[&cond, &fill, &z])
+    };
+    let (_, want) = attention_chain(&q, &k, &v, &c, chain, h);
+    let FusedOp::Attention(mut shape) =
+        attention_op([b, s, h, d], AttentionMask::Add, vec![b, s, h * d])
+    else {
+        unreachable!("attention_op builds an attention")
+    };
+    use ScoreTerm::*;
+    shape.terms = vec![Div, Tanh, Mul, Add, SelectElse];
+    let op = FusedOp::Attention(shape);
+    let inputs = [&q, &k, &v, &c, &m, &cap, &cap, &bias, &cond, &fill];
+    let got = eval_fused(&op, &inputs).unwrap();
+    let worst = max_abs_diff(&got, &want);
+    assert!(worst < 1e-6, "max abs difference {worst}");
+    // A missing term input is an error, not a panic.
+    let err = eval_fused(&op, &inputs[..9]).unwrap_err();
+    assert!(err.to_string().contains("input"), "{err}");
 }

@@ -25,7 +25,9 @@ mod attention;
 mod elementwise;
 mod quantize;
 mod rotary;
-pub use attention::{AttentionMask, AttentionScale, AttentionShape, HeadLayout, SoftmaxRows};
+pub use attention::{
+    AttentionMask, AttentionScale, AttentionShape, HeadLayout, ScoreTerm, SoftmaxRows,
+};
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 #[cfg(test)]
@@ -96,9 +98,9 @@ pub enum FusedOp {
         /// A bias vector is added to `a` first.
         pre_bias: bool,
     },
-    /// Multi-head scaled dot-product attention, `Softmax(mask(scale(Q·Kᵀ))) · V` (inputs q,
-    /// k, v, the scale's inputs ([`AttentionScale`]), the mask's ([`AttentionMask`]), then
-    /// the NaN fill under [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as
+    /// Multi-head scaled dot-product attention, `Softmax(terms(mask(scale(Q·Kᵀ)))) · V`
+    /// (inputs q, k, v, the scale's inputs ([`AttentionScale`]), the mask's
+    /// ([`AttentionMask`]), the score terms' ([`ScoreTerm`]), then the NaN fill under [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as
     /// `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
     /// `[B, H, Sq, D]`, [`HeadLayout`]), K and V likewise from `k`, `v`.
     Attention(AttentionShape),

@@ -45,6 +45,7 @@ mod conv;
 mod elementwise;
 mod quant_matmul;
 mod rotary;
+mod score_terms;
 
 use crate::weights::WeightStore;
 use tessera_ir::op::{BinaryOp, GeluAttrs};

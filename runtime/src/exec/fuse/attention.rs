@@ -9,7 +9,7 @@ use tessera_ir::plan::ValueId;
 use tessera_ir::{DType, Op};
 use tessera_kernels::{
     attention_qk_factor, AttentionMask, AttentionScale, AttentionShape, FusedOp, HeadLayout,
-    SoftmaxRows,
+    ScoreTerm, SoftmaxRows,
 };
 
 /// One of q, k, v as the fused kernel reads it.
@@ -272,7 +272,7 @@ impl Program<'_> {
     }
 
     /// A mask operand `m` of the scores `[B, H, Sq, Sk]`: broadcasts to them.
-    fn fits_scores(&self, m: ValueId, full: [usize; 4]) -> bool {
+    pub(super) fn fits_scores(&self, m: ValueId, full: [usize; 4]) -> bool {
         let ms = self.shape(m);
         ms.len() <= 4
             && ms
@@ -295,45 +295,21 @@ impl Program<'_> {
         }
         let full = [bsz, h, sq, sk];
         let mut steps = vec![sm];
-        // x = scores + mask, Where(cond, scores, fill), or scores; the scores come from the
-        // first MatMul, maybe scaled after it.
-        let px = self.internal(x, sm)?;
-        let scores_side = |z: ValueId| {
-            self.internal(z, px).filter(|&p| {
-                matches!(self.binary(p), Some(BinaryOp::Div | BinaryOp::Mul))
-                    || matches!(self.op(p), Some(Op::MatMul(_)))
-            })
-        };
-        let (sc_step, mask, mut extra) = match self.op(px)? {
-            Op::Binary(b) if b.kind == BinaryOp::Add => {
-                let [u, w] = self.ins(px)[..] else {
-                    return None;
-                };
-                let (ss, m) = match (scores_side(u), scores_side(w)) {
-                    (Some(p), _) => (p, w),
-                    (None, Some(p)) => (p, u),
-                    _ => return None,
-                };
-                if !self.fits_scores(m, full) || !self.is_f32(m) {
-                    return None;
-                }
-                steps.push(px);
-                (ss, AttentionMask::Add, vec![m])
+        // x = terms(scores): the mask and any further elementwise steps (see
+        // `score_terms`); the scores come from the first MatMul, maybe scaled after it.
+        let (sc_step, chain) = self.score_terms(x, sm, full)?;
+        let mut mask = AttentionMask::None;
+        let mut terms = Vec::new();
+        let mut extra = Vec::new();
+        for (i, (step, term, ins)) in chain.into_iter().enumerate() {
+            steps.push(step);
+            extra.extend(ins);
+            match term {
+                ScoreTerm::Add if i == 0 => mask = AttentionMask::Add,
+                ScoreTerm::Select if i == 0 => mask = AttentionMask::Select,
+                t => terms.push(t),
             }
-            Op::Where => {
-                let [cond, z, fill] = self.ins(px)[..] else {
-                    return None;
-                };
-                let ss = scores_side(z)?;
-                let is_bool = self.plan.values[cond.index()].dtype == DType::Bool;
-                if !is_bool || !self.fits_scores(cond, full) || !self.is_scalar(fill) {
-                    return None;
-                }
-                steps.push(px);
-                (ss, AttentionMask::Select, vec![cond, fill])
-            }
-            _ => (px, AttentionMask::None, vec![]),
-        };
+        }
         // scaled = scores ⊘ c  (Div: scores first; Mul: either order), or the scores.
         let (mut scale, mut scale_inputs, mm1) = match self.op(sc_step)? {
             Op::MatMul(_) => (AttentionScale::None, vec![], sc_step),
@@ -422,6 +398,7 @@ impl Program<'_> {
                 head_dim: d,
                 scale,
                 mask,
+                terms,
                 rows,
                 merged,
                 out_shape,
@@ -502,6 +479,7 @@ impl Program<'_> {
                 head_dim: d,
                 scale: AttentionScale::Fixed(attention_qk_factor(a, d)),
                 mask,
+                terms: vec![],
                 rows: SoftmaxRows::Guarded,
                 merged,
                 out_shape,
