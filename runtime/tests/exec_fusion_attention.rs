@@ -377,3 +377,76 @@ fn softcapping_bias_and_else_branch_masks_fuse() {
     // Transpose + Reshape: 19.
     assert_eq!(steps, 19);
 }
+
+/// Scores computed as `[B·H, Sq, Sk]` (BLOOM's `baddbmm`, DeBERTa): q, k and v split into
+/// heads and flattened to `[B·H, S, D]`, only Kᵀ scaled, an ALiBi-like bias `[B·H, 1, S]`
+/// added before the Reshape to `[B, H, S, S]`, then `Where(hide, fill, z)`, the Softmax
+/// flattened again for `·V` and the output reshaped back and merged: one fused kernel,
+/// equal to the unfused chain.
+#[test]
+fn flattened_head_scores_with_a_per_head_bias_fuse() {
+    let (mut inputs, keep) = qkv_and_keep(97);
+    let hide: Vec<bool> = keep.iter().map(|k| !k).collect();
+    inputs.insert("hide".into(), Tensor::bool(vec![B, 1, S, S], hide));
+    for (name, seed) in [("q", 1), ("k", 2), ("v", 3)] {
+        inputs.insert(name.into(), rand_f32(&[B, S, H * D], seed));
+    }
+    let mut g = Graph::new();
+    let hide = g.add_input("hide", DType::Bool, vec![B, 1, S, S]);
+    let flat = |g: &mut Graph, name: &str| {
+        let x = g.add_input(name, DType::F32, vec![B, S, H * D]);
+        let r = reshape(g, &format!("{name}_r"), x, vec![B, S, H, D]);
+        let t = transpose(
+            g,
+            &format!("{name}_t"),
+            r,
+            vec![0, 2, 1, 3],
+            vec![B, H, S, D],
+        );
+        reshape(g, &format!("{name}_flat"), t, vec![B * H, S, D])
+    };
+    let (q3, k3, v3) = (flat(&mut g, "q"), flat(&mut g, "k"), flat(&mut g, "v"));
+    let c = inline_weight(&mut g, "c", Tensor::f32(vec![], vec![0.4]));
+    let fill = inline_weight(&mut g, "fill", Tensor::f32(vec![], vec![-1e9]));
+    let alibi_values = (0..B * H * S).map(|i| (i % 11) as f32 * -0.05).collect();
+    let alibi = inline_weight(
+        &mut g,
+        "alibi",
+        Tensor::f32(vec![B * H, 1, S], alibi_values),
+    );
+    let kt = transpose(&mut g, "k_tt", k3, vec![0, 2, 1], vec![B * H, D, S]);
+    let kts = binary_node(&mut g, "k_scale", BinaryOp::Mul, [kt, c], vec![B * H, D, S]);
+    let mm = Op::MatMul(MatMulAttrs {});
+    let s3 = vec![B * H, S, S];
+    let scores = f32_node(&mut g, "qk", mm.clone(), vec![q3, kts], s3.clone());
+    let z3 = binary_node(
+        &mut g,
+        "alibi_add",
+        BinaryOp::Add,
+        [scores, alibi],
+        s3.clone(),
+    );
+    let z4 = reshape(&mut g, "z4", z3, vec![B, H, S, S]);
+    let z = f32_node(
+        &mut g,
+        "hide",
+        Op::Where,
+        vec![hide, fill, z4],
+        vec![B, H, S, S],
+    );
+    let sm = Op::Softmax(SoftmaxAttrs {
+        axis: 3,
+        log: false,
+    });
+    let p = f32_node(&mut g, "softmax", sm, vec![z], vec![B, H, S, S]);
+    let p3 = reshape(&mut g, "p3", p, s3);
+    let o3 = f32_node(&mut g, "pv", mm, vec![p3, v3], vec![B * H, S, D]);
+    let o4 = reshape(&mut g, "o4", o3, vec![B, H, S, D]);
+    let y = merge(&mut g, o4, vec![B, S, H * D]);
+    g.outputs.push(y);
+    let (fused, steps, _) = run_checked(g, &inputs);
+    assert_eq!(fused, BTreeMap::from([("fused Attention", 1)]));
+    // 3 × (Reshape + Transpose + Reshape), Kᵀ's Transpose and Mul, QKᵀ, the bias Add,
+    // Reshape, Where, Softmax, Reshape, ·V, Reshape, Transpose + Reshape: 21.
+    assert_eq!(steps, 21);
+}

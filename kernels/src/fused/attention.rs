@@ -83,6 +83,9 @@ pub enum AttentionScale {
     /// `(Q·c)·Kᵀ`: only q multiplied before the product (one input: c; exports that scale
     /// the query as the reference attention of the Llama paper's code does).
     Query,
+    /// `Q·(Kᵀ·c)`: only Kᵀ multiplied before the product (one input: c; DeBERTa's scaled
+    /// key).
+    Key,
     /// `(Q·s)·(Kᵀ·s)` with `s` fixed (no input; ONNX Attention's √scale).
     Fixed(f32),
 }
@@ -91,7 +94,10 @@ impl AttentionScale {
     fn inputs(self) -> usize {
         match self {
             AttentionScale::None | AttentionScale::Fixed(_) => 0,
-            AttentionScale::Div | AttentionScale::Mul | AttentionScale::Query => 1,
+            AttentionScale::Div
+            | AttentionScale::Mul
+            | AttentionScale::Query
+            | AttentionScale::Key => 1,
             AttentionScale::Operands => 2,
         }
     }
@@ -251,10 +257,20 @@ enum Mask<'a> {
     Bias(&'a [bool], [usize; 4]),
 }
 
-/// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules).
+/// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules). A 3-D
+/// mask `[B·H, a, b]` with B > 1 (an exporter that computes the scores as `[B·H, Sq, Sk]`,
+/// e.g. BLOOM's ALiBi bias) is read as `[B, H, a, b]`: right-aligned it could not
+/// broadcast.
 fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
-    broadcast_strides4(&mask.shape, full)
-        .ok_or_else(|| format!("mask {} does not broadcast to {full:?}", describe(mask)))
+    let flat_heads = match mask.shape[..] {
+        [bh, a, b] if full[0] > 1 && bh == full[0] * full[1] => Some([full[0], full[1], a, b]),
+        _ => None,
+    };
+    broadcast_strides4(
+        flat_heads.as_ref().map_or(&mask.shape[..], |s| &s[..]),
+        full,
+    )
+    .ok_or_else(|| format!("mask {} does not broadcast to {full:?}", describe(mask)))
 }
 
 fn bools<'a>(t: &'a Tensor, what: &str) -> KResult<&'a [bool]> {
@@ -404,6 +420,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         ),
         // Kᵀ times exactly 1: the same products as the unscaled Kᵀ.
         AttentionScale::Query => (true, 1.0, Some((scalar(inputs[3], "q scale")?, 1.0))),
+        // Q times exactly 1, likewise.
+        AttentionScale::Key => (true, 1.0, Some((1.0, scalar(inputs[3], "k scale")?))),
         AttentionScale::Fixed(s) => (true, 1.0, Some((s, s))),
     };
     let m0 = 3 + n_scale;

@@ -194,8 +194,8 @@ impl Program<'_> {
     }
 
     /// Q or Kᵀ at input `x` of the first MatMul `mm`, maybe multiplied by a one-element
-    /// scale first (torch's SDPA decomposition: both; some exports: Q only): (the unscaled value, the step reading it,
-    /// the scale and its `Mul` step).
+    /// scale first (torch's SDPA decomposition: both; some exports: Q only, DeBERTa: Kᵀ
+    /// only): (the unscaled value, the step reading it, the scale and its `Mul` step).
     fn prescaled(&self, x: ValueId, mm: usize) -> (ValueId, usize, Option<(ValueId, usize)>) {
         let found = self.internal(x, mm).and_then(|p| {
             if self.binary(p)? != BinaryOp::Mul {
@@ -297,11 +297,20 @@ impl Program<'_> {
         let mut steps = vec![sm];
         // x = terms(scores): the mask and any further elementwise steps (see
         // `score_terms`); the scores come from the first MatMul, maybe scaled after it.
-        let (sc_step, chain) = self.score_terms(x, sm, full)?;
+        let chain = self.score_terms(x, sm, full)?;
+        let sc_step = chain.scores_step;
+        // Scores computed as [B·H, Sq, Sk] from flattened q, k and v (BLOOM, DeBERTa).
+        let flat = chain.unflatten.is_some();
+        steps.extend(chain.unflatten);
+        let scores_shape = if flat {
+            vec![bsz * h, sq, sk]
+        } else {
+            full.to_vec()
+        };
         let mut mask = AttentionMask::None;
         let mut terms = Vec::new();
         let mut extra = Vec::new();
-        for (i, (step, term, ins)) in chain.into_iter().enumerate() {
+        for (i, (step, term, ins)) in chain.terms.into_iter().enumerate() {
             steps.push(step);
             extra.extend(ins);
             match term {
@@ -327,7 +336,7 @@ impl Program<'_> {
                 } else {
                     (q, p)
                 };
-                if !self.is_scalar(c) || self.shape(scores) != full {
+                if !self.is_scalar(c) || self.shape(scores) != scores_shape {
                     return None;
                 }
                 steps.push(sc_step);
@@ -354,11 +363,32 @@ impl Program<'_> {
                 scale_inputs = vec![cq];
                 steps.push(sq_step);
             }
+            (None, Some((ck, sk_step)), AttentionScale::None) => {
+                scale = AttentionScale::Key;
+                scale_inputs = vec![ck];
+                steps.push(sk_step);
+            }
             _ => return None,
         }
-        let q = self.query(qx, q_by, [bsz, h, sq])?;
+        let (q, k) = if flat {
+            // q [B·H, Sq, D] and Kᵀ = Transpose [0, 2, 1] of k [B·H, Sk, D].
+            let (q4, qr) = self.unflatten_operand(qx, q_by, [bsz, h])?;
+            let mut q = self.query(q4, qr, [bsz, h, sq])?;
+            q.steps.push(qr);
+            let t = self.internal(kx, k_by)?;
+            if !matches!(self.op(t)?, Op::Transpose(a) if a.perm == [0, 2, 1]) {
+                return None;
+            }
+            let (k4, kr) = self.unflatten_operand(self.input(t, 0)?, t, [bsz, h])?;
+            let mut k = self.value(k4, kr, [bsz, h, sk, q.d])?;
+            k.steps.extend([t, kr]);
+            (q, k)
+        } else {
+            let q = self.query(qx, q_by, [bsz, h, sq])?;
+            let k = self.key(kx, k_by, [bsz, h, sk, q.d])?;
+            (q, k)
+        };
         let d = q.d;
-        let k = self.key(kx, k_by, [bsz, h, sk, d])?;
         steps.push(mm1);
         steps.extend(q.steps.iter().chain(&k.steps));
         // P, or Where(IsNaN(P), fill, P) (torch's SDPA), then · V.
@@ -371,18 +401,40 @@ impl Program<'_> {
             }
             None => (p, SoftmaxRows::Plain),
         };
+        let pv = if flat {
+            // P flattened back to [B·H, Sq, Sk] for the product.
+            let r = self.only_reader(pv)?;
+            if !matches!(self.op(r)?, Op::Reshape(_)) || self.shape(self.out(r)) != scores_shape {
+                return None;
+            }
+            steps.push(r);
+            self.out(r)
+        } else {
+            pv
+        };
         let mm2 = self.only_reader(pv)?;
         if !matches!(self.op(mm2)?, Op::MatMul(_)) || self.input(mm2, 0)? != pv {
             return None;
         }
-        let v = self.value(self.input(mm2, 1)?, mm2, [bsz, h, sk, d])?;
+        let v = if flat {
+            let (v4, vr) = self.unflatten_operand(self.input(mm2, 1)?, mm2, [bsz, h])?;
+            let mut v = self.value(v4, vr, [bsz, h, sk, d])?;
+            v.steps.push(vr);
+            v
+        } else {
+            self.value(self.input(mm2, 1)?, mm2, [bsz, h, sk, d])?
+        };
         if v.kv_heads != k.kv_heads {
             return None;
         }
         steps.push(mm2);
         steps.extend(&v.steps);
-        let (output, out_shape, merged) =
+        let (output, mut out_shape, merged) =
             self.merge_heads(self.out(mm2), [bsz, h, sq, d], &mut steps)?;
+        if !merged {
+            // [B, H, Sq, D], or [B·H, Sq, D] (flattened, not reshaped back): one layout.
+            out_shape = self.shape(output).to_vec();
+        }
         steps.sort_unstable();
         let mut inputs = vec![q.src, k.src, v.src];
         inputs.extend(scale_inputs);
