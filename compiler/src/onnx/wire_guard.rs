@@ -37,12 +37,15 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn varint(&mut self) -> Result<u64, String> {
+    /// Reads a varint that ends before `end`.
+    fn varint(&mut self, end: usize) -> Result<u64, String> {
         let start = self.pos;
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(format!("truncated varint at byte {start}"));
+            let Some(&b) = self.bytes.get(self.pos).filter(|_| self.pos < end) else {
+                return Err(format!(
+                    "a varint at byte {start} runs past the end of its message"
+                ));
             };
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
@@ -64,11 +67,11 @@ impl Reader<'_> {
             _ if at as u128 + n as u128 > self.bytes.len() as u128 => Err(format!(
                 "{what} at byte {at} runs past the end of the file ({n} bytes, {} left): \
                  the file may be truncated",
-                end - at
+                end.saturating_sub(at)
             )),
             _ => Err(format!(
                 "{what} at byte {at} runs past the end of its message ({n} bytes, {} left)",
-                end - at
+                end.saturating_sub(at)
             )),
         }
     }
@@ -76,11 +79,11 @@ impl Reader<'_> {
     /// Skips the value of a field of `wire` type other than a group.
     fn skip_value(&mut self, wire: u8, end: usize) -> Result<(), String> {
         match wire {
-            VARINT => self.varint().map(|_| ()),
+            VARINT => self.varint(end).map(|_| ()),
             FIXED64 => self.skip(8, end, "a fixed64 field"),
             FIXED32 => self.skip(4, end, "a fixed32 field"),
             LEN => {
-                let n = self.varint()?;
+                let n = self.varint(end)?;
                 self.skip(n, end, "a length-delimited field")
             }
             _ => Err(format!("wire type {wire} at byte {}", self.pos)),
@@ -88,9 +91,9 @@ impl Reader<'_> {
     }
 
     /// Reads a tag: (field number, wire type).
-    fn tag(&mut self) -> Result<(u64, u8), String> {
+    fn tag(&mut self, end: usize) -> Result<(u64, u8), String> {
         let at = self.pos;
-        let tag = self.varint()?;
+        let tag = self.varint(end)?;
         let wire = (tag & 7) as u8;
         if wire > FIXED32 {
             return Err(format!("invalid wire type {wire} at byte {at}"));
@@ -108,7 +111,7 @@ impl Reader<'_> {
                     "unterminated protobuf group starting at byte {start} in {in_message}"
                 ));
             }
-            let (_, wire) = self.tag()?;
+            let (_, wire) = self.tag(end)?;
             match wire {
                 START_GROUP => {
                     depth += 1;
@@ -138,7 +141,7 @@ fn walk(r: &mut Reader, end: usize, msg: Msg, depth: usize) -> Result<(), String
         ));
     }
     while r.pos < end {
-        let (field, wire) = r.tag()?;
+        let (field, wire) = r.tag(end)?;
         match wire {
             START_GROUP => r.skip_group(end, msg.name())?,
             END_GROUP => {
@@ -150,7 +153,7 @@ fn walk(r: &mut Reader, end: usize, msg: Msg, depth: usize) -> Result<(), String
             }
             LEN => match msg.field(field) {
                 Some(sub) => {
-                    let n = r.varint()?;
+                    let n = r.varint(end)?;
                     let at = r.pos;
                     r.skip(n, end, sub.name())?;
                     let mut inner = Reader {
@@ -274,6 +277,20 @@ mod tests {
         bytes.extend(&node);
         let err = check_model(&bytes).unwrap_err();
         assert!(err.contains("in NodeProto"), "{err}");
+    }
+
+    /// A varint that straddles the end of its message (fuzzing found it: the remaining
+    /// length was computed as `end − position` with the position past the end).
+    #[test]
+    fn varints_across_a_message_end_are_rejected() {
+        // graph (7) of 2 bytes holding node (1) whose length varint continues past them.
+        let err = check_model(&[0x3a, 0x02, 0x0a, 0x80, 0x01, 8, 8]).unwrap_err();
+        assert!(err.contains("varint at byte 3 runs past the end"), "{err}");
+        // The fuzz target's input: a length-delimited field after an overlong varint.
+        let input = [
+            0x3a, 0x05, 0x0a, 0x03, 0x12, 0x0d, 0x0a, 0x42, 0x04, 0x0a, 0x00, 0x10, 0x0d,
+        ];
+        assert!(check_model(&input).is_err());
     }
 
     #[test]
