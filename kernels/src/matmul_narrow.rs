@@ -33,6 +33,13 @@ pub(crate) fn a_bt(
         unsafe { a_bt_avx512((m, n, k), a, b, alpha, accumulate, out) };
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); the operand lengths
+        // were checked above.
+        unsafe { a_bt_avx2((m, n, k), a, b, alpha, accumulate, out) };
+        return Ok(());
+    }
     vectorized(
         #[inline(always)]
         || {
@@ -61,6 +68,135 @@ pub(crate) fn a_bt(
         },
     );
     Ok(())
+}
+
+/// [`a_bt`] on AVX2 without AVX-512: tiles of up to 2 rows of A by 4 rows of B with one
+/// 8-lane FMA accumulator per output (eight independent chains; masked loads for the last
+/// chunk of k), so each chunk of B's rows is loaded once per 2 rows of A. One row of A
+/// against one row of B at a time (the loop below, vectorised for the baseline) ran
+/// MobileNet-V3's classifier `[2, 1024] · [1000, 1024]ᵀ` 10x slower on an AVX2 core. An
+/// output's sum runs over k in the same order whatever tile it falls in.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` must hold `m·k`, `b` `n·k` and `out` `m·n`
+/// elements.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn a_bt_avx2(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    alpha: f32,
+    accumulate: bool,
+    out: &mut [f32],
+) {
+    let mut put = |i: usize, j: usize, d: f32| {
+        let o = &mut out[i * n + j];
+        let v = alpha * d;
+        *o = if accumulate { *o + v } else { v };
+    };
+    let mut tile_at = |i: usize, j: usize| {
+        let (mr, nr) = ((m - i).min(2), (n - j).min(4));
+        let mut tile = [[0f32; 4]; 2];
+        match (mr, nr) {
+            (2, 4) => tile = tile_avx2::<2, 4>(a, b, (i, j, k)),
+            (1, 4) => tile[0] = tile_avx2::<1, 4>(a, b, (i, j, k))[0],
+            _ => {
+                for (r, row) in tile.iter_mut().enumerate().take(mr) {
+                    for (c, v) in row.iter_mut().enumerate().take(nr) {
+                        *v = tile_avx2::<1, 1>(a, b, (i + r, j + c, k))[0][0];
+                    }
+                }
+            }
+        }
+        for (r, row) in tile.iter().enumerate().take(mr) {
+            for (c, &d) in row.iter().enumerate().take(nr) {
+                put(i + r, j + c, d);
+            }
+        }
+    };
+    if m > n {
+        for i in (0..m).step_by(2) {
+            for j in (0..n).step_by(4) {
+                tile_at(i, j);
+            }
+        }
+    } else {
+        for j in (0..n).step_by(4) {
+            for i in (0..m).step_by(2) {
+                tile_at(i, j);
+            }
+        }
+    }
+}
+
+/// The `MR × NR` dot products of rows `i..i + MR` of A with rows `j..j + NR` of B on AVX2:
+/// 8-lane FMA chains over k in order (the last chunk by masked loads, zeros beyond k),
+/// then the lanes summed in a fixed order.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the rows must lie within `a` and `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile_avx2<const MR: usize, const NR: usize>(
+    a: &[f32],
+    b: &[f32],
+    (i, j, k): (usize, usize, usize),
+) -> [[f32; NR]; MR] {
+    use std::arch::x86_64::{
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps, _mm256_setr_epi32, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    let mut acc = [[_mm256_setzero_ps(); NR]; MR];
+    let (pa, pb) = (a.as_ptr().add(i * k), b.as_ptr().add(j * k));
+    let full = k / 8 * 8;
+    let mut l = 0;
+    while l < full {
+        // SAFETY (caller's contract): elements l .. l + 8 <= k of every row lie within it.
+        let bv: [_; NR] = std::array::from_fn(|c| _mm256_loadu_ps(pb.add(c * k + l)));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_loadu_ps(pa.add(r * k + l));
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = _mm256_fmadd_ps(av, bv[c], *v);
+            }
+        }
+        l += 8;
+    }
+    if l < k {
+        let left = (k - l) as i32;
+        // Lanes below `left` are loaded (sign bit set), the rest read as 0.
+        let lane = |x: i32| if x < left { -1 } else { 0 };
+        let mask = _mm256_setr_epi32(
+            lane(0),
+            lane(1),
+            lane(2),
+            lane(3),
+            lane(4),
+            lane(5),
+            lane(6),
+            lane(7),
+        );
+        // SAFETY (caller's contract): the unmasked lanes l .. k of every row lie within it;
+        // masked-off lanes are not read.
+        let bv: [_; NR] = std::array::from_fn(|c| _mm256_maskload_ps(pb.add(c * k + l), mask));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_maskload_ps(pa.add(r * k + l), mask);
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = _mm256_fmadd_ps(av, bv[c], *v);
+            }
+        }
+    }
+    let mut res = [[0f32; NR]; MR];
+    for (res_r, acc_r) in res.iter_mut().zip(&acc) {
+        for (v, x) in res_r.iter_mut().zip(acc_r) {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 floats.
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *x);
+            *v = lanes.iter().sum();
+        }
+    }
+    res
 }
 
 /// [`a_bt`] on AVX-512: tiles of up to 4 rows of A by 4 rows of B, whose 16 dot products
