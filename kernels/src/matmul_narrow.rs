@@ -90,16 +90,10 @@ unsafe fn a_bt_avx2(
     accumulate: bool,
     out: &mut [f32],
 ) {
-    let mut put = |i: usize, j: usize, d: f32| {
-        let o = &mut out[i * n + j];
-        let v = alpha * d;
-        *o = if accumulate { *o + v } else { v };
-    };
-    let mut tile_at = |i: usize, j: usize| {
-        let (mr, nr) = ((m - i).min(2), (n - j).min(4));
-        let mut tile = [[0f32; 4]; 2];
+    tiles((m, n), 2, alpha, accumulate, out, |i, j, mr, nr| {
+        let mut tile = [[0f32; 4]; 4];
         match (mr, nr) {
-            (2, 4) => tile = tile_avx2::<2, 4>(a, b, (i, j, k)),
+            (2, 4) => tile[..2].copy_from_slice(&tile_avx2::<2, 4>(a, b, (i, j, k))),
             (1, 4) => tile[0] = tile_avx2::<1, 4>(a, b, (i, j, k))[0],
             _ => {
                 for (r, row) in tile.iter_mut().enumerate().take(mr) {
@@ -109,25 +103,8 @@ unsafe fn a_bt_avx2(
                 }
             }
         }
-        for (r, row) in tile.iter().enumerate().take(mr) {
-            for (c, &d) in row.iter().enumerate().take(nr) {
-                put(i + r, j + c, d);
-            }
-        }
-    };
-    if m > n {
-        for i in (0..m).step_by(2) {
-            for j in (0..n).step_by(4) {
-                tile_at(i, j);
-            }
-        }
-    } else {
-        for j in (0..n).step_by(4) {
-            for i in (0..m).step_by(2) {
-                tile_at(i, j);
-            }
-        }
-    }
+        tile
+    });
 }
 
 /// The `MR × NR` dot products of rows `i..i + MR` of A with rows `j..j + NR` of B on AVX2:
@@ -217,14 +194,7 @@ unsafe fn a_bt_avx512(
     accumulate: bool,
     out: &mut [f32],
 ) {
-    let mut put = |i: usize, j: usize, d: f32| {
-        let o = &mut out[i * n + j];
-        let v = alpha * d;
-        *o = if accumulate { *o + v } else { v };
-    };
-    // One tile of up to 4 rows of A (from i) by 4 rows of B (from j).
-    let mut tile_at = |i: usize, j: usize| {
-        let (mr, nr) = ((m - i).min(4), (n - j).min(4));
+    tiles((m, n), 4, alpha, accumulate, out, |i, j, mr, nr| {
         // Edge tiles: the same arithmetic per output, by rows of A (four rows of B each,
         // four independent accumulators) or one output at a time.
         let mut tile = [[0f32; 4]; 4];
@@ -244,25 +214,45 @@ unsafe fn a_bt_avx512(
                 }
             }
         }
-        for (r, row) in tile.iter().enumerate().take(mr) {
+        tile
+    });
+}
+
+/// Writes `alpha · d (+ out)` for every output of `out[m × n]`, the dot products `d` coming
+/// tile by tile from `tile(i, j, mr, nr)`: rows `i..i + mr` of A (at most `rows`) by rows
+/// `j..j + nr` of B (at most 4). The larger operand is streamed once, in the outer loop;
+/// the smaller one's rows are read again for each of its blocks, from the cache (a Conv's
+/// weights as A against a few columns as B: reading all of A per block of four columns
+/// read 8 MB of weights twice from memory on ResNeXt's late 1×1 Convs).
+#[inline(always)]
+fn tiles(
+    (m, n): (usize, usize),
+    rows: usize,
+    alpha: f32,
+    accumulate: bool,
+    out: &mut [f32],
+    mut tile: impl FnMut(usize, usize, usize, usize) -> [[f32; 4]; 4],
+) {
+    let mut tile_at = |i: usize, j: usize| {
+        let (mr, nr) = ((m - i).min(rows), (n - j).min(4));
+        let t = tile(i, j, mr, nr);
+        for (r, row) in t.iter().enumerate().take(mr) {
             for (c, &d) in row.iter().enumerate().take(nr) {
-                put(i + r, j + c, d);
+                let o = &mut out[(i + r) * n + j + c];
+                let v = alpha * d;
+                *o = if accumulate { *o + v } else { v };
             }
         }
     };
-    // The larger operand is streamed once, in the outer loop; the smaller one's rows are
-    // read again for each of its blocks, from the cache (a Conv's weights as A against a
-    // few columns as B: reading all of A per block of four columns read 8 MB of weights
-    // twice from memory on ResNeXt's late 1×1 Convs).
     if m > n {
-        for i in (0..m).step_by(4) {
+        for i in (0..m).step_by(rows) {
             for j in (0..n).step_by(4) {
                 tile_at(i, j);
             }
         }
     } else {
         for j in (0..n).step_by(4) {
-            for i in (0..m).step_by(4) {
+            for i in (0..m).step_by(rows) {
                 tile_at(i, j);
             }
         }
