@@ -168,14 +168,13 @@ enum Term<'a> {
     Tanh,
 }
 
-/// Resolves `terms` from `inputs` (starting at `at`); returns them and the inputs read.
+/// Resolves `terms` from `inputs` (starting at `at`).
 fn resolve_terms<'a>(
     terms: &[ScoreTerm],
     inputs: &[&'a Tensor],
     mut at: usize,
     full: [usize; 4],
-) -> KResult<(Vec<Term<'a>>, usize)> {
-    let start = at;
+) -> KResult<Vec<Term<'a>>> {
     let mut out = Vec::with_capacity(terms.len());
     for &t in terms {
         let input = |i: usize| -> KResult<&'a Tensor> {
@@ -202,7 +201,7 @@ fn resolve_terms<'a>(
         });
         at += t.inputs();
     }
-    Ok((out, at - start))
+    Ok(out)
 }
 
 /// Applies one resolved term to a row of scores; `mo` maps strides to the row's offset.
@@ -439,7 +438,7 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             Mask::Bias(cond, mask_strides(inputs[m0], full)?)
         }
     };
-    let (terms, _) = resolve_terms(&a.terms, inputs, m0 + n_mask, full)?;
+    let terms = resolve_terms(&a.terms, inputs, m0 + n_mask, full)?;
     let fill = if nan_fill {
         scalar(inputs[m0 + n_mask + n_terms], "NaN fill")?
     } else {
