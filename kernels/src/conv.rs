@@ -3,8 +3,8 @@
 //! stride or padding multiplies the input directly); a dense Conv with few input channels
 //! (a stem) is vectorised over output columns (`conv_few_channels.rs`). A depthwise
 //! convolution (one input channel per group) accumulates kernel taps straight into the
-//! output: 16 channels at a time interleaved, with AVX-512, wherever the row path does not
-//! read 3×3 planes in place (`conv_depthwise_blocked.rs`); over all channels at once on
+//! output: 16 channels at a time interleaved, with AVX-512 or AVX2 (`lanes16.rs`),
+//! wherever the row path does not read 3×3 planes in place (`conv_depthwise_blocked.rs`); over all channels at once on
 //! planes of at most 64 outputs (`conv_depthwise.rs`); plane by plane from padded
 //! stride-phase copies of the input on 1-D and 2-D planes (`conv_depthwise_flat.rs`); and
 //! run by run from the tap table in three or more dimensions. ConvTranspose is one GEMM
@@ -203,7 +203,7 @@ pub(crate) fn conv_fused(
     }
     if let Some(geo) = flat
         .as_ref()
-        .filter(|geo| few_channels_suits(c, m, g, geo.output[1]))
+        .filter(|geo| few_channels_suits(c, m, g, geo.output[1], win.kernel_len()))
     {
         let out = conv_few_channels(&geo.pointwise_as_one_row(), (n, c, m), xv, wv, bias, epi);
         return make(x.dtype, shape, TensorData::F32(out));

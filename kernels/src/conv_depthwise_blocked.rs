@@ -1,5 +1,5 @@
 //! Depthwise 2-D Conv with one output channel per input channel, sixteen channels at a time
-//! interleaved (AVX-512): the layout onnxruntime's NCHWc kernels keep between Convs, built
+//! interleaved (one AVX-512 register, or two AVX2 ones: `lanes16.rs`): the layout onnxruntime's NCHWc kernels keep between Convs, built
 //! here inside the Conv. Per block of 16 planes, the input planes are transposed (16×16
 //! blocks in registers) into one zero-padded buffer `[row, column, 16]`; every output
 //! position is then the 16 biases plus, tap by tap, one full-width load and one fused
@@ -19,6 +19,9 @@
 use super::conv_depthwise_flat::{fill_planes, FlatGeometry};
 use super::conv_depthwise_rows::rows_serve;
 use super::conv_epilogue::Epilogue;
+use super::lanes16::{lanes_isa, LanesIsa};
+#[cfg(target_arch = "x86_64")]
+use super::lanes16::{Avx2, Avx512, Lanes16};
 use std::mem::MaybeUninit;
 
 /// Channels (planes) per block: one AVX-512 vector.
@@ -66,8 +69,8 @@ impl Padded {
 }
 
 /// True where the blocked kernel serves a depthwise Conv of geometry `geo` (one output
-/// channel per input channel) over `planes` planes of all images: AVX-512F, as for the
-/// direct Conv; at least one whole block of planes; at least a quarter of all (output,
+/// channel per input channel) over `planes` planes of all images: AVX-512F or AVX2 with
+/// FMA; at least one whole block of planes; at least a quarter of all (output,
 /// tap) pairs reading the input, not padding (the channels-innermost path visits the live
 /// ones only: MobileNet-V3's 5×5 Convs on 2×2 planes, 16 % live, took 77 against 56 µs
 /// here, on 4×4 planes, 49 % live, 12 against 32); and not a Conv of at most 3×3 taps that
@@ -75,10 +78,27 @@ impl Padded {
 /// µs there; with 5×5 or 7×7 taps the blocked kernel is 7–25 % faster).
 pub(crate) fn blocked_suits(geo: &FlatGeometry, planes: usize) -> bool {
     let kl = geo.kernel[0] * geo.kernel[1];
+    let isa_suits = match lanes_isa() {
+        Some(LanesIsa::Avx512) => true,
+        Some(LanesIsa::Avx2) => avx2_suits(geo),
+        None => false,
+    };
     planes >= L
-        && super::conv_direct::direct_available()
+        && isa_suits
         && 4 * live_pairs(geo) >= geo.output[0] * geo.output[1] * kl
         && !(kl <= 9 && rows_serve(geo))
+}
+
+/// Where the blocked kernel on AVX2 (two registers per block, no row path beside it) is
+/// faster than the plane paths, measured on an AMD EPYC with AVX2, 2 images of 32 to 1152
+/// channels, 3×3 and 5×5 taps: everywhere (0.28–0.9 of their time; 0.37 on stride 2)
+/// except on planes of fewer than 16 inputs, where every block of positions is a partial
+/// one (`[1152, 2, 2]` under 3×3: 95 against 60 µs, `[256, 3, 3]`: 1.17×; from 4×4 on
+/// 0.72–0.78), and at stride 1 on output planes of a multiple of 1024 elements, whose
+/// planes lie 4 KB apart (32×32: 66 against 47 µs, 64×64: 1.15×; 31×31 and 40×40: 0.7–0.9).
+fn avx2_suits(geo: &FlatGeometry) -> bool {
+    let p_out = geo.output[0] * geo.output[1];
+    geo.input[0] * geo.input[1] >= L && !(geo.strides == [1, 1] && p_out.is_multiple_of(1024))
 }
 
 /// The (output, tap) pairs of `geo` that read the input (rows times columns: the two axes
@@ -111,15 +131,30 @@ pub(crate) fn depthwise_blocked(
     m: usize,
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
+    assert!(blocked_suits(geo, planes), "depthwise_blocked: not served");
+    // Some: blocked_suits checked it (blocked_with checks the sizes).
+    blocked_with(lanes_isa(), geo, x, w, bias, (planes, m), epi)
+}
+
+/// [`depthwise_blocked`] on the instruction set `isa` (which the CPU must support: the
+/// tests run the AVX2 kernel on AVX-512 machines too).
+fn blocked_with(
+    isa: Option<LanesIsa>,
+    geo: &FlatGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    (planes, m): (usize, usize),
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
     let [h, wd] = geo.input;
     let [oh, ow] = geo.output;
     let kl = geo.kernel[0] * geo.kernel[1];
     let (p_in, p_out) = (h * wd, oh * ow);
     assert!(
-        x.len() == planes * p_in && w.len() == m * kl && m > 0 && kl > 0,
+        x.len() == planes * p_in && w.len() == m * kl && m > 0 && kl > 0 && planes >= L,
         "depthwise_blocked: sizes"
     );
-    assert!(blocked_suits(geo, planes), "depthwise_blocked: not served");
     let pad = Padded::of(geo);
     let run = |first: usize, chunk: &mut [MaybeUninit<f32>]| {
         // Per thread: the padded input (its border stays zero across blocks: each block
@@ -147,22 +182,31 @@ pub(crate) fn depthwise_blocked(
                 }
             }
             let xs = &x[p0 * p_in..(p0 + nb) * p_in];
+            let mut one = Block {
+                xs,
+                nb,
+                geo,
+                pad,
+                wt: &wt,
+                bias: &bv,
+                tin: &mut tin,
+                padded: &mut padded,
+                tout: &mut tout,
+                tile: &mut tile,
+            };
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: blocked_suits (asserted above) checked AVX-512F; the buffers have the
-            // sizes each kernel documents (allocated just above from the same geometry).
+            // SAFETY: blocked_suits (asserted above) checked the instruction set; the
+            // buffers have the sizes each kernel documents (allocated just above from the
+            // same geometry).
             unsafe {
-                gather_input(xs, nb, geo, pad, &mut tin, &mut padded, &mut tile);
-                match (geo.kernel, geo.strides) {
-                    ([3, 3], [1, 1]) => rows::<9, 3, 1>(geo, pad, &padded, &wt, &bv, &mut tout),
-                    ([3, 3], [2, 2]) => rows::<9, 3, 2>(geo, pad, &padded, &wt, &bv, &mut tout),
-                    ([5, 5], [1, 1]) => rows::<25, 5, 1>(geo, pad, &padded, &wt, &bv, &mut tout),
-                    ([5, 5], [2, 2]) => rows::<25, 5, 2>(geo, pad, &padded, &wt, &bv, &mut tout),
-                    _ => rows::<0, 0, 0>(geo, pad, &padded, &wt, &bv, &mut tout),
+                match isa {
+                    Some(LanesIsa::Avx512) => block_avx512(&mut one, dst),
+                    Some(LanesIsa::Avx2) => block_avx2(&mut one, dst),
+                    None => unreachable!("blocked_suits found an instruction set"),
                 }
-                scatter_output(&tout, nb, p_out, dst, &mut tile);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("blocked_suits is false off x86-64");
+            unreachable!("blocked_suits is false off x86-64 ({isa:?}, {})", one.nb);
             // SAFETY: scatter_output wrote all nb·p_out elements of `dst`; MaybeUninit<f32>
             // has f32's layout.
             let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()) };
@@ -176,6 +220,65 @@ pub(crate) fn depthwise_blocked(
     unsafe { fill_planes(planes, p_out, kl, L, run) }
 }
 
+/// One block of up to 16 planes and the per-thread scratch it runs in (sizes as
+/// [`depthwise_blocked`] allocates them).
+struct Block<'a> {
+    xs: &'a [f32],
+    nb: usize,
+    geo: &'a FlatGeometry,
+    pad: Padded,
+    wt: &'a [f32],
+    bias: &'a [f32; L],
+    tin: &'a mut [f32],
+    padded: &'a mut [f32],
+    tout: &'a mut [f32],
+    tile: &'a mut [f32; L * L],
+}
+
+/// [`block`] on AVX-512.
+///
+/// # Safety
+/// AVX-512F; as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512(b: &mut Block<'_>, dst: &mut [MaybeUninit<f32>]) {
+    block::<Avx512>(b, dst)
+}
+
+/// [`block`] on AVX2.
+///
+/// # Safety
+/// AVX2 and FMA; as [`block`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(b: &mut Block<'_>, dst: &mut [MaybeUninit<f32>]) {
+    block::<Avx2>(b, dst)
+}
+
+/// The `b.nb` output planes `dst` of one block: its input gathered into the padded
+/// buffer, every output position, and the transpose back.
+///
+/// # Safety
+/// The CPU supports `V`'s instruction set; the scratch of `b` is sized for its geometry,
+/// and `dst` holds `b.nb` output planes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block<V: Lanes16>(b: &mut Block<'_>, dst: &mut [MaybeUninit<f32>]) {
+    let (geo, pad) = (b.geo, b.pad);
+    gather_input::<V>(b.xs, b.nb, geo, pad, b.tin, b.padded, b.tile);
+    let (padded, wt, bias) = (&*b.padded, b.wt, b.bias);
+    let tout = &mut *b.tout;
+    match (geo.kernel, geo.strides) {
+        ([3, 3], [1, 1]) => rows::<V, 9, 3, 1>(geo, pad, padded, wt, bias, tout),
+        ([3, 3], [2, 2]) => rows::<V, 9, 3, 2>(geo, pad, padded, wt, bias, tout),
+        ([5, 5], [1, 1]) => rows::<V, 25, 5, 1>(geo, pad, padded, wt, bias, tout),
+        ([5, 5], [2, 2]) => rows::<V, 25, 5, 2>(geo, pad, padded, wt, bias, tout),
+        _ => rows::<V, 0, 0, 0>(geo, pad, padded, wt, bias, tout),
+    }
+    let p_out = geo.output[0] * geo.output[1];
+    scatter_output::<V>(tout, b.nb, p_out, dst, b.tile);
+}
+
 /// Transposes the `nb` input planes `xs` (`[nb, h·w]`) into `padded` (`[rows, cols, 16]`,
 /// the input at row `pt`, column `pl`, then [`SLACK`] positions). Small planes
 /// ([`through_tin`]) go through `tin` (`[h·w rounded up to 16, 16]`, whole blocks of
@@ -186,10 +289,11 @@ pub(crate) fn depthwise_blocked(
 /// whatever they held: their outputs are never written out.
 ///
 /// # Safety
-/// AVX-512F; `xs.len() == nb·h·w`, `1 ≤ nb ≤ 16`, `tin` and `padded` sized as above.
+/// `V`'s instruction set; `xs.len() == nb·h·w`, `1 ≤ nb ≤ 16`, `tin` and `padded` sized as
+/// above.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gather_input(
+#[inline(always)]
+unsafe fn gather_input<V: Lanes16>(
     xs: &[f32],
     nb: usize,
     geo: &FlatGeometry,
@@ -205,12 +309,12 @@ unsafe fn gather_input(
         for r in 0..h {
             let at = ((r + pt) * pad.cols + pl) * L;
             // SAFETY: row r of each plane, into row r + pt of `padded` (with its slack).
-            transpose_run(xs, r * wd, wd, p_in, nb, &mut padded[at..], tile);
+            transpose_run::<V>(xs, r * wd, wd, p_in, nb, &mut padded[at..], tile);
         }
         return;
     }
     // SAFETY: all positions of each plane, into `tin`'s rounded-up rows.
-    transpose_run(xs, 0, p_in, p_in, nb, tin, tile);
+    transpose_run::<V>(xs, 0, p_in, p_in, nb, tin, tile);
     for r in 0..h {
         padded[((r + pt) * pad.cols + pl) * L..][..wd * L]
             .copy_from_slice(&tin[r * wd * L..][..wd * L]);
@@ -222,11 +326,11 @@ unsafe fn gather_input(
 /// zeros past its positions).
 ///
 /// # Safety
-/// AVX-512F; `from + n ≤ p_in`, `xs.len() == nb·p_in`, `1 ≤ nb ≤ 16`, and `dst` holds
-/// `n` rounded up to 16 positions of 16.
+/// `V`'s instruction set; `from + n ≤ p_in`, `xs.len() == nb·p_in`, `1 ≤ nb ≤ 16`, and
+/// `dst` holds `n` rounded up to 16 positions of 16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_run(
+#[inline(always)]
+unsafe fn transpose_run<V: Lanes16>(
     xs: &[f32],
     from: usize,
     n: usize,
@@ -235,7 +339,6 @@ unsafe fn transpose_run(
     dst: &mut [f32],
     tile: &mut [f32; L * L],
 ) {
-    use super::transpose2d::block16;
     assert!(
         dst.len() >= n.next_multiple_of(L) * L,
         "transpose_run: destination"
@@ -245,7 +348,7 @@ unsafe fn transpose_run(
         if nb == L && k == L {
             // SAFETY: positions from + c0 .. + 16 ≤ p_in of the 16 planes; 16 rows of
             // `dst` from c0 (checked above).
-            block16(
+            V::transpose16(
                 xs.as_ptr().add(from + c0),
                 p_in,
                 dst.as_mut_ptr().add(c0 * L),
@@ -262,7 +365,7 @@ unsafe fn transpose_run(
                 }
             }
             // SAFETY: the tile holds 16 rows of 16; `dst` 16 rows from c0 (checked above).
-            block16(tile.as_ptr(), L, dst.as_mut_ptr().add(c0 * L), L);
+            V::transpose16(tile.as_ptr(), L, dst.as_mut_ptr().add(c0 * L), L);
         }
     }
 }
@@ -273,12 +376,12 @@ unsafe fn transpose_run(
 /// and loads each tap's weights as it goes.
 ///
 /// # Safety
-/// AVX-512F; `padded` is `[pad.rows, pad.cols, 16]` for `geo`, `wt` `[kh·kw, 16]`, `tout`
-/// at least `[oh·ow, 16]`; `K`, `KW` and `S` are 0 or `geo`'s kernel size, width and
-/// strides.
+/// `V`'s instruction set; `padded` is `[pad.rows, pad.cols, 16]` for `geo`, `wt`
+/// `[kh·kw, 16]`, `tout` at least `[oh·ow, 16]`; `K`, `KW` and `S` are 0 or `geo`'s kernel
+/// size, width and strides.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows<const K: usize, const KW: usize, const S: usize>(
+#[inline(always)]
+unsafe fn rows<V: Lanes16, const K: usize, const KW: usize, const S: usize>(
     geo: &FlatGeometry,
     pad: Padded,
     padded: &[f32],
@@ -286,7 +389,6 @@ unsafe fn rows<const K: usize, const KW: usize, const S: usize>(
     bias: &[f32; L],
     tout: &mut [f32],
 ) {
-    use std::arch::x86_64::_mm512_loadu_ps;
     let [oh, ow] = geo.output;
     let (kh, kw) = if K > 0 {
         (K / KW, KW)
@@ -300,12 +402,13 @@ unsafe fn rows<const K: usize, const KW: usize, const S: usize>(
     };
     let [dh, dw] = geo.dilations;
     debug_assert!(padded.len() >= pad.rows * pad.cols * L && tout.len() >= oh * ow * L);
-    let b = _mm512_loadu_ps(bias.as_ptr());
-    // The taps' weights in registers when their number is known.
+    let b = V::load(bias.as_ptr());
+    // The taps' weights in registers when their number is known (AVX2 keeps some on the
+    // stack: 25 taps are 50 registers there).
     let mut wk = [b; 25];
     if K > 0 {
         for (t, v) in wk.iter_mut().enumerate().take(K) {
-            *v = _mm512_loadu_ps(wt.as_ptr().add(t * L));
+            *v = V::load(wt.as_ptr().add(t * L));
         }
     }
     let at = Taps {
@@ -323,11 +426,11 @@ unsafe fn rows<const K: usize, const KW: usize, const S: usize>(
         let row = tout.as_mut_ptr().add(r * ow * L);
         let mut o = 0;
         while o + AHEAD <= ow {
-            positions::<AHEAD>(&at, top, o, row);
+            positions::<V, AHEAD>(&at, top, o, row);
             o += AHEAD;
         }
         while o < ow {
-            positions::<1>(&at, top, o, row);
+            positions::<V, 1>(&at, top, o, row);
             o += 1;
         }
     }
@@ -338,46 +441,50 @@ unsafe fn rows<const K: usize, const KW: usize, const S: usize>(
 /// (`weights`, when the kernel size is known at compile time; else read from `wt`), and
 /// the biases.
 #[cfg(target_arch = "x86_64")]
-struct Taps<'a> {
+struct Taps<'a, V> {
     kh: usize,
     kw: usize,
     sw: usize,
     dw: usize,
     pitch: usize,
-    weights: &'a [std::arch::x86_64::__m512],
+    weights: &'a [V],
     wt: &'a [f32],
-    bias: std::arch::x86_64::__m512,
+    bias: V,
 }
 
 /// Output positions `o .. o + N` of one output row: `top` is the padded buffer's row the
 /// first kernel row reads, `row` the output row in `tout`.
 ///
 /// # Safety
-/// AVX-512F; every position's window lies inside the padded buffer (Padded::of covers the
-/// last output's reach) and `row` holds the row's `ow ≥ o + N` positions of 16.
+/// `V`'s instruction set; every position's window lies inside the padded buffer
+/// (Padded::of covers the last output's reach) and `row` holds the row's `ow ≥ o + N`
+/// positions of 16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn positions<const N: usize>(at: &Taps<'_>, top: *const f32, o: usize, row: *mut f32) {
-    use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
-    let mut acc: [__m512; N] = [at.bias; N];
+#[inline(always)]
+unsafe fn positions<V: Lanes16, const N: usize>(
+    at: &Taps<'_, V>,
+    top: *const f32,
+    o: usize,
+    row: *mut f32,
+) {
+    let mut acc: [V; N] = [at.bias; N];
     for i in 0..at.kh {
         let krow = top.add(i * at.pitch);
         for j in 0..at.kw {
             let t = i * at.kw + j;
             let w = match at.weights.get(t) {
                 Some(&w) => w,
-                None => _mm512_loadu_ps(at.wt.as_ptr().add(t * L)),
+                None => V::load(at.wt.as_ptr().add(t * L)),
             };
             for (u, a) in acc.iter_mut().enumerate() {
                 // SAFETY: inside the window of position o + u (the caller's contract).
-                let v = _mm512_loadu_ps(krow.add(((o + u) * at.sw + j * at.dw) * L));
-                *a = _mm512_fmadd_ps(w, v, *a);
+                let v = V::load(krow.add(((o + u) * at.sw + j * at.dw) * L));
+                *a = V::fmadd(w, v, *a);
             }
         }
     }
     for (u, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(row.add((o + u) * L), *a);
+        a.store(row.add((o + u) * L));
     }
 }
 
@@ -386,27 +493,26 @@ unsafe fn positions<const N: usize>(at: &Taps<'_>, top: *const f32, o: usize, ro
 /// `tile`. Every element of `dst` is written.
 ///
 /// # Safety
-/// AVX-512F; `dst.len() == nb·p_out`, `1 ≤ nb ≤ 16`, `tout` sized as above.
+/// `V`'s instruction set; `dst.len() == nb·p_out`, `1 ≤ nb ≤ 16`, `tout` sized as above.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn scatter_output(
+#[inline(always)]
+unsafe fn scatter_output<V: Lanes16>(
     tout: &[f32],
     nb: usize,
     p_out: usize,
     dst: &mut [MaybeUninit<f32>],
     tile: &mut [f32; L * L],
 ) {
-    use super::transpose2d::block16;
     let out = dst.as_mut_ptr().cast::<f32>();
     for r0 in (0..p_out).step_by(L) {
         let n = (p_out - r0).min(L);
         if nb == L && n == L {
             // SAFETY: rows r0..r0 + 16 of `tout`; columns r0..r0 + 16 < p_out of the 16
             // planes of `dst`.
-            block16(tout.as_ptr().add(r0 * L), L, out.add(r0), p_out);
+            V::transpose16(tout.as_ptr().add(r0 * L), L, out.add(r0), p_out);
         } else {
             // SAFETY: `tout` holds 16 rows from r0 (rounded up); the tile 16 of 16.
-            block16(tout.as_ptr().add(r0 * L), L, tile.as_mut_ptr(), L);
+            V::transpose16(tout.as_ptr().add(r0 * L), L, tile.as_mut_ptr(), L);
             for l in 0..nb {
                 // SAFETY: positions r0..r0 + n of plane l < nb, inside `dst`.
                 std::ptr::copy_nonoverlapping(tile.as_ptr().add(l * L), out.add(l * p_out + r0), n);
@@ -416,112 +522,5 @@ unsafe fn scatter_output(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{blocked_suits, depthwise_blocked};
-    use crate::conv_depthwise::tests::values;
-    use crate::conv_depthwise_flat::tests::reference;
-    use crate::conv_depthwise_flat::FlatGeometry;
-    use crate::conv_epilogue::Epilogue;
-
-    #[test]
-    fn blocks_of_sixteen_planes_match_the_definition_bitwise() {
-        if !crate::conv_direct::direct_available() {
-            eprintln!("skipped: the blocked depthwise kernel needs AVX-512F");
-            return;
-        }
-        // (input, kernel, strides, dilations, begin pads, end pads)
-        type Case = (
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-            [usize; 2],
-        );
-        let cases: [Case; 9] = [
-            // Small planes through the whole-plane staging buffer: 3×3 (registers), a
-            // partial last block of positions, stride 2 on both axes.
-            ([14, 14], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
-            ([7, 7], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
-            ([28, 28], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
-            ([9, 11], [5, 5], [2, 2], [1, 1], [2, 2], [2, 2]),
-            // Larger planes row by row: whole 16-column blocks and a partial one.
-            ([40, 44], [3, 3], [2, 2], [1, 1], [0, 1], [1, 1]),
-            ([33, 35], [5, 5], [1, 1], [1, 1], [2, 2], [2, 2]),
-            // Any other kernel (taps loaded as they go), dilation, uneven strides and pads.
-            ([12, 12], [7, 7], [1, 1], [2, 1], [3, 0], [6, 3]),
-            ([10, 13], [3, 2], [2, 3], [1, 2], [0, 1], [2, 0]),
-            ([1, 50], [1, 5], [1, 2], [1, 1], [0, 2], [0, 2]),
-        ];
-        for (input, kernel, strides, dilations, pb, pe) in cases {
-            let out_ext = |a: usize| {
-                (input[a] + pb[a] + pe[a] - (kernel[a] - 1) * dilations[a] - 1) / strides[a] + 1
-            };
-            let output = [out_ext(0), out_ext(1)];
-            let geo = FlatGeometry {
-                input,
-                output,
-                kernel,
-                strides,
-                dilations,
-                pads: pb,
-            };
-            // Two images of 21 channels: blocks that cross the images' boundary and a last
-            // block of 10 planes.
-            let (c, n) = (21, 2);
-            let planes = n * c;
-            assert!(blocked_suits(&geo, planes), "{geo:?} is served");
-            let (p_in, p_out) = (input[0] * input[1], output[0] * output[1]);
-            let kl = kernel[0] * kernel[1];
-            let x = values(planes * p_in, 1);
-            let w = values(c * kl, 2);
-            let b = values(c, 3);
-            // A residual epilogue: each plane must receive its own part.
-            let res = values(planes * p_out, 4);
-            let epi = Epilogue {
-                residual: Some(&res),
-                plane: p_out,
-                channels: c,
-                ..Epilogue::default()
-            };
-            let out = depthwise_blocked(&geo, &x, &w, Some(&b), planes, c, epi);
-            assert_eq!(out.len(), planes * p_out);
-            for plane in 0..planes {
-                let img = plane / c;
-                let mut want = reference(&geo, &x[img * c * p_in..], &w, &b, plane % c, 1);
-                want.iter_mut()
-                    .zip(&res[plane * p_out..])
-                    .for_each(|(v, r)| *v += r);
-                let got = &out[plane * p_out..][..p_out];
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(got), bits(&want), "{geo:?} plane {plane}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_row_path_and_mostly_padded_planes_are_left_to_the_other_kernels() {
-        let geo =
-            |input: [usize; 2], output: [usize; 2], k: usize, s: usize, p: usize| FlatGeometry {
-                input,
-                output,
-                kernel: [k, k],
-                strides: [s, s],
-                dilations: [1, 1],
-                pads: [p, p],
-            };
-        let served = crate::conv_direct::direct_available();
-        // 3×3 on 56-wide rows: the row path.
-        assert!(!blocked_suits(&geo([56, 56], [56, 56], 3, 1, 1), 144));
-        // 5×5 on 2×2 planes: 4 of 25 taps live.
-        assert!(!blocked_suits(&geo([2, 2], [2, 2], 5, 1, 2), 4608));
-        // Fewer planes than a block.
-        assert!(!blocked_suits(&geo([14, 14], [14, 14], 3, 1, 1), 15));
-        // Served where the CPU has AVX-512: 4×4 planes under 5×5 taps, stride 2.
-        assert_eq!(blocked_suits(&geo([4, 4], [4, 4], 5, 1, 2), 576), served);
-        assert_eq!(
-            blocked_suits(&geo([56, 56], [28, 28], 3, 2, 1), 144),
-            served
-        );
-    }
-}
+#[path = "conv_depthwise_blocked_tests.rs"]
+mod tests;

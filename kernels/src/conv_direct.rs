@@ -128,7 +128,8 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         plane *= out;
         ow = out;
     }
-    if super::conv_few_channels::few_channels_suits(x[1], w[0], group, ow) {
+    let kl = w[2..].iter().product();
+    if super::conv_few_channels::few_channels_suits(x[1], w[0], group, ow, kl) {
         // The few-channel kernel writes the planes directly (no transpose): faster on
         // every such Conv measured (`conv_few_channels.rs`).
         return false;

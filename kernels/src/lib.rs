@@ -30,6 +30,7 @@ mod fused;
 mod gather;
 mod gemm_unpacked;
 pub mod index;
+mod lanes16;
 mod matmul;
 mod matmul_narrow;
 mod movement;

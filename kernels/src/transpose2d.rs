@@ -1,6 +1,7 @@
 //! 2-D transposes of f32 matrices: `[rows, cols]` → `[cols, rows]`, by AVX-512 gathers
-//! where the CPU has them (the channels-innermost depthwise Conv and MaxPool, and
-//! Transposes whose merged axes form a batch of matrix transposes).
+//! where the CPU has them, by 8×8 blocks in AVX2 registers where it has AVX2 only (the
+//! channels-innermost depthwise Conv and MaxPool, and Transposes whose merged axes form a
+//! batch of matrix transposes).
 
 /// `[rows, cols]` → `[cols, rows]`.
 #[inline(always)]
@@ -38,6 +39,13 @@ pub(crate) fn transpose_pitched(
         // and written inside the slices, and every source offset fits in an i32 (checked
         // just above), as `transpose_avx512` requires.
         unsafe { transpose_avx512(src, src_pitch, dst, dst_pitch, rows, cols) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && rows >= 8 && cols >= 8 {
+        // SAFETY: the CPU supports AVX2; the assertion above keeps every element read and
+        // written inside the slices, as `transpose_avx2` requires.
+        unsafe { transpose_avx2(src, src_pitch, dst, dst_pitch, rows, cols) };
         return;
     }
     for r in 0..rows {
@@ -111,6 +119,93 @@ unsafe fn transpose_avx512(
     }
 }
 
+/// [`transpose_pitched`] on AVX2: whole 8×8 blocks in registers ([`block8_avx2`]), the
+/// rows and columns past the last whole block element by element.
+///
+/// # Safety
+/// The CPU must support AVX2; `src` must hold `(rows − 1)·src_pitch + cols` elements and
+/// `dst` `(cols − 1)·dst_pitch + rows`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_avx2(
+    src: &[f32],
+    src_pitch: usize,
+    dst: &mut [f32],
+    dst_pitch: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let (whole_rows, whole_cols) = (rows / 8 * 8, cols / 8 * 8);
+    for r0 in (0..whole_rows).step_by(8) {
+        for c0 in (0..whole_cols).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 and columns c0..c0 + 8 of the source, rows c0..c0 + 8
+            // and columns r0..r0 + 8 of the destination: inside the slices by the caller's
+            // contract.
+            block8_avx2(
+                src.as_ptr().add(r0 * src_pitch + c0),
+                src_pitch,
+                dst.as_mut_ptr().add(c0 * dst_pitch + r0),
+                dst_pitch,
+            );
+        }
+        for r in r0..r0 + 8 {
+            for c in whole_cols..cols {
+                dst[c * dst_pitch + r] = src[r * src_pitch + c];
+            }
+        }
+    }
+    for r in whole_rows..rows {
+        for (c, &v) in src[r * src_pitch..][..cols].iter().enumerate() {
+            dst[c * dst_pitch + r] = v;
+        }
+    }
+}
+
+/// Transposes the 8×8 block at `src` (rows `sp` apart) into `dst` (rows `dp` apart):
+/// 32-bit interleaves of row pairs, 64-bit shuffles within 128-bit lanes, then 128-bit lane
+/// swaps (24 shuffles for 64 elements).
+///
+/// # Safety
+/// The CPU must support AVX2; `src + r·sp + c` and `dst + c·dp + r` must be valid for
+/// reads and writes respectively, for every r, c below 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) unsafe fn block8_avx2(src: *const f32, sp: usize, dst: *mut f32, dp: usize) {
+    use std::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
+        _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+    let mut r = [_mm256_loadu_ps(src); 8];
+    for (i, ri) in r.iter_mut().enumerate().skip(1) {
+        // SAFETY: row i < 8 of the block, valid by the caller's contract.
+        *ri = _mm256_loadu_ps(src.add(i * sp));
+    }
+    // Per 128-bit lane: rows (2i, 2i + 1) interleaved, then groups of four columns.
+    let mut t = [r[0]; 8];
+    for i in 0..4 {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for h in 0..2 {
+        let (a, b, c, d) = (t[4 * h], t[4 * h + 1], t[4 * h + 2], t[4 * h + 3]);
+        r[4 * h] = _mm256_shuffle_ps::<0x44>(a, c);
+        r[4 * h + 1] = _mm256_shuffle_ps::<0xEE>(a, c);
+        r[4 * h + 2] = _mm256_shuffle_ps::<0x44>(b, d);
+        r[4 * h + 3] = _mm256_shuffle_ps::<0xEE>(b, d);
+    }
+    // r[k] (k < 4) holds columns k and k + 4 of rows 0..4 in its two lanes, r[4 + k] those of
+    // rows 4..8: the low lanes pair into column k, the high ones into column k + 4.
+    for k in 0..4 {
+        let lo = _mm256_permute2f128_ps::<0x20>(r[k], r[4 + k]);
+        let hi = _mm256_permute2f128_ps::<0x31>(r[k], r[4 + k]);
+        // SAFETY: destination rows k and k + 4 < 8 of the block, valid by the caller's
+        // contract.
+        _mm256_storeu_ps(dst.add(k * dp), lo);
+        _mm256_storeu_ps(dst.add((k + 4) * dp), hi);
+    }
+}
+
 /// Transposes the 16×16 block at `src` (rows `sp` apart) into `dst` (rows `dp` apart):
 /// interleaves of 32-bit, then 64-bit elements within 128-bit lanes, then two rounds of
 /// 128-bit lane shuffles.
@@ -171,6 +266,16 @@ pub(crate) unsafe fn block16(src: *const f32, sp: usize, dst: *mut f32, dp: usiz
 mod tests {
     use super::transpose_pitched;
 
+    /// `dst` is `src` transposed, its padding past `rows` untouched (-1).
+    fn check(src: &[f32], dst: &[f32], (rows, cols): (usize, usize), (sp, dp): (usize, usize)) {
+        for c in 0..cols {
+            for r in 0..dp {
+                let want = if r < rows { src[r * sp + c] } else { -1.0 };
+                assert_eq!(dst[c * dp + r], want, "{rows}×{cols} pitches {sp}, {dp}");
+            }
+        }
+    }
+
     #[test]
     fn pitched_transposes_match_the_definition_and_leave_the_padding() {
         for (rows, cols) in [
@@ -181,17 +286,22 @@ mod tests {
             (40, 5),
             (48, 20),
             (3, 48),
+            (8, 8),
+            (23, 19),
         ] {
             for (extra_s, extra_d) in [(0, 0), (3, 0), (0, 5), (16, 9)] {
                 let (sp, dp) = (cols + extra_s, rows + extra_d);
                 let src: Vec<f32> = (0..rows * sp).map(|i| i as f32).collect();
                 let mut dst = vec![-1f32; cols * dp];
                 transpose_pitched(&src, sp, &mut dst, dp, rows, cols);
-                for c in 0..cols {
-                    for r in 0..dp {
-                        let want = if r < rows { src[r * sp + c] } else { -1.0 };
-                        assert_eq!(dst[c * dp + r], want, "{rows}×{cols} pitches {sp}, {dp}");
-                    }
+                check(&src, &dst, (rows, cols), (sp, dp));
+                // The AVX2 path too where the CPU would take the AVX-512 one.
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut dst = vec![-1f32; cols * dp];
+                    // SAFETY: the CPU supports AVX2; the buffers hold the pitched matrices.
+                    unsafe { super::transpose_avx2(&src, sp, &mut dst, dp, rows, cols) };
+                    check(&src, &dst, (rows, cols), (sp, dp));
                 }
             }
         }
