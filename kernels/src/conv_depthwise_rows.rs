@@ -34,8 +34,8 @@ pub(crate) struct RowMasks {
 }
 
 impl RowMasks {
-    /// The masks for `geo`, or None when the row path does not serve it (no AVX-512F, as
-    /// for the direct Conv; a column stride other than 1; rows narrower than [`MIN_ROW`]).
+    /// The masks for `geo`, or None when the row path does not serve it (no AVX-512F, whose
+    /// masked loads it takes; a column stride other than 1; rows narrower than [`MIN_ROW`]).
     pub fn new(geo: &FlatGeometry) -> Option<Self> {
         let [_, w] = geo.input;
         let [_, ow] = geo.output;
@@ -69,10 +69,12 @@ impl RowMasks {
     }
 }
 
-/// True where the row path serves `geo` on this CPU: AVX-512F (as for the direct Conv), a
+/// True where the row path serves `geo` on this CPU: AVX-512F (masked loads and stores), a
 /// column stride of 1 and rows of at least [`MIN_ROW`] outputs.
 pub(crate) fn rows_serve(geo: &FlatGeometry) -> bool {
-    geo.strides[1] == 1 && geo.output[1] >= MIN_ROW && super::conv_direct::direct_available()
+    geo.strides[1] == 1
+        && geo.output[1] >= MIN_ROW
+        && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx512)
 }
 
 /// One output plane (`dst`: `oh · ow`, every element written) of the depthwise Conv with

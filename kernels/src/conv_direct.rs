@@ -16,7 +16,9 @@
 //! output is its bias plus, block by block of `KC` values of `l` in order, the block's
 //! chain of fused multiply-adds from zero, whatever block of positions it falls in and
 //! however blocks are split over threads: the result does not depend on the thread count.
-//! AVX-512 only ([`direct_available`]); elsewhere the im2col path serves.
+//! AVX-512F, or AVX2 with FMA (`tile_avx2`: sub-tiles of 4 positions by 24 channels, the
+//! same bits) ([`direct_available`]); elsewhere the im2col path serves. The thresholds
+//! below were measured on AVX-512.
 use super::conv_depthwise_flat::FlatGeometry;
 use super::conv_epilogue::Epilogue;
 use super::gemm_unpacked::{KC, MR, NR};
@@ -38,16 +40,9 @@ const INPUT_BYTES: usize = 512 << 10;
 /// Multiply-adds below which one thread does the whole Conv.
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
-/// True where the direct kernel runs (x86-64 with AVX-512F).
+/// True where the direct kernel runs (x86-64 with AVX-512F, or AVX2 with FMA).
 pub fn direct_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::lanes16::lanes_isa().is_some()
 }
 
 /// Output positions (of all images) up to which the direct kernel serves any Conv: on 3×3
@@ -90,7 +85,8 @@ const LARGE_PLANE: usize = 28 * 28;
 /// every tap reading the input at some output (a dilated Conv on a small map,
 /// DeepLabV3's ASPP, keeps its live taps only on the im2col path; here its padding taps
 /// would cost their full share), at least [`MIN_TAPS`] taps in all, and few positions, few
-/// input channels or a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`], [`LARGE_PLANE`]).
+/// input channels or (on AVX-512) a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`],
+/// [`LARGE_PLANE`]).
 pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     let s = x.len().saturating_sub(2);
     let group = if x.len() > 1 { a.groups(x[1]) } else { 0 };
@@ -141,7 +137,12 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     if w[2..].iter().product::<usize>() == 1 {
         return few && w[1] >= POINTWISE_MIN_CHANNELS;
     }
-    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || plane >= LARGE_PLANE)
+    // On AVX2 the large planes stay with the `gemm` crate: 128 channels under 3×3 taps
+    // over two 28×28 maps ran 1.13× its time here, 64 over 56×56 1.03×; few positions ran
+    // 0.76–0.79× (`[512, 256, 3, 3]` stride 2 over two 4×4 maps: 298 against 378 µs).
+    let large = plane >= LARGE_PLANE
+        && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx512);
+    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || large)
 }
 
 /// A Conv's weights `[M, C/g, kernel..]` (one or two spatial axes) transposed into panels:
@@ -315,7 +316,7 @@ pub(crate) fn conv_direct(
         ));
     }
     if !direct_available() {
-        return Err("the direct Conv needs AVX-512F".into());
+        return Err("the direct Conv needs AVX-512F or AVX2 with FMA".into());
     }
     if plane == 0 || geo.n == 0 || m == 0 {
         return Ok(());
@@ -515,7 +516,8 @@ impl Job<'_> {
         acc: &mut [f32],
         ld: usize,
     ) {
-        use super::gemm_unpacked::{tile, Tile};
+        use super::gemm_unpacked::{tile, tile_avx2, Tile};
+        use super::lanes16::{lanes_isa, LanesIsa};
         let rr = starts.len();
         let panel = self.w.panel(gi, p);
         let pcols = NR.min(self.w.group_channels() - p * NR);
@@ -539,12 +541,14 @@ impl Job<'_> {
                 prefetch: self.prefetch,
             }
         };
-        // SAFETY (all arms): AVX-512F is present (checked by `conv_direct`); the tile's
-        // operands are in bounds (above) and 16·(NV − 1) < pcols ≤ 16·NV.
+        // SAFETY (all arms): the instruction set is present (checked by `conv_direct`:
+        // the AVX2 arm only without AVX-512F); the tile's operands are in bounds (above)
+        // and 16·(NV − 1) < pcols ≤ 16·NV ≤ NR.
         unsafe {
-            match pcols.div_ceil(16) {
-                3 => tile::<3>(&t),
-                2 => tile::<2>(&t),
+            match (lanes_isa(), pcols.div_ceil(16)) {
+                (Some(LanesIsa::Avx2), _) => tile_avx2(&t),
+                (_, 3) => tile::<3>(&t),
+                (_, 2) => tile::<2>(&t),
                 _ => tile::<1>(&t),
             }
         }

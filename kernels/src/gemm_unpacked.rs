@@ -12,8 +12,10 @@
 //! A's column, blocked over k and the columns for the caches (`rows_avx512`). Each output
 //! is a chain of fused multiply-adds over each block of [`KC`] rows of k in order, from
 //! zero, each block's sum then added to C, whatever tile it falls in and however rows are
-//! split over threads, so the result does not depend on the thread count. Elsewhere (no AVX-512) the `gemm` crate serves, over a
-//! compacted copy of A's mapped columns.
+//! split over threads, so the result does not depend on the thread count. On AVX2 the same
+//! tiles run as sub-tiles of 4 rows by 24 columns (`tile_avx2`), with the same bits.
+//! Elsewhere the `gemm` crate serves, over a compacted copy of A's mapped columns.
+use super::lanes16::{lanes_isa, LanesIsa};
 use super::matmul::{gemm_into_strided, MatView};
 use super::KResult;
 use rayon::prelude::*;
@@ -71,7 +73,15 @@ pub(crate) fn gemm_unpacked(
         return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && k > 0 {
+    if let (Some(isa), true) = (lanes_isa(), k > 0) {
+        // SAFETY: the CPU supports `isa` (lanes_isa checked it); the caller of `rows`
+        // passes operands whose bounds were checked above.
+        let rows = |dims, a: &[f32], c: &mut [f32]| unsafe {
+            match isa {
+                LanesIsa::Avx512 => rows_avx512(dims, a, lda, a_cols, b, ldb, c, ldc, accumulate),
+                LanesIsa::Avx2 => rows_avx2(dims, a, lda, a_cols, b, ldb, c, ldc, accumulate),
+            }
+        };
         let threads = crate::pool_threads();
         let blocks = m.div_ceil(MR);
         if threads > 1 && blocks > 1 && m * n * k >= PARALLEL_MIN_MACS {
@@ -79,27 +89,12 @@ pub(crate) fn gemm_unpacked(
             let per = blocks.div_ceil(threads * 2).max(1) * MR;
             let c = &mut c[..(m - 1) * ldc + n];
             c.par_chunks_mut(per * ldc).enumerate().for_each(|(t, ct)| {
-                let rows = per.min(m - t * per);
-                // SAFETY: AVX-512F is present (checked above); rows t·per.. of A and of C
-                // lie inside `a` and `ct` (bounds checked above for all m rows), B in `b`.
-                unsafe {
-                    rows_avx512(
-                        (rows, n, k),
-                        &a[t * per * lda..],
-                        lda,
-                        a_cols,
-                        b,
-                        ldb,
-                        ct,
-                        ldc,
-                        accumulate,
-                    )
-                };
+                // Rows t·per.. of A and of C lie inside `a` and `ct` (bounds checked above
+                // for all m rows).
+                rows((per.min(m - t * per), n, k), &a[t * per * lda..], ct)
             });
         } else {
-            // SAFETY: AVX-512F is present (checked above); the operands' bounds were
-            // checked above.
-            unsafe { rows_avx512((m, n, k), a, lda, a_cols, b, ldb, c, ldc, accumulate) };
+            rows((m, n, k), a, c);
         }
         return Ok(());
     }
@@ -134,6 +129,48 @@ pub(crate) fn gemm_unpacked(
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_avx512(
+    dims: (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_cols: &[u32],
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    rows_blocked::<true>(dims, a, lda, a_cols, b, ldb, c, ldc, accumulate)
+}
+
+/// [`rows_avx512`] on AVX2 ([`tile_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the operands as for [`rows_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_avx2(
+    dims: (usize, usize, usize),
+    a: &[f32],
+    lda: usize,
+    a_cols: &[u32],
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    rows_blocked::<false>(dims, a, lda, a_cols, b, ldb, c, ldc, accumulate)
+}
+
+/// The body of [`rows_avx512`] (`AVX512`) and [`rows_avx2`].
+///
+/// # Safety
+/// As for the wrapper of the instruction set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_blocked<const AVX512: bool>(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
     lda: usize,
@@ -189,9 +226,10 @@ unsafe fn rows_avx512(
                     // SAFETY (all arms): the tile's rows i0.. and columns j0..j0 + cols lie
                     // inside A and C by this function's contract, its kc rows in B or in
                     // the packed block.
-                    match cols.div_ceil(16) {
-                        3 => tile::<3>(&geo),
-                        2 => tile::<2>(&geo),
+                    match (AVX512, cols.div_ceil(16)) {
+                        (false, _) => tile_avx2(&geo),
+                        (true, 3) => tile::<3>(&geo),
+                        (true, 2) => tile::<2>(&geo),
                         _ => tile::<1>(&geo),
                     }
                 }
@@ -280,6 +318,87 @@ pub(crate) unsafe fn tile<const NV: usize>(t: &Tile) {
     }
 }
 
+/// [`tile`] on AVX2 (any `cols` up to [`NR`]): sub-tiles of 4 rows by 24 columns (12
+/// accumulators of 8 lanes, three loads of B's row and four broadcasts of A's column per
+/// k), the last vector of a row masked. Each output is the same chain of fused
+/// multiply-adds as in [`tile`], so the two give the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the operands as for [`tile`], with `cols ≤ NR`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn tile_avx2(t: &Tile) {
+    for r0 in (0..t.rows).step_by(4) {
+        for c0 in (0..t.cols).step_by(24) {
+            match t.cols - c0 {
+                24.. => sub_tile_avx2::<3, true>(t, r0, c0),
+                17..24 => sub_tile_avx2::<3, false>(t, r0, c0),
+                9..17 => sub_tile_avx2::<2, false>(t, r0, c0),
+                _ => sub_tile_avx2::<1, false>(t, r0, c0),
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + 4` (those below `t.rows`) and columns `c0..c0 + 8·NV` (those below
+/// `t.cols`; all of them when `FULL`: B's rows are then read without masks) of
+/// [`tile_avx2`].
+///
+/// # Safety
+/// As for [`tile_avx2`]; `r0 < t.rows`, `c0 < t.cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn sub_tile_avx2<const NV: usize, const FULL: bool>(t: &Tile, r0: usize, c0: usize) {
+    use std::arch::x86_64::*;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let masks: [__m256i; NV] = std::array::from_fn(|v| {
+        let n = t.cols.saturating_sub(c0 + 8 * v).min(8) as i32;
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes)
+    });
+    let rows = (t.rows - r0).min(4);
+    // Rows past `rows` repeat the last one (not stored).
+    let arows: [*const f32; 4] = std::array::from_fn(|r| t.arows[r0 + r.min(rows - 1)]);
+    let mut acc = [[_mm256_setzero_ps(); NV]; 4];
+    for l in 0..t.k {
+        // SAFETY: lanes below `cols` of B's row l lie inside B (caller's contract);
+        // masked-off lanes are not read.
+        let bp = t.b.add(l * t.ldb + c0);
+        if t.prefetch {
+            // Eight rows ahead (a hint: no fault past the end of B).
+            let ahead = bp.wrapping_add(8 * t.ldb) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        }
+        let bv: [__m256; NV] = std::array::from_fn(|v| match FULL {
+            true => _mm256_loadu_ps(bp.add(8 * v)),
+            false => _mm256_maskload_ps(bp.add(8 * v), masks[v]),
+        });
+        // SAFETY: entry l of the map, inside it (caller's contract).
+        let col = *t.map.add(l) as usize;
+        for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: column `col` of row r of A, inside A (caller's contract).
+            let av = _mm256_set1_ps(*arows[r].add(col));
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm256_fmadd_ps(av, bv[v], *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(rows) {
+        for (v, x) in row.iter().enumerate() {
+            let at = t.c.add((r0 + r) * t.ldc + c0 + 8 * v);
+            // SAFETY: lanes below `cols` of C's row r0 + r, inside C; masked-off lanes are
+            // neither read nor written.
+            let sum = if t.load {
+                _mm256_add_ps(_mm256_maskload_ps(at, masks[v]), *x)
+            } else {
+                *x
+            };
+            _mm256_maskstore_ps(at, masks[v], sum);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::gemm_unpacked;
@@ -341,6 +460,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The AVX2 tiles give the AVX-512 tiles' bits (edges of rows and columns, B in place
+    /// and in copied blocks, several blocks of k), where the CPU has both.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_tiles_give_the_avx512_bits() {
+        if crate::lanes16::lanes_isa() != Some(crate::lanes16::LanesIsa::Avx512) {
+            eprintln!("skipped: needs AVX-512F (and AVX2) to compare the two");
+            return;
+        }
+        for (m, n, k) in [(13, 50, 7), (70, 97, 300), (9, 20, 129)] {
+            let (a, b, c0) = (values(m * k, 7), values(k * n, 8), values(m * n, 9));
+            let map = identity(k);
+            let (mut wide, mut narrow) = (c0.clone(), c0.clone());
+            // SAFETY: the CPU has AVX-512F and AVX2 (checked above); the operands are
+            // dense [m, k], [k, n] and [m, n] matrices.
+            unsafe {
+                super::rows_avx512((m, n, k), &a, k, &map, &b, n, &mut wide, n, true);
+                super::rows_avx2((m, n, k), &a, k, &map, &b, n, &mut narrow, n, true);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&wide), bits(&narrow), "{m}x{n}x{k}");
         }
     }
 
@@ -425,7 +568,7 @@ mod tests {
             if crate::conv_direct::direct_available() {
                 assert!(c.iter().all(|&v| v == want), "k {k}: {} != {want}", c[0]);
             } else {
-                eprintln!("skipped: the unpacked kernel needs AVX-512F");
+                eprintln!("skipped: the unpacked kernel needs AVX-512F or AVX2");
             }
         }
     }

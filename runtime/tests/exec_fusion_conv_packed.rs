@@ -34,7 +34,7 @@ fn conv(
 #[test]
 fn multi_tap_convs_run_over_packed_weights() {
     if !tessera_kernels::direct_available() {
-        println!("skipped: the direct Conv needs AVX-512F");
+        println!("skipped: the direct Conv needs AVX-512F or AVX2");
         return;
     }
     let xs = vec![2, 8, 3, 3];
@@ -89,7 +89,7 @@ fn multi_tap_convs_run_over_packed_weights() {
 #[test]
 fn a_packed_file_weight_is_held_once() {
     if !tessera_kernels::direct_available() {
-        println!("skipped: the direct Conv needs AVX-512F");
+        println!("skipped: the direct Conv needs AVX-512F or AVX2");
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary folder");
