@@ -37,9 +37,12 @@ const SLACK: usize = L;
 /// row by row (the whole-plane buffer, 200 KB on 56×56, faulted its pages on every call).
 const WHOLE_PLANE: usize = 1024;
 
-/// True when [`gather_input`] transposes whole planes through its staging buffer.
+/// True when [`gather_input`] transposes whole planes through its staging buffer: not when
+/// rows are a whole number of blocks wide, which row by row has no partial block to save
+/// and no copy to pay (AVX2, 32×32 inputs at stride 2: 11 against 16 µs for 32 planes,
+/// 54 against 71 for 128 under 5×5 taps; 16×16 at stride 1: 21 against 24).
 fn through_tin(geo: &FlatGeometry) -> bool {
-    geo.input[0] * geo.input[1] <= WHOLE_PLANE
+    geo.input[0] * geo.input[1] <= WHOLE_PLANE && !geo.input[1].is_multiple_of(L)
 }
 
 /// Output positions per row in flight at once (independent multiply-add chains).

@@ -26,13 +26,15 @@ fn blocks_of_sixteen_planes_match_the_definition_bitwise() {
         [usize; 2],
         [usize; 2],
     );
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         // Small planes through the whole-plane staging buffer: 3×3 (registers), a
         // partial last block of positions, stride 2 on both axes.
         ([14, 14], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
         ([7, 7], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1]),
         ([28, 28], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
         ([9, 11], [5, 5], [2, 2], [1, 1], [2, 2], [2, 2]),
+        // Rows of whole 16-column blocks, row by row however small the plane.
+        ([12, 32], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1]),
         // Larger planes row by row: whole 16-column blocks and a partial one.
         ([40, 44], [3, 3], [2, 2], [1, 1], [0, 1], [1, 1]),
         ([33, 35], [5, 5], [1, 1], [1, 1], [2, 2], [2, 2]),

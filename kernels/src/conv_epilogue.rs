@@ -449,7 +449,11 @@ mod tests {
         // direct Conv does not take large planes, of 3×3) and 70 channels (a partial second
         // panel), strided, grouped.
         let avx512 = crate::lanes16::lanes_isa() == Some(crate::lanes16::LanesIsa::Avx512);
-        let first: &[usize] = if avx512 { &[2, 32, 30, 30] } else { &[2, 32, 3, 3] };
+        let first: &[usize] = if avx512 {
+            &[2, 32, 30, 30]
+        } else {
+            &[2, 32, 3, 3]
+        };
         let cases: [(&[usize], &[usize], ConvAttrs); 3] = [
             (first, &[70, 32, 3, 3], attrs(1, 1, 1)),
             (&[2, 8, 6, 6], &[24, 8, 3, 3], attrs(2, 1, 1)),
