@@ -12,7 +12,10 @@ binary directory per --bins, e.g. a baseline build and the current one; the tole
 tests/vision_exports.rs's: kernels that sum in another order than the reference
 executor's, the direct Conv, differ from it as onnxruntime does, LR-ASPP's logits by 2.5e-5
 of their largest) and onnxruntime with N intra-op threads
-(sequential, one warm-up then R runs), alternating. Prints min / median ms per round.
+(sequential, one warm-up then R runs), alternating. Prints min / median ms per round,
+then per model, device count and runtime the smallest of the rounds' medians and its ratio
+to onnxruntime's (on a host whose neighbours come and go, a round's median can move 2x:
+the quietest round of each is the comparable figure).
 """
 import argparse
 import glob
@@ -74,6 +77,7 @@ def main():
                 plan = os.path.join(tmp, f"{name}_{dev}.json")
                 sh([os.path.join(args.bins[-1], "tessera"), "compile", model, "--devices", dev,
                     "--shape", spec, "-o", plan])
+                meds = {}
                 for rnd in range(args.rounds):
                     cells = []
                     for b in args.bins:
@@ -86,9 +90,15 @@ def main():
                         if not m or "check passed" not in out:
                             sys.exit(f"bench_vision: unexpected tessera-run output:\n{out}")
                         cells.append(f"{os.path.basename(os.path.dirname(b + '/'))} {m.group(1)} / {m.group(2)}")
+                        meds.setdefault(b, []).append(float(m.group(2)))
                     o_min, o_med = ort_latency(model, feeds, int(dev), args.repeat)
                     cells.append(f"ort {o_min:.2f} / {o_med:.2f}")
+                    meds.setdefault("ort", []).append(o_med)
                     print(f"{name} N={dev} round {rnd}: " + " | ".join(cells), flush=True)
+                best = {k: min(v) for k, v in meds.items()}
+                summary = [f"{k} {v:.3f} ({v / best['ort']:.2f})" for k, v in best.items() if k != "ort"]
+                print(f"{name} N={dev} quietest-round medians: " + " | ".join(summary)
+                      + f" | ort {best['ort']:.3f}", flush=True)
     with open("/proc/loadavg") as f:
         print(f"load average after: {f.read().split()[:3]}")
 

@@ -9,6 +9,7 @@ use super::conv_epilogue::Epilogue;
 use super::conv_taps::{copy_runs, TapTable};
 use super::gemm_unpacked::gemm_unpacked;
 use super::matmul::{gemm_into, gemm_into_strided, gemm_write_uninit, MatView};
+use super::matmul_few_cols::{ab_few_cols, few_cols_available, FEW_COLS};
 use super::matmul_narrow::{a_bt, NARROW_ROWS};
 use super::simd::vectorized;
 use super::transpose2d::transpose_pitched;
@@ -261,6 +262,13 @@ fn conv_product(
         // the `gemm` crate packed all the weights for a handful of columns (MNASNet's
         // `[576, 96]` expansion over 8 columns: 25 → 23 µs, its `[96, 576]` projection
         // 24 → 18.5 µs; the unpacked kernel, broadcasting each weight, took 28).
+        None if n <= FEW_COLS && a.cs == 1 && a.rs == k && b.cs == 1 && few_cols_available() => {
+            let (av, bv) = (
+                &a.data[a.off.min(a.data.len())..],
+                &b.data[b.off.min(b.data.len())..],
+            );
+            ab_few_cols((m, n, k), av, bv, b.rs, out, accumulate)
+        }
         None if n <= NARROW_ROWS && a.cs == 1 && a.rs == k && b.cs == 1 && k > 0 => {
             let bv = &b.data[b.off.min(b.data.len())..];
             if bv.len() < (k - 1) * b.rs + n {

@@ -32,6 +32,7 @@ mod gemm_unpacked;
 pub mod index;
 mod lanes16;
 mod matmul;
+mod matmul_few_cols;
 mod matmul_narrow;
 mod movement;
 mod norm;
