@@ -46,6 +46,16 @@ pub(crate) trait Lanes16: Copy {
     /// # Safety
     /// The CPU supports the set.
     unsafe fn clip(self, lo: Self, hi: Self) -> Self;
+    /// Lanes `p[0..n]` (all 16 from `n = 16` on), zeros past them.
+    ///
+    /// # Safety
+    /// The CPU supports the set; `p` is valid for reading `min(n, 16)` f32.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self;
+    /// `a · b` per lane.
+    ///
+    /// # Safety
+    /// The CPU supports the set.
+    unsafe fn mul(a: Self, b: Self) -> Self;
     /// Writes lanes `0..n` (all 16 from `n = 16` on) to `p[0..n]`.
     ///
     /// # Safety
@@ -101,6 +111,19 @@ impl Lanes16 for Avx512 {
             _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, hi.0),
             hi.0,
         ))
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        use std::arch::x86_64::{_mm512_loadu_ps, _mm512_maskz_loadu_ps};
+        if n >= 16 {
+            Avx512(_mm512_loadu_ps(p))
+        } else {
+            Avx512(_mm512_maskz_loadu_ps(super::simd::lane_mask(n), p))
+        }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        Avx512(std::arch::x86_64::_mm512_mul_ps(a.0, b.0))
     }
     #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {
@@ -172,6 +195,21 @@ impl Lanes16 for Avx2 {
             _mm256_blendv_ps(a, hi.0, _mm256_cmp_ps::<_CMP_GT_OQ>(a, hi.0)),
             _mm256_blendv_ps(b, hi.1, _mm256_cmp_ps::<_CMP_GT_OQ>(b, hi.1)),
         )
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        if n >= 16 {
+            Self::load(p)
+        } else {
+            let mut tmp = [0f32; 16];
+            std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
+            Self::load(tmp.as_ptr())
+        }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        use std::arch::x86_64::_mm256_mul_ps;
+        Avx2(_mm256_mul_ps(a.0, b.0), _mm256_mul_ps(a.1, b.1))
     }
     #[inline(always)]
     unsafe fn store_first(self, p: *mut f32, n: usize) {

@@ -18,7 +18,7 @@ mod conv_depthwise_flat;
 mod conv_depthwise_rows;
 mod conv_direct;
 mod conv_epilogue;
-mod conv_epilogue_avx512;
+mod conv_epilogue_lanes;
 mod conv_few_channels;
 mod conv_gemm;
 mod conv_taps;
