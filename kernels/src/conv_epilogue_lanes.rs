@@ -2,12 +2,13 @@
 //! compare and a blend (none, ReLU, Clip): explicit 16-lane passes (one AVX-512 register or
 //! two AVX2 ones, `lanes16.rs`) with a partial last vector, the unfused ops' arithmetic bit
 //! for bit (ReLU gives +0 for -0 and keeps NaN; Clip replaces `x < lo`, then `x > hi`).
-//! HardSigmoid and HardSwish stay with the loop vectoriser: on AVX2 this form of them ran
-//! 1.16× its time.
+//!
 //! Left to the loop vectoriser, in-place loops over pieces of a few hundred elements ran
 //! their tails 8 lanes at a time through masks on AVX-512 (a ReLU took as long as a
-//! 16-channel 1×1 Conv), and on AVX2 a ReLU after `[72, 16]` 1×1 Conv over two 16×16 maps
-//! added 19 µs to its 22.
+//! 16-channel 1×1 Conv), and on AVX2 a ReLU after a `[72, 16]` 1×1 Conv over two 16×16 maps
+//! added 19 µs to its 22. `Epilogue::apply` chooses: every part on AVX-512; on AVX2 only
+//! epilogues ending in a ReLU, the vectoriser's other passes being as fast or faster there.
+//! HardSigmoid and HardSwish stay with the vectoriser (in this form 1.16× its time on AVX2).
 #![cfg(target_arch = "x86_64")]
 use super::conv_epilogue::ConvActivation;
 use super::lanes16::{Avx2, Avx512, Lanes16, LanesIsa};

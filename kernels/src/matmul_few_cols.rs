@@ -5,8 +5,8 @@
 //! row of the block, so every output is one chain of fused multiply-adds over k in order,
 //! with no horizontal sums. The dot-product kernel (`matmul_narrow.rs`, A·Bᵀ against the
 //! transposed columns) spends as much on summing the lanes of each output as on its
-//! multiply-adds when k is a few dozen: on an AVX2 EPYC core, the 1×1 Conv `[576, 96]` over
-//! two 2×2 maps ran in 26 against 38 µs there, `[288, 48]` in 10 against 17.
+//! multiply-adds when k is a few dozen: on an AVX2 EPYC core the 1×1 Conv `[576, 96]` over
+//! two 2×2 maps takes 26 µs here against 38 there, `[288, 48]` 10 against 17.
 use super::lanes16::{lanes_isa, LanesIsa};
 use super::KResult;
 
