@@ -137,13 +137,13 @@ pub(crate) fn gemm_into_strided<T: Scalar>(
 /// initialised: every element is written, none is read (a Conv output allocated for its
 /// product, whose bias comes after in the epilogue instead of being stored first and read
 /// back by the product).
-pub(crate) fn gemm_write_uninit(
+pub(crate) fn gemm_write_uninit<T: Scalar>(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [MaybeUninit<f32>],
-    a: MatView<'_, f32>,
-    b: MatView<'_, f32>,
+    dst: &mut [MaybeUninit<T>],
+    a: MatView<'_, T>,
+    b: MatView<'_, T>,
 ) -> KResult<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -152,22 +152,22 @@ pub(crate) fn gemm_write_uninit(
         return Err(format!("gemm operands out of bounds for {m}x{k}·{k}x{n}"));
     }
     if k == 0 {
-        dst[..m * n].fill(MaybeUninit::new(0.0));
+        dst[..m * n].fill(MaybeUninit::new(T::from(0.0)));
         return Ok(());
     }
     // SAFETY: `fits` checked that every element (i, l) of A and (l, j) of B lies within its
     // slice, and dst holds the m·n row-major elements, exclusively borrowed. With
     // `accumulate` false the `gemm` crate stores every element of dst without reading it, so
-    // uninitialised memory is never read; MaybeUninit<f32> has f32's layout.
+    // uninitialised memory is never read; MaybeUninit<T> has T's layout.
     unsafe {
         raw_gemm(
             (m, n, k),
-            dst.as_mut_ptr().cast::<f32>(),
+            dst.as_mut_ptr().cast::<T>(),
             (n, 1),
             false,
             a,
             b,
-            1.0,
+            T::from(1.0),
         )
     };
     Ok(())
@@ -230,23 +230,32 @@ fn batched<T: Scalar>(
     n: usize,
 ) -> KResult<Vec<T>> {
     let nb: usize = out_batch.iter().product();
-    let mut out = vec![T::from(0.0); nb * m * n];
+    let len = nb * m * n;
+    // The products write every element without reading it: no zero-fill first.
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    if len == 0 {
+        return Ok(out);
+    }
+    let dst = &mut out.spare_capacity_mut()[..len];
     let b_count: usize = b_batch.iter().product();
     let a_count: usize = a_batch.iter().product();
     if b_count == 1 && a_count == nb {
         // B shared by every batch: one (nb·m) × k by k × n product.
         let av = MatView::row_major(a, 0, k);
         let bv = MatView::row_major(b, 0, n);
-        gemm_into(nb * m, n, k, &mut out, 0, av, bv, T::from(1.0), false)?;
-        return Ok(out);
+        gemm_write_uninit(nb * m, n, k, dst, av, bv)?;
+    } else {
+        let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+        let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
+        // One block of m·n per output batch, in order: together they cover all of `dst`.
+        for ((&oa, &ob), block) in ia.iter().zip(&ib).zip(dst.chunks_exact_mut(m * n)) {
+            let av = MatView::row_major(a, oa * m * k, k);
+            let bv = MatView::row_major(b, ob * k * n, n);
+            gemm_write_uninit(m, n, k, block, av, bv)?;
+        }
     }
-    let ia = broadcast_offsets(a_batch, out_batch).ok_or("batch shapes do not broadcast")?;
-    let ib = broadcast_offsets(b_batch, out_batch).ok_or("batch shapes do not broadcast")?;
-    for (bi, (&oa, &ob)) in ia.iter().zip(&ib).enumerate() {
-        let av = MatView::row_major(a, oa * m * k, k);
-        let bv = MatView::row_major(b, ob * k * n, n);
-        gemm_into(m, n, k, &mut out, bi * m * n, av, bv, T::from(1.0), false)?;
-    }
+    // SAFETY: the products above wrote all `len` elements (every batch's block, whole).
+    unsafe { out.set_len(len) };
     Ok(out)
 }
 
@@ -505,6 +514,29 @@ mod tests {
         assert_eq!(&v[..12], b.as_f32().unwrap());
         let doubled: Vec<f32> = b.as_f32().unwrap().iter().map(|x| 2.0 * x).collect();
         assert_eq!(&v[12..], &doubled[..]);
+    }
+
+    /// Products over an empty inner axis are zeros (written, not left uninitialised), in
+    /// both the shared-matrix and the per-batch form; empty outputs are empty.
+    #[test]
+    fn empty_inner_and_outer_axes() {
+        let zeros = |t: Tensor| t.as_f32().unwrap().iter().all(|&x| x == 0.0);
+        let shared = matmul(
+            &Tensor::f32(vec![2, 3, 0], vec![]),
+            &Tensor::f32(vec![0, 4], vec![]),
+        );
+        let shared = shared.unwrap();
+        assert_eq!(shared.shape, vec![2, 3, 4]);
+        assert!(zeros(shared));
+        let a = Tensor::f32(vec![2, 3, 0], vec![]);
+        let per_batch = matmul(&a, &Tensor::f32(vec![2, 0, 5], vec![])).unwrap();
+        assert_eq!(per_batch.shape, vec![2, 3, 5]);
+        assert!(zeros(per_batch));
+        let empty = matmul(
+            &Tensor::f32(vec![2, 0, 3], vec![]),
+            &Tensor::f32(vec![2, 3, 4], vec![0.5; 24]),
+        );
+        assert_eq!(empty.unwrap().shape, vec![2, 0, 4]);
     }
 
     #[test]

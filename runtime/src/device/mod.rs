@@ -138,6 +138,13 @@ pub trait Device: Send {
     /// Copies a buffer back to the host.
     fn download(&mut self, b: &Self::Buffer) -> Result<Tensor, DeviceError>;
 
+    /// [`Device::download`] of a buffer the caller gives up (a run's last use of an output):
+    /// the default copies it; a device whose buffers are host tensors hands the tensor over
+    /// without a copy when nothing else shares it.
+    fn download_owned(&mut self, b: Self::Buffer) -> Result<Tensor, DeviceError> {
+        self.download(&b)
+    }
+
     /// The buffer's value as a shared host tensor: a copy ([`Device::download`]), or the
     /// buffer itself on a device whose buffers are host tensors (a cached weight or constant
     /// then shares the tensor instead of holding a second copy).

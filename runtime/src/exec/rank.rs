@@ -284,12 +284,19 @@ pub(crate) fn run_prepared<D: Device>(
     }
     constants.finish_run();
     let mut kept = Vec::with_capacity(job.keep.len());
-    for v in &job.keep {
-        let b = bufs[v.index()].as_ref().ok_or_else(|| RankFailure {
+    for (i, v) in job.keep.iter().enumerate() {
+        let missing = || RankFailure {
             err: ExecError::InvalidPlan(format!("rank {rank} never computes output value {}", v.0)),
             abort: false,
-        })?;
-        let t = dev.download(b).map_err(|e| RankFailure {
+        };
+        // The last mention of a kept value hands its buffer over; an earlier one (a value
+        // kept twice) copies it.
+        let t = if job.keep[i + 1..].contains(v) {
+            dev.download(bufs[v.index()].as_ref().ok_or_else(missing)?)
+        } else {
+            dev.download_owned(bufs[v.index()].take().ok_or_else(missing)?)
+        };
+        let t = t.map_err(|e| RankFailure {
             err: ExecError::InvalidPlan(format!(
                 "rank {rank}: downloading output value {}: {e}",
                 v.0
