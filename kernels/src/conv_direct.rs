@@ -85,7 +85,7 @@ const LARGE_PLANE: usize = 28 * 28;
 /// every tap reading the input at some output (a dilated Conv on a small map,
 /// DeepLabV3's ASPP, keeps its live taps only on the im2col path; here its padding taps
 /// would cost their full share), at least [`MIN_TAPS`] taps in all, and few positions, few
-/// input channels or (on AVX-512) a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`],
+/// input channels or a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`],
 /// [`LARGE_PLANE`]).
 pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     let s = x.len().saturating_sub(2);
@@ -137,11 +137,11 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     if w[2..].iter().product::<usize>() == 1 {
         return few && w[1] >= POINTWISE_MIN_CHANNELS;
     }
-    // On AVX2 the large planes stay with the `gemm` crate: 128 channels under 3×3 taps
-    // over two 28×28 maps ran 1.13× its time here, 64 over 56×56 1.03×; few positions ran
-    // 0.76–0.79× (`[512, 256, 3, 3]` stride 2 over two 4×4 maps: 298 against 378 µs).
-    let large = plane >= LARGE_PLANE
-        && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx512);
+    // Large planes on AVX2 too, since its tiles store whole vectors unmasked: a 3×3 Conv
+    // with ReLU over two maps, direct against the `gemm` crate (min of 30 runs, two
+    // alternating rounds): 64 channels on 56×56 5.90–6.04 against 6.24–6.54 ms, 32 on
+    // 112×112 7.35–7.68 against 8.37–9.65, 128 on 28×28 5.69–6.04 against 5.74–6.29.
+    let large = plane >= LARGE_PLANE;
     taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || large)
 }
 

@@ -482,7 +482,6 @@ fn the_direct_kernel_serves_multi_tap_convs_on_small_or_large_maps_or_few_channe
         println!("skipped: the direct Conv needs AVX-512F or AVX2");
         return;
     }
-    let avx512 = crate::lanes16::lanes_isa() == Some(crate::lanes16::LanesIsa::Avx512);
     let attrs = |k: usize, dil: usize, pad: usize, group: usize| ConvAttrs {
         strides: vec![1; k],
         dilations: vec![dil; k],
@@ -491,17 +490,18 @@ fn the_direct_kernel_serves_multi_tap_convs_on_small_or_large_maps_or_few_channe
         depthwise: false,
     };
     use super::conv_direct::direct_suits;
-    // Dense 3×3 Convs on 3×3 maps of two images and (on AVX-512) on a 56×56 map, a stem
-    // on a small map, a 1-D Conv of 16 channels per group: served.
+    // Dense 3×3 Convs on 3×3 maps of two images and on a 56×56 map, a stem on a small
+    // map, a 1-D Conv of 16 channels per group: served.
     assert!(direct_suits(
         &[2, 64, 3, 3],
         &[64, 64, 3, 3],
         &attrs(2, 1, 1, 1)
     ));
-    assert_eq!(
-        direct_suits(&[1, 64, 56, 56], &[64, 64, 3, 3], &attrs(2, 1, 1, 1)),
-        avx512
-    );
+    assert!(direct_suits(
+        &[1, 64, 56, 56],
+        &[64, 64, 3, 3],
+        &attrs(2, 1, 1, 1)
+    ));
     // A stem over a 20×20 map (10-wide output rows); over 224×224 the few-channel kernel
     // serves it (`conv_few_channels.rs`), not the direct one.
     let mut stem = attrs(2, 1, 3, 1);
