@@ -113,3 +113,36 @@ fn constant_steps_are_served_from_the_second_run_and_every_run_matches() {
     .unwrap();
     assert_eq!(stats.ranks[0].cached_steps, 0);
 }
+
+/// The run hands its output tensors over without a copy (`Device::download_owned`): an
+/// output the constant cache also holds (the mask), and outputs listed twice, must still
+/// come back whole and equal on every run, and the cache must keep serving the mask.
+#[test]
+fn outputs_handed_over_leave_the_constant_cache_and_repeated_outputs_intact() {
+    let mut g = masked_graph();
+    let (y1, mask) = (g.outputs[0], g.nodes[1].outputs[0]);
+    assert_eq!(g.tensor(mask).name, "mask_out", "the mask node's output");
+    g.outputs.extend([mask, y1, mask]);
+    let plan = single_rank_plan(g);
+    let session = Session::new(
+        plan.clone(),
+        WeightStore::with_dir("."),
+        &SessionOptions::default(),
+    )
+    .unwrap();
+    for seed in 0..3 {
+        let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, S, S], 200 + seed))]);
+        let want = reference(&plan, &inputs);
+        let (got, stats) = session.run_shared(Arc::new(inputs)).unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(got, want, "run {seed}");
+        assert_eq!(got[2], got[4], "run {seed}: the mask listed twice");
+        assert_eq!(got[0], got[3], "run {seed}: y1 listed twice");
+        if seed > 0 {
+            assert!(
+                stats.ranks[0].cached_steps > 0,
+                "run {seed}: the cache serves the mask"
+            );
+        }
+    }
+}
