@@ -5,7 +5,7 @@ Usage: python3 scripts/device_sweep.py [--objective OBJ] [--devices 1,2,...,8] [
        (needs target/release/tessera: cargo build --release -p tessera; and .cache/zoo,
        written by scripts/setup.sh)
 
-Compiles each example model (examples/models, at the shapes of scripts/plan_quality.py) and
+Compiles each example model (scripts/plan_quality.py's list and shapes, MiniLM when fetched) and
 each zoo model (at zoo.json's compile shape, 8x128) for every N, reads `tessera inspect
 --json`, and prints per plan:
   * the largest rank's parameters as a share of the model's matrices per rank, vectors
@@ -25,17 +25,10 @@ import tempfile
 import numpy as np
 import onnx
 
+from plan_quality import MODELS as EXAMPLES  # the example models and their shapes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESSERA = os.path.join(ROOT, "target/release/tessera")
-EXAMPLES = [
-    ("mlp", "examples/models/mlp.onnx", "x=4x64"),
-    ("mlp_gemm", "examples/models/mlp_gemm.onnx", "x=8x64"),
-    ("sdpa_2l", "examples/models/sdpa_2l.onnx", "x=2x16x64"),
-    ("gpt2_1l", "examples/models/gpt2_1l.onnx", "input_ids=2x16"),
-    ("gpt2_4l", "examples/models/gpt2_4l.onnx", "input_ids=2x16"),
-    ("llama_1l", "examples/models/llama_1l.onnx", "input_ids=2x16"),
-    ("llama_4l", "examples/models/llama_4l.onnx", "input_ids=2x16"),
-]
 # Bytes per element of ONNX TensorProto data types (float, uint8, int8, int32, int64,
 # float16, double, bfloat16).
 ELEM_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 10: 2, 11: 8, 16: 2}
@@ -43,7 +36,8 @@ PARAM_BAR = 1.25
 
 
 def models():
-    found = [(n, os.path.join(ROOT, p), s) for n, p, s in EXAMPLES]
+    found = [(n, os.path.join(ROOT, p), s) for n, p, s in EXAMPLES
+             if os.path.isfile(os.path.join(ROOT, p))]
     zoo = os.path.join(ROOT, ".cache/zoo")
     index = os.path.join(zoo, "zoo.json")
     if os.path.isfile(index):
