@@ -13,7 +13,6 @@ mod common;
 use common::{npys, root};
 use std::collections::BTreeMap;
 use std::path::Path;
-use tessera_compiler::onnx::{import_model, ImportOptions};
 use tessera_compiler::partition::{partition, PartitionOptions};
 use tessera_ir::plan::{CollectiveKind, Plan, StepKind};
 use tessera_ir::{Layout, Tensor};
@@ -24,19 +23,7 @@ const ORT_TOLERANCE: f64 = 1e-4;
 
 /// The model imported at the shapes of its sample inputs (`input_*.npy` in `dir`).
 fn import(model: &Path, dir: &Path) -> (tessera_ir::Graph, BTreeMap<String, Tensor>) {
-    let inputs = npys(dir, "input_");
-    let imported = import_model(
-        model,
-        &ImportOptions {
-            input_shapes: inputs
-                .iter()
-                .map(|(k, t)| (k.clone(), t.shape.clone()))
-                .collect(),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}: import: {e}", model.display()));
-    (imported.graph, inputs)
+    common::import_at_inputs(model, dir)
 }
 
 /// Compiles `model` for `opts`, runs it on CPU devices and returns the plan and the largest

@@ -6,7 +6,6 @@
 mod common;
 
 use common::{npys, root};
-use tessera_compiler::onnx::{import_model, ImportOptions};
 use tessera_compiler::partition::{partition, PartitionOptions};
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::weights::WeightStore;
@@ -39,19 +38,8 @@ fn zoo_models_split_ragged_and_match_onnxruntime() {
             failures.push(format!("{variant}: missing from the zoo"));
             continue;
         }
-        let inputs = npys(&dir, "input_");
-        let imported = import_model(
-            &model,
-            &ImportOptions {
-                input_shapes: inputs
-                    .iter()
-                    .map(|(k, t)| (k.clone(), t.shape.clone()))
-                    .collect(),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{variant}: import: {e}"));
-        let graph = &imported.graph;
+        let (graph, inputs) = common::import_at_inputs(&model, &dir);
+        let graph = &graph;
         let store = WeightStore::open(&model).unwrap_or_else(|e| panic!("{variant}: {e}"));
         let (matrices, vectors) = common::matrix_and_vector_bytes(graph);
         let want = npys(&dir, "ort_output_");

@@ -120,3 +120,29 @@ pub fn max_param_bytes(plan: &tessera_ir::plan::Plan) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// The model imported at the shapes of its sample inputs (`input_*.npy` in `dir`), and
+/// those inputs.
+#[allow(dead_code)]
+pub fn import_at_inputs(
+    model: &Path,
+    dir: &Path,
+) -> (
+    tessera_ir::Graph,
+    std::collections::BTreeMap<String, Tensor>,
+) {
+    use tessera_compiler::onnx::{import_model, ImportOptions};
+    let inputs = npys(dir, "input_");
+    let imported = import_model(
+        model,
+        &ImportOptions {
+            input_shapes: inputs
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shape.clone()))
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: import: {e}", model.display()));
+    (imported.graph, inputs)
+}

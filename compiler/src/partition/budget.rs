@@ -2,17 +2,21 @@
 //!
 //! Default budget = Σ over *large* weights of their smallest even share (bytes / N when some
 //! axis divides by N, else the whole weight) + slack, where slack = the bytes of every other
-//! weight (norm scales, biases, masks, small tables). All bytes are stored bytes: a
-//! quantised weight counts its int8 bytes plus its scale and zero point (their share when
-//! split along, whole otherwise), and splits only where [`Weight::splittable`]. Large
-//! weights are the `B` operand of a MatMul/Gemm, the vocabulary table and Gather tables over
-//! [`SMALL_TABLE_BYTES`] (see [`large_weights`]). When all large weights divide, this is exactly `total/N + slack`
-//! with slack = bytes of the small weights.
+//! weight (norm scales, biases, masks, rotary caches, small tables). All bytes are stored
+//! bytes: a quantised weight counts its int8 bytes plus its scale and zero point (their
+//! share when split along, whole otherwise), and splits only where [`Weight::splittable`].
+//! Large weights are the `B` operand of a MatMul/Gemm, the vocabulary table, Gather tables
+//! over [`SMALL_TABLE_BYTES`] and stored tables added to the activations (a position
+//! embedding folded to its lookup); see [`large_weights`]. A stored table's default share is
+//! its whole bytes, so it weighs in the cap only. When all large weights divide, the
+//! default is `total/N + slack`.
 //! The default total is capped at [`PARAM_SLACK`] / N of the large weights plus the small
-//! ones, when the smallest shares fit in that. `--memory-per-device` replaces the total;
-//! segments (layers) get their small weights' bytes and a share of the rest proportional to
-//! their large weights' default shares; a weight read by several segments is charged to
-//! each in equal parts.
+//! ones, when the smallest shares fit in that; where no plan fits the cap, the stored tables
+//! become slack ([`Budgets::with_constants_slack`]), then the cap goes. `--memory-per-device`
+//! replaces the total. Segments (layers) get their small weights' bytes and, per large
+//! weight, its smallest share plus a common part of what its default share adds (or, with
+//! a total above the default, the default shares scaled up alike): [`SegmentRule`]. A
+//! weight read by several segments is charged to each in equal parts.
 use super::ragged::Grains;
 use super::{ObjectiveKind, PartitionOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,18 +33,29 @@ pub struct Budgets {
     shares: Vec<f64>,
     /// Whether each tensor is a large weight ([`large_weights`]).
     large: Vec<bool>,
-    /// Factors on the (large, small) weights' shares that make the segments' budgets sum
-    /// to the total ([`segment_scales`]).
-    scales: (f64, f64),
+    /// The smallest share of each weight: its split share for a large weight that splits,
+    /// else its bytes.
+    floors: Vec<f64>,
+    /// How the total is shared among the segments ([`SegmentRule::of`]).
+    rule: SegmentRule,
     /// The default total before the cap, when the cap lowered it.
     uncapped: Option<f64>,
 }
 
-/// The large weights of `g`: MatMul/Gemm `B` operands, and Gather tables that are the
+/// The large weights of `g`: MatMul/Gemm `B` operands, Gather tables that are the
 /// vocabulary (the most rows of any gathered table, as Megatron's vocab-parallel embedding)
-/// or over [`SMALL_TABLE_BYTES`]. Other tables (positions, token types, rotary caches) are
-/// slack.
+/// or over [`SMALL_TABLE_BYTES`], and stored tables added to the activations
+/// ([`stored_constants`]). Smaller gathered tables (positions, token types, rotary caches
+/// looked up by position), masks and convolution kernels are slack.
 pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
+    let mut big = product_weights(g);
+    big.extend(stored_constants(g));
+    big
+}
+
+/// The MatMul/Gemm `B` operands and the vocabulary or large Gather tables of `g` (the
+/// large weights of [`large_weights`] but its stored constants).
+fn product_weights(g: &Graph) -> BTreeSet<TensorId> {
     let tables = || {
         g.nodes
             .iter()
@@ -67,6 +82,49 @@ pub fn large_weights(g: &Graph) -> BTreeSet<TensorId> {
         }
     }
     big
+}
+
+/// Stored tables added to the activations: constants with two or more axes longer than 1,
+/// every reader an Add that broadcasts them over its output's first (batch) axis only — a
+/// position embedding folded to its lookup `[1, S, H]` at a fixed shape, a relative
+/// position bias `[1, H, S, S]`. They are trained parameters, and issue 15's parameters per
+/// rank count them as matrices (at the export zoo's sizes one such table is a fifth of a
+/// rank's share). Masks and rotary caches, which broadcast over the heads, stay slack (they
+/// are buffers, and every head reads them whole), as do convolution kernels and products'
+/// weights (counted apart).
+fn stored_constants(g: &Graph) -> BTreeSet<TensorId> {
+    let mut readers: BTreeMap<TensorId, Vec<&tessera_ir::Node>> = BTreeMap::new();
+    for nd in &g.nodes {
+        for t in nd.inputs.iter().filter(|t| g.weights.contains_key(t)) {
+            readers.entry(*t).or_default().push(nd);
+        }
+    }
+    let added_per_row = |t: TensorId, nd: &tessera_ir::Node| {
+        let (Op::Binary(b), Some(&y)) = (&nd.op, nd.outputs.first()) else {
+            return false;
+        };
+        if b.kind != tessera_ir::op::BinaryOp::Add {
+            return false;
+        }
+        let (ws, ys) = (&g.tensor(t).shape, &g.tensor(y).shape);
+        ws.len() <= ys.len()
+            && ws
+                .iter()
+                .rev()
+                .zip(ys.iter().rev())
+                .enumerate()
+                .all(|(i, (w, y))| w == y || (i + 1 == ys.len() && *w == 1))
+    };
+    g.weights
+        .iter()
+        .filter(|(t, w)| {
+            w.shape.iter().filter(|&&d| d > 1).count() >= 2
+                && readers
+                    .get(t)
+                    .is_some_and(|rs| rs.iter().all(|nd| added_per_row(**t, nd)))
+        })
+        .map(|(t, _)| *t)
+        .collect()
 }
 
 /// The stored share (the largest rank's part) of `w` on each axis it splits N ways, evenly
@@ -116,13 +174,30 @@ pub const PARAM_SLACK: f64 = 1.25;
 impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
-        let big = large_weights(g);
+        Self::with_large(g, n, opts, large_weights(g))
+    }
+
+    /// The budgets with the stored tables ([`stored_constants`]) as slack, as norm scales
+    /// are: the fallback when no plan fits [`Budgets::new`] (a table that the model's plans
+    /// cannot split within the cap), or `None` when the model has no such tables (the
+    /// budgets would be the same).
+    pub fn with_constants_slack(g: &Graph, n: usize, opts: &PartitionOptions) -> Option<Self> {
+        if stored_constants(g).is_empty() {
+            return None;
+        }
+        Some(Self::with_large(g, n, opts, product_weights(g)))
+    }
+
+    fn with_large(g: &Graph, n: usize, opts: &PartitionOptions, big: BTreeSet<TensorId>) -> Self {
         let grains = Grains::of(g);
+        let constants = stored_constants(g);
         let mut shares = vec![0.0; g.tensors.len()];
         for (t, w) in &g.weights {
             // Stored bytes: a quantised weight counts its int8 bytes, scale and zero point.
             let bytes = w.size_bytes() as f64;
-            let share = split_share(w, n, &grains);
+            // A stored constant's default share is the whole of it (its place in the
+            // budget is the cap's: 1.25/N of every matrix, below).
+            let share = split_share(w, n, &grains).filter(|_| !constants.contains(t));
             shares[t.index()] = match share {
                 // Ragged: the largest chunk times N exceeds the whole.
                 Some(s) if big.contains(t) && (s * n) as f64 > bytes => {
@@ -157,10 +232,13 @@ impl Budgets {
         // smallest shares fit in it: ragged head splits and key/value blocks may otherwise
         // add up past it (8 heads on 7 ranks hold 2/8 of attention on rank 0).
         let (mut large, mut floor) = (0.0, 0.0);
+        let mut floors = shares.clone();
         for (t, w) in &g.weights {
             if big.contains(t) {
+                let f = split_share(w, n, &grains).map_or(w.size_bytes(), |s| s) as f64;
                 large += w.size_bytes() as f64;
-                floor += split_share(w, n, &grains).map_or(w.size_bytes(), |s| s) as f64;
+                floor += f;
+                floors[t.index()] = f.min(shares[t.index()]);
             }
         }
 
@@ -184,12 +262,15 @@ impl Budgets {
         let large: Vec<bool> = (0..g.tensors.len())
             .map(|i| big.contains(&TensorId(i as u32)))
             .collect();
-        let scales = total.map_or((1.0, 1.0), |t| segment_scales(&shares, &large, t));
+        let rule = total.map_or(SegmentRule::Scale(1.0, 1.0), |t| {
+            SegmentRule::of(&shares, &floors, &large, t)
+        });
         Budgets {
             total,
             shares,
             large,
-            scales,
+            floors,
+            rule,
             uncapped: (capped < default).then_some(default),
         }
     }
@@ -202,7 +283,8 @@ impl Budgets {
             total: Some(default),
             shares: self.shares.clone(),
             large: self.large.clone(),
-            scales: segment_scales(&self.shares, &self.large, default),
+            floors: self.floors.clone(),
+            rule: SegmentRule::of(&self.shares, &self.floors, &self.large, default),
             uncapped: None,
         })
     }
@@ -215,7 +297,8 @@ impl Budgets {
             total: Some(total),
             shares: self.shares.clone(),
             large: self.large.clone(),
-            scales: segment_scales(&self.shares, &self.large, total),
+            floors: self.floors.clone(),
+            rule: SegmentRule::of(&self.shares, &self.floors, &self.large, total),
             uncapped: None,
         })
     }
@@ -233,12 +316,16 @@ impl Budgets {
         Some(
             ws.iter()
                 .map(|t| {
-                    let scale = if self.large[t.index()] {
-                        self.scales.0
-                    } else {
-                        self.scales.1
+                    let (i, large) = (t.index(), self.large[t.index()]);
+                    let part = match self.rule {
+                        SegmentRule::Scale(l, _) if large => self.shares[i] * l,
+                        SegmentRule::Scale(_, s) => self.shares[i] * s,
+                        SegmentRule::Between(a) if large => {
+                            self.floors[i] + a * (self.shares[i] - self.floors[i])
+                        }
+                        SegmentRule::Between(_) => self.shares[i],
                     };
-                    self.shares[t.index()] * scale * charges.get(t).copied().unwrap_or(1.0)
+                    part * charges.get(t).copied().unwrap_or(1.0)
                 })
                 .sum::<f64>(),
         )
@@ -261,6 +348,42 @@ impl Budgets {
             .filter(|(_, c)| *c > 1)
             .map(|(t, c)| (t, 1.0 / c as f64))
             .collect()
+    }
+}
+
+/// How a whole budget is shared among the segments: the large weights' default shares
+/// scaled alike (and the small weights' bytes), or, when the total lies between the large
+/// weights' smallest shares and their default ones (the 1.25/N cap on a model whose stored
+/// constants or ragged heads the default counts whole), each large weight's smallest share
+/// plus the same part `a` of what its default share adds to it: then no segment gets less
+/// than its weights can be split to, which a uniform scale below 1 would give a layer of
+/// evenly split products.
+#[derive(Debug, Clone, Copy)]
+enum SegmentRule {
+    /// Factors on the (large, small) weights' shares ([`segment_scales`]).
+    Scale(f64, f64),
+    /// A large weight gets `floor + a · (share - floor)`, a small one its bytes.
+    Between(f64),
+}
+
+impl SegmentRule {
+    fn of(shares: &[f64], floors: &[f64], large: &[bool], total: f64) -> Self {
+        let (mut floor, mut above, mut small) = (0.0, 0.0, 0.0);
+        for ((s, f), l) in shares.iter().zip(floors).zip(large) {
+            if *l {
+                floor += f;
+                above += s - f;
+            } else {
+                small += s;
+            }
+        }
+        let room = total - small - floor;
+        if above > 0.0 && room >= 0.0 && room < above {
+            SegmentRule::Between(room / above)
+        } else {
+            let (l, s) = segment_scales(shares, large, total);
+            SegmentRule::Scale(l, s)
+        }
     }
 }
 

@@ -231,6 +231,14 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
     };
     let over_budget = |r: &Result<_, PartitionError>| matches!(r, Err(PartitionError::Infeasible(m)) if m.contains("parameter budget"));
     let mut result = solve(&mut cx, &budgets);
+    if over_budget(&result) && opts.memory_per_device.is_none() {
+        if let Some(slack) = budget::Budgets::with_constants_slack(graph, n, opts) {
+            // Stored tables (folded position embeddings) that no plan within the cap
+            // splits: slack, as the model's vectors are, and the same fallbacks after.
+            budgets = slack;
+            result = solve(&mut cx, &budgets);
+        }
+    }
     if over_budget(&result) {
         if let Some(uncapped) = budgets.uncapped() {
             // No plan fits the budget capped at PARAM_SLACK / N: the default budget instead.
@@ -308,6 +316,8 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         lower_bound_bytes,
         layer_info.map(|l| l.plan_info()),
     );
+    // The budget the plan was solved under (after any fallback).
+    plan.objective.memory_per_device = budgets.total.map(|b| b as u64);
     plan.summary.notes.extend(fallback_notes);
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let timings = Timings {
@@ -423,7 +433,8 @@ fn assemble(
         cost_model: opts.cost_model.clone(),
         objective: Objective {
             kind: opts.objective,
-            memory_per_device: budget::Budgets::new(graph, n, opts).total.map(|b| b as u64),
+            // Set by the caller: the budget after any fallback.
+            memory_per_device: None,
             pins: opts.pins.clone(),
         },
         graph: graph.clone(),
