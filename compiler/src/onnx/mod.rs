@@ -14,6 +14,7 @@
 mod error;
 mod hoist;
 mod inputs;
+mod masks;
 mod offsets;
 pub mod ops;
 mod parse;
@@ -156,6 +157,7 @@ fn import(
         .collect();
     let mut walker = walk::Walker::new(parsed.opsets.clone(), used);
     let mut initializer_names = HashSet::new();
+    let mut mask_candidates = BTreeMap::new();
     for t in &graph_proto.initializer {
         let weight = tensor_proto::initializer_weight(
             t,
@@ -169,6 +171,13 @@ fn import(
             WeightData::File { .. } if small => Some(tensor_proto::decode(t, &t.name)?),
             WeightData::File { .. } => None,
         };
+        // A stored causal mask over FOLD_MAX_ELEMS (GPT-2's 1024-position buffers): decoded
+        // for the `masks` phase only, never folded.
+        if konst.is_none() && masks::may_be_mask(&weight.shape, weight.dtype) {
+            if let Ok(v) = tensor_proto::decode(t, &t.name) {
+                mask_candidates.insert(t.name.clone(), v);
+            }
+        }
         if !initializer_names.insert(t.name.clone()) {
             return Err(ImportError::tensor(
                 &t.name,
@@ -213,8 +222,9 @@ fn import(
     walker.set_outputs(&outputs)?;
 
     let folded = walker.folded;
-    let consts = std::mem::take(&mut walker.consts);
+    let mut consts = std::mem::take(&mut walker.consts);
     let mut graph = walker.graph;
+    masks::compute_causal_masks(&mut graph, &mut consts, mask_candidates);
     let emitted = graph.nodes.len();
     let dead = validate::validate(&mut graph, file_name)?;
     let canon = if opts.canon.enabled {
