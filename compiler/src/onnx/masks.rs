@@ -70,7 +70,7 @@ pub(crate) fn may_be_mask(shape: &[usize], dtype: DType) -> bool {
         && shape[r - 2] >= MIN_SIDE
         && shape[r - 1] >= MIN_SIDE
         && matches!(dtype, DType::Bool | DType::F32)
-        && shape.iter().product::<usize>() <= MAX_MASK_ELEMS
+        && tessera_ir::checked_numel(shape).is_some_and(|n| n <= MAX_MASK_ELEMS)
 }
 
 /// Replaces every stored causal mask of `graph` (its value in `consts`, or among `large`:
