@@ -275,4 +275,36 @@ real_export_tests! {
     /// written out, which extraction spelled one way in the first layer and another in the
     /// second until the DAG-cost pass (docs/partitioner.md, "Extraction").
     gpt_neox_torchscript_opset14: "gpt_neox_ts14", 2, &[1];
+    /// GPT-2 with eager attention, traced (`scripts/export_gpt2_buffer.py`, transformers
+    /// 4.44) at batch 2 × seq 96: its causal mask is the stored `attn.bias` buffer
+    /// `[1, 1, 128, 128]`, which the import phase `masks` computes instead
+    /// ([`stored_mask_is_computed`]).
+    gpt2_torchscript_mask_buffer: "gpt2_eager_ts", 2, &[2];
+}
+
+/// The traced GPT-2's stored causal mask (booleans, sliced per layer) is computed in the
+/// plan: no rank stores a 4-D constant, and the plan has the mask's Trilu.
+#[test]
+fn stored_mask_is_computed() {
+    let inputs = inputs("gpt2_eager_ts");
+    let shapes = shape_args(&inputs);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = compile("gpt2_eager_ts", 2, &shapes, dir.path());
+    let p: tessera_ir::plan::Plan =
+        serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("plan JSON");
+    let stored: Vec<_> = p
+        .graph
+        .weights
+        .values()
+        .filter(|w| w.shape.len() == 4)
+        .map(|w| (&w.name, &w.shape))
+        .collect();
+    assert!(stored.is_empty(), "4-D constants stored: {stored:?}");
+    let trilu = p
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, tessera_ir::Op::Trilu(_)))
+        .count();
+    assert_eq!(trilu, 1, "one computed mask for both layers");
 }

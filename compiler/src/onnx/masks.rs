@@ -9,7 +9,9 @@
 //! from a scalar — `Where(Cast(Trilu(Expand(1))), below, above)`, or the `Cast` alone for
 //! booleans — built once per distinct mask and read by every layer that stored a copy. The
 //! runtime computes activation-independent steps once per session (its constant cache),
-//! so no run pays for it, and no rank stores it.
+//! so no run pays for it, and no rank stores it. A mask of at most 4,096 elements (a 64 ×
+//! 64 slice) is folded back by the canonicaliser into one stored constant, which every layer
+//! then shares.
 use std::collections::BTreeMap;
 use tessera_ir::op::{CastAttrs, ExpandAttrs, TriluAttrs};
 use tessera_ir::{DType, Graph, Node, Op, Tensor, TensorData, TensorId, TensorKind, Weight};
