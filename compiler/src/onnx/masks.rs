@@ -25,21 +25,24 @@ enum Causal {
     Float { below: u32, above: u32 },
 }
 
-/// Masks smaller than this many elements per matrix are left stored (nothing to gain).
+/// Masks with a side shorter than this are left stored (nothing to gain).
 const MIN_SIDE: usize = 2;
 
-/// Whether `t` is a causal mask: every axis but the last two of extent 1, the last two
-/// `P × Q` with both at least [`MIN_SIDE`], and element `(i, j)` one value where `j ≤ i`
-/// and another where `j > i`.
+/// The sides `(P, Q)` of a mask-shaped `shape`: every axis but the last two of extent 1,
+/// the last two at least [`MIN_SIDE`].
+fn mask_sides(shape: &[usize]) -> Option<(usize, usize)> {
+    let r = shape.len();
+    if r < 2 || shape[..r - 2].iter().any(|&d| d != 1) {
+        return None;
+    }
+    let (p, q) = (shape[r - 2], shape[r - 1]);
+    (p >= MIN_SIDE && q >= MIN_SIDE).then_some((p, q))
+}
+
+/// Whether `t` is a causal mask: [`mask_sides`], and element `(i, j)` one value where
+/// `j ≤ i` and another where `j > i`.
 fn causal_pattern(t: &Tensor) -> Option<Causal> {
-    let r = t.shape.len();
-    if r < 2 || t.shape[..r - 2].iter().any(|&d| d != 1) {
-        return None;
-    }
-    let (p, q) = (t.shape[r - 2], t.shape[r - 1]);
-    if p < MIN_SIDE || q < MIN_SIDE {
-        return None;
-    }
+    let (_, q) = mask_sides(&t.shape)?;
     let lower = |k: usize| k % q <= k / q;
     match &t.data {
         TensorData::Bool(v) => v
@@ -62,15 +65,10 @@ fn causal_pattern(t: &Tensor) -> Option<Causal> {
 /// Largest mask (elements) decoded for this phase beyond the folded constants.
 const MAX_MASK_ELEMS: usize = 1 << 24;
 
-/// Whether an initializer of `shape` and `dtype` may be a causal mask worth decoding: every
-/// axis but the last two of extent 1, the last two at least [`MIN_SIDE`], boolean or f32,
-/// at most [`MAX_MASK_ELEMS`] elements.
+/// Whether an initializer of `shape` and `dtype` may be a causal mask worth decoding:
+/// [`mask_sides`], boolean or f32, at most [`MAX_MASK_ELEMS`] elements.
 pub(crate) fn may_be_mask(shape: &[usize], dtype: DType) -> bool {
-    let r = shape.len();
-    r >= 2
-        && shape[..r - 2].iter().all(|&d| d == 1)
-        && shape[r - 2] >= MIN_SIDE
-        && shape[r - 1] >= MIN_SIDE
+    mask_sides(shape).is_some()
         && matches!(dtype, DType::Bool | DType::F32)
         && tessera_ir::checked_numel(shape).is_some_and(|n| n <= MAX_MASK_ELEMS)
 }
@@ -88,6 +86,8 @@ pub(crate) fn compute_causal_masks(
         .weights
         .iter()
         .filter(|(_, w)| w.quant.is_none() && w.perm.is_none() && w.packed_bits.is_none())
+        // A graph output keeps its tensor (and name): such a constant stays stored.
+        .filter(|(t, _)| !graph.outputs.contains(t))
         .filter_map(|(t, w)| {
             let value = consts.get(t).or_else(|| large.get(&w.name))?;
             Some((*t, causal_pattern(value)?))
@@ -120,11 +120,6 @@ pub(crate) fn compute_causal_masks(
             if let Some(m) = replace.get(i) {
                 *i = *m;
             }
-        }
-    }
-    for o in &mut graph.outputs {
-        if let Some(m) = replace.get(o) {
-            *o = *m;
         }
     }
     for t in replace.keys() {
@@ -304,6 +299,18 @@ mod tests {
             );
             assert_eq!(g.nodes.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_mask_that_is_a_graph_output_stays_stored() {
+        let (mut g, mut consts) = graph_with(float_mask(4, 4, 0.0, -1e9));
+        let w = g.nodes[0].inputs[1];
+        g.outputs.push(w);
+        assert_eq!(
+            compute_causal_masks(&mut g, &mut consts, BTreeMap::new()),
+            0
+        );
+        assert!(g.weights.contains_key(&w));
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub const PARAM_SLACK: f64 = 1.25;
 impl Budgets {
     /// Budgets for `opts`.
     pub fn new(g: &Graph, n: usize, opts: &PartitionOptions) -> Self {
-        Self::with_large(g, n, opts, large_weights(g))
+        Self::with_large(g, n, opts, true)
     }
 
     /// The budgets with the stored tables ([`stored_constants`]) as slack, as norm scales
@@ -185,12 +185,18 @@ impl Budgets {
         if stored_constants(g).is_empty() {
             return None;
         }
-        Some(Self::with_large(g, n, opts, product_weights(g)))
+        Some(Self::with_large(g, n, opts, false))
     }
 
-    fn with_large(g: &Graph, n: usize, opts: &PartitionOptions, big: BTreeSet<TensorId>) -> Self {
+    /// The budgets whose large weights are the products' weights and large tables, plus the
+    /// stored tables when `constants_large`.
+    fn with_large(g: &Graph, n: usize, opts: &PartitionOptions, constants_large: bool) -> Self {
         let grains = Grains::of(g);
         let constants = stored_constants(g);
+        let mut big = product_weights(g);
+        if constants_large {
+            big.extend(constants.iter().copied());
+        }
         let mut shares = vec![0.0; g.tensors.len()];
         for (t, w) in &g.weights {
             // Stored bytes: a quantised weight counts its int8 bytes, scale and zero point.
