@@ -68,6 +68,15 @@ const MIN_TAPS: usize = 64;
 /// planes costs more than the packing saves (`[960, 160]` over 18 positions 74 → 95).
 const POINTWISE_MIN_CHANNELS: usize = 256;
 
+/// Output positions (of all images) from which the direct kernel serves a 1×1 Conv of at
+/// most [`FEW_POSITIONS`] positions and fewer than [`POINTWISE_MIN_CHANNELS`] input
+/// channels, on AVX2 (AVX-512 was not measured): alone, with SiLU, one thread, against the
+/// few-column product (`matmul_few_cols.rs`), min of 300 runs: `[960, 160]` over two 3×3
+/// maps 135 → 102 µs, `[1152, 192]` over two 2×2 maps 80 → 71–76, `[576, 96]` and
+/// `[240, 40]` equal. Fewer positions (a squeeze-excitation block's 1×1 maps) keep the
+/// narrow product.
+const POINTWISE_MIN_POSITIONS: usize = 4;
+
 /// Output positions per image from which the direct kernel serves any Conv: im2col's
 /// column matrix no longer stays in cache (64 channels, 3×3, on 56×56: 137 against 98
 /// GFLOP/s; 128 on 28×28: 162 against 129). On mid-size maps with deep inputs the `gemm`
@@ -135,7 +144,10 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         w[1..].iter().product::<usize>(),
     );
     if w[2..].iter().product::<usize>() == 1 {
-        return few && w[1] >= POINTWISE_MIN_CHANNELS;
+        return few
+            && (w[1] >= POINTWISE_MIN_CHANNELS
+                || (x[0] * plane >= POINTWISE_MIN_POSITIONS
+                    && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx2)));
     }
     // Large planes on AVX2 too, since its tiles store whole vectors unmasked: a 3×3 Conv
     // with ReLU over two maps, direct against the `gemm` crate (min of 30 runs, two
@@ -484,6 +496,9 @@ impl Job<'_> {
             let (img, q0) = (r / plane, r % plane);
             let run = (plane - q0).min(r0 + rows - r);
             transpose_pitched(&acc[(r - r0) * ld..], ld, tr, run, run, cols);
+            // Whole planes: the epilogue once over the task's channels of the image (their
+            // planes are contiguous); per channel it would run on pieces of a few positions.
+            let whole = run == plane;
             for j in 0..cols {
                 let at = (img * self.w.shape[0] + oc0 + j) * plane + q0;
                 let src = &tr[j * run..][..run];
@@ -496,9 +511,17 @@ impl Job<'_> {
                     std::ptr::copy_nonoverlapping(src.as_ptr(), d, run);
                     std::slice::from_raw_parts_mut(d, run)
                 };
-                if !self.epi.is_empty() {
+                if !self.epi.is_empty() && !whole {
                     self.epi.apply(dst, at);
                 }
+            }
+            if !self.epi.is_empty() && whole {
+                let at = (img * self.w.shape[0] + oc0) * plane;
+                // SAFETY: channels oc0..oc0 + cols of image img (whole planes) lie inside the
+                // output, belong to this task alone and were all written above.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(self.out.0.add(at), cols * plane) };
+                self.epi.apply(dst, at);
             }
             r += run;
         }

@@ -17,6 +17,8 @@ mod conv_depthwise_blocked;
 mod conv_depthwise_flat;
 mod conv_depthwise_rows;
 mod conv_direct;
+#[cfg(test)]
+mod conv_direct_tests;
 mod conv_epilogue;
 mod conv_epilogue_lanes;
 mod conv_few_channels;
