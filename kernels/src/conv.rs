@@ -213,12 +213,14 @@ pub(crate) fn conv_fused(
         let out = gemm_conv(&win, &taps, xv, wv, bias, (n, c, m, g), epi)?;
         return make(x.dtype, shape, TensorData::F32(out));
     }
-    let mut out = output_planes(len, bias, m, p_out);
     if mg == 1 && p_out <= SMALL_PLANE && c >= MIN_CHANNELS {
-        depthwise_channels_last(&taps, xv, wv, &mut out, (n, c, p_in), epi);
-    } else {
-        depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
+        // Every output is written from its bias: no planes of biases first.
+        let mut out = vec![0f32; len];
+        depthwise_channels_last(&taps, xv, wv, bias, &mut out, (n, c, p_in), epi);
+        return make(x.dtype, shape, TensorData::F32(out));
     }
+    let mut out = output_planes(len, bias, m, p_out);
+    depthwise(&taps, xv, wv, &mut out, (n * c, mg, p_in), epi);
     make(x.dtype, shape, TensorData::F32(out))
 }
 

@@ -26,12 +26,14 @@ pub(crate) const SMALL_PLANE: usize = 64;
 /// transposes.
 pub(crate) const MIN_CHANNELS: usize = 8;
 
-/// Depthwise Conv of `n` images of `c` channels (`x`: `[n, c, p_in]`, `w`: `[c, K]`) into
-/// `out` (`[n, c, P_out]`, holding the bias or zeros), then `epi` on each image.
+/// Depthwise Conv of `n` images of `c` channels (`x`: `[n, c, p_in]`, `w`: `[c, K]`, one
+/// bias per channel or none) into `out` (`[n, c, P_out]`, every element written), then `epi`
+/// on each image.
 pub(crate) fn depthwise_channels_last(
     taps: &TapTable,
     x: &[f32],
     w: &[f32],
+    bias_v: Option<&[f32]>,
     out: &mut [f32],
     (n, c, p_in): (usize, usize, usize),
     epi: Epilogue<'_>,
@@ -47,10 +49,10 @@ pub(crate) fn depthwise_channels_last(
     transpose_pitched(w, kl, &mut wt, cp, c, kl);
     // Per output position, its (tap, input position) pairs in ascending tap order.
     let (pairs, starts) = position_pairs(taps, cp);
-    // `out` holds each channel's bias (or zero) in every element of its planes.
+    // Each channel's bias (zero in the padding lanes, or without one).
     let mut bias = vec![0f32; cp];
-    for (ch, b) in bias.iter_mut().enumerate().take(c) {
-        *b = out[ch * p_out];
+    if let Some(b) = bias_v {
+        bias[..c].copy_from_slice(&b[..c]);
     }
     // A run of images with its own scratch (transposed inputs and accumulators, all images
     // of the run at once).
