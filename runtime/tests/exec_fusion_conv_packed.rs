@@ -1,8 +1,9 @@
 //! Convs the direct kernel serves run over weights packed when the program is prepared: on
 //! 3×3 maps of two images, a 3×3 Conv with or without an epilogue becomes one fused item that also replaces its
 //! weight's load step, matching the reference executor to f32 rounding (the direct kernel
-//! sums in another order than im2col); a 1×1 Conv, a depthwise Conv and a Conv whose weight
-//! another op also reads keep the im2col path and their load steps.
+//! sums in another order than im2col); a depthwise Conv and a Conv whose weight another op
+//! also reads keep their paths and their load steps, and a 1×1 Conv over few positions is
+//! packed where the kernel's rule (`direct_suits`) serves it.
 mod exec_support;
 
 use exec_support::*;
@@ -54,7 +55,8 @@ fn multi_tap_convs_run_over_packed_weights() {
     );
     let w2 = inline_weight(&mut g, "w2", rand_f32(&[40, 30, 3, 3], 2));
     let c2 = conv(&mut g, "c2", r1, w2, vec![2, 40, 3, 3], 3, 2);
-    // Not packed: a 1×1 Conv, a depthwise Conv, and two Convs sharing one weight.
+    // Not packed: a depthwise Conv and two Convs sharing one weight; a 1×1 Conv of 40
+    // channels over 18 positions where the kernel's own rule says so (on AVX2 it serves it).
     let w3 = inline_weight(&mut g, "w3", rand_f32(&[16, 40, 1, 1], 3));
     let c3 = conv(&mut g, "c3", c2, w3, vec![2, 16, 3, 3], 1, 1);
     let w4 = inline_weight(&mut g, "w4", rand_f32(&[16, 1, 3, 3], 4));
@@ -74,12 +76,23 @@ fn multi_tap_convs_run_over_packed_weights() {
     )
     .unwrap_or_else(|e| panic!("run_plan: {e}"));
     let r = &stats.ranks[0];
+    let one_by_one = ConvAttrs {
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![0; 4],
+        group: 1,
+        depthwise: false,
+    };
+    let pointwise = tessera_kernels::direct_suits(&[2, 40, 3, 3], &[16, 40, 1, 1], &one_by_one);
     assert_eq!(
         r.fused,
-        BTreeMap::from([("fused Conv+Act", 1), ("packed Conv", 1)])
+        BTreeMap::from([
+            ("fused Conv+Act", 1),
+            ("packed Conv", 1 + usize::from(pointwise))
+        ])
     );
-    // Conv, Relu and the load of w1; Conv and the load of w2.
-    assert_eq!(r.fused_steps, 5);
+    // Conv, Relu and the load of w1; Conv and the load of w2 (and of w3: Conv and load).
+    assert_eq!(r.fused_steps, 5 + 2 * usize::from(pointwise));
     let err = rel_err(&got[0], &want[0]);
     assert!(err <= 1e-5, "relative error {err}");
 }
