@@ -4,7 +4,7 @@
 use super::conv::{conv, conv_fused, ConvWeight};
 use super::conv_direct::{direct_available, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
-use super::conv_tests::{case, cases, max_abs_diff, outputs, values, Case};
+use super::conv_tests::{case, case_attrs, cases, max_abs_diff, outputs, values, Case};
 use tessera_ir::op::ConvAttrs;
 use tessera_ir::Tensor;
 
@@ -88,13 +88,7 @@ fn direct_conv_epilogues_match_the_conv_then_its_epilogue() {
         let [n, c, h, wd] = cs.x;
         let xs = values(n * c * h * wd, 50 + i as u64);
         let ws = values(cs.m * c * cs.k[0] * cs.k[1], 60 + i as u64);
-        let attrs = ConvAttrs {
-            strides: cs.stride.to_vec(),
-            dilations: cs.dil.to_vec(),
-            pads: cs.pads.to_vec(),
-            group: 1,
-            depthwise: false,
-        };
+        let attrs = case_attrs(cs);
         let xt = Tensor::f32(cs.x.to_vec(), xs);
         let wt = Tensor::f32(vec![cs.m, c, cs.k[0], cs.k[1]], ws.clone());
         let bt = Tensor::f32(vec![cs.m], values(cs.m, 70 + i as u64));

@@ -91,6 +91,17 @@ fn max_diff(cs: &Case, seed: u64) -> f32 {
     max_abs_diff(&got, &want)
 }
 
+/// The Conv attributes of one case.
+pub(super) fn case_attrs(cs: &Case) -> ConvAttrs {
+    ConvAttrs {
+        strides: cs.stride.to_vec(),
+        dilations: cs.dil.to_vec(),
+        pads: cs.pads.to_vec(),
+        group: cs.g,
+        depthwise: false,
+    }
+}
+
 /// The kernel's output (through W packed for the direct kernel when `packed`) and the
 /// reference's on one case.
 pub(super) fn outputs(cs: &Case, seed: u64, packed: bool) -> (Vec<f32>, Vec<f32>) {
@@ -98,13 +109,7 @@ pub(super) fn outputs(cs: &Case, seed: u64, packed: bool) -> (Vec<f32>, Vec<f32>
     let xs = values(n * c * h * wd, seed);
     let ws = values(cs.m * (c / cs.g) * cs.k[0] * cs.k[1], seed + 1);
     let bs = values(cs.m, seed + 2);
-    let attrs = ConvAttrs {
-        strides: cs.stride.to_vec(),
-        dilations: cs.dil.to_vec(),
-        pads: vec![cs.pads[0], cs.pads[1], cs.pads[2], cs.pads[3]],
-        group: cs.g,
-        depthwise: false,
-    };
+    let attrs = case_attrs(cs);
     let xt = Tensor::f32(cs.x.to_vec(), xs.clone());
     let wt = Tensor::f32(vec![cs.m, c / cs.g, cs.k[0], cs.k[1]], ws.clone());
     let bt = Tensor::f32(vec![cs.m], bs.clone());

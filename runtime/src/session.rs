@@ -40,10 +40,11 @@ pub use crate::exec::data::Inputs;
 /// How often a waiting [`Session::run_interruptible`] asks whether to cancel.
 const POLL: Duration = Duration::from_millis(20);
 
-/// How long a worker waiting for its next run, or a caller waiting for the ranks' replies,
-/// polls its channel (yielding the core between polls) before it sleeps, when the machine
-/// has a core for every rank (the rule of the CPU collectives' spinning): waking a sleeping thread costs tens of
-/// microseconds, as much as a small model's whole run (docs/benchmarks.md).
+/// How long a worker waiting for its next run polls its channel (yielding the core between
+/// polls) before it sleeps, and how long before a run's expected end a caller waiting for
+/// the ranks' replies starts polling ([`Pool::wait_reply`]), when the machine has a core for
+/// every rank (the rule of the CPU collectives' spinning): waking a sleeping thread costs
+/// tens of microseconds, as much as a small model's whole run (docs/benchmarks.md).
 const SPIN: Duration = Duration::from_micros(200);
 
 /// [`SPIN`] when the machine has a core per rank, else no polling.
@@ -306,7 +307,7 @@ struct Pool<B: Backend> {
     handles: Vec<JoinHandle<()>>,
     /// The devices' collectives were aborted by a failed run: recreate them first.
     broken: bool,
-    /// How long the caller polls for replies before it sleeps (see [`SPIN`]).
+    /// How long the caller polls for replies near a run's expected end (see [`SPIN`]).
     spin: Duration,
     /// How long the last run's ranks took to reply: the caller sleeps through most of the
     /// next run and polls only near its expected end ([`Pool::wait_reply`]).
@@ -458,10 +459,9 @@ where
 
     /// The next reply of a run whose messages went out at `sent`, or a timeout after
     /// [`POLL`]. Where the caller polls (`spin`), it first sleeps until `spin` before the
-    /// last run's duration: polling from the start kept a second core busy through the
-    /// whole of a short run (on a 2-core VM, a 1-device GPT-2 at 1×128 then ran 1.4–1.5×
-    /// slower in about one process in six), and a reply that comes while the caller
-    /// sleeps costs it a wake-up only.
+    /// last run's duration, then polls: polling the first `spin` of every run and then
+    /// sleeping paid both a busy second core and a wake-up (a 1-device GPT-2 at 1×128 on a
+    /// 2-core VM: 0.750–0.759 → 0.722–0.727 ms, docs/benchmarks.md).
     fn wait_reply(&self, sent: Instant) -> Result<Reply, RecvTimeoutError> {
         if self.spin.is_zero() {
             return self.replies.recv_timeout(POLL);

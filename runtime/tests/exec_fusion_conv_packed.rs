@@ -13,6 +13,17 @@ use tessera_ir::{DType, Graph, Op, TensorId, Weight, WeightData};
 use tessera_runtime::exec::{run_plan, RunOptions};
 use tessera_runtime::weights::WeightStore;
 
+/// A 2-D Conv of a `k`×`k` kernel, stride 1, padded to keep the map's size.
+fn attrs(k: usize, group: usize) -> ConvAttrs {
+    ConvAttrs {
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![k / 2; 4],
+        group,
+        depthwise: false,
+    }
+}
+
 fn conv(
     g: &mut Graph,
     name: &str,
@@ -22,14 +33,7 @@ fn conv(
     k: usize,
     group: usize,
 ) -> TensorId {
-    let attrs = ConvAttrs {
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![k / 2; 4],
-        group,
-        depthwise: false,
-    };
-    f32_node(g, name, Op::Conv(attrs), vec![x, w], out)
+    f32_node(g, name, Op::Conv(attrs(k, group)), vec![x, w], out)
 }
 
 #[test]
@@ -76,14 +80,7 @@ fn multi_tap_convs_run_over_packed_weights() {
     )
     .unwrap_or_else(|e| panic!("run_plan: {e}"));
     let r = &stats.ranks[0];
-    let one_by_one = ConvAttrs {
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![0; 4],
-        group: 1,
-        depthwise: false,
-    };
-    let pointwise = tessera_kernels::direct_suits(&[2, 40, 3, 3], &[16, 40, 1, 1], &one_by_one);
+    let pointwise = tessera_kernels::direct_suits(&[2, 40, 3, 3], &[16, 40, 1, 1], &attrs(1, 1));
     assert_eq!(
         r.fused,
         BTreeMap::from([
