@@ -9,6 +9,10 @@ mod cli;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc, not the system allocator: see `tessera-run`'s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,

@@ -21,6 +21,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// mimalloc for the Rust side's buffers, as in `tessera-run`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tessera::{compile as compile_model, ApiError, CompileOptions, CompiledPlan};
 use tessera_ir::plan::ObjectiveKind;
 use tessera_runtime::device::DeviceKind;

@@ -13,6 +13,13 @@
 //! Exit status: 0 on success, 1 on any error (one line on stderr), 2 on bad usage, 3 when
 //! `--check` finds an output outside the tolerance.
 use anyhow::{anyhow, bail, Context, Result};
+
+/// mimalloc, not the system allocator: with glibc's, the ranks' output buffers of a run
+/// went back to the system and were faulted in again (ConvNeXt-T: 41.9 → 34.3 ms a run at
+/// 64 px; docs/benchmarks.md, session 29).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
