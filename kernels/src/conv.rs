@@ -18,6 +18,7 @@ use super::conv_direct::{conv_direct, DirectGeometry, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
 use super::conv_few_channels::{conv_few_channels, few_channels_suits};
 use super::conv_gemm::gemm_conv;
+use super::conv_grouped::{grouped_channels_last, grouped_suits};
 use super::conv_taps::{axpy_runs, TapTable, PARALLEL_MIN_TAPS};
 use super::matmul::{gemm_into, MatView};
 use super::simd::vectorized;
@@ -209,6 +210,12 @@ pub(crate) fn conv_fused(
         return make(x.dtype, shape, TensorData::F32(out));
     }
     let taps = TapTable::new(&win);
+    if grouped_suits(c, m, g, p_out) {
+        // Every element is written from its bias.
+        let mut out = vec![0f32; len];
+        grouped_channels_last(&taps, xv, wv, bias, &mut out, (n, c, m, g, p_in), epi);
+        return make(x.dtype, shape, TensorData::F32(out));
+    }
     if cg > 1 {
         let out = gemm_conv(&win, &taps, xv, wv, bias, (n, c, m, g), epi)?;
         return make(x.dtype, shape, TensorData::F32(out));
