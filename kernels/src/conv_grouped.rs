@@ -79,9 +79,11 @@ pub(crate) fn grouped_channels_last(
     // Per output position, its (tap, input position) pairs in ascending tap order.
     let (pairs, starts) = position_pairs(taps, 1);
     let bias = bias_v.map_or_else(|| vec![0f32; m], |b| b[..m].to_vec());
+    let quads = quad_steps(&pairs, &starts);
     let geo = Geometry {
         pairs: &pairs,
         starts: &starts,
+        quads: &quads,
         c,
         m,
         cg,
@@ -126,6 +128,9 @@ pub(crate) fn grouped_channels_last(
 struct Geometry<'a> {
     pairs: &'a [(usize, usize)],
     starts: &'a [usize],
+    /// Per output position `o`, `Some(d)` when positions `o..o + 4` read the same taps at
+    /// inputs `d` apart ([`quad_steps`]).
+    quads: &'a [Option<usize>],
     c: usize,
     m: usize,
     cg: usize,
@@ -145,6 +150,7 @@ fn blocks(geo: &Geometry<'_>, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f
     let Geometry {
         pairs,
         starts,
+        quads,
         c,
         m,
         cg,
@@ -164,19 +170,39 @@ fn blocks(geo: &Geometry<'_>, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f
             (blk, blk * L / mg * cg)
         };
         let bs = [block(0), block(1), block(2), block(3)];
-        for o in 0..p_out {
-            let mut a = bs.map(|(blk, _)| lanes(bias, blk * L));
+        let mut o = 0;
+        while o < p_out {
+            if let Some(d) = quads[o] {
+                // Four positions of one row: each weight load serves four multiply-adds.
+                for pair in [[bs[0], bs[1]], [bs[2], bs[3]]] {
+                    let quad = Quad { o, d, pair };
+                    quad_blocks(geo, &quad, bias, wt, xt, acc);
+                }
+                o += 4;
+                continue;
+            }
+            let b = |k: usize| lanes(bias, bs[k].0 * L);
+            let mut a = [b(0), b(1), b(2), b(3)];
             for &(tap, ip) in &pairs[starts[o]..starts[o + 1]] {
-                let xrow = &xt[ip * c..][..c];
-                let ws = bs.map(|(blk, _)| &wt[(blk * kl + tap) * cg * L..][..cg * L]);
-                let xs = bs.map(|(_, cin)| &xrow[cin..cin + cg]);
+                let w = |k: usize| (bs[k].0 * kl + tap) * cg * L;
+                let x = |k: usize| ip * c + bs[k].1;
+                let (ws, xs) = ([w(0), w(1), w(2), w(3)], [x(0), x(1), x(2), x(3)]);
+                assert!(
+                    ws.iter().all(|&w| w + cg * L <= wt.len()),
+                    "weights out of bounds"
+                );
+                assert!(
+                    xs.iter().all(|&x| x + cg <= xt.len()),
+                    "inputs out of bounds"
+                );
                 for ci in 0..cg {
                     for k in 0..4 {
-                        // SAFETY: ci < cg, ws[k] holds cg·L elements and xs[k] cg.
+                        // SAFETY: ci < cg; the block's cg·L weights and cg inputs lie in wt
+                        // and xt (asserted above).
                         let (wv, xv) = unsafe {
                             (
-                                ws[k].get_unchecked(ci * L..ci * L + L),
-                                *xs[k].get_unchecked(ci),
+                                wt.get_unchecked(ws[k] + ci * L..ws[k] + ci * L + L),
+                                *xt.get_unchecked(xs[k] + ci),
                             )
                         };
                         for l in 0..L {
@@ -188,6 +214,108 @@ fn blocks(geo: &Geometry<'_>, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f
             for (ak, &(blk, _)) in a.iter().zip(&bs) {
                 acc[o * m + blk * L..][..L].copy_from_slice(ak);
             }
+            o += 1;
+        }
+    }
+}
+
+/// Per output position `o`, `Some(d)` when positions `o..o + 4` have the same taps, each
+/// reading an input `d` further than the previous position's (four interior outputs of one
+/// row, `d` the stride), else None.
+fn quad_steps(pairs: &[(usize, usize)], starts: &[usize]) -> Vec<Option<usize>> {
+    let p_out = starts.len() - 1;
+    let at = |o: usize| &pairs[starts[o]..starts[o + 1]];
+    (0..p_out)
+        .map(|o| {
+            if o + 4 > p_out || at(o).is_empty() {
+                return None;
+            }
+            let d = at(o + 1)[..].first()?.1.checked_sub(at(o)[0].1)?;
+            (1..4)
+                .all(|j| {
+                    at(o + j).len() == at(o).len()
+                        && at(o)
+                            .iter()
+                            .zip(at(o + j))
+                            .all(|(a, b)| a.0 == b.0 && b.1 == a.1 + j * d)
+                })
+                .then_some(d)
+        })
+        .collect()
+}
+
+/// Four positions from `o`, inputs `d` apart, and two blocks (index, group's first input
+/// channel) of [`quad_blocks`].
+struct Quad {
+    o: usize,
+    d: usize,
+    pair: [(usize, usize); 2],
+}
+
+/// [`blocks`] for positions `o..o + 4` of `q` (same taps, inputs `d` apart) and two blocks
+/// of output channels: eight chains, each weight vector loaded once for four positions. The
+/// same multiply-adds in the same order as one position at a time.
+#[inline(always)]
+fn quad_blocks(
+    geo: &Geometry<'_>,
+    q: &Quad,
+    bias: &[f32],
+    wt: &[f32],
+    xt: &[f32],
+    acc: &mut [f32],
+) {
+    let Geometry {
+        pairs,
+        starts,
+        c,
+        m,
+        cg,
+        kl,
+        ..
+    } = *geo;
+    let Quad { o, d, pair } = *q;
+    let lanes =
+        |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
+    let mut a = [[0f32; L]; 8];
+    for (b, &(blk, _)) in pair.iter().enumerate() {
+        for j in 0..4 {
+            a[b * 4 + j] = lanes(bias, blk * L);
+        }
+    }
+    let dc = d * c;
+    for &(tap, ip) in &pairs[starts[o]..starts[o + 1]] {
+        // Offsets of the two blocks' weights for this tap and of their inputs at the first
+        // position (the others are `dc`, `2·dc`, `3·dc` further).
+        let w = |b: usize| (pair[b].0 * kl + tap) * cg * L;
+        let x = |b: usize| ip * c + pair[b].1;
+        let (ws, xs) = ([w(0), w(1)], [x(0), x(1)]);
+        assert!(
+            ws.iter().all(|&w| w + cg * L <= wt.len()),
+            "weights out of bounds"
+        );
+        assert!(
+            xs.iter().all(|&x| x + 3 * dc + cg <= xt.len()),
+            "inputs out of bounds"
+        );
+        for ci in 0..cg {
+            for b in 0..2 {
+                // SAFETY: ci < cg and the block's cg·L weights lie in wt (asserted above).
+                let wv = unsafe { wt.get_unchecked(ws[b] + ci * L..ws[b] + ci * L + L) };
+                for j in 0..4 {
+                    // SAFETY: ci < cg and the four positions' cg inputs lie in xt (asserted
+                    // above).
+                    let xv = unsafe { *xt.get_unchecked(xs[b] + j * dc + ci) };
+                    let ak = &mut a[b * 4 + j];
+                    for l in 0..L {
+                        ak[l] = fma(wv[l], xv, ak[l]);
+                    }
+                }
+            }
+        }
+    }
+    for (b, &(blk, _)) in pair.iter().enumerate() {
+        for j in 0..4 {
+            acc[(o + j) * m + blk * L..][..L].copy_from_slice(&a[b * 4 + j]);
         }
     }
 }
@@ -199,7 +327,8 @@ mod tests {
 
     /// Grouped Convs this path serves (groups of 4 to 16 input channels, 8 or 16 output
     /// channels per group, strides, dilation, asymmetric padding, 1×1 and 1×3 kernels,
-    /// block counts that are not a multiple of four) against the direct-loop reference.
+    /// block counts that are not a multiple of four, rows of four interior outputs) against
+    /// the direct-loop reference.
     #[test]
     fn grouped_channels_last_matches_the_reference() {
         let cases = [
@@ -235,6 +364,18 @@ mod tests {
                 [1, 1],
                 [1; 4],
                 55,
+                true,
+            ),
+            // Rows with four interior outputs (the four-position path) beside borders.
+            case([2, 24, 8, 8], 24, [3, 3], [1, 1], [1, 1], [1; 4], 3, true),
+            case(
+                [1, 64, 8, 7],
+                64,
+                [3, 3],
+                [1, 1],
+                [1, 1],
+                [1, 1, 0, 0],
+                4,
                 true,
             ),
         ];
