@@ -180,6 +180,9 @@ pub(crate) fn deinterleave(src: &[f32], dst: &mut [f32]) {
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F (checked just above).
         t = unsafe { deinterleave_avx512(src, dst) };
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        t = unsafe { deinterleave_avx2(src, dst) };
     }
     for (j, d) in dst[t..].iter_mut().enumerate() {
         *d = src[2 * (t + j)];
@@ -243,6 +246,78 @@ fn deinterleave_avx512(src: &[f32], dst: &mut [f32]) -> usize {
     t
 }
 
+/// The AVX2 part of [`deinterleave`]: eight outputs per two loads, a shuffle of the even
+/// elements within each 128-bit half and a permute of the 64-bit quarters; the last chunk
+/// of four to eight outputs with masked loads. Returns how many outputs
+/// it wrote. The scalar loop took 60 % of a 3×3/2 MaxPool on `[2, 64, 31, 31]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn deinterleave_avx2(src: &[f32], dst: &mut [f32]) -> usize {
+    use std::arch::x86_64::{
+        __m256, __m256i, _mm256_castpd_ps, _mm256_castps_pd, _mm256_cmpgt_epi32, _mm256_loadu_ps,
+        _mm256_maskload_ps, _mm256_permute4x64_pd, _mm256_set1_epi32, _mm256_setr_epi32,
+        _mm256_shuffle_ps, _mm256_storeu_ps,
+    };
+    // Even elements of a (8 lanes) then of b: [a0 a2 b0 b2 | a4 a6 b4 b6] by the shuffle,
+    // quarters reordered to [a0 a2 a4 a6 | b0 b2 b4 b6].
+    #[inline(always)]
+    fn evens(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only AVX2 operations (the caller enables AVX2).
+        unsafe {
+            let v = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        }
+    }
+    // Lanes below `k` set.
+    #[inline(always)]
+    fn first(k: usize) -> __m256i {
+        let k = k.min(8) as i32;
+        // SAFETY: register-only AVX2 operations (the caller enables AVX2).
+        unsafe {
+            _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(k),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            )
+        }
+    }
+    let mut t = 0;
+    // A whole chunk reads src[2t .. 2t + 16].
+    while t + 8 <= dst.len() && 2 * t + 16 <= src.len() {
+        // SAFETY: src[2t .. 2t + 16] and dst[t .. t + 8] are in bounds (checked by the loop
+        // condition); dst is exclusively borrowed.
+        unsafe {
+            let a = _mm256_loadu_ps(src.as_ptr().add(2 * t));
+            let b = _mm256_loadu_ps(src.as_ptr().add(2 * t + 8));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(t), evens(a, b));
+        }
+        t += 8;
+    }
+    // The last chunk: output j reads src[2j].
+    let here = dst
+        .len()
+        .min(src.len().div_ceil(2))
+        .saturating_sub(t)
+        .min(8);
+    if here >= 4 {
+        let avail = src.len() - 2 * t;
+        // SAFETY: the masked loads read only src[2t + l] (l < avail) and src[2t + 8 + l]
+        // (l < avail − 8), all below src.len(); the store writes a local buffer.
+        unsafe {
+            let a = _mm256_maskload_ps(src.as_ptr().add(2 * t), first(avail));
+            let b = _mm256_maskload_ps(
+                src.as_ptr().add(2 * t).wrapping_add(8),
+                first(avail.saturating_sub(8)),
+            );
+            // A masked store costs dozens of cycles on AMD: through a register-sized buffer.
+            let mut buf = [0f32; 8];
+            _mm256_storeu_ps(buf.as_mut_ptr(), evens(a, b));
+            dst[t..t + here].copy_from_slice(&buf[..here]);
+        }
+        t += here;
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::deinterleave;
@@ -259,6 +334,21 @@ mod tests {
                 deinterleave(&src, &mut dst);
                 let want: Vec<f32> = (0..n).map(|j| src[2 * j]).collect();
                 assert_eq!(dst, want, "n {n}, src {len}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // The AVX2 part alone (AVX-512 machines take the other), then the rest.
+                    let mut dst = vec![f32::NAN; n];
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    let t = unsafe { super::deinterleave_avx2(&src, &mut dst) };
+                    assert!(
+                        n < 4 || t + 4 > n,
+                        "n {n}: {t} outputs left to the scalar loop"
+                    );
+                    for (j, d) in dst[t..].iter_mut().enumerate() {
+                        *d = src[2 * (t + j)];
+                    }
+                    assert_eq!(dst, want, "AVX2, n {n}, src {len}");
+                }
             }
         }
     }
