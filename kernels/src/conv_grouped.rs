@@ -1,9 +1,10 @@
 //! Grouped Conv with a few channels per group (RegNet's groups of 8, ResNeXt's early ones)
 //! on small planes, channels innermost: per image, X is transposed to `[position,
-//! channel]`; every output position starts from the biases and adds, input channel by input
-//! channel of its group and tap by tap, `w[oc, ci, tap] × x[in, group·cg + ci]` for eight
+//! channel]`; every output position starts from the biases and adds, tap by tap and input
+//! channel by input channel of its group, `w[oc, ci, tap] × x[in, group·cg + ci]` for eight
 //! output channels of one group at a time (one broadcast of the input element, one load of
-//! the eight weights, one multiply-add), four blocks of eight in flight; the result is
+//! the eight weights, one multiply-add), four blocks of eight in flight; four outputs of a
+//! row that read the same taps share each load of the weights (eight chains). The result is
 //! transposed back.
 //!
 //! im2col and a GEMM per group ran each group's product as its own call of a few hundred
@@ -25,9 +26,9 @@ const L: usize = 8;
 /// Output positions per image up to which the channels-innermost path serves a grouped
 /// Conv: the GEMM's calls per group cost more than their arithmetic on small maps. Four
 /// copies of RegNet-Y's grouped Convs (groups of 8, 3×3, two images), AVX2, against im2col
-/// and a GEMM per group: 440 channels on 2×2 maps 600 → 117–186 µs, 208 on 4×4 429 → 205,
-/// 104 on 8×8 453 → 405, 104 at stride 2 from 16×16 683 → 512; 48 on 16×16 (256
-/// positions) 509 → 844, so it stays on the GEMM.
+/// and a GEMM per group: 440 channels on 2×2 maps 600 → 172–209 µs, 208 on 4×4 429 →
+/// 214–216, 104 on 8×8 453 → 279–323, 104 at stride 2 from 16×16 683 → 337–366; 48 on
+/// 16×16 (256 positions) 509 → 604, so it stays on the GEMM.
 const MAX_PLANE: usize = 64;
 
 /// Input channels per group up to which it serves (wider groups make GEMMs worth a call).
@@ -50,7 +51,6 @@ pub(crate) fn grouped_suits(c: usize, m: usize, g: usize, p_out: usize) -> bool 
 /// Grouped Conv of `n` images (`x`: `[n, c, p_in]`, `w`: `[m, c/g, K]`, one bias per output
 /// channel or none) into `out` (`[n, m, P_out]`, every element written), then `epi` on each
 /// image. The shapes must satisfy [`grouped_suits`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn grouped_channels_last(
     taps: &TapTable,
     x: &[f32],
