@@ -95,7 +95,7 @@ const LARGE_PLANE: usize = 28 * 28;
 /// DeepLabV3's ASPP, keeps its live taps only on the im2col path; here its padding taps
 /// would cost their full share), at least [`MIN_TAPS`] taps in all, and few positions, few
 /// input channels or a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`],
-/// [`LARGE_PLANE`]).
+/// [`LARGE_PLANE`]) — any plane on AVX2 ([`avx2_any_plane`]).
 pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     let s = x.len().saturating_sub(2);
     let group = if x.len() > 1 { a.groups(x[1]) } else { 0 };
@@ -154,7 +154,17 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     // alternating rounds): 64 channels on 56×56 5.90–6.04 against 6.24–6.54 ms, 32 on
     // 112×112 7.35–7.68 against 8.37–9.65, 128 on 28×28 5.69–6.04 against 5.74–6.29.
     let large = plane >= LARGE_PLANE;
-    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || large)
+    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || large || avx2_any_plane())
+}
+
+/// True on AVX2 without AVX-512, where the direct kernel serves Convs of more than one tap
+/// on any plane: 3×3 Convs of two images, one thread, direct against im2col and the `gemm`
+/// crate (min of two alternating runs, session 29): 128 → 32 channels on 4×4, 8×8, 14×14,
+/// 16×16 maps 0.58, 0.56, 0.64, 0.74 of the crate's time (DenseNet's Convs), 64 → 64
+/// 0.71–0.88, 128 → 128 0.80–0.94, 256 → 256 0.93–1.08, 512 → 512 1.00–1.01, stride 2
+/// 0.89–1.01; none more than 1.11 (32 → 128 on 16×16, within that run's noise).
+fn avx2_any_plane() -> bool {
+    super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx2)
 }
 
 /// A Conv's weights `[M, C/g, kernel..]` (one or two spatial axes) transposed into panels:
