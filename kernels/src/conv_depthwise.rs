@@ -14,10 +14,9 @@
 //! multiply-add `acc = w·x + acc` each, exactly as in the plane-by-plane loops, so they all
 //! give the same bits.
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::{position_pairs, TapTable, PARALLEL_MIN_TAPS};
+use super::conv_taps::{over_images, position_pairs, TapTable};
 use super::simd::{fma, vectorized};
 use super::transpose2d::transpose_pitched;
-use rayon::prelude::*;
 
 /// Output planes at most this large take the channels-innermost path.
 pub(crate) const SMALL_PLANE: usize = 64;
@@ -87,15 +86,7 @@ pub(crate) fn depthwise_channels_last(
             }
         }
     };
-    let threads = crate::pool_threads();
-    if threads > 1 && n > 1 && n * c * p_out * kl >= PARALLEL_MIN_TAPS {
-        let per = n.div_ceil(threads);
-        out.par_chunks_mut(per * c * p_out)
-            .enumerate()
-            .for_each(|(i, dst)| images(i * per, dst));
-    } else {
-        images(0, out);
-    }
+    over_images(out, c * p_out, n * c * p_out * kl, images);
 }
 
 /// The per-call tables of [`depthwise_channels_last`]: position `o`'s (weight offset,

@@ -15,13 +15,18 @@
 //! each the input channels of its group in order, one fused multiply-add each (im2col's
 //! GEMM sums channel by channel, tap by tap within each: the last bits differ).
 use super::conv_epilogue::Epilogue;
-use super::conv_taps::{position_pairs, TapTable, PARALLEL_MIN_TAPS};
+use super::conv_taps::{over_images, position_pairs, TapTable};
 use super::simd::{fma, vectorized};
 use super::transpose2d::transpose_pitched;
-use rayon::prelude::*;
 
 /// Lanes of one block of output channels (one AVX2 register).
 const L: usize = 8;
+
+/// The `L` values of `v` from `at`.
+#[inline(always)]
+fn lanes(v: &[f32], at: usize) -> [f32; L] {
+    v[at..at + L].try_into().expect("an L-long slice")
+}
 
 /// Output positions per image up to which the channels-innermost path serves a grouped
 /// Conv: the GEMM's calls per group cost more than their arithmetic on small maps. Four
@@ -112,15 +117,7 @@ pub(crate) fn grouped_channels_last(
             }
         }
     };
-    let threads = crate::pool_threads();
-    if threads > 1 && n > 1 && n * m * p_out * cg * kl >= PARALLEL_MIN_TAPS {
-        let per = n.div_ceil(threads);
-        out.par_chunks_mut(per * m * p_out)
-            .enumerate()
-            .for_each(|(i, dst)| images(i * per, dst));
-    } else {
-        images(0, out);
-    }
+    over_images(out, m * p_out, n * m * p_out * cg * kl, images);
 }
 
 /// The per-call tables of [`grouped_channels_last`]: position `o`'s (tap, input position)
@@ -160,8 +157,6 @@ fn blocks(geo: &Geometry<'_>, bias: &[f32], wt: &[f32], xt: &[f32], acc: &mut [f
         p_out,
     } = *geo;
     debug_assert!(xt.len() >= p_in * c && acc.len() >= p_out * m);
-    let lanes =
-        |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
     let total = m / L;
     for b0 in (0..total).step_by(4) {
         // Block k of the four: its index and its group's first input channel.
@@ -274,8 +269,6 @@ fn quad_blocks(
         ..
     } = *geo;
     let Quad { o, d, pair } = *q;
-    let lanes =
-        |v: &[f32], at: usize| -> [f32; L] { v[at..at + L].try_into().expect("an L-long slice") };
     let mut a = [[0f32; L]; 8];
     for (b, &(blk, _)) in pair.iter().enumerate() {
         for j in 0..4 {

@@ -11,6 +11,27 @@ use super::window::Window;
 /// Multiply-adds below which a depthwise Conv stays on one thread (splitting costs more).
 pub(crate) const PARALLEL_MIN_TAPS: usize = 1 << 18;
 
+/// Runs `images(first, dst)` on runs of whole images of `out` (`image` elements each; `dst`
+/// starts at image `first`): split over the device's rayon threads when it has several,
+/// there is more than one image and the call does at least [`PARALLEL_MIN_TAPS`]
+/// multiply-adds (`macs`); else one run of all images.
+pub(crate) fn over_images<F>(out: &mut [f32], image: usize, macs: usize, images: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    use rayon::prelude::*;
+    let n = out.len().checked_div(image).unwrap_or(0);
+    let threads = crate::pool_threads();
+    if threads > 1 && n > 1 && macs >= PARALLEL_MIN_TAPS {
+        let per = n.div_ceil(threads);
+        out.par_chunks_mut(per * image)
+            .enumerate()
+            .for_each(|(i, dst)| images(i * per, dst));
+    } else {
+        images(0, out);
+    }
+}
+
 /// One run of a tap: `len` outputs from `dst` read the input from `src` on, `stride` apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Run {
