@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tessera_ir::op::ConvAttrs;
 use tessera_ir::Tensor;
-use tessera_kernels::{direct_suits, eval_fused, ConvActivation, FusedOp, PackedConvWeight};
+use tessera_kernels::{
+    direct_suits, eval_fused, ConvActivation, FusedOp, HeldConvWeight, PackedConvWeight,
+};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -45,9 +47,9 @@ fn main() -> Result<(), String> {
     let wt = Tensor::f32(ws.clone(), wv.clone());
     let b = Tensor::f32(vec![m], values(m, 3));
     let packed = Arc::new(PackedConvWeight::pack(&ws, &wv, group).map_err(|e| e.to_string())?);
-    let op = |packed| FusedOp::ConvEpilogue {
+    let op = |held| FusedOp::ConvEpilogue {
         attrs: attrs.clone(),
-        packed,
+        held,
         bias: true,
         scale: false,
         shift: false,
@@ -56,7 +58,7 @@ fn main() -> Result<(), String> {
     };
     let mut paths = vec![(op(None), vec![&x, &wt, &b])];
     if !(group == c && group == m) {
-        paths.push((op(Some(packed)), vec![&x, &b]));
+        paths.push((op(Some(HeldConvWeight::Packed(packed))), vec![&x, &b]));
     }
     let mut times = vec![Vec::new(); paths.len()];
     let mut flops = 0.0;

@@ -256,11 +256,11 @@ mod tests {
         let packed = packed.then(|| {
             let g = attrs.groups(x[1]);
             let pw = crate::PackedConvWeight::pack(w, wt.as_f32().unwrap(), g).unwrap();
-            std::sync::Arc::new(pw)
+            crate::HeldConvWeight::Packed(std::sync::Arc::new(pw))
         });
         let conv_op = |scale, shift, residual, act| FusedOp::ConvEpilogue {
             attrs: attrs.clone(),
-            packed: packed.clone(),
+            held: packed.clone(),
             bias: true,
             scale,
             shift,
@@ -491,7 +491,7 @@ mod tests {
         let (x, w) = (rand(&[1, 2, 4, 4], 1), rand(&[2, 2, 3, 3], 2));
         let op = FusedOp::ConvEpilogue {
             attrs: attrs(1, 1, 1),
-            packed: None,
+            held: None,
             bias: false,
             scale: false,
             shift: false,

@@ -27,6 +27,7 @@ mod conv_grouped;
 mod conv_taps;
 #[cfg(test)]
 mod conv_tests;
+mod conv_trim;
 mod cumsum;
 mod einsum;
 mod fused;
@@ -60,9 +61,10 @@ pub use attention::attention_qk_factor;
 pub use cast::{cast_tensor, cast_through, cast_through_supported, int_range_f32};
 pub use conv_direct::{direct_available, direct_suits, PackedConvWeight};
 pub use conv_epilogue::ConvActivation;
+pub use conv_trim::{trim_dead_taps, TrimmedTaps};
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
-    FusedOp, HeadLayout, QuantMatMulOp, QuantWeight, ScoreTerm, SoftmaxRows,
+    FusedOp, HeadLayout, HeldConvWeight, QuantMatMulOp, QuantWeight, ScoreTerm, SoftmaxRows,
 };
 pub use qgemm::{
     dequant_matmul, dequant_matmul_epilogue, int8_gemm_available, quant_matmul, ActQuant,

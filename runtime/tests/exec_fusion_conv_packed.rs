@@ -85,7 +85,7 @@ fn multi_tap_convs_run_over_packed_weights() {
         r.fused,
         BTreeMap::from([
             ("fused Conv+Act", 1),
-            ("packed Conv", 1 + usize::from(pointwise))
+            ("prepared Conv", 1 + usize::from(pointwise))
         ])
     );
     // Conv, Relu and the load of w1; Conv and the load of w2 (and of w3: Conv and load).
@@ -141,11 +141,61 @@ fn a_packed_file_weight_is_held_once() {
     let (got, stats) = run_plan(&plan, &store, &inputs, &RunOptions::default())
         .unwrap_or_else(|e| panic!("run_plan: {e}"));
     assert_eq!(store.resident_count(), 0, "the float copy was released");
-    assert_eq!(stats.ranks[0].fused, BTreeMap::from([("packed Conv", 1)]));
+    assert_eq!(stats.ranks[0].fused, BTreeMap::from([("prepared Conv", 1)]));
     // Two panels of 48 channels (60 padded to 96) by 8 · 9 taps.
     assert_eq!(stats.ranks[0].weight_bytes, 2 * 48 * 72 * 4);
     let want = tessera_runtime::reference::run_graph(&plan.graph, &store, &inputs)
         .unwrap_or_else(|e| panic!("reference run: {e}"));
+    let err = rel_err(&got[0], &want[0]);
+    assert!(err <= 1e-5, "relative error {err}");
+}
+
+/// Convs whose end taps read only padding hold their live taps only: a 1×7 Conv on a 3×3
+/// map keeps 5 taps (pads 3 → 2), a 3×3 Conv of dilation 3 on a 3×3 map keeps its centre
+/// (a 1×1 Conv, unpadded); both equal the reference executor, and the rank holds the kept
+/// taps' bytes only (plain, or packed where the direct kernel serves the trimmed Conv).
+#[test]
+fn dead_end_taps_are_trimmed_from_held_weights() {
+    let xs = vec![2, 8, 3, 3];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, xs.clone());
+    let w1 = inline_weight(&mut g, "w1", rand_f32(&[16, 8, 1, 7], 1));
+    let a1 = ConvAttrs {
+        pads: vec![0, 3, 0, 3],
+        ..attrs(1, 1)
+    };
+    let c1 = f32_node(&mut g, "c1", Op::Conv(a1), vec![x, w1], vec![2, 16, 3, 3]);
+    let w2 = inline_weight(&mut g, "w2", rand_f32(&[24, 16, 3, 3], 2));
+    let a2 = ConvAttrs {
+        dilations: vec![3, 3],
+        pads: vec![3; 4],
+        ..attrs(3, 1)
+    };
+    let c2 = f32_node(&mut g, "c2", Op::Conv(a2), vec![c1, w2], vec![2, 24, 3, 3]);
+    let relu = Op::Unary(UnaryAttrs {
+        kind: UnaryOp::Relu,
+    });
+    let y = f32_node(&mut g, "relu", relu, vec![c2], vec![2, 24, 3, 3]);
+    g.outputs.push(y);
+    let plan = single_rank_plan(g);
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&xs, 9))]);
+    let want = reference(&plan, &inputs);
+    let (got, stats) = run_plan(
+        &plan,
+        &WeightStore::with_dir("."),
+        &inputs,
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    let r = &stats.ranks[0];
+    assert_eq!(
+        r.fused,
+        BTreeMap::from([("fused Conv+Act", 1), ("prepared Conv", 1)])
+    );
+    // The 1×1 Conv is packed (one panel of 48 channels) where the direct kernel serves it.
+    let packed = tessera_kernels::direct_suits(&[2, 16, 3, 3], &[24, 16, 1, 1], &attrs(1, 1));
+    let c2_bytes = if packed { 48 * 16 * 4 } else { 24 * 16 * 4 };
+    assert_eq!(r.weight_bytes, 16 * 8 * 5 * 4 + c2_bytes);
     let err = rel_err(&got[0], &want[0]);
     assert!(err <= 1e-5, "relative error {err}");
 }

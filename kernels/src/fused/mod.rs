@@ -67,6 +67,27 @@ pub enum QuantWeight {
     },
 }
 
+/// Weights a fused Conv holds, prepared when the plan was loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldConvWeight {
+    /// Packed for the direct kernel (whose sums round in another order than the im2col
+    /// GEMM's).
+    Packed(std::sync::Arc<crate::PackedConvWeight>),
+    /// Plain `[M, C/g, kernel..]` f32 weights: the live taps of a Conv whose end taps read
+    /// only padding ([`crate::trim_dead_taps`]; the op's attributes are the trimmed ones).
+    Plain(std::sync::Arc<Tensor>),
+}
+
+impl HeldConvWeight {
+    /// Bytes the held weights take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            HeldConvWeight::Packed(w) => w.bytes(),
+            HeldConvWeight::Plain(t) => t.numel() * 4,
+        }
+    }
+}
+
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FusedOp {
@@ -120,13 +141,13 @@ pub enum FusedOp {
     /// Conv output's shape) when `residual`, then the activation when `act` (inputs X, W,
     /// then B, S, T, R as present; S and T have the Conv output's channel count of
     /// elements); the epilogue runs on each block of Conv output as soon as it is final.
-    /// With `packed`, W is not an input: the Conv reads the weights packed when the plan was
-    /// loaded (the direct kernel, whose sums round in another order than the im2col GEMM's).
+    /// With `held` weights, W is not an input: the Conv reads the weights prepared when the
+    /// plan was loaded ([`HeldConvWeight`]).
     ConvEpilogue {
         /// The Conv's attributes.
         attrs: ConvAttrs,
-        /// W packed for the direct kernel (then absent from the inputs).
-        packed: Option<std::sync::Arc<crate::PackedConvWeight>>,
+        /// W prepared when the plan was loaded (then absent from the inputs).
+        held: Option<HeldConvWeight>,
         /// The Conv has a bias input.
         bias: bool,
         /// A per-channel factor follows.
@@ -165,7 +186,7 @@ impl FusedOp {
                 (false, true, true) => "fused Conv+Add+Act",
                 (false, true, false) => "fused Conv+Add",
                 (false, false, true) => "fused Conv+Act",
-                (false, false, false) => "packed Conv",
+                (false, false, false) => "prepared Conv",
                 (true, true, true) => "fused Conv+Affine+Add+Act",
                 (true, true, false) => "fused Conv+Affine+Add",
                 (true, false, true) => "fused Conv+Affine+Act",
@@ -192,7 +213,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
         FusedOp::ConvEpilogue {
             attrs,
-            packed,
+            held,
             bias,
             scale,
             shift,
@@ -200,7 +221,7 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             act,
         } => conv_epilogue(
             attrs,
-            packed.as_deref(),
+            held.as_ref(),
             [*bias, *scale, *shift, *residual],
             *act,
             inputs,
@@ -335,12 +356,12 @@ fn matmul_epilogue(bias: bool, gelu: Option<bool>, inputs: &[&Tensor]) -> KResul
 
 fn conv_epilogue(
     attrs: &ConvAttrs,
-    packed: Option<&crate::PackedConvWeight>,
+    held: Option<&HeldConvWeight>,
     [bias, scale, shift, residual]: [bool; 4],
     act: Option<ConvActivation>,
     inputs: &[&Tensor],
 ) -> KResult<Tensor> {
-    let first = if packed.is_some() { 1 } else { 2 };
+    let first = if held.is_some() { 1 } else { 2 };
     let n = first
         + [bias, scale, shift, residual]
             .iter()
@@ -349,8 +370,12 @@ fn conv_epilogue(
     expect_inputs(inputs, n)?;
     let x = inputs[0];
     f32s(x, "X")?;
-    let w = match packed {
-        Some(p) => ConvWeight::Packed(p),
+    let w = match held {
+        Some(HeldConvWeight::Packed(p)) => ConvWeight::Packed(p),
+        Some(HeldConvWeight::Plain(t)) => {
+            f32s(t, "W")?;
+            ConvWeight::Tensor(t)
+        }
         None => {
             f32s(inputs[1], "W")?;
             ConvWeight::Tensor(inputs[1])

@@ -225,10 +225,17 @@ fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
             rows * kn >= POOL_MIN_MACS
         }
         // The Conv's own measure (op_is_big), so fusing never moves a Conv between threads.
-        FusedOp::ConvEpilogue { .. } => {
-            inputs.len() >= 2
-                && product_macs(&inputs[0].shape, &inputs[1].shape).max(inputs[0].numel())
-                    >= POOL_MIN_MACS
+        FusedOp::ConvEpilogue { held, .. } => {
+            use tessera_kernels::HeldConvWeight;
+            let w = match held {
+                Some(HeldConvWeight::Packed(p)) => Some(p.shape()),
+                Some(HeldConvWeight::Plain(t)) => Some(&t.shape[..]),
+                None => inputs.get(1).map(|t| &t.shape[..]),
+            };
+            match (inputs.first(), w) {
+                (Some(x), Some(w)) => product_macs(&x.shape, w).max(x.numel()) >= POOL_MIN_MACS,
+                _ => false,
+            }
         }
         _ => inputs.iter().map(|t| t.numel()).max().unwrap_or(0) >= POOL_MIN_ELEMENTS,
     }

@@ -200,9 +200,9 @@ pub(crate) fn run_prepared<D: Device>(
                                 stats.weight_bytes += w.bytes() as u64;
                             }
                         }
-                        FusedOp::ConvEpilogue {
-                            packed: Some(w), ..
-                        } => stats.weight_bytes += w.bytes() as u64,
+                        FusedOp::ConvEpilogue { held: Some(w), .. } => {
+                            stats.weight_bytes += w.bytes() as u64
+                        }
                         _ => {}
                     }
                     dev.compute_fused(&f.op, &ins)

@@ -10,17 +10,22 @@
 //! per-channel and residual operands are either operand of their `Mul` / `Add`, recognised
 //! by shape (`[1, C, 1, ..]` aligned to the output, or the output's own shape).
 //!
-//! A Conv the direct kernel serves ([`tessera_kernels::direct_suits`]) whose weight is
-//! loaded on the rank for it alone is fused too, epilogue or not: its weight is read from
-//! the weight store and packed now ([`PackedConvWeight`]), and the load step disappears
-//! (the rank holds the packed copy only). Set `TESSERA_DIRECT_CONV=0` to keep every Conv on
-//! im2col and the GEMM.
+//! A Conv whose weight is loaded on the rank for it alone is fused too, epilogue or not,
+//! when the direct kernel serves it ([`tessera_kernels::direct_suits`]) or its end taps
+//! read only padding on this rank's shapes ([`tessera_kernels::trim_dead_taps`]): its
+//! weight is read from the weight store now, cut to its live taps (the op's pads cut to
+//! match) and packed where the direct kernel serves the result ([`PackedConvWeight`]), and
+//! the load step disappears (the rank holds the prepared copy only). Inception-V3's 3×3,
+//! 1×3 and 3×1 Convs on 1×1 maps become 1×1 Convs that read a ninth or a third of their
+//! weights, its 1×7 and 7×1 Convs on 3×3 maps keep 5 of 7 taps. Set
+//! `TESSERA_DIRECT_CONV=0` to keep every Conv on im2col and the GEMM (trimming stays).
 use super::{Fused, Program};
 use std::sync::Arc;
 use tessera_ir::op::{BinaryOp, ConvAttrs, UnaryOp};
 use tessera_ir::plan::{StepKind, ValueId};
 use tessera_ir::Op;
-use tessera_kernels::{ConvActivation, FusedOp, PackedConvWeight};
+use tessera_ir::Tensor;
+use tessera_kernels::{ConvActivation, FusedOp, HeldConvWeight, PackedConvWeight};
 
 impl Program<'_> {
     /// The Conv at step `conv` with its residual add and/or activation.
@@ -70,19 +75,23 @@ impl Program<'_> {
             steps.extend_from_slice(act_steps);
             x = *out;
         }
-        let packed = self.packed_conv_weight(conv, attrs);
-        if !(scale || shift || residual) && act.is_none() && packed.is_none() {
+        let held = self.held_conv_weight(conv, attrs);
+        if !(scale || shift || residual) && act.is_none() && held.is_none() {
             return None;
         }
-        if let Some((load, _)) = &packed {
-            steps.push(*load);
-            inputs.remove(1);
-        }
+        let attrs = match &held {
+            Some((load, _, trimmed)) => {
+                steps.push(*load);
+                inputs.remove(1);
+                trimmed.clone().unwrap_or_else(|| attrs.clone())
+            }
+            None => attrs.clone(),
+        };
         steps.sort_unstable();
         Some(Fused {
             op: FusedOp::ConvEpilogue {
-                attrs: attrs.clone(),
-                packed: packed.map(|(_, w)| w),
+                attrs,
+                held: held.map(|(_, w, _)| w),
                 bias: ins.len() == 3,
                 scale,
                 shift,
@@ -95,22 +104,26 @@ impl Program<'_> {
         })
     }
 
-    /// The weight of the Conv at step `conv`, packed for the direct kernel, and the step
-    /// loading it: when the kernel serves the Conv and the weight is loaded on this rank
-    /// for this Conv alone.
-    fn packed_conv_weight(
+    /// The weight of the Conv at step `conv` prepared now, the step loading it, and the
+    /// Conv's trimmed attributes if its end taps read only padding: when the weight is
+    /// loaded on this rank for this Conv alone and either the Conv has dead end taps
+    /// ([`tessera_kernels::trim_dead_taps`]: the live taps are kept, plain or packed) or the
+    /// direct kernel serves it (packed).
+    fn held_conv_weight(
         &self,
         conv: usize,
         attrs: &ConvAttrs,
-    ) -> Option<(usize, Arc<PackedConvWeight>)> {
+    ) -> Option<(usize, HeldConvWeight, Option<ConvAttrs>)> {
         let store = self.store?;
         let (x, w) = (self.input(conv, 0)?, self.input(conv, 1)?);
         let (xs, ws) = (self.shape(x), self.shape(w));
-        if !super::direct_conv_enabled() || !tessera_kernels::direct_suits(xs, ws, attrs) {
+        let direct = super::direct_conv_enabled();
+        let trim = tessera_kernels::trim_dead_taps(xs, ws, attrs);
+        let suits = |w: &[usize], a: &ConvAttrs| direct && tessera_kernels::direct_suits(xs, w, a);
+        if trim.is_none() && !suits(ws, attrs) {
             return None;
         }
         let load = self.producer[w.index()]?;
-
         let StepKind::LoadWeight { tensor, slice } = &self.steps[load].kind else {
             return None;
         };
@@ -118,17 +131,32 @@ impl Program<'_> {
             return None;
         }
         let weight = self.plan.graph.weights.get(tensor)?;
-        // The decoded copy the session preloaded (no second decode), released once packed:
-        // the rank holds the packed weights only.
+        // The decoded copy the session preloaded (no second decode), released once
+        // prepared: the rank holds the prepared weights only.
         let t = store.load_resident(weight, slice.as_ref()).ok()?;
         if t.shape != ws {
             return None;
         }
         let group = attrs.groups(*xs.get(1)?);
-        let packed = PackedConvWeight::pack(&t.shape, t.as_f32()?, group).ok()?;
+        let held = match &trim {
+            Some(tr) => {
+                let shape = tr.weight_shape(ws);
+                let kept = tr.slice_weights(ws, t.as_f32()?);
+                if suits(&shape, &tr.attrs) {
+                    let p = PackedConvWeight::pack(&shape, &kept, group).ok()?;
+                    HeldConvWeight::Packed(Arc::new(p))
+                } else {
+                    HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, kept)))
+                }
+            }
+            None => {
+                let p = PackedConvWeight::pack(&t.shape, t.as_f32()?, group).ok()?;
+                HeldConvWeight::Packed(Arc::new(p))
+            }
+        };
         // A poisoned cache only keeps the float copy resident too.
         let _ = store.release_resident(weight, slice.as_ref());
-        Some((load, Arc::new(packed)))
+        Some((load, held, trim.map(|t| t.attrs)))
     }
 
     /// The binary `kind` step that is the only reader of `x` (an intermediate), with an f32
