@@ -10,24 +10,26 @@
 //! per head instead of a `[B, H, Sq, Sk]` tensor, the heads are read from and written to
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
-use super::conv::{conv_fused, ConvWeight};
-use super::conv_epilogue::{ConvActivation, Epilogue};
+use super::conv_epilogue::ConvActivation;
 use super::matmul::matmul;
 use super::norm::{layer_norm_row, rows_and_param};
 use super::simd::vectorized;
 use super::unary::{gelu_erf, gelu_tanh};
 use super::{describe, make, KResult, KernelError};
 use attention::attention;
+use conv::conv_epilogue;
 use tessera_ir::op::{ConvAttrs, GeluAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
+mod conv;
 mod elementwise;
 mod quantize;
 mod rotary;
 pub use attention::{
     AttentionMask, AttentionScale, AttentionShape, HeadLayout, ScoreTerm, SoftmaxRows,
 };
+pub use conv::HeldConvWeight;
 pub(crate) use elementwise::elementwise;
 pub use elementwise::{ElementwiseProgram, EwInstr};
 #[cfg(test)]
@@ -67,27 +69,6 @@ pub enum QuantWeight {
     },
 }
 
-/// Weights a fused Conv holds, prepared when the plan was loaded.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HeldConvWeight {
-    /// Packed for the direct kernel (whose sums round in another order than the im2col
-    /// GEMM's).
-    Packed(std::sync::Arc<crate::PackedConvWeight>),
-    /// Plain `[M, C/g, kernel..]` f32 weights: the live taps of a Conv whose end taps read
-    /// only padding ([`crate::trim_dead_taps`]; the op's attributes are the trimmed ones).
-    Plain(std::sync::Arc<Tensor>),
-}
-
-impl HeldConvWeight {
-    /// Bytes the held weights take.
-    pub fn bytes(&self) -> usize {
-        match self {
-            HeldConvWeight::Packed(w) => w.bytes(),
-            HeldConvWeight::Plain(t) => t.numel() * 4,
-        }
-    }
-}
-
 /// A fused op chain (inputs in the order listed per variant).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FusedOp {
@@ -121,8 +102,8 @@ pub enum FusedOp {
     },
     /// Multi-head scaled dot-product attention, `Softmax(terms(mask(scale(Q·Kᵀ)))) · V`
     /// (inputs q, k, v, the scale's inputs ([`AttentionScale`]), the mask's
-    /// ([`AttentionMask`]), the score terms' ([`ScoreTerm`]), then the NaN fill under [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as
-    /// `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
+    /// ([`AttentionMask`]), the score terms' ([`ScoreTerm`]), then the NaN fill under
+    /// [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
     /// `[B, H, Sq, D]`, [`HeadLayout`]), K and V likewise from `k`, `v`.
     Attention(AttentionShape),
     /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
@@ -352,56 +333,6 @@ fn matmul_epilogue(bias: bool, gelu: Option<bool>, inputs: &[&Tensor]) -> KResul
         );
     }
     Ok(y)
-}
-
-fn conv_epilogue(
-    attrs: &ConvAttrs,
-    held: Option<&HeldConvWeight>,
-    [bias, scale, shift, residual]: [bool; 4],
-    act: Option<ConvActivation>,
-    inputs: &[&Tensor],
-) -> KResult<Tensor> {
-    let first = if held.is_some() { 1 } else { 2 };
-    let n = first
-        + [bias, scale, shift, residual]
-            .iter()
-            .filter(|&&p| p)
-            .count();
-    expect_inputs(inputs, n)?;
-    let x = inputs[0];
-    f32s(x, "X")?;
-    let w = match held {
-        Some(HeldConvWeight::Packed(p)) => ConvWeight::Packed(p),
-        Some(HeldConvWeight::Plain(t)) => {
-            f32s(t, "W")?;
-            ConvWeight::Tensor(t)
-        }
-        None => {
-            f32s(inputs[1], "W")?;
-            ConvWeight::Tensor(inputs[1])
-        }
-    };
-    let mut rest = inputs[first..].iter().copied();
-    let mut next = |present: bool| if present { rest.next() } else { None };
-    let b = next(bias);
-    let (s, t, r) = (next(scale), next(shift), next(residual));
-    let epi = Epilogue {
-        scale: s.map(|v| f32s(v, "scale")).transpose()?,
-        shift: t.map(|v| f32s(v, "shift")).transpose()?,
-        residual: r.map(|v| f32s(v, "residual")).transpose()?,
-        act,
-        ..Epilogue::default()
-    };
-    // conv_fused checks the lengths before reading; the residual's shape is checked here.
-    let y = conv_fused(attrs, x, w, b, epi)?;
-    match r {
-        Some(r) if r.shape != y.shape => Err(format!(
-            "residual {} does not have the Conv output's shape {:?}",
-            describe(r),
-            y.shape
-        )),
-        _ => Ok(y),
-    }
 }
 
 fn add_layer_norm(
