@@ -47,6 +47,7 @@ mod qgemm;
 mod range;
 mod reduce;
 mod resize;
+mod resize_planes;
 mod scatter;
 mod simd;
 mod softmax;

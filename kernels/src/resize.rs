@@ -4,13 +4,14 @@
 //! coordinate transformation and the mode's coefficients; the pass then sums the taps over
 //! contiguous inner rows in f32. Nearest mode on integer and boolean tensors copies the
 //! heaviest tap.
+use super::resize_planes::{self, FlatTaps};
 use super::{describe, make, KResult};
 use tessera_ir::op::{ResizeAttrs, ResizeCoord, ResizeMode, ResizeNearest};
 use tessera_ir::{Tensor, TensorData};
 
 /// The taps of one output coordinate: (input index, weight), zero weights dropped; `None`
 /// when the coordinate lies outside the crop region (the extrapolation value).
-type Taps = Option<Vec<(usize, f32)>>;
+pub(super) type Taps = Option<Vec<(usize, f32)>>;
 
 /// The input coordinate output coordinate `y` maps to, or None when it is extrapolated.
 fn source(a: &ResizeAttrs, k: usize, y: f64, input: usize, out: usize) -> Option<f64> {
@@ -110,7 +111,7 @@ fn coeffs(a: &ResizeAttrs, ratio: f64, scale: f64) -> Vec<f64> {
 }
 
 /// The taps of every output coordinate of resized axis `k` (input extent `input`).
-fn axis_taps(a: &ResizeAttrs, k: usize, input: usize) -> Vec<Taps> {
+pub(super) fn axis_taps(a: &ResizeAttrs, k: usize, input: usize) -> Vec<Taps> {
     let out = a.sizes[k];
     (0..out)
         .map(|y| {
@@ -158,11 +159,21 @@ fn axis_taps(a: &ResizeAttrs, k: usize, input: usize) -> Vec<Taps> {
         .collect()
 }
 
-/// One pass over axis `axis` of `shape` (`v` its elements) into `taps.len()` outputs.
-fn pass_f32(shape: &[usize], axis: usize, v: &[f32], taps: &[Taps], fill: f32) -> Vec<f32> {
+/// One pass over axis `axis` of `shape` (`v` its elements) into `taps.len()` outputs. Every
+/// output is `0 + w₀·s₀ + w₁·s₁ + …` summed in tap order (`+ s` for a weight of 1).
+pub(super) fn pass_f32(
+    shape: &[usize],
+    axis: usize,
+    v: &[f32],
+    taps: &[Taps],
+    fill: f32,
+) -> Vec<f32> {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let (input, out) = (shape[axis], taps.len());
+    if inner == 1 {
+        return resize_planes::last_axis(outer, input, v, &FlatTaps::new(taps), fill);
+    }
     let mut res = vec![0f32; outer * out * inner];
     for o in 0..outer {
         let src = &v[o * input * inner..(o + 1) * input * inner];
@@ -184,6 +195,16 @@ fn pass_f32(shape: &[usize], axis: usize, v: &[f32], taps: &[Taps], fill: f32) -
         }
     }
     res
+}
+
+/// True when `taps` map each of `input` coordinates to itself with weight 1 (an axis the
+/// Resize keeps: its pass would only copy).
+fn identity(taps: &[Taps], input: usize) -> bool {
+    taps.len() == input
+        && taps.iter().enumerate().all(|(y, t)| match t.as_deref() {
+            Some([(i, w)]) => *i == y && *w == 1.0,
+            _ => false,
+        })
 }
 
 /// Nearest-mode pass for integer and boolean elements: the heaviest tap's element.
@@ -230,8 +251,12 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
             describe(x)
         ));
     }
+    if let Some(y) = image_planes(a, x)? {
+        return Ok(y);
+    }
     let mut shape = x.shape.clone();
-    let mut data = x.data.clone();
+    // The result of the passes so far (None: X itself, read in place by the first pass).
+    let mut done: Option<TensorData> = None;
     for (k, &axis) in a.axes.iter().enumerate() {
         if shape[axis] == 0 && a.sizes[k] > 0 {
             return Err(format!(
@@ -240,8 +265,14 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
             ));
         }
         let taps = axis_taps(a, k, shape[axis]);
+        // An axis kept as it is (batch and channels of an image Resize) needs no pass: it
+        // would copy every element (as 0 + x, which also made −0 into +0).
+        if identity(&taps, shape[axis]) {
+            continue;
+        }
         let fill = a.extrapolation_value;
-        data = match &data {
+        let data = done.as_ref().unwrap_or(&x.data);
+        done = Some(match data {
             TensorData::F32(v) => TensorData::F32(pass_f32(&shape, axis, v, &taps, fill)),
             TensorData::I64(_) | TensorData::Bool(_) if a.mode != ResizeMode::Nearest => {
                 return Err(format!(
@@ -252,8 +283,41 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
             }
             TensorData::I64(v) => TensorData::I64(pass_copy(&shape, axis, v, &taps, fill as i64)),
             TensorData::Bool(v) => TensorData::Bool(pass_copy(&shape, axis, v, &taps, fill != 0.0)),
-        };
+        });
         shape[axis] = a.sizes[k];
     }
-    make(x.dtype, shape, data)
+    make(x.dtype, shape, done.unwrap_or_else(|| x.data.clone()))
+}
+
+/// An f32 Resize of the last two axes alone, height before width (every other axis kept):
+/// the planes in one sweep ([`resize_planes::planes`]), or None for any other Resize.
+pub(super) fn image_planes(a: &ResizeAttrs, x: &Tensor) -> KResult<Option<Tensor>> {
+    let r = x.shape.len();
+    let TensorData::F32(v) = &x.data else {
+        return Ok(None);
+    };
+    if r < 2 || x.shape.contains(&0) {
+        return Ok(None);
+    }
+    let mut resized = Vec::with_capacity(2);
+    for (k, &axis) in a.axes.iter().enumerate() {
+        let taps = axis_taps(a, k, x.shape[axis]);
+        if !identity(&taps, x.shape[axis]) {
+            resized.push((axis, taps));
+        }
+    }
+    let [(ah, th), (aw, tw)] = &resized[..] else {
+        return Ok(None);
+    };
+    if (*ah, *aw) != (r - 2, r - 1) {
+        return Ok(None);
+    }
+    let (ty, tx) = (FlatTaps::new(th), FlatTaps::new(tw));
+    let (h, w) = (x.shape[r - 2], x.shape[r - 1]);
+    let planes: usize = x.shape[..r - 2].iter().product();
+    let y = resize_planes::planes(planes, [h, w], v, [&ty, &tx], a.extrapolation_value);
+    let mut shape = x.shape.clone();
+    shape[r - 2] = th.len();
+    shape[r - 1] = tw.len();
+    make(x.dtype, shape, TensorData::F32(y)).map(Some)
 }
