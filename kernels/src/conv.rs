@@ -18,7 +18,9 @@ use super::conv_direct::{conv_direct, DirectGeometry, PackedConvWeight};
 use super::conv_epilogue::Epilogue;
 use super::conv_few_channels::{conv_few_channels, few_channels_suits};
 use super::conv_gemm::gemm_conv;
-use super::conv_grouped::{grouped_channels_last, grouped_suits};
+use super::conv_grouped::{
+    grouped_channels_last, grouped_suits, GroupedWeights, PackedGroupedWeight,
+};
 use super::conv_taps::{axpy_runs, TapTable, PARALLEL_MIN_TAPS};
 use super::matmul::{gemm_into, MatView};
 use super::simd::vectorized;
@@ -92,6 +94,8 @@ pub(crate) enum ConvWeight<'a> {
     Tensor(&'a Tensor),
     /// W packed when the plan was loaded.
     Packed(&'a PackedConvWeight),
+    /// W blocked for the grouped kernel when the plan was loaded.
+    Grouped(&'a PackedGroupedWeight),
 }
 
 /// Convolution.
@@ -111,6 +115,7 @@ pub(crate) fn conv_fused(
     let ws = match w {
         ConvWeight::Tensor(t) => &t.shape,
         ConvWeight::Packed(p) => p.shape(),
+        ConvWeight::Grouped(p) => p.shape(),
     };
     let s = spatial_of(a, x, ws)?;
     let xs = &x.shape;
@@ -170,6 +175,21 @@ pub(crate) fn conv_fused(
     shape.extend(&out_sp);
     let wv = match w {
         ConvWeight::Tensor(t) => floats(t, "W")?,
+        ConvWeight::Grouped(p) => {
+            if p.group() != g || !grouped_suits(c, m, g, p_out) {
+                return Err(format!(
+                    "W was blocked for group {} of the grouped kernel, which does not serve \
+                     X {xs:?} in {g} groups",
+                    p.group()
+                ));
+            }
+            let taps = TapTable::new(&win);
+            // Every element is written from its bias.
+            let mut out = vec![0f32; len];
+            let w = GroupedWeights::Blocked(p.blocked());
+            grouped_channels_last(&taps, xv, w, bias, &mut out, (n, c, m, g, p_in), epi);
+            return make(x.dtype, shape, TensorData::F32(out));
+        }
         ConvWeight::Packed(p) => {
             if p.group() != g {
                 return Err(format!("W was packed for group {}, not {g}", p.group()));
@@ -213,7 +233,8 @@ pub(crate) fn conv_fused(
     if grouped_suits(c, m, g, p_out) {
         // Every element is written from its bias.
         let mut out = vec![0f32; len];
-        grouped_channels_last(&taps, xv, wv, bias, &mut out, (n, c, m, g, p_in), epi);
+        let w = GroupedWeights::Plain(wv);
+        grouped_channels_last(&taps, xv, w, bias, &mut out, (n, c, m, g, p_in), epi);
         return make(x.dtype, shape, TensorData::F32(out));
     }
     if cg > 1 {

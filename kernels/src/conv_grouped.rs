@@ -53,13 +53,116 @@ pub(crate) fn grouped_suits(c: usize, m: usize, g: usize, p_out: usize) -> bool 
         && (1..=MAX_PLANE).contains(&p_out)
 }
 
+/// The weights of a grouped Conv as its kernel reads them.
+#[derive(Clone, Copy)]
+pub(crate) enum GroupedWeights<'a> {
+    /// `[m, c/g, K]`, blocked on every call.
+    Plain(&'a [f32]),
+    /// Blocked when the plan was loaded ([`PackedGroupedWeight`]).
+    Blocked(&'a [f32]),
+}
+
+/// Weights `[m, cg, kl]` as `[block of 8 output channels, tap, ci, 8]`: a block's weights
+/// for one tap are one contiguous run.
+fn block_weights(w: &[f32], m: usize, cg: usize, kl: usize) -> Vec<f32> {
+    let mut wt = vec![0f32; cg * kl * m];
+    for (oc, wo) in w.chunks_exact(cg * kl).take(m).enumerate() {
+        let (blk, lane) = (oc / L, oc % L);
+        for (ci, wc) in wo.chunks_exact(kl).enumerate() {
+            for (tap, &v) in wc.iter().enumerate() {
+                wt[((blk * kl + tap) * cg + ci) * L + lane] = v;
+            }
+        }
+    }
+    wt
+}
+
+/// A grouped Conv's weights blocked once, when the plan is loaded, for the
+/// channels-innermost kernel (which otherwise blocks them on every call: RegNet-X's
+/// `[400, 16, 3, 3]` on 1×1 maps, its taps trimmed to one, spent most of its call there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedGroupedWeight {
+    shape: Vec<usize>,
+    group: usize,
+    blocked: Vec<f32>,
+}
+
+impl PackedGroupedWeight {
+    /// Blocks weights `w` of shape `[M, C/g, kernel..]` for `group` groups.
+    pub fn pack(shape: &[usize], w: &[f32], group: usize) -> crate::KResult<Self> {
+        let (m, cg) = match shape {
+            [m, cg, ..] => (*m, *cg),
+            _ => return Err(format!("grouped weight {shape:?} has no channel axes")),
+        };
+        let kl: usize = shape[2..].iter().product();
+        let fits = group > 0
+            && m.is_multiple_of(group)
+            && (m / group).is_multiple_of(L)
+            && w.len() == m * cg * kl;
+        if !fits {
+            return Err(format!(
+                "grouped weight {shape:?} ({} values) does not block for {group} groups",
+                w.len()
+            ));
+        }
+        Ok(PackedGroupedWeight {
+            shape: shape.to_vec(),
+            group,
+            blocked: block_weights(w, m, cg, kl),
+        })
+    }
+
+    /// The weight's logical shape `[M, C/g, kernel..]`.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The group count it was blocked for.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    /// The blocked values.
+    pub(crate) fn blocked(&self) -> &[f32] {
+        &self.blocked
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.blocked.len() * 4
+    }
+}
+
+/// True when the channels-innermost kernel serves a Conv of input `x` `[N, C, spatial..]`,
+/// weights `w` and attributes `a` (as [`crate::direct_suits`] for the direct kernel).
+pub fn grouped_conv_suits(x: &[usize], w: &[usize], a: &tessera_ir::op::ConvAttrs) -> bool {
+    let s = x.len().saturating_sub(2);
+    if x.len() < 3 || w.len() != x.len() || a.pads.len() != 2 * s || a.strides.len() != s {
+        return false;
+    }
+    if a.dilations.len() != s {
+        return false;
+    }
+    let mut p_out = 1;
+    for i in 0..s {
+        let pads = (a.pads[i], a.pads[s + i]);
+        let (st, d) = (a.strides[i], a.dilations[i]);
+        match tessera_ir::spec::window_out_extent(x[2 + i], w[2 + i], st, d, pads, false) {
+            Some(e) => p_out *= e,
+            None => return false,
+        }
+    }
+    let g = a.groups(x[1]);
+    w[1] * g == x[1] && grouped_suits(x[1], w[0], g, p_out)
+}
+
 /// Grouped Conv of `n` images (`x`: `[n, c, p_in]`, `w`: `[m, c/g, K]`, one bias per output
 /// channel or none) into `out` (`[n, m, P_out]`, every element written), then `epi` on each
 /// image. The shapes must satisfy [`grouped_suits`].
 pub(crate) fn grouped_channels_last(
     taps: &TapTable,
     x: &[f32],
-    w: &[f32],
+    w: GroupedWeights<'_>,
     bias_v: Option<&[f32]>,
     out: &mut [f32],
     (n, c, m, g, p_in): (usize, usize, usize, usize, usize),
@@ -70,17 +173,14 @@ pub(crate) fn grouped_channels_last(
         return;
     }
     let (cg, mg) = (c / g, m / g);
-    // Weights as `[block of 8 output channels, tap, ci, 8]`: a block's weights for one tap
-    // are one contiguous run.
-    let mut wt = vec![0f32; cg * kl * m];
-    for (oc, wo) in w.chunks_exact(cg * kl).take(m).enumerate() {
-        let (blk, lane) = (oc / L, oc % L);
-        for (ci, wc) in wo.chunks_exact(kl).enumerate() {
-            for (tap, &v) in wc.iter().enumerate() {
-                wt[((blk * kl + tap) * cg + ci) * L + lane] = v;
-            }
+    let blocked;
+    let wt = match w {
+        GroupedWeights::Plain(w) => {
+            blocked = block_weights(w, m, cg, kl);
+            &blocked[..]
         }
-    }
+        GroupedWeights::Blocked(wt) => wt,
+    };
     // Per output position, its (tap, input position) pairs in ascending tap order.
     let (pairs, starts) = position_pairs(taps, 1);
     let bias = bias_v.map_or_else(|| vec![0f32; m], |b| b[..m].to_vec());
@@ -108,7 +208,7 @@ pub(crate) fn grouped_channels_last(
                 || {
                     let xi = &x[(first + j) * c * p_in..][..c * p_in];
                     transpose_pitched(xi, p_in, &mut xt, c, c, p_in);
-                    blocks(&geo, &bias, &wt, &xt, &mut acc);
+                    blocks(&geo, &bias, wt, &xt, &mut acc);
                     transpose_pitched(&acc, m, dj, p_out, p_out, m);
                 },
             );
@@ -388,6 +488,73 @@ mod tests {
 
     /// Shapes it leaves to the other paths: depthwise (one channel per group), one group,
     /// groups whose output channels are not a multiple of eight, and large planes.
+    /// Weights blocked when the plan is loaded give the per-call blocking's bits, with and
+    /// without an epilogue, through the fused Conv; shapes it does not serve are refused.
+    #[test]
+    fn weights_blocked_once_equal_weights_blocked_per_call_bitwise() {
+        use crate::{eval, eval_fused, ConvActivation, FusedOp, HeldConvWeight};
+        use std::sync::Arc;
+        use tessera_ir::op::ConvAttrs;
+        use tessera_ir::{Op, Tensor};
+        let vals = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<_>>();
+        let a = ConvAttrs {
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1; 4],
+            group: 4,
+            depthwise: false,
+        };
+        let (xs, ws) = ([2, 16, 3, 3], [32, 4, 3, 3]);
+        assert!(super::grouped_conv_suits(&xs, &ws, &a));
+        let x = Tensor::f32(xs.to_vec(), vals(2 * 16 * 9, 0.37));
+        let wv = vals(32 * 4 * 9, 0.11);
+        let w = Tensor::f32(ws.to_vec(), wv.clone());
+        let b = Tensor::f32(vec![32], vals(32, 0.7));
+        let packed = super::PackedGroupedWeight::pack(&ws, &wv, 4).expect("blocks");
+        assert_eq!(packed.bytes(), 32 * 4 * 9 * 4);
+        let held = Some(HeldConvWeight::Grouped(Arc::new(packed)));
+        for act in [None, Some(ConvActivation::Relu)] {
+            let op = |held| FusedOp::ConvEpilogue {
+                attrs: a.clone(),
+                held,
+                bias: true,
+                scale: false,
+                shift: false,
+                residual: false,
+                act,
+            };
+            let plain = eval_fused(&op(None), &[&x, &w, &b]).expect("plain");
+            let blocked = eval_fused(&op(held.clone()), &[&x, &b]).expect("blocked");
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.as_f32()
+                    .expect("f32")
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&plain), bits(&blocked));
+            if act.is_none() {
+                let unfused = &eval(&Op::Conv(a.clone()), &[&x, &w, &b]).expect("Conv")[0];
+                assert_eq!(bits(unfused), bits(&blocked));
+            }
+        }
+        // Eight output channels per group are the least it blocks; another group count is
+        // an error, not a wrong answer.
+        assert!(super::PackedGroupedWeight::pack(&[12, 4, 3, 3], &vals(432, 0.1), 4).is_err());
+        let other = ConvAttrs { group: 2, ..a };
+        let op = FusedOp::ConvEpilogue {
+            attrs: other,
+            held,
+            bias: true,
+            scale: false,
+            shift: false,
+            residual: false,
+            act: None,
+        };
+        let x8 = Tensor::f32(xs.to_vec(), vals(2 * 16 * 9, 0.37));
+        assert!(eval_fused(&op, &[&x8, &b]).is_err());
+    }
+
     #[test]
     fn grouped_suits_only_few_channel_groups_on_small_planes() {
         assert!(grouped_suits(440, 440, 55, 4));

@@ -62,6 +62,7 @@ pub use attention::attention_qk_factor;
 pub use cast::{cast_tensor, cast_through, cast_through_supported, int_range_f32};
 pub use conv_direct::{direct_available, direct_suits, PackedConvWeight};
 pub use conv_epilogue::ConvActivation;
+pub use conv_grouped::{grouped_conv_suits, PackedGroupedWeight};
 pub use conv_trim::{trim_dead_taps, TrimmedTaps};
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,

@@ -71,14 +71,7 @@ fn multi_tap_convs_run_over_packed_weights() {
     g.outputs.push(c6);
     let plan = single_rank_plan(g);
     let inputs = BTreeMap::from([("x".to_string(), rand_f32(&xs, 9))]);
-    let want = reference(&plan, &inputs);
-    let (got, stats) = run_plan(
-        &plan,
-        &WeightStore::with_dir("."),
-        &inputs,
-        &RunOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    let (got, stats, want) = run_beside_reference(&plan, &inputs);
     let r = &stats.ranks[0];
     let pointwise = tessera_kernels::direct_suits(&[2, 40, 3, 3], &[16, 40, 1, 1], &attrs(1, 1));
     assert_eq!(
@@ -179,14 +172,7 @@ fn dead_end_taps_are_trimmed_from_held_weights() {
     g.outputs.push(y);
     let plan = single_rank_plan(g);
     let inputs = BTreeMap::from([("x".to_string(), rand_f32(&xs, 9))]);
-    let want = reference(&plan, &inputs);
-    let (got, stats) = run_plan(
-        &plan,
-        &WeightStore::with_dir("."),
-        &inputs,
-        &RunOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    let (got, stats, want) = run_beside_reference(&plan, &inputs);
     let r = &stats.ranks[0];
     assert_eq!(
         r.fused,
@@ -196,6 +182,27 @@ fn dead_end_taps_are_trimmed_from_held_weights() {
     let packed = tessera_kernels::direct_suits(&[2, 16, 3, 3], &[24, 16, 1, 1], &attrs(1, 1));
     let c2_bytes = if packed { 48 * 16 * 4 } else { 24 * 16 * 4 };
     assert_eq!(r.weight_bytes, 16 * 8 * 5 * 4 + c2_bytes);
+    let err = rel_err(&got[0], &want[0]);
+    assert!(err <= 1e-5, "relative error {err}");
+}
+
+/// A grouped Conv the channels-innermost kernel serves holds its weights blocked once (not
+/// per call): one prepared Conv, the blocked bytes as the rank's weight bytes, equal to the
+/// reference executor.
+#[test]
+fn grouped_conv_weights_are_blocked_once() {
+    let xs = vec![2, 16, 3, 3];
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, xs.clone());
+    let w = inline_weight(&mut g, "w", rand_f32(&[32, 4, 3, 3], 3));
+    let y = conv(&mut g, "c", x, w, vec![2, 32, 3, 3], 3, 4);
+    g.outputs.push(y);
+    let plan = single_rank_plan(g);
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&xs, 9))]);
+    let (got, stats, want) = run_beside_reference(&plan, &inputs);
+    let r = &stats.ranks[0];
+    assert_eq!(r.fused, BTreeMap::from([("prepared Conv", 1)]));
+    assert_eq!(r.weight_bytes, 32 * 4 * 9 * 4);
     let err = rel_err(&got[0], &want[0]);
     assert!(err <= 1e-5, "relative error {err}");
 }

@@ -13,6 +13,8 @@ pub enum HeldConvWeight {
     /// Packed for the direct kernel (whose sums round in another order than the im2col
     /// GEMM's).
     Packed(std::sync::Arc<crate::PackedConvWeight>),
+    /// Blocked for the grouped kernel (the op's attributes may be trimmed ones).
+    Grouped(std::sync::Arc<crate::PackedGroupedWeight>),
     /// Plain `[M, C/g, kernel..]` f32 weights: the live taps of a Conv whose end taps read
     /// only padding ([`crate::trim_dead_taps`]; the op's attributes are the trimmed ones).
     Plain(std::sync::Arc<Tensor>),
@@ -23,6 +25,7 @@ impl HeldConvWeight {
     pub fn bytes(&self) -> usize {
         match self {
             HeldConvWeight::Packed(w) => w.bytes(),
+            HeldConvWeight::Grouped(w) => w.bytes(),
             HeldConvWeight::Plain(t) => t.numel() * 4,
         }
     }
@@ -47,6 +50,7 @@ pub(super) fn conv_epilogue(
     f32s(x, "X")?;
     let w = match held {
         Some(HeldConvWeight::Packed(p)) => ConvWeight::Packed(p),
+        Some(HeldConvWeight::Grouped(p)) => ConvWeight::Grouped(p),
         Some(HeldConvWeight::Plain(t)) => {
             f32s(t, "W")?;
             ConvWeight::Tensor(t)

@@ -229,6 +229,7 @@ fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
             use tessera_kernels::HeldConvWeight;
             let w = match held {
                 Some(HeldConvWeight::Packed(p)) => Some(p.shape()),
+                Some(HeldConvWeight::Grouped(p)) => Some(p.shape()),
                 Some(HeldConvWeight::Plain(t)) => Some(&t.shape[..]),
                 None => inputs.get(1).map(|t| &t.shape[..]),
             };

@@ -396,6 +396,20 @@ pub fn reference(plan: &Plan, inputs: &BTreeMap<String, Tensor>) -> Vec<Tensor> 
     run_graph(&plan.graph, &store, inputs).expect("reference run")
 }
 
+/// Runs the plan with default options over the current folder's weights: (its outputs,
+/// the run's statistics, the reference executor's outputs).
+pub fn run_beside_reference(
+    plan: &Plan,
+    inputs: &BTreeMap<String, Tensor>,
+) -> (Vec<Tensor>, tessera_runtime::exec::RunStats, Vec<Tensor>) {
+    let want = reference(plan, inputs);
+    let opts = tessera_runtime::exec::RunOptions::default();
+    let (got, stats) =
+        tessera_runtime::exec::run_plan(plan, &WeightStore::with_dir("."), inputs, &opts)
+            .unwrap_or_else(|e| panic!("run_plan: {e}"));
+    (got, stats, want)
+}
+
 /// Normwise relative error of `got` against `want`.
 pub fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
     assert_eq!(got.shape, want.shape);

@@ -11,13 +11,15 @@
 //! by shape (`[1, C, 1, ..]` aligned to the output, or the output's own shape).
 //!
 //! A Conv whose weight is loaded on the rank for it alone is fused too, epilogue or not,
-//! when the direct kernel serves it ([`tessera_kernels::direct_suits`]) or its end taps
-//! read only padding on this rank's shapes ([`tessera_kernels::trim_dead_taps`]): its
-//! weight is read from the weight store now, cut to its live taps (the op's pads cut to
-//! match) and packed where the direct kernel serves the result ([`PackedConvWeight`]), and
-//! the load step disappears (the rank holds the prepared copy only). Inception-V3's 3×3,
-//! 1×3 and 3×1 Convs on 1×1 maps become 1×1 Convs that read a ninth or a third of their
-//! weights, its 1×7 and 7×1 Convs on 3×3 maps keep 5 of 7 taps. Set
+//! when the direct kernel serves it ([`tessera_kernels::direct_suits`]), the grouped
+//! kernel serves it ([`tessera_kernels::grouped_conv_suits`]) or its end taps read only
+//! padding on this rank's shapes ([`tessera_kernels::trim_dead_taps`]): its weight is read
+//! from the weight store now, cut to its live taps (the op's pads cut to match), packed
+//! where the direct kernel serves the result ([`PackedConvWeight`]) or blocked where the
+//! grouped kernel does ([`PackedGroupedWeight`]), and the load step disappears (the rank
+//! holds the prepared copy only). Inception-V3's 3×3, 1×3 and 3×1 Convs on 1×1 maps become
+//! 1×1 Convs that read a ninth or a third of their weights, its 1×7 and 7×1 Convs on 3×3
+//! maps keep 5 of 7 taps. Set
 //! `TESSERA_DIRECT_CONV=0` to keep every Conv on im2col and the GEMM (trimming stays).
 use super::{Fused, Program};
 use std::sync::Arc;
@@ -25,7 +27,9 @@ use tessera_ir::op::{BinaryOp, ConvAttrs, UnaryOp};
 use tessera_ir::plan::{StepKind, ValueId};
 use tessera_ir::Op;
 use tessera_ir::Tensor;
-use tessera_kernels::{ConvActivation, FusedOp, HeldConvWeight, PackedConvWeight};
+use tessera_kernels::{
+    ConvActivation, FusedOp, HeldConvWeight, PackedConvWeight, PackedGroupedWeight,
+};
 
 impl Program<'_> {
     /// The Conv at step `conv` with its residual add and/or activation.
@@ -106,9 +110,10 @@ impl Program<'_> {
 
     /// The weight of the Conv at step `conv` prepared now, the step loading it, and the
     /// Conv's trimmed attributes if its end taps read only padding: when the weight is
-    /// loaded on this rank for this Conv alone and either the Conv has dead end taps
-    /// ([`tessera_kernels::trim_dead_taps`]: the live taps are kept, plain or packed) or the
-    /// direct kernel serves it (packed).
+    /// loaded on this rank for this Conv alone and the Conv has dead end taps
+    /// ([`tessera_kernels::trim_dead_taps`]: the live taps are kept) or the direct or the
+    /// grouped kernel serves it; packed for the direct kernel, blocked for the grouped one,
+    /// else plain.
     fn held_conv_weight(
         &self,
         conv: usize,
@@ -120,7 +125,8 @@ impl Program<'_> {
         let direct = super::direct_conv_enabled();
         let trim = tessera_kernels::trim_dead_taps(xs, ws, attrs);
         let suits = |w: &[usize], a: &ConvAttrs| direct && tessera_kernels::direct_suits(xs, w, a);
-        if trim.is_none() && !suits(ws, attrs) {
+        let grouped = |w: &[usize], a: &ConvAttrs| tessera_kernels::grouped_conv_suits(xs, w, a);
+        if trim.is_none() && !suits(ws, attrs) && !grouped(ws, attrs) {
             return None;
         }
         let load = self.producer[w.index()]?;
@@ -138,21 +144,22 @@ impl Program<'_> {
             return None;
         }
         let group = attrs.groups(*xs.get(1)?);
-        let held = match &trim {
-            Some(tr) => {
-                let shape = tr.weight_shape(ws);
-                let kept = tr.slice_weights(ws, t.as_f32()?);
-                if suits(&shape, &tr.attrs) {
-                    let p = PackedConvWeight::pack(&shape, &kept, group).ok()?;
-                    HeldConvWeight::Packed(Arc::new(p))
-                } else {
-                    HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, kept)))
-                }
-            }
-            None => {
-                let p = PackedConvWeight::pack(&t.shape, t.as_f32()?, group).ok()?;
-                HeldConvWeight::Packed(Arc::new(p))
-            }
+        let (shape, values, a) = match &trim {
+            Some(tr) => (
+                tr.weight_shape(ws),
+                tr.slice_weights(ws, t.as_f32()?),
+                &tr.attrs,
+            ),
+            None => (ws.to_vec(), t.as_f32()?.to_vec(), attrs),
+        };
+        let held = if suits(&shape, a) {
+            let p = PackedConvWeight::pack(&shape, &values, group).ok()?;
+            HeldConvWeight::Packed(Arc::new(p))
+        } else if grouped(&shape, a) {
+            let p = PackedGroupedWeight::pack(&shape, &values, group).ok()?;
+            HeldConvWeight::Grouped(Arc::new(p))
+        } else {
+            HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, values)))
         };
         // A poisoned cache only keeps the float copy resident too.
         let _ = store.release_resident(weight, slice.as_ref());
