@@ -119,14 +119,7 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         let Some(out) = window_out_extent(h, k, st, d, (p, a.pads[s + i]), false) else {
             return false;
         };
-        // Tap t reads input row o·st + t·d − p for outputs o < out: live when some such
-        // row lies in 0..h.
-        let live = |t: usize| {
-            (0..out).any(|o| {
-                let r = o * st + t * d;
-                r >= p && r - p < h
-            })
-        };
+        let live = |t: usize| super::conv_trim::tap_reads_input(t, (h, out), (st, d, p));
         if !(0..k).all(live) {
             return false;
         }

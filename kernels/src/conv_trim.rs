@@ -56,6 +56,20 @@ impl TrimmedTaps {
     }
 }
 
+/// True when kernel tap `t` of an axis of input extent `h` and output extent `out`, with
+/// stride `st`, dilation `d` and begin pad `pb`, reads the input at some output: tap `t`
+/// reads element `o·st + t·d − pb` for outputs `o < out`.
+pub(crate) fn tap_reads_input(
+    t: usize,
+    (h, out): (usize, usize),
+    (st, d, pb): (usize, usize, usize),
+) -> bool {
+    (0..out).any(|o| {
+        let r = o * st + t * d;
+        r >= pb && r - pb < h
+    })
+}
+
 /// The trim of a Conv of input `x` `[N, C, spatial..]`, weights `w` `[M, C/g, kernel..]` and
 /// attributes `a`, or `None` when no end tap reads only padding (or the shapes do not fit
 /// the attributes: the Conv's own checks report that). Depthwise Convs are left alone
@@ -79,14 +93,7 @@ pub fn trim_dead_taps(x: &[usize], w: &[usize], a: &ConvAttrs) -> Option<Trimmed
         let (h, k, st, d) = (x[2 + i], w[2 + i], a.strides[i], a.dilations[i]);
         let (pb, pe) = (a.pads[i], a.pads[s + i]);
         let out = window_out_extent(h, k, st, d, (pb, pe), false)?;
-        // Tap t reads input element o·st + t·d − pb for outputs o < out: live when one
-        // such element lies in 0..h.
-        let live = |t: usize| {
-            (0..out).any(|o| {
-                let r = o * st + t * d;
-                r >= pb && r - pb < h
-            })
-        };
+        let live = |t: usize| tap_reads_input(t, (h, out), (st, d, pb));
         let first = (0..k).find(|&t| live(t))?;
         let last = (0..k).rev().find(|&t| live(t))?;
         // Cut no more taps than the pads hold (pads stay non-negative).

@@ -251,29 +251,37 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
             describe(x)
         ));
     }
-    if let Some(y) = image_planes(a, x)? {
-        return Ok(y);
-    }
-    let mut shape = x.shape.clone();
-    // The result of the passes so far (None: X itself, read in place by the first pass).
-    let mut done: Option<TensorData> = None;
     for (k, &axis) in a.axes.iter().enumerate() {
-        if shape[axis] == 0 && a.sizes[k] > 0 {
+        if a.axes[..k].contains(&axis) {
+            return Err(format!("Resize axes {:?} repeat axis {axis}", a.axes));
+        }
+        if x.shape[axis] == 0 && a.sizes[k] > 0 {
             return Err(format!(
                 "Resize of the empty axis {axis} of {}",
                 describe(x)
             ));
         }
-        let taps = axis_taps(a, k, shape[axis]);
+    }
+    // Each axis is resized once, so its taps depend on X's extent alone.
+    let all_taps: Vec<Vec<Taps>> = (a.axes.iter().enumerate())
+        .map(|(k, &axis)| axis_taps(a, k, x.shape[axis]))
+        .collect();
+    if let Some(y) = image_planes(a, x, &all_taps)? {
+        return Ok(y);
+    }
+    let mut shape = x.shape.clone();
+    // The result of the passes so far (None: X itself, read in place by the first pass).
+    let mut done: Option<TensorData> = None;
+    for ((k, &axis), taps) in a.axes.iter().enumerate().zip(&all_taps) {
         // An axis kept as it is (batch and channels of an image Resize) needs no pass: it
         // would copy every element (as 0 + x, which also made −0 into +0).
-        if identity(&taps, shape[axis]) {
+        if identity(taps, shape[axis]) {
             continue;
         }
         let fill = a.extrapolation_value;
         let data = done.as_ref().unwrap_or(&x.data);
         done = Some(match data {
-            TensorData::F32(v) => TensorData::F32(pass_f32(&shape, axis, v, &taps, fill)),
+            TensorData::F32(v) => TensorData::F32(pass_f32(&shape, axis, v, taps, fill)),
             TensorData::I64(_) | TensorData::Bool(_) if a.mode != ResizeMode::Nearest => {
                 return Err(format!(
                     "Resize {:?} needs a float tensor, got {}",
@@ -281,8 +289,8 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
                     describe(x)
                 ))
             }
-            TensorData::I64(v) => TensorData::I64(pass_copy(&shape, axis, v, &taps, fill as i64)),
-            TensorData::Bool(v) => TensorData::Bool(pass_copy(&shape, axis, v, &taps, fill != 0.0)),
+            TensorData::I64(v) => TensorData::I64(pass_copy(&shape, axis, v, taps, fill as i64)),
+            TensorData::Bool(v) => TensorData::Bool(pass_copy(&shape, axis, v, taps, fill != 0.0)),
         });
         shape[axis] = a.sizes[k];
     }
@@ -291,7 +299,12 @@ pub(crate) fn resize(a: &ResizeAttrs, x: &Tensor) -> KResult<Tensor> {
 
 /// An f32 Resize of the last two axes alone, height before width (every other axis kept):
 /// the planes in one sweep ([`resize_planes::planes`]), or None for any other Resize.
-pub(super) fn image_planes(a: &ResizeAttrs, x: &Tensor) -> KResult<Option<Tensor>> {
+/// `all_taps` holds every entry of `a.axes`'s taps.
+pub(super) fn image_planes(
+    a: &ResizeAttrs,
+    x: &Tensor,
+    all_taps: &[Vec<Taps>],
+) -> KResult<Option<Tensor>> {
     let r = x.shape.len();
     let TensorData::F32(v) = &x.data else {
         return Ok(None);
@@ -300,9 +313,8 @@ pub(super) fn image_planes(a: &ResizeAttrs, x: &Tensor) -> KResult<Option<Tensor
         return Ok(None);
     }
     let mut resized = Vec::with_capacity(2);
-    for (k, &axis) in a.axes.iter().enumerate() {
-        let taps = axis_taps(a, k, x.shape[axis]);
-        if !identity(&taps, x.shape[axis]) {
+    for (&axis, taps) in a.axes.iter().zip(all_taps) {
+        if !identity(taps, x.shape[axis]) {
             resized.push((axis, taps));
         }
     }

@@ -228,7 +228,8 @@ mod tests {
                     let a = attrs(mode, coord, &axes, &xs, &outs);
                     let got = eval(&Op::Resize(a.clone()), &[&x]).expect("Resize")[0].clone();
                     // The one-sweep path served it.
-                    let planes = image_planes(&a, &x).expect("Resize").expect("planes");
+                    let all: Vec<_> = (0..r).map(|k| axis_taps(&a, k, xs[k])).collect();
+                    let planes = image_planes(&a, &x, &all).expect("Resize").expect("planes");
                     assert_eq!(planes, got);
                     let th = axis_taps(&a, r - 2, xs[r - 2]);
                     let tw = axis_taps(&a, r - 1, xs[r - 1]);

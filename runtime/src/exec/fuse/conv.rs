@@ -22,6 +22,7 @@
 //! maps keep 5 of 7 taps. Set
 //! `TESSERA_DIRECT_CONV=0` to keep every Conv on im2col and the GEMM (trimming stays).
 use super::{Fused, Program};
+use std::borrow::Cow;
 use std::sync::Arc;
 use tessera_ir::op::{BinaryOp, ConvAttrs, UnaryOp};
 use tessera_ir::plan::{StepKind, ValueId};
@@ -144,13 +145,13 @@ impl Program<'_> {
             return None;
         }
         let group = attrs.groups(*xs.get(1)?);
-        let (shape, values, a) = match &trim {
+        let (shape, values, a): (_, Cow<[f32]>, _) = match &trim {
             Some(tr) => (
                 tr.weight_shape(ws),
-                tr.slice_weights(ws, t.as_f32()?),
+                Cow::Owned(tr.slice_weights(ws, t.as_f32()?)),
                 &tr.attrs,
             ),
-            None => (ws.to_vec(), t.as_f32()?.to_vec(), attrs),
+            None => (ws.to_vec(), Cow::Borrowed(t.as_f32()?), attrs),
         };
         let held = if suits(&shape, a) {
             let p = PackedConvWeight::pack(&shape, &values, group).ok()?;
@@ -159,7 +160,7 @@ impl Program<'_> {
             let p = PackedGroupedWeight::pack(&shape, &values, group).ok()?;
             HeldConvWeight::Grouped(Arc::new(p))
         } else {
-            HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, values)))
+            HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, values.into_owned())))
         };
         // A poisoned cache only keeps the float copy resident too.
         let _ = store.release_resident(weight, slice.as_ref());
