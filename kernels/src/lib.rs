@@ -43,6 +43,7 @@ mod norm;
 mod pad;
 mod pool;
 mod pool_channels_last;
+mod pool_separable;
 mod qgemm;
 mod range;
 mod reduce;

@@ -1,13 +1,15 @@
 //! MaxPool (floats and integers) and AveragePool (floats) over the spatial axes `2..`:
 //! f32 pools on planes of at most 64 outputs with several channels run all channels at once
-//! (`pool_channels_last.rs`); other 1-D and 2-D f32 max pools from padded stride-phase
-//! planes, f32 sums as a depthwise Conv with unit weights (`conv_depthwise_flat.rs`); the
-//! rest walk each input plane once per kernel tap, one output row at a time.
+//! (`pool_channels_last.rs`); other 1-D and 2-D f32 max pools as a pass over rows then one
+//! over columns (`pool_separable.rs`), f32 sums as a depthwise Conv with unit weights
+//! (`conv_depthwise_flat.rs`); the rest walk each input plane once per kernel tap, one
+//! output row at a time.
 use super::conv_depthwise_flat::depthwise_flat;
-use super::conv_depthwise_flat::{copy_rows, FlatGeometry, Layout};
+use super::conv_depthwise_flat::FlatGeometry;
 use super::conv_epilogue::Epilogue;
 use super::conv_taps::TapTable;
 use super::pool_channels_last::{pool_channels_last, MIN_POOL_CHANNELS, SMALL_POOL_PLANE};
+use super::pool_separable::max_pool_separable;
 use super::simd::vectorized;
 use super::window::Window;
 use super::{describe, make, KResult};
@@ -54,8 +56,8 @@ pub(crate) fn pool(a: &PoolAttrs, x: &Tensor) -> KResult<Tensor> {
         (PoolKind::Max, TensorData::F32(v)) if channels_last => TensorData::F32(
             pool_channels_last(&TapTable::new(&win), v, (xs[0], xs[1], p_in), true),
         ),
-        (PoolKind::Max, TensorData::F32(v)) => match FlatGeometry::of_window(&win) {
-            Some(geo) => TensorData::F32(max_pool_flat(&geo, v, planes)),
+        (PoolKind::Max, TensorData::F32(v)) => match max_pool_separable(&win, v, planes) {
+            Some(out) => TensorData::F32(out),
             None => TensorData::F32(max_pool(&win, v, planes, f32::NEG_INFINITY)),
         },
         (PoolKind::Max, TensorData::I64(v)) => TensorData::I64(max_pool(&win, v, planes, i64::MIN)),
@@ -106,7 +108,12 @@ fn taps<T: Copy>(
     out
 }
 
-fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: T) -> Vec<T> {
+pub(super) fn max_pool<T: Copy + PartialOrd>(
+    win: &Window,
+    x: &[T],
+    planes: usize,
+    lowest: T,
+) -> Vec<T> {
     vectorized(
         #[inline(always)]
         || {
@@ -132,83 +139,6 @@ fn max_pool<T: Copy + PartialOrd>(win: &Window, x: &[T], planes: usize, lowest: 
             })
         },
     )
-}
-
-/// 1-D and 2-D f32 max pool from padded stride-phase copies of each input plane (the
-/// depthwise Conv's layout, `conv_depthwise_flat.rs`, with −∞ as the padding): each block
-/// of 64 outputs keeps its running maxima in registers across all taps, where the run loop
-/// of [`max_pool`] reads and writes the output once per tap (ResNet's 3×3/2 MaxPool on
-/// `[8,64,32,32]`: 0.5 ms, onnxruntime 0.07 ms). Same taps in the same order and the same
-/// select, so the same result (a NaN input is never taken; −∞ padding never wins).
-fn max_pool_flat(geo: &FlatGeometry, x: &[f32], planes: usize) -> Vec<f32> {
-    let [oh, ow] = geo.output;
-    let (p_out, p_in) = (oh * ow, geo.input[0] * geo.input[1]);
-    if p_out == 0 || geo.kernel[0] * geo.kernel[1] == 0 {
-        return vec![f32::NEG_INFINITY; planes * p_out];
-    }
-    let len = planes * p_out;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    let lay = geo.layout();
-    let phases = geo.strides[0] * geo.strides[1];
-    let mut scratch = vec![f32::NEG_INFINITY; phases * lay.size];
-    // 16 more than the blocks write: `copy_rows` may read a chunk past the last block.
-    let mut acc = vec![f32::NEG_INFINITY; lay.flat + 16];
-    vectorized(
-        #[inline(always)]
-        || {
-            for (pi, dst) in spare.chunks_exact_mut(p_out).enumerate() {
-                geo.fill_phases(&lay, &x[pi * p_in..][..p_in], &mut scratch);
-                max_plane(&lay, &scratch, &mut acc);
-                copy_rows(&acc, lay.wq, dst, ow);
-            }
-        },
-    );
-    // SAFETY: the loop wrote all `planes` planes of the `len` reserved elements
-    // (`copy_rows` writes a whole plane).
-    unsafe { out.set_len(len) };
-    out
-}
-
-/// One plane's maxima at pitch `wq` into `acc`: 64 outputs at a time in four registers,
-/// then 16 at a time — the block walk of the depthwise Conv's `plane`
-/// (`conv_depthwise_flat.rs`) with a select for the multiply-add. One generic walk taking
-/// the per-lane step as a closure served both, but made the depthwise Conv 15 % slower
-/// (`[8,144,16,16]` 3×3: 0.29 → 0.33 ms), so each keeps its own loop.
-#[inline(always)]
-fn max_plane(lay: &Layout, scratch: &[f32], acc: &mut [f32]) {
-    const L: usize = 16;
-    #[inline(always)]
-    fn keep_max(a: &mut [f32; L], s: &[f32]) {
-        let s: &[f32; L] = s.try_into().expect("an L-long slice");
-        for l in 0..L {
-            a[l] = if s[l] > a[l] { s[l] } else { a[l] };
-        }
-    }
-    let main = lay.flat / (4 * L) * (4 * L);
-    for (bi, blk) in acc[..main].chunks_exact_mut(4 * L).enumerate() {
-        let base = bi * 4 * L;
-        let mut a = [[f32::NEG_INFINITY; L]; 4];
-        let [a0, a1, a2, a3] = &mut a;
-        for &off in &lay.tap_offsets {
-            let s = &scratch[off + base..][..4 * L];
-            keep_max(a0, &s[..L]);
-            keep_max(a1, &s[L..2 * L]);
-            keep_max(a2, &s[2 * L..3 * L]);
-            keep_max(a3, &s[3 * L..]);
-        }
-        for (d, v) in blk.chunks_exact_mut(L).zip(a) {
-            d.copy_from_slice(&v);
-        }
-    }
-    for (bi, blk) in acc[main..lay.flat].chunks_exact_mut(L).enumerate() {
-        let base = main + bi * L;
-        let mut a = [f32::NEG_INFINITY; L];
-        for &off in &lay.tap_offsets {
-            keep_max(&mut a, &scratch[off + base..][..L]);
-        }
-        blk.copy_from_slice(&a);
-    }
 }
 
 /// Window sums of every plane: 1-D and 2-D windows as a depthwise Conv with unit weights
