@@ -6,6 +6,7 @@
 //! the epilogue's pass.
 use super::conv::output_planes;
 use super::conv_epilogue::Epilogue;
+use super::conv_pointwise::{conv_pointwise, pointwise_suits};
 use super::conv_taps::{copy_runs, TapTable};
 use super::gemm_unpacked::gemm_unpacked;
 use super::matmul::{gemm_into, gemm_into_strided, gemm_write_uninit, MatView};
@@ -88,6 +89,28 @@ pub(super) fn gemm_conv(
                 }
             }
         }
+        return Ok(out);
+    }
+    if pointwise && pointwise_suits(cg, mg, p_out) {
+        // Each image and group's product written once, its epilogue on each band of rows
+        // while in cache (`conv_pointwise.rs`).
+        let mut out = Vec::with_capacity(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
+        for (j, image) in spare.chunks_exact_mut(m * p_out).enumerate() {
+            for (gi, rows) in image.chunks_exact_mut(mg * p_out).enumerate() {
+                let at = (j * m + gi * mg) * p_out;
+                let xg = &xv[(j * c + gi * cg) * p_in..][..cg * p_in];
+                let wg = &wv[gi * mg * cg..][..mg * cg];
+                let epi_g = Epilogue {
+                    bias: bias_v.map(|b| &b[gi * mg..]),
+                    ..epi
+                };
+                conv_pointwise((mg, cg, p_out), xg, wg, rows, epi_g, at)?;
+            }
+        }
+        // SAFETY: conv_pointwise wrote every element of each image's and group's rows, which
+        // tile all `len` elements.
+        unsafe { out.set_len(len) };
         return Ok(out);
     }
     // Taps that read only padding (a dilated Conv on a plane no larger than its dilation:

@@ -24,6 +24,7 @@ mod conv_epilogue_lanes;
 mod conv_few_channels;
 mod conv_gemm;
 mod conv_grouped;
+mod conv_pointwise;
 mod conv_taps;
 #[cfg(test)]
 mod conv_tests;
