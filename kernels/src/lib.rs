@@ -39,6 +39,7 @@ mod lanes16;
 mod matmul;
 mod matmul_few_cols;
 mod matmul_narrow;
+mod matmul_packed;
 mod movement;
 mod norm;
 mod pad;
@@ -69,6 +70,9 @@ pub use conv_trim::{trim_dead_taps, TrimmedTaps};
 pub use fused::{
     eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
     FusedOp, HeadLayout, HeldConvWeight, QuantMatMulOp, QuantWeight, ScoreTerm, SoftmaxRows,
+};
+pub use matmul_packed::{
+    packed_matmul_suits, PackedMatMulWeight, PACKED_MAX_ROWS, PACKED_MIN_WEIGHTS,
 };
 pub use qgemm::{
     dequant_matmul, dequant_matmul_epilogue, int8_gemm_available, quant_matmul, ActQuant,

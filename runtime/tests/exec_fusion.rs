@@ -63,13 +63,24 @@ fn gelu_graph(keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) 
     gelu_graph_of(false, keep_mm, keep_y)
 }
 
-/// [`gelu_graph`] with the GELU's tanh form when `tanh`.
+/// [`gelu_graph`] with the GELU's tanh form when `tanh`. The product has 80 rows, more than
+/// a packed weight serves ([`tessera_kernels::PACKED_MAX_ROWS`]): the weight stays an input.
 fn gelu_graph_of(tanh: bool, keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<String, Tensor>) {
+    gelu_graph_rows((40, 8, 12), tanh, keep_mm, keep_y)
+}
+
+/// [`gelu_graph_of`] over `[2, rows, k]` by a `[k, n]` weight.
+fn gelu_graph_rows(
+    (rows, k, n): (usize, usize, usize),
+    tanh: bool,
+    keep_mm: bool,
+    keep_y: bool,
+) -> (Graph, BTreeMap<String, Tensor>) {
     let mut g = Graph::new();
-    let x = g.add_input("x", DType::F32, vec![2, 3, 8]);
-    let w = inline_weight(&mut g, "w", rand_f32(&[8, 12], 1));
-    let b = inline_weight(&mut g, "b", rand_f32(&[12], 2));
-    let s = vec![2, 3, 12];
+    let x = g.add_input("x", DType::F32, vec![2, rows, k]);
+    let w = inline_weight(&mut g, "w", rand_f32(&[k, n], 1));
+    let b = inline_weight(&mut g, "b", rand_f32(&[n], 2));
+    let s = vec![2, rows, n];
     let mm = f32_node(
         &mut g,
         "mm",
@@ -89,7 +100,7 @@ fn gelu_graph_of(tanh: bool, keep_mm: bool, keep_y: bool) -> (Graph, BTreeMap<St
     if keep_y {
         g.outputs.push(y);
     }
-    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, 3, 8], 3))]);
+    let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, rows, k], 3))]);
     (g, inputs)
 }
 
@@ -102,6 +113,29 @@ fn matmul_bias_gelu_fuses_into_one_kernel() {
         assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
         assert_eq!(steps, 3, "MatMul, bias Add and the GELU");
     }
+}
+
+#[test]
+fn few_row_products_hold_their_weight_packed() {
+    // Six rows by a [160, 112] weight (a panel and a narrower one, k past a block): the
+    // weight is packed when the plan is loaded and its load step joins the fused kernel;
+    // the product's sums are blocked differently from the crate's, so the result equals
+    // the reference within rounding, and the rank holds the weight's own bytes.
+    let shape = (3, 160, 112);
+    if !tessera_kernels::packed_matmul_suits(6, 160, 112) {
+        eprintln!("skipped: no AVX-512F or AVX2 and FMA");
+        return;
+    }
+    let (g, inputs) = gelu_graph_rows(shape, false, false, false);
+    let (fused, steps) = run_fused_steps(g, &inputs, false);
+    assert_eq!(fused, BTreeMap::from([("fused MatMul+Bias+Gelu", 1)]));
+    assert_eq!(steps, 4, "the weight's load, MatMul, bias Add and the GELU");
+    // A bare product with its MatMul output kept: packed alone; the bias Add and the GELU
+    // after it form the elementwise tree that reads it.
+    let (g, inputs) = gelu_graph_rows(shape, false, true, false);
+    let (fused, steps) = run_fused_steps(g, &inputs, false);
+    let want = BTreeMap::from([("fused Elementwise", 1), ("packed MatMul", 1)]);
+    assert_eq!((fused, steps), (want, 4));
 }
 
 #[test]

@@ -80,6 +80,8 @@ pub enum FusedOp {
         bias: bool,
         /// A GELU of this form follows.
         gelu: Option<GeluAttrs>,
+        /// B, packed when the plan was loaded (then not an input: A, then bias).
+        held: Option<std::sync::Arc<crate::PackedMatMulWeight>>,
     },
     /// `MatMul(Dequantize(Quantize(x, sq, zq), sd, zd), W)` with a quantised weight `W`
     /// packed in the op, then `+ bias` and a GELU as [`FusedOp::MatMulEpilogue`] (inputs x,
@@ -147,7 +149,8 @@ impl FusedOp {
     pub fn name(&self) -> &'static str {
         match self {
             FusedOp::MatMulEpilogue { gelu: Some(_), .. } => "fused MatMul+Bias+Gelu",
-            FusedOp::MatMulEpilogue { .. } => "fused MatMul+Bias",
+            FusedOp::MatMulEpilogue { bias: true, .. } => "fused MatMul+Bias",
+            FusedOp::MatMulEpilogue { .. } => "packed MatMul",
             FusedOp::QuantMatMul(q) => match (q.bias, &q.gelu) {
                 (_, Some(_)) => "fused QuantMatMul+Bias+Gelu",
                 (true, None) => "fused QuantMatMul+Bias",
@@ -180,9 +183,12 @@ impl FusedOp {
 /// Evaluates a fused op on host tensors.
 pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelError> {
     let r = match op {
-        FusedOp::MatMulEpilogue { bias, gelu } => {
-            matmul_epilogue(*bias, gelu.as_ref().map(|g| g.tanh_approximation), inputs)
-        }
+        FusedOp::MatMulEpilogue { bias, gelu, held } => matmul_epilogue(
+            *bias,
+            gelu.as_ref().map(|g| g.tanh_approximation),
+            held.as_deref(),
+            inputs,
+        ),
         FusedOp::QuantMatMul(q) => quant_matmul_op(q, inputs),
         FusedOp::AddLayerNorm {
             attrs,
@@ -290,19 +296,45 @@ fn quant_matmul_op(q: &QuantMatMulOp, inputs: &[&Tensor]) -> KResult<Tensor> {
     }
 }
 
-/// `gelu`: `Some(tanh_approximation)` when a GELU follows.
-fn matmul_epilogue(bias: bool, gelu: Option<bool>, inputs: &[&Tensor]) -> KResult<Tensor> {
-    expect_inputs(inputs, 2 + bias as usize)?;
-    f32s(inputs[0], "A")?;
-    f32s(inputs[1], "B")?;
-    let mut y = matmul(inputs[0], inputs[1])?;
+/// `gelu`: `Some(tanh_approximation)` when a GELU follows; `held`: B packed (not an input).
+fn matmul_epilogue(
+    bias: bool,
+    gelu: Option<bool>,
+    held: Option<&crate::PackedMatMulWeight>,
+    inputs: &[&Tensor],
+) -> KResult<Tensor> {
+    let b_in = held.is_none() as usize;
+    expect_inputs(inputs, 1 + b_in + bias as usize)?;
+    let x = f32s(inputs[0], "A")?;
+    let mut y = match held {
+        Some(w) => {
+            let [k, n] = w.shape();
+            let xs = &inputs[0].shape;
+            if xs.len() < 2 || xs[xs.len() - 1] != k {
+                return Err(format!(
+                    "cannot multiply {} by [{k}, {n}]",
+                    describe(inputs[0])
+                ));
+            }
+            let rows = x.len() / k.max(1);
+            let v = crate::matmul_packed::matmul_packed(x, rows, w)?;
+            let mut shape = xs[..xs.len() - 1].to_vec();
+            shape.push(n);
+            make(DType::F32, shape, TensorData::F32(v))?
+        }
+        None => {
+            f32s(inputs[1], "B")?;
+            matmul(inputs[0], inputs[1])?
+        }
+    };
     let n = y.shape.last().copied().unwrap_or(1);
     let b = if bias {
-        let b = f32s(inputs[2], "bias")?;
-        if b.len() != n || inputs[2].shape.len() != 1 {
+        let bt = inputs[1 + b_in];
+        let b = f32s(bt, "bias")?;
+        if b.len() != n || bt.shape.len() != 1 {
             return Err(format!(
                 "bias {} is not a vector of the {n} output columns",
-                describe(inputs[2])
+                describe(bt)
             ));
         }
         Some(b)
@@ -476,6 +508,7 @@ mod tests {
             let op = FusedOp::MatMulEpilogue {
                 bias: true,
                 gelu: Some(form.clone()),
+                held: None,
             };
             let got = eval_fused(&op, &[&a, &w, &bias]).unwrap();
             assert_eq!(got.shape, vec![2, 5, 12]);
@@ -484,12 +517,30 @@ mod tests {
         let only_bias = FusedOp::MatMulEpilogue {
             bias: true,
             gelu: None,
+            held: None,
         };
         let got = eval_fused(&only_bias, &[&a, &w, &bias]).unwrap();
         assert_eq!(got.as_f32().unwrap(), x.as_f32().unwrap());
         // A bias that is not one value per output column is refused, not broadcast wrongly.
         let err = eval_fused(&only_bias, &[&a, &w, &rand(vec![5, 12], 4)]).unwrap_err();
         assert!(err.to_string().contains("bias"), "{err}");
+        // B packed when the plan is loaded (not an input): the same product within
+        // rounding (its sums are blocked differently), then the same epilogue.
+        if crate::lanes16::lanes_isa().is_some() {
+            let packed = crate::PackedMatMulWeight::pack(8, 12, w.as_f32().unwrap()).unwrap();
+            let held = FusedOp::MatMulEpilogue {
+                bias: true,
+                gelu: None,
+                held: Some(std::sync::Arc::new(packed)),
+            };
+            let got = eval_fused(&held, &[&a, &bias]).unwrap();
+            assert_eq!(got.shape, vec![2, 5, 12]);
+            for (g, w) in got.as_f32().unwrap().iter().zip(x.as_f32().unwrap()) {
+                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} against {w}");
+            }
+            let err = eval_fused(&held, &[&rand(vec![2, 5, 7], 5), &bias]).unwrap_err();
+            assert!(err.to_string().contains("cannot multiply"), "{err}");
+        }
     }
 
     /// Large |x| through the fused epilogue: erf(x/√2) is exactly ±1, so GELU is exactly 0
@@ -504,6 +555,7 @@ mod tests {
         let op = FusedOp::MatMulEpilogue {
             bias: false,
             gelu: Some(ERF),
+            held: None,
         };
         let got = eval_fused(&op, &[&a, &w]).unwrap();
         let bits = |t: &Tensor| {

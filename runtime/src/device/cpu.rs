@@ -204,6 +204,9 @@ fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
         // q [B, Sq, H·D] against Sk keys: B·Sq·H·D·Sk multiply-adds per product; the
         // kernel splits heads between the threads.
         FusedOp::Attention(a) => inputs[0].numel() * a.kv_len >= POOL_MIN_MACS,
+        FusedOp::MatMulEpilogue { held: Some(w), .. } => {
+            inputs.first().map_or(0, |x| x.numel()) * w.shape()[1] >= POOL_MIN_MACS
+        }
         FusedOp::MatMulEpilogue { .. } => {
             inputs.len() >= 2 && product_macs(&inputs[0].shape, &inputs[1].shape) >= POOL_MIN_MACS
         }

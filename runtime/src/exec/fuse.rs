@@ -43,6 +43,7 @@
 mod attention;
 mod conv;
 mod elementwise;
+mod matmul;
 mod quant_matmul;
 mod rotary;
 mod score_terms;
@@ -429,35 +430,6 @@ impl<'a> Program<'a> {
             },
             inputs,
             output: self.out(ln),
-            steps,
-        })
-    }
-
-    fn matmul_epilogue(&self, mm: usize) -> Option<Fused> {
-        if !matches!(self.op(mm)?, Op::MatMul(_)) {
-            return None;
-        }
-        let ab = self.ins(mm);
-        let m = self.out(mm);
-        if !ab.iter().chain([&m]).all(|&v| self.is_f32(v)) {
-            return None;
-        }
-        let epi = self.epilogue(m)?;
-        if epi.bias.is_none() && epi.gelu.is_none() {
-            return None;
-        }
-        let mut steps = vec![mm];
-        steps.extend(&epi.steps);
-        steps.sort_unstable();
-        let mut inputs = ab.to_vec();
-        inputs.extend(epi.bias);
-        Some(Fused {
-            op: FusedOp::MatMulEpilogue {
-                bias: epi.bias.is_some(),
-                gelu: epi.gelu,
-            },
-            inputs,
-            output: epi.output,
             steps,
         })
     }

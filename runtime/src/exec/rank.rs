@@ -192,8 +192,8 @@ pub(crate) fn run_prepared<D: Device>(
                 }
                 (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
                 (None, Item::Fused(f)) => {
-                    // An integer GEMM or a direct Conv holds its weight packed (its load step
-                    // is gone).
+                    // An integer GEMM, a direct Conv or a few-row MatMul holds its weight
+                    // packed (its load step is gone).
                     match &f.op {
                         FusedOp::QuantMatMul(q) => {
                             if let QuantWeight::Packed(w) = &q.weight {
@@ -201,6 +201,9 @@ pub(crate) fn run_prepared<D: Device>(
                             }
                         }
                         FusedOp::ConvEpilogue { held: Some(w), .. } => {
+                            stats.weight_bytes += w.bytes() as u64
+                        }
+                        FusedOp::MatMulEpilogue { held: Some(w), .. } => {
                             stats.weight_bytes += w.bytes() as u64
                         }
                         _ => {}
