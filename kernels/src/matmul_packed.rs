@@ -74,9 +74,10 @@ impl PackedMatMulWeight {
 /// the caches, where the crate reads them as fast.
 pub const PACKED_MIN_WEIGHTS: usize = 1 << 14;
 
-/// True where the packed product serves `rows` rows by a `[k, n]` weight on this CPU (x86-64 with AVX-512F, or
-/// AVX2 and FMA). One Linear with a bias, one thread, min of 3 × 100 runs, against the
-/// `gemm` crate over the weight where it lies (onnxruntime in brackets), µs: `[768, 3072]`
+/// True where the packed product serves `rows` rows by a `[k, n]` weight on this CPU
+/// (x86-64 with AVX-512F, or AVX2 and FMA). One Linear with a bias, one thread, min of
+/// 3 × 100 runs, against the `gemm` crate over the weight where it lies (onnxruntime in
+/// brackets), µs: `[768, 3072]`
 /// over 8 rows 757 → 485 (483), over 2 rows 370 → 275 (193); `[3072, 768]` over 8 rows
 /// 597 → 496 (482); `[384, 1536]` over 32 rows 477 → 424 (410); `[192, 768]` over 64 rows
 /// 210 → 209 (201). One row is a product by a vector, which the crate streams faster
