@@ -152,7 +152,7 @@ impl FlatGeometry {
     /// Copies one input plane into the phase planes of `scratch` (`phases · lay.size`
     /// elements). Only the places that read the input are written: the rest (the padding,
     /// and the over-read margin) keeps the value the caller allocated it with (zero for a
-    /// Conv, −∞ for a max pool), as every plane writes the same places.
+    /// Conv and for window sums), as every plane writes the same places.
     #[inline(always)]
     pub fn fill_phases(&self, lay: &Layout, x: &[f32], scratch: &mut [f32]) {
         let [h, w] = self.input;
