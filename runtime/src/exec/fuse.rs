@@ -286,6 +286,36 @@ impl<'a> Program<'a> {
         self.is_f32(v) && self.shape(v).iter().product::<usize>() == 1
     }
 
+    /// `prepare` of the weight `w` that step `reader` alone reads, loaded on this rank by a
+    /// step nobody else claimed (not a plan output), with the step that loads it: the
+    /// decoded copy the session preloaded (no second decode) is released once prepared, so
+    /// the rank holds the prepared weight only. None where any of that fails.
+    fn hold_weight<T>(
+        &self,
+        reader: usize,
+        w: ValueId,
+        prepare: impl FnOnce(&tessera_ir::Tensor) -> Option<T>,
+    ) -> Option<(usize, T)> {
+        let store = self.store?;
+        let load = self.producer[w.index()]?;
+        let StepKind::LoadWeight { tensor, slice } = &self.steps[load].kind else {
+            return None;
+        };
+        if self.keep[w.index()] || self.uses[w.index()].as_slice() != [reader] || self.claimed[load]
+        {
+            return None;
+        }
+        let weight = self.plan.graph.weights.get(tensor)?;
+        let t = store.load_resident(weight, slice.as_ref()).ok()?;
+        if t.shape != self.shape(w) {
+            return None;
+        }
+        let prepared = prepare(&t)?;
+        // A poisoned cache only keeps the float copy resident too.
+        let _ = store.release_resident(weight, slice.as_ref());
+        Some((load, prepared))
+    }
+
     /// The op of an unclaimed single-output compute step.
     fn op(&self, s: usize) -> Option<&'a Op> {
         let step = self.steps.get(s)?;

@@ -25,7 +25,7 @@ use super::{Fused, Program};
 use std::borrow::Cow;
 use std::sync::Arc;
 use tessera_ir::op::{BinaryOp, ConvAttrs, UnaryOp};
-use tessera_ir::plan::{StepKind, ValueId};
+use tessera_ir::plan::ValueId;
 use tessera_ir::Op;
 use tessera_ir::Tensor;
 use tessera_kernels::{
@@ -120,7 +120,6 @@ impl Program<'_> {
         conv: usize,
         attrs: &ConvAttrs,
     ) -> Option<(usize, HeldConvWeight, Option<ConvAttrs>)> {
-        let store = self.store?;
         let (x, w) = (self.input(conv, 0)?, self.input(conv, 1)?);
         let (xs, ws) = (self.shape(x), self.shape(w));
         let direct = super::direct_conv_enabled();
@@ -130,40 +129,26 @@ impl Program<'_> {
         if trim.is_none() && !suits(ws, attrs) && !grouped(ws, attrs) {
             return None;
         }
-        let load = self.producer[w.index()]?;
-        let StepKind::LoadWeight { tensor, slice } = &self.steps[load].kind else {
-            return None;
-        };
-        if self.keep[w.index()] || self.uses[w.index()].as_slice() != [conv] || self.claimed[load] {
-            return None;
-        }
-        let weight = self.plan.graph.weights.get(tensor)?;
-        // The decoded copy the session preloaded (no second decode), released once
-        // prepared: the rank holds the prepared weights only.
-        let t = store.load_resident(weight, slice.as_ref()).ok()?;
-        if t.shape != ws {
-            return None;
-        }
         let group = attrs.groups(*xs.get(1)?);
-        let (shape, values, a): (_, Cow<[f32]>, _) = match &trim {
-            Some(tr) => (
-                tr.weight_shape(ws),
-                Cow::Owned(tr.slice_weights(ws, t.as_f32()?)),
-                &tr.attrs,
-            ),
-            None => (ws.to_vec(), Cow::Borrowed(t.as_f32()?), attrs),
-        };
-        let held = if suits(&shape, a) {
-            let p = PackedConvWeight::pack(&shape, &values, group).ok()?;
-            HeldConvWeight::Packed(Arc::new(p))
-        } else if grouped(&shape, a) {
-            let p = PackedGroupedWeight::pack(&shape, &values, group).ok()?;
-            HeldConvWeight::Grouped(Arc::new(p))
-        } else {
-            HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, values.into_owned())))
-        };
-        // A poisoned cache only keeps the float copy resident too.
-        let _ = store.release_resident(weight, slice.as_ref());
+        let (load, held) = self.hold_weight(conv, w, |t| {
+            let (shape, values, a): (_, Cow<[f32]>, _) = match &trim {
+                Some(tr) => (
+                    tr.weight_shape(ws),
+                    Cow::Owned(tr.slice_weights(ws, t.as_f32()?)),
+                    &tr.attrs,
+                ),
+                None => (ws.to_vec(), Cow::Borrowed(t.as_f32()?), attrs),
+            };
+            Some(if suits(&shape, a) {
+                let p = PackedConvWeight::pack(&shape, &values, group).ok()?;
+                HeldConvWeight::Packed(Arc::new(p))
+            } else if grouped(&shape, a) {
+                let p = PackedGroupedWeight::pack(&shape, &values, group).ok()?;
+                HeldConvWeight::Grouped(Arc::new(p))
+            } else {
+                HeldConvWeight::Plain(Arc::new(Tensor::f32(shape, values.into_owned())))
+            })
+        })?;
         Some((load, held, trim.map(|t| t.attrs)))
     }
 

@@ -8,7 +8,6 @@
 //! only). Set `TESSERA_PACKED_MATMUL=0` to keep every MatMul on the `gemm` crate.
 use super::{Fused, Program};
 use std::sync::Arc;
-use tessera_ir::plan::StepKind;
 use tessera_ir::Op;
 use tessera_kernels::{packed_matmul_suits, FusedOp, PackedMatMulWeight};
 
@@ -57,7 +56,6 @@ impl Program<'_> {
     /// product has few rows on this rank, its B is a `[k, n]` weight loaded for it alone,
     /// and the packed kernel runs on this CPU.
     fn held_matmul_weight(&self, mm: usize) -> Option<(usize, Arc<PackedMatMulWeight>)> {
-        let store = self.store?;
         let (a, b) = (self.input(mm, 0)?, self.input(mm, 1)?);
         let (xs, ws) = (self.shape(a), self.shape(b));
         let (&k, lead) = xs.split_last()?;
@@ -68,22 +66,9 @@ impl Program<'_> {
         if !packed_matmul_suits(rows, ws[0], ws[1]) {
             return None;
         }
-        let load = self.producer[b.index()]?;
-        let StepKind::LoadWeight { tensor, slice } = &self.steps[load].kind else {
-            return None;
-        };
-        if self.keep[b.index()] || self.uses[b.index()].as_slice() != [mm] || self.claimed[load] {
-            return None;
-        }
-        let weight = self.plan.graph.weights.get(tensor)?;
-        // The decoded copy the session preloaded, released once packed.
-        let t = store.load_resident(weight, slice.as_ref()).ok()?;
-        if t.shape != ws {
-            return None;
-        }
-        let packed = PackedMatMulWeight::pack(ws[0], ws[1], t.as_f32()?).ok()?;
-        // A poisoned cache only keeps the float copy resident too.
-        let _ = store.release_resident(weight, slice.as_ref());
-        Some((load, Arc::new(packed)))
+        self.hold_weight(mm, b, |t| {
+            let packed = PackedMatMulWeight::pack(ws[0], ws[1], t.as_f32()?).ok()?;
+            Some(Arc::new(packed))
+        })
     }
 }
