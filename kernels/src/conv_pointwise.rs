@@ -7,12 +7,13 @@
 //! written again by the epilogue's pass (bias, activation), and the crate packed both
 //! operands on every call. Here X and W are read where they lie, each output is its chain of
 //! fused multiply-adds over the input channels in order, plus the bias, through the
-//! activation where it is a ReLU, and stored once; other epilogues run on the band of four
+//! activation where it is a ReLU, and stored once; other epilogues run on the band of six
 //! rows just written.
 //!
-//! The tile is four output channels by 24 positions (12 accumulators): per input channel,
-//! three loads of X's row and four broadcasts of W's column. AVX2 with FMA
-//! ([`pointwise_available`]); elsewhere the `gemm` crate serves.
+//! The tile is six output channels by 16 positions (12 accumulators): per input channel,
+//! two loads of X's row and six broadcasts of W's column (four channels by 24 positions,
+//! the same count, left LLVM one register short and it kept an accumulator on the stack).
+//! AVX2 with FMA ([`pointwise_available`]); elsewhere the `gemm` crate serves.
 use super::conv_epilogue::{ConvActivation, Epilogue};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -20,7 +21,7 @@ use std::mem::MaybeUninit;
 /// Output channels per band (one tile's rows).
 const BAND: usize = 6;
 
-/// Positions per tile (three 8-lane vectors).
+/// Positions per tile (two 8-lane vectors).
 const TILE: usize = 16;
 
 /// Multiply-adds below which one thread does the whole product.
@@ -75,7 +76,8 @@ pub(crate) fn conv_pointwise(
     epi: Epilogue<'_>,
     at: usize,
 ) -> Result<(), String> {
-    if x.len() < cg * p || w.len() < mg * cg || out.len() < mg * p {
+    let bias_short = epi.bias.is_some_and(|b| b.len() < mg);
+    if x.len() < cg * p || w.len() < mg * cg || out.len() < mg * p || bias_short {
         return Err(format!(
             "pointwise Conv operands out of bounds for {mg}x{cg}·{cg}x{p}"
         ));
