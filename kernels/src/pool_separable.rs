@@ -74,6 +74,16 @@ fn keep_max(m: &mut f32, v: f32) {
 /// Max pool of `planes` planes of `x` (`[planes, D1..]`, one or two spatial axes); `None`
 /// for other ranks or an empty window.
 pub(crate) fn max_pool_separable(win: &Window, x: &[f32], planes: usize) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    max_pool_passes(win, x, planes, avx2)
+}
+
+/// [`max_pool_separable`] with the AVX2 passes where `avx2` (the CPU must have it), else
+/// the portable ones.
+fn max_pool_passes(win: &Window, x: &[f32], planes: usize, avx2: bool) -> Option<Vec<f32>> {
     let (rows, cols) = match win.drive.len() {
         1 => (Axis::unit(), Axis::of(win, 0)),
         2 => (Axis::of(win, 0), Axis::of(win, 1)),
@@ -99,18 +109,11 @@ pub(crate) fn max_pool_separable(win: &Window, x: &[f32], planes: usize) -> Opti
     let covered: Vec<Vec<usize>> = (0..rows.output)
         .map(|o| rows.covered(o).map(|r| r * cols.input).collect())
         .collect();
-    let avx2 = {
-        #[cfg(target_arch = "x86_64")]
-        let has = std::arch::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let has = false;
-        has
-    };
     for (plane, dst) in x.chunks_exact(p_in).zip(out.chunks_exact_mut(p_out)) {
         let padded = &mut padded[..];
         #[cfg(target_arch = "x86_64")]
         if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above); `padded` has the room the passes
+            // SAFETY: the CPU has AVX2 (the caller's contract); `padded` has the room the passes
             // read and write (sized just above); the offsets are rows of the plane.
             unsafe {
                 match cols.stride {
@@ -307,22 +310,7 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "input {input:?} kernel {kernel:?}");
             // The portable passes, which the AVX2 ones replace on x86-64.
-            let (rows, cols) = match s {
-                1 => (Axis::unit(), Axis::of(&win, 0)),
-                _ => (Axis::of(&win, 0), Axis::of(&win, 1)),
-            };
-            let covered: Vec<Vec<usize>> = (0..rows.output)
-                .map(|o| rows.covered(o).map(|r| r * cols.input).collect())
-                .collect();
-            let live = cols.input.min(cols.padded_len() - cols.pad);
-            let mut padded = vec![f32::NEG_INFINITY; cols.padded_len()];
-            let mut portable = vec![0f32; want.len()];
-            for (plane, dst) in x
-                .chunks_exact(win.other_plane())
-                .zip(portable.chunks_exact_mut(win.drive_plane()))
-            {
-                plane_portable(&covered, &cols, live, plane, &mut padded, dst);
-            }
+            let portable = max_pool_passes(&win, &x, planes, false).expect("1-D or 2-D");
             assert_eq!(bits(&portable), bits(&want), "portable: input {input:?}");
         }
     }
