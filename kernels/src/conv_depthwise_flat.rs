@@ -520,7 +520,7 @@ pub(crate) mod tests {
             [usize; 2],
             usize,
         );
-        let cases: [Case; 14] = [
+        let cases: [Case; 17] = [
             // Rows of at least 24 outputs at column stride 1: read in place row by row
             // (`conv_depthwise_rows.rs`) where the CPU has AVX-512: groups of four blocks
             // and a tail, masked edges, row strides and dilations, column dilation.
@@ -529,6 +529,11 @@ pub(crate) mod tests {
             ([7, 70], [3, 3], [1, 1], [1, 1], [0, 0], [0, 0], 1),
             ([1, 100], [1, 7], [1, 1], [1, 1], [0, 3], [0, 3], 1),
             ([6, 20], [3, 3], [1, 1], [1, 1], [1, 3], [1, 3], 1),
+            // Rows of two and three blocks, taken three and two rows at a time, with rows
+            // left over, padding rows inside a stack, a row stride and a row dilation.
+            ([28, 28], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1),
+            ([9, 40], [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], 1),
+            ([15, 30], [3, 3], [2, 1], [2, 1], [2, 1], [2, 1], 1),
             // Stride-2 rows long enough for whole 16-wide de-interleaved chunks.
             ([5, 64], [3, 3], [2, 2], [1, 1], [1, 1], [1, 1], 1),
             ([4, 71], [3, 3], [2, 2], [1, 1], [0, 0], [0, 2], 1),

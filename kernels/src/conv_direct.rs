@@ -18,7 +18,7 @@
 //! however blocks are split over threads: the result does not depend on the thread count.
 //! AVX-512F, or AVX2 with FMA (`tile_avx2`: sub-tiles of 4 positions by 24 channels, the
 //! same bits) ([`direct_available`]); elsewhere the im2col path serves. The thresholds
-//! below were measured on AVX-512.
+//! below were measured on AVX-512 unless they say otherwise.
 use super::conv_depthwise_flat::FlatGeometry;
 use super::conv_epilogue::Epilogue;
 use super::gemm_unpacked::{KC, MR, NR};
@@ -51,11 +51,6 @@ pub fn direct_available() -> bool {
 /// was 20 % faster in VGG-11 (`[512, 512, 3, 3]`, weights streaming from memory).
 const FEW_POSITIONS: usize = 24;
 
-/// Input channels per group up to which the direct kernel serves any Conv (stems: the
-/// `[64, 3, 7, 7]` stride-2 Conv over 224×224 ran 117 against 78 GFLOP/s on im2col); where
-/// the few-channel kernel serves such a Conv (`conv_few_channels.rs`), it does instead.
-const FEW_CHANNELS: usize = 16;
-
 /// Taps of all input channels (`C/g · K`) below which a Conv stays on im2col: VGG's
 /// `[64, 3, 3, 3]` stem (27) ran 25 % slower on the direct kernel, whose transpose into
 /// planes costs as much as its few multiply-adds per output.
@@ -77,13 +72,6 @@ const POINTWISE_MIN_CHANNELS: usize = 256;
 /// narrow product.
 const POINTWISE_MIN_POSITIONS: usize = 4;
 
-/// Output positions per image from which the direct kernel serves any Conv: im2col's
-/// column matrix no longer stays in cache (64 channels, 3×3, on 56×56: 137 against 98
-/// GFLOP/s; 128 on 28×28: 162 against 129). On mid-size maps with deep inputs the `gemm`
-/// crate stays 5–17 % faster (FCN's `[512, 2048, 3, 3]` head over two 8×8 maps: 154
-/// against 127 GFLOP/s) and serves them.
-const LARGE_PLANE: usize = 28 * 28;
-
 /// True when the direct kernel serves a Conv of X `x`, W `w` and attributes `a` on this CPU:
 /// one or two spatial axes, more than one input channel per group (depthwise Convs have
 /// their own kernels), at least 16 output channels per group (a full vector: ResNeXt's
@@ -93,9 +81,16 @@ const LARGE_PLANE: usize = 28 * 28;
 /// its transpose into planes: 106 against 76 GFLOP/s on `[256, 64]` over two 15×15 maps),
 /// every tap reading the input at some output (a dilated Conv on a small map,
 /// DeepLabV3's ASPP, keeps its live taps only on the im2col path; here its padding taps
-/// would cost their full share), at least [`MIN_TAPS`] taps in all, and few positions, few
-/// input channels or a large plane ([`FEW_POSITIONS`], [`FEW_CHANNELS`],
-/// [`LARGE_PLANE`]) — any plane on AVX2 ([`avx2_any_plane`]).
+/// would cost their full share) and at least [`MIN_TAPS`] taps in all, on any plane.
+///
+/// Any plane on both instruction sets: 3×3 Convs of two images, one thread, direct against
+/// im2col and the `gemm` crate, min of 2000 runs — on AVX2 (Zen 3, session 29) 0.56–0.94 of
+/// the crate's time on 4×4 to 16×16 maps, none above 1.11; on AVX-512 (Zen 4, session 32)
+/// 128 → 32 on 8×8 170 → 105 µs, 32 → 128 on 7×7 102 → 81, 64 → 64 on 16×16 436 → 361,
+/// 256 → 256 on 14×14 4650 → 4179, 512 → 512 on 7×7 5009 → 4419 and on 4×4 1495 → 1376,
+/// 1024 → 256 on 14×14 18.7 → 16.8 ms, FCN's 2048 → 512 on 8×8 23.2 → 22.7 ms (the crate
+/// was 5–17 % faster there on the Intel AVX-512 machine of the first sessions), 64 → 64 on
+/// 56×56 and 64 → 256 on 3×3 equal.
 pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
     let s = x.len().saturating_sub(2);
     let group = if x.len() > 1 { a.groups(x[1]) } else { 0 };
@@ -142,22 +137,7 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
                 || (x[0] * plane >= POINTWISE_MIN_POSITIONS
                     && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx2)));
     }
-    // Large planes on AVX2 too, since its tiles store whole vectors unmasked: a 3×3 Conv
-    // with ReLU over two maps, direct against the `gemm` crate (min of 30 runs, two
-    // alternating rounds): 64 channels on 56×56 5.90–6.04 against 6.24–6.54 ms, 32 on
-    // 112×112 7.35–7.68 against 8.37–9.65, 128 on 28×28 5.69–6.04 against 5.74–6.29.
-    let large = plane >= LARGE_PLANE;
-    taps >= MIN_TAPS && (few || w[1] <= FEW_CHANNELS || large || avx2_any_plane())
-}
-
-/// True on AVX2 without AVX-512, where the direct kernel serves Convs of more than one tap
-/// on any plane: 3×3 Convs of two images, one thread, direct against im2col and the `gemm`
-/// crate (min of two alternating runs, session 29): 128 → 32 channels on 4×4, 8×8, 14×14,
-/// 16×16 maps 0.58, 0.56, 0.64, 0.74 of the crate's time (DenseNet's Convs), 64 → 64
-/// 0.71–0.88, 128 → 128 0.80–0.94, 256 → 256 0.93–1.08, 512 → 512 1.00–1.01, stride 2
-/// 0.89–1.01; none more than 1.11 (32 → 128 on 16×16, within that run's noise).
-fn avx2_any_plane() -> bool {
-    super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx2)
+    taps >= MIN_TAPS
 }
 
 /// A Conv's weights `[M, C/g, kernel..]` (one or two spatial axes) transposed into panels:
