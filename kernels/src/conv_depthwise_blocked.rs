@@ -73,7 +73,11 @@ impl Padded {
 
 /// True where the blocked kernel serves a depthwise Conv of geometry `geo` (one output
 /// channel per input channel) over `planes` planes of all images: AVX-512F or AVX2 with
-/// FMA; at least one whole block of planes; at least a quarter of all (output,
+/// FMA; on AVX-512, output planes of at least 16 positions (on smaller ones every block of
+/// positions is a partial one: `[960, 2, 2]` of two images under 3×3 taps took 41 against
+/// 19 µs on the channels-innermost path, `[256, 3, 3]` 16 against 12, `[576, 4, 4]` at
+/// stride 2 25 against 16; `[384, 4, 4]` at stride 1 equal), on AVX2 [`avx2_suits`]; at
+/// least one whole block of planes; at least a quarter of all (output,
 /// tap) pairs reading the input, not padding (the channels-innermost path visits the live
 /// ones only: MobileNet-V3's 5×5 Convs on 2×2 planes, 16 % live, took 77 against 56 µs
 /// here, on 4×4 planes, 49 % live, 12 against 32); and not a Conv of at most 3×3 taps that
@@ -82,7 +86,7 @@ impl Padded {
 pub(crate) fn blocked_suits(geo: &FlatGeometry, planes: usize) -> bool {
     let kl = geo.kernel[0] * geo.kernel[1];
     let isa_suits = match lanes_isa() {
-        Some(LanesIsa::Avx512) => true,
+        Some(LanesIsa::Avx512) => geo.output[0] * geo.output[1] >= L,
         Some(LanesIsa::Avx2) => avx2_suits(geo),
         None => false,
     };

@@ -113,15 +113,15 @@ fn the_row_path_and_mostly_padded_planes_are_left_to_the_other_kernels() {
         pads: [p, p],
     };
     let isa = lanes_isa();
-    let (avx512, avx2) = (isa == Some(LanesIsa::Avx512), isa == Some(LanesIsa::Avx2));
+    let avx2 = isa == Some(LanesIsa::Avx2);
     // 3×3 on 56-wide rows: the row path on AVX-512 (there is none on AVX2).
     assert_eq!(blocked_suits(&geo([56, 56], [56, 56], 3, 1, 1), 144), avx2);
     // 5×5 on 2×2 planes: 4 of 25 taps live.
     assert!(!blocked_suits(&geo([2, 2], [2, 2], 5, 1, 2), 4608));
     // Fewer planes than a block.
     assert!(!blocked_suits(&geo([14, 14], [14, 14], 3, 1, 1), 15));
-    // 3×3 on 2×2 planes: 4 inputs a plane, partial blocks only (AVX2).
-    assert_eq!(blocked_suits(&geo([2, 2], [2, 2], 3, 1, 1), 2304), avx512);
+    // 3×3 on 2×2 planes: 4 inputs a plane, partial blocks only.
+    assert!(!blocked_suits(&geo([2, 2], [2, 2], 3, 1, 1), 2304));
     // 32×32 outputs at stride 1: the row path on AVX-512, planes 4 KB apart on AVX2.
     assert!(!blocked_suits(&geo([32, 32], [32, 32], 3, 1, 1), 64));
     // Served wherever the kernel runs: 4×4 planes under 5×5 taps, stride 2.
