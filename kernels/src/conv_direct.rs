@@ -65,11 +65,12 @@ const POINTWISE_MIN_CHANNELS: usize = 256;
 
 /// Output positions (of all images) from which the direct kernel serves a 1×1 Conv of at
 /// most [`FEW_POSITIONS`] positions and fewer than [`POINTWISE_MIN_CHANNELS`] input
-/// channels, on AVX2 (AVX-512 was not measured): alone, with SiLU, one thread, against the
-/// few-column product (`matmul_few_cols.rs`), min of 300 runs: `[960, 160]` over two 3×3
-/// maps 135 → 102 µs, `[1152, 192]` over two 2×2 maps 80 → 71–76, `[576, 96]` and
-/// `[240, 40]` equal. Fewer positions (a squeeze-excitation block's 1×1 maps) keep the
-/// narrow product.
+/// channels: alone, with SiLU, one thread, against the few-column product
+/// (`matmul_few_cols.rs`), min of 300 runs, on AVX2: `[960, 160]` over two 3×3 maps 135 →
+/// 102 µs, `[1152, 192]` over two 2×2 maps 80 → 71–76, `[576, 96]` and `[240, 40]` equal;
+/// with ReLU, min of 2000 runs, on AVX-512 (Zen 4): `[960, 160]` over two 3×3 maps 110 →
+/// 82, over two 2×2 maps 54 → 40, `[1152, 192]` over two 2×2 maps 70 → 55. Fewer positions
+/// (a squeeze-excitation block's 1×1 maps) keep the narrow product.
 const POINTWISE_MIN_POSITIONS: usize = 4;
 
 /// True when the direct kernel serves a Conv of X `x`, W `w` and attributes `a` on this CPU:
@@ -132,10 +133,7 @@ pub fn direct_suits(x: &[usize], w: &[usize], a: &ConvAttrs) -> bool {
         w[1..].iter().product::<usize>(),
     );
     if w[2..].iter().product::<usize>() == 1 {
-        return few
-            && (w[1] >= POINTWISE_MIN_CHANNELS
-                || (x[0] * plane >= POINTWISE_MIN_POSITIONS
-                    && super::lanes16::lanes_isa() == Some(super::lanes16::LanesIsa::Avx2)));
+        return few && (w[1] >= POINTWISE_MIN_CHANNELS || x[0] * plane >= POINTWISE_MIN_POSITIONS);
     }
     taps >= MIN_TAPS
 }
