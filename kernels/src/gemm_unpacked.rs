@@ -291,13 +291,27 @@ pub(crate) struct Tile {
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub(crate) unsafe fn tile<const NV: usize>(t: &Tile) {
+    // SAFETY: this function's contract.
+    unsafe { tile_rows::<NV, MR>(t) }
+}
+
+/// [`tile`] with `R` rows of accumulators (`t.rows <= R <= MR`; rows of A read up to `R`):
+/// a tile of fewer rows than [`MR`] (a product of two rows) does no work for rows it does
+/// not store. The same chain per output as [`tile`].
+///
+/// # Safety
+/// As [`tile`], with `arows[i]` valid for i < R.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn tile_rows<const NV: usize, const R: usize>(t: &Tile) {
     use std::arch::x86_64::{
         _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
         _mm512_set1_ps, _mm512_setzero_ps, _mm_prefetch, _MM_HINT_T0,
     };
     let masks: [u16; NV] =
         std::array::from_fn(|v| crate::simd::lane_mask(t.cols.saturating_sub(16 * v)));
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
     for l in 0..t.k {
         // SAFETY: lanes below `cols` of B's row l lie inside B (caller's contract); masked-off
         // lanes are not read.

@@ -139,6 +139,44 @@ fn few_row_products_hold_their_weight_packed() {
 }
 
 #[test]
+fn few_row_gemms_hold_their_weight_packed() {
+    // A classifier's Gemm, two rows by a transposed [112, 160] weight plus a bias C, and
+    // the same without transposing B or without C: each holds its weight packed (the
+    // load step joins the kernel) and equals the reference within rounding. Alpha other
+    // than 1 stays on the Gemm kernel.
+    if !tessera_kernels::packed_matmul_suits(2, 160, 112) {
+        eprintln!("skipped: no AVX-512F or AVX2 and FMA");
+        return;
+    }
+    let (k, n) = (160, 112);
+    let gemm = |trans_b: bool, bias: bool, alpha: f32| {
+        let mut g = Graph::new();
+        let x = g.add_input("x", DType::F32, vec![2, k]);
+        let ws = if trans_b { [n, k] } else { [k, n] };
+        let w = inline_weight(&mut g, "w", rand_f32(&ws, 1));
+        let mut ins = vec![x, w];
+        if bias {
+            ins.push(inline_weight(&mut g, "c", rand_f32(&[n], 2)));
+        }
+        let attrs = GemmAttrs {
+            alpha,
+            beta: 1.0,
+            trans_a: false,
+            trans_b,
+        };
+        let out = f32_node(&mut g, "gemm", Op::Gemm(attrs), ins, vec![2, n]);
+        g.outputs.push(out);
+        let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[2, k], 3))]);
+        run_fused_steps(g, &inputs, false)
+    };
+    let held = |name: &'static str| (BTreeMap::from([(name, 1)]), 2);
+    assert_eq!(gemm(true, true, 1.0), held("fused MatMul+Bias"));
+    assert_eq!(gemm(false, true, 1.0), held("fused MatMul+Bias"));
+    assert_eq!(gemm(true, false, 1.0), held("packed MatMul"));
+    assert_eq!(gemm(true, true, 0.5), (BTreeMap::new(), 0));
+}
+
+#[test]
 fn values_read_outside_the_chain_are_never_fused_away() {
     // The MatMul output is a graph output: no kernel may absorb the MatMul; the bias Add
     // and the GELU after it still form an elementwise tree that reads it.

@@ -130,6 +130,7 @@ pub(crate) fn fuse(
             .add_layer_norm(s)
             .or_else(|| g.quant_matmul(s))
             .or_else(|| g.matmul_epilogue(s))
+            .or_else(|| g.gemm_held(s))
             .or_else(|| g.conv_epilogue(s))
             .or_else(|| g.rotary(s));
         if let Some(f) = found {

@@ -5,7 +5,10 @@
 //! loaded on the rank for it alone is fused too, epilogue or not:
 //! its weight is read from the weight store now and packed in the order the product reads
 //! it ([`PackedMatMulWeight`]), and the load step disappears (the rank holds the packed copy
-//! only). Set `TESSERA_PACKED_MATMUL=0` to keep every MatMul on the `gemm` crate.
+//! only). A `Gemm` of such a shape (alpha 1, A not transposed, B a weight, transposed or
+//! not, C absent or a bias vector added once) holds its weight packed the same way
+//! (a classifier's `Linear` over a batch of images). Set `TESSERA_PACKED_MATMUL=0` to keep
+//! every MatMul and Gemm on its unpacked kernels.
 use super::{Fused, Program};
 use std::sync::Arc;
 use tessera_ir::Op;
@@ -48,6 +51,65 @@ impl Program<'_> {
             },
             inputs,
             output: epi.output,
+            steps,
+        })
+    }
+
+    /// The Gemm at step `s` on a weight packed now, as a [`FusedOp::MatMulEpilogue`] (C its
+    /// bias): where alpha is 1, A is `[rows, k]` and not transposed, C is absent or a
+    /// vector of the `n` output columns with beta 1, and B is packed as for a MatMul
+    /// ([`Program::held_matmul_weight`]; a transposed B is transposed first).
+    pub(super) fn gemm_held(&self, s: usize) -> Option<Fused> {
+        let Op::Gemm(attrs) = self.op(s)? else {
+            return None;
+        };
+        let ins = self.ins(s);
+        let out = self.out(s);
+        let (x, w, c) = (*ins.first()?, *ins.get(1)?, ins.get(2).copied());
+        if attrs.trans_a
+            || attrs.alpha != 1.0
+            || (c.is_some() && attrs.beta != 1.0)
+            || !packed_matmul_enabled()
+            || !ins.iter().chain([&out]).all(|&v| self.is_f32(v))
+        {
+            return None;
+        }
+        let (xs, ws) = (self.shape(x), self.shape(w));
+        let &[rows, k] = xs else {
+            return None;
+        };
+        let &[w0, w1] = ws else {
+            return None;
+        };
+        let (wk, n) = if attrs.trans_b { (w1, w0) } else { (w0, w1) };
+        if wk != k || c.is_some_and(|c| self.shape(c) != [n]) {
+            return None;
+        }
+        if !packed_matmul_suits(rows, k, n) {
+            return None;
+        }
+        let trans_b = attrs.trans_b;
+        let (load, packed) = self.hold_weight(s, w, |t| {
+            let data = t.as_f32()?;
+            let kn: Vec<f32> = if trans_b {
+                (0..k)
+                    .flat_map(|i| (0..n).map(move |j| data[j * k + i]))
+                    .collect()
+            } else {
+                data.to_vec()
+            };
+            Some(Arc::new(PackedMatMulWeight::pack(k, n, &kn).ok()?))
+        })?;
+        let mut steps = vec![s, load];
+        steps.sort_unstable();
+        Some(Fused {
+            op: FusedOp::MatMulEpilogue {
+                bias: c.is_some(),
+                gelu: None,
+                held: Some(packed),
+            },
+            inputs: std::iter::once(x).chain(c).collect(),
+            output: out,
             steps,
         })
     }
