@@ -520,7 +520,7 @@ impl Job<'_> {
         acc: &mut [f32],
         ld: usize,
     ) {
-        use super::gemm_unpacked::{tile, tile_avx2, Tile};
+        use super::gemm_unpacked::{tile_avx2, tile_fitted, Tile};
         use super::lanes16::{lanes_isa, LanesIsa};
         let rr = starts.len();
         let panel = self.w.panel(gi, p);
@@ -551,9 +551,9 @@ impl Job<'_> {
         unsafe {
             match (lanes_isa(), pcols.div_ceil(16)) {
                 (Some(LanesIsa::Avx2), _) => tile_avx2(&t),
-                (_, 3) => tile::<3>(&t),
-                (_, 2) => tile::<2>(&t),
-                _ => tile::<1>(&t),
+                (_, 3) => tile_fitted::<3>(&t),
+                (_, 2) => tile_fitted::<2>(&t),
+                _ => tile_fitted::<1>(&t),
             }
         }
     }

@@ -145,7 +145,7 @@ unsafe fn tile(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::gemm_unpacked::{tile_avx2, Tile};
+        use super::gemm_unpacked::{tile_avx2, tile_fitted, Tile};
         use super::lanes16::{lanes_isa, LanesIsa};
         let (k, n) = (w.k, w.n);
         let kc = KC.min(k - k0);
@@ -172,35 +172,13 @@ unsafe fn tile(
         // operands are in bounds (above) and 16·(NV − 1) < cols ≤ 16·NV ≤ NR.
         match (lanes_isa(), cols.div_ceil(16)) {
             (Some(LanesIsa::Avx2), _) => tile_avx2(&t),
-            (_, 3) => tile_of::<3>(&t),
-            (_, 2) => tile_of::<2>(&t),
-            _ => tile_of::<1>(&t),
+            (_, 3) => tile_fitted::<3>(&t),
+            (_, 2) => tile_fitted::<2>(&t),
+            _ => tile_fitted::<1>(&t),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (x, map, w, k0, p, r0, rows, out);
-}
-
-/// The AVX-512 tile with as many rows of accumulators as the tile has rows, up to four
-/// (a `Gemm` of two rows by a `[1000, 1024]` weight, one thread, AVX-512: 148 → 61 µs;
-/// onnxruntime 60), else [`MR`].
-///
-/// # Safety
-/// As [`super::gemm_unpacked::tile`]; AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_of<const NV: usize>(t: &super::gemm_unpacked::Tile) {
-    use super::gemm_unpacked::tile_rows;
-    // SAFETY (all): this function's contract; t.rows <= R in each arm.
-    unsafe {
-        match t.rows {
-            1 => tile_rows::<NV, 1>(t),
-            2 => tile_rows::<NV, 2>(t),
-            3 => tile_rows::<NV, 3>(t),
-            4 => tile_rows::<NV, 4>(t),
-            _ => tile_rows::<NV, MR>(t),
-        }
-    }
 }
 
 #[cfg(test)]
