@@ -33,6 +33,7 @@ mod cumsum;
 mod einsum;
 mod fused;
 mod gather;
+mod gemm_tile;
 mod gemm_unpacked;
 pub mod index;
 mod lanes16;
