@@ -53,6 +53,22 @@ impl PackedMatMulWeight {
         Ok(PackedMatMulWeight { k, n, data })
     }
 
+    /// Packs the `[k, n]` weight whose transpose `wt` (`[n, k]` row-major: a `Gemm`'s B
+    /// with `transB`) holds, without a transposed copy first.
+    pub fn pack_transposed(k: usize, n: usize, wt: &[f32]) -> KResult<PackedMatMulWeight> {
+        if wt.len() != k * n {
+            return Err(format!("a weight of {} values is not [{n}, {k}]", wt.len()));
+        }
+        let mut data = Vec::with_capacity(k * n);
+        for c0 in (0..n).step_by(NR) {
+            let cols = NR.min(n - c0);
+            for l in 0..k {
+                data.extend((c0..c0 + cols).map(|j| wt[j * k + l]));
+            }
+        }
+        Ok(PackedMatMulWeight { k, n, data })
+    }
+
     /// The weight's shape, `[k, n]`.
     pub fn shape(&self) -> [usize; 2] {
         [self.k, self.n]
@@ -224,6 +240,13 @@ mod tests {
                 }
             }
         }
+        // The transposed weight packs to the same layout.
+        let w: Vec<f32> = (0..7 * 50).map(|i| i as f32).collect();
+        let wt: Vec<f32> = (0..50 * 7).map(|i| w[(i % 7) * 50 + i / 7]).collect();
+        assert_eq!(
+            PackedMatMulWeight::pack_transposed(7, 50, &wt),
+            PackedMatMulWeight::pack(7, 50, &w)
+        );
         assert!(matmul_packed(
             &[0.0; 3],
             2,

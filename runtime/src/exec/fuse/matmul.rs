@@ -58,7 +58,7 @@ impl Program<'_> {
     /// The Gemm at step `s` on a weight packed now, as a [`FusedOp::MatMulEpilogue`] (C its
     /// bias): where alpha is 1, A is `[rows, k]` and not transposed, C is absent or a
     /// vector of the `n` output columns with beta 1, and B is packed as for a MatMul
-    /// ([`Program::held_matmul_weight`]; a transposed B is transposed first).
+    /// ([`Program::held_matmul_weight`]; a transposed B straight from its transpose).
     pub(super) fn gemm_held(&self, s: usize) -> Option<Fused> {
         let Op::Gemm(attrs) = self.op(s)? else {
             return None;
@@ -91,14 +91,12 @@ impl Program<'_> {
         let trans_b = attrs.trans_b;
         let (load, packed) = self.hold_weight(s, w, |t| {
             let data = t.as_f32()?;
-            let kn: Vec<f32> = if trans_b {
-                (0..k)
-                    .flat_map(|i| (0..n).map(move |j| data[j * k + i]))
-                    .collect()
+            let packed = if trans_b {
+                PackedMatMulWeight::pack_transposed(k, n, data)
             } else {
-                data.to_vec()
+                PackedMatMulWeight::pack(k, n, data)
             };
-            Some(Arc::new(PackedMatMulWeight::pack(k, n, &kn).ok()?))
+            Some(Arc::new(packed.ok()?))
         })?;
         let mut steps = vec![s, load];
         steps.sort_unstable();
