@@ -43,14 +43,9 @@ impl PackedMatMulWeight {
         if w.len() != k * n {
             return Err(format!("a weight of {} values is not [{k}, {n}]", w.len()));
         }
-        let mut data = Vec::with_capacity(k * n);
-        for c0 in (0..n).step_by(NR) {
-            let cols = NR.min(n - c0);
-            for l in 0..k {
-                data.extend_from_slice(&w[l * n + c0..][..cols]);
-            }
-        }
-        Ok(PackedMatMulWeight { k, n, data })
+        Ok(Self::packed_by(k, n, |l, cols, data| {
+            data.extend_from_slice(&w[l * n..][cols]);
+        }))
     }
 
     /// Packs the `[k, n]` weight whose transpose `wt` (`[n, k]` row-major: a `Gemm`'s B
@@ -59,14 +54,26 @@ impl PackedMatMulWeight {
         if wt.len() != k * n {
             return Err(format!("a weight of {} values is not [{n}, {k}]", wt.len()));
         }
+        Ok(Self::packed_by(k, n, |l, cols, data| {
+            data.extend(cols.map(|j| wt[j * k + l]));
+        }))
+    }
+
+    /// The packed layout, panel by panel: `row(l, cols, data)` appends row `l` of the
+    /// weight over the panel's columns `cols`.
+    fn packed_by(
+        k: usize,
+        n: usize,
+        mut row: impl FnMut(usize, std::ops::Range<usize>, &mut Vec<f32>),
+    ) -> PackedMatMulWeight {
         let mut data = Vec::with_capacity(k * n);
         for c0 in (0..n).step_by(NR) {
-            let cols = NR.min(n - c0);
+            let cols = c0..c0 + NR.min(n - c0);
             for l in 0..k {
-                data.extend((c0..c0 + cols).map(|j| wt[j * k + l]));
+                row(l, cols.clone(), &mut data);
             }
         }
-        Ok(PackedMatMulWeight { k, n, data })
+        PackedMatMulWeight { k, n, data }
     }
 
     /// The weight's shape, `[k, n]`.
