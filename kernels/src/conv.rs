@@ -4,12 +4,13 @@
 //! (a stem) is vectorised over output columns (`conv_few_channels.rs`). A depthwise
 //! convolution (one input channel per group) accumulates kernel taps straight into the
 //! output: 16 channels at a time interleaved, with AVX-512 or AVX2 (`lanes16.rs`),
-//! wherever the row path does not read 3×3 planes in place (`conv_depthwise_blocked.rs`); over all channels at once on
-//! planes of at most 64 outputs (`conv_depthwise.rs`); plane by plane from padded
-//! stride-phase copies of the input on 1-D and 2-D planes (`conv_depthwise_flat.rs`); and
-//! run by run from the tap table in three or more dimensions. ConvTranspose is one GEMM
-//! (Wᵀ·X) and a col2im scatter-add. A fused Conv ([`conv_fused`]) runs its epilogue
-//! (residual add, activation) on each block of output as soon as it is final; given weights packed when the plan was loaded
+//! wherever the row path does not read 3×3 planes in place (`conv_depthwise_blocked.rs`);
+//! over all channels at once on planes of at most 64 outputs (`conv_depthwise.rs`); plane
+//! by plane from padded stride-phase copies of the input on 1-D and 2-D planes
+//! (`conv_depthwise_flat.rs`); and run by run from the tap table in three or more
+//! dimensions. ConvTranspose is one GEMM (Wᵀ·X) and a col2im scatter-add. A fused Conv
+//! ([`conv_fused`]) runs its epilogue (residual add, activation) on each block of output as
+//! soon as it is final; given weights packed when the plan was loaded
 //! ([`ConvWeight::Packed`]) it runs on the direct kernel (`conv_direct.rs`).
 use super::conv_depthwise::{depthwise_channels_last, MIN_CHANNELS, SMALL_PLANE};
 use super::conv_depthwise_blocked::{blocked_suits, depthwise_blocked};
@@ -302,7 +303,7 @@ fn depthwise(
     let total = planes * mg;
     let threads = crate::pool_threads();
     let work = total * p_out * kl;
-    if threads > 1 && work >= PARALLEL_MIN_TAPS {
+    if threads > 1 && work >= crate::split_min(PARALLEL_MIN_TAPS) {
         let per = total.div_ceil(threads * 4).max(1);
         out.par_chunks_mut(per * p_out)
             .enumerate()

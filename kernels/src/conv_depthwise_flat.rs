@@ -290,7 +290,7 @@ pub(crate) unsafe fn fill_planes(
     let threads = crate::pool_threads();
     if p_out == 0 {
         // Nothing to write.
-    } else if threads > 1 && len * kl >= PARALLEL_MIN_TAPS {
+    } else if threads > 1 && len * kl >= crate::split_min(PARALLEL_MIN_TAPS) {
         let per = planes.div_ceil(threads * 4).next_multiple_of(unit.max(1));
         spare
             .par_chunks_mut(per * p_out)

@@ -347,7 +347,7 @@ pub(crate) fn conv_direct(
     // Blocks of positions, and ranges of panels per task: at least two tasks per thread
     // when the Conv is split (positions first, then panels: DeepLab's and FCN's heads have
     // 128 positions and 11 panels).
-    let split = threads > 1 && macs >= PARALLEL_MIN_MACS;
+    let split = threads > 1 && macs >= crate::split_min(PARALLEL_MIN_MACS);
     let mut block = BLOCK_POSITIONS.min(rows.next_multiple_of(MR));
     if split {
         while g * rows.div_ceil(block) < 2 * threads && block > 4 * MR {

@@ -127,7 +127,7 @@ pub(crate) fn conv_pointwise(
         }
     };
     let out = &mut out[..mg * p];
-    if crate::pool_threads() > 1 && mg * cg * p >= PARALLEL_MIN_MACS {
+    if crate::pool_threads() > 1 && mg * cg * p >= crate::split_min(PARALLEL_MIN_MACS) {
         out.par_chunks_mut(BAND * p)
             .enumerate()
             .for_each(|(bi, rows_out)| band(bi, rows_out));

@@ -22,7 +22,7 @@ where
     use rayon::prelude::*;
     let n = out.len().checked_div(image).unwrap_or(0);
     let threads = crate::pool_threads();
-    if threads > 1 && n > 1 && macs >= PARALLEL_MIN_TAPS {
+    if threads > 1 && n > 1 && macs >= crate::split_min(PARALLEL_MIN_TAPS) {
         let per = n.div_ceil(threads);
         out.par_chunks_mut(per * image)
             .enumerate()

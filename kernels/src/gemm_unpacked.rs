@@ -22,6 +22,10 @@ use super::matmul::{gemm_into_strided, MatView};
 use super::KResult;
 use rayon::prelude::*;
 
+/// Multiply-adds below which one thread does the whole product while the pool's other
+/// threads sleep ([`crate::split_min`]).
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
 /// Rows of A per tile.
 pub(crate) const MR: usize = 8;
 
@@ -42,9 +46,6 @@ thread_local! {
     /// Each thread's buffer for B's panel blocks ([`rows_blocked`]), kept between products.
     static PANEL_BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
-
-/// Multiply-adds below which one thread does the whole product.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// `c[i·ldc + j] = Σ_l a[i·lda + a_cols[l]] · b[l·ldb + j] + (accumulate ? c[i·ldc + j] : 0)`
 /// for `i < m`, `j < n`, on the device's rayon threads when the product is large. `a_cols`
@@ -91,7 +92,7 @@ pub(crate) fn gemm_unpacked(
         };
         let threads = crate::pool_threads();
         let blocks = m.div_ceil(MR);
-        if threads > 1 && blocks > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        if threads > 1 && blocks > 1 && m * n * k >= crate::split_min(PARALLEL_MIN_MACS) {
             // Whole blocks of MR rows per thread (several per thread, for balance).
             let per = blocks.div_ceil(threads * 2).max(1) * MR;
             let c = &mut c[..(m - 1) * ldc + n];

@@ -94,12 +94,63 @@ pub struct KernelError {
 /// Result type of the per-family kernels: a message that [`eval`] prefixes with the op name.
 pub(crate) type KResult<T> = Result<T, String>;
 
+thread_local! {
+    /// Set while [`serial`] runs its closure: kernels then keep their work on this thread.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while [`polled`] runs its closure.
+    static POLLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A product or convolution is split between the pool's threads from
+/// `min_sleeping >> SPLIT_POLLED_SHIFT` multiply-adds inside [`polled`].
+const SPLIT_POLLED_SHIFT: u32 = 3;
+
+/// Runs `f` telling the kernels it calls that the other threads of their rayon pool are
+/// polling for work (a hand-over costs about a microsecond), so that smaller products are
+/// worth splitting.
+pub fn polled<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag when `f` returns or unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POLLED.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(POLLED.with(|s| s.replace(true)));
+    f()
+}
+
+/// The size from which a kernel splits its work between the pool's threads: its own
+/// `min_sleeping` (chosen where waking a sleeping worker costs tens of microseconds), an
+/// eighth of it inside [`polled`].
+pub(crate) fn split_min(min_sleeping: usize) -> usize {
+    if POLLED.with(|s| s.get()) {
+        min_sleeping >> SPLIT_POLLED_SHIFT
+    } else {
+        min_sleeping
+    }
+}
+
+/// Runs `f` with every kernel it calls on the calling thread alone, even inside a rayon
+/// pool (work too small to be worth waking the pool's other threads for).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag when `f` returns or unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
 /// Threads a kernel may split its work over: the size of the rayon pool it runs in (a
-/// device's threads), or 1 outside any pool.
+/// device's threads), or 1 outside any pool and inside [`serial`].
 pub(crate) fn pool_threads() -> usize {
     match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
+        Some(_) if !SERIAL.with(|s| s.get()) => rayon::current_num_threads(),
+        _ => 1,
     }
 }
 

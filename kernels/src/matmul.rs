@@ -49,8 +49,8 @@ impl Scalar for f64 {}
 
 impl Scalar for f32 {}
 
-/// Products below this many multiply-adds run on one thread (a fused attention's per-head
-/// products, which it already runs in parallel over heads).
+/// Multiply-adds below which one thread does the whole product while the pool's other
+/// threads sleep ([`crate::split_min`]).
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// The `gemm` crate's parallelism: every thread of the rayon pool this call runs in (a CPU
@@ -58,10 +58,8 @@ const PARALLEL_MIN_MACS: usize = 1 << 21;
 /// The crate splits the output into blocks, never the inner dimension, so the result does
 /// not depend on the thread count.
 fn parallelism(macs: usize) -> gemm::Parallelism {
-    match rayon::current_thread_index() {
-        Some(_) if rayon::current_num_threads() > 1 && macs >= PARALLEL_MIN_MACS => {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
-        }
+    match crate::pool_threads() {
+        t if t > 1 && macs >= crate::split_min(PARALLEL_MIN_MACS) => gemm::Parallelism::Rayon(t),
         _ => gemm::Parallelism::None,
     }
 }

@@ -16,12 +16,13 @@ use super::gemm_unpacked::{KC, MR, NR};
 use super::KResult;
 use rayon::prelude::*;
 
+/// Multiply-adds below which one thread does the whole product while the pool's other
+/// threads sleep ([`crate::split_min`]).
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
 /// Rows of X up to which a product is served packed (a Linear layer over a few positions:
 /// ConvNeXt's and Swin's last stages, a decoder's one new token per step).
 pub const PACKED_MAX_ROWS: usize = 64;
-
-/// Multiply-adds below which one thread does the whole product.
-const PARALLEL_MIN_MACS: usize = 1 << 21;
 
 /// A MatMul weight `[k, n]` laid out panel of columns by panel.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +138,7 @@ pub(crate) fn matmul_packed(x: &[f32], rows: usize, w: &PackedMatMulWeight) -> K
             }
         }
     };
-    if crate::pool_threads() > 1 && rows * k * n >= PARALLEL_MIN_MACS {
+    if crate::pool_threads() > 1 && rows * k * n >= crate::split_min(PARALLEL_MIN_MACS) {
         (0..panels).into_par_iter().for_each(run);
     } else {
         (0..panels).for_each(run);

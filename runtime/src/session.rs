@@ -525,32 +525,51 @@ impl Worker {
         // The session may be waiting for this; if it is gone, the loop below ends at once.
         let _ = ready.send(());
         drop(ready);
+        let mut rx = rx;
         loop {
-            let Some(msg) = spin_recv(&rx, self.spin).or_else(|| rx.recv().ok()) else {
-                return;
-            };
-            let run = match msg {
-                Msg::Reset(d) => {
+            // The runs go on inside the device's compute context (a CPU device's pool), so
+            // that no run starts with a hand-over to it.
+            let (back, reset) = dev.enter(|dev| {
+                let reset = self.serve_runs(dev, &rx, &program);
+                (rx, reset)
+            });
+            rx = back;
+            match reset {
+                Some(d) => {
                     dev = d;
                     dev.bind_thread();
-                    continue;
                 }
+                None => return,
+            }
+        }
+    }
+
+    /// Runs the program on each run message until a reset (the new device is returned) or
+    /// until the session is gone (`None`).
+    fn serve_runs<D: Device>(
+        &self,
+        dev: &mut D,
+        rx: &Receiver<Msg<D>>,
+        program: &RankProgram,
+    ) -> Option<D> {
+        loop {
+            let msg = spin_recv(rx, self.spin).or_else(|| rx.recv().ok())?;
+            let run = match msg {
+                Msg::Reset(d) => return Some(d),
                 Msg::Run(run) => run,
             };
             let group = self.plan.mesh.group_of(self.rank);
-            let Some(inputs) = run.inputs.get(group).or(run.inputs.first()) else {
-                return;
-            };
+            let inputs = run.inputs.get(group).or(run.inputs.first())?;
             let mut job = rank_job(&self.plan, &self.store, inputs, self.rank, |v| {
                 self.keep.contains(v)
             });
             job.cancel = Some(&run.cancel);
-            let r = rank_thread(&mut dev, &job, Some(&program), &run.failures);
+            let r = rank_thread(dev, &job, Some(program), &run.failures);
             let id = run.id;
             drop(job);
             drop(run);
             if self.replies.send((id, self.rank, r)).is_err() {
-                return;
+                return None;
             }
         }
     }

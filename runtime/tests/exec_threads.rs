@@ -125,3 +125,75 @@ fn several_threads_per_device_give_the_same_bits() {
     let want = reference(&plan, &inputs);
     assert!(rel_err(&one[0], &want[0]) < 1e-5);
 }
+
+/// Small work, below what a sleeping pool is handed and above what a polling one splits:
+/// `relu(conv3x3(x) + b)` on 2 images of 16 channels over 16×16 (2.4M multiply-adds) and
+/// a `[1, 128, 64] · [64, 256]` product (2.1M).
+fn small_graph() -> (Graph, BTreeMap<String, Tensor>) {
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, vec![2, 16, 16, 16]);
+    let w = inline_weight(&mut g, "w", rand_f32(&[32, 16, 3, 3], 5));
+    let b = inline_weight(&mut g, "b", rand_f32(&[32], 6));
+    let conv = Op::Conv(ConvAttrs {
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        group: 1,
+        depthwise: false,
+    });
+    let y = f32_node(&mut g, "conv", conv, vec![x, w, b], vec![2, 32, 16, 16]);
+    let relu = Op::Unary(UnaryAttrs {
+        kind: UnaryOp::Relu,
+    });
+    let y = f32_node(&mut g, "relu", relu, vec![y], vec![2, 32, 16, 16]);
+    let h = g.add_input("h", DType::F32, vec![1, 128, 64]);
+    let wh = inline_weight(&mut g, "wh", rand_f32(&[64, 256], 7));
+    let z = f32_node(
+        &mut g,
+        "mm",
+        Op::MatMul(MatMulAttrs {}),
+        vec![h, wh],
+        vec![1, 128, 256],
+    );
+    g.outputs.extend([y, z]);
+    let inputs = BTreeMap::from([
+        ("x".to_string(), rand_f32(&[2, 16, 16, 16], 8)),
+        ("h".to_string(), rand_f32(&[1, 128, 64], 9)),
+    ]);
+    (g, inputs)
+}
+
+#[test]
+fn polling_pools_split_small_work_with_the_same_bits_run_after_run() {
+    let (g, inputs) = small_graph();
+    let plan = single_rank_plan(g);
+    let inputs = std::sync::Arc::new(inputs);
+    let runs = |threads: usize| {
+        let opts = SessionOptions {
+            threads_per_device: threads,
+            pin_threads: true,
+            ..SessionOptions::default()
+        };
+        let session = Session::new(plan.clone(), WeightStore::with_dir("."), &opts)
+            .unwrap_or_else(|e| panic!("session: {e}"));
+        // Each run starts the pool's helpers and stops them at its end.
+        (0..3)
+            .map(|_| {
+                session
+                    .run_shared(inputs.clone())
+                    .unwrap_or_else(|e| panic!("run: {e}"))
+                    .0
+            })
+            .collect::<Vec<_>>()
+    };
+    let one = runs(1);
+    // Two threads poll where the machine has two cores, else they sleep between ops: the
+    // same bits either way.
+    for (i, out) in runs(2).iter().enumerate() {
+        assert_eq!(&one[0], out, "run {i} on 2 threads changed the outputs");
+    }
+    let want = reference(&plan, &inputs);
+    for (got, want) in one[0].iter().zip(&want) {
+        assert!(rel_err(got, want) < 1e-5);
+    }
+}

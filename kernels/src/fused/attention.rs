@@ -526,7 +526,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             .map_init(
                 || Scratch::new(a, pre.is_some()),
                 |w, i| {
-                    head(i / h, i % h, w, None)?;
+                    // Each head's products stay on the thread that took the head.
+                    crate::serial(|| head(i / h, i % h, w, None))?;
                     Ok(w.ctx.clone())
                 },
             )

@@ -403,11 +403,8 @@ pub fn dequant_matmul_epilogue(
 
 /// Rows per parallel task: all of them on one thread or for small products.
 fn row_block(m: usize, w: &PackedQWeight) -> usize {
-    let threads = match rayon::current_thread_index() {
-        Some(_) => rayon::current_num_threads(),
-        None => 1,
-    };
-    if threads <= 1 || m * w.k * w.n < 1 << 21 {
+    let threads = crate::pool_threads();
+    if threads <= 1 || m * w.k * w.n < crate::split_min(1 << 21) {
         return m.max(1);
     }
     m.div_ceil(threads).div_ceil(4).max(1) * 4

@@ -7,13 +7,16 @@
 //! many threads and runs its large ops (products, fused kernels, long elementwise programs)
 //! inside it, where the kernels split their work (the `gemm` crate over output blocks, the
 //! fused kernels over rows or heads). Splitting never changes a result: no reduction is
-//! divided between threads.
+//! divided between threads. Where the machine has a core for every thread, the rank's
+//! program runs on a thread of its pool and the other threads poll for work during a run
+//! (`cpu_pool`), so that small ops are worth splitting too.
 //!
 //! With [`CpuBackend::pinned`], each device's threads are bound to cores of their own (device
 //! `r` with `k` threads: the `r·k`-th to `(r+1)·k − 1`-th core the process may run on) when
 //! the machine has a core for every thread; otherwise nothing is pinned. Unpinned, the
 //! scheduler may put two ranks on one core for a while, and a run that waits on a
 //! collective then takes twice as long (bimodal run times on a 2-core VM).
+use super::cpu_pool::{fused_is_big, op_is_big, DevicePool};
 use super::shm::ShmWorld;
 use super::{Backend, Device, DeviceError, DeviceKind, OutSpec};
 use crate::collectives::{slice_axis, CollectiveSpec};
@@ -77,15 +80,6 @@ impl CpuBackend {
     }
 }
 
-/// Products below this many multiply-adds run on the device's own thread: handing them
-/// to the pool costs more (a worker's wake-up is tens of microseconds) than it saves.
-/// (Measured: a 128×64×256 MLP product, 2M multiply-adds, ran 4× slower through the pool
-/// on a loaded 2-core machine.)
-const POOL_MIN_MACS: usize = 1 << 22;
-
-/// Elementwise work below this many elements runs on the device's own thread.
-const POOL_MIN_ELEMENTS: usize = 1 << 18;
-
 impl Backend for CpuBackend {
     type Device = CpuDevice;
 
@@ -101,6 +95,10 @@ impl Backend for CpuBackend {
         }
         let threads = self.threads_for(n);
         let core_sets = self.core_sets(n, threads);
+        // Polling helpers would take cores from other ranks' threads where there are fewer
+        // cores than threads.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let poll = cores >= n.saturating_mul(threads);
         let world = match core_sets {
             Some(_) => ShmWorld::pinned(n),
             None => ShmWorld::new(n),
@@ -110,7 +108,7 @@ impl Backend for CpuBackend {
                 let cores = core_sets.as_ref().map(|c| c[rank].clone());
                 let pool = match threads {
                     1 => None,
-                    k => Some(
+                    k => Some(DevicePool::new(
                         rayon::ThreadPoolBuilder::new()
                             .num_threads(k)
                             .thread_name(move |i| format!("tessera-cpu{rank}-{i}"))
@@ -128,7 +126,8 @@ impl Backend for CpuBackend {
                                     "cannot start {k} threads for CPU device {rank}: {e}"
                                 ))
                             })?,
-                    ),
+                        poll,
+                    )),
                 };
                 Ok(CpuDevice {
                     rank,
@@ -147,7 +146,7 @@ pub struct CpuDevice {
     rank: usize,
     world: Arc<ShmWorld>,
     /// The device's threads when it owns more than one.
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<DevicePool>,
     /// The core the rank's own thread is bound to, when the backend pins.
     home: Option<core_affinity::CoreId>,
 }
@@ -160,88 +159,16 @@ impl CpuDevice {
 
     /// The threads this device computes with.
     pub fn threads(&self) -> usize {
-        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+        self.pool.as_ref().map_or(1, DevicePool::threads)
     }
 
-    /// Runs `f` inside the device's pool when it has one and `big` says the work is worth
-    /// splitting, else on the calling thread.
-    fn run<R: Send>(&self, big: bool, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(pool) if big => pool.install(f),
-            _ => f(),
+    /// Runs `f` split between the device's threads when it has several and `big` says the
+    /// work is worth it (see [`DevicePool::run`]), else on the calling thread alone.
+    fn run<R: Send>(&mut self, big: bool, f: impl FnOnce() -> R + Send) -> R {
+        match &mut self.pool {
+            Some(pool) => pool.run(big, f),
+            None => f(),
         }
-    }
-}
-
-/// Multiply-adds of a product `[.., m, k] · [.., k, n]` (0 when the shapes are not those
-/// of a product).
-fn product_macs(a: &[usize], b: &[usize]) -> usize {
-    match (a, b) {
-        ([.., m, k], [.., n]) if a.len() >= 2 && !b.is_empty() => {
-            let batch: usize = a[..a.len() - 2].iter().product();
-            batch.max(1) * m * k * n
-        }
-        _ => 0,
-    }
-}
-
-/// True when an op is large enough to run inside the device's pool.
-fn op_is_big(op: &Op, inputs: &[&Tensor]) -> bool {
-    match op {
-        Op::MatMul(_) | Op::Gemm(_) | Op::Einsum(_) | Op::Conv(_) | Op::ConvTranspose(_) => {
-            inputs.len() >= 2
-                && product_macs(&inputs[0].shape, &inputs[1].shape).max(inputs[0].numel())
-                    >= POOL_MIN_MACS
-        }
-        _ => false,
-    }
-}
-
-/// True when a fused op is large enough to run inside the device's pool.
-fn fused_is_big(op: &tessera_kernels::FusedOp, inputs: &[&Tensor]) -> bool {
-    use tessera_kernels::FusedOp;
-    match op {
-        // q [B, Sq, H·D] against Sk keys: B·Sq·H·D·Sk multiply-adds per product; the
-        // kernel splits heads between the threads.
-        FusedOp::Attention(a) => inputs[0].numel() * a.kv_len >= POOL_MIN_MACS,
-        FusedOp::MatMulEpilogue { held: Some(w), .. } => {
-            inputs.first().map_or(0, |x| x.numel()) * w.shape()[1] >= POOL_MIN_MACS
-        }
-        FusedOp::MatMulEpilogue { .. } => {
-            inputs.len() >= 2 && product_macs(&inputs[0].shape, &inputs[1].shape) >= POOL_MIN_MACS
-        }
-        FusedOp::QuantMatMul(q) => {
-            let rows = inputs.first().map_or(0, |x| {
-                x.shape[..x.shape.len().saturating_sub(1)]
-                    .iter()
-                    .product::<usize>()
-            });
-            let kn = match &q.weight {
-                tessera_kernels::QuantWeight::Packed(w) => w.shape().iter().product(),
-                tessera_kernels::QuantWeight::Dequantised { scale, .. } => {
-                    inputs
-                        .first()
-                        .map_or(0, |x| x.shape.last().copied().unwrap_or(0))
-                        * scale.len()
-                }
-            };
-            rows * kn >= POOL_MIN_MACS
-        }
-        // The Conv's own measure (op_is_big), so fusing never moves a Conv between threads.
-        FusedOp::ConvEpilogue { held, .. } => {
-            use tessera_kernels::HeldConvWeight;
-            let w = match held {
-                Some(HeldConvWeight::Packed(p)) => Some(p.shape()),
-                Some(HeldConvWeight::Grouped(p)) => Some(p.shape()),
-                Some(HeldConvWeight::Plain(t)) => Some(&t.shape[..]),
-                None => inputs.get(1).map(|t| &t.shape[..]),
-            };
-            match (inputs.first(), w) {
-                (Some(x), Some(w)) => product_macs(&x.shape, w).max(x.numel()) >= POOL_MIN_MACS,
-                _ => false,
-            }
-        }
-        _ => inputs.iter().map(|t| t.numel()).max().unwrap_or(0) >= POOL_MIN_ELEMENTS,
     }
 }
 
@@ -250,6 +177,19 @@ pub type CpuBuffer = Arc<Tensor>;
 
 impl Device for CpuDevice {
     type Buffer = CpuBuffer;
+
+    fn enter<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R {
+        match self.pool.as_ref().and_then(DevicePool::home) {
+            Some(pool) => pool.install(|| tessera_kernels::polled(|| f(self))),
+            None => f(self),
+        }
+    }
+
+    fn finish_run(&mut self) {
+        if let Some(pool) = &mut self.pool {
+            pool.finish_run();
+        }
+    }
 
     fn bind_thread(&self) {
         if let Some(core) = self.home {
@@ -298,7 +238,10 @@ impl Device for CpuDevice {
         _outs: &[OutSpec<'_>],
     ) -> Result<Vec<CpuBuffer>, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
-        let big = op_is_big(op, &ins);
+        let big = self
+            .pool
+            .as_ref()
+            .is_some_and(|p| op_is_big(op, &ins, p.min()));
         Ok(self
             .run(big, || tessera_kernels::eval(op, &ins))?
             .into_iter()
@@ -320,7 +263,10 @@ impl Device for CpuDevice {
         inputs: &[&CpuBuffer],
     ) -> Result<CpuBuffer, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
-        let big = fused_is_big(op, &ins);
+        let big = self
+            .pool
+            .as_ref()
+            .is_some_and(|p| fused_is_big(op, &ins, p.min()));
         Ok(Arc::new(
             self.run(big, || tessera_kernels::eval_fused(op, &ins))?,
         ))

@@ -30,6 +30,7 @@ use tessera_kernels::{FusedOp, KernelError};
 use thiserror::Error;
 
 pub mod cpu;
+mod cpu_pool;
 pub mod shm;
 
 #[cfg(not(feature = "cuda"))]
@@ -124,6 +125,21 @@ pub trait Device: Send {
     /// Binds the calling thread (the rank's own thread, called once when it starts) to
     /// the device's cores, where the backend pins its threads. Default: nothing.
     fn bind_thread(&self) {}
+
+    /// Runs `f` (a whole run of the rank's program) in the device's own compute context: a
+    /// CPU device with several threads runs it on a thread of its pool, so that the work it
+    /// splits starts there without a hand-over to a sleeping pool at every op. Default: on
+    /// the calling thread.
+    fn enter<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R
+    where
+        Self: Sized,
+    {
+        f(self)
+    }
+
+    /// Called when a run of the rank's program ends (finished or failed), inside
+    /// [`Device::enter`]. Default: nothing.
+    fn finish_run(&mut self) {}
 
     /// Copies a host tensor to the device.
     fn upload(&mut self, t: Tensor) -> Result<Self::Buffer, DeviceError>;

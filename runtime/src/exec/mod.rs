@@ -357,21 +357,26 @@ pub(crate) fn rank_thread<D: Device>(
 ) -> RankResult {
     let rank = job.rank;
     dev.bind_thread();
-    let res = catch_unwind(AssertUnwindSafe(|| match program {
-        Some(p) => run_prepared(dev, job, p),
-        None => run_rank(dev, job),
-    }))
-    .unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(RankFailure {
-            err: ExecError::Panic { rank, msg },
-            abort: false,
+    let res = dev
+        .enter(|dev| {
+            let r = catch_unwind(AssertUnwindSafe(|| match program {
+                Some(p) => run_prepared(dev, job, p),
+                None => run_rank(dev, job),
+            }));
+            dev.finish_run();
+            r
         })
-    });
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RankFailure {
+                err: ExecError::Panic { rank, msg },
+                abort: false,
+            })
+        });
     res.map_err(|f| {
         let order = failures.fetch_add(1, Ordering::SeqCst);
         dev.abort_peers();
