@@ -109,14 +109,22 @@ const SPLIT_POLLED_SHIFT: u32 = 3;
 /// polling for work (a hand-over costs about a microsecond), so that smaller products are
 /// worth splitting.
 pub fn polled<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the flag when `f` returns or unwinds.
-    struct Restore(bool);
+    with_flag(&POLLED, f)
+}
+
+/// Runs `f` with the thread-local `flag` set, restoring it when `f` returns or unwinds.
+fn with_flag<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    /// Restores the flag's earlier value on drop.
+    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            POLLED.with(|s| s.set(self.0));
+            self.0.with(|s| s.set(self.1));
         }
     }
-    let _restore = Restore(POLLED.with(|s| s.replace(true)));
+    let _restore = Restore(flag, flag.with(|s| s.replace(true)));
     f()
 }
 
@@ -134,15 +142,7 @@ pub(crate) fn split_min(min_sleeping: usize) -> usize {
 /// Runs `f` with every kernel it calls on the calling thread alone, even inside a rayon
 /// pool (work too small to be worth waking the pool's other threads for).
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the flag when `f` returns or unwinds.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SERIAL.with(|s| s.set(self.0));
-        }
-    }
-    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
-    f()
+    with_flag(&SERIAL, f)
 }
 
 /// Threads a kernel may split its work over: the size of the rayon pool it runs in (a
