@@ -55,6 +55,7 @@ mod resize_planes;
 mod scatter;
 mod simd;
 mod softmax;
+mod threads;
 mod topk;
 mod transpose2d;
 mod trilu;
@@ -94,65 +95,8 @@ pub struct KernelError {
 /// Result type of the per-family kernels: a message that [`eval`] prefixes with the op name.
 pub(crate) type KResult<T> = Result<T, String>;
 
-thread_local! {
-    /// Set while [`serial`] runs its closure: kernels then keep their work on this thread.
-    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set while [`polled`] runs its closure.
-    static POLLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// A product or convolution is split between the pool's threads from
-/// `min_sleeping >> SPLIT_POLLED_SHIFT` multiply-adds inside [`polled`].
-const SPLIT_POLLED_SHIFT: u32 = 3;
-
-/// Runs `f` telling the kernels it calls that the other threads of their rayon pool are
-/// polling for work (a hand-over costs about a microsecond), so that smaller products are
-/// worth splitting.
-pub fn polled<R>(f: impl FnOnce() -> R) -> R {
-    with_flag(&POLLED, f)
-}
-
-/// Runs `f` with the thread-local `flag` set, restoring it when `f` returns or unwinds.
-fn with_flag<R>(
-    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
-    f: impl FnOnce() -> R,
-) -> R {
-    /// Restores the flag's earlier value on drop.
-    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            self.0.with(|s| s.set(self.1));
-        }
-    }
-    let _restore = Restore(flag, flag.with(|s| s.replace(true)));
-    f()
-}
-
-/// The size from which a kernel splits its work between the pool's threads: its own
-/// `min_sleeping` (chosen where waking a sleeping worker costs tens of microseconds), an
-/// eighth of it inside [`polled`].
-pub(crate) fn split_min(min_sleeping: usize) -> usize {
-    if POLLED.with(|s| s.get()) {
-        min_sleeping >> SPLIT_POLLED_SHIFT
-    } else {
-        min_sleeping
-    }
-}
-
-/// Runs `f` with every kernel it calls on the calling thread alone, even inside a rayon
-/// pool (work too small to be worth waking the pool's other threads for).
-pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    with_flag(&SERIAL, f)
-}
-
-/// Threads a kernel may split its work over: the size of the rayon pool it runs in (a
-/// device's threads), or 1 outside any pool and inside [`serial`].
-pub(crate) fn pool_threads() -> usize {
-    match rayon::current_thread_index() {
-        Some(_) if !SERIAL.with(|s| s.get()) => rayon::current_num_threads(),
-        _ => 1,
-    }
-}
+pub(crate) use threads::{par_rows, pool_threads, split_min};
+pub use threads::{polled, serial};
 
 /// Evaluates `op` on host tensors and returns its outputs.
 ///

@@ -127,8 +127,9 @@ fn several_threads_per_device_give_the_same_bits() {
 }
 
 /// Small work, below what a sleeping pool is handed and above what a polling one splits:
-/// `relu(conv3x3(x) + b)` on 2 images of 16 channels over 16×16 (2.4M multiply-adds) and
-/// a `[1, 128, 64] · [64, 256]` product (2.1M).
+/// `relu(conv3x3(x) + b)` on 2 images of 16 channels over 16×16 (2.4M multiply-adds), a
+/// `[1, 128, 64] · [64, 256]` product (2.1M), then on its 32K elements an elementwise
+/// program without broadcasts (one block, split within it) and an RMSNorm (split by rows).
 fn small_graph() -> (Graph, BTreeMap<String, Tensor>) {
     let mut g = Graph::new();
     let x = g.add_input("x", DType::F32, vec![2, 16, 16, 16]);
@@ -155,7 +156,19 @@ fn small_graph() -> (Graph, BTreeMap<String, Tensor>) {
         vec![h, wh],
         vec![1, 128, 256],
     );
-    g.outputs.extend([y, z]);
+    let shape = vec![1, 128, 256];
+    let tanh = Op::Unary(UnaryAttrs {
+        kind: UnaryOp::Tanh,
+    });
+    let t = f32_node(&mut g, "tanh", tanh, vec![z], shape.clone());
+    let e = binary_node(&mut g, "gate", BinaryOp::Mul, [t, z], shape.clone());
+    let scale = inline_weight(&mut g, "scale", rand_f32(&[256], 10));
+    let norm = Op::RmsNorm(NormAttrs {
+        axis: 2,
+        epsilon: 1e-6,
+    });
+    let r = f32_node(&mut g, "norm", norm, vec![z, scale], shape);
+    g.outputs.extend([y, e, r]);
     let inputs = BTreeMap::from([
         ("x".to_string(), rand_f32(&[2, 16, 16, 16], 8)),
         ("h".to_string(), rand_f32(&[1, 128, 64], 9)),
@@ -179,14 +192,17 @@ fn polling_pools_split_small_work_with_the_same_bits_run_after_run() {
         // Each run starts the pool's helpers and stops them at its end.
         (0..3)
             .map(|_| {
-                session
+                let (out, stats) = session
                     .run_shared(inputs.clone())
-                    .unwrap_or_else(|e| panic!("run: {e}"))
-                    .0
+                    .unwrap_or_else(|e| panic!("run: {e}"));
+                let fused = &stats.ranks[0].fused;
+                assert_eq!(fused.get("fused Elementwise"), Some(&1), "{fused:?}");
+                out
             })
             .collect::<Vec<_>>()
     };
     let one = runs(1);
+    assert_eq!(one[0].len(), 3);
     // Two threads poll where the machine has two cores, else they sleep between ops: the
     // same bits either way.
     for (i, out) in runs(2).iter().enumerate() {

@@ -8,17 +8,16 @@
 //! replaces (`unary::float_fn`, `binary::float_op`, `erf`, the GELU and Clip formulas), so
 //! the program's result equals the unfused ops' bit for bit. When the call runs inside a
 //! device's thread pool, blocks of rows are split between its threads.
-use super::quantize::{fake_quant, quantize};
+use super::elementwise_runner::{operands, uniform_registers, Runner};
 use super::{describe, make, KResult};
-use crate::binary::{float_op, max_f32, min_f32, pow_f32};
+use crate::binary::float_op;
 use crate::index::broadcast_offsets;
-use crate::simd::vectorized;
-use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then, relu, sign};
+use crate::unary::float_fn;
 use tessera_ir::op::{BinaryOp, UnaryOp};
 use tessera_ir::{DType, Tensor, TensorData};
 
 /// Elements per register: small enough that a program's registers stay in L1/L2.
-const CHUNK: usize = 512;
+pub(super) const CHUNK: usize = 512;
 
 /// Blocks below this many output elements are not split between threads.
 const PAR_MIN_ELEMENTS: usize = 1 << 15;
@@ -122,7 +121,7 @@ pub struct ElementwiseProgram {
 
 /// How an input is read along the trailing block of the output.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Inner {
+pub(super) enum Inner {
     /// Every element of the block, contiguously.
     Full,
     /// One element repeated over the block.
@@ -167,7 +166,7 @@ fn trailing_block(shapes: &[&[usize]], out: &[usize]) -> (usize, usize, Vec<Inne
 }
 
 /// An input as the program reads it.
-enum Src<'a> {
+pub(super) enum Src<'a> {
     F32(&'a [f32]),
     I64(&'a [i64]),
     Bool(&'a [bool]),
@@ -293,12 +292,24 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
     };
     let threads = crate::pool_threads();
     let blocks = n / len;
-    if threads > 1 && n >= PAR_MIN_ELEMENTS && blocks >= threads {
+    let split = threads > 1 && n >= crate::split_min(PAR_MIN_ELEMENTS);
+    if split && blocks >= threads {
         use rayon::prelude::*;
         let per = blocks.div_ceil(threads * 4).max(1);
         out.par_chunks_mut(per * len)
             .enumerate()
             .for_each(|(t, dst)| run.blocks(t * per, dst));
+    } else if split && group == 1 {
+        // Fewer blocks than threads (a program without broadcasts is one block): pieces
+        // of whole chunks within each block.
+        use rayon::prelude::*;
+        let per = len.div_ceil(threads * 4).next_multiple_of(CHUNK);
+        out.par_chunks_mut(len).enumerate().for_each(|(bi, block)| {
+            block
+                .par_chunks_mut(per)
+                .enumerate()
+                .for_each(|(pi, dst)| run.span(bi, pi * per, dst))
+        });
     } else {
         run.blocks(0, &mut out);
     }
@@ -308,417 +319,6 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
         return make(p.out_dtype, out_shape.clone(), TensorData::I64(v));
     }
     make(DType::F32, out_shape.clone(), TensorData::F32(out))
-}
-
-/// Evaluates blocks of the output.
-struct Runner<'a> {
-    p: &'a ElementwiseProgram,
-    srcs: &'a [Src<'a>],
-    modes: &'a [Inner],
-    offsets: &'a [Vec<usize>],
-    len: usize,
-    /// Per register: one value over each chunk ([`uniform_registers`]).
-    uniform: &'a [bool],
-    /// Whole blocks per chunk: 1, or several when blocks are short (a per-row value of a
-    /// norm makes the block one row), so each instruction's dispatch covers a full chunk.
-    group: usize,
-}
-
-/// The registers that hold one value over each block: loads of inputs repeated over the
-/// block (a scalar, a per-channel scale outside the block) and ops of such registers only.
-/// A chunk computes one element of them; an instruction that reads one beside a full
-/// register either takes it as a scalar ([`Runner::keeps_uniform`]) or has it filled first.
-fn uniform_registers(p: &ElementwiseProgram, modes: &[Inner]) -> Vec<bool> {
-    let mut u: Vec<bool> = Vec::with_capacity(p.instrs.len());
-    for ins in &p.instrs {
-        let v = match *ins {
-            EwInstr::Load(j) | EwInstr::LoadCast(j) => modes[j] == Inner::Repeat,
-            EwInstr::Where { cond, a, b } => modes[cond] == Inner::Repeat && u[a] && u[b],
-            _ => {
-                let (regs, n) = operands(ins);
-                regs[..n].iter().all(|&x| u[x])
-            }
-        };
-        u.push(v);
-    }
-    u
-}
-
-/// The registers an instruction reads: the first `n` of the array.
-fn operands(ins: &EwInstr) -> ([usize; 3], usize) {
-    match *ins {
-        EwInstr::Load(_) | EwInstr::LoadCast(_) => ([0; 3], 0),
-        EwInstr::Unary(_, x)
-        | EwInstr::Gelu { x, .. }
-        | EwInstr::Clip { x, .. }
-        | EwInstr::CastThrough { x, .. }
-        | EwInstr::HardSigmoid { x, .. } => ([x, 0, 0], 1),
-        EwInstr::Binary(_, a, b) | EwInstr::Where { a, b, .. } => ([a, b, 0], 2),
-        EwInstr::Quantize { x, s, z, .. } | EwInstr::FakeQuant { x, s, z, .. } => ([x, s, z], 3),
-    }
-}
-
-impl<'a> Runner<'a> {
-    /// Whether instruction `ins` (not uniform itself) reads its uniform operand `x` as a
-    /// scalar: one operand of Add/Sub/Mul/Div, or the scale and zero point of a (fake)
-    /// quantisation of a full register.
-    fn keeps_uniform(&self, ins: &EwInstr, x: usize) -> bool {
-        let u = self.uniform;
-        match *ins {
-            EwInstr::Binary(
-                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div,
-                a,
-                b,
-            ) => u[a] != u[b] && u[x],
-            EwInstr::Quantize { x: v, s, z, .. } | EwInstr::FakeQuant { x: v, s, z, .. } => {
-                !u[v] && u[s] && u[z] && x != v
-            }
-            _ => false,
-        }
-    }
-
-    /// Fills `dst`, whole blocks starting at block `first`.
-    fn blocks(&self, first: usize, dst: &mut [f32]) {
-        let nregs = self.p.instrs.len();
-        let mut regs = vec![0f32; nregs * CHUNK];
-        let mut cond = vec![false; CHUNK];
-        let mut direct: Vec<Option<&'a [f32]>> = vec![None; nregs];
-        let mut filled = vec![false; nregs];
-        vectorized(
-            #[inline(always)]
-            || {
-                let mut scratch = Scratch {
-                    regs: &mut regs,
-                    cond: &mut cond,
-                    direct: &mut direct,
-                    filled: &mut filled,
-                };
-                if self.group > 1 {
-                    for (gi, blocks) in dst.chunks_mut(self.group * self.len).enumerate() {
-                        self.chunk(first + gi * self.group, 0, blocks, &mut scratch);
-                    }
-                } else {
-                    for (bi, block) in dst.chunks_mut(self.len).enumerate() {
-                        let mut start = 0;
-                        for piece in block.chunks_mut(CHUNK) {
-                            self.chunk(first + bi, start, piece, &mut scratch);
-                            start += piece.len();
-                        }
-                    }
-                }
-            },
-        );
-    }
-
-    /// Input `j`'s elements of a chunk, converted by `f`, into `out`: elements
-    /// `[start, start + out.len())` of block `o`, or (grouped) whole blocks from `o`.
-    #[inline(always)]
-    fn read<T: Copy, U: Copy>(
-        &self,
-        v: &[T],
-        j: usize,
-        o: usize,
-        start: usize,
-        out: &mut [U],
-        f: impl Fn(T) -> U,
-    ) {
-        let len = self.len;
-        let seg = if self.group > 1 { len } else { out.len() };
-        for (b, piece) in out.chunks_mut(seg).enumerate() {
-            let base = self.offsets[j][o + b];
-            match self.modes[j] {
-                Inner::Full => {
-                    let src = &v[base * len + start..][..piece.len()];
-                    piece.iter_mut().zip(src).for_each(|(y, &x)| *y = f(x));
-                }
-                Inner::Repeat => piece.fill(f(v[base])),
-            }
-        }
-    }
-
-    /// Input `j`'s elements of a chunk of `m` (as [`Runner::read`]) as one slice of the
-    /// input, when they are contiguous there.
-    #[inline(always)]
-    fn contiguous<'v>(
-        &self,
-        v: &'v [f32],
-        j: usize,
-        o: usize,
-        start: usize,
-        m: usize,
-    ) -> Option<&'v [f32]> {
-        if self.modes[j] != Inner::Full {
-            return None;
-        }
-        let base = self.offsets[j][o];
-        let blocks = if self.group > 1 { m / self.len } else { 1 };
-        if !(1..blocks).all(|b| self.offsets[j][o + b] == base + b) {
-            return None;
-        }
-        Some(&v[base * self.len + start..][..m])
-    }
-
-    /// Evaluates elements `[start, start + dst.len())` of block `o` into `dst`, or when
-    /// grouped, `dst.len() / len` whole blocks from block `o`.
-    #[inline(always)]
-    fn chunk(&self, o: usize, start: usize, dst: &mut [f32], sc: &mut Scratch<'_, 'a>) {
-        let Scratch {
-            regs,
-            cond,
-            direct,
-            filled,
-        } = sc;
-        let m = dst.len();
-        let srcs: &'a [Src<'a>] = self.srcs;
-        let last = self.p.instrs.len() - 1;
-        filled.fill(false);
-        // A load read in place in one chunk may need copying in the next (an operand
-        // broadcast over an outer axis is contiguous over some runs of blocks only).
-        direct.fill(None);
-        for (i, ins) in self.p.instrs.iter().enumerate() {
-            let uni = self.uniform[i];
-            // A uniform register computes one element; a full one reads its uniform operands
-            // as scalars or filled out to the chunk.
-            let m = if uni { 1 } else { m };
-            if !uni {
-                let (regs_read, n) = operands(ins);
-                for &x in &regs_read[..n] {
-                    if self.uniform[x] && !filled[x] && !self.keeps_uniform(ins, x) {
-                        let c = regs[x * CHUNK];
-                        regs[x * CHUNK..x * CHUNK + m].fill(c);
-                        filled[x] = true;
-                    }
-                }
-            }
-            let (done, rest) = regs.split_at_mut(i * CHUNK);
-            // The last instruction writes the output itself.
-            let r: &mut [f32] = if i == last && !uni {
-                &mut *dst
-            } else {
-                &mut rest[..m]
-            };
-            let direct_now: &[Option<&'a [f32]>] = direct;
-            let reg = |x: usize| match direct_now[x] {
-                Some(v) => v,
-                None => &done[x * CHUNK..x * CHUNK + m],
-            };
-            // The value of uniform register `x` (its one element).
-            let scalar = |x: usize| done[x * CHUNK];
-            match *ins {
-                EwInstr::Load(j) => {
-                    if let Src::F32(v) = &srcs[j] {
-                        let v: &'a [f32] = v;
-                        match self.contiguous(v, j, o, start, m) {
-                            Some(s) if i != last => direct[i] = Some(s),
-                            Some(s) => r.copy_from_slice(s),
-                            None => self.read(v, j, o, start, r, |x| x),
-                        }
-                    }
-                }
-                EwInstr::LoadCast(j) => match &srcs[j] {
-                    Src::I64(v) => self.read(v, j, o, start, r, |x| x as f32),
-                    Src::Bool(v) => self.read(v, j, o, start, r, |x| x as u8 as f32),
-                    Src::F32(_) => {}
-                },
-                EwInstr::Unary(kind, x) => {
-                    let a = reg(x);
-                    match kind {
-                        UnaryOp::Identity => r.copy_from_slice(a),
-                        UnaryOp::Neg => r.iter_mut().zip(a).for_each(|(y, &v)| *y = -v),
-                        UnaryOp::Sqrt => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.sqrt()),
-                        UnaryOp::Reciprocal => r.iter_mut().zip(a).for_each(|(y, &v)| *y = 1.0 / v),
-                        UnaryOp::Erf => r.iter_mut().zip(a).for_each(|(y, &v)| *y = erf(v)),
-                        UnaryOp::Exp => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = crate::simd::exp(v)),
-                        UnaryOp::Tanh => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = crate::simd::tanh(v)),
-                        UnaryOp::Sigmoid => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = crate::simd::sigmoid(v)),
-                        UnaryOp::Silu => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = v * crate::simd::sigmoid(v)),
-                        // Monomorphised, as the kinds above: through `float_fn`'s pointer
-                        // these are calls per element (libm's in the baseline build).
-                        UnaryOp::Log => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = crate::simd::ln(v)),
-                        UnaryOp::Floor => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.floor()),
-                        UnaryOp::Ceil => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.ceil()),
-                        UnaryOp::Round => r
-                            .iter_mut()
-                            .zip(a)
-                            .for_each(|(y, &v)| *y = v.round_ties_even()),
-                        UnaryOp::Abs => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.abs()),
-                        // ReLU after a pre-activation BatchNorm (DenseNet: 62 per run) went
-                        // through `float_fn`'s pointer at 1.6 ns per element.
-                        UnaryOp::Relu => r.iter_mut().zip(a).for_each(|(y, &v)| *y = relu(v)),
-                        UnaryOp::Sign => r.iter_mut().zip(a).for_each(|(y, &v)| *y = sign(v)),
-                        // A `for` loop: `for_each`'s `Zip::fold` was left outlined
-                        // (baseline build) around this larger body.
-                        UnaryOp::Softplus => {
-                            for (y, &v) in r.iter_mut().zip(a) {
-                                *y = crate::simd::softplus(v);
-                            }
-                        }
-                        other => {
-                            // Checked before the loop: every program kind has a float form.
-                            if let Ok(f) = float_fn(other) {
-                                r.iter_mut().zip(a).for_each(|(y, &v)| *y = f(v));
-                            }
-                        }
-                    }
-                }
-                EwInstr::Gelu { tanh, x } => {
-                    let a = reg(x);
-                    if tanh {
-                        r.iter_mut().zip(a).for_each(|(y, &v)| *y = gelu_tanh(v));
-                    } else {
-                        r.iter_mut().zip(a).for_each(|(y, &v)| *y = gelu_erf(v));
-                    }
-                }
-                EwInstr::Clip { min, max, x } => {
-                    let (lo, hi) = (
-                        min.unwrap_or(f32::NEG_INFINITY),
-                        max.unwrap_or(f32::INFINITY),
-                    );
-                    r.iter_mut()
-                        .zip(reg(x))
-                        .for_each(|(y, &v)| *y = hi_then(if v < lo { lo } else { v }, hi));
-                }
-                EwInstr::CastThrough { to, x } => {
-                    // Truncation alone where the width holds every value (one vector pass,
-                    // the usual case), else the exact conversion element by element.
-                    let (lo, hi) = crate::int_range_f32(to);
-                    let a = reg(x);
-                    let mut outside = false;
-                    for (y, &v) in r.iter_mut().zip(a) {
-                        // `+ 0.0`: an integer has no −0 (a truncated −0.4 comes back +0).
-                        let t = v.trunc() + 0.0;
-                        outside |= !(t >= lo && t <= hi);
-                        *y = t;
-                    }
-                    if outside {
-                        for (y, &v) in r.iter_mut().zip(a) {
-                            *y = crate::cast_through(to, lo, hi, v);
-                        }
-                    }
-                }
-                EwInstr::HardSigmoid {
-                    alpha,
-                    beta,
-                    swish,
-                    x,
-                } => {
-                    let hs = |v: f32| (alpha * v + beta).clamp(0.0, 1.0);
-                    r.iter_mut()
-                        .zip(reg(x))
-                        .for_each(|(y, &v)| *y = if swish { v * hs(v) } else { hs(v) });
-                }
-                EwInstr::Quantize { lo, hi, x, s, z } | EwInstr::FakeQuant { lo, hi, x, s, z } => {
-                    let params = match !uni && self.keeps_uniform(ins, s) {
-                        true => QuantParams::Scalar(scalar(s), scalar(z)),
-                        false => QuantParams::Full(reg(s), reg(z)),
-                    };
-                    if matches!(ins, EwInstr::FakeQuant { .. }) {
-                        quant_pass(r, reg(x), params, |v, s, z| fake_quant(v, s, z, lo, hi));
-                    } else {
-                        quant_pass(r, reg(x), params, |v, s, z| quantize(v, s, z, lo, hi));
-                    }
-                }
-                EwInstr::Binary(kind, a, b) if !uni && self.keeps_uniform(ins, b) => {
-                    let (a, q) = (reg(a), scalar(b));
-                    let it = r.iter_mut().zip(a);
-                    match kind {
-                        BinaryOp::Add => it.for_each(|(y, &p)| *y = p + q),
-                        BinaryOp::Sub => it.for_each(|(y, &p)| *y = p - q),
-                        BinaryOp::Mul => it.for_each(|(y, &p)| *y = p * q),
-                        _ => it.for_each(|(y, &p)| *y = p / q),
-                    }
-                }
-                EwInstr::Binary(kind, a, b) if !uni && self.keeps_uniform(ins, a) => {
-                    let (p, b) = (scalar(a), reg(b));
-                    let it = r.iter_mut().zip(b);
-                    match kind {
-                        BinaryOp::Add => it.for_each(|(y, &q)| *y = p + q),
-                        BinaryOp::Sub => it.for_each(|(y, &q)| *y = p - q),
-                        BinaryOp::Mul => it.for_each(|(y, &q)| *y = p * q),
-                        _ => it.for_each(|(y, &q)| *y = p / q),
-                    }
-                }
-                EwInstr::Binary(kind, a, b) => {
-                    let (a, b) = (reg(a), reg(b));
-                    let zip = r.iter_mut().zip(a.iter().zip(b));
-                    match kind {
-                        BinaryOp::Add => zip.for_each(|(y, (&p, &q))| *y = p + q),
-                        BinaryOp::Sub => zip.for_each(|(y, (&p, &q))| *y = p - q),
-                        BinaryOp::Mul => zip.for_each(|(y, (&p, &q))| *y = p * q),
-                        BinaryOp::Div => zip.for_each(|(y, (&p, &q))| *y = p / q),
-                        BinaryOp::Pow => zip.for_each(|(y, (&p, &q))| *y = pow_f32(p, q)),
-                        BinaryOp::Max => zip.for_each(|(y, (&p, &q))| *y = max_f32(p, q)),
-                        BinaryOp::Min => zip.for_each(|(y, (&p, &q))| *y = min_f32(p, q)),
-                        other => {
-                            // Checked before the loop: every program kind has a float form.
-                            if let Ok(f) = float_op(other) {
-                                zip.for_each(|(y, (&p, &q))| *y = f(p, q));
-                            }
-                        }
-                    }
-                }
-                EwInstr::Where { cond: j, a, b } => {
-                    if let Src::Bool(v) = &self.srcs[j] {
-                        let c = &mut cond[..m];
-                        self.read(v, j, o, start, c, |x| x);
-                        let (a, b) = (reg(a), reg(b));
-                        r.iter_mut()
-                            .zip(c.iter().zip(a.iter().zip(b)))
-                            .for_each(|(y, (&c, (&p, &q)))| *y = if c { p } else { q });
-                    }
-                }
-            }
-        }
-        if self.uniform[last] {
-            dst.fill(regs[last * CHUNK]);
-        }
-    }
-}
-
-/// The scale and zero point of a (fake) quantisation: one value each, or per element.
-enum QuantParams<'r> {
-    Scalar(f32, f32),
-    Full(&'r [f32], &'r [f32]),
-}
-
-/// `r[e] = f(a[e], scale, zero point)` over the chunk.
-#[inline(always)]
-fn quant_pass(r: &mut [f32], a: &[f32], p: QuantParams<'_>, f: impl Fn(f32, f32, f32) -> f32) {
-    match p {
-        QuantParams::Scalar(s, z) => r.iter_mut().zip(a).for_each(|(y, &v)| *y = f(v, s, z)),
-        QuantParams::Full(s, z) => {
-            for (y, ((&v, &s), &z)) in r.iter_mut().zip(a.iter().zip(s).zip(z)) {
-                *y = f(v, s, z);
-            }
-        }
-    }
-}
-
-/// A thread's scratch space for [`Runner::chunk`].
-struct Scratch<'s, 'a> {
-    /// One chunk per instruction.
-    regs: &'s mut [f32],
-    /// A Where's condition.
-    cond: &'s mut [bool],
-    /// Registers that are a slice of an input (a full load is not copied).
-    direct: &'s mut [Option<&'a [f32]>],
-    /// Uniform registers filled out to the chunk in this chunk.
-    filled: &'s mut [bool],
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 mod attention;
 mod conv;
 mod elementwise;
+mod elementwise_runner;
 mod matmul;
 mod quantize;
 mod rotary;
@@ -337,31 +338,34 @@ fn add_layer_norm(
     };
     let mut out = vec![0f32; x.len()];
     if inner > 0 {
-        let mut sum = vec![0f32; inner];
-        vectorized(
-            #[inline(always)]
-            || {
-                for ((dst, xr), yr) in out
-                    .chunks_exact_mut(inner)
-                    .zip(x.chunks_exact(inner))
-                    .zip(y.chunks_exact(inner))
-                {
-                    match c {
-                        // (a + c) + b: the unfused Adds' order (each commutative).
-                        Some(c) => sum
-                            .iter_mut()
-                            .zip(xr.iter().zip(c))
-                            .zip(yr)
-                            .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
-                        None => sum
-                            .iter_mut()
-                            .zip(xr.iter().zip(yr))
-                            .for_each(|(s, (p, q))| *s = p + q),
+        crate::par_rows(&mut out, inner, |r0, dsts| {
+            let (x, y) = (&x[r0 * inner..], &y[r0 * inner..]);
+            let mut sum = vec![0f32; inner];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for ((dst, xr), yr) in dsts
+                        .chunks_exact_mut(inner)
+                        .zip(x.chunks_exact(inner))
+                        .zip(y.chunks_exact(inner))
+                    {
+                        match c {
+                            // (a + c) + b: the unfused Adds' order (each commutative).
+                            Some(c) => sum
+                                .iter_mut()
+                                .zip(xr.iter().zip(c))
+                                .zip(yr)
+                                .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
+                            None => sum
+                                .iter_mut()
+                                .zip(xr.iter().zip(yr))
+                                .for_each(|(s, (p, q))| *s = p + q),
+                        }
+                        layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
                     }
-                    layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
-                }
-            },
-        );
+                },
+            )
+        });
     }
     make(a.dtype, a.shape.clone(), TensorData::F32(out))
 }

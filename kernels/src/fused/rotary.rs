@@ -42,25 +42,29 @@ pub(super) fn rotary(negate: bool, inputs: &[&Tensor]) -> KResult<Tensor> {
     // −x₂ exactly (a sign flip), or x₂ itself.
     let sign = if negate { -1.0f32 } else { 1.0 };
     if d > 0 {
-        vectorized(
-            #[inline(always)]
-            || {
-                for (((y, xr), &co), &so) in out
-                    .chunks_exact_mut(d)
-                    .zip(x.chunks_exact(d))
-                    .zip(&c_rows)
-                    .zip(&s_rows)
-                {
-                    let (c, s) = (&cos[co..co + d], &sin[so..so + d]);
-                    let (x1, x2) = xr.split_at(h);
-                    let (y1, y2) = y.split_at_mut(h);
-                    for j in 0..h {
-                        y1[j] = x1[j] * c[j] + (sign * x2[j]) * s[j];
-                        y2[j] = x2[j] * c[h + j] + x1[j] * s[h + j];
+        crate::par_rows(&mut out, d, |r0, ys| {
+            let rows = ys.len() / d;
+            let (x, c_rows, s_rows) = (&x[r0 * d..], &c_rows[r0..r0 + rows], &s_rows[r0..]);
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (((y, xr), &co), &so) in ys
+                        .chunks_exact_mut(d)
+                        .zip(x.chunks_exact(d))
+                        .zip(c_rows)
+                        .zip(s_rows)
+                    {
+                        let (c, s) = (&cos[co..co + d], &sin[so..so + d]);
+                        let (x1, x2) = xr.split_at(h);
+                        let (y1, y2) = y.split_at_mut(h);
+                        for j in 0..h {
+                            y1[j] = x1[j] * c[j] + (sign * x2[j]) * s[j];
+                            y2[j] = x2[j] * c[h + j] + x1[j] * s[h + j];
+                        }
                     }
-                }
-            },
-        );
+                },
+            )
+        });
     }
     make(DType::F32, shape.clone(), TensorData::F32(out))
 }

@@ -181,6 +181,8 @@ pub(super) fn op_is_big(op: &Op, inputs: &[&Tensor], min: PoolMin) -> bool {
         Op::Conv(_) | Op::ConvTranspose(_) => {
             inputs.len() >= 2 && conv_macs(&inputs[0].shape, &inputs[1].shape) >= min.macs
         }
+        // Rows split between the threads (`tessera_kernels::par_rows`).
+        Op::RmsNorm(_) => inputs.first().is_some_and(|x| x.numel() >= min.elements),
         _ => false,
     }
 }
