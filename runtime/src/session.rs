@@ -47,10 +47,18 @@ const POLL: Duration = Duration::from_millis(20);
 /// tens of microseconds, as much as a small model's whole run (docs/benchmarks.md).
 const SPIN: Duration = Duration::from_micros(200);
 
-/// [`SPIN`] when the machine has a core per rank, else no polling.
-fn spin_for(ranks: usize) -> Duration {
+/// [`SPIN`] when the machine has a core to spare for polling, else no polling: a core per
+/// rank where each rank computes on its own thread, a core beyond the ranks' threads where
+/// they own several (whose helpers keep every core of theirs busy during a run: a caller
+/// polling beside them took a core from them, BERT at 1×128 on 1 device × 2 threads on 2
+/// cores 0.34 → 0.46 ms, docs/benchmarks.md).
+fn spin_for(ranks: usize, threads: usize) -> Duration {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if ranks <= cores {
+    let spare = match threads {
+        0 | 1 => ranks <= cores,
+        t => ranks.saturating_mul(t) < cores,
+    };
+    if spare {
         SPIN
     } else {
         Duration::ZERO
@@ -323,6 +331,7 @@ where
     fn start(backend: B, plan: Arc<Plan>, store: Arc<WeightStore>) -> Result<Pool<B>, ExecError> {
         keep_freed_memory();
         let n = plan.ranks.len();
+        let spin = spin_for(n, backend.busy_cores_per_device(n));
         let devices = backend.create_devices(n)?;
         let providers = output_providers(&plan);
         let (reply_tx, replies) = mpsc::channel();
@@ -339,7 +348,8 @@ where
             let (tx, rx) = mpsc::channel();
             let worker = Worker {
                 rank,
-                spin: spin_for(n),
+                // A worker polls for its next run on its own thread's core.
+                spin: spin_for(n, 1),
                 plan: plan.clone(),
                 store: store.clone(),
                 keep,
@@ -373,7 +383,7 @@ where
             replies,
             handles,
             broken: false,
-            spin: spin_for(n),
+            spin,
             last_wait: Duration::ZERO,
             runs: 0,
         })

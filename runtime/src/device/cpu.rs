@@ -87,6 +87,10 @@ impl Backend for CpuBackend {
         DeviceKind::Cpu
     }
 
+    fn busy_cores_per_device(&self, n: usize) -> usize {
+        self.threads_for(n)
+    }
+
     fn create_devices(&self, n: usize) -> Result<Vec<CpuDevice>, DeviceError> {
         if n == 0 {
             return Err(DeviceError::Backend(

@@ -115,6 +115,12 @@ pub trait Backend: Sync {
 
     /// Creates `n` devices, one per rank (index = rank), connected for collectives.
     fn create_devices(&self, n: usize) -> Result<Vec<Self::Device>, DeviceError>;
+
+    /// Host cores each of `n` devices keeps busy while it computes (a CPU device's
+    /// threads, whose helpers poll during a run). Default: 1 (the rank's own thread).
+    fn busy_cores_per_device(&self, _n: usize) -> usize {
+        1
+    }
 }
 
 /// One rank's device: owns its buffers and executes the steps of a rank program on them.
