@@ -47,22 +47,23 @@ const POLL: Duration = Duration::from_millis(20);
 /// tens of microseconds, as much as a small model's whole run (docs/benchmarks.md).
 const SPIN: Duration = Duration::from_micros(200);
 
-/// [`SPIN`] when the machine has a core to spare for polling, else no polling: a core per
-/// rank where each rank computes on its own thread, a core beyond the ranks' threads where
-/// they own several (whose helpers keep every core of theirs busy during a run: a caller
-/// polling beside them took a core from them, BERT at 1×128 on 1 device × 2 threads on 2
-/// cores 0.34 → 0.46 ms, docs/benchmarks.md).
-fn spin_for(ranks: usize, threads: usize) -> Duration {
+/// [`SPIN`] when the machine has a core per rank, else no polling.
+fn spin_for(ranks: usize) -> Duration {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spare = match threads {
-        0 | 1 => ranks <= cores,
-        t => ranks.saturating_mul(t) < cores,
-    };
-    if spare {
+    if ranks <= cores {
         SPIN
     } else {
         Duration::ZERO
     }
+}
+
+/// True when ranks of `threads` threads each leave no core spare: their helpers keep every
+/// core busy during a run, and a caller polling beside them takes a core from them (BERT
+/// at 1×128 on 1 device × 2 threads on 2 cores: 0.34 ms with a sleeping caller, 0.46 with
+/// a polling one; docs/benchmarks.md).
+fn cores_busy(ranks: usize, threads: usize) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads > 1 && ranks.saturating_mul(threads) >= cores
 }
 
 /// Polls `rx` for up to `spin`, yielding between polls; `None` when nothing came.
@@ -317,6 +318,9 @@ struct Pool<B: Backend> {
     broken: bool,
     /// How long the caller polls for replies near a run's expected end (see [`SPIN`]).
     spin: Duration,
+    /// The ranks' threads fill the cores ([`cores_busy`]): the caller polls only after
+    /// runs short enough that the pools' helpers hardly start.
+    cores_busy: bool,
     /// How long the last run's ranks took to reply: the caller sleeps through most of the
     /// next run and polls only near its expected end ([`Pool::wait_reply`]).
     last_wait: Duration,
@@ -331,7 +335,7 @@ where
     fn start(backend: B, plan: Arc<Plan>, store: Arc<WeightStore>) -> Result<Pool<B>, ExecError> {
         keep_freed_memory();
         let n = plan.ranks.len();
-        let spin = spin_for(n, backend.busy_cores_per_device(n));
+        let busy = cores_busy(n, backend.busy_cores_per_device(n));
         let devices = backend.create_devices(n)?;
         let providers = output_providers(&plan);
         let (reply_tx, replies) = mpsc::channel();
@@ -348,8 +352,7 @@ where
             let (tx, rx) = mpsc::channel();
             let worker = Worker {
                 rank,
-                // A worker polls for its next run on its own thread's core.
-                spin: spin_for(n, 1),
+                spin: spin_for(n),
                 plan: plan.clone(),
                 store: store.clone(),
                 keep,
@@ -383,7 +386,8 @@ where
             replies,
             handles,
             broken: false,
-            spin,
+            spin: spin_for(n),
+            cores_busy: busy,
             last_wait: Duration::ZERO,
             runs: 0,
         })
@@ -471,9 +475,10 @@ where
     /// [`POLL`]. Where the caller polls (`spin`), it first sleeps until `spin` before the
     /// last run's duration, then polls: polling the first `spin` of every run and then
     /// sleeping paid both a busy second core and a wake-up (a 1-device GPT-2 at 1×128 on a
-    /// 2-core VM: 0.750–0.759 → 0.722–0.727 ms, docs/benchmarks.md).
+    /// 2-core VM: 0.750–0.759 → 0.722–0.727 ms, docs/benchmarks.md). Where the ranks'
+    /// threads fill the cores, it sleeps through runs longer than `spin`.
     fn wait_reply(&self, sent: Instant) -> Result<Reply, RecvTimeoutError> {
-        if self.spin.is_zero() {
+        if self.spin.is_zero() || (self.cores_busy && self.last_wait > self.spin) {
             return self.replies.recv_timeout(POLL);
         }
         let asleep = self.last_wait.saturating_sub(self.spin).min(POLL);
