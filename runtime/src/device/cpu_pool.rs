@@ -3,9 +3,10 @@
 //!
 //! A sleeping rayon worker takes tens of microseconds to wake (a futex and a reschedule,
 //! more on a VM), and a run hands split work to the pool at every large op. So the rank's
-//! program runs on a thread of the pool ([`DevicePool::enter`]); from its first split op
-//! to the end of the run the pool's other threads poll for work ([`Helpers`]), and ops a
-//! quarter as large as before are split. Where the machine has fewer cores than threads,
+//! program runs on a thread of the pool (`Device::enter` with [`DevicePool::home`]); from
+//! its first split op to the end of the run the pool's other threads poll for work
+//! ([`Helpers`]), and smaller ops are split: from a sixteenth of the sizes the device hands
+//! over ([`POOL_MIN_POLLING`]), and from an eighth of the kernels' own. Where the machine has fewer cores than threads,
 //! nothing polls and the pool sleeps between ops as rayon's pools do.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -159,6 +159,7 @@ pub fn run_on<B: Backend>(
                 .stack_size(RANK_STACK_BYTES)
                 .spawn_scoped(s, move || {
                     let mut dev = dev;
+                    dev.bind_thread();
                     rank_thread(&mut dev, &job, None, failures)
                 });
             handles.push(h);
@@ -292,6 +293,7 @@ pub fn run_one_rank<D: Device>(
     let job = rank_job(plan, store, inputs, rank, |v| defined.contains(v));
     let failures = AtomicUsize::new(0);
     let mut dev = dev;
+    dev.bind_thread();
     let (kept, stats) = rank_thread(&mut dev, &job, None, &failures).map_err(|(_, f)| f.err)?;
     let kept: BTreeMap<ValueId, Tensor> = kept.into_iter().collect();
     let outputs = plan.outputs.iter().map(|v| kept.get(v).cloned()).collect();
@@ -346,9 +348,12 @@ pub(crate) fn keep_freed_memory() {
 /// What a rank hands back: its kept output values and its statistics.
 type RankOutput = (Vec<(ValueId, Tensor)>, RankStats);
 
-/// Runs one rank (its `program` when prepared, else preparing it), catching panics; on
-/// failure stamps the failure with its order and wakes the peers (after stamping, so a
-/// peer's "aborted" failure always comes later).
+/// Runs one rank (its `program` when prepared, else preparing it) inside the device's
+/// compute context ([`Device::enter`]), catching panics; on failure stamps the failure with
+/// its order and wakes the peers (after stamping, so a peer's "aborted" failure always comes
+/// later). The caller binds its thread first ([`Device::bind_thread`]): a session's worker
+/// calls this from inside the context, where the thread is a pool thread already bound to a
+/// core of its own, and binding it to the rank's home core would stack two threads there.
 pub(crate) fn rank_thread<D: Device>(
     dev: &mut D,
     job: &RankJob<'_>,
@@ -356,7 +361,6 @@ pub(crate) fn rank_thread<D: Device>(
     failures: &AtomicUsize,
 ) -> RankResult {
     let rank = job.rank;
-    dev.bind_thread();
     let res = dev
         .enter(|dev| {
             let r = catch_unwind(AssertUnwindSafe(|| match program {
