@@ -60,7 +60,9 @@ LAYERS = int(os.environ.get("EXPORT_LAYERS", "2"))
 _EXPORTER = os.environ.get("EXPORTER", "dynamo").split(":")
 LEGACY = _EXPORTER[0] == "legacy"
 LEGACY_OPSET = int(_EXPORTER[1]) if len(_EXPORTER) > 1 else 17
-BATCH, SEQ = 2, 16
+# The inputs written beside each export (EXPORT_BATCH, EXPORT_SEQ override them).
+BATCH = int(os.environ.get("EXPORT_BATCH", "2"))
+SEQ = int(os.environ.get("EXPORT_SEQ", "16"))
 
 COMMON = dict(vocab_size=VOCAB, hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
               intermediate_size=FFN, max_position_embeddings=POS)
@@ -113,6 +115,15 @@ def configs():
          tf.T5EncoderModel),
         # Disentangled attention (content-to-position and position-to-content terms).
         ("deberta_v2", 18, "encoder", tf.DebertaV2Config, COMMON, tf.DebertaV2Model),
+        # Sliding-window and full-attention layers in an irregular order (transformers 5's
+        # OLMo-3, `layer_types`): no period covers the four layers, so the search cuts the
+        # graph into a chain of blocks that differ. Committed with inputs of 2 x 128
+        # (`EXPORT_BATCH=2 EXPORT_SEQ=128`): at 16 positions its masks fold alike and the
+        # layers repeat.
+        ("olmo3_irregular", 18, "decoder", tf.Olmo3Config,
+         dict(GQA, num_hidden_layers=4, sliding_window=8,
+              layer_types=["sliding_attention", "full_attention", "full_attention",
+                           "sliding_attention"]), causal),
     ]
 
 

@@ -120,7 +120,7 @@ def check_plans(d, name, tmp):
         text = subprocess.run([TESSERA, "inspect", plan], capture_output=True, text=True).stdout
         ratio = re.search(r"Megatron [^(]*\(([\d.]+)×\)", text)
         gap = re.search(r"gap ([\d.]+)%", text)
-        layers = re.search(r"repeated layers: (\S+)", text)
+        layers = re.search(r"(?:repeated )?layers: (\S+(?: blocks that differ)?)", text)
         params = re.search(r"^\s+0\s+([\d.]+ [KMG]?i?B)", text, re.M)
         rows.append(f"{'/'.join(shapes.values())} N={n} {secs:.2f} s, Megatron x{ratio.group(1) if ratio else '-'}, "
                     f"gap {gap.group(1) if gap else '-'}%, layers {layers.group(1) if layers else '-'}, "

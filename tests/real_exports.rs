@@ -248,6 +248,13 @@ real_export_tests! {
     /// Gemma-2: sliding-window and full attention layers in turn read two masks, so the
     /// layers repeat in two phases (one representative block solved per phase).
     gemma2: "gemma2", 4, &[2];
+    /// OLMo-3 with sliding-window and full-attention layers in an irregular order (S F F
+    /// S): no period covers the layers, so the search cuts the graph where only the
+    /// residual stream crosses and solves each block apart (a chain of blocks that differ).
+    /// Its inputs are 2 × 128 (at 16 positions the two masks fold alike and the layers
+    /// repeat). There the stream (64 KiB) outweighs each attention projection (16 KiB), so
+    /// the memory objective gathers those and all-reduces once per layer, after the MLP.
+    olmo3_irregular: "olmo3_irregular", 4, &[1];
     /// T5's relative position biases, computed once and read by every layer.
     t5_encoder: "t5_encoder", 3, &[2];
     /// Encoder-decoders (`scripts/export_modal.py tests/data/real bart t5`): the encoder's
@@ -307,4 +314,32 @@ fn stored_mask_is_computed() {
         .filter(|n| matches!(n.op, tessera_ir::Op::Trilu(_)))
         .count();
     assert_eq!(trilu, 1, "one computed mask for both layers");
+}
+
+/// The irregular OLMo-3 export is a chain of blocks that differ, and its plan at N = 2 moves
+/// no more ring bytes than the Megatron-style plan `inspect` derives from those blocks.
+#[test]
+fn irregular_layers_are_a_chain_of_blocks_that_differ() {
+    let name = "olmo3_irregular";
+    let shapes = shape_args(&inputs(name));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = compile(name, 2, &shapes, dir.path());
+    let r: Value = serde_json::from_str(&ok(&["inspect", plan.to_str().unwrap(), "--json"]))
+        .expect("inspect --json");
+    assert_eq!(r["layers"].as_u64(), Some(4), "{name}");
+    assert_eq!(r["layers_differ"].as_bool(), Some(true), "{name}");
+    let m = &r["megatron"];
+    let (plan_ring, megatron_ring) = (
+        m["plan_ring_bytes_per_rank"]
+            .as_u64()
+            .expect("plan ring bytes"),
+        m["ring_bytes_per_rank"]
+            .as_u64()
+            .expect("Megatron ring bytes"),
+    );
+    // 4 layers of 2 residual branches, the vocabulary-parallel embedding, the logits.
+    assert_eq!(m["all_reduces"].as_u64(), Some(9), "{m}");
+    assert!(plan_ring <= megatron_ring, "{plan_ring} > {megatron_ring}");
+    let text = ok(&["inspect", plan.to_str().unwrap()]);
+    assert!(text.contains("layers: 4 blocks that differ"), "{text}");
 }

@@ -167,6 +167,69 @@ fn alternating_masks_are_layers_in_two_phases() {
 }
 
 #[test]
+fn layers_that_differ_are_a_chain_of_blocks() {
+    // Eight layers whose MLPs all differ in width do not repeat. The graph is cut where
+    // only the residual stream crosses (each layer's short MLP half joins its attention
+    // half), each block is solved on its own, and the chain DP over the blocks finds the
+    // exact whole-graph optimum.
+    let widths = [256, 128, 192, 64, 320, 96, 224, 160];
+    for (n, objective) in [
+        (2, ObjectiveKind::Latency),
+        (4, ObjectiveKind::Latency),
+        (2, ObjectiveKind::Memory),
+        (4, ObjectiveKind::Memory),
+    ] {
+        let g = gpt_mlps(2, 16, 64, 8, 1, &widths);
+        let mut o = PartitionOptions::new(n);
+        o.objective = objective;
+        let lay = partition(&g, &o).unwrap();
+        let info = lay.plan.layers.as_ref().expect("a chain of blocks");
+        assert!(info.blocks_differ);
+        // 27 nodes a layer; the last block ends with the final norm, whose output (the
+        // graph's) is the last tensor handed on.
+        assert_eq!((info.count, info.nodes_per_layer), (8, 28));
+        let extractor = lay.plan.search.extractor.to_string();
+        assert!(extractor.contains("8 blocks that differ"), "{extractor}");
+        o.detect_layers = false;
+        o.max_states = usize::MAX;
+        o.time_limit = None;
+        let whole = partition(&g, &o).unwrap();
+        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
+        let label = format!("n={n} {objective:?}");
+        assert!((a - b).abs() <= 1e-12 * b, "{label}: {a} vs {b}");
+        // The bytes pass's bound is the chain's (each block's own budget share): between
+        // the whole graph's bound and the bytes the plan moves.
+        let moved: u64 = lay.plan.summary.collectives.values().map(|c| c.1).sum();
+        let (lb, wb) = (
+            lay.plan.summary.lower_bound_bytes,
+            whole.plan.summary.lower_bound_bytes,
+        );
+        assert!(wb <= lb && lb <= moved, "{label}: {wb} <= {lb} <= {moved}");
+        let mut whole_plan = whole.plan.clone();
+        whole_plan.summary.lower_bound_bytes = lb;
+        // The chain proves its plan optimal; the whole-graph DP finds the same plan but,
+        // its Pareto fronts of (cost, bytes) capped, not its bound (65 % at N = 2 under the
+        // memory objective).
+        assert_eq!(lay.plan.search.gap, 0.0, "{label}");
+        whole_plan.search.gap = 0.0;
+        assert_same_plan(&lay.plan, &whole_plan, &label);
+        if objective == ObjectiveKind::Memory {
+            for l in 0..8 {
+                assert_eq!(all_reduces_in(&lay.plan, l), 2, "{label}: layer {l}");
+            }
+        }
+    }
+    // The same widths repeat: layers, not a chain.
+    let p = run(&gpt_mlps(2, 16, 64, 8, 1, &[256; 8]), 2).plan;
+    let info = p.layers.as_ref().expect("layers");
+    assert!(!info.blocks_differ);
+    assert_eq!(info.count, 8);
+    // Three layers that differ (82 nodes) are solved whole: below CHAIN_MIN_NODES.
+    let p = run(&gpt_mlps(2, 16, 64, 8, 1, &widths[..3]), 2).plan;
+    assert!(p.layers.is_none());
+}
+
+#[test]
 fn a_search_begun_past_its_deadline_plans_within_a_proven_bound() {
     // A zero time limit: every piece starts past the deadline and runs the narrowed pass
     // alone. Its plan still has every collective it needs, its cost is no better than the

@@ -35,8 +35,14 @@ pub struct Layers {
     pub info: LayerInfo,
     /// Nodes before the first block.
     pub prologue: Vec<NodeId>,
-    /// First node of each block (blocks are `nodes_per_layer` consecutive nodes).
+    /// First node of each block; block j runs up to the next block's start (the last one
+    /// up to [`Layers::stop`]). Repeated blocks are `nodes_per_layer` nodes each.
     pub starts: Vec<usize>,
+    /// Position one past the last block.
+    pub stop: usize,
+    /// Nodes before the first block that each block computes itself (where the blocks
+    /// differ, [`super::cuts`]: what only that block reads); empty for repeated blocks.
+    pub own_nodes: Vec<Vec<NodeId>>,
     /// Nodes after the last block, led by prologue nodes computed from weights alone and
     /// read only by them (in topological order).
     pub epilogue: Vec<NodeId>,
@@ -46,10 +52,12 @@ pub struct Layers {
     /// Tensors (activations) produced before the first block and read by the blocks.
     pub globals: BTreeSet<TensorId>,
     /// Blocks `j` and `j + phases` read the same globals; blocks `0 .. phases` are the
-    /// representatives (1: every block reads the same globals).
+    /// representatives (1: every block reads the same globals; the block count where the
+    /// blocks differ, [`super::cuts`]).
     pub phases: usize,
     /// For each block j ≥ 1, the map of block-0 tensors to block-j tensors (weights,
-    /// tensors produced in the block, the stream input); globals map to themselves.
+    /// tensors produced in the block, the stream input); globals map to themselves. Empty
+    /// where the blocks differ (each is its own representative).
     pub tensor_maps: Vec<BTreeMap<TensorId, TensorId>>,
     /// An earlier stack of repeated blocks inside [`Layers::prologue`] (an encoder before a
     /// decoder). Its own prologue and blocks are nodes of this prologue, and its epilogue is
@@ -60,9 +68,18 @@ pub struct Layers {
 impl Layers {
     /// Position one past the last block.
     pub fn end(&self) -> usize {
-        self.starts
-            .last()
-            .map_or(0, |s| s + self.info.nodes_per_layer)
+        self.stop
+    }
+
+    /// The positions of block `j`'s nodes.
+    pub fn block_range(&self, j: usize) -> std::ops::Range<usize> {
+        self.starts[j]..self.starts.get(j + 1).copied().unwrap_or(self.stop)
+    }
+
+    /// Nodes in the blocks (a chain's blocks with their own nodes).
+    pub fn block_nodes_count(&self) -> usize {
+        self.stop - self.starts.first().copied().unwrap_or(self.stop)
+            + self.own_nodes.iter().map(Vec::len).sum::<usize>()
     }
 
     /// Every node of the blocks, in order.
@@ -110,6 +127,7 @@ impl Layers {
         LayerInfo {
             count: first as usize,
             nodes_per_layer: self.info.nodes_per_layer,
+            blocks_differ: self.info.blocks_differ,
             node_layer,
             stacks,
         }
@@ -192,17 +210,53 @@ fn candidates(sig: &[u64]) -> Vec<(usize, usize, usize)> {
     out
 }
 
-struct Cx<'a> {
-    g: &'a Graph,
+/// The graph's node order, as detection reads it.
+pub(super) struct Cx<'a> {
+    pub(super) g: &'a Graph,
     sig: Vec<u64>,
     /// Position of the producer of each tensor (None: weight or graph input).
-    prod: Vec<Option<usize>>,
+    pub(super) prod: Vec<Option<usize>>,
     /// Positions of the consumers of each tensor.
-    users: Vec<Vec<usize>>,
-    outputs: BTreeSet<TensorId>,
+    pub(super) users: Vec<Vec<usize>>,
+    /// The graph's outputs.
+    pub(super) outputs: BTreeSet<TensorId>,
 }
 
 impl Cx<'_> {
+    /// Prologue nodes (before `p0`) computed from weights alone and read only after the
+    /// blocks (ending at `end`): a tied LM head's transposed table. They belong to the
+    /// epilogue: handed on as globals they would be produced replicated, and the weight
+    /// gathered whole for them.
+    pub(super) fn sunk(&self, p0: usize, end: usize) -> BTreeSet<usize> {
+        let g = self.g;
+        let mut from_weights: BTreeSet<usize> = BTreeSet::new();
+        for pos in 0..p0 {
+            let nd = &g.nodes[pos];
+            if !nd.inputs.is_empty()
+                && nd.inputs.iter().all(|t| {
+                    g.tensor(*t).kind == TensorKind::Weight
+                        || self.prod[t.index()].is_some_and(|q| from_weights.contains(&q))
+                })
+            {
+                from_weights.insert(pos);
+            }
+        }
+        // Backwards, so that a chain of such nodes sinks whole.
+        let mut sunk = BTreeSet::new();
+        for pos in (0..p0).rev().filter(|p| from_weights.contains(p)) {
+            let read_after = g.nodes[pos].outputs.iter().all(|o| {
+                let users = &self.users[o.index()];
+                !self.outputs.contains(o)
+                    && !users.is_empty()
+                    && users.iter().all(|&u| u >= end || sunk.contains(&u))
+            });
+            if read_after {
+                sunk.insert(pos);
+            }
+        }
+        sunk
+    }
+
     /// Validates `k` blocks of `m` nodes from `p0` in `q` phases; returns the layers on
     /// success.
     fn validate(&self, p0: usize, m: usize, k: usize, q: usize) -> Option<Layers> {
@@ -306,34 +360,7 @@ impl Cx<'_> {
         for (j, s) in streams.iter_mut().enumerate().skip(1) {
             *s = stream_out(j - 1);
         }
-        // Prologue nodes computed from weights alone and read only after the blocks (a tied
-        // LM head's transposed table) belong to the epilogue: handed on as globals they
-        // would be produced replicated, and the weight gathered whole for them.
-        let mut from_weights: BTreeSet<usize> = BTreeSet::new();
-        for pos in 0..p0 {
-            let nd = &g.nodes[pos];
-            if !nd.inputs.is_empty()
-                && nd.inputs.iter().all(|t| {
-                    g.tensor(*t).kind == TensorKind::Weight
-                        || self.prod[t.index()].is_some_and(|q| from_weights.contains(&q))
-                })
-            {
-                from_weights.insert(pos);
-            }
-        }
-        // Backwards, so that a chain of such nodes sinks whole.
-        let mut sunk = BTreeSet::new();
-        for pos in (0..p0).rev().filter(|p| from_weights.contains(p)) {
-            let read_after = g.nodes[pos].outputs.iter().all(|o| {
-                let users = &self.users[o.index()];
-                !self.outputs.contains(o)
-                    && !users.is_empty()
-                    && users.iter().all(|&u| u >= end || sunk.contains(&u))
-            });
-            if read_after {
-                sunk.insert(pos);
-            }
-        }
+        let sunk = self.sunk(p0, end);
         // Prologue tensors read after the blocks are handed on replicated, like globals.
         for pos in (0..p0).filter(|p| !sunk.contains(p)) {
             for &o in &g.nodes[pos].outputs {
@@ -351,6 +378,7 @@ impl Cx<'_> {
             info: LayerInfo {
                 count: k,
                 nodes_per_layer: m,
+                blocks_differ: false,
                 node_layer,
                 stacks: Vec::new(),
             },
@@ -359,6 +387,8 @@ impl Cx<'_> {
                 .map(|i| NodeId(i as u32))
                 .collect(),
             starts: (0..k).map(|j| p0 + j * m).collect(),
+            stop: end,
+            own_nodes: Vec::new(),
             epilogue: sunk
                 .iter()
                 .copied()
@@ -372,46 +402,6 @@ impl Cx<'_> {
             inner: None,
         })
     }
-}
-
-/// Inline constants of at most this many elements are given one tensor per reader by
-/// [`unshare_small_constants`].
-const UNSHARE_MAX_ELEMS: usize = 64;
-
-/// `g` with every small inline constant (at most [`UNSHARE_MAX_ELEMS`] elements) read by
-/// more than one node input given a copy per reader after the first; `None` when there is
-/// none. Canonicalisation makes equal constants one tensor, so a layer whose quantisation
-/// zero points happen to be equal reads one constant where the next layer reads two, and
-/// the layers' weights no longer map one to one (an onnxruntime QDQ model then had no
-/// layers and a whole-graph search that ran out its time). A copy of a scalar costs
-/// nothing: constants are replicated.
-pub fn unshare_small_constants(g: &Graph) -> Option<Graph> {
-    let small = |t: TensorId| {
-        g.weights.get(&t).is_some_and(|w| {
-            matches!(w.data, tessera_ir::WeightData::Inline { .. })
-                && tessera_ir::numel(&w.shape) <= UNSHARE_MAX_ELEMS
-        })
-    };
-    let mut seen = BTreeSet::new();
-    let mut copies = Vec::new();
-    for (pos, nd) in g.nodes.iter().enumerate() {
-        for (k, &t) in nd.inputs.iter().enumerate() {
-            if small(t) && !seen.insert(t) {
-                copies.push((pos, k, t));
-            }
-        }
-    }
-    if copies.is_empty() {
-        return None;
-    }
-    let mut out = g.clone();
-    for (pos, k, t) in copies {
-        let mut w = g.weights[&t].clone();
-        w.name = format!("{}#{pos}.{k}", w.name);
-        let id = out.add_weight(w);
-        out.nodes[pos].inputs[k] = id;
-    }
-    Some(out)
 }
 
 /// Most phases of layers tried ([`Layers::phases`]).
@@ -536,7 +526,8 @@ fn with_inner(cx: &Cx, outer: &mut Layers) -> bool {
     nested
 }
 
-/// Finds repeated layers (None when there are fewer than two).
+/// Finds repeated layers, or where none repeat, a chain of blocks that differ
+/// ([`super::cuts`]); None when there are fewer than two blocks.
 pub fn detect(g: &Graph) -> Option<Layers> {
     let n = g.nodes.len();
     if n < 2 {
@@ -559,5 +550,28 @@ pub fn detect(g: &Graph) -> Option<Layers> {
         users,
         outputs: g.outputs.iter().copied().collect(),
     };
-    detect_nested(&cx, n, 1)
+    let stack = detect_nested(&cx, n, 1);
+    if n < super::cuts::CHAIN_MIN_NODES {
+        return stack;
+    }
+    let (in_stacks, m) = stack.as_ref().map_or((0, 0), |s| {
+        let levels = s.levels();
+        let covered = levels.iter().map(|l| l.info.count * l.info.nodes_per_layer);
+        let m = levels
+            .iter()
+            .map(|l| l.info.nodes_per_layer)
+            .max()
+            .unwrap_or(0);
+        (covered.sum(), m)
+    });
+    // Layers in an irregular order (sliding and full attention as S F S S F F S F) repeat
+    // only in part: the stack found covers a few of them and the rest is solved whole as a
+    // prologue or an epilogue. A chain of blocks that differ covering a block's worth of
+    // nodes more is solved instead.
+    if let Some(chain) = super::cuts::chain(&cx) {
+        if chain.block_nodes_count() >= in_stacks + m.max(1) {
+            return Some(chain);
+        }
+    }
+    stack
 }

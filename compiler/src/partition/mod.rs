@@ -6,6 +6,7 @@
 pub mod budget;
 pub mod chain;
 pub mod conv_notes;
+pub mod cuts;
 pub mod dp;
 pub mod dp_bound;
 pub mod dp_front;
@@ -21,6 +22,7 @@ pub mod rules;
 pub mod segment;
 pub mod stacks;
 pub mod summary;
+pub mod unshare;
 
 use segment::{CostMode, Selection};
 use std::collections::BTreeMap;
@@ -204,7 +206,7 @@ pub fn partition(graph: &Graph, opts: &PartitionOptions) -> Result<Partitioned, 
         .validate()
         .map_err(|e| PartitionError::Graph(e.to_string()))?;
     // Always (not only when detecting layers), so a plan does not depend on the solve.
-    let unshared = layers::unshare_small_constants(graph);
+    let unshared = unshare::unshare_small_constants(graph);
     let graph = unshared.as_ref().unwrap_or(graph);
     let pins = resolve_pins(graph, n, &opts.pins)?;
     let mut cx = rules::RuleCx::new(graph, n);

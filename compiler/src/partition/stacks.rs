@@ -85,10 +85,14 @@ fn replicated(ts: &BTreeSet<TensorId>) -> BTreeMap<TensorId, Layout> {
 
 /// The blocks of stack `ly`.
 fn blocks_of(ly: &Layers) -> Vec<Vec<NodeId>> {
-    let m = ly.info.nodes_per_layer;
-    ly.starts
-        .iter()
-        .map(|&s| (s..s + m).map(|i| NodeId(i as u32)).collect())
+    (0..ly.starts.len())
+        .map(|j| {
+            let own = ly.own_nodes.get(j).map_or(&[][..], Vec::as_slice);
+            own.iter()
+                .copied()
+                .chain(ly.block_range(j).map(|i| NodeId(i as u32)))
+                .collect()
+        })
         .collect()
 }
 
@@ -161,6 +165,8 @@ struct Cx<'a> {
     cx: &'a RuleCx<'a>,
     budgets: &'a Budgets,
     charges: BTreeMap<TensorId, f64>,
+    /// Weights every piece loads in one layout ([`shared_small`]).
+    shared: BTreeMap<TensorId, Layout>,
     model: &'a CostModel,
     mode: CostMode,
 }
@@ -175,6 +181,8 @@ impl Cx<'_> {
         fixed: &BTreeMap<TensorId, Layout>,
     ) -> SegmentSpec {
         let charges = &self.charges;
+        let mut fixed_weights = self.shared.clone();
+        fixed_weights.extend(fixed.iter().map(|(t, l)| (*t, *l)));
         SegmentSpec {
             nodes: nodes.to_vec(),
             boundary,
@@ -182,7 +190,7 @@ impl Cx<'_> {
             budget: self.budgets.for_nodes(self.cx.g, nodes, charges),
             open,
             charges: charges.clone(),
-            fixed_weights: fixed.clone(),
+            fixed_weights,
         }
     }
 
@@ -379,6 +387,31 @@ impl Cx<'_> {
     }
 }
 
+/// Where the blocks differ ([`super::cuts`]), each block is solved on its own, so a weight
+/// several pieces read could be loaded in one layout by one and another by the next, and
+/// held twice (a mask's position table read by the prologue and one block: 8 KiB over a
+/// Cohere-2 export's budget, which then fell back to a whole-graph solve). The small ones
+/// (not [`super::budget::large_weights`]: replicated in any plan's budget) are loaded
+/// replicated by every piece; a piece that wants a slice cuts it locally. Repeated blocks
+/// share one representative's choice, so nothing is fixed there.
+fn shared_small(cx: &RuleCx, ly: &Layers, segs: &[&[NodeId]]) -> BTreeMap<TensorId, Layout> {
+    if !ly.info.blocks_differ {
+        return BTreeMap::new();
+    }
+    let large = super::budget::large_weights(cx.g);
+    let mut readers: BTreeMap<TensorId, usize> = BTreeMap::new();
+    for seg in segs {
+        for t in super::budget::weights_read(cx.g, seg) {
+            *readers.entry(t).or_default() += 1;
+        }
+    }
+    readers
+        .into_iter()
+        .filter(|(t, c)| *c > 1 && !large.contains(t))
+        .map(|(t, _)| (t, Layout::Replicated))
+        .collect()
+}
+
 /// Solves every stack's representative blocks and, per choice of shared weights' layouts,
 /// the pieces around the stacks.
 pub fn solve_pieces(
@@ -397,6 +430,7 @@ pub fn solve_pieces(
         cx,
         budgets,
         charges: Budgets::shared_charges(cx.g, &seg_refs),
+        shared: shared_small(cx, ly, &seg_refs),
         model,
         mode,
     };

@@ -288,6 +288,7 @@ pub fn mlp_stack_plan(blocks: usize, n: usize) -> Plan {
         layers: (blocks > 1).then(|| LayerInfo {
             count: blocks,
             nodes_per_layer,
+            blocks_differ: false,
             node_layer: b.node_layer.clone(),
             stacks: Vec::new(),
         }),

@@ -50,29 +50,36 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
     // Per stack (an encoder's, a decoder's): the stream, produced in its first layer and
     // read in its second (the largest such tensor), and the residual branches of the second
     // layer: additions onto the chain that starts at the stream. (all-reduces, bytes each)
-    let mut stacks: Vec<(u64, u64)> = Vec::new();
-    for st in layers.stack_list() {
-        let (l0, l1) = (st.first, st.first.saturating_add(1));
+    // The tensor handed to layer `l` (from layer `from`, or from outside the layers): the
+    // largest, or the largest of `shape`.
+    let handed = |l: u32, from: Option<u32>, shape: Option<&Vec<usize>>| {
         let mut handed: BTreeSet<tessera_ir::TensorId> = BTreeSet::new();
         for (i, node) in g.nodes.iter().enumerate() {
-            if !in_layer(i, l1) {
+            if !in_layer(i, l) {
                 continue;
             }
             for t in &node.inputs {
-                if producers[t.index()].is_some_and(|p| in_layer(p.index(), l0)) {
+                let made = producers[t.index()].map(|p| layers.node_layer.get(p.index()));
+                let ok = match (made, from) {
+                    (Some(Some(Some(p))), Some(f)) => *p == f,
+                    (Some(Some(None)), None) => true,
+                    _ => false,
+                };
+                if ok && shape.is_none_or(|s| &g.tensor(*t).shape == s) {
                     handed.insert(*t);
                 }
             }
         }
-        let Some(stream) = handed.into_iter().max_by_key(|t| bytes_of(plan, *t)) else {
-            continue;
-        };
+        handed.into_iter().max_by_key(|t| bytes_of(plan, *t))
+    };
+    // Residual branches of layer `l`: additions onto the chain that starts at `stream`.
+    let branches = |l: u32, stream: tessera_ir::TensorId| {
         let mut chain: BTreeSet<tessera_ir::TensorId> = BTreeSet::from([stream]);
         let mut branches = 0u64;
         for (i, node) in g.nodes.iter().enumerate() {
             let is_add =
                 matches!(&node.op, Op::Binary(b) if b.kind == tessera_ir::op::BinaryOp::Add);
-            if in_layer(i, l1)
+            if in_layer(i, l)
                 && is_add
                 && node.inputs.iter().any(|t| chain.contains(t))
                 && g.tensor(node.outputs[0]).shape == g.tensor(stream).shape
@@ -81,11 +88,38 @@ pub fn megatron_reference(plan: &Plan) -> Option<MegatronReference> {
                 branches += 1;
             }
         }
-        let per_layer = if branches == 0 { 2 } else { branches };
-        stacks.push((
-            per_layer.saturating_mul(st.count as u64),
-            bytes_of(plan, stream),
-        ));
+        branches
+    };
+    let mut stacks: Vec<(u64, u64)> = Vec::new();
+    for st in layers.stack_list() {
+        let (l0, l1) = (st.first, st.first.saturating_add(1));
+        let Some(stream) = handed(l1, Some(l0), None) else {
+            continue;
+        };
+        let count = if layers.blocks_differ {
+            // Blocks that differ: each block's own branches (the first block's stream
+            // comes from the prologue, with the others' shape).
+            let shape = &g.tensor(stream).shape;
+            let own = (0..st.count.min(layers.node_layer.len()) as u32)
+                .filter_map(|l| {
+                    let from = l.checked_sub(1).map(|p| p + st.first);
+                    let l = l + st.first;
+                    handed(l, from, Some(shape)).map(|s| branches(l, s))
+                })
+                .sum::<u64>();
+            if own == 0 {
+                2u64.saturating_mul(st.count as u64)
+            } else {
+                own
+            }
+        } else {
+            let per_layer = match branches(l1, stream) {
+                0 => 2,
+                b => b,
+            };
+            per_layer.saturating_mul(st.count as u64)
+        };
+        stacks.push((count, bytes_of(plan, stream)));
     }
     if stacks.is_empty() {
         return None;

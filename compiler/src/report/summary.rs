@@ -97,6 +97,9 @@ pub struct PlanReport {
     pub objective: ObjectiveKind,
     /// Number of repeated blocks found, or None.
     pub layers: Option<usize>,
+    /// The blocks differ: a chain cut where one tensor crosses, not repeated layers.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub layers_differ: bool,
     /// Logical nodes of the graph.
     pub nodes: usize,
     /// Steps of each rank's program, by rank.
@@ -169,6 +172,7 @@ impl PlanReport {
             cost_model: plan.cost_model.name.clone(),
             objective: plan.objective.kind,
             layers: plan.layers.as_ref().map(|l| l.count),
+            layers_differ: plan.layers.as_ref().is_some_and(|l| l.blocks_differ),
             nodes: plan.graph.nodes.len(),
             steps_per_rank: plan.ranks.iter().map(|r| r.steps.len()).collect(),
             total_bytes: totals.values().map(|t| t.bytes).sum(),

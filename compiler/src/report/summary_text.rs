@@ -9,10 +9,14 @@ pub(crate) fn render(r: &PlanReport) -> String {
     // Writing to a String cannot fail; the results are ignored below for that reason.
     let _ = writeln!(s, "plan of {}", r.source);
     let mesh = joined(&r.mesh, "x");
-    let layers = r.layers.map_or("none found".to_string(), |n| n.to_string());
+    let layers = match r.layers {
+        None => "repeated layers: none found".to_string(),
+        Some(n) if r.layers_differ => format!("layers: {n} blocks that differ"),
+        Some(n) => format!("repeated layers: {n}"),
+    };
     let _ = writeln!(
         s,
-        "  devices {} (mesh {mesh}), cost model {}, objective {}, {} nodes, repeated layers: {layers}",
+        "  devices {} (mesh {mesh}), cost model {}, objective {}, {} nodes, {layers}",
         r.devices, r.cost_model, r.objective, r.nodes
     );
     let steps = joined(&r.steps_per_rank, ", ");

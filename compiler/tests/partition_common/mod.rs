@@ -203,6 +203,20 @@ pub fn gpt_masks(
     heads: usize,
     masks: usize,
 ) -> Graph {
+    gpt_mlps(bsz, s, h, heads, masks, &vec![4 * h; layers])
+}
+
+/// [`gpt_masks`] with one layer per entry of `mlp`, its MLP that wide: layers of different
+/// widths do not repeat.
+pub fn gpt_mlps(
+    bsz: usize,
+    s: usize,
+    h: usize,
+    heads: usize,
+    masks: usize,
+    mlp: &[usize],
+) -> Graph {
+    let layers = mlp.len();
     let mut b = B::new();
     let d = h / heads;
     let x0 = b.input("x", DType::F32, &[bsz, s, h]);
@@ -247,14 +261,14 @@ pub fn gpt_masks(
         let o = b.linear(&format!("{p}.attn.c_proj"), o, h, h, true);
         let x1 = b.bin(BinaryOp::Add, x, o);
         let n2 = b.layernorm(&format!("{p}.ln_2"), x1, h);
-        let f = b.linear(&format!("{p}.mlp.c_fc"), n2, h, 4 * h, true);
+        let f = b.linear(&format!("{p}.mlp.c_fc"), n2, h, mlp[l], true);
         let f = b.op(
             Op::Gelu(GeluAttrs {
                 tanh_approximation: true,
             }),
             &[f],
         );
-        let f = b.linear(&format!("{p}.mlp.c_proj"), f, 4 * h, h, true);
+        let f = b.linear(&format!("{p}.mlp.c_proj"), f, mlp[l], h, true);
         x = b.bin(BinaryOp::Add, x1, f);
     }
     let y = b.layernorm("ln_f", x, h);

@@ -372,13 +372,19 @@ pub struct RankEstimate {
     pub model_s: f64,
 }
 
-/// Repeated blocks found in the graph.
+/// Repeated blocks found in the graph, or a chain of blocks that differ.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerInfo {
-    /// Number of repeated blocks (over every stack).
+    /// Number of blocks (over every stack).
     pub count: usize,
-    /// Nodes in each block (of the last stack, where there are several).
+    /// Nodes in each block (of the last stack, where there are several; the largest block
+    /// where they differ).
     pub nodes_per_layer: usize,
+    /// The blocks differ: the graph has no repeated layers, and the search cut it into a
+    /// chain of blocks where one tensor (the residual stream) crosses, apart from tensors
+    /// computed before the first block. Each block is solved on its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocks_differ: bool,
     /// Layer index of each logical node (None outside the blocks), by node.
     pub node_layer: Vec<Option<u32>>,
     /// The stacks of layers in graph order (an encoder's, then a decoder's), where the graph

@@ -164,9 +164,10 @@ pub enum Extractor {
     FrontierDp,
     /// Repeated blocks: the frontier DP per piece (prologue, one representative block per
     /// phase, epilogue), then a DP along the chain of blocks over the residual stream's
-    /// layouts.
+    /// layouts. Blocks that differ are each their own representative (`phases` =
+    /// `blocks`, which repeated blocks never have: each phase has two blocks or more).
     ChainDp {
-        /// Nodes in each block.
+        /// Nodes in each block (the largest, where blocks differ).
         nodes_per_layer: usize,
         /// Blocks in the chain.
         blocks: usize,
@@ -187,6 +188,15 @@ impl fmt::Display for Extractor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Extractor::FrontierDp => f.write_str("frontier-dp"),
+            Extractor::ChainDp {
+                nodes_per_layer,
+                blocks,
+                phases,
+                stream_layouts,
+            } if phases == blocks => write!(
+                f,
+                "frontier-dp per piece (prologue + {blocks} blocks that differ, up to {nodes_per_layer} nodes + epilogue) + chain-dp over {stream_layouts} stream layouts",
+            ),
             Extractor::ChainDp {
                 nodes_per_layer,
                 blocks,
