@@ -230,6 +230,35 @@ fn layers_that_differ_are_a_chain_of_blocks() {
 }
 
 #[test]
+fn a_large_repeated_block_is_solved_as_a_chain_of_its_parts() {
+    // Layers of three widths repeat with a period of three layers (81 nodes a block): the
+    // representative block is solved as a chain of its three layers, and the plan is the
+    // exact whole-graph plan.
+    let g = gpt_mlps(2, 16, 64, 8, 1, &[256, 128, 192, 256, 128, 192]);
+    for n in [2, 4] {
+        let mut o = PartitionOptions::new(n);
+        o.objective = ObjectiveKind::Memory;
+        let lay = partition(&g, &o).unwrap();
+        let info = lay.plan.layers.as_ref().expect("layers");
+        assert_eq!(
+            (info.count, info.nodes_per_layer, info.blocks_differ),
+            (2, 81, false)
+        );
+        o.detect_layers = false;
+        o.max_states = usize::MAX;
+        o.time_limit = None;
+        let whole = partition(&g, &o).unwrap();
+        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
+        assert!((a - b).abs() <= 1e-12 * b, "n={n}: {a} vs {b}");
+        assert_eq!(lay.plan.search.gap, 0.0, "n={n}");
+        let mut whole_plan = whole.plan.clone();
+        whole_plan.summary.lower_bound_bytes = lay.plan.summary.lower_bound_bytes;
+        whole_plan.search.gap = 0.0;
+        assert_same_plan(&lay.plan, &whole_plan, &format!("n={n}"));
+    }
+}
+
+#[test]
 fn a_search_begun_past_its_deadline_plans_within_a_proven_bound() {
     // A zero time limit: every piece starts past the deadline and runs the narrowed pass
     // alone. Its plan still has every collective it needs, its cost is no better than the

@@ -21,6 +21,7 @@ pub mod ragged;
 pub mod rules;
 pub mod segment;
 pub mod stacks;
+pub mod subchain;
 pub mod summary;
 pub mod unshare;
 

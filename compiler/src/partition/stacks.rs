@@ -17,7 +17,7 @@ use super::segment::{
     solve_variants, CostMode, SaturationStats, SegmentSpec, Selection, VariantSolution,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use tessera_ir::plan::CostModel;
+use tessera_ir::plan::{CostModel, StopReason};
 use tessera_ir::{Layout, NodeId, TensorId, TensorKind};
 
 /// Programs of a piece from one stream layout (rows) to another (columns).
@@ -214,17 +214,48 @@ impl Cx<'_> {
 
     /// Representative block `r` of stack `ly`: stream input open, output in each layout.
     fn block(&self, ly: &Layers, ls: &[Layout], r: usize) -> (Matrix, SaturationStats) {
+        use rayon::prelude::*;
         let nodes = &blocks_of(ly)[r];
         // Every stream has x1's shape, so x1's layouts serve each block's input.
         let (x_in, x_out) = (ly.streams[r], ly.streams[r + 1]);
-        let spec = self.spec(
-            nodes,
-            replicated(&ly.globals),
-            vec![],
-            Some((x_in, ls.to_vec())),
-            &BTreeMap::new(),
-        );
-        self.matrix(&spec, ls, x_out, ls)
+        // A large block with cuts inside: a chain of its parts (repeated blocks only; a
+        // chain's blocks are cut already).
+        let cuts = if ly.info.blocks_differ {
+            Vec::new()
+        } else {
+            super::subchain::cuts(self.cx.g, nodes, x_in, x_out)
+        };
+        let s = nodes[0].index();
+        let mut bounds: Vec<(usize, TensorId)> = vec![(s, x_in)];
+        bounds.extend(cuts);
+        bounds.push((s + nodes.len(), x_out));
+        let parts: Vec<(Matrix, SaturationStats)> = bounds
+            .par_windows(2)
+            .map(|w| {
+                let ((from, t_in), (to, t_out)) = (w[0], w[1]);
+                let part = &nodes[from - s..to - s];
+                let spec = self.spec(
+                    part,
+                    replicated(&ly.globals),
+                    vec![],
+                    Some((t_in, ls.to_vec())),
+                    &BTreeMap::new(),
+                );
+                self.matrix(&spec, ls, t_out, ls)
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        // bounds has at least two entries: one part at least.
+        let (mut matrix, mut stats) = parts.next().expect("a block has a part");
+        for (m, st) in parts {
+            matrix = super::subchain::compose(&matrix, &m);
+            stats.eclasses += st.eclasses;
+            stats.enodes += st.enodes;
+            stats.iterations = stats.iterations.max(st.iterations);
+            stats.stop_reason = StopReason::worst([&stats.stop_reason, &st.stop_reason]);
+            stats.saturate_ms += st.saturate_ms;
+        }
+        (matrix, stats)
     }
 
     /// The innermost prologue: its stream in each layout, globals replicated.
