@@ -4,6 +4,7 @@ mod partition_common;
 use partition_common::*;
 use tessera_compiler::partition::{partition, ObjectiveKind, PartitionOptions};
 use tessera_ir::plan::{CollectiveKind, Plan};
+use tessera_ir::Graph;
 
 fn strip_layers(p: &Plan) -> String {
     let mut p = p.clone();
@@ -47,6 +48,31 @@ fn assert_same_plan(a: &Plan, b: &Plan, label: &str) {
         );
     }
     assert_eq!(sa.len(), sb.len(), "{label}");
+}
+
+/// Checks that `lay`, the layered plan of `g` under `o`, is the exact whole-graph plan (no
+/// state budget, no time limit): the same cost and program, and a bound on bytes (the
+/// layered solve's, each piece under its own budget share) between the whole graph's and
+/// the bytes the plan moves. Returns the whole-graph plan's gap, the one field left out.
+fn assert_is_whole_plan(g: &Graph, o: &PartitionOptions, lay: &Plan, label: &str) -> f64 {
+    let mut o = o.clone();
+    o.detect_layers = false;
+    o.max_states = usize::MAX;
+    o.time_limit = None;
+    let whole = partition(g, &o).unwrap().plan;
+    let (a, b) = (lay.search.cost, whole.search.cost);
+    assert!((a - b).abs() <= 1e-12 * b, "{label}: {a} vs {b}");
+    let moved: u64 = lay.collectives.iter().map(|c| c.bytes).sum();
+    let (lb, wb) = (
+        lay.summary.lower_bound_bytes,
+        whole.summary.lower_bound_bytes,
+    );
+    assert!(wb <= lb && lb <= moved, "{label}: {wb} <= {lb} <= {moved}");
+    let mut whole_plan = whole.clone();
+    whole_plan.summary.lower_bound_bytes = lb;
+    whole_plan.search.gap = lay.search.gap;
+    assert_same_plan(lay, &whole_plan, label);
+    whole.search.gap
 }
 
 #[test]
@@ -140,22 +166,9 @@ fn alternating_masks_are_layers_in_two_phases() {
         for l in 0..6 {
             assert_eq!(all_reduces_in(&lay.plan, l), 2, "n={n} layer {l}");
         }
-        o.detect_layers = false;
-        o.max_states = usize::MAX;
-        o.time_limit = None;
-        let whole = partition(&g, &o).unwrap();
-        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
-        assert!((a - b).abs() <= 1e-12 * b, "n={n}: {a} vs {b}");
-        // The chain's bound on bytes is at least the whole solve's, and still a bound.
-        let moved: u64 = lay.plan.collectives.iter().map(|c| c.bytes).sum();
-        let (lb, wb) = (
-            lay.plan.summary.lower_bound_bytes,
-            whole.plan.summary.lower_bound_bytes,
-        );
-        assert!(wb <= lb && lb <= moved, "n={n}: {wb} <= {lb} <= {moved}");
-        let mut whole_plan = whole.plan.clone();
-        whole_plan.summary.lower_bound_bytes = lb;
-        assert_same_plan(&lay.plan, &whole_plan, &format!("n={n}"));
+        let label = format!("n={n}");
+        let whole_gap = assert_is_whole_plan(&g, &o, &lay.plan, &label);
+        assert_eq!(whole_gap, lay.plan.search.gap, "{label}");
     }
     // One mask for every layer stays one phase.
     let p = run(&gpt_masks(4, 2, 16, 64, 8, 1), 2).plan;
@@ -190,29 +203,12 @@ fn layers_that_differ_are_a_chain_of_blocks() {
         assert_eq!((info.count, info.nodes_per_layer), (8, 28));
         let extractor = lay.plan.search.extractor.to_string();
         assert!(extractor.contains("8 blocks that differ"), "{extractor}");
-        o.detect_layers = false;
-        o.max_states = usize::MAX;
-        o.time_limit = None;
-        let whole = partition(&g, &o).unwrap();
-        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
         let label = format!("n={n} {objective:?}");
-        assert!((a - b).abs() <= 1e-12 * b, "{label}: {a} vs {b}");
-        // The bytes pass's bound is the chain's (each block's own budget share): between
-        // the whole graph's bound and the bytes the plan moves.
-        let moved: u64 = lay.plan.summary.collectives.values().map(|c| c.1).sum();
-        let (lb, wb) = (
-            lay.plan.summary.lower_bound_bytes,
-            whole.plan.summary.lower_bound_bytes,
-        );
-        assert!(wb <= lb && lb <= moved, "{label}: {wb} <= {lb} <= {moved}");
-        let mut whole_plan = whole.plan.clone();
-        whole_plan.summary.lower_bound_bytes = lb;
         // The chain proves its plan optimal; the whole-graph DP finds the same plan but,
         // its Pareto fronts of (cost, bytes) capped, not its bound (65 % at N = 2 under the
         // memory objective).
         assert_eq!(lay.plan.search.gap, 0.0, "{label}");
-        whole_plan.search.gap = 0.0;
-        assert_same_plan(&lay.plan, &whole_plan, &label);
+        assert_is_whole_plan(&g, &o, &lay.plan, &label);
         if objective == ObjectiveKind::Memory {
             for l in 0..8 {
                 assert_eq!(all_reduces_in(&lay.plan, l), 2, "{label}: layer {l}");
@@ -244,17 +240,8 @@ fn a_large_repeated_block_is_solved_as_a_chain_of_its_parts() {
             (info.count, info.nodes_per_layer, info.blocks_differ),
             (2, 81, false)
         );
-        o.detect_layers = false;
-        o.max_states = usize::MAX;
-        o.time_limit = None;
-        let whole = partition(&g, &o).unwrap();
-        let (a, b) = (lay.plan.search.cost, whole.plan.search.cost);
-        assert!((a - b).abs() <= 1e-12 * b, "n={n}: {a} vs {b}");
         assert_eq!(lay.plan.search.gap, 0.0, "n={n}");
-        let mut whole_plan = whole.plan.clone();
-        whole_plan.summary.lower_bound_bytes = lay.plan.summary.lower_bound_bytes;
-        whole_plan.search.gap = 0.0;
-        assert_same_plan(&lay.plan, &whole_plan, &format!("n={n}"));
+        assert_is_whole_plan(&g, &o, &lay.plan, &format!("n={n}"));
     }
 }
 
