@@ -568,6 +568,10 @@ pub fn detect(g: &Graph) -> Option<Layers> {
     // only in part: the stack found covers a few of them and the rest is solved whole as a
     // prologue or an epilogue. A chain of blocks that differ covering a block's worth of
     // nodes more is solved instead.
+    if in_stacks + m.max(1) > n {
+        // No chain can cover a block's worth more than the stack.
+        return stack;
+    }
     if let Some(chain) = super::cuts::chain(&cx) {
         if chain.block_nodes_count() >= in_stacks + m.max(1) {
             return Some(chain);
