@@ -71,7 +71,8 @@ fn block_map(ly: &Layers, r: usize, j: usize) -> BTreeMap<TensorId, TensorId> {
         .collect()
 }
 
-fn merge(into: &mut Selection, s: &Selection) {
+/// Adds `s`'s choices to `into`.
+pub(super) fn merge(into: &mut Selection, s: &Selection) {
     into.prod
         .extend(s.prod.iter().map(|(k, v)| (*k, v.clone())));
     into.avail.extend(s.avail.iter().map(|(k, v)| (*k, *v)));

@@ -139,7 +139,7 @@ fn candidates(cuts: &[Option<Cut>], n: usize) -> Vec<(usize, usize, usize)> {
 
 /// The cuts kept after `c0`: a block shorter than [`MIN_CHAIN_BLOCK`] nodes joins the one
 /// before it (a layer's MLP half joins its attention half), the first block the next.
-fn merged(c0: usize, cuts: &[usize]) -> Vec<usize> {
+pub(super) fn merged(c0: usize, cuts: &[usize]) -> Vec<usize> {
     let mut kept = vec![c0];
     for &c in cuts {
         let last = kept.len() - 1;

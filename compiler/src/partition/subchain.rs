@@ -11,7 +11,8 @@
 //! [`super::cuts`] cuts a graph: each part a matrix over the stream's layouts, the block's
 //! matrix their min-plus product (cost and bound apart). Like every piece of a layered
 //! solve, a part holds its own share of the budget.
-use super::cuts::MIN_CHAIN_BLOCK;
+use super::chain::merge;
+use super::cuts::merged;
 use super::segment::{Selection, VariantSolution};
 use super::stacks::Matrix;
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ pub const SUBCHAIN_MIN_NODES: usize = 64;
 
 /// The cuts inside the block of consecutive `nodes` entering with `x_in` and leaving with
 /// `x_out`: `(position of the first node after the cut, the tensor crossing it)`, parts
-/// shorter than [`MIN_CHAIN_BLOCK`] joined with the part before. Empty when the block is
+/// shorter than [`super::cuts::MIN_CHAIN_BLOCK`] joined with the part before. Empty when the block is
 /// small or has no such cut.
 pub fn cuts(
     g: &Graph,
@@ -72,21 +73,17 @@ pub fn cuts(
             found.push((c, t));
         }
     }
-    // Join short parts with the part before (the first with the next).
+    // Short parts join the part before (the first the next), as a chain's blocks do.
     let end = pos(nodes.len());
-    let mut kept: Vec<(usize, TensorId)> = Vec::new();
-    for (c, t) in found {
-        let from = kept.last().map_or(s, |k| k.0);
-        if c - from >= MIN_CHAIN_BLOCK {
-            kept.push((c, t));
-        } else if let Some(k) = kept.last_mut() {
-            *k = (c, t);
-        }
-    }
-    while kept.last().is_some_and(|k| end - k.0 < MIN_CHAIN_BLOCK) {
-        kept.pop();
-    }
-    kept
+    let at: Vec<usize> = found.iter().map(|f| f.0).chain([end]).collect();
+    // The block has at least SUBCHAIN_MIN_NODES > MIN_CHAIN_BLOCK nodes: `kept` is `s`,
+    // the inner cuts kept, then `end`.
+    let kept = merged(s, &at);
+    let tensor: BTreeMap<usize, TensorId> = found.into_iter().collect();
+    kept[1..kept.len() - 1]
+        .iter()
+        .filter_map(|c| tensor.get(c).map(|t| (*c, *t)))
+        .collect()
 }
 
 /// The min-plus product of two matrices over the same layouts: cost and bound minimised
@@ -112,9 +109,7 @@ pub fn compose(a: &Matrix, b: &Matrix) -> Matrix {
                 let (x, y) = (row[j].as_ref(), b[j][k].as_ref());
                 let mut sel: Selection = x.map(|v| v.sel.clone()).unwrap_or_default();
                 if let Some(y) = y {
-                    sel.prod
-                        .extend(y.sel.prod.iter().map(|(k, v)| (*k, v.clone())));
-                    sel.avail.extend(y.sel.avail.iter().map(|(k, v)| (*k, *v)));
+                    merge(&mut sel, &y.sel);
                 }
                 out[i][k] = Some(VariantSolution { cost, lower, sel });
             }
