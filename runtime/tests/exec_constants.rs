@@ -146,3 +146,75 @@ fn outputs_handed_over_leave_the_constant_cache_and_repeated_outputs_intact() {
         }
     }
 }
+
+/// Two ranks, each with half the batch: a weight stored split and gathered on every run,
+/// and a constant cut to each rank's batch rows. `y = x · gather(w) + slice(c)`.
+fn gathered_weight_plan() -> tessera_ir::plan::Plan {
+    use tessera_ir::plan::{CollectiveKind, StepKind};
+    use tessera_ir::Layout;
+    let (b, d) = (4, 8);
+    let mut g = Graph::new();
+    let x = g.add_input("x", DType::F32, vec![b, d]);
+    let w = inline_weight(&mut g, "w", rand_f32(&[d, d], 11));
+    let c = inline_weight(&mut g, "c", rand_f32(&[b, d], 12));
+    let mm = Op::MatMul(MatMulAttrs {});
+    let (n_mm, xw) = node(&mut g, "mm", mm, vec![x, w], vec![b, d], DType::F32);
+    let add = Op::Binary(BinaryAttrs {
+        kind: BinaryOp::Add,
+    });
+    let (n_add, y) = node(&mut g, "add", add, vec![xw, c], vec![b, d], DType::F32);
+    g.outputs.push(y);
+    let mut p = PlanBuilder::new(g, 2);
+    let vx = p.value(x, Layout::Split(0));
+    let vws = p.value(w, Layout::Split(0));
+    let vw = p.value(w, Layout::Replicated);
+    let vc = p.value(c, Layout::Replicated);
+    let vcs = p.value(c, Layout::Split(0));
+    let vxw = p.value(xw, Layout::Split(0));
+    let vys = p.value(y, Layout::Split(0));
+    let vy = p.value(y, Layout::Replicated);
+    p.input(x, Some((0, b)), vx);
+    p.load_weight(w, Some((0, d)), vws);
+    p.collective(CollectiveKind::AllGather, Some(0), None, vws, vw);
+    p.load_weight(c, None, vc);
+    p.step(
+        |r| StepKind::LocalSlice {
+            slice: PlanBuilder::chunk(0, b, 2, r),
+        },
+        &[vc],
+        &[vcs],
+    );
+    p.compute(n_mm, &[vx, vw], vxw);
+    p.compute(n_add, &[vxw, vcs], vys);
+    p.collective(CollectiveKind::AllGather, Some(0), None, vys, vy);
+    p.plan.outputs.push(vy);
+    p.plan
+}
+
+/// The slice of the constant is served from the second run; the weight is still gathered
+/// on every run (its gathered form is never cached), from the peers' shards without
+/// meeting them once both ranks have gathered it once. Every run equals the reference.
+#[test]
+fn a_weight_gathered_on_every_run_and_a_sliced_constant_match_on_every_run() {
+    let plan = gathered_weight_plan();
+    let session = Session::new(
+        plan.clone(),
+        WeightStore::with_dir("."),
+        &SessionOptions::default(),
+    )
+    .unwrap();
+    for seed in 0..4 {
+        let inputs = BTreeMap::from([("x".to_string(), rand_f32(&[4, 8], 300 + seed))]);
+        let want = reference(&plan, &inputs);
+        let (got, stats) = session.run_shared(Arc::new(inputs)).unwrap();
+        assert_eq!(got, want, "run {seed}");
+        for r in &stats.ranks {
+            assert_eq!(r.collectives, 2, "run {seed} rank {}", r.rank);
+            // From the second run: the weight's load served, the constant's load skipped,
+            // its slice served. The input, the gather, the product, the sum and the
+            // output's gather run.
+            let want_cached = if seed == 0 { 0 } else { 3 };
+            assert_eq!(r.cached_steps, want_cached, "run {seed} rank {}", r.rank);
+        }
+    }
+}

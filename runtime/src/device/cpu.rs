@@ -326,6 +326,22 @@ impl Device for CpuDevice {
         )?))
     }
 
+    fn collective_of_constant(
+        &mut self,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        x: &CpuBuffer,
+        key: usize,
+    ) -> Result<CpuBuffer, DeviceError> {
+        Ok(Arc::new(self.world.collective_of_constant(
+            self.rank,
+            group,
+            spec,
+            Arc::clone(x),
+            key,
+        )?))
+    }
+
     fn abort_peers(&self) {
         self.world.abort();
     }

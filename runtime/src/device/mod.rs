@@ -249,6 +249,22 @@ pub trait Device: Send {
         x: &Self::Buffer,
     ) -> Result<Self::Buffer, DeviceError>;
 
+    /// Runs a collective whose input is the same tensor on every run of the session (a
+    /// weight shard the plan gathers on every run); `key` names the collective the same on
+    /// every member of `group`. A backend whose members share memory may read its peers'
+    /// inputs without meeting them once every member has called it as constant; the
+    /// default runs it as [`Device::collective`].
+    fn collective_of_constant(
+        &mut self,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        x: &Self::Buffer,
+        key: usize,
+    ) -> Result<Self::Buffer, DeviceError> {
+        let _ = key;
+        self.collective(group, spec, x)
+    }
+
     /// Called when this rank failed: wakes peers blocked in collectives so they fail too.
     fn abort_peers(&self);
 }

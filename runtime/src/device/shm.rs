@@ -45,6 +45,9 @@ pub struct ShmWorld {
     spin: Duration,
     aborted: AtomicBool,
     groups: Mutex<BTreeMap<Vec<usize>, Arc<Exchange>>>,
+    /// The inputs of collectives every member called as constant, by group and key
+    /// ([`ShmWorld::collective_of_constant`]).
+    remembered: Mutex<BTreeMap<(Vec<usize>, usize), Shared>>,
 }
 
 impl ShmWorld {
@@ -67,6 +70,7 @@ impl ShmWorld {
             spin,
             aborted: AtomicBool::new(false),
             groups: Mutex::new(BTreeMap::new()),
+            remembered: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -118,25 +122,54 @@ impl ShmWorld {
         spec: &CollectiveSpec,
         input: Arc<Tensor>,
     ) -> Result<Tensor, CollectiveError> {
+        self.meet(rank, group, spec, input, None)
+    }
+
+    /// Runs a collective whose input is the same tensor on every call (a weight shard
+    /// gathered on every run), named `key` on every member. The first call meets the
+    /// other members as [`ShmWorld::collective`] does; once every member has called it with
+    /// the same key, their inputs are kept (they are resident anyway), and later calls
+    /// compute this member's output from them without waiting for anyone: a one-sided
+    /// read of the peers' shards, as a GPU reads a peer's memory over NVLink.
+    pub fn collective_of_constant(
+        &self,
+        rank: usize,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        input: Arc<Tensor>,
+        key: usize,
+    ) -> Result<Tensor, CollectiveError> {
+        let kept = lock(&self.remembered).get(&(group.to_vec(), key)).cloned();
+        match kept {
+            Some(inputs) => {
+                let member = member_of(rank, group, spec)?;
+                let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+                compute(spec, &refs, member)
+            }
+            None => self.meet(rank, group, spec, input, Some(key)),
+        }
+    }
+
+    fn meet(
+        &self,
+        rank: usize,
+        group: &[usize],
+        spec: &CollectiveSpec,
+        input: Arc<Tensor>,
+        key: Option<usize>,
+    ) -> Result<Tensor, CollectiveError> {
         let kind = spec.kind.as_str();
-        let member =
-            group
-                .iter()
-                .position(|&r| r == rank)
-                .ok_or_else(|| CollectiveError::Invalid {
-                    kind,
-                    msg: format!("rank {rank} is not in the group {group:?}"),
-                })?;
+        let member = member_of(rank, group, spec)?;
         if self.is_aborted() {
             return Err(CollectiveError::Aborted { kind });
         }
         let ex = self.exchange(group);
         let mut st = lock(&ex.state);
         let my_generation = st.generation;
-        st.deposits[member] = Some((spec.clone(), input));
+        st.deposits[member] = Some((spec.clone(), input, key));
         st.arrived += 1;
         if st.arrived == group.len() {
-            let deposits: Vec<(CollectiveSpec, Arc<Tensor>)> = st
+            let deposits: Vec<Deposit> = st
                 .deposits
                 .iter_mut()
                 .map(|d| d.take())
@@ -145,10 +178,20 @@ impl ShmWorld {
                     kind,
                     msg: "a member deposited twice in one round".into(),
                 })?;
-            let mismatch = deposits.iter().position(|(s, _)| s != &deposits[0].0);
-            let (specs, tensors): (Vec<_>, Vec<_>) = deposits.into_iter().unzip();
+            let mismatch = deposits.iter().position(|(s, ..)| s != &deposits[0].0);
+            let constant = deposits
+                .iter()
+                .all(|d| d.2.is_some() && d.2 == deposits[0].2);
+            let specs: Vec<_> = deposits.iter().map(|d| d.0.clone()).collect();
+            let tensors = Arc::new(deposits.into_iter().map(|d| d.1).collect::<Vec<_>>());
             st.round = Some(match mismatch {
-                None => Ok(Arc::new(tensors)),
+                None => {
+                    if let (true, Some(k)) = (constant, key) {
+                        // Before the round completes, so no member can call it again first.
+                        lock(&self.remembered).insert((group.to_vec(), k), tensors.clone());
+                    }
+                    Ok(tensors)
+                }
                 Some(m) => Err(format!(
                     "group {group:?}: member 0 called {:?} but member {m} called {:?}",
                     specs[0], specs[m]
@@ -215,12 +258,33 @@ struct Exchange {
     generation: AtomicU64,
 }
 
-type Round = Result<Arc<Vec<Arc<Tensor>>>, String>;
+/// Every member's input of one round, in member order.
+type Shared = Arc<Vec<Arc<Tensor>>>;
+
+type Round = Result<Shared, String>;
+
+/// A member's call: what it asked for, its input, and its key if the input is constant.
+type Deposit = (CollectiveSpec, Arc<Tensor>, Option<usize>);
+
+/// `rank`'s position in `group`.
+fn member_of(
+    rank: usize,
+    group: &[usize],
+    spec: &CollectiveSpec,
+) -> Result<usize, CollectiveError> {
+    group
+        .iter()
+        .position(|&r| r == rank)
+        .ok_or_else(|| CollectiveError::Invalid {
+            kind: spec.kind.as_str(),
+            msg: format!("rank {rank} is not in the group {group:?}"),
+        })
+}
 
 #[derive(Debug)]
 struct State {
     generation: u64,
-    deposits: Vec<Option<(CollectiveSpec, Arc<Tensor>)>>,
+    deposits: Vec<Option<Deposit>>,
     arrived: usize,
     round: Option<Round>,
     readers_left: usize,
@@ -325,6 +389,52 @@ mod tests {
                 )
             });
             std::thread::sleep(wait);
+            world.abort();
+            w.join().unwrap()
+        });
+        assert!(
+            matches!(res, Err(CollectiveError::Aborted { .. })),
+            "{res:?}"
+        );
+    }
+
+    #[test]
+    fn constant_inputs_are_read_without_meeting_after_every_member_met_once() {
+        let world = ShmWorld::new(2);
+        let group = [0, 1];
+        let sp = spec(CollectiveKind::AllGather, Some(0), None);
+        let inputs: Vec<Arc<Tensor>> = (0..2)
+            .map(|r| Arc::new(Tensor::f32(vec![1, 2], vec![r as f32, r as f32 + 0.5])))
+            .collect();
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        // Member 0 calls key 7 as constant; member 1 calls key 8 as constant the first time
+        // and as an ordinary collective the second: only key 7 is kept.
+        std::thread::scope(|s| {
+            let (world, group, sp, inputs) = (&world, &group, &sp, &inputs);
+            let hs: Vec<_> = (0..2)
+                .map(|r| {
+                    s.spawn(move || {
+                        let a = world.collective_of_constant(r, group, sp, inputs[r].clone(), 7);
+                        let b = match r {
+                            0 => world.collective_of_constant(r, group, sp, inputs[r].clone(), 8),
+                            _ => world.collective(r, group, sp, inputs[r].clone()),
+                        };
+                        (a.unwrap(), b.unwrap())
+                    })
+                })
+                .collect();
+            for (r, h) in hs.into_iter().enumerate() {
+                let want = compute(sp, &refs, r).unwrap();
+                assert_eq!(h.join().unwrap(), (want.clone(), want));
+            }
+        });
+        // Member 1 alone: key 7 is served at once, with the gathered shards of both.
+        let got = world.collective_of_constant(1, &group, &sp, inputs[1].clone(), 7);
+        assert_eq!(got.unwrap(), compute(&sp, &refs, 1).unwrap());
+        // Key 8 was not constant on every member, so member 0 alone waits for member 1.
+        let res = std::thread::scope(|s| {
+            let w = s.spawn(|| world.collective_of_constant(0, &group, &sp, inputs[0].clone(), 8));
+            std::thread::sleep(Duration::from_millis(20));
             world.abort();
             w.join().unwrap()
         });

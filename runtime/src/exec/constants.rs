@@ -12,7 +12,14 @@
 //! constant subgraph, including weight loads only it reads.
 //!
 //! Weight loads a non-constant item reads are served the same way (the tensor the store
-//! holds resident, or a decoded inline constant).
+//! holds resident, or a decoded inline constant). A rank's slice of a constant (a mask cut
+//! to the rank's batch rows) is constant too.
+//!
+//! A collective over constants (a weight the plan stores split and gathers on every run)
+//! is not cached: its output is a whole weight, which the plan's memory budget does not
+//! allow a rank to keep. It is marked instead, so a backend whose devices share memory may
+//! read the peers' shards without meeting them
+//! ([`crate::device::Device::collective_of_constant`]).
 //!
 //! The copies stay resident like weights, up to [`CACHE_BYTES`] per rank (items beyond it
 //! keep running every time; weights do not count), and only for devices whose buffers are
@@ -45,6 +52,9 @@ pub(crate) struct Constants {
     slots: Vec<OnceLock<Vec<Arc<Tensor>>>>,
     /// Set once every served item's slot is filled.
     complete: OnceLock<()>,
+    /// Per item, whether it is a collective whose input is constant (a weight shard
+    /// gathered on every run): see [`crate::device::Device::collective_of_constant`].
+    constant_collectives: Vec<bool>,
 }
 
 impl Constants {
@@ -66,12 +76,18 @@ impl Constants {
                 roles,
                 slots,
                 complete: OnceLock::new(),
+                constant_collectives: vec![false; n],
             };
         }
         let n_values = plan.values.len();
         let mut konst = vec![false; n_values];
         let mut is_const = vec![false; n];
         let mut budget = CACHE_BYTES;
+        let mut constant_collectives = vec![false; n];
+        let kind_of = |item: &Item| match item {
+            Item::Step(s) => Some(&steps[*s].kind),
+            Item::Fused(_) => None,
+        };
         let io = |item: &Item| -> (Vec<ValueId>, Vec<ValueId>) {
             match item {
                 Item::Step(s) => (steps[*s].inputs.clone(), steps[*s].outputs.clone()),
@@ -88,7 +104,11 @@ impl Constants {
             let c = match item {
                 Item::Step(s) => match &steps[*s].kind {
                     StepKind::LoadWeight { .. } => true,
-                    StepKind::Compute { .. } => reads_constants,
+                    // A rank's slice of a constant (a mask cut to its batch rows) is one too.
+                    StepKind::Compute { .. }
+                    | StepKind::LocalSlice { .. }
+                    | StepKind::ScaleToPartial { .. }
+                    | StepKind::ShardedGather { .. } => reads_constants,
                     _ => false,
                 },
                 Item::Fused(_) => reads_constants,
@@ -96,7 +116,9 @@ impl Constants {
             // Within the budget (counted for every constant compute item: any may be
             // served); beyond it the item and what reads it run every time.
             let size: usize = outs.iter().map(bytes).sum();
-            let loads = matches!(item, Item::Step(s) if matches!(steps[*s].kind, StepKind::LoadWeight { .. }));
+            let loads = matches!(kind_of(item), Some(StepKind::LoadWeight { .. }));
+            constant_collectives[i] =
+                reads_constants && matches!(kind_of(item), Some(StepKind::Collective { .. }));
             if c && (loads || size <= budget) {
                 if !loads {
                     budget -= size;
@@ -122,7 +144,7 @@ impl Constants {
             let needed = outs
                 .iter()
                 .any(|v| keep[v.index()] || readers[v.index()].iter().any(|&r| !is_const[r]));
-            let loads = matches!(item, Item::Step(s) if matches!(steps[*s].kind, StepKind::LoadWeight { .. }));
+            let loads = matches!(kind_of(item), Some(StepKind::LoadWeight { .. }));
             roles[i] = match (needed, loads) {
                 (false, _) => Role::Skip,
                 // A weight is resident already; serving it skips building its store key
@@ -132,11 +154,14 @@ impl Constants {
         }
         if !roles.contains(&Role::Serve) {
             roles.fill(Role::Run);
+            // Nothing is served, so a weight's load runs anew on every run.
+            constant_collectives.fill(false);
         }
         Constants {
             roles,
             slots,
             complete: OnceLock::new(),
+            constant_collectives,
         }
     }
 
@@ -146,6 +171,11 @@ impl Constants {
             Some(()) => self.roles[at],
             None => Role::Run,
         }
+    }
+
+    /// Whether item `at` is a collective whose input is the same tensor on every run.
+    pub fn is_constant_collective(&self, at: usize) -> bool {
+        self.constant_collectives[at]
     }
 
     /// Item `at`'s cached outputs (a served item of a complete cache).

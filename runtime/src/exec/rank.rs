@@ -190,7 +190,10 @@ pub(crate) fn run_prepared<D: Device>(
                     }
                     bufs
                 }
-                (None, Item::Step(s)) => run_step(dev, job, &steps[*s], &ins, &mut stats),
+                (None, Item::Step(s)) => {
+                    let constant = constants.is_constant_collective(at);
+                    run_step(dev, job, &steps[*s], &ins, constant, &mut stats)
+                }
                 (None, Item::Fused(f)) => {
                     // An integer GEMM, a direct Conv or a few-row MatMul holds its weight
                     // packed (its load step is gone).
@@ -444,6 +447,7 @@ fn run_step<D: Device>(
     job: &RankJob<'_>,
     step: &Step,
     ins: &[&D::Buffer],
+    constant_input: bool,
     stats: &mut RankStats,
 ) -> Result<Vec<D::Buffer>, StepError> {
     let plan = job.plan;
@@ -518,7 +522,14 @@ fn run_step<D: Device>(
                 to_axis: *to_axis,
                 counts: counts.clone(),
             };
-            let out = dev.collective(group, &spec, ins[0])?;
+            // A weight shard gathered on every run: the same tensor each time, named on
+            // every member by the value the step defines (values are global to the plan).
+            let out = match step.outputs.first() {
+                Some(v) if constant_input => {
+                    dev.collective_of_constant(group, &spec, ins[0], v.index())?
+                }
+                _ => dev.collective(group, &spec, ins[0])?,
+            };
             stats.collectives += 1;
             stats.collective_bytes += *bytes;
             stats.sent_bytes += dev.bytes(ins[0]) as u64;
