@@ -1,4 +1,4 @@
-//! The ONNX Attention op partitioned by heads: official backend cases with a KV cache
+//! The ONNX Attention op partitioned by heads and by batch: official backend cases with a KV cache
 //! (past_key/past_value in, present_key/present_value out, grouped-query heads, the
 //! qk_matmul_output, 4-D and 3-D inputs) compiled for 1 and 3 devices, run on CPU devices
 //! and compared with the cases' expected outputs (computed by onnx's reference
@@ -22,9 +22,114 @@ fn pb(path: &std::path::Path) -> (String, Tensor) {
     (name.clone(), decode_tensor_proto(&t, &name).unwrap())
 }
 
+/// One official backend case: its model, imported at its inputs' shapes, the inputs, the
+/// expected outputs and the weight store; `None` when the cases are not generated.
+struct Case {
+    model: ModelProto,
+    imported: tessera_compiler::onnx::ImportedModel,
+    inputs: BTreeMap<String, Tensor>,
+    want: Vec<Tensor>,
+    store: WeightStore,
+}
+
+fn load_case(case: &str) -> Option<Case> {
+    let dir = root().join(".cache/onnx-conformance/node");
+    if !dir.is_dir() {
+        eprintln!(
+            "SKIP: {} not generated (run scripts/setup.sh)",
+            dir.display()
+        );
+        return None;
+    }
+    let d = dir.join(case);
+    let path = d.join("model.onnx");
+    let model = ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let mut inputs = BTreeMap::new();
+    for k in 0.. {
+        let p = d.join(format!("test_data_set_0/input_{k}.pb"));
+        if !p.exists() {
+            break;
+        }
+        let (_, t) = pb(&p);
+        inputs.insert(model.graph.input[k].name.clone(), t);
+    }
+    let want = (0..model.graph.output.len())
+        .map(|k| pb(&d.join(format!("test_data_set_0/output_{k}.pb"))).1)
+        .collect();
+    let shapes = inputs
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone()))
+        .collect();
+    let imported = import_model(
+        &path,
+        &ImportOptions {
+            input_shapes: shapes,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let store = WeightStore::open(&path).unwrap();
+    Some(Case {
+        model,
+        imported,
+        inputs,
+        want,
+        store,
+    })
+}
+
+impl Case {
+    /// The plan for `n` devices with every graph output pinned `Split(axis(rank))`.
+    fn plan(&self, name: &str, n: usize, axis: impl Fn(usize) -> usize) -> tessera_ir::plan::Plan {
+        let mut opts = PartitionOptions::new(n);
+        if n > 1 {
+            for o in &self.model.graph.output {
+                let rank = self
+                    .imported
+                    .graph
+                    .tensors
+                    .iter()
+                    .find(|t| t.name == o.name)
+                    .map_or(4, |t| t.shape.len());
+                opts.pins
+                    .insert(o.name.clone(), tessera_ir::Layout::Split(axis(rank)));
+            }
+        }
+        partition(&self.imported.graph, &opts)
+            .unwrap_or_else(|e| panic!("{name} on {n}: {e}"))
+            .plan
+    }
+
+    /// Runs `plan` on CPU devices and compares every output with the case's.
+    fn check(&self, name: &str, plan: &tessera_ir::plan::Plan) {
+        let n = plan.ranks.len();
+        let (got, _) = run_plan(plan, &self.store, &self.inputs, &RunOptions::default())
+            .unwrap_or_else(|e| panic!("{name} on {n}: {e}"));
+        assert_eq!(got.len(), self.want.len(), "{name}");
+        for (k, (g, w)) in got.iter().zip(&self.want).enumerate() {
+            let diff = max_abs_diff(g, w);
+            eprintln!("{name} N={n} output {k}: max abs {diff:.2e}");
+            assert!(
+                diff < 1e-5,
+                "{name} on {n} devices: output {k} differs by {diff}"
+            );
+        }
+    }
+}
+
+/// The shape of rank 0's Q in the plan's (non-qk) Attention step.
+fn local_q(plan: &tessera_ir::plan::Plan) -> Option<Vec<usize>> {
+    plan.ranks[0].steps.iter().find_map(|s| match &s.kind {
+        StepKind::Compute {
+            op: Op::Attention(a),
+            ..
+        } if !a.qk_output => Some(plan.values[s.inputs[0].index()].shape.clone()),
+        _ => None,
+    })
+}
+
 #[test]
 fn kv_cache_attention_cases_split_by_heads() {
-    let dir = root().join(".cache/onnx-conformance/node");
     let cases = [
         // (case, rank-local Q shape on 3 devices: whole heads per rank)
         ("test_attention_4d_gqa_with_past_and_present", [2, 3, 4, 8]),
@@ -35,92 +140,47 @@ fn kv_cache_attention_cases_split_by_heads() {
         // 3-D [B, S, 9 heads × 8], q_num_heads 9 / kv_num_heads 3 → 3 / 1 per rank.
         ("test_attention_3d_gqa_with_past_and_present", [2, 4, 24, 0]),
     ];
-    if !dir.is_dir() {
-        eprintln!(
-            "SKIP: {} not generated (run scripts/setup.sh)",
-            dir.display()
-        );
-        return;
-    }
-    for (case, local_q) in cases {
-        let local_q: Vec<usize> = local_q.into_iter().filter(|&d| d > 0).collect();
-        let d = dir.join(case);
-        let model = d.join("model.onnx");
-        let m = ModelProto::parse_from_bytes(&std::fs::read(&model).unwrap()).unwrap();
-        let mut inputs = BTreeMap::new();
-        let mut want = Vec::new();
-        for k in 0.. {
-            let p = d.join(format!("test_data_set_0/input_{k}.pb"));
-            if !p.exists() {
-                break;
-            }
-            let (_, t) = pb(&p);
-            inputs.insert(m.graph.input[k].name.clone(), t);
-        }
-        for k in 0..m.graph.output.len() {
-            want.push(pb(&d.join(format!("test_data_set_0/output_{k}.pb"))).1);
-        }
-        let shapes = inputs
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shape.clone()))
-            .collect();
-        let imported = import_model(
-            &model,
-            &ImportOptions {
-                input_shapes: shapes,
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{case}: {e}"));
-        let store = WeightStore::open(&model).unwrap();
+    for (name, q) in cases {
+        let Some(case) = load_case(name) else { return };
+        let q: Vec<usize> = q.into_iter().filter(|&d| d > 0).collect();
         for n in [1, 3] {
             // Alone, attention is cheapest replicated (its inputs and outputs are the
             // graph's, replicated); pinning its outputs split on the head axis, as the
-            // projections around it make them in a model, asks for the head split.
-            let mut opts = PartitionOptions::new(n);
-            if n > 1 {
-                for o in &m.graph.output {
-                    // The head axis: 2 of a 3-D Y [B, S, heads·D], else 1.
-                    let rank = imported
-                        .graph
-                        .tensors
-                        .iter()
-                        .find(|t| t.name == o.name)
-                        .map_or(4, |t| t.shape.len());
-                    let axis = if rank == 3 { 2 } else { 1 };
-                    opts.pins
-                        .insert(o.name.clone(), tessera_ir::Layout::Split(axis));
-                }
-            }
-            let plan = partition(&imported.graph, &opts)
-                .unwrap_or_else(|e| panic!("{case} on {n}: {e}"))
-                .plan;
+            // projections around it make them in a model, asks for the head split: axis 2
+            // of a 3-D Y [B, S, heads·D], else 1.
+            let plan = case.plan(name, n, |rank| if rank == 3 { 2 } else { 1 });
             if n == 3 {
-                // The Attention step's Q holds this rank's heads only.
-                let q = plan.ranks[0].steps.iter().find_map(|s| match &s.kind {
-                    StepKind::Compute {
-                        op: Op::Attention(a),
-                        ..
-                    } if !a.qk_output => Some(plan.values[s.inputs[0].index()].shape.clone()),
-                    _ => None,
-                });
                 assert_eq!(
-                    q,
-                    Some(local_q.clone()),
-                    "{case}: attention not split by heads"
+                    local_q(&plan),
+                    Some(q.clone()),
+                    "{name}: not split by heads"
                 );
             }
-            let (got, _) = run_plan(&plan, &store, &inputs, &RunOptions::default())
-                .unwrap_or_else(|e| panic!("{case} on {n}: {e}"));
-            assert_eq!(got.len(), want.len(), "{case}");
-            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-                let diff = max_abs_diff(g, w);
-                eprintln!("{case} N={n} output {k}: max abs {diff:.2e}");
-                assert!(
-                    diff < 1e-5,
-                    "{case} on {n} devices: output {k} differs by {diff}"
-                );
-            }
+            case.check(name, &plan);
         }
+    }
+}
+
+/// Attention split by batch (`attention-batch`): with the outputs pinned split on axis 0,
+/// as a batch-split layer makes them, each rank's Attention step reads its own sequences
+/// whole (every head), masks and caches along; the outputs equal the official ones.
+#[test]
+fn attention_cases_split_by_batch() {
+    let cases = [
+        "test_attention_4d_gqa_with_past_and_present",
+        "test_attention_4d_attn_mask",
+        "test_attention_3d_gqa_attn_mask",
+        "test_attention_3d_diff_heads_with_past_and_present",
+        "test_attention_4d_with_past_and_present_qk_matmul",
+    ];
+    for name in cases {
+        let Some(case) = load_case(name) else { return };
+        let plan = case.plan(name, 2, |_| 0);
+        let q = local_q(&plan).expect("an Attention step");
+        let full = &case.inputs[&case.model.graph.input[0].name].shape;
+        let mut want = full.clone();
+        want[0] = full[0] / 2;
+        assert_eq!(q, want, "{name}: Q on rank 0 is not half the batch");
+        case.check(name, &plan);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Cost: Q·Kᵀ and P·V, 2·B·H·Sq·T·(Dk + Dv) FLOPs (4·B·H·Sq·T·D for equal head sizes), plus
 //! 5 per score for the softmax, with T = past + Sk. Partitioning: split by heads
-//! (`attention-heads`).
+//! (`attention-heads`) or by batch (`attention-batch`).
 use super::{Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
 use crate::op::AttentionAttrs;
@@ -60,7 +60,11 @@ impl OpSpec for AttentionAttrs {
         2 * rows * (hdk + hdv) + 5 * rows * heads
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::Rules(&["attention-heads", "attention-kv-replicated"])
+        Partitioning::Rules(&[
+            "attention-heads",
+            "attention-batch",
+            "attention-kv-replicated",
+        ])
     }
 }
 

@@ -1,4 +1,4 @@
-//! ONNX Attention split by heads. Every head is independent, so Q, K, V split on their head
+//! ONNX Attention split by heads or by batch ([`batch`]). Every head is independent, so Q, K, V split on their head
 //! axis (4-D `[B, heads, S, D]`: axis 1; 3-D `[B, S, heads·D]`: axis 2, whole heads per rank
 //! when N divides both head counts, the lowering dividing the head-count attributes by N) and
 //! the past cache on axis 1 give each rank whole heads; Y splits like Q, the qk matrix on
@@ -45,6 +45,39 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     }
     let out = if a.qk_output { 1 } else { axis };
     vec![(inputs, Layout::Split(out), Lowering::Op)]
+}
+
+/// Attention split on the batch axis: batch elements are independent, as heads are. Q, K,
+/// V, the past cache and the per-sequence lengths split on axis 0, the mask along its batch
+/// axis (R where it broadcasts over the batch), the output (Y or the qk matrix) on axis 0.
+/// Head counts stay whole, so it applies whatever the heads and N; the partitioner pairs it
+/// with a batch split of the projections around it (a data-parallel layer).
+pub(super) fn batch(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
+    let nd = cx.g.node(node);
+    let Op::Attention(a) = &nd.op else {
+        return vec![];
+    };
+    let mut inputs = vec![
+        t(nd.inputs[0], Layout::Split(0)),
+        t(nd.inputs[1], Layout::Split(0)),
+        t(nd.inputs[2], Layout::Split(0)),
+    ];
+    let mut next = 3;
+    if a.has_mask {
+        // The mask broadcasts against the [B, heads, S_q, S_kv] scores.
+        let m = nd.inputs[next];
+        inputs.push(t(m, aligned(cx.shape(m), 4, 0)));
+        next += 1;
+    }
+    if a.has_past {
+        inputs.push(t(nd.inputs[next], Layout::Split(0)));
+        inputs.push(t(nd.inputs[next + 1], Layout::Split(0)));
+        next += 2;
+    }
+    if a.has_nonpad {
+        inputs.push(t(nd.inputs[next], Layout::Split(0)));
+    }
+    vec![(inputs, Layout::Split(0), Lowering::Op)]
 }
 
 /// `(axis, query heads, key/value heads)` of an attention node: the head axis of Q, K and V

@@ -511,6 +511,7 @@ pub fn instantiate(rule: &DistRule, cx: &RuleCx, node: NodeId, out: usize) -> Ve
     match &rule.body {
         Body::Builtin(b) => match b.as_str() {
             "attention-heads" => super::attention::heads(cx, node, out),
+            "attention-batch" => super::attention::batch(cx, node, out),
             "attention-kv-replicated" => super::attention::kv_replicated(cx, node, out),
             "kv-block" => super::kv_block::kv_block(cx, node, out),
             "fused-section" => super::matmul::fused_section(cx, node, out),
