@@ -58,6 +58,7 @@ mod softmax;
 mod threads;
 mod topk;
 mod transpose2d;
+mod trig;
 mod trilu;
 mod unary;
 mod unary_math;

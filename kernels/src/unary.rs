@@ -42,8 +42,8 @@ pub(crate) fn float_fn(kind: UnaryOp) -> KResult<fn(f32) -> f32> {
         UnaryOp::Floor => f32::floor,
         UnaryOp::Ceil => f32::ceil,
         UnaryOp::Round => f32::round_ties_even,
-        UnaryOp::Sin => f32::sin,
-        UnaryOp::Cos => f32::cos,
+        UnaryOp::Sin => super::trig::sin,
+        UnaryOp::Cos => super::trig::cos,
         UnaryOp::Sign => sign,
         UnaryOp::Softplus => simd::softplus,
         UnaryOp::Silu => |x| x * simd::sigmoid(x),
@@ -183,6 +183,17 @@ pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> KResult<Tensor> {
                 },
             ),
         ),
+        // Branch-free where the reduction holds, then libm beyond it (`trig.rs`).
+        (TensorData::F32(v), UnaryOp::Sin) => {
+            let mut out = simd::map(v, super::trig::sin_reduced);
+            super::trig::fix_large(v, &mut out, f32::sin);
+            make(x.dtype, shape, TensorData::F32(out))
+        }
+        (TensorData::F32(v), UnaryOp::Cos) => {
+            let mut out = simd::map(v, super::trig::cos_reduced);
+            super::trig::fix_large(v, &mut out, f32::cos);
+            make(x.dtype, shape, TensorData::F32(out))
+        }
         (TensorData::F32(v), UnaryOp::Exp) => make(x.dtype, shape, map_wide(v, simd::exp)),
         (TensorData::F32(v), UnaryOp::Log) => make(x.dtype, shape, map_wide(v, simd::ln)),
         // A closure, not the function item: `<fn as Fn>::call` of a function this large is
