@@ -281,6 +281,22 @@ impl<'a> Runner<'a> {
                             .zip(a)
                             .for_each(|(y, &v)| *y = v.round_ties_even()),
                         UnaryOp::Abs => r.iter_mut().zip(a).for_each(|(y, &v)| *y = v.abs()),
+                        // Wide where the reduction holds, then libm beyond it (`trig.rs`):
+                        // the same values as the unfused op. Through `float_fn`'s pointer
+                        // the scalar form's fused multiply-adds are library calls (a rotary
+                        // table's `[8, 128, 16]` went from 69 to 400 µs).
+                        UnaryOp::Sin => {
+                            r.iter_mut()
+                                .zip(a)
+                                .for_each(|(y, &v)| *y = crate::trig::sin_reduced(v));
+                            crate::trig::fix_large(a, r, f32::sin);
+                        }
+                        UnaryOp::Cos => {
+                            r.iter_mut()
+                                .zip(a)
+                                .for_each(|(y, &v)| *y = crate::trig::cos_reduced(v));
+                            crate::trig::fix_large(a, r, f32::cos);
+                        }
                         // ReLU after a pre-activation BatchNorm (DenseNet: 62 per run) went
                         // through `float_fn`'s pointer at 1.6 ns per element.
                         UnaryOp::Relu => r.iter_mut().zip(a).for_each(|(y, &v)| *y = relu(v)),

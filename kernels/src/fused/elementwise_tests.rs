@@ -131,6 +131,41 @@ fn where_cast_and_unary_kinds_equal_the_unfused_ops_bitwise() {
     assert_eq!(bits(&got), bits(&want));
 }
 
+/// Sin and Cos of a rotary table's angles (positions × frequencies), with angles beyond the
+/// wide range and a NaN among them: the program's values are the unfused ops' bit for bit.
+#[test]
+fn sin_and_cos_equal_the_unfused_ops_bitwise() {
+    use EwInstr::*;
+    let pos = Tensor::i64(vec![2, 130, 1], (0..260).map(|i| (i % 130) * 997).collect());
+    let mut freq: Vec<f32> = (0..16)
+        .map(|i| 10_000f32.powf(-(i as f32) / 16.0))
+        .collect();
+    freq[15] = f32::NAN;
+    let freq = Tensor::f32(vec![1, 1, 16], freq);
+    let angles = bin(BinaryOp::Mul, &crate::cast_tensor(&pos, DType::F32), &freq);
+    let want = bin(
+        BinaryOp::Add,
+        &unary(UnaryOp::Cos, &angles),
+        &unary(UnaryOp::Sin, &angles),
+    );
+    let prog = vec![
+        LoadCast(0),
+        Load(1),
+        Binary(BinaryOp::Mul, 0, 1),
+        Unary(UnaryOp::Cos, 2),
+        Unary(UnaryOp::Sin, 2),
+        Binary(BinaryOp::Add, 3, 4),
+    ];
+    let got = fused(&want.shape, prog, &[&pos, &freq]);
+    assert_eq!(bits(&got), bits(&want));
+    // Positions up to 128 813 reach angles past the wide range's 65 536.
+    let big = match &angles.data {
+        tessera_ir::TensorData::F32(v) => v.iter().filter(|a| a.abs() > 65_536.0).count(),
+        _ => 0,
+    };
+    assert!(big > 0);
+}
+
 /// Inside a thread pool the rows are split between threads; the result is the same.
 /// Registers that hold one value per block (scalars, a per-row value outside the block):
 /// a scalar on either side of Sub and Div, one read by Pow and Where (filled out), a
