@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use tessera_ir::Tensor;
 
+pub mod backend_case;
 pub mod generated;
 
 /// Workspace root.

@@ -5,7 +5,9 @@
 //! Cost: no FLOPs; bytes are the indices plus the gathered elements read and written (the
 //! table is not read whole). Partitioning: Gather splits a vocabulary table by rows
 //! (`gather-vocab`), the data or the indices on another axis (`gather-split`), or gathers
-//! from partial sums (`scale-partial`); GatherND and GatherElements are replicated.
+//! from partial sums (`scale-partial`); GatherND splits a batch dim or the indices' leading
+//! axes (`gather-nd-split`), GatherElements an axis other than its own
+//! (`gather-elements-split`).
 use super::{tensor_bytes, Arity, OpSpec, Partitioning};
 use crate::infer::{InferCx, TypedShape};
 use crate::op::{AxisAttrs, GatherNdAttrs};
@@ -78,7 +80,7 @@ impl OpSpec for GatherNdAttrs {
         gathered_bytes(inputs, outputs)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::ReplicatedOnly
+        Partitioning::Rules(&["gather-nd-split"])
     }
 }
 
@@ -113,7 +115,7 @@ impl OpSpec for GatherElementsSpec<'_> {
         gathered_bytes(inputs, outputs)
     }
     fn partitioning(&self) -> Partitioning {
-        Partitioning::ReplicatedOnly
+        Partitioning::Rules(&["gather-elements-split"])
     }
 }
 

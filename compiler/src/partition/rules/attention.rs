@@ -1,8 +1,9 @@
-//! ONNX Attention split by heads or by batch ([`batch`]). Every head is independent, so Q, K, V split on their head
-//! axis (4-D `[B, heads, S, D]`: axis 1; 3-D `[B, S, heads·D]`: axis 2, whole heads per rank
-//! when N divides both head counts, the lowering dividing the head-count attributes by N) and
-//! the past cache on axis 1 give each rank whole heads; Y splits like Q, the qk matrix on
-//! axis 1; a mask follows on its head axis (R where it broadcasts). Grouped-query heads stay
+//! ONNX Attention split by heads or by batch ([`batch`]). Every head is independent, so
+//! Q, K, V split on their head axis (4-D `[B, heads, S, D]`: axis 1; 3-D `[B, S, heads·D]`:
+//! axis 2, whole heads per rank when N divides both head counts, the lowering dividing the
+//! head-count attributes by N) and the past cache on axis 1 give each rank whole heads; Y
+//! splits like Q, the qk matrix on axis 1; a mask follows on its head axis (R where it
+//! broadcasts). Grouped-query heads stay
 //! consistent: local query head h reads local K/V head h / (Hq / Hkv), as globally.
 //!
 //! With fewer key/value heads than ranks ([`kv_replicated`]), Megatron's KV-head replication:

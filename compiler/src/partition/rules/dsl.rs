@@ -512,6 +512,8 @@ pub fn instantiate(rule: &DistRule, cx: &RuleCx, node: NodeId, out: usize) -> Ve
         Body::Builtin(b) => match b.as_str() {
             "attention-heads" => super::attention::heads(cx, node, out),
             "attention-batch" => super::attention::batch(cx, node, out),
+            "gather-nd-split" => super::gather_index::gather_nd(cx, node, out),
+            "gather-elements-split" => super::gather_index::gather_elements(cx, node, out),
             "attention-kv-replicated" => super::attention::kv_replicated(cx, node, out),
             "kv-block" => super::kv_block::kv_block(cx, node, out),
             "fused-section" => super::matmul::fused_section(cx, node, out),

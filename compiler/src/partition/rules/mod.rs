@@ -7,6 +7,7 @@
 //! `R` = replicated, `S(a)` = split on axis a, `P` = partial sum, `N` = number of devices.
 pub(crate) mod attention;
 pub mod dsl;
+mod gather_index;
 mod kv_block;
 mod matmul;
 mod movement;
