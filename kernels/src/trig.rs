@@ -77,8 +77,9 @@ pub(crate) fn cos_reduced(x: f32) -> f32 {
     quadrant(s, c, q.wrapping_add(1))
 }
 
-/// sin(x) for any x: [`sin_reduced`] where it holds, else libm (the scalar form, for the
-/// fused elementwise programs; the same values as the wide loop and [`fix_large`]).
+/// sin(x) for any x: [`sin_reduced`] where it holds, else libm (the scalar form, for
+/// callers through `unary::float_fn`'s pointer; the same values as the wide loop and
+/// [`fix_large`]).
 pub(crate) fn sin(x: f32) -> f32 {
     if x.abs() <= REDUCED_MAX {
         sin_reduced(x)

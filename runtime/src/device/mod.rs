@@ -259,9 +259,8 @@ pub trait Device: Send {
         group: &[usize],
         spec: &CollectiveSpec,
         x: &Self::Buffer,
-        key: usize,
+        _key: usize,
     ) -> Result<Self::Buffer, DeviceError> {
-        let _ = key;
         self.collective(group, spec, x)
     }
 

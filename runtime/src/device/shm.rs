@@ -178,11 +178,18 @@ impl ShmWorld {
                     kind,
                     msg: "a member deposited twice in one round".into(),
                 })?;
-            let mismatch = deposits.iter().position(|(s, ..)| s != &deposits[0].0);
+            let mismatch = deposits
+                .iter()
+                .position(|(s, ..)| s != &deposits[0].0)
+                .map(|m| {
+                    format!(
+                        "group {group:?}: member 0 called {:?} but member {m} called {:?}",
+                        deposits[0].0, deposits[m].0
+                    )
+                });
             let constant = deposits
                 .iter()
                 .all(|d| d.2.is_some() && d.2 == deposits[0].2);
-            let specs: Vec<_> = deposits.iter().map(|d| d.0.clone()).collect();
             let tensors = Arc::new(deposits.into_iter().map(|d| d.1).collect::<Vec<_>>());
             st.round = Some(match mismatch {
                 None => {
@@ -192,10 +199,7 @@ impl ShmWorld {
                     }
                     Ok(tensors)
                 }
-                Some(m) => Err(format!(
-                    "group {group:?}: member 0 called {:?} but member {m} called {:?}",
-                    specs[0], specs[m]
-                )),
+                Some(msg) => Err(msg),
             });
             st.arrived = 0;
             st.readers_left = group.len();
@@ -407,8 +411,8 @@ mod tests {
             .map(|r| Arc::new(Tensor::f32(vec![1, 2], vec![r as f32, r as f32 + 0.5])))
             .collect();
         let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
-        // Member 0 calls key 7 as constant; member 1 calls key 8 as constant the first time
-        // and as an ordinary collective the second: only key 7 is kept.
+        // Both members call key 7 as constant; then member 0 calls key 8 as constant and
+        // member 1 the same round as an ordinary collective: only key 7 is kept.
         std::thread::scope(|s| {
             let (world, group, sp, inputs) = (&world, &group, &sp, &inputs);
             let hs: Vec<_> = (0..2)

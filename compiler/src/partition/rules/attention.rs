@@ -11,7 +11,7 @@
 //! key/value head its query heads read (every rank's query heads must lie in one group).
 use super::matmul::aligned;
 use super::{t, RuleCx, Sig};
-use crate::partition::form::Lowering;
+use crate::partition::form::{Lowering, Operand};
 use tessera_ir::op::AttentionAttrs;
 use tessera_ir::{Layout, NodeId, Op};
 
@@ -29,23 +29,37 @@ pub(super) fn heads(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     if a.has_nonpad {
         return vec![];
     }
-    let mut inputs = vec![
-        t(nd.inputs[0], Layout::Split(axis)),
-        t(nd.inputs[1], Layout::Split(axis)),
-        t(nd.inputs[2], Layout::Split(axis)),
-    ];
+    let inputs = operands(cx, node, a, Layout::Split(axis), 1);
+    let out = if a.qk_output { 1 } else { axis };
+    vec![(inputs, Layout::Split(out), Lowering::Op)]
+}
+
+/// The operands of attention `node` in their order: Q, K and V in `qkv`; the mask aligned
+/// with axis `scores_axis` of the `[B, heads, S_q, S_kv]` scores (R where it broadcasts);
+/// the past cache and the per-sequence lengths split on that axis.
+fn operands(
+    cx: &RuleCx,
+    node: NodeId,
+    a: &AttentionAttrs,
+    qkv: Layout,
+    scores_axis: usize,
+) -> Vec<Operand> {
+    let ins = &cx.g.node(node).inputs;
+    let mut out = vec![t(ins[0], qkv), t(ins[1], qkv), t(ins[2], qkv)];
     let mut next = 3;
     if a.has_mask {
-        let m = nd.inputs[next];
-        inputs.push(t(m, aligned(cx.shape(m), 4, 1)));
+        out.push(t(ins[next], aligned(cx.shape(ins[next]), 4, scores_axis)));
         next += 1;
     }
     if a.has_past {
-        inputs.push(t(nd.inputs[next], Layout::Split(1)));
-        inputs.push(t(nd.inputs[next + 1], Layout::Split(1)));
+        out.push(t(ins[next], Layout::Split(scores_axis)));
+        out.push(t(ins[next + 1], Layout::Split(scores_axis)));
+        next += 2;
     }
-    let out = if a.qk_output { 1 } else { axis };
-    vec![(inputs, Layout::Split(out), Lowering::Op)]
+    if a.has_nonpad {
+        out.push(t(ins[next], Layout::Split(scores_axis)));
+    }
+    out
 }
 
 /// Attention split on the batch axis: batch elements are independent, as heads are. Q, K,
@@ -58,26 +72,7 @@ pub(super) fn batch(cx: &RuleCx, node: NodeId, _: usize) -> Vec<Sig> {
     let Op::Attention(a) = &nd.op else {
         return vec![];
     };
-    let mut inputs = vec![
-        t(nd.inputs[0], Layout::Split(0)),
-        t(nd.inputs[1], Layout::Split(0)),
-        t(nd.inputs[2], Layout::Split(0)),
-    ];
-    let mut next = 3;
-    if a.has_mask {
-        // The mask broadcasts against the [B, heads, S_q, S_kv] scores.
-        let m = nd.inputs[next];
-        inputs.push(t(m, aligned(cx.shape(m), 4, 0)));
-        next += 1;
-    }
-    if a.has_past {
-        inputs.push(t(nd.inputs[next], Layout::Split(0)));
-        inputs.push(t(nd.inputs[next + 1], Layout::Split(0)));
-        next += 2;
-    }
-    if a.has_nonpad {
-        inputs.push(t(nd.inputs[next], Layout::Split(0)));
-    }
+    let inputs = operands(cx, node, a, Layout::Split(0), 0);
     vec![(inputs, Layout::Split(0), Lowering::Op)]
 }
 
