@@ -46,7 +46,7 @@ use tessera_runtime::session::{Session, SessionOptions};
     version,
     after_help = "Environment: TESSERA_FUSE=0 runs every plan step unfused on CPU devices \
 (by default attention, MatMul+bias(+GELU), Add+LayerNorm, Conv+BatchNorm/residual/activation and elementwise chains run as fused kernels); \
-TESSERA_PROFILE=1 (or =shapes, =steps) prints the time per op kind (and output shape, or per\nstep in run order) per rank."
+TESSERA_PROFILE=1 (or =shapes, =steps) prints the time per op kind (and output shape, or per\nstep in run order) per rank: the mean of the --repeat runs, or the one run without --repeat."
 )]
 struct Args {
     /// The plan JSON written by `tessera compile`.
@@ -256,7 +256,11 @@ fn run(args: &Args) -> Result<bool> {
     if args.stats {
         print_stats(&stats);
     }
-    if args.repeat > 0 {
+    if args.repeat == 0 {
+        eprint!("{}", tessera_runtime::exec::take_step_profiles());
+    } else {
+        // The profile covers the repeats, not the first run (which loads the weights).
+        tessera_runtime::exec::take_step_profiles();
         let Loaded::Resident(session, shared) = &loaded else {
             bail!("--repeat runs in one process (not with --nproc or RANK/WORLD_SIZE)");
         };
@@ -275,6 +279,7 @@ fn run(args: &Args) -> Result<bool> {
             ms[ms.len() / 2],
             mean
         );
+        eprint!("{}", tessera_runtime::exec::take_step_profiles());
     }
     if !args.check {
         return Ok(true);

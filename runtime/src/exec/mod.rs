@@ -33,10 +33,12 @@ pub mod error;
 mod fuse;
 pub mod load;
 pub mod memory;
+mod profile;
 mod rank;
 pub mod validate;
 
 pub use error::ExecError;
+pub use profile::take_step_profiles;
 pub(crate) use rank::RankProgram;
 use rank::{run_prepared, run_rank, RankFailure, RankJob};
 

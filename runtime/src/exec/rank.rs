@@ -3,13 +3,14 @@
 use super::constants::{Constants, Role};
 use super::error::ExecError;
 use super::fuse::{self, Item};
+use super::profile::{RunProfile, StepLabel};
 use super::RankStats;
 use crate::collectives::{slice_axis, CollectiveSpec};
 use crate::device::{Device, DeviceError, OutSpec};
 use crate::weights::WeightStore;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tessera_ir::plan::{Plan, Step, StepKind, ValueId};
 use tessera_ir::Tensor;
 use tessera_kernels::{FusedOp, QuantWeight};
@@ -120,7 +121,7 @@ pub(crate) fn run_prepared<D: Device>(
     };
     let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
     let mut live = 0usize;
-    let mut profile = StepProfile::from_env();
+    let mut profile = RunProfile::from_env(rank, items.len());
     for (at, item) in items.iter().enumerate() {
         if job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(RankFailure {
@@ -173,7 +174,7 @@ pub(crate) fn run_prepared<D: Device>(
                         .ok_or_else(|| fail(format!("value {} is not live", v.0), false))
                 })
                 .collect::<Result<_, _>>()?;
-            let t0 = profile.as_ref().map(|_| Instant::now());
+            let t0 = profile.as_ref().map(RunProfile::start);
             let outs = match (served, item) {
                 (Some(ts), _) => {
                     stats.cached_steps += item_steps(item);
@@ -221,26 +222,26 @@ pub(crate) fn run_prepared<D: Device>(
                 StepError::Other(m) => fail(m, false),
             })?;
             if let (Some(p), Some(t0)) = (profile.as_mut(), t0) {
-                let shape = outs.first().map(|b| dev.shape(b).to_vec());
-                let key = match item {
-                    Item::Step(s) => step_key(&steps[*s].kind),
-                    Item::Fused(f) => f.op.name().to_string(),
-                };
-                // In run order, each step also names its graph node (a fused chain: its
-                // first compute step's), to pair it with another runtime's per-node profile.
-                let chain = match item {
-                    Item::Step(s) => std::slice::from_ref(s),
-                    Item::Fused(f) => &f.steps[..],
-                };
-                let node = chain
-                    .iter()
-                    .filter(|_| p.in_order)
-                    .find_map(|&s| step_node(plan, &steps[s].kind));
-                let key = match node {
-                    Some(n) => format!("{key} '{n}'"),
-                    None => key,
-                };
-                p.record(at, key, shape, t0.elapsed());
+                p.record(at, t0, || {
+                    let kind = match item {
+                        Item::Step(s) => step_key(&steps[*s].kind),
+                        Item::Fused(f) => f.op.name().to_string(),
+                    };
+                    // Each item also names its graph node (a fused chain: its first compute
+                    // step's), to pair it with another runtime's per-node profile.
+                    let chain = match item {
+                        Item::Step(s) => std::slice::from_ref(s),
+                        Item::Fused(f) => &f.steps[..],
+                    };
+                    StepLabel {
+                        kind,
+                        node: chain
+                            .iter()
+                            .find_map(|&s| step_node(plan, &steps[s].kind))
+                            .map(str::to_string),
+                        shape: outs.first().map(|b| dev.shape(b).to_vec()),
+                    }
+                });
             }
             outs
         };
@@ -313,7 +314,7 @@ pub(crate) fn run_prepared<D: Device>(
     }
     stats.wall_ms = start.elapsed().as_secs_f64() * 1e3;
     if let Some(p) = profile {
-        p.print(rank);
+        p.finish();
     }
     Ok((kept, stats))
 }
@@ -357,54 +358,6 @@ fn count_item(item: &Item, stats: &mut RankStats) {
     if let Item::Fused(f) = item {
         stats.fused_steps += f.steps.len();
         *stats.fused.entry(f.op.name()).or_default() += 1;
-    }
-}
-
-/// Time per step kind (op name for compute steps), collected when the environment variable
-/// `TESSERA_PROFILE` is set and printed to stderr at the end of the rank's run
-/// (`TESSERA_PROFILE=shapes`: per op kind and output shape; `=steps`: per item of the
-/// schedule, in run order, to set beside another runtime's per-node profile).
-struct StepProfile {
-    by_kind: BTreeMap<String, (usize, Duration)>,
-    shapes: bool,
-    in_order: bool,
-}
-
-impl StepProfile {
-    fn from_env() -> Option<StepProfile> {
-        std::env::var("TESSERA_PROFILE").ok().map(|v| StepProfile {
-            by_kind: BTreeMap::new(),
-            shapes: v == "shapes" || v == "steps",
-            in_order: v == "steps",
-        })
-    }
-
-    fn record(&mut self, at: usize, mut key: String, shape: Option<Vec<usize>>, d: Duration) {
-        if let (true, Some(s)) = (self.shapes, shape) {
-            key = format!("{key} {s:?}");
-        }
-        if self.in_order {
-            // Zero-padded so the map's order is the schedule's.
-            key = format!("{at:05} {key}");
-        }
-        let e = self.by_kind.entry(key).or_default();
-        e.0 += 1;
-        e.1 += d;
-    }
-
-    fn print(&self, rank: usize) {
-        let mut rows: Vec<_> = self.by_kind.iter().collect();
-        if !self.in_order {
-            rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
-        }
-        let total: Duration = rows.iter().map(|r| r.1 .1).sum();
-        eprintln!(
-            "rank {rank} profile: {:.3} ms in steps",
-            total.as_secs_f64() * 1e3
-        );
-        for (k, (n, d)) in rows {
-            eprintln!("  {k:<32} {n:>5} {:>9.3} ms", d.as_secs_f64() * 1e3);
-        }
     }
 }
 
