@@ -2,9 +2,12 @@
 //! head, `Q·Kᵀ` into one `Sq × Sk` scratch through strided views of q and k (or through
 //! scaled copies of the head's rows when q and Kᵀ are scaled before the product), scale and
 //! mask in one pass, the softmax (with the masked-row handling of the spelling it replaces),
-//! then `·V` written straight into the output layout.
+//! then `·V` written straight into the output layout. Where the mask hides a tail of keys
+//! from each row (causal masks), the rows go in blocks that read only the keys up to their
+//! furthest unmasked one (`attention_extent.rs`).
+use super::attention_extent::{block_keys, row_ends, ROW_BLOCK};
+use super::attention_mask::{bools, mask_row, mask_strides, Mask};
 use super::{expect_inputs, f32s, scalar};
-use crate::index::broadcast_strides4;
 use crate::matmul::{gemm_into, MatView};
 use crate::simd::vectorized;
 use crate::softmax::{softmax_row, softmax_row_guarded, softmax_row_nan_fill};
@@ -247,105 +250,17 @@ pub enum SoftmaxRows {
     Guarded,
 }
 
-/// A resolved attention mask: data and strides over `[B, H, Sq, Sk]`.
-#[derive(Clone, Copy)]
-enum Mask<'a> {
-    None,
-    Add(&'a [f32], [usize; 4]),
-    Select(&'a [bool], [usize; 4], f32),
-    Bias(&'a [bool], [usize; 4]),
-}
-
-/// Strides of `mask` broadcast to `[B, H, Sq, Sk]` (right-aligned, numpy rules). A 3-D
-/// mask `[B·H, a, b]` with B > 1 (an exporter that computes the scores as `[B·H, Sq, Sk]`,
-/// e.g. BLOOM's ALiBi bias) is read as `[B, H, a, b]`: right-aligned it could not
-/// broadcast.
-fn mask_strides(mask: &Tensor, full: [usize; 4]) -> KResult<[usize; 4]> {
-    let flat_heads = match mask.shape[..] {
-        [bh, a, b] if full[0] > 1 && bh == full[0] * full[1] => Some([full[0], full[1], a, b]),
-        _ => None,
-    };
-    broadcast_strides4(
-        flat_heads.as_ref().map_or(&mask.shape[..], |s| &s[..]),
-        full,
-    )
-    .ok_or_else(|| format!("mask {} does not broadcast to {full:?}", describe(mask)))
-}
-
-fn bools<'a>(t: &'a Tensor, what: &str) -> KResult<&'a [bool]> {
-    t.as_bool()
-        .ok_or_else(|| format!("{what} must be bool, got {}", describe(t)))
-}
-
-/// Masks one row of scaled scores in place (`scale` maps a raw score to the scaled one) and
-/// says whether the mask is −∞ at every key (ONNX Attention's "fully masked").
-#[inline(always)]
-fn mask_row(row: &mut [f32], mask: Mask, mo: usize, scale: impl Fn(f32) -> f32) -> bool {
-    let sk = row.len();
-    match mask {
-        Mask::None => {
-            for s in row.iter_mut() {
-                *s = scale(*s);
-            }
-            false
-        }
-        Mask::Add(m, ms) => {
-            if ms[3] == 1 {
-                for (s, &e) in row.iter_mut().zip(&m[mo..mo + sk]) {
-                    *s = scale(*s) + e;
-                }
-            } else {
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = scale(*s) + m[mo + j * ms[3]];
-                }
-            }
-            (0..sk).all(|j| m[mo + j * ms[3]] == f32::NEG_INFINITY)
-        }
-        Mask::Select(cond, ms, fill) if ms[3] == 1 => {
-            // Contiguous condition row: a branch-free select that vectorises.
-            for (s, &keep) in row.iter_mut().zip(&cond[mo..mo + sk]) {
-                let z = scale(*s);
-                *s = if keep { z } else { fill };
-            }
-            fill == f32::NEG_INFINITY && !cond[mo..mo + sk].contains(&true)
-        }
-        Mask::Select(cond, ms, fill) => {
-            for (j, s) in row.iter_mut().enumerate() {
-                *s = if cond[mo + j * ms[3]] {
-                    scale(*s)
-                } else {
-                    fill
-                };
-            }
-            fill == f32::NEG_INFINITY && (0..sk).all(|j| !cond[mo + j * ms[3]])
-        }
-        Mask::Bias(cond, ms) if ms[3] == 1 => {
-            let keep = &cond[mo..mo + sk];
-            for (s, &k) in row.iter_mut().zip(keep) {
-                let z = scale(*s);
-                *s = z + if k { 0.0 } else { f32::NEG_INFINITY };
-            }
-            !keep.contains(&true)
-        }
-        Mask::Bias(cond, ms) => {
-            let mut all = true;
-            for (j, s) in row.iter_mut().enumerate() {
-                let keep = cond[mo + j * ms[3]];
-                all &= !keep;
-                *s = scale(*s) + if keep { 0.0 } else { f32::NEG_INFINITY };
-            }
-            all
-        }
-    }
-}
-
-/// Per-head scratch: the scores, the merged layout's `[Sq, D]` context, and the scaled
-/// copies of the head's q and k rows (empty unless q and Kᵀ are scaled before the product).
+/// Per-head scratch: the scores, the merged layout's `[Sq, D]` context, the scaled copies
+/// of the head's q and k rows (empty unless q and Kᵀ are scaled before the product), and
+/// the keys each query row reads under the mask rows at `ends_at` (with whether any row
+/// reads fewer than all).
 struct Scratch {
     scores: Vec<f32>,
     ctx: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
+    ends: Vec<usize>,
+    ends_at: Option<(usize, bool)>,
 }
 
 impl Scratch {
@@ -353,10 +268,26 @@ impl Scratch {
         let (sq, sk, d) = (a.q_len, a.kv_len, a.head_dim);
         let pre = |n: usize| if prescaled { vec![0f32; n] } else { Vec::new() };
         Scratch {
-            scores: vec![0f32; sq * sk],
+            scores: Vec::new(),
             ctx: vec![0f32; sq * d],
             q: pre(sq * d),
             k: pre(sk * d),
+            ends: vec![sk; sq],
+            ends_at: None,
+        }
+    }
+
+    /// The keys each query row reads under the mask rows from `base` (`row_stride` apart),
+    /// into `ends` (kept while the next head reads the same mask rows); true when some row
+    /// reads fewer than all `sk`.
+    fn extent(&mut self, mask: Mask<'_>, base: usize, row_stride: usize, sk: usize) -> bool {
+        match self.ends_at {
+            Some((at, skips)) if at == base => skips,
+            _ => {
+                let skips = row_ends(mask, base, row_stride, sk, &mut self.ends);
+                self.ends_at = Some((base, skips));
+                skips
+            }
         }
     }
 }
@@ -456,6 +387,14 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         let (base_q, q_rs) = q_lay.head(b, hh, h, sq, d);
         let (base_k, k_rs) = k_lay.head(b, hh / group, hk, sk, d);
         let (base_v, v_rs) = v_lay.head(b, hh / group, hk, sk, d);
+        // The keys each row reads: all of them, or (a mask that hides each row's tail of
+        // keys, no score terms) blocks of rows up to their furthest unmasked key.
+        let skips = match mask {
+            Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) if terms.is_empty() => {
+                w.extent(mask, b * ms[0] + hh * ms[1], ms[2], sk)
+            }
+            _ => false,
+        };
         // scores = Q_bh · K_bhᵀ: Q rows are tokens; Kᵀ element (e, j) is key j's e.
         let (qv, ktv) = match pre {
             None => (
@@ -471,39 +410,59 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                 )
             }
         };
-        gemm_into(sq, sk, d, &mut w.scores, 0, qv, ktv, 1.0, false)?;
-        let scores = &mut w.scores;
-        vectorized(
-            #[inline(always)]
-            || {
-                for (i, row) in scores.chunks_exact_mut(sk).enumerate() {
-                    // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
-                    // Add/Where compute it; then the softmax.
-                    let scale = |s: f32| if post_mul { s * c } else { s / c };
-                    let mo = |ms: [usize; 4]| b * ms[0] + hh * ms[1] + i * ms[2];
-                    let off = match mask {
-                        Mask::None => 0,
-                        Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) => mo(ms),
-                    };
-                    let all_masked = mask_row(row, mask, off, scale);
-                    for &t in &terms {
-                        term_row(row, t, mo);
-                    }
-                    match a.rows {
-                        SoftmaxRows::Plain => softmax_row(row, false),
-                        SoftmaxRows::NanToFill => softmax_row_nan_fill(row, fill),
-                        SoftmaxRows::Guarded if all_masked => row.fill(0.0),
-                        SoftmaxRows::Guarded => softmax_row_guarded(row),
-                    }
-                }
-            },
-        );
-        let pv = MatView::row_major(&w.scores, 0, sk);
-        let vv = MatView::row_major(v, base_v, v_rs);
-        match direct {
-            Some(dst) => gemm_into(sq, d, sk, dst, 0, pv, vv, 1.0, false),
-            None => gemm_into(sq, d, sk, &mut w.ctx, 0, pv, vv, 1.0, false),
+        let mut direct = direct;
+        // Without keys to skip, one block of every row (the products' best shape).
+        let block = if skips { ROW_BLOCK } else { sq };
+        if w.scores.len() < block * sk {
+            w.scores.resize(block * sk, 0.0);
         }
+        for r0 in (0..sq).step_by(block) {
+            let r1 = (r0 + block).min(sq);
+            let keys = if skips {
+                block_keys(&w.ends[r0..r1], sk)
+            } else {
+                sk
+            };
+            let qb = MatView {
+                off: qv.off + r0 * qv.rs,
+                ..qv
+            };
+            gemm_into(r1 - r0, keys, d, &mut w.scores, 0, qb, ktv, 1.0, false)?;
+            let scores = &mut w.scores[..(r1 - r0) * keys];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (li, row) in scores.chunks_exact_mut(keys).enumerate() {
+                        let i = r0 + li;
+                        // z = s ⊘ c, masked, in one pass, as the unfused Div/Mul and
+                        // Add/Where compute it; then the softmax.
+                        let scale = |s: f32| if post_mul { s * c } else { s / c };
+                        let mo = |ms: [usize; 4]| b * ms[0] + hh * ms[1] + i * ms[2];
+                        let off = match mask {
+                            Mask::None => 0,
+                            Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) => mo(ms),
+                        };
+                        let all_masked = mask_row(row, mask, off, scale);
+                        for &t in &terms {
+                            term_row(row, t, mo);
+                        }
+                        match a.rows {
+                            SoftmaxRows::Plain => softmax_row(row, false),
+                            SoftmaxRows::NanToFill => softmax_row_nan_fill(row, fill),
+                            SoftmaxRows::Guarded if all_masked => row.fill(0.0),
+                            SoftmaxRows::Guarded => softmax_row_guarded(row),
+                        }
+                    }
+                },
+            );
+            let pv = MatView::row_major(&w.scores, 0, keys);
+            let vv = MatView::row_major(v, base_v, v_rs);
+            match direct.as_deref_mut() {
+                Some(dst) => gemm_into(r1 - r0, d, keys, dst, r0 * d, pv, vv, 1.0, false)?,
+                None => gemm_into(r1 - r0, d, keys, &mut w.ctx, r0 * d, pv, vv, 1.0, false)?,
+            }
+        }
+        Ok(())
     };
     let place = |out: &mut [f32], b: usize, hh: usize, ctx: &[f32]| {
         if a.merged {

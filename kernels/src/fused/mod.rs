@@ -21,6 +21,8 @@ use tessera_ir::op::{ConvAttrs, GeluAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
 mod attention;
+mod attention_extent;
+mod attention_mask;
 mod conv;
 mod elementwise;
 mod elementwise_runner;
