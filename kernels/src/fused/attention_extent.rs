@@ -25,16 +25,37 @@ const KEY_ROUND: usize = 16;
 /// One past the last unmasked key of the row whose mask starts at `mo` (0 when every key
 /// is masked), over `sk` keys.
 fn row_end(mask: Mask<'_>, mo: usize, sk: usize) -> usize {
-    let last = match mask {
-        Mask::None => return sk,
-        Mask::Bias(cond, ms) => (0..sk).rev().find(|&j| cond[mo + j * ms[3]]),
-        Mask::Select(cond, ms, fill) if fill <= MASKED => {
-            (0..sk).rev().find(|&j| cond[mo + j * ms[3]])
+    match mask {
+        Mask::None => sk,
+        Mask::Bias(cond, ms) => last_kept(cond, mo, ms[3], sk, |&k| k),
+        Mask::Select(cond, ms, fill) if fill <= MASKED => last_kept(cond, mo, ms[3], sk, |&k| k),
+        Mask::Select(..) => sk,
+        Mask::Add(m, ms) => last_kept(m, mo, ms[3], sk, |&v| v > MASKED),
+    }
+}
+
+/// One past the last of `sk` mask entries (from `mo`, `stride` apart) that `kept` holds for,
+/// or 0. A contiguous row is searched from its end sixteen entries at a time (a test of a
+/// whole chunk vectorises; a causal row's masked tail is half the row on average).
+fn last_kept<T>(m: &[T], mo: usize, stride: usize, sk: usize, kept: impl Fn(&T) -> bool) -> usize {
+    if stride != 1 {
+        return (0..sk)
+            .rev()
+            .find(|&j| kept(&m[mo + j * stride]))
+            .map_or(0, |j| j + 1);
+    }
+    let row = &m[mo..mo + sk];
+    let mut end = sk;
+    for chunk in row.rchunks(16) {
+        // A fold, not `any`: without its early exit the test vectorises.
+        if chunk.iter().fold(false, |any, v| any | kept(v)) {
+            // Some: the chunk holds a kept entry.
+            let at = chunk.iter().rposition(&kept).unwrap_or(0);
+            return end - chunk.len() + at + 1;
         }
-        Mask::Select(..) => return sk,
-        Mask::Add(m, ms) => (0..sk).rev().find(|&j| m[mo + j * ms[3]] > MASKED),
-    };
-    last.map_or(0, |j| j + 1)
+        end -= chunk.len();
+    }
+    0
 }
 
 /// Per query row of one head (the mask's rows from `base`, `row_stride` apart), the keys
