@@ -76,3 +76,34 @@ fn attention_cases_split_by_batch() {
         case.check(name, &plan);
     }
 }
+
+/// Causal ONNX Attention (`is_causal`, with a boolean or additive mask on top or none, and
+/// grouped-query heads) runs as the fused kernel on CPU devices, on 1 device and split by
+/// batch on 2, and equals the official outputs.
+#[test]
+fn causal_attention_cases_run_fused() {
+    use tessera_runtime::exec::{run_plan, RunOptions};
+    let cases = [
+        "test_attention_4d_causal",
+        "test_attention_4d_gqa_causal",
+        "test_attention_4d_attn_mask_4d_causal",
+        "test_attention_4d_attn_mask_3d_causal",
+    ];
+    for name in cases {
+        let Some(case) = load_case(name) else { return };
+        for n in [1, 2] {
+            let plan = case.plan(name, n, |_| 0);
+            case.check(name, &plan);
+            let (_, stats) = run_plan(&plan, &case.store, &case.inputs, &RunOptions::default())
+                .unwrap_or_else(|e| panic!("{name} on {n}: {e}"));
+            for r in &stats.ranks {
+                assert!(
+                    r.fused.keys().any(|k| k.contains("Attention")),
+                    "{name} on {n}: rank {} ran no fused attention ({:?})",
+                    r.rank,
+                    r.fused
+                );
+            }
+        }
+    }
+}

@@ -43,6 +43,10 @@ pub struct AttentionShape {
     pub terms: Vec<ScoreTerm>,
     /// What the softmax does with masked rows.
     pub rows: SoftmaxRows,
+    /// Keys after a query's own position are masked too (ONNX `Attention`'s `is_causal`
+    /// without a past: key j hidden from query i when j > i), on top of `mask`. Only with
+    /// [`SoftmaxRows::Guarded`] rows (a row with no key left is zeros).
+    pub causal: bool,
     /// The output is `[B, Sq, H, D]` in memory (heads merged back by the chain's Transpose
     /// + Reshape) rather than `[B, H, Sq, D]`.
     pub merged: bool,
@@ -277,14 +281,22 @@ impl Scratch {
         }
     }
 
-    /// The keys each query row reads under the mask rows from `base` (`row_stride` apart),
+    /// The keys each query row reads under the mask rows from `base` (`row_stride` apart)
+    /// and, when `causal`, its own position,
     /// into `ends` (kept while the next head reads the same mask rows); true when some row
     /// reads fewer than all `sk`.
-    fn extent(&mut self, mask: Mask<'_>, base: usize, row_stride: usize, sk: usize) -> bool {
+    fn extent(
+        &mut self,
+        mask: Mask<'_>,
+        base: usize,
+        row_stride: usize,
+        sk: usize,
+        causal: bool,
+    ) -> bool {
         match self.ends_at {
             Some((at, skips)) if at == base => skips,
             _ => {
-                let skips = row_ends(mask, base, row_stride, sk, &mut self.ends);
+                let skips = row_ends(mask, base, row_stride, sk, causal, &mut self.ends);
                 self.ends_at = Some((base, skips));
                 skips
             }
@@ -390,10 +402,11 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         // The keys each row reads: all of them, or (a mask that hides each row's tail of
         // keys, no score terms) blocks of rows up to their furthest unmasked key.
         let skips = match mask {
-            Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) if terms.is_empty() => {
-                w.extent(mask, b * ms[0] + hh * ms[1], ms[2], sk)
+            _ if !terms.is_empty() => false,
+            Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) => {
+                w.extent(mask, b * ms[0] + hh * ms[1], ms[2], sk, a.causal)
             }
-            _ => false,
+            Mask::None => w.extent(mask, 0, 0, sk, a.causal),
         };
         // scores = Q_bh · K_bhᵀ: Q rows are tokens; Kᵀ element (e, j) is key j's e.
         let (qv, ktv) = match pre {
@@ -442,9 +455,15 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                             Mask::None => 0,
                             Mask::Add(_, ms) | Mask::Select(_, ms, _) | Mask::Bias(_, ms) => mo(ms),
                         };
-                        let all_masked = mask_row(row, mask, off, scale);
+                        let mut all_masked = mask_row(row, mask, off, scale);
                         for &t in &terms {
                             term_row(row, t, mo);
+                        }
+                        if a.causal {
+                            // Keys after the query's position, then whether any is left.
+                            let seen = (i + 1).min(row.len());
+                            row[seen..].fill(f32::NEG_INFINITY);
+                            all_masked = row[..seen].iter().all(|&z| z == f32::NEG_INFINITY);
                         }
                         match a.rows {
                             SoftmaxRows::Plain => softmax_row(row, false),
@@ -514,3 +533,7 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
 #[cfg(test)]
 #[path = "attention_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "attention_onnx_tests.rs"]
+mod onnx_tests;

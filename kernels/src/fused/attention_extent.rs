@@ -59,18 +59,21 @@ fn last_kept<T>(m: &[T], mo: usize, stride: usize, sk: usize, kept: impl Fn(&T) 
 }
 
 /// Per query row of one head (the mask's rows from `base`, `row_stride` apart), the keys
-/// it reads: into `ends`, each the row's [`row_end`], or `sk` for a row with every key
-/// masked. Returns false when every row reads every key (nothing to skip).
+/// it reads: into `ends`, each the row's [`row_end`] (when `causal`, at most its own
+/// position + 1), or `sk` for a row with every key masked. Returns false when every row
+/// reads every key (nothing to skip).
 pub(super) fn row_ends(
     mask: Mask<'_>,
     base: usize,
     row_stride: usize,
     sk: usize,
+    causal: bool,
     ends: &mut [usize],
 ) -> bool {
     let mut skips = false;
     for (i, e) in ends.iter_mut().enumerate() {
-        let end = match row_end(mask, base + i * row_stride, sk) {
+        let own = if causal { i + 1 } else { sk };
+        let end = match row_end(mask, base + i * row_stride, sk).min(own) {
             0 => sk,
             end => end,
         };
@@ -96,7 +99,7 @@ mod tests {
         let cond: Vec<bool> = (0..s * s).map(|x| x % s <= x / s).collect();
         let ms = [0, 0, s, 1];
         let mut ends = vec![0; s];
-        assert!(row_ends(Mask::Bias(&cond, ms), 0, s, s, &mut ends));
+        assert!(row_ends(Mask::Bias(&cond, ms), 0, s, s, false, &mut ends));
         assert_eq!(ends, (1..=s).collect::<Vec<_>>());
         assert_eq!(block_keys(&ends[..16], s), 16);
         assert_eq!(block_keys(&ends[16..32], s), 32);
@@ -105,17 +108,25 @@ mod tests {
         // leaves probabilities above zero: nothing is skipped).
         let add = |v: f32| -> Vec<f32> { cond.iter().map(|&k| if k { 0.0 } else { v }).collect() };
         let min = add(f32::MIN);
-        assert!(row_ends(Mask::Add(&min, ms), 0, s, s, &mut ends));
+        assert!(row_ends(Mask::Add(&min, ms), 0, s, s, false, &mut ends));
         assert_eq!(ends[3], 4);
         let soft = add(-1e4);
-        assert!(!row_ends(Mask::Add(&soft, ms), 0, s, s, &mut ends));
+        assert!(!row_ends(Mask::Add(&soft, ms), 0, s, s, false, &mut ends));
         // A select with a finite fill above MASKED keeps every key.
-        assert!(!row_ends(Mask::Select(&cond, ms, -1e4), 0, s, s, &mut ends));
+        assert!(!row_ends(
+            Mask::Select(&cond, ms, -1e4),
+            0,
+            s,
+            s,
+            false,
+            &mut ends
+        ));
         assert!(row_ends(
             Mask::Select(&cond, ms, f32::NEG_INFINITY),
             0,
             s,
             s,
+            false,
             &mut ends
         ));
     }
@@ -132,6 +143,7 @@ mod tests {
             0,
             s,
             s,
+            false,
             &mut ends
         ));
         assert_eq!(ends, vec![5, 8, 8, 8, 8, 8, 8, 8]);
@@ -142,8 +154,12 @@ mod tests {
             0,
             1,
             4,
+            false,
             &mut ends[..3]
         ));
         assert_eq!(&ends[..3], &[4, 4, 4]);
+        // Causal without a mask: row i reads keys 0..=i.
+        assert!(row_ends(Mask::None, 0, 0, 5, true, &mut ends[..5]));
+        assert_eq!(&ends[..5], &[1, 2, 3, 4, 5]);
     }
 }

@@ -452,6 +452,7 @@ impl Program<'_> {
                 mask,
                 terms,
                 rows,
+                causal: false,
                 merged,
                 out_shape,
             }),
@@ -461,8 +462,9 @@ impl Program<'_> {
         })
     }
 
-    /// The ONNX `Attention` op (opset 23) with 4-D q, k, v, no KV cache, causal mask,
-    /// window, softcap or extra output, and a mask (if any) whose last axis covers the keys:
+    /// The ONNX `Attention` op (opset 23) with 4-D q, k, v, no KV cache, window, softcap or
+    /// extra output, a mask (if any) whose last axis covers the keys, causal or not (without
+    /// a past, key j is then hidden from query i when j > i):
     /// the fused kernel with q and k each times √scale and the reference's masked rows
     /// (k and v read through a grouped-query repeat; the heads merged when a Transpose +
     /// Reshape follows).
@@ -470,8 +472,7 @@ impl Program<'_> {
         let Op::Attention(a) = self.op(s)? else {
             return None;
         };
-        let plain = !a.is_causal
-            && !a.has_past
+        let plain = !a.has_past
             && !a.has_nonpad
             && !a.qk_output
             && a.softcap == 0.0
@@ -533,6 +534,7 @@ impl Program<'_> {
                 mask,
                 terms: vec![],
                 rows: SoftmaxRows::Guarded,
+                causal: a.is_causal,
                 merged,
                 out_shape,
             }),
