@@ -269,9 +269,12 @@ fn onnx_attention_op_fuses_with_grouped_kv_and_a_fully_masked_row() {
         let v = out[0].as_f32().unwrap();
         let o = (S + HIDDEN_ROW) * H * D;
         assert_eq!(&v[o..o + H * D], &[0.0; H * D]);
-        // The causal variant is not the fused kernel's: it stays the Attention op.
-        let (fused, _, _) = run_checked(attention_op_graph(repeat, dtype, true), &inputs);
-        assert!(!fused.contains_key("fused Attention"), "{fused:?}");
+        // The causal variant fuses too (the kernel masks the keys after each query), equal
+        // to the op's own kernel, the hidden row still zeros.
+        let (fused, _, out) = run_checked(attention_op_graph(repeat, dtype, true), &inputs);
+        assert_eq!(fused, BTreeMap::from([("fused Attention", 1)]), "causal");
+        let v = out[0].as_f32().unwrap();
+        assert_eq!(&v[o..o + H * D], &[0.0; H * D]);
     }
 }
 
