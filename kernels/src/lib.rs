@@ -54,6 +54,7 @@ mod resize;
 mod resize_planes;
 mod scatter;
 mod simd;
+mod simd_reduce;
 mod softmax;
 mod threads;
 mod topk;

@@ -283,53 +283,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 /// Lanes of the split accumulators in [`sum`] and [`max`] (one AVX-512 register).
 pub(crate) const LANES: usize = 16;
 
-/// Sum of `v`, accumulated in [`LANES`] interleaved partial sums so the loop vectorises
-/// (a fixed order, so the result is deterministic).
-#[inline(always)]
-pub(crate) fn sum(v: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Sum of `f(x)` over `v`, accumulated as [`sum`] (same order for the same values).
-#[inline(always)]
-pub(crate) fn sum_by(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Largest element of `v` ignoring NaNs (−inf for an empty or all-NaN slice), as
-/// `fold(f32::NEG_INFINITY, f32::max)` but vectorisable.
-#[inline(always)]
-pub(crate) fn max(v: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a = if x > *a { x } else { *a };
-        }
-    }
-    acc.iter().copied().fold(tail, f32::max)
-}
+pub(crate) use crate::simd_reduce::{max, sum, sum_by, sum_map};
 
 #[cfg(test)]
 mod tests {
@@ -453,6 +407,7 @@ mod tests {
     #[test]
     fn split_sum_and_max() {
         let v: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
+        // Halves of small integers: every order of the sum is exact.
         assert_eq!(sum(&v), v.iter().sum::<f32>());
         assert_eq!(max(&v), 8.0);
         assert_eq!(max(&[f32::NAN, -3.0]), -3.0);

@@ -124,20 +124,11 @@ fn exp_shifted(row: &mut [f32]) -> f32 {
 /// lane order (the same value as summing afterwards).
 #[inline(always)]
 fn exp_sum(row: &mut [f32], shift: f32) -> f32 {
-    let mut acc = [0f32; simd::LANES];
-    let mut chunks = row.chunks_exact_mut(simd::LANES);
-    for chunk in &mut chunks {
-        for (a, r) in acc.iter_mut().zip(chunk) {
-            *r = simd::exp_nonpositive(*r - shift);
-            *a += *r;
-        }
-    }
-    let mut tail = 0f32;
-    for r in chunks.into_remainder() {
-        *r = simd::exp_nonpositive(*r - shift);
-        tail += *r;
-    }
-    acc.iter().sum::<f32>() + tail
+    simd::sum_map(
+        row,
+        #[inline(always)]
+        |r| simd::exp_nonpositive(r - shift),
+    )
 }
 
 /// [`softmax_row`] (not log) followed by `Where(IsNaN(p), fill, p)`, the replacement done in

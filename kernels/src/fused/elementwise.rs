@@ -187,7 +187,9 @@ pub(crate) fn elementwise(p: &ElementwiseProgram, inputs: &[&Tensor]) -> KResult
             _ => None,
         };
         if let Some((j, want)) = read {
-            *need.get_mut(j).ok_or(format!("input {j} missing"))? = Some(want);
+            *need
+                .get_mut(j)
+                .ok_or_else(|| format!("input {j} missing"))? = Some(want);
         }
         let (regs, n) = operands(ins);
         if regs[..n].iter().any(|&r| r >= i) {
