@@ -19,6 +19,32 @@ fn onnx_attention_op_equals_the_fused_kernel() {
     }
 }
 
+/// The fused attention of an ONNX `Attention` op over 4-D head-major inputs `[b, heads,
+/// s, d]` (`hk` key-value heads): q and k each times `scale`, masked rows zero.
+fn onnx_op_shape(
+    [b, h, hk, s, d]: [usize; 5],
+    scale: f32,
+    mask: AttentionMask,
+    causal: bool,
+) -> FusedOp {
+    FusedOp::Attention(AttentionShape {
+        batch: b,
+        q_len: s,
+        kv_len: s,
+        heads: h,
+        kv_heads: hk,
+        layouts: [HeadLayout::HeadMajor; 3],
+        head_dim: d,
+        scale: AttentionScale::Fixed(scale),
+        mask,
+        terms: vec![],
+        rows: SoftmaxRows::Guarded,
+        causal,
+        merged: false,
+        out_shape: vec![b, h, s, d],
+    })
+}
+
 fn onnx_attention_case(s: usize) {
     let (b, h, hk, d) = (2, 4, 2, 6);
     let q = rand(vec![b, h, s, d], 61);
@@ -49,22 +75,8 @@ fn onnx_attention_case(s: usize) {
             ..Default::default()
         };
         let want = run(Op::Attention(attrs.clone()), &[&q, &k, &v, mask]);
-        let op = FusedOp::Attention(AttentionShape {
-            batch: b,
-            q_len: s,
-            kv_len: s,
-            heads: h,
-            kv_heads: hk,
-            layouts: [HeadLayout::HeadMajor; 3],
-            head_dim: d,
-            scale: AttentionScale::Fixed(crate::attention_qk_factor(&attrs, d)),
-            mask: mask_kind,
-            terms: vec![],
-            rows: SoftmaxRows::Guarded,
-            causal: false,
-            merged: false,
-            out_shape: vec![b, h, s, d],
-        });
+        let scale = crate::attention_qk_factor(&attrs, d);
+        let op = onnx_op_shape([b, h, hk, s, d], scale, mask_kind, false);
         let got = eval_fused(&op, &[&q, &k, &v, mask]).unwrap();
         let gv = got.as_f32().unwrap();
         assert!(gv.iter().all(|x| x.is_finite()));
@@ -96,25 +108,12 @@ fn onnx_attention_case(s: usize) {
         let mut ins = vec![&q, &k, &v];
         ins.extend(mask);
         let want = run(Op::Attention(attrs.clone()), &ins);
-        let op = FusedOp::Attention(AttentionShape {
-            batch: b,
-            q_len: s,
-            kv_len: s,
-            heads: h,
-            kv_heads: hk,
-            layouts: [HeadLayout::HeadMajor; 3],
-            head_dim: d,
-            scale: AttentionScale::Fixed(crate::attention_qk_factor(&attrs, d)),
-            mask: match mask {
-                Some(_) => AttentionMask::Bias,
-                None => AttentionMask::None,
-            },
-            terms: vec![],
-            rows: SoftmaxRows::Guarded,
-            causal: true,
-            merged: false,
-            out_shape: vec![b, h, s, d],
-        });
+        let mask_kind = match mask {
+            Some(_) => AttentionMask::Bias,
+            None => AttentionMask::None,
+        };
+        let scale = crate::attention_qk_factor(&attrs, d);
+        let op = onnx_op_shape([b, h, hk, s, d], scale, mask_kind, true);
         let got = eval_fused(&op, &ins).unwrap();
         let worst = max_abs_diff(&got, &want);
         assert!(

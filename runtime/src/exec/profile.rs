@@ -32,10 +32,11 @@ pub(crate) struct StepLabel {
     pub shape: Option<Vec<usize>>,
 }
 
-/// A rank's table: each item's label, its total time and count over `runs` runs and its
-/// shortest time in one run.
+/// A rank's table: the schedule it times, each item's label, its total time and count over
+/// `runs` runs and its shortest time in one run.
 #[derive(Debug, Default)]
 struct RankTable {
+    schedule: usize,
     runs: usize,
     labels: Vec<StepLabel>,
     times: Vec<(usize, Duration)>,
@@ -45,21 +46,27 @@ struct RankTable {
 /// Every rank's table in this process.
 static TABLES: Mutex<BTreeMap<usize, RankTable>> = Mutex::new(BTreeMap::new());
 
-/// The grouping `TESSERA_PROFILE` asks for, or None when it is unset.
+/// The grouping `TESSERA_PROFILE` asks for, or None when it is unset (read once per
+/// process: every run asks).
 fn grouping() -> Option<Grouping> {
-    std::env::var("TESSERA_PROFILE")
-        .ok()
-        .map(|v| match v.as_str() {
-            "steps" => Grouping::Step,
-            "shapes" => Grouping::Shape,
-            _ => Grouping::Kind,
-        })
+    static GROUPING: std::sync::OnceLock<Option<Grouping>> = std::sync::OnceLock::new();
+    *GROUPING.get_or_init(|| {
+        std::env::var("TESSERA_PROFILE")
+            .ok()
+            .map(|v| match v.as_str() {
+                "steps" => Grouping::Step,
+                "shapes" => Grouping::Shape,
+                _ => Grouping::Kind,
+            })
+    })
 }
 
 /// One run's times, kept by the rank while it runs and added to the process table at its
 /// end ([`RunProfile::finish`]).
 pub(crate) struct RunProfile {
     rank: usize,
+    /// Which schedule runs (see [`RunProfile::from_env`]).
+    schedule: usize,
     times: Vec<Option<Duration>>,
     /// Labels to make this run: the table has none yet for this rank's schedule.
     labels: Option<Vec<Option<StepLabel>>>,
@@ -67,12 +74,18 @@ pub(crate) struct RunProfile {
 
 impl RunProfile {
     /// A profile of one run of `items` items on `rank`, when `TESSERA_PROFILE` is set.
-    pub(crate) fn from_env(rank: usize, items: usize) -> Option<RunProfile> {
+    /// `schedule` tells schedules apart (the address of the prepared program): a rank's
+    /// table starts over when another schedule runs on it, so one of the same length does
+    /// not add its times under the first one's labels.
+    pub(crate) fn from_env(rank: usize, schedule: usize, items: usize) -> Option<RunProfile> {
         grouping()?;
         let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-        let labelled = tables.get(&rank).is_some_and(|t| t.labels.len() == items);
+        let labelled = tables
+            .get(&rank)
+            .is_some_and(|t| t.schedule == schedule && t.labels.len() == items);
         Some(RunProfile {
             rank,
+            schedule,
             times: vec![None; items],
             labels: (!labelled).then(|| vec![None; items]),
         })
@@ -102,6 +115,7 @@ impl RunProfile {
         if let Some(labels) = self.labels {
             // A new schedule (or the first run): start the table over.
             *table = RankTable {
+                schedule: self.schedule,
                 runs: 0,
                 labels: labels
                     .into_iter()
@@ -117,7 +131,8 @@ impl RunProfile {
                 least: vec![Duration::MAX; self.times.len()],
             };
         }
-        if table.times.len() != self.times.len() {
+        if table.schedule != self.schedule || table.times.len() != self.times.len() {
+            // Another schedule labelled the table since this run began: not its items.
             return;
         }
         table.runs += 1;
@@ -211,6 +226,7 @@ mod tests {
         for run in 0..4u64 {
             let mut p = RunProfile {
                 rank: 7,
+                schedule: 1,
                 times: vec![None; 2],
                 labels: (run == 0).then(|| vec![None; 2]),
             };
@@ -233,5 +249,36 @@ mod tests {
         let least: f64 = fields[fields.len() - 2].parse().expect("least");
         assert!(least >= 2.0 && least <= ms, "{line}");
         assert!(!take_grouped(Grouping::Step).contains("MatMul"));
+    }
+
+    #[test]
+    fn another_schedule_of_the_same_length_starts_the_table_over() {
+        let label = |k: &str| StepLabel {
+            kind: k.into(),
+            node: None,
+            shape: None,
+        };
+        let run = |schedule: usize, kind: &'static str| {
+            let labelled = TABLES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&8)
+                .is_some_and(|t| t.schedule == schedule);
+            let mut p = RunProfile {
+                rank: 8,
+                schedule,
+                times: vec![None; 1],
+                labels: (!labelled).then(|| vec![None; 1]),
+            };
+            p.record(0, Instant::now(), || label(kind));
+            p.finish();
+        };
+        run(1, "MatMul");
+        run(1, "MatMul");
+        run(2, "Conv");
+        let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+        let t = tables.get(&8).expect("rank 8's table");
+        assert_eq!((t.schedule, t.runs), (2, 1));
+        assert_eq!(t.labels[0].kind, "Conv");
     }
 }

@@ -121,7 +121,9 @@ pub(crate) fn run_prepared<D: Device>(
     };
     let mut bufs: Vec<Option<D::Buffer>> = (0..n_values).map(|_| None).collect();
     let mut live = 0usize;
-    let mut profile = RunProfile::from_env(rank, items.len());
+    // The prepared program's address tells this schedule from another run on the rank.
+    let schedule = program as *const RankProgram as usize;
+    let mut profile = RunProfile::from_env(rank, schedule, items.len());
     for (at, item) in items.iter().enumerate() {
         if job.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(RankFailure {
