@@ -7,6 +7,7 @@
 //! furthest unmasked one (`attention_extent.rs`).
 use super::attention_extent::{block_keys, row_ends, ROW_BLOCK};
 use super::attention_mask::{bools, mask_row, mask_strides, Mask};
+use super::attention_products::{self as products, transpose_keys};
 use super::{expect_inputs, f32s, scalar};
 use crate::matmul::{gemm_into, MatView};
 use crate::simd::vectorized;
@@ -265,6 +266,11 @@ struct Scratch {
     k: Vec<f32>,
     ends: Vec<usize>,
     ends_at: Option<(usize, bool)>,
+    /// The small products' operands (`products::Tiled`): Kᵀ of the key-value head `kt_at`
+    /// (batch, head) as `[D, Sk]`, and the identity column map `0..max(Sk, D)`.
+    kt: Vec<f32>,
+    kt_at: Option<(usize, usize)>,
+    cols: Vec<u32>,
 }
 
 impl Scratch {
@@ -278,6 +284,9 @@ impl Scratch {
             k: pre(sk * d),
             ends: vec![sk; sq],
             ends_at: None,
+            kt: Vec::new(),
+            kt_at: None,
+            cols: (0..sk.max(d) as u32).collect(),
         }
     }
 
@@ -393,6 +402,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         // product with an empty V sums nothing, so zeros, as the unfused Softmax + MatMul.
         return make(DType::F32, a.out_shape.clone(), TensorData::F32(out));
     }
+    // Small heads multiply on the unpacked GEMM's tiles (`attention_products.rs`).
+    let tiled = products::tiled(sq, sk, d);
     // One head: the scaled, masked softmax of Q·Kᵀ into `scores`, then P·V into `ctx`
     // ([Sq, D] rows) or, for the unmerged layout, straight into `out` at `direct`.
     let head = |b: usize, hh: usize, w: &mut Scratch, direct: Option<&mut [f32]>| -> KResult<()> {
@@ -440,7 +451,23 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                 off: qv.off + r0 * qv.rs,
                 ..qv
             };
-            gemm_into(r1 - r0, keys, d, &mut w.scores, 0, qb, ktv, 1.0, false)?;
+            if tiled {
+                // Kᵀ of this key-value head, once for the query heads that share it.
+                if w.kt_at != Some((b, hh / group)) {
+                    match pre {
+                        None => transpose_keys(&mut w.kt, k, (base_k, k_rs), sk, d),
+                        Some(_) => transpose_keys(&mut w.kt, &w.k, (0, d), sk, d),
+                    }
+                    w.kt_at = Some((b, hh / group));
+                }
+                let q_rows = match pre {
+                    None => (q, base_q + r0 * q_rs, q_rs),
+                    Some(_) => (&w.q[..], r0 * d, d),
+                };
+                products::scores(r1 - r0, keys, d, q_rows, &w.kt, sk, &w.cols, &mut w.scores)?;
+            } else {
+                gemm_into(r1 - r0, keys, d, &mut w.scores, 0, qb, ktv, 1.0, false)?;
+            }
             let scores = &mut w.scores[..(r1 - r0) * keys];
             vectorized(
                 #[inline(always)]
@@ -474,11 +501,18 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
                     }
                 },
             );
-            let pv = MatView::row_major(&w.scores, 0, keys);
-            let vv = MatView::row_major(v, base_v, v_rs);
-            match direct.as_deref_mut() {
-                Some(dst) => gemm_into(r1 - r0, d, keys, dst, r0 * d, pv, vv, 1.0, false)?,
-                None => gemm_into(r1 - r0, d, keys, &mut w.ctx, r0 * d, pv, vv, 1.0, false)?,
+            let out = match direct.as_deref_mut() {
+                Some(dst) => dst,
+                None => &mut w.ctx[..],
+            };
+            if tiled {
+                let p = &w.scores[..(r1 - r0) * keys];
+                let v_rows = (v, base_v, v_rs);
+                products::context(r1 - r0, keys, d, p, v_rows, &w.cols, &mut out[r0 * d..])?;
+            } else {
+                let pv = MatView::row_major(&w.scores, 0, keys);
+                let vv = MatView::row_major(v, base_v, v_rs);
+                gemm_into(r1 - r0, d, keys, out, r0 * d, pv, vv, 1.0, false)?;
             }
         }
         Ok(())

@@ -23,6 +23,7 @@ use tessera_ir::{DType, Tensor, TensorData};
 mod attention;
 mod attention_extent;
 mod attention_mask;
+mod attention_products;
 mod conv;
 mod elementwise;
 mod elementwise_runner;
