@@ -122,6 +122,24 @@ fn attention_equals_the_unfused_chain() {
     assert!(err.to_string().contains("mask"), "{err}");
 }
 
+/// Heads on both product paths: on the tiles (`attention_products.rs`) and, above their
+/// limit, through the `gemm` crate; each equals the unfused chain.
+#[test]
+fn large_and_small_heads_equal_the_unfused_chain() {
+    // 520 queries × 520 keys × 128 is above the tiles' limit; 33 × 33 × 8 is below it.
+    for [b, s, h, d] in [[1, 520, 1, 128], [2, 33, 2, 8]] {
+        let [q, k, v, c] = qkv_and_scale([b, s, h, d], 21);
+        let (_, want) = attention_chain(&q, &k, &v, &c, |z| z.clone(), h);
+        let op = attention_op([b, s, h, d], AttentionMask::None, vec![b, s, h * d]);
+        let got = eval_fused(&op, &[&q, &k, &v, &c]).unwrap();
+        let worst = max_abs_diff(&got, &want);
+        assert!(
+            worst < 1e-5,
+            "[{b}, {s}, {h}, {d}]: max abs difference {worst}"
+        );
+    }
+}
+
 /// Sq = 0 gives an empty output and Sk = 0 zeros, as the unfused chain (Softmax over
 /// an empty axis, then a MatMul with an empty inner dimension); neither panics.
 #[test]
