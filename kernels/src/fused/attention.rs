@@ -266,8 +266,8 @@ struct Scratch {
     k: Vec<f32>,
     ends: Vec<usize>,
     ends_at: Option<(usize, bool)>,
-    /// The small products' operands (`products::Tiled`): Kᵀ of the key-value head `kt_at`
-    /// (batch, head) as `[D, Sk]`, and the identity column map `0..max(Sk, D)`.
+    /// The tiled products' operands (`attention_products.rs`): Kᵀ of the key-value head
+    /// `kt_at` (batch, head) as `[D, Sk]`, and the identity column map `0..max(Sk, D)`.
     kt: Vec<f32>,
     kt_at: Option<(usize, usize)>,
     cols: Vec<u32>,
@@ -402,7 +402,8 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
         // product with an empty V sums nothing, so zeros, as the unfused Softmax + MatMul.
         return make(DType::F32, a.out_shape.clone(), TensorData::F32(out));
     }
-    // Small heads multiply on the unpacked GEMM's tiles (`attention_products.rs`).
+    // Heads up to the tiles' limit multiply on the unpacked GEMM's tiles
+    // (`attention_products.rs`), larger ones through the `gemm` crate.
     let tiled = products::tiled(sq, sk, d);
     // One head: the scaled, masked softmax of Q·Kᵀ into `scores`, then P·V into `ctx`
     // ([Sq, D] rows) or, for the unmerged layout, straight into `out` at `direct`.
