@@ -428,7 +428,10 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             ),
             Some((cq, ck)) => {
                 scaled_rows(&mut w.q, q, base_q, q_rs, d, cq);
-                scaled_rows(&mut w.k, k, base_k, k_rs, d, ck);
+                // The tiles read K scaled as it is transposed, once per key-value head.
+                if !tiled {
+                    scaled_rows(&mut w.k, k, base_k, k_rs, d, ck);
+                }
                 (
                     MatView::row_major(&w.q, 0, d),
                     MatView::col_major(&w.k, 0, d),
@@ -455,10 +458,9 @@ pub(super) fn attention(a: &AttentionShape, inputs: &[&Tensor]) -> KResult<Tenso
             if tiled {
                 // Kᵀ of this key-value head, once for the query heads that share it.
                 if w.kt_at != Some((b, hh / group)) {
-                    match pre {
-                        None => transpose_keys(&mut w.kt, k, (base_k, k_rs), sk, d),
-                        Some(_) => transpose_keys(&mut w.kt, &w.k, (0, d), sk, d),
-                    }
+                    // Times exactly 1 without a pre-product scale: the same values.
+                    let ck = pre.map_or(1.0, |(_, ck)| ck);
+                    transpose_keys(&mut w.kt, k, (base_k, k_rs), sk, d, ck);
                     w.kt_at = Some((b, hh / group));
                 }
                 let q_rows = match pre {

@@ -18,19 +18,21 @@ pub(super) fn tiled(sq: usize, sk: usize, d: usize) -> bool {
     crate::lanes16::lanes_isa().is_some() && sq * sk * d <= TILED_MAX_MACS
 }
 
-/// `kt[e·sk + j] = k[base + j·rs + e]`: the head's keys transposed to `[d, sk]`.
+/// `kt[e·sk + j] = k[base + j·rs + e] · c`: the head's keys transposed to `[d, sk]`, each
+/// times the pre-product scale `c` (the unfused `Mul` of Kᵀ; 1 without one).
 pub(super) fn transpose_keys(
     kt: &mut Vec<f32>,
     k: &[f32],
     (base, rs): (usize, usize),
     sk: usize,
     d: usize,
+    c: f32,
 ) {
     kt.resize(d * sk, 0.0);
     for j in 0..sk {
         let row = &k[base + j * rs..base + j * rs + d];
         for (e, &x) in row.iter().enumerate() {
-            kt[e * sk + j] = x;
+            kt[e * sk + j] = x * c;
         }
     }
 }
