@@ -1,22 +1,29 @@
 //! The evaluation of a fused elementwise program ([`super::elementwise`]): chunk by chunk
 //! over blocks of the output, each instruction into its own register, with the registers
 //! that hold one value over a block kept as scalars.
-use super::elementwise::{ElementwiseProgram, EwInstr, Inner, Src, CHUNK};
+use super::elementwise::{BlockOffsets, ElementwiseProgram, EwInstr, Inner, Src};
 use super::quantize::{fake_quant, quantize};
 use crate::binary::{float_op, max_f32, min_f32, pow_f32};
 use crate::simd::vectorized;
 use crate::unary::{erf, float_fn, gelu_erf, gelu_tanh, hi_then, relu, sign};
 use tessera_ir::op::{BinaryOp, UnaryOp};
 
+thread_local! {
+    /// Each thread's registers ([`Runner::with_scratch`]), kept between programs.
+    static REGISTERS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Evaluates blocks of the output.
 pub(super) struct Runner<'a> {
     pub(super) p: &'a ElementwiseProgram,
     pub(super) srcs: &'a [Src<'a>],
     pub(super) modes: &'a [Inner],
-    pub(super) offsets: &'a [Vec<usize>],
+    pub(super) offsets: &'a [BlockOffsets],
     pub(super) len: usize,
     /// Per register: one value over each chunk ([`uniform_registers`]).
     pub(super) uniform: &'a [bool],
+    /// Elements per register ([`super::elementwise::chunk_len`]).
+    pub(super) chunk: usize,
     /// Whole blocks per chunk: 1, or several when blocks are short (a per-row value of a
     /// norm makes the block one row), so each instruction's dispatch covers a full chunk.
     pub(super) group: usize,
@@ -75,6 +82,15 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Whether input `j` reads the same values in every chunk: one block for every block
+    /// of the output (a bias), and chunks that start at a block each (whole blocks, or
+    /// blocks no longer than a chunk). A later chunk may be shorter: a prefix of the same.
+    fn same_every_chunk(&self, j: usize) -> bool {
+        matches!(self.offsets[j], BlockOffsets::First)
+            && self.modes[j] == Inner::Full
+            && (self.group > 1 || self.len <= self.chunk)
+    }
+
     /// Fills `dst`, whole blocks starting at block `first`.
     pub(super) fn blocks(&self, first: usize, dst: &mut [f32]) {
         self.with_scratch(
@@ -105,7 +121,7 @@ impl<'a> Runner<'a> {
     #[inline(always)]
     fn part(&self, o: usize, start: usize, dst: &mut [f32], scratch: &mut Scratch<'_, 'a>) {
         let mut at = start;
-        for piece in dst.chunks_mut(CHUNK) {
+        for piece in dst.chunks_mut(self.chunk) {
             self.chunk(o, at, piece, scratch);
             at += piece.len();
         }
@@ -116,10 +132,18 @@ impl<'a> Runner<'a> {
     #[inline(always)]
     fn with_scratch(&self, f: impl FnOnce(&Self, &mut Scratch<'_, 'a>)) {
         let nregs = self.p.instrs.len();
-        let mut regs = vec![0f32; nregs * CHUNK];
-        let mut cond = vec![false; CHUNK];
+        // The registers are taken from the thread's buffer and given back after: every
+        // register is written before it is read, so stale values need no clearing (a fresh
+        // zeroed buffer per call cost as much as a small program's arithmetic).
+        let mut regs = REGISTERS.take();
+        let chunk = self.chunk;
+        if regs.len() < nregs * chunk {
+            regs = vec![0f32; nregs * chunk];
+        }
+        let mut cond = vec![false; chunk];
         let mut direct: Vec<Option<&'a [f32]>> = vec![None; nregs];
         let mut filled = vec![false; nregs];
+        let mut kept = vec![false; nregs];
         vectorized(
             #[inline(always)]
             || {
@@ -128,10 +152,12 @@ impl<'a> Runner<'a> {
                     cond: &mut cond,
                     direct: &mut direct,
                     filled: &mut filled,
+                    kept: &mut kept,
                 };
                 f(self, &mut scratch)
             },
         );
+        REGISTERS.set(regs);
     }
 
     /// Input `j`'s elements of a chunk, converted by `f`, into `out`: elements
@@ -149,7 +175,7 @@ impl<'a> Runner<'a> {
         let len = self.len;
         let seg = if self.group > 1 { len } else { out.len() };
         for (b, piece) in out.chunks_mut(seg).enumerate() {
-            let base = self.offsets[j][o + b];
+            let base = self.offsets[j].at(o + b);
             match self.modes[j] {
                 Inner::Full => {
                     let src = &v[base * len + start..][..piece.len()];
@@ -174,9 +200,12 @@ impl<'a> Runner<'a> {
         if self.modes[j] != Inner::Full {
             return None;
         }
-        let base = self.offsets[j][o];
+        let offsets = &self.offsets[j];
+        let base = offsets.at(o);
         let blocks = if self.group > 1 { m / self.len } else { 1 };
-        if !(1..blocks).all(|b| self.offsets[j][o + b] == base + b) {
+        if !matches!(offsets, BlockOffsets::Same)
+            && !(1..blocks).all(|b| offsets.at(o + b) == base + b)
+        {
             return None;
         }
         Some(&v[base * self.len + start..][..m])
@@ -191,9 +220,11 @@ impl<'a> Runner<'a> {
             cond,
             direct,
             filled,
+            kept,
         } = sc;
         let m = dst.len();
         let srcs: &'a [Src<'a>] = self.srcs;
+        let chunk = self.chunk;
         let last = self.p.instrs.len() - 1;
         filled.fill(false);
         // A load read in place in one chunk may need copying in the next (an operand
@@ -208,13 +239,16 @@ impl<'a> Runner<'a> {
                 let (regs_read, n) = operands(ins);
                 for &x in &regs_read[..n] {
                     if self.uniform[x] && !filled[x] && !self.keeps_uniform(ins, x) {
-                        let c = regs[x * CHUNK];
-                        regs[x * CHUNK..x * CHUNK + m].fill(c);
+                        let c = regs[x * chunk];
+                        regs[x * chunk..x * chunk + m].fill(c);
                         filled[x] = true;
                     }
                 }
             }
-            let (done, rest) = regs.split_at_mut(i * CHUNK);
+            if kept[i] {
+                continue;
+            }
+            let (done, rest) = regs.split_at_mut(i * chunk);
             // The last instruction writes the output itself.
             let r: &mut [f32] = if i == last && !uni {
                 &mut *dst
@@ -224,10 +258,10 @@ impl<'a> Runner<'a> {
             let direct_now: &[Option<&'a [f32]>] = direct;
             let reg = |x: usize| match direct_now[x] {
                 Some(v) => v,
-                None => &done[x * CHUNK..x * CHUNK + m],
+                None => &done[x * chunk..x * chunk + m],
             };
             // The value of uniform register `x` (its one element).
-            let scalar = |x: usize| done[x * CHUNK];
+            let scalar = |x: usize| done[x * chunk];
             match *ins {
                 EwInstr::Load(j) => {
                     if let Src::F32(v) = &srcs[j] {
@@ -238,12 +272,17 @@ impl<'a> Runner<'a> {
                             None => self.read(v, j, o, start, r, |x| x),
                         }
                     }
+                    // (Read in place, the slice is given again for each chunk.)
+                    kept[i] = i != last && direct[i].is_none() && self.same_every_chunk(j);
                 }
-                EwInstr::LoadCast(j) => match &srcs[j] {
-                    Src::I64(v) => self.read(v, j, o, start, r, |x| x as f32),
-                    Src::Bool(v) => self.read(v, j, o, start, r, |x| x as u8 as f32),
-                    Src::F32(_) => {}
-                },
+                EwInstr::LoadCast(j) => {
+                    match &srcs[j] {
+                        Src::I64(v) => self.read(v, j, o, start, r, |x| x as f32),
+                        Src::Bool(v) => self.read(v, j, o, start, r, |x| x as u8 as f32),
+                        Src::F32(_) => {}
+                    }
+                    kept[i] = i != last && direct[i].is_none() && self.same_every_chunk(j);
+                }
                 EwInstr::Unary(kind, x) => {
                     let a = reg(x);
                     match kind {
@@ -425,7 +464,7 @@ impl<'a> Runner<'a> {
             }
         }
         if self.uniform[last] {
-            dst.fill(regs[last * CHUNK]);
+            dst.fill(regs[last * chunk]);
         }
     }
 }
@@ -459,4 +498,7 @@ struct Scratch<'s, 'a> {
     direct: &'s mut [Option<&'a [f32]>],
     /// Uniform registers filled out to the chunk in this chunk.
     filled: &'s mut [bool],
+    /// Loads that hold the same values in every chunk ([`Runner::same_every_chunk`]),
+    /// once loaded.
+    kept: &'s mut [bool],
 }

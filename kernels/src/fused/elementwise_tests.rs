@@ -23,14 +23,14 @@ fn bits(t: &Tensor) -> Vec<u32> {
     t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
 }
 
-/// `tanh-GELU(x·w + b) / sqrt(y)`-style tree over broadcast operands, with a 1037-element
-/// trailing block (two full chunks and an odd tail) and a middle-axis broadcast, equals
+/// `tanh-GELU(x·w + b) / sqrt(y)`-style tree over broadcast operands, with a 2101-element
+/// trailing block (full chunks and an odd tail) and a middle-axis broadcast, equals
 /// the unfused ops bit for bit.
 #[test]
 fn broadcasting_tree_equals_the_unfused_ops_bitwise() {
     use EwInstr::*;
     for (xs, ws, bs) in [
-        (vec![2, 3, 1037], vec![1037], vec![3, 1]),
+        (vec![2, 3, 2101], vec![2101], vec![3, 1]),
         (vec![2, 3, 5], vec![2, 1, 5], vec![]),
         (vec![4, 1], vec![1, 7], vec![4, 7]),
     ] {
@@ -337,6 +337,40 @@ fn relu_sign_max_min_equal_the_unfused_ops_bitwise() {
     ];
     let got = fused(&want.shape, prog, &[&x, &s, &t, &y]);
     assert_eq!(bits(&got), bits(&want));
+}
+
+/// A bias read by every block (loaded once per thread where every chunk reads the same
+/// values: several blocks to a chunk, or blocks no longer than a chunk), as f32 and as
+/// int64 cast to f32, beside a residual, with a last chunk shorter than the others, equals
+/// the unfused ops bit for bit.
+#[test]
+fn a_bias_read_by_every_block_equals_the_unfused_ops() {
+    use EwInstr::*;
+    // Blocks of 64 (many to a chunk), of 1500 (one to a chunk) and of 5000 (several
+    // chunks to a block, where the bias differs between chunks).
+    for (rows, len) in [(37, 64), (5, 1500), (3, 5000)] {
+        let x = rand(vec![rows, len], 1);
+        let b = rand(vec![len], 2);
+        let r = rand(vec![rows, len], 3);
+        let ib = Tensor::i64(vec![len], (0..len as i64).map(|i| i % 7 - 3).collect());
+        let sum = bin(BinaryOp::Add, &bin(BinaryOp::Add, &x, &b), &r);
+        let want = unary(
+            UnaryOp::Relu,
+            &bin(BinaryOp::Mul, &sum, &crate::cast_tensor(&ib, DType::F32)),
+        );
+        let prog = vec![
+            Load(0),
+            Load(1),
+            Binary(BinaryOp::Add, 0, 1),
+            Load(2),
+            Binary(BinaryOp::Add, 2, 3),
+            LoadCast(3),
+            Binary(BinaryOp::Mul, 4, 5),
+            Unary(UnaryOp::Relu, 6),
+        ];
+        let got = fused(&[rows, len], prog, &[&x, &b, &r, &ib]);
+        assert_eq!(bits(&got), bits(&want), "{rows}x{len}");
+    }
 }
 
 /// Operands broadcast along different outer axes (`[1, H, S, S]` over the batch beside
