@@ -72,8 +72,9 @@ pub use conv_epilogue::ConvActivation;
 pub use conv_grouped::{grouped_conv_suits, PackedGroupedWeight};
 pub use conv_trim::{trim_dead_taps, TrimmedTaps};
 pub use fused::{
-    eval_fused, AttentionMask, AttentionScale, AttentionShape, ElementwiseProgram, EwInstr,
-    FusedOp, HeadLayout, HeldConvWeight, QuantMatMulOp, QuantWeight, ScoreTerm, SoftmaxRows,
+    eval_fused, eval_fused_outputs, AttentionMask, AttentionScale, AttentionShape,
+    ElementwiseProgram, EwInstr, FusedOp, HeadLayout, HeldConvWeight, QuantMatMulOp, QuantWeight,
+    ScoreTerm, SoftmaxRows,
 };
 pub use matmul_packed::{
     packed_matmul_suits, PackedMatMulWeight, PACKED_MAX_ROWS, PACKED_MIN_WEIGHTS,
@@ -97,7 +98,7 @@ pub struct KernelError {
 /// Result type of the per-family kernels: a message that [`eval`] prefixes with the op name.
 pub(crate) type KResult<T> = Result<T, String>;
 
-pub(crate) use threads::{par_rows, pool_threads, split_min};
+pub(crate) use threads::{par_rows, par_rows_pair, pool_threads, split_min};
 pub use threads::{polled, serial};
 
 /// Evaluates `op` on host tensors and returns its outputs.

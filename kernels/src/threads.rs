@@ -82,3 +82,27 @@ pub(crate) fn par_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mu
         f(0, out);
     }
 }
+
+/// [`par_rows`] over two outputs of the same rows, `a` and `b`, or `a` alone when `b` is
+/// empty (`f` then gets empty pieces of `b`).
+pub(crate) fn par_rows_pair<T: Send>(
+    a: &mut [T],
+    b: &mut [T],
+    row: usize,
+    f: impl Fn(usize, &mut [T], &mut [T]) + Sync,
+) {
+    if b.is_empty() {
+        return par_rows(a, row, |r0, piece| f(r0, piece, &mut []));
+    }
+    let rows = a.len().checked_div(row).unwrap_or(0);
+    let threads = pool_threads();
+    if threads > 1 && rows > 1 && a.len() >= split_min(ROWS_MIN_ELEMENTS) {
+        let per = rows.div_ceil(threads * 4).max(1);
+        a.par_chunks_mut(per * row)
+            .zip(b.par_chunks_mut(per * row))
+            .enumerate()
+            .for_each(|(i, (pa, pb))| f(i * per, pa, pb));
+    } else {
+        f(0, a, b);
+    }
+}

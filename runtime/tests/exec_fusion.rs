@@ -300,6 +300,53 @@ fn bias_residual_layer_norm_fuse() {
     assert_eq!(steps, 3, "the bias Add, the residual Add and the LayerNorm");
 }
 
+/// A pre-norm layer's residual stream: the sum `(y + bias) + residual` is normalised and
+/// also read after the LayerNorm (by the next residual add, and as a graph output): one
+/// kernel writes both, bitwise equal to the unfused ops. A reader of the sum before the
+/// LayerNorm keeps the ops apart (the kernel runs where the LayerNorm was).
+#[test]
+fn residual_layer_norm_keeps_the_sum_read_after_it() {
+    let (bsz, s, h) = (2, 3, 16);
+    let f = DType::F32;
+    for read_before in [false, true] {
+        let mut g = Graph::new();
+        let y = g.add_input("y", f, vec![bsz, s, h]);
+        let r = g.add_input("r", f, vec![bsz, s, h]);
+        let c = inline_weight(&mut g, "c", rand_f32(&[h], 1));
+        let gamma = inline_weight(&mut g, "gamma", rand_f32(&[h], 2));
+        let beta = inline_weight(&mut g, "beta", rand_f32(&[h], 3));
+        let shape = vec![bsz, s, h];
+        let t = binary_node(&mut g, "bias", BinaryOp::Add, [c, y], shape.clone());
+        let u = binary_node(&mut g, "residual", BinaryOp::Add, [r, t], shape.clone());
+        if read_before {
+            let early = binary_node(&mut g, "early", BinaryOp::Mul, [u, u], shape.clone());
+            g.outputs.push(early);
+        }
+        let ln = Op::LayerNorm(NormAttrs {
+            axis: 2,
+            epsilon: 1e-5,
+        });
+        let n = f32_node(&mut g, "ln", ln, vec![u, gamma, beta], shape.clone());
+        let next = binary_node(&mut g, "next", BinaryOp::Add, [u, n], shape);
+        g.outputs.push(next);
+        g.outputs.push(u);
+        let inputs = BTreeMap::from([
+            ("y".to_string(), rand_f32(&[bsz, s, h], 4)),
+            ("r".to_string(), rand_f32(&[bsz, s, h], 5)),
+        ]);
+        let (fused, _) = run_fused_steps(g, &inputs, true);
+        let want = match read_before {
+            false => 1,
+            true => 0,
+        };
+        assert_eq!(
+            fused.get("fused Add+LayerNorm").copied().unwrap_or(0),
+            want,
+            "read before: {read_before}, {fused:?}"
+        );
+    }
+}
+
 /// Llama: q `[B, H, S, D]` and k, v `[B, Hk, S, D]` come already split into heads (the rotary
 /// embedding works on them), k and v repeated over the query-head groups by Reshape +
 /// Expand + Reshape (grouped-query attention), the scores multiplied by the scale and a

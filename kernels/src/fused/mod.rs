@@ -11,15 +11,15 @@
 //! the projections through strides instead of Reshape + Transpose copies, and bias, GELU and
 //! residual adds run in the pass that produces or consumes their operand.
 use super::conv_epilogue::ConvActivation;
-use super::norm::{layer_norm_row, rows_and_param};
-use super::simd::vectorized;
 use super::{describe, make, KResult, KernelError};
+use add_norm::add_layer_norm;
 use attention::attention;
 use conv::conv_epilogue;
 use matmul::matmul_epilogue;
 use tessera_ir::op::{ConvAttrs, GeluAttrs, NormAttrs};
 use tessera_ir::{DType, Tensor, TensorData};
 
+mod add_norm;
 mod attention;
 mod attention_extent;
 mod attention_mask;
@@ -97,7 +97,8 @@ pub enum FusedOp {
     /// `LayerNorm(a + b)` over the last axis (inputs a, b, scale, bias when `has_bias`), or
     /// with `pre_bias` `LayerNorm((a + c) + b)` with c a vector over the last axis (inputs a,
     /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
-    /// the residual.
+    /// the residual. With `keep_sum`, the sum is a second output ([`eval_fused_outputs`]):
+    /// a pre-norm transformer's residual stream, which the next residual add reads too.
     AddLayerNorm {
         /// The LayerNorm's attributes.
         attrs: NormAttrs,
@@ -105,6 +106,8 @@ pub enum FusedOp {
         has_bias: bool,
         /// A bias vector is added to `a` first.
         pre_bias: bool,
+        /// The sum is a second output.
+        keep_sum: bool,
     },
     /// Multi-head scaled dot-product attention, `Softmax(terms(mask(scale(Q·Kᵀ)))) · V`
     /// (inputs q, k, v, the scale's inputs ([`AttentionScale`]), the mask's
@@ -184,24 +187,35 @@ impl FusedOp {
     }
 }
 
-/// Evaluates a fused op on host tensors.
+/// Evaluates a fused op on host tensors: its first output (the only one but for
+/// [`FusedOp::AddLayerNorm`] with `keep_sum`; [`eval_fused_outputs`] gives every output).
 pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelError> {
+    let mut outs = eval_fused_outputs(op, inputs)?;
+    // Every fused op has at least one output.
+    Ok(outs.swap_remove(0))
+}
+
+/// Evaluates a fused op on host tensors: every output, in order.
+pub fn eval_fused_outputs(op: &FusedOp, inputs: &[&Tensor]) -> Result<Vec<Tensor>, KernelError> {
+    let one = |t: Tensor| vec![t];
     let r = match op {
         FusedOp::MatMulEpilogue { bias, gelu, held } => matmul_epilogue(
             *bias,
             gelu.as_ref().map(|g| g.tanh_approximation),
             held.as_deref(),
             inputs,
-        ),
-        FusedOp::QuantMatMul(q) => quant_matmul_op(q, inputs),
+        )
+        .map(one),
+        FusedOp::QuantMatMul(q) => quant_matmul_op(q, inputs).map(one),
         FusedOp::AddLayerNorm {
             attrs,
             has_bias,
             pre_bias,
-        } => add_layer_norm(attrs, *has_bias, *pre_bias, inputs),
-        FusedOp::Attention(a) => attention(a, inputs),
-        FusedOp::Rotary { negate } => rotary::rotary(*negate, inputs),
-        FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs),
+            keep_sum,
+        } => add_layer_norm(attrs, *has_bias, *pre_bias, *keep_sum, inputs),
+        FusedOp::Attention(a) => attention(a, inputs).map(one),
+        FusedOp::Rotary { negate } => rotary::rotary(*negate, inputs).map(one),
+        FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs).map(one),
         FusedOp::ConvEpilogue {
             attrs,
             held,
@@ -216,7 +230,8 @@ pub fn eval_fused(op: &FusedOp, inputs: &[&Tensor]) -> Result<Tensor, KernelErro
             [*bias, *scale, *shift, *residual],
             *act,
             inputs,
-        ),
+        )
+        .map(one),
     };
     r.map_err(|msg| KernelError {
         op: op.name().into(),
@@ -298,79 +313,6 @@ fn quant_matmul_op(q: &QuantMatMulOp, inputs: &[&Tensor]) -> KResult<Tensor> {
         }
         None => crate::dequant_matmul_epilogue(inputs[0], sd, zd, weight, bias, gelu),
     }
-}
-
-fn add_layer_norm(
-    attrs: &NormAttrs,
-    has_bias: bool,
-    pre_bias: bool,
-    inputs: &[&Tensor],
-) -> KResult<Tensor> {
-    expect_inputs(inputs, 3 + has_bias as usize + pre_bias as usize)?;
-    let (c, inputs) = match pre_bias {
-        true => (Some(inputs[1]), [&inputs[..1], &inputs[2..]].concat()),
-        false => (None, inputs.to_vec()),
-    };
-    let (a, b) = (inputs[0], inputs[1]);
-    let (x, y) = (f32s(a, "a")?, f32s(b, "b")?);
-    let n = a.shape.last().copied().unwrap_or(1);
-    let c = match c {
-        Some(c) if c.shape != [n] => {
-            return Err(format!(
-                "bias {} is not a vector of {n} columns",
-                describe(c)
-            ))
-        }
-        Some(c) => Some(f32s(c, "bias")?),
-        None => None,
-    };
-    if a.shape != b.shape {
-        return Err(format!("cannot add {} and {}", describe(a), describe(b)));
-    }
-    if attrs.axis + 1 != a.shape.len() {
-        return Err(format!(
-            "normalises from axis {} of {}, not the last axis",
-            attrs.axis,
-            describe(a)
-        ));
-    }
-    let (_, inner, s) = rows_and_param(attrs.axis, a, inputs[2], "scale")?;
-    let bias = match has_bias {
-        true => Some(rows_and_param(attrs.axis, a, inputs[3], "bias")?.2),
-        false => None,
-    };
-    let mut out = vec![0f32; x.len()];
-    if inner > 0 {
-        crate::par_rows(&mut out, inner, |r0, dsts| {
-            let (x, y) = (&x[r0 * inner..], &y[r0 * inner..]);
-            let mut sum = vec![0f32; inner];
-            vectorized(
-                #[inline(always)]
-                || {
-                    for ((dst, xr), yr) in dsts
-                        .chunks_exact_mut(inner)
-                        .zip(x.chunks_exact(inner))
-                        .zip(y.chunks_exact(inner))
-                    {
-                        match c {
-                            // (a + c) + b: the unfused Adds' order (each commutative).
-                            Some(c) => sum
-                                .iter_mut()
-                                .zip(xr.iter().zip(c))
-                                .zip(yr)
-                                .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
-                            None => sum
-                                .iter_mut()
-                                .zip(xr.iter().zip(yr))
-                                .for_each(|(s, (p, q))| *s = p + q),
-                        }
-                        layer_norm_row(&sum, dst, &s, bias.as_deref(), attrs.epsilon);
-                    }
-                },
-            )
-        });
-    }
-    make(a.dtype, a.shape.clone(), TensorData::F32(out))
 }
 
 /// Helpers shared by the fused kernels' tests.
@@ -503,45 +445,5 @@ mod tests {
         };
         assert_eq!(bits(&got), bits(&want));
         assert_eq!(got.as_f32().unwrap(), &[0.0, 0.0, 0.0, 10.0, 30.0, 1e4]);
-    }
-
-    #[test]
-    fn add_layer_norm_equals_the_unfused_pair_bitwise() {
-        let a = rand(vec![3, 4, 16], 5);
-        let b = rand(vec![3, 4, 16], 6);
-        let s = rand(vec![16], 7);
-        let bias = rand(vec![16], 8);
-        let attrs = NormAttrs {
-            axis: 2,
-            epsilon: 1e-12,
-        };
-        let want = run(
-            Op::LayerNorm(attrs.clone()),
-            &[&bin(BinaryOp::Add, &a, &b), &s, &bias],
-        );
-        let op = FusedOp::AddLayerNorm {
-            attrs: attrs.clone(),
-            has_bias: true,
-            pre_bias: false,
-        };
-        let got = eval_fused(&op, &[&a, &b, &s, &bias]).unwrap();
-        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
-        // LayerNorm((y + c) + r): a row-parallel layer's bias after its all-reduce.
-        let c = rand(vec![16], 9);
-        let want = run(
-            Op::LayerNorm(attrs.clone()),
-            &[
-                &bin(BinaryOp::Add, &bin(BinaryOp::Add, &c, &a), &b),
-                &s,
-                &bias,
-            ],
-        );
-        let op = FusedOp::AddLayerNorm {
-            attrs,
-            has_bias: true,
-            pre_bias: true,
-        };
-        let got = eval_fused(&op, &[&a, &c, &b, &s, &bias]).unwrap();
-        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
     }
 }

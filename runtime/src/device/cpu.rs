@@ -265,15 +265,17 @@ impl Device for CpuDevice {
         &mut self,
         op: &tessera_kernels::FusedOp,
         inputs: &[&CpuBuffer],
-    ) -> Result<CpuBuffer, DeviceError> {
+    ) -> Result<Vec<CpuBuffer>, DeviceError> {
         let ins: Vec<&Tensor> = inputs.iter().map(|b| b.as_ref()).collect();
         let big = self
             .pool
             .as_ref()
             .is_some_and(|p| fused_is_big(op, &ins, p.min()));
-        Ok(Arc::new(
-            self.run(big, || tessera_kernels::eval_fused(op, &ins))?,
-        ))
+        Ok(self
+            .run(big, || tessera_kernels::eval_fused_outputs(op, &ins))?
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     fn sharded_gather(

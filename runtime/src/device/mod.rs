@@ -204,13 +204,14 @@ pub trait Device: Send {
         false
     }
 
-    /// Runs a fused op chain (semantics of [`tessera_kernels::eval_fused`]). Only called when
-    /// [`Device::fuses`] is true; the default reports that the backend has no fused kernels.
+    /// Runs a fused op chain (semantics of [`tessera_kernels::eval_fused_outputs`]): its
+    /// outputs, in order. Only called when [`Device::fuses`] is true; the default reports
+    /// that the backend has no fused kernels.
     fn compute_fused(
         &mut self,
         op: &FusedOp,
         _inputs: &[&Self::Buffer],
-    ) -> Result<Self::Buffer, DeviceError> {
+    ) -> Result<Vec<Self::Buffer>, DeviceError> {
         Err(DeviceError::Backend(format!(
             "{}: this backend has no fused kernels",
             op.name()

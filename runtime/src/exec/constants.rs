@@ -91,7 +91,7 @@ impl Constants {
         let io = |item: &Item| -> (Vec<ValueId>, Vec<ValueId>) {
             match item {
                 Item::Step(s) => (steps[*s].inputs.clone(), steps[*s].outputs.clone()),
-                Item::Fused(f) => (f.inputs.clone(), vec![f.output]),
+                Item::Fused(f) => (f.inputs.clone(), f.outputs.clone()),
             }
         };
         let bytes = |v: &ValueId| {

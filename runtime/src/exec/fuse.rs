@@ -23,7 +23,8 @@
 //! its kernel is one pass).
 //! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
 //!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
-//!   its all-reduce) ([`FusedOp::AddLayerNorm`]).
+//!   its all-reduce) ([`FusedOp::AddLayerNorm`]); when the sum is also read after the
+//!   LayerNorm (a pre-norm layer's residual stream), it is a second output.
 //! * **Conv epilogue**: `Conv`, then a per-channel `Mul` and/or `Add` (an unfolded
 //!   BatchNormalization), an `Add` of a same-shape residual and/or an activation (Relu,
 //!   Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv output as
@@ -61,8 +62,9 @@ pub(crate) struct Fused {
     pub op: FusedOp,
     /// Values it reads.
     pub inputs: Vec<ValueId>,
-    /// The value it writes (the chain's last output).
-    pub output: ValueId,
+    /// The values it writes: the chain's last output, then any other value of the chain
+    /// that is read outside it (the sum kept by [`FusedOp::AddLayerNorm`]).
+    pub outputs: Vec<ValueId>,
     /// The steps it replaces, in program order.
     pub steps: Vec<usize>,
 }
@@ -176,7 +178,7 @@ fn drop_dead(items: Vec<Item>, steps: &[Step], keep: &[bool]) -> Vec<Item> {
     let io = |item: &Item| -> (Vec<ValueId>, Vec<ValueId>) {
         match item {
             Item::Step(s) => (steps[*s].inputs.clone(), steps[*s].outputs.clone()),
-            Item::Fused(f) => (f.inputs.clone(), vec![f.output]),
+            Item::Fused(f) => (f.inputs.clone(), f.outputs.clone()),
         }
     };
     let mut readers = vec![0usize; keep.len()];
@@ -346,6 +348,20 @@ impl<'a> Program<'a> {
         self.sole_producer(v, by).filter(|_| self.is_f32(v))
     }
 
+    /// The step producing the f32 value `v` when step `by` reads it and every other reader
+    /// is a later step (not a fused chain, whose place is not known here; `v` may be kept).
+    fn read_after(&self, v: ValueId, by: usize) -> Option<usize> {
+        let readers = &self.uses[v.index()];
+        if !self.is_f32(v)
+            || !readers.contains(&by)
+            || readers.iter().any(|&r| r < by || r == OUTSIDE)
+        {
+            return None;
+        }
+        let p = self.producer[v.index()]?;
+        self.op(p).map(|_| p)
+    }
+
     /// The step producing `v` when `v`, of any dtype, is read by step `by` alone and not
     /// kept.
     fn sole_producer(&self, v: ValueId, by: usize) -> Option<usize> {
@@ -409,7 +425,13 @@ impl<'a> Program<'a> {
         };
         let ins = self.ins(ln);
         let x = *ins.first()?;
-        let add = self.internal(x, ln)?;
+        // The sum may be read after the LayerNorm too (kept as a second output: the
+        // residual stream of a pre-norm layer), not before it: the fused item runs where the
+        // LayerNorm was.
+        let (add, keep_sum) = match self.internal(x, ln) {
+            Some(add) => (add, false),
+            None => (self.read_after(x, ln)?, true),
+        };
         if self.binary(add) != Some(BinaryOp::Add) || attrs.axis + 1 != self.shape(x).len() {
             return None;
         }
@@ -453,14 +475,19 @@ impl<'a> Program<'a> {
             None => vec![a, b],
         };
         inputs.extend_from_slice(&ins[1..]);
+        let mut outputs = vec![self.out(ln)];
+        if keep_sum {
+            outputs.push(x);
+        }
         Some(Fused {
             op: FusedOp::AddLayerNorm {
                 attrs: attrs.clone(),
                 has_bias: ins.len() == 3,
                 pre_bias: pre_bias.is_some(),
+                keep_sum,
             },
             inputs,
-            output: self.out(ln),
+            outputs,
             steps,
         })
     }

@@ -88,7 +88,7 @@ fn last_uses(items: &[Item], steps: &[Step], n_values: usize) -> Vec<Option<usiz
 fn item_values<'a>(item: &'a Item, steps: &'a [Step]) -> (&'a [ValueId], &'a [ValueId]) {
     match item {
         Item::Step(s) => (&steps[*s].inputs, &steps[*s].outputs),
-        Item::Fused(f) => (&f.inputs, std::slice::from_ref(&f.output)),
+        Item::Fused(f) => (&f.inputs, &f.outputs),
     }
 }
 
@@ -214,9 +214,7 @@ pub(crate) fn run_prepared<D: Device>(
                         }
                         _ => {}
                     }
-                    dev.compute_fused(&f.op, &ins)
-                        .map(|b| vec![b])
-                        .map_err(StepError::Device)
+                    dev.compute_fused(&f.op, &ins).map_err(StepError::Device)
                 }
             }
             .map_err(|e| match e {

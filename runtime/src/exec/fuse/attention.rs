@@ -457,7 +457,7 @@ impl Program<'_> {
                 out_shape,
             }),
             inputs,
-            output,
+            outputs: vec![output],
             steps,
         })
     }
@@ -539,7 +539,7 @@ impl Program<'_> {
                 out_shape,
             }),
             inputs,
-            output,
+            outputs: vec![output],
             steps,
         })
     }

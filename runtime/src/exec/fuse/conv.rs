@@ -104,7 +104,7 @@ impl Program<'_> {
                 act: act.map(|a| a.2),
             },
             inputs,
-            output: x,
+            outputs: vec![x],
             steps,
         })
     }

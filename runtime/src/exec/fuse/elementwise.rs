@@ -349,7 +349,7 @@ impl Program<'_> {
                 out_dtype,
             }),
             inputs: t.inputs,
-            output: self.out(root),
+            outputs: vec![self.out(root)],
             steps: t.steps,
         })
     }

@@ -50,7 +50,7 @@ impl Program<'_> {
                 held: held.map(|(_, w)| w),
             },
             inputs,
-            output: epi.output,
+            outputs: vec![epi.output],
             steps,
         })
     }
@@ -107,7 +107,7 @@ impl Program<'_> {
                 held: Some(packed),
             },
             inputs: std::iter::once(x).chain(c).collect(),
-            output: out,
+            outputs: vec![out],
             steps,
         })
     }

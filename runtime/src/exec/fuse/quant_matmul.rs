@@ -137,7 +137,7 @@ impl Program<'_> {
                 gelu: epi.gelu,
             }),
             inputs,
-            output: epi.output,
+            outputs: vec![epi.output],
             steps,
         })
     }

@@ -49,7 +49,7 @@ impl Program<'_> {
             Some(Fused {
                 op: FusedOp::Rotary { negate },
                 inputs: vec![x, cos, sin],
-                output: self.out(add),
+                outputs: vec![self.out(add)],
                 steps,
             })
         })

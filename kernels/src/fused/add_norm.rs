@@ -1,0 +1,178 @@
+//! `LayerNorm` of a residual sum ([`super::FusedOp::AddLayerNorm`]): the sum of each row is
+//! formed and normalised in one pass, and kept as a second output where the layer's
+//! residual stream reads it again.
+use super::{describe, expect_inputs, f32s, make, KResult};
+use crate::norm::{layer_norm_row, rows_and_param};
+use crate::simd::vectorized;
+use tessera_ir::op::NormAttrs;
+use tessera_ir::{Tensor, TensorData};
+
+/// `LayerNorm((a [+ c]) + b)` over the last axis (inputs a, [c,] b, scale[, bias]); with
+/// `keep_sum`, the sum too (the second output).
+pub(super) fn add_layer_norm(
+    attrs: &NormAttrs,
+    has_bias: bool,
+    pre_bias: bool,
+    keep_sum: bool,
+    inputs: &[&Tensor],
+) -> KResult<Vec<Tensor>> {
+    expect_inputs(inputs, 3 + has_bias as usize + pre_bias as usize)?;
+    let (c, inputs) = match pre_bias {
+        true => (Some(inputs[1]), [&inputs[..1], &inputs[2..]].concat()),
+        false => (None, inputs.to_vec()),
+    };
+    let (a, b) = (inputs[0], inputs[1]);
+    let (x, y) = (f32s(a, "a")?, f32s(b, "b")?);
+    let n = a.shape.last().copied().unwrap_or(1);
+    let c = match c {
+        Some(c) if c.shape != [n] => {
+            return Err(format!(
+                "bias {} is not a vector of {n} columns",
+                describe(c)
+            ))
+        }
+        Some(c) => Some(f32s(c, "bias")?),
+        None => None,
+    };
+    if a.shape != b.shape {
+        return Err(format!("cannot add {} and {}", describe(a), describe(b)));
+    }
+    if attrs.axis + 1 != a.shape.len() {
+        return Err(format!(
+            "normalises from axis {} of {}, not the last axis",
+            attrs.axis,
+            describe(a)
+        ));
+    }
+    let (_, inner, s) = rows_and_param(attrs.axis, a, inputs[2], "scale")?;
+    let bias = match has_bias {
+        true => Some(rows_and_param(attrs.axis, a, inputs[3], "bias")?.2),
+        false => None,
+    };
+    let mut out = vec![0f32; x.len()];
+    // The sums: the second output, or one row of scratch per piece of rows.
+    let mut sums = vec![0f32; if keep_sum { x.len() } else { 0 }];
+    if inner > 0 {
+        crate::par_rows_pair(&mut out, &mut sums, inner, |r0, dsts, kept| {
+            let (x, y) = (&x[r0 * inner..], &y[r0 * inner..]);
+            let mut scratch = vec![0f32; if keep_sum { 0 } else { inner }];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (i, ((dst, xr), yr)) in dsts
+                        .chunks_exact_mut(inner)
+                        .zip(x.chunks_exact(inner))
+                        .zip(y.chunks_exact(inner))
+                        .enumerate()
+                    {
+                        let sum = match keep_sum {
+                            true => &mut kept[i * inner..(i + 1) * inner],
+                            false => &mut scratch[..],
+                        };
+                        match c {
+                            // (a + c) + b: the unfused Adds' order (each commutative).
+                            Some(c) => sum
+                                .iter_mut()
+                                .zip(xr.iter().zip(c))
+                                .zip(yr)
+                                .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
+                            None => sum
+                                .iter_mut()
+                                .zip(xr.iter().zip(yr))
+                                .for_each(|(s, (p, q))| *s = p + q),
+                        }
+                        layer_norm_row(sum, dst, &s, bias.as_deref(), attrs.epsilon);
+                    }
+                },
+            )
+        });
+    }
+    let mut outs = vec![make(a.dtype, a.shape.clone(), TensorData::F32(out))?];
+    if keep_sum {
+        outs.push(make(a.dtype, a.shape.clone(), TensorData::F32(sums))?);
+    }
+    Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::super::{eval_fused, eval_fused_outputs, FusedOp};
+    use tessera_ir::op::*;
+    use tessera_ir::Op;
+
+    #[test]
+    fn add_layer_norm_equals_the_unfused_pair_bitwise() {
+        let a = rand(vec![3, 4, 16], 5);
+        let b = rand(vec![3, 4, 16], 6);
+        let s = rand(vec![16], 7);
+        let bias = rand(vec![16], 8);
+        let attrs = NormAttrs {
+            axis: 2,
+            epsilon: 1e-12,
+        };
+        let want = run(
+            Op::LayerNorm(attrs.clone()),
+            &[&bin(BinaryOp::Add, &a, &b), &s, &bias],
+        );
+        let op = FusedOp::AddLayerNorm {
+            attrs: attrs.clone(),
+            has_bias: true,
+            pre_bias: false,
+            keep_sum: false,
+        };
+        let got = eval_fused(&op, &[&a, &b, &s, &bias]).unwrap();
+        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
+        // LayerNorm((y + c) + r): a row-parallel layer's bias after its all-reduce.
+        let c = rand(vec![16], 9);
+        let want = run(
+            Op::LayerNorm(attrs.clone()),
+            &[
+                &bin(BinaryOp::Add, &bin(BinaryOp::Add, &c, &a), &b),
+                &s,
+                &bias,
+            ],
+        );
+        let op = FusedOp::AddLayerNorm {
+            attrs: attrs.clone(),
+            has_bias: true,
+            pre_bias: true,
+            keep_sum: false,
+        };
+        let got = eval_fused(&op, &[&a, &c, &b, &s, &bias]).unwrap();
+        assert_eq!(got.as_f32().unwrap(), want.as_f32().unwrap());
+    }
+
+    /// With the sum kept (a pre-norm transformer's residual stream), the second output
+    /// equals the unfused Adds and the first the LayerNorm of it, bit for bit, over rows
+    /// enough to split between threads.
+    #[test]
+    fn add_layer_norm_keeps_the_sum() {
+        let (a, b) = (rand(vec![4, 1100, 64], 5), rand(vec![4, 1100, 64], 6));
+        let (s, c) = (rand(vec![64], 7), rand(vec![64], 9));
+        let attrs = NormAttrs {
+            axis: 2,
+            epsilon: 1e-5,
+        };
+        let sum = bin(BinaryOp::Add, &bin(BinaryOp::Add, &c, &a), &b);
+        let norm = run(Op::LayerNorm(attrs.clone()), &[&sum, &s]);
+        let op = FusedOp::AddLayerNorm {
+            attrs,
+            has_bias: false,
+            pre_bias: true,
+            keep_sum: true,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for threads in [1, 2] {
+            let go = || eval_fused_outputs(&op, &[&a, &c, &b, &s]).unwrap();
+            let got = if threads == 2 { pool.install(go) } else { go() };
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0].as_f32().unwrap(), norm.as_f32().unwrap());
+            assert_eq!(got[1].as_f32().unwrap(), sum.as_f32().unwrap());
+            assert_eq!(got[1].shape, sum.shape);
+        }
+    }
+}
