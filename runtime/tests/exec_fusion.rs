@@ -300,15 +300,15 @@ fn bias_residual_layer_norm_fuse() {
     assert_eq!(steps, 3, "the bias Add, the residual Add and the LayerNorm");
 }
 
-/// A pre-norm layer's residual stream: the sum `(y + bias) + residual` is normalised and
-/// also read after the LayerNorm (by the next residual add, and as a graph output): one
-/// kernel writes both, bitwise equal to the unfused ops. A reader of the sum before the
-/// LayerNorm keeps the ops apart (the kernel runs where the LayerNorm was).
+/// A pre-norm layer's residual stream: the sum `(y + bias) + residual` is normalised (by a
+/// LayerNorm or an RMSNorm) and also read after the norm (by the next residual add, and as
+/// a graph output): one kernel writes both, bitwise equal to the unfused ops. A reader of
+/// the sum before the norm keeps the ops apart (the kernel runs where the norm was).
 #[test]
-fn residual_layer_norm_keeps_the_sum_read_after_it() {
+fn residual_norm_keeps_the_sum_read_after_it() {
     let (bsz, s, h) = (2, 3, 16);
     let f = DType::F32;
-    for read_before in [false, true] {
+    for (rms, read_before) in [(false, false), (false, true), (true, false), (true, true)] {
         let mut g = Graph::new();
         let y = g.add_input("y", f, vec![bsz, s, h]);
         let r = g.add_input("r", f, vec![bsz, s, h]);
@@ -322,11 +322,15 @@ fn residual_layer_norm_keeps_the_sum_read_after_it() {
             let early = binary_node(&mut g, "early", BinaryOp::Mul, [u, u], shape.clone());
             g.outputs.push(early);
         }
-        let ln = Op::LayerNorm(NormAttrs {
+        let attrs = NormAttrs {
             axis: 2,
             epsilon: 1e-5,
-        });
-        let n = f32_node(&mut g, "ln", ln, vec![u, gamma, beta], shape.clone());
+        };
+        let (norm, ins) = match rms {
+            true => (Op::RmsNorm(attrs), vec![u, gamma]),
+            false => (Op::LayerNorm(attrs), vec![u, gamma, beta]),
+        };
+        let n = f32_node(&mut g, "norm", norm, ins, shape.clone());
         let next = binary_node(&mut g, "next", BinaryOp::Add, [u, n], shape);
         g.outputs.push(next);
         g.outputs.push(u);
@@ -339,10 +343,15 @@ fn residual_layer_norm_keeps_the_sum_read_after_it() {
             false => 1,
             true => 0,
         };
+        let name = if rms {
+            "fused Add+RmsNorm"
+        } else {
+            "fused Add+LayerNorm"
+        };
         assert_eq!(
-            fused.get("fused Add+LayerNorm").copied().unwrap_or(0),
+            fused.get(name).copied().unwrap_or(0),
             want,
-            "read before: {read_before}, {fused:?}"
+            "rms: {rms}, read before: {read_before}, {fused:?}"
         );
     }
 }

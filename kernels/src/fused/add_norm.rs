@@ -1,16 +1,17 @@
-//! `LayerNorm` of a residual sum ([`super::FusedOp::AddLayerNorm`]): the sum of each row is
-//! formed and normalised in one pass, and kept as a second output where the layer's
-//! residual stream reads it again.
+//! `LayerNorm` or `RMSNorm` of a residual sum ([`super::FusedOp::AddLayerNorm`]): the sum
+//! of each row is formed and normalised in one pass, and kept as a second output where the
+//! layer's residual stream reads it again.
 use super::{describe, expect_inputs, f32s, make, KResult};
-use crate::norm::{layer_norm_row, rows_and_param};
+use crate::norm::{layer_norm_block, rms_norm_block, rows_and_param, BLOCK_ROWS};
 use crate::simd::vectorized;
 use tessera_ir::op::NormAttrs;
 use tessera_ir::{Tensor, TensorData};
 
-/// `LayerNorm((a [+ c]) + b)` over the last axis (inputs a, [c,] b, scale[, bias]); with
-/// `keep_sum`, the sum too (the second output).
+/// `LayerNorm((a [+ c]) + b)` over the last axis (inputs a, [c,] b, scale[, bias]), or
+/// `RMSNorm` of it when `rms` (no bias); with `keep_sum`, the sum too (the second output).
 pub(super) fn add_layer_norm(
     attrs: &NormAttrs,
+    rms: bool,
     has_bias: bool,
     pre_bias: bool,
     keep_sum: bool,
@@ -44,48 +45,84 @@ pub(super) fn add_layer_norm(
             describe(a)
         ));
     }
+    if rms && has_bias {
+        return Err("an RMSNorm has no bias".into());
+    }
     let (_, inner, s) = rows_and_param(attrs.axis, a, inputs[2], "scale")?;
     let bias = match has_bias {
         true => Some(rows_and_param(attrs.axis, a, inputs[3], "bias")?.2),
         false => None,
     };
-    let mut out = vec![0f32; x.len()];
-    // The sums: the second output, or one row of scratch per piece of rows.
-    let mut sums = vec![0f32; if keep_sum { x.len() } else { 0 }];
+    let len = x.len();
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    // The sums: the second output, or a block of scratch per piece of rows.
+    let mut sums: Vec<f32> = Vec::with_capacity(if keep_sum { len } else { 0 });
+    let kept_len = sums.capacity().min(len);
     if inner > 0 {
-        crate::par_rows_pair(&mut out, &mut sums, inner, |r0, dsts, kept| {
+        let (dst, kept) = (
+            &mut out.spare_capacity_mut()[..len],
+            &mut sums.spare_capacity_mut()[..kept_len],
+        );
+        crate::par_rows_pair(dst, kept, inner, |r0, dsts, kept| {
             let (x, y) = (&x[r0 * inner..], &y[r0 * inner..]);
-            let mut scratch = vec![0f32; if keep_sum { 0 } else { inner }];
+            let block = BLOCK_ROWS * inner;
+            let mut scratch: Vec<f32> = Vec::with_capacity(if keep_sum { 0 } else { block });
             vectorized(
                 #[inline(always)]
                 || {
-                    for (i, ((dst, xr), yr)) in dsts
-                        .chunks_exact_mut(inner)
-                        .zip(x.chunks_exact(inner))
-                        .zip(y.chunks_exact(inner))
-                        .enumerate()
-                    {
-                        let sum = match keep_sum {
-                            true => &mut kept[i * inner..(i + 1) * inner],
-                            false => &mut scratch[..],
+                    for (bi, dsts) in dsts.chunks_mut(block).enumerate() {
+                        let (at, m) = (bi * block, dsts.len());
+                        let sums = match keep_sum {
+                            true => &mut kept[at..at + m],
+                            false => &mut scratch.spare_capacity_mut()[..m],
                         };
+                        let (xb, yb) = (&x[at..at + m], &y[at..at + m]);
                         match c {
                             // (a + c) + b: the unfused Adds' order (each commutative).
-                            Some(c) => sum
-                                .iter_mut()
-                                .zip(xr.iter().zip(c))
-                                .zip(yr)
-                                .for_each(|((s, (p, e)), q)| *s = (p + e) + q),
-                            None => sum
-                                .iter_mut()
-                                .zip(xr.iter().zip(yr))
-                                .for_each(|(s, (p, q))| *s = p + q),
+                            Some(c) => {
+                                for ((sr, xr), yr) in sums
+                                    .chunks_exact_mut(inner)
+                                    .zip(xb.chunks_exact(inner))
+                                    .zip(yb.chunks_exact(inner))
+                                {
+                                    sr.iter_mut().zip(xr.iter().zip(c)).zip(yr).for_each(
+                                        |((s, (p, e)), q)| {
+                                            s.write((p + e) + q);
+                                        },
+                                    );
+                                }
+                            }
+                            None => {
+                                sums.iter_mut()
+                                    .zip(xb.iter().zip(yb))
+                                    .for_each(|(s, (p, q))| {
+                                        s.write(p + q);
+                                    })
+                            }
                         }
-                        layer_norm_row(sum, dst, &s, bias.as_deref(), attrs.epsilon);
+                        // SAFETY: the loop above wrote every element of `sums` (`m` is a
+                        // whole number of rows: `dsts` is a piece of whole rows, and x, y and
+                        // the pieces have the output's length); MaybeUninit<f32> has f32's
+                        // layout.
+                        let sums: &[f32] =
+                            unsafe { std::slice::from_raw_parts(sums.as_ptr().cast(), m) };
+                        let eps = attrs.epsilon;
+                        match rms {
+                            true => rms_norm_block(sums, dsts, inner, &s, eps),
+                            false => {
+                                layer_norm_block(sums, dsts, inner, &s, bias.as_deref(), eps);
+                            }
+                        }
                     }
                 },
             )
         });
+        // SAFETY: the pieces above cover every row of `out` (and of `sums` when kept): each
+        // block wrote its sums, then its normalised rows.
+        unsafe {
+            out.set_len(len);
+            sums.set_len(kept_len);
+        }
     }
     let mut outs = vec![make(a.dtype, a.shape.clone(), TensorData::F32(out))?];
     if keep_sum {
@@ -117,6 +154,7 @@ mod tests {
         );
         let op = FusedOp::AddLayerNorm {
             attrs: attrs.clone(),
+            rms: false,
             has_bias: true,
             pre_bias: false,
             keep_sum: false,
@@ -135,6 +173,7 @@ mod tests {
         );
         let op = FusedOp::AddLayerNorm {
             attrs: attrs.clone(),
+            rms: false,
             has_bias: true,
             pre_bias: true,
             keep_sum: false,
@@ -144,10 +183,10 @@ mod tests {
     }
 
     /// With the sum kept (a pre-norm transformer's residual stream), the second output
-    /// equals the unfused Adds and the first the LayerNorm of it, bit for bit, over rows
-    /// enough to split between threads.
+    /// equals the unfused Adds and the first the LayerNorm or RMSNorm of it, bit for bit,
+    /// over rows enough to split between threads.
     #[test]
-    fn add_layer_norm_keeps_the_sum() {
+    fn add_norm_keeps_the_sum() {
         let (a, b) = (rand(vec![4, 1100, 64], 5), rand(vec![4, 1100, 64], 6));
         let (s, c) = (rand(vec![64], 7), rand(vec![64], 9));
         let attrs = NormAttrs {
@@ -155,24 +194,43 @@ mod tests {
             epsilon: 1e-5,
         };
         let sum = bin(BinaryOp::Add, &bin(BinaryOp::Add, &c, &a), &b);
-        let norm = run(Op::LayerNorm(attrs.clone()), &[&sum, &s]);
-        let op = FusedOp::AddLayerNorm {
-            attrs,
-            has_bias: false,
-            pre_bias: true,
-            keep_sum: true,
-        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .unwrap();
-        for threads in [1, 2] {
-            let go = || eval_fused_outputs(&op, &[&a, &c, &b, &s]).unwrap();
-            let got = if threads == 2 { pool.install(go) } else { go() };
-            assert_eq!(got.len(), 2);
-            assert_eq!(got[0].as_f32().unwrap(), norm.as_f32().unwrap());
-            assert_eq!(got[1].as_f32().unwrap(), sum.as_f32().unwrap());
-            assert_eq!(got[1].shape, sum.shape);
+        for rms in [false, true] {
+            let norm = match rms {
+                true => run(Op::RmsNorm(attrs.clone()), &[&sum, &s]),
+                false => run(Op::LayerNorm(attrs.clone()), &[&sum, &s]),
+            };
+            let op = FusedOp::AddLayerNorm {
+                attrs: attrs.clone(),
+                rms,
+                has_bias: false,
+                pre_bias: true,
+                keep_sum: true,
+            };
+            for threads in [1, 2] {
+                let go = || eval_fused_outputs(&op, &[&a, &c, &b, &s]).unwrap();
+                let got = if threads == 2 { pool.install(go) } else { go() };
+                assert_eq!(got.len(), 2);
+                assert_eq!(
+                    got[0].as_f32().unwrap(),
+                    norm.as_f32().unwrap(),
+                    "rms {rms}"
+                );
+                assert_eq!(got[1].as_f32().unwrap(), sum.as_f32().unwrap());
+                assert_eq!(got[1].shape, sum.shape);
+            }
         }
+        // An RMSNorm has no bias input.
+        let op = FusedOp::AddLayerNorm {
+            attrs,
+            rms: true,
+            has_bias: true,
+            pre_bias: false,
+            keep_sum: false,
+        };
+        assert!(eval_fused(&op, &[&a, &b, &s, &c]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! (the patterns are found in a rank's program by `crate::exec::fuse`).
 //!
 //! Each kernel does the arithmetic of the chain it replaces, in the same order and with the
-//! same helpers (`erf`, `softmax_row`, `layer_norm_row`, the same GEMM). The epilogue and
+//! same helpers (`erf`, `softmax_row`, `layer_norm_block`, the same GEMM). The epilogue and
 //! Add+LayerNorm kernels match the unfused ops bit for bit (tested); the attention's two
 //! GEMMs read strided views of q, k and v, whose blocking may round differently in the last
 //! bit (tested within 1e-6; identical on MiniLM). What changes is that the intermediates are
@@ -99,9 +99,12 @@ pub enum FusedOp {
     /// c, b, scale, bias): the bias of a row-parallel layer added after its all-reduce, then
     /// the residual. With `keep_sum`, the sum is a second output ([`eval_fused_outputs`]):
     /// a pre-norm transformer's residual stream, which the next residual add reads too.
+    /// With `rms`, an RMSNorm (inputs as above, no bias) in place of the LayerNorm.
     AddLayerNorm {
-        /// The LayerNorm's attributes.
+        /// The norm's attributes.
         attrs: NormAttrs,
+        /// The norm is an RMSNorm.
+        rms: bool,
         /// The LayerNorm has a bias input.
         has_bias: bool,
         /// A bias vector is added to `a` first.
@@ -163,7 +166,8 @@ impl FusedOp {
                 (true, None) => "fused QuantMatMul+Bias",
                 (false, None) => "fused QuantMatMul",
             },
-            FusedOp::AddLayerNorm { .. } => "fused Add+LayerNorm",
+            FusedOp::AddLayerNorm { rms: false, .. } => "fused Add+LayerNorm",
+            FusedOp::AddLayerNorm { rms: true, .. } => "fused Add+RmsNorm",
             FusedOp::Attention(_) => "fused Attention",
             FusedOp::Rotary { .. } => "fused Rotary",
             FusedOp::Elementwise(_) => "fused Elementwise",
@@ -209,10 +213,11 @@ pub fn eval_fused_outputs(op: &FusedOp, inputs: &[&Tensor]) -> Result<Vec<Tensor
         FusedOp::QuantMatMul(q) => quant_matmul_op(q, inputs).map(one),
         FusedOp::AddLayerNorm {
             attrs,
+            rms,
             has_bias,
             pre_bias,
             keep_sum,
-        } => add_layer_norm(attrs, *has_bias, *pre_bias, *keep_sum, inputs),
+        } => add_layer_norm(attrs, *rms, *has_bias, *pre_bias, *keep_sum, inputs),
         FusedOp::Attention(a) => attention(a, inputs).map(one),
         FusedOp::Rotary { negate } => rotary::rotary(*negate, inputs).map(one),
         FusedOp::Elementwise(p) => elementwise::elementwise(p, inputs).map(one),

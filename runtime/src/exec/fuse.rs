@@ -2,7 +2,8 @@
 //! ([`crate::device::Device::fuses`]; the CPU device does).
 //!
 //! Six patterns, each a chain whose intermediates are read by nothing else on the rank
-//! (one consumer, not a plan output) and whose values are exactly f32:
+//! (one consumer, not a plan output; the residual norm's sum excepted, below) and whose
+//! values are exactly f32:
 //!
 //! * **Attention**: `Reshape [B,S,H,D]` + `Transpose` of q, k (to `[B,H,D,S]`, in one
 //!   Transpose or as `[0,2,1,3]` then `[0,1,3,2]`) and v, then `MatMul(Q, Kᵀ)`, `Div`/`Mul`
@@ -19,12 +20,12 @@
 //!   and/or a `Gelu` (erf form) ([`FusedOp::MatMulEpilogue`]).
 //!
 //! The patterns key on canonical ops: the compiler's canonicalisation has already turned
-//! every export's GELU, LayerNorm and RMSNorm spelling into one op (RMSNorm needs no fusion:
-//! its kernel is one pass).
-//! * **Residual LayerNorm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
-//!   `LayerNorm`, where `a` may itself be `y + bias` (a row-parallel layer's bias, added after
-//!   its all-reduce) ([`FusedOp::AddLayerNorm`]); when the sum is also read after the
-//!   LayerNorm (a pre-norm layer's residual stream), it is a second output.
+//! every export's GELU, LayerNorm and RMSNorm spelling into one op (each norm's own kernel
+//! is one pass; fused, it also forms the residual sum it normalises).
+//! * **Residual norm**: `Add(a, b)` of two same-shape tensors feeding a last-axis
+//!   `LayerNorm` or `RmsNorm`, where `a` may itself be `y + bias` (a row-parallel layer's
+//!   bias, added after its all-reduce) ([`FusedOp::AddLayerNorm`]); when the sum is also read
+//!   after the norm (a pre-norm layer's residual stream), it is a second output.
 //! * **Conv epilogue**: `Conv`, then a per-channel `Mul` and/or `Add` (an unfolded
 //!   BatchNormalization), an `Add` of a same-shape residual and/or an activation (Relu,
 //!   Sigmoid, SiLU, Clip, HardSigmoid / HardSwish), applied to each block of Conv output as
@@ -420,14 +421,21 @@ impl<'a> Program<'a> {
     }
 
     fn add_layer_norm(&self, ln: usize) -> Option<Fused> {
-        let Op::LayerNorm(attrs) = self.op(ln)? else {
-            return None;
+        let (attrs, rms) = match self.op(ln)? {
+            Op::LayerNorm(attrs) => (attrs, false),
+            Op::RmsNorm(attrs) => (attrs, true),
+            _ => return None,
         };
         let ins = self.ins(ln);
+        // x and the scale, and a LayerNorm's bias when it has one.
+        let arity = if rms { 2..=2 } else { 2..=3 };
+        if !arity.contains(&ins.len()) {
+            return None;
+        }
         let x = *ins.first()?;
-        // The sum may be read after the LayerNorm too (kept as a second output: the
-        // residual stream of a pre-norm layer), not before it: the fused item runs where the
-        // LayerNorm was.
+        // The sum may be read after the norm too (kept as a second output: the residual
+        // stream of a pre-norm layer), not before it: the fused item runs where the norm
+        // was.
         let (add, keep_sum) = match self.internal(x, ln) {
             Some(add) => (add, false),
             None => (self.read_after(x, ln)?, true),
@@ -482,6 +490,7 @@ impl<'a> Program<'a> {
         Some(Fused {
             op: FusedOp::AddLayerNorm {
                 attrs: attrs.clone(),
+                rms,
                 has_bias: ins.len() == 3,
                 pre_bias: pre_bias.is_some(),
                 keep_sum,
