@@ -96,8 +96,13 @@ pub(crate) fn erf(x: f32) -> f32 {
     ];
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let p = ALPHA.iter().fold(0.0f32, |acc, &c| simd::fma(acc, x2, c));
-    let q = BETA.iter().fold(0.0f32, |acc, &c| simd::fma(acc, x2, c));
+    // Horner from the first coefficient (as `simd::tanh`; x2 is finite or NaN).
+    let p = ALPHA[1..]
+        .iter()
+        .fold(ALPHA[0], |acc, &c| simd::fma(acc, x2, c));
+    let q = BETA[1..]
+        .iter()
+        .fold(BETA[0], |acc, &c| simd::fma(acc, x2, c));
     let y = x * p / q;
     // A select, not a branch: the loop still vectorises. NaN compares false and stays NaN.
     if x.abs() >= ERF_IS_ONE {
