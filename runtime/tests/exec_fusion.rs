@@ -270,31 +270,43 @@ fn attention_and_residual_layer_norm_fuse() {
     assert_eq!(steps, 15);
 }
 
+/// The residual sum after a row-parallel layer's all-reduce, `u = (y + bias) + r` over
+/// `[2, 3, 16]`, with a norm's scale and bias beside it: (graph, u, gamma, beta, inputs).
+fn bias_residual_graph() -> (
+    Graph,
+    TensorId,
+    TensorId,
+    TensorId,
+    BTreeMap<String, Tensor>,
+) {
+    let shape = vec![2, 3, 16];
+    let f = DType::F32;
+    let mut g = Graph::new();
+    let y = g.add_input("y", f, shape.clone());
+    let r = g.add_input("r", f, shape.clone());
+    let c = inline_weight(&mut g, "c", rand_f32(&[16], 1));
+    let gamma = inline_weight(&mut g, "gamma", rand_f32(&[16], 2));
+    let beta = inline_weight(&mut g, "beta", rand_f32(&[16], 3));
+    let t = binary_node(&mut g, "bias", BinaryOp::Add, [c, y], shape.clone());
+    let u = binary_node(&mut g, "residual", BinaryOp::Add, [r, t], shape.clone());
+    let inputs = BTreeMap::from([
+        ("y".to_string(), rand_f32(&shape, 4)),
+        ("r".to_string(), rand_f32(&shape, 5)),
+    ]);
+    (g, u, gamma, beta, inputs)
+}
+
 /// After a row-parallel layer's all-reduce: `LayerNorm((y + bias) + residual)` is one kernel,
 /// bitwise equal to the three unfused ops.
 #[test]
 fn bias_residual_layer_norm_fuse() {
-    let (bsz, s, h) = (2, 3, 16);
-    let f = DType::F32;
-    let mut g = Graph::new();
-    let y = g.add_input("y", f, vec![bsz, s, h]);
-    let r = g.add_input("r", f, vec![bsz, s, h]);
-    let c = inline_weight(&mut g, "c", rand_f32(&[h], 1));
-    let gamma = inline_weight(&mut g, "gamma", rand_f32(&[h], 2));
-    let beta = inline_weight(&mut g, "beta", rand_f32(&[h], 3));
-    let shape = vec![bsz, s, h];
-    let t = binary_node(&mut g, "bias", BinaryOp::Add, [c, y], shape.clone());
-    let u = binary_node(&mut g, "residual", BinaryOp::Add, [r, t], shape.clone());
+    let (mut g, u, gamma, beta, inputs) = bias_residual_graph();
     let ln = Op::LayerNorm(NormAttrs {
         axis: 2,
         epsilon: 1e-5,
     });
-    let out = f32_node(&mut g, "ln", ln, vec![u, gamma, beta], shape);
+    let out = f32_node(&mut g, "ln", ln, vec![u, gamma, beta], vec![2, 3, 16]);
     g.outputs.push(out);
-    let inputs = BTreeMap::from([
-        ("y".to_string(), rand_f32(&[bsz, s, h], 4)),
-        ("r".to_string(), rand_f32(&[bsz, s, h], 5)),
-    ]);
     let (fused, steps) = run_fused_steps(g, &inputs, true);
     assert_eq!(fused, BTreeMap::from([("fused Add+LayerNorm", 1)]));
     assert_eq!(steps, 3, "the bias Add, the residual Add and the LayerNorm");
@@ -306,18 +318,9 @@ fn bias_residual_layer_norm_fuse() {
 /// the sum before the norm keeps the ops apart (the kernel runs where the norm was).
 #[test]
 fn residual_norm_keeps_the_sum_read_after_it() {
-    let (bsz, s, h) = (2, 3, 16);
-    let f = DType::F32;
     for (rms, read_before) in [(false, false), (false, true), (true, false), (true, true)] {
-        let mut g = Graph::new();
-        let y = g.add_input("y", f, vec![bsz, s, h]);
-        let r = g.add_input("r", f, vec![bsz, s, h]);
-        let c = inline_weight(&mut g, "c", rand_f32(&[h], 1));
-        let gamma = inline_weight(&mut g, "gamma", rand_f32(&[h], 2));
-        let beta = inline_weight(&mut g, "beta", rand_f32(&[h], 3));
-        let shape = vec![bsz, s, h];
-        let t = binary_node(&mut g, "bias", BinaryOp::Add, [c, y], shape.clone());
-        let u = binary_node(&mut g, "residual", BinaryOp::Add, [r, t], shape.clone());
+        let (mut g, u, gamma, beta, inputs) = bias_residual_graph();
+        let shape = vec![2, 3, 16];
         if read_before {
             let early = binary_node(&mut g, "early", BinaryOp::Mul, [u, u], shape.clone());
             g.outputs.push(early);
@@ -334,10 +337,6 @@ fn residual_norm_keeps_the_sum_read_after_it() {
         let next = binary_node(&mut g, "next", BinaryOp::Add, [u, n], shape);
         g.outputs.push(next);
         g.outputs.push(u);
-        let inputs = BTreeMap::from([
-            ("y".to_string(), rand_f32(&[bsz, s, h], 4)),
-            ("r".to_string(), rand_f32(&[bsz, s, h], 5)),
-        ]);
         let (fused, _) = run_fused_steps(g, &inputs, true);
         let want = match read_before {
             false => 1,
