@@ -95,9 +95,10 @@ pub(crate) fn layer_norm(
 /// instruction each rather than 16 scalar ones (whose throughput bound rows of 64).
 pub(crate) const BLOCK_ROWS: usize = 16;
 
-/// Normalises up to [`BLOCK_ROWS`] rows of `inner` into `dst` (every element written): `(x - mean) · inv · scale +
-/// bias` with `inv = 1 / sqrt(var + ε)`; returns each row's (mean, inv). Sums run in
-/// [`simd::sum`]'s fixed order; callers run it inside [`vectorized`].
+/// Normalises up to [`BLOCK_ROWS`] rows of `inner` into `dst` (every element written):
+/// `(x - mean) · inv · scale + bias` with `inv = 1 / sqrt(var + ε)`; returns each row's
+/// (mean, inv). Sums run in [`simd::sum`]'s fixed order; callers run it inside
+/// [`vectorized`].
 #[inline(always)]
 pub(crate) fn layer_norm_block(
     rows: &[f32],
@@ -141,8 +142,9 @@ pub(crate) fn layer_norm_block(
     (mean, inv)
 }
 
-/// RMSNorm of up to [`BLOCK_ROWS`] rows of `inner` into `dst` (every element written): `e · inv · scale` with
-/// `inv = 1 / sqrt(mean(e²) + ε)`; callers run it inside [`vectorized`].
+/// RMSNorm of up to [`BLOCK_ROWS`] rows of `inner` into `dst` (every element written):
+/// `e · inv · scale` with `inv = 1 / sqrt(mean(e²) + ε)`; callers run it inside
+/// [`vectorized`].
 #[inline(always)]
 pub(crate) fn rms_norm_block(
     rows: &[f32],
