@@ -115,8 +115,9 @@ pub enum FusedOp {
     /// Multi-head scaled dot-product attention, `Softmax(terms(mask(scale(Q·Kᵀ)))) · V`
     /// (inputs q, k, v, the scale's inputs ([`AttentionScale`]), the mask's
     /// ([`AttentionMask`]), the score terms' ([`ScoreTerm`]), then the NaN fill under
-    /// [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as `[B, Sq, H, D]` with the head axis moved in front of the sequence axis (or `q` as
-    /// `[B, H, Sq, D]`, [`HeadLayout`]), K and V likewise from `k`, `v`.
+    /// [`SoftmaxRows::NanToFill`]), where Q = `q` viewed as `[B, Sq, H, D]` with the head
+    /// axis moved in front of the sequence axis (or `q` as `[B, H, Sq, D]`, [`HeadLayout`]),
+    /// K and V likewise from `k`, `v`.
     Attention(AttentionShape),
     /// The rotary position embedding `x·cos + rotate_half(x)·sin` over the last axis of
     /// `x`, `rotate_half(x) = concat(-x[.., h..], x[.., ..h])` (inputs x, cos, sin; cos and
