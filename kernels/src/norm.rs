@@ -183,7 +183,7 @@ pub(crate) fn rms_norm(a: &NormAttrs, x: &Tensor, scale: &Tensor) -> KResult<Ten
     let mut y: Vec<f32> = Vec::with_capacity(n);
     if inner > 0 {
         crate::par_rows(&mut y.spare_capacity_mut()[..n], inner, |r0, ys| {
-            let v = &v[r0 * inner..];
+            let v = &v[r0 * inner..r0 * inner + ys.len()];
             vectorized(
                 #[inline(always)]
                 || {
